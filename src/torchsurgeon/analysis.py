@@ -1,0 +1,331 @@
+"""``paramcount``: trace, graph, shapes and parameters of a model for one input.
+
+This is the public entry of the analysis pipeline
+(trace → graph → shapes → params), returning a :class:`ModelReport`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from torch import nn
+
+from .errors import ShapeError
+from .graph import build_graph
+from .params import ParamSummary, count_params
+from .records import Finding, LayerReport, Status
+from .report import format_count, format_shape, model_table
+from .shapes import InputSpec, ShapeResult, propagate_shapes
+from .trace import Traced, trace, unwrap_model
+
+__all__ = ("ModelReport", "analyse_graph", "paramcount")
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """What :func:`paramcount` found.  ``print(report)`` shows the table.
+
+    Attributes
+    ----------
+    model_name : str
+        Class name of the model.
+    input_shapes : Mapping[str, tuple[int, ...]]
+        Input shape per ``forward`` argument, batch included.
+    total, trainable, frozen : int
+        Unique parameters of the model as it stands.
+    total_for_input : int
+        Parameters once every invalid layer is resized to fit this input.
+    buffers : int
+        Unique buffer elements.
+    bytes_by_dtype : Mapping[str, int]
+        Parameter bytes per dtype.
+    output_shape : tuple or nested tuples
+        Output shape, batch included; nested for tuple/dict outputs.
+    layers : list[LayerReport]
+        One per graph node (inputs and output excluded), in execution order.
+    findings : tuple[Finding, ...]
+        Every mismatch, in order; an invalid layer may have several.
+    graph : networkx.DiGraph
+        The annotated graph (schema in :mod:`torchsurgeon.graph`).
+    opaque : Mapping[str, str]
+        Submodules analysed without tracing inside, with the reason.
+    unused : tuple[str, ...]
+        Parameters no node uses (still counted in ``total``).
+    """
+
+    model_name: str
+    input_shapes: Mapping[str, tuple[int, ...]]
+    total: int
+    trainable: int
+    frozen: int
+    total_for_input: int
+    buffers: int
+    bytes_by_dtype: Mapping[str, int]
+    output_shape: Any
+    layers: list[LayerReport]
+    findings: tuple[Finding, ...]
+    graph: nx.DiGraph = field(repr=False, compare=False)
+    opaque: Mapping[str, str] = field(default_factory=dict)
+    unused: tuple[str, ...] = ()
+
+    @property
+    def invalid(self) -> list[LayerReport]:
+        """The layers whose status is ``invalid``."""
+        return [layer for layer in self.layers if layer.status == Status.INVALID]
+
+    @property
+    def param_bytes(self) -> int:
+        """Bytes of all unique parameters."""
+        return sum(self.bytes_by_dtype.values())
+
+    def layer(self, name: str) -> LayerReport:
+        """The first layer called ``name`` (module qualified name or node name).
+
+        Raises
+        ------
+        KeyError
+            With the closest names when there is no such layer.
+        """
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        close = [layer.name for layer in self.layers if name in layer.name][:5]
+        raise KeyError(f"no layer {name!r} in {self.model_name}; similar: {close}")
+
+    def totals(self) -> list[tuple[str, str]]:
+        """The totals printed under the table, as (label, value) pairs."""
+        rows = [
+            ("Input", ", ".join(f"{k} {format_shape(v)}" for k, v in self.input_shapes.items())),
+            ("Output", format_shape(self.output_shape)),
+            ("Total params", format_count(self.total)),
+            ("Trainable params", format_count(self.trainable)),
+            ("Frozen params", format_count(self.frozen)),
+        ]
+        if self.total_for_input != self.total:
+            n = len(self.invalid)
+            rows.append(
+                (
+                    "Params for this input",
+                    f"{format_count(self.total_for_input)} (with {n} invalid layer{'s' * (n != 1)} resized to fit)",
+                )
+            )
+        rows += [
+            ("Buffers", format_count(self.buffers)),
+            ("Param size (MB)", f"{self.param_bytes / 1e6:.2f}"),
+        ]
+        return rows
+
+    def notes(self) -> list[str]:
+        """Lines under the totals: invalid layers and their fixes, opaque layers, unused params."""
+        lines: list[str] = []
+        if self.findings:
+            lines.append(f"Invalid layers ({len(self.invalid)}):")
+            lines += [f"  {f.message}" for f in self.findings]
+        else:
+            lines.append("Invalid layers: none")
+        for name, why in self.opaque.items():
+            lines.append(f"Opaque: {name} was not traced inside ({why}); analysed on meta")
+        if self.unused:
+            lines.append(
+                f"Unused by forward (still counted): {', '.join(self.unused[:8])}"
+                + (" ..." if len(self.unused) > 8 else "")
+            )
+        if any(layer.shared for layer in self.layers):
+            lines.append("(shared): parameters used by several layers, counted once in the totals")
+        return lines
+
+    def __str__(self) -> str:
+        return model_table(self.model_name, self.layers, self.totals(), self.notes())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form: totals, output shape, layers and findings."""
+        return {
+            "model": self.model_name,
+            "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+            "output_shape": _jsonable(self.output_shape),
+            "total": self.total,
+            "trainable": self.trainable,
+            "frozen": self.frozen,
+            "total_for_input": self.total_for_input,
+            "buffers": self.buffers,
+            "bytes_by_dtype": dict(self.bytes_by_dtype),
+            "layers": [layer.to_dict() for layer in self.layers],
+            "invalid": [
+                {
+                    "layer": f.layer,
+                    "type": f.type,
+                    "what": f.what,
+                    "expected": _jsonable(f.expected),
+                    "got": _jsonable(f.got),
+                    "fix": f.fix,
+                    "message": f.message,
+                }
+                for f in self.findings
+            ],
+            "opaque": dict(self.opaque),
+            "unused": list(self.unused),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, (int, float, str, bool)):
+        return value
+    return str(value)
+
+
+def _layers(G: nx.DiGraph, summary: ParamSummary) -> list[LayerReport]:
+    out: list[LayerReport] = []
+    for node, data in G.nodes(data=True):
+        if data["op"] in ("placeholder", "output"):
+            continue
+        p = summary.layers[node]
+        ins = data["input_shapes"]
+        first_in = ins[0] if ins and isinstance(ins[0], tuple) and all(isinstance(d, int) for d in ins[0]) else None
+        out.append(
+            LayerReport(
+                name=data["layer"],
+                type=data["module_type"],
+                input_shape=first_in,
+                output_shape=data["output_shape"],
+                params=p.params,
+                params_for_input=p.params_for_input,
+                trainable=p.trainable,
+                status=data["status"],
+                message=data["message"],
+                op=data["op"],
+                buffers=p.buffers,
+                param_bytes=p.param_bytes,
+                shared=p.shared,
+            )
+        )
+    return out
+
+
+def analyse_graph(
+    G: nx.DiGraph, input: InputSpec, *, batch: int = 1, name: str = ""
+) -> tuple[ModelReport, ShapeResult]:
+    """Propagate ``input`` through an already-built graph and count parameters.
+
+    Use it to analyse one trace for several inputs; :func:`paramcount` is
+    trace + build + this.
+
+    Parameters
+    ----------
+    G : networkx.DiGraph
+        From :func:`torchsurgeon.graph.build_graph`; annotated in place.
+    input : shape, tensor, tuple of shapes, or mapping
+        As in :func:`paramcount`.
+    batch : int
+        Batch size prepended to shapes.
+    name : str
+        Title of the report (default: the model's class name).
+
+    Returns
+    -------
+    tuple[ModelReport, ShapeResult]
+        The report (its ``graph`` is a copy of ``G``) and the raw shape result.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> from torchsurgeon.graph import build_graph
+    >>> G = build_graph(trace(nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU())))
+    >>> [analyse_graph(G, (c, 32, 32))[0].total_for_input for c in (1, 3)]
+    [156, 456]
+    """
+    model: nn.Module = G.graph["model"]
+    shapes = propagate_shapes(G, input, batch=batch)
+    for rec in shapes.nodes.values():
+        f = rec.finding
+        if (
+            f is not None
+            and f.what == "input rank"
+            and any(G.nodes[src]["op"] == "placeholder" for src in G.predecessors(rec.node))
+        ):
+            raise ShapeError(f"{rec.message} (input shapes {dict(shapes.input_shapes)})")
+    summary = count_params(G)
+    report = ModelReport(
+        model_name=name or type(model).__name__,
+        input_shapes=dict(shapes.input_shapes),
+        total=summary.total,
+        trainable=summary.trainable,
+        frozen=summary.frozen,
+        total_for_input=summary.total_for_input,
+        buffers=summary.buffers,
+        bytes_by_dtype=summary.bytes_by_dtype,
+        output_shape=shapes.output_shape,
+        layers=_layers(G, summary),
+        findings=shapes.findings,
+        graph=G.copy(),
+        opaque=dict(G.graph["opaque"]),
+        unused=summary.unused,
+    )
+    return report, shapes
+
+
+def paramcount(
+    model: nn.Module,
+    input: InputSpec,
+    *,
+    batch: int = 1,
+    leaf_modules: Iterable[str | type[nn.Module]] = (),
+    concrete_args: Mapping[str, Any] | None = None,
+    autowrap_functions: Iterable[Callable[..., Any]] = (),
+) -> ModelReport:
+    """Parameters, shapes and invalid layers of ``model`` for an input shape.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model torch.fx can trace (submodules it cannot are analysed as
+        opaque leaves).  It is never modified: no hooks, same weights,
+        ``training`` and ``requires_grad`` untouched.  Models on ``meta`` work.
+    input : shape, tensor, tuple of shapes, or mapping
+        Per-sample shape, batch excluded, any channel count and size:
+        ``(1, 224, 224)``.  Several inputs: a tuple of shapes or
+        ``{"image": (3, 224, 224), "mask": (1, 224, 224)}``.  A tensor is
+        used as it is (batch included; only its shape and dtype matter).
+    batch : int
+        Batch size prepended to every shape.
+    leaf_modules, concrete_args, autowrap_functions
+        Passed to :func:`torchsurgeon.trace.trace`.
+
+    Returns
+    -------
+    ModelReport
+        ``total``, ``trainable``, ``total_for_input``, ``output_shape``,
+        ``layers``, ``invalid``, ``graph``; ``print()`` it for a table.
+
+    Raises
+    ------
+    InputError
+        If ``model`` is not an ``nn.Module`` or the shape is malformed.
+    TraceError
+        If the model cannot be traced (the message says where and how to fix it).
+    ShapeError
+        If the input has the wrong rank for the first layer.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 6, 5), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 28 * 28, 10))
+    >>> r = paramcount(net, (1, 32, 32))
+    >>> r.total, r.total_for_input, r.output_shape
+    (47506, 47206, (1, 10))
+    >>> [layer.name for layer in r.invalid]
+    ['0']
+    """
+    model = unwrap_model(model)
+    traced: Traced = trace(
+        model, leaf_modules=leaf_modules, concrete_args=concrete_args, autowrap_functions=autowrap_functions
+    )
+    report, _ = analyse_graph(build_graph(traced), input, batch=batch)
+    return report

@@ -1,0 +1,145 @@
+"""Command line: ``torchsurgeon summary MODULE:CALLABLE --input 1,224,224``.
+
+``main(argv) -> int`` is the console script and the pre-commit hook; exit 0
+when all is well, 1 when a check fails, 2 for a usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from .analysis import paramcount
+from .errors import ConfigError, InputError, TorchSurgeonError
+
+__all__ = ("load_model", "main", "parse_shape")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse ``"1,224,224"`` (or ``"1x224x224"``) into a shape tuple.
+
+    Raises
+    ------
+    InputError
+        When a dimension is not a positive integer.
+
+    Examples
+    --------
+    >>> parse_shape("1,224,224"), parse_shape("3x32x32")
+    ((1, 224, 224), (3, 32, 32))
+    """
+    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    dims = []
+    for p in parts:
+        try:
+            d = int(p)
+        except ValueError:
+            raise InputError(
+                f"--input {text!r}: {p!r} is not an integer — write the shape as C,H,W, e.g. 1,224,224"
+            ) from None
+        if d <= 0:
+            raise InputError(f"--input {text!r}: dimension {d} must be positive — e.g. 1,224,224")
+        dims.append(d)
+    if not dims:
+        raise InputError(f"--input {text!r} is empty — write the shape as C,H,W, e.g. 1,224,224")
+    return tuple(dims)
+
+
+def load_model(spec: str) -> nn.Module:
+    """Import ``package.module:callable`` and call it to get a model.
+
+    ``spec`` may also name a model object directly (``mypkg.models:MODEL``).
+
+    Raises
+    ------
+    ConfigError
+        If the module or attribute does not exist, the callable raises, or
+        the result is not an ``nn.Module``.
+
+    Examples
+    --------
+    >>> load_model("torch.nn:Identity")
+    Identity()
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"model {spec!r}: expected MODULE:CALLABLE, e.g. torchvision.models:resnet50")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"model {spec!r}: cannot import {module_name!r} ({exc}) — check the module path and that it is installed"
+        ) from exc
+    obj: Any = module
+    try:
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise ConfigError(f"model {spec!r}: {module_name} has no attribute {attr!r}") from None
+    if not isinstance(obj, nn.Module):
+        if not callable(obj):
+            raise ConfigError(f"model {spec!r}: {attr} is neither a callable nor an nn.Module")
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise ConfigError(f"model {spec!r}: calling {attr}() raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(obj, nn.Module):
+        raise ConfigError(f"model {spec!r}: {attr}() returned {type(obj).__name__}, not an nn.Module")
+    return obj
+
+
+def _summary(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    report = paramcount(model, parse_shape(args.input), batch=args.batch)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torchsurgeon", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("summary", help="per-layer parameters, shapes and invalid layers for an input shape")
+    p.add_argument("model", help="MODULE:CALLABLE returning the model, e.g. torchvision.models:resnet50")
+    p.add_argument("--input", required=True, help="per-sample input shape, e.g. 1,224,224")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(run=_summary)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code.
+
+    Examples
+    --------
+    >>> main(["summary", "torch.nn:Identity", "--input", "3"])  # doctest: +ELLIPSIS
+    Identity
+    ...
+    0
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    try:
+        return int(args.run(args))
+    except (InputError, ConfigError) as exc:
+        print(f"torchsurgeon: error: {exc}", file=sys.stderr)
+        return 2
+    except TorchSurgeonError as exc:
+        print(f"torchsurgeon: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""The exception hierarchy of torchsurgeon.
+
+Every error raised on purpose by the library is a :class:`TorchSurgeonError`.
+Messages name the layer or value at fault and say how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = (
+    "ConfigError",
+    "ContractError",
+    "InputError",
+    "ShapeError",
+    "SurgeryError",
+    "TorchSurgeonError",
+    "TraceError",
+)
+
+
+class TorchSurgeonError(Exception):
+    """Base class for every error torchsurgeon raises on purpose."""
+
+
+class InputError(TorchSurgeonError, ValueError):
+    """An argument is not a model, a shape or an option torchsurgeon accepts."""
+
+
+class TraceError(TorchSurgeonError):
+    """torch.fx could not trace the model, even with automatic leaf modules."""
+
+
+class ShapeError(TorchSurgeonError):
+    """Shapes could not be propagated through the traced graph."""
+
+
+class SurgeryError(TorchSurgeonError):
+    """A model edit (folding, head replacement) cannot be done as asked."""
+
+
+class ContractError(TorchSurgeonError, AssertionError):
+    """A model breaks a declared shape or parameter contract."""
+
+
+class ConfigError(TorchSurgeonError):
+    """A contract configuration (pyproject table, lockfile, import path) is malformed."""

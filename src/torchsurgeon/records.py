@@ -1,0 +1,149 @@
+"""Plain records shared by every module: enums, tensor metadata, findings, layer reports.
+
+Nothing here knows about torch.fx or networkx; these are the values that flow
+from the analyzers to the reports.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, NamedTuple
+
+__all__ = (
+    "Finding",
+    "FoldMode",
+    "LayerReport",
+    "Status",
+    "StrEnum",
+    "TensorMeta",
+)
+
+if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
+    from enum import StrEnum
+else:  # pragma: no cover - depends on the interpreter
+
+    class StrEnum(str, Enum):
+        """Backport of :class:`enum.StrEnum` for Python 3.10."""
+
+        def __str__(self) -> str:
+            return str(self.value)
+
+
+class Status(StrEnum):
+    """What torchsurgeon concluded about a layer or a parameter."""
+
+    OK = "ok"
+    """The layer accepts its input."""
+    INVALID = "invalid"
+    """The layer does not fit the input it receives (expected vs got in the message)."""
+    OPAQUE = "opaque"
+    """The layer could not be traced inside; it was analysed by running it on ``meta``."""
+    UNKNOWN = "unknown"
+    """The shape could not be computed (an earlier node failed)."""
+    KEPT = "kept"
+    """Surgery: same shape and values as in the original model."""
+    FOLDED = "folded"
+    """Surgery: recognised as a fold of the original weights."""
+    REINITIALISED = "reinitialised"
+    """Surgery: same name, but the pretrained values are gone."""
+    NEW = "new"
+    """Surgery: did not exist in the original model."""
+    REMOVED = "removed"
+    """Surgery: existed in the original model only."""
+
+
+class FoldMode(StrEnum):
+    """How pretrained RGB weights of a first layer are mapped to a new channel count."""
+
+    SUM = "sum"
+    """Sum over input channels, to 1 channel: exact on grey images."""
+    SPREAD = "spread"
+    """Every new channel gets ``W.sum(dim=1) / C``: exact on grey images replicated to C."""
+    REPEAT = "repeat"
+    """Tile the RGB weights to C channels and scale by ``3 / C`` (as timm does)."""
+    ZERO_EXTRA = "zero_extra"
+    """Keep the RGB weights, new channels start at zero: RGB + extra gives the RGB output."""
+    RANDOM = "random"
+    """Re-initialise the layer with PyTorch's default initialiser: pretrained weights lost."""
+
+
+class TensorMeta(NamedTuple):
+    """Shape and dtype of one tensor flowing through the graph."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        return "(" + ", ".join(str(d) for d in self.shape) + ")"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A layer that does not fit the input it receives.
+
+    ``expected`` and ``got`` are the values of ``what`` (for example
+    ``in_channels``) the layer was built for and the one the input has.
+    """
+
+    layer: str
+    type: str
+    what: str
+    expected: Any
+    got: Any
+    fix: str
+
+    @property
+    def message(self) -> str:
+        """One sentence: the layer, expected vs got, and the fix."""
+        return f"{self.layer} ({self.type}) expects {self.what}={self.expected}, got {self.got} — {self.fix}"
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One row of a :func:`torchsurgeon.paramcount` report: a graph node.
+
+    ``params`` counts the parameters the layer uses as the model stands;
+    ``params_for_input`` counts them once the layer is resized to fit the input
+    (equal to ``params`` for a layer that fits).  ``shared`` names the
+    parameters the layer shares with other layers (counted once in totals).
+    """
+
+    name: str
+    type: str
+    input_shape: tuple[int, ...] | None
+    output_shape: tuple[int, ...] | None
+    params: int
+    params_for_input: int
+    trainable: int
+    status: Status
+    message: str = ""
+    op: str = "call_module"
+    buffers: int = 0
+    param_bytes: int = 0
+    shared: tuple[str, ...] = field(default=())
+
+    @property
+    def frozen(self) -> int:
+        """Parameters of this layer with ``requires_grad=False``."""
+        return self.params - self.trainable
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form of the row."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "op": self.op,
+            "input_shape": list(self.input_shape) if self.input_shape is not None else None,
+            "output_shape": list(self.output_shape) if self.output_shape is not None else None,
+            "params": self.params,
+            "params_for_input": self.params_for_input,
+            "trainable": self.trainable,
+            "frozen": self.frozen,
+            "buffers": self.buffers,
+            "param_bytes": self.param_bytes,
+            "shared": list(self.shared),
+            "status": str(self.status),
+            "message": self.message,
+        }
