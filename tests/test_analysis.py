@@ -1,0 +1,228 @@
+"""paramcount: the seed numbers, invalid layers, the table, JSON, and never changing the model."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from models import CifarNet, TiedLM, TwoInputs
+from torch import nn
+
+from torchsurgeon import InputError, ShapeError, paramcount
+
+EXPECTED = Path(__file__).parent / "expected"
+
+
+def unique_numel(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+# ---------------------------------------------------------------- seed scenario
+
+
+def test_resnet50_seed_numbers_at_3_and_1_channels() -> None:
+    model = torchvision.models.resnet50()
+    rgb = paramcount(model, (3, 224, 224))
+    grey = paramcount(model, (1, 224, 224))
+    assert rgb.total == grey.total == 25_557_032
+    assert rgb.total_for_input == 25_557_032
+    assert grey.total_for_input == 25_550_760
+    assert rgb.invalid == []
+    assert [layer.name for layer in grey.invalid] == ["conv1"]
+    conv1 = grey.layer("conv1")
+    assert (conv1.params, conv1.params_for_input) == (9_408, 3_136)
+    assert "expects in_channels=3, got 1" in conv1.message
+    assert "adapt_input_channels(model, 1)" in conv1.message
+    assert grey.output_shape == rgb.output_shape == (1, 1000)
+
+
+def test_cifar_tutorial_seed_numbers() -> None:
+    rgb = paramcount(CifarNet(), (3, 32, 32))
+    grey = paramcount(CifarNet(), (1, 32, 32))
+    assert rgb.total == grey.total == 62_006
+    assert grey.total_for_input == 61_706
+    conv1 = grey.layer("conv1")
+    assert (conv1.params, conv1.params_for_input) == (456, 156)
+    assert [layer.name for layer in grey.invalid] == ["conv1"]
+
+
+# ---------------------------------------------------------------- invalid layers, all of them
+
+
+def test_spatial_change_breaks_the_linear_after_flatten() -> None:
+    r = paramcount(CifarNet(), (3, 64, 64))
+    assert [layer.name for layer in r.invalid] == ["fc1"]
+    fc1 = r.layer("fc1")
+    # 64 -> conv5 60 -> pool 30 -> conv5 26 -> pool 13: 16*13*13 features
+    assert "in_features=400, got 2704" in fc1.message
+    assert fc1.params_for_input == 120 * 2704 + 120
+    assert r.output_shape == (1, 10)  # propagation went on past fc1
+
+
+def test_every_invalid_layer_is_listed_not_just_the_first() -> None:
+    r = paramcount(CifarNet(), (1, 64, 64))
+    assert [layer.name for layer in r.invalid] == ["conv1", "fc1"]
+    assert r.total_for_input == 62_006 - 456 + 156 - 48_120 + (120 * 2704 + 120)
+
+
+def test_batchnorm_after_a_conv_whose_out_channels_changed() -> None:
+    model = torchvision.models.resnet50()
+    model.conv1 = nn.Conv2d(3, 32, 7, 2, 3, bias=False)
+    r = paramcount(model, (3, 224, 224))
+    assert [layer.name for layer in r.invalid] == ["bn1", "layer1.0.conv1", "layer1.0.downsample.0"]
+    bn1 = r.layer("bn1")
+    assert "num_features=64, got 32" in bn1.message
+    assert (bn1.params, bn1.params_for_input) == (128, 64)
+    down = r.layer("layer1.0.downsample.0")
+    assert (down.params, down.params_for_input) == (64 * 256, 32 * 256)
+    assert r.output_shape == (1, 1000)
+    assert r.total == unique_numel(model)
+
+
+def test_several_inputs_by_name_and_by_position() -> None:
+    by_name = paramcount(TwoInputs(), {"image": (3, 16, 16), "mask": (2, 16, 16)})
+    assert [layer.name for layer in by_name.invalid] == ["mask"]
+    by_position = paramcount(TwoInputs(), ((3, 16, 16), (1, 16, 16)))
+    assert by_position.invalid == [] and by_position.output_shape == (1, 4, 16, 16)
+
+
+def test_token_inputs_get_an_integer_dtype_and_tied_weights_count_once() -> None:
+    model = TiedLM(vocab=50, dim=8)
+    r = paramcount(model, (7,))
+    assert r.output_shape == (1, 7, 50)
+    assert r.total == 50 * 8 + 2 * 8 == unique_numel(model)
+    assert r.layer("embed").shared == ("embed.weight",)
+    assert r.layer("head").shared == ("head.weight",)
+
+
+def test_frozen_parameters_and_buffers() -> None:
+    model = torchvision.models.resnet18()
+    for p in model.layer1.parameters():
+        p.requires_grad_(False)
+    r = paramcount(model, (3, 64, 64), batch=4)
+    frozen = sum(p.numel() for p in model.layer1.parameters())
+    assert (r.frozen, r.trainable) == (frozen, 11_689_512 - frozen)
+    assert r.buffers == sum(b.numel() for b in model.buffers())
+    assert r.output_shape == (4, 1000)
+    assert r.bytes_by_dtype == {"float32": 11_689_512 * 4}
+
+
+# ---------------------------------------------------------------- the table and JSON
+
+
+def test_table_matches_expected_file(request: pytest.FixtureRequest) -> None:
+    text = str(paramcount(CifarNet(), (1, 32, 32))) + "\n"
+    path = EXPECTED / "cifarnet_1ch.txt"
+    if request.config.getoption("--overwrite-expected"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_table_params_column_sums_to_printed_total() -> None:
+    r = paramcount(CifarNet(), (3, 32, 32))
+    rows = [line for line in str(r).splitlines() if line.endswith(("ok", "invalid"))]
+    column = sum(int(line.split()[-2].replace(",", "")) for line in rows)
+    printed = next(line for line in str(r).splitlines() if line.startswith("Total params:"))
+    assert column == int(printed.split()[-1].replace(",", "")) == 62_006
+
+
+def test_to_dict_is_json_and_carries_the_findings() -> None:
+    d = json.loads(json.dumps(paramcount(CifarNet(), (1, 32, 32)).to_dict()))
+    assert d["total"] == 62_006 and d["total_for_input"] == 61_706
+    assert d["output_shape"] == [1, 10]
+    assert d["invalid"][0]["layer"] == "conv1" and d["invalid"][0]["expected"] == 3
+    assert d["layers"][0]["name"] == "conv1" and d["layers"][0]["params_for_input"] == 156
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ((0, 32, 32), r"dimension 0 is 0 .* positive int"),
+        ((3, -1, 32), r"dimension 1 is -1"),
+        ((3, 32.0, 32), r"dimension 1 is 32\.0 \(float\) .* use 32"),
+        ((3, "32", 32), r"dimension 1 is '32' \(str\)"),
+        ((), r"shape is empty"),
+        ("3,32,32", r"expected a shape such as \(3, 224, 224\)"),
+    ],
+)
+def test_malformed_shapes_are_input_errors(shape: object, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        paramcount(CifarNet(), shape)  # type: ignore[arg-type]
+
+
+def test_wrong_rank_names_the_layer_and_the_fix() -> None:
+    with pytest.raises(ShapeError, match=r"conv1 \(Conv2d\) expects input rank=4 .* got 5 .* without the batch"):
+        paramcount(CifarNet(), (1, 3, 32, 32))
+
+
+def test_not_a_module() -> None:
+    with pytest.raises(InputError, match=r"expected a torch.nn.Module, got function"):
+        paramcount(lambda x: x, (3, 32, 32))  # type: ignore[arg-type]
+
+
+def test_bad_batch() -> None:
+    with pytest.raises(InputError, match=r"batch=0 .* positive int"):
+        paramcount(CifarNet(), (3, 32, 32), batch=0)
+
+
+def test_unknown_input_name() -> None:
+    with pytest.raises(InputError, match=r"input 'depth' is not an argument of forward .* \['image', 'mask'\]"):
+        paramcount(TwoInputs(), {"image": (3, 8, 8), "depth": (1, 8, 8)})
+
+
+# ---------------------------------------------------------------- never changes the model
+
+
+def _state(model: nn.Module) -> dict[str, object]:
+    return {
+        "tensors": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
+        "training": {k: m.training for k, m in model.named_modules()},
+        "hooks": {
+            k: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for k, m in model.named_modules()
+        },
+        "modules": [type(m) for m in model.modules()],
+        "ids": [id(p) for p in model.parameters()],
+    }
+
+
+def _assert_same(before: dict[str, object], after: dict[str, object]) -> None:
+    tb, ta = before["tensors"], after["tensors"]
+    assert isinstance(tb, dict) and isinstance(ta, dict)
+    assert tb.keys() == ta.keys()
+    for k in tb:
+        assert torch.equal(tb[k], ta[k]), k
+    for key in ("requires_grad", "training", "hooks", "modules", "ids"):
+        assert before[key] == after[key], key
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_analysis_never_changes_the_model(train: bool) -> None:
+    model = torchvision.models.resnet18()
+    model.train(train)
+    model.layer2.requires_grad_(False)
+    calls: list[str] = []
+    model.fc.register_forward_hook(lambda *_: calls.append("hook"))
+    before = _state(model)
+    paramcount(model, (1, 64, 64))
+    paramcount(model, (3, 32, 32), batch=3)
+    _assert_same(before, _state(model))
+    assert calls == []  # the user's hooks never saw our meta tensors
+    # and the model still runs as before
+    model.eval()
+    model(torch.randn(1, 3, 32, 32))
+    assert calls == ["hook"]
+
+
+def test_bit_identical_copy_gives_identical_report() -> None:
+    model = CifarNet()
+    twin = copy.deepcopy(model)
+    assert paramcount(model, (1, 32, 32)).to_dict() == paramcount(twin, (1, 32, 32)).to_dict()

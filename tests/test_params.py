@@ -1,0 +1,72 @@
+"""Parameter accounting: unique totals, shared and reused weights, attributes, resizing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from models import TiedLM, on_meta
+from torch import nn
+
+from torchsurgeon import Finding, build_graph, count_params, paramcount, trace
+from torchsurgeon.params import resized_param_count
+
+
+class Reuse(nn.Module):
+    """One Linear called twice, a parameter used directly, and a module forward never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.scale = nn.Parameter(torch.ones(4))
+        self.unused = nn.Linear(4, 100)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.fc(x)) * self.scale
+
+
+def test_reused_module_counted_once_and_marked_shared() -> None:
+    r = paramcount(Reuse(), (4,))
+    assert r.total == 20 + 4 + 500
+    fc_rows = [layer for layer in r.layers if layer.name == "fc"]
+    assert len(fc_rows) == 2 and all(row.shared == ("fc.weight", "fc.bias") for row in fc_rows)
+    assert r.layer("scale").params == 4 and r.layer("scale").type == "Parameter"
+    assert r.unused == ("unused.weight", "unused.bias")
+    assert "Unused by forward (still counted): unused.weight, unused.bias" in str(r)
+
+
+def test_tied_weights_once_in_totals() -> None:
+    s = count_params(build_graph(trace(TiedLM(vocab=10, dim=4))))
+    assert s.total == 10 * 4 + 2 * 4
+    assert s.layers["embed"].shared == ("embed.weight",)
+
+
+def test_vit_class_token_and_position_embedding_are_layers() -> None:
+    model = on_meta(torchvision.models.vit_b_16)
+    r = paramcount(model, (3, 224, 224))
+    assert r.layer("class_token").params == 768
+    assert r.layer("encoder.pos_embedding").params == 197 * 768
+    assert r.total == sum(p.numel() for p in model.parameters()) == 86_567_656
+
+
+def test_bytes_by_dtype_mixed_precision() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2).to(torch.float64))
+    s = count_params(build_graph(trace(model)))
+    assert s.bytes_by_dtype == {"float32": 20 * 4, "float64": 10 * 8}
+
+
+@pytest.mark.parametrize(
+    ("module", "what", "got", "expected"),
+    [
+        (nn.Conv2d(3, 6, 5), "in_channels", 1, 6 * 1 * 25 + 6),
+        (nn.Conv2d(4, 8, 3, groups=2, bias=False), "in_channels", 6, 8 * 3 * 9),
+        (nn.ConvTranspose2d(3, 6, 2), "in_channels", 1, 1 * 6 * 4 + 6),
+        (nn.Linear(400, 120), "in_features", 256, 256 * 120 + 120),
+        (nn.BatchNorm2d(64), "num_features", 32, 64),
+        (nn.GroupNorm(4, 64), "num_channels", 32, 64),
+        (nn.LayerNorm(8), "normalized_shape", (6,), 12),
+        (nn.LayerNorm(8, bias=False), "normalized_shape", (6,), 6),
+    ],
+)
+def test_resized_param_count(module: nn.Module, what: str, got: object, expected: int) -> None:
+    assert resized_param_count(module, Finding("l", type(module).__name__, what, None, got, "")) == expected

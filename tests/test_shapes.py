@@ -1,0 +1,119 @@
+"""Shape propagation agrees with a real forward; invalid layers are found and skipped over."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from models import on_meta
+from torch import nn
+
+from torchsurgeon import build_graph, paramcount, propagate_shapes, trace
+
+
+@st.composite
+def conv_stacks(draw: st.DrawFn) -> tuple[nn.Module, tuple[int, ...]]:
+    """A random small Conv/BN/pool stack ending in flatten + Linear, and a fitting input."""
+    dims = draw(st.sampled_from([1, 2]))
+    conv = nn.Conv1d if dims == 1 else nn.Conv2d
+    bn = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+    pool = nn.MaxPool1d if dims == 1 else nn.MaxPool2d
+    channels = draw(st.integers(1, 4))
+    size = draw(st.integers(8, 20))
+    layers: list[nn.Module] = []
+    c = channels
+    length = size
+    for _ in range(draw(st.integers(1, 3))):
+        out, k = draw(st.integers(1, 6)), draw(st.integers(1, 3))
+        s, p, d = draw(st.integers(1, 2)), draw(st.integers(0, 1)), draw(st.integers(1, 2))
+        after = (length + 2 * p - d * (k - 1) - 1) // s + 1
+        if after < 2:
+            break
+        layers.append(conv(c, out, k, stride=s, padding=p, dilation=d, bias=draw(st.booleans())))
+        length, c = after, out
+        if draw(st.booleans()):
+            layers.append(bn(out))
+        if length >= 4 and draw(st.booleans()):
+            ceil = draw(st.booleans())
+            layers.append(pool(2, ceil_mode=ceil))
+            length = -(-length // 2) if ceil else length // 2
+    layers.append(nn.Flatten())
+    shape = (channels, *([size] * dims))
+    with torch.no_grad():
+        features = nn.Sequential(*layers).eval()(torch.zeros(1, *shape)).shape[-1]
+    layers.append(nn.Linear(features, draw(st.integers(1, 5))))
+    return nn.Sequential(*layers).eval(), shape
+
+
+@settings(deadline=None, max_examples=30)
+@given(conv_stacks(), st.integers(1, 3))
+def test_propagated_shapes_equal_a_real_forward(stack: tuple[nn.Module, tuple[int, ...]], batch: int) -> None:
+    model, shape = stack
+    G = build_graph(trace(model))
+    result = propagate_shapes(G, shape, batch=batch)
+    real: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, name=name: real.__setitem__(name, tuple(o.shape)))
+        for name, m in model.named_modules()
+        if name
+    ]
+    try:
+        with torch.no_grad():
+            out = model(torch.randn(batch, *shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert result.output_shape == tuple(out.shape)
+    assert result.findings == ()
+    for node, data in G.nodes(data=True):
+        if data["op"] == "call_module":
+            assert data["output_shape"] == real[data["layer"]], node
+
+
+@settings(deadline=None, max_examples=20)
+@given(conv_stacks(), st.integers(1, 6))
+def test_any_channel_count_flags_only_the_first_conv(stack: tuple[nn.Module, tuple[int, ...]], c: int) -> None:
+    model, shape = stack
+    r = paramcount(model, (c, *shape[1:]))
+    first = next(m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d)))
+    expected = [] if c == first.in_channels else ["0"]
+    assert [layer.name for layer in r.invalid] == expected
+    real = model(torch.zeros(1, *shape)).shape
+    assert r.output_shape == tuple(real)  # continued as if conv 0 took c channels
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet18", "mobilenet_v3_small", "vit_b_16", "swin_t", "densenet121", "efficientnet_b0", "convnext_tiny"]
+)
+def test_output_shape_equals_a_real_cpu_forward(name: str) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name).eval()
+    with torch.no_grad():
+        real = model(torch.randn(1, 3, 224, 224)).shape
+    assert paramcount(model, (3, 224, 224)).output_shape == tuple(real)
+
+
+def test_meta_model_is_analysed_without_weights() -> None:
+    model = on_meta(torchvision.models.resnet50)
+    assert next(model.parameters()).device.type == "meta"
+    r = paramcount(model, (1, 224, 224), batch=256)
+    assert (r.total, r.total_for_input, r.output_shape) == (25_557_032, 25_550_760, (256, 1000))
+
+
+def test_huge_input_allocates_nothing() -> None:
+    r = paramcount(torchvision.models.resnet18(), (3, 100_000, 100_000), batch=1024)
+    assert r.output_shape == (1024, 1000)
+    assert r.layer("conv1").output_shape == (1024, 64, 50_000, 50_000)
+
+
+def test_too_small_input_is_invalid_with_the_minimum_size() -> None:
+    r = paramcount(nn.Sequential(nn.Conv2d(3, 4, 5), nn.Conv2d(4, 4, 5)), (3, 6, 6))
+    assert [layer.name for layer in r.invalid] == ["1"]
+    assert "spatial size (dim 0)=>= 5, got 2" in r.invalid[0].message
+
+
+def test_vit_at_the_wrong_resolution_is_invalid_at_the_assert() -> None:
+    r = paramcount(on_meta(torchvision.models.vit_b_16), (3, 200, 200))
+    assert r.invalid and "Wrong image height" in r.invalid[0].message
