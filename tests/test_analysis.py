@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from models import CifarNet, TiedLM, TwoInputs
 from torch import nn
 
+from models import CifarNet, TiedLM, TwoInputs
 from torchsurgeon import InputError, ShapeError, paramcount
 
 EXPECTED = Path(__file__).parent / "expected"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from models import TiedLM, on_meta
 from torch import nn
 
+from models import TiedLM, on_meta
 from torchsurgeon import Finding, build_graph, count_params, paramcount, trace
 from torchsurgeon.params import resized_param_count
 

@@ -7,9 +7,9 @@ import torch
 import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from models import on_meta
 from torch import nn
 
+from models import on_meta
 from torchsurgeon import build_graph, paramcount, propagate_shapes, trace
 
 
