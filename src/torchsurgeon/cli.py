@@ -10,12 +10,16 @@ import argparse
 import importlib
 import json
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from .analysis import paramcount
+from .contracts import check_contract, find_pyproject, read_contracts, write_lock
+from .surgery import check_surgery
 from .errors import ConfigError, InputError, TorchSurgeonError
 
 __all__ = ("load_model", "main", "parse_shape")
@@ -94,6 +98,30 @@ def load_model(spec: str) -> nn.Module:
     return obj
 
 
+def _lock(args: argparse.Namespace) -> int:
+    data = write_lock(load_model(args.model), args.output, parse_shape(args.input), batch=args.batch)
+    print(f"wrote {args.output}: {len(data['layers'])} layers, {data['total']:,} params, output {data['output_shape']}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    status = 0
+    for entry in read_contracts(Path(args.config) if args.config else find_pyproject()):
+        sys.path[:0] = [str(d) for d in entry.pythonpath if str(d) not in sys.path]
+        start = time.perf_counter()
+        try:
+            model = load_model(entry.model)
+            result = check_contract(model, entry.contract, name=entry.model, update_lock=False)
+        except TorchSurgeonError as exc:  # name the key at fault: the lockfile, the input, else the model
+            key = "lock" if "lockfile" in str(exc) else "input" if isinstance(exc, InputError) else "model"
+            print(f"torchsurgeon: error: {entry.where}, key {key!r}: {exc}", file=sys.stderr, flush=True)
+            status = 2
+            continue
+        print(f"{result}  [{time.perf_counter() - start:.2f}s]" if result.ok else f"{result}\n", flush=True)
+        status = max(status, 0 if result.ok else 1)
+    return status
+
+
 def _summary(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     report = paramcount(model, parse_shape(args.input), batch=args.batch)
@@ -101,6 +129,12 @@ def _summary(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(report)
+    return 0
+
+
+def _check_surgery(args: argparse.Namespace) -> int:
+    report = check_surgery(load_model(args.original), load_model(args.edited), parse_shape(args.input), batch=args.batch)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0
 
 
@@ -113,6 +147,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(run=_summary)
+    p = sub.add_parser("check-surgery", help="compare an edited model with its original, parameter by parameter")
+    p.add_argument("original", help="MODULE:CALLABLE returning the original model")
+    p.add_argument("edited", help="MODULE:CALLABLE returning the edited model")
+    p.add_argument("--input", required=True, help="per-sample input shape of the edited model, e.g. 1,224,224")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(run=_check_surgery)
+    p = sub.add_parser("lock", help="write the architecture lockfile of a model (layers, shapes, params)")
+    p.add_argument("model", help="MODULE:CALLABLE returning the model, e.g. torchvision.models:resnet50")
+    p.add_argument("--input", required=True, help="per-sample input shape, e.g. 1,224,224")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("-o", "--output", required=True, help="lockfile to write, e.g. tests/arch/model.lock.json")
+    p.set_defaults(run=_lock)
+    p = sub.add_parser("check", help="check the [[tool.torchsurgeon.contracts]] of the nearest pyproject.toml")
+    p.add_argument("--config", help="pyproject.toml to read (default: the nearest one from the working directory)")
+    p.set_defaults(run=_check)
     return parser
 
 

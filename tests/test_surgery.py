@@ -1,0 +1,294 @@
+"""Surgery: folding the input layer, replacing the head, and checking any edit."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from models import CifarNet, TwoInputs, on_meta
+from torchsurgeon import (
+    InputError,
+    Status,
+    SurgeryError,
+    adapt_input_channels,
+    append_head,
+    check_surgery,
+    fold_input_normalization,
+    paramcount,
+    replace_head,
+)
+from torchsurgeon.surgery import head_layer, input_layers
+
+
+@pytest.fixture(scope="module")
+def resnet50() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet50()
+
+
+# ---------------------------------------------------------------- the seed scenario, edited by hand
+
+
+def test_seed_scenario_by_hand(resnet50: nn.Module) -> None:
+    edited = copy.deepcopy(resnet50)
+    edited.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    edited.fc = nn.Sequential(edited.fc, nn.Linear(1000, 10))
+    rep = check_surgery(resnet50, edited, (1, 224, 224))
+
+    assert rep.status_of("conv1.weight") == Status.REINITIALISED
+    assert rep.status_of("fc.1.weight") == Status.NEW
+    assert rep.status_of("fc.1.bias") == Status.NEW
+    fc1 = next(p for p in rep.params if p.name == "fc.1.weight")
+    assert fc1.init.startswith("kaiming_uniform_(a=√5): U(-0.0316, 0.0316)")  # 1/sqrt(1000)
+    moved = next(p for p in rep.params if p.name == "fc.0.weight")
+    assert (moved.status, moved.old_name) == (Status.KEPT, "fc.weight")
+    changed = {p.name for p in rep.params if p.status != Status.KEPT}
+    assert changed == {"conv1.weight", "fc.1.weight", "fc.1.bias"}
+    assert rep.invalid == []
+    assert (rep.before.total, rep.after.total) == (25_557_032, 25_557_032 - 9_408 + 3_136 + 10_010)
+    assert rep.after.output_shape == (1, 10)
+    assert rep.verdict == (
+        "1 layer re-initialised (conv1: pretrained weights lost — use adapt_input_channels(model, 1, "
+        "layer='conv1')), 1 new (fc.1), 0 invalid"
+    )
+    text = str(rep)
+    assert "fc.0.weight (was fc.weight)" in text and "Unchanged parameters (kept): 158" in text
+
+
+def test_conv1_with_32_out_channels_makes_three_layers_invalid(resnet50: nn.Module) -> None:
+    edited = copy.deepcopy(resnet50)
+    edited.conv1 = nn.Conv2d(3, 32, 7, 2, 3, bias=False)
+    rep = check_surgery(resnet50, edited, (3, 224, 224))
+    assert [layer.name for layer in rep.invalid] == ["bn1", "layer1.0.conv1", "layer1.0.downsample.0"]
+    assert {p.name for p in rep.by_status(Status.INVALID)} == {
+        "bn1.weight",
+        "bn1.bias",
+        "layer1.0.conv1.weight",
+        "layer1.0.downsample.0.weight",
+    }
+    assert rep.status_of("conv1.weight") == Status.REINITIALISED
+    assert rep.verdict.endswith("3 invalid (bn1, layer1.0.conv1, layer1.0.downsample.0)")
+
+
+def test_folded_alternative_is_recognised(resnet50: nn.Module) -> None:
+    folded = adapt_input_channels(resnet50, 1).model
+    rep = check_surgery(resnet50, folded, (1, 224, 224))
+    assert rep.status_of("conv1.weight") == Status.FOLDED
+    assert all(p.status == Status.KEPT for p in rep.params if p.name != "conv1.weight")
+    assert rep.verdict == "1 folded (conv1), 0 new, 0 invalid"
+    assert json.loads(json.dumps(rep.to_dict()))["counts"]["folded"] == 1
+
+
+def test_moved_by_value_and_removed() -> None:
+    before = CifarNet()
+    rep = check_surgery(before, nn.Sequential(copy.deepcopy(before.conv1)), (3, 32, 32))
+    assert rep.status_of("0.weight") == Status.KEPT  # moved from conv1.weight, matched by value
+    assert next(p for p in rep.params if p.name == "0.weight").old_name == "conv1.weight"
+    assert rep.status_of("fc3.weight") == Status.REMOVED
+    assert "4 removed (conv2, fc1, fc2, fc3)" in rep.verdict
+
+
+def test_same_name_same_shape_new_values_is_reinitialised() -> None:
+    before = CifarNet()
+    after = copy.deepcopy(before)
+    after.fc2 = nn.Linear(120, 84)
+    rep = check_surgery(before, after, (3, 32, 32))
+    assert rep.status_of("fc2.weight") == Status.REINITIALISED
+    assert rep.status_of("fc3.weight") == Status.KEPT
+
+
+# ---------------------------------------------------------------- adapt_input_channels
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("resnet18", ["conv1"]),
+        ("densenet121", ["features.conv0"]),
+        ("efficientnet_b0", ["features.0.0"]),
+        ("convnext_tiny", ["features.0.0"]),
+        ("vit_b_16", ["conv_proj"]),
+        ("swin_t", ["features.0.0"]),
+        ("inception_v3", ["Conv2d_1a_3x3.conv"]),
+    ],
+)
+def test_input_layers_found_from_the_graph(name: str, expected: list[str]) -> None:
+    assert input_layers(on_meta(torchvision.models.get_model, name=name)) == expected
+
+
+def test_input_feeding_two_convs() -> None:
+    class Stem(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 3, padding=1)
+            self.b = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.a(x) + self.b(torch.relu(x))
+
+    model = Stem().double().eval()
+    assert input_layers(model) == ["a", "b"]
+    result = adapt_input_channels(model, 1)
+    assert [c.name for c in result.changes] == ["a.weight", "b.weight"]
+    g = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(result.model(g), model(g.expand(2, 3, 6, 6)))
+
+
+@pytest.mark.parametrize("channels", [2, 4, 5])
+def test_spread_is_exact_on_grey_replicated_to_c(channels: int) -> None:
+    model = torchvision.models.resnet18().double().eval()
+    adapted = adapt_input_channels(model, channels, "spread").model
+    g = torch.randn(1, 1, 64, 64, dtype=torch.float64)
+    torch.testing.assert_close(adapted(g.expand(1, channels, 64, 64)), model(g.expand(1, 3, 64, 64)))
+
+
+def test_zero_extra_keeps_rgb_behaviour_for_any_depth_channel() -> None:
+    model = torchvision.models.resnet18().double().eval()
+    rgbd = adapt_input_channels(model, 4, "zero_extra").model
+    rgb = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    depth = 100 * torch.randn(1, 1, 64, 64, dtype=torch.float64)
+    torch.testing.assert_close(rgbd(torch.cat([rgb, depth], 1)), model(rgb))
+    assert paramcount(rgbd, (4, 64, 64)).invalid == []
+
+
+def test_repeat_then_random_modes() -> None:
+    model = CifarNet()
+    repeated = adapt_input_channels(model, 6, "repeat")
+    assert repeated.changes[0].status == Status.FOLDED
+    torch.testing.assert_close(repeated.model.conv1.weight, model.conv1.weight.repeat(1, 2, 1, 1) * 0.5)
+    rand = adapt_input_channels(model, 2, mode="random")
+    assert rand.changes[0].status == Status.REINITIALISED
+    assert rand.changes[0].init == "kaiming_uniform_(a=√5): U(-0.1414, 0.1414)"  # 1/sqrt(2*5*5)
+    assert rand.model.conv1.weight.shape == (6, 2, 5, 5)
+    rep = check_surgery(model, rand.model, (2, 32, 32))
+    assert rep.status_of("conv1.weight") == Status.REINITIALISED
+
+
+def test_depthwise_first_conv_is_made_dense_and_exact() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, groups=3), nn.ReLU()).double()
+    result = adapt_input_channels(model, 1)
+    assert result.model[0].groups == 1 and "made dense" in result.changes[0].message
+    g = torch.randn(1, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(result.model(g), model(g.expand(1, 3, 8, 8)))
+
+
+def test_normalisation_fold_exact_without_padding_and_says_so_with() -> None:
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3)).double()
+    r = fold_input_normalization(plain, mean, std)
+    x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    m, s = (
+        torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1),
+        torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1),
+    )
+    torch.testing.assert_close(r.model(x), plain((x - m) / s))
+    assert r.changes[0].message.endswith("exact")
+    padded = fold_input_normalization(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)), mean, std)
+    assert "NOT exact at the border" in padded.changes[0].message
+
+
+def test_original_is_never_changed_by_non_inplace_calls() -> None:
+    model = CifarNet()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    adapt_input_channels(model, 1)
+    replace_head(model, 3, keep={0: 1})
+    append_head(model, nn.Linear(10, 2))
+    fold_input_normalization(model, [0.5] * 3, [0.2] * 3)
+    assert model.conv1.in_channels == 3 and model.fc3.out_features == 10
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    same = adapt_input_channels(model, 1, inplace=True).model
+    assert same is model and model.conv1.in_channels == 1
+
+
+# ---------------------------------------------------------------- heads
+
+
+@pytest.mark.parametrize(
+    ("name", "head"),
+    [
+        ("resnet18", "fc"),
+        ("vit_b_16", "heads.head"),
+        ("efficientnet_b0", "classifier.1"),
+        ("convnext_tiny", "classifier.2"),
+        ("squeezenet1_1", "classifier.1"),
+        ("densenet121", "classifier"),
+    ],
+)
+def test_head_found_from_the_graph(name: str, head: str) -> None:
+    assert head_layer(on_meta(torchvision.models.get_model, name=name)) == head
+
+
+def test_replace_head_keeps_shared_classes() -> None:
+    model = torchvision.models.resnet18()
+    result = replace_head(model, 5, keep={0: 207, 3: 1})
+    fc = result.model.fc
+    assert (fc.in_features, fc.out_features) == (512, 5)
+    assert torch.equal(fc.weight[0], model.fc.weight[207]) and torch.equal(fc.bias[3], model.fc.bias[1])
+    rep = check_surgery(model, result.model, (3, 64, 64))
+    weight = next(p for p in rep.params if p.name == "fc.weight")
+    assert weight.status == Status.REINITIALISED
+    assert "2 row(s) carried over: 0←207, 3←1" in weight.message
+    assert rep.after.output_shape == (1, 5)
+
+
+def test_replace_conv_head() -> None:
+    model = on_meta(torchvision.models.squeezenet1_1)
+    assert paramcount(replace_head(model, 7).model, (3, 224, 224)).output_shape == (1, 7)
+
+
+def test_append_head_records_initialisers() -> None:
+    result = append_head(torchvision.models.resnet18(), nn.ReLU(), nn.Linear(1000, 10))
+    statuses = {c.name: (c.status, c.old_name) for c in result.changes}
+    assert statuses["fc.0.weight"] == (Status.KEPT, "fc.weight")
+    assert statuses["fc.2.weight"][0] == Status.NEW
+    assert paramcount(result.model, (3, 64, 64)).output_shape == (1, 10)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: adapt_input_channels(CifarNet(), 0), InputError, r"channels=0 .* positive int"),
+        (lambda: adapt_input_channels(CifarNet(), -2), InputError, r"channels=-2"),
+        (lambda: adapt_input_channels(CifarNet(), 4, "sum"), SurgeryError, r"conv1 \(Conv2d\): .*sum.*spread"),
+        (lambda: adapt_input_channels(CifarNet(), 2, "zero_extra"), SurgeryError, r"conv1 \(Conv2d\): .*zero_extra"),
+        (lambda: adapt_input_channels(CifarNet(), 1, "average"), InputError, r"mode='average' — choose one of \['sum'"),
+        (
+            lambda: adapt_input_channels(nn.Sequential(nn.ReLU(), nn.Flatten()), 1),
+            SurgeryError,
+            r"no layer with weights reads the input",
+        ),
+        (
+            lambda: adapt_input_channels(nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3)), 1),
+            SurgeryError,
+            r"0 \(BatchNorm2d\) reads the input but is not a Conv or Linear",
+        ),
+        (
+            lambda: adapt_input_channels(nn.Sequential(nn.Conv2d(6, 4, 3, groups=2)), 1),
+            SurgeryError,
+            r"0 \(Conv2d\) is grouped with in_channels=6 != groups=2",
+        ),
+        (
+            lambda: adapt_input_channels(nn.Sequential(nn.ConvTranspose2d(3, 4, 3)), 1),
+            SurgeryError,
+            r"0 \(ConvTranspose2d\) is a transposed convolution",
+        ),
+        (lambda: replace_head(CifarNet(), 5, keep={7: 0}), InputError, r"keep=\{7: 0\} is out of range"),
+        (lambda: append_head(CifarNet()), InputError, r"at least one module"),
+    ],
+)
+def test_bad_requests(call: object, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        call()  # type: ignore[operator]
+
+
+def test_two_input_model_adapts_both_input_layers() -> None:
+    result = adapt_input_channels(TwoInputs(), 1)
+    assert [c.name for c in result.changes] == ["image.weight", "mask.weight"]
