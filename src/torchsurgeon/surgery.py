@@ -424,9 +424,9 @@ def adapt_input_channels(
     >>> g = torch.randn(1, 1, 8, 8)
     >>> torch.allclose(grey(g), rgb(g.expand(1, 3, 8, 8)), atol=1e-6)
     True
-    >>> print(adapt_input_channels(rgb, 4, "zero_extra"))  # doctest: +NORMALIZE_WHITESPACE
+    >>> print(adapt_input_channels(rgb, 4, "zero_extra"))
     Parameter    Status    Before        After         Initialiser / note
-    -----------  --------  ------------  ------------  ------------------------------
+    -----------  --------  ------------  ------------  ---------------------------------
     0.weight     folded    (8, 3, 3, 3)  (8, 4, 3, 3)  zero_extra fold of 3 → 4 channels
     """
     channels = _check_channels(channels)
