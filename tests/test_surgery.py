@@ -57,7 +57,7 @@ def test_seed_scenario_by_hand(resnet50: nn.Module) -> None:
         "layer='conv1')), 1 new (fc.1), 0 invalid"
     )
     text = str(rep)
-    assert "fc.0.weight (was fc.weight)" in text and "Unchanged parameters (kept): 158" in text
+    assert "fc.0.weight (was fc.weight)" in text and "Other parameters kept unchanged: 158" in text
 
 
 def test_conv1_with_32_out_channels_makes_three_layers_invalid(resnet50: nn.Module) -> None:

@@ -691,7 +691,7 @@ class SurgeryReport:
             f"input {', '.join(format_shape(s) for s in self.after.input_shapes.values())}",
             _changes_table(changed) if changed else "(no parameter changed)",
             "",
-            f"Unchanged parameters (kept): {kept}",
+            f"Other parameters kept unchanged: {kept}",
             f"Total params before: {format_count(self.before.total)}",
             f"Total params after:  {format_count(self.after.total)}",
             f"Output before: {format_shape(self.before.output_shape)}, after: {format_shape(self.after.output_shape)}",
