@@ -53,3 +53,23 @@ def test_builder_that_raises() -> None:
 
 def test_parse_shape() -> None:
     assert parse_shape(" 1, 224 ,224") == (1, 224, 224)
+
+
+def test_check_surgery_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["check-surgery", "models:cifarnet_seeded", "models:cifarnet_grey_by_hand", "--input", "1,32,32"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "conv1.weight" in out and "reinitialised" in out
+    assert "fc3.0.weight (was fc3.weight)" in out
+    assert out.rstrip().endswith(
+        "Verdict: 1 layer re-initialised (conv1: pretrained weights lost — use adapt_input_channels(model, 1, "
+        "layer='conv1')), 1 new (fc3.1), 0 invalid"
+    )
+    assert main([*argv, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["counts"] == {"kept": 8, "folded": 0, "reinitialised": 2, "new": 2, "removed": 0, "invalid": 0}
+
+
+def test_check_surgery_bad_path(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-surgery", "models:nope", "models:cifarnet_seeded", "--input", "1,32,32"]) == 2
+    assert "has no attribute 'nope'" in capsys.readouterr().err
