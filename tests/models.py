@@ -175,3 +175,114 @@ def materialize(model: nn.Module, dtype: torch.dtype = torch.float32, seed: int 
             elif name.endswith("num_batches_tracked"):
                 b.zero_()
     return model.eval()
+
+
+class LlamaAttention(nn.Module):
+    """Causal self-attention with rotary position embeddings (LLaMA), no biases."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.o_proj = nn.Linear(dim, dim, bias=False)
+
+    @staticmethod
+    def rotate_half(x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape[0], x.shape[1], x.shape[2]  # indexing, not unpacking: torch.fx can trace it
+        q = self.q_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        q = q * cos + self.rotate_half(q) * sin
+        k = k * cos + self.rotate_half(k) * sin
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o_proj(out.transpose(1, 2).contiguous().view(b, s, d))
+
+
+class LlamaMLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaBlock(nn.Module):
+    """Pre-norm decoder block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.input_layernorm = nn.RMSNorm(dim, eps=1e-6)
+        self.self_attn = LlamaAttention(dim, heads)
+        self.post_attention_layernorm = nn.RMSNorm(dim, eps=1e-6)
+        self.mlp = LlamaMLP(dim, hidden)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaDecoder(nn.Module):
+    """A LLaMA-style decoder-only language model; input: token ids (batch, seq), torch.long.
+
+    The defaults are LLaMA-7B: 32 layers, hidden 4096, 32 heads, SwiGLU 11008,
+    vocabulary 32000, untied head: 6,738,415,616 parameters.  Build it under
+    ``with torch.device("meta"):`` to analyse it without allocating weights.
+    """
+
+    def __init__(
+        self,
+        vocab: int = 32000,
+        dim: int = 4096,
+        layers: int = 32,
+        heads: int = 32,
+        hidden: int = 11008,
+    ) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab, dim)
+        self.layers = nn.ModuleList(LlamaBlock(dim, heads, hidden) for _ in range(layers))
+        self.norm = nn.RMSNorm(dim, eps=1e-6)
+        self.lm_head = nn.Linear(dim, vocab, bias=False)
+        head_dim = dim // heads
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(ids)
+        positions = torch.arange(ids.shape[1], device=ids.device, dtype=torch.float32)
+        angles = torch.outer(positions, self.inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)
+        cos, sin = angles.cos(), angles.sin()  # rotary embeddings, computed once for every layer
+        for layer in self.layers:
+            x = layer(x, cos, sin)
+        return self.lm_head(self.norm(x))
+
+
+def llama_7b_on_meta(**kwargs: Any) -> LlamaDecoder:
+    """The 7B LLaMA-style decoder with every weight on ``meta`` (nothing allocated)."""
+    with torch.device("meta"):
+        return LlamaDecoder(**kwargs)
+
+
+def cifarnet_seeded() -> nn.Module:
+    """The tutorial net with seed-0 weights: the 'pretrained' model of CLI tests."""
+    torch.manual_seed(0)
+    return CifarNet()
+
+
+def cifarnet_grey_by_hand() -> nn.Module:
+    """``cifarnet_seeded`` with conv1 rebuilt by hand for 1 channel and a 2-class layer appended."""
+    model = cifarnet_seeded()
+    model.conv1 = nn.Conv2d(1, 6, 5)
+    model.fc3 = nn.Sequential(model.fc3, nn.Linear(10, 2))
+    return model
