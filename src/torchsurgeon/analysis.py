@@ -13,15 +13,17 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
-from .errors import ShapeError
+from .dot import to_dot, to_graphml
+from .errors import InputError, ShapeError
+from .flops import FlopSummary, count_flops
 from .graph import build_graph
 from .params import ParamSummary, count_params
-from .records import Finding, LayerReport, Status
+from .records import Finding, LayerReport, OutputShape, Status
 from .report import format_count, format_shape, model_table
-from .shapes import InputSpec, ShapeResult, propagate_shapes
-from .trace import Traced, trace, unwrap_model
+from .shapes import InputSpec, ShapeMemo, ShapeResult, propagate_shapes
+from .trace import Traced, tensor_inputs, trace, unwrap_model
 
-__all__ = ("ModelReport", "analyse_graph", "paramcount")
+__all__ = ("ModelReport", "analyse_graph", "paramcount", "paramcount_sweep")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ class ModelReport:
         Submodules analysed without tracing inside, with the reason.
     unused : tuple[str, ...]
         Parameters no node uses (still counted in ``total``).
+    macs, flops : int
+        Multiply-accumulates and FLOPs for this input (conventions in
+        :mod:`torchsurgeon.flops`); per layer in ``layers``.
+    flops_uncounted : tuple[str, ...]
+        Layers whose FLOPs are not known from shapes (not in the totals).
     """
 
     model_name: str
@@ -70,11 +77,19 @@ class ModelReport:
     graph: nx.DiGraph = field(repr=False, compare=False)
     opaque: Mapping[str, str] = field(default_factory=dict)
     unused: tuple[str, ...] = ()
+    macs: int = 0
+    flops: int = 0
+    flops_uncounted: tuple[str, ...] = ()
 
     @property
     def invalid(self) -> list[LayerReport]:
         """The layers whose status is ``invalid``."""
         return [layer for layer in self.layers if layer.status == Status.INVALID]
+
+    @property
+    def shape_fallbacks(self) -> list[str]:
+        """Layers whose shape came from running them on ``meta`` (no closed-form rule applied)."""
+        return [layer.name for layer in self.layers if layer.rule == "meta"]
 
     @property
     def param_bytes(self) -> int:
@@ -115,6 +130,8 @@ class ModelReport:
         rows += [
             ("Buffers", format_count(self.buffers)),
             ("Param size (MB)", f"{self.param_bytes / 1e6:.2f}"),
+            ("MACs", f"{format_count(self.macs)} ({self.macs / 1e9:.2f} G)"),
+            ("FLOPs", f"{format_count(self.flops)} (2 × MACs + norms)"),
         ]
         return rows
 
@@ -127,7 +144,7 @@ class ModelReport:
         else:
             lines.append("Invalid layers: none")
         for name, why in self.opaque.items():
-            lines.append(f"Opaque: {name} was not traced inside ({why}); analysed on meta")
+            lines.append(f"Opaque: {name} was not traced inside ({why}); analysed as one node")
         if self.unused:
             lines.append(
                 f"Unused by forward (still counted): {', '.join(self.unused[:8])}"
@@ -135,10 +152,25 @@ class ModelReport:
             )
         if any(layer.shared for layer in self.layers):
             lines.append("(shared): parameters used by several layers, counted once in the totals")
+        if self.flops_uncounted:
+            shown = ", ".join(self.flops_uncounted[:8]) + (" ..." if len(self.flops_uncounted) > 8 else "")
+            lines.append(f"FLOPs not counted (not known from shapes) for {len(self.flops_uncounted)} layers: {shown}")
         return lines
 
     def __str__(self) -> str:
         return model_table(self.model_name, self.layers, self.totals(), self.notes())
+
+    def to_dot(self, *, depth: int | None = None) -> str:
+        """Graphviz DOT source of the graph: type, shape, params; invalid red, opaque grey.
+
+        ``depth`` folds modules deeper than that into one box; see :func:`torchsurgeon.dot.to_dot`.
+        """
+        shapes = ", ".join(f"{k} {format_shape(v)}" for k, v in self.input_shapes.items())
+        return to_dot(self.graph, depth=depth, title=f"{self.model_name}, input {shapes}")
+
+    def to_graphml(self) -> str:
+        """GraphML of the annotated graph (Gephi, yEd); see :func:`torchsurgeon.dot.to_graphml`."""
+        return to_graphml(self.graph)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form: totals, output shape, layers and findings."""
@@ -167,6 +199,9 @@ class ModelReport:
             ],
             "opaque": dict(self.opaque),
             "unused": list(self.unused),
+            "macs": self.macs,
+            "flops": self.flops,
+            "flops_uncounted": list(self.flops_uncounted),
         }
 
 
@@ -180,12 +215,13 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _layers(G: nx.DiGraph, summary: ParamSummary) -> list[LayerReport]:
+def _layers(G: nx.DiGraph, summary: ParamSummary, flops: FlopSummary) -> list[LayerReport]:
     out: list[LayerReport] = []
     for node, data in G.nodes(data=True):
         if data["op"] in ("placeholder", "output"):
             continue
         p = summary.layers[node]
+        f = flops.layers.get(node)
         ins = data["input_shapes"]
         first_in = ins[0] if ins and isinstance(ins[0], tuple) and all(isinstance(d, int) for d in ins[0]) else None
         out.append(
@@ -203,6 +239,9 @@ def _layers(G: nx.DiGraph, summary: ParamSummary) -> list[LayerReport]:
                 buffers=p.buffers,
                 param_bytes=p.param_bytes,
                 shared=p.shared,
+                macs=f.macs if f is not None else 0,
+                flops=f.flops if f is not None else 0,
+                rule=data["rule"],
             )
         )
     return out
@@ -241,8 +280,22 @@ def analyse_graph(
     >>> [analyse_graph(G, (c, 32, 32))[0].total_for_input for c in (1, 3)]
     [156, 456]
     """
+    return _analyse(G, input, batch, name, None)
+
+
+@dataclass
+class _SweepCache:
+    """What the inputs of one sweep share: earlier shape results, parameter counts per set of findings."""
+
+    memo: ShapeMemo
+    params: dict[tuple[tuple[str, str], ...], ParamSummary] = field(default_factory=dict)
+
+
+def _analyse(
+    G: nx.DiGraph, input: InputSpec, batch: int, name: str, cache: _SweepCache | None
+) -> tuple[ModelReport, ShapeResult]:
     model: nn.Module = G.graph["model"]
-    shapes = propagate_shapes(G, input, batch=batch)
+    shapes = propagate_shapes(G, input, batch=batch, memo=cache.memo if cache is not None else None)
     for rec in shapes.nodes.values():
         f = rec.finding
         if (
@@ -251,7 +304,16 @@ def analyse_graph(
             and any(G.nodes[src]["op"] == "placeholder" for src in G.predecessors(rec.node))
         ):
             raise ShapeError(f"{rec.message} (input shapes {dict(shapes.input_shapes)})")
-    summary = count_params(G)
+    if cache is None:
+        summary = count_params(G)
+    else:  # parameter counts depend on the input only through the invalid layers
+        key = tuple((rec.node, repr(rec.finding)) for rec in shapes.nodes.values() if rec.status == Status.INVALID)
+        summary = cache.params.get(key) or cache.params.setdefault(key, count_params(G))
+    flops = count_flops(G)
+    layers = _layers(G, summary, flops)
+    output_shape = shapes.output_shape
+    if isinstance(output_shape, tuple) and all(isinstance(d, int) for d in output_shape):
+        output_shape = OutputShape(output_shape, layers)  # remembers its layers for assertion messages
     report = ModelReport(
         model_name=name or type(model).__name__,
         input_shapes=dict(shapes.input_shapes),
@@ -261,12 +323,15 @@ def analyse_graph(
         total_for_input=summary.total_for_input,
         buffers=summary.buffers,
         bytes_by_dtype=summary.bytes_by_dtype,
-        output_shape=shapes.output_shape,
-        layers=_layers(G, summary),
+        output_shape=output_shape,
+        layers=layers,
         findings=shapes.findings,
         graph=G.copy(),
         opaque=dict(G.graph["opaque"]),
         unused=summary.unused,
+        macs=flops.macs,
+        flops=flops.flops,
+        flops_uncounted=flops.uncounted,
     )
     return report, shapes
 
@@ -325,7 +390,79 @@ def paramcount(
     """
     model = unwrap_model(model)
     traced: Traced = trace(
-        model, leaf_modules=leaf_modules, concrete_args=concrete_args, autowrap_functions=autowrap_functions
+        model,
+        leaf_modules=leaf_modules,
+        concrete_args=concrete_args,
+        autowrap_functions=autowrap_functions,
+        inputs=tensor_inputs(input),  # other forward arguments are traced with their defaults
     )
     report, _ = analyse_graph(build_graph(traced), input, batch=batch)
     return report
+
+
+def paramcount_sweep(
+    model: nn.Module,
+    inputs: Iterable[InputSpec],
+    *,
+    batch: int = 1,
+    leaf_modules: Iterable[str | type[nn.Module]] = (),
+    concrete_args: Mapping[str, Any] | None = None,
+    autowrap_functions: Iterable[Callable[..., Any]] = (),
+) -> list[ModelReport]:
+    """:func:`paramcount` for several inputs: the model is traced once, then only re-propagated.
+
+    Parameters
+    ----------
+    model : nn.Module
+        As in :func:`paramcount`; never modified.
+    inputs : iterable of input specs
+        One per report, each as :func:`paramcount`'s ``input``:
+        ``[(1, 224, 224), (3, 224, 224), (3, 512, 512)]``.  All of them
+        must give tensors to the same ``forward`` arguments.
+    batch : int
+        Batch size prepended to every shape.
+    leaf_modules, concrete_args, autowrap_functions
+        Passed to :func:`torchsurgeon.trace.trace`.
+
+    Returns
+    -------
+    list[ModelReport]
+        One report per input, in order; each has its own annotated graph.
+
+    Raises
+    ------
+    InputError
+        If ``inputs`` is empty, a spec is malformed, or the specs name
+        different ``forward`` arguments.
+    TraceError
+        If the model cannot be traced.
+    ShapeError
+        If an input has the wrong rank for the first layer.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    >>> [(r.total_for_input, r.output_shape) for r in paramcount_sweep(net, [(1, 32, 32), (3, 64, 64)])]
+    [(98, (1, 2)), (242, (1, 2))]
+    """
+    specs = list(inputs)
+    if not specs:
+        raise InputError("paramcount_sweep needs at least one input shape, e.g. [(1, 224, 224), (3, 224, 224)]")
+    names = {tensor_inputs(spec) for spec in specs}
+    if len(names) > 1:
+        raise InputError(
+            f"the input specs give tensors to different forward arguments ({sorted(map(str, names))}) — "
+            "sweep one input layout at a time"
+        )
+    model = unwrap_model(model)
+    traced = trace(
+        model,
+        leaf_modules=leaf_modules,
+        concrete_args=concrete_args,
+        autowrap_functions=autowrap_functions,
+        inputs=names.pop(),
+    )
+    G = build_graph(traced)
+    cache = _SweepCache(ShapeMemo(G))  # the model cannot change during the sweep: results are reused
+    return [_analyse(G, spec, batch, "", cache)[0] for spec in specs]

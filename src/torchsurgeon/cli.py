@@ -19,8 +19,9 @@ from torch import nn
 
 from .analysis import paramcount
 from .contracts import check_contract, find_pyproject, read_contracts, write_lock
-from .surgery import check_surgery
+from .dot import RENDER_FORMATS, render
 from .errors import ConfigError, InputError, TorchSurgeonError
+from .surgery import check_surgery
 
 __all__ = ("load_model", "main", "parse_shape")
 
@@ -99,6 +100,8 @@ def load_model(spec: str) -> nn.Module:
 
 
 def _lock(args: argparse.Namespace) -> int:
+    if str(Path.cwd()) not in sys.path:  # import the user's package from the project root, as `python -m` would
+        sys.path.insert(0, str(Path.cwd()))
     data = write_lock(load_model(args.model), args.output, parse_shape(args.input), batch=args.batch)
     print(f"wrote {args.output}: {len(data['layers'])} layers, {data['total']:,} params, output {data['output_shape']}")
     return 0
@@ -132,6 +135,23 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _graph(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in ("dot", "gv", "graphml", *RENDER_FORMATS):
+        raise InputError(f"-o {args.output}: write .svg, .png, .pdf (Graphviz), .dot or .graphml")
+    report = paramcount(load_model(args.model), parse_shape(args.input), batch=args.batch)
+    if suffix == "graphml":
+        out.write_text(report.to_graphml(), encoding="utf-8")
+    elif suffix in ("dot", "gv"):
+        out.write_text(report.to_dot(depth=args.depth), encoding="utf-8")
+    else:
+        render(report.to_dot(depth=args.depth), out)
+    invalid = ", ".join(layer.name for layer in report.invalid)
+    print(f"wrote {out} ({report.model_name}, {len(report.invalid)} invalid{': ' + invalid if invalid else ''})")
+    return 0
+
+
 def _check_surgery(args: argparse.Namespace) -> int:
     report = check_surgery(load_model(args.original), load_model(args.edited), parse_shape(args.input), batch=args.batch)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
@@ -147,6 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.set_defaults(run=_summary)
+    p = sub.add_parser("graph", help="draw the traced graph: .svg/.png/.pdf (Graphviz), .dot or .graphml")
+    p.add_argument("model", help="MODULE:CALLABLE returning the model, e.g. torchvision.models:resnet50")
+    p.add_argument("--input", required=True, help="per-sample input shape, e.g. 1,224,224")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("-o", "--output", required=True, help="file to write: model.svg, .png, .pdf, .dot, .graphml")
+    p.add_argument("--depth", type=int, default=None, help="fold modules deeper than N into one box (e.g. 1)")
+    p.set_defaults(run=_graph)
     p = sub.add_parser("check-surgery", help="compare an edited model with its original, parameter by parameter")
     p.add_argument("original", help="MODULE:CALLABLE returning the original model")
     p.add_argument("edited", help="MODULE:CALLABLE returning the edited model")

@@ -7,14 +7,16 @@ from the analyzers to the reports.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 __all__ = (
     "Finding",
     "FoldMode",
     "LayerReport",
+    "OutputShape",
     "Status",
     "StrEnum",
     "TensorMeta",
@@ -108,6 +110,9 @@ class LayerReport:
     ``params_for_input`` counts them once the layer is resized to fit the input
     (equal to ``params`` for a layer that fits).  ``shared`` names the
     parameters the layer shares with other layers (counted once in totals).
+    ``macs`` and ``flops`` are its multiply-accumulates and FLOPs for this
+    input (see :mod:`torchsurgeon.flops`); ``rule`` says how its shape was
+    obtained: ``rule`` (closed form), ``meta`` (run on the meta device) or ``-``.
     """
 
     name: str
@@ -123,6 +128,9 @@ class LayerReport:
     buffers: int = 0
     param_bytes: int = 0
     shared: tuple[str, ...] = field(default=())
+    macs: int = 0
+    flops: int = 0
+    rule: str = "-"
 
     @property
     def frozen(self) -> int:
@@ -146,4 +154,51 @@ class LayerReport:
             "shared": list(self.shared),
             "status": str(self.status),
             "message": self.message,
+            "macs": self.macs,
+            "flops": self.flops,
+            "rule": self.rule,
         }
+
+
+class OutputShape(tuple[int, ...]):
+    """An output shape that remembers the layers of the report it comes from.
+
+    It is the tuple (equal to, hashed and printed like ``(1, 10)``); ``layers``
+    (the report's rows, in execution order) lets tools such as the pytest
+    assertion hook explain which layers made the shape.
+
+    Examples
+    --------
+    >>> row = LayerReport("fc", "Linear", (1, 4), (1, 9), 45, 45, 45, Status.OK)
+    >>> shape = OutputShape((1, 9), [row])
+    >>> shape == (1, 9), shape, [layer.name for layer in shape.shape_changes()]
+    (True, (1, 9), ['fc'])
+    """
+
+    layers: tuple[LayerReport, ...]
+
+    def __new__(cls, dims: Iterable[int], layers: Iterable[LayerReport] = ()) -> OutputShape:
+        self = super().__new__(cls, dims)
+        self.layers = tuple(layers)
+        return self
+
+    def shape_changes(self, limit: int = 10) -> list[LayerReport]:
+        """The last layers before the output whose output shape differs from their input shape.
+
+        Walks back from the output and stops at the layer that gave the
+        output its rank (``flatten`` before a classifier head) or after
+        ``limit`` layers; returned in execution order.
+        """
+        picked: list[LayerReport] = []
+        for layer in reversed(self.layers):
+            ins, out = layer.input_shape, layer.output_shape
+            if not (_is_shape(ins) and _is_shape(out)) or ins == out:
+                continue
+            picked.append(layer)
+            if len(picked) >= limit or (len(out) == len(self) and len(ins) != len(self)):
+                break
+        return picked[::-1]
+
+
+def _is_shape(value: Any) -> TypeGuard[tuple[int, ...]]:
+    return isinstance(value, tuple) and all(isinstance(d, int) for d in value)
