@@ -124,7 +124,7 @@ def build_graph(traced: Traced) -> nx.DiGraph:
         if op == "call_module":
             target = str(node.target)
             module = model.get_submodule(target)
-            layer = target
+            layer = target or type(module).__name__  # "" is the model itself as one node (an nn.LSTM)
             module_type = type(module).__name__
             prefix = f"{target}." if target else ""
             params = tuple(prefix + n for n, _ in module.named_parameters(remove_duplicate=False))

@@ -1,34 +1,77 @@
 """Symbolic tracing: an ``nn.Module`` becomes a ``torch.fx.GraphModule``.
 
 The tracer treats ``torch.nn`` modules as leaves (as torch.fx does) plus any
-module the caller names.  When tracing fails inside a submodule, that
-submodule is made a leaf and tracing is retried (a bounded number of times);
-such submodules are *opaque*: they are analysed by running them on the
-``meta`` device, and the report says why.  When nothing works, the error is a
+module the caller names, and picks up the leaf modules and functions that
+timm and torchvision register for torch.fx when those libraries are already
+imported.  When tracing fails inside a submodule, that submodule (and every
+other instance of its class) is made a leaf and tracing is retried (a
+bounded number of times); such submodules are *opaque*: they are analysed by
+running them on the ``meta`` device (or, when their Python code looks at
+tensor values, on small zero tensors on the CPU, see :func:`run_on_zeros`),
+and the report says why.  When nothing works, the error is a
 :class:`~torchsurgeon.errors.TraceError` naming the module, the source line
-and the fix.  Tracing never changes the model.
+and the fix.
+
+``forward`` arguments that receive no tensor are traced with their default
+value (``mask=None``, ``return_features=False``; ``**kwargs`` empty), which
+is what calling ``model(x)`` does.  Tracing never changes the model.
 """
 
 from __future__ import annotations
 
+import collections
+import copy
+import inspect
+import itertools
 import math
+import operator
 import os
+import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, Union
 
 import torch
 import torch.fx
+import torch.utils._pytree as pytree
 from torch import nn
 
 from .errors import InputError, TraceError
 
-__all__ = ("Traced", "trace", "unwrap_model")
+__all__ = (
+    "InputNames",
+    "Traced",
+    "detached_copy",
+    "registered_leaves",
+    "run_on_zeros",
+    "tensor_inputs",
+    "trace",
+    "unwrap_model",
+)
 
-_MAX_AUTO_LEAVES = 32
+InputNames = Union[int, Iterable[str], None]
+
+_MAX_ATTEMPTS = 32
+_RECURSION_LIMIT = 20_000
+_ZERO_RUN_LIMIT = 1 << 25
 _TORCH_DIR = os.path.dirname(torch.__file__)
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__))
+_SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_state_dict_pre_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
 
 
 @dataclass(frozen=True)
@@ -43,19 +86,27 @@ class Traced:
         The traced graph; its submodules are the model's own (shared, not copied).
     opaque : Mapping[str, str]
         Submodules made leaves automatically because tracing failed inside
-        them, with the reason.
+        them (or inside another instance of their class), with the reason.
     leaf_modules : tuple[str, ...]
         Qualified names of every non-``torch.nn`` submodule treated as a leaf.
+    specialised : Mapping[str, Any]
+        ``forward`` arguments traced with a fixed value (their default),
+        because no tensor is given for them.
     """
 
     model: nn.Module
     graph_module: torch.fx.GraphModule
     opaque: Mapping[str, str] = field(default_factory=dict)
     leaf_modules: tuple[str, ...] = ()
+    specialised: Mapping[str, Any] = field(default_factory=dict)
 
 
 class _SurgeonTracer(torch.fx.Tracer):
-    """fx Tracer with configurable leaves that remembers where tracing failed."""
+    """fx Tracer with configurable leaves that remembers where tracing failed.
+
+    It also replaces the proxies of ``forward`` arguments that get no tensor
+    by their fixed values (``specialise``), without fx's assertion nodes.
+    """
 
     def __init__(
         self,
@@ -63,6 +114,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         leaf_types: tuple[type[nn.Module], ...],
         autowrap_modules: tuple[ModuleType, ...],
         autowrap_functions: tuple[Callable[..., Any], ...],
+        specialise: Mapping[str, Any],
     ) -> None:
         super().__init__(
             autowrap_modules=autowrap_modules,  # type: ignore[arg-type]
@@ -70,8 +122,10 @@ class _SurgeonTracer(torch.fx.Tracer):
         )
         self._leaf_names = leaf_names
         self._leaf_types = leaf_types
+        self._specialise = specialise
         self._stack: list[str] = []
-        self.failed_in: list[str] | None = None
+        self.failures: list[tuple[BaseException, list[str]]] = []
+        self.dropped: list[torch.fx.Node] = []
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self._leaf_names:
@@ -88,14 +142,55 @@ class _SurgeonTracer(torch.fx.Tracer):
         kwargs: dict[str, Any],
     ) -> Any:
         self._stack.append(self.path_of_module(m))
+
+        def without_hooks(*a: Any, **k: Any) -> Any:  # the user's hooks must never see our proxies
+            return m.forward(*a, **k)
+
         try:
-            return super().call_module(m, forward, args, kwargs)
-        except Exception:
-            if self.failed_in is None:
-                self.failed_in = list(self._stack)
+            return super().call_module(m, without_hooks, args, kwargs)
+        except Exception as exc:
+            if not any(seen is exc for seen, _ in self.failures):
+                self.failures.append((exc, list(self._stack)))  # innermost module first
             raise
         finally:
             self._stack.pop()
+
+    def failed_in(self, exc: BaseException) -> list[str]:
+        """The module stack (outermost first) where ``exc`` or its cause was raised."""
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            for recorded, stack in self.failures:
+                if recorded is current:
+                    return stack
+            current = current.__cause__ or current.__context__
+        return []
+
+    def create_args_for_root(
+        self,
+        root_fn: Callable[..., Any],
+        is_module: bool,
+        concrete_args: Any = None,
+    ) -> tuple[Any, list[Any]]:
+        fn, args = super().create_args_for_root(root_fn, is_module, concrete_args)
+        if not self._specialise or type(self.graph._codegen).__name__ != "CodeGen":
+            return fn, args
+        code = inspect.unwrap(root_fn).__code__
+        total = code.co_argcount + code.co_kwonlyargcount
+        names = list(code.co_varnames[:total])
+        extra = iter(code.co_varnames[total:])
+        if code.co_flags & inspect.CO_VARARGS:
+            names.append("*" + next(extra))
+        if code.co_flags & inspect.CO_VARKEYWORDS:
+            names.append("**" + next(extra))
+        if not is_module:
+            args = [None, *args]
+        for i, name in enumerate(names):
+            if i < len(args) and name in self._specialise and isinstance(args[i], torch.fx.Proxy):
+                self.dropped.append(args[i].node)
+                args[i] = self._specialise[name]
+        return fn, args if is_module else args[1:]
 
 
 def unwrap_model(model: object) -> nn.Module:
@@ -125,20 +220,87 @@ def unwrap_model(model: object) -> nn.Module:
     """
     inner = getattr(model, "_orig_mod", None)
     if isinstance(inner, nn.Module):
-        return inner
+        return unwrap_model(inner)
+    compiled = getattr(model, "_torchdynamo_orig_callable", None)  # torch.compile of a compiled module's forward
+    owner = getattr(compiled, "__self__", None)
+    if isinstance(owner, nn.Module) and getattr(compiled, "__name__", "") == "forward":
+        return unwrap_model(owner)
     if not isinstance(model, nn.Module):
-        raise InputError(
-            f"expected a torch.nn.Module, got {type(model).__name__} ({model!r:.60}) — "
-            "pass the model object itself, e.g. paramcount(torchvision.models.resnet50(), (3, 224, 224))"
-        )
+        if isinstance(model, type) and issubclass(model, nn.Module):
+            hint = f"pass an instance, e.g. {model.__name__}(...), not the class"
+        elif isinstance(getattr(model, "__self__", None), nn.Module):
+            hint = f"pass the module itself, not its {getattr(model, '__name__', 'method')} method"
+        else:
+            hint = "pass the model object itself, e.g. paramcount(torchvision.models.resnet50(), (3, 224, 224))"
+        raise InputError(f"expected a torch.nn.Module, got {type(model).__name__} ({model!r:.60}) — {hint}")
     return model
 
 
+def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[..., Any], ...], tuple[ModuleType, ...]]:
+    """Leaf module classes, functions and modules that timm and torchvision register for torch.fx.
+
+    Only libraries the program has already imported are consulted (nothing
+    is imported here): timm's ``register_notrace_module`` /
+    ``register_notrace_function`` registries, and ``torchvision.ops``, whose
+    functions torchvision's feature extraction wraps as single calls.
+
+    Returns
+    -------
+    tuple
+        ``(leaf module classes, functions to wrap, modules whose functions to wrap)``.
+
+    Examples
+    --------
+    >>> types, functions, modules = registered_leaves()
+    >>> all(isinstance(t, type) for t in types), all(callable(f) for f in functions)
+    (True, True)
+    """
+    types: list[type[nn.Module]] = []
+    functions: list[Callable[..., Any]] = []
+    modules: list[ModuleType] = []
+    timm_fx = sys.modules.get("timm.layers._fx")
+    if timm_fx is not None:
+        for leaf in getattr(timm_fx, "_leaf_modules", ()):
+            if isinstance(leaf, type) and issubclass(leaf, nn.Module):
+                types.append(leaf)
+        for fn in getattr(timm_fx, "_autowrap_functions", ()):
+            if callable(fn) and hasattr(fn, "__code__"):
+                functions.append(fn)
+    ops = sys.modules.get("torchvision.ops")
+    if ops is not None:
+        modules.append(ops)
+    order = operator.attrgetter("__module__", "__qualname__")
+    return tuple(sorted(set(types), key=order)), tuple(sorted(set(functions), key=order)), tuple(modules)
+
+
+def tensor_inputs(spec: Any) -> InputNames:
+    """The ``forward`` arguments an input spec gives tensors to, for :func:`trace`'s ``inputs``.
+
+    A mapping names them; a tuple of shapes (or tensors) gives one per
+    leading positional argument; anything else is one input.
+
+    Examples
+    --------
+    >>> tensor_inputs((3, 224, 224)), tensor_inputs(((3, 8, 8), (1, 8, 8))), tensor_inputs({"mask": (1, 8, 8)})
+    (1, 2, ('mask',))
+    """
+    if isinstance(spec, Mapping):
+        return tuple(str(k) for k in spec)
+    if (
+        isinstance(spec, (list, tuple))
+        and spec
+        and all(isinstance(s, (list, tuple, torch.Size, torch.Tensor)) for s in spec)
+    ):
+        return len(spec)
+    return 1
+
+
 def _source_line(exc: BaseException) -> str:
-    """The innermost frame of ``exc`` outside torch: 'file:line: code'."""
+    """The innermost frame of ``exc`` outside torch and torchsurgeon: 'file:line: code'."""
     frames = traceback.extract_tb(exc.__traceback__)
     for frame in reversed(frames):
-        if not frame.filename.startswith(_TORCH_DIR) and "torchsurgeon" not in frame.filename:
+        path = os.path.abspath(frame.filename)
+        if not path.startswith((_TORCH_DIR + os.sep, _OWN_DIR + os.sep)):
             return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
     if frames:
         last = frames[-1]
@@ -147,8 +309,101 @@ def _source_line(exc: BaseException) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if len(first) > 160 and ". " in first:  # fx's messages go on with a tutorial
+        first = first[: first.index(". ") + 1]
     return f"{type(exc).__name__}: {first}"[:300]
+
+
+_HINTS = (
+    ("inputs to control flow", "Python if/while/assert on a tensor value"),
+    ("cannot be iterated", "a loop over, or unpacking of, a traced value (for example a list of tensors as input)"),
+    ("'len' is not supported", "len() of a traced value (use x.shape[0])"),
+    ("argument of type", "a value fx cannot record passed to a leaf"),
+)
+
+
+def _hint(exc: BaseException) -> str:
+    text = str(exc)
+    return next((f" ({hint})" for key, hint in _HINTS if key in text), "")
+
+
+def _forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
+    try:
+        sig = inspect.signature(inspect.unwrap(type(model).forward))
+    except (TypeError, ValueError):
+        return []
+    return list(sig.parameters.values())[1:]  # drop self
+
+
+def _fx_name(p: inspect.Parameter) -> str:
+    """fx's placeholder name of an argument: ``x``, ``*args``, ``**kwargs``."""
+    if p.kind == inspect.Parameter.VAR_POSITIONAL:
+        return f"*{p.name}"
+    if p.kind == inspect.Parameter.VAR_KEYWORD:
+        return f"**{p.name}"
+    return p.name
+
+
+def _specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Fixed values for the ``forward`` arguments that receive no tensor.
+
+    Keys follow fx's placeholder names: ``"mask"``, ``"*args"``, ``"**kwargs"``.
+    """
+    params = _forward_parameters(model)
+    given: set[str] = set()
+    if inputs is None or isinstance(inputs, int):
+        count = 1 if inputs is None else inputs
+        positional = [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        given.update(positional[:count])
+        if count > len(positional):
+            given.update(p.name for p in params if p.kind == p.VAR_POSITIONAL)
+    else:
+        given.update(str(name) for name in inputs)
+    fixed = set(concrete_args or ())
+    out: dict[str, Any] = {}
+    for p in params:
+        if p.name in given or p.name in fixed:
+            continue
+        if p.kind == p.VAR_KEYWORD and f"**{p.name}" not in fixed:
+            out[f"**{p.name}"] = {}
+        elif p.kind == p.VAR_POSITIONAL and f"*{p.name}" not in fixed:
+            out[f"*{p.name}"] = ()
+        elif p.default is not p.empty and type(p.default) in _SIMPLE_DEFAULTS:
+            out[p.name] = p.default
+    return out
+
+
+def _tidy(graph: torch.fx.Graph, dropped: Iterable[torch.fx.Node]) -> None:
+    """Erase placeholders replaced by fixed values; split ``*args`` into one input per index."""
+    for node in dropped:
+        if node.graph is graph and not node.users:
+            graph.erase_node(node)
+    for node in list(graph.nodes):
+        target = str(node.target)
+        if node.op != "placeholder" or not target.startswith("*") or target.startswith("**"):
+            continue
+        users = list(node.users)
+        if not users:
+            graph.erase_node(node)
+            continue
+        if not all(
+            u.op == "call_function"
+            and u.target is operator.getitem
+            and isinstance(u.args[1], int)
+            and not isinstance(u.args[1], bool)
+            and u.args[1] >= 0
+            for u in users
+        ):
+            continue
+        count = max(int(u.args[1]) for u in users) + 1  # type: ignore[call-overload]
+        with graph.inserting_before(node):
+            split = [graph.placeholder(f"{target[1:]}_{i}") for i in range(count)]
+        for u in users:
+            u.replace_all_uses_with(split[int(u.args[1])])  # type: ignore[call-overload]
+            graph.erase_node(u)
+        graph.erase_node(node)
 
 
 def trace(
@@ -158,16 +413,19 @@ def trace(
     concrete_args: Mapping[str, Any] | None = None,
     autowrap_functions: Iterable[Callable[..., Any]] = (),
     auto_leaf: bool = True,
+    inputs: InputNames = None,
 ) -> Traced:
     """Symbolically trace ``model`` with torch.fx.
 
     Parameters
     ----------
     model : nn.Module
-        The model; it is not modified.
+        The model (a ``torch.compile`` wrapper is unwrapped); it is not modified.
     leaf_modules : iterable of str or type
         Qualified submodule names (``"layer1.0"``) or module classes to keep
-        as single nodes instead of tracing through them.
+        as single nodes instead of tracing through them.  timm's and
+        torchvision's registered leaves are added when those libraries are
+        imported (see :func:`registered_leaves`).
     concrete_args : mapping, optional
         Values for ``forward`` arguments that control Python flow
         (``{"return_loss": False}``), passed to torch.fx.
@@ -175,13 +433,19 @@ def trace(
         Functions to record as single calls (for example helpers with Python
         control flow on shapes).
     auto_leaf : bool
-        When tracing fails inside a submodule, make it a leaf and retry
-        (at most 32 times).  The submodule is then reported as opaque.
+        When tracing fails inside a submodule, make it (and the other
+        instances of its class) a leaf and retry, at most 32 times.  Such
+        submodules are reported as opaque.
+    inputs : int or iterable of str, optional
+        The ``forward`` arguments that will receive tensors: their names, or
+        the number of leading positional arguments (default 1).  The other
+        arguments are traced with their default value (``None``, a bool, a
+        number or a string), ``*args`` and ``**kwargs`` empty.
 
     Returns
     -------
     Traced
-        The GraphModule and the list of opaque submodules.
+        The GraphModule, the opaque submodules and the specialised arguments.
 
     Raises
     ------
@@ -201,7 +465,7 @@ def trace(
     model = unwrap_model(model)
     names: set[str] = set()
     types: list[type[nn.Module]] = []
-    submodules = dict(model.named_modules())
+    submodules = dict(model.named_modules(remove_duplicate=False))
     for leaf in leaf_modules:
         if isinstance(leaf, str):
             if leaf not in submodules:
@@ -214,42 +478,238 @@ def trace(
             types.append(leaf)
         else:
             raise InputError(f"leaf_modules entries must be names or nn.Module classes, got {leaf!r}")
+    if concrete_args is not None and not isinstance(concrete_args, Mapping):
+        raise InputError(f"concrete_args must be a mapping of argument name to value, got {concrete_args!r}")
+    if isinstance(inputs, bool) or (isinstance(inputs, int) and inputs < 0):
+        raise InputError(f"inputs={inputs!r} — give the number of tensor inputs or their names")
+    reg_types, reg_functions, reg_modules = registered_leaves()
+    leaf_types = tuple(types) + reg_types
+    functions = tuple(dict.fromkeys((*autowrap_functions, *reg_functions)))
+    given = dict(concrete_args or {})
+    params = _forward_parameters(model)
+    known = {_fx_name(p) for p in params}
+    unknown = sorted(set(given) - known - {p.name for p in params})
+    if params and unknown:
+        raise InputError(
+            f"concrete_args names {unknown}, which are not arguments of {type(model).__name__}.forward — "
+            f"its arguments are {[p.name for p in params]}"
+        )
+    simple = {k: v for k, v in given.items() if type(v) in _SIMPLE_DEFAULTS}  # no fx assertion nodes
+    concrete_args = {k: v for k, v in given.items() if k not in simple}
+    specialise = {**_specialisation(model, inputs, given), **simple}
+
+    fixed = {k: v for k, v in specialise.items() if not k.startswith("*")}
+    if torch.fx.Tracer().is_leaf_module(model, "") or isinstance(model, leaf_types):
+        # the model is itself a layer (nn.LSTM, nn.Conv2d, a parametrized layer): one node, like inside a model
+        return Traced(model, _whole_model(model, params, specialise, concrete_args), {}, (), fixed)
 
     opaque: dict[str, str] = {}
-    for _attempt in range(_MAX_AUTO_LEAVES + 1):
-        tracer = _SurgeonTracer(frozenset(names), tuple(types), (math,), tuple(autowrap_functions))
-        try:
-            graph = tracer.trace(model, concrete_args=dict(concrete_args) if concrete_args else None)
-        except Exception as exc:
-            where = [p for p in (tracer.failed_in or []) if p]
-            culprit = where[-1] if where else ""
-            if auto_leaf and culprit and culprit not in names:
-                names.add(culprit)
-                opaque[culprit] = _reason(exc)
-                continue
-            raise _trace_error(model, culprit, exc, concrete_args) from exc
-        graph_module = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
-        leaves = sorted(
-            {n.target for n in graph.nodes if n.op == "call_module"}  # type: ignore[misc]
-            - {q for q, m in submodules.items() if type(m).__module__.startswith("torch.nn")}
-        )
-        return Traced(model, graph_module, opaque, tuple(str(x) for x in leaves))
-    raise TraceError(  # pragma: no cover - needs > 32 nested failures
-        f"{type(model).__name__}: tracing still fails after making {len(opaque)} submodules leaves "
-        f"({', '.join(opaque)}) — pass leaf_modules=[...] for the modules with Python control flow"
-    )
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
+    try:
+        for _attempt in range(_MAX_ATTEMPTS + 1):
+            tracer = _SurgeonTracer(frozenset(names), leaf_types, (math, *reg_modules), functions, specialise)
+            try:
+                graph = tracer.trace(model, concrete_args=concrete_args or None)
+            except RecursionError as exc:
+                raise TraceError(
+                    f"{type(model).__name__}: modules nest deeper than Python's recursion limit allows for tracing "
+                    f"({sys.getrecursionlimit():,} frames) — raise it first, e.g. sys.setrecursionlimit(100_000)"
+                ) from exc
+            except Exception as exc:
+                stack = tracer.failed_in(exc)
+                culprit = next((p for p in reversed(stack) if p and p not in names), "")
+                if auto_leaf and culprit and _attempt < _MAX_ATTEMPTS:
+                    _make_opaque(submodules, culprit, _reason(exc), names, opaque)
+                    continue
+                raise _trace_error(model, culprit, stack, exc, given, opaque) from exc
+            _tidy(graph, tracer.dropped)
+            graph.lint()
+            graph_module = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+            break
+    finally:
+        sys.setrecursionlimit(limit)
+    torch_nn = {q for q, m in submodules.items() if type(m).__module__.startswith("torch.nn")}
+    leaves = sorted({str(n.target) for n in graph.nodes if n.op == "call_module"} - torch_nn)
+    return Traced(model, graph_module, opaque, tuple(leaves), fixed)
+
+
+def _whole_model(
+    model: nn.Module, params: list[inspect.Parameter], specialise: Mapping[str, Any], constants: Mapping[str, Any]
+) -> torch.fx.GraphModule:
+    """A graph calling ``model`` as a single leaf node (target ``""``)."""
+    graph = torch.fx.Graph()
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for p in params:
+        name = _fx_name(p)
+        if name in specialise or name in constants:
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                kwargs[p.name] = specialise[name] if name in specialise else constants[name]
+            continue
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        default = p.default if p.default is not p.empty else inspect.Signature.empty
+        node = graph.placeholder(p.name, default_value=default)
+        if kwargs or p.kind == p.KEYWORD_ONLY:
+            kwargs[p.name] = node
+        else:
+            args.append(node)
+    graph.output(graph.call_module("", tuple(args), kwargs))
+    return torch.fx.GraphModule({"": model}, graph, type(model).__name__)
+
+
+def _make_opaque(
+    submodules: Mapping[str, nn.Module], culprit: str, reason: str, names: set[str], opaque: dict[str, str]
+) -> None:
+    """Make ``culprit`` and the other instances of its class leaves (outermost instances only)."""
+    cls = type(submodules[culprit])
+    names.add(culprit)
+    opaque[culprit] = reason
+    for name, module in submodules.items():
+        if not name or name in names or type(module) is not cls:
+            continue
+        if any(name.startswith(f"{outer}.") for outer in names):
+            continue  # inside a module that is already a leaf
+        names.add(name)
+        opaque[name] = f"{reason} (as {culprit}, same class {cls.__name__})"
 
 
 def _trace_error(
-    model: nn.Module, culprit: str, exc: BaseException, concrete_args: Mapping[str, Any] | None
+    model: nn.Module,
+    culprit: str,
+    stack: list[str],
+    exc: BaseException,
+    concrete_args: Mapping[str, Any] | None,
+    opaque: Mapping[str, str],
 ) -> TraceError:
-    where = culprit or f"{type(model).__name__}.forward (the top-level model)"
-    fix = (
-        f"pass leaf_modules=[{culprit!r}] to treat it as one opaque node"
-        if culprit
-        else "pass concrete_args={...} for arguments that steer Python control flow, "
-        "or leaf_modules=[...] for the submodules that contain it"
-    )
+    inner = next((p for p in reversed(stack) if p), "")
+    if culprit:
+        where = culprit
+        fix = f"pass leaf_modules=[{culprit!r}] to treat it as one opaque node"
+    elif inner:
+        where = f"{inner} (already a leaf)"
+        fix = f"the leaf {inner!r} cannot even be called symbolically: pass leaf_modules=[...] for its parent"
+    else:
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        fix = (
+            "pass concrete_args={...} for arguments that steer Python control flow, "
+            "or leaf_modules=[...] for the submodules that contain it; a forward that branches on tensor "
+            "values must be rewritten with torch.where or moved into a submodule"
+        )
     if concrete_args:
         fix += f" (concrete_args given: {sorted(concrete_args)})"
-    return TraceError(f"torch.fx cannot trace {where}: {_reason(exc)}\n  at {_source_line(exc)}\n  fix: {fix}")
+    tried = f"\n  already opaque: {', '.join(opaque)}" if opaque else ""
+    return TraceError(
+        f"torch.fx cannot trace {where}: {_reason(exc)}{_hint(exc)}\n  at {_source_line(exc)}{tried}\n  fix: {fix}"
+    )
+
+
+def _cannot_run_on_meta(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, NotImplementedError) or "meta" in text or "data-dependent" in text
+
+
+def run_on_zeros(
+    target: nn.Module | Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], failure: Exception
+) -> Any:
+    """Run a leaf that cannot run on ``meta`` on zero tensors on the CPU; outputs come back on ``meta``.
+
+    A leaf module or a wrapped function whose Python code looks at tensor
+    values (``if x.mean() > 0``) fails on ``meta`` tensors.  When it is small
+    enough (inputs, parameters and buffers below 2**25 elements) it is run
+    once on zero inputs of the same shapes and dtypes (a module: on a CPU
+    copy with zero weights, in eval mode), to learn the shapes of its
+    outputs.  The user's module and its hooks are never used.  torch's own
+    functions are not retried: their failures on ``meta`` stay failures.
+
+    Parameters
+    ----------
+    target : nn.Module or callable
+        The leaf (the user's own module; it is copied, not run), or a
+        function wrapped as a single call.
+    args, kwargs
+        The arguments on ``meta``, as for its ``forward``.
+    failure : Exception
+        Why running on ``meta`` failed; raised again when the zero run does
+        not apply (another kind of failure, a torch function, or too large).
+
+    Returns
+    -------
+    Any
+        The output with every tensor replaced by a ``meta`` tensor.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> class Gate(nn.Module):
+    ...     def forward(self, x):
+    ...         return x if x.sum() > 0 else x[:, :2]
+    >>> x = torch.empty(1, 5, device="meta")
+    >>> run_on_zeros(Gate(), (x,), {}, NotImplementedError("meta")).shape
+    torch.Size([1, 2])
+    """
+    module = target if isinstance(target, nn.Module) else None
+    if not _cannot_run_on_meta(failure) or (module is None and _is_torch_function(target)):
+        raise failure
+    leaves = [t for t in pytree.tree_leaves((args, dict(kwargs))) if isinstance(t, torch.Tensor)]
+    weights = itertools.chain(module.parameters(), module.buffers()) if module is not None else ()
+    size = sum(t.numel() for t in itertools.chain(leaves, weights))
+    if size > _ZERO_RUN_LIMIT:
+        raise NotImplementedError(
+            f"{_reason(failure)}; too large to run on zeros on the CPU ({size:,} elements > {_ZERO_RUN_LIMIT:,})"
+        ) from failure
+    with torch.device("cpu"), torch.no_grad():
+        cpu_args, cpu_kwargs = pytree.tree_map(_zeros_like, (args, dict(kwargs)))
+        if module is not None:
+            clone = detached_copy(module, _zeros_like).eval()
+            out = type(clone).forward(clone, *cpu_args, **cpu_kwargs)
+        else:
+            out = target(*cpu_args, **cpu_kwargs)
+    return pytree.tree_map(lambda v: torch.empty_like(v, device="meta") if isinstance(v, torch.Tensor) else v, out)
+
+
+def _is_torch_function(fn: Any) -> bool:
+    name = str(getattr(fn, "__module__", None) or "")
+    return name.split(".")[0] in ("torch", "_operator", "operator", "builtins", "math")
+
+
+def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
+    """A deep copy of ``module`` with new parameters and buffers, ``tensor(original)``, and no hooks.
+
+    Parameters keep ``requires_grad``; shared parameters stay shared.  The
+    hooks of ``module`` and its submodules are neither copied nor run by the
+    copy, so user hooks never see torchsurgeon's tensors.  ``module`` is not
+    touched.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> m = nn.Linear(3, 2)
+    >>> _ = m.register_forward_hook(lambda *a: print("hook"))
+    >>> c = detached_copy(m, lambda t: torch.empty_like(t, device="meta"))
+    >>> c.weight.device.type, m.weight.device.type, len(c._forward_hooks), len(m._forward_hooks)
+    ('meta', 'cpu', 0, 1)
+    """
+    memo: dict[int, Any] = {}
+    for p in module.parameters():
+        memo.setdefault(id(p), nn.Parameter(tensor(p.detach()), requires_grad=p.requires_grad))
+    for b in module.buffers():
+        memo.setdefault(id(b), tensor(b))
+    for m in module.modules():
+        for attr in _HOOK_DICTS:
+            hooks = m.__dict__.get(attr)
+            if isinstance(hooks, dict):
+                memo[id(hooks)] = collections.OrderedDict()
+    return copy.deepcopy(module, memo)
+
+
+def _zeros_like(value: Any) -> Any:
+    if not isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.zeros(value.shape, dtype=value.dtype, device="cpu")
+    except (RuntimeError, TypeError):  # quantized and other exotic dtypes
+        return torch.empty(value.shape, dtype=value.dtype, device="cpu")

@@ -1,0 +1,437 @@
+"""Pictures of the traced graph: Graphviz DOT, GraphML, and rendering with ``dot``.
+
+Nodes are labelled with the layer name, its type, its output shape and its
+parameters, and coloured by ``status``: invalid red, folded orange, new
+green, opaque grey (see :data:`STATUS_COLOURS`).  Nodes that carry no tensor
+and own no parameter (``size()``, ``getitem`` on shapes) and the parameter
+reads of functional layers are left out, their edges kept.  ``depth`` folds
+every node into its ancestor module ``depth`` levels down from the model
+(``depth=1``: ``layer1``, ``layer2``, ...), so repeated blocks become one box.
+Pure functions over the annotated graph; they compute nothing about the model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+from torch import nn
+
+from .errors import ConfigError, InputError
+from .records import Status
+
+__all__ = ("RENDER_FORMATS", "STATUS_COLOURS", "picture_graph", "render", "to_dot", "to_graphml")
+
+STATUS_COLOURS: Mapping[str, tuple[str, str]] = {
+    Status.OK: ("#ffffff", "#555555"),
+    Status.KEPT: ("#ffffff", "#555555"),
+    Status.INVALID: ("#f4cccc", "#cc0000"),
+    Status.FOLDED: ("#fce5cd", "#e69138"),
+    Status.NEW: ("#d9ead3", "#38761d"),
+    Status.OPAQUE: ("#d9d9d9", "#666666"),
+    Status.UNKNOWN: ("#f3f3f3", "#999999"),
+    Status.REINITIALISED: ("#fff2cc", "#bf9000"),
+    Status.REMOVED: ("#eeeeee", "#999999"),
+}
+"""``(fill, border)`` colour per :class:`~torchsurgeon.records.Status` value."""
+
+RENDER_FORMATS = ("svg", "png", "pdf")
+"""Formats :func:`render` asks Graphviz for; ``.dot`` and ``.graphml`` need no Graphviz."""
+
+# when boxes are merged, the most alarming status wins
+_PRIORITY = (
+    Status.INVALID,
+    Status.UNKNOWN,
+    Status.REINITIALISED,
+    Status.OPAQUE,
+    Status.FOLDED,
+    Status.NEW,
+    Status.REMOVED,
+    Status.KEPT,
+    Status.OK,
+)
+
+
+@dataclass
+class _Box:
+    """One box of the picture: a graph node, or the nodes folded into one module."""
+
+    key: str
+    name: str
+    type: str
+    output_shape: Any = None
+    statuses: list[str] = field(default_factory=list)
+    params: dict[str, int] = field(default_factory=dict)
+    message: str = ""
+    count: int = 0
+
+    @property
+    def status(self) -> str:
+        present = set(self.statuses)
+        return str(next((s for s in _PRIORITY if s in present), Status.OK))
+
+
+def _format_shape(shape: Any) -> str:
+    if shape is None:
+        return "-"
+    if isinstance(shape, dict):
+        return "{" + ", ".join(f"{k}: {_format_shape(v)}" for k, v in shape.items()) + "}"
+    if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
+        return "(" + ", ".join(str(d) for d in shape) + ")"
+    if isinstance(shape, (tuple, list)):
+        return "[" + ", ".join(_format_shape(s) for s in shape) + "]"
+    return str(shape)
+
+
+def _numels(G: nx.DiGraph) -> dict[str, int]:
+    model = G.graph.get("model")
+    if not isinstance(model, nn.Module):
+        return {}
+    return {name: p.numel() for name, p in model.named_parameters(remove_duplicate=False)}
+
+
+def _hidden(data: Mapping[str, Any]) -> bool:
+    if data["op"] == "get_attr":
+        return True
+    return (
+        data["op"] in ("call_function", "call_method")
+        and data.get("output_shape") is None
+        and not data.get("param_names")
+        and data.get("status") == Status.OK
+    )
+
+
+def _path(node: str, data: Mapping[str, Any]) -> list[str]:
+    if data["op"] == "call_module":
+        return str(data["layer"]).split(".") if data["layer"] else [node]
+    if data["op"] in ("placeholder", "output"):
+        return [node]
+    scope = str(data.get("scope") or "")
+    return [*scope.split("."), node] if scope else [node]
+
+
+def picture_graph(G: nx.DiGraph, *, depth: int | None = None) -> nx.DiGraph:
+    """The graph as drawn: hidden nodes contracted, modules below ``depth`` folded.
+
+    Parameters
+    ----------
+    G : networkx.DiGraph
+        An annotated graph (``ModelReport.graph``, or the output of
+        :func:`torchsurgeon.shapes.propagate_shapes`).
+    depth : int, optional
+        Fold every node into its ancestor module ``depth`` levels below the
+        model; ``None`` draws every node.
+
+    Returns
+    -------
+    networkx.DiGraph
+        One node per box with ``name``, ``type``, ``output_shape``,
+        ``status``, ``params``, ``message`` and ``count`` (nodes folded in).
+
+    Raises
+    ------
+    InputError
+        If ``depth`` is not a positive int.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon import paramcount
+    >>> def block():
+    ...     return nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+    >>> r = paramcount(nn.Sequential(nn.Conv2d(3, 8, 3), block(), block()), (1, 16, 16))
+    >>> P = picture_graph(r.graph, depth=1)
+    >>> [(P.nodes[n]["name"], P.nodes[n]["type"], P.nodes[n]["status"], P.nodes[n]["params"]) for n in P]
+    [('input_1', 'input', 'ok', 0), ('0', 'Conv2d', 'invalid', 224),
+     ('1', 'Sequential (2 nodes)', 'ok', 584), ('2', 'Sequential (2 nodes)', 'ok', 584),
+     ('output', 'output', 'ok', 0)]
+    """
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise InputError(f"depth={depth!r} — give a positive int (1 draws the model's direct children) or None")
+    numel = _numels(G)
+    model = G.graph.get("model")
+    shown = [n for n, d in G.nodes(data=True) if not _hidden(d)]
+    # each hidden node hands its edges (and a functional layer's parameter reads) to its neighbours
+    H = nx.DiGraph(G.subgraph(shown))
+    extra_params: dict[str, set[str]] = {}
+    for node, data in G.nodes(data=True):
+        if node in H:
+            continue
+        preds = _visible(G, node, H, "pred")
+        succs = _visible(G, node, H, "succ")
+        H.add_edges_from((p, s) for p in preds for s in succs if p != s)
+        for s in succs:
+            extra_params.setdefault(s, set()).update(data.get("param_names") or ())
+    calls = _module_calls(G)
+    boxes: dict[str, _Box] = {}
+    owner: dict[str, str] = {}
+    for node in H:
+        data = G.nodes[node]
+        path = _path(node, data)
+        folded = depth is not None and len(path) > depth
+        prefix = ".".join(path[:depth])
+        # a module called twice (a shared block) gives two boxes, "block" and "block@1", not a cycle
+        key = next((k for k in calls.get(node, ()) if k.split("@")[0] == prefix), prefix) if folded else node
+        if key not in boxes:
+            if folded:
+                module = _submodule(model, prefix)
+                kind = type(module).__name__ if module is not None else "block"
+                name = prefix if key == prefix else f"{prefix} (call {int(key.split('@')[1]) + 1})"
+                boxes[key] = _Box(key, name, kind)
+            else:
+                boxes[key] = _Box(key, str(data["layer"]), str(data["module_type"]))
+        box = boxes[key]
+        owner[node] = key
+        box.count += 1
+        box.output_shape = data.get("output_shape")  # nodes come in execution order: the last one wins
+        box.statuses.append(str(data.get("status", Status.OK)))
+        for name in (*(data.get("param_names") or ()), *sorted(extra_params.get(node, ()))):
+            box.params[name] = numel.get(name, 0)
+        if data.get("status") not in (Status.OK, None) and data.get("message") and not box.message:
+            box.message = str(data["message"])
+    P = nx.DiGraph()
+    for key, box in boxes.items():
+        P.add_node(
+            key,
+            name=box.name,
+            type=box.type if box.count == 1 else f"{box.type} ({box.count} nodes)",
+            output_shape=box.output_shape,
+            status=box.status,
+            params=_unique_total(model, box.params),
+            message=box.message,
+            count=box.count,
+        )
+    for u, v in H.edges:
+        a, b = owner[u], owner[v]
+        if a != b:
+            P.add_edge(a, b)
+    return P
+
+
+def _module_calls(G: nx.DiGraph) -> dict[str, list[str]]:
+    """Per node, the fx module-stack keys of its enclosing module calls (``path`` or ``path@n``)."""
+    gm = G.graph.get("graph_module")
+    if gm is None:
+        return {}
+    return {n.name: [str(k) for k in (n.meta.get("nn_module_stack") or {})] for n in gm.graph.nodes}
+
+
+def _visible(G: nx.DiGraph, node: str, H: nx.DiGraph, direction: str) -> set[str]:
+    """Nearest nodes of ``H`` before (``pred``) or after (``succ``) ``node`` in ``G``."""
+    step = G.predecessors if direction == "pred" else G.successors
+    found: set[str] = set()
+    seen = {node}
+    todo = list(step(node))
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n in H:
+            found.add(n)
+        else:
+            todo.extend(step(n))
+    return found
+
+
+def _submodule(model: Any, path: str) -> nn.Module | None:
+    if not isinstance(model, nn.Module):
+        return None
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def _unique_total(model: Any, params: Mapping[str, int]) -> int:
+    """Sum of ``params`` counting a tied parameter (one tensor, several names) once."""
+    if not isinstance(model, nn.Module):
+        return sum(params.values())
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    seen: dict[int, int] = {}
+    for name, n in params.items():
+        seen[id(tensors[name]) if name in tensors else hash(name)] = n
+    return sum(seen.values())
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _label(data: Mapping[str, Any]) -> str:
+    lines = [str(data["name"]), str(data["type"]), _format_shape(data["output_shape"])]
+    if data["params"]:
+        lines.append(f"{data['params']:,} params")
+    if data["status"] not in (Status.OK, Status.KEPT):
+        lines.append(str(data["status"]))
+    if data["status"] == Status.INVALID and data["message"]:
+        lines.append(_wrap(str(data["message"]).split(" — ")[0], 48))
+    return "\n".join(lines)
+
+
+def _wrap(text: str, width: int) -> str:
+    out: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            out.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    out.append(line)
+    return "\n".join(out)
+
+
+def to_dot(G: nx.DiGraph, *, depth: int | None = None, title: str | None = None) -> str:
+    r"""The annotated graph as Graphviz DOT source.
+
+    Parameters
+    ----------
+    G : networkx.DiGraph
+        An annotated graph (``ModelReport.graph``).
+    depth : int, optional
+        Fold modules below this depth into one box (see :func:`picture_graph`).
+    title : str, optional
+        Graph label, drawn on top.
+
+    Returns
+    -------
+    str
+        DOT source; each node's id is its fx node name (or the module path of
+        a folded box) and its colours follow :data:`STATUS_COLOURS`.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon import paramcount
+    >>> r = paramcount(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), (1, 8, 8))
+    >>> src = to_dot(r.graph)
+    >>> src.splitlines()[0]
+    'digraph torchsurgeon {'
+    >>> print(next(line for line in src.splitlines() if line.startswith('  "_0"')))  # doctest: +ELLIPSIS
+      "_0" [label="0\nConv2d\n(1, 8, 6, 6)\n224 params\ninvalid\n0 (Conv2d) expects in_channels=3, got 1",
+      fillcolor="#f4cccc", color="#cc0000", ...];
+    """
+    P = picture_graph(G, depth=depth)
+    lines = [
+        "digraph torchsurgeon {",
+        "  rankdir=TB;",
+        '  graph [fontname="Helvetica", fontsize=12, nodesep=0.25, ranksep=0.3];',
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
+        '  edge [color="#777777", arrowsize=0.6];',
+    ]
+    if title:
+        lines.append(f"  labelloc=t; label={_quote(title)};")
+    for key, data in P.nodes(data=True):
+        fill, border = STATUS_COLOURS.get(data["status"], STATUS_COLOURS[Status.OK])
+        width = ", penwidth=2" if data["status"] not in (Status.OK, Status.KEPT) else ""
+        tooltip = data["message"] or data["type"]
+        lines.append(
+            f"  {_quote(key)} [label={_quote(_label(data))}, fillcolor={_quote(fill)}, color={_quote(border)}"
+            f"{width}, tooltip={_quote(tooltip)}];"
+        )
+    for u, v in P.edges:
+        lines.append(f"  {_quote(u)} -> {_quote(v)};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _scalar(value: Any) -> str | int | float | bool:
+    if isinstance(value, (bool, int, float, str)):
+        return str(value) if isinstance(value, Status) else value
+    if value is None:
+        return ""
+    if isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    return _format_shape(value) if isinstance(value, (tuple, list, dict)) else str(value)
+
+
+def to_graphml(G: nx.DiGraph) -> str:
+    """The annotated graph as GraphML, for Gephi, yEd or Cytoscape.
+
+    Every node keeps the schema attributes of :mod:`torchsurgeon.graph` as
+    strings or numbers (shapes as ``(1, 64, 112, 112)``, parameter names
+    comma-separated), plus ``params`` (unique parameter count) and the
+    ``fill`` colour of its status.  Graph-level links to torch are dropped.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon import paramcount
+    >>> xml = to_graphml(paramcount(nn.Sequential(nn.Linear(4, 2)), (4,)).graph)
+    >>> xml.startswith("<?xml") and 'attr.name="output_shape"' in xml and ">(1, 2)<" in xml
+    True
+    """
+    numel = _numels(G)
+    model = G.graph.get("model")
+    H = nx.DiGraph()
+    for node, data in G.nodes(data=True):
+        attrs = {key: _scalar(value) for key, value in data.items() if key != "finding"}
+        attrs["finding"] = data["finding"].message if data.get("finding") is not None else ""
+        attrs["params"] = _unique_total(model, {n: numel.get(n, 0) for n in data.get("param_names") or ()})
+        attrs["fill"] = STATUS_COLOURS.get(str(data.get("status")), STATUS_COLOURS[Status.OK])[0]
+        H.add_node(node, **attrs)
+    H.add_edges_from(G.edges)
+    return "<?xml version='1.0' encoding='utf-8'?>\n" + "\n".join(nx.generate_graphml(H)) + "\n"
+
+
+def render(source: str, path: str | os.PathLike[str], *, format: str | None = None) -> Path:
+    """Render DOT ``source`` to ``path`` with Graphviz's ``dot`` (format from the suffix).
+
+    Parameters
+    ----------
+    source : str
+        DOT source, from :func:`to_dot`.
+    path : path-like
+        Where to write; ``.svg``, ``.png`` or ``.pdf`` (or ``format``).
+    format : str, optional
+        Overrides the suffix.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    ConfigError
+        If Graphviz's ``dot`` is not installed or fails.
+    InputError
+        For a format other than svg, png or pdf.
+
+    Examples
+    --------
+    >>> import pathlib, shutil, tempfile
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "g.svg"
+    >>> if shutil.which("dot"):  # Graphviz installed
+    ...     boxes = render("digraph { a -> b }", out).read_text().count('class="node"')
+    ... else:
+    ...     boxes = 2
+    >>> boxes
+    2
+    """
+    target = Path(path)
+    fmt = (format or target.suffix.lstrip(".")).lower()
+    if fmt not in RENDER_FORMATS:
+        raise InputError(
+            f"cannot render {target.name!r} as {fmt or 'nothing'!r} — use one of {', '.join(RENDER_FORMATS)} "
+            "(or write .dot / .graphml, which need no Graphviz)"
+        )
+    exe = shutil.which("dot")
+    if exe is None:
+        raise ConfigError(
+            "Graphviz's `dot` is not installed — install it (apt-get install graphviz, brew install graphviz) "
+            "or write the .dot source instead and render it elsewhere"
+        )
+    done = subprocess.run(
+        [exe, f"-T{fmt}", "-o", str(target)], input=source.encode(), capture_output=True, check=False, timeout=300
+    )
+    if done.returncode != 0:
+        raise ConfigError(f"dot failed on {target.name} (exit {done.returncode}): {done.stderr.decode()[:500]}")
+    return target

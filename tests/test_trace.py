@@ -1,0 +1,391 @@
+"""Tracing: leaves, automatic opaque leaves, specialised arguments, registries, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import DataDependent, Gate, TwoInputs, WithGate
+from torchsurgeon import InputError, Status, TraceError, paramcount
+from torchsurgeon.trace import detached_copy, registered_leaves, run_on_zeros, tensor_inputs, trace
+
+
+def _call_targets(model: nn.Module, **kwargs: Any) -> list[str]:
+    return [str(n.target) for n in trace(model, **kwargs).graph_module.graph.nodes if n.op == "call_module"]
+
+
+def _placeholders(model: nn.Module, **kwargs: Any) -> list[str]:
+    return [str(n.target) for n in trace(model, **kwargs).graph_module.graph.nodes if n.op == "placeholder"]
+
+
+# --------------------------------------------------------------------------- opaque leaves
+
+
+def test_failing_submodule_becomes_opaque_and_shapes_still_flow() -> None:
+    model = WithGate()
+    r = paramcount(model, (6,), batch=3)
+    assert r.opaque.keys() == {"gate"}
+    assert "control flow" in r.opaque["gate"]
+    assert r.layer("gate").status == Status.OPAQUE
+    assert r.layer("out").status == Status.OK
+    with torch.no_grad():
+        real = model(torch.randn(3, 6))
+    assert r.output_shape == tuple(real.shape) == (3, 2)
+    assert r.total == sum(p.numel() for p in model.parameters()) == 146
+    assert any("gate was not traced inside" in line for line in r.notes())
+
+
+def test_opaque_leaf_that_branches_on_values_runs_on_zeros_not_meta() -> None:
+    # Gate.forward does `if x.mean() > 0`, which meta tensors cannot answer
+    r = paramcount(WithGate(), (6,))
+    assert r.layer("gate").output_shape == (1, 8)
+    assert r.layer("gate").message.startswith("TraceError")
+
+
+def test_every_instance_of_a_failing_class_becomes_opaque_in_one_retry() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), Gate(4), Gate(4), nn.Sequential(Gate(4)))
+    t = trace(model)
+    assert sorted(t.opaque) == ["1", "2", "3.0"]
+    assert "same class Gate" in t.opaque["2"] and "same class" not in t.opaque["1"]
+    assert _call_targets(model) == ["0", "1", "2", "3.0"]
+
+
+def test_failure_inside_a_leaf_call_blames_the_parent() -> None:
+    class Opaque:  # fx cannot record an arbitrary object as an argument
+        pass
+
+    class Takes(nn.Module):
+        def forward(self, x: torch.Tensor, obj: object) -> torch.Tensor:
+            return x
+
+    class Mid(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.leaf = Takes()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.leaf(x, Opaque()) + 1
+
+    model = nn.Sequential(nn.Linear(3, 3), Mid())
+    t = trace(model, leaf_modules=["1.leaf"])
+    assert list(t.opaque) == ["1"]
+    assert "argument of type" in t.opaque["1"]
+    with pytest.raises(
+        TraceError, match=r"cannot trace 1: NotImplementedError: argument of type(?s:.*)fix: pass leaf_"
+    ):
+        trace(model, leaf_modules=["1.leaf"], auto_leaf=False)
+    with pytest.raises(TraceError, match=r"cannot trace leaf \(already a leaf\)(?s:.*)fix: the leaf 'leaf' cannot"):
+        trace(Mid(), leaf_modules=["leaf"])
+
+
+def test_swallowed_submodule_error_is_not_blamed_for_a_later_top_level_failure() -> None:
+    class Careful(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = Gate(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            try:
+                x = self.gate(x)
+            except Exception:
+                pass
+            if x.sum() > 0:  # fails at the top level
+                return x
+            return -x
+
+    with pytest.raises(TraceError, match=r"Careful\.forward \(the top-level model\)") as info:
+        trace(Careful())
+    assert "already opaque" not in str(info.value)
+
+
+def test_retries_are_bounded() -> None:
+    classes = [type(f"Gate{i}", (Gate,), {}) for i in range(40)]
+    model = nn.Sequential(*[cls(2) for cls in classes])
+    with pytest.raises(TraceError, match=r"(?s)cannot trace 32: .*already opaque: 0, 1, 2, .*, 31\n"):
+        trace(model)
+
+
+def test_trace_error_names_module_source_line_and_fix() -> None:
+    with pytest.raises(TraceError) as info:
+        paramcount(DataDependent(), (4,))
+    text = str(info.value)
+    assert "DataDependent.forward (the top-level model)" in text
+    assert "Python if/while/assert on a tensor value" in text
+    assert "models.py:" in text and "if x.sum() > 0:" in text
+    assert "concrete_args" in text and "leaf_modules" in text
+
+
+def test_auto_leaf_off_names_the_submodule_and_the_leaf_fix() -> None:
+    with pytest.raises(TraceError, match=r"cannot trace gate: .*\n  at .*models\.py:\d+: if x\.mean\(\) > 0:"):
+        trace(WithGate(), auto_leaf=False)
+    with pytest.raises(TraceError, match=r"fix: pass leaf_modules=\['gate'\]"):
+        trace(WithGate(), auto_leaf=False)
+
+
+def test_named_and_typed_leaves() -> None:
+    model = WithGate()
+    assert trace(model, leaf_modules=["gate"]).opaque == {}
+    assert trace(model, leaf_modules=[Gate]).leaf_modules == ("gate",)
+    with pytest.raises(InputError, match=r"leaf_modules names 'gat', which is not a submodule of WithGate"):
+        trace(model, leaf_modules=["gat"])
+    with pytest.raises(InputError, match=r"leaf_modules entries must be names or nn.Module classes, got 3"):
+        trace(model, leaf_modules=[3])  # type: ignore[list-item]
+
+
+def test_hooks_inside_a_leaf_never_see_meta_tensors() -> None:
+    calls: list[str] = []
+    model = WithGate()
+    model.gate.proj.register_forward_hook(lambda m, i, o: calls.append(o.device.type))
+    model.gate.register_forward_pre_hook(lambda m, i: calls.append("pre"))
+    paramcount(model, (6,))
+    assert calls == []
+    with torch.no_grad():
+        model(torch.randn(1, 6))
+    assert calls == ["pre", "cpu"]
+
+
+def test_detached_copy_and_run_on_zeros_leave_the_module_alone() -> None:
+    model = Gate(3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    clone = detached_copy(model, lambda t: torch.zeros_like(t))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(not p.detach().any() for p in clone.parameters())
+    x = torch.empty(2, 3, device="meta")
+    out = run_on_zeros(model, (x,), {}, NotImplementedError("meta"))
+    assert out.device.type == "meta" and tuple(out.shape) == (2, 3)
+    with pytest.raises(ValueError, match="a real shape error"):
+        run_on_zeros(model, (x,), {}, ValueError("a real shape error"))
+
+
+def test_run_on_zeros_refuses_huge_leaves() -> None:
+    x = torch.empty(1, 2**26, device="meta")
+    with pytest.raises(NotImplementedError, match=r"too large to run on zeros on the CPU \(67,108,\d+ elements"):
+        run_on_zeros(Gate(1), (x,), {}, NotImplementedError("meta"))
+
+
+# --------------------------------------------------------------------------- arguments and outputs
+
+
+def test_multiple_inputs_by_name_and_by_position() -> None:
+    model = TwoInputs()
+    by_name = paramcount(model, {"image": (3, 16, 16), "mask": (1, 16, 16)})
+    by_pos = paramcount(model, ((3, 16, 16), (1, 16, 16)))
+    with torch.no_grad():
+        real = model(torch.randn(1, 3, 16, 16), torch.randn(1, 1, 16, 16))
+    assert by_name.output_shape == by_pos.output_shape == tuple(real.shape)
+    assert by_name.input_shapes == {"image": (1, 3, 16, 16), "mask": (1, 1, 16, 16)}
+    swapped = paramcount(model, {"image": (1, 16, 16), "mask": (3, 16, 16)})
+    assert sorted(layer.name for layer in swapped.invalid) == ["image", "mask"]
+    with pytest.raises(InputError, match=r"forward needs input 'mask' but no shape was given"):
+        paramcount(model, (3, 16, 16))
+
+
+class _Optional(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 3)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, *, scale: float = 2.0, features: bool = False
+    ) -> Any:
+        y = self.a(x)
+        if mask is not None:
+            y = y * mask
+        out = self.b(y) * scale
+        if features:
+            return out, y
+        return out
+
+
+def test_arguments_without_a_tensor_are_traced_with_their_default() -> None:
+    t = trace(_Optional())
+    assert _placeholders(_Optional()) == ["x"]
+    assert t.specialised == {"mask": None, "scale": 2.0, "features": False}
+    nodes = [n.op for n in t.graph_module.graph.nodes]
+    assert nodes.count("call_function") == 1  # the * scale, no fx assertion nodes
+    assert paramcount(_Optional(), (4,)).output_shape == (1, 3)
+
+
+def test_optional_tensor_argument_given_by_name_is_used() -> None:
+    r = paramcount(_Optional(), {"x": (4,), "mask": (4,)})
+    assert [layer.name for layer in r.layers] == ["a", "mul", "b", "mul_1"]
+    assert r.input_shapes == {"x": (1, 4), "mask": (1, 4)}
+
+
+def test_concrete_args_choose_a_branch_without_assertion_nodes() -> None:
+    r = paramcount(_Optional(), (4,), concrete_args={"features": True})
+    assert r.output_shape == ((1, 3), (1, 4))
+    assert [layer.name for layer in r.layers] == ["a", "b", "mul"]
+    with pytest.raises(InputError, match=r"concrete_args names \['feature'\], which are not arguments of _Optional"):
+        paramcount(_Optional(), (4,), concrete_args={"feature": True})
+
+
+def test_varargs_become_one_input_per_index() -> None:
+    class VarArgs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 3)
+            self.b = nn.Linear(5, 3)
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return self.a(inputs[0]) + self.b(inputs[1])
+
+    assert _placeholders(VarArgs(), inputs=2) == ["inputs_0", "inputs_1"]
+    r = paramcount(VarArgs(), ((4,), (5,)))
+    assert r.output_shape == (1, 3) and r.input_shapes == {"inputs_0": (1, 4), "inputs_1": (1, 5)}
+
+
+def test_unused_args_and_kwargs_are_dropped_and_kwargs_lookups_see_an_empty_dict() -> None:
+    class KwArgs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            y = self.a(x)
+            if kwargs.get("double"):
+                y = y * 2
+            return y
+
+    assert _placeholders(KwArgs()) == ["x"]
+    r = paramcount(KwArgs(), (4,))
+    assert r.output_shape == (1, 3) and [layer.name for layer in r.layers] == ["a"]
+
+
+@dataclasses.dataclass
+class _Output:
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+def test_dict_tuple_and_dataclass_outputs() -> None:
+    class Outputs(nn.Module):
+        def __init__(self, kind: str) -> None:
+            super().__init__()
+            self.kind = kind
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> Any:
+            y = self.fc(x)
+            if self.kind == "dict":
+                return {"logits": y, "pair": (y, F.relu(x))}
+            if self.kind == "tuple":
+                return (y, (x, y))
+            return _Output(y, x)
+
+    assert paramcount(Outputs("dict"), (4,)).output_shape == {"logits": (1, 3), "pair": ((1, 3), (1, 4))}
+    assert paramcount(Outputs("tuple"), (4,)).output_shape == ((1, 3), ((1, 4), (1, 3)))
+    assert paramcount(Outputs("dataclass"), (4,)).output_shape == {"logits": (1, 3), "features": (1, 4)}
+
+
+def test_a_torch_nn_layer_as_the_model_is_one_node() -> None:
+    lstm = nn.LSTM(4, 8, batch_first=True)
+    r = paramcount(lstm, (5, 4))
+    with torch.no_grad():
+        out, (h, c) = lstm(torch.randn(1, 5, 4))
+    assert r.output_shape == (tuple(out.shape), (tuple(h.shape), tuple(c.shape)))
+    assert [(layer.name, layer.type) for layer in r.layers] == [("LSTM", "LSTM")]
+    assert r.total == sum(p.numel() for p in lstm.parameters())
+    lin = paramcount(nn.Linear(4, 2), (3,))
+    assert [f.message.split(" — ")[0] for f in lin.findings] == ["Linear (Linear) expects in_features=4, got 3"]
+    assert lin.total_for_input == nn.Linear(3, 2).weight.numel() + 2
+    mha = paramcount(nn.MultiheadAttention(16, 2, batch_first=True), ((5, 16), (5, 16), (5, 16)))
+    assert mha.output_shape == ((1, 5, 16), (1, 5, 5))
+
+
+def test_tensor_inputs() -> None:
+    assert tensor_inputs(torch.Size([3, 8])) == 1
+    assert tensor_inputs([torch.empty(1, 2), (3,)]) == 2
+    assert tensor_inputs({"a": (1,), "b": (2,)}) == ("a", "b")
+    with pytest.raises(InputError, match=r"inputs=-1 — give the number of tensor inputs or their names"):
+        trace(nn.Linear(2, 2), inputs=-1)
+    with pytest.raises(InputError, match=r"concrete_args must be a mapping"):
+        trace(nn.Linear(2, 2), concrete_args=[1])  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- timm and torchvision registries
+
+
+def test_registries_are_read_only_from_libraries_already_imported() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from torch import nn
+        import torchsurgeon
+        from torchsurgeon.trace import registered_leaves, trace
+        trace(nn.Sequential(nn.Linear(2, 2)))
+        assert registered_leaves() == ((), (), ()), registered_leaves()
+        assert "timm" not in sys.modules and "torchvision" not in sys.modules, "imported a model library"
+        import timm
+        types, functions, modules = registered_leaves()
+        assert "BatchNormAct2d" in {t.__name__ for t in types}
+        assert "torchvision.ops" in {m.__name__ for m in modules}
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+class _Branchy(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if x.sum() > 0 else x
+
+
+def branchy(x: torch.Tensor) -> torch.Tensor:  # a public global: fx only wraps those
+    return x * 2 if x.sum() > 0 else x
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.b = _Branchy()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return branchy(self.b(self.fc(x)))
+
+
+def test_timm_registered_leaf_and_function_are_honoured() -> None:
+    timm_fx = pytest.importorskip("timm.layers._fx")
+    Branchy, Net = _Branchy, _Net
+
+    with pytest.raises(TraceError, match=r"_Net\.forward \(the top-level model\)"):
+        trace(Net(), leaf_modules=["b"])
+    timm_fx.register_notrace_module(Branchy)
+    timm_fx.register_notrace_function(branchy)
+    try:
+        t = trace(Net())
+        assert t.opaque == {} and t.leaf_modules == ("b",)
+        assert [n.target for n in t.graph_module.graph.nodes if n.op == "call_function"] == [branchy]
+        assert paramcount(Net(), (4,)).output_shape == (1, 4)
+    finally:
+        timm_fx._leaf_modules.discard(Branchy)
+        timm_fx._autowrap_functions.discard(branchy)
+    assert Branchy not in registered_leaves()[0]
+
+
+def test_torchvision_ops_functions_are_single_calls() -> None:
+    ops = pytest.importorskip("torchvision.ops")
+
+    class Dropper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + ops.stochastic_depth(self.conv(x), 0.2, "row", self.training)
+
+    fns = [n.target for n in trace(Dropper()).graph_module.graph.nodes if n.op == "call_function"]
+    assert ops.stochastic_depth in fns
+    assert paramcount(Dropper(), (3, 8, 8)).output_shape == (1, 3, 8, 8)
