@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 .PHONY: venv demo test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
+	command -v dot >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) \
+		|| echo "graphviz (dot) not installed: picture tests will be skipped"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
