@@ -100,8 +100,6 @@ def load_model(spec: str) -> nn.Module:
 
 
 def _lock(args: argparse.Namespace) -> int:
-    if str(Path.cwd()) not in sys.path:  # import the user's package from the project root, as `python -m` would
-        sys.path.insert(0, str(Path.cwd()))
     data = write_lock(load_model(args.model), args.output, parse_shape(args.input), batch=args.batch)
     print(f"wrote {args.output}: {len(data['layers'])} layers, {data['total']:,} params, output {data['output_shape']}")
     return 0
@@ -126,12 +124,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
-    report = paramcount(model, parse_shape(args.input), batch=args.batch)
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(report)
+    report = paramcount(load_model(args.model), parse_shape(args.input), batch=args.batch)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0
 
 
@@ -153,39 +147,54 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _check_surgery(args: argparse.Namespace) -> int:
-    report = check_surgery(load_model(args.original), load_model(args.edited), parse_shape(args.input), batch=args.batch)
+    original, edited = load_model(args.original), load_model(args.edited)
+    report = check_surgery(original, edited, parse_shape(args.input), batch=args.batch)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0
+
+
+def _model_command(
+    sub: Any, name: str, help: str, *models: str, json_flag: bool = True, output: str = ""
+) -> argparse.ArgumentParser:
+    """A subcommand taking MODULE:CALLABLE model(s), --input and --batch (and --json or -o)."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help)
+    for model in models or ("model",):
+        what = "the model" if model == "model" else f"the {model} model"
+        p.add_argument(model, help=f"MODULE:CALLABLE returning {what}, e.g. torchvision.models:resnet50")
+    p.add_argument("--input", required=True, help="per-sample input shape, e.g. 1,224,224")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    if output:
+        p.add_argument("-o", "--output", required=True, help=output)
+    return p
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchsurgeon", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("summary", help="per-layer parameters, shapes and invalid layers for an input shape")
-    p.add_argument("model", help="MODULE:CALLABLE returning the model, e.g. torchvision.models:resnet50")
-    p.add_argument("--input", required=True, help="per-sample input shape, e.g. 1,224,224")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p = _model_command(sub, "summary", "per-layer parameters, shapes and invalid layers for an input shape")
     p.set_defaults(run=_summary)
-    p = sub.add_parser("graph", help="draw the traced graph: .svg/.png/.pdf (Graphviz), .dot or .graphml")
-    p.add_argument("model", help="MODULE:CALLABLE returning the model, e.g. torchvision.models:resnet50")
-    p.add_argument("--input", required=True, help="per-sample input shape, e.g. 1,224,224")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("-o", "--output", required=True, help="file to write: model.svg, .png, .pdf, .dot, .graphml")
+    p = _model_command(
+        sub,
+        "graph",
+        "draw the traced graph: .svg/.png/.pdf (Graphviz), .dot or .graphml",
+        json_flag=False,
+        output="file to write: model.svg, .png, .pdf, .dot, .graphml",
+    )
     p.add_argument("--depth", type=int, default=None, help="fold modules deeper than N into one box (e.g. 1)")
     p.set_defaults(run=_graph)
-    p = sub.add_parser("check-surgery", help="compare an edited model with its original, parameter by parameter")
-    p.add_argument("original", help="MODULE:CALLABLE returning the original model")
-    p.add_argument("edited", help="MODULE:CALLABLE returning the edited model")
-    p.add_argument("--input", required=True, help="per-sample input shape of the edited model, e.g. 1,224,224")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p = _model_command(
+        sub, "check-surgery", "compare an edited model with its original, parameter by parameter", "original", "edited"
+    )
     p.set_defaults(run=_check_surgery)
-    p = sub.add_parser("lock", help="write the architecture lockfile of a model (layers, shapes, params)")
-    p.add_argument("model", help="MODULE:CALLABLE returning the model, e.g. torchvision.models:resnet50")
-    p.add_argument("--input", required=True, help="per-sample input shape, e.g. 1,224,224")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("-o", "--output", required=True, help="lockfile to write, e.g. tests/arch/model.lock.json")
+    p = _model_command(
+        sub,
+        "lock",
+        "write the architecture lockfile of a model (layers, shapes, params)",
+        json_flag=False,
+        output="lockfile to write, e.g. tests/arch/model.lock.json",
+    )
     p.set_defaults(run=_lock)
     p = sub.add_parser("check", help="check the [[tool.torchsurgeon.contracts]] of the nearest pyproject.toml")
     p.add_argument("--config", help="pyproject.toml to read (default: the nearest one from the working directory)")
@@ -208,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
+    if str(Path.cwd()) not in sys.path:  # MODULE:CALLABLE imports from the project root, as `python -m` would
+        sys.path.insert(0, str(Path.cwd()))
     try:
         return int(args.run(args))
     except (InputError, ConfigError) as exc:
