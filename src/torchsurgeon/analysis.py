@@ -130,7 +130,7 @@ class ModelReport:
         rows += [
             ("Buffers", format_count(self.buffers)),
             ("Param size (MB)", f"{self.param_bytes / 1e6:.2f}"),
-            ("MACs", f"{format_count(self.macs)} ({self.macs / 1e9:.2f} G)"),
+            ("MACs", f"{format_count(self.macs)}{_compact(self.macs)}"),
             ("FLOPs", f"{format_count(self.flops)} (2 × MACs + norms)"),
         ]
         return rows
@@ -203,6 +203,14 @@ class ModelReport:
             "flops": self.flops,
             "flops_uncounted": list(self.flops_uncounted),
         }
+
+
+def _compact(n: int) -> str:
+    """`` (4.09 G)`` for large counts, nothing below a thousand."""
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if n >= scale:
+            return f" ({n / scale:.2f} {unit})"
+    return ""
 
 
 def _jsonable(value: Any) -> Any:
@@ -280,7 +288,7 @@ def analyse_graph(
     >>> [analyse_graph(G, (c, 32, 32))[0].total_for_input for c in (1, 3)]
     [156, 456]
     """
-    return _analyse(G, input, batch, name, None)
+    return _analyse(G, input, batch, name, None, copy_graph=True)
 
 
 @dataclass
@@ -292,8 +300,9 @@ class _SweepCache:
 
 
 def _analyse(
-    G: nx.DiGraph, input: InputSpec, batch: int, name: str, cache: _SweepCache | None
+    G: nx.DiGraph, input: InputSpec, batch: int, name: str, cache: _SweepCache | None, *, copy_graph: bool
 ) -> tuple[ModelReport, ShapeResult]:
+    """analyse_graph with the sweep's shared results; ``copy_graph=False`` when nobody else holds ``G``."""
     model: nn.Module = G.graph["model"]
     shapes = propagate_shapes(G, input, batch=batch, memo=cache.memo if cache is not None else None)
     for rec in shapes.nodes.values():
@@ -326,7 +335,7 @@ def _analyse(
         output_shape=output_shape,
         layers=layers,
         findings=shapes.findings,
-        graph=G.copy(),
+        graph=G.copy() if copy_graph else G,
         opaque=dict(G.graph["opaque"]),
         unused=summary.unused,
         macs=flops.macs,
@@ -367,7 +376,8 @@ def paramcount(
     -------
     ModelReport
         ``total``, ``trainable``, ``total_for_input``, ``output_shape``,
-        ``layers``, ``invalid``, ``graph``; ``print()`` it for a table.
+        ``layers``, ``invalid``, ``macs``, ``flops``, ``shape_fallbacks``,
+        ``graph``; ``print()`` it for a table.
 
     Raises
     ------
@@ -396,7 +406,7 @@ def paramcount(
         autowrap_functions=autowrap_functions,
         inputs=tensor_inputs(input),  # other forward arguments are traced with their defaults
     )
-    report, _ = analyse_graph(build_graph(traced), input, batch=batch)
+    report, _ = _analyse(build_graph(traced), input, batch, "", None, copy_graph=False)  # the graph is the report's
     return report
 
 
@@ -465,4 +475,4 @@ def paramcount_sweep(
     )
     G = build_graph(traced)
     cache = _SweepCache(ShapeMemo(G))  # the model cannot change during the sweep: results are reused
-    return [_analyse(G, spec, batch, "", cache)[0] for spec in specs]
+    return [_analyse(G, spec, batch, "", cache, copy_graph=True)[0] for spec in specs]

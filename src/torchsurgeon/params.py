@@ -162,8 +162,8 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
         count = sum(p.numel() for p in params.values())
         for_input = count
         finding = data.get("finding")
-        module = module_of(G, node)
-        if data["status"] == Status.INVALID and finding is not None and module is not None:
+        module = module_of(G, node) if data["status"] == Status.INVALID else None  # a lookup only when needed
+        if finding is not None and module is not None:
             for_input = resized_param_count(module, finding)
             if not replaced & set(params):
                 replaced |= set(params)

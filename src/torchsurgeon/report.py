@@ -59,30 +59,38 @@ def _shown(layer: LayerReport) -> bool:
 
 
 def layers_table(layers: Iterable[LayerReport]) -> str:
-    """The per-layer table: layer, type, output shape, params, status.
+    """The per-layer table: layer, type, output shape, params, MACs, status.
 
     Nodes that carry no tensor, own no parameter and are fine (``size()``,
     ``getitem`` on shapes) are left out.  Params of an invalid layer read
-    ``before → once resized``.
+    ``before → once resized``.  MACs read ``-`` for layers without
+    multiply-accumulates (activations, norms, reshapes).
 
     Examples
     --------
     >>> from torchsurgeon.records import LayerReport, Status
-    >>> row = LayerReport("fc", "Linear", (1, 4), (1, 2), 10, 10, 10, Status.OK)
+    >>> row = LayerReport("fc", "Linear", (1, 4), (1, 2), 10, 10, 10, Status.OK, macs=8, flops=16)
     >>> print(layers_table([row]))
-    Layer    Type    Output shape      Params  Status
-    -------  ------  --------------  --------  --------
-    fc       Linear  (1, 2)                10  ok
+    Layer    Type    Output shape      Params    MACs  Status
+    -------  ------  --------------  --------  ------  --------
+    fc       Linear  (1, 2)                10       8  ok
     """
     rows = [
-        (layer.name, layer.type, format_shape(layer.output_shape), _params_cell(layer), str(layer.status))
+        (
+            layer.name,
+            layer.type,
+            format_shape(layer.output_shape),
+            _params_cell(layer),
+            format_count(layer.macs) if layer.macs else "-",
+            str(layer.status),
+        )
         for layer in layers
         if _shown(layer)
     ]
     return tabulate(
         rows,
-        headers=("Layer", "Type", "Output shape", "Params", "Status"),
-        colalign=("left", "left", "left", "right", "left"),
+        headers=("Layer", "Type", "Output shape", "Params", "MACs", "Status"),
+        colalign=("left", "left", "left", "right", "right", "left"),
         disable_numparse=True,
     )
 
@@ -99,8 +107,8 @@ def model_table(
     --------
     >>> print(model_table("M", [], [("Total params", "0")]))
     M
-    Layer    Type    Output shape    Params    Status
-    -------  ------  --------------  --------  --------
+    Layer    Type    Output shape    Params    MACs    Status
+    -------  ------  --------------  --------  ------  --------
     <BLANKLINE>
     Total params: 0
     """

@@ -525,13 +525,26 @@ def trace(
                 raise _trace_error(model, culprit, stack, exc, given, opaque) from exc
             _tidy(graph, tracer.dropped)
             graph.lint()
-            graph_module = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
+            graph_module = _graph_module(tracer.root, graph, type(model).__name__)
             break
     finally:
         sys.setrecursionlimit(limit)
     torch_nn = {q for q, m in submodules.items() if type(m).__module__.startswith("torch.nn")}
     leaves = sorted({str(n.target) for n in graph.nodes if n.op == "call_module"} - torch_nn)
     return Traced(model, graph_module, opaque, tuple(leaves), fixed)
+
+
+def _graph_module(root: nn.Module, graph: torch.fx.Graph, name: str) -> torch.fx.GraphModule:
+    """A GraphModule that generates its Python code only when asked: analysis interprets the graph.
+
+    ``torch.fx.GraphModule`` compiles ``forward`` on construction (a third of
+    the trace time of a resnet50); the lazy variant does it on first call.
+    """
+    try:
+        from torch.fx._lazy_graph_module import _LazyGraphModule
+    except ImportError:  # pragma: no cover - torch without it
+        return torch.fx.GraphModule(root, graph, name)
+    return _LazyGraphModule(root, graph, name)
 
 
 def _whole_model(

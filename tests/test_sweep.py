@@ -1,0 +1,118 @@
+"""paramcount_sweep: one trace, many inputs, the same reports as one paramcount per input."""
+
+from __future__ import annotations
+
+import copy
+from unittest import mock
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import torchsurgeon.analysis
+from models import CifarNet, TwoInputs, on_meta
+from torchsurgeon import InputError, ShapeError, paramcount, paramcount_sweep
+from torchsurgeon.graph import build_graph
+from torchsurgeon.shapes import ShapeMemo, propagate_shapes
+from torchsurgeon.trace import trace
+
+SHAPES = [(1, 224, 224), (3, 224, 224), (4, 224, 224), (3, 512, 512), (3, 97, 131)]
+
+
+def test_sweep_reports_equal_one_paramcount_per_input() -> None:
+    model = on_meta(torchvision.models.resnet18)
+    reports = paramcount_sweep(model, SHAPES, batch=2)
+    assert len(reports) == len(SHAPES)
+    for shape, report in zip(SHAPES, reports):
+        assert report.to_dict() == paramcount(model, shape, batch=2).to_dict()
+    assert [r.total_for_input for r in reports[:3]] == [
+        11689512 - 64 * 2 * 49,
+        11689512,
+        11689512 + 64 * 49,
+    ]
+    assert {r.output_shape for r in reports} == {(2, 1000)}
+
+
+def test_sweep_traces_once() -> None:
+    with mock.patch.object(torchsurgeon.analysis, "trace", wraps=torchsurgeon.analysis.trace) as traced:
+        paramcount_sweep(CifarNet(), [(3, 32, 32), (1, 32, 32), (3, 40, 40)])
+    assert traced.call_count == 1
+
+
+def test_sweep_reports_do_not_share_graphs() -> None:
+    first, second = paramcount_sweep(CifarNet(), [(1, 32, 32), (3, 32, 32)])
+    assert first.graph.nodes["conv1"]["status"] == "invalid"
+    assert second.graph.nodes["conv1"]["status"] == "ok"
+    assert first.layer("conv1").status == "invalid" and second.invalid == []
+
+
+def test_sweep_with_several_inputs_and_mappings() -> None:
+    reports = paramcount_sweep(TwoInputs(), [((3, 8, 8), (1, 8, 8)), ((3, 16, 16), (1, 16, 16))])
+    assert [r.output_shape for r in reports] == [(1, 4, 8, 8), (1, 4, 16, 16)]
+    by_name = paramcount_sweep(TwoInputs(), [{"image": (3, 8, 8), "mask": (1, 8, 8)}])
+    assert by_name[0].output_shape == (1, 4, 8, 8)
+
+
+def test_sweep_leaves_the_model_alone() -> None:
+    model = CifarNet().train()
+    before = copy.deepcopy(model.state_dict())
+    paramcount_sweep(model, [(1, 32, 32), (3, 64, 64)])
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_sweep_errors() -> None:
+    with pytest.raises(InputError, match="at least one input shape"):
+        paramcount_sweep(CifarNet(), [])
+    with pytest.raises(InputError, match="different forward arguments"):
+        paramcount_sweep(TwoInputs(), [((3, 8, 8), (1, 8, 8)), {"image": (3, 8, 8)}])
+    with pytest.raises(InputError, match="dimension 0 is 0"):
+        paramcount_sweep(CifarNet(), [(3, 32, 32), (0, 32, 32)])
+    with pytest.raises(ShapeError, match="input rank"):
+        paramcount_sweep(nn.Sequential(nn.Conv2d(3, 4, 3)), [(3, 8, 8), (8,)])
+
+
+class _Mixed(nn.Module):
+    """Rules and meta fallbacks (cumsum has no rule) after the first conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cumsum(self.conv(x), dim=-1).mean((2, 3))
+
+
+def test_shape_memo_reuses_unchanged_nodes_only() -> None:
+    G = build_graph(trace(_Mixed()))
+    memo = ShapeMemo(G)
+    first = propagate_shapes(G, (3, 8, 8), memo=memo)
+    assert memo.hits == 0
+    second = propagate_shapes(G, (1, 8, 8), memo=memo)  # conv differs, its output does not
+    assert memo.hits >= 2
+    assert {n: r.output_shape for n, r in second.nodes.items() if n != "x"} == {
+        n: r.output_shape for n, r in first.nodes.items() if n != "x"
+    }
+    assert second.nodes["conv"].status == "invalid" and first.nodes["conv"].status == "ok"
+    assert second.nodes["cumsum"].rule == "meta" and second.nodes["cumsum"].output_shape == (1, 4, 6, 6)
+    third = propagate_shapes(G, (3, 10, 10), memo=memo)
+    assert third.output_shape == (1, 4) and third.nodes["cumsum"].output_shape == (1, 4, 8, 8)
+    assert paramcount_sweep(_Mixed(), [(3, 8, 8), (1, 8, 8), (3, 10, 10)])[1].to_dict() == (
+        paramcount(_Mixed(), (1, 8, 8)).to_dict()
+    )
+
+
+def test_shape_memo_belongs_to_one_graph() -> None:
+    G, other = build_graph(trace(CifarNet())), build_graph(trace(CifarNet()))
+    with pytest.raises(InputError, match="another graph"):
+        propagate_shapes(G, (3, 32, 32), memo=ShapeMemo(other))
+
+
+def test_shape_memo_is_off_for_graphs_that_reshape_in_place() -> None:
+    class InPlace(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.unsqueeze_(0)
+
+    memo = ShapeMemo(build_graph(trace(InPlace())))
+    assert not memo.enabled
