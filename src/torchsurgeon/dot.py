@@ -25,6 +25,7 @@ from torch import nn
 
 from .errors import ConfigError, InputError
 from .records import Status
+from .report import format_shape
 
 __all__ = ("RENDER_FORMATS", "STATUS_COLOURS", "picture_graph", "render", "to_dot", "to_graphml")
 
@@ -75,18 +76,6 @@ class _Box:
     def status(self) -> str:
         present = set(self.statuses)
         return str(next((s for s in _PRIORITY if s in present), Status.OK))
-
-
-def _format_shape(shape: Any) -> str:
-    if shape is None:
-        return "-"
-    if isinstance(shape, dict):
-        return "{" + ", ".join(f"{k}: {_format_shape(v)}" for k, v in shape.items()) + "}"
-    if isinstance(shape, tuple) and all(isinstance(d, int) for d in shape):
-        return "(" + ", ".join(str(d) for d in shape) + ")"
-    if isinstance(shape, (tuple, list)):
-        return "[" + ", ".join(_format_shape(s) for s in shape) + "]"
-    return str(shape)
 
 
 def _numels(G: nx.DiGraph) -> dict[str, int]:
@@ -265,7 +254,7 @@ def _quote(text: str) -> str:
 
 
 def _label(data: Mapping[str, Any]) -> str:
-    lines = [str(data["name"]), str(data["type"]), _format_shape(data["output_shape"])]
+    lines = [str(data["name"]), str(data["type"]), format_shape(data["output_shape"])]
     if data["params"]:
         lines.append(f"{data['params']:,} params")
     if data["status"] not in (Status.OK, Status.KEPT):
@@ -349,7 +338,7 @@ def _scalar(value: Any) -> str | int | float | bool:
         return ""
     if isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value):
         return ",".join(value)
-    return _format_shape(value) if isinstance(value, (tuple, list, dict)) else str(value)
+    return format_shape(value) if isinstance(value, (tuple, list, dict)) else str(value)
 
 
 def to_graphml(G: nx.DiGraph) -> str:
