@@ -117,3 +117,20 @@ def test_too_small_input_is_invalid_with_the_minimum_size() -> None:
 def test_vit_at_the_wrong_resolution_is_invalid_at_the_assert() -> None:
     r = paramcount(on_meta(torchvision.models.vit_b_16), (3, 200, 200))
     assert r.invalid and "Wrong image height" in r.invalid[0].message
+
+
+class PadSame(nn.Conv2d):
+    """A Conv2d subclass with its own forward (like timm's Conv2dSame): no exact-type rule applies."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.nn.functional.pad(x, (1, 2, 1, 2)))
+
+
+def test_conv_subclass_with_own_forward_is_checked_and_resized() -> None:
+    model = nn.Sequential(PadSame(3, 8, 4, stride=2), nn.ReLU())
+    r = paramcount(model, (1, 17, 17))
+    assert [layer.name for layer in r.invalid] == ["0"]
+    assert "expects in_channels=3, got 1" in r.invalid[0].message
+    assert (r.layer("0").params, r.layer("0").params_for_input) == (8 * 3 * 16 + 8, 8 * 1 * 16 + 8)
+    real = PadSame(1, 8, 4, stride=2)(torch.zeros(1, 1, 17, 17)).shape
+    assert r.output_shape == tuple(real)

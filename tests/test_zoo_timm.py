@@ -28,7 +28,14 @@ timm = pytest.importorskip("timm")
 EXPECTED = Path(__file__).parent / "expected" / "untraceable_timm.txt"
 FAMILIES: dict[str, tuple[str, ...]] = {
     "resnet": ("resnet18", "resnet50d", "resnet26t", "seresnext26d_32x4d", "resnetv2_50", "resnest14d"),
-    "efficientnet": ("efficientnet_b0", "efficientnet_lite0", "tinynet_e", "mixnet_s", "test_efficientnet"),
+    "efficientnet": (
+        "efficientnet_b0",
+        "efficientnet_lite0",
+        "tinynet_e",
+        "mixnet_s",
+        "test_efficientnet",
+        "tf_efficientnet_b0",
+    ),
     "convnext": ("convnext_atto", "convnextv2_atto", "test_convnext"),
     "vit": ("vit_tiny_patch16_224", "vit_relpos_small_patch16_224", "eva02_tiny_patch14_224", "test_vit"),
     "deit": ("deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "deit3_small_patch16_224"),
@@ -72,10 +79,9 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     ),
 }
 MODELS = tuple(name for names in FAMILIES.values() for name in names)
-# Layers without a closed-form shape rule hide their resized parameter count (an invalid first layer is
-# still reported, but total_for_input keeps its 3-channel count).  Strict xfail: fixing shapes.py flips them.
+# Functional convolutions on a computed weight hide their resized parameter count (an invalid first layer
+# is still reported, but total_for_input keeps its 3-channel count).  Strict xfail: fixing shapes.py flips it.
 KNOWN_GAPS = {
-    "tf_efficientnet_b0": "Conv2dSame (timm leaf, a Conv2d subclass with 'same' padding) has no shape rule",
     "nfnet_l0": "ScaledStdConv2d calls F.conv2d on a standardised weight: functional convs are not resized",
 }
 ALL = MODELS + tuple(KNOWN_GAPS)

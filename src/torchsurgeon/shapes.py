@@ -1622,6 +1622,31 @@ fits a non-contiguous input runs on meta so that the strides are exact.
 """
 
 
+def _base_rule(kind: type[nn.Module]) -> _Rule | None:
+    """The rule of the nearest base class of ``kind`` that has one (for subclasses with their own forward)."""
+    return next((_MODULE_RULES[base] for base in kind.__mro__[1:] if base in _MODULE_RULES), None)
+
+
+def _resized_meta_copy(module: nn.Module, finding: Finding) -> nn.Module | None:
+    """A meta copy of a Conv/Linear layer resized to the input it got, or None for other mismatches."""
+    got = finding.got
+    if not isinstance(got, int) or got <= 0:
+        return None
+    copy_ = meta_copy(module).eval()
+    if finding.what == "in_channels" and isinstance(copy_, nn.modules.conv._ConvNd):
+        if isinstance(copy_, nn.modules.conv._ConvTransposeNd) or got % copy_.groups:
+            return None
+        shape = (copy_.out_channels, got // copy_.groups, *copy_.kernel_size)
+        copy_.weight = nn.Parameter(torch.empty(shape, dtype=copy_.weight.dtype, device="meta"))
+        copy_.in_channels = got
+        return copy_
+    if finding.what == "in_features" and isinstance(copy_, nn.Linear):
+        copy_.weight = nn.Parameter(torch.empty(copy_.out_features, got, dtype=copy_.weight.dtype, device="meta"))
+        copy_.in_features = got
+        return copy_
+    return None
+
+
 def has_rule(module: nn.Module) -> bool:
     """Whether ``module`` has a closed-form shape rule (exact type match).
 
@@ -1908,6 +1933,24 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                         return _Unknown(data["layer"])
                     self._record(n, ins, out, status, message, finding, rule="rule")
                     return out
+            base_rule = None if rule is not None else _base_rule(type(module))
+            if base_rule is not None and isinstance(x, torch.Tensor) and len(args) == 1 and not kwargs:
+                # a subclass with its own forward (timm's Conv2dSame): the base class says whether it
+                # fits; if not, a copy resized to fit runs the subclass's forward on meta
+                ctx = _Ctx(data["layer"], data["module_type"], any(a.op == "placeholder" for a in n.all_input_nodes))
+                base_rule(module, ctx, x)
+                resized = _resized_meta_copy(module, ctx.findings[0]) if len(ctx.findings) == 1 else None
+                if resized is not None:
+                    finding = ctx.findings[0]
+                    (x,), _ = self._fresh((x,), {})
+                    try:
+                        with torch.device("meta"):
+                            out = type(resized).forward(resized, x)
+                    except Exception:  # fall through to the generic path
+                        out = None
+                    if isinstance(out, torch.Tensor):
+                        self._record(n, ins, out, Status.INVALID, finding.message, finding, rule="meta")
+                        return out
             out = self._module_shape_rule(module, args, kwargs)
             if out is not _FALLBACK:
                 self._record(n, ins, out, Status.OK, rule="rule")
