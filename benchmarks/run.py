@@ -238,7 +238,8 @@ def _zoo_worker() -> dict[str, Any]:
 def _profile_worker() -> dict[str, Any]:
     import torchvision
 
-    from torchsurgeon import analyse_graph, build_graph, paramcount, propagate_shapes, trace
+    from torchsurgeon import analyse_graph, build_graph, paramcount, propagate_shapes
+    from torchsurgeon.trace import trace
 
     model = torchvision.models.resnet50().eval()
     traced = trace(model)

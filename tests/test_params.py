@@ -8,8 +8,9 @@ import torchvision
 from torch import nn
 
 from models import TiedLM, on_meta
-from torchsurgeon import Finding, build_graph, count_params, paramcount, trace
+from torchsurgeon import Finding, build_graph, count_params, paramcount
 from torchsurgeon.params import resized_param_count
+from torchsurgeon.trace import trace
 
 
 class Reuse(nn.Module):

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from models import on_meta
-from torchsurgeon import build_graph, paramcount, propagate_shapes, trace
+from torchsurgeon import build_graph, paramcount, propagate_shapes
+from torchsurgeon.trace import trace
 
 
 @st.composite
