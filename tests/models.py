@@ -286,3 +286,14 @@ def cifarnet_grey_by_hand() -> nn.Module:
     model.conv1 = nn.Conv2d(1, 6, 5)
     model.fc3 = nn.Sequential(model.fc3, nn.Linear(10, 2))
     return model
+
+
+def tensor_shapes(value: Any) -> Any:
+    """The shapes of the tensors in a model output, nested as the output is (dicts, tuples, lists)."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, dict):
+        return {k: tensor_shapes(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return tuple(tensor_shapes(v) for v in value)
+    return None

@@ -19,7 +19,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import on_meta
+from models import on_meta, tensor_shapes
 from torchsurgeon import ModelReport, TraceError, analyse_graph, build_graph
 from torchsurgeon.trace import trace
 
@@ -117,22 +117,12 @@ def _result(name: str) -> _Result:
     return _CACHE[name]
 
 
-def _shapes(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
-    if isinstance(value, dict):
-        return {k: _shapes(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return tuple(_shapes(v) for v in value)
-    return None
-
-
 def _one_channel_reference(name: str, size: tuple[int, ...]) -> tuple[int, Any]:
     """Parameter count and real output shapes of timm's own 1-channel model."""
     model = on_meta(timm.create_model, model_name=name, pretrained=False, in_chans=1)
     with torch.no_grad():
         out = model(torch.empty(BATCH, 1, *size, device="meta"))
-    return sum(p.numel() for p in model.parameters()), _shapes(out)
+    return sum(p.numel() for p in model.parameters()), tensor_shapes(out)
 
 
 @pytest.mark.parametrize("name", MODELS)

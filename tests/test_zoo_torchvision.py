@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import natural_size, on_meta
+from models import natural_size, on_meta, tensor_shapes
 from torchsurgeon import ModelReport, TraceError, analyse_graph, build_graph
 from torchsurgeon.trace import trace
 
@@ -81,19 +81,9 @@ def _result(name: str) -> _Result:
     return _CACHE[name]
 
 
-def _shapes(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
-    if isinstance(value, dict):
-        return {k: _shapes(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return tuple(_shapes(v) for v in value)
-    return None
-
-
 def _forward(model: nn.Module, channels: int, size: int) -> Any:
     with torch.no_grad():
-        return _shapes(model(torch.empty(BATCH, channels, size, size, device="meta")))
+        return tensor_shapes(model(torch.empty(BATCH, channels, size, size, device="meta")))
 
 
 def _refit_forward(model: nn.Module, names: list[str], channels: int, size: int) -> tuple[Any, int]:
