@@ -135,3 +135,26 @@ def test_conv_subclass_with_own_forward_is_checked_and_resized() -> None:
     assert (r.layer("0").params, r.layer("0").params_for_input) == (8 * 3 * 16 + 8, 8 * 1 * 16 + 8)
     real = PadSame(1, 8, 4, stride=2)(torch.zeros(1, 1, 17, 17)).shape
     assert r.output_shape == tuple(real)
+
+
+class StdConv(nn.Conv2d):
+    """Weight standardisation in forward, as timm's ScaledStdConv2d: a functional conv on a computed weight."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight - self.weight.mean(dim=(1, 2, 3), keepdim=True)
+        return torch.nn.functional.conv2d(x, w * self.gain, self.bias, self.stride, self.padding)
+
+
+def test_functional_conv_on_a_computed_weight_is_checked_and_resized() -> None:
+    model = nn.Sequential(StdConv(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    r = paramcount(model, (1, 16, 16))
+    assert [layer.message for layer in r.invalid] == [
+        "0 (StdConv) expects in_channels=3, got 1 — fold it with adapt_input_channels(model, 1)"
+    ]
+    assert r.total_for_input == r.total - 8 * 3 * 9 + 8 * 1 * 9  # the weight shrinks; gain and bias stay
+    assert (r.layer("0.weight").params, r.layer("0.weight").params_for_input) == (216, 72)
+    assert r.output_shape == (1, 4, 16, 16)  # propagation went on, as if resized

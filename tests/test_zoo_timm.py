@@ -27,7 +27,7 @@ timm = pytest.importorskip("timm")
 
 EXPECTED = Path(__file__).parent / "expected" / "untraceable_timm.txt"
 FAMILIES: dict[str, tuple[str, ...]] = {
-    "resnet": ("resnet18", "resnet50d", "resnet26t", "seresnext26d_32x4d", "resnetv2_50", "resnest14d"),
+    "resnet": ("resnet18", "resnet50d", "resnet26t", "seresnext26d_32x4d", "resnetv2_50", "resnest14d", "nfnet_l0"),
     "efficientnet": (
         "efficientnet_b0",
         "efficientnet_lite0",
@@ -79,12 +79,6 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     ),
 }
 MODELS = tuple(name for names in FAMILIES.values() for name in names)
-# Functional convolutions on a computed weight hide their resized parameter count (an invalid first layer
-# is still reported, but total_for_input keeps its 3-channel count).  Strict xfail: fixing shapes.py flips it.
-KNOWN_GAPS = {
-    "nfnet_l0": "ScaledStdConv2d calls F.conv2d on a standardised weight: functional convs are not resized",
-}
-ALL = MODELS + tuple(KNOWN_GAPS)
 BATCH = 2  # batch norms in training mode need more than one value per channel in a real forward
 
 
@@ -140,19 +134,8 @@ def test_timm_model(name: str) -> None:
     assert r.grey.output_shape == output == r.rgb.output_shape
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=why)) for name, why in KNOWN_GAPS.items()]
-)
-def test_timm_known_gaps_in_total_for_input(name: str) -> None:
-    r = _result(name)
-    assert r.rgb is not None and r.grey is not None
-    assert r.rgb.total == sum(p.numel() for p in r.model.parameters())
-    assert r.grey.invalid  # the first layer is found invalid ...
-    assert r.grey.total_for_input == _one_channel_reference(name, r.size)[0]  # ... but not resized
-
-
 def test_timm_coverage_and_untraceable_list(request: pytest.FixtureRequest, capsys: Any) -> None:
-    results = [_result(name) for name in ALL]
+    results = [_result(name) for name in MODELS]
     analysed = [r for r in results if r.error is None]
     lines: list[str] = []
     for r in results:

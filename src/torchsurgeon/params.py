@@ -104,9 +104,9 @@ def resized_param_count(module: nn.Module, finding: Finding) -> int:
             weight = got * (module.out_channels // module.groups) * k
         else:
             weight = module.out_channels * max(got // module.groups, 1) * k
-        return weight + (module.out_channels if module.bias is not None else 0)
+        return current - module.weight.numel() + weight  # other parameters (bias, a gain) are unchanged
     if finding.what == "in_features" and isinstance(module, nn.Linear) and isinstance(got, int):
-        return module.out_features * got + (module.out_features if module.bias is not None else 0)
+        return current - module.weight.numel() + module.out_features * got
     if finding.what in ("num_features", "num_channels") and isinstance(got, int):
         affine = sum(1 for name in ("weight", "bias") if getattr(module, name, None) is not None)
         return affine * got
@@ -114,6 +114,27 @@ def resized_param_count(module: nn.Module, finding: Finding) -> int:
         affine = sum(1 for name in ("weight", "bias") if getattr(module, name, None) is not None)
         return affine * _numel(got)
     return current
+
+
+def _functional_weights(G: nx.DiGraph, model: nn.Module) -> dict[str, int]:
+    """Resized weight counts of layers whose forward calls ``F.convNd`` on a computed weight.
+
+    The invalid functional node names the layer (its scope); the weight parameter's ``get_attr``
+    node carries the change, so ``weight: before → after`` reads right in the table.
+    """
+    out: dict[str, int] = {}
+    for _, data in G.nodes(data=True):
+        finding = data.get("finding")
+        if data["op"] != "call_function" or data["status"] != Status.INVALID or finding is None or not data["scope"]:
+            continue
+        if finding.layer != data["scope"]:
+            continue
+        module = model.get_submodule(data["scope"])
+        weight = getattr(module, "weight", None)
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(weight, nn.Parameter):
+            others = sum(p.numel() for p in module.parameters()) - weight.numel()
+            out[f"{data['scope']}.weight"] = resized_param_count(module, finding) - others
+    return out
 
 
 def count_params(G: nx.DiGraph) -> ParamSummary:
@@ -156,6 +177,7 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
     layers: dict[str, LayerParams] = {}
     resized: dict[str, int] = {}  # invalid node -> its resized parameter count
     replaced: set[int] = set()
+    weight_for_input = _functional_weights(G, model)
     for node, data in G.nodes(data=True):
         params = {id(named[n]): named[n] for n in data["param_names"]}
         buffers = {id(named_buffers[n]): named_buffers[n] for n in data["buffer_names"]}
@@ -163,7 +185,12 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
         for_input = count
         finding = data.get("finding")
         module = module_of(G, node) if data["status"] == Status.INVALID else None  # a lookup only when needed
-        if finding is not None and module is not None:
+        if data["op"] == "get_attr" and data["param_names"] and data["param_names"][0] in weight_for_input:
+            for_input = weight_for_input[data["param_names"][0]]
+            if not replaced & set(params):
+                replaced |= set(params)
+                resized[node] = for_input
+        elif finding is not None and module is not None:
             for_input = resized_param_count(module, finding)
             if not replaced & set(params):
                 replaced |= set(params)

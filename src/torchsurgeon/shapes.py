@@ -1776,6 +1776,9 @@ class ShapeMemo:
         return self._outputs.setdefault((node, sig), value)
 
 
+_FUNCTIONAL_CONVS = frozenset({F.conv1d, F.conv2d, F.conv3d})
+
+
 def _function_rule(fn: Callable[..., Any]) -> _OpRule | None:
     try:
         rule = _FUNCTION_RULES.get(fn)
@@ -1961,6 +1964,10 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         if n.op == "call_function":
             fn = n.target
             assert callable(fn)
+            if fn in _FUNCTIONAL_CONVS:
+                resized = self._functional_conv(n, ins, fn, args, kwargs)
+                if resized is not _FALLBACK:
+                    return resized
             out = _apply_rule(_function_rule(fn), args, kwargs)
             if out is not _FALLBACK:
                 self._record(n, ins, out, Status.OK, rule="rule")
@@ -1976,6 +1983,41 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             return out
         (obj, *rest), kwargs = self._fresh(args, kwargs)
         return self._execute(n, ins, Status.OK, lambda: getattr(obj, method)(*rest, **kwargs))
+
+    def _functional_conv(
+        self,
+        n: torch.fx.Node,
+        ins: tuple[Any, ...],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """``F.convNd`` on a computed weight (timm's ScaledStdConv2d): check the channels, continue resized."""
+        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+        bound = dict(zip(names, args)) | kwargs
+        x, weight, groups = bound.get("input"), bound.get("weight"), bound.get("groups", 1)
+        if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor) or not isinstance(groups, int):
+            return _FALLBACK
+        expected, got = int(weight.shape[1]) * groups, int(x.shape[1]) if x.dim() == weight.dim() else -1
+        if got in (-1, expected) or got % groups:
+            return _FALLBACK
+        data = self.G.nodes[n.name]
+        layer = data["scope"] or data["layer"]  # the module whose forward calls the conv
+        kind = type(self.model.get_submodule(layer)).__name__ if data["scope"] else data["module_type"]
+        ctx = _Ctx(layer, kind, any(a.op == "placeholder" for a in n.all_input_nodes))
+        rebuild = f"{kind}({got}, {int(weight.shape[0])}, ...)"
+        ctx.mismatch("in_channels", expected, got, _channel_fix(ctx, got, rebuild))
+        bound["weight"] = torch.empty(
+            (weight.shape[0], got // groups, *weight.shape[2:]), dtype=weight.dtype, device="meta"
+        )
+        try:
+            with torch.device("meta"):
+                out = fn(**bound)
+        except Exception:  # the resized conv fails too: the generic path reports torch's message
+            return _FALLBACK
+        finding = ctx.findings[0]
+        self._record(n, ins, out, Status.INVALID, finding.message, finding, rule="meta")
+        return out
 
     @staticmethod
     def _module_shape_rule(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
