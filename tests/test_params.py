@@ -71,3 +71,12 @@ def test_bytes_by_dtype_mixed_precision() -> None:
 )
 def test_resized_param_count(module: nn.Module, what: str, got: object, expected: int) -> None:
     assert resized_param_count(module, Finding("l", type(module).__name__, what, None, got, "")) == expected
+
+
+def test_weight_norm_conv_resized_like_a_new_one() -> None:
+    from torch.nn.utils.parametrizations import weight_norm
+
+    r = paramcount(nn.Sequential(weight_norm(nn.Conv2d(3, 8, 3))), (1, 8, 8))
+    fresh = weight_norm(nn.Conv2d(1, 8, 3))
+    assert [layer.name for layer in r.invalid] == ["0"]
+    assert r.total_for_input == sum(p.numel() for p in fresh.parameters()) == 8 * 9 + 8 + 8  # v, g, bias
