@@ -1,8 +1,9 @@
-"""Shared pytest configuration: the pytester plugin and --overwrite-expected."""
+"""Shared pytest configuration: the pytester plugin, --overwrite-expected and the ``expected_file`` fixture."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite the expected-output files in tests/expected/ instead of comparing",
     )
+
+
+@pytest.fixture
+def expected_file(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
+    """``expected_file(name, text)``: assert ``text`` equals tests/expected/<name>; --overwrite-expected rewrites it."""
+
+    def check(name: str, text: str) -> None:
+        path = Path(__file__).parent / "expected" / name
+        if request.config.getoption("--overwrite-expected"):
+            path.write_text(text)
+        assert text == path.read_text()
+
+    return check

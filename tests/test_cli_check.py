@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,6 @@ import pytest
 from torchsurgeon import read_lock
 from torchsurgeon.cli import main
 from torchsurgeon.contracts import UPDATE_ENV
-
-EXPECTED = Path(__file__).parent / "expected"
 
 MODELS = """
 from torch import nn
@@ -114,16 +113,12 @@ def test_check_finds_the_nearest_pyproject(project: Project, monkeypatch: pytest
 
 
 def test_a_broken_contract_exits_1_with_the_table(
-    project: Project, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+    project: Project, capsys: pytest.CaptureFixture[str], expected_file: Callable[[str, str], None]
 ) -> None:
     project.set_classes(9)
     capsys.readouterr()
     assert main(["check"]) == 1
-    text = capsys.readouterr().out.replace(project.pkg, "demo")
-    path = EXPECTED / "cli_check_broken.txt"
-    if request.config.getoption("--overwrite-expected"):
-        path.write_text(text)
-    assert text == path.read_text()
+    expected_file("cli_check_broken.txt", capsys.readouterr().out.replace(project.pkg, "demo"))
 
 
 def test_check_never_rewrites_the_lock(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:

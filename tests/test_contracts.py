@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,6 @@ from torchsurgeon import (
 )
 from torchsurgeon.contracts import LOCK_FORMAT, UPDATE_ENV, LockChange, read_contracts
 
-EXPECTED = Path(__file__).parent / "expected"
-
 
 def _numel(module: nn.Module, *, trainable: bool | None = None) -> int:
     return sum(p.numel() for p in module.parameters() if trainable is None or p.requires_grad == trainable)
@@ -40,13 +39,6 @@ def _numel(module: nn.Module, *, trainable: bool | None = None) -> int:
 
 def _head(n: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, n))
-
-
-def _check_expected(request: pytest.FixtureRequest, name: str, text: str) -> None:
-    path = EXPECTED / name
-    if request.config.getoption("--overwrite-expected"):
-        path.write_text(text)
-    assert text == path.read_text()
 
 
 # ---------------------------------------------------------------- the contract
@@ -112,16 +104,16 @@ def test_every_violation_is_listed_against_independent_numbers() -> None:
     assert total == 62_006 and total - trainable == 3 * 6 * 5 * 5 + 6
 
 
-def test_a_contract_that_holds(request: pytest.FixtureRequest) -> None:
+def test_a_contract_that_holds() -> None:
     model = CifarNet()
     result = assert_contract(model, input=(3, 32, 32), output=(10,), params=_numel(model), max_params=62_006)
     assert result.ok and result.violations == () and result.lock_diffs == ()
     assert str(result) == "Shape contract holds: CifarNet, input (3, 32, 32), batch 1: output (1, 10), 62,006 params"
 
 
-def test_broken_contract_table_matches_expected_file(request: pytest.FixtureRequest) -> None:
+def test_broken_contract_table_matches_expected_file(expected_file: Callable[[str, str], None]) -> None:
     result = check_contract(CifarNet(), ShapeContract(input=(1, 32, 32), output=(9,), max_params=50_000), name="cifar")
-    _check_expected(request, "contract_cifarnet_broken.txt", result.table() + "\n")
+    expected_file("contract_cifarnet_broken.txt", result.table() + "\n")
 
 
 def test_assert_contract_raises_an_assertion_error_with_the_table() -> None:
@@ -216,12 +208,14 @@ def _forward_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, list[list[in
     return seen
 
 
-def test_lockfile_matches_expected_file_and_real_forward(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_lockfile_matches_expected_file_and_real_forward(
+    tmp_path: Path, expected_file: Callable[[str, str], None]
+) -> None:
     model = CifarNet()
     path = tmp_path / "cifarnet.lock.json"
     data = write_lock(model, path, (3, 32, 32))
     text = path.read_text()
-    _check_expected(request, "cifarnet.lock.json", text)
+    expected_file("cifarnet.lock.json", text)
     assert json.loads(text) == data
     # every module row against torch: own parameters and the real output shape of each call
     modules = dict(model.named_modules())

@@ -11,6 +11,7 @@ listed with the reason in ``tests/expected/untraceable_timm.txt``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,7 @@ def test_timm_model(name: str) -> None:
     assert r.grey.output_shape == output == r.rgb.output_shape
 
 
-def test_timm_coverage_and_untraceable_list(request: pytest.FixtureRequest, capsys: Any) -> None:
+def test_timm_coverage_and_untraceable_list(expected_file: Callable[[str, str], None], capsys: Any) -> None:
     results = [_result(name) for name in MODELS]
     analysed = [r for r in results if r.error is None]
     lines: list[str] = []
@@ -154,7 +155,5 @@ def test_timm_coverage_and_untraceable_list(request: pytest.FixtureRequest, caps
         "# Written by tests/test_zoo_timm.py; regenerate with pytest --overwrite-expected.\n"
         + "".join(f"{line}\n" for line in lines)
     )
-    if request.config.getoption("--overwrite-expected"):
-        EXPECTED.write_text(text)
-    assert text == EXPECTED.read_text()
+    expected_file(EXPECTED.name, text)
     assert len(MODELS) >= 40 and len(set(MODELS)) == len(MODELS)

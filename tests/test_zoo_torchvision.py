@@ -13,6 +13,7 @@ with the reason in ``tests/expected/untraceable_torchvision.txt``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,7 @@ def test_torchvision_model(name: str) -> None:
     assert r.grey.output_shape == output == r.rgb.output_shape
 
 
-def test_torchvision_coverage_and_untraceable_list(request: pytest.FixtureRequest, capsys: Any) -> None:
+def test_torchvision_coverage_and_untraceable_list(expected_file: Callable[[str, str], None], capsys: Any) -> None:
     results = [_result(name) for name in ZOO]
     analysed = [r for r in results if r.error is None]
     lines = _untraceable_lines(ZOO)
@@ -168,8 +169,6 @@ def test_torchvision_coverage_and_untraceable_list(request: pytest.FixtureReques
         "# Written by tests/test_zoo_torchvision.py; regenerate with pytest --overwrite-expected.\n"
         + "".join(f"{line}\n" for line in lines)
     )
-    if request.config.getoption("--overwrite-expected"):
-        EXPECTED.write_text(text)
-    assert text == EXPECTED.read_text()
+    expected_file(EXPECTED.name, text)
     assert len(results) == len(CLASSIFICATION) + len(SEGMENTATION) + 2 * len(DETECTION) >= 100
     assert len(CLASSIFICATION) >= 80
