@@ -24,7 +24,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .analysis import ModelReport, analyse_graph
+from .analysis import ModelReport, paramcount
 from .errors import InputError, SurgeryError
 from .fold import fold_normalization, fold_weight, recognise_fold
 from .graph import build_graph
@@ -864,10 +864,6 @@ def _verdict(params: Sequence[ParamReport], invalid: Sequence[LayerReport]) -> s
     return ", ".join(parts)
 
 
-def _analyse(model: nn.Module, input: InputSpec, batch: int) -> ModelReport:
-    return analyse_graph(build_graph(trace(model)), input, batch=batch)[0]
-
-
 def check_surgery(original: nn.Module, edited: nn.Module, input: InputSpec, *, batch: int = 1) -> SurgeryReport:
     """Compare an edited model with its original, parameter by parameter.
 
@@ -900,8 +896,8 @@ def check_surgery(original: nn.Module, edited: nn.Module, input: InputSpec, *, b
     '1 folded (0), 0 new, 0 invalid'
     """
     original, edited = unwrap_model(original), unwrap_model(edited)
-    before = _analyse(original, input, batch)
-    after = _analyse(edited, input, batch)
+    before = paramcount(original, input, batch=batch)
+    after = paramcount(edited, input, batch=batch)
     params = _classify(original, edited)
     invalid_layers = {layer.name for layer in after.invalid}
     findings = {f.layer: f.message for f in after.findings}
