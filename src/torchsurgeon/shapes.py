@@ -1777,6 +1777,15 @@ class ShapeMemo:
 
 
 _FUNCTIONAL_CONVS = frozenset({F.conv1d, F.conv2d, F.conv3d})
+_CONV_SPEC: _Spec = (
+    ("input", _REQUIRED),
+    ("weight", _REQUIRED),
+    ("bias", None),
+    ("stride", 1),
+    ("padding", 0),
+    ("dilation", 1),
+    ("groups", 1),
+)
 
 
 def _function_rule(fn: Callable[..., Any]) -> _OpRule | None:
@@ -1993,10 +2002,11 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         kwargs: dict[str, Any],
     ) -> Any:
         """``F.convNd`` on a computed weight (timm's ScaledStdConv2d): check the channels, continue resized."""
-        names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-        bound = dict(zip(names, args)) | kwargs
-        x, weight, groups = bound.get("input"), bound.get("weight"), bound.get("groups", 1)
-        if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor) or not isinstance(groups, int):
+        bound = _bind(args, kwargs, _CONV_SPEC)
+        if bound is None:
+            return _FALLBACK
+        x, weight, groups = bound[0], bound[1], bound[6]
+        if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor) or not _is_int(groups):
             return _FALLBACK
         expected, got = int(weight.shape[1]) * groups, int(x.shape[1]) if x.dim() == weight.dim() else -1
         if got in (-1, expected) or got % groups:
@@ -2007,12 +2017,10 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         ctx = _Ctx(layer, kind, any(a.op == "placeholder" for a in n.all_input_nodes))
         rebuild = f"{kind}({got}, {int(weight.shape[0])}, ...)"
         ctx.mismatch("in_channels", expected, got, _channel_fix(ctx, got, rebuild))
-        bound["weight"] = torch.empty(
-            (weight.shape[0], got // groups, *weight.shape[2:]), dtype=weight.dtype, device="meta"
-        )
+        bound[1] = torch.empty((weight.shape[0], got // groups, *weight.shape[2:]), dtype=weight.dtype, device="meta")
         try:
             with torch.device("meta"):
-                out = fn(**bound)
+                out = fn(*bound)
         except Exception:  # the resized conv fails too: the generic path reports torch's message
             return _FALLBACK
         finding = ctx.findings[0]
