@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import CifarNet, TiedLM, WithGate, on_meta
-from torchsurgeon import ConfigError, InputError, Status, paramcount
+from torchsurgeon import ConfigError, InputError, LayerStatus, ParamChange, paramcount
 from torchsurgeon.cli import main
 from torchsurgeon.dot import STATUS_COLOURS, picture_graph, render, to_dot, to_graphml
+from torchsurgeon.graph import update_record
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's `dot` is not installed")
 DOCS_PNG = Path(__file__).parent.parent / "docs" / "resnet50_1ch.png"
@@ -47,7 +48,7 @@ def test_resnet50_at_one_channel_draws_conv1_red(tmp_path: Path) -> None:
     r = paramcount(_resnet50(), (1, 224, 224))
     out = render(r.to_dot(), tmp_path / "resnet50.svg")
     boxes = _svg_boxes(out.read_text())
-    red, ok = STATUS_COLOURS[Status.INVALID], STATUS_COLOURS[Status.OK]
+    red, ok = STATUS_COLOURS[LayerStatus.INVALID], STATUS_COLOURS[LayerStatus.OK]
     assert boxes["conv1"] == red == ("#f4cccc", "#cc0000")
     assert [name for name, colours in boxes.items() if colours == red] == ["conv1"]
     assert boxes["bn1"] == boxes["layer1_0_conv1"] == boxes["fc"] == ok
@@ -78,7 +79,7 @@ def test_graph_command_folds_blocks_by_depth(tmp_path: Path, capsys: pytest.Capt
         "fc",
         "output",
     ]
-    assert boxes["conv1"] == STATUS_COLOURS[Status.INVALID] and boxes["layer1"] == STATUS_COLOURS[Status.OK]
+    assert boxes["conv1"] == STATUS_COLOURS[LayerStatus.INVALID] and boxes["layer1"] == STATUS_COLOURS[LayerStatus.OK]
 
 
 def test_folded_boxes_add_up_to_the_model() -> None:
@@ -105,16 +106,16 @@ def test_depth_must_be_positive() -> None:
 def test_statuses_have_their_colours() -> None:
     r = paramcount(WithGate(), (6,))
     G = r.graph.copy()
-    G.nodes["inp"]["status"] = Status.FOLDED  # surgery's statuses, set by another part of the library
-    G.nodes["out"]["status"] = Status.NEW
+    update_record(G, "inp", change=ParamChange.FOLDED)  # surgery's changes, set by another part of the library
+    update_record(G, "out", change=ParamChange.NEW)
     dot = to_dot(G)
-    for node, status in (("inp", Status.FOLDED), ("gate", Status.OPAQUE), ("out", Status.NEW)):
+    for node, status in (("inp", ParamChange.FOLDED), ("gate", LayerStatus.OPAQUE), ("out", ParamChange.NEW)):
         fill, border = STATUS_COLOURS[status]
         line = next(line for line in dot.splitlines() if line.startswith(f'  "{node}" ['))
         assert f'fillcolor="{fill}", color="{border}"' in line
-    assert STATUS_COLOURS[Status.FOLDED][0] == "#fce5cd"  # orange
-    assert STATUS_COLOURS[Status.NEW][0] == "#d9ead3"  # green
-    assert STATUS_COLOURS[Status.OPAQUE][0] == "#d9d9d9"  # grey
+    assert STATUS_COLOURS[ParamChange.FOLDED][0] == "#fce5cd"  # orange
+    assert STATUS_COLOURS[ParamChange.NEW][0] == "#d9ead3"  # green
+    assert STATUS_COLOURS[LayerStatus.OPAQUE][0] == "#d9d9d9"  # grey
 
 
 def test_labels_name_type_shape_params_and_the_reason() -> None:

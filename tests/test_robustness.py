@@ -25,7 +25,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from models import CifarNet, TiedLM, WithGate
-from torchsurgeon import InputError, ShapeError, Status, TorchSurgeonError, paramcount
+from torchsurgeon import InputError, LayerStatus, ShapeError, TorchSurgeonError, paramcount
 
 
 def _unique(model: nn.Module) -> int:
@@ -197,7 +197,7 @@ def test_statically_quantized_model_degrades_to_unknown_shapes() -> None:
         torch.ao.quantization.convert(model, inplace=True)
     r = paramcount(model, (3, 8, 8))  # quantized tensors cannot live on meta: no shapes, but no crash either
     assert r.total == _unique(model) == 0 and r.output_shape is None
-    assert [layer.status for layer in r.layers] == [Status.UNKNOWN] * 3
+    assert [layer.status for layer in r.layers] == [LayerStatus.UNKNOWN] * 3
     assert "QuantizedMeta" in r.layers[0].message and r.layers[1].message == "input unknown (since quant)"
 
 
@@ -421,7 +421,7 @@ def test_fuzz_random_models(case: tuple[nn.Module, tuple[int, ...], torch.dtype]
     if r is None:
         assert real is None, "torchsurgeon refused a model and input that run"
         return
-    fits = not r.invalid and all(layer.status in (Status.OK, Status.OPAQUE) for layer in r.layers)
+    fits = not r.invalid and all(layer.status in (LayerStatus.OK, LayerStatus.OPAQUE) for layer in r.layers)
     assert fits == (real is not None), [(layer.name, layer.status, layer.message) for layer in r.layers]
     if real is not None:
         assert r.output_shape == real

@@ -1,6 +1,6 @@
 """Closed-form shape rules against meta execution (and meta against real CPU forwards).
 
-Every rule in ``torchsurgeon.shapes`` answers only for cases it computes
+Every rule in ``torchsurgeon.rules`` answers only for cases it computes
 exactly, else falls back to running the op on ``meta``.  These properties
 check, on random ops, layouts and arguments, that whenever a rule answers:
 meta execution does not raise, and the shapes, dtypes and (significant)
@@ -11,12 +11,10 @@ ordinary cases, so the properties cannot pass by always falling back.
 
 from __future__ import annotations
 
-import contextlib
 import operator
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-from unittest import mock
 
 import pytest
 import torch
@@ -27,8 +25,8 @@ from torch import nn
 
 from models import CifarNet, LlamaDecoder, TwoInputs
 from torchsurgeon import paramcount
-from torchsurgeon import shapes as S
 from torchsurgeon.graph import build_graph
+from torchsurgeon.rules import FALLBACK, Call, Rule, disabled_rules, function_rule, method_rule, module_rule
 from torchsurgeon.shapes import propagate_shapes
 from torchsurgeon.trace import trace
 
@@ -76,10 +74,30 @@ def _run(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:
         return None, exc
 
 
+def _apply(rule: Rule | Callable[..., Any] | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A function/method rule's output on these arguments, FALLBACK when it cannot answer (as propagation does)."""
+    if rule is None:
+        return FALLBACK
+    try:
+        if isinstance(rule, Rule):
+            assert rule.shape is not None
+            return rule.shape(None, args, kwargs, Call("", "", False))
+        return rule(args, kwargs)
+    except Exception:
+        return FALLBACK
+
+
+def _apply_module(module: nn.Module, x: torch.Tensor, call: Call | None = None) -> Any:
+    """The rule of ``module``'s class on one tensor."""
+    found = module_rule(type(module))
+    assert found is not None and found[0].shape is not None, type(module)
+    return found[0].shape(module, (x,), {}, call or Call("", "", False))
+
+
 def _check(rule: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Callable[[], Any]) -> bool:
     """Assert rule == meta when the rule answers; return whether it answered."""
-    out = S._apply_rule(rule, args, kwargs)
-    if out is S._FALLBACK:
+    out = _apply(rule, args, kwargs)
+    if out is FALLBACK:
         return False
     expected, error = _run(call)
     assert error is None, f"the rule answered {out!r} but meta execution raises {error!r}"
@@ -94,23 +112,6 @@ def _on_cpu(value: Any, builders: dict[int, Builder]) -> Any:
     if isinstance(value, (list, tuple)) and not isinstance(value, torch.Size):
         return type(value)(_on_cpu(v, builders) for v in value)
     return value
-
-
-@contextlib.contextmanager
-def meta_only() -> Iterator[None]:
-    """Propagate without any closed-form rule: every node runs on meta."""
-    with contextlib.ExitStack() as stack:
-        for registry in (
-            S._MODULE_RULES,
-            S._SHAPE_MODULE_RULES,
-            S._MODULE_ARGS_RULES,
-            S._FUNCTION_RULES,
-            S._NAMED_FUNCTION_RULES,
-            S._METHOD_RULES,
-        ):
-            stack.enter_context(mock.patch.dict(registry, clear=True))
-        stack.enter_context(mock.patch.object(S, "_method_rule", lambda *a: None))
-        yield
 
 
 # --------------------------------------------------------------------------- strategies
@@ -186,7 +187,7 @@ UNARY = [
 def test_unary_rules_match_meta(data: st.DataObject, op: tuple[Any, dict[str, Any]], dtype: torch.dtype) -> None:
     fn, kwargs = op
     x, build = data.draw(tensors(min_rank=0, dtype=dtype))
-    answered = _check(S._function_rule(fn), (x,), kwargs, lambda: fn(x, **kwargs))
+    answered = _check(function_rule(fn), (x,), kwargs, lambda: fn(x, **kwargs))
     if dtype.is_floating_point:
         assert answered, f"{fn.__name__} on a {dtype} tensor should have a rule"
     if answered and x.numel() <= 64 and dtype == torch.float32:  # in place on an expanded tensor: CPU refuses
@@ -214,12 +215,12 @@ def test_binary_rules_match_meta(data: st.DataObject, fn: Callable[..., Any], dt
     args = (other, a) if kind == "reversed" else (a, other)
     if fn is torch.maximum and not isinstance(other, torch.Tensor):
         return
-    answered = _check(S._function_rule(fn), args, {}, lambda: fn(*args))
+    answered = _check(function_rule(fn), args, {}, lambda: fn(*args))
     if kind in ("tensor", "reversed") or (kind == "scalar" and not isinstance(other, bool)):
         assert answered
     if answered and a.numel() <= 64 and dtype == torch.float32:
         cpu = fn(*_on_cpu(args, builders))
-        assert tuple(cpu.shape) == tuple(S._apply_rule(S._function_rule(fn), args, {}).shape)
+        assert tuple(cpu.shape) == tuple(_apply(function_rule(fn), args, {}).shape)
 
 
 @SETTINGS
@@ -229,7 +230,7 @@ def test_stochastic_depth_rule_matches_torchvision(data: st.DataObject, training
 
     x, _ = data.draw(tensors(min_rank=1))
     args = (x, p, mode, training)
-    assert _check(S._function_rule(stochastic_depth), args, {}, lambda: stochastic_depth(*args))
+    assert _check(function_rule(stochastic_depth), args, {}, lambda: stochastic_depth(*args))
 
 
 # --------------------------------------------------------------------------- views and shapes
@@ -262,7 +263,7 @@ def view_ops(draw: st.DrawFn, x: torch.Tensor) -> tuple[Any, tuple[Any, ...], Ca
         )
     )
     if kind == "flatten":
-        return S._FUNCTION_RULES[torch.flatten], (draw(dim), draw(dim)), torch.flatten
+        return function_rule(torch.flatten), (draw(dim), draw(dim)), torch.flatten
     if kind in ("view", "reshape"):
         sizes = list(draw(st.permutations(list(x.shape)))) if rank else []
         if len(sizes) > 1 and draw(st.booleans()):
@@ -271,22 +272,22 @@ def view_ops(draw: st.DrawFn, x: torch.Tensor) -> tuple[Any, tuple[Any, ...], Ca
             sizes[draw(st.integers(0, len(sizes) - 1))] = -1
         if draw(st.integers(0, 5)) == 0:
             sizes = [x.numel() + 1]
-        return S._METHOD_RULES[kind], tuple(sizes), getattr(torch.Tensor, kind)
+        return method_rule(kind), tuple(sizes), getattr(torch.Tensor, kind)
     if kind == "permute":
         dims = list(draw(st.permutations(range(rank))))
         if dims and draw(st.booleans()):
             dims[0] = dims[0] - rank
-        return S._METHOD_RULES["permute"], tuple(dims), torch.Tensor.permute
+        return method_rule("permute"), tuple(dims), torch.Tensor.permute
     if kind == "transpose":
-        return S._FUNCTION_RULES[torch.transpose], (draw(dim), draw(dim)), torch.transpose
+        return function_rule(torch.transpose), (draw(dim), draw(dim)), torch.transpose
     if kind == "unsqueeze":
-        return S._METHOD_RULES["unsqueeze"], (draw(st.integers(-rank - 2, rank + 1)),), torch.Tensor.unsqueeze
+        return method_rule("unsqueeze"), (draw(st.integers(-rank - 2, rank + 1)),), torch.Tensor.unsqueeze
     if kind == "squeeze":
-        return S._METHOD_RULES["squeeze"], (draw(dim),) if draw(st.booleans()) else (), torch.Tensor.squeeze
+        return method_rule("squeeze"), (draw(dim),) if draw(st.booleans()) else (), torch.Tensor.squeeze
     if kind == "expand":
         sizes = [draw(st.sampled_from([s, -1, 3])) if s == 1 else draw(st.sampled_from([s, -1])) for s in x.shape]
         sizes = [2] * draw(st.integers(0, 1)) + sizes
-        return S._METHOD_RULES["expand"], tuple(sizes), torch.Tensor.expand
+        return method_rule("expand"), tuple(sizes), torch.Tensor.expand
     if kind == "getitem":
         items: list[Any] = []
         for s in x.shape[: draw(st.integers(0, rank))]:
@@ -308,22 +309,22 @@ def view_ops(draw: st.DrawFn, x: torch.Tensor) -> tuple[Any, tuple[Any, ...], Ca
         if draw(st.booleans()):
             items.insert(draw(st.integers(0, len(items))), Ellipsis)
         index = tuple(items) if len(items) != 1 or draw(st.booleans()) else items[0]
-        return S._FUNCTION_RULES[operator.getitem], (index,), operator.getitem
+        return function_rule(operator.getitem), (index,), operator.getitem
     if kind == "chunk":
-        return S._METHOD_RULES["chunk"], (draw(st.integers(1, 4)), draw(dim)), torch.Tensor.chunk
+        return method_rule("chunk"), (draw(st.integers(1, 4)), draw(dim)), torch.Tensor.chunk
     if kind == "split":
         d = draw(dim)
         size: Any = draw(st.integers(1, 3))
         if draw(st.booleans()) and rank and -rank <= d < rank:
             size = [1] * x.shape[d]
-        return S._FUNCTION_RULES[torch.split], (size, d), torch.split
+        return function_rule(torch.split), (size, d), torch.split
     if kind == "contiguous":
-        return S._METHOD_RULES["contiguous"], (), torch.Tensor.contiguous
+        return method_rule("contiguous"), (), torch.Tensor.contiguous
     if kind == "size":
-        return S._METHOD_RULES["size"], (draw(dim),), torch.Tensor.size
+        return method_rule("size"), (draw(dim),), torch.Tensor.size
     if kind == "dim":
-        return S._METHOD_RULES["dim"], (), torch.Tensor.dim
-    return S._FUNCTION_RULES[getattr], (draw(st.sampled_from(["shape", "dtype", "ndim"])),), getattr
+        return method_rule("dim"), (), torch.Tensor.dim
+    return function_rule(getattr), (draw(st.sampled_from(["shape", "dtype", "ndim"])),), getattr
 
 
 @SETTINGS
@@ -333,7 +334,7 @@ def test_view_and_shape_rules_match_meta(data: st.DataObject) -> None:
     rule, extra, op = data.draw(view_ops(x))
     if _check(rule, (x, *extra), {}, lambda: op(x, *extra)) and x.numel() <= 64:
         cpu_out = op(build("cpu"), *extra)
-        _same(S._apply_rule(rule, (x, *extra), {}), _to_meta_like(cpu_out), strides=False)
+        _same(_apply(rule, (x, *extra), {}), _to_meta_like(cpu_out), strides=False)
 
 
 def _to_meta_like(value: Any) -> Any:
@@ -357,7 +358,7 @@ def test_cat_and_stack_rules_match_meta(data: st.DataObject, fn: Callable[..., A
         if data.draw(st.integers(0, 6)) == 0:
             shape[0] += 1  # sometimes a mismatch
         parts.append(data.draw(tensors(shape=tuple(shape)))[0])
-    answered = _check(S._function_rule(fn), (parts, dim), {}, lambda: fn(parts, dim))
+    answered = _check(function_rule(fn), (parts, dim), {}, lambda: fn(parts, dim))
     if all(p.is_contiguous() for p in parts) and all(p.shape == first.shape for p in parts) and -first.dim() <= dim:
         assert answered or dim >= first.dim() + (fn is torch.stack)
 
@@ -372,8 +373,8 @@ def test_reduction_rules_match_meta(data: st.DataObject, fn: Callable[..., Any],
     rank = x.dim()
     dims = data.draw(st.lists(st.integers(-max(rank, 1), max(rank, 1) - 1), max_size=rank, unique=True))
     dim: Any = tuple(dims) if len(dims) != 1 or data.draw(st.booleans()) else dims[0]
-    answered = _check(S._function_rule(fn), (x, dim, keepdim), {}, lambda: fn(x, dim, keepdim))
-    method = S._METHOD_RULES[fn.__name__]
+    answered = _check(function_rule(fn), (x, dim, keepdim), {}, lambda: fn(x, dim, keepdim))
+    method = method_rule(fn.__name__)
     _check(method, (x, dim), {"keepdim": keepdim}, lambda: getattr(x, fn.__name__)(dim, keepdim=keepdim))
     if x.is_contiguous() and len({d % max(rank, 1) for d in dims}) == len(dims):
         assert answered
@@ -396,9 +397,9 @@ def test_matmul_rules_match_meta(data: st.DataObject, fn: Callable[..., Any]) ->
         shape_b = (*shape_b[:-1], shape_b[-1] + 1) if rank_b == 1 else (*shape_b[:-2], k + 1, m)
     a, build_a = data.draw(tensors(shape=shape_a))
     b, build_b = data.draw(tensors(shape=shape_b))
-    if _check(S._function_rule(fn), (a, b), {}, lambda: fn(a, b)):
+    if _check(function_rule(fn), (a, b), {}, lambda: fn(a, b)):
         cpu = fn(build_a("cpu"), build_b("cpu"))
-        assert tuple(cpu.shape) == tuple(S._apply_rule(S._function_rule(fn), (a, b), {}).shape)
+        assert tuple(cpu.shape) == tuple(_apply(function_rule(fn), (a, b), {}).shape)
 
 
 @SETTINGS
@@ -409,7 +410,7 @@ def test_linear_function_rule_matches_meta(data: st.DataObject, bias: bool) -> N
     in_f = x.shape[-1] if data.draw(st.integers(0, 5)) else x.shape[-1] + 1
     w = torch.empty(out_f, in_f, device="meta")
     b = torch.empty(out_f, device="meta") if bias else None
-    answered = _check(S._function_rule(F.linear), (x, w, b), {}, lambda: F.linear(x, w, b))
+    answered = _check(function_rule(F.linear), (x, w, b), {}, lambda: F.linear(x, w, b))
     assert answered == (in_f == x.shape[-1])
 
 
@@ -424,7 +425,7 @@ def test_sdpa_rule_matches_meta(data: st.DataObject, causal: bool, rank: int) ->
     kwargs = {"is_causal": causal}
     args = (q, k, v)
     sdpa = F.scaled_dot_product_attention
-    assert _check(S._function_rule(sdpa), args, kwargs, lambda: sdpa(*args, **kwargs))
+    assert _check(function_rule(sdpa), args, kwargs, lambda: sdpa(*args, **kwargs))
     cpu = F.scaled_dot_product_attention(bq("cpu"), bk("cpu"), bv("cpu"), **kwargs)
     assert tuple(cpu.shape) == (*lead, length, ev)
 
@@ -434,12 +435,12 @@ def test_sdpa_rule_matches_meta(data: st.DataObject, causal: bool, rank: int) ->
 def test_embedding_and_layer_norm_functions_match_meta(data: st.DataObject) -> None:
     ids, _ = data.draw(tensors(min_rank=1, max_rank=3, dtype=torch.long))
     w = torch.empty(10, data.draw(st.integers(1, 4)), device="meta")
-    assert _check(S._function_rule(F.embedding), (ids, w), {}, lambda: F.embedding(ids, w))
+    assert _check(function_rule(F.embedding), (ids, w), {}, lambda: F.embedding(ids, w))
     x, _ = data.draw(tensors(min_rank=1))
     n = data.draw(st.integers(1, x.dim()))
     shape = tuple(x.shape[-n:]) if data.draw(st.integers(0, 4)) else (7,)
     weight = torch.empty(shape, device="meta")
-    answered = _check(S._function_rule(F.layer_norm), (x, shape, weight), {}, lambda: F.layer_norm(x, shape, weight))
+    answered = _check(function_rule(F.layer_norm), (x, shape, weight), {}, lambda: F.layer_norm(x, shape, weight))
     assert answered == (x.is_contiguous() and shape == tuple(x.shape[-n:]))
 
 
@@ -475,15 +476,15 @@ def test_pool_rules_match_meta(data: st.DataObject, nsp: int, kind: str) -> None
         fn = getattr(F, f"{kind}_pool{nsp}d")
         module = getattr(nn, f"{kind.capitalize()}Pool{nsp}d")(**kwargs)
         args = (x,)
-    answered = _check(S._function_rule(fn), args, kwargs, lambda: fn(*args, **kwargs))
-    module_out = S._SHAPE_MODULE_RULES[type(module)](module, S._Ctx("", "", False), x)
-    if module_out is not S._FALLBACK:
+    answered = _check(function_rule(fn), args, kwargs, lambda: fn(*args, **kwargs))
+    module_out = _apply_module(module, x)
+    if module_out is not FALLBACK:
         expected, error = _run(lambda: module(x))
         assert error is None
         _same(module_out, expected)
     if answered and x.numel() <= 256:  # shapes only: CPU kernels reject some degenerate layouts meta accepts
         cpu = fn(build("cpu").clone(memory_format=torch.contiguous_format), *args[1:], **kwargs)
-        assert tuple(cpu.shape) == tuple(S._apply_rule(S._function_rule(fn), args, kwargs).shape)
+        assert tuple(cpu.shape) == tuple(_apply(function_rule(fn), args, kwargs).shape)
 
 
 # --------------------------------------------------------------------------- modules
@@ -513,8 +514,8 @@ ACTIVATION_MODULES = [
 def test_parameter_free_module_rules_match_meta(data: st.DataObject, module: nn.Module, training: bool) -> None:
     module.train(training)
     x, _ = data.draw(tensors(min_rank=2))
-    out = S._SHAPE_MODULE_RULES[type(module)](module, S._Ctx("", "", False), x)
-    if out is S._FALLBACK:
+    out = _apply_module(module, x)
+    if out is FALLBACK:
         assert not x.is_contiguous() or isinstance(module, (nn.Softmax, nn.LogSoftmax, nn.Dropout2d))
         return
     expected, error = _run(lambda: module(x))
@@ -562,14 +563,16 @@ def test_layer_rules_match_meta(data: st.DataObject, training: bool) -> None:
     assume(layer is not None)
     assert layer is not None
     layer.train(training)
-    ctx = S._Ctx("layer", type(layer).__name__, False)
-    out = S._MODULE_RULES[type(layer)](layer, ctx, x)
+    ctx = Call("layer", type(layer).__name__, False)
+    out = _apply_module(layer, x, ctx)
     expected, error = _run(lambda: layer(x))
     if error is not None or ctx.findings or out is None:
         assert error is not None or ctx.findings, f"meta ran but the rule found {ctx.findings}"
         return
-    exact = x.is_contiguous() or type(layer) in S._LAYOUT_FREE_MODULES
-    _same(out, expected, strides=exact)
+    if out is FALLBACK:  # a layer that keeps its input's layout (batch norm) runs on meta for exact strides
+        assert not x.is_contiguous()
+        return
+    _same(out, expected)
 
 
 @SETTINGS
@@ -605,8 +608,10 @@ def test_multihead_attention_rule_matches_meta(
     )
     v = data.draw(tensors(shape=tuple(k.shape)))[0]
     kwargs = {"need_weights": need_weights, "average_attn_weights": average}
-    out = S._MODULE_ARGS_RULES[nn.MultiheadAttention](mha, (q, k, v), kwargs)
-    assert out is not S._FALLBACK
+    found = module_rule(nn.MultiheadAttention)
+    assert found is not None and found[0].shape is not None
+    out = found[0].shape(mha, (q, k, v), kwargs, Call("", "", False))
+    assert out is not FALLBACK
     expected, error = _run(lambda: mha(q, k, v, **kwargs))
     assert error is None
     _same(out, expected)
@@ -662,13 +667,13 @@ def test_rules_equal_meta_propagation_and_real_forward(
     model.train(training)
     G = build_graph(trace(model))
     with_rules = propagate_shapes(G, shape, batch=batch)
-    with meta_only():
+    with disabled_rules():
         meta = propagate_shapes(build_graph(trace(model)), shape, batch=batch)
     assert {n: (r.output_shape, r.dtype, r.status) for n, r in with_rules.nodes.items()} == {
         n: (r.output_shape, r.dtype, r.status) for n, r in meta.nodes.items()
     }
-    assert all(r.rule != "meta" for r in with_rules.nodes.values()), "every op of these models has a rule"
-    assert {r.rule for r in meta.nodes.values() if r.rule != "-"} == {"meta"}
+    assert all(r.shape_source != "meta" for r in with_rules.nodes.values()), "every op of these models has a rule"
+    assert {r.shape_source for r in meta.nodes.values() if r.shape_source != "-"} == {"meta"}
     with torch.no_grad():
         real = model.eval()(torch.randn(batch, *shape))
     assert with_rules.output_shape == tuple(real.shape)
@@ -681,9 +686,9 @@ def test_ops_without_rule_fall_back_to_meta_and_are_reported() -> None:
 
     report = paramcount(Cumulative(), (4, 5))
     assert report.shape_fallbacks == ["cumsum"]
-    assert report.layer("cumsum").rule == "meta" and report.layer("relu").rule == "rule"
+    assert report.layer("cumsum").shape_source == "meta" and report.layer("relu").shape_source == "rule"
     assert report.layer("cumsum").output_shape == (1, 4, 5)
-    assert report.to_dict()["layers"][0]["rule"] == "meta"
+    assert report.to_dict()["layers"][0]["shape_source"] == "meta"
 
 
 def test_rule_falls_back_when_the_op_would_raise() -> None:
@@ -693,7 +698,7 @@ def test_rule_falls_back_when_the_op_would_raise() -> None:
 
     report = paramcount(Mismatch(), (4,))
     add = report.layer("add")
-    assert add.rule == "meta" and add.status == "invalid"
+    assert add.shape_source == "meta" and add.status == "invalid"
     assert "broadcast" in add.message and add.output_shape is None
 
 
@@ -711,8 +716,8 @@ def test_models_from_the_shared_zoo_use_rules_only() -> None:
 
 def test_unknown_rule_argument_is_not_guessed() -> None:
     x = torch.empty(2, 3, device="meta")
-    assert S._apply_rule(S._function_rule(F.relu), (x,), {"unexpected": 1}) is S._FALLBACK
-    assert S._apply_rule(S._METHOD_RULES["view"], (x, torch.float16), {}) is S._FALLBACK
-    assert S._apply_rule(S._FUNCTION_RULES[operator.getitem], (x, torch.tensor([0])), {}) is S._FALLBACK
+    assert _apply(function_rule(F.relu), (x,), {"unexpected": 1}) is FALLBACK
+    assert _apply(method_rule("view"), (x, torch.float16), {}) is FALLBACK
+    assert _apply(function_rule(operator.getitem), (x, torch.tensor([0])), {}) is FALLBACK
     with pytest.raises(AssertionError, match="meta execution raises"):
         _check(lambda a, k: torch.empty(3, device="meta"), (x,), {}, lambda: x.view(5))

@@ -11,6 +11,7 @@ from torch import nn
 
 from models import on_meta
 from torchsurgeon import build_graph, paramcount, propagate_shapes
+from torchsurgeon.graph import node_records
 from torchsurgeon.trace import trace
 
 
@@ -68,9 +69,9 @@ def test_propagated_shapes_equal_a_real_forward(stack: tuple[nn.Module, tuple[in
             h.remove()
     assert result.output_shape == tuple(out.shape)
     assert result.findings == ()
-    for node, data in G.nodes(data=True):
-        if data["op"] == "call_module":
-            assert data["output_shape"] == real[data["layer"]], node
+    for rec in node_records(G):
+        if rec.op == "call_module":
+            assert rec.output_shape == real[rec.layer], rec.name
 
 
 @settings(deadline=None, max_examples=20)

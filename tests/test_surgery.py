@@ -13,7 +13,7 @@ from torch import nn
 from models import CifarNet, TwoInputs, on_meta
 from torchsurgeon import (
     InputError,
-    Status,
+    ParamChange,
     SurgeryError,
     adapt_input_channels,
     append_head,
@@ -40,14 +40,14 @@ def test_seed_scenario_by_hand(resnet50: nn.Module) -> None:
     edited.fc = nn.Sequential(edited.fc, nn.Linear(1000, 10))
     rep = check_surgery(resnet50, edited, (1, 224, 224))
 
-    assert rep.status_of("conv1.weight") == Status.REINITIALISED
-    assert rep.status_of("fc.1.weight") == Status.NEW
-    assert rep.status_of("fc.1.bias") == Status.NEW
+    assert rep.status_of("conv1.weight") == ParamChange.REINITIALISED
+    assert rep.status_of("fc.1.weight") == ParamChange.NEW
+    assert rep.status_of("fc.1.bias") == ParamChange.NEW
     fc1 = next(p for p in rep.params if p.name == "fc.1.weight")
     assert fc1.init.startswith("kaiming_uniform_(a=√5): U(-0.0316, 0.0316)")  # 1/sqrt(1000)
     moved = next(p for p in rep.params if p.name == "fc.0.weight")
-    assert (moved.status, moved.old_name) == (Status.KEPT, "fc.weight")
-    changed = {p.name for p in rep.params if p.status != Status.KEPT}
+    assert (moved.status, moved.old_name) == (ParamChange.KEPT, "fc.weight")
+    changed = {p.name for p in rep.params if p.status != ParamChange.KEPT}
     assert changed == {"conv1.weight", "fc.1.weight", "fc.1.bias"}
     assert rep.invalid == []
     assert (rep.before.total, rep.after.total) == (25_557_032, 25_557_032 - 9_408 + 3_136 + 10_010)
@@ -65,21 +65,21 @@ def test_conv1_with_32_out_channels_makes_three_layers_invalid(resnet50: nn.Modu
     edited.conv1 = nn.Conv2d(3, 32, 7, 2, 3, bias=False)
     rep = check_surgery(resnet50, edited, (3, 224, 224))
     assert [layer.name for layer in rep.invalid] == ["bn1", "layer1.0.conv1", "layer1.0.downsample.0"]
-    assert {p.name for p in rep.by_status(Status.INVALID)} == {
+    assert {p.name for p in rep.by_status(ParamChange.INVALID)} == {
         "bn1.weight",
         "bn1.bias",
         "layer1.0.conv1.weight",
         "layer1.0.downsample.0.weight",
     }
-    assert rep.status_of("conv1.weight") == Status.REINITIALISED
+    assert rep.status_of("conv1.weight") == ParamChange.REINITIALISED
     assert rep.verdict.endswith("3 invalid (bn1, layer1.0.conv1, layer1.0.downsample.0)")
 
 
 def test_folded_alternative_is_recognised(resnet50: nn.Module) -> None:
     folded = adapt_input_channels(resnet50, 1).model
     rep = check_surgery(resnet50, folded, (1, 224, 224))
-    assert rep.status_of("conv1.weight") == Status.FOLDED
-    assert all(p.status == Status.KEPT for p in rep.params if p.name != "conv1.weight")
+    assert rep.status_of("conv1.weight") == ParamChange.FOLDED
+    assert all(p.status == ParamChange.KEPT for p in rep.params if p.name != "conv1.weight")
     assert rep.verdict == "1 folded (conv1), 0 new, 0 invalid"
     assert json.loads(json.dumps(rep.to_dict()))["counts"]["folded"] == 1
 
@@ -87,9 +87,9 @@ def test_folded_alternative_is_recognised(resnet50: nn.Module) -> None:
 def test_moved_by_value_and_removed() -> None:
     before = CifarNet()
     rep = check_surgery(before, nn.Sequential(copy.deepcopy(before.conv1)), (3, 32, 32))
-    assert rep.status_of("0.weight") == Status.KEPT  # moved from conv1.weight, matched by value
+    assert rep.status_of("0.weight") == ParamChange.KEPT  # moved from conv1.weight, matched by value
     assert next(p for p in rep.params if p.name == "0.weight").old_name == "conv1.weight"
-    assert rep.status_of("fc3.weight") == Status.REMOVED
+    assert rep.status_of("fc3.weight") == ParamChange.REMOVED
     assert "4 removed (conv2, fc1, fc2, fc3)" in rep.verdict
 
 
@@ -98,8 +98,8 @@ def test_same_name_same_shape_new_values_is_reinitialised() -> None:
     after = copy.deepcopy(before)
     after.fc2 = nn.Linear(120, 84)
     rep = check_surgery(before, after, (3, 32, 32))
-    assert rep.status_of("fc2.weight") == Status.REINITIALISED
-    assert rep.status_of("fc3.weight") == Status.KEPT
+    assert rep.status_of("fc2.weight") == ParamChange.REINITIALISED
+    assert rep.status_of("fc3.weight") == ParamChange.KEPT
 
 
 # ---------------------------------------------------------------- adapt_input_channels
@@ -159,14 +159,14 @@ def test_zero_extra_keeps_rgb_behaviour_for_any_depth_channel() -> None:
 def test_repeat_then_random_modes() -> None:
     model = CifarNet()
     repeated = adapt_input_channels(model, 6, "repeat")
-    assert repeated.changes[0].status == Status.FOLDED
+    assert repeated.changes[0].status == ParamChange.FOLDED
     torch.testing.assert_close(repeated.model.conv1.weight, model.conv1.weight.repeat(1, 2, 1, 1) * 0.5)
     rand = adapt_input_channels(model, 2, mode="random")
-    assert rand.changes[0].status == Status.REINITIALISED
+    assert rand.changes[0].status == ParamChange.REINITIALISED
     assert rand.changes[0].init == "kaiming_uniform_(a=√5): U(-0.1414, 0.1414)"  # 1/sqrt(2*5*5)
     assert rand.model.conv1.weight.shape == (6, 2, 5, 5)
     rep = check_surgery(model, rand.model, (2, 32, 32))
-    assert rep.status_of("conv1.weight") == Status.REINITIALISED
+    assert rep.status_of("conv1.weight") == ParamChange.REINITIALISED
 
 
 def test_depthwise_first_conv_is_made_dense_and_exact() -> None:
@@ -231,7 +231,7 @@ def test_replace_head_keeps_shared_classes() -> None:
     assert torch.equal(fc.weight[0], model.fc.weight[207]) and torch.equal(fc.bias[3], model.fc.bias[1])
     rep = check_surgery(model, result.model, (3, 64, 64))
     weight = next(p for p in rep.params if p.name == "fc.weight")
-    assert weight.status == Status.REINITIALISED
+    assert weight.status == ParamChange.REINITIALISED
     assert "2 row(s) carried over: 0←207, 3←1" in weight.message
     assert rep.after.output_shape == (1, 5)
 
@@ -244,8 +244,8 @@ def test_replace_conv_head() -> None:
 def test_append_head_records_initialisers() -> None:
     result = append_head(torchvision.models.resnet18(), nn.ReLU(), nn.Linear(1000, 10))
     statuses = {c.name: (c.status, c.old_name) for c in result.changes}
-    assert statuses["fc.0.weight"] == (Status.KEPT, "fc.weight")
-    assert statuses["fc.2.weight"][0] == Status.NEW
+    assert statuses["fc.0.weight"] == (ParamChange.KEPT, "fc.weight")
+    assert statuses["fc.2.weight"][0] == ParamChange.NEW
     assert paramcount(result.model, (3, 64, 64)).output_shape == (1, 10)
 
 
@@ -271,14 +271,9 @@ def test_append_head_records_initialisers() -> None:
             r"0 \(BatchNorm2d\) reads the input but is not a Conv or Linear",
         ),
         (
-            lambda: adapt_input_channels(nn.Sequential(nn.Conv2d(6, 4, 3, groups=2)), 1),
+            lambda: adapt_input_channels(nn.Sequential(nn.Conv2d(3, 12, 3, groups=3)), 6),
             SurgeryError,
-            r"0 \(Conv2d\) is grouped with in_channels=6 != groups=2",
-        ),
-        (
-            lambda: adapt_input_channels(nn.Sequential(nn.ConvTranspose2d(3, 4, 3)), 1),
-            SurgeryError,
-            r"0 \(ConvTranspose2d\) is a transposed convolution",
+            r"0 \(Conv2d\): sum folds to 1 channel, got channels=2 — use mode='spread'",
         ),
         (lambda: replace_head(CifarNet(), 5, keep={7: 0}), InputError, r"keep=\{7: 0\} is out of range"),
         (lambda: append_head(CifarNet()), InputError, r"at least one module"),
@@ -292,3 +287,47 @@ def test_bad_requests(call: object, error: type[Exception], match: str) -> None:
 def test_two_input_model_adapts_both_input_layers() -> None:
     result = adapt_input_channels(TwoInputs(), 1)
     assert [c.name for c in result.changes] == ["image.weight", "mask.weight"]
+
+
+@pytest.mark.parametrize(
+    ("layer", "channels"),
+    [
+        (nn.Conv2d(3, 12, 3, groups=3), 6),  # groups divide the channels: kept, each group folded
+        (nn.Conv2d(3, 12, 3, groups=3), 1),  # they do not: made dense
+        (nn.Conv2d(6, 4, 3, groups=2), 4),
+        (nn.Conv2d(6, 4, 3, groups=2), 3),
+        (nn.ConvTranspose2d(3, 4, 3, stride=2), 1),
+        (nn.ConvTranspose2d(4, 6, 3, groups=2), 2),
+    ],
+    ids=["depthwise-6", "depthwise-1", "grouped-4", "grouped-3", "transposed-1", "transposed-grouped-2"],
+)
+def test_the_fix_a_report_names_runs_and_gives_its_count(layer: nn.Module, channels: int) -> None:
+    """Report, message and surgery agree: the named fix runs as written and gives total_for_input."""
+    model = nn.Sequential(layer, nn.ReLU())
+    report = paramcount(model, (channels, 9, 9))
+    (finding,) = report.findings
+    call = finding.fix.removeprefix("fold it with ")
+    assert call.startswith("adapt_input_channels(model, ")
+    edited = eval(call, {"adapt_input_channels": adapt_input_channels, "model": model}).model  # as written
+    assert sum(p.numel() for p in edited.parameters()) == report.total_for_input
+    after = paramcount(edited, (channels, 9, 9))
+    assert after.findings == () and after.output_shape == report.output_shape
+    # the fold is exact on an input whose channels replicate the original input's (grey here)
+    grey = torch.randn(2, 1, 9, 9, dtype=torch.float64)
+    original, folded = copy.deepcopy(model).double(), edited.double()
+    per_group = grey.expand(2, layer.in_channels, 9, 9)
+    if "spread" in call:  # spread: exact on grey replicated to the new channel count
+        torch.testing.assert_close(folded(grey.expand(2, channels, 9, 9)), original(per_group))
+    else:  # sum: exact on the grey image itself
+        torch.testing.assert_close(folded(grey.expand(2, channels, 9, 9)), original(per_group))
+
+
+def test_grouped_conv_report_message_and_surgery_agree() -> None:
+    """The case of issue 9: nn.Conv2d(3, 12, 3, groups=3) fed 6 channels."""
+    model = nn.Sequential(nn.Conv2d(3, 12, 3, groups=3))
+    report = paramcount(model, (6, 8, 8))
+    assert report.total_for_input == 12 * 2 * 9 + 12 == 228
+    assert report.findings[0].fix == "fold it with adapt_input_channels(model, 6, mode='spread')"
+    edited = adapt_input_channels(model, 6, mode="spread").model
+    assert sum(p.numel() for p in edited.parameters()) == 228
+    assert edited[0].groups == 3

@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 from models import materialize, on_meta
-from torchsurgeon import Status, adapt_input_channels, check_surgery
+from torchsurgeon import ParamChange, adapt_input_channels, check_surgery
 
 NAMES = torchvision.models.list_models(module=torchvision.models)
 FIXED_224 = ("vit", "maxvit", "swin")  # patch/window sizes tie these to 224
@@ -38,7 +38,7 @@ def test_sum_fold_is_exact_and_recognised(name: str) -> None:
 
     rep = check_surgery(original, folded, (1, size, size))
     statuses = {p.name: p.status for p in rep.params}
-    folded_names = [n for n, s in statuses.items() if s == Status.FOLDED]
+    folded_names = [n for n, s in statuses.items() if s == ParamChange.FOLDED]
     assert len(folded_names) == 1 and folded_names[0].endswith("weight")
-    assert all(s == Status.KEPT for n, s in statuses.items() if n not in folded_names)
+    assert all(s == ParamChange.KEPT for n, s in statuses.items() if n not in folded_names)
     assert rep.invalid == []

@@ -13,7 +13,7 @@ from torch import nn
 import torchsurgeon.analysis
 from models import CifarNet, TwoInputs, on_meta
 from torchsurgeon import InputError, ShapeError, paramcount, paramcount_sweep
-from torchsurgeon.graph import build_graph
+from torchsurgeon.graph import build_graph, node_record
 from torchsurgeon.shapes import ShapeMemo, propagate_shapes
 from torchsurgeon.trace import trace
 
@@ -42,8 +42,8 @@ def test_sweep_traces_once() -> None:
 
 def test_sweep_reports_do_not_share_graphs() -> None:
     first, second = paramcount_sweep(CifarNet(), [(1, 32, 32), (3, 32, 32)])
-    assert first.graph.nodes["conv1"]["status"] == "invalid"
-    assert second.graph.nodes["conv1"]["status"] == "ok"
+    assert node_record(first.graph, "conv1").status == "invalid"
+    assert node_record(second.graph, "conv1").status == "ok"
     assert first.layer("conv1").status == "invalid" and second.invalid == []
 
 
@@ -95,7 +95,7 @@ def test_shape_memo_reuses_unchanged_nodes_only() -> None:
         n: r.output_shape for n, r in first.nodes.items() if n != "x"
     }
     assert second.nodes["conv"].status == "invalid" and first.nodes["conv"].status == "ok"
-    assert second.nodes["cumsum"].rule == "meta" and second.nodes["cumsum"].output_shape == (1, 4, 6, 6)
+    assert second.nodes["cumsum"].shape_source == "meta" and second.nodes["cumsum"].output_shape == (1, 4, 6, 6)
     third = propagate_shapes(G, (3, 10, 10), memo=memo)
     assert third.output_shape == (1, 4) and third.nodes["cumsum"].output_shape == (1, 4, 8, 8)
     assert paramcount_sweep(_Mixed(), [(3, 8, 8), (1, 8, 8), (3, 10, 10)])[1].to_dict() == (

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import DataDependent, Gate, TwoInputs, WithGate
-from torchsurgeon import InputError, Status, TraceError, paramcount
+from torchsurgeon import InputError, LayerStatus, TraceError, paramcount
 from torchsurgeon.trace import detached_copy, registered_leaves, run_on_zeros, tensor_inputs, trace
 
 
@@ -34,8 +34,8 @@ def test_failing_submodule_becomes_opaque_and_shapes_still_flow() -> None:
     r = paramcount(model, (6,), batch=3)
     assert r.opaque.keys() == {"gate"}
     assert "control flow" in r.opaque["gate"]
-    assert r.layer("gate").status == Status.OPAQUE
-    assert r.layer("out").status == Status.OK
+    assert r.layer("gate").status == LayerStatus.OPAQUE
+    assert r.layer("out").status == LayerStatus.OK
     with torch.no_grad():
         real = model(torch.randn(3, 6))
     assert r.output_shape == tuple(real.shape) == (3, 2)

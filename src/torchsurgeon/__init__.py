@@ -42,19 +42,28 @@ if TYPE_CHECKING:
     from .flops import FlopSummary, count_flops
     from .graph import build_graph
     from .params import count_params
-    from .records import Finding, FoldMode, LayerReport, OutputShape, Status, TensorMeta
+    from .records import (
+        Finding,
+        FlopKind,
+        FoldMode,
+        LayerReport,
+        LayerStatus,
+        OutputShape,
+        ParamChange,
+        ParamReport,
+        ShapeSource,
+    )
+    from .rules import disabled_rules, register_rule, unregister_rule
     from .shapes import propagate_shapes
     from .surgery import (
-        ParamReport,
-        SurgeryReport,
         SurgeryResult,
         adapt_input_channels,
         append_head,
-        check_surgery,
         default_init,
         fold_input_normalization,
         replace_head,
     )
+    from .surgery_check import SurgeryReport, check_surgery
 
 __version__ = "0.1.0"
 
@@ -71,14 +80,19 @@ _LAZY: dict[str, str] = {
     "LayerReport": "records",
     "ModelReport": "analysis",
     "OutputShape": "records",
-    "ParamReport": "surgery",
+    "ParamReport": "records",
+    "ParamChange": "records",
+    "LayerStatus": "records",
+    "ShapeSource": "records",
+    "FlopKind": "records",
+    "register_rule": "rules",
+    "unregister_rule": "rules",
+    "disabled_rules": "rules",
     "ShapeContract": "contracts",
     "ShapeError": "errors",
-    "Status": "records",
     "SurgeryError": "errors",
-    "SurgeryReport": "surgery",
+    "SurgeryReport": "surgery_check",
     "SurgeryResult": "surgery",
-    "TensorMeta": "records",
     "TorchSurgeonError": "errors",
     "TraceError": "errors",
     "UPDATE_ENV": "contracts",
@@ -89,7 +103,7 @@ _LAZY: dict[str, str] = {
     "assert_matches_lock": "contracts",
     "build_graph": "graph",
     "check_contract": "contracts",
-    "check_surgery": "surgery",
+    "check_surgery": "surgery_check",
     "count_flops": "flops",
     "count_params": "params",
     "default_init": "surgery",
@@ -110,21 +124,23 @@ __all__ = (
     "ContractError",
     "ContractResult",
     "Finding",
+    "FlopKind",
     "FlopSummary",
     "FoldMode",
     "InputError",
     "LayerDiff",
     "LayerReport",
+    "LayerStatus",
     "ModelReport",
     "OutputShape",
+    "ParamChange",
     "ParamReport",
     "ShapeContract",
     "ShapeError",
-    "Status",
+    "ShapeSource",
     "SurgeryError",
     "SurgeryReport",
     "SurgeryResult",
-    "TensorMeta",
     "TorchSurgeonError",
     "TraceError",
     "__version__",
@@ -140,13 +156,16 @@ __all__ = (
     "count_params",
     "default_init",
     "diff_lock",
+    "disabled_rules",
     "explain_output_shape",
     "fold_input_normalization",
     "paramcount",
     "paramcount_sweep",
     "propagate_shapes",
     "read_lock",
+    "register_rule",
     "replace_head",
+    "unregister_rule",
     "write_lock",
 )
 

@@ -15,10 +15,10 @@ from torch import nn
 
 from .dot import to_dot, to_graphml
 from .errors import InputError, ShapeError
-from .flops import FlopSummary, count_flops
-from .graph import build_graph
+from .flops import count_flops
+from .graph import build_graph, model_of, node_record, node_records, opaque_of
 from .params import ParamSummary, count_params
-from .records import Finding, LayerReport, OutputShape, Status
+from .records import Finding, LayerReport, LayerStatus, OutputShape, ShapeSource
 from .report import format_count, format_shape, model_table
 from .shapes import InputSpec, ShapeMemo, ShapeResult, propagate_shapes
 from .trace import Traced, tensor_inputs, trace, unwrap_model
@@ -84,12 +84,12 @@ class ModelReport:
     @property
     def invalid(self) -> list[LayerReport]:
         """The layers whose status is ``invalid``."""
-        return [layer for layer in self.layers if layer.status == Status.INVALID]
+        return [layer for layer in self.layers if layer.status == LayerStatus.INVALID]
 
     @property
     def shape_fallbacks(self) -> list[str]:
-        """Layers whose shape came from running them on ``meta`` (no closed-form rule applied)."""
-        return [layer.name for layer in self.layers if layer.rule == "meta"]
+        """Layers whose shape came from running them on ``meta`` (no rule of :mod:`torchsurgeon.rules` applied)."""
+        return [layer.name for layer in self.layers if layer.shape_source == ShapeSource.META]
 
     @property
     def param_bytes(self) -> int:
@@ -223,33 +223,32 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _layers(G: nx.DiGraph, summary: ParamSummary, flops: FlopSummary) -> list[LayerReport]:
+def _layers(G: nx.DiGraph, summary: ParamSummary) -> list[LayerReport]:
     out: list[LayerReport] = []
-    for node, data in G.nodes(data=True):
-        if data["op"] in ("placeholder", "output"):
+    for rec in node_records(G):
+        if rec.op in ("placeholder", "output"):
             continue
-        p = summary.layers[node]
-        f = flops.layers.get(node)
-        ins = data["input_shapes"]
+        p = summary.layers[rec.name]
+        ins = rec.input_shapes
         first_in = ins[0] if ins and isinstance(ins[0], tuple) and all(isinstance(d, int) for d in ins[0]) else None
         out.append(
             LayerReport(
-                name=data["layer"],
-                type=data["module_type"],
+                name=rec.layer,
+                type=rec.module_type,
                 input_shape=first_in,
-                output_shape=data["output_shape"],
+                output_shape=rec.output_shape,
                 params=p.params,
                 params_for_input=p.params_for_input,
                 trainable=p.trainable,
-                status=data["status"],
-                message=data["message"],
-                op=data["op"],
+                status=rec.status,
+                message=rec.message,
+                op=rec.op,
                 buffers=p.buffers,
                 param_bytes=p.param_bytes,
                 shared=p.shared,
-                macs=f.macs if f is not None else 0,
-                flops=f.flops if f is not None else 0,
-                rule=data["rule"],
+                macs=rec.macs if rec.flops_known else 0,
+                flops=rec.flops if rec.flops_known else 0,
+                shape_source=rec.shape_source,
             )
         )
     return out
@@ -303,23 +302,25 @@ def _analyse(
     G: nx.DiGraph, input: InputSpec, batch: int, name: str, cache: _SweepCache | None, *, copy_graph: bool
 ) -> tuple[ModelReport, ShapeResult]:
     """analyse_graph with the sweep's shared results; ``copy_graph=False`` when nobody else holds ``G``."""
-    model: nn.Module = G.graph["model"]
+    model = model_of(G)
     shapes = propagate_shapes(G, input, batch=batch, memo=cache.memo if cache is not None else None)
     for rec in shapes.nodes.values():
         f = rec.finding
         if (
             f is not None
             and f.what == "input rank"
-            and any(G.nodes[src]["op"] == "placeholder" for src in G.predecessors(rec.node))
+            and any(node_record(G, src).op == "placeholder" for src in G.predecessors(rec.name))
         ):
             raise ShapeError(f"{rec.message} (input shapes {dict(shapes.input_shapes)})")
     if cache is None:
         summary = count_params(G)
     else:  # parameter counts depend on the input only through the invalid layers
-        key = tuple((rec.node, repr(rec.finding)) for rec in shapes.nodes.values() if rec.status == Status.INVALID)
+        key = tuple(
+            (rec.name, repr(rec.findings)) for rec in shapes.nodes.values() if rec.status == LayerStatus.INVALID
+        )
         summary = cache.params.get(key) or cache.params.setdefault(key, count_params(G))
     flops = count_flops(G)
-    layers = _layers(G, summary, flops)
+    layers = _layers(G, summary)
     output_shape = shapes.output_shape
     if isinstance(output_shape, tuple) and all(isinstance(d, int) for d in output_shape):
         output_shape = OutputShape(output_shape, layers)  # remembers its layers for assertion messages
@@ -336,7 +337,7 @@ def _analyse(
         layers=layers,
         findings=shapes.findings,
         graph=G.copy() if copy_graph else G,
-        opaque=dict(G.graph["opaque"]),
+        opaque=dict(opaque_of(G)),
         unused=summary.unused,
         macs=flops.macs,
         flops=flops.flops,

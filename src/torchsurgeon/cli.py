@@ -21,7 +21,7 @@ from .analysis import paramcount
 from .contracts import check_contract, find_pyproject, read_contracts, write_lock
 from .dot import RENDER_FORMATS, render
 from .errors import ConfigError, InputError, TorchSurgeonError
-from .surgery import check_surgery
+from .surgery_check import check_surgery
 
 __all__ = ("load_model", "main", "parse_shape")
 

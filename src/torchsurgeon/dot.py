@@ -12,11 +12,13 @@ Pure functions over the annotated graph; they compute nothing about the model.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +26,41 @@ import networkx as nx
 from torch import nn
 
 from .errors import ConfigError, InputError
-from .records import Status
+from .graph import NodeRecord, graph_module_of, model_of, node_record, node_records
+from .records import LayerStatus, ParamChange
 from .report import format_shape
 
 __all__ = ("RENDER_FORMATS", "STATUS_COLOURS", "picture_graph", "render", "to_dot", "to_graphml")
 
 STATUS_COLOURS: Mapping[str, tuple[str, str]] = {
-    Status.OK: ("#ffffff", "#555555"),
-    Status.KEPT: ("#ffffff", "#555555"),
-    Status.INVALID: ("#f4cccc", "#cc0000"),
-    Status.FOLDED: ("#fce5cd", "#e69138"),
-    Status.NEW: ("#d9ead3", "#38761d"),
-    Status.OPAQUE: ("#d9d9d9", "#666666"),
-    Status.UNKNOWN: ("#f3f3f3", "#999999"),
-    Status.REINITIALISED: ("#fff2cc", "#bf9000"),
-    Status.REMOVED: ("#eeeeee", "#999999"),
+    LayerStatus.OK: ("#ffffff", "#555555"),
+    ParamChange.KEPT: ("#ffffff", "#555555"),
+    LayerStatus.INVALID: ("#f4cccc", "#cc0000"),
+    ParamChange.FOLDED: ("#fce5cd", "#e69138"),
+    ParamChange.NEW: ("#d9ead3", "#38761d"),
+    LayerStatus.OPAQUE: ("#d9d9d9", "#666666"),
+    LayerStatus.UNKNOWN: ("#f3f3f3", "#999999"),
+    ParamChange.REINITIALISED: ("#fff2cc", "#bf9000"),
+    ParamChange.REMOVED: ("#eeeeee", "#999999"),
 }
-"""``(fill, border)`` colour per :class:`~torchsurgeon.records.Status` value."""
+"""``(fill, border)`` colour per :class:`~torchsurgeon.records.LayerStatus` or
+:class:`~torchsurgeon.records.ParamChange` value (a layer a surgery changed is
+drawn in the colour of its change)."""
 
 RENDER_FORMATS = ("svg", "png", "pdf")
 """Formats :func:`render` asks Graphviz for; ``.dot`` and ``.graphml`` need no Graphviz."""
 
 # when boxes are merged, the most alarming status wins
 _PRIORITY = (
-    Status.INVALID,
-    Status.UNKNOWN,
-    Status.REINITIALISED,
-    Status.OPAQUE,
-    Status.FOLDED,
-    Status.NEW,
-    Status.REMOVED,
-    Status.KEPT,
-    Status.OK,
+    LayerStatus.INVALID,
+    LayerStatus.UNKNOWN,
+    ParamChange.REINITIALISED,
+    LayerStatus.OPAQUE,
+    ParamChange.FOLDED,
+    ParamChange.NEW,
+    ParamChange.REMOVED,
+    ParamChange.KEPT,
+    LayerStatus.OK,
 )
 
 
@@ -75,34 +80,36 @@ class _Box:
     @property
     def status(self) -> str:
         present = set(self.statuses)
-        return str(next((s for s in _PRIORITY if s in present), Status.OK))
+        return str(next((s for s in _PRIORITY if s in present), LayerStatus.OK))
 
 
 def _numels(G: nx.DiGraph) -> dict[str, int]:
-    model = G.graph.get("model")
-    if not isinstance(model, nn.Module):
-        return {}
-    return {name: p.numel() for name, p in model.named_parameters(remove_duplicate=False)}
+    return {name: p.numel() for name, p in model_of(G).named_parameters(remove_duplicate=False)}
 
 
-def _hidden(data: Mapping[str, Any]) -> bool:
-    if data["op"] == "get_attr":
+def _shown_status(rec: NodeRecord) -> str:
+    """What a box says: the layer's change after a surgery, else its status."""
+    return str(rec.change) if rec.change is not None else str(rec.status)
+
+
+def _hidden(rec: NodeRecord) -> bool:
+    if rec.op == "get_attr":
         return True
     return (
-        data["op"] in ("call_function", "call_method")
-        and data.get("output_shape") is None
-        and not data.get("param_names")
-        and data.get("status") == Status.OK
+        rec.op in ("call_function", "call_method")
+        and rec.output_shape is None
+        and not rec.param_names
+        and rec.status == LayerStatus.OK
+        and rec.change is None
     )
 
 
-def _path(node: str, data: Mapping[str, Any]) -> list[str]:
-    if data["op"] == "call_module":
-        return str(data["layer"]).split(".") if data["layer"] else [node]
-    if data["op"] in ("placeholder", "output"):
-        return [node]
-    scope = str(data.get("scope") or "")
-    return [*scope.split("."), node] if scope else [node]
+def _path(rec: NodeRecord) -> list[str]:
+    if rec.op == "call_module":
+        return rec.layer.split(".") if rec.layer else [rec.name]
+    if rec.op in ("placeholder", "output"):
+        return [rec.name]
+    return [*rec.scope.split("."), rec.name] if rec.scope else [rec.name]
 
 
 def picture_graph(G: nx.DiGraph, *, depth: int | None = None) -> nx.DiGraph:
@@ -144,25 +151,25 @@ def picture_graph(G: nx.DiGraph, *, depth: int | None = None) -> nx.DiGraph:
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
         raise InputError(f"depth={depth!r} — give a positive int (1 draws the model's direct children) or None")
     numel = _numels(G)
-    model = G.graph.get("model")
-    shown = [n for n, d in G.nodes(data=True) if not _hidden(d)]
+    model = model_of(G)
+    shown = [rec.name for rec in node_records(G) if not _hidden(rec)]
     # each hidden node hands its edges (and a functional layer's parameter reads) to its neighbours
     H = nx.DiGraph(G.subgraph(shown))
     extra_params: dict[str, set[str]] = {}
-    for node, data in G.nodes(data=True):
-        if node in H:
+    for rec in node_records(G):
+        if rec.name in H:
             continue
-        preds = _visible(G, node, H, "pred")
-        succs = _visible(G, node, H, "succ")
+        preds = _visible(G, rec.name, H, "pred")
+        succs = _visible(G, rec.name, H, "succ")
         H.add_edges_from((p, s) for p in preds for s in succs if p != s)
         for s in succs:
-            extra_params.setdefault(s, set()).update(data.get("param_names") or ())
+            extra_params.setdefault(s, set()).update(rec.param_names)
     calls = _module_calls(G)
     boxes: dict[str, _Box] = {}
     owner: dict[str, str] = {}
     for node in H:
-        data = G.nodes[node]
-        path = _path(node, data)
+        rec = node_record(G, node)
+        path = _path(rec)
         folded = depth is not None and len(path) > depth
         prefix = ".".join(path[:depth])
         # a module called twice (a shared block) gives two boxes, "block" and "block@1", not a cycle
@@ -174,16 +181,16 @@ def picture_graph(G: nx.DiGraph, *, depth: int | None = None) -> nx.DiGraph:
                 name = prefix if key == prefix else f"{prefix} (call {int(key.split('@')[1]) + 1})"
                 boxes[key] = _Box(key, name, kind)
             else:
-                boxes[key] = _Box(key, str(data["layer"]), str(data["module_type"]))
+                boxes[key] = _Box(key, rec.layer, rec.module_type)
         box = boxes[key]
         owner[node] = key
         box.count += 1
-        box.output_shape = data.get("output_shape")  # nodes come in execution order: the last one wins
-        box.statuses.append(str(data.get("status", Status.OK)))
-        for name in (*(data.get("param_names") or ()), *sorted(extra_params.get(node, ()))):
+        box.output_shape = rec.output_shape  # nodes come in execution order: the last one wins
+        box.statuses.append(_shown_status(rec))
+        for name in (*rec.param_names, *sorted(extra_params.get(node, ()))):
             box.params[name] = numel.get(name, 0)
-        if data.get("status") not in (Status.OK, None) and data.get("message") and not box.message:
-            box.message = str(data["message"])
+        if rec.status != LayerStatus.OK and rec.message and not box.message:
+            box.message = rec.message
     P = nx.DiGraph()
     for key, box in boxes.items():
         P.add_node(
@@ -205,9 +212,7 @@ def picture_graph(G: nx.DiGraph, *, depth: int | None = None) -> nx.DiGraph:
 
 def _module_calls(G: nx.DiGraph) -> dict[str, list[str]]:
     """Per node, the fx module-stack keys of its enclosing module calls (``path`` or ``path@n``)."""
-    gm = G.graph.get("graph_module")
-    if gm is None:
-        return {}
+    gm = graph_module_of(G)
     return {n.name: [str(k) for k in (n.meta.get("nn_module_stack") or {})] for n in gm.graph.nodes}
 
 
@@ -257,9 +262,9 @@ def _label(data: Mapping[str, Any]) -> str:
     lines = [str(data["name"]), str(data["type"]), format_shape(data["output_shape"])]
     if data["params"]:
         lines.append(f"{data['params']:,} params")
-    if data["status"] not in (Status.OK, Status.KEPT):
+    if data["status"] not in (LayerStatus.OK, ParamChange.KEPT):
         lines.append(str(data["status"]))
-    if data["status"] == Status.INVALID and data["message"]:
+    if data["status"] == LayerStatus.INVALID and data["message"]:
         lines.append(_wrap(str(data["message"]).split(" — ")[0], 48))
     return "\n".join(lines)
 
@@ -318,8 +323,8 @@ def to_dot(G: nx.DiGraph, *, depth: int | None = None, title: str | None = None)
     if title:
         lines.append(f"  labelloc=t; label={_quote(title)};")
     for key, data in P.nodes(data=True):
-        fill, border = STATUS_COLOURS.get(data["status"], STATUS_COLOURS[Status.OK])
-        width = ", penwidth=2" if data["status"] not in (Status.OK, Status.KEPT) else ""
+        fill, border = STATUS_COLOURS.get(data["status"], STATUS_COLOURS[LayerStatus.OK])
+        width = ", penwidth=2" if data["status"] not in (LayerStatus.OK, ParamChange.KEPT) else ""
         tooltip = data["message"] or data["type"]
         lines.append(
             f"  {_quote(key)} [label={_quote(_label(data))}, fillcolor={_quote(fill)}, color={_quote(border)}"
@@ -333,7 +338,7 @@ def to_dot(G: nx.DiGraph, *, depth: int | None = None, title: str | None = None)
 
 def _scalar(value: Any) -> str | int | float | bool:
     if isinstance(value, (bool, int, float, str)):
-        return str(value) if isinstance(value, Status) else value
+        return str(value) if isinstance(value, Enum) else value
     if value is None:
         return ""
     if isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value):
@@ -358,14 +363,14 @@ def to_graphml(G: nx.DiGraph) -> str:
     True
     """
     numel = _numels(G)
-    model = G.graph.get("model")
+    model = model_of(G)
     H = nx.DiGraph()
-    for node, data in G.nodes(data=True):
-        attrs = {key: _scalar(value) for key, value in data.items() if key != "finding"}
-        attrs["finding"] = data["finding"].message if data.get("finding") is not None else ""
-        attrs["params"] = _unique_total(model, {n: numel.get(n, 0) for n in data.get("param_names") or ()})
-        attrs["fill"] = STATUS_COLOURS.get(str(data.get("status")), STATUS_COLOURS[Status.OK])[0]
-        H.add_node(node, **attrs)
+    for rec in node_records(G):
+        attrs = {f.name: _scalar(getattr(rec, f.name)) for f in dataclasses.fields(rec) if f.name != "findings"}
+        attrs["finding"] = "; ".join(f.message for f in rec.findings)
+        attrs["params"] = _unique_total(model, {n: numel.get(n, 0) for n in rec.param_names})
+        attrs["fill"] = STATUS_COLOURS.get(_shown_status(rec), STATUS_COLOURS[LayerStatus.OK])[0]
+        H.add_node(rec.name, **attrs)
     H.add_edges_from(G.edges)
     return "<?xml version='1.0' encoding='utf-8'?>\n" + "\n".join(nx.generate_graphml(H)) + "\n"
 

@@ -1,37 +1,29 @@
-"""The traced model as a ``networkx.DiGraph``.
+"""The traced model as a ``networkx.DiGraph`` of typed node records.
 
-This module owns the node-attribute schema: it is the only place that knows
-both torch.fx nodes and the networkx graph.  One graph node per fx node, keyed
-by the fx node name, with these attributes:
+This module owns the node schema: it is the only code that knows both
+torch.fx nodes and the networkx graph, and the only code that reads or
+writes node attributes.  One graph node per fx node, keyed by the fx node
+name, carrying one :class:`NodeRecord` under the key ``"record"``; every
+other module reads it with :func:`node_record` / :func:`node_records` and
+changes it with :func:`update_record`.  Graph-level links back to torch are
+read with :func:`model_of`, :func:`graph_module_of` and :func:`opaque_of`.
 
-===============  ==========================================================
-``op``           fx opcode: placeholder, get_attr, call_module,
-                 call_function, call_method, output
-``target``       module path, attribute path, function or method name
-``layer``        the user-facing name: module qualified name for modules
-                 and attributes, the fx node name (``add_1``) otherwise
-``module_type``  class name of the module, ``name()`` for a function,
-                 ``.name()`` for a tensor method
-``scope``        qualified name of the module whose ``forward`` made the call
-``param_names``  qualified names of the parameters the node uses
-``buffer_names`` qualified names of the buffers the node uses
-``input_shapes`` shapes of the tensor inputs (set by shape propagation)
-``output_shape`` shape of the output tensor, or a tuple of shapes
-``dtype``        dtype of the output tensor, as a string
-``status``       a :class:`~torchsurgeon.records.Status` value
-``message``      why the status is what it is (expected vs got and the fix)
-``finding``      the :class:`~torchsurgeon.records.Finding` of an invalid node
-``rule``         how the shape was obtained: ``rule``, ``meta`` or ``-``
-===============  ==========================================================
-
-The graph-level attributes ``model`` (the user's module) and
-``graph_module`` (the fx GraphModule) link back to torch; exports drop them.
+Examples
+--------
+>>> from torch import nn
+>>> from torchsurgeon.trace import trace
+>>> G = build_graph(trace(nn.Sequential(nn.Linear(4, 2), nn.ReLU())))
+>>> rec = node_record(G, "_0")
+>>> rec.layer, rec.module_type, rec.param_names, str(rec.status)
+('0', 'Linear', ('0.weight', '0.bias'), 'ok')
 """
 
 from __future__ import annotations
 
+import dataclasses
 import operator
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -39,27 +31,231 @@ import torch
 import torch.fx
 from torch import nn
 
-from .records import Status
+from .records import Finding, FlopKind, LayerStatus, ParamChange, ShapeSource
 from .trace import Traced
 
-__all__ = ("NODE_ATTRS", "annotate", "build_graph", "callable_name", "fx_nodes", "module_of")
-
-NODE_ATTRS = (
-    "op",
-    "target",
-    "layer",
-    "module_type",
-    "scope",
-    "param_names",
-    "buffer_names",
-    "input_shapes",
-    "output_shape",
-    "dtype",
-    "status",
-    "message",
-    "finding",
-    "rule",
+__all__ = (
+    "NodeRecord",
+    "build_graph",
+    "callable_name",
+    "graph_module_of",
+    "model_of",
+    "module_of",
+    "node_record",
+    "node_records",
+    "opaque_of",
+    "set_records",
+    "update_record",
 )
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """Everything known about one graph node.
+
+    The first group of fields comes from the trace; the second is filled in
+    by shape propagation (:func:`torchsurgeon.shapes.propagate_shapes`) for
+    one input; ``change`` by :func:`torchsurgeon.check_surgery`.
+
+    Attributes
+    ----------
+    name : str
+        The fx node name (the graph key).
+    op : str
+        fx opcode: placeholder, get_attr, call_module, call_function,
+        call_method, output.
+    target : str
+        Module path, attribute path, function or method name.
+    layer : str
+        The user-facing name: module qualified name for modules and
+        attributes, the fx node name (``add_1``) otherwise.
+    module_type : str
+        Class name of the module, ``name()`` for a function, ``.name()`` for
+        a tensor method.
+    scope : str
+        Qualified name of the module whose ``forward`` made the call.
+    param_names, buffer_names : tuple[str, ...]
+        Qualified names of the parameters and buffers the node uses.
+    input_shapes : tuple
+        Shapes of the tensor inputs.
+    output_shape : tuple, nested tuples or None
+        Shape of the output tensor, or shapes of a tuple/dict output.
+    dtype : str or None
+        dtype of the (first) output tensor.
+    status : LayerStatus
+        ok, invalid, opaque or unknown.
+    message : str
+        Why the status is what it is (expected vs got and the fix).
+    findings : tuple[Finding, ...]
+        Every mismatch of an invalid node.
+    shape_source : ShapeSource
+        How the output shape was obtained.
+    macs, flops : int
+        Multiply-accumulates and FLOPs of the node for this input.
+    flop_kind : FlopKind
+        What the FLOPs are made of.
+    flops_known : bool
+        False when the node's FLOPs cannot be known from shapes (an opaque
+        layer, a leaf with weights and no formula, ``einsum``...).
+    change : ParamChange or None
+        What a model edit did to the node's weights (set by check_surgery).
+    """
+
+    name: str
+    op: str
+    target: str
+    layer: str
+    module_type: str
+    scope: str = ""
+    param_names: tuple[str, ...] = ()
+    buffer_names: tuple[str, ...] = ()
+    input_shapes: tuple[Any, ...] = ()
+    output_shape: Any = None
+    dtype: str | None = None
+    status: LayerStatus = LayerStatus.OK
+    message: str = ""
+    findings: tuple[Finding, ...] = ()
+    shape_source: ShapeSource = ShapeSource.NONE
+    macs: int = 0
+    flops: int = 0
+    flop_kind: FlopKind = FlopKind.NONE
+    flops_known: bool = True
+    change: ParamChange | None = None
+
+    def analysed(
+        self,
+        input_shapes: tuple[Any, ...],
+        output_shape: Any,
+        dtype: str | None,
+        status: LayerStatus,
+        message: str,
+        findings: tuple[Finding, ...],
+        shape_source: ShapeSource,
+        macs: int,
+        flops: int,
+        flop_kind: FlopKind,
+        flops_known: bool,
+    ) -> NodeRecord:
+        """This node's record with the results of one shape propagation (the fast path of the shape pass)."""
+        return NodeRecord(
+            self.name,
+            self.op,
+            self.target,
+            self.layer,
+            self.module_type,
+            self.scope,
+            self.param_names,
+            self.buffer_names,
+            input_shapes,
+            output_shape,
+            dtype,
+            status,
+            message,
+            findings,
+            shape_source,
+            macs,
+            flops,
+            flop_kind,
+            flops_known,
+            self.change,
+        )
+
+    @property
+    def finding(self) -> Finding | None:
+        """The first finding of an invalid node, else ``None``."""
+        return self.findings[0] if self.findings else None
+
+    @property
+    def from_input(self) -> bool:
+        """Whether the node is a model input."""
+        return self.op == "placeholder"
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(NodeRecord))
+_KEY = "record"
+
+
+def node_record(G: nx.DiGraph, node: str) -> NodeRecord:
+    """The record of one node.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> node_record(build_graph(trace(nn.ReLU())), "output").op
+    'output'
+    """
+    record: NodeRecord = G.nodes[node][_KEY]
+    return record
+
+
+def node_records(G: nx.DiGraph) -> Iterator[NodeRecord]:
+    """Every node's record, in execution order.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> [r.op for r in node_records(build_graph(trace(nn.Sequential(nn.ReLU()))))]
+    ['placeholder', 'call_module', 'output']
+    """
+    for _, data in G.nodes(data=_KEY):
+        yield data
+
+
+def update_record(G: nx.DiGraph, node: str, **changes: Any) -> NodeRecord:
+    """Replace fields of one node's record; unknown field names are a bug.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> G = build_graph(trace(nn.ReLU()))
+    >>> update_record(G, "output", message="done").message
+    'done'
+    """
+    unknown = set(changes) - _FIELDS
+    if unknown:
+        raise KeyError(f"not fields of NodeRecord: {sorted(unknown)}")
+    data = G.nodes[node]
+    record: NodeRecord = dataclasses.replace(data[_KEY], **changes)
+    data[_KEY] = record
+    return record
+
+
+def set_records(G: nx.DiGraph, records: Iterable[NodeRecord]) -> None:
+    """Store whole records (by their ``name``): the fast path of analyzers that rebuild every record."""
+    nodes = G.nodes
+    for record in records:
+        nodes[record.name][_KEY] = record
+
+
+def model_of(G: nx.DiGraph) -> nn.Module:
+    """The user's model behind ``G``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> m = nn.ReLU()
+    >>> model_of(build_graph(trace(m))) is m
+    True
+    """
+    model: nn.Module = G.graph["model"]
+    return model
+
+
+def graph_module_of(G: nx.DiGraph) -> torch.fx.GraphModule:
+    """The fx GraphModule behind ``G`` (its submodules are the model's own)."""
+    gm: torch.fx.GraphModule = G.graph["graph_module"]
+    return gm
+
+
+def opaque_of(G: nx.DiGraph) -> Mapping[str, str]:
+    """Submodules analysed without tracing inside, with the reason (see :mod:`torchsurgeon.trace`)."""
+    opaque: Mapping[str, str] = G.graph["opaque"]
+    return opaque
+
 
 _OPERATOR_NAMES = {getattr(operator, n): n for n in dir(operator) if not n.startswith("_")}
 
@@ -89,7 +285,7 @@ def _scope(node: torch.fx.Node) -> str:
 
 
 def build_graph(traced: Traced) -> nx.DiGraph:
-    """Turn a traced model into a ``networkx.DiGraph`` with the node schema above.
+    """Turn a traced model into a ``networkx.DiGraph`` of :class:`NodeRecord` s.
 
     Parameters
     ----------
@@ -109,13 +305,18 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     >>> G = build_graph(trace(nn.Sequential(nn.Linear(4, 2), nn.ReLU())))
     >>> list(G.nodes)
     ['input_1', '_0', '_1', 'output']
-    >>> G.nodes["_0"]["layer"], G.nodes["_0"]["module_type"], G.nodes["_0"]["param_names"]
-    ('0', 'Linear', ('0.weight', '0.bias'))
+    >>> node_record(G, "_1").module_type
+    'ReLU'
     """
     gm = traced.graph_module
     model = traced.model
     G = nx.DiGraph(model=model, graph_module=gm, opaque=dict(traced.opaque))
+    # one walk of the parameters and buffers, each name listed under every module that holds it
     param_ids = {id(p) for p in model.parameters()}
+    own_params = _by_holder(name for name, _ in model.named_parameters(remove_duplicate=False))
+    own_buffers = _by_holder(name for name, _ in model.named_buffers(remove_duplicate=False))
+    buffer_names = set(own_buffers.get("", ()))
+    modules = dict(model.named_modules(remove_duplicate=False))
     for node in gm.graph.nodes:
         op = node.op
         params: tuple[str, ...] = ()
@@ -123,19 +324,18 @@ def build_graph(traced: Traced) -> nx.DiGraph:
         layer = node.name
         if op == "call_module":
             target = str(node.target)
-            module = model.get_submodule(target)
+            module = modules[target] if target in modules else model.get_submodule(target)
             layer = target or type(module).__name__  # "" is the model itself as one node (an nn.LSTM)
             module_type = type(module).__name__
-            prefix = f"{target}." if target else ""
-            params = tuple(prefix + n for n, _ in module.named_parameters(remove_duplicate=False))
-            buffers = tuple(prefix + n for n, _ in module.named_buffers(remove_duplicate=False))
+            params = own_params.get(target, ())
+            buffers = own_buffers.get(target, ())
         elif op == "get_attr":
             target = str(node.target)
             layer = target
             value = _fetch(model, gm, target)
             if isinstance(value, nn.Parameter) or (isinstance(value, torch.Tensor) and id(value) in param_ids):
                 module_type, params = "Parameter", (target,)
-            elif isinstance(value, torch.Tensor) and target in dict(model.named_buffers()):
+            elif isinstance(value, torch.Tensor) and target in buffer_names:
                 module_type, buffers = "Buffer", (target,)
             else:
                 module_type = type(value).__name__
@@ -149,26 +349,22 @@ def build_graph(traced: Traced) -> nx.DiGraph:
             target, module_type = str(node.target), "input"
         else:
             target, module_type = "output", "output"
-        G.add_node(
-            node.name,
-            op=op,
-            target=target,
-            layer=layer,
-            module_type=module_type,
-            scope=_scope(node),
-            param_names=params,
-            buffer_names=buffers,
-            input_shapes=(),
-            output_shape=None,
-            dtype=None,
-            status=Status.OK,
-            message="",
-            finding=None,
-            rule="-",
-        )
+        record = NodeRecord(node.name, op, target, layer, module_type, _scope(node), params, buffers)
+        G.add_node(node.name, **{_KEY: record})
         for src in node.all_input_nodes:
             G.add_edge(src.name, node.name)
     return G
+
+
+def _by_holder(names: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``{module path: qualified names held by it or its submodules}``, in walk order; ``""`` holds all."""
+    out: dict[str, list[str]] = {"": []}
+    for name in names:
+        out[""].append(name)
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            out.setdefault(".".join(parts[:i]), []).append(name)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _fetch(model: nn.Module, gm: torch.fx.GraphModule, target: str) -> Any:
@@ -183,21 +379,6 @@ def _fetch(model: nn.Module, gm: torch.fx.GraphModule, target: str) -> Any:
     return obj
 
 
-def fx_nodes(G: nx.DiGraph) -> Iterator[torch.fx.Node]:
-    """The fx nodes behind ``G``, in execution order.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> from torchsurgeon.trace import trace
-    >>> G = build_graph(trace(nn.Sequential(nn.ReLU())))
-    >>> [n.op for n in fx_nodes(G)]
-    ['placeholder', 'call_module', 'output']
-    """
-    gm: torch.fx.GraphModule = G.graph["graph_module"]
-    return iter(gm.graph.nodes)
-
-
 def module_of(G: nx.DiGraph, node: str) -> nn.Module | None:
     """The user's submodule a ``call_module`` node calls, else ``None``.
 
@@ -209,26 +390,7 @@ def module_of(G: nx.DiGraph, node: str) -> nn.Module | None:
     >>> module_of(G, "_0")
     Linear(in_features=4, out_features=2, bias=True)
     """
-    data = G.nodes[node]
-    if data["op"] != "call_module":
+    record = node_record(G, node)
+    if record.op != "call_module":
         return None
-    model: nn.Module = G.graph["model"]
-    return model.get_submodule(data["target"])
-
-
-def annotate(G: nx.DiGraph, node: str, **attrs: Any) -> None:
-    """Set schema attributes on one node; unknown attribute names are a bug.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> from torchsurgeon.trace import trace
-    >>> G = build_graph(trace(nn.ReLU()))
-    >>> annotate(G, "output", message="done")
-    >>> G.nodes["output"]["message"]
-    'done'
-    """
-    unknown = set(attrs) - set(NODE_ATTRS)
-    if unknown:
-        raise KeyError(f"not in the node schema: {sorted(unknown)}; known: {NODE_ATTRS}")
-    G.nodes[node].update(attrs)
+    return model_of(G).get_submodule(record.target)

@@ -5,7 +5,7 @@ Totals count every parameter object once (shared or tied weights too), so
 the parameters it uses; a parameter used by several layers is marked
 ``shared`` on each of them.  For a layer that does not fit its input (see
 :mod:`torchsurgeon.shapes`), ``params_for_input`` is the count once the layer
-is resized to fit.
+is resized to fit, as :mod:`torchsurgeon.resize` resizes it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import networkx as nx
 from torch import nn
 
-from .graph import module_of
-from .records import Finding, Status
+from .graph import model_of, node_records
+from .records import LayerStatus
+from .resize import plan_resize, resized_param_count
 
-__all__ = ("LayerParams", "ParamSummary", "count_params", "resized_param_count")
+__all__ = ("LayerParams", "ParamSummary", "count_params")
 
 
 @dataclass(frozen=True)
@@ -68,72 +69,23 @@ class ParamSummary:
     unused: tuple[str, ...] = ()
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    return math.prod(shape)
-
-
-def resized_param_count(module: nn.Module, finding: Finding) -> int:
-    """Parameters of ``module`` once resized to take the input it got.
-
-    Parameters
-    ----------
-    module : nn.Module
-        The layer that does not fit.
-    finding : Finding
-        What does not fit (``in_channels``, ``in_features``, ...).
-
-    Returns
-    -------
-    int
-        The parameter count after resizing; the current count when the
-        layer type or the mismatch has no resizing rule.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> from torchsurgeon.records import Finding
-    >>> conv = nn.Conv2d(3, 6, 5)
-    >>> resized_param_count(conv, Finding("conv1", "Conv2d", "in_channels", 3, 1, ""))
-    156
-    """
-    current = sum(p.numel() for p in module.parameters())
-    got = finding.got
-    if finding.what == "in_channels" and isinstance(module, nn.modules.conv._ConvNd) and isinstance(got, int):
-        k = _numel(tuple(module.kernel_size))
-        if isinstance(module, nn.modules.conv._ConvTransposeNd):
-            weight = got * (module.out_channels // module.groups) * k
-        else:
-            weight = module.out_channels * max(got // module.groups, 1) * k
-        return current - module.weight.numel() + weight  # other parameters (bias, a gain) are unchanged
-    if finding.what == "in_features" and isinstance(module, nn.Linear) and isinstance(got, int):
-        return current - module.weight.numel() + module.out_features * got
-    if finding.what in ("num_features", "num_channels") and isinstance(got, int):
-        affine = sum(1 for name in ("weight", "bias") if getattr(module, name, None) is not None)
-        return affine * got
-    if finding.what == "normalized_shape" and isinstance(module, nn.LayerNorm) and isinstance(got, tuple):
-        affine = sum(1 for name in ("weight", "bias") if getattr(module, name, None) is not None)
-        return affine * _numel(got)
-    return current
-
-
-def _functional_weights(G: nx.DiGraph, model: nn.Module) -> dict[str, int]:
+def _functional_weights(G: nx.DiGraph, modules: Mapping[str, nn.Module]) -> dict[str, int]:
     """Resized weight counts of layers whose forward calls ``F.convNd`` on a computed weight.
 
     The invalid functional node names the layer (its scope); the weight parameter's ``get_attr``
     node carries the change, so ``weight: before → after`` reads right in the table.
     """
     out: dict[str, int] = {}
-    for _, data in G.nodes(data=True):
-        finding = data.get("finding")
-        if data["op"] != "call_function" or data["status"] != Status.INVALID or finding is None or not data["scope"]:
+    for rec in node_records(G):
+        finding = rec.finding
+        if rec.op != "call_function" or finding is None or not rec.scope or finding.layer != rec.scope:
             continue
-        if finding.layer != data["scope"]:
+        module = modules.get(rec.scope)
+        if module is None or not isinstance(getattr(module, "weight", None), nn.Parameter):
             continue
-        module = model.get_submodule(data["scope"])
-        weight = getattr(module, "weight", None)
-        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(weight, nn.Parameter):
-            others = sum(p.numel() for p in module.parameters()) - weight.numel()
-            out[f"{data['scope']}.weight"] = resized_param_count(module, finding) - others
+        plan = plan_resize(module, finding.what, finding.got)
+        if plan is not None and "weight" in plan.params:
+            out[f"{rec.scope}.weight"] = math.prod(plan.params["weight"])
     return out
 
 
@@ -145,7 +97,7 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
     G : networkx.DiGraph
         From :func:`torchsurgeon.graph.build_graph`; if shapes were propagated
         (:func:`torchsurgeon.shapes.propagate_shapes`), invalid layers also
-        get ``params_for_input``.
+        get ``params_for_input`` (from :mod:`torchsurgeon.resize`).
 
     Returns
     -------
@@ -163,61 +115,64 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
     >>> s.total, s.trainable, s.frozen, s.buffers
     (21, 15, 6, 7)
     """
-    model: nn.Module = G.graph["model"]
-    named = dict(model.named_parameters(remove_duplicate=False))
-    named_buffers = dict(model.named_buffers(remove_duplicate=False))
-    unique = {id(p): p for p in named.values()}
-    unique_buffers = {id(b): b for b in named_buffers.values()}
+    model = model_of(G)
+    # one walk of the parameters: (identity, elements, trainable, bytes) by qualified name
+    named = {
+        name: (id(p), p.numel(), p.requires_grad, p.element_size())
+        for name, p in model.named_parameters(remove_duplicate=False)
+    }
+    buffer_sizes = {name: (id(b), b.numel()) for name, b in model.named_buffers(remove_duplicate=False)}
+    unique = {info[0]: info for info in named.values()}
 
     users: Counter[int] = Counter()
-    for _, data in G.nodes(data=True):
-        for pid in {id(named[n]) for n in data["param_names"]}:
+    records = list(node_records(G))
+    for rec in records:
+        for pid in {named[n][0] for n in rec.param_names}:
             users[pid] += 1
 
+    modules: dict[str, nn.Module] | None = None
     layers: dict[str, LayerParams] = {}
     resized: dict[str, int] = {}  # invalid node -> its resized parameter count
     replaced: set[int] = set()
-    weight_for_input = _functional_weights(G, model)
-    for node, data in G.nodes(data=True):
-        params = {id(named[n]): named[n] for n in data["param_names"]}
-        buffers = {id(named_buffers[n]): named_buffers[n] for n in data["buffer_names"]}
-        count = sum(p.numel() for p in params.values())
+    weight_for_input: dict[str, int] = {}
+    if any(rec.status == LayerStatus.INVALID for rec in records):
+        modules = dict(model.named_modules(remove_duplicate=False))
+        weight_for_input = _functional_weights(G, modules)
+    for rec in records:
+        params = {named[n][0]: named[n] for n in rec.param_names}
+        count = sum(info[1] for info in params.values())
         for_input = count
-        finding = data.get("finding")
-        module = module_of(G, node) if data["status"] == Status.INVALID else None  # a lookup only when needed
-        if data["op"] == "get_attr" and data["param_names"] and data["param_names"][0] in weight_for_input:
-            for_input = weight_for_input[data["param_names"][0]]
-            if not replaced & set(params):
-                replaced |= set(params)
-                resized[node] = for_input
-        elif finding is not None and module is not None:
-            for_input = resized_param_count(module, finding)
-            if not replaced & set(params):
-                replaced |= set(params)
-                resized[node] = for_input
-        layers[node] = LayerParams(
-            node=node,
+        finding = rec.finding
+        if rec.op == "get_attr" and rec.param_names and rec.param_names[0] in weight_for_input:
+            for_input = weight_for_input[rec.param_names[0]]
+        elif finding is not None and rec.op == "call_module" and modules is not None:
+            for_input = resized_param_count(modules[rec.target], finding)
+        if for_input != count and not replaced & set(params):
+            replaced |= set(params)
+            resized[rec.name] = for_input
+        buffers = {buffer_sizes[n][0]: buffer_sizes[n][1] for n in rec.buffer_names}
+        layers[rec.name] = LayerParams(
+            node=rec.name,
             params=count,
-            trainable=sum(p.numel() for p in params.values() if p.requires_grad),
-            buffers=sum(b.numel() for b in buffers.values()),
-            param_bytes=sum(p.numel() * p.element_size() for p in params.values()),
+            trainable=sum(info[1] for info in params.values() if info[2]),
+            buffers=sum(buffers.values()),
+            param_bytes=sum(info[1] * info[3] for info in params.values()),
             params_for_input=for_input,
-            shared=tuple(n for n in data["param_names"] if users[id(named[n])] > 1),
+            shared=tuple(n for n in rec.param_names if users[named[n][0]] > 1),
         )
 
-    total = sum(p.numel() for p in unique.values())
-    trainable = sum(p.numel() for p in unique.values() if p.requires_grad)
+    total = sum(info[1] for info in unique.values())
+    trainable = sum(info[1] for info in unique.values() if info[2])
     bytes_by_dtype: Counter[str] = Counter()
-    for p in unique.values():
+    for p in {id(p): p for p in model.parameters()}.values():
         bytes_by_dtype[str(p.dtype).replace("torch.", "")] += p.numel() * p.element_size()
-    used = {pid for pid in users}
-    unused_names = tuple(n for n, p in model.named_parameters() if id(p) not in used)
-    total_for_input = total - sum(unique[pid].numel() for pid in replaced) + sum(resized.values())
+    unused_names = tuple(n for n, p in model.named_parameters() if id(p) not in users)
+    total_for_input = total - sum(unique[pid][1] for pid in replaced) + sum(resized.values())
     return ParamSummary(
         total=total,
         trainable=trainable,
         frozen=total - trainable,
-        buffers=sum(b.numel() for b in unique_buffers.values()),
+        buffers=sum(size for _, size in {v[0]: v for v in buffer_sizes.values()}.values()),
         bytes_by_dtype=dict(bytes_by_dtype),
         total_for_input=total_for_input,
         layers=layers,

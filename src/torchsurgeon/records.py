@@ -10,16 +10,19 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, TypeGuard
 
 __all__ = (
     "Finding",
+    "FlopKind",
     "FoldMode",
     "LayerReport",
+    "LayerStatus",
     "OutputShape",
-    "Status",
+    "ParamChange",
+    "ParamReport",
+    "ShapeSource",
     "StrEnum",
-    "TensorMeta",
 )
 
 if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
@@ -33,8 +36,8 @@ else:  # pragma: no cover - depends on the interpreter
             return str(self.value)
 
 
-class Status(StrEnum):
-    """What torchsurgeon concluded about a layer or a parameter."""
+class LayerStatus(StrEnum):
+    """What torchsurgeon concluded about a layer for the input it was given."""
 
     OK = "ok"
     """The layer accepts its input."""
@@ -44,16 +47,53 @@ class Status(StrEnum):
     """The layer could not be traced inside; it was analysed by running it on ``meta``."""
     UNKNOWN = "unknown"
     """The shape could not be computed (an earlier node failed)."""
+
+
+class ParamChange(StrEnum):
+    """What a model edit did to one parameter (:func:`torchsurgeon.check_surgery`)."""
+
     KEPT = "kept"
-    """Surgery: same shape and values as in the original model."""
+    """Same shape and values as in the original model."""
     FOLDED = "folded"
-    """Surgery: recognised as a fold of the original weights."""
+    """Recognised as a fold of the original weights."""
     REINITIALISED = "reinitialised"
-    """Surgery: same name, but the pretrained values are gone."""
+    """Same name, but the pretrained values are gone."""
     NEW = "new"
-    """Surgery: did not exist in the original model."""
+    """Did not exist in the original model."""
     REMOVED = "removed"
-    """Surgery: existed in the original model only."""
+    """Existed in the original model only."""
+    INVALID = "invalid"
+    """Belongs to a layer that does not fit the input of the edited model."""
+
+
+class ShapeSource(StrEnum):
+    """How a node's output shape was obtained."""
+
+    NONE = "-"
+    """Not computed: inputs, parameters read from the model, unknown values."""
+    RULE = "rule"
+    """A closed-form rule of :mod:`torchsurgeon.rules` (built-in or registered)."""
+    META = "meta"
+    """Running the op on the ``meta`` device (or, for small opaque layers, on zeros on the CPU)."""
+
+
+class FlopKind(StrEnum):
+    """What a node's FLOPs are made of."""
+
+    NONE = ""
+    """No counted arithmetic (activations, pooling, reshapes...)."""
+    CONV = "conv"
+    """A convolution (or transposed convolution)."""
+    LINEAR = "linear"
+    """A linear layer or ``F.linear``."""
+    MATMUL = "matmul"
+    """``matmul``, ``@``, ``bmm``."""
+    ATTENTION = "attention"
+    """``scaled_dot_product_attention`` or ``nn.MultiheadAttention`` (projections included)."""
+    NORM = "norm"
+    """Batch, layer, group, instance or RMS normalisation."""
+    CUSTOM = "custom"
+    """A rule registered with :func:`torchsurgeon.register_rule`."""
 
 
 class FoldMode(StrEnum):
@@ -69,16 +109,6 @@ class FoldMode(StrEnum):
     """Keep the RGB weights, new channels start at zero: RGB + extra gives the RGB output."""
     RANDOM = "random"
     """Re-initialise the layer with PyTorch's default initialiser: pretrained weights lost."""
-
-
-class TensorMeta(NamedTuple):
-    """Shape and dtype of one tensor flowing through the graph."""
-
-    shape: tuple[int, ...]
-    dtype: str
-
-    def __str__(self) -> str:
-        return "(" + ", ".join(str(d) for d in self.shape) + ")"
 
 
 @dataclass(frozen=True)
@@ -111,8 +141,9 @@ class LayerReport:
     (equal to ``params`` for a layer that fits).  ``shared`` names the
     parameters the layer shares with other layers (counted once in totals).
     ``macs`` and ``flops`` are its multiply-accumulates and FLOPs for this
-    input (see :mod:`torchsurgeon.flops`); ``rule`` says how its shape was
-    obtained: ``rule`` (closed form), ``meta`` (run on the meta device) or ``-``.
+    input (see :mod:`torchsurgeon.flops`); ``shape_source`` says how its
+    shape was obtained (a :class:`ShapeSource`: closed-form rule, ``meta``
+    execution, or ``-``).
     """
 
     name: str
@@ -122,7 +153,7 @@ class LayerReport:
     params: int
     params_for_input: int
     trainable: int
-    status: Status
+    status: LayerStatus
     message: str = ""
     op: str = "call_module"
     buffers: int = 0
@@ -130,7 +161,7 @@ class LayerReport:
     shared: tuple[str, ...] = field(default=())
     macs: int = 0
     flops: int = 0
-    rule: str = "-"
+    shape_source: ShapeSource = ShapeSource.NONE
 
     @property
     def frozen(self) -> int:
@@ -156,7 +187,42 @@ class LayerReport:
             "message": self.message,
             "macs": self.macs,
             "flops": self.flops,
-            "rule": self.rule,
+            "shape_source": str(self.shape_source),
+        }
+
+
+@dataclass(frozen=True)
+class ParamReport:
+    """What happened to one parameter.
+
+    ``name`` is the parameter's name in the edited model (in the original one
+    for ``removed``); ``old_name`` is its name in the original when it moved.
+    ``init`` names the initialiser of ``new`` and ``reinitialised`` parameters.
+    """
+
+    name: str
+    status: ParamChange
+    shape_before: tuple[int, ...] | None
+    shape_after: tuple[int, ...] | None
+    init: str = ""
+    message: str = ""
+    old_name: str = ""
+
+    @property
+    def layer(self) -> str:
+        """The module the parameter belongs to (``fc.1`` for ``fc.1.weight``)."""
+        return self.name.rpartition(".")[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {
+            "name": self.name,
+            "status": str(self.status),
+            "shape_before": list(self.shape_before) if self.shape_before is not None else None,
+            "shape_after": list(self.shape_after) if self.shape_after is not None else None,
+            "init": self.init,
+            "message": self.message,
+            "old_name": self.old_name,
         }
 
 
@@ -169,7 +235,7 @@ class OutputShape(tuple[int, ...]):
 
     Examples
     --------
-    >>> row = LayerReport("fc", "Linear", (1, 4), (1, 9), 45, 45, 45, Status.OK)
+    >>> row = LayerReport("fc", "Linear", (1, 4), (1, 9), 45, 45, 45, LayerStatus.OK)
     >>> shape = OutputShape((1, 9), [row])
     >>> shape == (1, 9), shape, [layer.name for layer in shape.shape_changes()]
     (True, (1, 9), ['fc'])

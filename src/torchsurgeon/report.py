@@ -10,9 +10,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .records import LayerReport, Status
+from .records import LayerReport, LayerStatus, ParamReport
 
-__all__ = ("format_count", "format_shape", "layers_table", "model_table")
+__all__ = ("changes_table", "format_count", "format_shape", "layers_table", "model_table")
 
 
 def format_count(n: int) -> str:
@@ -55,7 +55,7 @@ def _params_cell(layer: LayerReport) -> str:
 
 
 def _shown(layer: LayerReport) -> bool:
-    return layer.output_shape is not None or layer.params > 0 or layer.status != Status.OK
+    return layer.output_shape is not None or layer.params > 0 or layer.status != LayerStatus.OK
 
 
 def layers_table(layers: Iterable[LayerReport]) -> str:
@@ -68,8 +68,8 @@ def layers_table(layers: Iterable[LayerReport]) -> str:
 
     Examples
     --------
-    >>> from torchsurgeon.records import LayerReport, Status
-    >>> row = LayerReport("fc", "Linear", (1, 4), (1, 2), 10, 10, 10, Status.OK, macs=8, flops=16)
+    >>> from torchsurgeon.records import LayerReport, LayerStatus
+    >>> row = LayerReport("fc", "Linear", (1, 4), (1, 2), 10, 10, 10, LayerStatus.OK, macs=8, flops=16)
     >>> print(layers_table([row]))
     Layer    Type    Output shape      Params    MACs  Status
     -------  ------  --------------  --------  ------  --------
@@ -119,3 +119,30 @@ def model_table(
         lines.append("")
         lines += list(notes)
     return "\n".join(lines)
+
+
+def changes_table(rows: Iterable[ParamReport]) -> str:
+    """One row per changed parameter: name (and former name), change, shapes, initialiser or note.
+
+    Examples
+    --------
+    >>> from torchsurgeon.records import ParamChange, ParamReport
+    >>> print(changes_table([ParamReport("fc.weight", ParamChange.NEW, None, (2, 4), "kaiming_uniform_")]))
+    Parameter    Status    Before    After    Initialiser / note
+    -----------  --------  --------  -------  --------------------
+    fc.weight    new       -         (2, 4)   kaiming_uniform_
+    """
+    return tabulate(
+        [
+            (
+                r.name + (f" (was {r.old_name})" if r.old_name and r.old_name != r.name else ""),
+                str(r.status),
+                format_shape(r.shape_before),
+                format_shape(r.shape_after),
+                "; ".join(x for x in (r.init, r.message) if x),
+            )
+            for r in rows
+        ],
+        headers=("Parameter", "Status", "Before", "After", "Initialiser / note"),
+        disable_numparse=True,
+    )

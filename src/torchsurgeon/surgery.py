@@ -1,13 +1,12 @@
-"""Model surgery that keeps pretrained knowledge, and a check of any edit.
+"""Model surgery that keeps pretrained knowledge.
 
 * :func:`adapt_input_channels` folds the pretrained weights of the layer(s)
   that read the input to a new channel count (found from the traced graph,
   not by name).
 * :func:`replace_head` and :func:`append_head` change the classifier found
   from the graph, carrying over rows of shared classes (``keep=``).
-* :func:`check_surgery` compares an edited model with its original, parameter
-  by parameter: kept, folded, re-initialised (with PyTorch's default
-  initialiser named), new, removed, invalid.
+* :func:`~torchsurgeon.check_surgery` (in :mod:`torchsurgeon.surgery_check`)
+  compares any edited model with its original.
 
 Nothing here changes the model it is given unless ``inplace=True``.
 """
@@ -17,89 +16,31 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import networkx as nx
 import torch
 from torch import nn
 
-from .analysis import ModelReport, paramcount
 from .errors import InputError, SurgeryError
-from .fold import fold_normalization, fold_weight, recognise_fold
-from .graph import build_graph
-from .records import FoldMode, LayerReport, Status
-from .report import format_count, format_shape
-from .shapes import InputSpec
+from .fold import fold_normalization, fold_weight
+from .graph import NodeRecord, build_graph, node_record, node_records
+from .records import Finding, FoldMode, ParamChange, ParamReport
+from .report import changes_table
+from .resize import fitted_groups, resized_copy
 from .trace import trace, unwrap_model
 
 __all__ = (
     "ParamReport",
-    "SurgeryReport",
     "SurgeryResult",
     "adapt_input_channels",
     "append_head",
-    "check_surgery",
     "default_init",
     "fold_input_normalization",
     "head_layer",
     "input_layers",
     "replace_head",
 )
-
-
-@dataclass(frozen=True)
-class ParamReport:
-    """What happened to one parameter.
-
-    ``name`` is the parameter's name in the edited model (in the original one
-    for ``removed``); ``old_name`` is its name in the original when it moved.
-    ``init`` names the initialiser of ``new`` and ``reinitialised`` parameters.
-    """
-
-    name: str
-    status: Status
-    shape_before: tuple[int, ...] | None
-    shape_after: tuple[int, ...] | None
-    init: str = ""
-    message: str = ""
-    old_name: str = ""
-
-    @property
-    def layer(self) -> str:
-        """The module the parameter belongs to (``fc.1`` for ``fc.1.weight``)."""
-        return self.name.rpartition(".")[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {
-            "name": self.name,
-            "status": str(self.status),
-            "shape_before": list(self.shape_before) if self.shape_before is not None else None,
-            "shape_after": list(self.shape_after) if self.shape_after is not None else None,
-            "init": self.init,
-            "message": self.message,
-            "old_name": self.old_name,
-        }
-
-
-def _changes_table(rows: Sequence[ParamReport]) -> str:
-    from tabulate import tabulate
-
-    return tabulate(
-        [
-            (
-                r.name + (f" (was {r.old_name})" if r.old_name and r.old_name != r.name else ""),
-                str(r.status),
-                format_shape(r.shape_before),
-                format_shape(r.shape_after),
-                "; ".join(x for x in (r.init, r.message) if x),
-            )
-            for r in rows
-        ],
-        headers=("Parameter", "Status", "Before", "After", "Initialiser / note"),
-        disable_numparse=True,
-    )
 
 
 @dataclass(frozen=True)
@@ -110,7 +51,7 @@ class SurgeryResult:
     changes: tuple[ParamReport, ...]
 
     def __str__(self) -> str:
-        return _changes_table(self.changes)
+        return changes_table(self.changes)
 
 
 # --------------------------------------------------------------------------- initialisers
@@ -197,23 +138,23 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
-def _shape_only(G: nx.DiGraph, node: str) -> bool:
-    data = G.nodes[node]
-    return (data["op"] == "call_function" and data["target"] in ("getattr", "_assert", "len")) or (
-        data["op"] == "call_method" and data["target"] in ("size", "dim")
-    )
+_SHAPE_QUERIES = frozenset({("call_function", "getattr"), ("call_function", "_assert"), ("call_function", "len")})
+_SHAPE_METHODS = frozenset({("call_method", "size"), ("call_method", "dim")})
 
 
-def _owner(G: nx.DiGraph, node: str) -> str | None:
+def _shape_only(rec: NodeRecord) -> bool:
+    return (rec.op, rec.target) in _SHAPE_QUERIES or (rec.op, rec.target) in _SHAPE_METHODS
+
+
+def _owner(G: nx.DiGraph, rec: NodeRecord) -> str | None:
     """The module owning the weights a node uses, or None for weight-free nodes."""
-    data = G.nodes[node]
-    if data["op"] == "call_module" and data["param_names"]:
-        return str(data["target"])
-    if data["op"] == "call_function":
-        for src in G.predecessors(node):
-            names = G.nodes[src]["param_names"] if G.nodes[src]["op"] == "get_attr" else ()
-            if names:
-                return str(names[0]).rpartition(".")[0]
+    if rec.op == "call_module" and rec.param_names:
+        return rec.target
+    if rec.op == "call_function":
+        for src in G.predecessors(rec.name):
+            source = node_record(G, src)
+            if source.op == "get_attr" and source.param_names:
+                return source.param_names[0].rpartition(".")[0]
     return None
 
 
@@ -231,15 +172,16 @@ def input_layers(model: nn.Module) -> list[str]:
     """
     G = build_graph(trace(unwrap_model(model)))
     found: list[str] = []
-    frontier = [n for n, d in G.nodes(data=True) if d["op"] == "placeholder"]
+    frontier = [rec.name for rec in node_records(G) if rec.op == "placeholder"]
     seen = set(frontier)
     while frontier:
         node = frontier.pop(0)
         for succ in G.successors(node):
-            if succ in seen or _shape_only(G, succ):
+            rec = node_record(G, succ)
+            if succ in seen or _shape_only(rec):
                 continue
             seen.add(succ)
-            owner = _owner(G, succ)
+            owner = _owner(G, rec)
             if owner is not None:
                 if owner not in found:
                     found.append(owner)
@@ -258,16 +200,16 @@ def head_layer(model: nn.Module) -> str:
     '3'
     """
     G = build_graph(trace(unwrap_model(model)))
-    out = next(n for n, d in G.nodes(data=True) if d["op"] == "output")
+    out = next(rec.name for rec in node_records(G) if rec.op == "output")
     frontier = list(G.predecessors(out))
     seen = set(frontier)
     while frontier:
         node = frontier.pop(0)
-        owner = _owner(G, node)
+        owner = _owner(G, node_record(G, node))
         if owner is not None:
             return owner
         for pred in G.predecessors(node):
-            if pred not in seen and G.nodes[pred]["op"] != "placeholder":
+            if pred not in seen and node_record(G, pred).op != "placeholder":
                 seen.add(pred)
                 frontier.append(pred)
     raise SurgeryError(
@@ -292,55 +234,61 @@ def _check_channels(channels: object) -> int:
 
 def _densify(conv: nn.modules.conv._ConvNd) -> torch.Tensor:
     """Weight of a grouped conv as the equivalent dense (groups=1) weight."""
-    w = conv.weight
-    groups, per_group = conv.groups, conv.in_channels // conv.groups
-    out_per_group = conv.out_channels // groups
-    dense = torch.zeros((conv.out_channels, conv.in_channels, *w.shape[2:]), dtype=w.dtype, device=w.device)
+    w = conv.weight.detach()
+    groups = conv.groups
+    transposed = isinstance(conv, nn.modules.conv._ConvTransposeNd)
+    shape = (conv.in_channels, conv.out_channels) if transposed else (conv.out_channels, conv.in_channels)
+    dense = torch.zeros((*shape, *w.shape[2:]), dtype=w.dtype, device=w.device)
+    rows, cols = shape[0] // groups, shape[1] // groups
     for g in range(groups):
-        rows = slice(g * out_per_group, (g + 1) * out_per_group)
-        dense[rows, g * per_group : (g + 1) * per_group] = w[rows]
+        dense[g * rows : (g + 1) * rows, g * cols : (g + 1) * cols] = w[g * rows : (g + 1) * rows]
     return dense
+
+
+def _fold_layer_weight(
+    layer: nn.Module, weight: torch.Tensor, channels: int, groups: int, mode: FoldMode
+) -> torch.Tensor:
+    """Fold the input channels of a weight, group by group (the input channels are dim 0 of a transposed conv)."""
+    if isinstance(layer, nn.modules.conv._ConvTransposeNd):
+        per_group = weight.reshape(groups, weight.shape[0] // groups, -1)  # (groups, in per group, rest)
+        folded = fold_weight(per_group, channels // groups, mode)
+        return folded.reshape(channels, *weight.shape[1:])
+    return fold_weight(weight, channels // groups, mode)
 
 
 def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> ParamReport:
     layer = model.get_submodule(name)
     kind = type(layer).__name__
-    if isinstance(layer, nn.modules.conv._ConvTransposeNd):
-        raise SurgeryError(f"{name} ({kind}) is a transposed convolution: folding its input channels is not supported")
     if isinstance(layer, nn.modules.conv._ConvNd):
-        before = layer.in_channels
-        if layer.groups != 1 and layer.in_channels != layer.groups:
-            raise SurgeryError(
-                f"{name} ({kind}) is grouped with in_channels={layer.in_channels} != groups={layer.groups}: "
-                "folding it is not supported — use mode='random' to re-initialise it"
-            )
+        what, before = "in_channels", layer.in_channels
+        groups = fitted_groups(layer, channels)
     elif isinstance(layer, nn.Linear):
-        before = layer.in_features
+        what, before, groups = "in_features", layer.in_features, 1
     else:
         raise SurgeryError(
             f"{name} ({kind}) reads the input but is not a Conv or Linear layer — adapt it by hand; "
             "adapt_input_channels folds Conv/Linear weights only"
         )
-    old_weight = layer.weight
+    old_weight = layer.get_parameter("weight") if "weight" in layer._parameters else layer.weight
     shape_before = tuple(old_weight.shape)
     if mode == FoldMode.RANDOM:
-        fresh = _rebuilt(layer, channels)
+        fresh = resized_copy(layer, Finding(name, kind, what, before, channels, ""), device=old_weight.device)
+        assert fresh is not None
+        if old_weight.device.type != "meta":
+            fresh.reset_parameters()  # type: ignore[operator]
         _set_submodule(model, name, fresh)
         return ParamReport(
             f"{name}.weight",
-            Status.REINITIALISED,
+            ParamChange.REINITIALISED,
             shape_before,
             tuple(fresh.get_parameter("weight").shape),
             default_init(fresh, "weight"),
             "pretrained weights lost (mode='random')",
         )
-    weight = old_weight.detach()
-    grouped = isinstance(layer, nn.modules.conv._ConvNd) and layer.groups != 1
-    if grouped:
-        assert isinstance(layer, nn.modules.conv._ConvNd)
-        weight = _densify(layer)
+    densified = isinstance(layer, nn.modules.conv._ConvNd) and groups != layer.groups
+    weight = _densify(layer) if densified else old_weight.detach()  # type: ignore[arg-type]
     try:
-        folded = fold_weight(weight, channels, mode)
+        folded = _fold_layer_weight(layer, weight, channels, groups, mode)
     except SurgeryError as exc:
         raise SurgeryError(f"{name} ({kind}): {exc}") from exc
     layer.weight = nn.Parameter(folded, requires_grad=old_weight.requires_grad)
@@ -348,30 +296,13 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
         layer.in_features = channels
     else:
         assert isinstance(layer, nn.modules.conv._ConvNd)
-        layer.in_channels = channels
-        if grouped:
-            layer.groups = 1
+        layer.in_channels, layer.groups = channels, groups
     note = f"{mode} fold of {before} → {channels} channels"
-    if grouped:
-        note += " (depthwise conv made dense: groups=1)"
-    return ParamReport(f"{name}.weight", Status.FOLDED, shape_before, tuple(folded.shape), "", note)
-
-
-def _rebuilt(layer: nn.Module, channels: int) -> nn.Module:
-    """A freshly initialised copy of ``layer`` taking ``channels`` inputs."""
-    fresh = copy.deepcopy(layer)
-    device = layer.get_parameter("weight").device
-    if isinstance(fresh, nn.Linear):
-        fresh.in_features = channels
-        fresh.weight = nn.Parameter(torch.empty(fresh.out_features, channels, dtype=fresh.weight.dtype, device=device))
-    else:
-        assert isinstance(fresh, nn.modules.conv._ConvNd)
-        fresh.in_channels, fresh.groups = channels, 1
-        shape = (fresh.out_channels, channels, *fresh.kernel_size)
-        fresh.weight = nn.Parameter(torch.empty(shape, dtype=fresh.weight.dtype, device=device))
-    if device.type != "meta":
-        fresh.reset_parameters()  # type: ignore[operator]
-    return fresh
+    if densified:
+        note += " (grouped conv made dense: groups=1)"
+    elif groups > 1:
+        note += f" (folded within each of its {groups} groups)"
+    return ParamReport(f"{name}.weight", ParamChange.FOLDED, shape_before, tuple(folded.shape), "", note)
 
 
 def adapt_input_channels(
@@ -411,9 +342,11 @@ def adapt_input_channels(
     InputError
         For a non-positive channel count or an unknown mode.
     SurgeryError
-        When no Conv/Linear layer reads the input, the layer layout cannot be
-        folded (grouped, transposed), or the mode cannot be exact for the
-        request (``sum`` to 4 channels).
+        When no Conv/Linear layer reads the input, or the mode cannot be
+        exact for the request (``sum`` to 4 channels: use ``spread``).
+        Grouped convolutions keep their groups when they divide ``channels``
+        (each group is folded on its own), else become dense (``groups=1``),
+        as :mod:`torchsurgeon.resize` resizes them.
 
     Examples
     --------
@@ -495,11 +428,11 @@ def fold_input_normalization(
         conv.weight = nn.Parameter(w, requires_grad=conv.weight.requires_grad)
         had_bias = conv.bias is not None
         conv.bias = nn.Parameter(b, requires_grad=conv.weight.requires_grad)
-        changes.append(ParamReport(f"{name}.weight" if name else "weight", Status.FOLDED, shape, shape, "", note))
+        changes.append(ParamReport(f"{name}.weight" if name else "weight", ParamChange.FOLDED, shape, shape, "", note))
         changes.append(
             ParamReport(
                 f"{name}.bias" if name else "bias",
-                Status.FOLDED if had_bias else Status.NEW,
+                ParamChange.FOLDED if had_bias else ParamChange.NEW,
                 (conv.out_channels if isinstance(conv, nn.modules.conv._ConvNd) else conv.out_features,)
                 if had_bias
                 else None,
@@ -593,7 +526,7 @@ def replace_head(
     changes = tuple(
         ParamReport(
             f"{name}.{pname}",
-            Status.REINITIALISED,
+            ParamChange.REINITIALISED,
             tuple(getattr(old, pname).shape),
             tuple(p.shape),
             default_init(new, pname),
@@ -630,7 +563,7 @@ def append_head(model: nn.Module, *modules: nn.Module, inplace: bool = False) ->
     old = edited.get_submodule(name)
     _set_submodule(edited, name, nn.Sequential(old, *modules))
     changes: list[ParamReport] = [
-        ParamReport(f"{name}.0.{p}", Status.KEPT, tuple(t.shape), tuple(t.shape), "", "", f"{name}.{p}")
+        ParamReport(f"{name}.0.{p}", ParamChange.KEPT, tuple(t.shape), tuple(t.shape), "", "", f"{name}.{p}")
         for p, t in old.named_parameters()
     ]
     for i, m in enumerate(modules, start=1):
@@ -638,283 +571,7 @@ def append_head(model: nn.Module, *modules: nn.Module, inplace: bool = False) ->
             owner = m.get_submodule(p.rpartition(".")[0]) if "." in p else m
             changes.append(
                 ParamReport(
-                    f"{name}.{i}.{p}", Status.NEW, None, tuple(t.shape), default_init(owner, p.rpartition(".")[2])
+                    f"{name}.{i}.{p}", ParamChange.NEW, None, tuple(t.shape), default_init(owner, p.rpartition(".")[2])
                 )
             )
     return SurgeryResult(edited, tuple(changes))
-
-
-# --------------------------------------------------------------------------- check
-
-
-@dataclass(frozen=True)
-class SurgeryReport:
-    """Result of :func:`check_surgery`; ``print()`` it for the table.
-
-    Attributes
-    ----------
-    params : list[ParamReport]
-        One per parameter of the edited model, plus the removed ones.
-    invalid : list[LayerReport]
-        Layers of the edited model that do not fit the input.
-    verdict : str
-        One line: what was lost, what is new, what does not fit.
-    before, after : ModelReport
-        :func:`~torchsurgeon.paramcount` of the original and the edited model.
-    graph : networkx.DiGraph
-        The edited model's graph; nodes carry the surgery status.
-    """
-
-    params: list[ParamReport]
-    invalid: list[LayerReport]
-    verdict: str
-    before: ModelReport = field(repr=False)
-    after: ModelReport = field(repr=False)
-    graph: nx.DiGraph = field(repr=False, compare=False)
-
-    def by_status(self, status: Status | str) -> list[ParamReport]:
-        """The parameters with this status."""
-        return [p for p in self.params if p.status == Status(status)]
-
-    def status_of(self, name: str) -> Status:
-        """Status of one parameter (its name in the edited model, or in the original if removed)."""
-        for p in self.params:
-            if p.name == name:
-                return p.status
-        raise KeyError(f"no parameter {name!r}; known: {[p.name for p in self.params][:8]} ...")
-
-    def __str__(self) -> str:
-        changed = [p for p in self.params if p.status != Status.KEPT or (p.old_name and p.old_name != p.name)]
-        kept = len(self.params) - len(changed)
-        lines = [
-            f"Surgery check: {self.before.model_name} → {self.after.model_name}, "
-            f"input {', '.join(format_shape(s) for s in self.after.input_shapes.values())}",
-            _changes_table(changed) if changed else "(no parameter changed)",
-            "",
-            f"Other parameters kept unchanged: {kept}",
-            f"Total params before: {format_count(self.before.total)}",
-            f"Total params after:  {format_count(self.after.total)}",
-            f"Output before: {format_shape(self.before.output_shape)}, after: {format_shape(self.after.output_shape)}",
-        ]
-        if self.invalid:
-            lines.append(f"Invalid layers ({len(self.invalid)}):")
-            lines += [f"  {layer.message}" for layer in self.invalid]
-        lines.append(f"Verdict: {self.verdict}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {
-            "verdict": self.verdict,
-            "params": [p.to_dict() for p in self.params],
-            "invalid": [layer.to_dict() for layer in self.invalid],
-            "total_before": self.before.total,
-            "total_after": self.after.total,
-            "output_before": self.before.to_dict()["output_shape"],
-            "output_after": self.after.to_dict()["output_shape"],
-            "counts": {str(s): len(self.by_status(s)) for s in _SURGERY_STATUSES},
-        }
-
-
-_SURGERY_STATUSES = (Status.KEPT, Status.FOLDED, Status.REINITIALISED, Status.NEW, Status.REMOVED, Status.INVALID)
-
-
-def _module_and_local(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    owner, _, local = name.rpartition(".")
-    return (model.get_submodule(owner) if owner else model), local
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    if a.device.type == "meta" or b.device.type == "meta":
-        return False
-    return bool(torch.equal(a.detach(), b.detach().to(a.device)))
-
-
-def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
-    orig = dict(original.named_parameters())
-    new = dict(edited.named_parameters())
-    reports: dict[str, ParamReport] = {}
-    claimed: set[str] = set()  # original names accounted for
-
-    def init_of(name: str, t: torch.Tensor) -> str:
-        module, local = _module_and_local(edited, name)
-        return "; ".join(x for x in (default_init(module, local), _observed(t)) if x)
-
-    unmatched: list[str] = []
-    for name, p in new.items():
-        if name in orig:
-            o = orig[name]
-            if _same(o, p):
-                reports[name] = ParamReport(name, Status.KEPT, tuple(o.shape), tuple(p.shape))
-                claimed.add(name)
-                continue
-            foldable = o.device.type != "meta" and o.dim() >= 2 and o.dim() == p.dim() and o.is_floating_point()
-            mode = recognise_fold(o.detach(), p.detach()) if foldable else None
-            if mode is not None:
-                reports[name] = ParamReport(
-                    name, Status.FOLDED, tuple(o.shape), tuple(p.shape), "", f"{mode} fold of the original"
-                )
-                claimed.add(name)
-                continue
-        unmatched.append(name)
-
-    # moved parameters: same values under another name (fc.weight -> fc.0.weight)
-    free = [n for n in orig if n not in claimed and n not in new]
-    by_shape: dict[tuple[int, ...], list[str]] = {}
-    for n in free:
-        by_shape.setdefault(tuple(orig[n].shape), []).append(n)
-    for name in list(unmatched):
-        p = new[name]
-        for cand in by_shape.get(tuple(p.shape), []):
-            if cand not in claimed and _same(orig[cand], p):
-                reports[name] = ParamReport(name, Status.KEPT, tuple(p.shape), tuple(p.shape), "", "moved", cand)
-                claimed.add(cand)
-                unmatched.remove(name)
-                break
-
-    for name in unmatched:
-        p = new[name]
-        if name in orig:
-            o = orig[name]
-            note = _rows_kept(o, p)
-            hint = ""
-            if (
-                tuple(o.shape[:1]) == tuple(p.shape[:1])
-                and o.dim() == p.dim()
-                and o.dim() >= 2
-                and o.shape[1] != p.shape[1]
-            ):
-                owner = name.rpartition(".")[0]
-                hint = f"pretrained weights lost — use adapt_input_channels(model, {p.shape[1]}, layer={owner!r})"
-            reports[name] = ParamReport(
-                name,
-                Status.REINITIALISED,
-                tuple(o.shape),
-                tuple(p.shape),
-                init_of(name, p),
-                "; ".join(x for x in (hint or "pretrained weights lost", note) if x),
-            )
-            claimed.add(name)
-        else:
-            reports[name] = ParamReport(name, Status.NEW, None, tuple(p.shape), init_of(name, p))
-
-    ordered = [reports[n] for n in new]
-    ordered += [
-        ParamReport(n, Status.REMOVED, tuple(orig[n].shape), None, "", "not in the edited model")
-        for n in orig
-        if n not in claimed
-    ]
-    return ordered
-
-
-def _rows_kept(old: torch.Tensor, new: torch.Tensor) -> str:
-    """For a resized 2-D head: how many new rows equal an old row."""
-    if (
-        old.dim() != new.dim()
-        or old.shape[1:] != new.shape[1:]
-        or old.device.type == "meta"
-        or new.device.type == "meta"
-    ):
-        return ""
-    if old.shape[0] * new.shape[0] > 10_000_000:
-        return ""
-    o = old.detach().reshape(old.shape[0], -1)
-    n = new.detach().reshape(new.shape[0], -1).to(old.device, old.dtype)
-    eq = (n[:, None, :] == o[None, :, :]).all(-1) if o.numel() * n.shape[0] <= 50_000_000 else None
-    if eq is None:
-        return ""
-    kept = [(i, int(eq[i].nonzero()[0])) for i in range(n.shape[0]) if eq[i].any()]
-    if not kept:
-        return ""
-    return (
-        f"{len(kept)} row(s) carried over: "
-        + ", ".join(f"{i}←{j}" for i, j in kept[:10])
-        + (" ..." if len(kept) > 10 else "")
-    )
-
-
-def _verdict(params: Sequence[ParamReport], invalid: Sequence[LayerReport]) -> str:
-    def layers(status: Status) -> list[str]:
-        out: list[str] = []
-        for p in params:
-            if p.status == status and p.layer not in out:
-                out.append(p.layer)
-        return out
-
-    parts = []
-    reinit = layers(Status.REINITIALISED)
-    if reinit:
-        details = []
-        for layer in reinit:
-            hint = next((p.message for p in params if p.layer == layer and "adapt_input_channels" in p.message), "")
-            details.append(f"{layer}: {hint}" if hint else f"{layer}: pretrained weights lost")
-        parts.append(f"{len(reinit)} layer{'s' * (len(reinit) != 1)} re-initialised ({'; '.join(details)})")
-    folded = layers(Status.FOLDED)
-    if folded:
-        parts.append(f"{len(folded)} folded ({', '.join(folded)})")
-    new = layers(Status.NEW)
-    parts.append(f"{len(new)} new" + (f" ({', '.join(new)})" if new else ""))
-    removed = layers(Status.REMOVED)
-    if removed:
-        parts.append(f"{len(removed)} removed ({', '.join(removed)})")
-    names = sorted({layer.name for layer in invalid}, key=[x.name for x in invalid].index)
-    parts.append(f"{len(names)} invalid" + (f" ({', '.join(names)})" if names else ""))
-    return ", ".join(parts)
-
-
-def check_surgery(original: nn.Module, edited: nn.Module, input: InputSpec, *, batch: int = 1) -> SurgeryReport:
-    """Compare an edited model with its original, parameter by parameter.
-
-    Parameters
-    ----------
-    original : nn.Module
-        The model before the edit (its weights are "pretrained").
-    edited : nn.Module
-        The model after the edit (by hand or by torchsurgeon).
-    input : shape, tensor, tuple of shapes, or mapping
-        The input the edited model is meant for, e.g. ``(1, 224, 224)``.
-    batch : int
-        Batch size prepended to shapes.
-
-    Returns
-    -------
-    SurgeryReport
-        Per-parameter status (kept, folded, reinitialised, new, removed,
-        invalid), invalid layers, and a one-line verdict.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> before = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 5))
-    >>> after = adapt_input_channels(before, 1).model
-    >>> rep = check_surgery(before, after, (1, 8, 8))
-    >>> [(p.name, str(p.status)) for p in rep.params][:3]
-    [('0.weight', 'folded'), ('0.bias', 'kept'), ('2.weight', 'kept')]
-    >>> rep.verdict
-    '1 folded (0), 0 new, 0 invalid'
-    """
-    original, edited = unwrap_model(original), unwrap_model(edited)
-    before = paramcount(original, input, batch=batch)
-    after = paramcount(edited, input, batch=batch)
-    params = _classify(original, edited)
-    invalid_layers = {layer.name for layer in after.invalid}
-    findings = {f.layer: f.message for f in after.findings}
-    params = [
-        ParamReport(
-            p.name, Status.INVALID, p.shape_before, p.shape_after, p.init, findings.get(p.layer, ""), p.old_name
-        )
-        if p.layer in invalid_layers and p.status != Status.REMOVED
-        else p
-        for p in params
-    ]
-    graph = after.graph
-    status_by_layer: dict[str, Status] = {}
-    for p in params:
-        if p.status in (Status.FOLDED, Status.NEW, Status.REINITIALISED) and p.layer not in status_by_layer:
-            status_by_layer[p.layer] = p.status
-    for node, data in graph.nodes(data=True):
-        if data["status"] == Status.OK and data["layer"] in status_by_layer:
-            graph.nodes[node]["status"] = status_by_layer[data["layer"]]
-    return SurgeryReport(params, after.invalid, _verdict(params, after.invalid), before, after, graph)

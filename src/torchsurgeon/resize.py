@@ -1,0 +1,251 @@
+"""One owner of "this layer, resized to fit the input it gets".
+
+Parameter accounting (``total_for_input``), shape propagation (a subclass
+layer with its own ``forward`` runs resized on ``meta``) and surgery
+(:func:`torchsurgeon.adapt_input_channels`, the fixes named in messages) all
+ask this module, so the count a report promises is the count the named fix
+gives.
+
+The policy, for a layer that gets ``C`` input channels/features:
+
+* convolutions (grouped, depthwise, transposed, subclassed, with a
+  parametrized weight such as ``weight_norm``) keep ``groups`` when ``C`` is
+  divisible by it, else become dense (``groups=1``); every parameter shaped
+  like the weight (a parametrization's ``original1`` too) gets the new input
+  channels, others (bias, gain, ``weight_norm``'s magnitude) are unchanged;
+* ``nn.Linear``: ``in_features = C``;
+* batch, instance and group norms: ``num_features``/``num_channels = C``
+  (affine parameters and running statistics of size ``C``); layer and RMS
+  norms: ``normalized_shape`` = the input's trailing dims.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .records import Finding
+from .trace import detached_copy
+
+__all__ = (
+    "Resize",
+    "fitted_groups",
+    "fold_fix",
+    "plan_resize",
+    "rebuild_fix",
+    "resized_copy",
+    "resized_param_count",
+)
+
+_CONV = nn.modules.conv._ConvNd
+_TRANSPOSED = nn.modules.conv._ConvTransposeNd
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """How one layer changes to fit its input.
+
+    Attributes
+    ----------
+    attrs : Mapping[str, Any]
+        Constructor attributes to set (``in_channels``, ``groups``...).
+    params : Mapping[str, tuple[int, ...]]
+        New shapes of the layer's parameters that change, by name inside the
+        layer (``weight``, ``parametrizations.weight.original1``).
+    buffers : Mapping[str, tuple[int, ...]]
+        New shapes of the buffers that change (running statistics).
+    """
+
+    attrs: Mapping[str, Any]
+    params: Mapping[str, tuple[int, ...]]
+    buffers: Mapping[str, tuple[int, ...]]
+
+
+def fitted_groups(conv: nn.Module, channels: int) -> int:
+    """``groups`` of a convolution resized to ``channels`` inputs: kept when it divides them, else 1.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> fitted_groups(nn.Conv2d(3, 12, 3, groups=3), 6), fitted_groups(nn.Conv2d(3, 12, 3, groups=3), 1)
+    (3, 1)
+    """
+    groups = int(getattr(conv, "groups", 1))
+    return groups if channels % groups == 0 else 1
+
+
+def _weight_shape(conv: nn.Module) -> tuple[int, ...]:
+    assert isinstance(conv, _CONV)
+    return (
+        (conv.out_channels, conv.in_channels // conv.groups, *conv.kernel_size)
+        if not isinstance(conv, _TRANSPOSED)
+        else (conv.in_channels, conv.out_channels // conv.groups, *conv.kernel_size)
+    )
+
+
+def plan_resize(module: nn.Module, what: str, got: Any) -> Resize | None:
+    """The change that makes ``module`` accept ``got`` for ``what``; ``None`` when it has no such change.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The layer that does not fit.
+    what : str
+        The mismatch, as in a :class:`~torchsurgeon.records.Finding`:
+        ``in_channels``, ``in_features``, ``num_features``,
+        ``num_channels`` or ``normalized_shape``.
+    got : int or tuple
+        What the input gives.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> plan = plan_resize(nn.Conv2d(3, 12, 3, groups=3), "in_channels", 6)
+    >>> dict(plan.attrs), dict(plan.params)
+    ({'in_channels': 6, 'groups': 3}, {'weight': (12, 2, 3, 3)})
+    """
+    if what == "in_channels" and isinstance(module, _CONV) and isinstance(got, int) and got > 0:
+        groups = fitted_groups(module, got)
+        if isinstance(module, _TRANSPOSED):
+            new = (got, module.out_channels // groups, *module.kernel_size)
+        else:
+            new = (module.out_channels, got // groups, *module.kernel_size)
+        return Resize({"in_channels": got, "groups": groups}, _like(module, _weight_shape(module), new), {})
+    if what == "in_features" and isinstance(module, nn.Linear) and isinstance(got, int) and got > 0:
+        new = (module.out_features, got)
+        return Resize({"in_features": got}, _like(module, (module.out_features, module.in_features), new), {})
+    if what in ("num_features", "num_channels") and isinstance(module, _NORMS) and isinstance(got, int) and got > 0:
+        old = (module.num_features,) if isinstance(module, nn.modules.batchnorm._NormBase) else (module.num_channels,)
+        buffers = {n: (got,) for n, b in module.named_buffers() if tuple(b.shape) == old}
+        return Resize({what: got}, _like(module, old, (got,)), buffers)
+    if what == "normalized_shape" and isinstance(module, (nn.LayerNorm, nn.RMSNorm)) and isinstance(got, tuple):
+        normalized: tuple[int, ...] = tuple(module.normalized_shape)
+        return Resize({"normalized_shape": got}, _like(module, normalized, got), {})
+    return None
+
+
+def _like(module: nn.Module, old: tuple[int, ...], new: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """New shapes for every parameter of ``module`` shaped ``old`` (the weight and its parametrizations)."""
+    return {name: new for name, p in module.named_parameters() if tuple(p.shape) == old}
+
+
+def resized_param_count(module: nn.Module, finding: Finding) -> int:
+    """Parameters of ``module`` once resized to take the input it got.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The layer that does not fit.
+    finding : Finding
+        What does not fit (``in_channels``, ``in_features``...).
+
+    Returns
+    -------
+    int
+        The parameter count after resizing; the current count when the
+        mismatch has no resizing (see :func:`plan_resize`).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.records import Finding
+    >>> resized_param_count(nn.Conv2d(3, 6, 5), Finding("conv1", "Conv2d", "in_channels", 3, 1, ""))
+    156
+    >>> resized_param_count(nn.Conv2d(3, 12, 3, groups=3), Finding("c", "Conv2d", "in_channels", 3, 6, ""))
+    228
+    """
+    plan = plan_resize(module, finding.what, finding.got)
+    params = dict(module.named_parameters())
+    if plan is None:
+        return sum(p.numel() for p in params.values())
+    return sum(math.prod(plan.params[n]) if n in plan.params else p.numel() for n, p in params.items())
+
+
+def resized_copy(module: nn.Module, finding: Finding, *, device: str | torch.device = "meta") -> nn.Module | None:
+    """A copy of ``module`` resized to the input it got, or ``None`` when there is no resizing.
+
+    Changed parameters and buffers are new, uninitialised tensors on
+    ``device`` (``meta`` by default: nothing is allocated); the others are
+    copies (on ``meta``: shape-only).  ``module`` itself is not touched and
+    its hooks are not copied.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.records import Finding
+    >>> c = resized_copy(nn.Conv2d(3, 8, 3, groups=1), Finding("c", "Conv2d", "in_channels", 3, 1, ""))
+    >>> c, c.weight.shape, c.weight.device.type
+    (Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1)), torch.Size([8, 1, 3, 3]), 'meta')
+    """
+    plan = plan_resize(module, finding.what, finding.got)
+    if plan is None:
+        return None
+    target = torch.device(device)
+    if target.type == "meta":
+        copy_ = detached_copy(module, lambda t: torch.empty_like(t, device="meta"))
+    else:
+        copy_ = detached_copy(module, lambda t: t.detach().clone().to(target))
+    for name, shape in plan.params.items():
+        old = copy_.get_parameter(name)
+        owner, _, leaf = name.rpartition(".")
+        fresh = nn.Parameter(torch.empty(shape, dtype=old.dtype, device=target), requires_grad=old.requires_grad)
+        setattr(copy_.get_submodule(owner), leaf, fresh)
+    for name, shape in plan.buffers.items():
+        owner, _, leaf = name.rpartition(".")
+        old_buffer = copy_.get_buffer(name)
+        setattr(copy_.get_submodule(owner), leaf, torch.empty(shape, dtype=old_buffer.dtype, device=target))
+    for attr, value in plan.attrs.items():
+        setattr(copy_, attr, value)
+    return copy_
+
+
+def _constructor(module: nn.Module) -> str:
+    """Python that builds a layer like ``module``: ``nn.Conv2d(6, 12, kernel_size=(3, 3), ...)``."""
+    kind = type(module)
+    prefix = "nn." if kind.__module__.startswith("torch.nn") else f"{kind.__module__}."
+    text = module.extra_repr()
+    if "padding_mode=" in text:  # extra_repr leaves the string unquoted
+        mode = getattr(module, "padding_mode", "")
+        text = text.replace(f"padding_mode={mode}", f"padding_mode={mode!r}")
+    if isinstance(module, _CONV) and module.bias is None and "bias=False" not in text:
+        text += ", bias=False"
+    return f"{prefix}{kind.__name__}({text})"
+
+
+def rebuild_fix(module: nn.Module, layer: str, what: str, got: Any) -> str | None:
+    """Python that replaces ``layer`` by a fresh layer that fits (new weights), or ``None``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> rebuild_fix(nn.Linear(400, 120), "fc1", "in_features", 2704)
+    "model.set_submodule('fc1', nn.Linear(in_features=2704, out_features=120, bias=True))"
+    """
+    copy_ = resized_copy(module, Finding(layer, type(module).__name__, what, None, got, ""))
+    if copy_ is None:
+        return None
+    return f"model.set_submodule({layer!r}, {_constructor(copy_)})"
+
+
+def fold_fix(module: nn.Module, channels: int) -> str:
+    """The :func:`~torchsurgeon.adapt_input_channels` call that makes an input layer take ``channels``.
+
+    The default mode (``sum``) folds to one channel per group; otherwise the
+    call names ``mode='spread'``, which folds to any count.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> fold_fix(nn.Conv2d(3, 8, 3), 1), fold_fix(nn.Conv2d(3, 12, 3, groups=3), 6)
+    ('adapt_input_channels(model, 1)', "adapt_input_channels(model, 6, mode='spread')")
+    """
+    per_group = channels // fitted_groups(module, channels) if isinstance(module, _CONV) else channels
+    if per_group == 1:
+        return f"adapt_input_channels(model, {channels})"
+    return f"adapt_input_channels(model, {channels}, mode='spread')"

@@ -1,0 +1,206 @@
+"""Helpers shared by the rule families: argument binding, meta tensors, layouts.
+
+A rule never guesses: outside the cases it computes exactly it returns
+:data:`~torchsurgeon.rules.registry.FALLBACK`, and the op runs on ``meta``.
+
+* the output is a meta tensor with the shape, dtype *and strides* meta
+  execution gives (strides matter: ``.view`` fails on non-contiguous input);
+* rules of ops that allocate a new tensor answer only for contiguous inputs
+  of one floating dtype (their output is then contiguous); view ops (permute,
+  transpose, slicing, expand...) compute the view's strides for any input;
+* anything that would raise (wrong sizes, bad dims) falls back, so the
+  error message is torch's own.
+
+tests/test_rules.py checks every rule against meta execution with Hypothesis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.fx.node import map_aggregate
+
+from .registry import FALLBACK, Call, CountFn, ShapeFn
+
+__all__ = (
+    "REQUIRED",
+    "Spec",
+    "bind",
+    "broadcast",
+    "elementwise",
+    "first_tensor",
+    "float_tensor",
+    "fn",
+    "fn_count",
+    "is_int",
+    "new",
+    "norm_dim",
+    "ntuple",
+    "numel",
+    "one_tensor",
+    "same_float",
+    "suggest_memory_format",
+    "view",
+)
+
+try:  # torch's Python mirror of TensorIterator's output layout, used by meta kernels
+    from torch._prims_common import compute_elementwise_output_strides as _elementwise_strides
+    from torch._prims_common import suggest_memory_format
+except ImportError:  # pragma: no cover - private API; without it, rules only answer for contiguous inputs
+    _elementwise_strides = None  # type: ignore[assignment]
+    suggest_memory_format = None  # type: ignore[assignment]
+
+REQUIRED: Any = object()
+"""Marks an argument without default in a :data:`Spec`."""
+_META = torch.device("meta")
+Spec = tuple[tuple[str, Any], ...]
+"""An op's arguments in order: (name, default)."""
+OpRule = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+"""A rule of a function or method: ``(args, kwargs) -> output | FALLBACK``."""
+ModuleRule = Callable[[nn.Module, Call, torch.Tensor], Any]
+"""A rule of a module called with one tensor: ``(module, call, x) -> output | None | FALLBACK``."""
+
+
+def fn(rule: OpRule) -> ShapeFn:
+    """A function/method rule in the registry's convention."""
+
+    def shape(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
+        return rule(args, kwargs)
+
+    return shape
+
+
+def one_tensor(rule: ModuleRule) -> ShapeFn:
+    """A module rule for calls with one tensor argument; other calls fall back."""
+
+    def shape(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
+        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+            return FALLBACK
+        return rule(module, call, args[0])
+
+    return shape
+
+
+def fn_count(count: Callable[[tuple[Any, ...], dict[str, Any], Any], int]) -> CountFn:
+    """A function/method MAC or FLOP formula in the registry's convention."""
+
+    def formula(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+        return count(args, kwargs, out)
+
+    return formula
+
+
+def numel(shape: Sequence[int]) -> int:
+    """Elements of a shape."""
+    return int(math.prod(shape))
+
+
+def first_tensor(value: Any) -> torch.Tensor | None:
+    """The first tensor inside nested lists, tuples and dicts."""
+    found: list[torch.Tensor] = []
+    map_aggregate(value, lambda v: found.append(v) if isinstance(v, torch.Tensor) else None)
+    return found[0] if found else None
+
+
+def bind(args: tuple[Any, ...], kwargs: Mapping[str, Any], spec: Spec) -> list[Any] | None:
+    """The arguments of a call, in ``spec`` order (name, default); None if the call does not fit."""
+    if len(args) > len(spec):
+        return None
+    values = list(args)
+    rest = spec[len(args) :]
+    if kwargs and not {name for name, _ in rest}.issuperset(kwargs):
+        return None
+    values += [kwargs.get(name, default) for name, default in rest]
+    if any(v is REQUIRED for v in values):
+        return None
+    return values
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def norm_dim(d: Any, rank: int) -> int | None:
+    """``d`` as a dim in ``range(rank)``, or None when it is not a valid dim."""
+    if not is_int(d):
+        return None
+    r = max(rank, 1)
+    if not -r <= d < r:
+        return None
+    return int(d) % r
+
+
+def float_tensor(v: Any) -> bool:
+    return isinstance(v, torch.Tensor) and v.is_floating_point()
+
+
+def new(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """A contiguous meta tensor."""
+    return torch.empty(tuple(shape), dtype=dtype, device=_META)
+
+
+def view(shape: Sequence[int], stride: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """A meta tensor with the given strides (the result of a view op)."""
+    return torch.empty_strided(tuple(shape), tuple(stride), dtype=dtype, device=_META)
+
+
+def broadcast(*shapes: Sequence[int]) -> tuple[int, ...] | None:
+    """The broadcast shape, or None when the shapes do not broadcast."""
+    rank = max(len(s) for s in shapes)
+    out = []
+    for i in range(rank):
+        size = 1
+        for s in shapes:
+            j = i - rank + len(s)
+            if j < 0:
+                continue
+            d = int(s[j])
+            if d == 1:
+                continue
+            if size not in (1, d):
+                return None
+            size = d
+        # a dim where every size is 1 stays 1; a zero-size dim broadcasts with 1
+        out.append(size)
+    return tuple(out)
+
+
+# ----------------------------------------------------------------- elementwise
+
+
+def elementwise(tensors: Sequence[torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype) -> Any:
+    """The output of an element-wise op on ``tensors`` broadcast to ``shape``.
+
+    Contiguous operands give a contiguous output; otherwise the strides are
+    torch's own rule for element-wise outputs (the one meta kernels use:
+    ``torch._prims_common.compute_elementwise_output_strides``).
+    """
+    if all(t.is_contiguous() for t in tensors):
+        return new(shape, dtype)
+    if _elementwise_strides is None:  # pragma: no cover - torch without _prims_common
+        return FALLBACK
+    expanded = [t if tuple(t.shape) == shape else t.expand(shape) for t in tensors]
+    return view(shape, _elementwise_strides(*expanded), dtype)
+
+
+def same_float(*tensors: Any) -> bool:
+    """Tensors of one floating dtype (matrix products give contiguous outputs for any input layout)."""
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        return False
+    dtype = tensors[0].dtype
+    return bool(dtype.is_floating_point) and all(t.dtype == dtype for t in tensors)
+
+
+def ntuple(v: Any, n: int) -> tuple[int, ...] | None:
+    if is_int(v):
+        return (int(v),) * n
+    if isinstance(v, (tuple, list)) and all(is_int(d) for d in v):
+        if len(v) == n:
+            return tuple(int(d) for d in v)
+        if len(v) == 1:
+            return (int(v[0]),) * n
+    return None

@@ -1,0 +1,156 @@
+"""Arithmetic and Python values: broadcasting operators, sizes, ``getattr``, dtype conversions, asserts.
+
+Python values (sizes, ints) are computed by running the Python operator itself, which is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..records import FlopKind
+from ._common import REQUIRED, OpRule, Spec, bind, broadcast, elementwise, first_tensor, fn, new, norm_dim
+from .activations import _X, _unary_rule
+from .linalg import _MATMUL, _matmul
+from .registry import FALLBACK, builtin
+
+__all__: tuple[str, ...] = ()
+
+
+def _binary_rule(spec: Spec) -> OpRule:
+    """Broadcasting arithmetic: tensors of one floating dtype, plus Python numbers."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        b = bind(args, kwargs, spec)
+        if b is None:
+            return FALLBACK
+        a, other, *rest = b
+        operands = (a, other)
+        tensors = [v for v in operands if isinstance(v, torch.Tensor)]
+        if not tensors:
+            return FALLBACK
+        if any(isinstance(v, torch.Tensor) for v in rest):
+            return FALLBACK
+        if any(isinstance(v, bool) or not isinstance(v, (torch.Tensor, int, float)) for v in operands):
+            return FALLBACK  # bools (x - True is an error on the CPU only), complex, strings...
+        dtype = tensors[0].dtype
+        if not tensors[0].is_floating_point() or any(t.dtype != dtype for t in tensors):
+            return FALLBACK
+        shape = broadcast(*(t.shape for t in tensors))
+        if shape is None:
+            return FALLBACK
+        return elementwise(tensors, shape, dtype)
+
+    return rule
+
+
+_BINARY: Spec = (("input", REQUIRED), ("other", REQUIRED))
+_BINARY_ALPHA: Spec = (("input", REQUIRED), ("other", REQUIRED), ("alpha", 1))
+_BINARY_DIV: Spec = (("input", REQUIRED), ("other", REQUIRED), ("rounding_mode", None))
+
+
+def _size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("dim", None)))
+    if b is None or not isinstance(b[0], torch.Tensor):
+        return FALLBACK
+    if b[1] is None:
+        return b[0].shape
+    d = norm_dim(b[1], b[0].dim())
+    return FALLBACK if d is None or b[0].dim() == 0 else int(b[0].shape[d])
+
+
+def _dim(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+        return FALLBACK
+    return args[0].dim()
+
+
+_TENSOR_ATTRS = frozenset({"shape", "dtype", "ndim", "device"})
+
+
+def _getattr(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if kwargs or len(args) != 2 or not isinstance(args[1], str):
+        return FALLBACK
+    obj, name = args
+    if isinstance(obj, torch.Tensor):
+        return getattr(obj, name) if name in _TENSOR_ATTRS else FALLBACK
+    return getattr(obj, name)
+
+
+def _to_dtype(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.to(dtype)``, ``x.float()``-style conversions of a contiguous tensor."""
+    if len(args) != 2 or not isinstance(args[0], torch.Tensor) or not isinstance(args[1], torch.dtype):
+        return FALLBACK
+    if kwargs:
+        return FALLBACK
+    x, dtype = args
+    if x.dtype == dtype:
+        return x
+    return new(x.shape, dtype) if x.is_contiguous() else FALLBACK
+
+
+def _assert(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not kwargs and args and args[0] is True:
+        return None
+    return FALLBACK
+
+
+def _python_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run a Python operator on Python values (sizes, ints): exact by construction."""
+    return fn(*args, **kwargs)
+
+
+def _python_or(fn: Callable[..., Any], tensor_rule: OpRule | None) -> OpRule:
+    """An operator: run it on Python values, use ``tensor_rule`` on tensors."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not any(isinstance(a, torch.Tensor) for a in args) and not any(
+            isinstance(v, torch.Tensor) for v in kwargs.values()
+        ):
+            if any(isinstance(a, (list, tuple, dict)) and first_tensor(a) is not None for a in args):
+                return FALLBACK
+            return _python_call(fn, args, kwargs)
+        return tensor_rule(args, kwargs) if tensor_rule is not None else FALLBACK
+
+    return rule
+
+
+builtin(operator.neg, shape=fn(_python_or(operator.neg, _unary_rule(_X))))
+for _arith in (operator.add, operator.sub, operator.mul, operator.truediv):
+    builtin(_arith, shape=fn(_python_or(_arith, _binary_rule(_BINARY))))
+builtin(operator.matmul, shape=fn(_python_or(operator.matmul, _matmul)), macs=_MATMUL, kind=FlopKind.MATMUL)
+_PYTHON_OPS: tuple[Callable[..., Any], ...] = (
+    operator.floordiv,
+    operator.mod,
+    operator.pow,
+    operator.eq,
+    operator.ne,
+    operator.lt,
+    operator.le,
+    operator.gt,
+    operator.ge,
+    operator.not_,
+    operator.and_,
+    operator.or_,
+    len,
+    math.sqrt,
+    math.ceil,
+    math.floor,
+    math.prod,
+)
+for _op in _PYTHON_OPS:
+    builtin(_op, shape=fn(_python_or(_op, None)))
+builtin(getattr, shape=fn(_getattr))
+builtin(torch._assert, shape=fn(_assert))
+builtin(torch.add, "add", shape=fn(_binary_rule(_BINARY_ALPHA)))
+builtin(torch.sub, "sub", shape=fn(_binary_rule(_BINARY_ALPHA)))
+builtin(torch.mul, "mul", shape=fn(_binary_rule(_BINARY)))
+builtin(torch.div, "div", shape=fn(_binary_rule(_BINARY_DIV)))
+builtin(torch.maximum, torch.minimum, shape=fn(_binary_rule(_BINARY)))
+builtin("size", shape=fn(_size))
+builtin("dim", shape=fn(_dim))
+builtin("to", shape=fn(_to_dtype))

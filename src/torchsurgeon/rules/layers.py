@@ -1,0 +1,311 @@
+"""Layers with weights whose fit depends on the input: convolutions, linear layers, norms, embeddings.
+
+Their shape rules check the fit: a layer that does not fit reports a
+mismatch (expected vs got, and a fix that runs as written, from
+:mod:`torchsurgeon.resize`) and returns the output *as if it had been
+resized to fit*, so propagation goes on and one call lists every invalid
+layer.  MAC and FLOP formulas sit beside each rule.
+
+FLOP conventions: convolutions and linear layers count MACs (``flops = 2 *
+macs``, as ``torch.utils.flop_counter.FlopCounterMode``; biases not
+counted); norms follow fvcore's per-element estimates: batch norm at
+inference 2 per element with affine weights (1 without); layer, group and
+instance norm, and batch norm in training, 5 per element with affine
+weights (4 without); RMS norm 4 with a weight (3 without).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..records import FlopKind
+from ..resize import fold_fix, rebuild_fix
+from ._common import REQUIRED, Spec, bind, float_tensor, fn, is_int, new, numel, one_tensor
+from .registry import FALLBACK, Call, builtin
+
+__all__: tuple[str, ...] = ()
+
+
+def _meta(shape: Any, like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(tuple(shape), dtype=like.dtype, device="meta")
+
+
+def _rank(call: Call, x: torch.Tensor, ranks: tuple[int, ...], layout: str) -> bool:
+    if x.dim() in ranks:
+        return True
+    call.mismatch(
+        "input rank",
+        " or ".join(str(r) for r in ranks) + f" {layout}",
+        f"{x.dim()} {tuple(x.shape)}",
+        "give the per-sample shape without the batch dimension (batch= adds it)"
+        if call.from_input
+        else "the previous layer gives a tensor of another rank: reshape before this layer",
+    )
+    return False
+
+
+def _fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str:
+    """Fold an input layer; otherwise fix the layer before, or replace this one with a layer that fits."""
+    if call.from_input and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(got, int):
+        return f"fold it with {fold_fix(m, got)}"
+    rebuild = rebuild_fix(m, call.layer, what, got)
+    before = f"the layer before gives {got}: make it give {expected}"
+    if call.from_input:
+        before = f"the input gives {got}: give {expected}"
+    return f"{before}, or replace the layer (new weights): {rebuild}" if rebuild else before
+
+
+def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
+    assert isinstance(m, (nn.modules.conv._ConvNd))
+    nsp = len(m.kernel_size)
+    if not _rank(call, x, (nsp + 2, nsp + 1), "(N, C, *spatial) or (C, *spatial)"):
+        return None
+    batched = x.dim() == nsp + 2
+    c = int(x.shape[1 if batched else 0])
+    transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
+    if c != m.in_channels:
+        call.mismatch("in_channels", m.in_channels, c, _fix(call, m, "in_channels", m.in_channels, c))
+    out_sp = []
+    for i, size in enumerate(x.shape[-nsp:]):
+        k, s, d = m.kernel_size[i], m.stride[i], m.dilation[i]
+        if transposed:
+            assert isinstance(m, nn.modules.conv._ConvTransposeNd)
+            p = m.padding[i]  # type: ignore[index]
+            o = (size - 1) * s - 2 * int(p) + d * (k - 1) + m.output_padding[i] + 1
+        elif isinstance(m.padding, str):
+            o = size if m.padding == "same" else (size - d * (k - 1) - 1) // s + 1
+        else:
+            o = (size + 2 * int(m.padding[i]) - d * (k - 1) - 1) // s + 1
+        if o <= 0:
+            need = d * (k - 1) + 1 - (0 if isinstance(m.padding, str) else 2 * int(m.padding[i]))  # type: ignore[index]
+            call.mismatch(
+                f"spatial size (dim {i})",
+                f">= {need}",
+                size,
+                "use a larger input, or less downsampling before this layer",
+            )
+            o = 1
+        out_sp.append(o)
+    lead = (x.shape[0],) if batched else ()
+    return _meta((*lead, m.out_channels, *out_sp), x)
+
+
+def _linear_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
+    assert isinstance(m, nn.Linear)
+    if not _rank(call, x, tuple(range(1, 9)), "(..., in_features)"):
+        return None
+    got = int(x.shape[-1])
+    if got != m.in_features:
+        fix = _fix(call, m, "in_features", m.in_features, got)
+        if not call.from_input:
+            fix += f" (an nn.AdaptiveAvgPool before flatten gives {m.in_features} features for any input size)"
+        call.mismatch("in_features", m.in_features, got, fix)
+    return _meta((*x.shape[:-1], m.out_features), x)
+
+
+_NORM_RANKS: dict[type[nn.Module], tuple[int, ...]] = {
+    nn.BatchNorm1d: (2, 3),
+    nn.BatchNorm2d: (4,),
+    nn.BatchNorm3d: (5,),
+    nn.InstanceNorm1d: (2, 3),
+    nn.InstanceNorm2d: (3, 4),
+    nn.InstanceNorm3d: (4, 5),
+}
+
+
+def _batchnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
+    assert isinstance(m, nn.modules.batchnorm._NormBase)
+    ranks = _NORM_RANKS.get(type(m), (2, 3, 4, 5))
+    if not _rank(call, x, ranks, "(N, C, ...)"):
+        return None
+    channel_dim = 0 if isinstance(m, nn.modules.instancenorm._InstanceNorm) and x.dim() == min(ranks) else 1
+    got = int(x.shape[channel_dim])
+    checks = m.affine or m.track_running_stats or not isinstance(m, nn.modules.instancenorm._InstanceNorm)
+    if checks and got != m.num_features:
+        call.mismatch("num_features", m.num_features, got, _fix(call, m, "num_features", m.num_features, got))
+    return _meta(x.shape, x)
+
+
+def _groupnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
+    assert isinstance(m, nn.GroupNorm)
+    if not _rank(call, x, tuple(range(2, 9)), "(N, C, ...)"):
+        return None
+    got = int(x.shape[1])
+    if got != m.num_channels:
+        call.mismatch("num_channels", m.num_channels, got, _fix(call, m, "num_channels", m.num_channels, got))
+    if got % m.num_groups:
+        call.mismatch(
+            "channels % num_groups", 0, f"{got} % {m.num_groups}", "use a channel count divisible by num_groups"
+        )
+    return _meta(x.shape, x)
+
+
+def _layernorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
+    assert isinstance(m, (nn.LayerNorm, nn.RMSNorm))
+    n = len(m.normalized_shape)
+    got = tuple(int(d) for d in x.shape[-n:]) if x.dim() >= n else tuple(x.shape)
+    if got != tuple(m.normalized_shape):
+        expected = tuple(m.normalized_shape)
+        call.mismatch("normalized_shape", expected, got, _fix(call, m, "normalized_shape", expected, got))
+    return _meta(x.shape, x)
+
+
+def _embedding_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
+    assert isinstance(m, nn.Embedding)
+    if x.is_floating_point():
+        call.mismatch("input dtype", "an integer dtype (token ids)", str(x.dtype), "pass a torch.long tensor as input")
+    return torch.empty((*x.shape, m.embedding_dim), dtype=m.weight.dtype, device="meta")
+
+
+def _layer_norm_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    spec: Spec = (("input", REQUIRED), ("normalized_shape", REQUIRED), ("weight", None), ("bias", None))
+    b = bind(args, kwargs, (*spec, ("eps", 1e-5)))
+    if b is None or not float_tensor(b[0]) or not b[0].is_contiguous():
+        return FALLBACK
+    x, norm_shape, w, bias = b[0], b[1], b[2], b[3]
+    if isinstance(norm_shape, int):
+        norm_shape = (norm_shape,)
+    if not isinstance(norm_shape, (tuple, list, torch.Size)) or not norm_shape:
+        return FALLBACK
+    n = len(norm_shape)
+    if x.dim() < n or tuple(x.shape[-n:]) != tuple(norm_shape):
+        return FALLBACK
+    for t in (w, bias):
+        if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(norm_shape)):
+            return FALLBACK
+    return new(x.shape, x.dtype)
+
+
+def _contiguous_only(rule: Any) -> Any:
+    """A layer whose output keeps its input's layout (batch norm): a fitting non-contiguous input runs on meta."""
+
+    def checked(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+        out = rule(m, call, x)
+        if out is not None and not call.findings and not x.is_contiguous():
+            return FALLBACK
+        return out
+
+    return checked
+
+
+_CONV_SPEC: Spec = (
+    ("input", REQUIRED),
+    ("weight", REQUIRED),
+    ("bias", None),
+    ("stride", 1),
+    ("padding", 0),
+    ("dilation", 1),
+    ("groups", 1),
+)
+
+
+def _functional_conv(fn: Any) -> Any:
+    """``F.convNd`` on a computed weight (timm's ScaledStdConv2d): check the channels, continue resized.
+
+    The mismatch names the module whose ``forward`` calls the convolution.
+    A call that fits runs on meta (no closed form for every padding mode).
+    """
+
+    def shape(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
+        bound = bind(args, kwargs, _CONV_SPEC)
+        if bound is None:
+            return FALLBACK
+        x, weight, groups = bound[0], bound[1], bound[6]
+        if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor) or not is_int(groups):
+            return FALLBACK
+        expected, got = int(weight.shape[1]) * groups, int(x.shape[1]) if x.dim() == weight.dim() else -1
+        if got in (-1, expected) or got % groups:
+            return FALLBACK
+        owner = call.scope_module
+        layer = call.scope or call.layer
+        kind = type(owner).__name__ if owner is not None else call.type
+        if owner is not None and isinstance(owner, nn.modules.conv._ConvNd):
+            named = Call(layer, kind, call.from_input)
+            fix = _fix(named, owner, "in_channels", expected, got)
+        else:
+            fix = f"the layer before gives {got}: make it give {expected}"
+        bound[1] = torch.empty((weight.shape[0], got // groups, *weight.shape[2:]), dtype=weight.dtype, device="meta")
+        with torch.device("meta"):
+            out = fn(*bound)
+        call.mismatch("in_channels", expected, got, fix, layer=layer, type=kind)
+        return out
+
+    return shape
+
+
+# --------------------------------------------------------------------------- MACs and FLOPs
+
+
+def _conv_macs(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    x = args[0].shape
+    nsp = len(m.kernel_size)
+    batched = len(x) == nsp + 2
+    c_in = x[1 if batched else 0]  # the input's channels: an invalid layer counts as resized to fit
+    groups = m.groups if c_in % m.groups == 0 else 1
+    k = numel(m.kernel_size)
+    if isinstance(m, nn.modules.conv._ConvTransposeNd):
+        n = x[0] if batched else 1
+        return int(n * numel(x[-nsp:]) * k * c_in * (m.out_channels // groups))
+    return int(numel(out.shape) * (c_in // groups) * k)
+
+
+def _linear_macs(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    x = args[0].shape
+    return numel(x[:-1]) * int(x[-1]) * int(m.out_features)
+
+
+def _norm_flops(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    elements = int(args[0].numel())
+    affine = getattr(m, "weight", None) is not None
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if not (m.training or not m.track_running_stats):
+            return elements * (2 if affine else 1)
+    if isinstance(m, nn.RMSNorm):
+        return elements * (4 if affine else 3)
+    return elements * (5 if affine else 4)
+
+
+def _conv_fn_macs(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    bound = bind(args, kwargs, _CONV_SPEC)
+    if bound is None or not isinstance(out, torch.Tensor):
+        return 0
+    w = bound[1].shape
+    return numel(out.shape) * int(w[1]) * numel(w[2:])
+
+
+def _norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    """F.layer_norm / F.group_norm: 5 per element with a weight, 4 without."""
+    spec: Spec = (("input", REQUIRED), ("shape_or_groups", REQUIRED), ("weight", None))
+    bound = bind(args, {k: v for k, v in kwargs.items() if k == "weight"}, spec)
+    if bound is None or not isinstance(bound[0], torch.Tensor):
+        return 0
+    return int(bound[0].numel()) * (5 if bound[2] is not None else 4)
+
+
+# --------------------------------------------------------------------------- registrations
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+builtin(*_CONVS, shape=one_tensor(_conv_rule), macs=_conv_macs, kind=FlopKind.CONV, fits=True)
+builtin(nn.Linear, shape=one_tensor(_linear_rule), macs=_linear_macs, kind=FlopKind.LINEAR, fits=True)
+builtin(
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    shape=one_tensor(_contiguous_only(_batchnorm_rule)),
+    flops=_norm_flops,
+    kind=FlopKind.NORM,
+    fits=True,
+)
+builtin(nn.GroupNorm, shape=one_tensor(_groupnorm_rule), flops=_norm_flops, kind=FlopKind.NORM, fits=True)
+builtin(nn.LayerNorm, shape=one_tensor(_layernorm_rule), flops=_norm_flops, kind=FlopKind.NORM, fits=True)
+builtin(
+    nn.RMSNorm, shape=one_tensor(_contiguous_only(_layernorm_rule)), flops=_norm_flops, kind=FlopKind.NORM, fits=True
+)
+builtin(nn.Embedding, shape=one_tensor(_embedding_rule), fits=True)
+for _fn in (F.conv1d, F.conv2d, F.conv3d):
+    builtin(_fn, shape=_functional_conv(_fn), macs=_conv_fn_macs, kind=FlopKind.CONV)
+builtin(F.layer_norm, shape=fn(_layer_norm_fn), flops=_norm_fn_flops, kind=FlopKind.NORM)
+builtin(F.group_norm, flops=_norm_fn_flops, kind=FlopKind.NORM)

@@ -1,0 +1,233 @@
+"""Matrix products and attention: matmul, bmm, mm, F.linear, F.embedding, scaled dot-product and multi-head attention.
+
+MACs count multiply-accumulates (``flops = 2 * macs``, as FlopCounterMode);
+``einsum`` and friends are listed as uncounted rather than counted as zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..records import FlopKind
+from ._common import REQUIRED, Spec, bind, broadcast, float_tensor, fn, fn_count, new, numel, same_float, view
+from .registry import FALLBACK, Call, builtin
+
+__all__: tuple[str, ...] = ()
+
+
+def _matmul(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("other", REQUIRED)))
+    if b is None or not same_float(b[0], b[1]):
+        return FALLBACK
+    a, c = b[0], b[1]
+    if a.dim() == 0 or c.dim() == 0:
+        return FALLBACK
+    if a.shape[-1] != c.shape[-2 if c.dim() > 1 else -1]:
+        return FALLBACK
+    if a.dim() == 1 and c.dim() == 1:
+        return new((), a.dtype)
+    if c.dim() == 1:
+        return new(a.shape[:-1], a.dtype)
+    if a.dim() == 1:
+        return new((*c.shape[:-2], c.shape[-1]), a.dtype)
+    batch = broadcast(a.shape[:-2], c.shape[:-2])
+    if batch is None:
+        return FALLBACK
+    return new((*batch, a.shape[-2], c.shape[-1]), a.dtype)
+
+
+def _bmm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("mat2", REQUIRED)))
+    if b is None or not same_float(b[0], b[1]):
+        return FALLBACK
+    a, c = b[0], b[1]
+    if a.dim() != 3 or c.dim() != 3 or a.shape[0] != c.shape[0] or a.shape[2] != c.shape[1]:
+        return FALLBACK
+    return new((a.shape[0], a.shape[1], c.shape[2]), a.dtype)
+
+
+def _linear_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("weight", REQUIRED), ("bias", None)))
+    if b is None or not same_float(b[0], b[1]):
+        return FALLBACK
+    x, w, bias = b
+    if x.dim() == 0 or w.dim() != 2 or x.shape[-1] != w.shape[1]:
+        return FALLBACK
+    if bias is not None and (not same_float(x, bias) or tuple(bias.shape) != (w.shape[0],)):
+        return FALLBACK
+    return new((*x.shape[:-1], w.shape[0]), x.dtype)
+
+
+def _embedding_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    spec: Spec = (
+        ("input", REQUIRED),
+        ("weight", REQUIRED),
+        ("padding_idx", None),
+        ("max_norm", None),
+        ("norm_type", 2.0),
+        ("scale_grad_by_freq", False),
+        ("sparse", False),
+    )
+    b = bind(args, kwargs, spec)
+    if b is None or not isinstance(b[0], torch.Tensor) or not isinstance(b[1], torch.Tensor):
+        return FALLBACK
+    ids, w = b[0], b[1]
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool or w.dim() != 2 or b[3] is not None:
+        return FALLBACK
+    return new((*ids.shape, w.shape[1]), w.dtype)
+
+
+def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    spec: Spec = (
+        ("query", REQUIRED),
+        ("key", REQUIRED),
+        ("value", REQUIRED),
+        ("attn_mask", None),
+        ("dropout_p", 0.0),
+        ("is_causal", False),
+        ("scale", None),
+        ("enable_gqa", False),
+    )
+    b = bind(args, kwargs, spec)
+    if b is None:
+        return FALLBACK
+    q, k, v, mask, dropout_p, is_causal, scale, gqa = b
+    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)) or mask is not None or gqa is not False:
+        return FALLBACK
+    dtype = q.dtype
+    if not dtype.is_floating_point or k.dtype != dtype or v.dtype != dtype:
+        return FALLBACK
+    if not isinstance(dropout_p, (int, float)) or not isinstance(is_causal, bool):
+        return FALLBACK
+    if scale is not None and not isinstance(scale, (int, float)):
+        return FALLBACK
+    if not q.dim() == k.dim() == v.dim() or q.dim() < 3:
+        return FALLBACK
+    if q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1] or q.shape[-1] != k.shape[-1]:
+        return FALLBACK
+    return new((*q.shape[:-1], v.shape[-1]), dtype)
+
+
+def _mha_module(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
+    """nn.MultiheadAttention without masks: (output, averaged or per-head weights or None)."""
+    assert isinstance(m, nn.MultiheadAttention)
+    spec: Spec = (
+        ("query", REQUIRED),
+        ("key", REQUIRED),
+        ("value", REQUIRED),
+        ("key_padding_mask", None),
+        ("need_weights", True),
+        ("attn_mask", None),
+        ("average_attn_weights", True),
+        ("is_causal", False),
+    )
+    b = bind(args, kwargs, spec)
+    if b is None:
+        return FALLBACK
+    q, k, v, key_padding_mask, need_weights, attn_mask, average, is_causal = b
+    if key_padding_mask is not None or attn_mask is not None or is_causal is not False:
+        return FALLBACK
+    if not isinstance(need_weights, bool) or not isinstance(average, bool):
+        return FALLBACK
+    if not float_tensor(q) or not isinstance(k, torch.Tensor) or not isinstance(v, torch.Tensor):
+        return FALLBACK
+    weight = m.in_proj_weight if m.in_proj_weight is not None else m.q_proj_weight
+    if k.dtype != q.dtype or v.dtype != q.dtype or weight is None or weight.dtype != q.dtype:
+        return FALLBACK
+    if m.bias_k is not None or m.add_zero_attn or q.dim() not in (2, 3) or not q.dim() == k.dim() == v.dim():
+        return FALLBACK
+    if q.shape[-1] != m.embed_dim or k.shape[-1] != m.kdim or v.shape[-1] != m.vdim:
+        return FALLBACK
+    e, heads = m.embed_dim, m.num_heads
+    if q.dim() == 2:
+        length, source = int(q.shape[0]), int(k.shape[0])
+        if v.shape[0] != source:
+            return FALLBACK
+        out = new((length, e), q.dtype)
+        lead: tuple[int, ...] = ()
+    else:
+        if m.batch_first:
+            (n, length), (nk, source), (nv, sv) = q.shape[:2], k.shape[:2], v.shape[:2]
+        else:
+            (length, n), (source, nk), (sv, nv) = q.shape[:2], k.shape[:2], v.shape[:2]
+        if nk != n or nv != n or sv != source:
+            return FALLBACK
+        # computed sequence-first, returned transposed when batch_first
+        out = view((n, length, e), (e, n * e, 1), q.dtype) if m.batch_first else new((length, n, e), q.dtype)
+        lead = (int(n),)
+    if not need_weights:
+        return (out, None)
+    per_head: tuple[int, ...] = () if average else (heads,)
+    return (out, new((*lead, *per_head, length, source), q.dtype))
+
+
+def _matmul_shapes(a: Any, b: Any) -> int:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.dim() == 0 or b.dim() == 0:
+        return 0
+    a2 = (1, *a.shape) if a.dim() == 1 else tuple(a.shape)
+    b2 = (*b.shape, 1) if b.dim() == 1 else tuple(b.shape)
+    batch = broadcast(a2[:-2], b2[:-2]) or ()
+    return numel(batch) * a2[-2] * a2[-1] * b2[-1]
+
+
+def _matmul_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    values = [*args, *kwargs.values()]
+    return _matmul_shapes(values[0], values[1]) if len(values) >= 2 else 0
+
+
+def _linear_fn_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    b = bind(args, kwargs, (("input", REQUIRED), ("weight", REQUIRED), ("bias", None)))
+    if b is None:
+        return 0
+    x, w = b[0].shape, b[1].shape
+    return numel(x[:-1]) * int(x[-1]) * int(w[0])
+
+
+def _sdpa_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    named = [kwargs.get(name) for name in ("query", "key", "value")]
+    tensors = [t for t in (*args[:3], *named) if isinstance(t, torch.Tensor)]
+    if len(tensors) < 3:
+        return 0
+    q, k, v = (t.shape for t in tensors[:3])
+    return numel(q[:-1]) * k[-2] * (q[-1] + v[-1])
+
+
+def _mha_macs(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    named = [kwargs.get(name) for name in ("query", "key", "value")]
+    tensors = [t for t in (*args[:3], *named) if isinstance(t, torch.Tensor)]
+    if len(tensors) < 3:
+        return 0
+    q, k = tensors[0].shape, tensors[1].shape
+    e = m.embed_dim
+    if len(q) == 3 and m.batch_first:
+        n, length, source = q[0], q[1], k[1]
+    elif len(q) == 3:
+        n, length, source = q[1], q[0], k[0]
+    else:
+        n, length, source = 1, q[0], k[0]
+    kdim, vdim = int(m.kdim), int(m.vdim)
+    projections = n * (length * e * e + source * kdim * e + source * vdim * e + length * e * e)
+    return int(projections + n * length * source * e * 2)  # q @ k^T and weights @ v over all heads
+
+
+_MATMUL = fn_count(_matmul_macs)
+builtin(torch.matmul, "matmul", shape=fn(_matmul), macs=_MATMUL, kind=FlopKind.MATMUL)
+builtin(torch.bmm, "bmm", shape=fn(_bmm), macs=_MATMUL, kind=FlopKind.MATMUL)
+builtin(torch.mm, "mm", macs=_MATMUL, kind=FlopKind.MATMUL)
+builtin(F.linear, shape=fn(_linear_fn), macs=fn_count(_linear_fn_macs), kind=FlopKind.LINEAR)
+builtin(F.embedding, shape=fn(_embedding_fn))
+builtin(F.scaled_dot_product_attention, shape=fn(_sdpa), macs=fn_count(_sdpa_macs), kind=FlopKind.ATTENTION)
+builtin(nn.MultiheadAttention, shape=_mha_module, macs=_mha_macs, kind=FlopKind.ATTENTION)
+builtin(
+    torch.einsum,
+    torch.tensordot,
+    torch.addmm,
+    torch.baddbmm,
+    torch.mv,
+    "einsum",
+    uncounted=True,
+)

@@ -1,0 +1,168 @@
+"""Pooling: max, average and adaptive pooling, functions and modules (no FLOPs counted)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._common import REQUIRED, OpRule, Spec, bind, float_tensor, fn, is_int, new, ntuple, one_tensor
+from .registry import FALLBACK, Call, builtin
+
+__all__: tuple[str, ...] = ()
+
+
+def _pool(
+    x: Any,
+    nsp: int,
+    kernel: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    ceil_mode: Any,
+    is_max: bool,
+) -> Any:
+    """Output of max/avg pooling (torch's pooling_output_shape), else FALLBACK."""
+    if not float_tensor(x) or not x.is_contiguous() or x.dim() not in (nsp + 1, nsp + 2):
+        return FALLBACK
+    if not isinstance(ceil_mode, bool):
+        return FALLBACK
+    k = ntuple(kernel, nsp)
+    s = k if stride is None or stride == [] or stride == () else ntuple(stride, nsp)
+    p, d = ntuple(padding, nsp), ntuple(dilation, nsp)
+    if k is None or s is None or p is None or d is None:
+        return FALLBACK
+    out = []
+    for i, size in enumerate(x.shape[-nsp:]):
+        ki, si, pi, di = k[i], s[i], p[i], d[i]
+        if ki <= 0 or si <= 0 or di <= 0 or pi < 0:
+            return FALLBACK
+        if pi > ki // 2:  # torch: "pad should be at most half of kernel size" (dilation aside)
+            return FALLBACK
+        if not is_max and nsp == 3 and size < ki:  # avg_pool3d: "input image smaller than kernel size"
+            return FALLBACK
+        o = (size + 2 * pi - di * (ki - 1) - 1 + (si - 1 if ceil_mode else 0)) // si + 1
+        if ceil_mode and (o - 1) * si >= size + pi:
+            o -= 1
+        if o < 1 or size < 1:
+            return FALLBACK
+        out.append(o)
+    return new((*x.shape[:-nsp], *out), x.dtype)
+
+
+def _max_pool_fn(nsp: int) -> OpRule:
+    spec: Spec = (
+        ("input", REQUIRED),
+        ("kernel_size", REQUIRED),
+        ("stride", None),
+        ("padding", 0),
+        ("dilation", 1),
+        ("ceil_mode", False),
+        ("return_indices", False),
+    )
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        b = bind(args, kwargs, spec)
+        if b is None or b[6] is not False:
+            return FALLBACK
+        return _pool(b[0], nsp, b[1], b[2], b[3], b[4], b[5], is_max=True)
+
+    return rule
+
+
+def _avg_pool_fn(nsp: int) -> OpRule:
+    spec: Spec = (
+        ("input", REQUIRED),
+        ("kernel_size", REQUIRED),
+        ("stride", None),
+        ("padding", 0),
+        ("ceil_mode", False),
+        ("count_include_pad", True),
+        *((("divisor_override", None),) if nsp > 1 else ()),
+    )
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        b = bind(args, kwargs, spec)
+        if b is None or (nsp > 1 and b[6] is not None and (not is_int(b[6]) or b[6] == 0)):
+            return FALLBACK
+        return _pool(b[0], nsp, b[1], b[2], b[3], 1, b[4], is_max=False)
+
+    return rule
+
+
+def _adaptive_pool(x: Any, nsp: int, output_size: Any) -> Any:
+    if not float_tensor(x) or not x.is_contiguous() or x.dim() not in (nsp + 1, nsp + 2):
+        return FALLBACK
+    if any(d == 0 for d in x.shape[-nsp - 1 :]):
+        return FALLBACK
+    if is_int(output_size):
+        sizes: Sequence[Any] = (output_size,) * nsp
+    elif isinstance(output_size, (tuple, list)) and len(output_size) == nsp:
+        sizes = output_size
+    else:
+        return FALLBACK
+    out = []
+    for i, want in enumerate(sizes):
+        if want is None and nsp > 1:  # "keep this size" exists for 2-d and 3-d pooling only
+            out.append(int(x.shape[x.dim() - nsp + i]))
+        elif is_int(want) and want >= 0:
+            out.append(int(want))
+        else:
+            return FALLBACK
+    return new((*x.shape[:-nsp], *out), x.dtype)
+
+
+def _adaptive_pool_fn(nsp: int, is_max: bool) -> OpRule:
+    spec: Spec = (("input", REQUIRED), ("output_size", REQUIRED), *((("return_indices", False),) if is_max else ()))
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        b = bind(args, kwargs, spec)
+        if b is None or (is_max and b[2] is not False):
+            return FALLBACK
+        return _adaptive_pool(b[0], nsp, b[1])
+
+    return rule
+
+
+def _max_pool_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    assert isinstance(m, nn.modules.pooling._MaxPoolNd)
+    if m.return_indices:
+        return FALLBACK
+    nsp = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(m)]  # type: ignore[index]
+    return _pool(x, nsp, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, is_max=True)
+
+
+def _avg_pool_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    assert isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d))
+    if getattr(m, "divisor_override", None) == 0:
+        return FALLBACK
+    nsp = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}[type(m)]
+    return _pool(x, nsp, m.kernel_size, m.stride, m.padding, 1, m.ceil_mode, is_max=False)
+
+
+def _adaptive_pool_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    nsp = int(type(m).__name__[-2])  # AdaptiveAvgPool2d -> 2
+    if getattr(m, "return_indices", False):
+        return FALLBACK
+    return _adaptive_pool(x, nsp, getattr(m, "output_size", None))
+
+
+for _n in (1, 2, 3):
+    builtin(getattr(F, f"max_pool{_n}d"), shape=fn(_max_pool_fn(_n)))
+    builtin(getattr(F, f"avg_pool{_n}d"), shape=fn(_avg_pool_fn(_n)))
+    builtin(getattr(F, f"adaptive_avg_pool{_n}d"), shape=fn(_adaptive_pool_fn(_n, is_max=False)))
+    builtin(getattr(F, f"adaptive_max_pool{_n}d"), shape=fn(_adaptive_pool_fn(_n, is_max=True)))
+builtin(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, shape=one_tensor(_max_pool_module))
+builtin(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, shape=one_tensor(_avg_pool_module))
+builtin(
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    shape=one_tensor(_adaptive_pool_module),
+)

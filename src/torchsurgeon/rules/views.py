@@ -1,0 +1,368 @@
+"""Views and shape changes: flatten, view/reshape, permute, transpose, squeeze, expand, indexing, split, cat, stack.
+
+View ops compute the view's strides for any input; no FLOPs.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._common import (
+    REQUIRED,
+    bind,
+    fn,
+    is_int,
+    new,
+    norm_dim,
+    one_tensor,
+    suggest_memory_format,
+    view,
+)
+from .registry import FALLBACK, Call, builtin
+
+__all__: tuple[str, ...] = ()
+
+
+def _flatten_shape(shape: Sequence[int], start: Any, end: Any) -> tuple[int, ...] | None:
+    rank = len(shape)
+    s, e = norm_dim(start, rank), norm_dim(end, rank)
+    if s is None or e is None or s > e:
+        return None
+    if rank == 0:
+        return (1,)
+    return (*shape[:s], math.prod(shape[s : e + 1]), *shape[e + 1 :])
+
+
+def _flatten(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("start_dim", 0), ("end_dim", -1)))
+    if b is None or not isinstance(b[0], torch.Tensor) or not b[0].is_contiguous():
+        return FALLBACK
+    shape = _flatten_shape(b[0].shape, b[1], b[2])
+    return FALLBACK if shape is None else new(shape, b[0].dtype)
+
+
+def _infer_shape(sizes: Sequence[Any], numel: int) -> tuple[int, ...] | None:
+    """``view``/``reshape`` sizes with one ``-1`` resolved; None when they do not fit ``numel``."""
+    if not all(is_int(d) and d >= -1 for d in sizes) or sum(1 for d in sizes if d == -1) > 1:
+        return None
+    known = math.prod(d for d in sizes if d != -1)
+    if -1 in sizes:
+        if known == 0 or numel % known:
+            return None
+        return tuple(numel // known if d == -1 else int(d) for d in sizes)
+    return tuple(int(d) for d in sizes) if known == numel else None
+
+
+def _sizes(rest: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Method sizes given as ``*sizes`` or as one sequence."""
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list, torch.Size)):
+        return tuple(rest[0])
+    return rest
+
+
+def _view_method(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x, *rest = args
+    sizes = _sizes(tuple(rest))
+    if kwargs or not isinstance(x, torch.Tensor) or not sizes or not x.is_contiguous():
+        return FALLBACK  # view(dtype), keyword sizes, non-contiguous strides: meta knows
+    shape = _infer_shape(sizes, x.numel())
+    return FALLBACK if shape is None else new(shape, x.dtype)
+
+
+def _reshape_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("shape", REQUIRED)))
+    if b is None or not isinstance(b[1], (tuple, list, torch.Size)):
+        return FALLBACK
+    return _view_method((b[0], tuple(b[1])), {})
+
+
+def _permute_of(x: Any, dims: Any) -> Any:
+    if not isinstance(x, torch.Tensor) or not isinstance(dims, (tuple, list)) or len(dims) != x.dim():
+        return FALLBACK
+    norm = [norm_dim(d, x.dim()) for d in dims]
+    if any(d is None for d in norm) or len(set(norm)) != len(norm):
+        return FALLBACK
+    shape, stride = x.shape, x.stride()
+    return view([shape[d] for d in norm], [stride[d] for d in norm], x.dtype)  # type: ignore[index]
+
+
+def _permute_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("dims", REQUIRED)))
+    return FALLBACK if b is None else _permute_of(b[0], b[1])
+
+
+def _permute_method(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x, *rest = args
+    if kwargs or not rest:
+        return FALLBACK
+    return _permute_of(x, _sizes(tuple(rest)))
+
+
+def _transpose(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("dim0", REQUIRED), ("dim1", REQUIRED)))
+    if b is None or not isinstance(b[0], torch.Tensor):
+        return FALLBACK
+    x = b[0]
+    d0, d1 = norm_dim(b[1], x.dim()), norm_dim(b[2], x.dim())
+    if d0 is None or d1 is None:
+        return FALLBACK
+    if x.dim() == 0:
+        return view((), (), x.dtype)
+    dims = list(range(x.dim()))
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return _permute_of(x, dims)
+
+
+def _contiguous(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+        return FALLBACK
+    x = args[0]
+    return x if x.is_contiguous() else new(x.shape, x.dtype)
+
+
+def _unsqueeze(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("dim", REQUIRED)))
+    if b is None or not isinstance(b[0], torch.Tensor):
+        return FALLBACK
+    x = b[0]
+    d = norm_dim(b[1], x.dim() + 1)
+    if d is None:
+        return FALLBACK
+    shape, stride = list(x.shape), list(x.stride())
+    new_stride = 1 if d >= x.dim() else shape[d] * stride[d]
+    return view([*shape[:d], 1, *shape[d:]], [*stride[:d], new_stride, *stride[d:]], x.dtype)
+
+
+def _squeeze(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not args or not isinstance(args[0], torch.Tensor) or set(kwargs) - {"dim"}:
+        return FALLBACK
+    x, rest = args[0], (*args[1:], *kwargs.values())
+    if len(rest) > 1:
+        return FALLBACK
+    rank = x.dim()
+    if not rest or rest[0] is None:
+        drop = {i for i in range(rank) if x.shape[i] == 1}
+    else:
+        dims = rest[0] if isinstance(rest[0], (tuple, list)) else (rest[0],)
+        norm = [norm_dim(d, rank) for d in dims]
+        if any(d is None for d in norm):
+            return FALLBACK
+        drop = {d for d in norm if d is not None and rank and x.shape[d] == 1}
+    keep = [i for i in range(rank) if i not in drop]
+    return view([x.shape[i] for i in keep], [x.stride()[i] for i in keep], x.dtype)
+
+
+def _expand(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    x, *rest = args
+    sizes = _sizes(tuple(rest))
+    if kwargs or not isinstance(x, torch.Tensor) or not rest or sizes is None or len(sizes) < x.dim():
+        return FALLBACK
+    if not all(is_int(d) for d in sizes):
+        return FALLBACK
+    lead = len(sizes) - x.dim()
+    shape, stride = [], []
+    for i, want in enumerate(sizes):
+        if i < lead:
+            if want < 0:
+                return FALLBACK
+            shape.append(int(want))
+            stride.append(0)
+            continue
+        have, st = int(x.shape[i - lead]), int(x.stride()[i - lead])
+        if want == -1 or want == have:
+            shape.append(have)
+            stride.append(st)
+        elif have == 1 and want >= 0:
+            shape.append(int(want))
+            stride.append(0)
+        else:
+            return FALLBACK
+    return view(shape, stride, x.dtype)
+
+
+def _index_tensor(x: torch.Tensor, index: Any) -> Any:
+    """Basic indexing (ints, slices with step >= 1, None, Ellipsis): a view."""
+    items = index if isinstance(index, tuple) else (index,)
+    if not all(is_int(i) or i is None or i is Ellipsis or isinstance(i, slice) for i in items):
+        return FALLBACK  # tensors, lists, bools: advanced indexing
+    if sum(1 for i in items if i is Ellipsis) > 1:
+        return FALLBACK
+    consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if consumed > x.dim():
+        return FALLBACK
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        items = (*items[:at], *(slice(None),) * (x.dim() - consumed), *items[at + 1 :])
+    else:
+        items = (*items, *(slice(None),) * (x.dim() - consumed))
+    shape, stride = [], []
+    dim = 0
+    xs, xt = list(x.shape), list(x.stride())
+    for item in items:
+        if item is None:
+            shape.append(1)
+            stride.append(xs[dim] * xt[dim] if dim < len(xs) else 1)
+            continue
+        size, st = xs[dim], xt[dim]
+        dim += 1
+        if isinstance(item, slice):
+            if not all(v is None or is_int(v) for v in (item.start, item.stop, item.step)):
+                return FALLBACK
+            if item.step is not None and item.step < 1:
+                return FALLBACK
+            start, stop, step = item.indices(size)
+            shape.append(max(0, (stop - start + step - 1) // step))
+            stride.append(st * step)
+        elif not -size <= item < size:
+            return FALLBACK  # IndexError: meta says it
+    return view(shape, stride, x.dtype)
+
+
+def _getitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if len(args) != 2 or kwargs:
+        return FALLBACK
+    obj, index = args
+    if isinstance(obj, torch.Tensor):
+        return _index_tensor(obj, index)
+    if isinstance(index, torch.Tensor):
+        return FALLBACK
+    return obj[index]
+
+
+def _split_views(x: torch.Tensor, sizes: Sequence[int], dim: int) -> tuple[torch.Tensor, ...]:
+    shape, stride = list(x.shape), list(x.stride())
+    out = []
+    for s in sizes:
+        shape[dim] = s
+        out.append(view(shape, stride, x.dtype))
+    return tuple(out)
+
+
+def _chunk(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("chunks", REQUIRED), ("dim", 0)))
+    if b is None or not isinstance(b[0], torch.Tensor) or not is_int(b[1]) or b[1] < 1:
+        return FALLBACK
+    x, chunks = b[0], int(b[1])
+    dim = norm_dim(b[2], x.dim())
+    if dim is None or x.dim() == 0 or x.shape[dim] == 0:
+        return FALLBACK
+    n = int(x.shape[dim])
+    step = -(-n // chunks)
+    return _split_views(x, [min(step, n - i) for i in range(0, n, step)], dim)
+
+
+def _split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("tensor", REQUIRED), ("split_size_or_sections", REQUIRED), ("dim", 0)))
+    if b is None or not isinstance(b[0], torch.Tensor) or b[0].dim() == 0:
+        return FALLBACK
+    x, size = b[0], b[1]
+    dim = norm_dim(b[2], x.dim())
+    if dim is None:
+        return FALLBACK
+    n = int(x.shape[dim])
+    if is_int(size) and size > 0 and n > 0:
+        return _split_views(x, [min(size, n - i) for i in range(0, n, size)], dim)
+    if isinstance(size, (list, tuple)) and all(is_int(s) and s >= 0 for s in size) and sum(size) == n:
+        return _split_views(x, [int(s) for s in size], dim)
+    return FALLBACK
+
+
+def _split_method(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if "split_size" in kwargs:
+        kwargs = {("split_size_or_sections" if k == "split_size" else k): v for k, v in kwargs.items()}
+    return _split(args, kwargs)
+
+
+def _cat_is_contiguous(tensors: Sequence[torch.Tensor], extra_dims: int = 0) -> bool:
+    """Whether ``cat`` gives a contiguous output: torch uses the inputs' common suggested memory format.
+
+    Only 4-d and 5-d tensors can suggest channels-last, and one input that
+    suggests the contiguous format makes the output contiguous.
+    """
+    if tensors[0].dim() + extra_dims not in (4, 5) or any(t.is_contiguous() for t in tensors):
+        return True
+    if suggest_memory_format is None or extra_dims:  # pragma: no cover - torch without _prims_common
+        return False
+    return any(suggest_memory_format(t) == torch.contiguous_format for t in tensors)
+
+
+def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("tensors", REQUIRED), ("dim", 0)))
+    if b is None or not isinstance(b[0], (list, tuple)) or not b[0]:
+        return FALLBACK
+    tensors = b[0]
+    if not all(isinstance(t, torch.Tensor) for t in tensors) or not _cat_is_contiguous(tensors):
+        return FALLBACK
+    first = tensors[0]
+    if first.dim() == 0 or any(t.dim() != first.dim() or t.dtype != first.dtype for t in tensors):
+        return FALLBACK
+    dim = norm_dim(b[1], first.dim())
+    if dim is None:
+        return FALLBACK
+    others = [s for i, s in enumerate(first.shape) if i != dim]
+    if any([s for i, s in enumerate(t.shape) if i != dim] != others for t in tensors):
+        return FALLBACK
+    shape = list(first.shape)
+    shape[dim] = sum(int(t.shape[dim]) for t in tensors)
+    return new(shape, first.dtype)
+
+
+def _stack(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("tensors", REQUIRED), ("dim", 0)))
+    if b is None or not isinstance(b[0], (list, tuple)) or not b[0]:
+        return FALLBACK
+    tensors = b[0]
+    if not all(isinstance(t, torch.Tensor) for t in tensors) or not _cat_is_contiguous(tensors, 1):
+        return FALLBACK
+    first = tensors[0]
+    if any(t.shape != first.shape or t.dtype != first.dtype for t in tensors):
+        return FALLBACK
+    dim = norm_dim(b[1], first.dim() + 1)
+    if dim is None:
+        return FALLBACK
+    shape = list(first.shape)
+    shape.insert(dim, len(tensors))
+    return new(shape, first.dtype)
+
+
+def _flatten_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    assert isinstance(m, nn.Flatten)
+    return _flatten((x, m.start_dim, m.end_dim), {})
+
+
+def _unflatten_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    assert isinstance(m, nn.Unflatten)
+    dim = norm_dim(m.dim, x.dim()) if isinstance(m.dim, int) else None
+    sizes = m.unflattened_size
+    if dim is None or x.dim() == 0 or not x.is_contiguous() or not isinstance(sizes, (tuple, list, torch.Size)):
+        return FALLBACK
+    inner = _infer_shape(tuple(sizes), int(x.shape[dim]))
+    if inner is None or not inner:
+        return FALLBACK
+    return new((*x.shape[:dim], *inner, *x.shape[dim + 1 :]), x.dtype)
+
+
+builtin(torch.flatten, "flatten", shape=fn(_flatten))
+builtin(torch.reshape, shape=fn(_reshape_fn))
+builtin("view", "reshape", shape=fn(_view_method))
+builtin(torch.permute, shape=fn(_permute_fn))
+builtin("permute", shape=fn(_permute_method))
+builtin(torch.transpose, torch.swapaxes, torch.swapdims, "transpose", "swapaxes", "swapdims", shape=fn(_transpose))
+builtin("contiguous", shape=fn(_contiguous))
+builtin(torch.unsqueeze, "unsqueeze", shape=fn(_unsqueeze))
+builtin(torch.squeeze, "squeeze", shape=fn(_squeeze))
+builtin("expand", shape=fn(_expand))
+builtin(operator.getitem, shape=fn(_getitem))
+builtin(torch.chunk, "chunk", shape=fn(_chunk))
+builtin(torch.split, shape=fn(_split))
+builtin("split", shape=fn(_split_method))
+builtin(torch.cat, torch.concat, shape=fn(_cat))
+builtin(torch.stack, shape=fn(_stack))
+builtin(nn.Flatten, shape=one_tensor(_flatten_module))
+builtin(nn.Unflatten, shape=one_tensor(_unflatten_module))

@@ -1,0 +1,309 @@
+"""A check of any model edit: what happened to every parameter, and what no longer fits.
+
+:func:`check_surgery` compares an edited model with its original, parameter
+by parameter: kept, folded, re-initialised (with PyTorch's default
+initialiser named), new, removed, invalid; the edited model's graph records
+each layer's change (:class:`~torchsurgeon.records.ParamChange`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import torch
+from torch import nn
+
+from .analysis import ModelReport, paramcount
+from .fold import recognise_fold
+from .graph import node_records, update_record
+from .records import LayerReport, LayerStatus, ParamChange, ParamReport
+from .report import changes_table, format_count, format_shape
+from .shapes import InputSpec
+from .surgery import _observed, default_init
+from .trace import unwrap_model
+
+__all__ = ("SurgeryReport", "check_surgery")
+
+
+@dataclass(frozen=True)
+class SurgeryReport:
+    """Result of :func:`check_surgery`; ``print()`` it for the table.
+
+    Attributes
+    ----------
+    params : list[ParamReport]
+        One per parameter of the edited model, plus the removed ones.
+    invalid : list[LayerReport]
+        Layers of the edited model that do not fit the input.
+    verdict : str
+        One line: what was lost, what is new, what does not fit.
+    before, after : ModelReport
+        :func:`~torchsurgeon.paramcount` of the original and the edited model.
+    graph : networkx.DiGraph
+        The edited model's graph; each layer's record carries its ``change``.
+    """
+
+    params: list[ParamReport]
+    invalid: list[LayerReport]
+    verdict: str
+    before: ModelReport = field(repr=False)
+    after: ModelReport = field(repr=False)
+    graph: nx.DiGraph = field(repr=False, compare=False)
+
+    def by_status(self, status: ParamChange | str) -> list[ParamReport]:
+        """The parameters with this status."""
+        return [p for p in self.params if p.status == ParamChange(status)]
+
+    def status_of(self, name: str) -> ParamChange:
+        """Status of one parameter (its name in the edited model, or in the original if removed)."""
+        for p in self.params:
+            if p.name == name:
+                return p.status
+        raise KeyError(f"no parameter {name!r}; known: {[p.name for p in self.params][:8]} ...")
+
+    def __str__(self) -> str:
+        changed = [p for p in self.params if p.status != ParamChange.KEPT or (p.old_name and p.old_name != p.name)]
+        kept = len(self.params) - len(changed)
+        lines = [
+            f"Surgery check: {self.before.model_name} → {self.after.model_name}, "
+            f"input {', '.join(format_shape(s) for s in self.after.input_shapes.values())}",
+            changes_table(changed) if changed else "(no parameter changed)",
+            "",
+            f"Other parameters kept unchanged: {kept}",
+            f"Total params before: {format_count(self.before.total)}",
+            f"Total params after:  {format_count(self.after.total)}",
+            f"Output before: {format_shape(self.before.output_shape)}, after: {format_shape(self.after.output_shape)}",
+        ]
+        if self.invalid:
+            lines.append(f"Invalid layers ({len(self.invalid)}):")
+            lines += [f"  {layer.message}" for layer in self.invalid]
+        lines.append(f"Verdict: {self.verdict}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {
+            "verdict": self.verdict,
+            "params": [p.to_dict() for p in self.params],
+            "invalid": [layer.to_dict() for layer in self.invalid],
+            "total_before": self.before.total,
+            "total_after": self.after.total,
+            "output_before": self.before.to_dict()["output_shape"],
+            "output_after": self.after.to_dict()["output_shape"],
+            "counts": {str(s): len(self.by_status(s)) for s in _SURGERY_STATUSES},
+        }
+
+
+_SURGERY_STATUSES = (
+    ParamChange.KEPT,
+    ParamChange.FOLDED,
+    ParamChange.REINITIALISED,
+    ParamChange.NEW,
+    ParamChange.REMOVED,
+    ParamChange.INVALID,
+)
+
+
+def _module_and_local(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    owner, _, local = name.rpartition(".")
+    return (model.get_submodule(owner) if owner else model), local
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.device.type == "meta" or b.device.type == "meta":
+        return False
+    return bool(torch.equal(a.detach(), b.detach().to(a.device)))
+
+
+def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
+    orig = dict(original.named_parameters())
+    new = dict(edited.named_parameters())
+    reports: dict[str, ParamReport] = {}
+    claimed: set[str] = set()  # original names accounted for
+
+    def init_of(name: str, t: torch.Tensor) -> str:
+        module, local = _module_and_local(edited, name)
+        return "; ".join(x for x in (default_init(module, local), _observed(t)) if x)
+
+    unmatched: list[str] = []
+    for name, p in new.items():
+        if name in orig:
+            o = orig[name]
+            if _same(o, p):
+                reports[name] = ParamReport(name, ParamChange.KEPT, tuple(o.shape), tuple(p.shape))
+                claimed.add(name)
+                continue
+            foldable = o.device.type != "meta" and o.dim() >= 2 and o.dim() == p.dim() and o.is_floating_point()
+            mode = recognise_fold(o.detach(), p.detach()) if foldable else None
+            if mode is not None:
+                reports[name] = ParamReport(
+                    name, ParamChange.FOLDED, tuple(o.shape), tuple(p.shape), "", f"{mode} fold of the original"
+                )
+                claimed.add(name)
+                continue
+        unmatched.append(name)
+
+    # moved parameters: same values under another name (fc.weight -> fc.0.weight)
+    free = [n for n in orig if n not in claimed and n not in new]
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for n in free:
+        by_shape.setdefault(tuple(orig[n].shape), []).append(n)
+    for name in list(unmatched):
+        p = new[name]
+        for cand in by_shape.get(tuple(p.shape), []):
+            if cand not in claimed and _same(orig[cand], p):
+                reports[name] = ParamReport(name, ParamChange.KEPT, tuple(p.shape), tuple(p.shape), "", "moved", cand)
+                claimed.add(cand)
+                unmatched.remove(name)
+                break
+
+    for name in unmatched:
+        p = new[name]
+        if name in orig:
+            o = orig[name]
+            note = _rows_kept(o, p)
+            hint = ""
+            if (
+                tuple(o.shape[:1]) == tuple(p.shape[:1])
+                and o.dim() == p.dim()
+                and o.dim() >= 2
+                and o.shape[1] != p.shape[1]
+            ):
+                owner = name.rpartition(".")[0]
+                hint = f"pretrained weights lost — use adapt_input_channels(model, {p.shape[1]}, layer={owner!r})"
+            reports[name] = ParamReport(
+                name,
+                ParamChange.REINITIALISED,
+                tuple(o.shape),
+                tuple(p.shape),
+                init_of(name, p),
+                "; ".join(x for x in (hint or "pretrained weights lost", note) if x),
+            )
+            claimed.add(name)
+        else:
+            reports[name] = ParamReport(name, ParamChange.NEW, None, tuple(p.shape), init_of(name, p))
+
+    ordered = [reports[n] for n in new]
+    ordered += [
+        ParamReport(n, ParamChange.REMOVED, tuple(orig[n].shape), None, "", "not in the edited model")
+        for n in orig
+        if n not in claimed
+    ]
+    return ordered
+
+
+def _rows_kept(old: torch.Tensor, new: torch.Tensor) -> str:
+    """For a resized 2-D head: how many new rows equal an old row."""
+    if (
+        old.dim() != new.dim()
+        or old.shape[1:] != new.shape[1:]
+        or old.device.type == "meta"
+        or new.device.type == "meta"
+    ):
+        return ""
+    if old.shape[0] * new.shape[0] > 10_000_000:
+        return ""
+    o = old.detach().reshape(old.shape[0], -1)
+    n = new.detach().reshape(new.shape[0], -1).to(old.device, old.dtype)
+    eq = (n[:, None, :] == o[None, :, :]).all(-1) if o.numel() * n.shape[0] <= 50_000_000 else None
+    if eq is None:
+        return ""
+    kept = [(i, int(eq[i].nonzero()[0])) for i in range(n.shape[0]) if eq[i].any()]
+    if not kept:
+        return ""
+    return (
+        f"{len(kept)} row(s) carried over: "
+        + ", ".join(f"{i}←{j}" for i, j in kept[:10])
+        + (" ..." if len(kept) > 10 else "")
+    )
+
+
+def _verdict(params: Sequence[ParamReport], invalid: Sequence[LayerReport]) -> str:
+    def layers(status: ParamChange) -> list[str]:
+        out: list[str] = []
+        for p in params:
+            if p.status == status and p.layer not in out:
+                out.append(p.layer)
+        return out
+
+    parts = []
+    reinit = layers(ParamChange.REINITIALISED)
+    if reinit:
+        details = []
+        for layer in reinit:
+            hint = next((p.message for p in params if p.layer == layer and "adapt_input_channels" in p.message), "")
+            details.append(f"{layer}: {hint}" if hint else f"{layer}: pretrained weights lost")
+        parts.append(f"{len(reinit)} layer{'s' * (len(reinit) != 1)} re-initialised ({'; '.join(details)})")
+    folded = layers(ParamChange.FOLDED)
+    if folded:
+        parts.append(f"{len(folded)} folded ({', '.join(folded)})")
+    new = layers(ParamChange.NEW)
+    parts.append(f"{len(new)} new" + (f" ({', '.join(new)})" if new else ""))
+    removed = layers(ParamChange.REMOVED)
+    if removed:
+        parts.append(f"{len(removed)} removed ({', '.join(removed)})")
+    names = sorted({layer.name for layer in invalid}, key=[x.name for x in invalid].index)
+    parts.append(f"{len(names)} invalid" + (f" ({', '.join(names)})" if names else ""))
+    return ", ".join(parts)
+
+
+def check_surgery(original: nn.Module, edited: nn.Module, input: InputSpec, *, batch: int = 1) -> SurgeryReport:
+    """Compare an edited model with its original, parameter by parameter.
+
+    Parameters
+    ----------
+    original : nn.Module
+        The model before the edit (its weights are "pretrained").
+    edited : nn.Module
+        The model after the edit (by hand or by torchsurgeon).
+    input : shape, tensor, tuple of shapes, or mapping
+        The input the edited model is meant for, e.g. ``(1, 224, 224)``.
+    batch : int
+        Batch size prepended to shapes.
+
+    Returns
+    -------
+    SurgeryReport
+        Per-parameter status (kept, folded, reinitialised, new, removed,
+        invalid), invalid layers, and a one-line verdict.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon import adapt_input_channels
+    >>> before = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 5))
+    >>> after = adapt_input_channels(before, 1).model
+    >>> rep = check_surgery(before, after, (1, 8, 8))
+    >>> [(p.name, str(p.status)) for p in rep.params][:3]
+    [('0.weight', 'folded'), ('0.bias', 'kept'), ('2.weight', 'kept')]
+    >>> rep.verdict
+    '1 folded (0), 0 new, 0 invalid'
+    """
+    original, edited = unwrap_model(original), unwrap_model(edited)
+    before = paramcount(original, input, batch=batch)
+    after = paramcount(edited, input, batch=batch)
+    params = _classify(original, edited)
+    invalid_layers = {layer.name for layer in after.invalid}
+    findings = {f.layer: f.message for f in after.findings}
+    params = [
+        ParamReport(
+            p.name, ParamChange.INVALID, p.shape_before, p.shape_after, p.init, findings.get(p.layer, ""), p.old_name
+        )
+        if p.layer in invalid_layers and p.status != ParamChange.REMOVED
+        else p
+        for p in params
+    ]
+    graph = after.graph
+    change_by_layer: dict[str, ParamChange] = {}
+    for p in params:
+        if p.status in (ParamChange.FOLDED, ParamChange.NEW, ParamChange.REINITIALISED):
+            change_by_layer.setdefault(p.layer, p.status)
+    for rec in list(node_records(graph)):
+        if rec.status == LayerStatus.OK and rec.layer in change_by_layer:
+            update_record(graph, rec.name, change=change_by_layer[rec.layer])
+    return SurgeryReport(params, after.invalid, _verdict(params, after.invalid), before, after, graph)
