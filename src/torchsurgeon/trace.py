@@ -15,6 +15,13 @@ and the fix.
 ``forward`` arguments that receive no tensor are traced with their default
 value (``mask=None``, ``return_features=False``; ``**kwargs`` empty), which
 is what calling ``model(x)`` does.  Tracing never changes the model.
+
+Threads: while torch.fx traces it replaces ``nn.Module.__call__`` and
+``nn.Module.__getattr__`` for the whole process.  :func:`trace` therefore
+runs one fx trace at a time (a module-level lock), and the tracer hands
+calls and attribute reads from any other thread straight to the real
+``nn.Module`` methods, so another thread's forward runs as if nothing were
+patched.  What stays process-wide is listed in docs/threads.md.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import math
 import operator
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +64,9 @@ InputNames = Union[int, Iterable[str], None]
 _MAX_ATTEMPTS = 32
 _RECURSION_LIMIT = 20_000
 _ZERO_RUN_LIMIT = 1 << 25
+# torch.fx patches nn.Module.__call__/__getattr__ and autowrapped functions process-wide while it traces;
+# two traces at once undo each other's patches (and can leave them installed): ours run one at a time.
+_TRACE_LOCK = threading.RLock()
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__))
 _SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
@@ -106,6 +117,9 @@ class _SurgeonTracer(torch.fx.Tracer):
 
     It also replaces the proxies of ``forward`` arguments that get no tensor
     by their fixed values (``specialise``), without fx's assertion nodes.
+    Module calls and attribute reads made by any thread other than the one
+    that created the tracer pass straight through: torch.fx's patches are
+    process-wide, its trace is not.
     """
 
     def __init__(
@@ -126,6 +140,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._stack: list[str] = []
         self.failures: list[tuple[BaseException, list[str]]] = []
         self.dropped: list[torch.fx.Node] = []
+        self._thread = threading.get_ident()  # the thread that traces; create the tracer there
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self._leaf_names:
@@ -141,6 +156,8 @@ class _SurgeonTracer(torch.fx.Tracer):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        if threading.get_ident() != self._thread:
+            return forward(*args, **kwargs)  # another thread's real forward: nn.Module.__call__, hooks included
         self._stack.append(self.path_of_module(m))
 
         def without_hooks(*a: Any, **k: Any) -> Any:  # the user's hooks must never see our proxies
@@ -154,6 +171,11 @@ class _SurgeonTracer(torch.fx.Tracer):
             raise
         finally:
             self._stack.pop()
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        if threading.get_ident() != self._thread:
+            return attr_val  # another thread reads the real parameter, not a proxy of our graph
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def failed_in(self, exc: BaseException) -> list[str]:
         """The module stack (outermost first) where ``exc`` or its cause was raised."""
@@ -455,6 +477,16 @@ def trace(
         If tracing fails at the top level of ``forward`` or keeps failing;
         the message names the module, the source line and the fix.
 
+    Notes
+    -----
+    Safe to call from several threads.  torch.fx replaces
+    ``nn.Module.__call__`` and ``nn.Module.__getattr__`` for the whole
+    process while it traces, so the fx traces of concurrent calls run one
+    at a time (the rest of the analysis runs in parallel), and modules
+    that other threads call meanwhile run their real ``forward``.  A raw
+    ``torch.fx`` trace of your own at the same moment is not covered: see
+    docs/threads.md.
+
     Examples
     --------
     >>> from torch import nn
@@ -504,31 +536,32 @@ def trace(
         return Traced(model, _whole_model(model, params, specialise, concrete_args), {}, (), fixed)
 
     opaque: dict[str, str] = {}
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
-    try:
-        for _attempt in range(_MAX_ATTEMPTS + 1):
-            tracer = _SurgeonTracer(frozenset(names), leaf_types, (math, *reg_modules), functions, specialise)
-            try:
-                graph = tracer.trace(model, concrete_args=concrete_args or None)
-            except RecursionError as exc:
-                raise TraceError(
-                    f"{type(model).__name__}: modules nest deeper than Python's recursion limit allows for tracing "
-                    f"({sys.getrecursionlimit():,} frames) — raise it first, e.g. sys.setrecursionlimit(100_000)"
-                ) from exc
-            except Exception as exc:
-                stack = tracer.failed_in(exc)
-                culprit = next((p for p in reversed(stack) if p and p not in names), "")
-                if auto_leaf and culprit and _attempt < _MAX_ATTEMPTS:
-                    _make_opaque(submodules, culprit, _reason(exc), names, opaque)
-                    continue
-                raise _trace_error(model, culprit, stack, exc, given, opaque) from exc
-            _tidy(graph, tracer.dropped)
-            graph.lint()
-            graph_module = _graph_module(tracer.root, graph, type(model).__name__)
-            break
-    finally:
-        sys.setrecursionlimit(limit)
+    with _TRACE_LOCK:  # one fx trace at a time: each restores the recursion limit it found
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
+        try:
+            for _attempt in range(_MAX_ATTEMPTS + 1):
+                tracer = _SurgeonTracer(frozenset(names), leaf_types, (math, *reg_modules), functions, specialise)
+                try:
+                    graph = tracer.trace(model, concrete_args=concrete_args or None)
+                except RecursionError as exc:
+                    raise TraceError(
+                        f"{type(model).__name__}: modules nest deeper than Python's recursion limit allows for tracing "
+                        f"({sys.getrecursionlimit():,} frames) — raise it first, e.g. sys.setrecursionlimit(100_000)"
+                    ) from exc
+                except Exception as exc:
+                    stack = tracer.failed_in(exc)
+                    culprit = next((p for p in reversed(stack) if p and p not in names), "")
+                    if auto_leaf and culprit and _attempt < _MAX_ATTEMPTS:
+                        _make_opaque(submodules, culprit, _reason(exc), names, opaque)
+                        continue
+                    raise _trace_error(model, culprit, stack, exc, given, opaque) from exc
+                _tidy(graph, tracer.dropped)
+                graph.lint()
+                graph_module = _graph_module(tracer.root, graph, type(model).__name__)
+                break
+        finally:
+            sys.setrecursionlimit(limit)
     torch_nn = {q for q, m in submodules.items() if type(m).__module__.startswith("torch.nn")}
     leaves = sorted({str(n.target) for n in graph.nodes if n.op == "call_module"} - torch_nn)
     return Traced(model, graph_module, opaque, tuple(leaves), fixed)
