@@ -18,17 +18,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .analysis import ModelReport, analyse_graph, paramcount, paramcount_sweep
     from .contracts import (
-        UPDATE_ENV,
         ContractResult,
-        LayerDiff,
         ShapeContract,
         assert_contract,
-        assert_matches_lock,
         check_contract,
-        diff_lock,
         explain_output_shape,
-        read_lock,
-        write_lock,
     )
     from .errors import (
         ConfigError,
@@ -41,8 +35,9 @@ if TYPE_CHECKING:
     )
     from .flops import FlopSummary, count_flops
     from .graph import build_graph
+    from .lockfile import UPDATE_ENV, assert_matches_lock, diff_lock, read_lock, write_lock
     from .params import count_params
-    from .records import Finding, FoldMode, LayerReport, OutputShape, Status, TensorMeta
+    from .records import Finding, FoldMode, LayerDiff, LayerReport, OutputShape, Status, TensorMeta
     from .shapes import propagate_shapes
     from .surgery import (
         ParamReport,
@@ -67,7 +62,7 @@ _LAZY: dict[str, str] = {
     "FlopSummary": "flops",
     "FoldMode": "records",
     "InputError": "errors",
-    "LayerDiff": "contracts",
+    "LayerDiff": "records",
     "LayerReport": "records",
     "ModelReport": "analysis",
     "OutputShape": "records",
@@ -81,27 +76,27 @@ _LAZY: dict[str, str] = {
     "TensorMeta": "records",
     "TorchSurgeonError": "errors",
     "TraceError": "errors",
-    "UPDATE_ENV": "contracts",
+    "UPDATE_ENV": "lockfile",
     "adapt_input_channels": "surgery",
     "analyse_graph": "analysis",
     "append_head": "surgery",
     "assert_contract": "contracts",
-    "assert_matches_lock": "contracts",
+    "assert_matches_lock": "lockfile",
     "build_graph": "graph",
     "check_contract": "contracts",
     "check_surgery": "surgery",
     "count_flops": "flops",
     "count_params": "params",
     "default_init": "surgery",
-    "diff_lock": "contracts",
+    "diff_lock": "lockfile",
     "explain_output_shape": "contracts",
     "fold_input_normalization": "surgery",
     "paramcount": "analysis",
     "paramcount_sweep": "analysis",
     "propagate_shapes": "shapes",
-    "read_lock": "contracts",
+    "read_lock": "lockfile",
     "replace_head": "surgery",
-    "write_lock": "contracts",
+    "write_lock": "lockfile",
 }
 
 __all__ = (
