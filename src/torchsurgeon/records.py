@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, TypeGuard
 
 __all__ = (
     "Finding",
@@ -21,7 +21,6 @@ __all__ = (
     "OutputShape",
     "Status",
     "StrEnum",
-    "TensorMeta",
     "Violation",
 )
 
@@ -72,16 +71,6 @@ class FoldMode(StrEnum):
     """Keep the RGB weights, new channels start at zero: RGB + extra gives the RGB output."""
     RANDOM = "random"
     """Re-initialise the layer with PyTorch's default initialiser: pretrained weights lost."""
-
-
-class TensorMeta(NamedTuple):
-    """Shape and dtype of one tensor flowing through the graph."""
-
-    shape: tuple[int, ...]
-    dtype: str
-
-    def __str__(self) -> str:
-        return "(" + ", ".join(str(d) for d in self.shape) + ")"
 
 
 @dataclass(frozen=True)
