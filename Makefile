@@ -22,6 +22,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/vulture src tools/vulture_whitelist.py --min-confidence 60
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

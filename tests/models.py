@@ -288,6 +288,11 @@ def cifarnet_grey_by_hand() -> nn.Module:
     return model
 
 
+def grey_classifier(classes: int) -> nn.Sequential:
+    """Conv on 1 channel, global pooling, flatten, Linear: output ``(1, classes)`` for any ``(1, H, W)`` input."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, classes))
+
+
 def tensor_shapes(value: Any) -> Any:
     """The shapes of the tensors in a model output, nested as the output is (dicts, tuples, lists)."""
     if isinstance(value, torch.Tensor):

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from torchsurgeon import read_lock
+from torchsurgeon import UPDATE_ENV, read_lock
 from torchsurgeon.cli import main
-from torchsurgeon.contracts import UPDATE_ENV
 
 MODELS = """
 from torch import nn

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from torchsurgeon.contracts import UPDATE_ENV
+from torchsurgeon import UPDATE_ENV
 
 BIN = Path(sys.executable).parent
 PRE_COMMIT = BIN / "pre-commit"

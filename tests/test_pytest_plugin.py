@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from torchsurgeon.contracts import UPDATE_ENV
+from torchsurgeon import UPDATE_ENV
 
 MODELS = """
 from torch import nn

@@ -5,179 +5,19 @@
 >>> paramcount(nn.Linear(4, 2), (4,)).total
 10
 
-The names below are imported on first use (PEP 562), so ``import torchsurgeon`` and the pytest
-plugin, which pytest loads in every run, do not import torch until something is analysed.
-The tracer is :func:`torchsurgeon.trace.trace`.
+The public names are written once, in ``__init__.pyi``: type checkers read it,
+and this module reads it at import (:mod:`torchsurgeon._lazy`).  They are
+imported on first use (PEP 562), so ``import torchsurgeon`` and the pytest
+plugin, which pytest loads in every run, do not import torch until something
+is analysed.  The tracer is :func:`torchsurgeon.trace.trace`.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .analysis import ModelReport, analyse_graph, paramcount, paramcount_sweep
-    from .contracts import (
-        UPDATE_ENV,
-        ContractResult,
-        LayerDiff,
-        ShapeContract,
-        assert_contract,
-        assert_matches_lock,
-        check_contract,
-        diff_lock,
-        explain_output_shape,
-        read_lock,
-        write_lock,
-    )
-    from .errors import (
-        ConfigError,
-        ContractError,
-        InputError,
-        ShapeError,
-        SurgeryError,
-        TorchSurgeonError,
-        TraceError,
-    )
-    from .flops import FlopSummary, count_flops
-    from .graph import build_graph
-    from .params import count_params
-    from .records import (
-        Finding,
-        FlopKind,
-        FoldMode,
-        LayerReport,
-        LayerStatus,
-        OutputShape,
-        ParamChange,
-        ParamReport,
-        ShapeSource,
-    )
-    from .rules import disabled_rules, register_rule, unregister_rule
-    from .shapes import propagate_shapes
-    from .surgery import (
-        SurgeryResult,
-        adapt_input_channels,
-        append_head,
-        default_init,
-        fold_input_normalization,
-        replace_head,
-    )
-    from .surgery_check import SurgeryReport, check_surgery
+from ._lazy import attach_stub
 
 __version__ = "0.1.0"
 
-# public name -> the module that defines it
-_LAZY: dict[str, str] = {
-    "ConfigError": "errors",
-    "ContractError": "errors",
-    "ContractResult": "contracts",
-    "Finding": "records",
-    "FlopSummary": "flops",
-    "FoldMode": "records",
-    "InputError": "errors",
-    "LayerDiff": "contracts",
-    "LayerReport": "records",
-    "ModelReport": "analysis",
-    "OutputShape": "records",
-    "ParamReport": "records",
-    "ParamChange": "records",
-    "LayerStatus": "records",
-    "ShapeSource": "records",
-    "FlopKind": "records",
-    "register_rule": "rules",
-    "unregister_rule": "rules",
-    "disabled_rules": "rules",
-    "ShapeContract": "contracts",
-    "ShapeError": "errors",
-    "SurgeryError": "errors",
-    "SurgeryReport": "surgery_check",
-    "SurgeryResult": "surgery",
-    "TorchSurgeonError": "errors",
-    "TraceError": "errors",
-    "UPDATE_ENV": "contracts",
-    "adapt_input_channels": "surgery",
-    "analyse_graph": "analysis",
-    "append_head": "surgery",
-    "assert_contract": "contracts",
-    "assert_matches_lock": "contracts",
-    "build_graph": "graph",
-    "check_contract": "contracts",
-    "check_surgery": "surgery_check",
-    "count_flops": "flops",
-    "count_params": "params",
-    "default_init": "surgery",
-    "diff_lock": "contracts",
-    "explain_output_shape": "contracts",
-    "fold_input_normalization": "surgery",
-    "paramcount": "analysis",
-    "paramcount_sweep": "analysis",
-    "propagate_shapes": "shapes",
-    "read_lock": "contracts",
-    "replace_head": "surgery",
-    "write_lock": "contracts",
-}
+_LAZY, __getattr__, __dir__ = attach_stub(__name__, __file__)
 
-__all__ = (
-    "UPDATE_ENV",
-    "ConfigError",
-    "ContractError",
-    "ContractResult",
-    "Finding",
-    "FlopKind",
-    "FlopSummary",
-    "FoldMode",
-    "InputError",
-    "LayerDiff",
-    "LayerReport",
-    "LayerStatus",
-    "ModelReport",
-    "OutputShape",
-    "ParamChange",
-    "ParamReport",
-    "ShapeContract",
-    "ShapeError",
-    "ShapeSource",
-    "SurgeryError",
-    "SurgeryReport",
-    "SurgeryResult",
-    "TorchSurgeonError",
-    "TraceError",
-    "__version__",
-    "adapt_input_channels",
-    "analyse_graph",
-    "append_head",
-    "assert_contract",
-    "assert_matches_lock",
-    "build_graph",
-    "check_contract",
-    "check_surgery",
-    "count_flops",
-    "count_params",
-    "default_init",
-    "diff_lock",
-    "disabled_rules",
-    "explain_output_shape",
-    "fold_input_normalization",
-    "paramcount",
-    "paramcount_sweep",
-    "propagate_shapes",
-    "read_lock",
-    "register_rule",
-    "replace_head",
-    "unregister_rule",
-    "write_lock",
-)
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__ = ("__version__", *_LAZY)

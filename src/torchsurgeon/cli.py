@@ -18,9 +18,11 @@ from typing import Any
 from torch import nn
 
 from .analysis import paramcount
-from .contracts import check_contract, find_pyproject, read_contracts, write_lock
+from .config import find_pyproject, read_contracts
+from .contracts import check_contract
 from .dot import RENDER_FORMATS, render
 from .errors import ConfigError, InputError, TorchSurgeonError
+from .lockfile import write_lock
 from .surgery_check import check_surgery
 
 __all__ = ("load_model", "main", "parse_shape")

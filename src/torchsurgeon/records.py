@@ -1,4 +1,4 @@
-"""Plain records shared by every module: enums, tensor metadata, findings, layer reports.
+"""Plain records shared by every module: enums, findings, layer reports, contract violations, lockfile diffs.
 
 Nothing here knows about torch.fx or networkx; these are the values that flow
 from the analyzers to the reports.
@@ -7,7 +7,7 @@ from the analyzers to the reports.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeGuard
@@ -16,13 +16,16 @@ __all__ = (
     "Finding",
     "FlopKind",
     "FoldMode",
+    "LayerDiff",
     "LayerReport",
     "LayerStatus",
+    "LockChange",
     "OutputShape",
     "ParamChange",
     "ParamReport",
     "ShapeSource",
     "StrEnum",
+    "Violation",
 )
 
 if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
@@ -224,6 +227,44 @@ class ParamReport:
             "message": self.message,
             "old_name": self.old_name,
         }
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One row of a broken contract: the field, what was expected, what the model has."""
+
+    field: str
+    expected: str
+    got: str
+    note: str = ""
+    """A fix, printed under the table."""
+
+
+class LockChange(StrEnum):
+    """How a layer differs from its lockfile."""
+
+    ADDED = "added"
+    """In the model, not in the lockfile."""
+    REMOVED = "removed"
+    """In the lockfile, not in the model."""
+    CHANGED = "changed"
+    """In both, with a different type, output shape or parameter count."""
+
+
+@dataclass(frozen=True)
+class LayerDiff:
+    """A layer that differs between a model and its lockfile.
+
+    ``locked`` and ``now`` are lockfile rows (``name``, ``type``,
+    ``output_shape``, ``params``, ``trainable``), ``None`` on the side where
+    the layer is missing; ``fields`` names what changed.
+    """
+
+    layer: str
+    change: LockChange
+    locked: Mapping[str, Any] | None
+    now: Mapping[str, Any] | None
+    fields: tuple[str, ...] = ()
 
 
 class OutputShape(tuple[int, ...]):

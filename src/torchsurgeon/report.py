@@ -1,18 +1,32 @@
-"""Rendering: tables (tabulate), shapes and counts as text.
+"""Rendering: tables (tabulate), shapes, counts, paths and JSON values as text.
 
 Pure functions over records; they compute nothing about the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-from .records import LayerReport, LayerStatus, ParamReport
+from .records import LayerDiff, LayerReport, LayerStatus, LockChange, ParamReport, Violation
 
-__all__ = ("changes_table", "format_count", "format_shape", "layers_table", "model_table")
+__all__ = (
+    "changes_table",
+    "format_count",
+    "format_path",
+    "format_shape",
+    "format_value",
+    "jsonable",
+    "layers_table",
+    "lock_diff_table",
+    "model_table",
+    "shape_changes_table",
+    "violations_table",
+)
 
 
 def format_count(n: int) -> str:
@@ -43,6 +57,65 @@ def format_shape(shape: Any) -> str:
     if isinstance(shape, (tuple, list)):
         return "[" + ", ".join(format_shape(s) for s in shape) + "]"
     return str(shape)
+
+
+def format_value(value: Any) -> str:
+    """A value in a contract or lockfile message: shapes as ``(1, 10)`` (lists too), counts
+    with thousands separators, ``true``/``false``, ``-`` for None.
+
+    Examples
+    --------
+    >>> format_value([1, 224, 224]), format_value(26_000_000), format_value(None), format_value(False)
+    ('(1, 224, 224)', '26,000,000', '-', 'false')
+    >>> format_value({"logits": [1, 10]}), format_value([[1, 3], [1, 5]])
+    ('{logits: (1, 10)}', '[(1, 3), (1, 5)]')
+    """
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return format_count(value)
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (tuple, list)):
+        if all(isinstance(d, int) and not isinstance(d, bool) for d in value):
+            return format_shape(tuple(value))
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def format_path(path: str | os.PathLike[str] | None) -> str:
+    """A path relative to the working directory when it is inside it (shorter messages).
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> format_path(Path.cwd() / "tests" / "model.lock.json") == str(Path("tests", "model.lock.json"))
+    True
+    """
+    p = Path(path or "")
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def jsonable(value: Any) -> Any:
+    """Shapes as lists, mapping keys as strings, other objects as their text: ready for ``json.dumps``.
+
+    Examples
+    --------
+    >>> jsonable({"image": (1, 3, 8, 8), 2: None})
+    {'image': [1, 3, 8, 8], '2': None}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (int, float, str, bool)):
+        return value
+    return str(value)
 
 
 def _params_cell(layer: LayerReport) -> str:
@@ -146,3 +219,99 @@ def changes_table(rows: Iterable[ParamReport]) -> str:
         headers=("Parameter", "Status", "Before", "After", "Initialiser / note"),
         disable_numparse=True,
     )
+
+
+def shape_changes_table(layers: Iterable[LayerReport]) -> str:
+    """Layer, type, input and output shape, params: the layers that changed the output's shape.
+
+    Examples
+    --------
+    >>> from torchsurgeon.records import LayerReport, LayerStatus
+    >>> print(shape_changes_table([LayerReport("fc", "Linear", (1, 4), (1, 9), 45, 45, 45, LayerStatus.OK)]))
+    Layer    Type    Input shape    Output shape      Params
+    -------  ------  -------------  --------------  --------
+    fc       Linear  (1, 4)         (1, 9)                45
+    """
+    return tabulate(
+        [
+            (x.name, x.type, format_value(x.input_shape), format_value(x.output_shape), format_value(x.params))
+            for x in layers
+        ],
+        headers=("Layer", "Type", "Input shape", "Output shape", "Params"),
+        colalign=("left", "left", "left", "left", "right"),
+        disable_numparse=True,
+    )
+
+
+def violations_table(violations: Iterable[Violation]) -> str:
+    """Field, expected, got: one row per broken field of a shape contract.
+
+    Examples
+    --------
+    >>> from torchsurgeon.records import Violation
+    >>> print(violations_table([Violation("max_params", "≤ 1,000", "1,417")]))
+    Field       Expected    Got
+    ----------  ----------  -----
+    max_params  ≤ 1,000     1,417
+    """
+    return tabulate(
+        [(v.field, v.expected, v.got) for v in violations],
+        headers=("Field", "Expected", "Got"),
+        disable_numparse=True,
+    )
+
+
+def lock_diff_table(path: str | os.PathLike[str] | None, diffs: Sequence[LayerDiff]) -> str:
+    """How many layers differ from the lockfile at ``path`` and how to accept them, then one row per layer.
+
+    Examples
+    --------
+    >>> from torchsurgeon.records import LayerDiff, LockChange
+    >>> row = {"name": "1", "type": "ReLU", "output_shape": [1, 8], "params": 0, "trainable": 0}
+    >>> print(lock_diff_table("net.lock.json", [LayerDiff("1", LockChange.ADDED, None, row)]))
+    Lockfile net.lock.json: 1 layer differs (if intended: `torchsurgeon lock ...` or `pytest --torchsurgeon-update`)
+    Layer    Type    Change    Locked    Now
+    -------  ------  --------  --------  -----------------------
+    1        ReLU    added     -         output (1, 8), params 0
+    """
+    n = len(diffs)
+    title = (
+        f"Lockfile {format_path(path)}: {n} layer{'s' * (n != 1)} differ{'s' * (n == 1)} "
+        "(if intended: `torchsurgeon lock ...` or `pytest --torchsurgeon-update`)"
+    )
+    rows = []
+    for d in diffs:
+        row = d.now if d.now is not None else d.locked
+        assert row is not None
+        kind = str(row.get("type", ""))
+        if d.change == LockChange.CHANGED:
+            keys = _shown_fields(d)
+            assert d.locked is not None and d.now is not None
+            locked, now = _describe(d.locked, keys), _describe(d.now, keys)
+        else:
+            full = ["output_shape", "params"] + (["trainable"] if row["trainable"] != row["params"] else [])
+            text = _describe(row, full)
+            locked, now = ("-", text) if d.change == LockChange.ADDED else (text, "-")
+        rows.append((d.layer, kind, str(d.change), locked, now))
+    table = tabulate(rows, headers=("Layer", "Type", "Change", "Locked", "Now"), disable_numparse=True)
+    return f"{title}\n{table}"
+
+
+def _describe(row: Mapping[str, Any], keys: Sequence[str]) -> str:
+    parts = []
+    for key in keys:
+        if key == "type":
+            parts.append(str(row["type"]))
+        elif key == "output_shape":
+            parts.append(f"output {format_value(row['output_shape'])}")
+        else:
+            parts.append(f"{key} {format_value(row[key])}")
+    return ", ".join(parts)
+
+
+def _shown_fields(d: LayerDiff) -> tuple[str, ...]:
+    fields = d.fields
+    if "trainable" in fields and "params" in fields and d.locked is not None and d.now is not None:
+        if d.locked["params"] - d.locked["trainable"] == d.now["params"] - d.now["trainable"]:
+            fields = tuple(f for f in fields if f != "trainable")  # same frozen count: implied by params
+    return fields

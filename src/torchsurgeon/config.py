@@ -1,0 +1,168 @@
+"""Shape contracts declared in ``pyproject.toml``, for ``torchsurgeon check`` and its pre-commit hook.
+
+Each ``[[tool.torchsurgeon.contracts]]`` table names a model (``MODULE:CALLABLE``)
+and the :class:`~torchsurgeon.contracts.ShapeContract` fields it must meet;
+``[tool.torchsurgeon] pythonpath`` lists the folders the models are imported from.
+:func:`find_pyproject` finds the file, :func:`read_contracts` reads and checks
+every table, naming the file, the table and the key at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .contracts import ShapeContract
+from .errors import ConfigError, InputError
+from .report import format_path
+
+if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
+    import tomllib
+else:  # pragma: no cover - depends on the interpreter
+    import tomli as tomllib
+
+__all__ = ("ContractEntry", "find_pyproject", "read_contracts")
+
+_TABLE = "[[tool.torchsurgeon.contracts]]"
+
+_EXAMPLE = f"""
+{_TABLE}
+model = "mypkg.models:build_classifier"
+input = [1, 224, 224]
+output = [10]"""
+
+
+def _where(source: Path, index: int) -> str:
+    return f"{format_path(source)} {_TABLE} #{index + 1}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ContractEntry:
+    """One ``[[tool.torchsurgeon.contracts]]`` table of a ``pyproject.toml``."""
+
+    model: str
+    """``MODULE:CALLABLE`` returning the model."""
+    contract: ShapeContract
+    source: Path
+    """The ``pyproject.toml`` it was read from."""
+    index: int
+    """Position in the array, from 0."""
+    pythonpath: tuple[Path, ...] = ()
+    """Directories to put on ``sys.path`` before importing ``model``."""
+
+    @property
+    def where(self) -> str:
+        """The file and table, for messages: ``pyproject.toml [[tool.torchsurgeon.contracts]] #1``."""
+        return _where(self.source, self.index)
+
+
+def find_pyproject(start: str | os.PathLike[str] | None = None) -> Path:
+    """The nearest ``pyproject.toml`` in ``start`` (default: the working directory) or its parents.
+
+    Raises
+    ------
+    ConfigError
+        When there is none up to the filesystem root.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = pathlib.Path(d, "pyproject.toml").write_text("")
+    ...     (pathlib.Path(d, "src", "pkg")).mkdir(parents=True)
+    ...     find_pyproject(pathlib.Path(d, "src", "pkg")) == pathlib.Path(d, "pyproject.toml").resolve()
+    True
+    """
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"no pyproject.toml in {here} or its parents — run from your project, or pass --config PATH")
+
+
+def read_contracts(path: str | os.PathLike[str]) -> tuple[ContractEntry, ...]:
+    """Read every ``[[tool.torchsurgeon.contracts]]`` table of a ``pyproject.toml``.
+
+    Keys: ``model`` (``MODULE:CALLABLE``, required), ``input`` (required),
+    and the other :class:`~torchsurgeon.contracts.ShapeContract` fields.  ``lock`` is relative to
+    the file.  ``[tool.torchsurgeon] pythonpath`` (default ``["."]``) lists
+    the directories, relative to the file, from which ``model`` is imported.
+
+    Raises
+    ------
+    ConfigError
+        For a missing file, invalid TOML, no contracts, an unknown or
+        malformed key; the message names the file, the table and the key.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = pathlib.Path(d, "pyproject.toml")
+    ...     _ = path.write_text('''
+    ... [[tool.torchsurgeon.contracts]]
+    ... model = "torchvision.models:resnet50"
+    ... input = [3, 224, 224]
+    ... output = [1000]
+    ... max_params = 26_000_000
+    ... ''')
+    ...     [(e.model, e.contract.input, e.contract.max_params) for e in read_contracts(path)]
+    [('torchvision.models:resnet50', (3, 224, 224), 26000000)]
+    """
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{format_path(p)} does not exist — pass the path of your pyproject.toml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{format_path(p)} cannot be read: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{format_path(p)} is not valid TOML: {exc}") from exc
+    tool = data.get("tool", {}).get("torchsurgeon")
+    if not isinstance(tool, dict) or "contracts" not in tool:
+        raise ConfigError(f"{format_path(p)} has no {_TABLE} table — add one, e.g.:{_EXAMPLE}")
+    tables = tool["contracts"]
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(
+            f"{format_path(p)}: key 'tool.torchsurgeon.contracts' must be an array of tables {_TABLE}, e.g.:{_EXAMPLE}"
+        )
+    dirs = tool.get("pythonpath", ["."])
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        raise ConfigError(f"{p}: key 'tool.torchsurgeon.pythonpath' must be a list of folders, e.g. [\"src\"]")
+    pythonpath = tuple((p.parent / d).resolve() for d in dirs)
+    return tuple(_entry(p, i, table, pythonpath) for i, table in enumerate(tables))
+
+
+def _entry(path: Path, index: int, table: Mapping[str, Any], pythonpath: tuple[Path, ...]) -> ContractEntry:
+    where = _where(path, index)
+    known = ["model"] + [f.name for f in dataclasses.fields(ShapeContract)]
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" — did you mean {close[0]!r}?" if close else f" — the keys are {', '.join(known)}"
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+    for key in ("model", "input"):
+        if key not in table:
+            raise ConfigError(f"{where}: key {key!r} is missing, e.g.:{_EXAMPLE}")
+    model = table["model"]
+    if not isinstance(model, str) or model.count(":") != 1 or not all(model.split(":")):
+        raise ConfigError(f"{where}: key 'model' is {model!r} — expected 'MODULE:CALLABLE', e.g. 'mypkg.models:build'")
+    fields = {k: v for k, v in table.items() if k != "model"}
+    lock = fields.get("lock")
+    if lock is not None and not isinstance(lock, str):
+        raise ConfigError(f"{where}: key 'lock' is {lock!r} — give a path relative to {path.name}")
+    if isinstance(lock, str):
+        fields["lock"] = path.parent / lock
+    for key, value in fields.items():  # validate one key at a time, to name the one at fault
+        probe = {"input": (1,), key: value} if key != "input" else {"input": value}
+        try:
+            ShapeContract(**probe)
+        except InputError as exc:
+            raise ConfigError(f"{where}: key {key!r}: {exc}") from None
+    return ContractEntry(model, ShapeContract(**fields), path, index, pythonpath)
