@@ -3,6 +3,8 @@ on the grey image replicated to RGB, and check_surgery calls the first conv fold
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -24,7 +26,10 @@ def test_sum_fold_is_exact_and_recognised(name: str) -> None:
     big = sum(p.numel() for p in model.parameters()) > 100_000_000
     dtype = torch.float32 if big else torch.float64  # float64 where memory allows, for a tight tolerance
     original = materialize(model, dtype)
-    folded = adapt_input_channels(original, 1).model
+    # the edit works on a twin that shares every tensor (one copy of vit_h_14 in memory, not two);
+    # adapt_input_channels gives the folded layer a new weight, the original keeps its own
+    twin = copy.deepcopy(original, {id(t): t for t in (*original.parameters(), *original.buffers())})
+    folded = adapt_input_channels(twin, 1, inplace=True).model
     size = _size(name)
     grey = torch.randn(1, 1, size, size, dtype=dtype, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -42,3 +47,4 @@ def test_sum_fold_is_exact_and_recognised(name: str) -> None:
     assert len(folded_names) == 1 and folded_names[0].endswith("weight")
     assert all(s == ParamChange.KEPT for n, s in statuses.items() if n not in folded_names)
     assert rep.invalid == []
+    assert original.get_parameter(folded_names[0]).shape[1] == 3  # the original's input layer is untouched

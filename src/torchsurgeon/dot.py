@@ -26,7 +26,7 @@ import networkx as nx
 from torch import nn
 
 from .errors import ConfigError, InputError
-from .graph import NodeRecord, graph_module_of, model_of, node_record, node_records
+from .graph import NodeRecord, graph_module_of, index_of, model_of, node_record, node_records
 from .records import LayerStatus, ParamChange
 from .report import format_shape
 
@@ -84,7 +84,7 @@ class _Box:
 
 
 def _numels(G: nx.DiGraph) -> dict[str, int]:
-    return {name: p.numel() for name, p in model_of(G).named_parameters(remove_duplicate=False)}
+    return {name: p.numel() for name, p in index_of(G).params.items()}
 
 
 def _shown_status(rec: NodeRecord) -> str:

@@ -35,10 +35,12 @@ from .records import Finding, FlopKind, LayerStatus, ParamChange, ShapeSource
 from .trace import Traced
 
 __all__ = (
+    "ModelIndex",
     "NodeRecord",
     "build_graph",
     "callable_name",
     "graph_module_of",
+    "index_of",
     "model_of",
     "module_of",
     "node_record",
@@ -171,6 +173,36 @@ class NodeRecord:
         return self.op == "placeholder"
 
 
+@dataclass(frozen=True)
+class ModelIndex:
+    """One walk of the model: its modules, parameters and buffers by qualified name.
+
+    Names and order are those of ``named_modules`` / ``named_parameters`` /
+    ``named_buffers`` with ``remove_duplicate=False`` (a shared module or tied
+    weight appears under each of its names).  Built once per graph and read
+    by every analyzer, instead of one walk each.
+    """
+
+    modules: Mapping[str, nn.Module]
+    params: Mapping[str, nn.Parameter]
+    buffers: Mapping[str, torch.Tensor]
+
+
+def _index(model: nn.Module) -> ModelIndex:
+    modules = dict(model.named_modules(remove_duplicate=False))
+    params: dict[str, nn.Parameter] = {}
+    buffers: dict[str, torch.Tensor] = {}
+    for prefix, module in modules.items():
+        dot = prefix + "." if prefix else ""
+        for name, p in module._parameters.items():
+            if p is not None:
+                params[dot + name] = p
+        for name, b in module._buffers.items():
+            if b is not None:
+                buffers[dot + name] = b
+    return ModelIndex(modules, params, buffers)
+
+
 _FIELDS = frozenset(f.name for f in dataclasses.fields(NodeRecord))
 _KEY = "record"
 
@@ -251,6 +283,12 @@ def graph_module_of(G: nx.DiGraph) -> torch.fx.GraphModule:
     return gm
 
 
+def index_of(G: nx.DiGraph) -> ModelIndex:
+    """The model's modules, parameters and buffers by qualified name (one walk, made by :func:`build_graph`)."""
+    index: ModelIndex = G.graph["index"]
+    return index
+
+
 def opaque_of(G: nx.DiGraph) -> Mapping[str, str]:
     """Submodules analysed without tracing inside, with the reason (see :mod:`torchsurgeon.trace`)."""
     opaque: Mapping[str, str] = G.graph["opaque"]
@@ -310,13 +348,14 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     """
     gm = traced.graph_module
     model = traced.model
-    G = nx.DiGraph(model=model, graph_module=gm, opaque=dict(traced.opaque))
-    # one walk of the parameters and buffers, each name listed under every module that holds it
-    param_ids = {id(p) for p in model.parameters()}
-    own_params = _by_holder(name for name, _ in model.named_parameters(remove_duplicate=False))
-    own_buffers = _by_holder(name for name, _ in model.named_buffers(remove_duplicate=False))
-    buffer_names = set(own_buffers.get("", ()))
-    modules = dict(model.named_modules(remove_duplicate=False))
+    index = _index(model)
+    G = nx.DiGraph(model=model, graph_module=gm, opaque=dict(traced.opaque), index=index)
+    modules = index.modules
+    param_ids = {id(p) for p in index.params.values()}
+    targets = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
+    own_params = _by_holder(index.params, targets)
+    own_buffers = _by_holder(index.buffers, targets)
+    buffer_names = set(index.buffers)
     for node in gm.graph.nodes:
         op = node.op
         params: tuple[str, ...] = ()
@@ -356,14 +395,25 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     return G
 
 
-def _by_holder(names: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """``{module path: qualified names held by it or its submodules}``, in walk order; ``""`` holds all."""
-    out: dict[str, list[str]] = {"": []}
-    for name in names:
-        out[""].append(name)
-        parts = name.split(".")
-        for i in range(1, len(parts)):
-            out.setdefault(".".join(parts[:i]), []).append(name)
+def _by_holder(named: Mapping[str, Any], targets: set[str]) -> dict[str, tuple[str, ...]]:
+    """``{called module: qualified names held by it or its submodules}``, in walk order."""
+    out: dict[str, list[str]] = {t: [] for t in targets}
+    holders: dict[str, list[list[str]]] = {}  # module path -> the lists of the called modules above it
+    for name in named:
+        owner = name.rpartition(".")[0]
+        lists = holders.get(owner)
+        if lists is None:
+            lists = []
+            path = owner
+            while True:
+                if path in out:
+                    lists.append(out[path])
+                if not path:
+                    break
+                path = path.rpartition(".")[0]
+            holders[owner] = lists
+        for held in lists:
+            held.append(name)
     return {k: tuple(v) for k, v in out.items()}
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import networkx as nx
 from torch import nn
 
-from .graph import model_of, node_records
+from .graph import index_of, node_records
 from .records import LayerStatus
 from .resize import plan_resize, resized_param_count
 
@@ -115,14 +115,14 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
     >>> s.total, s.trainable, s.frozen, s.buffers
     (21, 15, 6, 7)
     """
-    model = model_of(G)
-    # one walk of the parameters: (identity, elements, trainable, bytes) by qualified name
-    named = {
-        name: (id(p), p.numel(), p.requires_grad, p.element_size())
-        for name, p in model.named_parameters(remove_duplicate=False)
-    }
-    buffer_sizes = {name: (id(b), b.numel()) for name, b in model.named_buffers(remove_duplicate=False)}
+    index = index_of(G)
+    # (identity, elements, trainable, bytes) by qualified name, from the graph's one walk of the model
+    named = {name: (id(p), p.numel(), p.requires_grad, p.element_size()) for name, p in index.params.items()}
+    buffer_sizes = {name: (id(b), b.numel()) for name, b in index.buffers.items()}
     unique = {info[0]: info for info in named.values()}
+    first_name: dict[int, str] = {}
+    for name, info in named.items():
+        first_name.setdefault(info[0], name)
 
     users: Counter[int] = Counter()
     records = list(node_records(G))
@@ -130,13 +130,13 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
         for pid in {named[n][0] for n in rec.param_names}:
             users[pid] += 1
 
-    modules: dict[str, nn.Module] | None = None
+    modules: Mapping[str, nn.Module] | None = None
     layers: dict[str, LayerParams] = {}
     resized: dict[str, int] = {}  # invalid node -> its resized parameter count
     replaced: set[int] = set()
     weight_for_input: dict[str, int] = {}
     if any(rec.status == LayerStatus.INVALID for rec in records):
-        modules = dict(model.named_modules(remove_duplicate=False))
+        modules = index.modules
         weight_for_input = _functional_weights(G, modules)
     for rec in records:
         params = {named[n][0]: named[n] for n in rec.param_names}
@@ -164,9 +164,10 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
     total = sum(info[1] for info in unique.values())
     trainable = sum(info[1] for info in unique.values() if info[2])
     bytes_by_dtype: Counter[str] = Counter()
-    for p in {id(p): p for p in model.parameters()}.values():
-        bytes_by_dtype[str(p.dtype).replace("torch.", "")] += p.numel() * p.element_size()
-    unused_names = tuple(n for n, p in model.named_parameters() if id(p) not in users)
+    for pid, name in first_name.items():
+        p = index.params[name]
+        bytes_by_dtype[str(p.dtype).replace("torch.", "")] += unique[pid][1] * unique[pid][3]
+    unused_names = tuple(name for pid, name in first_name.items() if pid not in users)
     total_for_input = total - sum(unique[pid][1] for pid in replaced) + sum(resized.values())
     return ParamSummary(
         total=total,

@@ -34,7 +34,7 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from .errors import InputError, ShapeError
-from .graph import NodeRecord, graph_module_of, model_of, node_record, opaque_of, set_records, update_record
+from .graph import NodeRecord, graph_module_of, index_of, model_of, node_record, opaque_of, set_records, update_record
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
@@ -308,7 +308,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.input_shapes: dict[str, Shape] = {}
         self._meta_copies: dict[str, nn.Module] = {}
         # one walk of the module tree instead of a get_submodule per node
-        self._modules = dict(self.model.named_modules(remove_duplicate=False))
+        self._modules = index_of(G).modules
         self._unknown_seen = False  # no node has failed yet: inputs need no scan for unknown values
         self._target_now: Any = None  # the fx target of the node being run
 
