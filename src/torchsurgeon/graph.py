@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ __all__ = (
     "NodeRecord",
     "build_graph",
     "callable_name",
+    "graph_cache",
     "graph_module_of",
     "index_of",
     "model_of",
@@ -78,6 +79,12 @@ class NodeRecord:
         Qualified name of the module whose ``forward`` made the call.
     param_names, buffer_names : tuple[str, ...]
         Qualified names of the parameters and buffers the node uses.
+    params, trainable, param_bytes, buffers : int
+        Elements of the unique parameters the node uses (all, with
+        ``requires_grad``, in bytes) and of its unique buffers, as the model
+        stood when the graph was built.
+    shared : tuple[str, ...]
+        The node's parameters that other nodes use too (tied weights).
     input_shapes : tuple
         Shapes of the tensor inputs.
     output_shape : tuple, nested tuples or None
@@ -111,6 +118,11 @@ class NodeRecord:
     scope: str = ""
     param_names: tuple[str, ...] = ()
     buffer_names: tuple[str, ...] = ()
+    params: int = 0
+    trainable: int = 0
+    param_bytes: int = 0
+    buffers: int = 0
+    shared: tuple[str, ...] = ()
     input_shapes: tuple[Any, ...] = ()
     output_shape: Any = None
     dtype: str | None = None
@@ -139,28 +151,21 @@ class NodeRecord:
         flops_known: bool,
     ) -> NodeRecord:
         """This node's record with the results of one shape propagation (the fast path of the shape pass)."""
-        return NodeRecord(
-            self.name,
-            self.op,
-            self.target,
-            self.layer,
-            self.module_type,
-            self.scope,
-            self.param_names,
-            self.buffer_names,
-            input_shapes,
-            output_shape,
-            dtype,
-            status,
-            message,
-            findings,
-            shape_source,
-            macs,
-            flops,
-            flop_kind,
-            flops_known,
-            self.change,
+        values = dict(self.__dict__)
+        values.update(
+            input_shapes=input_shapes,
+            output_shape=output_shape,
+            dtype=dtype,
+            status=status,
+            message=message,
+            findings=findings,
+            shape_source=shape_source,
+            macs=macs,
+            flops=flops,
+            flop_kind=flop_kind,
+            flops_known=flops_known,
         )
+        return _record_from(values)
 
     @property
     def finding(self) -> Finding | None:
@@ -204,6 +209,19 @@ def _index(model: nn.Module) -> ModelIndex:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(NodeRecord))
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(NodeRecord) if f.default is not dataclasses.MISSING}
+
+
+def _record_from(values: dict[str, Any]) -> NodeRecord:
+    """A NodeRecord from complete field values, without the frozen ``__init__``'s one ``object.__setattr__`` per field.
+
+    Building a graph and propagating shapes make one record per node each: this is their fast path.
+    """
+    record: NodeRecord = object.__new__(NodeRecord)
+    record.__dict__.update(values)
+    return record
+
+
 _KEY = "record"
 
 
@@ -289,6 +307,26 @@ def index_of(G: nx.DiGraph) -> ModelIndex:
     return index
 
 
+def graph_cache(G: nx.DiGraph, key: str, build: Callable[[], Any]) -> Any:
+    """A value derived from the graph alone (not from an input), built once and kept with the graph.
+
+    Analyzers keep here what every propagation through the same graph needs
+    (a sweep propagates the same graph many times).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> G = build_graph(trace(nn.ReLU()))
+    >>> graph_cache(G, "n", lambda: len(G)), graph_cache(G, "n", lambda: 0)
+    (3, 3)
+    """
+    cache: dict[str, Any] = G.graph.setdefault("cache", {})
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
+
+
 def opaque_of(G: nx.DiGraph) -> Mapping[str, str]:
     """Submodules analysed without tracing inside, with the reason (see :mod:`torchsurgeon.trace`)."""
     opaque: Mapping[str, str] = G.graph["opaque"]
@@ -315,10 +353,10 @@ def callable_name(target: Any) -> str:
 
 
 def _scope(node: torch.fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack") or {}
+    stack = node.meta.get("nn_module_stack")
     if not stack:
         return ""
-    path, _type = list(stack.values())[-1]
+    path, _type = next(reversed(stack.values()))
     return str(path)
 
 
@@ -356,6 +394,7 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     own_params = _by_holder(index.params, targets)
     own_buffers = _by_holder(index.buffers, targets)
     buffer_names = set(index.buffers)
+    static: list[tuple[torch.fx.Node, str, str, str, str, tuple[str, ...], tuple[str, ...]]] = []
     for node in gm.graph.nodes:
         op = node.op
         params: tuple[str, ...] = ()
@@ -388,10 +427,40 @@ def build_graph(traced: Traced) -> nx.DiGraph:
             target, module_type = str(node.target), "input"
         else:
             target, module_type = "output", "output"
-        record = NodeRecord(node.name, op, target, layer, module_type, _scope(node), params, buffers)
-        G.add_node(node.name, **{_KEY: record})
-        for src in node.all_input_nodes:
-            G.add_edge(src.name, node.name)
+        static.append((node, op, target, layer, module_type, params, buffers))
+    # parameter accounting per node, from the same walk: a parameter is counted once per node
+    # that uses it, and marked shared when several nodes do
+    param_info = {n: (id(p), p.numel(), p.requires_grad, p.numel() * p.element_size()) for n, p in index.params.items()}
+    users: dict[int, int] = {}
+    for *_, params, _buffers in static:
+        for pid in {param_info[n][0] for n in params}:
+            users[pid] = users.get(pid, 0) + 1
+    records = []
+    for node, op, target, layer, module_type, params, buffers in static:
+        unique = {param_info[n][0]: param_info[n] for n in params}.values()
+        values = dict(_DEFAULTS)
+        values.update(
+            name=node.name,
+            op=op,
+            target=target,
+            layer=layer,
+            module_type=module_type,
+            scope=_scope(node),
+            param_names=params,
+            buffer_names=buffers,
+        )
+        if params:
+            values.update(
+                params=sum(info[1] for info in unique),
+                trainable=sum(info[1] for info in unique if info[2]),
+                param_bytes=sum(info[3] for info in unique),
+                shared=tuple(n for n in params if users[param_info[n][0]] > 1),
+            )
+        if buffers:
+            values["buffers"] = sum({id(index.buffers[n]): index.buffers[n].numel() for n in buffers}.values())
+        records.append(_record_from(values))
+    G.add_nodes_from((record.name, {_KEY: record}) for record in records)
+    G.add_edges_from((src.name, node.name) for node in gm.graph.nodes for src in node.all_input_nodes)
     return G
 
 

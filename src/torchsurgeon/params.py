@@ -116,64 +116,50 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
     (21, 15, 6, 7)
     """
     index = index_of(G)
-    # (identity, elements, trainable, bytes) by qualified name, from the graph's one walk of the model
-    named = {name: (id(p), p.numel(), p.requires_grad, p.element_size()) for name, p in index.params.items()}
-    buffer_sizes = {name: (id(b), b.numel()) for name, b in index.buffers.items()}
-    unique = {info[0]: info for info in named.values()}
-    first_name: dict[int, str] = {}
-    for name, info in named.items():
-        first_name.setdefault(info[0], name)
-
-    users: Counter[int] = Counter()
     records = list(node_records(G))
-    for rec in records:
-        for pid in {named[n][0] for n in rec.param_names}:
-            users[pid] += 1
-
-    modules: Mapping[str, nn.Module] | None = None
     layers: dict[str, LayerParams] = {}
     resized: dict[str, int] = {}  # invalid node -> its resized parameter count
     replaced: set[int] = set()
     weight_for_input: dict[str, int] = {}
-    if any(rec.status == LayerStatus.INVALID for rec in records):
-        modules = index.modules
-        weight_for_input = _functional_weights(G, modules)
+    invalid = any(rec.status == LayerStatus.INVALID for rec in records)
+    if invalid:
+        weight_for_input = _functional_weights(G, index.modules)
+    used: set[int] = set()
     for rec in records:
-        params = {named[n][0]: named[n] for n in rec.param_names}
-        count = sum(info[1] for info in params.values())
-        for_input = count
-        finding = rec.finding
-        if rec.op == "get_attr" and rec.param_names and rec.param_names[0] in weight_for_input:
-            for_input = weight_for_input[rec.param_names[0]]
-        elif finding is not None and rec.op == "call_module" and modules is not None:
-            for_input = resized_param_count(modules[rec.target], finding)
-        if for_input != count and not replaced & set(params):
-            replaced |= set(params)
-            resized[rec.name] = for_input
-        buffers = {buffer_sizes[n][0]: buffer_sizes[n][1] for n in rec.buffer_names}
+        for_input = rec.params
+        if invalid and rec.param_names:
+            ids = {id(index.params[n]) for n in rec.param_names}
+            finding = rec.finding
+            if rec.op == "get_attr" and rec.param_names[0] in weight_for_input:
+                for_input = weight_for_input[rec.param_names[0]]
+            elif finding is not None and rec.op == "call_module":
+                for_input = resized_param_count(index.modules[rec.target], finding)
+            if for_input != rec.params and not replaced & ids:
+                replaced |= ids
+                resized[rec.name] = for_input
+        for name in rec.param_names:
+            used.add(id(index.params[name]))
         layers[rec.name] = LayerParams(
-            node=rec.name,
-            params=count,
-            trainable=sum(info[1] for info in params.values() if info[2]),
-            buffers=sum(buffers.values()),
-            param_bytes=sum(info[1] * info[3] for info in params.values()),
-            params_for_input=for_input,
-            shared=tuple(n for n in rec.param_names if users[named[n][0]] > 1),
+            rec.name, rec.params, rec.trainable, rec.buffers, rec.param_bytes, for_input, rec.shared
         )
-
-    total = sum(info[1] for info in unique.values())
-    trainable = sum(info[1] for info in unique.values() if info[2])
+    unique: dict[int, tuple[str, nn.Parameter]] = {}
+    for name, p in index.params.items():
+        unique.setdefault(id(p), (name, p))
+    total = trainable = 0
     bytes_by_dtype: Counter[str] = Counter()
-    for pid, name in first_name.items():
-        p = index.params[name]
-        bytes_by_dtype[str(p.dtype).replace("torch.", "")] += unique[pid][1] * unique[pid][3]
-    unused_names = tuple(name for pid, name in first_name.items() if pid not in users)
-    total_for_input = total - sum(unique[pid][1] for pid in replaced) + sum(resized.values())
+    for _, p in unique.values():
+        n = p.numel()
+        total += n
+        trainable += n if p.requires_grad else 0
+        bytes_by_dtype[str(p.dtype).replace("torch.", "")] += n * p.element_size()
+    unused_names = tuple(name for pid, (name, _) in unique.items() if pid not in used)
+    total_for_input = total - sum(unique[pid][1].numel() for pid in replaced) + sum(resized.values())
+    buffers = sum(b.numel() for b in {id(b): b for b in index.buffers.values()}.values())
     return ParamSummary(
         total=total,
         trainable=trainable,
         frozen=total - trainable,
-        buffers=sum(size for _, size in {v[0]: v for v in buffer_sizes.values()}.values()),
+        buffers=buffers,
         bytes_by_dtype=dict(bytes_by_dtype),
         total_for_input=total_for_input,
         layers=layers,

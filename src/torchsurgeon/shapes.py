@@ -34,7 +34,17 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from .errors import InputError, ShapeError
-from .graph import NodeRecord, graph_module_of, index_of, model_of, node_record, opaque_of, set_records, update_record
+from .graph import (
+    NodeRecord,
+    graph_cache,
+    graph_module_of,
+    index_of,
+    model_of,
+    node_record,
+    opaque_of,
+    set_records,
+    update_record,
+)
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
@@ -291,13 +301,59 @@ def _python_method(method: str, args: tuple[Any, ...]) -> bool:
     return not isinstance(args[0], torch.Tensor) and first_tensor(args) is None
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What shape propagation needs of a graph that does not depend on the input, computed once per graph."""
+
+    last_uses: dict[torch.fx.Node, list[torch.fx.Node]]
+    static: dict[torch.fx.Node, tuple[nn.Module | None, bool, nn.Module | None]]
+    """Per node: its module (call_module), whether it reads a model input, the module whose forward called it."""
+
+
+def _plan(G: nx.DiGraph) -> _Plan:
+    def build() -> _Plan:
+        gm = graph_module_of(G)
+        modules = index_of(G).modules
+        model = model_of(G)
+        last_uses: dict[torch.fx.Node, list[torch.fx.Node]] = {}
+        seen: set[torch.fx.Node] = set()
+        for node in reversed(gm.graph.nodes):  # the first use seen backwards is the last use
+            for used in node.all_input_nodes:
+                if used not in seen:
+                    seen.add(used)
+                    last_uses.setdefault(node, []).append(used)
+        static: dict[torch.fx.Node, tuple[nn.Module | None, bool, nn.Module | None]] = {}
+        for node in gm.graph.nodes:
+            rec = node_record(G, node.name)
+            module = None
+            if node.op == "call_module":
+                target = str(node.target)
+                module = modules[target] if target in modules else model.get_submodule(target)
+            scope_module = modules.get(rec.scope) if rec.scope and node.op != "call_module" else None
+            static[node] = (module, any(a.op == "placeholder" for a in node.all_input_nodes), scope_module)
+        return _Plan(last_uses, static)
+
+    plan: _Plan = graph_cache(G, "shape_plan", build)
+    return plan
+
+
 class _ShapeInterpreter(torch.fx.Interpreter):
     """Runs the graph on meta tensors, recording a NodeRecord per node."""
 
     def __init__(
         self, G: nx.DiGraph, inputs: Mapping[str, Shape | torch.Tensor], batch: int, memo: ShapeMemo | None = None
     ) -> None:
-        super().__init__(graph_module_of(G), garbage_collect_values=True)
+        # torch.fx.Interpreter.__init__ walks the module tree and the graph's uses on every call:
+        # both come from the graph's cache instead (the graph does not change between propagations)
+        gm = graph_module_of(G)
+        self.module = gm
+        self.graph = gm.graph
+        self.env = {}
+        self.name = "Interpreter"
+        self.garbage_collect_values = True
+        self.extra_traceback = True
+        self.plan = _plan(G)
+        self.user_to_last_uses = self.plan.last_uses
         self.memo = memo if memo is not None and memo.enabled else None
         self.G = G
         self.model = model_of(G)
@@ -307,7 +363,6 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.records: dict[str, NodeRecord] = {}
         self.input_shapes: dict[str, Shape] = {}
         self._meta_copies: dict[str, nn.Module] = {}
-        # one walk of the module tree instead of a get_submodule per node
         self._modules = index_of(G).modules
         self._unknown_seen = False  # no node has failed yet: inputs need no scan for unknown values
         self._target_now: Any = None  # the fx target of the node being run
@@ -383,11 +438,10 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             if unknown:
                 self._record(base, ins, None, LayerStatus.UNKNOWN, f"input unknown (since {unknown[0].origin})")
                 return unknown[0]
-        module: nn.Module | None = None
+        module, from_input, scope_module = self.plan.static[n]
         rule: Rule | None = None
         direct = True
-        if n.op == "call_module":
-            module = self._modules.get(str(n.target)) or self.model.get_submodule(str(n.target))
+        if module is not None:
             found = module_rule(type(module))
             if found is not None:
                 rule, owner = found
@@ -397,9 +451,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             rule = function_rule(n.target)
         elif not _python_method(str(n.target), args):
             rule = method_rule(str(n.target))
-        call = Call(base.layer, base.module_type, any(a.op == "placeholder" for a in n.all_input_nodes), base.scope)
-        if base.scope and n.op != "call_module":
-            call.scope_module = self._modules.get(base.scope)
+        call = Call(base.layer, base.module_type, from_input, base.scope, scope_module)
         if rule is not None and rule.shape is not None:
             if direct:
                 out = self._apply(rule, module, args, kwargs, call)
