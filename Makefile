@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck pytest bench clean
+.PHONY: venv demo test check lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	command -v dot >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) \
@@ -31,6 +31,11 @@ pytest: $(STAMP)
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest
+
+# the fast tier for the inner loop (about a minute): lint and every test but the model zoos
+check: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(PY) -m pytest -q -m "not zoo"
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

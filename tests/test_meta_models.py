@@ -12,6 +12,8 @@ from torch import nn
 from models import LlamaDecoder, llama_7b_on_meta, on_meta
 from torchsurgeon import paramcount
 
+pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
+
 LLAMA_7B_PARAMS = 6_738_415_616  # LLaMA-7B: embeddings + 32 blocks + norm + untied head
 
 

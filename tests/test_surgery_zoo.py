@@ -12,6 +12,8 @@ import torchvision
 from models import materialize, on_meta
 from torchsurgeon import ParamChange, adapt_input_channels, check_surgery
 
+pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
+
 NAMES = torchvision.models.list_models(module=torchvision.models)
 FIXED_224 = ("vit", "maxvit", "swin")  # patch/window sizes tie these to 224
 

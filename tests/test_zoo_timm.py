@@ -24,6 +24,8 @@ from models import on_meta, tensor_shapes
 from torchsurgeon import ModelReport, TraceError, analyse_graph, build_graph
 from torchsurgeon.trace import trace
 
+pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
+
 timm = pytest.importorskip("timm")
 
 EXPECTED = Path(__file__).parent / "expected" / "untraceable_timm.txt"

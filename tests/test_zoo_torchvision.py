@@ -26,6 +26,8 @@ from models import natural_size, on_meta, tensor_shapes
 from torchsurgeon import ModelReport, TraceError, analyse_graph, build_graph
 from torchsurgeon.trace import trace
 
+pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
+
 torchvision = pytest.importorskip("torchvision")
 
 EXPECTED = Path(__file__).parent / "expected" / "untraceable_torchvision.txt"
