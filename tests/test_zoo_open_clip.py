@@ -48,3 +48,15 @@ def test_open_clip_coverage_and_untraceable_list(expected_file: Callable[[str, s
     with capsys.disabled():
         print(summary)
     expected_file(FILE, text)
+
+
+def test_open_clip_replace_head_names_the_head_or_says_what_to_do() -> None:
+    from torchsurgeon import SurgeryError, replace_head
+
+    rn50 = _result("RN50").model
+    changed = {c.name: c.shape_after for c in replace_head(rn50, 10).changes}
+    assert changed == {"attnpool.c_proj.weight": (10, 2048), "attnpool.c_proj.bias": (10,)}
+    vit = _result("ViT-B-32").model
+    with pytest.raises(SurgeryError, match=r"bare parameter proj \(768, 512\) of the model itself") as err:
+        replace_head(vit, 10)
+    assert not str(err.value).startswith(" ") and "nn.Sequential(model, nn.Linear(512, 10))" in str(err.value)
