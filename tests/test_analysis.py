@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -220,3 +221,18 @@ def test_bit_identical_copy_gives_identical_report() -> None:
     model = CifarNet()
     twin = copy.deepcopy(model)
     assert paramcount(model, (1, 32, 32)).to_dict() == paramcount(twin, (1, 32, 32)).to_dict()
+
+
+class _StaticSamePadding(nn.Conv2d):
+    """smp's efficientnet stem: a Conv2d subclass whose forward calls ``F.conv2d`` with its own weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, [1, 1, 1, 1]), self.weight, self.bias, self.stride)
+
+
+def test_a_functional_call_on_a_module_weights_is_named_by_the_module() -> None:
+    net = nn.Sequential(nn.Identity(), _StaticSamePadding(3, 4, 3))
+    r = paramcount(net, (1, 8, 8))
+    assert [layer.name for layer in r.invalid] == ["1"]
+    assert [f.layer for f in r.findings] == ["1"]
+    assert "pad" in [layer.name for layer in r.layers]  # weight-free calls keep their node names

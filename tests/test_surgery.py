@@ -331,3 +331,26 @@ def test_grouped_conv_report_message_and_surgery_agree() -> None:
     edited = adapt_input_channels(model, 6, mode="spread").model
     assert sum(p.numel() for p in edited.parameters()) == 228
     assert edited[0].groups == 3
+
+
+class _BareProjection(nn.Module):
+    """open_clip's VisionTransformer ending: ``x @ self.proj`` with a bare parameter, no Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+        self.proj = nn.Parameter(torch.randn(8, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3)) @ self.proj
+
+
+def test_a_bare_parameter_head_is_named_with_what_to_do() -> None:
+    with pytest.raises(
+        SurgeryError,
+        match=r"computed by matmul\(\) from the bare parameter proj \(8, 5\) of the model itself \(_BareProjection\)"
+        r".* add a classifier after it instead: nn.Sequential\(model, nn.Linear\(5, 3\)\)",
+    ):
+        replace_head(_BareProjection(), 3)
+    with pytest.raises(SurgeryError, match=r"bare parameter proj"):
+        append_head(_BareProjection(), nn.Linear(5, 3))

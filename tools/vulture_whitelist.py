@@ -14,3 +14,4 @@ _.norm_flops  # FlopSummary field
 _.hits  # ShapeMemo counter: cache hits of paramcount_sweep
 _.status_of  # SurgeryReport method
 _.specialised  # Traced field: the forward arguments fixed while tracing
+_.ALWAYS  # CrossCheckMode member, passed as crosscheck="always"

@@ -29,6 +29,8 @@ from .lockfile import diff_lock as diff_lock
 from .lockfile import read_lock as read_lock
 from .lockfile import write_lock as write_lock
 from .params import count_params as count_params
+from .records import CrossCheck as CrossCheck
+from .records import CrossCheckMode as CrossCheckMode
 from .records import Finding as Finding
 from .records import FlopKind as FlopKind
 from .records import FoldMode as FoldMode
@@ -39,6 +41,7 @@ from .records import OutputShape as OutputShape
 from .records import ParamChange as ParamChange
 from .records import ParamReport as ParamReport
 from .records import ShapeSource as ShapeSource
+from .records import Trust as Trust
 from .rules import disabled_rules as disabled_rules
 from .rules import register_rule as register_rule
 from .rules import unregister_rule as unregister_rule

@@ -13,12 +13,14 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
+from .crosscheck import crosscheck as run_crosscheck
+from .crosscheck import crosscheck_mode
 from .dot import to_dot, to_graphml
 from .errors import InputError, ShapeError
 from .flops import count_flops
 from .graph import build_graph, model_of, node_record, node_records, opaque_of
 from .params import ParamSummary, count_params
-from .records import Finding, LayerReport, LayerStatus, OutputShape, ShapeSource
+from .records import CrossCheck, CrossCheckMode, Finding, LayerReport, LayerStatus, OutputShape, ShapeSource, Trust
 from .report import format_count, format_shape, model_table
 from .shapes import InputSpec, ShapeMemo, ShapeResult, propagate_shapes
 from .trace import Traced, tensor_inputs, trace, unwrap_model
@@ -61,6 +63,9 @@ class ModelReport:
         :mod:`torchsurgeon.flops`); per layer in ``layers``.
     flops_uncounted : tuple[str, ...]
         Layers whose FLOPs are not known from shapes (not in the totals).
+    crosscheck : CrossCheck
+        The traced graph compared with a real forward of the model on
+        ``meta`` (:mod:`torchsurgeon.crosscheck`); see :attr:`trusted`.
     """
 
     model_name: str
@@ -80,6 +85,12 @@ class ModelReport:
     macs: int = 0
     flops: int = 0
     flops_uncounted: tuple[str, ...] = ()
+    crosscheck: CrossCheck = field(default_factory=CrossCheck)
+
+    @property
+    def trusted(self) -> bool:
+        """False when the traced graph disagrees with a real forward: the report's numbers are then wrong."""
+        return self.crosscheck.trusted
 
     @property
     def invalid(self) -> list[LayerReport]:
@@ -138,6 +149,13 @@ class ModelReport:
     def notes(self) -> list[str]:
         """Lines under the totals: invalid layers and their fixes, opaque layers, unused params."""
         lines: list[str] = []
+        check = self.crosscheck
+        if check.trust == Trust.UNTRUSTED:
+            lines.append(f"NOT TRUSTWORTHY: {check.message}")
+        elif check.trust == Trust.UNVERIFIED:
+            lines.append(f"Unverified ({check.reason}): {check.message}")
+        elif check.trust == Trust.VERIFIED:
+            lines.append(f"Verified ({check.reason}): {check.message}")
         if self.findings:
             lines.append(f"Invalid layers ({len(self.invalid)}):")
             lines += [f"  {f.message}" for f in self.findings]
@@ -202,6 +220,13 @@ class ModelReport:
             "macs": self.macs,
             "flops": self.flops,
             "flops_uncounted": list(self.flops_uncounted),
+            "trusted": self.trusted,
+            "crosscheck": {
+                "trust": str(self.crosscheck.trust),
+                "reason": self.crosscheck.reason,
+                "real_output": _jsonable(self.crosscheck.real_output),
+                "message": self.crosscheck.message,
+            },
         }
 
 
@@ -255,7 +280,12 @@ def _layers(G: nx.DiGraph, summary: ParamSummary) -> list[LayerReport]:
 
 
 def analyse_graph(
-    G: nx.DiGraph, input: InputSpec, *, batch: int = 1, name: str = ""
+    G: nx.DiGraph,
+    input: InputSpec,
+    *,
+    batch: int = 1,
+    name: str = "",
+    crosscheck: CrossCheckMode | str = CrossCheckMode.AUTO,
 ) -> tuple[ModelReport, ShapeResult]:
     """Propagate ``input`` through an already-built graph and count parameters.
 
@@ -272,6 +302,9 @@ def analyse_graph(
         Batch size prepended to shapes.
     name : str
         Title of the report (default: the model's class name).
+    crosscheck : CrossCheckMode or str
+        When to compare the graph with a real forward on ``meta``, as in
+        :func:`paramcount`.
 
     Returns
     -------
@@ -287,7 +320,7 @@ def analyse_graph(
     >>> [analyse_graph(G, (c, 32, 32))[0].total_for_input for c in (1, 3)]
     [156, 456]
     """
-    return _analyse(G, input, batch, name, None, copy_graph=True)
+    return _analyse(G, input, batch, name, None, crosscheck_mode(crosscheck), copy_graph=True)
 
 
 @dataclass
@@ -299,7 +332,14 @@ class _SweepCache:
 
 
 def _analyse(
-    G: nx.DiGraph, input: InputSpec, batch: int, name: str, cache: _SweepCache | None, *, copy_graph: bool
+    G: nx.DiGraph,
+    input: InputSpec,
+    batch: int,
+    name: str,
+    cache: _SweepCache | None,
+    mode: CrossCheckMode,
+    *,
+    copy_graph: bool,
 ) -> tuple[ModelReport, ShapeResult]:
     """analyse_graph with the sweep's shared results; ``copy_graph=False`` when nobody else holds ``G``."""
     model = model_of(G)
@@ -342,6 +382,7 @@ def _analyse(
         macs=flops.macs,
         flops=flops.flops,
         flops_uncounted=flops.uncounted,
+        crosscheck=run_crosscheck(G, shapes, mode=mode, unused=summary.unused),
     )
     return report, shapes
 
@@ -354,6 +395,7 @@ def paramcount(
     leaf_modules: Iterable[str | type[nn.Module]] = (),
     concrete_args: Mapping[str, Any] | None = None,
     autowrap_functions: Iterable[Callable[..., Any]] = (),
+    crosscheck: CrossCheckMode | str = CrossCheckMode.AUTO,
 ) -> ModelReport:
     """Parameters, shapes and invalid layers of ``model`` for an input shape.
 
@@ -372,6 +414,12 @@ def paramcount(
         Batch size prepended to every shape.
     leaf_modules, concrete_args, autowrap_functions
         Passed to :func:`torchsurgeon.trace.trace`.
+    crosscheck : CrossCheckMode or str
+        When to compare the traced graph with one forward of a ``meta`` copy
+        of the model (:mod:`torchsurgeon.crosscheck`): ``"auto"`` (default)
+        when the graph has invalid, opaque or unknown layers or unused
+        parameters; ``"always"``; ``"never"``.  ``report.trusted`` is False
+        when they disagree, and the table says so.
 
     Returns
     -------
@@ -399,6 +447,7 @@ def paramcount(
     >>> [layer.name for layer in r.invalid]
     ['0']
     """
+    mode = crosscheck_mode(crosscheck)
     model = unwrap_model(model)
     traced: Traced = trace(
         model,
@@ -407,7 +456,9 @@ def paramcount(
         autowrap_functions=autowrap_functions,
         inputs=tensor_inputs(input),  # other forward arguments are traced with their defaults
     )
-    report, _ = _analyse(build_graph(traced), input, batch, "", None, copy_graph=False)  # the graph is the report's
+    report, _ = _analyse(
+        build_graph(traced), input, batch, "", None, mode, copy_graph=False
+    )  # the graph is the report's
     return report
 
 
@@ -419,6 +470,7 @@ def paramcount_sweep(
     leaf_modules: Iterable[str | type[nn.Module]] = (),
     concrete_args: Mapping[str, Any] | None = None,
     autowrap_functions: Iterable[Callable[..., Any]] = (),
+    crosscheck: CrossCheckMode | str = CrossCheckMode.AUTO,
 ) -> list[ModelReport]:
     """:func:`paramcount` for several inputs: the model is traced once, then only re-propagated.
 
@@ -434,6 +486,8 @@ def paramcount_sweep(
         Batch size prepended to every shape.
     leaf_modules, concrete_args, autowrap_functions
         Passed to :func:`torchsurgeon.trace.trace`.
+    crosscheck : CrossCheckMode or str
+        As in :func:`paramcount`, for each report.
 
     Returns
     -------
@@ -466,6 +520,7 @@ def paramcount_sweep(
             f"the input specs give tensors to different forward arguments ({sorted(map(str, names))}) — "
             "sweep one input layout at a time"
         )
+    mode = crosscheck_mode(crosscheck)
     model = unwrap_model(model)
     traced = trace(
         model,
@@ -476,4 +531,4 @@ def paramcount_sweep(
     )
     G = build_graph(traced)
     cache = _SweepCache(ShapeMemo(G))  # the model cannot change during the sweep: results are reused
-    return [_analyse(G, spec, batch, "", cache, copy_graph=True)[0] for spec in specs]
+    return [_analyse(G, spec, batch, "", cache, mode, copy_graph=True)[0] for spec in specs]

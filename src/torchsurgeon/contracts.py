@@ -256,6 +256,8 @@ def check_contract(
 
 def _violations(c: ShapeContract, report: ModelReport) -> list[Violation]:
     rows: list[Violation] = []
+    if not report.trusted:  # every other field of the report may be wrong
+        rows.append(Violation("trace", "agrees with a real forward", "disagrees", note=report.crosscheck.message))
     expected = c.expected_output
     if expected is not None and plain(report.output_shape) != plain(expected):
         rows.append(Violation("output", format_value(expected), format_value(report.output_shape)))

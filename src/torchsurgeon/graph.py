@@ -71,7 +71,9 @@ class NodeRecord:
         Module path, attribute path, function or method name.
     layer : str
         The user-facing name: module qualified name for modules and
-        attributes, the fx node name (``add_1``) otherwise.
+        attributes, and for a function reading the parameters of one
+        module (``F.conv2d(x, self.weight)`` in ``encoder._conv_stem``);
+        the fx node name (``add_1``) otherwise.
     module_type : str
         Class name of the module, ``name()`` for a function, ``.name()`` for
         a tensor method.
@@ -420,6 +422,7 @@ def build_graph(traced: Traced) -> nx.DiGraph:
         elif op == "call_function":
             target = callable_name(node.target)
             module_type = f"{target}()"
+            layer = _weight_owner(node, index.params) or layer  # F.conv2d(x, self.weight): the module's name
         elif op == "call_method":
             target = callable_name(node.target)
             module_type = f".{target}()"
@@ -462,6 +465,14 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     G.add_nodes_from((record.name, {_KEY: record}) for record in records)
     G.add_edges_from((src.name, node.name) for node in gm.graph.nodes for src in node.all_input_nodes)
     return G
+
+
+def _weight_owner(node: torch.fx.Node, params: Mapping[str, Any]) -> str:
+    """The one module whose parameters a functional call reads (``F.conv2d(x, self.weight)``), else ""."""
+    owners = {
+        str(a.target).rpartition(".")[0] for a in node.all_input_nodes if a.op == "get_attr" and a.target in params
+    }
+    return owners.pop() if len(owners) == 1 else ""
 
 
 def _by_holder(named: Mapping[str, Any], targets: set[str]) -> dict[str, tuple[str, ...]]:

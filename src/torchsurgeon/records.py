@@ -13,6 +13,8 @@ from enum import Enum
 from typing import Any, TypeGuard
 
 __all__ = (
+    "CrossCheck",
+    "CrossCheckMode",
     "Finding",
     "FlopKind",
     "FoldMode",
@@ -25,6 +27,7 @@ __all__ = (
     "ParamReport",
     "ShapeSource",
     "StrEnum",
+    "Trust",
     "Violation",
 )
 
@@ -78,6 +81,50 @@ class ShapeSource(StrEnum):
     """A closed-form rule of :mod:`torchsurgeon.rules` (built-in or registered)."""
     META = "meta"
     """Running the op on the ``meta`` device (or, for small opaque layers, on zeros on the CPU)."""
+
+
+class Trust(StrEnum):
+    """Whether a report's numbers can be trusted (:mod:`torchsurgeon.crosscheck`)."""
+
+    VERIFIED = "verified"
+    """The traced graph agrees with a real forward of the model on ``meta``."""
+    NOT_RUN = "not run"
+    """Nothing in the traced graph looked doubtful, so no real forward was run."""
+    UNVERIFIED = "unverified"
+    """The graph looked doubtful but the real model could not be run to check it (the reason says why)."""
+    UNTRUSTED = "untrusted"
+    """The traced graph disagrees with a real forward: the trace took another path, its numbers are wrong."""
+
+
+class CrossCheckMode(StrEnum):
+    """When :func:`torchsurgeon.paramcount` compares the traced graph with a real forward on ``meta``."""
+
+    AUTO = "auto"
+    """Only when the graph looks doubtful: invalid, opaque or unknown layers, or unused parameters."""
+    ALWAYS = "always"
+    """For every report (one meta forward of the model, about twice the cost of the analysis)."""
+    NEVER = "never"
+    """Never; the report's trust is ``not run``."""
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """The outcome of comparing a traced graph with a real forward of the model on ``meta``.
+
+    ``trust`` is the verdict, ``reason`` why the check was (or was not) run,
+    ``real_output`` the output shapes of the real forward (``None`` when it
+    was not run or failed) and ``message`` one sentence for the report.
+    """
+
+    trust: Trust = Trust.NOT_RUN
+    reason: str = ""
+    real_output: Any = None
+    message: str = ""
+
+    @property
+    def trusted(self) -> bool:
+        """False only when the traced graph was shown to disagree with the real model."""
+        return self.trust != Trust.UNTRUSTED
 
 
 class FlopKind(StrEnum):

@@ -52,7 +52,7 @@ from .rules._common import first_tensor
 from .rules.registry import counted_without_formula
 from .trace import detached_copy, run_on_zeros
 
-__all__ = ("InputSpec", "ShapeMemo", "ShapeResult", "meta_copy", "normalize_input", "propagate_shapes")
+__all__ = ("InputSpec", "ShapeMemo", "ShapeResult", "meta_copy", "normalize_input", "propagate_shapes", "shapes_of")
 
 Shape = tuple[int, ...]
 InputSpec = Union[Sequence[int], torch.Size, torch.Tensor, Sequence[Any], Mapping[str, Any]]
@@ -205,18 +205,27 @@ def _to_meta(value: Any) -> Any:
     return value
 
 
-def _describe(value: Any) -> Any:
-    """Shapes of the tensors in ``value`` (nested like ``value``), else None."""
+def shapes_of(value: Any) -> Any:
+    """Shapes of the tensors in ``value`` (nested like ``value``), else None.
+
+    The form of :attr:`ShapeResult.output_shape` and of every node's ``output_shape``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> shapes_of((torch.empty(2, 3), {"a": torch.empty(4)}, 7))
+    ((2, 3), {'a': (4,)}, None)
+    """
     if isinstance(value, torch.Tensor):
         return tuple(value.shape)  # torch.Size holds ints
     if isinstance(value, (int, float, str, bool, torch.Size)) or value is None:
         return None
     if isinstance(value, (list, tuple)) and first_tensor(value) is not None:  # nested too: ((a, b), (c, d))
-        return tuple(_describe(v) for v in value)
+        return tuple(shapes_of(v) for v in value)
     if isinstance(value, dict) and first_tensor(value) is not None:
-        return {k: _describe(v) for k, v in value.items()}
+        return {k: shapes_of(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):  # model outputs as dataclasses
-        return _describe({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+        return shapes_of({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
     return None
 
 
@@ -412,7 +421,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
     ) -> None:
         macs, flops, kind, known = counts
         self.records[base.name] = base.analysed(
-            ins, _describe(out), _dtype_of(out), status, message, findings, source, macs, flops, kind, known
+            ins, shapes_of(out), _dtype_of(out), status, message, findings, source, macs, flops, kind, known
         )
 
     def run_node(self, n: torch.fx.Node) -> Any:
@@ -428,7 +437,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             self._record(base, (), value, LayerStatus.OK)  # read from the model: no shape computed
             return value
         args, kwargs = self.fetch_args_kwargs_from_env(n)
-        ins = tuple(d for d in (_describe(a) for a in itertools.chain(args, kwargs.values())) if d is not None)
+        ins = tuple(d for d in (shapes_of(a) for a in itertools.chain(args, kwargs.values())) if d is not None)
         if self._unknown_seen:
             unknown: list[_Unknown] = []
             map_aggregate((args, kwargs), lambda v: unknown.append(v) if isinstance(v, _Unknown) else None)
@@ -670,6 +679,6 @@ def propagate_shapes(G: nx.DiGraph, input: InputSpec, *, batch: int = 1, memo: S
         raise ShapeError(f"shape propagation failed: {_first_line(exc)}") from exc
     set_records(G, interp.records.values())
     findings = tuple(f for rec in interp.records.values() for f in rec.findings)
-    output_shape = _describe(out)
+    output_shape = shapes_of(out)
     update_record(G, "output", output_shape=output_shape, dtype=_dtype_of(out))
     return ShapeResult(dict(interp.records), output_shape, findings, dict(interp.input_shapes))

@@ -14,6 +14,7 @@ Nothing here changes the model it is given unless ``inplace=True``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -193,21 +194,31 @@ def input_layers(model: nn.Module) -> list[str]:
 def head_layer(model: nn.Module) -> str:
     """Qualified name of the classifier: the last layer with weights before the output.
 
+    ``""`` when the output comes from the model's own parameters (open_clip's
+    ``x @ self.proj``); :func:`replace_head` then says what to do.
+
     Examples
     --------
     >>> from torch import nn
     >>> head_layer(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Dropout(), nn.Linear(4, 2), nn.Flatten()))
     '3'
     """
+    return _head(model)[0]
+
+
+def _head(model: nn.Module) -> tuple[str, NodeRecord]:
+    """The classifier's module name and the graph node that uses its weights (with their names)."""
     G = build_graph(trace(unwrap_model(model)))
     out = next(rec.name for rec in node_records(G) if rec.op == "output")
     frontier = list(G.predecessors(out))
     seen = set(frontier)
     while frontier:
         node = frontier.pop(0)
-        owner = _owner(G, node_record(G, node))
+        rec = node_record(G, node)
+        owner = _owner(G, rec)
         if owner is not None:
-            return owner
+            weights = tuple(p for src in G.predecessors(node) for p in node_record(G, src).param_names)
+            return owner, rec if rec.param_names else dataclasses.replace(rec, param_names=weights)
         for pred in G.predecessors(node):
             if pred not in seen and node_record(G, pred).op != "placeholder":
                 seen.add(pred)
@@ -216,6 +227,24 @@ def head_layer(model: nn.Module) -> str:
         f"{type(model).__name__}: no layer with weights produces the output — "
         "there is no classifier to replace; use append_head(model, ...) to add one"
     )
+
+
+def _not_a_layer(model: nn.Module, name: str, rec: NodeRecord, num_classes: int | None) -> SurgeryError:
+    """The error for a head that is not a Linear/Conv module: which weights, and what to do instead."""
+    holder = model.get_submodule(name) if name else model
+    where = f"{name} ({type(holder).__name__})" if name else f"the model itself ({type(holder).__name__})"
+    bare = [p for p in rec.param_names if p.rpartition(".")[0] == name]
+    classes = num_classes if num_classes is not None else "num_classes"
+    if bare and rec.op != "call_module":
+        weight = model.get_parameter(bare[0])
+        features = weight.shape[-1] if weight.dim() else "features"
+        return SurgeryError(
+            f"the output of {type(model).__name__} is computed by {rec.module_type} from the bare parameter "
+            f"{bare[0]} {tuple(weight.shape)} of {where}, not by a Linear or Conv layer — there is no layer to "
+            f"swap; add a classifier after it instead: nn.Sequential(model, nn.Linear({features}, {classes}))"
+            + (f" or append_head(model, nn.Linear({features}, {classes}))" if name else "")
+        )
+    return SurgeryError(f"{where} is the head but not a Linear or Conv layer — replace it by hand")
 
 
 def _copy(model: nn.Module, inplace: bool) -> nn.Module:
@@ -488,7 +517,7 @@ def replace_head(
     """
     num_classes = _check_channels(num_classes)
     edited = _copy(model, inplace)
-    name = head_layer(edited)
+    name, rec = _head(edited)
     old = edited.get_submodule(name)
     if isinstance(old, nn.Linear):
         new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
@@ -503,9 +532,7 @@ def replace_head(
         new.reset_parameters()
         old_classes = old.out_channels
     else:
-        raise SurgeryError(
-            f"{name} ({type(old).__name__}) is the head but not a Linear or Conv layer — replace it by hand"
-        )
+        raise _not_a_layer(edited, name, rec, num_classes)
     device = old.weight.device  # type: ignore[union-attr]
     dtype = old.weight.dtype  # type: ignore[union-attr]
     new = new.to(device=device, dtype=dtype)
@@ -559,7 +586,9 @@ def append_head(model: nn.Module, *modules: nn.Module, inplace: bool = False) ->
         if not isinstance(m, nn.Module):
             raise InputError(f"append_head: {m!r} is not an nn.Module")
     edited = _copy(model, inplace)
-    name = head_layer(edited)
+    name, rec = _head(edited)
+    if not name:  # the model's own parameters make the output: nothing to wrap inside it
+        raise _not_a_layer(edited, name, rec, None)
     old = edited.get_submodule(name)
     _set_submodule(edited, name, nn.Sequential(old, *modules))
     changes: list[ParamReport] = [

@@ -1,0 +1,347 @@
+"""Can a traced graph be trusted?  Compare it with one real forward of the model on ``meta``.
+
+torch.fx runs ``forward`` on proxies, and Python code can take another path
+on a proxy than on a tensor without any error: ``torch.jit.isinstance(x,
+torch.Tensor)`` is False for a proxy, so MONAI's ``BasicUNet`` traces
+without its skip connections.  Shape propagation on such a graph reports
+layers as invalid that a real forward runs, and totals that are wrong.
+
+:func:`crosscheck` runs the model itself once, on a ``meta`` copy (no
+weight data, the user's hooks neither copied nor run, the model left
+exactly as found, in its own ``training`` mode) and compares:
+
+* when the graph has invalid layers, the copy gets those layers resized to
+  fit (as the analysis assumes, :mod:`torchsurgeon.resize`), so the real
+  model accepts the input and its output shape must match the graph's.  If
+  the resized copy fails, the original copy is run: if the real model
+  accepts the input, the invalid layers are an artefact of the trace;
+* otherwise the output shapes of the graph and of the real forward must be
+  equal.
+
+When they disagree the verdict is :attr:`~torchsurgeon.records.Trust.UNTRUSTED`
+and the message names the first leaf layer whose input differs.  Cost and
+when it runs (:class:`~torchsurgeon.records.CrossCheckMode`): docs/crosscheck.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import networkx as nx
+import torch
+from torch import nn
+
+from .errors import InputError
+from .graph import model_of, node_record, node_records, opaque_of
+from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust
+from .resize import resized_copy
+from .shapes import ShapeResult, meta_copy, shapes_of
+
+__all__ = ("crosscheck", "crosscheck_mode", "doubts")
+
+
+_GENERIC = " (Python code that behaves differently on fx proxies, such as torch.jit.isinstance)"
+
+
+def crosscheck_mode(value: CrossCheckMode | str) -> CrossCheckMode:
+    """``value`` as a :class:`~torchsurgeon.records.CrossCheckMode`.
+
+    Raises
+    ------
+    InputError
+        For anything but auto, always, never.
+
+    Examples
+    --------
+    >>> crosscheck_mode("always")
+    <CrossCheckMode.ALWAYS: 'always'>
+    """
+    try:
+        return CrossCheckMode(value)
+    except ValueError as exc:
+        raise InputError(f"crosscheck={value!r} — use one of {[str(m) for m in CrossCheckMode]}") from exc
+
+
+def doubts(G: nx.DiGraph, shapes: ShapeResult, unused: tuple[str, ...] = ()) -> str:
+    """Why the traced graph might not match a real forward; empty when nothing looks doubtful.
+
+    Doubtful: invalid layers that get their input from other layers (a real
+    forward may feed them something else), opaque layers, layers whose
+    shape is unknown, and parameters no node uses (a branch the trace did
+    not take).  A layer that does not fit the model's input itself (a
+    3-channel stem given 1 channel) is explained by the input: not doubtful.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.graph import build_graph
+    >>> from torchsurgeon.shapes import propagate_shapes
+    >>> from torchsurgeon.trace import trace
+    >>> G = build_graph(trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(5, 4, 3))))
+    >>> doubts(G, propagate_shapes(G, (3, 8, 8))), doubts(G, propagate_shapes(G, (1, 8, 8)))
+    ('1 invalid layer', '1 invalid layer')
+    """
+    counts = dict.fromkeys(LayerStatus, 0)
+    for rec in shapes.nodes.values():
+        if rec.status != LayerStatus.INVALID or not _fed_by_input(G, rec.name):
+            counts[rec.status] += 1
+    parts = []
+    for status, what in ((LayerStatus.INVALID, "invalid"), (LayerStatus.UNKNOWN, "unknown")):
+        if counts[status]:
+            parts.append(f"{counts[status]} {what} layer{'s' * (counts[status] != 1)}")
+    if opaque_of(G):
+        parts.append(f"{len(opaque_of(G))} opaque")
+    if unused:
+        parts.append(f"{len(unused)} unused parameter{'s' * (len(unused) != 1)}")
+    return ", ".join(parts)
+
+
+def _fed_by_input(G: nx.DiGraph, node: str) -> bool:
+    preds = [node_record(G, p).op for p in G.predecessors(node)]
+    return "placeholder" in preds and all(op in ("placeholder", "get_attr") for op in preds)
+
+
+def crosscheck(
+    G: nx.DiGraph,
+    shapes: ShapeResult,
+    *,
+    mode: CrossCheckMode | str = CrossCheckMode.AUTO,
+    unused: tuple[str, ...] = (),
+) -> CrossCheck:
+    """Compare the propagated graph ``G`` with a forward of the real model on ``meta``.
+
+    One forward when the graph and the model agree; a second (diagnostic,
+    with hooks on the copy to find the first layer fed differently) only
+    when they do not.
+
+    Parameters
+    ----------
+    G : networkx.DiGraph
+        A graph annotated by :func:`torchsurgeon.shapes.propagate_shapes`.
+    shapes : ShapeResult
+        That propagation's result (input and output shapes, invalid layers).
+    mode : CrossCheckMode or str
+        ``"auto"``: only when :func:`doubts` finds something; ``"always"``;
+        ``"never"``.
+    unused : tuple[str, ...]
+        Parameters no node uses (from :func:`torchsurgeon.params.count_params`).
+
+    Returns
+    -------
+    CrossCheck
+        The verdict (:class:`~torchsurgeon.records.Trust`), why it ran, the
+        real output shapes and a sentence for the report.
+
+    Raises
+    ------
+    InputError
+        For a ``mode`` that is not one of auto, always, never.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from torchsurgeon.graph import build_graph
+    >>> from torchsurgeon.shapes import propagate_shapes
+    >>> from torchsurgeon.trace import trace
+    >>> class Skip(nn.Module):  # the skip connection vanishes on fx proxies
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.stem, self.conv = nn.Conv2d(2, 2, 1), nn.Conv2d(4, 2, 1)
+    ...     def forward(self, x):
+    ...         x = self.stem(x)
+    ...         if torch.jit.isinstance(x, torch.Tensor):
+    ...             x = torch.cat([x, x], dim=1)
+    ...         return self.conv(x)
+    >>> G = build_graph(trace(Skip()))
+    >>> check = crosscheck(G, propagate_shapes(G, (2, 8, 8)))
+    >>> str(check.trust), check.real_output
+    ('untrusted', (1, 2, 8, 8))
+    """
+    mode = crosscheck_mode(mode)
+    reason = doubts(G, shapes, unused)
+    if mode == CrossCheckMode.NEVER:
+        return CrossCheck(Trust.NOT_RUN, "crosscheck='never'")
+    if mode == CrossCheckMode.AUTO and not reason:
+        return CrossCheck(Trust.NOT_RUN, "nothing doubtful in the traced graph")
+    reason = reason or "crosscheck='always'"
+    model = model_of(G)
+    args, kwargs = _inputs(model, shapes)
+    invalid = [rec for rec in shapes.nodes.values() if rec.status == LayerStatus.INVALID]
+    traced = shapes.output_shape
+
+    def diagnose(copy: Callable[[], nn.Module | None], otherwise: str = _GENERIC) -> str:
+        seen: dict[str, Any] = {}
+        made = copy()
+        if made is not None:
+            _run(made, args, kwargs, seen)
+        return _first_difference(G, seen, otherwise)
+
+    if not invalid:
+        out, error = _run(meta_copy(model), args, kwargs)
+        if error:
+            message = f"a forward of the real model on meta failed ({error}); the traced graph could not be checked"
+            return CrossCheck(Trust.UNVERIFIED, reason, None, message)
+        return _compare(traced, shapes_of(out), reason, "", lambda: diagnose(lambda: meta_copy(model)))
+    resized = _resized(model, invalid)
+    resized_error = "some invalid layers cannot be resized" if resized is None else ""
+    if resized is not None:
+        out, resized_error = _run(resized, args, kwargs)
+        if not resized_error:
+            how = " (invalid layers resized to fit)"
+            return _compare(traced, shapes_of(out), reason, how, lambda: diagnose(lambda: _resized(model, invalid)))
+    out, error = _run(meta_copy(model), args, kwargs)
+    wrong = "the invalid layers, the output and the counts for this input are wrong"
+    if not error:
+        names = ", ".join(rec.layer for rec in invalid[:4]) + (" ..." if len(invalid) > 4 else "")
+        return CrossCheck(
+            Trust.UNTRUSTED,
+            reason,
+            shapes_of(out),
+            f"the real model accepts this input (a forward on meta gives {shapes_of(out)}), but the traced "
+            f"graph reports {len(invalid)} invalid layer{'s' * (len(invalid) != 1)} ({names}): the trace took "
+            f"another path than a real forward{diagnose(lambda: meta_copy(model))} — {wrong}",
+        )
+    difference = diagnose(lambda: _resized(model, invalid), "") if resized is not None else ""
+    if difference:  # before failing, the real forward fed a layer another input than the trace did
+        return CrossCheck(
+            Trust.UNTRUSTED,
+            reason,
+            None,
+            f"a forward of the real model on meta with the invalid layers resized to fit fails "
+            f"({resized_error}): the trace took another path than a real forward{difference} — {wrong}",
+        )
+    return CrossCheck(
+        Trust.UNVERIFIED,
+        reason,
+        None,
+        f"the real model fails at this input too ({error}), as the invalid layers say; with them resized it "
+        f"could not be run ({resized_error}), so the output and the counts for this input are not verified",
+    )
+
+
+def _compare(traced: Any, real: Any, reason: str, how: str, difference: Callable[[], str]) -> CrossCheck:
+    if _plain(traced) == _plain(real):
+        message = f"a forward of the real model on meta{how} gives the same output"
+        return CrossCheck(Trust.VERIFIED, reason, real, message)
+    if traced is None:
+        return CrossCheck(
+            Trust.UNVERIFIED,
+            reason,
+            real,
+            f"the traced graph could not compute the output; a forward of the real model on meta{how} gives {real}",
+        )
+    return CrossCheck(
+        Trust.UNTRUSTED,
+        reason,
+        real,
+        f"the traced graph gives output {traced}, a forward of the real model on meta{how} gives {real}: the trace "
+        f"took another path than a real forward{difference()} — the report's numbers are wrong",
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Shapes without the container types (tuple vs list, OutputShape vs tuple)."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _first_difference(G: nx.DiGraph, seen: Mapping[str, Any], otherwise: str = _GENERIC) -> str:
+    """``; first difference: <layer> gets X in a real forward, Y in the trace — <fix>``, else ``otherwise``."""
+    leaves: dict[str, bool] = {}  # leaf layer -> its input matches the real forward's, in trace order
+    first: tuple[str, str, Any] | None = None
+    for rec in node_records(G):
+        if rec.op != "call_module" or rec.layer in leaves or rec.layer not in seen:
+            continue
+        traced = rec.input_shapes[0] if rec.input_shapes else None
+        leaves[rec.layer] = traced is None or _plain(traced) == _plain(seen[rec.layer])
+        if first is None and not leaves[rec.layer]:
+            first = (rec.layer, rec.module_type, traced)
+    if first is None:
+        return otherwise
+    layer, kind, traced = first
+    culprit = ""
+    parts = layer.split(".")
+    for depth in range(len(parts) - 1, 0, -1):  # the deepest module whose first leaf still agrees
+        prefix = ".".join(parts[:depth])
+        inside = next(name for name in leaves if name.startswith(prefix + "."))
+        if leaves[inside]:
+            culprit = prefix
+            break
+    fix = (
+        f"make {culprit} a leaf, leaf_modules=[{culprit!r}] (or its class, for every instance): it then runs on meta "
+        "as a whole"
+        if culprit
+        else "make the module that computes its input a leaf with leaf_modules=[...]"
+    )
+    return f"; first difference: {layer} ({kind}) gets {seen[layer]} in a real forward, {traced} in the trace — {fix}"
+
+
+def _inputs(model: nn.Module, shapes: ShapeResult) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    """The analysed inputs as meta tensors, positional as far as ``forward`` allows, then by name."""
+    dtypes = {rec.name: rec.dtype for rec in shapes.nodes.values()}
+    values = {
+        name: torch.empty(shape, dtype=getattr(torch, dtypes.get(name) or "float32"), device="meta")
+        for name, shape in shapes.input_shapes.items()
+    }
+    args: list[torch.Tensor] = []
+    kwargs: dict[str, torch.Tensor] = {}
+    positional = True
+    for p in inspect.signature(model.forward).parameters.values():
+        if p.name not in values:
+            positional = False
+            continue
+        if positional and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
+            args.append(values.pop(p.name))
+        else:
+            kwargs[p.name] = values.pop(p.name)
+    kwargs.update(values)
+    return args, kwargs
+
+
+def _resized(model: nn.Module, invalid: list[Any]) -> nn.Module | None:
+    """A meta copy of ``model`` with every invalid layer resized to fit, or None if one cannot be."""
+    copy_ = meta_copy(model)
+    for rec in invalid:
+        if rec.op != "call_module" or len(rec.findings) != 1:
+            return None
+        owner, _, leaf = str(rec.target).rpartition(".")
+        resized = resized_copy(copy_.get_submodule(str(rec.target)), rec.findings[0])
+        if resized is None:
+            return None
+        setattr(copy_.get_submodule(owner) if owner else copy_, leaf, resized)
+    return copy_
+
+
+def _run(
+    copy_: nn.Module, args: list[torch.Tensor], kwargs: dict[str, torch.Tensor], seen: dict[str, Any] | None = None
+) -> tuple[Any, str]:
+    """``copy_(*args, **kwargs)`` on meta: (output, "") or (None, the error's first line).
+
+    ``seen``, when given, receives the input shape of each submodule's first
+    call (hooks on the copy, never on the user's model; they slow the
+    forward down by half, so only diagnostic runs use them).
+    """
+    handles = []
+    for name, module in copy_.named_modules():
+        if name and seen is not None:
+
+            def hook(_m: nn.Module, inputs: tuple[Any, ...], name: str = name) -> None:
+                if name not in seen and inputs:
+                    seen[name] = shapes_of(inputs[0])
+
+            handles.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad(), torch.device("meta"):
+            return copy_(*args, **kwargs), ""
+    except Exception as exc:  # the real model's own failure: reported, not raised
+        text = str(exc).strip()
+        return None, (text.splitlines()[0] if text else type(exc).__name__)[:200]
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -1,0 +1,169 @@
+"""Tests for torchsurgeon.crosscheck: a traced graph that took another path than a real forward is never trusted."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import CifarNet
+from torchsurgeon import InputError, paramcount, paramcount_sweep
+from torchsurgeon.contracts import ShapeContract, check_contract
+from torchsurgeon.records import Trust
+
+
+class SkipByJitIsinstance(nn.Module):
+    """MONAI BasicUNet's pattern: the skip connection is concatenated only if ``torch.jit.isinstance`` says tensor."""
+
+    def __init__(self, in_channels: int = 1) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.up = Up()
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.down(x)
+        return self.head(self.up(F.max_pool2d(skip, 2), skip))
+
+
+class Up(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.upsample = nn.Upsample(scale_factor=2)
+        self.conv = nn.Conv2d(16, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        x = self.upsample(x)
+        if torch.jit.isinstance(skip, torch.Tensor):  # False for an fx proxy: the skip vanishes from the trace
+            x = torch.cat([skip, x], dim=1)
+        return self.conv(x)
+
+
+class PoolIfTensor(nn.Module):
+    """Another path on proxies without any invalid layer: ``type(x) is torch.Tensor`` is False for a proxy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if type(x) is torch.Tensor:
+            x = F.avg_pool2d(x, 2)
+        return self.conv(x)
+
+
+class Gate(nn.Module):
+    """Python on tensor values: untraceable (opaque) and unable to run on meta."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.sum() >= 0 else -x
+
+
+class GatedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.gate = Gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate(self.conv(x))
+
+
+def _real_shape(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+    with torch.no_grad():
+        return tuple(model(torch.zeros(1, *shape)).shape)
+
+
+def test_skip_connection_lost_by_the_trace_is_not_trusted() -> None:
+    model = SkipByJitIsinstance()
+    r = paramcount(model, (1, 16, 16))
+    assert r.invalid, "the trace without the skip sees 8 channels where the conv expects 16"
+    assert r.trusted is False and r.crosscheck.trust == Trust.UNTRUSTED
+    assert r.crosscheck.real_output == _real_shape(model, (1, 16, 16)) == (1, 2, 16, 16)
+    message = r.crosscheck.message
+    assert "real model accepts this input" in message
+    assert "up.conv (Conv2d) gets (1, 16, 16, 16) in a real forward, (1, 8, 16, 16) in the trace" in message
+    assert "leaf_modules=['up']" in message
+    text = str(r)
+    assert "NOT TRUSTWORTHY" in text and text.index("NOT TRUSTWORTHY") < text.index("Invalid layers")
+    assert r.to_dict()["trusted"] is False and r.to_dict()["crosscheck"]["trust"] == "untrusted"
+
+
+def test_the_named_fix_gives_a_trusted_exact_report() -> None:
+    model = SkipByJitIsinstance()
+    r = paramcount(model, (1, 16, 16), leaf_modules=["up"], crosscheck="always")
+    assert r.trusted and r.crosscheck.trust == Trust.VERIFIED and r.invalid == []
+    assert r.total_for_input == r.total == sum(p.numel() for p in model.parameters())
+    assert r.output_shape == _real_shape(model, (1, 16, 16))
+
+
+def test_another_path_without_invalid_layers_is_found_when_asked() -> None:
+    model = PoolIfTensor()
+    auto = paramcount(model, (3, 16, 16))
+    assert auto.crosscheck.trust == Trust.NOT_RUN and auto.trusted  # nothing doubtful: not run (docs/crosscheck.md)
+    r = paramcount(model, (3, 16, 16), crosscheck="always")
+    assert r.trusted is False
+    assert r.crosscheck.real_output == _real_shape(model, (3, 16, 16)) == (1, 4, 6, 6)
+    assert r.output_shape == (1, 4, 14, 14)
+    assert "gives output (1, 4, 14, 14)" in r.crosscheck.message
+
+
+def test_a_real_invalid_layer_is_verified_with_the_layer_resized() -> None:
+    model = CifarNet()
+    with pytest.raises(RuntimeError):  # the real model does refuse one channel
+        model(torch.zeros(1, 1, 32, 32))
+    assert paramcount(model, (1, 32, 32)).crosscheck.trust == Trust.NOT_RUN  # explained by the input: not doubtful
+    r = paramcount(model, (1, 32, 32), crosscheck="always")
+    assert r.crosscheck.trust == Trust.VERIFIED and r.trusted
+    assert r.crosscheck.real_output == _real_shape(CifarNet(in_channels=1), (1, 32, 32))
+    assert "invalid layers resized to fit" in r.crosscheck.message
+    assert r.crosscheck.reason == "crosscheck='always'"
+    assert "Verified (crosscheck='always')" in str(r)
+
+
+def test_a_model_that_cannot_run_on_meta_is_unverified_not_trusted_blindly() -> None:
+    r = paramcount(GatedNet(), (3, 8, 8))
+    assert r.opaque and r.crosscheck.trust == Trust.UNVERIFIED
+    assert r.trusted  # not shown wrong, but the table says it could not be checked
+    assert "Unverified (1 opaque)" in str(r)
+
+
+def test_never_and_sweep() -> None:
+    model = SkipByJitIsinstance()
+    assert paramcount(model, (1, 16, 16), crosscheck="never").crosscheck.trust == Trust.NOT_RUN
+    reports = paramcount_sweep(model, [(1, 16, 16), (3, 16, 16)])
+    assert [r.trusted for r in reports] == [False, False]
+
+
+def test_bad_mode_names_the_choices() -> None:
+    with pytest.raises(InputError, match=r"crosscheck='sometimes' — use one of \['auto', 'always', 'never'\]"):
+        paramcount(CifarNet(), (3, 32, 32), crosscheck="sometimes")
+
+
+def test_the_model_is_left_as_found() -> None:
+    model = SkipByJitIsinstance().train()
+    calls: list[str] = []
+    model.up.register_forward_hook(lambda *a: calls.append("hook"))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    paramcount(model, (1, 16, 16), crosscheck="always")
+    assert calls == [] and model.training and model.down.weight.device.type == "cpu"
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert len(model.up._forward_hooks) == 1 and not any(m._forward_pre_hooks for m in model.modules())
+
+
+def test_a_contract_on_an_untrusted_report_is_broken() -> None:
+    result = check_contract(SkipByJitIsinstance(), ShapeContract(input=(1, 16, 16), no_invalid=False))
+    assert [v.field for v in result.violations] == ["trace"]
+    assert "real model accepts this input" in result.violations[0].note
+
+
+def test_monai_basic_unet_at_its_own_input_is_not_trusted() -> None:
+    nets = pytest.importorskip("monai.networks.nets")
+    model = nets.BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)
+    r = paramcount(model, (1, 64, 64))
+    assert r.trusted is False and "leaf_modules=['upcat_4']" in r.crosscheck.message
+    assert r.crosscheck.real_output == _real_shape(model, (1, 64, 64))
+    fixed = paramcount(model, (1, 64, 64), leaf_modules=[type(model.upcat_4)])
+    assert fixed.trusted and fixed.invalid == []
+    assert fixed.total_for_input == sum(p.numel() for p in model.parameters())

@@ -1,0 +1,91 @@
+"""MONAI zoo: 2D and 3D networks with small feature sizes, built as MONAI's users build them.
+
+Per model: exact total, output shape of a real CPU forward, no false invalid
+layer (or a report that says it cannot be trusted: BasicUNet's skip
+connections vanish from an fx trace, see docs/crosscheck.md), and an exact
+1-channel fold in float64 for the RGB (``in_channels=3``) ones.  Untraceable
+models are listed with the reason in ``tests/expected/untraceable_monai.txt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from torch import nn
+
+from zoo_checks import ZooResult, analyse, check, coverage, fold_is_exact
+
+pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
+
+monai = pytest.importorskip("monai")
+from monai.networks import nets  # noqa: E402
+
+FILE = "untraceable_monai.txt"
+MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "BasicUNet 2D": (lambda: nets.BasicUNet(spatial_dims=2, in_channels=1, out_channels=2), (1, 32, 32)),
+    "BasicUNet 2D RGB": (
+        lambda: nets.BasicUNet(spatial_dims=2, in_channels=3, out_channels=2, features=(4, 4, 8, 16, 32, 4)),
+        (3, 32, 32),
+    ),
+    "UNet 3D": (
+        lambda: nets.UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2)),
+        (1, 16, 16, 16),
+    ),
+    "UNet 2D RGB": (
+        lambda: nets.UNet(spatial_dims=2, in_channels=3, out_channels=2, channels=(4, 8, 16), strides=(2, 2)),
+        (3, 32, 32),
+    ),
+    "SegResNet 3D": (
+        lambda: nets.SegResNet(spatial_dims=3, in_channels=1, out_channels=2, init_filters=8),
+        (1, 16, 16, 16),
+    ),
+    "DynUNet 2D RGB": (
+        lambda: nets.DynUNet(
+            spatial_dims=2,
+            in_channels=3,
+            out_channels=2,
+            kernel_size=[3, 3, 3],
+            strides=[1, 2, 2],
+            upsample_kernel_size=[2, 2],
+        ),
+        (3, 32, 32),
+    ),
+    "SwinUNETR 3D": (
+        lambda: nets.SwinUNETR(in_channels=1, out_channels=2, feature_size=12, spatial_dims=3),
+        (1, 32, 32, 32),
+    ),
+    "DenseNet121 2D RGB": (lambda: nets.DenseNet121(spatial_dims=2, in_channels=3, out_channels=2), (3, 32, 32)),
+    "AttentionUnet 2D RGB": (
+        lambda: nets.AttentionUnet(spatial_dims=2, in_channels=3, out_channels=2, channels=(4, 8, 16), strides=(2, 2)),
+        (3, 32, 32),
+    ),
+}
+RGB = tuple(name for name in MODELS if name.endswith("RGB"))
+_CACHE: dict[str, ZooResult] = {}
+
+
+def _result(name: str) -> ZooResult:
+    if name not in _CACHE:
+        build, shape = MODELS[name]
+        _CACHE[name] = analyse(name, build, shape)
+    return _CACHE[name]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_monai_model(name: str) -> None:
+    check(_result(name), FILE)
+
+
+@pytest.mark.parametrize("name", RGB)
+def test_monai_one_channel_fold_is_exact(name: str) -> None:
+    fold_is_exact(_result(name))
+
+
+def test_monai_coverage_and_untraceable_list(expected_file: Callable[[str, str], None], capsys: Any) -> None:
+    text, summary = coverage("monai", monai.__version__, [_result(name) for name in MODELS], FILE)
+    with capsys.disabled():
+        print(summary)
+    expected_file(FILE, text)
+    assert len(MODELS) >= 5 and any(len(shape) == 4 for _, shape in MODELS.values())

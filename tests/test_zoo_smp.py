@@ -1,0 +1,53 @@
+"""segmentation_models_pytorch zoo: architectures × encoders, built as users build them (``encoder_weights=None``).
+
+Per model: exact total, output shape of a real CPU forward, no false invalid
+layer (or a report that says it cannot be trusted), and an exact 1-channel
+fold in float64.  Untraceable models are listed with the reason in
+``tests/expected/untraceable_smp.txt``: the list shrinks as the tracer improves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from zoo_checks import ZooResult, analyse, check, coverage, fold_is_exact
+
+pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
+
+smp = pytest.importorskip("segmentation_models_pytorch")
+
+FILE = "untraceable_smp.txt"
+ARCHITECTURES = ("Unet", "FPN", "DeepLabV3Plus")
+ENCODERS = ("resnet18", "efficientnet-b0", "timm-efficientnet-b0", "mobilenet_v2", "mit_b0")
+MODELS = tuple(f"{arch}/{encoder}" for arch in ARCHITECTURES for encoder in ENCODERS)
+SHAPE = (3, 64, 64)
+_CACHE: dict[str, ZooResult] = {}
+
+
+def _result(name: str) -> ZooResult:
+    if name not in _CACHE:
+        arch, encoder = name.split("/")
+        build = getattr(smp, arch)
+        _CACHE[name] = analyse(name, lambda: build(encoder_name=encoder, encoder_weights=None, classes=2), SHAPE)
+    return _CACHE[name]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_smp_model(name: str) -> None:
+    check(_result(name), FILE)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_smp_one_channel_fold_is_exact(name: str) -> None:
+    fold_is_exact(_result(name))
+
+
+def test_smp_coverage_and_untraceable_list(expected_file: Callable[[str, str], None], capsys: Any) -> None:
+    text, summary = coverage("smp", smp.__version__, [_result(name) for name in MODELS], FILE)
+    with capsys.disabled():
+        print(summary)
+    expected_file(FILE, text)
+    assert len(ARCHITECTURES) >= 3 and len(ENCODERS) >= 3
