@@ -69,19 +69,23 @@ def check(result: ZooResult, listed: str) -> None:
         assert r.crosscheck.real_output == result.real
 
 
-def fold_is_exact(result: ZooResult) -> None:
-    """A 1-channel ``adapt_input_channels`` on an RGB model equals the original on grey replicated to RGB (float64)."""
+def fold_is_exact(result: ZooResult, dtype: torch.dtype = torch.float64) -> None:
+    """A 1-channel ``adapt_input_channels`` on an RGB model equals the original on grey replicated to RGB.
+
+    In float64 the tolerance is 1e-10 of the output's scale; in float32 (for models whose float64
+    CPU kernels are very slow: depthwise convolutions fall back to a per-group loop) 1e-4.
+    """
     if result.error is not None:
         pytest.xfail(f"untraceable today: {str(result.error).splitlines()[0]}")
-    original = copy.deepcopy(result.model).double().eval()
+    original = copy.deepcopy(result.model).to(dtype).eval()
     folded = adapt_input_channels(original, 1).model
-    grey = torch.randn(BATCH, 1, *result.shape[1:], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    grey = torch.randn(BATCH, 1, *result.shape[1:], dtype=dtype, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = original(grey.expand(BATCH, 3, *result.shape[1:]))
         got = folded(grey)
     assert original.get_submodule(_first_conv(original)).weight.shape[1] == 3  # the original is untouched
     scale = want.abs().max().item()
-    assert (got - want).abs().max().item() <= 1e-10 * scale
+    assert (got - want).abs().max().item() <= (1e-10 if dtype == torch.float64 else 1e-4) * scale
 
 
 def _first_conv(model: nn.Module) -> str:
