@@ -27,6 +27,7 @@ patched.  What stays process-wide is listed in docs/threads.md.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import inspect
 import itertools
@@ -36,7 +37,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Union
@@ -47,11 +48,13 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from .errors import InputError, TraceError
+from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, meta_question
 
 __all__ = (
     "InputNames",
     "Traced",
     "detached_copy",
+    "forward_inputs",
     "registered_leaves",
     "run_on_zeros",
     "tensor_inputs",
@@ -70,6 +73,7 @@ _TRACE_LOCK = threading.RLock()
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__))
 _SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
+_NO_CACHE = {"use_cache": False}  # transformers' forward argument that builds a key/value cache object
 _HOOK_DICTS = (
     "_forward_hooks",
     "_forward_hooks_with_kwargs",
@@ -103,6 +107,10 @@ class Traced:
     specialised : Mapping[str, Any]
         ``forward`` arguments traced with a fixed value (their default),
         because no tensor is given for them.
+    shape_specific : tuple[str, ...]
+        Python questions about shapes answered for the example inputs
+        (``bool(...)``, ``len(...)``): the graph holds for inputs of those
+        shapes only.  Empty when the graph holds for any input.
     """
 
     model: nn.Module
@@ -110,6 +118,7 @@ class Traced:
     opaque: Mapping[str, str] = field(default_factory=dict)
     leaf_modules: tuple[str, ...] = ()
     specialised: Mapping[str, Any] = field(default_factory=dict)
+    shape_specific: tuple[str, ...] = ()
 
 
 class _SurgeonTracer(torch.fx.Tracer):
@@ -129,6 +138,8 @@ class _SurgeonTracer(torch.fx.Tracer):
         autowrap_modules: tuple[ModuleType, ...],
         autowrap_functions: tuple[Callable[..., Any], ...],
         specialise: Mapping[str, Any],
+        own_hooks: OwnHooks | None = None,
+        example: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         super().__init__(
             autowrap_modules=autowrap_modules,  # type: ignore[arg-type]
@@ -141,6 +152,42 @@ class _SurgeonTracer(torch.fx.Tracer):
         self.failures: list[tuple[BaseException, list[str]]] = []
         self.dropped: list[torch.fx.Node] = []
         self._thread = threading.get_ident()  # the thread that traces; create the tracer there
+        self.proxy_buffer_attributes = True  # buffers sliced by traced sizes (position_ids[:, :n]) stay in the graph
+        self._own_hooks = own_hooks
+        self._evaluating = False  # running a leaf on meta to answer a question about shapes
+        self._meta_copies: dict[int, nn.Module] = {}
+        self.meta_values: MetaValues | None = None
+        self._example = example
+
+    def proxy(self, node: torch.fx.Node) -> torch.fx.Proxy:
+        return ShapeProxy(node, self)
+
+    def to_bool(self, obj: torch.fx.Proxy) -> bool:
+        return bool(meta_question(self.meta_values, obj, "bool"))
+
+    def iter(self, obj: torch.fx.Proxy) -> Iterator[Any]:
+        return iter(meta_question(self.meta_values, obj, "iter"))
+
+    def keys(self, obj: torch.fx.Proxy) -> Any:
+        if self.meta_values is None:
+            return super().keys(obj)
+        return meta_question(self.meta_values, obj, "keys")
+
+    def _leaf_on_meta(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run a leaf on meta arguments (a hook-free copy on meta), with fx's patches passing through."""
+        copy_ = self._meta_copies.get(id(m))
+        if copy_ is None:
+            copy_ = self._meta_copies.setdefault(id(m), detached_copy(m, lambda t: torch.empty_like(t, device="meta")))
+        return copy_(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _untraced(self) -> Iterator[None]:
+        """fx's patches pass through: attribute reads are real, module calls run their forward."""
+        before, self._evaluating = self._evaluating, True
+        try:
+            yield
+        finally:
+            self._evaluating = before
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self._leaf_names:
@@ -156,15 +203,21 @@ class _SurgeonTracer(torch.fx.Tracer):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if threading.get_ident() != self._thread:
+        if self._evaluating or threading.get_ident() != self._thread:
             return forward(*args, **kwargs)  # another thread's real forward: nn.Module.__call__, hooks included
         self._stack.append(self.path_of_module(m))
+        own = self._own_hooks
 
         def without_hooks(*a: Any, **k: Any) -> Any:  # the user's hooks must never see our proxies
             return m.forward(*a, **k)
 
+        def with_own_hooks(*a: Any, **k: Any) -> Any:  # hooks the model installed on itself run as in a forward
+            assert own is not None
+            return own.call(m, a, k)
+
+        run = with_own_hooks if own is not None and own.installed(m) else without_hooks
         try:
-            return super().call_module(m, without_hooks, args, kwargs)
+            return super().call_module(m, run, args, kwargs)
         except Exception as exc:
             if not any(seen is exc for seen, _ in self.failures):
                 self.failures.append((exc, list(self._stack)))  # innermost module first
@@ -173,7 +226,7 @@ class _SurgeonTracer(torch.fx.Tracer):
             self._stack.pop()
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
-        if threading.get_ident() != self._thread:
+        if self._evaluating or threading.get_ident() != self._thread:
             return attr_val  # another thread reads the real parameter, not a proxy of our graph
         return super().getattr(attr, attr_val, parameter_proxy_cache)
 
@@ -195,10 +248,13 @@ class _SurgeonTracer(torch.fx.Tracer):
         is_module: bool,
         concrete_args: Any = None,
     ) -> tuple[Any, list[Any]]:
-        fn, args = super().create_args_for_root(root_fn, is_module, concrete_args)
-        if not self._specialise or type(self.graph._codegen).__name__ != "CodeGen":
+        inner = inspect.unwrap(root_fn)
+        fn, args = super().create_args_for_root(inner, is_module, concrete_args)
+        if self._example is not None:
+            self.meta_values = MetaValues(self.root, self._example, self._leaf_on_meta, self._untraced)
+        if type(self.graph._codegen).__name__ != "CodeGen":
             return fn, args
-        code = inspect.unwrap(root_fn).__code__
+        code = inner.__code__
         total = code.co_argcount + code.co_kwonlyargcount
         names = list(code.co_varnames[:total])
         extra = iter(code.co_varnames[total:])
@@ -212,6 +268,8 @@ class _SurgeonTracer(torch.fx.Tracer):
             if i < len(args) and name in self._specialise and isinstance(args[i], torch.fx.Proxy):
                 self.dropped.append(args[i].node)
                 args[i] = self._specialise[name]
+        if inner is not root_fn and is_module:  # a decorated forward: call the wrapper, binding by name
+            fn = call_by_name(root_fn, names[1:]) or fn
         return fn, args if is_module else args[1:]
 
 
@@ -317,6 +375,21 @@ def tensor_inputs(spec: Any) -> InputNames:
     return 1
 
 
+def forward_inputs(model: nn.Module, spec: Any) -> list[str]:
+    """The names of the ``forward`` arguments an input spec can fill, in order (see :func:`tensor_inputs`).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> forward_inputs(nn.Linear(2, 2), (2,)), forward_inputs(nn.Linear(2, 2), {"mask": (1,)})
+    (['input'], ['mask'])
+    """
+    if isinstance(spec, Mapping):
+        return [str(k) for k in spec]
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in _forward_parameters(model) if p.kind in kinds]
+
+
 def _source_line(exc: BaseException) -> str:
     """The innermost frame of ``exc`` outside torch and torchsurgeon: 'file:line: code'."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -392,6 +465,8 @@ def _specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping
             out[f"**{p.name}"] = {}
         elif p.kind == p.VAR_POSITIONAL and f"*{p.name}" not in fixed:
             out[f"*{p.name}"] = ()
+        elif p.name in _NO_CACHE:  # a cache of keys and values for generation is not a layer: none is built
+            out[p.name] = _NO_CACHE[p.name]
         elif p.default is not p.empty and type(p.default) in _SIMPLE_DEFAULTS:
             out[p.name] = p.default
     return out
@@ -436,6 +511,7 @@ def trace(
     autowrap_functions: Iterable[Callable[..., Any]] = (),
     auto_leaf: bool = True,
     inputs: InputNames = None,
+    example_inputs: Mapping[str, torch.Tensor] | None = None,
 ) -> Traced:
     """Symbolically trace ``model`` with torch.fx.
 
@@ -463,6 +539,12 @@ def trace(
         the number of leading positional arguments (default 1).  The other
         arguments are traced with their default value (``None``, a bool, a
         number or a string), ``*args`` and ``**kwargs`` empty.
+    example_inputs : mapping of str to Tensor, optional
+        Example inputs by argument name (``meta`` tensors are enough).  With
+        them, Python on shapes in ``forward`` (``if h % 8``, ``len(x.shape)``,
+        loops over a shape) is answered for these shapes, and
+        ``Traced.shape_specific`` lists what was answered; without them such
+        code makes its module opaque.
 
     Returns
     -------
@@ -536,12 +618,21 @@ def trace(
         return Traced(model, _whole_model(model, params, specialise, concrete_args), {}, (), fixed)
 
     opaque: dict[str, str] = {}
+    own_hooks = OwnHooks(model)
     with _TRACE_LOCK:  # one fx trace at a time: each restores the recursion limit it found
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
         try:
             for _attempt in range(_MAX_ATTEMPTS + 1):
-                tracer = _SurgeonTracer(frozenset(names), leaf_types, (math, *reg_modules), functions, specialise)
+                tracer = _SurgeonTracer(
+                    frozenset(names),
+                    leaf_types,
+                    (math, *reg_modules),
+                    functions,
+                    specialise,
+                    own_hooks,
+                    example_inputs,
+                )
                 try:
                     graph = tracer.trace(model, concrete_args=concrete_args or None)
                 except RecursionError as exc:
@@ -562,9 +653,11 @@ def trace(
                 break
         finally:
             sys.setrecursionlimit(limit)
+            own_hooks.restore()  # hooks and attributes the model's forward added to itself
     torch_nn = {q for q, m in submodules.items() if type(m).__module__.startswith("torch.nn")}
     leaves = sorted({str(n.target) for n in graph.nodes if n.op == "call_module"} - torch_nn)
-    return Traced(model, graph_module, opaque, tuple(leaves), fixed)
+    resolved = tuple(tracer.meta_values.resolved) if tracer.meta_values is not None else ()
+    return Traced(model, graph_module, opaque, tuple(leaves), fixed, resolved)
 
 
 def _graph_module(root: nn.Module, graph: torch.fx.Graph, name: str) -> torch.fx.GraphModule:
