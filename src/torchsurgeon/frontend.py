@@ -23,6 +23,7 @@ See docs/frontend.md for the measurements behind these choices.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,7 +32,6 @@ from typing import Any
 
 import torch
 import torch.fx
-import torch.utils._pytree as pytree
 from torch import nn
 
 __all__ = ("MetaValues", "OwnHooks", "ShapeProxy", "call_by_name", "meta_question")
@@ -114,8 +114,10 @@ class OwnHooks:
 
     def __init__(self, model: nn.Module) -> None:
         self._modules = list(model.modules())
+        # attributes are appended to __dict__ in order: their count is enough; hooks only where there are some
         self._before = {
-            id(m): (set(m.__dict__), {a: set(getattr(m, a)) for a in _FORWARD_HOOKS}) for m in self._modules
+            id(m): (len(m.__dict__), {a: frozenset(d) for a in _FORWARD_HOOKS if (d := m.__dict__[a])})
+            for m in self._modules
         }
         package = type(model).__module__.split(".")[0]
         library = sys.modules.get(package)
@@ -131,7 +133,7 @@ class OwnHooks:
         )
 
     def _own(self, module: nn.Module, attr: str) -> Iterator[tuple[int, Callable[..., Any]]]:
-        before = self._before.get(id(module), (set(), {}))[1].get(attr, set())
+        before = self._before.get(id(module), (0, {}))[1].get(attr, frozenset())
         for key, hook in getattr(module, attr).items():
             origin = str(getattr(hook, "__module__", "") or "")
             if key not in before or (self._package is not None and origin.split(".")[0] == self._package):
@@ -162,13 +164,17 @@ class OwnHooks:
     def restore(self) -> None:
         """Remove the hooks and attributes the trace added to the model's modules."""
         for m in self._modules:
-            names, hooks = self._before[id(m)]
-            for attr, keys in hooks.items():
-                table = getattr(m, attr)
-                for key in [k for k in table if k not in keys]:
-                    del table[key]
-            for name in [n for n in m.__dict__ if n not in names]:
-                del m.__dict__[name]
+            count, hooks = self._before[id(m)]
+            state = m.__dict__
+            for attr in _FORWARD_HOOKS:
+                table = state[attr]
+                if len(table) != len(hooks.get(attr, ())):
+                    keys = hooks.get(attr, frozenset())
+                    for key in [k for k in table if k not in keys]:
+                        del table[key]
+            if len(state) > count:
+                for name in list(state)[count:]:
+                    del state[name]
 
 
 class _Sized:
@@ -189,6 +195,9 @@ class ShapeProxy(_Sized, torch.fx.Proxy):
 
     def __getattr__(self, k: str) -> Any:
         return _ShapeAttribute(self, k)
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # ids[:, 1:] = ...: recorded like torch.fx records calls
+        self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
 
 
 class _ShapeAttribute(_Sized, torch.fx.proxy.Attribute):
@@ -254,7 +263,7 @@ class MetaValues:
     def _value(self, node: torch.fx.Node) -> Any:
         if node in self._values:
             return self._values[node]
-        args, kwargs = pytree.tree_map_only(torch.fx.Node, self._value, (node.args, node.kwargs))
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), self._value)  # slices too
         if node.op == "placeholder":
             name = str(node.target).lstrip("*")
             if name not in self._inputs:
