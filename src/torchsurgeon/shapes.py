@@ -378,8 +378,6 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.graph = gm.graph
         self.env = {}
         self.name = "Interpreter"
-        self.garbage_collect_values = True
-        self.extra_traceback = True
         self.plan = _plan(G)
         self.user_to_last_uses = self.plan.last_uses
         self.memo = memo if memo is not None and memo.enabled else None
@@ -391,7 +389,6 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.records: dict[str, NodeRecord] = {}
         self.input_shapes: dict[str, Shape] = {}
         self._meta_copies: dict[str, nn.Module] = {}
-        self._modules = index_of(G).modules
         self._unknown_seen = False  # no node has failed yet: inputs need no scan for unknown values
         self._target_now: Any = None  # the fx target of the node being run
 
