@@ -33,6 +33,7 @@ import torch.fx
 from torch import nn
 from torch.fx.node import map_aggregate
 
+from .copies import detached_copy, run_on_zeros
 from .errors import InputError, ShapeError
 from .graph import (
     NodeRecord,
@@ -50,7 +51,6 @@ from .resize import resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
 from .rules._common import first_tensor
 from .rules.registry import counted_without_formula
-from .trace import detached_copy, run_on_zeros
 
 __all__ = (
     "InputSpec",
