@@ -26,7 +26,7 @@ import contextlib
 import operator
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -45,7 +45,9 @@ _FORWARD_HOOKS = (
 )
 
 
-def call_by_name(wrapper: Callable[..., Any], names: Sequence[str]) -> Callable[..., Any] | None:
+def call_by_name(
+    wrapper: Callable[..., Any], names: Sequence[str], defaults: Collection[str] = ()
+) -> Callable[..., Any] | None:
     """A function taking fx's flat arguments that calls ``wrapper`` binding them by name.
 
     Parameters
@@ -55,6 +57,10 @@ def call_by_name(wrapper: Callable[..., Any], names: Sequence[str]) -> Callable[
     names : sequence of str
         fx's argument names of the inner function after ``self``:
         ``"input_ids"``, ``"*args"``, ``"**kwargs"``.
+    defaults : collection of str
+        Arguments whose value is only their default: they are not passed,
+        so the wrapper fills them as it does in ``model(x)`` (transformers'
+        decorators take them from the model's config).
 
     Returns
     -------
@@ -79,6 +85,8 @@ def call_by_name(wrapper: Callable[..., Any], names: Sequence[str]) -> Callable[
     def call(root: Any, *values: Any) -> Any:
         keywords: dict[str, Any] = {}
         for name, value in zip(names, values):
+            if name in defaults:
+                continue
             if name.startswith("**"):
                 if not isinstance(value, Mapping):
                     raise torch.fx.proxy.TraceError(f"{name} receives a traced value; give it a fixed mapping")
@@ -139,8 +147,13 @@ class OwnHooks:
             if key not in before or (self._package is not None and origin.split(".")[0] == self._package):
                 yield key, hook
 
-    def call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """``module(*args, **kwargs)`` with only its own forward hooks, as ``nn.Module.__call__`` runs them."""
+    def call(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], forward: Callable[..., Any]
+    ) -> Any:
+        """``forward(*args, **kwargs)`` with only the module's own forward hooks, as ``nn.Module.__call__`` runs them.
+
+        ``forward`` traces the module: through its ``forward``, or as one node when it is a leaf.
+        """
         with_kwargs = module._forward_pre_hooks_with_kwargs
         for key, hook in self._own(module, "_forward_pre_hooks"):
             if key in with_kwargs:
@@ -151,7 +164,7 @@ class OwnHooks:
                 result = hook(module, args)
                 if result is not None:
                     args = result if isinstance(result, tuple) else (result,)
-        output = module.forward(*args, **kwargs)
+        output = forward(*args, **kwargs)
         for key, hook in self._own(module, "_forward_hooks"):
             if key in module._forward_hooks_with_kwargs:
                 result = hook(module, args, kwargs, output)
@@ -185,9 +198,7 @@ class _Sized:
 
     def __len__(self) -> int:
         values = getattr(self.tracer, "meta_values", None)
-        if values is None:
-            return torch.fx.Proxy.__len__(self)  # type: ignore[arg-type]
-        return len(values.resolve(self.node, "len"))
+        return int(meta_question(values, self, "len", lambda: torch.fx.Proxy.__len__(self)))  # type: ignore[arg-type]
 
 
 class ShapeProxy(_Sized, torch.fx.Proxy):
@@ -204,7 +215,7 @@ class _ShapeAttribute(_Sized, torch.fx.proxy.Attribute):
     pass
 
 
-class _Unknown(Exception):
+class _Unknown(LookupError):
     """A node's value on ``meta`` is not known (no example input for a placeholder)."""
 
 
@@ -249,14 +260,12 @@ class MetaValues:
         self.resolved: list[str] = []  # what Python asked about shapes, in order
 
     def resolve(self, node: torch.fx.Node, question: str) -> Any:
-        """The value of ``node`` on ``meta``, for ``question`` (bool, len, iter, keys)."""
-        try:
-            with self._untraced():
-                value = self._value(node)
-        except _Unknown as exc:
-            raise torch.fx.proxy.TraceError(
-                f"symbolically traced variables cannot be used as inputs to control flow ({question} of {exc})"
-            ) from None
+        """The value of ``node`` on ``meta``, for ``question`` (bool, len, iter, keys).
+
+        Raises LookupError when it depends on an input without an example tensor.
+        """
+        with self._untraced():
+            value = self._value(node)
         self.resolved.append(f"{question}({node.format_node()})")
         return value
 
@@ -287,13 +296,19 @@ class MetaValues:
         return value
 
 
-def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: str) -> Any:
-    """The Python answer (bool, iterator, keys) for ``proxy`` or fx's own TraceError."""
+def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: str, fx_answer: Callable[[], Any]) -> Any:
+    """The Python answer (bool, iterator, keys, len) for ``proxy`` from its value on ``meta``.
+
+    Without the value (no example inputs, or none for an input it depends
+    on) the answer is ``fx_answer()``: torch.fx's own, usually its error, so
+    a model traced without example inputs traces exactly as with torch.fx.
+    """
     if values is None:
-        raise torch.fx.proxy.TraceError(
-            f"symbolically traced variables cannot be used as inputs to control flow ({question})"
-        )
-    value = values.resolve(proxy.node, question)
+        return fx_answer()
+    try:
+        value = values.resolve(proxy.node, question)
+    except _Unknown:
+        return fx_answer()
     if question == "bool":
         if isinstance(value, torch.Tensor):  # a tensor's value: data-dependent, not known on meta
             raise torch.fx.proxy.TraceError(
@@ -302,4 +317,6 @@ def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: st
         return bool(value)
     if question == "iter":
         return iter([proxy[i] for i in range(len(value))])  # type: ignore[index]
+    if question == "len":
+        return len(value)
     return value.keys()

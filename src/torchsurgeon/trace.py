@@ -121,6 +121,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         specialise: Mapping[str, Any],
         own_hooks: OwnHooks | None = None,
         example: Mapping[str, torch.Tensor] | None = None,
+        defaults: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(
             autowrap_modules=autowrap_modules,  # type: ignore[arg-type]
@@ -129,6 +130,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._leaf_names = leaf_names
         self._leaf_types = leaf_types
         self._specialise = specialise
+        self._defaults = defaults  # specialised to their default: a decorated forward gets them from its wrapper
         self._stack: list[str] = []
         self.failures: list[tuple[BaseException, list[str]]] = []
         self.dropped: list[torch.fx.Node] = []
@@ -144,15 +146,13 @@ class _SurgeonTracer(torch.fx.Tracer):
         return ShapeProxy(node, self)
 
     def to_bool(self, obj: torch.fx.Proxy) -> bool:
-        return bool(meta_question(self.meta_values, obj, "bool"))
+        return bool(meta_question(self.meta_values, obj, "bool", lambda: super(_SurgeonTracer, self).to_bool(obj)))
 
     def iter(self, obj: torch.fx.Proxy) -> Iterator[Any]:
-        return iter(meta_question(self.meta_values, obj, "iter"))
+        return iter(meta_question(self.meta_values, obj, "iter", lambda: super(_SurgeonTracer, self).iter(obj)))
 
     def keys(self, obj: torch.fx.Proxy) -> Any:
-        if self.meta_values is None:
-            return super().keys(obj)
-        return meta_question(self.meta_values, obj, "keys")
+        return meta_question(self.meta_values, obj, "keys", lambda: super(_SurgeonTracer, self).keys(obj))
 
     def _leaf_on_meta(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run a leaf on meta arguments (a hook-free copy on meta), with fx's patches passing through."""
@@ -192,13 +192,13 @@ class _SurgeonTracer(torch.fx.Tracer):
         def without_hooks(*a: Any, **k: Any) -> Any:  # the user's hooks must never see our proxies
             return m.forward(*a, **k)
 
-        def with_own_hooks(*a: Any, **k: Any) -> Any:  # hooks the model installed on itself run as in a forward
-            assert own is not None
-            return own.call(m, a, k)
+        def traced(*a: Any, **k: Any) -> Any:  # a leaf becomes one node, any other module is traced through
+            return super(_SurgeonTracer, self).call_module(m, without_hooks, a, k)
 
-        run = with_own_hooks if own is not None and own.installed(m) else without_hooks
         try:
-            return super().call_module(m, run, args, kwargs)
+            if own is not None and own.installed(m):  # hooks the model installed on itself run as in a forward
+                return own.call(m, args, kwargs, traced)
+            return traced(*args, **kwargs)
         except Exception as exc:
             if not any(seen is exc for seen, _ in self.failures):
                 self.failures.append((exc, list(self._stack)))  # innermost module first
@@ -250,7 +250,7 @@ class _SurgeonTracer(torch.fx.Tracer):
                 self.dropped.append(args[i].node)
                 args[i] = self._specialise[name]
         if inner is not root_fn and is_module:  # a decorated forward: call the wrapper, binding by name
-            fn = call_by_name(root_fn, names[1:]) or fn
+            fn = call_by_name(root_fn, names[1:], self._defaults) or fn
         return fn, args if is_module else args[1:]
 
 
@@ -583,7 +583,9 @@ def trace(
         )
     simple = {k: v for k, v in given.items() if type(v) in _SIMPLE_DEFAULTS}  # no fx assertion nodes
     concrete_args = {k: v for k, v in given.items() if k not in simple}
-    specialise = {**_specialisation(model, inputs, given), **simple}
+    by_default = _specialisation(model, inputs, given)
+    specialise = {**by_default, **simple}
+    defaults = frozenset(k for k in by_default if k not in _NO_CACHE)
 
     fixed = {k: v for k, v in specialise.items() if not k.startswith("*")}
     if torch.fx.Tracer().is_leaf_module(model, "") or isinstance(model, leaf_types):
@@ -605,6 +607,7 @@ def trace(
                     specialise,
                     own_hooks,
                     example_inputs,
+                    defaults,
                 )
                 try:
                     graph = tracer.trace(model, concrete_args=concrete_args or None)
