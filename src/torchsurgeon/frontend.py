@@ -26,13 +26,14 @@ import contextlib
 import operator
 import os
 import sys
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 __all__ = ("MetaValues", "OwnHooks", "ShapeProxy", "call_by_name", "meta_question")
 
@@ -120,13 +121,12 @@ class OwnHooks:
     0
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self._modules = list(model.modules())
-        # attributes are appended to __dict__ in order: their count is enough; hooks only where there are some
-        self._before = {
-            id(m): (len(m.__dict__), {a: frozenset(d) for a in _FORWARD_HOOKS if (d := m.__dict__[a])})
-            for m in self._modules
-        }
+    def __init__(self, model: nn.Module, modules: Iterable[nn.Module] | None = None) -> None:
+        self._modules = list(model.modules() if modules is None else modules)
+        # attributes are appended to __dict__ in order: their count is enough
+        self._attributes = [len(m.__dict__) for m in self._modules]
+        # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
+        self._first_new = RemovableHandle.next_id
         package = type(model).__module__.split(".")[0]
         library = sys.modules.get(package)
         path = os.path.abspath(getattr(library, "__file__", None) or "")
@@ -141,10 +141,9 @@ class OwnHooks:
         )
 
     def _own(self, module: nn.Module, attr: str) -> Iterator[tuple[int, Callable[..., Any]]]:
-        before = self._before.get(id(module), (0, {}))[1].get(attr, frozenset())
         for key, hook in getattr(module, attr).items():
             origin = str(getattr(hook, "__module__", "") or "")
-            if key not in before or (self._package is not None and origin.split(".")[0] == self._package):
+            if key >= self._first_new or (self._package is not None and origin.split(".")[0] == self._package):
                 yield key, hook
 
     def call(
@@ -176,14 +175,13 @@ class OwnHooks:
 
     def restore(self) -> None:
         """Remove the hooks and attributes the trace added to the model's modules."""
-        for m in self._modules:
-            count, hooks = self._before[id(m)]
+        hooks_added = RemovableHandle.next_id != self._first_new  # none at all, in the whole process: skip them
+        for m, count in zip(self._modules, self._attributes):
             state = m.__dict__
-            for attr in _FORWARD_HOOKS:
-                table = state[attr]
-                if len(table) != len(hooks.get(attr, ())):
-                    keys = hooks.get(attr, frozenset())
-                    for key in [k for k in table if k not in keys]:
+            if hooks_added:
+                for attr in _FORWARD_HOOKS:
+                    table = state[attr]
+                    for key in [k for k in table if k >= self._first_new]:
                         del table[key]
             if len(state) > count:
                 for name in list(state)[count:]:

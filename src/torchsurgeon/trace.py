@@ -593,7 +593,7 @@ def trace(
         return Traced(model, _whole_model(model, params, specialise, concrete_args), {}, (), fixed)
 
     opaque: dict[str, str] = {}
-    own_hooks = OwnHooks(model)
+    own_hooks = OwnHooks(model, {id(m): m for m in submodules.values()}.values())
     with _TRACE_LOCK:  # one fx trace at a time: each restores the recursion limit it found
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
