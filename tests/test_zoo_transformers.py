@@ -166,6 +166,7 @@ class _Result:
     error: str = ""
     real: Any = None  # output shapes of a real forward on the CPU
     unique: int = 0  # unique parameters of the model
+    left_as_found: bool = False  # hooks and attributes after paramcount as before it
 
 
 _CACHE: dict[str, _Result] = {}
@@ -189,16 +190,23 @@ def _real_input(spec: Any, name: str = "") -> Any:
     return torch.randn(1, *spec)
 
 
+def _state(model: torch.nn.Module) -> dict[str, Any]:
+    """Every module's forward hooks and attribute names."""
+    return {n: (dict(m._forward_hooks), dict(m._forward_pre_hooks), list(vars(m))) for n, m in model.named_modules()}
+
+
 def _result(name: str) -> _Result:
     if name not in _CACHE:
         model = _build(name)
         result = _Result(name)
         spec = ZOO[name][2]
+        before = _state(model)
         try:
             result.report = paramcount(model, spec)
         except TorchSurgeonError as exc:
             result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
         else:
+            result.left_as_found = _state(model) == before  # the hooks and flags its forward installs are gone
             x = _real_input(spec)
             with torch.no_grad():
                 out = model(**x) if isinstance(x, dict) else model(x)
@@ -215,6 +223,7 @@ def test_transformers_model(name: str) -> None:
     r = _result(name)
     assert r.report is not None, r.error
     assert r.report.total == r.unique
+    assert r.left_as_found
     assert r.report.invalid == [], [f.message for f in r.report.findings]
     got = r.report.output_shape
     assert isinstance(got, dict), got
