@@ -15,7 +15,7 @@ from torch import nn
 
 from models import DataDependent, Gate, TwoInputs, WithGate
 from torchsurgeon import InputError, LayerStatus, TraceError, paramcount
-from torchsurgeon.trace import detached_copy, registered_leaves, run_on_zeros, tensor_inputs, trace
+from torchsurgeon.trace import registered_leaves, tensor_inputs, trace
 
 
 def _call_targets(model: nn.Module, **kwargs: Any) -> list[str]:
@@ -150,25 +150,6 @@ def test_hooks_inside_a_leaf_never_see_meta_tensors() -> None:
     with torch.no_grad():
         model(torch.randn(1, 6))
     assert calls == ["pre", "cpu"]
-
-
-def test_detached_copy_and_run_on_zeros_leave_the_module_alone() -> None:
-    model = Gate(3)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    clone = detached_copy(model, lambda t: torch.zeros_like(t))
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    assert all(not p.detach().any() for p in clone.parameters())
-    x = torch.empty(2, 3, device="meta")
-    out = run_on_zeros(model, (x,), {}, NotImplementedError("meta"))
-    assert out.device.type == "meta" and tuple(out.shape) == (2, 3)
-    with pytest.raises(ValueError, match="a real shape error"):
-        run_on_zeros(model, (x,), {}, ValueError("a real shape error"))
-
-
-def test_run_on_zeros_refuses_huge_leaves() -> None:
-    x = torch.empty(1, 2**26, device="meta")
-    with pytest.raises(NotImplementedError, match=r"too large to run on zeros on the CPU \(67,108,\d+ elements"):
-        run_on_zeros(Gate(1), (x,), {}, NotImplementedError("meta"))
 
 
 # --------------------------------------------------------------------------- arguments and outputs

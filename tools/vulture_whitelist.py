@@ -15,3 +15,6 @@ _.hits  # ShapeMemo counter: cache hits of paramcount_sweep
 _.status_of  # SurgeryReport method
 _.specialised  # Traced field: the forward arguments fixed while tracing
 _.ALWAYS  # CrossCheckMode member, passed as crosscheck="always"
+_.to_bool  # torch.fx.Tracer override: Python's bool() of a proxy, answered from its value on meta
+_.proxy_buffer_attributes  # torch.fx.Tracer option: buffers read in forward become get_attr nodes
+_.shape_specific  # Traced field: Python questions about shapes answered for the example inputs

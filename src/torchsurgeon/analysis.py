@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
+import torch
 from torch import nn
 
 from .crosscheck import crosscheck as run_crosscheck
@@ -22,8 +23,8 @@ from .graph import build_graph, model_of, node_record, node_records, opaque_of
 from .params import ParamSummary, count_params
 from .records import CrossCheck, CrossCheckMode, Finding, LayerReport, LayerStatus, OutputShape, ShapeSource, Trust
 from .report import format_count, format_shape, model_table
-from .shapes import InputSpec, ShapeMemo, ShapeResult, propagate_shapes
-from .trace import Traced, tensor_inputs, trace, unwrap_model
+from .shapes import InputSpec, ShapeMemo, ShapeResult, input_dtype_for, normalize_input, propagate_shapes
+from .trace import Traced, forward_inputs, tensor_inputs, trace, unwrap_model
 
 __all__ = ("ModelReport", "analyse_graph", "paramcount", "paramcount_sweep")
 
@@ -455,11 +456,29 @@ def paramcount(
         concrete_args=concrete_args,
         autowrap_functions=autowrap_functions,
         inputs=tensor_inputs(input),  # other forward arguments are traced with their defaults
+        example_inputs=_examples(model, input, batch),  # Python on shapes answered for this input
     )
     report, _ = _analyse(
         build_graph(traced), input, batch, "", None, mode, copy_graph=False
     )  # the graph is the report's
     return report
+
+
+def _examples(model: nn.Module, input: InputSpec, batch: int) -> dict[str, torch.Tensor]:
+    """``meta`` tensors for ``input`` by ``forward`` argument name (empty when the spec does not fit).
+
+    A spec that does not fit is reported later, by shape propagation, with its own message.
+    """
+    try:
+        specs = normalize_input(input, forward_inputs(model, input))
+        return {
+            name: spec
+            if isinstance(spec, torch.Tensor)
+            else torch.empty((batch, *spec), dtype=input_dtype_for(name, model), device="meta")
+            for name, spec in specs.items()
+        }
+    except (InputError, RuntimeError, TypeError, ValueError):
+        return {}
 
 
 def paramcount_sweep(
@@ -522,13 +541,19 @@ def paramcount_sweep(
         )
     mode = crosscheck_mode(crosscheck)
     model = unwrap_model(model)
-    traced = trace(
-        model,
-        leaf_modules=leaf_modules,
-        concrete_args=concrete_args,
-        autowrap_functions=autowrap_functions,
-        inputs=names.pop(),
-    )
+    options: dict[str, Any] = {
+        "leaf_modules": tuple(leaf_modules),
+        "concrete_args": concrete_args,
+        "autowrap_functions": tuple(autowrap_functions),
+        "inputs": names.pop(),
+    }
+    traced = trace(model, **options, example_inputs=_examples(model, specs[0], batch))
+    if traced.shape_specific:  # forward's Python answered questions about the first input's shapes: trace each
+        reports = [_analyse(build_graph(traced), specs[0], batch, "", None, mode, copy_graph=False)[0]]
+        for spec in specs[1:]:
+            again = trace(model, **options, example_inputs=_examples(model, spec, batch))
+            reports.append(_analyse(build_graph(again), spec, batch, "", None, mode, copy_graph=False)[0])
+        return reports
     G = build_graph(traced)
     cache = _SweepCache(ShapeMemo(G))  # the model cannot change during the sweep: results are reused
     return [_analyse(G, spec, batch, "", cache, mode, copy_graph=True)[0] for spec in specs]

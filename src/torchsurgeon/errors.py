@@ -14,6 +14,7 @@ __all__ = (
     "SurgeryError",
     "TorchSurgeonError",
     "TraceError",
+    "failure_reason",
 )
 
 
@@ -43,3 +44,21 @@ class ContractError(TorchSurgeonError, AssertionError):
 
 class ConfigError(TorchSurgeonError):
     """A contract configuration (pyproject table, lockfile, import path) is malformed."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why something failed, for messages and reports: ``"TypeName: first line"``.
+
+    torch.fx's messages go on with a tutorial after their first sentence;
+    only that sentence is kept, and the whole is at most 300 characters.
+
+    Examples
+    --------
+    >>> failure_reason(KeyError("conv1"))
+    "KeyError: 'conv1'"
+    """
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if len(first) > 160 and ". " in first:  # fx's messages go on with a tutorial
+        first = first[: first.index(". ") + 1]
+    return f"{type(exc).__name__}: {first}"[:300]

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .copies import detached_copy
 from .records import Finding
-from .trace import detached_copy
 
 __all__ = (
     "Resize",

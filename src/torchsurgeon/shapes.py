@@ -33,6 +33,7 @@ import torch.fx
 from torch import nn
 from torch.fx.node import map_aggregate
 
+from .copies import detached_copy, run_on_zeros
 from .errors import InputError, ShapeError
 from .graph import (
     NodeRecord,
@@ -50,9 +51,17 @@ from .resize import resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
 from .rules._common import first_tensor
 from .rules.registry import counted_without_formula
-from .trace import detached_copy, run_on_zeros
 
-__all__ = ("InputSpec", "ShapeMemo", "ShapeResult", "meta_copy", "normalize_input", "propagate_shapes", "shapes_of")
+__all__ = (
+    "InputSpec",
+    "ShapeMemo",
+    "ShapeResult",
+    "input_dtype_for",
+    "meta_copy",
+    "normalize_input",
+    "propagate_shapes",
+    "shapes_of",
+)
 
 Shape = tuple[int, ...]
 InputSpec = Union[Sequence[int], torch.Size, torch.Tensor, Sequence[Any], Mapping[str, Any]]
@@ -168,12 +177,32 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
 
 
 def _input_dtype(node: torch.fx.Node, model: nn.Module) -> torch.dtype:
-    """Integer inputs for embeddings, else the model's floating dtype."""
+    """Integer inputs for embeddings, else :func:`input_dtype_for` the argument's name."""
     for user in node.users:
         if user.op == "call_module" and isinstance(model.get_submodule(str(user.target)), nn.Embedding):
             return torch.long
         if user.op == "call_function" and user.target is torch.nn.functional.embedding:
             return torch.long
+    return input_dtype_for(str(node.target).lstrip("*"), model)
+
+
+def input_dtype_for(name: str, model: nn.Module) -> torch.dtype:
+    """The dtype of an input given by shape: ``torch.long`` for token ids, else the model's floating dtype.
+
+    Token ids are the arguments named ``ids`` or ``*_ids`` (``input_ids``,
+    ``decoder_input_ids``, ``token_type_ids``), the names Hugging Face
+    models use, so they stay integers even when the embedding that reads
+    them sits inside an opaque layer.  Give a tensor instead of a shape to
+    choose any other dtype.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> input_dtype_for("input_ids", nn.Linear(2, 2)), input_dtype_for("pixel_values", nn.Linear(2, 2).half())
+    (torch.int64, torch.float16)
+    """
+    if name == "ids" or name.endswith("_ids"):
+        return torch.long
     for p in itertools.chain(model.parameters(), model.buffers()):
         if p.is_floating_point():
             return p.dtype

@@ -7,8 +7,8 @@ imported.  When tracing fails inside a submodule, that submodule (and every
 other instance of its class) is made a leaf and tracing is retried (a
 bounded number of times); such submodules are *opaque*: they are analysed by
 running them on the ``meta`` device (or, when their Python code looks at
-tensor values, on small zero tensors on the CPU, see :func:`run_on_zeros`),
-and the report says why.  When nothing works, the error is a
+tensor values, on small zero tensors on the CPU, see
+:func:`torchsurgeon.copies.run_on_zeros`), and the report says why.  When nothing works, the error is a
 :class:`~torchsurgeon.errors.TraceError` naming the module, the source line
 and the fix.
 
@@ -26,34 +26,32 @@ patched.  What stays process-wide is listed in docs/threads.md.
 
 from __future__ import annotations
 
-import collections
-import copy
+import contextlib
 import inspect
-import itertools
 import math
 import operator
 import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Union
 
 import torch
 import torch.fx
-import torch.utils._pytree as pytree
 from torch import nn
 
-from .errors import InputError, TraceError
+from .copies import detached_copy
+from .errors import InputError, TraceError, failure_reason
+from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, meta_question
 
 __all__ = (
     "InputNames",
     "Traced",
-    "detached_copy",
+    "forward_inputs",
     "registered_leaves",
-    "run_on_zeros",
     "tensor_inputs",
     "trace",
     "unwrap_model",
@@ -63,26 +61,13 @@ InputNames = Union[int, Iterable[str], None]
 
 _MAX_ATTEMPTS = 32
 _RECURSION_LIMIT = 20_000
-_ZERO_RUN_LIMIT = 1 << 25
 # torch.fx patches nn.Module.__call__/__getattr__ and autowrapped functions process-wide while it traces;
 # two traces at once undo each other's patches (and can leave them installed): ours run one at a time.
 _TRACE_LOCK = threading.RLock()
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__))
 _SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
-_HOOK_DICTS = (
-    "_forward_hooks",
-    "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called",
-    "_forward_pre_hooks",
-    "_forward_pre_hooks_with_kwargs",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-    "_state_dict_hooks",
-    "_state_dict_pre_hooks",
-    "_load_state_dict_pre_hooks",
-    "_load_state_dict_post_hooks",
-)
+_NO_CACHE = {"use_cache": False}  # transformers' forward argument that builds a key/value cache object
 
 
 @dataclass(frozen=True)
@@ -103,6 +88,10 @@ class Traced:
     specialised : Mapping[str, Any]
         ``forward`` arguments traced with a fixed value (their default),
         because no tensor is given for them.
+    shape_specific : tuple[str, ...]
+        Python questions about shapes answered for the example inputs
+        (``bool(...)``, ``len(...)``): the graph holds for inputs of those
+        shapes only.  Empty when the graph holds for any input.
     """
 
     model: nn.Module
@@ -110,6 +99,7 @@ class Traced:
     opaque: Mapping[str, str] = field(default_factory=dict)
     leaf_modules: tuple[str, ...] = ()
     specialised: Mapping[str, Any] = field(default_factory=dict)
+    shape_specific: tuple[str, ...] = ()
 
 
 class _SurgeonTracer(torch.fx.Tracer):
@@ -129,6 +119,9 @@ class _SurgeonTracer(torch.fx.Tracer):
         autowrap_modules: tuple[ModuleType, ...],
         autowrap_functions: tuple[Callable[..., Any], ...],
         specialise: Mapping[str, Any],
+        own_hooks: OwnHooks | None = None,
+        example: Mapping[str, torch.Tensor] | None = None,
+        defaults: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__(
             autowrap_modules=autowrap_modules,  # type: ignore[arg-type]
@@ -137,10 +130,45 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._leaf_names = leaf_names
         self._leaf_types = leaf_types
         self._specialise = specialise
+        self._defaults = defaults  # specialised to their default: a decorated forward gets them from its wrapper
         self._stack: list[str] = []
         self.failures: list[tuple[BaseException, list[str]]] = []
         self.dropped: list[torch.fx.Node] = []
         self._thread = threading.get_ident()  # the thread that traces; create the tracer there
+        self.proxy_buffer_attributes = True  # buffers sliced by traced sizes (position_ids[:, :n]) stay in the graph
+        self._own_hooks = own_hooks
+        self._evaluating = False  # running a leaf on meta to answer a question about shapes
+        self._meta_copies: dict[int, nn.Module] = {}
+        self.meta_values: MetaValues | None = None
+        self._example = example
+
+    def proxy(self, node: torch.fx.Node) -> torch.fx.Proxy:
+        return ShapeProxy(node, self)
+
+    def to_bool(self, obj: torch.fx.Proxy) -> bool:
+        return bool(meta_question(self.meta_values, obj, "bool", lambda: super(_SurgeonTracer, self).to_bool(obj)))
+
+    def iter(self, obj: torch.fx.Proxy) -> Iterator[Any]:
+        return iter(meta_question(self.meta_values, obj, "iter", lambda: super(_SurgeonTracer, self).iter(obj)))
+
+    def keys(self, obj: torch.fx.Proxy) -> Any:
+        return meta_question(self.meta_values, obj, "keys", lambda: super(_SurgeonTracer, self).keys(obj))
+
+    def _leaf_on_meta(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run a leaf on meta arguments (a hook-free copy on meta), with fx's patches passing through."""
+        copy_ = self._meta_copies.get(id(m))
+        if copy_ is None:
+            copy_ = self._meta_copies.setdefault(id(m), detached_copy(m, lambda t: torch.empty_like(t, device="meta")))
+        return copy_(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _untraced(self) -> Iterator[None]:
+        """fx's patches pass through: attribute reads are real, module calls run their forward."""
+        before, self._evaluating = self._evaluating, True
+        try:
+            yield
+        finally:
+            self._evaluating = before
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self._leaf_names:
@@ -156,15 +184,21 @@ class _SurgeonTracer(torch.fx.Tracer):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if threading.get_ident() != self._thread:
+        if self._evaluating or threading.get_ident() != self._thread:
             return forward(*args, **kwargs)  # another thread's real forward: nn.Module.__call__, hooks included
         self._stack.append(self.path_of_module(m))
+        own = self._own_hooks
 
         def without_hooks(*a: Any, **k: Any) -> Any:  # the user's hooks must never see our proxies
             return m.forward(*a, **k)
 
+        def traced(*a: Any, **k: Any) -> Any:  # a leaf becomes one node, any other module is traced through
+            return super(_SurgeonTracer, self).call_module(m, without_hooks, a, k)
+
         try:
-            return super().call_module(m, without_hooks, args, kwargs)
+            if own is not None and own.installed(m):  # hooks the model installed on itself run as in a forward
+                return own.call(m, args, kwargs, traced)
+            return traced(*args, **kwargs)
         except Exception as exc:
             if not any(seen is exc for seen, _ in self.failures):
                 self.failures.append((exc, list(self._stack)))  # innermost module first
@@ -173,7 +207,7 @@ class _SurgeonTracer(torch.fx.Tracer):
             self._stack.pop()
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
-        if threading.get_ident() != self._thread:
+        if self._evaluating or threading.get_ident() != self._thread:
             return attr_val  # another thread reads the real parameter, not a proxy of our graph
         return super().getattr(attr, attr_val, parameter_proxy_cache)
 
@@ -195,10 +229,13 @@ class _SurgeonTracer(torch.fx.Tracer):
         is_module: bool,
         concrete_args: Any = None,
     ) -> tuple[Any, list[Any]]:
-        fn, args = super().create_args_for_root(root_fn, is_module, concrete_args)
-        if not self._specialise or type(self.graph._codegen).__name__ != "CodeGen":
+        inner = inspect.unwrap(root_fn)
+        fn, args = super().create_args_for_root(inner, is_module, concrete_args)
+        if self._example is not None:
+            self.meta_values = MetaValues(self.root, self._example, self._leaf_on_meta, self._untraced)
+        if type(self.graph._codegen).__name__ != "CodeGen":
             return fn, args
-        code = inspect.unwrap(root_fn).__code__
+        code = inner.__code__
         total = code.co_argcount + code.co_kwonlyargcount
         names = list(code.co_varnames[:total])
         extra = iter(code.co_varnames[total:])
@@ -212,6 +249,8 @@ class _SurgeonTracer(torch.fx.Tracer):
             if i < len(args) and name in self._specialise and isinstance(args[i], torch.fx.Proxy):
                 self.dropped.append(args[i].node)
                 args[i] = self._specialise[name]
+        if inner is not root_fn and is_module:  # a decorated forward: call the wrapper, binding by name
+            fn = call_by_name(root_fn, names[1:], self._defaults) or fn
         return fn, args if is_module else args[1:]
 
 
@@ -317,6 +356,21 @@ def tensor_inputs(spec: Any) -> InputNames:
     return 1
 
 
+def forward_inputs(model: nn.Module, spec: Any) -> list[str]:
+    """The names of the ``forward`` arguments an input spec can fill, in order (see :func:`tensor_inputs`).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> forward_inputs(nn.Linear(2, 2), (2,)), forward_inputs(nn.Linear(2, 2), {"mask": (1,)})
+    (['input'], ['mask'])
+    """
+    if isinstance(spec, Mapping):
+        return [str(k) for k in spec]
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in _forward_parameters(model) if p.kind in kinds]
+
+
 def _source_line(exc: BaseException) -> str:
     """The innermost frame of ``exc`` outside torch and torchsurgeon: 'file:line: code'."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -328,14 +382,6 @@ def _source_line(exc: BaseException) -> str:
         last = frames[-1]
         return f"{last.filename}:{last.lineno}: {(last.line or '').strip()}"
     return "<unknown source line>"
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    if len(first) > 160 and ". " in first:  # fx's messages go on with a tutorial
-        first = first[: first.index(". ") + 1]
-    return f"{type(exc).__name__}: {first}"[:300]
 
 
 _HINTS = (
@@ -392,6 +438,8 @@ def _specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping
             out[f"**{p.name}"] = {}
         elif p.kind == p.VAR_POSITIONAL and f"*{p.name}" not in fixed:
             out[f"*{p.name}"] = ()
+        elif p.name in _NO_CACHE:  # a cache of keys and values for generation is not a layer: none is built
+            out[p.name] = _NO_CACHE[p.name]
         elif p.default is not p.empty and type(p.default) in _SIMPLE_DEFAULTS:
             out[p.name] = p.default
     return out
@@ -436,6 +484,7 @@ def trace(
     autowrap_functions: Iterable[Callable[..., Any]] = (),
     auto_leaf: bool = True,
     inputs: InputNames = None,
+    example_inputs: Mapping[str, torch.Tensor] | None = None,
 ) -> Traced:
     """Symbolically trace ``model`` with torch.fx.
 
@@ -463,6 +512,12 @@ def trace(
         the number of leading positional arguments (default 1).  The other
         arguments are traced with their default value (``None``, a bool, a
         number or a string), ``*args`` and ``**kwargs`` empty.
+    example_inputs : mapping of str to Tensor, optional
+        Example inputs by argument name (``meta`` tensors are enough).  With
+        them, Python on shapes in ``forward`` (``if h % 8``, ``len(x.shape)``,
+        loops over a shape) is answered for these shapes, and
+        ``Traced.shape_specific`` lists what was answered; without them such
+        code makes its module opaque.
 
     Returns
     -------
@@ -528,7 +583,9 @@ def trace(
         )
     simple = {k: v for k, v in given.items() if type(v) in _SIMPLE_DEFAULTS}  # no fx assertion nodes
     concrete_args = {k: v for k, v in given.items() if k not in simple}
-    specialise = {**_specialisation(model, inputs, given), **simple}
+    by_default = _specialisation(model, inputs, given)
+    specialise = {**by_default, **simple}
+    defaults = frozenset(k for k in by_default if k not in _NO_CACHE)
 
     fixed = {k: v for k, v in specialise.items() if not k.startswith("*")}
     if torch.fx.Tracer().is_leaf_module(model, "") or isinstance(model, leaf_types):
@@ -536,12 +593,22 @@ def trace(
         return Traced(model, _whole_model(model, params, specialise, concrete_args), {}, (), fixed)
 
     opaque: dict[str, str] = {}
+    own_hooks = OwnHooks(model, {id(m): m for m in submodules.values()}.values())
     with _TRACE_LOCK:  # one fx trace at a time: each restores the recursion limit it found
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
         try:
             for _attempt in range(_MAX_ATTEMPTS + 1):
-                tracer = _SurgeonTracer(frozenset(names), leaf_types, (math, *reg_modules), functions, specialise)
+                tracer = _SurgeonTracer(
+                    frozenset(names),
+                    leaf_types,
+                    (math, *reg_modules),
+                    functions,
+                    specialise,
+                    own_hooks,
+                    example_inputs,
+                    defaults,
+                )
                 try:
                     graph = tracer.trace(model, concrete_args=concrete_args or None)
                 except RecursionError as exc:
@@ -553,7 +620,7 @@ def trace(
                     stack = tracer.failed_in(exc)
                     culprit = next((p for p in reversed(stack) if p and p not in names), "")
                     if auto_leaf and culprit and _attempt < _MAX_ATTEMPTS:
-                        _make_opaque(submodules, culprit, _reason(exc), names, opaque)
+                        _make_opaque(submodules, culprit, failure_reason(exc), names, opaque)
                         continue
                     raise _trace_error(model, culprit, stack, exc, given, opaque) from exc
                 _tidy(graph, tracer.dropped)
@@ -562,9 +629,11 @@ def trace(
                 break
         finally:
             sys.setrecursionlimit(limit)
+            own_hooks.restore()  # hooks and attributes the model's forward added to itself
     torch_nn = {q for q, m in submodules.items() if type(m).__module__.startswith("torch.nn")}
     leaves = sorted({str(n.target) for n in graph.nodes if n.op == "call_module"} - torch_nn)
-    return Traced(model, graph_module, opaque, tuple(leaves), fixed)
+    resolved = tuple(tracer.meta_values.resolved) if tracer.meta_values is not None else ()
+    return Traced(model, graph_module, opaque, tuple(leaves), fixed, resolved)
 
 
 def _graph_module(root: nn.Module, graph: torch.fx.Graph, name: str) -> torch.fx.GraphModule:
@@ -646,116 +715,5 @@ def _trace_error(
     if concrete_args:
         fix += f" (concrete_args given: {sorted(concrete_args)})"
     tried = f"\n  already opaque: {', '.join(opaque)}" if opaque else ""
-    return TraceError(
-        f"torch.fx cannot trace {where}: {_reason(exc)}{_hint(exc)}\n  at {_source_line(exc)}{tried}\n  fix: {fix}"
-    )
-
-
-def _cannot_run_on_meta(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, NotImplementedError) or "meta" in text or "data-dependent" in text
-
-
-def run_on_zeros(
-    target: nn.Module | Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], failure: Exception
-) -> Any:
-    """Run a leaf that cannot run on ``meta`` on zero tensors on the CPU; outputs come back on ``meta``.
-
-    A leaf module or a wrapped function whose Python code looks at tensor
-    values (``if x.mean() > 0``) fails on ``meta`` tensors.  When it is small
-    enough (inputs, parameters and buffers below 2**25 elements) it is run
-    once on zero inputs of the same shapes and dtypes (a module: on a CPU
-    copy with zero weights, in eval mode), to learn the shapes of its
-    outputs.  The user's module and its hooks are never used.  torch's own
-    functions are not retried: their failures on ``meta`` stay failures.
-
-    Parameters
-    ----------
-    target : nn.Module or callable
-        The leaf (the user's own module; it is copied, not run), or a
-        function wrapped as a single call.
-    args, kwargs
-        The arguments on ``meta``, as for its ``forward``.
-    failure : Exception
-        Why running on ``meta`` failed; raised again when the zero run does
-        not apply (another kind of failure, a torch function, or too large).
-
-    Returns
-    -------
-    Any
-        The output with every tensor replaced by a ``meta`` tensor.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> class Gate(nn.Module):
-    ...     def forward(self, x):
-    ...         return x if x.sum() > 0 else x[:, :2]
-    >>> x = torch.empty(1, 5, device="meta")
-    >>> run_on_zeros(Gate(), (x,), {}, NotImplementedError("meta")).shape
-    torch.Size([1, 2])
-    """
-    module = target if isinstance(target, nn.Module) else None
-    if not _cannot_run_on_meta(failure) or (module is None and _is_torch_function(target)):
-        raise failure
-    leaves = [t for t in pytree.tree_leaves((args, dict(kwargs))) if isinstance(t, torch.Tensor)]
-    weights = itertools.chain(module.parameters(), module.buffers()) if module is not None else ()
-    size = sum(t.numel() for t in itertools.chain(leaves, weights))
-    if size > _ZERO_RUN_LIMIT:
-        raise NotImplementedError(
-            f"{_reason(failure)}; too large to run on zeros on the CPU ({size:,} elements > {_ZERO_RUN_LIMIT:,})"
-        ) from failure
-    with torch.device("cpu"), torch.no_grad():
-        cpu_args, cpu_kwargs = pytree.tree_map(_zeros_like, (args, dict(kwargs)))
-        if module is not None:
-            clone = detached_copy(module, _zeros_like).eval()
-            out = type(clone).forward(clone, *cpu_args, **cpu_kwargs)
-        else:
-            out = target(*cpu_args, **cpu_kwargs)
-    return pytree.tree_map(lambda v: torch.empty_like(v, device="meta") if isinstance(v, torch.Tensor) else v, out)
-
-
-def _is_torch_function(fn: Any) -> bool:
-    name = str(getattr(fn, "__module__", None) or "")
-    return name.split(".")[0] in ("torch", "_operator", "operator", "builtins", "math")
-
-
-def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
-    """A deep copy of ``module`` with new parameters and buffers, ``tensor(original)``, and no hooks.
-
-    Parameters keep ``requires_grad``; shared parameters stay shared.  The
-    hooks of ``module`` and its submodules are neither copied nor run by the
-    copy, so user hooks never see torchsurgeon's tensors.  ``module`` is not
-    touched.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> m = nn.Linear(3, 2)
-    >>> _ = m.register_forward_hook(lambda *a: print("hook"))
-    >>> c = detached_copy(m, lambda t: torch.empty_like(t, device="meta"))
-    >>> c.weight.device.type, m.weight.device.type, len(c._forward_hooks), len(m._forward_hooks)
-    ('meta', 'cpu', 0, 1)
-    """
-    memo: dict[int, Any] = {}
-    for p in module.parameters():
-        memo.setdefault(id(p), nn.Parameter(tensor(p.detach()), requires_grad=p.requires_grad))
-    for b in module.buffers():
-        memo.setdefault(id(b), tensor(b))
-    for m in module.modules():
-        for attr in _HOOK_DICTS:
-            hooks = m.__dict__.get(attr)
-            if isinstance(hooks, dict):
-                memo[id(hooks)] = collections.OrderedDict()
-    return copy.deepcopy(module, memo)
-
-
-def _zeros_like(value: Any) -> Any:
-    if not isinstance(value, torch.Tensor):
-        return value
-    try:
-        return torch.zeros(value.shape, dtype=value.dtype, device="cpu")
-    except (RuntimeError, TypeError):  # quantized and other exotic dtypes
-        return torch.empty(value.shape, dtype=value.dtype, device="cpu")
+    reason = f"{failure_reason(exc)}{_hint(exc)}"
+    return TraceError(f"torch.fx cannot trace {where}: {reason}\n  at {_source_line(exc)}{tried}\n  fix: {fix}")

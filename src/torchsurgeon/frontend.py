@@ -1,0 +1,320 @@
+"""What torch.fx needs beyond its defaults to trace library models as their users call them.
+
+Three pieces, each used by :mod:`torchsurgeon.trace`'s tracer:
+
+* **Wrapped forwards.**  transformers 5 wraps ``forward`` in decorators
+  taking ``(*args, **kwargs)``; fx reads the inner signature but calls the
+  wrapper positionally, so values land in the wrong slots.
+  :func:`call_by_name` calls the wrapper with keywords instead.
+* **The model's own hooks.**  transformers collects hidden states with
+  forward hooks the model installs on itself during its first forward.
+  :class:`OwnHooks` runs those hooks (never the user's) and
+  :meth:`OwnHooks.restore` leaves the model exactly as it was found.
+* **Shape-aware proxies.**  Python on shapes (``if h % stride``,
+  ``len(x.shape)``, ``for d in x.shape``) is resolved for the input given,
+  as transformers' former ``HFTracer`` did, but lazily: a node's value on
+  ``meta`` is computed only when Python asks a question fx cannot answer
+  (:class:`MetaValues`).  A question about tensor *values* still fails, so
+  the smallest module holding it becomes an opaque leaf.
+
+See docs/frontend.md for the measurements behind these choices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import operator
+import os
+import sys
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+import torch.fx
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ("MetaValues", "OwnHooks", "ShapeProxy", "call_by_name", "meta_question")
+
+_FORWARD_HOOKS = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
+
+
+def call_by_name(
+    wrapper: Callable[..., Any], names: Sequence[str], defaults: Collection[str] = ()
+) -> Callable[..., Any] | None:
+    """A function taking fx's flat arguments that calls ``wrapper`` binding them by name.
+
+    Parameters
+    ----------
+    wrapper : callable
+        The decorated ``forward`` (``functools.wraps`` around the real one).
+    names : sequence of str
+        fx's argument names of the inner function after ``self``:
+        ``"input_ids"``, ``"*args"``, ``"**kwargs"``.
+    defaults : collection of str
+        Arguments whose value is only their default: they are not passed,
+        so the wrapper fills them as it does in ``model(x)`` (transformers'
+        decorators take them from the model's config).
+
+    Returns
+    -------
+    callable or None
+        ``f(self, *values)``; None when the values cannot be bound by name
+        (``*args`` receiving tensors and a positional argument after it).
+
+    Examples
+    --------
+    >>> import functools
+    >>> def forward(self, a, b=2, **kwargs):
+    ...     return a, b, kwargs
+    >>> @functools.wraps(forward)
+    ... def wrapper(self, *args, **kwargs):
+    ...     return forward(self, *args, **kwargs)
+    >>> call_by_name(wrapper, ["a", "b", "**kwargs"])(None, 1, 3, {})
+    (1, 3, {})
+    """
+    if any(n.startswith("*") and not n.startswith("**") for n in names):
+        return None  # positional tensors after *args: fx's positional call is the only binding
+
+    def call(root: Any, *values: Any) -> Any:
+        keywords: dict[str, Any] = {}
+        for name, value in zip(names, values):
+            if name in defaults:
+                continue
+            if name.startswith("**"):
+                if not isinstance(value, Mapping):
+                    raise torch.fx.proxy.TraceError(f"{name} receives a traced value; give it a fixed mapping")
+                keywords.update(value)
+            else:
+                keywords[name] = value
+        return wrapper(root, **keywords)
+
+    return call
+
+
+class OwnHooks:
+    """The forward hooks a model installs on itself, run while tracing; the user's are never run.
+
+    A hook counts as the model's own when it was installed during the trace
+    (transformers installs its output-capturing hooks on the first forward)
+    or when its function comes from the installed library that defines the
+    model's class.  :meth:`restore` removes whatever the trace added to the
+    model's modules (hooks, attributes such as
+    ``_output_capturing_hooks_installed``).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> m = nn.Linear(2, 2)
+    >>> own = OwnHooks(m)
+    >>> handle = m.register_forward_hook(lambda *a: None)  # installed "during the trace"
+    >>> own.installed(m)
+    True
+    >>> own.restore(); len(m._forward_hooks)
+    0
+    """
+
+    def __init__(self, model: nn.Module, modules: Iterable[nn.Module] | None = None) -> None:
+        self._modules = list(model.modules() if modules is None else modules)
+        # attributes are appended to __dict__ in order: their count is enough
+        self._attributes = [len(m.__dict__) for m in self._modules]
+        # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
+        self._first_new = RemovableHandle.next_id
+        package = type(model).__module__.split(".")[0]
+        library = sys.modules.get(package)
+        path = os.path.abspath(getattr(library, "__file__", None) or "")
+        self._package = package if f"{os.sep}site-packages{os.sep}" in path else None
+
+    def installed(self, module: nn.Module) -> bool:
+        """Whether ``module`` has forward hooks that are the model's own (cheap when it has none)."""
+        if not (module._forward_hooks or module._forward_pre_hooks):
+            return False
+        return any(True for _ in self._own(module, "_forward_hooks")) or any(
+            True for _ in self._own(module, "_forward_pre_hooks")
+        )
+
+    def _own(self, module: nn.Module, attr: str) -> Iterator[tuple[int, Callable[..., Any]]]:
+        for key, hook in getattr(module, attr).items():
+            origin = str(getattr(hook, "__module__", "") or "")
+            if key >= self._first_new or (self._package is not None and origin.split(".")[0] == self._package):
+                yield key, hook
+
+    def call(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], forward: Callable[..., Any]
+    ) -> Any:
+        """``forward(*args, **kwargs)`` with only the module's own forward hooks, as ``nn.Module.__call__`` runs them.
+
+        ``forward`` traces the module: through its ``forward``, or as one node when it is a leaf.
+        """
+        with_kwargs = module._forward_pre_hooks_with_kwargs
+        for key, hook in self._own(module, "_forward_pre_hooks"):
+            if key in with_kwargs:
+                result = hook(module, args, kwargs)
+                if result is not None:
+                    args, kwargs = result
+            else:
+                result = hook(module, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        output = forward(*args, **kwargs)
+        for key, hook in self._own(module, "_forward_hooks"):
+            if key in module._forward_hooks_with_kwargs:
+                result = hook(module, args, kwargs, output)
+            else:
+                result = hook(module, args, output)
+            if result is not None:
+                output = result
+        return output
+
+    def restore(self) -> None:
+        """Remove the hooks and attributes the trace added to the model's modules."""
+        hooks_added = RemovableHandle.next_id != self._first_new  # none at all, in the whole process: skip them
+        for m, count in zip(self._modules, self._attributes):
+            state = m.__dict__
+            if hooks_added:
+                for attr in _FORWARD_HOOKS:
+                    table = state[attr]
+                    for key in [k for k in table if k >= self._first_new]:
+                        del table[key]
+            if len(state) > count:
+                for name in list(state)[count:]:
+                    del state[name]
+
+
+class _Sized:
+    """``len()`` of a proxy from its value on ``meta``."""
+
+    tracer: torch.fx.proxy.TracerBase
+    node: torch.fx.Node
+
+    def __len__(self) -> int:
+        values = getattr(self.tracer, "meta_values", None)
+        return int(meta_question(values, self, "len", lambda: torch.fx.Proxy.__len__(self)))  # type: ignore[arg-type]
+
+
+class ShapeProxy(_Sized, torch.fx.Proxy):
+    """An fx proxy whose ``len()`` and attributes know the value on ``meta`` when the tracer does."""
+
+    def __getattr__(self, k: str) -> Any:
+        return _ShapeAttribute(self, k)
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # ids[:, 1:] = ...: recorded like torch.fx records calls
+        self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
+
+
+class _ShapeAttribute(_Sized, torch.fx.proxy.Attribute):
+    pass
+
+
+class _Unknown(LookupError):
+    """A node's value on ``meta`` is not known (no example input for a placeholder)."""
+
+
+class MetaValues:
+    """Values on ``meta`` of the nodes of a graph being traced, computed on demand.
+
+    Parameters
+    ----------
+    root : nn.Module
+        The traced model (its attributes back ``get_attr`` nodes).
+    inputs : mapping of str to Tensor
+        Example inputs by placeholder name (on any device; only shape and dtype matter).
+    leaf_call : callable
+        ``leaf_call(module, args, kwargs)`` runs a leaf module on ``meta`` arguments.
+    untraced : callable, optional
+        A context manager during which fx's patches of ``nn.Module`` pass
+        through (attribute reads give the real tensors, calls run for real).
+
+    Examples
+    --------
+    >>> import torch, operator
+    >>> g = torch.fx.Graph()
+    >>> x = g.placeholder("x")
+    >>> size = g.call_method("size", (x,))
+    >>> values = MetaValues(torch.nn.Module(), {"x": torch.empty(2, 3)}, lambda m, a, k: None)
+    >>> values.resolve(size, "len")
+    torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        root: nn.Module,
+        inputs: Mapping[str, torch.Tensor],
+        leaf_call: Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any],
+        untraced: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    ) -> None:
+        self._root = root
+        self._untraced = untraced
+        self._inputs = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in inputs.items()}
+        self._leaf_call = leaf_call
+        self._values: dict[torch.fx.Node, Any] = {}
+        self.resolved: list[str] = []  # what Python asked about shapes, in order
+
+    def resolve(self, node: torch.fx.Node, question: str) -> Any:
+        """The value of ``node`` on ``meta``, for ``question`` (bool, len, iter, keys).
+
+        Raises LookupError when it depends on an input without an example tensor.
+        """
+        with self._untraced():
+            value = self._value(node)
+        self.resolved.append(f"{question}({node.format_node()})")
+        return value
+
+    def _value(self, node: torch.fx.Node) -> Any:
+        if node in self._values:
+            return self._values[node]
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), self._value)  # slices too
+        if node.op == "placeholder":
+            name = str(node.target).lstrip("*")
+            if name not in self._inputs:
+                raise _Unknown(f"input {name!r}, which gets no example tensor")
+            value: Any = self._inputs[name]
+        elif node.op == "get_attr":
+            value = self._root
+            for part in str(node.target).split("."):
+                value = getattr(value, part)
+            if isinstance(value, torch.Tensor):
+                value = torch.empty_like(value, device="meta")
+        elif node.op == "call_function":
+            value = node.target(*args, **kwargs)  # type: ignore[operator]
+        elif node.op == "call_method":
+            value = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+        elif node.op == "call_module":
+            value = self._leaf_call(self._root.get_submodule(str(node.target)), args, kwargs)
+        else:
+            raise _Unknown(node.format_node())
+        self._values[node] = value
+        return value
+
+
+def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: str, fx_answer: Callable[[], Any]) -> Any:
+    """The Python answer (bool, iterator, keys, len) for ``proxy`` from its value on ``meta``.
+
+    Without the value (no example inputs, or none for an input it depends
+    on) the answer is ``fx_answer()``: torch.fx's own, usually its error, so
+    a model traced without example inputs traces exactly as with torch.fx.
+    """
+    if values is None:
+        return fx_answer()
+    try:
+        value = values.resolve(proxy.node, question)
+    except _Unknown:
+        return fx_answer()
+    if question == "bool":
+        if isinstance(value, torch.Tensor):  # a tensor's value: data-dependent, not known on meta
+            raise torch.fx.proxy.TraceError(
+                "symbolically traced variables cannot be used as inputs to control flow (a tensor value)"
+            )
+        return bool(value)
+    if question == "iter":
+        return iter([proxy[i] for i in range(len(value))])  # type: ignore[index]
+    if question == "len":
+        return len(value)
+    return value.keys()

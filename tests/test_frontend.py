@@ -1,0 +1,288 @@
+"""The tracing front-end for library models, with hand-written models (no transformers needed).
+
+Each test mirrors one thing transformers models do and plain torch.fx cannot
+trace: a decorated ``forward``, hooks the model installs on itself, Python on
+shapes, token ids given as a shape.  The zoo in tests/test_zoo_transformers.py
+checks the same on the real models.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import tensor_shapes
+from torchsurgeon import LayerStatus, TraceError, paramcount, paramcount_sweep
+from torchsurgeon.trace import trace
+
+# --------------------------------------------------------------------------- decorated forwards
+
+
+def _with_defaults(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """A decorator as transformers 5 writes them: ``(*args, **kwargs)`` around the real forward."""
+
+    @functools.wraps(forward)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("scale", 2.0)  # the decorator itself does something the trace must keep
+        return forward(self, *args, **kwargs)
+
+    return wrapper
+
+
+class Decorated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 4)
+        self.mix = nn.Linear(3, 4)
+
+    @_with_defaults
+    def forward(self, x: torch.Tensor, extra: torch.Tensor | None = None, scale: float = 1.0, **kwargs: Any) -> Any:
+        out = self.proj(x) * scale
+        if extra is not None:
+            out = out + self.mix(extra)
+        return out
+
+
+def test_decorated_forward_binds_inputs_by_name_and_runs_the_decorator() -> None:
+    model = Decorated()
+    r = paramcount(model, {"x": (6,), "extra": (3,)}, batch=2)
+    assert r.invalid == []
+    assert r.total == sum(p.numel() for p in model.parameters())
+    assert r.layer("mix").status == LayerStatus.OK  # extra reached self.mix, not the slot of x
+    graph = trace(model, inputs=["x", "extra"]).graph_module.graph
+    assert [str(n.target) for n in graph.nodes if n.op == "placeholder"] == ["x", "extra"]
+    assert any(n.target is operator.mul and 2.0 in n.args for n in graph.nodes)  # the decorator's scale=2.0 ran
+    one = paramcount(model, (6,), batch=2)  # extra keeps its default None: mix is never called
+    assert one.output_shape == (2, 4) and [layer.name for layer in one.layers if layer.name == "mix"] == []
+
+
+# --------------------------------------------------------------------------- hooks the model installs on itself
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(x)
+
+
+class CollectsOutputs(nn.Module):
+    """Installs hooks on its blocks on the first forward and returns what they collect (as transformers does)."""
+
+    def __init__(self, block: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(block() for _ in range(3))
+        self.head = nn.Linear(12, 2)
+
+    def _collect(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        self._collected.append(output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not getattr(self, "_hooks_installed", False):
+            for block in self.blocks:
+                block.register_forward_hook(self._collect)
+            self._hooks_installed = True
+        self._collected: list[torch.Tensor] = []
+        for block in self.blocks:
+            x = block(x)
+        return self.head(torch.cat(self._collected, dim=-1))
+
+
+def _state(model: nn.Module) -> dict[str, Any]:
+    """Every module's forward hooks and attribute names: what a trace must leave as it found."""
+    return {
+        name: (
+            dict(m._forward_hooks),
+            dict(m._forward_pre_hooks),
+            dict(m._forward_hooks_with_kwargs),
+            list(vars(m)),
+        )
+        for name, m in model.named_modules()
+    }
+
+
+@pytest.mark.parametrize("block", [Residual, lambda: nn.Linear(4, 4)], ids=["traced-through", "leaf"])
+def test_hooks_the_model_installs_run_and_the_model_is_left_as_found(block: Callable[[], nn.Module]) -> None:
+    model = CollectsOutputs(block)
+    seen: list[str] = []
+    model.blocks[0].register_forward_hook(lambda m, i, o: seen.append(o.device.type))  # the user's hook
+    before = _state(model)
+    r = paramcount(model, (4,), batch=3)
+    assert seen == []  # the user's hook never sees the trace
+    assert r.invalid == [] and r.opaque == {}
+    assert r.output_shape == (3, 2)
+    assert r.total == sum(p.numel() for p in model.parameters())
+    assert _state(model) == before  # no hook, no attribute (_hooks_installed, _collected) left behind
+    with torch.no_grad():
+        out = model(torch.randn(3, 4))  # a real forward still installs and runs its hooks
+    assert out.shape == (3, 2) and seen == ["cpu"]
+    assert all(len(block._forward_hooks) == (2 if i == 0 else 1) for i, block in enumerate(model.blocks))
+
+
+# --------------------------------------------------------------------------- Python on shapes
+
+
+class PadsToFour(nn.Module):
+    """``if x.shape[-1] % 4 != 0``: pad the last dimension to a multiple of 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 4 != 0:
+            x = F.pad(x, (0, 4 - x.shape[-1] % 4))
+        return self.head(x)
+
+
+class PoolsThreeDims(nn.Module):
+    """``len(x.shape)``: sequences are averaged, vectors pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x.shape) == 3:
+            x = x.mean(dim=1)
+        return self.head(x)
+
+
+class FlattensByShape(nn.Module):
+    """Iteration over ``x.shape``: the product of the trailing sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, *rest = x.shape
+        features = 1
+        for size in rest:
+            features = features * size
+        return self.head(x.reshape(batch, features))
+
+
+@pytest.mark.parametrize(
+    ("model", "inputs", "question"),
+    [
+        (PadsToFour(), [(3, 6), (3, 8)], "bool"),
+        (PoolsThreeDims(), [(3, 8), (8,)], "len"),
+        (FlattensByShape(), [(2, 4), (8,)], "iter"),
+    ],
+    ids=["modulo", "len", "iter"],
+)
+def test_python_on_shapes_is_answered_for_the_input_given(
+    model: nn.Module, inputs: list[tuple[int, ...]], question: str
+) -> None:
+    for shape in inputs:
+        r = paramcount(model, shape, batch=2)
+        assert r.invalid == [] and r.opaque == {}
+        with torch.no_grad():
+            assert r.output_shape == tensor_shapes(model(torch.zeros(2, *shape)))
+    t = trace(model, example_inputs={"x": torch.empty(2, *inputs[0], device="meta")})
+    assert t.shape_specific and all(q.startswith(f"{question}(") for q in t.shape_specific)
+    # a sweep over inputs that answer differently traces each input: every report is right
+    reports = paramcount_sweep(model, inputs, batch=2)
+    with torch.no_grad():
+        assert [r.output_shape for r in reports] == [tensor_shapes(model(torch.zeros(2, *s))) for s in inputs]
+
+
+def test_without_example_inputs_python_on_shapes_fails_as_in_torch_fx() -> None:
+    with pytest.raises(TraceError, match="control flow"):
+        trace(PadsToFour())
+    with pytest.raises(TraceError, match="Proxy object cannot be iterated"):
+        trace(FlattensByShape())
+
+
+# --------------------------------------------------------------------------- data-dependent control flow
+
+
+class SkipsWhenNegative(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # a question about values: not answerable on meta
+            return self.proj(x)
+        return x
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre = nn.Linear(8, 8)
+        self.gate = SkipsWhenNegative()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 2 == 0:  # a question about shapes: answered
+            x = self.pre(x)
+        return self.gate(x)
+
+
+class Stack(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = Block()
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(x))
+
+
+def test_data_dependent_control_flow_makes_only_the_smallest_module_opaque() -> None:
+    r = paramcount(Stack(), (8,), batch=2)
+    assert r.invalid == []
+    assert r.opaque.keys() == {"block.gate"}
+    assert "control flow" in r.opaque["block.gate"] and "a tensor value" in r.opaque["block.gate"]
+    assert r.layer("block.pre").status == LayerStatus.OK  # its parent was traced through
+    assert r.layer("block.gate").status == LayerStatus.OPAQUE
+    assert r.output_shape == (2, 3)
+
+
+# --------------------------------------------------------------------------- token ids
+
+
+class EmbedsWhenPositive(nn.Module):
+    """The embedding sits inside a module that becomes opaque: no graph node tells that its input is integer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(50, 16)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if input_ids.max() >= 0:  # data-dependent: this module is opaque
+            return self.embed(input_ids)
+        return self.embed(input_ids.clamp(min=0))
+
+
+class TinyLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embeddings = EmbedsWhenPositive()
+        self.head = nn.Linear(16, 50)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embeddings(input_ids))
+
+
+def test_input_ids_given_as_a_shape_are_integers() -> None:
+    model = TinyLM()
+    for spec in ((8,), {"input_ids": (8,)}, {"input_ids": torch.Size([8])}):
+        r = paramcount(model, spec, batch=1)
+        assert r.invalid == [], [layer.message for layer in r.invalid]
+        assert r.opaque.keys() == {"embeddings"}
+        assert r.output_shape == (1, 8, 50)
+    # a tensor keeps its own dtype: float ids are the user's choice, and the embedding says so
+    floats = paramcount(model, {"input_ids": torch.zeros(1, 8)})
+    assert [layer.name for layer in floats.invalid] == ["embeddings"]

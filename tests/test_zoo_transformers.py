@@ -1,0 +1,254 @@
+"""Hugging Face transformers zoo: architectures built the way their users build them.
+
+Each model is ``AutoModel`` (or ``AutoModelForXxx``) ``.from_config`` of a
+tiny configuration (no weights are downloaded) and analysed with
+``paramcount(model, input)`` exactly as documented, without any wrapper.
+Independent checks: ``total`` is the unique parameter count of the model,
+the output shape equals a real forward on the CPU with the same tiny input,
+and no layer is invalid at an input the model accepts.  Opaque parts and
+failures are listed with the reason in ``tests/expected/untraceable_transformers.txt``.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from models import tensor_shapes
+from torchsurgeon import ModelReport, TorchSurgeonError, paramcount
+
+pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
+
+transformers = pytest.importorskip("transformers")
+
+EXPECTED = Path(__file__).parent / "expected" / "untraceable_transformers.txt"
+TOKENS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 1}
+TEXT = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 37,
+    "vocab_size": 99,
+    **TOKENS,
+}
+DECODER = {**TEXT, "num_key_value_heads": 2, "max_position_embeddings": 64, "pad_token_id": 0}
+SEQ = 8
+IDS = {"input_ids": torch.Size([1, SEQ])}  # a shape given as a Size: token ids, inferred as integers
+IMAGE = (3, 32, 32)
+AUDIO = (1600,)
+
+# name: (auto class, config, input)
+ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
+    # text encoders
+    "bert": ("AutoModel", TEXT, (SEQ,)),
+    "roberta": ("AutoModel", TEXT, (SEQ,)),
+    "distilbert": ("AutoModel", {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 37, "vocab_size": 99}, (SEQ,)),
+    "albert": ("AutoModel", {**TEXT, "embedding_size": 16}, (SEQ,)),
+    "electra": ("AutoModel", {**TEXT, "embedding_size": 16}, (SEQ,)),
+    "deberta-v2": ("AutoModel", TEXT, (SEQ,)),
+    "bert-classifier": ("AutoModelForSequenceClassification", {**TEXT, "model_type": "bert"}, (SEQ,)),
+    # decoders
+    "gpt2": ("AutoModelForCausalLM", {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 99}, (SEQ,)),
+    "llama": ("AutoModelForCausalLM", DECODER, (SEQ,)),
+    "mistral": ("AutoModel", DECODER, (SEQ,)),
+    "qwen2": ("AutoModel", DECODER, (SEQ,)),
+    "phi": ("AutoModel", DECODER, (SEQ,)),
+    "gemma": ("AutoModel", {**DECODER, "head_dim": 16}, (SEQ,)),
+    "opt": ("AutoModel", {**TEXT, "ffn_dim": 37, "word_embed_proj_dim": 32, "pad_token_id": 0}, (SEQ,)),
+    "gpt_neox": ("AutoModel", TEXT, (SEQ,)),
+    # encoder-decoders
+    "t5": (
+        "AutoModel",
+        {"d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 2, "vocab_size": 99},
+        {"input_ids": (SEQ,), "decoder_input_ids": (SEQ,)},
+    ),
+    "bart": (
+        "AutoModel",
+        {
+            "d_model": 32,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 37,
+            "decoder_ffn_dim": 37,
+            "vocab_size": 99,
+        },
+        (SEQ,),
+    ),
+    "whisper": (
+        "AutoModel",
+        {
+            "d_model": 32,
+            "encoder_layers": 2,
+            "decoder_layers": 2,
+            "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 37,
+            "decoder_ffn_dim": 37,
+            "vocab_size": 99,
+            "num_mel_bins": 8,
+            "max_source_positions": 16,
+        },
+        {"input_features": (8, 32), "decoder_input_ids": (SEQ,)},
+    ),
+    # vision
+    "vit": ("AutoModel", {**TEXT, "image_size": 32, "patch_size": 8}, IMAGE),
+    "deit": ("AutoModel", {**TEXT, "image_size": 32, "patch_size": 8}, IMAGE),
+    "dinov2": ("AutoModel", {**TEXT, "image_size": 32, "patch_size": 8}, IMAGE),
+    "swin": (
+        "AutoModel",
+        {"embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2], "image_size": 32, "patch_size": 4, "window_size": 4},
+        IMAGE,
+    ),
+    "convnext": ("AutoModel", {"hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2}, IMAGE),
+    "resnet": (
+        "AutoModelForImageClassification",
+        {"hidden_sizes": [8, 16], "depths": [1, 1], "embedding_size": 8},
+        IMAGE,
+    ),
+    "segformer": (
+        "AutoModelForSemanticSegmentation",
+        {
+            "num_encoder_blocks": 2,
+            "depths": [1, 1],
+            "sr_ratios": [2, 1],
+            "hidden_sizes": [8, 16],
+            "num_attention_heads": [1, 2],
+            "decoder_hidden_size": 16,
+        },
+        IMAGE,
+    ),
+    # audio
+    "wav2vec2": (
+        "AutoModel",
+        {
+            **TEXT,
+            "conv_dim": [8, 8],
+            "conv_stride": [5, 2],
+            "conv_kernel": [10, 3],
+            "num_conv_pos_embeddings": 16,
+            "num_conv_pos_embedding_groups": 2,
+        },
+        AUDIO,
+    ),
+    "hubert": (
+        "AutoModel",
+        {
+            **TEXT,
+            "conv_dim": [8, 8],
+            "conv_stride": [5, 2],
+            "conv_kernel": [10, 3],
+            "num_conv_pos_embeddings": 16,
+            "num_conv_pos_embedding_groups": 2,
+        },
+        AUDIO,
+    ),
+    # multimodal
+    "clip": (
+        "AutoModel",
+        {"text_config": TEXT, "vision_config": {**TEXT, "image_size": 32, "patch_size": 8}, "projection_dim": 16},
+        {"input_ids": (SEQ,), "pixel_values": IMAGE},
+    ),
+}
+
+
+@dataclass
+class _Result:
+    name: str
+    report: ModelReport | None = None
+    error: str = ""
+    real: Any = None  # output shapes of a real forward on the CPU
+    unique: int = 0  # unique parameters of the model
+    left_as_found: bool = False  # hooks and attributes after paramcount as before it
+
+
+_CACHE: dict[str, _Result] = {}
+
+
+def _build(name: str) -> torch.nn.Module:
+    auto, options, _ = ZOO[name]
+    options = dict(options)
+    model_type = options.pop("model_type", name)
+    config = transformers.AutoConfig.for_model(model_type, **{**TOKENS, **options})
+    torch.manual_seed(0)
+    return getattr(transformers, auto).from_config(config).eval()
+
+
+def _real_input(spec: Any, name: str = "") -> Any:
+    """A CPU tensor for a per-sample shape, as a user would feed it (token ids: integers)."""
+    if isinstance(spec, dict):
+        return {k: _real_input(v, k) for k, v in spec.items()}
+    if name.endswith("_ids") or (not name and len(spec) == 1 and spec != AUDIO):
+        return torch.randint(1, 99, (1, *spec))
+    return torch.randn(1, *spec)
+
+
+def _state(model: torch.nn.Module) -> dict[str, Any]:
+    """Every module's forward hooks and attribute names."""
+    return {n: (dict(m._forward_hooks), dict(m._forward_pre_hooks), list(vars(m))) for n, m in model.named_modules()}
+
+
+def _result(name: str) -> _Result:
+    if name not in _CACHE:
+        model = _build(name)
+        result = _Result(name)
+        spec = ZOO[name][2]
+        before = _state(model)
+        try:
+            result.report = paramcount(model, spec)
+        except TorchSurgeonError as exc:
+            result.error = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        else:
+            result.left_as_found = _state(model) == before  # the hooks and flags its forward installs are gone
+            x = _real_input(spec)
+            with torch.no_grad():
+                out = model(**x) if isinstance(x, dict) else model(x)
+            result.real = tensor_shapes({k: v for k, v in out.items() if isinstance(v, torch.Tensor)})
+            result.unique = sum(p.numel() for p in model.parameters())
+        del model
+        gc.collect()
+        _CACHE[name] = result
+    return _CACHE[name]
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_transformers_model(name: str) -> None:
+    r = _result(name)
+    assert r.report is not None, r.error
+    assert r.report.total == r.unique
+    assert r.left_as_found
+    assert r.report.invalid == [], [f.message for f in r.report.findings]
+    got = r.report.output_shape
+    assert isinstance(got, dict), got
+    assert {k: v for k, v in got.items() if k in r.real} == r.real
+
+
+def test_transformers_coverage_and_untraceable_list(expected_file: Callable[[str, str], None], capsys: Any) -> None:
+    results = [_result(name) for name in ZOO]
+    analysed = [r for r in results if r.report is not None]
+    lines: list[str] = []
+    for r in results:
+        if r.report is None:
+            lines.append(f"{r.name}: {r.error.removeprefix('TraceError: torch.fx cannot trace ')}")
+        else:
+            lines += [f"{r.name}: opaque {sub}: {why}" for sub, why in r.report.opaque.items()]
+    with capsys.disabled():
+        print(
+            f"\ntransformers zoo: {len(analysed)}/{len(results)} models analysed, "
+            f"{sum(1 for r in analysed if r.report and r.report.opaque)} with opaque parts ({EXPECTED.name}); "
+            f"transformers {transformers.__version__}"
+        )
+    text = (
+        "# transformers models torchsurgeon cannot trace (or traces with opaque parts), with the reason.\n"
+        "# Written by tests/test_zoo_transformers.py; regenerate with pytest --overwrite-expected.\n"
+        + "".join(f"{line}\n" for line in lines)
+    )
+    expected_file(EXPECTED.name, text)
+    assert len(ZOO) >= 25
