@@ -188,19 +188,17 @@ class OwnHooks:
                     del state[name]
 
 
-class _Sized:
-    """``len()`` of a proxy from its value on ``meta``."""
-
-    tracer: torch.fx.proxy.TracerBase
-    node: torch.fx.Node
-
-    def __len__(self) -> int:
-        values = getattr(self.tracer, "meta_values", None)
-        return int(meta_question(values, self, "len", lambda: torch.fx.Proxy.__len__(self)))  # type: ignore[arg-type]
+def _len(proxy: torch.fx.Proxy) -> int:
+    """``len()`` of a proxy from its value on ``meta``, else torch.fx's error."""
+    values = getattr(proxy.tracer, "meta_values", None)
+    return int(meta_question(values, proxy, "len", lambda: torch.fx.Proxy.__len__(proxy)))
 
 
-class ShapeProxy(_Sized, torch.fx.Proxy):
+# Both classes derive from fx's directly (no mixin): torch.fx walks a proxy's MRO for every argument it records.
+class ShapeProxy(torch.fx.Proxy):
     """An fx proxy whose ``len()`` and attributes know the value on ``meta`` when the tracer does."""
+
+    __len__ = _len
 
     def __getattr__(self, k: str) -> Any:
         return _ShapeAttribute(self, k)
@@ -209,8 +207,8 @@ class ShapeProxy(_Sized, torch.fx.Proxy):
         self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
 
 
-class _ShapeAttribute(_Sized, torch.fx.proxy.Attribute):
-    pass
+class _ShapeAttribute(torch.fx.proxy.Attribute):
+    __len__ = _len
 
 
 class _Unknown(LookupError):
@@ -252,7 +250,8 @@ class MetaValues:
     ) -> None:
         self._root = root
         self._untraced = untraced
-        self._inputs = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in inputs.items()}
+        self._given = inputs  # read only when a question is asked: a plain model never pays for examples
+        self._inputs: dict[str, torch.Tensor] = {}
         self._leaf_call = leaf_call
         self._values: dict[torch.fx.Node, Any] = {}
         self.resolved: list[str] = []  # what Python asked about shapes, in order
@@ -274,7 +273,10 @@ class MetaValues:
         if node.op == "placeholder":
             name = str(node.target).lstrip("*")
             if name not in self._inputs:
-                raise _Unknown(f"input {name!r}, which gets no example tensor")
+                if name not in self._given:
+                    raise _Unknown(f"input {name!r}, which gets no example tensor")
+                given = self._given[name]
+                self._inputs[name] = torch.empty(given.shape, dtype=given.dtype, device="meta")
             value: Any = self._inputs[name]
         elif node.op == "get_attr":
             value = self._root

@@ -192,13 +192,14 @@ class _SurgeonTracer(torch.fx.Tracer):
         def without_hooks(*a: Any, **k: Any) -> Any:  # the user's hooks must never see our proxies
             return m.forward(*a, **k)
 
-        def traced(*a: Any, **k: Any) -> Any:  # a leaf becomes one node, any other module is traced through
-            return super(_SurgeonTracer, self).call_module(m, without_hooks, a, k)
-
         try:
-            if own is not None and own.installed(m):  # hooks the model installed on itself run as in a forward
-                return own.call(m, args, kwargs, traced)
-            return traced(*args, **kwargs)
+            if own is not None and (m._forward_hooks or m._forward_pre_hooks) and own.installed(m):
+
+                def traced(*a: Any, **k: Any) -> Any:  # a leaf becomes one node, any other module is traced through
+                    return super(_SurgeonTracer, self).call_module(m, without_hooks, a, k)
+
+                return own.call(m, args, kwargs, traced)  # hooks the model installed on itself run as in a forward
+            return super().call_module(m, without_hooks, args, kwargs)
         except Exception as exc:
             if not any(seen is exc for seen, _ in self.failures):
                 self.failures.append((exc, list(self._stack)))  # innermost module first
