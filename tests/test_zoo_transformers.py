@@ -42,6 +42,14 @@ SEQ = 8
 IDS = {"input_ids": torch.Size([1, SEQ])}  # a shape given as a Size: token ids, inferred as integers
 IMAGE = (3, 32, 32)
 AUDIO = (1600,)
+SPEECH = {
+    **TEXT,
+    "conv_dim": [8, 8],
+    "conv_stride": [5, 2],
+    "conv_kernel": [10, 3],
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+}
 
 # name: (auto class, config, input)
 ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
@@ -125,29 +133,15 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
         },
         IMAGE,
     ),
-    # audio
+    # audio: the same tiny feature encoder for both
     "wav2vec2": (
         "AutoModel",
-        {
-            **TEXT,
-            "conv_dim": [8, 8],
-            "conv_stride": [5, 2],
-            "conv_kernel": [10, 3],
-            "num_conv_pos_embeddings": 16,
-            "num_conv_pos_embedding_groups": 2,
-        },
+        SPEECH,
         AUDIO,
     ),
     "hubert": (
         "AutoModel",
-        {
-            **TEXT,
-            "conv_dim": [8, 8],
-            "conv_stride": [5, 2],
-            "conv_kernel": [10, 3],
-            "num_conv_pos_embeddings": 16,
-            "num_conv_pos_embedding_groups": 2,
-        },
+        SPEECH,
         AUDIO,
     ),
     # multimodal

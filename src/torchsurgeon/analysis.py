@@ -23,7 +23,7 @@ from .flops import count_flops
 from .graph import build_graph, model_of, node_record, node_records, opaque_of
 from .params import ParamSummary, count_params
 from .records import CrossCheck, CrossCheckMode, Finding, LayerReport, LayerStatus, OutputShape, ShapeSource, Trust
-from .report import format_count, format_shape, model_table
+from .report import format_count, format_shape, jsonable, model_table
 from .shapes import InputSpec, ShapeMemo, ShapeResult, input_dtype_for, normalize_input, propagate_shapes
 from .trace import Traced, forward_inputs, tensor_inputs, trace, unwrap_model
 
@@ -197,7 +197,7 @@ class ModelReport:
         return {
             "model": self.model_name,
             "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
-            "output_shape": _jsonable(self.output_shape),
+            "output_shape": jsonable(self.output_shape),
             "total": self.total,
             "trainable": self.trainable,
             "frozen": self.frozen,
@@ -210,8 +210,8 @@ class ModelReport:
                     "layer": f.layer,
                     "type": f.type,
                     "what": f.what,
-                    "expected": _jsonable(f.expected),
-                    "got": _jsonable(f.got),
+                    "expected": jsonable(f.expected),
+                    "got": jsonable(f.got),
                     "fix": f.fix,
                     "message": f.message,
                 }
@@ -226,7 +226,7 @@ class ModelReport:
             "crosscheck": {
                 "trust": str(self.crosscheck.trust),
                 "reason": self.crosscheck.reason,
-                "real_output": _jsonable(self.crosscheck.real_output),
+                "real_output": jsonable(self.crosscheck.real_output),
                 "message": self.crosscheck.message,
             },
         }
@@ -238,16 +238,6 @@ def _compact(n: int) -> str:
         if n >= scale:
             return f" ({n / scale:.2f} {unit})"
     return ""
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if value is None or isinstance(value, (int, float, str, bool)):
-        return value
-    return str(value)
 
 
 def _layers(G: nx.DiGraph, summary: ParamSummary) -> list[LayerReport]:
