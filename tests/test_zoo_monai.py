@@ -54,7 +54,24 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     ),
     "SwinUNETR 3D": (
         lambda: nets.SwinUNETR(in_channels=1, out_channels=2, feature_size=12, spatial_dims=3),
-        (1, 32, 32, 32),
+        (1, 64, 64, 64),  # 2**5 divides each side, and the deepest stage keeps more than one element
+    ),
+    "SwinUNETR 2D RGB": (  # its input feeds three convs: the patch embedding and two skip encoders
+        lambda: nets.SwinUNETR(in_channels=3, out_channels=2, feature_size=12, spatial_dims=2),
+        (3, 64, 64),  # 2**5 divides each side, and the deepest stage keeps more than one element
+    ),
+    "UNETR 2D RGB": (
+        lambda: nets.UNETR(
+            in_channels=3,
+            out_channels=2,
+            img_size=(32, 32),
+            feature_size=8,
+            hidden_size=48,
+            mlp_dim=96,
+            num_heads=4,
+            spatial_dims=2,
+        ),
+        (3, 32, 32),
     ),
     "DenseNet121 2D RGB": (lambda: nets.DenseNet121(spatial_dims=2, in_channels=3, out_channels=2), (3, 32, 32)),
     "AttentionUnet 2D RGB": (

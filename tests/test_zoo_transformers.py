@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from models import tensor_shapes
-from torchsurgeon import ModelReport, TorchSurgeonError, paramcount
+from torchsurgeon import ModelReport, ParamChange, TorchSurgeonError, adapt_input_channels, paramcount
 
 pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
 
@@ -246,3 +246,30 @@ def test_transformers_coverage_and_untraceable_list(expected_file: Callable[[str
     )
     expected_file(EXPECTED.name, text)
     assert len(ZOO) >= 25
+
+
+VISION = ["vit", "deit", "dinov2", "swin", "convnext", "resnet", "segformer", "clip"]
+
+
+@pytest.mark.parametrize("name", VISION)
+def test_transformers_one_channel_fold_runs_and_is_exact(name: str) -> None:
+    """``adapt_input_channels(model, 1)`` as written finds the stem inside the embeddings, updates the
+    config's channel check, and the edited model on grey equals the original on grey replicated to RGB."""
+    original = _build(name).double()
+    spec = ZOO[name][2]
+    text = {k: v for k, v in _real_input(spec).items() if k != "pixel_values"} if isinstance(spec, dict) else {}
+    result = adapt_input_channels(original, 1, input=spec if text else None)  # CLIP: give both inputs
+    folded = [c for c in result.changes if c.status == ParamChange.FOLDED]
+    assert len(folded) == 1 and folded[0].shape_before[1] == 3 and folded[0].shape_after[1] == 1
+    settings = {c.name for c in result.changes if c.status == ParamChange.SETTING}
+    assert any(s.endswith("num_channels") for s in settings), settings
+    config = original.config.vision_config if name == "clip" else original.config
+    assert config.num_channels == 3  # the original is untouched
+    grey = torch.randn(2, 1, *IMAGE[1:], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = original(pixel_values=grey.expand(2, 3, *IMAGE[1:]), **text)
+        got = result.model(pixel_values=grey, **text)
+    for key, value in want.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            scale = value.abs().max().item() or 1.0
+            assert (got[key] - value).abs().max().item() <= 1e-10 * scale, key

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from models import tensor_shapes
-from torchsurgeon import ModelReport, TraceError, adapt_input_channels, paramcount
+from torchsurgeon import ModelReport, SurgeryError, TraceError, adapt_input_channels, paramcount
 
 BATCH = 2  # batch norms in training mode need more than one value per channel in a real forward
 EXPECTED = Path(__file__).parent / "expected"
@@ -75,13 +75,12 @@ def fold_is_exact(result: ZooResult, dtype: torch.dtype = torch.float64) -> None
     In float64 the tolerance is 1e-10 of the output's scale; in float32 (for models whose float64
     CPU kernels are very slow: depthwise convolutions fall back to a per-group loop) 1e-4.
     """
-    if result.error is not None:
-        pytest.xfail(f"untraceable today: {str(result.error).splitlines()[0]}")
     original = copy.deepcopy(result.model).to(dtype).eval()
     try:
         folded = adapt_input_channels(original, 1).model
-    except TraceError as exc:  # it finds the input layers from a trace made without an input shape
-        pytest.xfail(f"adapt_input_channels cannot trace it without an input shape: {str(exc).splitlines()[0]}")
+    except SurgeryError as exc:  # untraceable without an input shape: the message says to give one
+        assert "input=(3, 224, 224)" in str(exc), exc
+        folded = adapt_input_channels(original, 1, input=result.shape).model
     grey = torch.randn(BATCH, 1, *result.shape[1:], dtype=dtype, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = original(grey.expand(BATCH, 3, *result.shape[1:]))

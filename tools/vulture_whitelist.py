@@ -18,3 +18,6 @@ _.ALWAYS  # CrossCheckMode member, passed as crosscheck="always"
 _.to_bool  # torch.fx.Tracer override: Python's bool() of a proxy, answered from its value on meta
 _.proxy_buffer_attributes  # torch.fx.Tracer option: buffers read in forward become get_attr nodes
 _.shape_specific  # Traced field: Python questions about shapes answered for the example inputs
+_._alive  # readers._FollowInput: keeps tensors computed from parameters alive so their ids stay unique
+_.__class__  # surgery._adapt_layer: a parametrized copy gets a class of its own before its parametrization is removed
+_.create_arg  # torch.fx.Tracer override: numpy values computed from known sizes are recorded as Python values

@@ -6,13 +6,11 @@ This is the public entry of the analysis pipeline
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
-import torch
 from torch import nn
 
 from .crosscheck import crosscheck as run_crosscheck
@@ -24,8 +22,8 @@ from .graph import build_graph, model_of, node_record, node_records, opaque_of
 from .params import ParamSummary, count_params
 from .records import CrossCheck, CrossCheckMode, Finding, LayerReport, LayerStatus, OutputShape, ShapeSource, Trust
 from .report import format_count, format_shape, jsonable, model_table
-from .shapes import InputSpec, ShapeMemo, ShapeResult, input_dtype_for, normalize_input, propagate_shapes
-from .trace import Traced, forward_inputs, tensor_inputs, trace, unwrap_model
+from .shapes import ExampleInputs, InputSpec, ShapeMemo, ShapeResult, propagate_shapes
+from .trace import Traced, tensor_inputs, trace, unwrap_model
 
 __all__ = ("ModelReport", "analyse_graph", "paramcount", "paramcount_sweep")
 
@@ -447,48 +445,12 @@ def paramcount(
         concrete_args=concrete_args,
         autowrap_functions=autowrap_functions,
         inputs=tensor_inputs(input),  # other forward arguments are traced with their defaults
-        example_inputs=_Examples(model, input, batch),  # Python on shapes answered for this input
+        example_inputs=ExampleInputs(model, input, batch),  # Python on shapes answered for this input
     )
     report, _ = _analyse(
         build_graph(traced), input, batch, "", None, mode, copy_graph=False
     )  # the graph is the report's
     return report
-
-
-class _Examples(Mapping[str, torch.Tensor]):
-    """``meta`` tensors for ``input`` by ``forward`` argument name (empty when the spec does not fit).
-
-    Built on first use: only a forward that asks Python questions about
-    shapes needs them (a plain torchvision or timm model never does).  A
-    spec that does not fit is reported later, by shape propagation, with its
-    own message.
-    """
-
-    def __init__(self, model: nn.Module, input: InputSpec, batch: int) -> None:
-        self._spec = (model, input, batch)
-
-    @functools.cached_property
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        model, input, batch = self._spec
-        try:
-            specs = normalize_input(input, forward_inputs(model, input))
-            return {
-                name: spec
-                if isinstance(spec, torch.Tensor)
-                else torch.empty((batch, *spec), dtype=input_dtype_for(name, model), device="meta")
-                for name, spec in specs.items()
-            }
-        except (InputError, RuntimeError, TypeError, ValueError):
-            return {}
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self._tensors[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tensors)
-
-    def __len__(self) -> int:
-        return len(self._tensors)
 
 
 def paramcount_sweep(
@@ -557,11 +519,11 @@ def paramcount_sweep(
         "autowrap_functions": tuple(autowrap_functions),
         "inputs": names.pop(),
     }
-    traced = trace(model, **options, example_inputs=_Examples(model, specs[0], batch))
+    traced = trace(model, **options, example_inputs=ExampleInputs(model, specs[0], batch))
     if traced.shape_specific:  # forward's Python answered questions about the first input's shapes: trace each
         reports = [_analyse(build_graph(traced), specs[0], batch, "", None, mode, copy_graph=False)[0]]
         for spec in specs[1:]:
-            again = trace(model, **options, example_inputs=_Examples(model, spec, batch))
+            again = trace(model, **options, example_inputs=ExampleInputs(model, spec, batch))
             reports.append(_analyse(build_graph(again), spec, batch, "", None, mode, copy_graph=False)[0])
         return reports
     G = build_graph(traced)

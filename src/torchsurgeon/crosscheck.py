@@ -25,7 +25,6 @@ when it runs (:class:`~torchsurgeon.records.CrossCheckMode`): docs/crosscheck.md
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
+from .frontend import bind_inputs
 from .graph import model_of, node_record, node_records, opaque_of
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust
 from .resize import resized_copy
@@ -283,25 +283,15 @@ def _first_difference(G: nx.DiGraph, seen: Mapping[str, Any], otherwise: str = _
 
 
 def _inputs(model: nn.Module, shapes: ShapeResult) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-    """The analysed inputs as meta tensors, positional as far as ``forward`` allows, then by name."""
+    """The analysed inputs as meta tensors, bound to ``forward``'s arguments."""
     dtypes = {rec.name: rec.dtype for rec in shapes.nodes.values()}
-    values = {
-        name: torch.empty(shape, dtype=getattr(torch, dtypes.get(name) or "float32"), device="meta")
-        for name, shape in shapes.input_shapes.items()
-    }
-    args: list[torch.Tensor] = []
-    kwargs: dict[str, torch.Tensor] = {}
-    positional = True
-    for p in inspect.signature(model.forward).parameters.values():
-        if p.name not in values:
-            positional = False
-            continue
-        if positional and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
-            args.append(values.pop(p.name))
-        else:
-            kwargs[p.name] = values.pop(p.name)
-    kwargs.update(values)
-    return args, kwargs
+    return bind_inputs(
+        model,
+        {
+            name: torch.empty(shape, dtype=getattr(torch, dtypes.get(name) or "float32"), device="meta")
+            for name, shape in shapes.input_shapes.items()
+        },
+    )
 
 
 def _resized(model: nn.Module, invalid: list[Any]) -> nn.Module | None:

@@ -23,6 +23,7 @@ See docs/frontend.md for the measurements behind these choices.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import operator
 import os
 import sys
@@ -35,7 +36,7 @@ import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ("MetaValues", "OwnHooks", "ShapeProxy", "call_by_name", "meta_question")
+__all__ = ("MetaValues", "OwnHooks", "ShapeProxy", "bind_inputs", "call_by_name", "meta_question")
 
 _FORWARD_HOOKS = (
     "_forward_pre_hooks",
@@ -44,6 +45,33 @@ _FORWARD_HOOKS = (
     "_forward_hooks_with_kwargs",
     "_forward_hooks_always_called",
 )
+
+
+def bind_inputs(model: nn.Module, values: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Inputs by argument name as ``model(*args, **kwargs)``: positional as far as ``forward`` allows, then by name.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> bind_inputs(nn.Bilinear(2, 2, 1), {"input2": 2, "input1": 1})
+    ([1, 2], {})
+    >>> bind_inputs(nn.Bilinear(2, 2, 1), {"input2": 2})
+    ([], {'input2': 2})
+    """
+    rest = dict(values)
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    positional = True
+    for p in inspect.signature(model.forward).parameters.values():
+        if p.name not in rest:
+            positional = False
+            continue
+        if positional and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
+            args.append(rest.pop(p.name))
+        else:
+            kwargs[p.name] = rest.pop(p.name)
+    kwargs.update(rest)
+    return args, kwargs
 
 
 def call_by_name(
@@ -194,13 +222,43 @@ def _len(proxy: torch.fx.Proxy) -> int:
     return int(meta_question(values, proxy, "len", lambda: torch.fx.Proxy.__len__(proxy)))
 
 
+def _int(proxy: torch.fx.Proxy) -> int:
+    """``int()`` / ``operator.index`` of a proxy (a size as a count or a slice bound) from its value on ``meta``."""
+
+    def fx_answer() -> int:
+        raise TypeError(f"int() argument must be a number, not a traced value ({proxy.node.format_node()})")
+
+    values = getattr(proxy.tracer, "meta_values", None)
+    return int(meta_question(values, proxy, "int", fx_answer))
+
+
+def _array(proxy: torch.fx.Proxy, dtype: Any = None, copy: bool | None = None) -> Any:
+    """``np.array(x.shape[2:])``: the shape's value on ``meta`` as a numpy array."""
+    import numpy
+
+    def fx_answer() -> Any:
+        raise TypeError(f"numpy cannot convert a traced value ({proxy.node.format_node()})")
+
+    values = getattr(proxy.tracer, "meta_values", None)
+    return numpy.asarray(meta_question(values, proxy, "int", fx_answer), dtype=dtype)
+
+
+_NOT_PROXIED = frozenset(  # numpy asks these before __array__
+    {"__array_struct__", "__array_interface__", "__array_ufunc__", "__array_function__", "__array_priority__"}
+)
+
+
 # Both classes derive from fx's directly (no mixin): torch.fx walks a proxy's MRO for every argument it records.
 class ShapeProxy(torch.fx.Proxy):
-    """An fx proxy whose ``len()`` and attributes know the value on ``meta`` when the tracer does."""
+    """An fx proxy whose ``len()``, ``int()``, numpy value and attributes know its value on ``meta`` (when known)."""
 
     __len__ = _len
+    __int__ = __index__ = _int
+    __array__ = _array
 
     def __getattr__(self, k: str) -> Any:
+        if k in _NOT_PROXIED:
+            raise AttributeError(k)
         return _ShapeAttribute(self, k)
 
     def __setitem__(self, key: Any, value: Any) -> None:  # ids[:, 1:] = ...: recorded like torch.fx records calls
@@ -209,6 +267,13 @@ class ShapeProxy(torch.fx.Proxy):
 
 class _ShapeAttribute(torch.fx.proxy.Attribute):
     __len__ = _len
+    __int__ = __index__ = _int
+    __array__ = _array
+
+    def __getattr__(self, k: str) -> Any:
+        if k in _NOT_PROXIED:
+            raise AttributeError(k)
+        return super().__getattr__(k)
 
 
 class _Unknown(LookupError):
@@ -309,12 +374,14 @@ def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: st
         value = values.resolve(proxy.node, question)
     except _Unknown:
         return fx_answer()
-    if question == "bool":
+    if question in ("bool", "int"):
         if isinstance(value, torch.Tensor):  # a tensor's value: data-dependent, not known on meta
             raise torch.fx.proxy.TraceError(
                 "symbolically traced variables cannot be used as inputs to control flow (a tensor value)"
+                if question == "bool"
+                else f"int() of a tensor value: data-dependent ({proxy.node.format_node()})"
             )
-        return bool(value)
+        return bool(value) if question == "bool" else value
     if question == "iter":
         return iter([proxy[i] for i in range(len(value))])  # type: ignore[index]
     if question == "len":

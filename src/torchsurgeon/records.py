@@ -70,6 +70,9 @@ class ParamChange(StrEnum):
     """Existed in the original model only."""
     INVALID = "invalid"
     """Belongs to a layer that does not fit the input of the edited model."""
+    SETTING = "setting"
+    """Not a parameter: an attribute or config value guarding the input
+    (``config.num_channels``, ``in_chans``), changed to match the edit."""
 
 
 class ShapeSource(StrEnum):

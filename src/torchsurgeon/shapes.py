@@ -22,8 +22,9 @@ lets a sweep over inputs reuse the nodes whose inputs did not change.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -51,6 +52,7 @@ from .resize import resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
 from .rules._common import first_tensor
 from .rules.registry import counted_without_formula
+from .trace import forward_inputs
 
 __all__ = (
     "InputSpec",
@@ -207,6 +209,49 @@ def input_dtype_for(name: str, model: nn.Module) -> torch.dtype:
         if p.is_floating_point():
             return p.dtype
     return torch.float32
+
+
+class ExampleInputs(Mapping[str, torch.Tensor]):
+    """``meta`` tensors for ``input`` by ``forward`` argument name (empty when the spec does not fit).
+
+    Built on first use: only a forward that asks Python questions about
+    shapes needs them (a plain torchvision or timm model never does).  A
+    spec that does not fit is reported later, by shape propagation, with its
+    own message.  Inputs given by shape get :func:`input_dtype_for` their name.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> x = ExampleInputs(nn.Conv2d(3, 8, 3), (3, 32, 32), batch=2)["input"]
+    >>> tuple(x.shape), x.dtype, x.device.type
+    ((2, 3, 32, 32), torch.float32, 'meta')
+    """
+
+    def __init__(self, model: nn.Module, input: InputSpec, batch: int) -> None:
+        self._spec = (model, input, batch)
+
+    @functools.cached_property
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        model, input, batch = self._spec
+        try:
+            specs = normalize_input(input, forward_inputs(model, input))
+            return {
+                name: spec
+                if isinstance(spec, torch.Tensor)
+                else torch.empty((batch, *spec), dtype=input_dtype_for(name, model), device="meta")
+                for name, spec in specs.items()
+            }
+        except (InputError, RuntimeError, TypeError, ValueError):
+            return {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
 
 
 # --------------------------------------------------------------------------- values

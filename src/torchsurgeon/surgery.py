@@ -18,17 +18,21 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-from .errors import InputError, SurgeryError
+from .errors import InputError, SurgeryError, TraceError
 from .fold import fold_normalization, fold_weight
 from .graph import NodeRecord, build_graph, node_record, node_records
+from .readers import default_input, input_readers
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
 from .resize import fitted_groups, resized_copy
+from .shapes import InputSpec
 from .trace import trace, unwrap_model
 
 __all__ = (
@@ -159,11 +163,15 @@ def _owner(G: nx.DiGraph, rec: NodeRecord) -> str | None:
     return None
 
 
-def input_layers(model: nn.Module) -> list[str]:
+def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
     """Qualified names of the layers with weights that read the model input.
 
-    Found from the traced graph, following the data from every input through
-    weight-free operations (and not through shape queries).
+    Without ``input``, found from the traced graph, following the data from
+    every input through weight-free operations (and not through shape
+    queries).  With ``input`` (an input the model accepts now), or for a
+    Hugging Face vision model whose config gives one, found by running a
+    weightless copy once (:func:`torchsurgeon.readers.input_readers`), which
+    also sees inside opaque parts.
 
     Examples
     --------
@@ -171,7 +179,17 @@ def input_layers(model: nn.Module) -> list[str]:
     >>> input_layers(nn.Sequential(nn.Identity(), nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)))
     ['1']
     """
-    G = build_graph(trace(unwrap_model(model)))
+    model = unwrap_model(model)
+    input = input if input is not None else default_input(model)
+    if input is not None:
+        return input_readers(model, input)
+    try:
+        G = build_graph(trace(model))
+    except TraceError as exc:
+        raise SurgeryError(
+            f"{type(model).__name__} cannot be traced without an input shape ({str(exc).splitlines()[0]}) — "
+            "pass an input it accepts now so it can be run instead, e.g. input=(3, 224, 224)"
+        ) from exc
     found: list[str] = []
     frontier = [rec.name for rec in node_records(G) if rec.op == "placeholder"]
     seen = set(frontier)
@@ -298,6 +316,11 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
             f"{name} ({kind}) reads the input but is not a Conv or Linear layer — adapt it by hand; "
             "adapt_input_channels folds Conv/Linear weights only"
         )
+    unparametrized = mode != FoldMode.RANDOM and parametrize.is_parametrized(layer, "weight")
+    if unparametrized:  # weight_norm & co: fold the weight they compute, which then becomes a plain parameter
+        cls = type(layer)  # a copy shares its parametrized class with the original: removal edits a class of its own
+        layer.__class__ = type(cls.__name__, cls.__bases__, {k: v for k, v in vars(cls).items() if k != "__dict__"})
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
     old_weight = layer.get_parameter("weight") if "weight" in layer._parameters else layer.weight
     shape_before = tuple(old_weight.shape)
     if mode == FoldMode.RANDOM:
@@ -327,11 +350,42 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
         assert isinstance(layer, nn.modules.conv._ConvNd)
         layer.in_channels, layer.groups = channels, groups
     note = f"{mode} fold of {before} → {channels} channels"
+    if unparametrized:
+        note += " (its weight parametrization removed: the weight it computed is folded)"
     if densified:
         note += " (grouped conv made dense: groups=1)"
     elif groups > 1:
         note += f" (folded within each of its {groups} groups)"
     return ParamReport(f"{name}.weight", ParamChange.FOLDED, shape_before, tuple(folded.shape), "", note)
+
+
+_GUARDS = ("num_channels", "in_chans", "in_channels", "_in_channels", "input_channels")
+"""Attribute names libraries use to check the input's channel count (transformers' ``num_channels``,
+timm's ``in_chans``, smp's ``_in_channels``)."""
+
+
+def _update_guards(model: nn.Module, layer: str, before: int, channels: int) -> list[ParamReport]:
+    """Set the channel-count guards on ``layer``'s ancestors (and their configs) from ``before`` to ``channels``."""
+    changes: list[ParamReport] = []
+    parts = layer.split(".")
+    ancestors = [".".join(parts[:i]) for i in range(len(parts))]  # "", "a", "a.b" — not the layer itself
+    for name in ancestors:
+        module = model.get_submodule(name)
+        holders: list[tuple[str, Any]] = [(name, module)]
+        config = vars(module).get("config")
+        if config is not None:
+            holders.append((f"{name}.config".lstrip("."), config))
+        for where, holder in holders:
+            for attr in _GUARDS:
+                value = vars(holder).get(attr)
+                if type(value) is int and value == before:
+                    setattr(holder, attr, channels)
+                    changes.append(
+                        ParamReport(
+                            f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", f"{before} → {channels}"
+                        )
+                    )
+    return changes
 
 
 def adapt_input_channels(
@@ -340,6 +394,7 @@ def adapt_input_channels(
     mode: FoldMode | str = FoldMode.SUM,
     *,
     layer: str | Iterable[str] | None = None,
+    input: InputSpec | None = None,
     inplace: bool = False,
 ) -> SurgeryResult:
     """Make ``model`` take ``channels`` input channels, keeping pretrained knowledge.
@@ -358,13 +413,24 @@ def adapt_input_channels(
     layer : str or iterable of str, optional
         The layer(s) to adapt; by default those that read the input, found
         from the traced graph (several when the input feeds several layers).
+    input : shape, tuple of shapes, or mapping, optional
+        An input the model accepts now (before the edit), as for
+        :func:`~torchsurgeon.paramcount`.  Given, the layers that read it are
+        found by running a weightless copy of the model once, which also
+        finds them inside parts fx cannot trace (an opaque embeddings
+        module) and in models that trace only for a known input shape.
+        Hugging Face vision models need none: their config gives one.
     inplace : bool
         Edit ``model`` itself instead of a copy.
 
     Returns
     -------
     SurgeryResult
-        The edited model and one :class:`ParamReport` per changed weight.
+        The edited model and one :class:`ParamReport` per changed weight,
+        then one (``setting``) per attribute or config value that guards
+        the channel count on a module holding an adapted layer
+        (``config.num_channels``, ``in_chans``, ``_in_channels``), updated
+        so the edited model's own checks accept the new input.
 
     Raises
     ------
@@ -396,14 +462,34 @@ def adapt_input_channels(
     if not isinstance(mode, FoldMode):
         raise InputError(f"mode={mode!r} — choose one of {[m.value for m in FoldMode]}")
     edited = _copy(model, inplace)
-    names = [layer] if isinstance(layer, str) else list(layer) if layer is not None else input_layers(edited)
+    names = [layer] if isinstance(layer, str) else list(layer) if layer is not None else input_layers(edited, input)
     if not names:
         raise SurgeryError(
             f"{type(edited).__name__}: no layer with weights reads the input — nothing to adapt; "
             "pass layer='name' to choose one"
         )
-    changes = tuple(_adapt_layer(edited, name, channels, mode) for name in names)
-    return SurgeryResult(edited, changes)
+    before = {name: _in_channels(edited, name) for name in names}
+    changes = [_adapt_layer(edited, name, channels, mode) for name in names]
+    for name in names:
+        changes += [
+            c for c in _update_guards(edited, name, before[name], channels) if c.name not in {x.name for x in changes}
+        ]
+    return SurgeryResult(edited, tuple(changes))
+
+
+def _in_channels(model: nn.Module, name: str) -> int:
+    layer = model.get_submodule(name)
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        return layer.in_channels
+    if isinstance(layer, nn.Linear):
+        return layer.in_features
+    if any(True for _ in layer.children()):
+        raise SurgeryError(
+            f"{name} ({type(layer).__name__}) reads the input but could not be looked into — pass an input the "
+            "model accepts now, e.g. input=(3, 224, 224), so adapt_input_channels can run it and find the layers "
+            "inside, or name them with layer=..."
+        )
+    return 0  # not a Conv/Linear: _adapt_layer says so
 
 
 def fold_input_normalization(

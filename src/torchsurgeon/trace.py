@@ -145,6 +145,11 @@ class _SurgeonTracer(torch.fx.Tracer):
     def proxy(self, node: torch.fx.Node) -> torch.fx.Proxy:
         return ShapeProxy(node, self)
 
+    def create_arg(self, a: Any) -> Any:
+        if type(a).__module__ == "numpy" and hasattr(a, "tolist"):  # np.ceil(h / 7) of a known size: its value
+            a = a.tolist()
+        return super().create_arg(a)
+
     def to_bool(self, obj: torch.fx.Proxy) -> bool:
         return bool(meta_question(self.meta_values, obj, "bool", lambda: super(_SurgeonTracer, self).to_bool(obj)))
 
@@ -303,8 +308,9 @@ def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[...
 
     Only libraries the program has already imported are consulted (nothing
     is imported here): timm's ``register_notrace_module`` /
-    ``register_notrace_function`` registries, and ``torchvision.ops``, whose
-    functions torchvision's feature extraction wraps as single calls.
+    ``register_notrace_function`` registries, ``torchvision.ops``, whose
+    functions torchvision's feature extraction wraps as single calls, and
+    einops' ``rearrange``/``repeat``/``reduce`` (they read shapes in Python).
 
     Returns
     -------
@@ -328,6 +334,9 @@ def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[...
         for fn in getattr(timm_fx, "_autowrap_functions", ()):
             if callable(fn) and hasattr(fn, "__code__"):
                 functions.append(fn)
+    einops = sys.modules.get("einops")
+    if einops is not None:  # rearrange(x, "b c h w -> b h w c") reads x.shape in Python: one call, run on meta
+        functions += [getattr(einops, n) for n in ("rearrange", "repeat", "reduce") if hasattr(einops, n)]
     ops = sys.modules.get("torchvision.ops")
     if ops is not None:
         modules.append(ops)

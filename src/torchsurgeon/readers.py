@@ -1,0 +1,166 @@
+"""Which layers read the model input, found by running the model once on ``meta``.
+
+:func:`torchsurgeon.surgery.input_layers` follows the traced graph, which
+cannot look inside an opaque leaf (Hugging Face's ViT embeddings, MONAI's
+SwinUNETR) or trace a model at all without an input shape (smp's FPN).
+Here one forward of a ``meta`` copy runs under a ``TorchFunctionMode`` that
+follows the data: every floating-point input is *raw*; an op on raw
+tensors that uses no parameter gives raw tensors; the first op that meets
+raw data with a parameter (or a tensor computed from parameters only, such
+as a weight-normalised weight) names the module holding that parameter.
+Integer inputs (token ids) are not followed: an embedding lookup reads no
+channels.
+
+The model itself is never run or changed: the copy has no weights and none
+of the user's hooks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
+
+from .copies import _ZERO_RUN_LIMIT, _cannot_run_on_meta, _zeros_like, detached_copy
+from .errors import SurgeryError
+from .frontend import bind_inputs
+from .shapes import ExampleInputs, InputSpec, meta_copy
+
+__all__ = ("default_input", "input_readers")
+
+
+class _FollowInput(TorchFunctionMode):
+    """Tags the tensors computed from the raw input, and records which parameters first meet them."""
+
+    def __init__(self, owners: Mapping[int, str], raw: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.owners = dict(owners)  # id of a parameter, or of a tensor computed from parameters only -> module
+        self.raw = {id(t): t for t in raw}  # values keep the tensors alive, so ids stay unique
+        self._alive: list[torch.Tensor] = []  # tensors computed from parameters, kept so their ids stay unique
+        self.found: list[str] = []
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if not tensors:
+            return out
+        raw = any(id(t) in self.raw for t in tensors)
+        owner = next((self.owners[id(t)] for t in tensors if id(t) in self.owners), None)
+        outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if raw and owner is not None:
+            if owner not in self.found:
+                self.found.append(owner)
+        elif raw:
+            self.raw.update((id(t), t) for t in outputs)
+        elif owner is not None:
+            self.owners.update((id(t), owner) for t in outputs)
+            self._alive += outputs
+        return out
+
+
+def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
+    """The image input a Hugging Face vision model's config describes, or None.
+
+    ``{"pixel_values": (num_channels, H, W)}`` from ``config.num_channels``
+    and ``config.image_size`` (or the ``vision_config``'s; 224 × 224 when the
+    config has no size, as for convolutional networks) when ``forward``
+    takes ``pixel_values``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> default_input(nn.Conv2d(3, 8, 3)) is None
+    True
+    """
+    config = getattr(model, "config", None)
+    config = getattr(config, "vision_config", None) or config
+    channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
+    try:
+        takes_pixels = "pixel_values" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        takes_pixels = False
+    if not takes_pixels or not isinstance(channels, int):
+        return None
+    size = 224 if size is None else size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)[:2]
+    return {"pixel_values": (channels, int(h), int(w))}
+
+
+def input_readers(model: nn.Module, input: InputSpec, batch: int = 1) -> list[str]:
+    """Qualified names of the modules whose parameters first meet a floating-point input.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Left untouched: a weightless ``meta`` copy is run (or, when its
+        Python looks at tensor values, which ``meta`` cannot answer, and it
+        is small, a CPU copy with zero weights on zero inputs, as
+        :func:`torchsurgeon.copies.run_on_zeros` runs opaque leaves).
+    input : shape, tuple of shapes, or mapping
+        An input the model accepts as it is, as for :func:`torchsurgeon.paramcount`.
+    batch : int
+        Batch size prepended to every shape.
+
+    Raises
+    ------
+    SurgeryError
+        When the model does not run on this input.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> class TwoStems(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.a, self.b, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(8, 2, 1)
+    ...     def forward(self, x):
+    ...         x = x / 255
+    ...         return self.head(torch.cat([self.a(x), self.b(x)], 1))
+    >>> input_readers(TwoStems(), (3, 16, 16))
+    ['a', 'b']
+    """
+    values = dict(ExampleInputs(model, input, batch))
+    if not values:
+        raise SurgeryError(
+            f"{type(model).__name__}: input {input!r} does not fit forward's arguments — "
+            "give an input the model accepts now, e.g. input=(3, 224, 224)"
+        )
+    try:
+        return _follow(meta_copy(model), values)
+    except Exception as exc:  # the model's own failure on this input
+        failure: Exception = exc
+    size = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers(), values.values()))
+    if _cannot_run_on_meta(failure) and size <= _ZERO_RUN_LIMIT:  # Python looks at values: zeros on the CPU
+        try:
+            with torch.device("cpu"):
+                return _follow(detached_copy(model, _zeros_like).eval(), {k: _zeros_like(v) for k, v in values.items()})
+        except Exception as exc:
+            failure = exc
+    first = (str(failure).strip().splitlines() or [type(failure).__name__])[0]
+    raise SurgeryError(
+        f"{type(model).__name__} does not run on input {input!r} ({first}) — "
+        "give an input the model accepts now, before the edit"
+    ) from failure
+
+
+def _follow(copy_: nn.Module, values: Mapping[str, torch.Tensor]) -> list[str]:
+    """Run ``copy_`` once on ``values`` under :class:`_FollowInput`; the modules that first meet a float input."""
+    owners: dict[int, str] = {}
+    for name, p in copy_.named_parameters(remove_duplicate=False):
+        owners.setdefault(
+            id(p), name.partition(".parametrizations.")[0] if ".parametrizations." in name else name.rpartition(".")[0]
+        )
+    follow = _FollowInput(owners, [t for t in values.values() if t.is_floating_point()])
+    args, kwargs = bind_inputs(copy_, values)
+    with torch.no_grad(), follow:
+        copy_(*args, **kwargs)
+    return follow.found

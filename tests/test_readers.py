@@ -1,0 +1,100 @@
+"""Finding the layers that read the input by running the model once: inside opaque parts, through
+computed weights, past integer inputs; and the channel guards adapt_input_channels updates."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from torchsurgeon import ParamChange, SurgeryError, adapt_input_channels
+from torchsurgeon.readers import default_input, input_readers
+from torchsurgeon.surgery import input_layers
+
+
+class Embeddings(nn.Module):
+    """Data-dependent control flow (opaque to torch.fx) around the stem, and a channel check like transformers'."""
+
+    def __init__(self, config: types.SimpleNamespace) -> None:
+        super().__init__()
+        self.config, self.num_channels = config, config.num_channels
+        self.stem = nn.utils.parametrizations.weight_norm(nn.Conv2d(config.num_channels, 8, 3, padding=1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.shape[1] != self.num_channels:
+            raise ValueError("channel dimension does not match the configuration")
+        x = self.stem(pixels * 2 - 1)
+        return x if x.sum() > 0 else -x  # a tensor value: fx cannot trace this module
+
+
+class Model(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        config = types.SimpleNamespace(num_channels=3)
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.ids = nn.Embedding(10, 8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embeddings(pixels) + self.ids(ids).mean(1)[:, :, None, None])
+
+
+INPUT = {"pixels": (3, 8, 8), "ids": (8,)}
+
+
+def test_it_finds_the_stem_inside_an_opaque_module_through_a_computed_weight_and_not_the_token_embedding() -> None:
+    model = Model()
+    assert input_readers(model, INPUT) == ["embeddings.stem"]
+    assert input_layers(model, INPUT) == ["embeddings.stem"]
+
+
+def test_the_fold_updates_the_guards_and_the_edited_model_runs_and_equals_the_original_on_grey() -> None:
+    torch.manual_seed(0)
+    model = Model().double().eval()
+    result = adapt_input_channels(model, 1, input=INPUT)
+    settings = {c.name: c.message for c in result.changes if c.status == ParamChange.SETTING}
+    assert settings == {"config.num_channels": "3 → 1", "embeddings.num_channels": "3 → 1"}
+    assert model.config.num_channels == 3 and model.embeddings.num_channels == 3  # the original is untouched
+    grey = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    ids = torch.randint(0, 10, (2, 8))
+    with torch.no_grad():
+        want = model(grey.expand(2, 3, 8, 8), ids)
+        got = result.model(grey, ids)
+    assert torch.allclose(got, want, atol=1e-12)
+
+
+def test_an_opaque_part_found_by_the_trace_asks_for_an_input() -> None:
+    with pytest.raises(SurgeryError, match=r"embeddings \(Embeddings\) reads the input .* input=\(3, 224, 224\)"):
+        adapt_input_channels(Model(), 1)
+
+
+def test_a_model_that_does_not_run_on_the_input_says_so() -> None:
+    with pytest.raises(SurgeryError, match=r"does not run on input .*\(channel dimension does not match"):
+        input_readers(Model(), {"pixels": (4, 8, 8), "ids": (8,)})
+
+
+def test_the_model_is_left_as_found() -> None:
+    model = Model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    input_readers(model, INPUT)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert model.embeddings.stem.parametrizations.weight.original1.device.type == "cpu"
+
+
+def test_default_input_reads_a_vision_config() -> None:
+    class Vision(nn.Module):
+        def __init__(self, **config: object) -> None:
+            super().__init__()
+            self.config = types.SimpleNamespace(**config)
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return pixel_values
+
+    assert default_input(Vision(num_channels=3, image_size=32)) == {"pixel_values": (3, 32, 32)}
+    assert default_input(Vision(num_channels=1, image_size=[30, 40])) == {"pixel_values": (1, 30, 40)}
+    assert default_input(Vision(num_channels=3)) == {"pixel_values": (3, 224, 224)}
+    assert default_input(Vision(image_size=32)) is None
