@@ -25,6 +25,7 @@ from .params import ParamSummary, count_params
 from .records import CrossCheck, CrossCheckMode, Finding, LayerReport, LayerStatus, OutputShape, ShapeSource, Trust
 from .report import format_count, format_shape, jsonable, model_table
 from .shapes import InputSpec, ShapeMemo, ShapeResult, input_dtype_for, normalize_input, propagate_shapes
+from .shapespec import TypedShape
 from .trace import Traced, forward_inputs, tensor_inputs, trace, unwrap_model
 
 __all__ = ("ModelReport", "analyse_graph", "paramcount", "paramcount_sweep")
@@ -401,7 +402,9 @@ def paramcount(
         Per-sample shape, batch excluded, any channel count and size:
         ``(1, 224, 224)``.  Several inputs: a tuple of shapes or
         ``{"image": (3, 224, 224), "mask": (1, 224, 224)}``.  A tensor is
-        used as it is (batch included; only its shape and dtype matter).
+        used as it is (batch included; only its shape and dtype matter); a
+        :class:`~torchsurgeon.shapespec.TypedShape` (``TypedShape((128,),
+        "long")``) is a shape with the dtype of its tensor.
     batch : int
         Batch size prepended to every shape.
     leaf_modules, concrete_args, autowrap_functions
@@ -475,6 +478,8 @@ class _Examples(Mapping[str, torch.Tensor]):
             return {
                 name: spec
                 if isinstance(spec, torch.Tensor)
+                else spec.meta(batch)
+                if isinstance(spec, TypedShape)
                 else torch.empty((batch, *spec), dtype=input_dtype_for(name, model), device="meta")
                 for name, spec in specs.items()
             }
