@@ -23,7 +23,10 @@ blocked (sockets refuse to connect while the constructor runs).  Weights
 already in the local cache still load when asked for (``--kwargs
 pretrained=True``, ``weights="DEFAULT"``); a constructor that would
 download instead fails at once with an error naming the argument that
-turns weights off.  :func:`parse_kwargs` reads ``--kwargs`` text.
+turns weights off.  Models are built after ``torch.manual_seed(0)`` (the
+caller's random state is left as it was), so one name and its kwargs give
+the same initial weights every time, as ``check-surgery`` needs.
+:func:`parse_kwargs` reads ``--kwargs`` text.
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ import difflib
 import importlib
 import os
 import socket
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.hub
 from torch import nn
 
 from .errors import ConfigError, InputError, failure_reason
@@ -157,7 +163,8 @@ def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
         "hf": _hf,
     }
     build = builders.get(prefix, _callable)
-    with _offline() as attempts:
+    with _offline() as attempts, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the same name gives the same weights (check-surgery compares them)
         try:
             model = build(spec, name, kwargs)
         except Exception as exc:
@@ -257,7 +264,7 @@ def _check_fields(spec: str, config: Any, kwargs: Mapping[str, Any]) -> None:
     """Refuse configuration fields the configuration does not have: transformers would keep a typo silently."""
     known = [*config.to_dict(), *getattr(config, "attribute_map", {})]
     for key in kwargs:
-        if key not in known:
+        if key not in known and not hasattr(config, key):  # num_labels is a property
             raise ConfigError(
                 f"model {spec!r}: {type(config).__name__} has no field {key!r}"
                 f"{_close(key, known) or ' — the fields are ' + ', '.join(sorted(config.to_dict())[:12]) + ', ...'}"
@@ -323,9 +330,10 @@ def _hub_refusal(exc: BaseException | None) -> str:
 def _offline() -> Iterator[list[str]]:
     """Refuse every network connection in this block; yield the list of hosts something tried to reach.
 
-    Sockets refuse to connect (a ``ConnectionRefusedError``: libraries then
-    look in their local cache, as they do offline) and the Hugging Face Hub
-    client is put in its offline mode, so that it does not retry.
+    Sockets and ``torch.hub.download_url_to_file`` refuse to connect (a
+    ``ConnectionRefusedError``: libraries then look in their local cache, as
+    they do offline) and the Hugging Face Hub client is put in its offline
+    mode, so that it does not retry.
     """
     attempts: list[str] = []
     connect, create_connection, getaddrinfo = socket.socket.connect, socket.create_connection, socket.getaddrinfo
@@ -339,11 +347,14 @@ def _offline() -> Iterator[list[str]]:
             refuse(address)
         connect(sock, address)
 
-    def blocked_getaddrinfo(host: Any, *args: Any, **kw: Any) -> Any:
+    def blocked_getaddrinfo(host: Any, *_: Any, **__: Any) -> Any:
         refuse((host,))
 
-    def blocked_create_connection(address: Any, *args: Any, **kw: Any) -> Any:
+    def blocked_create_connection(address: Any, *_: Any, **__: Any) -> Any:
         refuse(address)
+
+    def blocked_download(url: str, *_: Any, **__: Any) -> None:
+        refuse((urllib.parse.urlsplit(str(url)).hostname or url,))
 
     hub: Any
     try:
@@ -355,12 +366,15 @@ def _offline() -> Iterator[list[str]]:
     os.environ.update(dict.fromkeys(env, "1"))  # for libraries that read it when they are imported
     if hub is not None:
         hub.HF_HUB_OFFLINE = True
+    download = torch.hub.download_url_to_file
+    torch.hub.download_url_to_file = blocked_download
     socket.socket.connect = blocked_connect  # type: ignore[method-assign,assignment]
     socket.create_connection = blocked_create_connection  # type: ignore[assignment]
     socket.getaddrinfo = blocked_getaddrinfo  # type: ignore[assignment]
     try:
         yield attempts
     finally:
+        torch.hub.download_url_to_file = download
         socket.socket.connect = connect  # type: ignore[method-assign]
         socket.create_connection = create_connection
         socket.getaddrinfo = getaddrinfo
