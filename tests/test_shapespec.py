@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from models import ByteView, TwoInputs
-from torchsurgeon import InputError, ShapeContract, check_contract, paramcount, paramcount_sweep
+from torchsurgeon import InputError, ShapeContract, TypedShape, check_contract, paramcount, paramcount_sweep
 from torchsurgeon.report import format_value, jsonable
-from torchsurgeon.shapespec import TypedShape, input_spec, parse_input, parse_inputs, with_batch
+from torchsurgeon.shapespec import input_spec, parse_input, parse_inputs, with_batch
 
 
 def test_typed_shapes_round_trip_through_text() -> None:
