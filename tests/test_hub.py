@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from torchsurgeon import ConfigError, InputError
@@ -179,3 +181,37 @@ def test_a_model_object_takes_no_kwargs(monkeypatch: pytest.MonkeyPatch) -> None
     assert isinstance(load_model("models:MODEL"), nn.Linear)
     with pytest.raises(ConfigError, match=r"is a model object, not a builder — drop --kwargs"):
         load_model("models:MODEL", {"in_features": 3})
+
+
+_LITERALS = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.tuples(inner, inner) | st.lists(inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,7}", fullmatch=True), _LITERALS, max_size=4))
+def test_parse_kwargs_reads_back_any_python_literal(kwargs: dict[str, Any]) -> None:
+    assert parse_kwargs(",".join(f"{name}={value!r}" for name, value in kwargs.items())) == kwargs
+
+
+def test_weights_already_in_the_cache_load_without_the_network(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, no_network: list[str]
+) -> None:
+    import torchvision
+
+    home = tmp_path_factory.mktemp("torch_home")
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    state = torchvision.models.resnet18().state_dict()
+    state["fc.bias"].fill_(7.0)  # a marker: these are the cached weights, not a fresh init
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(state, checkpoints / Path(weights.url).name)
+    model = load_model("torchvision:resnet18", parse_kwargs("weights='DEFAULT'"))
+    assert torch.equal(model.fc.bias, torch.full((1000,), 7.0)) and no_network == []

@@ -99,9 +99,12 @@ def parse_kwargs(text: str) -> dict[str, Any]:
 
 def _split(text: str) -> list[str]:
     """``text`` split at the commas outside brackets and quotes; empty pieces dropped."""
-    pieces, depth, quote, start = [], 0, "", 0
+    pieces, depth, quote, start, escaped = [], 0, "", 0, False
     for i, ch in enumerate(text):
-        if quote:
+        if escaped:
+            escaped = False
+        elif quote:
+            escaped = ch == "\\"
             quote = "" if ch == quote else quote
         elif ch in "'\"":
             quote = ch
