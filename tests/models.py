@@ -302,3 +302,28 @@ def tensor_shapes(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return tuple(tensor_shapes(v) for v in value)
     return None
+
+
+class ByteView(nn.Module):
+    """Its input's bytes: the output's last dimension is the input's times its dtype's size (shows the dtype)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(torch.uint8)
+
+
+def downloads_weights() -> nn.Module:
+    """A builder that fetches its weights from the network, as ``pretrained=True`` builders do."""
+    import urllib.request
+
+    urllib.request.urlopen("https://download.example.com/weights.pth", timeout=30)
+    return nn.Linear(2, 2)
+
+
+def resnet18_10_classes() -> nn.Module:
+    """torchvision's resnet18 built after ``torch.manual_seed(0)`` (as ``torchvision:resnet18`` is), 10 classes."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18()
+    model.fc = nn.Linear(512, 10)
+    return model

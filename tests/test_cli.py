@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from torchsurgeon import ConfigError
 from torchsurgeon.cli import load_model, main, parse_shape
@@ -73,3 +78,110 @@ def test_check_surgery_table_and_json(capsys: pytest.CaptureFixture[str]) -> Non
 def test_check_surgery_bad_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-surgery", "models:nope", "models:cifarnet_seeded", "--input", "1,32,32"]) == 2
     assert "has no attribute 'nope'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- models by name, --kwargs, typed --input
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Empty caches; torch.hub's download and urlopen raise: a download attempt fails the test."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"download attempted: {args}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    yield
+    assert not list(tmp_path.rglob("*.*")), "nothing may be written to the caches"
+
+
+def test_summary_timm_by_name(offline: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "timm:resnet18", "--input", "1,64,64"]) == 0
+    out = capsys.readouterr().out
+    assert "Total params:          11,689,512" in out  # resnet18's published count
+    assert "conv1 (Conv2d) expects in_channels=3, got 1 — fold it with adapt_input_channels(model, 1)" in out
+    assert "Output:                (1, 1000)" in out
+
+
+def test_summary_hf_model_type_with_config_fields_and_typed_input(
+    offline: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = "num_hidden_layers=2,hidden_size=64,num_attention_heads=4"
+    assert main(["summary", "hf:bert", "--kwargs", small, "--input", "input_ids=16:long", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    # embeddings 30,522×64 + 512×64 + 2×64 + LayerNorm 128 = 1,986,432; per layer: Q, K, V, O 4×(64×64+64) = 16,640,
+    # LayerNorm 128, intermediate 64×3,072+3,072 = 199,680, output 3,072×64+64 = 196,672, LayerNorm 128 = 413,248;
+    # pooler 64×64+64 = 4,160: 1,986,432 + 2 × 413,248 + 4,160 = 2,817,088 (intermediate_size is BERT's default 3,072)
+    assert d["total"] == 2_817_088 and d["input_shapes"] == {"input_ids": [1, 16]}
+    assert d["output_shape"] == {"last_hidden_state": [1, 16, 64], "pooler_output": [1, 64]}
+    argv = ["summary", "hf:bert", "--kwargs", f"{small},intermediate_size=128", "--input", "input_ids=16:long"]
+    assert main([*argv, "--input", "attention_mask=16:long", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    # per layer with intermediate 128: 16,640 + 128 + 8,320 + 8,256 + 128 = 33,472; 1,986,432 + 2 × 33,472 + 4,160
+    assert d["total"] == 2_057_536 and d["input_shapes"] == {"input_ids": [1, 16], "attention_mask": [1, 16]}
+
+
+def test_summary_smp_with_kwargs(offline: None, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["summary", "segmentation_models_pytorch:Unet", "--input", "3,64,64", "--json"]
+    kwargs = "encoder_name=resnet18,encoder_weights=None,classes=2"
+    assert main([*argv, "--kwargs", kwargs]) == 0
+    d = json.loads(capsys.readouterr().out)
+    import segmentation_models_pytorch as smp
+
+    unet = smp.Unet(encoder_name="resnet18", encoder_weights=None, classes=2)
+    assert d["total"] == sum(p.numel() for p in unet.parameters()) and d["output_shape"] == [1, 2, 64, 64]
+    assert main(argv) == 2  # smp's default encoder_weights="imagenet" would download
+    err = capsys.readouterr().err
+    assert "tried to download (huggingface.co)" in err and "pass --kwargs encoder_weights=None" in err
+
+
+def test_typed_inputs_give_the_dtype(capsys: pytest.CaptureFixture[str]) -> None:
+    # ByteView's output has the input's bytes: 4 elements of bf16 are 8 bytes, of float32 16, of long 32
+    for dtype, size in (("bf16", 8), ("float", 16), ("long", 32)):
+        assert main(["summary", "models:ByteView", "--input", f"4:{dtype}", "--batch", "2", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["output_shape"] == [2, size]
+    assert main(["summary", "models:ByteView", "--input", "x=4:half", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["output_shape"] == [1, 8]
+
+
+def test_several_positional_inputs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "models:TwoInputs", "--input", "3,8,8", "--input", "1,8,8", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["input_shapes"] == {"image": [1, 3, 8, 8], "mask": [1, 1, 8, 8]} and d["output_shape"] == [1, 4, 8, 8]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--input", "image=3,8,8", "--input", "1,8,8"], "name every input or none"),
+        (["--input", "image=3,8,8", "--input", "image=3,8,8"], "--input image= is given twice"),
+        (["--input", "image=3,8,8:complex"], "unknown dtype 'complex' — write one of long, int64"),
+        (["--input", "image=3,8,8", "--kwargs", "x"], "'x' is not NAME=VALUE"),
+        (["--input", "picture=3,8,8"], "input 'picture' is not an argument of forward"),
+    ],
+)
+def test_input_and_kwargs_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "models:TwoInputs", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_check_surgery_with_names_and_kwargs(offline: None, capsys: pytest.CaptureFixture[str]) -> None:
+    # a name is built after torch.manual_seed(0): the hand-edited copy, seeded alike, keeps every weight but the head
+    argv = ["check-surgery", "torchvision:resnet18", "models:resnet18_10_classes", "--input", "3,32,32", "--json"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert {(p["name"], p["status"]) for p in d["params"] if p["status"] != "kept"} == {
+        ("fc.weight", "reinitialised"),
+        ("fc.bias", "reinitialised"),
+    }
+    argv = ["check-surgery", "torchvision:resnet18", "torchvision:resnet18", "--input", "3,32,32", "--json"]
+    assert main([*argv, "--kwargs", "num_classes=10", "--edited-kwargs", "num_classes=10"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["counts"]["reinitialised"] == 0 and d["counts"]["kept"] == 62  # resnet18 has 62 parameter tensors
+    assert main([*argv, "--kwargs", "num_classes=10"]) == 0  # only the original gets --kwargs: 10 → 1,000 classes
+    d = json.loads(capsys.readouterr().out)
+    assert d["counts"]["kept"] < 62 and d["counts"]["reinitialised"] > 0

@@ -230,3 +230,61 @@ def test_pythonpath_setting(
     monkeypatch.chdir(tmp_path)
     assert main(["check"]) == 0
     assert json.dumps(str(tmp_path / "src")) in json.dumps(sys.path)
+
+
+NAMED = """
+[[tool.torchsurgeon.contracts]]
+model = "hf:bert"
+kwargs = {{num_hidden_layers = 1, hidden_size = 32, num_attention_heads = 2, intermediate_size = 64, vocab_size = 100}}
+input = {{input_ids = "16:long", attention_mask = "16:long"}}
+output = {{last_hidden_state = [16, 32], pooler_output = [32]}}
+
+[[tool.torchsurgeon.contracts]]
+model = "torch.nn:Linear"
+kwargs = "in_features=4,out_features=2,bias=False,device=None"
+input = [4]
+params = 8
+
+[[tool.torchsurgeon.contracts]]
+model = "models:ByteView"
+input = "4:bf16"
+output = [8]
+lock = "tests/arch/bytes.lock.json"
+"""
+
+
+def test_contracts_with_model_names_kwargs_and_typed_inputs(
+    project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    lock = project.root / "tests" / "arch" / "bytes.lock.json"
+    assert main(["lock", "models:ByteView", "--input", "4:bf16", "-o", str(lock)]) == 0
+    assert json.loads(lock.read_text())["input"] == "4:bf16"  # the dtype is recorded, and read back below
+    project.add(NAMED)
+    capsys.readouterr()
+    assert main(["check"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(
+        "Shape contract holds: hf:bert, input {input_ids: 16:long, attention_mask: 16:long}, batch 1: "
+        "output {last_hidden_state: (1, 16, 32), pooler_output: (1, 32)}"
+    )
+    assert lines[2].startswith("Shape contract holds: torch.nn:Linear, input (4), batch 1: output (1, 2), 8 params")
+    assert lines[3].startswith("Shape contract holds: models:ByteView, input 4:bf16, batch 1: output (1, 8), 0 params")
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('kwargs = "in_features"\n', "#2: key 'kwargs': --kwargs 'in_features': 'in_features' is not NAME=VALUE"),
+        ("kwargs = [1, 2]\n", "#2: key 'kwargs' is [1, 2] — give a table, e.g. kwargs = {num_classes = 10}"),
+        ('input = {{input_ids = "16:lng"}}\n', "#2: key 'input': '16:lng': unknown dtype 'lng'"),
+    ],
+)
+def test_malformed_kwargs_and_typed_inputs(
+    project: Project, capsys: pytest.CaptureFixture[str], table: str, message: str
+) -> None:
+    shape = "" if table.startswith("input") else "input = [1, 32, 32]\n"
+    project.add('\n[[tool.torchsurgeon.contracts]]\nmodel = "hf:bert"\n' + shape + table)
+    capsys.readouterr()
+    assert main(["check"]) == 2
+    assert message in capsys.readouterr().err

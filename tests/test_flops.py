@@ -177,3 +177,89 @@ def test_uncounted_layers_are_listed_not_zeroed() -> None:
     assert "FLOPs not counted" in str(report) and "inner" in str(report).splitlines()[-1]
     leaf = paramcount(Net(), (4,), leaf_modules=["inner"])
     assert leaf.flops_uncounted == ("inner",)
+
+
+# --------------------------------------------------------------------------- recurrent layers
+# Hand counts: MACs per token (time step × batch element), per layer and direction, are
+# gates × hidden × (layer input + hidden); 4 gates for an LSTM, 3 for a GRU, 1 for an RNN.
+
+
+def test_lstm_macs_against_a_hand_count() -> None:
+    # LSTM(10, 20, num_layers=2, bidirectional=True) on (seq 5, batch 3): 15 tokens.
+    #   layer 0, per direction: 4 × 20 × (10 + 20) = 2,400   → 2 directions: 4,800
+    #   layer 1 reads both directions (40 features): 4 × 20 × (40 + 20) = 4,800 → 2 directions: 9,600
+    #   per token 14,400; × 15 tokens = 216,000 MACs, 432,000 FLOPs
+    lstm = nn.LSTM(10, 20, num_layers=2, bidirectional=True)
+    r = paramcount(lstm, torch.zeros(5, 3, 10))
+    assert (r.macs, r.flops, r.flops_uncounted) == (216_000, 432_000, ())
+    assert r.output_shape == ((5, 3, 40), ((4, 3, 20), (4, 3, 20)))  # output, (h_n, c_n): layers × directions
+    first = nn.LSTM(10, 20, num_layers=2, bidirectional=True, batch_first=True)
+    r = paramcount(first, (5, 10), batch=3)  # batch first: (3, 5, 10), the same 15 tokens
+    assert r.macs == 216_000 and r.output_shape == ((3, 5, 40), ((4, 3, 20), (4, 3, 20)))
+    assert r.layers[0].flops == 432_000
+    s = count_flops(r.graph)
+    assert [(f.macs, f.kind) for f in s.layers.values()] == [(216_000, FlopKind.RECURRENT)]
+
+
+@pytest.mark.parametrize(
+    ("layer", "x", "macs", "output"),
+    [
+        # GRU(10, 20) on (5, 3, 10): 15 tokens × 3 × 20 × (10 + 20) = 15 × 1,800 = 27,000
+        (nn.GRU(10, 20), (5, 3, 10), 27_000, ((5, 3, 20), (1, 3, 20))),
+        # RNN(10, 20, num_layers=2) on (5, 3, 10): 15 × (20 × 30 + 20 × (20 + 20)) = 15 × 1,400 = 21,000
+        (nn.RNN(10, 20, num_layers=2), (5, 3, 10), 21_000, ((5, 3, 20), (2, 3, 20))),
+        # unbatched GRU on (7, 4): 7 tokens × 3 × 8 × (4 + 8) = 2,016
+        (nn.GRU(4, 8), (7, 4), 2_016, ((7, 8), (1, 8))),
+        # LSTM(10, 20, proj_size=7): per token 4 × 20 × (10 + 7) + 20 × 7 = 1,360 + 140 = 1,500; × 15 = 22,500
+        (nn.LSTM(10, 20, proj_size=7), (5, 3, 10), 22_500, ((5, 3, 7), ((1, 3, 7), (1, 3, 20)))),
+        # LSTMCell(10, 20) on (3, 10): 3 × 4 × 20 × 30 = 7,200
+        (nn.LSTMCell(10, 20), (3, 10), 7_200, ((3, 20), (3, 20))),
+        # GRUCell(10, 20): 3 × 3 × 20 × 30 = 5,400; RNNCell: 3 × 20 × 30 = 1,800
+        (nn.GRUCell(10, 20), (3, 10), 5_400, (3, 20)),
+        (nn.RNNCell(10, 20, nonlinearity="relu"), (3, 10), 1_800, (3, 20)),
+    ],
+)
+def test_recurrent_macs_against_hand_counts(
+    layer: nn.Module, x: tuple[int, ...], macs: int, output: tuple[object, ...]
+) -> None:
+    r = paramcount(layer, torch.zeros(x))
+    assert (r.macs, r.flops, r.output_shape) == (macs, 2 * macs, output)
+    assert r.layers[0].macs == macs and r.flops_uncounted == ()
+
+
+class _Tagger(nn.Module):
+    """A recurrent layer inside a model, its hidden state fed to a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(6, 8, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.head(out)
+
+
+def test_recurrent_macs_agree_with_flop_counter_mode() -> None:
+    # FlopCounterMode sees the per-step addmm/mm of the native CPU kernels (oneDNN off: its fused LSTM counts 0)
+    model, x = _Tagger(), torch.randn(2, 9, 6)
+    with torch.backends.mkldnn.flags(enabled=False):
+        counted = _flop_counter(model, x)
+        lstm = nn.LSTM(6, 8, num_layers=3, bidirectional=True, proj_size=4)
+        lstm_counted = _flop_counter(lstm, x)
+    r = paramcount(model, (9, 6), batch=2)
+    assert r.flops == sum(counted.values()) == 2 * (r.layer("rnn").macs + r.layer("head").macs)
+    assert paramcount(lstm, x).flops == sum(lstm_counted.values()) > 0
+
+
+def test_packed_sequences_count_the_tokens_they_hold() -> None:
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from torchsurgeon.rules import module_rule
+
+    gru = nn.GRU(4, 8)
+    packed = pack_padded_sequence(torch.zeros(5, 2, 4), torch.tensor([5, 2]))  # 7 tokens, padding excluded
+    found = module_rule(nn.GRU)
+    assert found is not None and found[0].macs is not None
+    # 7 × 3 × 8 × (4 + 8) = 2,016: the formula the registry applies to a GRU's call
+    assert found[0].macs(gru, (packed,), {}, gru(packed)) == 2_016

@@ -46,6 +46,7 @@ from .rules import disabled_rules as disabled_rules
 from .rules import register_rule as register_rule
 from .rules import unregister_rule as unregister_rule
 from .shapes import propagate_shapes as propagate_shapes
+from .shapespec import TypedShape as TypedShape
 from .surgery import SurgeryResult as SurgeryResult
 from .surgery import adapt_input_channels as adapt_input_channels
 from .surgery import append_head as append_head

@@ -399,7 +399,9 @@ def paramcount(
         Per-sample shape, batch excluded, any channel count and size:
         ``(1, 224, 224)``.  Several inputs: a tuple of shapes or
         ``{"image": (3, 224, 224), "mask": (1, 224, 224)}``.  A tensor is
-        used as it is (batch included; only its shape and dtype matter).
+        used as it is (batch included; only its shape and dtype matter); a
+        :class:`~torchsurgeon.shapespec.TypedShape` (``TypedShape((128,),
+        "long")``) is a shape with the dtype of its tensor.
     batch : int
         Batch size prepended to every shape.
     leaf_modules, concrete_args, autowrap_functions

@@ -1,5 +1,9 @@
 """Command line: ``torchsurgeon summary MODULE:CALLABLE --input 1,224,224``.
 
+Models are named as :mod:`torchsurgeon.hub` reads them (``timm:resnet18``,
+``hf:bert``, ``MODULE:CALLABLE``), with ``--kwargs`` for their arguments;
+``--input`` is read by :func:`torchsurgeon.shapespec.parse_inputs`.
+
 ``main(argv) -> int`` is the console script and the pre-commit hook; exit 0
 when all is well, 1 when a check fails, 2 for a usage or configuration error.
 """
@@ -7,7 +11,6 @@ when all is well, 1 when a check fails, 2 for a usage or configuration error.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -15,94 +18,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from .analysis import paramcount
 from .config import find_pyproject, read_contracts
 from .contracts import check_contract
 from .dot import RENDER_FORMATS, render
 from .errors import ConfigError, InputError, TorchSurgeonError
+from .hub import load_model, parse_kwargs
 from .lockfile import write_lock
+from .shapespec import parse_inputs, parse_shape
 from .surgery_check import check_surgery
 
 __all__ = ("load_model", "main", "parse_shape")
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    """Parse ``"1,224,224"`` (or ``"1x224x224"``) into a shape tuple.
-
-    Raises
-    ------
-    InputError
-        When a dimension is not a positive integer.
-
-    Examples
-    --------
-    >>> parse_shape("1,224,224"), parse_shape("3x32x32")
-    ((1, 224, 224), (3, 32, 32))
-    """
-    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
-    dims = []
-    for p in parts:
-        try:
-            d = int(p)
-        except ValueError:
-            raise InputError(
-                f"--input {text!r}: {p!r} is not an integer — write the shape as C,H,W, e.g. 1,224,224"
-            ) from None
-        if d <= 0:
-            raise InputError(f"--input {text!r}: dimension {d} must be positive — e.g. 1,224,224")
-        dims.append(d)
-    if not dims:
-        raise InputError(f"--input {text!r} is empty — write the shape as C,H,W, e.g. 1,224,224")
-    return tuple(dims)
-
-
-def load_model(spec: str) -> nn.Module:
-    """Import ``package.module:callable`` and call it to get a model.
-
-    ``spec`` may also name a model object directly (``mypkg.models:MODEL``).
-
-    Raises
-    ------
-    ConfigError
-        If the module or attribute does not exist, the callable raises, or
-        the result is not an ``nn.Module``.
-
-    Examples
-    --------
-    >>> load_model("torch.nn:Identity")
-    Identity()
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"model {spec!r}: expected MODULE:CALLABLE, e.g. torchvision.models:resnet50")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"model {spec!r}: cannot import {module_name!r} ({exc}) — check the module path and that it is installed"
-        ) from exc
-    obj: Any = module
-    try:
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except AttributeError:
-        raise ConfigError(f"model {spec!r}: {module_name} has no attribute {attr!r}") from None
-    if not isinstance(obj, nn.Module):
-        if not callable(obj):
-            raise ConfigError(f"model {spec!r}: {attr} is neither a callable nor an nn.Module")
-        try:
-            obj = obj()
-        except Exception as exc:
-            raise ConfigError(f"model {spec!r}: calling {attr}() raised {type(exc).__name__}: {exc}") from exc
-    if not isinstance(obj, nn.Module):
-        raise ConfigError(f"model {spec!r}: {attr}() returned {type(obj).__name__}, not an nn.Module")
-    return obj
-
-
 def _lock(args: argparse.Namespace) -> int:
-    data = write_lock(load_model(args.model), args.output, parse_shape(args.input), batch=args.batch)
+    data = write_lock(_model(args), args.output, parse_inputs(args.input), batch=args.batch)
     print(f"wrote {args.output}: {len(data['layers'])} layers, {data['total']:,} params, output {data['output_shape']}")
     return 0
 
@@ -113,7 +43,7 @@ def _check(args: argparse.Namespace) -> int:
         sys.path[:0] = [str(d) for d in entry.pythonpath if str(d) not in sys.path]
         start = time.perf_counter()
         try:
-            model = load_model(entry.model)
+            model = load_model(entry.model, entry.kwargs)
             result = check_contract(model, entry.contract, name=entry.model, update_lock=False)
         except TorchSurgeonError as exc:  # name the key at fault: the lockfile, the input, else the model
             key = "lock" if "lockfile" in str(exc) else "input" if isinstance(exc, InputError) else "model"
@@ -126,7 +56,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    report = paramcount(load_model(args.model), parse_shape(args.input), batch=args.batch)
+    report = paramcount(_model(args), parse_inputs(args.input), batch=args.batch)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0
 
@@ -136,7 +66,7 @@ def _graph(args: argparse.Namespace) -> int:
     suffix = out.suffix.lower().lstrip(".")
     if suffix not in ("dot", "gv", "graphml", *RENDER_FORMATS):
         raise InputError(f"-o {args.output}: write .svg, .png, .pdf (Graphviz), .dot or .graphml")
-    report = paramcount(load_model(args.model), parse_shape(args.input), batch=args.batch)
+    report = paramcount(_model(args), parse_inputs(args.input), batch=args.batch)
     if suffix == "graphml":
         out.write_text(report.to_graphml(), encoding="utf-8")
     elif suffix in ("dot", "gv"):
@@ -149,21 +79,48 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _check_surgery(args: argparse.Namespace) -> int:
-    original, edited = load_model(args.original), load_model(args.edited)
-    report = check_surgery(original, edited, parse_shape(args.input), batch=args.batch)
+    original = load_model(args.original, parse_kwargs(args.kwargs))
+    edited = load_model(args.edited, parse_kwargs(args.edited_kwargs))
+    report = check_surgery(original, edited, parse_inputs(args.input), batch=args.batch)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0
+
+
+def _model(args: argparse.Namespace) -> Any:
+    """The model of a one-model subcommand, built with its --kwargs."""
+    return load_model(args.model, parse_kwargs(args.kwargs))
+
+
+_MODEL_HELP = (
+    "torchvision:NAME, timm:NAME, smp:NAME, hf:MODEL_TYPE (e.g. hf:bert), hf:CLASS, hf:DIR, or MODULE:CALLABLE; "
+    "built without weights (weights=None, pretrained=False, encoder_weights=None) and never downloaded: "
+    "--kwargs pretrained=True loads weights only if they are already in the local cache"
+)
 
 
 def _model_command(
     sub: Any, name: str, help: str, *models: str, json_flag: bool = True, output: str = ""
 ) -> argparse.ArgumentParser:
-    """A subcommand taking MODULE:CALLABLE model(s), --input and --batch (and --json or -o)."""
+    """A subcommand taking model(s), --kwargs, --input and --batch (and --json or -o)."""
     p: argparse.ArgumentParser = sub.add_parser(name, help=help)
     for model in models or ("model",):
         what = "the model" if model == "model" else f"the {model} model"
-        p.add_argument(model, help=f"MODULE:CALLABLE returning {what}, e.g. torchvision.models:resnet50")
-    p.add_argument("--input", required=True, help="per-sample input shape, e.g. 1,224,224")
+        p.add_argument(model, help=f"{what}: {_MODEL_HELP}")
+    p.add_argument(
+        "--kwargs",
+        default="",
+        help="constructor arguments (configuration fields for hf:), Python literals: encoder_weights=None,classes=2"
+        + ("; for the original model" if models else ""),
+    )
+    if models:
+        p.add_argument("--edited-kwargs", default="", help="constructor arguments of the edited model")
+    p.add_argument(
+        "--input",
+        required=True,
+        action="append",
+        help="per-sample input shape, e.g. 1,224,224; repeat it for several inputs, by name and with a dtype: "
+        "--input input_ids=128:long --input pixel_values=3,224,224",
+    )
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     if json_flag:
         p.add_argument("--json", action="store_true", help="print JSON instead of the table")

@@ -1,7 +1,9 @@
 """Shape contracts declared in ``pyproject.toml``, for ``torchsurgeon check`` and its pre-commit hook.
 
-Each ``[[tool.torchsurgeon.contracts]]`` table names a model (``MODULE:CALLABLE``)
-and the :class:`~torchsurgeon.contracts.ShapeContract` fields it must meet;
+Each ``[[tool.torchsurgeon.contracts]]`` table names a model (``MODULE:CALLABLE``,
+or a name such as ``timm:resnet18`` or ``hf:bert``: :mod:`torchsurgeon.hub`),
+its constructor arguments (``kwargs``) and the
+:class:`~torchsurgeon.contracts.ShapeContract` fields it must meet;
 ``[tool.torchsurgeon] pythonpath`` lists the folders the models are imported from.
 :func:`find_pyproject` finds the file, :func:`read_contracts` reads and checks
 every table, naming the file, the table and the key at fault.
@@ -19,6 +21,7 @@ from typing import Any
 
 from .contracts import ShapeContract
 from .errors import ConfigError, InputError
+from .hub import parse_kwargs
 from .report import format_path
 
 if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
@@ -46,7 +49,7 @@ class ContractEntry:
     """One ``[[tool.torchsurgeon.contracts]]`` table of a ``pyproject.toml``."""
 
     model: str
-    """``MODULE:CALLABLE`` returning the model."""
+    """``MODULE:CALLABLE`` returning the model, or a name :func:`torchsurgeon.hub.load_model` reads."""
     contract: ShapeContract
     source: Path
     """The ``pyproject.toml`` it was read from."""
@@ -54,6 +57,8 @@ class ContractEntry:
     """Position in the array, from 0."""
     pythonpath: tuple[Path, ...] = ()
     """Directories to put on ``sys.path`` before importing ``model``."""
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Constructor arguments of ``model`` (configuration fields for ``hf:``)."""
 
     @property
     def where(self) -> str:
@@ -89,8 +94,11 @@ def find_pyproject(start: str | os.PathLike[str] | None = None) -> Path:
 def read_contracts(path: str | os.PathLike[str]) -> tuple[ContractEntry, ...]:
     """Read every ``[[tool.torchsurgeon.contracts]]`` table of a ``pyproject.toml``.
 
-    Keys: ``model`` (``MODULE:CALLABLE``, required), ``input`` (required),
-    and the other :class:`~torchsurgeon.contracts.ShapeContract` fields.  ``lock`` is relative to
+    Keys: ``model`` (``MODULE:CALLABLE`` or a name such as ``hf:bert``,
+    required), ``kwargs`` (a table of constructor arguments, or the
+    ``--kwargs`` text, which can say ``None``), ``input``
+    (required; typed inputs as ``{input_ids = "16:long"}``), and the other
+    :class:`~torchsurgeon.contracts.ShapeContract` fields.  ``lock`` is relative to
     the file.  ``[tool.torchsurgeon] pythonpath`` (default ``["."]``) lists
     the directories, relative to the file, from which ``model`` is imported.
 
@@ -111,9 +119,16 @@ def read_contracts(path: str | os.PathLike[str]) -> tuple[ContractEntry, ...]:
     ... input = [3, 224, 224]
     ... output = [1000]
     ... max_params = 26_000_000
+    ...
+    ... [[tool.torchsurgeon.contracts]]
+    ... model = "hf:bert"
+    ... kwargs = {num_hidden_layers = 2}
+    ... input = {input_ids = "16:long"}
     ... ''')
-    ...     [(e.model, e.contract.input, e.contract.max_params) for e in read_contracts(path)]
-    [('torchvision.models:resnet50', (3, 224, 224), 26000000)]
+    ...     for e in read_contracts(path):
+    ...         print(e.model, e.kwargs, e.contract.input)
+    torchvision.models:resnet50 {} (3, 224, 224)
+    hf:bert {'num_hidden_layers': 2} {'input_ids': TypedShape(shape=(16,), dtype=torch.int64)}
     """
     p = Path(path)
     try:
@@ -141,7 +156,7 @@ def read_contracts(path: str | os.PathLike[str]) -> tuple[ContractEntry, ...]:
 
 def _entry(path: Path, index: int, table: Mapping[str, Any], pythonpath: tuple[Path, ...]) -> ContractEntry:
     where = _where(path, index)
-    known = ["model"] + [f.name for f in dataclasses.fields(ShapeContract)]
+    known = ["model", "kwargs"] + [f.name for f in dataclasses.fields(ShapeContract)]
     for key in table:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -151,9 +166,23 @@ def _entry(path: Path, index: int, table: Mapping[str, Any], pythonpath: tuple[P
         if key not in table:
             raise ConfigError(f"{where}: key {key!r} is missing, e.g.:{_EXAMPLE}")
     model = table["model"]
-    if not isinstance(model, str) or model.count(":") != 1 or not all(model.split(":")):
-        raise ConfigError(f"{where}: key 'model' is {model!r} — expected 'MODULE:CALLABLE', e.g. 'mypkg.models:build'")
-    fields = {k: v for k, v in table.items() if k != "model"}
+    if not isinstance(model, str) or not all(model.partition(":")):
+        raise ConfigError(
+            f"{where}: key 'model' is {model!r} — expected 'MODULE:CALLABLE' or a name such as 'timm:resnet18', "
+            "e.g. 'mypkg.models:build'"
+        )
+    kwargs = table.get("kwargs", {})
+    if isinstance(kwargs, str):  # the --kwargs text: TOML has no None
+        try:
+            kwargs = parse_kwargs(kwargs)
+        except InputError as exc:
+            raise ConfigError(f"{where}: key 'kwargs': {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise ConfigError(
+            f"{where}: key 'kwargs' is {kwargs!r} — give a table, e.g. kwargs = {{num_classes = 10}}, "
+            'or the --kwargs text, e.g. kwargs = "encoder_weights=None,classes=2"'
+        )
+    fields = {k: v for k, v in table.items() if k not in ("model", "kwargs")}
     lock = fields.get("lock")
     if lock is not None and not isinstance(lock, str):
         raise ConfigError(f"{where}: key 'lock' is {lock!r} — give a path relative to {path.name}")
@@ -165,4 +194,4 @@ def _entry(path: Path, index: int, table: Mapping[str, Any], pythonpath: tuple[P
             ShapeContract(**probe)
         except InputError as exc:
             raise ConfigError(f"{where}: key {key!r}: {exc}") from None
-    return ContractEntry(model, ShapeContract(**fields), path, index, pythonpath)
+    return ContractEntry(model, ShapeContract(**fields), path, index, pythonpath, dict(kwargs))

@@ -28,7 +28,7 @@ from .errors import ContractError, InputError, ShapeError
 from .lockfile import check_lock
 from .records import LayerDiff, OutputShape, Violation
 from .report import format_value, lock_diff_table, shape_changes_table, violations_table
-from .shapespec import plain, shape_spec, with_batch
+from .shapespec import input_spec, plain, shape_spec, with_batch
 
 __all__ = (
     "ContractResult",
@@ -54,7 +54,9 @@ class ShapeContract:
     ----------
     input : shape, tuple of shapes, or mapping
         Per-sample input shape, batch excluded: ``(1, 224, 224)``; several
-        inputs as in :func:`torchsurgeon.paramcount`.  Dimensions must be positive.
+        inputs as in :func:`torchsurgeon.paramcount`.  Dimensions must be
+        positive.  An input may carry its dtype: ``{"input_ids": "16:long"}``
+        (:class:`~torchsurgeon.shapespec.TypedShape`).
     output : shape, nested shapes, or mapping, optional
         Per-sample output shape, batch excluded: ``(10,)`` for 10 logits.
     params, trainable, frozen : int, optional
@@ -96,7 +98,7 @@ class ShapeContract:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "input", shape_spec(self.input, "input", 1))
+        set_(self, "input", input_spec(self.input))
         if self.output is not None:
             set_(self, "output", shape_spec(self.output, "output", 0))
         for key in _COUNTS:

@@ -9,9 +9,12 @@ the same for any batch and resolution.
 Conventions
 -----------
 * **MACs** (multiply-accumulates) of convolutions, linear layers, matrix
-  products and attention; ``flops = 2 * macs`` for them, which is what
-  ``torch.utils.flop_counter.FlopCounterMode`` counts (biases, activations,
-  pooling and element-wise ops are not counted, as there).
+  products, attention and the gates of recurrent layers (LSTM, GRU, RNN
+  and their cells, per token, layer and direction:
+  :mod:`torchsurgeon.rules.recurrent`); ``flops = 2 * macs`` for them,
+  which is what ``torch.utils.flop_counter.FlopCounterMode`` counts
+  (biases, activations, pooling and element-wise ops are not counted, as
+  there).  ``docs/flops.md`` writes the conventions out.
 * **Norm FLOPs** follow fvcore's per-element estimates: batch norm at
   inference 2 per element with affine weights (1 without); layer, group and
   instance norm, and batch norm in training, 5 per element with affine
@@ -52,8 +55,8 @@ class FlopSummary:
     Attributes
     ----------
     macs : int
-        Multiply-accumulates of convolutions, linear layers, matrix products
-        and attention.
+        Multiply-accumulates of convolutions, linear layers, matrix products,
+        attention and recurrent layers.
     flops : int
         ``2 * macs`` plus ``norm_flops``.
     matmul_flops : int

@@ -28,7 +28,7 @@ from .analysis import ModelReport, paramcount
 from .errors import ConfigError, ContractError, InputError
 from .records import LayerDiff, LayerReport, LockChange
 from .report import format_path, format_value, jsonable, lock_diff_table
-from .shapespec import plain, shape_spec
+from .shapespec import input_spec, plain
 
 __all__ = (
     "LOCK_FORMAT",
@@ -161,7 +161,7 @@ def write_lock(model: nn.Module, path: str | os.PathLike[str], input: Any, *, ba
       "trainable": 10
     }
     """
-    spec = shape_spec(input, "input", 1)
+    spec = input_spec(input)
     data = _lock_data(paramcount(model, spec, batch=batch), spec, batch)
     _write(Path(path), data)
     return data
@@ -210,7 +210,7 @@ def read_lock(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"lockfile {format_path(path)} has format {version}, newer than this torchsurgeon reads ({LOCK_FORMAT}) "
             "— upgrade torchsurgeon (pip install -U torchsurgeon)"
         )
-    for key, kind in (("input", (list, dict)), ("batch", int), ("layers", list)):
+    for key, kind in (("input", (list, dict, str)), ("batch", int), ("layers", list)):
         if not isinstance(data.get(key), kind):
             raise ConfigError(
                 f"lockfile {format_path(path)}: key {key!r} is missing or malformed — "
@@ -223,14 +223,14 @@ def read_lock(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "regenerate it with `torchsurgeon lock`"
             )
     try:
-        shape_spec(data["input"], "input", 1)
+        input_spec(data["input"])
     except InputError as exc:
         raise ConfigError(f"lockfile {format_path(path)}: key 'input': {exc}") from None
     return data
 
 
 def _lock_input(lock: Mapping[str, Any]) -> Any:
-    return shape_spec(lock["input"], "input", 1)
+    return input_spec(lock["input"])
 
 
 def _keyed(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, int], Mapping[str, Any]]:
@@ -341,7 +341,7 @@ def check_lock(
         _write(Path(path), _lock_data(report, input, batch))
         return ()
     lock = read_lock(path)
-    if plain(lock["input"]) != plain(input) or lock["batch"] != batch:
+    if plain(_lock_input(lock)) != plain(input) or lock["batch"] != batch:
         report = paramcount(model, _lock_input(lock), batch=lock["batch"])
     return _diff(report, lock)
 
@@ -405,13 +405,13 @@ def assert_matches_lock(
                 )
             lock = read_lock(p)
             input, batch = _lock_input(lock), batch or lock["batch"]
-        spec = shape_spec(input, "input", 1)
+        spec = input_spec(input)
         _write(p, _lock_data(paramcount(model, spec, batch=batch or 1), spec, batch or 1))
         return
     lock = read_lock(p)
-    spec = _lock_input(lock) if input is None else shape_spec(input, "input", 1)
+    spec = _lock_input(lock) if input is None else input_spec(input)
     b = lock["batch"] if batch is None else batch
-    if plain(spec) != plain(lock["input"]) or b != lock["batch"]:
+    if plain(spec) != plain(_lock_input(lock)) or b != lock["batch"]:
         raise ContractError(
             f"lockfile {format_path(p)} was written for input {format_value(lock['input'])}, batch {lock['batch']}, "
             f"not input {format_value(spec)}, batch {b} — rewrite it for this input with `pytest --torchsurgeon-update`"

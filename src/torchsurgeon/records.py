@@ -143,6 +143,8 @@ class FlopKind(StrEnum):
     """``matmul``, ``@``, ``bmm``."""
     ATTENTION = "attention"
     """``scaled_dot_product_attention`` or ``nn.MultiheadAttention`` (projections included)."""
+    RECURRENT = "recurrent"
+    """The gate matrix products of ``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` or one of their cells."""
     NORM = "norm"
     """Batch, layer, group, instance or RMS normalisation."""
     CUSTOM = "custom"

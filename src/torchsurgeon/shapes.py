@@ -52,6 +52,7 @@ from .resize import resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
 from .rules._common import first_tensor
 from .rules.registry import counted_without_formula
+from .shapespec import TypedShape
 from .trace import forward_inputs
 
 __all__ = (
@@ -66,7 +67,7 @@ __all__ = (
 )
 
 Shape = tuple[int, ...]
-InputSpec = Union[Sequence[int], torch.Size, torch.Tensor, Sequence[Any], Mapping[str, Any]]
+InputSpec = Union[Sequence[int], torch.Size, torch.Tensor, TypedShape, Sequence[Any], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def _check_shape(shape: Any, where: str) -> Shape:
     return dims
 
 
-def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, Shape | torch.Tensor]:
+def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, Shape | TypedShape | torch.Tensor]:
     """Map an input spec to ``{placeholder name: per-sample shape or tensor}``.
 
     Parameters
@@ -128,14 +129,15 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
     spec : shape, tensor, tuple of shapes, or mapping
         ``(3, 224, 224)`` for one input; ``((3, 224, 224), (1, 224, 224))``
         for several positional inputs; ``{"image": (3, 224, 224)}`` by name;
-        a tensor (real or ``meta``) is used as it is, batch included.
+        a tensor (real or ``meta``) is used as it is, batch included; a
+        :class:`~torchsurgeon.shapespec.TypedShape` is a shape with its dtype.
     placeholders : sequence of str
         The names of ``forward``'s inputs, in order.
 
     Returns
     -------
     dict
-        Per-sample shapes (batch not yet added) or tensors, by input name.
+        Per-sample shapes (batch not yet added), typed shapes or tensors, by input name.
 
     Raises
     ------
@@ -152,19 +154,21 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
     """
     if not placeholders:
         raise InputError("the model's forward takes no inputs — nothing to propagate")
-    if isinstance(spec, torch.Tensor):
+    if isinstance(spec, (torch.Tensor, TypedShape)):
         return {placeholders[0]: spec}
     if isinstance(spec, Mapping):
-        out: dict[str, Shape | torch.Tensor] = {}
+        out: dict[str, Shape | TypedShape | torch.Tensor] = {}
         for name, value in spec.items():
             if name not in placeholders:
                 raise InputError(f"input {name!r} is not an argument of forward — the inputs are {list(placeholders)}")
-            out[name] = value if isinstance(value, torch.Tensor) else _check_shape(value, f"input {name!r}")
+            out[name] = (
+                value if isinstance(value, (torch.Tensor, TypedShape)) else _check_shape(value, f"input {name!r}")
+            )
         return out
     if (
         isinstance(spec, (list, tuple))
         and spec
-        and all(isinstance(s, (list, tuple, torch.Size, torch.Tensor)) for s in spec)
+        and all(isinstance(s, (list, tuple, torch.Size, torch.Tensor, TypedShape)) for s in spec)
     ):
         if len(spec) > len(placeholders):
             raise InputError(
@@ -172,7 +176,7 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
                 f"inputs ({list(placeholders)}) — give one shape per input"
             )
         return {
-            name: s if isinstance(s, torch.Tensor) else _check_shape(s, f"input {name!r}")
+            name: s if isinstance(s, (torch.Tensor, TypedShape)) else _check_shape(s, f"input {name!r}")
             for name, s in zip(placeholders, spec)
         }
     return {placeholders[0]: _check_shape(spec, "input shape")}
@@ -194,8 +198,9 @@ def input_dtype_for(name: str, model: nn.Module) -> torch.dtype:
     Token ids are the arguments named ``ids`` or ``*_ids`` (``input_ids``,
     ``decoder_input_ids``, ``token_type_ids``), the names Hugging Face
     models use, so they stay integers even when the embedding that reads
-    them sits inside an opaque layer.  Give a tensor instead of a shape to
-    choose any other dtype.
+    them sits inside an opaque layer.  Give a
+    :class:`~torchsurgeon.shapespec.TypedShape` (``"128:long"``) or a tensor
+    instead of a shape to choose any other dtype.
 
     Examples
     --------
@@ -238,6 +243,8 @@ class ExampleInputs(Mapping[str, torch.Tensor]):
             return {
                 name: spec
                 if isinstance(spec, torch.Tensor)
+                else spec.meta(batch)
+                if isinstance(spec, TypedShape)
                 else torch.empty((batch, *spec), dtype=input_dtype_for(name, model), device="meta")
                 for name, spec in specs.items()
             }
@@ -424,7 +431,11 @@ class _ShapeInterpreter(torch.fx.Interpreter):
     """Runs the graph on meta tensors, recording a NodeRecord per node."""
 
     def __init__(
-        self, G: nx.DiGraph, inputs: Mapping[str, Shape | torch.Tensor], batch: int, memo: ShapeMemo | None = None
+        self,
+        G: nx.DiGraph,
+        inputs: Mapping[str, Shape | TypedShape | torch.Tensor],
+        batch: int,
+        memo: ShapeMemo | None = None,
     ) -> None:
         # torch.fx.Interpreter.__init__ walks the module tree and the graph's uses on every call:
         # both come from the graph's cache instead (the graph does not change between propagations)
@@ -684,6 +695,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             spec = self.inputs[name]
             if isinstance(spec, torch.Tensor):
                 value = _to_meta(spec)
+            elif isinstance(spec, TypedShape):
+                value = spec.meta(self.batch)
             else:
                 value = torch.empty((self.batch, *spec), dtype=_input_dtype(n, self.model), device="meta")
             self.input_shapes[name] = tuple(value.shape)

@@ -1,22 +1,220 @@
-"""Per-sample shapes as users write them in contracts and lockfiles: check, normalise, add the batch.
+"""Per-sample shapes as users write them in contracts, lockfiles and on the command line.
 
 A shape spec is a tuple of ints (``(3, 224, 224)``), nested tuples for several
 inputs or outputs, or a mapping of names to shapes; lists are accepted too
-(TOML and JSON have no tuples).  :mod:`torchsurgeon.contracts` and
-:mod:`torchsurgeon.lockfile` both read them through this module.
+(TOML and JSON have no tuples).  An input may also carry its dtype: a
+:class:`TypedShape`, written ``"128:long"`` in text (TOML, JSON, ``--input``).
+:mod:`torchsurgeon.contracts`, :mod:`torchsurgeon.lockfile`,
+:mod:`torchsurgeon.config` and the command line all read them through this
+module; :func:`torchsurgeon.paramcount` takes the result as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from .errors import InputError
 
-__all__ = ("plain", "shape_spec", "with_batch")
+__all__ = (
+    "DTYPES",
+    "TypedShape",
+    "input_spec",
+    "parse_input",
+    "parse_inputs",
+    "parse_shape",
+    "plain",
+    "shape_spec",
+    "with_batch",
+)
+
+DTYPES: Mapping[str, torch.dtype] = {
+    "long": torch.int64,
+    "int64": torch.int64,
+    "int": torch.int32,
+    "int32": torch.int32,
+    "short": torch.int16,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+    "float": torch.float32,
+    "float32": torch.float32,
+    "half": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "double": torch.float64,
+    "float64": torch.float64,
+}
+"""The dtype names an input may carry (``"128:long"``), short names first."""
+
+_NAMES = {dtype: name for name, dtype in reversed(list(DTYPES.items()))}  # the first (short) name of each
 
 
-def shape_spec(value: Any, key: str, minimum: int) -> Any:
+@dataclass(frozen=True)
+class TypedShape:
+    """A per-sample input shape with the dtype of its tensor; ``str()`` writes it as ``"128:long"``.
+
+    Inputs given by a plain shape get the model's floating dtype, or ``long``
+    for token ids (:func:`torchsurgeon.shapes.input_dtype_for`); a typed
+    shape says which.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Per-sample shape, batch excluded; positive dimensions.
+    dtype : torch.dtype or str
+        A ``torch.dtype`` or a name of :data:`DTYPES` (``"long"``, ``"bf16"``).
+
+    Raises
+    ------
+    InputError
+        For a dimension that is not a positive int or an unknown dtype name.
+
+    Examples
+    --------
+    >>> TypedShape((128,), "long")
+    TypedShape(shape=(128,), dtype=torch.int64)
+    >>> str(TypedShape((3, 8, 8), torch.bfloat16))
+    '3,8,8:bf16'
+    """
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    def __post_init__(self) -> None:
+        dims = shape_spec(self.shape, "shape", 1)
+        if not isinstance(dims, tuple) or not all(isinstance(d, int) for d in dims):
+            raise InputError(f"shape={self.shape!r} is not one shape — give a tuple of ints, e.g. (128,)")
+        object.__setattr__(self, "shape", dims)
+        if isinstance(self.dtype, str):
+            object.__setattr__(self, "dtype", _dtype(self.dtype, str(self)))
+        if not isinstance(self.dtype, torch.dtype):
+            raise InputError(f"dtype={self.dtype!r} is not a dtype — give a torch.dtype or one of {', '.join(DTYPES)}")
+
+    def __str__(self) -> str:
+        dtype = _NAMES.get(self.dtype, str(self.dtype)) if isinstance(self.dtype, torch.dtype) else self.dtype
+        return f"{','.join(str(d) for d in self.shape)}:{dtype}"
+
+    def meta(self, batch: int) -> torch.Tensor:
+        """An empty ``meta`` tensor of this shape, with ``batch`` prepended, and this dtype."""
+        return torch.empty((batch, *self.shape), dtype=self.dtype, device="meta")
+
+
+def _dtype(name: str, text: str) -> torch.dtype:
+    try:
+        return DTYPES[name.strip().lower()]
+    except KeyError:
+        raise InputError(
+            f"{text!r}: unknown dtype {name.strip()!r} — write one of {', '.join(DTYPES)}, e.g. 128:long"
+        ) from None
+
+
+def parse_shape(text: str, key: str = "--input") -> tuple[int, ...]:
+    """Parse ``"1,224,224"`` (or ``"1x224x224"``) into a shape tuple.
+
+    Raises
+    ------
+    InputError
+        When a dimension is not a positive integer; the message names ``key``.
+
+    Examples
+    --------
+    >>> parse_shape("1,224,224"), parse_shape("3x32x32")
+    ((1, 224, 224), (3, 32, 32))
+    """
+    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    dims = []
+    for p in parts:
+        try:
+            d = int(p)
+        except ValueError:
+            raise InputError(
+                f"{key} {text!r}: {p!r} is not an integer — write the shape as C,H,W, e.g. 1,224,224"
+            ) from None
+        if d <= 0:
+            raise InputError(f"{key} {text!r}: dimension {d} must be positive — e.g. 1,224,224")
+        dims.append(d)
+    if not dims:
+        raise InputError(f"{key} {text!r} is empty — write the shape as C,H,W, e.g. 1,224,224")
+    return tuple(dims)
+
+
+def parse_input(text: str, key: str = "--input") -> tuple[int, ...] | TypedShape:
+    """Parse one input written as text: ``"3,224,224"`` (a shape) or ``"128:long"`` (a shape and its dtype).
+
+    Raises
+    ------
+    InputError
+        For a dimension that is not a positive integer or an unknown dtype.
+
+    Examples
+    --------
+    >>> parse_input("3,224,224"), parse_input("128:long")
+    ((3, 224, 224), TypedShape(shape=(128,), dtype=torch.int64))
+    """
+    dims, sep, dtype = text.partition(":")
+    shape = parse_shape(dims, key)
+    return TypedShape(shape, _dtype(dtype, text)) if sep else shape
+
+
+def parse_inputs(texts: Sequence[str]) -> Any:
+    """The input spec of repeated ``--input`` options, for :func:`torchsurgeon.paramcount`.
+
+    One unnamed input is a shape (or :class:`TypedShape`); several unnamed
+    ones are positional inputs, in order; ``NAME=SHAPE[:DTYPE]`` options give a
+    mapping of ``forward`` argument names.
+
+    Raises
+    ------
+    InputError
+        When named and unnamed inputs are mixed, a name repeats, or a shape is malformed.
+
+    Examples
+    --------
+    >>> parse_inputs(["3,224,224"])
+    (3, 224, 224)
+    >>> parse_inputs(["input_ids=16:long", "pixel_values=3,8,8"])
+    {'input_ids': TypedShape(shape=(16,), dtype=torch.int64), 'pixel_values': (3, 8, 8)}
+    """
+    if not texts:
+        raise InputError("no --input given — e.g. --input 3,224,224, or --input input_ids=128:long for a named input")
+    named = ["=" in t for t in texts]
+    if any(named) and not all(named):
+        raise InputError(
+            f"--input {' --input '.join(texts)}: name every input or none — "
+            "e.g. --input input_ids=128:long --input attention_mask=128:long"
+        )
+    if not all(named):
+        specs = tuple(parse_input(t) for t in texts)
+        return specs[0] if len(specs) == 1 else specs
+    out: dict[str, Any] = {}
+    for text in texts:
+        name, _, value = (part.strip() for part in text.partition("="))
+        if not name.isidentifier():
+            raise InputError(f"--input {text!r}: {name!r} is not an argument name — e.g. input_ids=128:long")
+        if name in out:
+            raise InputError(f"--input {name}= is given twice — give each input once")
+        out[name] = parse_input(value, f"--input {name}=")
+    return out
+
+
+def input_spec(value: Any, key: str = "input") -> Any:
+    """Normalise an input spec as users write it: :func:`shape_spec`, with typed shapes (``"128:long"``) allowed.
+
+    Examples
+    --------
+    >>> input_spec({"input_ids": "16:long", "pixel_values": [3, 8, 8]})
+    {'input_ids': TypedShape(shape=(16,), dtype=torch.int64), 'pixel_values': (3, 8, 8)}
+    """
+    return shape_spec(value, key, 1, typed=True)
+
+
+def shape_spec(value: Any, key: str, minimum: int, *, typed: bool = False) -> Any:
     """Normalise a shape, nested shapes or a mapping of shapes to tuples and dicts.
 
     Parameters
@@ -27,6 +225,9 @@ def shape_spec(value: Any, key: str, minimum: int) -> Any:
         The field it was given as (``input``, ``output``), named in messages.
     minimum : int
         Smallest dimension allowed: 1 for inputs, 0 for outputs.
+    typed : bool
+        Accept typed shapes (:class:`TypedShape`, or text with a dtype such
+        as ``"128:long"``), as inputs may be.
 
     Raises
     ------
@@ -44,17 +245,22 @@ def shape_spec(value: Any, key: str, minimum: int) -> Any:
     torchsurgeon.errors.InputError: input=(3, 0): dimension 1 is 0 — every dimension must be positive, ...
     """
     example = "e.g. (1, 224, 224)" if key == "input" else "e.g. (10,)"
+    if typed and isinstance(value, TypedShape):
+        return value
+    if typed and isinstance(value, str) and ":" in value:  # "16:long"; a plain shape is written as a list
+        return parse_input(value, key)
     if isinstance(value, Mapping):
         if not value:
             raise InputError(f"{key}={value!r} is empty — give at least one shape, {example}")
-        return {str(k): shape_spec(v, f"{key}[{k!r}]", minimum) for k, v in value.items()}
+        return {str(k): shape_spec(v, f"{key}[{k!r}]", minimum, typed=typed) for k, v in value.items()}
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InputError(f"{key}={value!r} is not a shape — give a tuple of ints, {example} (batch excluded)")
     items = list(value)
     if not items:
         raise InputError(f"{key}={value!r} is empty — give the per-sample shape, {example}")
-    if all(isinstance(d, Sequence) and not isinstance(d, (str, bytes)) for d in items):
-        return tuple(shape_spec(d, f"{key}[{i}]", minimum) for i, d in enumerate(items))
+    nested: tuple[type, ...] = (str, TypedShape) if typed else ()
+    if all(isinstance(d, nested) or (isinstance(d, Sequence) and not isinstance(d, (str, bytes))) for d in items):
+        return tuple(shape_spec(d, f"{key}[{i}]", minimum, typed=typed) for i, d in enumerate(items))
     for i, d in enumerate(items):
         if isinstance(d, bool) or not isinstance(d, int):
             raise InputError(f"{key}={value!r}: dimension {i} is {d!r} — dimensions are whole numbers, {example}")
@@ -86,7 +292,11 @@ def with_batch(shape: Any, batch: int) -> Any:
     --------
     >>> with_batch((3, 8, 8), 4), with_batch(((10,), (5,)), 1), with_batch({"logits": (2,)}, 1)
     ((4, 3, 8, 8), ((1, 10), (1, 5)), {'logits': (1, 2)})
+    >>> str(with_batch(TypedShape((16,), "long"), 2))
+    '2,16:long'
     """
+    if isinstance(shape, TypedShape):
+        return TypedShape((batch, *shape.shape), shape.dtype)
     if isinstance(shape, Mapping):
         return {k: with_batch(v, batch) for k, v in shape.items()}
     if shape and all(isinstance(d, int) for d in shape):

@@ -46,6 +46,7 @@ from torch import nn
 from .copies import detached_copy
 from .errors import InputError, TraceError, failure_reason
 from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, meta_question
+from .shapespec import TypedShape
 
 __all__ = (
     "InputNames",
@@ -360,7 +361,7 @@ def tensor_inputs(spec: Any) -> InputNames:
     if (
         isinstance(spec, (list, tuple))
         and spec
-        and all(isinstance(s, (list, tuple, torch.Size, torch.Tensor)) for s in spec)
+        and all(isinstance(s, (list, tuple, torch.Size, torch.Tensor, TypedShape)) for s in spec)
     ):
         return len(spec)
     return 1

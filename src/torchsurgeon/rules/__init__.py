@@ -13,6 +13,7 @@ never guess: outside the cases they compute exactly, the op runs on
 ``reductions``      sum, mean, amax, amin
 ``linalg``          matmul, bmm, F.linear, attention
 ``pooling``         max, average and adaptive pooling
+``recurrent``       LSTM, GRU, RNN and their cells (MACs; shapes run on meta)
 ==================  =========================================================
 
 Users add rules with :func:`register_rule` (they win over the built-ins and
@@ -22,7 +23,7 @@ over ``meta`` execution) and turn the built-ins off with
 
 from __future__ import annotations
 
-from . import activations, arithmetic, layers, linalg, pooling, reductions, views
+from . import activations, arithmetic, layers, linalg, pooling, recurrent, reductions, views
 from .registry import (
     FALLBACK,
     Call,
@@ -49,6 +50,7 @@ __all__ = (
     "method_rule",
     "module_rule",
     "pooling",
+    "recurrent",
     "reductions",
     "register_rule",
     "registered_rules",

@@ -1,0 +1,92 @@
+"""Shapes as users write them: typed shapes (``"16:long"``), repeated ``--input`` options, contracts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from models import ByteView, TwoInputs
+from torchsurgeon import InputError, ShapeContract, TypedShape, check_contract, paramcount, paramcount_sweep
+from torchsurgeon.report import format_value, jsonable
+from torchsurgeon.shapespec import input_spec, parse_input, parse_inputs, with_batch
+
+
+def test_typed_shapes_round_trip_through_text() -> None:
+    for text, dims, dtype in (
+        ("16:long", (16,), torch.int64),
+        ("3,224,224:bf16", (3, 224, 224), torch.bfloat16),
+        ("2x3:bool", (2, 3), torch.bool),
+        ("8:float64", (8,), torch.float64),
+    ):
+        typed = parse_input(text)
+        assert typed == TypedShape(dims, dtype)
+        assert parse_input(str(typed)) == typed and input_spec(jsonable(typed)) == typed
+    assert str(TypedShape((8,), torch.float64)) == "8:double"  # the short name
+    assert format_value({"input_ids": TypedShape((16,), "long")}) == "{input_ids: 16:long}"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("16:lng", r"'16:lng': unknown dtype 'lng' — write one of long, int64"),
+        ("0:long", r"--input '0': dimension 0 must be positive"),
+        ("a:long", r"--input 'a': 'a' is not an integer"),
+    ],
+)
+def test_parse_input_errors(value: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_input(value)
+
+
+def test_typed_shape_checks_its_fields() -> None:
+    with pytest.raises(InputError, match=r"dimension 0 is -1"):
+        TypedShape((-1,), "long")
+    with pytest.raises(InputError, match=r"dtype=3 is not a dtype"):
+        TypedShape((1,), 3)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"is not one shape"):
+        TypedShape(((1,), (2,)), "long")  # type: ignore[arg-type]
+
+
+def test_parse_inputs_builds_what_paramcount_takes() -> None:
+    assert parse_inputs(["3,8,8"]) == (3, 8, 8)
+    assert parse_inputs(["3,8,8", "1,8,8"]) == ((3, 8, 8), (1, 8, 8))
+    assert parse_inputs(["ids=16:long", "mask=16"]) == {"ids": TypedShape((16,), torch.long), "mask": (16,)}
+    with pytest.raises(InputError, match="no --input given"):
+        parse_inputs([])
+    with pytest.raises(InputError, match=r"'2x' is not an argument name"):
+        parse_inputs(["2x=3"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "output"),
+    [
+        # ByteView's output has the input's bytes: 4 elements × 2 (bf16), × 4 (float32), × 8 (long)
+        (TypedShape((4,), "bf16"), (2, 8)),
+        ({"x": TypedShape((4,), "long")}, (2, 32)),
+        ([TypedShape((4,), "half")], (2, 8)),
+        ((4,), (2, 16)),  # a plain shape: the model's floating dtype
+    ],
+)
+def test_paramcount_takes_typed_shapes(spec: Any, output: tuple[int, ...]) -> None:
+    r = paramcount(ByteView(), spec, batch=2)
+    assert r.output_shape == output and r.input_shapes == {"x": (2, 4)}
+
+
+def test_typed_positional_inputs_and_sweeps() -> None:
+    r = paramcount(TwoInputs(), (TypedShape((3, 8, 8), "float"), (1, 8, 8)))
+    assert r.input_shapes == {"image": (1, 3, 8, 8), "mask": (1, 1, 8, 8)} and r.output_shape == (1, 4, 8, 8)
+    reports = paramcount_sweep(ByteView(), [TypedShape((4,), "bf16"), TypedShape((4,), "long")])
+    assert [rep.output_shape for rep in reports] == [(1, 8), (1, 32)]
+
+
+def test_contracts_take_typed_inputs() -> None:
+    c = ShapeContract(input={"x": "4:bf16"}, output=[8], batch=3)
+    assert c.input == {"x": TypedShape((4,), torch.bfloat16)} and with_batch(c.input, 3) == {
+        "x": TypedShape((3, 4), torch.bfloat16)
+    }
+    assert check_contract(ByteView(), c).ok
+    assert ShapeContract(input=[[4], "4:long"]).input == ((4,), TypedShape((4,), torch.long))
+    with pytest.raises(InputError, match=r"input='4' is not a shape"):
+        ShapeContract(input="4")  # a plain shape is written as a list; text is for a dtype
