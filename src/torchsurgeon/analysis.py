@@ -35,7 +35,7 @@ from .records import (
     TableFormat,
     Trust,
 )
-from .report import depth_table, format_count, format_shape, jsonable, report_document
+from .report import depth_table, format_count, format_shape, jsonable, report_document, table_format
 from .shapes import InputSpec, ShapeMemo, ShapeResult, input_dtype_for, normalize_input, propagate_shapes
 from .trace import Traced, forward_inputs, tensor_inputs, trace, unwrap_model
 
@@ -198,11 +198,31 @@ class ModelReport:
         """The rows of :meth:`table`: the top-level blocks and layers, each block with the rows under it.
 
         See :func:`torchsurgeon.blocks.group_layers`; block types are the modules' class names.
+        Parameters that ``forward`` never uses (:attr:`unused`) get a last row of their own,
+        so the top-level rows' parameters always add up to :attr:`total`.
         """
         modules = index_of(self.graph).modules if "index" in self.graph.graph else {}
         names = {name for layer in self.layers for name in layer.path}
         types = {name: type(modules[name]).__name__ for name in names if name in modules}
-        return group_layers(self.layers, depth, collapse=collapse, types=types)
+        layers = list(self.layers)
+        if self.unused:
+            used = sum(layer.counted for layer in layers)
+            used_trainable = sum(layer.trainable - layer.seen_trainable for layer in layers)
+            unused = self.total - used
+            layers.append(
+                LayerReport(
+                    "(unused by forward)",
+                    f"{len(self.unused)} parameter{'s' * (len(self.unused) != 1)}",
+                    None,
+                    None,
+                    unused,
+                    unused,
+                    self.trainable - used_trainable,
+                    LayerStatus.OK,
+                    op="get_attr",
+                )
+            )
+        return group_layers(layers, depth, collapse=collapse, types=types)
 
     def table(
         self,
@@ -244,9 +264,7 @@ class ModelReport:
         Raises
         ------
         InputError
-            For a ``depth`` that is neither a positive int nor -1.
-        ValueError
-            For an unknown column or format.
+            For a ``depth`` that is neither a positive int nor -1, an unknown column or format.
 
         Examples
         --------
@@ -271,9 +289,9 @@ class ModelReport:
         MACs:             224
         FLOPs:            448 (2 × MACs + norms)
         <BLANKLINE>
-        Invalid layers: none
         ×N: identical consecutive blocks in one row, with their totals (the rows under it show the first)
         Depth 1: deeper layers are folded into their block; report.table(depth=-1) shows every layer
+        Invalid layers: none
         >>> print(r.table(fmt="csv", columns=["params"]), end="")
         Layer,Type,Params
         0,Linear,40
@@ -284,17 +302,18 @@ class ModelReport:
         3.0,Linear,72
         3.1,ReLU,0
         """
-        fmt = TableFormat(fmt) if fmt in TableFormat._value2member_map_ else fmt
+        fmt = table_format(fmt)
         if depth is None:
             depth = FULL_DEPTH if fmt == TableFormat.CSV else DEFAULT_DEPTH
         rows = self.rows(depth, collapse=depth != FULL_DEPTH if collapse is None else collapse)
         table = depth_table(rows, columns, fmt, total=self.total)
-        notes = self.notes()
-        if any(row.count > 1 for top in rows for row in top.walk()):
-            notes.append("×N: identical consecutive blocks in one row, with their totals (the rows under it show the first)")
-        if depth != FULL_DEPTH and any(not r.is_layer and not r.children for top in rows for r in top.walk()):
-            notes.append(f"Depth {depth}: deeper layers are folded into their block; report.table(depth=-1) shows every layer")
-        return report_document(self.model_name, table, self.totals(), notes, fmt)
+        every = [row for top in rows for row in top.walk()]
+        legend = []
+        if any(row.count > 1 for row in every):
+            legend.append(_COLLAPSED_NOTE)
+        if depth != FULL_DEPTH and any(row.folds_modules for row in every):
+            legend.append(f"Depth {depth}: {_FOLDED_NOTE}")
+        return report_document(self.model_name, table, self.totals(), legend + self.notes(), fmt)
 
     def __str__(self) -> str:
         return self.table()
@@ -353,6 +372,10 @@ class ModelReport:
                 "message": self.crosscheck.message,
             },
         }
+
+
+_COLLAPSED_NOTE = "×N: identical consecutive blocks in one row, with their totals (the rows under it show the first)"
+_FOLDED_NOTE = "deeper layers are folded into their block; report.table(depth=-1) shows every layer"
 
 
 def _compact(n: int) -> str:

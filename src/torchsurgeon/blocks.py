@@ -155,6 +155,11 @@ class BlockRow:
         """The first message of a layer that is not ok (expected vs got and the fix)."""
         return next((layer.message for layer in self.layers if layer.message and layer.status != LayerStatus.OK), "")
 
+    @property
+    def folds_modules(self) -> bool:
+        """Whether layers of modules inside this block have no row of their own (the depth folded them)."""
+        return not self.is_layer and not self.children and any(layer.op == "call_module" for layer in self.layers)
+
     def walk(self) -> Iterable[BlockRow]:
         """This row, then the rows under it, depth first."""
         yield self
@@ -171,13 +176,15 @@ def _check_depth(depth: int) -> int:
     return depth
 
 
+def _notable(layer: LayerReport) -> bool:
+    """A function or attribute worth a row inside a block even at a limited depth: it holds parameters or is not ok."""
+    return layer.params > 0 or layer.status != LayerStatus.OK or layer.change is not None
+
+
 def _shown(layer: LayerReport) -> bool:
     """Whether a layer gets a row of its own: it carries a tensor, owns a parameter, or is not ok."""
     return (
-        layer.output_shape is not None
-        or layer.params > 0
-        or layer.status != LayerStatus.OK
-        or layer.change is not None
+        layer.output_shape is not None or layer.params > 0 or layer.status != LayerStatus.OK or layer.change is not None
     )
 
 
@@ -208,7 +215,10 @@ def group_layers(
         The top-level rows; each block row holds the rows under it in
         ``children``.  A layer that carries no tensor, owns no parameter and
         is fine (``size()``) has no row of its own but still counts in its
-        block.
+        block.  Below the model's own level, functions, methods and
+        parameter reads (``add``, ``x.view()``, a buffer read) have a row
+        only at ``depth=-1`` or when they hold parameters or are not ok:
+        the other rows are modules, as in torchinfo.
 
     Raises
     ------
@@ -247,7 +257,7 @@ def group_layers(
             open_blocks.append(row)
         for block in open_blocks:
             block.layers.append(layer)
-        folded = depth != FULL_DEPTH and (chain > depth or (blocks and not own))
+        folded = depth != FULL_DEPTH and (chain > depth or (bool(blocks) and not own and not _notable(layer)))
         if not folded and _shown(layer):  # a row of its own
             siblings = open_blocks[-1].children if open_blocks else top
             siblings.append(BlockRow(layer.name, layer.type, len(open_blocks), [layer], is_layer=True))

@@ -146,7 +146,9 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
                 resized[rec.name] = for_input
         seen = seen_trainable = 0
         if rec.shared:  # a tied weight: counted by the first node that uses it
-            for p in {id(index.params[n]): index.params[n] for n in rec.param_names if id(index.params[n]) in used}.values():
+            for p in {
+                id(index.params[n]): index.params[n] for n in rec.param_names if id(index.params[n]) in used
+            }.values():
                 seen += p.numel()
                 seen_trainable += p.numel() if p.requires_grad else 0
         for name in rec.param_names:

@@ -19,6 +19,7 @@ from typing import Any
 from tabulate import tabulate
 
 from .blocks import BlockRow
+from .errors import InputError
 from .records import (
     LayerDiff,
     LayerReport,
@@ -48,6 +49,8 @@ __all__ = (
     "model_table",
     "report_document",
     "shape_changes_table",
+    "table_columns",
+    "table_format",
     "violations_table",
 )
 
@@ -241,8 +244,10 @@ def model_table(
     return "\n".join(lines)
 
 
-def changes_table(rows: Iterable[ParamReport]) -> str:
+def changes_table(rows: Iterable[ParamReport], fmt: TableFormat | str = TableFormat.TEXT) -> str:
     """One row per changed parameter: name (and former name), change, shapes, initialiser or note.
+
+    ``fmt="html"`` colours each row by its change (folded orange, new green, invalid red).
 
     Examples
     --------
@@ -252,20 +257,21 @@ def changes_table(rows: Iterable[ParamReport]) -> str:
     -----------  --------  --------  -------  --------------------
     fc.weight    new       -         (2, 4)   kaiming_uniform_
     """
-    return tabulate(
-        [
-            (
-                r.name + (f" (was {r.old_name})" if r.old_name and r.old_name != r.name else ""),
-                str(r.status),
-                format_shape(r.shape_before),
-                format_shape(r.shape_after),
-                "; ".join(x for x in (r.init, r.message) if x),
-            )
-            for r in rows
-        ],
-        headers=("Parameter", "Status", "Before", "After", "Initialiser / note"),
-        disable_numparse=True,
-    )
+    rows = list(rows)
+    headers = ("Parameter", "Status", "Before", "After", "Initialiser / note")
+    cells = [
+        (
+            r.name + (f" (was {r.old_name})" if r.old_name and r.old_name != r.name else ""),
+            str(r.status),
+            format_shape(r.shape_before),
+            format_shape(r.shape_after),
+            "; ".join(x for x in (r.init, r.message) if x),
+        )
+        for r in rows
+    ]
+    if table_format(fmt) != TableFormat.TEXT:
+        return format_table(headers, cells, fmt, row_status=[str(r.status) for r in rows])
+    return tabulate(cells, headers=headers, disable_numparse=True)
 
 
 def shape_changes_table(layers: Iterable[LayerReport]) -> str:
@@ -423,7 +429,7 @@ def html_table(
     <table style="border-collapse: collapse; ...">
     <thead><tr><th style="...">Layer</th><th style="...">Status</th></tr></thead>
     <tbody>
-    <tr style="background-color: #f4cccc; ..."><td style="..."><span ...>conv1 &lt;x&gt;</span></td><td ...>invalid</td></tr>
+    <tr style="background-color: #f4cccc; ..."><td ...><span ...>conv1 &lt;x&gt;</span></td><td ...>invalid</td></tr>
     </tbody>
     </table>
     """
@@ -572,7 +578,7 @@ def depth_table(
 
     Raises
     ------
-    ValueError
+    InputError
         For an unknown column or format (the message lists the known ones).
 
     Examples
@@ -581,7 +587,8 @@ def depth_table(
     >>> from torchsurgeon import paramcount
     >>> from torchsurgeon.blocks import group_layers
     >>> r = paramcount(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sequential(nn.Flatten(), nn.Linear(16, 2))), (1, 4, 4))
-    >>> print(depth_table(group_layers(r.layers, types={"1": "Sequential"}), ["kernel", "params", "percent"], total=r.total))
+    >>> rows = group_layers(r.layers, types={"1": "Sequential"})
+    >>> print(depth_table(rows, ["kernel", "params", "percent"], total=r.total))
     Layer    Type        Kernel      Params    % params
     -------  ----------  --------  --------  ----------
     0        Conv2d      3×3             40      54.05%
@@ -589,8 +596,8 @@ def depth_table(
       1.0    Flatten     -                0       0.00%
       1.1    Linear      -               34      45.95%
     """
-    fmt = _format(fmt)
-    chosen = _columns(columns)
+    fmt = table_format(fmt)
+    chosen = table_columns(columns)
     flat = [r for top in rows for r in top.walk()]
     if fmt == TableFormat.CSV:
         flat = [r for r in flat if r.is_layer]
@@ -609,14 +616,33 @@ def depth_table(
     return format_table(headers, cells, fmt, align=align, levels=[r.level for r in flat])
 
 
-def _format(fmt: TableFormat | str) -> TableFormat:
+def table_format(fmt: TableFormat | str) -> TableFormat:
+    """``fmt`` as a :class:`~torchsurgeon.records.TableFormat`; an InputError naming the known formats otherwise.
+
+    Examples
+    --------
+    >>> table_format("markdown")
+    <TableFormat.MARKDOWN: 'markdown'>
+    """
     try:
         return TableFormat(fmt)
     except ValueError:
-        raise ValueError(f"fmt={fmt!r} — use one of {', '.join(f.value for f in TableFormat)}") from None
+        raise InputError(f"fmt={fmt!r} — use one of {', '.join(f.value for f in TableFormat)}") from None
 
 
-def _columns(columns: Sequence[TableColumn | str] | None) -> list[TableColumn]:
+def table_columns(columns: Sequence[TableColumn | str] | str | None) -> list[TableColumn]:
+    """The columns of a depth table, from names or a comma-separated string; the default for ``None``.
+
+    Raises
+    ------
+    InputError
+        For an unknown column (the message lists the known ones).
+
+    Examples
+    --------
+    >>> [str(c) for c in table_columns("params, kernel_size")], len(table_columns(None))
+    (['params', 'kernel'], 4)
+    """
     if columns is None:
         return list(DEFAULT_COLUMNS)
     if isinstance(columns, str):
@@ -626,7 +652,7 @@ def _columns(columns: Sequence[TableColumn | str] | None) -> list[TableColumn]:
         try:
             column = TableColumn(c.strip() if isinstance(c, str) else c)
         except ValueError:
-            raise ValueError(f"column {c!r} — choose from {', '.join(x.value for x in TableColumn)}") from None
+            raise InputError(f"column {c!r} — choose from {', '.join(x.value for x in TableColumn)}") from None
         if column not in chosen:
             chosen.append(column)
     return chosen
@@ -653,14 +679,15 @@ def report_document(
     <pre style="font-size: 12px;">Invalid layers: none</pre>
     </div>
     """
-    fmt = _format(fmt)
+    fmt = table_format(fmt)
     if fmt == TableFormat.CSV:
         return table
     if fmt == TableFormat.HTML:
         lines = ["<div>", f'<p style="font-weight: bold;">{html.escape(title)}</p>', table]
         lines.append('<table style="font-family: monospace; font-size: 12px;">')
         lines += [
-            f'<tr><td style="padding: 0 8px 0 0;">{html.escape(k)}</td><td>{html.escape(v)}</td></tr>' for k, v in totals
+            f'<tr><td style="padding: 0 8px 0 0;">{html.escape(k)}</td><td>{html.escape(v)}</td></tr>'
+            for k, v in totals
         ]
         lines.append("</table>")
         if notes:
