@@ -429,35 +429,33 @@ def html_table(
     <table style="border-collapse: collapse; ...">
     <thead><tr><th style="...">Layer</th><th style="...">Status</th></tr></thead>
     <tbody>
-    <tr style="background-color: #f4cccc; ..."><td ...><span ...>conv1 &lt;x&gt;</span></td><td ...>invalid</td></tr>
+    <tr style="background-color: #f4cccc; ..."><td style="...">conv1 &lt;x&gt;</td><td style="...">invalid</td></tr>
     </tbody>
     </table>
     """
-    cell = "padding: 2px 8px; border-bottom: 1px solid #dddddd; white-space: nowrap;"
     aligns = list(align or ()) + ["left"] * (len(headers) - len(align or ()))
     lines = [
-        '<table style="border-collapse: collapse; font-family: monospace; font-size: 12px; color: #000000;">',
+        '<table style="border-collapse: collapse; font-family: monospace; font-size: 12px; '
+        'white-space: nowrap; color: #000000; background-color: #ffffff;">',
     ]
     if caption:
         lines.append(f'<caption style="text-align: left; font-weight: bold;">{html.escape(caption)}</caption>')
     heads = "".join(
-        f'<th style="{cell} text-align: {a}; border-bottom: 2px solid #555555;">{html.escape(h)}</th>'
+        f'<th style="padding: 2px 8px; text-align: {a}; border-bottom: 2px solid #555555;">{html.escape(h)}</th>'
         for h, a in zip(headers, aligns)
     )
     lines += [f"<thead><tr>{heads}</tr></thead>", "<tbody>"]
     for i, row in enumerate(rows):
         status = row_status[i] if row_status is not None else LayerStatus.OK
         fill, border = STATUS_COLOURS.get(status, STATUS_COLOURS[LayerStatus.OK])
-        style = f"background-color: {fill}; border-left: 3px solid {border};"
+        style = f"background-color: {fill}; border-left: 3px solid {border}; border-bottom: 1px solid #dddddd;"
         title = titles[i] if titles is not None else ""
         title_attr = f' title="{html.escape(title)}"' if title else ""
         cells = []
         for j, (text, a) in enumerate(zip(row, aligns)):
-            value = html.escape(str(text))
-            if j == 0:
-                pad = levels[i] if levels is not None else 0
-                value = f'<span style="padding-left: {1.5 * pad:g}em;">{value}</span>'
-            cells.append(f'<td style="{cell} text-align: {a};">{value}</td>')
+            pad = 1.5 * levels[i] if j == 0 and levels is not None else 0
+            indent = f" padding-left: {8 + 16 * pad:g}px;" if pad else ""
+            cells.append(f'<td style="padding: 2px 8px; text-align: {a};{indent}">{html.escape(str(text))}</td>')
         lines.append(f'<tr style="{style}"{title_attr}>{"".join(cells)}</tr>')
     lines += ["</tbody>", "</table>"]
     return "\n".join(lines)
