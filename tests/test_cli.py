@@ -79,8 +79,8 @@ def test_check_surgery_bad_path(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_summary_depth_and_columns(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["summary", "torchvision.models:resnet18", "--input", "3,64,64", "--depth", "1", "--columns", "params,kernel"]
-    assert main(argv) == 0
+    argv = ["summary", "torchvision.models:resnet18", "--input", "3,64,64"]
+    assert main([*argv, "--depth", "1", "--columns", "params,kernel"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["Layer", "Type", "Params", "Kernel"]
     layer1 = next(line for line in lines if line.startswith("layer1 "))

@@ -18,3 +18,10 @@ _.ALWAYS  # CrossCheckMode member, passed as crosscheck="always"
 _.to_bool  # torch.fx.Tracer override: Python's bool() of a proxy, answered from its value on meta
 _.proxy_buffer_attributes  # torch.fx.Tracer option: buffers read in forward become get_attr nodes
 _.shape_specific  # Traced field: Python questions about shapes answered for the example inputs
+
+# Called by Jupyter / IPython, never by torchsurgeon itself.
+_._repr_html_  # ModelReport, SurgeryReport: the coloured table a notebook shows
+_._repr_pretty_  # ModelReport, SurgeryReport: IPython's plain-text view (the table, not the dataclass repr)
+
+# Called by enum.Enum, never by torchsurgeon itself.
+_._missing_  # TableColumn: torchinfo's column names (num_params, mult_adds...) as aliases

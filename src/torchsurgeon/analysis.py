@@ -322,6 +322,10 @@ class ModelReport:
         """The table in a notebook: rows coloured by status."""
         return self.table(fmt=TableFormat.HTML)
 
+    def _repr_pretty_(self, printer: Any, _cycle: bool) -> None:
+        """IPython's plain-text view: the table (the dataclass ``repr`` lists every layer)."""
+        printer.text(str(self))
+
     def to_dot(self, *, depth: int | None = None) -> str:
         """Graphviz DOT source of the graph: type, shape, params; invalid red, opaque grey.
 

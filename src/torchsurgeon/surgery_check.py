@@ -110,6 +110,10 @@ class SurgeryReport:
             ]
         )
 
+    def _repr_pretty_(self, printer: Any, _cycle: bool) -> None:
+        """IPython's plain-text view: the table."""
+        printer.text(str(self))
+
     def __str__(self) -> str:
         changed = self._changed()
         kept = len(self.params) - len(changed)
