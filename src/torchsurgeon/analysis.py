@@ -188,7 +188,7 @@ class ModelReport:
                 + (" ..." if len(self.unused) > 8 else "")
             )
         if any(layer.shared for layer in self.layers):
-            lines.append("(shared): parameters used by several layers, counted once in the totals")
+            lines.append("(shared): parameters used by several layers, counted once, in the first row that uses them")
         if self.flops_uncounted:
             shown = ", ".join(self.flops_uncounted[:8]) + (" ..." if len(self.flops_uncounted) > 8 else "")
             lines.append(f"FLOPs not counted (not known from shapes) for {len(self.flops_uncounted)} layers: {shown}")

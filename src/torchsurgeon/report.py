@@ -44,9 +44,7 @@ __all__ = (
     "format_value",
     "html_table",
     "jsonable",
-    "layers_table",
     "lock_diff_table",
-    "model_table",
     "report_document",
     "shape_changes_table",
     "table_columns",
@@ -166,82 +164,6 @@ def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (int, float, str, bool)):
         return value
     return str(value)
-
-
-def _params_cell(layer: LayerReport) -> str:
-    text = format_count(layer.params)
-    if layer.params_for_input != layer.params:
-        text += f" → {format_count(layer.params_for_input)}"
-    if layer.shared:
-        text += " (shared)"
-    return text
-
-
-def _shown(layer: LayerReport) -> bool:
-    return layer.output_shape is not None or layer.params > 0 or layer.status != LayerStatus.OK
-
-
-def layers_table(layers: Iterable[LayerReport]) -> str:
-    """The per-layer table: layer, type, output shape, params, MACs, status.
-
-    Nodes that carry no tensor, own no parameter and are fine (``size()``,
-    ``getitem`` on shapes) are left out.  Params of an invalid layer read
-    ``before → once resized``.  MACs read ``-`` for layers without
-    multiply-accumulates (activations, norms, reshapes).
-
-    Examples
-    --------
-    >>> from torchsurgeon.records import LayerReport, LayerStatus
-    >>> row = LayerReport("fc", "Linear", (1, 4), (1, 2), 10, 10, 10, LayerStatus.OK, macs=8, flops=16)
-    >>> print(layers_table([row]))
-    Layer    Type    Output shape      Params    MACs  Status
-    -------  ------  --------------  --------  ------  --------
-    fc       Linear  (1, 2)                10       8  ok
-    """
-    rows = [
-        (
-            layer.name,
-            layer.type,
-            format_shape(layer.output_shape),
-            _params_cell(layer),
-            format_count(layer.macs) if layer.macs else "-",
-            str(layer.status),
-        )
-        for layer in layers
-        if _shown(layer)
-    ]
-    return tabulate(
-        rows,
-        headers=("Layer", "Type", "Output shape", "Params", "MACs", "Status"),
-        colalign=("left", "left", "left", "right", "right", "left"),
-        disable_numparse=True,
-    )
-
-
-def model_table(
-    title: str,
-    layers: Sequence[LayerReport],
-    totals: Sequence[tuple[str, str]],
-    notes: Sequence[str] = (),
-) -> str:
-    """Title, layer table, totals underneath, then notes (one per line).
-
-    Examples
-    --------
-    >>> print(model_table("M", [], [("Total params", "0")]))
-    M
-    Layer    Type    Output shape    Params    MACs    Status
-    -------  ------  --------------  --------  ------  --------
-    <BLANKLINE>
-    Total params: 0
-    """
-    width = max((len(k) for k, _ in totals), default=0)
-    lines = [title, layers_table(layers), ""]
-    lines += [f"{k + ':':<{width + 1}} {v}" for k, v in totals]
-    if notes:
-        lines.append("")
-        lines += list(notes)
-    return "\n".join(lines)
 
 
 def changes_table(rows: Iterable[ParamReport], fmt: TableFormat | str = TableFormat.TEXT) -> str:
