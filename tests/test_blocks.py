@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from models import TiedLM
+from models import TiedLM, llama_7b_on_meta
 from torchsurgeon import InputError, check_surgery, paramcount
 from torchsurgeon.blocks import FULL_DEPTH, BlockRow, group_layers, repeat_runs, worst_status
 
@@ -200,3 +200,14 @@ def test_depth_must_be_positive_or_minus_one() -> None:
             group_layers(report.layers, depth)
     with pytest.raises(InputError, match=r"depth=0"):
         report.table(depth=0)
+
+
+def test_an_llm_on_meta_prints_on_one_screen() -> None:
+    model = llama_7b_on_meta()
+    report = paramcount(model, torch.zeros(1, 16, dtype=torch.long, device="meta"))
+    rows = report.rows()
+    assert len(report.layers) > 1000 and len(every_row(rows)) < 30
+    blocks = next(r for r in rows if r.count > 1)
+    assert (blocks.name, blocks.type) == ("layers.0 … 31", "×32 LlamaBlock")
+    assert blocks.params == unique_params(list(model.layers))
+    assert sum(r.params for r in rows) == unique_params([model]) == report.total
