@@ -13,6 +13,7 @@ from torch import nn
 from models import TiedLM, llama_7b_on_meta
 from torchsurgeon import InputError, check_surgery, paramcount
 from torchsurgeon.blocks import FULL_DEPTH, BlockRow, group_layers, repeat_runs, worst_status
+from torchsurgeon.records import TableColumn
 
 
 def unique_params(modules: list[nn.Module], *, trainable: bool = False) -> int:
@@ -211,3 +212,50 @@ def test_an_llm_on_meta_prints_on_one_screen() -> None:
     assert (blocks.name, blocks.type) == ("layers.0 … 31", "×32 LlamaBlock")
     assert blocks.params == unique_params(list(model.layers))
     assert sum(r.params for r in rows) == unique_params([model]) == report.total
+
+
+# ---------------------------------------------------------------- zoo: models nobody here wrote
+
+
+def _torchvision(name: str) -> nn.Module:
+    import torchvision
+
+    return torchvision.models.get_model(name)
+
+
+def _gpt2() -> nn.Module:  # tied weights: lm_head.weight is transformer.wte.weight
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_embd=32, n_layer=4, n_head=2, vocab_size=100, n_positions=64)
+    return transformers.GPT2LMHeadModel(config)
+
+
+ZOO = {
+    "resnet50": (lambda: _torchvision("resnet50"), (3, 224, 224)),
+    "densenet121": (lambda: _torchvision("densenet121"), (1, 64, 64)),
+    "mobilenet_v3_small": (lambda: _torchvision("mobilenet_v3_small"), (3, 96, 96)),
+    "efficientnet_b0": (lambda: _torchvision("efficientnet_b0"), (3, 96, 96)),
+    "vit_b_16": (lambda: _torchvision("vit_b_16"), (3, 224, 224)),
+    "swin_t": (lambda: _torchvision("swin_t"), (3, 224, 224)),
+    "convnext_tiny": (lambda: _torchvision("convnext_tiny"), (3, 64, 64)),
+    "gpt2": (_gpt2, {"input_ids": (16,)}),
+}
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_block_totals_equal_the_models_parameters(name: str) -> None:
+    build, shape = ZOO[name]
+    model = build()
+    report = paramcount(model, shape)
+    total = unique_params([model])
+    for depth in (1, 2, 3, FULL_DEPTH):
+        rows = report.rows(depth)
+        assert sum(r.params for r in rows) == total == report.total, depth
+        assert sum(r.trainable for r in rows) == unique_params([model], trainable=True)
+        assert sum(r.macs for r in rows) == report.macs
+        for row in every_row(rows):
+            if row.count == 1 and row.children and not row.is_layer:
+                assert row.params == sum(c.params for c in row.children), row.name
+    for fmt in ("text", "markdown", "csv", "html"):
+        assert report.table(columns=list(TableColumn), fmt=fmt)
+    assert len(str(report).splitlines()) < 80, "the default depth keeps the model on a screen or two"

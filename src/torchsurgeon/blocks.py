@@ -24,6 +24,7 @@ Nothing here formats text: :mod:`torchsurgeon.report` renders the rows.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = (
     "FULL_DEPTH",
     "STATUS_PRIORITY",
     "BlockRow",
+    "collapsed_name",
     "group_layers",
     "repeat_runs",
     "worst_status",
@@ -269,6 +271,9 @@ def group_layers(
 def repeat_runs(names: Sequence[str], signatures: Sequence[Hashable]) -> list[range]:
     """Runs of consecutive siblings ``p.0, p.1, ...`` with equal signatures, as index ranges (length ≥ 2).
 
+    Siblings are names that differ only by a trailing number, one more each
+    time: ``layer.0``, ``layer.1`` or ``encoder_layer_0``, ``encoder_layer_1``.
+
     Examples
     --------
     >>> repeat_runs(["stem", "layer.0", "layer.1", "layer.2", "head"], ["a", "b", "b", "b", "c"])
@@ -288,10 +293,30 @@ def repeat_runs(names: Sequence[str], signatures: Sequence[Hashable]) -> list[ra
     return runs
 
 
+def _numbered(name: str) -> tuple[str, int] | None:
+    """``("encoder.layer.", 11)`` for ``encoder.layer.11`` (or ``encoder_layer_11``); None without a number."""
+    match = _NUMBERED.match(name)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
+
+
 def _next_sibling(a: str, b: str) -> bool:
-    pa, _, ia = a.rpartition(".")
-    pb, _, ib = b.rpartition(".")
-    return pa == pb and ia.isdigit() and ib.isdigit() and int(ib) == int(ia) + 1
+    na, nb = _numbered(a), _numbered(b)
+    return na is not None and nb is not None and na[0] == nb[0] and nb[1] == na[1] + 1
+
+
+def collapsed_name(first: str, last: str) -> str:
+    """The name of a row of collapsed blocks ``first`` to ``last``.
+
+    Examples
+    --------
+    >>> collapsed_name("encoder.layer.0", "encoder.layer.11"), collapsed_name("blocks_2", "blocks_5")
+    ('encoder.layer.0 … 11', 'blocks_2 … 5')
+    """
+    numbered = _numbered(last)
+    return f"{first} … {numbered[1] if numbered else last}"
 
 
 def _signature(row: BlockRow) -> Hashable:
@@ -326,7 +351,7 @@ def _collapse(rows: list[BlockRow]) -> list[BlockRow]:
         out += rows[i : run.start]
         first, last = rows[run.start], rows[run.stop - 1]
         merged = BlockRow(
-            f"{first.name} … {last.name.rpartition('.')[2]}",
+            collapsed_name(first.name, last.name),
             f"×{len(run)} {first.type}",
             first.level,
             [layer for r in rows[run.start : run.stop] for layer in r.layers],

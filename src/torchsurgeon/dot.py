@@ -29,7 +29,7 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
-from .blocks import repeat_runs, worst_status
+from .blocks import collapsed_name, repeat_runs, worst_status
 from .errors import ConfigError, InputError
 from .graph import NodeRecord, graph_module_of, index_of, model_of, node_record, node_records
 from .records import LayerStatus, ParamChange
@@ -223,7 +223,7 @@ def _collapse(boxes: dict[str, _Box], owner: dict[str, str], model: Any) -> dict
             first.statuses += b.statuses
         first.output_shape = last.output_shape
         first.blocks = len(run)
-        first.name = f"{first.name} … {last.name.rpartition('.')[2]}"
+        first.name = collapsed_name(first.name, last.name)
     for node, key in owner.items():
         owner[node] = merged_into.get(key, key)
     return {k: b for k, b in boxes.items() if k not in merged_into}
