@@ -200,6 +200,15 @@ class ModelReport:
         See :func:`torchsurgeon.blocks.group_layers`; block types are the modules' class names.
         Parameters that ``forward`` never uses (:attr:`unused`) get a last row of their own,
         so the top-level rows' parameters always add up to :attr:`total`.
+
+        Examples
+        --------
+        >>> from torch import nn
+        >>> r = paramcount(nn.Sequential(nn.Linear(4, 8), nn.Sequential(nn.Linear(8, 8), nn.ReLU())), (4,))
+        >>> [(row.name, row.type, row.params, row.output_shape) for row in r.rows(1)]
+        [('0', 'Linear', 40, (1, 8)), ('1', 'Sequential', 72, (1, 8))]
+        >>> sum(row.params for row in r.rows(1)) == r.total
+        True
         """
         modules = index_of(self.graph).modules if "index" in self.graph.graph else {}
         names = {name for layer in self.layers for name in layer.path}
