@@ -185,3 +185,45 @@ def test_check_surgery_with_names_and_kwargs(offline: None, capsys: pytest.Captu
     assert main([*argv, "--kwargs", "num_classes=10"]) == 0  # only the original gets --kwargs: 10 → 1,000 classes
     d = json.loads(capsys.readouterr().out)
     assert d["counts"]["kept"] < 62 and d["counts"]["reinitialised"] > 0
+
+
+# ---------------------------------------------------------------- --depth, --columns, --format
+
+
+def test_summary_depth_and_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["summary", "torchvision.models:resnet18", "--input", "3,64,64"]
+    assert main([*argv, "--depth", "1", "--columns", "params,kernel"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["Layer", "Type", "Params", "Kernel"]
+    layer1 = next(line for line in lines if line.startswith("layer1 "))
+    assert layer1.split() == ["layer1", "Sequential", "147,968", "-"]  # 2 BasicBlocks of 2 convs (64→64, 3×3) + BNs
+    assert not any(line.startswith("  layer1.0") for line in lines)  # depth 1: the blocks inside are folded
+
+
+def test_summary_formats(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["summary", "models:CifarNet", "--input", "1,32,32"]
+    assert main([*base, "--format", "csv", "--columns", "params"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:2] == ["Layer,Type,Params", "conv1,Conv2d,456"] and out.endswith("fc3,Linear,850\n")
+    assert main([*base, "--format", "markdown"]) == 0
+    assert "| conv1   | Conv2d    | (1, 6, 28, 28)  | 456 → 156 |" in capsys.readouterr().out
+    assert main([*base, "--format", "html"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("<div>") and "#f4cccc" in out
+    assert main([*base, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"] == 62_006
+    assert main([*base, "--json"]) == 0  # the older spelling
+    assert json.loads(capsys.readouterr().out)["total"] == 62_006
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--columns", "params,flops"], "column 'flops' — choose from input, output, params"),
+        (["--depth", "0"], "depth=0 — give a positive int"),
+        (["--format", "xls"], "invalid choice: 'xls'"),
+    ],
+)
+def test_summary_table_options_are_checked(extra: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["summary", "models:CifarNet", "--input", "1,32,32", *extra]) == 2
+    assert message in capsys.readouterr().err

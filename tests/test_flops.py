@@ -54,8 +54,10 @@ def test_report_totals_and_table_column() -> None:
     fc_row = next(line for line in text.splitlines() if line.startswith("fc "))
     assert fc.macs == 2 * 512 * 1000 and f" {fc.macs:,} " in fc_row
     rows = [line for line in text.splitlines() if line.endswith(("ok", "invalid"))]
-    column = sum(int(row.split()[-2].replace(",", "")) for row in rows if row.split()[-2] != "-")
+    top = [row for row in rows if not row.startswith(" ")]  # blocks' totals: the indented rows are inside them
+    column = sum(int(row.split()[-2].replace(",", "")) for row in top if row.split()[-2] != "-")
     assert column == report.macs  # the printed MACs column sums to the printed total
+    assert len(top) < len(rows)  # resnet18 is printed by blocks (layer1, layer1.0, ...)
     assert report.to_dict()["macs"] == report.macs
     assert report.to_dict()["layers"][0]["macs"] == report.layers[0].macs
 

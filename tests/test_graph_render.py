@@ -218,3 +218,21 @@ def test_a_block_called_twice_is_two_boxes_not_a_cycle() -> None:
         "output",
     ]
     assert P.nodes["block@1"]["params"] == P.nodes["block"]["params"] == 20
+
+
+def test_depth_collapses_identical_consecutive_blocks() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(hidden_size=32, num_hidden_layers=6, num_attention_heads=2, intermediate_size=64)
+    model = transformers.BertModel(config)
+    r = paramcount(model, {"input_ids": (8,)})
+    P = picture_graph(r.graph, depth=3)
+    layers = [n for n in P if P.nodes[n]["name"].startswith("encoder.layer.")]
+    assert [P.nodes[n]["name"] for n in layers] == ["encoder.layer.0 … 5"]
+    box = P.nodes[layers[0]]
+    assert box["type"].startswith("×6 BertLayer (") and box["blocks"] == 6
+    assert box["params"] == sum(p.numel() for p in model.encoder.layer.parameters())
+    assert sum(P.nodes[n]["params"] for n in P) == r.total
+    assert nx.is_directed_acyclic_graph(P) and nx.is_weakly_connected(P)
+    apart = picture_graph(r.graph, depth=3, collapse=False)
+    assert len([n for n in apart if apart.nodes[n]["name"].startswith("encoder.layer.")]) == 6
+    assert "encoder.layer.0 … 5\\n×6 BertLayer" in r.to_dot(depth=3)

@@ -21,3 +21,10 @@ _.shape_specific  # Traced field: Python questions about shapes answered for the
 _._alive  # readers._FollowInput: keeps tensors computed from parameters alive so their ids stay unique
 _.__class__  # surgery._adapt_layer: a parametrized copy gets a class of its own before its parametrization is removed
 _.create_arg  # torch.fx.Tracer override: numpy values computed from known sizes are recorded as Python values
+
+# Called by Jupyter / IPython, never by torchsurgeon itself.
+_._repr_html_  # ModelReport, SurgeryReport: the coloured table a notebook shows
+_._repr_pretty_  # ModelReport, SurgeryReport: IPython's plain-text view (the table, not the dataclass repr)
+
+# Called by enum.Enum, never by torchsurgeon itself.
+_._missing_  # TableColumn: torchinfo's column names (num_params, mult_adds...) as aliases

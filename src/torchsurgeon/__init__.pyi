@@ -41,6 +41,8 @@ from .records import OutputShape as OutputShape
 from .records import ParamChange as ParamChange
 from .records import ParamReport as ParamReport
 from .records import ShapeSource as ShapeSource
+from .records import TableColumn as TableColumn
+from .records import TableFormat as TableFormat
 from .records import Trust as Trust
 from .rules import disabled_rules as disabled_rules
 from .rules import register_rule as register_rule

@@ -6,22 +6,34 @@ This is the public entry of the analysis pipeline
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 from torch import nn
 
+from .blocks import DEFAULT_DEPTH, FULL_DEPTH, BlockRow, group_layers
 from .crosscheck import crosscheck as run_crosscheck
 from .crosscheck import crosscheck_mode
 from .dot import to_dot, to_graphml
 from .errors import InputError, ShapeError
 from .flops import count_flops
-from .graph import build_graph, model_of, node_record, node_records, opaque_of
+from .graph import NodeRecord, build_graph, index_of, model_of, node_record, node_records, opaque_of
 from .params import ParamSummary, count_params
-from .records import CrossCheck, CrossCheckMode, Finding, LayerReport, LayerStatus, OutputShape, ShapeSource, Trust
-from .report import format_count, format_shape, jsonable, model_table
+from .records import (
+    CrossCheck,
+    CrossCheckMode,
+    Finding,
+    LayerReport,
+    LayerStatus,
+    OutputShape,
+    ShapeSource,
+    TableColumn,
+    TableFormat,
+    Trust,
+)
+from .report import depth_table, format_count, format_shape, jsonable, report_document, table_format
 from .shapes import ExampleInputs, InputSpec, ShapeMemo, ShapeResult, propagate_shapes
 from .trace import Traced, tensor_inputs, trace, unwrap_model
 
@@ -30,7 +42,12 @@ __all__ = ("ModelReport", "analyse_graph", "paramcount", "paramcount_sweep")
 
 @dataclass(frozen=True)
 class ModelReport:
-    """What :func:`paramcount` found.  ``print(report)`` shows the table.
+    """What :func:`paramcount` found.  ``print(report)`` shows the table; a notebook shows it in colour.
+
+    ``print(report)`` is :meth:`table` at the default depth
+    (:data:`~torchsurgeon.blocks.DEFAULT_DEPTH`, 2: the model's blocks and
+    the blocks inside them, repeated blocks collapsed); ``report.table(depth=-1)``
+    shows every layer.
 
     Attributes
     ----------
@@ -169,14 +186,152 @@ class ModelReport:
                 + (" ..." if len(self.unused) > 8 else "")
             )
         if any(layer.shared for layer in self.layers):
-            lines.append("(shared): parameters used by several layers, counted once in the totals")
+            lines.append("(shared): parameters used by several layers, counted once, in the first row that uses them")
         if self.flops_uncounted:
             shown = ", ".join(self.flops_uncounted[:8]) + (" ..." if len(self.flops_uncounted) > 8 else "")
             lines.append(f"FLOPs not counted (not known from shapes) for {len(self.flops_uncounted)} layers: {shown}")
         return lines
 
+    def rows(self, depth: int = DEFAULT_DEPTH, *, collapse: bool = True) -> list[BlockRow]:
+        """The rows of :meth:`table`: the top-level blocks and layers, each block with the rows under it.
+
+        See :func:`torchsurgeon.blocks.group_layers`; block types are the modules' class names.
+        Parameters that ``forward`` never uses (:attr:`unused`) get a last row of their own,
+        so the top-level rows' parameters always add up to :attr:`total`.
+
+        Examples
+        --------
+        >>> from torch import nn
+        >>> r = paramcount(nn.Sequential(nn.Linear(4, 8), nn.Sequential(nn.Linear(8, 8), nn.ReLU())), (4,))
+        >>> [(row.name, row.type, row.params, row.output_shape) for row in r.rows(1)]
+        [('0', 'Linear', 40, (1, 8)), ('1', 'Sequential', 72, (1, 8))]
+        >>> sum(row.params for row in r.rows(1)) == r.total
+        True
+        """
+        modules = index_of(self.graph).modules if "index" in self.graph.graph else {}
+        names = {name for layer in self.layers for name in layer.path}
+        types = {name: type(modules[name]).__name__ for name in names if name in modules}
+        layers = list(self.layers)
+        if self.unused:
+            used = sum(layer.counted for layer in layers)
+            used_trainable = sum(layer.trainable - layer.seen_trainable for layer in layers)
+            unused = self.total - used
+            layers.append(
+                LayerReport(
+                    "(unused by forward)",
+                    f"{len(self.unused)} parameter{'s' * (len(self.unused) != 1)}",
+                    None,
+                    None,
+                    unused,
+                    unused,
+                    self.trainable - used_trainable,
+                    LayerStatus.OK,
+                    op="get_attr",
+                )
+            )
+        return group_layers(layers, depth, collapse=collapse, types=types)
+
+    def table(
+        self,
+        depth: int | None = None,
+        columns: Sequence[TableColumn | str] | str | None = None,
+        fmt: TableFormat | str = TableFormat.TEXT,
+        *,
+        collapse: bool | None = None,
+    ) -> str:
+        """The report as a table grouped by module depth, with block totals, totals and notes.
+
+        Parameters
+        ----------
+        depth : int, optional
+            Levels of blocks shown: 1 the model's direct children, 2 (the
+            default, :data:`~torchsurgeon.blocks.DEFAULT_DEPTH`) the blocks
+            inside them too; deeper layers are folded into their block, whose
+            row carries their totals.  ``-1`` shows every layer.  ``None``:
+            the default, or every layer for ``fmt="csv"``.  Containers
+            without a ``forward`` (``nn.ModuleList``) are not a level.
+        columns : sequence of str or TableColumn, or a comma-separated str, optional
+            Columns after Layer and Type, from ``input``, ``output``,
+            ``params``, ``trainable``, ``macs``, ``kernel``, ``percent``,
+            ``status`` (torchinfo's names are accepted too); default
+            ``output, params, macs, status``.
+        fmt : {"text", "markdown", "csv", "html"}
+            ``csv`` is the layers' rows alone (no block rows, no totals),
+            for a spreadsheet; ``html`` colours rows by status (invalid red,
+            folded orange, new green).
+        collapse : bool, optional
+            Collapse identical consecutive blocks (``encoder.layer.0 … 11``,
+            ``×12 BertLayer``) into one row; default: yes, except at ``depth=-1``.
+
+        Returns
+        -------
+        str
+            Title, table, totals and notes (CSV: the table alone).
+
+        Raises
+        ------
+        InputError
+            For a ``depth`` that is neither a positive int nor -1, an unknown column or format.
+
+        Examples
+        --------
+        >>> from torch import nn
+        >>> def block():
+        ...     return nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+        >>> r = paramcount(nn.Sequential(nn.Linear(4, 8), block(), block(), block()), (4,))
+        >>> print(r.table(depth=1, columns="output,params,percent"))
+        Sequential
+        Layer    Type           Output shape      Params    % params
+        -------  -------------  --------------  --------  ----------
+        0        Linear         (1, 8)                40      15.62%
+        1 … 3    ×3 Sequential  (1, 8)               216      84.38%
+        <BLANKLINE>
+        Input:            input (1, 4)
+        Output:           (1, 8)
+        Total params:     256
+        Trainable params: 256
+        Frozen params:    0
+        Buffers:          0
+        Param size (MB):  0.00
+        MACs:             224
+        FLOPs:            448 (2 × MACs + norms)
+        <BLANKLINE>
+        ×N: identical consecutive blocks in one row, with their totals (the rows under it show the first)
+        Depth 1: deeper layers are folded into their block; report.table(depth=-1) shows every layer
+        Invalid layers: none
+        >>> print(r.table(fmt="csv", columns=["params"]), end="")
+        Layer,Type,Params
+        0,Linear,40
+        1.0,Linear,72
+        1.1,ReLU,0
+        2.0,Linear,72
+        2.1,ReLU,0
+        3.0,Linear,72
+        3.1,ReLU,0
+        """
+        fmt = table_format(fmt)
+        if depth is None:
+            depth = FULL_DEPTH if fmt == TableFormat.CSV else DEFAULT_DEPTH
+        rows = self.rows(depth, collapse=depth != FULL_DEPTH if collapse is None else collapse)
+        table = depth_table(rows, columns, fmt, total=self.total)
+        every = [row for top in rows for row in top.walk()]
+        legend = []
+        if any(row.count > 1 for row in every):
+            legend.append(_COLLAPSED_NOTE)
+        if depth != FULL_DEPTH and any(row.folds_modules for row in every):
+            legend.append(f"Depth {depth}: {_FOLDED_NOTE}")
+        return report_document(self.model_name, table, self.totals(), legend + self.notes(), fmt)
+
     def __str__(self) -> str:
-        return model_table(self.model_name, self.layers, self.totals(), self.notes())
+        return self.table()
+
+    def _repr_html_(self) -> str:
+        """The table in a notebook: rows coloured by status."""
+        return self.table(fmt=TableFormat.HTML)
+
+    def _repr_pretty_(self, printer: Any, _cycle: bool) -> None:
+        """IPython's plain-text view: the table (the dataclass ``repr`` lists every layer)."""
+        printer.text(str(self))
 
     def to_dot(self, *, depth: int | None = None) -> str:
         """Graphviz DOT source of the graph: type, shape, params; invalid red, opaque grey.
@@ -230,6 +385,10 @@ class ModelReport:
         }
 
 
+_COLLAPSED_NOTE = "×N: identical consecutive blocks in one row, with their totals (the rows under it show the first)"
+_FOLDED_NOTE = "deeper layers are folded into their block; report.table(depth=-1) shows every layer"
+
+
 def _compact(n: int) -> str:
     """`` (4.09 G)`` for large counts, nothing below a thousand."""
     for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
@@ -239,6 +398,8 @@ def _compact(n: int) -> str:
 
 
 def _layers(G: nx.DiGraph, summary: ParamSummary) -> list[LayerReport]:
+    modules = index_of(G).modules
+    paths: dict[str, tuple[str, ...]] = {}
     out: list[LayerReport] = []
     for rec in node_records(G):
         if rec.op in ("placeholder", "output"):
@@ -264,9 +425,39 @@ def _layers(G: nx.DiGraph, summary: ParamSummary) -> list[LayerReport]:
                 macs=rec.macs if rec.flops_known else 0,
                 flops=rec.flops if rec.flops_known else 0,
                 shape_source=rec.shape_source,
+                path=_path(rec, modules, paths),
+                kernel=_kernel(modules.get(rec.target)) if rec.op == "call_module" else None,
+                seen_params=p.seen_params,
+                seen_trainable=p.seen_trainable,
             )
         )
     return out
+
+
+def _path(rec: NodeRecord, modules: Mapping[str, nn.Module], cache: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The modules around a node whose ``forward`` ran, outermost first (the module itself for a module call)."""
+    owner = rec.target if rec.op == "call_module" else rec.scope
+    if not owner:
+        return ()
+    if owner not in cache:
+        parts = owner.split(".")
+        prefixes = (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+        cache[owner] = tuple(p for p in prefixes if p == owner or _has_forward(modules.get(p)))
+    return cache[owner]
+
+
+def _has_forward(module: nn.Module | None) -> bool:
+    """False for containers that are never called (``nn.ModuleList``, ``nn.ModuleDict``): not a level of the table."""
+    return module is None or type(module).forward is not nn.Module.forward
+
+
+def _kernel(module: nn.Module | None) -> tuple[int, ...] | None:
+    size = getattr(module, "kernel_size", None)
+    if isinstance(size, int):
+        return (size,)
+    if isinstance(size, tuple) and all(isinstance(k, int) for k in size):
+        return size
+    return None
 
 
 def analyse_graph(

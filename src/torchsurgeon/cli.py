@@ -25,6 +25,7 @@ from .dot import RENDER_FORMATS, render
 from .errors import ConfigError, InputError, TorchSurgeonError
 from .hub import load_model, parse_kwargs
 from .lockfile import write_lock
+from .report import table_columns
 from .shapespec import parse_inputs, parse_shape
 from .surgery_check import check_surgery
 
@@ -56,8 +57,13 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    fmt = "json" if args.json else args.format
+    columns = table_columns(args.columns) if args.columns else None  # a wrong column fails before the model is built
     report = paramcount(_model(args), parse_inputs(args.input), batch=args.batch)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    if fmt == "json":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.table(args.depth, columns, fmt), end="" if fmt == "csv" else "\n")
     return 0
 
 
@@ -133,6 +139,21 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchsurgeon", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
     p = _model_command(sub, "summary", "per-layer parameters, shapes and invalid layers for an input shape")
+    p.add_argument(
+        "--depth", type=int, default=None, help="levels of blocks shown (default 2; -1 every layer, as csv does)"
+    )
+    p.add_argument(
+        "--columns",
+        default=None,
+        help="comma-separated, after Layer and Type: input,output,params,trainable,macs,kernel,percent,status "
+        "(default output,params,macs,status)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("text", "markdown", "csv", "json", "html"),
+        default="text",
+        help="text (default), markdown, csv (one row per layer), json (as --json), html",
+    )
     p.set_defaults(run=_summary)
     p = _model_command(
         sub,
@@ -141,7 +162,12 @@ def _parser() -> argparse.ArgumentParser:
         json_flag=False,
         output="file to write: model.svg, .png, .pdf, .dot, .graphml",
     )
-    p.add_argument("--depth", type=int, default=None, help="fold modules deeper than N into one box (e.g. 1)")
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="fold modules deeper than N into one box (e.g. 1); identical consecutive blocks become one box",
+    )
     p.set_defaults(run=_graph)
     p = _model_command(
         sub, "check-surgery", "compare an edited model with its original, parameter by parameter", "original", "edited"

@@ -6,7 +6,11 @@ green, opaque grey (see :data:`STATUS_COLOURS`).  Nodes that carry no tensor
 and own no parameter (``size()``, ``getitem`` on shapes) and the parameter
 reads of functional layers are left out, their edges kept.  ``depth`` folds
 every node into its ancestor module ``depth`` levels down from the model
-(``depth=1``: ``layer1``, ``layer2``, ...), so repeated blocks become one box.
+(``depth=1``: ``layer1``, ``layer2``, ...), and consecutive identical folded
+blocks (``encoder.layer.0`` to ``encoder.layer.11``) become one box
+``encoder.layer.0 … 11``, ``×12 BertLayer``, as in the depth table
+(:func:`torchsurgeon.blocks.repeat_runs`).  The colours are
+:data:`torchsurgeon.report.STATUS_COLOURS`, also the HTML tables'.
 Pure functions over the annotated graph; they compute nothing about the model.
 """
 
@@ -25,43 +29,16 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
+from .blocks import collapsed_name, repeat_runs, worst_status
 from .errors import ConfigError, InputError
 from .graph import NodeRecord, graph_module_of, index_of, model_of, node_record, node_records
 from .records import LayerStatus, ParamChange
-from .report import format_shape
+from .report import STATUS_COLOURS, format_shape
 
 __all__ = ("RENDER_FORMATS", "STATUS_COLOURS", "picture_graph", "render", "to_dot", "to_graphml")
 
-STATUS_COLOURS: Mapping[str, tuple[str, str]] = {
-    LayerStatus.OK: ("#ffffff", "#555555"),
-    ParamChange.KEPT: ("#ffffff", "#555555"),
-    LayerStatus.INVALID: ("#f4cccc", "#cc0000"),
-    ParamChange.FOLDED: ("#fce5cd", "#e69138"),
-    ParamChange.NEW: ("#d9ead3", "#38761d"),
-    LayerStatus.OPAQUE: ("#d9d9d9", "#666666"),
-    LayerStatus.UNKNOWN: ("#f3f3f3", "#999999"),
-    ParamChange.REINITIALISED: ("#fff2cc", "#bf9000"),
-    ParamChange.REMOVED: ("#eeeeee", "#999999"),
-}
-"""``(fill, border)`` colour per :class:`~torchsurgeon.records.LayerStatus` or
-:class:`~torchsurgeon.records.ParamChange` value (a layer a surgery changed is
-drawn in the colour of its change)."""
-
 RENDER_FORMATS = ("svg", "png", "pdf")
 """Formats :func:`render` asks Graphviz for; ``.dot`` and ``.graphml`` need no Graphviz."""
-
-# when boxes are merged, the most alarming status wins
-_PRIORITY = (
-    LayerStatus.INVALID,
-    LayerStatus.UNKNOWN,
-    ParamChange.REINITIALISED,
-    LayerStatus.OPAQUE,
-    ParamChange.FOLDED,
-    ParamChange.NEW,
-    ParamChange.REMOVED,
-    ParamChange.KEPT,
-    LayerStatus.OK,
-)
 
 
 @dataclass
@@ -76,11 +53,13 @@ class _Box:
     params: dict[str, int] = field(default_factory=dict)
     message: str = ""
     count: int = 0
+    macs: int = 0
+    folded: bool = False
+    blocks: int = 1
 
     @property
     def status(self) -> str:
-        present = set(self.statuses)
-        return str(next((s for s in _PRIORITY if s in present), LayerStatus.OK))
+        return worst_status(self.statuses)
 
 
 def _numels(G: nx.DiGraph) -> dict[str, int]:
@@ -112,8 +91,8 @@ def _path(rec: NodeRecord) -> list[str]:
     return [*rec.scope.split("."), rec.name] if rec.scope else [rec.name]
 
 
-def picture_graph(G: nx.DiGraph, *, depth: int | None = None) -> nx.DiGraph:
-    """The graph as drawn: hidden nodes contracted, modules below ``depth`` folded.
+def picture_graph(G: nx.DiGraph, *, depth: int | None = None, collapse: bool = True) -> nx.DiGraph:
+    """The graph as drawn: hidden nodes contracted, modules below ``depth`` folded, repeated blocks collapsed.
 
     Parameters
     ----------
@@ -123,12 +102,17 @@ def picture_graph(G: nx.DiGraph, *, depth: int | None = None) -> nx.DiGraph:
     depth : int, optional
         Fold every node into its ancestor module ``depth`` levels below the
         model; ``None`` draws every node.
+    collapse : bool
+        With ``depth``, draw consecutive identical folded blocks
+        (``block.0``, ``block.1``... of the same type, parameters, MACs,
+        output shape, status and node count) as one box ``block.0 … 11``.
 
     Returns
     -------
     networkx.DiGraph
         One node per box with ``name``, ``type``, ``output_shape``,
-        ``status``, ``params``, ``message`` and ``count`` (nodes folded in).
+        ``status``, ``params``, ``message``, ``count`` (nodes folded in) and
+        ``blocks`` (identical blocks collapsed into it).
 
     Raises
     ------
@@ -142,11 +126,14 @@ def picture_graph(G: nx.DiGraph, *, depth: int | None = None) -> nx.DiGraph:
     >>> def block():
     ...     return nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
     >>> r = paramcount(nn.Sequential(nn.Conv2d(3, 8, 3), block(), block()), (1, 16, 16))
-    >>> P = picture_graph(r.graph, depth=1)
+    >>> P = picture_graph(r.graph, depth=1, collapse=False)
     >>> [(P.nodes[n]["name"], P.nodes[n]["type"], P.nodes[n]["status"], P.nodes[n]["params"]) for n in P]
     [('input_1', 'input', 'ok', 0), ('0', 'Conv2d', 'invalid', 224),
      ('1', 'Sequential (2 nodes)', 'ok', 584), ('2', 'Sequential (2 nodes)', 'ok', 584),
      ('output', 'output', 'ok', 0)]
+    >>> P = picture_graph(r.graph, depth=1)
+    >>> [(P.nodes[n]["name"], P.nodes[n]["type"], P.nodes[n]["params"]) for n in P][1:3]
+    [('0', 'Conv2d', 224), ('1 … 2', '×2 Sequential (4 nodes)', 1168)]
     """
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
         raise InputError(f"depth={depth!r} — give a positive int (1 draws the model's direct children) or None")
@@ -179,7 +166,7 @@ def picture_graph(G: nx.DiGraph, *, depth: int | None = None) -> nx.DiGraph:
                 module = _submodule(model, prefix)
                 kind = type(module).__name__ if module is not None else "block"
                 name = prefix if key == prefix else f"{prefix} (call {int(key.split('@')[1]) + 1})"
-                boxes[key] = _Box(key, name, kind)
+                boxes[key] = _Box(key, name, kind, folded=True)
             else:
                 boxes[key] = _Box(key, rec.layer, rec.module_type)
         box = boxes[key]
@@ -189,25 +176,57 @@ def picture_graph(G: nx.DiGraph, *, depth: int | None = None) -> nx.DiGraph:
         box.statuses.append(_shown_status(rec))
         for name in (*rec.param_names, *sorted(extra_params.get(node, ()))):
             box.params[name] = numel.get(name, 0)
+        box.macs += rec.macs
         if rec.status != LayerStatus.OK and rec.message and not box.message:
             box.message = rec.message
+    if depth is not None and collapse:
+        boxes = _collapse(boxes, owner, model)
     P = nx.DiGraph()
     for key, box in boxes.items():
         P.add_node(
             key,
             name=box.name,
-            type=box.type if box.count == 1 else f"{box.type} ({box.count} nodes)",
+            type=(f"×{box.blocks} " if box.blocks > 1 else "")
+            + (box.type if box.count == 1 else f"{box.type} ({box.count} nodes)"),
             output_shape=box.output_shape,
             status=box.status,
             params=_unique_total(model, box.params),
             message=box.message,
             count=box.count,
+            blocks=box.blocks,
         )
     for u, v in H.edges:
         a, b = owner[u], owner[v]
         if a != b:
             P.add_edge(a, b)
     return P
+
+
+def _collapse(boxes: dict[str, _Box], owner: dict[str, str], model: Any) -> dict[str, _Box]:
+    """Runs of identical consecutive folded blocks merged into their first box (``owner`` is updated)."""
+    items = list(boxes.values())
+    signatures = [
+        (b.type, b.count, _unique_total(model, b.params), b.macs, repr(b.output_shape), b.status) if b.folded else id(b)
+        for b in items
+    ]
+    runs = repeat_runs([b.name for b in items], signatures)
+    if not runs:
+        return boxes
+    merged_into: dict[str, str] = {}
+    for run in runs:
+        first, last = items[run.start], items[run.stop - 1]
+        for b in items[run.start + 1 : run.stop]:
+            merged_into[b.key] = first.key
+            first.count += b.count
+            first.params.update(b.params)
+            first.macs += b.macs
+            first.statuses += b.statuses
+        first.output_shape = last.output_shape
+        first.blocks = len(run)
+        first.name = collapsed_name(first.name, last.name)
+    for node, key in owner.items():
+        owner[node] = merged_into.get(key, key)
+    return {k: b for k, b in boxes.items() if k not in merged_into}
 
 
 def _module_calls(G: nx.DiGraph) -> dict[str, list[str]]:

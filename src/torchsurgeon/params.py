@@ -27,7 +27,12 @@ __all__ = ("LayerParams", "ParamSummary", "count_params")
 
 @dataclass(frozen=True)
 class LayerParams:
-    """Parameter counts of one graph node."""
+    """Parameter counts of one graph node.
+
+    ``seen_params`` and ``seen_trainable`` count the node's parameters that an
+    earlier node (in execution order) already uses: summing ``params -
+    seen_params`` over the nodes counts every used parameter once.
+    """
 
     node: str
     params: int
@@ -36,6 +41,8 @@ class LayerParams:
     param_bytes: int
     params_for_input: int
     shared: tuple[str, ...] = ()
+    seen_params: int = 0
+    seen_trainable: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,10 +144,25 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
             if for_input != rec.params and not replaced & ids:
                 replaced |= ids
                 resized[rec.name] = for_input
+        seen = seen_trainable = 0
+        if rec.shared:  # a tied weight: counted by the first node that uses it
+            for p in {
+                id(index.params[n]): index.params[n] for n in rec.param_names if id(index.params[n]) in used
+            }.values():
+                seen += p.numel()
+                seen_trainable += p.numel() if p.requires_grad else 0
         for name in rec.param_names:
             used.add(id(index.params[name]))
         layers[rec.name] = LayerParams(
-            rec.name, rec.params, rec.trainable, rec.buffers, rec.param_bytes, for_input, rec.shared
+            rec.name,
+            rec.params,
+            rec.trainable,
+            rec.buffers,
+            rec.param_bytes,
+            for_input,
+            rec.shared,
+            seen,
+            seen_trainable,
         )
     unique: dict[int, tuple[str, nn.Parameter]] = {}
     for name, p in index.params.items():

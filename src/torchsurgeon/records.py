@@ -27,6 +27,8 @@ __all__ = (
     "ParamReport",
     "ShapeSource",
     "StrEnum",
+    "TableColumn",
+    "TableFormat",
     "Trust",
     "Violation",
 )
@@ -130,6 +132,68 @@ class CrossCheck:
         return self.trust != Trust.UNTRUSTED
 
 
+class TableColumn(StrEnum):
+    """A column of the depth table (:meth:`torchsurgeon.ModelReport.table`); Layer and Type are always shown.
+
+    The names torchinfo uses (``input_size``, ``output_size``, ``num_params``,
+    ``kernel_size``, ``mult_adds``, ``params_percent``) are accepted too.
+
+    Examples
+    --------
+    >>> TableColumn("macs"), TableColumn("num_params"), TableColumn("% of params")
+    (<TableColumn.MACS: 'macs'>, <TableColumn.PARAMS: 'params'>, <TableColumn.PERCENT: 'percent'>)
+    """
+
+    INPUT = "input"
+    """Input shape (of the block's first layer)."""
+    OUTPUT = "output"
+    """Output shape (of the block's last layer that has a tensor output)."""
+    PARAMS = "params"
+    """Parameters, each counted once, in the first row that uses it; ``before → resized`` for invalid layers."""
+    TRAINABLE = "trainable"
+    """The part of Params with ``requires_grad``."""
+    MACS = "macs"
+    """Multiply-accumulates for this input (:mod:`torchsurgeon.flops`)."""
+    KERNEL = "kernel"
+    """``kernel_size`` of convolutions and pooling layers."""
+    PERCENT = "percent"
+    """Params as a percentage of the model's total."""
+    STATUS = "status"
+    """ok, invalid, opaque, unknown, or what a surgery did (folded, new, reinitialised); a block shows the
+    most alarming status inside it."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> TableColumn | None:
+        return _COLUMN_ALIASES.get(str(value).strip().lower().replace("-", "_"))
+
+
+_COLUMN_ALIASES = {
+    "input_size": TableColumn.INPUT,
+    "input_shape": TableColumn.INPUT,
+    "output_size": TableColumn.OUTPUT,
+    "output_shape": TableColumn.OUTPUT,
+    "num_params": TableColumn.PARAMS,
+    "kernel_size": TableColumn.KERNEL,
+    "mult_adds": TableColumn.MACS,
+    "params_percent": TableColumn.PERCENT,
+    "% of params": TableColumn.PERCENT,
+    "%": TableColumn.PERCENT,
+}
+
+
+class TableFormat(StrEnum):
+    """How :meth:`torchsurgeon.ModelReport.table` writes the table."""
+
+    TEXT = "text"
+    """Aligned columns for a terminal, totals and notes underneath."""
+    MARKDOWN = "markdown"
+    """A pipe table (GitHub, docs), totals and notes underneath."""
+    CSV = "csv"
+    """Comma-separated, one row per layer (no block rows, nothing collapsed), for a spreadsheet."""
+    HTML = "html"
+    """A self-contained ``<table>`` with inline styles, rows coloured by status (notebooks)."""
+
+
 class FlopKind(StrEnum):
     """What a node's FLOPs are made of."""
 
@@ -199,6 +263,16 @@ class LayerReport:
     input (see :mod:`torchsurgeon.flops`); ``shape_source`` says how its
     shape was obtained (a :class:`ShapeSource`: closed-form rule, ``meta``
     execution, or ``-``).
+
+    ``path`` names the modules whose ``forward`` encloses the node, outermost
+    first, ending with the layer's own module for a module call
+    (``("layer1", "layer1.0", "layer1.0.conv1")``; containers without a
+    ``forward`` such as ``nn.ModuleList`` are skipped); the depth table groups
+    rows by it.  ``kernel`` is the module's ``kernel_size``.  ``change`` is
+    what a surgery did to the layer's weights (:func:`torchsurgeon.check_surgery`).
+    ``seen_params`` and ``seen_trainable`` count the parameters of this layer
+    that an earlier layer already used (tied weights): a table counts each
+    parameter once, in the first row that uses it (:attr:`counted`).
     """
 
     name: str
@@ -217,11 +291,26 @@ class LayerReport:
     macs: int = 0
     flops: int = 0
     shape_source: ShapeSource = ShapeSource.NONE
+    path: tuple[str, ...] = ()
+    kernel: tuple[int, ...] | None = None
+    change: ParamChange | None = None
+    seen_params: int = 0
+    seen_trainable: int = 0
 
     @property
     def frozen(self) -> int:
         """Parameters of this layer with ``requires_grad=False``."""
         return self.params - self.trainable
+
+    @property
+    def counted(self) -> int:
+        """Parameters no earlier layer used: what this layer adds to the total."""
+        return self.params - self.seen_params
+
+    @property
+    def shown_status(self) -> str:
+        """What a table says about the layer: the surgery's change when there is one, else the status."""
+        return str(self.change) if self.change is not None else str(self.status)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form of the row."""
@@ -243,6 +332,8 @@ class LayerReport:
             "macs": self.macs,
             "flops": self.flops,
             "shape_source": str(self.shape_source),
+            "path": list(self.path),
+            "kernel": list(self.kernel) if self.kernel is not None else None,
         }
 
 

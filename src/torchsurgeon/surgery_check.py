@@ -8,6 +8,8 @@ each layer's change (:class:`~torchsurgeon.records.ParamChange`).
 
 from __future__ import annotations
 
+import dataclasses
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +21,7 @@ from torch import nn
 from .analysis import ModelReport, paramcount
 from .fold import recognise_fold
 from .graph import node_records, update_record
-from .records import LayerReport, LayerStatus, ParamChange, ParamReport
+from .records import LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
 from .report import changes_table, format_count, format_shape
 from .shapes import InputSpec
 from .surgery import _observed, default_init
@@ -41,7 +43,9 @@ class SurgeryReport:
     verdict : str
         One line: what was lost, what is new, what does not fit.
     before, after : ModelReport
-        :func:`~torchsurgeon.paramcount` of the original and the edited model.
+        :func:`~torchsurgeon.paramcount` of the original and the edited model;
+        each layer of ``after`` carries its ``change`` (folded, new,
+        reinitialised), so ``after.table()`` shows what the edit did where.
     graph : networkx.DiGraph
         The edited model's graph; each layer's record carries its ``change``.
     """
@@ -64,12 +68,57 @@ class SurgeryReport:
                 return p.status
         raise KeyError(f"no parameter {name!r}; known: {[p.name for p in self.params][:8]} ...")
 
+    def _changed(self) -> list[ParamReport]:
+        return [p for p in self.params if p.status != ParamChange.KEPT or (p.old_name and p.old_name != p.name)]
+
+    def _title(self) -> str:
+        return (
+            f"Surgery check: {self.before.model_name} → {self.after.model_name}, "
+            f"input {', '.join(format_shape(s) for s in self.after.input_shapes.values())}"
+        )
+
+    def table(
+        self,
+        depth: int | None = None,
+        columns: Sequence[TableColumn | str] | str | None = None,
+        fmt: TableFormat | str = TableFormat.TEXT,
+    ) -> str:
+        """The edited model's depth table (:meth:`ModelReport.table`), each layer's status saying what the edit did.
+
+        Examples
+        --------
+        >>> from torch import nn
+        >>> from torchsurgeon import adapt_input_channels
+        >>> before = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 5))
+        >>> after = adapt_input_channels(before, 1).model
+        >>> print(check_surgery(before, after, (1, 8, 8)).table(columns="params,status").splitlines()[3])
+        0        Conv2d         80  folded
+        """
+        return self.after.table(depth, columns, fmt)
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the changed parameters, the verdict, and the edited model's table in colour."""
+        changed = self._changed()
+        return "\n".join(
+            [
+                "<div>",
+                f'<p style="font-weight: bold;">{html.escape(self._title())}</p>',
+                changes_table(changed, TableFormat.HTML) if changed else "<p>(no parameter changed)</p>",
+                f"<p>Verdict: {html.escape(self.verdict)}</p>",
+                self.after.table(fmt=TableFormat.HTML),
+                "</div>",
+            ]
+        )
+
+    def _repr_pretty_(self, printer: Any, _cycle: bool) -> None:
+        """IPython's plain-text view: the table."""
+        printer.text(str(self))
+
     def __str__(self) -> str:
-        changed = [p for p in self.params if p.status != ParamChange.KEPT or (p.old_name and p.old_name != p.name)]
+        changed = self._changed()
         kept = len(self.params) - len(changed)
         lines = [
-            f"Surgery check: {self.before.model_name} → {self.after.model_name}, "
-            f"input {', '.join(format_shape(s) for s in self.after.input_shapes.values())}",
+            self._title(),
             changes_table(changed) if changed else "(no parameter changed)",
             "",
             f"Other parameters kept unchanged: {kept}",
@@ -306,4 +355,11 @@ def check_surgery(original: nn.Module, edited: nn.Module, input: InputSpec, *, b
     for rec in list(node_records(graph)):
         if rec.status == LayerStatus.OK and rec.layer in change_by_layer:
             update_record(graph, rec.name, change=change_by_layer[rec.layer])
+    layers = [
+        dataclasses.replace(layer, change=change_by_layer[layer.name])
+        if layer.status == LayerStatus.OK and layer.name in change_by_layer
+        else layer
+        for layer in after.layers
+    ]
+    after = dataclasses.replace(after, layers=layers)
     return SurgeryReport(params, after.invalid, _verdict(params, after.invalid), before, after, graph)
