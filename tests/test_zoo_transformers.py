@@ -273,3 +273,19 @@ def test_transformers_one_channel_fold_runs_and_is_exact(name: str) -> None:
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             scale = value.abs().max().item() or 1.0
             assert (got[key] - value).abs().max().item() <= 1e-10 * scale, key
+
+
+def test_llama_7b_config_on_meta() -> None:
+    """transformers' own LlamaForCausalLM at the 7B config, built on meta, analysed without a weight in memory."""
+    config = transformers.LlamaConfig(
+        hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, vocab_size=32000
+    )
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config)
+    report = paramcount(model, {"input_ids": (4096,)})
+    # embeddings 32,000×4,096 + 32 × (attention 4 × 4,096² + MLP 3 × 4,096 × 11,008 + 2 norms × 4,096) + norm 4,096
+    # + untied head 4,096 × 32,000
+    per_block = 4 * 4096**2 + 3 * 4096 * 11008 + 2 * 4096
+    assert report.total == 2 * 32000 * 4096 + 32 * per_block + 4096 == 6_738_415_616
+    assert report.output_shape["logits"] == (1, 4096, 32000)
+    assert report.opaque == {} and report.trusted
