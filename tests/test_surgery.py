@@ -354,3 +354,18 @@ def test_a_bare_parameter_head_is_named_with_what_to_do() -> None:
         replace_head(_BareProjection(), 3)
     with pytest.raises(SurgeryError, match=r"bare parameter proj"):
         append_head(_BareProjection(), nn.Linear(5, 3))
+
+
+def test_replace_head_updates_the_class_count_the_model_keeps() -> None:
+    class Classifier(nn.Module):  # as timm's: the width of the head in an attribute
+        def __init__(self) -> None:
+            super().__init__()
+            self.num_classes, self.features, self.fc = 10, nn.Linear(4, 8), nn.Linear(8, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.features(x))
+
+    original = Classifier()
+    result = replace_head(original, 3)
+    assert [(c.name, str(c.status), c.message) for c in result.changes][2:] == [("num_classes", "setting", "10 → 3")]
+    assert result.model.num_classes == 3 and original.num_classes == 10

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from models import tensor_shapes
-from torchsurgeon import ModelReport, ParamChange, TorchSurgeonError, adapt_input_channels, paramcount
+from torchsurgeon import ModelReport, ParamChange, TorchSurgeonError, adapt_input_channels, paramcount, replace_head
 
 pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
 
@@ -289,3 +289,22 @@ def test_llama_7b_config_on_meta() -> None:
     assert report.total == 2 * 32000 * 4096 + 32 * per_block + 4096 == 6_738_415_616
     assert report.output_shape["logits"] == (1, 4096, 32000)
     assert report.opaque == {} and report.trusted
+
+
+@pytest.mark.parametrize("name", ["bert-classifier", "resnet", "vit-classifier"])
+def test_transformers_replace_head_trains_with_the_new_labels(name: str) -> None:
+    """The new head is found in the classifier, and num_labels follows it: the model's own loss runs on 5 classes."""
+    if name == "vit-classifier":
+        config = transformers.AutoConfig.for_model("vit", **{**TEXT, "image_size": 32, "patch_size": 8})
+        original, spec = transformers.AutoModelForImageClassification.from_config(config), IMAGE
+    else:
+        original, spec = _build(name), ZOO[name][2]
+    result = replace_head(original, 5)
+    settings = {c.name: c.message for c in result.changes if c.status == ParamChange.SETTING}
+    assert settings["config.num_labels"] == f"{original.config.num_labels} → 5"
+    assert original.config.num_labels != 5  # the original is untouched
+    x = _real_input(spec) if name != "bert-classifier" else {"input_ids": torch.randint(1, 99, (1, SEQ))}
+    x = x if isinstance(x, dict) else {"pixel_values": x}
+    out = result.model(**x, labels=torch.tensor([4]))
+    assert out.logits.shape == (1, 5) and torch.isfinite(out.loss)
+    assert result.model.config.id2label.keys() == set(range(5))

@@ -359,33 +359,51 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
     return ParamReport(f"{name}.weight", ParamChange.FOLDED, shape_before, tuple(folded.shape), "", note)
 
 
-_GUARDS = ("num_channels", "in_chans", "in_channels", "_in_channels", "input_channels")
-"""Attribute names libraries use to check the input's channel count (transformers' ``num_channels``,
+_CHANNEL_GUARDS = ("num_channels", "in_chans", "in_channels", "_in_channels", "input_channels")
+"""Attributes libraries check the input's channel count against (transformers' ``num_channels``,
 timm's ``in_chans``, smp's ``_in_channels``)."""
+_CLASS_GUARDS = ("num_labels", "num_classes", "n_classes")
+"""Attributes holding the classifier's width (transformers reshapes logits by ``num_labels`` for its loss)."""
 
 
-def _update_guards(model: nn.Module, layer: str, before: int, channels: int) -> list[ParamReport]:
-    """Set the channel-count guards on ``layer``'s ancestors (and their configs) from ``before`` to ``channels``."""
+def _update_guards(
+    model: nn.Module, layer: str, attributes: Sequence[str], before: int, after: int
+) -> list[ParamReport]:
+    """Set ``attributes`` equal to ``before`` on ``layer``'s ancestors and their configs to ``after``.
+
+    Instance attributes of modules only (never a class's); on a ``config``
+    object, properties too (transformers' ``num_labels`` also resizes
+    ``id2label``).
+    """
     changes: list[ParamReport] = []
     parts = layer.split(".")
-    ancestors = [".".join(parts[:i]) for i in range(len(parts))]  # "", "a", "a.b" — not the layer itself
-    for name in ancestors:
+    for name in (".".join(parts[:i]) for i in range(len(parts))):  # "", "a", "a.b" — not the layer itself
         module = model.get_submodule(name)
-        holders: list[tuple[str, Any]] = [(name, module)]
+        holders: list[tuple[str, Any, bool]] = [(name, module, False)]
         config = vars(module).get("config")
         if config is not None:
-            holders.append((f"{name}.config".lstrip("."), config))
-        for where, holder in holders:
-            for attr in _GUARDS:
-                value = vars(holder).get(attr)
+            holders.append((f"{name}.config".lstrip("."), config, True))
+        for where, holder, is_config in holders:
+            for attr in attributes:
+                value = getattr(holder, attr, None) if is_config else vars(holder).get(attr)
                 if type(value) is int and value == before:
-                    setattr(holder, attr, channels)
+                    setattr(holder, attr, after)
+                    note = f"{before} → {after}"
                     changes.append(
-                        ParamReport(
-                            f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", f"{before} → {channels}"
-                        )
+                        ParamReport(f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", note)
                     )
     return changes
+
+
+def _with_guards(
+    model: nn.Module, changes: Iterable[ParamReport], guarded: Iterable[tuple[str, Sequence[str], int, int]]
+) -> tuple[ParamReport, ...]:
+    """``changes``, then each guard updated for ``(layer, attributes, before, after)``, each named once."""
+    out = list(changes)
+    for layer, attributes, before, after in guarded:
+        seen = {c.name for c in out}
+        out += [c for c in _update_guards(model, layer, attributes, before, after) if c.name not in seen]
+    return tuple(out)
 
 
 def adapt_input_channels(
@@ -470,11 +488,8 @@ def adapt_input_channels(
         )
     before = {name: _in_channels(edited, name) for name in names}
     changes = [_adapt_layer(edited, name, channels, mode) for name in names]
-    for name in names:
-        changes += [
-            c for c in _update_guards(edited, name, before[name], channels) if c.name not in {x.name for x in changes}
-        ]
-    return SurgeryResult(edited, tuple(changes))
+    guards = [(name, _CHANNEL_GUARDS, before[name], channels) for name in names]
+    return SurgeryResult(edited, _with_guards(edited, changes, guards))
 
 
 def _in_channels(model: nn.Module, name: str) -> int:
@@ -588,7 +603,10 @@ def replace_head(
     Returns
     -------
     SurgeryResult
-        The edited model; the changes name the initialiser of the new head.
+        The edited model; the changes name the initialiser of the new head,
+        then (``setting``) each class count updated on a module holding the
+        head or its config (``config.num_labels``, ``num_classes``), so a
+        Hugging Face classifier's loss reshapes its logits to the new width.
 
     Examples
     --------
@@ -647,7 +665,7 @@ def replace_head(
         )
         for pname, p in new.named_parameters()
     )
-    return SurgeryResult(edited, changes)
+    return SurgeryResult(edited, _with_guards(edited, changes, [(name, _CLASS_GUARDS, old_classes, num_classes)]))
 
 
 def append_head(model: nn.Module, *modules: nn.Module, inplace: bool = False) -> SurgeryResult:
