@@ -133,6 +133,22 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
         },
         IMAGE,
     ),
+    "detr": (  # a timm resnet18 backbone, built without weights
+        "AutoModel",
+        {
+            "use_pretrained_backbone": False,
+            "backbone": "resnet18",
+            "d_model": 32,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 37,
+            "decoder_ffn_dim": 37,
+            "num_queries": 10,
+        },
+        (3, 64, 64),
+    ),
     # audio: the same tiny feature encoder for both
     "wav2vec2": (
         "AutoModel",
@@ -248,7 +264,7 @@ def test_transformers_coverage_and_untraceable_list(expected_file: Callable[[str
     assert len(ZOO) >= 25
 
 
-VISION = ["vit", "deit", "dinov2", "swin", "convnext", "resnet", "segformer", "clip"]
+VISION = ["vit", "deit", "dinov2", "swin", "convnext", "resnet", "segformer", "detr", "clip"]
 
 
 @pytest.mark.parametrize("name", VISION)
@@ -265,9 +281,10 @@ def test_transformers_one_channel_fold_runs_and_is_exact(name: str) -> None:
     assert any(s.endswith("num_channels") for s in settings), settings
     config = original.config.vision_config if name == "clip" else original.config
     assert config.num_channels == 3  # the original is untouched
-    grey = torch.randn(2, 1, *IMAGE[1:], dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    size = (spec["pixel_values"] if isinstance(spec, dict) else spec)[1:]
+    grey = torch.randn(2, 1, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        want = original(pixel_values=grey.expand(2, 3, *IMAGE[1:]), **text)
+        want = original(pixel_values=grey.expand(2, 3, *size), **text)
         got = result.model(pixel_values=grey, **text)
     for key, value in want.items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():
