@@ -19,7 +19,7 @@ from .crosscheck import crosscheck_mode
 from .dot import to_dot, to_graphml
 from .errors import InputError, ShapeError
 from .flops import count_flops
-from .graph import NodeRecord, build_graph, index_of, model_of, node_record, node_records, opaque_of
+from .graph import NodeRecord, build_graph, graph_cache, index_of, model_of, node_record, node_records, opaque_of
 from .params import ParamSummary, count_params
 from .records import (
     CrossCheck,
@@ -32,6 +32,7 @@ from .records import (
     TableColumn,
     TableFormat,
     Trust,
+    from_fields,
 )
 from .report import depth_table, format_count, format_shape, jsonable, report_document, table_format
 from .shapes import ExampleInputs, InputSpec, ShapeMemo, ShapeResult, propagate_shapes
@@ -398,40 +399,53 @@ def _compact(n: int) -> str:
 
 
 def _layers(G: nx.DiGraph, summary: ParamSummary) -> list[LayerReport]:
+    """The report's rows: one per node but the inputs and the output, in execution order."""
+    params = summary.layers
+    out: list[LayerReport] = []
+    for name, static in graph_cache(G, "report_rows", lambda: _row_statics(G)):
+        rec = node_record(G, name)
+        p = params[name]
+        ins = rec.input_shapes
+        known = rec.flops_known
+        values = {
+            "input_shape": ins[0] if ins and _is_shape(ins[0]) else None,
+            "output_shape": rec.output_shape,
+            "params": p.params,
+            "params_for_input": p.params_for_input,
+            "trainable": p.trainable,
+            "status": rec.status,
+            "message": rec.message,
+            "buffers": p.buffers,
+            "param_bytes": p.param_bytes,
+            "shared": p.shared,
+            "macs": rec.macs if known else 0,
+            "flops": rec.flops if known else 0,
+            "shape_source": rec.shape_source,
+            "seen_params": p.seen_params,
+            "seen_trainable": p.seen_trainable,
+        }
+        values.update(static)
+        out.append(from_fields(LayerReport, values))
+    return out
+
+
+def _row_statics(G: nx.DiGraph) -> list[tuple[str, dict[str, Any]]]:
+    """Per row of :func:`_layers` (node name), the fields that do not depend on the input: built once per graph."""
     modules = index_of(G).modules
     paths: dict[str, tuple[str, ...]] = {}
-    out: list[LayerReport] = []
+    rows = []
     for rec in node_records(G):
         if rec.op in ("placeholder", "output"):
             continue
-        p = summary.layers[rec.name]
-        ins = rec.input_shapes
-        first_in = ins[0] if ins and isinstance(ins[0], tuple) and all(isinstance(d, int) for d in ins[0]) else None
-        out.append(
-            LayerReport(
-                name=rec.layer,
-                type=rec.module_type,
-                input_shape=first_in,
-                output_shape=rec.output_shape,
-                params=p.params,
-                params_for_input=p.params_for_input,
-                trainable=p.trainable,
-                status=rec.status,
-                message=rec.message,
-                op=rec.op,
-                buffers=p.buffers,
-                param_bytes=p.param_bytes,
-                shared=p.shared,
-                macs=rec.macs if rec.flops_known else 0,
-                flops=rec.flops if rec.flops_known else 0,
-                shape_source=rec.shape_source,
-                path=_path(rec, modules, paths),
-                kernel=_kernel(modules.get(rec.target)) if rec.op == "call_module" else None,
-                seen_params=p.seen_params,
-                seen_trainable=p.seen_trainable,
-            )
-        )
-    return out
+        kernel = _kernel(modules.get(rec.target)) if rec.op == "call_module" else None
+        static: dict[str, Any] = {"name": rec.layer, "type": rec.module_type, "op": rec.op, "change": None}
+        static.update(path=_path(rec, modules, paths), kernel=kernel)
+        rows.append((rec.name, static))
+    return rows
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, tuple) and all(isinstance(d, int) for d in value)
 
 
 def _path(rec: NodeRecord, modules: Mapping[str, nn.Module], cache: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
@@ -452,7 +466,11 @@ def _has_forward(module: nn.Module | None) -> bool:
 
 
 def _kernel(module: nn.Module | None) -> tuple[int, ...] | None:
-    size = getattr(module, "kernel_size", None)
+    # an instance attribute (the torch layers), else a class attribute or property: never a failing
+    # getattr, which goes through nn.Module.__getattr__ and an AttributeError
+    size = vars(module).get("kernel_size") if module is not None else None
+    if size is None and hasattr(type(module), "kernel_size"):
+        size = getattr(module, "kernel_size", None)
     if isinstance(size, int):
         return (size,)
     if isinstance(size, tuple) and all(isinstance(k, int) for k in size):
@@ -721,4 +739,5 @@ def paramcount_sweep(
         return reports
     G = build_graph(traced)
     cache = _SweepCache(ShapeMemo(G))  # the model cannot change during the sweep: results are reused
-    return [_analyse(G, spec, batch, "", cache, mode, copy_graph=True)[0] for spec in specs]
+    last = len(specs) - 1  # the last report can have the sweep's graph itself
+    return [_analyse(G, spec, batch, "", cache, mode, copy_graph=i < last)[0] for i, spec in enumerate(specs)]

@@ -31,7 +31,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from .records import Finding, FlopKind, LayerStatus, ParamChange, ShapeSource
+from .records import Finding, FlopKind, LayerStatus, ParamChange, ShapeSource, from_fields
 from .trace import Traced
 
 __all__ = (
@@ -215,13 +215,8 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(NodeRecord) if f.defa
 
 
 def _record_from(values: dict[str, Any]) -> NodeRecord:
-    """A NodeRecord from complete field values, without the frozen ``__init__``'s one ``object.__setattr__`` per field.
-
-    Building a graph and propagating shapes make one record per node each: this is their fast path.
-    """
-    record: NodeRecord = object.__new__(NodeRecord)
-    record.__dict__.update(values)
-    return record
+    """A NodeRecord from complete field values: building a graph and propagating shapes make one per node each."""
+    return from_fields(NodeRecord, values)
 
 
 _KEY = "record"
@@ -393,8 +388,9 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     modules = index.modules
     param_ids = {id(p) for p in index.params.values()}
     targets = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
-    own_params = _by_holder(index.params, targets)
-    own_buffers = _by_holder(index.buffers, targets)
+    holders: dict[str, list[str]] = {}
+    own_params = _by_holder(index.params, targets, holders)
+    own_buffers = _by_holder(index.buffers, targets, holders)
     buffer_names = set(index.buffers)
     static: list[tuple[torch.fx.Node, str, str, str, str, tuple[str, ...], tuple[str, ...]]] = []
     for node in gm.graph.nodes:
@@ -433,31 +429,44 @@ def build_graph(traced: Traced) -> nx.DiGraph:
         static.append((node, op, target, layer, module_type, params, buffers))
     # parameter accounting per node, from the same walk: a parameter is counted once per node
     # that uses it, and marked shared when several nodes do
-    param_info = {n: (id(p), p.numel(), p.requires_grad, p.numel() * p.element_size()) for n, p in index.params.items()}
+    info: dict[str, tuple[int, int, bool, int]] = {}  # used parameter -> (id, elements, trainable, bytes)
     users: dict[int, int] = {}
     for *_, params, _buffers in static:
-        for pid in {param_info[n][0] for n in params}:
+        if not params:
+            continue
+        ids = set()
+        for n in params:
+            if n not in info:
+                p = index.params[n]
+                size = p.numel()
+                info[n] = (id(p), size, p.requires_grad, size * p.element_size())
+            ids.add(info[n][0])
+        for pid in ids:
             users[pid] = users.get(pid, 0) + 1
     records = []
     for node, op, target, layer, module_type, params, buffers in static:
-        unique = {param_info[n][0]: param_info[n] for n in params}.values()
-        values = dict(_DEFAULTS)
-        values.update(
-            name=node.name,
-            op=op,
-            target=target,
-            layer=layer,
-            module_type=module_type,
-            scope=_scope(node),
-            param_names=params,
-            buffer_names=buffers,
-        )
+        values = {
+            **_DEFAULTS,
+            "name": node.name,
+            "op": op,
+            "target": target,
+            "layer": layer,
+            "module_type": module_type,
+            "scope": _scope(node),
+            "param_names": params,
+            "buffer_names": buffers,
+        }
         if params:
+            total = trainable = size_bytes = 0
+            for _, size, grad, nbytes in {info[n][0]: info[n] for n in params}.values():
+                total += size
+                trainable += size if grad else 0
+                size_bytes += nbytes
             values.update(
-                params=sum(info[1] for info in unique),
-                trainable=sum(info[1] for info in unique if info[2]),
-                param_bytes=sum(info[3] for info in unique),
-                shared=tuple(n for n in params if users[param_info[n][0]] > 1),
+                params=total,
+                trainable=trainable,
+                param_bytes=size_bytes,
+                shared=tuple(n for n in params if users[info[n][0]] > 1),
             )
         if buffers:
             values["buffers"] = sum({id(index.buffers[n]): index.buffers[n].numel() for n in buffers}.values())
@@ -475,25 +484,30 @@ def _weight_owner(node: torch.fx.Node, params: Mapping[str, Any]) -> str:
     return owners.pop() if len(owners) == 1 else ""
 
 
-def _by_holder(named: Mapping[str, Any], targets: set[str]) -> dict[str, tuple[str, ...]]:
-    """``{called module: qualified names held by it or its submodules}``, in walk order."""
+def _by_holder(
+    named: Mapping[str, Any], targets: set[str], holders: dict[str, list[str]]
+) -> dict[str, tuple[str, ...]]:
+    """``{called module: qualified names held by it or its submodules}``, in walk order.
+
+    ``holders`` caches, per module path, the called modules at or above it (shared by the calls for
+    parameters and for buffers).
+    """
     out: dict[str, list[str]] = {t: [] for t in targets}
-    holders: dict[str, list[list[str]]] = {}  # module path -> the lists of the called modules above it
     for name in named:
         owner = name.rpartition(".")[0]
-        lists = holders.get(owner)
-        if lists is None:
-            lists = []
+        above = holders.get(owner)
+        if above is None:
+            above = []
             path = owner
             while True:
-                if path in out:
-                    lists.append(out[path])
+                if path in targets:
+                    above.append(path)
                 if not path:
                     break
                 path = path.rpartition(".")[0]
-            holders[owner] = lists
-        for held in lists:
-            held.append(name)
+            holders[owner] = above
+        for held in above:
+            out[held].append(name)
     return {k: tuple(v) for k, v in out.items()}
 
 

@@ -26,7 +26,7 @@ import functools
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import networkx as nx
 import torch
@@ -310,9 +310,20 @@ def shapes_of(value: Any) -> Any:
     return None
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """``float32`` for ``torch.float32``."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
 def _dtype_of(value: Any) -> str | None:
     t = value if isinstance(value, torch.Tensor) else first_tensor(value)
-    return str(t.dtype).replace("torch.", "") if t is not None else None
+    return _dtype_name(t.dtype) if t is not None else None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -391,40 +402,89 @@ def _python_method(method: str, args: tuple[Any, ...]) -> bool:
     return not isinstance(args[0], torch.Tensor) and first_tensor(args) is None
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """What shape propagation needs of a graph that does not depend on the input, computed once per graph."""
-
-    last_uses: dict[torch.fx.Node, list[torch.fx.Node]]
-    static: dict[torch.fx.Node, tuple[nn.Module | None, bool, nn.Module | None]]
-    """Per node: its module (call_module), whether it reads a model input, the module whose forward called it."""
+_CONSTANT, _NODE, _NESTED = 0, 1, 2
+"""How a step finds one argument: as written in the graph, the value of a node, or values inside a container."""
 
 
-def _plan(G: nx.DiGraph) -> _Plan:
-    def build() -> _Plan:
-        gm = graph_module_of(G)
+def _how(arg: Any) -> int:
+    if isinstance(arg, torch.fx.Node):
+        return _NODE
+    if not isinstance(arg, (tuple, list, dict, slice)):
+        return _CONSTANT
+    nodes: list[torch.fx.Node] = []
+    torch.fx.node.map_arg(arg, nodes.append)
+    return _NESTED if nodes else _CONSTANT
+
+
+class _Step(NamedTuple):
+    """What running one node needs that does not depend on the input: built once per graph."""
+
+    module: nn.Module | None
+    """The module of a ``call_module`` node."""
+    from_input: bool
+    """Whether the node reads a model input."""
+    scope_module: nn.Module | None
+    """The module whose ``forward`` made a function or method call."""
+    args: tuple[tuple[int, Any], ...]
+    kwargs: tuple[tuple[str, int, Any], ...]
+    """The arguments as (how, value in the graph): see :func:`_how`."""
+    inputs: tuple[torch.fx.Node, ...]
+    """The nodes whose values the node reads (fx's ``all_input_nodes``)."""
+    last_uses: tuple[torch.fx.Node, ...]
+    """The nodes whose values are not needed after this one."""
+
+    def fetch(self, env: Mapping[torch.fx.Node, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The node's arguments from the values of the nodes before it (fx's ``fetch_args_kwargs_from_env``)."""
+        args = tuple(
+            env[a] if how == _NODE else a if how == _CONSTANT else torch.fx.node.map_arg(a, env.__getitem__)
+            for how, a in self.args
+        )
+        if not self.kwargs:
+            return args, {}
+        kwargs = {
+            k: env[a] if how == _NODE else a if how == _CONSTANT else torch.fx.node.map_arg(a, env.__getitem__)
+            for k, how, a in self.kwargs
+        }
+        return args, kwargs
+
+
+def _plan(G: nx.DiGraph) -> dict[torch.fx.Node, _Step]:
+    """The steps of shape propagation through ``G``, by node, in execution order (cached with the graph)."""
+
+    def build() -> dict[torch.fx.Node, _Step]:
+        nodes = list(graph_module_of(G).graph.nodes)
         modules = index_of(G).modules
         model = model_of(G)
         last_uses: dict[torch.fx.Node, list[torch.fx.Node]] = {}
         seen: set[torch.fx.Node] = set()
-        for node in reversed(gm.graph.nodes):  # the first use seen backwards is the last use
+        for node in reversed(nodes):  # the first use seen backwards is the last use
             for used in node.all_input_nodes:
                 if used not in seen:
                     seen.add(used)
                     last_uses.setdefault(node, []).append(used)
-        static: dict[torch.fx.Node, tuple[nn.Module | None, bool, nn.Module | None]] = {}
-        for node in gm.graph.nodes:
-            rec = node_record(G, node.name)
-            module = None
+        steps: dict[torch.fx.Node, _Step] = {}
+        for node in nodes:
+            module = scope_module = None
             if node.op == "call_module":
                 target = str(node.target)
                 module = modules[target] if target in modules else model.get_submodule(target)
-            scope_module = modules.get(rec.scope) if rec.scope and node.op != "call_module" else None
-            static[node] = (module, any(a.op == "placeholder" for a in node.all_input_nodes), scope_module)
-        return _Plan(last_uses, static)
+            elif node.op in ("call_function", "call_method"):
+                scope = node_record(G, node.name).scope
+                scope_module = modules.get(scope) if scope else None
+            inputs = tuple(node.all_input_nodes)
+            steps[node] = _Step(
+                module,
+                any(a.op == "placeholder" for a in inputs),
+                scope_module,
+                tuple([(_how(a), a) for a in node.args]),
+                tuple([(k, _how(a), a) for k, a in node.kwargs.items()]) if node.kwargs else (),
+                inputs,
+                tuple(last_uses.get(node, ())),
+            )
+        return steps
 
-    plan: _Plan = graph_cache(G, "shape_plan", build)
-    return plan
+    steps: dict[torch.fx.Node, _Step] = graph_cache(G, "shape_plan", build)
+    return steps
 
 
 class _ShapeInterpreter(torch.fx.Interpreter):
@@ -437,17 +497,18 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         batch: int,
         memo: ShapeMemo | None = None,
     ) -> None:
-        # torch.fx.Interpreter.__init__ walks the module tree and the graph's uses on every call:
-        # both come from the graph's cache instead (the graph does not change between propagations)
+        # torch.fx.Interpreter.__init__ walks the module tree and the graph's uses on every call, and its
+        # run_node maps every argument through fx's generic map_arg: the plan, cached with the graph,
+        # does both once (the graph does not change between propagations)
         gm = graph_module_of(G)
         self.module = gm
         self.graph = gm.graph
         self.env = {}
         self.name = "Interpreter"
-        self.plan = _plan(G)
-        self.user_to_last_uses = self.plan.last_uses
+        self.steps = _plan(G)
         self.memo = memo if memo is not None and memo.enabled else None
         self.G = G
+        self.base = dict(G.nodes(data="record"))
         self.model = model_of(G)
         self.opaque = opaque_of(G)
         self.inputs = inputs
@@ -461,12 +522,14 @@ class _ShapeInterpreter(torch.fx.Interpreter):
     def run_graph(self) -> Any:
         """Run every node once; return the value of the output node."""
         result: Any = None
-        for node in self.graph.nodes:
-            self.env[node] = self.run_node(node) if self.memo is None else self._run_memoised(node, self.memo)
-            for to_delete in self.user_to_last_uses.get(node, []):
-                del self.env[to_delete]
+        env = self.env
+        memo = self.memo
+        for node, step in self.steps.items():
+            env[node] = self.run_node(node) if memo is None else self._run_memoised(node, memo)
+            for to_delete in step.last_uses:
+                del env[to_delete]
             if node.op == "output":
-                result = self.env[node]
+                result = env[node]
         return result
 
     def _run_memoised(self, n: torch.fx.Node, memo: ShapeMemo) -> Any:
@@ -474,7 +537,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             return self.run_node(n)
         if n.op == "placeholder":
             return memo._canonical(n.name, self.run_node(n))
-        inputs = tuple(self.env[a] for a in n.all_input_nodes)
+        env = self.env
+        inputs = tuple([env[a] for a in self.steps[n].inputs])
         key = (n.name, tuple(map(id, inputs)))  # the inputs are kept alive in the memo: ids stay unique
         hit = memo._calls.get(key)
         if hit is not None:
@@ -510,26 +574,29 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         )
 
     def run_node(self, n: torch.fx.Node) -> Any:
-        base = node_record(self.G, n.name)
+        base = self.base[n.name]
+        step = self.steps[n]
+        op = n.op
         self._target_now = n.target
-        if n.op == "placeholder":
+        if op == "placeholder":
             return self._placeholder(n, base)
-        if n.op == "output":
-            args, _ = self.fetch_args_kwargs_from_env(n)
-            return args[0]
-        if n.op == "get_attr":
+        if op == "output":
+            return step.fetch(self.env)[0][0]
+        if op == "get_attr":
             value = _to_meta(self.fetch_attr(str(n.target)))
             self._record(base, (), value, LayerStatus.OK)  # read from the model: no shape computed
             return value
-        args, kwargs = self.fetch_args_kwargs_from_env(n)
-        ins = tuple(d for d in (shapes_of(a) for a in itertools.chain(args, kwargs.values())) if d is not None)
+        args, kwargs = step.fetch(self.env)
+        ins = tuple([d for a in args if (d := shapes_of(a)) is not None])
+        if kwargs:
+            ins += tuple([d for a in kwargs.values() if (d := shapes_of(a)) is not None])
         if self._unknown_seen:
             unknown: list[_Unknown] = []
             map_aggregate((args, kwargs), lambda v: unknown.append(v) if isinstance(v, _Unknown) else None)
             if unknown:
                 self._record(base, ins, None, LayerStatus.UNKNOWN, f"input unknown (since {unknown[0].origin})")
                 return unknown[0]
-        module, from_input, scope_module = self.plan.static[n]
+        module = step.module
         rule: Rule | None = None
         direct = True
         if module is not None:
@@ -538,11 +605,11 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 rule, owner = found
                 # a subclass with its own forward (timm's Conv2dSame) is only checked by its base class's rule
                 direct = owner is type(module) or type(module).forward is owner.forward
-        elif n.op == "call_function":
+        elif op == "call_function":
             rule = function_rule(n.target)
         elif not _python_method(str(n.target), args):
             rule = method_rule(str(n.target))
-        call = Call(base.layer, base.module_type, from_input, base.scope, scope_module)
+        call = Call(base.layer, base.module_type, step.from_input, base.scope, step.scope_module)
         if rule is not None and rule.shape is not None:
             if direct:
                 out = self._apply(rule, module, args, kwargs, call)
@@ -596,10 +663,12 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         kwargs: dict[str, Any],
     ) -> Any:
         findings = tuple(call.findings)
-        status = (
-            LayerStatus.INVALID if findings else LayerStatus.OPAQUE if base.layer in self.opaque else LayerStatus.OK
-        )
-        message = "; ".join(f.message for f in findings) or self.opaque.get(base.layer, "")
+        if findings:
+            status, message = LayerStatus.INVALID, "; ".join(f.message for f in findings)
+        elif base.layer in self.opaque:
+            status, message = LayerStatus.OPAQUE, self.opaque[base.layer]
+        else:
+            status, message = LayerStatus.OK, ""
         if out is None and findings:  # no output (a rank mismatch): what follows is unknown
             self._record(base, ins, None, status, message, findings, ShapeSource.RULE, (0, 0, rule.kind, False))
             self._unknown_seen = True
