@@ -6,9 +6,10 @@ This is the public entry of the analysis pipeline
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import networkx as nx
 from torch import nn
@@ -19,8 +20,18 @@ from .crosscheck import crosscheck_mode
 from .dot import to_dot, to_graphml
 from .errors import InputError, ShapeError
 from .flops import count_flops
-from .graph import NodeRecord, build_graph, graph_cache, index_of, model_of, node_record, node_records, opaque_of
-from .params import ParamSummary, count_params
+from .graph import (
+    NodeRecord,
+    build_graph,
+    graph_cache,
+    graph_copy,
+    index_of,
+    model_of,
+    node_record,
+    node_records,
+    opaque_of,
+)
+from .params import LayerParams, ParamSummary, count_params
 from .records import (
     CrossCheck,
     CrossCheckMode,
@@ -66,8 +77,9 @@ class ModelReport:
         Parameter bytes per dtype.
     output_shape : tuple or nested tuples
         Output shape, batch included; nested for tuple/dict outputs.
-    layers : list[LayerReport]
-        One per graph node (inputs and output excluded), in execution order.
+    layers : Sequence[LayerReport]
+        One per graph node (inputs and output excluded), in execution order;
+        built on first use (a report asked only for its totals never builds them).
     findings : tuple[Finding, ...]
         Every mismatch, in order; an invalid layer may have several.
     graph : networkx.DiGraph
@@ -95,7 +107,7 @@ class ModelReport:
     buffers: int
     bytes_by_dtype: Mapping[str, int]
     output_shape: Any
-    layers: list[LayerReport]
+    layers: Sequence[LayerReport]
     findings: tuple[Finding, ...]
     graph: nx.DiGraph = field(repr=False, compare=False)
     opaque: Mapping[str, str] = field(default_factory=dict)
@@ -398,49 +410,99 @@ def _compact(n: int) -> str:
     return ""
 
 
-def _layers(G: nx.DiGraph, summary: ParamSummary) -> list[LayerReport]:
+class _Rows(Sequence[LayerReport]):
+    """A report's rows, built on first use from the records of one propagation.
+
+    The records are taken when the report is made (a later propagation through the same graph does
+    not change them); most callers read the totals only, and a row per node is a good part of the
+    analysis.  Compares equal to a list of the same rows.
+    """
+
+    def __init__(
+        self,
+        records: list[NodeRecord],
+        params: Mapping[str, LayerParams],
+        statics: Callable[[], Mapping[str, Mapping[str, Any]]],
+    ) -> None:
+        self._records = records
+        self._params = params
+        self._statics = statics
+
+    @functools.cached_property
+    def _rows(self) -> list[LayerReport]:
+        statics = self._statics()
+        return [_row(rec, statics[rec.name], self._params[rec.name]) for rec in self._records]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as its rows (the builder of the rows reads the graph)."""
+        return {"_rows": self._rows, "_records": self._records, "_params": self._params, "_statics": None}
+
+    @overload
+    def __getitem__(self, index: int) -> LayerReport: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[LayerReport]: ...
+
+    def __getitem__(self, index: int | slice) -> LayerReport | list[LayerReport]:
+        return self._rows[index]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[LayerReport]:
+        return iter(self._rows)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and self._rows == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # like a list
+
+    def __repr__(self) -> str:
+        return repr(self._rows)
+
+
+def _layers(G: nx.DiGraph, summary: ParamSummary) -> _Rows:
     """The report's rows: one per node but the inputs and the output, in execution order."""
-    params = summary.layers
-    out: list[LayerReport] = []
-    for name, static in graph_cache(G, "report_rows", lambda: _row_statics(G)):
-        rec = node_record(G, name)
-        p = params[name]
-        ins = rec.input_shapes
-        known = rec.flops_known
-        values = {
-            "input_shape": ins[0] if ins and _is_shape(ins[0]) else None,
-            "output_shape": rec.output_shape,
-            "params": p.params,
-            "params_for_input": p.params_for_input,
-            "trainable": p.trainable,
-            "status": rec.status,
-            "message": rec.message,
-            "buffers": p.buffers,
-            "param_bytes": p.param_bytes,
-            "shared": p.shared,
-            "macs": rec.macs if known else 0,
-            "flops": rec.flops if known else 0,
-            "shape_source": rec.shape_source,
-            "seen_params": p.seen_params,
-            "seen_trainable": p.seen_trainable,
-        }
-        values.update(static)
-        out.append(from_fields(LayerReport, values))
-    return out
+    records = [rec for rec in node_records(G) if rec.op not in ("placeholder", "output")]
+    return _Rows(records, summary.layers, lambda: graph_cache(G, "report_rows", lambda: _row_statics(G)))
 
 
-def _row_statics(G: nx.DiGraph) -> list[tuple[str, dict[str, Any]]]:
-    """Per row of :func:`_layers` (node name), the fields that do not depend on the input: built once per graph."""
+def _row(rec: NodeRecord, static: Mapping[str, Any], p: LayerParams) -> LayerReport:
+    ins = rec.input_shapes
+    known = rec.flops_known
+    values = {
+        "input_shape": ins[0] if ins and _is_shape(ins[0]) else None,
+        "output_shape": rec.output_shape,
+        "params": p.params,
+        "params_for_input": p.params_for_input,
+        "trainable": p.trainable,
+        "status": rec.status,
+        "message": rec.message,
+        "buffers": p.buffers,
+        "param_bytes": p.param_bytes,
+        "shared": p.shared,
+        "macs": rec.macs if known else 0,
+        "flops": rec.flops if known else 0,
+        "shape_source": rec.shape_source,
+        "seen_params": p.seen_params,
+        "seen_trainable": p.seen_trainable,
+    }
+    values.update(static)
+    return from_fields(LayerReport, values)
+
+
+def _row_statics(G: nx.DiGraph) -> dict[str, dict[str, Any]]:
+    """Per node (but inputs and output), the fields of its row that do not depend on the input."""
     modules = index_of(G).modules
     paths: dict[str, tuple[str, ...]] = {}
-    rows = []
+    rows = {}
     for rec in node_records(G):
         if rec.op in ("placeholder", "output"):
             continue
         kernel = _kernel(modules.get(rec.target)) if rec.op == "call_module" else None
         static: dict[str, Any] = {"name": rec.layer, "type": rec.module_type, "op": rec.op, "change": None}
         static.update(path=_path(rec, modules, paths), kernel=kernel)
-        rows.append((rec.name, static))
+        rows[rec.name] = static
     return rows
 
 
@@ -575,7 +637,7 @@ def _analyse(
         output_shape=output_shape,
         layers=layers,
         findings=shapes.findings,
-        graph=G.copy() if copy_graph else G,
+        graph=graph_copy(G) if copy_graph else G,
         opaque=dict(opaque_of(G)),
         unused=summary.unused,
         macs=flops.macs,

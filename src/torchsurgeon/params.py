@@ -19,7 +19,7 @@ import networkx as nx
 from torch import nn
 
 from .graph import index_of, node_records
-from .records import LayerStatus
+from .records import LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
 
 __all__ = ("LayerParams", "ParamSummary", "count_params")
@@ -153,16 +153,19 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
                 seen_trainable += p.numel() if p.requires_grad else 0
         for name in rec.param_names:
             used.add(id(index.params[name]))
-        layers[rec.name] = LayerParams(
-            rec.name,
-            rec.params,
-            rec.trainable,
-            rec.buffers,
-            rec.param_bytes,
-            for_input,
-            rec.shared,
-            seen,
-            seen_trainable,
+        layers[rec.name] = from_fields(  # one per node and input: the fast path of a frozen record
+            LayerParams,
+            {
+                "node": rec.name,
+                "params": rec.params,
+                "trainable": rec.trainable,
+                "buffers": rec.buffers,
+                "param_bytes": rec.param_bytes,
+                "params_for_input": for_input,
+                "shared": rec.shared,
+                "seen_params": seen,
+                "seen_trainable": seen_trainable,
+            },
         )
     unique: dict[int, tuple[str, nn.Parameter]] = {}
     for name, p in index.params.items():

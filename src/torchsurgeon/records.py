@@ -7,7 +7,7 @@ from the analyzers to the reports.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeGuard, TypeVar
@@ -447,11 +447,11 @@ class OutputShape(tuple[int, ...]):
     (True, (1, 9), ['fc'])
     """
 
-    layers: tuple[LayerReport, ...]
+    layers: Sequence[LayerReport]
 
     def __new__(cls, dims: Iterable[int], layers: Iterable[LayerReport] = ()) -> OutputShape:
         self = super().__new__(cls, dims)
-        self.layers = tuple(layers)
+        self.layers = layers if isinstance(layers, Sequence) else tuple(layers)  # a report's rows: built on first use
         return self
 
     def shape_changes(self, limit: int = 10) -> list[LayerReport]:

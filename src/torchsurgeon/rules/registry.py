@@ -366,11 +366,16 @@ def module_rule(kind: type[nn.Module]) -> tuple[Rule, type[nn.Module]] | None:
 
 def function_rule(fn: Any) -> Rule | None:
     """The rule of a function called in ``forward``: by identity, else by ``module.qualname``."""
-    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}"
-    rule = _from(_USER, "functions", fn) or _USER.named.get(name)
+    rule = _from(_USER, "functions", fn) or _by_name(_USER, fn)
     if rule is not None or _DISABLED.get():
         return rule
-    return _from(_BUILTIN, "functions", fn) or _BUILTIN.named.get(name)
+    return _from(_BUILTIN, "functions", fn) or _by_name(_BUILTIN, fn)
+
+
+def _by_name(table: _Table, fn: Any) -> Rule | None:
+    if not table.named:
+        return None
+    return table.named.get(f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}")
 
 
 def method_rule(name: str) -> Rule | None:
