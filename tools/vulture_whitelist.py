@@ -28,3 +28,6 @@ _._repr_pretty_  # ModelReport, SurgeryReport: IPython's plain-text view (the ta
 
 # Called by enum.Enum, never by torchsurgeon itself.
 _._missing_  # TableColumn: torchinfo's column names (num_params, mult_adds...) as aliases
+
+# Assigned for networkx, which reads it: a graph's adjacency (graph.graph_copy).
+_._adj
