@@ -453,7 +453,9 @@ class _Rows(Sequence[LayerReport]):
         return iter(self._rows)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and self._rows == list(other)
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return self._rows == list(other)
 
     __hash__ = None  # type: ignore[assignment]  # like a list
 

@@ -497,8 +497,18 @@ def build_graph(traced: Traced) -> nx.DiGraph:
         if buffers:
             values["buffers"] = sum({id(index.buffers[n]): index.buffers[n].numel() for n in buffers}.values())
         records.append(_record_from(values))
-    G.add_nodes_from((record.name, {_KEY: record}) for record in records)
-    G.add_edges_from((src.name, node.name) for node in gm.graph.nodes for src in node.all_input_nodes)
+    # the adjacency dicts filled directly (as in graph_copy): add_nodes_from / add_edges_from cost
+    # more than the rest of the graph; an edge per data dependency, one data dict shared by both ends
+    succ: dict[str, dict[str, dict[str, Any]]] = {record.name: {} for record in records}
+    pred: dict[str, dict[str, dict[str, Any]]] = {record.name: {} for record in records}
+    for node in gm.graph.nodes:
+        into = pred[node.name]
+        for src in node.all_input_nodes:
+            if src.name not in into:
+                into[src.name] = succ[src.name][node.name] = {}
+    G._node = {record.name: {_KEY: record} for record in records}
+    G._adj = succ  # also G._succ
+    G._pred = pred
     return G
 
 
