@@ -418,7 +418,14 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     own_params = _by_holder(index.params, targets, holders)
     own_buffers = _by_holder(index.buffers, targets, holders)
     buffer_names = set(index.buffers)
-    static: list[tuple[torch.fx.Node, str, str, str, str, tuple[str, ...], tuple[str, ...]]] = []
+    # one walk of the fx graph: each node's fields, its parameter counts (a parameter is counted once
+    # per node that uses it) and its edges, filled into the adjacency dicts directly (as in
+    # graph_copy: add_nodes_from / add_edges_from cost more than the rest of the graph)
+    rows: list[dict[str, Any]] = []
+    facts: dict[str, tuple[int, int, bool, int]] = {}  # used parameter -> (id, elements, trainable, bytes)
+    users: dict[int, int] = {}  # parameter id -> nodes using it
+    succ: dict[str, dict[str, dict[str, Any]]] = {}
+    pred: dict[str, dict[str, dict[str, Any]]] = {}
     for node in gm.graph.nodes:
         op = node.op
         params: tuple[str, ...] = ()
@@ -452,25 +459,6 @@ def build_graph(traced: Traced) -> nx.DiGraph:
             target, module_type = str(node.target), "input"
         else:
             target, module_type = "output", "output"
-        static.append((node, op, target, layer, module_type, params, buffers))
-    # parameter accounting per node, from the same walk: a parameter is counted once per node
-    # that uses it, and marked shared when several nodes do
-    info: dict[str, tuple[int, int, bool, int]] = {}  # used parameter -> (id, elements, trainable, bytes)
-    users: dict[int, int] = {}
-    for *_, params, _buffers in static:
-        if not params:
-            continue
-        ids = set()
-        for n in params:
-            if n not in info:
-                p = index.params[n]
-                size = p.numel()
-                info[n] = (id(p), size, p.requires_grad, size * p.element_size())
-            ids.add(info[n][0])
-        for pid in ids:
-            users[pid] = users.get(pid, 0) + 1
-    records = []
-    for node, op, target, layer, module_type, params, buffers in static:
         values = {
             **_DEFAULTS,
             "name": node.name,
@@ -483,29 +471,33 @@ def build_graph(traced: Traced) -> nx.DiGraph:
             "buffer_names": buffers,
         }
         if params:
+            unique: dict[int, tuple[int, int, bool, int]] = {}
+            for n in params:
+                if n not in facts:
+                    p = index.params[n]
+                    size = p.numel()
+                    facts[n] = (id(p), size, p.requires_grad, size * p.element_size())
+                unique[facts[n][0]] = facts[n]
             total = trainable = size_bytes = 0
-            for _, size, grad, nbytes in {info[n][0]: info[n] for n in params}.values():
+            for pid, size, grad, nbytes in unique.values():
+                users[pid] = users.get(pid, 0) + 1
                 total += size
                 trainable += size if grad else 0
                 size_bytes += nbytes
-            values.update(
-                params=total,
-                trainable=trainable,
-                param_bytes=size_bytes,
-                shared=tuple(n for n in params if users[info[n][0]] > 1),
-            )
+            values.update(params=total, trainable=trainable, param_bytes=size_bytes)
         if buffers:
             values["buffers"] = sum({id(index.buffers[n]): index.buffers[n].numel() for n in buffers}.values())
-        records.append(_record_from(values))
-    # the adjacency dicts filled directly (as in graph_copy): add_nodes_from / add_edges_from cost
-    # more than the rest of the graph; an edge per data dependency, one data dict shared by both ends
-    succ: dict[str, dict[str, dict[str, Any]]] = {record.name: {} for record in records}
-    pred: dict[str, dict[str, dict[str, Any]]] = {record.name: {} for record in records}
-    for node in gm.graph.nodes:
-        into = pred[node.name]
-        for src in node.all_input_nodes:
+        rows.append(values)
+        succ[node.name] = {}
+        into = pred[node.name] = {}
+        for src in node.all_input_nodes:  # fx nodes come after their inputs
             if src.name not in into:
-                into[src.name] = succ[src.name][node.name] = {}
+                into[src.name] = succ[src.name][node.name] = {}  # one edge data dict, shared by both ends
+    shared = {pid for pid, count in users.items() if count > 1}  # tied weights: known once every node is seen
+    if shared:
+        for values in rows:
+            values["shared"] = tuple(n for n in values["param_names"] if facts[n][0] in shared)
+    records = [_record_from(values) for values in rows]
     G._node = {record.name: {_KEY: record} for record in records}
     G._adj = succ  # also G._succ
     G._pred = pred

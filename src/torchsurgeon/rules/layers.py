@@ -30,10 +30,6 @@ from .registry import FALLBACK, Call, builtin
 __all__: tuple[str, ...] = ()
 
 
-def _meta(shape: Any, like: torch.Tensor) -> torch.Tensor:
-    return torch.empty(tuple(shape), dtype=like.dtype, device="meta")
-
-
 def _rank(call: Call, x: torch.Tensor, ranks: tuple[int, ...], layout: str) -> bool:
     if x.dim() in ranks:
         return True
@@ -91,7 +87,7 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
             o = 1
         out_sp.append(o)
     lead = (x.shape[0],) if batched else ()
-    return _meta((*lead, m.out_channels, *out_sp), x)
+    return new((*lead, m.out_channels, *out_sp), x.dtype)
 
 
 def _linear_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
@@ -104,7 +100,7 @@ def _linear_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | No
         if not call.from_input:
             fix += f" (an nn.AdaptiveAvgPool before flatten gives {m.in_features} features for any input size)"
         call.mismatch("in_features", m.in_features, got, fix)
-    return _meta((*x.shape[:-1], m.out_features), x)
+    return new((*x.shape[:-1], m.out_features), x.dtype)
 
 
 _NORM_RANKS: dict[type[nn.Module], tuple[int, ...]] = {
@@ -127,7 +123,7 @@ def _batchnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
     checks = m.affine or m.track_running_stats or not isinstance(m, nn.modules.instancenorm._InstanceNorm)
     if checks and got != m.num_features:
         call.mismatch("num_features", m.num_features, got, _fix(call, m, "num_features", m.num_features, got))
-    return _meta(x.shape, x)
+    return new(x.shape, x.dtype)
 
 
 def _groupnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
@@ -141,7 +137,7 @@ def _groupnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
         call.mismatch(
             "channels % num_groups", 0, f"{got} % {m.num_groups}", "use a channel count divisible by num_groups"
         )
-    return _meta(x.shape, x)
+    return new(x.shape, x.dtype)
 
 
 def _layernorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
@@ -151,7 +147,7 @@ def _layernorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
     if got != tuple(m.normalized_shape):
         expected = tuple(m.normalized_shape)
         call.mismatch("normalized_shape", expected, got, _fix(call, m, "normalized_shape", expected, got))
-    return _meta(x.shape, x)
+    return new(x.shape, x.dtype)
 
 
 def _embedding_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
