@@ -569,8 +569,12 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         counts: tuple[int, int, FlopKind, bool] = (0, 0, FlopKind.NONE, True),
     ) -> None:
         macs, flops, kind, known = counts
+        if isinstance(out, torch.Tensor):  # most nodes: shapes_of and _dtype_of for one tensor
+            shape, dtype = tuple(out.shape), _dtype_name(out.dtype)
+        else:
+            shape, dtype = shapes_of(out), _dtype_of(out)
         self.records[base.name] = base.analysed(
-            ins, shapes_of(out), _dtype_of(out), status, message, findings, source, macs, flops, kind, known
+            ins, shape, dtype, status, message, findings, source, macs, flops, kind, known
         )
 
     def run_node(self, n: torch.fx.Node) -> Any:

@@ -60,13 +60,14 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
     nsp = len(m.kernel_size)
     if not _rank(call, x, (nsp + 2, nsp + 1), "(N, C, *spatial) or (C, *spatial)"):
         return None
-    batched = x.dim() == nsp + 2
-    c = int(x.shape[1 if batched else 0])
+    shape = x.shape
+    batched = len(shape) == nsp + 2
+    c = int(shape[1 if batched else 0])
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
     if c != m.in_channels:
         call.mismatch("in_channels", m.in_channels, c, _fix(call, m, "in_channels", m.in_channels, c))
     out_sp = []
-    for i, size in enumerate(x.shape[-nsp:]):
+    for i, size in enumerate(shape[-nsp:]):
         k, s, d = m.kernel_size[i], m.stride[i], m.dilation[i]
         if transposed:
             assert isinstance(m, nn.modules.conv._ConvTransposeNd)
@@ -86,7 +87,7 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
             )
             o = 1
         out_sp.append(o)
-    lead = (x.shape[0],) if batched else ()
+    lead = (shape[0],) if batched else ()
     return new((*lead, m.out_channels, *out_sp), x.dtype)
 
 
