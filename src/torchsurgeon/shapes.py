@@ -569,6 +569,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         counts: tuple[int, int, FlopKind, bool] = (0, 0, FlopKind.NONE, True),
     ) -> None:
         macs, flops, kind, known = counts
+        dtype: str | None
         if isinstance(out, torch.Tensor):  # most nodes: shapes_of and _dtype_of for one tensor
             shape, dtype = tuple(out.shape), _dtype_name(out.dtype)
         else:
