@@ -12,10 +12,11 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .records import LayerDiff, LayerReport, LayerStatus, LockChange, ParamReport, Violation
+from .records import LayerDiff, LayerMemory, LayerReport, LayerStatus, LockChange, ParamReport, Violation
 
 __all__ = (
     "changes_table",
+    "format_bytes",
     "format_count",
     "format_path",
     "format_shape",
@@ -23,6 +24,7 @@ __all__ = (
     "jsonable",
     "layers_table",
     "lock_diff_table",
+    "memory_table",
     "model_table",
     "shape_changes_table",
     "violations_table",
@@ -38,6 +40,24 @@ def format_count(n: int) -> str:
     '25,557,032'
     """
     return f"{n:,}"
+
+
+def format_bytes(n: int) -> str:
+    """A size in bytes with binary units: B, KiB, MiB, GiB, TiB.
+
+    Examples
+    --------
+    >>> format_bytes(512), format_bytes(3 * 2**20), format_bytes(int(24.5 * 2**30))
+    ('512 B', '3.00 MiB', '24.50 GiB')
+    """
+    if abs(n) < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if abs(value) < 1024 or unit == "TiB":
+            break
+    return f"{value:.2f} {unit}"
 
 
 def format_shape(shape: Any) -> str:
@@ -187,6 +207,52 @@ def model_table(
     """
     width = max((len(k) for k, _ in totals), default=0)
     lines = [title, layers_table(layers), ""]
+    lines += [f"{k + ':':<{width + 1}} {v}" for k, v in totals]
+    if notes:
+        lines.append("")
+        lines += list(notes)
+    return "\n".join(lines)
+
+
+def memory_table(
+    title: str,
+    layers: Sequence[LayerMemory],
+    totals: Sequence[tuple[str, str]],
+    notes: Sequence[str] = (),
+) -> str:
+    """A memory plan: per-module saved bytes, then the totals and notes (:func:`torchsurgeon.memory_plan`).
+
+    Examples
+    --------
+    >>> from torchsurgeon.records import LayerMemory
+    >>> rows = [LayerMemory("0", "Linear", 0, 0), LayerMemory("1", "ReLU", 2048, 2048, 4096)]
+    >>> print(memory_table("M", rows, [("Peak", "6.00 KiB")]))
+    M
+    Layer    Type    Saved for backward    Saved so far    Transient
+    -------  ------  --------------------  --------------  -----------
+    0        Linear  -                     -               -
+    1        ReLU    2.00 KiB              2.00 KiB        4.00 KiB
+    <BLANKLINE>
+    Peak: 6.00 KiB
+    """
+    rows = [
+        (
+            layer.name,
+            layer.type,
+            format_bytes(layer.saved) if layer.saved else "-",
+            format_bytes(layer.saved_so_far) if layer.saved_so_far else "-",
+            format_bytes(layer.transient) if layer.transient else "-",
+        )
+        for layer in layers
+    ]
+    table = tabulate(
+        rows,
+        headers=("Layer", "Type", "Saved for backward", "Saved so far", "Transient"),
+        colalign=("left", "left", "right", "right", "right"),
+        disable_numparse=True,
+    )
+    width = max((len(k) for k, _ in totals), default=0)
+    lines = [title, table, ""]
     lines += [f"{k + ':':<{width + 1}} {v}" for k, v in totals]
     if notes:
         lines.append("")
