@@ -18,3 +18,4 @@ _.ALWAYS  # CrossCheckMode member, passed as crosscheck="always"
 _.to_bool  # torch.fx.Tracer override: Python's bool() of a proxy, answered from its value on meta
 _.proxy_buffer_attributes  # torch.fx.Tracer option: buffers read in forward become get_attr nodes
 _.shape_specific  # Traced field: Python questions about shapes answered for the example inputs
+_.max_batch  # MemoryPlan method: the largest batch that fits a memory budget (README, CLI)

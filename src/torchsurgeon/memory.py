@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
-import math
 import re
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -279,7 +278,7 @@ class MemoryPlan:
         """The formula and what the numbers assume."""
         return [
             "Peak = weights + buffers + gradients + optimizer state + max(activations + transient, step temporaries)",
-            "Simulated on fake CPU tensors: what the CPU kernels and CPU autocast save (GPUs may differ, docs/memory.md)",
+            "Simulated on fake CPU tensors: what CPU kernels and CPU autocast save (GPUs may differ, docs/memory.md)",
         ]
 
     def __str__(self) -> str:
@@ -324,8 +323,11 @@ _DEFAULTS: dict[OptimizerKind, dict[str, Any]] = {
 def _optimizer_kind(optimizer: Any) -> tuple[OptimizerKind, Callable[[nn.Parameter], Mapping[str, Any] | None]]:
     """The optimizer's kind and, per parameter, its options (None for a parameter it does not hold)."""
     if isinstance(optimizer, torch.optim.Optimizer):
-        kinds = ((torch.optim.AdamW, OptimizerKind.ADAMW), (torch.optim.Adam, OptimizerKind.ADAM))
-        kinds += ((torch.optim.SGD, OptimizerKind.SGD),)
+        kinds: tuple[tuple[type[torch.optim.Optimizer], OptimizerKind], ...] = (
+            (torch.optim.AdamW, OptimizerKind.ADAMW),
+            (torch.optim.Adam, OptimizerKind.ADAM),
+            (torch.optim.SGD, OptimizerKind.SGD),
+        )
         kind = next((k for cls, k in kinds if isinstance(optimizer, cls)), None)
         if kind is None:
             raise InputError(
@@ -392,7 +394,7 @@ def _storage_key(t: torch.Tensor) -> int | None:
         return None
 
 
-class _Storages(TorchDispatchMode):
+class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Every storage a fake step allocates, op by op: its bytes, the op that made it, the op before which it died.
 
     Storages are followed through the Python objects of the fake tensors
@@ -402,7 +404,7 @@ class _Storages(TorchDispatchMode):
     """
 
     def __init__(self, excluded: set[int | None]) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.excluded = excluded
         self.stack: list[str] = []  # modules running, innermost last
         self.backward = False
@@ -521,7 +523,7 @@ def _simulate(
             storages.stack.pop()
 
         handles.append(module.register_forward_pre_hook(enter))
-        handles.append(module.register_forward_hook(leave, always_call=True))
+        handles.append(module.register_forward_hook(leave))  # not on failure: the stack names the module
     step = _Step()
     saved: dict[int, int] = {}
 
@@ -582,8 +584,28 @@ def _simulate(
 # --------------------------------------------------------------------------- the public entry
 
 
+def _nbytes(t: torch.Tensor, dtype: torch.dtype | None) -> int:
+    """Bytes of ``t``, floating tensors counted in ``dtype`` when given."""
+    return t.numel() * (dtype.itemsize if dtype is not None and t.is_floating_point() else t.element_size())
+
+
+def _rows(model: nn.Module, step: _Step) -> tuple[LayerMemory, ...]:
+    """A row per module that saved something, had a transient or is a leaf, in forward order."""
+    rows, so_far = [], 0
+    modules = dict(model.named_modules())
+    for name, saved in step.saved.items():
+        module = modules.get(name)
+        leaf = module is not None and next(module.children(), None) is None
+        if not (saved or step.transients.get(name) or leaf):
+            continue  # a container that only called its children
+        so_far += saved
+        kind = type(module).__name__ if module is not None else "?"
+        rows.append(LayerMemory(name or "(model)", kind, saved, so_far, step.transients.get(name, 0)))
+    return tuple(rows)
+
+
 def _amp_dtype(amp: torch.dtype | str | None) -> torch.dtype | None:
-    if amp is None or amp is False:
+    if amp is None:
         return None
     dt = amp if isinstance(amp, torch.dtype) else _AMP.get(str(amp).lower())
     if dt not in (torch.bfloat16, torch.float16):
@@ -591,9 +613,7 @@ def _amp_dtype(amp: torch.dtype | str | None) -> torch.dtype | None:
     return dt
 
 
-def _inputs(
-    model: nn.Module, input: InputSpec, batch: int
-) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
+def _inputs(model: nn.Module, input: InputSpec, batch: int) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
     """Shape (batch included) and dtype (None: the model's) per ``forward`` argument."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InputError(f"batch={batch!r} — the batch size is a positive int, e.g. batch=32")
@@ -694,30 +714,18 @@ def memory_plan(
     amp_dtype = _amp_dtype(amp)
     inputs = _inputs(model, input, batch)
     unique = list(model.parameters())
-    itemsize = {id(p): (dtype.itemsize if dtype is not None and p.is_floating_point() else p.element_size()) for p in unique}
-    weights = sum(p.numel() * itemsize[id(p)] for p in unique)
-    buffers = sum(
-        b.numel() * (dtype.itemsize if dtype is not None and b.is_floating_point() else b.element_size())
-        for b in model.buffers()
-    )
+    weights = sum(_nbytes(p, dtype) for p in unique)
+    buffers = sum(_nbytes(b, dtype) for b in model.buffers())
     train = _simulate(model, inputs, train=True, amp=amp_dtype, dtype=dtype)
     infer = _simulate(model, inputs, train=False, amp=amp_dtype, dtype=dtype)
-    with_grad = [(p, p.numel() * itemsize[id(p)]) for p, got in zip(unique, train.got_grad) if got]
+    with_grad = [(p, _nbytes(p, dtype)) for p, got in zip(unique, train.got_grad) if got]
     name, state, step_transient = _optimizer_bytes(optimizer, with_grad)
-    fixed = weights + buffers + train.gradients + state
 
     def replan(b: int) -> int:
-        step = _simulate(model, {k: ((b, *s[1:]), dt) for k, (s, dt) in inputs.items()}, train=True, amp=amp_dtype, dtype=dtype)
+        again = {k: ((b, *shape[1:]), dt) for k, (shape, dt) in inputs.items()}
+        step = _simulate(model, again, train=True, amp=amp_dtype, dtype=dtype)
         return step.activations + step.transient
 
-    rows, so_far = [], 0
-    modules = dict(model.named_modules())
-    for module, saved in train.saved.items():
-        leaf = module in modules and not any(True for _ in modules[module].children())
-        if not (saved or train.transients.get(module) or leaf):
-            continue  # a container that only called its children
-        so_far += saved
-        rows.append(LayerMemory(module or "(model)", type(modules[module]).__name__ if module in modules else "?", saved, so_far, train.transients.get(module, 0)))
     trainable = sum(p.numel() for p in unique if p.requires_grad)
     return MemoryPlan(
         model_name=type(model).__name__,
@@ -735,7 +743,7 @@ def memory_plan(
         step_transient=step_transient,
         inference_peak=weights + buffers + infer.in_use_peak,
         peak_at=train.peak_at,
-        layers=tuple(rows),
+        layers=_rows(model, train),
         trainable=trainable,
         frozen=sum(p.numel() for p in unique) - trainable,
         _replan=replan,
