@@ -1,94 +1,29 @@
 """memory_plan against what PyTorch really does on the CPU: saved bytes, gradients, optimizer state.
 
-The reference numbers are measured here, by code independent of torchsurgeon: a real CPU forward
-under ``torch.autograd.graph.saved_tensors_hooks`` (unique storages, parameters and buffers
-excluded), a real backward (``.grad`` bytes) and a real optimizer step (``optimizer.state`` bytes).
+The reference numbers are measured by code independent of torchsurgeon
+(``models.measure_training_step``): a real CPU forward under
+``torch.autograd.graph.saved_tensors_hooks`` (unique storages, parameters and buffers excluded),
+a real backward (``.grad`` bytes); here, a real optimizer step (``optimizer.state`` bytes).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import timm
 import torch
 import torchvision
 from torch import nn
 
+from models import MEMORY_BATCH as BATCH
+from models import MEMORY_MODELS as MODELS
+from models import MEMORY_SIZE as SIZE
+from models import measure_training_step as measure
+from models import resnet18_frozen_stem as _resnet18_frozen_stem
 from torchsurgeon import InputError, MemoryPlanError, memory_plan
 from torchsurgeon.memory import parse_bytes
-
-SIZE = (3, 64, 64)
-BATCH = 2
-
-
-@dataclass(frozen=True)
-class Measured:
-    """What one real CPU training step kept: bytes saved for backward, gradient bytes."""
-
-    saved: int
-    gradients: int
-
-
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
-
-
-def measure(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None = None) -> Measured:
-    """One real forward and backward on the CPU, in training mode."""
-    model.train()
-    weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in weights:
-            saved.setdefault(storage.data_ptr(), storage.nbytes())
-        return t
-
-    torch.manual_seed(0)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with torch.autocast("cpu", amp, enabled=amp is not None):
-            out = model(x)
-    outs = [t for t in _tensors(out) if t.requires_grad]
-    torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
-    grads = {id(p): p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    return Measured(sum(saved.values()), sum(grads.values()))
-
-
-def _resnet18_frozen_stem() -> nn.Module:
-    model = torchvision.models.resnet18()
-    for name, p in model.named_parameters():
-        if name.startswith(("conv1.", "bn1.", "layer1.", "layer2.")):
-            p.requires_grad_(False)
-    return model
-
-
-# name -> (builder, amp): the issue asks for a frozen stem, a ViT, in-place activations, bf16 CPU autocast, dropout
-MODELS: dict[str, tuple[Callable[[], nn.Module], torch.dtype | None]] = {
-    "resnet18": (torchvision.models.resnet18, None),
-    "resnet18 stem+layer1-2 frozen": (_resnet18_frozen_stem, None),
-    "mobilenet_v3_small (in-place, dropout)": (torchvision.models.mobilenet_v3_small, None),
-    "vit_tiny (timm)": (lambda: timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64), None),
-    "resnet18 bf16 autocast": (torchvision.models.resnet18, torch.bfloat16),
-    "squeezenet1_0 (dropout, in-place)": (torchvision.models.squeezenet1_0, None),
-    "efficientnet_b0 (dropout, stochastic depth)": (torchvision.models.efficientnet_b0, None),
-    "vit_tiny bf16 autocast": (
-        lambda: timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64),
-        torch.bfloat16,
-    ),
-}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
