@@ -8,8 +8,12 @@ a real backward (``.grad`` bytes); here, a real optimizer step (``optimizer.stat
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -195,3 +199,41 @@ def test_parse_bytes() -> None:
     assert parse_bytes("80 GB") == 80 * 10**9
     with pytest.raises(InputError, match="budget -1 is negative"):
         parse_bytes(-1)
+
+
+def test_everything_frozen_saves_nothing_and_needs_no_gradient() -> None:
+    model = _mlp().requires_grad_(False)
+    plan = memory_plan(model, (100,), batch=8)
+    assert (plan.activations, plan.gradients, plan.optimizer_state, plan.trainable) == (0, 0, 0, 0)
+    assert plan.peak == plan.weights + plan.transient
+
+
+def test_concurrent_plans_give_the_serial_answers() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    models = [_mlp(), _resnet18_frozen_stem(), torchvision.models.squeezenet1_0()]
+    inputs = [(100,), (3, 32, 32), (3, 32, 32)]
+    serial = [memory_plan(m, x, batch=2).to_dict() for m, x in zip(models, inputs)]
+    with ThreadPoolExecutor(3) as pool:
+        threaded = list(
+            pool.map(lambda mx: memory_plan(mx[0], mx[1], batch=2).to_dict(), list(zip(models, inputs)) * 2)
+        )
+    assert threaded == serial * 2
+
+
+@pytest.mark.zoo
+def test_7b_decoder_on_meta_in_under_30_s_and_2_gib() -> None:
+    """The issue's scale target, in a fresh process so that its peak RSS is its own."""
+    code = (
+        "import resource, time, torch; from models import llama_7b_on_meta; from torchsurgeon import memory_plan\n"
+        "model = llama_7b_on_meta(); start = time.perf_counter()\n"
+        "plan = memory_plan(model, (4096,), batch=8, optimizer='adamw', amp=torch.bfloat16)\n"
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "print(time.perf_counter() - start, rss, plan.activations)"
+    )
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent / "src")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    seconds, rss, activations = (float(v) for v in done.stdout.split())
+    assert seconds < 30 and rss < 2 * 2**30, (seconds, rss)
+    assert activations > 100 * 2**30  # 32 layers x 32,768 tokens x 4,096 wide: hundreds of GiB, nothing allocated
