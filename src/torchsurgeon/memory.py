@@ -206,6 +206,16 @@ class MemoryPlan:
         MemoryPlanError
             When the plan cannot be recomputed (built by hand) or the batch
             exceeds 2**31 (the peak does not grow with the batch).
+
+        Examples
+        --------
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(100, 200), nn.ReLU(), nn.Linear(200, 10))
+        >>> plan = memory_plan(net, (100,), batch=8, optimizer="sgd")
+        >>> plan.weights + plan.gradients, (plan.activations + plan.transient) // 8
+        (177680, 2880)
+        >>> plan.max_batch("1MiB")  # (2**20 - 177,680) // 2,880 samples
+        302
         """
         limit = parse_bytes(budget)
         replan = self._replan
@@ -231,9 +241,8 @@ class MemoryPlan:
             hi = min((b for b, a in acts.items() if a > room and b > lo), default=None)
             if hi is not None and hi - lo == 1:
                 return lo
-            if hi is None:  # extrapolate the line through batch 1 and the largest batch that fits
-                base = 1 if lo > 1 else 2
-                slope = (acts[lo] - acts[base]) / (lo - base) if lo != base else acts[2] - acts[1]
+            if hi is None:  # extrapolate the line through batch 1 and the largest batch that fits (>= 2)
+                slope = (acts[lo] - acts[1]) / (lo - 1)
                 if slope <= 0:
                     raise MemoryPlanError(
                         f"the activations of {self.model_name} do not grow with the batch — "
