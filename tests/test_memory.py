@@ -237,3 +237,16 @@ def test_7b_decoder_on_meta_in_under_30_s_and_2_gib() -> None:
     seconds, rss, activations = (float(v) for v in done.stdout.split())
     assert seconds < 30 and rss < 2 * 2**30, (seconds, rss)
     assert activations > 100 * 2**30  # 32 layers x 32,768 tokens x 4,096 wide: hundreds of GiB, nothing allocated
+
+
+def test_hugging_face_decoder_by_input_name() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+    )
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    plan = memory_plan(model, {"input_ids": (16,)}, batch=2, amp="bf16")
+    real = measure(model, torch.randint(0, 1000, (2, 16)), torch.bfloat16)
+    assert plan.input_shapes == {"input_ids": (2, 16)}
+    assert plan.activations == pytest.approx(real.saved, rel=0.05) and plan.gradients == real.gradients
