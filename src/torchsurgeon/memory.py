@@ -28,26 +28,20 @@ docs/memory.md.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import itertools
 import re
-import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.utils._pytree as pytree
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from .copies import detached_copy
-from .errors import InputError, MemoryPlanError, failure_reason
+from .errors import InputError, MemoryPlanError
+from .fakestep import SimulatedStep, simulate_step
 from .records import LayerMemory, OptimizerKind
 from .report import format_bytes, format_count, format_shape, memory_table
-from .shapes import InputSpec, input_dtype_for, normalize_input
+from .shapes import InputSpec, normalize_input
 from .trace import forward_inputs, unwrap_model
 
 __all__ = ("MemoryPlan", "memory_plan", "parse_bytes")
@@ -393,203 +387,6 @@ def _optimizer_bytes(optimizer: Any, params: list[tuple[nn.Parameter, int]]) -> 
     return name, state, lists * (temporaries if foreach else largest)
 
 
-# --------------------------------------------------------------------------- the simulated step
-
-
-def _storage_key(t: torch.Tensor) -> int | None:
-    try:
-        return int(t.untyped_storage()._cdata)
-    except (RuntimeError, NotImplementedError, TypeError):  # sparse and other storage-less tensors
-        return None
-
-
-class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
-    """Every storage a fake step allocates, op by op: its bytes, the op that made it, the op before which it died.
-
-    Storages are followed through the Python objects of the fake tensors
-    that share them (views, ``detach``); a storage dies with the last one
-    (fake tensors are tensor subclasses: their Python object lives as long
-    as any C++ reference).  Parameters and buffers are not followed.
-    """
-
-    def __init__(self, excluded: set[int | None]) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.excluded = excluded
-        self.stack: list[str] = []  # modules running, innermost last
-        self.backward = False
-        self.ops: list[tuple[str, str]] = []  # per op: (module or "backward", op name)
-        self.forward_ops = 0
-        self.lives: list[list[int]] = []  # per storage: [bytes, first op, op before which it died or -1]
-        self._live: dict[int, list[int]] = {}  # storage key -> [storage index, tensors alive]
-        self._tensors: set[int] = set()
-
-    def module(self) -> str:
-        """The innermost module running (forward), else ``backward``."""
-        return "backward" if self.backward else self.stack[-1] if self.stack else ""
-
-    def __torch_dispatch__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
-    ) -> Any:
-        out = func(*args, **(kwargs or {}))
-        for t in pytree.tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                self.track(t)
-        self.ops.append((self.module(), str(getattr(func, "__name__", func))))
-        return out
-
-    def track(self, t: torch.Tensor) -> int | None:
-        """The index of ``t``'s storage, following it from now on; None for parameters and buffers."""
-        key = _storage_key(t)
-        if key in self.excluded or key is None:
-            return None
-        entry = self._live.get(key)
-        if entry is None:
-            entry = self._live[key] = [len(self.lives), 0]
-            self.lives.append([t.untyped_storage().nbytes(), len(self.ops), -1])
-        if id(t) not in self._tensors:
-            self._tensors.add(id(t))
-            entry[1] += 1
-            weakref.finalize(t, self._release, key, id(t))
-        return entry[0]
-
-    def _release(self, key: int, tensor: int) -> None:
-        self._tensors.discard(tensor)
-        entry = self._live.get(key)
-        if entry is not None:
-            entry[1] -= 1
-            if entry[1] <= 0:
-                del self._live[key]
-                self.lives[entry[0]][2] = len(self.ops)
-
-    def in_use(self, skip: set[int]) -> list[int]:
-        """Bytes in use after each op, storages in ``skip`` left out."""
-        delta = [0] * (len(self.ops) + 1)
-        for index, (nbytes, first, died) in enumerate(self.lives):
-            if index not in skip:
-                delta[min(first, len(self.ops))] += nbytes
-                delta[died if died >= 0 else len(self.ops)] -= nbytes
-        return list(itertools.accumulate(delta))[: len(self.ops)] or [0]
-
-
-@dataclass
-class _Step:
-    """What one simulated forward (and backward) saw."""
-
-    activations: int = 0
-    gradients: int = 0
-    transient: int = 0
-    peak_at: str = ""
-    in_use_peak: int = 0
-    saved: dict[str, int] = field(default_factory=dict)  # module -> bytes it saved first, modules in forward order
-    transients: dict[str, int] = field(default_factory=dict)  # module -> most in use beyond activations, forward
-    got_grad: list[bool] = field(default_factory=list)  # per parameter of the model, in order
-
-
-def _fake_like(mode: FakeTensorMode, t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    with mode:
-        return torch.empty(t.shape, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
-
-
-def _tensors_in(value: Any) -> Iterator[torch.Tensor]:
-    """The tensors of a model output: tensors, tuples, lists, dicts (Hugging Face outputs are dicts)."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors_in(v)
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _tensors_in(v)
-
-
-def _call(module: nn.Module, inputs: Mapping[str, torch.Tensor]) -> Any:
-    """``module(...)`` with the inputs by name (positional-only arguments by position)."""
-    params = inspect.signature(module.forward).parameters
-    positional = [n for n, p in params.items() if p.kind == p.POSITIONAL_ONLY and n in inputs]
-    return module(*(inputs[n] for n in positional), **{n: v for n, v in inputs.items() if n not in positional})
-
-
-def _simulate(
-    model: nn.Module,
-    inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype | None]],
-    *,
-    train: bool,
-    amp: torch.dtype | None,
-    dtype: torch.dtype | None,
-) -> _Step:
-    """One forward (train: and backward) of a fake-tensor copy of ``model``; the model itself is not run."""
-    fake = FakeTensorMode(allow_non_fake_inputs=True)
-    copy = detached_copy(model, lambda t: _fake_like(fake, t, dtype)).train(train)
-    params = list(copy.parameters())
-    storages = _Storages({_storage_key(t) for t in itertools.chain(params, copy.buffers())})
-    handles = []
-    for name, module in copy.named_modules():
-
-        def enter(_m: nn.Module, _args: Any, name: str = name) -> None:
-            storages.stack.append(name)
-
-        def leave(_m: nn.Module, _args: Any, _out: Any) -> None:
-            storages.stack.pop()
-
-        handles.append(module.register_forward_pre_hook(enter))
-        handles.append(module.register_forward_hook(leave))  # not on failure: the stack names the module
-    step = _Step()
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        index = storages.track(t)
-        if index is not None and index not in saved:
-            saved[index] = storages.lives[index][0]
-            step.saved[storages.module()] = step.saved.get(storages.module(), 0) + saved[index]
-        return t.detach()  # the same storage, without the output's grad_fn (no reference cycle)
-
-    try:
-        with fake, storages:
-            values = {}
-            for name, (shape, dt) in inputs.items():
-                values[name] = torch.empty(shape, dtype=dt or input_dtype_for(name, copy))
-            hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else contextlib.nullcontext()
-            autocast = torch.autocast("cpu", amp) if amp is not None else contextlib.nullcontext()
-            with torch.set_grad_enabled(train), hooks, autocast:
-                out = _call(copy, values)
-            storages.forward_ops = len(storages.ops)
-            outs = [t for t in _tensors_in(out) if t.requires_grad] if train else []
-            storages.backward = True
-            if outs:
-                torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
-    except Exception as exc:
-        where = storages.module() or "(model)"
-        raise MemoryPlanError(
-            f"{type(model).__name__}: the {'backward' if storages.backward else 'forward'} of a fake-tensor copy "
-            f"failed in {where} ({failure_reason(exc)}) — memory_plan runs the model on tensors without values: "
-            "Python that reads values (if x.sum() > 0, .item(), nonzero) cannot run; plan the parts around it"
-        ) from exc
-    finally:
-        for handle in handles:
-            handle.remove()
-    grads: dict[int, int] = {}
-    for p in params:
-        step.got_grad.append(p.grad is not None)
-        if p.grad is not None:
-            index = storages.track(p.grad)
-            if index is not None:
-                grads[index] = storages.lives[index][0]
-    step.activations, step.gradients = sum(saved.values()), sum(grads.values())
-    beyond = storages.in_use(set(saved) | set(grads))
-    at = max(range(len(beyond)), key=beyond.__getitem__)
-    step.transient = beyond[at]
-    step.in_use_peak = max(storages.in_use(set()))
-    if storages.ops:
-        module, op = storages.ops[at]
-        step.peak_at = f"backward, {op}" if module == "backward" else f"forward, {module or '(model)'} ({op})"
-    order = dict.fromkeys(module for module, _ in storages.ops[: storages.forward_ops])
-    step.saved = {module: step.saved.get(module, 0) for module in [*order, *step.saved]}
-    for (module, _), value in zip(storages.ops[: storages.forward_ops], beyond):
-        step.transients[module] = max(step.transients.get(module, 0), value)
-    del out, outs, values
-    return step
-
-
 # --------------------------------------------------------------------------- the public entry
 
 
@@ -598,7 +395,7 @@ def _nbytes(t: torch.Tensor, dtype: torch.dtype | None) -> int:
     return t.numel() * (dtype.itemsize if dtype is not None and t.is_floating_point() else t.element_size())
 
 
-def _rows(model: nn.Module, step: _Step) -> tuple[LayerMemory, ...]:
+def _rows(model: nn.Module, step: SimulatedStep) -> tuple[LayerMemory, ...]:
     """A row per module that saved something, had a transient or is a leaf, in forward order."""
     rows, so_far = [], 0
     modules = dict(model.named_modules())
@@ -725,14 +522,14 @@ def memory_plan(
     unique = list(model.parameters())
     weights = sum(_nbytes(p, dtype) for p in unique)
     buffers = sum(_nbytes(b, dtype) for b in model.buffers())
-    train = _simulate(model, inputs, train=True, amp=amp_dtype, dtype=dtype)
-    infer = _simulate(model, inputs, train=False, amp=amp_dtype, dtype=dtype)
+    train = simulate_step(model, inputs, train=True, amp=amp_dtype, dtype=dtype)
+    infer = simulate_step(model, inputs, train=False, amp=amp_dtype, dtype=dtype)
     with_grad = [(p, _nbytes(p, dtype)) for p, got in zip(unique, train.got_grad) if got]
     name, state, step_transient = _optimizer_bytes(optimizer, with_grad)
 
     def replan(b: int) -> int:
         again = {k: ((b, *shape[1:]), dt) for k, (shape, dt) in inputs.items()}
-        step = _simulate(model, again, train=True, amp=amp_dtype, dtype=dtype)
+        step = simulate_step(model, again, train=True, amp=amp_dtype, dtype=dtype)
         return step.activations + step.transient
 
     trainable = sum(p.numel() for p in unique if p.requires_grad)
