@@ -187,7 +187,98 @@ def _worker(task: str, warmup: int, repeat: int) -> dict[str, Any]:
         return _zoo_worker()
     if kind == "profile":
         return _profile_worker()
+    if kind == "memory":
+        return _memory_worker()
+    if kind == "memory7b":
+        return _memory_7b_worker(rest)
+    if kind == "memory-resnet50":
+        return _memory_resnet50_worker()
     raise ValueError(task)
+
+
+def _memory_worker() -> dict[str, Any]:
+    """memory_plan vs a real CPU training step vs torchinfo, on the models of tests/test_memory.py."""
+    import torch
+    import torchinfo
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from models import MEMORY_BATCH, MEMORY_MODELS, MEMORY_SIZE, measure_training_step
+    from torchsurgeon import memory_plan
+
+    rows = []
+    for name, (build, amp) in MEMORY_MODELS.items():
+        torch.manual_seed(0)
+        model = build()
+        start = time.perf_counter()
+        plan = memory_plan(model, MEMORY_SIZE, batch=MEMORY_BATCH, amp=amp)
+        seconds = time.perf_counter() - start
+        real = measure_training_step(model, torch.randn(MEMORY_BATCH, *MEMORY_SIZE), amp)
+        stats = torchinfo.summary(model, input_size=(MEMORY_BATCH, *MEMORY_SIZE), verbose=0, mode="train")
+        rows.append(
+            {
+                "model": name,
+                "measured": real.saved,
+                "activations": plan.activations,
+                "gradients": plan.gradients,
+                "measured_gradients": real.gradients,
+                "peak": plan.peak,
+                "seconds": seconds,
+                "torchinfo_pass": stats.total_output_bytes,
+                "torchinfo_total": stats.total_input + stats.total_output_bytes + stats.total_param_bytes,
+            }
+        )
+    return {"rows": rows, "batch": MEMORY_BATCH, "size": list(MEMORY_SIZE)}
+
+
+def _memory_7b_worker(which: str) -> dict[str, Any]:
+    """Plan a 7B LLaMA-style decoder on meta at batch 8 × 4,096 tokens (bf16 autocast, AdamW): time and RSS."""
+    import torch
+
+    from torchsurgeon import memory_plan
+
+    if which == "hf":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32
+        )
+        with torch.device("meta"):
+            model: Any = LlamaForCausalLM(config)
+        spec: Any = {"input_ids": (4096,)}
+    else:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from models import llama_7b_on_meta
+
+        model, spec = llama_7b_on_meta(), (4096,)
+    start = time.perf_counter()
+    plan = memory_plan(model, spec, batch=8, optimizer="adamw", amp=torch.bfloat16)
+    seconds = time.perf_counter() - start
+    totals = {k: v for k, v in plan.to_dict().items() if k != "layers"}
+    return {"seconds": seconds, "peak_rss": _peak_rss_bytes(), "plan": totals}
+
+
+def _memory_resnet50_worker() -> dict[str, Any]:
+    """The largest resnet50 batch (3×224×224, AdamW) in 24 GiB: fully trainable vs frozen backbone (fc only)."""
+    import torchvision
+
+    from torchsurgeon import memory_plan
+
+    model = torchvision.models.resnet50()
+    out: dict[str, Any] = {}
+    for what in ("full", "frozen backbone"):
+        if what != "full":
+            for name, p in model.named_parameters():
+                p.requires_grad_(name.startswith("fc."))
+        start = time.perf_counter()
+        plan = memory_plan(model, (3, 224, 224), batch=32, optimizer="adamw")
+        best = plan.max_batch("24GiB")
+        out[what] = {
+            "max_batch": best,
+            "seconds": time.perf_counter() - start,
+            "peak_32": plan.peak,
+            "activations_32": plan.activations,
+        }
+    return out
 
 
 def _sweep_worker(warmup: int, repeat: int) -> dict[str, Any]:
@@ -480,6 +571,65 @@ def _machine() -> list[str]:
     ]
 
 
+def _memory_sections(args: argparse.Namespace) -> list[str]:
+    """The memory planner's tables (issue 11): plan vs measured vs torchinfo, the 7B decoder, resnet50 in 24 GiB."""
+    table = _spawn("memory:", args)
+    lines = ["## Memory plan (issue 11)", ""]
+    if "rows" in table:
+        b, size = table["batch"], "×".join(str(d) for d in table["size"])
+        lines += [
+            f"Batch {b} × ({size}), AdamW, CPU. *Measured*: bytes autograd saved in a real CPU training-mode forward "
+            "(`saved_tensors_hooks`, unique storages, parameters and buffers excluded; "
+            "`tests/models.py:measure_training_step`). torchinfo: `summary(model, input_size, mode='train')` "
+            "(no autocast): its *Forward/backward pass size* and *Estimated Total Size*.",
+            "",
+            "| model | measured saved | `plan.activations` | plan / measured | torchinfo fwd/bwd pass | "
+            "torchinfo / measured | torchinfo Estimated Total | `plan.peak` | gradients plan = real | plan time |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in table["rows"]:
+            lines.append(
+                f"| {r['model']} | {_mib(r['measured'])} | {_mib(r['activations'])} | "
+                f"{r['activations'] / r['measured']:.3f} | {_mib(r['torchinfo_pass'])} | "
+                f"{r['torchinfo_pass'] / r['measured']:.2f} | {_mib(r['torchinfo_total'])} | {_mib(r['peak'])} | "
+                f"{'yes' if r['gradients'] == r['measured_gradients'] else 'NO'} | {_ms(r['seconds'])} |"
+            )
+    else:
+        lines.append(f"fails: {table.get('error')}")
+    lines += ["", "7B LLaMA-style decoder on meta, batch 8 × 4,096 tokens, AdamW, bf16 autocast:", ""]
+    lines += ["| model | plan time | peak RSS (whole process) | activations | `plan.peak` |", "|---|---|---|---|---|"]
+    for which, label in (("decoder", "tests/models.py LlamaDecoder"), ("hf", "transformers LlamaForCausalLM")):
+        r = _spawn(f"memory7b:{which}", args)
+        if "seconds" in r:
+            plan = r["plan"]
+            lines.append(
+                f"| {label} | {_ms(r['seconds'])} | {_gib(r['peak_rss'])} | {_gib(plan['activations'])} | "
+                f"{_gib(plan['peak'])} |"
+            )
+        else:
+            lines.append(f"| {label} | fails: {r.get('error')} | | | |")
+    r50 = _spawn("memory-resnet50:", args)
+    lines += ["", "resnet50, 3×224×224, AdamW, fp32: the largest batch whose planned peak fits in 24 GiB:", ""]
+    lines += ["| trainable | max batch in 24 GiB | peak at batch 32 | time (plan + max_batch) |", "|---|---|---|---|"]
+    for what in ("full", "frozen backbone"):
+        if what in r50:
+            r = r50[what]
+            lines.append(f"| {what} | {r['max_batch']} | {_gib(r['peak_32'])} | {_ms(r['seconds'])} |")
+    if "error" in r50:
+        lines.append(f"| fails: {r50['error']} | | | |")
+    lines += [
+        "",
+        "No GPU was lent to this machine: `plan.peak` has not been compared with "
+        "`torch.cuda.max_memory_allocated()` over a real training step (docs/memory.md).",
+        "",
+    ]
+    return lines
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.2f} MiB"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median; >= 5)")
@@ -491,6 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="Markdown file to write")
     parser.add_argument("--only", nargs="*", default=None, help="case keys to run (default: all)")
+    parser.add_argument("--memory", action="store_true", help="only the memory planner's tables, printed (no file)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -499,6 +650,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.repeat < 5:
         parser.error("--repeat must be at least 5 (the median of >= 5 runs)")
 
+    if args.memory:
+        print("\n".join(_memory_sections(args)))
+        return 0
     load_before = os.getloadavg()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for case in CASES:
@@ -517,6 +671,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("zoo ...", flush=True)
     zoo = _spawn("zoo:", args)
     profile = _spawn("profile:", args)
+    print("memory ...", flush=True)
+    memory = _memory_sections(args)
 
     load_after = os.getloadavg()
     lines = ["# torchsurgeon benchmarks", ""]
@@ -567,6 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for target, measured, met in _targets(results, sweep, zoo, profile.get("stages", {})):
         lines.append(f"| {target} | {measured} | {'yes' if met else 'no' if met is not None else '?'} |")
     lines += ["", *_why(results, sweep, profile.get("stages", {}))]
+    lines += memory
     if "profile" in profile:
         lines += [
             "",
