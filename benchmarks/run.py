@@ -188,7 +188,8 @@ def _worker(task: str, warmup: int, repeat: int) -> dict[str, Any]:
     if kind == "profile":
         return _profile_worker()
     if kind == "zoos":
-        return _zoos_worker(rest, warmup)
+        library, _, threads = rest.partition("|")
+        return _zoos_worker(library, warmup, int(threads or 0))
     raise ValueError(task)
 
 
@@ -331,14 +332,20 @@ def _zoo_models(library: str) -> list[tuple[str, Callable[[], Any], Any, int, An
     return [(name, build, shapes[name], batch, torch.randn(batch, *shapes[name])) for name, build in builds.items()]
 
 
-def _zoos_worker(library: str, warmup: int) -> dict[str, Any]:
-    """Per model of one zoo: paramcount, torchinfo.summary and a real forward, interleaved, in this one process."""
+def _zoos_worker(library: str, warmup: int, threads: int) -> dict[str, Any]:
+    """Per model of one zoo: paramcount, torchinfo.summary and a real forward, interleaved, in this one process.
+
+    ``threads`` > 0 sets torch's intra-op threads (0: torch's default).
+    """
     import collections
 
     import torch
     import torchinfo
 
     from torchsurgeon import paramcount
+
+    if threads > 0:
+        torch.set_num_threads(threads)
 
     began = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -461,6 +468,10 @@ def _zoos_table(results: dict[str, dict[str, Any]]) -> list[str]:
     return [*lines, "", *summaries]
 
 
+def _threads(n: int) -> str:
+    return "torch's default threads" if n <= 0 else f"{n} torch thread{'s' * (n != 1)} (`torch.set_num_threads`)"
+
+
 def _zoos_section(args: argparse.Namespace) -> list[str]:
     """Run one subprocess per library and return the results.md section (heading, protocol, table, summaries)."""
     start = time.monotonic()
@@ -468,7 +479,7 @@ def _zoos_section(args: argparse.Namespace) -> list[str]:
     results: dict[str, dict[str, Any]] = {}
     for library in ZOO_LIBRARIES:
         print(f"zoo {library} ...", end=" ", flush=True)
-        results[library] = r = _spawn(f"zoos:{library}", args)
+        results[library] = r = _spawn(f"zoos:{library}|{args.zoo_threads}", args)
         print(r.get("error", f"{len(r.get('rows', []))} models"), flush=True)
     seconds = time.monotonic() - start
     working = sum(r.get("seconds", 0.0) for r in results.values())
@@ -476,7 +487,8 @@ def _zoos_section(args: argparse.Namespace) -> list[str]:
         "## Third-party zoos: paramcount vs torchinfo.summary (issue 10, point 5)",
         "",
         f"Every model of tests/test_zoo_transformers.py, test_zoo_smp.py, test_zoo_monai.py and "
-        f"test_zoo_open_clip.py, built as the tests build them, in `eval()` mode. One process per library; per "
+        f"test_zoo_open_clip.py, built as the tests build them, in `eval()` mode. One process per library, "
+        f"{_threads(args.zoo_threads)}; per "
         f"model the median of {ZOO_REPEAT} runs after {args.warmup} warm-up, the three measurements interleaved: "
         "`paramcount(model, input)` (the test's input spec), `torchinfo.summary(model, input_data=x, verbose=0)` "
         "and one `model(x)` forward under `no_grad` (x: real CPU tensors, token ids for `*_ids`, a dict for dict "
@@ -487,7 +499,8 @@ def _zoos_section(args: argparse.Namespace) -> list[str]:
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; load average (1 min) "
         f"before / after: {load[0]:.2f} / {os.getloadavg()[0]:.2f}; section wall time {seconds:.0f} s, of which "
         f"{working:.0f} s measuring in the four processes (the rest: waiting for idle cores, starting the processes); "
-        f"command: `{Path(sys.executable).name} benchmarks/run.py{' --zoos-only' if args.zoos_only else ''}`",
+        f"command: `{Path(sys.executable).name} benchmarks/run.py{' --zoos-only' if args.zoos_only else ''}"
+        f"{f' --zoo-threads {args.zoo_threads}' if args.zoo_threads != 1 else ''}`",
         "",
         *_zoos_table(results),
         "",
@@ -723,6 +736,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="case keys to run (default: all)")
     parser.add_argument(
         "--zoos-only", action="store_true", help="run only the third-party zoos section; update it in --output"
+    )
+    parser.add_argument(
+        "--zoo-threads",
+        type=int,
+        default=1,
+        help="torch threads in the zoos section (0: torch's default); 1 keeps tiny forwards stable on a busy machine",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -356,6 +356,31 @@ def _to_meta_like(value: Any) -> Any:
 
 
 @SETTINGS
+@given(data=st.data(), mode=st.sampled_from(["constant", "constant", "reflect", "replicate"]))
+def test_pad_rules_match_meta_and_cpu(data: st.DataObject, mode: str) -> None:
+    x, build = data.draw(tensors(min_rank=1, max_rank=4))
+    n = data.draw(st.integers(1, x.dim()))
+    pad = tuple(data.draw(st.lists(st.integers(-1, 3), min_size=2 * n, max_size=2 * n)))
+    answered = _check(function_rule(F.pad), (x, pad), {"mode": mode}, lambda: F.pad(x, pad, mode=mode))
+    if answered:
+        cpu = F.pad(build("cpu"), pad, mode=mode)
+        assert tuple(cpu.shape) == tuple(_apply(function_rule(F.pad), (x, pad), {"mode": mode}).shape)
+    sizes = [int(x.shape[-1 - i]) + pad[2 * i] + pad[2 * i + 1] for i in range(n)]
+    layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    ambiguous = layout is not None and x.is_contiguous(memory_format=layout)
+    constant = x.is_contiguous() and not ambiguous and min(sizes) > 0  # what the rule answers in constant mode
+    assert answered == (mode == "constant" and constant)
+    if n == 2 and x.dim() in (3, 4):
+        module = nn.ZeroPad2d(pad)  # constant mode, whatever ``mode`` is
+        out = _apply_module(module, x)
+        if out is not FALLBACK:
+            expected, error = _run(lambda: module(x))
+            assert error is None
+            _same(out, expected)
+        assert (out is not FALLBACK) == constant
+
+
+@SETTINGS
 @given(data=st.data(), fn=st.sampled_from([torch.cat, torch.stack]))
 def test_cat_and_stack_rules_match_meta(data: st.DataObject, fn: Callable[..., Any]) -> None:
     first, _ = data.draw(tensors(min_rank=1))
