@@ -30,9 +30,7 @@ import json
 import os
 import platform
 import pstats
-import resource
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -41,7 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness import ROOT, describe_error, gib, ms, peak_rss_bytes, replace_section, spawn, time_runs
+from memory_plans import memory_7b_worker, memory_resnet50_worker, memory_sections, memory_worker
+from zoos import zoos_section, zoos_worker
+
 RESULTS = ROOT / "benchmarks" / "results.md"
 TOOLS = ("torchsurgeon", "torchinfo", "fvcore", "fx ShapeProp")
 SWEEP_SHAPES = [  # channels and sizes: 5 different sizes
@@ -89,10 +90,6 @@ CASES = (
 
 
 # --------------------------------------------------------------------------- worker side
-
-
-def _peak_rss_bytes() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
 
 
 def _build(case: Case) -> tuple[Any, Any]:
@@ -145,28 +142,6 @@ def _tool(name: str, case: Case, model: Any, x: Any) -> Callable[[], Any]:
     raise ValueError(name)
 
 
-def _time(fn: Callable[[], Any], warmup: int, repeat: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def _describe_error(exc: BaseException) -> str:
-    while exc.__cause__ is not None:  # torchinfo and ShapeProp wrap the error of the failing layer
-        exc = exc.__cause__
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if "can't allocate memory" in text or isinstance(exc, MemoryError):
-        return "out of memory"
-    if len(text) > 110:
-        text = text[:107] + "..."
-    return f"{type(exc).__name__}: {text}"
-
-
 def _worker(task: str, warmup: int, repeat: int) -> dict[str, Any]:
     warnings.simplefilter("ignore")
     kind, _, rest = task.partition(":")
@@ -177,16 +152,25 @@ def _worker(task: str, warmup: int, repeat: int) -> dict[str, Any]:
         fn = _tool(tool, case, model, x)
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                times = _time(fn, warmup, repeat)
+                times = time_runs(fn, warmup, repeat)
         except Exception as exc:
-            return {"error": _describe_error(exc), "peak_rss": _peak_rss_bytes()}
-        return {"times": times, "peak_rss": _peak_rss_bytes()}
+            return {"error": describe_error(exc), "peak_rss": peak_rss_bytes()}
+        return {"times": times, "peak_rss": peak_rss_bytes()}
     if kind == "sweep":
         return _sweep_worker(warmup, repeat)
     if kind == "zoo":
         return _zoo_worker()
     if kind == "profile":
         return _profile_worker()
+    if kind == "memory":
+        return memory_worker()
+    if kind == "memory7b":
+        return memory_7b_worker(rest)
+    if kind == "memory-resnet50":
+        return memory_resnet50_worker()
+    if kind == "zoos":
+        library, _, threads = rest.partition("|")
+        return zoos_worker(library, warmup, int(threads or 0))
     raise ValueError(task)
 
 
@@ -196,11 +180,11 @@ def _sweep_worker(warmup: int, repeat: int) -> dict[str, Any]:
     from torchsurgeon import paramcount, paramcount_sweep
 
     model = torchvision.models.resnet50().eval()
-    one = _time(lambda: paramcount(model, (3, 224, 224)), warmup, repeat)
-    sweep = _time(lambda: paramcount_sweep(model, SWEEP_SHAPES), warmup, repeat)
-    channels = _time(lambda: paramcount_sweep(model, CHANNEL_SWEEP), warmup, repeat)
-    loop = _time(lambda: [paramcount(model, s) for s in SWEEP_SHAPES], warmup, repeat)
-    return {"one": one, "sweep": sweep, "channels": channels, "loop": loop, "peak_rss": _peak_rss_bytes()}
+    one = time_runs(lambda: paramcount(model, (3, 224, 224)), warmup, repeat)
+    sweep = time_runs(lambda: paramcount_sweep(model, SWEEP_SHAPES), warmup, repeat)
+    channels = time_runs(lambda: paramcount_sweep(model, CHANNEL_SWEEP), warmup, repeat)
+    loop = time_runs(lambda: [paramcount(model, s) for s in SWEEP_SHAPES], warmup, repeat)
+    return {"one": one, "sweep": sweep, "channels": channels, "loop": loop, "peak_rss": peak_rss_bytes()}
 
 
 def _zoo_worker() -> dict[str, Any]:
@@ -223,7 +207,7 @@ def _zoo_worker() -> dict[str, Any]:
             try:
                 paramcount(model, (channels, size, size))
             except Exception as exc:
-                failures.append(f"{name} C={channels}: {_describe_error(exc)}")
+                failures.append(f"{name} C={channels}: {describe_error(exc)}")
         analysed += time.perf_counter() - start
         del model
     return {
@@ -245,10 +229,10 @@ def _profile_worker() -> dict[str, Any]:
     traced = trace(model)
     G = build_graph(traced)
     stages = {
-        "trace": statistics.median(_time(lambda: trace(model), 1, 5)),
-        "graph": statistics.median(_time(lambda: build_graph(traced), 1, 5)),
-        "analysis": statistics.median(_time(lambda: analyse_graph(G, (3, 224, 224)), 1, 5)),
-        "shapes": statistics.median(_time(lambda: propagate_shapes(G, (3, 224, 224)), 1, 5)),
+        "trace": statistics.median(time_runs(lambda: trace(model), 1, 5)),
+        "graph": statistics.median(time_runs(lambda: build_graph(traced), 1, 5)),
+        "analysis": statistics.median(time_runs(lambda: analyse_graph(G, (3, 224, 224)), 1, 5)),
+        "shapes": statistics.median(time_runs(lambda: propagate_shapes(G, (3, 224, 224)), 1, 5)),
     }
     # what paramcount does, in two timed halves of the same calls: the trace, then everything after it
     halves: list[tuple[float, float]] = []
@@ -277,72 +261,13 @@ def _profile_worker() -> dict[str, Any]:
 # --------------------------------------------------------------------------- driver side
 
 
-def _busy_cores(interval: float = 0.5) -> float:
-    """Cores kept busy by any process over ``interval`` seconds (from /proc/stat)."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        idle = fields[3] + fields[4]
-        return sum(fields) - idle, sum(fields)
-
-    busy0, total0 = sample()
-    time.sleep(interval)
-    busy1, total1 = sample()
-    return (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
-
-
-def _wait_until_quiet(max_wait: float) -> float:
-    """Wait (at most ``max_wait`` s) until other processes leave the cores idle; return the busy cores seen."""
-    if not Path("/proc/stat").exists():
-        return float("nan")
-    deadline = time.monotonic() + max_wait
-    busy = _busy_cores()
-    while busy > 0.3 and time.monotonic() < deadline:
-        time.sleep(2.0)
-        busy = _busy_cores()
-    return busy
-
-
-def _spawn(task: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Run one task in a fresh interpreter with a memory cap and a timeout, once the machine is quiet."""
-    limit = int(args.memory_gib * 2**30)
-    busy = _wait_until_quiet(args.quiet_wait)
-
-    def cap_memory() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    cmd = [sys.executable, __file__, "--worker", task, "--warmup", str(args.warmup), "--repeat", str(args.repeat)]
-    try:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=args.timeout, preexec_fn=cap_memory, cwd=ROOT, check=False
-        )
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout (> {args.timeout:.0f} s for {args.warmup} + {args.repeat} runs)"}
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        if "can't allocate memory" in done.stderr or "MemoryError" in done.stderr or done.returncode == -9:
-            return {"error": "out of memory"}
-        return {"error": f"crashed (exit {done.returncode}): {tail[:140]}"}
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    result["busy_before"] = busy
-    return result
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:,.1f} ms" if seconds < 10 else f"{seconds:,.1f} s"
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
 def _cell(result: dict[str, Any], reference: float | None) -> str:
     if "error" in result:
         return f"fails: {result['error']}"
     median = statistics.median(result["times"])
     if reference is None:
-        return _ms(median)
-    return f"{_ms(median)} ({median / reference:,.1f}×)"
+        return ms(median)
+    return f"{ms(median)} ({median / reference:,.1f}×)"
 
 
 def _table(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
@@ -358,7 +283,7 @@ def _table(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         lines.append(f"| {case.label} | " + " | ".join(cells) + " |")
     lines += ["", "| case | " + " | ".join(f"{t} peak RSS" for t in TOOLS) + " |", "|---|" + "---|" * len(TOOLS)]
     for case in CASES:
-        cells = [_gib(r["peak_rss"]) if "peak_rss" in r else "-" for r in (results[case.key][t] for t in TOOLS)]
+        cells = [gib(r["peak_rss"]) if "peak_rss" in r else "-" for r in (results[case.key][t] for t in TOOLS)]
         lines.append(f"| {case.label} | " + " | ".join(cells) + " |")
     return lines
 
@@ -371,8 +296,8 @@ def _why(results: dict[str, dict[str, dict[str, Any]]], sweep: dict[str, Any], s
     lines = [
         "## Where the time goes (resnet50, 1 × 3×224×224)",
         "",
-        f"`trace` (torch.fx symbolic trace + GraphModule) {_ms(t)}, `build_graph` {_ms(g)}, "
-        f"`analyse_graph` {_ms(a)} (of which shape propagation {_ms(sh)}; the rest is parameter accounting, "
+        f"`trace` (torch.fx symbolic trace + GraphModule) {ms(t)}, `build_graph` {ms(g)}, "
+        f"`analyse_graph` {ms(a)} (of which shape propagation {ms(sh)}; the rest is parameter accounting, "
         "FLOPs and the report rows).",
         "",
     ]
@@ -381,17 +306,17 @@ def _why(results: dict[str, dict[str, dict[str, Any]]], sweep: dict[str, Any], s
         budget = 0.25 * statistics.median(info["times"])
         if t + g + a > budget:
             lines.append(
-                f"- ≤ 0.25 × torchinfo means ≤ {_ms(budget)} here: torchinfo's eval-mode forward of resnet50 on this "
-                f"CPU is fast, and fx's symbolic trace and graph alone take {_ms(t + g)}."
+                f"- ≤ 0.25 × torchinfo means ≤ {ms(budget)} here: torchinfo's eval-mode forward of resnet50 on this "
+                f"CPU is fast, and fx's symbolic trace and graph alone take {ms(t + g)}."
             )
     if "sweep" in sweep:
         one, many = statistics.median(sweep["one"]), statistics.median(sweep["sweep"])
         if many > 1.5 * one:
             lines.append(
-                f"- A sweep saves the trace and the graph ({_ms(t + g)}) for every input after the first, but each "
-                f"input still costs its propagation, parameter counts, FLOPs and report ({_ms(a)} with a fresh "
-                f"propagation): 8 inputs ≈ {_ms(t + g)} + 8 × {_ms(a)}. ≤ 1.5 × one analysis would need "
-                f"≤ {_ms((1.5 * (t + g + a) - t - g) / 8)} per input."
+                f"- A sweep saves the trace and the graph ({ms(t + g)}) for every input after the first, but each "
+                f"input still costs its propagation, parameter counts, FLOPs and report ({ms(a)} with a fresh "
+                f"propagation): 8 inputs ≈ {ms(t + g)} + 8 × {ms(a)}. ≤ 1.5 × one analysis would need "
+                f"≤ {ms((1.5 * (t + g + a) - t - g) / 8)} per input."
             )
     return [*lines, ""]
 
@@ -428,7 +353,7 @@ def _targets(
         rows.append(
             (
                 "analysis after the trace ≤ 0.30 × the trace (resnet50 1 × 3×224×224, build_graph + analyse_graph)",
-                f"{after / traced:.2f}× ({_ms(after)} after a {_ms(traced)} trace, same calls)",
+                f"{after / traced:.2f}× ({ms(after)} after a {ms(traced)} trace, same calls)",
                 after <= 0.30 * traced,
             )
         )
@@ -445,8 +370,8 @@ def _targets(
     if "times" in llama:
         t = statistics.median(llama["times"])
         rss = llama["peak_rss"]
-        rows.append(("7B decoder on meta: analysis < 10 s", _ms(t), t < 10))
-        rows.append(("7B decoder on meta: peak RSS < 2 GiB (whole process)", _gib(rss), rss < 2 * 2**30))
+        rows.append(("7B decoder on meta: analysis < 10 s", ms(t), t < 10))
+        rows.append(("7B decoder on meta: peak RSS < 2 GiB (whole process)", gib(rss), rss < 2 * 2**30))
     if "seconds" in zoo:
         rows.append(
             (
@@ -491,6 +416,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="Markdown file to write")
     parser.add_argument("--only", nargs="*", default=None, help="case keys to run (default: all)")
+    parser.add_argument("--memory", action="store_true", help="only the memory planner's tables, printed (no file)")
+    parser.add_argument(
+        "--zoos-only", action="store_true", help="run only the third-party zoos section; update it in --output"
+    )
+    parser.add_argument(
+        "--zoo-threads",
+        type=int,
+        default=1,
+        help="torch threads in the zoos section (0: torch's default); 1 keeps tiny forwards stable on a busy machine",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -498,7 +433,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.repeat < 5:
         parser.error("--repeat must be at least 5 (the median of >= 5 runs)")
+    if args.zoos_only:
+        zoos = zoos_section(args)
+        print("\n".join(zoos))
+        args.output.write_text(replace_section(args.output.read_text() if args.output.exists() else "", zoos))
+        print(f"section updated in {args.output}")
+        return 0
 
+    if args.memory:
+        print("\n".join(memory_sections(args)))
+        return 0
     load_before = os.getloadavg()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for case in CASES:
@@ -507,16 +451,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[case.key] = {}
         for tool in TOOLS:
             print(f"{case.label:45s} {tool:14s}", end=" ", flush=True)
-            results[case.key][tool] = r = _spawn(f"measure:{case.key}|{tool}", args)
+            results[case.key][tool] = r = spawn(f"measure:{case.key}|{tool}", args)
             print(_cell(r, None), flush=True)
     if args.only is not None:
         print(json.dumps(results, indent=1))
         return 0
     print("sweep ...", flush=True)
-    sweep = _spawn("sweep:", args)
+    sweep = spawn("sweep:", args)
     print("zoo ...", flush=True)
-    zoo = _spawn("zoo:", args)
-    profile = _spawn("profile:", args)
+    zoo = spawn("zoo:", args)
+    profile = spawn("profile:", args)
+    print("memory ...", flush=True)
+    memory = memory_sections(args)
+    zoos = zoos_section(args)
 
     load_after = os.getloadavg()
     lines = ["# torchsurgeon benchmarks", ""]
@@ -548,8 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             "| one `paramcount` | `paramcount_sweep`, mixed 8 | `paramcount_sweep`, channel 8 | 8 × `paramcount` |",
             "|---|---|---|---|",
-            f"| {_ms(one)} | {_ms(many)} ({many / one:.2f}×) | {_ms(chans)} ({chans / one:.2f}×) "
-            f"| {_ms(loop)} ({loop / one:.2f}×) |",
+            f"| {ms(one)} | {ms(many)} ({many / one:.2f}×) | {ms(chans)} ({chans / one:.2f}×) "
+            f"| {ms(loop)} ({loop / one:.2f}×) |",
             "",
         ]
     else:
@@ -563,10 +510,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Failures: {', '.join(zoo['failures']) or 'none'}.",
             "",
         ]
+    lines += zoos
     lines += ["## Targets (from issues 5 and 9)", "", "| target | measured | met |", "|---|---|---|"]
     for target, measured, met in _targets(results, sweep, zoo, profile.get("stages", {})):
         lines.append(f"| {target} | {measured} | {'yes' if met else 'no' if met is not None else '?'} |")
     lines += ["", *_why(results, sweep, profile.get("stages", {}))]
+    lines += memory
     if "profile" in profile:
         lines += [
             "",

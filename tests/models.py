@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -327,3 +328,90 @@ def resnet18_10_classes() -> nn.Module:
     model = torchvision.models.resnet18()
     model.fc = nn.Linear(512, 10)
     return model
+
+
+# --------------------------------------------------------------------------- memory plans (tests/test_memory.py, bench)
+
+
+def resnet18_frozen_stem() -> nn.Module:
+    """torchvision's resnet18 with its stem, layer1 and layer2 frozen (``requires_grad=False``)."""
+    model = torchvision_models().resnet18()
+    for name, p in model.named_parameters():
+        if name.startswith(("conv1.", "bn1.", "layer1.", "layer2.")):
+            p.requires_grad_(False)
+    return model
+
+
+def torchvision_models() -> Any:
+    """``torchvision.models``, imported when a test needs it."""
+    import torchvision
+
+    return torchvision.models
+
+
+def _vit_tiny() -> nn.Module:
+    import timm
+
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64)
+
+
+MEMORY_SIZE = (3, 64, 64)
+MEMORY_BATCH = 2
+# name -> (builder, autocast dtype): a frozen stem, a ViT, in-place activations, bf16 CPU autocast, train-mode dropout
+MEMORY_MODELS: dict[str, tuple[Callable[[], nn.Module], torch.dtype | None]] = {
+    "resnet18": (lambda: torchvision_models().resnet18(), None),
+    "resnet18 stem+layer1-2 frozen": (resnet18_frozen_stem, None),
+    "mobilenet_v3_small (in-place, dropout)": (lambda: torchvision_models().mobilenet_v3_small(), None),
+    "vit_tiny (timm)": (_vit_tiny, None),
+    "resnet18 bf16 autocast": (lambda: torchvision_models().resnet18(), torch.bfloat16),
+    "squeezenet1_0 (dropout, in-place)": (lambda: torchvision_models().squeezenet1_0(), None),
+    "efficientnet_b0 (dropout, stochastic depth)": (lambda: torchvision_models().efficientnet_b0(), None),
+    "vit_tiny bf16 autocast": (_vit_tiny, torch.bfloat16),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasuredStep:
+    """What one real CPU training step kept: bytes saved for backward, gradient bytes."""
+
+    saved: int
+    gradients: int
+
+
+def measure_training_step(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None = None) -> MeasuredStep:
+    """One real forward and backward on the CPU in training mode, measured without torchsurgeon.
+
+    Saved bytes: every tensor autograd saves for backward
+    (``torch.autograd.graph.saved_tensors_hooks``), each storage once, parameters and buffers
+    excluded.  Gradients: the ``.grad`` bytes after backward (then cleared).
+    """
+    model.train()
+    weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved.setdefault(storage.data_ptr(), storage.nbytes())
+        return t
+
+    torch.manual_seed(0)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast("cpu", amp or torch.bfloat16, enabled=amp is not None):
+            out = model(x)
+    outs = [t for t in _output_tensors(out) if t.requires_grad]
+    torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
+    grads = {id(p): p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return MeasuredStep(sum(saved.values()), sum(grads.values()))
+
+
+def _output_tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _output_tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _output_tensors(v)

@@ -195,7 +195,17 @@ def test_unary_rules_match_meta(data: st.DataObject, op: tuple[Any, dict[str, An
         assert tuple(cpu.shape) == tuple(x.shape)
 
 
-BINARY = [operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.mul, torch.maximum]
+BINARY = [
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.pow,
+    torch.add,
+    torch.mul,
+    torch.pow,
+    torch.maximum,
+]
 
 
 @SETTINGS
@@ -346,6 +356,31 @@ def _to_meta_like(value: Any) -> Any:
 
 
 @SETTINGS
+@given(data=st.data(), mode=st.sampled_from(["constant", "constant", "reflect", "replicate"]))
+def test_pad_rules_match_meta_and_cpu(data: st.DataObject, mode: str) -> None:
+    x, build = data.draw(tensors(min_rank=1, max_rank=4))
+    n = data.draw(st.integers(1, x.dim()))
+    pad = tuple(data.draw(st.lists(st.integers(-1, 3), min_size=2 * n, max_size=2 * n)))
+    answered = _check(function_rule(F.pad), (x, pad), {"mode": mode}, lambda: F.pad(x, pad, mode=mode))
+    if answered:
+        cpu = F.pad(build("cpu"), pad, mode=mode)
+        assert tuple(cpu.shape) == tuple(_apply(function_rule(F.pad), (x, pad), {"mode": mode}).shape)
+    sizes = [int(x.shape[-1 - i]) + pad[2 * i] + pad[2 * i + 1] for i in range(n)]
+    layout = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    ambiguous = layout is not None and x.is_contiguous(memory_format=layout)
+    constant = x.is_contiguous() and not ambiguous and min(sizes) > 0  # what the rule answers in constant mode
+    assert answered == (mode == "constant" and constant)
+    if n == 2 and x.dim() in (3, 4):
+        module = nn.ZeroPad2d(pad)  # constant mode, whatever ``mode`` is
+        out = _apply_module(module, x)
+        if out is not FALLBACK:
+            expected, error = _run(lambda: module(x))
+            assert error is None
+            _same(out, expected)
+        assert (out is not FALLBACK) == constant
+
+
+@SETTINGS
 @given(data=st.data(), fn=st.sampled_from([torch.cat, torch.stack]))
 def test_cat_and_stack_rules_match_meta(data: st.DataObject, fn: Callable[..., Any]) -> None:
     first, _ = data.draw(tensors(min_rank=1))
@@ -412,6 +447,36 @@ def test_linear_function_rule_matches_meta(data: st.DataObject, bias: bool) -> N
     b = torch.empty(out_f, device="meta") if bias else None
     answered = _check(function_rule(F.linear), (x, w, b), {}, lambda: F.linear(x, w, b))
     assert answered == (in_f == x.shape[-1])
+
+
+@SETTINGS
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel:UserWarning")
+@given(data=st.data(), nsp=st.integers(1, 3), bias=st.booleans(), batched=st.booleans())
+def test_functional_conv_rule_matches_meta_and_cpu(data: st.DataObject, nsp: int, bias: bool, batched: bool) -> None:
+    """``F.convNd`` calls that fit (efficientnet-pytorch's same-padding convs, timm's ScaledStdConv2d)."""
+    groups = data.draw(st.sampled_from([1, 2]))
+    c_in, c_out = groups * data.draw(st.integers(1, 2)), groups * data.draw(st.integers(1, 2))
+    spatial = tuple(data.draw(st.lists(st.integers(1, 6), min_size=nsp, max_size=nsp)))
+    x, build = data.draw(tensors(shape=((2,) if batched else ()) + (c_in, *spatial)))
+    k = tuple(data.draw(st.lists(st.integers(1, 3), min_size=nsp, max_size=nsp)))
+    weight = torch.empty((c_out, c_in // groups, *k), device="meta")
+    kwargs: dict[str, Any] = {
+        "bias": torch.empty(c_out, device="meta") if bias else None,
+        "stride": data.draw(st.integers(1, 2) | st.tuples(*[st.integers(1, 2)] * nsp)),
+        "padding": data.draw(st.integers(0, 2) | st.sampled_from(["valid", "same"])),
+        "dilation": data.draw(st.integers(1, 2)),
+        "groups": groups,
+    }
+    fn = getattr(F, f"conv{nsp}d")
+    answered = _check(function_rule(fn), (x, weight), kwargs, lambda: fn(x, weight, **kwargs))
+    if answered:
+        on_cpu = {k: v if not isinstance(v, torch.Tensor) else torch.zeros(v.shape) for k, v in kwargs.items()}
+        cpu = fn(build("cpu"), torch.zeros(weight.shape), **on_cpu)
+        got = _apply(function_rule(fn), (x, weight), kwargs)
+        assert tuple(cpu.shape) == tuple(got.shape)
+    _, error = _run(lambda: fn(x, weight, **kwargs))
+    if x.is_contiguous() and error is None:
+        assert answered  # every fitting call on a contiguous input gets the closed form
 
 
 @SETTINGS
@@ -485,6 +550,54 @@ def test_pool_rules_match_meta(data: st.DataObject, nsp: int, kind: str) -> None
     if answered and x.numel() <= 256:  # shapes only: CPU kernels reject some degenerate layouts meta accepts
         cpu = fn(build("cpu").clone(memory_format=torch.contiguous_format), *args[1:], **kwargs)
         assert tuple(cpu.shape) == tuple(_apply(function_rule(fn), args, kwargs).shape)
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    nsp=st.integers(1, 3),
+    mode=st.sampled_from(["nearest", "nearest-exact", "area", "linear", "bilinear", "bicubic", "trilinear"]),
+    by_scale=st.booleans(),
+)
+def test_interpolate_rules_match_meta_and_cpu(data: st.DataObject, nsp: int, mode: str, by_scale: bool) -> None:
+    shape = data.draw(st.lists(st.integers(1, 5), min_size=nsp + 2, max_size=nsp + 2))
+    x, build = data.draw(tensors(shape=tuple(shape)))
+    kwargs: dict[str, Any] = {"mode": mode}
+    if by_scale:
+        scale = st.sampled_from([0.5, 1.0, 1.5, 2.0, 2.5, 3, 1 / 3])
+        kwargs["scale_factor"] = data.draw(scale | st.tuples(*[scale] * nsp))
+        kwargs["recompute_scale_factor"] = data.draw(st.sampled_from([None, True, False]))
+    else:
+        kwargs["size"] = data.draw(st.integers(1, 7) | st.tuples(*[st.integers(1, 7)] * nsp))
+    if mode in ("linear", "bilinear", "bicubic", "trilinear"):
+        kwargs["align_corners"] = data.draw(st.sampled_from([None, False, True]))
+    answered = _check(function_rule(F.interpolate), (x,), kwargs, lambda: F.interpolate(x, **kwargs))
+    module = nn.Upsample(**{k: v for k, v in kwargs.items() if k != "recompute_scale_factor"})
+    module_out = _apply_module(module, x)
+    if module_out is not FALLBACK:
+        expected, error = _run(lambda: module(x))
+        assert error is None, error
+        _same(module_out, expected)
+    if answered:  # the shapes a real CPU run gives
+        cpu = F.interpolate(build("cpu"), **kwargs)
+        assert tuple(cpu.shape) == tuple(_apply(function_rule(F.interpolate), (x,), kwargs).shape)
+        assert x.is_contiguous()
+    fits = (mode not in ("linear", "bilinear", "bicubic", "trilinear")) or (
+        {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}[mode] == nsp
+    )
+    if x.is_contiguous() and fits:
+        assert answered or min(_apply_output_sizes(x, kwargs)) <= 0  # the ordinary cases do get an answer
+
+
+def _apply_output_sizes(x: torch.Tensor, kwargs: dict[str, Any]) -> list[int]:
+    """Output sizes ``F.interpolate`` would give, computed independently of the rule (0 or less: it raises)."""
+    nsp = x.dim() - 2
+    if "size" in kwargs:
+        size = kwargs["size"]
+        return list(size) if isinstance(size, tuple) else [size] * nsp
+    scale = kwargs["scale_factor"]
+    scales = list(scale) if isinstance(scale, tuple) else [scale] * nsp
+    return [int(float(d) * f) for d, f in zip(x.shape[2:], scales)]
 
 
 # --------------------------------------------------------------------------- modules

@@ -28,6 +28,7 @@ _._repr_pretty_  # ModelReport, SurgeryReport: IPython's plain-text view (the ta
 
 # Called by enum.Enum, never by torchsurgeon itself.
 _._missing_  # TableColumn: torchinfo's column names (num_params, mult_adds...) as aliases
+_.max_batch  # MemoryPlan method: the largest batch that fits a memory budget (README, CLI)
 
 # Assigned for networkx, which reads it: a graph's adjacency (graph.graph_copy).
 _._adj

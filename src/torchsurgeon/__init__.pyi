@@ -16,6 +16,7 @@ from .contracts import explain_output_shape as explain_output_shape
 from .errors import ConfigError as ConfigError
 from .errors import ContractError as ContractError
 from .errors import InputError as InputError
+from .errors import MemoryPlanError as MemoryPlanError
 from .errors import ShapeError as ShapeError
 from .errors import SurgeryError as SurgeryError
 from .errors import TorchSurgeonError as TorchSurgeonError
@@ -28,6 +29,8 @@ from .lockfile import assert_matches_lock as assert_matches_lock
 from .lockfile import diff_lock as diff_lock
 from .lockfile import read_lock as read_lock
 from .lockfile import write_lock as write_lock
+from .memory import MemoryPlan as MemoryPlan
+from .memory import memory_plan as memory_plan
 from .params import count_params as count_params
 from .records import CrossCheck as CrossCheck
 from .records import CrossCheckMode as CrossCheckMode
@@ -35,8 +38,10 @@ from .records import Finding as Finding
 from .records import FlopKind as FlopKind
 from .records import FoldMode as FoldMode
 from .records import LayerDiff as LayerDiff
+from .records import LayerMemory as LayerMemory
 from .records import LayerReport as LayerReport
 from .records import LayerStatus as LayerStatus
+from .records import OptimizerKind as OptimizerKind
 from .records import OutputShape as OutputShape
 from .records import ParamChange as ParamChange
 from .records import ParamReport as ParamReport

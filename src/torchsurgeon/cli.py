@@ -1,4 +1,4 @@
-"""Command line: ``torchsurgeon summary MODULE:CALLABLE --input 1,224,224``.
+"""Command line: ``torchsurgeon summary MODULE:CALLABLE --input 1,224,224``, ``torchsurgeon memory ...``.
 
 Models are named as :mod:`torchsurgeon.hub` reads them (``timm:resnet18``,
 ``hf:bert``, ``MODULE:CALLABLE``), with ``--kwargs`` for their arguments;
@@ -25,6 +25,7 @@ from .dot import RENDER_FORMATS, render
 from .errors import ConfigError, InputError, TorchSurgeonError
 from .hub import load_model, parse_kwargs
 from .lockfile import write_lock
+from .memory import memory_plan, parse_bytes
 from .report import table_columns
 from .shapespec import parse_inputs, parse_shape
 from .surgery_check import check_surgery
@@ -104,6 +105,19 @@ _MODEL_HELP = (
 )
 
 
+def _memory(args: argparse.Namespace) -> int:
+    budget = parse_bytes(args.budget) if args.budget is not None else None  # a bad budget fails before planning
+    plan = memory_plan(_model(args), parse_inputs(args.input), batch=args.batch, optimizer=args.optimizer, amp=args.amp)
+    best = plan.max_batch(budget) if budget is not None else None
+    if args.json:
+        print(json.dumps({**plan.to_dict(), "budget": budget, "max_batch": best}, indent=2))
+        return 0
+    print(plan)
+    if budget is not None:
+        print(f"\nLargest batch whose peak fits in {args.budget}: {best}")
+    return 0
+
+
 def _model_command(
     sub: Any, name: str, help: str, *models: str, json_flag: bool = True, output: str = ""
 ) -> argparse.ArgumentParser:
@@ -181,6 +195,11 @@ def _parser() -> argparse.ArgumentParser:
         output="lockfile to write, e.g. tests/arch/model.lock.json",
     )
     p.set_defaults(run=_lock)
+    p = _model_command(sub, "memory", "memory of one training step: weights, gradients, optimizer, activations")
+    p.add_argument("--optimizer", default="adamw", help="sgd, sgd-momentum, adam or adamw (default adamw)")
+    p.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast dtype (default: off, fp32)")
+    p.add_argument("--budget", default=None, help="memory budget, e.g. 24GiB: print the largest batch that fits")
+    p.set_defaults(run=_memory)
     p = sub.add_parser("check", help="check the [[tool.torchsurgeon.contracts]] of the nearest pyproject.toml")
     p.add_argument("--config", help="pyproject.toml to read (default: the nearest one from the working directory)")
     p.set_defaults(run=_check)

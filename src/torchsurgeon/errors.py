@@ -10,6 +10,7 @@ __all__ = (
     "ConfigError",
     "ContractError",
     "InputError",
+    "MemoryPlanError",
     "ShapeError",
     "SurgeryError",
     "TorchSurgeonError",
@@ -40,6 +41,10 @@ class SurgeryError(TorchSurgeonError):
 
 class ContractError(TorchSurgeonError, AssertionError):
     """A model breaks a declared shape or parameter contract."""
+
+
+class MemoryPlanError(TorchSurgeonError):
+    """A training step could not be simulated on fake tensors to plan its memory."""
 
 
 class ConfigError(TorchSurgeonError):

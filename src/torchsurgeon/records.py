@@ -19,9 +19,11 @@ __all__ = (
     "FlopKind",
     "FoldMode",
     "LayerDiff",
+    "LayerMemory",
     "LayerReport",
     "LayerStatus",
     "LockChange",
+    "OptimizerKind",
     "OutputShape",
     "ParamChange",
     "ParamReport",
@@ -356,6 +358,47 @@ class LayerReport:
             "shape_source": str(self.shape_source),
             "path": list(self.path),
             "kernel": list(self.kernel) if self.kernel is not None else None,
+        }
+
+
+class OptimizerKind(StrEnum):
+    """The optimizers :func:`torchsurgeon.memory_plan` knows the state of (or give a ``torch.optim`` instance)."""
+
+    SGD = "sgd"
+    """Plain SGD: no state."""
+    MOMENTUM = "sgd-momentum"
+    """SGD with momentum 0.9: one momentum buffer per trainable parameter."""
+    ADAM = "adam"
+    """Adam: ``exp_avg``, ``exp_avg_sq`` and a scalar ``step`` per trainable parameter."""
+    ADAMW = "adamw"
+    """AdamW: the same state as Adam (weight decay 0.01, decoupled)."""
+
+
+@dataclass(frozen=True)
+class LayerMemory:
+    """One row of a :func:`torchsurgeon.memory_plan`: a module that ran operations itself in the forward.
+
+    ``saved`` is the bytes autograd keeps for backward from this module's
+    operations (each storage counted once, where it was first saved;
+    parameters and buffers excluded), ``saved_so_far`` the running total in
+    forward order, ``transient`` the most memory in use beyond saved
+    activations and gradients while this module ran (forward), all in bytes.
+    """
+
+    name: str
+    type: str
+    saved: int
+    saved_so_far: int
+    transient: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form of the row."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "saved": self.saved,
+            "saved_so_far": self.saved_so_far,
+            "transient": self.transient,
         }
 
 

@@ -22,6 +22,7 @@ from .blocks import BlockRow
 from .errors import InputError
 from .records import (
     LayerDiff,
+    LayerMemory,
     LayerReport,
     LayerStatus,
     LockChange,
@@ -37,6 +38,7 @@ __all__ = (
     "STATUS_COLOURS",
     "changes_table",
     "depth_table",
+    "format_bytes",
     "format_count",
     "format_path",
     "format_shape",
@@ -45,6 +47,7 @@ __all__ = (
     "html_table",
     "jsonable",
     "lock_diff_table",
+    "memory_table",
     "report_document",
     "shape_changes_table",
     "table_columns",
@@ -86,6 +89,24 @@ def format_count(n: int) -> str:
     '25,557,032'
     """
     return f"{n:,}"
+
+
+def format_bytes(n: int) -> str:
+    """A size in bytes with binary units: B, KiB, MiB, GiB, TiB.
+
+    Examples
+    --------
+    >>> format_bytes(512), format_bytes(3 * 2**20), format_bytes(int(24.5 * 2**30))
+    ('512 B', '3.00 MiB', '24.50 GiB')
+    """
+    if abs(n) < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if abs(value) < 1024 or unit == "TiB":
+            break
+    return f"{value:.2f} {unit}"
 
 
 def format_shape(shape: Any) -> str:
@@ -164,6 +185,48 @@ def jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (int, float, str, bool)):
         return value
     return str(value)
+
+
+def memory_table(
+    title: str,
+    layers: Sequence[LayerMemory],
+    totals: Sequence[tuple[str, str]],
+    notes: Sequence[str] = (),
+    fmt: TableFormat | str = TableFormat.TEXT,
+) -> str:
+    """A memory plan: per-module saved bytes, then the totals and notes (:func:`torchsurgeon.memory_plan`).
+
+    Examples
+    --------
+    >>> from torchsurgeon.records import LayerMemory
+    >>> rows = [LayerMemory("0", "Linear", 0, 0), LayerMemory("1", "ReLU", 2048, 2048, 4096)]
+    >>> print(memory_table("M", rows, [("Peak", "6.00 KiB")]))
+    M
+    Layer    Type    Saved for backward    Saved so far    Transient
+    -------  ------  --------------------  --------------  -----------
+    0        Linear  -                     -               -
+    1        ReLU    2.00 KiB              2.00 KiB        4.00 KiB
+    <BLANKLINE>
+    Peak: 6.00 KiB
+    """
+    headers = ("Layer", "Type", "Saved for backward", "Saved so far", "Transient")
+    rows = [
+        (
+            layer.name,
+            layer.type,
+            format_bytes(layer.saved) if layer.saved else "-",
+            format_bytes(layer.saved_so_far) if layer.saved_so_far else "-",
+            format_bytes(layer.transient) if layer.transient else "-",
+        )
+        for layer in layers
+    ]
+    if table_format(fmt) == TableFormat.TEXT:
+        table = tabulate(
+            rows, headers=headers, colalign=("left", "left", "right", "right", "right"), disable_numparse=True
+        )
+    else:
+        table = format_table(headers, rows, fmt)
+    return report_document(title, table, totals, notes, fmt)
 
 
 def changes_table(rows: Iterable[ParamReport], fmt: TableFormat | str = TableFormat.TEXT) -> str:

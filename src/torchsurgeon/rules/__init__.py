@@ -9,10 +9,10 @@ never guess: outside the cases they compute exactly, the op runs on
 ``layers``          conv, linear, norms, embedding (they check the fit)
 ``activations``     activations, dropout, softmax, identity
 ``arithmetic``      operators, Python values, sizes, dtype conversions
-``views``           flatten, view/reshape, permute, indexing, split, cat
+``views``           flatten, view/reshape, permute, indexing, split, cat, pad
 ``reductions``      sum, mean, amax, amin
 ``linalg``          matmul, bmm, F.linear, attention
-``pooling``         max, average and adaptive pooling
+``pooling``         max, average and adaptive pooling, interpolate/Upsample
 ``recurrent``       LSTM, GRU, RNN and their cells (MACs; shapes run on meta)
 ==================  =========================================================
 

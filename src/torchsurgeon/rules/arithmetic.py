@@ -51,6 +51,7 @@ def _binary_rule(spec: Spec) -> OpRule:
 _BINARY: Spec = (("input", REQUIRED), ("other", REQUIRED))
 _BINARY_ALPHA: Spec = (("input", REQUIRED), ("other", REQUIRED), ("alpha", 1))
 _BINARY_DIV: Spec = (("input", REQUIRED), ("other", REQUIRED), ("rounding_mode", None))
+_POW: Spec = (("input", REQUIRED), ("exponent", REQUIRED))
 
 
 def _size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -120,13 +121,12 @@ def _python_or(fn: Callable[..., Any], tensor_rule: OpRule | None) -> OpRule:
 
 
 builtin(operator.neg, shape=fn(_python_or(operator.neg, _unary_rule(_X))))
-for _arith in (operator.add, operator.sub, operator.mul, operator.truediv):
+for _arith in (operator.add, operator.sub, operator.mul, operator.truediv, operator.pow):
     builtin(_arith, shape=fn(_python_or(_arith, _binary_rule(_BINARY))))
 builtin(operator.matmul, shape=fn(_python_or(operator.matmul, _matmul)), macs=_MATMUL, kind=FlopKind.MATMUL)
 _PYTHON_OPS: tuple[Callable[..., Any], ...] = (
     operator.floordiv,
     operator.mod,
-    operator.pow,
     operator.eq,
     operator.ne,
     operator.lt,
@@ -151,6 +151,7 @@ builtin(torch.sub, "sub", shape=fn(_binary_rule(_BINARY_ALPHA)))
 builtin(torch.mul, "mul", shape=fn(_binary_rule(_BINARY)))
 builtin(torch.div, "div", shape=fn(_binary_rule(_BINARY_DIV)))
 builtin(torch.maximum, torch.minimum, shape=fn(_binary_rule(_BINARY)))
+builtin(torch.pow, "pow", shape=fn(_binary_rule(_POW)))  # RMS norms: x.pow(2).mean(-1)
 builtin("size", shape=fn(_size))
 builtin("dim", shape=fn(_dim))
 builtin("to", shape=fn(_to_dtype))

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..records import FlopKind
 from ..resize import fold_fix, rebuild_fix
-from ._common import REQUIRED, Spec, bind, float_tensor, fn, is_int, new, numel, one_tensor
+from ._common import REQUIRED, Spec, bind, float_tensor, fn, is_int, new, ntuple, numel, one_tensor
 from .registry import FALLBACK, Call, builtin
 
 __all__: tuple[str, ...] = ()
@@ -200,11 +200,46 @@ _CONV_SPEC: Spec = (
 )
 
 
+def _fitting_conv(bound: list[Any]) -> Any:
+    """Output of ``F.convNd`` for a call that fits (same formula as the modules), else FALLBACK.
+
+    Contiguous float input and weight, one bias per output channel, integer or
+    ``"valid"``/``"same"`` padding (``"same"`` at stride 1); anything else runs on meta.
+    """
+    x, weight, bias, stride, padding, dilation, groups = bound
+    nsp = weight.dim() - 2
+    if not float_tensor(x) or x.dtype != weight.dtype or not x.is_contiguous() or not weight.is_contiguous():
+        return FALLBACK
+    if x.dim() not in (nsp + 1, nsp + 2) or nsp not in (1, 2, 3) or 0 in x.shape or 0 in weight.shape:
+        return FALLBACK
+    c_out = int(weight.shape[0])
+    if groups < 1 or c_out % groups or int(x.shape[-nsp - 1]) != int(weight.shape[1]) * groups:
+        return FALLBACK
+    if bias is not None and (
+        not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (c_out,) or bias.dtype != x.dtype
+    ):
+        return FALLBACK
+    s, d = ntuple(stride, nsp), ntuple(dilation, nsp)
+    p = ntuple(padding, nsp) if not isinstance(padding, str) else (0,) * nsp
+    if s is None or d is None or p is None or min(s) < 1 or min(d) < 1 or min(p) < 0:
+        return FALLBACK
+    if isinstance(padding, str) and (padding not in ("valid", "same") or (padding == "same" and max(s) > 1)):
+        return FALLBACK
+    out = []
+    for i, size in enumerate(x.shape[-nsp:]):
+        k = int(weight.shape[2 + i])
+        o = int(size) if padding == "same" else (int(size) + 2 * p[i] - d[i] * (k - 1) - 1) // s[i] + 1
+        if o <= 0:
+            return FALLBACK  # meta raises the error torch gives
+        out.append(o)
+    return _meta((*x.shape[: -nsp - 1], c_out, *out), x)
+
+
 def _functional_conv(fn: Any) -> Any:
     """``F.convNd`` on a computed weight (timm's ScaledStdConv2d): check the channels, continue resized.
 
     The mismatch names the module whose ``forward`` calls the convolution.
-    A call that fits runs on meta (no closed form for every padding mode).
+    A call that fits gets the modules' closed form (:func:`_fitting_conv`).
     """
 
     def shape(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
@@ -215,7 +250,9 @@ def _functional_conv(fn: Any) -> Any:
         if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor) or not is_int(groups):
             return FALLBACK
         expected, got = int(weight.shape[1]) * groups, int(x.shape[1]) if x.dim() == weight.dim() else -1
-        if got in (-1, expected) or got % groups:
+        if got == expected or (x.dim() == weight.dim() - 1 and int(x.shape[0]) == expected):
+            return _fitting_conv(bound)
+        if got == -1 or got % groups:
             return FALLBACK
         owner = call.scope_module
         layer = call.scope or call.layer

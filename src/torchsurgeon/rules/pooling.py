@@ -1,7 +1,8 @@
-"""Pooling: max, average and adaptive pooling, functions and modules (no FLOPs counted)."""
+"""Pooling and resampling: max, average and adaptive pooling, interpolation, functions and modules (no FLOPs)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,11 +151,67 @@ def _adaptive_pool_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     return _adaptive_pool(x, nsp, getattr(m, "output_size", None))
 
 
+_RANK_OF_MODE = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}  # other modes: any rank 3 to 5
+_NO_CORNERS = ("nearest", "nearest-exact", "area")  # align_corners must stay None
+_INTERPOLATE: Spec = (
+    ("input", REQUIRED),
+    ("size", None),
+    ("scale_factor", None),
+    ("mode", "nearest"),
+    ("align_corners", None),
+    ("recompute_scale_factor", None),
+    ("antialias", False),
+)
+
+
+def _interpolate(x: Any, size: Any, scale_factor: Any, mode: Any, align_corners: Any, antialias: Any) -> Any:
+    """Output of ``F.interpolate`` (torch's ``_interp_output_size``), else FALLBACK.
+
+    With ``size``: those sizes.  With ``scale_factor``: ``floor(size * scale)``, whether or not the
+    scale is recomputed.  Options ``F.interpolate`` would reject, and non-contiguous inputs, fall back.
+    """
+    if not float_tensor(x) or not x.is_contiguous() or x.dim() not in (3, 4, 5) or 0 in x.shape:
+        return FALLBACK
+    if not isinstance(mode, str) or _RANK_OF_MODE.get(mode, x.dim()) != x.dim() or antialias is not False:
+        return FALLBACK
+    if mode not in (*_RANK_OF_MODE, *_NO_CORNERS) or (mode in _NO_CORNERS and align_corners is not None):
+        return FALLBACK
+    nsp = x.dim() - 2
+    spatial = [int(d) for d in x.shape[2:]]
+    if size is not None and scale_factor is None:
+        sizes = [size] * nsp if is_int(size) else list(size) if isinstance(size, (tuple, list)) else []
+        if len(sizes) != nsp or not all(is_int(d) for d in sizes):
+            return FALLBACK
+        out = [int(d) for d in sizes]
+    elif scale_factor is not None and size is None:
+        scales = [scale_factor] * nsp if not isinstance(scale_factor, (tuple, list)) else list(scale_factor)
+        if len(scales) != nsp or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in scales):
+            return FALLBACK
+        out = [math.floor(float(d) * f) for d, f in zip(spatial, scales)]
+    else:
+        return FALLBACK
+    if any(d <= 0 for d in out):
+        return FALLBACK
+    return new((*x.shape[:2], *out), x.dtype)
+
+
+def _interpolate_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, _INTERPOLATE)
+    return FALLBACK if b is None else _interpolate(b[0], b[1], b[2], b[3], b[4], b[6])
+
+
+def _upsample_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    assert isinstance(m, nn.Upsample)
+    return _interpolate(x, m.size, m.scale_factor, m.mode, m.align_corners, False)
+
+
 for _n in (1, 2, 3):
     builtin(getattr(F, f"max_pool{_n}d"), shape=fn(_max_pool_fn(_n)))
     builtin(getattr(F, f"avg_pool{_n}d"), shape=fn(_avg_pool_fn(_n)))
     builtin(getattr(F, f"adaptive_avg_pool{_n}d"), shape=fn(_adaptive_pool_fn(_n, is_max=False)))
     builtin(getattr(F, f"adaptive_max_pool{_n}d"), shape=fn(_adaptive_pool_fn(_n, is_max=True)))
+builtin(F.interpolate, shape=fn(_interpolate_fn))
+builtin(nn.Upsample, shape=one_tensor(_upsample_module))
 builtin(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, shape=one_tensor(_max_pool_module))
 builtin(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, shape=one_tensor(_avg_pool_module))
 builtin(

@@ -1,4 +1,4 @@
-"""Views and shape changes: flatten, view/reshape, permute, transpose, squeeze, expand, indexing, split, cat, stack.
+"""Shape changes: flatten, view/reshape, permute, transpose, squeeze, expand, indexing, split, cat, stack, pad.
 
 View ops compute the view's strides for any input; no FLOPs.
 """
@@ -348,6 +348,36 @@ def _unflatten_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     return new((*x.shape[:dim], *inner, *x.shape[dim + 1 :]), x.dtype)
 
 
+def _constant_pad(x: Any, pad: Any) -> Any:
+    """``F.pad(x, pad)`` in constant mode: ``pad`` adds (before, after) to the last dims, last dim first."""
+    if not isinstance(x, torch.Tensor) or not x.is_contiguous() or not isinstance(pad, (tuple, list)):
+        return FALLBACK
+    channels_last = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    if channels_last is not None and x.is_contiguous(memory_format=channels_last):
+        return FALLBACK  # both layouts at once (size-1 dims): torch keeps the one its strides suggest
+    if not pad or len(pad) % 2 or len(pad) > 2 * x.dim() or not all(is_int(p) for p in pad):
+        return FALLBACK
+    shape = list(x.shape)
+    for i in range(len(pad) // 2):
+        shape[-1 - i] += int(pad[2 * i]) + int(pad[2 * i + 1])
+    if min(shape[x.dim() - len(pad) // 2 :]) <= 0:
+        return FALLBACK  # cropped away: meta gives torch's error or an empty tensor
+    return new(shape, x.dtype)
+
+
+def _pad_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("pad", REQUIRED), ("mode", "constant"), ("value", None)))
+    if b is None or b[2] != "constant" or not (b[3] is None or isinstance(b[3], (int, float))):
+        return FALLBACK  # reflect, replicate, circular: their limits on sizes are meta's to check
+    return _constant_pad(b[0], b[1])
+
+
+def _constant_pad_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    return _constant_pad(x, getattr(m, "padding", None))
+
+
+builtin(torch.nn.functional.pad, shape=fn(_pad_fn))
+builtin(nn.modules.padding._ConstantPadNd, shape=one_tensor(_constant_pad_module))  # ZeroPad2d, ConstantPad3d...
 builtin(torch.flatten, "flatten", shape=fn(_flatten))
 builtin(torch.reshape, shape=fn(_reshape_fn))
 builtin("view", "reshape", shape=fn(_view_method))

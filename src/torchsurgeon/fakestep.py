@@ -1,0 +1,287 @@
+"""One training step (or one inference forward) of a model on fake tensors: what it saves, what it holds.
+
+A copy of the model whose parameters are fake CPU tensors
+(:class:`torch._subclasses.fake_tensor.FakeTensorMode`: shapes, dtypes and
+storages, no memory) runs one forward, and for training one backward, with
+PyTorch's real dispatch: autograd, autocast, decompositions, in-place ops.
+:func:`torch.autograd.graph.saved_tensors_hooks` sees what autograd saves;
+a dispatch mode follows every storage from the op that makes it to the
+moment its last tensor dies.  :mod:`torchsurgeon.memory` turns the record
+into a plan.  The user's model is copied (:func:`torchsurgeon.copies.detached_copy`),
+never run or hooked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import itertools
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .copies import detached_copy
+from .errors import MemoryPlanError, failure_reason
+from .shapes import input_dtype_for
+
+__all__ = ("SimulatedStep", "simulate_step")
+
+
+def _storage_key(t: torch.Tensor) -> int | None:
+    try:
+        return int(t.untyped_storage()._cdata)
+    except (RuntimeError, NotImplementedError, TypeError):  # sparse and other storage-less tensors
+        return None
+
+
+class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
+    """Every storage a fake step allocates, op by op: its bytes, the op that made it, the op before which it died.
+
+    Storages are followed through the Python objects of the fake tensors
+    that share them (views, ``detach``); a storage dies with the last one
+    (fake tensors are tensor subclasses: their Python object lives as long
+    as any C++ reference).  Parameters and buffers are not followed.
+    """
+
+    def __init__(self, excluded: set[int | None]) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.excluded = excluded
+        self.stack: list[str] = []  # modules running, innermost last
+        self.backward = False
+        self.ops: list[tuple[str, str]] = []  # per op: (module or "backward", op name)
+        self.forward_ops = 0
+        self.lives: list[list[int]] = []  # per storage: [bytes, first op, op before which it died or -1]
+        self._live: dict[int, list[int]] = {}  # storage key -> [storage index, tensors alive]
+        self._tensors: set[int] = set()
+
+    def module(self) -> str:
+        """The innermost module running (forward), else ``backward``."""
+        return "backward" if self.backward else self.stack[-1] if self.stack else ""
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.track(t)
+        self.ops.append((self.module(), str(getattr(func, "__name__", func))))
+        return out
+
+    def track(self, t: torch.Tensor) -> int | None:
+        """The index of ``t``'s storage, following it from now on; None for parameters and buffers."""
+        key = _storage_key(t)
+        if key in self.excluded or key is None:
+            return None
+        entry = self._live.get(key)
+        if entry is None:
+            entry = self._live[key] = [len(self.lives), 0]
+            self.lives.append([t.untyped_storage().nbytes(), len(self.ops), -1])
+        if id(t) not in self._tensors:
+            self._tensors.add(id(t))
+            entry[1] += 1
+            weakref.finalize(t, self._release, key, id(t))
+        return entry[0]
+
+    def _release(self, key: int, tensor: int) -> None:
+        self._tensors.discard(tensor)
+        entry = self._live.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._live[key]
+                self.lives[entry[0]][2] = len(self.ops)
+
+    def in_use(self, skip: set[int]) -> list[int]:
+        """Bytes in use after each op, storages in ``skip`` left out."""
+        delta = [0] * (len(self.ops) + 1)
+        for index, (nbytes, first, died) in enumerate(self.lives):
+            if index not in skip:
+                delta[min(first, len(self.ops))] += nbytes
+                delta[died if died >= 0 else len(self.ops)] -= nbytes
+        return list(itertools.accumulate(delta))[: len(self.ops)] or [0]
+
+
+@dataclass
+class SimulatedStep:
+    """What one simulated forward (and backward) saw, in bytes.
+
+    Attributes
+    ----------
+    activations : int
+        Storages autograd saved for backward, each once, parameters and buffers excluded.
+    gradients : int
+        The ``.grad`` the backward left on the parameters.
+    transient : int
+        The most memory in use after one op beyond the saved activations and the gradients.
+    peak_at : str
+        Where that happened: ``"forward, <module> (<op>)"`` or ``"backward, <op>"``.
+    in_use_peak : int
+        The most memory in use after one op, everything but parameters and buffers counted.
+    saved : dict[str, int]
+        Per module (qualified name, ``""`` for the model's own ``forward``), in
+        forward order: the bytes first saved while it was the innermost module running.
+    transients : dict[str, int]
+        Per module: the most memory beyond activations and gradients while it ran (forward).
+    got_grad : list[bool]
+        Per parameter of the model (``model.parameters()`` order): did it get a ``.grad``.
+    """
+
+    activations: int = 0
+    gradients: int = 0
+    transient: int = 0
+    peak_at: str = ""
+    in_use_peak: int = 0
+    saved: dict[str, int] = field(default_factory=dict)  # module -> bytes it saved first, modules in forward order
+    transients: dict[str, int] = field(default_factory=dict)  # module -> most in use beyond activations, forward
+    got_grad: list[bool] = field(default_factory=list)  # per parameter of the model, in order
+
+
+def _fake_like(mode: FakeTensorMode, t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    with mode:
+        return torch.empty(t.shape, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
+
+
+def _tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    """The tensors of a model output: tensors, tuples, lists, dicts (Hugging Face outputs are dicts)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors_in(v)
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _tensors_in(v)
+
+
+def _call(module: nn.Module, inputs: Mapping[str, torch.Tensor]) -> Any:
+    """``module(...)`` with the inputs by name (positional-only arguments by position)."""
+    params = inspect.signature(module.forward).parameters
+    positional = [n for n, p in params.items() if p.kind == p.POSITIONAL_ONLY and n in inputs]
+    return module(*(inputs[n] for n in positional), **{n: v for n, v in inputs.items() if n not in positional})
+
+
+def simulate_step(
+    model: nn.Module,
+    inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype | None]],
+    *,
+    train: bool,
+    amp: torch.dtype | None,
+    dtype: torch.dtype | None,
+) -> SimulatedStep:
+    """One forward (``train``: in training mode, and a backward) of a fake-tensor copy of ``model``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Copied with fake CPU parameters and buffers; never run, hooked or changed.
+    inputs : mapping
+        ``{forward argument: (shape with batch, dtype or None)}``; None means
+        :func:`torchsurgeon.shapes.input_dtype_for` (token ids, else the model's dtype).
+    train : bool
+        True: ``copy.train()``, a forward with grad enabled under
+        ``saved_tensors_hooks``, then a backward from every output that needs
+        a gradient (gradients of ones).  False: ``copy.eval()`` and ``no_grad``.
+    amp : torch.dtype or None
+        Run the forward under ``torch.autocast("cpu", amp)``.
+    dtype : torch.dtype or None
+        Floating parameters and buffers of the copy in this dtype.
+
+    Returns
+    -------
+    SimulatedStep
+
+    Raises
+    ------
+    MemoryPlanError
+        When the forward or backward fails on fake tensors (Python reading
+        tensor values); the message names the module.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 2))
+    >>> step = simulate_step(net, {"input": ((3, 4), None)}, train=True, amp=None, dtype=None)
+    >>> step.activations  # the input (3 x 4 floats) and the ReLU's output, in place over Linear 0's (3 x 8)
+    144
+    >>> step.saved, step.gradients  # '': the model's own ops (here: making the input); 58 fp32 parameters
+    ({'': 0, '0': 48, '1': 96, '2': 0}, 232)
+    """
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    copy = detached_copy(model, lambda t: _fake_like(fake, t, dtype)).train(train)
+    params = list(copy.parameters())
+    storages = _Storages({_storage_key(t) for t in itertools.chain(params, copy.buffers())})
+    handles = []
+    for name, module in copy.named_modules():
+
+        def enter(_m: nn.Module, _args: Any, name: str = name) -> None:
+            storages.stack.append(name)
+
+        def leave(_m: nn.Module, _args: Any, _out: Any) -> None:
+            storages.stack.pop()
+
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave))  # not on failure: the stack names the module
+    step = SimulatedStep()
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        index = storages.track(t)
+        if index is not None and index not in saved:
+            saved[index] = storages.lives[index][0]
+            step.saved[storages.module()] = step.saved.get(storages.module(), 0) + saved[index]
+        return t.detach()  # the same storage, without the output's grad_fn (no reference cycle)
+
+    try:
+        with fake, storages:
+            values = {}
+            for name, (shape, dt) in inputs.items():
+                values[name] = torch.empty(shape, dtype=dt or input_dtype_for(name, copy))
+            hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else contextlib.nullcontext()
+            autocast = torch.autocast("cpu", amp) if amp is not None else contextlib.nullcontext()
+            with torch.set_grad_enabled(train), hooks, autocast:
+                out = _call(copy, values)
+            storages.forward_ops = len(storages.ops)
+            outs = [t for t in _tensors_in(out) if t.requires_grad] if train else []
+            storages.backward = True
+            if outs:
+                torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
+    except Exception as exc:
+        where = storages.module() or "(model)"
+        raise MemoryPlanError(
+            f"{type(model).__name__}: the {'backward' if storages.backward else 'forward'} of a fake-tensor copy "
+            f"failed in {where} ({failure_reason(exc)}) — memory_plan runs the model on tensors without values: "
+            "Python that reads values (if x.sum() > 0, .item(), nonzero) cannot run; plan the parts around it"
+        ) from exc
+    finally:
+        for handle in handles:
+            handle.remove()
+    grads: dict[int, int] = {}
+    for p in params:
+        step.got_grad.append(p.grad is not None)
+        if p.grad is not None:
+            index = storages.track(p.grad)
+            if index is not None:
+                grads[index] = storages.lives[index][0]
+    step.activations, step.gradients = sum(saved.values()), sum(grads.values())
+    beyond = storages.in_use(set(saved) | set(grads))
+    at = max(range(len(beyond)), key=beyond.__getitem__)
+    step.transient = beyond[at]
+    step.in_use_peak = max(storages.in_use(set()))
+    if storages.ops:
+        module, op = storages.ops[at]
+        step.peak_at = f"backward, {op}" if module == "backward" else f"forward, {module or '(model)'} ({op})"
+    order = dict.fromkeys(module for module, _ in storages.ops[: storages.forward_ops])
+    step.saved = {module: step.saved.get(module, 0) for module in [*order, *step.saved]}
+    for (module, _), value in zip(storages.ops[: storages.forward_ops], beyond):
+        step.transients[module] = max(step.transients.get(module, 0), value)
+    del out, outs, values
+    return step

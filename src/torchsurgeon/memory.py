@@ -1,0 +1,562 @@
+"""``memory_plan``: the memory one fine-tuning step will need, knowing what is frozen, before anything is allocated.
+
+One training step is simulated on *fake* tensors
+(:class:`torch._subclasses.fake_tensor.FakeTensorMode`): a copy of the model
+whose parameters are fake CPU tensors runs one training-mode forward (under
+``torch.autocast("cpu", amp)`` when asked) and one backward, exactly as
+PyTorch runs them, but no tensor owns memory.  Along the way:
+
+* :func:`torch.autograd.graph.saved_tensors_hooks` sees every tensor autograd
+  keeps for backward; their storages, each counted once, parameters and
+  buffers excluded, are the **activations**.  Layers that run on an input
+  needing no gradient before the first trainable parameter save nothing,
+  in-place ops share storage, dropout masks, norm statistics, attention
+  intermediates and amp's casted weight copies count, because that is what
+  autograd does;
+* a dispatch mode records when each storage is allocated and freed, op by
+  op, forward and backward: the **transient** is the most memory in use at
+  any moment beyond the saved activations and the gradients;
+* the gradients are the ``.grad`` the fake backward leaves on the copy's
+  parameters (trainable parameters only).
+
+The optimizer state is known from the optimizer's algorithm (the tensors
+``torch.optim`` creates at its first step).  The user's model is never run nor changed:
+no hooks on it, same ``training`` flags, ``requires_grad`` and weights.
+Models on ``meta`` work.  What is counted, the formula and the limits:
+docs/memory.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InputError, MemoryPlanError
+from .fakestep import SimulatedStep, simulate_step
+from .records import LayerMemory, OptimizerKind
+from .report import format_bytes, format_count, format_shape, memory_table
+from .shapes import InputSpec, normalize_input
+from .shapespec import TypedShape
+from .trace import forward_inputs, unwrap_model
+
+__all__ = ("MemoryPlan", "memory_plan", "parse_bytes")
+
+_AMP = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_MAX_PLANS = 24  # simulated steps max_batch may run
+
+
+def parse_bytes(value: int | str) -> int:
+    """A memory size in bytes from an int or a text such as ``"24GiB"``, ``"80 GB"``, ``"512MiB"``.
+
+    Binary units (KiB, MiB, GiB, TiB, and K, M, G, T) are powers of 1024;
+    decimal units (kB, MB, GB, TB) powers of 1000.
+
+    Raises
+    ------
+    InputError
+        For a negative size or a text that is not a number and a unit.
+
+    Examples
+    --------
+    >>> parse_bytes("24GiB"), parse_bytes("1.5 MB"), parse_bytes(4096)
+    (25769803776, 1500000, 4096)
+    >>> parse_bytes("24 parsecs")
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: budget '24 parsecs' is not a size — write a number and a unit, e.g. 24GiB or 80GB
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise InputError(f"budget {value} is negative — give a size in bytes, e.g. 24 * 2**30")
+        return value
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise InputError(f"budget {value!r} is not a size — write a number and a unit, e.g. 24GiB or 80GB")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What :func:`memory_plan` found, in bytes.  ``print(plan)`` shows the table.
+
+    Attributes
+    ----------
+    model_name : str
+        Class name of the model.
+    input_shapes : Mapping[str, tuple[int, ...]]
+        Input shape per ``forward`` argument, batch included.
+    batch : int
+        The batch size planned.
+    optimizer : str
+        The optimizer whose state is counted.
+    amp : str or None
+        The autocast dtype (``"bfloat16"``, ``"float16"``) or None.
+    weights : int
+        Parameter bytes (in ``dtype`` when given).
+    buffers : int
+        Buffer bytes (BatchNorm statistics, rotary tables).
+    gradients : int
+        One ``.grad`` per trainable parameter the backward reaches.
+    optimizer_state : int
+        The optimizer's state tensors after its first step.
+    activations : int
+        Bytes autograd keeps for backward in one training-mode forward:
+        each storage once, parameters and buffers excluded.
+    transient : int
+        The most memory in use at one moment of the forward and backward
+        beyond the saved activations and the gradients (op outputs not
+        saved, gradients of activations, amp's casts, the batch itself when
+        nothing saves it).
+    step_transient : int
+        Temporaries of the optimizer step (the ``foreach`` implementation,
+        the default on GPUs), when activations are already freed.
+    peak : int
+        ``weights + buffers + gradients + optimizer_state
+        + max(activations + transient, step_transient)``.
+    inference_peak : int
+        ``weights + buffers`` + the most memory in use at one moment of a
+        ``no_grad`` forward in eval mode (same ``amp``).
+    peak_at : str
+        Where the largest transient happens: the module in forward, the op in backward.
+    layers : tuple[LayerMemory, ...]
+        Per module that ran operations itself, in forward order.
+    trainable, frozen : int
+        Parameters with and without ``requires_grad``.
+    """
+
+    model_name: str
+    input_shapes: Mapping[str, tuple[int, ...]]
+    batch: int
+    optimizer: str
+    amp: str | None
+    weights: int
+    buffers: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+    transient: int
+    step_transient: int
+    inference_peak: int
+    peak_at: str
+    layers: tuple[LayerMemory, ...]
+    trainable: int
+    frozen: int
+    dtype: str | None = None
+    _replan: Callable[[int], int] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def peak(self) -> int:
+        """``weights + buffers + gradients + optimizer_state + max(activations + transient, step_transient)``."""
+        return (
+            self.weights
+            + self.buffers
+            + self.gradients
+            + self.optimizer_state
+            + max(self.activations + self.transient, self.step_transient)
+        )
+
+    def layer(self, name: str) -> LayerMemory:
+        """The row of the module called ``name``.
+
+        Raises
+        ------
+        KeyError
+            With the closest names when no module of that name saved or ran anything.
+        """
+        for row in self.layers:
+            if row.name == name:
+                return row
+        close = [row.name for row in self.layers if name in row.name][:5]
+        raise KeyError(f"no layer {name!r} in the memory plan of {self.model_name}; similar: {close}")
+
+    def max_batch(self, budget: int | str) -> int:
+        """The largest batch whose :attr:`peak` fits in ``budget`` (0 when not even batch 1 fits).
+
+        Activations grow about linearly with the batch: two simulated steps
+        give the line, then the answer ``b`` is checked with simulated steps
+        at ``b`` (fits) and ``b + 1`` (does not).  Weights, buffers,
+        gradients, the optimizer state and its step do not depend on the batch.
+
+        Parameters
+        ----------
+        budget : int or str
+            Bytes, or a size such as ``"24GiB"`` (:func:`parse_bytes`).
+
+        Raises
+        ------
+        InputError
+            For a budget that is not a size.
+        MemoryPlanError
+            When the plan cannot be recomputed (built by hand) or the batch
+            exceeds 2**31 (the peak does not grow with the batch).
+
+        Examples
+        --------
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Linear(100, 200), nn.ReLU(), nn.Linear(200, 10))
+        >>> plan = memory_plan(net, (100,), batch=8, optimizer="sgd")
+        >>> plan.weights + plan.gradients, (plan.activations + plan.transient) // 8
+        (177680, 2880)
+        >>> plan.max_batch("1MiB")  # (2**20 - 177,680) // 2,880 samples
+        302
+        """
+        limit = parse_bytes(budget)
+        replan = self._replan
+        if replan is None:
+            raise MemoryPlanError(f"this plan of {self.model_name} was not made by memory_plan — it cannot replan")
+        room = limit - (self.peak - max(self.activations + self.transient, self.step_transient))
+        if room < self.step_transient:
+            return 0
+        acts: dict[int, int] = {self.batch: self.activations + self.transient}  # batch -> activations + transient
+
+        def fits(b: int) -> bool:
+            if b not in acts:
+                if len(acts) >= _MAX_PLANS:
+                    raise MemoryPlanError(f"max_batch({budget!r}) did not converge in {_MAX_PLANS} simulated steps")
+                acts[b] = replan(b)
+            return acts[b] <= room
+
+        if not fits(1):
+            return 0
+        fits(2)
+        for rounds in itertools.count():
+            lo = max(b for b, a in acts.items() if a <= room)
+            hi = min((b for b, a in acts.items() if a > room and b > lo), default=None)
+            if hi is not None and hi - lo == 1:
+                return lo
+            if hi is None:  # extrapolate the line through batch 1 and the largest batch that fits (>= 2)
+                slope = (acts[lo] - acts[1]) / (lo - 1)
+                if slope <= 0:
+                    raise MemoryPlanError(
+                        f"the activations of {self.model_name} do not grow with the batch — "
+                        f"max_batch({budget!r}) has no answer"
+                    )
+                guess = max(lo, lo + int((room - acts[lo]) // slope))
+                if guess > 2**31:
+                    raise MemoryPlanError(
+                        f"max_batch({budget!r}): more than 2**31 samples of {self.model_name} fit in the budget"
+                    )
+            elif rounds < 6:  # interpolate between the batch that fits and the one that does not
+                guess = lo + int((room - acts[lo]) * (hi - lo) // max(acts[hi] - acts[lo], 1))
+                guess = min(max(guess, lo), hi - 1)
+            else:
+                guess = (lo + hi) // 2
+            for b in (guess, guess + 1):  # the answer and the next batch
+                if b > lo and (hi is None or b < hi) and not fits(b):
+                    break
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def totals(self) -> list[tuple[str, str]]:
+        """The totals printed under the table, as (label, value) pairs."""
+        inputs = ", ".join(f"{k} {format_shape(v)}" for k, v in self.input_shapes.items())
+        what_if = f", weights in {self.dtype}" if self.dtype else ""
+        rows = [
+            ("Input", inputs),
+            ("Step", f"{self.optimizer}, amp {self.amp or 'off'}{what_if}"),
+            ("Trainable params", f"{format_count(self.trainable)} (frozen {format_count(self.frozen)})"),
+            ("Weights", format_bytes(self.weights)),
+            ("Buffers", format_bytes(self.buffers)),
+            ("Gradients", format_bytes(self.gradients)),
+            ("Optimizer state", format_bytes(self.optimizer_state)),
+            ("Activations (saved)", format_bytes(self.activations)),
+            ("Largest transient", f"{format_bytes(self.transient)} ({self.peak_at})"),
+            ("Optimizer step temporaries", format_bytes(self.step_transient)),
+            ("Peak (training step)", format_bytes(self.peak)),
+            ("Peak (inference)", format_bytes(self.inference_peak)),
+        ]
+        return rows
+
+    def notes(self) -> list[str]:
+        """The formula and what the numbers assume."""
+        return [
+            "Peak = weights + buffers + gradients + optimizer state + max(activations + transient, step temporaries)",
+            "Simulated on fake CPU tensors: what CPU kernels and CPU autocast save (GPUs may differ, docs/memory.md)",
+        ]
+
+    def __str__(self) -> str:
+        return memory_table(f"{self.model_name} memory plan", self.layers, self.totals(), self.notes())
+
+    def _repr_html_(self) -> str:  # a notebook shows the plan as a table
+        return memory_table(f"{self.model_name} memory plan", self.layers, self.totals(), self.notes(), "html")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form: every total in bytes, and the layers."""
+        return {
+            "model": self.model_name,
+            "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+            "batch": self.batch,
+            "optimizer": self.optimizer,
+            "amp": self.amp,
+            "dtype": self.dtype,
+            "trainable": self.trainable,
+            "frozen": self.frozen,
+            "weights": self.weights,
+            "buffers": self.buffers,
+            "gradients": self.gradients,
+            "optimizer_state": self.optimizer_state,
+            "activations": self.activations,
+            "transient": self.transient,
+            "step_transient": self.step_transient,
+            "peak": self.peak,
+            "inference_peak": self.inference_peak,
+            "peak_at": self.peak_at,
+            "layers": [row.to_dict() for row in self.layers],
+        }
+
+
+# --------------------------------------------------------------------------- the optimizer
+
+
+_DEFAULTS: dict[OptimizerKind, dict[str, Any]] = {
+    OptimizerKind.SGD: {"momentum": 0.0, "weight_decay": 0.0},
+    OptimizerKind.MOMENTUM: {"momentum": 0.9, "weight_decay": 0.0},
+    OptimizerKind.ADAM: {"weight_decay": 0.0, "amsgrad": False},
+    OptimizerKind.ADAMW: {"weight_decay": 0.01, "amsgrad": False},
+}
+
+
+def _optimizer_kind(optimizer: Any) -> tuple[OptimizerKind, Callable[[nn.Parameter], Mapping[str, Any] | None]]:
+    """The optimizer's kind and, per parameter, its options (None for a parameter it does not hold)."""
+    if isinstance(optimizer, torch.optim.Optimizer):
+        kinds: tuple[tuple[type[torch.optim.Optimizer], OptimizerKind], ...] = (
+            (torch.optim.AdamW, OptimizerKind.ADAMW),
+            (torch.optim.Adam, OptimizerKind.ADAM),
+            (torch.optim.SGD, OptimizerKind.SGD),
+        )
+        kind = next((k for cls, k in kinds if isinstance(optimizer, cls)), None)
+        if kind is None:
+            raise InputError(
+                f"optimizer={type(optimizer).__name__}: its state is not known to memory_plan — give an SGD, Adam or "
+                f"AdamW instance, or one of {[str(k) for k in OptimizerKind]}"
+            )
+        groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+        return kind, lambda p: groups.get(id(p))
+    try:
+        kind = OptimizerKind(optimizer)
+    except ValueError:
+        raise InputError(
+            f"optimizer={optimizer!r} — use one of {[str(k) for k in OptimizerKind]} or a torch.optim.SGD, Adam or "
+            "AdamW instance"
+        ) from None
+    defaults = _DEFAULTS[kind]
+    return kind, lambda p: defaults
+
+
+def _optimizer_bytes(optimizer: Any, params: list[tuple[nn.Parameter, int]]) -> tuple[str, int, int]:
+    """(name, state bytes, step temporaries) for the parameters that get a gradient, with their bytes.
+
+    The state is what ``torch.optim`` allocates at the first step: SGD a
+    momentum buffer per parameter when momentum is not 0; Adam and AdamW
+    ``exp_avg`` and ``exp_avg_sq`` (and ``max_exp_avg_sq`` with amsgrad) in
+    the parameter's dtype and a scalar ``step`` tensor.  The temporaries are
+    those of the ``foreach`` step (the default on GPUs): Adam's
+    ``sqrt(exp_avg_sq)`` list, and the gradients plus weight decay of SGD and
+    (coupled) Adam; one parameter at a time with ``foreach=False``, none when ``fused``.
+    """
+    kind, options = _optimizer_kind(optimizer)
+    name = str(kind) if isinstance(optimizer, str) else type(optimizer).__name__
+    scalar = torch.empty((), dtype=torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32)
+    state = temporaries = largest = 0
+    lists = 0  # temporary lists the foreach step allocates, each the size of the parameters
+    for p, nbytes in params:
+        group = options(p)
+        if group is None:
+            continue
+        decay = bool(group.get("weight_decay", 0.0))
+        if kind in (OptimizerKind.SGD, OptimizerKind.MOMENTUM):
+            state += nbytes if group.get("momentum", 0.0) else 0
+            lists = max(lists, int(decay))
+        else:
+            state += (3 if group.get("amsgrad") else 2) * nbytes + scalar.element_size()
+            lists = max(lists, 1 + int(decay and kind == OptimizerKind.ADAM))
+        if group.get("fused"):
+            continue
+        temporaries += nbytes
+        largest = max(largest, nbytes)
+    foreach = not isinstance(optimizer, torch.optim.Optimizer) or all(
+        g.get("foreach") is not False for g in optimizer.param_groups
+    )
+    return name, state, lists * (temporaries if foreach else largest)
+
+
+# --------------------------------------------------------------------------- the public entry
+
+
+def _nbytes(t: torch.Tensor, dtype: torch.dtype | None) -> int:
+    """Bytes of ``t``, floating tensors counted in ``dtype`` when given."""
+    return t.numel() * (dtype.itemsize if dtype is not None and t.is_floating_point() else t.element_size())
+
+
+def _rows(model: nn.Module, step: SimulatedStep) -> tuple[LayerMemory, ...]:
+    """A row per module that saved something, had a transient or is a leaf, in forward order."""
+    rows, so_far = [], 0
+    modules = dict(model.named_modules())
+    for name, saved in step.saved.items():
+        module = modules.get(name)
+        leaf = module is not None and next(module.children(), None) is None
+        if not (saved or step.transients.get(name) or leaf):
+            continue  # a container that only called its children
+        so_far += saved
+        kind = type(module).__name__ if module is not None else "?"
+        rows.append(LayerMemory(name or "(model)", kind, saved, so_far, step.transients.get(name, 0)))
+    return tuple(rows)
+
+
+def _amp_dtype(amp: torch.dtype | str | None) -> torch.dtype | None:
+    if amp is None:
+        return None
+    dt = amp if isinstance(amp, torch.dtype) else _AMP.get(str(amp).lower())
+    if dt not in (torch.bfloat16, torch.float16):
+        raise InputError(f"amp={amp!r} — use torch.bfloat16 or torch.float16 (or 'bf16', 'fp16'), or None for fp32")
+    return dt
+
+
+def _inputs(model: nn.Module, input: InputSpec, batch: int) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
+    """Shape (batch included) and dtype (None: the model's) per ``forward`` argument."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"batch={batch!r} — the batch size is a positive int, e.g. batch=32")
+    out: dict[str, tuple[tuple[int, ...], torch.dtype | None]] = {}
+    for name, spec in normalize_input(input, forward_inputs(model, input)).items():
+        if isinstance(spec, torch.Tensor):  # batch included: its first dimension becomes the batch planned
+            out[name] = ((batch, *spec.shape[1:]) if spec.dim() else tuple(spec.shape), spec.dtype)
+        elif isinstance(spec, TypedShape):
+            out[name] = ((batch, *spec.shape), spec.dtype)
+        else:
+            out[name] = ((batch, *spec), None)
+    return out
+
+
+def memory_plan(
+    model: nn.Module,
+    input: InputSpec,
+    *,
+    batch: int = 1,
+    optimizer: OptimizerKind | str | torch.optim.Optimizer = OptimizerKind.ADAMW,
+    amp: torch.dtype | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> MemoryPlan:
+    """The memory one training step of ``model`` will need, knowing what is frozen, without allocating it.
+
+    A copy of the model on fake tensors runs one training-mode forward and
+    one backward (module docstring); nothing is allocated and ``model`` is
+    neither run nor changed.  In bytes::
+
+        peak = weights + buffers + gradients + optimizer_state
+               + max(activations + transient, step_transient)
+
+    ``activations`` are the storages autograd saves for backward, each once,
+    parameters and buffers excluded; ``transient`` the most memory in use at
+    one moment of the forward and backward beyond them and the gradients;
+    ``step_transient`` the optimizer step's temporaries.  The formula is an
+    upper bound: in a real backward, activations are freed while gradients
+    are allocated.  ``inference_peak = weights + buffers`` + the most
+    memory in use during a ``no_grad`` forward in eval mode.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model whose forward runs on fake tensors (Python that reads
+        tensor values cannot).  Models on ``meta`` work.
+    input : shape, tensor, tuple of shapes, or mapping
+        Per-sample shape(s), batch excluded, as in
+        :func:`torchsurgeon.paramcount`: ``(3, 224, 224)``,
+        ``{"input_ids": (4096,)}`` (``*_ids`` inputs are token ids).  A
+        tensor gives its dtype and its shape but for the first dimension.
+    batch : int
+        The batch size.
+    optimizer : str or torch.optim.Optimizer
+        ``"sgd"``, ``"sgd-momentum"`` (0.9), ``"adam"``, ``"adamw"``
+        (:class:`~torchsurgeon.records.OptimizerKind`), or an SGD, Adam or
+        AdamW instance (its options; parameters it does not hold get no state).
+    amp : torch.dtype or str, optional
+        ``torch.bfloat16`` / ``torch.float16`` (``"bf16"``, ``"fp16"``): the
+        forward runs under ``torch.autocast("cpu", amp)``, each op in the
+        dtype autocast gives it, the casted weight copies included.
+    dtype : torch.dtype, optional
+        What if the floating weights (and so gradients and optimizer state)
+        were stored in this dtype.
+
+    Returns
+    -------
+    MemoryPlan
+        ``weights``, ``gradients``, ``optimizer_state``, ``activations``,
+        ``peak``, ``inference_peak``, ``layers``, ``max_batch(budget)``;
+        ``print()`` it for a table.
+
+    Raises
+    ------
+    InputError
+        For a malformed input, batch, optimizer, amp or dtype.
+    MemoryPlanError
+        When the forward or backward cannot run on fake tensors (the
+        message names the module).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(100, 200), nn.ReLU(), nn.Linear(200, 10))
+    >>> plan = memory_plan(net, (100,), batch=8, optimizer="adam")
+    >>> plan.weights, plan.gradients, plan.optimizer_state  # 22,210 fp32 parameters; Adam: 2 x 4 bytes + 4 steps
+    (88840, 88840, 177696)
+    >>> plan.activations  # the input and the ReLU's output (the second Linear's input)
+    9600
+    >>> _ = net[0].requires_grad_(False)  # frozen first layer: its input is not saved, nor its gradients kept
+    >>> plan = memory_plan(net, (100,), batch=8, optimizer="adam")
+    >>> plan.gradients, plan.activations
+    (8040, 6400)
+    """
+    model = unwrap_model(model)
+    if not isinstance(model, nn.Module):  # pragma: no cover - unwrap_model raises first
+        raise InputError(f"model={type(model).__name__} is not an nn.Module")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(f"dtype={dtype!r} — give a floating dtype such as torch.bfloat16, or None")
+    amp_dtype = _amp_dtype(amp)
+    inputs = _inputs(model, input, batch)
+    unique = list(model.parameters())
+    weights = sum(_nbytes(p, dtype) for p in unique)
+    buffers = sum(_nbytes(b, dtype) for b in model.buffers())
+    train = simulate_step(model, inputs, train=True, amp=amp_dtype, dtype=dtype)
+    infer = simulate_step(model, inputs, train=False, amp=amp_dtype, dtype=dtype)
+    with_grad = [(p, _nbytes(p, dtype)) for p, got in zip(unique, train.got_grad) if got]
+    name, state, step_transient = _optimizer_bytes(optimizer, with_grad)
+
+    def replan(b: int) -> int:
+        again = {k: ((b, *shape[1:]), dt) for k, (shape, dt) in inputs.items()}
+        step = simulate_step(model, again, train=True, amp=amp_dtype, dtype=dtype)
+        return step.activations + step.transient
+
+    trainable = sum(p.numel() for p in unique if p.requires_grad)
+    return MemoryPlan(
+        model_name=type(model).__name__,
+        input_shapes={k: s for k, (s, _) in inputs.items()},
+        batch=batch,
+        optimizer=name,
+        amp=str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
+        dtype=str(dtype).removeprefix("torch.") if dtype is not None else None,
+        weights=weights,
+        buffers=buffers,
+        gradients=train.gradients,
+        optimizer_state=state,
+        activations=train.activations,
+        transient=train.transient,
+        step_transient=step_transient,
+        inference_peak=weights + buffers + infer.in_use_peak,
+        peak_at=train.peak_at,
+        layers=_rows(model, train),
+        trainable=trainable,
+        frozen=sum(p.numel() for p in unique) - trainable,
+        _replan=replan,
+    )

@@ -1,0 +1,43 @@
+"""simulate_step: storages counted once through views, module attribution, where the transient peaks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from torchsurgeon.fakestep import simulate_step
+
+
+class TwoViews(nn.Module):
+    """``sin`` saves ``h``, ``cos`` saves a view of ``h``: one storage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x)
+        return h.sin() + h.view(-1, 1).cos().view_as(h)
+
+
+def test_a_storage_saved_through_two_views_counts_once() -> None:
+    step = simulate_step(TwoViews(), {"x": ((4, 5), None)}, train=True, amp=None, dtype=None)
+    assert step.activations == 4 * (4 * 5 + 4 * 6)  # x (saved by the Linear) and h, once
+    assert step.saved == {"": 4 * 4 * 6, "lin": 4 * 4 * 5}  # h is first saved by the model's own forward
+    assert step.got_grad == [True, True] and step.gradients == 4 * (5 * 6 + 6)
+
+
+def test_eval_forward_saves_nothing_and_frees_as_it_goes() -> None:
+    net = nn.Sequential(*[nn.Linear(64, 64) for _ in range(10)])
+    step = simulate_step(net, {"input": ((8, 64), None)}, train=False, amp=None, dtype=None)
+    assert step.activations == 0 and step.gradients == 0
+    assert step.in_use_peak == 3 * 8 * 64 * 4  # the caller's input, one layer's input and its output
+
+
+def test_peak_is_named_by_module_or_backward_op() -> None:
+    net = nn.Sequential(nn.Linear(4, 4096), nn.ReLU(), nn.Linear(4096, 1))
+    net[0].requires_grad_(False)  # nothing saved before the last Linear, which saves the ReLU's output
+    step = simulate_step(net, {"input": ((2, 4), None)}, train=True, amp=None, dtype=None)
+    assert step.activations == 4 * 2 * 4096
+    # the input and the first Linear's output, saved by nobody, from the first Linear's addmm on (the first moment)
+    assert (step.peak_at, step.transient) == ("forward, 0 (addmm.default)", 4 * (2 * 4 + 2 * 4096))

@@ -1,0 +1,261 @@
+"""memory_plan against what PyTorch really does on the CPU: saved bytes, gradients, optimizer state.
+
+The reference numbers are measured by code independent of torchsurgeon
+(``models.measure_training_step``): a real CPU forward under
+``torch.autograd.graph.saved_tensors_hooks`` (unique storages, parameters and buffers excluded),
+a real backward (``.grad`` bytes); here, a real optimizer step (``optimizer.state`` bytes).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from models import MEMORY_BATCH as BATCH
+from models import MEMORY_MODELS as MODELS
+from models import MEMORY_SIZE as SIZE
+from models import measure_training_step as measure
+from models import resnet18_frozen_stem as _resnet18_frozen_stem
+from torchsurgeon import InputError, MemoryPlanError, memory_plan
+from torchsurgeon.memory import parse_bytes
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_activations_and_gradients_match_a_real_cpu_step(name: str) -> None:
+    build, amp = MODELS[name]
+    torch.manual_seed(0)
+    model = build()
+    plan = memory_plan(model, SIZE, batch=BATCH, amp=amp)
+    real = measure(model, torch.randn(BATCH, *SIZE), amp)
+    assert plan.activations == pytest.approx(real.saved, rel=0.05), (plan.activations, real.saved)
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    assert plan.gradients == trainable == real.gradients
+    assert plan.weights == sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def test_frozen_stem_saves_nothing_before_the_first_trainable_layer() -> None:
+    model = _resnet18_frozen_stem()
+    plan = memory_plan(model, SIZE, batch=BATCH)
+    frozen = [row for row in plan.layers if row.name.startswith(("conv1", "bn1", "relu", "maxpool", "layer1"))]
+    assert frozen and all(row.saved == 0 for row in frozen)
+    assert plan.layer("layer3.0.conv1").saved > 0
+    full = memory_plan(torchvision.models.resnet18(), SIZE, batch=BATCH)
+    assert plan.activations < full.activations and plan.gradients < full.gradients
+
+
+def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    return sum(
+        t.numel() * t.element_size()
+        for state in optimizer.state.values()
+        for t in state.values()
+        if isinstance(t, torch.Tensor)
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (lambda ps: torch.optim.AdamW(ps), "adamw"),
+        (lambda ps: torch.optim.Adam(ps, amsgrad=True), None),
+        (lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9), "sgd-momentum"),
+        (lambda ps: torch.optim.SGD(ps, lr=0.1), "sgd"),
+    ],
+)
+def test_optimizer_state_matches_a_real_step(
+    make: Callable[[list[nn.Parameter]], torch.optim.Optimizer], kind: str | None
+) -> None:
+    model = _resnet18_frozen_stem()
+    optimizer = make([p for p in model.parameters() if p.requires_grad])
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    real = _state_bytes(optimizer)
+    plan = memory_plan(model, (3, 32, 32), batch=2, optimizer=optimizer if kind is None else kind)
+    assert plan.optimizer_state == pytest.approx(real, rel=0.01)
+
+
+def test_optimizer_holding_only_the_head() -> None:
+    model = torchvision.models.resnet18()
+    optimizer = torch.optim.Adam(model.fc.parameters())
+    plan = memory_plan(model, SIZE, batch=BATCH, optimizer=optimizer)
+    head = sum(p.numel() for p in model.fc.parameters())
+    assert plan.optimizer_state == 2 * 4 * head + 2 * 4  # exp_avg, exp_avg_sq in fp32, one fp32 step per tensor
+    assert plan.gradients == 4 * sum(p.numel() for p in model.parameters())  # every trainable param gets a .grad
+
+
+def test_model_is_left_exactly_as_it_was() -> None:
+    model = _resnet18_frozen_stem().eval()
+    model.layer4.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = {name: m.training for name, m in model.named_modules()}
+    grads = {name: p.requires_grad for name, p in model.named_parameters()}
+    plan = memory_plan(model, SIZE, batch=BATCH, amp="bf16", dtype=torch.float16)
+    assert plan.max_batch("64MiB") >= 0
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert flags == {name: m.training for name, m in model.named_modules()}
+    assert grads == {name: p.requires_grad for name, p in model.named_parameters()}
+    assert all(p.grad is None and p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
+    for m in model.modules():
+        assert not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+
+
+def _mlp() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(100, 200), nn.ReLU(), nn.Linear(200, 10))
+
+
+def test_mlp_by_hand() -> None:
+    """Every number worked out on paper for batch 8, fp32."""
+    plan = memory_plan(_mlp(), (100,), batch=8, optimizer="sgd-momentum")
+    weights = 4 * (100 * 200 + 200 + 200 * 10 + 10)
+    assert (plan.weights, plan.gradients, plan.optimizer_state) == (weights, weights, weights)
+    assert plan.activations == 4 * (8 * 100 + 8 * 200)  # the input (for Linear 0's weight) and the ReLU output
+    # eval, no_grad: the caller's input, Linear 0's output and the ReLU's output are alive together
+    assert plan.inference_peak == weights + 4 * (8 * 100 + 8 * 200 + 8 * 200)
+    assert plan.peak == plan.weights + plan.gradients + plan.optimizer_state + plan.activations + plan.transient
+
+
+def test_dtype_what_if_and_amp() -> None:
+    fp32 = memory_plan(_mlp(), (100,), batch=8)
+    half = memory_plan(_mlp(), (100,), batch=8, dtype=torch.bfloat16)
+    assert (half.weights, half.gradients) == (fp32.weights // 2, fp32.gradients // 2)
+    steps = 4 * 4  # one fp32 scalar step per parameter tensor, whatever the weights' dtype
+    assert half.optimizer_state == (fp32.optimizer_state - steps) // 2 + steps
+    amp = memory_plan(_mlp(), (100,), batch=8, amp=torch.float16)
+    assert amp.amp == "float16" and amp.weights == fp32.weights
+    # under fp16 autocast: the fp16 casts of the input, of the ReLU's output and of the last weight (needed for the
+    # gradient of its input; the first Linear's input needs no gradient, so its weight copy is not kept)
+    assert amp.activations == 2 * (8 * 100 + 8 * 200 + 200 * 10)
+    assert amp.activations == measure(_mlp(), torch.randn(8, 100), torch.float16).saved
+
+
+def test_max_batch_is_the_largest_that_fits() -> None:
+    convs = [nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.Conv2d(16, 8, 3)]
+    model = nn.Sequential(*convs, nn.Flatten(), nn.Linear(8 * 28 * 28, 2))
+    plan = memory_plan(model, (3, 32, 32), batch=2, optimizer="adamw")
+    budget = plan.peak + 10 * 2**20
+    best = plan.max_batch(budget)
+    assert best > 2
+    assert memory_plan(model, (3, 32, 32), batch=best).peak <= budget
+    assert memory_plan(model, (3, 32, 32), batch=best + 1).peak > budget
+    assert plan.max_batch(plan.peak - plan.activations - plan.transient) == 0
+
+
+def test_meta_model_and_token_ids() -> None:
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Embedding(1000, 64), nn.Linear(64, 1000))
+    plan = memory_plan(model, {"input": torch.zeros(1, 16, dtype=torch.long)}, batch=4)
+    assert plan.input_shapes == {"input": (4, 16)}
+    # the embedding saves its int64 indices; the Linear its fp32 input
+    assert plan.activations == 4 * 16 * 8 + 4 * 16 * 64 * 4
+    assert next(model.parameters()).device.type == "meta"
+
+
+def test_table_and_totals(expected_file: Callable[[str, str], None]) -> None:
+    plan = memory_plan(_mlp(), (100,), batch=8, optimizer="adam")
+    text = str(plan)
+    expected_file("memory_plan_mlp.txt", text)
+    assert sum(row.saved for row in plan.layers) == plan.activations
+    assert f"Activations (saved):        {plan.activations / 1024:.2f} KiB" in text
+    assert plan.to_dict()["peak"] == plan.peak
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"optimizer": "lion"}, "optimizer='lion' — use one of"),
+        ({"optimizer": torch.optim.RMSprop(_mlp().parameters())}, "optimizer=RMSprop: its state is not known"),
+        ({"amp": torch.float64}, "amp=torch.float64 — use torch.bfloat16 or torch.float16"),
+        ({"dtype": torch.int8}, "dtype=torch.int8 — give a floating dtype"),
+        ({"batch": 0}, "batch=0 — the batch size is a positive int"),
+    ],
+)
+def test_bad_options(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InputError, match=re.escape(message)):
+        memory_plan(_mlp(), (100,), **kwargs)
+
+
+def test_value_dependent_forward_names_the_module() -> None:
+    class Gate(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x if x.sum() > 0 else -x
+
+    model = nn.Sequential(nn.Linear(4, 4), Gate())
+    with pytest.raises(MemoryPlanError, match=r"forward of a fake-tensor copy failed in 1 \(.*reads values"):
+        memory_plan(model, (4,))
+
+
+def test_parse_bytes() -> None:
+    assert parse_bytes("24GiB") == 24 * 2**30
+    assert parse_bytes("80 GB") == 80 * 10**9
+    with pytest.raises(InputError, match="budget -1 is negative"):
+        parse_bytes(-1)
+
+
+def test_everything_frozen_saves_nothing_and_needs_no_gradient() -> None:
+    model = _mlp().requires_grad_(False)
+    plan = memory_plan(model, (100,), batch=8)
+    assert (plan.activations, plan.gradients, plan.optimizer_state, plan.trainable) == (0, 0, 0, 0)
+    assert plan.peak == plan.weights + plan.transient
+
+
+def test_concurrent_plans_give_the_serial_answers() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    models = [_mlp(), _resnet18_frozen_stem(), torchvision.models.squeezenet1_0()]
+    inputs = [(100,), (3, 32, 32), (3, 32, 32)]
+    serial = [memory_plan(m, x, batch=2).to_dict() for m, x in zip(models, inputs)]
+    with ThreadPoolExecutor(3) as pool:
+        threaded = list(
+            pool.map(lambda mx: memory_plan(mx[0], mx[1], batch=2).to_dict(), list(zip(models, inputs)) * 2)
+        )
+    assert threaded == serial * 2
+
+
+@pytest.mark.zoo
+def test_7b_decoder_on_meta_in_under_30_s_and_2_gib() -> None:
+    """The issue's scale target, in a fresh process so that its peak RSS is its own."""
+    code = (
+        "import resource, time, torch; from models import llama_7b_on_meta; from torchsurgeon import memory_plan\n"
+        "model = llama_7b_on_meta(); start = time.perf_counter()\n"
+        "plan = memory_plan(model, (4096,), batch=8, optimizer='adamw', amp=torch.bfloat16)\n"
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "print(time.perf_counter() - start, rss, plan.activations)"
+    )
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parent / "src")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    seconds, rss, activations = (float(v) for v in done.stdout.split())
+    assert seconds < 30 and rss < 2 * 2**30, (seconds, rss)
+    assert activations > 100 * 2**30  # 32 layers x 32,768 tokens x 4,096 wide: hundreds of GiB, nothing allocated
+
+
+def test_hugging_face_decoder_by_input_name() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4
+    )
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config)
+    plan = memory_plan(model, {"input_ids": (16,)}, batch=2, amp="bf16")
+    real = measure(model, torch.randint(0, 1000, (2, 16)), torch.bfloat16)
+    assert plan.input_shapes == {"input_ids": (2, 16)}
+    assert plan.activations == pytest.approx(real.saved, rel=0.05) and plan.gradients == real.gradients
+
+
+def test_the_plan_shows_as_an_html_table_in_a_notebook() -> None:
+    from torch import nn
+
+    from torchsurgeon import memory_plan
+
+    html = memory_plan(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), (4,), batch=2)._repr_html_()
+    assert html.startswith("<div>") and "<table" in html and "Saved for backward" in html and "Peak" in html
