@@ -232,7 +232,7 @@ def _fitting_conv(bound: list[Any]) -> Any:
         if o <= 0:
             return FALLBACK  # meta raises the error torch gives
         out.append(o)
-    return _meta((*x.shape[: -nsp - 1], c_out, *out), x)
+    return new((*x.shape[: -nsp - 1], c_out, *out), x.dtype)
 
 
 def _functional_conv(fn: Any) -> Any:
