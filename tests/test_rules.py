@@ -834,3 +834,17 @@ def test_unknown_rule_argument_is_not_guessed() -> None:
     assert _apply(function_rule(operator.getitem), (x, torch.tensor([0])), {}) is FALLBACK
     with pytest.raises(AssertionError, match="meta execution raises"):
         _check(lambda a, k: torch.empty(3, device="meta"), (x,), {}, lambda: x.view(5))
+
+
+def test_timm_batchnorm_act_is_ruled_not_run() -> None:
+    """timm's BatchNormAct2d (its own forward, a leaf for torch.fx) takes the batch norm's rule: the shape of a
+    real run, no fallback, and a channel mismatch is an invalid layer with the norm's message."""
+    norm_act = pytest.importorskip("timm.layers.norm_act")
+    layer = norm_act.BatchNormAct2d(8, act_layer=nn.ReLU).eval()
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), layer)
+    report = paramcount(model, (3, 16, 16), batch=2)
+    with torch.no_grad():
+        assert report.output_shape == tuple(model(torch.zeros(2, 3, 16, 16)).shape)
+    assert report.shape_fallbacks == [] and report.layer("1").flops == 2 * 8 * 14 * 14 * 2  # eval: scale and shift
+    wrong = paramcount(nn.Sequential(nn.Conv2d(3, 6, 3), layer), (3, 16, 16))
+    assert [f.message.split(" —")[0] for f in wrong.findings] == ["1 (BatchNormAct2d) expects num_features=8, got 6"]

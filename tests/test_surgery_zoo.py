@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 import torchvision
+from torch import nn
 
 from models import materialize, on_meta
 from torchsurgeon import ParamChange, adapt_input_channels, check_surgery

@@ -354,8 +354,12 @@ def module_rule(kind: type[nn.Module]) -> tuple[Rule, type[nn.Module]] | None:
         except KeyError:
             pass
     found: tuple[Rule, type[nn.Module]] | None = None
-    for cls in kind.__mro__:
-        rule = _USER.modules.get(cls) or (None if disabled else _BUILTIN.modules.get(cls))
+    for cls in kind.__mro__:  # built-ins for optional libraries' classes are registered by qualified name
+        rule = _USER.modules.get(cls) or (
+            None
+            if disabled
+            else _BUILTIN.modules.get(cls) or _BUILTIN.named.get(f"{cls.__module__}.{cls.__qualname__}")
+        )
         if rule is not None:
             found = (rule, cls)
             break
