@@ -6,10 +6,9 @@ This is the public entry of the analysis pipeline
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any
 
 import networkx as nx
 from torch import nn
@@ -21,17 +20,14 @@ from .dot import to_dot, to_graphml
 from .errors import InputError, ShapeError
 from .flops import count_flops
 from .graph import (
-    NodeRecord,
     build_graph,
-    graph_cache,
     graph_copy,
     index_of,
     model_of,
     node_record,
-    node_records,
     opaque_of,
 )
-from .params import LayerParams, ParamSummary, count_params
+from .params import ParamSummary, count_params
 from .records import (
     CrossCheck,
     CrossCheckMode,
@@ -43,9 +39,9 @@ from .records import (
     TableColumn,
     TableFormat,
     Trust,
-    from_fields,
 )
 from .report import depth_table, format_count, format_shape, jsonable, report_document, table_format
+from .rows import layer_rows
 from .shapes import ExampleInputs, InputSpec, ShapeMemo, ShapeResult, propagate_shapes
 from .trace import Traced, tensor_inputs, trace, unwrap_model
 
@@ -410,138 +406,6 @@ def _compact(n: int) -> str:
     return ""
 
 
-class _Rows(Sequence[LayerReport]):
-    """A report's rows, built on first use from the records of one propagation.
-
-    The records are taken when the report is made (a later propagation through the same graph does
-    not change them); most callers read the totals only, and a row per node is a good part of the
-    analysis.  Compares equal to a list of the same rows.
-    """
-
-    def __init__(
-        self,
-        records: list[NodeRecord],
-        params: Mapping[str, LayerParams],
-        statics: Callable[[], Mapping[str, Mapping[str, Any]]],
-    ) -> None:
-        self._records = records
-        self._params = params
-        self._statics = statics
-
-    @functools.cached_property
-    def _rows(self) -> list[LayerReport]:
-        statics = self._statics()
-        return [_row(rec, statics[rec.name], self._params[rec.name]) for rec in self._records]
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickled as its rows (the builder of the rows reads the graph)."""
-        return {"_rows": self._rows, "_records": self._records, "_params": self._params, "_statics": None}
-
-    @overload
-    def __getitem__(self, index: int) -> LayerReport: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[LayerReport]: ...
-
-    def __getitem__(self, index: int | slice) -> LayerReport | list[LayerReport]:
-        return self._rows[index]
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __iter__(self) -> Iterator[LayerReport]:
-        return iter(self._rows)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Sequence):
-            return NotImplemented
-        return self._rows == list(other)
-
-    __hash__ = None  # type: ignore[assignment]  # like a list
-
-    def __repr__(self) -> str:
-        return repr(self._rows)
-
-
-def _layers(G: nx.DiGraph, summary: ParamSummary) -> _Rows:
-    """The report's rows: one per node but the inputs and the output, in execution order."""
-    records = [rec for rec in node_records(G) if rec.op not in ("placeholder", "output")]
-    return _Rows(records, summary.layers, lambda: graph_cache(G, "report_rows", lambda: _row_statics(G)))
-
-
-def _row(rec: NodeRecord, static: Mapping[str, Any], p: LayerParams) -> LayerReport:
-    ins = rec.input_shapes
-    known = rec.flops_known
-    values = {
-        "input_shape": ins[0] if ins and _is_shape(ins[0]) else None,
-        "output_shape": rec.output_shape,
-        "params": p.params,
-        "params_for_input": p.params_for_input,
-        "trainable": p.trainable,
-        "status": rec.status,
-        "message": rec.message,
-        "buffers": p.buffers,
-        "param_bytes": p.param_bytes,
-        "shared": p.shared,
-        "macs": rec.macs if known else 0,
-        "flops": rec.flops if known else 0,
-        "shape_source": rec.shape_source,
-        "seen_params": p.seen_params,
-        "seen_trainable": p.seen_trainable,
-    }
-    values.update(static)
-    return from_fields(LayerReport, values)
-
-
-def _row_statics(G: nx.DiGraph) -> dict[str, dict[str, Any]]:
-    """Per node (but inputs and output), the fields of its row that do not depend on the input."""
-    modules = index_of(G).modules
-    paths: dict[str, tuple[str, ...]] = {}
-    rows = {}
-    for rec in node_records(G):
-        if rec.op in ("placeholder", "output"):
-            continue
-        kernel = _kernel(modules.get(rec.target)) if rec.op == "call_module" else None
-        static: dict[str, Any] = {"name": rec.layer, "type": rec.module_type, "op": rec.op, "change": None}
-        static.update(path=_path(rec, modules, paths), kernel=kernel)
-        rows[rec.name] = static
-    return rows
-
-
-def _is_shape(value: Any) -> bool:
-    return isinstance(value, tuple) and all(isinstance(d, int) for d in value)
-
-
-def _path(rec: NodeRecord, modules: Mapping[str, nn.Module], cache: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
-    """The modules around a node whose ``forward`` ran, outermost first (the module itself for a module call)."""
-    owner = rec.target if rec.op == "call_module" else rec.scope
-    if not owner:
-        return ()
-    if owner not in cache:
-        parts = owner.split(".")
-        prefixes = (".".join(parts[:i]) for i in range(1, len(parts) + 1))
-        cache[owner] = tuple(p for p in prefixes if p == owner or _has_forward(modules.get(p)))
-    return cache[owner]
-
-
-def _has_forward(module: nn.Module | None) -> bool:
-    """False for containers that are never called (``nn.ModuleList``, ``nn.ModuleDict``): not a level of the table."""
-    return module is None or type(module).forward is not nn.Module.forward
-
-
-def _kernel(module: nn.Module | None) -> tuple[int, ...] | None:
-    # an instance attribute (the torch layers), else a class attribute or property: never a failing
-    # getattr, which goes through nn.Module.__getattr__ and an AttributeError
-    size = vars(module).get("kernel_size") if module is not None else None
-    if size is None and hasattr(type(module), "kernel_size"):
-        size = getattr(module, "kernel_size", None)
-    if isinstance(size, int):
-        return (size,)
-    if isinstance(size, tuple) and all(isinstance(k, int) for k in size):
-        return size
-    return None
-
-
 def analyse_graph(
     G: nx.DiGraph,
     input: InputSpec,
@@ -623,7 +487,7 @@ def _analyse(
         )
         summary = cache.params.get(key) or cache.params.setdefault(key, count_params(G))
     flops = count_flops(G)
-    layers = _layers(G, summary)
+    layers = layer_rows(G, summary)
     output_shape = shapes.output_shape
     if isinstance(output_shape, tuple) and all(isinstance(d, int) for d in output_shape):
         output_shape = OutputShape(output_shape, layers)  # remembers its layers for assertion messages

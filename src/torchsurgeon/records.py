@@ -34,6 +34,7 @@ __all__ = (
     "Trust",
     "Violation",
     "from_fields",
+    "is_shape",
 )
 
 _Record = TypeVar("_Record")
@@ -507,7 +508,7 @@ class OutputShape(tuple[int, ...]):
         picked: list[LayerReport] = []
         for layer in reversed(self.layers):
             ins, out = layer.input_shape, layer.output_shape
-            if not (_is_shape(ins) and _is_shape(out)) or ins == out:
+            if not (is_shape(ins) and is_shape(out)) or ins == out:
                 continue
             picked.append(layer)
             if len(picked) >= limit or (len(out) == len(self) and len(ins) != len(self)):
@@ -515,5 +516,12 @@ class OutputShape(tuple[int, ...]):
         return picked[::-1]
 
 
-def _is_shape(value: Any) -> TypeGuard[tuple[int, ...]]:
+def is_shape(value: Any) -> TypeGuard[tuple[int, ...]]:
+    """Whether ``value`` is a shape: a tuple of ints (not a nested shape, not None).
+
+    Examples
+    --------
+    >>> is_shape((1, 3)), is_shape(((1, 3), (2,))), is_shape(None)
+    (True, False, False)
+    """
     return isinstance(value, tuple) and all(isinstance(d, int) for d in value)

@@ -26,7 +26,7 @@ import functools
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Union
+from typing import Any, Union
 
 import networkx as nx
 import torch
@@ -34,15 +34,13 @@ import torch.fx
 from torch import nn
 from torch.fx.node import map_aggregate
 
+from ._steps import steps_of
 from .copies import detached_copy, run_on_zeros
 from .errors import InputError, ShapeError
 from .graph import (
     NodeRecord,
-    graph_cache,
     graph_module_of,
-    index_of,
     model_of,
-    node_record,
     opaque_of,
     set_records,
     update_record,
@@ -402,91 +400,6 @@ def _python_method(method: str, args: tuple[Any, ...]) -> bool:
     return not isinstance(args[0], torch.Tensor) and first_tensor(args) is None
 
 
-_CONSTANT, _NODE, _NESTED = 0, 1, 2
-"""How a step finds one argument: as written in the graph, the value of a node, or values inside a container."""
-
-
-def _how(arg: Any) -> int:
-    if isinstance(arg, torch.fx.Node):
-        return _NODE
-    if not isinstance(arg, (tuple, list, dict, slice)):
-        return _CONSTANT
-    nodes: list[torch.fx.Node] = []
-    torch.fx.node.map_arg(arg, nodes.append)
-    return _NESTED if nodes else _CONSTANT
-
-
-class _Step(NamedTuple):
-    """What running one node needs that does not depend on the input: built once per graph."""
-
-    module: nn.Module | None
-    """The module of a ``call_module`` node."""
-    from_input: bool
-    """Whether the node reads a model input."""
-    scope_module: nn.Module | None
-    """The module whose ``forward`` made a function or method call."""
-    args: tuple[tuple[int, Any], ...]
-    kwargs: tuple[tuple[str, int, Any], ...]
-    """The arguments as (how, value in the graph): see :func:`_how`."""
-    inputs: tuple[torch.fx.Node, ...]
-    """The nodes whose values the node reads (fx's ``all_input_nodes``)."""
-    last_uses: tuple[torch.fx.Node, ...]
-    """The nodes whose values are not needed after this one."""
-
-    def fetch(self, env: Mapping[torch.fx.Node, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The node's arguments from the values of the nodes before it (fx's ``fetch_args_kwargs_from_env``)."""
-        args = tuple(
-            env[a] if how == _NODE else a if how == _CONSTANT else torch.fx.node.map_arg(a, env.__getitem__)
-            for how, a in self.args
-        )
-        if not self.kwargs:
-            return args, {}
-        kwargs = {
-            k: env[a] if how == _NODE else a if how == _CONSTANT else torch.fx.node.map_arg(a, env.__getitem__)
-            for k, how, a in self.kwargs
-        }
-        return args, kwargs
-
-
-def _plan(G: nx.DiGraph) -> dict[torch.fx.Node, _Step]:
-    """The steps of shape propagation through ``G``, by node, in execution order (cached with the graph)."""
-
-    def build() -> dict[torch.fx.Node, _Step]:
-        nodes = list(graph_module_of(G).graph.nodes)
-        modules = index_of(G).modules
-        model = model_of(G)
-        last_uses: dict[torch.fx.Node, list[torch.fx.Node]] = {}
-        seen: set[torch.fx.Node] = set()
-        for node in reversed(nodes):  # the first use seen backwards is the last use
-            for used in node.all_input_nodes:
-                if used not in seen:
-                    seen.add(used)
-                    last_uses.setdefault(node, []).append(used)
-        steps: dict[torch.fx.Node, _Step] = {}
-        for node in nodes:
-            module = scope_module = None
-            if node.op == "call_module":
-                target = str(node.target)
-                module = modules[target] if target in modules else model.get_submodule(target)
-            elif node.op in ("call_function", "call_method"):
-                scope = node_record(G, node.name).scope
-                scope_module = modules.get(scope) if scope else None
-            inputs = tuple(node.all_input_nodes)
-            steps[node] = _Step(
-                module,
-                any(a.op == "placeholder" for a in inputs),
-                scope_module,
-                tuple([(_how(a), a) for a in node.args]),
-                tuple([(k, _how(a), a) for k, a in node.kwargs.items()]) if node.kwargs else (),
-                inputs,
-                tuple(last_uses.get(node, ())),
-            )
-        return steps
-
-    steps: dict[torch.fx.Node, _Step] = graph_cache(G, "shape_plan", build)
-    return steps
-
-
 class _ShapeInterpreter(torch.fx.Interpreter):
     """Runs the graph on meta tensors, recording a NodeRecord per node."""
 
@@ -505,7 +418,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.graph = gm.graph
         self.env = {}
         self.name = "Interpreter"
-        self.steps = _plan(G)
+        self.steps = steps_of(G)
         self.memo = memo if memo is not None and memo.enabled else None
         self.G = G
         self.base = dict(G.nodes(data="record"))

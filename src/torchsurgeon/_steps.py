@@ -1,0 +1,108 @@
+"""The plan of shape propagation through one graph: what running each node needs that does not depend on the input.
+
+:func:`torchsurgeon.shapes.propagate_shapes` runs the graph once per input;
+a sweep runs it once per shape.  Everything here is computed once per graph
+and kept with it (:func:`torchsurgeon.graph.graph_cache`): each node's module,
+its arguments as they are fetched from the values of the nodes before it
+(torch.fx's ``Interpreter`` maps every argument through the generic
+``map_arg`` on every run), and the values it is the last user of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import networkx as nx
+import torch
+import torch.fx
+from torch import nn
+
+from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
+
+__all__ = ("Step", "steps_of")
+
+
+_CONSTANT, _NODE, _NESTED = 0, 1, 2
+"""How a step finds one argument: as written in the graph, the value of a node, or values inside a container."""
+
+
+def _how(arg: Any) -> int:
+    if isinstance(arg, torch.fx.Node):
+        return _NODE
+    if not isinstance(arg, (tuple, list, dict, slice)):
+        return _CONSTANT
+    nodes: list[torch.fx.Node] = []
+    torch.fx.node.map_arg(arg, nodes.append)
+    return _NESTED if nodes else _CONSTANT
+
+
+class Step(NamedTuple):
+    """What running one node needs that does not depend on the input: built once per graph."""
+
+    module: nn.Module | None
+    """The module of a ``call_module`` node."""
+    from_input: bool
+    """Whether the node reads a model input."""
+    scope_module: nn.Module | None
+    """The module whose ``forward`` made a function or method call."""
+    args: tuple[tuple[int, Any], ...]
+    kwargs: tuple[tuple[str, int, Any], ...]
+    """The arguments as (how, value in the graph): see :func:`_how`."""
+    inputs: tuple[torch.fx.Node, ...]
+    """The nodes whose values the node reads (fx's ``all_input_nodes``)."""
+    last_uses: tuple[torch.fx.Node, ...]
+    """The nodes whose values are not needed after this one."""
+
+    def fetch(self, env: Mapping[torch.fx.Node, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The node's arguments from the values of the nodes before it (fx's ``fetch_args_kwargs_from_env``)."""
+        args = tuple(
+            env[a] if how == _NODE else a if how == _CONSTANT else torch.fx.node.map_arg(a, env.__getitem__)
+            for how, a in self.args
+        )
+        if not self.kwargs:
+            return args, {}
+        kwargs = {
+            k: env[a] if how == _NODE else a if how == _CONSTANT else torch.fx.node.map_arg(a, env.__getitem__)
+            for k, how, a in self.kwargs
+        }
+        return args, kwargs
+
+
+def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
+    """The steps of shape propagation through ``G``, by node, in execution order (cached with the graph)."""
+
+    def build() -> dict[torch.fx.Node, Step]:
+        nodes = list(graph_module_of(G).graph.nodes)
+        modules = index_of(G).modules
+        model = model_of(G)
+        last_uses: dict[torch.fx.Node, list[torch.fx.Node]] = {}
+        seen: set[torch.fx.Node] = set()
+        for node in reversed(nodes):  # the first use seen backwards is the last use
+            for used in node.all_input_nodes:
+                if used not in seen:
+                    seen.add(used)
+                    last_uses.setdefault(node, []).append(used)
+        steps: dict[torch.fx.Node, Step] = {}
+        for node in nodes:
+            module = scope_module = None
+            if node.op == "call_module":
+                target = str(node.target)
+                module = modules[target] if target in modules else model.get_submodule(target)
+            elif node.op in ("call_function", "call_method"):
+                scope = node_record(G, node.name).scope
+                scope_module = modules.get(scope) if scope else None
+            inputs = tuple(node.all_input_nodes)
+            steps[node] = Step(
+                module,
+                any(a.op == "placeholder" for a in inputs),
+                scope_module,
+                tuple([(_how(a), a) for a in node.args]),
+                tuple([(k, _how(a), a) for k, a in node.kwargs.items()]) if node.kwargs else (),
+                inputs,
+                tuple(last_uses.get(node, ())),
+            )
+        return steps
+
+    steps: dict[torch.fx.Node, Step] = graph_cache(G, "shape_plan", build)
+    return steps
