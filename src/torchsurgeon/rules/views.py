@@ -285,10 +285,11 @@ def _cat_is_contiguous(tensors: Sequence[torch.Tensor], extra_dims: int = 0) -> 
     Only 4-d and 5-d tensors can suggest channels-last, and one input that
     suggests the contiguous format makes the output contiguous.
     """
-    if tensors[0].dim() + extra_dims not in (4, 5) or any(t.is_contiguous() for t in tensors):
+    if tensors[0].dim() + extra_dims not in (4, 5) or (extra_dims and any(t.is_contiguous() for t in tensors)):
         return True
     if suggest_memory_format is None or extra_dims:  # pragma: no cover - torch without _prims_common
         return False
+    # not is_contiguous(): a (1, 1, 1, 2) tensor is contiguous and channels-last at once, and suggests the latter
     return any(suggest_memory_format(t) == torch.contiguous_format for t in tensors)
 
 
