@@ -286,3 +286,17 @@ def test_input_ids_given_as_a_shape_are_integers() -> None:
     # a tensor keeps its own dtype: float ids are the user's choice, and the embedding says so
     floats = paramcount(model, {"input_ids": torch.zeros(1, 8)})
     assert [layer.name for layer in floats.invalid] == ["embeddings"]
+
+
+def test_finfo_of_a_traced_dtype_is_answered_for_the_input() -> None:
+    """Bloom and T5 build attention masks from torch.finfo(scores.dtype).min: a C class that rejects proxies."""
+
+    class Masked(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            scores = x @ x.transpose(-1, -2)
+            floor = torch.finfo(scores.dtype).min
+            return scores.masked_fill(scores > 1, floor) + torch.iinfo(torch.int8).max
+
+    report = paramcount(Masked(), (4, 8))
+    assert report.output_shape == (1, 4, 4) and report.opaque == {}
+    assert torch.finfo is not None and isinstance(torch.finfo(torch.float16), torch.finfo)  # the real class is back

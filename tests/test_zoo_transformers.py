@@ -70,6 +70,8 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
     "gemma": ("AutoModel", {**DECODER, "head_dim": 16}, (SEQ,)),
     "opt": ("AutoModel", {**TEXT, "ffn_dim": 37, "word_embed_proj_dim": 32, "pad_token_id": 0}, (SEQ,)),
     "gpt_neox": ("AutoModel", TEXT, (SEQ,)),
+    "bloom": ("AutoModel", {"hidden_size": 32, "n_layer": 2, "n_head": 2, "vocab_size": 99}, (SEQ,)),  # finfo(dtype)
+    "mamba": ("AutoModel", {"hidden_size": 32, "num_hidden_layers": 2, "vocab_size": 99, "state_size": 4}, (SEQ,)),
     # encoder-decoders
     "t5": (
         "AutoModel",
@@ -235,6 +237,7 @@ def test_transformers_model(name: str) -> None:
     assert r.report.total == r.unique
     assert r.left_as_found
     assert r.report.invalid == [], [f.message for f in r.report.findings]
+    assert r.report.trusted, r.report.crosscheck.message
     got = r.report.output_shape
     assert isinstance(got, dict), got
     assert {k: v for k, v in got.items() if k in r.real} == r.real

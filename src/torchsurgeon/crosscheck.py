@@ -243,11 +243,16 @@ def _compare(traced: Any, real: Any, reason: str, how: str, difference: Callable
 
 
 def _plain(value: Any) -> Any:
-    """Shapes without the container types (tuple vs list, OutputShape vs tuple)."""
+    """Shapes without the container types (tuple vs list, OutputShape vs tuple) and without None entries.
+
+    A Hugging Face ``ModelOutput`` keeps its None fields when a real forward
+    returns it (``cache_params=None``) but not in the traced output: a key
+    whose value is None is no difference.
+    """
     if isinstance(value, (tuple, list)):
         return tuple(_plain(v) for v in value)
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v) for k, v in value.items() if v is not None}
     return value
 
 

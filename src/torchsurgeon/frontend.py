@@ -36,7 +36,7 @@ import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ("MetaValues", "OwnHooks", "ShapeProxy", "bind_inputs", "call_by_name", "meta_question")
+__all__ = ("MetaValues", "OwnHooks", "ShapeProxy", "bind_inputs", "call_by_name", "dtype_info", "meta_question")
 
 _FORWARD_HOOKS = (
     "_forward_pre_hooks",
@@ -361,6 +361,33 @@ class MetaValues:
         return value
 
 
+@contextlib.contextmanager
+def dtype_info(values: Callable[[], MetaValues | None]) -> Iterator[None]:
+    """``torch.finfo(x.dtype)`` / ``torch.iinfo(...)`` of a traced dtype answered from its value on ``meta``.
+
+    Both are classes implemented in C that reject a proxy; for the duration
+    of a trace they are replaced by functions that resolve a proxy argument
+    (Bloom's and T5's attention masks read ``torch.finfo(scores.dtype).min``)
+    and pass anything else to the real class.  Process-wide, like torch.fx's
+    own patches (docs/threads.md).
+    """
+    real_finfo, real_iinfo = torch.finfo, torch.iinfo
+
+    def wrap(cls: Callable[..., Any]) -> Callable[..., Any]:
+        def info(type: Any = None) -> Any:  # torch's own parameter name
+            if isinstance(type, torch.fx.Proxy):
+                type = meta_question(values(), type, "value", lambda: type)
+            return cls() if type is None else cls(type)
+
+        return info
+
+    torch.finfo, torch.iinfo = wrap(real_finfo), wrap(real_iinfo)  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        torch.finfo, torch.iinfo = real_finfo, real_iinfo  # type: ignore[misc]
+
+
 def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: str, fx_answer: Callable[[], Any]) -> Any:
     """The Python answer (bool, iterator, keys, len) for ``proxy`` from its value on ``meta``.
 
@@ -374,6 +401,10 @@ def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: st
         value = values.resolve(proxy.node, question)
     except _Unknown:
         return fx_answer()
+    if question == "value":  # a dtype or a device: the input's, whatever Python does with it
+        if isinstance(value, torch.Tensor):
+            raise torch.fx.proxy.TraceError(f"a tensor value is data-dependent ({proxy.node.format_node()})")
+        return value
     if question in ("bool", "int"):
         if isinstance(value, torch.Tensor):  # a tensor's value: data-dependent, not known on meta
             raise torch.fx.proxy.TraceError(

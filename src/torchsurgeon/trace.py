@@ -45,7 +45,7 @@ from torch import nn
 
 from .copies import detached_copy
 from .errors import InputError, TraceError, failure_reason
-from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, meta_question
+from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, dtype_info, meta_question
 from .shapespec import TypedShape
 
 __all__ = (
@@ -621,7 +621,8 @@ def trace(
                     defaults,
                 )
                 try:
-                    graph = tracer.trace(model, concrete_args=concrete_args or None)
+                    with dtype_info(lambda t=tracer: t.meta_values):
+                        graph = tracer.trace(model, concrete_args=concrete_args or None)
                 except RecursionError as exc:
                     raise TraceError(
                         f"{type(model).__name__}: modules nest deeper than Python's recursion limit allows for tracing "
