@@ -621,7 +621,7 @@ def trace(
                     defaults,
                 )
                 try:
-                    with dtype_info(lambda t=tracer: t.meta_values):
+                    with dtype_info(lambda t=tracer: t.meta_values):  # type: ignore[misc]
                         graph = tracer.trace(model, concrete_args=concrete_args or None)
                 except RecursionError as exc:
                     raise TraceError(
