@@ -369,3 +369,22 @@ def test_replace_head_updates_the_class_count_the_model_keeps() -> None:
     result = replace_head(original, 3)
     assert [(c.name, str(c.status), c.message) for c in result.changes][2:] == [("num_classes", "setting", "10 → 3")]
     assert result.model.num_classes == 3 and original.num_classes == 10
+
+
+def test_append_head_updates_the_class_count_to_the_new_width() -> None:
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.num_classes, self.fc = 10, nn.Linear(4, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x)
+
+    original = Classifier()
+    widened = append_head(original, nn.ReLU(), nn.Linear(10, 3))
+    assert [(c.name, c.message) for c in widened.changes if c.status == ParamChange.SETTING] == [
+        ("num_classes", "10 → 3")
+    ]
+    assert widened.model.num_classes == 3 and original.num_classes == 10
+    same = append_head(original, nn.ReLU())  # the width does not change: nothing to update
+    assert all(c.status != ParamChange.SETTING for c in same.changes) and same.model.num_classes == 10

@@ -673,6 +673,10 @@ def append_head(model: nn.Module, *modules: nn.Module, inplace: bool = False) ->
 
     The old classifier's weights are kept (their names move: ``fc.weight`` →
     ``fc.0.weight``); the new layers are reported with their initialiser.
+    When the appended layers change the output's width, the class counts
+    kept on the modules holding the head and their configs follow it
+    (``config.num_labels``, ``num_classes``: ``setting`` changes), as in
+    :func:`replace_head`.
 
     Examples
     --------
@@ -707,4 +711,16 @@ def append_head(model: nn.Module, *modules: nn.Module, inplace: bool = False) ->
                     f"{name}.{i}.{p}", ParamChange.NEW, None, tuple(t.shape), default_init(owner, p.rpartition(".")[2])
                 )
             )
-    return SurgeryResult(edited, tuple(changes))
+    before, after = _width(old), next((w for w in map(_width, reversed(modules)) if w is not None), None)
+    guards = [(name, _CLASS_GUARDS, before, after)] if before is not None and after is not None else []
+    return SurgeryResult(edited, _with_guards(edited, changes, guards))
+
+
+def _width(module: nn.Module) -> int | None:
+    """Outputs of a Linear or Conv layer (the last one inside a container), else None."""
+    for m in reversed(list(module.modules())):
+        if isinstance(m, nn.Linear):
+            return m.out_features
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return m.out_channels
+    return None
