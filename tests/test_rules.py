@@ -592,7 +592,7 @@ def test_interpolate_rules_match_meta_and_cpu(data: st.DataObject, nsp: int, mod
     fits = (mode not in ("linear", "bilinear", "bicubic", "trilinear")) or (
         {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}[mode] == nsp
     )
-    if x.is_contiguous() and fits:
+    if x.is_contiguous() and _plainly_contiguous(x) and fits:  # (channels-last strides keep their layout)
         assert answered or min(_apply_output_sizes(x, kwargs)) <= 0  # the ordinary cases do get an answer
 
 

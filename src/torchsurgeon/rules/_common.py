@@ -42,6 +42,7 @@ __all__ = (
     "ntuple",
     "numel",
     "one_tensor",
+    "plainly_contiguous",
     "same_float",
     "suggest_memory_format",
     "view",
@@ -167,6 +168,26 @@ def broadcast(*shapes: Sequence[int]) -> tuple[int, ...] | None:
         # a dim where every size is 1 stays 1; a zero-size dim broadcasts with 1
         out.append(size)
     return tuple(out)
+
+
+def plainly_contiguous(x: torch.Tensor) -> bool:
+    """Contiguous, and for 4-d / 5-d tensors not suggesting channels-last.
+
+    A ``(1, 2, 1, 1)`` tensor is contiguous and channels-last at once; ops
+    that keep their input's memory format (pooling, interpolation) then give
+    a channels-last output, which a rule making a contiguous one would get wrong.
+
+    Examples
+    --------
+    >>> x = torch.empty_strided((1, 2, 1, 1), (2, 1, 2, 2), device="meta")  # channels-last strides
+    >>> x.is_contiguous(), plainly_contiguous(x), plainly_contiguous(torch.empty(1, 2, 1, 1, device="meta"))
+    (True, False, True)
+    """
+    if not x.is_contiguous():
+        return False
+    if x.dim() not in (4, 5) or suggest_memory_format is None:
+        return True
+    return bool(suggest_memory_format(x) == torch.contiguous_format)
 
 
 # ----------------------------------------------------------------- elementwise

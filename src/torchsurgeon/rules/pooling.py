@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import REQUIRED, OpRule, Spec, bind, float_tensor, fn, is_int, new, ntuple, one_tensor
+from ._common import REQUIRED, OpRule, Spec, bind, float_tensor, fn, is_int, new, ntuple, one_tensor, plainly_contiguous
 from .registry import FALLBACK, Call, builtin
 
 __all__: tuple[str, ...] = ()
@@ -27,7 +27,7 @@ def _pool(
     is_max: bool,
 ) -> Any:
     """Output of max/avg pooling (torch's pooling_output_shape), else FALLBACK."""
-    if not float_tensor(x) or not x.is_contiguous() or x.dim() not in (nsp + 1, nsp + 2):
+    if not float_tensor(x) or not plainly_contiguous(x) or x.dim() not in (nsp + 1, nsp + 2):
         return FALLBACK
     if not isinstance(ceil_mode, bool):
         return FALLBACK
@@ -95,7 +95,7 @@ def _avg_pool_fn(nsp: int) -> OpRule:
 
 
 def _adaptive_pool(x: Any, nsp: int, output_size: Any) -> Any:
-    if not float_tensor(x) or not x.is_contiguous() or x.dim() not in (nsp + 1, nsp + 2):
+    if not float_tensor(x) or not plainly_contiguous(x) or x.dim() not in (nsp + 1, nsp + 2):
         return FALLBACK
     if any(d == 0 for d in x.shape[-nsp - 1 :]):
         return FALLBACK
@@ -170,7 +170,7 @@ def _interpolate(x: Any, size: Any, scale_factor: Any, mode: Any, align_corners:
     With ``size``: those sizes.  With ``scale_factor``: ``floor(size * scale)``, whether or not the
     scale is recomputed.  Options ``F.interpolate`` would reject, and non-contiguous inputs, fall back.
     """
-    if not float_tensor(x) or not x.is_contiguous() or x.dim() not in (3, 4, 5) or 0 in x.shape:
+    if not float_tensor(x) or not plainly_contiguous(x) or x.dim() not in (3, 4, 5) or 0 in x.shape:
         return FALLBACK
     if not isinstance(mode, str) or _RANK_OF_MODE.get(mode, x.dim()) != x.dim() or antialias is not False:
         return FALLBACK
