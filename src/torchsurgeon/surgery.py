@@ -306,16 +306,9 @@ def _fold_layer_weight(
 def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> ParamReport:
     layer = model.get_submodule(name)
     kind = type(layer).__name__
-    if isinstance(layer, nn.modules.conv._ConvNd):
-        what, before = "in_channels", layer.in_channels
-        groups = fitted_groups(layer, channels)
-    elif isinstance(layer, nn.Linear):
-        what, before, groups = "in_features", layer.in_features, 1
-    else:
-        raise SurgeryError(
-            f"{name} ({kind}) reads the input but is not a Conv or Linear layer — adapt it by hand; "
-            "adapt_input_channels folds Conv/Linear weights only"
-        )
+    what, before = _input_width(model, name)
+    assert isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear))  # _input_width raised for anything else
+    groups = fitted_groups(layer, channels) if isinstance(layer, nn.modules.conv._ConvNd) else 1
     unparametrized = mode != FoldMode.RANDOM and parametrize.is_parametrized(layer, "weight")
     if unparametrized:  # weight_norm & co: fold the weight they compute, which then becomes a plain parameter
         cls = type(layer)  # a copy shares its parametrized class with the original: removal edits a class of its own
@@ -486,25 +479,29 @@ def adapt_input_channels(
             f"{type(edited).__name__}: no layer with weights reads the input — nothing to adapt; "
             "pass layer='name' to choose one"
         )
-    before = {name: _in_channels(edited, name) for name in names}
+    before = {name: _input_width(edited, name)[1] for name in names}  # every layer checked before any is edited
     changes = [_adapt_layer(edited, name, channels, mode) for name in names]
     guards = [(name, _CHANNEL_GUARDS, before[name], channels) for name in names]
     return SurgeryResult(edited, _with_guards(edited, changes, guards))
 
 
-def _in_channels(model: nn.Module, name: str) -> int:
+def _input_width(model: nn.Module, name: str) -> tuple[str, int]:
+    """``("in_channels", C)`` of a Conv or ``("in_features", F)`` of a Linear layer; else why it cannot be folded."""
     layer = model.get_submodule(name)
     if isinstance(layer, nn.modules.conv._ConvNd):
-        return layer.in_channels
+        return "in_channels", layer.in_channels
     if isinstance(layer, nn.Linear):
-        return layer.in_features
+        return "in_features", layer.in_features
     if any(True for _ in layer.children()):
         raise SurgeryError(
             f"{name} ({type(layer).__name__}) reads the input but could not be looked into — pass an input the "
             "model accepts now, e.g. input=(3, 224, 224), so adapt_input_channels can run it and find the layers "
             "inside, or name them with layer=..."
         )
-    return 0  # not a Conv/Linear: _adapt_layer says so
+    raise SurgeryError(
+        f"{name} ({type(layer).__name__}) reads the input but is not a Conv or Linear layer — adapt it by hand; "
+        "adapt_input_channels folds Conv/Linear weights only"
+    )
 
 
 def fold_input_normalization(
