@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import io
 import os
 import statistics
@@ -111,6 +112,7 @@ def zoos_worker(library: str, warmup: int, threads: int) -> dict[str, Any]:
                 for tool, fn in tools.items():
                     if tool in failed:
                         continue
+                    gc.collect()  # each tool's time is its own work, not a collection of the garbage left before it
                     start = time.perf_counter()
                     try:
                         result = fn()
@@ -232,7 +234,8 @@ def zoos_section(args: argparse.Namespace) -> list[str]:
         f"model the median of {ZOO_REPEAT} runs after {args.warmup} warm-up, the three measurements interleaved: "
         "`paramcount(model, input)` (the test's input spec), `torchinfo.summary(model, input_data=x, verbose=0)` "
         "and one `model(x)` forward under `no_grad` (x: real CPU tensors, token ids for `*_ids`, a dict for dict "
-        "inputs). Meta fallbacks: `len(report.shape_fallbacks)`, layers whose shape came from running them on "
+        "inputs), each after a `gc.collect()`, so that no tool pays for collecting another's garbage. "
+        "Meta fallbacks: `len(report.shape_fallbacks)`, layers whose shape came from running them on "
         "`meta`. Verdict: faster when torchsurgeon's median < torchinfo's; a slower model is exempt when its "
         "forward takes < 20 ms.",
         "",

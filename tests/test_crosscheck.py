@@ -13,8 +13,8 @@ from torchsurgeon.contracts import ShapeContract, check_contract
 from torchsurgeon.records import Trust
 
 
-class SkipByJitIsinstance(nn.Module):
-    """MONAI BasicUNet's pattern: the skip connection is concatenated only if ``torch.jit.isinstance`` says tensor."""
+class SkipByIsinstance(nn.Module):
+    """The skip connection is concatenated only if ``isinstance(skip, torch.Tensor)``: False for an fx proxy."""
 
     def __init__(self, in_channels: int = 1) -> None:
         super().__init__()
@@ -35,7 +35,7 @@ class Up(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
         x = self.upsample(x)
-        if torch.jit.isinstance(skip, torch.Tensor):  # False for an fx proxy: the skip vanishes from the trace
+        if isinstance(skip, torch.Tensor):  # False for an fx proxy: the skip vanishes from the trace
             x = torch.cat([skip, x], dim=1)
         return self.conv(x)
 
@@ -76,7 +76,7 @@ def _real_shape(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def test_skip_connection_lost_by_the_trace_is_not_trusted() -> None:
-    model = SkipByJitIsinstance()
+    model = SkipByIsinstance()
     r = paramcount(model, (1, 16, 16))
     assert r.invalid, "the trace without the skip sees 8 channels where the conv expects 16"
     assert r.trusted is False and r.crosscheck.trust == Trust.UNTRUSTED
@@ -91,7 +91,7 @@ def test_skip_connection_lost_by_the_trace_is_not_trusted() -> None:
 
 
 def test_the_named_fix_gives_a_trusted_exact_report() -> None:
-    model = SkipByJitIsinstance()
+    model = SkipByIsinstance()
     r = paramcount(model, (1, 16, 16), leaf_modules=["up"], crosscheck="always")
     assert r.trusted and r.crosscheck.trust == Trust.VERIFIED and r.invalid == []
     assert r.total_for_input == r.total == sum(p.numel() for p in model.parameters())
@@ -130,7 +130,7 @@ def test_a_model_that_cannot_run_on_meta_is_unverified_not_trusted_blindly() -> 
 
 
 def test_never_and_sweep() -> None:
-    model = SkipByJitIsinstance()
+    model = SkipByIsinstance()
     assert paramcount(model, (1, 16, 16), crosscheck="never").crosscheck.trust == Trust.NOT_RUN
     reports = paramcount_sweep(model, [(1, 16, 16), (3, 16, 16)])
     assert [r.trusted for r in reports] == [False, False]
@@ -142,7 +142,7 @@ def test_bad_mode_names_the_choices() -> None:
 
 
 def test_the_model_is_left_as_found() -> None:
-    model = SkipByJitIsinstance().train()
+    model = SkipByIsinstance().train()
     calls: list[str] = []
     model.up.register_forward_hook(lambda *a: calls.append("hook"))
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -153,17 +153,18 @@ def test_the_model_is_left_as_found() -> None:
 
 
 def test_a_contract_on_an_untrusted_report_is_broken() -> None:
-    result = check_contract(SkipByJitIsinstance(), ShapeContract(input=(1, 16, 16), no_invalid=False))
+    result = check_contract(SkipByIsinstance(), ShapeContract(input=(1, 16, 16), no_invalid=False))
     assert [v.field for v in result.violations] == ["trace"]
     assert "real model accepts this input" in result.violations[0].note
 
 
-def test_monai_basic_unet_at_its_own_input_is_not_trusted() -> None:
+def test_monai_basic_unet_is_traced_with_its_skip_connections() -> None:
+    """MONAI's UpCat concatenates its skip only ``if torch.jit.isinstance(x_e, torch.Tensor)``: answered from meta."""
     nets = pytest.importorskip("monai.networks.nets")
     model = nets.BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)
     r = paramcount(model, (1, 64, 64))
-    assert r.trusted is False and "leaf_modules=['upcat_4']" in r.crosscheck.message
-    assert r.crosscheck.real_output == _real_shape(model, (1, 64, 64))
-    fixed = paramcount(model, (1, 64, 64), leaf_modules=[type(model.upcat_4)])
-    assert fixed.trusted and fixed.invalid == []
-    assert fixed.total_for_input == sum(p.numel() for p in model.parameters())
+    assert r.trusted and r.invalid == [] and r.findings == ()
+    assert r.total_for_input == sum(p.numel() for p in model.parameters()) == 1_978_466
+    assert r.output_shape == _real_shape(model, (1, 64, 64))
+    checked = paramcount(model, (1, 64, 64), crosscheck="always")
+    assert checked.crosscheck.trust == Trust.VERIFIED

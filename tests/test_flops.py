@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -111,6 +112,79 @@ def test_attention_agrees_with_flop_counter_mode() -> None:
     s = count_flops(G)
     assert s.layers["mha"].kind == FlopKind.ATTENTION
     assert s.matmul_flops == sum(_flop_counter(Attend(), q, kv).values())
+
+
+class _AddedProducts(nn.Module):
+    """Bloom's ``scores.baddbmm(q, k)`` with ALiBi, addmm and addbmm, as functions and methods."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(7, 4))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        scores = q.new_zeros(q.shape[0], q.shape[1], k.shape[2]).baddbmm(q, k, beta=0.5, alpha=2.0)
+        flat = torch.addmm(q.new_zeros(1, 4), scores.flatten(0, 1), self.w)  # (B*L, 7) @ (7, 4)
+        summed = q.new_zeros(q.shape[1], k.shape[2]).addbmm(q, k)
+        return flat.sum() + summed.sum() + torch.baddbmm(scores, q, k).sum()
+
+
+def _pool_like_open_clip(x: torch.Tensor, mha: nn.MultiheadAttention, out: nn.Linear, every: bool) -> torch.Tensor:
+    """open_clip's AttentionPool2d: the mean and every position attend to each other, separate projections,
+    an output projection to another width (``every=False``: only the mean queries)."""
+    x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
+    return F.multi_head_attention_forward(
+        query=x if every else x[:1],
+        key=x,
+        value=x,
+        embed_dim_to_check=x.shape[-1],
+        num_heads=mha.num_heads,
+        q_proj_weight=mha.q_proj_weight,
+        k_proj_weight=mha.k_proj_weight,
+        v_proj_weight=mha.v_proj_weight,
+        in_proj_weight=None,
+        in_proj_bias=mha.in_proj_bias,
+        bias_k=None,
+        bias_v=None,
+        add_zero_attn=False,
+        dropout_p=0.0,
+        out_proj_weight=out.weight,
+        out_proj_bias=out.bias,
+        use_separate_proj_weight=True,
+        training=False,
+        need_weights=False,
+    )[0]
+
+
+@pytest.mark.parametrize("case", ["added products", "functional attention", "functional attention, one query"])
+def test_matrix_products_without_a_module_agree_with_flop_counter_mode(case: str) -> None:
+    if case == "added products":
+        model: nn.Module = _AddedProducts()
+        inputs = (torch.empty(3, 5, 6, device="meta"), torch.empty(3, 6, 7, device="meta"))
+    else:
+        with torch.device("meta"):
+            mha = nn.MultiheadAttention(16, 4, kdim=16, vdim=16)
+            mha.in_proj_weight = None  # separate projections, as open_clip holds them
+            mha.q_proj_weight = nn.Parameter(torch.empty(16, 16))
+            mha.k_proj_weight = nn.Parameter(torch.empty(16, 16))
+            mha.v_proj_weight = nn.Parameter(torch.empty(16, 16))
+
+            out = nn.Linear(16, 8)
+
+        class Pool(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.mha, self.c_proj = mha, out
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return _pool_like_open_clip(x, self.mha, self.c_proj, every=case == "functional attention")
+
+        model, inputs = Pool(), (torch.empty(9, 2, 16, device="meta"),)
+    report = paramcount(model, tuple(inputs))
+    assert report.flops_uncounted == ()
+    # FlopCounterMode has no formula for addbmm: counted by hand, a batched (5, 6) @ (6, 7) summed over 3
+    by_hand = report.layer("addbmm").macs if case == "added products" else 0
+    assert by_hand == (3 * 5 * 6 * 7 if case == "added products" else 0)
+    assert 2 * (report.macs - by_hand) == sum(_flop_counter(model.to("meta"), *inputs).values()) > 0
 
 
 def test_llama_macs_by_hand_and_flop_counter_mode() -> None:

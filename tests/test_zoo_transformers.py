@@ -22,6 +22,7 @@ import torch
 
 from models import tensor_shapes
 from torchsurgeon import ModelReport, ParamChange, TorchSurgeonError, adapt_input_channels, paramcount, replace_head
+from zoo_checks import counted_macs, macs_agree
 
 pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
 
@@ -178,6 +179,7 @@ class _Result:
     error: str = ""
     real: Any = None  # output shapes of a real forward on the CPU
     unique: int = 0  # unique parameters of the model
+    counted_macs: int | None = None  # FlopCounterMode on a meta copy, FLOPs / 2
     left_as_found: bool = False  # hooks and attributes after paramcount as before it
 
 
@@ -202,6 +204,10 @@ def _real_input(spec: Any, name: str = "") -> Any:
     return torch.randn(1, *spec)
 
 
+def _on_meta(x: Any) -> Any:
+    return {k: _on_meta(v) for k, v in x.items()} if isinstance(x, dict) else x.to("meta")
+
+
 def _state(model: torch.nn.Module) -> dict[str, Any]:
     """Every module's forward hooks and attribute names."""
     return {n: (dict(m._forward_hooks), dict(m._forward_pre_hooks), list(vars(m))) for n, m in model.named_modules()}
@@ -224,6 +230,8 @@ def _result(name: str) -> _Result:
                 out = model(**x) if isinstance(x, dict) else model(x)
             result.real = tensor_shapes({k: v for k, v in out.items() if isinstance(v, torch.Tensor)})
             result.unique = sum(p.numel() for p in model.parameters())
+            meta_x = _on_meta(x)
+            result.counted_macs = counted_macs(model, lambda m: m(**meta_x) if isinstance(meta_x, dict) else m(meta_x))
         del model
         gc.collect()
         _CACHE[name] = result
@@ -241,6 +249,7 @@ def test_transformers_model(name: str) -> None:
     got = r.report.output_shape
     assert isinstance(got, dict), got
     assert {k: v for k, v in got.items() if k in r.real} == r.real
+    macs_agree(r.report, r.counted_macs)
 
 
 def test_transformers_coverage_and_untraceable_list(expected_file: Callable[[str, str], None], capsys: Any) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from models import tensor_shapes
 from torchsurgeon import ModelReport, SurgeryError, TraceError, adapt_input_channels, paramcount
@@ -33,6 +34,7 @@ class ZooResult:
     report: ModelReport | None = None
     error: TraceError | None = None
     real: Any = None
+    counted_macs: int | None = None  # FlopCounterMode's FLOPs / 2 for a forward of a meta copy
     notes: list[str] = field(default_factory=list)
 
 
@@ -48,6 +50,7 @@ def analyse(name: str, build: Callable[[], nn.Module], shape: tuple[int, ...]) -
         return result
     with torch.no_grad():
         result.real = tensor_shapes(model(torch.zeros(BATCH, *shape)))
+    result.counted_macs = counted_macs(model, lambda m: m(torch.zeros(BATCH, *shape, device="meta")))
     report = result.report
     result.notes += [f"opaque {sub}: {why}" for sub, why in report.opaque.items()]
     if not report.trusted:
@@ -65,8 +68,34 @@ def check(result: ZooResult, listed: str) -> None:
     if r.trusted:
         assert r.output_shape == result.real
         assert r.invalid == [], "a layer reported invalid at an input the real model accepts"
+        macs_agree(r, result.counted_macs)
     else:  # wrong numbers are allowed only when the report says so, with the real output
         assert r.crosscheck.real_output == result.real
+
+
+def counted_macs(model: nn.Module, forward: Callable[[nn.Module], Any]) -> int | None:
+    """torch's FlopCounterMode on ``forward(copy)`` of a meta copy of ``model``: its FLOPs / 2; None if it cannot run.
+
+    On meta, attention is counted through its math decomposition (on the CPU
+    FlopCounterMode does not see the flash-attention kernel).
+    """
+    copy_ = copy.deepcopy(model).to("meta")
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            forward(copy_)
+    except Exception:  # Python on tensor values cannot run on meta
+        return None
+    return int(counter.get_total_flops()) // 2
+
+
+def macs_agree(report: ModelReport, counted: int | None) -> None:
+    """MACs equal FlopCounterMode's where it counts the op: equal, or below when some ops are listed as uncounted."""
+    if counted is None:
+        return
+    if report.flops_uncounted:  # einsum and user functions: counted by FlopCounterMode, listed as unknown by us
+        assert report.macs <= counted, (report.macs, counted, report.flops_uncounted)
+    else:
+        assert report.macs == counted, (report.macs, counted)
 
 
 def fold_is_exact(result: ZooResult, dtype: torch.dtype = torch.float64) -> None:

@@ -1,9 +1,9 @@
 """Can a traced graph be trusted?  Compare it with one real forward of the model on ``meta``.
 
 torch.fx runs ``forward`` on proxies, and Python code can take another path
-on a proxy than on a tensor without any error: ``torch.jit.isinstance(x,
-torch.Tensor)`` is False for a proxy, so MONAI's ``BasicUNet`` traces
-without its skip connections.  Shape propagation on such a graph reports
+on a proxy than on a tensor without any error: ``isinstance(x,
+torch.Tensor)`` is False for a proxy, so a skip connection added only for
+tensors vanishes from the trace.  Shape propagation on such a graph reports
 layers as invalid that a real forward runs, and totals that are wrong.
 
 :func:`crosscheck` runs the model itself once, on a ``meta`` copy (no
@@ -37,12 +37,13 @@ from .frontend import bind_inputs
 from .graph import model_of, node_record, node_records, opaque_of
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust
 from .resize import resized_copy
+from .rules.on_meta import ruled_meta
 from .shapes import ShapeResult, meta_copy, shapes_of
 
 __all__ = ("crosscheck", "crosscheck_mode", "doubts")
 
 
-_GENERIC = " (Python code that behaves differently on fx proxies, such as torch.jit.isinstance)"
+_GENERIC = " (Python code that behaves differently on fx proxies, such as isinstance(x, torch.Tensor))"
 
 
 def crosscheck_mode(value: CrossCheckMode | str) -> CrossCheckMode:
@@ -152,7 +153,7 @@ def crosscheck(
     ...         self.stem, self.conv = nn.Conv2d(2, 2, 1), nn.Conv2d(4, 2, 1)
     ...     def forward(self, x):
     ...         x = self.stem(x)
-    ...         if torch.jit.isinstance(x, torch.Tensor):
+    ...         if isinstance(x, torch.Tensor):
     ...             x = torch.cat([x, x], dim=1)
     ...         return self.conv(x)
     >>> G = build_graph(trace(Skip()))
@@ -332,7 +333,7 @@ def _run(
 
             handles.append(module.register_forward_pre_hook(hook))
     try:
-        with torch.no_grad(), torch.device("meta"):
+        with torch.no_grad(), torch.device("meta"), ruled_meta():
             return copy_(*args, **kwargs), ""
     except Exception as exc:  # the real model's own failure: reported, not raised
         text = str(exc).strip()

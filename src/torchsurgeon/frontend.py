@@ -22,11 +22,15 @@ See docs/frontend.md for the measurements behind these choices.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import dis
+import functools
 import inspect
 import operator
 import os
 import sys
+import types
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -36,7 +40,9 @@ import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ("MetaValues", "OwnHooks", "ShapeProxy", "bind_inputs", "call_by_name", "dtype_info", "meta_question")
+from .rules.on_meta import ruled_meta
+
+__all__ = ("MetaValues", "OwnHooks", "ShapeProxy", "bind_inputs", "call_by_name", "library_answers", "meta_question")
 
 _FORWARD_HOOKS = (
     "_forward_pre_hooks",
@@ -232,6 +238,38 @@ def _int(proxy: torch.fx.Proxy) -> int:
     return int(meta_question(values, proxy, "int", fx_answer))
 
 
+def _iter(proxy: torch.fx.Proxy) -> Iterator[Any]:
+    """``b, c, h, w = x.shape`` / ``for d in x.shape``: torch.fx's way when unpacking, else the value on ``meta``.
+
+    Unpacking needs no value: the bytecode says how many items (as torch.fx
+    does it, but disassembling each function once: fx disassembles the
+    calling function on every iteration, a fifth of the time of tracing
+    MONAI's SwinUNETR).  A loop over a proxy takes the length of its value.
+    """
+    caller = sys._getframe(1)
+    count = _unpacked_count(caller.f_code, caller.f_lasti)
+    if count is not None:
+        return (proxy[i] for i in range(count))  # type: ignore[index]
+    values = getattr(proxy.tracer, "meta_values", None)
+    return iter(meta_question(values, proxy, "iter", lambda: proxy.tracer.iter(proxy)))
+
+
+@functools.lru_cache(maxsize=512)
+def _instructions(code: types.CodeType) -> tuple[list[int], list[tuple[str, Any]]]:
+    """The offsets of ``code``'s instructions, and each one's (opname, argval)."""
+    found = list(dis.get_instructions(code))
+    return [i.offset for i in found], [(i.opname, i.argval) for i in found]
+
+
+def _unpacked_count(code: types.CodeType, lasti: int) -> int | None:
+    """How many items the instruction at ``lasti`` unpacks (``a, b = ...``), None for anything else."""
+    offsets, instructions = _instructions(code)
+    at = bisect.bisect_left(offsets, lasti) if sys.version_info >= (3, 11) else lasti // 2  # as torch.fx finds it
+    if at < len(instructions) and instructions[at][0] == "UNPACK_SEQUENCE":
+        return int(instructions[at][1])
+    return None
+
+
 def _array(proxy: torch.fx.Proxy, dtype: Any = None, copy: bool | None = None) -> Any:
     """``np.array(x.shape[2:])``: the shape's value on ``meta`` as a numpy array."""
     import numpy
@@ -243,8 +281,19 @@ def _array(proxy: torch.fx.Proxy, dtype: Any = None, copy: bool | None = None) -
     return numpy.asarray(meta_question(values, proxy, "int", fx_answer), dtype=dtype)
 
 
-_NOT_PROXIED = frozenset(  # numpy asks these before __array__
-    {"__array_struct__", "__array_interface__", "__array_ufunc__", "__array_function__", "__array_priority__"}
+_NOT_PROXIED = frozenset(  # numpy asks these around __array__ (np.ceil(h / 7) asks for __array_wrap__ too)
+    {
+        "__array_struct__",
+        "__array_interface__",
+        "__array_ufunc__",
+        "__array_function__",
+        "__array_priority__",
+        "__array_wrap__",
+        "__array_prepare__",
+        "__array_finalize__",
+        "__cuda_array_interface__",  # torch.tensor(x.size(-1)) asks it before the sequence protocol
+        "__dlpack__",
+    }
 )
 
 
@@ -255,6 +304,7 @@ class ShapeProxy(torch.fx.Proxy):
     __len__ = _len
     __int__ = __index__ = _int
     __array__ = _array
+    __iter__ = _iter
 
     def __getattr__(self, k: str) -> Any:
         if k in _NOT_PROXIED:
@@ -269,6 +319,7 @@ class _ShapeAttribute(torch.fx.proxy.Attribute):
     __len__ = _len
     __int__ = __index__ = _int
     __array__ = _array
+    __iter__ = _iter
 
     def __getattr__(self, k: str) -> Any:
         if k in _NOT_PROXIED:
@@ -326,7 +377,7 @@ class MetaValues:
 
         Raises LookupError when it depends on an input without an example tensor.
         """
-        with self._untraced():
+        with self._untraced(), ruled_meta():
             value = self._value(node)
         self.resolved.append(f"{question}({node.format_node()})")
         return value
@@ -362,16 +413,33 @@ class MetaValues:
 
 
 @contextlib.contextmanager
-def dtype_info(values: Callable[[], MetaValues | None]) -> Iterator[None]:
-    """``torch.finfo(x.dtype)`` / ``torch.iinfo(...)`` of a traced dtype answered from its value on ``meta``.
+def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
+    """Library functions that reject or misjudge a proxy, answered from its value on ``meta`` during a trace.
 
-    Both are classes implemented in C that reject a proxy; for the duration
-    of a trace they are replaced by functions that resolve a proxy argument
-    (Bloom's and T5's attention masks read ``torch.finfo(scores.dtype).min``)
-    and pass anything else to the real class.  Process-wide, like torch.fx's
-    own patches (docs/threads.md).
+    * ``torch.finfo(x.dtype)`` / ``torch.iinfo(...)``: classes implemented in
+      C that reject a proxy (Bloom's and T5's attention masks read
+      ``torch.finfo(scores.dtype).min``);
+    * ``torch.jit.isinstance(x, torch.Tensor)``: False for a proxy, so a
+      branch taken for tensors vanished from the trace without an error
+      (MONAI's BasicUNet lost its skip connections).
+
+    Each is replaced, for the duration of a trace, by a function that
+    resolves a proxy argument to its value on ``meta`` and passes anything
+    else to the real one.  Without a value (no example input) the real
+    function sees the proxy, as with torch.fx.
+
+    * ``torch.ones(batch, length)`` and the other factories of a size
+      (``zeros``, ``empty``, ``full``, ``rand``, ``randn``), and
+      ``torch.tensor(x.size(-1))``: torch's argument parser rejects a proxy
+      inside a size or as data (OPT's and BART's decoder masks, DeBERTa's
+      attention scale), so a call with one is recorded as a graph node, as
+      torch.fx records any other torch function of a proxy (the approach of
+      transformers' former HFTracer).
+
+    Process-wide, like torch.fx's own patches (docs/threads.md).
     """
-    real_finfo, real_iinfo = torch.finfo, torch.iinfo
+    real_finfo, real_iinfo, real_isinstance = torch.finfo, torch.iinfo, torch.jit.isinstance
+    factories = {name: getattr(torch, name) for name in _FACTORIES}
 
     def wrap(cls: Callable[..., Any]) -> Callable[..., Any]:
         def info(type: Any = None) -> Any:  # torch's own parameter name
@@ -381,11 +449,48 @@ def dtype_info(values: Callable[[], MetaValues | None]) -> Iterator[None]:
 
         return info
 
+    def jit_isinstance(obj: Any, target_type: Any) -> bool:
+        if isinstance(obj, torch.fx.Proxy):
+            proxy = obj
+            obj = meta_question(values(), proxy, "object", lambda: proxy)
+        return bool(real_isinstance(obj, target_type))  # type: ignore[no-untyped-call]
+
+    def recorded(factory: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(factory)
+        def make(*args: Any, **kwargs: Any) -> Any:
+            proxy = next((v for v in _leaves((args, kwargs)) if isinstance(v, torch.fx.Proxy)), None)
+            if proxy is None:
+                return factory(*args, **kwargs)
+            return proxy.tracer.create_proxy("call_function", factory, args, kwargs)
+
+        return make
+
     torch.finfo, torch.iinfo = wrap(real_finfo), wrap(real_iinfo)  # type: ignore[misc,assignment]
+    torch.jit.isinstance = jit_isinstance
+    for name, factory in factories.items():
+        setattr(torch, name, recorded(factory))
     try:
         yield
     finally:
         torch.finfo, torch.iinfo = real_finfo, real_iinfo  # type: ignore[misc]
+        torch.jit.isinstance = real_isinstance
+        for name, factory in factories.items():
+            setattr(torch, name, factory)
+
+
+_FACTORIES = ("ones", "zeros", "empty", "full", "rand", "randn", "tensor")
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    """The leaves of nested tuples, lists and dicts (a size given as ``(batch, length)`` or as varargs)."""
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _leaves(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _leaves(item)
+    else:
+        yield value
 
 
 def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: str, fx_answer: Callable[[], Any]) -> Any:
@@ -417,4 +522,6 @@ def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: st
         return iter([proxy[i] for i in range(len(value))])  # type: ignore[index]
     if question == "len":
         return len(value)
+    if question == "object":  # what it is (a tensor, a tuple...), for type checks
+        return value
     return value.keys()

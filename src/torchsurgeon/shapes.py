@@ -49,6 +49,7 @@ from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
 from .rules._common import first_tensor
+from .rules.on_meta import ruled_meta
 from .rules.registry import counted_without_formula
 from .shapespec import TypedShape
 from .trace import forward_inputs
@@ -626,7 +627,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             return FALLBACK
         (x,), _ = self._fresh(args, {})
         try:
-            with torch.device("meta"):
+            with torch.device("meta"), ruled_meta():
                 out = type(resized).forward(resized.eval(), x)
         except Exception:  # the generic path reports torch's message
             call.findings.clear()
@@ -656,7 +657,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
     ) -> Any:
         layer = base.layer
         try:
-            with torch.device("meta"):  # tensors the op creates land on meta too
+            with torch.device("meta"), ruled_meta():  # tensors the op creates land on meta too; its ops by rule
                 out = call()
         except Exception as exc:
             text = _first_line(exc)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import itertools
 import math
 import operator
 import os
@@ -45,7 +46,7 @@ from torch import nn
 
 from .copies import detached_copy
 from .errors import InputError, TraceError, failure_reason
-from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, dtype_info, meta_question
+from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, library_answers, meta_question
 from .shapespec import TypedShape
 
 __all__ = (
@@ -140,6 +141,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._own_hooks = own_hooks
         self._evaluating = False  # running a leaf on meta to answer a question about shapes
         self._meta_copies: dict[int, nn.Module] = {}
+        self._tensor_names: tuple[dict[int, str], dict[int, str]] | None = None  # parameters, buffers: id -> name
         self.meta_values: MetaValues | None = None
         self._example = example
 
@@ -192,7 +194,13 @@ class _SurgeonTracer(torch.fx.Tracer):
     ) -> Any:
         if self._evaluating or threading.get_ident() != self._thread:
             return forward(*args, **kwargs)  # another thread's real forward: nn.Module.__call__, hooks included
-        self._stack.append(self.path_of_module(m))
+        try:
+            path = self.path_of_module(m)
+        except NameError:  # a module from a global table (transformers' ACT2FN[...]): not the model's
+            if next(itertools.chain(m.parameters(), m.buffers()), None) is not None:
+                raise
+            return m.forward(*args, **kwargs)  # weightless: traced through, its ops recorded as functions
+        self._stack.append(path)
         own = self._own_hooks
 
         def without_hooks(*a: Any, **k: Any) -> Any:  # the user's hooks must never see our proxies
@@ -216,7 +224,24 @@ class _SurgeonTracer(torch.fx.Tracer):
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
         if self._evaluating or threading.get_ident() != self._thread:
             return attr_val  # another thread reads the real parameter, not a proxy of our graph
-        return super().getattr(attr, attr_val, parameter_proxy_cache)
+        if not isinstance(attr_val, torch.Tensor):
+            return attr_val
+        # fx's own getattr finds the name by walking every parameter of the root on each read (quadratic in
+        # models that pass self.weight to F.conv2d); the names are looked up by identity instead, same answers
+        if self._tensor_names is None:
+            self._tensor_names = (
+                {id(p): n for n, p in self.root.named_parameters()},
+                {id(b): n for n, b in self.root.named_buffers()},
+            )
+        params, buffers = self._tensor_names
+        name = params.get(id(attr_val)) if isinstance(attr_val, nn.Parameter) else None
+        if name is None and self.proxy_buffer_attributes:
+            name = buffers.get(id(attr_val))
+        if name is None:
+            return super().getattr(attr, attr_val, parameter_proxy_cache)  # created during the trace: fx's search
+        if name not in parameter_proxy_cache:
+            parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {})
+        return parameter_proxy_cache[name]
 
     def failed_in(self, exc: BaseException) -> list[str]:
         """The module stack (outermost first) where ``exc`` or its cause was raised."""
@@ -311,7 +336,8 @@ def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[...
     is imported here): timm's ``register_notrace_module`` /
     ``register_notrace_function`` registries, ``torchvision.ops``, whose
     functions torchvision's feature extraction wraps as single calls, and
-    einops' ``rearrange``/``repeat``/``reduce`` (they read shapes in Python).
+    einops' ``rearrange``/``repeat``/``reduce`` and its ``Rearrange``/``Reduce``
+    layers (they read shapes in Python).
 
     Returns
     -------
@@ -338,6 +364,9 @@ def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[...
     einops = sys.modules.get("einops")
     if einops is not None:  # rearrange(x, "b c h w -> b h w c") reads x.shape in Python: one call, run on meta
         functions += [getattr(einops, n) for n in ("rearrange", "repeat", "reduce") if hasattr(einops, n)]
+    einops_layers = sys.modules.get("einops.layers.torch")
+    if einops_layers is not None:  # their forward looks up a recipe by input.ndim, a dict key fx cannot trace
+        types += [getattr(einops_layers, n) for n in ("Rearrange", "Reduce") if hasattr(einops_layers, n)]
     ops = sys.modules.get("torchvision.ops")
     if ops is not None:
         modules.append(ops)
@@ -621,7 +650,7 @@ def trace(
                     defaults,
                 )
                 try:
-                    with dtype_info(lambda t=tracer: t.meta_values):  # type: ignore[misc]
+                    with library_answers(lambda t=tracer: t.meta_values):  # type: ignore[misc]
                         graph = tracer.trace(model, concrete_args=concrete_args or None)
                 except RecursionError as exc:
                     raise TraceError(

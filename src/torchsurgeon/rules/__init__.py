@@ -14,6 +14,7 @@ never guess: outside the cases they compute exactly, the op runs on
 ``linalg``          matmul, bmm, F.linear, attention
 ``pooling``         max, average and adaptive pooling, interpolate/Upsample
 ``recurrent``       LSTM, GRU, RNN and their cells (MACs; shapes run on meta)
+``creation``        zeros, ones, empty, full, arange of sizes (masks, position ids)
 ==================  =========================================================
 
 Users add rules with :func:`register_rule` (they win over the built-ins and
@@ -23,7 +24,7 @@ over ``meta`` execution) and turn the built-ins off with
 
 from __future__ import annotations
 
-from . import activations, arithmetic, layers, linalg, pooling, recurrent, reductions, views
+from . import activations, arithmetic, creation, layers, linalg, pooling, recurrent, reductions, views
 from .registry import (
     FALLBACK,
     Call,
@@ -43,6 +44,7 @@ __all__ = (
     "Rule",
     "activations",
     "arithmetic",
+    "creation",
     "disabled_rules",
     "function_rule",
     "layers",

@@ -94,7 +94,7 @@ def _activation_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
         return FALLBACK
     if getattr(m, "inplace", False) is True:
         return x
-    return new(x.shape, x.dtype) if x.is_contiguous() else FALLBACK
+    return elementwise((x,), tuple(x.shape), x.dtype)
 
 
 def _prelu_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:

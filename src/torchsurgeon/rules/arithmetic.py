@@ -48,6 +48,52 @@ def _binary_rule(spec: Spec) -> OpRule:
     return rule
 
 
+def _compare_rule(spec: Spec, *, logical: bool = False) -> OpRule:
+    """Broadcasting comparisons (``==``, ``<``...) and logical ``&``/``|``: tensors of one dtype, plus numbers.
+
+    Comparisons give ``bool``; ``&`` and ``|`` of bool (or integer) tensors keep their dtype.
+    """
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        b = bind(args, kwargs, spec)
+        if b is None:
+            return FALLBACK
+        operands = (b[0], b[1])
+        tensors = [v for v in operands if isinstance(v, torch.Tensor)]
+        if not tensors or any(not isinstance(v, (torch.Tensor, int, float)) for v in operands):
+            return FALLBACK
+        dtype = tensors[0].dtype
+        if any(t.dtype != dtype for t in tensors) or dtype.is_complex:
+            return FALLBACK
+        numbers = [v for v in operands if not isinstance(v, torch.Tensor)]
+        if logical and (dtype.is_floating_point or any(not isinstance(v, bool) for v in numbers)):
+            return FALLBACK  # & of floats raises; & with a number promotes
+        if not logical and any(isinstance(v, bool) for v in numbers):
+            return FALLBACK
+        shape = broadcast(*(t.shape for t in tensors))
+        if shape is None:
+            return FALLBACK
+        return elementwise(tensors, shape, dtype if logical else torch.bool)
+
+    return rule
+
+
+def _masked_fill(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.masked_fill(mask, value)``: x's shape and dtype, for a contiguous x and a bool mask broadcast to it."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("mask", REQUIRED), ("value", REQUIRED)))
+    if b is None or not isinstance(b[0], torch.Tensor) or not isinstance(b[1], torch.Tensor):
+        return FALLBACK
+    x, mask, value = b
+    if mask.dtype != torch.bool or not x.is_contiguous() or broadcast(x.shape, mask.shape) != tuple(x.shape):
+        return FALLBACK
+    fits = (
+        isinstance(value, (int, float))
+        if x.is_floating_point()
+        else type(value) is (bool if x.dtype == torch.bool else int)
+    )
+    return new(x.shape, x.dtype) if fits else FALLBACK
+
+
 _BINARY: Spec = (("input", REQUIRED), ("other", REQUIRED))
 _BINARY_ALPHA: Spec = (("input", REQUIRED), ("other", REQUIRED), ("alpha", 1))
 _BINARY_DIV: Spec = (("input", REQUIRED), ("other", REQUIRED), ("rounding_mode", None))
@@ -142,8 +188,23 @@ _PYTHON_OPS: tuple[Callable[..., Any], ...] = (
     math.floor,
     math.prod,
 )
+_COMPARISONS = {
+    operator.eq: (torch.eq, "eq"),
+    operator.ne: (torch.ne, "ne"),
+    operator.lt: (torch.lt, "lt"),
+    operator.le: (torch.le, "le"),
+    operator.gt: (torch.gt, "gt"),
+    operator.ge: (torch.ge, "ge"),
+}
+_LOGICAL = {operator.and_: (torch.bitwise_and, "bitwise_and"), operator.or_: (torch.bitwise_or, "bitwise_or")}
 for _op in _PYTHON_OPS:
-    builtin(_op, shape=fn(_python_or(_op, None)))
+    if _op in _COMPARISONS or _op in _LOGICAL:
+        tensor_rule = _compare_rule(_BINARY, logical=_op in _LOGICAL)
+        builtin(_op, shape=fn(_python_or(_op, tensor_rule)))
+        builtin(*(_COMPARISONS.get(_op) or _LOGICAL[_op]), shape=fn(tensor_rule))
+    else:
+        builtin(_op, shape=fn(_python_or(_op, None)))
+builtin(torch.masked_fill, "masked_fill", shape=fn(_masked_fill))
 builtin(getattr, shape=fn(_getattr))
 builtin(torch._assert, shape=fn(_assert))
 builtin(torch.add, "add", shape=fn(_binary_rule(_BINARY_ALPHA)))

@@ -16,6 +16,7 @@ weights (4 without); RMS norm 4 with a weight (3 without).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 
 from ..records import FlopKind
 from ..resize import fold_fix, rebuild_fix
-from ._common import REQUIRED, Spec, bind, float_tensor, fn, is_int, new, ntuple, numel, one_tensor
+from ._common import REQUIRED, Spec, bind, float_tensor, fn, is_int, new, ntuple, numel, one_tensor, plainly_contiguous
 from .registry import FALLBACK, Call, builtin
 
 __all__: tuple[str, ...] = ()
@@ -161,7 +162,7 @@ def _embedding_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
 def _layer_norm_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     spec: Spec = (("input", REQUIRED), ("normalized_shape", REQUIRED), ("weight", None), ("bias", None))
     b = bind(args, kwargs, (*spec, ("eps", 1e-5)))
-    if b is None or not float_tensor(b[0]) or not b[0].is_contiguous():
+    if b is None or not float_tensor(b[0]):  # any layout: the output is contiguous
         return FALLBACK
     x, norm_shape, w, bias = b[0], b[1], b[2], b[3]
     if isinstance(norm_shape, int):
@@ -175,6 +176,49 @@ def _layer_norm_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if t is not None and (not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(norm_shape)):
             return FALLBACK
     return new(x.shape, x.dtype)
+
+
+def _per_channel(x: torch.Tensor, *stats: Any) -> bool:
+    """Every per-channel tensor given (weights, running statistics) has shape (C,) for x's channels."""
+    channels = int(x.shape[1])
+    return all(t is None or (isinstance(t, torch.Tensor) and tuple(t.shape) == (channels,)) for t in stats)
+
+
+_BATCH_NORM_SPEC: Spec = (
+    ("input", REQUIRED),
+    ("running_mean", REQUIRED),
+    ("running_var", REQUIRED),
+    ("weight", None),
+    ("bias", None),
+    ("training", False),
+    ("momentum", 0.1),
+    ("eps", 1e-5),
+)
+
+
+def _batch_norm_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, _BATCH_NORM_SPEC)
+    if b is None or not float_tensor(b[0]) or b[0].dim() < 2 or not plainly_contiguous(b[0]):
+        return FALLBACK
+    x, mean, var, training = b[0], b[1], b[2], b[5]
+    if training is not True and training is not False:
+        return FALLBACK
+    if not training and (mean is None or var is None):  # torch: running statistics are needed in eval mode
+        return FALLBACK
+    if training and math.prod(x.shape) // int(x.shape[1]) <= 1:  # torch: more than 1 value per channel
+        return FALLBACK
+    return new(x.shape, x.dtype) if _per_channel(x, mean, var, b[3], b[4]) else FALLBACK
+
+
+def _group_norm_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    spec: Spec = (("input", REQUIRED), ("num_groups", REQUIRED), ("weight", None), ("bias", None), ("eps", 1e-5))
+    b = bind(args, kwargs, spec)
+    if b is None or not float_tensor(b[0]) or b[0].dim() < 2 or not plainly_contiguous(b[0]) or not is_int(b[1]):
+        return FALLBACK
+    x, groups = b[0], int(b[1])
+    if groups <= 0 or int(x.shape[1]) % groups or math.prod(x.shape) // groups <= 1:  # torch: > 1 value per group
+        return FALLBACK
+    return new(x.shape, x.dtype) if _per_channel(x, b[2], b[3]) else FALLBACK
 
 
 def _contiguous_only(rule: Any) -> Any:
@@ -320,6 +364,15 @@ def _norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], o
     return int(bound[0].numel()) * (5 if bound[2] is not None else 4)
 
 
+def _batch_norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    """F.batch_norm, as the module's formula: 2 per element (1 without weight) with running statistics, else 5 (4)."""
+    b = bind(args, kwargs, _BATCH_NORM_SPEC)
+    if b is None or not isinstance(b[0], torch.Tensor):
+        return 0
+    statistics = not b[5] and b[1] is not None
+    return int(b[0].numel()) * ((2 if statistics else 5) - (b[3] is None))
+
+
 # --------------------------------------------------------------------------- registrations
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -350,4 +403,5 @@ builtin(nn.Embedding, shape=one_tensor(_embedding_rule), fits=True)
 for _fn in (F.conv1d, F.conv2d, F.conv3d):
     builtin(_fn, shape=_functional_conv(_fn), macs=_conv_fn_macs, kind=FlopKind.CONV)
 builtin(F.layer_norm, shape=fn(_layer_norm_fn), flops=_norm_fn_flops, kind=FlopKind.NORM)
-builtin(F.group_norm, flops=_norm_fn_flops, kind=FlopKind.NORM)
+builtin(F.group_norm, shape=fn(_group_norm_fn), flops=_norm_fn_flops, kind=FlopKind.NORM)
+builtin(F.batch_norm, shape=fn(_batch_norm_fn), flops=_batch_norm_fn_flops, kind=FlopKind.NORM)

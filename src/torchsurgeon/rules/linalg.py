@@ -214,7 +214,66 @@ def _mha_macs(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -
     return int(projections + n * length * source * e * 2)  # q @ k^T and weights @ v over all heads
 
 
+def _added_product_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    """``addmm``/``baddbmm``/``addbmm(input, a, b)`` (the method on ``input`` alike): the MACs of ``a @ b``."""
+    a = args[1] if len(args) > 1 else kwargs.get("mat1", kwargs.get("batch1"))
+    b = args[2] if len(args) > 2 else kwargs.get("mat2", kwargs.get("batch2"))
+    return _matmul_shapes(a, b)
+
+
+_MHA_SPEC = (
+    ("query", REQUIRED),
+    ("key", REQUIRED),
+    ("value", REQUIRED),
+    ("embed_dim_to_check", REQUIRED),
+    ("num_heads", REQUIRED),
+    ("in_proj_weight", REQUIRED),
+    ("in_proj_bias", REQUIRED),
+    ("bias_k", REQUIRED),
+    ("bias_v", REQUIRED),
+    ("add_zero_attn", REQUIRED),
+    ("dropout_p", REQUIRED),
+    ("out_proj_weight", REQUIRED),
+    ("out_proj_bias", REQUIRED),
+    ("training", True),
+    ("key_padding_mask", None),
+    ("need_weights", True),
+    ("attn_mask", None),
+    ("use_separate_proj_weight", False),
+    ("q_proj_weight", None),
+    ("k_proj_weight", None),
+    ("v_proj_weight", None),
+    ("static_k", None),
+    ("static_v", None),
+    ("average_attn_weights", True),
+    ("is_causal", False),
+)
+
+
+def _mha_fn_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    """``F.multi_head_attention_forward`` (open_clip's attention pooling): projections and attention.
+
+    Inputs are ``(L, N, E)`` or unbatched ``(L, E)``; the key and value
+    projections map their own widths to ``E``; ``bias_k`` and
+    ``add_zero_attn`` each add one key.  Precomputed keys (``static_k``)
+    raise: the formula does not cover them and the FLOPs are listed as unknown.
+    """
+    b = bind(args, kwargs, _MHA_SPEC)
+    if b is None or b[21] is not None or b[22] is not None:
+        raise ValueError("multi_head_attention_forward arguments outside the MAC formula")
+    q, k, v = b[0].shape, b[1].shape, b[2].shape
+    e = int(q[-1])
+    n = int(q[1]) if len(q) == 3 else 1
+    length, source = int(q[0]), int(k[0]) + (b[7] is not None) + bool(b[9])
+    out_weight = b[11].shape  # (output width, E): open_clip's attention pooling projects to another width
+    inputs = length * e * e + int(k[0]) * int(k[-1]) * e + int(v[0]) * int(v[-1]) * e
+    return n * (inputs + 2 * length * source * e + length * int(out_weight[1]) * int(out_weight[0]))
+
+
 _MATMUL = fn_count(_matmul_macs)
+_ADDED = fn_count(_added_product_macs)
+builtin(torch.addmm, "addmm", torch.baddbmm, "baddbmm", torch.addbmm, "addbmm", macs=_ADDED, kind=FlopKind.MATMUL)
+builtin(F.multi_head_attention_forward, macs=fn_count(_mha_fn_macs), kind=FlopKind.ATTENTION)
 builtin(torch.matmul, "matmul", shape=fn(_matmul), macs=_MATMUL, kind=FlopKind.MATMUL)
 builtin(torch.bmm, "bmm", shape=fn(_bmm), macs=_MATMUL, kind=FlopKind.MATMUL)
 builtin(torch.mm, "mm", macs=_MATMUL, kind=FlopKind.MATMUL)
@@ -225,8 +284,6 @@ builtin(nn.MultiheadAttention, shape=_mha_module, macs=_mha_macs, kind=FlopKind.
 builtin(
     torch.einsum,
     torch.tensordot,
-    torch.addmm,
-    torch.baddbmm,
     torch.mv,
     "einsum",
     uncounted=True,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -39,12 +39,32 @@ def _flatten_shape(shape: Sequence[int], start: Any, end: Any) -> tuple[int, ...
     return (*shape[:s], math.prod(shape[s : e + 1]), *shape[e + 1 :])
 
 
+def _by_kernel(x: torch.Tensor, method: str, *args: Any) -> Any:
+    """A reshaping op on a non-contiguous ``meta`` tensor, answered by torch's own meta kernel.
+
+    Whether such a tensor can be viewed, and the strides of the result, are
+    torch's stride arithmetic; view, reshape and flatten have C++ meta
+    kernels (about a microsecond, no Python decomposition), so the rule asks
+    them rather than re-deriving it.  The result is a fresh tensor with the
+    kernel's shape and strides, not an alias of ``x``.
+    """
+    if x.device.type != "meta":
+        return FALLBACK
+    try:
+        out = getattr(x, method)(*args)
+    except Exception:  # torch raises: the fallback reports its message
+        return FALLBACK
+    return view(out.shape, out.stride(), out.dtype)
+
+
 def _flatten(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     b = bind(args, kwargs, (("input", REQUIRED), ("start_dim", 0), ("end_dim", -1)))
-    if b is None or not isinstance(b[0], torch.Tensor) or not b[0].is_contiguous():
+    if b is None or not isinstance(b[0], torch.Tensor):
         return FALLBACK
     shape = _flatten_shape(b[0].shape, b[1], b[2])
-    return FALLBACK if shape is None else new(shape, b[0].dtype)
+    if shape is None:
+        return FALLBACK
+    return new(shape, b[0].dtype) if b[0].is_contiguous() else _by_kernel(b[0], "flatten", b[1], b[2])
 
 
 def _infer_shape(sizes: Sequence[Any], numel: int) -> tuple[int, ...] | None:
@@ -66,20 +86,30 @@ def _sizes(rest: tuple[Any, ...]) -> tuple[Any, ...] | None:
     return rest
 
 
-def _view_method(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    x, *rest = args
-    sizes = _sizes(tuple(rest))
-    if kwargs or not isinstance(x, torch.Tensor) or not sizes or not x.is_contiguous():
-        return FALLBACK  # view(dtype), keyword sizes, non-contiguous strides: meta knows
-    shape = _infer_shape(sizes, x.numel())
-    return FALLBACK if shape is None else new(shape, x.dtype)
+def _reshaping(method: str) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
+    """The rule of ``x.view(*sizes)`` or ``x.reshape(*sizes)``."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        x, *rest = args
+        sizes = _sizes(tuple(rest))
+        if kwargs or not isinstance(x, torch.Tensor) or not sizes:
+            return FALLBACK  # view(dtype), keyword sizes: meta knows
+        shape = _infer_shape(sizes, x.numel())
+        if shape is None:
+            return FALLBACK
+        return new(shape, x.dtype) if x.is_contiguous() else _by_kernel(x, method, shape)
+
+    return rule
+
+
+_view_method, _reshape_method = _reshaping("view"), _reshaping("reshape")
 
 
 def _reshape_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     b = bind(args, kwargs, (("input", REQUIRED), ("shape", REQUIRED)))
     if b is None or not isinstance(b[1], (tuple, list, torch.Size)):
         return FALLBACK
-    return _view_method((b[0], tuple(b[1])), {})
+    return _reshape_method((b[0], tuple(b[1])), {})
 
 
 def _permute_of(x: Any, dims: Any) -> Any:
@@ -124,6 +154,34 @@ def _contiguous(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return FALLBACK
     x = args[0]
     return x if x.is_contiguous() else new(x.shape, x.dtype)
+
+
+def _clone(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.clone()``: a dense input's strides are kept (``preserve_format``); ``contiguous_format`` is contiguous."""
+    if len(args) != 1 or not isinstance(args[0], torch.Tensor) or not {"memory_format"}.issuperset(kwargs):
+        return FALLBACK  # memory_format is keyword-only
+    x, layout = args[0], kwargs.get("memory_format", torch.preserve_format)
+    if layout is torch.contiguous_format:
+        return new(x.shape, x.dtype)
+    dense = x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+    return view(x.shape, x.stride(), x.dtype) if layout is torch.preserve_format and dense else FALLBACK
+
+
+def _roll(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``torch.roll(x, shifts, dims)`` of a contiguous tensor: same shape, contiguous."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("shifts", REQUIRED), ("dims", ())))
+    if b is None or not isinstance(b[0], torch.Tensor) or not b[0].is_contiguous():
+        return FALLBACK
+    x, shifts, dims = b
+    shifts = (shifts,) if is_int(shifts) else tuple(shifts) if isinstance(shifts, (tuple, list)) else None
+    dims = (dims,) if is_int(dims) else tuple(dims) if isinstance(dims, (tuple, list)) else None
+    if shifts is None or dims is None or not all(is_int(v) for v in (*shifts, *dims)):
+        return FALLBACK
+    if (dims and len(dims) != len(shifts)) or (not dims and len(shifts) != 1) or x.dim() == 0:
+        return FALLBACK  # torch raises
+    if any(norm_dim(d, x.dim()) is None for d in dims):
+        return FALLBACK
+    return new(x.shape, x.dtype)
 
 
 def _unsqueeze(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -381,11 +439,14 @@ builtin(torch.nn.functional.pad, shape=fn(_pad_fn))
 builtin(nn.modules.padding._ConstantPadNd, shape=one_tensor(_constant_pad_module))  # ZeroPad2d, ConstantPad3d...
 builtin(torch.flatten, "flatten", shape=fn(_flatten))
 builtin(torch.reshape, shape=fn(_reshape_fn))
-builtin("view", "reshape", shape=fn(_view_method))
+builtin("view", shape=fn(_view_method))
+builtin("reshape", shape=fn(_reshape_method))
 builtin(torch.permute, shape=fn(_permute_fn))
 builtin("permute", shape=fn(_permute_method))
 builtin(torch.transpose, torch.swapaxes, torch.swapdims, "transpose", "swapaxes", "swapdims", shape=fn(_transpose))
 builtin("contiguous", shape=fn(_contiguous))
+builtin(torch.clone, "clone", shape=fn(_clone))
+builtin(torch.roll, "roll", shape=fn(_roll))
 builtin(torch.unsqueeze, "unsqueeze", shape=fn(_unsqueeze))
 builtin(torch.squeeze, "squeeze", shape=fn(_squeeze))
 builtin("expand", shape=fn(_expand))

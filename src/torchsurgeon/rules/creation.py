@@ -1,0 +1,83 @@
+"""Tensors made from sizes: ``zeros``, ``ones``, ``empty``, ``full``, ``arange``.
+
+Attention masks and position ids are made this way (``torch.arange(seq_len)``,
+``torch.ones(batch, length)``); the sizes are Python ints by the time a rule
+sees them.  Contiguous outputs of the default (or given, or inferred) dtype;
+anything else (``out=``, another layout or memory format, a device other than
+``meta``, float ``arange`` bounds) runs on ``meta``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._common import fn, is_int, new
+from .registry import FALLBACK, builtin
+
+__all__: tuple[str, ...] = ()
+
+_PLAIN_KWARGS = frozenset({"dtype", "device", "layout", "requires_grad", "pin_memory"})
+
+
+def _plain(kwargs: dict[str, Any]) -> bool:
+    """Only keyword arguments that do not change the result's layout, on meta (or no device)."""
+    if not _PLAIN_KWARGS.issuperset(kwargs) or kwargs.get("layout") not in (None, torch.strided):
+        return False
+    device = kwargs.get("device")
+    return device is None or torch.device(device).type == "meta"
+
+
+def _size(args: tuple[Any, ...]) -> tuple[int, ...] | None:
+    """A size given as ints or as one sequence of ints, all >= 0."""
+    sizes = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
+    if not args or not all(is_int(d) and int(d) >= 0 for d in sizes):  # zeros() without a size raises
+        return None
+    return tuple(int(d) for d in sizes)
+
+
+def _filled(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``zeros``/``ones``/``empty``."""
+    size = _size(args)
+    if size is None or not _plain(kwargs):
+        return FALLBACK
+    return new(size, kwargs.get("dtype") or torch.get_default_dtype())
+
+
+def _full(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    rest = dict(kwargs)
+    size_arg, fill = (args[0], args[1]) if len(args) == 2 else (rest.pop("size", None), rest.pop("fill_value", None))
+    if len(args) not in (0, 2) or size_arg is None or fill is None or not _plain(rest):
+        return FALLBACK
+    size = _size((size_arg,))
+    dtype = rest.get("dtype")
+    if dtype is None:  # inferred from the fill value
+        kinds = {bool: torch.bool, int: torch.int64, float: torch.get_default_dtype()}
+        dtype = kinds.get(type(fill))
+    if size is None or dtype is None:
+        return FALLBACK
+    return new(size, dtype)
+
+
+def _arange(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``arange(end)``, ``arange(start, end[, step])`` of ints: ``ceil((end - start) / step)`` elements."""
+    rest = dict(kwargs)
+    bounds = list(args)
+    for name in ("start", "end", "step"):
+        if name in rest:
+            bounds.append(rest.pop(name))
+    if not 1 <= len(bounds) <= 3 or not all(is_int(b) and not isinstance(b, bool) for b in bounds):
+        return FALLBACK
+    if not _plain(rest):
+        return FALLBACK
+    start, end, step = (0, bounds[0], 1) if len(bounds) == 1 else (*bounds, 1)[:3]
+    start, end, step = int(start), int(end), int(step)
+    if step == 0 or (step > 0 and end < start) or (step < 0 and end > start):
+        return FALLBACK  # torch raises
+    return new((-((start - end) // step),), rest.get("dtype") or torch.int64)
+
+
+builtin(torch.zeros, torch.ones, torch.empty, shape=fn(_filled))
+builtin(torch.full, shape=fn(_full))
+builtin(torch.arange, shape=fn(_arange))

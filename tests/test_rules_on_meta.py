@@ -1,0 +1,147 @@
+"""ruled_meta: a real forward on meta whose ops are answered by rules gives what plain meta execution gives."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from models import CifarNet, LlamaDecoder
+from torchsurgeon.rules import FALLBACK, Call, register_rule, unregister_rule
+from torchsurgeon.rules.on_meta import ruled_meta
+
+
+def _signature(value: Any) -> Any:
+    """Shapes, dtypes and strides of every tensor in ``value`` (by meta execution, or under the mode)."""
+    if isinstance(value, torch.Tensor):
+        return (tuple(value.shape), value.dtype, value.stride(), value.device.type)
+    if isinstance(value, (list, tuple)):
+        return tuple(_signature(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _signature(v) for k, v in value.items()}
+    return value
+
+
+def _both(run: Callable[[], Any]) -> tuple[Any, Any]:
+    """``run()`` on meta, plainly and under ruled_meta: outputs or errors."""
+    results = []
+    for mode in (False, True):
+        try:
+            with torch.no_grad(), torch.device("meta"), ruled_meta() if mode else torch.device("meta"):
+                results.append(_signature(run()))
+        except Exception as exc:
+            results.append((type(exc), str(exc).splitlines()[0]))
+    return results[0], results[1]
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "cifarnet": (CifarNet, (2, 3, 32, 32)),
+    "resnet18": (lambda: torchvision.models.resnet18(), (1, 3, 64, 64)),
+    "mobilenet_v3_small": (lambda: torchvision.models.mobilenet_v3_small(), (1, 3, 64, 64)),
+    "efficientnet_b0": (lambda: torchvision.models.efficientnet_b0(), (1, 3, 64, 64)),
+    "convnext_tiny": (lambda: torchvision.models.convnext_tiny(), (1, 3, 64, 64)),  # permutes, layer norm
+    "swin_t": (lambda: torchvision.models.swin_t(), (1, 3, 64, 64)),  # channels-last windows, rolls
+    "vit_b_16": (lambda: torchvision.models.vit_b_16(image_size=32), (1, 3, 32, 32)),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_real_models_give_meta_executions_output(name: str, channels_last: bool) -> None:
+    build, shape = MODELS[name]
+    with torch.device("meta"):
+        model = build().eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x = torch.empty(shape, device="meta")
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    plain, ruled = _both(lambda: model(x))
+    assert ruled == plain
+    assert isinstance(plain[0], tuple)  # an output, not an error
+
+
+def test_token_model_and_training_mode() -> None:
+    with torch.device("meta"):
+        model = LlamaDecoder(vocab=50, dim=32, layers=2, heads=4, hidden=64).train()
+    ids = torch.zeros(2, 7, dtype=torch.long, device="meta")
+    plain, ruled = _both(lambda: model(ids))
+    assert ruled == plain and plain[0][0] == 2
+
+
+def test_errors_are_torchs_own() -> None:
+    """A layer that does not fit raises the same error with and without rules (rules decline, torch raises)."""
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(4), nn.ReLU())
+    plain, ruled = _both(lambda: model(torch.empty(1, 3, 8, 8)))
+    assert ruled == plain and plain[0] is RuntimeError
+    plain, ruled = _both(lambda: F.batch_norm(torch.empty(1, 4), None, None, training=True))
+    assert ruled == plain and plain[0] is ValueError
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    op=st.sampled_from([operator.add, operator.sub, operator.mul, operator.truediv, operator.pow]),
+    scalar=st.sampled_from([2, 0.5, True]),
+    left=st.booleans(),
+    shape=st.lists(st.integers(1, 4), min_size=0, max_size=3),
+    dtype=st.sampled_from([torch.float32, torch.float16, torch.int64]),
+)
+def test_operators_and_reflected_operators(
+    op: Callable[[Any, Any], Any], scalar: Any, left: bool, shape: list[int], dtype: torch.dtype
+) -> None:
+    x = torch.empty(shape, dtype=dtype, device="meta")
+    plain, ruled = _both(lambda: op(scalar, x) if left else op(x, scalar))
+    assert ruled == plain
+
+
+def test_a_registered_rule_answers_instead_of_the_kernel() -> None:
+    """Under the mode a torch call with a rule never reaches torch's kernel; outside it, it does."""
+    register_rule(torch.sigmoid, shape=lambda module, x: torch.empty(7, device="meta"))  # deliberately wrong
+    try:
+        with torch.device("meta"):
+            x = torch.empty(2, 3)
+            with ruled_meta():
+                ruled = torch.sigmoid(x)
+            plain = torch.sigmoid(x)
+    finally:
+        unregister_rule(torch.sigmoid)
+    assert ruled.shape == (7,) and plain.shape == (2, 3)
+
+
+def test_other_devices_and_tensor_subclasses_run_as_usual() -> None:
+    class Tagged(torch.Tensor):
+        pass
+
+    with ruled_meta():
+        cpu = torch.ones(2, 2) + 1
+        tagged = torch.ones(2, 2).as_subclass(Tagged) * 2
+    assert cpu.tolist() == [[2.0, 2.0], [2.0, 2.0]]  # computed, not a rule's empty meta tensor
+    assert type(tagged) is Tagged and tagged.device.type == "cpu"
+
+
+def test_a_rule_that_declines_or_fails_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchsurgeon.rules import on_meta
+
+    class Declining:
+        builtin = True
+
+        @staticmethod
+        def shape(module: Any, args: Any, kwargs: Any, call: Call) -> Any:
+            call.mismatch("x", 1, 2, "none")
+            return torch.empty(99, device="meta")
+
+    monkeypatch.setattr(on_meta, "_rule_of", lambda func: (Declining, False))
+    with torch.device("meta"), ruled_meta():
+        out = torch.relu(torch.empty(3, 4))
+    assert out.shape == (3, 4)  # the mismatch made the mode run torch's own op
+    monkeypatch.setattr(on_meta, "_rule_of", lambda func: (type("F", (), {"shape": lambda *a: FALLBACK}), False))
+    with torch.device("meta"), ruled_meta():
+        assert torch.relu(torch.empty(5)).shape == (5,)
