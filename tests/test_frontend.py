@@ -13,6 +13,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -300,3 +301,56 @@ def test_finfo_of_a_traced_dtype_is_answered_for_the_input() -> None:
     report = paramcount(Masked(), (4, 8))
     assert report.output_shape == (1, 4, 4) and report.opaque == {}
     assert torch.finfo is not None and isinstance(torch.finfo(torch.float16), torch.finfo)  # the real class is back
+
+
+# --------------------------------------------------------------------------- library calls on proxies
+
+_ORIGINALS = (torch.ones, torch.zeros, torch.tensor, torch.finfo, torch.jit.isinstance)
+_GLOBAL_ACTIVATION = nn.SiLU()  # transformers' ACT2FN[...]: a module instance that is not the model's
+
+
+class LibraryCalls(nn.Module):
+    """What MONAI, OPT/BART, DeBERTa, SwinUNETR and Mamba do in ``forward`` with traced values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.skip = nn.Conv2d(6, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.conv(x)
+        if torch.jit.isinstance(x, torch.Tensor):  # MONAI's UpCat: False for a proxy, the concatenation vanished
+            y = torch.cat([x, y], dim=1)
+        y = self.skip(y)
+        b, c, h, w = y.shape
+        mask = torch.ones(b, h * w)  # OPT's and BART's masks: torch rejects a proxy inside a size
+        scale = torch.sqrt(torch.tensor(c, dtype=torch.float))  # DeBERTa's attention scale
+        padded = int(np.ceil(h / 3)) * 3  # SwinUNETR's window padding: numpy on a traced size
+        y = F.pad(y, (0, padded - w, 0, padded - h))
+        return _GLOBAL_ACTIVATION(y) * scale, mask  # Mamba: a weightless module from a global table
+
+
+def test_library_calls_on_traced_values_are_answered_and_restored() -> None:
+    model = LibraryCalls()
+    report = paramcount(model, (2, 8, 8), batch=2)
+    assert report.opaque == {} and report.invalid == [] and report.trusted
+    assert report.total_for_input == sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        assert report.output_shape == tensor_shapes(model(torch.zeros(2, 2, 8, 8)))  # ((2, 4, 9, 9), (2, 64))
+    assert (torch.ones, torch.zeros, torch.tensor, torch.finfo, torch.jit.isinstance) == _ORIGINALS
+    assert torch.jit.isinstance(torch.zeros(1), torch.Tensor) and torch.ones(2).tolist() == [1.0, 1.0]
+
+
+def test_a_global_module_with_weights_is_still_an_error() -> None:
+    shared = nn.Linear(4, 4)
+
+    class UsesGlobal(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(shared(x))  # weights outside the model: not traced through
+
+    with pytest.raises(TraceError, match="not installed as a submodule"):
+        trace(UsesGlobal(), auto_leaf=False)

@@ -458,7 +458,7 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
     def recorded(factory: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(factory)
         def make(*args: Any, **kwargs: Any) -> Any:
-            proxy = next((v for v in _leaves((args, kwargs)) if isinstance(v, torch.fx.Proxy)), None)
+            proxy = _first_proxy(args) or (_first_proxy(kwargs.values()) if kwargs else None)
             if proxy is None:
                 return factory(*args, **kwargs)
             return proxy.tracer.create_proxy("call_function", factory, args, kwargs)
@@ -481,16 +481,16 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
 _FACTORIES = ("ones", "zeros", "empty", "full", "rand", "randn", "tensor")
 
 
-def _leaves(value: Any) -> Iterator[Any]:
-    """The leaves of nested tuples, lists and dicts (a size given as ``(batch, length)`` or as varargs)."""
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _leaves(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _leaves(item)
-    else:
-        yield value
+def _first_proxy(values: Iterable[Any]) -> torch.fx.Proxy | None:
+    """The first proxy among ``values`` or inside one of them that is a tuple or list (a size)."""
+    for value in values:
+        if isinstance(value, torch.fx.Proxy):
+            return value
+        if isinstance(value, (tuple, list)):
+            for item in value:
+                if isinstance(item, torch.fx.Proxy):
+                    return item
+    return None
 
 
 def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: str, fx_answer: Callable[[], Any]) -> Any:
