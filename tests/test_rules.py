@@ -209,7 +209,7 @@ BINARY = [
 
 
 @SETTINGS
-@given(data=st.data(), fn=st.sampled_from(BINARY), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+@given(data=st.data(), fn=st.sampled_from(BINARY), dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.int64]))
 def test_binary_rules_match_meta(data: st.DataObject, fn: Callable[..., Any], dtype: torch.dtype) -> None:
     a, build_a = data.draw(tensors(min_rank=0, dtype=dtype))
     kind = data.draw(st.sampled_from(["tensor", "tensor", "scalar", "mismatch", "reversed"]))
@@ -226,11 +226,56 @@ def test_binary_rules_match_meta(data: st.DataObject, fn: Callable[..., Any], dt
     if fn is torch.maximum and not isinstance(other, torch.Tensor):
         return
     answered = _check(function_rule(fn), args, {}, lambda: fn(*args))
+    integer_ok = fn in (operator.add, operator.sub, operator.mul, torch.add, torch.mul) and not isinstance(other, float)
     if kind in ("tensor", "reversed") or (kind == "scalar" and not isinstance(other, bool)):
-        assert answered
+        assert answered or (dtype == torch.int64 and not integer_ok)
     if answered and a.numel() <= 64 and dtype == torch.float32:
         cpu = fn(*_on_cpu(args, builders))
         assert tuple(cpu.shape) == tuple(_apply(function_rule(fn), args, {}).shape)
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    name=st.sampled_from(["add_", "sub_", "mul_", "div_"]),
+    dtype=st.sampled_from([torch.float32, torch.int64]),
+)
+def test_inplace_rules_match_meta(data: st.DataObject, name: str, dtype: torch.dtype) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    if data.draw(st.booleans()):
+        other: Any = data.draw(st.sampled_from([2, 0.5]))
+    else:
+        shape = _broadcastable_to(data.draw, tuple(x.shape))
+        if data.draw(st.integers(0, 3)) == 0:
+            shape = (2, *x.shape)  # does not fit in x: torch raises
+        other, _ = data.draw(tensors(shape=shape, dtype=dtype))
+    answered = _check(method_rule(name), (x, other), {}, lambda: getattr(x, name)(other))
+    if answered:
+        assert _apply(method_rule(name), (x, other), {}) is x and x.is_floating_point()
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from([torch.float32, torch.float16, torch.int64]))
+def test_conversion_rules_match_meta(data: st.DataObject, dtype: torch.dtype) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    other = torch.empty(2, dtype=torch.bfloat16, device="meta")
+    target = data.draw(st.sampled_from([torch.float32, torch.float16, torch.int64, torch.bool]))
+    calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = [
+        ("to", (target,), {}),
+        ("to", ("meta",), {}),
+        ("to", ("meta", target), {}),
+        ("to", (other,), {}),
+        ("to", (), {"dtype": target}),
+        ("to", (target,), {"copy": True}),
+        ("to", ("cpu",), {}),
+        ("float", (), {}),
+        ("long", (), {}),
+        ("bool", (), {}),
+    ]
+    name, extra, kwargs = data.draw(st.sampled_from(calls))
+    answered = _check(method_rule(name), (x, *extra), kwargs, lambda: getattr(x, name)(*extra, **kwargs))
+    if answered:
+        assert "copy" not in kwargs and "cpu" not in extra
 
 
 COMPARISONS = [operator.eq, operator.ne, operator.lt, operator.ge, torch.eq, torch.gt, operator.and_, operator.or_]
@@ -397,6 +442,29 @@ def test_view_and_shape_rules_match_meta(data: st.DataObject) -> None:
         _same(_apply(rule, (x, *extra), {}), _to_meta_like(cpu_out), strides=False)
 
 
+@SETTINGS
+@given(data=st.data())
+def test_setitem_rule_matches_meta(data: st.DataObject) -> None:
+    x, _ = data.draw(tensors(min_rank=1))
+    _, (index,), _ = data.draw(view_ops(x).filter(lambda op: op[2] is operator.getitem))
+    part = x[index] if _run(lambda: x[index])[1] is None else None
+    choice = data.draw(st.sampled_from(["number", "same", "broadcast", "wrong"]))
+    if choice == "number" or part is None:
+        value: Any = data.draw(st.sampled_from([0, 1.5, True]))
+    else:
+        shape = list(part.shape) if choice == "same" else list(_broadcastable_to(data.draw, tuple(part.shape)))
+        if choice == "wrong":
+            shape = [*shape, 2]
+        value = torch.empty(shape, device="meta")
+
+    def assign() -> None:
+        x.clone()[index] = value
+
+    rule_out = _apply(function_rule(operator.setitem), (x, index, value), {})
+    if rule_out is not FALLBACK:
+        assert rule_out is None and _run(assign)[1] is None, (x.shape, index, value)
+
+
 def _to_meta_like(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to("meta")
@@ -544,10 +612,20 @@ def test_sdpa_rule_matches_meta(data: st.DataObject, causal: bool, rank: int) ->
     q, bq = data.draw(tensors(shape=(*lead, length, e)))
     k, bk = data.draw(tensors(shape=(*lead, source, e)))
     v, bv = data.draw(tensors(shape=(*lead, source, ev)))
-    kwargs = {"is_causal": causal}
+    kwargs: dict[str, Any] = {"is_causal": causal}
+    mask_kind = data.draw(st.sampled_from(["none", "none", "bool", "float", "int", "wrong"]))
+    if mask_kind != "none":  # attention masks as transformers passes them: (B, 1, L, S), bool or additive
+        shape = _broadcastable_to(data.draw, (*lead, length, source))
+        if mask_kind == "wrong":
+            shape = (*shape[:-1], source + 1)
+        dtype = {"bool": torch.bool, "int": torch.int64}.get(mask_kind, torch.float32)
+        kwargs["attn_mask"], _ = data.draw(tensors(shape=shape, dtype=dtype))
     args = (q, k, v)
     sdpa = F.scaled_dot_product_attention
-    assert _check(function_rule(sdpa), args, kwargs, lambda: sdpa(*args, **kwargs))
+    answered = _check(function_rule(sdpa), args, kwargs, lambda: sdpa(*args, **kwargs))
+    assert answered == (mask_kind in ("none", "bool", "float") and not (causal and mask_kind != "none"))
+    if mask_kind != "none":
+        return
     cpu = F.scaled_dot_product_attention(bq("cpu"), bk("cpu"), bv("cpu"), **kwargs)
     assert tuple(cpu.shape) == (*lead, length, ev)
 

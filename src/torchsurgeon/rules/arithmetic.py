@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..records import FlopKind
-from ._common import REQUIRED, OpRule, Spec, bind, broadcast, elementwise, first_tensor, fn, new, norm_dim
+from ._common import REQUIRED, OpRule, Spec, bind, broadcast, elementwise, first_tensor, fn, new, norm_dim, view
 from .activations import _X, _unary_rule
 from .linalg import _MATMUL, _matmul
 from .registry import FALLBACK, builtin
@@ -21,8 +21,12 @@ from .registry import FALLBACK, builtin
 __all__: tuple[str, ...] = ()
 
 
-def _binary_rule(spec: Spec) -> OpRule:
-    """Broadcasting arithmetic: tensors of one floating dtype, plus Python numbers."""
+def _binary_rule(spec: Spec, *, integers: bool = False) -> OpRule:
+    """Broadcasting arithmetic: tensors of one floating dtype, plus Python numbers.
+
+    ``integers``: also tensors of one integer dtype with Python ints (``+``, ``-``, ``*`` of position
+    ids); a float with them promotes, so it runs on meta.
+    """
 
     def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         b = bind(args, kwargs, spec)
@@ -38,7 +42,9 @@ def _binary_rule(spec: Spec) -> OpRule:
         if any(isinstance(v, bool) or not isinstance(v, (torch.Tensor, int, float)) for v in operands):
             return FALLBACK  # bools (x - True is an error on the CPU only), complex, strings...
         dtype = tensors[0].dtype
-        if not tensors[0].is_floating_point() or any(t.dtype != dtype for t in tensors):
+        if any(t.dtype != dtype for t in tensors) or dtype.is_complex or dtype == torch.bool:
+            return FALLBACK
+        if not dtype.is_floating_point and (not integers or any(isinstance(v, float) for v in operands)):
             return FALLBACK
         shape = broadcast(*(t.shape for t in tensors))
         if shape is None:
@@ -46,6 +52,50 @@ def _binary_rule(spec: Spec) -> OpRule:
         return elementwise(tensors, shape, dtype)
 
     return rule
+
+
+def _inplace_rule(spec: Spec) -> OpRule:
+    """``x.mul_(y)``, ``x.add_(y)``...: ``x`` itself, when ``y`` (a number, or a tensor of x's floating
+    dtype) broadcasts to x's shape."""
+    out_of_place = _binary_rule(spec)
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        out = out_of_place(args, kwargs)
+        x = args[0] if args else None
+        if out is FALLBACK or not isinstance(x, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
+            return FALLBACK
+        return x
+
+    return rule
+
+
+_CONVERSIONS = {
+    "float": torch.float32,
+    "double": torch.float64,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "long": torch.int64,
+    "int": torch.int32,
+    "bool": torch.bool,
+}
+
+
+def _converted(x: torch.Tensor, dtype: torch.dtype) -> Any:
+    """``x`` in ``dtype``: x itself when nothing changes, else a copy keeping a dense layout."""
+    if dtype == x.dtype:
+        return x
+    if x.is_contiguous():
+        return new(x.shape, dtype)
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return view(x.shape, x.stride(), dtype)
+    return FALLBACK
+
+
+def _conversion(dtype: torch.dtype) -> OpRule:
+    """``x.float()``, ``x.long()``...: no arguments but ``memory_format``-free calls."""
+    return lambda args, kwargs: (
+        _converted(args[0], dtype) if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor) else FALLBACK
+    )
 
 
 def _compare_rule(spec: Spec, *, logical: bool = False) -> OpRule:
@@ -128,16 +178,29 @@ def _getattr(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return getattr(obj, name)
 
 
-def _to_dtype(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``x.to(dtype)``, ``x.float()``-style conversions of a contiguous tensor."""
-    if len(args) != 2 or not isinstance(args[0], torch.Tensor) or not isinstance(args[1], torch.dtype):
+def _to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.to(dtype)``, ``x.to(device)``, ``x.to(device, dtype)``, ``x.to(other)``, ``x.to(dtype=...)``.
+
+    On meta: a device other than meta, ``copy=True`` or a ``memory_format`` runs on meta.
+    """
+    if not args or not isinstance(args[0], torch.Tensor) or not {"dtype", "device", "non_blocking"}.issuperset(kwargs):
         return FALLBACK
-    if kwargs:
+    x, rest = args[0], list(args[1:])
+    device, dtype = kwargs.get("device"), kwargs.get("dtype")
+    if rest and isinstance(rest[0], torch.Tensor):  # x.to(other): other's device and dtype
+        other = rest.pop(0)
+        device, dtype = other.device, other.dtype
+    elif rest and isinstance(rest[0], (str, torch.device)):
+        device = rest.pop(0)
+    if rest and isinstance(rest[0], torch.dtype):
+        dtype = rest.pop(0)
+    if rest and isinstance(rest[0], bool):
+        rest.pop(0)  # non_blocking
+    if rest:
+        return FALLBACK  # copy, memory_format
+    if device is not None and torch.device(device).type != x.device.type:
         return FALLBACK
-    x, dtype = args
-    if x.dtype == dtype:
-        return x
-    return new(x.shape, dtype) if x.is_contiguous() else FALLBACK
+    return _converted(x, dtype or x.dtype)
 
 
 def _assert(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -168,7 +231,8 @@ def _python_or(fn: Callable[..., Any], tensor_rule: OpRule | None) -> OpRule:
 
 builtin(operator.neg, shape=fn(_python_or(operator.neg, _unary_rule(_X))))
 for _arith in (operator.add, operator.sub, operator.mul, operator.truediv, operator.pow):
-    builtin(_arith, shape=fn(_python_or(_arith, _binary_rule(_BINARY))))
+    _integers = _arith in (operator.add, operator.sub, operator.mul)
+    builtin(_arith, shape=fn(_python_or(_arith, _binary_rule(_BINARY, integers=_integers))))
 builtin(operator.matmul, shape=fn(_python_or(operator.matmul, _matmul)), macs=_MATMUL, kind=FlopKind.MATMUL)
 _PYTHON_OPS: tuple[Callable[..., Any], ...] = (
     operator.floordiv,
@@ -207,12 +271,16 @@ for _op in _PYTHON_OPS:
 builtin(torch.masked_fill, "masked_fill", shape=fn(_masked_fill))
 builtin(getattr, shape=fn(_getattr))
 builtin(torch._assert, shape=fn(_assert))
-builtin(torch.add, "add", shape=fn(_binary_rule(_BINARY_ALPHA)))
-builtin(torch.sub, "sub", shape=fn(_binary_rule(_BINARY_ALPHA)))
-builtin(torch.mul, "mul", shape=fn(_binary_rule(_BINARY)))
+builtin(torch.add, "add", shape=fn(_binary_rule(_BINARY_ALPHA, integers=True)))
+builtin(torch.sub, "sub", shape=fn(_binary_rule(_BINARY_ALPHA, integers=True)))
+builtin(torch.mul, "mul", shape=fn(_binary_rule(_BINARY, integers=True)))
 builtin(torch.div, "div", shape=fn(_binary_rule(_BINARY_DIV)))
 builtin(torch.maximum, torch.minimum, shape=fn(_binary_rule(_BINARY)))
 builtin(torch.pow, "pow", shape=fn(_binary_rule(_POW)))  # RMS norms: x.pow(2).mean(-1)
 builtin("size", shape=fn(_size))
 builtin("dim", shape=fn(_dim))
-builtin("to", shape=fn(_to_dtype))
+builtin("to", shape=fn(_to))
+for _name, _dtype in _CONVERSIONS.items():
+    builtin(_name, shape=fn(_conversion(_dtype)))
+for _name in ("add_", "sub_", "mul_", "div_"):
+    builtin(_name, shape=fn(_inplace_rule(_BINARY_ALPHA if _name in ("add_", "sub_") else _BINARY)))

@@ -96,8 +96,14 @@ def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if b is None:
         return FALLBACK
     q, k, v, mask, dropout_p, is_causal, scale, gqa = b
-    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)) or mask is not None or gqa is not False:
+    if not all(isinstance(t, torch.Tensor) for t in (q, k, v)) or gqa is not False:
         return FALLBACK
+    if mask is not None:  # a bool mask or an additive one of q's dtype, broadcast to (..., L, S)
+        scores = (*q.shape[:-1], k.shape[-2])
+        if not isinstance(mask, torch.Tensor) or is_causal is not False or mask.dtype not in (torch.bool, q.dtype):
+            return FALLBACK
+        if mask.dim() > len(scores) or broadcast(mask.shape, scores) != tuple(scores):
+            return FALLBACK
     dtype = q.dtype
     if not dtype.is_floating_point or k.dtype != dtype or v.dtype != dtype:
         return FALLBACK

@@ -16,6 +16,7 @@ from torch import nn
 from ._common import (
     REQUIRED,
     bind,
+    broadcast,
     fn,
     is_int,
     new,
@@ -182,6 +183,25 @@ def _roll(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if any(norm_dim(d, x.dim()) is None for d in dims):
         return FALLBACK
     return new(x.shape, x.dtype)
+
+
+def _setitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x[index] = value`` (masks filled in loops, SwinUNETR's): None, when torch would accept it.
+
+    The indexed part is what the ``getitem`` rule computes; a number always fits, a meta tensor fits
+    when it broadcasts to the part's shape.
+    """
+    if kwargs or len(args) != 3 or not isinstance(args[0], torch.Tensor):
+        return FALLBACK
+    target, index, value = args
+    part = _getitem((target, index), {})
+    if not isinstance(part, torch.Tensor):
+        return FALLBACK
+    if isinstance(value, torch.Tensor):
+        if value.device.type != "meta" or value.dim() > part.dim():
+            return FALLBACK
+        return None if broadcast(value.shape, part.shape) == tuple(part.shape) else FALLBACK
+    return None if isinstance(value, (int, float)) else FALLBACK
 
 
 def _unsqueeze(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -451,6 +471,7 @@ builtin(torch.unsqueeze, "unsqueeze", shape=fn(_unsqueeze))
 builtin(torch.squeeze, "squeeze", shape=fn(_squeeze))
 builtin("expand", shape=fn(_expand))
 builtin(operator.getitem, shape=fn(_getitem))
+builtin(operator.setitem, shape=fn(_setitem))
 builtin(torch.chunk, "chunk", shape=fn(_chunk))
 builtin(torch.split, shape=fn(_split))
 builtin("split", shape=fn(_split_method))
