@@ -195,6 +195,17 @@ def test_unary_rules_match_meta(data: st.DataObject, op: tuple[Any, dict[str, An
         assert tuple(cpu.shape) == tuple(x.shape)
 
 
+def _operand(draw: st.DrawFn, a: torch.Tensor, kind: str, dtype: torch.dtype) -> tuple[Any, Builder | None]:
+    """The other operand of a binary op on ``a``: a number (``kind='scalar'``), or a tensor that broadcasts
+    with ``a`` (``'mismatch'``: one that does not), and its builder."""
+    if kind == "scalar":
+        return draw(st.sampled_from([2, 0.5, True])), None
+    shape = _broadcastable_to(draw, tuple(a.shape))
+    if kind == "mismatch" and a.dim():
+        shape = (*shape[:-1], a.shape[-1] + 1) if shape else (a.shape[-1] + 1,)
+    return draw(tensors(shape=shape, dtype=dtype))
+
+
 BINARY = [
     operator.add,
     operator.sub,
@@ -214,13 +225,8 @@ def test_binary_rules_match_meta(data: st.DataObject, fn: Callable[..., Any], dt
     a, build_a = data.draw(tensors(min_rank=0, dtype=dtype))
     kind = data.draw(st.sampled_from(["tensor", "tensor", "scalar", "mismatch", "reversed"]))
     builders = {id(a): build_a}
-    if kind == "scalar":
-        other: Any = data.draw(st.sampled_from([2, 0.5, True]))
-    else:
-        shape = _broadcastable_to(data.draw, tuple(a.shape))
-        if kind == "mismatch" and a.dim():
-            shape = (*shape[:-1], a.shape[-1] + 1) if shape else (a.shape[-1] + 1,)
-        other, build_b = data.draw(tensors(shape=shape, dtype=dtype))
+    other, build_b = _operand(data.draw, a, kind, dtype)
+    if build_b is not None:
         builders[id(other)] = build_b
     args = (other, a) if kind == "reversed" else (a, other)
     if fn is torch.maximum and not isinstance(other, torch.Tensor):
@@ -292,13 +298,7 @@ def test_comparison_and_logical_rules_match_meta(
 ) -> None:
     a, _ = data.draw(tensors(min_rank=0, dtype=dtype))
     kind = data.draw(st.sampled_from(["tensor", "scalar", "mismatch", "reversed", "other dtype"]))
-    if kind == "scalar":
-        other: Any = data.draw(st.sampled_from([2, 0.5, True]))
-    else:
-        shape = _broadcastable_to(data.draw, tuple(a.shape))
-        if kind == "mismatch" and a.dim():
-            shape = (*shape[:-1], a.shape[-1] + 1) if shape else (a.shape[-1] + 1,)
-        other, _ = data.draw(tensors(shape=shape, dtype=torch.float16 if kind == "other dtype" else dtype))
+    other, _ = _operand(data.draw, a, kind, torch.float16 if kind == "other dtype" else dtype)
     args = (other, a) if kind == "reversed" else (a, other)
     answered = _check(function_rule(fn), args, {}, lambda: fn(*args))
     if kind in ("tensor", "reversed") and (dtype != torch.float32 or fn not in (operator.and_, operator.or_)):
