@@ -332,6 +332,31 @@ def test_stochastic_depth_rule_matches_torchvision(data: st.DataObject, training
 # --------------------------------------------------------------------------- views and shapes
 
 
+def _index(draw: st.DrawFn, x: torch.Tensor) -> Any:
+    """A random basic index of ``x``: ints, slices, None and Ellipsis (some out of range: torch raises)."""
+    rank = x.dim()
+    items: list[Any] = []
+    for s in x.shape[: draw(st.integers(0, rank))]:
+        items.append(
+            draw(
+                st.one_of(
+                    st.integers(-s - 1, s),
+                    st.builds(
+                        slice,
+                        st.none() | st.integers(-s - 1, s + 1),
+                        st.none() | st.integers(-s - 1, s + 1),
+                        st.none() | st.integers(1, 3),
+                    ),
+                )
+            )
+        )
+    if draw(st.booleans()):
+        items.insert(draw(st.integers(0, len(items))), None)
+    if draw(st.booleans()):
+        items.insert(draw(st.integers(0, len(items))), Ellipsis)
+    return tuple(items) if len(items) != 1 or draw(st.booleans()) else items[0]
+
+
 @st.composite
 def view_ops(draw: st.DrawFn, x: torch.Tensor) -> tuple[Any, tuple[Any, ...], Callable[..., Any]]:
     """(rule, extra arguments, op) of a random view/shape op: the op is ``op(x, *extra)``."""
@@ -387,26 +412,7 @@ def view_ops(draw: st.DrawFn, x: torch.Tensor) -> tuple[Any, tuple[Any, ...], Ca
         sizes = [2] * draw(st.integers(0, 1)) + sizes
         return method_rule("expand"), tuple(sizes), torch.Tensor.expand
     if kind == "getitem":
-        items: list[Any] = []
-        for s in x.shape[: draw(st.integers(0, rank))]:
-            items.append(
-                draw(
-                    st.one_of(
-                        st.integers(-s - 1, s),
-                        st.builds(
-                            slice,
-                            st.none() | st.integers(-s - 1, s + 1),
-                            st.none() | st.integers(-s - 1, s + 1),
-                            st.none() | st.integers(1, 3),
-                        ),
-                    )
-                )
-            )
-        if draw(st.booleans()):
-            items.insert(draw(st.integers(0, len(items))), None)
-        if draw(st.booleans()):
-            items.insert(draw(st.integers(0, len(items))), Ellipsis)
-        index = tuple(items) if len(items) != 1 or draw(st.booleans()) else items[0]
+        index = _index(draw, x)
         return function_rule(operator.getitem), (index,), operator.getitem
     if kind == "chunk":
         return method_rule("chunk"), (draw(st.integers(1, 4)), draw(dim)), torch.Tensor.chunk
@@ -446,7 +452,7 @@ def test_view_and_shape_rules_match_meta(data: st.DataObject) -> None:
 @given(data=st.data())
 def test_setitem_rule_matches_meta(data: st.DataObject) -> None:
     x, _ = data.draw(tensors(min_rank=1))
-    _, (index,), _ = data.draw(view_ops(x).filter(lambda op: op[2] is operator.getitem))
+    index = _index(data.draw, x)
     part = x[index] if _run(lambda: x[index])[1] is None else None
     choice = data.draw(st.sampled_from(["number", "same", "broadcast", "wrong"]))
     if choice == "number" or part is None:
