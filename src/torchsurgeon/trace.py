@@ -104,6 +104,9 @@ class Traced:
     shape_specific: tuple[str, ...] = ()
 
 
+_PLAIN_ARGUMENTS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})
+
+
 class _SurgeonTracer(torch.fx.Tracer):
     """fx Tracer with configurable leaves that remembers where tracing failed.
 
@@ -149,7 +152,16 @@ class _SurgeonTracer(torch.fx.Tracer):
         return ShapeProxy(node, self)
 
     def create_arg(self, a: Any) -> Any:
-        if type(a).__module__ == "numpy" and hasattr(a, "tolist"):  # np.ceil(h / 7) of a known size: its value
+        # the common arguments first, as fx would record them (fx asks each about parameters, tensors,
+        # modules, named tuples and opaque types before it gets to proxies and plain values)
+        kind = type(a)
+        if kind in _PLAIN_ARGUMENTS:
+            return a
+        if isinstance(a, torch.fx.Proxy):
+            return a.node
+        if kind is tuple or kind is list:
+            return kind(self.create_arg(item) for item in a)
+        if kind.__module__ == "numpy" and hasattr(a, "tolist"):  # np.ceil(h / 7) of a known size: its value
             a = a.tolist()
         return super().create_arg(a)
 
