@@ -44,6 +44,7 @@ __all__ = (
     "one_tensor",
     "plainly_contiguous",
     "same_float",
+    "size_args",
     "suggest_memory_format",
     "view",
 )
@@ -168,6 +169,13 @@ def broadcast(*shapes: Sequence[int]) -> tuple[int, ...] | None:
         # a dim where every size is 1 stays 1; a zero-size dim broadcasts with 1
         out.append(size)
     return tuple(out)
+
+
+def size_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Sizes given as ``*sizes`` or as one sequence (``x.view(2, 3)``, ``x.view((2, 3))``, ``torch.zeros([2, 3])``)."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)):
+        return tuple(args[0])
+    return args
 
 
 def plainly_contiguous(x: torch.Tensor) -> bool:

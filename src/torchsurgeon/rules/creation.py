@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ._common import fn, is_int, new
+from ._common import fn, is_int, new, size_args
 from .registry import FALLBACK, builtin
 
 __all__: tuple[str, ...] = ()
@@ -31,10 +31,10 @@ def _plain(kwargs: dict[str, Any]) -> bool:
 
 def _size(args: tuple[Any, ...]) -> tuple[int, ...] | None:
     """A size given as ints or as one sequence of ints, all >= 0."""
-    sizes = tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
-    if not args or not all(is_int(d) and int(d) >= 0 for d in sizes):  # zeros() without a size raises
+    given = size_args(args)
+    if not args or not all(is_int(d) and int(d) >= 0 for d in given):  # zeros() without a size raises
         return None
-    return tuple(int(d) for d in sizes)
+    return tuple(int(d) for d in given)
 
 
 def _filled(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -22,6 +22,7 @@ from ._common import (
     new,
     norm_dim,
     one_tensor,
+    size_args,
     suggest_memory_format,
     view,
 )
@@ -80,19 +81,12 @@ def _infer_shape(sizes: Sequence[Any], numel: int) -> tuple[int, ...] | None:
     return tuple(int(d) for d in sizes) if known == numel else None
 
 
-def _sizes(rest: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """Method sizes given as ``*sizes`` or as one sequence."""
-    if len(rest) == 1 and isinstance(rest[0], (tuple, list, torch.Size)):
-        return tuple(rest[0])
-    return rest
-
-
 def _reshaping(method: str) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
     """The rule of ``x.view(*sizes)`` or ``x.reshape(*sizes)``."""
 
     def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         x, *rest = args
-        sizes = _sizes(tuple(rest))
+        sizes = size_args(tuple(rest))
         if kwargs or not isinstance(x, torch.Tensor) or not sizes:
             return FALLBACK  # view(dtype), keyword sizes: meta knows
         shape = _infer_shape(sizes, x.numel())
@@ -132,7 +126,7 @@ def _permute_method(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x, *rest = args
     if kwargs or not rest:
         return FALLBACK
-    return _permute_of(x, _sizes(tuple(rest)))
+    return _permute_of(x, size_args(tuple(rest)))
 
 
 def _transpose(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -238,7 +232,7 @@ def _squeeze(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 def _expand(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x, *rest = args
-    sizes = _sizes(tuple(rest))
+    sizes = size_args(tuple(rest))
     if kwargs or not isinstance(x, torch.Tensor) or not rest or sizes is None or len(sizes) < x.dim():
         return FALLBACK
     if not all(is_int(d) for d in sizes):
