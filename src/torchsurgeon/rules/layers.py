@@ -336,15 +336,19 @@ def _linear_macs(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
     return numel(x[:-1]) * int(x[-1]) * int(m.out_features)
 
 
+def _per_element(*, running_statistics: bool, affine: bool) -> int:
+    """FLOPs per element of a norm (fvcore's convention): normalising with running statistics costs 1
+    (x * scale + shift, folded), computing the statistics 4; a weight adds 1."""
+    return (1 if running_statistics else 4) + affine
+
+
 def _norm_flops(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
     elements = int(args[0].numel())
     affine = getattr(m, "weight", None) is not None
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        if not (m.training or not m.track_running_stats):
-            return elements * (2 if affine else 1)
     if isinstance(m, nn.RMSNorm):
         return elements * (4 if affine else 3)
-    return elements * (5 if affine else 4)
+    running = isinstance(m, nn.modules.batchnorm._BatchNorm) and not (m.training or not m.track_running_stats)
+    return elements * _per_element(running_statistics=running, affine=affine)
 
 
 def _conv_fn_macs(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
@@ -361,7 +365,7 @@ def _norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], o
     bound = bind(args, {k: v for k, v in kwargs.items() if k == "weight"}, spec)
     if bound is None or not isinstance(bound[0], torch.Tensor):
         return 0
-    return int(bound[0].numel()) * (5 if bound[2] is not None else 4)
+    return int(bound[0].numel()) * _per_element(running_statistics=False, affine=bound[2] is not None)
 
 
 def _batch_norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
@@ -369,8 +373,8 @@ def _batch_norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str, A
     b = bind(args, kwargs, _BATCH_NORM_SPEC)
     if b is None or not isinstance(b[0], torch.Tensor):
         return 0
-    statistics = not b[5] and b[1] is not None
-    return int(b[0].numel()) * ((2 if statistics else 5) - (b[3] is None))
+    running = not b[5] and b[1] is not None
+    return int(b[0].numel()) * _per_element(running_statistics=running, affine=b[3] is not None)
 
 
 # --------------------------------------------------------------------------- registrations
