@@ -284,6 +284,23 @@ def test_conversion_rules_match_meta(data: st.DataObject, dtype: torch.dtype) ->
         assert "copy" not in kwargs and "cpu" not in extra
 
 
+@pytest.mark.parametrize(
+    ("name", "extra"), [("half", ()), ("to", (torch.float16,)), ("to", ("meta", torch.int64)), ("clone", ())]
+)
+@pytest.mark.parametrize(
+    ("shape", "stride"), [((1, 2, 1, 1), (2, 1, 2, 2)), ((3, 1, 4), (4, 99, 1)), ((2, 3, 2, 2), (12, 1, 6, 3))]
+)
+def test_copies_keep_every_stride_as_torch_does(
+    name: str, extra: tuple[Any, ...], shape: tuple[int, ...], stride: tuple[int, ...]
+) -> None:
+    """preserve_format keeps a dense input's strides exactly, size-1 dimensions included: they decide
+    whether a later op sees channels-last (_signature, used elsewhere, ignores them)."""
+    x = torch.empty_strided(shape, stride, device="meta")
+    out = _apply(method_rule(name), (x, *extra), {})
+    expected = getattr(x, name)(*extra)
+    assert (out.shape, out.stride(), out.dtype) == (expected.shape, expected.stride(), expected.dtype)
+
+
 COMPARISONS = [operator.eq, operator.ne, operator.lt, operator.ge, torch.eq, torch.gt, operator.and_, operator.or_]
 
 

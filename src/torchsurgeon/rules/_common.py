@@ -43,6 +43,7 @@ __all__ = (
     "numel",
     "one_tensor",
     "plainly_contiguous",
+    "preserved",
     "same_float",
     "size_args",
     "suggest_memory_format",
@@ -214,6 +215,20 @@ def elementwise(tensors: Sequence[torch.Tensor], shape: tuple[int, ...], dtype: 
         return FALLBACK
     expanded = [t if tuple(t.shape) == shape else t.expand(shape) for t in tensors]
     return view(shape, _elementwise_strides(*expanded), dtype)
+
+
+def preserved(x: torch.Tensor, dtype: torch.dtype) -> Any:
+    """A copy of ``x`` in ``preserve_format`` (``x.clone()``, ``x.to(dtype)``): x's own strides, size-1
+    dimensions included, when x is dense (contiguous or channels-last); else FALLBACK.
+
+    Examples
+    --------
+    >>> x = torch.empty_strided((1, 2, 1, 1), (2, 1, 2, 2), device="meta")  # contiguous, channels-last strides
+    >>> preserved(x, torch.float16).stride() == x.half().stride() == (2, 1, 2, 2)
+    True
+    """
+    dense = x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+    return view(x.shape, x.stride(), dtype) if dense else FALLBACK
 
 
 def same_float(*tensors: Any) -> bool:

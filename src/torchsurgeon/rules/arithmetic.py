@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..records import FlopKind
-from ._common import REQUIRED, OpRule, Spec, bind, broadcast, elementwise, first_tensor, fn, new, norm_dim, view
+from ._common import REQUIRED, OpRule, Spec, bind, broadcast, elementwise, first_tensor, fn, new, norm_dim, preserved
 from .activations import _X, _unary_rule
 from .linalg import _MATMUL, _matmul
 from .registry import FALLBACK, builtin
@@ -82,13 +82,7 @@ _CONVERSIONS = {
 
 def _converted(x: torch.Tensor, dtype: torch.dtype) -> Any:
     """``x`` in ``dtype``: x itself when nothing changes, else a copy keeping a dense layout."""
-    if dtype == x.dtype:
-        return x
-    if x.is_contiguous():
-        return new(x.shape, dtype)
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return view(x.shape, x.stride(), dtype)
-    return FALLBACK
+    return x if dtype == x.dtype else preserved(x, dtype)
 
 
 def _conversion(dtype: torch.dtype) -> OpRule:

@@ -22,6 +22,7 @@ from ._common import (
     new,
     norm_dim,
     one_tensor,
+    preserved,
     size_args,
     suggest_memory_format,
     view,
@@ -158,8 +159,7 @@ def _clone(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x, layout = args[0], kwargs.get("memory_format", torch.preserve_format)
     if layout is torch.contiguous_format:
         return new(x.shape, x.dtype)
-    dense = x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
-    return view(x.shape, x.stride(), x.dtype) if layout is torch.preserve_format and dense else FALLBACK
+    return preserved(x, x.dtype) if layout is torch.preserve_format else FALLBACK
 
 
 def _roll(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
