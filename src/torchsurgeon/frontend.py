@@ -414,7 +414,10 @@ class MetaValues:
 
 @contextlib.contextmanager
 def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
-    """Library functions that reject or misjudge a proxy, answered from its value on ``meta`` during a trace.
+    """Library functions that reject or misjudge a proxy, answered or recorded during a trace.
+
+    Answered from the proxy's value on ``meta`` (without a value, no example
+    input, the real function sees the proxy, as with torch.fx):
 
     * ``torch.finfo(x.dtype)`` / ``torch.iinfo(...)``: classes implemented in
       C that reject a proxy (Bloom's and T5's attention masks read
@@ -423,20 +426,17 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
       branch taken for tensors vanished from the trace without an error
       (MONAI's BasicUNet lost its skip connections).
 
-    Each is replaced, for the duration of a trace, by a function that
-    resolves a proxy argument to its value on ``meta`` and passes anything
-    else to the real one.  Without a value (no example input) the real
-    function sees the proxy, as with torch.fx.
+    Recorded as a graph node, as torch.fx records any other torch function
+    of a proxy (the approach of transformers' former HFTracer):
 
     * ``torch.ones(batch, length)`` and the other factories of a size
       (``zeros``, ``empty``, ``full``, ``rand``, ``randn``), and
       ``torch.tensor(x.size(-1))``: torch's argument parser rejects a proxy
       inside a size or as data (OPT's and BART's decoder masks, DeBERTa's
-      attention scale), so a call with one is recorded as a graph node, as
-      torch.fx records any other torch function of a proxy (the approach of
-      transformers' former HFTracer).
+      attention scale).
 
-    Process-wide, like torch.fx's own patches (docs/threads.md).
+    Anything without a proxy goes to the real function.  Process-wide, like
+    torch.fx's own patches (docs/threads.md).
     """
     real_finfo, real_iinfo, real_isinstance = torch.finfo, torch.iinfo, torch.jit.isinstance
     factories = {name: getattr(torch, name) for name in _FACTORIES}

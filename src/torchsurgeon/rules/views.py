@@ -233,7 +233,7 @@ def _squeeze(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 def _expand(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x, *rest = args
     sizes = size_args(tuple(rest))
-    if kwargs or not isinstance(x, torch.Tensor) or not rest or sizes is None or len(sizes) < x.dim():
+    if kwargs or not isinstance(x, torch.Tensor) or not rest or len(sizes) < x.dim():
         return FALLBACK
     if not all(is_int(d) for d in sizes):
         return FALLBACK
