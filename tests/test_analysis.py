@@ -209,6 +209,7 @@ def test_analysis_never_changes_the_model(train: bool) -> None:
     before = _state(model)
     paramcount(model, (1, 64, 64))
     paramcount(model, (3, 32, 32), batch=3)
+    paramcount(model, (3, 32, 32), batch=2, crosscheck="always")  # a forward of a copy, ops answered by rules
     _assert_same(before, _state(model))
     assert calls == []  # the user's hooks never saw our meta tensors
     # and the model still runs as before
