@@ -321,7 +321,7 @@ class LibraryCalls(nn.Module):
         y = self.conv(x)
         if torch.jit.isinstance(x, torch.Tensor):  # MONAI's UpCat: False for a proxy, the concatenation vanished
             y = torch.cat([x, y], dim=1)
-        y = self.skip(y)
+        y = torch.as_tensor(self.skip(y))  # MONAI's HighResNet: torch rejects a proxy as data
         b, c, h, w = y.shape
         mask = torch.ones(b, h * w)  # OPT's and BART's masks: torch rejects a proxy inside a size
         scale = torch.sqrt(torch.tensor(c, dtype=torch.float))  # DeBERTa's attention scale
@@ -331,13 +331,18 @@ class LibraryCalls(nn.Module):
 
 
 def test_library_calls_on_traced_values_are_answered_and_restored() -> None:
-    model = LibraryCalls()
-    report = paramcount(model, (2, 8, 8), batch=2)
+    model = LibraryCalls().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = paramcount(model, (2, 8, 8), batch=2, crosscheck="always")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and model.training
+    assert all(p.requires_grad for p in model.parameters()) and not _GLOBAL_ACTIVATION._forward_hooks
     assert report.opaque == {} and report.invalid == [] and report.trusted
     assert report.total_for_input == sum(p.numel() for p in model.parameters())
     with torch.no_grad():
         assert report.output_shape == tensor_shapes(model(torch.zeros(2, 2, 8, 8)))  # ((2, 4, 9, 9), (2, 64))
     assert (torch.ones, torch.zeros, torch.tensor, torch.finfo, torch.jit.isinstance) == _ORIGINALS
+    traced = trace(model, example_inputs={"x": torch.empty(2, 2, 8, 8, device="meta")})
+    assert not any(q.startswith("bool(") for q in traced.shape_specific)  # recording a call asks no truth value
     assert torch.jit.isinstance(torch.zeros(1), torch.Tensor) and torch.ones(2).tolist() == [1.0, 1.0]
 
 

@@ -29,6 +29,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
         lambda: nets.BasicUNet(spatial_dims=2, in_channels=3, out_channels=2, features=(4, 4, 8, 16, 32, 4)),
         (3, 32, 32),
     ),
+    "HighResNet 2D": (lambda: nets.HighResNet(spatial_dims=2, in_channels=1, out_channels=2), (1, 32, 32)),
     "UNet 3D": (
         lambda: nets.UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2)),
         (1, 16, 16, 16),

@@ -431,9 +431,9 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
 
     * ``torch.ones(batch, length)`` and the other factories of a size
       (``zeros``, ``empty``, ``full``, ``rand``, ``randn``), and
-      ``torch.tensor(x.size(-1))``: torch's argument parser rejects a proxy
-      inside a size or as data (OPT's and BART's decoder masks, DeBERTa's
-      attention scale).
+      ``torch.tensor(x.size(-1))`` / ``torch.as_tensor(x)``: torch's argument
+      parser rejects a proxy inside a size or as data (OPT's and BART's
+      decoder masks, DeBERTa's attention scale, MONAI's HighResNet blocks).
 
     Anything without a proxy goes to the real function.  Process-wide, like
     torch.fx's own patches (docs/threads.md).
@@ -458,7 +458,9 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
     def recorded(factory: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(factory)
         def make(*args: Any, **kwargs: Any) -> Any:
-            proxy = _first_proxy(args) or (_first_proxy(kwargs.values()) if kwargs else None)
+            proxy = _first_proxy(args)  # never `or`: that asks a proxy for its truth value
+            if proxy is None and kwargs:
+                proxy = _first_proxy(kwargs.values())
             if proxy is None:
                 return factory(*args, **kwargs)
             return proxy.tracer.create_proxy("call_function", factory, args, kwargs)
@@ -478,7 +480,7 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
             setattr(torch, name, factory)
 
 
-_FACTORIES = ("ones", "zeros", "empty", "full", "rand", "randn", "tensor")
+_FACTORIES = ("ones", "zeros", "empty", "full", "rand", "randn", "tensor", "as_tensor")
 
 
 def _first_proxy(values: Iterable[Any]) -> torch.fx.Proxy | None:
