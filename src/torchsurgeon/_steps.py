@@ -76,31 +76,33 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
         nodes = list(graph_module_of(G).graph.nodes)
         modules = index_of(G).modules
         model = model_of(G)
-        last_uses: dict[torch.fx.Node, list[torch.fx.Node]] = {}
+        inputs = [tuple(node.all_input_nodes) for node in nodes]
+        last_uses: dict[int, list[torch.fx.Node]] = {}
         seen: set[torch.fx.Node] = set()
-        for node in reversed(nodes):  # the first use seen backwards is the last use
-            for used in node.all_input_nodes:
+        for i in range(len(nodes) - 1, -1, -1):  # the first use seen backwards is the last use
+            for used in inputs[i]:
                 if used not in seen:
                     seen.add(used)
-                    last_uses.setdefault(node, []).append(used)
+                    last_uses.setdefault(i, []).append(used)
         steps: dict[torch.fx.Node, Step] = {}
-        for node in nodes:
+        for i, node in enumerate(nodes):
             module = scope_module = None
-            if node.op == "call_module":
+            op = node.op
+            if op == "call_module":
                 target = str(node.target)
                 module = modules[target] if target in modules else model.get_submodule(target)
-            elif node.op in ("call_function", "call_method"):
+            elif op == "call_function" or op == "call_method":
                 scope = node_record(G, node.name).scope
                 scope_module = modules.get(scope) if scope else None
-            inputs = tuple(node.all_input_nodes)
+            node_inputs = inputs[i]
             steps[node] = Step(
                 module,
-                any(a.op == "placeholder" for a in inputs),
+                any(a.op == "placeholder" for a in node_inputs),
                 scope_module,
-                tuple([(_how(a), a) for a in node.args]),
+                tuple([(_NODE, a) if type(a) is torch.fx.Node else (_how(a), a) for a in node.args]),
                 tuple([(k, _how(a), a) for k, a in node.kwargs.items()]) if node.kwargs else (),
-                inputs,
-                tuple(last_uses.get(node, ())),
+                node_inputs,
+                tuple(last_uses.get(i, ())),
             )
         return steps
 

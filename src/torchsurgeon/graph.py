@@ -31,11 +31,11 @@ import torch
 import torch.fx
 from torch import nn
 
+from .modelindex import ModelIndex, model_index
 from .records import Finding, FlopKind, LayerStatus, ParamChange, ShapeSource, from_fields
 from .trace import Traced
 
 __all__ = (
-    "ModelIndex",
     "NodeRecord",
     "build_graph",
     "callable_name",
@@ -179,42 +179,16 @@ class NodeRecord:
         return self.op == "placeholder"
 
 
-@dataclass(frozen=True)
-class ModelIndex:
-    """One walk of the model: its modules, parameters and buffers by qualified name.
-
-    Names and order are those of ``named_modules`` / ``named_parameters`` /
-    ``named_buffers`` with ``remove_duplicate=False`` (a shared module or tied
-    weight appears under each of its names).  Built once per graph and read
-    by every analyzer, instead of one walk each.
-    """
-
-    modules: Mapping[str, nn.Module]
-    params: Mapping[str, nn.Parameter]
-    buffers: Mapping[str, torch.Tensor]
-
-
-def _index(model: nn.Module) -> ModelIndex:
-    modules = dict(model.named_modules(remove_duplicate=False))
-    params: dict[str, nn.Parameter] = {}
-    buffers: dict[str, torch.Tensor] = {}
-    for prefix, module in modules.items():
-        dot = prefix + "." if prefix else ""
-        for name, p in module._parameters.items():
-            if p is not None:
-                params[dot + name] = p
-        for name, b in module._buffers.items():
-            if b is not None:
-                buffers[dot + name] = b
-    return ModelIndex(modules, params, buffers)
-
-
 _FIELDS = frozenset(f.name for f in dataclasses.fields(NodeRecord))
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(NodeRecord) if f.default is not dataclasses.MISSING}
 
 
 def _record_from(values: dict[str, Any]) -> NodeRecord:
-    """A NodeRecord from complete field values: building a graph and propagating shapes make one per node each."""
+    """A NodeRecord from field values: building a graph and propagating shapes make one per node each.
+
+    Fields left out of ``values`` keep their default: a dataclass field's
+    default is also a class attribute, which an instance without the field
+    in its ``__dict__`` reads.  The records of a graph hold only what differs.
+    """
     return from_fields(NodeRecord, values)
 
 
@@ -375,14 +349,6 @@ def callable_name(target: Any) -> str:
     return str(getattr(target, "__name__", target))
 
 
-def _scope(node: torch.fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack")
-    if not stack:
-        return ""
-    path, _type = next(reversed(stack.values()))
-    return str(path)
-
-
 def build_graph(traced: Traced) -> nx.DiGraph:
     """Turn a traced model into a ``networkx.DiGraph`` of :class:`NodeRecord` s.
 
@@ -409,15 +375,14 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     """
     gm = traced.graph_module
     model = traced.model
-    index = _index(model)
+    index = traced.index if traced.index is not None else model_index(model)
     G = nx.DiGraph(model=model, graph_module=gm, opaque=dict(traced.opaque), index=index)
     modules = index.modules
-    param_ids = {id(p) for p in index.params.values()}
-    targets = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
-    holders: dict[str, list[str]] = {}
-    own_params = _by_holder(index.params, targets, holders)
-    own_buffers = _by_holder(index.buffers, targets, holders)
-    buffer_names = set(index.buffers)
+    all_params = index.params
+    all_buffers = index.buffers
+    nodes = list(gm.graph.nodes)
+    held = index.held_by({str(n.target) for n in nodes if n.op == "call_module"})
+    param_ids: set[int] | None = None  # made when a get_attr node needs it
     # one walk of the fx graph: each node's fields, its parameter counts (a parameter is counted once
     # per node that uses it) and its edges, filled into the adjacency dicts directly (as in
     # graph_copy: add_nodes_from / add_edges_from cost more than the rest of the graph)
@@ -426,32 +391,34 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     users: dict[int, int] = {}  # parameter id -> nodes using it
     succ: dict[str, dict[str, dict[str, Any]]] = {}
     pred: dict[str, dict[str, dict[str, Any]]] = {}
-    for node in gm.graph.nodes:
+    for node in nodes:
         op = node.op
+        name = node.name
         params: tuple[str, ...] = ()
         buffers: tuple[str, ...] = ()
-        layer = node.name
+        layer = name
         if op == "call_module":
             target = str(node.target)
             module = modules[target] if target in modules else model.get_submodule(target)
             layer = target or type(module).__name__  # "" is the model itself as one node (an nn.LSTM)
             module_type = type(module).__name__
-            params = own_params.get(target, ())
-            buffers = own_buffers.get(target, ())
+            params, buffers = held[target]
         elif op == "get_attr":
             target = str(node.target)
             layer = target
             value = _fetch(model, gm, target)
+            if param_ids is None and isinstance(value, torch.Tensor):
+                param_ids = {id(p) for p in all_params.values()}
             if isinstance(value, nn.Parameter) or (isinstance(value, torch.Tensor) and id(value) in param_ids):
                 module_type, params = "Parameter", (target,)
-            elif isinstance(value, torch.Tensor) and target in buffer_names:
+            elif isinstance(value, torch.Tensor) and target in all_buffers:
                 module_type, buffers = "Buffer", (target,)
             else:
                 module_type = type(value).__name__
         elif op == "call_function":
             target = callable_name(node.target)
             module_type = f"{target}()"
-            layer = _weight_owner(node, index.params) or layer  # F.conv2d(x, self.weight): the module's name
+            layer = _weight_owner(node, all_params) or layer  # F.conv2d(x, self.weight): the module's name
         elif op == "call_method":
             target = callable_name(node.target)
             module_type = f".{target}()"
@@ -459,46 +426,49 @@ def build_graph(traced: Traced) -> nx.DiGraph:
             target, module_type = str(node.target), "input"
         else:
             target, module_type = "output", "output"
-        values = {
-            **_DEFAULTS,
-            "name": node.name,
+        stack = node.meta.get("nn_module_stack")
+        values = {  # the other fields keep their defaults
+            "name": name,
             "op": op,
             "target": target,
             "layer": layer,
             "module_type": module_type,
-            "scope": _scope(node),
+            "scope": str(next(reversed(stack.values()))[0]) if stack else "",
             "param_names": params,
             "buffer_names": buffers,
         }
         if params:
             unique: dict[int, tuple[int, int, bool, int]] = {}
             for n in params:
-                if n not in facts:
-                    p = index.params[n]
+                fact = facts.get(n)
+                if fact is None:
+                    p = all_params[n]
                     size = p.numel()
-                    facts[n] = (id(p), size, p.requires_grad, size * p.element_size())
-                unique[facts[n][0]] = facts[n]
+                    fact = facts[n] = (id(p), size, p.requires_grad, size * p.element_size())
+                unique[fact[0]] = fact
             total = trainable = size_bytes = 0
             for pid, size, grad, nbytes in unique.values():
                 users[pid] = users.get(pid, 0) + 1
                 total += size
                 trainable += size if grad else 0
                 size_bytes += nbytes
-            values.update(params=total, trainable=trainable, param_bytes=size_bytes)
+            values["params"] = total
+            values["trainable"] = trainable
+            values["param_bytes"] = size_bytes
         if buffers:
-            values["buffers"] = sum({id(index.buffers[n]): index.buffers[n].numel() for n in buffers}.values())
+            values["buffers"] = sum({id(all_buffers[n]): all_buffers[n].numel() for n in buffers}.values())
         rows.append(values)
-        succ[node.name] = {}
-        into = pred[node.name] = {}
+        succ[name] = {}
+        into = pred[name] = {}
         for src in node.all_input_nodes:  # fx nodes come after their inputs
-            if src.name not in into:
-                into[src.name] = succ[src.name][node.name] = {}  # one edge data dict, shared by both ends
+            src_name = src.name
+            if src_name not in into:
+                into[src_name] = succ[src_name][name] = {}  # one edge data dict, shared by both ends
     shared = {pid for pid, count in users.items() if count > 1}  # tied weights: known once every node is seen
     if shared:
         for values in rows:
             values["shared"] = tuple(n for n in values["param_names"] if facts[n][0] in shared)
-    records = [_record_from(values) for values in rows]
-    G._node = {record.name: {_KEY: record} for record in records}
+    G._node = {values["name"]: {_KEY: _record_from(values)} for values in rows}
     G._adj = succ  # also G._succ
     G._pred = pred
     return G
@@ -510,33 +480,6 @@ def _weight_owner(node: torch.fx.Node, params: Mapping[str, Any]) -> str:
         str(a.target).rpartition(".")[0] for a in node.all_input_nodes if a.op == "get_attr" and a.target in params
     }
     return owners.pop() if len(owners) == 1 else ""
-
-
-def _by_holder(
-    named: Mapping[str, Any], targets: set[str], holders: dict[str, list[str]]
-) -> dict[str, tuple[str, ...]]:
-    """``{called module: qualified names held by it or its submodules}``, in walk order.
-
-    ``holders`` caches, per module path, the called modules at or above it (shared by the calls for
-    parameters and for buffers).
-    """
-    out: dict[str, list[str]] = {t: [] for t in targets}
-    for name in named:
-        owner = name.rpartition(".")[0]
-        above = holders.get(owner)
-        if above is None:
-            above = []
-            path = owner
-            while True:
-                if path in targets:
-                    above.append(path)
-                if not path:
-                    break
-                path = path.rpartition(".")[0]
-            holders[owner] = above
-        for held in above:
-            out[held].append(name)
-    return {k: tuple(v) for k, v in out.items()}
 
 
 def _fetch(model: nn.Module, gm: torch.fx.GraphModule, target: str) -> Any:

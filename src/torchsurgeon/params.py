@@ -11,11 +11,11 @@ is resized to fit, as :mod:`torchsurgeon.resize` resizes it.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import networkx as nx
+import torch
 from torch import nn
 
 from .graph import index_of, node_records
@@ -144,39 +144,38 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
             if for_input != rec.params and not replaced & ids:
                 replaced |= ids
                 resized[rec.name] = for_input
-        seen = seen_trainable = 0
-        if rec.shared:  # a tied weight: counted by the first node that uses it
-            for p in {
-                id(index.params[n]): index.params[n] for n in rec.param_names if id(index.params[n]) in used
-            }.values():
-                seen += p.numel()
-                seen_trainable += p.numel() if p.requires_grad else 0
-        for name in rec.param_names:
-            used.add(id(index.params[name]))
-        layers[rec.name] = from_fields(  # one per node and input: the fast path of a frozen record
-            LayerParams,
-            {
-                "node": rec.name,
-                "params": rec.params,
-                "trainable": rec.trainable,
-                "buffers": rec.buffers,
-                "param_bytes": rec.param_bytes,
-                "params_for_input": for_input,
-                "shared": rec.shared,
-                "seen_params": seen,
-                "seen_trainable": seen_trainable,
-            },
-        )
+        values = {  # one per node and input: the fast path of a frozen record (the rest keep their defaults)
+            "node": rec.name,
+            "params": rec.params,
+            "trainable": rec.trainable,
+            "buffers": rec.buffers,
+            "param_bytes": rec.param_bytes,
+            "params_for_input": for_input,
+        }
+        if rec.param_names:
+            if rec.shared:  # a tied weight: counted by the first node that uses it
+                seen = seen_trainable = 0
+                for p in {
+                    id(index.params[n]): index.params[n] for n in rec.param_names if id(index.params[n]) in used
+                }.values():
+                    seen += p.numel()
+                    seen_trainable += p.numel() if p.requires_grad else 0
+                values.update(shared=rec.shared, seen_params=seen, seen_trainable=seen_trainable)
+            for name in rec.param_names:
+                used.add(id(index.params[name]))
+        layers[rec.name] = from_fields(LayerParams, values)
     unique: dict[int, tuple[str, nn.Parameter]] = {}
     for name, p in index.params.items():
         unique.setdefault(id(p), (name, p))
     total = trainable = 0
-    bytes_by_dtype: Counter[str] = Counter()
+    by_dtype: dict[torch.dtype, int] = {}
     for _, p in unique.values():
         n = p.numel()
         total += n
-        trainable += n if p.requires_grad else 0
-        bytes_by_dtype[str(p.dtype).replace("torch.", "")] += n * p.element_size()
+        if p.requires_grad:
+            trainable += n
+        by_dtype[p.dtype] = by_dtype.get(p.dtype, 0) + n
+    bytes_by_dtype = {str(dtype).replace("torch.", ""): n * dtype.itemsize for dtype, n in by_dtype.items()}
     unused_names = tuple(name for pid, (name, _) in unique.items() if pid not in used)
     total_for_input = total - sum(unique[pid][1].numel() for pid in replaced) + sum(resized.values())
     buffers = sum(b.numel() for b in {id(b): b for b in index.buffers.values()}.values())

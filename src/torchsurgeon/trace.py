@@ -47,6 +47,7 @@ from torch import nn
 from .copies import detached_copy
 from .errors import InputError, TraceError, failure_reason
 from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, library_answers, meta_question
+from .modelindex import ModelIndex, model_index
 from .shapespec import TypedShape
 
 __all__ = (
@@ -94,6 +95,9 @@ class Traced:
         Python questions about shapes answered for the example inputs
         (``bool(...)``, ``len(...)``): the graph holds for inputs of those
         shapes only.  Empty when the graph holds for any input.
+    index : ModelIndex or None
+        The model's modules, parameters and buffers, from the walk the
+        trace made (``None``: :func:`torchsurgeon.graph.build_graph` walks).
     """
 
     model: nn.Module
@@ -102,6 +106,7 @@ class Traced:
     leaf_modules: tuple[str, ...] = ()
     specialised: Mapping[str, Any] = field(default_factory=dict)
     shape_specific: tuple[str, ...] = ()
+    index: ModelIndex | None = None
 
 
 _PLAIN_ARGUMENTS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})
@@ -686,7 +691,8 @@ def trace(
     torch_nn = {q for q, m in submodules.items() if type(m).__module__.startswith("torch.nn")}
     leaves = sorted({str(n.target) for n in graph.nodes if n.op == "call_module"} - torch_nn)
     resolved = tuple(tracer.meta_values.resolved) if tracer.meta_values is not None else ()
-    return Traced(model, graph_module, opaque, tuple(leaves), fixed, resolved)
+    index = model_index(model, submodules)  # the forward's own additions were undone: the walk still holds
+    return Traced(model, graph_module, opaque, tuple(leaves), fixed, resolved, index)
 
 
 def _graph_module(root: nn.Module, graph: torch.fx.Graph, name: str) -> torch.fx.GraphModule:
