@@ -74,14 +74,14 @@ def test_sweep_errors() -> None:
 
 
 class _Mixed(nn.Module):
-    """Rules and meta fallbacks (cumsum has no rule) after the first conv."""
+    """Rules and meta fallbacks (logcumsumexp has no rule) after the first conv."""
 
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cumsum(self.conv(x), dim=-1).mean((2, 3))
+        return torch.logcumsumexp(self.conv(x), dim=-1).mean((2, 3))
 
 
 def test_shape_memo_reuses_unchanged_nodes_only() -> None:
@@ -95,9 +95,14 @@ def test_shape_memo_reuses_unchanged_nodes_only() -> None:
         n: r.output_shape for n, r in first.nodes.items() if n != "x"
     }
     assert second.nodes["conv"].status == "invalid" and first.nodes["conv"].status == "ok"
-    assert second.nodes["cumsum"].shape_source == "meta" and second.nodes["cumsum"].output_shape == (1, 4, 6, 6)
+    assert second.nodes["logcumsumexp"].shape_source == "meta" and second.nodes["logcumsumexp"].output_shape == (
+        1,
+        4,
+        6,
+        6,
+    )
     third = propagate_shapes(G, (3, 10, 10), memo=memo)
-    assert third.output_shape == (1, 4) and third.nodes["cumsum"].output_shape == (1, 4, 8, 8)
+    assert third.output_shape == (1, 4) and third.nodes["logcumsumexp"].output_shape == (1, 4, 8, 8)
     assert paramcount_sweep(_Mixed(), [(3, 8, 8), (1, 8, 8), (3, 10, 10)])[1].to_dict() == (
         paramcount(_Mixed(), (1, 8, 8)).to_dict()
     )

@@ -154,7 +154,7 @@ _ACTIVATIONS: dict[Callable[..., Any], Spec] = {
 
 for _fn, _spec in _ACTIVATIONS.items():
     builtin(_fn, shape=fn(_unary_rule(_spec)))
-for _name in ("relu", "sigmoid", "tanh", "exp", "sqrt", "rsqrt", "neg", "abs"):
+for _name in ("relu", "sigmoid", "tanh", "exp", "sqrt", "rsqrt", "cos", "sin", "log", "log1p", "erf", "reciprocal"):
     # torch.relu and Tensor.relu bind the same way: one rule for both
     builtin(getattr(torch, _name), _name, shape=fn(_unary_rule(_X)))
 builtin(F.dropout, shape=fn(_dropout_fn))

@@ -14,7 +14,6 @@ import torch
 
 from ..records import FlopKind
 from ._common import REQUIRED, OpRule, Spec, bind, broadcast, elementwise, first_tensor, fn, new, norm_dim, preserved
-from .activations import _X, _unary_rule
 from .linalg import _MATMUL, _matmul
 from .registry import FALLBACK, builtin
 
@@ -90,6 +89,22 @@ def _conversion(dtype: torch.dtype) -> OpRule:
     return lambda args, kwargs: (
         _converted(args[0], dtype) if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor) else FALLBACK
     )
+
+
+def _same_dtype_unary(accepts: Callable[[torch.dtype], bool]) -> OpRule:
+    """``-x``, ``x.abs()`` (numbers, not bool) and ``~x`` (bool and integers): x's shape and dtype."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or not accepts(args[0].dtype):
+            return FALLBACK
+        x = args[0]
+        return elementwise((x,), tuple(x.shape), x.dtype)
+
+    return rule
+
+
+_SIGNED = _same_dtype_unary(lambda dtype: dtype != torch.bool and not dtype.is_complex)
+_BITWISE = _same_dtype_unary(lambda dtype: not dtype.is_floating_point and not dtype.is_complex)
 
 
 def _compare_rule(spec: Spec, *, logical: bool = False) -> OpRule:
@@ -197,6 +212,13 @@ def _to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return _converted(x, dtype or x.dtype)
 
 
+def _type_as(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.type_as(other)``: ``x.to(other.dtype)``."""
+    if len(args) != 2 or kwargs or not all(isinstance(a, torch.Tensor) for a in args):
+        return FALLBACK
+    return _converted(args[0], args[1].dtype)
+
+
 def _assert(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not kwargs and args and args[0] is True:
         return None
@@ -223,7 +245,10 @@ def _python_or(fn: Callable[..., Any], tensor_rule: OpRule | None) -> OpRule:
     return rule
 
 
-builtin(operator.neg, shape=fn(_python_or(operator.neg, _unary_rule(_X))))
+builtin(operator.neg, shape=fn(_python_or(operator.neg, _SIGNED)))
+builtin(torch.neg, "neg", torch.abs, "abs", shape=fn(_SIGNED))
+builtin(operator.invert, shape=fn(_python_or(operator.invert, _BITWISE)))
+builtin(torch.bitwise_not, "bitwise_not", shape=fn(_BITWISE))
 for _arith in (operator.add, operator.sub, operator.mul, operator.truediv, operator.pow):
     _integers = _arith in (operator.add, operator.sub, operator.mul)
     builtin(_arith, shape=fn(_python_or(_arith, _binary_rule(_BINARY, integers=_integers))))
@@ -274,6 +299,7 @@ builtin(torch.pow, "pow", shape=fn(_binary_rule(_POW)))  # RMS norms: x.pow(2).m
 builtin("size", shape=fn(_size))
 builtin("dim", shape=fn(_dim))
 builtin("to", shape=fn(_to))
+builtin("type_as", shape=fn(_type_as))
 for _name, _dtype in _CONVERSIONS.items():
     builtin(_name, shape=fn(_conversion(_dtype)))
 for _name in ("add_", "sub_", "mul_", "div_"):

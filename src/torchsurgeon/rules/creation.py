@@ -1,4 +1,5 @@
-"""Tensors made from sizes: ``zeros``, ``ones``, ``empty``, ``full``, ``arange``.
+"""Tensors made from sizes or from another tensor: ``zeros``, ``ones``, ``empty``, ``full``, ``arange``,
+``x.new_ones(...)`` and the like, ``zeros_like(x)`` and the like.
 
 Attention masks and position ids are made this way (``torch.arange(seq_len)``,
 ``torch.ones(batch, length)``); the sizes are Python ints by the time a rule
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ._common import fn, is_int, new, size_args
+from ._common import fn, is_int, new, preserved, size_args
 from .registry import FALLBACK, builtin
 
 __all__: tuple[str, ...] = ()
@@ -81,3 +82,54 @@ def _arange(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 builtin(torch.zeros, torch.ones, torch.empty, shape=fn(_filled))
 builtin(torch.full, shape=fn(_full))
 builtin(torch.arange, shape=fn(_arange))
+
+
+def _new_filled(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.new_zeros(size)``, ``x.new_ones(*size)``, ``x.new_empty(...)``: contiguous, x's dtype unless given."""
+    if not args or not isinstance(args[0], torch.Tensor):
+        return FALLBACK
+    rest = dict(kwargs)
+    size = _size(args[1:] if len(args) > 1 else ((rest.pop("size"),) if "size" in rest else ()))
+    if size is None or not _plain(rest):
+        return FALLBACK
+    return new(size, rest.get("dtype") or args[0].dtype)
+
+
+def _new_full(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.new_full(size, fill_value)``: contiguous, x's dtype unless given (not the fill value's)."""
+    rest = dict(kwargs)
+    given = list(args[1:])
+    for name in ("size", "fill_value"):
+        if name in rest:
+            given.append(rest.pop(name))
+    if not args or not isinstance(args[0], torch.Tensor) or len(given) != 2 or not _plain(rest):
+        return FALLBACK
+    size = _size((given[0],))
+    return FALLBACK if size is None else new(size, rest.get("dtype") or args[0].dtype)
+
+
+def _like(fill: bool) -> Any:
+    """``zeros_like(x)``/``ones_like``/``empty_like`` (``full_like(x, value)``): x's strides when it is dense."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        rest = dict(kwargs)
+        given = list(args)
+        if fill and "fill_value" in rest:
+            given.append(rest.pop("fill_value"))
+        if "input" in rest:
+            given.insert(0, rest.pop("input"))
+        if len(given) != 1 + fill or not isinstance(given[0], torch.Tensor):
+            return FALLBACK
+        if rest.pop("memory_format", torch.preserve_format) is not torch.preserve_format or not _plain(rest):
+            return FALLBACK
+        if fill and not isinstance(given[1], (bool, int, float)):
+            return FALLBACK
+        return preserved(given[0], rest.get("dtype") or given[0].dtype)
+
+    return rule
+
+
+builtin("new_zeros", "new_ones", "new_empty", shape=fn(_new_filled))
+builtin("new_full", shape=fn(_new_full))
+builtin(torch.zeros_like, torch.ones_like, torch.empty_like, shape=fn(_like(fill=False)))
+builtin(torch.full_like, shape=fn(_like(fill=True)))

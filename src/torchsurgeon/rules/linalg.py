@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..records import FlopKind
-from ._common import REQUIRED, Spec, bind, broadcast, float_tensor, fn, fn_count, new, numel, same_float, view
+from ._common import REQUIRED, OpRule, Spec, bind, broadcast, float_tensor, fn, fn_count, new, numel, same_float, view
 from .registry import FALLBACK, Call, builtin
 
 __all__: tuple[str, ...] = ()
@@ -227,6 +227,31 @@ def _added_product_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any)
     return _matmul_shapes(a, b)
 
 
+def _added_product(batched: bool, summed: bool = False) -> OpRule:
+    """``addmm(input, mat1, mat2)``, ``baddbmm(input, batch1, batch2)``, ``addbmm`` (the method on ``input``
+    alike): the product's shape (``addbmm`` sums the batch away), contiguous, for floats of one dtype and an
+    ``input`` that broadcasts to it."""
+    names = ("batch1", "batch2") if batched or summed else ("mat1", "mat2")
+    spec: Spec = (("input", REQUIRED), (names[0], REQUIRED), (names[1], REQUIRED), ("beta", 1), ("alpha", 1))
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        b = bind(args, kwargs, spec)
+        if b is None or not same_float(b[0], b[1], b[2]) or not all(isinstance(v, (int, float)) for v in b[3:]):
+            return FALLBACK
+        x, m1, m2 = b[0], b[1], b[2]
+        rank = 3 if batched or summed else 2
+        if m1.dim() != rank or m2.dim() != rank or m1.shape[-1] != m2.shape[-2]:
+            return FALLBACK
+        if rank == 3 and m1.shape[0] != m2.shape[0]:
+            return FALLBACK
+        shape = (*(m1.shape[:1] if batched else ()), m1.shape[-2], m2.shape[-1])
+        if broadcast(x.shape, shape) != tuple(shape):
+            return FALLBACK
+        return new(shape, m1.dtype)
+
+    return rule
+
+
 _MHA_SPEC = (
     ("query", REQUIRED),
     ("key", REQUIRED),
@@ -278,7 +303,9 @@ def _mha_fn_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int
 
 _MATMUL = fn_count(_matmul_macs)
 _ADDED = fn_count(_added_product_macs)
-builtin(torch.addmm, "addmm", torch.baddbmm, "baddbmm", torch.addbmm, "addbmm", macs=_ADDED, kind=FlopKind.MATMUL)
+builtin(torch.addmm, "addmm", shape=fn(_added_product(False)), macs=_ADDED, kind=FlopKind.MATMUL)
+builtin(torch.baddbmm, "baddbmm", shape=fn(_added_product(True)), macs=_ADDED, kind=FlopKind.MATMUL)
+builtin(torch.addbmm, "addbmm", shape=fn(_added_product(False, summed=True)), macs=_ADDED, kind=FlopKind.MATMUL)
 builtin(F.multi_head_attention_forward, macs=fn_count(_mha_fn_macs), kind=FlopKind.ATTENTION)
 builtin(torch.matmul, "matmul", shape=fn(_matmul), macs=_MATMUL, kind=FlopKind.MATMUL)
 builtin(torch.bmm, "bmm", shape=fn(_bmm), macs=_MATMUL, kind=FlopKind.MATMUL)

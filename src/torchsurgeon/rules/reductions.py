@@ -1,4 +1,4 @@
-"""Reductions over dims: sum, mean, amax, amin (no FLOPs counted)."""
+"""Reductions and scans over dims: sum, mean, amax, amin, argmax, argmin, cumsum, cumprod, diff (no FLOPs counted)."""
 
 from __future__ import annotations
 
@@ -47,3 +47,60 @@ builtin(torch.sum, "sum", shape=fn(_reduction_rule(_REDUCE)))
 builtin(torch.mean, "mean", shape=fn(_reduction_rule(_REDUCE)))
 builtin(torch.amax, "amax", shape=fn(_reduction_rule(_REDUCE_NO_DTYPE)))
 builtin(torch.amin, "amin", shape=fn(_reduction_rule(_REDUCE_NO_DTYPE)))
+
+
+def _arg_reduction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``argmax``/``argmin(input, dim=None, keepdim=False)``: int64 indices, contiguous."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("dim", None), ("keepdim", False)))
+    if b is None or not isinstance(b[0], torch.Tensor) or b[0].dtype.is_complex or not isinstance(b[2], bool):
+        return FALLBACK
+    x, dim, keepdim = b
+    if dim is None:
+        return FALLBACK if keepdim or x.numel() == 0 else new((), torch.int64)
+    d = norm_dim(dim, x.dim())
+    if d is None or (x.dim() and x.shape[d] == 0):
+        return FALLBACK  # torch raises on an empty dim
+    shape = [1 if i == d else s for i, s in enumerate(x.shape) if keepdim or i != d]
+    return new(shape, torch.int64)
+
+
+def _scan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``cumsum``/``cumprod(input, dim, dtype=None)``: input's shape, contiguous; integers and bool give int64."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("dim", REQUIRED), ("dtype", None)))
+    if b is None or not isinstance(b[0], torch.Tensor) or norm_dim(b[1], b[0].dim()) is None:
+        return FALLBACK
+    x, _, dtype = b
+    if dtype is None:
+        dtype = x.dtype if x.dtype.is_floating_point or x.dtype.is_complex else torch.int64
+    elif not isinstance(dtype, torch.dtype):
+        return FALLBACK
+    return new(x.shape, dtype)
+
+
+def _diff(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``diff(input, n=1, dim=-1, prepend=None, append=None)`` of contiguous tensors of one dtype."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("n", 1), ("dim", -1), ("prepend", None), ("append", None)))
+    if b is None or not isinstance(b[0], torch.Tensor) or not b[0].is_contiguous() or not isinstance(b[1], int):
+        return FALLBACK
+    x, n, dim = b[0], b[1], norm_dim(b[2], b[0].dim())
+    if dim is None or x.dim() == 0:
+        return FALLBACK
+    length = int(x.shape[dim])
+    for extra in (b[3], b[4]):
+        if extra is None:
+            continue
+        if not isinstance(extra, torch.Tensor) or extra.dtype != x.dtype or extra.dim() != x.dim():
+            return FALLBACK
+        if any(a != e for i, (a, e) in enumerate(zip(x.shape, extra.shape)) if i != dim):
+            return FALLBACK
+        length += int(extra.shape[dim])
+    if not 1 <= n < length:
+        return FALLBACK
+    shape = list(x.shape)
+    shape[dim] = length - n
+    return new(shape, x.dtype)
+
+
+builtin(torch.argmax, "argmax", torch.argmin, "argmin", shape=fn(_arg_reduction))
+builtin(torch.cumsum, "cumsum", torch.cumprod, "cumprod", shape=fn(_scan))
+builtin(torch.diff, "diff", shape=fn(_diff))

@@ -145,6 +145,40 @@ def _transpose(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return _permute_of(x, dims)
 
 
+def _t(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.t()``: a 2-d tensor transposed; 0-d and 1-d tensors as they are (a view)."""
+    if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or args[0].dim() > 2:
+        return FALLBACK
+    x = args[0]
+    return _permute_of(x, [1, 0]) if x.dim() == 2 else view(x.shape, x.stride(), x.dtype)
+
+
+def _repeat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.repeat(*sizes)``: each dim times its count (leading counts add dims), contiguous."""
+    if not args or kwargs or not isinstance(args[0], torch.Tensor):
+        return FALLBACK
+    x, counts = args[0], size_args(args[1:])
+    if not counts or len(counts) < x.dim() or not all(is_int(c) and c >= 0 for c in counts):
+        return FALLBACK
+    lead = len(counts) - x.dim()
+    shape = [int(c) for c in counts[:lead]] + [int(c) * int(s) for c, s in zip(counts[lead:], x.shape)]
+    return new(shape, x.dtype)
+
+
+def _gather(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``gather(input, dim, index)``: index's shape, input's dtype, contiguous."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("dim", REQUIRED), ("index", REQUIRED), ("sparse_grad", False)))
+    if b is None or not isinstance(b[0], torch.Tensor) or not isinstance(b[2], torch.Tensor) or b[3] is not False:
+        return FALLBACK
+    x, index = b[0], b[2]
+    dim = norm_dim(b[1], x.dim())
+    if dim is None or index.dtype != torch.int64 or index.dim() != x.dim() or x.dim() == 0:
+        return FALLBACK
+    if any(i != dim and int(n) > int(s) for i, (n, s) in enumerate(zip(index.shape, x.shape))):
+        return FALLBACK  # torch raises
+    return new(index.shape, x.dtype)
+
+
 def _contiguous(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
         return FALLBACK
@@ -449,6 +483,9 @@ def _constant_pad_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     return _constant_pad(x, getattr(m, "padding", None))
 
 
+builtin(torch.t, "t", shape=fn(_t))
+builtin("repeat", shape=fn(_repeat))
+builtin(torch.gather, "gather", shape=fn(_gather))
 builtin(torch.nn.functional.pad, shape=fn(_pad_fn))
 builtin(nn.modules.padding._ConstantPadNd, shape=one_tensor(_constant_pad_module))  # ZeroPad2d, ConstantPad3d...
 builtin(torch.flatten, "flatten", shape=fn(_flatten))

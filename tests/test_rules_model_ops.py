@@ -1,0 +1,149 @@
+"""Rules for the small ops Hugging Face models call (masks, positions, rotary tables), against meta execution.
+
+Each op here used to run on ``meta`` in the transformers zoo (``cumsum`` of
+a mask, ``x.new_ones(())``, ``cos``/``sin`` of rotary tables, ``addmm`` in
+GPT-2's ``Conv1D``...).  As in test_rules.py: whenever a rule answers, meta
+execution must not raise and must give the same shape, dtype and strides;
+coverage asserts make sure the ordinary cases are answered.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from test_rules import SETTINGS, _check, tensors
+from torchsurgeon.rules import function_rule, method_rule
+
+DTYPES = [torch.float32, torch.float16, torch.int64, torch.int32, torch.bool]
+
+
+def _method(name: str, x: Any, *args: Any, **kwargs: Any) -> bool:
+    """Check the rule of tensor method ``name`` on ``x``; return whether it answered."""
+    return _check(method_rule(name), (x, *args), kwargs, lambda: getattr(x, name)(*args, **kwargs))
+
+
+def _function(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+    return _check(function_rule(fn), args, kwargs, lambda: fn(*args, **kwargs))
+
+
+@SETTINGS
+@given(data=st.data(), name=st.sampled_from(["cos", "sin", "log", "log1p", "erf", "reciprocal"]))
+def test_float_unary_rules_match_meta(data: st.DataObject, name: str) -> None:
+    dtype = data.draw(st.sampled_from([torch.float32, torch.bfloat16, torch.int64]))
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    answered = _method(name, x) | _function(getattr(torch, name), x)
+    assert answered == dtype.is_floating_point  # integers are promoted: left to meta
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_sign_and_bitwise_rules_keep_the_dtype(data: st.DataObject, dtype: torch.dtype) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    signed = [_function(torch.abs, x), _method("abs", x), _function(torch.neg, x), _function(operator.neg, x)]
+    bitwise = [_function(operator.invert, x), _function(torch.bitwise_not, x), _method("bitwise_not", x)]
+    assert all(signed) == (dtype != torch.bool) and all(bitwise) == (not dtype.is_floating_point)
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), name=st.sampled_from(["cumsum", "cumprod"]))
+def test_scan_rules_match_meta(data: st.DataObject, dtype: torch.dtype, name: str) -> None:
+    x, _ = data.draw(tensors(min_rank=1, dtype=dtype))
+    dim = data.draw(st.integers(-x.dim() - 1, x.dim()))
+    kwargs = {"dtype": torch.float64} if data.draw(st.booleans()) else {}
+    answered = _method(name, x, dim, **kwargs) and _function(getattr(torch, name), x, dim, **kwargs)
+    assert answered == (-x.dim() <= dim < x.dim())
+
+
+@SETTINGS
+@given(data=st.data(), name=st.sampled_from(["argmax", "argmin"]), keepdim=st.booleans())
+def test_arg_reduction_rules_match_meta(data: st.DataObject, name: str, keepdim: bool) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=data.draw(st.sampled_from([torch.float32, torch.int64]))))
+    dim = data.draw(st.one_of(st.none(), st.integers(-x.dim() - 1, max(x.dim(), 1))))
+    answered = _method(name, x, dim=dim, keepdim=keepdim)
+    _function(getattr(torch, name), x, dim, keepdim)
+    if dim is not None and -max(x.dim(), 1) <= dim < max(x.dim(), 1) and x.dim():
+        assert answered
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), n=st.integers(0, 4))
+def test_diff_rule_matches_meta(data: st.DataObject, dtype: torch.dtype, n: int) -> None:
+    x, _ = data.draw(tensors(min_rank=1, dtype=dtype))
+    dim = data.draw(st.integers(-x.dim(), x.dim() - 1))
+    kwargs: dict[str, Any] = {"n": n, "dim": dim}
+    if data.draw(st.booleans()):
+        shape = list(x.shape)
+        shape[dim] = data.draw(st.integers(1, 2))
+        kwargs["prepend"] = torch.zeros(shape, dtype=data.draw(st.sampled_from([dtype, torch.float64])), device="meta")
+    answered = _function(torch.diff, x, **kwargs)
+    if x.is_contiguous() and "prepend" not in kwargs and 1 <= n < x.shape[dim]:
+        assert answered
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from([None, torch.bool, torch.float16]))
+def test_new_tensor_rules_match_meta(data: st.DataObject, dtype: torch.dtype | None) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=data.draw(st.sampled_from([torch.float32, torch.int64]))))
+    size = tuple(data.draw(st.lists(st.integers(-1, 3), max_size=3)))
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    as_one = data.draw(st.booleans())
+    args = (size,) if as_one else size
+    answered = [_method(name, x, *args, **kwargs) for name in ("new_zeros", "new_ones", "new_empty")]
+    answered.append(_method("new_full", x, size, data.draw(st.sampled_from([0, 2.5, True])), **kwargs))
+    if all(s >= 0 for s in size) and (as_one or size):
+        assert all(answered)
+
+
+@SETTINGS
+@given(data=st.data(), fn=st.sampled_from([torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like]))
+def test_like_rules_match_meta(data: st.DataObject, fn: Callable[..., Any]) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=data.draw(st.sampled_from([torch.float32, torch.int64]))))
+    kwargs = {"dtype": torch.float16} if data.draw(st.booleans()) else {}
+    args = (x, 7) if fn is torch.full_like else (x,)
+    answered = _function(fn, *args, **kwargs)
+    if x.is_contiguous():
+        assert answered
+
+
+@SETTINGS
+@given(data=st.data())
+def test_t_repeat_gather_and_type_as_rules_match_meta(data: st.DataObject) -> None:
+    x, _ = data.draw(tensors(min_rank=0, max_rank=3))
+    assert _method("t", x) == (x.dim() <= 2) and _function(torch.t, x) == (x.dim() <= 2)
+    counts = data.draw(st.lists(st.integers(0, 3), min_size=max(x.dim() - 1, 0), max_size=x.dim() + 2))
+    assert _method("repeat", x, *counts) == (len(counts) >= max(x.dim(), 1))
+    other = torch.empty(
+        (), dtype=data.draw(st.sampled_from([torch.float32, torch.float16, torch.int64])), device="meta"
+    )
+    answered = _method("type_as", x, other)
+    if other.dtype == x.dtype or x.is_contiguous():
+        assert answered
+    if x.dim():
+        dim = data.draw(st.integers(-x.dim(), x.dim() - 1))
+        shape = [data.draw(st.integers(1, 4)) for _ in range(x.dim())]
+        index = torch.zeros(shape, dtype=torch.int64, device="meta")
+        fits = all(i == dim % x.dim() or n <= s for i, (n, s) in enumerate(zip(shape, x.shape)))
+        assert _method("gather", x, dim, index) == fits and _function(torch.gather, x, dim, index) == fits
+
+
+@SETTINGS
+@given(data=st.data(), fn=st.sampled_from([torch.addmm, torch.baddbmm, torch.addbmm]), method=st.booleans())
+def test_added_product_rules_match_meta(data: st.DataObject, fn: Callable[..., Any], method: bool) -> None:
+    n, m, p, b = (data.draw(st.integers(1, 4)) for _ in range(4))
+    batched = fn is not torch.addmm
+    m1, _ = data.draw(tensors(shape=(b, n, m) if batched else (n, m)))
+    m2, _ = data.draw(tensors(shape=(b, m, p) if batched else (m, p)))
+    out = (b, n, p) if fn is torch.baddbmm else (n, p)
+    bias, _ = data.draw(
+        tensors(shape=tuple(1 if data.draw(st.booleans()) else s for s in out)[-data.draw(st.integers(1, len(out))) :])
+    )
+    kwargs = {"beta": 0.5, "alpha": 2} if data.draw(st.booleans()) else {}
+    name = fn.__name__
+    answered = _method(name, bias, m1, m2, **kwargs) if method else _function(fn, bias, m1, m2, **kwargs)
+    assert answered
