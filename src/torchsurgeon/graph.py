@@ -205,7 +205,7 @@ def node_record(G: nx.DiGraph, node: str) -> NodeRecord:
     >>> node_record(build_graph(trace(nn.ReLU())), "output").op
     'output'
     """
-    record: NodeRecord = G.nodes[node][_KEY]
+    record: NodeRecord = G._node[node][_KEY]
     return record
 
 
@@ -219,8 +219,8 @@ def node_records(G: nx.DiGraph) -> Iterator[NodeRecord]:
     >>> [r.op for r in node_records(build_graph(trace(nn.Sequential(nn.ReLU()))))]
     ['placeholder', 'call_module', 'output']
     """
-    for _, data in G.nodes(data=_KEY):
-        yield data
+    for data in G._node.values():  # networkx's node data view costs a generator step per node
+        yield data[_KEY]
 
 
 def update_record(G: nx.DiGraph, node: str, **changes: Any) -> NodeRecord:

@@ -11,14 +11,14 @@ is resized to fit, as :mod:`torchsurgeon.resize` resizes it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import networkx as nx
 import torch
 from torch import nn
 
-from .graph import index_of, node_records
+from .graph import NodeRecord, index_of, node_records
 from .records import LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
 
@@ -96,6 +96,58 @@ def _functional_weights(G: nx.DiGraph, modules: Mapping[str, nn.Module]) -> dict
     return out
 
 
+def _layer_params(
+    records: list[NodeRecord], params: Mapping[str, nn.Parameter], for_input: Mapping[str, int]
+) -> dict[str, LayerParams]:
+    """Each node's counts; a tied weight counts in the first node (execution order) that uses it."""
+    layers: dict[str, LayerParams] = {}
+    used: set[int] = set()
+    for rec in records:
+        values = {  # one per node and input: the fast path of a frozen record (the rest keep their defaults)
+            "node": rec.name,
+            "params": rec.params,
+            "trainable": rec.trainable,
+            "buffers": rec.buffers,
+            "param_bytes": rec.param_bytes,
+            "params_for_input": for_input.get(rec.name, rec.params),
+        }
+        if rec.param_names:
+            if rec.shared:
+                seen = seen_trainable = 0
+                for p in {id(params[n]): params[n] for n in rec.param_names if id(params[n]) in used}.values():
+                    seen += p.numel()
+                    seen_trainable += p.numel() if p.requires_grad else 0
+                values.update(shared=rec.shared, seen_params=seen, seen_trainable=seen_trainable)
+            used.update(id(params[n]) for n in rec.param_names)
+        layers[rec.name] = from_fields(LayerParams, values)
+    return layers
+
+
+class _LayerCounts(Mapping[str, LayerParams]):
+    """``ParamSummary.layers``: the per-node counts, made when first read (a total needs none of them)."""
+
+    def __init__(self, make: Callable[[], dict[str, LayerParams]]) -> None:
+        self._make: Callable[[], dict[str, LayerParams]] | None = make
+        self._layers: dict[str, LayerParams] = {}
+
+    def _all(self) -> dict[str, LayerParams]:
+        if self._make is not None:
+            self._layers, self._make = self._make(), None
+        return self._layers
+
+    def __getitem__(self, node: str) -> LayerParams:
+        return self._all()[node]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
 def count_params(G: nx.DiGraph) -> ParamSummary:
     """Count parameters per layer and in total, shared weights once.
 
@@ -123,49 +175,33 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
     (21, 15, 6, 7)
     """
     index = index_of(G)
+    params = index.params
     records = list(node_records(G))
-    layers: dict[str, LayerParams] = {}
-    resized: dict[str, int] = {}  # invalid node -> its resized parameter count
+    for_input: dict[str, int] = {}  # node whose parameter count changes for this input -> the new count
+    resized = 0  # parameters the replaced ones become (a weight used by several nodes: by the first)
     replaced: set[int] = set()
-    weight_for_input: dict[str, int] = {}
     invalid = any(rec.status == LayerStatus.INVALID for rec in records)
     if invalid:
         weight_for_input = _functional_weights(G, index.modules)
-    used: set[int] = set()
-    for rec in records:
-        for_input = rec.params
-        if invalid and rec.param_names:
-            ids = {id(index.params[n]) for n in rec.param_names}
+        for rec in records:
+            if not rec.param_names:
+                continue
+            count = rec.params
             finding = rec.finding
             if rec.op == "get_attr" and rec.param_names[0] in weight_for_input:
-                for_input = weight_for_input[rec.param_names[0]]
+                count = weight_for_input[rec.param_names[0]]
             elif finding is not None and rec.op == "call_module":
-                for_input = resized_param_count(index.modules[rec.target], finding)
-            if for_input != rec.params and not replaced & ids:
+                count = resized_param_count(index.modules[rec.target], finding)
+            if count == rec.params:
+                continue
+            for_input[rec.name] = count
+            ids = {id(params[n]) for n in rec.param_names}
+            if not replaced & ids:
                 replaced |= ids
-                resized[rec.name] = for_input
-        values = {  # one per node and input: the fast path of a frozen record (the rest keep their defaults)
-            "node": rec.name,
-            "params": rec.params,
-            "trainable": rec.trainable,
-            "buffers": rec.buffers,
-            "param_bytes": rec.param_bytes,
-            "params_for_input": for_input,
-        }
-        if rec.param_names:
-            if rec.shared:  # a tied weight: counted by the first node that uses it
-                seen = seen_trainable = 0
-                for p in {
-                    id(index.params[n]): index.params[n] for n in rec.param_names if id(index.params[n]) in used
-                }.values():
-                    seen += p.numel()
-                    seen_trainable += p.numel() if p.requires_grad else 0
-                values.update(shared=rec.shared, seen_params=seen, seen_trainable=seen_trainable)
-            for name in rec.param_names:
-                used.add(id(index.params[name]))
-        layers[rec.name] = from_fields(LayerParams, values)
+                resized += count
+    used = {id(params[n]) for rec in records for n in rec.param_names}
     unique: dict[int, tuple[str, nn.Parameter]] = {}
-    for name, p in index.params.items():
+    for name, p in params.items():
         unique.setdefault(id(p), (name, p))
     total = trainable = 0
     by_dtype: dict[torch.dtype, int] = {}
@@ -177,7 +213,7 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
         by_dtype[p.dtype] = by_dtype.get(p.dtype, 0) + n
     bytes_by_dtype = {str(dtype).replace("torch.", ""): n * dtype.itemsize for dtype, n in by_dtype.items()}
     unused_names = tuple(name for pid, (name, _) in unique.items() if pid not in used)
-    total_for_input = total - sum(unique[pid][1].numel() for pid in replaced) + sum(resized.values())
+    resized -= sum(unique[pid][1].numel() for pid in replaced)
     buffers = sum(b.numel() for b in {id(b): b for b in index.buffers.values()}.values())
     return ParamSummary(
         total=total,
@@ -185,7 +221,7 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
         frozen=total - trainable,
         buffers=buffers,
         bytes_by_dtype=dict(bytes_by_dtype),
-        total_for_input=total_for_input,
-        layers=layers,
+        total_for_input=total + resized,
+        layers=_LayerCounts(lambda: _layer_params(records, params, for_input)),
         unused=unused_names,
     )

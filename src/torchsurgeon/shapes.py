@@ -41,6 +41,7 @@ from .graph import (
     NodeRecord,
     graph_module_of,
     model_of,
+    node_records,
     opaque_of,
     set_records,
     update_record,
@@ -422,7 +423,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.steps = steps_of(G)
         self.memo = memo if memo is not None and memo.enabled else None
         self.G = G
-        self.base = dict(G.nodes(data="record"))
+        self.base = {rec.name: rec for rec in node_records(G)}
         self.model = model_of(G)
         self.opaque = opaque_of(G)
         self.inputs = inputs
