@@ -783,7 +783,6 @@ def test_interpolate_rules_match_meta_and_cpu(data: st.DataObject, nsp: int, mod
     if answered:  # the shapes a real CPU run gives
         cpu = F.interpolate(build("cpu"), **kwargs)
         assert tuple(cpu.shape) == tuple(_apply(function_rule(F.interpolate), (x,), kwargs).shape)
-        assert x.is_contiguous()
     fits = (mode not in ("linear", "bilinear", "bicubic", "trilinear")) or (
         {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}[mode] == nsp
     )

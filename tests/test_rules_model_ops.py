@@ -147,3 +147,38 @@ def test_added_product_rules_match_meta(data: st.DataObject, fn: Callable[..., A
     name = fn.__name__
     answered = _method(name, bias, m1, m2, **kwargs) if method else _function(fn, bias, m1, m2, **kwargs)
     assert answered
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), other_kind=st.sampled_from(["tensor", "int", "float", "other"]))
+def test_where_and_pairwise_min_max_rules_match_meta(data: st.DataObject, dtype: torch.dtype, other_kind: str) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    shape = tuple(1 if data.draw(st.booleans()) else s for s in x.shape)
+    condition, _ = data.draw(tensors(shape=shape, dtype=torch.bool))
+    if other_kind == "tensor":
+        y, _ = data.draw(tensors(shape=shape, dtype=dtype))
+    elif other_kind == "other":
+        y, _ = data.draw(tensors(shape=shape, dtype=torch.float64))
+    else:
+        y = 2 if other_kind == "int" else -0.5
+    answered = _function(torch.where, condition, x, y)
+    if other_kind == "tensor" or (other_kind == "int" and dtype != torch.bool):
+        assert answered
+    if isinstance(y, torch.Tensor):
+        pairwise = [_function(torch.min, x, y), _function(torch.max, x, y)]
+        assert all(pairwise) == (other_kind == "tensor" and dtype != torch.bool)
+    assert not _function(torch.max, x) and not (x.dim() and _function(torch.min, x, 0))  # reductions: meta
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from([torch.float32, torch.int64, torch.bool]))
+def test_in_place_masked_fill_rule_matches_meta(data: st.DataObject, dtype: torch.dtype) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    x = torch.empty_strided(x.shape, x.stride(), dtype=dtype, device="meta") if x.numel() else x  # writable
+    shape = tuple(1 if data.draw(st.booleans()) else s for s in x.shape)
+    mask = torch.zeros(shape, dtype=torch.bool, device="meta")
+    value = {torch.float32: -1.0, torch.int64: 0, torch.bool: False}[dtype]
+    assert (
+        _method("masked_fill_", x, mask, value)
+        and method_rule("masked_fill_").shape(None, (x, mask, value), {}, None) is x
+    )  # type: ignore[union-attr]

@@ -137,20 +137,32 @@ def _compare_rule(spec: Spec, *, logical: bool = False) -> OpRule:
     return rule
 
 
-def _masked_fill(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``x.masked_fill(mask, value)``: x's shape and dtype, for a contiguous x and a bool mask broadcast to it."""
+def _filled(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+    """The ``x`` of ``x.masked_fill(mask, value)`` when a bool mask broadcasts to x and the value fits x's dtype."""
     b = bind(args, kwargs, (("input", REQUIRED), ("mask", REQUIRED), ("value", REQUIRED)))
     if b is None or not isinstance(b[0], torch.Tensor) or not isinstance(b[1], torch.Tensor):
-        return FALLBACK
+        return None
     x, mask, value = b
-    if mask.dtype != torch.bool or not x.is_contiguous() or broadcast(x.shape, mask.shape) != tuple(x.shape):
-        return FALLBACK
+    if mask.dtype != torch.bool or broadcast(x.shape, mask.shape) != tuple(x.shape):
+        return None
     fits = (
         isinstance(value, (int, float))
         if x.is_floating_point()
         else type(value) is (bool if x.dtype == torch.bool else int)
     )
-    return new(x.shape, x.dtype) if fits else FALLBACK
+    return x if fits else None
+
+
+def _masked_fill(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.masked_fill(mask, value)``: x's shape and dtype, for a contiguous x."""
+    x = _filled(args, kwargs)
+    return new(x.shape, x.dtype) if x is not None and x.is_contiguous() else FALLBACK
+
+
+def _masked_fill_inplace(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.masked_fill_(mask, value)``: x itself."""
+    x = _filled(args, kwargs)
+    return FALLBACK if x is None else x
 
 
 _BINARY: Spec = (("input", REQUIRED), ("other", REQUIRED))
@@ -210,6 +222,38 @@ def _to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if device is not None and torch.device(device).type != x.device.type:
         return FALLBACK
     return _converted(x, dtype or x.dtype)
+
+
+def _pairwise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``torch.min(a, b)`` / ``torch.max(a, b)`` of two tensors: ``minimum``/``maximum``; reductions fall back."""
+    if kwargs or len(args) != 2 or not all(isinstance(a, torch.Tensor) for a in args):
+        return FALLBACK
+    return _PAIRWISE(args, {})
+
+
+_PAIRWISE = _binary_rule(_BINARY, integers=True)
+
+
+def _where(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``torch.where(condition, x, y)``: a bool condition, x and y tensors of one dtype or a tensor and a number
+    that keeps its dtype (a float tensor with an int or float, an integer tensor with an int)."""
+    b = bind(args, kwargs, (("condition", REQUIRED), ("input", REQUIRED), ("other", REQUIRED)))
+    if b is None or not isinstance(b[0], torch.Tensor) or b[0].dtype != torch.bool:
+        return FALLBACK
+    condition, x, y = b
+    values = [v for v in (x, y) if isinstance(v, torch.Tensor)]
+    numbers = [v for v in (x, y) if not isinstance(v, torch.Tensor)]
+    if not values or any(v.dtype != values[0].dtype for v in values):
+        return FALLBACK
+    dtype = values[0].dtype
+    for number in numbers:
+        if type(number) not in (int, float) or dtype.is_complex or dtype == torch.bool:
+            return FALLBACK
+        if not dtype.is_floating_point and type(number) is float:
+            return FALLBACK  # promotes
+    tensors = [condition, *values]
+    shape = broadcast(*(t.shape for t in tensors))
+    return FALLBACK if shape is None else elementwise(tensors, shape, dtype)
 
 
 def _type_as(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -288,6 +332,7 @@ for _op in _PYTHON_OPS:
     else:
         builtin(_op, shape=fn(_python_or(_op, None)))
 builtin(torch.masked_fill, "masked_fill", shape=fn(_masked_fill))
+builtin("masked_fill_", shape=fn(_masked_fill_inplace))
 builtin(getattr, shape=fn(_getattr))
 builtin(torch._assert, shape=fn(_assert))
 builtin(torch.add, "add", shape=fn(_binary_rule(_BINARY_ALPHA, integers=True)))
@@ -300,6 +345,8 @@ builtin("size", shape=fn(_size))
 builtin("dim", shape=fn(_dim))
 builtin("to", shape=fn(_to))
 builtin("type_as", shape=fn(_type_as))
+builtin(torch.min, torch.max, shape=fn(_pairwise))
+builtin(torch.where, shape=fn(_where))
 for _name, _dtype in _CONVERSIONS.items():
     builtin(_name, shape=fn(_conversion(_dtype)))
 for _name in ("add_", "sub_", "mul_", "div_"):

@@ -10,7 +10,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import REQUIRED, OpRule, Spec, bind, float_tensor, fn, is_int, new, ntuple, one_tensor, plainly_contiguous
+from ._common import (
+    REQUIRED,
+    OpRule,
+    Spec,
+    bind,
+    float_tensor,
+    fn,
+    is_int,
+    new,
+    ntuple,
+    one_tensor,
+    plainly_contiguous,
+    suggest_memory_format,
+)
 from .registry import FALLBACK, Call, builtin
 
 __all__: tuple[str, ...] = ()
@@ -170,7 +183,7 @@ def _interpolate(x: Any, size: Any, scale_factor: Any, mode: Any, align_corners:
     With ``size``: those sizes.  With ``scale_factor``: ``floor(size * scale)``, whether or not the
     scale is recomputed.  Options ``F.interpolate`` would reject, and non-contiguous inputs, fall back.
     """
-    if not float_tensor(x) or not plainly_contiguous(x) or x.dim() not in (3, 4, 5) or 0 in x.shape:
+    if not float_tensor(x) or x.dim() not in (3, 4, 5) or 0 in x.shape:
         return FALLBACK
     if not isinstance(mode, str) or _RANK_OF_MODE.get(mode, x.dim()) != x.dim() or antialias is not False:
         return FALLBACK
@@ -192,7 +205,13 @@ def _interpolate(x: Any, size: Any, scale_factor: Any, mode: Any, align_corners:
         return FALLBACK
     if any(d <= 0 for d in out):
         return FALLBACK
-    return new((*x.shape[:2], *out), x.dtype)
+    if plainly_contiguous(x):
+        return new((*x.shape[:2], *out), x.dtype)
+    # torch's kernels give the memory format the input suggests (channels-last, or contiguous for any other layout)
+    if suggest_memory_format is None or x.dim() == 3:
+        return FALLBACK
+    layout = suggest_memory_format(x)
+    return torch.empty((*x.shape[:2], *out), dtype=x.dtype, device="meta", memory_format=layout)
 
 
 def _interpolate_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
