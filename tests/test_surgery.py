@@ -15,6 +15,7 @@ from torchsurgeon import (
     InputError,
     ParamChange,
     SurgeryError,
+    TraceError,
     adapt_input_channels,
     append_head,
     check_surgery,
@@ -23,6 +24,7 @@ from torchsurgeon import (
     replace_head,
 )
 from torchsurgeon.surgery import head_layer, input_layers
+from torchsurgeon.trace import trace
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +121,37 @@ def test_same_name_same_shape_new_values_is_reinitialised() -> None:
 )
 def test_input_layers_found_from_the_graph(name: str, expected: list[str]) -> None:
     assert input_layers(on_meta(torchvision.models.get_model, name=name)) == expected
+
+
+class _SizeChecked(nn.Module):
+    """A forward that checks the input's size in Python, as segmentation_models_pytorch's models do."""
+
+    def __init__(self, divisor: int = 32) -> None:
+        super().__init__()
+        self.divisor = divisor
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
+            raise RuntimeError(f"input size must be divisible by {self.divisor}")
+        return self.head(torch.relu(self.stem(x)))
+
+
+def test_a_model_checking_its_input_size_is_adapted_without_an_input() -> None:
+    model = _SizeChecked().double().eval()
+    with pytest.raises(TraceError):  # the trace alone cannot answer the check
+        trace(model)
+    assert input_layers(model) == ["stem"]  # it is run on a (3, 224, 224) image instead
+    grey = adapt_input_channels(model, 1).model
+    g = torch.randn(1, 1, 32, 64, dtype=torch.float64)
+    torch.testing.assert_close(grey(g), model(g.expand(1, 3, 32, 64)))
+
+
+def test_a_model_refusing_the_guessed_input_asks_for_its_own() -> None:
+    with pytest.raises(SurgeryError, match=r"does not accept \(3, 224, 224\) either .*divisible by 48.* input=\("):
+        adapt_input_channels(_SizeChecked(divisor=48), 1)
+    assert adapt_input_channels(_SizeChecked(divisor=48), 1, input=(3, 48, 96)).changes[0].name == "stem.weight"
 
 
 def test_input_feeding_two_convs() -> None:

@@ -32,7 +32,7 @@ from .errors import SurgeryError
 from .frontend import bind_inputs
 from .shapes import ExampleInputs, InputSpec, meta_copy
 
-__all__ = ("default_input", "input_readers")
+__all__ = ("default_input", "guessed_input", "input_readers")
 
 
 class _FollowInput(TorchFunctionMode):
@@ -93,6 +93,29 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     size = 224 if size is None else size
     h, w = (size, size) if isinstance(size, int) else tuple(size)[:2]
     return {"pixel_values": (channels, int(h), int(w))}
+
+
+def guessed_input(model: nn.Module) -> tuple[int, ...] | None:
+    """An image input for a model whose first convolution (in module order) is 2-d or 3-d, else None.
+
+    ``(C, 224, 224)`` or ``(C, 96, 96, 96)`` with ``C`` that convolution's
+    input channels: sizes that segmentation networks' checks accept (they
+    divide by 32).  Tried when a model cannot be traced without an input
+    shape; a model that does not accept it is asked for one.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> guessed_input(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)))
+    (3, 224, 224)
+    >>> guessed_input(nn.Linear(4, 2)) is None
+    True
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
+            sizes = {2: (224, 224), 3: (96, 96, 96)}.get(len(module.kernel_size))
+            return None if sizes is None else (module.in_channels, *sizes)
+    return None
 
 
 def input_readers(model: nn.Module, input: InputSpec, batch: int = 1) -> list[str]:

@@ -28,7 +28,7 @@ from torch.nn.utils import parametrize
 from .errors import InputError, SurgeryError, TraceError
 from .fold import fold_normalization, fold_weight
 from .graph import NodeRecord, build_graph, node_record, node_records
-from .readers import default_input, input_readers
+from .readers import default_input, guessed_input, input_readers
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
 from .resize import fitted_groups, resized_copy
@@ -171,7 +171,11 @@ def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
     queries).  With ``input`` (an input the model accepts now), or for a
     Hugging Face vision model whose config gives one, found by running a
     weightless copy once (:func:`torchsurgeon.readers.input_readers`), which
-    also sees inside opaque parts.
+    also sees inside opaque parts.  A model that cannot be traced without an
+    input shape (``forward`` checks it, as segmentation_models_pytorch's
+    do) is run on :func:`torchsurgeon.readers.guessed_input`, an image of its
+    first convolution's channels; if it does not accept that either, the
+    error asks for its input.
 
     Examples
     --------
@@ -186,8 +190,15 @@ def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
     try:
         G = build_graph(trace(model))
     except TraceError as exc:
+        guess = guessed_input(model)  # Python on the input's shape in forward (smp's size check): run it instead
+        tried = ""
+        if guess is not None:
+            try:
+                return input_readers(model, guess)
+            except Exception as run_exc:  # the model does not accept the guess: ask for the input it accepts
+                tried = f"; it does not accept {guess} either ({str(run_exc).splitlines()[0][:200]})"
         raise SurgeryError(
-            f"{type(model).__name__} cannot be traced without an input shape ({str(exc).splitlines()[0]}) — "
+            f"{type(model).__name__} cannot be traced without an input shape ({str(exc).splitlines()[0]}){tried} — "
             "pass an input it accepts now so it can be run instead, e.g. input=(3, 224, 224)"
         ) from exc
     found: list[str] = []
