@@ -113,7 +113,21 @@ def test_huge_input_allocates_nothing() -> None:
 def test_too_small_input_is_invalid_with_the_minimum_size() -> None:
     r = paramcount(nn.Sequential(nn.Conv2d(3, 4, 5), nn.Conv2d(4, 4, 5)), (3, 6, 6))
     assert [layer.name for layer in r.invalid] == ["1"]
-    assert "spatial size (dim 0)=>= 5, got 2" in r.invalid[0].message
+    assert "spatial size (dim 0) >= 5, got 2" in r.invalid[0].message
+
+
+def test_an_input_too_small_for_a_pooling_window_names_the_size_that_fits_and_propagation_goes_on() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 2))
+    r = paramcount(model, (3, 3, 8))  # 1 × 6 after the conv: too short for the 2 × 2 window in height only
+    assert [layer.name for layer in r.invalid] == ["1", "3"]
+    assert r.invalid[0].message == (
+        "1 (MaxPool2d) expects spatial size (dim 0) >= 2, got 1 — use a larger input, or less downsampling "
+        "before this layer"
+    )
+    assert r.layer("1").output_shape == (1, 4, 1, 3) and r.output_shape == (1, 2)  # continued as if it fit
+    with pytest.raises(RuntimeError, match="too small"):  # what torch says: no size, no fix
+        model(torch.zeros(1, 3, 3, 8))
+    assert paramcount(model, (3, 4, 4)).invalid == []  # the smallest input it names does fit
 
 
 def test_vit_at_the_wrong_resolution_is_invalid_at_the_assert() -> None:

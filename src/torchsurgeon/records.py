@@ -273,7 +273,9 @@ class Finding:
     @property
     def message(self) -> str:
         """One sentence: the layer, expected vs got, and the fix."""
-        return f"{self.layer} ({self.type}) expects {self.what}={self.expected}, got {self.got} — {self.fix}"
+        bound = isinstance(self.expected, str) and self.expected.startswith((">", "<"))  # a bound: "size >= 7"
+        expected = f"{self.what} {self.expected}" if bound else f"{self.what}={self.expected}"
+        return f"{self.layer} ({self.type}) expects {expected}, got {self.got} — {self.fix}"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,14 @@ from .registry import FALLBACK, Call, builtin
 __all__: tuple[str, ...] = ()
 
 
+def _pooled(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """torch's ``pooling_output_shape`` for one dim."""
+    o = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (o - 1) * s >= size + p:
+        o -= 1
+    return o
+
+
 def _pool(
     x: Any,
     nsp: int,
@@ -38,8 +46,14 @@ def _pool(
     dilation: Any,
     ceil_mode: Any,
     is_max: bool,
+    call: Call | None = None,
 ) -> Any:
-    """Output of max/avg pooling (torch's pooling_output_shape), else FALLBACK."""
+    """Output of max/avg pooling (torch's pooling_output_shape), else FALLBACK.
+
+    With ``call`` (a pooling layer), an input too small for the window is a
+    mismatch naming the smallest size that fits, and propagation goes on
+    with an output of size 1 there, as for convolutions.
+    """
     if not float_tensor(x) or not plainly_contiguous(x) or x.dim() not in (nsp + 1, nsp + 2):
         return FALLBACK
     if not isinstance(ceil_mode, bool):
@@ -50,6 +64,7 @@ def _pool(
     if k is None or s is None or p is None or d is None:
         return FALLBACK
     out = []
+    small: list[tuple[int, int, int]] = []  # (dim, smallest size that fits, size)
     for i, size in enumerate(x.shape[-nsp:]):
         ki, si, pi, di = k[i], s[i], p[i], d[i]
         if ki <= 0 or si <= 0 or di <= 0 or pi < 0:
@@ -58,12 +73,20 @@ def _pool(
             return FALLBACK
         if not is_max and nsp == 3 and size < ki:  # avg_pool3d: "input image smaller than kernel size"
             return FALLBACK
-        o = (size + 2 * pi - di * (ki - 1) - 1 + (si - 1 if ceil_mode else 0)) // si + 1
-        if ceil_mode and (o - 1) * si >= size + pi:
-            o -= 1
+        o = _pooled(size, ki, si, pi, di, ceil_mode)
+        if o < 1 and size >= 1 and call is not None:
+            bound = di * (ki - 1) + 1  # the window fits without padding: o >= 1
+            need = next((n for n in range(size + 1, bound) if _pooled(n, ki, si, pi, di, ceil_mode) >= 1), bound)
+            small.append((i, need, size))
+            o = 1
         if o < 1 or size < 1:
             return FALLBACK
         out.append(o)
+    for i, need, size in small:  # reported once every dim is known to be computed exactly
+        assert call is not None
+        call.mismatch(
+            f"spatial size (dim {i})", f">= {need}", size, "use a larger input, or less downsampling before this layer"
+        )
     return new((*x.shape[:-nsp], *out), x.dtype)
 
 
@@ -146,7 +169,7 @@ def _max_pool_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     if m.return_indices:
         return FALLBACK
     nsp = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(m)]  # type: ignore[index]
-    return _pool(x, nsp, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, is_max=True)
+    return _pool(x, nsp, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, is_max=True, call=call)
 
 
 def _avg_pool_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
@@ -154,7 +177,7 @@ def _avg_pool_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     if getattr(m, "divisor_override", None) == 0:
         return FALLBACK
     nsp = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}[type(m)]
-    return _pool(x, nsp, m.kernel_size, m.stride, m.padding, 1, m.ceil_mode, is_max=False)
+    return _pool(x, nsp, m.kernel_size, m.stride, m.padding, 1, m.ceil_mode, is_max=False, call=call)
 
 
 def _adaptive_pool_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
