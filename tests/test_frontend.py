@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import tensor_shapes
-from torchsurgeon import LayerStatus, TraceError, paramcount, paramcount_sweep
+from torchsurgeon import LayerStatus, TraceError, adapt_input_channels, paramcount, paramcount_sweep
 from torchsurgeon.trace import trace
 
 # --------------------------------------------------------------------------- decorated forwards
@@ -196,6 +196,37 @@ def test_python_on_shapes_is_answered_for_the_input_given(
     reports = paramcount_sweep(model, inputs, batch=2)
     with torch.no_grad():
         assert [r.output_shape for r in reports] == [tensor_shapes(model(torch.zeros(2, *s))) for s in inputs]
+
+
+class PadsAfterItsStem(nn.Module):
+    """A shape question after the stem: a grey input does not fit the stem, the question still has an answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        if y.shape[-1] % 2:
+            y = F.pad(y, (0, 1))
+        return self.head(y)
+
+
+def test_python_on_shapes_after_a_layer_the_input_does_not_fit_is_answered_as_if_it_fitted() -> None:
+    """The transfer-learning question (an RGB model, a grey input) on a model asking about shapes after its stem.
+
+    Answering needs the stem's output, which torch refuses on one channel; the answer is that of the stem
+    resized to fit, as propagation continues past it, so the trace holds and the stem is reported with its fix.
+    """
+    model = PadsAfterItsStem()
+    r = paramcount(model, (1, 9, 9), batch=2)
+    assert r.opaque == {} and [f.layer for f in r.findings] == ["stem"]
+    assert r.findings[0].fix == "fold it with adapt_input_channels(model, 1)"
+    grey = adapt_input_channels(model, 1).model  # the fix, run as written
+    with torch.no_grad():
+        assert r.output_shape == tensor_shapes(grey(torch.zeros(2, 1, 9, 9))) == (2, 2, 9, 10)
+    assert r.total_for_input == sum(p.numel() for p in grey.parameters())
 
 
 def test_without_example_inputs_python_on_shapes_fails_as_in_torch_fx() -> None:

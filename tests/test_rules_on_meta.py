@@ -145,3 +145,15 @@ def test_a_rule_that_declines_or_fails_falls_back(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(on_meta, "_rule_of", lambda func: (type("F", (), {"shape": lambda *a: FALLBACK}), False))
     with torch.device("meta"), ruled_meta():
         assert torch.relu(torch.empty(5)).shape == (5,)
+
+
+def test_resized_answers_a_layer_the_input_does_not_fit_as_if_it_were_resized() -> None:
+    stem = nn.Conv2d(3, 8, 3, stride=2, device="meta")
+    grey = torch.empty(2, 1, 9, 9, device="meta")
+    with torch.no_grad(), pytest.raises(RuntimeError, match="channel"), ruled_meta():
+        stem(grey)  # as torch: it does not fit
+    with torch.no_grad(), ruled_meta(resized=True):
+        out = stem(grey)
+    with torch.no_grad():
+        resized = nn.Conv2d(1, 8, 3, stride=2, device="meta")(grey)
+    assert _signature(out) == _signature(resized)

@@ -116,6 +116,14 @@ def test_too_small_input_is_invalid_with_the_minimum_size() -> None:
     assert "spatial size (dim 0) >= 5, got 2" in r.invalid[0].message
 
 
+def test_a_layer_reading_the_input_through_padding_is_folded() -> None:
+    """efficientnet-pytorch pads before its stem convolution: the fix is still a fold of the input layer."""
+    r = paramcount(nn.Sequential(nn.ZeroPad2d(1), nn.Dropout(), nn.Conv2d(3, 8, 3)), (1, 8, 8))
+    assert [f.fix for f in r.findings] == ["fold it with adapt_input_channels(model, 1)"]
+    r = paramcount(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ZeroPad2d(1), nn.Conv2d(8, 8, 3)), (3, 8, 8))
+    assert r.findings[0].fix.startswith("the layer before gives 3")  # padding after a layer: that layer's output
+
+
 def test_an_input_too_small_for_a_pooling_window_names_the_size_that_fits_and_propagation_goes_on() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 2))
     r = paramcount(model, (3, 3, 8))  # 1 × 6 after the conv: too short for the 2 × 2 window in height only

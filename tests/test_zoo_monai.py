@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from torch import nn
 
-from zoo_checks import ZooResult, analyse, check, coverage, fold_is_exact
+from zoo_checks import ZooResult, analyse, check, coverage, fold_is_exact, grey_input_is_reported
 
 pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
 
@@ -99,6 +99,11 @@ def test_monai_model(name: str) -> None:
 @pytest.mark.parametrize("name", RGB)
 def test_monai_one_channel_fold_is_exact(name: str) -> None:
     fold_is_exact(_result(name))
+
+
+@pytest.mark.parametrize("name", RGB)
+def test_monai_rgb_model_on_a_grey_input(name: str) -> None:
+    grey_input_is_reported(_result(name))
 
 
 def test_monai_coverage_and_untraceable_list(expected_file: Callable[[str, str], None], capsys: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from zoo_checks import ZooResult, analyse, check, coverage, fold_is_exact
+from zoo_checks import ZooResult, analyse, check, coverage, fold_is_exact, grey_input_is_reported
 
 pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
 
@@ -45,6 +45,11 @@ def test_smp_model(name: str) -> None:
 def test_smp_one_channel_fold_is_exact(name: str) -> None:
     # float32: the encoders' depthwise convolutions take minutes in float64 on the CPU (a per-group loop)
     fold_is_exact(_result(name), torch.float32)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_smp_rgb_model_on_a_grey_input(name: str) -> None:
+    grey_input_is_reported(_result(name))
 
 
 def test_smp_coverage_and_untraceable_list(expected_file: Callable[[str, str], None], capsys: Any) -> None:

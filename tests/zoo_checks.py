@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from models import tensor_shapes
-from torchsurgeon import ModelReport, SurgeryError, TraceError, adapt_input_channels, paramcount
+from torchsurgeon import ModelReport, ParamChange, SurgeryError, TraceError, adapt_input_channels, paramcount
 
 BATCH = 2  # batch norms in training mode need more than one value per channel in a real forward
 EXPECTED = Path(__file__).parent / "expected"
@@ -117,6 +117,26 @@ def fold_is_exact(result: ZooResult, dtype: torch.dtype = torch.float64) -> None
     assert original.get_submodule(_first_conv(original)).weight.shape[1] == 3  # the original is untouched
     scale = want.abs().max().item()
     assert (got - want).abs().max().item() <= (1e-10 if dtype == torch.float64 else 1e-4) * scale
+
+
+def grey_input_is_reported(result: ZooResult) -> None:
+    """An RGB model analysed on a grey input, the transfer-learning question: what does not fit, and the fix.
+
+    The layers reported invalid are the ones :func:`adapt_input_channels` folds, each with the fold as
+    its fix; nothing more is opaque than at the model's own input; and the folded model (the fix run as
+    written) has ``total_for_input`` parameters and gives the reported output in a real forward.
+    """
+    grey = (1, *result.shape[1:])
+    report = paramcount(result.model, grey, batch=BATCH)
+    assert result.report is not None and set(report.opaque) <= set(result.report.opaque)
+    assert report.trusted, report.crosscheck.message
+    fold = adapt_input_channels(result.model, 1)
+    folded_layers = {c.name.rpartition(".")[0] for c in fold.changes if c.status == ParamChange.FOLDED}
+    assert {layer.name for layer in report.invalid} == folded_layers
+    assert all("fold it with adapt_input_channels(model, 1)" in f.message for f in report.findings)
+    assert report.total_for_input == sum(p.numel() for p in fold.model.parameters())
+    with torch.no_grad():
+        assert report.output_shape == tensor_shapes(fold.model(torch.zeros(BATCH, *grey)))
 
 
 def _first_conv(model: nn.Module) -> str:

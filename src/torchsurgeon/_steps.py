@@ -23,6 +23,18 @@ from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
 __all__ = ("Step", "steps_of")
 
 
+_PASSING_INPUT = (
+    nn.Identity,
+    nn.modules.padding._ConstantPadNd,
+    nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd,
+    nn.modules.padding._CircularPadNd,
+    nn.modules.dropout._DropoutNd,
+)
+"""Layers that hand their input on with its channels: a layer after them still reads the model input
+(efficientnet-pytorch pads before each convolution), so its fix is a fold of the input layer."""
+_PASSING = (torch.nn.functional.pad, torch.nn.functional.dropout)
+
 _CONSTANT, _NODE, _NESTED = 0, 1, 2
 """How a step finds one argument: as written in the graph, the value of a node, or values inside a container."""
 
@@ -43,7 +55,7 @@ class Step(NamedTuple):
     module: nn.Module | None
     """The module of a ``call_module`` node."""
     from_input: bool
-    """Whether the node reads a model input."""
+    """Whether the node reads a model input (directly, or through padding, dropout or identity layers)."""
     scope_module: nn.Module | None
     """The module whose ``forward`` made a function or method call."""
     args: tuple[tuple[int, Any], ...]
@@ -85,6 +97,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                     seen.add(used)
                     last_uses.setdefault(i, []).append(used)
         steps: dict[torch.fx.Node, Step] = {}
+        passing: set[torch.fx.Node] = set()  # nodes that hand a model input on (see _PASSING_INPUT)
         for i, node in enumerate(nodes):
             module = scope_module = None
             op = node.op
@@ -95,9 +108,15 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                 scope = node_record(G, node.name).scope
                 scope_module = modules.get(scope) if scope else None
             node_inputs = inputs[i]
+            from_input = any(a.op == "placeholder" or a in passing for a in node_inputs)
+            if from_input and (
+                isinstance(module, _PASSING_INPUT)
+                or (op == "call_function" and any(node.target is f for f in _PASSING))
+            ):
+                passing.add(node)
             steps[node] = Step(
                 module,
-                any(a.op == "placeholder" for a in node_inputs),
+                from_input,
                 scope_module,
                 tuple([(_NODE, a) if type(a) is torch.fx.Node else (_how(a), a) for a in node.args]),
                 tuple([(k, _how(a), a) for k, a in node.kwargs.items()]) if node.kwargs else (),

@@ -377,7 +377,7 @@ class MetaValues:
 
         Raises LookupError when it depends on an input without an example tensor.
         """
-        with self._untraced(), ruled_meta():
+        with self._untraced(), ruled_meta(resized=True):  # past a layer the input does not fit, as propagation goes
             value = self._value(node)
         self.resolved.append(f"{question}({node.format_node()})")
         return value

@@ -158,7 +158,7 @@ def input_readers(model: nn.Module, input: InputSpec, batch: int = 1) -> list[st
             "give an input the model accepts now, e.g. input=(3, 224, 224)"
         )
     try:
-        return _follow(meta_copy(model), values)
+        return _follow(meta_copy(model).eval(), values)  # eval: a batch of 1 must not trip training-only checks
     except Exception as exc:  # the model's own failure on this input
         failure: Exception = exc
     size = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers(), values.values()))

@@ -89,6 +89,10 @@ def _meta_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool | No
 
 
 class _RuledMeta(TorchFunctionMode):
+    def __init__(self, resized: bool) -> None:
+        super().__init__()
+        self.resized = resized
+
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
     ) -> Any:
@@ -102,26 +106,32 @@ class _RuledMeta(TorchFunctionMode):
                 on_meta = torch.get_default_device().type == "meta"
             if on_meta:
                 with torch._C.DisableTorchFunction():
-                    out = _answer(rule, args, kwargs, swapped)
+                    out = _answer(rule, args, kwargs, swapped, self.resized)
                 if out is not FALLBACK:
                     return out
         return func(*args, **kwargs)
 
 
-def _answer(rule: Rule, args: tuple[Any, ...], kwargs: Mapping[str, Any], swapped: bool) -> Any:
-    """The rule's output, else FALLBACK (a mismatch or an error: torch's op decides)."""
+def _answer(rule: Rule, args: tuple[Any, ...], kwargs: Mapping[str, Any], swapped: bool, resized: bool) -> Any:
+    """The rule's output, else FALLBACK (an error, or a mismatch unless ``resized``: torch's op decides)."""
     operands = (args[1], args[0], *args[2:]) if swapped and len(args) >= 2 else args
     call = Call("", "")
     try:
         out = rule.shape(None, operands, dict(kwargs), call)  # type: ignore[misc]
     except Exception:  # the op raises on these arguments: torch says how
         return FALLBACK
-    return FALLBACK if out is None or call.findings else out
+    return FALLBACK if out is None or (call.findings and not resized) else out
 
 
 @contextlib.contextmanager
-def ruled_meta() -> Iterator[None]:
+def ruled_meta(*, resized: bool = False) -> Iterator[None]:
     """Answer torch calls on ``meta`` tensors by their rules, for the code run inside.
+
+    With ``resized``, a call its rule finds does not fit (a convolution fed
+    another channel count) gets the output of the layer resized to fit,
+    as shape propagation continues past a mismatch, instead of torch's
+    error: a trace answers Python's questions about shapes this way, so
+    that its graph also holds what follows a layer the input does not fit.
 
     Examples
     --------
@@ -133,5 +143,5 @@ def ruled_meta() -> Iterator[None]:
     >>> tuple(out.shape), out.device.type
     ((2, 8, 5, 5), 'meta')
     """
-    with _RuledMeta():
+    with _RuledMeta(resized):
         yield
