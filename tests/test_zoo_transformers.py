@@ -209,8 +209,11 @@ def _on_meta(x: Any) -> Any:
 
 
 def _state(model: torch.nn.Module) -> dict[str, Any]:
-    """Every module's forward hooks and attribute names."""
-    return {n: (dict(m._forward_hooks), dict(m._forward_pre_hooks), list(vars(m))) for n, m in model.named_modules()}
+    """Every module's forward hooks and attributes (names and values, by identity: Swin sets ``window_size``)."""
+    return {
+        n: (dict(m._forward_hooks), dict(m._forward_pre_hooks), [(k, id(v)) for k, v in vars(m).items()])
+        for n, m in model.named_modules()
+    }
 
 
 def _result(name: str) -> _Result:

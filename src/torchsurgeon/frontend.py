@@ -141,24 +141,34 @@ class OwnHooks:
     or when its function comes from the installed library that defines the
     model's class.  :meth:`restore` removes whatever the trace added to the
     model's modules (hooks, attributes such as
-    ``_output_capturing_hooks_installed``).
+    ``_output_capturing_hooks_installed``) and puts back the attributes it
+    replaced (transformers' Swin sets ``window_size`` from the traced input
+    size: a proxy left in the model).
 
     Examples
     --------
     >>> from torch import nn
-    >>> m = nn.Linear(2, 2)
+    >>> class Block(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.window = 7
+    >>> m = Block()
     >>> own = OwnHooks(m)
     >>> handle = m.register_forward_hook(lambda *a: None)  # installed "during the trace"
     >>> own.installed(m)
     True
-    >>> own.restore(); len(m._forward_hooks)
-    0
+    >>> m.window = "set from a traced size"
+    >>> own.restore(); len(m._forward_hooks), m.window
+    (0, 7)
     """
 
     def __init__(self, model: nn.Module, modules: Iterable[nn.Module] | None = None) -> None:
         self._modules = list(model.modules() if modules is None else modules)
-        # attributes are appended to __dict__ in order: their count is enough
-        self._attributes = [len(m.__dict__) for m in self._modules]
+        # each module's attributes as they were: a shallow copy of the __dict__ of modules whose Python
+        # forward the trace runs; torch.nn layers are traced as leaves, their attribute count is enough
+        self._attributes: list[dict[str, Any] | int] = [
+            len(m.__dict__) if type(m).__module__.startswith("torch.nn.") else dict(m.__dict__) for m in self._modules
+        ]
         # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
         self._first_new = RemovableHandle.next_id
         package = type(model).__module__.split(".")[0]
@@ -208,18 +218,23 @@ class OwnHooks:
         return output
 
     def restore(self) -> None:
-        """Remove the hooks and attributes the trace added to the model's modules."""
+        """Remove the hooks and attributes the trace added to the model's modules; put back those it replaced."""
         hooks_added = RemovableHandle.next_id != self._first_new  # none at all, in the whole process: skip them
-        for m, count in zip(self._modules, self._attributes):
+        for m, before in zip(self._modules, self._attributes):
             state = m.__dict__
             if hooks_added:
                 for attr in _FORWARD_HOOKS:
                     table = state[attr]
                     for key in [k for k in table if k >= self._first_new]:
                         del table[key]
-            if len(state) > count:
-                for name in list(state)[count:]:
-                    del state[name]
+            if isinstance(before, int):  # attributes are appended to __dict__ in order
+                if len(state) > before:
+                    for name in list(state)[before:]:
+                        del state[name]
+            # same names in the same order, each the same object: nothing to do (the common case, one pass in C)
+            elif len(state) != len(before) or any(map(operator.is_not, state.values(), before.values())):
+                state.clear()
+                state.update(before)
 
 
 def _len(proxy: torch.fx.Proxy) -> int:
