@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from models import on_meta
-from torchsurgeon import build_graph, paramcount, propagate_shapes
+from torchsurgeon import adapt_input_channels, build_graph, paramcount, propagate_shapes
 from torchsurgeon.graph import node_records
 from torchsurgeon.trace import trace
 
@@ -122,6 +122,50 @@ def test_a_layer_reading_the_input_through_padding_is_folded() -> None:
     assert [f.fix for f in r.findings] == ["fold it with adapt_input_channels(model, 1)"]
     r = paramcount(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ZeroPad2d(1), nn.Conv2d(8, 8, 3)), (3, 8, 8))
     assert r.findings[0].fix.startswith("the layer before gives 3")  # padding after a layer: that layer's output
+
+
+class _ChecksItsChannels(nn.Module):
+    """A patch embedding that checks the channel count itself, as transformers' do (so it is traced opaque)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_channels = 3
+        self.proj = nn.Conv2d(3, 8, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.num_channels:
+            raise ValueError("Make sure that the channel dimension of the pixel values match the configuration")
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class _PatchModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embeddings = _ChecksItsChannels()
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embeddings(x)
+        if tokens.shape[1] > 1:  # a question about the embeddings' output: answered as if folded
+            tokens = tokens.mean(1)
+        return self.head(tokens)
+
+
+def test_a_layer_refusing_the_input_channels_is_analysed_as_folded() -> None:
+    model = _PatchModel().eval()
+    r = paramcount(model, (1, 16, 16))
+    assert list(r.opaque) == ["embeddings"]  # it raises on one channel: analysed as one node
+    assert [f.message for f in r.findings] == [
+        "embeddings.proj (Conv2d) expects in_channels=3, got 1 — fold it with adapt_input_channels(model, 1)"
+    ]
+    folded = adapt_input_channels(model, 1).model  # the fix, run as written (num_channels updated too)
+    assert folded.embeddings.num_channels == 1
+    with torch.no_grad():
+        assert r.output_shape == tuple(folded(torch.zeros(1, 1, 16, 16)).shape) == (1, 2)
+    assert r.total_for_input == sum(p.numel() for p in folded.parameters()) == r.total - 2 * 8 * 16
+    assert r.trusted and paramcount(model, (1, 16, 16), crosscheck="always").crosscheck.trust == "verified"
+    with pytest.raises(ValueError, match="channel dimension"):  # what the real model says
+        model(torch.zeros(1, 1, 16, 16))
 
 
 def test_an_input_too_small_for_a_pooling_window_names_the_size_that_fits_and_propagation_goes_on() -> None:

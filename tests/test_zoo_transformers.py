@@ -307,6 +307,25 @@ def test_transformers_one_channel_fold_runs_and_is_exact(name: str) -> None:
             assert (got[key] - value).abs().max().item() <= 1e-10 * scale, key
 
 
+@pytest.mark.parametrize("name", VISION)
+def test_transformers_vision_model_on_a_grey_input(name: str) -> None:
+    """The transfer-learning question on an RGB vision model: a grey input is reported with the fold as the
+    fix (also where the embeddings check the channel count themselves and raise), ``total_for_input`` is
+    the folded model's size, and the reported output is the folded model's real output."""
+    model = _build(name)
+    spec = ZOO[name][2]
+    grey_spec = {**spec, "pixel_values": (1, *spec["pixel_values"][1:])} if isinstance(spec, dict) else (1, *spec[1:])
+    report = paramcount(model, grey_spec)
+    assert report.findings and all(f.fix == "fold it with adapt_input_channels(model, 1)" for f in report.findings)
+    assert report.trusted and report.crosscheck.trust != "untrusted", report.crosscheck.message
+    result = adapt_input_channels(model, 1, input=spec if isinstance(spec, dict) else None)  # CLIP: both inputs
+    assert report.total_for_input == sum(p.numel() for p in result.model.parameters())
+    real = _real_input(grey_spec)
+    with torch.no_grad():
+        out = result.model(**real) if isinstance(real, dict) else result.model(real)
+    assert report.output_shape == tensor_shapes(out)
+
+
 def test_llama_7b_config_on_meta() -> None:
     """transformers' own LlamaForCausalLM at the 7B config, built on meta, analysed without a weight in memory."""
     config = transformers.LlamaConfig(

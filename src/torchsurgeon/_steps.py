@@ -34,6 +34,8 @@ _PASSING_INPUT = (
 """Layers that hand their input on with its channels: a layer after them still reads the model input
 (efficientnet-pytorch pads before each convolution), so its fix is a fold of the input layer."""
 _PASSING = (torch.nn.functional.pad, torch.nn.functional.dropout)
+_PASSING_METHODS = frozenset({"to", "float", "half", "double", "bfloat16", "type", "type_as", "contiguous", "clone"})
+"""Conversions hand the input on too (CLIP casts its pixels to the patch convolution's dtype first)."""
 
 _CONSTANT, _NODE, _NESTED = 0, 1, 2
 """How a step finds one argument: as written in the graph, the value of a node, or values inside a container."""
@@ -55,7 +57,7 @@ class Step(NamedTuple):
     module: nn.Module | None
     """The module of a ``call_module`` node."""
     from_input: bool
-    """Whether the node reads a model input (directly, or through padding, dropout or identity layers)."""
+    """Whether the node reads a model input (directly, or through padding, dropout, identity or conversions)."""
     scope_module: nn.Module | None
     """The module whose ``forward`` made a function or method call."""
     args: tuple[tuple[int, Any], ...]
@@ -112,6 +114,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
             if from_input and (
                 isinstance(module, _PASSING_INPUT)
                 or (op == "call_function" and any(node.target is f for f in _PASSING))
+                or (op == "call_method" and node.target in _PASSING_METHODS)
             ):
                 passing.add(node)
             steps[node] = Step(

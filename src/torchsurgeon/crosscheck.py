@@ -193,6 +193,12 @@ def crosscheck(
         if not resized_error:
             how = " (invalid layers resized to fit)"
             return _compare(traced, shapes_of(out), reason, how, lambda: diagnose(lambda: _resized(model, invalid)))
+    refit = _as_folded(args, kwargs, invalid)
+    if refit is not None:  # input layers that check the channel count themselves (a patch embedding)
+        out, refit_error = _run(meta_copy(model), *refit)
+        if not refit_error:
+            how = " at the channel count its input layers expect (the output once they are folded)"
+            return _compare(traced, shapes_of(out), reason, how, lambda: "")
     out, error = _run(meta_copy(model), args, kwargs)
     wrong = "the invalid layers, the output and the counts for this input are wrong"
     if not error:
@@ -298,6 +304,33 @@ def _inputs(model: nn.Module, shapes: ShapeResult) -> tuple[list[torch.Tensor], 
             for name, shape in shapes.input_shapes.items()
         },
     )
+
+
+def _as_folded(
+    args: list[torch.Tensor], kwargs: dict[str, torch.Tensor], invalid: list[Any]
+) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]] | None:
+    """The inputs with the channel count the invalid input layers expect, when every finding is such a fold.
+
+    A fold changes only those layers (and the settings guarding the channel
+    count), so the real model at the expected channel count gives the output
+    the folded model gives at this input.
+    """
+    findings = [f for rec in invalid for f in rec.findings]
+    if not findings or any(f.what != "in_channels" or "adapt_input_channels" not in f.fix for f in findings):
+        return None
+    folds = {(f.expected, f.got) for f in findings}
+    if len(folds) != 1:
+        return None
+    ((expected, got),) = folds
+
+    def refit(t: torch.Tensor) -> torch.Tensor:
+        if not (t.is_floating_point() and t.dim() >= 2 and t.shape[1] == got):
+            return t
+        return torch.empty((t.shape[0], expected, *t.shape[2:]), dtype=t.dtype, device="meta")
+
+    new_args, new_kwargs = [refit(t) for t in args], {k: refit(t) for k, t in kwargs.items()}
+    changed = any(a is not b for a, b in zip(new_args, args)) or any(new_kwargs[k] is not kwargs[k] for k in kwargs)
+    return (new_args, new_kwargs) if changed else None
 
 
 def _resized(model: nn.Module, invalid: list[Any]) -> nn.Module | None:

@@ -40,6 +40,7 @@ import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from .resize import as_folded_input
 from .rules.on_meta import ruled_meta
 
 __all__ = ("MetaValues", "OwnHooks", "ShapeProxy", "bind_inputs", "call_by_name", "library_answers", "meta_question")
@@ -420,7 +421,18 @@ class MetaValues:
         elif node.op == "call_method":
             value = getattr(args[0], str(node.target))(*args[1:], **kwargs)
         elif node.op == "call_module":
-            value = self._leaf_call(self._root.get_submodule(str(node.target)), args, kwargs)
+            module = self._root.get_submodule(str(node.target))
+            try:
+                value = self._leaf_call(module, args, kwargs)
+            except Exception:
+                # a layer reading the input that refuses its channel count (a patch embedding checking it):
+                # its output once folded, as shape propagation goes on (ShapeInterpreter._as_folded)
+                folded = (
+                    as_folded_input(module, args) if any(a.op == "placeholder" for a in node.all_input_nodes) else None
+                )
+                if folded is None:
+                    raise
+                value = self._leaf_call(module, folded[0], kwargs)
         else:
             raise _Unknown(node.format_node())
         self._values[node] = value

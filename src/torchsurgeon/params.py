@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .graph import NodeRecord, index_of, node_records
-from .records import LayerStatus, from_fields
+from .records import Finding, LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
 
 __all__ = ("LayerParams", "ParamSummary", "count_params")
@@ -94,6 +94,16 @@ def _functional_weights(G: nx.DiGraph, modules: Mapping[str, nn.Module]) -> dict
         if plan is not None and "weight" in plan.params:
             out[f"{rec.scope}.weight"] = math.prod(plan.params["weight"])
     return out
+
+
+def _resized_node(modules: Mapping[str, nn.Module], rec: NodeRecord, finding: Finding) -> int:
+    """A layer's parameters once what does not fit is resized: the layer itself, or the input convolution
+    inside an opaque layer (a transformers patch embedding, see ``ShapeInterpreter._as_folded``)."""
+    module = modules[rec.target]
+    inner = modules.get(finding.layer) if finding.layer.startswith(f"{rec.target}.") else None
+    if inner is None:
+        return resized_param_count(module, finding)
+    return rec.params - sum(p.numel() for p in inner.parameters()) + resized_param_count(inner, finding)
 
 
 def _layer_params(
@@ -191,7 +201,7 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
             if rec.op == "get_attr" and rec.param_names[0] in weight_for_input:
                 count = weight_for_input[rec.param_names[0]]
             elif finding is not None and rec.op == "call_module":
-                count = resized_param_count(index.modules[rec.target], finding)
+                count = _resized_node(index.modules, rec, finding)
             if count == rec.params:
                 continue
             for_input[rec.name] = count

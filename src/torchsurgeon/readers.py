@@ -30,6 +30,7 @@ from torch.utils._pytree import tree_leaves
 from .copies import _ZERO_RUN_LIMIT, _cannot_run_on_meta, _zeros_like, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
+from .resize import input_conv
 from .shapes import ExampleInputs, InputSpec, meta_copy
 
 __all__ = ("default_input", "guessed_input", "input_readers")
@@ -111,11 +112,9 @@ def guessed_input(model: nn.Module) -> tuple[int, ...] | None:
     >>> guessed_input(nn.Linear(4, 2)) is None
     True
     """
-    for module in model.modules():
-        if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
-            sizes = {2: (224, 224), 3: (96, 96, 96)}.get(len(module.kernel_size))
-            return None if sizes is None else (module.in_channels, *sizes)
-    return None
+    found = input_conv(model)
+    sizes = {2: (224, 224), 3: (96, 96, 96)}.get(len(found[1].kernel_size)) if found is not None else None
+    return None if found is None or sizes is None else (found[1].in_channels, *sizes)
 
 
 def input_readers(model: nn.Module, input: InputSpec, batch: int = 1) -> list[str]:

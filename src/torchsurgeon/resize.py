@@ -233,6 +233,48 @@ def rebuild_fix(module: nn.Module, layer: str, what: str, got: Any) -> str | Non
     return f"model.set_submodule({layer!r}, {_constructor(copy_)})"
 
 
+def input_conv(module: nn.Module) -> tuple[str, nn.modules.conv._ConvNd] | None:
+    """The first (not transposed) convolution of ``module`` in module order, with its name: the layer a fold
+    of the input resizes when ``module`` reads the model input (a patch or stem embedding).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> input_conv(nn.Sequential(nn.Identity(), nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)))[0]
+    '1'
+    """
+    for name, m in module.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed:
+            return name, m
+    return None
+
+
+def as_folded_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], str, nn.Module, int] | None:
+    """``module``'s arguments with the input's channel count its input convolution expects, when they differ.
+
+    For a layer reading the model input (a patch embedding that checks the
+    channel count itself): its output once that convolution is folded to the
+    input's channels is its output on these arguments.  Returns the
+    arguments, the convolution's name and module, and the channel count the
+    input has; ``None`` without a floating input of another channel count.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> args, name, conv, got = as_folded_input(nn.Sequential(nn.Conv2d(3, 8, 2)), (torch.empty(2, 1, 4, 4),))
+    >>> tuple(args[0].shape), name, got
+    ((2, 3, 4, 4), '0', 1)
+    """
+    found = input_conv(module)
+    x = next((a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dim() >= 2), None)
+    if found is None or x is None or int(x.shape[1]) == found[1].in_channels:
+        return None
+    name, conv = found
+    expected = torch.empty((x.shape[0], conv.in_channels, *x.shape[2:]), dtype=x.dtype, device="meta")
+    return tuple(expected if a is x else a for a in args), name, conv, int(x.shape[1])
+
+
 def fold_fix(module: nn.Module, channels: int) -> str:
     """The :func:`~torchsurgeon.adapt_input_channels` call that makes an input layer take ``channels``.
 

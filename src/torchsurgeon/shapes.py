@@ -47,7 +47,7 @@ from .graph import (
     update_record,
 )
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
-from .resize import resized_copy
+from .resize import as_folded_input, fold_fix, resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
 from .rules._common import first_tensor
 from .rules.on_meta import ruled_meta
@@ -558,7 +558,45 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             obj, *rest = fresh_args
             method = str(n.target)
             run = lambda: getattr(obj, method)(*rest, **fresh_kwargs)  # noqa: E731
-        return self._execute(base, ins, status, run, rule, module, args, kwargs)
+        out = self._execute(base, ins, status, run, rule, module, args, kwargs)
+        if isinstance(out, _Unknown) and step.from_input and module is not None:
+            return self._as_folded(n, base, ins, module, args, kwargs, out)
+        return out
+
+    def _as_folded(
+        self,
+        n: torch.fx.Node,
+        base: NodeRecord,
+        ins: tuple[Any, ...],
+        module: nn.Module,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        failed: _Unknown,
+    ) -> Any:
+        """An opaque layer reading the model input that refuses its channel count (a transformers patch
+        embedding checks ``config.num_channels``): its output once its input convolution is folded.
+
+        A fold changes only that convolution and the settings guarding the channel count, so the output
+        is the layer's output on the channel count it expects; it is invalid, with the fold as its fix.
+        """
+        folded = as_folded_input(module, args)
+        if folded is None:
+            return failed
+        fitting, name, conv, got = folded
+        target = str(n.target)
+        try:
+            with torch.device("meta"), ruled_meta():
+                out = self._module_call(target, module, *self._fresh(fitting, kwargs))
+        except Exception:  # it fails for another reason too: the first error stands
+            return failed
+        layer = f"{target}.{name}" if name else target
+        finding = Finding(
+            layer, type(conv).__name__, "in_channels", conv.in_channels, got, f"fold it with {fold_fix(conv, got)}"
+        )
+        message = f"{base.layer} ({base.module_type}): {finding.message}"
+        unknown = (0, 0, FlopKind.NONE, False)
+        self._record(base, ins, out, LayerStatus.INVALID, message, (finding,), ShapeSource.META, unknown)
+        return out
 
     def _apply(self, rule: Rule, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
         """The rule's output, or FALLBACK; a user rule that raises marks the layer invalid."""
