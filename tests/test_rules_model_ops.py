@@ -182,3 +182,12 @@ def test_in_place_masked_fill_rule_matches_meta(data: st.DataObject, dtype: torc
         _method("masked_fill_", x, mask, value)
         and method_rule("masked_fill_").shape(None, (x, mask, value), {}, None) is x
     )  # type: ignore[union-attr]
+
+
+@SETTINGS
+@given(data=st.data(), n=st.integers(0, 5), m=st.integers(0, 5), dtype=st.sampled_from([torch.float32, torch.int64]))
+def test_outer_rule_matches_meta(data: st.DataObject, n: int, m: int, dtype: torch.dtype) -> None:
+    a, _ = data.draw(tensors(shape=(n,), dtype=dtype, min_size=0))
+    b, _ = data.draw(tensors(shape=(m,), dtype=data.draw(st.sampled_from([dtype, torch.float64]))))
+    answered = _function(torch.outer, a, b) & _method("outer", a, b) & _function(torch.ger, a, b)
+    assert answered == (a.dtype == b.dtype)

@@ -252,6 +252,14 @@ def _added_product(batched: bool, summed: bool = False) -> OpRule:
     return rule
 
 
+def _outer(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``torch.outer(a, b)`` of two vectors of one dtype (rotary position tables): ``(len(a), len(b))``."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("vec2", REQUIRED)))
+    if b is None or not all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in b) or b[0].dtype != b[1].dtype:
+        return FALLBACK
+    return new((b[0].shape[0], b[1].shape[0]), b[0].dtype)
+
+
 _MHA_SPEC = (
     ("query", REQUIRED),
     ("key", REQUIRED),
@@ -310,6 +318,7 @@ builtin(F.multi_head_attention_forward, macs=fn_count(_mha_fn_macs), kind=FlopKi
 builtin(torch.matmul, "matmul", shape=fn(_matmul), macs=_MATMUL, kind=FlopKind.MATMUL)
 builtin(torch.bmm, "bmm", shape=fn(_bmm), macs=_MATMUL, kind=FlopKind.MATMUL)
 builtin(torch.mm, "mm", macs=_MATMUL, kind=FlopKind.MATMUL)
+builtin(torch.outer, "outer", torch.ger, "ger", shape=fn(_outer))
 builtin(F.linear, shape=fn(_linear_fn), macs=fn_count(_linear_fn_macs), kind=FlopKind.LINEAR)
 builtin(F.embedding, shape=fn(_embedding_fn))
 builtin(F.scaled_dot_product_attention, shape=fn(_sdpa), macs=fn_count(_sdpa_macs), kind=FlopKind.ATTENTION)
