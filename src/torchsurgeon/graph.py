@@ -407,9 +407,9 @@ def build_graph(traced: Traced) -> nx.DiGraph:
             target = str(node.target)
             layer = target
             value = _fetch(model, gm, target)
-            if param_ids is None and isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and param_ids is None:
                 param_ids = {id(p) for p in all_params.values()}
-            if isinstance(value, nn.Parameter) or (isinstance(value, torch.Tensor) and id(value) in param_ids):
+            if isinstance(value, nn.Parameter) or (param_ids is not None and id(value) in param_ids):
                 module_type, params = "Parameter", (target,)
             elif isinstance(value, torch.Tensor) and target in all_buffers:
                 module_type, buffers = "Buffer", (target,)
