@@ -47,6 +47,8 @@ from torch import nn
 from .copies import detached_copy
 from .errors import InputError, TraceError, failure_reason
 from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, library_answers, meta_question
+from .rules.on_meta import ruled_leaf
+from .rules.registry import FALLBACK
 from .shapespec import TypedShape
 
 __all__ = (
@@ -175,7 +177,10 @@ class _SurgeonTracer(torch.fx.Tracer):
         return meta_question(self.meta_values, obj, "keys", lambda: super(_SurgeonTracer, self).keys(obj))
 
     def _leaf_on_meta(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run a leaf on meta arguments (a hook-free copy on meta), with fx's patches passing through."""
+        """A leaf's output on meta arguments: from its rule, else by running a hook-free copy on meta."""
+        out = ruled_leaf(m, args, kwargs)
+        if out is not FALLBACK:
+            return out
         copy_ = self._meta_copies.get(id(m))
         if copy_ is None:
             copy_ = self._meta_copies.setdefault(id(m), detached_copy(m, lambda t: torch.empty_like(t, device="meta")))
