@@ -370,3 +370,24 @@ def test_torchvision_ops_functions_are_single_calls() -> None:
     fns = [n.target for n in trace(Dropper()).graph_module.graph.nodes if n.op == "call_function"]
     assert ops.stochastic_depth in fns
     assert paramcount(Dropper(), (3, 8, 8)).output_shape == (1, 3, 8, 8)
+
+
+def test_nodes_are_recorded_as_torch_fx_records_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracer's create_node (arguments given after the node is made) builds torch.fx's own graph."""
+    from models import LlamaDecoder
+    from torchsurgeon.trace import _SurgeonTracer
+
+    def nodes(model: nn.Module) -> list[tuple[Any, ...]]:
+        graph = trace(model, example_inputs={"ids": torch.zeros(2, 7, dtype=torch.long)}).graph_module.graph
+        name = lambda n: n.name  # noqa: E731
+        return [
+            (n.name, n.op, n.target, *torch.fx.node.map_arg((n.args, n.kwargs), name), [u.name for u in n.users])
+            + (n.meta.get("nn_module_stack"),)
+            for n in graph.nodes
+        ]
+
+    model = LlamaDecoder(vocab=50, dim=32, layers=2, heads=4, hidden=64)
+    ours = nodes(model)
+    monkeypatch.setattr(_SurgeonTracer, "create_node", torch.fx.Tracer.create_node)
+    assert ours == nodes(model)
+    assert any(kwargs for *_, kwargs, _, _ in ours) and all(users for _, op, *_, users, _ in ours if op != "output")
