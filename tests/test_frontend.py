@@ -359,3 +359,29 @@ def test_a_global_module_with_weights_is_still_an_error() -> None:
 
     with pytest.raises(TraceError, match="not installed as a submodule"):
         trace(UsesGlobal(), auto_leaf=False)
+
+
+def test_module_stack_copies_are_snapshots_of_its_state() -> None:
+    """copy.copy gives what a copy of an OrderedDict gives, after any change; unchanged, the same snapshot."""
+    import collections
+    import copy
+
+    from torchsurgeon.frontend import ModuleStack
+
+    stack, plain = ModuleStack(), collections.OrderedDict()
+    changes = [
+        lambda d: d.__setitem__("a", 1),
+        lambda d: d.update(b=2, c=3),
+        lambda d: d.setdefault("d", 4),
+        lambda d: d.move_to_end("a"),
+        lambda d: d.popitem(),
+        lambda d: d.pop("b"),
+        lambda d: d.__delitem__("c"),
+        lambda d: d.clear(),
+    ]
+    for change in changes:
+        change(stack)
+        change(plain)
+        snapshot = copy.copy(stack)
+        assert list(snapshot.items()) == list(copy.copy(plain).items()) and type(snapshot) is collections.OrderedDict
+        assert copy.copy(stack) is snapshot and snapshot is not stack

@@ -373,8 +373,12 @@ def test_torchvision_ops_functions_are_single_calls() -> None:
 
 
 def test_nodes_are_recorded_as_torch_fx_records_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tracer's create_node (arguments given after the node is made) builds torch.fx's own graph."""
+    """The tracer's create_node (arguments given after the node is made), scope and module stack (copied
+    cheaply) build torch.fx's own graph."""
+    import collections
+
     from models import LlamaDecoder
+    from torchsurgeon import trace as trace_module
     from torchsurgeon.trace import _SurgeonTracer
 
     def nodes(model: nn.Module) -> list[tuple[Any, ...]]:
@@ -389,5 +393,8 @@ def test_nodes_are_recorded_as_torch_fx_records_them(monkeypatch: pytest.MonkeyP
     model = LlamaDecoder(vocab=50, dim=32, layers=2, heads=4, hidden=64)
     ours = nodes(model)
     monkeypatch.setattr(_SurgeonTracer, "create_node", torch.fx.Tracer.create_node)
+    monkeypatch.setattr(trace_module, "FastScope", torch.fx.proxy.Scope)
+    monkeypatch.setattr(trace_module, "ModuleStack", collections.OrderedDict)
     assert ours == nodes(model)
+    assert len({id(n.meta["nn_module_stack"]) for n in trace(model).graph_module.graph.nodes if n.meta}) > 5
     assert any(kwargs for *_, kwargs, _, _ in ours) and all(users for _, op, *_, users, _ in ours if op != "output")

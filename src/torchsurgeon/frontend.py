@@ -17,12 +17,17 @@ Three pieces, each used by :mod:`torchsurgeon.trace`'s tracer:
   (:class:`MetaValues`).  A question about tensor *values* still fails, so
   the smallest module holding it becomes an opaque leaf.
 
+* **Cheaper bookkeeping.**  torch.fx copies its scope on every module call
+  and its module stack on every node with ``copy.copy``; :class:`ModuleStack`
+  and :class:`FastScope` give the same copies without ``copy``'s generic path.
+
 See docs/frontend.md for the measurements behind these choices.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import dis
 import functools
@@ -42,7 +47,17 @@ from torch.utils.hooks import RemovableHandle
 
 from .rules.on_meta import ruled_meta
 
-__all__ = ("MetaValues", "OwnHooks", "ShapeProxy", "bind_inputs", "call_by_name", "library_answers", "meta_question")
+__all__ = (
+    "FastScope",
+    "MetaValues",
+    "ModuleStack",
+    "OwnHooks",
+    "ShapeProxy",
+    "bind_inputs",
+    "call_by_name",
+    "library_answers",
+    "meta_question",
+)
 
 _FORWARD_HOOKS = (
     "_forward_pre_hooks",
@@ -220,6 +235,85 @@ class OwnHooks:
             if len(state) > count:
                 for name in list(state)[count:]:
                     del state[name]
+
+
+class FastScope(torch.fx.proxy.Scope):
+    """torch.fx's ``Scope`` (module path and type) whose ``copy.copy`` is one constructor call.
+
+    fx copies the tracer's scope on entering every module; ``copy.copy``
+    reaches a plain object through ``__reduce_ex__``.
+
+    Examples
+    --------
+    >>> import copy
+    >>> scope = FastScope("layer1", None)
+    >>> saved = copy.copy(scope)
+    >>> scope.module_path = "layer2"
+    >>> saved.module_path, type(saved).__name__
+    ('layer1', 'FastScope')
+    """
+
+    def __copy__(self) -> FastScope:
+        return FastScope(self.module_path, self.module_type)
+
+
+class ModuleStack(collections.OrderedDict):  # type: ignore[type-arg]
+    """torch.fx's module stack, whose ``copy.copy`` is one snapshot per state of the stack.
+
+    fx stores ``copy.copy(module_stack)`` as each node's ``nn_module_stack``;
+    the stack changes only when a module call starts or ends, so the nodes
+    recorded in between share one snapshot (a plain ``OrderedDict``, equal
+    to what ``copy.copy`` gives; read it, do not change it).
+
+    Examples
+    --------
+    >>> import copy
+    >>> stack = ModuleStack()
+    >>> stack["layer1"] = ("layer1", None)
+    >>> a, b = copy.copy(stack), copy.copy(stack)
+    >>> stack["layer1.conv"] = ("layer1.conv", None)
+    >>> a is b, a == {"layer1": ("layer1", None)}, len(copy.copy(stack)), type(a).__name__
+    (True, True, 2, 'OrderedDict')
+    """
+
+    _snapshot: collections.OrderedDict[Any, Any] | None = None
+
+    def __copy__(self) -> collections.OrderedDict[Any, Any]:
+        if self._snapshot is None:
+            self._snapshot = collections.OrderedDict(self)
+        return self._snapshot
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._snapshot = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._snapshot = None
+        super().__delitem__(key)
+
+    def popitem(self, last: bool = True) -> tuple[Any, Any]:
+        self._snapshot = None
+        return super().popitem(last)
+
+    def pop(self, *args: Any) -> Any:
+        self._snapshot = None
+        return super().pop(*args)
+
+    def clear(self) -> None:
+        self._snapshot = None
+        super().clear()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._snapshot = None
+        super().update(*args, **kwargs)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self._snapshot = None
+        return super().setdefault(key, default)
+
+    def move_to_end(self, key: Any, last: bool = True) -> None:
+        self._snapshot = None
+        super().move_to_end(key, last)
 
 
 def _len(proxy: torch.fx.Proxy) -> int:

@@ -46,7 +46,16 @@ from torch import nn
 
 from .copies import detached_copy
 from .errors import InputError, TraceError, failure_reason
-from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, library_answers, meta_question
+from .frontend import (
+    FastScope,
+    MetaValues,
+    ModuleStack,
+    OwnHooks,
+    ShapeProxy,
+    call_by_name,
+    library_answers,
+    meta_question,
+)
 from .rules.on_meta import ruled_leaf
 from .rules.registry import FALLBACK
 from .shapespec import TypedShape
@@ -149,6 +158,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._tensor_names: tuple[dict[int, str], dict[int, str]] | None = None  # parameters, buffers: id -> name
         self.meta_values: MetaValues | None = None
         self._example = example
+        self.scope, self.module_stack = FastScope("", None), ModuleStack()  # fx copies them for every call and node
 
     def proxy(self, node: torch.fx.Node) -> torch.fx.Proxy:
         return ShapeProxy(node, self)
