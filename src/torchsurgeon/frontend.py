@@ -408,6 +408,50 @@ class ShapeProxy(torch.fx.Proxy):
     def __setitem__(self, key: Any, value: Any) -> None:  # ids[:, 1:] = ...: recorded like torch.fx records calls
         self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
 
+    @classmethod
+    def __torch_function__(
+        cls,
+        orig_method: Callable[..., Any],
+        types: tuple[type, ...],
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        """``F.conv2d(x, self.weight)`` recorded as torch.fx records it, without its two pytree walks.
+
+        torch.fx finds the tracer by mapping a function over every argument
+        (half the cost of recording a torch function); arguments that are
+        proxies, plain values or flat tuples and lists of them are scanned
+        directly.  Anything else (nested containers, script methods,
+        higher-order operators) goes to torch.fx's own code.
+        """
+        args = args if args else ()
+        kwargs = kwargs if kwargs else {}
+        tracer = _sole_tracer(cls, args, kwargs)
+        if tracer is None or isinstance(orig_method, (torch._C.ScriptMethod, torch._ops.HigherOrderOperator)):
+            return super().__torch_function__(orig_method, types, args, kwargs)
+        if torch.overrides.is_tensor_method_or_property(orig_method):
+            return tracer.create_proxy("call_method", orig_method.__name__, args, kwargs)
+        name = tracer.graph._target_to_str(orig_method.__name__)
+        return tracer.create_proxy("call_function", orig_method, args, kwargs, name=name)
+
+
+_LEAVES = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
+
+
+def _sole_tracer(cls: type, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """The one tracer of the ``cls`` proxies among flat arguments; None when torch.fx must look (or decide) itself."""
+    found: Any = None
+    for group in (args, kwargs.values()):
+        for value in group:
+            for item in value if type(value) is tuple or type(value) is list else (value,):
+                if isinstance(item, cls):
+                    if found is not None and item.tracer is not found:
+                        return None  # several tracers: torch.fx raises its error
+                    found = item.tracer
+                elif type(item) not in _LEAVES and not isinstance(item, (torch.fx.Proxy, torch.Tensor)):
+                    return None  # a container (or anything pytree may open): torch.fx walks it
+    return found
+
 
 class _ShapeAttribute(torch.fx.proxy.Attribute):
     __len__ = _len

@@ -141,9 +141,7 @@ def ruled_leaf(module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[s
         return _answer(rule, args, kwargs, False, module)
 
 
-def _answer(
-    rule: Rule, args: tuple[Any, ...], kwargs: Mapping[str, Any], swapped: bool, module: Any = None
-) -> Any:
+def _answer(rule: Rule, args: tuple[Any, ...], kwargs: Mapping[str, Any], swapped: bool, module: Any = None) -> Any:
     """The rule's output, else FALLBACK (a mismatch or an error: torch's op decides)."""
     operands = (args[1], args[0], *args[2:]) if swapped and len(args) >= 2 else args
     call = Call("", "")
