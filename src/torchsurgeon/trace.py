@@ -53,6 +53,7 @@ from .frontend import (
     OwnHooks,
     ShapeProxy,
     call_by_name,
+    lazy_graph_module,
     library_answers,
     meta_question,
 )
@@ -713,7 +714,7 @@ def trace(
                     raise _trace_error(model, culprit, stack, exc, given, opaque) from exc
                 _tidy(graph, tracer.dropped)
                 graph.lint()
-                graph_module = _graph_module(tracer.root, graph, type(model).__name__)
+                graph_module = lazy_graph_module(tracer.root, graph, type(model).__name__)
                 break
         finally:
             sys.setrecursionlimit(limit)
@@ -722,19 +723,6 @@ def trace(
     leaves = sorted({str(n.target) for n in graph.nodes if n.op == "call_module"} - torch_nn)
     resolved = tuple(tracer.meta_values.resolved) if tracer.meta_values is not None else ()
     return Traced(model, graph_module, opaque, tuple(leaves), fixed, resolved)
-
-
-def _graph_module(root: nn.Module, graph: torch.fx.Graph, name: str) -> torch.fx.GraphModule:
-    """A GraphModule that generates its Python code only when asked: analysis interprets the graph.
-
-    ``torch.fx.GraphModule`` compiles ``forward`` on construction (a third of
-    the trace time of a resnet50); the lazy variant does it on first call.
-    """
-    try:
-        from torch.fx._lazy_graph_module import _LazyGraphModule
-    except ImportError:  # pragma: no cover - torch without it
-        return torch.fx.GraphModule(root, graph, name)
-    return _LazyGraphModule(root, graph, name)
 
 
 def _whole_model(
