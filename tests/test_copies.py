@@ -85,6 +85,7 @@ def test_detached_copy_is_a_deep_copy_without_hooks() -> None:
     assert [(n, p.shape, p.device.type) for n, p in clone.named_parameters()] == [
         (n, p.shape, "meta") for n, p in reference.named_parameters()
     ]
+    assert all(clone.get_submodule(n).__dict__.keys() == m.__dict__.keys() for n, m in reference.named_modules())
     assert clone.b.weight is clone.a.weight and clone.plain[0] is clone.a and clone.plain[1]["b"] is clone.b
     assert clone.pair[0] is clone.pair[1] is clone.plain and clone.plain is not model.plain
     assert clone.scale.device.type == "meta" and "scale" in clone._non_persistent_buffers_set

@@ -199,20 +199,23 @@ class _Copier:
                 return value
             return memo.setdefault(id(value), items if cls is tuple else cls(*items))
         if isinstance(value, nn.Module) and _copies_plainly(cls):
-            state = value.__getstate__()  # a new dict: never put in memo, its id may be reused once it is freed
+            # nn.Module's own __getstate__ is a copy of __dict__ without _compiled_call_impl: read __dict__ itself
+            own = cls.__getstate__ is nn.Module.__getstate__
+            state = value.__dict__ if own else value.__getstate__()  # never in memo: a new dict's id gets reused
             if type(state) is dict:
                 module = cls.__new__(cls)
                 memo[id(value)] = module
-                module.__setstate__(
-                    {
-                        k: collections.OrderedDict()
-                        if k in _HOOK_NAMES and isinstance(v, dict)
-                        else v
-                        if type(v) in _ATOMIC
-                        else self.copy(v)
-                        for k, v in state.items()
-                    }
-                )
+                copied = {}
+                skipped = "_compiled_call_impl" if own else None
+                for k, v in state.items():
+                    if type(v) in _ATOMIC:
+                        copied[k] = v
+                    elif k in _HOOK_NAMES and isinstance(v, dict):
+                        copied[k] = collections.OrderedDict()
+                    elif k != skipped:
+                        copied[k] = self.copy(v)
+                copied.pop(skipped, None)  # type: ignore[arg-type]
+                module.__setstate__(copied)
                 return module
         if not self.hooks_in_memo:
             self.hooks_in_memo = True

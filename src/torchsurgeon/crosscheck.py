@@ -324,8 +324,8 @@ def _run(
     forward down by half, so only diagnostic runs use them).
     """
     handles = []
-    for name, module in copy_.named_modules():
-        if name and seen is not None:
+    for name, module in copy_.named_modules() if seen is not None else ():
+        if name:
 
             def hook(_m: nn.Module, inputs: tuple[Any, ...], name: str = name) -> None:
                 if name not in seen and inputs:

@@ -276,11 +276,15 @@ class _SurgeonTracer(torch.fx.Tracer):
             return attr_val
         # fx's own getattr finds the name by walking every parameter of the root on each read (quadratic in
         # models that pass self.weight to F.conv2d); the names are looked up by identity instead, same answers
-        if self._tensor_names is None:
-            self._tensor_names = (
-                {id(p): n for n, p in self.root.named_parameters()},
-                {id(b): n for n, b in self.root.named_buffers()},
-            )
+        if self._tensor_names is None:  # one walk, first names first, as named_parameters/named_buffers give them
+            params: dict[int, str] = {}
+            buffers: dict[int, str] = {}
+            for prefix, module in self.root.named_modules():
+                for table, found in ((module._parameters, params), (module._buffers, buffers)):
+                    for n, t in table.items():
+                        if t is not None and id(t) not in found:
+                            found[id(t)] = f"{prefix}.{n}" if prefix else n
+            self._tensor_names = (params, buffers)
         params, buffers = self._tensor_names
         name = params.get(id(attr_val)) if isinstance(attr_val, nn.Parameter) else None
         if name is None and self.proxy_buffer_attributes:

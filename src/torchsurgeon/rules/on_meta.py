@@ -84,7 +84,7 @@ def _meta_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool | No
         items = value if isinstance(value, (list, tuple)) else (value,)
         for item in items:
             if isinstance(item, torch.Tensor):
-                if type(item) not in _PLAIN or item.device.type != "meta":
+                if type(item) not in _PLAIN or not item.is_meta:
                     return False
                 found = True
     return found
