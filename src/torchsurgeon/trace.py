@@ -174,6 +174,10 @@ class _SurgeonTracer(torch.fx.Tracer):
             return a.node
         if kind is tuple or kind is list:
             return kind(self.create_arg(item) for item in a)
+        if kind is dict and all(type(k) is str for k in a):  # keyword arguments (mostly none)
+            return {k: self.create_arg(v) for k, v in a.items()}
+        if kind is slice:
+            return slice(self.create_arg(a.start), self.create_arg(a.stop), self.create_arg(a.step))
         if kind.__module__ == "numpy" and hasattr(a, "tolist"):  # np.ceil(h / 7) of a known size: its value
             a = a.tolist()
         return super().create_arg(a)
