@@ -236,7 +236,7 @@ def _copies_plainly(cls: type) -> bool:
     plain = _PLAIN_COPY.get(cls)
     if plain is None:
         plain = _PLAIN_COPY[cls] = (
-            cls not in copy._deepcopy_dispatch  # type: ignore[attr-defined]
+            cls not in getattr(copy, "_deepcopy_dispatch", {})
             and cls not in copyreg.dispatch_table
             and not issubclass(cls, (list, dict, set, tuple))
             and not hasattr(cls, "__slots__")
