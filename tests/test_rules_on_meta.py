@@ -189,14 +189,17 @@ def test_ruled_leaf_gives_what_running_the_leaf_on_meta_gives(
     plain = _both(lambda: copy(*args))[0]
     if out is not FALLBACK:
         assert _signature(out) == plain
-    else:
-        assert kind == "multihead"  # no module rule: the caller runs the leaf
+    else:  # no module rule, or training mode (a batch norm checks its batch): the caller runs the leaf
+        assert kind == "multihead" or training
     assert seen == [] and all(torch.equal(v, before[k]) for k, v in module.state_dict().items())
 
 
 def test_ruled_leaf_declines_what_its_rule_does_not_describe() -> None:
     x = torch.empty(2, 4, device="meta")
-    assert ruled_leaf(_OwnForward(4, 3), (x,), {}) is FALLBACK  # its own forward decides
-    assert ruled_leaf(nn.Linear(5, 3), (x,), {}) is FALLBACK  # does not fit: running it raises torch's error
+    assert ruled_leaf(_OwnForward(4, 3).eval(), (x,), {}) is FALLBACK  # its own forward decides
+    assert ruled_leaf(nn.Linear(5, 3).eval(), (x,), {}) is FALLBACK  # does not fit: running it raises torch's error
     assert ruled_leaf(nn.Linear(4, 3), (torch.empty(2, 4),), {}) is FALLBACK  # not on meta
-    assert ruled_leaf(nn.Linear(4, 3), (x,), {}).shape == (2, 3)
+    assert ruled_leaf(nn.Linear(4, 3).eval(), (x,), {}).shape == (2, 3)
+    one = torch.empty(1, 4, device="meta")  # a forward in training mode raises: one value per channel
+    assert ruled_leaf(nn.BatchNorm1d(4), (one,), {}) is FALLBACK
+    assert ruled_leaf(nn.BatchNorm1d(4).eval(), (one,), {}).shape == (1, 4)

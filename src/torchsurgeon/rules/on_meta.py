@@ -117,20 +117,23 @@ def ruled_leaf(module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[s
     module's own class, or of a base class whose ``forward`` it keeps, and
     only when every tensor argument is on ``meta``.  The module is read,
     never run (its hooks neither), so it may be the user's own.  FALLBACK:
-    no such rule, or the rule declines or finds a mismatch (running the
-    module decides).
+    no such rule, the rule declines or finds a mismatch, or the module is in
+    training mode, where its forward checks more than its rule (a batch
+    norm's one value per channel): running the module decides.
 
     Examples
     --------
     >>> import torch
     >>> from torch import nn
-    >>> ruled_leaf(nn.Linear(3, 2), (torch.empty(4, 3, device="meta"),), {}).shape
+    >>> ruled_leaf(nn.Linear(3, 2).eval(), (torch.empty(4, 3, device="meta"),), {}).shape
     torch.Size([4, 2])
-    >>> ruled_leaf(nn.Linear(3, 2), (torch.empty(4, 5, device="meta"),), {})
+    >>> ruled_leaf(nn.Linear(3, 2).eval(), (torch.empty(4, 5, device="meta"),), {})
+    FALLBACK
+    >>> ruled_leaf(nn.BatchNorm1d(3), (torch.empty(1, 3, device="meta"),), {})  # training: it raises
     FALLBACK
     """
     found = module_rule(type(module))
-    if found is None or found[0].shape is None:
+    if found is None or found[0].shape is None or module.training:
         return FALLBACK
     rule, owner = found
     if owner is not type(module) and type(module).forward is not owner.forward:
