@@ -21,6 +21,7 @@ _.shape_specific  # Traced field: Python questions about shapes answered for the
 _._alive  # readers._FollowInput: keeps tensors computed from parameters alive so their ids stay unique
 _.__class__  # surgery._adapt_layer: a parametrized copy gets a class of its own before its parametrization is removed
 _.create_arg  # torch.fx.Tracer override: numpy values computed from known sizes are recorded as Python values
+_.module_stack  # torch.fx.Tracer attribute, replaced by frontend.ModuleStack: fx copies it for every node
 
 # Called by Jupyter / IPython, never by torchsurgeon itself.
 _._repr_html_  # ModelReport, SurgeryReport: the coloured table a notebook shows

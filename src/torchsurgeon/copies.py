@@ -137,7 +137,8 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
                 memo[id(b)] = tensor(b)
-    return _Copier(module, memo).copy(module)
+    copied: nn.Module = _Copier(module, memo).copy(module)
+    return copied
 
 
 _HOOK_NAMES = frozenset(_HOOK_DICTS)
@@ -179,7 +180,7 @@ class _Copier:
         if found is not memo:
             return found
         if cls is dict or cls is collections.OrderedDict:
-            out = cls()
+            out: dict[Any, Any] = cls()
             memo[id(value)] = out
             for k, v in value.items():
                 out[k if type(k) is str else self.copy(k)] = v if type(v) in _ATOMIC else self.copy(v)
@@ -200,10 +201,11 @@ class _Copier:
             return memo.setdefault(id(value), items if cls is tuple else cls(*items))
         if isinstance(value, nn.Module) and _copies_plainly(cls):
             # nn.Module's own __getstate__ is a copy of __dict__ without _compiled_call_impl: read __dict__ itself
-            own = cls.__getstate__ is nn.Module.__getstate__
-            state = value.__dict__ if own else value.__getstate__()  # never in memo: a new dict's id gets reused
+            own = getattr(cls, "__getstate__", None) is nn.Module.__getstate__
+            # never put in memo: __getstate__ gives a new dict, whose id is reused once it is freed
+            state = value.__dict__ if own else value.__getstate__()  # type: ignore[no-untyped-call]
             if type(state) is dict:
-                module = cls.__new__(cls)
+                module = cls.__new__(cls)  # type: ignore[call-overload]  # as deepcopy makes it (copyreg.__newobj__)
                 memo[id(value)] = module
                 copied = {}
                 skipped = "_compiled_call_impl" if own else None

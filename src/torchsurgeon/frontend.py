@@ -337,8 +337,11 @@ def lazy_graph_module(root: nn.Module, graph: torch.fx.Graph, name: str) -> torc
     >>> gm.get_submodule("0") is model[0], [n for n, _ in gm.named_parameters()], gm(torch.ones(1, 2)).shape
     (True, ['0.weight', '0.bias'], torch.Size([1, 3]))
     """
+    cls: type[torch.fx.GraphModule]
     try:
-        from torch.fx._lazy_graph_module import _LazyGraphModule as cls
+        from torch.fx._lazy_graph_module import _LazyGraphModule
+
+        cls = _LazyGraphModule
     except ImportError:  # pragma: no cover - torch without it
         cls = torch.fx.GraphModule
     # built around a graph without targets (the same tracer class and extras, which it reads), then given the real one
@@ -517,7 +520,7 @@ class ShapeProxy(torch.fx.Proxy):
 _LEAVES = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format})
 
 
-def _sole_tracer(cls: type, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+def _sole_tracer(cls: type[torch.fx.Proxy], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     """The one tracer of the ``cls`` proxies among flat arguments; None when torch.fx must look (or decide) itself."""
     found: Any = None
     for group in (args, kwargs.values()):
