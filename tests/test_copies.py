@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import collections
+import copy
+from typing import Any
+
 import pytest
 import torch
+from torch import nn
 
 from models import Gate
 from torchsurgeon.copies import detached_copy, run_on_zeros
@@ -26,3 +31,73 @@ def test_run_on_zeros_refuses_huge_leaves() -> None:
     x = torch.empty(1, 2**26, device="meta")
     with pytest.raises(NotImplementedError, match=r"too large to run on zeros on the CPU \(67,108,\d+ elements"):
         run_on_zeros(Gate(1), (x,), {}, NotImplementedError("meta"))
+
+
+class _Holder:
+    """Not a module: deepcopy copies it through ``__reduce_ex__``, with whatever it holds."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+
+class _Custom(nn.Module):
+    """Copies itself its own way: detached_copy must leave it to copy.deepcopy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+        self.copied = 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Custom:
+        clone = _Custom.__new__(_Custom)
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        clone.copied += 1
+        return clone
+
+
+class _Odd(nn.Module):
+    """Plain containers, shared objects and modules reached other ways than ``_modules``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 3)
+        self.b = nn.Linear(3, 3)
+        self.b.weight = self.a.weight  # a shared parameter
+        self.rnn = nn.LSTM(3, 4, num_layers=2)  # its __setstate__ rebuilds _flat_weights
+        self.custom = _Custom()
+        self.plain = [self.a, {"b": self.b, "sizes": [1, 2]}]  # not registered: copied as deepcopy would
+        self.pair = (self.plain, self.plain)  # one list, twice
+        self.holder = _Holder(nn.ReLU())
+        self.config = collections.namedtuple("Config", "width depth")(3, 2)
+        self.register_buffer("scale", torch.ones(3), persistent=False)
+
+
+def test_detached_copy_is_a_deep_copy_without_hooks() -> None:
+    model = _Odd()
+    seen: list[str] = []
+    for m in (model, model.a, model.rnn, model.custom.lin):
+        m.register_forward_hook(lambda *_: seen.append("hook"))
+        m.register_forward_pre_hook(lambda *_: seen.append("pre-hook"))
+    clone = detached_copy(model, lambda t: torch.empty_like(t, device="meta"))
+    reference = copy.deepcopy(model)
+    assert [(n, type(m)) for n, m in clone.named_modules()] == [(n, type(m)) for n, m in reference.named_modules()]
+    assert [(n, p.shape, p.device.type) for n, p in clone.named_parameters()] == [
+        (n, p.shape, "meta") for n, p in reference.named_parameters()
+    ]
+    assert all(clone.get_submodule(n).__dict__.keys() == m.__dict__.keys() for n, m in reference.named_modules())
+    assert clone.b.weight is clone.a.weight and clone.plain[0] is clone.a and clone.plain[1]["b"] is clone.b
+    assert clone.pair[0] is clone.pair[1] is clone.plain and clone.plain is not model.plain
+    assert clone.scale.device.type == "meta" and "scale" in clone._non_persistent_buffers_set
+    assert clone._non_persistent_buffers_set is not model._non_persistent_buffers_set
+    assert clone.config == model.config and clone.custom.copied == 1
+    assert all(w.device.type == "meta" for w in clone.rnn._flat_weights)
+    assert clone.holder is not model.holder and clone.holder.module is not model.holder.module
+    clone.plain[1]["sizes"].append(3)
+    assert model.plain[1]["sizes"] == [1, 2]
+    hooks = ("_forward_hooks", "_forward_pre_hooks")  # registered submodules (not the one _Holder hides)
+    assert all(not getattr(m, attr) for m in clone.modules() for attr in hooks)
+    with torch.device("meta"):
+        clone.a(torch.empty(1, 3)), clone.rnn(torch.empty(5, 1, 3)), clone.custom.lin(torch.empty(1, 2))
+    assert seen == []
+    assert len(model.a._forward_hooks) == 1 and model.a.weight.device.type == "cpu"

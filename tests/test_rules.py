@@ -611,8 +611,12 @@ def test_functional_conv_rule_matches_meta_and_cpu(data: st.DataObject, nsp: int
     kwargs: dict[str, Any] = {
         "bias": torch.empty(c_out, device="meta") if bias else None,
         "stride": data.draw(st.integers(1, 2) | st.tuples(*[st.integers(1, 2)] * nsp)),
-        "padding": data.draw(st.integers(0, 2) | st.sampled_from(["valid", "same"])),
-        "dilation": data.draw(st.integers(1, 2)),
+        "padding": data.draw(
+            st.integers(0, 2)
+            | st.sampled_from(["valid", "same"])
+            | st.lists(st.integers(0, 2), min_size=nsp, max_size=nsp)
+        ),
+        "dilation": data.draw(st.integers(1, 2) | st.tuples(st.integers(1, 2))),  # one value for every dim
         "groups": groups,
     }
     fn = getattr(F, f"conv{nsp}d")

@@ -16,7 +16,7 @@ from torch import nn
 
 from models import CifarNet, LlamaDecoder
 from torchsurgeon.rules import FALLBACK, Call, register_rule, unregister_rule
-from torchsurgeon.rules.on_meta import ruled_meta
+from torchsurgeon.rules.on_meta import ruled_leaf, ruled_meta
 
 
 def _signature(value: Any) -> Any:
@@ -157,3 +157,61 @@ def test_resized_answers_a_layer_the_input_does_not_fit_as_if_it_were_resized() 
     with torch.no_grad():
         resized = nn.Conv2d(1, 8, 3, stride=2, device="meta")(grey)
     assert _signature(out) == _signature(resized)
+
+
+class _OwnForward(nn.Linear):
+    """A subclass with its own forward: its base class's rule does not describe it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[..., :1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(["linear", "conv", "layer_norm", "gelu", "dropout", "batch_norm", "multihead"]),
+    batch=st.integers(1, 3),
+    size=st.integers(4, 9),
+    width=st.sampled_from([4, 6]),
+    dtype=st.sampled_from([torch.float32, torch.float16]),
+    training=st.booleans(),
+)
+def test_ruled_leaf_gives_what_running_the_leaf_on_meta_gives(
+    kind: str, batch: int, size: int, width: int, dtype: torch.dtype, training: bool
+) -> None:
+    """The leaf's module rule answers exactly as a forward of the leaf on meta, and leaves the module alone."""
+    layers: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+        "linear": (lambda: nn.Linear(width, 5), (batch, size, width)),
+        "conv": (lambda: nn.Conv2d(width, 3, 3, padding=1, stride=2), (batch, width, size, size)),
+        "layer_norm": (lambda: nn.LayerNorm(width), (batch, size, width)),
+        "gelu": (nn.GELU, (batch, size, width)),
+        "dropout": (lambda: nn.Dropout(0.1), (batch, width)),
+        "batch_norm": (lambda: nn.BatchNorm1d(width), (batch + 1, width, size)),
+        "multihead": (lambda: nn.MultiheadAttention(width, 2, batch_first=True), (batch, size, width)),
+    }
+    build, shape = layers[kind]
+    module = build().to(dtype).train(training)
+    seen: list[str] = []
+    module.register_forward_hook(lambda *_: seen.append("hook"))
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    x = torch.empty(shape, dtype=dtype, device="meta")
+    args = (x, x, x) if kind == "multihead" else (x,)
+    out = ruled_leaf(module, args, {})
+    with torch.device("meta"):
+        copy = build().to(dtype).train(training)
+    plain = _both(lambda: copy(*args))[0]
+    if out is not FALLBACK:
+        assert _signature(out) == plain
+    else:  # no module rule, or training mode (a batch norm checks its batch): the caller runs the leaf
+        assert kind == "multihead" or training
+    assert seen == [] and all(torch.equal(v, before[k]) for k, v in module.state_dict().items())
+
+
+def test_ruled_leaf_declines_what_its_rule_does_not_describe() -> None:
+    x = torch.empty(2, 4, device="meta")
+    assert ruled_leaf(_OwnForward(4, 3).eval(), (x,), {}) is FALLBACK  # its own forward decides
+    assert ruled_leaf(nn.Linear(5, 3).eval(), (x,), {}) is FALLBACK  # does not fit: running it raises torch's error
+    assert ruled_leaf(nn.Linear(4, 3), (torch.empty(2, 4),), {}) is FALLBACK  # not on meta
+    assert ruled_leaf(nn.Linear(4, 3).eval(), (x,), {}).shape == (2, 3)
+    one = torch.empty(1, 4, device="meta")  # a forward in training mode raises: one value per channel
+    assert ruled_leaf(nn.BatchNorm1d(4), (one,), {}) is FALLBACK
+    assert ruled_leaf(nn.BatchNorm1d(4).eval(), (one,), {}).shape == (1, 4)

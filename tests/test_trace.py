@@ -370,3 +370,54 @@ def test_torchvision_ops_functions_are_single_calls() -> None:
     fns = [n.target for n in trace(Dropper()).graph_module.graph.nodes if n.op == "call_function"]
     assert ops.stochastic_depth in fns
     assert paramcount(Dropper(), (3, 8, 8)).output_shape == (1, 3, 8, 8)
+
+
+class _Functional(nn.Module):
+    """Torch functions of proxies in every argument form: flat, in a list, nested, by keyword."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3, 3, 3))
+        self.bias = nn.Parameter(torch.randn(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv2d(x, self.weight, self.bias, stride=(1, 1), padding=1)
+        y = torch.cat([y, torch.sigmoid(y)], dim=1)
+        z = torch.stack([torch.add(y, 1, alpha=2), torch.where(y > 0, y, 0.0)])
+        w = torch.tensordot(z[0].flatten(1), z[1].flatten(1), dims=([1], [1]))  # nested: torch.fx's own walk
+        return torch.flatten(z, start_dim=1).sum(1) + torch.mean(w, dim=0)
+
+
+@pytest.mark.parametrize("build", [lambda: _Functional(), lambda: __import__("models").LlamaDecoder(50, 32, 2, 4, 64)])
+def test_nodes_are_recorded_as_torch_fx_records_them(build: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tracer's create_node (arguments given after the node is made), scope and module stack (copied
+    cheaply) and torch functions of proxies (recorded without pytree walks) build torch.fx's own graph."""
+    import collections
+
+    from torchsurgeon import trace as trace_module
+    from torchsurgeon.frontend import ShapeProxy
+    from torchsurgeon.trace import _SurgeonTracer
+
+    model = build()
+    llama = hasattr(model, "embed_tokens")
+    example = {"ids": torch.zeros(2, 7, dtype=torch.long)} if llama else {"x": torch.zeros(2, 3, 8, 8)}
+
+    def nodes() -> list[tuple[Any, ...]]:
+        graph = trace(model, example_inputs=example).graph_module.graph
+        name = lambda n: n.name  # noqa: E731
+        return [
+            (n.name, n.op, n.target, *torch.fx.node.map_arg((n.args, n.kwargs), name), [u.name for u in n.users], stack)
+            for n in graph.nodes
+            for stack in [n.meta.get("nn_module_stack")]
+        ]
+
+    ours = nodes()
+    monkeypatch.setattr(_SurgeonTracer, "create_node", torch.fx.Tracer.create_node)
+    monkeypatch.setattr(trace_module, "FastScope", torch.fx.proxy.Scope)
+    monkeypatch.setattr(trace_module, "ModuleStack", collections.OrderedDict)
+    monkeypatch.delattr(ShapeProxy, "__torch_function__")
+    assert ours == nodes()
+    assert any(kwargs for *_, kwargs, _, _ in ours) and all(users for _, op, *_, users, _ in ours if op != "output")
+    assert any(op == "call_function" for _, op, *_ in ours)
+    stacks = {id(n.meta["nn_module_stack"]) for n in trace(model).graph_module.graph.nodes if n.meta}
+    assert len(stacks) > 5 if llama else len(stacks) <= 1  # one snapshot per state of the stack

@@ -22,6 +22,7 @@ _._alive  # readers._FollowInput: keeps tensors computed from parameters alive s
 _.__class__  # surgery._adapt_layer: a parametrized copy gets a class of its own before its parametrization is removed
 _.create_arg  # torch.fx.Tracer override: numpy values computed from known sizes are recorded as Python values
 _.buffer_names  # NodeRecord field: the buffers a graph node uses (the graph schema, read by users)
+_.module_stack  # torch.fx.Tracer attribute, replaced by frontend.ModuleStack: fx copies it for every node
 
 # Called by Jupyter / IPython, never by torchsurgeon itself.
 _._repr_html_  # ModelReport, SurgeryReport: the coloured table a notebook shows

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import collections
 import copy
+import copyreg
 import itertools
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -128,16 +130,121 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
     ('meta', 'cpu', 0, 1)
     """
     memo: dict[int, Any] = {}
-    for p in module.parameters():
-        memo.setdefault(id(p), nn.Parameter(tensor(p.detach()), requires_grad=p.requires_grad))
-    for b in module.buffers():
-        memo.setdefault(id(b), tensor(b))
     for m in module.modules():
-        for attr in _HOOK_DICTS:
-            hooks = m.__dict__.get(attr)
-            if isinstance(hooks, dict):
-                memo[id(hooks)] = collections.OrderedDict()
-    return copy.deepcopy(module, memo)
+        for p in m._parameters.values():
+            if p is not None and id(p) not in memo:
+                memo[id(p)] = nn.Parameter(tensor(p.detach()), requires_grad=p.requires_grad)
+        for b in m._buffers.values():
+            if b is not None and id(b) not in memo:
+                memo[id(b)] = tensor(b)
+    copied: nn.Module = _Copier(module, memo).copy(module)
+    return copied
+
+
+_HOOK_NAMES = frozenset(_HOOK_DICTS)
+_ATOMIC = frozenset(
+    {type(None), int, float, bool, complex, str, bytes, type, range, torch.dtype, torch.device, torch.layout}
+    | {types.FunctionType, types.BuiltinFunctionType, types.MethodWrapperType, type(Ellipsis)}
+)
+_STATEFUL = ("__deepcopy__", "__reduce__", "__reduce_ex__", "__getnewargs__", "__getnewargs_ex__")
+_PLAIN_COPY: dict[type, bool] = {}
+
+
+class _Copier:
+    """``copy.deepcopy(root, memo)`` without the hooks, fast for modules and the plain containers in their ``__dict__``.
+
+    ``copy.deepcopy`` reaches a module through ``__reduce_ex__`` and copies
+    its ``__dict__`` one value at a time, asking each value's type how it is
+    copied: most of the time of a deep copy of a model with hundreds of small
+    modules.  A module whose class copies the standard way (no
+    ``__deepcopy__``, ``__reduce_ex__``, ``__getnewargs__``, no
+    ``__slots__``, not a container) is rebuilt here as deepcopy rebuilds it:
+    ``cls.__new__``, then ``__setstate__`` with its ``__getstate__`` copied,
+    each hook dict replaced by an empty one.  Dicts, lists, sets of atoms and
+    tuples are copied as deepcopy copies them; immutable named tuples of
+    atoms are shared.  Anything else goes to ``copy.deepcopy`` with the same
+    ``memo`` (shared objects stay shared), after every hook dict under
+    ``root`` is mapped to an empty one in ``memo``, so that no hook is copied
+    there either.
+    """
+
+    def __init__(self, root: nn.Module, memo: dict[int, Any]) -> None:
+        self.root, self.memo, self.hooks_in_memo = root, memo, False
+
+    def copy(self, value: Any) -> Any:
+        cls = type(value)
+        if cls in _ATOMIC:
+            return value
+        memo = self.memo
+        found = memo.get(id(value), memo)
+        if found is not memo:
+            return found
+        if cls is dict or cls is collections.OrderedDict:
+            out: dict[Any, Any] = cls()
+            memo[id(value)] = out
+            for k, v in value.items():
+                out[k if type(k) is str else self.copy(k)] = v if type(v) in _ATOMIC else self.copy(v)
+            return out
+        if cls is list:
+            out_list: list[Any] = []
+            memo[id(value)] = out_list
+            out_list.extend(self.copy(v) for v in value)
+            return out_list
+        if cls is set and _ATOMIC.issuperset(map(type, value)):  # a module's _non_persistent_buffers_set
+            return memo.setdefault(id(value), set(value))
+        if isinstance(value, tuple) and (cls is tuple or _is_named_tuple(value)):
+            if _ATOMIC.issuperset(map(type, value)):  # kernel_size=(3, 3): deepcopy keeps a tuple of atoms
+                return value
+            items = tuple(self.copy(v) for v in value)
+            if all(a is b for a, b in zip(items, value)):  # as deepcopy: a tuple of atoms is kept
+                return value
+            return memo.setdefault(id(value), items if cls is tuple else cls(*items))
+        if isinstance(value, nn.Module) and _copies_plainly(cls):
+            # nn.Module's own __getstate__ is a copy of __dict__ without _compiled_call_impl: read __dict__ itself
+            own = getattr(cls, "__getstate__", None) is nn.Module.__getstate__
+            # never put in memo: __getstate__ gives a new dict, whose id is reused once it is freed
+            state = value.__dict__ if own else value.__getstate__()  # type: ignore[no-untyped-call]
+            if type(state) is dict:
+                module = cls.__new__(cls)  # type: ignore[call-overload]  # as deepcopy makes it (copyreg.__newobj__)
+                memo[id(value)] = module
+                copied = {}
+                skipped = "_compiled_call_impl" if own else None
+                for k, v in state.items():
+                    if type(v) in _ATOMIC:
+                        copied[k] = v
+                    elif k in _HOOK_NAMES and isinstance(v, dict):
+                        copied[k] = collections.OrderedDict()
+                    elif k != skipped:
+                        copied[k] = self.copy(v)
+                copied.pop(skipped, None)  # type: ignore[arg-type]
+                module.__setstate__(copied)
+                return module
+        if not self.hooks_in_memo:
+            self.hooks_in_memo = True
+            for m in self.root.modules():
+                for attr in _HOOK_DICTS:
+                    hooks = m.__dict__.get(attr)
+                    if isinstance(hooks, dict):
+                        memo.setdefault(id(hooks), collections.OrderedDict())
+        return copy.deepcopy(value, memo)
+
+
+def _is_named_tuple(value: tuple[Any, ...]) -> bool:
+    return hasattr(type(value), "_fields") and not hasattr(value, "__dict__")
+
+
+def _copies_plainly(cls: type) -> bool:
+    """Whether deepcopy copies an instance of ``cls`` by ``__new__`` and ``__setstate__(deepcopy(__getstate__()))``."""
+    plain = _PLAIN_COPY.get(cls)
+    if plain is None:
+        plain = _PLAIN_COPY[cls] = (
+            cls not in getattr(copy, "_deepcopy_dispatch", {})
+            and cls not in copyreg.dispatch_table
+            and not issubclass(cls, (list, dict, set, tuple))
+            and not hasattr(cls, "__slots__")
+            and all(getattr(cls, name, None) is getattr(object, name, None) for name in _STATEFUL)
+        )
+    return plain
 
 
 def _zeros_like(value: Any) -> Any:

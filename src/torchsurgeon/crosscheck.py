@@ -357,12 +357,13 @@ def _run(
     forward down by half, so only diagnostic runs use them).
     """
     handles = []
-    for name, module in copy_.named_modules():
-        if name and seen is not None:
+    found: dict[str, Any] = seen if seen is not None else {}
+    for name, module in copy_.named_modules() if seen is not None else ():  # no walk without diagnostic hooks
+        if name:
 
             def hook(_m: nn.Module, inputs: tuple[Any, ...], name: str = name) -> None:
-                if name not in seen and inputs:
-                    seen[name] = shapes_of(inputs[0])
+                if name not in found and inputs:
+                    found[name] = shapes_of(inputs[0])
 
             handles.append(module.register_forward_pre_hook(hook))
     try:

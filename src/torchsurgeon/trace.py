@@ -46,8 +46,20 @@ from torch import nn
 
 from .copies import detached_copy
 from .errors import InputError, TraceError, failure_reason
-from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, library_answers, meta_question
+from .frontend import (
+    FastScope,
+    MetaValues,
+    ModuleStack,
+    OwnHooks,
+    ShapeProxy,
+    call_by_name,
+    lazy_graph_module,
+    library_answers,
+    meta_question,
+)
 from .modelindex import ModelIndex, model_index
+from .rules.on_meta import ruled_leaf
+from .rules.registry import FALLBACK
 from .shapespec import TypedShape
 
 __all__ = (
@@ -149,9 +161,11 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._own_hooks = own_hooks
         self._evaluating = False  # running a leaf on meta to answer a question about shapes
         self._meta_copies: dict[int, nn.Module] = {}
-        self._tensor_names: tuple[dict[int, str], dict[int, str]] | None = None  # parameters, buffers: id -> name
+        self._tensor_names: tuple[dict[int, str], ...] | None = None  # parameters, buffers: id -> name
+        self.index: ModelIndex | None = None  # the model walk, when the caller made it
         self.meta_values: MetaValues | None = None
         self._example = example
+        self.scope, self.module_stack = FastScope("", None), ModuleStack()  # fx copies them for every call and node
 
     def proxy(self, node: torch.fx.Node) -> torch.fx.Proxy:
         return ShapeProxy(node, self)
@@ -166,9 +180,32 @@ class _SurgeonTracer(torch.fx.Tracer):
             return a.node
         if kind is tuple or kind is list:
             return kind(self.create_arg(item) for item in a)
+        if kind is dict and all(type(k) is str for k in a):  # keyword arguments (mostly none)
+            return {k: self.create_arg(v) for k, v in a.items()}
+        if kind is slice:
+            return slice(self.create_arg(a.start), self.create_arg(a.stop), self.create_arg(a.step))
         if kind.__module__ == "numpy" and hasattr(a, "tolist"):  # np.ceil(h / 7) of a known size: its value
             a = a.tolist()
         return super().create_arg(a)
+
+    def create_node(
+        self,
+        kind: str,
+        target: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str | None = None,
+        type_expr: Any | None = None,
+    ) -> torch.fx.Node:
+        # Graph.create_node walks every argument with pytree to warn about raw SymInts, never in a symbolic trace
+        # (4 of SwinUNETR's 68 ms): made empty, then given them as any graph edit does, which records the uses
+        if not (args or kwargs) or self.check_mutable_operations:
+            return super().create_node(kind, target, args, kwargs, name, type_expr)
+        node = super().create_node(kind, target, (), {}, name, type_expr)
+        node.args = args
+        if kwargs:
+            node.kwargs = kwargs
+        return node
 
     def to_bool(self, obj: torch.fx.Proxy) -> bool:
         return bool(meta_question(self.meta_values, obj, "bool", lambda: super(_SurgeonTracer, self).to_bool(obj)))
@@ -180,7 +217,10 @@ class _SurgeonTracer(torch.fx.Tracer):
         return meta_question(self.meta_values, obj, "keys", lambda: super(_SurgeonTracer, self).keys(obj))
 
     def _leaf_on_meta(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run a leaf on meta arguments (a hook-free copy on meta), with fx's patches passing through."""
+        """A leaf's output on meta arguments: from its rule, else by running a hook-free copy on meta."""
+        out = ruled_leaf(m, args, kwargs)
+        if out is not FALLBACK:
+            return out
         copy_ = self._meta_copies.get(id(m))
         if copy_ is None:
             copy_ = self._meta_copies.setdefault(id(m), detached_copy(m, lambda t: torch.empty_like(t, device="meta")))
@@ -245,11 +285,9 @@ class _SurgeonTracer(torch.fx.Tracer):
             return attr_val
         # fx's own getattr finds the name by walking every parameter of the root on each read (quadratic in
         # models that pass self.weight to F.conv2d); the names are looked up by identity instead, same answers
-        if self._tensor_names is None:
-            self._tensor_names = (
-                {id(p): n for n, p in self.root.named_parameters()},
-                {id(b): n for n, b in self.root.named_buffers()},
-            )
+        if self._tensor_names is None:  # first names first, as named_parameters/named_buffers give them
+            walk = self.index or model_index(self.root)
+            self._tensor_names = tuple({id(t): n for n, t in reversed(list(table.items()))} for table in walk.tables)
         params, buffers = self._tensor_names
         name = params.get(id(attr_val)) if isinstance(attr_val, nn.Parameter) else None
         if name is None and self.proxy_buffer_attributes:
@@ -651,6 +689,7 @@ def trace(
 
     opaque: dict[str, str] = {}
     own_hooks = OwnHooks(model, {id(m): m for m in submodules.values()}.values())
+    index = model_index(model, submodules)  # the forward's own additions are undone after the trace: it holds
     with _TRACE_LOCK:  # one fx trace at a time: each restores the recursion limit it found
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
@@ -666,6 +705,7 @@ def trace(
                     example_inputs,
                     defaults,
                 )
+                tracer.index = index
                 try:
                     with library_answers(lambda t=tracer: t.meta_values):  # type: ignore[misc]
                         graph = tracer.trace(model, concrete_args=concrete_args or None)
@@ -683,7 +723,7 @@ def trace(
                     raise _trace_error(model, culprit, stack, exc, given, opaque) from exc
                 _tidy(graph, tracer.dropped)
                 graph.lint()
-                graph_module = _graph_module(tracer.root, graph, type(model).__name__)
+                graph_module = lazy_graph_module(tracer.root, graph, type(model).__name__)
                 break
         finally:
             sys.setrecursionlimit(limit)
@@ -691,21 +731,7 @@ def trace(
     torch_nn = {q for q, m in submodules.items() if type(m).__module__.startswith("torch.nn")}
     leaves = sorted({str(n.target) for n in graph.nodes if n.op == "call_module"} - torch_nn)
     resolved = tuple(tracer.meta_values.resolved) if tracer.meta_values is not None else ()
-    index = model_index(model, submodules)  # the forward's own additions were undone: the walk still holds
     return Traced(model, graph_module, opaque, tuple(leaves), fixed, resolved, index)
-
-
-def _graph_module(root: nn.Module, graph: torch.fx.Graph, name: str) -> torch.fx.GraphModule:
-    """A GraphModule that generates its Python code only when asked: analysis interprets the graph.
-
-    ``torch.fx.GraphModule`` compiles ``forward`` on construction (a third of
-    the trace time of a resnet50); the lazy variant does it on first call.
-    """
-    try:
-        from torch.fx._lazy_graph_module import _LazyGraphModule
-    except ImportError:  # pragma: no cover - torch without it
-        return torch.fx.GraphModule(root, graph, name)
-    return _LazyGraphModule(root, graph, name)
 
 
 def _whole_model(

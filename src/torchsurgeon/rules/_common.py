@@ -239,7 +239,22 @@ def same_float(*tensors: Any) -> bool:
     return bool(dtype.is_floating_point) and all(t.dtype == dtype for t in tensors)
 
 
+_INT = frozenset({int})
+
+
 def ntuple(v: Any, n: int) -> tuple[int, ...] | None:
+    """``v`` (an int, or a tuple or list of ``n`` ints or of one) as a tuple of ``n`` ints; None otherwise.
+
+    Examples
+    --------
+    >>> ntuple(3, 2), ntuple([1, 2], 2), ntuple((4,), 3), ntuple((1, 2), 3), ntuple(True, 2)
+    ((3, 3), (1, 2), (4, 4, 4), None, None)
+    """
+    kind = type(v)
+    if kind is int:
+        return (v,) * n
+    if (kind is tuple or kind is list) and len(v) == n and _INT.issuperset(map(type, v)):  # the common case, exactly
+        return tuple(v)
     if is_int(v):
         return (int(v),) * n
     if isinstance(v, (tuple, list)) and all(is_int(d) for d in v):

@@ -251,13 +251,14 @@ def _fitting_conv(bound: list[Any]) -> Any:
     ``"valid"``/``"same"`` padding (``"same"`` at stride 1); anything else runs on meta.
     """
     x, weight, bias, stride, padding, dilation, groups = bound
-    nsp = weight.dim() - 2
+    xs, ws = x.shape, weight.shape
+    nsp = len(ws) - 2
     if not float_tensor(x) or x.dtype != weight.dtype or not x.is_contiguous() or not weight.is_contiguous():
         return FALLBACK
-    if x.dim() not in (nsp + 1, nsp + 2) or nsp not in (1, 2, 3) or 0 in x.shape or 0 in weight.shape:
+    if len(xs) not in (nsp + 1, nsp + 2) or nsp not in (1, 2, 3) or 0 in xs or 0 in ws:
         return FALLBACK
-    c_out = int(weight.shape[0])
-    if groups < 1 or c_out % groups or int(x.shape[-nsp - 1]) != int(weight.shape[1]) * groups:
+    c_out = int(ws[0])
+    if groups < 1 or c_out % groups or int(xs[-nsp - 1]) != int(ws[1]) * groups:
         return FALLBACK
     if bias is not None and (
         not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (c_out,) or bias.dtype != x.dtype
@@ -270,13 +271,13 @@ def _fitting_conv(bound: list[Any]) -> Any:
     if isinstance(padding, str) and (padding not in ("valid", "same") or (padding == "same" and max(s) > 1)):
         return FALLBACK
     out = []
-    for i, size in enumerate(x.shape[-nsp:]):
-        k = int(weight.shape[2 + i])
+    for i, size in enumerate(xs[-nsp:]):
+        k = int(ws[2 + i])
         o = int(size) if padding == "same" else (int(size) + 2 * p[i] - d[i] * (k - 1) - 1) // s[i] + 1
         if o <= 0:
             return FALLBACK  # meta raises the error torch gives
         out.append(o)
-    return new((*x.shape[: -nsp - 1], c_out, *out), x.dtype)
+    return new((*xs[: -nsp - 1], c_out, *out), x.dtype)
 
 
 def _functional_conv(fn: Any) -> Any:

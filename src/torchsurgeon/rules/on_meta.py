@@ -12,7 +12,9 @@ else, and any call a rule declines, runs as usual.  The model's own Python
 of the ops is looked up.
 
 Used where torchsurgeon runs a real forward on ``meta``: the cross-check of
-a traced graph, opaque leaves during propagation.
+a traced graph, opaque leaves during propagation.  :func:`ruled_leaf`
+answers a whole leaf module by its module rule, without running it (the
+tracer's leaves, when Python asks about shapes during a trace).
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .registry import FALLBACK, Call, Rule, function_rule, method_rule
+from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
 
-__all__ = ("ruled_meta",)
+__all__ = ("ruled_leaf", "ruled_meta")
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _OPERATORS: dict[str, Callable[..., Any]] = {
@@ -82,7 +84,7 @@ def _meta_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool | No
         items = value if isinstance(value, (list, tuple)) else (value,)
         for item in items:
             if isinstance(item, torch.Tensor):
-                if type(item) not in _PLAIN or item.device.type != "meta":
+                if type(item) not in _PLAIN or not item.is_meta:
                     return False
                 found = True
     return found
@@ -112,12 +114,48 @@ class _RuledMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _answer(rule: Rule, args: tuple[Any, ...], kwargs: Mapping[str, Any], swapped: bool, resized: bool) -> Any:
+def ruled_leaf(module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """The output on ``meta`` of ``module(*args, **kwargs)`` from its module rule, without running it; else FALLBACK.
+
+    As shape propagation applies a module's rule: only the rule of the
+    module's own class, or of a base class whose ``forward`` it keeps, and
+    only when every tensor argument is on ``meta``.  The module is read,
+    never run (its hooks neither), so it may be the user's own.  FALLBACK:
+    no such rule, the rule declines or finds a mismatch, or the module is in
+    training mode, where its forward checks more than its rule (a batch
+    norm's one value per channel): running the module decides.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> ruled_leaf(nn.Linear(3, 2).eval(), (torch.empty(4, 3, device="meta"),), {}).shape
+    torch.Size([4, 2])
+    >>> ruled_leaf(nn.Linear(3, 2).eval(), (torch.empty(4, 5, device="meta"),), {})
+    FALLBACK
+    >>> ruled_leaf(nn.BatchNorm1d(3), (torch.empty(1, 3, device="meta"),), {})  # training: it raises
+    FALLBACK
+    """
+    found = module_rule(type(module))
+    if found is None or found[0].shape is None or module.training:
+        return FALLBACK
+    rule, owner = found
+    if owner is not type(module) and type(module).forward is not owner.forward:
+        return FALLBACK  # a subclass with its own forward (timm's Conv2dSame): its forward decides
+    with torch._C.DisableTorchFunction():
+        if not _meta_tensors(args, kwargs):
+            return FALLBACK
+        return _answer(rule, args, kwargs, False, False, module)
+
+
+def _answer(
+    rule: Rule, args: tuple[Any, ...], kwargs: Mapping[str, Any], swapped: bool, resized: bool, module: Any = None
+) -> Any:
     """The rule's output, else FALLBACK (an error, or a mismatch unless ``resized``: torch's op decides)."""
     operands = (args[1], args[0], *args[2:]) if swapped and len(args) >= 2 else args
     call = Call("", "")
     try:
-        out = rule.shape(None, operands, dict(kwargs), call)  # type: ignore[misc]
+        out = rule.shape(module, operands, dict(kwargs), call)  # type: ignore[misc]
     except Exception:  # the op raises on these arguments: torch says how
         return FALLBACK
     return FALLBACK if out is None or (call.findings and not resized) else out
