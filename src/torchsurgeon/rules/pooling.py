@@ -131,7 +131,11 @@ def _avg_pool_fn(nsp: int) -> OpRule:
 
 
 def _adaptive_pool(x: Any, nsp: int, output_size: Any) -> Any:
-    if not float_tensor(x) or not plainly_contiguous(x) or x.dim() not in (nsp + 1, nsp + 2):
+    if not float_tensor(x) or x.dim() not in (nsp + 1, nsp + 2):
+        return FALLBACK
+    # 1-d adaptive pooling runs as 2-d on x.unsqueeze(-2): a (1, 2, 1) tensor with strides (2, 1, 2) is
+    # contiguous, its 4-d view suggests channels-last, and the output keeps that layout
+    if not plainly_contiguous(x.unsqueeze(-2) if nsp == 1 and x.dim() == 3 else x):
         return FALLBACK
     if any(d == 0 for d in x.shape[-nsp - 1 :]):
         return FALLBACK
