@@ -19,23 +19,10 @@ import torch.fx
 from torch import nn
 
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
+from .resize import hands_on_channels
 
 __all__ = ("Step", "steps_of")
 
-
-_PASSING_INPUT = (
-    nn.Identity,
-    nn.modules.padding._ConstantPadNd,
-    nn.modules.padding._ReflectionPadNd,
-    nn.modules.padding._ReplicationPadNd,
-    nn.modules.padding._CircularPadNd,
-    nn.modules.dropout._DropoutNd,
-)
-"""Layers that hand their input on with its channels: a layer after them still reads the model input
-(efficientnet-pytorch pads before each convolution), so its fix is a fold of the input layer."""
-_PASSING = (torch.nn.functional.pad, torch.nn.functional.dropout)
-_PASSING_METHODS = frozenset({"to", "float", "half", "double", "bfloat16", "type", "type_as", "contiguous", "clone"})
-"""Conversions hand the input on too (CLIP casts its pixels to the patch convolution's dtype first)."""
 
 _CONSTANT, _NODE, _NESTED = 0, 1, 2
 """How a step finds one argument: as written in the graph, the value of a node, or values inside a container."""
@@ -99,7 +86,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                     seen.add(used)
                     last_uses.setdefault(i, []).append(used)
         steps: dict[torch.fx.Node, Step] = {}
-        passing: set[torch.fx.Node] = set()  # nodes that hand a model input on (see _PASSING_INPUT)
+        passing: set[torch.fx.Node] = set()  # nodes that hand a model input on (resize.hands_on_channels)
         for i, node in enumerate(nodes):
             module = scope_module = None
             op = node.op
@@ -111,11 +98,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                 scope_module = modules.get(scope) if scope else None
             node_inputs = inputs[i]
             from_input = any(a.op == "placeholder" or a in passing for a in node_inputs)
-            if from_input and (
-                isinstance(module, _PASSING_INPUT)
-                or (op == "call_function" and any(node.target is f for f in _PASSING))
-                or (op == "call_method" and node.target in _PASSING_METHODS)
-            ):
+            if from_input and hands_on_channels(op, node.target, module):
                 passing.add(node)
             steps[node] = Step(
                 module,

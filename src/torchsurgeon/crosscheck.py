@@ -36,7 +36,7 @@ from .errors import InputError
 from .frontend import bind_inputs
 from .graph import model_of, node_record, node_records, opaque_of
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust
-from .resize import resized_copy
+from .resize import resized_copy, with_channels
 from .rules.on_meta import ruled_meta
 from .shapes import ShapeResult, meta_copy, shapes_of
 
@@ -324,9 +324,7 @@ def _as_folded(
     ((expected, got),) = folds
 
     def refit(t: torch.Tensor) -> torch.Tensor:
-        if not (t.is_floating_point() and t.dim() >= 2 and t.shape[1] == got):
-            return t
-        return torch.empty((t.shape[0], expected, *t.shape[2:]), dtype=t.dtype, device="meta")
+        return with_channels(t, expected) if t.is_floating_point() and t.dim() >= 2 and t.shape[1] == got else t
 
     new_args, new_kwargs = [refit(t) for t in args], {k: refit(t) for k, t in kwargs.items()}
     changed = any(a is not b for a, b in zip(new_args, args)) or any(new_kwargs[k] is not kwargs[k] for k in kwargs)

@@ -47,7 +47,7 @@ import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .resize import as_folded_input
+from .resize import as_folded_input, hands_on_channels
 from .rules.on_meta import ruled_meta
 
 __all__ = (
@@ -618,6 +618,17 @@ class MetaValues:
         self.resolved.append(f"{question}({node.format_node()})")
         return value
 
+    def _reads_input(self, node: torch.fx.Node) -> bool:
+        """Whether ``node`` reads a model input, directly or through nodes that hand it on with its channels
+        (as shape propagation's plan decides, ``torchsurgeon._steps``)."""
+        for a in node.all_input_nodes:
+            if a.op == "placeholder":
+                return True
+            module = self._root.get_submodule(str(a.target)) if a.op == "call_module" else None
+            if hands_on_channels(a.op, a.target, module) and self._reads_input(a):
+                return True
+        return False
+
     def _value(self, node: torch.fx.Node) -> Any:
         if node in self._values:
             return self._values[node]
@@ -647,9 +658,7 @@ class MetaValues:
             except Exception:
                 # a layer reading the input that refuses its channel count (a patch embedding checking it):
                 # its output once folded, as shape propagation goes on (ShapeInterpreter._as_folded)
-                folded = (
-                    as_folded_input(module, args) if any(a.op == "placeholder" for a in node.all_input_nodes) else None
-                )
+                folded = as_folded_input(module, args) if self._reads_input(node) else None
                 if folded is None:
                     raise
                 value = self._leaf_call(module, folded[0], kwargs)

@@ -40,11 +40,6 @@ class ModelIndex:
     params: Mapping[str, nn.Parameter]
     buffers: Mapping[str, torch.Tensor]
 
-    @property
-    def tables(self) -> tuple[Mapping[str, nn.Parameter], Mapping[str, torch.Tensor]]:
-        """``(params, buffers)``."""
-        return self.params, self.buffers
-
     def held_by(self, paths: Iterable[str]) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
         """``{module path: (parameter names, buffer names)}`` of each module and its submodules, in walk order."""
         out: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}

@@ -271,8 +271,52 @@ def as_folded_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[tuple[Any
     if found is None or x is None or int(x.shape[1]) == found[1].in_channels:
         return None
     name, conv = found
-    expected = torch.empty((x.shape[0], conv.in_channels, *x.shape[2:]), dtype=x.dtype, device="meta")
+    expected = with_channels(x, conv.in_channels)
     return tuple(expected if a is x else a for a in args), name, conv, int(x.shape[1])
+
+
+def with_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """A meta tensor like the batched input ``x`` with ``channels`` in dim 1: the input a folded layer takes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> tuple(with_channels(torch.empty(2, 1, 4, 4), 3).shape)
+    (2, 3, 4, 4)
+    """
+    return torch.empty((x.shape[0], channels, *x.shape[2:]), dtype=x.dtype, device="meta")
+
+
+_HANDING_ON_MODULES = (
+    nn.Identity,
+    nn.modules.padding._ConstantPadNd,
+    nn.modules.padding._ReflectionPadNd,
+    nn.modules.padding._ReplicationPadNd,
+    nn.modules.padding._CircularPadNd,
+    nn.modules.dropout._DropoutNd,
+)
+_HANDING_ON_FUNCTIONS = (torch.nn.functional.pad, torch.nn.functional.dropout)
+_HANDING_ON_METHODS = frozenset({"to", "float", "half", "double", "bfloat16", "type", "type_as", "contiguous", "clone"})
+
+
+def hands_on_channels(op: str, target: Any, module: nn.Module | None) -> bool:
+    """Whether a graph node hands its input on with its channels: padding, dropout, identity, a dtype conversion.
+
+    A layer after such nodes still reads the model input (efficientnet-pytorch
+    pads before its stem; CLIP casts its pixels to the patch convolution's
+    dtype), so its fix is a fold of the input layer.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> hands_on_channels("call_module", "pad", nn.ZeroPad2d(1)), hands_on_channels("call_method", "view", None)
+    (True, False)
+    """
+    if op == "call_module":
+        return isinstance(module, _HANDING_ON_MODULES)
+    if op == "call_function":
+        return any(target is f for f in _HANDING_ON_FUNCTIONS)
+    return op == "call_method" and target in _HANDING_ON_METHODS
 
 
 def fold_fix(module: nn.Module, channels: int) -> str:

@@ -144,6 +144,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         own_hooks: OwnHooks | None = None,
         example: Mapping[str, torch.Tensor] | None = None,
         defaults: frozenset[str] = frozenset(),
+        index: ModelIndex | None = None,
     ) -> None:
         super().__init__(
             autowrap_modules=autowrap_modules,  # type: ignore[arg-type]
@@ -161,8 +162,8 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._own_hooks = own_hooks
         self._evaluating = False  # running a leaf on meta to answer a question about shapes
         self._meta_copies: dict[int, nn.Module] = {}
-        self._tensor_names: tuple[dict[int, str], ...] | None = None  # parameters, buffers: id -> name
-        self.index: ModelIndex | None = None  # the model walk, when the caller made it
+        self._tensor_names: tuple[dict[int, str], dict[int, str]] | None = None  # parameters, buffers: id -> name
+        self._index = index  # the model walk trace() made (None: walked on the first attribute read)
         self.meta_values: MetaValues | None = None
         self._example = example
         self.scope, self.module_stack = FastScope("", None), ModuleStack()  # fx copies them for every call and node
@@ -286,8 +287,11 @@ class _SurgeonTracer(torch.fx.Tracer):
         # fx's own getattr finds the name by walking every parameter of the root on each read (quadratic in
         # models that pass self.weight to F.conv2d); the names are looked up by identity instead, same answers
         if self._tensor_names is None:  # first names first, as named_parameters/named_buffers give them
-            walk = self.index or model_index(self.root)
-            self._tensor_names = tuple({id(t): n for n, t in reversed(list(table.items()))} for table in walk.tables)
+            walk = self._index or model_index(self.root)
+            self._tensor_names = ({}, {})
+            for table, names in zip((walk.params, walk.buffers), self._tensor_names):
+                for n, t in table.items():
+                    names.setdefault(id(t), n)
         params, buffers = self._tensor_names
         name = params.get(id(attr_val)) if isinstance(attr_val, nn.Parameter) else None
         if name is None and self.proxy_buffer_attributes:
@@ -704,8 +708,8 @@ def trace(
                     own_hooks,
                     example_inputs,
                     defaults,
+                    index,
                 )
-                tracer.index = index
                 try:
                     with library_answers(lambda t=tracer: t.meta_values):  # type: ignore[misc]
                         graph = tracer.trace(model, concrete_args=concrete_args or None)

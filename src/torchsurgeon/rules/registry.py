@@ -72,7 +72,7 @@ class Call:
     """The node a rule is evaluating: its user-facing name and type, and the mismatches found.
 
     ``from_input`` says whether the node reads a model input (directly, or
-    through padding, dropout or identity layers; the
+    through padding, dropout, identity or dtype conversions; the
     fix of a mismatch is then a fold of the input layer, not a change of the
     layer before); ``scope`` and ``scope_module`` are the module whose
     ``forward`` made the call.
