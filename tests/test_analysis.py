@@ -58,8 +58,15 @@ def test_spatial_change_breaks_the_linear_after_flatten() -> None:
     fc1 = r.layer("fc1")
     # 64 -> conv5 60 -> pool 30 -> conv5 26 -> pool 13: 16*13*13 features
     assert "in_features=400, got 2704" in fc1.message
+    assert "(an nn.AdaptiveAvgPool before flatten gives 400 features for any input size)" in fc1.message
     assert fc1.params_for_input == 120 * 2704 + 120
     assert r.output_shape == (1, 10)  # propagation went on past fc1
+
+
+def test_a_linear_over_tokens_gets_no_pooling_hint() -> None:
+    """Features per token (a patch embedding, a transformer's MLP) do not follow the input size: no pooling hint."""
+    (layer,) = paramcount(nn.Sequential(nn.Linear(8, 4), nn.Linear(5, 2)), (3, 8)).invalid
+    assert "in_features=5, got 4" in layer.message and "AdaptiveAvgPool" not in layer.message
 
 
 def test_every_invalid_layer_is_listed_not_just_the_first() -> None:
@@ -80,6 +87,40 @@ def test_batchnorm_after_a_conv_whose_out_channels_changed() -> None:
     assert (down.params, down.params_for_input) == (64 * 256, 32 * 256)
     assert r.output_shape == (1, 1000)
     assert r.total == unique_numel(model)
+
+
+@pytest.mark.parametrize(
+    ("norm", "train", "says"),
+    [
+        (nn.BatchNorm1d(8), True, "a training-mode forward raises (batch norm averages each channel over 1 value)"),
+        (nn.BatchNorm1d(8, track_running_stats=False), False, "batch norm without running statistics"),
+        (nn.GroupNorm(8, 8), False, "group norm averages each group over 1 value"),
+    ],
+)
+def test_a_norm_averaging_one_value_at_this_batch_is_cautioned_not_invalid(
+    norm: nn.Module, train: bool, says: str
+) -> None:
+    """torch refuses to average a channel (or group) over one value; at batch 1 the layer still fits, the batch
+    does not: the report says so, and says nothing at batch 2, where the real model runs."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), norm, nn.Linear(8, 2)).train(train)
+    with pytest.raises(ValueError, match="Expected more than 1 value per"):
+        model(torch.randn(1, 3, 2, 2))
+    r = paramcount(model, (3, 2, 2))
+    assert r.invalid == [] and r.layer("2").status == "ok"
+    assert [line for line in r.notes() if line.startswith("The batch is too small for 1 layer (2): ")] == [
+        next(line for line in r.notes() if says in line)
+    ]
+    model(torch.randn(2, 3, 2, 2))
+    assert not any("batch is too small" in line for line in paramcount(model, (3, 2, 2), batch=2).notes())
+
+
+def test_instance_norm_over_one_spatial_element_does_not_fit() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.InstanceNorm2d(4))
+    with pytest.raises(ValueError, match="Expected more than 1 spatial element"):
+        model(torch.randn(2, 3, 3, 3))
+    (layer,) = paramcount(model, (3, 3, 3), batch=2).invalid
+    assert layer.name == "1" and "expects spatial elements when training > 1, got 1" in layer.message
+    assert paramcount(model, (3, 4, 4), batch=2).invalid == []
 
 
 def test_several_inputs_by_name_and_by_position() -> None:

@@ -15,7 +15,8 @@ from torch import nn
 
 from models import DataDependent, Gate, TwoInputs, WithGate
 from torchsurgeon import InputError, LayerStatus, TraceError, paramcount
-from torchsurgeon.trace import registered_leaves, tensor_inputs, trace
+from torchsurgeon.arguments import tensor_inputs
+from torchsurgeon.trace import registered_leaves, trace
 
 
 def _call_targets(model: nn.Module, **kwargs: Any) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
+from .arguments import tensor_inputs
 from .blocks import DEFAULT_DEPTH, FULL_DEPTH, BlockRow, group_layers
 from .crosscheck import crosscheck as run_crosscheck
 from .crosscheck import crosscheck_mode
@@ -43,7 +44,7 @@ from .records import (
 from .report import depth_table, format_count, format_shape, jsonable, report_document, table_format
 from .rows import layer_rows
 from .shapes import ExampleInputs, InputSpec, ShapeMemo, ShapeResult, propagate_shapes
-from .trace import Traced, tensor_inputs, trace, unwrap_model
+from .trace import Traced, trace, unwrap_model
 
 __all__ = ("ModelReport", "analyse_graph", "paramcount", "paramcount_sweep")
 
@@ -187,6 +188,13 @@ class ModelReport:
             lines += [f"  {f.message}" for f in self.findings]
         else:
             lines.append("Invalid layers: none")
+        cautions: dict[str, list[str]] = {}  # layers that fit but need more of the batch, by what they need
+        for layer in self.layers:
+            if layer.status == LayerStatus.OK and layer.message:
+                cautions.setdefault(layer.message, []).append(layer.name)
+        for text, names in cautions.items():
+            shown = ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
+            lines.append(f"The batch is too small for {len(names)} layer{'s' * (len(names) > 1)} ({shown}): {text}")
         for name, why in self.opaque.items():
             lines.append(f"Opaque: {name} was not traced inside ({why}); analysed as one node")
         if self.unused:

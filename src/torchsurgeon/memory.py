@@ -37,13 +37,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .arguments import forward_inputs
 from .errors import InputError, MemoryPlanError
 from .fakestep import SimulatedStep, simulate_step
 from .records import LayerMemory, OptimizerKind
 from .report import format_bytes, format_count, format_shape, memory_table
 from .shapes import InputSpec, normalize_input
 from .shapespec import TypedShape
-from .trace import forward_inputs, unwrap_model
+from .trace import unwrap_model
 
 __all__ = ("MemoryPlan", "memory_plan", "parse_bytes")
 

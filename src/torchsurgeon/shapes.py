@@ -35,6 +35,7 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from ._steps import steps_of
+from .arguments import forward_inputs
 from .copies import detached_copy, run_on_zeros
 from .errors import InputError, ShapeError
 from .graph import (
@@ -53,7 +54,6 @@ from .rules._common import first_tensor
 from .rules.on_meta import ruled_meta
 from .rules.registry import counted_without_formula
 from .shapespec import TypedShape
-from .trace import forward_inputs
 
 __all__ = (
     "InputSpec",
@@ -625,8 +625,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             status, message = LayerStatus.INVALID, "; ".join(f.message for f in findings)
         elif base.layer in self.opaque:
             status, message = LayerStatus.OPAQUE, self.opaque[base.layer]
-        else:
-            status, message = LayerStatus.OK, ""
+        else:  # a layer that fits may still need more of the batch (call.caution)
+            status, message = LayerStatus.OK, "; ".join(call.cautions)
         if out is None and findings:  # no output (a rank mismatch): what follows is unknown
             self._record(base, ins, None, status, message, findings, ShapeSource.RULE, (0, 0, rule.kind, False))
             self._unknown_seen = True

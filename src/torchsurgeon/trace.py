@@ -38,12 +38,13 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
 
+from .arguments import NO_CACHE, SIMPLE_DEFAULTS, InputNames, forward_parameters, fx_name, specialisation
 from .copies import detached_copy
 from .errors import InputError, TraceError, failure_reason
 from .frontend import (
@@ -60,19 +61,13 @@ from .frontend import (
 from .modelindex import ModelIndex, model_index
 from .rules.on_meta import ruled_leaf
 from .rules.registry import FALLBACK
-from .shapespec import TypedShape
 
 __all__ = (
-    "InputNames",
     "Traced",
-    "forward_inputs",
     "registered_leaves",
-    "tensor_inputs",
     "trace",
     "unwrap_model",
 )
-
-InputNames = Union[int, Iterable[str], None]
 
 _MAX_ATTEMPTS = 32
 _RECURSION_LIMIT = 20_000
@@ -81,8 +76,6 @@ _RECURSION_LIMIT = 20_000
 _TRACE_LOCK = threading.RLock()
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__))
-_SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
-_NO_CACHE = {"use_cache": False}  # transformers' forward argument that builds a key/value cache object
 
 
 @dataclass(frozen=True)
@@ -433,43 +426,6 @@ def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[...
     return tuple(sorted(set(types), key=order)), tuple(sorted(set(functions), key=order)), tuple(modules)
 
 
-def tensor_inputs(spec: Any) -> InputNames:
-    """The ``forward`` arguments an input spec gives tensors to, for :func:`trace`'s ``inputs``.
-
-    A mapping names them; a tuple of shapes (or tensors) gives one per
-    leading positional argument; anything else is one input.
-
-    Examples
-    --------
-    >>> tensor_inputs((3, 224, 224)), tensor_inputs(((3, 8, 8), (1, 8, 8))), tensor_inputs({"mask": (1, 8, 8)})
-    (1, 2, ('mask',))
-    """
-    if isinstance(spec, Mapping):
-        return tuple(str(k) for k in spec)
-    if (
-        isinstance(spec, (list, tuple))
-        and spec
-        and all(isinstance(s, (list, tuple, torch.Size, torch.Tensor, TypedShape)) for s in spec)
-    ):
-        return len(spec)
-    return 1
-
-
-def forward_inputs(model: nn.Module, spec: Any) -> list[str]:
-    """The names of the ``forward`` arguments an input spec can fill, in order (see :func:`tensor_inputs`).
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> forward_inputs(nn.Linear(2, 2), (2,)), forward_inputs(nn.Linear(2, 2), {"mask": (1,)})
-    (['input'], ['mask'])
-    """
-    if isinstance(spec, Mapping):
-        return [str(k) for k in spec]
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in _forward_parameters(model) if p.kind in kinds]
-
-
 def _source_line(exc: BaseException) -> str:
     """The innermost frame of ``exc`` outside torch and torchsurgeon: 'file:line: code'."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -494,54 +450,6 @@ _HINTS = (
 def _hint(exc: BaseException) -> str:
     text = str(exc)
     return next((f" ({hint})" for key, hint in _HINTS if key in text), "")
-
-
-def _forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
-    try:
-        sig = inspect.signature(inspect.unwrap(type(model).forward))
-    except (TypeError, ValueError):
-        return []
-    return list(sig.parameters.values())[1:]  # drop self
-
-
-def _fx_name(p: inspect.Parameter) -> str:
-    """fx's placeholder name of an argument: ``x``, ``*args``, ``**kwargs``."""
-    if p.kind == inspect.Parameter.VAR_POSITIONAL:
-        return f"*{p.name}"
-    if p.kind == inspect.Parameter.VAR_KEYWORD:
-        return f"**{p.name}"
-    return p.name
-
-
-def _specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Fixed values for the ``forward`` arguments that receive no tensor.
-
-    Keys follow fx's placeholder names: ``"mask"``, ``"*args"``, ``"**kwargs"``.
-    """
-    params = _forward_parameters(model)
-    given: set[str] = set()
-    if inputs is None or isinstance(inputs, int):
-        count = 1 if inputs is None else inputs
-        positional = [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        given.update(positional[:count])
-        if count > len(positional):
-            given.update(p.name for p in params if p.kind == p.VAR_POSITIONAL)
-    else:
-        given.update(str(name) for name in inputs)
-    fixed = set(concrete_args or ())
-    out: dict[str, Any] = {}
-    for p in params:
-        if p.name in given or p.name in fixed:
-            continue
-        if p.kind == p.VAR_KEYWORD and f"**{p.name}" not in fixed:
-            out[f"**{p.name}"] = {}
-        elif p.kind == p.VAR_POSITIONAL and f"*{p.name}" not in fixed:
-            out[f"*{p.name}"] = ()
-        elif p.name in _NO_CACHE:  # a cache of keys and values for generation is not a layer: none is built
-            out[p.name] = _NO_CACHE[p.name]
-        elif p.default is not p.empty and type(p.default) in _SIMPLE_DEFAULTS:
-            out[p.name] = p.default
-    return out
 
 
 def _tidy(graph: torch.fx.Graph, dropped: Iterable[torch.fx.Node]) -> None:
@@ -672,19 +580,19 @@ def trace(
     leaf_types = tuple(types) + reg_types
     functions = tuple(dict.fromkeys((*autowrap_functions, *reg_functions)))
     given = dict(concrete_args or {})
-    params = _forward_parameters(model)
-    known = {_fx_name(p) for p in params}
+    params = forward_parameters(model)
+    known = {fx_name(p) for p in params}
     unknown = sorted(set(given) - known - {p.name for p in params})
     if params and unknown:
         raise InputError(
             f"concrete_args names {unknown}, which are not arguments of {type(model).__name__}.forward — "
             f"its arguments are {[p.name for p in params]}"
         )
-    simple = {k: v for k, v in given.items() if type(v) in _SIMPLE_DEFAULTS}  # no fx assertion nodes
+    simple = {k: v for k, v in given.items() if type(v) in SIMPLE_DEFAULTS}  # no fx assertion nodes
     concrete_args = {k: v for k, v in given.items() if k not in simple}
-    by_default = _specialisation(model, inputs, given)
+    by_default = specialisation(model, inputs, given)
     specialise = {**by_default, **simple}
-    defaults = frozenset(k for k in by_default if k not in _NO_CACHE)
+    defaults = frozenset(k for k in by_default if k not in NO_CACHE)
 
     fixed = {k: v for k, v in specialise.items() if not k.startswith("*")}
     if torch.fx.Tracer().is_leaf_module(model, "") or isinstance(model, leaf_types):
@@ -746,7 +654,7 @@ def _whole_model(
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     for p in params:
-        name = _fx_name(p)
+        name = fx_name(p)
         if name in specialise or name in constants:
             if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 kwargs[p.name] = specialise[name] if name in specialise else constants[name]

@@ -99,7 +99,7 @@ def _linear_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | No
     got = int(x.shape[-1])
     if got != m.in_features:
         fix = _fix(call, m, "in_features", m.in_features, got)
-        if not call.from_input:
+        if not call.from_input and x.dim() == 2:  # flattened features: their count follows the input size
             fix += f" (an nn.AdaptiveAvgPool before flatten gives {m.in_features} features for any input size)"
         call.mismatch("in_features", m.in_features, got, fix)
     return new((*x.shape[:-1], m.out_features), x.dtype)
@@ -125,7 +125,36 @@ def _batchnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
     checks = m.affine or m.track_running_stats or not isinstance(m, nn.modules.instancenorm._InstanceNorm)
     if checks and got != m.num_features:
         call.mismatch("num_features", m.num_features, got, _fix(call, m, "num_features", m.num_features, got))
+    _batch_statistics(m, call, x, channel_dim)
     return new(x.shape, x.dtype)
+
+
+def _batch_statistics(m: nn.modules.batchnorm._NormBase, call: Call, x: torch.Tensor, channel_dim: int) -> None:
+    """A norm that normalises with the statistics of its input needs more than one value to average.
+
+    Instance norm using its input's statistics averages each sample's channel over the spatial dims: one
+    spatial element is refused at any batch, so the layer does not fit.  Batch norm in training mode (or
+    without running statistics) averages each channel over the batch too: one value there is a matter of
+    the batch (the analysis runs at batch 1 unless told otherwise), which the report cautions about.
+    """
+    if isinstance(m, nn.modules.instancenorm._InstanceNorm):
+        if (m.training or not m.track_running_stats) and math.prod(x.shape[channel_dim + 1 :]) == 1:
+            call.mismatch(
+                "spatial elements when training",
+                "> 1",
+                1,
+                "use a larger input, or less downsampling before this layer",
+            )
+    elif m.training and x.numel() == x.shape[1]:
+        call.caution(
+            "a training-mode forward raises (batch norm averages each channel over 1 value); train with a batch "
+            "of 2 or more (check it with batch=2), or call model.eval() for inference"
+        )
+    elif m.running_mean is None and m.running_var is None and x.numel() == x.shape[1]:
+        call.caution(
+            "a forward raises (batch norm without running statistics averages each channel over 1 value); "
+            "use a batch of 2 or more (check it with batch=2)"
+        )
 
 
 def _groupnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
@@ -138,6 +167,11 @@ def _groupnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
     if got % m.num_groups:
         call.mismatch(
             "channels % num_groups", 0, f"{got} % {m.num_groups}", "use a channel count divisible by num_groups"
+        )
+    elif x.numel() == m.num_groups:  # torch averages each group over the batch too: one value is refused
+        call.caution(
+            "a forward raises (group norm averages each group over 1 value); "
+            "use a batch of 2 or more (check it with batch=2)"
         )
     return new(x.shape, x.dtype)
 

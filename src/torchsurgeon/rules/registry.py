@@ -84,6 +84,7 @@ class Call:
     scope: str = ""
     scope_module: nn.Module | None = None
     findings: list[Finding] = field(default_factory=list)
+    cautions: list[str] = field(default_factory=list)
 
     def mismatch(
         self, what: str, expected: Any, got: Any, fix: str, *, layer: str | None = None, type: str | None = None
@@ -94,6 +95,14 @@ class Call:
         module whose ``forward`` called a functional convolution).
         """
         self.findings.append(Finding(layer or self.layer, type or self.type, what, expected, got, fix))
+
+    def caution(self, text: str) -> None:
+        """Record what the layer needs of a *batch* this one lacks (batch norm in training mode at batch 1).
+
+        The layer fits; the report says that a real forward at this batch
+        raises, and how to check another.
+        """
+        self.cautions.append(text)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,164 @@
+"""The arguments of a model's ``forward``: which ones an input spec gives tensors, and what the others are traced with.
+
+:func:`torchsurgeon.trace.trace` traces ``forward`` with a tensor for each
+argument the input spec fills and fixes the others at their defaults
+(``mask=None``; ``*args`` and ``**kwargs`` empty; ``use_cache=False``), which
+is what calling ``model(x)`` does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from .shapespec import TypedShape
+
+__all__ = (
+    "NO_CACHE",
+    "SIMPLE_DEFAULTS",
+    "InputNames",
+    "forward_inputs",
+    "forward_parameters",
+    "fx_name",
+    "specialisation",
+    "tensor_inputs",
+)
+
+InputNames = Union[int, Iterable[str], None]
+"""Which ``forward`` arguments get tensors: the first N positional ones, these names, or (``None``) the first."""
+
+SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
+"""Default values a trace fixes an argument at (fx records no assertion for them)."""
+
+NO_CACHE = {"use_cache": False}
+"""transformers' forward argument that builds a key/value cache object: a cache for generation is not a layer."""
+
+
+def tensor_inputs(spec: Any) -> InputNames:
+    """The ``forward`` arguments an input spec gives tensors to, for :func:`trace`'s ``inputs``.
+
+    A mapping names them; a tuple of shapes (or tensors) gives one per
+    leading positional argument; anything else is one input.
+
+    Examples
+    --------
+    >>> tensor_inputs((3, 224, 224)), tensor_inputs(((3, 8, 8), (1, 8, 8))), tensor_inputs({"mask": (1, 8, 8)})
+    (1, 2, ('mask',))
+    """
+    if isinstance(spec, Mapping):
+        return tuple(str(k) for k in spec)
+    if (
+        isinstance(spec, (list, tuple))
+        and spec
+        and all(isinstance(s, (list, tuple, torch.Size, torch.Tensor, TypedShape)) for s in spec)
+    ):
+        return len(spec)
+    return 1
+
+
+def forward_inputs(model: nn.Module, spec: Any) -> list[str]:
+    """The names of the ``forward`` arguments an input spec can fill, in order (see :func:`tensor_inputs`).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> forward_inputs(nn.Linear(2, 2), (2,)), forward_inputs(nn.Linear(2, 2), {"mask": (1,)})
+    (['input'], ['mask'])
+    """
+    if isinstance(spec, Mapping):
+        return [str(k) for k in spec]
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in forward_parameters(model) if p.kind in kinds]
+
+
+def forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
+    """The parameters of ``type(model).forward`` after ``self``, seen through decorators (``__wrapped__``).
+
+    transformers 5 wraps ``forward`` in decorators taking ``(*args, **kwargs)``:
+    the names that matter are the inner function's.  Empty when there is no
+    signature to read.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> [p.name for p in forward_parameters(nn.MultiheadAttention(4, 1))][:3]
+    ['query', 'key', 'value']
+    """
+    try:
+        sig = inspect.signature(inspect.unwrap(type(model).forward))
+    except (TypeError, ValueError):
+        return []
+    return list(sig.parameters.values())[1:]  # drop self
+
+
+def fx_name(p: inspect.Parameter) -> str:
+    """fx's placeholder name of an argument: ``x``, ``*args``, ``**kwargs``.
+
+    Examples
+    --------
+    >>> import inspect
+    >>> [fx_name(p) for p in inspect.signature(lambda x, *args, **kwargs: 0).parameters.values()]
+    ['x', '*args', '**kwargs']
+    """
+    if p.kind == inspect.Parameter.VAR_POSITIONAL:
+        return f"*{p.name}"
+    if p.kind == inspect.Parameter.VAR_KEYWORD:
+        return f"**{p.name}"
+    return p.name
+
+
+def specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Fixed values for the ``forward`` arguments that receive no tensor.
+
+    Keys follow fx's placeholder names: ``"mask"``, ``"*args"``, ``"**kwargs"``.
+    Arguments named in ``concrete_args`` are left to the caller; a default
+    that is not a plain value (a module, a tensor) is left to the trace.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Whose ``forward`` is traced.
+    inputs : InputNames
+        The arguments that get tensors (see :func:`tensor_inputs`).
+    concrete_args : mapping, optional
+        Values the caller fixes.
+
+    Returns
+    -------
+    dict[str, Any]
+        The fixed value of every other argument with a plain default.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> specialisation(nn.MultiheadAttention(4, 1), 3, None)["need_weights"]
+    True
+    """
+    params = forward_parameters(model)
+    given: set[str] = set()
+    if inputs is None or isinstance(inputs, int):
+        count = 1 if inputs is None else inputs
+        positional = [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        given.update(positional[:count])
+        if count > len(positional):
+            given.update(p.name for p in params if p.kind == p.VAR_POSITIONAL)
+    else:
+        given.update(str(name) for name in inputs)
+    fixed = set(concrete_args or ())
+    out: dict[str, Any] = {}
+    for p in params:
+        if p.name in given or p.name in fixed:
+            continue
+        if p.kind == p.VAR_KEYWORD and f"**{p.name}" not in fixed:
+            out[f"**{p.name}"] = {}
+        elif p.kind == p.VAR_POSITIONAL and f"*{p.name}" not in fixed:
+            out[f"*{p.name}"] = ()
+        elif p.name in NO_CACHE:  # a cache of keys and values for generation is not a layer: none is built
+            out[p.name] = NO_CACHE[p.name]
+        elif p.default is not p.empty and type(p.default) in SIMPLE_DEFAULTS:
+            out[p.name] = p.default
+    return out
