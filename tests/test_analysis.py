@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from models import CifarNet, TiedLM, TwoInputs
-from torchsurgeon import InputError, ShapeError, paramcount
+from torchsurgeon import InputError, ShapeError, TraceError, paramcount
 
 
 def unique_numel(model: nn.Module) -> int:
@@ -121,6 +121,49 @@ def test_instance_norm_over_one_spatial_element_does_not_fit() -> None:
     (layer,) = paramcount(model, (3, 3, 3), batch=2).invalid
     assert layer.name == "1" and "expects spatial elements when training > 1, got 1" in layer.message
     assert paramcount(model, (3, 4, 4), batch=2).invalid == []
+
+
+class _Boxes:
+    """What a detection model hands its heads (torchvision's ImageList): a value torch.fx cannot record."""
+
+    def __init__(self, features: torch.Tensor) -> None:
+        self.features = features
+
+
+class _Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 100)
+
+    def forward(self, boxes: _Boxes) -> torch.Tensor:
+        x = boxes.features.flatten(2).transpose(1, 2)
+        if bool((x > 0).any()):  # on values: it becomes an opaque leaf, called with a _Boxes
+            x = x.relu()
+        return self.fc(x)
+
+
+class _Detector(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        self.head = _Head()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(_Boxes(self.backbone(images)))
+
+
+def test_a_model_whose_own_forward_cannot_be_traced_names_a_part_that_can() -> None:
+    """No leaf gets past the model's own forward (torchvision's detection models): the error gives the exact
+    total and a call that analyses the largest part taking the input (the head is larger, and fails)."""
+    model = _Detector()
+    with pytest.raises(TraceError, match="the model's own forward calls the leaf 'head'") as info:
+        paramcount(model, (3, 8, 8), batch=2)
+    assert info.value.whole_model
+    assert str(info.value).endswith(
+        "the whole model holds 1,124 parameters (each counted once); of them 224 are in backbone (Sequential), "
+        "which takes this input: paramcount(model.backbone, (3, 8, 8), batch=2)"
+    )
+    assert paramcount(model.backbone, (3, 8, 8), batch=2).output_shape == (2, 8, 6, 6)
 
 
 def test_several_inputs_by_name_and_by_position() -> None:

@@ -83,8 +83,12 @@ def test_failure_inside_a_leaf_call_blames_the_parent() -> None:
         TraceError, match=r"cannot trace 1: NotImplementedError: argument of type(?s:.*)fix: pass leaf_"
     ):
         trace(model, leaf_modules=["1.leaf"], auto_leaf=False)
-    with pytest.raises(TraceError, match=r"cannot trace leaf \(already a leaf\)(?s:.*)fix: the leaf 'leaf' cannot"):
+    with pytest.raises(
+        TraceError,
+        match=r"cannot trace leaf \(already a leaf\)(?s:.*)fix: the model's own forward calls the leaf 'leaf'",
+    ) as info:
         trace(Mid(), leaf_modules=["leaf"])
+    assert info.value.whole_model
 
 
 def test_swallowed_submodule_error_is_not_blamed_for_a_later_top_level_failure() -> None:

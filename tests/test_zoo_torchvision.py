@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from models import natural_size, on_meta, tensor_shapes
-from torchsurgeon import ModelReport, TraceError, analyse_graph, build_graph
+from torchsurgeon import ModelReport, TraceError, analyse_graph, build_graph, paramcount
 from torchsurgeon.trace import trace
 
 pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
@@ -174,3 +174,21 @@ def test_torchvision_coverage_and_untraceable_list(expected_file: Callable[[str,
     expected_file(EXPECTED.name, text)
     assert len(results) == len(CLASSIFICATION) + len(SEGMENTATION) + 2 * len(DETECTION) >= 100
     assert len(CLASSIFICATION) >= 80
+
+
+@pytest.mark.parametrize("name", ["fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn"])
+def test_a_detection_model_names_its_backbone_and_its_exact_total(name: str) -> None:
+    """A detection model's own forward hands ImageLists between its parts and filters boxes by value: the
+    error gives the model's exact total and a call that analyses its backbone at the same input."""
+    model = _build(name)
+    with pytest.raises(TraceError) as info:
+        paramcount(model, (3, 320, 320), batch=BATCH)
+    unique = sum(p.numel() for p in model.parameters())
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    assert str(info.value).endswith(
+        f"the whole model holds {unique:,} parameters (each counted once); of them {backbone:,} are in backbone "
+        f"({type(model.backbone).__name__}), which takes this input: "
+        f"paramcount(model.backbone, (3, 320, 320), batch={BATCH})"
+    )
+    r = paramcount(model.backbone, (3, 320, 320), batch=BATCH)
+    assert r.total == backbone and r.invalid == []

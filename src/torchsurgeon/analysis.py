@@ -18,7 +18,7 @@ from .blocks import DEFAULT_DEPTH, FULL_DEPTH, BlockRow, group_layers
 from .crosscheck import crosscheck as run_crosscheck
 from .crosscheck import crosscheck_mode
 from .dot import to_dot, to_graphml
-from .errors import InputError, ShapeError
+from .errors import InputError, ShapeError, TraceError
 from .flops import count_flops
 from .graph import (
     build_graph,
@@ -586,18 +586,54 @@ def paramcount(
     """
     mode = crosscheck_mode(crosscheck)
     model = unwrap_model(model)
-    traced: Traced = trace(
-        model,
-        leaf_modules=leaf_modules,
-        concrete_args=concrete_args,
-        autowrap_functions=autowrap_functions,
-        inputs=tensor_inputs(input),  # other forward arguments are traced with their defaults
-        example_inputs=ExampleInputs(model, input, batch),  # Python on shapes answered for this input
-    )
+    try:
+        traced: Traced = trace(
+            model,
+            leaf_modules=leaf_modules,
+            concrete_args=concrete_args,
+            autowrap_functions=autowrap_functions,
+            inputs=tensor_inputs(input),  # other forward arguments are traced with their defaults
+            example_inputs=ExampleInputs(model, input, batch),  # Python on shapes answered for this input
+        )
+    except TraceError as exc:
+        if not exc.whole_model:
+            raise
+        raise TraceError(f"{exc}{_parts_to_analyse(model, input, batch)}", whole_model=True) from exc
     report, _ = _analyse(
         build_graph(traced), input, batch, "", None, mode, copy_graph=False
     )  # the graph is the report's
     return report
+
+
+def _parts_to_analyse(model: nn.Module, input: InputSpec, batch: int) -> str:
+    """For a model whose own forward cannot be traced: its exact total, and a part analysed at this input.
+
+    The parts with parameters are tried largest first (a detection model's backbone takes the images; its
+    heads take what the backbone gives and fail); the first that is analysed without an error is named
+    with the call that analyses it.
+    """
+    unique = {id(p): p.numel() for p in model.parameters()}
+    lines = f"\n  the whole model holds {sum(unique.values()):,} parameters (each counted once)"
+    if not (isinstance(input, tuple) and all(isinstance(d, int) for d in input)):
+        return lines
+    parts = []
+    for name, part in model.named_children():
+        size = sum({id(p): p.numel() for p in part.parameters()}.values())
+        if size:
+            parts.append((size, name, part))
+    for size, name, part in sorted(parts, key=lambda p: -p[0])[:3]:
+        try:  # paramcount's own steps: a part failing the same way is not searched in turn
+            traced = trace(part, inputs=1, example_inputs=ExampleInputs(part, input, batch))
+            _analyse(build_graph(traced), input, batch, "", None, CrossCheckMode.NEVER, copy_graph=False)
+        except Exception:  # a probe: whatever fails, this part does not take the model's input
+            continue
+        where = f"model.{name}" if name.isidentifier() else f"model.get_submodule({name!r})"
+        at = f"{input}" + (f", batch={batch}" if batch != 1 else "")
+        return (
+            f"{lines}; of them {size:,} are in {name} ({type(part).__name__}), which takes this input: "
+            f"paramcount({where}, {at})"
+        )
+    return lines
 
 
 def paramcount_sweep(

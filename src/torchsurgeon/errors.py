@@ -28,7 +28,17 @@ class InputError(TorchSurgeonError, ValueError):
 
 
 class TraceError(TorchSurgeonError):
-    """torch.fx could not trace the model, even with automatic leaf modules."""
+    """torch.fx could not trace the model, even with automatic leaf modules.
+
+    ``whole_model`` is True when what fails is the model's own ``forward``
+    (no submodule can be made a leaf to get past it: a detection model
+    handing its parts an ``ImageList``); :func:`torchsurgeon.paramcount`
+    then names a part that can be analysed.
+    """
+
+    def __init__(self, message: str, *, whole_model: bool = False) -> None:
+        super().__init__(message)
+        self.whole_model = whole_model
 
 
 class ShapeError(TorchSurgeonError):

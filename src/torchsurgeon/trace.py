@@ -696,12 +696,20 @@ def _trace_error(
     opaque: Mapping[str, str],
 ) -> TraceError:
     inner = next((p for p in reversed(stack) if p), "")
+    whole_model = not culprit and "." not in inner  # the model's own forward: no leaf gets past it
     if culprit:
         where = culprit
         fix = f"pass leaf_modules=[{culprit!r}] to treat it as one opaque node"
+    elif inner and not whole_model:
+        where = f"{inner} (already a leaf)"
+        parent = inner.rpartition(".")[0]
+        fix = f"the leaf {inner!r} cannot even be called symbolically: pass leaf_modules=[{parent!r}]"
     elif inner:
         where = f"{inner} (already a leaf)"
-        fix = f"the leaf {inner!r} cannot even be called symbolically: pass leaf_modules=[...] for its parent"
+        fix = (
+            f"the model's own forward calls the leaf {inner!r} with what torch.fx cannot record: "
+            "analyse the model's parts that take tensors"
+        )
     else:
         where = f"{type(model).__name__}.forward (the top-level model)"
         fix = (
@@ -713,4 +721,5 @@ def _trace_error(
         fix += f" (concrete_args given: {sorted(concrete_args)})"
     tried = f"\n  already opaque: {', '.join(opaque)}" if opaque else ""
     reason = f"{failure_reason(exc)}{_hint(exc)}"
-    return TraceError(f"torch.fx cannot trace {where}: {reason}\n  at {_source_line(exc)}{tried}\n  fix: {fix}")
+    message = f"torch.fx cannot trace {where}: {reason}\n  at {_source_line(exc)}{tried}\n  fix: {fix}"
+    return TraceError(message, whole_model=whole_model)
