@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from models import on_meta
-from torchsurgeon import adapt_input_channels, build_graph, paramcount, propagate_shapes
+from torchsurgeon import adapt_input_channels, build_graph, paramcount, paramcount_sweep, propagate_shapes
 from torchsurgeon.graph import node_records
 from torchsurgeon.trace import trace
 
@@ -225,3 +225,40 @@ def test_functional_conv_on_a_computed_weight_is_checked_and_resized() -> None:
     assert r.total_for_input == r.total - 8 * 3 * 9 + 8 * 1 * 9  # the weight shrinks; gain and bias stay
     assert (r.layer("0.weight").params, r.layer("0.weight").params_for_input) == (216, 72)
     assert r.output_shape == (1, 4, 16, 16)  # propagation went on, as if resized
+
+
+def clip_window(window: list[int], size: list[int]) -> list[int]:
+    """Shrinks ``window`` in place to the input size, as torchvision's video Swin does."""
+    for i in range(2):
+        if size[i] <= window[i]:
+            window[i] = size[i]
+    return window
+
+
+torch.fx.wrap("clip_window")  # one node in the graph, called with the lists it edits
+
+
+class _Windows(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.window = [4, 4]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        window = clip_window(list(self.window), [x.shape[2], x.shape[3]])
+        if window[0] == x.shape[2]:  # Python asks about the edited list while tracing
+            x = x + 1
+        return nn.functional.avg_pool2d(x, window)
+
+
+def test_a_wrapped_function_may_edit_its_list_arguments() -> None:
+    """fx keeps a node's lists immutable; a real call gets lists it may edit, and so do the trace's questions
+    and propagation (each call a new one: the graph's constants, and the model, stay as they were)."""
+    model = _Windows()
+    with torch.no_grad():
+        expected = [tuple(model(torch.randn(1, 3, h, w)).shape) for h, w in ((2, 8), (8, 8))]
+    reports = [paramcount(model, (3, h, w)) for h, w in ((2, 8), (8, 8))]
+    assert [r.output_shape for r in reports] == expected == [(1, 3, 1, 2), (1, 3, 2, 2)]
+    assert all(r.invalid == [] and r.trusted for r in reports)
+    swept = paramcount_sweep(model, [(3, 2, 8), (3, 8, 8), (3, 2, 8)])
+    assert [r.output_shape for r in swept] == [*expected, expected[0]]
+    assert model.window == [4, 4]

@@ -2,6 +2,8 @@
 
 :func:`detached_copy` gives a hook-free deep copy with new tensors (on
 ``meta`` for shape propagation, on the CPU for surgery checks);
+:func:`plain_args` gives the arguments of a graph node as a real call gets
+them (fresh, mutable lists and dicts);
 :func:`run_on_zeros` runs a leaf whose Python looks at tensor values once on
 zero tensors, on such a copy, to learn its output shapes.  The tracer,
 shape propagation and resizing all copy modules through here.
@@ -23,7 +25,7 @@ from torch import nn
 
 from .errors import failure_reason
 
-__all__ = ("detached_copy", "run_on_zeros")
+__all__ = ("detached_copy", "plain_args", "run_on_zeros")
 
 _ZERO_RUN_LIMIT = 1 << 25
 _HOOK_DICTS = (
@@ -254,3 +256,36 @@ def _zeros_like(value: Any) -> Any:
         return torch.zeros(value.shape, dtype=value.dtype, device="cpu")
     except (RuntimeError, TypeError):  # quantized and other exotic dtypes
         return torch.empty(value.shape, dtype=value.dtype, device="cpu")
+
+
+def plain_args(arg: Any, value: Callable[[Any], Any]) -> Any:
+    """An fx node's argument as a real call receives it: ``value`` applied to every item, containers rebuilt.
+
+    torch.fx keeps lists and dicts in a graph as immutable ones, and its
+    ``map_arg`` / ``map_aggregate`` hand them on as such; a function the
+    trace kept as one node may edit its list arguments in place, as in a real
+    forward (torchvision's video Swin: ``window_size[i] = size_dhw[i]``).
+    Each call gets new plain lists and dicts, so that the graph's constants
+    stay as traced.  Tuples (named ones too) and slices are rebuilt alike.
+
+    Examples
+    --------
+    >>> import torch.fx
+    >>> g = torch.fx.Graph()
+    >>> node = g.call_function(max, ([g.placeholder("x"), 3],))
+    >>> arg = plain_args(node.args[0], lambda v: 2 if isinstance(v, torch.fx.Node) else v)
+    >>> arg, type(arg) is list
+    ([2, 3], True)
+    """
+    kind = type(arg)
+    if kind is tuple:
+        return tuple([plain_args(a, value) for a in arg])
+    if isinstance(arg, list):  # fx's immutable_list is a list
+        return [plain_args(a, value) for a in arg]
+    if isinstance(arg, dict):
+        return {k: plain_args(v, value) for k, v in arg.items()}
+    if kind is slice:
+        return slice(plain_args(arg.start, value), plain_args(arg.stop, value), plain_args(arg.step, value))
+    if isinstance(arg, tuple) and hasattr(arg, "_fields"):  # a named tuple
+        return kind(*[plain_args(a, value) for a in arg])
+    return value(arg)

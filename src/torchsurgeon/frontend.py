@@ -47,6 +47,7 @@ import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from .copies import plain_args
 from .resize import as_folded_input, hands_on_channels
 from .rules.on_meta import ruled_meta
 
@@ -632,7 +633,9 @@ class MetaValues:
     def _value(self, node: torch.fx.Node) -> Any:
         if node in self._values:
             return self._values[node]
-        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), self._value)  # slices too
+        args, kwargs = plain_args(  # fresh lists: a wrapped function may edit them, as in a real call
+            (node.args, node.kwargs), lambda a: self._value(a) if isinstance(a, torch.fx.Node) else a
+        )
         if node.op == "placeholder":
             name = str(node.target).lstrip("*")
             if name not in self._inputs:
