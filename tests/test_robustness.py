@@ -25,7 +25,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from models import CifarNet, TiedLM, WithGate
-from torchsurgeon import InputError, LayerStatus, ShapeError, TorchSurgeonError, paramcount
+from torchsurgeon import InputError, LayerStatus, ShapeError, TorchSurgeonError, adapt_input_channels, paramcount
 
 
 def _unique(model: nn.Module) -> int:
@@ -151,6 +151,15 @@ def test_torch_compile_wrapper_is_unwrapped() -> None:
     plain, wrapped, nested = (paramcount(m, (1, 32, 32)) for m in (net, compiled, twice))
     assert plain.to_dict() == wrapped.to_dict() == nested.to_dict()
     assert wrapped.model_name == "CifarNet" and [layer.name for layer in wrapped.invalid] == ["conv1"]
+
+
+def test_data_parallel_wrapper_is_unwrapped_and_its_model_edited() -> None:
+    """A training script's ``nn.DataParallel(model)``: the model inside is analysed and folded."""
+    net = CifarNet()
+    wrapped = nn.DataParallel(net)
+    assert paramcount(wrapped, (1, 32, 32)).to_dict() == paramcount(net, (1, 32, 32)).to_dict()
+    folded = adapt_input_channels(wrapped, 1).model
+    assert folded.conv1.in_channels == 1 and folded(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])

@@ -339,7 +339,10 @@ class _SurgeonTracer(torch.fx.Tracer):
 
 
 def unwrap_model(model: object) -> nn.Module:
-    """Return the ``nn.Module`` to analyse, unwrapping ``torch.compile`` wrappers.
+    """Return the ``nn.Module`` to analyse, unwrapping ``torch.compile``, ``DataParallel`` and DDP wrappers.
+
+    The wrapped model is analysed and edited: its layers are named without
+    the wrapper's ``module.`` prefix.
 
     Parameters
     ----------
@@ -349,7 +352,7 @@ def unwrap_model(model: object) -> nn.Module:
     Returns
     -------
     nn.Module
-        ``model`` itself, or the module a ``torch.compile`` wrapper holds.
+        ``model`` itself, or the module a wrapper holds.
 
     Raises
     ------
@@ -360,9 +363,11 @@ def unwrap_model(model: object) -> nn.Module:
     --------
     >>> from torch import nn
     >>> m = nn.Linear(2, 3)
-    >>> unwrap_model(m) is m
-    True
+    >>> unwrap_model(m) is m, unwrap_model(nn.DataParallel(m)) is m
+    (True, True)
     """
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return unwrap_model(model.module)
     inner = getattr(model, "_orig_mod", None)
     if isinstance(inner, nn.Module):
         return unwrap_model(inner)
