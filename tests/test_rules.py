@@ -393,6 +393,7 @@ def view_ops(draw: st.DrawFn, x: torch.Tensor) -> tuple[Any, tuple[Any, ...], Ca
                 "getitem",
                 "chunk",
                 "split",
+                "unbind",
                 "contiguous",
                 "clone",
                 "roll",
@@ -439,6 +440,16 @@ def view_ops(draw: st.DrawFn, x: torch.Tensor) -> tuple[Any, tuple[Any, ...], Ca
         if draw(st.booleans()) and rank and -rank <= d < rank:
             size = [1] * x.shape[d]
         return function_rule(torch.split), (size, d), torch.split
+    if kind == "unbind":
+        return (
+            (function_rule(torch.unbind), (draw(dim),), torch.unbind)
+            if draw(st.booleans())
+            else (
+                method_rule("unbind"),
+                (draw(dim),),
+                torch.Tensor.unbind,
+            )
+        )
     if kind == "contiguous":
         return method_rule("contiguous"), (), torch.Tensor.contiguous
     if kind == "clone":

@@ -1,4 +1,4 @@
-"""Shape changes: flatten, view/reshape, permute, transpose, squeeze, expand, indexing, split, cat, stack, pad.
+"""Shape changes: flatten, view/reshape, permute, transpose, squeeze, expand, indexing, split, unbind, cat, stack, pad.
 
 View ops compute the view's strides for any input; no FLOPs.
 """
@@ -379,6 +379,20 @@ def _split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return FALLBACK
 
 
+def _unbind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.unbind(dim)`` (attention's ``q, k, v = qkv.unbind(0)``): one view per index, without ``dim``."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("dim", 0)))
+    if b is None or not isinstance(b[0], torch.Tensor) or b[0].dim() == 0:
+        return FALLBACK
+    x = b[0]
+    dim = norm_dim(b[1], x.dim())
+    if dim is None:
+        return FALLBACK
+    shape, stride = list(x.shape), list(x.stride())
+    del shape[dim], stride[dim]
+    return tuple(view(shape, stride, x.dtype) for _ in range(int(x.shape[dim])))
+
+
 def _split_method(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if "split_size" in kwargs:
         kwargs = {("split_size_or_sections" if k == "split_size" else k): v for k, v in kwargs.items()}
@@ -506,6 +520,7 @@ builtin(operator.setitem, shape=fn(_setitem))
 builtin(torch.chunk, "chunk", shape=fn(_chunk))
 builtin(torch.split, shape=fn(_split))
 builtin("split", shape=fn(_split_method))
+builtin(torch.unbind, "unbind", shape=fn(_unbind))
 builtin(torch.cat, torch.concat, shape=fn(_cat))
 builtin(torch.stack, shape=fn(_stack))
 builtin(nn.Flatten, shape=one_tensor(_flatten_module))
