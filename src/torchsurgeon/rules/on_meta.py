@@ -117,13 +117,13 @@ class _RuledMeta(TorchFunctionMode):
 def ruled_leaf(module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
     """The output on ``meta`` of ``module(*args, **kwargs)`` from its module rule, without running it; else FALLBACK.
 
-    As shape propagation applies a module's rule: only the rule of the
-    module's own class, or of a base class whose ``forward`` it keeps, and
-    only when every tensor argument is on ``meta``.  The module is read,
-    never run (its hooks neither), so it may be the user's own.  FALLBACK:
-    no such rule, the rule declines or finds a mismatch, or the module is in
-    training mode, where its forward checks more than its rule (a batch
-    norm's one value per channel): running the module decides.
+    As shape propagation applies a module's rule, in training mode too: only
+    the rule of the module's own class, or of a base class whose ``forward``
+    it keeps, and only when every tensor argument is on ``meta``.  The
+    module is read, never run (its hooks neither), so it may be the user's
+    own.  FALLBACK: no such rule, or the rule declines, finds a mismatch or
+    cautions about the batch (a batch norm in training mode averaging one
+    value per channel raises): running the module decides.
 
     Examples
     --------
@@ -133,11 +133,13 @@ def ruled_leaf(module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[s
     torch.Size([4, 2])
     >>> ruled_leaf(nn.Linear(3, 2).eval(), (torch.empty(4, 5, device="meta"),), {})
     FALLBACK
-    >>> ruled_leaf(nn.BatchNorm1d(3), (torch.empty(1, 3, device="meta"),), {})  # training: it raises
+    >>> ruled_leaf(nn.BatchNorm1d(3), (torch.empty(1, 3, device="meta"),), {})  # training, 1 value: it raises
     FALLBACK
+    >>> ruled_leaf(nn.BatchNorm1d(3), (torch.empty(2, 3, device="meta"),), {}).shape
+    torch.Size([2, 3])
     """
     found = module_rule(type(module))
-    if found is None or found[0].shape is None or module.training:
+    if found is None or found[0].shape is None:
         return FALLBACK
     rule, owner = found
     if owner is not type(module) and type(module).forward is not owner.forward:
@@ -151,14 +153,14 @@ def ruled_leaf(module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[s
 def _answer(
     rule: Rule, args: tuple[Any, ...], kwargs: Mapping[str, Any], swapped: bool, resized: bool, module: Any = None
 ) -> Any:
-    """The rule's output, else FALLBACK (an error, or a mismatch unless ``resized``: torch's op decides)."""
+    """The rule's output, else FALLBACK (an error, a caution, or a mismatch unless ``resized``: torch's op decides)."""
     operands = (args[1], args[0], *args[2:]) if swapped and len(args) >= 2 else args
     call = Call("", "")
     try:
         out = rule.shape(module, operands, dict(kwargs), call)  # type: ignore[misc]
     except Exception:  # the op raises on these arguments: torch says how
         return FALLBACK
-    return FALLBACK if out is None or (call.findings and not resized) else out
+    return FALLBACK if out is None or call.cautions or (call.findings and not resized) else out
 
 
 @contextlib.contextmanager
