@@ -10,7 +10,7 @@ its arguments as they are fetched from the values of the nodes before it
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import networkx as nx
@@ -18,7 +18,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from .copies import plain_args
+from .copies import thawed
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
 from .resize import hands_on_channels
 
@@ -34,15 +34,9 @@ def _how(arg: Any) -> int:
         return _NODE
     if not isinstance(arg, (tuple, list, dict, slice)):
         return _CONSTANT
-    inside: list[Any] = []
-    plain_args(arg, inside.append)
-    if isinstance(arg, (list, dict)) or any(isinstance(a, torch.fx.Node) for a in inside):
-        return _NESTED  # values to fetch, or a list or dict a call may edit: a new one per call
-    return _CONSTANT
-
-
-def _fetched(env: Mapping[torch.fx.Node, Any]) -> Callable[[Any], Any]:
-    return lambda a: env[a] if isinstance(a, torch.fx.Node) else a
+    nodes: list[torch.fx.Node] = []
+    torch.fx.node.map_arg(arg, nodes.append)
+    return _NESTED if nodes or thawed(arg) is not arg else _CONSTANT  # a list a call may edit: a new one per call
 
 
 class Step(NamedTuple):
@@ -65,12 +59,13 @@ class Step(NamedTuple):
     def fetch(self, env: Mapping[torch.fx.Node, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The node's arguments from the values of the nodes before it (fx's ``fetch_args_kwargs_from_env``)."""
         args = tuple(
-            env[a] if how == _NODE else a if how == _CONSTANT else plain_args(a, _fetched(env)) for how, a in self.args
+            env[a] if how == _NODE else a if how == _CONSTANT else thawed(torch.fx.node.map_arg(a, env.__getitem__))
+            for how, a in self.args
         )
         if not self.kwargs:
             return args, {}
         kwargs = {
-            k: env[a] if how == _NODE else a if how == _CONSTANT else plain_args(a, _fetched(env))
+            k: env[a] if how == _NODE else a if how == _CONSTANT else thawed(torch.fx.node.map_arg(a, env.__getitem__))
             for k, how, a in self.kwargs
         }
         return args, kwargs

@@ -2,7 +2,7 @@
 
 :func:`detached_copy` gives a hook-free deep copy with new tensors (on
 ``meta`` for shape propagation, on the CPU for surgery checks);
-:func:`plain_args` gives the arguments of a graph node as a real call gets
+:func:`thawed` gives the arguments of a graph node as a real call gets
 them (fresh, mutable lists and dicts);
 :func:`run_on_zeros` runs a leaf whose Python looks at tensor values once on
 zero tensors, on such a copy, to learn its output shapes.  The tracer,
@@ -15,6 +15,7 @@ import collections
 import copy
 import copyreg
 import itertools
+import operator
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,10 +23,11 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 from torch import nn
+from torch.fx.immutable_collections import immutable_dict, immutable_list
 
 from .errors import failure_reason
 
-__all__ = ("detached_copy", "plain_args", "run_on_zeros")
+__all__ = ("detached_copy", "run_on_zeros", "thawed")
 
 _ZERO_RUN_LIMIT = 1 << 25
 _HOOK_DICTS = (
@@ -258,34 +260,36 @@ def _zeros_like(value: Any) -> Any:
         return torch.empty(value.shape, dtype=value.dtype, device="cpu")
 
 
-def plain_args(arg: Any, value: Callable[[Any], Any]) -> Any:
-    """An fx node's argument as a real call receives it: ``value`` applied to every item, containers rebuilt.
+def thawed(value: Any) -> Any:
+    """``value`` with torch.fx's immutable lists and dicts (inside tuples too) as new plain ones.
 
-    torch.fx keeps lists and dicts in a graph as immutable ones, and its
-    ``map_arg`` / ``map_aggregate`` hand them on as such; a function the
-    trace kept as one node may edit its list arguments in place, as in a real
-    forward (torchvision's video Swin: ``window_size[i] = size_dhw[i]``).
-    Each call gets new plain lists and dicts, so that the graph's constants
-    stay as traced.  Tuples (named ones too) and slices are rebuilt alike.
+    torch.fx keeps a graph's lists and dicts immutable, and its ``map_arg`` /
+    ``map_aggregate`` hand them on as such; a function the trace kept as one
+    node may edit its list arguments in place, as in a real forward
+    (torchvision's video Swin: ``window_size[i] = size_dhw[i]``).  Each call
+    gets new plain lists and dicts, so the graph's constants stay as traced.
+    Values without a list or dict are returned as they are.
 
     Examples
     --------
     >>> import torch.fx
     >>> g = torch.fx.Graph()
     >>> node = g.call_function(max, ([g.placeholder("x"), 3],))
-    >>> arg = plain_args(node.args[0], lambda v: 2 if isinstance(v, torch.fx.Node) else v)
-    >>> arg, type(arg) is list
-    ([2, 3], True)
+    >>> args = thawed(torch.fx.node.map_arg(node.args, lambda n: 2))
+    >>> args, type(args[0]) is list
+    (([2, 3],), True)
     """
-    kind = type(arg)
+    kind = type(value)
     if kind is tuple:
-        return tuple([plain_args(a, value) for a in arg])
-    if isinstance(arg, list):  # fx's immutable_list is a list
-        return [plain_args(a, value) for a in arg]
-    if isinstance(arg, dict):
-        return {k: plain_args(v, value) for k, v in arg.items()}
-    if kind is slice:
-        return slice(plain_args(arg.start, value), plain_args(arg.stop, value), plain_args(arg.step, value))
-    if isinstance(arg, tuple) and hasattr(arg, "_fields"):  # a named tuple
-        return kind(*[plain_args(a, value) for a in arg])
-    return value(arg)
+        if not any(type(v) in _MUTABLE for v in value):
+            return value
+        items = tuple([thawed(v) for v in value])
+        return value if all(map(operator.is_, items, value)) else items
+    if isinstance(value, list):  # fx's immutable_list is a list
+        return [thawed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: thawed(v) for k, v in value.items()}
+    return value
+
+
+_MUTABLE = frozenset({tuple, list, dict, immutable_list, immutable_dict})

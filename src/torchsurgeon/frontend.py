@@ -47,7 +47,7 @@ import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .copies import plain_args
+from .copies import thawed
 from .resize import as_folded_input, hands_on_channels
 from .rules.on_meta import ruled_meta
 
@@ -582,6 +582,10 @@ class MetaValues:
     untraced : callable, optional
         A context manager during which fx's patches of ``nn.Module`` pass
         through (attribute reads give the real tensors, calls run for real).
+    modules : mapping of str to nn.Module, optional
+        The root's submodules by qualified name (the trace's model walk):
+        looked up instead of walked with ``get_submodule``, whose attribute
+        reads go through fx's patch of ``nn.Module.__getattr__``.
 
     Examples
     --------
@@ -600,8 +604,10 @@ class MetaValues:
         inputs: Mapping[str, torch.Tensor],
         leaf_call: Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any],
         untraced: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+        modules: Mapping[str, nn.Module] | None = None,
     ) -> None:
         self._root = root
+        self._modules = modules or {}
         self._untraced = untraced
         self._given = inputs  # read only when a question is asked: a plain model never pays for examples
         self._inputs: dict[str, torch.Tensor] = {}
@@ -625,17 +631,20 @@ class MetaValues:
         for a in node.all_input_nodes:
             if a.op == "placeholder":
                 return True
-            module = self._root.get_submodule(str(a.target)) if a.op == "call_module" else None
+            module = self._submodule(str(a.target)) if a.op == "call_module" else None
             if hands_on_channels(a.op, a.target, module) and self._reads_input(a):
                 return True
         return False
 
+    def _submodule(self, name: str) -> nn.Module:
+        module = self._modules.get(name)
+        return module if module is not None else self._root.get_submodule(name)
+
     def _value(self, node: torch.fx.Node) -> Any:
         if node in self._values:
             return self._values[node]
-        args, kwargs = plain_args(  # fresh lists: a wrapped function may edit them, as in a real call
-            (node.args, node.kwargs), lambda a: self._value(a) if isinstance(a, torch.fx.Node) else a
-        )
+        # fresh lists: a wrapped function may edit them, as in a real call
+        args, kwargs = thawed(torch.fx.node.map_arg((node.args, node.kwargs), self._value))
         if node.op == "placeholder":
             name = str(node.target).lstrip("*")
             if name not in self._inputs:
@@ -655,7 +664,7 @@ class MetaValues:
         elif node.op == "call_method":
             value = getattr(args[0], str(node.target))(*args[1:], **kwargs)
         elif node.op == "call_module":
-            module = self._root.get_submodule(str(node.target))
+            module = self._submodule(str(node.target))
             try:
                 value = self._leaf_call(module, args, kwargs)
             except Exception:

@@ -36,7 +36,7 @@ from torch.fx.node import map_aggregate
 
 from ._steps import steps_of
 from .arguments import forward_inputs
-from .copies import detached_copy, plain_args, run_on_zeros
+from .copies import detached_copy, run_on_zeros, thawed
 from .errors import InputError, ShapeError
 from .graph import (
     NodeRecord,
@@ -470,8 +470,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         """Arguments for code we do not control: with a memo, new aliases, so in-place edits stay local."""
         if self.memo is None:
             return args, kwargs
-        fresh: tuple[Any, Any] = plain_args(
-            (args, kwargs), lambda v: v.view(v.shape) if isinstance(v, torch.Tensor) else v
+        fresh: tuple[Any, Any] = thawed(
+            map_aggregate((args, kwargs), lambda v: v.view(v.shape) if isinstance(v, torch.Tensor) else v)
         )
         return fresh
 

@@ -316,7 +316,8 @@ class _SurgeonTracer(torch.fx.Tracer):
         inner = inspect.unwrap(root_fn)
         fn, args = super().create_args_for_root(inner, is_module, concrete_args)
         if self._example is not None:
-            self.meta_values = MetaValues(self.root, self._example, self._leaf_on_meta, self._untraced)
+            modules = self._index.modules if self._index is not None else None
+            self.meta_values = MetaValues(self.root, self._example, self._leaf_on_meta, self._untraced, modules)
         if type(self.graph._codegen).__name__ != "CodeGen":
             return fn, args
         code = inner.__code__

@@ -16,6 +16,7 @@ tests/test_rules.py checks every rule against meta execution with Hypothesis.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -213,8 +214,22 @@ def elementwise(tensors: Sequence[torch.Tensor], shape: tuple[int, ...], dtype: 
         return new(shape, dtype)
     if _elementwise_strides is None:  # pragma: no cover - torch without _prims_common
         return FALLBACK
-    expanded = [t if tuple(t.shape) == shape else t.expand(shape) for t in tensors]
-    return view(shape, _elementwise_strides(*expanded), dtype)
+    layouts = tuple((tuple(t.shape), t.stride()) for t in tensors)
+    return view(shape, _output_strides(shape, layouts), dtype)
+
+
+@functools.lru_cache(maxsize=4096)
+def _output_strides(shape: tuple[int, ...], layouts: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]) -> Any:
+    """torch's strides for an element-wise output (a function of the operands' shapes and strides alone):
+    its Python implementation costs tens of microseconds, and repeated blocks ask the same question."""
+    assert _elementwise_strides is not None
+    expanded = [
+        torch.empty_strided(size, stride, device=_META).expand(shape)
+        if size != shape
+        else torch.empty_strided(size, stride, device=_META)
+        for size, stride in layouts
+    ]
+    return _elementwise_strides(*expanded)
 
 
 def preserved(x: torch.Tensor, dtype: torch.dtype) -> Any:
