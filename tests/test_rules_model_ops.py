@@ -191,3 +191,17 @@ def test_outer_rule_matches_meta(data: st.DataObject, n: int, m: int, dtype: tor
     b, _ = data.draw(tensors(shape=(m,), dtype=data.draw(st.sampled_from([dtype, torch.float64]))))
     answered = _function(torch.outer, a, b) & _method("outer", a, b) & _function(torch.ger, a, b)
     assert answered == (a.dtype == b.dtype)
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), contiguous=st.booleans())
+def test_integer_tensor_index_rule_matches_meta(data: st.DataObject, dtype: torch.dtype, contiguous: bool) -> None:
+    """``table[index]`` (Swin's relative-position bias): the index's shape then the table's other dims."""
+    x, _ = data.draw(tensors(min_rank=0, max_rank=3))
+    if not contiguous and x.dim() >= 2:
+        x = x.transpose(0, 1)
+    shape = data.draw(st.lists(st.integers(0, 4), min_size=0, max_size=3).map(tuple))
+    index = torch.empty(shape, dtype=dtype, device="meta")
+    answered = _function(operator.getitem, x, index)
+    ordinary = dtype in (torch.int64, torch.int32) and index.dim() >= 1 and x.dim() >= 1 and x.is_contiguous()
+    assert answered == ordinary

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -402,6 +403,28 @@ def _python_method(method: str, args: tuple[Any, ...]) -> bool:
     return not isinstance(args[0], torch.Tensor) and first_tensor(args) is None
 
 
+_PYTHON_OPERATORS = frozenset(
+    {
+        operator.getitem,
+        operator.add,
+        operator.sub,
+        operator.mul,
+        operator.truediv,
+        operator.floordiv,
+        operator.mod,
+        operator.neg,
+        operator.eq,
+        operator.ne,
+        operator.lt,
+        operator.le,
+        operator.gt,
+        operator.ge,
+        getattr,
+    }
+)
+"""Functions that on Python values (ints, sizes, tuples) are plain Python: the value is exact."""
+
+
 class _ShapeInterpreter(torch.fx.Interpreter):
     """Runs the graph on meta tensors, recording a NodeRecord per node."""
 
@@ -519,6 +542,10 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             if unknown:
                 self._record(base, ins, None, LayerStatus.UNKNOWN, f"input unknown (since {unknown[0].origin})")
                 return unknown[0]
+        if not ins and n.target in _PYTHON_OPERATORS and base.layer not in self.opaque:
+            out = self._python_value(n, base, args, kwargs)
+            if out is not FALLBACK:
+                return out
         module = step.module
         rule: Rule | None = None
         direct = True
@@ -564,6 +591,21 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         out = self._execute(base, ins, status, run, rule, module, args, kwargs)
         if isinstance(out, _Unknown) and step.from_input and module is not None:
             return self._as_folded(n, base, ins, module, args, kwargs, out)
+        return out
+
+    def _python_value(self, n: torch.fx.Node, base: NodeRecord, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A Python operator on Python values (``x.shape[2] // window``): its value, recorded as its rule would
+        record it (Swin-like models do hundreds of these; the general path costs several times more)."""
+        rule = function_rule(n.target)
+        if rule is None or not rule.builtin:  # rules disabled, or the user's own: the general path
+            return FALLBACK
+        try:
+            out = n.target(*args, **kwargs)  # type: ignore[operator]
+        except Exception:  # the general path records the error
+            return FALLBACK
+        if isinstance(out, torch.Tensor):
+            return FALLBACK
+        self._record(base, (), out, LayerStatus.OK, counts=(0, 0, rule.kind, True), source=ShapeSource.RULE)
         return out
 
     def _as_folded(

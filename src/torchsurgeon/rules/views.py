@@ -293,7 +293,13 @@ def _expand(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 def _index_tensor(x: torch.Tensor, index: Any) -> Any:
-    """Basic indexing (ints, slices with step >= 1, None, Ellipsis): a view."""
+    """Basic indexing (ints, slices with step >= 1, None, Ellipsis): a view.  One integer tensor of
+    indices into a contiguous tensor (a relative-position table read at its index): a new contiguous
+    tensor, the index's shape then the rest of ``x``'s."""
+    if isinstance(index, torch.Tensor):
+        if index.is_meta and index.dtype in _INDEX_DTYPES and index.dim() >= 1 and x.dim() >= 1 and x.is_contiguous():
+            return new((*index.shape, *x.shape[1:]), x.dtype)
+        return FALLBACK  # a mask (its shape depends on its values), a 0-d index (an int), another layout
     items = index if isinstance(index, tuple) else (index,)
     if not all(is_int(i) or i is None or i is Ellipsis or isinstance(i, slice) for i in items):
         return FALLBACK  # tensors, lists, bools: advanced indexing
@@ -328,6 +334,9 @@ def _index_tensor(x: torch.Tensor, index: Any) -> Any:
         elif not -size <= item < size:
             return FALLBACK  # IndexError: meta says it
     return view(shape, stride, x.dtype)
+
+
+_INDEX_DTYPES = frozenset({torch.int64, torch.int32})
 
 
 def _getitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
