@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import pytest
 import torch
 import torchvision
@@ -10,7 +12,15 @@ from hypothesis import strategies as st
 from torch import nn
 
 from models import on_meta
-from torchsurgeon import adapt_input_channels, build_graph, paramcount, paramcount_sweep, propagate_shapes
+from torchsurgeon import (
+    adapt_input_channels,
+    build_graph,
+    paramcount,
+    paramcount_sweep,
+    propagate_shapes,
+    register_rule,
+    unregister_rule,
+)
 from torchsurgeon.graph import node_records
 from torchsurgeon.trace import trace
 
@@ -262,3 +272,22 @@ def test_a_wrapped_function_may_edit_its_list_arguments() -> None:
     swept = paramcount_sweep(model, [(3, 2, 8), (3, 8, 8), (3, 2, 8)])
     assert [r.output_shape for r in swept] == [*expected, expected[0]]
     assert model.window == [4, 4]
+
+
+class _Halves(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1] // 2, 2, x.shape[2])
+
+
+def test_python_operators_on_sizes_are_exact_and_a_users_rule_still_wins() -> None:
+    """``x.shape[1] // 2`` is computed as Python computes it, recorded as its rule records it; a rule the user
+    registers for the operator is called instead."""
+    r = paramcount(_Halves(), (6, 5))
+    floordiv = next(layer for layer in r.layers if layer.name == "floordiv")
+    assert r.output_shape == (1, 3, 2, 5) and floordiv.shape_source == "rule" and floordiv.macs == 0
+    seen: list[tuple[object, ...]] = []
+    register_rule(operator.floordiv, shape=lambda m, a, b: seen.append((a, b)) or a // b)
+    try:
+        assert paramcount(_Halves(), (6, 5)).output_shape == (1, 3, 2, 5) and seen == [(6, 2)]
+    finally:
+        unregister_rule(operator.floordiv)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -403,28 +402,6 @@ def _python_method(method: str, args: tuple[Any, ...]) -> bool:
     return not isinstance(args[0], torch.Tensor) and first_tensor(args) is None
 
 
-_PYTHON_OPERATORS = frozenset(
-    {
-        operator.getitem,
-        operator.add,
-        operator.sub,
-        operator.mul,
-        operator.truediv,
-        operator.floordiv,
-        operator.mod,
-        operator.neg,
-        operator.eq,
-        operator.ne,
-        operator.lt,
-        operator.le,
-        operator.gt,
-        operator.ge,
-        getattr,
-    }
-)
-"""Functions that on Python values (ints, sizes, tuples) are plain Python: the value is exact."""
-
-
 class _ShapeInterpreter(torch.fx.Interpreter):
     """Runs the graph on meta tensors, recording a NodeRecord per node."""
 
@@ -542,7 +519,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             if unknown:
                 self._record(base, ins, None, LayerStatus.UNKNOWN, f"input unknown (since {unknown[0].origin})")
                 return unknown[0]
-        if not ins and n.target in _PYTHON_OPERATORS and base.layer not in self.opaque:
+        if not ins and op == "call_function" and base.layer not in self.opaque:
             out = self._python_value(n, base, args, kwargs)
             if out is not FALLBACK:
                 return out
@@ -594,10 +571,10 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         return out
 
     def _python_value(self, n: torch.fx.Node, base: NodeRecord, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A Python operator on Python values (``x.shape[2] // window``): its value, recorded as its rule would
-        record it (Swin-like models do hundreds of these; the general path costs several times more)."""
+        """A Python operator on Python values (``x.shape[2] // window``, ``Rule.python``): its value, recorded as
+        its rule would record it (Swin-like models do hundreds; the general path costs several times more)."""
         rule = function_rule(n.target)
-        if rule is None or not rule.builtin:  # rules disabled, or the user's own: the general path
+        if rule is None or not rule.python:  # rules disabled, the user's own, or not plain Python: the general path
             return FALLBACK
         try:
             out = n.target(*args, **kwargs)  # type: ignore[operator]

@@ -289,13 +289,13 @@ def _python_or(fn: Callable[..., Any], tensor_rule: OpRule | None) -> OpRule:
     return rule
 
 
-builtin(operator.neg, shape=fn(_python_or(operator.neg, _SIGNED)))
+builtin(operator.neg, shape=fn(_python_or(operator.neg, _SIGNED)), python=True)
 builtin(torch.neg, "neg", torch.abs, "abs", shape=fn(_SIGNED))
-builtin(operator.invert, shape=fn(_python_or(operator.invert, _BITWISE)))
+builtin(operator.invert, shape=fn(_python_or(operator.invert, _BITWISE)), python=True)
 builtin(torch.bitwise_not, "bitwise_not", shape=fn(_BITWISE))
 for _arith in (operator.add, operator.sub, operator.mul, operator.truediv, operator.pow):
     _integers = _arith in (operator.add, operator.sub, operator.mul)
-    builtin(_arith, shape=fn(_python_or(_arith, _binary_rule(_BINARY, integers=_integers))))
+    builtin(_arith, shape=fn(_python_or(_arith, _binary_rule(_BINARY, integers=_integers))), python=True)
 builtin(operator.matmul, shape=fn(_python_or(operator.matmul, _matmul)), macs=_MATMUL, kind=FlopKind.MATMUL)
 _PYTHON_OPS: tuple[Callable[..., Any], ...] = (
     operator.floordiv,
@@ -327,13 +327,13 @@ _LOGICAL = {operator.and_: (torch.bitwise_and, "bitwise_and"), operator.or_: (to
 for _op in _PYTHON_OPS:
     if _op in _COMPARISONS or _op in _LOGICAL:
         tensor_rule = _compare_rule(_BINARY, logical=_op in _LOGICAL)
-        builtin(_op, shape=fn(_python_or(_op, tensor_rule)))
+        builtin(_op, shape=fn(_python_or(_op, tensor_rule)), python=True)
         builtin(*(_COMPARISONS.get(_op) or _LOGICAL[_op]), shape=fn(tensor_rule))
     else:
-        builtin(_op, shape=fn(_python_or(_op, None)))
+        builtin(_op, shape=fn(_python_or(_op, None)), python=True)
 builtin(torch.masked_fill, "masked_fill", shape=fn(_masked_fill))
 builtin("masked_fill_", shape=fn(_masked_fill_inplace))
-builtin(getattr, shape=fn(_getattr))
+builtin(getattr, shape=fn(_getattr), python=True)
 builtin(torch._assert, shape=fn(_assert))
 builtin(torch.add, "add", shape=fn(_binary_rule(_BINARY_ALPHA, integers=True)))
 builtin(torch.sub, "sub", shape=fn(_binary_rule(_BINARY_ALPHA, integers=True)))

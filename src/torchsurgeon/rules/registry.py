@@ -128,6 +128,10 @@ class Rule:
     uncounted : bool
         The op does arithmetic that its shapes do not tell (``einsum``): its
         FLOPs are listed as not counted rather than counted as zero.
+    python : bool
+        On Python values (no tensor among its arguments: ``x.shape[2] // 7``)
+        the op is plain Python, and its value is exact: propagation computes
+        it directly.
     """
 
     target: Any
@@ -138,6 +142,7 @@ class Rule:
     fits: bool = False
     builtin: bool = True
     uncounted: bool = False
+    python: bool = False
 
     @property
     def counts(self) -> bool:
@@ -201,10 +206,11 @@ def builtin(
     kind: FlopKind = FlopKind.NONE,
     fits: bool = False,
     uncounted: bool = False,
+    python: bool = False,
 ) -> None:
     """Register one built-in rule for several targets (a function and its method twin...)."""
     for target in targets:
-        _add(_BUILTIN, Rule(target, shape, macs, flops, kind, fits, True, uncounted), "built-in rule")
+        _add(_BUILTIN, Rule(target, shape, macs, flops, kind, fits, True, uncounted, python), "built-in rule")
 
 
 def register_rule(
