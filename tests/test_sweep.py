@@ -14,7 +14,8 @@ import torchsurgeon.analysis
 from models import CifarNet, TwoInputs, on_meta
 from torchsurgeon import InputError, ShapeError, paramcount, paramcount_sweep
 from torchsurgeon.graph import build_graph, node_record
-from torchsurgeon.shapes import ShapeMemo, propagate_shapes
+from torchsurgeon.shapememo import ShapeMemo
+from torchsurgeon.shapes import propagate_shapes
 from torchsurgeon.trace import trace
 
 SHAPES = [(1, 224, 224), (3, 224, 224), (4, 224, 224), (3, 512, 512), (3, 97, 131)]

@@ -43,7 +43,8 @@ from .records import (
 )
 from .report import depth_table, format_count, format_shape, jsonable, report_document, table_format
 from .rows import layer_rows
-from .shapes import ExampleInputs, InputSpec, ShapeMemo, ShapeResult, propagate_shapes
+from .shapememo import ShapeMemo
+from .shapes import ExampleInputs, InputSpec, ShapeResult, propagate_shapes
 from .trace import Traced, trace, unwrap_model
 
 __all__ = ("ModelReport", "analyse_graph", "paramcount", "paramcount_sweep")

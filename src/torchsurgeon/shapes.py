@@ -15,8 +15,9 @@ user's model is never touched).  Each node records which way its shape was
 obtained (:class:`~torchsurgeon.records.ShapeSource`).
 
 A node that cannot run is ``invalid`` (a shape error) or ``unknown`` (no meta
-kernel, data-dependent); nodes after it are ``unknown``.  :class:`ShapeMemo`
-lets a sweep over inputs reuse the nodes whose inputs did not change.
+kernel, data-dependent); nodes after it are ``unknown``.  A
+:class:`~torchsurgeon.shapememo.ShapeMemo` lets a sweep over inputs reuse the
+nodes whose inputs did not change.
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ from .rules import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
 from .rules._common import first_tensor
 from .rules.on_meta import ruled_meta
 from .rules.registry import counted_without_formula
+from .shapememo import ShapeMemo
 from .shapespec import TypedShape
 
 __all__ = (
     "InputSpec",
-    "ShapeMemo",
     "ShapeResult",
     "input_dtype_for",
     "meta_copy",
@@ -331,62 +332,6 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-_METADATA_INPLACE = frozenset(
-    {"resize_", "resize_as_", "unsqueeze_", "squeeze_", "transpose_", "t_", "swapdims_", "swapaxes_", "as_strided_"}
-)
-"""In-place methods that change a tensor's shape or strides: a graph with one is never memoised."""
-
-
-def _signature(value: Any) -> Any:
-    """What shape propagation can see of a value (shapes, strides, dtypes, Python values); None if opaque."""
-    if isinstance(value, torch.Tensor):
-        return ("tensor", tuple(value.shape), value.stride(), value.dtype, value.device.type)
-    if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device, torch.Size)):
-        return (type(value), value)
-    if isinstance(value, (tuple, list)):
-        parts = tuple(_signature(v) for v in value)
-        return None if any(p is None for p in parts) else (type(value), parts)
-    return None
-
-
-class ShapeMemo:
-    """Results of earlier propagations through one graph, for :func:`propagate_shapes` to reuse.
-
-    A node whose inputs are the very values it had in an earlier propagation
-    gets the same output and record without being run again; an output equal
-    (same shapes, strides, dtypes, Python values) to an earlier one is
-    replaced by it, so that the nodes after it hit too.  A sweep over
-    channel counts then re-computes only the first layers.  Valid while the
-    model is not edited: make a new memo (and a new trace) after surgery.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> from torchsurgeon.trace import trace
-    >>> from torchsurgeon.graph import build_graph
-    >>> G = build_graph(trace(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten())))
-    >>> memo = ShapeMemo(G)
-    >>> [propagate_shapes(G, (c, 8, 8), memo=memo).output_shape for c in (3, 1)]
-    [(1, 288), (1, 288)]
-    >>> memo.hits  # the ReLU and Flatten of the second input
-    2
-    """
-
-    def __init__(self, G: nx.DiGraph) -> None:
-        gm = graph_module_of(G)
-        self.graph_module = gm
-        self.enabled = not any(n.op == "call_method" and n.target in _METADATA_INPLACE for n in gm.graph.nodes)
-        self.hits = 0
-        self._calls: dict[tuple[str, tuple[int, ...]], tuple[tuple[Any, ...], Any, NodeRecord]] = {}
-        self._outputs: dict[tuple[str, Any], Any] = {}
-
-    def _canonical(self, node: str, value: Any) -> Any:
-        sig = _signature(value)
-        if sig is None:
-            return value
-        return self._outputs.setdefault((node, sig), value)
-
-
 # --------------------------------------------------------------------------- interpreter
 
 
@@ -451,19 +396,19 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         if n.op == "output":
             return self.run_node(n)
         if n.op == "placeholder":
-            return memo._canonical(n.name, self.run_node(n))
+            return memo.canonical(n.name, self.run_node(n))
         env = self.env
         inputs = tuple([env[a] for a in self.steps[n].inputs])
         key = (n.name, tuple(map(id, inputs)))  # the inputs are kept alive in the memo: ids stay unique
-        hit = memo._calls.get(key)
+        hit = memo.calls.get(key)
         if hit is not None:
             memo.hits += 1
             self.records[n.name] = hit[2]
             if hit[2].status not in (LayerStatus.OK, LayerStatus.OPAQUE):
                 self._unknown_seen = True
             return hit[1]
-        value = memo._canonical(n.name, self.run_node(n))
-        memo._calls[key] = (inputs, value, self.records[n.name])
+        value = memo.canonical(n.name, self.run_node(n))
+        memo.calls[key] = (inputs, value, self.records[n.name])
         return value
 
     def _fresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
