@@ -406,7 +406,9 @@ def build_graph(traced: Traced) -> nx.DiGraph:
         elif op == "get_attr":
             target = str(node.target)
             layer = target
-            value = _fetch(model, gm, target)
+            value = all_params.get(target)  # the model walk knows its parameters and buffers by name
+            if value is None:
+                value = all_buffers[target] if target in all_buffers else _fetch(model, gm, target)
             if isinstance(value, torch.Tensor) and param_ids is None:
                 param_ids = {id(p) for p in all_params.values()}
             if isinstance(value, nn.Parameter) or (param_ids is not None and id(value) in param_ids):
