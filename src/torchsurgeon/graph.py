@@ -406,7 +406,7 @@ def build_graph(traced: Traced) -> nx.DiGraph:
         elif op == "get_attr":
             target = str(node.target)
             layer = target
-            value = all_params.get(target)  # the model walk knows its parameters and buffers by name
+            value: Any = all_params.get(target)  # the model walk knows its parameters and buffers by name
             if value is None:
                 value = all_buffers[target] if target in all_buffers else _fetch(model, gm, target)
             if isinstance(value, torch.Tensor) and param_ids is None:
