@@ -418,3 +418,26 @@ def test_append_head_updates_the_class_count_to_the_new_width() -> None:
     assert widened.model.num_classes == 3 and original.num_classes == 10
     same = append_head(original, nn.ReLU())  # the width does not change: nothing to update
     assert all(c.status != ParamChange.SETTING for c in same.changes) and same.model.num_classes == 10
+
+
+class _NormalisedRGB(nn.Module):
+    """Subtracts one mean per RGB channel before its stem (torchvision's detection transform): a grey image
+    broadcasts to three channels, so the model takes it as it is, and a folded stem could not run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1))
+        self.stem = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x - self.mean)
+
+
+@pytest.mark.parametrize("given", [None, (3, 16, 16)])
+def test_a_fold_the_model_could_not_run_is_refused_before_any_edit(given: tuple[int, ...] | None) -> None:
+    model = _NormalisedRGB()
+    assert model(torch.randn(1, 1, 16, 16)).shape == (1, 4, 14, 14)  # grey as it is
+    with pytest.raises(SurgeryError, match=r"takes a 1-channel input as it is: what comes before stem makes 3"):
+        adapt_input_channels(model, 1, input=given, inplace=True)
+    assert model.stem.in_channels == 3 and model.stem.weight.shape == (4, 3, 3, 3)  # untouched
+    assert adapt_input_channels(model, 1, layer="stem").model.stem.in_channels == 1  # asked by name: done

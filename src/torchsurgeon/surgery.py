@@ -32,7 +32,7 @@ from .readers import default_input, guessed_input, input_readers
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
 from .resize import fitted_groups, resized_copy
-from .shapes import InputSpec
+from .shapes import InputSpec, meta_copy
 from .trace import trace, unwrap_model
 
 __all__ = (
@@ -183,10 +183,17 @@ def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
     >>> input_layers(nn.Sequential(nn.Identity(), nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)))
     ['1']
     """
+    return _input_layers(model, input)[0]
+
+
+def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str], tuple[int, ...] | None]:
+    """:func:`input_layers`, and the image shape the model was run on when it was run on one (else None)."""
     model = unwrap_model(model)
+    given = input
     input = input if input is not None else default_input(model)
     if input is not None:
-        return input_readers(model, input)
+        image = given if isinstance(given, tuple) and all(type(d) is int for d in given) else None
+        return input_readers(model, input), image
     try:
         G = build_graph(trace(model))
     except TraceError as exc:
@@ -194,7 +201,7 @@ def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
         tried = ""
         if guess is not None:
             try:
-                return input_readers(model, guess)
+                return input_readers(model, guess), guess
             except Exception as run_exc:  # the model does not accept the guess: ask for the input it accepts
                 tried = f"; it does not accept {guess} either ({str(run_exc).splitlines()[0][:200]})"
         raise SurgeryError(
@@ -217,7 +224,55 @@ def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
                     found.append(owner)
             else:
                 frontier.append(succ)
-    return found
+    return found, None
+
+
+def _check_the_edit_runs(
+    model: nn.Module,
+    names: list[str],
+    channels: int,
+    mode: FoldMode,
+    image: tuple[int, ...],
+    before: Mapping[str, int],
+    run_before: bool,
+) -> None:
+    """Raise before any edit when the edited model would not run on the new channel count.
+
+    What comes before the layers that read the input may make more channels
+    of a smaller input (torchvision's detection models normalise with one
+    mean per RGB channel, which broadcasts a grey image to three).  The edit
+    is tried on a weightless copy, run once on ``image`` with the new
+    channel count; ``run_before``: the model is known to run on ``image``.
+    """
+    if not run_before:
+        try:  # the model found from its graph: checked only where it runs on this image now
+            input_readers(model, image)
+        except SurgeryError:
+            return
+    trial = meta_copy(model)
+    for name in names:
+        _adapt_layer(trial, name, channels, mode)
+    _with_guards(trial, [], [(name, _CHANNEL_GUARDS, before[name], channels) for name in names])
+    new_input = (channels, *image[1:])
+    try:
+        input_readers(trial, new_input)
+    except SurgeryError as exc:
+        why = (str(exc.__cause__ or exc).strip().splitlines() or [""])[0][:200]
+        try:
+            input_readers(model, new_input)
+        except SurgeryError:
+            fix = "pass layer= to choose the layers to adapt"
+        else:
+            fix = (
+                f"the model takes a {channels}-channel input as it is: what comes before {names[0]} makes "
+                f"{before[names[0]]} channels of it (a normalisation with one mean per channel) — use it unchanged, "
+                "or change that step before adapting"
+            )
+        raise SurgeryError(
+            f"{type(model).__name__}: with {', '.join(names)} adapted to {channels} channel{'s' * (channels != 1)} "
+            "the model does not run "
+            f"on input {new_input} ({why}) — {fix}"
+        ) from exc
 
 
 def head_layer(model: nn.Module) -> str:
@@ -484,13 +539,21 @@ def adapt_input_channels(
     if not isinstance(mode, FoldMode):
         raise InputError(f"mode={mode!r} — choose one of {[m.value for m in FoldMode]}")
     edited = _copy(model, inplace)
-    names = [layer] if isinstance(layer, str) else list(layer) if layer is not None else input_layers(edited, input)
+    image = None
+    if layer is None:
+        names, image = _input_layers(edited, input)
+    else:
+        names = [layer] if isinstance(layer, str) else list(layer)
     if not names:
         raise SurgeryError(
             f"{type(edited).__name__}: no layer with weights reads the input — nothing to adapt; "
             "pass layer='name' to choose one"
         )
     before = {name: _input_width(edited, name)[1] for name in names}  # every layer checked before any is edited
+    convs = all(isinstance(edited.get_submodule(name), nn.modules.conv._ConvNd) for name in names)
+    probe = image if image is not None else guessed_input(edited) if convs and layer is None else None
+    if probe is not None and convs:  # the edit is run once before it is made
+        _check_the_edit_runs(edited, names, channels, mode, probe, before, run_before=image is not None)
     changes = [_adapt_layer(edited, name, channels, mode) for name in names]
     guards = [(name, _CHANNEL_GUARDS, before[name], channels) for name in names]
     return SurgeryResult(edited, _with_guards(edited, changes, guards))
