@@ -244,11 +244,6 @@ def _check_the_edit_runs(
     is tried on a weightless copy, run once on ``image`` with the new
     channel count; ``run_before``: the model is known to run on ``image``.
     """
-    if not run_before:
-        try:  # the model found from its graph: checked only where it runs on this image now
-            input_readers(model, image)
-        except SurgeryError:
-            return
     trial = meta_copy(model)
     for name in names:
         _adapt_layer(trial, name, channels, mode)
@@ -257,6 +252,11 @@ def _check_the_edit_runs(
     try:
         input_readers(trial, new_input)
     except SurgeryError as exc:
+        if not run_before:
+            try:  # a guessed image: a verdict only where the model runs on it now
+                input_readers(model, image)
+            except SurgeryError:
+                return
         why = (str(exc.__cause__ or exc).strip().splitlines() or [""])[0][:200]
         try:
             input_readers(model, new_input)
