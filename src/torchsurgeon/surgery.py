@@ -186,14 +186,15 @@ def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
     return _input_layers(model, input)[0]
 
 
-def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str], tuple[int, ...] | None]:
-    """:func:`input_layers`, and the image shape the model was run on when it was run on one (else None)."""
+def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str], tuple[int, ...] | None, bool]:
+    """:func:`input_layers`, an image to try a fold on (from the graph: only if the input meets a tensor of the
+    model's first, ``x - self.mean``, which may broadcast it to more channels), and whether the model ran on it."""
     model = unwrap_model(model)
     given = input
     input = input if input is not None else default_input(model)
     if input is not None:
         image = given if isinstance(given, tuple) and all(type(d) is int for d in given) else None
-        return input_readers(model, input), image
+        return input_readers(model, input), image, True
     try:
         G = build_graph(trace(model))
     except TraceError as exc:
@@ -201,7 +202,7 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
         tried = ""
         if guess is not None:
             try:
-                return input_readers(model, guess), guess
+                return input_readers(model, guess), guess, True
             except Exception as run_exc:  # the model does not accept the guess: ask for the input it accepts
                 tried = f"; it does not accept {guess} either ({str(run_exc).splitlines()[0][:200]})"
         raise SurgeryError(
@@ -209,6 +210,7 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
             "pass an input it accepts now so it can be run instead, e.g. input=(3, 224, 224)"
         ) from exc
     found: list[str] = []
+    mixed = False  # the input meets a parameter or buffer before the layers (a normalisation)
     frontier = [rec.name for rec in node_records(G) if rec.op == "placeholder"]
     seen = set(frontier)
     while frontier:
@@ -224,7 +226,8 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
                     found.append(owner)
             else:
                 frontier.append(succ)
-    return found, None
+                mixed = mixed or any(node_record(G, p).op == "get_attr" for p in G.predecessors(succ))
+    return found, guessed_input(model) if mixed else None, False
 
 
 def _check_the_edit_runs(
@@ -539,9 +542,9 @@ def adapt_input_channels(
     if not isinstance(mode, FoldMode):
         raise InputError(f"mode={mode!r} — choose one of {[m.value for m in FoldMode]}")
     edited = _copy(model, inplace)
-    image = None
+    image, run_before = None, False
     if layer is None:
-        names, image = _input_layers(edited, input)
+        names, image, run_before = _input_layers(edited, input)
     else:
         names = [layer] if isinstance(layer, str) else list(layer)
     if not names:
@@ -551,9 +554,8 @@ def adapt_input_channels(
         )
     before = {name: _input_width(edited, name)[1] for name in names}  # every layer checked before any is edited
     convs = all(isinstance(edited.get_submodule(name), nn.modules.conv._ConvNd) for name in names)
-    probe = image if image is not None else guessed_input(edited) if convs and layer is None else None
-    if probe is not None and convs:  # the edit is run once before it is made
-        _check_the_edit_runs(edited, names, channels, mode, probe, before, run_before=image is not None)
+    if image is not None and convs:  # the edit is run once before it is made
+        _check_the_edit_runs(edited, names, channels, mode, image, before, run_before)
     changes = [_adapt_layer(edited, name, channels, mode) for name in names]
     guards = [(name, _CHANNEL_GUARDS, before[name], channels) for name in names]
     return SurgeryResult(edited, _with_guards(edited, changes, guards))
