@@ -613,13 +613,13 @@ def _parts_to_analyse(model: nn.Module, input: InputSpec, batch: int) -> str:
     heads take what the backbone gives and fail); the first that is analysed without an error is named
     with the call that analyses it.
     """
-    unique = {id(p): p.numel() for p in model.parameters()}
-    lines = f"\n  the whole model holds {sum(unique.values()):,} parameters (each counted once)"
+    total = sum(p.numel() for p in model.parameters())  # parameters() gives a tied one once
+    lines = f"\n  the whole model holds {total:,} parameters (each counted once)"
     if not (isinstance(input, tuple) and all(isinstance(d, int) for d in input)):
         return lines
     parts = []
     for name, part in model.named_children():
-        size = sum({id(p): p.numel() for p in part.parameters()}.values())
+        size = sum(p.numel() for p in part.parameters())
         if size:
             parts.append((size, name, part))
     for size, name, part in sorted(parts, key=lambda p: -p[0])[:3]:

@@ -239,18 +239,12 @@ def _check_the_edit_runs(
     before: Mapping[str, int],
     run_before: bool,
 ) -> None:
-    """Raise before any edit when the edited model would not run on the new channel count.
-
-    What comes before the layers that read the input may make more channels
-    of a smaller input (torchvision's detection models normalise with one
-    mean per RGB channel, which broadcasts a grey image to three).  The edit
-    is tried on a weightless copy, run once on ``image`` with the new
-    channel count; ``run_before``: the model is known to run on ``image``.
-    """
+    """Raise before any edit when the edited model would not run on the new channel count: what comes before the
+    layers reading the input may make more channels of a smaller input (torchvision's detection models normalise
+    with one mean per RGB channel, broadcasting a grey image to three).  The edit is tried on a weightless copy,
+    run once on ``image`` with the new channel count; ``run_before``: the model is known to run on ``image``."""
     trial = meta_copy(model)
-    for name in names:
-        _adapt_layer(trial, name, channels, mode)
-    _with_guards(trial, [], [(name, _CHANNEL_GUARDS, before[name], channels) for name in names])
+    _adapted(trial, names, channels, mode, before)
     new_input = (channels, *image[1:])
     try:
         input_readers(trial, new_input)
@@ -273,9 +267,16 @@ def _check_the_edit_runs(
             )
         raise SurgeryError(
             f"{type(model).__name__}: with {', '.join(names)} adapted to {channels} channel{'s' * (channels != 1)} "
-            "the model does not run "
-            f"on input {new_input} ({why}) — {fix}"
+            f"the model does not run on input {new_input} ({why}) — {fix}"
         ) from exc
+
+
+def _adapted(
+    model: nn.Module, names: list[str], channels: int, mode: FoldMode, before: Mapping[str, int]
+) -> tuple[ParamReport, ...]:
+    """Fold each named layer of ``model`` to ``channels``, then update the guards of the channel count."""
+    changes = [_adapt_layer(model, name, channels, mode) for name in names]
+    return _with_guards(model, changes, [(name, _CHANNEL_GUARDS, before[name], channels) for name in names])
 
 
 def head_layer(model: nn.Module) -> str:
@@ -556,9 +557,7 @@ def adapt_input_channels(
     convs = all(isinstance(edited.get_submodule(name), nn.modules.conv._ConvNd) for name in names)
     if image is not None and convs:  # the edit is run once before it is made
         _check_the_edit_runs(edited, names, channels, mode, image, before, run_before)
-    changes = [_adapt_layer(edited, name, channels, mode) for name in names]
-    guards = [(name, _CHANNEL_GUARDS, before[name], channels) for name in names]
-    return SurgeryResult(edited, _with_guards(edited, changes, guards))
+    return SurgeryResult(edited, _adapted(edited, names, channels, mode, before))
 
 
 def _input_width(model: nn.Module, name: str) -> tuple[str, int]:
