@@ -29,6 +29,17 @@ def test_summary_json_with_batch(capsys: pytest.CaptureFixture[str]) -> None:
     assert d["output_shape"] == [8, 1000] and d["invalid"] == []
 
 
+def test_summary_notes_name_the_cli_options(capsys: pytest.CaptureFixture[str]) -> None:
+    # a model as built is in training mode: at batch 1 its last batch norms average one value per channel
+    assert main(["summary", "torchvision.models:resnet18", "--input", "3,32,32"]) == 0
+    out = capsys.readouterr().out
+    assert "The batch is too small for 5 layers (layer4.0.bn1," in out
+    assert "check it with batch=2; CLI: --batch 2" in out
+    assert "report.table(depth=-1) (CLI: --depth -1) shows every layer" in out
+    assert main(["summary", "torchvision.models:resnet18", "--input", "3,32,32", "--batch", "2"]) == 0
+    assert "The batch is too small" not in capsys.readouterr().out  # the CLI option the note names works
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

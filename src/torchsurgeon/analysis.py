@@ -315,7 +315,7 @@ class ModelReport:
         FLOPs:            448 (2 × MACs + norms)
         <BLANKLINE>
         ×N: identical consecutive blocks in one row, with their totals (the rows under it show the first)
-        Depth 1: deeper layers are folded into their block; report.table(depth=-1) shows every layer
+        Depth 1: deeper layers are folded into their block; report.table(depth=-1) (CLI: --depth -1) shows every layer
         Invalid layers: none
         >>> print(r.table(fmt="csv", columns=["params"]), end="")
         Layer,Type,Params
@@ -404,7 +404,7 @@ class ModelReport:
 
 
 _COLLAPSED_NOTE = "×N: identical consecutive blocks in one row, with their totals (the rows under it show the first)"
-_FOLDED_NOTE = "deeper layers are folded into their block; report.table(depth=-1) shows every layer"
+_FOLDED_NOTE = "deeper layers are folded into their block; report.table(depth=-1) (CLI: --depth -1) shows every layer"
 
 
 def _compact(n: int) -> str:

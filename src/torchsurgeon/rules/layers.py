@@ -148,12 +148,12 @@ def _batch_statistics(m: nn.modules.batchnorm._NormBase, call: Call, x: torch.Te
     elif m.training and x.numel() == x.shape[1]:
         call.caution(
             "a training-mode forward raises (batch norm averages each channel over 1 value); train with a batch "
-            "of 2 or more (check it with batch=2), or call model.eval() for inference"
+            "of 2 or more (check it with batch=2; CLI: --batch 2), or call model.eval() for inference"
         )
     elif m.running_mean is None and m.running_var is None and x.numel() == x.shape[1]:
         call.caution(
             "a forward raises (batch norm without running statistics averages each channel over 1 value); "
-            "use a batch of 2 or more (check it with batch=2)"
+            "use a batch of 2 or more (check it with batch=2; CLI: --batch 2)"
         )
 
 
@@ -171,7 +171,7 @@ def _groupnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
     elif x.numel() == m.num_groups:  # torch averages each group over the batch too: one value is refused
         call.caution(
             "a forward raises (group norm averages each group over 1 value); "
-            "use a batch of 2 or more (check it with batch=2)"
+            "use a batch of 2 or more (check it with batch=2; CLI: --batch 2)"
         )
     return new(x.shape, x.dtype)
 
