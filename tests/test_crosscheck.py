@@ -129,6 +129,30 @@ def test_a_model_that_cannot_run_on_meta_is_unverified_not_trusted_blindly() -> 
     assert "Unverified (1 opaque)" in str(r)
 
 
+class PooledHead(nn.Module):
+    """Batch norm after global pooling: at batch 1 a training-mode forward raises; in training it adds an aux output."""
+
+    def __init__(self, aux: bool) -> None:
+        super().__init__()
+        self.conv, self.norm, self.aux = nn.Conv2d(3, 8, 3), nn.BatchNorm1d(8), aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        y = self.norm(self.conv(x).mean((2, 3)))
+        return (y, y[:, :2]) if self.aux and self.training else y
+
+
+def test_a_model_raising_at_this_batch_in_training_mode_is_checked_in_eval_mode() -> None:
+    report = paramcount(PooledHead(aux=False), (3, 8, 8), crosscheck="always")
+    assert report.crosscheck.trust == Trust.VERIFIED, report.crosscheck
+    assert "in eval mode (in training mode it raises at this batch" in report.crosscheck.message
+    assert any(line.startswith("The batch is too small for 1 layer (norm)") for line in report.notes())
+    # an output that differs in eval mode proves nothing: the check stays unverified, with the training error
+    other = paramcount(PooledHead(aux=True), (3, 8, 8), crosscheck="always")
+    assert other.crosscheck.trust == Trust.UNVERIFIED
+    assert "Expected more than 1 value per channel when training" in other.crosscheck.message
+    assert paramcount(PooledHead(aux=True), (3, 8, 8), batch=2, crosscheck="always").crosscheck.trust == Trust.VERIFIED
+
+
 def test_never_and_sweep() -> None:
     model = SkipByIsinstance()
     assert paramcount(model, (1, 16, 16), crosscheck="never").crosscheck.trust == Trust.NOT_RUN
