@@ -1091,3 +1091,37 @@ def test_timm_batchnorm_act_is_ruled_not_run() -> None:
     assert report.shape_fallbacks == [] and report.layer("1").flops == 2 * 8 * 14 * 14 * 2  # eval: scale and shift
     wrong = paramcount(nn.Sequential(nn.Conv2d(3, 6, 3), layer), (3, 16, 16))
     assert [f.message.split(" —")[0] for f in wrong.findings] == ["1 (BatchNormAct2d) expects num_features=8, got 6"]
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    fn=st.sampled_from(BINARY),
+    dtypes=st.lists(
+        st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.int64, torch.bool]), min_size=2, max_size=2
+    ),
+)
+def test_binary_rules_on_mixed_dtypes_match_meta(
+    data: st.DataObject, fn: Callable[..., Any], dtypes: list[torch.dtype]
+) -> None:
+    """Bloom's alibi: ``torch.pow(base, arange(n))`` of a 0-d float and an integer tensor; a mask times a float."""
+    a, _ = data.draw(tensors(min_rank=0, dtype=dtypes[0]))
+    other, _ = data.draw(tensors(shape=_broadcastable_to(data.draw, tuple(a.shape)), dtype=dtypes[1]))
+    args = (a, other)
+    answered = _check(function_rule(fn), args, {}, lambda: fn(*args))
+    if dtypes[0] != dtypes[1]:
+        promoted = torch.promote_types(*dtypes) if a.dim() and other.dim() else None
+        contiguous = a.is_contiguous() and other.is_contiguous()
+        if promoted is not None and promoted.is_floating_point and contiguous and fn is not torch.maximum:
+            assert answered, (fn, dtypes)
+
+
+@SETTINGS
+@given(data=st.data(), name=st.sampled_from(["add_", "mul_"]), dtypes=st.permutations([torch.float32, torch.int64]))
+def test_inplace_rules_refuse_a_result_their_tensor_cannot_hold(
+    data: st.DataObject, name: str, dtypes: list[torch.dtype]
+) -> None:
+    x, _ = data.draw(tensors(min_rank=1, dtype=dtypes[0]))
+    other, _ = data.draw(tensors(shape=tuple(x.shape), dtype=dtypes[1]))
+    answered = _check(method_rule(name), (x, other), {}, lambda: getattr(x, name)(other))
+    assert answered == (x.is_floating_point() and x.is_contiguous() and other.is_contiguous())

@@ -166,7 +166,8 @@ def test_where_and_pairwise_min_max_rules_match_meta(data: st.DataObject, dtype:
         assert answered
     if isinstance(y, torch.Tensor):
         pairwise = [_function(torch.min, x, y), _function(torch.max, x, y)]
-        assert all(pairwise) == (other_kind == "tensor" and dtype != torch.bool)
+        promoted = other_kind == "other" and x.is_contiguous() and y.is_contiguous()  # to float64
+        assert all(pairwise) == ((other_kind == "tensor" and dtype != torch.bool) or promoted)
     assert not _function(torch.max, x) and not (x.dim() and _function(torch.min, x, 0))  # reductions: meta
 
 
@@ -204,4 +205,34 @@ def test_integer_tensor_index_rule_matches_meta(data: st.DataObject, dtype: torc
     index = torch.empty(shape, dtype=dtype, device="meta")
     answered = _function(operator.getitem, x, index)
     ordinary = dtype in (torch.int64, torch.int32) and index.dim() >= 1 and x.dim() >= 1 and x.is_contiguous()
+    assert answered == ordinary
+
+
+@SETTINGS
+@given(data=st.data(), count=st.integers(1, 3), contiguous=st.booleans())
+def test_several_integer_tensor_indices_rule_matches_meta(data: st.DataObject, count: int, contiguous: bool) -> None:
+    """``mask[batch_idx, kv_idx]`` (transformers' padding masks): the indices' broadcast shape, then the rest."""
+    x, _ = data.draw(tensors(min_rank=1, max_rank=3))
+    if not contiguous and x.dim() >= 2:
+        x = x.transpose(0, 1)
+    indices = []
+    for _ in range(count):
+        shape = data.draw(st.lists(st.integers(0, 3), min_size=0, max_size=4).map(tuple))
+        index = torch.empty(
+            shape, dtype=data.draw(st.sampled_from([torch.int64, torch.int32, torch.bool])), device="meta"
+        )
+        if data.draw(st.booleans()) and index.dim() >= 2:
+            index = index.transpose(0, -1)  # an index of another layout still gives a contiguous result
+        indices.append(index)
+    answered = _function(operator.getitem, x, tuple(indices))
+    dims = [tuple(i.shape) for i in indices]
+    broadcasts = all(
+        len({d[len(d) - k] for d in dims if len(d) >= k} - {1}) <= 1 for k in range(1, max(map(len, dims)) + 1)
+    )
+    ordinary = (
+        all(i.dtype != torch.bool and i.dim() >= 1 for i in indices)
+        and x.is_contiguous()
+        and count <= x.dim()
+        and broadcasts
+    )
     assert answered == ordinary

@@ -21,7 +21,8 @@ __all__: tuple[str, ...] = ()
 
 
 def _binary_rule(spec: Spec, *, integers: bool = False) -> OpRule:
-    """Broadcasting arithmetic: tensors of one floating dtype, plus Python numbers.
+    """Broadcasting arithmetic: tensors of one floating dtype, plus Python numbers; contiguous tensors of
+    several dtypes when torch promotes them to a floating one (an integer or bool tensor with a float tensor).
 
     ``integers``: also tensors of one integer dtype with Python ints (``+``, ``-``, ``*`` of position
     ids); a float with them promotes, so it runs on meta.
@@ -41,7 +42,11 @@ def _binary_rule(spec: Spec, *, integers: bool = False) -> OpRule:
         if any(isinstance(v, bool) or not isinstance(v, (torch.Tensor, int, float)) for v in operands):
             return FALLBACK  # bools (x - True is an error on the CPU only), complex, strings...
         dtype = tensors[0].dtype
-        if any(t.dtype != dtype for t in tensors) or dtype.is_complex or dtype == torch.bool:
+        if any(t.dtype != dtype for t in tensors):  # torch's promotion, when it gives a float (pow(2.0, arange(n)))
+            dtype = torch.result_type(a, other)
+            if not dtype.is_floating_point or any(t.dtype.is_complex or not t.is_contiguous() for t in tensors):
+                return FALLBACK  # operands cast to another dtype give other output strides: left to meta
+        if dtype.is_complex or dtype == torch.bool:
             return FALLBACK
         if not dtype.is_floating_point and (not integers or any(isinstance(v, float) for v in operands)):
             return FALLBACK
@@ -63,7 +68,7 @@ def _inplace_rule(spec: Spec) -> OpRule:
         x = args[0] if args else None
         if out is FALLBACK or not isinstance(x, torch.Tensor) or tuple(out.shape) != tuple(x.shape):
             return FALLBACK
-        return x
+        return x if out.dtype == x.dtype else FALLBACK  # a result x cannot hold: torch raises
 
     return rule
 

@@ -292,14 +292,27 @@ def _expand(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return view(shape, stride, x.dtype)
 
 
+def _integer_indices(x: torch.Tensor, items: tuple[torch.Tensor, ...]) -> Any:
+    """Integer tensors of indices into the first ``len(items)`` dims of a contiguous tensor (a relative-position
+    table read at its index; transformers' ``padding_mask[batch_idx, kv_idx]``): a new contiguous tensor, the
+    indices' broadcast shape then the rest of ``x``'s."""
+    if not x.is_contiguous() or len(items) > x.dim():
+        return FALLBACK  # another layout; too many indices (meta says it)
+    if not all(i.is_meta and i.dtype in _INDEX_DTYPES and i.dim() >= 1 for i in items):
+        return FALLBACK  # a mask (its shape depends on its values), a 0-d index (an int)
+    shape = broadcast(*(i.shape for i in items))
+    if shape is None:
+        return FALLBACK  # the indices do not broadcast: meta says it
+    return new((*shape, *x.shape[len(items) :]), x.dtype)
+
+
 def _index_tensor(x: torch.Tensor, index: Any) -> Any:
-    """Basic indexing (ints, slices with step >= 1, None, Ellipsis): a view.  One integer tensor of
-    indices into a contiguous tensor (a relative-position table read at its index): a new contiguous
-    tensor, the index's shape then the rest of ``x``'s."""
+    """Basic indexing (ints, slices with step >= 1, None, Ellipsis): a view; integer index tensors only
+    (:func:`_integer_indices`): a new tensor."""
     if isinstance(index, torch.Tensor):
-        if index.is_meta and index.dtype in _INDEX_DTYPES and index.dim() >= 1 and x.dim() >= 1 and x.is_contiguous():
-            return new((*index.shape, *x.shape[1:]), x.dtype)
-        return FALLBACK  # a mask (its shape depends on its values), a 0-d index (an int), another layout
+        return _integer_indices(x, (index,))
+    if isinstance(index, tuple) and index and all(isinstance(i, torch.Tensor) for i in index):
+        return _integer_indices(x, index)
     items = index if isinstance(index, tuple) else (index,)
     if not all(is_int(i) or i is None or i is Ellipsis or isinstance(i, slice) for i in items):
         return FALLBACK  # tensors, lists, bools: advanced indexing
