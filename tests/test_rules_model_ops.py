@@ -17,8 +17,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from test_rules import SETTINGS, _check, tensors
-from torchsurgeon.rules import function_rule, method_rule
+from test_rules import SETTINGS, _apply, _check, tensors
+from torchsurgeon.rules import FALLBACK, function_rule, method_rule
 
 DTYPES = [torch.float32, torch.float16, torch.int64, torch.int32, torch.bool]
 
@@ -236,3 +236,60 @@ def test_several_integer_tensor_indices_rule_matches_meta(data: st.DataObject, c
         and broadcasts
     )
     assert answered == ordinary
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    layout=st.sampled_from(["2d3d", "3d3d", "2d2d", "3d2d"]),
+    dtype=st.sampled_from([torch.float32, torch.bfloat16, torch.float64]),
+)
+def test_grouped_mm_rule_matches_the_cpu_kernel(data: st.DataObject, layout: str, dtype: torch.dtype) -> None:
+    """Mixture-of-Experts layers (transformers' Qwen2-MoE, Mixtral): torch's meta kernel accepts bfloat16 only, the
+    CPU kernel float32 too; the rule answers as the CPU kernel does, and where it raises, the rule does not answer."""
+    if not hasattr(torch, "_grouped_mm"):
+        return
+    groups, m, k, n = (data.draw(st.sampled_from([1, 2, 3, 4, 8, 16])) for _ in range(4))
+    shapes = {
+        "2d3d": ((groups * m, k), (groups, k, n)),
+        "3d3d": ((groups, m, k), (groups, k, n)),
+        "2d2d": ((m, groups * k), (groups * k, n)),
+        "3d2d": ((groups, m, k), (k, groups * n)),
+    }[layout]
+    a, b = (torch.randn(s).to(dtype) for s in shapes)
+    if data.draw(st.booleans()):  # weights stored as nn.Linear's (out, in), passed transposed
+        b = b.transpose(-2, -1).contiguous().transpose(-2, -1)
+    step = {"2d3d": m, "3d3d": 0, "2d2d": k, "3d2d": n}[layout]
+    offs = torch.arange(1, groups + 1, dtype=torch.int32) * step if step else None
+    if offs is not None and data.draw(st.integers(0, 4)) == 0:
+        offs = offs.long()  # the kernel wants int32
+    kwargs = {"offs": offs} if offs is not None else {}
+    rule = function_rule(torch._grouped_mm)
+    out = _apply(rule, (a.to("meta"), b.to("meta")), {k: v.to("meta") for k, v in kwargs.items()})
+    try:
+        real = torch._grouped_mm(a, b, **kwargs)
+    except RuntimeError:
+        assert out is FALLBACK
+        return
+    assert out is not FALLBACK
+    assert (tuple(out.shape), out.dtype, out.stride()) == (tuple(real.shape), real.dtype, real.stride())
+
+
+def test_grouped_mm_macs_count_each_row_once() -> None:
+    """Per group, an (m x k) @ (k x n) product: the MACs of the per-group matrix products, summed."""
+    if not hasattr(torch, "_grouped_mm"):
+        return
+    rule = function_rule(torch._grouped_mm)
+    assert rule is not None and rule.macs is not None
+    meta = lambda *shape: torch.empty(shape, device="meta")  # noqa: E731
+    offs = torch.empty(3, dtype=torch.int32, device="meta")
+    cases = [  # (a, b, offs, the products' MACs written out: 3 groups)
+        (meta(12, 8), meta(3, 8, 16), offs, 12 * 8 * 16),  # 12 rows, each times its group's 8 x 16
+        (meta(3, 4, 8), meta(3, 8, 16), None, 3 * (4 * 8 * 16)),
+        (meta(4, 24), meta(24, 16), offs, 4 * 24 * 16),  # K = 24 split into 3 groups
+        (meta(3, 4, 8), meta(8, 48), offs, 4 * 8 * 48),  # N = 48 split into 3 groups
+    ]
+    for a, b, o, macs in cases:
+        kwargs = {"offs": o} if o is not None else {}
+        out = _apply(rule, (a, b), kwargs)
+        assert rule.macs(None, (a, b), kwargs, out) == macs

@@ -73,6 +73,13 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
     "gpt_neox": ("AutoModel", TEXT, (SEQ,)),
     "bloom": ("AutoModel", {"hidden_size": 32, "n_layer": 2, "n_head": 2, "vocab_size": 99}, (SEQ,)),  # finfo(dtype)
     "mamba": ("AutoModel", {"hidden_size": 32, "num_hidden_layers": 2, "vocab_size": 99, "state_size": 4}, (SEQ,)),
+    # Mixture of Experts: torch._grouped_mm, whose meta kernel accepts bfloat16 only (its rule: what the CPU does)
+    "mixtral": ("AutoModelForCausalLM", {**DECODER, "intermediate_size": 48, "num_local_experts": 4}, (SEQ,)),
+    "qwen2_moe": (
+        "AutoModel",
+        {**DECODER, "num_experts": 4, "moe_intermediate_size": 16, "shared_expert_intermediate_size": 16},
+        (SEQ,),
+    ),
     # encoder-decoders
     "t5": (
         "AutoModel",

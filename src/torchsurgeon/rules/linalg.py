@@ -1,4 +1,5 @@
-"""Matrix products and attention: matmul, bmm, mm, F.linear, F.embedding, scaled dot-product and multi-head attention.
+"""Matrix products and attention: matmul, bmm, mm, grouped mm, F.linear, F.embedding, scaled dot-product and
+multi-head attention.
 
 MACs count multiply-accumulates (``flops = 2 * macs``, as FlopCounterMode);
 ``einsum`` and friends are listed as uncounted rather than counted as zero.
@@ -309,6 +310,67 @@ def _mha_fn_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int
     return n * (inputs + 2 * length * source * e + length * int(out_weight[1]) * int(out_weight[0]))
 
 
+_GROUPED_SPEC: Spec = (("mat_a", REQUIRED), ("mat_b", REQUIRED), ("offs", None), ("bias", None), ("out_dtype", None))
+_GROUPED_DTYPES = frozenset({torch.float32, torch.bfloat16, torch.float16})
+
+
+def _grouped_strides(mat: torch.Tensor) -> bool:
+    """torch's layout check of a grouped-mm operand: row- or column-major last two dims, 16-byte aligned."""
+    alignment = 16 // mat.element_size()
+    stride, shape = mat.stride(), mat.shape
+    if stride[-2] == 1 and stride[-1] >= max(1, shape[-2]):
+        return stride[-1] % alignment == 0
+    if stride[-1] == 1 and stride[-2] >= max(1, shape[-1]):
+        return stride[-2] % alignment == 0
+    return False
+
+
+def _grouped_mm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``torch._grouped_mm`` / ``F.grouped_mm`` (Mixture-of-Experts layers: each token's rows times its expert's
+    weight): the CPU kernel's checks and output.  torch's meta kernel accepts only the GPU's dtypes (bfloat16), so a
+    float32 MoE model that runs on the CPU would fail on meta: this rule is what a real CPU forward does."""
+    b = bind(args, kwargs, _GROUPED_SPEC)
+    if b is None or b[3] is not None or not isinstance(b[0], torch.Tensor) or not isinstance(b[1], torch.Tensor):
+        return FALLBACK
+    a, c, offs, _, out_dtype = b
+    if a.dtype not in _GROUPED_DTYPES or c.dtype != a.dtype or out_dtype not in (None, a.dtype):
+        return FALLBACK
+    if a.dim() not in (2, 3) or c.dim() not in (2, 3) or not (_grouped_strides(a) and _grouped_strides(c)):
+        return FALLBACK
+    if (a.dim() == 3 or c.dim() == 3) and a.shape[-1] != c.shape[-2]:
+        return FALLBACK
+    if a.dim() == 3 and c.dim() == 3:
+        if offs is not None or a.shape[0] != c.shape[0]:
+            return FALLBACK
+        return _grouped_output((a.shape[0], a.shape[1], c.shape[-1]), a.dtype)
+    if not isinstance(offs, torch.Tensor) or offs.dtype != torch.int32 or offs.dim() != 1 or offs.stride() != (1,):
+        return FALLBACK
+    groups = int(offs.shape[0])
+    if a.dim() == 2 and c.dim() == 2:
+        return _grouped_output((groups, a.shape[0], c.shape[1]), a.dtype)
+    if groups != (c.shape[0] if a.dim() == 2 else a.shape[0]):
+        return FALLBACK
+    return _grouped_output((a.shape[0], c.shape[-1]) if a.dim() == 2 else (a.shape[1], c.shape[1]), a.dtype)
+
+
+def _grouped_mm_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    """Each row of the jagged operand times its group's matrix: as if the offsets cover every row, as the
+    Mixture-of-Experts layers that call it pass them (rows past ``offs[-1]`` would be skipped)."""
+    b = bind(args, kwargs, _GROUPED_SPEC)
+    assert b is not None
+    a, c = b[0], b[1]
+    rows = numel(out.shape[1:]) if a.dim() == 2 and c.dim() == 2 else numel(out.shape)  # 2-d x 2-d: K is jagged
+    return rows * int(a.shape[-1])
+
+
+def _grouped_output(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """The kernel's output: rows padded to 16 bytes."""
+    alignment = 16 // dtype.itemsize
+    padded = (int(shape[-1]) + alignment - 1) // alignment * alignment
+    stride = (int(shape[1]) * padded, padded, 1) if len(shape) == 3 else (padded, 1)
+    return view(shape, stride, dtype)
+
+
 _MATMUL = fn_count(_matmul_macs)
 _ADDED = fn_count(_added_product_macs)
 builtin(torch.addmm, "addmm", shape=fn(_added_product(False)), macs=_ADDED, kind=FlopKind.MATMUL)
@@ -321,6 +383,9 @@ builtin(torch.mm, "mm", macs=_MATMUL, kind=FlopKind.MATMUL)
 builtin(torch.outer, "outer", torch.ger, "ger", shape=fn(_outer))
 builtin(F.linear, shape=fn(_linear_fn), macs=fn_count(_linear_fn_macs), kind=FlopKind.LINEAR)
 builtin(F.embedding, shape=fn(_embedding_fn))
+_GROUPED = [f for f in (getattr(torch, "_grouped_mm", None), getattr(F, "grouped_mm", None)) if f is not None]
+if _GROUPED:  # torch >= 2.8
+    builtin(*_GROUPED, shape=fn(_grouped_mm), macs=fn_count(_grouped_mm_macs), kind=FlopKind.MATMUL)
 builtin(F.scaled_dot_product_attention, shape=fn(_sdpa), macs=fn_count(_sdpa_macs), kind=FlopKind.ATTENTION)
 builtin(nn.MultiheadAttention, shape=_mha_module, macs=_mha_macs, kind=FlopKind.ATTENTION)
 builtin(
