@@ -11,7 +11,6 @@ failures are listed with the reason in ``tests/expected/untraceable_transformers
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,8 +241,6 @@ def _result(name: str) -> _Result:
             result.unique = sum(p.numel() for p in model.parameters())
             meta_x = _on_meta(x)
             result.counted_macs = counted_macs(model, lambda m: m(**meta_x) if isinstance(meta_x, dict) else m(meta_x))
-        del model
-        gc.collect()
         _CACHE[name] = result
     return _CACHE[name]
 
