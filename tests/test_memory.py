@@ -259,6 +259,27 @@ def test_hugging_face_decoder_by_input_name() -> None:
     assert plan.activations == pytest.approx(real.saved, rel=0.05) and plan.gradients == real.gradients
 
 
+def test_a_float32_mixture_of_experts_is_planned_as_a_real_cpu_step() -> None:
+    """Mixtral's experts call aten._grouped_mm, whose meta kernel (fake tensors use it) refuses float32,
+    forward and backward, while the CPU runs it: the plan is exact all the same."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.MixtralConfig(
+        vocab_size=99,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+    )
+    torch.manual_seed(0)
+    model = transformers.MixtralForCausalLM(config)
+    plan = memory_plan(model, (8,), batch=2)
+    real = measure(model, torch.randint(3, 99, (2, 8)))
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+
+
 def test_the_plan_shows_as_an_html_table_in_a_notebook() -> None:
     from torch import nn
 

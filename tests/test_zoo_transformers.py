@@ -39,7 +39,6 @@ TEXT = {
 }
 DECODER = {**TEXT, "num_key_value_heads": 2, "max_position_embeddings": 64, "pad_token_id": 0}
 SEQ = 8
-IDS = {"input_ids": torch.Size([1, SEQ])}  # a shape given as a Size: token ids, inferred as integers
 IMAGE = (3, 32, 32)
 AUDIO = (1600,)
 SPEECH = {

@@ -29,6 +29,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .copies import detached_copy
 from .errors import MemoryPlanError, failure_reason
+from .rules import FALLBACK
+from .rules.on_meta import by_cpu_rule
 from .shapes import input_dtype_for
 
 __all__ = ("SimulatedStep", "simulate_step")
@@ -68,7 +70,10 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
     def __torch_dispatch__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
     ) -> Any:
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = by_cpu_rule(func, args, kwargs)  # an op fake tensors' meta kernel refuses where the CPU runs it
+        if out is FALLBACK:
+            out = func(*args, **kwargs)
         for t in pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self.track(t)

@@ -29,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
 
-__all__ = ("ruled_leaf", "ruled_meta")
+__all__ = ("by_cpu_rule", "ruled_leaf", "ruled_meta")
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _OPERATORS: dict[str, Callable[..., Any]] = {
@@ -185,3 +185,50 @@ def ruled_meta(*, resized: bool = False) -> Iterator[None]:
     """
     with _RuledMeta(resized):
         yield
+
+
+def _cpu_kernels() -> dict[Any, Callable[..., Any]]:
+    """aten ops whose meta kernel refuses what their CPU kernel runs, with the torch function whose rule answers."""
+    kernels: dict[Any, Callable[..., Any]] = {}
+    if hasattr(torch.ops.aten, "_grouped_mm") and hasattr(torch, "_grouped_mm"):
+        kernels[torch.ops.aten._grouped_mm.default] = torch._grouped_mm  # meta: bfloat16 only; CPU: float32 too
+    return kernels
+
+
+_CPU_KERNELS = _cpu_kernels()
+
+
+def by_cpu_rule(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """For a dispatch mode (fake tensors): the output of an aten op whose meta kernel refuses arguments its CPU
+    kernel runs, made by the rule of its torch function on stand-ins; FALLBACK for every other call.
+
+    A float32 Mixture-of-Experts layer runs ``aten._grouped_mm`` on the CPU, while its meta kernel (which fake
+    tensors use) accepts bfloat16 only; its backward calls the same op.  The output is made with the arguments'
+    device, by the modes below the caller (a fake tensor under ``FakeTensorMode``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> a, b = torch.empty(8, 16, device="meta"), torch.empty(2, 16, 4, device="meta")
+    >>> offs = torch.empty(2, dtype=torch.int32, device="meta")
+    >>> by_cpu_rule(torch.ops.aten._grouped_mm.default, (a, b), {"offs": offs}).shape
+    torch.Size([8, 4])
+    >>> by_cpu_rule(torch.ops.aten.mm.default, (a, b), {})
+    FALLBACK
+    """
+    stand_in = _CPU_KERNELS.get(func)
+    rule = function_rule(stand_in) if stand_in is not None else None
+    if rule is None or rule.shape is None:
+        return FALLBACK
+    device = next((t.device for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)), None)
+    with torch.utils._python_dispatch._disable_current_modes():  # real meta stand-ins, whatever modes run
+        meta = {
+            id(t): torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+            for t in (*args, *kwargs.values())
+            if isinstance(t, torch.Tensor)
+        }
+        swapped = tuple([meta.get(id(v), v) for v in args])
+        out = _answer(rule, swapped, {k: meta.get(id(v), v) for k, v in kwargs.items()}, False, False)
+    if out is FALLBACK or not isinstance(out, torch.Tensor):
+        return FALLBACK
+    return torch.empty_strided(out.shape, out.stride(), dtype=out.dtype, device=device)
