@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -151,6 +153,25 @@ def test_a_model_raising_at_this_batch_in_training_mode_is_checked_in_eval_mode(
     assert other.crosscheck.trust == Trust.UNVERIFIED
     assert "Expected more than 1 value per channel when training" in other.crosscheck.message
     assert paramcount(PooledHead(aux=True), (3, 8, 8), batch=2, crosscheck="always").crosscheck.trust == Trust.VERIFIED
+
+
+class StatefulByDefault(nn.Module):
+    """Returns its recurrent state too unless ``use_cache=False`` (transformers' RWKV): the trace fixes it to False."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, use_cache: bool | None = None) -> Any:
+        y = self.proj(x)
+        return (y, y.mean(-1)) if use_cache is not False else y
+
+
+def test_the_real_forward_gets_the_arguments_the_trace_fixed() -> None:
+    report = paramcount(StatefulByDefault(), (4,), crosscheck="always")
+    assert report.output_shape == (1, 4)
+    assert report.crosscheck.trust == Trust.VERIFIED, report.crosscheck.message
+    assert report.crosscheck.message.endswith("on meta with use_cache=False (as traced) gives the same output")
 
 
 def test_never_and_sweep() -> None:

@@ -34,7 +34,7 @@ from torch import nn
 
 from .errors import InputError
 from .frontend import bind_inputs
-from .graph import model_of, node_record, node_records, opaque_of
+from .graph import model_of, node_record, node_records, opaque_of, specialised_of
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust
 from .resize import resized_copy, with_channels
 from .rules.on_meta import ruled_meta
@@ -182,6 +182,13 @@ def crosscheck(
 
     if not invalid:
         out, error = _run(meta_copy(model), args, kwargs)
+        traced_kwargs = _as_traced(G, kwargs) if error or _plain(traced) != _plain(shapes_of(out)) else None
+        if traced_kwargs is not None:  # the model's defaults take another path (a cache for generation): as traced
+            fixed_out, fixed_error = _run(meta_copy(model), args, traced_kwargs[0])
+            if not fixed_error and _plain(traced) == _plain(shapes_of(fixed_out)):
+                return _compare(
+                    traced, shapes_of(fixed_out), reason, f" with {traced_kwargs[1]} (as traced)", lambda: ""
+                )
         if error:
             message = f"a forward of the real model on meta failed ({error}); the traced graph could not be checked"
             if any(rec.status == LayerStatus.OK and rec.message for rec in shapes.nodes.values()):
@@ -311,6 +318,14 @@ def _inputs(model: nn.Module, shapes: ShapeResult) -> tuple[list[torch.Tensor], 
             for name, shape in shapes.input_shapes.items()
         },
     )
+
+
+def _as_traced(G: nx.DiGraph, kwargs: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    """The keyword arguments with those the trace fixed (``use_cache=False``: the graph builds no cache, a real
+    forward by default does), and how they read; None when the trace fixed none."""
+    fixed = {k: v for k, v in specialised_of(G).items() if k not in kwargs}  # by name: a decorator may set them too
+    shown = ", ".join(f"{k}={v!r}" for k, v in fixed.items() if v is not None)
+    return ({**fixed, **kwargs}, shown) if shown else None
 
 
 def _as_folded(

@@ -49,6 +49,7 @@ __all__ = (
     "node_records",
     "opaque_of",
     "set_records",
+    "specialised_of",
     "update_record",
 )
 
@@ -330,6 +331,21 @@ def opaque_of(G: nx.DiGraph) -> Mapping[str, str]:
     return opaque
 
 
+def specialised_of(G: nx.DiGraph) -> Mapping[str, Any]:
+    """``forward`` arguments the trace fixed (``use_cache=False``, defaults): a real forward to compare with
+    the graph gets them too (see :attr:`torchsurgeon.trace.Traced.specialised`).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> specialised_of(build_graph(trace(nn.Sequential(nn.Linear(4, 2)))))
+    {}
+    """
+    specialised: Mapping[str, Any] = G.graph.get("specialised", {})
+    return specialised
+
+
 _OPERATOR_NAMES = {getattr(operator, n): n for n in dir(operator) if not n.startswith("_")}
 
 
@@ -376,7 +392,9 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     gm = traced.graph_module
     model = traced.model
     index = traced.index if traced.index is not None else model_index(model)
-    G = nx.DiGraph(model=model, graph_module=gm, opaque=dict(traced.opaque), index=index)
+    G = nx.DiGraph(
+        model=model, graph_module=gm, opaque=dict(traced.opaque), index=index, specialised=dict(traced.specialised)
+    )
     modules = index.modules
     all_params = index.params
     all_buffers = index.buffers
