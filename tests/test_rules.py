@@ -216,6 +216,9 @@ BINARY = [
     torch.mul,
     torch.pow,
     torch.maximum,
+    operator.floordiv,
+    operator.mod,
+    torch.remainder,
 ]
 
 

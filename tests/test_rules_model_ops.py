@@ -293,3 +293,25 @@ def test_grouped_mm_macs_count_each_row_once() -> None:
         kwargs = {"offs": o} if o is not None else {}
         out = _apply(rule, (a, b), kwargs)
         assert rule.macs(None, (a, b), kwargs, out) == macs
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), largest=st.booleans())
+def test_topk_and_sort_rules_match_meta(data: st.DataObject, dtype: torch.dtype, largest: bool) -> None:
+    """Mixture-of-Experts routing: ``topk`` of the router's scores, ``sort`` of the expert ids."""
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    dim = data.draw(st.integers(-x.dim() - 1, max(x.dim(), 1)))
+    k = data.draw(st.integers(0, 4))
+    topk = _function(torch.topk, x, k, dim, largest) & _method("topk", x, k, dim=dim)
+    ordinary = dtype != torch.bool and -max(x.dim(), 1) <= dim < max(x.dim(), 1)
+    assert topk == (ordinary and k <= (x.shape[dim] if x.dim() else 1))
+    sort = _function(torch.sort, x, dim, descending=largest) & _method("sort", x, dim)
+    assert sort == (-max(x.dim(), 1) <= dim < max(x.dim(), 1) and x.is_contiguous())
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), bins=st.integers(-1, 8), low=st.sampled_from([0, -1.5, 3]))
+def test_histc_rule_matches_meta(data: st.DataObject, dtype: torch.dtype, bins: int, low: float) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    answered = _function(torch.histc, x, bins=bins, min=low, max=2) & _method("histc", x, bins, low, 2)
+    assert answered == (dtype.is_floating_point and bins > 0 and low <= 2)

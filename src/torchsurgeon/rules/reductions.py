@@ -1,4 +1,5 @@
-"""Reductions and scans over dims: sum, mean, amax, amin, argmax, argmin, cumsum, cumprod, diff (no FLOPs counted)."""
+"""Reductions, scans and selections over dims: sum, mean, amax, amin, argmax, argmin, cumsum, cumprod, diff, topk,
+sort, histc (no FLOPs counted)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ._common import REQUIRED, OpRule, Spec, bind, float_tensor, fn, new, norm_dim
+from ._common import REQUIRED, OpRule, Spec, bind, float_tensor, fn, is_int, new, norm_dim
 from .registry import FALLBACK, builtin
 
 __all__: tuple[str, ...] = ()
@@ -104,3 +105,45 @@ def _diff(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 builtin(torch.argmax, "argmax", torch.argmin, "argmin", shape=fn(_arg_reduction))
 builtin(torch.cumsum, "cumsum", torch.cumprod, "cumprod", shape=fn(_scan))
 builtin(torch.diff, "diff", shape=fn(_diff))
+
+
+def _topk(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``topk(input, k, dim=-1, largest=True, sorted=True)`` (Mixture-of-Experts routers): values and int64
+    indices, ``dim`` cut to ``k``, new contiguous tensors."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("k", REQUIRED), ("dim", -1), ("largest", True), ("sorted", True)))
+    if b is None or not isinstance(b[0], torch.Tensor) or b[0].dtype.is_complex or b[0].dtype == torch.bool:
+        return FALLBACK
+    x, k = b[0], b[1]
+    d = norm_dim(b[2], x.dim())
+    if d is None or not is_int(k) or not 0 <= k <= (int(x.shape[d]) if x.dim() else 1):
+        return FALLBACK  # torch raises: meta says how
+    shape = [k if i == d else s for i, s in enumerate(x.shape)]
+    return torch.return_types.topk((new(shape, x.dtype), new(shape, torch.int64)))
+
+
+def _sort(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``sort(input, dim=-1, descending=False, stable=False)`` of a contiguous tensor: values and int64 indices
+    of its shape."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("dim", -1), ("descending", False), ("stable", False)))
+    if b is None or not isinstance(b[0], torch.Tensor) or not b[0].is_contiguous() or b[0].dtype.is_complex:
+        return FALLBACK
+    x = b[0]
+    if norm_dim(b[1], x.dim()) is None or not isinstance(b[2], bool):
+        return FALLBACK
+    return torch.return_types.sort((new(x.shape, x.dtype), new(x.shape, torch.int64)))
+
+
+def _histc(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``histc(input, bins=100, min=0, max=0)`` of a floating tensor (CPU kernels refuse integers): ``bins``
+    counts in the input's dtype."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("bins", 100), ("min", 0), ("max", 0)))
+    if b is None or not float_tensor(b[0]) or not is_int(b[1]) or b[1] <= 0:
+        return FALLBACK
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b[2:]) or b[2] > b[3]:
+        return FALLBACK  # torch raises (max < min)
+    return new((b[1],), b[0].dtype)
+
+
+builtin(torch.topk, "topk", shape=fn(_topk))
+builtin(torch.sort, "sort", shape=fn(_sort))
+builtin(torch.histc, "histc", shape=fn(_histc))
