@@ -329,13 +329,18 @@ _COMPARISONS = {
     operator.ge: (torch.ge, "ge"),
 }
 _LOGICAL = {operator.and_: (torch.bitwise_and, "bitwise_and"), operator.or_: (torch.bitwise_or, "bitwise_or")}
+_DIVISIONS: dict[Callable[..., Any], tuple[Callable[..., Any], str]] = {  # token positions: perm // top_k
+    operator.floordiv: (torch.floor_divide, "floor_divide"),
+    operator.mod: (torch.remainder, "remainder"),
+}
 for _op in _PYTHON_OPS:
-    if _op in _COMPARISONS or _op in _LOGICAL:
-        tensor_rule = _compare_rule(_BINARY, logical=_op in _LOGICAL)
+    if _op in _COMPARISONS or _op in _LOGICAL or _op in _DIVISIONS:
+        if _op in _DIVISIONS:
+            tensor_rule = _binary_rule(_BINARY, integers=True)
+        else:
+            tensor_rule = _compare_rule(_BINARY, logical=_op in _LOGICAL)
         builtin(_op, shape=fn(_python_or(_op, tensor_rule)), python=True)
-        builtin(*(_COMPARISONS.get(_op) or _LOGICAL[_op]), shape=fn(tensor_rule))
-    elif _op in (operator.floordiv, operator.mod):  # token positions: perm // top_k
-        builtin(_op, shape=fn(_python_or(_op, _binary_rule(_BINARY, integers=True))), python=True)
+        builtin(*(_COMPARISONS.get(_op) or _LOGICAL.get(_op) or _DIVISIONS[_op]), shape=fn(tensor_rule))
     else:
         builtin(_op, shape=fn(_python_or(_op, None)), python=True)
 builtin(torch.masked_fill, "masked_fill", shape=fn(_masked_fill))
@@ -347,10 +352,7 @@ builtin(torch.sub, "sub", shape=fn(_binary_rule(_BINARY_ALPHA, integers=True)))
 builtin(torch.mul, "mul", shape=fn(_binary_rule(_BINARY, integers=True)))
 builtin(torch.div, "div", shape=fn(_binary_rule(_BINARY_DIV)))
 builtin(torch.maximum, torch.minimum, shape=fn(_binary_rule(_BINARY)))
-builtin(torch.pow, "pow", shape=fn(_binary_rule(_POW)))
-builtin(
-    torch.floor_divide, "floor_divide", torch.remainder, "remainder", shape=fn(_binary_rule(_BINARY, integers=True))
-)  # RMS norms: x.pow(2).mean(-1)
+builtin(torch.pow, "pow", shape=fn(_binary_rule(_POW)))  # RMS norms: x.pow(2).mean(-1)
 builtin("size", shape=fn(_size))
 builtin("dim", shape=fn(_dim))
 builtin("to", shape=fn(_to))

@@ -227,8 +227,8 @@ def by_cpu_rule(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> 
             for t in (*args, *kwargs.values())
             if isinstance(t, torch.Tensor)
         }
-        swapped = tuple([meta.get(id(v), v) for v in args])
-        out = _answer(rule, swapped, {k: meta.get(id(v), v) for k, v in kwargs.items()}, False, False)
+        on_meta = tuple([meta.get(id(v), v) for v in args])
+        out = _answer(rule, on_meta, {k: meta.get(id(v), v) for k, v in kwargs.items()}, False, False)
     if out is FALLBACK or not isinstance(out, torch.Tensor):
         return FALLBACK
     return torch.empty_strided(out.shape, out.stride(), dtype=out.dtype, device=device)
