@@ -144,7 +144,10 @@ class PooledHead(nn.Module):
 
 
 def test_a_model_raising_at_this_batch_in_training_mode_is_checked_in_eval_mode() -> None:
-    report = paramcount(PooledHead(aux=False), (3, 8, 8), crosscheck="always")
+    model = PooledHead(aux=False)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    report = paramcount(model, (3, 8, 8), crosscheck="always")
+    assert model.training and all(torch.equal(state[k], v) for k, v in model.state_dict().items())  # a copy ran
     assert report.crosscheck.trust == Trust.VERIFIED, report.crosscheck
     assert "in eval mode (in training mode it raises at this batch" in report.crosscheck.message
     assert any(line.startswith("The batch is too small for 1 layer (norm)") for line in report.notes())
@@ -168,7 +171,9 @@ class StatefulByDefault(nn.Module):
 
 
 def test_the_real_forward_gets_the_arguments_the_trace_fixed() -> None:
-    report = paramcount(StatefulByDefault(), (4,), crosscheck="always")
+    model = StatefulByDefault()
+    report = paramcount(model, (4,), crosscheck="always")
+    assert not model.proj._forward_hooks and model.proj.weight.device.type == "cpu"  # the copies ran, not the model
     assert report.output_shape == (1, 4)
     assert report.crosscheck.trust == Trust.VERIFIED, report.crosscheck.message
     assert report.crosscheck.message.endswith("on meta with use_cache=False (as traced) gives the same output")
