@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import ROOT, describe_error, gib, ms, peak_rss_bytes, replace_section, spawn, time_runs
-from memory_plans import memory_7b_worker, memory_resnet50_worker, memory_sections, memory_worker
+from memory_plans import memory_7b_worker, memory_gpu_worker, memory_resnet50_worker, memory_sections, memory_worker
 from zoos import zoos_section, zoos_worker
 
 RESULTS = ROOT / "benchmarks" / "results.md"
@@ -168,6 +168,8 @@ def _worker(task: str, warmup: int, repeat: int) -> dict[str, Any]:
         return memory_7b_worker(rest)
     if kind == "memory-resnet50":
         return memory_resnet50_worker()
+    if kind == "memory-gpu":
+        return memory_gpu_worker()
     if kind == "zoos":
         library, _, threads = rest.partition("|")
         return zoos_worker(library, warmup, int(threads or 0))

@@ -415,3 +415,49 @@ def _output_tensors(value: Any) -> Iterator[torch.Tensor]:
     elif isinstance(value, dict):
         for v in value.values():
             yield from _output_tensors(v)
+
+
+def _transformers() -> Any:
+    import transformers
+
+    return transformers
+
+
+TINY_TEXT = {"vocab_size": 1000, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 256}
+# name -> (builder, batch, per-sample input): small models whose real training step benchmarks/gpu_memory.py measured
+# on a GPU (benchmarks/gpu_memory_h200.json); test_memory.py plans them with device="cuda" against those numbers
+GPU_MEMORY_MODELS: dict[str, tuple[Callable[[], nn.Module], int, Any]] = {
+    "tiny BERT (dropout 0.1, SDPA)": (
+        lambda: _transformers().BertForSequenceClassification(_transformers().BertConfig(hidden_size=128, **TINY_TEXT)),
+        8,
+        {"input_ids": (128,)},
+    ),
+    "tiny GPT-2 (causal, dropout 0.1)": (
+        lambda: _transformers().GPT2LMHeadModel(
+            _transformers().GPT2Config(vocab_size=1000, n_embd=128, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+        ),
+        8,
+        {"input_ids": (128,)},
+    ),
+    "tiny LLaMA (grouped-query attention)": (
+        lambda: _transformers().LlamaForCausalLM(
+            _transformers().LlamaConfig(hidden_size=128, num_key_value_heads=2, **TINY_TEXT)
+        ),
+        8,
+        {"input_ids": (128,)},
+    ),
+    "tiny torchvision ViT (dropout 0.1)": (
+        lambda: torchvision_models().VisionTransformer(
+            image_size=64,
+            patch_size=16,
+            num_layers=2,
+            num_heads=4,
+            hidden_dim=128,
+            mlp_dim=256,
+            dropout=0.1,
+            attention_dropout=0.1,
+        ),
+        8,
+        (3, 64, 64),
+    ),
+}

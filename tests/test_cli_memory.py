@@ -13,11 +13,12 @@ from torchsurgeon.cli import main
 
 def test_memory_table_and_budget(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["memory", "models:cifarnet_seeded", "--input", "3,32,32", "--batch", "4", "--optimizer", "sgd"]
-    assert main([*argv, "--budget", "2MiB"]) == 0
+    assert main([*argv, "--budget", "66MiB"]) == 0
     out = capsys.readouterr().out
     plan = memory_plan(cifarnet_seeded(), (3, 32, 32), batch=4, optimizer="sgd")
-    assert "CifarNet memory plan" in out and "Peak (training step)" in out
-    assert f"Largest batch whose peak fits in 2MiB: {plan.max_batch(2 * 2**20)}" in out
+    assert "CifarNet memory plan" in out and "Peak (training step)" in out and "cuBLAS workspaces:" in out
+    best = plan.max_batch(66 * 2**20)
+    assert best > 1 and f"Largest batch whose peak fits in 66MiB: {best}" in out  # 2 MiB beside the workspaces
 
 
 def test_memory_json_with_amp(capsys: pytest.CaptureFixture[str]) -> None:
@@ -27,11 +28,21 @@ def test_memory_json_with_amp(capsys: pytest.CaptureFixture[str]) -> None:
     assert d["amp"] == "bfloat16" and d["optimizer"] == "adamw" and d["budget"] == 2**30 and d["max_batch"] > 1
 
 
+def test_memory_for_the_cpu_kernels(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["memory", "models:cifarnet_seeded", "--input", "3,32,32", "--device", "cpu", "--json"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    plan = memory_plan(cifarnet_seeded(), (3, 32, 32), optimizer="adamw", device="cpu")
+    assert d["device"] == "cpu" and d["workspace"] == 0 and d["peak"] == plan.peak
+    assert plan.peak == memory_plan(cifarnet_seeded(), (3, 32, 32)).peak - 2 * 32 * 2**20  # no dropout or attention
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--budget", "lots"], "budget 'lots' is not a size"),
         (["--optimizer", "lion"], "optimizer='lion' — use one of"),
+        (["--device", "tpu"], "invalid choice: 'tpu'"),
     ],
 )
 def test_memory_errors_exit_2(extra: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

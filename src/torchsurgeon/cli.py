@@ -107,7 +107,14 @@ _MODEL_HELP = (
 
 def _memory(args: argparse.Namespace) -> int:
     budget = parse_bytes(args.budget) if args.budget is not None else None  # a bad budget fails before planning
-    plan = memory_plan(_model(args), parse_inputs(args.input), batch=args.batch, optimizer=args.optimizer, amp=args.amp)
+    plan = memory_plan(
+        _model(args),
+        parse_inputs(args.input),
+        batch=args.batch,
+        optimizer=args.optimizer,
+        amp=args.amp,
+        device=args.device,
+    )
     best = plan.max_batch(budget) if budget is not None else None
     if args.json:
         print(json.dumps({**plan.to_dict(), "budget": budget, "max_batch": best}, indent=2))
@@ -198,6 +205,12 @@ def _parser() -> argparse.ArgumentParser:
     p = _model_command(sub, "memory", "memory of one training step: weights, gradients, optimizer, activations")
     p.add_argument("--optimizer", default="adamw", help="sgd, sgd-momentum, adam or adamw (default adamw)")
     p.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="autocast dtype (default: off, fp32)")
+    p.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda",
+        help="whose kernels decide what is saved (default cuda: 1-byte dropout masks, fused attention)",
+    )
     p.add_argument("--budget", default=None, help="memory budget, e.g. 24GiB: print the largest batch that fits")
     p.set_defaults(run=_memory)
     p = sub.add_parser("check", help="check the [[tool.torchsurgeon.contracts]] of the nearest pyproject.toml")

@@ -28,6 +28,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .copies import detached_copy
+from .cudakernels import CudaKernels
 from .errors import MemoryPlanError, failure_reason
 from .rules import FALLBACK
 from .rules.on_meta import by_cpu_rule
@@ -180,6 +181,7 @@ def simulate_step(
     train: bool,
     amp: torch.dtype | None,
     dtype: torch.dtype | None,
+    device: str = "cpu",
 ) -> SimulatedStep:
     """One forward (``train``: in training mode, and a backward) of a fake-tensor copy of ``model``.
 
@@ -198,6 +200,10 @@ def simulate_step(
         Run the forward under ``torch.autocast("cpu", amp)``.
     dtype : torch.dtype or None
         Floating parameters and buffers of the copy in this dtype.
+    device : {"cpu", "cuda"}
+        Whose kernels decide what is saved: ``"cuda"`` makes dropout and
+        attention save what CUDA's kernels save, and autocast cast as CUDA's does
+        (:class:`torchsurgeon.cudakernels.CudaKernels`).
 
     Returns
     -------
@@ -252,7 +258,8 @@ def simulate_step(
                 values[name] = torch.empty(shape, dtype=dt or input_dtype_for(name, copy))
             hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else contextlib.nullcontext()
             autocast = torch.autocast("cpu", amp) if amp is not None else contextlib.nullcontext()
-            with torch.set_grad_enabled(train), hooks, autocast:
+            kernels = CudaKernels() if device == "cuda" else contextlib.nullcontext()
+            with torch.set_grad_enabled(train), hooks, autocast, kernels:
                 out = _call(copy, values)
             storages.forward_ops = len(storages.ops)
             outs = [t for t in _tensors_in(out) if t.requires_grad] if train else []

@@ -52,6 +52,9 @@ _AMP = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float1
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 _MAX_PLANS = 24  # simulated steps max_batch may run
+CUBLAS_WORKSPACE = (
+    32 * 2**20
+)  # per thread running matrix products on a Hopper GPU (torch's default; 33,554,432 B on an H200)
 
 
 def parse_bytes(value: int | str) -> int:
@@ -104,6 +107,8 @@ class MemoryPlan:
         The optimizer whose state is counted.
     amp : str or None
         The autocast dtype (``"bfloat16"``, ``"float16"``) or None.
+    device : str
+        Whose kernels the step was planned for: ``"cuda"`` or ``"cpu"``.
     weights : int
         Parameter bytes (in ``dtype`` when given).
     buffers : int
@@ -123,12 +128,18 @@ class MemoryPlan:
     step_transient : int
         Temporaries of the optimizer step (the ``foreach`` implementation,
         the default on GPUs), when activations are already freed.
+    workspace : int
+        cuBLAS workspaces a GPU step holds (``device="cuda"``): torch gives
+        each thread that runs a matrix product a 32 MiB workspace on Hopper
+        GPUs (8 MiB before), from the same allocator: the forward's and
+        autograd's, 64 MiB in all (measured on an H200).  0 for ``"cpu"``.
     peak : int
-        ``weights + buffers + gradients + optimizer_state
+        ``weights + buffers + gradients + optimizer_state + workspace
         + max(activations + transient, step_transient)``.
     inference_peak : int
         ``weights + buffers`` + the most memory in use at one moment of a
-        ``no_grad`` forward in eval mode (same ``amp``).
+        ``no_grad`` forward in eval mode (same ``amp``) + one thread's
+        cuBLAS workspace (``device="cuda"``).
     peak_at : str
         Where the largest transient happens: the module in forward, the op in backward.
     layers : tuple[LayerMemory, ...]
@@ -142,6 +153,7 @@ class MemoryPlan:
     batch: int
     optimizer: str
     amp: str | None
+    device: str
     weights: int
     buffers: int
     gradients: int
@@ -155,16 +167,19 @@ class MemoryPlan:
     trainable: int
     frozen: int
     dtype: str | None = None
+    workspace: int = 0
     _replan: Callable[[int], int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def peak(self) -> int:
-        """``weights + buffers + gradients + optimizer_state + max(activations + transient, step_transient)``."""
+        """``weights + buffers + gradients + optimizer_state + workspace``
+        + ``max(activations + transient, step_transient)``."""
         return (
             self.weights
             + self.buffers
             + self.gradients
             + self.optimizer_state
+            + self.workspace
             + max(self.activations + self.transient, self.step_transient)
         )
 
@@ -210,7 +225,7 @@ class MemoryPlan:
         >>> plan = memory_plan(net, (100,), batch=8, optimizer="sgd")
         >>> plan.weights + plan.gradients, (plan.activations + plan.transient) // 8
         (177680, 2880)
-        >>> plan.max_batch("1MiB")  # (2**20 - 177,680) // 2,880 samples
+        >>> plan.max_batch("65MiB")  # (1 MiB - 177,680) // 2,880 samples beside 64 MiB of cuBLAS workspaces
         302
         """
         limit = parse_bytes(budget)
@@ -265,7 +280,7 @@ class MemoryPlan:
         what_if = f", weights in {self.dtype}" if self.dtype else ""
         rows = [
             ("Input", inputs),
-            ("Step", f"{self.optimizer}, amp {self.amp or 'off'}{what_if}"),
+            ("Step", f"{self.optimizer}, amp {self.amp or 'off'}{what_if}, {self.device.upper()} kernels"),
             ("Trainable params", f"{format_count(self.trainable)} (frozen {format_count(self.frozen)})"),
             ("Weights", format_bytes(self.weights)),
             ("Buffers", format_bytes(self.buffers)),
@@ -274,6 +289,7 @@ class MemoryPlan:
             ("Activations (saved)", format_bytes(self.activations)),
             ("Largest transient", f"{format_bytes(self.transient)} ({self.peak_at})"),
             ("Optimizer step temporaries", format_bytes(self.step_transient)),
+            *([("cuBLAS workspaces", format_bytes(self.workspace))] if self.workspace else []),
             ("Peak (training step)", format_bytes(self.peak)),
             ("Peak (inference)", format_bytes(self.inference_peak)),
         ]
@@ -281,9 +297,17 @@ class MemoryPlan:
 
     def notes(self) -> list[str]:
         """The formula and what the numbers assume."""
+        if self.device == "cpu":
+            return [
+                "Peak = weights + buffers + gradients + optimizer state"
+                " + max(activations + transient, step temporaries)",
+                "Simulated on fake CPU tensors: what CPU kernels and CPU autocast save",
+            ]
         return [
-            "Peak = weights + buffers + gradients + optimizer state + max(activations + transient, step temporaries)",
-            "Simulated on fake CPU tensors: what CPU kernels and CPU autocast save (GPUs may differ, docs/memory.md)",
+            "Peak = weights + buffers + gradients + optimizer state + cuBLAS workspaces"
+            " + max(activations + transient, step temporaries)",
+            "Simulated on fake CPU tensors with CUDA's dropout, attention and autocast (docs/memory.md)",
+            "Not counted: the CUDA context (0.3-0.5 GiB, outside torch.cuda.max_memory_allocated), allocator rounding",
         ]
 
     def __str__(self) -> str:
@@ -300,6 +324,7 @@ class MemoryPlan:
             "batch": self.batch,
             "optimizer": self.optimizer,
             "amp": self.amp,
+            "device": self.device,
             "dtype": self.dtype,
             "trainable": self.trainable,
             "frozen": self.frozen,
@@ -310,6 +335,7 @@ class MemoryPlan:
             "activations": self.activations,
             "transient": self.transient,
             "step_transient": self.step_transient,
+            "workspace": self.workspace,
             "peak": self.peak,
             "inference_peak": self.inference_peak,
             "peak_at": self.peak_at,
@@ -447,6 +473,7 @@ def memory_plan(
     optimizer: OptimizerKind | str | torch.optim.Optimizer = OptimizerKind.ADAMW,
     amp: torch.dtype | str | None = None,
     dtype: torch.dtype | None = None,
+    device: str = "cuda",
 ) -> MemoryPlan:
     """The memory one training step of ``model`` will need, knowing what is frozen, without allocating it.
 
@@ -454,16 +481,17 @@ def memory_plan(
     one backward (module docstring); nothing is allocated and ``model`` is
     neither run nor changed.  In bytes::
 
-        peak = weights + buffers + gradients + optimizer_state
+        peak = weights + buffers + gradients + optimizer_state + workspace
                + max(activations + transient, step_transient)
 
     ``activations`` are the storages autograd saves for backward, each once,
     parameters and buffers excluded; ``transient`` the most memory in use at
     one moment of the forward and backward beyond them and the gradients;
-    ``step_transient`` the optimizer step's temporaries.  The formula is an
-    upper bound: in a real backward, activations are freed while gradients
-    are allocated.  ``inference_peak = weights + buffers`` + the most
-    memory in use during a ``no_grad`` forward in eval mode.
+    ``step_transient`` the optimizer step's temporaries; ``workspace`` the
+    cuBLAS workspaces of a GPU step (64 MiB).  The formula is an upper
+    bound: in a real backward, activations are freed while gradients are
+    allocated.  ``inference_peak = weights + buffers`` + the most memory in
+    use during a ``no_grad`` forward in eval mode (+ 32 MiB of workspace).
 
     Parameters
     ----------
@@ -488,6 +516,13 @@ def memory_plan(
     dtype : torch.dtype, optional
         What if the floating weights (and so gradients and optimizer state)
         were stored in this dtype.
+    device : {"cuda", "cpu"}
+        Where the step will run, whose kernels decide what is saved.
+        ``"cuda"``: dropout keeps a 1-byte mask and
+        ``scaled_dot_product_attention`` runs a fused kernel (output and a
+        log-sum-exp saved, no attention matrix), as on a GPU; ``"cpu"``: the
+        CPU's kernels (a float dropout mask; attention with dropout takes
+        the math path).  The rest is the same on both.
 
     Returns
     -------
@@ -499,7 +534,7 @@ def memory_plan(
     Raises
     ------
     InputError
-        For a malformed input, batch, optimizer, amp or dtype.
+        For a malformed input, batch, optimizer, amp, dtype or device.
     MemoryPlanError
         When the forward or backward cannot run on fake tensors (the
         message names the module).
@@ -524,28 +559,32 @@ def memory_plan(
         raise InputError(f"model={type(model).__name__} is not an nn.Module")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InputError(f"dtype={dtype!r} — give a floating dtype such as torch.bfloat16, or None")
+    if device not in ("cuda", "cpu"):
+        raise InputError(f"device={device!r} — plan for 'cuda' (a GPU's kernels) or 'cpu'")
     amp_dtype = _amp_dtype(amp)
     inputs = _inputs(model, input, batch)
     unique = list(model.parameters())
     weights = sum(_nbytes(p, dtype) for p in unique)
     buffers = sum(_nbytes(b, dtype) for b in model.buffers())
-    train = simulate_step(model, inputs, train=True, amp=amp_dtype, dtype=dtype)
-    infer = simulate_step(model, inputs, train=False, amp=amp_dtype, dtype=dtype)
+    train = simulate_step(model, inputs, train=True, amp=amp_dtype, dtype=dtype, device=device)
+    infer = simulate_step(model, inputs, train=False, amp=amp_dtype, dtype=dtype, device=device)
     with_grad = [(p, _nbytes(p, dtype)) for p, got in zip(unique, train.got_grad) if got]
     name, state, step_transient = _optimizer_bytes(optimizer, with_grad)
 
     def replan(b: int) -> int:
         again = {k: ((b, *shape[1:]), dt) for k, (shape, dt) in inputs.items()}
-        step = simulate_step(model, again, train=True, amp=amp_dtype, dtype=dtype)
+        step = simulate_step(model, again, train=True, amp=amp_dtype, dtype=dtype, device=device)
         return step.activations + step.transient
 
     trainable = sum(p.numel() for p in unique if p.requires_grad)
+    workspace = 2 * CUBLAS_WORKSPACE if device == "cuda" else 0  # the forward's thread and autograd's
     return MemoryPlan(
         model_name=type(model).__name__,
         input_shapes={k: s for k, (s, _) in inputs.items()},
         batch=batch,
         optimizer=name,
         amp=str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
+        device=device,
         dtype=str(dtype).removeprefix("torch.") if dtype is not None else None,
         weights=weights,
         buffers=buffers,
@@ -554,7 +593,8 @@ def memory_plan(
         activations=train.activations,
         transient=train.transient,
         step_transient=step_transient,
-        inference_peak=weights + buffers + infer.in_use_peak,
+        inference_peak=weights + buffers + infer.in_use_peak + workspace // 2,
+        workspace=workspace,
         peak_at=train.peak_at,
         layers=_rows(model, train),
         trainable=trainable,
