@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -196,6 +197,38 @@ def test_python_on_shapes_is_answered_for_the_input_given(
     reports = paramcount_sweep(model, inputs, batch=2)
     with torch.no_grad():
         assert [r.output_shape for r in reports] == [tensor_shapes(model(torch.zeros(2, *s))) for s in inputs]
+
+
+class UnpacksItsInput(nn.Module):
+    """``batch, length = ids.shape`` (BERT's embeddings): a real forward raises on any other rank."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        batch, length = ids.shape
+        return self.embed(ids).reshape(batch, length * 4)
+
+
+def test_unpacking_an_input_shape_of_another_rank_fails_as_the_real_forward_does() -> None:
+    """torch.fx unpacks a proxy into as many items as the code asks for, whatever its rank: token ids given
+    with their batch ((1, 8) per sample, so (1, 1, 8)) traced as rank 2 and were reported as analysed."""
+    model = UnpacksItsInput()
+    with pytest.raises(ValueError, match=re.escape("too many values to unpack (expected 2)")):
+        model(torch.zeros(1, 1, 8, dtype=torch.long))
+    with pytest.raises(TraceError, match=re.escape("give ids=(8,)")) as caught:  # the top-level forward unpacks
+        paramcount(model, {"ids": (1, 8)})
+    assert "too many values to unpack (expected 2)" in str(caught.value) and "concrete_args" not in str(caught.value)
+    wrapped = nn.Sequential(model)  # inside a part: that part is opaque and reported invalid, with the same fix
+    r = paramcount(wrapped, (1, 8))
+    assert [f.layer for f in r.findings] == ["0"] and r.output_shape is None
+    assert r.findings[0].fix == (
+        "too many values to unpack (expected 2); input shapes are per sample (batch=1 is added): "
+        "input=(1, 8) — give input=(8,)"
+    )
+    right = paramcount(model, {"ids": (8,)})
+    assert right.findings == () and right.output_shape == (1, 32)
 
 
 class PadsAfterItsStem(nn.Module):
@@ -390,72 +423,3 @@ def test_a_global_module_with_weights_is_still_an_error() -> None:
 
     with pytest.raises(TraceError, match="not installed as a submodule"):
         trace(UsesGlobal(), auto_leaf=False)
-
-
-def test_module_stack_copies_are_snapshots_of_its_state() -> None:
-    """copy.copy gives what a copy of an OrderedDict gives, after any change; unchanged, the same snapshot."""
-    import collections
-    import copy
-
-    from torchsurgeon.frontend import ModuleStack
-
-    stack, plain = ModuleStack(), collections.OrderedDict()
-    changes = [
-        lambda d: d.__setitem__("a", 1),
-        lambda d: d.update(b=2, c=3),
-        lambda d: d.setdefault("d", 4),
-        lambda d: d.move_to_end("a"),
-        lambda d: d.popitem(),
-        lambda d: d.pop("b"),
-        lambda d: d.__delitem__("c"),
-        lambda d: d.clear(),
-    ]
-    for change in changes:
-        change(stack)
-        change(plain)
-        snapshot = copy.copy(stack)
-        assert list(snapshot.items()) == list(copy.copy(plain).items()) and type(snapshot) is collections.OrderedDict
-        assert copy.copy(stack) is snapshot and snapshot is not stack
-
-
-class _Shared(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2)))
-        self.b = self.a  # one module, two paths
-        self.register_buffer("steps", torch.zeros(1), persistent=False)
-        self.register_buffer("scale", torch.ones(1))
-
-
-def _graph_of(targets: list[tuple[str, str]]) -> torch.fx.Graph:
-    graph = torch.fx.Graph()
-    x = graph.placeholder("x")
-    for op, target in targets:
-        x = graph.create_node(op, target, (x,) if op == "call_module" else ())
-    graph.output(x)
-    return graph
-
-
-@pytest.mark.parametrize(
-    "targets",
-    [
-        [("get_attr", "a.1.0.weight"), ("call_module", "a.1"), ("get_attr", "a.1.0.bias"), ("get_attr", "a.0.bias")],
-        [("call_module", "a.0"), ("get_attr", "a.0.weight"), ("get_attr", "b.0.weight"), ("get_attr", "b.1.0.bias")],
-        [("get_attr", "steps"), ("get_attr", "scale"), ("call_module", "b"), ("get_attr", "a.1.0.weight")],
-        [("get_attr", "b.1.0.weight"), ("get_attr", "b.1.0.bias"), ("call_module", "b.1.0"), ("call_module", "a")],
-    ],
-)
-def test_lazy_graph_module_copies_what_torch_fx_copies(targets: list[tuple[str, str]]) -> None:
-    """Same modules, parameters and buffers (the same objects, persistence too) as torch.fx.GraphModule."""
-    from torchsurgeon.frontend import lazy_graph_module
-
-    def contents(gm: nn.Module) -> list[Any]:
-        modules = [(n, type(m), id(m) if type(m) is not nn.Module else None) for n, m in gm.named_modules() if n]
-        tensors = [(n, id(t)) for n, t in [*gm.named_parameters(), *gm.named_buffers()]]
-        return [modules, tensors, sorted(gm.state_dict()), gm.training]
-
-    root = _Shared().eval()
-    before = contents(root)
-    ours = lazy_graph_module(root, _graph_of(targets), "Shared")
-    assert contents(ours) == contents(torch.fx.GraphModule(root, _graph_of(targets)))
-    assert contents(root) == before and ours.code == torch.fx.GraphModule(root, _graph_of(targets)).code

@@ -44,7 +44,7 @@ from .records import (
 from .report import depth_table, format_count, format_shape, jsonable, report_document, table_format
 from .rows import layer_rows
 from .shapememo import ShapeMemo
-from .shapes import ExampleInputs, InputSpec, ShapeResult, propagate_shapes
+from .shapes import ExampleInputs, InputSpec, ShapeResult, per_sample_hint, propagate_shapes
 from .trace import Traced, trace, unwrap_model
 
 __all__ = ("ModelReport", "analyse_graph", "paramcount", "paramcount_sweep")
@@ -599,7 +599,11 @@ def paramcount(
     except TraceError as exc:
         if not exc.whole_model:
             raise
-        raise TraceError(f"{exc}{_parts_to_analyse(model, input, batch)}", whole_model=True) from exc
+        hint = per_sample_hint(input if isinstance(input, Mapping) else {"input": input}, batch)
+        unpacking = "values to unpack" in str(exc)
+        raise TraceError(
+            f"{exc}{hint if unpacking else ''}{_parts_to_analyse(model, input, batch)}", whole_model=True
+        ) from exc
     report, _ = _analyse(
         build_graph(traced), input, batch, "", None, mode, copy_graph=False
     )  # the graph is the report's

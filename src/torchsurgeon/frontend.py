@@ -17,11 +17,7 @@ Three pieces, each used by :mod:`torchsurgeon.trace`'s tracer:
   (:class:`MetaValues`).  A question about tensor *values* still fails, so
   the smallest module holding it becomes an opaque leaf.
 
-* **Cheaper bookkeeping.**  torch.fx copies its scope on every module call
-  and its module stack on every node with ``copy.copy``; :class:`ModuleStack`
-  and :class:`FastScope` give the same copies without ``copy``'s generic path.
-  :func:`lazy_graph_module` builds the traced ``GraphModule`` without
-  compiling its code and with one walk per module path.
+torch.fx's bookkeeping without its generic copies is in :mod:`torchsurgeon.fxbookkeeping`.
 
 See docs/frontend.md for the measurements behind these choices.
 """
@@ -29,7 +25,6 @@ See docs/frontend.md for the measurements behind these choices.
 from __future__ import annotations
 
 import bisect
-import collections
 import contextlib
 import dis
 import functools
@@ -52,14 +47,11 @@ from .resize import as_folded_input, hands_on_channels
 from .rules.on_meta import ruled_meta
 
 __all__ = (
-    "FastScope",
     "MetaValues",
-    "ModuleStack",
     "OwnHooks",
     "ShapeProxy",
     "bind_inputs",
     "call_by_name",
-    "lazy_graph_module",
     "library_answers",
     "meta_question",
 )
@@ -257,164 +249,6 @@ class OwnHooks:
                 state.update(before)
 
 
-class FastScope(torch.fx.proxy.Scope):
-    """torch.fx's ``Scope`` (module path and type) whose ``copy.copy`` is one constructor call.
-
-    fx copies the tracer's scope on entering every module; ``copy.copy``
-    reaches a plain object through ``__reduce_ex__``.
-
-    Examples
-    --------
-    >>> import copy
-    >>> scope = FastScope("layer1", None)
-    >>> saved = copy.copy(scope)
-    >>> scope.module_path = "layer2"
-    >>> saved.module_path, type(saved).__name__
-    ('layer1', 'FastScope')
-    """
-
-    def __copy__(self) -> FastScope:
-        return FastScope(self.module_path, self.module_type)
-
-
-class ModuleStack(collections.OrderedDict):  # type: ignore[type-arg]
-    """torch.fx's module stack, whose ``copy.copy`` is one snapshot per state of the stack.
-
-    fx stores ``copy.copy(module_stack)`` as each node's ``nn_module_stack``;
-    the stack changes only when a module call starts or ends, so the nodes
-    recorded in between share one snapshot (a plain ``OrderedDict``, equal
-    to what ``copy.copy`` gives; read it, do not change it).
-
-    Examples
-    --------
-    >>> import copy
-    >>> stack = ModuleStack()
-    >>> stack["layer1"] = ("layer1", None)
-    >>> a, b = copy.copy(stack), copy.copy(stack)
-    >>> stack["layer1.conv"] = ("layer1.conv", None)
-    >>> a is b, a == {"layer1": ("layer1", None)}, len(copy.copy(stack)), type(a).__name__
-    (True, True, 2, 'OrderedDict')
-    """
-
-    _snapshot: collections.OrderedDict[Any, Any] | None = None
-
-    def __copy__(self) -> collections.OrderedDict[Any, Any]:
-        if self._snapshot is None:
-            self._snapshot = collections.OrderedDict(self)
-        return self._snapshot
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._snapshot = None
-        super().__setitem__(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self._snapshot = None
-        super().__delitem__(key)
-
-    def popitem(self, last: bool = True) -> tuple[Any, Any]:
-        self._snapshot = None
-        return super().popitem(last)
-
-    def pop(self, *args: Any) -> Any:
-        self._snapshot = None
-        return super().pop(*args)
-
-    def clear(self) -> None:
-        self._snapshot = None
-        super().clear()
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        self._snapshot = None
-        super().update(*args, **kwargs)
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        self._snapshot = None
-        return super().setdefault(key, default)
-
-    def move_to_end(self, key: Any, last: bool = True) -> None:
-        self._snapshot = None
-        super().move_to_end(key, last)
-
-
-def lazy_graph_module(root: nn.Module, graph: torch.fx.Graph, name: str) -> torch.fx.GraphModule:
-    """``torch.fx.GraphModule(root, graph, name)``, generating its Python code only when asked, built faster.
-
-    ``torch.fx.GraphModule`` compiles ``forward`` on construction (a third of
-    the trace time of a resnet50); the lazy variant does it on first call:
-    analysis interprets the graph.  torch.fx copies each node's target from
-    ``root`` by walking its path from the top with ``getattr`` (a tenth of the
-    trace of an EfficientNet); here each module path is walked once, with
-    torch.fx's own rules for what is copied (see :func:`_copy_targets`).
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
-    >>> gm = lazy_graph_module(model, torch.fx.Tracer().trace(model), "Sequential")
-    >>> gm.get_submodule("0") is model[0], [n for n, _ in gm.named_parameters()], gm(torch.ones(1, 2)).shape
-    (True, ['0.weight', '0.bias'], torch.Size([1, 3]))
-    """
-    cls: type[torch.fx.GraphModule]
-    try:
-        from torch.fx._lazy_graph_module import _LazyGraphModule
-
-        cls = _LazyGraphModule
-    except ImportError:  # pragma: no cover - torch without it
-        cls = torch.fx.GraphModule
-    # built around a graph without targets (the same tracer class and extras, which it reads), then given the real one
-    empty = torch.fx.Graph(tracer_cls=graph._tracer_cls, tracer_extras=graph._tracer_extras)
-    gm = cls(root, empty, name)
-    _copy_targets(root, gm, [str(n.target) for n in graph.nodes if n.op in ("get_attr", "call_module")])
-    gm.graph = graph
-    return gm
-
-
-def _copy_targets(root: nn.Module, gm: nn.Module, targets: Iterable[str]) -> None:
-    """torch.fx's ``_copy_attr(root, gm, target)`` for each target in turn, each module path looked up once.
-
-    The objects themselves are shared with ``root`` (parameters, buffers,
-    leaf modules); the modules on the way are new empty modules,
-    except under a module copied whole, where nothing more is copied.
-    ``root`` is only read.
-    """
-    walked: dict[str, tuple[Any, Any]] = {"": (root, gm)}  # path -> (its object in root, its module in gm)
-    for target in targets:
-        path, _, field = target.rpartition(".")
-        pair = walked.get(path)
-        if pair is None:
-            pair = _walk(walked, path)
-        source, copy = pair
-        if copy is source:
-            continue  # inside a module already copied whole
-        value = getattr(source, field)
-        if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
-            copy.register_buffer(field, value, persistent=field not in source._non_persistent_buffers_set)
-        else:
-            setattr(copy, field, value)
-        if isinstance(value, nn.Module):
-            if target in walked:  # it replaces an empty module made on the way: what was made under that goes
-                for key in [k for k in walked if k.startswith(f"{target}.")]:
-                    del walked[key]
-            walked[target] = (value, value)
-
-
-def _walk(walked: dict[str, tuple[Any, Any]], path: str) -> tuple[Any, Any]:
-    """(the object at ``path`` in root, its counterpart in gm), creating empty modules in gm as torch.fx does."""
-    parent, _, item = path.rpartition(".")
-    source, copy = walked.get(parent) or _walk(walked, parent)
-    if copy is source:
-        pair = (source, source)  # inside a module already copied whole
-    else:
-        child = getattr(source, item)
-        existing = getattr(copy, item, None)
-        if existing is None:
-            existing = nn.Module()
-            setattr(copy, item, existing)
-        pair = (child, existing)
-    walked[path] = pair
-    return pair
-
-
 def _len(proxy: torch.fx.Proxy) -> int:
     """``len()`` of a proxy from its value on ``meta``, else torch.fx's error."""
     values = getattr(proxy.tracer, "meta_values", None)
@@ -441,9 +275,13 @@ def _iter(proxy: torch.fx.Proxy) -> Iterator[Any]:
     """
     caller = sys._getframe(1)
     count = _unpacked_count(caller.f_code, caller.f_lasti)
-    if count is not None:
-        return (proxy[i] for i in range(count))  # type: ignore[index]
     values = getattr(proxy.tracer, "meta_values", None)
+    if count is not None:
+        known = values.peek(proxy.node) if values is not None else None  # an input's shape: checked, as Python does
+        if isinstance(known, (tuple, list)) and len(known) != count:
+            few = f"not enough values to unpack (expected {count}, got {len(known)})"
+            raise ValueError(few if len(known) < count else f"too many values to unpack (expected {count})")
+        return (proxy[i] for i in range(count))  # type: ignore[index]
     return iter(meta_question(values, proxy, "iter", lambda: proxy.tracer.iter(proxy)))
 
 
@@ -624,6 +462,18 @@ class MetaValues:
             value = self._value(node)
         self.resolved.append(f"{question}({node.format_node()})")
         return value
+
+    def peek(self, node: torch.fx.Node) -> Any:
+        """The value of ``node`` if it is known or one step from known values (an input's ``size()``), else None."""
+        if node not in self._values and any(
+            a.op != "placeholder" and a not in self._values for a in node.all_input_nodes
+        ):
+            return None
+        try:  # not recorded in ``resolved``: a length that holds for one shape holds for every shape of its rank
+            with self._untraced(), ruled_meta(resized=True):
+                return self._value(node)
+        except Exception:  # not computable here: the question stays fx's
+            return None
 
     def _reads_input(self, node: torch.fx.Node) -> bool:
         """Whether ``node`` reads a model input, directly or through nodes that hand it on with its channels

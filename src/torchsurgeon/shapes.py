@@ -122,6 +122,27 @@ def _check_shape(shape: Any, where: str) -> Shape:
     return dims
 
 
+def per_sample_hint(shapes: Mapping[str, Any], batch: int) -> str:
+    """``"; input shapes are per sample …"`` naming the inputs given with a leading 1, else ``""``.
+
+    For a forward that unpacks an input's shape into fewer values than it has
+    dimensions: the usual cause is a shape given with its batch.
+
+    Examples
+    --------
+    >>> per_sample_hint({"input_ids": (1, 8)}, 1)
+    '; input shapes are per sample (batch=1 is added): input_ids=(1, 8) — give input_ids=(8,)'
+    >>> per_sample_hint({"x": (3, 32, 32)}, 1)
+    ''
+    """
+    given = {k: tuple(v) for k, v in shapes.items() if isinstance(v, (tuple, list)) and len(v) > 1 and v[0] == 1}
+    if not given:
+        return ""
+    named = ", ".join(f"{k}={v}" for k, v in given.items())
+    fix = ", ".join(f"{k}={v[1:]}" for k, v in given.items())
+    return f"; input shapes are per sample (batch={batch} is added): {named} — give {fix}"
+
+
 def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, Shape | TypedShape | torch.Tensor]:
     """Map an input spec to ``{placeholder name: per-sample shape or tensor}``.
 
@@ -674,6 +695,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 )
             else:
                 kind = base.module_type
+                if "values to unpack" in text:  # unpacking an input's shape: was it given with its batch?
+                    text += per_sample_hint(self.inputs, self.batch)
                 finding = Finding(layer, kind, "input", "a compatible input", str(ins), text)
                 message = f"{layer} ({kind}) fails on {ins}: {text}"
                 self._record(base, ins, None, LayerStatus.INVALID, message, (finding,), ShapeSource.META, unknown)

@@ -47,17 +47,8 @@ from torch import nn
 from .arguments import NO_CACHE, SIMPLE_DEFAULTS, InputNames, forward_parameters, fx_name, specialisation
 from .copies import detached_copy
 from .errors import InputError, TraceError, failure_reason
-from .frontend import (
-    FastScope,
-    MetaValues,
-    ModuleStack,
-    OwnHooks,
-    ShapeProxy,
-    call_by_name,
-    lazy_graph_module,
-    library_answers,
-    meta_question,
-)
+from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, library_answers, meta_question
+from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module
 from .modelindex import ModelIndex, model_index
 from .rules.on_meta import ruled_leaf
 from .rules.registry import FALLBACK
@@ -716,6 +707,9 @@ def _trace_error(
             f"the model's own forward calls the leaf {inner!r} with what torch.fx cannot record: "
             "analyse the model's parts that take tensors"
         )
+    elif isinstance(exc, ValueError) and "values to unpack" in str(exc):
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        fix = "it unpacks an input's shape, which has another number of dimensions: a real forward fails too"
     else:
         where = f"{type(model).__name__}.forward (the top-level model)"
         fix = (
