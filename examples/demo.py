@@ -4,7 +4,8 @@
 2. The same for the PyTorch CIFAR-10 tutorial net.
 3. Edit resnet50 by hand (conv1 to 1 channel, an extra fc) and check the surgery.
 4. Do it with torchsurgeon instead (fold conv1, append a head) and check again.
-5. Prove the fold: the folded model on a grey image equals the original on the grey image replicated to RGB.
+5. Will it fit? One fine-tuning step of the edited model on a 24 GiB GPU: fully trainable vs frozen backbone.
+6. Prove the fold: the folded model on a grey image equals the original on the grey image replicated to RGB.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from torchsurgeon import adapt_input_channels, append_head, check_surgery, paramcount
+from torchsurgeon import adapt_input_channels, append_head, check_surgery, memory_plan, paramcount
 
 
 class CifarNet(nn.Module):
@@ -76,7 +77,18 @@ def main() -> None:
     print()
     print(check_surgery(resnet, edited, (1, 224, 224)))
 
-    section("5. Proof: folded model on grey == original model on grey replicated to RGB (eval, float64)")
+    section("5. Will it fit? One AdamW step of the edited model, bf16 autocast, batch 64, on a 24 GiB GPU")
+    plan = memory_plan(edited, (1, 224, 224), batch=64, optimizer="adamw", amp="bf16")
+    print("\n".join(f"{k}: {v}" for k, v in plan.totals()))
+    print(f"Largest batch in 24 GiB: {plan.max_batch('24GiB')}")
+    frozen = copy.deepcopy(edited).requires_grad_(False)
+    frozen.fc[1].requires_grad_(True)  # train the new head only
+    head_only = memory_plan(frozen, (1, 224, 224), batch=64, optimizer="adamw", amp="bf16")
+    print(f"Backbone frozen, new head trained: peak {head_only.peak / 2**20:,.2f} MiB, ", end="")
+    print(f"largest batch in 24 GiB: {head_only.max_batch('24GiB')}")
+    print("\n".join(plan.notes()[1:]))
+
+    section("6. Proof: folded model on grey == original model on grey replicated to RGB (eval, float64)")
     original = resnet.double().eval()
     grey_model = adapt_input_channels(original, 1).model
     g = torch.randn(2, 1, 224, 224, dtype=torch.float64)
