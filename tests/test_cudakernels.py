@@ -96,6 +96,28 @@ def test_grouped_query_attention_follows_the_kernel_a_gpu_picks() -> None:
     assert any(shape == (2, 4, 32, 32) for shape, _ in full)  # the math path's attention matrix
 
 
+@pytest.mark.parametrize(
+    ("q", "kv", "v", "dtype"),
+    [
+        ((2, 4, 10, 64), (2, 4, 12, 64), (2, 4, 12, 32), torch.bfloat16),  # values narrower than keys: not flash
+        ((2, 4, 10, 100), (2, 4, 10, 100), (2, 4, 10, 100), torch.float32),
+        ((2, 4, 1, 300), (2, 4, 1, 300), (2, 4, 1, 300), torch.bfloat16),
+        ((4, 10, 64), (4, 12, 64), (4, 12, 64), torch.float32),  # 3-D: the math path
+    ],
+)
+def test_attention_gives_what_sdpa_gives_for_any_widths(
+    q: tuple[int, ...], kv: tuple[int, ...], v: tuple[int, ...], dtype: torch.dtype
+) -> None:
+    with FakeTensorMode():
+        query, key, value = (torch.empty(s, dtype=dtype, requires_grad=True) for s in (q, kv, v))
+        expected = F.scaled_dot_product_attention(query, key, value, dropout_p=0.1)
+        with CudaKernels():
+            out = F.scaled_dot_product_attention(query, key, value, dropout_p=0.1)
+        out.sum().backward()
+    assert (out.shape, out.dtype) == (expected.shape, expected.dtype)
+    assert query.grad is not None and query.grad.shape == query.shape
+
+
 def test_multihead_attention_uses_the_fused_kernel_inside_nn_multiheadattention() -> None:
     mha = nn.MultiheadAttention(32, 4, dropout=0.1, batch_first=True)
     x = torch.randn(2, 10, 32)

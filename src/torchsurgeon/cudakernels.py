@@ -81,7 +81,10 @@ class CudaKernels(TorchFunctionMode):
             if out is not None:
                 return out
         elif func is F.scaled_dot_product_attention:
-            out = fused_attention(*args, **kwargs)
+            try:
+                out = fused_attention(*args, **kwargs)
+            except Exception:  # a call no fused kernel takes: the CPU's path, which fails or not as SDPA does
+                out = None
             if out is not None:
                 return out
         elif func is F.multi_head_attention_forward:
@@ -149,7 +152,8 @@ def fused_attention(
         low = torch.get_autocast_dtype("cpu")
         query, key, value = (t.to(low) if t.is_floating_point() else t for t in (query, key, value))
     grouped = enable_gqa and key.shape[-3] != query.shape[-3]
-    if attn_mask is None and query.dtype in _HALF and query.shape[-1] <= 256:  # flash / cuDNN attention
+    same_width = query.shape[-1] == key.shape[-1] == value.shape[-1]
+    if attn_mask is None and query.dtype in _HALF and same_width and query.shape[-1] <= 256:  # flash / cuDNN
         if grouped:  # the kernel reads each key-value head for its group: nothing expanded is saved
             return _grouped_flash(query, key, value, dropout_p, is_causal, scale)
         flash = torch.ops.aten._scaled_dot_product_flash_attention
@@ -222,7 +226,10 @@ def _dropout(*args: Any, **kwargs: Any) -> torch.Tensor:
 
 
 def _attention_or_math(*args: Any, **kwargs: Any) -> torch.Tensor:
-    out = fused_attention(*args, **kwargs)
+    try:
+        out = fused_attention(*args, **kwargs)
+    except Exception:  # as in CudaKernels
+        out = None
     return out if out is not None else F.scaled_dot_product_attention(*args, **kwargs)
 
 
