@@ -599,11 +599,10 @@ def paramcount(
     except TraceError as exc:
         if not exc.whole_model:
             raise
-        hint = per_sample_hint(input if isinstance(input, Mapping) else {"input": input}, batch)
-        unpacking = "values to unpack" in str(exc)
-        raise TraceError(
-            f"{exc}{hint if unpacking else ''}{_parts_to_analyse(model, input, batch)}", whole_model=True
-        ) from exc
+        hint = per_sample_hint(input if isinstance(input, Mapping) else {"": input}, batch)
+        if hint and "values to unpack" in str(exc):  # the input's rank, not the model: no part to suggest
+            raise TraceError(f"{exc}{hint}", whole_model=True) from exc
+        raise TraceError(f"{exc}{_parts_to_analyse(model, input, batch)}", whole_model=True) from exc
     report, _ = _analyse(
         build_graph(traced), input, batch, "", None, mode, copy_graph=False
     )  # the graph is the report's
