@@ -1,9 +1,11 @@
-"""memory_plan against what PyTorch really does on the CPU: saved bytes, gradients, optimizer state.
+"""memory_plan against what PyTorch really does: saved bytes, gradients, optimizer state, peak.
 
-The reference numbers are measured by code independent of torchsurgeon
+On the CPU (``device="cpu"``), the reference numbers are measured by code independent of torchsurgeon
 (``models.measure_training_step``): a real CPU forward under
 ``torch.autograd.graph.saved_tensors_hooks`` (unique storages, parameters and buffers excluded),
 a real backward (``.grad`` bytes); here, a real optimizer step (``optimizer.state`` bytes).
+On a GPU (``device="cuda"``, the default), the numbers a real training step gave on an NVIDIA H200
+(``benchmarks/gpu_memory.py`` wrote ``benchmarks/gpu_memory_h200.json``).
 """
 
 from __future__ import annotations
