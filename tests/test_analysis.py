@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 
 import pytest
@@ -239,6 +240,19 @@ def test_malformed_shapes_are_input_errors(shape: object, match: str) -> None:
 def test_wrong_rank_names_the_layer_and_the_fix() -> None:
     with pytest.raises(ShapeError, match=r"conv1 \(Conv2d\) expects input rank=4 .* got 5 .* without the batch"):
         paramcount(CifarNet(), (1, 3, 32, 32))
+
+
+def test_a_shape_without_channels_is_a_rank_error_not_a_fold() -> None:
+    """(32, 32) per sample is (1, 32, 32) with the batch: torch would take it as one unbatched image whose
+    channel is the batch, and the report said 'fold it with adapt_input_channels(model, 1)'."""
+    with pytest.raises(
+        ShapeError, match=re.escape("the per-sample shape (32, 32) has no channel dimension: give (C, H, W)")
+    ):
+        paramcount(CifarNet(), (32, 32))
+    with pytest.raises(ShapeError, match=re.escape("expects input rank=4 (N, C, H, W), got 3 (4, 32, 32)")):
+        paramcount(CifarNet(), (32, 32), batch=4)
+    unbatched = paramcount(nn.Conv2d(1, 2, 3), torch.empty(1, 8, 8))  # a tensor is taken as given: unbatched works
+    assert unbatched.findings == () and unbatched.output_shape == (2, 6, 6)
 
 
 def test_not_a_module() -> None:

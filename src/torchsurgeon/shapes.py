@@ -400,6 +400,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.input_shapes: dict[str, Shape] = {}
         self._meta_copies: dict[str, nn.Module] = {}
         self._unknown_seen = False  # no node has failed yet: inputs need no scan for unknown values
+        self._shapes_given = not any(isinstance(v, torch.Tensor) for v in inputs.values())  # batch added to all
         self._target_now: Any = None  # the fx target of the node being run
 
     def run_graph(self) -> Any:
@@ -504,7 +505,9 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             rule = function_rule(n.target)
         elif not _python_method(str(n.target), args):
             rule = method_rule(str(n.target))
-        call = Call(base.layer, base.module_type, step.from_input, base.scope, step.scope_module)
+        call = Call(
+            base.layer, base.module_type, step.from_input, base.scope, step.scope_module, batch_added=self._shapes_given
+        )
         if rule is not None and rule.shape is not None:
             if direct:
                 out = self._apply(rule, module, args, kwargs, call)

@@ -63,6 +63,16 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
         return None
     shape = x.shape
     batched = len(shape) == nsp + 2
+    if not batched and call.from_input and call.batch_added:  # the batch would be taken for the channels
+        spatial = ("L",) if nsp == 1 else ("H", "W") if nsp == 2 else ("D", "H", "W")[-nsp:]
+        call.mismatch(
+            "input rank",
+            f"{nsp + 2} (N, C, {', '.join(spatial)})",
+            f"{len(shape)} {tuple(shape)}",
+            f"the per-sample shape {tuple(shape[1:])} has no channel dimension: give (C, {', '.join(spatial)}), "
+            f"{nsp + 1} dimensions (the batch is added)",
+        )
+        return None
     c = int(shape[1 if batched else 0])
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
     if c != m.in_channels:

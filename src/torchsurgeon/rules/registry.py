@@ -75,7 +75,8 @@ class Call:
     through padding, dropout, identity or dtype conversions; the
     fix of a mismatch is then a fold of the input layer, not a change of the
     layer before); ``scope`` and ``scope_module`` are the module whose
-    ``forward`` made the call.
+    ``forward`` made the call; ``batch_added`` that the inputs were given as
+    per-sample shapes, so their first dimension is the batch.
     """
 
     layer: str
@@ -83,6 +84,7 @@ class Call:
     from_input: bool = False
     scope: str = ""
     scope_module: nn.Module | None = None
+    batch_added: bool = False
     findings: list[Finding] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)
 
