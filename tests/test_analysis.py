@@ -255,6 +255,15 @@ def test_a_shape_without_channels_is_a_rank_error_not_a_fold() -> None:
     assert unbatched.findings == () and unbatched.output_shape == (2, 6, 6)
 
 
+def test_a_channels_last_shape_gets_the_channels_first_shape_as_a_second_fix() -> None:
+    r = paramcount(CifarNet(), (32, 32, 3))
+    assert r.findings[0].fix == (
+        "fold it with adapt_input_channels(model, 32, mode='spread'); "
+        "if the input is channels-last, give its shape as (3, 32, 32)"
+    )
+    assert paramcount(CifarNet(), (3, 32, 32)).findings == ()  # the second fix, run as written
+
+
 def test_not_a_module() -> None:
     with pytest.raises(InputError, match=r"expected a torch.nn.Module, got function"):
         paramcount(lambda x: x, (3, 32, 32))  # type: ignore[arg-type]

@@ -76,7 +76,10 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
     c = int(shape[1 if batched else 0])
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
     if c != m.in_channels:
-        call.mismatch("in_channels", m.in_channels, c, _fix(call, m, "in_channels", m.in_channels, c))
+        fix = _fix(call, m, "in_channels", m.in_channels, c)
+        if call.from_input and call.batch_added and batched and shape[-1] == m.in_channels:  # (H, W, C) given?
+            fix += f"; if the input is channels-last, give its shape as {(m.in_channels, c, *shape[2:-1])}"
+        call.mismatch("in_channels", m.in_channels, c, fix)
     out_sp = []
     for i, size in enumerate(shape[-nsp:]):
         k, s, d = m.kernel_size[i], m.stride[i], m.dilation[i]
