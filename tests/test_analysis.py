@@ -264,6 +264,28 @@ def test_a_channels_last_shape_gets_the_channels_first_shape_as_a_second_fix() -
     assert paramcount(CifarNet(), (3, 32, 32)).findings == ()  # the second fix, run as written
 
 
+class AssertsItsSize(nn.Module):
+    """torchvision's ViT: ``torch._assert(h == self.image_size, f"... got {h}!")``, the message formatted while
+    tracing, where ``h`` is a proxy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.shape[2]
+        torch._assert(h == 8, f"Wrong image height! Expected 8 but got {h}!")
+        return self.conv(x)
+
+
+def test_an_assert_in_forward_names_the_size_it_got() -> None:
+    with pytest.raises(AssertionError, match="got 10"):
+        AssertsItsSize()(torch.zeros(1, 3, 10, 10))
+    r = paramcount(AssertsItsSize(), (3, 10, 10))
+    assert r.findings[0].fix == "Wrong image height! Expected 8 but got 10! (asserted by the forward of the model)"
+    assert paramcount(AssertsItsSize(), (3, 8, 8)).findings == ()
+
+
 def test_not_a_module() -> None:
     with pytest.raises(InputError, match=r"expected a torch.nn.Module, got function"):
         paramcount(lambda x: x, (3, 32, 32))  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -350,6 +351,9 @@ def _dtype_of(value: Any) -> str | None:
     return _dtype_name(t.dtype) if t is not None else None
 
 
+_PROXY_NAME = re.compile(r"Proxy\((\w+)\)")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
@@ -402,14 +406,18 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self._unknown_seen = False  # no node has failed yet: inputs need no scan for unknown values
         self._shapes_given = not any(isinstance(v, torch.Tensor) for v in inputs.values())  # batch added to all
         self._target_now: Any = None  # the fx target of the node being run
+        self.scalars: dict[str, Any] = {}  # node name -> its Python number (a size), for messages
 
     def run_graph(self) -> Any:
         """Run every node once; return the value of the output node."""
         result: Any = None
         env = self.env
         memo = self.memo
+        scalars = self.scalars
         for node, step in self.steps.items():
-            env[node] = self.run_node(node) if memo is None else self._run_memoised(node, memo)
+            value = env[node] = self.run_node(node) if memo is None else self._run_memoised(node, memo)
+            if type(value) in (int, float, bool):  # sizes: messages formatted during the trace name their nodes
+                scalars[node.name] = value
             for to_delete in step.last_uses:
                 del env[to_delete]
             if node.op == "output":
@@ -692,7 +700,10 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             with torch.device("meta"), ruled_meta():  # tensors the op creates land on meta too; its ops by rule
                 out = call()
         except Exception as exc:
-            text = _first_line(exc)
+            # ``f"... got {h}"`` formatted while tracing reads ``Proxy(getitem_2)``: the number it stands for
+            text = _PROXY_NAME.sub(lambda m: str(self.scalars.get(m.group(1), m.group(0))), _first_line(exc))
+            if isinstance(exc, AssertionError) and base.op == "call_function":  # torch._assert in a forward
+                text += f" (asserted by the forward of {base.scope or 'the model'})"
             unknown = (0, 0, FlopKind.NONE, False)
             if isinstance(exc, NotImplementedError) or "meta" in text.lower() or "data-dependent" in text.lower():
                 self._record(
