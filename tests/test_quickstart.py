@@ -7,6 +7,7 @@ a copy and checks the committed outputs are the ones it gives now.  After a deli
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 from pathlib import Path
@@ -69,8 +70,11 @@ def test_quickstart_runs_and_shows_the_seed_scenario_in_colour(
     assert "25,557,032" in report  # resnet50's parameters
     assert _row_colour(surgery, "conv1.weight") == ORANGE and _row_colour(surgery, "fc.1.weight") == GREEN
     assert _row_colour(surgery, "conv1") == ORANGE and _row_colour(surgery, "fc") == GREEN
-    verdict = nb.cells[-1].outputs[0]["data"]["text/plain"]
+    verdict = next(c for c in nb.cells if "".join(c.source) == "surgery.verdict").outputs[0]["data"]["text/plain"]
     assert verdict == "'1 folded (conv1), 1 new (fc.1), 1 removed (fc), 0 invalid'"
+    fits = nb.cells[-1].outputs[0]["data"]["text/plain"]  # will it fit: (max batch in 24 GiB, peak at batch 64)
+    best, peak = ast.literal_eval(fits)
+    assert best > 64 and 2**30 < peak < 24 * 2**30  # a batch of 64 fits in 24 GiB with room to spare
 
     if request.config.getoption("--overwrite-expected"):
         nbformat.write(nb, NOTEBOOK)
