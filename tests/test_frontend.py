@@ -231,6 +231,19 @@ def test_unpacking_an_input_shape_of_another_rank_fails_as_the_real_forward_does
     assert right.findings == () and right.output_shape == (1, 32)
 
 
+def test_a_sweep_traces_again_an_input_of_another_rank_than_the_unpacked_one() -> None:
+    """The graph traced for ids (8,) holds for rank 2 only: reusing it for (1, 8) gave a reshape error deep inside."""
+    model = UnpacksItsInput()
+    t = trace(model, example_inputs={"ids": torch.empty(1, 8, dtype=torch.long, device="meta")})
+    assert t.input_ranks == {"ids": 2} and t.shape_specific == ()
+    first, second = paramcount_sweep(model, [{"ids": (8,)}, {"ids": (16,)}])  # one trace for both
+    assert (first.output_shape, second.output_shape) == ((1, 32), (1, 64))
+    with pytest.raises(
+        TraceError, match="(?s)" + re.escape("too many values to unpack (expected 2)") + ".*give ids=\\(8,\\)"
+    ):
+        paramcount_sweep(model, [{"ids": (8,)}, {"ids": (1, 8)}])
+
+
 class PadsAfterItsStem(nn.Module):
     """A shape question after the stem: a grey input does not fit the stem, the question still has an answer."""
 

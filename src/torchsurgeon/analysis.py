@@ -587,15 +587,24 @@ def paramcount(
     """
     mode = crosscheck_mode(crosscheck)
     model = unwrap_model(model)
+    options = {
+        "leaf_modules": leaf_modules,
+        "concrete_args": concrete_args,
+        "autowrap_functions": autowrap_functions,
+        "inputs": tensor_inputs(input),  # other forward arguments are traced with their defaults
+    }
+    traced = _trace_explained(model, input, batch, options)
+    report, _ = _analyse(
+        build_graph(traced), input, batch, "", None, mode, copy_graph=False
+    )  # the graph is the report's
+    return report
+
+
+def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Mapping[str, Any]) -> Traced:
+    """``trace(model, **options)`` for ``input`` (Python on shapes answered for it); when the model's own forward
+    cannot be traced, the error says why in the user's terms: the input's rank, or a part that can be analysed."""
     try:
-        traced: Traced = trace(
-            model,
-            leaf_modules=leaf_modules,
-            concrete_args=concrete_args,
-            autowrap_functions=autowrap_functions,
-            inputs=tensor_inputs(input),  # other forward arguments are traced with their defaults
-            example_inputs=ExampleInputs(model, input, batch),  # Python on shapes answered for this input
-        )
+        return trace(model, **options, example_inputs=ExampleInputs(model, input, batch))
     except TraceError as exc:
         if not exc.whole_model:
             raise
@@ -603,10 +612,6 @@ def paramcount(
         if hint and "values to unpack" in str(exc):  # the input's rank, not the model: no part to suggest
             raise TraceError(f"{exc}{hint}", whole_model=True) from exc
         raise TraceError(f"{exc}{_parts_to_analyse(model, input, batch)}", whole_model=True) from exc
-    report, _ = _analyse(
-        build_graph(traced), input, batch, "", None, mode, copy_graph=False
-    )  # the graph is the report's
-    return report
 
 
 def _parts_to_analyse(model: nn.Module, input: InputSpec, batch: int) -> str:
@@ -706,11 +711,17 @@ def paramcount_sweep(
         "autowrap_functions": tuple(autowrap_functions),
         "inputs": names.pop(),
     }
-    traced = trace(model, **options, example_inputs=ExampleInputs(model, specs[0], batch))
-    if traced.shape_specific:  # forward's Python answered questions about the first input's shapes: trace each
+    traced = _trace_explained(model, specs[0], batch, options)
+    ranks = traced.input_ranks  # forward unpacked an input's shape: an input of another rank is traced on its own
+    other_rank = ranks and any(
+        t.dim() != ranks.get(name, t.dim())
+        for spec in specs[1:]
+        for name, t in ExampleInputs(model, spec, batch).items()
+    )
+    if traced.shape_specific or other_rank:  # forward's Python answered questions about the first input's shapes
         reports = [_analyse(build_graph(traced), specs[0], batch, "", None, mode, copy_graph=False)[0]]
         for spec in specs[1:]:
-            again = trace(model, **options, example_inputs=ExampleInputs(model, spec, batch))
+            again = _trace_explained(model, spec, batch, options)
             reports.append(_analyse(build_graph(again), spec, batch, "", None, mode, copy_graph=False)[0])
         return reports
     G = build_graph(traced)

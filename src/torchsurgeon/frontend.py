@@ -278,9 +278,12 @@ def _iter(proxy: torch.fx.Proxy) -> Iterator[Any]:
     values = getattr(proxy.tracer, "meta_values", None)
     if count is not None:
         known = values.peek(proxy.node) if values is not None else None  # an input's shape: checked, as Python does
-        if isinstance(known, (tuple, list)) and len(known) != count:
-            few = f"not enough values to unpack (expected {count}, got {len(known)})"
-            raise ValueError(few if len(known) < count else f"too many values to unpack (expected {count})")
+        if isinstance(known, (tuple, list)):
+            if len(known) != count:
+                few = f"not enough values to unpack (expected {count}, got {len(known)})"
+                raise ValueError(few if len(known) < count else f"too many values to unpack (expected {count})")
+            assert values is not None
+            values.rely_on_rank(proxy.node)
         return (proxy[i] for i in range(count))  # type: ignore[index]
     return iter(meta_question(values, proxy, "iter", lambda: proxy.tracer.iter(proxy)))
 
@@ -452,6 +455,7 @@ class MetaValues:
         self._leaf_call = leaf_call
         self._values: dict[torch.fx.Node, Any] = {}
         self.resolved: list[str] = []  # what Python asked about shapes, in order
+        self.ranks: dict[str, int] = {}  # input -> the rank the graph holds for (its shape was unpacked)
 
     def resolve(self, node: torch.fx.Node, question: str) -> Any:
         """The value of ``node`` on ``meta``, for ``question`` (bool, len, iter, keys).
@@ -474,6 +478,13 @@ class MetaValues:
                 return self._value(node)
         except Exception:  # not computable here: the question stays fx's
             return None
+
+    def rely_on_rank(self, node: torch.fx.Node) -> None:
+        """Record that the graph holds only for inputs of the rank ``node``'s input placeholders have now."""
+        for a in node.all_input_nodes:
+            value = self._values.get(a)
+            if a.op == "placeholder" and isinstance(value, torch.Tensor):
+                self.ranks[str(a.target).lstrip("*")] = value.dim()
 
     def _reads_input(self, node: torch.fx.Node) -> bool:
         """Whether ``node`` reads a model input, directly or through nodes that hand it on with its channels

@@ -91,6 +91,9 @@ class Traced:
         Python questions about shapes answered for the example inputs
         (``bool(...)``, ``len(...)``): the graph holds for inputs of those
         shapes only.  Empty when the graph holds for any input.
+    input_ranks : Mapping[str, int]
+        Inputs whose shape ``forward`` unpacks (``batch, length = ids.shape``):
+        the graph holds for inputs of this rank only.
     index : ModelIndex or None
         The model's modules, parameters and buffers, from the walk the
         trace made (``None``: :func:`torchsurgeon.graph.build_graph` walks).
@@ -103,6 +106,7 @@ class Traced:
     specialised: Mapping[str, Any] = field(default_factory=dict)
     shape_specific: tuple[str, ...] = ()
     index: ModelIndex | None = None
+    input_ranks: Mapping[str, int] = field(default_factory=dict)
 
 
 _PLAIN_ARGUMENTS = frozenset({int, float, bool, str, type(None), torch.dtype, torch.device})
@@ -640,7 +644,8 @@ def trace(
     torch_nn = {q for q, m in submodules.items() if type(m).__module__.startswith("torch.nn")}
     leaves = sorted({str(n.target) for n in graph.nodes if n.op == "call_module"} - torch_nn)
     resolved = tuple(tracer.meta_values.resolved) if tracer.meta_values is not None else ()
-    return Traced(model, graph_module, opaque, tuple(leaves), fixed, resolved, index)
+    ranks = dict(tracer.meta_values.ranks) if tracer.meta_values is not None else {}
+    return Traced(model, graph_module, opaque, tuple(leaves), fixed, resolved, index, ranks)
 
 
 def _whole_model(
