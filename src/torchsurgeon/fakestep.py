@@ -24,12 +24,13 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import DynamicOutputShapeException, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .copies import detached_copy
 from .cudakernels import CudaKernels
 from .errors import MemoryPlanError, failure_reason
+from .fakevalues import NO_VALUE, AssumedValues, masked_upper_bound
 from .rules import FALLBACK
 from .rules.on_meta import by_cpu_rule
 from .shapes import input_dtype_for
@@ -63,6 +64,7 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.lives: list[list[int]] = []  # per storage: [bytes, first op, op before which it died or -1]
         self._live: dict[int, list[int]] = {}  # storage key -> [storage index, tensors alive]
         self._tensors: set[int] = set()
+        self.values = AssumedValues()
 
     def module(self) -> str:
         """The innermost module running (forward), else ``backward``."""
@@ -72,9 +74,18 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
+        read = self.values.read(func, args)  # a random draw or a finiteness check read by Python: its assumed value
+        if read is not NO_VALUE:
+            return read
         out = by_cpu_rule(func, args, kwargs)  # an op fake tensors' meta kernel refuses where the CPU runs it
         if out is FALLBACK:
-            out = func(*args, **kwargs)
+            try:
+                out = func(*args, **kwargs)
+            except DynamicOutputShapeException:  # sized by a mask's values: as if all True, the most memory
+                out = masked_upper_bound(func, args, kwargs)
+                if out is NO_VALUE:
+                    raise
+        self.values.record(func, args, kwargs, out)
         for t in pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self.track(t)
@@ -271,7 +282,8 @@ def simulate_step(
         raise MemoryPlanError(
             f"{type(model).__name__}: the {'backward' if storages.backward else 'forward'} of a fake-tensor copy "
             f"failed in {where} ({failure_reason(exc)}) — memory_plan runs the model on tensors without values: "
-            "Python that reads values (if x.sum() > 0, .item(), nonzero) cannot run; plan the parts around it"
+            "Python that reads values (if x.sum() > 0, .item()) cannot run, except random draws, finiteness "
+            "checks and masks (torchsurgeon.fakevalues); plan the parts around it"
         ) from exc
     finally:
         for handle in handles:

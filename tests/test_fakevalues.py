@@ -1,0 +1,96 @@
+"""fakevalues: the values a fake step assumes (nothing dropped, finite, all-True masks), against real CPU steps.
+
+Each model reads a value in its forward or backward that a fake tensor does not have; memory_plan used to fail
+with MemoryPlanError.  The reference is a real CPU training step of the same model made to take the path the
+plan assumes (no layer dropped), measured by ``models.measure_training_step`` (independent of torchsurgeon).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from models import measure_training_step as measure
+from torchsurgeon import MemoryPlanError, memory_plan
+
+
+class DropsBlocksAtRandom(nn.Module):
+    """Stochastic depth written as a branch: ``if torch.rand(1).item() < p: skip the block``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = p
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(16, 16), nn.GELU()) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            if self.training and torch.rand(1).item() < self.p:
+                continue
+            x = x + block(x)
+        return x
+
+
+class ClampsWhenNotFinite(nn.Module):
+    """DETR's encoder layer: ``if not torch.isfinite(x).all(): x = x.clamp(...)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.fc(x)
+        if torch.isinf(x).any() or torch.isnan(x).any() or not torch.isfinite(x).all():
+            x = x.clamp(-1e4, 1e4)  # a copy the real (finite) step never makes
+        return torch.tanh(x)
+
+
+class ReadsItsData(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x)
+        return y if y.sum() > 0 else -y
+
+
+def test_a_random_branch_is_planned_as_nothing_dropped() -> None:
+    model = DropsBlocksAtRandom()
+    plan = memory_plan(model, (16,), batch=4, device="cpu")
+    real = measure(DropsBlocksAtRandom(p=0.0).train(), torch.randn(4, 16))  # the same blocks, none dropped
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+
+
+def test_a_finiteness_check_is_planned_as_finite() -> None:
+    model = ClampsWhenNotFinite()
+    plan = memory_plan(model, (16,), batch=4, device="cpu")
+    real = measure(model, torch.randn(4, 16))
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+
+
+def test_reading_any_other_value_still_fails_naming_the_module() -> None:
+    with pytest.raises(MemoryPlanError, match=re.escape("ReadsItsData: the forward of a fake-tensor copy failed")):
+        memory_plan(ReadsItsData(), (16,), batch=4)
+
+
+def test_wav2vec2_with_layerdrop_and_specaugment_is_planned_as_a_real_step() -> None:
+    """transformers' Wav2Vec2 in training: LayerDrop (``torch.rand([]) < layerdrop``) and SpecAugment, whose
+    backward indexes with a boolean mask.  The real step runs with layerdrop 0 (no layer dropped)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Wav2Vec2Config(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+        conv_dim=[8, 8], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2, layerdrop=0.1, mask_time_prob=0.05,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.Wav2Vec2Model(config)
+    plan = memory_plan(model, (1600,), batch=2, device="cpu")
+    none_dropped = copy.deepcopy(model)
+    none_dropped.config.layerdrop = 0.0
+    torch.manual_seed(0)
+    real = measure(none_dropped, torch.randn(2, 1600))
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
