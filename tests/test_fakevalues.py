@@ -77,6 +77,18 @@ def test_reading_any_other_value_still_fails_naming_the_module() -> None:
         memory_plan(ReadsItsData(), (16,), batch=4)
 
 
+def test_an_input_the_model_refuses_is_not_blamed_on_fake_tensors() -> None:
+    """A ViT at another image size, batch norm at batch 1: PyTorch's own checks, which a real step raises too."""
+    from torchvision.models import vit_b_16
+
+    with pytest.raises(MemoryPlanError, match=r"Wrong image height.*a real training step at this input raises it too"):
+        memory_plan(vit_b_16(), (3, 64, 64))
+    stem = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(4))
+    with pytest.raises(MemoryPlanError, match=re.escape("give an input the model accepts (batch=2 or more)")):
+        memory_plan(stem, (3, 8, 8), batch=1)
+    assert memory_plan(stem, (3, 8, 8), batch=2).activations > 0
+
+
 def test_wav2vec2_with_layerdrop_and_specaugment_is_planned_as_a_real_step() -> None:
     """transformers' Wav2Vec2 in training: LayerDrop (``torch.rand([]) < layerdrop``) and SpecAugment, whose
     backward indexes with a boolean mask.  The real step runs with layerdrop 0 (no layer dropped)."""

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 from torch import nn
-from torch._subclasses.fake_tensor import DynamicOutputShapeException, FakeTensorMode
+from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .copies import detached_copy
@@ -279,11 +279,21 @@ def simulate_step(
                 torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
     except Exception as exc:
         where = storages.module() or "(model)"
+        failed = f"{type(model).__name__}: the {'backward' if storages.backward else 'forward'} of a fake-tensor copy "
+        failed += f"failed in {where} ({failure_reason(exc)})"
+        reads_values = isinstance(exc, (DataDependentOutputException, DynamicOutputShapeException)) or any(
+            k in str(exc) for k in (".numpy()", "data pointer", "tensor subclass", "data-dependent")
+        )
+        if reads_values:
+            raise MemoryPlanError(
+                f"{failed} — memory_plan runs the model on tensors without values: Python that reads values "
+                "(if x.sum() > 0, .item()) cannot run, except random draws, finiteness checks and masks "
+                "(torchsurgeon.fakevalues); plan the parts around it"
+            ) from exc
+        batch = " (batch=2 or more)" if "more than 1 value per channel" in str(exc) else ""
         raise MemoryPlanError(
-            f"{type(model).__name__}: the {'backward' if storages.backward else 'forward'} of a fake-tensor copy "
-            f"failed in {where} ({failure_reason(exc)}) — memory_plan runs the model on tensors without values: "
-            "Python that reads values (if x.sum() > 0, .item()) cannot run, except random draws, finiteness "
-            "checks and masks (torchsurgeon.fakevalues); plan the parts around it"
+            f"{failed} — a real training step at this input raises it too (fake tensors run PyTorch's own checks): "
+            f"give an input the model accepts{batch}"
         ) from exc
     finally:
         for handle in handles:

@@ -208,28 +208,46 @@ def elementwise(tensors: Sequence[torch.Tensor], shape: tuple[int, ...], dtype: 
 
     Contiguous operands give a contiguous output; otherwise the strides are
     torch's own rule for element-wise outputs (the one meta kernels use:
-    ``torch._prims_common.compute_elementwise_output_strides``).
+    ``torch._prims_common.compute_elementwise_output_strides``).  In half
+    precision the meta kernels order ties between dimensions otherwise
+    (operands of size-1 dimensions and mixed layouts): the strides are then
+    those of the meta kernel itself, asked once per layout.
     """
     if all(t.is_contiguous() for t in tensors):
         return new(shape, dtype)
     if _elementwise_strides is None:  # pragma: no cover - torch without _prims_common
         return FALLBACK
-    layouts = tuple((tuple(t.shape), t.stride()) for t in tensors)
-    return view(shape, _output_strides(shape, layouts), dtype)
+    layouts = tuple((tuple(t.shape), t.stride(), t.dtype) for t in tensors)
+    strides = _output_strides(shape, layouts)
+    return FALLBACK if strides is None else view(shape, strides, dtype)
+
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
 @functools.lru_cache(maxsize=4096)
-def _output_strides(shape: tuple[int, ...], layouts: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]) -> Any:
-    """torch's strides for an element-wise output (a function of the operands' shapes and strides alone):
+def _output_strides(
+    shape: tuple[int, ...], layouts: tuple[tuple[tuple[int, ...], tuple[int, ...], torch.dtype], ...]
+) -> Any:
+    """torch's strides for an element-wise output (a function of the operands' shapes, strides and dtypes):
     its Python implementation costs tens of microseconds, and repeated blocks ask the same question."""
     assert _elementwise_strides is not None
     expanded = [
-        torch.empty_strided(size, stride, device=_META).expand(shape)
+        torch.empty_strided(size, stride, dtype=dtype, device=_META).expand(shape)
         if size != shape
-        else torch.empty_strided(size, stride, device=_META)
-        for size, stride in layouts
+        else torch.empty_strided(size, stride, dtype=dtype, device=_META)
+        for size, stride, dtype in layouts
     ]
-    return _elementwise_strides(*expanded)
+    if not any(dtype in _HALF for _, _, dtype in layouts):
+        return _elementwise_strides(*expanded)
+    with torch._C.DisableTorchFunction():  # the meta kernel itself, not the rules (or modes) around this call
+        if len(expanded) == 1:
+            return torch.ops.aten.neg.default(expanded[0]).stride()
+        if len(expanded) == 2:
+            return torch.ops.aten.add.Tensor(*expanded).stride()
+        if len(expanded) == 3 and expanded[0].dtype == torch.bool:
+            return torch.ops.aten.where.self(*expanded).stride()
+    return None
 
 
 def preserved(x: torch.Tensor, dtype: torch.dtype) -> Any:
