@@ -240,13 +240,14 @@ def _output_strides(
     ]
     if not any(dtype in _HALF for _, _, dtype in layouts):
         return _elementwise_strides(*expanded)
-    with torch._C.DisableTorchFunction():  # the meta kernel itself, not the rules (or modes) around this call
-        if len(expanded) == 1:
-            return torch.ops.aten.neg.default(expanded[0]).stride()
-        if len(expanded) == 2:
-            return torch.ops.aten.add.Tensor(*expanded).stride()
-        if len(expanded) == 3 and expanded[0].dtype == torch.bool:
-            return torch.ops.aten.where.self(*expanded).stride()
+    given = [torch.empty_strided(size, stride, dtype=dtype, device=_META) for size, stride, dtype in layouts]
+    with torch._C.DisableTorchFunction():  # the meta kernel itself (it broadcasts), not the rules around this call
+        if len(given) == 1:
+            return torch.ops.aten.neg.default(given[0]).stride()
+        if len(given) == 2:
+            return torch.ops.aten.add.Tensor(*given).stride()
+        if len(given) == 3 and given[0].dtype == torch.bool:
+            return torch.ops.aten.where.self(*given).stride()
     return None
 
 

@@ -329,14 +329,27 @@ _COMPARISONS = {
     operator.ge: (torch.ge, "ge"),
 }
 _LOGICAL = {operator.and_: (torch.bitwise_and, "bitwise_and"), operator.or_: (torch.bitwise_or, "bitwise_or")}
+
+
+def _contiguous_only(rule: OpRule) -> OpRule:
+    """``rule`` for contiguous tensor operands only; others run on meta."""
+
+    def contiguous(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if any(isinstance(v, torch.Tensor) and not v.is_contiguous() for v in (*args, *kwargs.values())):
+            return FALLBACK
+        return rule(args, kwargs)
+
+    return contiguous
+
+
 _DIVISIONS: dict[Callable[..., Any], tuple[Callable[..., Any], str]] = {  # token positions: perm // top_k
     operator.floordiv: (torch.floor_divide, "floor_divide"),
     operator.mod: (torch.remainder, "remainder"),
 }
 for _op in _PYTHON_OPS:
     if _op in _COMPARISONS or _op in _LOGICAL or _op in _DIVISIONS:
-        if _op in _DIVISIONS:
-            tensor_rule = _binary_rule(_BINARY, integers=True)
+        if _op in _DIVISIONS:  # torch's floor division and remainder of floats are decompositions: other strides
+            tensor_rule = _contiguous_only(_binary_rule(_BINARY, integers=True))
         else:
             tensor_rule = _compare_rule(_BINARY, logical=_op in _LOGICAL)
         builtin(_op, shape=fn(_python_or(_op, tensor_rule)), python=True)

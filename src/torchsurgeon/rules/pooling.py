@@ -232,7 +232,9 @@ def _interpolate(x: Any, size: Any, scale_factor: Any, mode: Any, align_corners:
         return FALLBACK
     if any(d <= 0 for d in out):
         return FALLBACK
-    if plainly_contiguous(x):
+    # 1-d "area" is adaptive_avg_pool1d: a 2-d pooling of x.unsqueeze(-2), whose layout may suggest channels-last
+    seen = x.unsqueeze(-2) if mode == "area" and x.dim() == 3 else x
+    if plainly_contiguous(seen):
         return new((*x.shape[:2], *out), x.dtype)
     # torch's kernels give the memory format the input suggests (channels-last, or contiguous for any other layout)
     if suggest_memory_format is None or x.dim() == 3:
