@@ -1,17 +1,29 @@
-"""Shared pytest configuration: the pytester plugin, --overwrite-expected and the ``expected_file`` fixture."""
+"""Shared pytest configuration: the pytester plugin, --overwrite-expected, the ``expected_file`` fixture, and
+Hypothesis's profile.
+
+Hypothesis draws the same examples on every run (``derandomize``): a run that passes here passes in CI, whose
+result decides whether a change lands.  ``HYPOTHESIS_PROFILE=explore`` draws new examples each run, with
+``TORCHSURGEON_RULE_EXAMPLES=200`` for a deeper search (it found the rule bugs fixed on 2026-11-28).
+"""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import gc
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 pytest_plugins = ["pytester"]
 
