@@ -56,7 +56,7 @@ from .rules._common import first_tensor
 from .rules.on_meta import ruled_meta
 from .rules.registry import counted_without_formula
 from .shapememo import ShapeMemo
-from .shapespec import TypedShape
+from .shapespec import TypedShape, per_sample_hint
 
 __all__ = (
     "InputSpec",
@@ -121,29 +121,6 @@ def _check_shape(shape: Any, where: str) -> Shape:
                 f"{where}: dimension {i} is {d} in shape {dims!r} — every dimension must be a positive int"
             )
     return dims
-
-
-def per_sample_hint(shapes: Mapping[str, Any], batch: int) -> str:
-    """``"; input shapes are per sample …"`` naming the inputs given with a leading 1, else ``""``.
-
-    For a forward that unpacks an input's shape into fewer values than it has
-    dimensions: the usual cause is a shape given with its batch.
-
-    Examples
-    --------
-    >>> per_sample_hint({"input_ids": (1, 8)}, 1)
-    '; input shapes are per sample (batch=1 is added): input_ids=(1, 8) — give input_ids=(8,)'
-    >>> per_sample_hint({"": (1, 8)}, 2)  # one input given as a shape, without a name
-    '; input shapes are per sample (batch=2 is added): (1, 8) — give (8,)'
-    >>> per_sample_hint({"x": (3, 32, 32)}, 1)
-    ''
-    """
-    given = {k: tuple(v) for k, v in shapes.items() if isinstance(v, (tuple, list)) and len(v) > 1 and v[0] == 1}
-    if not given:
-        return ""
-    named = ", ".join(f"{k}={v}" if k else str(v) for k, v in given.items())  # "": the one input, unnamed
-    fix = ", ".join(f"{k}={v[1:]}" if k else str(v[1:]) for k, v in given.items())
-    return f"; input shapes are per sample (batch={batch} is added): {named} — give {fix}"
 
 
 def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, Shape | TypedShape | torch.Tensor]:
