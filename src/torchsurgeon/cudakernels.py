@@ -28,6 +28,7 @@ Measured against a real training step on an NVIDIA H200 (torch 2.11):
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -77,17 +78,10 @@ class CudaKernels(TorchFunctionMode):
     ) -> Any:
         kwargs = dict(kwargs or {})
         if func in (F.dropout, torch.dropout):
-            out = _native_dropout(func, args, kwargs)
-            if out is not None:
-                return out
-        elif func is F.scaled_dot_product_attention:
-            try:
-                out = fused_attention(*args, **kwargs)
-            except Exception:  # a call no fused kernel takes: the CPU's path, which fails or not as SDPA does
-                out = None
-            if out is not None:
-                return out
-        elif func is F.multi_head_attention_forward:
+            return _dropout_as_cuda(func, *args, **kwargs)
+        if func is F.scaled_dot_product_attention:
+            return _attention_as_cuda(*args, **kwargs)
+        if func is F.multi_head_attention_forward:
             return _MHA(*args, **kwargs)
         if torch.is_autocast_enabled("cpu"):
             name = str(getattr(func, "__name__", "")).removeprefix("__").removesuffix("__")  # in-place ops end in "_"
@@ -210,8 +204,8 @@ def _multi_head_attention_forward() -> Any:
     namespace = dict(original.__globals__)
     namespace.update(
         has_torch_function=lambda *a: False,
-        scaled_dot_product_attention=lambda *a, **k: _attention_or_math(*a, **k),
-        dropout=_dropout,
+        scaled_dot_product_attention=_attention_as_cuda,
+        dropout=functools.partial(_dropout_as_cuda, F.dropout),
     )
     copy = types.FunctionType(
         original.__code__, namespace, original.__name__, original.__defaults__, original.__closure__
@@ -220,15 +214,17 @@ def _multi_head_attention_forward() -> Any:
     return copy
 
 
-def _dropout(*args: Any, **kwargs: Any) -> torch.Tensor:
-    out = _native_dropout(F.dropout, args, dict(kwargs))
-    return out if out is not None else F.dropout(*args, **kwargs)  # not fused on a GPU either
+def _dropout_as_cuda(func: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """``func`` (``F.dropout``, ``torch.dropout``) as CUDA runs it: fused where CUDA fuses it, else as given."""
+    out = _native_dropout(func, args, dict(kwargs))
+    return out if out is not None else func(*args, **kwargs)  # not fused on a GPU either
 
 
-def _attention_or_math(*args: Any, **kwargs: Any) -> torch.Tensor:
+def _attention_as_cuda(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` as CUDA runs it: the fused kernel it picks, else the math path."""
     try:
         out = fused_attention(*args, **kwargs)
-    except Exception:  # as in CudaKernels
+    except Exception:  # a call no fused kernel takes: the CPU's path, which fails or not as SDPA does
         out = None
     return out if out is not None else F.scaled_dot_product_attention(*args, **kwargs)
 

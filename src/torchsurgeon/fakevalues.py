@@ -54,16 +54,13 @@ _ASSUMED: dict[Any, Any] = {
     _aten.isposinf.default: False,
     _aten.isneginf.default: False,
 }
-_FILLS = {  # op -> where its fill value is in the arguments (None: the op's own constant)
+_FILL_ARGUMENT = {  # op -> where its fill value is in the arguments
     _aten.full.default: 1,
     _aten.full_like.default: 1,
     _aten.fill_.Scalar: 1,
     _aten.scalar_tensor.default: 0,
-    _aten.ones.default: None,
-    _aten.ones_like.default: None,
-    _aten.zeros.default: None,
-    _aten.zeros_like.default: None,
 }
+_FILLED = {_aten.ones.default: 1, _aten.ones_like.default: 1, _aten.zeros.default: 0, _aten.zeros_like.default: 0}
 _KEEP = frozenset(  # the value of each element stays (views, copies, conversions, reductions of one value)
     {
         _aten.alias.default, _aten.detach.default, _aten.clone.default, _aten._to_copy.default,
@@ -133,11 +130,13 @@ class AssumedValues:
     def _value_of(self, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: torch.Tensor) -> Any:
         if func in _ASSUMED:
             return _uniform(args, kwargs) if func is _aten.uniform_.default else _ASSUMED[func]
-        if func in _FILLS:
-            at = _FILLS[func]
-            if at is None:
-                return 1 if "ones" in str(func) else 0
+        if func in _FILLED:
+            return _FILLED[func]
+        if func in _FILL_ARGUMENT:
+            at = _FILL_ARGUMENT[func]
             return args[at] if len(args) > at and isinstance(args[at], (int, float, bool)) else NO_VALUE
+        if not self._values:  # nothing has an assumed value yet (most of a step): only the finiteness checks apply
+            return _finite(func, args)
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         if not tensors:
             return NO_VALUE

@@ -462,8 +462,7 @@ class MetaValues:
 
         Raises LookupError when it depends on an input without an example tensor.
         """
-        with self._untraced(), ruled_meta(resized=True):  # past a layer the input does not fit, as propagation goes
-            value = self._value(node)
+        value = self._on_meta(node)
         self.resolved.append(f"{question}({node.format_node()})")
         return value
 
@@ -474,10 +473,13 @@ class MetaValues:
         ):
             return None
         try:  # not recorded in ``resolved``: a length that holds for one shape holds for every shape of its rank
-            with self._untraced(), ruled_meta(resized=True):
-                return self._value(node)
+            return self._on_meta(node)
         except Exception:  # not computable here: the question stays fx's
             return None
+
+    def _on_meta(self, node: torch.fx.Node) -> Any:
+        with self._untraced(), ruled_meta(resized=True):  # past a layer the input does not fit, as propagation goes
+            return self._value(node)
 
     def rely_on_rank(self, node: torch.fx.Node) -> None:
         """Record that the graph holds only for inputs of the rank ``node``'s input placeholders have now."""

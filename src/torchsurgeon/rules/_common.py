@@ -232,13 +232,13 @@ def _output_strides(
     """torch's strides for an element-wise output (a function of the operands' shapes, strides and dtypes):
     its Python implementation costs tens of microseconds, and repeated blocks ask the same question."""
     assert _elementwise_strides is not None
-    expanded = [
-        torch.empty_strided(size, stride, dtype=dtype, device=_META).expand(shape)
-        if size != shape
-        else torch.empty_strided(size, stride, dtype=dtype, device=_META)
-        for size, stride, dtype in layouts
-    ]
     if not any(dtype in _HALF for _, _, dtype in layouts):
+        expanded = [
+            torch.empty_strided(size, stride, dtype=dtype, device=_META).expand(shape)
+            if size != shape
+            else torch.empty_strided(size, stride, dtype=dtype, device=_META)
+            for size, stride, dtype in layouts
+        ]
         return _elementwise_strides(*expanded)
     given = [torch.empty_strided(size, stride, dtype=dtype, device=_META) for size, stride, dtype in layouts]
     with torch._C.DisableTorchFunction():  # the meta kernel itself (it broadcasts), not the rules around this call
