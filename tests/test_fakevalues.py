@@ -100,7 +100,15 @@ def test_wav2vec2_with_layerdrop_and_specaugment_is_planned_as_a_real_step() -> 
     )  # fmt: skip
     torch.manual_seed(0)
     model = transformers.Wav2Vec2Model(config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config, training = model.config.to_dict(), model.training
     plan = memory_plan(model, (1600,), batch=2, device="cpu")
+    memory_plan(model, (1600,), batch=2, amp="bf16")  # CUDA's kernels: the copy, never the model, runs them
+    after = model.state_dict()  # the model is left as it was: weights, buffers, config, mode, hooks
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert (model.config.to_dict(), model.training) == (config, training)
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     none_dropped = copy.deepcopy(model)
     none_dropped.config.layerdrop = 0.0
     torch.manual_seed(0)
