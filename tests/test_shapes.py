@@ -274,6 +274,35 @@ def test_a_wrapped_function_may_edit_its_list_arguments() -> None:
     assert model.window == [4, 4]
 
 
+class _SqueezesInPlace(nn.Module):
+    """Changes its input's shape in place; a leaf, so propagation runs it on meta."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.resize_((1, *x.shape))  # no rule answers resize_: it runs on the tensor itself
+        return x.sum(0)
+
+
+class _TwoBranches(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.squeeze = _SqueezesInPlace()
+        self.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(x)  # the same shape as b: propagation shares one meta tensor for both
+        b = torch.sigmoid(x)
+        return self.conv(b) + self.squeeze(a)
+
+
+def test_a_fallback_changing_a_shape_in_place_leaves_the_shared_values_of_other_nodes_alone() -> None:
+    model = _TwoBranches().eval()
+    with torch.no_grad():
+        expected = tuple(model(torch.randn(2, 4, 5, 5)).shape)
+    report = paramcount(model, (4, 5, 5), batch=2, leaf_modules=[_SqueezesInPlace])
+    assert report.output_shape == expected == (2, 4, 5, 5)
+    assert report.invalid == [] and report.trusted
+
+
 class _Halves(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], x.shape[1] // 2, 2, x.shape[2])

@@ -44,16 +44,13 @@ class ModelIndex:
         """``{module path: (parameter names, buffer names)}`` of each module and its submodules, in walk order."""
         out: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         nested: set[str] = set()
+        own_params, own_buffers = _by_owner(self.params), _by_owner(self.buffers)
         for path in paths:
             module = self.modules.get(path)
             if module is None or module._modules:  # held by submodules too: collected below in one pass over the names
                 nested.add(path)
                 continue
-            dot = f"{path}." if path else ""
-            out[path] = (
-                tuple([dot + n for n, p in module._parameters.items() if p is not None]),
-                tuple([dot + n for n, b in module._buffers.items() if b is not None]),
-            )
+            out[path] = (own_params.get(path, ()), own_buffers.get(path, ()))
         if nested:
             params, buffers = _by_holder(self.params, nested), _by_holder(self.buffers, nested)
             for path in nested:
@@ -84,6 +81,20 @@ def model_index(model: nn.Module, modules: Mapping[str, nn.Module] | None = None
             if b is not None:
                 buffers[dot + name] = b
     return ModelIndex(modules, params, buffers)
+
+
+def _by_owner(named: Mapping[str, object]) -> dict[str, tuple[str, ...]]:
+    """``{module path: qualified names of its own parameters (or buffers)}``, in walk order: one pass over the
+    names (reading each module's ``_parameters`` costs more)."""
+    out: dict[str, list[str]] = {}
+    for name in named:
+        owner = name.rpartition(".")[0]
+        held = out.get(owner)
+        if held is None:
+            out[owner] = [name]
+        else:
+            held.append(name)
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _by_holder(named: Mapping[str, object], paths: set[str]) -> dict[str, tuple[str, ...]]:

@@ -12,15 +12,46 @@ from typing import Any
 import networkx as nx
 import torch
 
-from .graph import NodeRecord, graph_module_of
+from .graph import NodeRecord, graph_cache, graph_module_of
 
-__all__ = ("METADATA_INPLACE", "ShapeMemo")
+__all__ = ("METADATA_INPLACE", "ShapeMemo", "reshapes_in_place")
 
 
 METADATA_INPLACE = frozenset(
-    {"resize_", "resize_as_", "unsqueeze_", "squeeze_", "transpose_", "t_", "swapdims_", "swapaxes_", "as_strided_"}
+    {
+        "resize_",
+        "resize_as_",
+        "unsqueeze_",
+        "squeeze_",
+        "transpose_",
+        "t_",
+        "swapdims_",
+        "swapaxes_",
+        "as_strided_",
+        "set_",
+    }
 )
 """In-place methods that change a tensor's shape or strides: a graph with one is never memoised."""
+
+
+def reshapes_in_place(G: nx.DiGraph) -> bool:
+    """Whether the graph calls a method that changes a tensor's shape or strides in place (``x.unsqueeze_(0)``).
+
+    Its values then cannot be shared between nodes or propagations (cached with the graph).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> from torchsurgeon.graph import build_graph
+    >>> reshapes_in_place(build_graph(trace(nn.Sequential(nn.ReLU()))))
+    False
+    """
+    nodes = graph_module_of(G).graph.nodes
+    found: bool = graph_cache(
+        G, "reshapes_in_place", lambda: any(n.op == "call_method" and n.target in METADATA_INPLACE for n in nodes)
+    )
+    return found
 
 
 def _signature(value: Any) -> Any:
@@ -62,7 +93,7 @@ class ShapeMemo:
     def __init__(self, G: nx.DiGraph) -> None:
         gm = graph_module_of(G)
         self.graph_module = gm
-        self.enabled = not any(n.op == "call_method" and n.target in METADATA_INPLACE for n in gm.graph.nodes)
+        self.enabled = not reshapes_in_place(G)
         self.hits = 0
         self.calls: dict[tuple[str, tuple[int, ...]], tuple[tuple[Any, ...], Any, NodeRecord]] = {}
         self._outputs: dict[tuple[str, Any], Any] = {}

@@ -42,6 +42,7 @@ from .copies import detached_copy, run_on_zeros, thawed
 from .errors import InputError, ShapeError
 from .graph import (
     NodeRecord,
+    graph_cache,
     graph_module_of,
     model_of,
     node_records,
@@ -52,10 +53,10 @@ from .graph import (
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_input, fold_fix, resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
-from .rules._common import first_tensor
+from .rules._common import first_tensor, shared_outputs
 from .rules.on_meta import ruled_meta
-from .rules.registry import counted_without_formula
-from .shapememo import ShapeMemo
+from .rules.registry import counted_without_formula, rules_version
+from .shapememo import ShapeMemo, reshapes_in_place
 from .shapespec import TypedShape, per_sample_hint
 
 __all__ = (
@@ -346,9 +347,39 @@ def _call_function(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
         return run_on_zeros(fn, args, kwargs, exc)
 
 
-def _python_method(method: str, args: tuple[Any, ...]) -> bool:
+def _python_method(args: tuple[Any, ...]) -> bool:
     """A method of a Python value (a torch.Size, a tuple) with no tensor argument: running it is exact."""
     return not isinstance(args[0], torch.Tensor) and first_tensor(args) is None
+
+
+def _rules_of(G: nx.DiGraph) -> dict[torch.fx.Node, tuple[Rule | None, bool]]:
+    """Each node's rule and whether it applies directly (cached with the graph for the registry's state).
+
+    ``False``: a subclass with its own ``forward`` (timm's Conv2dSame) is only checked by its base class's rule.
+    """
+    version = rules_version()
+
+    def build() -> dict[torch.fx.Node, tuple[Rule | None, bool]]:
+        found: dict[torch.fx.Node, tuple[Rule | None, bool]] = {}
+        for node, step in steps_of(G).items():
+            module = step.module
+            if module is not None:
+                owned = module_rule(type(module))
+                if owned is None:
+                    found[node] = (None, True)
+                else:
+                    rule, owner = owned
+                    found[node] = (rule, owner is type(module) or type(module).forward is owner.forward)
+            elif node.op == "call_function":
+                found[node] = (function_rule(node.target), True)
+            elif node.op == "call_method":
+                found[node] = (method_rule(str(node.target)), True)
+            else:
+                found[node] = (None, True)
+        return found
+
+    rules: dict[torch.fx.Node, tuple[Rule | None, bool]] = graph_cache(G, f"rules {version}", build)
+    return rules
 
 
 class _ShapeInterpreter(torch.fx.Interpreter):
@@ -371,8 +402,10 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.name = "Interpreter"
         self.steps = steps_of(G)
         self.memo = memo if memo is not None and memo.enabled else None
+        self.shared = not reshapes_in_place(G)  # rules' outputs of one shape are one meta tensor (shared_outputs)
         self.G = G
         self.base = {rec.name: rec for rec in node_records(G)}
+        self.rules = _rules_of(G)
         self.model = model_of(G)
         self.opaque = opaque_of(G)
         self.inputs = inputs
@@ -422,7 +455,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
 
     def _fresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
         """Arguments for code we do not control: with a memo, new aliases, so in-place edits stay local."""
-        if self.memo is None:
+        if self.memo is None and not self.shared:
             return args, kwargs
         fresh: tuple[Any, Any] = thawed(
             map_aggregate((args, kwargs), lambda v: v.view(v.shape) if isinstance(v, torch.Tensor) else v)
@@ -464,9 +497,12 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             self._record(base, (), value, LayerStatus.OK)  # read from the model: no shape computed
             return value
         args, kwargs = step.fetch(self.env)
-        ins = tuple([d for a in args if (d := shapes_of(a)) is not None])
-        if kwargs:
-            ins += tuple([d for a in kwargs.values() if (d := shapes_of(a)) is not None])
+        if len(args) == 1 and type(args[0]) is torch.Tensor and not kwargs:  # most layers: one tensor
+            ins: tuple[Any, ...] = (tuple(args[0].shape),)
+        else:
+            ins = tuple([d for a in args if (d := shapes_of(a)) is not None])
+            if kwargs:
+                ins += tuple([d for a in kwargs.values() if (d := shapes_of(a)) is not None])
         if self._unknown_seen:
             unknown: list[_Unknown] = []
             map_aggregate((args, kwargs), lambda v: unknown.append(v) if isinstance(v, _Unknown) else None)
@@ -478,22 +514,13 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             if out is not FALLBACK:
                 return out
         module = step.module
-        rule: Rule | None = None
-        direct = True
-        if module is not None:
-            found = module_rule(type(module))
-            if found is not None:
-                rule, owner = found
-                # a subclass with its own forward (timm's Conv2dSame) is only checked by its base class's rule
-                direct = owner is type(module) or type(module).forward is owner.forward
-        elif op == "call_function":
-            rule = function_rule(n.target)
-        elif not _python_method(str(n.target), args):
-            rule = method_rule(str(n.target))
-        call = Call(
-            base.layer, base.module_type, step.from_input, base.scope, step.scope_module, batch_added=self._shapes_given
-        )
+        rule, direct = self.rules[n]
+        if rule is not None and op == "call_method" and _python_method(args):
+            rule = None  # a method of a Python value (a torch.Size): run as it is
         if rule is not None and rule.shape is not None:
+            call = Call(
+                base.layer, base.module_type, step.from_input, base.scope, step.scope_module, self._shapes_given
+            )
             if direct:
                 out = self._apply(rule, module, args, kwargs, call)
                 if out is not FALLBACK:
@@ -579,6 +606,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
     def _apply(self, rule: Rule, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
         """The rule's output, or FALLBACK; a user rule that raises marks the layer invalid."""
         assert rule.shape is not None
+        if not rule.builtin:  # the user's code may change its tensors' shapes in place
+            args, kwargs = self._fresh(args, kwargs)
         try:
             return rule.shape(module, args, kwargs, call)
         except Exception as exc:
@@ -598,19 +627,24 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        findings = tuple(call.findings)
-        if findings:
+        if call.findings:
+            findings = tuple(call.findings)
             status, message = LayerStatus.INVALID, "; ".join(f.message for f in findings)
+            if out is None:  # no output (a rank mismatch): what follows is unknown
+                self._record(base, ins, None, status, message, findings, ShapeSource.RULE, (0, 0, rule.kind, False))
+                self._unknown_seen = True
+                return _Unknown(base.layer)
         elif base.layer in self.opaque:
-            status, message = LayerStatus.OPAQUE, self.opaque[base.layer]
+            findings, status, message = (), LayerStatus.OPAQUE, self.opaque[base.layer]
         else:  # a layer that fits may still need more of the batch (call.caution)
-            status, message = LayerStatus.OK, "; ".join(call.cautions)
-        if out is None and findings:  # no output (a rank mismatch): what follows is unknown
-            self._record(base, ins, None, status, message, findings, ShapeSource.RULE, (0, 0, rule.kind, False))
-            self._unknown_seen = True
-            return _Unknown(base.layer)
+            findings, status, message = (), LayerStatus.OK, "; ".join(call.cautions) if call.cautions else ""
         counts = self._counts(rule, module, args, kwargs, out, base)
-        self._record(base, ins, out, status, message, findings, ShapeSource.RULE, counts)
+        if type(out) is torch.Tensor:  # most nodes: _record's work for one tensor
+            self.records[base.name] = base.analysed(
+                ins, tuple(out.shape), _dtype_name(out.dtype), status, message, findings, ShapeSource.RULE, *counts
+            )
+        else:
+            self._record(base, ins, out, status, message, findings, ShapeSource.RULE, counts)
         return out
 
     def _counts(
@@ -768,7 +802,7 @@ def propagate_shapes(G: nx.DiGraph, input: InputSpec, *, batch: int = 1, memo: S
         raise InputError("this ShapeMemo was made for another graph — make one per graph: ShapeMemo(G)")
     interp = _ShapeInterpreter(G, inputs, batch, memo)
     try:
-        with torch.no_grad():  # rules build meta tensors; fallbacks run under torch.device("meta")
+        with torch.no_grad(), shared_outputs(interp.shared):  # fallbacks run under torch.device("meta")
             out = interp.run_graph()
     except InputError:
         raise

@@ -16,9 +16,11 @@ tests/test_rules.py checks every rule against meta execution with Hypothesis.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -46,6 +48,7 @@ __all__ = (
     "plainly_contiguous",
     "preserved",
     "same_float",
+    "shared_outputs",
     "size_args",
     "suggest_memory_format",
     "view",
@@ -142,9 +145,46 @@ def float_tensor(v: Any) -> bool:
     return isinstance(v, torch.Tensor) and v.is_floating_point()
 
 
+_SHARED: contextvars.ContextVar[dict[tuple[tuple[int, ...], torch.dtype], torch.Tensor] | None] = (
+    contextvars.ContextVar("torchsurgeon_shared_outputs", default=None)
+)
+
+
+@contextlib.contextmanager
+def shared_outputs(share: bool) -> Iterator[None]:
+    """In this block, :func:`new` gives one meta tensor per shape and dtype (``share``), or a new one each time.
+
+    Shape propagation shares them (making a meta tensor costs more than a
+    rule's arithmetic); a value is then the output of several nodes, so
+    code that could change a tensor's shape in place (a fallback run on
+    ``meta``, a user's rule) gets its own views, and a graph with such a
+    method call does not share.
+
+    Examples
+    --------
+    >>> with shared_outputs(True):
+    ...     new((2, 3), torch.float32) is new((2, 3), torch.float32)
+    True
+    >>> new((2, 3), torch.float32) is new((2, 3), torch.float32)
+    False
+    """
+    token = _SHARED.set({} if share else None)
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 def new(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """A contiguous meta tensor."""
-    return torch.empty(tuple(shape), dtype=dtype, device=_META)
+    """A contiguous meta tensor (shared in a :func:`shared_outputs` block)."""
+    shared = _SHARED.get()
+    if shared is None:
+        return torch.empty(tuple(shape), dtype=dtype, device=_META)
+    key = (tuple(shape), dtype)
+    out = shared.get(key)
+    if out is None:
+        out = shared[key] = torch.empty(key[0], dtype=dtype, device=_META)
+    return out
 
 
 def view(shape: Sequence[int], stride: Sequence[int], dtype: torch.dtype) -> torch.Tensor:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from ._common import shared_outputs
 from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
 
 __all__ = ("by_cpu_rule", "ruled_leaf", "ruled_meta")
@@ -183,7 +184,7 @@ def ruled_meta(*, resized: bool = False) -> Iterator[None]:
     >>> tuple(out.shape), out.device.type
     ((2, 8, 5, 5), 'meta')
     """
-    with _RuledMeta(resized):
+    with _RuledMeta(resized), shared_outputs(False):  # the code run may change its tensors' shapes in place
         yield
 
 

@@ -46,6 +46,7 @@ __all__ = (
     "module_rule",
     "register_rule",
     "registered_rules",
+    "rules_version",
     "unregister_rule",
 )
 
@@ -171,6 +172,7 @@ _BUILTIN = _Table()
 _USER = _Table()
 _DISABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("torchsurgeon_rules_disabled", default=False)
 _module_cache: dict[type[nn.Module], tuple[Rule, type[nn.Module]] | None] = {}
+_generation = [0]  # bumped by every registration and removal
 
 
 def _check_target(target: Any) -> None:
@@ -198,6 +200,7 @@ def _add(table: _Table, rule: Rule, what: str) -> None:
         raise InputError(f"{what}: a rule for {name!r} is already registered — {fix}")
     slot[key] = rule
     _module_cache.clear()
+    _generation[0] += 1
 
 
 def builtin(
@@ -331,6 +334,7 @@ def unregister_rule(target: RuleTarget) -> None:
         raise InputError(f"no rule registered for {target!r} — register_rule(...) registers one")
     del slot[key]
     _module_cache.clear()
+    _generation[0] += 1
 
 
 @contextlib.contextmanager
@@ -361,6 +365,21 @@ def _from(table: _Table, slot_name: str, key: Any) -> Rule | None:
         return slot.get(key)
     except TypeError:  # unhashable callables
         return None
+
+
+def rules_version() -> tuple[int, bool]:
+    """What a cache of rule lookups keys on: it changes when a rule is registered or removed, and in
+    a :func:`disabled_rules` block.
+
+    Examples
+    --------
+    >>> before = rules_version()
+    >>> _ = register_rule("my_op", shape=lambda m, x: x)
+    >>> unregister_rule("my_op")
+    >>> rules_version() == before
+    False
+    """
+    return _generation[0], _DISABLED.get()
 
 
 def module_rule(kind: type[nn.Module]) -> tuple[Rule, type[nn.Module]] | None:
