@@ -48,6 +48,7 @@ __all__ = (
     "node_record",
     "node_records",
     "opaque_of",
+    "param_facts",
     "set_records",
     "specialised_of",
     "update_record",
@@ -405,7 +406,7 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     # per node that uses it) and its edges, filled into the adjacency dicts directly (as in
     # graph_copy: add_nodes_from / add_edges_from cost more than the rest of the graph)
     rows: list[dict[str, Any]] = []
-    facts: dict[str, tuple[int, int, bool, int]] = {}  # used parameter -> (id, elements, trainable, bytes)
+    facts: dict[str, ParamFact] = {}  # used parameter -> its fact
     users: dict[int, int] = {}  # parameter id -> nodes using it
     succ: dict[str, dict[str, dict[str, Any]]] = {}
     pred: dict[str, dict[str, dict[str, Any]]] = {}
@@ -458,16 +459,14 @@ def build_graph(traced: Traced) -> nx.DiGraph:
             "buffer_names": buffers,
         }
         if params:
-            unique: dict[int, tuple[int, int, bool, int]] = {}
+            unique: dict[int, ParamFact] = {}
             for n in params:
                 fact = facts.get(n)
                 if fact is None:
-                    p = all_params[n]
-                    size = p.numel()
-                    fact = facts[n] = (id(p), size, p.requires_grad, size * p.element_size())
+                    fact = facts[n] = _fact(all_params[n])
                 unique[fact[0]] = fact
             total = trainable = size_bytes = 0
-            for pid, size, grad, nbytes in unique.values():
+            for pid, size, grad, nbytes, _ in unique.values():
                 users[pid] = users.get(pid, 0) + 1
                 total += size
                 trainable += size if grad else 0
@@ -488,10 +487,40 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     if shared:
         for values in rows:
             values["shared"] = tuple(n for n in values["param_names"] if facts[n][0] in shared)
+    G.graph["cache"] = {"param facts": facts}  # param_facts completes it
     G._node = {values["name"]: {_KEY: _record_from(values)} for values in rows}
     G._adj = succ  # also G._succ
     G._pred = pred
     return G
+
+
+ParamFact = tuple[int, int, bool, int, torch.dtype]
+"""What parameter counts read of one parameter: (id, elements, requires_grad, bytes, dtype)."""
+
+
+def _fact(p: torch.Tensor) -> ParamFact:
+    size = p.numel()
+    return id(p), size, p.requires_grad, size * p.element_size(), p.dtype
+
+
+def param_facts(G: nx.DiGraph) -> Mapping[str, ParamFact]:
+    """Every parameter's :data:`ParamFact` by qualified name, read once per graph (as it was built).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> facts = param_facts(build_graph(trace(nn.Linear(4, 2))))
+    >>> [(name, f[1], f[2], f[3]) for name, f in facts.items()]
+    [('weight', 8, True, 32), ('bias', 2, True, 8)]
+    """
+
+    def read() -> dict[str, ParamFact]:
+        used = graph_cache(G, "param facts", dict)  # build_graph read those its nodes use
+        return {name: used.get(name) or _fact(p) for name, p in index_of(G).params.items()}
+
+    facts: dict[str, ParamFact] = graph_cache(G, "param facts, all", read)
+    return facts
 
 
 def _weight_owner(node: torch.fx.Node, params: Mapping[str, Any]) -> str:

@@ -18,7 +18,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .graph import NodeRecord, index_of, node_records
+from .graph import NodeRecord, ParamFact, index_of, node_records, param_facts
 from .records import Finding, LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
 
@@ -209,21 +209,21 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
             if not replaced & ids:
                 replaced |= ids
                 resized += count
-    used = {id(params[n]) for rec in records for n in rec.param_names}
-    unique: dict[int, tuple[str, nn.Parameter]] = {}
-    for name, p in params.items():
-        unique.setdefault(id(p), (name, p))
+    facts = param_facts(G)  # one read of each parameter, shared with build_graph
+    used = {facts[n][0] for rec in records for n in rec.param_names}
+    unique: dict[int, tuple[str, ParamFact]] = {}
+    for name, fact in facts.items():
+        unique.setdefault(fact[0], (name, fact))
     total = trainable = 0
     by_dtype: dict[torch.dtype, int] = {}
-    for _, p in unique.values():
-        n = p.numel()
+    for _, (_, n, grad, _, dtype) in unique.values():
         total += n
-        if p.requires_grad:
+        if grad:
             trainable += n
-        by_dtype[p.dtype] = by_dtype.get(p.dtype, 0) + n
+        by_dtype[dtype] = by_dtype.get(dtype, 0) + n
     bytes_by_dtype = {str(dtype).replace("torch.", ""): n * dtype.itemsize for dtype, n in by_dtype.items()}
     unused_names = tuple(name for pid, (name, _) in unique.items() if pid not in used)
-    resized -= sum(unique[pid][1].numel() for pid in replaced)
+    resized -= sum(unique[pid][1][1] for pid in replaced)
     buffers = sum(b.numel() for b in {id(b): b for b in index.buffers.values()}.values())
     return ParamSummary(
         total=total,
