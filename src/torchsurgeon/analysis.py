@@ -20,6 +20,7 @@ from .crosscheck import crosscheck_mode
 from .dot import to_dot, to_graphml
 from .errors import InputError, ShapeError, TraceError
 from .flops import count_flops
+from .gcpause import paused_gc
 from .graph import (
     build_graph,
     graph_copy,
@@ -594,10 +595,9 @@ def paramcount(
         "autowrap_functions": autowrap_functions,
         "inputs": tensor_inputs(input),  # other forward arguments are traced with their defaults
     }
-    traced = _trace_explained(model, input, batch, options)
-    report, _ = _analyse(
-        build_graph(traced), input, batch, "", None, mode, copy_graph=False
-    )  # the graph is the report's
+    with paused_gc():  # no full collection of the whole process in the middle (torchsurgeon.gcpause)
+        traced = _trace_explained(model, input, batch, options)
+        report, _ = _analyse(build_graph(traced), input, batch, "", None, mode, copy_graph=False)  # the report's
     return report
 
 
@@ -712,6 +712,14 @@ def paramcount_sweep(
         "autowrap_functions": tuple(autowrap_functions),
         "inputs": names.pop(),
     }
+    with paused_gc():  # no full collection of the whole process in the middle (torchsurgeon.gcpause)
+        return _sweep(model, specs, batch, mode, options)
+
+
+def _sweep(
+    model: nn.Module, specs: list[InputSpec], batch: int, mode: CrossCheckMode, options: dict[str, Any]
+) -> list[ModelReport]:
+    """paramcount_sweep once its arguments are checked: one trace, re-propagated for each input."""
     traced = _trace_explained(model, specs[0], batch, options)
     ranks = traced.input_ranks  # forward unpacked an input's shape: an input of another rank is traced on its own
     other_rank = ranks and any(
