@@ -33,6 +33,7 @@ import pstats
 import statistics
 import sys
 import time
+import unittest.mock
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -179,14 +180,27 @@ def _worker(task: str, warmup: int, repeat: int) -> dict[str, Any]:
 def _sweep_worker(warmup: int, repeat: int) -> dict[str, Any]:
     import torchvision
 
-    from torchsurgeon import paramcount, paramcount_sweep
+    from torchsurgeon import analysis, paramcount, paramcount_sweep
 
     model = torchvision.models.resnet50().eval()
     one = time_runs(lambda: paramcount(model, (3, 224, 224)), warmup, repeat)
     sweep = time_runs(lambda: paramcount_sweep(model, SWEEP_SHAPES), warmup, repeat)
     channels = time_runs(lambda: paramcount_sweep(model, CHANNEL_SWEEP), warmup, repeat)
     loop = time_runs(lambda: [paramcount(model, s) for s in SWEEP_SHAPES], warmup, repeat)
-    return {"one": one, "sweep": sweep, "channels": channels, "loop": loop, "peak_rss": peak_rss_bytes()}
+    # 20 sweeps in a row, as a loop over configurations runs them: the mean counts the full garbage
+    # collections some of them trigger, with the collector paused during each (as released) and not
+    in_a_row = time_runs(lambda: paramcount_sweep(model, SWEEP_SHAPES), 2, 20)
+    with unittest.mock.patch.object(analysis, "paused_gc", contextlib.nullcontext):
+        unpaused = time_runs(lambda: paramcount_sweep(model, SWEEP_SHAPES), 2, 20)
+    return {
+        "one": one,
+        "sweep": sweep,
+        "channels": channels,
+        "loop": loop,
+        "in_a_row": in_a_row,
+        "unpaused": unpaused,
+        "peak_rss": peak_rss_bytes(),
+    }
 
 
 def _zoo_worker() -> dict[str, Any]:
@@ -501,6 +515,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {ms(loop)} ({loop / one:.2f}×) |",
             "",
         ]
+        if "in_a_row" in sweep:
+            row, unpaused = sweep["in_a_row"], sweep["unpaused"]
+            lines += [
+                f"20 mixed sweeps in a row (the mean counts the full garbage collections some of them trigger): "
+                f"mean {ms(statistics.mean(row))}, slowest {ms(max(row))} with the collector paused during each "
+                f"call (`torchsurgeon.gcpause`); without the pause mean {ms(statistics.mean(unpaused))}, slowest "
+                f"{ms(max(unpaused))}.",
+                "",
+            ]
     else:
         lines += ["## Sweep", "", f"fails: {sweep.get('error')}", ""]
     if "seconds" in zoo:

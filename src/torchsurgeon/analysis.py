@@ -458,7 +458,8 @@ def analyse_graph(
     >>> [analyse_graph(G, (c, 32, 32))[0].total_for_input for c in (1, 3)]
     [156, 456]
     """
-    return _analyse(G, input, batch, name, None, crosscheck_mode(crosscheck), copy_graph=True)
+    with paused_gc():  # as in paramcount
+        return _analyse(G, input, batch, name, None, crosscheck_mode(crosscheck), copy_graph=True)
 
 
 @dataclass
