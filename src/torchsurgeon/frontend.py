@@ -44,7 +44,8 @@ from torch.utils.hooks import RemovableHandle
 
 from .copies import thawed
 from .resize import as_folded_input, hands_on_channels
-from .rules.on_meta import ruled_meta
+from .rules import FALLBACK
+from .rules.on_meta import ruled_call, ruled_meta
 
 __all__ = (
     "MetaValues",
@@ -523,9 +524,13 @@ class MetaValues:
             if isinstance(value, torch.Tensor):
                 value = torch.empty_like(value, device="meta")
         elif node.op == "call_function":
-            value = node.target(*args, **kwargs)  # type: ignore[operator]
+            value = ruled_call(node.op, node.target, args, kwargs)  # the mode's answer, without its dispatch
+            if value is FALLBACK:
+                value = node.target(*args, **kwargs)  # type: ignore[operator]
         elif node.op == "call_method":
-            value = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+            value = ruled_call(node.op, node.target, args, kwargs)
+            if value is FALLBACK:
+                value = getattr(args[0], str(node.target))(*args[1:], **kwargs)
         elif node.op == "call_module":
             module = self._submodule(str(node.target))
             try:

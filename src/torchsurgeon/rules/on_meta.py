@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 from ._common import shared_outputs
 from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
 
-__all__ = ("by_cpu_rule", "ruled_leaf", "ruled_meta")
+__all__ = ("by_cpu_rule", "ruled_call", "ruled_leaf", "ruled_meta")
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 _OPERATORS: dict[str, Callable[..., Any]] = {
@@ -149,6 +149,36 @@ def ruled_leaf(module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[s
         if not _meta_tensors(args, kwargs):
             return FALLBACK
         return _answer(rule, args, kwargs, False, False, module)
+
+
+def ruled_call(op: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    """The output on ``meta`` of a graph node's function or method call from its rule, else FALLBACK.
+
+    What running the call inside :func:`ruled_meta` with ``resized=True``
+    gives, without torch's dispatch to the mode: a trace asking Python's
+    questions about shapes computes many values this way.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.empty(2, 3, device="meta")
+    >>> ruled_call("call_method", "transpose", (x, 0, 1), {}).shape
+    torch.Size([3, 2])
+    >>> ruled_call("call_function", torch.relu, (torch.empty(2),), {})  # not on meta: the op runs
+    FALLBACK
+    """
+    if op == "call_function":
+        rule = function_rule(target)
+    elif op == "call_method" and args and isinstance(args[0], torch.Tensor):
+        rule = method_rule(str(target))
+    else:
+        return FALLBACK
+    if rule is None or rule.shape is None:
+        return FALLBACK
+    with torch._C.DisableTorchFunction():
+        if not _meta_tensors(args, kwargs):
+            return FALLBACK
+        return _answer(rule, args, kwargs, False, True)
 
 
 def _answer(
