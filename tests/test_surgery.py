@@ -154,6 +154,34 @@ def test_a_model_refusing_the_guessed_input_asks_for_its_own() -> None:
     assert adapt_input_channels(_SizeChecked(divisor=48), 1, input=(3, 48, 96)).changes[0].name == "stem.weight"
 
 
+class _SpaceToDepthStem(nn.Module):
+    """TResNet's stem (timm ``SpaceToDepth``): each 4 × 4 block of pixels becomes 16 × C channels, then a conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(48, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.size()
+        x = x.view(n, c, h // 4, 4, w // 4, 4).permute(0, 3, 5, 1, 2, 4).contiguous()
+        return self.conv(x.view(n, c * 16, h // 4, w // 4))
+
+
+def test_a_layer_reading_the_input_after_space_to_depth_is_not_folded_and_the_fix_runs() -> None:
+    """Folding the stem's 48 channels to 1 gave a model that failed on 1-channel images (timm's tresnet_m):
+    its channels are 16 pixels × 3 colours, not the input's channels."""
+    model = _SpaceToDepthStem().eval()
+    assert paramcount(model, (1, 32, 32)).invalid[0].message.startswith("conv (Conv2d) expects in_channels=48, got 16")
+    with pytest.raises(SurgeryError, match=r"^conv \(Conv2d\) reads the input only after \.view\(\): its 48 "):
+        adapt_input_channels(model, 1)
+    with pytest.raises(SurgeryError, match=r"the input \(3, 32, 32\) has no size 48\).* replace it") as caught:
+        adapt_input_channels(model, 1, input=(3, 32, 32))
+    fix = str(caught.value).split("replace it (new weights) with ")[1].split(", or name")[0]
+    exec(fix, {"model": model, "nn": nn})  # the fix runs as written
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 8, 8, 8)
+    assert adapt_input_channels(_SpaceToDepthStem(), 1, layer="conv").changes[0].name == "conv.weight"  # when told
+
+
 def test_input_feeding_two_convs() -> None:
     class Stem(nn.Module):
         def __init__(self) -> None:

@@ -1,9 +1,9 @@
-"""Which layers read the model input, found by running the model once on ``meta``.
+"""Which layers read the model input: in the traced graph, or by running the model once on ``meta``.
 
-:func:`torchsurgeon.surgery.input_layers` follows the traced graph, which
-cannot look inside an opaque leaf (Hugging Face's ViT embeddings, MONAI's
-SwinUNETR) or trace a model at all without an input shape (smp's FPN).
-Here one forward of a ``meta`` copy runs under a ``TorchFunctionMode`` that
+:func:`graph_readers` follows the traced graph, which cannot look inside an
+opaque leaf (Hugging Face's ViT embeddings, MONAI's SwinUNETR) or trace a
+model at all without an input shape (smp's FPN); :func:`input_readers` runs
+one forward of a ``meta`` copy under a ``TorchFunctionMode`` that
 follows the data: every floating-point input is *raw*; an op on raw
 tensors that uses no parameter gives raw tensors; the first op that meets
 raw data with a parameter (or a tensor computed from parameters only, such
@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import networkx as nx
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -30,10 +31,171 @@ from torch.utils._pytree import tree_leaves
 from .copies import _ZERO_RUN_LIMIT, _cannot_run_on_meta, _zeros_like, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
+from .graph import NodeRecord, node_record, node_records
 from .resize import input_conv
 from .shapes import ExampleInputs, InputSpec, meta_copy
 
-__all__ = ("default_input", "guessed_input", "input_readers")
+__all__ = (
+    "default_input",
+    "graph_readers",
+    "guessed_input",
+    "input_readers",
+    "unmatched_channels",
+    "weights_owner",
+)
+
+
+_SHAPE_ONLY = frozenset(
+    {
+        ("call_function", "getattr"),
+        ("call_function", "_assert"),
+        ("call_function", "len"),
+        ("call_method", "size"),
+        ("call_method", "dim"),
+    }
+)
+"""Nodes that read the input's shape, not its values."""
+
+_REARRANGING = frozenset(
+    {
+        "view",
+        "reshape",
+        "permute",
+        "transpose",
+        "t",
+        "flatten",
+        "unflatten",
+        "movedim",
+        "moveaxis",
+        "swapaxes",
+        "swapdims",
+        "unfold",
+        "expand",
+        "repeat",
+        "cat",
+        "concat",
+        "concatenate",
+        "stack",
+        "einsum",
+        "rearrange",
+        "pixel_shuffle",
+        "pixel_unshuffle",
+        "channel_shuffle",
+        "PixelShuffle",
+        "PixelUnshuffle",
+        "ChannelShuffle",
+        "Flatten",
+        "Unflatten",
+        "Unfold",
+    }
+)
+"""Ops (call targets, module types) after which a tensor's channels may not be the input's one to one."""
+
+
+def weights_owner(G: nx.DiGraph, rec: NodeRecord) -> str | None:
+    """The module owning the weights a node uses, or None for weight-free nodes.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> from torchsurgeon.graph import build_graph
+    >>> G = build_graph(trace(nn.Sequential(nn.Linear(4, 2), nn.ReLU())))
+    >>> weights_owner(G, node_record(G, "_0")), weights_owner(G, node_record(G, "_1"))
+    ('0', None)
+    """
+    if rec.op == "call_module" and rec.param_names:
+        return rec.target
+    if rec.op == "call_function":
+        for src in G.predecessors(rec.name):
+            source = node_record(G, src)
+            if source.op == "get_attr" and source.param_names:
+                return source.param_names[0].rpartition(".")[0]
+    return None
+
+
+def graph_readers(G: nx.DiGraph) -> tuple[list[str], bool, dict[str, str]]:
+    """The layers with weights that read the input in the traced graph ``G``, following the data from every
+    input through weight-free operations (not through shape queries).
+
+    Returns the layers' qualified names; whether the input meets a parameter or
+    buffer before them (a normalisation, ``x - self.mean``, which may broadcast
+    it to more channels); and, for each layer the input reaches only after an
+    op that may move its channels (a view, permute or ``pixel_unshuffle``: a
+    space-to-depth stem), that op.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> from torchsurgeon.graph import build_graph
+    >>> class SpaceToDepth(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.conv = nn.Conv2d(12, 8, 3)
+    ...     def forward(self, x):
+    ...         return self.conv(nn.functional.pixel_unshuffle(x, 2))
+    >>> graph_readers(build_graph(trace(SpaceToDepth())))
+    (['conv'], False, {'conv': 'pixel_unshuffle()'})
+    """
+    found: list[str] = []
+    mixed = False
+    rearranged: dict[str, str] = {}
+    frontier = [(rec.name, "") for rec in node_records(G) if rec.op == "placeholder"]
+    seen = {name for name, _ in frontier}
+    while frontier:
+        node, via = frontier.pop(0)
+        for succ in G.successors(node):
+            rec = node_record(G, succ)
+            if succ in seen or (rec.op, rec.target) in _SHAPE_ONLY:
+                continue
+            seen.add(succ)
+            owner = weights_owner(G, rec)
+            if owner is not None:
+                if owner not in found:
+                    found.append(owner)
+                if via:
+                    rearranged.setdefault(owner, via)
+                continue
+            moves = (rec.module_type if rec.op == "call_module" else rec.target) in _REARRANGING
+            where = (
+                f"{rec.layer} ({rec.module_type})" if rec.op == "call_module" else f"{rec.module_type} in {rec.scope}"
+            )
+            frontier.append((succ, via or (where.removesuffix(" in ") if moves else "")))
+            mixed = mixed or any(node_record(G, p).op == "get_attr" for p in G.predecessors(succ))
+    return found, mixed, rearranged
+
+
+def unmatched_channels(model: nn.Module, names: Sequence[str], input: InputSpec) -> dict[str, tuple[str, int | None]]:
+    """The layers among ``names`` whose input width (``in_channels``, ``in_features``) is no size of the floating-point
+    input: the input reaches them with its channels moved (a space-to-depth stem makes 48 channels of 3).
+
+    For each, why, and its width per channel of the input (its first dimension after the batch) when that
+    divides it: 16 for the space-to-depth stem.  A width of 1 is taken as the input given a channel dimension
+    (an audio model's ``x[:, None]``).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 8, 3))
+    >>> unmatched_channels(model, ["1"], (3, 32, 32))
+    {'1': ('something that moves its channels (the input (3, 32, 32) has no size 12)', 4)}
+    >>> unmatched_channels(nn.Sequential(nn.Conv2d(3, 8, 3)), ["0"], (3, 32, 32))
+    {}
+    """
+    values = [t for t in ExampleInputs(model, input, 1).values() if t.is_floating_point()]
+    sizes = {int(d) for t in values for d in t.shape[1:]}
+    shapes = ", ".join(str(tuple(t.shape[1:])) for t in values)
+    channels = int(values[0].shape[1]) if values and values[0].dim() > 1 else 0
+    out: dict[str, tuple[str, int | None]] = {}
+    for name in names:
+        layer = model.get_submodule(name)
+        width = getattr(layer, "in_channels", getattr(layer, "in_features", None))
+        if isinstance(width, int) and width != 1 and width not in sizes:
+            per_channel = width // channels if channels and width % channels == 0 else None
+            out[name] = (f"something that moves its channels (the input {shapes} has no size {width})", per_channel)
+    return out
 
 
 class _FollowInput(TorchFunctionMode):

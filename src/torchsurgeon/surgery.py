@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import networkx as nx
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -28,10 +27,10 @@ from torch.nn.utils import parametrize
 from .errors import InputError, SurgeryError, TraceError
 from .fold import fold_normalization, fold_weight
 from .graph import NodeRecord, build_graph, node_record, node_records
-from .readers import default_input, guessed_input, input_readers
+from .readers import default_input, graph_readers, guessed_input, input_readers, unmatched_channels, weights_owner
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
-from .resize import fitted_groups, resized_copy
+from .resize import fitted_groups, rebuild_fix, resized_copy
 from .shapes import InputSpec, meta_copy
 from .trace import trace, unwrap_model
 
@@ -143,26 +142,6 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
-_SHAPE_QUERIES = frozenset({("call_function", "getattr"), ("call_function", "_assert"), ("call_function", "len")})
-_SHAPE_METHODS = frozenset({("call_method", "size"), ("call_method", "dim")})
-
-
-def _shape_only(rec: NodeRecord) -> bool:
-    return (rec.op, rec.target) in _SHAPE_QUERIES or (rec.op, rec.target) in _SHAPE_METHODS
-
-
-def _owner(G: nx.DiGraph, rec: NodeRecord) -> str | None:
-    """The module owning the weights a node uses, or None for weight-free nodes."""
-    if rec.op == "call_module" and rec.param_names:
-        return rec.target
-    if rec.op == "call_function":
-        for src in G.predecessors(rec.name):
-            source = node_record(G, src)
-            if source.op == "get_attr" and source.param_names:
-                return source.param_names[0].rpartition(".")[0]
-    return None
-
-
 def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
     """Qualified names of the layers with weights that read the model input.
 
@@ -186,15 +165,20 @@ def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
     return _input_layers(model, input)[0]
 
 
-def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str], tuple[int, ...] | None, bool]:
+_Doubts = dict[str, tuple[str, int | None]]
+
+
+def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str], tuple[int, ...] | None, bool, _Doubts]:
     """:func:`input_layers`, an image to try a fold on (from the graph: only if the input meets a tensor of the
-    model's first, ``x - self.mean``, which may broadcast it to more channels), and whether the model ran on it."""
+    model's first, ``x - self.mean``, which may broadcast it to more channels), whether the model ran on it,
+    and the layers the input reaches with its channels moved (see :func:`_rearranged`)."""
     model = unwrap_model(model)
     given = input
     input = input if input is not None else default_input(model)
     if input is not None:
         image = given if isinstance(given, tuple) and all(type(d) is int for d in given) else None
-        return input_readers(model, input), image, True
+        found = input_readers(model, input)
+        return found, image, True, unmatched_channels(model, found, input)
     try:
         G = build_graph(trace(model))
     except TraceError as exc:
@@ -202,32 +186,33 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
         tried = ""
         if guess is not None:
             try:
-                return input_readers(model, guess), guess, True
+                return input_readers(model, guess), guess, True, {}
             except Exception as run_exc:  # the model does not accept the guess: ask for the input it accepts
                 tried = f"; it does not accept {guess} either ({str(run_exc).splitlines()[0][:200]})"
         raise SurgeryError(
             f"{type(model).__name__} cannot be traced without an input shape ({str(exc).splitlines()[0]}){tried} — "
             "pass an input it accepts now so it can be run instead, e.g. input=(3, 224, 224)"
         ) from exc
-    found: list[str] = []
-    mixed = False  # the input meets a parameter or buffer before the layers (a normalisation)
-    frontier = [rec.name for rec in node_records(G) if rec.op == "placeholder"]
-    seen = set(frontier)
-    while frontier:
-        node = frontier.pop(0)
-        for succ in G.successors(node):
-            rec = node_record(G, succ)
-            if succ in seen or _shape_only(rec):
-                continue
-            seen.add(succ)
-            owner = _owner(G, rec)
-            if owner is not None:
-                if owner not in found:
-                    found.append(owner)
-            else:
-                frontier.append(succ)
-                mixed = mixed or any(node_record(G, p).op == "get_attr" for p in G.predecessors(succ))
-    return found, guessed_input(model) if mixed else None, False
+    found, mixed, rearranged = graph_readers(G)
+    doubts: _Doubts = {name: (reason, None) for name, reason in rearranged.items()}
+    return found, guessed_input(model) if mixed else None, False, doubts
+
+
+def _rearranged(
+    model: nn.Module, why: Mapping[str, tuple[str, int | None]], channels: int, more: str = ""
+) -> SurgeryError:
+    """A layer reads the input only after its channels are moved (space-to-depth): no fold is known to be exact."""
+    name, (reason, per_channel) = next(iter(why.items()))
+    layer = model.get_submodule(name)
+    what = "in_channels" if isinstance(layer, nn.modules.conv._ConvNd) else "in_features"
+    width = getattr(layer, what, "?")
+    fix = rebuild_fix(layer, name, what, per_channel * channels) if per_channel else None
+    how = f"replace it (new weights) with {fix}" if fix else "fold its weight by hand"
+    return SurgeryError(
+        f"{name} ({type(layer).__name__}) reads the input only after {reason}: its {width} input channels are not "
+        f"the input's channels one to one, so folding its weight could give a model that does not run — {how}, or "
+        f"name the layers that read the input's channels as they are with layer=...{more}"
+    )
 
 
 def _check_the_edit_runs(
@@ -303,7 +288,7 @@ def _head(model: nn.Module) -> tuple[str, NodeRecord]:
     while frontier:
         node = frontier.pop(0)
         rec = node_record(G, node)
-        owner = _owner(G, rec)
+        owner = weights_owner(G, rec)
         if owner is not None:
             weights = tuple(p for src in G.predecessors(node) for p in node_record(G, src).param_names)
             return owner, rec if rec.param_names else dataclasses.replace(rec, param_names=weights)
@@ -545,7 +530,10 @@ def adapt_input_channels(
     edited = _copy(model, inplace)
     image, run_before = None, False
     if layer is None:
-        names, image, run_before = _input_layers(edited, input)
+        names, image, run_before, doubts = _input_layers(edited, input)
+        if doubts:  # a space-to-depth stem: the layer's channels are not the input's
+            more = "" if run_before else "; or pass the input the model takes now (input=(3, 224, 224)) to check"
+            raise _rearranged(edited, doubts, channels, more)
     else:
         names = [layer] if isinstance(layer, str) else list(layer)
     if not names:
