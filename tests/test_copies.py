@@ -101,3 +101,22 @@ def test_detached_copy_is_a_deep_copy_without_hooks() -> None:
         clone.a(torch.empty(1, 3)), clone.rnn(torch.empty(5, 1, 3)), clone.custom.lin(torch.empty(1, 2))
     assert seen == []
     assert len(model.a._forward_hooks) == 1 and model.a.weight.device.type == "cpu"
+
+
+def _library_hook(module: nn.Module, args: Any, output: Any) -> None:
+    """A forward hook "from the model's library": its __module__ is set to torch's below."""
+
+
+_library_hook.__module__ = "torch.nn.modules.hooks_of_the_library"
+
+
+def test_detached_copy_keeps_the_forward_hooks_the_models_library_installed_and_no_other() -> None:
+    """transformers collects hidden states with forward hooks on its own modules; a copy without them
+    computes something else (UperNet's head read None)."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    mine = model[0].register_forward_hook(lambda *a: None)
+    theirs = model[0].register_forward_hook(_library_hook, always_call=True)
+    copied = detached_copy(model, lambda t: torch.empty_like(t, device="meta"))
+    assert list(copied[0]._forward_hooks.values()) == [_library_hook]
+    assert list(copied[0]._forward_hooks_always_called) == [theirs.id] and mine.id in model[0]._forward_hooks
+    assert len(model[0]._forward_hooks) == 2  # the model keeps both

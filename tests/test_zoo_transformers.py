@@ -362,3 +362,59 @@ def test_transformers_replace_head_trains_with_the_new_labels(name: str) -> None
     out = result.model(**x, labels=torch.tensor([4]))
     assert out.logits.shape == (1, 5) and torch.isfinite(out.loss)
     assert result.model.config.id2label.keys() == set(range(5))
+
+
+def _own_hooks_models() -> dict[str, Callable[[], torch.nn.Module]]:
+    """Models whose heads read hidden states that transformers collects with forward hooks it installs on
+    the backbone (UperNet at construction; DPT on its first forward)."""
+    T = transformers
+
+    def upernet() -> torch.nn.Module:
+        stages = ["stage1", "stage2", "stage3", "stage4"]
+        backbone = T.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1] * 4, out_features=stages)
+        config = T.UperNetConfig(
+            backbone_config=backbone, hidden_size=16, auxiliary_in_channels=24, auxiliary_channels=8, num_labels=4
+        )
+        return T.UperNetForSemanticSegmentation(config)
+
+    def dpt() -> torch.nn.Module:
+        config = T.DPTConfig(
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=37,
+            image_size=32,
+            patch_size=8,
+            backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[8, 16, 32, 32],
+            fusion_hidden_size=16,
+            head_hidden_size=8,
+        )
+        return T.DPTForDepthEstimation(config)
+
+    return {"upernet": upernet, "dpt": dpt}
+
+
+@pytest.mark.parametrize("name", ["upernet", "dpt"])
+def test_models_with_their_own_output_hooks_keep_them_in_torchsurgeons_copies(name: str) -> None:
+    """The weightless copies adapt_input_channels and the cross-check run kept none of the model's hooks:
+    UperNet 'does not run' ('NoneType' object is not subscriptable), and DPT, once it had run a forward,
+    was reported unverified and could not be adapted."""
+    torch.manual_seed(0)
+    model = _own_hooks_models()[name]().double().eval()
+    size = (3, 64, 64) if name == "upernet" else (3, 32, 32)
+    rgb = torch.randn(2, *size, dtype=torch.float64)
+    with torch.no_grad():
+        model(pixel_values=rgb)  # an ordinary forward first: DPT installs its hooks then
+    report = paramcount(model, {"pixel_values": size})
+    assert report.trusted and str(report.crosscheck.trust) in ("verified", "not run"), report.crosscheck.message
+    result = adapt_input_channels(model, 1, input={"pixel_values": size})
+    folded = [c for c in result.changes if c.status == ParamChange.FOLDED]
+    assert len(folded) == 1 and folded[0].shape_after[1] == 1
+    grey = rgb[:, :1]
+    with torch.no_grad():
+        want = model(pixel_values=grey.expand(2, *size)).predicted_depth if name == "dpt" else None
+        got = result.model(pixel_values=grey)
+        want = want if want is not None else model(pixel_values=grey.expand(2, *size)).logits
+        got = got.predicted_depth if name == "dpt" else got.logits
+    assert (got - want).abs().max().item() <= 1e-10 * (want.abs().max().item() or 1.0)

@@ -16,6 +16,8 @@ import copy
 import copyreg
 import itertools
 import operator
+import os
+import sys
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -115,13 +117,35 @@ def _is_torch_function(fn: Any) -> bool:
     return name.split(".")[0] in ("torch", "_operator", "operator", "builtins", "math")
 
 
+def library_of(module: nn.Module) -> str | None:
+    """The installed package that defines ``module``'s class (``"transformers"``), or None for code of your own.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> library_of(nn.Linear(2, 2))
+    'torch'
+    """
+    package = type(module).__module__.split(".")[0]
+    path = os.path.abspath(getattr(sys.modules.get(package), "__file__", None) or "")
+    return package if f"{os.sep}site-packages{os.sep}" in path else None
+
+
+def is_own_hook(hook: Any, library: str | None) -> bool:
+    """Whether a hook function comes from ``library``: a hook the model installs on itself (transformers collects
+    hidden states with forward hooks), part of what its forward computes, unlike the user's."""
+    return library is not None and str(getattr(hook, "__module__", "") or "").split(".")[0] == library
+
+
 def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
-    """A deep copy of ``module`` with new parameters and buffers, ``tensor(original)``, and no hooks.
+    """A deep copy of ``module`` with new parameters and buffers, ``tensor(original)``, and none of the user's hooks.
 
     Parameters keep ``requires_grad``; shared parameters stay shared.  The
-    hooks of ``module`` and its submodules are neither copied nor run by the
-    copy, so user hooks never see torchsurgeon's tensors.  ``module`` is not
-    touched.
+    user's hooks on ``module`` and its submodules are neither copied nor run
+    by the copy, so they never see torchsurgeon's tensors; the forward hooks
+    the model installs on itself (:func:`is_own_hook`: transformers' hidden
+    state collectors, which UperNet's and DPT's heads read) are kept, so the
+    copy computes what the model computes.  ``module`` is not touched.
 
     Examples
     --------
@@ -141,11 +165,15 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
                 memo[id(b)] = tensor(b)
-    copied: nn.Module = _Copier(module, memo).copy(module)
+    copied: nn.Module = _Copier(module, memo, library_of(module)).copy(module)
     return copied
 
 
 _HOOK_NAMES = frozenset(_HOOK_DICTS)
+_OWN_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks")
+_KEPT_HOOK_DICTS = frozenset(
+    {*_OWN_HOOK_DICTS, "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"}
+)
 _ATOMIC = frozenset(
     {type(None), int, float, bool, complex, str, bytes, type, range, torch.dtype, torch.device, torch.layout}
     | {types.FunctionType, types.BuiltinFunctionType, types.MethodWrapperType, type(Ellipsis)}
@@ -172,8 +200,24 @@ class _Copier:
     there either.
     """
 
-    def __init__(self, root: nn.Module, memo: dict[int, Any]) -> None:
-        self.root, self.memo, self.hooks_in_memo = root, memo, False
+    def __init__(self, root: nn.Module, memo: dict[int, Any], library: str | None = None) -> None:
+        self.root, self.memo, self.hooks_in_memo, self.library = root, memo, False, library
+
+    def _hooks(self, state: Mapping[str, Any]) -> dict[str, collections.OrderedDict[int, Any]]:
+        """A module's hook dicts for its copy: only the forward hooks the model installed on itself, and their flags."""
+        kept = {
+            key
+            for attr in _OWN_HOOK_DICTS
+            for key, hook in (state.get(attr) or {}).items()
+            if is_own_hook(hook, self.library)
+        }
+        return {
+            attr: collections.OrderedDict((k, v) for k, v in hooks.items() if k in kept)
+            if kept and attr in _KEPT_HOOK_DICTS
+            else collections.OrderedDict()
+            for attr, hooks in state.items()
+            if attr in _HOOK_NAMES and isinstance(hooks, dict)
+        }
 
     def copy(self, value: Any) -> Any:
         cls = type(value)
@@ -213,11 +257,12 @@ class _Copier:
                 memo[id(value)] = module
                 copied = {}
                 skipped = "_compiled_call_impl" if own else None
+                kept = self._hooks(state)
                 for k, v in state.items():
                     if type(v) in _ATOMIC:
                         copied[k] = v
-                    elif k in _HOOK_NAMES and isinstance(v, dict):
-                        copied[k] = collections.OrderedDict()
+                    elif k in kept:
+                        copied[k] = kept[k]
                     elif k != skipped:
                         copied[k] = self.copy(v)
                 copied.pop(skipped, None)  # type: ignore[arg-type]

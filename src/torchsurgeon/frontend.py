@@ -30,7 +30,6 @@ import dis
 import functools
 import inspect
 import operator
-import os
 import sys
 import types
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -42,7 +41,7 @@ import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .copies import thawed
+from .copies import is_own_hook, library_of, thawed
 from .resize import as_folded_input, hands_on_channels
 from .rules import FALLBACK
 from .rules.on_meta import ruled_call, ruled_meta
@@ -184,10 +183,7 @@ class OwnHooks:
         ]
         # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
         self._first_new = RemovableHandle.next_id
-        package = type(model).__module__.split(".")[0]
-        library = sys.modules.get(package)
-        path = os.path.abspath(getattr(library, "__file__", None) or "")
-        self._package = package if f"{os.sep}site-packages{os.sep}" in path else None
+        self._library = library_of(model)
 
     def installed(self, module: nn.Module) -> bool:
         """Whether ``module`` has forward hooks that are the model's own (cheap when it has none)."""
@@ -199,8 +195,7 @@ class OwnHooks:
 
     def _own(self, module: nn.Module, attr: str) -> Iterator[tuple[int, Callable[..., Any]]]:
         for key, hook in getattr(module, attr).items():
-            origin = str(getattr(hook, "__module__", "") or "")
-            if key >= self._first_new or (self._package is not None and origin.split(".")[0] == self._package):
+            if key >= self._first_new or is_own_hook(hook, self._library):
                 yield key, hook
 
     def call(
