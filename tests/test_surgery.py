@@ -182,6 +182,46 @@ def test_a_layer_reading_the_input_after_space_to_depth_is_not_folded_and_the_fi
     assert adapt_input_channels(_SpaceToDepthStem(), 1, layer="conv").changes[0].name == "conv.weight"  # when told
 
 
+class _TimeProjection(nn.Module):
+    """diffusers' Timesteps: its assert on the input's rank makes it an opaque leaf when traced without a shape."""
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        assert len(t.shape) == 1, "Timesteps should be a 1d-array"
+        e = t[:, None] * torch.exp(-torch.arange(8) / 8.0)[None]
+        return torch.cat([e.sin(), e.cos()], dim=-1)
+
+
+class _ImageAndTimestep(nn.Module):
+    """diffusers' UNet2DModel in small: an image and a timestep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv_in, self.time_proj, self.time_mlp = nn.Conv2d(3, 8, 3, padding=1), _TimeProjection(), nn.Linear(16, 8)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        return self.conv_in(sample) + self.time_mlp(self.time_proj(timestep))[:, :, None, None]
+
+
+def test_only_the_image_input_is_adapted_beside_a_timestep() -> None:
+    """The timestep's embedding layer was folded too (16 features to 1), and the edited UNet failed."""
+    model = _ImageAndTimestep().double().eval()
+    result = adapt_input_channels(model, 1)
+    assert [(c.name, c.shape_after) for c in result.changes] == [("conv_in.weight", (8, 1, 3, 3))]
+    grey, t = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([3.0, 7.0], dtype=torch.float64)
+    torch.testing.assert_close(result.model(grey, t), model(grey.expand(2, 3, 8, 8), t))
+
+
+def test_a_number_per_sample_is_given_as_an_empty_shape() -> None:
+    """``{"timestep": ()}``: one timestep per sample, a tensor of shape (batch,) (was "the shape is empty")."""
+    model = _ImageAndTimestep().eval()
+    report = paramcount(model, {"sample": (3, 8, 8), "timestep": ()}, batch=2)
+    assert report.input_shapes == {"sample": (2, 3, 8, 8), "timestep": (2,)}
+    assert report.output_shape == tuple(model(torch.randn(2, 3, 8, 8), torch.tensor([1.0, 2.0])).shape)
+    assert report.opaque == {} and report.invalid == []
+    with pytest.raises(InputError, match="the shape is empty"):  # a whole input as () stays a mistake
+        paramcount(nn.Linear(2, 2), ())
+
+
 def test_input_feeding_two_convs() -> None:
     class Stem(nn.Module):
         def __init__(self) -> None:

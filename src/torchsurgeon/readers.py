@@ -31,7 +31,7 @@ from torch.utils._pytree import tree_leaves
 from .copies import _ZERO_RUN_LIMIT, _cannot_run_on_meta, _zeros_like, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
-from .graph import NodeRecord, node_record, node_records
+from .graph import NodeRecord, node_record, node_records, opaque_of
 from .resize import input_conv
 from .shapes import ExampleInputs, InputSpec, meta_copy
 
@@ -122,7 +122,10 @@ def graph_readers(G: nx.DiGraph) -> tuple[list[str], bool, dict[str, str]]:
     buffer before them (a normalisation, ``x - self.mean``, which may broadcast
     it to more channels); and, for each layer the input reaches only after an
     op that may move its channels (a view, permute or ``pixel_unshuffle``: a
-    space-to-depth stem), that op.
+    space-to-depth stem) or a part analysed as one opaque layer, that op.  An
+    input that reaches layers only that way while another input reaches one
+    as it is (a diffusion UNet's timestep, embedded by an opaque
+    ``Timesteps``, beside its image) is not an image: its layers are left out.
 
     Examples
     --------
@@ -139,11 +142,24 @@ def graph_readers(G: nx.DiGraph) -> tuple[list[str], bool, dict[str, str]]:
     >>> graph_readers(build_graph(trace(SpaceToDepth())))
     (['conv'], False, {'conv': 'pixel_unshuffle()'})
     """
+    opaque = opaque_of(G)
+    per_input = [_reached(G, rec.name, opaque) for rec in node_records(G) if rec.op == "placeholder"]
+    images = [r for r in per_input if any(name not in r[2] for name in r[0])] or per_input
+    found: list[str] = []
+    rearranged: dict[str, str] = {}
+    for layers, _, moved in images:
+        found += [name for name in layers if name not in found]
+        rearranged.update((name, why) for name, why in moved.items() if name not in rearranged)
+    return found, any(mixed for _, mixed, _ in images), rearranged
+
+
+def _reached(G: nx.DiGraph, start: str, opaque: Mapping[str, str]) -> tuple[list[str], bool, dict[str, str]]:
+    """:func:`graph_readers` for the input node ``start``."""
     found: list[str] = []
     mixed = False
     rearranged: dict[str, str] = {}
-    frontier = [(rec.name, "") for rec in node_records(G) if rec.op == "placeholder"]
-    seen = {name for name, _ in frontier}
+    frontier = [(start, "")]
+    seen = {start}
     while frontier:
         node, via = frontier.pop(0)
         for succ in G.successors(node):
@@ -158,11 +174,14 @@ def graph_readers(G: nx.DiGraph) -> tuple[list[str], bool, dict[str, str]]:
                 if via:
                     rearranged.setdefault(owner, via)
                 continue
-            moves = (rec.module_type if rec.op == "call_module" else rec.target) in _REARRANGING
-            where = (
-                f"{rec.layer} ({rec.module_type})" if rec.op == "call_module" else f"{rec.module_type} in {rec.scope}"
-            )
-            frontier.append((succ, via or (where.removesuffix(" in ") if moves else "")))
+            if rec.op == "call_module" and rec.layer in opaque:
+                moves = f"{rec.layer} ({rec.module_type}, analysed as one opaque layer)"
+            elif (rec.module_type if rec.op == "call_module" else rec.target) in _REARRANGING:
+                in_scope = f"{rec.module_type} in {rec.scope}".removesuffix(" in ")
+                moves = f"{rec.layer} ({rec.module_type})" if rec.op == "call_module" else in_scope
+            else:
+                moves = ""
+            frontier.append((succ, via or moves))
             mixed = mixed or any(node_record(G, p).op == "get_attr" for p in G.predecessors(succ))
     return found, mixed, rearranged
 

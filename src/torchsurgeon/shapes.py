@@ -101,14 +101,16 @@ class _Unknown:
 # --------------------------------------------------------------------------- input
 
 
-def _check_shape(shape: Any, where: str) -> Shape:
+def _check_shape(shape: Any, where: str, *, scalar: bool = False) -> Shape:
+    """``shape`` as a tuple of positive ints; ``()`` (one number per sample: a diffusion model's timestep)
+    only for a named input (``scalar``)."""
     if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, torch.Size)):
         raise InputError(
             f"{where}: expected a shape such as (3, 224, 224), got {shape!r} — "
             "give the per-sample shape as a tuple of positive ints; the batch is added (batch=1)"
         )
     dims = tuple(shape)
-    if not dims:
+    if not dims and not scalar:
         raise InputError(f"{where}: the shape is empty — give the per-sample shape, e.g. (3, 224, 224)")
     for i, d in enumerate(dims):
         if isinstance(d, bool) or not isinstance(d, int):
@@ -154,6 +156,8 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
     {'x': (3, 32, 32)}
     >>> normalize_input({"mask": [1, 8, 8]}, ["image", "mask"])
     {'mask': (1, 8, 8)}
+    >>> normalize_input({"sample": (4, 16, 16), "timestep": ()}, ["sample", "timestep"])  # a number per sample
+    {'sample': (4, 16, 16), 'timestep': ()}
     """
     if not placeholders:
         raise InputError("the model's forward takes no inputs — nothing to propagate")
@@ -165,7 +169,9 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
             if name not in placeholders:
                 raise InputError(f"input {name!r} is not an argument of forward — the inputs are {list(placeholders)}")
             out[name] = (
-                value if isinstance(value, (torch.Tensor, TypedShape)) else _check_shape(value, f"input {name!r}")
+                value
+                if isinstance(value, (torch.Tensor, TypedShape))
+                else _check_shape(value, f"input {name!r}", scalar=True)
             )
         return out
     if (
