@@ -1131,3 +1131,56 @@ def test_inplace_rules_refuse_a_result_their_tensor_cannot_hold(
     other, _ = data.draw(tensors(shape=tuple(x.shape), dtype=dtypes[1]))
     answered = _check(method_rule(name), (x, other), {}, lambda: getattr(x, name)(other))
     assert answered == (x.is_floating_point() and x.is_contiguous() and other.is_contiguous())
+
+
+@st.composite
+def _recurrent(draw: st.DrawFn) -> tuple[nn.Module, torch.Tensor, dict[str, Any]]:
+    """An LSTM, GRU or RNN on meta, an input that fits it or not, and how forward gets no initial state."""
+    kind = draw(st.sampled_from(["LSTM", "GRU", "RNN"]))
+    size, hidden = draw(st.integers(1, 5)), draw(st.integers(2, 6))
+    options: dict[str, Any] = {
+        "num_layers": draw(st.integers(1, 3)),
+        "bidirectional": draw(st.booleans()),
+        "batch_first": draw(st.booleans()),
+    }
+    if kind == "LSTM":
+        options["proj_size"] = draw(st.integers(0, hidden - 1))
+    if kind == "RNN":
+        options["nonlinearity"] = draw(st.sampled_from(["tanh", "relu"]))
+    with torch.device("meta"):
+        module = getattr(nn, kind)(size, hidden, **options)
+    module.train(draw(st.booleans()))
+    features = draw(st.sampled_from([size, size, size, size + 1]))
+    lead = draw(st.lists(st.integers(1, 4), min_size=1, max_size=2 if draw(st.integers(0, 5)) else 3))
+    dtype = draw(st.sampled_from([torch.float32] * 5 + [torch.float64]))
+    x = torch.empty((*lead, features), dtype=dtype, device="meta")
+    return module, x, draw(st.sampled_from([{}, {"hx": None}]))
+
+
+@SETTINGS
+@given(case=_recurrent())
+def test_recurrent_rules_match_meta(case: tuple[nn.Module, torch.Tensor, dict[str, Any]]) -> None:
+    """nn.LSTM / GRU / RNN: meta execution runs them one time step at a time (8 s for 1,024 steps)."""
+    module, x, kwargs = case
+    found = module_rule(type(module))
+    assert found is not None and found[0].shape is not None
+    out = found[0].shape(module, (x,), kwargs, Call("", ""))
+    expected, error = _run(lambda: module(x, **kwargs))
+    if out is FALLBACK:  # it refuses only what it cannot answer: another dtype, features, rank
+        assert error is not None or x.dtype != torch.float32 or x.shape[-1] != module.input_size or x.dim() > 3
+        return
+    assert error is None, f"the rule answered {out!r} but meta execution raises {error!r}"
+    _same(out, expected)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_recurrent_rules_match_meta_on_each_layout(kind: str, batch_first: bool, bidirectional: bool) -> None:
+    options = {"proj_size": 2} if kind == "LSTM" and bidirectional else {}
+    with torch.device("meta"):
+        module = getattr(nn, kind)(3, 4, num_layers=2, batch_first=batch_first, bidirectional=bidirectional, **options)
+    found = module_rule(type(module))
+    assert found is not None and found[0].shape is not None
+    for x in (torch.empty(5, 2, 3, device="meta"), torch.empty(5, 3, device="meta")):
+        _same(found[0].shape(module, (x,), {"hx": None}, Call("", "")), _run(lambda x=x: module(x))[0])

@@ -13,7 +13,7 @@ never guess: outside the cases they compute exactly, the op runs on
 ``reductions``      sum, mean, amax, amin
 ``linalg``          matmul, bmm, F.linear, attention
 ``pooling``         max, average and adaptive pooling, interpolate/Upsample
-``recurrent``       LSTM, GRU, RNN and their cells (MACs; shapes run on meta)
+``recurrent``       LSTM, GRU, RNN (shapes and MACs) and their cells (MACs; shapes run on meta)
 ``creation``        zeros, ones, empty, full, arange of sizes (masks, position ids)
 ==================  =========================================================
 

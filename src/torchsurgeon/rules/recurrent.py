@@ -1,8 +1,11 @@
-"""Recurrent layers: MACs of ``nn.LSTM``, ``nn.GRU``, ``nn.RNN`` and their cells.
+"""Recurrent layers: shapes and MACs of ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``, MACs of their cells.
 
-The output shapes come from running the layer on ``meta`` (no shape rule
-here): ``(output, (h_n, c_n))`` for an LSTM, ``(output, h_n)`` for a GRU or
-RNN, for ``batch_first``, unbatched and packed inputs alike.
+The shape rule gives ``(output, (h_n, c_n))`` for an LSTM and ``(output,
+h_n)`` for a GRU or RNN, batched (``batch_first`` too: the output is then
+the transposed view meta execution gives) or unbatched, for a tensor input
+that fits, without an initial state.  A packed sequence, an initial state, or
+an input the layer refuses runs on ``meta``, which computes the layer one time
+step at a time: seconds for long sequences (timm's Sequencer took 3 s).
 
 MACs count the gate matrix products, once per token (time step × batch
 element), per layer and per direction::
@@ -38,8 +41,8 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ..records import FlopKind
-from ._common import numel
-from .registry import builtin
+from ._common import float_tensor, new, numel, view
+from .registry import FALLBACK, Call, builtin
 
 __all__: tuple[str, ...] = ()
 
@@ -72,6 +75,38 @@ def _rnn_macs(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -
     return _tokens(x) * per_token
 
 
+def _rnn_rule(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
+    """The outputs of nn.LSTM / nn.GRU / nn.RNN on ``x`` without an initial state, as meta execution makes them."""
+    assert isinstance(m, nn.RNNBase)
+    if len(args) not in (1, 2) or args[1:] not in ((), (None,)) or kwargs not in ({}, {"hx": None}):
+        return FALLBACK  # an initial state: meta checks its shape
+    x = args[0]
+    weight = m.weight_ih_l0
+    if not float_tensor(x) or x.dtype != weight.dtype or x.dim() not in (2, 3) or x.shape[-1] != m.input_size:
+        return FALLBACK  # meta says how it does not fit
+    if 0 in x.shape:
+        return FALLBACK
+    directions = 2 if m.bidirectional else 1
+    hidden_out = (m.proj_size if isinstance(m, nn.LSTM) else 0) or m.hidden_size
+    features = directions * hidden_out
+    states = directions * m.num_layers
+    h: tuple[int, ...]
+    c: tuple[int, ...]
+    if x.dim() == 2:  # unbatched: (L, H_in)
+        output = new((int(x.shape[0]), features), x.dtype)
+        h, c = (states, hidden_out), (states, m.hidden_size)
+    else:
+        n, length = (int(x.shape[0]), int(x.shape[1])) if m.batch_first else (int(x.shape[1]), int(x.shape[0]))
+        if m.batch_first:  # computed as (L, N, features), then transposed
+            output = view((n, length, features), (features, n * features, 1), x.dtype)
+        else:
+            output = new((length, n, features), x.dtype)
+        h, c = (states, n, hidden_out), (states, n, m.hidden_size)
+    if isinstance(m, nn.LSTM):
+        return output, (new(h, x.dtype), new(c, x.dtype))
+    return output, new(h, x.dtype)
+
+
 def _cell_macs(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
     """nn.LSTMCell / nn.GRUCell / nn.RNNCell: one time step of one layer, per batch element."""
     assert isinstance(m, nn.RNNCellBase)
@@ -80,5 +115,5 @@ def _cell_macs(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) 
     return _tokens(x) * gates * m.hidden_size * (int(x.shape[-1]) + m.hidden_size)
 
 
-builtin(nn.LSTM, nn.GRU, nn.RNN, macs=_rnn_macs, kind=FlopKind.RECURRENT)
+builtin(nn.LSTM, nn.GRU, nn.RNN, shape=_rnn_rule, macs=_rnn_macs, kind=FlopKind.RECURRENT)
 builtin(nn.LSTMCell, nn.GRUCell, nn.RNNCell, macs=_cell_macs, kind=FlopKind.RECURRENT)
