@@ -171,6 +171,7 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
 
 _HOOK_NAMES = frozenset(_HOOK_DICTS)
 _OWN_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks")
+_NO_HOOKS: set[int] = set()
 _KEPT_HOOK_DICTS = frozenset(
     {*_OWN_HOOK_DICTS, "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"}
 )
@@ -203,20 +204,15 @@ class _Copier:
     def __init__(self, root: nn.Module, memo: dict[int, Any], library: str | None = None) -> None:
         self.root, self.memo, self.hooks_in_memo, self.library = root, memo, False, library
 
-    def _hooks(self, state: Mapping[str, Any]) -> dict[str, collections.OrderedDict[int, Any]]:
-        """A module's hook dicts for its copy: only the forward hooks the model installed on itself, and their flags."""
-        kept = {
+    def _own_hooks(self, state: Mapping[str, Any]) -> set[int]:
+        """The ids of a module's forward hooks that the model installed on itself (see :func:`is_own_hook`)."""
+        if self.library is None or not (state.get("_forward_hooks") or state.get("_forward_pre_hooks")):
+            return _NO_HOOKS
+        return {
             key
             for attr in _OWN_HOOK_DICTS
             for key, hook in (state.get(attr) or {}).items()
             if is_own_hook(hook, self.library)
-        }
-        return {
-            attr: collections.OrderedDict((k, v) for k, v in hooks.items() if k in kept)
-            if kept and attr in _KEPT_HOOK_DICTS
-            else collections.OrderedDict()
-            for attr, hooks in state.items()
-            if attr in _HOOK_NAMES and isinstance(hooks, dict)
         }
 
     def copy(self, value: Any) -> Any:
@@ -257,12 +253,16 @@ class _Copier:
                 memo[id(value)] = module
                 copied = {}
                 skipped = "_compiled_call_impl" if own else None
-                kept = self._hooks(state)
+                kept = self._own_hooks(state)
                 for k, v in state.items():
                     if type(v) in _ATOMIC:
                         copied[k] = v
-                    elif k in kept:
-                        copied[k] = kept[k]
+                    elif k in _HOOK_NAMES and isinstance(v, dict):
+                        copied[k] = (
+                            collections.OrderedDict((key, hook) for key, hook in v.items() if key in kept)
+                            if kept and k in _KEPT_HOOK_DICTS
+                            else collections.OrderedDict()
+                        )
                     elif k != skipped:
                         copied[k] = self.copy(v)
                 copied.pop(skipped, None)  # type: ignore[arg-type]
