@@ -5,7 +5,8 @@ a sweep runs it once per shape.  Everything here is computed once per graph
 and kept with it (:func:`torchsurgeon.graph.graph_cache`): each node's module,
 its arguments as they are fetched from the values of the nodes before it
 (torch.fx's ``Interpreter`` maps every argument through the generic
-``map_arg`` on every run), and the values it is the last user of.
+``map_arg`` on every run), the values it is the last user of, and its rule
+(:func:`rules_of`, kept for the registry's state).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from torch import nn
 from .copies import thawed
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
 from .resize import hands_on_channels
+from .rules import Rule, function_rule, method_rule, module_rule
+from .rules.registry import rules_version
 
-__all__ = ("Step", "steps_of")
+__all__ = ("Step", "rules_of", "steps_of")
 
 
 _CONSTANT, _NODE, _NESTED = 0, 1, 2
@@ -114,3 +117,33 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
 
     steps: dict[torch.fx.Node, Step] = graph_cache(G, "shape_plan", build)
     return steps
+
+
+def rules_of(G: nx.DiGraph) -> dict[torch.fx.Node, tuple[Rule | None, bool]]:
+    """Each node's rule and whether it applies directly (cached with the graph for the registry's state).
+
+    ``False``: a subclass with its own ``forward`` (timm's Conv2dSame) is only checked by its base class's rule.
+    """
+    version = rules_version()
+
+    def build() -> dict[torch.fx.Node, tuple[Rule | None, bool]]:
+        found: dict[torch.fx.Node, tuple[Rule | None, bool]] = {}
+        for node, step in steps_of(G).items():
+            module = step.module
+            if module is not None:
+                owned = module_rule(type(module))
+                if owned is None:
+                    found[node] = (None, True)
+                else:
+                    rule, owner = owned
+                    found[node] = (rule, owner is type(module) or type(module).forward is owner.forward)
+            elif node.op == "call_function":
+                found[node] = (function_rule(node.target), True)
+            elif node.op == "call_method":
+                found[node] = (method_rule(str(node.target)), True)
+            else:
+                found[node] = (None, True)
+        return found
+
+    rules: dict[torch.fx.Node, tuple[Rule | None, bool]] = graph_cache(G, f"rules {version}", build)
+    return rules

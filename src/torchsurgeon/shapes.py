@@ -36,13 +36,12 @@ import torch.fx
 from torch import nn
 from torch.fx.node import map_aggregate
 
-from ._steps import steps_of
+from ._steps import rules_of, steps_of
 from .arguments import forward_inputs
 from .copies import detached_copy, run_on_zeros, thawed
 from .errors import InputError, ShapeError
 from .graph import (
     NodeRecord,
-    graph_cache,
     graph_module_of,
     model_of,
     node_records,
@@ -52,10 +51,10 @@ from .graph import (
 )
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_input, fold_fix, resized_copy
-from .rules import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
+from .rules import FALLBACK, Call, Rule, function_rule
 from .rules._common import first_tensor, shared_outputs
 from .rules.on_meta import ruled_meta
-from .rules.registry import counted_without_formula, rules_version
+from .rules.registry import counted_without_formula
 from .shapememo import ShapeMemo, reshapes_in_place
 from .shapespec import TypedShape, per_sample_hint
 
@@ -358,36 +357,6 @@ def _python_method(args: tuple[Any, ...]) -> bool:
     return not isinstance(args[0], torch.Tensor) and first_tensor(args) is None
 
 
-def _rules_of(G: nx.DiGraph) -> dict[torch.fx.Node, tuple[Rule | None, bool]]:
-    """Each node's rule and whether it applies directly (cached with the graph for the registry's state).
-
-    ``False``: a subclass with its own ``forward`` (timm's Conv2dSame) is only checked by its base class's rule.
-    """
-    version = rules_version()
-
-    def build() -> dict[torch.fx.Node, tuple[Rule | None, bool]]:
-        found: dict[torch.fx.Node, tuple[Rule | None, bool]] = {}
-        for node, step in steps_of(G).items():
-            module = step.module
-            if module is not None:
-                owned = module_rule(type(module))
-                if owned is None:
-                    found[node] = (None, True)
-                else:
-                    rule, owner = owned
-                    found[node] = (rule, owner is type(module) or type(module).forward is owner.forward)
-            elif node.op == "call_function":
-                found[node] = (function_rule(node.target), True)
-            elif node.op == "call_method":
-                found[node] = (method_rule(str(node.target)), True)
-            else:
-                found[node] = (None, True)
-        return found
-
-    rules: dict[torch.fx.Node, tuple[Rule | None, bool]] = graph_cache(G, f"rules {version}", build)
-    return rules
-
-
 class _ShapeInterpreter(torch.fx.Interpreter):
     """Runs the graph on meta tensors, recording a NodeRecord per node."""
 
@@ -411,7 +380,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.shared = not reshapes_in_place(G)  # rules' outputs of one shape are one meta tensor (shared_outputs)
         self.G = G
         self.base = {rec.name: rec for rec in node_records(G)}
-        self.rules = _rules_of(G)
+        self.rules = rules_of(G)
         self.model = model_of(G)
         self.opaque = opaque_of(G)
         self.inputs = inputs
@@ -460,7 +429,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         return value
 
     def _fresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
-        """Arguments for code we do not control: with a memo, new aliases, so in-place edits stay local."""
+        """Arguments for code we do not control: with a memo or shared outputs, new aliases, so in-place edits stay
+        local."""
         if self.memo is None and not self.shared:
             return args, kwargs
         fresh: tuple[Any, Any] = thawed(
