@@ -418,3 +418,29 @@ def test_models_with_their_own_output_hooks_keep_them_in_torchsurgeons_copies(na
         want = want if want is not None else model(pixel_values=grey.expand(2, *size)).logits
         got = got.predicted_depth if name == "dpt" else got.logits
     assert (got - want).abs().max().item() <= 1e-10 * (want.abs().max().item() or 1.0)
+
+
+def test_a_video_model_is_adapted_without_an_input() -> None:
+    """VideoMAE takes (frames, channels, H, W): the input built from its config was (3, 32, 32), which it refuses
+    ("not enough values to unpack"), so adapt_input_channels needed input=."""
+    config = transformers.VideoMAEConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=32,
+        patch_size=8,
+        num_frames=4,
+        tubelet_size=2,
+        num_labels=5,
+    )
+    torch.manual_seed(0)
+    model = transformers.VideoMAEForVideoClassification(config).double().eval()
+    result = adapt_input_channels(model, 1)
+    folded = [c for c in result.changes if c.status == ParamChange.FOLDED]
+    assert [(c.shape_before, c.shape_after) for c in folded] == [((32, 3, 2, 8, 8), (32, 1, 2, 8, 8))]
+    grey = torch.randn(2, 4, 1, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        want = model(pixel_values=grey.expand(2, 4, 3, 32, 32)).logits
+        got = result.model(pixel_values=grey).logits
+    assert (got - want).abs().max().item() <= 1e-10 * (want.abs().max().item() or 1.0)

@@ -255,7 +255,8 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     ``{"pixel_values": (num_channels, H, W)}`` from ``config.num_channels``
     and ``config.image_size`` (or the ``vision_config``'s; 224 × 224 when the
     config has no size, as for convolutional networks) when ``forward``
-    takes ``pixel_values``.
+    takes ``pixel_values``; ``(num_frames, num_channels, H, W)`` for a video
+    model's config (VideoMAE, TimeSformer, ViViT).
 
     Examples
     --------
@@ -274,6 +275,9 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
         return None
     size = 224 if size is None else size
     h, w = (size, size) if isinstance(size, int) else tuple(size)[:2]
+    frames = getattr(config, "num_frames", None)
+    if isinstance(frames, int) and not isinstance(frames, bool):  # videos: (batch, frames, channels, H, W)
+        return {"pixel_values": (frames, channels, int(h), int(w))}
     return {"pixel_values": (channels, int(h), int(w))}
 
 
