@@ -23,7 +23,7 @@ from .copies import thawed
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
 from .resize import hands_on_channels
 from .rules import Rule, function_rule, method_rule, module_rule
-from .rules.registry import rules_version
+from .rules.registry import rules_version, runs_forward_of
 
 __all__ = ("Step", "rules_of", "steps_of")
 
@@ -136,7 +136,7 @@ def rules_of(G: nx.DiGraph) -> dict[torch.fx.Node, tuple[Rule | None, bool]]:
                     found[node] = (None, True)
                 else:
                     rule, owner = owned
-                    found[node] = (rule, owner is type(module) or type(module).forward is owner.forward)
+                    found[node] = (rule, runs_forward_of(type(module), owner))
             elif node.op == "call_function":
                 found[node] = (function_rule(node.target), True)
             elif node.op == "call_method":

@@ -28,7 +28,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ._common import shared_outputs
-from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule
+from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule, runs_forward_of
 
 __all__ = ("by_cpu_rule", "ruled_call", "ruled_leaf", "ruled_meta")
 
@@ -143,7 +143,7 @@ def ruled_leaf(module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[s
     if found is None or found[0].shape is None:
         return FALLBACK
     rule, owner = found
-    if owner is not type(module) and type(module).forward is not owner.forward:
+    if not runs_forward_of(type(module), owner):
         return FALLBACK  # a subclass with its own forward (timm's Conv2dSame): its forward decides
     with torch._C.DisableTorchFunction():
         if not _meta_tensors(args, kwargs):

@@ -47,6 +47,7 @@ __all__ = (
     "register_rule",
     "registered_rules",
     "rules_version",
+    "runs_forward_of",
     "unregister_rule",
 )
 
@@ -403,6 +404,23 @@ def module_rule(kind: type[nn.Module]) -> tuple[Rule, type[nn.Module]] | None:
     if not disabled:
         _module_cache[kind] = found
     return found
+
+
+def runs_forward_of(kind: type[nn.Module], owner: type[nn.Module]) -> bool:
+    """Whether a module of class ``kind`` runs the ``forward`` of ``owner``, the class whose rule
+    :func:`module_rule` found: the rule then gives its output.  A subclass with its own ``forward``
+    (timm's Conv2dSame) is only checked by it.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> class Padded(nn.Conv2d):
+    ...     def forward(self, x):
+    ...         return super().forward(nn.functional.pad(x, (1, 1, 1, 1)))
+    >>> runs_forward_of(nn.Conv2d, nn.Conv2d), runs_forward_of(Padded, nn.Conv2d)
+    (True, False)
+    """
+    return owner is kind or kind.forward is owner.forward
 
 
 def function_rule(fn: Any) -> Rule | None:
