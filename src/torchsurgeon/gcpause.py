@@ -2,10 +2,10 @@
 
 An analysis allocates many small containers (fx nodes, records, meta tensors)
 that live until it returns.  Each allocation counts towards the collector's
-thresholds, and every few hundred thousand of them Python runs a *full*
+thresholds, and now and then (``gc.get_threshold()``) Python runs a *full*
 collection, which walks every object of the process: with torch, torchvision
-and a model loaded that is 100–200 ms, for a ``paramcount_sweep`` that takes
-30 ms.  Measured on resnet50 (an 8-shape sweep, 20 sweeps in a row): mean
+and a model loaded that is about 150–200 ms, for a ``paramcount_sweep`` that
+takes 30 ms.  Measured on resnet50 (an 8-shape sweep, 20 sweeps in a row): mean
 44.6 ms with the collector on, 27.6 ms with it paused, the same median (27 ms)
 — the cost is in the sweeps that happen to trigger a full collection.
 
