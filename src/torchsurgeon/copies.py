@@ -29,10 +29,10 @@ from torch.fx.immutable_collections import immutable_dict, immutable_list
 
 from .errors import failure_reason
 
-__all__ = ("detached_copy", "run_on_zeros", "thawed")
+__all__ = ("HOOK_DICTS", "detached_copy", "run_on_zeros", "thawed")
 
 _ZERO_RUN_LIMIT = 1 << 25
-_HOOK_DICTS = (
+HOOK_DICTS = (
     "_forward_hooks",
     "_forward_hooks_with_kwargs",
     "_forward_hooks_always_called",
@@ -45,6 +45,7 @@ _HOOK_DICTS = (
     "_load_state_dict_pre_hooks",
     "_load_state_dict_post_hooks",
 )
+"""The hook dicts in an ``nn.Module``'s ``__dict__``: never copied, never read by a shape rule."""
 
 
 def _cannot_run_on_meta(exc: BaseException) -> bool:
@@ -169,7 +170,7 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
     return copied
 
 
-_HOOK_NAMES = frozenset(_HOOK_DICTS)
+_HOOK_NAMES = frozenset(HOOK_DICTS)
 _OWN_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks")
 _NO_HOOKS: set[int] = set()
 _KEPT_HOOK_DICTS = frozenset(
@@ -271,7 +272,7 @@ class _Copier:
         if not self.hooks_in_memo:
             self.hooks_in_memo = True
             for m in self.root.modules():
-                for attr in _HOOK_DICTS:
+                for attr in HOOK_DICTS:
                     hooks = m.__dict__.get(attr)
                     if isinstance(hooks, dict):
                         memo.setdefault(id(hooks), collections.OrderedDict())

@@ -171,6 +171,23 @@ class NodeRecord:
         return _record_from(values)
 
     @property
+    def analysis(self) -> tuple[Any, ...]:
+        """The results of one shape propagation, in the order :meth:`analysed` takes them."""
+        return (
+            self.input_shapes,
+            self.output_shape,
+            self.dtype,
+            self.status,
+            self.message,
+            self.findings,
+            self.shape_source,
+            self.macs,
+            self.flops,
+            self.flop_kind,
+            self.flops_known,
+        )
+
+    @property
     def finding(self) -> Finding | None:
         """The first finding of an invalid node, else ``None``."""
         return self.findings[0] if self.findings else None

@@ -1,20 +1,28 @@
-"""What a sweep keeps between propagations through one graph: node results to reuse by their inputs.
+"""Node results to reuse by their inputs: between propagations through one graph, and between twin nodes.
 
 :func:`torchsurgeon.shapes.propagate_shapes` takes a :class:`ShapeMemo` and
 looks each node up in it before running it; ``paramcount_sweep`` makes one
-per sweep.
+per sweep.  Within one propagation, :func:`twin_kinds` numbers the nodes
+that compute the same thing from the same inputs (the repeated blocks of a
+ResNet or a transformer): a twin given the very values an earlier one had
+gets its output and shapes without running its rule.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import networkx as nx
 import torch
+import torch.fx
+from torch import nn
 
-from .graph import NodeRecord, graph_cache, graph_module_of
+from ._steps import steps_of
+from .copies import HOOK_DICTS
+from .graph import NodeRecord, graph_cache, graph_module_of, node_record, opaque_of
 
-__all__ = ("METADATA_INPLACE", "ShapeMemo", "reshapes_in_place")
+__all__ = ("METADATA_INPLACE", "ShapeMemo", "reshapes_in_place", "twin_kinds")
 
 
 METADATA_INPLACE = frozenset(
@@ -97,10 +105,121 @@ class ShapeMemo:
         self.hits = 0
         self.calls: dict[tuple[str, tuple[int, ...]], tuple[tuple[Any, ...], Any, NodeRecord]] = {}
         self._outputs: dict[tuple[str, Any], Any] = {}
+        self._kept: set[int] = set()  # ids of the values in _outputs (kept alive there)
 
     def canonical(self, node: str, value: Any) -> Any:
-        """``value``, or the equal value an earlier propagation gave ``node`` (the one later nodes met)."""
+        """``value``, or the equal value an earlier propagation gave ``node`` (the one later nodes met).
+
+        A value already kept for a node (a twin's output, shared) is kept as it is.
+        """
+        if id(value) in self._kept:
+            return value
         sig = _signature(value)
         if sig is None:
             return value
-        return self._outputs.setdefault((node, sig), value)
+        kept = self._outputs.setdefault((node, sig), value)
+        self._kept.add(id(kept))
+        return kept
+
+
+_NOT_STATE = frozenset(  # read separately, never by a rule, or derived from a setting (a convolution's padding)
+    {"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set", "_reversed_padding_repeated_twice"}
+    | set(HOOK_DICTS)
+)
+_CALLS = frozenset({"call_module", "call_function", "call_method"})
+_SETTINGS: dict[tuple[type, tuple[str, ...]], tuple[str, ...]] = {}
+"""By class and the names in an instance's ``__dict__``, in order: the names of its settings."""
+
+
+_SLOTS: list[object] = []
+"""``_SLOTS[i]``: the ``i``-th input node of a node among its arguments (an object equal to nothing else)."""
+
+
+def _slot(i: int) -> object:
+    while len(_SLOTS) <= i:
+        _SLOTS.append(object())
+    return _SLOTS[i]
+
+
+def _with_slots(value: Any, inputs: Mapping[torch.fx.Node, int]) -> Any:
+    """The arguments as written in the graph, each node as its :func:`_slot`, lists and dicts as tuples."""
+    if type(value) is torch.fx.Node:
+        return _slot(inputs[value])
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple([_with_slots(v, inputs) for v in value]))
+    if isinstance(value, dict):
+        return (dict, tuple([(k, _with_slots(v, inputs)) for k, v in value.items()]))
+    if type(value) is slice:
+        return (slice, _with_slots((value.start, value.stop, value.step), inputs))
+    return value
+
+
+def _tensors(table: dict[str, Any]) -> Any:
+    """The names, shapes, dtypes and ``requires_grad`` of a module's own parameters or buffers."""
+    if not table:
+        return ()
+    return tuple(table), tuple([None if t is None else (t.shape, t.dtype, t.requires_grad) for t in table.values()])
+
+
+def _module_state(module: nn.Module) -> Any:
+    """What a rule can read of a module without children (its settings, its tensors' shapes and dtypes), hashable
+    by value; None for a module with children."""
+    state = module.__dict__
+    if state["_modules"]:
+        return None
+    layout = (type(module), tuple(state))
+    names = _SETTINGS.get(layout)
+    if names is None:
+        names = _SETTINGS.setdefault(layout, tuple(k for k in layout[1] if k not in _NOT_STATE))
+    settings = tuple([state[k] for k in names])
+    return layout[0], names, settings, _tensors(state["_parameters"]), _tensors(state["_buffers"])
+
+
+def twin_kinds(G: nx.DiGraph) -> dict[torch.fx.Node, int]:
+    """Nodes numbered by what they compute: two nodes of one number give the same output for the same inputs.
+
+    The same function or method with the same constant arguments, or modules
+    without children of one class whose settings and tensor shapes are all
+    equal (``layer3.1.conv1`` and ``layer3.2.conv1`` of a ResNet-50), each
+    reading a model input or not alike.  Settings and constants are compared
+    by value (an object without its own ``==`` by identity).  Nodes inside
+    opaque parts, modules with children, and nodes with a setting or
+    constant that has no hash (a mutable object) have no number.
+    Cached with the graph.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> from torchsurgeon.graph import build_graph
+    >>> G = build_graph(trace(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))))
+    >>> kinds = twin_kinds(G)  # the first layer reads the model input: it is nobody's twin
+    >>> [kinds.get(n) for n in graph_module_of(G).graph.nodes if n.op == "call_module"]
+    [0, 1, 2, 1, 2]
+    """
+
+    def build() -> dict[torch.fx.Node, int]:
+        opaque = opaque_of(G)
+        numbers: dict[Any, int] = {}
+        kinds: dict[torch.fx.Node, int] = {}
+        for node, step in steps_of(G).items():
+            op = node.op
+            if op not in _CALLS or (opaque and node_record(G, node.name).layer in opaque):
+                continue
+            what = node.target if step.module is None else _module_state(step.module)
+            if what is None:
+                continue
+            args, kwargs = node.args, node.kwargs
+            if not kwargs and len(args) == 1 and type(args[0]) is torch.fx.Node:  # most layers: one input
+                key: Any = (op, what, step.from_input)
+            else:
+                inputs = {a: i for i, a in enumerate(step.inputs)}
+                key = (op, what, _with_slots(args, inputs), _with_slots(kwargs, inputs), step.from_input)
+            try:  # equal settings and constants: the same computation (a setting compared by identity: the same)
+                kinds[node] = numbers.setdefault(key, len(numbers))
+            except TypeError:  # a setting or constant without a hash (a mutable object): no twin
+                continue
+        return kinds
+
+    kinds: dict[torch.fx.Node, int] = graph_cache(G, "twin_kinds", build)
+    return kinds

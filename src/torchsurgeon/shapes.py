@@ -55,7 +55,7 @@ from .rules import FALLBACK, Call, Rule, function_rule
 from .rules._common import first_tensor, shared_outputs
 from .rules.on_meta import ruled_meta
 from .rules.registry import counted_without_formula
-from .shapememo import ShapeMemo, reshapes_in_place
+from .shapememo import ShapeMemo, reshapes_in_place, twin_kinds
 from .shapespec import TypedShape, per_sample_hint
 
 __all__ = (
@@ -357,6 +357,26 @@ def _python_method(args: tuple[Any, ...]) -> bool:
     return not isinstance(args[0], torch.Tensor) and first_tensor(args) is None
 
 
+_REUSABLE_OUTPUTS = frozenset({torch.Tensor, int, float, bool, torch.Size})
+
+
+def _reusable(n: torch.fx.Node, rule: Rule | None, rec: NodeRecord, out: Any, inputs: tuple[Any, ...]) -> bool:
+    """Whether a twin node given the same inputs may take this node's result: a layer that fits (no finding, no
+    caution), its output by a built-in rule or, for a function on tensors, by running it on ``meta``; an output
+    that cannot be edited (a tensor, a number, a tuple of them)."""
+    if rec.status is not LayerStatus.OK or rec.message or rec.findings:
+        return False
+    if rec.shape_source is ShapeSource.RULE:
+        if rule is None or not rule.builtin:
+            return False
+    elif rec.shape_source is not ShapeSource.META or n.op != "call_function":
+        return False
+    elif not all(type(v) is torch.Tensor for v in inputs):  # a function on Python objects may edit them
+        return False
+    kind = type(out)
+    return kind in _REUSABLE_OUTPUTS or (kind is tuple and _REUSABLE_OUTPUTS.issuperset(map(type, out)))
+
+
 class _ShapeInterpreter(torch.fx.Interpreter):
     """Runs the graph on meta tensors, recording a NodeRecord per node."""
 
@@ -392,6 +412,9 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self._shapes_given = not any(isinstance(v, torch.Tensor) for v in inputs.values())  # batch added to all
         self._target_now: Any = None  # the fx target of the node being run
         self.scalars: dict[str, Any] = {}  # node name -> its Python number (a size), for messages
+        # twins (shapememo.twin_kinds) given the very values of an earlier one reuse its result: values are shared
+        self.twins = twin_kinds(G) if self.shared else {}
+        self._twin_results: dict[tuple[int, tuple[int, ...]], tuple[tuple[Any, ...], Any, tuple[Any, ...]]] = {}
 
     def run_graph(self) -> Any:
         """Run every node once; return the value of the output node."""
@@ -424,7 +447,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             if hit[2].status not in (LayerStatus.OK, LayerStatus.OPAQUE):
                 self._unknown_seen = True
             return hit[1]
-        value = memo.canonical(n.name, self.run_node(n))
+        twin = self.twins.get(n)
+        value = memo.canonical(n.name, self._run_node(n) if twin is None else self._run_twin(n, twin, inputs))
         memo.calls[key] = (inputs, value, self.records[n.name])
         return value
 
@@ -460,6 +484,26 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         )
 
     def run_node(self, n: torch.fx.Node) -> Any:
+        twin = self.twins.get(n)
+        if twin is None:
+            return self._run_node(n)
+        env = self.env
+        return self._run_twin(n, twin, tuple([env[a] for a in self.steps[n].inputs]))
+
+    def _run_twin(self, n: torch.fx.Node, twin: int, inputs: tuple[Any, ...]) -> Any:
+        """A node that has twins (:func:`twin_kinds`): the result of the first of them given the same inputs."""
+        key = (twin, tuple(map(id, inputs)))  # the inputs are kept alive with the result: ids stay unique
+        hit = self._twin_results.get(key)
+        if hit is not None:
+            self.records[n.name] = self.base[n.name].analysed(*hit[2])
+            return hit[1]
+        out = self._run_node(n)
+        rec = self.records[n.name]
+        if _reusable(n, self.rules[n][0], rec, out, inputs):
+            self._twin_results[key] = (inputs, out, rec.analysis)
+        return out
+
+    def _run_node(self, n: torch.fx.Node) -> Any:
         base = self.base[n.name]
         step = self.steps[n]
         op = n.op
