@@ -45,8 +45,8 @@ from .records import (
 from .report import depth_table, format_count, format_shape, jsonable, report_document, table_format
 from .rows import layer_rows
 from .shapememo import ShapeMemo
-from .shapes import ExampleInputs, InputSpec, ShapeResult, propagate_shapes
-from .shapespec import per_sample_hint
+from .shapes import ExampleInputs, ShapeResult, propagate_shapes
+from .shapespec import InputSpec, per_sample_hint
 from .trace import Traced, trace, unwrap_model
 
 __all__ = ("ModelReport", "analyse_graph", "paramcount", "paramcount_sweep")

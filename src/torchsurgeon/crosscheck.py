@@ -207,8 +207,7 @@ def crosscheck(
         if not resized_error:
             how = " (invalid layers resized to fit)"
             return _compare(traced, shapes_of(out), reason, how, lambda: diagnose(lambda: _resized(model, invalid)))
-    refit = _as_folded(args, kwargs, invalid)
-    if refit is not None:  # input layers that check the channel count themselves (a patch embedding)
+    for refit in _as_folded(args, kwargs, invalid):  # input layers that check the channel count themselves
         out, refit_error = _run(meta_copy(model), *refit)
         if not refit_error:
             how = " at the channel count its input layers expect (the output once they are folded)"
@@ -330,8 +329,9 @@ def _as_traced(G: nx.DiGraph, kwargs: dict[str, Any]) -> tuple[dict[str, Any], s
 
 def _as_folded(
     args: list[torch.Tensor], kwargs: dict[str, torch.Tensor], invalid: list[Any]
-) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]] | None:
-    """The inputs with the channel count the invalid input layers expect, when every finding is such a fold.
+) -> list[tuple[list[torch.Tensor], dict[str, torch.Tensor]]]:
+    """The inputs with the channel count the invalid input layers expect, when every finding is such a fold: one
+    candidate per dim that has the count the input layers got (dim 1 first; a video's channels may be dim 2).
 
     A fold changes only those layers (and the settings guarding the channel
     count), so the real model at the expected channel count gives the output
@@ -339,18 +339,22 @@ def _as_folded(
     """
     findings = [f for rec in invalid for f in rec.findings]
     if not findings or any(f.what != "in_channels" or "adapt_input_channels" not in f.fix for f in findings):
-        return None
+        return []
     folds = {(f.expected, f.got) for f in findings}
     if len(folds) != 1:
-        return None
+        return []
     ((expected, got),) = folds
+    candidates = []
+    for dim in range(1, max((t.dim() for t in (*args, *kwargs.values())), default=0)):
 
-    def refit(t: torch.Tensor) -> torch.Tensor:
-        return with_channels(t, expected) if t.is_floating_point() and t.dim() >= 2 and t.shape[1] == got else t
+        def refit(t: torch.Tensor, dim: int = dim) -> torch.Tensor:
+            fits = t.is_floating_point() and t.dim() > dim and t.shape[dim] == got
+            return with_channels(t, expected, dim) if fits else t
 
-    new_args, new_kwargs = [refit(t) for t in args], {k: refit(t) for k, t in kwargs.items()}
-    changed = any(a is not b for a, b in zip(new_args, args)) or any(new_kwargs[k] is not kwargs[k] for k in kwargs)
-    return (new_args, new_kwargs) if changed else None
+        new_args, new_kwargs = [refit(t) for t in args], {k: refit(t) for k, t in kwargs.items()}
+        if any(a is not b for a, b in zip(new_args, args)) or any(new_kwargs[k] is not kwargs[k] for k in kwargs):
+            candidates.append((new_args, new_kwargs))
+    return candidates
 
 
 def _resized(model: nn.Module, invalid: list[Any]) -> nn.Module | None:

@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from .copies import is_own_hook, library_of, thawed
-from .resize import as_folded_input, hands_on_channels
+from .resize import as_folded_inputs, hands_on_channels
 from .rules import FALLBACK
 from .rules.on_meta import ruled_call, ruled_meta
 
@@ -533,14 +533,23 @@ class MetaValues:
             except Exception:
                 # a layer reading the input that refuses its channel count (a patch embedding checking it):
                 # its output once folded, as shape propagation goes on (ShapeInterpreter._as_folded)
-                folded = as_folded_input(module, args) if self._reads_input(node) else None
-                if folded is None:
-                    raise
-                value = self._leaf_call(module, folded[0], kwargs)
+                value = self._folded_call(node, module, args, kwargs)
         else:
             raise _Unknown(node.format_node())
         self._values[node] = value
         return value
+
+    def _folded_call(
+        self, node: torch.fx.Node, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The leaf's output once its input convolution is folded (the first channel dim it accepts), or the error
+        of its call on ``args`` (being handled) when there is none."""
+        for fitting, *_ in as_folded_inputs(module, args) if self._reads_input(node) else ():
+            try:
+                return self._leaf_call(module, fitting, kwargs)
+            except Exception:  # not the channel dim: the next one
+                continue
+        raise
 
 
 @contextlib.contextmanager

@@ -42,8 +42,7 @@ from .errors import InputError, MemoryPlanError
 from .fakestep import SimulatedStep, simulate_step
 from .records import LayerMemory, OptimizerKind
 from .report import format_bytes, format_count, format_shape, memory_table
-from .shapes import InputSpec, normalize_input
-from .shapespec import TypedShape
+from .shapespec import InputSpec, TypedShape, normalize_input
 from .trace import unwrap_model
 
 __all__ = ("MemoryPlan", "memory_plan", "parse_bytes")

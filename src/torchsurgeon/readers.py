@@ -33,7 +33,8 @@ from .errors import SurgeryError
 from .frontend import bind_inputs
 from .graph import NodeRecord, node_record, node_records, opaque_of
 from .resize import input_conv
-from .shapes import ExampleInputs, InputSpec, meta_copy
+from .shapes import ExampleInputs, meta_copy
+from .shapespec import InputSpec
 
 __all__ = (
     "default_input",

@@ -249,42 +249,53 @@ def input_conv(module: nn.Module) -> tuple[str, nn.modules.conv._ConvNd] | None:
     return None
 
 
-def as_folded_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], str, nn.Module, int] | None:
-    """``module``'s arguments with the input's channel count its input convolution expects, when they differ.
+def as_folded_inputs(module: nn.Module, args: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str, nn.Module, int]]:
+    """``module``'s arguments with the channel count its input convolution expects, one per possible channel dim.
 
     For a layer reading the model input (a patch embedding that checks the
     channel count itself): its output once that convolution is folded to the
-    input's channels is its output on these arguments.  Returns the
-    arguments, the convolution's name and module, and the channel count the
-    input has; ``None`` without a floating input of another channel count.
+    input's channels is its output on these arguments.  Each candidate gives
+    the arguments, the convolution's name and module, and the channel count
+    the input has.  The channels are dim 1 (``(N, C, H, W)``), tried first;
+    a video model's may be another (``(N, T, C, H, W)``): the caller runs
+    each candidate in turn and keeps the first its layer accepts.  Empty
+    without a floating input, or when its dim 1 has the expected count (the
+    layer refuses it for another reason).
 
     Examples
     --------
     >>> import torch
     >>> from torch import nn
-    >>> args, name, conv, got = as_folded_input(nn.Sequential(nn.Conv2d(3, 8, 2)), (torch.empty(2, 1, 4, 4),))
-    >>> tuple(args[0].shape), name, got
-    ((2, 3, 4, 4), '0', 1)
+    >>> [(tuple(args[0].shape), name, got) for args, name, _, got in
+    ...  as_folded_inputs(nn.Sequential(nn.Conv2d(3, 8, 2)), (torch.empty(2, 1, 4, 4),))]
+    [((2, 3, 4, 4), '0', 1), ((2, 1, 3, 4), '0', 4), ((2, 1, 4, 3), '0', 4)]
     """
     found = input_conv(module)
     x = next((a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dim() >= 2), None)
     if found is None or x is None or int(x.shape[1]) == found[1].in_channels:
-        return None
+        return []
     name, conv = found
-    expected = with_channels(x, conv.in_channels)
-    return tuple(expected if a is x else a for a in args), name, conv, int(x.shape[1])
+    expected = conv.in_channels
+    return [
+        (tuple(with_channels(x, expected, dim) if a is x else a for a in args), name, conv, int(x.shape[dim]))
+        for dim in range(1, x.dim())
+        if int(x.shape[dim]) != expected
+    ]
 
 
-def with_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """A meta tensor like the batched input ``x`` with ``channels`` in dim 1: the input a folded layer takes.
+def with_channels(x: torch.Tensor, channels: int, dim: int = 1) -> torch.Tensor:
+    """A meta tensor like the batched input ``x`` with ``channels`` in ``dim``: the input a folded layer takes.
 
     Examples
     --------
     >>> import torch
-    >>> tuple(with_channels(torch.empty(2, 1, 4, 4), 3).shape)
-    (2, 3, 4, 4)
+    >>> x = torch.empty(2, 4, 1, 4)
+    >>> tuple(with_channels(x, 3).shape), tuple(with_channels(x, 3, dim=2).shape)
+    ((2, 3, 1, 4), (2, 4, 3, 4))
     """
-    return torch.empty((x.shape[0], channels, *x.shape[2:]), dtype=x.dtype, device="meta")
+    shape = list(x.shape)
+    shape[dim] = channels
+    return torch.empty(shape, dtype=x.dtype, device="meta")
 
 
 _HANDING_ON_MODULES = (

@@ -17,7 +17,9 @@ obtained (:class:`~torchsurgeon.records.ShapeSource`).
 A node that cannot run is ``invalid`` (a shape error) or ``unknown`` (no meta
 kernel, data-dependent); nodes after it are ``unknown``.  A
 :class:`~torchsurgeon.shapememo.ShapeMemo` lets a sweep over inputs reuse the
-nodes whose inputs did not change.
+nodes whose inputs did not change, and twin nodes given the same values
+(:func:`~torchsurgeon.shapememo.twin_kinds`) share one result.  What an input
+spec means is :func:`torchsurgeon.shapespec.normalize_input`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import dataclasses
 import functools
 import itertools
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import networkx as nx
 import torch
@@ -50,26 +52,21 @@ from .graph import (
     update_record,
 )
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
-from .resize import as_folded_input, fold_fix, resized_copy
+from .resize import as_folded_inputs, fold_fix, resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule
 from .rules._common import first_tensor, shared_outputs
 from .rules.on_meta import ruled_meta
 from .rules.registry import counted_without_formula
 from .shapememo import ShapeMemo, reshapes_in_place, twin_kinds
-from .shapespec import TypedShape, per_sample_hint
+from .shapespec import InputSpec, Shape, TypedShape, normalize_input, per_sample_hint
 
 __all__ = (
-    "InputSpec",
     "ShapeResult",
     "input_dtype_for",
     "meta_copy",
-    "normalize_input",
     "propagate_shapes",
     "shapes_of",
 )
-
-Shape = tuple[int, ...]
-InputSpec = Union[Sequence[int], torch.Size, torch.Tensor, TypedShape, Sequence[Any], Mapping[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -98,96 +95,6 @@ class _Unknown:
 
 
 # --------------------------------------------------------------------------- input
-
-
-def _check_shape(shape: Any, where: str, *, scalar: bool = False) -> Shape:
-    """``shape`` as a tuple of positive ints; ``()`` (one number per sample: a diffusion model's timestep)
-    only for a named input (``scalar``)."""
-    if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, torch.Size)):
-        raise InputError(
-            f"{where}: expected a shape such as (3, 224, 224), got {shape!r} — "
-            "give the per-sample shape as a tuple of positive ints; the batch is added (batch=1)"
-        )
-    dims = tuple(shape)
-    if not dims and not scalar:
-        raise InputError(f"{where}: the shape is empty — give the per-sample shape, e.g. (3, 224, 224)")
-    for i, d in enumerate(dims):
-        if isinstance(d, bool) or not isinstance(d, int):
-            if isinstance(d, float) and d.is_integer():
-                hint = f"use {int(d)}"
-            else:
-                hint = "dimensions are whole numbers"
-            raise InputError(f"{where}: dimension {i} is {d!r} ({type(d).__name__}) in shape {dims!r} — {hint}")
-        if d <= 0:
-            raise InputError(
-                f"{where}: dimension {i} is {d} in shape {dims!r} — every dimension must be a positive int"
-            )
-    return dims
-
-
-def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, Shape | TypedShape | torch.Tensor]:
-    """Map an input spec to ``{placeholder name: per-sample shape or tensor}``.
-
-    Parameters
-    ----------
-    spec : shape, tensor, tuple of shapes, or mapping
-        ``(3, 224, 224)`` for one input; ``((3, 224, 224), (1, 224, 224))``
-        for several positional inputs; ``{"image": (3, 224, 224)}`` by name;
-        a tensor (real or ``meta``) is used as it is, batch included; a
-        :class:`~torchsurgeon.shapespec.TypedShape` is a shape with its dtype.
-    placeholders : sequence of str
-        The names of ``forward``'s inputs, in order.
-
-    Returns
-    -------
-    dict
-        Per-sample shapes (batch not yet added), typed shapes or tensors, by input name.
-
-    Raises
-    ------
-    InputError
-        For malformed shapes (zero, negative, non-integer dims) or names
-        that are not inputs of the model.
-
-    Examples
-    --------
-    >>> normalize_input((3, 32, 32), ["x"])
-    {'x': (3, 32, 32)}
-    >>> normalize_input({"mask": [1, 8, 8]}, ["image", "mask"])
-    {'mask': (1, 8, 8)}
-    >>> normalize_input({"sample": (4, 16, 16), "timestep": ()}, ["sample", "timestep"])  # a number per sample
-    {'sample': (4, 16, 16), 'timestep': ()}
-    """
-    if not placeholders:
-        raise InputError("the model's forward takes no inputs — nothing to propagate")
-    if isinstance(spec, (torch.Tensor, TypedShape)):
-        return {placeholders[0]: spec}
-    if isinstance(spec, Mapping):
-        out: dict[str, Shape | TypedShape | torch.Tensor] = {}
-        for name, value in spec.items():
-            if name not in placeholders:
-                raise InputError(f"input {name!r} is not an argument of forward — the inputs are {list(placeholders)}")
-            out[name] = (
-                value
-                if isinstance(value, (torch.Tensor, TypedShape))
-                else _check_shape(value, f"input {name!r}", scalar=True)
-            )
-        return out
-    if (
-        isinstance(spec, (list, tuple))
-        and spec
-        and all(isinstance(s, (list, tuple, torch.Size, torch.Tensor, TypedShape)) for s in spec)
-    ):
-        if len(spec) > len(placeholders):
-            raise InputError(
-                f"{len(spec)} input shapes given, but forward takes {len(placeholders)} "
-                f"inputs ({list(placeholders)}) — give one shape per input"
-            )
-        return {
-            name: s if isinstance(s, (torch.Tensor, TypedShape)) else _check_shape(s, f"input {name!r}")
-            for name, s in zip(placeholders, spec)
-        }
-    return {placeholders[0]: _check_shape(spec, "input shape")}
 
 
 def _input_dtype(node: torch.fx.Node, model: nn.Module) -> torch.dtype:
@@ -604,16 +511,17 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         A fold changes only that convolution and the settings guarding the channel count, so the output
         is the layer's output on the channel count it expects; it is invalid, with the fold as its fix.
         """
-        folded = as_folded_input(module, args)
-        if folded is None:
-            return failed
-        fitting, name, conv, got = folded
         target = str(n.target)
-        try:
-            with torch.device("meta"), ruled_meta():
-                out = self._module_call(target, module, *self._fresh(fitting, kwargs))
-        except Exception:  # it fails for another reason too: the first error stands
+        for candidate in as_folded_inputs(module, args):  # the channel dim it accepts
+            try:
+                with torch.device("meta"), ruled_meta():
+                    out = self._module_call(target, module, *self._fresh(candidate[0], kwargs))
+                break
+            except Exception:  # not the channel dim, or it fails for another reason too
+                continue
+        else:  # the first error stands
             return failed
+        _, name, conv, got = candidate
         layer = f"{target}.{name}" if name else target
         finding = Finding(
             layer, type(conv).__name__, "in_channels", conv.in_channels, got, f"fold it with {fold_fix(conv, got)}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import torch
 
@@ -21,8 +21,11 @@ from .errors import InputError
 
 __all__ = (
     "DTYPES",
+    "InputSpec",
+    "Shape",
     "TypedShape",
     "input_spec",
+    "normalize_input",
     "parse_input",
     "parse_inputs",
     "parse_shape",
@@ -326,3 +329,99 @@ def per_sample_hint(shapes: Mapping[str, Any], batch: int) -> str:
     named = ", ".join(f"{k}={v}" if k else str(v) for k, v in given.items())  # "": the one input, unnamed
     fix = ", ".join(f"{k}={v[1:]}" if k else str(v[1:]) for k, v in given.items())
     return f"; input shapes are per sample (batch={batch} is added): {named} — give {fix}"
+
+
+InputSpec = Union[Sequence[int], torch.Size, torch.Tensor, TypedShape, Sequence[Any], Mapping[str, Any]]
+"""What :func:`torchsurgeon.paramcount` takes as ``input``: see :func:`normalize_input`."""
+Shape = tuple[int, ...]
+"""A per-sample or batched shape."""
+
+
+def _check_shape(shape: Any, where: str, *, scalar: bool = False) -> Shape:
+    """``shape`` as a tuple of positive ints; ``()`` (one number per sample: a diffusion model's timestep)
+    only for a named input (``scalar``)."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, torch.Size)):
+        raise InputError(
+            f"{where}: expected a shape such as (3, 224, 224), got {shape!r} — "
+            "give the per-sample shape as a tuple of positive ints; the batch is added (batch=1)"
+        )
+    dims = tuple(shape)
+    if not dims and not scalar:
+        raise InputError(f"{where}: the shape is empty — give the per-sample shape, e.g. (3, 224, 224)")
+    for i, d in enumerate(dims):
+        if isinstance(d, bool) or not isinstance(d, int):
+            if isinstance(d, float) and d.is_integer():
+                hint = f"use {int(d)}"
+            else:
+                hint = "dimensions are whole numbers"
+            raise InputError(f"{where}: dimension {i} is {d!r} ({type(d).__name__}) in shape {dims!r} — {hint}")
+        if d <= 0:
+            raise InputError(
+                f"{where}: dimension {i} is {d} in shape {dims!r} — every dimension must be a positive int"
+            )
+    return dims
+
+
+def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, Shape | TypedShape | torch.Tensor]:
+    """Map an input spec to ``{placeholder name: per-sample shape or tensor}``.
+
+    Parameters
+    ----------
+    spec : shape, tensor, tuple of shapes, or mapping
+        ``(3, 224, 224)`` for one input; ``((3, 224, 224), (1, 224, 224))``
+        for several positional inputs; ``{"image": (3, 224, 224)}`` by name;
+        a tensor (real or ``meta``) is used as it is, batch included; a
+        :class:`~torchsurgeon.shapespec.TypedShape` is a shape with its dtype.
+    placeholders : sequence of str
+        The names of ``forward``'s inputs, in order.
+
+    Returns
+    -------
+    dict
+        Per-sample shapes (batch not yet added), typed shapes or tensors, by input name.
+
+    Raises
+    ------
+    InputError
+        For malformed shapes (zero, negative, non-integer dims) or names
+        that are not inputs of the model.
+
+    Examples
+    --------
+    >>> normalize_input((3, 32, 32), ["x"])
+    {'x': (3, 32, 32)}
+    >>> normalize_input({"mask": [1, 8, 8]}, ["image", "mask"])
+    {'mask': (1, 8, 8)}
+    >>> normalize_input({"sample": (4, 16, 16), "timestep": ()}, ["sample", "timestep"])  # a number per sample
+    {'sample': (4, 16, 16), 'timestep': ()}
+    """
+    if not placeholders:
+        raise InputError("the model's forward takes no inputs — nothing to propagate")
+    if isinstance(spec, (torch.Tensor, TypedShape)):
+        return {placeholders[0]: spec}
+    if isinstance(spec, Mapping):
+        out: dict[str, Shape | TypedShape | torch.Tensor] = {}
+        for name, value in spec.items():
+            if name not in placeholders:
+                raise InputError(f"input {name!r} is not an argument of forward — the inputs are {list(placeholders)}")
+            out[name] = (
+                value
+                if isinstance(value, (torch.Tensor, TypedShape))
+                else _check_shape(value, f"input {name!r}", scalar=True)
+            )
+        return out
+    if (
+        isinstance(spec, (list, tuple))
+        and spec
+        and all(isinstance(s, (list, tuple, torch.Size, torch.Tensor, TypedShape)) for s in spec)
+    ):
+        if len(spec) > len(placeholders):
+            raise InputError(
+                f"{len(spec)} input shapes given, but forward takes {len(placeholders)} "
+                f"inputs ({list(placeholders)}) — give one shape per input"
+            )
+        return {
+            name: s if isinstance(s, (torch.Tensor, TypedShape)) else _check_shape(s, f"input {name!r}")
+            for name, s in zip(placeholders, spec)
+        }
+    return {placeholders[0]: _check_shape(spec, "input shape")}

@@ -31,7 +31,8 @@ from .readers import default_input, graph_readers, guessed_input, input_readers,
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
 from .resize import fitted_groups, rebuild_fix, resized_copy
-from .shapes import InputSpec, meta_copy
+from .shapes import meta_copy
+from .shapespec import InputSpec
 from .trace import trace, unwrap_model
 
 __all__ = (

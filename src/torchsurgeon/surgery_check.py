@@ -23,7 +23,7 @@ from .fold import recognise_fold
 from .graph import node_records, update_record
 from .records import LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
 from .report import changes_table, format_count, format_shape
-from .shapes import InputSpec
+from .shapespec import InputSpec
 from .surgery import _observed, default_init
 from .trace import unwrap_model
 
