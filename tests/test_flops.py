@@ -236,7 +236,7 @@ def test_uncounted_layers_are_listed_not_zeroed() -> None:
             self.w = nn.Parameter(torch.ones(4, 4))
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.einsum("bi,ij->bj", x, self.w)
+            return torch.einsum("bi,ij,jk->bk", x, self.w, self.w)  # three operands: the path is torch's choice
 
     class Net(nn.Module):
         def __init__(self) -> None:
@@ -253,6 +253,42 @@ def test_uncounted_layers_are_listed_not_zeroed() -> None:
     assert "FLOPs not counted" in str(report) and "inner" in str(report).splitlines()[-1]
     leaf = paramcount(Net(), (4,), leaf_modules=["inner"])
     assert leaf.flops_uncounted == ("inner",)
+
+
+EINSUMS = (
+    "bi,ij->bj",
+    "blxd,blyd->blxy",
+    "bhqk,bhkd->bhqd",
+    "ij,jk->i",
+    "ijk,ik->j",
+    "i,j->ij",
+    "ij,ij->ij",
+    "ij,ij->",
+    "ab,bc",
+    "ab , bc -> ac",
+)
+
+
+@pytest.mark.parametrize("equation", EINSUMS)
+def test_einsum_of_two_operands_counts_what_flop_counter_mode_counts(equation: str) -> None:
+    left, right = (part.strip() for part in equation.split("->")[0].split(","))
+    sizes = dict(zip("abcdhijklqxy", (2, 3, 4, 5, 2, 3, 4, 5, 3, 4, 2, 3)))
+
+    class Einsum(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn([sizes[i] for i in right]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.einsum(equation, x, self.w)
+
+    model = Einsum()
+    x = torch.randn([sizes[i] for i in left])
+    with FlopCounterMode(display=False) as counter:
+        out = model(x)
+    report = paramcount(model, x)  # the tensor as it is, batch included
+    assert (report.macs, report.flops_uncounted) == (counter.get_total_flops() // 2, ())
+    assert report.output_shape == tuple(out.shape)
 
 
 # --------------------------------------------------------------------------- recurrent layers

@@ -1184,3 +1184,17 @@ def test_recurrent_rules_match_meta_on_each_layout(kind: str, batch_first: bool,
     assert found is not None and found[0].shape is not None
     for x in (torch.empty(5, 2, 3, device="meta"), torch.empty(5, 3, device="meta")):
         _same(found[0].shape(module, (x,), {"hx": None}, Call("", "")), _run(lambda x=x: module(x))[0])
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    equation=st.sampled_from(
+        ["blxd,blyd->blxy", "bhqk,bhkd->bhqd", "ij,jk->ik", "bij->bji", "bi,bi->b", "ij,jk,kl->il"]
+    ),
+)
+def test_einsum_rule_gives_the_layout_of_its_kernel(data: st.DataObject, equation: str) -> None:
+    inputs = equation.split("->")[0].split(",")
+    sizes = {i: data.draw(st.integers(1, 4)) for i in sorted(set("".join(inputs)))}
+    operands = [data.draw(tensors(shape=tuple(sizes[i] for i in part)))[0] for part in inputs]
+    assert _check(function_rule(torch.einsum), (equation, *operands), {}, lambda: torch.einsum(equation, *operands))

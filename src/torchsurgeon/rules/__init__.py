@@ -14,6 +14,7 @@ never guess: outside the cases they compute exactly, the op runs on
 ``linalg``          matmul, bmm, F.linear, attention
 ``pooling``         max, average and adaptive pooling, interpolate/Upsample
 ``recurrent``       LSTM, GRU, RNN (shapes and MACs) and their cells (MACs; shapes run on meta)
+``rearrange``       einops' ``rearrange`` and ``Rearrange`` (a reshape, a permute, a reshape)
 ``creation``        zeros, ones, empty, full, arange of sizes (masks, position ids)
 ==================  =========================================================
 
@@ -24,7 +25,7 @@ over ``meta`` execution) and turn the built-ins off with
 
 from __future__ import annotations
 
-from . import activations, arithmetic, creation, layers, linalg, pooling, recurrent, reductions, views
+from . import activations, arithmetic, creation, layers, linalg, pooling, rearrange, recurrent, reductions, views
 from .registry import (
     FALLBACK,
     Call,
@@ -52,6 +53,7 @@ __all__ = (
     "method_rule",
     "module_rule",
     "pooling",
+    "rearrange",
     "recurrent",
     "reductions",
     "register_rule",

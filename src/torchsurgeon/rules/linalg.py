@@ -2,11 +2,17 @@
 multi-head attention.
 
 MACs count multiply-accumulates (``flops = 2 * macs``, as FlopCounterMode);
-``einsum`` and friends are listed as uncounted rather than counted as zero.
+``einsum`` of two operands is counted as the batched product torch runs for it
+(each index summed in one operand only is summed first, without MACs; without
+a contracted index it is an element-wise product, no MACs); other
+``einsum`` calls, ``tensordot`` and ``mv`` are listed as uncounted rather than
+counted as zero.  ``einsum``'s output layout is its meta kernel's, asked once
+per equation and operand layout.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -377,6 +383,67 @@ builtin(torch.addmm, "addmm", shape=fn(_added_product(False)), macs=_ADDED, kind
 builtin(torch.baddbmm, "baddbmm", shape=fn(_added_product(True)), macs=_ADDED, kind=FlopKind.MATMUL)
 builtin(torch.addbmm, "addbmm", shape=fn(_added_product(False, summed=True)), macs=_ADDED, kind=FlopKind.MATMUL)
 builtin(F.multi_head_attention_forward, macs=fn_count(_mha_fn_macs), kind=FlopKind.ATTENTION)
+
+
+def _einsum_operands(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[torch.Tensor, ...]] | None:
+    """``torch.einsum(equation, *operands)`` (or with the operands as one list); None for the sublist form."""
+    if kwargs or len(args) < 2 or not isinstance(args[0], str):
+        return None
+    operands = args[1:]
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    if not operands or not all(type(t) is torch.Tensor for t in operands):
+        return None
+    return args[0], tuple(operands)
+
+
+@functools.lru_cache(maxsize=1024)
+def _einsum_layout(
+    equation: str, operands: tuple[tuple[tuple[int, ...], tuple[int, ...], torch.dtype], ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], torch.dtype] | None:
+    """The shape, strides and dtype of einsum's output for these operand layouts, from its meta kernel (the
+    strides follow the contraction torch picks); None when it raises."""
+    given = [torch.empty_strided(size, stride, dtype=dtype, device="meta") for size, stride, dtype in operands]
+    try:
+        with torch._C.DisableTorchFunction():  # the kernel itself, not the rules around this call
+            out = torch.einsum(equation, *given)
+    except Exception:
+        return None
+    return tuple(out.shape), out.stride(), out.dtype
+
+
+def _einsum(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    call = _einsum_operands(args, kwargs)
+    if call is None:
+        return FALLBACK
+    equation, operands = call
+    layout = _einsum_layout(equation, tuple((tuple(t.shape), t.stride(), t.dtype) for t in operands))
+    return FALLBACK if layout is None else view(*layout)
+
+
+def _einsum_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    """Two operands, no ellipsis: the product of the sizes of every index but those one operand sums alone (none
+    when no index is contracted: torch then multiplies element-wise, which FlopCounterMode does not count)."""
+    call = _einsum_operands(args, kwargs)
+    if call is None or len(call[1]) != 2 or "." in call[0]:
+        raise ValueError("einsum MACs are known for two operands without an ellipsis")
+    equation, (a, b) = call[0].replace(" ", ""), call[1]
+    inputs, _, output = equation.partition("->")
+    left, right = inputs.split(",")
+    if "->" not in equation:  # implicit output: the indices that appear once, sorted
+        output = "".join(sorted(i for i in set(left + right) if (left + right).count(i) == 1))
+    sizes: dict[str, int] = {}
+    for indices, t in ((left, a), (right, b)):
+        if len(indices) != t.dim():
+            raise ValueError("the equation does not fit the operands")
+        for i, n in zip(indices, t.shape):
+            sizes[i] = max(sizes.get(i, 1), int(n))  # a size-1 index broadcasts
+    if not (set(left) & set(right)) - set(output):  # nothing contracted: torch multiplies element-wise
+        return 0
+    alone = (set(left) - set(right) - set(output)) | (set(right) - set(left) - set(output))
+    return numel([n for i, n in sizes.items() if i not in alone])
+
+
 builtin(torch.matmul, "matmul", shape=fn(_matmul), macs=_MATMUL, kind=FlopKind.MATMUL)
 builtin(torch.bmm, "bmm", shape=fn(_bmm), macs=_MATMUL, kind=FlopKind.MATMUL)
 builtin(torch.mm, "mm", macs=_MATMUL, kind=FlopKind.MATMUL)
@@ -388,10 +455,5 @@ if _GROUPED:  # torch >= 2.8
     builtin(*_GROUPED, shape=fn(_grouped_mm), macs=fn_count(_grouped_mm_macs), kind=FlopKind.MATMUL)
 builtin(F.scaled_dot_product_attention, shape=fn(_sdpa), macs=fn_count(_sdpa_macs), kind=FlopKind.ATTENTION)
 builtin(nn.MultiheadAttention, shape=_mha_module, macs=_mha_macs, kind=FlopKind.ATTENTION)
-builtin(
-    torch.einsum,
-    torch.tensordot,
-    torch.mv,
-    "einsum",
-    uncounted=True,
-)
+builtin(torch.einsum, shape=fn(_einsum), macs=fn_count(_einsum_macs), kind=FlopKind.MATMUL)
+builtin(torch.tensordot, torch.mv, uncounted=True)

@@ -1,0 +1,91 @@
+"""einops' rearrange and Rearrange rules against einops itself on meta tensors: shape, dtype and strides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import einops
+import pytest
+import torch
+from einops.layers.torch import Rearrange
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from torchsurgeon import paramcount
+from torchsurgeon.rules import FALLBACK, Call, function_rule, module_rule
+
+# (pattern, axis lengths, the input shape as a function of three sizes a, b, c)
+PATTERNS: list[tuple[str, dict[str, int], Any]] = [
+    ("b c h w -> b (h w) c", {}, lambda a, b, c: (2, a, b, c)),
+    ("b (h w) c -> b c h w", {"h": 3}, lambda a, b, c: (2, 3 * b, a)),
+    ("b c d h w -> b d h w c", {}, lambda a, b, c: (1, a, b, c, 2)),
+    ("b h w c -> b c h w", {}, lambda a, b, c: (a, b, c, 3)),
+    ("b ... c -> b c ...", {}, lambda a, b, c: (2, a, b, c)),
+    ("(b n) c -> b n c", {"n": 2}, lambda a, b, c: (2 * a, b)),
+    ("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", {"p1": 2, "p2": 2}, lambda a, b, c: (1, a, 2 * b, 2 * c)),
+    ("b n (h d) -> b h n d", {"h": 2}, lambda a, b, c: (a, b, 2 * c)),
+    ("b h n d -> b n (h d)", {}, lambda a, b, c: (1, a, b, c)),
+    ("b c h w -> b c h w", {}, lambda a, b, c: (1, a, b, c)),
+]
+
+
+def _signature(t: torch.Tensor) -> tuple[Any, ...]:
+    """Shape, dtype and the strides of the dims larger than 1 (those of size-1 dims do not matter)."""
+    strides = tuple((i, s) for i, (n, s) in enumerate(zip(t.shape, t.stride())) if n > 1)
+    return tuple(t.shape), t.dtype, strides
+
+
+def _layout(x: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "permuted" and x.dim() > 1:
+        return x.transpose(0, -1).contiguous().transpose(0, -1)
+    if how == "sliced":
+        return torch.empty((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype, device="meta")[..., ::2]
+    return x
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(range(len(PATTERNS))),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.integers(1, 4),
+    st.sampled_from(["contiguous", "permuted", "sliced"]),
+    st.sampled_from([torch.float32, torch.bfloat16]),
+    st.booleans(),
+)
+def test_rearrange_rules_match_einops_on_meta(
+    which: int, a: int, b: int, c: int, layout: str, dtype: torch.dtype, as_layer: bool
+) -> None:
+    pattern, lengths, shape = PATTERNS[which]
+    x = _layout(torch.empty(shape(a, b, c), dtype=dtype, device="meta"), layout)
+    if as_layer:
+        layer = Rearrange(pattern, **lengths)
+        found = module_rule(Rearrange)
+        assert found is not None and found[0].shape is not None
+        out = found[0].shape(layer, (x,), {}, Call("", "", False))
+        want = layer(x)
+    else:
+        rule = function_rule(einops.rearrange)
+        assert rule is not None and rule.shape is not None
+        out = rule.shape(None, (x, pattern), dict(lengths), Call("", "", False))
+        want = einops.rearrange(x, pattern, **lengths)
+    assert out is not FALLBACK
+    assert _signature(out) == _signature(want)
+
+
+def test_a_shape_einops_refuses_runs_on_meta_with_einops_message() -> None:
+    rule = function_rule(einops.rearrange)
+    assert rule is not None and rule.shape is not None
+    x = torch.empty(2, 5, 4, device="meta")
+    assert rule.shape(None, (x, "b (h w) c -> b c h w"), {"h": 2}, Call("", "", False)) is FALLBACK
+    with pytest.raises(einops.EinopsError, match="Shape mismatch"):
+        einops.rearrange(x, "b (h w) c -> b c h w", h=2)
+
+
+def test_monai_swin_unetr_needs_no_meta_fallback() -> None:
+    monai = pytest.importorskip("monai.networks.nets")
+    model = monai.SwinUNETR(in_channels=3, out_channels=2, feature_size=12, spatial_dims=2).eval()
+    report = paramcount(model, (3, 64, 64))
+    assert not [name for name in report.shape_fallbacks if "rearrange" in name.lower()]
+    with torch.no_grad():
+        assert report.output_shape == tuple(model(torch.zeros(1, 3, 64, 64)).shape)
