@@ -1198,3 +1198,41 @@ def test_einsum_rule_gives_the_layout_of_its_kernel(data: st.DataObject, equatio
     sizes = {i: data.draw(st.integers(1, 4)) for i in sorted(set("".join(inputs)))}
     operands = [data.draw(tensors(shape=tuple(sizes[i] for i in part)))[0] for part in inputs]
     assert _check(function_rule(torch.einsum), (equation, *operands), {}, lambda: torch.einsum(equation, *operands))
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    mode=st.sampled_from(["reflect", "replicate", "circular"]),
+    dims=st.integers(1, 3),
+    extra=st.integers(1, 2),
+)
+def test_border_pad_rules_match_meta(data: st.DataObject, mode: str, dims: int, extra: int) -> None:
+    x, _ = data.draw(tensors(min_rank=dims + extra, max_rank=dims + extra))
+    pad = data.draw(st.lists(st.integers(-1, 5), min_size=2 * dims, max_size=2 * dims))
+    # torch raises for a pad it refuses (negative, too large for reflect): the rule must then not answer
+    _check(function_rule(F.pad), (x, pad, mode), {}, lambda: F.pad(x, pad, mode))
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from([None, torch.float32, torch.float16, torch.int64]))
+def test_as_tensor_of_a_tensor_is_the_tensor_or_its_conversion(data: st.DataObject, dtype: torch.dtype | None) -> None:
+    x, _ = data.draw(tensors())
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    answered = _check(function_rule(torch.as_tensor), (x,), kwargs, lambda: torch.as_tensor(x, **kwargs))
+    if dtype in (None, x.dtype):
+        assert answered and _apply(function_rule(torch.as_tensor), (x,), kwargs) is x
+
+
+@SETTINGS
+@given(data=st.data(), groups=st.sampled_from([1, 2]), padding=st.integers(0, 3), stride=st.integers(1, 2))
+def test_conv1d_rule_matches_meta_for_any_input_layout(
+    data: st.DataObject, groups: int, padding: int, stride: int
+) -> None:
+    batch, length = data.draw(st.integers(1, 3)), data.draw(st.integers(4, 9))
+    x, _ = data.draw(tensors(shape=(batch, 4, length)))
+    w = torch.empty(6, 4 // groups, 3, device="meta")
+    kwargs = {"stride": stride, "padding": padding, "groups": groups}
+    assert (
+        _check(function_rule(F.conv1d), (x, w), kwargs, lambda: F.conv1d(x, w, **kwargs)) or not x.is_floating_point()
+    )

@@ -229,6 +229,16 @@ def _to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return _converted(x, dtype or x.dtype)
 
 
+def _as_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``torch.as_tensor(x)`` of a tensor: ``x`` itself (the same object), or converted to ``dtype``; Python data,
+    and another device, run on meta."""
+    b = bind(args, kwargs, (("data", REQUIRED), ("dtype", None), ("device", None)))
+    if b is None or not isinstance(b[0], torch.Tensor) or b[2] is not None:
+        return FALLBACK
+    x, dtype = b[0], b[1]
+    return x if dtype is None or dtype == x.dtype else _converted(x, dtype)
+
+
 def _pairwise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``torch.min(a, b)`` / ``torch.max(a, b)`` of two tensors: ``minimum``/``maximum``; reductions fall back."""
     if kwargs or len(args) != 2 or not all(isinstance(a, torch.Tensor) for a in args):
@@ -369,6 +379,7 @@ builtin(torch.pow, "pow", shape=fn(_binary_rule(_POW)))  # RMS norms: x.pow(2).m
 builtin("size", shape=fn(_size))
 builtin("dim", shape=fn(_dim))
 builtin("to", shape=fn(_to))
+builtin(torch.as_tensor, shape=fn(_as_tensor))
 builtin("type_as", shape=fn(_type_as))
 builtin(torch.min, torch.max, shape=fn(_pairwise))
 builtin(torch.where, shape=fn(_where))

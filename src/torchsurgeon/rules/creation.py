@@ -1,5 +1,5 @@
 """Tensors made from sizes or from another tensor: ``zeros``, ``ones``, ``empty``, ``full``, ``arange``,
-``x.new_ones(...)`` and the like, ``zeros_like(x)`` and the like.
+``x.new_ones(...)`` and the like, ``zeros_like(x)`` and the like, ``torch.tensor`` of Python numbers.
 
 Attention masks and position ids are made this way (``torch.arange(seq_len)``,
 ``torch.ones(batch, length)``); the sizes are Python ints by the time a rule
@@ -79,9 +79,47 @@ def _arange(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return new((-((start - end) // step),), rest.get("dtype") or torch.int64)
 
 
+def _nested_shape(data: Any) -> tuple[tuple[int, ...], set[type]] | None:
+    """The shape of a Python number or of nested lists/tuples of them, with the types of the numbers; None when
+    ragged, empty, or holding anything else (a tensor, numpy)."""
+    kind = type(data)
+    if kind in (bool, int, float, complex):
+        return (), {kind}
+    if kind not in (list, tuple) or not data:
+        return None
+    parts = [_nested_shape(d) for d in data]
+    if any(p is None for p in parts) or len({p[0] for p in parts if p is not None}) != 1:
+        return None
+    inner = parts[0]
+    assert inner is not None
+    return (len(data), *inner[0]), set().union(*(p[1] for p in parts if p is not None))
+
+
+def _tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``torch.tensor(data)`` of Python numbers (DeBERTa's ``torch.tensor(mid - 1)``): their nesting is the shape,
+    their types the dtype (bool, then int64, then the default float dtype, then complex) unless given."""
+    if len(args) != 1 or not _plain(kwargs):
+        return FALLBACK
+    found = _nested_shape(args[0])
+    if found is None:
+        return FALLBACK
+    shape, kinds = found
+    dtype = kwargs.get("dtype")
+    if dtype is None:
+        default = torch.get_default_dtype()
+        if complex in kinds:
+            dtype = torch.complex128 if default == torch.float64 else torch.complex64
+        elif float in kinds:
+            dtype = default
+        else:
+            dtype = torch.int64 if int in kinds else torch.bool
+    return new(shape, dtype)
+
+
 builtin(torch.zeros, torch.ones, torch.empty, shape=fn(_filled))
 builtin(torch.full, shape=fn(_full))
 builtin(torch.arange, shape=fn(_arange))
+builtin(torch.tensor, shape=fn(_tensor))
 
 
 def _new_filled(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -294,13 +294,16 @@ _CONV_SPEC: Spec = (
 def _fitting_conv(bound: list[Any]) -> Any:
     """Output of ``F.convNd`` for a call that fits (same formula as the modules), else FALLBACK.
 
-    Contiguous float input and weight, one bias per output channel, integer or
+    Contiguous float input (any layout in 1-d) and weight, one bias per output channel, integer or
     ``"valid"``/``"same"`` padding (``"same"`` at stride 1); anything else runs on meta.
     """
     x, weight, bias, stride, padding, dilation, groups = bound
     xs, ws = x.shape, weight.shape
     nsp = len(ws) - 2
-    if not float_tensor(x) or x.dtype != weight.dtype or not x.is_contiguous() or not weight.is_contiguous():
+    # a 1-d convolution's output is contiguous for any input layout (Mamba's depthwise conv reads a transpose)
+    if not float_tensor(x) or x.dtype != weight.dtype or not (x.is_contiguous() or nsp == 1):
+        return FALLBACK
+    if not weight.is_contiguous():
         return FALLBACK
     if len(xs) not in (nsp + 1, nsp + 2) or nsp not in (1, 2, 3) or 0 in xs or 0 in ws:
         return FALLBACK

@@ -133,11 +133,16 @@ def _sort(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return torch.return_types.sort((new(x.shape, x.dtype), new(x.shape, torch.int64)))
 
 
+_HISTC_INTEGERS = frozenset({torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8})
+
+
 def _histc(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``histc(input, bins=100, min=0, max=0)`` of a floating tensor (CPU kernels refuse integers): ``bins``
-    counts in the input's dtype."""
+    """``histc(input, bins=100, min=0, max=0)``: ``bins`` counts in the input's dtype.  Integer inputs too, as on
+    meta and CUDA (CPU kernels refuse them; Mixtral's router picks int32 off the CPU)."""
     b = bind(args, kwargs, (("input", REQUIRED), ("bins", 100), ("min", 0), ("max", 0)))
-    if b is None or not float_tensor(b[0]) or not is_int(b[1]) or b[1] <= 0:
+    if b is None or not isinstance(b[0], torch.Tensor) or not is_int(b[1]) or b[1] <= 0:
+        return FALLBACK
+    if not (b[0].is_floating_point() or b[0].dtype in _HISTC_INTEGERS):
         return FALLBACK
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b[2:]) or b[2] > b[3]:
         return FALLBACK  # torch raises (max < min)

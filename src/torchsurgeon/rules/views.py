@@ -508,10 +508,33 @@ def _constant_pad(x: Any, pad: Any) -> Any:
     return new(shape, x.dtype)
 
 
+def _border_pad(x: Any, pad: Any, mode: str) -> Any:
+    """``F.pad(x, pad, mode)`` for ``reflect``, ``replicate`` and ``circular``: 1 to 3 padded dims of an input with
+    one or two more dims, pads that are not negative, within the input's size for reflect (``<``) and circular."""
+    if not isinstance(x, torch.Tensor) or not isinstance(pad, (tuple, list)) or not all(is_int(p) for p in pad):
+        return FALLBACK
+    n = len(pad) // 2
+    if len(pad) % 2 or n not in (1, 2, 3) or x.dim() not in (n + 1, n + 2) or min(pad) < 0:
+        return FALLBACK
+    for i in range(n):
+        size = int(x.shape[-1 - i])
+        if (mode == "reflect" and max(pad[2 * i : 2 * i + 2]) >= size) or (
+            mode == "circular" and max(pad[2 * i : 2 * i + 2]) > size
+        ):
+            return FALLBACK  # torch's error, from meta
+    if mode == "circular" and x.dim() != n + 2:
+        return FALLBACK  # circular padding wants a batch dim in some torch versions: meta decides
+    return _constant_pad(x, pad) if x.numel() else FALLBACK
+
+
 def _pad_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     b = bind(args, kwargs, (("input", REQUIRED), ("pad", REQUIRED), ("mode", "constant"), ("value", None)))
-    if b is None or b[2] != "constant" or not (b[3] is None or isinstance(b[3], (int, float))):
-        return FALLBACK  # reflect, replicate, circular: their limits on sizes are meta's to check
+    if b is None:
+        return FALLBACK
+    if b[2] in ("reflect", "replicate", "circular") and b[3] is None:
+        return _border_pad(b[0], b[1], b[2])
+    if b[2] != "constant" or not (b[3] is None or isinstance(b[3], (int, float))):
+        return FALLBACK
     return _constant_pad(b[0], b[1])
 
 
