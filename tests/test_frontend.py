@@ -130,6 +130,35 @@ def test_hooks_the_model_installs_run_and_the_model_is_left_as_found(block: Call
     assert all(len(block._forward_hooks) == (2 if i == 0 else 1) for i, block in enumerate(model.blocks))
 
 
+class CachesBiases(nn.Module):
+    """Fills caches in place in eval mode, keyed by the input's device (transformers' LeViT attention biases)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.bias_cache: dict[str, torch.Tensor] = {}
+        self.seen: list[Any] = []
+        self.kinds: set[Any] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = str(x.device)
+        if key not in self.bias_cache:
+            self.bias_cache[key] = self.proj.bias * 2
+        self.seen.append(x)
+        self.kinds.add(key)
+        return self.proj(x) + self.bias_cache[key]
+
+
+def test_caches_the_forward_fills_in_place_are_emptied_after_the_trace() -> None:
+    model = CachesBiases().eval()
+    with torch.no_grad():
+        model(torch.randn(1, 4))  # a real forward's entries stay
+    entries = dict(model.bias_cache)
+    reports = [paramcount(model, (4,)) for _ in range(2)]  # the second trace met the first one's proxy
+    assert [r.output_shape for r in reports] == [(1, 4), (1, 4)]
+    assert model.bias_cache == entries and len(model.seen) == 1 and model.kinds == {"cpu"}
+
+
 # --------------------------------------------------------------------------- Python on shapes
 
 

@@ -471,3 +471,18 @@ def test_a_video_model_on_grey_frames_names_its_input_layer_and_the_fix_runs() -
     assert sum(p.numel() for p in edited.parameters()) == report.total_for_input == 29_474 - 32 * 2 * 2 * 8 * 8
     with torch.no_grad():
         assert edited(pixel_values=torch.randn(1, 4, 1, 32, 32)).logits.shape == (1, 2)
+
+
+def test_levit_is_left_as_found_and_analysed_again() -> None:
+    """LeViT caches its attention biases in eval mode, keyed by the input's device: the trace left a proxy
+    there, and every later paramcount failed ("Argument 'getitem_7' of Node 'add' does not belong to this Graph")."""
+    config = transformers.LevitConfig(
+        image_size=64, hidden_sizes=[32, 48, 64], num_attention_heads=[1, 2, 2], depths=[1, 1, 1], key_dim=[8, 8, 8]
+    )
+    model = transformers.LevitModel(config).eval()
+    caches = [m.attention_bias_cache for m in model.modules() if hasattr(m, "attention_bias_cache")]
+    reports = [paramcount(model, (3, 64, 64)) for _ in range(2)]
+    assert all(r.output_shape == {"last_hidden_state": (1, 1, 64), "pooler_output": (1, 64)} for r in reports)
+    assert caches and all(cache == {} for cache in caches)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).last_hidden_state.shape == (1, 1, 64)

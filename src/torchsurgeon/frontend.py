@@ -25,6 +25,7 @@ See docs/frontend.md for the measurements behind these choices.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import dis
 import functools
@@ -41,7 +42,7 @@ import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .copies import is_own_hook, library_of, thawed
+from .copies import HOOK_DICTS, is_own_hook, library_of, thawed
 from .resize import as_folded_inputs, hands_on_channels
 from .rules import FALLBACK
 from .rules.on_meta import ruled_call, ruled_meta
@@ -145,6 +146,38 @@ def call_by_name(
     return call
 
 
+_CONTAINERS = frozenset({dict, list, set, collections.OrderedDict})
+_HOOK_NAMES = frozenset(HOOK_DICTS)
+
+
+def _shallow(container: Any) -> Any:
+    """A container's items as they are: its own type for a dict (order kept), a tuple for a list, a frozenset."""
+    if isinstance(container, dict):
+        return dict(container)
+    return tuple(container) if isinstance(container, list) else frozenset(container)
+
+
+def _changed(container: Any, contents: Any) -> bool:
+    """Whether a container holds other items than ``contents`` (compared by identity: values may be tensors)."""
+    if len(container) != len(contents):
+        return True
+    if isinstance(container, dict):
+        return any(k not in contents or v is not contents[k] for k, v in container.items())
+    if isinstance(container, list):
+        return any(map(operator.is_not, container, contents))
+    return bool(container.symmetric_difference(contents))
+
+
+def _put_back(container: Any, contents: Any) -> None:
+    container.clear()
+    if isinstance(container, dict):
+        container.update(contents)
+    elif isinstance(container, list):
+        container.extend(contents)
+    else:
+        container.update(contents)
+
+
 class OwnHooks:
     """The forward hooks a model installs on itself, run while tracing; the user's are never run.
 
@@ -180,6 +213,15 @@ class OwnHooks:
         # forward the trace runs; torch.nn layers are traced as leaves, their attribute count is enough
         self._attributes: list[dict[str, Any] | int] = [
             len(m.__dict__) if type(m).__module__.startswith("torch.nn.") else dict(m.__dict__) for m in self._modules
+        ]
+        # and the contents of their lists, dicts and sets: a forward may fill a cache in place (transformers'
+        # LeViT keys its attention biases by device: a proxy, whose entry failed every later trace)
+        self._contents: list[tuple[Any, Any]] = [
+            (value, _shallow(value))
+            for before in self._attributes
+            if not isinstance(before, int)
+            for name, value in before.items()
+            if type(value) in _CONTAINERS and name not in _HOOK_NAMES
         ]
         # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
         self._first_new = RemovableHandle.next_id
@@ -243,6 +285,9 @@ class OwnHooks:
             elif len(state) != len(before) or any(map(operator.is_not, state.values(), before.values())):
                 state.clear()
                 state.update(before)
+        for container, contents in self._contents:
+            if _changed(container, contents):
+                _put_back(container, contents)
 
 
 def _len(proxy: torch.fx.Proxy) -> int:
