@@ -31,7 +31,7 @@ from torch.utils._pytree import tree_leaves
 from .copies import _ZERO_RUN_LIMIT, _cannot_run_on_meta, _zeros_like, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
-from .graph import NodeRecord, node_record, node_records, opaque_of
+from .graph import NodeRecord, index_of, node_record, node_records, opaque_of
 from .resize import input_conv
 from .shapes import ExampleInputs, meta_copy
 from .shapespec import InputSpec
@@ -112,7 +112,19 @@ def weights_owner(G: nx.DiGraph, rec: NodeRecord) -> str | None:
             source = node_record(G, src)
             if source.op == "get_attr" and source.param_names:
                 return source.param_names[0].rpartition(".")[0]
+        if rec.target in _LAYER_FUNCTIONS and rec.scope:
+            # a conv whose forward computes its weight (timm's StdConv2d standardises it): the weight comes from
+            # the conv module whose forward made the call, through the ops that compute it
+            scope = index_of(G).modules.get(rec.scope)
+            if isinstance(scope, (nn.modules.conv._ConvNd, nn.Linear)):
+                return rec.scope
     return None
+
+
+_LAYER_FUNCTIONS = frozenset(
+    {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear"}
+)
+"""The functions of conv and linear layers, as a record names its target."""
 
 
 def graph_readers(G: nx.DiGraph) -> tuple[list[str], bool, dict[str, str]]:

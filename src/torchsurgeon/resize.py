@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from .copies import detached_copy
-from .records import Finding
+from .foldcheck import fold_is_exact, no_exact_fold
+from .records import Finding, FoldMode
 
 __all__ = (
     "Resize",
@@ -328,6 +329,24 @@ def hands_on_channels(op: str, target: Any, module: nn.Module | None) -> bool:
     if op == "call_function":
         return any(target is f for f in _HANDING_ON_FUNCTIONS)
     return op == "call_method" and target in _HANDING_ON_METHODS
+
+
+def input_fix(module: nn.Module, channels: int) -> str:
+    """The fix of an input layer that does not take ``channels``: its fold (:func:`fold_fix`), or, for a layer no
+    fold keeps exact (a convolution that standardises its weight in its forward), the ways out that are.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> input_fix(nn.Conv2d(3, 8, 3), 1)
+    'fold it with adapt_input_channels(model, 1)'
+    """
+    call = fold_fix(module, channels)
+    mode = FoldMode.SPREAD if "spread" in call else FoldMode.SUM
+    before = getattr(module, "in_channels", getattr(module, "in_features", channels))
+    if fold_is_exact(module, channels, mode):
+        return f"fold it with {call}"
+    return f"its forward standardises its weight, so no fold keeps its outputs: {no_exact_fold(before, channels)}"
 
 
 def fold_fix(module: nn.Module, channels: int) -> str:

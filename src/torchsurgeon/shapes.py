@@ -52,7 +52,7 @@ from .graph import (
     update_record,
 )
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
-from .resize import as_folded_inputs, fold_fix, resized_copy
+from .resize import as_folded_inputs, input_fix, resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule
 from .rules._common import first_tensor, shared_outputs
 from .rules.on_meta import ruled_meta
@@ -523,9 +523,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             return failed
         _, name, conv, got = candidate
         layer = f"{target}.{name}" if name else target
-        finding = Finding(
-            layer, type(conv).__name__, "in_channels", conv.in_channels, got, f"fold it with {fold_fix(conv, got)}"
-        )
+        finding = Finding(layer, type(conv).__name__, "in_channels", conv.in_channels, got, input_fix(conv, got))
         message = f"{base.layer} ({base.module_type}): {finding.message}"
         unknown = (0, 0, FlopKind.NONE, False)
         self._record(base, ins, out, LayerStatus.INVALID, message, (finding,), ShapeSource.META, unknown)

@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize
 
 from .errors import InputError, SurgeryError, TraceError
 from .fold import fold_normalization, fold_weight
+from .foldcheck import checked_fold, computes_its_weight
 from .graph import NodeRecord, build_graph, node_record, node_records
 from .readers import default_input, graph_readers, guessed_input, input_readers, unmatched_channels, weights_owner
 from .records import Finding, FoldMode, ParamChange, ParamReport
@@ -387,6 +388,7 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
             "pretrained weights lost (mode='random')",
         )
     densified = isinstance(layer, nn.modules.conv._ConvNd) and groups != layer.groups
+    original = copy.deepcopy(layer) if computes_its_weight(layer) and not old_weight.is_meta else None
     weight = _densify(layer) if densified else old_weight.detach()  # type: ignore[arg-type]
     try:
         folded = _fold_layer_weight(layer, weight, channels, groups, mode)
@@ -399,6 +401,9 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
         assert isinstance(layer, nn.modules.conv._ConvNd)
         layer.in_channels, layer.groups = channels, groups
     note = f"{mode} fold of {before} → {channels} channels"
+    if original is not None:  # its forward computes the weight it uses: is the fold still exact?
+        refold = lambda w: _fold_layer_weight(layer, w, channels, groups, mode)  # noqa: E731
+        note += checked_fold(f"{name} ({kind})", original, layer, mode, before, channels, refold)
     if unparametrized:
         note += " (its weight parametrization removed: the weight it computed is folded)"
     if densified:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..records import FlopKind
-from ..resize import fold_fix, rebuild_fix
+from ..resize import input_fix, rebuild_fix
 from ._common import REQUIRED, Spec, bind, float_tensor, fn, is_int, new, ntuple, numel, one_tensor, plainly_contiguous
 from .registry import FALLBACK, Call, builtin
 
@@ -48,7 +48,7 @@ def _rank(call: Call, x: torch.Tensor, ranks: tuple[int, ...], layout: str) -> b
 def _fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str:
     """Fold an input layer; otherwise fix the layer before, or replace this one with a layer that fits."""
     if call.from_input and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(got, int):
-        return f"fold it with {fold_fix(m, got)}"
+        return input_fix(m, got)
     rebuild = rebuild_fix(m, call.layer, what, got)
     before = f"the layer before gives {got}: make it give {expected}"
     if call.from_input:
