@@ -501,9 +501,19 @@ class _NormalisedRGB(nn.Module):
         return self.stem(x - self.mean)
 
 
+class _NormalisedInItsDtype(_NormalisedRGB):
+    """The mean converted to the input's dtype first (transformers' Swin2SR): the input meets it through a ``.to``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x - self.mean.to(dtype=x.dtype))
+
+
 @pytest.mark.parametrize("given", [None, (3, 16, 16)])
-def test_a_fold_the_model_could_not_run_is_refused_before_any_edit(given: tuple[int, ...] | None) -> None:
-    model = _NormalisedRGB()
+@pytest.mark.parametrize("kind", [_NormalisedRGB, _NormalisedInItsDtype])
+def test_a_fold_the_model_could_not_run_is_refused_before_any_edit(
+    given: tuple[int, ...] | None, kind: type[nn.Module]
+) -> None:
+    model = kind()
     assert model(torch.randn(1, 1, 16, 16)).shape == (1, 4, 14, 14)  # grey as it is
     with pytest.raises(SurgeryError, match=r"takes a 1-channel input as it is: what comes before stem makes 3"):
         adapt_input_channels(model, 1, input=given, inplace=True)

@@ -20,7 +20,15 @@ import pytest
 import torch
 
 from models import tensor_shapes
-from torchsurgeon import ModelReport, ParamChange, TorchSurgeonError, adapt_input_channels, paramcount, replace_head
+from torchsurgeon import (
+    ModelReport,
+    ParamChange,
+    SurgeryError,
+    TorchSurgeonError,
+    adapt_input_channels,
+    paramcount,
+    replace_head,
+)
 from zoo_checks import counted_macs, macs_agree
 
 pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
@@ -486,3 +494,18 @@ def test_levit_is_left_as_found_and_analysed_again() -> None:
     assert caches and all(cache == {} for cache in caches)
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).last_hidden_state.shape == (1, 1, 64)
+
+
+def test_swin2sr_takes_grey_images_as_it_is_and_its_stem_is_not_folded() -> None:
+    """Swin2SR subtracts one mean per RGB channel before its first convolution: a grey image broadcasts to three
+    channels. adapt_input_channels folded the convolution anyway, and the edited model failed on grey images."""
+    config = transformers.Swin2SRConfig(
+        image_size=32, patch_size=1, embed_dim=16, depths=[1], num_heads=[2], window_size=8
+    )
+    model = transformers.Swin2SRModel(config).eval()
+    grey = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(grey).last_hidden_state, model(grey.expand(1, 3, 32, 32)).last_hidden_state)
+    assert paramcount(model, (1, 32, 32)).findings == ()
+    with pytest.raises(SurgeryError, match=r"takes a 1-channel input as it is: what comes before first_convolution"):
+        adapt_input_channels(model, 1)

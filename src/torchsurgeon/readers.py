@@ -195,8 +195,22 @@ def _reached(G: nx.DiGraph, start: str, opaque: Mapping[str, str]) -> tuple[list
             else:
                 moves = ""
             frontier.append((succ, via or moves))
-            mixed = mixed or any(node_record(G, p).op == "get_attr" for p in G.predecessors(succ))
+            mixed = mixed or any(_model_tensor(G, p, seen) for p in G.predecessors(succ))
     return found, mixed, rearranged
+
+
+def _model_tensor(G: nx.DiGraph, node: str, reached: set[str], depth: int = 4) -> bool:
+    """Whether ``node``, not computed from the input, is a tensor of the model's or computed from one
+    (Swin2SR's ``self.mean.to(dtype=x.dtype)``): what the input meets then is a normalisation that may
+    broadcast it to more channels."""
+    if node in reached:
+        return False
+    rec = node_record(G, node)
+    if rec.op == "get_attr":
+        return True
+    if depth == 0 or rec.op not in ("call_function", "call_method") or (rec.op, rec.target) in _SHAPE_ONLY:
+        return False
+    return any(_model_tensor(G, p, reached, depth - 1) for p in G.predecessors(node))
 
 
 def unmatched_channels(model: nn.Module, names: Sequence[str], input: InputSpec) -> dict[str, tuple[str, int | None]]:

@@ -178,8 +178,12 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
     given = input
     input = input if input is not None else default_input(model)
     if input is not None:
-        image = given if isinstance(given, tuple) and all(type(d) is int for d in given) else None
         found = input_readers(model, input)
+        # the image to try the edit on: the one given, else the config's when its first dim is the channels
+        shape = next(iter(input.values())) if isinstance(input, Mapping) and len(input) == 1 else input
+        image = shape if isinstance(shape, tuple) and all(type(d) is int for d in shape) else None
+        if given is None and image is not None and found and image[0] != _input_width(model, found[0])[1]:
+            image = None  # (frames, channels, H, W): not an image whose channels come first
         return found, image, True, unmatched_channels(model, found, input)
     try:
         G = build_graph(trace(model))
