@@ -427,9 +427,8 @@ def test_models_with_their_own_output_hooks_keep_them_in_torchsurgeons_copies(na
     assert (got - want).abs().max().item() <= 1e-10 * (want.abs().max().item() or 1.0)
 
 
-def test_a_video_model_is_adapted_without_an_input() -> None:
-    """VideoMAE takes (frames, channels, H, W): the input built from its config was (3, 32, 32), which it refuses
-    ("not enough values to unpack"), so adapt_input_channels needed input=."""
+def _tiny_videomae() -> torch.nn.Module:
+    """A VideoMAE classifier of 4 frames of 32 × 32 (tubelets of 2 frames, patches of 8), 5 labels."""
     config = transformers.VideoMAEConfig(
         hidden_size=32,
         num_hidden_layers=2,
@@ -441,8 +440,14 @@ def test_a_video_model_is_adapted_without_an_input() -> None:
         tubelet_size=2,
         num_labels=5,
     )
+    return transformers.VideoMAEForVideoClassification(config)
+
+
+def test_a_video_model_is_adapted_without_an_input() -> None:
+    """VideoMAE takes (frames, channels, H, W): the input built from its config was (3, 32, 32), which it refuses
+    ("not enough values to unpack"), so adapt_input_channels needed input=."""
     torch.manual_seed(0)
-    model = transformers.VideoMAEForVideoClassification(config).double().eval()
+    model = _tiny_videomae().double().eval()
     result = adapt_input_channels(model, 1)
     folded = [c for c in result.changes if c.status == ParamChange.FOLDED]
     assert [(c.shape_before, c.shape_after) for c in folded] == [((32, 3, 2, 8, 8), (32, 1, 2, 8, 8))]
@@ -456,29 +461,19 @@ def test_a_video_model_is_adapted_without_an_input() -> None:
 def test_a_video_model_on_grey_frames_names_its_input_layer_and_the_fix_runs() -> None:
     """VideoMAE's channels are dim 2 of (batch, frames, channels, H, W): its patch embedding refuses 1 channel,
     and with the fold tried on dim 1 only, everything after it was unknown and the finding had no fix."""
-    config = transformers.VideoMAEConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_frames=4,
-        tubelet_size=2,
-        num_labels=2,
-    )
-    model = transformers.VideoMAEForVideoClassification(config).eval()
+    model = _tiny_videomae().eval()
     report = paramcount(model, (4, 1, 32, 32))
     (finding,) = report.findings
     assert (finding.layer, finding.expected, finding.got) == ("videomae.embeddings.patch_embeddings.projection", 3, 1)
     assert finding.fix == "fold it with adapt_input_channels(model, 1)"
-    assert report.output_shape == {"logits": (1, 2)}
+    assert report.output_shape == {"logits": (1, 5)}
     assert report.trusted and str(report.crosscheck.trust) == "verified"
     assert not [row.layer for row in report.layers if row.status == "unknown"]
     edited = adapt_input_channels(model, 1).model  # the fix, as written
-    assert sum(p.numel() for p in edited.parameters()) == report.total_for_input == 29_474 - 32 * 2 * 2 * 8 * 8
+    unique = sum(p.numel() for p in model.parameters())
+    assert sum(p.numel() for p in edited.parameters()) == report.total_for_input == unique - 32 * 2 * 2 * 8 * 8
     with torch.no_grad():
-        assert edited(pixel_values=torch.randn(1, 4, 1, 32, 32)).logits.shape == (1, 2)
+        assert edited(pixel_values=torch.randn(1, 4, 1, 32, 32)).logits.shape == (1, 5)
 
 
 def test_levit_is_left_as_found_and_analysed_again() -> None:
