@@ -124,11 +124,45 @@ def test_a_real_invalid_layer_is_verified_with_the_layer_resized() -> None:
     assert "Verified (crosscheck='always')" in str(r)
 
 
-def test_a_model_that_cannot_run_on_meta_is_unverified_not_trusted_blindly() -> None:
-    r = paramcount(GatedNet(), (3, 8, 8))
+def test_a_model_that_cannot_run_on_meta_is_checked_on_zeros_on_the_cpu() -> None:
+    model = GatedNet()
+    r = paramcount(model, (3, 8, 8))
+    assert r.opaque and r.crosscheck.trust == Trust.VERIFIED and r.trusted
+    assert r.crosscheck.real_output == _real_shape(model, (3, 8, 8)) == (1, 4, 6, 6)
+    assert "on zeros on the CPU (on meta: " in r.crosscheck.message
+
+
+def test_a_model_too_large_for_zeros_that_cannot_run_on_meta_is_unverified_not_trusted_blindly() -> None:
+    with torch.device("meta"):
+        model = GatedNet()
+        model.table = nn.Embedding(2**25, 2)  # more than run_on_zeros takes: 2**26 elements; never used
+    r = paramcount(model, (3, 8, 8))
     assert r.opaque and r.crosscheck.trust == Trust.UNVERIFIED
     assert r.trusted  # not shown wrong, but the table says it could not be checked
-    assert "Unverified (1 opaque)" in str(r)
+    assert "Unverified (1 opaque" in str(r)
+    assert "too large to run on zeros" in r.crosscheck.message
+
+
+class SkipThenGate(SkipByIsinstance):
+    """The trace loses the skip connection (a false invalid layer) and the real model cannot run on meta."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = Gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.gate(self.down(x))
+        return self.head(self.up(F.max_pool2d(skip, 2), skip))
+
+
+def test_a_false_invalid_layer_is_not_blamed_on_the_real_model_when_meta_cannot_run_it() -> None:
+    model = SkipThenGate()
+    r = paramcount(model, (1, 16, 16))
+    assert [layer.name for layer in r.invalid] == ["up.conv"]  # the trace without the skip: 8 channels, not 16
+    assert r.trusted is False and r.crosscheck.trust == Trust.UNTRUSTED
+    assert r.crosscheck.real_output == _real_shape(model, (1, 16, 16)) == (1, 2, 16, 16)
+    assert "the real model accepts this input (a forward on zeros on the CPU" in r.crosscheck.message
+    assert "fails at this input too" not in r.crosscheck.message
 
 
 class PooledHead(nn.Module):

@@ -29,7 +29,7 @@ from torch.fx.immutable_collections import immutable_dict, immutable_list
 
 from .errors import failure_reason
 
-__all__ = ("HOOK_DICTS", "detached_copy", "run_on_zeros", "thawed")
+__all__ = ("HOOK_DICTS", "cannot_run_on_meta", "detached_copy", "run_on_zeros", "thawed")
 
 _ZERO_RUN_LIMIT = 1 << 25
 HOOK_DICTS = (
@@ -48,7 +48,21 @@ HOOK_DICTS = (
 """The hook dicts in an ``nn.Module``'s ``__dict__``: never copied, never read by a shape rule."""
 
 
-def _cannot_run_on_meta(exc: BaseException) -> bool:
+def cannot_run_on_meta(exc: BaseException) -> bool:
+    """Whether ``exc`` says that the code cannot run on ``meta`` (it reads a value, a kernel is missing), rather
+    than that the call itself is wrong.
+
+    Examples
+    --------
+    >>> import torch
+    >>> try:
+    ...     torch.empty(2, device="meta").sum().item()
+    ... except Exception as exc:
+    ...     cannot_run_on_meta(exc)
+    True
+    >>> cannot_run_on_meta(RuntimeError("mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)"))
+    False
+    """
     text = str(exc).lower()
     return isinstance(exc, NotImplementedError) or "meta" in text or "data-dependent" in text
 
@@ -94,7 +108,7 @@ def run_on_zeros(
     torch.Size([1, 2])
     """
     module = target if isinstance(target, nn.Module) else None
-    if not _cannot_run_on_meta(failure) or (module is None and _is_torch_function(target)):
+    if not cannot_run_on_meta(failure) or (module is None and _is_torch_function(target)):
         raise failure
     leaves = [t for t in pytree.tree_leaves((args, dict(kwargs))) if isinstance(t, torch.Tensor)]
     weights = itertools.chain(module.parameters(), module.buffers()) if module is not None else ()

@@ -26,12 +26,13 @@ when it runs (:class:`~torchsurgeon.records.CrossCheckMode`): docs/crosscheck.md
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 import torch
 from torch import nn
 
+from .copies import cannot_run_on_meta, run_on_zeros
 from .errors import InputError
 from .frontend import bind_inputs
 from .graph import model_of, node_record, node_records, opaque_of, specialised_of
@@ -181,46 +182,47 @@ def crosscheck(
         return _first_difference(G, seen, otherwise)
 
     if not invalid:
-        out, error = _run(meta_copy(model), args, kwargs)
-        traced_kwargs = _as_traced(G, kwargs) if error or _plain(traced) != _plain(shapes_of(out)) else None
+        run = _run(meta_copy(model), args, kwargs)
+        traced_kwargs = _as_traced(G, kwargs) if run.error or _plain(traced) != _plain(shapes_of(run.out)) else None
         if traced_kwargs is not None:  # the model's defaults take another path (a cache for generation): as traced
-            fixed_out, fixed_error = _run(meta_copy(model), args, traced_kwargs[0])
-            if not fixed_error and _plain(traced) == _plain(shapes_of(fixed_out)):
-                return _compare(
-                    traced, shapes_of(fixed_out), reason, f" with {traced_kwargs[1]} (as traced)", lambda: ""
-                )
-        if error:
-            message = f"a forward of the real model on meta failed ({error}); the traced graph could not be checked"
+            fixed = _run(meta_copy(model), args, traced_kwargs[0])
+            if not fixed.error and _plain(traced) == _plain(shapes_of(fixed.out)):
+                return _compare(traced, fixed, reason, f" with {traced_kwargs[1]} (as traced)", lambda: "")
+        if run.error:
+            message = (
+                f"a forward of the real model{run.where} failed ({run.error}); the traced graph could not be checked"
+            )
             if any(rec.status == LayerStatus.OK and rec.message for rec in shapes.nodes.values()):
                 # layers that fit but raise at this batch in training mode (the report's note): their shapes
                 # are the same in eval mode, where the forward runs; an output that differs there proves nothing
-                out, eval_error = _run(meta_copy(model).eval(), args, kwargs)
-                if not eval_error and _plain(traced) == _plain(shapes_of(out)):
+                in_eval = _run(meta_copy(model).eval(), args, kwargs)
+                if not in_eval.error and _plain(traced) == _plain(shapes_of(in_eval.out)):
                     how = " in eval mode (in training mode it raises at this batch, as the note says)"
-                    return _compare(traced, shapes_of(out), reason, how, lambda: "")
+                    return _compare(traced, in_eval, reason, how, lambda: "")
             return CrossCheck(Trust.UNVERIFIED, reason, None, message)
-        return _compare(traced, shapes_of(out), reason, "", lambda: diagnose(lambda: meta_copy(model)))
+        return _compare(traced, run, reason, "", lambda: diagnose(lambda: meta_copy(model)))
     resized = _resized(model, invalid)
     resized_error = "some invalid layers cannot be resized" if resized is None else ""
     if resized is not None:
-        out, resized_error = _run(resized, args, kwargs)
+        fitted = _run(resized, args, kwargs)
+        resized_error = fitted.error
         if not resized_error:
             how = " (invalid layers resized to fit)"
-            return _compare(traced, shapes_of(out), reason, how, lambda: diagnose(lambda: _resized(model, invalid)))
+            return _compare(traced, fitted, reason, how, lambda: diagnose(lambda: _resized(model, invalid)))
     for refit in _as_folded(args, kwargs, invalid):  # input layers that check the channel count themselves
-        out, refit_error = _run(meta_copy(model), *refit)
-        if not refit_error:
+        folded = _run(meta_copy(model), *refit)
+        if not folded.error:
             how = " at the channel count its input layers expect (the output once they are folded)"
-            return _compare(traced, shapes_of(out), reason, how, lambda: "")
-    out, error = _run(meta_copy(model), args, kwargs)
+            return _compare(traced, folded, reason, how, lambda: "")
+    run = _run(meta_copy(model), args, kwargs)
     wrong = "the invalid layers, the output and the counts for this input are wrong"
-    if not error:
+    if not run.error:
         names = ", ".join(rec.layer for rec in invalid[:4]) + (" ..." if len(invalid) > 4 else "")
         return CrossCheck(
             Trust.UNTRUSTED,
             reason,
-            shapes_of(out),
-            f"the real model accepts this input (a forward on meta gives {shapes_of(out)}), but the traced "
+            shapes_of(run.out),
+            f"the real model accepts this input (a forward{run.where} gives {shapes_of(run.out)}), but the traced "
             f"graph reports {len(invalid)} invalid layer{'s' * (len(invalid) != 1)} ({names}): the trace took "
             f"another path than a real forward{diagnose(lambda: meta_copy(model))} — {wrong}",
         )
@@ -230,34 +232,42 @@ def crosscheck(
             Trust.UNTRUSTED,
             reason,
             None,
-            f"a forward of the real model on meta with the invalid layers resized to fit fails "
+            f"a forward of the real model{run.where} with the invalid layers resized to fit fails "
             f"({resized_error}): the trace took another path than a real forward{difference} — {wrong}",
+        )
+    if not run.decided:  # neither on meta nor on the CPU: nobody knows whether the real model accepts this input
+        return CrossCheck(
+            Trust.UNVERIFIED,
+            reason,
+            None,
+            f"a forward of the real model could not be run ({run.error}), so whether it accepts this input is not "
+            f"known: the invalid layers may be the trace's own, and the output and the counts for this input are "
+            f"not verified",
         )
     return CrossCheck(
         Trust.UNVERIFIED,
         reason,
         None,
-        f"the real model fails at this input too ({error}), as the invalid layers say; with them resized it "
-        f"could not be run ({resized_error}), so the output and the counts for this input are not verified",
+        f"the real model fails at this input too ({run.error}{run.where}), as the invalid layers say; with them "
+        f"resized it could not be run ({resized_error}), so the output and the counts for this input are not "
+        f"verified",
     )
 
 
-def _compare(traced: Any, real: Any, reason: str, how: str, difference: Callable[[], str]) -> CrossCheck:
+def _compare(traced: Any, run: _Run, reason: str, how: str, difference: Callable[[], str]) -> CrossCheck:
+    real = shapes_of(run.out)
+    forward = f"a forward of the real model{run.where}{how}"
     if _plain(traced) == _plain(real):
-        message = f"a forward of the real model on meta{how} gives the same output"
-        return CrossCheck(Trust.VERIFIED, reason, real, message)
+        return CrossCheck(Trust.VERIFIED, reason, real, f"{forward} gives the same output")
     if traced is None:
         return CrossCheck(
-            Trust.UNVERIFIED,
-            reason,
-            real,
-            f"the traced graph could not compute the output; a forward of the real model on meta{how} gives {real}",
+            Trust.UNVERIFIED, reason, real, f"the traced graph could not compute the output; {forward} gives {real}"
         )
     return CrossCheck(
         Trust.UNTRUSTED,
         reason,
         real,
-        f"the traced graph gives output {traced}, a forward of the real model on meta{how} gives {real}: the trace "
+        f"the traced graph gives output {traced}, {forward} gives {real}: the trace "
         f"took another path than a real forward{difference()} — the report's numbers are wrong",
     )
 
@@ -371,10 +381,21 @@ def _resized(model: nn.Module, invalid: list[Any]) -> nn.Module | None:
     return copy_
 
 
+class _Run(NamedTuple):
+    """One forward of a copy of the real model: its output, or the error's first line; and where it ran."""
+
+    out: Any
+    error: str
+    where: str = " on meta"
+    decided: bool = True  # False: it could run neither on meta nor on zeros, the error is not the model's
+
+
 def _run(
     copy_: nn.Module, args: list[torch.Tensor], kwargs: dict[str, torch.Tensor], seen: dict[str, Any] | None = None
-) -> tuple[Any, str]:
-    """``copy_(*args, **kwargs)`` on meta: (output, "") or (None, the error's first line).
+) -> _Run:
+    """``copy_(*args, **kwargs)`` on meta; when the model itself cannot run on ``meta`` (it reads a value:
+    ``Tensor.item()``), once on zeros on the CPU if it is small enough (:func:`~torchsurgeon.copies.run_on_zeros`):
+    a meta limit is not the real model failing at this input.
 
     ``seen``, when given, receives the input shape of each submodule's first
     call (hooks on the copy, never on the user's model; they slow the
@@ -392,10 +413,24 @@ def _run(
             handles.append(module.register_forward_pre_hook(hook))
     try:
         with torch.no_grad(), torch.device("meta"), ruled_meta():
-            return copy_(*args, **kwargs), ""
+            return _Run(copy_(*args, **kwargs), "")
     except Exception as exc:  # the real model's own failure: reported, not raised
-        text = str(exc).strip()
-        return None, (text.splitlines()[0] if text else type(exc).__name__)[:200]
+        on_meta = _first_line(exc)
+        if not cannot_run_on_meta(exc):
+            return _Run(None, on_meta)
+        failure = exc
     finally:
         for handle in handles:
             handle.remove()
+    where = f" on zeros on the CPU (on meta: {on_meta})"
+    try:
+        return _Run(run_on_zeros(copy_, tuple(args), kwargs, failure), "", where)
+    except Exception as exc:  # too large for the CPU (its message gives the meta reason), or the real model's failure
+        if exc is failure or exc.__cause__ is failure:
+            return _Run(None, _first_line(exc), decided=False)
+        return _Run(None, _first_line(exc), where)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

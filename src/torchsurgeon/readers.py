@@ -28,7 +28,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from .copies import _ZERO_RUN_LIMIT, _cannot_run_on_meta, _zeros_like, detached_copy
+from .copies import _ZERO_RUN_LIMIT, _zeros_like, cannot_run_on_meta, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
 from .graph import NodeRecord, index_of, node_record, node_records, opaque_of
@@ -373,7 +373,7 @@ def input_readers(model: nn.Module, input: InputSpec, batch: int = 1) -> list[st
     except Exception as exc:  # the model's own failure on this input
         failure: Exception = exc
     size = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers(), values.values()))
-    if _cannot_run_on_meta(failure) and size <= _ZERO_RUN_LIMIT:  # Python looks at values: zeros on the CPU
+    if cannot_run_on_meta(failure) and size <= _ZERO_RUN_LIMIT:  # Python looks at values: zeros on the CPU
         try:
             with torch.device("cpu"):
                 return _follow(detached_copy(model, _zeros_like).eval(), {k: _zeros_like(v) for k, v in values.items()})
