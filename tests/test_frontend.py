@@ -465,3 +465,50 @@ def test_a_global_module_with_weights_is_still_an_error() -> None:
 
     with pytest.raises(TraceError, match="not installed as a submodule"):
         trace(UsesGlobal(), auto_leaf=False)
+
+
+class StridedPad(nn.Module):
+    """Paddings computed from scalar integer buffers, compared in Python (transformers' Encodec does this)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 4, stride=2)
+        self.register_buffer("stride", torch.tensor(2), persistent=False)
+        self.register_buffer("kernel", torch.tensor(4), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = torch.ceil((x.shape[-1] - self.kernel) / self.stride + 1).to(torch.int64) - 1
+        right = frames * self.stride + self.kernel - x.shape[-1]
+        left = self.kernel - self.stride
+        if max(left, right) > 0:  # a value of the model's settings and of the input's size
+            x = F.pad(x, (left, right), mode="reflect")
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("length", [9, 10])
+def test_python_on_scalar_buffers_is_answered_from_their_values(length: int) -> None:
+    model = StridedPad()
+    r = paramcount(model, (2, length))
+    with torch.no_grad():
+        want = tuple(model(torch.randn(1, 2, length)).shape)
+    assert r.opaque == {} and r.output_shape == want and r.trusted
+    assert r.shape_fallbacks == []  # the scalar arithmetic is computed, the reflect pad has its rule
+    assert model.stride.item() == 2 and model.stride.device.type == "cpu"  # the model's buffers are left alone
+
+
+class CoinFlip(nn.Module):
+    """Python on a random scalar: a value that differs between forwards is never answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.rand(x.shape[:1]).sum() < 0.5:  # recorded (its size is traced); its value is not the same twice
+            x = x.flip(-1)
+        return self.conv(x)
+
+
+def test_python_on_a_random_scalar_stays_opaque() -> None:
+    r = paramcount(nn.Sequential(CoinFlip()), (3, 8, 8))
+    assert list(r.opaque) == ["0"] and "control flow" in r.opaque["0"]

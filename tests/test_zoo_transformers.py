@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from models import tensor_shapes
 from torchsurgeon import (
@@ -504,3 +505,28 @@ def test_swin2sr_takes_grey_images_as_it_is_and_its_stem_is_not_folded() -> None
     assert paramcount(model, (1, 32, 32)).findings == ()
     with pytest.raises(SurgeryError, match=r"takes a 1-channel input as it is: what comes before first_convolution"):
         adapt_input_channels(model, 1)
+
+
+def test_encodec_paddings_from_its_scalar_buffers_are_traced_and_exact() -> None:
+    """Encodec computes its convolutions' paddings from 0-dim int64 buffers (stride, kernel size), and
+    ``max(left, right)`` of those needs their values: on meta stand-ins the whole model failed to trace."""
+    config = transformers.EncodecConfig(
+        sampling_rate=800, num_filters=4, hidden_size=16, codebook_size=16, upsampling_ratios=[4, 2]
+    )
+    torch.manual_seed(0)
+    model = transformers.EncodecModel(config).eval()
+    before, buffers = _state(model), {n: b.clone() for n, b in model.named_buffers()}
+    r = paramcount(model, (1, 200))
+    assert _state(model) == before and all(torch.equal(b, buffers[n]) for n, b in model.named_buffers())
+    x = torch.randn(1, 1, 200)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = model(x)
+    assert r.output_shape == {k: tuple(v.shape) for k, v in out.items() if isinstance(v, torch.Tensor)}
+    assert r.opaque == {} and r.invalid == [] and r.trusted
+    assert r.total == sum(p.numel() for p in model.parameters())
+    # FlopCounterMode has no formula for LSTMs: theirs by hand, 4 gates × hidden × (input + hidden) per step and
+    # layer (input = hidden here, so every layer alike)
+    frames = out.audio_codes.shape[-1]
+    lstms = [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]
+    lstm_macs = sum(4 * m.hidden_size * (m.input_size + m.hidden_size) * frames * m.num_layers for m in lstms)
+    assert lstms and r.macs == counter.get_total_flops() // 2 + lstm_macs

@@ -29,7 +29,7 @@ from torch.fx.immutable_collections import immutable_dict, immutable_list
 
 from .errors import failure_reason
 
-__all__ = ("HOOK_DICTS", "cannot_run_on_meta", "detached_copy", "run_on_zeros", "thawed")
+__all__ = ("HOOK_DICTS", "cannot_run_on_meta", "detached_copy", "meta_like", "run_on_zeros", "thawed")
 
 _ZERO_RUN_LIMIT = 1 << 25
 HOOK_DICTS = (
@@ -46,6 +46,29 @@ HOOK_DICTS = (
     "_load_state_dict_post_hooks",
 )
 """The hook dicts in an ``nn.Module``'s ``__dict__``: never copied, never read by a shape rule."""
+
+
+def meta_like(t: torch.Tensor) -> torch.Tensor:
+    """The stand-in of a model's tensor when it runs on ``meta``: a ``meta`` tensor of its shape and dtype, except a
+    0-dim integer or bool tensor, which keeps its value (a new CPU scalar).
+
+    A scalar integer buffer is a setting, not data: transformers' Encodec keeps
+    its convolutions' stride and kernel size as ``torch.tensor(2)`` buffers and
+    computes its paddings from them, and ``max(left, right)`` of those needs
+    their values.  torch lets a CPU scalar meet a tensor on any device, so the
+    arithmetic runs as in the model.
+
+    Examples
+    --------
+    >>> import torch
+    >>> meta_like(torch.ones(2, 3)).device.type, meta_like(torch.tensor(4))
+    ('meta', tensor(4))
+    >>> (torch.empty(2, 5, device="meta") * meta_like(torch.tensor(3))).device.type
+    'meta'
+    """
+    if t.dim() == 0 and t.device.type == "cpu" and not (t.is_floating_point() or t.is_complex()):
+        return t.detach().clone()
+    return torch.empty_like(t, device="meta")
 
 
 def cannot_run_on_meta(exc: BaseException) -> bool:
@@ -168,7 +191,7 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
     >>> from torch import nn
     >>> m = nn.Linear(3, 2)
     >>> _ = m.register_forward_hook(lambda *a: print("hook"))
-    >>> c = detached_copy(m, lambda t: torch.empty_like(t, device="meta"))
+    >>> c = detached_copy(m, meta_like)
     >>> c.weight.device.type, m.weight.device.type, len(c._forward_hooks), len(m._forward_hooks)
     ('meta', 'cpu', 0, 1)
     """

@@ -42,7 +42,7 @@ import torch.fx
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .copies import HOOK_DICTS, is_own_hook, library_of, thawed
+from .copies import HOOK_DICTS, is_own_hook, library_of, meta_like, thawed
 from .resize import as_folded_inputs, hands_on_channels
 from .rules import FALLBACK
 from .rules.on_meta import ruled_call, ruled_meta
@@ -446,6 +446,17 @@ class _ShapeAttribute(torch.fx.proxy.Attribute):
         return super().__getattr__(k)
 
 
+_UNSETTLED = frozenset(
+    (
+        *("rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "multinomial", "poisson"),
+        *("normal", "normal_", "bernoulli", "bernoulli_", "uniform_", "exponential_", "geometric_", "cauchy_"),
+        *("log_normal_", "random_", "empty", "empty_like", "new_empty", "empty_strided", "rrelu", "rrelu_"),
+        *("dropout", "dropout_", "alpha_dropout", "feature_alpha_dropout", "dropout1d", "dropout2d", "dropout3d"),
+    )
+)
+"""The torch functions and methods whose values differ between forwards (random, uninitialised)."""
+
+
 class _Unknown(LookupError):
     """A node's value on ``meta`` is not known (no example input for a placeholder)."""
 
@@ -522,6 +533,21 @@ class MetaValues:
         with self._untraced(), ruled_meta(resized=True):  # past a layer the input does not fit, as propagation goes
             return self._value(node)
 
+    def settled(self, node: torch.fx.Node) -> bool:
+        """Whether ``node``'s value, a CPU scalar tensor, is the same in every forward at this input: computed
+        from the model's scalar buffers (:func:`~torchsurgeon.copies.meta_like`), sizes and constants, never from
+        a random or uninitialised tensor, nor by a leaf module."""
+        value = self._values.get(node)
+        if not isinstance(value, torch.Tensor) or value.device.type == "meta":
+            return True  # a size or a Python number: known; a meta tensor: no data flows from it
+        if value.numel() != 1 or node.op == "call_module":
+            return False
+        if node.op in ("call_function", "call_method"):
+            name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+            if name in _UNSETTLED:
+                return False
+        return all(self.settled(a) for a in node.all_input_nodes)
+
     def rely_on_rank(self, node: torch.fx.Node) -> None:
         """Record that the graph holds only for inputs of the rank ``node``'s input placeholders have now."""
         for a in node.all_input_nodes:
@@ -562,7 +588,7 @@ class MetaValues:
             for part in str(node.target).split("."):
                 value = getattr(value, part)
             if isinstance(value, torch.Tensor):
-                value = torch.empty_like(value, device="meta")
+                value = meta_like(value)
         elif node.op == "call_function":
             value = ruled_call(node.op, node.target, args, kwargs)  # the mode's answer, without its dispatch
             if value is FALLBACK:
@@ -698,7 +724,8 @@ def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: st
             raise torch.fx.proxy.TraceError(f"a tensor value is data-dependent ({proxy.node.format_node()})")
         return value
     if question in ("bool", "int"):
-        if isinstance(value, torch.Tensor):  # a tensor's value: data-dependent, not known on meta
+        known = isinstance(value, torch.Tensor) and value.device.type != "meta" and values.settled(proxy.node)
+        if isinstance(value, torch.Tensor) and not known:  # a tensor's value: data-dependent, not known on meta
             raise torch.fx.proxy.TraceError(
                 "symbolically traced variables cannot be used as inputs to control flow (a tensor value)"
                 if question == "bool"

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .copies import detached_copy
+from .copies import detached_copy, meta_like
 from .foldcheck import fold_is_exact, no_exact_fold
 from .records import Finding, FoldMode
 
@@ -189,7 +189,7 @@ def resized_copy(module: nn.Module, finding: Finding, *, device: str | torch.dev
         return None
     target = torch.device(device)
     if target.type == "meta":
-        copy_ = detached_copy(module, lambda t: torch.empty_like(t, device="meta"))
+        copy_ = detached_copy(module, meta_like)
     else:
         copy_ = detached_copy(module, lambda t: t.detach().clone().to(target))
     for name, shape in plan.params.items():

@@ -40,7 +40,7 @@ from torch.fx.node import map_aggregate
 
 from ._steps import rules_of, steps_of
 from .arguments import forward_inputs
-from .copies import detached_copy, run_on_zeros, thawed
+from .copies import detached_copy, meta_like, run_on_zeros, thawed
 from .errors import InputError, ShapeError
 from .graph import (
     NodeRecord,
@@ -192,7 +192,7 @@ def meta_copy(module: nn.Module) -> nn.Module:
     >>> c.weight.device.type, m.weight.device.type, c.weight.requires_grad
     ('meta', 'cpu', True)
     """
-    return detached_copy(module, lambda t: torch.empty_like(t, device="meta"))  # without the user's hooks
+    return detached_copy(module, meta_like)  # without the user's hooks; a scalar integer buffer keeps its value
 
 
 def _to_meta(value: Any) -> Any:
@@ -257,6 +257,19 @@ def _call_function(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
         return fn(*args, **kwargs)
     except Exception as exc:  # a wrapped Python function reading tensor values: one run on zeros if small
         return run_on_zeros(fn, args, kwargs, exc)
+
+
+def _scalar_settings(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether the call's tensors are all CPU scalars (:func:`~torchsurgeon.copies.meta_like` keeps a model's scalar
+    integer buffers as such), at least one: its value is computed, not its shape."""
+    found = False
+    for value in (*args, *kwargs.values()):
+        for item in value if type(value) in (list, tuple) else (value,):
+            if isinstance(item, torch.Tensor):
+                if item.is_meta or item.dim() != 0:
+                    return False
+                found = True
+    return found
 
 
 def _python_method(args: tuple[Any, ...]) -> bool:
@@ -420,7 +433,9 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         if op == "output":
             return step.fetch(self.env)[0][0]
         if op == "get_attr":
-            value = _to_meta(self.fetch_attr(str(n.target)))
+            value = self.fetch_attr(str(n.target))
+            if isinstance(value, torch.Tensor) and value.device.type != "meta":
+                value = meta_like(value)  # a scalar integer buffer keeps its value (paddings computed from it)
             self._record(base, (), value, LayerStatus.OK)  # read from the model: no shape computed
             return value
         args, kwargs = step.fetch(self.env)
@@ -438,6 +453,10 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 return unknown[0]
         if not ins and op == "call_function" and base.layer not in self.opaque:
             out = self._python_value(n, base, args, kwargs)
+            if out is not FALLBACK:
+                return out
+        if op != "call_module" and base.layer not in self.opaque and _scalar_settings(args, kwargs):
+            out = self._setting_value(n, base, ins, args, kwargs)
             if out is not FALLBACK:
                 return out
         module = step.module
@@ -493,6 +512,21 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         if isinstance(out, torch.Tensor):
             return FALLBACK
         self._record(base, (), out, LayerStatus.OK, counts=(0, 0, rule.kind, True), source=ShapeSource.RULE)
+        return out
+
+    def _setting_value(
+        self, n: torch.fx.Node, base: NodeRecord, ins: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """An op on the model's scalar settings only (Encodec's paddings from its ``stride`` buffer): run as it is,
+        exact and one element; FALLBACK when it fails (the general path records why)."""
+        try:
+            if n.op == "call_function":
+                out = n.target(*args, **kwargs)  # type: ignore[operator]
+            else:
+                out = getattr(args[0], str(n.target))(*args[1:], **kwargs)
+        except Exception:
+            return FALLBACK
+        self._record(base, ins, out, LayerStatus.OK, counts=(0, 0, FlopKind.NONE, True), source=ShapeSource.RULE)
         return out
 
     def _as_folded(

@@ -45,7 +45,7 @@ import torch.fx
 from torch import nn
 
 from .arguments import NO_CACHE, SIMPLE_DEFAULTS, InputNames, forward_parameters, fx_name, specialisation
-from .copies import detached_copy
+from .copies import detached_copy, meta_like
 from .errors import InputError, TraceError, failure_reason
 from .frontend import MetaValues, OwnHooks, ShapeProxy, call_by_name, library_answers, meta_question
 from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module
@@ -212,7 +212,7 @@ class _SurgeonTracer(torch.fx.Tracer):
             return out
         copy_ = self._meta_copies.get(id(m))
         if copy_ is None:
-            copy_ = self._meta_copies.setdefault(id(m), detached_copy(m, lambda t: torch.empty_like(t, device="meta")))
+            copy_ = self._meta_copies.setdefault(id(m), detached_copy(m, meta_like))
         return copy_(*args, **kwargs)
 
     @contextlib.contextmanager

@@ -531,11 +531,18 @@ def _pad_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     b = bind(args, kwargs, (("input", REQUIRED), ("pad", REQUIRED), ("mode", "constant"), ("value", None)))
     if b is None:
         return FALLBACK
-    if b[2] in ("reflect", "replicate", "circular") and b[3] is None:
-        return _border_pad(b[0], b[1], b[2])
+    pad = b[1]
+    if isinstance(pad, (tuple, list)):  # sizes computed from a model's scalar buffers (Encodec): CPU scalars
+        pad = tuple(int(p) if _cpu_integer(p) else p for p in pad)
+    if b[2] in ("reflect", "replicate", "circular") and (b[3] is None or (type(b[3]) in (int, float) and b[3] == 0)):
+        return _border_pad(b[0], pad, b[2])  # torch takes a value of 0 in these modes (Encodec gives 0.0)
     if b[2] != "constant" or not (b[3] is None or isinstance(b[3], (int, float))):
         return FALLBACK
-    return _constant_pad(b[0], b[1])
+    return _constant_pad(b[0], pad)
+
+
+def _cpu_integer(p: Any) -> bool:
+    return isinstance(p, torch.Tensor) and not p.is_meta and p.dim() == 0 and not p.dtype.is_floating_point
 
 
 def _constant_pad_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
