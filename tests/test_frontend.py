@@ -512,3 +512,13 @@ class CoinFlip(nn.Module):
 def test_python_on_a_random_scalar_stays_opaque() -> None:
     r = paramcount(nn.Sequential(CoinFlip()), (3, 8, 8))
     assert list(r.opaque) == ["0"] and "control flow" in r.opaque["0"]
+
+
+def test_transformers_is_tracing_is_put_back_after_a_trace() -> None:
+    masks = pytest.importorskip("transformers.masking_utils")
+    real = masks.is_tracing
+    paramcount(nn.Sequential(nn.Linear(3, 2)), (3,))
+    assert masks.is_tracing is real
+    with pytest.raises(TraceError):
+        paramcount(CoinFlip(), (3, 8, 8))  # the model's own forward decides on a random value: no trace
+    assert masks.is_tracing is real

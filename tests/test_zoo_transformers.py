@@ -69,6 +69,8 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
     "electra": ("AutoModel", {**TEXT, "embedding_size": 16}, (SEQ,)),
     "deberta-v2": ("AutoModel", TEXT, (SEQ,)),
     "bert-classifier": ("AutoModelForSequenceClassification", {**TEXT, "model_type": "bert"}, (SEQ,)),
+    # landmark attention that cannot take a mask: the real forward skips the all-ones mask it builds, so must the trace
+    "nystromformer": ("AutoModel", {**TEXT, "segment_means_seq_len": SEQ, "num_landmarks": 4}, (SEQ,)),
     # decoders
     "gpt2": ("AutoModelForCausalLM", {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 99}, (SEQ,)),
     "llama": ("AutoModelForCausalLM", DECODER, (SEQ,)),

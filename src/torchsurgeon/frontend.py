@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from .copies import HOOK_DICTS, is_own_hook, library_of, meta_like, thawed
+from .knowndata import DATA_FACTORIES, DATA_LIMIT, off_meta, on_one_device, settled
 from .resize import as_folded_inputs, hands_on_channels
 from .rules import FALLBACK
 from .rules.on_meta import ruled_call, ruled_meta
@@ -446,15 +447,7 @@ class _ShapeAttribute(torch.fx.proxy.Attribute):
         return super().__getattr__(k)
 
 
-_UNSETTLED = frozenset(
-    (
-        *("rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "multinomial", "poisson"),
-        *("normal", "normal_", "bernoulli", "bernoulli_", "uniform_", "exponential_", "geometric_", "cauchy_"),
-        *("log_normal_", "random_", "empty", "empty_like", "new_empty", "empty_strided", "rrelu", "rrelu_"),
-        *("dropout", "dropout_", "alpha_dropout", "feature_alpha_dropout", "dropout1d", "dropout2d", "dropout3d"),
-    )
-)
-"""The torch functions and methods whose values differ between forwards (random, uninitialised)."""
+_CPU = torch.device("cpu")
 
 
 class _Unknown(LookupError):
@@ -534,19 +527,20 @@ class MetaValues:
             return self._value(node)
 
     def settled(self, node: torch.fx.Node) -> bool:
-        """Whether ``node``'s value, a CPU scalar tensor, is the same in every forward at this input: computed
-        from the model's scalar buffers (:func:`~torchsurgeon.copies.meta_like`), sizes and constants, never from
-        a random or uninitialised tensor, nor by a leaf module."""
-        value = self._values.get(node)
-        if not isinstance(value, torch.Tensor) or value.device.type == "meta":
-            return True  # a size or a Python number: known; a meta tensor: no data flows from it
-        if value.numel() != 1 or node.op == "call_module":
+        """Whether ``node``'s value is the same in every forward at this input (:func:`.knowndata.settled`)."""
+        return settled(node, self._values)
+
+    def known(self, node: torch.fx.Node) -> bool:
+        """Whether ``node``'s data is known at this input: a settled CPU tensor (transformers' attention mask of
+        ones, for inputs given without one); recorded as an answer the graph relies on."""
+        try:
+            value = self._on_meta(node)
+        except Exception:  # not computable here: unknown
             return False
-        if node.op in ("call_function", "call_method"):
-            name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
-            if name in _UNSETTLED:
-                return False
-        return all(self.settled(a) for a in node.all_input_nodes)
+        if not isinstance(value, torch.Tensor) or value.device.type == "meta" or not self.settled(node):
+            return False
+        self.resolved.append(f"known({node.format_node()})")
+        return True
 
     def rely_on_rank(self, node: torch.fx.Node) -> None:
         """Record that the graph holds only for inputs of the rank ``node``'s input placeholders have now."""
@@ -589,15 +583,24 @@ class MetaValues:
                 value = getattr(value, part)
             if isinstance(value, torch.Tensor):
                 value = meta_like(value)
+        elif node.op == "call_function" and node.target in DATA_FACTORIES:
+            value = node.target(*off_meta(args, _CPU), **off_meta(kwargs, _CPU))  # type: ignore[operator]
+            if value.numel() > DATA_LIMIT:  # known data, on the CPU if small (torch.ones(batch, length))
+                value = torch.empty_like(value, device="meta")
         elif node.op == "call_function":
+            args, kwargs = on_one_device(args, kwargs, module=False)
             value = ruled_call(node.op, node.target, args, kwargs)  # the mode's answer, without its dispatch
             if value is FALLBACK:
                 value = node.target(*args, **kwargs)  # type: ignore[operator]
         elif node.op == "call_method":
+            if node.target == "to" and isinstance(args[0], torch.Tensor) and args[0].device.type != "meta":
+                args, kwargs = off_meta((args, kwargs), args[0].device)  # known data stays where it is
+            args, kwargs = on_one_device(args, kwargs, module=False)
             value = ruled_call(node.op, node.target, args, kwargs)
             if value is FALLBACK:
                 value = getattr(args[0], str(node.target))(*args[1:], **kwargs)
         elif node.op == "call_module":
+            args, kwargs = on_one_device(args, kwargs, module=True)
             module = self._submodule(str(node.target))
             try:
                 value = self._leaf_call(module, args, kwargs)
@@ -635,7 +638,12 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
       ``torch.finfo(scores.dtype).min``);
     * ``torch.jit.isinstance(x, torch.Tensor)``: False for a proxy, so a
       branch taken for tensors vanished from the trace without an error
-      (MONAI's BasicUNet lost its skip connections).
+      (MONAI's BasicUNet lost its skip connections);
+    * transformers' ``is_tracing(mask)`` (``transformers.masking_utils``):
+      False for a proxy whose data is known (:mod:`torchsurgeon.knowndata`:
+      the mask of ones built for an input given without one), so the mask
+      is skipped when all ones, as in a real forward (Nystromformer's
+      landmark attention cannot take one: a false invalid layer before).
 
     Recorded as a graph node, as torch.fx records any other torch function
     of a proxy (the approach of transformers' former HFTracer):
@@ -678,8 +686,19 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
 
         return make
 
+    masks = sys.modules.get("transformers.masking_utils")
+    real_is_tracing = getattr(masks, "is_tracing", None)
+
+    def is_tracing(tensor: Any = None) -> bool:
+        known = values() if isinstance(tensor, torch.fx.Proxy) else None
+        if known is not None and known.known(tensor.node):  # type: ignore[union-attr]
+            tensor = None  # its data decides, as in a real forward; compiling or exporting still counts
+        return bool(real_is_tracing(tensor))  # type: ignore[misc]
+
     torch.finfo, torch.iinfo = wrap(real_finfo), wrap(real_iinfo)  # type: ignore[misc,assignment]
     torch.jit.isinstance = jit_isinstance
+    if real_is_tracing is not None:
+        masks.is_tracing = is_tracing  # type: ignore[union-attr]
     for name, factory in factories.items():
         setattr(torch, name, recorded(factory))
     try:
@@ -687,6 +706,8 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
     finally:
         torch.finfo, torch.iinfo = real_finfo, real_iinfo  # type: ignore[misc]
         torch.jit.isinstance = real_isinstance
+        if real_is_tracing is not None:
+            masks.is_tracing = real_is_tracing  # type: ignore[union-attr]
         for name, factory in factories.items():
             setattr(torch, name, factory)
 
