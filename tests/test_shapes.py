@@ -6,6 +6,7 @@ import operator
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -132,6 +133,27 @@ def test_a_layer_reading_the_input_through_padding_is_folded() -> None:
     assert [f.fix for f in r.findings] == ["fold it with adapt_input_channels(model, 1)"]
     r = paramcount(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ZeroPad2d(1), nn.Conv2d(8, 8, 3)), (3, 8, 8))
     assert r.findings[0].fix.startswith("the layer before gives 3")  # padding after a layer: that layer's output
+
+
+@pytest.mark.parametrize("resize", [nn.Upsample(size=(16, 16)), None])
+def test_a_layer_reading_the_input_through_a_resize_is_folded(resize: nn.Module | None) -> None:
+    """A model that resizes its input to its stem's size first: the stem still reads the input; the fix runs."""
+
+    class Resized(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.resize, self.stem = resize, nn.Conv2d(3, 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.resize(x) if self.resize is not None else F.interpolate(x, size=(16, 16), mode="bilinear")
+            return self.stem(x)
+
+    model = Resized()
+    r = paramcount(model, (1, 12, 12))
+    assert [f.fix for f in r.findings] == ["fold it with adapt_input_channels(model, 1)"]
+    folded = adapt_input_channels(model, 1).model
+    with torch.no_grad():
+        assert folded(torch.randn(1, 1, 12, 12)).shape == (1, 8, 14, 14)
 
 
 class _ChecksItsChannels(nn.Module):

@@ -306,17 +306,27 @@ _HANDING_ON_MODULES = (
     nn.modules.padding._ReplicationPadNd,
     nn.modules.padding._CircularPadNd,
     nn.modules.dropout._DropoutNd,
+    nn.Upsample,
 )
-_HANDING_ON_FUNCTIONS = (torch.nn.functional.pad, torch.nn.functional.dropout)
+_HANDING_ON_FUNCTIONS = (
+    torch.nn.functional.pad,
+    torch.nn.functional.dropout,
+    torch.nn.functional.interpolate,
+    torch.nn.functional.upsample,
+    torch.nn.functional.upsample_bilinear,
+    torch.nn.functional.upsample_nearest,
+)
 _HANDING_ON_METHODS = frozenset({"to", "float", "half", "double", "bfloat16", "type", "type_as", "contiguous", "clone"})
 
 
 def hands_on_channels(op: str, target: Any, module: nn.Module | None) -> bool:
-    """Whether a graph node hands its input on with its channels: padding, dropout, identity, a dtype conversion.
+    """Whether a graph node hands its input on with its channels: padding, dropout, identity, a dtype conversion,
+    a resize (interpolation).
 
     A layer after such nodes still reads the model input (efficientnet-pytorch
     pads before its stem; CLIP casts its pixels to the patch convolution's
-    dtype), so its fix is a fold of the input layer.
+    dtype; a model may resize its input to the size its stem was trained at),
+    so its fix is a fold of the input layer.
 
     Examples
     --------
