@@ -522,3 +522,74 @@ def test_transformers_is_tracing_is_put_back_after_a_trace() -> None:
     with pytest.raises(TraceError):
         paramcount(CoinFlip(), (3, 8, 8))  # the model's own forward decides on a random value: no trace
     assert masks.is_tracing is real
+
+
+class Checked(nn.Module):
+    """``torch._check`` of a traced size, and transformers' ``torch_compilable_check`` way of calling it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._check(x.shape[1] == 8)
+        cond = x.shape[2] == 4
+        if callable(cond):  # a proxy records calls, so it is callable
+            cond = cond()
+        torch._check_with(ValueError, cond, lambda: "four features")
+        return self.lin(x)
+
+
+def test_torch_check_of_a_traced_size_is_checked_on_its_value() -> None:
+    r = paramcount(Checked(), (8, 4))
+    assert r.opaque == {} and r.output_shape == (1, 8, 4) and r.trusted
+    with pytest.raises(TraceError, match="Expected cond to be True"):  # the model's own check, as a real forward
+        paramcount(Checked(), (7, 4))
+
+
+class AskAfterNorm(nn.Module):
+    """Python asks about the output of a group norm that averages one value per group at batch 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm, self.head = nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.GroupNorm(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.conv(x))
+        if y.shape[-1] == 1:
+            y = y.flatten(1)
+        return self.head(y)
+
+
+def test_a_trace_goes_on_past_a_norm_that_raises_at_batch_one() -> None:
+    r = paramcount(AskAfterNorm(), (3, 2, 2))
+    assert r.opaque == {} and r.output_shape == (1, 2) and r.invalid == []
+    assert "group norm averages each group over 1 value" in str(r)  # the report's note on the batch
+    assert paramcount(AskAfterNorm(), (3, 2, 2), batch=2).output_shape == (2, 2)
+
+
+class ReassignsItsBuffer(nn.Module):
+    """Stores a traced value in its own buffer (transformers' CTRL moves its positions so) and has a part that is
+    traced opaque on a second attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("pos", torch.randn(16, 4))
+        self.gate, self.lin = Gate(), nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.pos = self.pos.to(dtype=x.dtype)
+        return self.lin(self.gate(x + self.pos[: x.shape[1]]))
+
+
+class Gate(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if x.sum() >= 0 else -x
+
+
+def test_a_second_trace_attempt_starts_from_the_model_as_found() -> None:
+    model = ReassignsItsBuffer()
+    pos = model.pos
+    r = paramcount(model, (8, 4))
+    assert list(r.opaque) == ["gate"] and r.output_shape == (1, 8, 4) and r.trusted
+    assert model.pos is pos

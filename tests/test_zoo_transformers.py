@@ -80,6 +80,14 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
     "gemma": ("AutoModel", {**DECODER, "head_dim": 16}, (SEQ,)),
     "opt": ("AutoModel", {**TEXT, "ffn_dim": 37, "word_embed_proj_dim": 32, "pad_token_id": 0}, (SEQ,)),
     "gpt_neox": ("AutoModel", TEXT, (SEQ,)),
+    # stores its positions, moved to the input's device, back into its own buffer during the forward
+    "ctrl": ("AutoModel", {"n_embd": 32, "n_layer": 2, "n_head": 2, "dff": 37, "vocab_size": 99}, (SEQ,)),
+    # rotary tables moved to the device of the position ids (known data in a trace): no opaque attention
+    "gptj": (
+        "AutoModelForCausalLM",
+        {"n_embd": 32, "n_layer": 2, "n_head": 2, "rotary_dim": 8, "vocab_size": 99},
+        (SEQ,),
+    ),
     "bloom": ("AutoModel", {"hidden_size": 32, "n_layer": 2, "n_head": 2, "vocab_size": 99}, (SEQ,)),  # finfo(dtype)
     "mamba": ("AutoModel", {"hidden_size": 32, "num_hidden_layers": 2, "vocab_size": 99, "state_size": 4}, (SEQ,)),
     # Mixture of Experts: torch._grouped_mm, whose meta kernel accepts bfloat16 only (its rule: what the CPU does)
@@ -167,6 +175,25 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
             "num_queries": 10,
         },
         (3, 64, 64),
+    ),
+    # torch_compilable_check (torch._check of traced sizes) in its deformable attention: opaque before
+    "deformable_detr": (
+        "AutoModel",
+        {
+            "use_pretrained_backbone": False,
+            "backbone": "resnet18",
+            "d_model": 32,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2,
+            "encoder_ffn_dim": 37,
+            "decoder_ffn_dim": 37,
+            "num_queries": 10,
+            "encoder_n_points": 2,
+            "decoder_n_points": 2,
+        },
+        (3, 128, 128),
     ),
     # audio: the same tiny feature encoder for both
     "wav2vec2": (

@@ -44,6 +44,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .copies import HOOK_DICTS, is_own_hook, library_of, meta_like, thawed
 from .knowndata import DATA_FACTORIES, DATA_LIMIT, off_meta, on_one_device, settled
+from .modelindex import ModelIndex
 from .resize import as_folded_inputs, hands_on_channels
 from .rules import FALLBACK
 from .rules.on_meta import ruled_call, ruled_meta
@@ -390,6 +391,19 @@ class ShapeProxy(torch.fx.Proxy):
     def __setitem__(self, key: Any, value: Any) -> None:  # ids[:, 1:] = ...: recorded like torch.fx records calls
         self.tracer.create_proxy("call_function", operator.setitem, (self, key, value), {})
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``callable(proxy)`` is always True (fx proxies record calls): ``if callable(cond): cond = cond()``
+        (transformers' ``torch_compilable_check``) on a traced bool gets the bool back, not a call of it."""
+        values = getattr(self.tracer, "meta_values", None)
+        if not (args or kwargs) and values is not None:
+            try:
+                value = values.resolve(self.node, "callable")
+            except Exception:  # not computable here: recorded as fx does
+                value = len
+            if not callable(value):
+                return self
+        return super().__call__(*args, **kwargs)
+
     @classmethod
     def __torch_function__(
         cls,
@@ -447,7 +461,7 @@ class _ShapeAttribute(torch.fx.proxy.Attribute):
         return super().__getattr__(k)
 
 
-_CPU = torch.device("cpu")
+_CPU, _META = torch.device("cpu"), torch.device("meta")
 
 
 class _Unknown(LookupError):
@@ -490,10 +504,11 @@ class MetaValues:
         inputs: Mapping[str, torch.Tensor],
         leaf_call: Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any],
         untraced: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
-        modules: Mapping[str, nn.Module] | None = None,
+        index: ModelIndex | None = None,
     ) -> None:
         self._root = root
-        self._modules = modules or {}
+        self._modules = index.modules if index is not None else {}
+        self._tensors = index  # the model's parameters and buffers as found: its forward may store proxies in them
         self._untraced = untraced
         self._given = inputs  # read only when a question is asked: a plain model never pays for examples
         self._inputs: dict[str, torch.Tensor] = {}
@@ -578,15 +593,25 @@ class MetaValues:
                 self._inputs[name] = torch.empty(given.shape, dtype=given.dtype, device="meta")
             value: Any = self._inputs[name]
         elif node.op == "get_attr":
-            value = self._root
-            for part in str(node.target).split("."):
-                value = getattr(value, part)
+            target = str(node.target)
+            found = self._tensors
+            value = found.params.get(target, found.buffers.get(target)) if found is not None else None
+            if value is None:
+                value = self._root
+                for part in target.split("."):
+                    value = getattr(value, part)
+            if isinstance(value, torch.fx.Proxy):  # stored in the model by this forward (CTRL's positions)
+                raise _Unknown(f"{target}, a traced value the forward stored in the model")
             if isinstance(value, torch.Tensor):
                 value = meta_like(value)
         elif node.op == "call_function" and node.target in DATA_FACTORIES:
             value = node.target(*off_meta(args, _CPU), **off_meta(kwargs, _CPU))  # type: ignore[operator]
             if value.numel() > DATA_LIMIT:  # known data, on the CPU if small (torch.ones(batch, length))
                 value = torch.empty_like(value, device="meta")
+        elif node.op == "call_function" and node.target is getattr and args[1:2] == ("device",):
+            value = (
+                _META if isinstance(args[0], torch.Tensor) else getattr(*args)
+            )  # known data is on the input's device
         elif node.op == "call_function":
             args, kwargs = on_one_device(args, kwargs, module=False)
             value = ruled_call(node.op, node.target, args, kwargs)  # the mode's answer, without its dispatch
@@ -639,6 +664,10 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
     * ``torch.jit.isinstance(x, torch.Tensor)``: False for a proxy, so a
       branch taken for tensors vanished from the trace without an error
       (MONAI's BasicUNet lost its skip connections);
+    * ``torch._check(x.shape[1] == 8)``, ``torch._check_with`` (transformers'
+      ``torch_compilable_check``,
+      in 159 of its model files): rejects a proxy; checked on the value, and
+      skipped on tensor values (a check, not a branch);
     * transformers' ``is_tracing(mask)`` (``transformers.masking_utils``):
       False for a proxy whose data is known (:mod:`torchsurgeon.knowndata`:
       the mask of ones built for an input given without one), so the mask
@@ -686,6 +715,23 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
 
         return make
 
+    real_check, real_check_with = torch._check, torch._check_with
+
+    def known_condition(cond: Any) -> Any:
+        """The condition's value; True on tensor values (a check, not a branch: the real forward makes it)."""
+        if not isinstance(cond, torch.fx.Proxy):
+            return cond
+        try:
+            return meta_question(values(), cond, "bool", lambda: True)
+        except torch.fx.proxy.TraceError:
+            return True
+
+    def check(cond: Any, *args: Any, **kwargs: Any) -> None:
+        real_check(known_condition(cond), *args, **kwargs)
+
+    def check_with(error_type: Any, cond: Any, *args: Any, **kwargs: Any) -> None:
+        real_check_with(error_type, known_condition(cond), *args, **kwargs)
+
     masks = sys.modules.get("transformers.masking_utils")
     real_is_tracing = getattr(masks, "is_tracing", None)
 
@@ -697,6 +743,7 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
 
     torch.finfo, torch.iinfo = wrap(real_finfo), wrap(real_iinfo)  # type: ignore[misc,assignment]
     torch.jit.isinstance = jit_isinstance
+    torch._check, torch._check_with = check, check_with
     if real_is_tracing is not None:
         masks.is_tracing = is_tracing  # type: ignore[union-attr]
     for name, factory in factories.items():
@@ -706,6 +753,7 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
     finally:
         torch.finfo, torch.iinfo = real_finfo, real_iinfo  # type: ignore[misc]
         torch.jit.isinstance = real_isinstance
+        torch._check, torch._check_with = real_check, real_check_with
         if real_is_tracing is not None:
             masks.is_tracing = real_is_tracing  # type: ignore[union-attr]
         for name, factory in factories.items():

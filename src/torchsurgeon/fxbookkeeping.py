@@ -11,7 +11,7 @@ compiling its code and with one walk per module path.  Used by
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -100,7 +100,9 @@ class ModuleStack(collections.OrderedDict):  # type: ignore[type-arg]
         super().move_to_end(key, last)
 
 
-def lazy_graph_module(root: nn.Module, graph: torch.fx.Graph, name: str) -> torch.fx.GraphModule:
+def lazy_graph_module(
+    root: nn.Module, graph: torch.fx.Graph, name: str, originals: Callable[[str], Any] | None = None
+) -> torch.fx.GraphModule:
     """``torch.fx.GraphModule(root, graph, name)``, generating its Python code only when asked, built faster.
 
     ``torch.fx.GraphModule`` compiles ``forward`` on construction (a third of
@@ -109,6 +111,8 @@ def lazy_graph_module(root: nn.Module, graph: torch.fx.Graph, name: str) -> torc
     ``root`` by walking its path from the top with ``getattr`` (a tenth of the
     trace of an EfficientNet); here each module path is walked once, with
     torch.fx's own rules for what is copied (see :func:`_copy_targets`).
+    ``originals(target)`` gives the tensor a target held before the trace,
+    for one the model's forward replaced with a traced value.
 
     Examples
     --------
@@ -128,12 +132,14 @@ def lazy_graph_module(root: nn.Module, graph: torch.fx.Graph, name: str) -> torc
     # built around a graph without targets (the same tracer class and extras, which it reads), then given the real one
     empty = torch.fx.Graph(tracer_cls=graph._tracer_cls, tracer_extras=graph._tracer_extras)
     gm = cls(root, empty, name)
-    _copy_targets(root, gm, [str(n.target) for n in graph.nodes if n.op in ("get_attr", "call_module")])
+    _copy_targets(root, gm, [str(n.target) for n in graph.nodes if n.op in ("get_attr", "call_module")], originals)
     gm.graph = graph
     return gm
 
 
-def _copy_targets(root: nn.Module, gm: nn.Module, targets: Iterable[str]) -> None:
+def _copy_targets(
+    root: nn.Module, gm: nn.Module, targets: Iterable[str], originals: Callable[[str], Any] | None = None
+) -> None:
     """torch.fx's ``_copy_attr(root, gm, target)`` for each target in turn, each module path looked up once.
 
     The objects themselves are shared with ``root`` (parameters, buffers,
@@ -151,6 +157,8 @@ def _copy_targets(root: nn.Module, gm: nn.Module, targets: Iterable[str]) -> Non
         if copy is source:
             continue  # inside a module already copied whole
         value = getattr(source, field)
+        if isinstance(value, torch.fx.Proxy) and originals is not None:
+            value = originals(target)
         if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
             copy.register_buffer(field, value, persistent=field not in source._non_persistent_buffers_set)
         else:

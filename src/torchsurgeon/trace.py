@@ -207,7 +207,7 @@ class _SurgeonTracer(torch.fx.Tracer):
 
     def _leaf_on_meta(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A leaf's output on meta arguments: from its rule, else by running a hook-free copy on meta."""
-        out = ruled_leaf(m, args, kwargs)
+        out = ruled_leaf(m, args, kwargs, past_cautions=True)  # a batch too small is the report's note
         if out is not FALLBACK:
             return out
         copy_ = self._meta_copies.get(id(m))
@@ -311,8 +311,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         inner = inspect.unwrap(root_fn)
         fn, args = super().create_args_for_root(inner, is_module, concrete_args)
         if self._example is not None:
-            modules = self._index.modules if self._index is not None else None
-            self.meta_values = MetaValues(self.root, self._example, self._leaf_on_meta, self._untraced, modules)
+            self.meta_values = MetaValues(self.root, self._example, self._leaf_on_meta, self._untraced, self._index)
         if type(self.graph._codegen).__name__ != "CodeGen":
             return fn, args
         code = inner.__code__
@@ -632,11 +631,14 @@ def trace(
                     culprit = next((p for p in reversed(stack) if p and p not in names), "")
                     if auto_leaf and culprit and _attempt < _MAX_ATTEMPTS:
                         _make_opaque(submodules, culprit, failure_reason(exc), names, opaque)
+                        own_hooks.restore()  # what the failed attempt stored in the model (CTRL: a buffer) is a proxy
                         continue
                     raise _trace_error(model, culprit, stack, exc, given, opaque) from exc
                 _tidy(graph, tracer.dropped)
                 graph.lint()
-                graph_module = lazy_graph_module(tracer.root, graph, type(model).__name__)
+                # a buffer the forward set to a traced value (CTRL's positions) is copied as the model holds it
+                originals = lambda t: index.buffers.get(t, index.params.get(t))  # noqa: E731
+                graph_module = lazy_graph_module(tracer.root, graph, type(model).__name__, originals)
                 break
         finally:
             sys.setrecursionlimit(limit)

@@ -115,7 +115,9 @@ class _RuledMeta(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def ruled_leaf(module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+def ruled_leaf(
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any], *, past_cautions: bool = False
+) -> Any:
     """The output on ``meta`` of ``module(*args, **kwargs)`` from its module rule, without running it; else FALLBACK.
 
     As shape propagation applies a module's rule, in training mode too: only
@@ -124,7 +126,10 @@ def ruled_leaf(module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[s
     module is read, never run (its hooks neither), so it may be the user's
     own.  FALLBACK: no such rule, or the rule declines, finds a mismatch or
     cautions about the batch (a batch norm in training mode averaging one
-    value per channel raises): running the module decides.
+    value per channel raises): running the module decides.  With
+    ``past_cautions`` the output is given despite such a caution: a trace
+    asking about shapes goes on at a batch that is too small, as shape
+    propagation does (its report says so).
 
     Examples
     --------
@@ -148,7 +153,7 @@ def ruled_leaf(module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[s
     with torch._C.DisableTorchFunction():
         if not _meta_tensors(args, kwargs):
             return FALLBACK
-        return _answer(rule, args, kwargs, False, False, module)
+        return _answer(rule, args, kwargs, False, False, module, past_cautions)
 
 
 def ruled_call(op: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
@@ -182,16 +187,23 @@ def ruled_call(op: str, target: Any, args: tuple[Any, ...], kwargs: Mapping[str,
 
 
 def _answer(
-    rule: Rule, args: tuple[Any, ...], kwargs: Mapping[str, Any], swapped: bool, resized: bool, module: Any = None
+    rule: Rule,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    swapped: bool,
+    resized: bool,
+    module: Any = None,
+    past_cautions: bool = False,
 ) -> Any:
-    """The rule's output, else FALLBACK (an error, a caution, or a mismatch unless ``resized``: torch's op decides)."""
+    """The rule's output, else FALLBACK (an error, a caution unless ``past_cautions``, or a mismatch unless
+    ``resized``: torch's op decides)."""
     operands = (args[1], args[0], *args[2:]) if swapped and len(args) >= 2 else args
     call = Call("", "")
     try:
         out = rule.shape(module, operands, dict(kwargs), call)  # type: ignore[misc]
     except Exception:  # the op raises on these arguments: torch says how
         return FALLBACK
-    return FALLBACK if out is None or call.cautions or (call.findings and not resized) else out
+    return FALLBACK if out is None or (call.cautions and not past_cautions) or (call.findings and not resized) else out
 
 
 @contextlib.contextmanager
