@@ -593,3 +593,40 @@ def test_a_second_trace_attempt_starts_from_the_model_as_found() -> None:
     r = paramcount(model, (8, 4))
     assert list(r.opaque) == ["gate"] and r.output_shape == (1, 8, 4) and r.trusted
     assert model.pos is pos
+
+
+class InPlaceThenAsk(nn.Module):
+    """Python asks about a tensor after an in-place shape edit whose node nobody uses (BigBird's unsqueeze_)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.lin(x) * 2
+        b = a.unsqueeze_(1)  # (B, 1, L, 4); b is a
+        return a.new_zeros(len(a.size()), len(b.size()))
+
+
+class PadLast(nn.Module):
+    """Pads from a list edited in place, as transformers' LongT5 ``_pad_to_multiple`` does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.lin(x.transpose(1, 2)).transpose(1, 2)
+        pad = [(0, 0)] * x.ndim
+        pad[2] = (0, 1)
+        if len(pad[::-1][0]) == 2:  # a question about the edited list
+            x = F.pad(x, sum(pad[::-1], ()))
+        return x
+
+
+@pytest.mark.parametrize("model", [InPlaceThenAsk(), PadLast()], ids=lambda m: type(m).__name__)
+def test_in_place_edits_are_seen_by_the_trace_and_by_shape_propagation(model: nn.Module) -> None:
+    with torch.no_grad():
+        want = tuple(model(torch.randn(1, 4, 8) if isinstance(model, PadLast) else torch.randn(1, 8, 4)).shape)
+    r = paramcount(model, (4, 8) if isinstance(model, PadLast) else (8, 4))
+    assert r.output_shape == want and want in ((4, 4), (1, 4, 9)) and r.opaque == {}

@@ -68,6 +68,11 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
     "albert": ("AutoModel", {**TEXT, "embedding_size": 16}, (SEQ,)),
     "electra": ("AutoModel", {**TEXT, "embedding_size": 16}, (SEQ,)),
     "deberta-v2": ("AutoModel", TEXT, (SEQ,)),
+    "big_bird": (  # block-sparse attention from 64 tokens: unsqueeze_ in place, then questions about the result
+        "AutoModel",
+        {**TEXT, "block_size": 4, "num_random_blocks": 2, "max_position_embeddings": 128},
+        (64,),
+    ),
     "bert-classifier": ("AutoModelForSequenceClassification", {**TEXT, "model_type": "bert"}, (SEQ,)),
     # landmark attention that cannot take a mask: the real forward skips the all-ones mask it builds, so must the trace
     "nystromformer": ("AutoModel", {**TEXT, "segment_means_seq_len": SEQ, "num_landmarks": 4}, (SEQ,)),
@@ -102,6 +107,20 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
         "AutoModel",
         {"d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2, "num_heads": 2, "vocab_size": 99},
         {"input_ids": (SEQ,), "decoder_input_ids": (SEQ,)},
+    ),
+    "longt5": (  # pads from a list edited in place (pad[dim] = ...): opaque stacks before
+        "AutoModel",
+        {
+            "d_model": 32,
+            "d_kv": 8,
+            "d_ff": 37,
+            "num_layers": 2,
+            "num_heads": 2,
+            "vocab_size": 99,
+            "local_radius": 2,
+            "global_block_size": 4,
+        },
+        {"input_ids": (16,), "decoder_input_ids": (SEQ,)},
     ),
     "bart": (
         "AutoModel",

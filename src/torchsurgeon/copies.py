@@ -29,7 +29,17 @@ from torch.fx.immutable_collections import immutable_dict, immutable_list
 
 from .errors import failure_reason
 
-__all__ = ("HOOK_DICTS", "cannot_run_on_meta", "detached_copy", "meta_like", "run_on_zeros", "thawed")
+__all__ = (
+    "HOOK_DICTS",
+    "SHAPE_EDITS",
+    "cannot_run_on_meta",
+    "container_edit",
+    "detached_copy",
+    "edits_in_place",
+    "meta_like",
+    "run_on_zeros",
+    "thawed",
+)
 
 _ZERO_RUN_LIMIT = 1 << 25
 HOOK_DICTS = (
@@ -341,6 +351,60 @@ def _zeros_like(value: Any) -> Any:
         return torch.zeros(value.shape, dtype=value.dtype, device="cpu")
     except (RuntimeError, TypeError):  # quantized and other exotic dtypes
         return torch.empty(value.shape, dtype=value.dtype, device="cpu")
+
+
+_CONTAINER_EDITS = frozenset(
+    {"append", "extend", "insert", "pop", "remove", "clear", "reverse", "sort", "update", "setdefault"}
+    | {"__setitem__", "__delitem__"}
+)
+
+
+SHAPE_EDITS = frozenset(
+    {"unsqueeze_", "squeeze_", "transpose_", "t_", "swapdims_", "swapaxes_", "resize_", "resize_as_", "as_strided_"}
+)
+"""Tensor methods that change their tensor's shape in place (BigBird: ``first_context_layer.unsqueeze_(2)``)."""
+
+
+def edits_in_place(node: torch.fx.Node) -> bool:
+    """Whether ``node`` may edit its first argument in place: a list or dict edit, or a shape edit of a tensor.
+
+    Examples
+    --------
+    >>> import operator, torch.fx
+    >>> g = torch.fx.Graph()
+    >>> x = g.placeholder("x")
+    >>> edits_in_place(g.call_method("unsqueeze_", (x, 1))), edits_in_place(g.call_method("unsqueeze", (x, 1)))
+    (True, False)
+    """
+    if node.op == "call_function":
+        return node.target in (operator.setitem, operator.delitem)
+    return node.op == "call_method" and (node.target in _CONTAINER_EDITS or node.target in SHAPE_EDITS)
+
+
+def container_edit(node: torch.fx.Node, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    """For a node that edits a list or dict made by another node (``pad[2] = (0, 1)``, ``sizes.append(1)``): the
+    edited copy, which stands for that node from here on, and the call's result; None for any other node.
+
+    Each node's arguments are fresh copies (:func:`thawed`), so the edit is made on a copy that the caller puts
+    in place of the edited node's value: transformers' LongT5 pads by ``pad = [(0, 0)] * x.ndim; pad[2] = ...``.
+
+    Examples
+    --------
+    >>> import operator, torch.fx
+    >>> g = torch.fx.Graph()
+    >>> pad = g.placeholder("pad")
+    >>> container_edit(g.call_function(operator.setitem, (pad, 1, (0, 1))), ([(0, 0), (0, 0)], 1, (0, 1)), {})
+    ([(0, 0), (0, 1)], None)
+    """
+    if not args or type(args[0]) not in (list, dict) or not isinstance(node.args[0], torch.fx.Node):
+        return None
+    if node.op == "call_function" and node.target in (operator.setitem, operator.delitem):
+        edited = copy.copy(args[0])
+        return edited, node.target(edited, *args[1:], **kwargs)
+    if node.op == "call_method" and node.target in _CONTAINER_EDITS:
+        edited = copy.copy(args[0])
+        return edited, getattr(edited, str(node.target))(*args[1:], **kwargs)
+    return None
 
 
 def thawed(value: Any) -> Any:

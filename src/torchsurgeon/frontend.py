@@ -1,15 +1,15 @@
 """What torch.fx needs beyond its defaults to trace library models as their users call them.
 
-Three pieces, each used by :mod:`torchsurgeon.trace`'s tracer:
+Three pieces (the second in its own module), each used by :mod:`torchsurgeon.trace`'s tracer:
 
 * **Wrapped forwards.**  transformers 5 wraps ``forward`` in decorators
   taking ``(*args, **kwargs)``; fx reads the inner signature but calls the
   wrapper positionally, so values land in the wrong slots.
   :func:`call_by_name` calls the wrapper with keywords instead.
-* **The model's own hooks.**  transformers collects hidden states with
-  forward hooks the model installs on itself during its first forward.
-  :class:`OwnHooks` runs those hooks (never the user's) and
-  :meth:`OwnHooks.restore` leaves the model exactly as it was found.
+* **The model's own hooks** (:mod:`torchsurgeon.ownhooks`).  transformers
+  collects hidden states with forward hooks the model installs on itself
+  during its first forward: they run (never the user's), and the model is
+  left exactly as it was found.
 * **Shape-aware proxies.**  Python on shapes (``if h % stride``,
   ``len(x.shape)``, ``for d in x.shape``) is resolved for the input given,
   as transformers' former ``HFTracer`` did, but lazily: a node's value on
@@ -25,7 +25,6 @@ See docs/frontend.md for the measurements behind these choices.
 from __future__ import annotations
 
 import bisect
-import collections
 import contextlib
 import dis
 import functools
@@ -40,9 +39,8 @@ from typing import Any
 import torch
 import torch.fx
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
-from .copies import HOOK_DICTS, is_own_hook, library_of, meta_like, thawed
+from .copies import SHAPE_EDITS, container_edit, edits_in_place, meta_like, thawed
 from .knowndata import DATA_FACTORIES, DATA_LIMIT, off_meta, on_one_device, settled
 from .modelindex import ModelIndex
 from .resize import as_folded_inputs, hands_on_channels
@@ -51,20 +49,11 @@ from .rules.on_meta import ruled_call, ruled_meta
 
 __all__ = (
     "MetaValues",
-    "OwnHooks",
     "ShapeProxy",
     "bind_inputs",
     "call_by_name",
     "library_answers",
     "meta_question",
-)
-
-_FORWARD_HOOKS = (
-    "_forward_pre_hooks",
-    "_forward_pre_hooks_with_kwargs",
-    "_forward_hooks",
-    "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called",
 )
 
 
@@ -146,150 +135,6 @@ def call_by_name(
         return wrapper(root, **keywords)
 
     return call
-
-
-_CONTAINERS = frozenset({dict, list, set, collections.OrderedDict})
-_HOOK_NAMES = frozenset(HOOK_DICTS)
-
-
-def _shallow(container: Any) -> Any:
-    """A container's items as they are: its own type for a dict (order kept), a tuple for a list, a frozenset."""
-    if isinstance(container, dict):
-        return dict(container)
-    return tuple(container) if isinstance(container, list) else frozenset(container)
-
-
-def _changed(container: Any, contents: Any) -> bool:
-    """Whether a container holds other items than ``contents`` (compared by identity: values may be tensors)."""
-    if len(container) != len(contents):
-        return True
-    if isinstance(container, dict):
-        return any(k not in contents or v is not contents[k] for k, v in container.items())
-    if isinstance(container, list):
-        return any(map(operator.is_not, container, contents))
-    return bool(container.symmetric_difference(contents))
-
-
-def _put_back(container: Any, contents: Any) -> None:
-    container.clear()
-    if isinstance(container, dict):
-        container.update(contents)
-    elif isinstance(container, list):
-        container.extend(contents)
-    else:
-        container.update(contents)
-
-
-class OwnHooks:
-    """The forward hooks a model installs on itself, run while tracing; the user's are never run.
-
-    A hook counts as the model's own when it was installed during the trace
-    (transformers installs its output-capturing hooks on the first forward)
-    or when its function comes from the installed library that defines the
-    model's class.  :meth:`restore` removes whatever the trace added to the
-    model's modules (hooks, attributes such as
-    ``_output_capturing_hooks_installed``) and puts back the attributes it
-    replaced (transformers' Swin sets ``window_size`` from the traced input
-    size: a proxy left in the model).
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> class Block(nn.Module):
-    ...     def __init__(self):
-    ...         super().__init__()
-    ...         self.window = 7
-    >>> m = Block()
-    >>> own = OwnHooks(m)
-    >>> handle = m.register_forward_hook(lambda *a: None)  # installed "during the trace"
-    >>> own.installed(m)
-    True
-    >>> m.window = "set from a traced size"
-    >>> own.restore(); len(m._forward_hooks), m.window
-    (0, 7)
-    """
-
-    def __init__(self, model: nn.Module, modules: Iterable[nn.Module] | None = None) -> None:
-        self._modules = list(model.modules() if modules is None else modules)
-        # each module's attributes as they were: a shallow copy of the __dict__ of modules whose Python
-        # forward the trace runs; torch.nn layers are traced as leaves, their attribute count is enough
-        self._attributes: list[dict[str, Any] | int] = [
-            len(m.__dict__) if type(m).__module__.startswith("torch.nn.") else dict(m.__dict__) for m in self._modules
-        ]
-        # and the contents of their lists, dicts and sets: a forward may fill a cache in place (transformers'
-        # LeViT keys its attention biases by device: a proxy, whose entry failed every later trace)
-        self._contents: list[tuple[Any, Any]] = [
-            (value, _shallow(value))
-            for before in self._attributes
-            if not isinstance(before, int)
-            for name, value in before.items()
-            if type(value) in _CONTAINERS and name not in _HOOK_NAMES
-        ]
-        # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
-        self._first_new = RemovableHandle.next_id
-        self._library = library_of(model)
-
-    def installed(self, module: nn.Module) -> bool:
-        """Whether ``module`` has forward hooks that are the model's own (cheap when it has none)."""
-        if not (module._forward_hooks or module._forward_pre_hooks):
-            return False
-        return any(True for _ in self._own(module, "_forward_hooks")) or any(
-            True for _ in self._own(module, "_forward_pre_hooks")
-        )
-
-    def _own(self, module: nn.Module, attr: str) -> Iterator[tuple[int, Callable[..., Any]]]:
-        for key, hook in getattr(module, attr).items():
-            if key >= self._first_new or is_own_hook(hook, self._library):
-                yield key, hook
-
-    def call(
-        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], forward: Callable[..., Any]
-    ) -> Any:
-        """``forward(*args, **kwargs)`` with only the module's own forward hooks, as ``nn.Module.__call__`` runs them.
-
-        ``forward`` traces the module: through its ``forward``, or as one node when it is a leaf.
-        """
-        with_kwargs = module._forward_pre_hooks_with_kwargs
-        for key, hook in self._own(module, "_forward_pre_hooks"):
-            if key in with_kwargs:
-                result = hook(module, args, kwargs)
-                if result is not None:
-                    args, kwargs = result
-            else:
-                result = hook(module, args)
-                if result is not None:
-                    args = result if isinstance(result, tuple) else (result,)
-        output = forward(*args, **kwargs)
-        for key, hook in self._own(module, "_forward_hooks"):
-            if key in module._forward_hooks_with_kwargs:
-                result = hook(module, args, kwargs, output)
-            else:
-                result = hook(module, args, output)
-            if result is not None:
-                output = result
-        return output
-
-    def restore(self) -> None:
-        """Remove the hooks and attributes the trace added to the model's modules; put back those it replaced."""
-        hooks_added = RemovableHandle.next_id != self._first_new  # none at all, in the whole process: skip them
-        for m, before in zip(self._modules, self._attributes):
-            state = m.__dict__
-            if hooks_added:
-                for attr in _FORWARD_HOOKS:
-                    table = state[attr]
-                    for key in [k for k in table if k >= self._first_new]:
-                        del table[key]
-            if isinstance(before, int):  # attributes are appended to __dict__ in order
-                if len(state) > before:
-                    for name in list(state)[before:]:
-                        del state[name]
-            # same names in the same order, each the same object: nothing to do (the common case, one pass in C)
-            elif len(state) != len(before) or any(map(operator.is_not, state.values(), before.values())):
-                state.clear()
-                state.update(before)
-        for container, contents in self._contents:
-            if _changed(container, contents):
-                _put_back(container, contents)
 
 
 def _len(proxy: torch.fx.Proxy) -> int:
@@ -514,6 +359,8 @@ class MetaValues:
         self._inputs: dict[str, torch.Tensor] = {}
         self._leaf_call = leaf_call
         self._values: dict[torch.fx.Node, Any] = {}
+        self._edited: set[torch.fx.Node] = set()  # in-place edits applied to the values they edit
+        self._scanned: torch.fx.Node | None = None  # the last graph node looked at for edits
         self.resolved: list[str] = []  # what Python asked about shapes, in order
         self.ranks: dict[str, int] = {}  # input -> the rank the graph holds for (its shape was unpacked)
 
@@ -539,7 +386,45 @@ class MetaValues:
 
     def _on_meta(self, node: torch.fx.Node) -> Any:
         with self._untraced(), ruled_meta(resized=True):  # past a layer the input does not fit, as propagation goes
+            self._catch_up(node.graph)
             return self._value(node)
+
+    def _catch_up(self, graph: torch.fx.Graph) -> None:
+        """Apply the in-place edits recorded since the last question to the values already computed (the trace
+        asks in graph order: every node there comes before the question)."""
+        root = graph._root
+        current = (self._scanned if self._scanned is not None else root).next
+        while current is not root:
+            first = current.args[0] if current.args else None
+            if (
+                type(first) is torch.fx.Node
+                and first in self._values
+                and current not in self._edited
+                and edits_in_place(current)
+            ):
+                self._edit(current)
+            self._scanned = current
+            current = current.next
+
+    def _edit(self, node: torch.fx.Node) -> None:
+        """Apply ``node``, an in-place edit of its first argument's value: the edited value stands for it."""
+        self._edited.add(node)
+        edited = node.args[0]
+        assert isinstance(edited, torch.fx.Node)
+        try:
+            rest, kwargs = thawed(torch.fx.node.map_arg((node.args[1:], node.kwargs), self._value))
+            target = self._values[edited]
+            if isinstance(target, torch.Tensor):  # a shape edit, on a view: the value may be another node's too
+                if node.op != "call_method" or node.target not in SHAPE_EDITS:
+                    return
+                out = getattr(target.view(target.shape), str(node.target))(*rest, **kwargs)
+                self._values[edited] = self._values[node] = out
+                return
+            edit = container_edit(node, (target, *rest), kwargs)
+        except Exception:  # not computable here: the value stays as it was
+            return
+        if edit is not None:
+            self._values[edited], self._values[node] = edit
 
     def settled(self, node: torch.fx.Node) -> bool:
         """Whether ``node``'s value is the same in every forward at this input (:func:`.knowndata.settled`)."""
@@ -584,6 +469,8 @@ class MetaValues:
             return self._values[node]
         # fresh lists: a wrapped function may edit them, as in a real call
         args, kwargs = thawed(torch.fx.node.map_arg((node.args, node.kwargs), self._value))
+        if node in self._values:  # an in-place edit, applied when the value it edits was computed
+            return self._values[node]
         if node.op == "placeholder":
             name = str(node.target).lstrip("*")
             if name not in self._inputs:
@@ -636,7 +523,10 @@ class MetaValues:
         else:
             raise _Unknown(node.format_node())
         self._values[node] = value
-        return value
+        for user in node.users:  # in-place edits of it recorded so far (all before the question being answered)
+            if user not in self._edited and user.args and user.args[0] is node and edits_in_place(user):
+                self._edit(user)
+        return self._values[node]
 
     def _folded_call(
         self, node: torch.fx.Node, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]

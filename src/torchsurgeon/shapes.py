@@ -40,7 +40,7 @@ from torch.fx.node import map_aggregate
 
 from ._steps import rules_of, steps_of
 from .arguments import forward_inputs
-from .copies import detached_copy, meta_like, run_on_zeros, thawed
+from .copies import container_edit, detached_copy, meta_like, run_on_zeros, thawed
 from .errors import InputError, ShapeError
 from .graph import (
     NodeRecord,
@@ -439,6 +439,11 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             self._record(base, (), value, LayerStatus.OK)  # read from the model: no shape computed
             return value
         args, kwargs = step.fetch(self.env)
+        edit = container_edit(n, args, kwargs) if op != "call_module" else None
+        if edit is not None:  # a list or dict edited in place: the edited copy stands for it from here on
+            self.env[n.args[0]] = edit[0]  # type: ignore[index]
+            self._record(base, (), edit[1], LayerStatus.OK, counts=(0, 0, FlopKind.NONE, True), source=ShapeSource.RULE)
+            return edit[1]
         if len(args) == 1 and type(args[0]) is torch.Tensor and not kwargs:  # most layers: one tensor
             ins: tuple[Any, ...] = (tuple(args[0].shape),)
         else:

@@ -1,0 +1,174 @@
+"""The forward hooks a model installs on itself, run while tracing; the model left exactly as it was found.
+
+transformers collects hidden states with forward hooks the model installs on
+itself during its first forward (UperNet's and DPT's heads read them): a
+trace runs those hooks, never the user's.  A forward may also change the
+model itself (a flag, an attribute set from a traced size, a cache filled
+in place, a buffer it moves): :meth:`OwnHooks.restore` puts everything back.
+"""
+
+from __future__ import annotations
+
+import collections
+import operator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .copies import HOOK_DICTS, is_own_hook, library_of
+
+__all__ = ("OwnHooks",)
+
+_FORWARD_HOOKS = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
+
+
+_CONTAINERS = frozenset({dict, list, set, collections.OrderedDict})
+_HOOK_NAMES = frozenset(HOOK_DICTS)
+
+
+def _shallow(container: Any) -> Any:
+    """A container's items as they are: its own type for a dict (order kept), a tuple for a list, a frozenset."""
+    if isinstance(container, dict):
+        return dict(container)
+    return tuple(container) if isinstance(container, list) else frozenset(container)
+
+
+def _changed(container: Any, contents: Any) -> bool:
+    """Whether a container holds other items than ``contents`` (compared by identity: values may be tensors)."""
+    if len(container) != len(contents):
+        return True
+    if isinstance(container, dict):
+        return any(k not in contents or v is not contents[k] for k, v in container.items())
+    if isinstance(container, list):
+        return any(map(operator.is_not, container, contents))
+    return bool(container.symmetric_difference(contents))
+
+
+def _put_back(container: Any, contents: Any) -> None:
+    container.clear()
+    if isinstance(container, dict):
+        container.update(contents)
+    elif isinstance(container, list):
+        container.extend(contents)
+    else:
+        container.update(contents)
+
+
+class OwnHooks:
+    """The forward hooks a model installs on itself, run while tracing; the user's are never run.
+
+    A hook counts as the model's own when it was installed during the trace
+    (transformers installs its output-capturing hooks on the first forward)
+    or when its function comes from the installed library that defines the
+    model's class.  :meth:`restore` removes whatever the trace added to the
+    model's modules (hooks, attributes such as
+    ``_output_capturing_hooks_installed``) and puts back the attributes it
+    replaced (transformers' Swin sets ``window_size`` from the traced input
+    size: a proxy left in the model).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> class Block(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.window = 7
+    >>> m = Block()
+    >>> own = OwnHooks(m)
+    >>> handle = m.register_forward_hook(lambda *a: None)  # installed "during the trace"
+    >>> own.installed(m)
+    True
+    >>> m.window = "set from a traced size"
+    >>> own.restore(); len(m._forward_hooks), m.window
+    (0, 7)
+    """
+
+    def __init__(self, model: nn.Module, modules: Iterable[nn.Module] | None = None) -> None:
+        self._modules = list(model.modules() if modules is None else modules)
+        # each module's attributes as they were: a shallow copy of the __dict__ of modules whose Python
+        # forward the trace runs; torch.nn layers are traced as leaves, their attribute count is enough
+        self._attributes: list[dict[str, Any] | int] = [
+            len(m.__dict__) if type(m).__module__.startswith("torch.nn.") else dict(m.__dict__) for m in self._modules
+        ]
+        # and the contents of their lists, dicts and sets: a forward may fill a cache in place (transformers'
+        # LeViT keys its attention biases by device: a proxy, whose entry failed every later trace)
+        self._contents: list[tuple[Any, Any]] = [
+            (value, _shallow(value))
+            for before in self._attributes
+            if not isinstance(before, int)
+            for name, value in before.items()
+            if type(value) in _CONTAINERS and name not in _HOOK_NAMES
+        ]
+        # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
+        self._first_new = RemovableHandle.next_id
+        self._library = library_of(model)
+
+    def installed(self, module: nn.Module) -> bool:
+        """Whether ``module`` has forward hooks that are the model's own (cheap when it has none)."""
+        if not (module._forward_hooks or module._forward_pre_hooks):
+            return False
+        return any(True for _ in self._own(module, "_forward_hooks")) or any(
+            True for _ in self._own(module, "_forward_pre_hooks")
+        )
+
+    def _own(self, module: nn.Module, attr: str) -> Iterator[tuple[int, Callable[..., Any]]]:
+        for key, hook in getattr(module, attr).items():
+            if key >= self._first_new or is_own_hook(hook, self._library):
+                yield key, hook
+
+    def call(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], forward: Callable[..., Any]
+    ) -> Any:
+        """``forward(*args, **kwargs)`` with only the module's own forward hooks, as ``nn.Module.__call__`` runs them.
+
+        ``forward`` traces the module: through its ``forward``, or as one node when it is a leaf.
+        """
+        with_kwargs = module._forward_pre_hooks_with_kwargs
+        for key, hook in self._own(module, "_forward_pre_hooks"):
+            if key in with_kwargs:
+                result = hook(module, args, kwargs)
+                if result is not None:
+                    args, kwargs = result
+            else:
+                result = hook(module, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        output = forward(*args, **kwargs)
+        for key, hook in self._own(module, "_forward_hooks"):
+            if key in module._forward_hooks_with_kwargs:
+                result = hook(module, args, kwargs, output)
+            else:
+                result = hook(module, args, output)
+            if result is not None:
+                output = result
+        return output
+
+    def restore(self) -> None:
+        """Remove the hooks and attributes the trace added to the model's modules; put back those it replaced."""
+        hooks_added = RemovableHandle.next_id != self._first_new  # none at all, in the whole process: skip them
+        for m, before in zip(self._modules, self._attributes):
+            state = m.__dict__
+            if hooks_added:
+                for attr in _FORWARD_HOOKS:
+                    table = state[attr]
+                    for key in [k for k in table if k >= self._first_new]:
+                        del table[key]
+            if isinstance(before, int):  # attributes are appended to __dict__ in order
+                if len(state) > before:
+                    for name in list(state)[before:]:
+                        del state[name]
+            # same names in the same order, each the same object: nothing to do (the common case, one pass in C)
+            elif len(state) != len(before) or any(map(operator.is_not, state.values(), before.values())):
+                state.clear()
+                state.update(before)
+        for container, contents in self._contents:
+            if _changed(container, contents):
+                _put_back(container, contents)
