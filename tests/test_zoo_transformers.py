@@ -378,6 +378,7 @@ def test_transformers_vision_model_on_a_grey_input(name: str) -> None:
     report = paramcount(model, grey_spec)
     assert report.findings and all(f.fix == "fold it with adapt_input_channels(model, 1)" for f in report.findings)
     assert report.trusted and report.crosscheck.trust != "untrusted", report.crosscheck.message
+    assert not any("Proxy(" in why for why in report.opaque.values()), report.opaque  # numbers, not fx's names
     result = adapt_input_channels(model, 1, input=spec if isinstance(spec, dict) else None)  # CLIP: both inputs
     assert report.total_for_input == sum(p.numel() for p in result.model.parameters())
     real = _real_input(grey_spec)

@@ -6,6 +6,10 @@ Messages name the layer or value at fault and say how to fix it.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = (
     "ConfigError",
     "ContractError",
@@ -16,6 +20,7 @@ __all__ = (
     "TorchSurgeonError",
     "TraceError",
     "failure_reason",
+    "with_numbers",
 )
 
 
@@ -59,6 +64,21 @@ class MemoryPlanError(TorchSurgeonError):
 
 class ConfigError(TorchSurgeonError):
     """A contract configuration (pyproject table, lockfile, import path) is malformed."""
+
+
+_PROXY_NAME = re.compile(r"Proxy\((\w+)\)")
+
+
+def with_numbers(text: str, numbers: Mapping[str, Any]) -> str:
+    """``text`` with each ``Proxy(name)`` a message formatted while tracing holds replaced by the number the
+    node ``name`` stands for, where known.
+
+    Examples
+    --------
+    >>> with_numbers("Expected 3 but got Proxy(getitem_4).", {"getitem_4": 1})
+    'Expected 3 but got 1.'
+    """
+    return _PROXY_NAME.sub(lambda m: str(numbers.get(m.group(1), m.group(0))), text)
 
 
 def failure_reason(exc: BaseException) -> str:

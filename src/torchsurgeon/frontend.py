@@ -426,6 +426,10 @@ class MetaValues:
         if edit is not None:
             self._values[edited], self._values[node] = edit
 
+    def numbers(self) -> dict[str, Any]:
+        """The Python numbers computed so far, by node name (a message formatted while tracing names them)."""
+        return {n.name: v for n, v in self._values.items() if type(v) in (int, float, bool)}
+
     def settled(self, node: torch.fx.Node) -> bool:
         """Whether ``node``'s value is the same in every forward at this input (:func:`.knowndata.settled`)."""
         return settled(node, self._values)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +40,7 @@ from torch.fx.node import map_aggregate
 from ._steps import rules_of, steps_of
 from .arguments import forward_inputs
 from .copies import container_edit, detached_copy, meta_like, run_on_zeros, thawed
-from .errors import InputError, ShapeError
+from .errors import InputError, ShapeError, with_numbers
 from .graph import (
     NodeRecord,
     graph_module_of,
@@ -239,9 +238,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def _dtype_of(value: Any) -> str | None:
     t = value if isinstance(value, torch.Tensor) else first_tensor(value)
     return _dtype_name(t.dtype) if t is not None else None
-
-
-_PROXY_NAME = re.compile(r"Proxy\((\w+)\)")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -677,7 +673,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 out = call()
         except Exception as exc:
             # ``f"... got {h}"`` formatted while tracing reads ``Proxy(getitem_2)``: the number it stands for
-            text = _PROXY_NAME.sub(lambda m: str(self.scalars.get(m.group(1), m.group(0))), _first_line(exc))
+            text = with_numbers(_first_line(exc), self.scalars)
             if isinstance(exc, AssertionError) and base.op == "call_function":  # torch._assert in a forward
                 text += f" (asserted by the forward of {base.scope or 'the model'})"
             unknown = (0, 0, FlopKind.NONE, False)

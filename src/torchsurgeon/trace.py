@@ -46,7 +46,7 @@ from torch import nn
 
 from .arguments import NO_CACHE, SIMPLE_DEFAULTS, InputNames, forward_parameters, fx_name, specialisation
 from .copies import detached_copy, meta_like
-from .errors import InputError, TraceError, failure_reason
+from .errors import InputError, TraceError, failure_reason, with_numbers
 from .frontend import MetaValues, ShapeProxy, call_by_name, library_answers, meta_question
 from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module
 from .modelindex import ModelIndex, model_index
@@ -631,7 +631,8 @@ def trace(
                     stack = tracer.failed_in(exc)
                     culprit = next((p for p in reversed(stack) if p and p not in names), "")
                     if auto_leaf and culprit and _attempt < _MAX_ATTEMPTS:
-                        _make_opaque(submodules, culprit, failure_reason(exc), names, opaque)
+                        numbers = tracer.meta_values.numbers() if tracer.meta_values is not None else {}
+                        _make_opaque(submodules, culprit, with_numbers(failure_reason(exc), numbers), names, opaque)
                         own_hooks.restore()  # what the failed attempt stored in the model (CTRL: a buffer) is a proxy
                         continue
                     raise _trace_error(model, culprit, stack, exc, given, opaque) from exc
