@@ -1236,3 +1236,28 @@ def test_conv1d_rule_matches_meta_for_any_input_layout(
     assert (
         _check(function_rule(F.conv1d), (x, w), kwargs, lambda: F.conv1d(x, w, **kwargs)) or not x.is_floating_point()
     )
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    nsp=st.integers(2, 3),
+    mode=st.sampled_from(["bilinear", "nearest", "bicubic"]),
+    padding_mode=st.sampled_from(["zeros", "border", "reflection"]),
+)
+def test_grid_sample_rule_matches_meta_and_cpu(data: st.DataObject, nsp: int, mode: str, padding_mode: str) -> None:
+    shape = data.draw(st.lists(st.integers(1, 4), min_size=nsp + 2, max_size=nsp + 2))
+    x, build = data.draw(tensors(shape=tuple(shape)))
+    out_sizes = data.draw(st.lists(st.integers(1, 4), min_size=nsp, max_size=nsp))
+    grid = torch.empty(shape[0], *out_sizes, nsp, dtype=x.dtype, device="meta")
+    kwargs = {"mode": mode, "padding_mode": padding_mode, "align_corners": data.draw(st.booleans())}
+    answered = _check(function_rule(F.grid_sample), (x, grid), kwargs, lambda: F.grid_sample(x, grid, **kwargs))
+    if x.dtype.is_floating_point and not (mode == "bicubic" and nsp == 3):  # torch: bicubic is 2-d only
+        assert answered
+    if answered:  # the shapes a real CPU run gives
+        cpu = F.grid_sample(build("cpu"), torch.rand(grid.shape) * 2 - 1, **kwargs)
+        assert (
+            tuple(cpu.shape)
+            == (*shape[:2], *out_sizes)
+            == tuple(_apply(function_rule(F.grid_sample), (x, grid), kwargs).shape)
+        )

@@ -105,20 +105,21 @@ def on_one_device(
     ['cpu']
     """
     data, on_meta = False, module  # a module's weights are on meta
-    for value in (*args, *kwargs.values()):
-        for t in value if type(value) in (list, tuple) else (value,):
-            if type(t) is torch.Tensor:
-                if t.device.type == "meta":
-                    on_meta = True
-                elif t.dim():
-                    data = True
+    for values in (args, kwargs.values()):
+        for value in values:
+            for t in value if type(value) in (list, tuple) else (value,):
+                if type(t) is torch.Tensor:
+                    if t.is_meta:
+                        on_meta = True
+                    elif t.dim():
+                        data = True
     if not (data and on_meta):
         return args, kwargs
 
     def stand_in(v: Any) -> Any:
         if type(v) in (list, tuple):
             return type(v)(stand_in(t) for t in v)
-        if type(v) is torch.Tensor and v.device.type != "meta" and v.dim():
+        if type(v) is torch.Tensor and not v.is_meta and v.dim():
             return torch.empty_like(v, device="meta")
         return v
 

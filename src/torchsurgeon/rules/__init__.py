@@ -12,7 +12,7 @@ never guess: outside the cases they compute exactly, the op runs on
 ``views``           flatten, view/reshape, permute, indexing, split, cat, pad
 ``reductions``      sum, mean, amax, amin
 ``linalg``          matmul, bmm, F.linear, attention
-``pooling``         max, average and adaptive pooling, interpolate/Upsample
+``pooling``         max, average and adaptive pooling, interpolate/Upsample, grid_sample
 ``recurrent``       LSTM, GRU, RNN (shapes and MACs) and their cells (MACs; shapes run on meta)
 ``rearrange``       einops' ``rearrange`` and ``Rearrange`` (a reshape, a permute, a reshape)
 ``creation``        zeros, ones, empty, full, arange of sizes (masks, position ids)
