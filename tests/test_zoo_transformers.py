@@ -59,6 +59,19 @@ SPEECH = {
     "num_conv_pos_embedding_groups": 2,
 }
 
+DETR = {
+    "use_pretrained_backbone": False,
+    "backbone": "resnet18",
+    "d_model": 32,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "encoder_ffn_dim": 37,
+    "decoder_ffn_dim": 37,
+    "num_queries": 10,
+}
+
 # name: (auto class, config, input)
 ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
     # text encoders
@@ -179,41 +192,9 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
         },
         IMAGE,
     ),
-    "detr": (  # a timm resnet18 backbone, built without weights
-        "AutoModel",
-        {
-            "use_pretrained_backbone": False,
-            "backbone": "resnet18",
-            "d_model": 32,
-            "encoder_layers": 1,
-            "decoder_layers": 1,
-            "encoder_attention_heads": 2,
-            "decoder_attention_heads": 2,
-            "encoder_ffn_dim": 37,
-            "decoder_ffn_dim": 37,
-            "num_queries": 10,
-        },
-        (3, 64, 64),
-    ),
+    "detr": ("AutoModel", DETR, (3, 64, 64)),  # a timm resnet18 backbone, built without weights
     # torch_compilable_check (torch._check of traced sizes) in its deformable attention: opaque before
-    "deformable_detr": (
-        "AutoModel",
-        {
-            "use_pretrained_backbone": False,
-            "backbone": "resnet18",
-            "d_model": 32,
-            "encoder_layers": 1,
-            "decoder_layers": 1,
-            "encoder_attention_heads": 2,
-            "decoder_attention_heads": 2,
-            "encoder_ffn_dim": 37,
-            "decoder_ffn_dim": 37,
-            "num_queries": 10,
-            "encoder_n_points": 2,
-            "decoder_n_points": 2,
-        },
-        (3, 128, 128),
-    ),
+    "deformable_detr": ("AutoModel", {**DETR, "encoder_n_points": 2, "decoder_n_points": 2}, (3, 128, 128)),
     # audio: the same tiny feature encoder for both
     "wav2vec2": (
         "AutoModel",
