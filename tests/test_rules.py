@@ -579,6 +579,27 @@ def test_reduction_rules_match_meta(data: st.DataObject, fn: Callable[..., Any],
         assert answered
 
 
+@SETTINGS
+@given(
+    data=st.data(),
+    fn=st.sampled_from([torch.all, torch.any]),
+    dtype=st.sampled_from([torch.bool, torch.uint8, torch.int64, torch.float32]),
+    keepdim=st.booleans(),
+)
+def test_all_any_rules_match_meta(
+    data: st.DataObject, fn: Callable[..., Any], dtype: torch.dtype, keepdim: bool
+) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    rank = x.dim()
+    dims = data.draw(st.lists(st.integers(-max(rank, 1), max(rank, 1) - 1), max_size=rank, unique=True))
+    dim: Any = None if not dims else tuple(dims) if len(dims) != 1 or data.draw(st.booleans()) else dims[0]
+    kwargs = {} if dim is None else {"dim": dim, "keepdim": keepdim}
+    answered = _check(function_rule(fn), (x,), kwargs, lambda: fn(x, **kwargs))
+    _check(method_rule(fn.__name__), (x,), kwargs, lambda: getattr(x, fn.__name__)(**kwargs))
+    if x.is_contiguous() and len({d % max(rank, 1) for d in dims}) == len(dims):
+        assert answered
+
+
 # --------------------------------------------------------------------------- linear algebra and attention
 
 

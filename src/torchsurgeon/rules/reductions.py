@@ -1,5 +1,5 @@
-"""Reductions, scans and selections over dims: sum, mean, amax, amin, argmax, argmin, cumsum, cumprod, diff, topk,
-sort, histc (no FLOPs counted)."""
+"""Reductions, scans and selections over dims: sum, mean, amax, amin, all, any, argmax, argmin, cumsum, cumprod,
+diff, topk, sort, histc (no FLOPs counted)."""
 
 from __future__ import annotations
 
@@ -23,21 +23,38 @@ def _reduction_rule(spec: Spec) -> OpRule:
         x, dim, keepdim = b[0], b[1], b[2]
         if (len(b) > 3 and b[3] is not None) or not isinstance(keepdim, bool):
             return FALLBACK  # dtype= conversions: meta knows
-        rank = x.dim()
-        if dim is None or dim == () or dim == []:
-            dims = set(range(rank))
-        else:
-            seq = dim if isinstance(dim, (tuple, list)) else (dim,)
-            norm = [norm_dim(d, rank) for d in seq]
-            if any(d is None for d in norm) or len(set(norm)) != len(norm):
-                return FALLBACK
-            dims = {d for d in norm if d is not None}
-        if rank == 0:
-            return new((), x.dtype)
-        shape = [1 if i in dims else s for i, s in enumerate(x.shape) if keepdim or i not in dims]
-        return new(shape, x.dtype)
+        shape = _reduced(x, dim, keepdim)
+        return FALLBACK if shape is None else new(shape, x.dtype)
 
     return rule
+
+
+def _reduced(x: torch.Tensor, dim: Any, keepdim: bool) -> list[int] | None:
+    """The shape of ``x`` reduced over ``dim`` (None, (), []: every dim), else None (a dim out of range or twice)."""
+    rank = x.dim()
+    if dim is None or dim == () or dim == []:
+        dims = set(range(rank))
+    else:
+        seq = dim if isinstance(dim, (tuple, list)) else (dim,)
+        norm = [norm_dim(d, rank) for d in seq]
+        if any(d is None for d in norm) or len(set(norm)) != len(norm):
+            return None
+        dims = {d for d in norm if d is not None}
+    if rank == 0:
+        return []
+    return [1 if i in dims else s for i, s in enumerate(x.shape) if keepdim or i not in dims]
+
+
+def _truth_reduction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``all``/``any(input, dim=None, keepdim=False)`` of a contiguous tensor: bool (uint8 for uint8), as torch gives
+    (transformers' mask checks: ``(mask == 1).all()``)."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("dim", None), ("keepdim", False)))
+    if b is None or not isinstance(b[0], torch.Tensor) or b[0].dtype.is_complex or not b[0].is_contiguous():
+        return FALLBACK
+    if not isinstance(b[2], bool):
+        return FALLBACK
+    shape = _reduced(b[0], b[1], b[2])
+    return FALLBACK if shape is None else new(shape, torch.uint8 if b[0].dtype == torch.uint8 else torch.bool)
 
 
 _REDUCE: Spec = (("input", REQUIRED), ("dim", None), ("keepdim", False), ("dtype", None))
@@ -48,6 +65,7 @@ builtin(torch.sum, "sum", shape=fn(_reduction_rule(_REDUCE)))
 builtin(torch.mean, "mean", shape=fn(_reduction_rule(_REDUCE)))
 builtin(torch.amax, "amax", shape=fn(_reduction_rule(_REDUCE_NO_DTYPE)))
 builtin(torch.amin, "amin", shape=fn(_reduction_rule(_REDUCE_NO_DTYPE)))
+builtin(torch.all, "all", torch.any, "any", shape=fn(_truth_reduction))
 
 
 def _arg_reduction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
