@@ -195,6 +195,12 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
     "detr": ("AutoModel", DETR, (3, 64, 64)),  # a timm resnet18 backbone, built without weights
     # torch_compilable_check (torch._check of traced sizes) in its deformable attention: opaque before
     "deformable_detr": ("AutoModel", {**DETR, "encoder_n_points": 2, "decoder_n_points": 2}, (3, 128, 128)),
+    # its box conversions ask transformers' is_torch_tensor about a traced tensor: a false invalid decoder before
+    "d_fine": (
+        "AutoModelForObjectDetection",
+        {"encoder_layers": 1, "decoder_layers": 2, "num_queries": 20},
+        (3, 128, 128),
+    ),
     # audio: the same tiny feature encoder for both
     "wav2vec2": (
         "AutoModel",

@@ -566,7 +566,10 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
       False for a proxy whose data is known (:mod:`torchsurgeon.knowndata`:
       the mask of ones built for an input given without one), so the mask
       is skipped when all ones, as in a real forward (Nystromformer's
-      landmark attention cannot take one: a false invalid layer before).
+      landmark attention cannot take one: a false invalid layer before);
+    * transformers' ``is_torch_tensor(boxes)`` (``transformers.image_transforms``):
+      True for a traced tensor (D-FINE's box conversions raised ``Unsupported
+      input type``, and its decoder was reported invalid).
 
     Recorded as a graph node, as torch.fx records any other torch function
     of a proxy (the approach of transformers' former HFTracer):
@@ -635,11 +638,21 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
             tensor = None  # its data decides, as in a real forward; compiling or exporting still counts
         return bool(real_is_tracing(tensor))  # type: ignore[misc]
 
+    boxes = sys.modules.get("transformers.image_transforms")
+    real_is_tensor = getattr(boxes, "is_torch_tensor", None)
+
+    def is_torch_tensor(obj: Any) -> bool:  # box conversions in detection heads (D-FINE): a traced tensor is one
+        if isinstance(obj, torch.fx.Proxy):
+            return jit_isinstance(obj, torch.Tensor)
+        return bool(real_is_tensor(obj))  # type: ignore[misc]
+
     torch.finfo, torch.iinfo = wrap(real_finfo), wrap(real_iinfo)  # type: ignore[misc,assignment]
     torch.jit.isinstance = jit_isinstance
     torch._check, torch._check_with = check, check_with
     if real_is_tracing is not None:
         masks.is_tracing = is_tracing  # type: ignore[union-attr]
+    if real_is_tensor is not None:
+        boxes.is_torch_tensor = is_torch_tensor  # type: ignore[union-attr]
     for name, factory in factories.items():
         setattr(torch, name, recorded(factory))
     try:
@@ -650,6 +663,8 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
         torch._check, torch._check_with = real_check, real_check_with
         if real_is_tracing is not None:
             masks.is_tracing = real_is_tracing  # type: ignore[union-attr]
+        if real_is_tensor is not None:
+            boxes.is_torch_tensor = real_is_tensor  # type: ignore[union-attr]
         for name, factory in factories.items():
             setattr(torch, name, factory)
 
