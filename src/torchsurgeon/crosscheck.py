@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .copies import cannot_run_on_meta, run_on_zeros
-from .errors import InputError
+from .errors import InputError, first_line
 from .frontend import bind_inputs
 from .graph import model_of, node_record, node_records, opaque_of, specialised_of
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust
@@ -415,7 +415,7 @@ def _run(
         with torch.no_grad(), torch.device("meta"), ruled_meta():
             return _Run(copy_(*args, **kwargs), "")
     except Exception as exc:  # the real model's own failure: reported, not raised
-        on_meta = _first_line(exc)
+        on_meta = first_line(exc, 200)
         if not cannot_run_on_meta(exc):
             return _Run(None, on_meta)
         failure = exc
@@ -427,10 +427,5 @@ def _run(
         return _Run(run_on_zeros(copy_, tuple(args), kwargs, failure), "", where)
     except Exception as exc:  # too large for the CPU (its message gives the meta reason), or the real model's failure
         if exc is failure or exc.__cause__ is failure:
-            return _Run(None, _first_line(exc), decided=False)
-        return _Run(None, _first_line(exc), where)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+            return _Run(None, first_line(exc, 200), decided=False)
+        return _Run(None, first_line(exc, 200), where)

@@ -20,6 +20,7 @@ __all__ = (
     "TorchSurgeonError",
     "TraceError",
     "failure_reason",
+    "first_line",
     "with_numbers",
 )
 
@@ -79,6 +80,18 @@ def with_numbers(text: str, numbers: Mapping[str, Any]) -> str:
     'Expected 3 but got 1.'
     """
     return _PROXY_NAME.sub(lambda m: str(numbers.get(m.group(1), m.group(0))), text)
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    r"""The first line of ``exc``'s message (its type's name when it has none), at most ``limit`` characters.
+
+    Examples
+    --------
+    >>> first_line(RuntimeError("shapes do not match\nsee the docs")), first_line(KeyError())
+    ('shapes do not match', 'KeyError')
+    """
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
 
 
 def failure_reason(exc: BaseException) -> str:

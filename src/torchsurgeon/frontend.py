@@ -353,7 +353,7 @@ class MetaValues:
     ) -> None:
         self._root = root
         self._modules = index.modules if index is not None else {}
-        self._tensors = index  # the model's parameters and buffers as found: its forward may store proxies in them
+        self._index = index  # the model's parameters and buffers as found: its forward may store proxies in them
         self._untraced = untraced
         self._given = inputs  # read only when a question is asked: a plain model never pays for examples
         self._inputs: dict[str, torch.Tensor] = {}
@@ -396,18 +396,15 @@ class MetaValues:
         current = (self._scanned if self._scanned is not None else root).next
         while current is not root:
             first = current.args[0] if current.args else None
-            if (
-                type(first) is torch.fx.Node
-                and first in self._values
-                and current not in self._edited
-                and edits_in_place(current)
-            ):
+            if type(first) is torch.fx.Node and first in self._values and edits_in_place(current):
                 self._edit(current)
             self._scanned = current
             current = current.next
 
     def _edit(self, node: torch.fx.Node) -> None:
-        """Apply ``node``, an in-place edit of its first argument's value: the edited value stands for it."""
+        """Apply ``node``, an in-place edit of its first argument's value (once): the edited value stands for it."""
+        if node in self._edited:
+            return
         self._edited.add(node)
         edited = node.args[0]
         assert isinstance(edited, torch.fx.Node)
@@ -441,10 +438,14 @@ class MetaValues:
             value = self._on_meta(node)
         except Exception:  # not computable here: unknown
             return False
-        if not isinstance(value, torch.Tensor) or value.device.type == "meta" or not self.settled(node):
+        if not self.known_data(node, value):
             return False
         self.resolved.append(f"known({node.format_node()})")
         return True
+
+    def known_data(self, node: torch.fx.Node, value: Any) -> bool:
+        """Whether ``value``, ``node``'s, is a tensor whose data is known: on the CPU and :meth:`settled`."""
+        return isinstance(value, torch.Tensor) and value.device.type != "meta" and self.settled(node)
 
     def rely_on_rank(self, node: torch.fx.Node) -> None:
         """Record that the graph holds only for inputs of the rank ``node``'s input placeholders have now."""
@@ -485,8 +486,8 @@ class MetaValues:
             value: Any = self._inputs[name]
         elif node.op == "get_attr":
             target = str(node.target)
-            found = self._tensors
-            value = found.params.get(target, found.buffers.get(target)) if found is not None else None
+            index = self._index
+            value = index.params.get(target, index.buffers.get(target)) if index is not None else None
             if value is None:
                 value = self._root
                 for part in target.split("."):
@@ -500,9 +501,8 @@ class MetaValues:
             if value.numel() > DATA_LIMIT:  # known data, on the CPU if small (torch.ones(batch, length))
                 value = torch.empty_like(value, device="meta")
         elif node.op == "call_function" and node.target is getattr and args[1:2] == ("device",):
-            value = (
-                _META if isinstance(args[0], torch.Tensor) else getattr(*args)
-            )  # known data is on the input's device
+            # known data is on the input's device
+            value = _META if isinstance(args[0], torch.Tensor) else getattr(*args)
         elif node.op == "call_function":
             args, kwargs = on_one_device(args, kwargs, module=False)
             value = ruled_call(node.op, node.target, args, kwargs)  # the mode's answer, without its dispatch
@@ -528,7 +528,7 @@ class MetaValues:
             raise _Unknown(node.format_node())
         self._values[node] = value
         for user in node.users:  # in-place edits of it recorded so far (all before the question being answered)
-            if user not in self._edited and user.args and user.args[0] is node and edits_in_place(user):
+            if user.args and user.args[0] is node and edits_in_place(user):
                 self._edit(user)
         return self._values[node]
 
@@ -646,27 +646,26 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
             return jit_isinstance(obj, torch.Tensor)
         return bool(real_is_tensor(obj))  # type: ignore[misc]
 
-    torch.finfo, torch.iinfo = wrap(real_finfo), wrap(real_iinfo)  # type: ignore[misc,assignment]
-    torch.jit.isinstance = jit_isinstance
-    torch._check, torch._check_with = check, check_with
+    patches: list[tuple[Any, str, Any]] = [  # (owner, attribute, what stands for it during the trace)
+        (torch, "finfo", wrap(real_finfo)),
+        (torch, "iinfo", wrap(real_iinfo)),
+        (torch.jit, "isinstance", jit_isinstance),
+        (torch, "_check", check),
+        (torch, "_check_with", check_with),
+        *((torch, name, recorded(factory)) for name, factory in factories.items()),
+    ]
     if real_is_tracing is not None:
-        masks.is_tracing = is_tracing  # type: ignore[union-attr]
+        patches.append((masks, "is_tracing", is_tracing))
     if real_is_tensor is not None:
-        boxes.is_torch_tensor = is_torch_tensor  # type: ignore[union-attr]
-    for name, factory in factories.items():
-        setattr(torch, name, recorded(factory))
+        patches.append((boxes, "is_torch_tensor", is_torch_tensor))
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, replacement in patches:
+        setattr(owner, name, replacement)
     try:
         yield
     finally:
-        torch.finfo, torch.iinfo = real_finfo, real_iinfo  # type: ignore[misc]
-        torch.jit.isinstance = real_isinstance
-        torch._check, torch._check_with = real_check, real_check_with
-        if real_is_tracing is not None:
-            masks.is_tracing = real_is_tracing  # type: ignore[union-attr]
-        if real_is_tensor is not None:
-            boxes.is_torch_tensor = real_is_tensor  # type: ignore[union-attr]
-        for name, factory in factories.items():
-            setattr(torch, name, factory)
+        for owner, name, real in originals:
+            setattr(owner, name, real)
 
 
 _FACTORIES = ("ones", "zeros", "empty", "full", "rand", "randn", "tensor", "as_tensor")
@@ -702,8 +701,7 @@ def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: st
             raise torch.fx.proxy.TraceError(f"a tensor value is data-dependent ({proxy.node.format_node()})")
         return value
     if question in ("bool", "int"):
-        known = isinstance(value, torch.Tensor) and value.device.type != "meta" and values.settled(proxy.node)
-        if isinstance(value, torch.Tensor) and not known:  # a tensor's value: data-dependent, not known on meta
+        if isinstance(value, torch.Tensor) and not values.known_data(proxy.node, value):  # data-dependent
             raise torch.fx.proxy.TraceError(
                 "symbolically traced variables cannot be used as inputs to control flow (a tensor value)"
                 if question == "bool"

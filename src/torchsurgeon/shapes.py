@@ -40,7 +40,7 @@ from torch.fx.node import map_aggregate
 from ._steps import rules_of, steps_of
 from .arguments import forward_inputs
 from .copies import container_edit, detached_copy, meta_like, run_on_zeros, thawed
-from .errors import InputError, ShapeError, with_numbers
+from .errors import InputError, ShapeError, first_line, with_numbers
 from .graph import (
     NodeRecord,
     graph_module_of,
@@ -238,11 +238,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def _dtype_of(value: Any) -> str | None:
     t = value if isinstance(value, torch.Tensor) else first_tensor(value)
     return _dtype_name(t.dtype) if t is not None else None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 # --------------------------------------------------------------------------- interpreter
@@ -574,7 +569,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         except Exception as exc:
             if rule.builtin:  # the op raises on these arguments: meta execution records torch's message
                 return FALLBACK
-            call.mismatch("input", "what its registered rule accepts", "an input it rejects", _first_line(exc))
+            call.mismatch("input", "what its registered rule accepts", "an input it rejects", first_line(exc))
             return None
 
     def _ruled(
@@ -673,7 +668,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 out = call()
         except Exception as exc:
             # ``f"... got {h}"`` formatted while tracing reads ``Proxy(getitem_2)``: the number it stands for
-            text = with_numbers(_first_line(exc), self.scalars)
+            text = with_numbers(first_line(exc), self.scalars)
             if isinstance(exc, AssertionError) and base.op == "call_function":  # torch._assert in a forward
                 text += f" (asserted by the forward of {base.scope or 'the model'})"
             unknown = (0, 0, FlopKind.NONE, False)
@@ -768,7 +763,7 @@ def propagate_shapes(G: nx.DiGraph, input: InputSpec, *, batch: int = 1, memo: S
     except InputError:
         raise
     except Exception as exc:  # pragma: no cover - run_node catches per node
-        raise ShapeError(f"shape propagation failed: {_first_line(exc)}") from exc
+        raise ShapeError(f"shape propagation failed: {first_line(exc)}") from exc
     set_records(G, interp.records.values())
     findings = tuple(f for rec in interp.records.values() for f in rec.findings)
     output_shape = shapes_of(out)
