@@ -57,3 +57,23 @@ class LargeMask(FirstTokenIfNoPadding):
 def test_a_large_tensor_of_known_data_stays_data_dependent() -> None:
     r = paramcount(nn.Sequential(LargeMask()), (2, 4))
     assert list(r.opaque) == ["0"] and r.output_shape == (1, 1, 6)  # the opaque layer run on meta says so
+
+
+class StepsAsTensor(nn.Module):
+    """A factory given a traced tensor (diffusers' ``torch.tensor([timestep], device=sample.device)``): not known
+    data; its shape is answered on meta, as before known data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = torch.tensor([x.mean()], device=x.device)
+        if len(steps) == 1:  # a question about its shape only
+            x = x * steps
+        return self.lin(x)
+
+
+def test_a_factory_of_traced_data_is_answered_on_meta() -> None:
+    r = paramcount(StepsAsTensor(), (8, 4))
+    assert r.opaque == {} and r.output_shape == (1, 8, 4) and r.trusted

@@ -41,7 +41,7 @@ import torch.fx
 from torch import nn
 
 from .copies import SHAPE_EDITS, container_edit, edits_in_place, meta_like, thawed
-from .knowndata import DATA_FACTORIES, DATA_LIMIT, off_meta, on_one_device, settled
+from .knowndata import DATA_FACTORIES, DATA_LIMIT, from_known_data, off_meta, on_one_device, settled
 from .modelindex import ModelIndex
 from .resize import as_folded_inputs, hands_on_channels
 from .rules import FALLBACK
@@ -496,7 +496,7 @@ class MetaValues:
                 raise _Unknown(f"{target}, a traced value the forward stored in the model")
             if isinstance(value, torch.Tensor):
                 value = meta_like(value)
-        elif node.op == "call_function" and node.target in DATA_FACTORIES:
+        elif node.op == "call_function" and node.target in DATA_FACTORIES and from_known_data((args, kwargs)):
             value = node.target(*off_meta(args, _CPU), **off_meta(kwargs, _CPU))  # type: ignore[operator]
             if value.numel() > DATA_LIMIT:  # known data, on the CPU if small (torch.ones(batch, length))
                 value = torch.empty_like(value, device="meta")

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ("DATA_FACTORIES", "DATA_LIMIT", "off_meta", "on_one_device", "settled")
+__all__ = ("DATA_FACTORIES", "DATA_LIMIT", "from_known_data", "off_meta", "on_one_device", "settled")
 
 DATA_FACTORIES = frozenset({torch.ones, torch.zeros, torch.full, torch.arange, torch.eye, torch.tensor})
 """Factories of known data: made on the CPU in a trace's values when asked for on ``meta``."""
@@ -71,6 +71,25 @@ def settled(node: torch.fx.Node, values: Mapping[torch.fx.Node, Any]) -> bool:
         if name in _UNSETTLED:
             return False
     return all(settled(a, values) for a in node.all_input_nodes)
+
+
+def from_known_data(value: Any) -> bool:
+    """Whether ``value`` (a call's arguments, nested in tuples, lists and dicts) holds no ``meta`` tensor: a factory
+    given only sizes, constants and known tensors makes known data; one given a ``meta`` tensor (a fill value, a
+    traced tensor's data) does not.
+
+    Examples
+    --------
+    >>> from_known_data(((2, 3), {"dtype": torch.float32})), from_known_data(((2,), torch.empty((), device="meta")))
+    (True, False)
+    """
+    if isinstance(value, torch.Tensor):
+        return not value.is_meta
+    if isinstance(value, (tuple, list)):
+        return all(from_known_data(v) for v in value)
+    if isinstance(value, dict):
+        return all(from_known_data(v) for v in value.values())
+    return True
 
 
 def off_meta(value: Any, device: torch.device) -> Any:
