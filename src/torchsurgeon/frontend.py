@@ -560,7 +560,7 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
       (MONAI's BasicUNet lost its skip connections);
     * ``torch._check(x.shape[1] == 8)``, ``torch._check_with`` (transformers'
       ``torch_compilable_check``,
-      in 159 of its model files): rejects a proxy; checked on the value, and
+      in 159 files of transformers.models): rejects a proxy; checked on the value, and
       skipped on tensor values (a check, not a branch);
     * transformers' ``is_tracing(mask)`` (``transformers.masking_utils``):
       False for a proxy whose data is known (:mod:`torchsurgeon.knowndata`:
