@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -225,8 +226,9 @@ def test_bad_mode_names_the_choices() -> None:
         paramcount(CifarNet(), (3, 32, 32), crosscheck="sometimes")
 
 
-def test_the_model_is_left_as_found() -> None:
-    model = SkipByIsinstance().train()
+@pytest.mark.parametrize("make", [SkipByIsinstance, SkipThenGate], ids=["on meta", "on zeros on the CPU"])
+def test_the_model_is_left_as_found(make: Callable[[], SkipByIsinstance]) -> None:
+    model = make().train()
     calls: list[str] = []
     model.up.register_forward_hook(lambda *a: calls.append("hook"))
     state = {k: v.clone() for k, v in model.state_dict().items()}
