@@ -10,6 +10,7 @@ coverage asserts make sure the ordinary cases are answered.
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -168,7 +169,6 @@ def test_where_and_pairwise_min_max_rules_match_meta(data: st.DataObject, dtype:
         pairwise = [_function(torch.min, x, y), _function(torch.max, x, y)]
         promoted = other_kind == "other" and x.is_contiguous() and y.is_contiguous()  # to float64
         assert all(pairwise) == ((other_kind == "tensor" and dtype != torch.bool) or promoted)
-    assert not _function(torch.max, x) and not (x.dim() and _function(torch.min, x, 0))  # reductions: meta
 
 
 @SETTINGS
@@ -344,3 +344,141 @@ def test_tensor_of_python_numbers_rule_matches_meta(data: Any, dtype: torch.dtyp
 
 def _flat(value: Any) -> list[Any]:
     return [v for item in value for v in _flat(item)] if isinstance(value, list) else [value]
+
+
+# ---------------------------------------------------------------- ops of detection models (DETR family)
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    dtype=st.sampled_from(DTYPES),
+    low=st.sampled_from([None, 0, -1.5]),
+    high=st.sampled_from([None, 3, 0.5]),
+    name=st.sampled_from(["clamp", "clip"]),
+)
+def test_clamp_rules_match_meta(data: st.DataObject, dtype: torch.dtype, low: Any, high: Any, name: str) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    answered = _function(getattr(torch, name), x, low, high) & _method(name, x, min=low, max=high)
+    floats = any(isinstance(b, float) for b in (low, high))
+    ordinary = dtype != torch.bool and (low, high) != (None, None) and (dtype.is_floating_point or not floats)
+    assert answered == ordinary  # bool, no bound, an integer tensor with a float bound: meta
+    if low is not None and high is not None:
+        assert (_function(torch.clamp_min, x, low) & _method("clamp_max", x, high)) == ordinary
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES))
+def test_abs_operator_and_detach_rules_match_meta(data: st.DataObject, dtype: torch.dtype) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    assert _function(operator.abs, x) == (dtype != torch.bool)
+    assert _method("detach", x) and _function(torch.detach, x)  # any layout: a view of x's strides
+    assert _apply(function_rule(operator.abs), (-3,), {}) == 3  # a size in Python code
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), keepdim=st.booleans())
+def test_sum_and_prod_rules_count_integers_as_int64(data: st.DataObject, dtype: torch.dtype, keepdim: bool) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    dim = data.draw(st.integers(-max(x.dim(), 1), max(x.dim(), 1) - 1))
+    answered = [
+        _function(torch.sum, x, dim, keepdim),
+        _method("sum", x),
+        _function(torch.prod, x),
+        _method("prod", x, dim, keepdim=keepdim),
+    ]
+    assert all(answered)  # mask[:, :, 0].sum(1) of a bool mask: int64, contiguous for any layout
+    assert not _function(torch.prod, x, (dim,)) and not _function(torch.prod, x, keepdim=True)  # torch refuses
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), keepdim=st.booleans(), name=st.sampled_from(["max", "min"]))
+def test_max_min_rules_match_meta(data: st.DataObject, dtype: torch.dtype, keepdim: bool, name: str) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype, min_size=0))
+    dim = data.draw(st.integers(-max(x.dim(), 1) - 1, max(x.dim(), 1)))
+    fn = getattr(torch, name)
+    whole = _function(fn, x) & _method(name, x)
+    over_dim = _function(fn, x, dim, keepdim) & _method(name, x, dim=dim, keepdim=keepdim)
+    assert whole == (x.numel() > 0)
+    valid = -max(x.dim(), 1) <= dim < max(x.dim(), 1) and (x.dim() == 0 or x.shape[dim] > 0)
+    assert over_dim == valid
+    if over_dim:  # a named tuple, as torch's: .values and .indices
+        out = _apply(method_rule(name), (x, dim), {"keepdim": keepdim})
+        assert type(out) is type(getattr(torch.empty(2, device="meta"), name)(0))
+
+
+@SETTINGS
+@given(
+    start=st.sampled_from([0, -1.5, 2]),
+    end=st.sampled_from([1, 0.5, 7]),
+    steps=st.integers(-1, 6),
+    dtype=st.sampled_from([None, torch.float16, torch.int64]),
+)
+def test_linspace_rule_matches_meta(start: Any, end: Any, steps: int, dtype: torch.dtype | None) -> None:
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    assert _function(torch.linspace, start, end, steps, **kwargs) == (steps >= 0)
+    assert not _function(torch.linspace, torch.tensor(0.0, device="meta"), end, steps)  # tensor bounds: meta
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    count=st.integers(1, 3),
+    indexing=st.sampled_from([None, "ij", "xy"]),
+    as_list=st.booleans(),
+)
+def test_meshgrid_rule_matches_meta(data: st.DataObject, count: int, indexing: str | None, as_list: bool) -> None:
+    inputs = [data.draw(tensors(min_rank=0, max_rank=1, min_size=0))[0] for _ in range(count)]
+    kwargs = {} if indexing is None else {"indexing": indexing}
+    args = (inputs,) if as_list else tuple(inputs)
+    with warnings.catch_warnings():  # torch asks for indexing= when it is not given
+        warnings.simplefilter("ignore", UserWarning)
+        assert _function(torch.meshgrid, *args, **kwargs)
+        ints = torch.zeros(2, dtype=torch.int64, device="meta")
+        assert not _function(torch.meshgrid, inputs[0], ints, **kwargs) or inputs[0].dtype == torch.int64
+
+
+@SETTINGS
+@given(
+    data=st.data(),
+    x=st.sampled_from([0.0, 1, True, -1.5]),
+    y=st.sampled_from([float("-inf"), 2, False]),
+)
+def test_where_of_two_numbers_rule_matches_meta(data: st.DataObject, x: Any, y: Any) -> None:
+    condition, _ = data.draw(tensors(min_rank=0, dtype=torch.bool))
+    assert _function(torch.where, condition, x, y)  # where(mask, 0.0, -inf): the numbers' dtype, the mask's layout
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), to=st.sampled_from([torch.float32, torch.int64, torch.bool]))
+def test_type_and_logical_rules_match_meta(data: st.DataObject, dtype: torch.dtype, to: torch.dtype) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    assert _method("type", x, to) or not x.is_contiguous()  # a copy of another layout: meta
+    assert not _method("type", x)  # x.type(): a string, left to meta
+    shape = tuple(1 if data.draw(st.booleans()) else s for s in x.shape)
+    other, _ = data.draw(tensors(shape=shape, dtype=data.draw(st.sampled_from([dtype, torch.bool]))))
+    answered = _function(torch.logical_and, x, other) & _method("logical_or", x, other)
+    answered &= _function(torch.logical_xor, other, x)
+    assert answered == (x.is_contiguous() and other.is_contiguous())
+
+
+@SETTINGS
+@given(n=st.integers(-1, 4), m=st.sampled_from([None, 0, 3]), dtype=st.sampled_from([None, torch.int64]))
+def test_eye_and_as_tensor_of_numbers_rules_match_meta(n: int, m: int | None, dtype: torch.dtype | None) -> None:
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    sizes = (n,) if m is None else (n, m)
+    assert _function(torch.eye, *sizes, **kwargs) == (n >= 0)
+    shapes = torch.fx.immutable_collections.immutable_list([(n, 3), (2, 1)])  # as fx hands a list to a call
+    assert _function(torch.as_tensor, shapes, **kwargs) and _function(torch.as_tensor, [1.5, n], device="meta")
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from(DTYPES), repeats=st.integers(-1, 3))
+def test_repeat_interleave_rule_matches_meta(data: st.DataObject, dtype: torch.dtype, repeats: int) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=dtype))
+    dim = data.draw(st.sampled_from([None, *range(-max(x.dim(), 1), max(x.dim(), 1))]))
+    kwargs = {} if dim is None else {"dim": dim}
+    answered = _function(torch.repeat_interleave, x, repeats, **kwargs) & _method("repeat_interleave", x, repeats)
+    assert answered == (repeats >= 0 and (x.dim() > 0 or dim is None))  # a 0-dim tensor over a dim: meta
+    counts = torch.ones(max(x.numel(), 1), dtype=torch.int64, device="meta")
+    assert not _function(torch.repeat_interleave, x, counts)  # repeats by values: meta

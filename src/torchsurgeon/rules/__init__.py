@@ -8,14 +8,14 @@ never guess: outside the cases they compute exactly, the op runs on
 ==================  =========================================================
 ``layers``          conv, linear, norms, embedding (they check the fit)
 ``activations``     activations, dropout, softmax, identity
-``arithmetic``      operators, Python values, sizes, dtype conversions
-``views``           flatten, view/reshape, permute, indexing, split, cat, pad
-``reductions``      sum, mean, amax, amin
+``arithmetic``      operators, Python values, sizes, dtype conversions, clamp
+``views``           flatten, view/reshape, permute, indexing, split, cat, pad, detach
+``reductions``      sum, prod, mean, amax, amin, max, min
 ``linalg``          matmul, bmm, F.linear, attention
 ``pooling``         max, average and adaptive pooling, interpolate/Upsample, grid_sample
 ``recurrent``       LSTM, GRU, RNN (shapes and MACs) and their cells (MACs; shapes run on meta)
 ``rearrange``       einops' ``rearrange`` and ``Rearrange`` (a reshape, a permute, a reshape)
-``creation``        zeros, ones, empty, full, arange of sizes (masks, position ids)
+``creation``        zeros, ones, empty, full, arange, linspace, meshgrid (masks, positions)
 ==================  =========================================================
 
 Users add rules with :func:`register_rule` (they win over the built-ins and

@@ -14,6 +14,7 @@ import torch
 
 from ..records import FlopKind
 from ._common import REQUIRED, OpRule, Spec, bind, broadcast, elementwise, first_tensor, fn, new, norm_dim, preserved
+from .creation import python_data
 from .linalg import _MATMUL, _matmul
 from .registry import FALLBACK, builtin
 
@@ -110,6 +111,36 @@ def _same_dtype_unary(accepts: Callable[[torch.dtype], bool]) -> OpRule:
 
 _SIGNED = _same_dtype_unary(lambda dtype: dtype != torch.bool and not dtype.is_complex)
 _BITWISE = _same_dtype_unary(lambda dtype: not dtype.is_floating_point and not dtype.is_complex)
+
+
+def _clamp(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``clamp``/``clip(input, min=None, max=None)`` with numbers as bounds (boxes clipped to the image): x's
+    shape and dtype for a floating tensor, or an integer one with int bounds; a float bound promotes an integer
+    tensor, and tensor bounds broadcast: both run on meta."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("min", None), ("max", None)))
+    if b is None or not isinstance(b[0], torch.Tensor) or (b[1] is None and b[2] is None):
+        return FALLBACK  # torch raises without a bound
+    x, dtype = b[0], b[0].dtype
+    if dtype == torch.bool or dtype.is_complex:
+        return FALLBACK
+    for bound in b[1:]:
+        if bound is None:
+            continue
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+            return FALLBACK
+        if isinstance(bound, float) and not dtype.is_floating_point:
+            return FALLBACK
+    return elementwise((x,), tuple(x.shape), dtype)
+
+
+def _clamp_one(name: str) -> OpRule:
+    """``clamp_min(input, min)`` / ``clamp_max(input, max)``: :func:`_clamp` with one bound."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        b = bind(args, kwargs, (("input", REQUIRED), (name, REQUIRED)))
+        return FALLBACK if b is None else _clamp((b[0],), {name: b[1]})
+
+    return rule
 
 
 def _compare_rule(spec: Spec, *, logical: bool = False) -> OpRule:
@@ -230,34 +261,35 @@ def _to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 def _as_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``torch.as_tensor(x)`` of a tensor: ``x`` itself (the same object), or converted to ``dtype``; Python data,
-    and another device, run on meta."""
+    """``torch.as_tensor(x)`` of a tensor: ``x`` itself (the same object), or converted to ``dtype``; of Python
+    numbers (a detector's list of feature map sizes), as ``torch.tensor``; a device other than meta runs on meta."""
     b = bind(args, kwargs, (("data", REQUIRED), ("dtype", None), ("device", None)))
-    if b is None or not isinstance(b[0], torch.Tensor) or b[2] is not None:
+    if b is None or (b[2] is not None and torch.device(b[2]).type != "meta"):
         return FALLBACK
+    if not isinstance(b[0], torch.Tensor):
+        return python_data((b[0],), {} if b[1] is None else {"dtype": b[1]})
     x, dtype = b[0], b[1]
     return x if dtype is None or dtype == x.dtype else _converted(x, dtype)
 
 
-def _pairwise(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``torch.min(a, b)`` / ``torch.max(a, b)`` of two tensors: ``minimum``/``maximum``; reductions fall back."""
-    if kwargs or len(args) != 2 or not all(isinstance(a, torch.Tensor) for a in args):
-        return FALLBACK
-    return _PAIRWISE(args, {})
-
-
-_PAIRWISE = _binary_rule(_BINARY, integers=True)
+pairwise = _binary_rule(_BINARY, integers=True)
+"""``torch.max(a, b)`` / ``torch.min(a, b)`` of two tensors, as ``maximum``/``minimum`` (rules.reductions)."""
 
 
 def _where(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``torch.where(condition, x, y)``: a bool condition, x and y tensors of one dtype or a tensor and a number
-    that keeps its dtype (a float tensor with an int or float, an integer tensor with an int)."""
+    that keeps its dtype (a float tensor with an int or float, an integer tensor with an int), or two numbers
+    (the default float dtype if one is a float, else int64 if one is an int, else bool)."""
     b = bind(args, kwargs, (("condition", REQUIRED), ("input", REQUIRED), ("other", REQUIRED)))
     if b is None or not isinstance(b[0], torch.Tensor) or b[0].dtype != torch.bool:
         return FALLBACK
     condition, x, y = b
     values = [v for v in (x, y) if isinstance(v, torch.Tensor)]
     numbers = [v for v in (x, y) if not isinstance(v, torch.Tensor)]
+    if not values and all(type(v) in (bool, int, float) for v in numbers):  # where(mask, 0.0, -inf): by the numbers
+        kinds = {type(v) for v in numbers}
+        dtype = torch.get_default_dtype() if float in kinds else torch.int64 if int in kinds else torch.bool
+        return elementwise((condition,), tuple(condition.shape), dtype)
     if not values or any(v.dtype != values[0].dtype for v in values):
         return FALLBACK
     dtype = values[0].dtype
@@ -269,6 +301,23 @@ def _where(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     tensors = [condition, *values]
     shape = broadcast(*(t.shape for t in tensors))
     return FALLBACK if shape is None else elementwise(tensors, shape, dtype)
+
+
+def _type(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.type(dtype)``: ``x.to(dtype)``; ``x.type()`` (a string) and tensor type names run on meta."""
+    b = bind(args, kwargs, (("self", REQUIRED), ("dtype", REQUIRED), ("non_blocking", False)))
+    if b is None or not isinstance(b[0], torch.Tensor) or not isinstance(b[1], torch.dtype):
+        return FALLBACK
+    return _converted(b[0], b[1])
+
+
+def _logical(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``logical_and``/``or``/``xor(a, b)`` of two contiguous tensors: bool, broadcast, contiguous (other layouts
+    get other strides than element-wise arithmetic: meta)."""
+    if len(args) != 2 or kwargs or not all(isinstance(a, torch.Tensor) and a.is_contiguous() for a in args):
+        return FALLBACK
+    shape = broadcast(args[0].shape, args[1].shape)
+    return FALLBACK if shape is None else new(shape, torch.bool)
 
 
 def _type_as(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -306,6 +355,10 @@ def _python_or(fn: Callable[..., Any], tensor_rule: OpRule | None) -> OpRule:
 
 builtin(operator.neg, shape=fn(_python_or(operator.neg, _SIGNED)), python=True)
 builtin(torch.neg, "neg", torch.abs, "abs", shape=fn(_SIGNED))
+builtin(operator.abs, shape=fn(_python_or(operator.abs, _SIGNED)), python=True)  # abs(x) in a forward
+builtin(torch.clamp, torch.clip, "clamp", "clip", shape=fn(_clamp))
+builtin(torch.clamp_min, "clamp_min", shape=fn(_clamp_one("min")))
+builtin(torch.clamp_max, "clamp_max", shape=fn(_clamp_one("max")))
 builtin(operator.invert, shape=fn(_python_or(operator.invert, _BITWISE)), python=True)
 builtin(torch.bitwise_not, "bitwise_not", shape=fn(_BITWISE))
 for _arith in (operator.add, operator.sub, operator.mul, operator.truediv, operator.pow):
@@ -381,7 +434,9 @@ builtin("dim", shape=fn(_dim))
 builtin("to", shape=fn(_to))
 builtin(torch.as_tensor, shape=fn(_as_tensor))
 builtin("type_as", shape=fn(_type_as))
-builtin(torch.min, torch.max, shape=fn(_pairwise))
+builtin("type", shape=fn(_type))
+builtin(torch.logical_and, "logical_and", torch.logical_or, "logical_or", shape=fn(_logical))
+builtin(torch.logical_xor, "logical_xor", shape=fn(_logical))
 builtin(torch.where, shape=fn(_where))
 for _name, _dtype in _CONVERSIONS.items():
     builtin(_name, shape=fn(_conversion(_dtype)))

@@ -1,5 +1,6 @@
 """Tensors made from sizes or from another tensor: ``zeros``, ``ones``, ``empty``, ``full``, ``arange``,
-``x.new_ones(...)`` and the like, ``zeros_like(x)`` and the like, ``torch.tensor`` of Python numbers.
+``linspace``, ``eye``, ``meshgrid``, ``x.new_ones(...)`` and the like, ``zeros_like(x)`` and the like,
+``torch.tensor`` of Python numbers.
 
 Attention masks and position ids are made this way (``torch.arange(seq_len)``,
 ``torch.ones(batch, length)``); the sizes are Python ints by the time a rule
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ._common import fn, is_int, new, preserved, size_args
+from ._common import fn, is_int, new, preserved, size_args, view
 from .registry import FALLBACK, builtin
 
 __all__: tuple[str, ...] = ()
@@ -79,13 +80,65 @@ def _arange(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return new((-((start - end) // step),), rest.get("dtype") or torch.int64)
 
 
+def _linspace(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``linspace(start, end, steps)`` of Python numbers (reference points of a feature map): ``steps`` values of
+    the default float dtype unless given; tensor bounds run on meta."""
+    rest = dict(kwargs)
+    given = list(args)
+    for name in ("start", "end", "steps"):
+        if name in rest:
+            given.append(rest.pop(name))
+    if len(given) != 3 or not _plain(rest):
+        return FALLBACK
+    start, end, steps = given
+    if not all(type(v) in (int, float) for v in (start, end)) or not is_int(steps) or steps < 0:
+        return FALLBACK  # torch raises on negative steps
+    return new((int(steps),), rest.get("dtype") or torch.get_default_dtype())
+
+
+def _eye(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``eye(n, m=n)``: an n × m matrix of the default float dtype unless given."""
+    rest = dict(kwargs)
+    given = list(args)
+    for name in ("n", "m"):
+        if name in rest:
+            given.append(rest.pop(name))
+    if not 1 <= len(given) <= 2 or not all(is_int(v) and v >= 0 for v in given) or not _plain(rest):
+        return FALLBACK
+    return new((given[0], given[-1]), rest.get("dtype") or torch.get_default_dtype())
+
+
+def _meshgrid(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``meshgrid(*tensors, indexing="ij")`` of 0-dim or 1-dim tensors of one dtype: each output is its input
+    viewed along its own dim and expanded (stride 0 elsewhere); ``"xy"`` swaps the first two dims."""
+    tensors = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+    indexing = kwargs.get("indexing") or "ij"
+    if not {"indexing"}.issuperset(kwargs) or indexing not in ("ij", "xy") or not tensors:
+        return FALLBACK
+    if not all(isinstance(t, torch.Tensor) and t.dim() <= 1 for t in tensors):
+        return FALLBACK
+    if len({t.dtype for t in tensors}) != 1:
+        return FALLBACK  # torch raises
+    sizes = [t.numel() for t in tensors]
+    where = list(range(len(tensors)))  # the output dim along which each input varies
+    if indexing == "xy" and len(tensors) > 1:
+        sizes[0], sizes[1] = sizes[1], sizes[0]
+        where[0], where[1] = 1, 0
+    outputs = []
+    for t, dim in zip(tensors, where):
+        stride = [0] * len(sizes)
+        stride[dim] = t.stride()[0] if t.dim() else 1
+        outputs.append(view(sizes, stride, t.dtype))
+    return tuple(outputs)
+
+
 def _nested_shape(data: Any) -> tuple[tuple[int, ...], set[type]] | None:
     """The shape of a Python number or of nested lists/tuples of them, with the types of the numbers; None when
     ragged, empty, or holding anything else (a tensor, numpy)."""
     kind = type(data)
     if kind in (bool, int, float, complex):
         return (), {kind}
-    if kind not in (list, tuple) or not data:
+    if not isinstance(data, (list, tuple)) or not data:  # fx's immutable_list too
         return None
     parts = [_nested_shape(d) for d in data]
     if any(p is None for p in parts) or len({p[0] for p in parts if p is not None}) != 1:
@@ -95,7 +148,7 @@ def _nested_shape(data: Any) -> tuple[tuple[int, ...], set[type]] | None:
     return (len(data), *inner[0]), set().union(*(p[1] for p in parts if p is not None))
 
 
-def _tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def python_data(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``torch.tensor(data)`` of Python numbers (DeBERTa's ``torch.tensor(mid - 1)``): their nesting is the shape,
     their types the dtype (bool, then int64, then the default float dtype, then complex) unless given."""
     if len(args) != 1 or not _plain(kwargs):
@@ -119,7 +172,10 @@ def _tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 builtin(torch.zeros, torch.ones, torch.empty, shape=fn(_filled))
 builtin(torch.full, shape=fn(_full))
 builtin(torch.arange, shape=fn(_arange))
-builtin(torch.tensor, shape=fn(_tensor))
+builtin(torch.tensor, shape=fn(python_data))
+builtin(torch.linspace, shape=fn(_linspace))
+builtin(torch.eye, shape=fn(_eye))
+builtin(torch.meshgrid, shape=fn(_meshgrid))
 
 
 def _new_filled(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -1,5 +1,5 @@
-"""Reductions, scans and selections over dims: sum, mean, amax, amin, all, any, argmax, argmin, cumsum, cumprod,
-diff, topk, sort, histc (no FLOPs counted)."""
+"""Reductions, scans and selections over dims: sum, prod, mean, amax, amin, max, min, all, any, argmax, argmin,
+cumsum, cumprod, diff, topk, sort, histc (no FLOPs counted)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,48 @@ from typing import Any
 
 import torch
 
-from ._common import REQUIRED, OpRule, Spec, bind, float_tensor, fn, is_int, new, norm_dim
+from ._common import REQUIRED, OpRule, Spec, bind, fn, is_int, new, norm_dim
+from .arithmetic import pairwise
 from .registry import FALLBACK, builtin
 
 __all__: tuple[str, ...] = ()
 
 
-def _reduction_rule(spec: Spec) -> OpRule:
-    """sum/mean/amax/amin over dims of a contiguous floating tensor."""
+def _reduction_rule(spec: Spec, *, integers: bool = False) -> OpRule:
+    """sum/mean/amax/amin over dims of a floating tensor (a new contiguous tensor for any layout); with
+    ``integers`` (sum, prod) also of an integer or bool tensor, which gives int64 (the number of valid positions
+    in a mask: ``mask[:, :, 0].sum(1)``)."""
 
     def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         b = bind(args, kwargs, spec)
-        if b is None or not float_tensor(b[0]) or not b[0].is_contiguous():
+        if b is None or not isinstance(b[0], torch.Tensor):
             return FALLBACK
         x, dim, keepdim = b[0], b[1], b[2]
         if (len(b) > 3 and b[3] is not None) or not isinstance(keepdim, bool):
             return FALLBACK  # dtype= conversions: meta knows
+        if x.is_floating_point():
+            dtype = x.dtype
+        elif integers and not x.dtype.is_complex:
+            dtype = torch.int64
+        else:
+            return FALLBACK
         shape = _reduced(x, dim, keepdim)
-        return FALLBACK if shape is None else new(shape, x.dtype)
+        return FALLBACK if shape is None else new(shape, dtype)
 
     return rule
+
+
+def _prod(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``prod(input)`` or ``prod(input, dim, keepdim=False)``: one int dim (torch takes no list), as sum."""
+    b = bind(args, kwargs, _REDUCE)
+    if b is None:
+        return FALLBACK
+    if b[1] is None:  # the whole tensor: prod(input, *, dtype=None) takes no keepdim
+        if len(args) > 1 or not {"dtype"}.issuperset(kwargs):
+            return FALLBACK
+    elif not is_int(b[1]):
+        return FALLBACK
+    return _SUM_OR_PROD(args, kwargs)
 
 
 def _reduced(x: torch.Tensor, dim: Any, keepdim: bool) -> list[int] | None:
@@ -61,7 +83,9 @@ _REDUCE: Spec = (("input", REQUIRED), ("dim", None), ("keepdim", False), ("dtype
 _REDUCE_NO_DTYPE: Spec = (("input", REQUIRED), ("dim", ()), ("keepdim", False))
 
 
-builtin(torch.sum, "sum", shape=fn(_reduction_rule(_REDUCE)))
+_SUM_OR_PROD = _reduction_rule(_REDUCE, integers=True)
+builtin(torch.sum, "sum", shape=fn(_SUM_OR_PROD))
+builtin(torch.prod, "prod", shape=fn(_prod))
 builtin(torch.mean, "mean", shape=fn(_reduction_rule(_REDUCE)))
 builtin(torch.amax, "amax", shape=fn(_reduction_rule(_REDUCE_NO_DTYPE)))
 builtin(torch.amin, "amin", shape=fn(_reduction_rule(_REDUCE_NO_DTYPE)))
@@ -81,6 +105,30 @@ def _arg_reduction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return FALLBACK  # torch raises on an empty dim
     shape = [1 if i == d else s for i, s in enumerate(x.shape) if keepdim or i != d]
     return new(shape, torch.int64)
+
+
+def _min_max(kind: Any) -> OpRule:
+    """``max``/``min``: of the whole tensor (a 0-dim tensor), over one dim (values and int64 indices, as
+    ``torch.return_types.max``), or of two tensors (``maximum``/``minimum``)."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not args or not isinstance(args[0], torch.Tensor) or args[0].dtype.is_complex:
+            return FALLBACK
+        x = args[0]
+        if len(args) == 1 and not kwargs:
+            return FALLBACK if x.numel() == 0 else new((), x.dtype)  # torch raises on an empty tensor
+        if len(args) == 2 and not kwargs and isinstance(args[1], torch.Tensor):
+            return pairwise(args, {})
+        b = bind(args, kwargs, (("input", REQUIRED), ("dim", REQUIRED), ("keepdim", False)))
+        if b is None or not isinstance(b[2], bool):
+            return FALLBACK
+        d = norm_dim(b[1], x.dim())
+        if d is None or (x.dim() and x.shape[d] == 0):
+            return FALLBACK  # torch raises on an empty dim
+        shape = [1 if i == d else s for i, s in enumerate(x.shape) if b[2] or i != d]
+        return kind((new(shape, x.dtype), new(shape, torch.int64)))
+
+    return rule
 
 
 def _scan(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -121,6 +169,8 @@ def _diff(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 builtin(torch.argmax, "argmax", torch.argmin, "argmin", shape=fn(_arg_reduction))
+builtin(torch.max, "max", shape=fn(_min_max(torch.return_types.max)))
+builtin(torch.min, "min", shape=fn(_min_max(torch.return_types.min)))
 builtin(torch.cumsum, "cumsum", torch.cumprod, "cumprod", shape=fn(_scan))
 builtin(torch.diff, "diff", shape=fn(_diff))
 

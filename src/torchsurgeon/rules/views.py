@@ -186,6 +186,14 @@ def _contiguous(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return x if x.is_contiguous() else new(x.shape, x.dtype)
 
 
+def _detach(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.detach()``: a new view of x's shape and strides (an in-place reshape of it leaves x alone)."""
+    if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+        return FALLBACK
+    x = args[0]
+    return view(x.shape, x.stride(), x.dtype)
+
+
 def _clone(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``x.clone()``: a dense input's strides are kept (``preserve_format``); ``contiguous_format`` is contiguous."""
     if len(args) != 1 or not isinstance(args[0], torch.Tensor) or not {"memory_format"}.issuperset(kwargs):
@@ -194,6 +202,21 @@ def _clone(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if layout is torch.contiguous_format:
         return new(x.shape, x.dtype)
     return preserved(x, x.dtype) if layout is torch.preserve_format else FALLBACK
+
+
+def _repeat_interleave(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``repeat_interleave(x, repeats, dim=None)`` with an int ``repeats`` (keys and values repeated for grouped
+    attention): ``dim`` times ``repeats`` (x flattened without a dim), a new contiguous tensor for any layout."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("repeats", REQUIRED), ("dim", None)))
+    if b is None or not isinstance(b[0], torch.Tensor) or not is_int(b[1]) or b[1] < 0:
+        return FALLBACK  # a tensor of repeats: its values decide
+    x, repeats = b[0], int(b[1])
+    if b[2] is None:
+        return new((x.numel() * repeats,), x.dtype)
+    d = norm_dim(b[2], x.dim())
+    if d is None or not x.dim():
+        return FALLBACK  # a 0-dim tensor over a dim: torch's answer depends on the dim given
+    return new([s * repeats if i == d else s for i, s in enumerate(x.shape)], x.dtype)
 
 
 def _roll(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -563,7 +586,9 @@ builtin("permute", shape=fn(_permute_method))
 builtin(torch.transpose, torch.swapaxes, torch.swapdims, "transpose", "swapaxes", "swapdims", shape=fn(_transpose))
 builtin("contiguous", shape=fn(_contiguous))
 builtin(torch.clone, "clone", shape=fn(_clone))
+builtin(torch.detach, "detach", shape=fn(_detach))
 builtin(torch.roll, "roll", shape=fn(_roll))
+builtin(torch.repeat_interleave, "repeat_interleave", shape=fn(_repeat_interleave))
 builtin(torch.unsqueeze, "unsqueeze", shape=fn(_unsqueeze))
 builtin(torch.squeeze, "squeeze", shape=fn(_squeeze))
 builtin("expand", shape=fn(_expand))
