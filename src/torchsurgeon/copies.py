@@ -101,7 +101,12 @@ def cannot_run_on_meta(exc: BaseException) -> bool:
 
 
 def run_on_zeros(
-    target: nn.Module | Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], failure: Exception
+    target: nn.Module | Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    failure: Exception,
+    *,
+    owned: bool = False,
 ) -> Any:
     """Run a leaf that cannot run on ``meta`` on zero tensors on the CPU; outputs come back on ``meta``.
 
@@ -123,6 +128,11 @@ def run_on_zeros(
     failure : Exception
         Why running on ``meta`` failed; raised again when the zero run does
         not apply (another kind of failure, a torch function, or too large).
+    owned : bool
+        ``target`` is torchsurgeon's own copy, which nobody else sees: its
+        parameters and buffers become zeros in place instead of in another
+        copy (the cross-check's copy of a whole model: a deep copy of a
+        detection model's 1,000 modules costs about as much as its forward).
 
     Returns
     -------
@@ -153,11 +163,26 @@ def run_on_zeros(
     with torch.device("cpu"), torch.no_grad():
         cpu_args, cpu_kwargs = pytree.tree_map(_zeros_like, (args, dict(kwargs)))
         if module is not None:
-            clone = detached_copy(module, _zeros_like).eval()
+            clone = (_zeroed(module) if owned else detached_copy(module, _zeros_like)).eval()
             out = type(clone).forward(clone, *cpu_args, **cpu_kwargs)
         else:
             out = target(*cpu_args, **cpu_kwargs)
     return pytree.tree_map(lambda v: torch.empty_like(v, device="meta") if isinstance(v, torch.Tensor) else v, out)
+
+
+def _zeroed(module: nn.Module) -> nn.Module:
+    """``module`` with each parameter and buffer replaced by zeros on the CPU (shared ones stay shared)."""
+    memo: dict[int, Any] = {}
+    for m in module.modules():
+        for table, make in ((m._parameters, _zero_parameter), (m._buffers, _zeros_like)):
+            for name, t in table.items():
+                if t is not None:
+                    table[name] = memo[id(t)] if id(t) in memo else memo.setdefault(id(t), make(t))
+    return module
+
+
+def _zero_parameter(p: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(_zeros_like(p), requires_grad=p.requires_grad)
 
 
 def _is_torch_function(fn: Any) -> bool:

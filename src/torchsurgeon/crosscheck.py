@@ -395,7 +395,8 @@ def _run(
 ) -> _Run:
     """``copy_(*args, **kwargs)`` on meta; when the model itself cannot run on ``meta`` (it reads a value:
     ``Tensor.item()``), once on zeros on the CPU if it is small enough (:func:`~torchsurgeon.copies.run_on_zeros`):
-    a meta limit is not the real model failing at this input.
+    a meta limit is not the real model failing at this input.  ``copy_`` is the cross-check's own copy: its
+    tensors become zeros for that run.
 
     ``seen``, when given, receives the input shape of each submodule's first
     call (hooks on the copy, never on the user's model; they slow the
@@ -424,7 +425,7 @@ def _run(
             handle.remove()
     where = f" on zeros on the CPU (on meta: {on_meta})"
     try:
-        return _Run(run_on_zeros(copy_, tuple(args), kwargs, failure), "", where)
+        return _Run(run_on_zeros(copy_, tuple(args), kwargs, failure, owned=True), "", where)
     except Exception as exc:  # too large for the CPU (its message gives the meta reason), or the real model's failure
         if exc is failure or exc.__cause__ is failure:
             return _Run(None, first_line(exc, 200), decided=False)
