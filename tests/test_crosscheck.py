@@ -133,6 +133,31 @@ def test_a_model_that_cannot_run_on_meta_is_checked_on_zeros_on_the_cpu() -> Non
     assert "on zeros on the CPU (on meta: " in r.crosscheck.message
 
 
+class CheckedSizes(nn.Module):
+    """Checks tensor values as transformers' detectors do (``torch_compilable_check`` of its feature map sizes);
+    a layer used only in training mode leaves unused parameters, so the cross-check runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.denoising = nn.Linear(4, 4)  # training only
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        sizes = torch.empty((1, 2), dtype=torch.long, device=x.device)
+        sizes[0, 0], sizes[0, 1] = x.shape[-2:]
+        torch._check_tensor_all((sizes[:, 0] * sizes[:, 1]).sum() == x.shape[-2] * x.shape[-1])
+        return self.denoising(x.flatten(2).transpose(1, 2)) if self.training else x
+
+
+def test_a_check_of_tensor_values_is_run_past_on_meta_as_in_the_trace() -> None:
+    model = CheckedSizes().eval()
+    r = paramcount(model, (3, 8, 8))
+    assert r.unused and r.crosscheck.trust == Trust.VERIFIED and r.trusted
+    assert r.crosscheck.real_output == _real_shape(model, (3, 8, 8)) == (1, 4, 6, 6)
+    assert r.crosscheck.message.startswith("a forward of the real model on meta gives")  # not again on zeros
+
+
 def test_a_model_too_large_for_zeros_that_cannot_run_on_meta_is_unverified_not_trusted_blindly() -> None:
     with torch.device("meta"):
         model = GatedNet()

@@ -86,6 +86,17 @@ def test_errors_are_torchs_own() -> None:
     assert ruled == plain and plain[0] is ValueError
 
 
+def test_a_check_of_tensor_values_passes_on_meta_and_still_checks_real_tensors() -> None:
+    """torch._check_tensor_all reads ``cond._is_all_true().item()``: meta has no data to read, a CPU tensor has."""
+    sizes = torch.empty(3, 2, dtype=torch.int64, device="meta")
+    with ruled_meta():
+        torch._check_tensor_all((sizes[:, 0] * sizes[:, 1]).sum() == 48)  # a detector's feature map sizes
+        with pytest.raises(RuntimeError, match="sizes disagree"):
+            torch._check_tensor_all(torch.tensor([True, False]), lambda: "sizes disagree")
+    with pytest.raises(RuntimeError, match="cannot be called on meta"):  # outside the mode: torch's own error
+        torch._check_tensor_all(sizes.sum() == 48)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     op=st.sampled_from([operator.add, operator.sub, operator.mul, operator.truediv, operator.pow]),

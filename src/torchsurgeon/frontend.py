@@ -561,7 +561,8 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
     * ``torch._check(x.shape[1] == 8)``, ``torch._check_with`` (transformers'
       ``torch_compilable_check``,
       in 159 files of transformers.models): rejects a proxy; checked on the value, and
-      skipped on tensor values (a check, not a branch);
+      skipped on tensor values (a check, not a branch), as is
+      ``torch._check_tensor_all(cond)`` of a traced tensor;
     * transformers' ``is_tracing(mask)`` (``transformers.masking_utils``):
       False for a proxy whose data is known (:mod:`torchsurgeon.knowndata`:
       the mask of ones built for an input given without one), so the mask
@@ -629,6 +630,12 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
     def check_with(error_type: Any, cond: Any, *args: Any, **kwargs: Any) -> None:
         real_check_with(error_type, known_condition(cond), *args, **kwargs)
 
+    real_check_tensor = torch._check_tensor_all_with
+
+    def check_tensor_all_with(error_type: Any, cond: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(cond, torch.fx.Proxy):  # tensor values: a check, not a branch (known_condition)
+            real_check_tensor(error_type, cond, *args, **kwargs)
+
     masks = sys.modules.get("transformers.masking_utils")
     real_is_tracing = getattr(masks, "is_tracing", None)
 
@@ -652,6 +659,7 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
         (torch.jit, "isinstance", jit_isinstance),
         (torch, "_check", check),
         (torch, "_check_with", check_with),
+        (torch, "_check_tensor_all_with", check_tensor_all_with),  # torch._check_tensor_all calls it
         *((torch, name, recorded(factory)) for name, factory in factories.items()),
     ]
     if real_is_tracing is not None:

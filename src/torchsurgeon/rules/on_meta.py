@@ -11,6 +11,13 @@ else, and any call a rule declines, runs as usual.  The model's own Python
 (its control flow, hooks, and modules) runs unchanged: only the arithmetic
 of the ops is looked up.
 
+A check of tensor values (``torch._check_tensor_all(cond)``, which reads
+``cond._is_all_true().item()``: transformers' ``torch_compilable_check`` of
+a detector's feature map sizes) passes when ``cond`` is on ``meta``, as it
+does during a trace: its data is unknown there, and a check decides no
+shape (on ``meta`` it raised, and the cross-check ran the model again on
+zeros on the CPU, where such a check sees zeros, not the data either).
+
 Used where torchsurgeon runs a real forward on ``meta``: the cross-check of
 a traced graph, opaque leaves during propagation.  :func:`ruled_leaf`
 answers a whole leaf module by its module rule, without running it (the
@@ -91,6 +98,9 @@ def _meta_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool | No
     return found
 
 
+_ALL_TRUE = torch.Tensor._is_all_true
+
+
 class _RuledMeta(TorchFunctionMode):
     def __init__(self, resized: bool) -> None:
         super().__init__()
@@ -100,6 +110,8 @@ class _RuledMeta(TorchFunctionMode):
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
+        if func is _ALL_TRUE and len(args) == 1 and type(args[0]) in _PLAIN and args[0].is_meta:
+            return torch.tensor(True, device="cpu")  # a check of values that meta does not have (module docstring)
         rule, swapped = _rule_of(func)
         if rule is not None and rule.shape is not None:
             # rules build their meta tensors explicitly: other modes (torch.device("meta")) would only slow them down
