@@ -404,6 +404,7 @@ def view_ops(draw: st.DrawFn, x: torch.Tensor) -> tuple[Any, tuple[Any, ...], Ca
                 "roll",
                 "size",
                 "dim",
+                "numel",
                 "getattr",
             ]
         )
@@ -468,6 +469,8 @@ def view_ops(draw: st.DrawFn, x: torch.Tensor) -> tuple[Any, tuple[Any, ...], Ca
         return method_rule("size"), (draw(dim),), torch.Tensor.size
     if kind == "dim":
         return method_rule("dim"), (), torch.Tensor.dim
+    if kind == "numel":
+        return method_rule("numel"), (), torch.Tensor.numel
     return function_rule(getattr), (draw(st.sampled_from(["shape", "dtype", "ndim"])),), getattr
 
 

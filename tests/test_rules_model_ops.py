@@ -482,3 +482,15 @@ def test_repeat_interleave_rule_matches_meta(data: st.DataObject, dtype: torch.d
     assert answered == (repeats >= 0 and (x.dim() > 0 or dim is None))  # a 0-dim tensor over a dim: meta
     counts = torch.ones(max(x.numel(), 1), dtype=torch.int64, device="meta")
     assert not _function(torch.repeat_interleave, x, counts)  # repeats by values: meta
+
+
+@SETTINGS
+@given(data=st.data(), other=st.sampled_from([torch.bool, torch.int64, torch.float32]))
+def test_product_of_two_masks_rule_matches_meta(data: st.DataObject, other: torch.dtype) -> None:
+    x, _ = data.draw(tensors(min_rank=0, dtype=torch.bool))
+    shape = tuple(1 if data.draw(st.booleans()) else s for s in x.shape)
+    y, _ = data.draw(tensors(shape=shape, dtype=other))
+    answered = _function(operator.mul, x, y) & _function(torch.mul, y, x) & _method("mul", x, y)
+    if other == torch.bool:
+        assert answered  # two masks: their logical and, bool
+    assert not _function(operator.mul, x, 2) and not _function(operator.sub, x, x)  # promoted; torch refuses

@@ -21,12 +21,13 @@ from .registry import FALLBACK, builtin
 __all__: tuple[str, ...] = ()
 
 
-def _binary_rule(spec: Spec, *, integers: bool = False) -> OpRule:
+def _binary_rule(spec: Spec, *, integers: bool = False, bools: bool = False) -> OpRule:
     """Broadcasting arithmetic: tensors of one floating dtype, plus Python numbers; contiguous tensors of
     several dtypes when torch promotes them to a floating one (an integer or bool tensor with a float tensor).
 
     ``integers``: also tensors of one integer dtype with Python ints (``+``, ``-``, ``*`` of position
-    ids); a float with them promotes, so it runs on meta.
+    ids); a float with them promotes, so it runs on meta.  ``bools``: also two bool tensors (``*`` of two
+    masks: their logical and).
     """
 
     def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -47,9 +48,11 @@ def _binary_rule(spec: Spec, *, integers: bool = False) -> OpRule:
             dtype = torch.result_type(a, other)
             if not dtype.is_floating_point or any(t.dtype.is_complex or not t.is_contiguous() for t in tensors):
                 return FALLBACK  # operands cast to another dtype give other output strides: left to meta
-        if dtype.is_complex or dtype == torch.bool:
+        if dtype == torch.bool and bools and len(tensors) == 2:
+            pass  # a bool result
+        elif dtype.is_complex or dtype == torch.bool:
             return FALLBACK
-        if not dtype.is_floating_point and (not integers or any(isinstance(v, float) for v in operands)):
+        elif not dtype.is_floating_point and (not integers or any(isinstance(v, float) for v in operands)):
             return FALLBACK
         shape = broadcast(*(t.shape for t in tensors))
         if shape is None:
@@ -223,6 +226,12 @@ def _dim(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return args[0].dim()
 
 
+def _numel(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+        return FALLBACK
+    return args[0].numel()
+
+
 _TENSOR_ATTRS = frozenset({"shape", "dtype", "ndim", "device"})
 
 
@@ -363,7 +372,8 @@ builtin(operator.invert, shape=fn(_python_or(operator.invert, _BITWISE)), python
 builtin(torch.bitwise_not, "bitwise_not", shape=fn(_BITWISE))
 for _arith in (operator.add, operator.sub, operator.mul, operator.truediv, operator.pow):
     _integers = _arith in (operator.add, operator.sub, operator.mul)
-    builtin(_arith, shape=fn(_python_or(_arith, _binary_rule(_BINARY, integers=_integers))), python=True)
+    _tensor_rule = _binary_rule(_BINARY, integers=_integers, bools=_arith is operator.mul)
+    builtin(_arith, shape=fn(_python_or(_arith, _tensor_rule)), python=True)
 builtin(operator.matmul, shape=fn(_python_or(operator.matmul, _matmul)), macs=_MATMUL, kind=FlopKind.MATMUL)
 _PYTHON_OPS: tuple[Callable[..., Any], ...] = (
     operator.floordiv,
@@ -425,12 +435,13 @@ builtin(getattr, shape=fn(_getattr), python=True)
 builtin(torch._assert, shape=fn(_assert))
 builtin(torch.add, "add", shape=fn(_binary_rule(_BINARY_ALPHA, integers=True)))
 builtin(torch.sub, "sub", shape=fn(_binary_rule(_BINARY_ALPHA, integers=True)))
-builtin(torch.mul, "mul", shape=fn(_binary_rule(_BINARY, integers=True)))
+builtin(torch.mul, "mul", shape=fn(_binary_rule(_BINARY, integers=True, bools=True)))
 builtin(torch.div, "div", shape=fn(_binary_rule(_BINARY_DIV)))
 builtin(torch.maximum, torch.minimum, shape=fn(_binary_rule(_BINARY)))
 builtin(torch.pow, "pow", shape=fn(_binary_rule(_POW)))  # RMS norms: x.pow(2).mean(-1)
 builtin("size", shape=fn(_size))
 builtin("dim", shape=fn(_dim))
+builtin("numel", shape=fn(_numel))
 builtin("to", shape=fn(_to))
 builtin(torch.as_tensor, shape=fn(_as_tensor))
 builtin("type_as", shape=fn(_type_as))
