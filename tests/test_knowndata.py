@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import operator
+
 import pytest
 import torch
+import torch.fx
 from torch import nn
 
-from torchsurgeon import paramcount
+from torchsurgeon import paramcount, paramcount_sweep
+from torchsurgeon.knowndata import KnownData, as_meta
 
 
 class FirstTokenIfNoPadding(nn.Module):
@@ -77,3 +81,91 @@ class StepsAsTensor(nn.Module):
 def test_a_factory_of_traced_data_is_answered_on_meta() -> None:
     r = paramcount(StepsAsTensor(), (8, 4))
     assert r.opaque == {} and r.output_shape == (1, 8, 4) and r.trusted
+
+
+# --------------------------------------------------------------- positions past the end of a table
+
+
+class LearnedPositions(nn.Module):
+    """Adds a learned position embedding to each token, as GPT-2 does: positions made with ``torch.arange``."""
+
+    def __init__(self, positions: int = 8) -> None:
+        super().__init__()
+        self.tokens = nn.Linear(4, 6)
+        self.positions = nn.Embedding(positions, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+        return self.tokens(x) + self.positions(ids)
+
+
+@torch.fx.wrap
+def relative_bias(q: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """timm MViTv2's ``cal_rel_pos_type`` in short: distances made from sizes index a table (a leaf function)."""
+    n = q.shape[1]
+    dist = torch.arange(n, device=q.device)[:, None] - torch.arange(n, device=q.device)[None, :] + n - 1
+    return q + table[dist.long()].sum(-1)[None]
+
+
+class RelativePositions(nn.Module):
+    def __init__(self, size: int = 5) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(2 * size - 1, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return relative_bias(x, self.table)
+
+
+@pytest.mark.parametrize(
+    ("model", "fits", "longer", "layer", "error"),
+    [
+        (LearnedPositions(), (8, 4), (10, 4), "positions", "index out of range in self"),
+        (RelativePositions(), (5, 5), (6, 6), "relative_bias", "index 9 is out of bounds for dimension 0 with size 9"),
+    ],
+    ids=["embedding in the graph", "table in a leaf function"],
+)
+def test_positions_past_the_end_of_a_table_make_the_layer_invalid(
+    model: nn.Module, fits: tuple[int, ...], longer: tuple[int, ...], layer: str, error: str
+) -> None:
+    """An input longer than the model was built for: its shapes all fit, but the real forward raises IndexError."""
+    with torch.no_grad():
+        assert tuple(model(torch.zeros(1, *fits)).shape) == (1, *fits[:1], 6 if layer == "positions" else fits[1])
+        with pytest.raises(IndexError, match=error):
+            model(torch.zeros(1, *longer))
+    ok = paramcount(model, fits)
+    assert not ok.invalid and ok.trusted and ok.output_shape == (1, *fits[:1], 6 if layer == "positions" else fits[1])
+    r = paramcount(model, longer, crosscheck="always")  # GPT-2's is checked anyway: its invalid layer is not the first
+    assert [rec.name for rec in r.invalid] == [layer] and error in r.invalid[0].message
+    assert r.output_shape is None  # it has none: the real forward raises
+    assert f"the real model fails at this input too ({error} on meta)" in r.crosscheck.message
+
+
+def test_positions_past_the_end_are_found_in_a_sweep_too() -> None:
+    reports = paramcount_sweep(LearnedPositions(), [(8, 4), (10, 4), (8, 4)])
+    assert [[rec.name for rec in r.invalid] for r in reports] == [[], ["positions"], []]
+
+
+def test_known_data_follows_factories_and_ops_on_them_only() -> None:
+    g = torch.fx.Graph()
+    x = g.placeholder("x")
+    n = g.call_method("size", (x, 1))
+    ids = g.call_function(torch.arange, (n,))
+    shifted = g.call_function(operator.add, (ids, 3))
+    noise = g.call_function(torch.rand, (n,))
+    mixed = g.call_function(operator.add, (shifted, x))
+    dropped = g.call_function(torch.nn.functional.dropout, (shifted,))
+    env = {x: torch.empty(2, 5, device="meta"), n: 5}
+    known = KnownData()
+    for node, value in ((ids, None), (shifted, None), (mixed, None)):
+        env[node] = torch.empty(5, device="meta") if value is None else value
+        known.follow(node, env)
+    assert known.values[shifted].tolist() == [3, 4, 5, 6, 7] and mixed not in known.values  # x has no data
+    known.follow(noise, env)
+    assert noise not in known.values and shifted in known.values  # random, but it reads no known data
+    known.follow(dropped, env)
+    assert not known.values  # random data made from known data: nothing known is trusted past it
+
+
+def test_as_meta_leaves_scalar_settings_on_the_cpu() -> None:
+    out = as_meta((torch.arange(3), [torch.tensor(2)], torch.empty(2, device="meta")))
+    assert [t.device.type for t in (out[0], out[1][0], out[2])] == ["meta", "cpu", "meta"]

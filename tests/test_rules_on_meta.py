@@ -226,3 +226,18 @@ def test_ruled_leaf_declines_what_its_rule_does_not_describe() -> None:
     one = torch.empty(1, 4, device="meta")  # a forward in training mode raises: one value per channel
     assert ruled_leaf(nn.BatchNorm1d(4), (one,), {}) is FALLBACK
     assert ruled_leaf(nn.BatchNorm1d(4).eval(), (one,), {}).shape == (1, 4)
+
+
+def test_known_data_is_made_on_the_cpu_and_an_index_past_a_tables_end_raises_as_on_the_cpu() -> None:
+    table = torch.zeros(4, 2)
+    with torch.device("meta"), ruled_meta():
+        positions = torch.arange(3)  # asked for on meta: small data a real forward makes from a size
+        large = torch.ones(1 << 17)  # too large to keep: stays on meta
+        rows = table.to("meta")[positions]
+        assert positions.device.type == "cpu" and large.is_meta and rows.is_meta and tuple(rows.shape) == (3, 2)
+        with pytest.raises(IndexError, match="index 4 is out of bounds for dimension 0 with size 4"):
+            table.to("meta")[torch.arange(6)]
+        with pytest.raises(IndexError, match="index out of range in self"):
+            nn.Embedding(4, 2, device="meta")(torch.arange(5))
+    with pytest.raises(IndexError, match="index 4 is out of bounds for dimension 0 with size 4"):
+        table[torch.arange(6)]  # the CPU's own message

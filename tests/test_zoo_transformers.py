@@ -566,3 +566,22 @@ def test_encodec_paddings_from_its_scalar_buffers_are_traced_and_exact() -> None
     lstms = [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]
     lstm_macs = sum(4 * m.hidden_size * (m.input_size + m.hidden_size) * frames * m.num_layers for m in lstms)
     assert lstms and r.macs == counter.get_total_flops() // 2 + lstm_macs
+
+
+@pytest.mark.parametrize("name", ["gpt2", "opt"])
+def test_a_sequence_longer_than_the_position_table_is_invalid_as_the_real_model_raises(name: str) -> None:
+    """The shapes of a decoder at more tokens than its position table all fit; its position ids (made with
+    ``torch.arange``) index past the table and the real forward raises IndexError: it was reported as fitting."""
+    auto, options, _ = ZOO[name]
+    positions = {"gpt2": "n_positions", "opt": "max_position_embeddings"}[name]
+    config = transformers.AutoConfig.for_model(name, **{**TOKENS, **options, positions: 16})
+    model = getattr(transformers, auto).from_config(config).eval()
+    with torch.no_grad():
+        model(torch.randint(1, 99, (1, 16)))
+        with pytest.raises(IndexError):
+            model(torch.randint(1, 99, (1, 24)))
+    assert paramcount(model, (16,)).invalid == []
+    r = paramcount(model, (24,))
+    assert [layer.name for layer in r.invalid] == ["transformer.wpe" if name == "gpt2" else "decoder.embed_positions"]
+    assert "IndexError" in r.invalid[0].message and r.output_shape is None
+    assert "the real model fails at this input too" in r.crosscheck.message

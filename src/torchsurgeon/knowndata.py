@@ -16,16 +16,41 @@ them (:func:`settled`); anything random, uninitialised or computed by a
 leaf module stays data-dependent.  They never meet a ``meta`` tensor with
 their data: an op mixing them with ``meta`` tensors gets ``meta`` stand-ins
 (:func:`on_one_device`), as before.
+
+Shape propagation computes the same known data beside its ``meta`` values
+(:class:`KnownData`) to check what only data decides: an index into a table
+(``rel_pos[dist.long()]`` of positions made with ``torch.arange``, an
+embedding of position ids) that points past its end raises ``IndexError`` in
+a real forward at an input longer or larger than the model was built for,
+while its shapes all fit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.fx
+import torch.nn.functional as F
+import torch.utils._pytree as pytree
+from torch import nn
 
-__all__ = ("DATA_FACTORIES", "DATA_LIMIT", "from_known_data", "off_meta", "on_one_device", "settled")
+from .records import Finding
+
+__all__ = (
+    "DATA_FACTORIES",
+    "DATA_LIMIT",
+    "KnownData",
+    "as_meta",
+    "from_known_data",
+    "off_meta",
+    "on_one_device",
+    "out_of_bounds",
+    "settled",
+    "unsettled",
+)
 
 DATA_FACTORIES = frozenset({torch.ones, torch.zeros, torch.full, torch.arange, torch.eye, torch.tensor})
 """Factories of known data: made on the CPU in a trace's values when asked for on ``meta``."""
@@ -42,6 +67,18 @@ _UNSETTLED = frozenset(
     )
 )
 """The torch functions and methods whose values differ between forwards (random, uninitialised)."""
+
+
+def unsettled(target: Any) -> bool:
+    """Whether a torch function, method (by name) or op gives other values on every call (random, uninitialised).
+
+    Examples
+    --------
+    >>> unsettled(torch.rand), unsettled("uniform_"), unsettled(torch.arange)
+    (True, True, False)
+    """
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    return name in _UNSETTLED
 
 
 def settled(node: torch.fx.Node, values: Mapping[torch.fx.Node, Any]) -> bool:
@@ -109,6 +146,25 @@ def off_meta(value: Any, device: torch.device) -> Any:
     return value
 
 
+def as_meta(value: Any) -> Any:
+    """``value`` (nested in tuples, lists, dicts and model outputs) with each CPU tensor of known data (more than
+    0-dim: a scalar setting stays) as a ``meta`` stand-in: what leaves a forward run on ``meta``.
+
+    Examples
+    --------
+    >>> out = as_meta({"ids": torch.arange(3), "scale": torch.tensor(2.0)})
+    >>> out["ids"].device.type, out["scale"].device.type
+    ('meta', 'cpu')
+    """
+    leaves = pytree.tree_leaves(value)
+    if not any(type(t) is torch.Tensor and not t.is_meta and t.dim() for t in leaves):
+        return value
+    return pytree.tree_map(
+        lambda t: torch.empty_like(t, device="meta") if type(t) is torch.Tensor and not t.is_meta and t.dim() else t,
+        value,
+    )
+
+
 def on_one_device(
     args: tuple[Any, ...], kwargs: dict[str, Any], module: bool
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -143,3 +199,163 @@ def on_one_device(
         return v
 
     return tuple(stand_in(a) for a in args), {k: stand_in(v) for k, v in kwargs.items()}
+
+
+_CPU = torch.device("cpu")
+
+
+class KnownData:
+    """The known data of a shape propagation's nodes, computed on the CPU beside their ``meta`` values.
+
+    A node has known data when it is a factory of it (:data:`DATA_FACTORIES`
+    given sizes and constants: OPT counts its positions with ``cumsum`` of a
+    mask of ones) or a function or method whose tensor inputs all have known
+    data; its result is kept when it is a small tensor (or a tuple of them).
+    A random or uninitialised op on known data makes all of it unknown
+    (nothing is trusted past it).  Shape propagation asks
+    :meth:`past_the_end` before an index or an embedding lookup reads it.
+
+    Examples
+    --------
+    >>> g = torch.fx.Graph()
+    >>> ids = g.call_function(torch.arange, (6,))
+    >>> table = g.placeholder("table")
+    >>> row = g.call_function(operator.getitem, (table, ids))
+    >>> known = KnownData()
+    >>> known.follow(ids, {})
+    >>> env = {table: torch.empty(4, 2, device="meta"), ids: torch.empty(6, device="meta")}
+    >>> print(known.past_the_end(row, env, None, "rel_pos", "getitem()").message)  # doctest: +NORMALIZE_WHITESPACE
+    rel_pos (getitem()) expects index < 4, got 4 — a real forward raises IndexError (index 4 is out of bounds
+    for dimension 0 with size 4): the indices come from the input's size (positions, relative distances) and
+    the table holds 4 — give an input the model was built for
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[torch.fx.Node, Any] = {}
+
+    def reads(self, inputs: Sequence[torch.fx.Node]) -> bool:
+        """Whether a node of these input nodes reads known data (its result may depend on values, not only on
+        shapes)."""
+        values = self.values
+        return bool(values) and any(a in values for a in inputs)
+
+    def follow(self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any], reads: bool | None = None) -> None:
+        """Compute ``node``'s known data, if it has some, from its inputs' (``env``: their ``meta`` values);
+        ``reads``: :meth:`reads` of its inputs, when already asked."""
+        op, target = node.op, node.target
+        factory = op == "call_function" and target in DATA_FACTORIES
+        if reads is None:
+            reads = self.reads(node.all_input_nodes)
+        if not factory and (op not in ("call_function", "call_method") or not reads):
+            return
+        if unsettled(target):  # random or uninitialised: what it touches is no longer known
+            self.values.clear()
+            return
+        args = self._arguments((node.args, node.kwargs), env)
+        if args is None or (factory and not from_known_data(args)):
+            return
+        (call_args, kwargs), cpu = args, _CPU
+        try:
+            with torch.no_grad():
+                if op == "call_function":
+                    out = target(*off_meta(call_args, cpu), **off_meta(kwargs, cpu))  # type: ignore[operator]
+                else:
+                    out = getattr(call_args[0], str(target))(*off_meta(call_args[1:], cpu), **off_meta(kwargs, cpu))
+        except Exception:  # not computable here: not known
+            return
+        parts = out if type(out) in (tuple, list) else (out,)
+        if parts and all(type(t) is torch.Tensor and not t.is_meta and t.numel() <= DATA_LIMIT for t in parts):
+            self.values[node] = out
+
+    def past_the_end(
+        self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any], module: Any, layer: str, kind: str
+    ) -> Finding | None:
+        """The finding of ``node`` when it reads past the end of a table with indices of known data (``x[index]``,
+        ``F.embedding(ids, weight)``, an ``nn.Embedding`` ``module``), as the real forward raises ``IndexError``;
+        None otherwise (also for the forms it does not check)."""
+        found: tuple[int, int, str] | None = None
+        if isinstance(module, nn.Embedding) and node.args:
+            found = self._ids_past(node.args[0], module.num_embeddings)
+        elif node.op == "call_function" and node.target is F.embedding and len(node.args) >= 2:
+            weight = env.get(node.args[1]) if isinstance(node.args[1], torch.fx.Node) else None
+            if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+                found = self._ids_past(node.args[0], int(weight.shape[0]))
+        elif node.op == "call_function" and node.target is operator.getitem and len(node.args) == 2:
+            x = env.get(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
+            if isinstance(x, torch.Tensor):
+                found = out_of_bounds(tuple(x.shape), self._arguments(node.args[1], env, partial=True))
+        if found is None:
+            return None
+        index, size, error = found
+        fix = (
+            f"a real forward raises IndexError ({error}): the indices come from the input's size (positions, "
+            f"relative distances) and the table holds {size} — give an input the model was built for"
+        )
+        return Finding(layer, kind, "index", f"< {size}", index, fix)
+
+    def _ids_past(self, ids: Any, rows: int) -> tuple[int, int, str] | None:
+        value = self.values.get(ids) if isinstance(ids, torch.fx.Node) else None
+        if type(value) is not torch.Tensor or value.is_floating_point() or not value.numel():
+            return None
+        flat = value.flatten()
+        outside = flat[(flat >= rows) | (flat < 0)]
+        return (int(outside[0]), rows, "index out of range in self") if outside.numel() else None
+
+    def _arguments(self, args: Any, env: Mapping[torch.fx.Node, Any], partial: bool = False) -> Any:
+        """``args`` with each node's known data, else its value; None when a tensor input has no known data
+        (``partial``: its ``meta`` value then stands)."""
+        values, unknown = self.values, False
+
+        def value(a: torch.fx.Node) -> Any:
+            nonlocal unknown
+            if a in values:
+                return values[a]
+            v = env[a]
+            parts = v if type(v) in (tuple, list) else (v,)
+            if any(isinstance(t, torch.Tensor) for t in parts):
+                unknown = True
+            return v
+
+        mapped = torch.fx.node.map_arg(args, value)
+        return None if unknown and not partial else mapped
+
+
+def out_of_bounds(shape: Sequence[int], index: Any) -> tuple[int, int, str] | None:
+    """(the index, the dim's size, torch's message) for ``x[index]`` of a tensor of ``shape`` when an integer
+    tensor in ``index`` on the CPU points outside its dim; None when every such index is inside (or the index
+    has forms not checked).
+
+    Examples
+    --------
+    >>> out_of_bounds((3, 111), (slice(None), torch.tensor([0, 111, 200])))
+    (111, 111, 'index 111 is out of bounds for dimension 1 with size 111')
+    >>> out_of_bounds((3, 111), torch.tensor([2, -3])) is None
+    True
+    """
+    items = index if type(index) in (tuple, list) else (index,)
+    consumed = 0
+    for item in items:
+        if isinstance(item, torch.Tensor):
+            consumed += item.dim() if item.dtype == torch.bool else 1
+        elif item is not None and item is not Ellipsis:
+            consumed += 1
+    dim = 0
+    for item in items:
+        if item is None:
+            continue
+        if item is Ellipsis:
+            dim += len(shape) - consumed
+            continue
+        if isinstance(item, torch.Tensor) and item.dtype == torch.bool:
+            dim += item.dim()
+            continue
+        if isinstance(item, torch.Tensor) and not item.is_meta and not item.is_floating_point() and item.numel():
+            if dim >= len(shape):
+                return None  # too many indices: torch says so, and shape propagation does too
+            size, flat = int(shape[dim]), item.flatten()
+            outside = flat[(flat >= size) | (flat < -size)]
+            if outside.numel():  # torch names the first one
+                index = int(outside[0])
+                return index, size, f"index {index} is out of bounds for dimension {dim} with size {size}"
+        dim += 1
+    return None

@@ -50,6 +50,7 @@ from .graph import (
     set_records,
     update_record,
 )
+from .knowndata import DATA_FACTORIES, KnownData, as_meta
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_inputs, input_fix, resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule
@@ -326,6 +327,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         # twins (shapememo.twin_kinds) given the very values of an earlier one reuse its result: values are shared
         self.twins = twin_kinds(G) if self.shared else {}
         self._twin_results: dict[tuple[int, tuple[int, ...]], tuple[tuple[Any, ...], Any, tuple[Any, ...]]] = {}
+        self.known = KnownData()  # small tensors made from sizes, computed beside the meta values (knowndata)
+        self._reads_known = False  # whether the node being run reads some
 
     def run_graph(self) -> Any:
         """Run every node once; return the value of the output node."""
@@ -333,10 +336,14 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         env = self.env
         memo = self.memo
         scalars = self.scalars
+        known = self.known
         for node, step in self.steps.items():
+            self._reads_known = reads = bool(known.values) and known.reads(step.inputs)
             value = env[node] = self.run_node(node) if memo is None else self._run_memoised(node, memo)
             if type(value) in (int, float, bool):  # sizes: messages formatted during the trace name their nodes
                 scalars[node.name] = value
+            if reads or (node.op == "call_function" and node.target in DATA_FACTORIES):
+                known.follow(node, env, reads)
             for to_delete in step.last_uses:
                 del env[to_delete]
             if node.op == "output":
@@ -348,6 +355,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             return self.run_node(n)
         if n.op == "placeholder":
             return memo.canonical(n.name, self.run_node(n))
+        if self._reads_known:  # what it gives depends on data: never from another input
+            return self._run_node(n)
         env = self.env
         inputs = tuple([env[a] for a in self.steps[n].inputs])
         key = (n.name, tuple(map(id, inputs)))  # the inputs are kept alive in the memo: ids stay unique
@@ -396,7 +405,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
 
     def run_node(self, n: torch.fx.Node) -> Any:
         twin = self.twins.get(n)
-        if twin is None:
+        if twin is None or self._reads_known:
             return self._run_node(n)
         env = self.env
         return self._run_twin(n, twin, tuple([env[a] for a in self.steps[n].inputs]))
@@ -447,6 +456,12 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             if unknown:
                 self._record(base, ins, None, LayerStatus.UNKNOWN, f"input unknown (since {unknown[0].origin})")
                 return unknown[0]
+        if self._reads_known:  # an index into a table by positions made from sizes: it may point past its end
+            finding = self.known.past_the_end(n, self.env, step.module, base.layer, base.module_type)
+            if finding is not None:
+                self._record(base, ins, None, LayerStatus.INVALID, finding.message, (finding,), ShapeSource.RULE)
+                self._unknown_seen = True
+                return _Unknown(base.layer)
         if not ins and op == "call_function" and base.layer not in self.opaque:
             out = self._python_value(n, base, args, kwargs)
             if out is not FALLBACK:
@@ -665,7 +680,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         layer = base.layer
         try:
             with torch.device("meta"), ruled_meta():  # tensors the op creates land on meta too; its ops by rule
-                out = call()
+                out = as_meta(call())  # known data made inside (positions) leaves as meta stand-ins
         except Exception as exc:
             # ``f"... got {h}"`` formatted while tracing reads ``Proxy(getitem_2)``: the number it stands for
             text = with_numbers(first_line(exc), self.scalars)

@@ -18,6 +18,14 @@ does during a trace: its data is unknown there, and a check decides no
 shape (on ``meta`` it raised, and the cross-check ran the model again on
 zeros on the CPU, where such a check sees zeros, not the data either).
 
+Data a real forward makes from sizes and constants (``torch.arange(n,
+device=x.device)``: positions, relative distances) is made on the CPU when
+small, as in a trace (:mod:`torchsurgeon.knowndata`), and an index into a
+``meta`` table by such positions is checked as a real forward checks it: a
+position past the table's end raises ``IndexError`` (timm's MViTv2 at an
+input larger than it was built for).  Where known data meets ``meta``
+tensors otherwise, it gets ``meta`` stand-ins.
+
 Used where torchsurgeon runs a real forward on ``meta``: the cross-check of
 a traced graph, opaque leaves during propagation.  :func:`ruled_leaf`
 answers a whole leaf module by its module rule, without running it (the
@@ -32,8 +40,10 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..knowndata import DATA_FACTORIES, DATA_LIMIT, from_known_data, off_meta, on_one_device, out_of_bounds, unsettled
 from ._common import shared_outputs
 from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule, runs_forward_of
 
@@ -99,6 +109,8 @@ def _meta_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool | No
 
 
 _ALL_TRUE = torch.Tensor._is_all_true
+_GETITEM = torch.Tensor.__getitem__
+_CPU = torch.device("cpu")
 
 
 class _RuledMeta(TorchFunctionMode):
@@ -112,6 +124,12 @@ class _RuledMeta(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is _ALL_TRUE and len(args) == 1 and type(args[0]) in _PLAIN and args[0].is_meta:
             return torch.tensor(True, device="cpu")  # a check of values that meta does not have (module docstring)
+        if func in DATA_FACTORIES:
+            made = self._known_data(func, args, kwargs)
+            if made is not None:
+                return made
+        elif _known_with_meta(args, kwargs):  # also known data made by an earlier run (a model's own cache)
+            args, kwargs = _meeting_meta(func, args, kwargs)
         rule, swapped = _rule_of(func)
         if rule is not None and rule.shape is not None:
             # rules build their meta tensors explicitly: other modes (torch.device("meta")) would only slow them down
@@ -125,6 +143,58 @@ class _RuledMeta(TorchFunctionMode):
                 if out is not FALLBACK:
                     return out
         return func(*args, **kwargs)
+
+    def _known_data(self, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        """A factory of known data (``torch.arange(n, device=x.device)``) asked for on meta: made on the CPU when
+        small, as a real forward makes it; else None (made as usual)."""
+        device = kwargs.get("device")
+        on_meta = torch.get_default_device().type == "meta" if device is None else torch.device(device).type == "meta"
+        if not on_meta or not from_known_data((args, kwargs)):
+            return None
+        shaped = func(*args, **kwargs)  # on meta: its size
+        if not isinstance(shaped, torch.Tensor) or shaped.numel() > DATA_LIMIT:
+            return shaped
+        return func(*off_meta(args, _CPU), **{**off_meta(kwargs, _CPU), "device": _CPU})
+
+
+def _known_with_meta(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    """Whether the arguments hold a CPU tensor of known data (more than 0-dim) and a ``meta`` tensor, or a random
+    op's argument (which then stands in on meta)."""
+    data = meta = False
+    for value in (*args, *kwargs.values()) if kwargs else args:
+        for t in value if type(value) in (list, tuple) else (value,):
+            if type(t) in _PLAIN:  # a parameter: a table
+                if t.is_meta:
+                    meta = True
+                elif t.dim():
+                    data = True
+    return data and meta
+
+
+def _meeting_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A call's arguments once known data meets ``meta`` tensors: ``meta`` stand-ins for it
+    (:func:`~torchsurgeon.knowndata.on_one_device`), after an index into a ``meta`` table by known positions is
+    checked as a real forward checks it (``IndexError``)."""
+    if unsettled(func):
+        return _stand_ins(args), {k: _stand_ins(v) for k, v in kwargs.items()}
+    if func is _GETITEM and len(args) == 2 and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+        found = out_of_bounds(tuple(args[0].shape), args[1])
+        if found is not None:
+            raise IndexError(found[2])
+    elif func is F.embedding and len(args) >= 2 and isinstance(args[1], torch.Tensor) and args[1].dim() == 2:
+        ids, rows = args[0], int(args[1].shape[0])
+        if isinstance(ids, torch.Tensor) and not ids.is_meta and ids.numel() and not ids.is_floating_point():
+            if int(ids.max()) >= rows or int(ids.min()) < 0:
+                raise IndexError("index out of range in self")
+    return on_one_device(tuple(args), dict(kwargs), module=False)
+
+
+def _stand_ins(value: Any) -> Any:
+    if type(value) in (list, tuple):
+        return type(value)(_stand_ins(v) for v in value)
+    if type(value) is torch.Tensor and not value.is_meta and value.dim():
+        return torch.empty_like(value, device="meta")
+    return value
 
 
 def ruled_leaf(
