@@ -241,3 +241,10 @@ def test_known_data_is_made_on_the_cpu_and_an_index_past_a_tables_end_raises_as_
             nn.Embedding(4, 2, device="meta")(torch.arange(5))
     with pytest.raises(IndexError, match="index 4 is out of bounds for dimension 0 with size 4"):
         table[torch.arange(6)]  # the CPU's own message
+
+
+def test_known_data_given_to_a_random_op_is_no_longer_known() -> None:
+    with torch.device("meta"), ruled_meta():
+        positions = torch.arange(4)
+        dropped = torch.nn.functional.dropout(positions.float(), 0.5)  # training: random
+    assert positions.device.type == "cpu" and dropped.is_meta

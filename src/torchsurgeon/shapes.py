@@ -560,7 +560,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         for candidate in as_folded_inputs(module, args):  # the channel dim it accepts
             try:
                 with torch.device("meta"), ruled_meta():
-                    out = self._module_call(target, module, *self._fresh(candidate[0], kwargs))
+                    out = as_meta(self._module_call(target, module, *self._fresh(candidate[0], kwargs)))
                 break
             except Exception:  # not the channel dim, or it fails for another reason too
                 continue

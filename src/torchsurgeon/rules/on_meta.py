@@ -128,7 +128,7 @@ class _RuledMeta(TorchFunctionMode):
             made = self._known_data(func, args, kwargs)
             if made is not None:
                 return made
-        elif _known_with_meta(args, kwargs):  # also known data made by an earlier run (a model's own cache)
+        elif _known_with_meta(func, args, kwargs):  # also known data made by an earlier run (a model's own cache)
             args, kwargs = _meeting_meta(func, args, kwargs)
         rule, swapped = _rule_of(func)
         if rule is not None and rule.shape is not None:
@@ -157,9 +157,9 @@ class _RuledMeta(TorchFunctionMode):
         return func(*off_meta(args, _CPU), **{**off_meta(kwargs, _CPU), "device": _CPU})
 
 
-def _known_with_meta(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
-    """Whether the arguments hold a CPU tensor of known data (more than 0-dim) and a ``meta`` tensor, or a random
-    op's argument (which then stands in on meta)."""
+def _known_with_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    """Whether the arguments hold a CPU tensor of known data (more than 0-dim) and a ``meta`` tensor, or known
+    data given to a random op (which gets a meta stand-in: its result is not known)."""
     data = meta = False
     for value in (*args, *kwargs.values()) if kwargs else args:
         for t in value if type(value) in (list, tuple) else (value,):
@@ -168,7 +168,7 @@ def _known_with_meta(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
                     meta = True
                 elif t.dim():
                     data = True
-    return data and meta
+    return data and (meta or unsettled(func))
 
 
 def _meeting_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
