@@ -115,7 +115,7 @@ def main() -> None:
         "",
         f"- {when}; `.venv/bin/python benchmarks/full_size.py --write`; 1 torch thread; median of 3 after 1 "
         f"warm-up, interleaved; load average (1 min) before: {load:.2f}; wall time {time.time() - start:.0f} s",
-        "- The two models of the transformers zoo that are slower than torchinfo at the zoo's small "
+        "- The transformers zoo's two detectors, slower than torchinfo or level with it at the zoo's small "
         "configurations (results.md), here at their default configurations and a real input size.",
         "",
     ]
