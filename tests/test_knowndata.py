@@ -10,7 +10,10 @@ import torch.fx
 from torch import nn
 
 from torchsurgeon import paramcount, paramcount_sweep
+from torchsurgeon.graph import build_graph
 from torchsurgeon.knowndata import KnownData, as_meta
+from torchsurgeon.shapes import propagate_shapes
+from torchsurgeon.trace import trace
 
 
 class FirstTokenIfNoPadding(nn.Module):
@@ -169,3 +172,30 @@ def test_known_data_follows_factories_and_ops_on_them_only() -> None:
 def test_as_meta_leaves_scalar_settings_on_the_cpu() -> None:
     out = as_meta((torch.arange(3), [torch.tensor(2)], torch.empty(2, device="meta")))
     assert [t.device.type for t in (out[0], out[1][0], out[2])] == ["meta", "cpu", "meta"]
+
+
+CALLS: list[int] = []
+
+
+@torch.fx.wrap
+def counted_offsets(ids: torch.Tensor) -> torch.Tensor:
+    """A model's own function of known data, with a side effect: shape propagation runs it, known data does not."""
+    CALLS.append(1)
+    return ids + 1
+
+
+class CountedOffsets(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions = nn.Embedding(9, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.positions(counted_offsets(torch.arange(x.shape[1], device=x.device)))
+
+
+def test_a_models_own_function_of_known_data_is_run_once_per_propagation() -> None:
+    model = CountedOffsets()
+    traced = build_graph(trace(model))
+    CALLS.clear()
+    propagate_shapes(traced, (8, 2))
+    assert len(CALLS) == 1

@@ -209,8 +209,9 @@ class KnownData:
 
     A node has known data when it is a factory of it (:data:`DATA_FACTORIES`
     given sizes and constants: OPT counts its positions with ``cumsum`` of a
-    mask of ones) or a function or method whose tensor inputs all have known
-    data; its result is kept when it is a small tensor (or a tuple of them).
+    mask of ones) or a torch function, operator or tensor method whose
+    tensor inputs all have known data; its result is kept when it is a small
+    tensor (or a tuple of them).
     A random or uninitialised op on known data makes all of it unknown
     (nothing is trusted past it).  Shape propagation asks
     :meth:`past_the_end` before an index or an embedding lookup reads it.
@@ -248,6 +249,8 @@ class KnownData:
             reads = self.reads(node.all_input_nodes)
         if not factory and (op not in ("call_function", "call_method") or not reads):
             return
+        if op == "call_function" and not _torch_or_python(target):
+            return  # a function of the model's own (fx.wrap): run once, by shape propagation, not twice
         if unsettled(target):  # random or uninitialised: what it touches is no longer known
             self.values.clear()
             return
@@ -318,6 +321,11 @@ class KnownData:
 
         mapped = torch.fx.node.map_arg(args, value)
         return None if unknown and not partial else mapped
+
+
+def _torch_or_python(fn: Any) -> bool:
+    """Whether ``fn`` is torch's or Python's own (an operator, ``math``): running it again has no side effect."""
+    return str(getattr(fn, "__module__", None) or "").split(".")[0] in ("torch", "_operator", "operator", "math")
 
 
 def out_of_bounds(shape: Sequence[int], index: Any) -> tuple[int, int, str] | None:
