@@ -45,10 +45,12 @@ __all__ = (
     "KnownData",
     "as_meta",
     "from_known_data",
+    "ids_past",
     "off_meta",
     "on_one_device",
     "out_of_bounds",
     "settled",
+    "stand_ins",
     "unsettled",
 )
 
@@ -191,14 +193,23 @@ def on_one_device(
     if not (data and on_meta):
         return args, kwargs
 
-    def stand_in(v: Any) -> Any:
-        if type(v) in (list, tuple):
-            return type(v)(stand_in(t) for t in v)
-        if type(v) is torch.Tensor and not v.is_meta and v.dim():
-            return torch.empty_like(v, device="meta")
-        return v
+    return stand_ins(args), {k: stand_ins(v) for k, v in kwargs.items()}
 
-    return tuple(stand_in(a) for a in args), {k: stand_in(v) for k, v in kwargs.items()}
+
+def stand_ins(value: Any) -> Any:
+    """``value`` (a tensor, or a list or tuple of them) with each CPU tensor of known data, 0-dim ones aside, as a
+    ``meta`` stand-in.
+
+    Examples
+    --------
+    >>> [t.device.type for t in stand_ins((torch.arange(2), torch.tensor(1)))]
+    ['meta', 'cpu']
+    """
+    if type(value) in (list, tuple):
+        return type(value)(stand_ins(v) for v in value)
+    if type(value) is torch.Tensor and not value.is_meta and value.dim():
+        return torch.empty_like(value, device="meta")
+    return value
 
 
 _CPU = torch.device("cpu")
@@ -297,12 +308,7 @@ class KnownData:
         return Finding(layer, kind, "index", f"< {size}", index, fix)
 
     def _ids_past(self, ids: Any, rows: int) -> tuple[int, int, str] | None:
-        value = self.values.get(ids) if isinstance(ids, torch.fx.Node) else None
-        if type(value) is not torch.Tensor or value.is_floating_point() or not value.numel():
-            return None
-        flat = value.flatten()
-        outside = flat[(flat >= rows) | (flat < 0)]
-        return (int(outside[0]), rows, "index out of range in self") if outside.numel() else None
+        return ids_past(self.values.get(ids) if isinstance(ids, torch.fx.Node) else None, rows)
 
     def _arguments(self, args: Any, env: Mapping[torch.fx.Node, Any], partial: bool = False) -> Any:
         """``args`` with each node's known data, else its value; None when a tensor input has no known data
@@ -321,6 +327,22 @@ class KnownData:
 
         mapped = torch.fx.node.map_arg(args, value)
         return None if unknown and not partial else mapped
+
+
+def ids_past(ids: Any, rows: int) -> tuple[int, int, str] | None:
+    """(the first id, ``rows``, torch's message) when ``ids``, integers on the CPU, look up an embedding of
+    ``rows`` rows past its end; None otherwise (also for ids on meta).
+
+    Examples
+    --------
+    >>> ids_past(torch.arange(6), 4)
+    (4, 4, 'index out of range in self')
+    """
+    if type(ids) is not torch.Tensor or ids.is_meta or ids.is_floating_point() or not ids.numel():
+        return None
+    flat = ids.flatten()
+    outside = flat[(flat >= rows) | (flat < 0)]
+    return (int(outside[0]), rows, "index out of range in self") if outside.numel() else None
 
 
 def _torch_or_python(fn: Any) -> bool:

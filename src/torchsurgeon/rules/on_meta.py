@@ -43,7 +43,17 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..knowndata import DATA_FACTORIES, DATA_LIMIT, from_known_data, off_meta, on_one_device, out_of_bounds, unsettled
+from ..knowndata import (
+    DATA_FACTORIES,
+    DATA_LIMIT,
+    from_known_data,
+    ids_past,
+    off_meta,
+    on_one_device,
+    out_of_bounds,
+    stand_ins,
+    unsettled,
+)
 from ._common import shared_outputs
 from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule, runs_forward_of
 
@@ -176,25 +186,16 @@ def _meeting_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
     (:func:`~torchsurgeon.knowndata.on_one_device`), after an index into a ``meta`` table by known positions is
     checked as a real forward checks it (``IndexError``)."""
     if unsettled(func):
-        return _stand_ins(args), {k: _stand_ins(v) for k, v in kwargs.items()}
+        return stand_ins(args), {k: stand_ins(v) for k, v in kwargs.items()}
     if func is _GETITEM and len(args) == 2 and isinstance(args[0], torch.Tensor) and args[0].is_meta:
         found = out_of_bounds(tuple(args[0].shape), args[1])
         if found is not None:
             raise IndexError(found[2])
     elif func is F.embedding and len(args) >= 2 and isinstance(args[1], torch.Tensor) and args[1].dim() == 2:
-        ids, rows = args[0], int(args[1].shape[0])
-        if isinstance(ids, torch.Tensor) and not ids.is_meta and ids.numel() and not ids.is_floating_point():
-            if int(ids.max()) >= rows or int(ids.min()) < 0:
-                raise IndexError("index out of range in self")
+        found = ids_past(args[0], int(args[1].shape[0]))
+        if found is not None:
+            raise IndexError(found[2])
     return on_one_device(tuple(args), dict(kwargs), module=False)
-
-
-def _stand_ins(value: Any) -> Any:
-    if type(value) in (list, tuple):
-        return type(value)(_stand_ins(v) for v in value)
-    if type(value) is torch.Tensor and not value.is_meta and value.dim():
-        return torch.empty_like(value, device="meta")
-    return value
 
 
 def ruled_leaf(
