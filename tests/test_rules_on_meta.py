@@ -248,3 +248,9 @@ def test_known_data_given_to_a_random_op_is_no_longer_known() -> None:
         positions = torch.arange(4)
         dropped = torch.nn.functional.dropout(positions.float(), 0.5)  # training: random
     assert positions.device.type == "cpu" and dropped.is_meta
+
+
+def test_a_factory_the_cpu_refuses_is_made_on_meta_as_asked() -> None:
+    with torch.device("meta"), ruled_meta():
+        pinned = torch.zeros(3, pin_memory=True)  # the CPU wants an accelerator for pinned memory; meta does not
+    assert pinned.is_meta and tuple(pinned.shape) == (3,)

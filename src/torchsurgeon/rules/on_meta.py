@@ -164,7 +164,10 @@ class _RuledMeta(TorchFunctionMode):
         shaped = func(*args, **kwargs)  # on meta: its size
         if not isinstance(shaped, torch.Tensor) or shaped.numel() > DATA_LIMIT:
             return shaped
-        return func(*off_meta(args, _CPU), **{**off_meta(kwargs, _CPU), "device": _CPU})
+        try:
+            return func(*off_meta(args, _CPU), **{**off_meta(kwargs, _CPU), "device": _CPU})
+        except Exception:  # what the CPU refuses and meta takes (pin_memory without an accelerator): as asked
+            return shaped
 
 
 def _known_with_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
