@@ -180,9 +180,11 @@ def test_dynamically_quantized_model() -> None:
         quantized = torch.ao.quantization.quantize_dynamic(float_net, {nn.Linear}, dtype=torch.qint8)
     r = paramcount(quantized, (16,))
     assert r.output_shape == _real(quantized, (1, 16)) == (1, 4)
-    # packed int8 weights are not nn.Parameters: totals count what model.parameters() has
+    # packed int8 weights are not nn.Parameters: totals count what model.parameters() has, and the notes say so
     assert r.total == _unique(quantized) == 0
     assert [layer.type for layer in r.layers] == ["Linear", "ReLU", "Linear"]
+    assert "Quantized: 2 layers hold 640 packed int8 weights (torch.ao)" in str(r)  # 16 × 32 + 32 × 4
+    assert "Quantized" not in str(paramcount(float_net, (16,)))
 
 
 class _StaticQuantized(nn.Module):

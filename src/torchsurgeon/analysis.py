@@ -29,7 +29,7 @@ from .graph import (
     node_record,
     opaque_of,
 )
-from .params import ParamSummary, count_params
+from .params import ParamSummary, count_params, packed_weights
 from .records import (
     CrossCheck,
     CrossCheckMode,
@@ -207,6 +207,12 @@ class ModelReport:
             )
         if any(layer.shared for layer in self.layers):
             lines.append("(shared): parameters used by several layers, counted once, in the first row that uses them")
+        packed, weights = packed_weights(model_of(self.graph))
+        if packed:
+            lines.append(
+                f"Quantized: {packed} layer{'s' * (packed != 1)} hold {weights:,} packed int8 weights (torch.ao), "
+                "which are not parameters: the totals do not count them"
+            )
         if self.flops_uncounted:
             shown = ", ".join(self.flops_uncounted[:8]) + (" ..." if len(self.flops_uncounted) > 8 else "")
             lines.append(f"FLOPs not counted (not known from shapes) for {len(self.flops_uncounted)} layers: {shown}")

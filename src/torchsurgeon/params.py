@@ -22,7 +22,7 @@ from .graph import NodeRecord, ParamFact, index_of, node_records, param_facts
 from .records import Finding, LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
 
-__all__ = ("LayerParams", "ParamSummary", "count_params")
+__all__ = ("LayerParams", "ParamSummary", "count_params", "packed_weights")
 
 
 @dataclass(frozen=True)
@@ -235,3 +235,31 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
         layers=_LayerCounts(lambda: _layer_params(records, params, for_input)),
         unused=unused_names,
     )
+
+
+def packed_weights(model: nn.Module) -> tuple[int, int]:
+    """(layers, weights) of the quantized layers of ``model`` whose weights are packed (``torch.ao``'s int8
+    convolutions and linear layers): they are not parameters, so no total counts them.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     q = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(4, 3)), {nn.Linear}, dtype=torch.qint8)
+    >>> packed_weights(q), sum(p.numel() for p in q.parameters())
+    ((1, 12), 0)
+    """
+    layers = weights = 0
+    for m in model.modules():
+        kind = type(m)
+        if not kind.__module__.startswith("torch.ao.nn.") or ".quantized" not in kind.__module__:
+            continue
+        weight = getattr(m, "weight", None)
+        if callable(weight) and not isinstance(weight, torch.Tensor):  # a method: the packed weight, unpacked
+            try:
+                weights += weight().numel()
+            except Exception:  # a packed format without an unpacked view: counted as a layer only
+                pass
+            layers += 1
+    return layers, weights
