@@ -158,13 +158,9 @@ def as_meta(value: Any) -> Any:
     >>> out["ids"].device.type, out["scale"].device.type
     ('meta', 'cpu')
     """
-    leaves = pytree.tree_leaves(value)
-    if not any(type(t) is torch.Tensor and not t.is_meta and t.dim() for t in leaves):
+    if not any(map(_cpu_data, pytree.tree_leaves(value))):
         return value
-    return pytree.tree_map(
-        lambda t: torch.empty_like(t, device="meta") if type(t) is torch.Tensor and not t.is_meta and t.dim() else t,
-        value,
-    )
+    return pytree.tree_map(stand_ins, value)
 
 
 def on_one_device(
@@ -207,9 +203,12 @@ def stand_ins(value: Any) -> Any:
     """
     if type(value) in (list, tuple):
         return type(value)(stand_ins(v) for v in value)
-    if type(value) is torch.Tensor and not value.is_meta and value.dim():
-        return torch.empty_like(value, device="meta")
-    return value
+    return torch.empty_like(value, device="meta") if _cpu_data(value) else value
+
+
+def _cpu_data(value: Any) -> bool:
+    """A plain tensor off ``meta`` of more than 0 dims: known data (a 0-dim one is a setting, which stays)."""
+    return type(value) is torch.Tensor and not value.is_meta and value.dim() > 0
 
 
 _CPU = torch.device("cpu")
