@@ -141,6 +141,10 @@ def test_positions_past_the_end_of_a_table_make_the_layer_invalid(
     assert [rec.name for rec in r.invalid] == [layer] and error in r.invalid[0].message
     assert r.output_shape is None  # it has none: the real forward raises
     assert f"the real model fails at this input too ({error} on meta)" in r.crosscheck.message
+    before, mode = {k: v.clone() for k, v in model.state_dict().items()}, model.training
+    paramcount(model, longer, crosscheck="always")  # the model is left as found: weights, mode, grads, hooks
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and model.training == mode
+    assert all(p.requires_grad for p in model.parameters()) and not any(m._forward_hooks for m in model.modules())
 
 
 def test_positions_past_the_end_are_found_in_a_sweep_too() -> None:
