@@ -27,28 +27,26 @@ while its shapes all fit.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.fx
-import torch.nn.functional as F
 import torch.utils._pytree as pytree
 from torch import nn
 
+from .bounds import Past, checked, ids_past, index_past
 from .records import Finding
 
 __all__ = (
     "DATA_FACTORIES",
     "DATA_LIMIT",
+    "PLAIN_TENSORS",
     "KnownData",
     "as_meta",
     "from_known_data",
-    "ids_past",
     "off_meta",
     "on_one_device",
-    "out_of_bounds",
     "settled",
     "stand_ins",
     "unsettled",
@@ -56,6 +54,9 @@ __all__ = (
 
 DATA_FACTORIES = frozenset({torch.ones, torch.zeros, torch.full, torch.arange, torch.eye, torch.tensor})
 """Factories of known data: made on the CPU in a trace's values when asked for on ``meta``."""
+
+PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
+"""The tensor types whose device decides where a call runs (a subclass, a fake tensor, keeps its own ways)."""
 
 DATA_LIMIT = 1 << 16
 """Elements of the largest tensor of known data kept on the CPU; a larger one is a ``meta`` stand-in."""
@@ -181,10 +182,10 @@ def on_one_device(
     for values in (args, kwargs.values()):
         for value in values:
             for t in value if type(value) in (list, tuple) else (value,):
-                if type(t) is torch.Tensor:
-                    if t.is_meta:
+                if type(t) in PLAIN_TENSORS:
+                    if t.is_meta:  # also a parameter of a model built on meta
                         on_meta = True
-                    elif t.dim():
+                    elif t.dim() and type(t) is torch.Tensor:
                         data = True
     if not (data and on_meta):
         return args, kwargs
@@ -228,6 +229,7 @@ class KnownData:
 
     Examples
     --------
+    >>> import operator
     >>> g = torch.fx.Graph()
     >>> ids = g.call_function(torch.arange, (6,))
     >>> table = g.placeholder("table")
@@ -238,7 +240,7 @@ class KnownData:
     >>> print(known.past_the_end(row, env, None, "rel_pos", "getitem()").message)  # doctest: +NORMALIZE_WHITESPACE
     rel_pos (getitem()) expects index < 4, got 4 — a real forward raises IndexError (index 4 is out of bounds
     for dimension 0 with size 4): the indices come from the input's size (positions, relative distances) and
-    the table holds 4 — give an input the model was built for
+    only 4 fit — give an input the model was built for
     """
 
     def __init__(self) -> None:
@@ -283,31 +285,26 @@ class KnownData:
     def past_the_end(
         self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any], module: Any, layer: str, kind: str
     ) -> Finding | None:
-        """The finding of ``node`` when it reads past the end of a table with indices of known data (``x[index]``,
-        ``F.embedding(ids, weight)``, an ``nn.Embedding`` ``module``), as the real forward raises ``IndexError``;
-        None otherwise (also for the forms it does not check)."""
-        found: tuple[int, int, str] | None = None
+        """The finding of ``node`` when an index of known data points outside what it reads or writes
+        (:func:`~torchsurgeon.bounds.index_past`: ``x[index]``, ``index_select``, ``gather``, ``F.embedding`` …,
+        an ``nn.Embedding`` ``module``), as the real forward raises; None otherwise (also for the forms it does
+        not check)."""
+        found: Past | None = None
         if isinstance(module, nn.Embedding) and node.args:
-            found = self._ids_past(node.args[0], module.num_embeddings)
-        elif node.op == "call_function" and node.target is F.embedding and len(node.args) >= 2:
-            weight = env.get(node.args[1]) if isinstance(node.args[1], torch.fx.Node) else None
-            if isinstance(weight, torch.Tensor) and weight.dim() == 2:
-                found = self._ids_past(node.args[0], int(weight.shape[0]))
-        elif node.op == "call_function" and node.target is operator.getitem and len(node.args) == 2:
-            x = env.get(node.args[0]) if isinstance(node.args[0], torch.fx.Node) else None
-            if isinstance(x, torch.Tensor):
-                found = out_of_bounds(tuple(x.shape), self._arguments(node.args[1], env, partial=True))
+            ids = node.args[0]
+            found = ids_past(self.values.get(ids) if isinstance(ids, torch.fx.Node) else None, module.num_embeddings)
+        elif node.op in ("call_function", "call_method"):
+            fn = node.target if node.op == "call_function" else getattr(torch.Tensor, str(node.target), None)
+            if checked(fn):
+                args, kwargs = self._arguments((node.args, node.kwargs), env, partial=True)
+                found = index_past(fn, args, kwargs)
         if found is None:
             return None
-        index, size, error = found
         fix = (
-            f"a real forward raises IndexError ({error}): the indices come from the input's size (positions, "
-            f"relative distances) and the table holds {size} — give an input the model was built for"
+            f"a real forward raises {found.error.__name__} ({found.message}): the indices come from the input's "
+            f"size (positions, relative distances) and only {found.size} fit — give an input the model was built for"
         )
-        return Finding(layer, kind, "index", f"< {size}", index, fix)
-
-    def _ids_past(self, ids: Any, rows: int) -> tuple[int, int, str] | None:
-        return ids_past(self.values.get(ids) if isinstance(ids, torch.fx.Node) else None, rows)
+        return Finding(layer, kind, "index", f"< {found.size}", found.position, fix)
 
     def _arguments(self, args: Any, env: Mapping[torch.fx.Node, Any], partial: bool = False) -> Any:
         """``args`` with each node's known data, else its value; None when a tensor input has no known data
@@ -328,63 +325,6 @@ class KnownData:
         return None if unknown and not partial else mapped
 
 
-def ids_past(ids: Any, rows: int) -> tuple[int, int, str] | None:
-    """(the first id, ``rows``, torch's message) when ``ids``, integers on the CPU, look up an embedding of
-    ``rows`` rows past its end; None otherwise (also for ids on meta).
-
-    Examples
-    --------
-    >>> ids_past(torch.arange(6), 4)
-    (4, 4, 'index out of range in self')
-    """
-    if type(ids) is not torch.Tensor or ids.is_meta or ids.is_floating_point() or not ids.numel():
-        return None
-    flat = ids.flatten()
-    outside = flat[(flat >= rows) | (flat < 0)]
-    return (int(outside[0]), rows, "index out of range in self") if outside.numel() else None
-
-
 def _torch_or_python(fn: Any) -> bool:
     """Whether ``fn`` is torch's or Python's own (an operator, ``math``): running it again has no side effect."""
     return str(getattr(fn, "__module__", None) or "").split(".")[0] in ("torch", "_operator", "operator", "math")
-
-
-def out_of_bounds(shape: Sequence[int], index: Any) -> tuple[int, int, str] | None:
-    """(the index, the dim's size, torch's message) for ``x[index]`` of a tensor of ``shape`` when an integer
-    tensor in ``index`` on the CPU points outside its dim; None when every such index is inside (or the index
-    has forms not checked).
-
-    Examples
-    --------
-    >>> out_of_bounds((3, 111), (slice(None), torch.tensor([0, 111, 200])))
-    (111, 111, 'index 111 is out of bounds for dimension 1 with size 111')
-    >>> out_of_bounds((3, 111), torch.tensor([2, -3])) is None
-    True
-    """
-    items = index if type(index) in (tuple, list) else (index,)
-    consumed = 0
-    for item in items:
-        if isinstance(item, torch.Tensor):
-            consumed += item.dim() if item.dtype == torch.bool else 1
-        elif item is not None and item is not Ellipsis:
-            consumed += 1
-    dim = 0
-    for item in items:
-        if item is None:
-            continue
-        if item is Ellipsis:
-            dim += len(shape) - consumed
-            continue
-        if isinstance(item, torch.Tensor) and item.dtype == torch.bool:
-            dim += item.dim()
-            continue
-        if isinstance(item, torch.Tensor) and not item.is_meta and not item.is_floating_point() and item.numel():
-            if dim >= len(shape):
-                return None  # too many indices: torch says so, and shape propagation does too
-            size, flat = int(shape[dim]), item.flatten()
-            outside = flat[(flat >= size) | (flat < -size)]
-            if outside.numel():  # torch names the first one
-                index = int(outside[0])
-                return index, size, f"index {index} is out of bounds for dimension {dim} with size {size}"
-        dim += 1
-    return None

@@ -40,17 +40,16 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..bounds import index_past
 from ..knowndata import (
     DATA_FACTORIES,
     DATA_LIMIT,
+    PLAIN_TENSORS,
     from_known_data,
-    ids_past,
     off_meta,
     on_one_device,
-    out_of_bounds,
     stand_ins,
     unsettled,
 )
@@ -59,7 +58,6 @@ from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_r
 
 __all__ = ("by_cpu_rule", "ruled_call", "ruled_leaf", "ruled_meta")
 
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
 _OPERATORS: dict[str, Callable[..., Any]] = {
     "__add__": operator.add,
     "__sub__": operator.sub,
@@ -112,14 +110,13 @@ def _meta_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool | No
         items = value if isinstance(value, (list, tuple)) else (value,)
         for item in items:
             if isinstance(item, torch.Tensor):
-                if type(item) not in _PLAIN or not item.is_meta:
+                if type(item) not in PLAIN_TENSORS or not item.is_meta:
                     return False
                 found = True
     return found
 
 
 _ALL_TRUE = torch.Tensor._is_all_true
-_GETITEM = torch.Tensor.__getitem__
 _CPU = torch.device("cpu")
 
 
@@ -132,7 +129,7 @@ class _RuledMeta(TorchFunctionMode):
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
-        if func is _ALL_TRUE and len(args) == 1 and type(args[0]) in _PLAIN and args[0].is_meta:
+        if func is _ALL_TRUE and len(args) == 1 and type(args[0]) in PLAIN_TENSORS and args[0].is_meta:
             return torch.tensor(True, device="cpu")  # a check of values that meta does not have (module docstring)
         if func in DATA_FACTORIES:
             made = self._known_data(func, args, kwargs)
@@ -176,7 +173,7 @@ def _known_with_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     data = meta = False
     for value in (*args, *kwargs.values()) if kwargs else args:
         for t in value if type(value) in (list, tuple) else (value,):
-            if type(t) in _PLAIN:  # a parameter: a table
+            if type(t) in PLAIN_TENSORS:  # a parameter: a table
                 if t.is_meta:
                     meta = True
                 elif t.dim():
@@ -187,17 +184,12 @@ def _known_with_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 def _meeting_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
     """A call's arguments once known data meets ``meta`` tensors: ``meta`` stand-ins for it
     (:func:`~torchsurgeon.knowndata.on_one_device`), after an index into a ``meta`` table by known positions is
-    checked as a real forward checks it (``IndexError``)."""
+    checked as a real forward checks it (:func:`~torchsurgeon.bounds.index_past`)."""
     if unsettled(func):
         return stand_ins(args), {k: stand_ins(v) for k, v in kwargs.items()}
-    if func is _GETITEM and len(args) == 2 and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-        found = out_of_bounds(tuple(args[0].shape), args[1])
-        if found is not None:
-            raise IndexError(found[2])
-    elif func is F.embedding and len(args) >= 2 and isinstance(args[1], torch.Tensor) and args[1].dim() == 2:
-        found = ids_past(args[0], int(args[1].shape[0]))
-        if found is not None:
-            raise IndexError(found[2])
+    found = index_past(func, args, kwargs)
+    if found is not None:
+        raise found.error(found.message)
     return on_one_device(tuple(args), dict(kwargs), module=False)
 
 
