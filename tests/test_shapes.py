@@ -135,17 +135,31 @@ def test_a_layer_reading_the_input_through_padding_is_folded() -> None:
     assert r.findings[0].fix.startswith("the layer before gives 3")  # padding after a layer: that layer's output
 
 
-@pytest.mark.parametrize("resize", [nn.Upsample(size=(16, 16)), None])
-def test_a_layer_reading_the_input_through_a_resize_is_folded(resize: nn.Module | None) -> None:
-    """A model that resizes its input to its stem's size first: the stem still reads the input; the fix runs."""
+def _scaled(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A model's own function, kept as one call by fx (timm's CrossViT resizes its image in ``scale_image``)."""
+    return F.interpolate(x, size=size, mode="bilinear") if tuple(x.shape[-2:]) != size else x
+
+
+torch.fx.wrap("_scaled")
+
+
+@pytest.mark.parametrize("resize", ["module", "function", "own function"])
+def test_a_layer_reading_the_input_through_a_resize_is_folded(resize: str) -> None:
+    """A model that resizes its input to its stem's size first: the stem still reads the input; the fix runs and
+    gives the model ``total_for_input`` counted."""
 
     class Resized(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.resize, self.stem = resize, nn.Conv2d(3, 8, 3)
+            self.resize, self.stem = nn.Upsample(size=(16, 16)), nn.Conv2d(3, 8, 3)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.resize(x) if self.resize is not None else F.interpolate(x, size=(16, 16), mode="bilinear")
+            if resize == "module":
+                x = self.resize(x)
+            elif resize == "function":
+                x = F.interpolate(x, size=(16, 16), mode="bilinear")
+            else:
+                x = _scaled(x, (16, 16))
             return self.stem(x)
 
     model = Resized()
@@ -154,6 +168,7 @@ def test_a_layer_reading_the_input_through_a_resize_is_folded(resize: nn.Module 
     folded = adapt_input_channels(model, 1).model
     with torch.no_grad():
         assert folded(torch.randn(1, 1, 12, 12)).shape == (1, 8, 14, 14)
+    assert r.total_for_input == sum(p.numel() for p in folded.parameters()) == 8 * 9 + 8
 
 
 class _ChecksItsChannels(nn.Module):

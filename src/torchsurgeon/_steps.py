@@ -19,7 +19,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from .copies import thawed
+from .copies import thawed, torch_or_python
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
 from .resize import hands_on_channels
 from .rules import Rule, function_rule, method_rule, module_rule
@@ -74,6 +74,17 @@ class Step(NamedTuple):
         return args, kwargs
 
 
+def _own_function(node: torch.fx.Node, inputs: tuple[torch.fx.Node, ...], passing: set[torch.fx.Node]) -> bool:
+    """A function of the model's own (``fx.wrap``: timm's CrossViT resizes its image in ``scale_image``) given
+    only the model input, as :mod:`torchsurgeon.readers` follows it: it uses no weight, so the layer after it
+    reads the input, and the fix is a fold of that layer (``adapt_input_channels`` folds it)."""
+    return (
+        node.op == "call_function"
+        and not torch_or_python(node.target)
+        and all(a.op == "placeholder" or a in passing for a in inputs)
+    )
+
+
 def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
     """The steps of shape propagation through ``G``, by node, in execution order (cached with the graph)."""
 
@@ -102,7 +113,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                 scope_module = modules.get(scope) if scope else None
             node_inputs = inputs[i]
             from_input = any(a.op == "placeholder" or a in passing for a in node_inputs)
-            if from_input and hands_on_channels(op, node.target, module):
+            if from_input and (hands_on_channels(op, node.target, module) or _own_function(node, node_inputs, passing)):
                 passing.add(node)
             steps[node] = Step(
                 module,

@@ -39,6 +39,7 @@ __all__ = (
     "meta_like",
     "run_on_zeros",
     "thawed",
+    "torch_or_python",
 )
 
 _ZERO_RUN_LIMIT = 1 << 25
@@ -151,7 +152,7 @@ def run_on_zeros(
     torch.Size([1, 2])
     """
     module = target if isinstance(target, nn.Module) else None
-    if not cannot_run_on_meta(failure) or (module is None and _is_torch_function(target)):
+    if not cannot_run_on_meta(failure) or (module is None and torch_or_python(target)):
         raise failure
     leaves = [t for t in pytree.tree_leaves((args, dict(kwargs))) if isinstance(t, torch.Tensor)]
     weights = itertools.chain(module.parameters(), module.buffers()) if module is not None else ()
@@ -185,7 +186,16 @@ def _zero_parameter(p: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(_zeros_like(p), requires_grad=p.requires_grad)
 
 
-def _is_torch_function(fn: Any) -> bool:
+def torch_or_python(fn: Any) -> bool:
+    """Whether ``fn`` is torch's or Python's own (an operator, a builtin, ``math``), not a model's: running it
+    again has no side effect, and what it does is known.
+
+    Examples
+    --------
+    >>> import operator, torch
+    >>> torch_or_python(torch.cat), torch_or_python(operator.add), torch_or_python(library_of)
+    (True, True, False)
+    """
     name = str(getattr(fn, "__module__", None) or "")
     return name.split(".")[0] in ("torch", "_operator", "operator", "builtins", "math")
 

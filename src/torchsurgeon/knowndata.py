@@ -36,6 +36,7 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from .bounds import Past, checked, ids_past, index_past
+from .copies import torch_or_python
 from .records import Finding
 
 __all__ = (
@@ -261,7 +262,7 @@ class KnownData:
             reads = self.reads(node.all_input_nodes)
         if not factory and (op not in ("call_function", "call_method") or not reads):
             return
-        if op == "call_function" and not _torch_or_python(target):
+        if op == "call_function" and not torch_or_python(target):
             return  # a function of the model's own (fx.wrap): run once, by shape propagation, not twice
         if unsettled(target):  # random or uninitialised: what it touches is no longer known
             self.values.clear()
@@ -323,8 +324,3 @@ class KnownData:
 
         mapped = torch.fx.node.map_arg(args, value)
         return None if unknown and not partial else mapped
-
-
-def _torch_or_python(fn: Any) -> bool:
-    """Whether ``fn`` is torch's or Python's own (an operator, ``math``): running it again has no side effect."""
-    return str(getattr(fn, "__module__", None) or "").split(".")[0] in ("torch", "_operator", "operator", "math")
