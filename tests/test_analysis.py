@@ -167,6 +167,34 @@ def test_a_model_whose_own_forward_cannot_be_traced_names_a_part_that_can() -> N
     assert paramcount(model.backbone, (3, 8, 8), batch=2).output_shape == (2, 8, 6, 6)
 
 
+class _BlockSized(nn.Module):
+    """nanoGPT's check of its sequence length, in its own forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block_size, self.wte, self.wpe = 16, nn.Embedding(50, 8), nn.Embedding(16, 8)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        b, t = idx.size()
+        assert t <= self.block_size, f"Cannot forward sequence of length {t}, block size is only {self.block_size}"
+        return self.wte(idx) + self.wpe(torch.arange(0, t, dtype=torch.long, device=idx.device))
+
+
+def test_a_model_whose_own_forward_refuses_the_input_says_so_in_its_words() -> None:
+    """It said: torch.fx cannot trace GPT.forward … length Proxy(getitem_1) … fix: pass concrete_args={...}."""
+    model = _BlockSized()
+    with pytest.raises(AssertionError, match="Cannot forward sequence of length 20, block size is only 16"):
+        model(torch.zeros(1, 20, dtype=torch.long))
+    expected = (
+        "_BlockSized does not take this input {'idx': (1, 20)}: a real forward raises AssertionError: Cannot forward "
+        "sequence of length 20, block size is only 16\n  at "
+    )
+    with pytest.raises(ShapeError, match=re.escape(expected)) as info:
+        paramcount(model, (20,))
+    assert "assert t <= self.block_size" in str(info.value) and "concrete_args" not in str(info.value)
+    assert paramcount(model, (16,)).output_shape == (1, 16, 8)
+
+
 def test_several_inputs_by_name_and_by_position() -> None:
     by_name = paramcount(TwoInputs(), {"image": (3, 16, 16), "mask": (2, 16, 16)})
     assert [layer.name for layer in by_name.invalid] == ["mask"]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import tensor_shapes
-from torchsurgeon import LayerStatus, TraceError, adapt_input_channels, paramcount, paramcount_sweep
+from torchsurgeon import LayerStatus, ShapeError, TraceError, adapt_input_channels, paramcount, paramcount_sweep
 from torchsurgeon.trace import trace
 
 # --------------------------------------------------------------------------- decorated forwards
@@ -246,8 +246,11 @@ def test_unpacking_an_input_shape_of_another_rank_fails_as_the_real_forward_does
     model = UnpacksItsInput()
     with pytest.raises(ValueError, match=re.escape("too many values to unpack (expected 2)")):
         model(torch.zeros(1, 1, 8, dtype=torch.long))
-    with pytest.raises(TraceError, match=re.escape("give ids=(8,)")) as caught:  # the top-level forward unpacks
+    with pytest.raises(ShapeError, match=re.escape("give ids=(8,)")) as caught:  # the top-level forward unpacks
         paramcount(model, {"ids": (1, 8)})
+    assert "UnpacksItsInput does not take this input {'ids': (1, 1, 8)}: a real forward raises ValueError: " in str(
+        caught.value
+    )
     assert "too many values to unpack (expected 2)" in str(caught.value) and "concrete_args" not in str(caught.value)
     wrapped = nn.Sequential(model)  # inside a part: that part is opaque and reported invalid, with the same fix
     r = paramcount(wrapped, (1, 8))
@@ -268,7 +271,7 @@ def test_a_sweep_traces_again_an_input_of_another_rank_than_the_unpacked_one() -
     first, second = paramcount_sweep(model, [{"ids": (8,)}, {"ids": (16,)}])  # one trace for both
     assert (first.output_shape, second.output_shape) == ((1, 32), (1, 64))
     with pytest.raises(
-        TraceError, match="(?s)" + re.escape("too many values to unpack (expected 2)") + ".*give ids=\\(8,\\)"
+        ShapeError, match="(?s)" + re.escape("too many values to unpack (expected 2)") + ".*give ids=\\(8,\\)"
     ):
         paramcount_sweep(model, [{"ids": (8,)}, {"ids": (1, 8)}])
 
@@ -543,7 +546,7 @@ class Checked(nn.Module):
 def test_torch_check_of_a_traced_size_is_checked_on_its_value() -> None:
     r = paramcount(Checked(), (8, 4))
     assert r.opaque == {} and r.output_shape == (1, 8, 4) and r.trusted
-    with pytest.raises(TraceError, match="Expected cond to be True"):  # the model's own check, as a real forward
+    with pytest.raises(ShapeError, match="a real forward raises RuntimeError: Expected cond to be True"):  # its own
         paramcount(Checked(), (7, 4))
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from .arguments import tensor_inputs
 from .blocks import DEFAULT_DEPTH, FULL_DEPTH, BlockRow, group_layers
 from .crosscheck import crosscheck as run_crosscheck
-from .crosscheck import crosscheck_mode
+from .crosscheck import crosscheck_mode, real_failure
 from .dot import to_dot, to_graphml
 from .errors import InputError, ShapeError, TraceError
 from .flops import count_flops
@@ -617,6 +617,15 @@ def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Ma
         if not exc.whole_model:
             raise
         hint = per_sample_hint(input if isinstance(input, Mapping) else {"": input}, batch)
+        example = ExampleInputs(model, input, batch)
+        rejected = real_failure(model, example, exc)
+        if rejected is not None:  # the model's own check of its input: no trace would get past it
+            shapes = {name: tuple(t.shape) for name, t in example.items()}
+            raise ShapeError(
+                f"{type(model).__name__} does not take this input {shapes}: a real forward raises {rejected}\n"
+                f"  at {exc.source}\n  fix: give an input the model accepts (what its own check at that line asks)"
+                f"{hint}"
+            ) from exc
         if hint and "values to unpack" in str(exc):  # the input's rank, not the model: no part to suggest
             raise TraceError(f"{exc}{hint}", whole_model=True) from exc
         raise TraceError(f"{exc}{_parts_to_analyse(model, input, batch)}", whole_model=True) from exc

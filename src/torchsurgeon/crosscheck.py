@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .copies import cannot_run_on_meta, run_on_zeros
-from .errors import InputError, first_line
+from .errors import InputError, TraceError, first_line, source_line
 from .frontend import bind_inputs
 from .graph import model_of, node_record, node_records, opaque_of, specialised_of
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust
@@ -41,7 +41,7 @@ from .resize import resized_copy, with_channels
 from .rules.on_meta import ruled_meta
 from .shapes import ShapeResult, meta_copy, shapes_of
 
-__all__ = ("crosscheck", "crosscheck_mode", "doubts")
+__all__ = ("crosscheck", "crosscheck_mode", "doubts", "real_failure")
 
 
 _GENERIC = " (Python code that behaves differently on fx proxies, such as isinstance(x, torch.Tensor))"
@@ -254,6 +254,36 @@ def crosscheck(
     )
 
 
+def real_failure(model: nn.Module, inputs: Mapping[str, torch.Tensor], like: TraceError) -> str | None:
+    """``"TypeName: message"`` of what one forward of the real model (a ``meta`` copy: its weights are never
+    touched; on zeros on the CPU where meta cannot run it) raises at ``inputs`` when it is ``like`` the error of
+    a trace that failed in the model's own ``forward``: the same exception, raised at the same line of the
+    model's code (an ``assert`` on a size, a ``ValueError`` of a checked setting). None when the real forward
+    runs, or fails otherwise: then the trace failed, not the model.
+
+    Examples
+    --------
+    >>> class Positions(nn.Module):
+    ...     def forward(self, ids):
+    ...         assert ids.shape[1] <= 16, "longer than the positions"
+    ...         return ids
+    >>> from torchsurgeon.trace import trace
+    >>> try:
+    ...     trace(Positions(), example_inputs={"ids": torch.empty(1, 20, device="meta")})
+    ... except TraceError as exc:
+    ...     print(real_failure(Positions(), {"ids": torch.empty(1, 20, device="meta")}, exc))
+    AssertionError: longer than the positions
+    """
+    cause = like.__cause__
+    if cause is None or not inputs:
+        return None
+    run = _run(meta_copy(model), [], dict(inputs))
+    failure = run.failure
+    if failure is None or type(failure) is not type(cause) or source_line(failure) != like.source:
+        return None
+    return f"{type(failure).__name__}: {run.error}"
+
+
 def _compare(traced: Any, run: _Run, reason: str, how: str, difference: Callable[[], str]) -> CrossCheck:
     real = shapes_of(run.out)
     forward = f"a forward of the real model{run.where}{how}"
@@ -388,6 +418,7 @@ class _Run(NamedTuple):
     error: str
     where: str = " on meta"
     decided: bool = True  # False: it could run neither on meta nor on zeros, the error is not the model's
+    failure: BaseException | None = None  # the error itself
 
 
 def _run(
@@ -418,7 +449,7 @@ def _run(
     except Exception as exc:  # the real model's own failure: reported, not raised
         on_meta = first_line(exc, 200)
         if not cannot_run_on_meta(exc):
-            return _Run(None, on_meta)
+            return _Run(None, on_meta, failure=exc)
         failure = exc
     finally:
         for handle in handles:
@@ -429,4 +460,4 @@ def _run(
     except Exception as exc:  # too large for the CPU (its message gives the meta reason), or the real model's failure
         if exc is failure or exc.__cause__ is failure:
             return _Run(None, first_line(exc, 200), decided=False)
-        return _Run(None, first_line(exc, 200), where)
+        return _Run(None, first_line(exc, 200), where, failure=exc)

@@ -6,9 +6,13 @@ Messages name the layer or value at fault and say how to fix it.
 
 from __future__ import annotations
 
+import os
 import re
+import traceback
 from collections.abc import Mapping
 from typing import Any
+
+import torch
 
 __all__ = (
     "ConfigError",
@@ -21,6 +25,7 @@ __all__ = (
     "TraceError",
     "failure_reason",
     "first_line",
+    "source_line",
     "with_numbers",
 )
 
@@ -42,13 +47,16 @@ class TraceError(TorchSurgeonError):
     then names a part that can be analysed.
     """
 
-    def __init__(self, message: str, *, whole_model: bool = False) -> None:
+    def __init__(self, message: str, *, whole_model: bool = False, source: str = "") -> None:
         super().__init__(message)
         self.whole_model = whole_model
+        self.source = source
+        """Where the model's code failed (:func:`source_line` of the trace's error)."""
 
 
 class ShapeError(TorchSurgeonError):
-    """Shapes could not be propagated through the traced graph."""
+    """Shapes could not be propagated through the traced graph, or the model itself refuses the input (its own
+    ``forward`` checks it, and a real forward raises too)."""
 
 
 class SurgeryError(TorchSurgeonError):
@@ -110,3 +118,32 @@ def failure_reason(exc: BaseException) -> str:
     if len(first) > 160 and ". " in first:  # fx's messages go on with a tutorial
         first = first[: first.index(". ") + 1]
     return f"{type(exc).__name__}: {first}"[:300]
+
+
+_LIBRARY_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.abspath(__file__)) + os.sep)
+"""torch's and torchsurgeon's own code: not where a model failed."""
+
+
+def source_line(exc: BaseException) -> str:
+    """The innermost frame of ``exc`` outside torch and torchsurgeon, as ``'file:line: code'``: where a model's own
+    code failed.
+
+    Examples
+    --------
+    >>> def forward(t):
+    ...     assert t <= 16, "too long"
+    >>> try:
+    ...     forward(20)
+    ... except AssertionError as exc:
+    ...     print(source_line(exc).split(": ", 1)[1])
+    assert t <= 16, "too long"
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        path = os.path.abspath(frame.filename)
+        if not path.startswith(_LIBRARY_DIRS):
+            return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
+    if frames:
+        last = frames[-1]
+        return f"{last.filename}:{last.lineno}: {(last.line or '').strip()}"
+    return "<unknown source line>"

@@ -31,10 +31,8 @@ import inspect
 import itertools
 import math
 import operator
-import os
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -46,7 +44,7 @@ from torch import nn
 
 from .arguments import NO_CACHE, SIMPLE_DEFAULTS, InputNames, forward_parameters, fx_name, specialisation
 from .copies import detached_copy, meta_like
-from .errors import InputError, TraceError, failure_reason, with_numbers
+from .errors import InputError, TraceError, failure_reason, source_line, with_numbers
 from .frontend import MetaValues, ShapeProxy, call_by_name, library_answers, meta_question
 from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module
 from .modelindex import ModelIndex, model_index
@@ -66,8 +64,6 @@ _RECURSION_LIMIT = 20_000
 # torch.fx patches nn.Module.__call__/__getattr__ and autowrapped functions process-wide while it traces;
 # two traces at once undo each other's patches (and can leave them installed): ours run one at a time.
 _TRACE_LOCK = threading.RLock()
-_TORCH_DIR = os.path.dirname(torch.__file__)
-_OWN_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 @dataclass(frozen=True)
@@ -427,19 +423,6 @@ def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[...
     return tuple(sorted(set(types), key=order)), tuple(sorted(set(functions), key=order)), tuple(modules)
 
 
-def _source_line(exc: BaseException) -> str:
-    """The innermost frame of ``exc`` outside torch and torchsurgeon: 'file:line: code'."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    for frame in reversed(frames):
-        path = os.path.abspath(frame.filename)
-        if not path.startswith((_TORCH_DIR + os.sep, _OWN_DIR + os.sep)):
-            return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
-    if frames:
-        last = frames[-1]
-        return f"{last.filename}:{last.lineno}: {(last.line or '').strip()}"
-    return "<unknown source line>"
-
-
 _HINTS = (
     ("inputs to control flow", "Python if/while/assert on a tensor value"),
     ("cannot be iterated", "a loop over, or unpacking of, a traced value (for example a list of tensors as input)"),
@@ -730,5 +713,6 @@ def _trace_error(
         fix += f" (concrete_args given: {sorted(concrete_args)})"
     tried = f"\n  already opaque: {', '.join(opaque)}" if opaque else ""
     reason = f"{failure_reason(exc)}{_hint(exc)}"
-    message = f"torch.fx cannot trace {where}: {reason}\n  at {_source_line(exc)}{tried}\n  fix: {fix}"
-    return TraceError(message, whole_model=whole_model)
+    source = source_line(exc)
+    message = f"torch.fx cannot trace {where}: {reason}\n  at {source}{tried}\n  fix: {fix}"
+    return TraceError(message, whole_model=whole_model, source=source)
