@@ -175,7 +175,7 @@ class _BlockSized(nn.Module):
         self.block_size, self.wte, self.wpe = 16, nn.Embedding(50, 8), nn.Embedding(16, 8)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        b, t = idx.size()
+        _, t = idx.size()
         assert t <= self.block_size, f"Cannot forward sequence of length {t}, block size is only {self.block_size}"
         return self.wte(idx) + self.wpe(torch.arange(0, t, dtype=torch.long, device=idx.device))
 
