@@ -519,3 +519,49 @@ def test_a_fold_the_model_could_not_run_is_refused_before_any_edit(
         adapt_input_channels(model, 1, input=given, inplace=True)
     assert model.stem.in_channels == 3 and model.stem.weight.shape == (4, 3, 3, 3)  # untouched
     assert adapt_input_channels(model, 1, layer="stem").model.stem.in_channels == 1  # asked by name: done
+
+
+class _Denoiser(nn.Module):
+    """A diffusion UNet's inputs: a latent image, a float timestep (through a linear embedding), text states (read
+    by linear layers) and, with ``cond``, a ControlNet's conditioning image."""
+
+    def __init__(self, cond: bool = False) -> None:
+        super().__init__()
+        self.conv_in, self.time, self.text = nn.Conv2d(4, 8, 3, padding=1), nn.Linear(1, 8), nn.Linear(32, 8)
+        self.cond_in = nn.Conv2d(3, 8, 3, padding=1) if cond else None
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, states: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = self.conv_in(sample) + self.time(timestep[:, None])[:, :, None, None]
+        x = x + self.text(states).mean(1)[:, :, None, None]
+        return x + self.cond_in(cond) if self.cond_in is not None and cond is not None else x
+
+
+def test_only_the_image_of_several_inputs_is_adapted() -> None:
+    """The float timestep and the text states were followed as the image too: linear layers reading them were
+    folded to one feature and the edited model did not run (found on diffusers' UNet2DModel)."""
+    model = _Denoiser()
+    spec = {"sample": (4, 8, 8), "timestep": (), "states": (7, 32)}
+    result = adapt_input_channels(model, 1, input=spec)
+    assert [c.name for c in result.changes] == ["conv_in.weight"]
+    with torch.no_grad():
+        out = result.model(torch.randn(1, 1, 8, 8), torch.tensor([3.0]), torch.randn(1, 7, 32))
+    assert out.shape == (1, 8, 8, 8) and model.conv_in.in_channels == 4 and model.time.in_features == 1
+
+
+def test_two_images_ask_which_one_is_adapted() -> None:
+    """A ControlNet's latent and conditioning image: the latent's conv was folded, which nobody asked for."""
+    model = _Denoiser(cond=True)
+    spec = {"sample": (4, 8, 8), "timestep": (), "states": (7, 32), "cond": (3, 8, 8)}
+    with pytest.raises(
+        SurgeryError,
+        match="_Denoiser takes 2 images \\(sample, cond\\): say which one gets the new channel count by naming the "
+        "layers that read it — sample: layer='conv_in'; cond: layer='cond_in'",
+    ):
+        adapt_input_channels(model, 1, input=spec)
+    result = adapt_input_channels(model, 1, layer="cond_in")  # the fix, as written
+    with torch.no_grad():
+        assert result.model(
+            torch.randn(1, 4, 8, 8), torch.tensor([3.0]), torch.randn(1, 7, 32), torch.randn(1, 1, 8, 8)
+        ).shape == (1, 8, 8, 8)

@@ -12,8 +12,6 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
 __all__ = (
     "ConfigError",
     "ContractError",
@@ -120,8 +118,7 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:300]
 
 
-_LIBRARY_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.abspath(__file__)) + os.sep)
-"""torch's and torchsurgeon's own code: not where a model failed."""
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def source_line(exc: BaseException) -> str:
@@ -138,10 +135,13 @@ def source_line(exc: BaseException) -> str:
     ...     print(source_line(exc).split(": ", 1)[1])
     assert t <= 16, "too long"
     """
+    import torch  # here: importing torchsurgeon (the pytest plugin) does not import torch
+
+    libraries = (os.path.dirname(torch.__file__) + os.sep, _OWN_DIR)  # not where a model failed
     frames = traceback.extract_tb(exc.__traceback__)
     for frame in reversed(frames):
         path = os.path.abspath(frame.filename)
-        if not path.startswith(_LIBRARY_DIRS):
+        if not path.startswith(libraries):
             return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
     if frames:
         last = frames[-1]

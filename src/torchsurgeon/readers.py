@@ -40,7 +40,13 @@ __all__ = (
     "default_input",
     "graph_readers",
     "guessed_input",
+    "image_input",
+    "image_shape",
+    "image_spec",
+    "images_read_by_convolutions",
     "input_readers",
+    "one_image",
+    "recoloured",
     "unmatched_channels",
     "weights_owner",
 )
@@ -329,8 +335,9 @@ def guessed_input(model: nn.Module) -> tuple[int, ...] | None:
     return None if found is None or sizes is None else (found[1].in_channels, *sizes)
 
 
-def input_readers(model: nn.Module, input: InputSpec, batch: int = 1) -> list[str]:
-    """Qualified names of the modules whose parameters first meet a floating-point input.
+def input_readers(model: nn.Module, input: InputSpec, batch: int = 1, *, follow: str | None = None) -> list[str]:
+    """Qualified names of the modules whose parameters first meet the floating-point input (of several, the
+    :func:`image_input`: a UNet's ``timestep`` and ``encoder_hidden_states`` are not followed).
 
     Parameters
     ----------
@@ -343,6 +350,8 @@ def input_readers(model: nn.Module, input: InputSpec, batch: int = 1) -> list[st
         An input the model accepts as it is, as for :func:`torchsurgeon.paramcount`.
     batch : int
         Batch size prepended to every shape.
+    follow : str, optional
+        The input to follow, by name; by default the :func:`image_input`.
 
     Raises
     ------
@@ -369,14 +378,15 @@ def input_readers(model: nn.Module, input: InputSpec, batch: int = 1) -> list[st
             "give an input the model accepts now, e.g. input=(3, 224, 224)"
         )
     try:
-        return _follow(meta_copy(model).eval(), values)  # eval: a batch of 1 must not trip training-only checks
+        return _follow(meta_copy(model).eval(), values, follow)  # eval: a batch of 1 must not trip training checks
     except Exception as exc:  # the model's own failure on this input
         failure: Exception = exc
     size = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers(), values.values()))
     if cannot_run_on_meta(failure) and size <= _ZERO_RUN_LIMIT:  # Python looks at values: zeros on the CPU
         try:
             with torch.device("cpu"):
-                return _follow(detached_copy(model, _zeros_like).eval(), {k: _zeros_like(v) for k, v in values.items()})
+                zeros = {k: _zeros_like(v) for k, v in values.items()}
+                return _follow(detached_copy(model, _zeros_like).eval(), zeros, follow)
         except Exception as exc:
             failure = exc
     first = (str(failure).strip().splitlines() or [type(failure).__name__])[0]
@@ -386,15 +396,135 @@ def input_readers(model: nn.Module, input: InputSpec, batch: int = 1) -> list[st
     ) from failure
 
 
-def _follow(copy_: nn.Module, values: Mapping[str, torch.Tensor]) -> list[str]:
-    """Run ``copy_`` once on ``values`` under :class:`_FollowInput`; the modules that first meet a float input."""
+def image_input(values: Mapping[str, torch.Tensor]) -> str | None:
+    """The input whose channels :func:`input_readers` follows: the first floating-point one with channels (a
+    dim besides the batch and them: ``sample`` of a diffusion UNet, not its ``timestep``; ``pixel_values``, not
+    ``input_ids``), else the first floating-point one; None without any.
+
+    Examples
+    --------
+    >>> meta = lambda *s: torch.empty(*s, device="meta")
+    >>> image_input({"timestep": meta(1), "sample": meta(1, 4, 8, 8), "encoder_hidden_states": meta(1, 7, 32)})
+    'sample'
+    """
+    floats = [name for name, t in values.items() if t.is_floating_point()]
+    return next((name for name in floats if values[name].dim() >= 3), floats[0] if floats else None)
+
+
+def _follow(copy_: nn.Module, values: Mapping[str, torch.Tensor], follow: str | None) -> list[str]:
+    """Run ``copy_`` once on ``values`` under :class:`_FollowInput`; the modules that first meet the input
+    ``follow`` (by default the :func:`image_input`)."""
     owners: dict[int, str] = {}
     for name, p in copy_.named_parameters(remove_duplicate=False):
         owners.setdefault(
             id(p), name.partition(".parametrizations.")[0] if ".parametrizations." in name else name.rpartition(".")[0]
         )
-    follow = _FollowInput(owners, [t for t in values.values() if t.is_floating_point()])
+    image = follow if follow is not None else image_input(values)
+    tracker = _FollowInput(owners, [values[image]] if image is not None else [])
     args, kwargs = bind_inputs(copy_, values)
-    with torch.no_grad(), follow:
+    with torch.no_grad(), tracker:
         copy_(*args, **kwargs)
-    return follow.found
+    return tracker.found
+
+
+def image_spec(model: nn.Module, input: InputSpec) -> InputSpec | None:
+    """``input`` when its image (:func:`image_input`, the one whose channels are adapted) is given as a shape;
+    else None.
+
+    Examples
+    --------
+    >>> image_spec(nn.Conv2d(3, 8, 3), (3, 32, 32)), image_spec(nn.Conv2d(3, 8, 3), torch.zeros(1, 3, 8, 8))
+    ((3, 32, 32), None)
+    """
+    shape = image_shape(model, input)
+    return input if isinstance(shape, tuple) and all(type(d) is int for d in shape) else None
+
+
+def images_read_by_convolutions(model: nn.Module, input: InputSpec) -> dict[str, list[str]]:
+    """The floating-point inputs with channels that convolutions read (images), each with its
+    :func:`input_readers`: a diffusion UNet's ``sample``, not its ``encoder_hidden_states`` (linear layers read
+    them); a ControlNet's ``sample`` and ``controlnet_cond``.
+
+    Examples
+    --------
+    >>> class Guided(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.image, self.cond, self.text = nn.Conv2d(4, 8, 1), nn.Conv2d(3, 8, 1), nn.Linear(32, 8)
+    ...     def forward(self, sample, cond, text):
+    ...         return self.image(sample) + self.cond(cond) + self.text(text).mean()
+    >>> images_read_by_convolutions(Guided(), {"sample": (4, 8, 8), "cond": (3, 8, 8), "text": (7, 32)})
+    {'sample': ['image'], 'cond': ['cond']}
+    """
+    values = dict(ExampleInputs(model, input, 1))
+    found = {}
+    for name, t in values.items():
+        if t.is_floating_point() and t.dim() >= 3:
+            readers = input_readers(model, input, follow=name)
+            if readers and all(isinstance(model.get_submodule(r), nn.modules.conv._ConvNd) for r in readers):
+                found[name] = readers
+    return found
+
+
+def image_shape(model: nn.Module, input: InputSpec) -> Any:
+    """The spec of ``input``'s image: ``input`` itself, or its entry of a mapping (:func:`image_input`).
+
+    Examples
+    --------
+    >>> class Unet(nn.Module):
+    ...     def forward(self, sample, timestep):
+    ...         return sample * timestep
+    >>> image_shape(Unet(), {"sample": (4, 8, 8), "timestep": ()})
+    (4, 8, 8)
+    """
+    if not isinstance(input, Mapping):
+        return input
+    if len(input) == 1:
+        return next(iter(input.values()))
+    name = image_input(dict(ExampleInputs(model, input, 1)))
+    return input.get(name) if name is not None else None
+
+
+def recoloured(model: nn.Module, image: InputSpec, channels: int) -> InputSpec:
+    """``image`` with ``channels`` channels in its image (:func:`image_shape`), the other inputs as they are.
+
+    Examples
+    --------
+    >>> recoloured(nn.Conv2d(3, 8, 3), (3, 32, 32), 1)
+    (1, 32, 32)
+    """
+    shape = image_shape(model, image)
+    new = (channels, *shape[1:])
+    if not isinstance(image, Mapping):
+        return new
+    return {name: new if spec is shape else spec for name, spec in image.items()}
+
+
+def one_image(model: nn.Module, input: Mapping[str, Any]) -> None:
+    """Raise unless the input whose channels are adapted (:func:`image_input`) is the only
+    image of several inputs (:func:`images_read_by_convolutions`): a ControlNet takes a
+    latent ``sample`` and a ``controlnet_cond`` image, and which one gets other channels is the user's to say.
+
+    Examples
+    --------
+    >>> class Sum(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.a, self.b = nn.Conv2d(4, 8, 1), nn.Conv2d(3, 8, 1)
+    ...     def forward(self, x, y):
+    ...         return self.a(x) + self.b(y)
+    >>> one_image(Sum(), {"x": (4, 8, 8), "y": (3, 8, 8)})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.SurgeryError: Sum takes 2 images (x, y): say which one ... x: layer='a'; y: layer='b'
+    """
+    images = images_read_by_convolutions(model, input)
+    chosen = image_input(dict(ExampleInputs(model, input, 1)))
+    if len(images) > 1 or (images and chosen not in images):
+        choices = "; ".join(
+            f"{name}: layer={readers if len(readers) > 1 else readers[0]!r}" for name, readers in images.items()
+        )
+        raise SurgeryError(
+            f"{type(model).__name__} takes {len(images)} image{'s' * (len(images) != 1)} ({', '.join(images)}): "
+            f"say which one gets the new channel count by naming the layers that read it — {choices}"
+        )

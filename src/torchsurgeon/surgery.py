@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,19 @@ from .errors import InputError, SurgeryError, TraceError
 from .fold import fold_normalization, fold_weight
 from .foldcheck import checked_fold, computes_its_weight
 from .graph import NodeRecord, build_graph, node_record, node_records
-from .readers import default_input, graph_readers, guessed_input, input_readers, unmatched_channels, weights_owner
+from .initialisers import default_init
+from .readers import (
+    default_input,
+    graph_readers,
+    guessed_input,
+    image_shape,
+    image_spec,
+    input_readers,
+    one_image,
+    recoloured,
+    unmatched_channels,
+    weights_owner,
+)
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
 from .resize import fitted_groups, rebuild_fix, resized_copy
@@ -61,78 +72,6 @@ class SurgeryResult:
 
 
 # --------------------------------------------------------------------------- initialisers
-
-
-def _fan_in(module: nn.Module) -> int:
-    weight = getattr(module, "weight", None)
-    if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
-        return int(weight.shape[1] * math.prod(weight.shape[2:]))
-    return 0
-
-
-_NORMS: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm) + (
-    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
-)
-
-
-def default_init(module: nn.Module, param: str) -> str:
-    """The initialiser PyTorch uses by default for ``module.<param>``.
-
-    Parameters
-    ----------
-    module : nn.Module
-        The layer.
-    param : str
-        The parameter's local name (``weight``, ``bias``, ``in_proj_weight``).
-
-    Returns
-    -------
-    str
-        A readable description with the bound computed for this layer.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> default_init(nn.Linear(1000, 10), "weight")
-    'kaiming_uniform_(a=√5): U(-0.0316, 0.0316)'
-    >>> default_init(nn.Linear(1000, 10), "bias")
-    'uniform: U(-0.0316, 0.0316) (±1/√fan_in)'
-    >>> default_init(nn.BatchNorm2d(64), "weight")
-    'ones'
-    """
-    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd, nn.Bilinear)):
-        fan_in = _fan_in(module)
-        if isinstance(module, nn.modules.conv._ConvTransposeNd):
-            w = module.weight
-            fan_in = int(w.shape[1] * math.prod(w.shape[2:]))  # PyTorch computes fan_in on dim 1
-        bound = 1 / math.sqrt(fan_in) if fan_in else 0.0
-        if param == "weight":
-            return f"kaiming_uniform_(a=√5): U(-{bound:.4f}, {bound:.4f})"
-        if param == "bias":
-            return f"uniform: U(-{bound:.4f}, {bound:.4f}) (±1/√fan_in)"
-    if isinstance(module, _NORMS):
-        return {"weight": "ones", "bias": "zeros"}.get(param, "PyTorch default")
-    if isinstance(module, nn.Embedding) and param == "weight":
-        return "normal_(0, 1)"
-    if isinstance(module, nn.MultiheadAttention):
-        if param.endswith("bias"):
-            return "zeros"
-        return "xavier_uniform_"
-    if isinstance(module, nn.PReLU):
-        return f"constant {module.init if hasattr(module, 'init') else 0.25}"
-    return f"set by {type(module).__name__}.__init__ (not a torch.nn default)"
-
-
-def _observed(t: torch.Tensor) -> str:
-    if t.device.type == "meta" or t.numel() == 0:
-        return ""
-    x = t.detach().double()
-    if torch.all(x == 0):
-        return "observed: all zeros"
-    if torch.all(x == 1):
-        return "observed: all ones"
-    std = x.std().item() if x.numel() > 1 else 0.0
-    return f"observed: mean {x.mean().item():.3g}, std {std:.3g}, max|w| {x.abs().max().item():.3g}"
 
 
 # --------------------------------------------------------------------------- graph lookups
@@ -170,7 +109,7 @@ def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
 _Doubts = dict[str, tuple[str, int | None]]
 
 
-def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str], tuple[int, ...] | None, bool, _Doubts]:
+def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str], InputSpec | None, bool, _Doubts]:
     """:func:`input_layers`, an image to try a fold on (from the graph: only if the input meets a tensor of the
     model's first, ``x - self.mean``, which may broadcast it to more channels), whether the model ran on it,
     and the layers the input reaches with its channels moved (see :func:`_rearranged`)."""
@@ -179,10 +118,16 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
     input = input if input is not None else default_input(model)
     if input is not None:
         found = input_readers(model, input)
+        if isinstance(input, Mapping) and len(input) > 1:
+            one_image(model, input)
         # the image to try the edit on: the one given, else the config's when its first dim is the channels
-        shape = next(iter(input.values())) if isinstance(input, Mapping) and len(input) == 1 else input
-        image = shape if isinstance(shape, tuple) and all(type(d) is int for d in shape) else None
-        if given is None and image is not None and found and image[0] != _input_width(model, found[0])[1]:
+        image = image_spec(model, input)
+        if (
+            given is None
+            and image is not None
+            and found
+            and image_shape(model, image)[0] != _input_width(model, found[0])[1]
+        ):
             image = None  # (frames, channels, H, W): not an image whose channels come first
         return found, image, True, unmatched_channels(model, found, input)
     try:
@@ -226,7 +171,7 @@ def _check_the_edit_runs(
     names: list[str],
     channels: int,
     mode: FoldMode,
-    image: tuple[int, ...],
+    image: InputSpec,
     before: Mapping[str, int],
     run_before: bool,
 ) -> None:
@@ -236,7 +181,7 @@ def _check_the_edit_runs(
     run once on ``image`` with the new channel count; ``run_before``: the model is known to run on ``image``."""
     trial = meta_copy(model)
     _adapted(trial, names, channels, mode, before)
-    new_input = (channels, *image[1:])
+    new_input = recoloured(model, image, channels)
     try:
         input_readers(trial, new_input)
     except SurgeryError as exc:

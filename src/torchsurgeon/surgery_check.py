@@ -21,10 +21,10 @@ from torch import nn
 from .analysis import ModelReport, paramcount
 from .fold import recognise_fold
 from .graph import node_records, update_record
+from .initialisers import default_init, observed
 from .records import LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
 from .report import changes_table, format_count, format_shape
 from .shapespec import InputSpec
-from .surgery import _observed, default_init
 from .trace import unwrap_model
 
 __all__ = ("SurgeryReport", "check_surgery")
@@ -177,7 +177,7 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
 
     def init_of(name: str, t: torch.Tensor) -> str:
         module, local = _module_and_local(edited, name)
-        return "; ".join(x for x in (default_init(module, local), _observed(t)) if x)
+        return "; ".join(x for x in (default_init(module, local), observed(t)) if x)
 
     unmatched: list[str] = []
     for name, p in new.items():
