@@ -162,6 +162,32 @@ def test_data_parallel_wrapper_is_unwrapped_and_its_model_edited() -> None:
     assert folded.conv1.in_channels == 1 and folded(torch.randn(2, 1, 32, 32)).shape == (2, 10)
 
 
+class _AdapterWrapper(nn.Module):
+    """peft's ``PeftModel`` as it is built (``get_peft_model`` without a task type): ``forward(*args, **kwargs)``
+    hands everything to ``get_base_model()``, which holds the LoRA layers; a prompt-tuning one holds more."""
+
+    def __init__(self, model: nn.Module, prompt: nn.Module | None = None) -> None:
+        super().__init__()
+        self.base_model, self.prompt_encoder = model, prompt
+
+    def get_base_model(self) -> nn.Module:
+        return self.base_model
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.get_base_model()(*args, **kwargs)
+
+
+def test_an_adapter_wrapper_that_passes_everything_on_is_unwrapped() -> None:
+    """It raised InputError: the model's forward takes no inputs (found on peft's LoRA BERT)."""
+    net = CifarNet()
+    net.fc3.requires_grad_(False)
+    assert paramcount(_AdapterWrapper(net), (3, 32, 32)).to_dict() == paramcount(net, (3, 32, 32)).to_dict()
+    folded = adapt_input_channels(_AdapterWrapper(net), 1).model
+    assert folded.conv1.in_channels == 1 and net.conv1.in_channels == 3
+    with pytest.raises(TorchSurgeonError, match="_AdapterWrapper"):  # its own parameters too: not only a wrapper
+        paramcount(_AdapterWrapper(net, nn.Linear(2, 2)), (3, 32, 32))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_low_and_high_precision_models(dtype: torch.dtype) -> None:
     net = CifarNet().to(dtype)

@@ -330,8 +330,24 @@ class _SurgeonTracer(torch.fx.Tracer):
         return fn, args if is_module else args[1:]
 
 
+def _passes_on_everything(model: nn.Module, inner: Any) -> bool:
+    """Whether ``model`` only hands its arguments to ``inner``: its ``forward`` takes ``(*args, **kwargs)`` and
+    it holds no parameter or buffer ``inner`` does not (a prompt-tuning PeftModel holds its prompt encoder)."""
+    if not isinstance(inner, nn.Module) or inner is model:
+        return False
+    try:
+        kinds = {p.kind for p in inspect.signature(model.forward).parameters.values()}
+    except (TypeError, ValueError):
+        return False
+    if not kinds <= {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}:
+        return False
+    own = {id(t) for t in itertools.chain(model.parameters(), model.buffers())}
+    return own == {id(t) for t in itertools.chain(inner.parameters(), inner.buffers())}
+
+
 def unwrap_model(model: object) -> nn.Module:
-    """Return the ``nn.Module`` to analyse, unwrapping ``torch.compile``, ``DataParallel`` and DDP wrappers.
+    """Return the ``nn.Module`` to analyse, unwrapping ``torch.compile``, ``DataParallel``, DDP and peft's
+    ``PeftModel`` (a LoRA model's ``forward(*args, **kwargs)`` only calls its base model, which holds the adapters).
 
     The wrapped model is analysed and edited: its layers are named without
     the wrapper's ``module.`` prefix.
@@ -362,6 +378,9 @@ def unwrap_model(model: object) -> nn.Module:
         return unwrap_model(model.module)
     inner = getattr(model, "_orig_mod", None)
     if isinstance(inner, nn.Module):
+        return unwrap_model(inner)
+    base = getattr(model, "get_base_model", None)  # peft's PeftModel: forward(*args, **kwargs) calls the base model
+    if isinstance(model, nn.Module) and callable(base) and _passes_on_everything(model, inner := base()):
         return unwrap_model(inner)
     compiled = getattr(model, "_torchdynamo_orig_callable", None)  # torch.compile of a compiled module's forward
     owner = getattr(compiled, "__self__", None)
