@@ -203,3 +203,36 @@ def test_a_models_own_function_of_known_data_is_run_once_per_propagation() -> No
     CALLS.clear()
     propagate_shapes(traced, (8, 2))
     assert len(CALLS) == 1
+
+
+class CountedPositions(nn.Module):
+    """RoBERTa's positions: a cumsum of the tokens that are not padding, from ``padding_idx + 1`` on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.words, self.positions = nn.Embedding(10, 4, padding_idx=1), nn.Embedding(8, 4, padding_idx=1)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        mask = input_ids.ne(1).int()
+        positions = (torch.cumsum(mask, dim=1).type_as(mask) + 0) * mask
+        return self.words(input_ids) + self.positions(positions.long() + 1)
+
+
+def test_positions_counted_from_the_input_ids_past_the_table_make_the_layer_invalid() -> None:
+    """14 Hugging Face models (XLM-R, ESM, MPNet, LUKE, RoBERTa below max_position_embeddings …) were reported as
+    fitting, trusted, at more tokens than their position table holds: the ids are data, never bound-checked."""
+    model = CountedPositions()
+    with torch.no_grad():
+        assert model(torch.randint(2, 10, (1, 6))).shape == (1, 6, 4)
+        with pytest.raises(IndexError, match="index out of range in self"):
+            model(torch.randint(2, 10, (1, 7)))
+    assert not paramcount(model, (6,)).invalid
+    r = paramcount(model, (7,))
+    assert [rec.name for rec in r.invalid] == ["positions"] and r.output_shape is None
+    assert r.invalid[0].message.startswith("positions (Embedding) expects position < 8, got 8 — the positions are")
+    assert r.trusted and "only a forward with real tokens checks" in r.crosscheck.message
+    assert [[rec.name for rec in s.invalid] for s in paramcount_sweep(model, [(6,), (7,), (6,)])] == [
+        [],
+        ["positions"],
+        [],
+    ]

@@ -188,6 +188,25 @@ def test_an_adapter_wrapper_that_passes_everything_on_is_unwrapped() -> None:
         paramcount(_AdapterWrapper(net, nn.Linear(2, 2)), (3, 32, 32))
 
 
+def test_a_head_of_another_dtype_than_the_model_is_invalid_and_the_fix_runs() -> None:
+    """A float32 head added to a model in bfloat16: a real forward raises, and it was reported as fitting."""
+    net = CifarNet().to(torch.bfloat16)
+    net.fc3 = nn.Linear(84, 10)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="dtype"):
+        net(torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16))
+    r = paramcount(net, (3, 32, 32))
+    assert [layer.name for layer in r.invalid] == ["fc3"] and r.total_for_input == r.total
+    assert r.invalid[0].message.startswith(
+        "fc3 (Linear) expects input dtype=torch.float32 (its weight's), got torch.bfloat16 — a real forward raises "
+        "RuntimeError outside torch.autocast: make the layer's dtype the input's, "
+        "model.get_submodule('fc3').to(torch.bfloat16)"
+    )
+    assert "the real model fails at this input too" in r.crosscheck.message
+    model = net
+    model.get_submodule("fc3").to(torch.bfloat16)  # the fix, as written
+    assert not paramcount(model, (3, 32, 32)).invalid
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_low_and_high_precision_models(dtype: torch.dtype) -> None:
     net = CifarNet().to(dtype)

@@ -585,3 +585,18 @@ def test_a_sequence_longer_than_the_position_table_is_invalid_as_the_real_model_
     assert [layer.name for layer in r.invalid] == ["transformer.wpe" if name == "gpt2" else "decoder.embed_positions"]
     assert "IndexError" in r.invalid[0].message and r.output_shape is None
     assert "the real model fails at this input too" in r.crosscheck.message
+
+
+def test_roberta_positions_counted_from_its_tokens_past_the_table_are_invalid() -> None:
+    """RoBERTa counts positions from its tokens (``cumsum(input_ids != pad) + pad``, from 2 on): at 63 tokens, below
+    its 64 positions, a real forward raises, and it was reported as fitting, trusted (found by a fifth probe)."""
+    config = transformers.AutoConfig.for_model("roberta", **{**TEXT, "max_position_embeddings": 64, "pad_token_id": 1})
+    model = transformers.AutoModel.from_config(config).eval()
+    with torch.no_grad():
+        model(torch.randint(3, 99, (1, 62)))
+        with pytest.raises((IndexError, RuntimeError), match="out of"):
+            model(torch.randint(3, 99, (1, 63)))
+    assert paramcount(model, (62,)).invalid == []
+    r = paramcount(model, (63,))
+    assert [layer.name for layer in r.invalid] == ["embeddings.position_embeddings"] and r.output_shape is None
+    assert "expects position < 64, got 64" in r.invalid[0].message and r.trusted

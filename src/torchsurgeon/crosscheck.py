@@ -36,6 +36,7 @@ from .copies import cannot_run_on_meta, run_on_zeros
 from .errors import InputError, TraceError, first_line, source_line
 from .frontend import bind_inputs
 from .graph import model_of, node_record, node_records, opaque_of, specialised_of
+from .knowndata import COUNTED
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust
 from .resize import resized_copy, with_channels
 from .rules.on_meta import ruled_meta
@@ -216,6 +217,15 @@ def crosscheck(
             return _compare(traced, folded, reason, how, lambda: "")
     run = _run(meta_copy(model), args, kwargs)
     wrong = "the invalid layers, the output and the counts for this input are wrong"
+    if not run.error and all(f.what == COUNTED for rec in invalid for f in rec.findings):
+        return CrossCheck(
+            Trust.UNVERIFIED,
+            reason,
+            None,
+            f"a forward of the real model{run.where} runs, but it has no data: the invalid layers look up positions "
+            "counted from the input's tokens, which only a forward with real tokens checks — the output and the "
+            "counts for this input are not verified",
+        )
     if not run.error:
         names = ", ".join(rec.layer for rec in invalid[:4]) + (" ..." if len(invalid) > 4 else "")
         return CrossCheck(

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 import torch.fx
+import torch.nn.functional as F
 import torch.utils._pytree as pytree
 from torch import nn
 
@@ -40,6 +41,7 @@ from .copies import torch_or_python
 from .records import Finding
 
 __all__ = (
+    "COUNTED",
     "DATA_FACTORIES",
     "DATA_LIMIT",
     "PLAIN_TENSORS",
@@ -58,6 +60,15 @@ DATA_FACTORIES = frozenset({torch.ones, torch.zeros, torch.full, torch.arange, t
 
 PLAIN_TENSORS = (torch.Tensor, nn.Parameter)
 """The tensor types whose device decides where a call runs (a subclass, a fake tensor, keeps its own ways)."""
+
+COUNTED = "position"
+"""The ``what`` of a finding on positions counted from the input's data: a ``meta`` forward cannot check it."""
+
+_COMPARISONS = frozenset(
+    {"ne", "eq", "gt", "ge", "lt", "le", "__ne__", "__eq__", "__gt__", "__ge__", "__lt__", "__le__"}
+)
+_CONVERSIONS = frozenset({"int", "long", "short", "to", "type_as", "type", "clone", "contiguous"})
+_SUMS = frozenset({"add", "sub", "mul", "__add__", "__radd__", "__sub__", "__mul__", "__rmul__"})
 
 DATA_LIMIT = 1 << 16
 """Elements of the largest tensor of known data kept on the CPU; a larger one is a ``meta`` stand-in."""
@@ -246,20 +257,41 @@ class KnownData:
 
     def __init__(self) -> None:
         self.values: dict[torch.fx.Node, Any] = {}
+        self.ranges: dict[torch.fx.Node, tuple[int, int]] = {}
+        """Nodes whose data comes from the input, with the range of its values (:meth:`starts`)."""
+
+    @property
+    def active(self) -> bool:
+        """Whether some node has known data or a known range."""
+        return bool(self.values or self.ranges)
 
     def reads(self, inputs: Sequence[torch.fx.Node]) -> bool:
-        """Whether a node of these input nodes reads known data (its result may depend on values, not only on
-        shapes)."""
-        values = self.values
-        return bool(values) and any(a in values for a in inputs)
+        """Whether a node of these input nodes reads known data or a known range (its result may depend on values,
+        not only on shapes)."""
+        values, ranges = self.values, self.ranges
+        return any(a in values or a in ranges for a in inputs) if values or ranges else False
+
+    def starts(self, node: torch.fx.Node) -> bool:
+        """Whether ``node`` compares a model input with something (``input_ids.ne(padding_idx)``): a mask of 0 and 1
+        whatever the input holds, from which models count positions (RoBERTa's ``cumsum`` of it)."""
+        if node.op not in ("call_method", "call_function") or not node.args:
+            return False
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        first = node.args[0]
+        return name in _COMPARISONS and isinstance(first, torch.fx.Node) and first.op == "placeholder"
 
     def follow(self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any], reads: bool | None = None) -> None:
         """Compute ``node``'s known data, if it has some, from its inputs' (``env``: their ``meta`` values);
         ``reads``: :meth:`reads` of its inputs, when already asked."""
         op, target = node.op, node.target
         factory = op == "call_function" and target in DATA_FACTORIES
+        if self.starts(node):
+            self.ranges[node] = (0, 1)
+            return
         if reads is None:
             reads = self.reads(node.all_input_nodes)
+        if reads and self.ranges:
+            self._follow_range(node, env)
         if not factory and (op not in ("call_function", "call_method") or not reads):
             return
         if op == "call_function" and not torch_or_python(target):
@@ -283,6 +315,41 @@ class KnownData:
         if parts and all(type(t) is torch.Tensor and not t.is_meta and t.numel() <= DATA_LIMIT for t in parts):
             self.values[node] = out
 
+    def _follow_range(self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any]) -> None:
+        """The range of ``node``'s values from its inputs' ranges, for the ops positions are counted with
+        (conversions, ``cumsum``, ``+``, ``-``, ``*`` by a number or by a 0/1 mask); none for any other op."""
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        ranges = self.ranges
+        args = node.args
+
+        def range_of(a: Any) -> tuple[int, int] | None:
+            if isinstance(a, torch.fx.Node):
+                return ranges.get(a)
+            return (a, a) if type(a) is int else None
+
+        first = range_of(args[0]) if args else None
+        if name in _CONVERSIONS and first is not None:
+            ranges[node] = first
+        elif name == "cumsum" and first is not None:
+            dim = args[1] if len(args) > 1 else node.kwargs.get("dim")
+            x = env.get(args[0]) if isinstance(args[0], torch.fx.Node) else None
+            if isinstance(x, torch.Tensor) and type(dim) is int and -x.dim() <= dim < x.dim():
+                n = int(x.shape[dim])
+                lo, hi = first
+                ranges[node] = (min(lo, lo * n), max(hi, hi * n))
+        elif name in _SUMS and len(args) == 2 and not node.kwargs:
+            second = range_of(args[1])
+            if first is None or second is None:
+                return
+            (a, b), (c, d) = first, second
+            if name in ("add", "__add__", "__radd__"):
+                ranges[node] = (a + c, b + d)
+            elif name in ("sub", "__sub__"):
+                ranges[node] = (a - d, b - c)
+            elif first == (0, 1) or second == (0, 1) or a == b or c == d:  # by a mask or a number: exact ends
+                ends = (a * c, a * d, b * c, b * d)
+                ranges[node] = (min(ends), max(ends))
+
     def past_the_end(
         self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any], module: Any, layer: str, kind: str
     ) -> Finding | None:
@@ -291,8 +358,21 @@ class KnownData:
         an ``nn.Embedding`` ``module``), as the real forward raises; None otherwise (also for the forms it does
         not check)."""
         found: Past | None = None
+        rows = module.num_embeddings if isinstance(module, nn.Embedding) else None
+        if node.op == "call_function" and node.target is F.embedding and len(node.args) >= 2:
+            weight = env.get(node.args[1]) if isinstance(node.args[1], torch.fx.Node) else None
+            rows = int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
+        ids = node.args[0] if node.args else None
+        counted = self.ranges.get(ids) if isinstance(ids, torch.fx.Node) else None
+        if rows is not None and counted is not None and (counted[1] >= rows or counted[0] < 0):
+            top = counted[1] if counted[1] >= rows else counted[0]
+            fix = (
+                f"the positions are counted from the input (a cumsum of a mask of its tokens) and reach {top} when "
+                f"it holds no padding: a real forward raises IndexError (index out of range in self) — give fewer "
+                "tokens, as many as the model was built for"
+            )
+            return Finding(layer, kind, COUNTED, f"< {rows}", top, fix)
         if isinstance(module, nn.Embedding) and node.args:
-            ids = node.args[0]
             found = ids_past(self.values.get(ids) if isinstance(ids, torch.fx.Node) else None, module.num_embeddings)
         elif node.op in ("call_function", "call_method"):
             fn = node.target if node.op == "call_function" else getattr(torch.Tensor, str(node.target), None)

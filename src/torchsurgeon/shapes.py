@@ -338,11 +338,11 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         scalars = self.scalars
         known = self.known
         for node, step in self.steps.items():
-            self._reads_known = reads = bool(known.values) and known.reads(step.inputs)
+            self._reads_known = reads = known.active and known.reads(step.inputs)
             value = env[node] = self.run_node(node) if memo is None else self._run_memoised(node, memo)
             if type(value) in (int, float, bool):  # sizes: messages formatted during the trace name their nodes
                 scalars[node.name] = value
-            if reads or (node.op == "call_function" and node.target in DATA_FACTORIES):
+            if reads or (node.op == "call_function" and node.target in DATA_FACTORIES) or known.starts(node):
                 known.follow(node, env, reads)
             for to_delete in step.last_uses:
                 del env[to_delete]

@@ -56,6 +56,25 @@ def _fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str:
     return f"{before}, or replace the layer (new weights): {rebuild}" if rebuild else before
 
 
+def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> None:
+    """A convolution or linear layer multiplies its input by its weight: a real forward outside ``torch.autocast``
+    raises when their floating-point dtypes differ (a float32 head added to a model in bfloat16). ``meta`` does
+    not check it."""
+    weight = getattr(m, "weight", None)
+    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point() or not x.is_floating_point():
+        return
+    if x.dtype != weight.dtype:
+        name = str(weight.dtype).removeprefix("torch.")
+        call.mismatch(
+            "input dtype",
+            f"{weight.dtype} (its weight's)",
+            str(x.dtype),
+            f"a real forward raises RuntimeError outside torch.autocast: make the layer's dtype the input's, "
+            f"model.get_submodule({call.layer!r}).to({x.dtype}), or the input's the layer's (.to(torch.{name}) "
+            "before it), or run the forward under torch.autocast",
+        )
+
+
 def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
     assert isinstance(m, (nn.modules.conv._ConvNd))
     nsp = len(m.kernel_size)
@@ -74,6 +93,7 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
         )
         return None
     c = int(shape[1 if batched else 0])
+    _same_dtype(m, call, x)
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
     if c != m.in_channels:
         fix = _fix(call, m, "in_channels", m.in_channels, c)
@@ -110,6 +130,7 @@ def _linear_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | No
     if not _rank(call, x, tuple(range(1, 9)), "(..., in_features)"):
         return None
     got = int(x.shape[-1])
+    _same_dtype(m, call, x)
     if got != m.in_features:
         fix = _fix(call, m, "in_features", m.in_features, got)
         if not call.from_input and x.dim() == 2:  # flattened features: their count follows the input size

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..bounds import index_past
@@ -137,6 +138,8 @@ class _RuledMeta(TorchFunctionMode):
                 return made
         elif _known_with_meta(func, args, kwargs):  # also known data made by an earlier run (a model's own cache)
             args, kwargs = _meeting_meta(func, args, kwargs)
+        if func in _PRODUCTS and not self.resized:  # a trace (resized) goes on past it, as shape propagation does
+            _same_dtypes(args, kwargs)
         rule, swapped = _rule_of(func)
         if rule is not None and rule.shape is not None:
             # rules build their meta tensors explicitly: other modes (torch.device("meta")) would only slow them down
@@ -165,6 +168,27 @@ class _RuledMeta(TorchFunctionMode):
             return func(*off_meta(args, _CPU), **{**off_meta(kwargs, _CPU), "device": _CPU})
         except Exception:  # what the CPU refuses and meta takes (pin_memory without an accelerator): as asked
             return shaped
+
+
+_PRODUCTS = frozenset(
+    (
+        *(F.linear, F.bilinear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d),
+        *(F.conv_transpose3d, torch.matmul, torch.mm, torch.bmm, torch.addmm, operator.matmul),
+        *(torch.Tensor.__matmul__, torch.Tensor.matmul),
+    )
+)
+"""Products of two tensors: a real forward raises when their floating-point dtypes differ, meta does not."""
+
+
+def _same_dtypes(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Raise as a real forward outside ``torch.autocast`` does when the floating-point tensors a product multiplies
+    (and its bias) differ in dtype (a float32 layer given bfloat16 activations)."""
+    if torch.is_autocast_enabled():
+        return
+    dtypes = {t.dtype for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    if len(dtypes) > 1:
+        a, b = sorted(dtypes, key=str)[:2]
+        raise RuntimeError(f"expected both operands to have the same dtype, but got {a} and {b} (outside autocast)")
 
 
 def _known_with_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
