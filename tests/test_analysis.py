@@ -195,6 +195,42 @@ def test_a_model_whose_own_forward_refuses_the_input_says_so_in_its_words() -> N
     assert paramcount(model, (16,)).output_shape == (1, 16, 8)
 
 
+class _SlicedPositions(nn.Module):
+    """BERT-like embeddings: a slice of 8 positions, whatever the length, added to the token embeddings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.words, self.positions = nn.Embedding(20, 4), nn.Embedding(8, 4)
+        self.register_buffer("position_ids", torch.arange(8)[None], persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.words(ids) + self.positions(self.position_ids[:, : ids.shape[1]])
+
+
+class _AsksAfterEmbedding(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embeddings = _SlicedPositions()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embeddings(ids)
+        return x * 2 if x.shape[1] > 4 else x  # Python asks about a value the failing add makes
+
+
+def test_an_op_the_input_does_not_fit_before_a_question_is_named_with_the_real_line() -> None:
+    """Eight Hugging Face models at more tokens than their positions: it said torch.fx cannot trace the model at an
+    unrelated line of masking_utils, with a control-flow fix (found by a fifth probe)."""
+    model = _AsksAfterEmbedding()
+    with pytest.raises(RuntimeError, match="must match"):
+        model(torch.zeros(1, 10, dtype=torch.long))
+    with pytest.raises(
+        ShapeError, match=re.escape("(the trace fails in embeddings (add)): a real forward raises ")
+    ) as info:
+        paramcount(model, (10,))
+    assert "return self.words(ids) + self.positions" in str(info.value) and "concrete_args" not in str(info.value)
+    assert paramcount(model, (8,)).output_shape == (1, 8, 4)
+
+
 def test_several_inputs_by_name_and_by_position() -> None:
     by_name = paramcount(TwoInputs(), {"image": (3, 16, 16), "mask": (2, 16, 16)})
     assert [layer.name for layer in by_name.invalid] == ["mask"]

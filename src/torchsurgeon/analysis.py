@@ -20,6 +20,7 @@ from .crosscheck import crosscheck_mode, real_failure
 from .dot import to_dot, to_graphml
 from .errors import InputError, ShapeError, TraceError
 from .flops import count_flops
+from .frontend import FAILED_NODE
 from .gcpause import paused_gc
 from .graph import (
     build_graph,
@@ -619,11 +620,13 @@ def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Ma
         hint = per_sample_hint(input if isinstance(input, Mapping) else {"": input}, batch)
         example = ExampleInputs(model, input, batch)
         rejected = real_failure(model, example, exc)
-        if rejected is not None:  # the model's own check of its input: no trace would get past it
+        if rejected is not None:  # the model's own check of its input, or an op it does not fit: no trace gets past
             shapes = {name: tuple(t.shape) for name, t in example.items()}
+            failed = getattr(exc.__cause__, FAILED_NODE, "")
             raise ShapeError(
-                f"{type(model).__name__} does not take this input {shapes}: a real forward raises {rejected}\n"
-                f"  at {exc.source}\n  fix: give an input the model accepts (what its own check at that line asks)"
+                f"{type(model).__name__} does not take this input {shapes}"
+                f"{f' (the trace fails in {failed})' if failed else ''}: a real forward raises {rejected[0]}\n"
+                f"  at {rejected[1]}\n  fix: give an input the model accepts (what its code at that line asks)"
                 f"{hint}"
             ) from exc
         if hint and "values to unpack" in str(exc):  # the input's rank, not the model: no part to suggest

@@ -34,7 +34,7 @@ from torch import nn
 
 from .copies import cannot_run_on_meta, run_on_zeros
 from .errors import InputError, TraceError, first_line, source_line
-from .frontend import bind_inputs
+from .frontend import FAILED_NODE, bind_inputs
 from .graph import model_of, node_record, node_records, opaque_of, specialised_of
 from .knowndata import COUNTED
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust
@@ -264,12 +264,13 @@ def crosscheck(
     )
 
 
-def real_failure(model: nn.Module, inputs: Mapping[str, torch.Tensor], like: TraceError) -> str | None:
-    """``"TypeName: message"`` of what one forward of the real model (a ``meta`` copy: its weights are never
-    touched; on zeros on the CPU where meta cannot run it) raises at ``inputs`` when it is ``like`` the error of
-    a trace that failed in the model's own ``forward``: the same exception, raised at the same line of the
-    model's code (an ``assert`` on a size, a ``ValueError`` of a checked setting). None when the real forward
-    runs, or fails otherwise: then the trace failed, not the model.
+def real_failure(model: nn.Module, inputs: Mapping[str, torch.Tensor], like: TraceError) -> tuple[str, str] | None:
+    """``("TypeName: message", line)`` of what one forward of the real model (a ``meta`` copy: its weights are
+    never touched; on zeros on the CPU where meta cannot run it) raises at ``inputs`` when it is ``like`` the error
+    of a trace that failed in the model's own ``forward``: the same exception, raised at the same line of the
+    model's code (an ``assert`` on a size, a ``ValueError`` of a checked setting), or raised by an op of the trace
+    whose value Python asked about (``frontend.FAILED_NODE``: the op the input does not fit). None when the real
+    forward runs, or fails otherwise: then the trace failed, not the model.
 
     Examples
     --------
@@ -281,7 +282,7 @@ def real_failure(model: nn.Module, inputs: Mapping[str, torch.Tensor], like: Tra
     >>> try:
     ...     trace(Positions(), example_inputs={"ids": torch.empty(1, 20, device="meta")})
     ... except TraceError as exc:
-    ...     print(real_failure(Positions(), {"ids": torch.empty(1, 20, device="meta")}, exc))
+    ...     print(real_failure(Positions(), {"ids": torch.empty(1, 20, device="meta")}, exc)[0])
     AssertionError: longer than the positions
     """
     cause = like.__cause__
@@ -289,9 +290,12 @@ def real_failure(model: nn.Module, inputs: Mapping[str, torch.Tensor], like: Tra
         return None
     run = _run(meta_copy(model), [], dict(inputs))
     failure = run.failure
-    if failure is None or type(failure) is not type(cause) or source_line(failure) != like.source:
+    if failure is None or type(failure) is not type(cause):
         return None
-    return f"{type(failure).__name__}: {run.error}"
+    line = source_line(failure)
+    if line != like.source and not hasattr(cause, FAILED_NODE):
+        return None
+    return f"{type(failure).__name__}: {run.error}", line
 
 
 def _compare(traced: Any, run: _Run, reason: str, how: str, difference: Callable[[], str]) -> CrossCheck:

@@ -313,6 +313,14 @@ class _Unknown(LookupError):
     """A node's value on ``meta`` is not known (no example input for a placeholder)."""
 
 
+FAILED_NODE = "torchsurgeon_failed_node"
+"""The attribute naming, on an error raised while :class:`MetaValues` answered a question, the layer and node whose
+value failed (``"embeddings (add)"``): the op the input does not fit, which may come well before the line Python
+asked at."""
+
+_OPS = frozenset({"call_function", "call_method", "call_module"})
+
+
 class MetaValues:
     """Values on ``meta`` of the nodes of a graph being traced, computed on demand.
 
@@ -472,6 +480,17 @@ class MetaValues:
     def _value(self, node: torch.fx.Node) -> Any:
         if node in self._values:
             return self._values[node]
+        try:
+            return self._compute(node)
+        except Exception as exc:  # the innermost op that failed, for the trace's error (analysis: real_failure)
+            if node.op in _OPS and not hasattr(exc, FAILED_NODE):
+                stack = node.meta.get("nn_module_stack")
+                scope = str(next(reversed(stack.values()))[0]) if stack else ""
+                layer = str(node.target) if node.op == "call_module" else scope
+                setattr(exc, FAILED_NODE, f"{layer} ({node.name})" if layer else node.name)
+            raise
+
+    def _compute(self, node: torch.fx.Node) -> Any:
         # fresh lists: a wrapped function may edit them, as in a real call
         args, kwargs = thawed(torch.fx.node.map_arg((node.args, node.kwargs), self._value))
         if node in self._values:  # an in-place edit, applied when the value it edits was computed
