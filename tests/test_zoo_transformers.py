@@ -600,3 +600,23 @@ def test_roberta_positions_counted_from_its_tokens_past_the_table_are_invalid() 
     r = paramcount(model, (63,))
     assert [layer.name for layer in r.invalid] == ["embeddings.position_embeddings"] and r.output_shape is None
     assert "expects position < 64, got 64" in r.invalid[0].message and r.trusted
+
+
+def test_a_model_whose_backbone_config_holds_the_image_is_adapted_without_an_input() -> None:
+    """Depth Anything keeps its channels and size in ``backbone_config``: adapt_input_channels asked for an input
+    (found by a fifth probe)."""
+    backbone = {"model_type": "dinov2", **TEXT, "num_hidden_layers": 4, "image_size": 32, "patch_size": 8}
+    config = transformers.AutoConfig.for_model(
+        "depth_anything",
+        backbone_config={**backbone, "out_indices": [1, 2, 3, 4], "reshape_hidden_states": False},
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        head_hidden_size=8,
+        reassemble_hidden_size=32,
+        patch_size=8,
+    )
+    model = transformers.AutoModelForDepthEstimation.from_config(config).eval()
+    result = adapt_input_channels(model, 1)
+    assert result.changes[0].name == "backbone.embeddings.patch_embeddings.projection.weight"
+    with torch.no_grad():
+        assert result.model(torch.randn(1, 1, 32, 32)).predicted_depth.shape == (1, 32, 32)

@@ -286,7 +286,8 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     """The image input a Hugging Face vision model's config describes, or None.
 
     ``{"pixel_values": (num_channels, H, W)}`` from ``config.num_channels``
-    and ``config.image_size`` (or the ``vision_config``'s; 224 × 224 when the
+    and ``config.image_size`` (or the ``vision_config``'s, or the ``backbone_config``'s
+    when the config has no channels of its own; 224 × 224 when the
     config has no size, as for convolutional networks) when ``forward``
     takes ``pixel_values``; ``(num_frames, num_channels, H, W)`` for a video
     model's config (VideoMAE, TimeSformer, ViViT).
@@ -298,7 +299,10 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     True
     """
     config = getattr(model, "config", None)
-    config = getattr(config, "vision_config", None) or config
+    if getattr(config, "num_channels", None) is None:  # a backbone's (Depth Anything, DPT hybrids, UperNet)
+        config = getattr(config, "vision_config", None) or getattr(config, "backbone_config", None) or config
+    else:
+        config = getattr(config, "vision_config", None) or config
     channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
     try:
         takes_pixels = "pixel_values" in inspect.signature(model.forward).parameters
