@@ -393,9 +393,34 @@ def test_input_ids_given_as_a_shape_are_integers() -> None:
         assert r.invalid == [], [layer.message for layer in r.invalid]
         assert r.opaque.keys() == {"embeddings"}
         assert r.output_shape == (1, 8, 50)
-    # a tensor keeps its own dtype: float ids are the user's choice, and the embedding says so
+    # a tensor keeps its own dtype: float ids are the user's choice, and the embedding says so (its data is
+    # given: the forward's question on it is answered, and the embedding is not inside an opaque part)
     floats = paramcount(model, {"input_ids": torch.zeros(1, 8)})
-    assert [layer.name for layer in floats.invalid] == ["embeddings"]
+    assert [layer.name for layer in floats.invalid] == ["embeddings.embed"]
+
+
+class PadsToItsLengths(nn.Module):
+    """torchaudio's Conformer: the padding mask's length is the largest of the lengths given, read with item()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(16, 8)
+
+    def forward(self, input: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        max_length = int(torch.max(lengths).item())
+        mask = torch.arange(max_length, device=lengths.device)[None] >= lengths[:, None]
+        return self.proj(input).masked_fill(mask[..., None], 0.0)
+
+
+def test_a_small_tensor_given_with_its_data_answers_questions_on_it() -> None:
+    """It raised TraceError: Tensor.item() cannot be called on meta tensors, although the lengths were given."""
+    model = PadsToItsLengths()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 50, 16), torch.tensor([50])).shape == (1, 50, 8)
+    r = paramcount(model, {"input": (50, 16), "lengths": torch.tensor([50])})
+    assert r.output_shape == (1, 50, 8) and r.invalid == [] and r.opaque == {}
+    with pytest.raises(TraceError, match="item"):  # given as a shape, the lengths are not known
+        paramcount(model, {"input": (50, 16), "lengths": "1:long"})
 
 
 def test_finfo_of_a_traced_dtype_is_answered_for_the_input() -> None:

@@ -501,7 +501,10 @@ class MetaValues:
                 if name not in self._given:
                     raise _Unknown(f"input {name!r}, which gets no example tensor")
                 given = self._given[name]
-                self._inputs[name] = torch.empty(given.shape, dtype=given.dtype, device="meta")
+                if type(given) is torch.Tensor and given.device.type == "cpu" and given.numel() <= DATA_LIMIT:
+                    self._inputs[name] = given  # a small tensor given with its data (lengths): known data
+                else:
+                    self._inputs[name] = torch.empty(given.shape, dtype=given.dtype, device="meta")
             value: Any = self._inputs[name]
         elif node.op == "get_attr":
             target = str(node.target)
