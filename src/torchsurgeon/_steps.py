@@ -21,6 +21,7 @@ from torch import nn
 
 from .copies import thawed, torch_or_python
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
+from .knowndata import makes_known_data
 from .resize import hands_on_channels
 from .rules import Rule, function_rule, method_rule, module_rule
 from .rules.registry import rules_version, runs_forward_of
@@ -58,6 +59,8 @@ class Step(NamedTuple):
     """The nodes whose values the node reads (fx's ``all_input_nodes``)."""
     last_uses: tuple[torch.fx.Node, ...]
     """The nodes whose values are not needed after this one."""
+    makes_known: bool = False
+    """Whether the node makes known data or a known range from none (:func:`.knowndata.makes_known_data`)."""
 
     def fetch(self, env: Mapping[torch.fx.Node, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The node's arguments from the values of the nodes before it (fx's ``fetch_args_kwargs_from_env``)."""
@@ -123,6 +126,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                 tuple([(k, _how(a), a) for k, a in node.kwargs.items()]) if node.kwargs else (),
                 node_inputs,
                 tuple(last_uses.get(i, ())),
+                makes_known_data(node),
             )
         return steps
 

@@ -48,6 +48,8 @@ __all__ = (
     "KnownData",
     "as_meta",
     "from_known_data",
+    "makes_known_data",
+    "masks_input",
     "off_meta",
     "on_one_device",
     "settled",
@@ -94,6 +96,37 @@ def unsettled(target: Any) -> bool:
     """
     name = target if isinstance(target, str) else getattr(target, "__name__", "")
     return name in _UNSETTLED
+
+
+def masks_input(node: torch.fx.Node) -> bool:
+    """Whether ``node`` compares a model input with something (``input_ids.ne(padding_idx)``): a mask of 0 and 1
+    whatever the input holds, from which models count positions (RoBERTa's ``cumsum`` of it).
+
+    Examples
+    --------
+    >>> g = torch.fx.Graph()
+    >>> ids = g.placeholder("input_ids")
+    >>> masks_input(g.call_method("ne", (ids, 1))), masks_input(g.call_method("cumsum", (ids, 1)))
+    (True, False)
+    """
+    if node.op not in ("call_method", "call_function") or not node.args:
+        return False
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    first = node.args[0]
+    return name in _COMPARISONS and isinstance(first, torch.fx.Node) and first.op == "placeholder"
+
+
+def makes_known_data(node: torch.fx.Node) -> bool:
+    """Whether ``node`` makes known data, or a known range, from none: a factory of known data
+    (:data:`DATA_FACTORIES`) or a mask of an input (:func:`masks_input`); shape propagation follows it.
+
+    Examples
+    --------
+    >>> g = torch.fx.Graph()
+    >>> makes_known_data(g.call_function(torch.arange, (4,)))
+    True
+    """
+    return (node.op == "call_function" and node.target in DATA_FACTORIES) or masks_input(node)
 
 
 def settled(node: torch.fx.Node, values: Mapping[torch.fx.Node, Any]) -> bool:
@@ -260,32 +293,18 @@ class KnownData:
         self.ranges: dict[torch.fx.Node, tuple[int, int]] = {}
         """Nodes whose data comes from the input, with the range of its values (:meth:`starts`)."""
 
-    @property
-    def active(self) -> bool:
-        """Whether some node has known data or a known range."""
-        return bool(self.values or self.ranges)
-
     def reads(self, inputs: Sequence[torch.fx.Node]) -> bool:
         """Whether a node of these input nodes reads known data or a known range (its result may depend on values,
         not only on shapes)."""
         values, ranges = self.values, self.ranges
         return any(a in values or a in ranges for a in inputs) if values or ranges else False
 
-    def starts(self, node: torch.fx.Node) -> bool:
-        """Whether ``node`` compares a model input with something (``input_ids.ne(padding_idx)``): a mask of 0 and 1
-        whatever the input holds, from which models count positions (RoBERTa's ``cumsum`` of it)."""
-        if node.op not in ("call_method", "call_function") or not node.args:
-            return False
-        name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-        first = node.args[0]
-        return name in _COMPARISONS and isinstance(first, torch.fx.Node) and first.op == "placeholder"
-
     def follow(self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any], reads: bool | None = None) -> None:
         """Compute ``node``'s known data, if it has some, from its inputs' (``env``: their ``meta`` values);
         ``reads``: :meth:`reads` of its inputs, when already asked."""
         op, target = node.op, node.target
         factory = op == "call_function" and target in DATA_FACTORIES
-        if self.starts(node):
+        if masks_input(node):
             self.ranges[node] = (0, 1)
             return
         if reads is None:

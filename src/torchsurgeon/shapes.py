@@ -50,7 +50,7 @@ from .graph import (
     set_records,
     update_record,
 )
-from .knowndata import DATA_FACTORIES, KnownData, as_meta
+from .knowndata import KnownData, as_meta
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_inputs, input_fix, resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule
@@ -337,12 +337,13 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         memo = self.memo
         scalars = self.scalars
         known = self.known
+        values, ranges = known.values, known.ranges  # edited in place: the same dicts throughout
         for node, step in self.steps.items():
-            self._reads_known = reads = known.active and known.reads(step.inputs)
+            self._reads_known = reads = bool(values or ranges) and known.reads(step.inputs)
             value = env[node] = self.run_node(node) if memo is None else self._run_memoised(node, memo)
             if type(value) in (int, float, bool):  # sizes: messages formatted during the trace name their nodes
                 scalars[node.name] = value
-            if reads or (node.op == "call_function" and node.target in DATA_FACTORIES) or known.starts(node):
+            if reads or step.makes_known:
                 known.follow(node, env, reads)
             for to_delete in step.last_uses:
                 del env[to_delete]
