@@ -6,6 +6,7 @@ This is the public entry of the analysis pipeline
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from .graph import (
     node_record,
     opaque_of,
 )
+from .lazy import lazy_layers, materialized
 from .params import ParamSummary, count_params, packed_weights
 from .records import (
     CrossCheck,
@@ -117,6 +119,7 @@ class ModelReport:
     flops: int = 0
     flops_uncounted: tuple[str, ...] = ()
     crosscheck: CrossCheck = field(default_factory=CrossCheck)
+    lazy: tuple[str, ...] = ()
 
     @property
     def trusted(self) -> bool:
@@ -208,6 +211,11 @@ class ModelReport:
             )
         if any(layer.shared for layer in self.layers):
             lines.append("(shared): parameters used by several layers, counted once, in the first row that uses them")
+        if self.lazy:
+            lines.append(
+                f"Lazy: {', '.join(self.lazy[:6])}{' ...' if len(self.lazy) > 6 else ''} make their parameters in "
+                "the first forward: counted as this input makes them (the model itself is left lazy)"
+            )
         packed, weights = packed_weights(model_of(self.graph))
         if packed:
             lines.append(
@@ -603,10 +611,13 @@ def paramcount(
         "autowrap_functions": autowrap_functions,
         "inputs": tensor_inputs(input),  # other forward arguments are traced with their defaults
     }
+    lazy = lazy_layers(model)
+    if lazy:  # their parameters are made by the first forward: on a copy, at this input
+        model = materialized(model, input, batch)
     with paused_gc():  # no full collection of the whole process in the middle (torchsurgeon.gcpause)
         traced = _trace_explained(model, input, batch, options)
         report, _ = _analyse(build_graph(traced), input, batch, "", None, mode, copy_graph=False)  # the report's
-    return report
+    return dataclasses.replace(report, lazy=lazy) if lazy else report
 
 
 def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Mapping[str, Any]) -> Traced:
@@ -731,6 +742,19 @@ def paramcount_sweep(
         "autowrap_functions": tuple(autowrap_functions),
         "inputs": names.pop(),
     }
+    if lazy_layers(model):  # each input makes other parameters: analysed one by one
+        return [
+            paramcount(
+                model,
+                spec,
+                batch=batch,
+                crosscheck=mode,
+                leaf_modules=leaf_modules,
+                concrete_args=concrete_args,
+                autowrap_functions=autowrap_functions,
+            )
+            for spec in specs
+        ]
     with paused_gc():  # no full collection of the whole process in the middle (torchsurgeon.gcpause)
         return _sweep(model, specs, batch, mode, options)
 

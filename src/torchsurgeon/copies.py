@@ -26,6 +26,7 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 from torch.fx.immutable_collections import immutable_dict, immutable_list
+from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from .errors import failure_reason
 
@@ -244,12 +245,25 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
     for m in module.modules():
         for p in m._parameters.values():
             if p is not None and id(p) not in memo:
-                memo[id(p)] = nn.Parameter(tensor(p.detach()), requires_grad=p.requires_grad)
+                memo[id(p)] = (
+                    _uninitialised(p, tensor)
+                    if isinstance(p, UninitializedTensorMixin)
+                    else nn.Parameter(tensor(p.detach()), requires_grad=p.requires_grad)
+                )
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
-                memo[id(b)] = tensor(b)
+                memo[id(b)] = _uninitialised(b, tensor) if isinstance(b, UninitializedTensorMixin) else tensor(b)
     copied: nn.Module = _Copier(module, memo, library_of(module)).copy(module)
     return copied
+
+
+def _uninitialised(t: torch.Tensor, tensor: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """A new uninitialised parameter or buffer of a lazy layer, where ``tensor`` puts tensors (its first forward
+    makes it)."""
+    where: dict[str, Any] = {"device": tensor(torch.empty(0, dtype=t.dtype)).device, "dtype": t.dtype}
+    if isinstance(t, nn.Parameter):
+        return nn.UninitializedParameter(requires_grad=t.requires_grad, **where)
+    return nn.UninitializedBuffer(**where)
 
 
 _HOOK_NAMES = frozenset(HOOK_DICTS)

@@ -1,0 +1,40 @@
+"""torchsurgeon.lazy: lazy layers are counted as the first forward at the input makes them; the model stays lazy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from torchsurgeon import ShapeError, paramcount, paramcount_sweep
+
+
+def _lazy() -> nn.Module:
+    return nn.Sequential(nn.LazyConv2d(8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+
+
+def _made(shape: tuple[int, ...]) -> int:
+    """The parameters a real forward makes: the truth, from torch itself."""
+    model = _lazy()
+    with torch.no_grad():
+        model(torch.zeros(1, *shape))
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_lazy_layers_are_counted_as_the_first_forward_makes_them() -> None:
+    """It raised torch's ValueError: Attempted to use an uninitialized parameter."""
+    model = _lazy()
+    hooks = [len(m._forward_pre_hooks) for m in model]
+    r = paramcount(model, (3, 16, 16))
+    assert r.total == r.total_for_input == _made((3, 16, 16)) == 15_914 and r.output_shape == (1, 10)
+    assert [layer.type for layer in r.layers if layer.op == "call_module"] == ["Conv2d", "ReLU", "Flatten", "Linear"]
+    assert any(line.startswith("Lazy: 0, 3 make their parameters in the first forward") for line in r.notes())
+    assert all(isinstance(p, nn.UninitializedParameter) for p in model.parameters())  # left as found
+    assert [len(m._forward_pre_hooks) for m in model] == hooks and type(model[0]) is nn.LazyConv2d
+    totals = [s.total for s in paramcount_sweep(model, [(3, 16, 16), (1, 20, 20)])]
+    assert totals == [_made((3, 16, 16)), _made((1, 20, 20))]
+
+
+def test_an_input_the_lazy_layers_cannot_learn_from_is_a_shape_error() -> None:
+    with pytest.raises(ShapeError, match=r"the lazy layers \(0, 3\) make their parameters in the first forward"):
+        paramcount(_lazy(), (3, 2, 2))
