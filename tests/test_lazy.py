@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from torchsurgeon import ShapeError, paramcount, paramcount_sweep
+from torchsurgeon import ShapeError, SurgeryError, adapt_input_channels, memory_plan, paramcount, paramcount_sweep
 
 
 def _lazy() -> nn.Module:
@@ -38,3 +38,15 @@ def test_lazy_layers_are_counted_as_the_first_forward_makes_them() -> None:
 def test_an_input_the_lazy_layers_cannot_learn_from_is_a_shape_error() -> None:
     with pytest.raises(ShapeError, match=r"the lazy layers \(0, 3\) make their parameters in the first forward"):
         paramcount(_lazy(), (3, 2, 2))
+
+
+def test_a_lazy_model_is_planned_as_made_and_has_nothing_to_adapt() -> None:
+    made = _lazy()
+    with torch.no_grad():
+        made(torch.zeros(1, 3, 16, 16))
+    lazy = _lazy()
+    assert memory_plan(lazy, (3, 16, 16)).weights == memory_plan(made, (3, 16, 16)).weights == 15_914 * 4
+    with pytest.raises(SurgeryError, match="nothing to adapt: the model takes a 1-channel input as it is"):
+        adapt_input_channels(lazy, 1)
+    with torch.no_grad():
+        assert lazy(torch.zeros(1, 1, 16, 16)).shape == (1, 10)  # it does

@@ -40,6 +40,7 @@ from torch import nn
 from .arguments import forward_inputs
 from .errors import InputError, MemoryPlanError
 from .fakestep import SimulatedStep, simulate_step
+from .lazy import lazy_layers, materialized
 from .records import LayerMemory, OptimizerKind
 from .report import format_bytes, format_count, format_shape, memory_table
 from .shapespec import InputSpec, TypedShape, normalize_input
@@ -554,6 +555,8 @@ def memory_plan(
     (8040, 6400)
     """
     model = unwrap_model(model)
+    if lazy_layers(model):  # their parameters are made by the first forward: on a copy, at this input
+        model = materialized(model, input, batch)
     if not isinstance(model, nn.Module):  # pragma: no cover - unwrap_model raises first
         raise InputError(f"model={type(model).__name__} is not an nn.Module")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

@@ -28,6 +28,7 @@ from .fold import fold_normalization, fold_weight
 from .foldcheck import checked_fold, computes_its_weight
 from .graph import NodeRecord, build_graph, node_record, node_records
 from .initialisers import default_init
+from .lazy import lazy_layers
 from .readers import (
     default_input,
     graph_readers,
@@ -479,6 +480,13 @@ def adapt_input_channels(
     0.weight     folded    (8, 3, 3, 3)  (8, 4, 3, 3)  zero_extra fold of 3 → 4 channels
     """
     channels = _check_channels(channels)
+    lazy = lazy_layers(unwrap_model(model))
+    if lazy:
+        raise SurgeryError(
+            f"{type(model).__name__} has lazy layers ({', '.join(lazy[:4])}): they make their weights in the first "
+            f"forward, for the channels it brings — nothing to adapt: the model takes a {channels}-channel input as "
+            "it is (run one forward first to adapt pretrained weights once they are made)"
+        )
     mode = FoldMode(mode) if not isinstance(mode, FoldMode) and mode in FoldMode._value2member_map_ else mode
     if not isinstance(mode, FoldMode):
         raise InputError(f"mode={mode!r} — choose one of {[m.value for m in FoldMode]}")
