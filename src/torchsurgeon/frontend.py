@@ -481,7 +481,68 @@ class MetaValues:
         if node in self._values:
             return self._values[node]
         try:
-            return self._compute(node)
+            # fresh lists: a wrapped function may edit them, as in a real call
+            args, kwargs = thawed(torch.fx.node.map_arg((node.args, node.kwargs), self._value))
+            if node in self._values:  # an in-place edit, applied when the value it edits was computed
+                return self._values[node]
+            if node.op == "placeholder":
+                name = str(node.target).lstrip("*")
+                if name not in self._inputs:
+                    if name not in self._given:
+                        raise _Unknown(f"input {name!r}, which gets no example tensor")
+                    given = self._given[name]
+                    if type(given) is torch.Tensor and given.device.type == "cpu" and given.numel() <= DATA_LIMIT:
+                        self._inputs[name] = given  # a small tensor given with its data (lengths): known data
+                    else:
+                        self._inputs[name] = torch.empty(given.shape, dtype=given.dtype, device="meta")
+                value: Any = self._inputs[name]
+            elif node.op == "get_attr":
+                target = str(node.target)
+                index = self._index
+                value = index.params.get(target, index.buffers.get(target)) if index is not None else None
+                if value is None:
+                    value = self._root
+                    for part in target.split("."):
+                        value = getattr(value, part)
+                if isinstance(value, torch.fx.Proxy):  # stored in the model by this forward (CTRL's positions)
+                    raise _Unknown(f"{target}, a traced value the forward stored in the model")
+                if isinstance(value, torch.Tensor):
+                    value = meta_like(value)
+            elif node.op == "call_function" and node.target in DATA_FACTORIES and from_known_data((args, kwargs)):
+                value = node.target(*off_meta(args, _CPU), **off_meta(kwargs, _CPU))  # type: ignore[operator]
+                if value.numel() > DATA_LIMIT:  # known data, on the CPU if small (torch.ones(batch, length))
+                    value = torch.empty_like(value, device="meta")
+            elif node.op == "call_function" and node.target is getattr and args[1:2] == ("device",):
+                # known data is on the input's device
+                value = _META if isinstance(args[0], torch.Tensor) else getattr(*args)
+            elif node.op == "call_function":
+                args, kwargs = on_one_device(args, kwargs, module=False)
+                value = ruled_call(node.op, node.target, args, kwargs)  # the mode's answer, without its dispatch
+                if value is FALLBACK:
+                    value = node.target(*args, **kwargs)  # type: ignore[operator]
+            elif node.op == "call_method":
+                if node.target == "to" and isinstance(args[0], torch.Tensor) and args[0].device.type != "meta":
+                    args, kwargs = off_meta((args, kwargs), args[0].device)  # known data stays where it is
+                args, kwargs = on_one_device(args, kwargs, module=False)
+                value = ruled_call(node.op, node.target, args, kwargs)
+                if value is FALLBACK:
+                    value = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+            elif node.op == "call_module":
+                args, kwargs = on_one_device(args, kwargs, module=True)
+                module = self._submodule(str(node.target))
+                try:
+                    value = self._leaf_call(module, args, kwargs)
+                except Exception:
+                    # a layer reading the input that refuses its channel count (a patch embedding checking it):
+                    # its output once folded, as shape propagation goes on (ShapeInterpreter._as_folded)
+                    value = self._folded_call(node, module, args, kwargs)
+            else:
+                raise _Unknown(node.format_node())
+            self._values[node] = value
+            for user in node.users:  # in-place edits of it recorded so far (all before the question being answered)
+                if user.args and user.args[0] is node and edits_in_place(user):
+                    self._edit(user)
+            return self._values[node]
         except Exception as exc:  # the innermost op that failed, for the trace's error (analysis: real_failure)
             if node.op in _OPS and not hasattr(exc, FAILED_NODE):
                 stack = node.meta.get("nn_module_stack")
@@ -489,70 +550,6 @@ class MetaValues:
                 layer = str(node.target) if node.op == "call_module" else scope
                 setattr(exc, FAILED_NODE, f"{layer} ({node.name})" if layer else node.name)
             raise
-
-    def _compute(self, node: torch.fx.Node) -> Any:
-        # fresh lists: a wrapped function may edit them, as in a real call
-        args, kwargs = thawed(torch.fx.node.map_arg((node.args, node.kwargs), self._value))
-        if node in self._values:  # an in-place edit, applied when the value it edits was computed
-            return self._values[node]
-        if node.op == "placeholder":
-            name = str(node.target).lstrip("*")
-            if name not in self._inputs:
-                if name not in self._given:
-                    raise _Unknown(f"input {name!r}, which gets no example tensor")
-                given = self._given[name]
-                if type(given) is torch.Tensor and given.device.type == "cpu" and given.numel() <= DATA_LIMIT:
-                    self._inputs[name] = given  # a small tensor given with its data (lengths): known data
-                else:
-                    self._inputs[name] = torch.empty(given.shape, dtype=given.dtype, device="meta")
-            value: Any = self._inputs[name]
-        elif node.op == "get_attr":
-            target = str(node.target)
-            index = self._index
-            value = index.params.get(target, index.buffers.get(target)) if index is not None else None
-            if value is None:
-                value = self._root
-                for part in target.split("."):
-                    value = getattr(value, part)
-            if isinstance(value, torch.fx.Proxy):  # stored in the model by this forward (CTRL's positions)
-                raise _Unknown(f"{target}, a traced value the forward stored in the model")
-            if isinstance(value, torch.Tensor):
-                value = meta_like(value)
-        elif node.op == "call_function" and node.target in DATA_FACTORIES and from_known_data((args, kwargs)):
-            value = node.target(*off_meta(args, _CPU), **off_meta(kwargs, _CPU))  # type: ignore[operator]
-            if value.numel() > DATA_LIMIT:  # known data, on the CPU if small (torch.ones(batch, length))
-                value = torch.empty_like(value, device="meta")
-        elif node.op == "call_function" and node.target is getattr and args[1:2] == ("device",):
-            # known data is on the input's device
-            value = _META if isinstance(args[0], torch.Tensor) else getattr(*args)
-        elif node.op == "call_function":
-            args, kwargs = on_one_device(args, kwargs, module=False)
-            value = ruled_call(node.op, node.target, args, kwargs)  # the mode's answer, without its dispatch
-            if value is FALLBACK:
-                value = node.target(*args, **kwargs)  # type: ignore[operator]
-        elif node.op == "call_method":
-            if node.target == "to" and isinstance(args[0], torch.Tensor) and args[0].device.type != "meta":
-                args, kwargs = off_meta((args, kwargs), args[0].device)  # known data stays where it is
-            args, kwargs = on_one_device(args, kwargs, module=False)
-            value = ruled_call(node.op, node.target, args, kwargs)
-            if value is FALLBACK:
-                value = getattr(args[0], str(node.target))(*args[1:], **kwargs)
-        elif node.op == "call_module":
-            args, kwargs = on_one_device(args, kwargs, module=True)
-            module = self._submodule(str(node.target))
-            try:
-                value = self._leaf_call(module, args, kwargs)
-            except Exception:
-                # a layer reading the input that refuses its channel count (a patch embedding checking it):
-                # its output once folded, as shape propagation goes on (ShapeInterpreter._as_folded)
-                value = self._folded_call(node, module, args, kwargs)
-        else:
-            raise _Unknown(node.format_node())
-        self._values[node] = value
-        for user in node.users:  # in-place edits of it recorded so far (all before the question being answered)
-            if user.args and user.args[0] is node and edits_in_place(user):
-                self._edit(user)
-        return self._values[node]
 
     def _folded_call(
         self, node: torch.fx.Node, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]

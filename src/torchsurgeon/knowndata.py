@@ -109,11 +109,13 @@ def masks_input(node: torch.fx.Node) -> bool:
     >>> masks_input(g.call_method("ne", (ids, 1))), masks_input(g.call_method("cumsum", (ids, 1)))
     (True, False)
     """
-    if node.op not in ("call_method", "call_function") or not node.args:
+    args = node.args
+    first = args[0] if args else None
+    if type(first) is not torch.fx.Node or first.op != "placeholder":  # most nodes: a cheap no
         return False
-    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-    first = node.args[0]
-    return name in _COMPARISONS and isinstance(first, torch.fx.Node) and first.op == "placeholder"
+    if node.op not in ("call_method", "call_function"):
+        return False
+    return (node.target if node.op == "call_method" else getattr(node.target, "__name__", "")) in _COMPARISONS
 
 
 def makes_known_data(node: torch.fx.Node) -> bool:
@@ -227,10 +229,11 @@ def on_one_device(
     for values in (args, kwargs.values()):
         for value in values:
             for t in value if type(value) in (list, tuple) else (value,):
-                if type(t) in PLAIN_TENSORS:
+                kind = type(t)
+                if kind is torch.Tensor or kind is nn.Parameter:  # PLAIN_TENSORS
                     if t.is_meta:  # also a parameter of a model built on meta
                         on_meta = True
-                    elif t.dim() and type(t) is torch.Tensor:
+                    elif t.dim() and kind is torch.Tensor:
                         data = True
     if not (data and on_meta):
         return args, kwargs

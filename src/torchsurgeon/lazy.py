@@ -29,6 +29,8 @@ def lazy_layers(model: nn.Module) -> tuple[str, ...]:
     >>> lazy_layers(nn.Sequential(nn.Linear(2, 3), nn.LazyLinear(4)))
     ('1',)
     """
+    if not any(isinstance(m, LazyModuleMixin) for m in model.modules()):  # most models: one cheap walk
+        return ()
     return tuple(
         name
         for name, m in model.named_modules()
