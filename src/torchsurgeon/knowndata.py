@@ -386,8 +386,8 @@ class KnownData:
             rows = int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
         ids = node.args[0] if node.args else None
         counted = self.ranges.get(ids) if isinstance(ids, torch.fx.Node) else None
-        if rows is not None and counted is not None and (counted[1] >= rows or counted[0] < 0):
-            top = counted[1] if counted[1] >= rows else counted[0]
+        if rows is not None and counted is not None and counted[1] >= rows:  # the top: an input without padding
+            top = counted[1]
             fix = (
                 f"the positions are counted from the input (a cumsum of a mask of its tokens) and reach {top} when "
                 f"it holds no padding: a real forward raises IndexError (index out of range in self) — give fewer "
