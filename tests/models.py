@@ -461,3 +461,23 @@ GPU_MEMORY_MODELS: dict[str, tuple[Callable[[], nn.Module], int, Any]] = {
         (3, 64, 64),
     ),
 }
+
+
+class AssertsOnItsLengths(nn.Module):
+    """XLM's check of the lengths it counts from its tokens, in its own forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 4)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        lengths = (input_ids != 0).sum(dim=1).long()
+        assert lengths.max().item() <= input_ids.shape[1]
+        return self.embed(input_ids)
+
+
+class BranchesOnItsLengths(AssertsOnItsLengths):
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if (input_ids != 0).sum() > 2:  # control flow on data: not an assert
+            return self.embed(input_ids)
+        return self.embed(input_ids) * 2

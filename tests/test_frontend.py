@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import tensor_shapes
+from models import AssertsOnItsLengths, BranchesOnItsLengths, tensor_shapes
 from torchsurgeon import LayerStatus, ShapeError, TraceError, adapt_input_channels, paramcount, paramcount_sweep
 from torchsurgeon.trace import trace
 
@@ -658,3 +658,12 @@ def test_in_place_edits_are_seen_by_the_trace_and_by_shape_propagation(model: nn
         want = tuple(model(torch.randn(1, 4, 8) if isinstance(model, PadLast) else torch.randn(1, 8, 4)).shape)
     r = paramcount(model, (4, 8) if isinstance(model, PadLast) else (8, 4))
     assert r.output_shape == want and want in ((4, 4), (1, 4, 9)) and r.opaque == {}
+
+
+def test_an_assert_on_data_is_passed_and_control_flow_on_data_is_not() -> None:
+    """XLM raised TraceError at its assert on data, though it decides no shape (found by a fifth probe).  The
+    models live in models.py: pytest rewrites the asserts of test modules into other bytecode."""
+    r = paramcount(AssertsOnItsLengths(), (8,))
+    assert r.output_shape == (1, 8, 4) and r.invalid == [] and r.opaque == {}
+    with pytest.raises(TraceError, match="control flow"):
+        paramcount(BranchesOnItsLengths(), (8,))

@@ -30,6 +30,7 @@ import dis
 import functools
 import inspect
 import operator
+import os
 import sys
 import types
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -190,6 +191,39 @@ def _unpacked_count(code: types.CodeType, lasti: int) -> int | None:
     if at < len(instructions) and instructions[at][0] == "UNPACK_SEQUENCE":
         return int(instructions[at][1])
     return None
+
+
+def asserted_by_caller() -> bool:
+    """Whether the ``bool()`` being answered is an ``assert`` statement's, in the first frame outside torch and
+    torchsurgeon: the model checks a value (XLM's ``assert lengths.max().item() <= slen``), which decides no
+    shape.
+
+    Examples
+    --------
+    >>> class Checks(torch.nn.Module):  # a trace asks it of the proxy's bool(): data, so not known
+    ...     def forward(self, ids):
+    ...         assert (ids >= 0).all(), "negative ids"
+    ...         return ids.float()
+    >>> from torchsurgeon import paramcount
+    >>> paramcount(Checks(), {"ids": (4,)}).output_shape
+    (1, 4)
+    """
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return False
+    offsets, instructions = _instructions(frame.f_code)
+    at = bisect.bisect_left(offsets, frame.f_lasti)
+    return (
+        at + 1 < len(instructions)
+        and instructions[at][0].startswith("POP_JUMP")
+        and "IF_TRUE" in instructions[at][0]
+        and instructions[at + 1][0] == "LOAD_ASSERTION_ERROR"
+    )
+
+
+_LIBRARY_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.abspath(__file__)) + os.sep)
 
 
 def _array(proxy: torch.fx.Proxy, dtype: Any = None, copy: bool | None = None) -> Any:

@@ -45,7 +45,7 @@ from torch import nn
 from .arguments import NO_CACHE, SIMPLE_DEFAULTS, InputNames, forward_parameters, fx_name, specialisation
 from .copies import detached_copy, meta_like
 from .errors import InputError, TraceError, failure_reason, source_line, with_numbers
-from .frontend import MetaValues, ShapeProxy, call_by_name, library_answers, meta_question
+from .frontend import MetaValues, ShapeProxy, asserted_by_caller, call_by_name, library_answers, meta_question
 from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module
 from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
@@ -194,7 +194,15 @@ class _SurgeonTracer(torch.fx.Tracer):
         return node
 
     def to_bool(self, obj: torch.fx.Proxy) -> bool:
-        return bool(meta_question(self.meta_values, obj, "bool", lambda: super(_SurgeonTracer, self).to_bool(obj)))
+        try:
+            return bool(meta_question(self.meta_values, obj, "bool", lambda: super(_SurgeonTracer, self).to_bool(obj)))
+        except Exception:
+            if self.meta_values is None or not asserted_by_caller():
+                raise
+            # an assert on data (XLM: assert lengths.max().item() <= slen) checks a value and decides no shape: the
+            # trace goes on as a forward it passes; the cross-check's real forward checks it where it can
+            self.meta_values.resolved.append(f"assert({obj.node.format_node()})")
+            return True
 
     def iter(self, obj: torch.fx.Proxy) -> Iterator[Any]:
         return iter(meta_question(self.meta_values, obj, "iter", lambda: super(_SurgeonTracer, self).iter(obj)))
