@@ -6,6 +6,7 @@ Messages name the layer or value at fault and say how to fix it.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import traceback
@@ -23,6 +24,7 @@ __all__ = (
     "TraceError",
     "failure_reason",
     "first_line",
+    "library_file",
     "source_line",
     "with_numbers",
 )
@@ -118,7 +120,22 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:300]
 
 
-_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+def library_file(path: str) -> bool:
+    """Whether ``path`` is torch's or torchsurgeon's own code: not where a model failed, nor the model's code.
+
+    Examples
+    --------
+    >>> library_file(__file__), library_file("/home/me/model.py")
+    (True, False)
+    """
+    return os.path.abspath(path).startswith(_library_dirs())
+
+
+@functools.lru_cache(maxsize=1)
+def _library_dirs() -> tuple[str, str]:
+    import torch  # here: importing torchsurgeon (the pytest plugin) does not import torch
+
+    return os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def source_line(exc: BaseException) -> str:
@@ -135,13 +152,9 @@ def source_line(exc: BaseException) -> str:
     ...     print(source_line(exc).split(": ", 1)[1])
     assert t <= 16, "too long"
     """
-    import torch  # here: importing torchsurgeon (the pytest plugin) does not import torch
-
-    libraries = (os.path.dirname(torch.__file__) + os.sep, _OWN_DIR)  # not where a model failed
     frames = traceback.extract_tb(exc.__traceback__)
     for frame in reversed(frames):
-        path = os.path.abspath(frame.filename)
-        if not path.startswith(libraries):
+        if not library_file(frame.filename):
             return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
     if frames:
         last = frames[-1]

@@ -30,7 +30,6 @@ import dis
 import functools
 import inspect
 import operator
-import os
 import sys
 import types
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -42,6 +41,7 @@ import torch.fx
 from torch import nn
 
 from .copies import SHAPE_EDITS, container_edit, edits_in_place, meta_like, thawed
+from .errors import library_file
 from .knowndata import DATA_FACTORIES, DATA_LIMIT, from_known_data, off_meta, on_one_device, settled
 from .modelindex import ModelIndex
 from .resize import as_folded_inputs, hands_on_channels
@@ -209,7 +209,7 @@ def asserted_by_caller() -> bool:
     (1, 4)
     """
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+    while frame is not None and library_file(frame.f_code.co_filename):
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
         return False
@@ -221,9 +221,6 @@ def asserted_by_caller() -> bool:
         and "IF_TRUE" in instructions[at][0]
         and instructions[at + 1][0] == "LOAD_ASSERTION_ERROR"
     )
-
-
-_LIBRARY_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.abspath(__file__)) + os.sep)
 
 
 def _array(proxy: torch.fx.Proxy, dtype: Any = None, copy: bool | None = None) -> Any:
