@@ -22,7 +22,10 @@ Shape propagation computes the same known data beside its ``meta`` values
 (``rel_pos[dist.long()]`` of positions made with ``torch.arange``, an
 embedding of position ids) that points past its end raises ``IndexError`` in
 a real forward at an input longer or larger than the model was built for,
-while its shapes all fit.
+while its shapes all fit.  Data of the input itself is not known, but a mask
+of it is 0 or 1 whatever it holds: the positions RoBERTa counts from its
+tokens (``cumsum(input_ids != pad) * mask + pad``) have a known range
+(:attr:`KnownData.ranges`), whose top an input without padding reaches.
 """
 
 from __future__ import annotations
@@ -294,7 +297,7 @@ class KnownData:
     def __init__(self) -> None:
         self.values: dict[torch.fx.Node, Any] = {}
         self.ranges: dict[torch.fx.Node, tuple[int, int]] = {}
-        """Nodes whose data comes from the input, with the range of its values (:meth:`starts`)."""
+        """Nodes whose data comes from the input, with the range of its values (from a :func:`masks_input`)."""
 
     def reads(self, inputs: Sequence[torch.fx.Node]) -> bool:
         """Whether a node of these input nodes reads known data or a known range (its result may depend on values,
