@@ -236,3 +236,24 @@ def test_positions_counted_from_the_input_ids_past_the_table_make_the_layer_inva
         ["positions"],
         [],
     ]
+
+
+class PaddedCountedPositions(CountedPositions):
+    """Longformer pads its tokens to its attention window with the padding token before counting positions."""
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        padded = torch.nn.functional.pad(input_ids, (0, (4 - input_ids.shape[1] % 4) % 4), value=1)
+        return super().forward(padded)
+
+
+def test_positions_counted_from_tokens_the_model_padded_count_only_the_input() -> None:
+    """Longformer at more tokens than its positions was reported as fitting, trusted and verified; counting the
+    padding too would make an input that fits invalid (6 tokens, padded to 8: positions reach 7, not 9)."""
+    model = PaddedCountedPositions()
+    with torch.no_grad():
+        assert model(torch.randint(2, 10, (1, 6))).shape == (1, 8, 4)
+        with pytest.raises(IndexError, match="index out of range in self"):
+            model(torch.randint(2, 10, (1, 7)))
+    assert not paramcount(model, (6,)).invalid
+    r = paramcount(model, (7,))
+    assert [rec.name for rec in r.invalid] == ["positions"] and "got 8" in r.invalid[0].message

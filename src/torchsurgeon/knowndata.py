@@ -55,6 +55,7 @@ __all__ = (
     "masks_input",
     "off_meta",
     "on_one_device",
+    "pads_input",
     "settled",
     "stand_ins",
     "unsettled",
@@ -72,6 +73,7 @@ COUNTED = "position"
 _COMPARISONS = frozenset(
     {"ne", "eq", "gt", "ge", "lt", "le", "__ne__", "__eq__", "__gt__", "__ge__", "__lt__", "__le__"}
 )
+_UNEQUAL = frozenset({"ne", "__ne__"})
 _CONVERSIONS = frozenset({"int", "long", "short", "to", "type_as", "type", "clone", "contiguous"})
 _SUMS = frozenset({"add", "sub", "mul", "__add__", "__radd__", "__sub__", "__mul__", "__rmul__"})
 
@@ -114,11 +116,32 @@ def masks_input(node: torch.fx.Node) -> bool:
     """
     args = node.args
     first = args[0] if args else None
-    if type(first) is not torch.fx.Node or first.op != "placeholder":  # most nodes: a cheap no
+    if type(first) is not torch.fx.Node or (first.op != "placeholder" and not pads_input(first)):  # most: a cheap no
         return False
     if node.op not in ("call_method", "call_function"):
         return False
     return (node.target if node.op == "call_method" else getattr(node.target, "__name__", "")) in _COMPARISONS
+
+
+def pads_input(node: torch.fx.Node) -> bool:
+    """Whether ``node`` pads a model input with a constant (Longformer pads its tokens to its attention window
+    with the padding token): a mask of it, ``!= value``, holds as many ones as the input had at most.
+
+    Examples
+    --------
+    >>> g = torch.fx.Graph()
+    >>> ids = g.placeholder("input_ids")
+    >>> pads_input(g.call_function(F.pad, (ids, (0, 3)), {"value": 1}))
+    True
+    """
+    first = node.args[0] if node.args else None
+    return (
+        node.op == "call_function"
+        and node.target is F.pad
+        and type(first) is torch.fx.Node
+        and first.op == "placeholder"
+        and bool(node.kwargs.get("mode", "constant") == "constant")
+    )
 
 
 def makes_known_data(node: torch.fx.Node) -> bool:
@@ -131,7 +154,7 @@ def makes_known_data(node: torch.fx.Node) -> bool:
     >>> makes_known_data(g.call_function(torch.arange, (4,)))
     True
     """
-    return (node.op == "call_function" and node.target in DATA_FACTORIES) or masks_input(node)
+    return (node.op == "call_function" and node.target in DATA_FACTORIES) or masks_input(node) or pads_input(node)
 
 
 def settled(node: torch.fx.Node, values: Mapping[torch.fx.Node, Any]) -> bool:
@@ -297,6 +320,8 @@ class KnownData:
     def __init__(self) -> None:
         self.values: dict[torch.fx.Node, Any] = {}
         self.ranges: dict[torch.fx.Node, tuple[int, int]] = {}
+        self.padded: dict[torch.fx.Node, tuple[Any, int]] = {}  # an input padded with a number: (it, the length)
+        self.ones: dict[torch.fx.Node, int] = {}  # a mask of a padded input: at most this many ones on its last dim
         """Nodes whose data comes from the input, with the range of its values (from a :func:`masks_input`)."""
 
     def reads(self, inputs: Sequence[torch.fx.Node]) -> bool:
@@ -310,8 +335,16 @@ class KnownData:
         ``reads``: :meth:`reads` of its inputs, when already asked."""
         op, target = node.op, node.target
         factory = op == "call_function" and target in DATA_FACTORIES
+        if pads_input(node):
+            self._follow_padding(node, env)
+            return
         if masks_input(node):
             self.ranges[node] = (0, 1)
+            padded = self.padded.get(node.args[0])  # type: ignore[arg-type]
+            other = node.args[1] if len(node.args) > 1 else None
+            name = target if isinstance(target, str) else getattr(target, "__name__", "")
+            if padded is not None and name in _UNEQUAL and type(other) in (int, float) and other == padded[0]:
+                self.ones[node] = padded[1]  # the padding gives zeros: at most as many ones as the input had
             return
         if reads is None:
             reads = self.reads(node.all_input_nodes)
@@ -340,6 +373,14 @@ class KnownData:
         if parts and all(type(t) is torch.Tensor and not t.is_meta and t.numel() <= DATA_LIMIT for t in parts):
             self.values[node] = out
 
+    def _follow_padding(self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any]) -> None:
+        """Record what an input padded at the end of its last dim with a number holds: (the number, its length)."""
+        pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+        value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+        x = env.get(node.args[0])  # type: ignore[arg-type]
+        if isinstance(pad, (tuple, list)) and len(pad) == 2 and pad[0] == 0 and isinstance(x, torch.Tensor):
+            self.padded[node] = (0 if value is None else value, int(x.shape[-1]))
+
     def _follow_range(self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any]) -> None:
         """The range of ``node``'s values from its inputs' ranges, for the ops positions are counted with
         (conversions, ``cumsum``, ``+``, ``-``, ``*`` by a number or by a 0/1 mask); none for any other op."""
@@ -353,14 +394,19 @@ class KnownData:
             return (a, a) if type(a) is int else None
 
         first = range_of(args[0]) if args else None
+        ones = self.ones.get(args[0]) if args and isinstance(args[0], torch.fx.Node) else None
         if name in _CONVERSIONS and first is not None:
             ranges[node] = first
+            if ones is not None:
+                self.ones[node] = ones
         elif name == "cumsum" and first is not None:
             dim = args[1] if len(args) > 1 else node.kwargs.get("dim")
             x = env.get(args[0]) if isinstance(args[0], torch.fx.Node) else None
             if isinstance(x, torch.Tensor) and type(dim) is int and -x.dim() <= dim < x.dim():
                 n = int(x.shape[dim])
                 lo, hi = first
+                if ones is not None and first == (0, 1) and dim % x.dim() == x.dim() - 1:
+                    n = min(n, ones)  # a mask of a padded input: its ones come from the input alone
                 ranges[node] = (min(lo, lo * n), max(hi, hi * n))
         elif name in _SUMS and len(args) == 2 and not node.kwargs:
             second = range_of(args[1])
