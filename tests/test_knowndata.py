@@ -218,12 +218,24 @@ class CountedPositions(nn.Module):
         return self.words(input_ids) + self.positions(positions.long() + 1)
 
 
-def test_positions_counted_from_the_input_ids_past_the_table_make_the_layer_invalid() -> None:
-    """14 Hugging Face models (XLM-R, ESM, MPNet, LUKE, RoBERTa below max_position_embeddings …) were reported as
-    fitting, trusted, at more tokens than their position table holds: the ids are data, never bound-checked."""
-    model = CountedPositions()
+class PaddedCountedPositions(CountedPositions):
+    """Longformer pads its tokens to its attention window with the padding token before counting positions."""
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        padded = torch.nn.functional.pad(input_ids, (0, (4 - input_ids.shape[1] % 4) % 4), value=1)
+        return super().forward(padded)
+
+
+@pytest.mark.parametrize(
+    ("model", "out"), [(CountedPositions(), 6), (PaddedCountedPositions(), 8)], ids=["RoBERTa", "Longformer"]
+)
+def test_positions_counted_from_the_input_ids_past_the_table_make_the_layer_invalid(model: nn.Module, out: int) -> None:
+    """14 Hugging Face models (XLM-R, ESM, MPNet, LUKE, RoBERTa below max_position_embeddings, Longformer …) were
+    reported as fitting, trusted, at more tokens than their position table holds: the ids are data, never
+    bound-checked.  Longformer pads its tokens first: counting the padding too would make an input that fits
+    invalid (6 tokens, padded to 8: positions reach 7, not 9)."""
     with torch.no_grad():
-        assert model(torch.randint(2, 10, (1, 6))).shape == (1, 6, 4)
+        assert model(torch.randint(2, 10, (1, 6))).shape == (1, out, 4)
         with pytest.raises(IndexError, match="index out of range in self"):
             model(torch.randint(2, 10, (1, 7)))
     assert not paramcount(model, (6,)).invalid
@@ -236,24 +248,3 @@ def test_positions_counted_from_the_input_ids_past_the_table_make_the_layer_inva
         ["positions"],
         [],
     ]
-
-
-class PaddedCountedPositions(CountedPositions):
-    """Longformer pads its tokens to its attention window with the padding token before counting positions."""
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        padded = torch.nn.functional.pad(input_ids, (0, (4 - input_ids.shape[1] % 4) % 4), value=1)
-        return super().forward(padded)
-
-
-def test_positions_counted_from_tokens_the_model_padded_count_only_the_input() -> None:
-    """Longformer at more tokens than its positions was reported as fitting, trusted and verified; counting the
-    padding too would make an input that fits invalid (6 tokens, padded to 8: positions reach 7, not 9)."""
-    model = PaddedCountedPositions()
-    with torch.no_grad():
-        assert model(torch.randint(2, 10, (1, 6))).shape == (1, 8, 4)
-        with pytest.raises(IndexError, match="index out of range in self"):
-            model(torch.randint(2, 10, (1, 7)))
-    assert not paramcount(model, (6,)).invalid
-    r = paramcount(model, (7,))
-    assert [rec.name for rec in r.invalid] == ["positions"] and "got 8" in r.invalid[0].message
