@@ -120,3 +120,17 @@ def test_detached_copy_keeps_the_forward_hooks_the_models_library_installed_and_
     assert list(copied[0]._forward_hooks.values()) == [_library_hook]
     assert list(copied[0]._forward_hooks_always_called) == [theirs.id] and mine.id in model[0]._forward_hooks
     assert len(model[0]._forward_hooks) == 2  # the model keeps both
+
+
+def test_a_kept_hook_bound_to_its_module_is_bound_to_the_copy_and_removes_itself_there() -> None:
+    """A lazy layer's own pre-hook makes its parameters, then removes itself through a handle: in the copy it
+    ran the model's method and stayed, and the copy's second forward failed (no initialize_parameters)."""
+    model = nn.Sequential(nn.LazyLinear(3))
+    copied = detached_copy(model, lambda t: torch.empty_like(t, device="meta"))
+    (hook,) = copied[0]._forward_pre_hooks.values()
+    assert hook.__self__ is copied[0]
+    with torch.no_grad():
+        copied(torch.empty(1, 5, device="meta"))
+        assert copied(torch.empty(1, 5, device="meta")).shape == (1, 3)  # it runs again, as a real model does
+    assert not copied[0]._forward_pre_hooks and type(copied[0]) is nn.Linear
+    assert len(model[0]._forward_pre_hooks) == 1 and isinstance(model[0].weight, nn.UninitializedParameter)

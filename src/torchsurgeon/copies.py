@@ -355,11 +355,18 @@ class _Copier:
                     if type(v) in _ATOMIC:
                         copied[k] = v
                     elif k in _HOOK_NAMES and isinstance(v, dict):
-                        copied[k] = (
-                            collections.OrderedDict((key, hook) for key, hook in v.items() if key in kept)
-                            if kept and k in _KEPT_HOOK_DICTS
-                            else collections.OrderedDict()
-                        )
+                        # the copy's hook dict stands for the model's wherever the copy refers to it (a handle that
+                        # removes a hook: a lazy layer removes its own after its first forward)
+                        hooks = memo.get(id(v)) if own else None
+                        if hooks is None:
+                            hooks = collections.OrderedDict()
+                            if own:
+                                memo[id(v)] = hooks
+                        if kept and k in _KEPT_HOOK_DICTS:
+                            hooks.update(
+                                (key, _bound_to(hook, value, module)) for key, hook in v.items() if key in kept
+                            )
+                        copied[k] = hooks
                     elif k != skipped:
                         copied[k] = self.copy(v)
                 copied.pop(skipped, None)  # type: ignore[arg-type]
@@ -373,6 +380,13 @@ class _Copier:
                     if isinstance(hooks, dict):
                         memo.setdefault(id(hooks), collections.OrderedDict())
         return copy.deepcopy(value, memo)
+
+
+def _bound_to(hook: Any, original: nn.Module, copy_: nn.Module) -> Any:
+    """``hook``, a method of ``original`` bound to its copy instead (as deepcopy rebinds methods); else itself."""
+    if isinstance(hook, types.MethodType) and hook.__self__ is original:
+        return types.MethodType(hook.__func__, copy_)
+    return hook
 
 
 def _is_named_tuple(value: tuple[Any, ...]) -> bool:

@@ -65,9 +65,4 @@ def materialized(model: nn.Module, input: InputSpec, batch: int) -> nn.Module:
             f"{type(model).__name__}: the lazy layers ({names}) make their parameters in the first forward, which "
             f"fails at input {input!r} ({str(exc).splitlines()[0][:200]}) — give an input the model accepts"
         ) from exc
-    for m in copy.modules():  # the copy is made: its hooks that made it go (the copy holds the model's own)
-        for key, hook in list(m._forward_pre_hooks.items()):
-            if getattr(hook, "__func__", None) is LazyModuleMixin._infer_parameters:
-                del m._forward_pre_hooks[key]
-                m._forward_pre_hooks_with_kwargs.pop(key, None)
-    return copy
+    return copy  # its lazy layers removed the hooks that made their parameters, as in a real first forward
