@@ -42,6 +42,7 @@ from torch import nn
 
 from .copies import SHAPE_EDITS, container_edit, edits_in_place, meta_like, thawed
 from .errors import library_file
+from .fxbookkeeping import node_scope
 from .knowndata import DATA_FACTORIES, DATA_LIMIT, from_known_data, off_meta, on_one_device, settled
 from .modelindex import ModelIndex
 from .resize import as_folded_inputs, hands_on_channels
@@ -576,9 +577,7 @@ class MetaValues:
             return self._values[node]
         except Exception as exc:  # the innermost op that failed, for the trace's error (analysis: real_failure)
             if node.op in _OPS and not hasattr(exc, FAILED_NODE):
-                stack = node.meta.get("nn_module_stack")
-                scope = str(next(reversed(stack.values()))[0]) if stack else ""
-                layer = str(node.target) if node.op == "call_module" else scope
+                layer = str(node.target) if node.op == "call_module" else node_scope(node)
                 setattr(exc, FAILED_NODE, f"{layer} ({node.name})" if layer else node.name)
             raise
 

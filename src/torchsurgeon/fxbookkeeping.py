@@ -18,7 +18,7 @@ import torch
 import torch.fx
 from torch import nn
 
-__all__ = ("FastScope", "ModuleStack", "lazy_graph_module")
+__all__ = ("FastScope", "ModuleStack", "lazy_graph_module", "node_scope")
 
 
 class FastScope(torch.fx.proxy.Scope):
@@ -39,6 +39,22 @@ class FastScope(torch.fx.proxy.Scope):
 
     def __copy__(self) -> FastScope:
         return FastScope(self.module_path, self.module_type)
+
+
+def node_scope(node: torch.fx.Node) -> str:
+    """The qualified name of the innermost module whose ``forward`` made ``node`` (its ``nn_module_stack``'s
+    last entry), or "" at the top level.
+
+    Examples
+    --------
+    >>> g = torch.fx.Graph()
+    >>> x = g.placeholder("x")
+    >>> x.meta["nn_module_stack"] = {"layer1": ("layer1", None), "layer1.0": ("layer1.0", None)}
+    >>> node_scope(x), node_scope(g.output(x))
+    ('layer1.0', '')
+    """
+    stack = node.meta.get("nn_module_stack")
+    return str(next(reversed(stack.values()))[0]) if stack else ""
 
 
 class ModuleStack(collections.OrderedDict):  # type: ignore[type-arg]

@@ -31,6 +31,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from .fxbookkeeping import node_scope
 from .modelindex import ModelIndex, model_index
 from .records import Finding, FlopKind, LayerStatus, ParamChange, ShapeSource, from_fields
 from .trace import Traced
@@ -464,14 +465,13 @@ def build_graph(traced: Traced) -> nx.DiGraph:
             target, module_type = str(node.target), "input"
         else:
             target, module_type = "output", "output"
-        stack = node.meta.get("nn_module_stack")
         values = {  # the other fields keep their defaults
             "name": name,
             "op": op,
             "target": target,
             "layer": layer,
             "module_type": module_type,
-            "scope": str(next(reversed(stack.values()))[0]) if stack else "",
+            "scope": node_scope(node),
             "param_names": params,
             "buffer_names": buffers,
         }
