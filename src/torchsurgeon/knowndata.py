@@ -50,6 +50,7 @@ __all__ = (
     "PLAIN_TENSORS",
     "KnownData",
     "as_meta",
+    "data_and_meta",
     "from_known_data",
     "makes_known_data",
     "masks_input",
@@ -116,7 +117,9 @@ def masks_input(node: torch.fx.Node) -> bool:
     """
     args = node.args
     first = args[0] if args else None
-    if type(first) is not torch.fx.Node or (first.op != "placeholder" and not pads_input(first)):  # most: a cheap no
+    if type(first) is not torch.fx.Node or (first.op != "placeholder" and first.target is not F.pad):  # most: no
+        return False
+    if first.op != "placeholder" and not pads_input(first):
         return False
     if node.op not in ("call_method", "call_function"):
         return False
@@ -154,7 +157,9 @@ def makes_known_data(node: torch.fx.Node) -> bool:
     >>> makes_known_data(g.call_function(torch.arange, (4,)))
     True
     """
-    return (node.op == "call_function" and node.target in DATA_FACTORIES) or masks_input(node) or pads_input(node)
+    if node.op == "call_function" and (node.target in DATA_FACTORIES or (node.target is F.pad and pads_input(node))):
+        return True
+    return masks_input(node)
 
 
 def settled(node: torch.fx.Node, values: Mapping[torch.fx.Node, Any]) -> bool:
@@ -251,20 +256,33 @@ def on_one_device(
     >>> [a.device.type for a in on_one_device((mask, 1), {}, module=False)[0][:1]]
     ['cpu']
     """
-    data, on_meta = False, module  # a module's weights are on meta
-    for values in (args, kwargs.values()):
-        for value in values:
-            for t in value if type(value) in (list, tuple) else (value,):
-                kind = type(t)
-                if kind is torch.Tensor or kind is nn.Parameter:  # PLAIN_TENSORS
-                    if t.is_meta:  # also a parameter of a model built on meta
-                        on_meta = True
-                    elif t.dim() and kind is torch.Tensor:
-                        data = True
+    data, on_meta = data_and_meta(args, kwargs)
+    on_meta = on_meta or module  # a module's weights are on meta
     if not (data and on_meta):
         return args, kwargs
 
     return stand_ins(args), {k: stand_ins(v) for k, v in kwargs.items()}
+
+
+def data_and_meta(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Whether a call's arguments (also inside a list or tuple) hold a CPU tensor of known data (a plain tensor of
+    more than 0 dims), and whether they hold a ``meta`` tensor (also a parameter of a model built on meta).
+
+    Examples
+    --------
+    >>> data_and_meta((torch.arange(3), torch.empty(2, device="meta")), {}), data_and_meta((torch.tensor(1),), {})
+    ((True, True), (False, False))
+    """
+    data = meta = False
+    for value in (*args, *kwargs.values()) if kwargs else args:
+        for t in value if type(value) in (list, tuple) else (value,):
+            kind = type(t)
+            if kind is torch.Tensor or kind is nn.Parameter:  # PLAIN_TENSORS
+                if t.is_meta:
+                    meta = True
+                elif kind is torch.Tensor and t.dim():
+                    data = True
+    return data, meta
 
 
 def stand_ins(value: Any) -> Any:
@@ -320,9 +338,9 @@ class KnownData:
     def __init__(self) -> None:
         self.values: dict[torch.fx.Node, Any] = {}
         self.ranges: dict[torch.fx.Node, tuple[int, int]] = {}
+        """Nodes whose data comes from the input, with the range of its values (from a :func:`masks_input`)."""
         self.padded: dict[torch.fx.Node, tuple[Any, int]] = {}  # an input padded with a number: (it, the length)
         self.ones: dict[torch.fx.Node, int] = {}  # a mask of a padded input: at most this many ones on its last dim
-        """Nodes whose data comes from the input, with the range of its values (from a :func:`masks_input`)."""
 
     def reads(self, inputs: Sequence[torch.fx.Node]) -> bool:
         """Whether a node of these input nodes reads known data or a known range (its result may depend on values,

@@ -48,6 +48,7 @@ from ..knowndata import (
     DATA_FACTORIES,
     DATA_LIMIT,
     PLAIN_TENSORS,
+    data_and_meta,
     from_known_data,
     off_meta,
     on_one_device,
@@ -194,14 +195,7 @@ def _same_dtypes(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
 def _known_with_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
     """Whether the arguments hold a CPU tensor of known data (more than 0-dim) and a ``meta`` tensor, or known
     data given to a random op (which gets a meta stand-in: its result is not known)."""
-    data = meta = False
-    for value in (*args, *kwargs.values()) if kwargs else args:
-        for t in value if type(value) in (list, tuple) else (value,):
-            if type(t) in PLAIN_TENSORS:  # a parameter: a table
-                if t.is_meta:
-                    meta = True
-                elif t.dim():
-                    data = True
+    data, meta = data_and_meta(args, kwargs)
     return data and (meta or unsettled(func))
 
 
