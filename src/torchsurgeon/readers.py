@@ -444,10 +444,13 @@ def image_spec(model: nn.Module, input: InputSpec) -> InputSpec | None:
     return input if isinstance(shape, tuple) and all(type(d) is int for d in shape) else None
 
 
-def images_read_by_convolutions(model: nn.Module, input: InputSpec) -> dict[str, list[str]]:
+def images_read_by_convolutions(
+    model: nn.Module, input: InputSpec, known: Mapping[str, list[str]] | None = None
+) -> dict[str, list[str]]:
     """The floating-point inputs with channels that convolutions read (images), each with its
     :func:`input_readers`: a diffusion UNet's ``sample``, not its ``encoder_hidden_states`` (linear layers read
-    them); a ControlNet's ``sample`` and ``controlnet_cond``.
+    them); a ControlNet's ``sample`` and ``controlnet_cond``.  ``known``: readers already found, by input (not
+    followed again).
 
     Examples
     --------
@@ -464,7 +467,7 @@ def images_read_by_convolutions(model: nn.Module, input: InputSpec) -> dict[str,
     found = {}
     for name, t in values.items():
         if t.is_floating_point() and t.dim() >= 3:
-            readers = input_readers(model, input, follow=name)
+            readers = known[name] if known and name in known else input_readers(model, input, follow=name)
             if readers and all(isinstance(model.get_submodule(r), nn.modules.conv._ConvNd) for r in readers):
                 found[name] = readers
     return found
@@ -504,10 +507,11 @@ def recoloured(model: nn.Module, image: InputSpec, channels: int) -> InputSpec:
     return {name: new if spec is shape else spec for name, spec in image.items()}
 
 
-def one_image(model: nn.Module, input: Mapping[str, Any]) -> None:
+def one_image(model: nn.Module, input: Mapping[str, Any], readers: list[str]) -> None:
     """Raise unless the input whose channels are adapted (:func:`image_input`) is the only
     image of several inputs (:func:`images_read_by_convolutions`): a ControlNet takes a
     latent ``sample`` and a ``controlnet_cond`` image, and which one gets other channels is the user's to say.
+    ``readers``: the :func:`input_readers` of that input, already found.
 
     Examples
     --------
@@ -517,13 +521,13 @@ def one_image(model: nn.Module, input: Mapping[str, Any]) -> None:
     ...         self.a, self.b = nn.Conv2d(4, 8, 1), nn.Conv2d(3, 8, 1)
     ...     def forward(self, x, y):
     ...         return self.a(x) + self.b(y)
-    >>> one_image(Sum(), {"x": (4, 8, 8), "y": (3, 8, 8)})  # doctest: +ELLIPSIS
+    >>> one_image(Sum(), {"x": (4, 8, 8), "y": (3, 8, 8)}, ["a"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     torchsurgeon.errors.SurgeryError: Sum takes 2 images (x, y): say which one ... x: layer='a'; y: layer='b'
     """
-    images = images_read_by_convolutions(model, input)
     chosen = image_input(dict(ExampleInputs(model, input, 1)))
+    images = images_read_by_convolutions(model, input, {chosen: readers} if chosen is not None else None)
     if len(images) > 1 or (images and chosen not in images):
         choices = "; ".join(
             f"{name}: layer={readers if len(readers) > 1 else readers[0]!r}" for name, readers in images.items()

@@ -120,7 +120,7 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
     if input is not None:
         found = input_readers(model, input)
         if isinstance(input, Mapping) and len(input) > 1:
-            one_image(model, input)
+            one_image(model, input, found)
         # the image to try the edit on: the one given, else the config's when its first dim is the channels
         image = image_spec(model, input)
         if (
