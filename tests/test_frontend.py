@@ -660,6 +660,38 @@ def test_in_place_edits_are_seen_by_the_trace_and_by_shape_propagation(model: nn
     assert r.output_shape == want and want in ((4, 4), (1, 4, 9)) and r.opaque == {}
 
 
+class EditsItsLengths(nn.Module):
+    """Known data edited in place before Python reads it: the read sees the edit, as in a real forward."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.proj, self.how = nn.Linear(16, 8), how
+
+    def forward(self, input: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.how == "add_":
+            lengths.add_(1)
+        elif self.how == "setitem":
+            lengths[0] = 5
+        elif self.how == "by data":
+            lengths.add_(input.sum().long())  # the input's data: not known
+        return self.proj(input)[:, : int(lengths.max().item())]
+
+
+@pytest.mark.parametrize(("how", "kept"), [("add_", 4), ("setitem", 5), ("by data", None)])
+def test_known_data_edited_in_place_is_read_as_edited(how: str, kept: int | None) -> None:
+    """The edit was not applied to the given lengths (the trace read 3 where a real forward reads 4), and the
+    given tensor itself must stay as the user made it."""
+    model, lengths = EditsItsLengths(how), torch.tensor([3])
+    if kept is None:
+        with pytest.raises(TraceError, match="item"):
+            paramcount(model, {"input": (8, 16), "lengths": lengths})
+    else:
+        with torch.no_grad():
+            assert model(torch.zeros(1, 8, 16), lengths.clone()).shape == (1, kept, 8)
+        assert paramcount(model, {"input": (8, 16), "lengths": lengths}).output_shape == (1, kept, 8)
+    assert lengths.tolist() == [3]
+
+
 def test_an_assert_on_data_is_passed_and_control_flow_on_data_is_not() -> None:
     """XLM raised TraceError at its assert on data, though it decides no shape (found by a fifth probe).  The
     models live in models.py: pytest rewrites the asserts of test modules into other bytecode."""

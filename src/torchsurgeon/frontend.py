@@ -43,7 +43,16 @@ from torch import nn
 from .copies import SHAPE_EDITS, container_edit, edits_in_place, meta_like, thawed
 from .errors import library_file
 from .fxbookkeeping import node_scope
-from .knowndata import DATA_FACTORIES, DATA_LIMIT, from_known_data, off_meta, on_one_device, settled
+from .knowndata import (
+    DATA_FACTORIES,
+    DATA_LIMIT,
+    data_and_meta,
+    from_known_data,
+    off_meta,
+    on_one_device,
+    settled,
+    unsettled,
+)
 from .modelindex import ModelIndex
 from .resize import as_folded_inputs, hands_on_channels
 from .rules import FALLBACK
@@ -345,6 +354,20 @@ class _Unknown(LookupError):
     """A node's value on ``meta`` is not known (no example input for a placeholder)."""
 
 
+def _edits_data(node: torch.fx.Node) -> bool:
+    """Whether ``node`` edits its tensor's values in place (``lengths.add_(1)``, ``mask[0] = 1``)."""
+    if node.op == "call_function":
+        return node.target is operator.setitem
+    name = str(node.target)
+    return node.op == "call_method" and name.endswith("_") and not name.startswith("__")
+
+
+def _edits(node: torch.fx.Node) -> bool:
+    """Whether ``node`` edits its first argument in place: a container or shape edit
+    (:func:`~torchsurgeon.copies.edits_in_place`), or an edit of a tensor's values (:func:`_edits_data`)."""
+    return edits_in_place(node) or _edits_data(node)
+
+
 FAILED_NODE = "torchsurgeon_failed_node"
 """The attribute naming, on an error raised while :class:`MetaValues` answered a question, the layer and node whose
 value failed (``"embeddings (add)"``): the op the input does not fit, which may come well before the line Python
@@ -436,7 +459,7 @@ class MetaValues:
         current = (self._scanned if self._scanned is not None else root).next
         while current is not root:
             first = current.args[0] if current.args else None
-            if type(first) is torch.fx.Node and first in self._values and edits_in_place(current):
+            if type(first) is torch.fx.Node and first in self._values and _edits(current):
                 self._edit(current)
             self._scanned = current
             current = current.next
@@ -448,20 +471,46 @@ class MetaValues:
         self._edited.add(node)
         edited = node.args[0]
         assert isinstance(edited, torch.fx.Node)
+        target = self._values[edited]
+        shape_edit = node.op == "call_method" and node.target in SHAPE_EDITS
+        if (
+            isinstance(target, torch.Tensor)
+            and not shape_edit
+            and (target.device.type == "meta" or not _edits_data(node))
+        ):
+            return  # values meta does not hold: nothing to apply (its arguments are not computed for it)
         try:
             rest, kwargs = thawed(torch.fx.node.map_arg((node.args[1:], node.kwargs), self._value))
-            target = self._values[edited]
-            if isinstance(target, torch.Tensor):  # a shape edit, on a view: the value may be another node's too
-                if node.op != "call_method" or node.target not in SHAPE_EDITS:
-                    return
+            if isinstance(target, torch.Tensor) and shape_edit:  # on a view: the value may be another node's too
                 out = getattr(target.view(target.shape), str(node.target))(*rest, **kwargs)
                 self._values[edited] = self._values[node] = out
+                return
+            if isinstance(target, torch.Tensor):  # known data edited in place: as the real forward edits it
+                self._edit_data(node, edited, target, rest, kwargs)
                 return
             edit = container_edit(node, (target, *rest), kwargs)
         except Exception:  # not computable here: the value stays as it was
             return
         if edit is not None:
             self._values[edited], self._values[node] = edit
+
+    def _edit_data(
+        self, node: torch.fx.Node, edited: torch.fx.Node, target: torch.Tensor, rest: Any, kwargs: dict[str, Any]
+    ) -> None:
+        """Apply ``target.<method>_(...)`` to known data (its own copy); what cannot be applied on the CPU, or gives
+        random values, leaves it unknown (a ``meta`` stand-in)."""
+        try:
+            if data_and_meta(rest, kwargs)[1]:  # data meta does not hold (the input's): not known from here on
+                raise ValueError("edited by values that are not known")
+            if node.op == "call_function":  # x[i] = v
+                node.target(target, *rest, **kwargs)  # type: ignore[operator]
+            elif unsettled(str(node.target)):
+                raise ValueError("random or uninitialised: no longer known")
+            else:
+                getattr(target, str(node.target))(*rest, **kwargs)
+            self._values[node] = target
+        except Exception:  # it meets meta tensors, or is random: not known from here on
+            self._values[edited] = self._values[node] = torch.empty_like(target, device="meta")
 
     def numbers(self) -> dict[str, Any]:
         """The Python numbers computed so far, by node name (a message formatted while tracing names them)."""
@@ -524,7 +573,7 @@ class MetaValues:
                         raise _Unknown(f"input {name!r}, which gets no example tensor")
                     given = self._given[name]
                     if type(given) is torch.Tensor and given.device.type == "cpu" and given.numel() <= DATA_LIMIT:
-                        self._inputs[name] = given  # a small tensor given with its data (lengths): known data
+                        self._inputs[name] = given.clone()  # a small tensor given with its data: known data (own copy)
                     else:
                         self._inputs[name] = torch.empty(given.shape, dtype=given.dtype, device="meta")
                 value: Any = self._inputs[name]
@@ -572,7 +621,7 @@ class MetaValues:
                 raise _Unknown(node.format_node())
             self._values[node] = value
             for user in node.users:  # in-place edits of it recorded so far (all before the question being answered)
-                if user.args and user.args[0] is node and edits_in_place(user):
+                if user.args and user.args[0] is node and _edits(user):
                     self._edit(user)
             return self._values[node]
         except Exception as exc:  # the innermost op that failed, for the trace's error (analysis: real_failure)
