@@ -24,14 +24,11 @@ See docs/frontend.md for the measurements behind these choices.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import dis
 import functools
 import inspect
 import operator
 import sys
-import types
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -40,8 +37,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from .callers import unpacked_count
 from .copies import SHAPE_EDITS, container_edit, edits_in_place, meta_like, thawed
-from .errors import library_file
 from .fxbookkeeping import node_scope
 from .knowndata import (
     DATA_FACTORIES,
@@ -173,7 +170,7 @@ def _iter(proxy: torch.fx.Proxy) -> Iterator[Any]:
     MONAI's SwinUNETR).  A loop over a proxy takes the length of its value.
     """
     caller = sys._getframe(1)
-    count = _unpacked_count(caller.f_code, caller.f_lasti)
+    count = unpacked_count(caller.f_code, caller.f_lasti)
     values = getattr(proxy.tracer, "meta_values", None)
     if count is not None:
         known = values.peek(proxy.node) if values is not None else None  # an input's shape: checked, as Python does
@@ -185,52 +182,6 @@ def _iter(proxy: torch.fx.Proxy) -> Iterator[Any]:
             values.rely_on_rank(proxy.node)
         return (proxy[i] for i in range(count))  # type: ignore[index]
     return iter(meta_question(values, proxy, "iter", lambda: proxy.tracer.iter(proxy)))
-
-
-@functools.lru_cache(maxsize=512)
-def _instructions(code: types.CodeType) -> tuple[list[int], list[tuple[str, Any]]]:
-    """The offsets of ``code``'s instructions, and each one's (opname, argval)."""
-    found = list(dis.get_instructions(code))
-    return [i.offset for i in found], [(i.opname, i.argval) for i in found]
-
-
-def _unpacked_count(code: types.CodeType, lasti: int) -> int | None:
-    """How many items the instruction at ``lasti`` unpacks (``a, b = ...``), None for anything else."""
-    offsets, instructions = _instructions(code)
-    at = bisect.bisect_left(offsets, lasti) if sys.version_info >= (3, 11) else lasti // 2  # as torch.fx finds it
-    if at < len(instructions) and instructions[at][0] == "UNPACK_SEQUENCE":
-        return int(instructions[at][1])
-    return None
-
-
-def asserted_by_caller() -> bool:
-    """Whether the ``bool()`` being answered is an ``assert`` statement's, in the first frame outside torch and
-    torchsurgeon: the model checks a value (XLM's ``assert lengths.max().item() <= slen``), which decides no
-    shape.
-
-    Examples
-    --------
-    >>> class Checks(torch.nn.Module):  # a trace asks it of the proxy's bool(): data, so not known
-    ...     def forward(self, ids):
-    ...         assert (ids >= 0).all(), "negative ids"
-    ...         return ids.float()
-    >>> from torchsurgeon import paramcount
-    >>> paramcount(Checks(), {"ids": (4,)}).output_shape
-    (1, 4)
-    """
-    frame = sys._getframe(1)
-    while frame is not None and library_file(frame.f_code.co_filename):
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is None:
-        return False
-    offsets, instructions = _instructions(frame.f_code)
-    at = bisect.bisect_left(offsets, frame.f_lasti)
-    return (
-        at + 1 < len(instructions)
-        and instructions[at][0].startswith("POP_JUMP")
-        and "IF_TRUE" in instructions[at][0]
-        and instructions[at + 1][0] == "LOAD_ASSERTION_ERROR"
-    )
 
 
 def _array(proxy: torch.fx.Proxy, dtype: Any = None, copy: bool | None = None) -> Any:

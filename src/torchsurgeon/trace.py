@@ -43,9 +43,10 @@ import torch.fx
 from torch import nn
 
 from .arguments import NO_CACHE, SIMPLE_DEFAULTS, InputNames, forward_parameters, fx_name, specialisation
+from .callers import asserted_by_caller
 from .copies import detached_copy, meta_like
 from .errors import InputError, TraceError, failure_reason, source_line, with_numbers
-from .frontend import MetaValues, ShapeProxy, asserted_by_caller, call_by_name, library_answers, meta_question
+from .frontend import MetaValues, ShapeProxy, call_by_name, library_answers, meta_question
 from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module
 from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
