@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from unittest import mock
 
+import networkx as nx
 import pytest
 import torch
 import torchvision
@@ -46,6 +47,17 @@ def test_sweep_reports_do_not_share_graphs() -> None:
     assert node_record(first.graph, "conv1").status == "invalid"
     assert node_record(second.graph, "conv1").status == "ok"
     assert first.layer("conv1").status == "invalid" and second.invalid == []
+
+
+def test_sweep_report_graph_is_made_on_first_use_as_it_was() -> None:
+    first, second, third = paramcount_sweep(CifarNet(), [(1, 32, 32), (3, 40, 40), (3, 32, 32)])
+    assert not isinstance(first._graph, nx.DiGraph)  # kept as records until asked for
+    graph = first.graph
+    assert first.graph is graph  # made once
+    assert node_record(graph, "conv1").input_shapes == ((1, 1, 32, 32),)  # not the later inputs' records
+    assert node_record(second.graph, "fc1").input_shapes == ((1, 16 * 7 * 7),)
+    assert sorted(graph.edges) == sorted(third.graph.edges) and set(graph.nodes) == set(third.graph.nodes)
+    assert graph.graph["model"] is third.graph.graph["model"]
 
 
 def test_sweep_with_several_inputs_and_mappings() -> None:

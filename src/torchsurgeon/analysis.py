@@ -30,6 +30,7 @@ from .graph import (
     model_of,
     node_record,
     opaque_of,
+    records_now,
 )
 from .lazy import lazy_layers, materialized
 from .params import ParamSummary, count_params, packed_weights
@@ -112,7 +113,7 @@ class ModelReport:
     output_shape: Any
     layers: Sequence[LayerReport]
     findings: tuple[Finding, ...]
-    graph: nx.DiGraph = field(repr=False, compare=False)
+    _graph: nx.DiGraph | Callable[[], nx.DiGraph] = field(repr=False, compare=False)
     opaque: Mapping[str, str] = field(default_factory=dict)
     unused: tuple[str, ...] = ()
     macs: int = 0
@@ -120,6 +121,15 @@ class ModelReport:
     flops_uncounted: tuple[str, ...] = ()
     crosscheck: CrossCheck = field(default_factory=CrossCheck)
     lazy: tuple[str, ...] = ()
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The annotated graph: a report of a sweep makes its own on first use (from the records it kept)."""
+        graph = self._graph
+        if not isinstance(graph, nx.DiGraph):
+            graph = graph()
+            object.__setattr__(self, "_graph", graph)  # made once: the report is frozen otherwise
+        return graph
 
     @property
     def trusted(self) -> bool:
@@ -530,7 +540,7 @@ def _analyse(
         output_shape=output_shape,
         layers=layers,
         findings=shapes.findings,
-        graph=graph_copy(G) if copy_graph else G,
+        _graph=_copy_later(G) if copy_graph else G,
         opaque=dict(opaque_of(G)),
         unused=summary.unused,
         macs=flops.macs,
@@ -539,6 +549,13 @@ def _analyse(
         crosscheck=run_crosscheck(G, shapes, mode=mode, unused=summary.unused),
     )
     return report, shapes
+
+
+def _copy_later(G: nx.DiGraph) -> Callable[[], nx.DiGraph]:
+    """A copy of ``G`` as it is now, made when called: the records are kept, the graph is not copied yet (a sweep's
+    reports are often read only for their totals, and eight copies of a graph are garbage to collect)."""
+    records = records_now(G)
+    return lambda: graph_copy(G, records)
 
 
 def paramcount(

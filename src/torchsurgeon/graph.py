@@ -50,6 +50,7 @@ __all__ = (
     "node_records",
     "opaque_of",
     "param_facts",
+    "records_now",
     "set_records",
     "specialised_of",
     "update_record",
@@ -270,12 +271,14 @@ def set_records(G: nx.DiGraph, records: Iterable[NodeRecord]) -> None:
         nodes[record.name][_KEY] = record
 
 
-def graph_copy(G: nx.DiGraph) -> nx.DiGraph:
+def graph_copy(G: nx.DiGraph, records: Mapping[str, NodeRecord] | None = None) -> nx.DiGraph:
     """``G.copy()``: a graph whose nodes' records change independently of ``G``'s, built faster.
 
     networkx's ``copy`` adds each node and edge through its public methods;
     this fills the adjacency dicts directly (networkx resets its cached views
-    when they are assigned).  A sweep makes one copy per report.
+    when they are assigned).  ``records`` (every node's, by name, as
+    :func:`records_now` took them) replace ``G``'s own: a sweep keeps each
+    input's records and makes a report's graph only when it is asked for.
 
     Examples
     --------
@@ -290,11 +293,30 @@ def graph_copy(G: nx.DiGraph) -> nx.DiGraph:
     """
     H = G.__class__()
     H.graph.update(G.graph)
-    H._node = {n: data.copy() for n, data in G._node.items()}
+    if records is None:
+        H._node = {n: data.copy() for n, data in G._node.items()}
+    else:
+        H._node = {n: {**data, _KEY: records[n]} for n, data in G._node.items()}
     succ = {u: {v: data.copy() for v, data in nbrs.items()} for u, nbrs in G._succ.items()}
     H._adj = succ  # also H._succ
     H._pred = {v: {u: succ[u][v] for u in nbrs} for v, nbrs in G._pred.items()}
     return H
+
+
+def records_now(G: nx.DiGraph) -> dict[str, NodeRecord]:
+    """Every node's record as it is now, by name: what :func:`graph_copy` needs to make a copy of ``G`` later.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> G = build_graph(trace(nn.Sequential(nn.ReLU())))
+    >>> kept = records_now(G)
+    >>> _ = update_record(G, "_0", message="changed")
+    >>> node_record(graph_copy(G, kept), "_0").message, node_record(G, "_0").message
+    ('', 'changed')
+    """
+    return {n: data[_KEY] for n, data in G._node.items()}
 
 
 def model_of(G: nx.DiGraph) -> nn.Module:
