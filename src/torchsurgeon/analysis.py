@@ -523,7 +523,7 @@ def _analyse(
             (rec.name, repr(rec.findings)) for rec in shapes.nodes.values() if rec.status == LayerStatus.INVALID
         )
         summary = cache.params.get(key) or cache.params.setdefault(key, count_params(G))
-    flops = count_flops(G)
+    flops = count_flops(G, per_layer=False)  # each row reads its node's own
     layers = layer_rows(G, summary)
     output_shape = shapes.output_shape
     if isinstance(output_shape, tuple) and all(isinstance(d, int) for d in output_shape):
