@@ -248,3 +248,39 @@ def test_positions_counted_from_the_input_ids_past_the_table_make_the_layer_inva
         ["positions"],
         [],
     ]
+
+
+class ShiftedPositions(nn.Module):
+    """Positions from the input's size, shifted back in place by an amount computed from the input's values."""
+
+    def __init__(self, edit: str) -> None:
+        super().__init__()
+        self.table = nn.Embedding(10, 4)
+        self.edit = edit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(x.shape[1], device=x.device) + 20  # known data: 20, 21, ... (past the table)
+        shift = (x.sum() * 0 + 20).long()  # 20, from the values: not known
+        if self.edit == "method":
+            positions.sub_(shift)
+        else:
+            positions[:] = positions - shift
+        return self.table(positions)
+
+
+class Holder(nn.Module):
+    def __init__(self, edit: str) -> None:
+        super().__init__()
+        self.inner = ShiftedPositions(edit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("edit", ["method", "setitem"])
+@pytest.mark.parametrize("leaf", [False, True])
+def test_known_data_edited_in_place_by_unknown_values_is_not_read_stale(edit: str, leaf: bool) -> None:
+    model = Holder(edit)
+    assert tuple(model(torch.zeros(1, 3)).shape) == (3, 4)  # the real forward looks rows 0, 1, 2 up
+    r = paramcount(model, (3,), leaf_modules=["inner"] if leaf else ())
+    assert r.invalid == [] and r.output_shape == (3, 4)  # before: the stale 20, 21, 22 made the table invalid

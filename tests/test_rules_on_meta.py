@@ -250,6 +250,21 @@ def test_known_data_given_to_a_random_op_is_no_longer_known() -> None:
     assert positions.device.type == "cpu" and dropped.is_meta
 
 
+def test_known_data_edited_in_place_by_unknown_values_is_no_longer_known() -> None:
+    table = nn.Embedding(10, 2, device="meta")
+    x = torch.empty(1, 3, device="meta")  # values not known
+    with torch.device("meta"), ruled_meta():
+        positions = torch.arange(3) + 20  # known: 20, 21, 22 (past the table)
+        later = positions[1:]  # a view of the same memory, known too
+        kept = torch.arange(3)  # other known data
+        positions.sub_((x.sum() * 0 + 20).long())  # a real forward gives 0, 1, 2 here: unknown on meta
+        rows, tail = table(positions), table(later)  # no stale value answers (it would raise IndexError)
+        with pytest.raises(IndexError, match="index out of range in self"):
+            table(kept + 10)  # what was not edited is still known
+    assert rows.is_meta and tuple(rows.shape) == (3, 2) and tuple(tail.shape) == (2, 2)
+    assert positions.tolist() == [20, 21, 22]  # the stale copy, which no longer stands for the values
+
+
 def test_a_factory_the_cpu_refuses_is_made_on_meta_as_asked() -> None:
     with torch.device("meta"), ruled_meta():
         pinned = torch.zeros(3, pin_memory=True)  # the CPU wants an accelerator for pinned memory; meta does not

@@ -44,6 +44,7 @@ from .knowndata import (
     DATA_FACTORIES,
     DATA_LIMIT,
     data_and_meta,
+    edits_values,
     from_known_data,
     off_meta,
     on_one_device,
@@ -305,18 +306,11 @@ class _Unknown(LookupError):
     """A node's value on ``meta`` is not known (no example input for a placeholder)."""
 
 
-def _edits_data(node: torch.fx.Node) -> bool:
-    """Whether ``node`` edits its tensor's values in place (``lengths.add_(1)``, ``mask[0] = 1``)."""
-    if node.op == "call_function":
-        return node.target is operator.setitem
-    name = str(node.target)
-    return node.op == "call_method" and name.endswith("_") and not name.startswith("__")
-
-
 def _edits(node: torch.fx.Node) -> bool:
     """Whether ``node`` edits its first argument in place: a container or shape edit
-    (:func:`~torchsurgeon.copies.edits_in_place`), or an edit of a tensor's values (:func:`_edits_data`)."""
-    return edits_in_place(node) or _edits_data(node)
+    (:func:`~torchsurgeon.copies.edits_in_place`), or an edit of a tensor's values
+    (:func:`~torchsurgeon.knowndata.edits_values`)."""
+    return edits_in_place(node) or edits_values(node.op, node.target)
 
 
 FAILED_NODE = "torchsurgeon_failed_node"
@@ -427,7 +421,7 @@ class MetaValues:
         if (
             isinstance(target, torch.Tensor)
             and not shape_edit
-            and (target.device.type == "meta" or not _edits_data(node))
+            and (target.device.type == "meta" or not edits_values(node.op, node.target))
         ):
             return  # values meta does not hold: nothing to apply (its arguments are not computed for it)
         try:

@@ -30,6 +30,7 @@ tokens (``cumsum(input_ids != pad) * mask + pad``) have a known range
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,6 +52,7 @@ __all__ = (
     "KnownData",
     "as_meta",
     "data_and_meta",
+    "edits_values",
     "from_known_data",
     "makes_known_data",
     "masks_input",
@@ -102,6 +104,31 @@ def unsettled(target: Any) -> bool:
     """
     name = target if isinstance(target, str) else getattr(target, "__name__", "")
     return name in _UNSETTLED
+
+
+_IN_PLACE_OPERATORS = frozenset(
+    f"__i{name}__" for name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or", "xor")
+) | {"__setitem__"}
+
+
+def edits_values(op: str, target: Any) -> bool:
+    """Whether a call edits its first argument's values in place (``lengths.add_(1)``, ``mask[0] = 1``, ``x += 1``).
+
+    ``op`` and ``target`` as in an fx node; a torch function mode sees a tensor method as
+    ``("call_method", func)``.
+
+    Examples
+    --------
+    >>> import operator
+    >>> edits_values("call_method", "add_"), edits_values("call_method", torch.Tensor.__iadd__)
+    (True, True)
+    >>> edits_values("call_function", operator.setitem), edits_values("call_method", "add")
+    (True, False)
+    """
+    if op == "call_function":
+        return target is operator.setitem
+    name = target if isinstance(target, str) else getattr(target, "__name__", "")
+    return op == "call_method" and ((name.endswith("_") and not name.startswith("__")) or name in _IN_PLACE_OPERATORS)
 
 
 def masks_input(node: torch.fx.Node) -> bool:
@@ -307,6 +334,12 @@ def _cpu_data(value: Any) -> bool:
 _CPU = torch.device("cpu")
 
 
+def _tensors_of(value: Any) -> list[torch.Tensor]:
+    """The tensors of a known value (a tensor, or a tuple or list of them)."""
+    parts = value if type(value) in (tuple, list) else (value,)
+    return [t for t in parts if isinstance(t, torch.Tensor)]
+
+
 class KnownData:
     """The known data of a shape propagation's nodes, computed on the CPU beside their ``meta`` values.
 
@@ -316,7 +349,9 @@ class KnownData:
     tensor inputs all have known data; its result is kept when it is a small
     tensor (or a tuple of them).
     A random or uninitialised op on known data makes all of it unknown
-    (nothing is trusted past it).  Shape propagation asks
+    (nothing is trusted past it); an in-place edit of known data by values
+    that are not known (:func:`edits_values`) makes it, and all known data
+    sharing its memory, unknown.  Shape propagation asks
     :meth:`past_the_end` before an index or an embedding lookup reads it.
 
     Examples
@@ -375,8 +410,13 @@ class KnownData:
         if unsettled(target):  # random or uninitialised: what it touches is no longer known
             self.values.clear()
             return
+        edited = node.args[0] if node.args and edits_values(op, target) else None
+        if isinstance(edited, torch.fx.Node) and edited in self.ranges:  # data of the input's, edited: range unknown
+            self.ranges.pop(edited)
+            self.ones.pop(edited, None)
         args = self._arguments((node.args, node.kwargs), env)
         if args is None or (factory and not from_known_data(args)):
+            self._forget(edited)
             return
         (call_args, kwargs), cpu = args, _CPU
         try:
@@ -386,10 +426,22 @@ class KnownData:
                 else:
                     out = getattr(call_args[0], str(target))(*off_meta(call_args[1:], cpu), **off_meta(kwargs, cpu))
         except Exception:  # not computable here: not known
+            self._forget(edited)
             return
         parts = out if type(out) in (tuple, list) else (out,)
         if parts and all(type(t) is torch.Tensor and not t.is_meta and t.numel() <= DATA_LIMIT for t in parts):
             self.values[node] = out
+
+    def _forget(self, edited: Any) -> None:
+        """Known data edited in place by what is not known (``pos.add_(x.sum())``, ``ids[0] = x``): it, and all
+        known data sharing its memory (views of it), is no longer known; a stale value would answer for it."""
+        if not isinstance(edited, torch.fx.Node) or edited not in self.values:
+            return
+        memory = {t.untyped_storage().data_ptr() for t in _tensors_of(self.values[edited])}
+        for node in [
+            n for n, v in self.values.items() if any(t.untyped_storage().data_ptr() in memory for t in _tensors_of(v))
+        ]:
+            del self.values[node]
 
     def _follow_padding(self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any]) -> None:
         """Record what an input padded at the end of its last dim with a number holds: (the number, its length)."""

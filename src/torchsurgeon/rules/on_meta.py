@@ -49,6 +49,7 @@ from ..knowndata import (
     DATA_LIMIT,
     PLAIN_TENSORS,
     data_and_meta,
+    edits_values,
     from_known_data,
     off_meta,
     on_one_device,
@@ -126,11 +127,16 @@ class _RuledMeta(TorchFunctionMode):
     def __init__(self, resized: bool) -> None:
         super().__init__()
         self.resized = resized
+        self.forgotten: dict[int, torch.Tensor] = {}
+        """Known data edited in place by values that are not known, by the address of its memory (it is kept here,
+        so no other tensor gets that address): it and its views get ``meta`` stand-ins from then on."""
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
+        if self.forgotten:
+            args, kwargs = self._unknown(args), {k: self._unknown(v) for k, v in kwargs.items()}
         if func is _ALL_TRUE and len(args) == 1 and type(args[0]) in PLAIN_TENSORS and args[0].is_meta:
             return torch.tensor(True, device="cpu")  # a check of values that meta does not have (module docstring)
         if func in DATA_FACTORIES:
@@ -138,6 +144,16 @@ class _RuledMeta(TorchFunctionMode):
             if made is not None:
                 return made
         elif _known_with_meta(func, args, kwargs):  # also known data made by an earlier run (a model's own cache)
+            edited = args[0] if args and edits_values("call_method", func) else None
+            if (
+                isinstance(edited, torch.Tensor)
+                and type(edited) in PLAIN_TENSORS
+                and not edited.is_meta
+                and edited.dim()
+            ):
+                # known data edited by values that are not known (pos.add_(x.sum())): no longer known
+                self.forgotten[edited.untyped_storage().data_ptr()] = edited
+                args = self._unknown(args)
             args, kwargs = _meeting_meta(func, args, kwargs)
         if func in _PRODUCTS and not self.resized:  # a trace (resized) goes on past it, as shape propagation does
             _same_dtypes(args, kwargs)
@@ -154,6 +170,17 @@ class _RuledMeta(TorchFunctionMode):
                 if out is not FALLBACK:
                     return out
         return func(*args, **kwargs)
+
+    def _unknown(self, value: Any) -> Any:
+        """``value`` (a tensor, or a list or tuple of them) with a ``meta`` stand-in for each tensor whose memory
+        holds data no longer known (:attr:`forgotten`)."""
+        if type(value) in (list, tuple):
+            return type(value)(self._unknown(v) for v in value)
+        if isinstance(value, torch.Tensor) and not value.is_meta:
+            with torch._C.DisableTorchFunction():
+                if value.untyped_storage().data_ptr() in self.forgotten:
+                    return torch.empty_like(value, device="meta")
+        return value
 
     def _known_data(self, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
         """A factory of known data (``torch.arange(n, device=x.device)``) asked for on meta: made on the CPU when
