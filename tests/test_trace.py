@@ -125,7 +125,10 @@ def test_trace_error_names_module_source_line_and_fix() -> None:
     assert "DataDependent.forward (the top-level model)" in text
     assert "Python if/while/assert on a tensor value" in text
     assert "models.py:" in text and "if x.sum() > 0:" in text
-    assert "concrete_args" in text and "leaf_modules" in text
+    assert "the values of 'x' decide the branch" in text and "paramcount(model, {'x': torch.zeros(1, 4" in text
+    with pytest.raises(TraceError) as info:  # too large to be read as data: the general fix
+        paramcount(DataDependent(), (70_000, 4))
+    assert "concrete_args" in str(info.value) and "leaf_modules" in str(info.value)
 
 
 def test_auto_leaf_off_names_the_submodule_and_the_leaf_fix() -> None:
@@ -426,3 +429,29 @@ def test_nodes_are_recorded_as_torch_fx_records_them(build: Any, monkeypatch: py
     assert any(op == "call_function" for _, op, *_ in ours)
     stacks = {id(n.meta["nn_module_stack"]) for n in trace(model).graph_module.graph.nodes if n.meta}
     assert len(stacks) > 5 if llama else len(stacks) <= 1  # one snapshot per state of the stack
+
+
+class PadMaskAtTheTop(nn.Module):
+    """FSMT's way: the model's own forward drops its padding mask when the tokens hold no padding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        mask: torch.Tensor | None = input_ids.eq(0)
+        if not mask.any():  # a branch on the data of input_ids, in no submodule
+            mask = None
+        x = self.embed(input_ids) + self.proj(features)
+        return x if mask is None else x.masked_fill(mask.unsqueeze(-1), 0.0)
+
+
+def test_a_top_level_branch_on_input_data_names_the_input_and_a_fix_that_runs() -> None:
+    model = PadMaskAtTheTop()
+    with pytest.raises(TraceError, match=r"the values of 'input_ids' decide the branch") as caught:
+        paramcount(model, {"input_ids": (6,), "features": (6, 4)})
+    call = str(caught.value).split("e.g. ", 1)[1].splitlines()[0]
+    assert call.startswith("paramcount(model, {'input_ids': torch.zeros(1, 6, dtype=torch.int64), 'features': ")
+    r = eval(call, {"paramcount": paramcount, "model": model, "torch": torch})  # the fix, as written
+    assert r.output_shape == (1, 6, 4) and r.total == sum(p.numel() for p in model.parameters())

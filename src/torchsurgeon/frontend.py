@@ -313,6 +313,10 @@ def _edits(node: torch.fx.Node) -> bool:
     return edits_in_place(node) or edits_values(node.op, node.target)
 
 
+DATA_INPUTS = "torchsurgeon_data_inputs"
+"""The attribute giving, on the error of a Python branch on tensor values, the model inputs given as shapes
+(``{"input_ids": (shape, dtype, decides)}``), ``decides`` for those whose data the branch depends on."""
+
 FAILED_NODE = "torchsurgeon_failed_node"
 """The attribute naming, on an error raised while :class:`MetaValues` answered a question, the layer and node whose
 value failed (``"embeddings (add)"``): the op the input does not fit, which may come well before the line Python
@@ -380,6 +384,24 @@ class MetaValues:
         value = self._on_meta(node)
         self.resolved.append(f"{question}({node.format_node()})")
         return value
+
+    def inputs_behind(self, node: torch.fx.Node) -> dict[str, tuple[tuple[int, ...], torch.dtype, bool]]:
+        """The model inputs whose data is not known (given as shapes), in the order of ``forward``'s arguments, with
+        their shapes and dtypes and whether ``node``'s value is computed from them."""
+        seen: set[torch.fx.Node] = set()
+        todo = [node]
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(current.all_input_nodes)
+        found = {}
+        for n in node.graph.nodes:
+            name = str(n.target).lstrip("*")
+            given = self._given.get(name) if n.op == "placeholder" else None
+            if isinstance(given, torch.Tensor) and not self.known_data(n, self._inputs.get(name, given)):
+                found[name] = (tuple(given.shape), given.dtype, n in seen)
+        return found
 
     def peek(self, node: torch.fx.Node) -> Any:
         """The value of ``node`` if it is known or one step from known values (an input's ``size()``), else None."""
@@ -753,11 +775,15 @@ def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: st
         return value
     if question in ("bool", "int"):
         if isinstance(value, torch.Tensor) and not values.known_data(proxy.node, value):  # data-dependent
-            raise torch.fx.proxy.TraceError(
+            exc = torch.fx.proxy.TraceError(
                 "symbolically traced variables cannot be used as inputs to control flow (a tensor value)"
                 if question == "bool"
                 else f"int() of a tensor value: data-dependent ({proxy.node.format_node()})"
             )
+            inputs = values.inputs_behind(proxy.node)
+            if any(decides for *_, decides in inputs.values()):
+                setattr(exc, DATA_INPUTS, inputs)
+            raise exc
         return bool(value) if question == "bool" else value
     if question == "iter":
         return iter([proxy[i] for i in range(len(value))])  # type: ignore[index]

@@ -46,8 +46,9 @@ from .arguments import NO_CACHE, SIMPLE_DEFAULTS, InputNames, forward_parameters
 from .callers import asserted_by_caller
 from .copies import detached_copy, meta_like
 from .errors import InputError, TraceError, failure_reason, source_line, with_numbers
-from .frontend import MetaValues, ShapeProxy, call_by_name, library_answers, meta_question
+from .frontend import DATA_INPUTS, MetaValues, ShapeProxy, call_by_name, library_answers, meta_question
 from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module
+from .knowndata import DATA_LIMIT
 from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
 from .rules.on_meta import ruled_leaf
@@ -704,6 +705,25 @@ def _make_opaque(
         opaque[name] = f"{reason} (as {culprit}, same class {cls.__name__})"
 
 
+def _data_decides(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype, bool]]) -> bool:
+    """Whether the data of some of ``inputs`` decides a branch, all of them small enough to be read as data."""
+    deciding = [shape for shape, _, decides in inputs.values() if decides]
+    return bool(deciding) and all(math.prod(shape) <= DATA_LIMIT for shape in deciding)
+
+
+def _data_fix(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype, bool]]) -> str:
+    """The fix for a branch of the model's own forward on the data of some ``inputs`` (given as shapes): give the
+    inputs as tensors."""
+    names = " and ".join(repr(n) for n, (*_, decides) in inputs.items() if decides)
+    tensors = ", ".join(
+        f"{n!r}: torch.zeros({', '.join(map(str, shape))}, dtype={dtype})" for n, (shape, dtype, _) in inputs.items()
+    )
+    return (
+        f"the values of {names} decide the branch: give the inputs as tensors with your own values (a small CPU tensor "
+        f"given as an input is read as data), e.g. paramcount(model, {{{tensors}}})"
+    )
+
+
 def _trace_error(
     model: nn.Module,
     culprit: str,
@@ -730,6 +750,9 @@ def _trace_error(
     elif isinstance(exc, ValueError) and "values to unpack" in str(exc):
         where = f"{type(model).__name__}.forward (the top-level model)"
         fix = "it unpacks an input's shape, which has another number of dimensions: a real forward fails too"
+    elif _data_decides(getattr(exc, DATA_INPUTS, {})):  # the forward branches on the data of small inputs
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        fix = _data_fix(getattr(exc, DATA_INPUTS))
     else:
         where = f"{type(model).__name__}.forward (the top-level model)"
         fix = (
