@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from models import Gate
-from torchsurgeon.copies import detached_copy, run_on_zeros
+from torchsurgeon.copies import detached_copy, meta_like, run_on_zeros
+from torchsurgeon.rules.on_meta import ruled_meta
 
 
 def test_detached_copy_and_run_on_zeros_leave_the_module_alone() -> None:
@@ -134,3 +135,27 @@ def test_a_kept_hook_bound_to_its_module_is_bound_to_the_copy_and_removes_itself
         assert copied(torch.empty(1, 5, device="meta")).shape == (1, 3)  # it runs again, as a real model does
     assert not copied[0]._forward_pre_hooks and type(copied[0]) is nn.Linear
     assert len(model[0]._forward_pre_hooks) == 1 and isinstance(model[0].weight, nn.UninitializedParameter)
+
+
+def test_meta_like_gives_the_same_under_ruled_meta() -> None:
+    """A model's tensors get the same stand-ins whether a trace's ``ruled_meta`` is on or not."""
+
+    def signature(t: torch.Tensor) -> Any:
+        value = t.item() if t.device.type == "cpu" else None
+        return tuple(t.shape), t.dtype, t.stride(), t.device.type, t.requires_grad, type(t), value
+
+    tensors = [
+        nn.Parameter(torch.ones(2, 3)),
+        torch.ones(2, 3),  # a buffer: known data
+        torch.ones(3, 2).t(),  # not contiguous
+        torch.ones(1, 2, 1, 1).to(memory_format=torch.channels_last),
+        torch.ones(2, 3, 4, 5).to(memory_format=torch.channels_last),
+        torch.tensor(4),  # a scalar setting keeps its value
+        torch.tensor(1.5),
+        torch.empty(2, 3, device="meta"),
+    ]
+    for t in tensors:
+        plain = meta_like(t)
+        with ruled_meta():
+            ruled = meta_like(t)
+        assert signature(ruled) == signature(plain), t

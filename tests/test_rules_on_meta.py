@@ -127,6 +127,24 @@ def test_a_registered_rule_answers_instead_of_the_kernel() -> None:
     assert ruled.shape == (7,) and plain.shape == (2, 3)
 
 
+def test_a_rule_registered_later_answers_a_call_that_ran_as_it_was() -> None:
+    """A call of one tensor that no rule answers runs as it is (x.shape, x.dim()); a rule registered after it
+    answers the next call, and the call runs as it is again once the rule is gone."""
+    with torch.device("meta"):
+        x = torch.empty(2, 3)
+        with ruled_meta():
+            before = torch.fliplr(x)
+        register_rule(torch.fliplr, shape=lambda module, x: torch.empty(7, device="meta"))  # deliberately wrong
+        try:
+            with ruled_meta():
+                ruled = torch.fliplr(x)
+        finally:
+            unregister_rule(torch.fliplr)
+        with ruled_meta():
+            after = torch.fliplr(x)
+    assert (before.shape, ruled.shape, after.shape) == ((2, 3), (7,), (2, 3))
+
+
 def test_other_devices_and_tensor_subclasses_run_as_usual() -> None:
     class Tagged(torch.Tensor):
         pass
@@ -259,9 +277,16 @@ def test_known_data_edited_in_place_by_unknown_values_is_no_longer_known() -> No
         kept = torch.arange(3)  # other known data
         positions.sub_((x.sum() * 0 + 20).long())  # a real forward gives 0, 1, 2 here: unknown on meta
         rows, tail = table(positions), table(later)  # no stale value answers (it would raise IndexError)
+        last, flipped = positions.max(), torch.flipud(positions)  # one tensor (flipud: no rule): not stale either
         with pytest.raises(IndexError, match="index out of range in self"):
             table(kept + 10)  # what was not edited is still known
-    assert rows.is_meta and tuple(rows.shape) == (3, 2) and tuple(tail.shape) == (2, 2)
+    assert (
+        rows.is_meta
+        and tuple(rows.shape) == (3, 2)
+        and tuple(tail.shape) == (2, 2)
+        and last.is_meta
+        and flipped.is_meta
+    )
     assert positions.tolist() == [20, 21, 22]  # the stale copy, which no longer stands for the values
 
 

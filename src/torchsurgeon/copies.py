@@ -78,7 +78,15 @@ def meta_like(t: torch.Tensor) -> torch.Tensor:
     >>> (torch.empty(2, 5, device="meta") * meta_like(torch.tensor(3))).device.type
     'meta'
     """
-    if t.dim() == 0 and t.device.type == "cpu" and not (t.is_floating_point() or t.is_complex()):
+    if type(t) is torch.Tensor or type(t) is nn.Parameter:
+        # what a torch function mode (ruled_meta) would give, without it: a CPU scalar's copy; the stand-in of a
+        # parameter or of a scalar (no known data), or of a contiguous buffer (empty_like's rule keeps its strides)
+        with torch._C.DisableTorchFunction():
+            if t.dim() == 0 and t.device.type == "cpu" and not (t.is_floating_point() or t.is_complex()):
+                return t.detach().clone()
+            if not t.is_meta and (type(t) is nn.Parameter or t.dim() == 0 or t.is_contiguous()):
+                return torch.empty_like(t, device="meta")
+    elif t.dim() == 0 and t.device.type == "cpu" and not (t.is_floating_point() or t.is_complex()):
         return t.detach().clone()
     return torch.empty_like(t, device="meta")
 

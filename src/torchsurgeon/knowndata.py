@@ -291,6 +291,9 @@ def on_one_device(
     return stand_ins(args), {k: stand_ins(v) for k, v in kwargs.items()}
 
 
+_QUERIES_ONLY = torch._C.DisableTorchFunction
+
+
 def data_and_meta(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[bool, bool]:
     """Whether a call's arguments (also inside a list or tuple) hold a CPU tensor of known data (a plain tensor of
     more than 0 dims), and whether they hold a ``meta`` tensor (also a parameter of a model built on meta).
@@ -301,14 +304,15 @@ def data_and_meta(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[bool,
     ((True, True), (False, False))
     """
     data = meta = False
-    for value in (*args, *kwargs.values()) if kwargs else args:
-        for t in value if type(value) in (list, tuple) else (value,):
-            kind = type(t)
-            if kind is torch.Tensor or kind is nn.Parameter:  # PLAIN_TENSORS
-                if t.is_meta:
-                    meta = True
-                elif kind is torch.Tensor and t.dim():
-                    data = True
+    with _QUERIES_ONLY():  # in a torch function mode (ruled_meta), the questions below are not sent to it
+        for value in (*args, *kwargs.values()) if kwargs else args:
+            for t in value if type(value) in (list, tuple) else (value,):
+                kind = type(t)
+                if kind is torch.Tensor or kind is nn.Parameter:  # PLAIN_TENSORS
+                    if t.is_meta:
+                        meta = True
+                    elif kind is torch.Tensor and t.dim():
+                        data = True
     return data, meta
 
 

@@ -175,15 +175,20 @@ def shared_outputs(share: bool) -> Iterator[None]:
         _SHARED.reset(token)
 
 
+_EMPTY = torch._C._VariableFunctions.empty
+"""torch.empty itself: a trace records ``torch.empty`` of a proxy (``frontend.library_answers``), and a rule's
+sizes are numbers (no proxy to look for on every call)."""
+
+
 def new(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """A contiguous meta tensor (shared in a :func:`shared_outputs` block)."""
     shared = _SHARED.get()
     if shared is None:
-        return torch.empty(tuple(shape), dtype=dtype, device=_META)
+        return _EMPTY(tuple(shape), dtype=dtype, device=_META)
     key = (tuple(shape), dtype)
     out = shared.get(key)
     if out is None:
-        out = shared[key] = torch.empty(key[0], dtype=dtype, device=_META)
+        out = shared[key] = _EMPTY(key[0], dtype=dtype, device=_META)
     return out
 
 

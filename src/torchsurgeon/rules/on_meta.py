@@ -57,7 +57,7 @@ from ..knowndata import (
     unsettled,
 )
 from ._common import shared_outputs
-from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule, runs_forward_of
+from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule, rules_version, runs_forward_of
 
 __all__ = ("by_cpu_rule", "ruled_call", "ruled_leaf", "ruled_meta")
 
@@ -134,9 +134,11 @@ class _RuledMeta(TorchFunctionMode):
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
     ) -> Any:
-        kwargs = kwargs or {}
         if self.forgotten:
-            args, kwargs = self._unknown(args), {k: self._unknown(v) for k, v in kwargs.items()}
+            args, kwargs = self._unknown(args), {k: self._unknown(v) for k, v in (kwargs or {}).items()}
+        elif not kwargs and len(args) == 1 and isinstance(args[0], torch.Tensor) and _passes_through(func):
+            return func(*args)  # x.shape, x.dim(): what the steps below would end in, without them
+        kwargs = kwargs or {}
         if func is _ALL_TRUE and len(args) == 1 and type(args[0]) in PLAIN_TENSORS and args[0].is_meta:
             return torch.tensor(True, device="cpu")  # a check of values that meta does not have (module docstring)
         if func in DATA_FACTORIES:
@@ -196,6 +198,35 @@ class _RuledMeta(TorchFunctionMode):
             return func(*off_meta(args, _CPU), **{**off_meta(kwargs, _CPU), "device": _CPU})
         except Exception:  # what the CPU refuses and meta takes (pin_memory without an accelerator): as asked
             return shaped
+
+
+_THROUGH: dict[tuple[int, bool], dict[Any, bool]] = {}
+
+
+def _passes_through(func: Any) -> bool:
+    """Whether :class:`_RuledMeta` runs ``func`` of one tensor as it is: no rule answers it, it makes no data and
+    is not random, and known data cannot meet ``meta`` in one tensor (``x.shape``, ``x.dim()``, ``x.is_meta``:
+    most calls of a model's Python and of torchsurgeon's own checks).  Cached per :func:`rules_version`."""
+    version = rules_version()
+    known = _THROUGH.get(version)
+    if known is None:
+        if len(_THROUGH) > 8:
+            _THROUGH.clear()
+        known = _THROUGH.setdefault(version, {})
+    try:
+        through = known.get(func)
+    except TypeError:  # an unhashable callable: the usual steps
+        return False
+    if through is None:
+        rule, _ = _rule_of(func)
+        through = known[func] = (
+            func is not _ALL_TRUE
+            and func not in DATA_FACTORIES
+            and func not in _PRODUCTS
+            and not unsettled(func)
+            and (rule is None or rule.shape is None)
+        )
+    return through
 
 
 _PRODUCTS = frozenset(
