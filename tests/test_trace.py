@@ -455,3 +455,23 @@ def test_a_top_level_branch_on_input_data_names_the_input_and_a_fix_that_runs() 
     assert call.startswith("paramcount(model, {'input_ids': torch.zeros(1, 6, dtype=torch.int64), 'features': ")
     r = eval(call, {"paramcount": paramcount, "model": model, "torch": torch})  # the fix, as written
     assert r.output_shape == (1, 6, 4) and r.total == sum(p.numel() for p in model.parameters())
+
+
+class CutToLength(nn.Module):
+    """torchaudio's Conformer way: a length read with .item() in the model's own forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        n = int(torch.max(lengths).item())
+        return self.proj(x)[:, :n]
+
+
+@pytest.mark.filterwarnings("ignore:Was not able to add assertion")  # torch.fx's, for a tensor it fixes
+def test_a_tensor_given_as_concrete_args_is_fixed_without_an_input_of_fxs_own() -> None:
+    r = paramcount(CutToLength(), {"x": (5, 4)}, concrete_args={"lengths": torch.tensor([3])})
+    assert r.output_shape == (1, 3, 4) and list(r.input_shapes) == ["x"]  # before: it asked for 'lengths_1'
+    given = paramcount(CutToLength(), {"x": (5, 4), "lengths": torch.tensor([3])})  # or as known data
+    assert given.output_shape == (1, 3, 4)

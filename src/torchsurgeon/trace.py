@@ -317,6 +317,14 @@ class _SurgeonTracer(torch.fx.Tracer):
     ) -> tuple[Any, list[Any]]:
         inner = inspect.unwrap(root_fn)
         fn, args = super().create_args_for_root(inner, is_module, concrete_args)
+        made = {f"{k}_{i}" for k in concrete_args or () for i in range(1, len(concrete_args or ()) + 1)}
+        for node in self.graph.nodes if made else ():  # fx's own input for each (lengths_1), unused once fixed
+            if (
+                node.op == "placeholder"
+                and node.target in made
+                and node.target not in inspect.signature(inner).parameters
+            ):
+                self.dropped.append(node)
         if self._example is not None:
             self.meta_values = MetaValues(self.root, self._example, self._leaf_on_meta, self._untraced, self._index)
         if type(self.graph._codegen).__name__ != "CodeGen":
