@@ -207,6 +207,38 @@ def test_a_head_of_another_dtype_than_the_model_is_invalid_and_the_fix_runs() ->
     assert not paramcount(model, (3, 32, 32)).invalid
 
 
+class _AutocastInside(nn.Module):
+    """A float32 layer run on bfloat16 activations inside the model's own torch.autocast block, and its twin
+    outside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.low = nn.Linear(4, 4).to(torch.bfloat16)
+        self.inside = nn.Linear(4, 4)
+        self.outside = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, cast: bool = True) -> torch.Tensor:
+        x = self.low(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = self.inside(x)  # autocast casts: a real forward runs
+        return self.outside(x.float() if cast else x) + y
+
+
+@pytest.mark.parametrize("cast", [True, False])
+def test_a_product_of_two_dtypes_inside_the_models_autocast_block_fits(cast: bool) -> None:
+    """The model's torch.autocast block left no trace in the graph: its layer was reported invalid."""
+    model, x = _AutocastInside(), torch.zeros(1, 4, dtype=torch.bfloat16)
+    if cast:
+        model(x)
+    else:
+        with pytest.raises(RuntimeError, match="dtype"):
+            model(x, cast=False)  # 'outside' is a twin of 'inside' outside the block: a real forward raises
+    r = paramcount(model, {"x": x}, concrete_args={"cast": cast})
+    assert [layer.name for layer in r.invalid] == ([] if cast else ["outside"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the whole analysis in an autocast block: all fits
+        assert not paramcount(model, {"x": x}, concrete_args={"cast": False}).invalid
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_low_and_high_precision_models(dtype: torch.dtype) -> None:
     net = CifarNet().to(dtype)

@@ -20,6 +20,7 @@ import torch.fx
 from torch import nn
 
 from .copies import thawed, torch_or_python
+from .fxbookkeeping import Autocast, node_autocast
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
 from .knowndata import makes_known_data
 from .resize import hands_on_channels
@@ -61,6 +62,8 @@ class Step(NamedTuple):
     """The nodes whose values are not needed after this one."""
     makes_known: bool = False
     """Whether the node makes known data or a known range from none (:func:`.knowndata.makes_known_data`)."""
+    autocast: Autocast = ()
+    """The ``torch.autocast`` regions the model's forward ran the node in (:func:`.fxbookkeeping.node_autocast`)."""
 
     def fetch(self, env: Mapping[torch.fx.Node, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The node's arguments from the values of the nodes before it (fx's ``fetch_args_kwargs_from_env``)."""
@@ -127,6 +130,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                 node_inputs,
                 tuple(last_uses.get(i, ())),
                 makes_known_data(node),
+                node_autocast(node),
             )
         return steps
 

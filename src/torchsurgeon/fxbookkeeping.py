@@ -4,21 +4,78 @@ torch.fx copies its scope on every module call and its module stack on
 every node with ``copy.copy``; :class:`ModuleStack` and :class:`FastScope`
 give the same copies without ``copy``'s generic path.
 :func:`lazy_graph_module` builds the traced ``GraphModule`` without
-compiling its code and with one walk per module path.  Used by
+compiling its code and with one walk per module path.  :func:`node_autocast`
+records the ``torch.autocast`` regions a node was made in (fx records no
+``with`` block), and :func:`autocast_as` enters them again.  Used by
 :mod:`torchsurgeon.trace`'s tracer; docs/frontend.md has the measurements.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
 
-__all__ = ("FastScope", "ModuleStack", "lazy_graph_module", "node_scope")
+__all__ = (
+    "Autocast",
+    "FastScope",
+    "ModuleStack",
+    "autocast_as",
+    "lazy_graph_module",
+    "node_autocast",
+    "node_scope",
+    "record_autocast",
+)
+
+_AUTOCAST = "torchsurgeon_autocast"
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")
+Autocast = tuple[tuple[str, torch.dtype], ...]
+"""The autocast regions active for a node: (device type, dtype) of each."""
+
+
+def record_autocast(node: torch.fx.Node) -> None:
+    """Note on ``node`` the ``torch.autocast`` regions active now (the tracer runs the model's ``with`` blocks)."""
+    if torch._C._is_any_autocast_enabled():
+        node.meta[_AUTOCAST] = tuple(
+            (d, torch.get_autocast_dtype(d)) for d in _AUTOCAST_DEVICES if torch.is_autocast_enabled(d)
+        )
+
+
+def node_autocast(node: torch.fx.Node) -> Autocast:
+    """The autocast regions ``node`` was made in (:func:`record_autocast`), none for most.
+
+    Examples
+    --------
+    >>> g = torch.fx.Graph()
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     x = g.placeholder("x")
+    ...     record_autocast(x)
+    >>> node_autocast(x), node_autocast(g.output(x))
+    ((('cpu', torch.bfloat16),), ())
+    """
+    found: Autocast = node.meta.get(_AUTOCAST, ())
+    return found
+
+
+@contextlib.contextmanager
+def autocast_as(regions: Autocast) -> Iterator[None]:
+    """Run the code inside in the autocast ``regions`` (:func:`node_autocast`).
+
+    Examples
+    --------
+    >>> with autocast_as((("cpu", torch.bfloat16),)):
+    ...     torch.is_autocast_enabled("cpu")
+    True
+    """
+    with contextlib.ExitStack() as stack:
+        for device, dtype in regions:
+            stack.enter_context(torch.autocast(device_type=device, dtype=dtype))
+        yield
 
 
 class FastScope(torch.fx.proxy.Scope):

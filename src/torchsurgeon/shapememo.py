@@ -211,10 +211,10 @@ def twin_kinds(G: nx.DiGraph) -> dict[torch.fx.Node, int]:
                 continue
             args, kwargs = node.args, node.kwargs
             if not kwargs and len(args) == 1 and type(args[0]) is torch.fx.Node:  # most layers: one input
-                key: Any = (op, what, step.from_input)
+                key: Any = (op, what, step.from_input, step.autocast)
             else:
                 inputs = {a: i for i, a in enumerate(step.inputs)}
-                key = (op, what, _with_slots(args, inputs), _with_slots(kwargs, inputs), step.from_input)
+                key = (op, what, _with_slots(args, inputs), _with_slots(kwargs, inputs), step.from_input, step.autocast)
             try:  # equal settings and constants: the same computation (a setting compared by identity: the same)
                 kinds[node] = numbers.setdefault(key, len(numbers))
             except TypeError:  # a setting or constant without a hash (a mutable object): no twin

@@ -41,6 +41,7 @@ from ._steps import rules_of, steps_of
 from .arguments import forward_inputs
 from .copies import container_edit, detached_copy, meta_like, run_on_zeros, thawed
 from .errors import InputError, ShapeError, first_line, with_numbers
+from .fxbookkeeping import autocast_as
 from .graph import (
     NodeRecord,
     graph_module_of,
@@ -340,7 +341,11 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         values, ranges = known.values, known.ranges  # edited in place: the same dicts throughout
         for node, step in self.steps.items():
             self._reads_known = reads = bool(values or ranges) and known.reads(step.inputs)
-            value = env[node] = self.run_node(node) if memo is None else self._run_memoised(node, memo)
+            if step.autocast:  # in the model's torch.autocast block: a product may mix dtypes there
+                with autocast_as(step.autocast):
+                    value = env[node] = self.run_node(node) if memo is None else self._run_memoised(node, memo)
+            else:
+                value = env[node] = self.run_node(node) if memo is None else self._run_memoised(node, memo)
             if type(value) in (int, float, bool):  # sizes: messages formatted during the trace name their nodes
                 scalars[node.name] = value
             if reads or step.makes_known:

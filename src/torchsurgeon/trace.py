@@ -47,7 +47,7 @@ from .callers import asserted_by_caller
 from .copies import detached_copy, meta_like
 from .errors import InputError, TraceError, failure_reason, source_line, with_numbers
 from .frontend import DATA_INPUTS, MetaValues, ShapeProxy, call_by_name, library_answers, meta_question
-from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module
+from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module, record_autocast
 from .knowndata import DATA_LIMIT
 from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
@@ -188,11 +188,13 @@ class _SurgeonTracer(torch.fx.Tracer):
         # Graph.create_node walks every argument with pytree to warn about raw SymInts, never in a symbolic trace
         # (4 of SwinUNETR's 68 ms): made empty, then given them as any graph edit does, which records the uses
         if not (args or kwargs) or self.check_mutable_operations:
-            return super().create_node(kind, target, args, kwargs, name, type_expr)
-        node = super().create_node(kind, target, (), {}, name, type_expr)
-        node.args = args
-        if kwargs:
-            node.kwargs = kwargs
+            node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        else:
+            node = super().create_node(kind, target, (), {}, name, type_expr)
+            node.args = args
+            if kwargs:
+                node.kwargs = kwargs
+        record_autocast(node)  # made inside the model's torch.autocast block: propagation runs it there too
         return node
 
     def to_bool(self, obj: torch.fx.Proxy) -> bool:

@@ -40,6 +40,7 @@ __all__ = (
     "fn",
     "fn_count",
     "is_int",
+    "mixed_dtypes",
     "new",
     "norm_dim",
     "ntuple",
@@ -190,6 +191,30 @@ def new(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     if out is None:
         out = shared[key] = _EMPTY(key[0], dtype=dtype, device=_META)
     return out
+
+
+def mixed_dtypes(tensors: Sequence[Any]) -> tuple[torch.dtype, torch.dtype] | None:
+    """The two floating-point dtypes that differ among the tensors a product multiplies (a convolution's input
+    and weight, a matmul's operands), sorted; None when they agree or an autocast region is active, where a
+    real forward casts them (``torch.autocast`` in the model's own forward, or around the call).
+
+    Outside autocast a real forward raises on them (``mat1 and mat2 must have the same dtype``); ``meta`` does
+    not check it.
+
+    Examples
+    --------
+    >>> a, b = torch.empty(2, dtype=torch.bfloat16), torch.empty(2)
+    >>> mixed_dtypes((a, b))
+    (torch.bfloat16, torch.float32)
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     mixed_dtypes((a, b))
+    >>> mixed_dtypes((b, b, 3))
+    """
+    dtypes = {t.dtype for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()}
+    if len(dtypes) < 2 or torch._C._is_any_autocast_enabled():
+        return None
+    first, second = sorted(dtypes, key=str)[:2]
+    return first, second
 
 
 def view(shape: Sequence[int], stride: Sequence[int], dtype: torch.dtype) -> torch.Tensor:

@@ -25,7 +25,20 @@ from torch import nn
 
 from ..records import FlopKind
 from ..resize import input_fix, rebuild_fix
-from ._common import REQUIRED, Spec, bind, float_tensor, fn, is_int, new, ntuple, numel, one_tensor, plainly_contiguous
+from ._common import (
+    REQUIRED,
+    Spec,
+    bind,
+    float_tensor,
+    fn,
+    is_int,
+    mixed_dtypes,
+    new,
+    ntuple,
+    numel,
+    one_tensor,
+    plainly_contiguous,
+)
 from .registry import FALLBACK, Call, builtin
 
 __all__: tuple[str, ...] = ()
@@ -58,12 +71,10 @@ def _fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str:
 
 def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> None:
     """A convolution or linear layer multiplies its input by its weight: a real forward outside ``torch.autocast``
-    raises when their floating-point dtypes differ (a float32 head added to a model in bfloat16). ``meta`` does
-    not check it."""
+    raises when their floating-point dtypes differ (a float32 head added to a model in bfloat16); see
+    :func:`~torchsurgeon.rules._common.mixed_dtypes`."""
     weight = getattr(m, "weight", None)
-    if not isinstance(weight, torch.Tensor) or not weight.is_floating_point() or not x.is_floating_point():
-        return
-    if x.dtype != weight.dtype:
+    if isinstance(weight, torch.Tensor) and mixed_dtypes((x, weight)):
         name = str(weight.dtype).removeprefix("torch.")
         call.mismatch(
             "input dtype",

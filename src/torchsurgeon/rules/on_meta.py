@@ -56,7 +56,7 @@ from ..knowndata import (
     stand_ins,
     unsettled,
 )
-from ._common import shared_outputs
+from ._common import mixed_dtypes, shared_outputs
 from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule, rules_version, runs_forward_of
 
 __all__ = ("by_cpu_rule", "ruled_call", "ruled_leaf", "ruled_meta")
@@ -242,11 +242,9 @@ _PRODUCTS = frozenset(
 def _same_dtypes(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
     """Raise as a real forward outside ``torch.autocast`` does when the floating-point tensors a product multiplies
     (and its bias) differ in dtype (a float32 layer given bfloat16 activations)."""
-    if torch.is_autocast_enabled():
-        return
-    dtypes = {t.dtype for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor) and t.is_floating_point()}
-    if len(dtypes) > 1:
-        a, b = sorted(dtypes, key=str)[:2]
+    mixed = mixed_dtypes((*args, *kwargs.values()))
+    if mixed is not None:
+        a, b = mixed
         raise RuntimeError(f"expected both operands to have the same dtype, but got {a} and {b} (outside autocast)")
 
 
