@@ -64,6 +64,27 @@ def test_spatial_change_breaks_the_linear_after_flatten() -> None:
     assert r.output_shape == (1, 10)  # propagation went on past fc1
 
 
+class _PoolsByFunction(torchvision.models.ResNet):
+    """Older code's head: F.adaptive_avg_pool2d, then x.view(x.size(0), -1)."""
+
+    def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).view(x.size(0), -1))
+
+
+@pytest.mark.parametrize("functional", [False, True])
+def test_a_linear_after_an_adaptive_pool_is_not_told_to_add_one(functional: bool) -> None:
+    """Its features are the channels before the pool whatever the size: the pool hint misled (a narrowed resnet)."""
+    block = torchvision.models.resnet.BasicBlock
+    model = _PoolsByFunction(block, [2, 2, 2, 2]) if functional else torchvision.models.resnet18()
+    model.layer4[1].conv2 = nn.Conv2d(512, 256, 3, padding=1)
+    model.layer4[1].bn2 = nn.BatchNorm2d(256)
+    model.layer4[1].downsample = nn.Conv2d(512, 256, 1)  # the residual sum is 256 wide: fc gets 256 features
+    fc = paramcount(model, (3, 64, 64)).layer("fc")
+    assert "in_features=512, got 256" in fc.message and "AdaptiveAvgPool" not in fc.message
+
+
 def test_a_linear_over_tokens_gets_no_pooling_hint() -> None:
     """Features per token (a patch embedding, a transformer's MLP) do not follow the input size: no pooling hint."""
     (layer,) = paramcount(nn.Sequential(nn.Linear(8, 4), nn.Linear(5, 2)), (3, 8)).invalid

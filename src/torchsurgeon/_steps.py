@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import networkx as nx
 import torch
 import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 from .copies import thawed, torch_or_python
@@ -64,6 +65,8 @@ class Step(NamedTuple):
     """Whether the node makes known data or a known range from none (:func:`.knowndata.makes_known_data`)."""
     autocast: Autocast = ()
     """The ``torch.autocast`` regions the model's forward ran the node in (:func:`.fxbookkeeping.node_autocast`)."""
+    pooled: bool = False
+    """Whether a linear layer reads what an adaptive pooling gives (:func:`_pooled`)."""
 
     def fetch(self, env: Mapping[torch.fx.Node, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The node's arguments from the values of the nodes before it (fx's ``fetch_args_kwargs_from_env``)."""
@@ -89,6 +92,44 @@ def _own_function(node: torch.fx.Node, inputs: tuple[torch.fx.Node, ...], passin
         and not torch_or_python(node.target)
         and all(a.op == "placeholder" or a in passing for a in inputs)
     )
+
+
+_ADAPTIVE_POOLS = (
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+_ADAPTIVE_FUNCTIONS = frozenset(
+    getattr(F, f"adaptive_{kind}_pool{n}d") for kind in ("avg", "max") for n in (1, 2, 3)
+) | frozenset(getattr(torch._C._nn, f"adaptive_avg_pool{n}d") for n in (2, 3))
+_FLATTENING = frozenset({"flatten", "view", "reshape", "squeeze", "contiguous"})
+
+
+def _pooled(node: torch.fx.Node, module: nn.Module | None, modules: Mapping[str, nn.Module]) -> bool:
+    """Whether ``node``, a linear layer, reads what an adaptive pooling gives, through flatten, views, dropout,
+    identity or conversions: its features are then as many whatever the input's size (torchvision's ResNet:
+    ``avgpool``, ``flatten``, ``fc``), and a mismatch comes from the channels before, not from the size."""
+    if not isinstance(module, nn.Linear) and node.target is not F.linear:
+        return False
+    current = node.args[0] if node.args else None
+    while isinstance(current, torch.fx.Node):
+        op, target = current.op, current.target
+        held = modules.get(str(target)) if op == "call_module" else None
+        if isinstance(held, _ADAPTIVE_POOLS) or (
+            held is not None and any(isinstance(m, _ADAPTIVE_POOLS) for m in held.children())
+        ):
+            return True  # a pool, or a module holding one (timm's SelectAdaptivePool2d)
+        if op == "call_function" and target in _ADAPTIVE_FUNCTIONS:
+            return True
+        name = target if op == "call_method" else getattr(target, "__name__", "")
+        passes = hands_on_channels(op, target, held) or isinstance(held, nn.Flatten) or name in _FLATTENING
+        if not passes or not current.args:
+            return False
+        current = current.args[0]
+    return False
 
 
 def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
@@ -131,6 +172,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                 tuple(last_uses.get(i, ())),
                 makes_known_data(node),
                 node_autocast(node),
+                _pooled(node, module, modules),
             )
         return steps
 

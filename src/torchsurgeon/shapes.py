@@ -482,7 +482,13 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             rule = None  # a method of a Python value (a torch.Size): run as it is
         if rule is not None and rule.shape is not None:
             call = Call(
-                base.layer, base.module_type, step.from_input, base.scope, step.scope_module, self._shapes_given
+                base.layer,
+                base.module_type,
+                step.from_input,
+                base.scope,
+                step.scope_module,
+                self._shapes_given,
+                step.pooled,
             )
             if direct:
                 out = self._apply(rule, module, args, kwargs, call)

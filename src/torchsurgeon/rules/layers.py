@@ -144,7 +144,7 @@ def _linear_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | No
     _same_dtype(m, call, x)
     if got != m.in_features:
         fix = _fix(call, m, "in_features", m.in_features, got)
-        if not call.from_input and x.dim() == 2:  # flattened features: their count follows the input size
+        if not call.from_input and not call.pooled and x.dim() == 2:  # flattened features: may follow the input size
             fix += f" (an nn.AdaptiveAvgPool before flatten gives {m.in_features} features for any input size)"
         call.mismatch("in_features", m.in_features, got, fix)
     return new((*x.shape[:-1], m.out_features), x.dtype)

@@ -78,7 +78,9 @@ class Call:
     fix of a mismatch is then a fold of the input layer, not a change of the
     layer before); ``scope`` and ``scope_module`` are the module whose
     ``forward`` made the call; ``batch_added`` that the inputs were given as
-    per-sample shapes, so their first dimension is the batch.
+    per-sample shapes, so their first dimension is the batch; ``pooled``
+    that the node reads, through flatten, views and dropout, what an adaptive
+    pooling gives (features that do not follow the input's size).
     """
 
     layer: str
@@ -87,6 +89,7 @@ class Call:
     scope: str = ""
     scope_module: nn.Module | None = None
     batch_added: bool = False
+    pooled: bool = False
     findings: list[Finding] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)
 
