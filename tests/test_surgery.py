@@ -23,7 +23,7 @@ from torchsurgeon import (
     paramcount,
     replace_head,
 )
-from torchsurgeon.surgery import head_layer, input_layers
+from torchsurgeon.surgery import input_layers
 from torchsurgeon.trace import trace
 
 
@@ -306,50 +306,6 @@ def test_original_is_never_changed_by_non_inplace_calls() -> None:
     assert same is model and model.conv1.in_channels == 1
 
 
-# ---------------------------------------------------------------- heads
-
-
-@pytest.mark.parametrize(
-    ("name", "head"),
-    [
-        ("resnet18", "fc"),
-        ("vit_b_16", "heads.head"),
-        ("efficientnet_b0", "classifier.1"),
-        ("convnext_tiny", "classifier.2"),
-        ("squeezenet1_1", "classifier.1"),
-        ("densenet121", "classifier"),
-    ],
-)
-def test_head_found_from_the_graph(name: str, head: str) -> None:
-    assert head_layer(on_meta(torchvision.models.get_model, name=name)) == head
-
-
-def test_replace_head_keeps_shared_classes() -> None:
-    model = torchvision.models.resnet18()
-    result = replace_head(model, 5, keep={0: 207, 3: 1})
-    fc = result.model.fc
-    assert (fc.in_features, fc.out_features) == (512, 5)
-    assert torch.equal(fc.weight[0], model.fc.weight[207]) and torch.equal(fc.bias[3], model.fc.bias[1])
-    rep = check_surgery(model, result.model, (3, 64, 64))
-    weight = next(p for p in rep.params if p.name == "fc.weight")
-    assert weight.status == ParamChange.REINITIALISED
-    assert "2 row(s) carried over: 0←207, 3←1" in weight.message
-    assert rep.after.output_shape == (1, 5)
-
-
-def test_replace_conv_head() -> None:
-    model = on_meta(torchvision.models.squeezenet1_1)
-    assert paramcount(replace_head(model, 7).model, (3, 224, 224)).output_shape == (1, 7)
-
-
-def test_append_head_records_initialisers() -> None:
-    result = append_head(torchvision.models.resnet18(), nn.ReLU(), nn.Linear(1000, 10))
-    statuses = {c.name: (c.status, c.old_name) for c in result.changes}
-    assert statuses["fc.0.weight"] == (ParamChange.KEPT, "fc.weight")
-    assert statuses["fc.2.weight"][0] == ParamChange.NEW
-    assert paramcount(result.model, (3, 64, 64)).output_shape == (1, 10)
-
-
 # ---------------------------------------------------------------- bad input
 
 
@@ -429,63 +385,6 @@ def test_grouped_conv_report_message_and_surgery_agree() -> None:
     edited = adapt_input_channels(model, 6, mode="spread").model
     assert sum(p.numel() for p in edited.parameters()) == 228
     assert edited[0].groups == 3
-
-
-class _BareProjection(nn.Module):
-    """open_clip's VisionTransformer ending: ``x @ self.proj`` with a bare parameter, no Linear."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 4, stride=4)
-        self.proj = nn.Parameter(torch.randn(8, 5))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x).mean(dim=(2, 3)) @ self.proj
-
-
-def test_a_bare_parameter_head_is_named_with_what_to_do() -> None:
-    with pytest.raises(
-        SurgeryError,
-        match=r"computed by matmul\(\) from the bare parameter proj \(8, 5\) of the model itself \(_BareProjection\)"
-        r".* add a classifier after it instead: nn.Sequential\(model, nn.Linear\(5, 3\)\)",
-    ):
-        replace_head(_BareProjection(), 3)
-    with pytest.raises(SurgeryError, match=r"bare parameter proj"):
-        append_head(_BareProjection(), nn.Linear(5, 3))
-
-
-def test_replace_head_updates_the_class_count_the_model_keeps() -> None:
-    class Classifier(nn.Module):  # as timm's: the width of the head in an attribute
-        def __init__(self) -> None:
-            super().__init__()
-            self.num_classes, self.features, self.fc = 10, nn.Linear(4, 8), nn.Linear(8, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(self.features(x))
-
-    original = Classifier()
-    result = replace_head(original, 3)
-    assert [(c.name, str(c.status), c.message) for c in result.changes][2:] == [("num_classes", "setting", "10 → 3")]
-    assert result.model.num_classes == 3 and original.num_classes == 10
-
-
-def test_append_head_updates_the_class_count_to_the_new_width() -> None:
-    class Classifier(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.num_classes, self.fc = 10, nn.Linear(4, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.fc(x)
-
-    original = Classifier()
-    widened = append_head(original, nn.ReLU(), nn.Linear(10, 3))
-    assert [(c.name, c.message) for c in widened.changes if c.status == ParamChange.SETTING] == [
-        ("num_classes", "10 → 3")
-    ]
-    assert widened.model.num_classes == 3 and original.num_classes == 10
-    same = append_head(original, nn.ReLU())  # the width does not change: nothing to update
-    assert all(c.status != ParamChange.SETTING for c in same.changes) and same.model.num_classes == 10
 
 
 class _NormalisedRGB(nn.Module):

@@ -34,3 +34,6 @@ _.max_batch  # MemoryPlan method: the largest batch that fits a memory budget (R
 
 # Assigned for networkx, which reads it: a graph's adjacency (graph.graph_copy).
 _._adj
+
+# Read by transformers, never by torchsurgeon itself: a config's class names (heads.replace_head keeps them in step).
+_.label2id

@@ -24,6 +24,9 @@ from .errors import TraceError as TraceError
 from .flops import FlopSummary as FlopSummary
 from .flops import count_flops as count_flops
 from .graph import build_graph as build_graph
+from .heads import append_head as append_head
+from .heads import head_layers as head_layers
+from .heads import replace_head as replace_head
 from .initialisers import default_init as default_init
 from .lockfile import UPDATE_ENV as UPDATE_ENV
 from .lockfile import assert_matches_lock as assert_matches_lock
@@ -57,9 +60,7 @@ from .shapes import propagate_shapes as propagate_shapes
 from .shapespec import TypedShape as TypedShape
 from .surgery import SurgeryResult as SurgeryResult
 from .surgery import adapt_input_channels as adapt_input_channels
-from .surgery import append_head as append_head
 from .surgery import fold_input_normalization as fold_input_normalization
-from .surgery import replace_head as replace_head
 from .surgery_check import SurgeryReport as SurgeryReport
 from .surgery_check import check_surgery as check_surgery
 

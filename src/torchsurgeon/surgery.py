@@ -3,8 +3,8 @@
 * :func:`adapt_input_channels` folds the pretrained weights of the layer(s)
   that read the input to a new channel count (found from the traced graph,
   not by name).
-* :func:`replace_head` and :func:`append_head` change the classifier found
-  from the graph, carrying over rows of shared classes (``keep=``).
+* :func:`~torchsurgeon.replace_head` and :func:`~torchsurgeon.append_head`
+  (in :mod:`torchsurgeon.heads`) change the classifier found from the graph.
 * :func:`~torchsurgeon.check_surgery` (in :mod:`torchsurgeon.surgery_check`)
   compares any edited model with its original.
 
@@ -14,7 +14,6 @@ Nothing here changes the model it is given unless ``inplace=True``.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,7 @@ from torch.nn.utils import parametrize
 from .errors import InputError, SurgeryError, TraceError
 from .fold import fold_normalization, fold_weight
 from .foldcheck import checked_fold, computes_its_weight
-from .graph import NodeRecord, build_graph, node_record, node_records
+from .graph import build_graph
 from .initialisers import default_init
 from .lazy import lazy_layers
 from .readers import (
@@ -39,7 +38,6 @@ from .readers import (
     one_image,
     recoloured,
     unmatched_channels,
-    weights_owner,
 )
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
@@ -52,12 +50,9 @@ __all__ = (
     "ParamReport",
     "SurgeryResult",
     "adapt_input_channels",
-    "append_head",
     "default_init",
     "fold_input_normalization",
-    "head_layer",
     "input_layers",
-    "replace_head",
 )
 
 
@@ -216,62 +211,6 @@ def _adapted(
     return _with_guards(model, changes, [(name, _CHANNEL_GUARDS, before[name], channels) for name in names])
 
 
-def head_layer(model: nn.Module) -> str:
-    """Qualified name of the classifier: the last layer with weights before the output.
-
-    ``""`` when the output comes from the model's own parameters (open_clip's
-    ``x @ self.proj``); :func:`replace_head` then says what to do.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> head_layer(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Dropout(), nn.Linear(4, 2), nn.Flatten()))
-    '3'
-    """
-    return _head(model)[0]
-
-
-def _head(model: nn.Module) -> tuple[str, NodeRecord]:
-    """The classifier's module name and the graph node that uses its weights (with their names)."""
-    G = build_graph(trace(unwrap_model(model)))
-    out = next(rec.name for rec in node_records(G) if rec.op == "output")
-    frontier = list(G.predecessors(out))
-    seen = set(frontier)
-    while frontier:
-        node = frontier.pop(0)
-        rec = node_record(G, node)
-        owner = weights_owner(G, rec)
-        if owner is not None:
-            weights = tuple(p for src in G.predecessors(node) for p in node_record(G, src).param_names)
-            return owner, rec if rec.param_names else dataclasses.replace(rec, param_names=weights)
-        for pred in G.predecessors(node):
-            if pred not in seen and node_record(G, pred).op != "placeholder":
-                seen.add(pred)
-                frontier.append(pred)
-    raise SurgeryError(
-        f"{type(model).__name__}: no layer with weights produces the output — "
-        "there is no classifier to replace; use append_head(model, ...) to add one"
-    )
-
-
-def _not_a_layer(model: nn.Module, name: str, rec: NodeRecord, num_classes: int | None) -> SurgeryError:
-    """The error for a head that is not a Linear/Conv module: which weights, and what to do instead."""
-    holder = model.get_submodule(name) if name else model
-    where = f"{name} ({type(holder).__name__})" if name else f"the model itself ({type(holder).__name__})"
-    bare = [p for p in rec.param_names if p.rpartition(".")[0] == name]
-    classes = num_classes if num_classes is not None else "num_classes"
-    if bare and rec.op != "call_module":
-        weight = model.get_parameter(bare[0])
-        features = weight.shape[-1] if weight.dim() else "features"
-        return SurgeryError(
-            f"the output of {type(model).__name__} is computed by {rec.module_type} from the bare parameter "
-            f"{bare[0]} {tuple(weight.shape)} of {where}, not by a Linear or Conv layer — there is no layer to "
-            f"swap; add a classifier after it instead: nn.Sequential(model, nn.Linear({features}, {classes}))"
-            + (f" or append_head(model, nn.Linear({features}, {classes}))" if name else "")
-        )
-    return SurgeryError(f"{where} is the head but not a Linear or Conv layer — replace it by hand")
-
-
 def _copy(model: nn.Module, inplace: bool) -> nn.Module:
     model = unwrap_model(model)
     return model if inplace else copy.deepcopy(model)
@@ -366,7 +305,6 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
 _CHANNEL_GUARDS = ("num_channels", "in_chans", "in_channels", "_in_channels", "input_channels")
 """Attributes libraries check the input's channel count against (transformers' ``num_channels``,
 timm's ``in_chans``, smp's ``_in_channels``)."""
-_CLASS_GUARDS = ("num_labels", "num_classes", "n_classes")
 """Attributes holding the classifier's width (transformers reshapes logits by ``num_labels`` for its loss)."""
 
 
@@ -595,155 +533,3 @@ def fold_input_normalization(
             )
         )
     return SurgeryResult(edited, tuple(changes))
-
-
-# --------------------------------------------------------------------------- head
-
-
-def replace_head(
-    model: nn.Module,
-    num_classes: int,
-    *,
-    keep: Mapping[int, int] | None = None,
-    inplace: bool = False,
-) -> SurgeryResult:
-    """Replace the classifier with a fresh one for ``num_classes`` classes.
-
-    The classifier is the last layer with weights before the output (found
-    from the traced graph); its ``in_features`` are kept.  ``keep`` carries
-    the pretrained rows of classes the new task shares with the old one.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The pretrained model; copied unless ``inplace``.
-    num_classes : int
-        Outputs of the new classifier.
-    keep : mapping of int to int, optional
-        ``{new_class: old_class}``: rows copied from the old classifier
-        (weight and bias) into the new one.
-
-    Returns
-    -------
-    SurgeryResult
-        The edited model; the changes name the initialiser of the new head,
-        then (``setting``) each class count updated on a module holding the
-        head or its config (``config.num_labels``, ``num_classes``), so a
-        Hugging Face classifier's loss reshapes its logits to the new width.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> net = nn.Sequential(nn.Linear(8, 5))
-    >>> r = replace_head(net, 3, keep={0: 4})
-    >>> r.model[0]
-    Linear(in_features=8, out_features=3, bias=True)
-    >>> torch.equal(r.model[0].weight[0], net[0].weight[4])
-    True
-    """
-    num_classes = _check_channels(num_classes)
-    edited = _copy(model, inplace)
-    name, rec = _head(edited)
-    old = edited.get_submodule(name)
-    if isinstance(old, nn.Linear):
-        new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-        old_classes = old.out_features
-    elif isinstance(old, nn.modules.conv._ConvNd) and not isinstance(old, nn.modules.conv._ConvTransposeNd):
-        new = copy.deepcopy(old)
-        assert isinstance(new, nn.modules.conv._ConvNd)
-        new.out_channels = num_classes
-        new.weight = nn.Parameter(torch.empty((num_classes, *old.weight.shape[1:])))
-        if old.bias is not None:
-            new.bias = nn.Parameter(torch.empty(num_classes))
-        new.reset_parameters()
-        old_classes = old.out_channels
-    else:
-        raise _not_a_layer(edited, name, rec, num_classes)
-    device = old.weight.device  # type: ignore[union-attr]
-    dtype = old.weight.dtype  # type: ignore[union-attr]
-    new = new.to(device=device, dtype=dtype)
-    keep = dict(keep or {})
-    for new_i, old_i in keep.items():
-        if not (0 <= new_i < num_classes) or not (0 <= old_i < old_classes):
-            raise InputError(
-                f"keep={{{new_i}: {old_i}}} is out of range — new classes are 0..{num_classes - 1}, "
-                f"old classes of {name} are 0..{old_classes - 1}"
-            )
-    with torch.no_grad():
-        for new_i, old_i in keep.items():
-            new.get_parameter("weight")[new_i] = old.get_parameter("weight")[old_i]
-            if getattr(new, "bias", None) is not None:
-                new.get_parameter("bias")[new_i] = old.get_parameter("bias")[old_i]
-    _set_submodule(edited, name, new)
-    rows = f"; rows {sorted(keep)} carried over from classes {[keep[k] for k in sorted(keep)]}" if keep else ""
-    changes = tuple(
-        ParamReport(
-            f"{name}.{pname}",
-            ParamChange.REINITIALISED,
-            tuple(getattr(old, pname).shape),
-            tuple(p.shape),
-            default_init(new, pname),
-            f"new head: {old_classes} → {num_classes} classes{rows}",
-        )
-        for pname, p in new.named_parameters()
-    )
-    return SurgeryResult(edited, _with_guards(edited, changes, [(name, _CLASS_GUARDS, old_classes, num_classes)]))
-
-
-def append_head(model: nn.Module, *modules: nn.Module, inplace: bool = False) -> SurgeryResult:
-    """Add layers after the classifier: ``fc`` becomes ``Sequential(fc, *modules)``.
-
-    The old classifier's weights are kept (their names move: ``fc.weight`` →
-    ``fc.0.weight``); the new layers are reported with their initialiser.
-    When the appended layers change the output's width, the class counts
-    kept on the modules holding the head and their configs follow it
-    (``config.num_labels``, ``num_classes``: ``setting`` changes), as in
-    :func:`replace_head`.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> net = nn.Sequential(nn.Linear(8, 5))
-    >>> r = append_head(net, nn.ReLU(), nn.Linear(5, 2))
-    >>> [c.name for c in r.changes]
-    ['0.0.weight', '0.0.bias', '0.2.weight', '0.2.bias']
-    """
-    if not modules:
-        raise InputError(
-            "append_head needs at least one module to append, e.g. append_head(model, nn.Linear(1000, 10))"
-        )
-    for m in modules:
-        if not isinstance(m, nn.Module):
-            raise InputError(f"append_head: {m!r} is not an nn.Module")
-    edited = _copy(model, inplace)
-    name, rec = _head(edited)
-    if not name:  # the model's own parameters make the output: nothing to wrap inside it
-        raise _not_a_layer(edited, name, rec, None)
-    old = edited.get_submodule(name)
-    _set_submodule(edited, name, nn.Sequential(old, *modules))
-    changes: list[ParamReport] = [
-        ParamReport(f"{name}.0.{p}", ParamChange.KEPT, tuple(t.shape), tuple(t.shape), "", "", f"{name}.{p}")
-        for p, t in old.named_parameters()
-    ]
-    for i, m in enumerate(modules, start=1):
-        for p, t in m.named_parameters():
-            owner = m.get_submodule(p.rpartition(".")[0]) if "." in p else m
-            changes.append(
-                ParamReport(
-                    f"{name}.{i}.{p}", ParamChange.NEW, None, tuple(t.shape), default_init(owner, p.rpartition(".")[2])
-                )
-            )
-    before, after = _width(old), next((w for w in map(_width, reversed(modules)) if w is not None), None)
-    guards = [(name, _CLASS_GUARDS, before, after)] if before is not None and after is not None else []
-    return SurgeryResult(edited, _with_guards(edited, changes, guards))
-
-
-def _width(module: nn.Module) -> int | None:
-    """Outputs of a Linear or Conv layer (the last one inside a container), else None."""
-    for m in reversed(list(module.modules())):
-        if isinstance(m, nn.Linear):
-            return m.out_features
-        if isinstance(m, nn.modules.conv._ConvNd):
-            return m.out_channels
-    return None

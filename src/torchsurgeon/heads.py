@@ -1,0 +1,464 @@
+"""The classifier of a model, found from its traced graph: :func:`replace_head` and :func:`append_head`.
+
+A model's heads are the Linear or convolution layers whose outputs make its
+logits (its first output, ``logits`` of a Hugging Face classifier) through
+no other layer with weights, all as wide as the closest one: one for most
+models, two for a distilled one (DeiT's ``head`` and ``head_dist``, LeViT,
+CrossViT average theirs).  A layer that gives another output as it is
+(through dropout, flatten or views), as wide, is a head too: GoogLeNet's and
+Inception-v3's auxiliary classifiers, which only a model in training mode
+calls (a model in ``eval()`` is also traced in training mode to find them).
+Hidden states and attentions a model also returns are not classifiers.
+
+Nothing here changes the model it is given unless ``inplace=True``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import networkx as nx
+import torch
+from torch import nn
+
+from .arguments import tensor_inputs
+from .errors import InputError, SurgeryError, TraceError
+from .graph import NodeRecord, build_graph, graph_module_of, index_of, node_record
+from .initialisers import default_init
+from .readers import default_input, weights_owner
+from .records import ParamChange, ParamReport
+from .resize import hands_on_channels
+from .shapes import ExampleInputs
+from .shapespec import InputSpec
+from .surgery import SurgeryResult, _copy, _set_submodule, _with_guards
+from .trace import trace, unwrap_model
+
+__all__ = ("append_head", "head_layer", "head_layers", "replace_head")
+
+_CLASS_GUARDS = ("num_labels", "num_classes", "n_classes")
+"""Attributes of a module holding the head, or of its config, that keep the class count."""
+
+_FLATTENING = frozenset({"flatten", "view", "reshape", "squeeze", "contiguous"})
+
+
+def head_layer(model: nn.Module, input: InputSpec | None = None) -> str:
+    """Qualified name of the classifier: the last layer with weights before the (first) output.
+
+    ``""`` when the output comes from the model's own parameters (open_clip's
+    ``x @ self.proj``); :func:`replace_head` then says what to do.  Of a model
+    with several heads, the closest to the output (see :func:`head_layers`).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> head_layer(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Dropout(), nn.Linear(4, 2), nn.Flatten()))
+    '3'
+    """
+    return _heads(model, input)[0][0]
+
+
+def head_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
+    """Qualified names of every classifier of ``model`` (module docstring): what :func:`replace_head` replaces.
+
+    ``input`` (as in :func:`~torchsurgeon.paramcount`) for a model that cannot
+    be traced without one.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> class Distilled(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.body, self.head, self.head_dist = nn.Linear(8, 8), nn.Linear(8, 5), nn.Linear(8, 5)
+    ...     def forward(self, x):
+    ...         x = self.body(x)
+    ...         return (self.head(x) + self.head_dist(x)) / 2
+    >>> head_layers(Distilled())
+    ['head', 'head_dist']
+    """
+    return [name for name, _ in _heads(model, input)]
+
+
+def _graph(model: nn.Module, input: InputSpec | None) -> nx.DiGraph:
+    """The traced graph of ``model``, with ``input`` (or a vision model's own, from its config) when given."""
+    input = input if input is not None else default_input(model)
+    if input is None:
+        try:
+            return build_graph(trace(model))
+        except TraceError as exc:
+            raise SurgeryError(
+                f"{type(model).__name__} cannot be traced without an input ({str(exc).splitlines()[0][:300]}) — "
+                "pass one it accepts, e.g. input={'input_ids': (16,)} or input=(3, 224, 224)"
+            ) from exc
+    return build_graph(trace(model, inputs=tensor_inputs(input), example_inputs=ExampleInputs(model, input, 1)))
+
+
+def _output_nodes(G: nx.DiGraph) -> list[str]:
+    """The nodes the model's output is made of, in order (a dict's values, a tuple's items, a named tuple's
+    fields), each once."""
+    output = next(n for n in graph_module_of(G).graph.nodes if n.op == "output")
+    found: list[torch.fx.Node] = []
+
+    def add(node: torch.fx.Node) -> None:
+        if node.op == "call_function" and isinstance(node.target, type):  # GoogLeNetOutputs(x, aux2, aux1)
+            torch.fx.node.map_arg((node.args, node.kwargs), add)
+        elif node.op != "placeholder":
+            found.append(node)
+
+    torch.fx.node.map_arg(output.args, add)
+    return list(dict.fromkeys(n.name for n in found))
+
+
+def _passes_on(G: nx.DiGraph, node: torch.fx.Node) -> bool:
+    """Whether a node gives its input on as it is, or flattened (dropout, identity, a conversion, a view)."""
+    module = index_of(G).modules.get(str(node.target)) if node.op == "call_module" else None
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    return (
+        hands_on_channels(node.op, node.target, module)
+        or isinstance(module, (nn.Flatten, nn.Dropout, nn.Identity))
+        or (node.op in ("call_method", "call_function") and name in _FLATTENING)
+    )
+
+
+def _owners(G: nx.DiGraph, start: str, *, through_any: bool) -> list[tuple[str, NodeRecord]]:
+    """The modules whose weights make ``start``'s value through no other weights, closest first; only through
+    nodes that pass their input on unless ``through_any``."""
+    nodes = {n.name: n for n in graph_module_of(G).graph.nodes} if not through_any else {}
+    frontier, seen, found = [start], {start}, []
+    while frontier:
+        node = frontier.pop(0)
+        rec = node_record(G, node)
+        owner = weights_owner(G, rec)
+        if owner is not None:
+            weights = tuple(p for src in G.predecessors(node) for p in node_record(G, src).param_names)
+            found.append((owner, rec if rec.param_names else dataclasses.replace(rec, param_names=weights)))
+            continue
+        if not through_any and not _passes_on(G, nodes[node]):
+            continue
+        for pred in G.predecessors(node):
+            if pred not in seen and node_record(G, pred).op != "placeholder":
+                seen.add(pred)
+                frontier.append(pred)
+    return list({name: (name, rec) for name, rec in reversed(found)}.values())[::-1]  # each once, closest first
+
+
+def _width(module: nn.Module) -> int | None:
+    """Outputs of a Linear or Conv layer (the last one inside a container), else None."""
+    for m in reversed(list(module.modules())):
+        if isinstance(m, nn.Linear):
+            return m.out_features
+        if isinstance(m, nn.modules.conv._ConvNd):
+            return m.out_channels
+    return None
+
+
+def _is_layer(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or (
+        isinstance(module, nn.modules.conv._ConvNd) and not isinstance(module, nn.modules.conv._ConvTransposeNd)
+    )
+
+
+def _heads(model: nn.Module, input: InputSpec | None) -> list[tuple[str, NodeRecord]]:
+    """Each head's module name and the graph node that uses its weights (module docstring)."""
+    model = unwrap_model(model)
+    G = _graph(model, input)
+    outputs = _output_nodes(G)
+    owners = _owners(G, outputs[0], through_any=True) if outputs else []
+    if not owners:
+        raise SurgeryError(
+            f"{type(model).__name__}: no layer with weights produces the output — "
+            "there is no classifier to replace; use append_head(model, ...) to add one"
+        )
+    layers = [(name, rec) for name, rec in owners if name and _is_layer(model.get_submodule(name))]
+    if not layers:
+        return owners[:1]  # not a Linear or Conv layer: replace_head says what to do
+    width = _width(model.get_submodule(layers[0][0]))
+    heads = dict((name, rec) for name, rec in layers if _width(model.get_submodule(name)) == width)
+    for graph, node in [(G, n) for n in outputs[1:]] + _outputs_in_training(model, input):
+        for name, rec in _owners(graph, node, through_any=False):  # an output a layer gives as it is
+            layer = model.get_submodule(name) if name else model
+            if name not in heads and _is_layer(layer) and _width(layer) == width:
+                heads[name] = rec
+    return list(heads.items())
+
+
+def _outputs_in_training(model: nn.Module, input: InputSpec | None) -> list[tuple[nx.DiGraph, str]]:
+    """The outputs of a model in ``eval()`` traced in training mode (GoogLeNet's auxiliary logits), but its first."""
+    modes = {m: m.training for m in model.modules()}
+    if all(modes.values()):
+        return []
+    try:
+        model.train()
+        G = _graph(model, input)
+    except Exception:  # a model whose training forward cannot be traced: its eval outputs are what there is
+        return []
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return [(G, name) for name in _output_nodes(G)[1:]]
+
+
+def _not_a_layer(model: nn.Module, name: str, rec: NodeRecord, num_classes: int | None) -> SurgeryError:
+    """The error for a head that is not a Linear/Conv module: which weights, and what to do instead."""
+    holder = model.get_submodule(name) if name else model
+    where = f"{name} ({type(holder).__name__})" if name else f"the model itself ({type(holder).__name__})"
+    bare = [p for p in rec.param_names if p.rpartition(".")[0] == name]
+    classes = num_classes if num_classes is not None else "num_classes"
+    if bare and rec.op != "call_module":
+        weight = model.get_parameter(bare[0])
+        features = weight.shape[-1] if weight.dim() else "features"
+        return SurgeryError(
+            f"the output of {type(model).__name__} is computed by {rec.module_type} from the bare parameter "
+            f"{bare[0]} {tuple(weight.shape)} of {where}, not by a Linear or Conv layer — there is no layer to "
+            f"swap; add a classifier after it instead: nn.Sequential(model, nn.Linear({features}, {classes}))"
+            + (f" or append_head(model, nn.Linear({features}, {classes}))" if name else "")
+        )
+    return SurgeryError(f"{where} is the head but not a Linear or Conv layer — replace it by hand")
+
+
+def _class_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InputError(f"num_classes={value!r} — the new class count must be a positive int")
+    return value
+
+
+def _fresh(old: nn.Module, num_classes: int) -> nn.Module:
+    """A new layer like ``old`` (a Linear or a convolution) with ``num_classes`` outputs, on its device and dtype."""
+    if isinstance(old, nn.Linear):
+        new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+    else:
+        assert isinstance(old, nn.modules.conv._ConvNd)
+        conv = copy.deepcopy(old)
+        conv.out_channels = num_classes
+        conv.weight = nn.Parameter(torch.empty((num_classes, *old.weight.shape[1:])))
+        if old.bias is not None:
+            conv.bias = nn.Parameter(torch.empty(num_classes))
+        conv.reset_parameters()
+        new = conv
+    return new.to(device=old.weight.device, dtype=old.weight.dtype)
+
+
+def replace_head(
+    model: nn.Module,
+    num_classes: int,
+    *,
+    keep: Mapping[int, int] | None = None,
+    inplace: bool = False,
+    input: InputSpec | None = None,
+) -> SurgeryResult:
+    """Replace the classifier with a fresh one for ``num_classes`` classes.
+
+    The classifier is the last layer with weights before the output (found
+    from the traced graph); its ``in_features`` are kept.  A model with
+    several heads (a distilled DeiT's ``head`` and ``head_dist``,
+    GoogLeNet's auxiliary classifiers: :func:`head_layers`) has each
+    replaced.  ``keep`` carries the pretrained rows of classes the new task
+    shares with the old one.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The pretrained model; copied unless ``inplace``.
+    num_classes : int
+        Outputs of the new classifier.
+    keep : mapping of int to int, optional
+        ``{new_class: old_class}``: rows copied from the old classifier
+        (weight and bias) into the new one, and the class's name in a
+        Hugging Face config's ``id2label``.
+    input : shape, tuple of shapes, or mapping, optional
+        For a model that cannot be traced without an input (as in
+        :func:`~torchsurgeon.paramcount`).
+
+    Returns
+    -------
+    SurgeryResult
+        The edited model; the changes name the initialiser of each new head,
+        then (``setting``) each class count updated on a module holding the
+        head or its config (``config.num_labels``, ``num_classes``), so a
+        Hugging Face classifier's loss reshapes its logits to the new width;
+        its ``id2label`` and a ``problem_type`` the new count contradicts too.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(8, 5))
+    >>> r = replace_head(net, 3, keep={0: 4})
+    >>> r.model[0]
+    Linear(in_features=8, out_features=3, bias=True)
+    >>> torch.equal(r.model[0].weight[0], net[0].weight[4])
+    True
+    """
+    num_classes = _class_count(num_classes)
+    edited = _copy(model, inplace)
+    heads = _heads(edited, input)
+    for name, rec in heads:
+        if not _is_layer(edited.get_submodule(name) if name else edited):
+            raise _not_a_layer(edited, name, rec, num_classes)
+    first = edited.get_submodule(heads[0][0])
+    old_classes = _width(first)
+    assert old_classes is not None
+    keep = dict(keep or {})
+    for new_i, old_i in keep.items():
+        if not (0 <= new_i < num_classes) or not (0 <= old_i < old_classes):
+            raise InputError(
+                f"keep={{{new_i}: {old_i}}} is out of range — new classes are 0..{num_classes - 1}, "
+                f"old classes of {heads[0][0]} are 0..{old_classes - 1}"
+            )
+    rows = f"; rows {sorted(keep)} carried over from classes {[keep[k] for k in sorted(keep)]}" if keep else ""
+    names = _label_names(edited, heads[0][0], keep)
+    changes: list[ParamReport] = []
+    for name, _ in heads:
+        old = edited.get_submodule(name)
+        new = _fresh(old, num_classes)
+        with torch.no_grad():
+            for new_i, old_i in keep.items():
+                new.get_parameter("weight")[new_i] = old.get_parameter("weight")[old_i]
+                if getattr(new, "bias", None) is not None:
+                    new.get_parameter("bias")[new_i] = old.get_parameter("bias")[old_i]
+        _set_submodule(edited, name, new)
+        also = f" (one of {len(heads)} heads: {', '.join(n for n, _ in heads)})" if len(heads) > 1 else ""
+        changes += [
+            ParamReport(
+                f"{name}.{pname}",
+                ParamChange.REINITIALISED,
+                tuple(getattr(old, pname).shape),
+                tuple(p.shape),
+                default_init(new, pname),
+                f"new head: {old_classes} → {num_classes} classes{rows}{also}",
+            )
+            for pname, p in new.named_parameters()
+        ]
+    guarded = _with_guards(edited, changes, [(name, _CLASS_GUARDS, old_classes, num_classes) for name, _ in heads])
+    return SurgeryResult(edited, (*guarded, *_labels_after(edited, heads[0][0], names, num_classes)))
+
+
+def _configs(model: nn.Module, layer: str) -> list[tuple[str, Any]]:
+    """The configs (``config`` attributes) of the modules holding ``layer``, with their names."""
+    parts = layer.split(".")
+    found: list[tuple[str, Any]] = []
+    for name in (".".join(parts[:i]) for i in range(len(parts))):
+        config = vars(model.get_submodule(name)).get("config")
+        if config is not None and all(config is not c for _, c in found):
+            found.append((f"{name}.config".lstrip("."), config))
+    return found
+
+
+def _label_names(
+    model: nn.Module, layer: str, keep: Mapping[int, int]
+) -> dict[str, tuple[dict[Any, Any], dict[int, str]]]:
+    """Per config holding ``layer``: its ``id2label`` and the names it gives the kept classes (before the edit)."""
+    names = {}
+    for where, config in _configs(model, layer):
+        id2label = getattr(config, "id2label", None)
+        if isinstance(id2label, Mapping):
+            kept = {new_i: str(id2label.get(old_i, f"LABEL_{new_i}")) for new_i, old_i in keep.items()}
+            names[where] = (dict(id2label), kept)
+    return names
+
+
+def _labels_after(
+    model: nn.Module, layer: str, before: Mapping[str, tuple[dict[Any, Any], dict[int, str]]], num_classes: int
+) -> list[ParamReport]:
+    """A Hugging Face config's labels for the new classes: kept classes keep their names, the others are
+    ``LABEL_i`` (as transformers' ``num_labels`` setter names them all); a ``problem_type`` the new count
+    contradicts (``regression`` with several outputs) is cleared, for transformers to infer it."""
+    changes = []
+    for where, config in _configs(model, layer):
+        if where in before and getattr(config, "id2label", None) is not None:
+            old, kept = before[where]
+            id2label = {i: kept.get(i, f"LABEL_{i}") for i in range(num_classes)}
+            if old != id2label:
+                config.id2label = id2label
+                config.label2id = {name: i for i, name in id2label.items()}
+                shown = ", ".join(f"{i}: {n!r}" for i, n in list(id2label.items())[:4])
+                more = ", ..." if num_classes > 4 else ""
+                changes.append(
+                    ParamReport(
+                        f"{where}.id2label",
+                        ParamChange.SETTING,
+                        None,
+                        None,
+                        "",
+                        f"{{{shown}{more}}}: name the new classes with model.config.id2label = {{0: 'cat', ...}}",
+                    )
+                )
+        problem = getattr(config, "problem_type", None)
+        if (problem == "regression" and num_classes > 1) or (
+            problem in ("single_label_classification", "multi_label_classification") and num_classes == 1
+        ):
+            config.problem_type = None
+            changes.append(
+                ParamReport(
+                    f"{where}.problem_type",
+                    ParamChange.SETTING,
+                    None,
+                    None,
+                    "",
+                    f"{problem!r} → None: transformers infers it from num_labels and the labels' dtype",
+                )
+            )
+    return changes
+
+
+def append_head(
+    model: nn.Module, *modules: nn.Module, inplace: bool = False, input: InputSpec | None = None
+) -> SurgeryResult:
+    """Add layers after the classifier: ``fc`` becomes ``Sequential(fc, *modules)``.
+
+    The old classifier's weights are kept (their names move: ``fc.weight`` →
+    ``fc.0.weight``); the new layers are reported with their initialiser.
+    When the appended layers change the output's width, the class counts
+    kept on the modules holding the head and their configs follow it
+    (``config.num_labels``, ``num_classes``: ``setting`` changes), as in
+    :func:`replace_head`.  A model with several heads (:func:`head_layers`)
+    is refused: which of them to extend is the user's to say.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(8, 5))
+    >>> r = append_head(net, nn.ReLU(), nn.Linear(5, 2))
+    >>> [c.name for c in r.changes]
+    ['0.0.weight', '0.0.bias', '0.2.weight', '0.2.bias']
+    """
+    if not modules:
+        raise InputError(
+            "append_head needs at least one module to append, e.g. append_head(model, nn.Linear(1000, 10))"
+        )
+    for m in modules:
+        if not isinstance(m, nn.Module):
+            raise InputError(f"append_head: {m!r} is not an nn.Module")
+    edited = _copy(model, inplace)
+    heads = _heads(edited, input)
+    name, rec = heads[0]
+    if not name:  # the model's own parameters make the output: nothing to wrap inside it
+        raise _not_a_layer(edited, name, rec, None)
+    if len(heads) > 1:
+        listed = ", ".join(n for n, _ in heads)
+        raise SurgeryError(
+            f"{type(edited).__name__} has {len(heads)} heads ({listed}): appending after one changes the width of "
+            f"one of the outputs they make together — wrap each by hand, e.g. model.{heads[0][0]} = "
+            f"nn.Sequential(model.{heads[0][0]}, ...), or replace them all with replace_head(model, num_classes)"
+        )
+    old = edited.get_submodule(name)
+    _set_submodule(edited, name, nn.Sequential(old, *modules))
+    changes: list[ParamReport] = [
+        ParamReport(f"{name}.0.{p}", ParamChange.KEPT, tuple(t.shape), tuple(t.shape), "", "", f"{name}.{p}")
+        for p, t in old.named_parameters()
+    ]
+    for i, m in enumerate(modules, start=1):
+        for p, t in m.named_parameters():
+            owner = m.get_submodule(p.rpartition(".")[0]) if "." in p else m
+            changes.append(
+                ParamReport(
+                    f"{name}.{i}.{p}", ParamChange.NEW, None, tuple(t.shape), default_init(owner, p.rpartition(".")[2])
+                )
+            )
+    before, after = _width(old), next((w for w in map(_width, reversed(modules)) if w is not None), None)
+    guards = [(name, _CLASS_GUARDS, before, after)] if before is not None and after is not None else []
+    return SurgeryResult(edited, _with_guards(edited, changes, guards))

@@ -1,0 +1,240 @@
+"""Heads: the classifiers found from the graph, replaced or extended (torchsurgeon.heads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from models import on_meta
+from torchsurgeon import (
+    InputError,
+    ParamChange,
+    SurgeryError,
+    append_head,
+    check_surgery,
+    head_layers,
+    paramcount,
+    replace_head,
+)
+from torchsurgeon.heads import head_layer
+
+
+@pytest.mark.parametrize(
+    ("name", "head"),
+    [
+        ("resnet18", "fc"),
+        ("vit_b_16", "heads.head"),
+        ("efficientnet_b0", "classifier.1"),
+        ("convnext_tiny", "classifier.2"),
+        ("squeezenet1_1", "classifier.1"),
+        ("densenet121", "classifier"),
+    ],
+)
+def test_head_found_from_the_graph(name: str, head: str) -> None:
+    assert head_layer(on_meta(torchvision.models.get_model, name=name)) == head
+
+
+def test_replace_head_keeps_shared_classes() -> None:
+    model = torchvision.models.resnet18()
+    result = replace_head(model, 5, keep={0: 207, 3: 1})
+    fc = result.model.fc
+    assert (fc.in_features, fc.out_features) == (512, 5)
+    assert torch.equal(fc.weight[0], model.fc.weight[207]) and torch.equal(fc.bias[3], model.fc.bias[1])
+    rep = check_surgery(model, result.model, (3, 64, 64))
+    weight = next(p for p in rep.params if p.name == "fc.weight")
+    assert weight.status == ParamChange.REINITIALISED
+    assert "2 row(s) carried over: 0←207, 3←1" in weight.message
+    assert rep.after.output_shape == (1, 5)
+
+
+def test_replace_conv_head() -> None:
+    model = on_meta(torchvision.models.squeezenet1_1)
+    assert paramcount(replace_head(model, 7).model, (3, 224, 224)).output_shape == (1, 7)
+
+
+def test_append_head_records_initialisers() -> None:
+    result = append_head(torchvision.models.resnet18(), nn.ReLU(), nn.Linear(1000, 10))
+    statuses = {c.name: (c.status, c.old_name) for c in result.changes}
+    assert statuses["fc.0.weight"] == (ParamChange.KEPT, "fc.weight")
+    assert statuses["fc.2.weight"][0] == ParamChange.NEW
+    assert paramcount(result.model, (3, 64, 64)).output_shape == (1, 10)
+
+
+class _BareProjection(nn.Module):
+    """open_clip's VisionTransformer ending: ``x @ self.proj`` with a bare parameter, no Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+        self.proj = nn.Parameter(torch.randn(8, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean(dim=(2, 3)) @ self.proj
+
+
+def test_a_bare_parameter_head_is_named_with_what_to_do() -> None:
+    with pytest.raises(
+        SurgeryError,
+        match=r"computed by matmul\(\) from the bare parameter proj \(8, 5\) of the model itself \(_BareProjection\)"
+        r".* add a classifier after it instead: nn.Sequential\(model, nn.Linear\(5, 3\)\)",
+    ):
+        replace_head(_BareProjection(), 3)
+    with pytest.raises(SurgeryError, match=r"bare parameter proj"):
+        append_head(_BareProjection(), nn.Linear(5, 3))
+
+
+def test_replace_head_updates_the_class_count_the_model_keeps() -> None:
+    class Classifier(nn.Module):  # as timm's: the width of the head in an attribute
+        def __init__(self) -> None:
+            super().__init__()
+            self.num_classes, self.features, self.fc = 10, nn.Linear(4, 8), nn.Linear(8, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.features(x))
+
+    original = Classifier()
+    result = replace_head(original, 3)
+    assert [(c.name, str(c.status), c.message) for c in result.changes][2:] == [("num_classes", "setting", "10 → 3")]
+    assert result.model.num_classes == 3 and original.num_classes == 10
+
+
+def test_append_head_updates_the_class_count_to_the_new_width() -> None:
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.num_classes, self.fc = 10, nn.Linear(4, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x)
+
+    original = Classifier()
+    widened = append_head(original, nn.ReLU(), nn.Linear(10, 3))
+    assert [(c.name, c.message) for c in widened.changes if c.status == ParamChange.SETTING] == [
+        ("num_classes", "10 → 3")
+    ]
+    assert widened.model.num_classes == 3 and original.num_classes == 10
+    same = append_head(original, nn.ReLU())  # the width does not change: nothing to update
+    assert all(c.status != ParamChange.SETTING for c in same.changes) and same.model.num_classes == 10
+
+
+class _Distilled(nn.Module):
+    """DeiT's distilled classifier: two heads whose logits are averaged, and its hidden states."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.norm = nn.Linear(8, 6), nn.LayerNorm(6)
+        self.head, self.head_dist = nn.Linear(6, 5), nn.Linear(6, 5)
+        self.num_classes = 5
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.norm(self.body(x))
+        return {"logits": (self.head(h) + self.head_dist(h)) / 2, "hidden_states": h}
+
+
+def test_every_head_of_a_distilled_model_is_replaced() -> None:
+    """One of two was replaced: the forward then failed (7 + 5 classes), or trained 5-way in training mode."""
+    model = _Distilled()
+    assert head_layers(model) == ["head", "head_dist"] and head_layer(model) == "head"
+    result = replace_head(model, 7, keep={0: 2})
+    assert [c.name for c in result.changes] == [
+        "head.weight",
+        "head.bias",
+        "head_dist.weight",
+        "head_dist.bias",
+        "num_classes",
+    ]
+    assert result.model(torch.zeros(1, 8))["logits"].shape == (1, 7)
+    assert torch.equal(result.model.head_dist.weight[0], model.head_dist.weight[2])
+    assert "one of 2 heads: head, head_dist" in result.changes[0].message
+    with pytest.raises(SurgeryError, match=r"has 2 heads \(head, head_dist\).* replace_head\(model, num_classes\)"):
+        append_head(model, nn.Linear(5, 3))
+
+
+def test_auxiliary_classifiers_of_a_model_in_eval_mode_are_replaced_too() -> None:
+    """GoogLeNet calls its auxiliary classifiers in training mode only: they kept 1000 classes."""
+    model = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False).eval()
+    result = replace_head(model, 7)
+    assert [c.name for c in result.changes if c.name.endswith("weight")] == [
+        "fc.weight",
+        "aux2.fc2.weight",
+        "aux1.fc2.weight",
+    ]
+    edited = result.model.train()
+    assert [tuple(t.shape) for t in edited(torch.zeros(2, 3, 64, 64))] == [(2, 7)] * 3
+    assert not model.training  # the original's mode, and every module's, as it was
+    assert all(not m.training for m in model.modules())
+
+
+class _LogitsAndHiddenStates(nn.Module):
+    """XLM's way: hidden states come out of the backbone, the logits through dropout and identities after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Linear(8, 6)
+        self.summary = nn.Sequential(nn.Identity(), nn.Linear(6, 5), nn.Identity(), nn.Dropout())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.backbone(x)
+        return self.summary(h), h
+
+
+def test_the_head_is_found_from_the_logits_not_from_the_hidden_states() -> None:
+    """The closest weights to any output were taken: the backbone, reached from the hidden states."""
+    assert head_layers(_LogitsAndHiddenStates()) == ["summary.1"]
+
+
+@pytest.fixture(scope="module")
+def transformers_bert() -> object:
+    return pytest.importorskip("transformers")
+
+
+def _bert(transformers: object, **settings: object) -> nn.Module:
+    config = transformers.BertConfig(  # type: ignore[attr-defined]
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, vocab_size=50, **settings
+    )
+    return transformers.BertForSequenceClassification(config).eval()  # type: ignore[attr-defined,no-any-return]
+
+
+def test_label_names_and_a_contradicted_problem_type_follow_the_new_head(transformers_bert: object) -> None:
+    """transformers' num_labels setter renamed every class LABEL_i; a regression problem_type stayed."""
+    model = _bert(
+        transformers_bert, id2label={0: "neg", 1: "neu", 2: "pos"}, problem_type="single_label_classification"
+    )
+    result = replace_head(model, 4, keep={0: 0, 2: 2})
+    assert result.model.config.id2label == {0: "neg", 1: "LABEL_1", 2: "pos", 3: "LABEL_3"}
+    assert result.model.config.label2id["pos"] == 2 and model.config.id2label[1] == "neu"
+    assert any(c.name == "config.id2label" for c in result.changes)
+    regression = replace_head(_bert(transformers_bert, num_labels=1, problem_type="regression"), 7)
+    assert regression.model.config.problem_type is None
+    (setting,) = [c for c in regression.changes if c.name == "config.problem_type"]
+    assert setting.message.startswith("'regression' → None")
+    out = regression.model(torch.zeros(2, 5, dtype=torch.long), labels=torch.tensor([1, 6]))
+    assert out.logits.shape == (2, 7) and out.loss.ndim == 0  # cross-entropy, not a broadcast regression
+
+
+class _NeedsAnInput(nn.Module):
+    """OpenAI-GPT's way: Python on the input's size, which a trace without an input cannot answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.score = nn.Embedding(10, 4), nn.Linear(4, 3)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[0] != 1:
+            raise ValueError("one sequence at a time")
+        return self.score(self.embed(input_ids)[:, -1])
+
+
+def test_a_model_traced_only_with_an_input_takes_it() -> None:
+    with pytest.raises(SurgeryError, match=r"cannot be traced without an input .* pass one it accepts, e.g. input="):
+        replace_head(_NeedsAnInput(), 5)
+    result = replace_head(_NeedsAnInput(), 5, input={"input_ids": (6,)})
+    assert result.model.score.out_features == 5 and head_layers(_NeedsAnInput(), {"input_ids": (6,)}) == ["score"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, "7", 7.0, True])
+def test_a_bad_class_count_is_named_as_such(bad: object) -> None:
+    with pytest.raises(InputError, match=rf"num_classes={bad!r} — the new class count must be a positive int"):
+        replace_head(nn.Sequential(nn.Linear(4, 2)), bad)  # type: ignore[arg-type]
