@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from timm.layers import Conv2dSame, ScaledStdConv2d, StdConv2d
 from torch import nn
 
-from torchsurgeon import ParamChange, SurgeryError, adapt_input_channels
+from torchsurgeon import ParamChange, SurgeryError, adapt_input_channels, check_surgery
 from torchsurgeon.foldcheck import computes_its_weight
 
 
@@ -45,12 +45,17 @@ def test_a_scaled_standardised_stem_is_folded_exactly(
         stem.gain.copy_(torch.tensor(gains).reshape(8, 1, 1, 1))
     model = _net(stem)
     result = adapt_input_channels(model, channels, mode=mode)
-    (folded,) = [c for c in result.changes if c.status == ParamChange.FOLDED]
-    assert "gain set" in folded.message
+    weight, gain = [c for c in result.changes if c.status == ParamChange.FOLDED]
+    assert weight.name == "0.weight" and "gain set" in weight.message and gain.name == "0.gain"
     x_rgb, x_new = _inputs(mode, channels)
     with torch.no_grad():
         want, got = model(x_rgb), result.model(x_new)
     assert (got - want).abs().max().item() <= 1e-10 * want.abs().max().item()
+    # check_surgery says so too (it called the fold re-initialised, with adapt_input_channels as the fix)
+    report = check_surgery(model, result.model, (channels, 13, 11))
+    statuses = {p.name: p.status for p in report.params if p.name.startswith("0.")}
+    assert statuses == {"0.weight": ParamChange.FOLDED, "0.bias": ParamChange.KEPT, "0.gain": ParamChange.FOLDED}
+    assert report.verdict.startswith("1 folded (0)") and f"{mode} fold of its standardised weight" in str(report)
 
 
 @pytest.mark.parametrize("stem", [StdConv2d(3, 8, 3), "transformers"], ids=["timm StdConv2d", "transformers BiT"])

@@ -207,7 +207,7 @@ def _adapted(
     model: nn.Module, names: list[str], channels: int, mode: FoldMode, before: Mapping[str, int]
 ) -> tuple[ParamReport, ...]:
     """Fold each named layer of ``model`` to ``channels``, then update the guards of the channel count."""
-    changes = [_adapt_layer(model, name, channels, mode) for name in names]
+    changes = [change for name in names for change in _adapt_layer(model, name, channels, mode)]
     return _with_guards(model, changes, [(name, _CHANNEL_GUARDS, before[name], channels) for name in names])
 
 
@@ -249,7 +249,9 @@ def _fold_layer_weight(
     return fold_weight(weight, channels // groups, mode)
 
 
-def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> ParamReport:
+def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> list[ParamReport]:
+    """Fold (or re-initialise) the weight of the input layer ``name``; its changes: the weight's, then any other
+    parameter the fold set (the gain of a layer that standardises its weight)."""
     layer = model.get_submodule(name)
     kind = type(layer).__name__
     what, before = _input_width(model, name)
@@ -268,14 +270,16 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
         if old_weight.device.type != "meta":
             fresh.reset_parameters()  # type: ignore[operator]
         _set_submodule(model, name, fresh)
-        return ParamReport(
-            f"{name}.weight",
-            ParamChange.REINITIALISED,
-            shape_before,
-            tuple(fresh.get_parameter("weight").shape),
-            default_init(fresh, "weight"),
-            "pretrained weights lost (mode='random')",
-        )
+        return [
+            ParamReport(
+                f"{name}.weight",
+                ParamChange.REINITIALISED,
+                shape_before,
+                tuple(fresh.get_parameter("weight").shape),
+                default_init(fresh, "weight"),
+                "pretrained weights lost (mode='random')",
+            )
+        ]
     densified = isinstance(layer, nn.modules.conv._ConvNd) and groups != layer.groups
     original = copy.deepcopy(layer) if computes_its_weight(layer) and not old_weight.is_meta else None
     weight = _densify(layer) if densified else old_weight.detach()  # type: ignore[arg-type]
@@ -290,22 +294,36 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
         assert isinstance(layer, nn.modules.conv._ConvNd)
         layer.in_channels, layer.groups = channels, groups
     note = f"{mode} fold of {before} → {channels} channels"
+    others: list[ParamReport] = []
     if original is not None:  # its forward computes the weight it uses: is the fold still exact?
         refold = lambda w: _fold_layer_weight(layer, w, channels, groups, mode)  # noqa: E731
         note += checked_fold(f"{name} ({kind})", original, layer, mode, before, channels, refold)
+        for pname, p in layer.named_parameters(recurse=False):  # what else the fold set (the gain)
+            before_p = original.get_parameter(pname)
+            if pname != "weight" and (p.shape != before_p.shape or not torch.equal(p, before_p)):
+                others.append(
+                    ParamReport(
+                        f"{name}.{pname}",
+                        ParamChange.FOLDED,
+                        tuple(before_p.shape),
+                        tuple(p.shape),
+                        "",
+                        f"set by the fold of {name}.weight: its standardisation gives the folded weight back",
+                    )
+                )
     if unparametrized:
         note += " (its weight parametrization removed: the weight it computed is folded)"
     if densified:
         note += " (grouped conv made dense: groups=1)"
     elif groups > 1:
         note += f" (folded within each of its {groups} groups)"
-    return ParamReport(f"{name}.weight", ParamChange.FOLDED, shape_before, tuple(folded.shape), "", note)
+    weight_report = ParamReport(f"{name}.weight", ParamChange.FOLDED, shape_before, tuple(layer.weight.shape), "", note)
+    return [weight_report, *others]
 
 
 _CHANNEL_GUARDS = ("num_channels", "in_chans", "in_channels", "_in_channels", "input_channels")
 """Attributes libraries check the input's channel count against (transformers' ``num_channels``,
 timm's ``in_chans``, smp's ``_in_channels``)."""
-"""Attributes holding the classifier's width (transformers reshapes logits by ``num_labels`` for its loss)."""
 
 
 def _update_guards(

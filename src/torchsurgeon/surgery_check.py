@@ -20,9 +20,10 @@ from torch import nn
 
 from .analysis import ModelReport, paramcount
 from .fold import recognise_fold
+from .foldcheck import computes_its_weight, fold_difference, tolerance
 from .graph import node_records, update_record
 from .initialisers import default_init, observed
-from .records import LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
+from .records import FoldMode, LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
 from .report import changes_table, format_count, format_shape
 from .shapespec import InputSpec
 from .trace import unwrap_model
@@ -169,11 +170,40 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.equal(a.detach(), b.detach().to(a.device)))
 
 
+def _standardised_folds(original: nn.Module, edited: nn.Module) -> dict[str, FoldMode]:
+    """The layers whose forward computes the weight it uses (a weight standardisation: timm's ScaledStdConv2d)
+    that were folded, with the fold: their weights are compared by running both layers on the inputs the fold
+    relates (:func:`~torchsurgeon.foldcheck.fold_difference`), since such a fold also sets other parameters
+    (the gain) and the raw weight is not a fold of the original's."""
+    found: dict[str, FoldMode] = {}
+    before = dict(original.named_modules())
+    for name, layer in edited.named_modules():
+        old = before.get(name)
+        if old is None or type(old) is not type(layer) or not computes_its_weight(layer):
+            continue
+        w, v = getattr(old, "weight", None), getattr(layer, "weight", None)
+        if not isinstance(w, torch.Tensor) or not isinstance(v, torch.Tensor) or w.is_meta or v.is_meta:
+            continue
+        if w.dim() < 2 or w.shape[0] != v.shape[0] or w.shape[1] == v.shape[1] or not w.is_floating_point():
+            continue
+        channels = getattr(layer, "in_channels", getattr(layer, "in_features", v.shape[1]))
+        width = getattr(old, "in_channels", getattr(old, "in_features", w.shape[1]))
+        grey = FoldMode.SUM if channels == 1 else FoldMode.SPREAD  # both exact on a grey image replicated
+        for mode in (FoldMode.ZERO_EXTRA, FoldMode.REPEAT, grey):  # the relation that holds for most inputs first
+            if (mode == FoldMode.REPEAT and channels % width) or (mode == FoldMode.ZERO_EXTRA and channels <= width):
+                continue
+            if fold_difference(old, layer, mode, width, channels) <= tolerance(w.dtype):
+                found[name] = mode
+                break
+    return found
+
+
 def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
     orig = dict(original.named_parameters())
     new = dict(edited.named_parameters())
     reports: dict[str, ParamReport] = {}
     claimed: set[str] = set()  # original names accounted for
+    standardised = _standardised_folds(original, edited)
 
     def init_of(name: str, t: torch.Tensor) -> str:
         module, local = _module_and_local(edited, name)
@@ -188,6 +218,17 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 claimed.add(name)
                 continue
             foldable = o.device.type != "meta" and o.dim() >= 2 and o.dim() == p.dim() and o.is_floating_point()
+            owner, _, local = name.rpartition(".")
+            if owner in standardised:  # its weight, and what the fold set with it (the gain)
+                note = (
+                    f"{standardised[owner]} fold of its standardised weight (the layer computes what the original "
+                    "does on the input the fold relates)"
+                    if local == "weight"
+                    else f"set by the fold of {owner}.weight"
+                )
+                reports[name] = ParamReport(name, ParamChange.FOLDED, tuple(o.shape), tuple(p.shape), "", note)
+                claimed.add(name)
+                continue
             mode = recognise_fold(o.detach(), p.detach()) if foldable else None
             if mode is not None:
                 reports[name] = ParamReport(
