@@ -170,11 +170,14 @@ def _check_the_edit_runs(
     image: InputSpec,
     before: Mapping[str, int],
     run_before: bool,
-) -> None:
+    *,
+    chosen: bool = False,
+) -> bool:
     """Raise before any edit when the edited model would not run on the new channel count: what comes before the
     layers reading the input may make more channels of a smaller input (torchvision's detection models normalise
     with one mean per RGB channel, broadcasting a grey image to three).  The edit is tried on a weightless copy,
-    run once on ``image`` with the new channel count; ``run_before``: the model is known to run on ``image``."""
+    run once on ``image`` with the new channel count; ``run_before``: the model is known to run on ``image``.
+    False when there is no verdict: ``image`` is a guess the model does not run on now."""
     trial = meta_copy(model)
     _adapted(trial, names, channels, mode, before)
     new_input = recoloured(model, image, channels)
@@ -185,12 +188,18 @@ def _check_the_edit_runs(
             try:  # a guessed image: a verdict only where the model runs on it now
                 input_readers(model, image)
             except SurgeryError:
-                return
+                return False
         why = (str(exc.__cause__ or exc).strip().splitlines() or [""])[0][:200]
         try:
             input_readers(model, new_input)
         except SurgeryError:
-            fix = "pass layer= to choose the layers to adapt"
+            fix = (
+                "the layers named do not read the input's channels as they are (a space-to-depth stem makes "
+                f"{before[names[0]]} channels of {_input_channels_hint(model, image)}): leave layer= out to have them "
+                "found, with what to do"
+                if chosen
+                else "pass layer= to choose the layers to adapt"
+            )
         else:
             fix = (
                 f"the model takes a {channels}-channel input as it is: what comes before {names[0]} makes "
@@ -201,6 +210,13 @@ def _check_the_edit_runs(
             f"{type(model).__name__}: with {', '.join(names)} adapted to {channels} channel{'s' * (channels != 1)} "
             f"the model does not run on input {new_input} ({why}) — {fix}"
         ) from exc
+    return True
+
+
+def _input_channels_hint(model: nn.Module, image: InputSpec) -> str:
+    """The input's channel count, as the image it was tried on has them ("3 input channels")."""
+    shape = image_shape(model, image)
+    return f"{shape[0]} input channels" if shape else "the input"
 
 
 def _adapted(
@@ -453,8 +469,9 @@ def adapt_input_channels(
         if doubts:  # a space-to-depth stem: the layer's channels are not the input's
             more = "" if run_before else "; or pass the input the model takes now (input=(3, 224, 224)) to check"
             raise _rearranged(edited, doubts, channels, more)
-    else:
+    else:  # the layers chosen: the edit is still tried on the input given, or one the model runs on now
         names = [layer] if isinstance(layer, str) else list(layer)
+        image, run_before = input, input is not None
     if not names:
         raise SurgeryError(
             f"{type(edited).__name__}: no layer with weights reads the input — nothing to adapt; "
@@ -462,8 +479,12 @@ def adapt_input_channels(
         )
     before = {name: _input_width(edited, name)[1] for name in names}  # every layer checked before any is edited
     convs = all(isinstance(edited.get_submodule(name), nn.modules.conv._ConvNd) for name in names)
-    if image is not None and convs:  # the edit is run once before it is made
-        _check_the_edit_runs(edited, names, channels, mode, image, before, run_before)
+    if convs and layer is not None and image is None:  # chosen layers: tried on an input the model runs on now
+        for guess in dict.fromkeys(g for g in (default_input(edited), guessed_input(edited), (3, 224, 224)) if g):
+            if _check_the_edit_runs(edited, names, channels, mode, guess, before, False, chosen=True):
+                break
+    elif image is not None and convs:  # the edit is run once before it is made
+        _check_the_edit_runs(edited, names, channels, mode, image, before, run_before, chosen=layer is not None)
     return SurgeryResult(edited, _adapted(edited, names, channels, mode, before))
 
 
