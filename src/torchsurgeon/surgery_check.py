@@ -303,12 +303,12 @@ def _rows_kept(old: torch.Tensor, new: torch.Tensor) -> str:
     eq = (n[:, None, :] == o[None, :, :]).all(-1) if o.numel() * n.shape[0] <= 50_000_000 else None
     if eq is None:
         return ""
-    kept = [(i, int(eq[i].nonzero()[0])) for i in range(n.shape[0]) if eq[i].any()]
+    kept = [(i, eq[i].nonzero()[:, 0].tolist()) for i in range(n.shape[0]) if eq[i].any()]
     if not kept:
         return ""
-    return (
+    return (  # a row equal to several old ones (zero biases) does not say which it came from
         f"{len(kept)} row(s) carried over: "
-        + ", ".join(f"{i}←{j}" for i, j in kept[:10])
+        + ", ".join(f"{i}←{js[0]}" if len(js) == 1 else f"{i}←one of {len(js)} equal rows" for i, js in kept[:10])
         + (" ..." if len(kept) > 10 else "")
     )
 
