@@ -26,6 +26,7 @@ from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
 from .knowndata import makes_known_data
 from .resize import hands_on_channels
 from .rules import Rule, function_rule, method_rule, module_rule
+from .rules.pooling import ADAPTIVE_POOL_FUNCTIONS, ADAPTIVE_POOLS
 from .rules.registry import rules_version, runs_forward_of
 
 __all__ = ("Step", "rules_of", "steps_of")
@@ -94,17 +95,6 @@ def _own_function(node: torch.fx.Node, inputs: tuple[torch.fx.Node, ...], passin
     )
 
 
-_ADAPTIVE_POOLS = (
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-)
-_ADAPTIVE_FUNCTIONS = frozenset(
-    getattr(F, f"adaptive_{kind}_pool{n}d") for kind in ("avg", "max") for n in (1, 2, 3)
-) | frozenset(getattr(torch._C._nn, f"adaptive_avg_pool{n}d") for n in (2, 3))
 _FLATTENING = frozenset({"flatten", "view", "reshape", "squeeze", "contiguous"})
 
 
@@ -118,11 +108,11 @@ def _pooled(node: torch.fx.Node, module: nn.Module | None, modules: Mapping[str,
     while isinstance(current, torch.fx.Node):
         op, target = current.op, current.target
         held = modules.get(str(target)) if op == "call_module" else None
-        if isinstance(held, _ADAPTIVE_POOLS) or (
-            held is not None and any(isinstance(m, _ADAPTIVE_POOLS) for m in held.children())
+        if isinstance(held, ADAPTIVE_POOLS) or (
+            held is not None and any(isinstance(m, ADAPTIVE_POOLS) for m in held.children())
         ):
             return True  # a pool, or a module holding one (timm's SelectAdaptivePool2d)
-        if op == "call_function" and target in _ADAPTIVE_FUNCTIONS:
+        if op == "call_function" and target in ADAPTIVE_POOL_FUNCTIONS:
             return True
         name = target if op == "call_method" else getattr(target, "__name__", "")
         passes = hands_on_channels(op, target, held) or isinstance(held, nn.Flatten) or name in _FLATTENING

@@ -26,7 +26,7 @@ from ._common import (
 )
 from .registry import FALLBACK, Call, builtin
 
-__all__: tuple[str, ...] = ()
+__all__ = ("ADAPTIVE_POOLS", "ADAPTIVE_POOL_FUNCTIONS")
 
 
 def _pooled(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -288,12 +288,17 @@ builtin(F.interpolate, shape=fn(_interpolate_fn))
 builtin(nn.Upsample, shape=one_tensor(_upsample_module))
 builtin(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, shape=one_tensor(_max_pool_module))
 builtin(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, shape=one_tensor(_avg_pool_module))
-builtin(
+ADAPTIVE_POOLS = (
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
     nn.AdaptiveAvgPool3d,
     nn.AdaptiveMaxPool1d,
     nn.AdaptiveMaxPool2d,
     nn.AdaptiveMaxPool3d,
-    shape=one_tensor(_adaptive_pool_module),
 )
+"""The adaptive pooling layers: they give as many features whatever the input's size."""
+ADAPTIVE_POOL_FUNCTIONS = frozenset(
+    getattr(F, f"adaptive_{kind}_pool{n}d") for kind in ("avg", "max") for n in (1, 2, 3)
+) | frozenset(getattr(torch._C._nn, f"adaptive_avg_pool{n}d") for n in (2, 3))
+"""Their functions (and the two torch binds directly)."""
+builtin(*ADAPTIVE_POOLS, shape=one_tensor(_adaptive_pool_module))
