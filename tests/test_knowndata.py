@@ -9,7 +9,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from torchsurgeon import paramcount, paramcount_sweep
+from torchsurgeon import TraceError, paramcount, paramcount_sweep
 from torchsurgeon.graph import build_graph
 from torchsurgeon.knowndata import KnownData, as_meta
 from torchsurgeon.shapes import propagate_shapes
@@ -284,3 +284,48 @@ def test_known_data_edited_in_place_by_unknown_values_is_not_read_stale(edit: st
     assert tuple(model(torch.zeros(1, 3)).shape) == (3, 4)  # the real forward looks rows 0, 1, 2 up
     r = paramcount(model, (3,), leaf_modules=["inner"] if leaf else ())
     assert r.invalid == [] and r.output_shape == (3, 4)  # before: the stale 20, 21, 22 made the table invalid
+
+
+class EosPooling(nn.Module):
+    """BART's classifier: the hidden state at each <eos> token, picked by a boolean mask of the token ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.head = nn.Embedding(10, 4), nn.Linear(4, 3)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed(input_ids)
+        eos = input_ids.eq(2)
+        torch._check(torch.unique_consecutive(eos.sum(1)).numel() == 1)  # meta has no kernel for it
+        return self.head(h[eos, :].view(h.shape[0], -1, h.shape[-1])[:, -1, :])  # meta has no nonzero
+
+
+def test_a_boolean_mask_of_given_token_ids_selects_rows_on_meta() -> None:
+    """paramcount of BART's sequence classifier raised TraceError even with the token ids given."""
+    ids = torch.tensor([[5, 6, 2, 7, 2], [5, 2, 6, 7, 2]])
+    model = EosPooling()
+    r = paramcount(model, {"input_ids": ids})
+    assert r.output_shape == tuple(model(ids).shape) == (2, 3) and not r.invalid
+    with pytest.raises(TraceError, match=r"the values of 'input_ids' decide what the forward does here"):
+        paramcount(model, {"input_ids": (5,)})  # values not given: they decide the shape
+
+
+def test_bart_sequence_classification_with_its_token_ids() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BartConfig(
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=16,
+        decoder_ffn_dim=16,
+        vocab_size=40,
+        max_position_embeddings=32,
+        num_labels=5,
+    )
+    model = transformers.BartForSequenceClassification(config).eval()
+    ids = torch.tensor([[7, 8, 9, 10, config.eos_token_id]])
+    r = paramcount(model, {"input_ids": ids})
+    assert r.output_shape["logits"] == tuple(model(input_ids=ids).logits.shape) == (1, 5)
+    assert r.total == sum(p.numel() for p in model.parameters()) and not r.invalid

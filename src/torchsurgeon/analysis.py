@@ -14,7 +14,7 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
-from .arguments import tensor_inputs
+from .arguments import ExampleInputs, tensor_inputs
 from .blocks import DEFAULT_DEPTH, FULL_DEPTH, BlockRow, group_layers
 from .crosscheck import crosscheck as run_crosscheck
 from .crosscheck import crosscheck_mode, real_failure
@@ -49,7 +49,7 @@ from .records import (
 from .report import depth_table, format_count, format_shape, jsonable, report_document, table_format
 from .rows import layer_rows
 from .shapememo import ShapeMemo
-from .shapes import ExampleInputs, ShapeResult, propagate_shapes
+from .shapes import ShapeResult, propagate_shapes
 from .shapespec import InputSpec, per_sample_hint
 from .trace import Traced, trace, unwrap_model
 

@@ -1,5 +1,8 @@
 """The arguments of a model's ``forward``: which ones an input spec gives tensors, and what the others are traced with.
 
+:class:`ExampleInputs` are the tensors an input spec stands for, by argument
+name (:func:`input_dtype_for` gives inputs given by shape their dtype).
+
 :func:`torchsurgeon.trace.trace` traces ``forward`` with a tensor for each
 argument the input spec fills and fixes the others at their defaults
 (``mask=None``; ``*args`` and ``**kwargs`` empty; ``use_cache=False``), which
@@ -8,22 +11,27 @@ is what calling ``model(x)`` does.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Union
 
 import torch
 from torch import nn
 
-from .shapespec import TypedShape
+from .errors import InputError
+from .shapespec import InputSpec, TypedShape, normalize_input
 
 __all__ = (
     "NO_CACHE",
     "SIMPLE_DEFAULTS",
+    "ExampleInputs",
     "InputNames",
     "forward_inputs",
     "forward_parameters",
     "fx_name",
+    "input_dtype_for",
     "specialisation",
     "tensor_inputs",
 )
@@ -162,3 +170,72 @@ def specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping[
         elif p.default is not p.empty and type(p.default) in SIMPLE_DEFAULTS:
             out[p.name] = p.default
     return out
+
+
+def input_dtype_for(name: str, model: nn.Module) -> torch.dtype:
+    """The dtype of an input given by shape: ``torch.long`` for token ids, else the model's floating dtype.
+
+    Token ids are the arguments named ``ids`` or ``*_ids`` (``input_ids``,
+    ``decoder_input_ids``, ``token_type_ids``), the names Hugging Face
+    models use, so they stay integers even when the embedding that reads
+    them sits inside an opaque layer.  Give a
+    :class:`~torchsurgeon.shapespec.TypedShape` (``"128:long"``) or a tensor
+    instead of a shape to choose any other dtype.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> input_dtype_for("input_ids", nn.Linear(2, 2)), input_dtype_for("pixel_values", nn.Linear(2, 2).half())
+    (torch.int64, torch.float16)
+    """
+    if name == "ids" or name.endswith("_ids"):
+        return torch.long
+    for p in itertools.chain(model.parameters(), model.buffers()):
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+class ExampleInputs(Mapping[str, torch.Tensor]):
+    """``meta`` tensors for ``input`` by ``forward`` argument name (empty when the spec does not fit).
+
+    Built on first use: only a forward that asks Python questions about
+    shapes needs them (a plain torchvision or timm model never does).  A
+    spec that does not fit is reported later, by shape propagation, with its
+    own message.  Inputs given by shape get :func:`input_dtype_for` their name.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> x = ExampleInputs(nn.Conv2d(3, 8, 3), (3, 32, 32), batch=2)["input"]
+    >>> tuple(x.shape), x.dtype, x.device.type
+    ((2, 3, 32, 32), torch.float32, 'meta')
+    """
+
+    def __init__(self, model: nn.Module, input: InputSpec, batch: int) -> None:
+        self._spec = (model, input, batch)
+
+    @functools.cached_property
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        model, input, batch = self._spec
+        try:
+            specs = normalize_input(input, forward_inputs(model, input))
+            return {
+                name: spec
+                if isinstance(spec, torch.Tensor)
+                else spec.meta(batch)
+                if isinstance(spec, TypedShape)
+                else torch.empty((batch, *spec), dtype=input_dtype_for(name, model), device="meta")
+                for name, spec in specs.items()
+            }
+        except (InputError, RuntimeError, TypeError, ValueError):
+            return {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)

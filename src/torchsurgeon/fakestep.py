@@ -27,13 +27,13 @@ from torch import nn
 from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .arguments import input_dtype_for
 from .copies import detached_copy
 from .cudakernels import CudaKernels
 from .errors import MemoryPlanError, failure_reason
 from .fakevalues import NO_VALUE, AssumedValues, masked_upper_bound
 from .rules import FALLBACK
 from .rules.on_meta import by_cpu_rule
-from .shapes import input_dtype_for
 
 __all__ = ("SimulatedStep", "simulate_step")
 
@@ -202,7 +202,7 @@ def simulate_step(
         Copied with fake CPU parameters and buffers; never run, hooked or changed.
     inputs : mapping
         ``{forward argument: (shape with batch, dtype or None)}``; None means
-        :func:`torchsurgeon.shapes.input_dtype_for` (token ids, else the model's dtype).
+        :func:`torchsurgeon.arguments.input_dtype_for` (token ids, else the model's dtype).
     train : bool
         True: ``copy.train()``, a forward with grad enabled under
         ``saved_tensors_hooks``, then a backward from every output that needs

@@ -46,6 +46,7 @@ from .knowndata import (
     data_and_meta,
     edits_values,
     from_known_data,
+    masks_as_indices,
     off_meta,
     on_one_device,
     settled,
@@ -564,7 +565,7 @@ class MetaValues:
                 # known data is on the input's device
                 value = _META if isinstance(args[0], torch.Tensor) else getattr(*args)
             elif node.op == "call_function":
-                args, kwargs = on_one_device(args, kwargs, module=False)
+                args, kwargs = on_one_device(masks_as_indices(node.target, args), kwargs, module=False)
                 value = ruled_call(node.op, node.target, args, kwargs)  # the mode's answer, without its dispatch
                 if value is FALLBACK:
                     value = node.target(*args, **kwargs)  # type: ignore[operator]
@@ -595,6 +596,8 @@ class MetaValues:
             if node.op in _OPS and not hasattr(exc, FAILED_NODE):
                 layer = str(node.target) if node.op == "call_module" else node_scope(node)
                 setattr(exc, FAILED_NODE, f"{layer} ({node.name})" if layer else node.name)
+                if isinstance(exc, NotImplementedError):  # an op meta cannot run without values (unique, nonzero)
+                    setattr(exc, DATA_INPUTS, self.inputs_behind(node))
             raise
 
     def _folded_call(

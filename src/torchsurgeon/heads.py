@@ -24,14 +24,13 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .arguments import tensor_inputs
+from .arguments import ExampleInputs, tensor_inputs
 from .errors import InputError, SurgeryError, TraceError
 from .graph import NodeRecord, build_graph, graph_module_of, index_of, node_record
 from .initialisers import default_init
 from .readers import default_input, weights_owner
 from .records import ParamChange, ParamReport
 from .resize import hands_on_channels
-from .shapes import ExampleInputs
 from .shapespec import InputSpec
 from .surgery import SurgeryResult, _copy, _set_submodule, _with_guards
 from .trace import trace, unwrap_model

@@ -55,6 +55,7 @@ __all__ = (
     "edits_values",
     "from_known_data",
     "makes_known_data",
+    "masks_as_indices",
     "masks_input",
     "off_meta",
     "on_one_device",
@@ -316,6 +317,34 @@ def data_and_meta(args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[bool,
     return data, meta
 
 
+_GETITEM = (operator.getitem, torch.Tensor.__getitem__)
+
+
+def masks_as_indices(target: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``x[mask, ...]`` with ``mask`` a boolean tensor of known data: the index as the positions it selects
+    (``mask.nonzero(as_tuple=True)``), which select the same elements in the same order and, unlike the mask,
+    can meet a ``meta`` tensor (meta has no ``nonzero``: BART's classifier reads ``hidden[eos_mask, :]``).
+    Other calls and indices are given back as they are.
+
+    Examples
+    --------
+    >>> x, mask = torch.empty(2, 5, 4, device="meta"), torch.tensor([[0, 1, 0, 0, 1], [0, 0, 0, 1, 1]]).bool()
+    >>> args = masks_as_indices(operator.getitem, (x, (mask, slice(None))))
+    >>> tuple(operator.getitem(*on_one_device(args, {}, module=False)[0]).shape)
+    (4, 4)
+    """
+    if target not in _GETITEM or len(args) != 2:
+        return args
+    index = args[1]
+    parts = index if type(index) is tuple else (index,)
+    if not any(_cpu_data(p) and p.dtype == torch.bool for p in parts):
+        return args
+    converted: list[Any] = []
+    for p in parts:
+        converted += list(p.nonzero(as_tuple=True)) if _cpu_data(p) and p.dtype == torch.bool else [p]
+    return (args[0], tuple(converted))
+
+
 def stand_ins(value: Any) -> Any:
     """``value`` (a tensor, or a list or tuple of them) with each CPU tensor of known data, 0-dim ones aside, as a
     ``meta`` stand-in.
@@ -395,7 +424,7 @@ class KnownData:
         if pads_input(node):
             self._follow_padding(node, env)
             return
-        if masks_input(node):
+        if masks_input(node) and node.args[0] not in self.values:  # an input given as a shape: its range only
             self.ranges[node] = (0, 1)
             padded = self.padded.get(node.args[0])  # type: ignore[arg-type]
             other = node.args[1] if len(node.args) > 1 else None
@@ -494,6 +523,22 @@ class KnownData:
             elif first == (0, 1) or second == (0, 1) or a == b or c == d:  # by a mask or a number: exact ends
                 ends = (a * c, a * d, b * c, b * d)
                 ranges[node] = (min(ends), max(ends))
+
+    def with_masks_as_indices(self, node: torch.fx.Node, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``args`` (``node``'s ``meta`` values) of ``x[mask, ...]`` with a boolean ``mask`` of known data as the
+        positions it selects (:func:`masks_as_indices`), each a ``meta`` stand-in; else ``args``."""
+        if node.target is not operator.getitem or len(node.args) != 2 or len(args) != 2:
+            return args
+        written, given = node.args[1], args[1]
+        nodes = written if type(written) is tuple else (written,)
+        values = given if type(given) is tuple else (given,)
+        if len(nodes) != len(values):
+            return args
+        index = tuple(
+            self.values[a] if isinstance(a, torch.fx.Node) and a in self.values else v for a, v in zip(nodes, values)
+        )
+        converted = masks_as_indices(operator.getitem, (args[0], index))
+        return args if converted[1] is index else (args[0], stand_ins(converted[1]))
 
     def past_the_end(
         self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any], module: Any, layer: str, kind: str

@@ -13,9 +13,10 @@ from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
+from .arguments import ExampleInputs
 from .errors import ShapeError
 from .frontend import bind_inputs
-from .shapes import ExampleInputs, meta_copy
+from .shapes import meta_copy
 from .shapespec import InputSpec
 
 __all__ = ("lazy_layers", "materialized")

@@ -28,12 +28,13 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
+from .arguments import ExampleInputs
 from .copies import _ZERO_RUN_LIMIT, _zeros_like, cannot_run_on_meta, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
 from .graph import NodeRecord, index_of, node_record, node_records, opaque_of
 from .resize import input_conv
-from .shapes import ExampleInputs, meta_copy
+from .shapes import meta_copy
 from .shapespec import InputSpec
 
 __all__ = (

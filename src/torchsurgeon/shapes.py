@@ -25,9 +25,7 @@ spec means is :func:`torchsurgeon.shapespec.normalize_input`.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +36,7 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from ._steps import rules_of, steps_of
-from .arguments import forward_inputs
+from .arguments import input_dtype_for
 from .copies import container_edit, detached_copy, meta_like, run_on_zeros, thawed
 from .errors import InputError, ShapeError, first_line, with_numbers
 from .fxbookkeeping import autocast_as
@@ -51,7 +49,7 @@ from .graph import (
     set_records,
     update_record,
 )
-from .knowndata import KnownData, as_meta
+from .knowndata import DATA_LIMIT, KnownData, as_meta
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_inputs, input_fix, resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule
@@ -63,7 +61,6 @@ from .shapespec import InputSpec, Shape, TypedShape, normalize_input, per_sample
 
 __all__ = (
     "ShapeResult",
-    "input_dtype_for",
     "meta_copy",
     "propagate_shapes",
     "shapes_of",
@@ -106,75 +103,6 @@ def _input_dtype(node: torch.fx.Node, model: nn.Module) -> torch.dtype:
         if user.op == "call_function" and user.target is torch.nn.functional.embedding:
             return torch.long
     return input_dtype_for(str(node.target).lstrip("*"), model)
-
-
-def input_dtype_for(name: str, model: nn.Module) -> torch.dtype:
-    """The dtype of an input given by shape: ``torch.long`` for token ids, else the model's floating dtype.
-
-    Token ids are the arguments named ``ids`` or ``*_ids`` (``input_ids``,
-    ``decoder_input_ids``, ``token_type_ids``), the names Hugging Face
-    models use, so they stay integers even when the embedding that reads
-    them sits inside an opaque layer.  Give a
-    :class:`~torchsurgeon.shapespec.TypedShape` (``"128:long"``) or a tensor
-    instead of a shape to choose any other dtype.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> input_dtype_for("input_ids", nn.Linear(2, 2)), input_dtype_for("pixel_values", nn.Linear(2, 2).half())
-    (torch.int64, torch.float16)
-    """
-    if name == "ids" or name.endswith("_ids"):
-        return torch.long
-    for p in itertools.chain(model.parameters(), model.buffers()):
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
-
-
-class ExampleInputs(Mapping[str, torch.Tensor]):
-    """``meta`` tensors for ``input`` by ``forward`` argument name (empty when the spec does not fit).
-
-    Built on first use: only a forward that asks Python questions about
-    shapes needs them (a plain torchvision or timm model never does).  A
-    spec that does not fit is reported later, by shape propagation, with its
-    own message.  Inputs given by shape get :func:`input_dtype_for` their name.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> x = ExampleInputs(nn.Conv2d(3, 8, 3), (3, 32, 32), batch=2)["input"]
-    >>> tuple(x.shape), x.dtype, x.device.type
-    ((2, 3, 32, 32), torch.float32, 'meta')
-    """
-
-    def __init__(self, model: nn.Module, input: InputSpec, batch: int) -> None:
-        self._spec = (model, input, batch)
-
-    @functools.cached_property
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        model, input, batch = self._spec
-        try:
-            specs = normalize_input(input, forward_inputs(model, input))
-            return {
-                name: spec
-                if isinstance(spec, torch.Tensor)
-                else spec.meta(batch)
-                if isinstance(spec, TypedShape)
-                else torch.empty((batch, *spec), dtype=input_dtype_for(name, model), device="meta")
-                for name, spec in specs.items()
-            }
-        except (InputError, RuntimeError, TypeError, ValueError):
-            return {}
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self._tensors[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tensors)
-
-    def __len__(self) -> int:
-        return len(self._tensors)
 
 
 # --------------------------------------------------------------------------- values
@@ -468,6 +396,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 self._record(base, ins, None, LayerStatus.INVALID, finding.message, (finding,), ShapeSource.RULE)
                 self._unknown_seen = True
                 return _Unknown(base.layer)
+            args = self.known.with_masks_as_indices(n, args)  # x[known_mask]: the positions it selects
         if not ins and op == "call_function" and base.layer not in self.opaque:
             out = self._python_value(n, base, args, kwargs)
             if out is not FALLBACK:
@@ -517,6 +446,9 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             obj, *rest = fresh_args
             method = str(n.target)
             run = lambda: getattr(obj, method)(*rest, **fresh_kwargs)  # noqa: E731
+        if self._reads_known and op != "call_module":  # all its inputs known (BART's unique_consecutive): the CPU's
+            self.known.follow(n, self.env, True)
+            run = (lambda v=self.known.values[n]: v) if n in self.known.values else run  # type: ignore[misc]
         out = self._execute(base, ins, status, run, rule, module, args, kwargs)
         if isinstance(out, _Unknown) and step.from_input and module is not None:
             return self._as_folded(n, base, ins, module, args, kwargs, out)
@@ -722,6 +654,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             spec = self.inputs[name]
             if isinstance(spec, torch.Tensor):
                 value = _to_meta(spec)
+                if type(spec) is torch.Tensor and spec.device.type == "cpu" and spec.numel() <= DATA_LIMIT:
+                    self.known.values[n] = spec.clone()  # a small tensor given with its data: known, as in the trace
             elif isinstance(spec, TypedShape):
                 value = spec.meta(self.batch)
             else:

@@ -723,14 +723,16 @@ def _data_decides(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype, bool]
 
 def _data_fix(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype, bool]]) -> str:
     """The fix for a branch of the model's own forward on the data of some ``inputs`` (given as shapes): give the
-    inputs as tensors."""
+    inputs as tensors, with the user's own values (no values of ours are sure to take the path theirs take)."""
     names = " and ".join(repr(n) for n, (*_, decides) in inputs.items() if decides)
-    tensors = ", ".join(
-        f"{n!r}: torch.zeros({', '.join(map(str, shape))}, dtype={dtype})" for n, (shape, dtype, _) in inputs.items()
+    given = ", ".join(f"{n!r}: {n}" for n in inputs)
+    shapes = "; ".join(
+        f"{n} your {tuple(shape)} {str(dtype).removeprefix('torch.')} tensor" for n, (shape, dtype, _) in inputs.items()
     )
     return (
-        f"the values of {names} decide the branch: give the inputs as tensors with your own values (a small CPU tensor "
-        f"given as an input is read as data), e.g. paramcount(model, {{{tensors}}})"
+        f"the values of {names} decide what the forward does here (a branch, or an op that needs them): give the "
+        f"inputs with their values, paramcount(model, {{{given}}}) with {shapes} (a small CPU tensor given as an "
+        "input is read as data)"
     )
 
 

@@ -51,6 +51,7 @@ from ..knowndata import (
     data_and_meta,
     edits_values,
     from_known_data,
+    masks_as_indices,
     off_meta,
     on_one_device,
     stand_ins,
@@ -264,7 +265,7 @@ def _meeting_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
     found = index_past(func, args, kwargs)
     if found is not None:
         raise found.error(found.message)
-    return on_one_device(tuple(args), dict(kwargs), module=False)
+    return on_one_device(masks_as_indices(func, tuple(args)), dict(kwargs), module=False)
 
 
 def ruled_leaf(
