@@ -31,6 +31,7 @@ from .initialisers import default_init
 from .readers import default_input, weights_owner
 from .records import ParamChange, ParamReport
 from .resize import hands_on_channels
+from .shapes import meta_copy
 from .shapespec import InputSpec
 from .surgery import SurgeryResult, _copy, _set_submodule, _with_guards
 from .trace import trace, unwrap_model
@@ -186,18 +187,14 @@ def _heads(model: nn.Module, input: InputSpec | None) -> list[tuple[str, NodeRec
 
 
 def _outputs_in_training(model: nn.Module, input: InputSpec | None) -> list[tuple[nx.DiGraph, str]]:
-    """The outputs of a model in ``eval()`` traced in training mode (GoogLeNet's auxiliary logits), but its first."""
-    modes = {m: m.training for m in model.modules()}
-    if all(modes.values()):
+    """The outputs of a model in ``eval()`` traced in training mode (GoogLeNet's auxiliary logits), but its first;
+    on a weightless copy (the model's own modes stay as they are)."""
+    if all(m.training for m in model.modules()):
         return []
     try:
-        model.train()
-        G = _graph(model, input)
+        G = _graph(meta_copy(model).train(), input)
     except Exception:  # a model whose training forward cannot be traced: its eval outputs are what there is
         return []
-    finally:
-        for m, training in modes.items():
-            m.training = training
     return [(G, name) for name in _output_nodes(G)[1:]]
 
 
