@@ -7,11 +7,13 @@ import operator
 import pytest
 import torch
 import torch.fx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from torchsurgeon import TraceError, paramcount, paramcount_sweep
 from torchsurgeon.graph import build_graph
-from torchsurgeon.knowndata import KnownData, as_meta
+from torchsurgeon.knowndata import KnownData, as_meta, masks_as_indices, on_one_device
 from torchsurgeon.shapes import propagate_shapes
 from torchsurgeon.trace import trace
 
@@ -329,3 +331,30 @@ def test_bart_sequence_classification_with_its_token_ids() -> None:
     r = paramcount(model, {"input_ids": ids})
     assert r.output_shape["logits"] == tuple(model(input_ids=ids).logits.shape) == (1, 5)
     assert r.total == sum(p.numel() for p in model.parameters()) and not r.invalid
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    lead=st.integers(0, 1),
+    mask_dims=st.integers(1, 2),
+    off=st.integers(0, 1),
+    seed=st.integers(0, 1000),
+)
+def test_a_known_mask_selects_what_the_cpu_selects_or_is_left_to_the_op(
+    shape: list[int], lead: int, mask_dims: int, off: int, seed: int
+) -> None:
+    """x[mask] on meta by the mask's positions: the CPU's result shape where the mask fits, the op's own error
+    (args unchanged) where it does not."""
+    x = torch.zeros(shape)
+    mask_shape = [d + off for d in shape[lead : lead + mask_dims]] or [1]
+    mask = torch.rand(mask_shape, generator=torch.Generator().manual_seed(seed)) > 0.5
+    index = (slice(None),) * lead + (mask,)
+    args = masks_as_indices(operator.getitem, (x.to("meta"), index))
+    try:
+        want = tuple(x[index].shape)
+    except (IndexError, RuntimeError):
+        assert args[1] is index  # not converted: the op raises as the CPU does
+        return
+    got = operator.getitem(*on_one_device(args, {}, module=False)[0])
+    assert tuple(got.shape) == want

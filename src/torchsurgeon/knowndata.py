@@ -333,15 +333,25 @@ def masks_as_indices(target: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     >>> tuple(operator.getitem(*on_one_device(args, {}, module=False)[0]).shape)
     (4, 4)
     """
-    if target not in _GETITEM or len(args) != 2:
+    if target not in _GETITEM or len(args) != 2 or not isinstance(args[0], torch.Tensor):
         return args
     index = args[1]
     parts = index if type(index) is tuple else (index,)
     if not any(_cpu_data(p) and p.dtype == torch.bool for p in parts):
         return args
     converted: list[Any] = []
+    dim = 0  # the dim of x the part indexes
     for p in parts:
-        converted += list(p.nonzero(as_tuple=True)) if _cpu_data(p) and p.dtype == torch.bool else [p]
+        if _cpu_data(p) and p.dtype == torch.bool:
+            if tuple(p.shape) != tuple(args[0].shape[dim : dim + p.dim()]):
+                return args  # a mask that does not fit: the op itself says what a real forward says
+            converted += list(p.nonzero(as_tuple=True))
+            dim += p.dim()
+        elif p is None or p is Ellipsis or isinstance(p, torch.Tensor):
+            return args  # only masks after slices and numbers: where they index is known without more rules
+        else:
+            converted.append(p)
+            dim += 1
     return (args[0], tuple(converted))
 
 
