@@ -315,8 +315,9 @@ def _edits(node: torch.fx.Node) -> bool:
 
 
 DATA_INPUTS = "torchsurgeon_data_inputs"
-"""The attribute giving, on the error of a Python branch on tensor values, the model inputs given as shapes
-(``{"input_ids": (shape, dtype, decides)}``), ``decides`` for those whose data the branch depends on."""
+"""The attribute giving, on the error of a Python branch on tensor values or of an op meta cannot run without
+them (``unique_consecutive``), the model inputs given as shapes (``{"input_ids": (shape, dtype, decides)}``),
+``decides`` for those whose data it depends on."""
 
 FAILED_NODE = "torchsurgeon_failed_node"
 """The attribute naming, on an error raised while :class:`MetaValues` answered a question, the layer and node whose
