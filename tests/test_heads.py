@@ -248,3 +248,27 @@ def test_a_kept_row_equal_to_several_old_rows_is_not_given_one_of_them() -> None
     report = check_surgery(model, edited, (4,))
     messages = {p.name: p.message for p in report.params}
     assert "0←2" in messages["0.weight"] and "0←one of 5 equal rows" in messages["0.bias"]
+
+
+@pytest.mark.parametrize(
+    ("build", "heads"),
+    [
+        (
+            lambda: torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+                weights=None, weights_backbone=None, aux_loss=True, num_classes=21
+            ),
+            ["classifier.4", "aux_classifier.4"],  # the auxiliary output, through its interpolation
+        ),
+        (
+            lambda: torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None),
+            ["classifier.low_classifier", "classifier.high_classifier"],  # summed
+        ),
+    ],
+    ids=["deeplabv3 aux", "lraspp"],
+)
+def test_segmentation_heads_are_all_replaced(build: object, heads: list[str]) -> None:
+    model = build().eval()  # type: ignore[operator]
+    assert head_layers(model) == heads
+    with torch.no_grad():
+        out = replace_head(model, 5).model(torch.zeros(1, 3, 64, 64))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {k: (1, 5, 64, 64) for k in out}
