@@ -167,50 +167,51 @@ def _check_the_edit_runs(
     names: list[str],
     channels: int,
     mode: FoldMode,
-    image: InputSpec,
+    images: Sequence[InputSpec],
     before: Mapping[str, int],
     run_before: bool,
     *,
     chosen: bool = False,
-) -> bool:
+) -> None:
     """Raise before any edit when the edited model would not run on the new channel count: what comes before the
     layers reading the input may make more channels of a smaller input (torchvision's detection models normalise
-    with one mean per RGB channel, broadcasting a grey image to three).  The edit is tried on a weightless copy,
-    run once on ``image`` with the new channel count; ``run_before``: the model is known to run on ``image``.
-    False when there is no verdict: ``image`` is a guess the model does not run on now."""
+    with one mean per RGB channel, broadcasting a grey image to three).  The edit is made once on a weightless copy,
+    run on the first of ``images`` that gives a verdict, with the new channel count; ``run_before``: the model is
+    known to run on them (else a guess the model does not run on now gives none, and the next is tried)."""
     trial = meta_copy(model)
     _adapted(trial, names, channels, mode, before)
-    new_input = recoloured(model, image, channels)
-    try:
-        input_readers(trial, new_input)
-    except SurgeryError as exc:
-        if not run_before:
-            try:  # a guessed image: a verdict only where the model runs on it now
-                input_readers(model, image)
-            except SurgeryError:
-                return False
-        why = (str(exc.__cause__ or exc).strip().splitlines() or [""])[0][:200]
+    for image in images:
+        new_input = recoloured(model, image, channels)
         try:
-            input_readers(model, new_input)
-        except SurgeryError:
-            fix = (
-                "the layers named do not read the input's channels as they are (a space-to-depth stem makes "
-                f"{before[names[0]]} channels of {_input_channels_hint(model, image)}): leave layer= out to have them "
-                "found, with what to do"
-                if chosen
-                else "pass layer= to choose the layers to adapt"
-            )
-        else:
-            fix = (
-                f"the model takes a {channels}-channel input as it is: what comes before {names[0]} makes "
-                f"{before[names[0]]} channels of it (a normalisation with one mean per channel) — use it unchanged, "
-                "or change that step before adapting"
-            )
-        raise SurgeryError(
-            f"{type(model).__name__}: with {', '.join(names)} adapted to {channels} channel{'s' * (channels != 1)} "
-            f"the model does not run on input {new_input} ({why}) — {fix}"
-        ) from exc
-    return True
+            input_readers(trial, new_input)
+        except SurgeryError as exc:
+            if not run_before:
+                try:  # a guessed image: a verdict only where the model runs on it now
+                    input_readers(model, image)
+                except SurgeryError:
+                    continue
+            why = (str(exc.__cause__ or exc).strip().splitlines() or [""])[0][:200]
+            try:
+                input_readers(model, new_input)
+            except SurgeryError:
+                fix = (
+                    "the layers named do not read the input's channels as they are (a space-to-depth stem makes "
+                    f"{before[names[0]]} channels of {_input_channels_hint(model, image)}): leave layer= out to have "
+                    "them found, with what to do"
+                    if chosen
+                    else "pass layer= to choose the layers to adapt"
+                )
+            else:
+                fix = (
+                    f"the model takes a {channels}-channel input as it is: what comes before {names[0]} makes "
+                    f"{before[names[0]]} channels of it (a normalisation with one mean per channel) — use it "
+                    "unchanged, or change that step before adapting"
+                )
+            raise SurgeryError(
+                f"{type(model).__name__}: with {', '.join(names)} adapted to {channels} "
+                f"channel{'s' * (channels != 1)} the model does not run on input {new_input} ({why}) — {fix}"
+            ) from exc
+        return
 
 
 def _input_channels_hint(model: nn.Module, image: InputSpec) -> str:
@@ -480,11 +481,10 @@ def adapt_input_channels(
     before = {name: _input_width(edited, name)[1] for name in names}  # every layer checked before any is edited
     convs = all(isinstance(edited.get_submodule(name), nn.modules.conv._ConvNd) for name in names)
     if convs and layer is not None and image is None:  # chosen layers: tried on an input the model runs on now
-        for guess in dict.fromkeys(g for g in (default_input(edited), guessed_input(edited), (3, 224, 224)) if g):
-            if _check_the_edit_runs(edited, names, channels, mode, guess, before, False, chosen=True):
-                break
+        guesses = list(dict.fromkeys(g for g in (default_input(edited), guessed_input(edited), (3, 224, 224)) if g))
+        _check_the_edit_runs(edited, names, channels, mode, guesses, before, False, chosen=True)
     elif image is not None and convs:  # the edit is run once before it is made
-        _check_the_edit_runs(edited, names, channels, mode, image, before, run_before, chosen=layer is not None)
+        _check_the_edit_runs(edited, names, channels, mode, [image], before, run_before, chosen=layer is not None)
     return SurgeryResult(edited, _adapted(edited, names, channels, mode, before))
 
 
