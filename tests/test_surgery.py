@@ -467,3 +467,15 @@ def test_two_images_ask_which_one_is_adapted() -> None:
         assert result.model(
             torch.randn(1, 4, 8, 8), torch.tensor([3.0]), torch.randn(1, 7, 32), torch.randn(1, 1, 8, 8)
         ).shape == (1, 8, 8, 8)
+
+
+def test_a_layer_named_in_a_model_whose_config_describes_its_image_is_adapted() -> None:
+    """The input a transformers config describes is a mapping: trying the edit on it raised TypeError (unhashable)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, image_size=32, patch_size=8
+    )
+    model = transformers.ViTForImageClassification(config).eval()
+    result = adapt_input_channels(model, 1, layer="vit.embeddings.patch_embeddings.projection")
+    assert result.changes[0].name == "vit.embeddings.patch_embeddings.projection.weight"
+    assert result.model(torch.zeros(1, 1, 32, 32)).logits.shape == (1, 2)

@@ -481,7 +481,8 @@ def adapt_input_channels(
     before = {name: _input_width(edited, name)[1] for name in names}  # every layer checked before any is edited
     convs = all(isinstance(edited.get_submodule(name), nn.modules.conv._ConvNd) for name in names)
     if convs and layer is not None and image is None:  # chosen layers: tried on an input the model runs on now
-        guesses = list(dict.fromkeys(g for g in (default_input(edited), guessed_input(edited), (3, 224, 224)) if g))
+        found = [g for g in (default_input(edited), guessed_input(edited), (3, 224, 224)) if g]
+        guesses = [g for i, g in enumerate(found) if g not in found[:i]]  # a config's image is a dict: no hash
         _check_the_edit_runs(edited, names, channels, mode, guesses, before, False, chosen=True)
     elif image is not None and convs:  # the edit is run once before it is made
         _check_the_edit_runs(edited, names, channels, mode, [image], before, run_before, chosen=layer is not None)
