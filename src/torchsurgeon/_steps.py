@@ -24,7 +24,7 @@ from .copies import thawed, torch_or_python
 from .fxbookkeeping import Autocast, node_autocast
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
 from .knowndata import makes_known_data
-from .resize import hands_on_channels
+from .resize import hands_on_channels, hands_on_features
 from .rules import Rule, function_rule, method_rule, module_rule
 from .rules.pooling import ADAPTIVE_POOL_FUNCTIONS, ADAPTIVE_POOLS
 from .rules.registry import rules_version, runs_forward_of
@@ -95,9 +95,6 @@ def _own_function(node: torch.fx.Node, inputs: tuple[torch.fx.Node, ...], passin
     )
 
 
-_FLATTENING = frozenset({"flatten", "view", "reshape", "squeeze", "contiguous"})
-
-
 def _pooled(node: torch.fx.Node, module: nn.Module | None, modules: Mapping[str, nn.Module]) -> bool:
     """Whether ``node``, a linear layer, reads what an adaptive pooling gives, through flatten, views, dropout,
     identity or conversions: its features are then as many whatever the input's size (torchvision's ResNet:
@@ -114,9 +111,7 @@ def _pooled(node: torch.fx.Node, module: nn.Module | None, modules: Mapping[str,
             return True  # a pool, or a module holding one (timm's SelectAdaptivePool2d)
         if op == "call_function" and target in ADAPTIVE_POOL_FUNCTIONS:
             return True
-        name = target if op == "call_method" else getattr(target, "__name__", "")
-        passes = hands_on_channels(op, target, held) or isinstance(held, nn.Flatten) or name in _FLATTENING
-        if not passes or not current.args:
+        if not hands_on_features(op, target, held) or not current.args:
             return False
         current = current.args[0]
     return False

@@ -30,7 +30,7 @@ from .graph import NodeRecord, build_graph, graph_module_of, index_of, node_reco
 from .initialisers import default_init
 from .readers import default_input, weights_owner
 from .records import ParamChange, ParamReport
-from .resize import hands_on_channels
+from .resize import hands_on_features
 from .shapes import meta_copy
 from .shapespec import InputSpec
 from .surgery import SurgeryResult, _copy, _set_submodule, _with_guards
@@ -40,8 +40,6 @@ __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
 
 _CLASS_GUARDS = ("num_labels", "num_classes", "n_classes")
 """Attributes of a module holding the head, or of its config, that keep the class count."""
-
-_FLATTENING = frozenset({"flatten", "view", "reshape", "squeeze", "contiguous"})
 
 
 def head_layer(model: nn.Module, input: InputSpec | None = None) -> str:
@@ -116,12 +114,7 @@ def _output_nodes(G: nx.DiGraph) -> list[str]:
 def _passes_on(G: nx.DiGraph, node: torch.fx.Node) -> bool:
     """Whether a node gives its input on as it is, or flattened (dropout, identity, a conversion, a view)."""
     module = index_of(G).modules.get(str(node.target)) if node.op == "call_module" else None
-    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-    return (
-        hands_on_channels(node.op, node.target, module)
-        or isinstance(module, (nn.Flatten, nn.Dropout, nn.Identity))
-        or (node.op in ("call_method", "call_function") and name in _FLATTENING)
-    )
+    return hands_on_features(node.op, node.target, module)
 
 
 def _owners(G: nx.DiGraph, start: str, *, through_any: bool) -> list[tuple[str, NodeRecord]]:

@@ -341,6 +341,25 @@ def hands_on_channels(op: str, target: Any, module: nn.Module | None) -> bool:
     return op == "call_method" and target in _HANDING_ON_METHODS
 
 
+_FLATTENING = frozenset({"flatten", "view", "reshape", "squeeze", "contiguous"})
+
+
+def hands_on_features(op: str, target: Any, module: nn.Module | None) -> bool:
+    """Whether a graph node hands its input's features on, maybe flattened: :func:`hands_on_channels`, or a flatten,
+    view, reshape or squeeze (torchvision's ResNet: ``avgpool``, ``torch.flatten``, ``fc``).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> hands_on_features("call_method", "view", None), hands_on_features("call_module", "f", nn.Flatten())
+    (True, True)
+    >>> hands_on_features("call_method", "sum", None)
+    False
+    """
+    name = target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
+    return hands_on_channels(op, target, module) or isinstance(module, nn.Flatten) or name in _FLATTENING
+
+
 def input_fix(module: nn.Module, channels: int) -> str:
     """The fix of an input layer that does not take ``channels``: its fold (:func:`fold_fix`), or, for a layer no
     fold keeps exact (a convolution that standardises its weight in its forward), the ways out that are.
