@@ -33,7 +33,7 @@ from .records import ParamChange, ParamReport
 from .resize import hands_on_features
 from .shapes import meta_copy
 from .shapespec import InputSpec
-from .surgery import SurgeryResult, _copy, _set_submodule, _with_guards
+from .surgery import SurgeryResult, _copy, _count, _holders, _set_submodule, _with_guards
 from .trace import trace, unwrap_model
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
@@ -209,12 +209,6 @@ def _not_a_layer(model: nn.Module, name: str, rec: NodeRecord, num_classes: int 
     return SurgeryError(f"{where} is the head but not a Linear or Conv layer — replace it by hand")
 
 
-def _class_count(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InputError(f"num_classes={value!r} — the new class count must be a positive int")
-    return value
-
-
 def _fresh(old: nn.Module, num_classes: int) -> nn.Module:
     """A new layer like ``old`` (a Linear or a convolution) with ``num_classes`` outputs, on its device and dtype."""
     if isinstance(old, nn.Linear):
@@ -282,7 +276,7 @@ def replace_head(
     >>> torch.equal(r.model[0].weight[0], net[0].weight[4])
     True
     """
-    num_classes = _class_count(num_classes)
+    num_classes = _count(num_classes, "num_classes", "the new class count")
     edited = _copy(model, inplace)
     heads = _heads(edited, input)
     for name, rec in heads:
@@ -328,12 +322,10 @@ def replace_head(
 
 def _configs(model: nn.Module, layer: str) -> list[tuple[str, Any]]:
     """The configs (``config`` attributes) of the modules holding ``layer``, with their names."""
-    parts = layer.split(".")
     found: list[tuple[str, Any]] = []
-    for name in (".".join(parts[:i]) for i in range(len(parts))):
-        config = vars(model.get_submodule(name)).get("config")
-        if config is not None and all(config is not c for _, c in found):
-            found.append((f"{name}.config".lstrip("."), config))
+    for where, config, is_config in _holders(model, layer):
+        if is_config and all(config is not c for _, c in found):
+            found.append((where, config))
     return found
 
 

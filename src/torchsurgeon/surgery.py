@@ -233,10 +233,11 @@ def _copy(model: nn.Module, inplace: bool) -> nn.Module:
     return model if inplace else copy.deepcopy(model)
 
 
-def _check_channels(channels: object) -> int:
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels <= 0:
-        raise InputError(f"channels={channels!r} — the new input channel count must be a positive int")
-    return channels
+def _count(value: object, name: str, meaning: str) -> int:
+    """``value``, a count given as the argument ``name``, if it is a positive int; else InputError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InputError(f"{name}={value!r} — {meaning} must be a positive int")
+    return value
 
 
 # --------------------------------------------------------------------------- input channels
@@ -353,23 +354,28 @@ def _update_guards(
     ``id2label``).
     """
     changes: list[ParamReport] = []
+    for where, holder, is_config in _holders(model, layer):
+        for attr in attributes:
+            value = getattr(holder, attr, None) if is_config else vars(holder).get(attr)
+            if type(value) is int and value == before:
+                setattr(holder, attr, after)
+                note = f"{before} → {after}"
+                changes.append(ParamReport(f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", note))
+    return changes
+
+
+def _holders(model: nn.Module, layer: str) -> list[tuple[str, Any, bool]]:
+    """The modules holding ``layer`` ("", "a", "a.b": not the layer itself), each followed by its ``config`` when
+    it has one: (name, object, whether it is a config)."""
+    found: list[tuple[str, Any, bool]] = []
     parts = layer.split(".")
-    for name in (".".join(parts[:i]) for i in range(len(parts))):  # "", "a", "a.b" — not the layer itself
+    for name in (".".join(parts[:i]) for i in range(len(parts))):
         module = model.get_submodule(name)
-        holders: list[tuple[str, Any, bool]] = [(name, module, False)]
+        found.append((name, module, False))
         config = vars(module).get("config")
         if config is not None:
-            holders.append((f"{name}.config".lstrip("."), config, True))
-        for where, holder, is_config in holders:
-            for attr in attributes:
-                value = getattr(holder, attr, None) if is_config else vars(holder).get(attr)
-                if type(value) is int and value == before:
-                    setattr(holder, attr, after)
-                    note = f"{before} → {after}"
-                    changes.append(
-                        ParamReport(f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", note)
-                    )
-    return changes
+            found.append((f"{name}.config".lstrip("."), config, True))
+    return found
 
 
 def _with_guards(
@@ -452,7 +458,7 @@ def adapt_input_channels(
     -----------  --------  ------------  ------------  ---------------------------------
     0.weight     folded    (8, 3, 3, 3)  (8, 4, 3, 3)  zero_extra fold of 3 → 4 channels
     """
-    channels = _check_channels(channels)
+    channels = _count(channels, "channels", "the new input channel count")
     lazy = lazy_layers(unwrap_model(model))
     if lazy:
         raise SurgeryError(
