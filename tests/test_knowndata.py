@@ -358,3 +358,24 @@ def test_a_known_mask_selects_what_the_cpu_selects_or_is_left_to_the_op(
         return
     got = operator.getitem(*on_one_device(args, {}, module=False)[0])
     assert tuple(got.shape) == want
+
+
+class EditsPositionsTwiceOver(nn.Module):
+    """Known positions edited in place by a method without a shape rule (neg_)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Embedding(7, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(x.shape[1], device=x.device) - 4  # -4, -3, -2
+        positions.neg_()  # 4, 3, 2 (negated twice: -4, -3, -2 again)
+        return self.table(positions + 2)  # rows 6, 5, 4 fit (-2, -1, 0 would not)
+
+
+def test_an_in_place_edit_of_known_data_is_applied_once() -> None:
+    """Propagation computed a node's known data before running it and again after: neg_ ran twice."""
+    model = EditsPositionsTwiceOver()
+    assert model(torch.zeros(1, 3)).shape == (3, 4)
+    r = paramcount(model, (3,))
+    assert r.invalid == [] and r.output_shape == (3, 4)

@@ -428,7 +428,10 @@ class KnownData:
 
     def follow(self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any], reads: bool | None = None) -> None:
         """Compute ``node``'s known data, if it has some, from its inputs' (``env``: their ``meta`` values);
-        ``reads``: :meth:`reads` of its inputs, when already asked."""
+        ``reads``: :meth:`reads` of its inputs, when already asked.  Once per node: shape propagation may ask
+        before running it (an op meta cannot run), and an in-place edit must not be applied twice."""
+        if node in self.values:
+            return
         op, target = node.op, node.target
         factory = op == "call_function" and target in DATA_FACTORIES
         if pads_input(node):
