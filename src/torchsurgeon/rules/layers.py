@@ -74,7 +74,7 @@ def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> None:
     raises when their floating-point dtypes differ (a float32 head added to a model in bfloat16); see
     :func:`~torchsurgeon.rules._common.mixed_dtypes`."""
     weight = getattr(m, "weight", None)
-    if isinstance(weight, torch.Tensor) and mixed_dtypes((x, weight)):
+    if isinstance(weight, torch.Tensor) and weight.dtype != x.dtype and mixed_dtypes((x, weight)):  # most: equal
         name = str(weight.dtype).removeprefix("torch.")
         call.mismatch(
             "input dtype",
