@@ -136,7 +136,10 @@ def _owners(G: nx.DiGraph, start: str, *, through_any: bool) -> list[tuple[str, 
             if pred not in seen and node_record(G, pred).op != "placeholder":
                 seen.add(pred)
                 frontier.append(pred)
-    return list({name: (name, rec) for name, rec in reversed(found)}.values())[::-1]  # each once, closest first
+    unique: dict[str, NodeRecord] = {}
+    for name, rec in found:  # each once, where it is first met (closest first)
+        unique.setdefault(name, rec)
+    return list(unique.items())
 
 
 def _width(module: nn.Module) -> int | None:
