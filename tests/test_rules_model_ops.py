@@ -494,3 +494,70 @@ def test_product_of_two_masks_rule_matches_meta(data: st.DataObject, other: torc
     if other == torch.bool:
         assert answered  # two masks: their logical and, bool
     assert not _function(operator.mul, x, 2) and not _function(operator.sub, x, x)  # promoted; torch refuses
+
+
+@SETTINGS
+@given(data=st.data(), in_place=st.booleans(), add=st.booleans(), number=st.booleans())
+def test_scatter_rules_match_meta(data: st.DataObject, in_place: bool, add: bool, number: bool) -> None:
+    """BigBird's ``view[:, :, 1].scatter_(3, index, src)``: x's shape and dtype whenever torch accepts the call."""
+    x, _ = data.draw(tensors(min_rank=1, max_rank=4))
+    dim = data.draw(st.integers(-x.dim(), x.dim() - 1))
+    shape = [data.draw(st.integers(1, 4)) for _ in range(x.dim())]
+    if data.draw(st.integers(0, 5)) == 0:
+        shape = shape[1:]  # another rank: torch raises
+    index = torch.zeros(shape, dtype=torch.int64, device="meta")
+    src: Any = 1.5
+    if not (number and not add):
+        src_shape = [n + data.draw(st.integers(-1, 1)) if n > 1 else n for n in shape]
+        src, _ = data.draw(tensors(shape=tuple(src_shape), dtype=data.draw(st.sampled_from([x.dtype, torch.float16]))))
+    name = ("scatter_add" if add else "scatter") + ("_" if in_place else "")
+    answered = _check(method_rule(name), (x, dim, index, src), {}, lambda: getattr(x, name)(dim, index, src))
+    fits = (
+        len(shape) == x.dim()
+        and all(i == dim % x.dim() or n <= s for i, (n, s) in enumerate(zip(shape, x.shape)))
+        and (
+            not isinstance(src, torch.Tensor)
+            or (src.dtype == x.dtype and all(n <= s for n, s in zip(shape, src.shape)))
+        )
+    )
+    assert answered == (fits and (in_place or x.is_contiguous()))
+    if answered and in_place:
+        assert _apply(method_rule(name), (x, dim, index, src), {}) is x
+
+
+@SETTINGS
+@given(data=st.data(), name=st.sampled_from(["unsqueeze_", "squeeze_", "transpose_", "swapaxes_", "t_"]))
+def test_in_place_reshapes_match_meta(data: st.DataObject, name: str) -> None:
+    """BigBird's ``mask.unsqueeze_(1)``: the tensor itself, with the shape and strides meta gives it."""
+    x, build = data.draw(tensors(min_rank=0, max_rank=4))
+    rank = x.dim()
+    dims = st.integers(-rank - 1, rank) if rank else st.integers(-1, 0)
+    extra: tuple[Any, ...] = {
+        "unsqueeze_": (data.draw(st.integers(-rank - 2, rank + 1)),),
+        "squeeze_": (data.draw(dims),) if data.draw(st.booleans()) else (),
+        "transpose_": (data.draw(dims), data.draw(dims)),
+        "swapaxes_": (data.draw(dims), data.draw(dims)),
+        "t_": (),
+    }[name]
+    other = build("meta")  # the meta op edits its own copy
+    out = _apply(method_rule(name), (x, *extra), {})
+    try:
+        expected = getattr(other, name)(*extra)
+    except (IndexError, RuntimeError):
+        assert out is FALLBACK  # torch raises: the fallback reports it
+        return
+    assert out is x and tuple(x.shape) == tuple(expected.shape) and x.stride() == expected.stride()
+
+
+def test_integer_index_then_full_slices_and_a_one_dimensional_linear_weight_are_ruled() -> None:
+    """CTRL's ``table[(positions, :)]`` and D-FINE's ``F.linear(x, w)`` with a 1-d ``w`` used to run on meta."""
+    table = torch.empty(256, 32, device="meta")
+    ids = torch.zeros(1, 8, dtype=torch.int64, device="meta")
+    assert _function(operator.getitem, table, (ids, slice(None)))
+    assert _function(operator.getitem, torch.empty(4, 5, 6, device="meta"), (ids, slice(None), slice(None)))
+    assert _function(operator.getitem, torch.empty(4, 5, 6, device="meta"), (ids, ids, slice(None)))
+    assert not _function(operator.getitem, table, (ids, slice(1, None)))  # a real slice after it: meta answers
+    x, w = torch.empty(80, 33, device="meta"), torch.empty(33, device="meta")
+    assert _function(torch.nn.functional.linear, x, w)
+    assert not _function(torch.nn.functional.linear, x, w, torch.empty((), device="meta"))  # torch raises
+    assert not _function(torch.nn.functional.linear, x, torch.empty(32, device="meta"))

@@ -62,11 +62,12 @@ def _linear_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if b is None or not same_float(b[0], b[1]):
         return FALLBACK
     x, w, bias = b
-    if x.dim() == 0 or w.dim() != 2 or x.shape[-1] != w.shape[1]:
+    if x.dim() == 0 or w.dim() not in (1, 2) or x.shape[-1] != w.shape[-1]:
         return FALLBACK
-    if bias is not None and (not same_float(x, bias) or tuple(bias.shape) != (w.shape[0],)):
-        return FALLBACK
-    return new((*x.shape[:-1], w.shape[0]), x.dtype)
+    out = (w.shape[0],) if w.dim() == 2 else ()  # a 1-d weight (D-FINE's integral): a dot product per row
+    if bias is not None and (w.dim() == 1 or not same_float(x, bias) or tuple(bias.shape) != out):
+        return FALLBACK  # torch takes no bias with a 1-d weight
+    return new((*x.shape[:-1], *out), x.dtype)
 
 
 def _embedding_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -197,7 +198,7 @@ def _linear_fn_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> 
     if b is None:
         return 0
     x, w = b[0].shape, b[1].shape
-    return numel(x[:-1]) * int(x[-1]) * int(w[0])
+    return numel(x[:-1]) * int(x[-1]) * (int(w[0]) if len(w) == 2 else 1)
 
 
 def _sdpa_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:

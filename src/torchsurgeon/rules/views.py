@@ -179,6 +179,41 @@ def _gather(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return new(index.shape, x.dtype)
 
 
+def _scattered(args: tuple[Any, ...], kwargs: dict[str, Any], *, value: bool) -> torch.Tensor | None:
+    """The ``x`` of ``x.scatter_(dim, index, src)`` (``value``: or a number) when torch accepts the call: an int64
+    index of x's rank, no larger than ``src`` in any dim nor than x outside ``dim``, and ``src`` of x's dtype."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("dim", REQUIRED), ("index", REQUIRED), ("src", REQUIRED)))
+    if b is None or not isinstance(b[0], torch.Tensor) or not isinstance(b[2], torch.Tensor):
+        return None  # reduce=..., value=...: meta says it
+    x, index, src = b[0], b[2], b[3]
+    dim = norm_dim(b[1], x.dim())
+    if dim is None or index.dtype != torch.int64 or index.dim() != x.dim() or x.dim() == 0:
+        return None
+    if any(i != dim and int(n) > int(s) for i, (n, s) in enumerate(zip(index.shape, x.shape))):
+        return None
+    if isinstance(src, torch.Tensor):
+        if src.dtype != x.dtype or src.dim() != x.dim() or any(int(n) > int(s) for n, s in zip(index.shape, src.shape)):
+            return None
+    elif not value or not isinstance(src, (int, float)) or (isinstance(src, float) and not x.is_floating_point()):
+        return None
+    return x
+
+
+def _scatter_rule(*, in_place: bool, value: bool) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
+    """``scatter``/``scatter_add`` (``value``: a number may stand for ``src``): x's shape and dtype; in place x
+    itself, else a new tensor when x is contiguous."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        x = _scattered(args, kwargs, value=value)
+        if x is None:
+            return FALLBACK
+        if in_place:
+            return x
+        return new(x.shape, x.dtype) if x.is_contiguous() else FALLBACK
+
+    return rule
+
+
 def _contiguous(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
         return FALLBACK
@@ -287,6 +322,22 @@ def _squeeze(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return view([x.shape[i] for i in keep], [x.stride()[i] for i in keep], x.dtype)
 
 
+def _in_place(out_of_place: Callable[[tuple[Any, ...], dict[str, Any]], Any]) -> Callable[..., Any]:
+    """``x.unsqueeze_(0)``, ``x.transpose_(0, 1)``...: ``x`` itself, given the shape and strides of the view the
+    out-of-place op makes (a graph with one is never memoised: :data:`torchsurgeon.shapememo.METADATA_INPLACE`)."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or x.device.type != "meta":
+            return FALLBACK
+        out = out_of_place(args, kwargs)
+        if out is FALLBACK:
+            return FALLBACK
+        return x.as_strided_(out.shape, out.stride())
+
+    return rule
+
+
 def _expand(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     x, *rest = args
     sizes = size_args(tuple(rest))
@@ -334,8 +385,12 @@ def _index_tensor(x: torch.Tensor, index: Any) -> Any:
     (:func:`_integer_indices`): a new tensor."""
     if isinstance(index, torch.Tensor):
         return _integer_indices(x, (index,))
-    if isinstance(index, tuple) and index and all(isinstance(i, torch.Tensor) for i in index):
-        return _integer_indices(x, index)
+    if isinstance(index, tuple) and index and isinstance(index[0], torch.Tensor):
+        lead = index
+        while lead and isinstance(lead[-1], slice) and lead[-1] == slice(None):  # x[ids, :] is x[ids]
+            lead = lead[:-1]
+        if lead and all(isinstance(i, torch.Tensor) for i in lead):
+            return _integer_indices(x, lead)
     items = index if isinstance(index, tuple) else (index,)
     if not all(is_int(i) or i is None or i is Ellipsis or isinstance(i, slice) for i in items):
         return FALLBACK  # tensors, lists, bools: advanced indexing
@@ -575,6 +630,10 @@ def _constant_pad_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
 builtin(torch.t, "t", shape=fn(_t))
 builtin("repeat", shape=fn(_repeat))
 builtin(torch.gather, "gather", shape=fn(_gather))
+builtin(torch.scatter, "scatter", shape=fn(_scatter_rule(in_place=False, value=True)))
+builtin("scatter_", shape=fn(_scatter_rule(in_place=True, value=True)))
+builtin(torch.scatter_add, "scatter_add", shape=fn(_scatter_rule(in_place=False, value=False)))
+builtin("scatter_add_", shape=fn(_scatter_rule(in_place=True, value=False)))
 builtin(torch.nn.functional.pad, shape=fn(_pad_fn))
 builtin(nn.modules.padding._ConstantPadNd, shape=one_tensor(_constant_pad_module))  # ZeroPad2d, ConstantPad3d...
 builtin(torch.flatten, "flatten", shape=fn(_flatten))
@@ -591,6 +650,10 @@ builtin(torch.roll, "roll", shape=fn(_roll))
 builtin(torch.repeat_interleave, "repeat_interleave", shape=fn(_repeat_interleave))
 builtin(torch.unsqueeze, "unsqueeze", shape=fn(_unsqueeze))
 builtin(torch.squeeze, "squeeze", shape=fn(_squeeze))
+builtin("unsqueeze_", shape=fn(_in_place(_unsqueeze)))
+builtin("squeeze_", shape=fn(_in_place(_squeeze)))
+builtin("transpose_", "swapaxes_", "swapdims_", shape=fn(_in_place(_transpose)))
+builtin("t_", shape=fn(_in_place(_t)))
 builtin("expand", shape=fn(_expand))
 builtin(operator.getitem, shape=fn(_getitem), python=True)
 builtin(operator.setitem, shape=fn(_setitem))
