@@ -811,11 +811,16 @@ def test_pool_rules_match_meta(data: st.DataObject, nsp: int, kind: str) -> None
         assert tuple(cpu.shape) == tuple(_apply(function_rule(fn), args, kwargs).shape)
 
 
-def test_1d_adaptive_pool_of_a_tensor_channels_last_as_2d_falls_back() -> None:
-    """Found by Hypothesis in CI: 1-d adaptive pooling runs on ``x.unsqueeze(-2)``, and keeps its layout."""
+def test_1d_adaptive_pool_keeps_the_layout_its_input_suggests_as_2d() -> None:
+    """Found by Hypothesis in CI: 1-d adaptive pooling runs on ``x.unsqueeze(-2)``, and keeps its layout (Swin's
+    pooler reads ``hidden.transpose(1, 2)``)."""
     x = torch.zeros(1, 1, 2, device="meta").permute(0, 2, 1)  # (1, 2, 1), strides (2, 1, 2): contiguous
     assert x.is_contiguous() and F.adaptive_avg_pool1d(x, 2).stride() == (4, 1, 2)  # not a contiguous output
-    assert _apply(function_rule(F.adaptive_avg_pool1d), (x, 2), {}) is FALLBACK
+    assert _apply(function_rule(F.adaptive_avg_pool1d), (x, 2), {}).stride() == (4, 1, 2)
+    swin = torch.zeros(1, 16, 32, device="meta").transpose(1, 2)
+    assert (
+        _apply(function_rule(F.adaptive_avg_pool1d), (swin, 1), {}).stride() == F.adaptive_avg_pool1d(swin, 1).stride()
+    )
     plain = torch.zeros(1, 2, 1, device="meta")  # strides (2, 1, 1): answered
     assert _apply(function_rule(F.adaptive_avg_pool1d), (plain, 2), {}).stride() == (4, 2, 1)
 

@@ -543,7 +543,7 @@ def test_in_place_reshapes_match_meta(data: st.DataObject, name: str) -> None:
     out = _apply(method_rule(name), (x, *extra), {})
     try:
         expected = getattr(other, name)(*extra)
-    except (IndexError, RuntimeError):
+    except Exception:  # IndexError, RuntimeError; meta's t_ raises an AssertionError
         assert out is FALLBACK  # torch raises: the fallback reports it
         return
     assert out is x and tuple(x.shape) == tuple(expected.shape) and x.stride() == expected.stride()

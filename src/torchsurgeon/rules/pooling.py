@@ -135,8 +135,12 @@ def _adaptive_pool(x: Any, nsp: int, output_size: Any) -> Any:
         return FALLBACK
     # 1-d adaptive pooling runs as 2-d on x.unsqueeze(-2): a (1, 2, 1) tensor with strides (2, 1, 2) is
     # contiguous, its 4-d view suggests channels-last, and the output keeps that layout
-    if not plainly_contiguous(x.unsqueeze(-2) if nsp == 1 and x.dim() == 3 else x):
-        return FALLBACK
+    seen = x.unsqueeze(-2) if nsp == 1 and x.dim() == 3 else x
+    layout = torch.contiguous_format
+    if not plainly_contiguous(seen):  # torch's kernels give the memory format a batched input suggests
+        if suggest_memory_format is None:  # pragma: no cover - torch without _prims_common
+            return FALLBACK
+        layout = suggest_memory_format(seen) if x.dim() == nsp + 2 and seen.dim() in (4, 5) else layout
     if any(d == 0 for d in x.shape[-nsp - 1 :]):
         return FALLBACK
     if is_int(output_size):
@@ -153,7 +157,11 @@ def _adaptive_pool(x: Any, nsp: int, output_size: Any) -> Any:
             out.append(int(want))
         else:
             return FALLBACK
-    return new((*x.shape[:-nsp], *out), x.dtype)
+    if layout is torch.contiguous_format:
+        return new((*x.shape[:-nsp], *out), x.dtype)
+    shape = (*seen.shape[:-2], 1, *out) if seen is not x else (*x.shape[:-nsp], *out)
+    made = torch.empty(shape, dtype=x.dtype, device="meta", memory_format=layout)
+    return made.squeeze(-2) if seen is not x else made
 
 
 def _adaptive_pool_fn(nsp: int, is_max: bool) -> OpRule:
