@@ -6,6 +6,7 @@ import copy
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ import torchvision
 from torch import nn
 
 from models import CifarNet, TiedLM, TwoInputs
-from torchsurgeon import InputError, ShapeError, TraceError, paramcount
+from torchsurgeon import InputError, ShapeError, TraceError, paramcount, paramcount_sweep
 
 
 def unique_numel(model: nn.Module) -> int:
@@ -430,6 +431,64 @@ def test_analysis_never_changes_the_model(train: bool) -> None:
     model.eval()
     model(torch.randn(1, 3, 32, 32))
     assert calls == ["hook"]
+
+
+def _small_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
+    ).eval()
+
+
+def test_hooks_that_change_a_layers_input_or_output_run_as_in_a_real_forward() -> None:
+    """Found by a probe: every hook of the user's was skipped, and three models were analysed wrongly, trusted."""
+    sliced = _small_net()
+    sliced[5].register_forward_hook(lambda module, inputs, output: output[:, :5])  # keep 5 logits
+    assert paramcount(sliced, (3, 16, 16)).output_shape == tuple(sliced(torch.randn(1, 3, 16, 16)).shape) == (1, 5)
+
+    grey = _small_net()
+    grey.register_forward_pre_hook(lambda module, args: (args[0].expand(-1, 3, -1, -1),))  # the root's own
+    report = paramcount(grey, (1, 16, 16))
+    assert report.invalid == [] and report.output_shape == tuple(grey(torch.randn(1, 1, 16, 16)).shape)
+
+    doubled = _small_net()
+    doubled[3].register_forward_hook(lambda module, inputs, output: torch.cat([output, output], 1))
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        doubled(torch.randn(1, 3, 16, 16))
+    (bad,) = paramcount(doubled, (3, 16, 16)).invalid
+    assert bad.name == "5" and "expects in_features=8, got 16" in bad.message
+
+
+def test_hooks_that_only_look_never_see_torchsurgeons_values() -> None:
+    model = _small_net()
+    seen: list[Any] = []
+    shapes: dict[str, Any] = {}
+    model[0].register_forward_hook(lambda module, inputs, output: seen.append(output))
+    model[2].register_forward_hook(lambda module, inputs, output: shapes.__setitem__("conv", output.shape))
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        seen.append(output)
+
+    model[5].register_forward_hook(record)
+    for crosscheck in ("auto", "always"):
+        paramcount(model, (3, 16, 16), crosscheck=crosscheck)
+    assert seen == [] and shapes == {}
+    model(torch.randn(1, 3, 16, 16))
+    assert len(seen) == 2 and shapes["conv"] == (1, 8, 12, 12)
+
+
+def test_analysis_never_steps_a_spectral_norm_in_training_mode() -> None:
+    """Found by a probe: rules read ``m.weight``, which computes a parametrization, and spectral_norm in training
+    mode steps its power iteration on each read (``_u``, ``_v`` changed by paramcount)."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    model = _small_net().train()
+    for i in (0, 5):
+        spectral_norm(model[i])
+    model.insert(0, spectral_norm(nn.PReLU(3)))  # PReLU's rule reads its weight's dtype too
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    paramcount(model, (3, 16, 16), batch=2)
+    paramcount_sweep(model, [(3, 16, 16), (3, 20, 20)], batch=2)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_bit_identical_copy_gives_identical_report() -> None:

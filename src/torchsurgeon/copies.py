@@ -14,6 +14,8 @@ from __future__ import annotations
 import collections
 import copy
 import copyreg
+import dis
+import functools
 import itertools
 import operator
 import os
@@ -38,6 +40,7 @@ __all__ = (
     "detached_copy",
     "edits_in_place",
     "meta_like",
+    "returns_values",
     "run_on_zeros",
     "thawed",
     "torch_or_python",
@@ -223,21 +226,89 @@ def library_of(module: nn.Module) -> str | None:
     return package if f"{os.sep}site-packages{os.sep}" in path else None
 
 
-def is_own_hook(hook: Any, library: str | None) -> bool:
-    """Whether a hook function comes from ``library``: a hook the model installs on itself (transformers collects
-    hidden states with forward hooks), part of what its forward computes, unlike the user's."""
-    return library is not None and str(getattr(hook, "__module__", "") or "").split(".")[0] == library
+def hook_runs(hook: Any, library: str | None) -> bool:
+    """Whether a forward hook runs in the analysis as in a real forward: a hook the model installs on itself (its
+    function comes from ``library``: transformers collects hidden states with forward hooks), or one of the user's
+    that may return a value (:func:`returns_values`: it changes what the module takes or gives).  A hook of the
+    user's that only looks (returns None) is never run: it never sees torchsurgeon's tensors.
+
+    Examples
+    --------
+    >>> keep_five = lambda module, inputs, output: output[:, :5]
+    >>> features = []
+    >>> hook_runs(keep_five, None), hook_runs(lambda m, i, o: features.append(o), None)
+    (True, False)
+    """
+    if library is not None and str(getattr(hook, "__module__", "") or "").split(".")[0] == library:
+        return True
+    return returns_values(hook)
+
+
+_NONE_RETURNING = frozenset(
+    {"append", "extend", "insert", "add", "update", "discard", "remove", "clear", "__setitem__", "__delitem__"}
+    | {"print", "setattr", "delattr"}
+)
+"""Calls whose result is None (list, set and dict edits, ``print``): ``lambda m, i, o: features.append(o)`` looks."""
+_RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
+_PROLOGUE = frozenset({"RESUME", "NOP", "CACHE", "EXTENDED_ARG", "COPY_FREE_VARS", "MAKE_CELL"})
+_CALLS = frozenset({"CALL", "CALL_FUNCTION", "CALL_METHOD", "PRECALL"})
+_NAMES = frozenset({"LOAD_GLOBAL", "LOAD_DEREF", "LOAD_FAST", "LOAD_NAME", "LOAD_ATTR", "LOAD_METHOD"})
+
+
+def returns_values(hook: Any) -> bool:
+    """Whether a hook may return a value other than None (a forward hook that does replaces the module's input or
+    output); True when its code cannot be read.
+
+    Read from its bytecode: every ``return`` gives the constant None, or the
+    hook's whole body is one call of a list, set or dict edit or ``print``.
+
+    Examples
+    --------
+    >>> def record(module, inputs, output):
+    ...     seen.append(output.shape)
+    >>> returns_values(record), returns_values(lambda m, i, o: o.float()), returns_values(len)
+    (False, True, True)
+    """
+    fn = hook
+    while isinstance(fn, (functools.partial, types.MethodType)):
+        fn = fn.func if isinstance(fn, functools.partial) else fn.__func__
+    code = getattr(fn, "__code__", None)
+    if code is None and not isinstance(fn, types.BuiltinFunctionType):
+        call = next((vars(k)["__call__"] for k in type(fn).__mro__ if "__call__" in vars(k)), None)
+        code = getattr(call, "__code__", None)  # a callable object
+    if not isinstance(code, types.CodeType):
+        return True
+    body = [i for i in dis.get_instructions(code) if i.opname not in _PROLOGUE]
+    returns = [k for k, i in enumerate(body) if i.opname in _RETURNS]
+    for k in returns:
+        done = body[k]
+        before = body[k - 1] if k else None
+        given = done if done.opname == "RETURN_CONST" else before  # the value returned, when a constant
+        if given is not None and given.opname in ("RETURN_CONST", "LOAD_CONST") and given.argval is None:
+            continue
+        if len(returns) == 1 and before is not None and before.opname in _CALLS:  # one expression: its callee
+            chain: list[Any] = []
+            for i in body:
+                if i.opname not in _NAMES or (chain and i.opname not in ("LOAD_ATTR", "LOAD_METHOD")):
+                    break
+                chain.append(i.argval)
+            if chain and chain[-1] in _NONE_RETURNING:
+                continue
+        return True
+    return False
 
 
 def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
-    """A deep copy of ``module`` with new parameters and buffers, ``tensor(original)``, and none of the user's hooks.
+    """A deep copy of ``module`` with new parameters and buffers, ``tensor(original)``, and only the hooks that change
+    what it computes.
 
     Parameters keep ``requires_grad``; shared parameters stay shared.  The
-    user's hooks on ``module`` and its submodules are neither copied nor run
-    by the copy, so they never see torchsurgeon's tensors; the forward hooks
-    the model installs on itself (:func:`is_own_hook`: transformers' hidden
-    state collectors, which UperNet's and DPT's heads read) are kept, so the
-    copy computes what the model computes.  ``module`` is not touched.
+    forward hooks that run in the analysis (:func:`hook_runs`: those the
+    model installs on itself, such as transformers' hidden state collectors
+    that UperNet's and DPT's heads read, and the user's that return a value)
+    are kept, so the copy computes what the model computes; the user's other
+    hooks are neither copied nor run by the copy, so they never see
+    torchsurgeon's tensors.  ``module`` is not touched.
 
     Examples
     --------
@@ -310,14 +381,14 @@ class _Copier:
         self.root, self.memo, self.hooks_in_memo, self.library = root, memo, False, library
 
     def _own_hooks(self, state: Mapping[str, Any]) -> set[int]:
-        """The ids of a module's forward hooks that the model installed on itself (see :func:`is_own_hook`)."""
-        if self.library is None or not (state.get("_forward_hooks") or state.get("_forward_pre_hooks")):
+        """The ids of a module's forward hooks that run in the analysis (see :func:`hook_runs`)."""
+        if not (state.get("_forward_hooks") or state.get("_forward_pre_hooks")):
             return _NO_HOOKS
         return {
             key
             for attr in _OWN_HOOK_DICTS
             for key, hook in (state.get(attr) or {}).items()
-            if is_own_hook(hook, self.library)
+            if hook_runs(hook, self.library)
         }
 
     def copy(self, value: Any) -> Any:

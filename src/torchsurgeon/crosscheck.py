@@ -7,7 +7,7 @@ tensors vanishes from the trace.  Shape propagation on such a graph reports
 layers as invalid that a real forward runs, and totals that are wrong.
 
 :func:`crosscheck` runs the model itself once, on a ``meta`` copy (no
-weight data, the user's hooks neither copied nor run, the model left
+weight data, the user's hooks that only look neither copied nor run, the model left
 exactly as found, in its own ``training`` mode) and compares:
 
 * when the graph has invalid layers, the copy gets those layers resized to

@@ -2,7 +2,8 @@
 
 transformers collects hidden states with forward hooks the model installs on
 itself during its first forward (UperNet's and DPT's heads read them): a
-trace runs those hooks, never the user's.  A forward may also change the
+trace runs those hooks, and the user's that may return a value (a pre-hook
+making grey images RGB), never those that only look.  A forward may also change the
 model itself (a flag, an attribute set from a traced size, a cache filled
 in place, a buffer it moves): :meth:`OwnHooks.restore` puts everything back.
 """
@@ -17,7 +18,7 @@ from typing import Any
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .copies import HOOK_DICTS, is_own_hook, library_of
+from .copies import HOOK_DICTS, hook_runs, library_of
 
 __all__ = ("OwnHooks",)
 
@@ -63,13 +64,13 @@ def _put_back(container: Any, contents: Any) -> None:
 
 
 class OwnHooks:
-    """The forward hooks a model installs on itself, run while tracing; the user's are never run.
+    """The forward hooks that change what a model computes, run while tracing; hooks that only look never are.
 
-    A hook counts as the model's own when it was installed during the trace
-    (transformers installs its output-capturing hooks on the first forward)
-    or when its function comes from the installed library that defines the
-    model's class.  :meth:`restore` removes whatever the trace added to the
-    model's modules (hooks, attributes such as
+    A hook runs when it was installed during the trace (transformers installs
+    its output-capturing hooks on the first forward), when its function comes
+    from the installed library that defines the model's class, or when it may
+    return a value (:func:`torchsurgeon.copies.returns_values`).
+    :meth:`restore` removes whatever the trace added to the model's modules (hooks, attributes such as
     ``_output_capturing_hooks_installed``) and puts back the attributes it
     replaced (transformers' Swin sets ``window_size`` from the traced input
     size: a proxy left in the model).
@@ -121,7 +122,7 @@ class OwnHooks:
 
     def _own(self, module: nn.Module, attr: str) -> Iterator[tuple[int, Callable[..., Any]]]:
         for key, hook in getattr(module, attr).items():
-            if key >= self._first_new or is_own_hook(hook, self._library):
+            if key >= self._first_new or hook_runs(hook, self._library):
                 yield key, hook
 
     def call(

@@ -12,7 +12,7 @@ Integer inputs (token ids) are not followed: an embedding lookup reads no
 channels.
 
 The model itself is never run or changed: the copy has no weights and none
-of the user's hooks.
+of the user's hooks that only look.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def meta_copy(module: nn.Module) -> nn.Module:
     >>> c.weight.device.type, m.weight.device.type, c.weight.requires_grad
     ('meta', 'cpu', True)
     """
-    return detached_copy(module, meta_like)  # without the user's hooks; a scalar integer buffer keeps its value
+    return detached_copy(module, meta_like)  # without hooks that only look; a scalar integer buffer keeps its value
 
 
 def _to_meta(value: Any) -> Any:
@@ -604,7 +604,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         if key not in self._meta_copies:  # a copy in eval mode: batch=1 must not trip training-only checks
             self._meta_copies[key] = meta_copy(module).eval()
         copy_ = self._meta_copies[key]
-        # bypass hooks: the user's hooks must never see our meta tensors
+        # bypass the leaf's own hooks: the trace recorded those that change values around its node
         try:
             return type(copy_).forward(copy_, *args, **kwargs)
         except Exception as exc:  # Python code on tensor values: one run on zeros if small

@@ -258,7 +258,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._stack.append(path)
         own = self._own_hooks
 
-        def without_hooks(*a: Any, **k: Any) -> Any:  # the user's hooks must never see our proxies
+        def without_hooks(*a: Any, **k: Any) -> Any:  # hooks that only look must never see our proxies
             return m.forward(*a, **k)
 
         try:
@@ -347,7 +347,19 @@ class _SurgeonTracer(torch.fx.Tracer):
                 args[i] = self._specialise[name]
         if inner is not root_fn and is_module:  # a decorated forward: call the wrapper, binding by name
             fn = call_by_name(root_fn, names[1:], self._defaults) or fn
-        return fn, args if is_module else args[1:]
+        return self._with_root_hooks(fn, is_module), args if is_module else args[1:]
+
+    def _with_root_hooks(self, fn: Callable[..., Any], is_module: bool) -> Callable[..., Any]:
+        """``fn(root, *args)`` with the root's forward hooks that run in the analysis (fx calls ``forward`` itself,
+        not the module: a pre-hook making grey images RGB would be skipped)."""
+        own = self._own_hooks
+        if not is_module or own is None or not own.installed(self.root):
+            return fn
+
+        def hooked(root: nn.Module, *args: Any) -> Any:
+            return own.call(root, args, {}, lambda *a, **k: fn(root, *a, **k))
+
+        return hooked
 
 
 def _passes_on_everything(model: nn.Module, inner: Any) -> bool:

@@ -53,6 +53,7 @@ __all__ = (
     "size_args",
     "suggest_memory_format",
     "view",
+    "weight_dtype",
 )
 
 try:  # torch's Python mirror of TensorIterator's output layout, used by meta kernels
@@ -191,6 +192,30 @@ def new(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     if out is None:
         out = shared[key] = _EMPTY(key[0], dtype=dtype, device=_META)
     return out
+
+
+def weight_dtype(m: nn.Module, name: str = "weight") -> torch.dtype | None:
+    """The dtype of a module's tensor ``name`` without computing it, None when it has none.
+
+    A parametrized weight is computed on each read, and ``spectral_norm`` in
+    training mode steps its power iteration then (the model would change):
+    the dtype of the first tensor it is made from stands for it.
+
+    Examples
+    --------
+    >>> layer = nn.utils.parametrizations.spectral_norm(nn.Linear(3, 2).double())
+    >>> u = layer.parametrizations.weight[0]._u.clone()
+    >>> weight_dtype(layer), bool((layer.parametrizations.weight[0]._u == u).all())
+    (torch.float64, True)
+    """
+    parametrizations = m._modules.get("parametrizations")
+    if parametrizations is not None and name in parametrizations._modules:
+        made_from = parametrizations._modules[name]
+        originals = made_from._parameters if made_from is not None else {}
+        tensor = originals.get("original", originals.get("original0"))
+    else:
+        tensor = getattr(m, name, None)
+    return tensor.dtype if isinstance(tensor, torch.Tensor) else None
 
 
 def mixed_dtypes(tensors: Sequence[Any]) -> tuple[torch.dtype, torch.dtype] | None:

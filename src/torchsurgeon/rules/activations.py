@@ -9,7 +9,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import REQUIRED, OpRule, Spec, bind, elementwise, float_tensor, fn, new, norm_dim, one_tensor, view
+from ._common import (
+    REQUIRED,
+    OpRule,
+    Spec,
+    bind,
+    elementwise,
+    float_tensor,
+    fn,
+    new,
+    norm_dim,
+    one_tensor,
+    view,
+    weight_dtype,
+)
 from .registry import FALLBACK, Call, builtin
 
 __all__: tuple[str, ...] = ()
@@ -101,7 +114,7 @@ def _prelu_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     assert isinstance(m, nn.PReLU)
     if m.num_parameters != 1 and (x.dim() < 2 or x.shape[1] != m.num_parameters):
         return FALLBACK
-    return _activation_module(m, call, x) if m.weight.dtype == x.dtype else FALLBACK
+    return _activation_module(m, call, x) if weight_dtype(m) == x.dtype else FALLBACK
 
 
 def _softmax_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:

@@ -38,6 +38,7 @@ from ._common import (
     numel,
     one_tensor,
     plainly_contiguous,
+    weight_dtype,
 )
 from .registry import FALLBACK, Call, builtin
 
@@ -73,12 +74,12 @@ def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> None:
     """A convolution or linear layer multiplies its input by its weight: a real forward outside ``torch.autocast``
     raises when their floating-point dtypes differ (a float32 head added to a model in bfloat16); see
     :func:`~torchsurgeon.rules._common.mixed_dtypes`."""
-    weight = getattr(m, "weight", None)
-    if isinstance(weight, torch.Tensor) and weight.dtype != x.dtype and mixed_dtypes((x, weight)):  # most: equal
-        name = str(weight.dtype).removeprefix("torch.")
+    dtype = weight_dtype(m)
+    if dtype is not None and dtype != x.dtype and mixed_dtypes((x, new((), dtype))):  # most: equal
+        name = str(dtype).removeprefix("torch.")
         call.mismatch(
             "input dtype",
-            f"{weight.dtype} (its weight's)",
+            f"{dtype} (its weight's)",
             str(x.dtype),
             f"a real forward raises RuntimeError outside torch.autocast: make the layer's dtype the input's, "
             f"model.get_submodule({call.layer!r}).to({x.dtype}), or the input's the layer's (.to(torch.{name}) "
@@ -235,7 +236,7 @@ def _embedding_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
     assert isinstance(m, nn.Embedding)
     if x.is_floating_point():
         call.mismatch("input dtype", "an integer dtype (token ids)", str(x.dtype), "pass a torch.long tensor as input")
-    return torch.empty((*x.shape, m.embedding_dim), dtype=m.weight.dtype, device="meta")
+    return torch.empty((*x.shape, m.embedding_dim), dtype=weight_dtype(m), device="meta")
 
 
 def _layer_norm_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
