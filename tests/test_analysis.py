@@ -491,6 +491,23 @@ def test_analysis_never_steps_a_spectral_norm_in_training_mode() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_analysis_never_runs_the_pre_hook_of_a_pruned_layer(legacy: bool) -> None:
+    """Found while fixing a probe's finding: in a model whose class is torch's (nn.Sequential) the hook of
+    torch.nn.utils.prune counted as the model's own, ran in the trace and left a proxy as the layer's weight."""
+    import torch.nn.utils.prune as prune
+
+    model = _small_net()
+    if legacy:
+        with pytest.warns(FutureWarning):
+            nn.utils.weight_norm(model[0])
+    else:
+        prune.l1_unstructured(model[0], "weight", amount=0.5)
+    report = paramcount(model, (3, 16, 16), crosscheck="always")
+    assert type(model[0].weight) is torch.Tensor and report.total == sum(p.numel() for p in model.parameters())
+    assert report.output_shape == tuple(model(torch.randn(1, 3, 16, 16)).shape)
+
+
 def test_bit_identical_copy_gives_identical_report() -> None:
     model = CifarNet()
     twin = copy.deepcopy(model)

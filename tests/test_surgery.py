@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -20,9 +21,11 @@ from torchsurgeon import (
     append_head,
     check_surgery,
     fold_input_normalization,
+    memory_plan,
     paramcount,
     replace_head,
 )
+from torchsurgeon.copies import model_copy
 from torchsurgeon.surgery import input_layers
 from torchsurgeon.trace import trace
 
@@ -479,3 +482,55 @@ def test_a_layer_named_in_a_model_whose_config_describes_its_image_is_adapted() 
     result = adapt_input_channels(model, 1, layer="vit.embeddings.patch_embeddings.projection")
     assert result.changes[0].name == "vit.embeddings.patch_embeddings.projection.weight"
     assert result.model(torch.zeros(1, 1, 32, 32)).logits.shape == (1, 2)
+
+
+def _pruned(model: nn.Module) -> None:
+    nn.utils.prune.l1_unstructured(model[0], "weight", amount=0.5)
+
+
+def _legacy_weight_norm(model: nn.Module) -> None:
+    with pytest.warns(FutureWarning):
+        nn.utils.weight_norm(model[0])
+
+
+def _parametrized_weight_norm(model: nn.Module) -> None:
+    nn.utils.parametrizations.weight_norm(model[0])
+
+
+@pytest.mark.parametrize("reparametrize", [_pruned, _legacy_weight_norm, _parametrized_weight_norm])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_a_stem_whose_weight_is_computed_is_folded_and_checked_as_folded(
+    reparametrize: Callable[[nn.Module], None], inplace: bool
+) -> None:
+    """Found by a probe: deep copies of a pruned model (or one with the legacy weight_norm) raised torch's raw
+    RuntimeError; inplace=True folded the pruned conv next to weight_orig and left a model that never ran; and
+    check_surgery called a parametrized stem's exact fold 'new' (its weight had another name before)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2)).double().eval()
+    model(torch.randn(1, 3, 8, 8, dtype=torch.float64))  # the lazy head takes its size
+    reparametrize(model)
+    original = model_copy(model) if inplace else model  # copy.deepcopy raises on a weight autograd made
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = adapt_input_channels(model, 1, inplace=inplace)
+    assert (result.model is model) == inplace
+    if not inplace:
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    grey = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        difference = (result.model(grey) - original(grey.repeat(1, 3, 1, 1))).abs().max()
+    assert float(difference) < 1e-12
+    (change,) = result.changes
+    assert change.name == "0.weight" and change.status == ParamChange.FOLDED
+    assert dict(result.model[0].named_parameters()).keys() == {"weight", "bias"}
+    checked = check_surgery(original, result.model, (1, 8, 8))
+    assert checked.status_of("0.weight") == ParamChange.FOLDED and checked.by_status(ParamChange.NEW) == []
+
+
+def test_memory_plan_of_a_pruned_model_matches_a_real_step() -> None:
+    from models import measure_training_step
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
+    nn.utils.prune.l1_unstructured(model[0], "weight", amount=0.5)
+    plan = memory_plan(model, (3, 16, 16), batch=2, device="cpu")
+    real = measure_training_step(model, torch.randn(2, 3, 16, 16))
+    assert plan.activations == real.saved and plan.gradients == real.gradients

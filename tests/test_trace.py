@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from models import DataDependent, Gate, TwoInputs, WithGate
@@ -480,3 +481,16 @@ def test_a_tensor_given_as_concrete_args_is_fixed_without_an_input_of_fxs_own() 
     assert r.output_shape == (1, 3, 4) and list(r.input_shapes) == ["x"]  # before: it asked for 'lengths_1'
     given = paramcount(CutToLength(), {"x": (5, 4), "lengths": torch.tensor([3])})  # or as known data
     assert given.output_shape == (1, 3, 4)
+
+
+def test_a_compiled_submodule_is_traced_as_the_module_it_compiles() -> None:
+    """Found by a probe: ``model.layer4 = torch.compile(model.layer4)`` made layer4 opaque (fx refuses dynamo's
+    functions) and the output unknown."""
+    model = torchvision.models.resnet18().eval()
+    plain = paramcount(model, (3, 64, 64))
+    model.layer4 = torch.compile(model.layer4)  # type: ignore[assignment]
+    report = paramcount(model, (3, 64, 64))
+    assert report.opaque == {} and report.output_shape == plain.output_shape == (1, 1000)
+    assert report.total == plain.total == sum(p.numel() for p in model.parameters())
+    names = {layer.name for layer in report.layers}
+    assert "layer4._orig_mod.0.conv1" in names and "layer4._orig_mod.0.conv1" in dict(model.named_modules())

@@ -40,6 +40,7 @@ __all__ = (
     "detached_copy",
     "edits_in_place",
     "meta_like",
+    "model_copy",
     "returns_values",
     "run_on_zeros",
     "thawed",
@@ -226,6 +227,11 @@ def library_of(module: nn.Module) -> str | None:
     return package if f"{os.sep}site-packages{os.sep}" in path else None
 
 
+_REPARAMETRIZING = frozenset({"torch.nn.utils.prune", "torch.nn.utils.weight_norm", "torch.nn.utils.spectral_norm"})
+"""Modules of torch's pre-hooks that compute a layer's weight before each forward (a copy keeps them: its training
+step computes what the model's does; the trace need not run them, the weight they last computed has its shape)."""
+
+
 def hook_runs(hook: Any, library: str | None) -> bool:
     """Whether a forward hook runs in the analysis as in a real forward: a hook the model installs on itself (its
     function comes from ``library``: transformers collects hidden states with forward hooks), or one of the user's
@@ -239,6 +245,8 @@ def hook_runs(hook: Any, library: str | None) -> bool:
     >>> hook_runs(keep_five, None), hook_runs(lambda m, i, o: features.append(o), None)
     (True, False)
     """
+    if type(hook).__module__ in _REPARAMETRIZING:  # it sets the layer's weight: a proxy would be left in the model
+        return False
     if library is not None and str(getattr(hook, "__module__", "") or "").split(".")[0] == library:
         return True
     return returns_values(hook)
@@ -332,8 +340,36 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
                 memo[id(b)] = _uninitialised(b, tensor) if isinstance(b, UninitializedTensorMixin) else tensor(b)
+    memo.update((key, tensor(t.detach())) for key, t in _computed_attributes(module).items() if key not in memo)
     copied: nn.Module = _Copier(module, memo, library_of(module)).copy(module)
     return copied
+
+
+def model_copy(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, also of a model with a weight its forward pre-hook computes (``torch.nn.utils.prune``,
+    the legacy ``weight_norm``): torch refuses to deep-copy that tensor, which autograd made; the copy gets it
+    detached, and its own hook computes it again on each forward.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> layer = nn.utils.prune.l1_unstructured(nn.Linear(4, 2), "weight", amount=0.5)
+    >>> copied = model_copy(layer)
+    >>> bool((copied.weight == layer.weight).all()), copied.weight_orig is layer.weight_orig
+    (True, False)
+    """
+    memo = {key: t.detach().clone() for key, t in _computed_attributes(model).items()}
+    return copy.deepcopy(model, memo)
+
+
+def _computed_attributes(model: nn.Module) -> dict[int, torch.Tensor]:
+    """The tensors held as plain attributes of modules that autograd made (a pruned ``weight``), by id."""
+    return {
+        id(v): v
+        for m in model.modules()
+        for v in m.__dict__.values()
+        if type(v) is torch.Tensor and v.grad_fn is not None
+    }
 
 
 def _uninitialised(t: torch.Tensor, tensor: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -388,7 +424,7 @@ class _Copier:
             key
             for attr in _OWN_HOOK_DICTS
             for key, hook in (state.get(attr) or {}).items()
-            if hook_runs(hook, self.library)
+            if hook_runs(hook, self.library) or type(hook).__module__ in _REPARAMETRIZING
         }
 
     def copy(self, value: Any) -> Any:

@@ -13,15 +13,17 @@ Nothing here changes the model it is given unless ``inplace=True``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize, prune
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
+from .copies import model_copy
 from .errors import InputError, SurgeryError, TraceError
 from .fold import fold_normalization, fold_weight
 from .foldcheck import checked_fold, computes_its_weight
@@ -230,7 +232,7 @@ def _adapted(
 
 def _copy(model: nn.Module, inplace: bool) -> nn.Module:
     model = unwrap_model(model)
-    return model if inplace else copy.deepcopy(model)
+    return model if inplace else model_copy(model)
 
 
 def _count(value: object, name: str, meaning: str) -> int:
@@ -267,6 +269,21 @@ def _fold_layer_weight(
     return fold_weight(weight, channels // groups, mode)
 
 
+def _plain_weight(layer: nn.Module) -> str:
+    """Make a weight that a forward pre-hook of torch computes (``torch.nn.utils.prune``, the legacy
+    ``weight_norm`` and ``spectral_norm``) a plain parameter holding what it computes now, as their own
+    ``remove`` does; what was removed, for the change's note ("" when nothing)."""
+    for hook in list(layer._forward_pre_hooks.values()):
+        if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == "weight":
+            prune.remove(layer, "weight")  # type: ignore[no-untyped-call]
+            return " (its pruning removed: the pruned weight is folded; prune the edited model again to go on pruning)"
+        if isinstance(hook, (WeightNorm, SpectralNorm)) and hook.name == "weight":
+            remove = nn.utils.remove_weight_norm if isinstance(hook, WeightNorm) else nn.utils.remove_spectral_norm
+            remove(layer, "weight")
+            return f" (its {type(hook).__name__} hook removed: the weight it computed is folded)"
+    return ""
+
+
 def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> list[ParamReport]:
     """Fold (or re-initialise) the weight of the input layer ``name``; its changes: the weight's, then any other
     parameter the fold set (the gain of a layer that standardises its weight)."""
@@ -280,6 +297,7 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
         cls = type(layer)  # a copy shares its parametrized class with the original: removal edits a class of its own
         layer.__class__ = type(cls.__name__, cls.__bases__, {k: v for k, v in vars(cls).items() if k != "__dict__"})
         parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    unhooked = _plain_weight(layer)
     old_weight = layer.get_parameter("weight") if "weight" in layer._parameters else layer.weight
     shape_before = tuple(old_weight.shape)
     if mode == FoldMode.RANDOM:
@@ -299,7 +317,7 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
             )
         ]
     densified = isinstance(layer, nn.modules.conv._ConvNd) and groups != layer.groups
-    original = copy.deepcopy(layer) if computes_its_weight(layer) and not old_weight.is_meta else None
+    original = model_copy(layer) if computes_its_weight(layer) and not old_weight.is_meta else None
     weight = _densify(layer) if densified else old_weight.detach()  # type: ignore[arg-type]
     try:
         folded = _fold_layer_weight(layer, weight, channels, groups, mode)
@@ -331,6 +349,7 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
                 )
     if unparametrized:
         note += " (its weight parametrization removed: the weight it computed is folded)"
+    note += unhooked
     if densified:
         note += " (grouped conv made dense: groups=1)"
     elif groups > 1:

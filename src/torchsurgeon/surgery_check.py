@@ -8,6 +8,7 @@ each layer's change (:class:`~torchsurgeon.records.ParamChange`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import html
 from collections.abc import Sequence
@@ -198,11 +199,37 @@ def _standardised_folds(original: nn.Module, edited: nn.Module) -> dict[str, Fol
     return found
 
 
+def _computed_weights(model: nn.Module) -> dict[str, tuple[torch.Tensor, tuple[str, ...]]]:
+    """The tensors a module computes from parameters of its own before using them, by qualified name, with the
+    parameters they are made of: a parametrization (``weight_norm``, ``spectral_norm``: computed on a copy in
+    eval mode, which steps no power iteration), or a forward pre-hook's attribute (``torch.nn.utils.prune``'s
+    ``weight`` from ``weight_orig``, the legacy ``weight_norm``'s from ``weight_g`` and ``weight_v``).  An edit
+    that makes such a weight a plain parameter (folded, or kept) is recognised by it."""
+    found: dict[str, tuple[torch.Tensor, tuple[str, ...]]] = {}
+    for owner, module in model.named_modules():
+        prefix = f"{owner}." if owner else ""
+        chains = module._modules.get("parametrizations")
+        for local, chain in chains.items() if isinstance(chains, nn.ModuleDict) else ():
+            with torch.no_grad():
+                value = copy.deepcopy(chain).eval()()
+            made_of = tuple(f"{prefix}parametrizations.{local}.{n}" for n, _ in chain.named_parameters())
+            found[f"{prefix}{local}"] = (value, made_of)
+        for hook in module._forward_pre_hooks.values():
+            attribute = getattr(hook, "_tensor_name", getattr(hook, "name", None))
+            value = getattr(module, attribute, None) if isinstance(attribute, str) else None
+            if isinstance(attribute, str) and isinstance(value, torch.Tensor) and attribute not in module._parameters:
+                made_of = tuple(f"{prefix}{n}" for n in module._parameters if n.startswith(f"{attribute}_"))
+                found[f"{prefix}{attribute}"] = (value.detach(), made_of)
+    return found
+
+
 def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
-    orig = dict(original.named_parameters())
+    orig: dict[str, torch.Tensor] = dict(original.named_parameters())
     new = dict(edited.named_parameters())
+    computed = {n: v for n, v in _computed_weights(original).items() if n in new and n not in orig}
+    orig.update((n, value) for n, (value, _) in computed.items())  # matched as parameters; never listed as removed
     reports: dict[str, ParamReport] = {}
-    claimed: set[str] = set()  # original names accounted for
+    claimed: set[str] = set(computed)  # original names accounted for
     standardised = _standardised_folds(original, edited)
 
     def init_of(name: str, t: torch.Tensor) -> str:
@@ -278,9 +305,19 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
         else:
             reports[name] = ParamReport(name, ParamChange.NEW, None, tuple(p.shape), init_of(name, p))
 
+    made_of = {part: name for name, (_, parts) in computed.items() for part in parts}
     ordered = [reports[n] for n in new]
     ordered += [
-        ParamReport(n, ParamChange.REMOVED, tuple(orig[n].shape), None, "", "not in the edited model")
+        ParamReport(
+            n,
+            ParamChange.REMOVED,
+            tuple(orig[n].shape),
+            None,
+            "",
+            f"{made_of[n]} is made of it: the edit made {made_of[n]} a plain parameter"
+            if n in made_of
+            else "not in the edited model",
+        )
         for n in orig
         if n not in claimed
     ]

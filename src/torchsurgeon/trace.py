@@ -249,6 +249,9 @@ class _SurgeonTracer(torch.fx.Tracer):
     ) -> Any:
         if self._evaluating or threading.get_ident() != self._thread:
             return forward(*args, **kwargs)  # another thread's real forward: nn.Module.__call__, hooks included
+        inner = m.__dict__["_modules"].get("_orig_mod")
+        if inner is not None and type(m).__name__ == "OptimizedModule":  # torch.compile(model.layer4): fx refuses it
+            return inner(*args, **kwargs)  # traced as the module it compiles (its rows named layer4._orig_mod...)
         try:
             path = self.path_of_module(m)
         except NameError:  # a module from a global table (transformers' ACT2FN[...]): not the model's
