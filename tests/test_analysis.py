@@ -508,6 +508,19 @@ def test_analysis_never_runs_the_pre_hook_of_a_pruned_layer(legacy: bool) -> Non
     assert report.output_shape == tuple(model(torch.randn(1, 3, 16, 16)).shape)
 
 
+def test_layers_whose_forward_needs_a_larger_batch_are_listed() -> None:
+    """A probe asked for it: batch norm in training mode at batch 1 fits, but a real forward raises; only the
+    notes said so, and code reading ``invalid``, ``findings`` or ``trusted`` could not see it."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2)).train()
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        model(torch.randn(1, 8))
+    one = paramcount(model, (8,))
+    assert [layer.name for layer in one.batch_too_small] == ["1"] and one.invalid == []
+    assert "batch=2" in one.batch_too_small[0].message
+    model(torch.randn(2, 8))  # runs
+    assert paramcount(model, (8,), batch=2).batch_too_small == []
+
+
 def test_bit_identical_copy_gives_identical_report() -> None:
     model = CifarNet()
     twin = copy.deepcopy(model)

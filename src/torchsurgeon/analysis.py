@@ -46,7 +46,7 @@ from .records import (
     TableFormat,
     Trust,
 )
-from .report import depth_table, format_count, format_shape, jsonable, report_document, table_format
+from .report import compact_count, depth_table, format_count, format_shape, jsonable, report_document, table_format
 from .rows import layer_rows
 from .shapememo import ShapeMemo
 from .shapes import ShapeResult, propagate_shapes
@@ -142,6 +142,12 @@ class ModelReport:
         return [layer for layer in self.layers if layer.status == LayerStatus.INVALID]
 
     @property
+    def batch_too_small(self) -> list[LayerReport]:
+        """Layers that fit but whose real forward raises at this batch (batch norm in training mode at batch 1:
+        the analysis runs at batch 1 unless told ``batch=``); each ``message`` says what to do."""
+        return [layer for layer in self.layers if layer.status == LayerStatus.OK and layer.message]
+
+    @property
     def shape_fallbacks(self) -> list[str]:
         """Layers whose shape came from running them on ``meta`` (no rule of :mod:`torchsurgeon.rules` applied)."""
         return [layer.name for layer in self.layers if layer.shape_source == ShapeSource.META]
@@ -185,7 +191,7 @@ class ModelReport:
         rows += [
             ("Buffers", format_count(self.buffers)),
             ("Param size (MB)", f"{self.param_bytes / 1e6:.2f}"),
-            ("MACs", f"{format_count(self.macs)}{_compact(self.macs)}"),
+            ("MACs", f"{format_count(self.macs)}{compact_count(self.macs)}"),
             ("FLOPs", f"{format_count(self.flops)} (2 × MACs + norms)"),
         ]
         return rows
@@ -206,9 +212,8 @@ class ModelReport:
         else:
             lines.append("Invalid layers: none")
         cautions: dict[str, list[str]] = {}  # layers that fit but need more of the batch, by what they need
-        for layer in self.layers:
-            if layer.status == LayerStatus.OK and layer.message:
-                cautions.setdefault(layer.message, []).append(layer.name)
+        for layer in self.batch_too_small:
+            cautions.setdefault(layer.message, []).append(layer.name)
         for text, names in cautions.items():
             shown = ", ".join(names[:6]) + (" ..." if len(names) > 6 else "")
             lines.append(f"The batch is too small for {len(names)} layer{'s' * (len(names) > 1)} ({shown}): {text}")
@@ -432,14 +437,6 @@ class ModelReport:
 
 _COLLAPSED_NOTE = "×N: identical consecutive blocks in one row, with their totals (the rows under it show the first)"
 _FOLDED_NOTE = "deeper layers are folded into their block; report.table(depth=-1) (CLI: --depth -1) shows every layer"
-
-
-def _compact(n: int) -> str:
-    """`` (4.09 G)`` for large counts, nothing below a thousand."""
-    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if n >= scale:
-            return f" ({n / scale:.2f} {unit})"
-    return ""
 
 
 def analyse_graph(

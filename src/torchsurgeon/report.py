@@ -37,6 +37,7 @@ __all__ = (
     "DEFAULT_COLUMNS",
     "STATUS_COLOURS",
     "changes_table",
+    "compact_count",
     "depth_table",
     "format_bytes",
     "format_count",
@@ -89,6 +90,20 @@ def format_count(n: int) -> str:
     '25,557,032'
     """
     return f"{n:,}"
+
+
+def compact_count(n: int) -> str:
+    """`` (4.09 G)`` for large counts, nothing below a thousand.
+
+    Examples
+    --------
+    >>> compact_count(4_089_184_256), compact_count(999)
+    (' (4.09 G)', '')
+    """
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if n >= scale:
+            return f" ({n / scale:.2f} {unit})"
+    return ""
 
 
 def format_bytes(n: int) -> str:
