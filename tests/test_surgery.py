@@ -10,6 +10,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torch.nn.utils import prune
 
 from models import CifarNet, TwoInputs, on_meta
 from torchsurgeon import (
@@ -485,7 +486,7 @@ def test_a_layer_named_in_a_model_whose_config_describes_its_image_is_adapted() 
 
 
 def _pruned(model: nn.Module) -> None:
-    nn.utils.prune.l1_unstructured(model[0], "weight", amount=0.5)
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
 
 
 def _legacy_weight_norm(model: nn.Module) -> None:
@@ -530,7 +531,7 @@ def test_memory_plan_of_a_pruned_model_matches_a_real_step() -> None:
     from models import measure_training_step
 
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
-    nn.utils.prune.l1_unstructured(model[0], "weight", amount=0.5)
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
     plan = memory_plan(model, (3, 16, 16), batch=2, device="cpu")
     real = measure_training_step(model, torch.randn(2, 3, 16, 16))
     assert plan.activations == real.saved and plan.gradients == real.gradients

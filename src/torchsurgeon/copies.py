@@ -353,7 +353,8 @@ def model_copy(model: nn.Module) -> nn.Module:
     Examples
     --------
     >>> from torch import nn
-    >>> layer = nn.utils.prune.l1_unstructured(nn.Linear(4, 2), "weight", amount=0.5)
+    >>> from torch.nn.utils import prune
+    >>> layer = prune.l1_unstructured(nn.Linear(4, 2), "weight", amount=0.5)
     >>> copied = model_copy(layer)
     >>> bool((copied.weight == layer.weight).all()), copied.weight_orig is layer.weight_orig
     (True, False)
