@@ -21,7 +21,6 @@ from .crosscheck import crosscheck_mode, real_failure
 from .dot import to_dot, to_graphml
 from .errors import InputError, ShapeError, TraceError
 from .flops import count_flops
-from .frontend import FAILED_NODE
 from .gcpause import paused_gc
 from .graph import (
     build_graph,
@@ -33,6 +32,7 @@ from .graph import (
     records_now,
 )
 from .lazy import lazy_layers, materialized
+from .metavalues import FAILED_NODE
 from .params import ParamSummary, count_params, packed_weights
 from .records import (
     CrossCheck,

@@ -34,9 +34,10 @@ from torch import nn
 
 from .copies import cannot_run_on_meta, run_on_zeros
 from .errors import InputError, TraceError, first_line, source_line
-from .frontend import FAILED_NODE, bind_inputs
+from .frontend import bind_inputs
 from .graph import model_of, node_record, node_records, opaque_of, specialised_of
 from .knowndata import COUNTED
+from .metavalues import FAILED_NODE
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust
 from .resize import resized_copy, with_channels
 from .rules.on_meta import ruled_meta
@@ -269,7 +270,7 @@ def real_failure(model: nn.Module, inputs: Mapping[str, torch.Tensor], like: Tra
     never touched; on zeros on the CPU where meta cannot run it) raises at ``inputs`` when it is ``like`` the error
     of a trace that failed in the model's own ``forward``: the same exception, raised at the same line of the
     model's code (an ``assert`` on a size, a ``ValueError`` of a checked setting), or raised by an op of the trace
-    whose value Python asked about (``frontend.FAILED_NODE``: the op the input does not fit). None when the real
+    whose value Python asked about (``metavalues.FAILED_NODE``: the op the input does not fit). None when the real
     forward runs, or fails otherwise: then the trace failed, not the model.
 
     Examples

@@ -1,7 +1,7 @@
 """The values a trace knows at its input: a model's scalar settings, and small tensors of known data.
 
 A trace answers Python's questions about a proxy from its value on ``meta``
-(:class:`torchsurgeon.frontend.MetaValues`), which has shapes but no data.
+(:class:`torchsurgeon.metavalues.MetaValues`), which has shapes but no data.
 Some data is known all the same, and a real forward decides by it:
 
 * a model's 0-dim integer or bool buffers are settings, not data

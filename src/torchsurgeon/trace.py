@@ -46,9 +46,10 @@ from .arguments import NO_CACHE, SIMPLE_DEFAULTS, InputNames, forward_parameters
 from .callers import asserted_by_caller
 from .copies import detached_copy, meta_like
 from .errors import InputError, TraceError, failure_reason, source_line, with_numbers
-from .frontend import DATA_INPUTS, MetaValues, ShapeProxy, call_by_name, library_answers, meta_question
+from .frontend import ShapeProxy, call_by_name, library_answers
 from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module, record_autocast
 from .knowndata import DATA_LIMIT
+from .metavalues import DATA_INPUTS, MetaValues, meta_question
 from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
 from .rules.on_meta import ruled_leaf

@@ -1,0 +1,400 @@
+"""Values on ``meta`` of the nodes of a graph being traced, computed when Python asks about them.
+
+Python on shapes in a forward (``if h % stride``, ``len(x.shape)``,
+``for d in x.shape``) asks a question torch.fx's proxies cannot answer.
+:class:`MetaValues` computes the value of the node asked about on
+``meta`` (and of the nodes it depends on, once), applying the in-place edits
+recorded so far; small tensors given with their data stay known data on the
+CPU (:mod:`torchsurgeon.knowndata`).  :func:`meta_question` turns a value into
+Python's answer.  The shape-aware proxies that ask are in
+:mod:`torchsurgeon.frontend`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+import torch
+import torch.fx
+from torch import nn
+
+from .copies import SHAPE_EDITS, container_edit, edits_in_place, meta_like, thawed
+from .fxbookkeeping import node_scope
+from .knowndata import (
+    DATA_FACTORIES,
+    DATA_LIMIT,
+    data_and_meta,
+    edits_values,
+    from_known_data,
+    masks_as_indices,
+    off_meta,
+    on_one_device,
+    settled,
+    unsettled,
+)
+from .modelindex import ModelIndex
+from .resize import as_folded_inputs, hands_on_channels
+from .rules import FALLBACK
+from .rules.on_meta import ruled_call, ruled_meta
+
+__all__ = ("DATA_INPUTS", "FAILED_NODE", "MetaValues", "meta_question")
+
+_CPU, _META = torch.device("cpu"), torch.device("meta")
+
+
+class _Unknown(LookupError):
+    """A node's value on ``meta`` is not known (no example input for a placeholder)."""
+
+
+def _edits(node: torch.fx.Node) -> bool:
+    """Whether ``node`` edits its first argument in place: a container or shape edit
+    (:func:`~torchsurgeon.copies.edits_in_place`), or an edit of a tensor's values
+    (:func:`~torchsurgeon.knowndata.edits_values`)."""
+    return edits_in_place(node) or edits_values(node.op, node.target)
+
+
+DATA_INPUTS = "torchsurgeon_data_inputs"
+"""The attribute giving, on the error of a Python branch on tensor values or of an op meta cannot run without
+them (``unique_consecutive``), the model inputs given as shapes (``{"input_ids": (shape, dtype, decides)}``),
+``decides`` for those whose data it depends on."""
+
+FAILED_NODE = "torchsurgeon_failed_node"
+"""The attribute naming, on an error raised while :class:`MetaValues` answered a question, the layer and node whose
+value failed (``"embeddings (add)"``): the op the input does not fit, which may come well before the line Python
+asked at."""
+
+_OPS = frozenset({"call_function", "call_method", "call_module"})
+
+
+class MetaValues:
+    """Values on ``meta`` of the nodes of a graph being traced, computed on demand.
+
+    Parameters
+    ----------
+    root : nn.Module
+        The traced model (its attributes back ``get_attr`` nodes).
+    inputs : mapping of str to Tensor
+        Example inputs by placeholder name (on any device; only shape and dtype matter).
+    leaf_call : callable
+        ``leaf_call(module, args, kwargs)`` runs a leaf module on ``meta`` arguments.
+    untraced : callable, optional
+        A context manager during which fx's patches of ``nn.Module`` pass
+        through (attribute reads give the real tensors, calls run for real).
+    modules : mapping of str to nn.Module, optional
+        The root's submodules by qualified name (the trace's model walk):
+        looked up instead of walked with ``get_submodule``, whose attribute
+        reads go through fx's patch of ``nn.Module.__getattr__``.
+
+    Examples
+    --------
+    >>> import torch, operator
+    >>> g = torch.fx.Graph()
+    >>> x = g.placeholder("x")
+    >>> size = g.call_method("size", (x,))
+    >>> values = MetaValues(torch.nn.Module(), {"x": torch.empty(2, 3)}, lambda m, a, k: None)
+    >>> values.resolve(size, "len")
+    torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        root: nn.Module,
+        inputs: Mapping[str, torch.Tensor],
+        leaf_call: Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any],
+        untraced: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+        index: ModelIndex | None = None,
+    ) -> None:
+        self._root = root
+        self._modules = index.modules if index is not None else {}
+        self._index = index  # the model's parameters and buffers as found: its forward may store proxies in them
+        self._untraced = untraced
+        self._given = inputs  # read only when a question is asked: a plain model never pays for examples
+        self._inputs: dict[str, torch.Tensor] = {}
+        self._leaf_call = leaf_call
+        self._values: dict[torch.fx.Node, Any] = {}
+        self._edited: set[torch.fx.Node] = set()  # in-place edits applied to the values they edit
+        self._scanned: torch.fx.Node | None = None  # the last graph node looked at for edits
+        self.resolved: list[str] = []  # what Python asked about shapes, in order
+        self.ranks: dict[str, int] = {}  # input -> the rank the graph holds for (its shape was unpacked)
+
+    def resolve(self, node: torch.fx.Node, question: str) -> Any:
+        """The value of ``node`` on ``meta``, for ``question`` (bool, len, iter, keys).
+
+        Raises LookupError when it depends on an input without an example tensor.
+        """
+        value = self._on_meta(node)
+        self.resolved.append(f"{question}({node.format_node()})")
+        return value
+
+    def inputs_behind(self, node: torch.fx.Node) -> dict[str, tuple[tuple[int, ...], torch.dtype, bool]]:
+        """The model inputs whose data is not known (given as shapes), in the order of ``forward``'s arguments, with
+        their shapes and dtypes and whether ``node``'s value is computed from them."""
+        seen: set[torch.fx.Node] = set()
+        todo = [node]
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(current.all_input_nodes)
+        found = {}
+        for n in node.graph.nodes:
+            name = str(n.target).lstrip("*")
+            given = self._given.get(name) if n.op == "placeholder" else None
+            if isinstance(given, torch.Tensor) and not self.known_data(n, self._inputs.get(name, given)):
+                found[name] = (tuple(given.shape), given.dtype, n in seen)
+        return found
+
+    def peek(self, node: torch.fx.Node) -> Any:
+        """The value of ``node`` if it is known or one step from known values (an input's ``size()``), else None."""
+        if node not in self._values and any(
+            a.op != "placeholder" and a not in self._values for a in node.all_input_nodes
+        ):
+            return None
+        try:  # not recorded in ``resolved``: a length that holds for one shape holds for every shape of its rank
+            return self._on_meta(node)
+        except Exception:  # not computable here: the question stays fx's
+            return None
+
+    def _on_meta(self, node: torch.fx.Node) -> Any:
+        with self._untraced(), ruled_meta(resized=True):  # past a layer the input does not fit, as propagation goes
+            self._catch_up(node.graph)
+            return self._value(node)
+
+    def _catch_up(self, graph: torch.fx.Graph) -> None:
+        """Apply the in-place edits recorded since the last question to the values already computed (the trace
+        asks in graph order: every node there comes before the question)."""
+        root = graph._root
+        current = (self._scanned if self._scanned is not None else root).next
+        while current is not root:
+            first = current.args[0] if current.args else None
+            if type(first) is torch.fx.Node and first in self._values and _edits(current):
+                self._edit(current)
+            self._scanned = current
+            current = current.next
+
+    def _edit(self, node: torch.fx.Node) -> None:
+        """Apply ``node``, an in-place edit of its first argument's value (once): the edited value stands for it."""
+        if node in self._edited:
+            return
+        self._edited.add(node)
+        edited = node.args[0]
+        assert isinstance(edited, torch.fx.Node)
+        target = self._values[edited]
+        shape_edit = node.op == "call_method" and node.target in SHAPE_EDITS
+        if (
+            isinstance(target, torch.Tensor)
+            and not shape_edit
+            and (target.device.type == "meta" or not edits_values(node.op, node.target))
+        ):
+            return  # values meta does not hold: nothing to apply (its arguments are not computed for it)
+        try:
+            rest, kwargs = thawed(torch.fx.node.map_arg((node.args[1:], node.kwargs), self._value))
+            if isinstance(target, torch.Tensor) and shape_edit:  # on a view: the value may be another node's too
+                out = getattr(target.view(target.shape), str(node.target))(*rest, **kwargs)
+                self._values[edited] = self._values[node] = out
+                return
+            if isinstance(target, torch.Tensor):  # known data edited in place: as the real forward edits it
+                self._edit_data(node, edited, target, rest, kwargs)
+                return
+            edit = container_edit(node, (target, *rest), kwargs)
+        except Exception:  # not computable here: the value stays as it was
+            return
+        if edit is not None:
+            self._values[edited], self._values[node] = edit
+
+    def _edit_data(
+        self, node: torch.fx.Node, edited: torch.fx.Node, target: torch.Tensor, rest: Any, kwargs: dict[str, Any]
+    ) -> None:
+        """Apply ``target.<method>_(...)`` to known data (its own copy); what cannot be applied on the CPU, or gives
+        random values, leaves it unknown (a ``meta`` stand-in)."""
+        try:
+            if data_and_meta(rest, kwargs)[1]:  # data meta does not hold (the input's): not known from here on
+                raise ValueError("edited by values that are not known")
+            if node.op == "call_function":  # x[i] = v
+                node.target(target, *rest, **kwargs)  # type: ignore[operator]
+            elif unsettled(str(node.target)):
+                raise ValueError("random or uninitialised: no longer known")
+            else:
+                getattr(target, str(node.target))(*rest, **kwargs)
+            self._values[node] = target
+        except Exception:  # it meets meta tensors, or is random: not known from here on
+            self._values[edited] = self._values[node] = torch.empty_like(target, device="meta")
+
+    def numbers(self) -> dict[str, Any]:
+        """The Python numbers computed so far, by node name (a message formatted while tracing names them)."""
+        return {n.name: v for n, v in self._values.items() if type(v) in (int, float, bool)}
+
+    def settled(self, node: torch.fx.Node) -> bool:
+        """Whether ``node``'s value is the same in every forward at this input (:func:`.knowndata.settled`)."""
+        return settled(node, self._values)
+
+    def known(self, node: torch.fx.Node) -> bool:
+        """Whether ``node``'s data is known at this input: a settled CPU tensor (transformers' attention mask of
+        ones, for inputs given without one); recorded as an answer the graph relies on."""
+        try:
+            value = self._on_meta(node)
+        except Exception:  # not computable here: unknown
+            return False
+        if not self.known_data(node, value):
+            return False
+        self.resolved.append(f"known({node.format_node()})")
+        return True
+
+    def known_data(self, node: torch.fx.Node, value: Any) -> bool:
+        """Whether ``value``, ``node``'s, is a tensor whose data is known: on the CPU and :meth:`settled`."""
+        return isinstance(value, torch.Tensor) and value.device.type != "meta" and self.settled(node)
+
+    def rely_on_rank(self, node: torch.fx.Node) -> None:
+        """Record that the graph holds only for inputs of the rank ``node``'s input placeholders have now."""
+        for a in node.all_input_nodes:
+            value = self._values.get(a)
+            if a.op == "placeholder" and isinstance(value, torch.Tensor):
+                self.ranks[str(a.target).lstrip("*")] = value.dim()
+
+    def _reads_input(self, node: torch.fx.Node) -> bool:
+        """Whether ``node`` reads a model input, directly or through nodes that hand it on with its channels
+        (as shape propagation's plan decides, ``torchsurgeon._steps``)."""
+        for a in node.all_input_nodes:
+            if a.op == "placeholder":
+                return True
+            module = self._submodule(str(a.target)) if a.op == "call_module" else None
+            if hands_on_channels(a.op, a.target, module) and self._reads_input(a):
+                return True
+        return False
+
+    def _submodule(self, name: str) -> nn.Module:
+        module = self._modules.get(name)
+        return module if module is not None else self._root.get_submodule(name)
+
+    def _value(self, node: torch.fx.Node) -> Any:
+        if node in self._values:
+            return self._values[node]
+        try:
+            # fresh lists: a wrapped function may edit them, as in a real call
+            args, kwargs = thawed(torch.fx.node.map_arg((node.args, node.kwargs), self._value))
+            if node in self._values:  # an in-place edit, applied when the value it edits was computed
+                return self._values[node]
+            self._values[node] = self._compute(node, args, kwargs)
+            for user in node.users:  # in-place edits of it recorded so far (all before the question being answered)
+                if user.args and user.args[0] is node and _edits(user):
+                    self._edit(user)
+            return self._values[node]
+        except Exception as exc:  # the innermost op that failed, for the trace's error (analysis: real_failure)
+            if node.op in _OPS and not hasattr(exc, FAILED_NODE):
+                layer = str(node.target) if node.op == "call_module" else node_scope(node)
+                setattr(exc, FAILED_NODE, f"{layer} ({node.name})" if layer else node.name)
+                if isinstance(exc, NotImplementedError):  # an op meta cannot run without values (unique, nonzero)
+                    setattr(exc, DATA_INPUTS, self.inputs_behind(node))
+            raise
+
+    def _compute(self, node: torch.fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``node``'s value from its arguments' values."""
+        op, target = node.op, node.target
+        if op == "placeholder":
+            return self._input(str(target).lstrip("*"))
+        if op == "get_attr":
+            return self._attribute(str(target))
+        if op == "call_function" and target in DATA_FACTORIES and from_known_data((args, kwargs)):
+            value = target(*off_meta(args, _CPU), **off_meta(kwargs, _CPU))  # type: ignore[operator]
+            # known data, on the CPU if small (torch.ones(batch, length))
+            return torch.empty_like(value, device="meta") if value.numel() > DATA_LIMIT else value
+        if op == "call_function" and target is getattr and args[1:2] == ("device",):
+            return _META if isinstance(args[0], torch.Tensor) else getattr(*args)  # known data: the input's device
+        if op == "call_function":
+            args, kwargs = on_one_device(masks_as_indices(target, args), kwargs, module=False)
+            value = ruled_call(op, target, args, kwargs)  # the mode's answer, without its dispatch
+            return target(*args, **kwargs) if value is FALLBACK else value  # type: ignore[operator]
+        if op == "call_method":
+            if target == "to" and isinstance(args[0], torch.Tensor) and args[0].device.type != "meta":
+                args, kwargs = off_meta((args, kwargs), args[0].device)  # known data stays where it is
+            args, kwargs = on_one_device(args, kwargs, module=False)
+            value = ruled_call(op, target, args, kwargs)
+            return getattr(args[0], str(target))(*args[1:], **kwargs) if value is FALLBACK else value
+        if op == "call_module":
+            args, kwargs = on_one_device(args, kwargs, module=True)
+            module = self._submodule(str(target))
+            try:
+                return self._leaf_call(module, args, kwargs)
+            except Exception:
+                # a layer reading the input that refuses its channel count (a patch embedding checking it):
+                # its output once folded, as shape propagation goes on (ShapeInterpreter._as_folded)
+                return self._folded_call(node, module, args, kwargs)
+        raise _Unknown(node.format_node())
+
+    def _input(self, name: str) -> torch.Tensor:
+        """A model input's value: its example's shape and dtype on ``meta``, or a small CPU tensor given with its
+        data (known data: its own copy)."""
+        if name not in self._inputs:
+            if name not in self._given:
+                raise _Unknown(f"input {name!r}, which gets no example tensor")
+            given = self._given[name]
+            if type(given) is torch.Tensor and given.device.type == "cpu" and given.numel() <= DATA_LIMIT:
+                self._inputs[name] = given.clone()
+            else:
+                self._inputs[name] = torch.empty(given.shape, dtype=given.dtype, device="meta")
+        return self._inputs[name]
+
+    def _attribute(self, target: str) -> Any:
+        """A parameter, buffer or other attribute of the model read by ``get_attr``: tensors as ``meta`` likes."""
+        index = self._index
+        value: Any = index.params.get(target, index.buffers.get(target)) if index is not None else None
+        if value is None:
+            value = self._root
+            for part in target.split("."):
+                value = getattr(value, part)
+        if isinstance(value, torch.fx.Proxy):  # stored in the model by this forward (CTRL's positions)
+            raise _Unknown(f"{target}, a traced value the forward stored in the model")
+        return meta_like(value) if isinstance(value, torch.Tensor) else value
+
+    def _folded_call(
+        self, node: torch.fx.Node, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The leaf's output once its input convolution is folded (the first channel dim it accepts), or the error
+        of its call on ``args`` (being handled) when there is none."""
+        for fitting, *_ in as_folded_inputs(module, args) if self._reads_input(node) else ():
+            try:
+                return self._leaf_call(module, fitting, kwargs)
+            except Exception:  # not the channel dim: the next one
+                continue
+        raise
+
+
+def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: str, fx_answer: Callable[[], Any]) -> Any:
+    """The Python answer (bool, iterator, keys, len) for ``proxy`` from its value on ``meta``.
+
+    Without the value (no example inputs, or none for an input it depends
+    on) the answer is ``fx_answer()``: torch.fx's own, usually its error, so
+    a model traced without example inputs traces exactly as with torch.fx.
+    """
+    if values is None:
+        return fx_answer()
+    try:
+        value = values.resolve(proxy.node, question)
+    except _Unknown:
+        return fx_answer()
+    if question == "value":  # a dtype or a device: the input's, whatever Python does with it
+        if isinstance(value, torch.Tensor):
+            raise torch.fx.proxy.TraceError(f"a tensor value is data-dependent ({proxy.node.format_node()})")
+        return value
+    if question in ("bool", "int"):
+        if isinstance(value, torch.Tensor) and not values.known_data(proxy.node, value):  # data-dependent
+            exc = torch.fx.proxy.TraceError(
+                "symbolically traced variables cannot be used as inputs to control flow (a tensor value)"
+                if question == "bool"
+                else f"int() of a tensor value: data-dependent ({proxy.node.format_node()})"
+            )
+            inputs = values.inputs_behind(proxy.node)
+            if any(decides for *_, decides in inputs.values()):
+                setattr(exc, DATA_INPUTS, inputs)
+            raise exc
+        return bool(value) if question == "bool" else value
+    if question == "iter":
+        return iter([proxy[i] for i in range(len(value))])  # type: ignore[index]
+    if question == "len":
+        return len(value)
+    if question == "object":  # what it is (a tensor, a tuple...), for type checks
+        return value
+    return value.keys()
