@@ -207,6 +207,34 @@ def test_a_head_of_another_dtype_than_the_model_is_invalid_and_the_fix_runs() ->
     assert not paramcount(model, (3, 32, 32)).invalid
 
 
+class _IdsIntoLinear(nn.Module):
+    """Token ids given straight to a Linear (the embedding forgotten)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 3)
+        self.conv = nn.Conv1d(1, 2, 3)
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.proj(input_ids), self.conv(mask)
+
+
+def test_integer_or_bool_input_to_a_linear_or_conv_is_invalid_even_under_autocast() -> None:
+    """Found by a probe: it was reported as fitting, trusted, while a real forward raises."""
+    model = _IdsIntoLinear()
+    ids, mask = torch.zeros(1, 8, dtype=torch.long), torch.zeros(1, 1, 8, dtype=torch.bool)
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            with pytest.raises(RuntimeError, match="dtype"):
+                model.proj(ids)
+            with pytest.raises(RuntimeError, match="type"):
+                model.conv(mask)
+            r = paramcount(model, {"input_ids": ids, "mask": mask})
+        assert [layer.name for layer in r.invalid] == ["proj", "conv"]
+        assert "token ids need an nn.Embedding before this layer" in r.invalid[0].message
+        assert "got torch.bool" in r.invalid[1].message
+
+
 class _AutocastInside(nn.Module):
     """A float32 layer run on bfloat16 activations inside the model's own torch.autocast block, and its twin
     outside it."""

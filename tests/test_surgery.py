@@ -347,9 +347,13 @@ def test_bad_requests(call: object, error: type[Exception], match: str) -> None:
         call()  # type: ignore[operator]
 
 
-def test_two_input_model_adapts_both_input_layers() -> None:
-    result = adapt_input_channels(TwoInputs(), 1)
-    assert [c.name for c in result.changes] == ["image.weight", "mask.weight"]
+def test_two_input_model_asks_which_input_to_adapt_as_with_input_given() -> None:
+    """It folded both stems (the 1-channel mask's "folded" to 1, unchanged): with input= it asked which, and at 4
+    channels the mask's stem was widened too (test_a_model_reading_an_image_and_a_mask_asks_which_to_adapt)."""
+    with pytest.raises(SurgeryError, match=r"takes 2 images \(image, mask\)"):
+        adapt_input_channels(TwoInputs(), 1)
+    result = adapt_input_channels(TwoInputs(), 1, layer="image")
+    assert [c.name for c in result.changes] == ["image.weight"]
 
 
 @pytest.mark.parametrize(
@@ -535,3 +539,39 @@ def test_memory_plan_of_a_pruned_model_matches_a_real_step() -> None:
     plan = memory_plan(model, (3, 16, 16), batch=2, device="cpu")
     real = measure_training_step(model, torch.randn(2, 3, 16, 16))
     assert plan.activations == real.saved and plan.gradients == real.gradients
+
+
+class _ImageAndMask(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(1, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.head((self.a(image) + self.b(mask)).mean((2, 3)))
+
+
+def test_a_model_reading_an_image_and_a_mask_asks_which_to_adapt() -> None:
+    """Found by a probe: without input= both stems were widened, and the edited model ran on no input."""
+    model = _ImageAndMask()
+    with pytest.raises(SurgeryError, match=r"takes 2 images \(image, mask\): .* image: layer='a'; mask: layer='b'"):
+        adapt_input_channels(model, 4, "zero_extra")
+    edited = adapt_input_channels(model, 4, "zero_extra", layer="a").model  # the fix, as written
+    assert edited(torch.randn(1, 4, 8, 8), torch.randn(1, 1, 8, 8)).shape == (1, 4)
+
+
+class _Waveform(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.head = nn.Conv1d(1, 8, 9, 4), nn.Linear(8, 3)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stem(wav.unsqueeze(1)).mean(-1))
+
+
+def test_a_stem_whose_channel_dim_the_forward_makes_is_not_adapted() -> None:
+    """Found by a probe: a (N, T) waveform unsqueezed to one channel had its stem widened to 2, and the edited
+    model ran on no input."""
+    with pytest.raises(SurgeryError, match=r"stem \(Conv1d\) reads the input only after .unsqueeze\(\)") as caught:
+        adapt_input_channels(_Waveform(), 2, "spread")
+    assert "input=(3, 224, 224)" not in str(caught.value)

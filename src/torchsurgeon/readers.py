@@ -39,6 +39,7 @@ from .shapespec import InputSpec
 
 __all__ = (
     "default_input",
+    "graph_images",
     "graph_readers",
     "guessed_input",
     "image_input",
@@ -48,6 +49,7 @@ __all__ = (
     "input_readers",
     "one_image",
     "recoloured",
+    "several_images",
     "unmatched_channels",
     "weights_owner",
 )
@@ -73,6 +75,7 @@ _REARRANGING = frozenset(
         "t",
         "flatten",
         "unflatten",
+        "unsqueeze",
         "movedim",
         "moveaxis",
         "swapaxes",
@@ -97,7 +100,8 @@ _REARRANGING = frozenset(
         "Unfold",
     }
 )
-"""Ops (call targets, module types) after which a tensor's channels may not be the input's one to one."""
+"""Ops (call targets, module types) after which a tensor's channels may not be the input's one to one (``unsqueeze``:
+a waveform ``(N, T)`` given one channel has none to adapt)."""
 
 
 def weights_owner(G: nx.DiGraph, rec: NodeRecord) -> str | None:
@@ -530,10 +534,44 @@ def one_image(model: nn.Module, input: Mapping[str, Any], readers: list[str]) ->
     chosen = image_input(dict(ExampleInputs(model, input, 1)))
     images = images_read_by_convolutions(model, input, {chosen: readers} if chosen is not None else None)
     if len(images) > 1 or (images and chosen not in images):
-        choices = "; ".join(
-            f"{name}: layer={readers if len(readers) > 1 else readers[0]!r}" for name, readers in images.items()
-        )
-        raise SurgeryError(
-            f"{type(model).__name__} takes {len(images)} image{'s' * (len(images) != 1)} ({', '.join(images)}): "
-            f"say which one gets the new channel count by naming the layers that read it — {choices}"
-        )
+        raise several_images(model, images)
+
+
+def several_images(model: nn.Module, images: Mapping[str, list[str]]) -> SurgeryError:
+    """The error for a model whose inputs (``images``: each with the convolutions that read it) may each be the
+    image whose channels change: the user says which, with ``layer=``."""
+    choices = "; ".join(
+        f"{name}: layer={readers if len(readers) > 1 else readers[0]!r}" for name, readers in images.items()
+    )
+    return SurgeryError(
+        f"{type(model).__name__} takes {len(images)} image{'s' * (len(images) != 1)} ({', '.join(images)}): "
+        f"say which one gets the new channel count by naming the layers that read it — {choices}"
+    )
+
+
+def graph_images(G: nx.DiGraph) -> dict[str, list[str]]:
+    """The model inputs that convolutions read as they are in the traced graph ``G``, each with those layers (an
+    image and a mask: which one gets other channels is the user's to say).
+
+    Examples
+    --------
+    >>> from torchsurgeon.trace import trace
+    >>> from torchsurgeon.graph import build_graph
+    >>> class Sum(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.a, self.b = nn.Conv2d(4, 8, 1), nn.Conv2d(1, 8, 1)
+    ...     def forward(self, image, mask):
+    ...         return self.a(image) + self.b(mask)
+    >>> graph_images(build_graph(trace(Sum())))
+    {'image': ['a'], 'mask': ['b']}
+    """
+    opaque, modules = opaque_of(G), index_of(G).modules
+    found: dict[str, list[str]] = {}
+    for rec in node_records(G):
+        if rec.op == "placeholder":
+            layers, _, moved = _reached(G, rec.name, opaque)
+            convs = [n for n in layers if n not in moved and isinstance(modules.get(n), nn.modules.conv._ConvNd)]
+            if convs:
+                found[rec.target] = convs
+    return found

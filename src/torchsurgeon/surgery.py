@@ -32,6 +32,7 @@ from .initialisers import default_init
 from .lazy import lazy_layers
 from .readers import (
     default_input,
+    graph_images,
     graph_readers,
     guessed_input,
     image_shape,
@@ -39,6 +40,7 @@ from .readers import (
     input_readers,
     one_image,
     recoloured,
+    several_images,
     unmatched_channels,
 )
 from .records import Finding, FoldMode, ParamChange, ParamReport
@@ -142,6 +144,9 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
             f"{type(model).__name__} cannot be traced without an input shape ({str(exc).splitlines()[0]}){tried} — "
             "pass an input it accepts now so it can be run instead, e.g. input=(3, 224, 224)"
         ) from exc
+    images = graph_images(G)
+    if len(images) > 1:  # an image and a mask: the edit of both never runs
+        raise several_images(model, images)
     found, mixed, rearranged = graph_readers(G)
     doubts: _Doubts = {name: (reason, None) for name, reason in rearranged.items()}
     return found, guessed_input(model) if mixed else None, False, doubts
@@ -493,7 +498,10 @@ def adapt_input_channels(
     if layer is None:
         names, image, run_before, doubts = _input_layers(edited, input)
         if doubts:  # a space-to-depth stem: the layer's channels are not the input's
-            more = "" if run_before else "; or pass the input the model takes now (input=(3, 224, 224)) to check"
+            made = any("unsqueeze" in reason for reason, _ in doubts.values())  # the input has no channels: no input=
+            more = (
+                "" if run_before or made else "; or pass the input the model takes now (input=(3, 224, 224)) to check"
+            )
             raise _rearranged(edited, doubts, channels, more)
     else:  # the layers chosen: the edit is still tried on the input given, or one the model runs on now
         names = [layer] if isinstance(layer, str) else list(layer)

@@ -72,11 +72,22 @@ def _fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str:
 
 def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> None:
     """A convolution or linear layer multiplies its input by its weight: a real forward outside ``torch.autocast``
-    raises when their floating-point dtypes differ (a float32 head added to a model in bfloat16); see
-    :func:`~torchsurgeon.rules._common.mixed_dtypes`."""
+    raises when their floating-point dtypes differ (a float32 head added to a model in bfloat16; see
+    :func:`~torchsurgeon.rules._common.mixed_dtypes`), and under it too for an integer or bool input (token ids
+    given to a Linear)."""
     dtype = weight_dtype(m)
-    if dtype is not None and dtype != x.dtype and mixed_dtypes((x, new((), dtype))):  # most: equal
-        name = str(dtype).removeprefix("torch.")
+    if dtype is None or dtype == x.dtype:  # most layers
+        return
+    name = str(dtype).removeprefix("torch.")
+    if not x.is_floating_point() and not x.is_complex() and dtype.is_floating_point:  # even under torch.autocast
+        call.mismatch(
+            "input dtype",
+            f"{dtype} (its weight's)",
+            str(x.dtype),
+            f"a real forward raises RuntimeError: token ids need an nn.Embedding before this layer; other integers or "
+            f"a mask, .to(torch.{name}) before it",
+        )
+    elif mixed_dtypes((x, new((), dtype))):
         call.mismatch(
             "input dtype",
             f"{dtype} (its weight's)",
