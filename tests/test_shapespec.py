@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 from models import ByteView, TwoInputs
 from torchsurgeon import InputError, ShapeContract, TypedShape, check_contract, paramcount, paramcount_sweep
@@ -90,3 +91,18 @@ def test_contracts_take_typed_inputs() -> None:
     assert ShapeContract(input=[[4], "4:long"]).input == ((4,), TypedShape((4,), torch.long))
     with pytest.raises(InputError, match=r"input='4' is not a shape"):
         ShapeContract(input="4")  # a plain shape is written as a list; text is for a dtype
+
+
+def test_a_list_of_tensors_as_one_input_is_refused_before_tracing() -> None:
+    """Found by a probe: a bare RuntimeError (``if v[0] == 1`` on a tensor) came out of the error message's hint."""
+
+    class ListIn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(4, 3)
+
+        def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack([self.proj(x) for x in xs], 1)
+
+    with pytest.raises(InputError, match=r"input 'xs' is a list of 2 tensors — each input is one tensor or shape"):
+        paramcount(ListIn(), {"xs": [torch.randn(1, 4), torch.randn(1, 4)]})

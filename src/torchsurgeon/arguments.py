@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .shapespec import InputSpec, TypedShape, normalize_input
+from .shapespec import InputSpec, TypedShape, check_shape, normalize_input
 
 __all__ = (
     "NO_CACHE",
@@ -58,6 +58,9 @@ def tensor_inputs(spec: Any) -> InputNames:
     (1, 2, ('mask',))
     """
     if isinstance(spec, Mapping):
+        for name, value in spec.items():
+            if isinstance(value, (list, tuple)):
+                check_shape(value, f"input {name!r}", scalar=True)  # a list of tensors: InputError before tracing
         return tuple(str(k) for k in spec)
     if (
         isinstance(spec, (list, tuple))

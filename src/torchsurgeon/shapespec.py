@@ -24,6 +24,7 @@ __all__ = (
     "InputSpec",
     "Shape",
     "TypedShape",
+    "check_shape",
     "input_spec",
     "normalize_input",
     "parse_input",
@@ -323,7 +324,11 @@ def per_sample_hint(shapes: Mapping[str, Any], batch: int) -> str:
     >>> per_sample_hint({"x": (3, 32, 32)}, 1)
     ''
     """
-    given = {k: tuple(v) for k, v in shapes.items() if isinstance(v, (tuple, list)) and len(v) > 1 and v[0] == 1}
+    given = {
+        k: tuple(v)
+        for k, v in shapes.items()
+        if isinstance(v, (tuple, list)) and len(v) > 1 and all(type(d) is int for d in v) and v[0] == 1
+    }
     if not given:
         return ""
     named = ", ".join(f"{k}={v}" if k else str(v) for k, v in given.items())  # "": the one input, unnamed
@@ -337,15 +342,30 @@ Shape = tuple[int, ...]
 """A per-sample or batched shape."""
 
 
-def _check_shape(shape: Any, where: str, *, scalar: bool = False) -> Shape:
+def check_shape(shape: Any, where: str, *, scalar: bool = False) -> Shape:
     """``shape`` as a tuple of positive ints; ``()`` (one number per sample: a diffusion model's timestep)
-    only for a named input (``scalar``)."""
+    only for a named input (``scalar``); else InputError, naming ``where``.
+
+    Examples
+    --------
+    >>> check_shape([3, 32, 32], "input 'x'")
+    (3, 32, 32)
+    >>> check_shape((3, 0), "input 'x'")
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: input 'x': dimension 1 is 0 in shape (3, 0) — every dimension must be a positive int
+    """
     if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, torch.Size)):
         raise InputError(
             f"{where}: expected a shape such as (3, 224, 224), got {shape!r} — "
             "give the per-sample shape as a tuple of positive ints; the batch is added (batch=1)"
         )
     dims = tuple(shape)
+    if any(isinstance(d, torch.Tensor) for d in dims):
+        raise InputError(
+            f"{where} is a list of {len(dims)} tensors — each input is one tensor or shape: a forward that takes a "
+            "list of tensors is not traced (analyse a module whose forward takes them as separate arguments)"
+        )
     if not dims and not scalar:
         raise InputError(f"{where}: the shape is empty — give the per-sample shape, e.g. (3, 224, 224)")
     for i, d in enumerate(dims):
@@ -407,7 +427,7 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
             out[name] = (
                 value
                 if isinstance(value, (torch.Tensor, TypedShape))
-                else _check_shape(value, f"input {name!r}", scalar=True)
+                else check_shape(value, f"input {name!r}", scalar=True)
             )
         return out
     if (
@@ -421,7 +441,7 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
                 f"inputs ({list(placeholders)}) — give one shape per input"
             )
         return {
-            name: s if isinstance(s, (torch.Tensor, TypedShape)) else _check_shape(s, f"input {name!r}")
+            name: s if isinstance(s, (torch.Tensor, TypedShape)) else check_shape(s, f"input {name!r}")
             for name, s in zip(placeholders, spec)
         }
-    return {placeholders[0]: _check_shape(spec, "input shape")}
+    return {placeholders[0]: check_shape(spec, "input shape")}
