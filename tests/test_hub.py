@@ -215,3 +215,19 @@ def test_weights_already_in_the_cache_load_without_the_network(
     torch.save(state, checkpoints / Path(weights.url).name)
     model = load_model("torchvision:resnet18", parse_kwargs("weights='DEFAULT'"))
     assert torch.equal(model.fc.bias, torch.full((1000,), 7.0)) and no_network == []
+
+
+def test_a_module_drawing_random_numbers_at_import_does_not_shift_the_seeded_weights(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a probe: the user's module was imported after the seed, so an ``nn.Linear`` made at import took
+    the random numbers the first build should get, and check-surgery called 21 kept layers re-initialised."""
+    where = tmp_path_factory.mktemp("user_modules")  # not tmp_path: the caches' check reads it
+    (where / "drawing_at_import.py").write_text(
+        "from torch import nn\nSCRATCH = nn.Linear(50, 50)\n\ndef build():\n    return nn.Linear(3, 2)\n"
+    )
+    monkeypatch.syspath_prepend(str(where))
+    first = load_model("drawing_at_import:build")  # imports the module
+    again = load_model("drawing_at_import:build")  # already imported
+    torch.manual_seed(0)
+    assert torch.equal(first.weight, again.weight) and torch.equal(first.weight, nn.Linear(3, 2).weight)

@@ -167,8 +167,10 @@ def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
     }
     build = builders.get(prefix, _callable)
     with _offline() as attempts, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # the same name gives the same weights (check-surgery compares them)
         try:
+            if build is _callable:  # imported first: what the module draws at import must not shift the weights
+                _module_of(spec)
+            torch.manual_seed(0)  # the same name gives the same weights (check-surgery compares them)
             model = build(spec, name, kwargs)
         except Exception as exc:
             where = attempts[0] if attempts else _hub_refusal(exc)
@@ -281,16 +283,21 @@ def _library(module: str, spec: str) -> Any:
         raise ConfigError(f"model {spec!r} needs {module}: pip install {module.replace('_', '-')} ({exc})") from exc
 
 
-def _callable(spec: str, _: str, kwargs: dict[str, Any]) -> Any:
-    """``MODULE:CALLABLE`` (or ``MODULE:OBJECT``): import it and call it with ``kwargs``."""
-    module_name, _, attr = spec.partition(":")
+def _module_of(spec: str) -> Any:
+    """The module ``MODULE:CALLABLE`` names, imported."""
+    module_name = spec.partition(":")[0]
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
             f"model {spec!r}: cannot import {module_name!r} ({exc}) — check the module path and that it is installed"
         ) from exc
-    obj: Any = module
+
+
+def _callable(spec: str, _: str, kwargs: dict[str, Any]) -> Any:
+    """``MODULE:CALLABLE`` (or ``MODULE:OBJECT``): import it and call it with ``kwargs``."""
+    module_name, _, attr = spec.partition(":")
+    obj: Any = _module_of(spec)
     try:
         for part in attr.split("."):
             obj = getattr(obj, part)
