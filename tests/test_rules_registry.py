@@ -149,3 +149,23 @@ def test_subclass_keeping_the_forward_uses_the_base_rule() -> None:
     r = paramcount(nn.Sequential(conv), (1, 8, 8))
     assert r.layer("0").shape_source == "rule" and r.layer("0").status == "invalid"
     assert r.total_for_input == 4 + 4 * 1 * 9 + 4  # magnitude g, direction v resized, bias
+
+
+class _TopThree(nn.Module):
+    """A module fx traces through (the README's MyTopK)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.topk(x, 3).values
+
+
+def test_a_rule_for_a_class_fx_can_trace_through_is_asked() -> None:
+    """Found by a probe: fx traced through the class, so the README's register_rule example changed nothing."""
+    model = nn.Sequential(_TopThree(), nn.Linear(3, 2))
+    assert [layer.type for layer in paramcount(model, (10,)).layers if layer.name.startswith("0")] != ["_TopThree"]
+    register_rule(_TopThree, shape=lambda m, x: torch.empty(x.shape[0], 3, device="meta"), macs=lambda m, out, x: 10)
+    try:
+        report = paramcount(model, (10,))
+        assert report.layer("0").type == "_TopThree" and report.layer("0").macs == 10 and report.macs == 16
+    finally:
+        unregister_rule(_TopThree)
+    assert paramcount(model, (10,)).macs == 6  # traced through again

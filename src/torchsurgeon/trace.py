@@ -53,7 +53,7 @@ from .metavalues import DATA_INPUTS, MetaValues, meta_question
 from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
 from .rules.on_meta import ruled_leaf
-from .rules.registry import FALLBACK
+from .rules.registry import FALLBACK, user_ruled
 
 __all__ = (
     "Traced",
@@ -235,7 +235,7 @@ class _SurgeonTracer(torch.fx.Tracer):
             self._evaluating = before
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name in self._leaf_names:
+        if module_qualified_name in self._leaf_names or user_ruled(type(m)):  # a rule of the user's describes it
             return True
         if self._leaf_types and isinstance(m, self._leaf_types):
             return True

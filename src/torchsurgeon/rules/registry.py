@@ -49,6 +49,7 @@ __all__ = (
     "rules_version",
     "runs_forward_of",
     "unregister_rule",
+    "user_ruled",
 )
 
 
@@ -407,6 +408,27 @@ def module_rule(kind: type[nn.Module]) -> tuple[Rule, type[nn.Module]] | None:
     if not disabled:
         _module_cache[kind] = found
     return found
+
+
+def user_ruled(kind: type[nn.Module]) -> bool:
+    """Whether a rule given to :func:`register_rule` gives the output of modules of class ``kind``: the tracer
+    keeps them as single nodes (fx would trace through a class it can trace, and the rule would never be asked).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> class Twice(nn.Module):
+    ...     def forward(self, x):
+    ...         return x * 2
+    >>> _ = register_rule(Twice, shape=lambda m, x: x)
+    >>> user_ruled(Twice), user_ruled(nn.Linear)
+    (True, False)
+    >>> unregister_rule(Twice)
+    """
+    if not _USER.modules:  # the common case: no rule of the user's
+        return False
+    found = module_rule(kind)
+    return found is not None and not found[0].builtin and runs_forward_of(kind, found[1])
 
 
 def runs_forward_of(kind: type[nn.Module], owner: type[nn.Module]) -> bool:
