@@ -521,6 +521,12 @@ def test_layers_whose_forward_needs_a_larger_batch_are_listed() -> None:
     assert paramcount(model, (8,), batch=2).batch_too_small == []
 
 
+def test_an_input_of_too_few_dimensions_is_told_the_shape_it_needs() -> None:
+    """A probe: (224,) was told to drop a batch dimension it did not have."""
+    with pytest.raises(ShapeError, match=r"got 2 \(1, 224\) — give the per-sample shape \(C, H, W\)"):
+        paramcount(_small_net(), (224,))
+
+
 def test_bit_identical_copy_gives_identical_report() -> None:
     model = CifarNet()
     twin = copy.deepcopy(model)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 
-from torchsurgeon import ConfigError
+from torchsurgeon import ConfigError, InputError
 from torchsurgeon.cli import load_model, main, parse_shape
 
 
@@ -69,6 +72,17 @@ def test_builder_that_raises() -> None:
 
 def test_parse_shape() -> None:
     assert parse_shape(" 1, 224 ,224") == (1, 224, 224)
+    for text in ("3,,64,64", "3,64,64,", ",3,64,64", "3xx64x64"):  # a probe: they ran as (3, 64, 64)
+        with pytest.raises(InputError, match="has an empty dimension"):
+            parse_shape(text)
+
+
+def test_json_read_by_a_pipe_that_closes_early_exits_quietly(tmp_path: Path) -> None:
+    """A probe's ``torchsurgeon summary ... --json | head`` ended with a BrokenPipeError traceback."""
+    script = "import sys; from torchsurgeon.cli import main; sys.exit(main(sys.argv[1:]))"
+    command = [sys.executable, "-c", script, "summary", "torchvision:resnet18", "--input", "3,32,32", "--json"]
+    run = subprocess.run(f"{shlex.join(command)} | head -1", shell=True, capture_output=True, text=True, check=False)
+    assert run.stdout == "{\n" and "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr
 
 
 def test_check_surgery_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:

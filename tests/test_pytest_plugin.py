@@ -186,6 +186,7 @@ def test_marker_misuse_is_explained(pt: pytest.Pytester) -> None:
             "@pytest.mark.shape_contract on test_typo:*unexpected keyword argument 'outptu'",
         ]
     )
+    assert "During handling of the above exception" not in result.stdout.str()  # one message each (a probe)
 
 
 def test_fixture(pt: pytest.Pytester) -> None:

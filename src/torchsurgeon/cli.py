@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -244,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TorchSurgeonError as exc:
         print(f"torchsurgeon: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `torchsurgeon summary ... --json | head`: the reader stopped, as with other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

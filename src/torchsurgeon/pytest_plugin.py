@@ -113,7 +113,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     try:
         contract = ShapeContract(*marker.args, **marker.kwargs)
     except (TypeError, InputError) as exc:
-        pytest.fail(f"{where}: {exc}", pytrace=False)
+        problem = f"{where}: {exc}"  # failed outside the except block: one message, no chained traceback
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(problem, pytrace=False)
     funcargs = pyfuncitem.funcargs
     returned = func(**{name: funcargs[name] for name in inspect.signature(func).parameters if name in funcargs})
     model = returned if isinstance(returned, nn.Module) else funcargs.get("model")
@@ -126,7 +130,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     try:
         result = check_contract(model, contract)
     except ConfigError as exc:  # a missing or unreadable lockfile
-        pytest.fail(f"{where}: {exc}", pytrace=False)
+        problem = f"{where}: {exc}"
+    if problem:
+        pytest.fail(problem, pytrace=False)
     if not result.ok:
         pytest.fail(result.table(), pytrace=False)
     return True

@@ -132,7 +132,10 @@ def parse_shape(text: str, key: str = "--input") -> tuple[int, ...]:
     >>> parse_shape("1,224,224"), parse_shape("3x32x32")
     ((1, 224, 224), (3, 32, 32))
     """
-    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    if parts and any(not p for p in parts) and any(parts):
+        raise InputError(f"{key} {text!r} has an empty dimension — write the shape as C,H,W, e.g. 1,224,224")
+    parts = [p for p in parts if p]
     dims = []
     for p in parts:
         try:

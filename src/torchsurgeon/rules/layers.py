@@ -52,7 +52,11 @@ def _rank(call: Call, x: torch.Tensor, ranks: tuple[int, ...], layout: str) -> b
         "input rank",
         " or ".join(str(r) for r in ranks) + f" {layout}",
         f"{x.dim()} {tuple(x.shape)}",
-        "give the per-sample shape without the batch dimension (batch= adds it)"
+        (
+            "give the per-sample shape without the batch dimension (batch= adds it)"
+            if x.dim() > max(ranks)
+            else f"give the per-sample shape {layout.split(' or ')[-1].replace('N, ', '')} (batch= adds the batch)"
+        )
         if call.from_input
         else "the previous layer gives a tensor of another rank: reshape before this layer",
     )
@@ -101,7 +105,8 @@ def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> None:
 def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
     assert isinstance(m, (nn.modules.conv._ConvNd))
     nsp = len(m.kernel_size)
-    if not _rank(call, x, (nsp + 2, nsp + 1), "(N, C, *spatial) or (C, *spatial)"):
+    names = "L" if nsp == 1 else ", ".join(("D", "H", "W")[-nsp:])
+    if not _rank(call, x, (nsp + 2, nsp + 1), f"(N, C, {names}) or (C, {names})"):
         return None
     shape = x.shape
     batched = len(shape) == nsp + 2
