@@ -494,3 +494,20 @@ def test_a_compiled_submodule_is_traced_as_the_module_it_compiles() -> None:
     assert report.total == plain.total == sum(p.numel() for p in model.parameters())
     names = {layer.name for layer in report.layers}
     assert "layer4._orig_mod.0.conv1" in names and "layer4._orig_mod.0.conv1" in dict(model.named_modules())
+
+
+class _TopThreeValues(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.topk(x, 3).values
+
+
+def test_an_attribute_of_a_result_belongs_to_the_module_that_read_it() -> None:
+    """Found by a probe: fx makes ``.values``'s node when the next module uses it, so the table showed a phantom
+    block named after that module, and the first module's output as topk's pair."""
+    model = nn.Sequential(_TopThreeValues(), nn.Linear(3, 2))
+    report = paramcount(model, (10,))
+    assert [(layer.name, layer.path) for layer in report.layers if layer.name.startswith("getattr")] == [
+        ("getattr_1", ("0",))
+    ]
+    rows = [(row.name, row.output_shape) for row in report.rows(depth=1)]
+    assert rows == [("0", (1, 3)), ("1", (1, 2))]

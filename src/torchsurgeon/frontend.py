@@ -25,6 +25,7 @@ See docs/frontend.md for the measurements behind these choices.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 import operator
@@ -273,6 +274,20 @@ class _ShapeAttribute(torch.fx.proxy.Attribute):
     __int__ = __index__ = _int
     __array__ = _array
     __iter__ = _iter
+
+    def __init__(self, root: torch.fx.Proxy, attr: str) -> None:
+        super().__init__(root, attr)
+        self._stack = copy.copy(getattr(self.tracer, "module_stack", None))  # the module reading the attribute
+
+    @property
+    def node(self) -> torch.fx.Node:  # type: ignore[override]
+        """fx makes the node when the attribute is first used, perhaps in the next module (``.values`` of a
+        ``topk`` returned to it): it is the module's that read it."""
+        if self._node is None:
+            node = self._node = self.tracer.create_proxy("call_function", getattr, (self.root, self.attr), {}).node
+            if self._stack is not None:  # empty: read at the top level
+                node.meta["nn_module_stack"] = self._stack
+        return self._node
 
     def __getattr__(self, k: str) -> Any:
         if k in _NOT_PROXIED:
