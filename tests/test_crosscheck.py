@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import CifarNet
-from torchsurgeon import InputError, paramcount, paramcount_sweep
+from torchsurgeon import InputError, ShapeError, TorchSurgeonError, paramcount, paramcount_sweep
 from torchsurgeon.contracts import ShapeContract, check_contract
 from torchsurgeon.records import Trust
 
@@ -279,3 +279,23 @@ def test_monai_basic_unet_is_traced_with_its_skip_connections() -> None:
     assert r.output_shape == _real_shape(model, (1, 64, 64))
     checked = paramcount(model, (1, 64, 64), crosscheck="always")
     assert checked.crosscheck.trust == Trust.VERIFIED
+
+
+class _Packed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(4, 5, batch_first=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        return nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True)[0]
+
+
+def test_a_run_on_zeros_keeps_the_data_given_with_an_input() -> None:
+    """Found by a probe: the real forward of a packed sequence was run on zero lengths and its failure ("Length of
+    all samples has to be greater than 0") reported as the model refusing the input, which it takes."""
+    lengths = torch.tensor([6, 3, 2])
+    assert _Packed()(torch.randn(3, 6, 4), lengths).shape == (3, 6, 5)
+    with pytest.raises(TorchSurgeonError) as caught:
+        paramcount(_Packed(), {"x": (6, 4), "lengths": lengths}, batch=3)
+    assert not isinstance(caught.value, ShapeError) and "greater than 0" not in str(caught.value)

@@ -175,7 +175,7 @@ def run_on_zeros(
             f"{failure_reason(failure)}; too large to run on zeros on the CPU ({size:,} elements > {_ZERO_RUN_LIMIT:,})"
         ) from failure
     with torch.device("cpu"), torch.no_grad():
-        cpu_args, cpu_kwargs = pytree.tree_map(_zeros_like, (args, dict(kwargs)))
+        cpu_args, cpu_kwargs = pytree.tree_map(_data_or_zeros, (args, dict(kwargs)))
         if module is not None:
             clone = (_zeroed(module) if owned else detached_copy(module, _zeros_like)).eval()
             out = type(clone).forward(clone, *cpu_args, **cpu_kwargs)
@@ -521,6 +521,15 @@ def _copies_plainly(cls: type) -> bool:
             and all(getattr(cls, name, None) is getattr(object, name, None) for name in _STATEFUL)
         )
     return plain
+
+
+def _data_or_zeros(value: Any) -> Any:
+    """A CPU tensor given with its data (known data: a sequence's lengths) as it is, a copy; zeros for the others."""
+    from .knowndata import DATA_LIMIT  # knowndata imports this module
+
+    if isinstance(value, torch.Tensor) and value.device.type == "cpu" and value.numel() <= DATA_LIMIT:
+        return value.clone()
+    return _zeros_like(value)
 
 
 def _zeros_like(value: Any) -> Any:
