@@ -511,3 +511,24 @@ def test_an_attribute_of_a_result_belongs_to_the_module_that_read_it() -> None:
     ]
     rows = [(row.name, row.output_shape) for row in report.rows(depth=1)]
     assert rows == [("0", (1, 3)), ("1", (1, 2))]
+
+
+class _Options(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        y = self.proj(x)
+        return (y, torch.cat([x, y], -1)) if kwargs.get("with_input") else y
+
+
+@pytest.mark.parametrize(
+    "options", [{"with_input": True}, {"kwargs": {"with_input": True}}, {"**kwargs": {"with_input": True}}]
+)
+def test_concrete_args_reach_a_forward_through_its_var_keyword(options: dict[str, Any]) -> None:
+    """Found by a probe: transformers 5 takes output_hidden_states through **kwargs, and no spelling reached it
+    (an InputError, a TraceError, fx's KeyError)."""
+    report = paramcount(_Options(), (4,), concrete_args=options)
+    assert report.output_shape == ((1, 4), (1, 8))
+    assert paramcount(_Options(), (4,)).output_shape == (1, 4)

@@ -618,8 +618,8 @@ def trace(
     reg_types, reg_functions, reg_modules = registered_leaves()
     leaf_types = tuple(types) + reg_types
     functions = tuple(dict.fromkeys((*autowrap_functions, *reg_functions)))
-    given = dict(concrete_args or {})
     params = forward_parameters(model)
+    given = _into_var_keyword(dict(concrete_args or {}), params)
     known = {fx_name(p) for p in params}
     unknown = sorted(set(given) - known - {p.name for p in params})
     if params and unknown:
@@ -627,7 +627,8 @@ def trace(
             f"concrete_args names {unknown}, which are not arguments of {type(model).__name__}.forward — "
             f"its arguments are {[p.name for p in params]}"
         )
-    simple = {k: v for k, v in given.items() if type(v) in SIMPLE_DEFAULTS}  # no fx assertion nodes
+    # no fx assertion nodes; the mapping **kwargs receives is handed to forward as it is
+    simple = {k: v for k, v in given.items() if type(v) in SIMPLE_DEFAULTS or k.startswith("**")}
     concrete_args = {k: v for k, v in given.items() if k not in simple}
     by_default = specialisation(model, inputs, given)
     specialise = {**by_default, **simple}
@@ -688,6 +689,24 @@ def trace(
     resolved = tuple(tracer.meta_values.resolved) if tracer.meta_values is not None else ()
     ranks = dict(tracer.meta_values.ranks) if tracer.meta_values is not None else {}
     return Traced(model, graph_module, opaque, tuple(leaves), fixed, resolved, index, ranks)
+
+
+def _into_var_keyword(given: dict[str, Any], params: list[inspect.Parameter]) -> dict[str, Any]:
+    """``concrete_args`` with the values for a ``forward(..., **kwargs)`` gathered under ``"**kwargs"``: names that
+    are no argument of its own (transformers 5 takes ``output_hidden_states`` through ``**kwargs``), and a mapping
+    given as ``kwargs`` or ``**kwargs``."""
+    var = next((p.name for p in params if p.kind == p.VAR_KEYWORD), None)
+    if var is None or not given:
+        return given
+    names = {p.name for p in params if p.kind != p.VAR_KEYWORD}
+    gathered: dict[str, Any] = {}
+    for key in (var, f"**{var}"):
+        if isinstance(given.get(key), Mapping):
+            gathered.update(given.pop(key))
+    gathered.update((k, given.pop(k)) for k in [k for k in given if k not in names and not k.startswith("*")])
+    if gathered:
+        given[f"**{var}"] = gathered
+    return given
 
 
 def _whole_model(
