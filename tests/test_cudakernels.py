@@ -18,7 +18,9 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn import functional as F
 
-from torchsurgeon.cudakernels import _CPU_FLOAT32, _CUDA_FLOAT32, CudaKernels
+from torchsurgeon.autocast import CPU_FLOAT32 as _CPU_FLOAT32
+from torchsurgeon.autocast import CUDA_FLOAT32 as _CUDA_FLOAT32
+from torchsurgeon.cudakernels import CudaKernels
 
 
 def _saved(fn: Callable[[], Any], cuda: bool) -> list[tuple[tuple[int, ...], torch.dtype]]:

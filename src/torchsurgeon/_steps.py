@@ -20,8 +20,9 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from .autocast import Autocast
 from .copies import thawed, torch_or_python
-from .fxbookkeeping import Autocast, node_autocast
+from .fxbookkeeping import node_autocast
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
 from .knowndata import makes_known_data
 from .resize import hands_on_channels, hands_on_features

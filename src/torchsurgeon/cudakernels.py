@@ -17,9 +17,9 @@ does:
   grouped-query attention in float32 or with a mask, float64 and inputs that
   are not 4-D take the math path, as on the CPU when dropout is on.
 * **Autocast**: CUDA autocast runs some ops in float32 that CPU autocast
-  leaves in the lower precision (``_CUDA_FLOAT32``: ``pow``, ``exp``,
+  leaves in the lower precision (``autocast.CUDA_FLOAT32``: ``pow``, ``exp``,
   ``softmax``, ``layer_norm``, ``sum``, ``interpolate`` …) and leaves in the
-  lower precision some that CPU autocast runs in float32 (``_CPU_FLOAT32``:
+  lower precision some that CPU autocast runs in float32 (``autocast.CPU_FLOAT32``:
   3-D pooling, reflection and replication padding).
 
 Measured against a real training step on an NVIDIA H200 (torch 2.11):
@@ -37,25 +37,12 @@ import torch
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
+from .autocast import CPU_FLOAT32, CPU_FLOAT32_PADS, CUDA_FLOAT32
+
 __all__ = ("CudaKernels",)
 
 _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _HALF = (torch.float16, torch.bfloat16)
-
-# torch functions (by name, leading and trailing underscores off) that CUDA autocast runs in float32 and CPU
-# autocast does not cast: their aten ops have an AutocastCUDA kernel and no AutocastCPU kernel
-# (test_cudakernels.py checks both against torch's dispatcher on fake CUDA tensors)
-_CUDA_FLOAT32 = frozenset(
-    {
-        "pow", "rpow", "exp", "expm1", "log", "log10", "log2", "log1p", "reciprocal", "rsqrt", "acos", "asin",
-        "cosh", "sinh", "tan", "erfinv", "softplus", "layer_norm", "group_norm", "rms_norm", "softmax",
-        "log_softmax", "logsumexp", "cumsum", "cumprod", "sum", "norm", "normalize", "cosine_similarity", "dist",
-        "pdist", "renorm", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear",
-    }
-)  # fmt: skip
-# torch functions that CPU autocast runs in float32 and CUDA autocast leaves alone
-_CPU_FLOAT32 = frozenset({"max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d"})
-_CPU_FLOAT32_PADS = frozenset({"reflect", "replicate"})
 
 
 class CudaKernels(TorchFunctionMode):
@@ -85,9 +72,9 @@ class CudaKernels(TorchFunctionMode):
             return _MHA(*args, **kwargs)
         if torch.is_autocast_enabled("cpu"):
             name = str(getattr(func, "__name__", "")).removeprefix("__").removesuffix("__")  # in-place ops end in "_"
-            if name in _CUDA_FLOAT32:
+            if name in CUDA_FLOAT32:
                 return func(*_float32(args), **_float32(kwargs))
-            if name in _CPU_FLOAT32 or (name == "pad" and _pad_mode(args, kwargs) in _CPU_FLOAT32_PADS):
+            if name in CPU_FLOAT32 or (name == "pad" and _pad_mode(args, kwargs) in CPU_FLOAT32_PADS):
                 with torch.autocast("cpu", enabled=False):
                     return func(*args, **kwargs)
         return func(*args, **kwargs)

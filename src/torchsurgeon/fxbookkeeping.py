@@ -21,8 +21,9 @@ import torch
 import torch.fx
 from torch import nn
 
+from .autocast import Autocast, autocast_now
+
 __all__ = (
-    "Autocast",
     "FastScope",
     "ModuleStack",
     "autocast_as",
@@ -33,17 +34,12 @@ __all__ = (
 )
 
 _AUTOCAST = "torchsurgeon_autocast"
-_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps")
-Autocast = tuple[tuple[str, torch.dtype], ...]
-"""The autocast regions active for a node: (device type, dtype) of each."""
 
 
 def record_autocast(node: torch.fx.Node) -> None:
     """Note on ``node`` the ``torch.autocast`` regions active now (the tracer runs the model's ``with`` blocks)."""
     if torch._C._is_any_autocast_enabled():
-        node.meta[_AUTOCAST] = tuple(
-            (d, torch.get_autocast_dtype(d)) for d in _AUTOCAST_DEVICES if torch.is_autocast_enabled(d)
-        )
+        node.meta[_AUTOCAST] = autocast_now()
 
 
 def node_autocast(node: torch.fx.Node) -> Autocast:

@@ -35,8 +35,9 @@ import torch.fx
 from torch import nn
 from torch.fx.node import map_aggregate
 
-from ._steps import rules_of, steps_of
+from ._steps import Step, rules_of, steps_of
 from .arguments import input_dtype_for
+from .autocast import as_autocast_gives, op_name
 from .copies import container_edit, detached_copy, meta_like, run_on_zeros, thawed
 from .errors import InputError, ShapeError, first_line, with_numbers
 from .fxbookkeeping import autocast_as
@@ -271,7 +272,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             self._reads_known = reads = bool(values or ranges) and known.reads(step.inputs)
             if step.autocast:  # in the model's torch.autocast block: a product may mix dtypes there
                 with autocast_as(step.autocast):
-                    value = env[node] = self.run_node(node) if memo is None else self._run_memoised(node, memo)
+                    value = self.run_node(node) if memo is None else self._run_memoised(node, memo)
+                value = env[node] = self._autocast_output(node, step, value)
             else:
                 value = env[node] = self.run_node(node) if memo is None else self._run_memoised(node, memo)
             if type(value) in (int, float, bool):  # sizes: messages formatted during the trace name their nodes
@@ -283,6 +285,18 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             if node.op == "output":
                 result = env[node]
         return result
+
+    def _autocast_output(self, n: torch.fx.Node, step: Step, value: Any) -> Any:
+        """``value`` in the dtype autocast gives the node's output (:mod:`torchsurgeon.autocast`: meta tensors are
+        not autocast's), its record too."""
+        inputs = [v.dtype for a in step.inputs if isinstance(v := self.env.get(a), torch.Tensor)]
+        cast = as_autocast_gives(op_name(n.op, n.target, step.module), inputs, step.autocast, value)
+        if cast is value or n.name not in self.records:
+            return value
+        record = self.records[n.name]
+        if record.status is not LayerStatus.UNKNOWN:
+            self.records[n.name] = dataclasses.replace(record, dtype=_dtype_of(cast))
+        return cast
 
     def _run_memoised(self, n: torch.fx.Node, memo: ShapeMemo) -> Any:
         if n.op == "output":

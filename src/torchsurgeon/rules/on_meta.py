@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..autocast import as_autocast_gives, autocast_now, op_name
 from ..bounds import index_past
 from ..knowndata import (
     DATA_FACTORIES,
@@ -171,8 +172,8 @@ class _RuledMeta(TorchFunctionMode):
                 with torch._C.DisableTorchFunction():
                     out = _answer(rule, args, kwargs, swapped, self.resized)
                 if out is not FALLBACK:
-                    return out
-        return func(*args, **kwargs)
+                    return _as_autocast_gives(func, args, kwargs, out)
+        return _as_autocast_gives(func, args, kwargs, func(*args, **kwargs))
 
     def _unknown(self, value: Any) -> Any:
         """``value`` (a tensor, or a list or tuple of them) with a ``meta`` stand-in for each tensor whose memory
@@ -202,6 +203,17 @@ class _RuledMeta(TorchFunctionMode):
 
 
 _THROUGH: dict[tuple[int, bool], dict[Any, bool]] = {}
+
+
+def _as_autocast_gives(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any) -> Any:
+    """``out`` in the dtype a real forward gives it inside a ``torch.autocast`` block (meta tensors are not
+    autocast's: :mod:`torchsurgeon.autocast`); as it is outside any."""
+    regions = autocast_now()
+    if not regions:
+        return out
+    with torch._C.DisableTorchFunction():
+        dtypes = [t.dtype for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]
+        return as_autocast_gives(op_name("call_function", func), dtypes, regions, out)
 
 
 def _passes_through(func: Any) -> bool:
