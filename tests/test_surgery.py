@@ -575,3 +575,20 @@ def test_a_stem_whose_channel_dim_the_forward_makes_is_not_adapted() -> None:
     with pytest.raises(SurgeryError, match=r"stem \(Conv1d\) reads the input only after .unsqueeze\(\)") as caught:
         adapt_input_channels(_Waveform(), 2, "spread")
     assert "input=(3, 224, 224)" not in str(caught.value)
+
+
+class _FunctionalStem(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w, self.head = nn.Parameter(torch.randn(8, 3, 3, 3)), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.nn.functional.conv2d(x, self.w, padding=1).mean((2, 3)))
+
+
+def test_a_top_level_functional_stem_is_named_and_not_sent_to_input() -> None:
+    """Found by a probe: the error named an empty layer and asked for input=, which gave the same error."""
+    for given in ({}, {"input": (3, 8, 8)}):
+        with pytest.raises(SurgeryError, match=r"^_FunctionalStem's own forward reads the input") as caught:
+            adapt_input_channels(_FunctionalStem(), 1, **given)  # type: ignore[arg-type]
+        assert "input=" not in str(caught.value)

@@ -529,6 +529,13 @@ def _input_width(model: nn.Module, name: str) -> tuple[str, int]:
         return "in_channels", layer.in_channels
     if isinstance(layer, nn.Linear):
         return "in_features", layer.in_features
+    if not name:  # a probe's model: F.conv2d(x, self.w) in the top-level forward (the error named "")
+        raise SurgeryError(
+            f"{type(layer).__name__}'s own forward reads the input with a parameter of its own (as in "
+            "F.conv2d(x, self.weight)), not with a Conv or Linear layer — adapt_input_channels folds the weights "
+            "of such layers only: fold that parameter by hand (for mode='sum': its sum over dim 1, keepdim=True), "
+            "or hold it in an nn.Conv2d"
+        )
     if any(True for _ in layer.children()):
         raise SurgeryError(
             f"{name} ({type(layer).__name__}) reads the input but could not be looked into — pass an input the "
