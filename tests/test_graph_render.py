@@ -225,14 +225,15 @@ def test_depth_collapses_identical_consecutive_blocks() -> None:
     config = transformers.BertConfig(hidden_size=32, num_hidden_layers=6, num_attention_heads=2, intermediate_size=64)
     model = transformers.BertModel(config)
     r = paramcount(model, {"input_ids": (8,)})
-    P = picture_graph(r.graph, depth=3)
+    P = picture_graph(r.graph, depth=2)  # the table's depth: the ModuleList encoder.layer is no level (a probe)
     layers = [n for n in P if P.nodes[n]["name"].startswith("encoder.layer.")]
     assert [P.nodes[n]["name"] for n in layers] == ["encoder.layer.0 … 5"]
+    assert "encoder.layer.0 … 5" in r.table(depth=2)
     box = P.nodes[layers[0]]
     assert box["type"].startswith("×6 BertLayer (") and box["blocks"] == 6
     assert box["params"] == sum(p.numel() for p in model.encoder.layer.parameters())
     assert sum(P.nodes[n]["params"] for n in P) == r.total
     assert nx.is_directed_acyclic_graph(P) and nx.is_weakly_connected(P)
-    apart = picture_graph(r.graph, depth=3, collapse=False)
+    apart = picture_graph(r.graph, depth=2, collapse=False)
     assert len([n for n in apart if apart.nodes[n]["name"].startswith("encoder.layer.")]) == 6
-    assert "encoder.layer.0 … 5\\n×6 BertLayer" in r.to_dot(depth=3)
+    assert "encoder.layer.0 … 5\\n×6 BertLayer" in r.to_dot(depth=2)

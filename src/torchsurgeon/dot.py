@@ -34,6 +34,7 @@ from .errors import ConfigError, InputError
 from .graph import NodeRecord, graph_module_of, index_of, model_of, node_record, node_records
 from .records import LayerStatus, ParamChange
 from .report import STATUS_COLOURS, format_shape
+from .rows import module_path
 
 __all__ = ("RENDER_FORMATS", "STATUS_COLOURS", "picture_graph", "render", "to_dot", "to_graphml")
 
@@ -83,12 +84,15 @@ def _hidden(rec: NodeRecord) -> bool:
     )
 
 
-def _path(rec: NodeRecord) -> list[str]:
-    if rec.op == "call_module":
-        return rec.layer.split(".") if rec.layer else [rec.name]
+def _levels(rec: NodeRecord, modules: Mapping[str, nn.Module], cache: dict[str, tuple[str, ...]]) -> list[str]:
+    """A node's levels as the depth table counts them (:func:`~torchsurgeon.rows.module_path`: an ``nn.ModuleList``
+    is no level), each a qualified name; a function's or an input's own name last."""
     if rec.op in ("placeholder", "output"):
         return [rec.name]
-    return [*rec.scope.split("."), rec.name] if rec.scope else [rec.name]
+    levels = list(module_path(rec, modules, cache))
+    if rec.op == "call_module":
+        return levels or [rec.name]
+    return [*levels, rec.name]
 
 
 def picture_graph(G: nx.DiGraph, *, depth: int | None = None, collapse: bool = True) -> nx.DiGraph:
@@ -154,11 +158,12 @@ def picture_graph(G: nx.DiGraph, *, depth: int | None = None, collapse: bool = T
     calls = _module_calls(G)
     boxes: dict[str, _Box] = {}
     owner: dict[str, str] = {}
+    modules, cache = index_of(G).modules, dict[str, tuple[str, ...]]()
     for node in H:
         rec = node_record(G, node)
-        path = _path(rec)
+        path = _levels(rec, modules, cache)
         folded = depth is not None and len(path) > depth
-        prefix = ".".join(path[:depth])
+        prefix = path[depth - 1] if folded and depth else ""
         # a module called twice (a shared block) gives two boxes, "block" and "block@1", not a cycle
         key = next((k for k in calls.get(node, ()) if k.split("@")[0] == prefix), prefix) if folded else node
         if key not in boxes:

@@ -21,7 +21,7 @@ from .graph import NodeRecord, graph_cache, index_of, node_records
 from .params import LayerParams, ParamSummary
 from .records import LayerReport, from_fields, is_shape
 
-__all__ = ("LayerRows", "layer_rows")
+__all__ = ("LayerRows", "layer_rows", "module_path")
 
 
 class LayerRows(Sequence[LayerReport]):
@@ -117,13 +117,32 @@ def _row_statics(G: nx.DiGraph) -> dict[str, dict[str, Any]]:
             continue
         kernel = _kernel(modules.get(rec.target)) if rec.op == "call_module" else None
         static: dict[str, Any] = {"name": rec.layer, "type": rec.module_type, "op": rec.op, "change": None}
-        static.update(path=_path(rec, modules, paths), kernel=kernel)
+        static.update(path=module_path(rec, modules, paths), kernel=kernel)
         rows[rec.name] = static
     return rows
 
 
-def _path(rec: NodeRecord, modules: Mapping[str, nn.Module], cache: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
-    """The modules around a node whose ``forward`` ran, outermost first (the module itself for a module call)."""
+def module_path(
+    rec: NodeRecord, modules: Mapping[str, nn.Module], cache: dict[str, tuple[str, ...]]
+) -> tuple[str, ...]:
+    """The modules around a node whose ``forward`` ran, outermost first (the module itself for a module call):
+    the levels of the depth table and of the picture; containers never called (``nn.ModuleList``) are none.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.graph import build_graph, node_record, index_of
+    >>> from torchsurgeon.trace import trace
+    >>> class Stack(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.layers = nn.ModuleList([nn.Sequential(nn.Linear(2, 2))])
+    ...     def forward(self, x):
+    ...         return self.layers[0](x)
+    >>> G = build_graph(trace(Stack()))
+    >>> module_path(node_record(G, "layers_0_0"), index_of(G).modules, {})
+    ('layers.0', 'layers.0.0')
+    """
     owner = rec.target if rec.op == "call_module" else rec.scope
     if not owner:
         return ()
