@@ -75,6 +75,10 @@ batch = 2
         ),
         ('[[tool.torchsurgeon.contracts]]\nmodel = "a:b"\ninput = [1]\nbatch = 0\n', r"key 'batch': batch=0"),
         ('[[tool.torchsurgeon.contracts]]\nmodel = "a:b"\ninput = [1]\nlock = 1\n', r"key 'lock' is 1"),
+        (  # the example is written as TOML writes it (a probe: "(1, 224, 224)" is not TOML)
+            '[[tool.torchsurgeon.contracts]]\nmodel = "a:b"\ninput = {image = [3, 8, 8], mask = "1,8,8"}\n',
+            r"input\['mask'\]='1,8,8' is not a shape — give a list of ints, e.g. \[1, 224, 224\]",
+        ),
     ],
 )
 def test_malformed_tables_name_the_file_and_the_key(tmp_path: Path, body: str, message: str) -> None:

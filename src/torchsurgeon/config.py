@@ -193,5 +193,19 @@ def _entry(path: Path, index: int, table: Mapping[str, Any], pythonpath: tuple[P
         try:
             ShapeContract(**probe)
         except InputError as exc:
-            raise ConfigError(f"{where}: key {key!r}: {exc}") from None
+            raise ConfigError(f"{where}: key {key!r}: {_in_toml(str(exc))}") from None
     return ContractEntry(model, ShapeContract(**fields), path, index, pythonpath, dict(kwargs))
+
+
+_TOML_EXAMPLES = (
+    ("a tuple of ints", "a list of ints"),
+    ("e.g. (1, 224, 224)", "e.g. [1, 224, 224]"),
+    ("e.g. (10,)", "e.g. [10]"),
+)
+
+
+def _in_toml(message: str) -> str:
+    """A shape error's examples as pyproject.toml writes them (``[1, 224, 224]``, not a Python tuple)."""
+    for python, toml in _TOML_EXAMPLES:
+        message = message.replace(python, toml)
+    return message

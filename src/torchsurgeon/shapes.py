@@ -680,7 +680,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         else:
             raise InputError(
                 f"forward needs input {name!r} but no shape was given for it — "
-                f"pass a mapping such as {{{name!r}: (3, 224, 224)}} or a tuple of shapes"
+                f"pass a mapping such as {{{name!r}: (3, 224, 224)}} or a tuple of shapes "
+                f"(CLI: --input {name}=3,224,224; pyproject.toml: input = {{{name} = [3, 224, 224]}})"
             )
         self._record(base, (), value, LayerStatus.OK)
         return value

@@ -252,7 +252,7 @@ def shape_spec(value: Any, key: str, minimum: int, *, typed: bool = False) -> An
     ...
     torchsurgeon.errors.InputError: input=(3, 0): dimension 1 is 0 — every dimension must be positive, ...
     """
-    example = "e.g. (1, 224, 224)" if key == "input" else "e.g. (10,)"
+    example = "e.g. (1, 224, 224)" if key.split("[")[0] == "input" else "e.g. (10,)"
     if typed and isinstance(value, TypedShape):
         return value
     if typed and isinstance(value, str) and ":" in value:  # "16:long"; a plain shape is written as a list
