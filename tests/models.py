@@ -481,3 +481,14 @@ class BranchesOnItsLengths(AssertsOnItsLengths):
         if (input_ids != 0).sum() > 2:  # control flow on data: not an assert
             return self.embed(input_ids)
         return self.embed(input_ids) * 2
+
+
+@contextlib.contextmanager
+def cuda_autocast(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
+    """CUDA autocast's kernels, on fake CUDA tensors: its casts without a GPU (no backward)."""
+    torch.set_autocast_enabled("cuda", True)
+    torch.set_autocast_dtype("cuda", dtype)
+    try:
+        yield
+    finally:
+        torch.set_autocast_enabled("cuda", False)

@@ -3,8 +3,7 @@ shape propagation with them."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from models import cuda_autocast
 from torchsurgeon import paramcount
 from torchsurgeon.autocast import LOWER_PRECISION, autocast_dtype, op_name
 from torchsurgeon.graph import node_record
@@ -54,16 +54,6 @@ CALLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-@contextlib.contextmanager
-def _cuda_autocast() -> Iterator[None]:
-    torch.set_autocast_enabled("cuda", True)
-    torch.set_autocast_dtype("cuda", torch.bfloat16)
-    try:
-        yield
-    finally:
-        torch.set_autocast_enabled("cuda", False)
-
-
 def test_every_name_in_the_list_has_a_call() -> None:
     assert set(CALLS) == LOWER_PRECISION
 
@@ -73,7 +63,7 @@ def test_lower_precision_ops_give_the_blocks_dtype_on_both_devices(name: str) ->
     """Checked against torch's autocast on fake tensors (CUDA's kernels without a GPU)."""
     call = CALLS[name]
     with FakeTensorMode():
-        with _cuda_autocast():
+        with cuda_autocast():
             on_cuda = call(torch.rand(2, 8, 8, device="cuda")).dtype
         with torch.autocast("cpu", torch.bfloat16):
             on_cpu = call(torch.rand(2, 8, 8)).dtype

@@ -8,8 +8,7 @@ CUDA autocast's kernels run on fake CUDA tensors without a GPU (forward only), C
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn import functional as F
 
+from models import cuda_autocast
 from torchsurgeon.autocast import CPU_FLOAT32 as _CPU_FLOAT32
 from torchsurgeon.autocast import CUDA_FLOAT32 as _CUDA_FLOAT32
 from torchsurgeon.cudakernels import CudaKernels
@@ -130,17 +130,6 @@ def test_multihead_attention_uses_the_fused_kernel_inside_nn_multiheadattention(
     assert F.multi_head_attention_forward.__globals__["scaled_dot_product_attention"] is F.scaled_dot_product_attention
 
 
-@contextmanager
-def _cuda_autocast() -> Iterator[None]:
-    """CUDA autocast's kernels, on fake CUDA tensors: its casts without a GPU (no backward)."""
-    torch.set_autocast_enabled("cuda", True)
-    torch.set_autocast_dtype("cuda", torch.bfloat16)
-    try:
-        yield
-    finally:
-        torch.set_autocast_enabled("cuda", False)
-
-
 _X = (4, 8, 6, 6)
 # a call for every name in the two lists, on a 4-D bf16 tensor (3-D pooling sees it as C x D x H x W)
 CALLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -200,7 +189,7 @@ def test_autocast_lists_are_where_cuda_and_cpu_autocast_differ(name: str) -> Non
     call = CALLS[name]
     with FakeTensorMode(), warnings.catch_warnings():  # fake tensors: some CPU kernels have no bfloat16
         warnings.simplefilter("ignore")  # F.upsample's deprecation
-        with _cuda_autocast():
+        with cuda_autocast():
             on_cuda = call(torch.rand(_X, device="cuda", dtype=torch.bfloat16)).dtype
         x = torch.rand(_X, dtype=torch.bfloat16)
         with torch.autocast("cpu", torch.bfloat16):
@@ -219,7 +208,7 @@ def test_reflection_padding_stays_in_half_precision_as_on_a_gpu() -> None:
         with CudaKernels():
             assert F.pad(x, (1, 1, 1, 1), mode="reflect").dtype == torch.bfloat16
             assert F.pad(x, (1, 1, 1, 1)).dtype == torch.bfloat16  # constant padding: no autocast anywhere
-    with FakeTensorMode(), _cuda_autocast():
+    with FakeTensorMode(), cuda_autocast():
         assert F.pad(
             torch.rand(1, 2, 5, 5, device="cuda", dtype=torch.bfloat16), (1, 1, 1, 1), mode="reflect"
         ).dtype == (torch.bfloat16)

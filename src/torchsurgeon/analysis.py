@@ -51,7 +51,8 @@ from .rows import layer_rows
 from .shapememo import ShapeMemo
 from .shapes import ShapeResult, propagate_shapes
 from .shapespec import InputSpec, per_sample_hint
-from .trace import Traced, trace, unwrap_model
+from .trace import Traced, trace
+from .wrappers import unwrap_model
 
 __all__ = ("ModelReport", "analyse_graph", "paramcount", "paramcount_sweep")
 

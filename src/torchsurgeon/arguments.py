@@ -32,6 +32,7 @@ __all__ = (
     "forward_parameters",
     "fx_name",
     "input_dtype_for",
+    "into_var_keyword",
     "specialisation",
     "tensor_inputs",
 )
@@ -242,3 +243,29 @@ class ExampleInputs(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self._tensors)
+
+
+def into_var_keyword(given: dict[str, Any], params: list[inspect.Parameter]) -> dict[str, Any]:
+    """``concrete_args`` with the values for a ``forward(..., **kwargs)`` gathered under ``"**kwargs"``: names that
+    are no argument of its own (transformers 5 takes ``output_hidden_states`` through ``**kwargs``), and a mapping
+    given as ``kwargs`` or ``**kwargs``.
+
+    Examples
+    --------
+    >>> import inspect
+    >>> params = list(inspect.signature(lambda x, **kwargs: 0).parameters.values())
+    >>> into_var_keyword({"output_hidden_states": True}, params)
+    {'**kwargs': {'output_hidden_states': True}}
+    """
+    var = next((p.name for p in params if p.kind == p.VAR_KEYWORD), None)
+    if var is None or not given:
+        return given
+    names = {p.name for p in params if p.kind != p.VAR_KEYWORD}
+    gathered: dict[str, Any] = {}
+    for key in (var, f"**{var}"):
+        if isinstance(given.get(key), Mapping):
+            gathered.update(given.pop(key))
+    gathered.update((k, given.pop(k)) for k in [k for k in given if k not in names and not k.startswith("*")])
+    if gathered:
+        given[f"**{var}"] = gathered
+    return given

@@ -34,7 +34,8 @@ from .resize import hands_on_features
 from .shapes import meta_copy
 from .shapespec import InputSpec
 from .surgery import SurgeryResult, _copy, _count, _holders, _set_submodule, _with_guards
-from .trace import trace, unwrap_model
+from .trace import trace
+from .wrappers import unwrap_model
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
 

@@ -44,7 +44,7 @@ from .lazy import lazy_layers, materialized
 from .records import LayerMemory, OptimizerKind
 from .report import format_bytes, format_count, format_shape, memory_table
 from .shapespec import InputSpec, TypedShape, normalize_input
-from .trace import unwrap_model
+from .wrappers import unwrap_model
 
 __all__ = ("MemoryPlan", "memory_plan", "parse_bytes")
 

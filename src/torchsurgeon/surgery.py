@@ -48,7 +48,8 @@ from .report import changes_table
 from .resize import fitted_groups, rebuild_fix, resized_copy
 from .shapes import meta_copy
 from .shapespec import InputSpec
-from .trace import trace, unwrap_model
+from .trace import trace
+from .wrappers import unwrap_model
 
 __all__ = (
     "ParamReport",

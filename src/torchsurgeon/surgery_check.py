@@ -27,7 +27,7 @@ from .initialisers import default_init, observed
 from .records import FoldMode, LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
 from .report import changes_table, format_count, format_shape
 from .shapespec import InputSpec
-from .trace import unwrap_model
+from .wrappers import unwrap_model
 
 __all__ = ("SurgeryReport", "check_surgery")
 

@@ -42,7 +42,15 @@ import torch
 import torch.fx
 from torch import nn
 
-from .arguments import NO_CACHE, SIMPLE_DEFAULTS, InputNames, forward_parameters, fx_name, specialisation
+from .arguments import (
+    NO_CACHE,
+    SIMPLE_DEFAULTS,
+    InputNames,
+    forward_parameters,
+    fx_name,
+    into_var_keyword,
+    specialisation,
+)
 from .callers import asserted_by_caller
 from .copies import detached_copy, meta_like
 from .errors import InputError, TraceError, failure_reason, source_line, with_numbers
@@ -54,6 +62,7 @@ from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
 from .rules.on_meta import ruled_leaf
 from .rules.registry import FALLBACK, user_ruled
+from .wrappers import unwrap_model
 
 __all__ = (
     "Traced",
@@ -366,73 +375,6 @@ class _SurgeonTracer(torch.fx.Tracer):
         return hooked
 
 
-def _passes_on_everything(model: nn.Module, inner: Any) -> bool:
-    """Whether ``model`` only hands its arguments to ``inner``: its ``forward`` takes ``(*args, **kwargs)`` and
-    it holds no parameter or buffer ``inner`` does not (a prompt-tuning PeftModel holds its prompt encoder)."""
-    if not isinstance(inner, nn.Module) or inner is model:
-        return False
-    try:
-        kinds = {p.kind for p in inspect.signature(model.forward).parameters.values()}
-    except (TypeError, ValueError):
-        return False
-    if not kinds <= {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}:
-        return False
-    own = {id(t) for t in itertools.chain(model.parameters(), model.buffers())}
-    return own == {id(t) for t in itertools.chain(inner.parameters(), inner.buffers())}
-
-
-def unwrap_model(model: object) -> nn.Module:
-    """Return the ``nn.Module`` to analyse, unwrapping ``torch.compile``, ``DataParallel``, DDP and peft's
-    ``PeftModel`` (a LoRA model's ``forward(*args, **kwargs)`` only calls its base model, which holds the adapters).
-
-    The wrapped model is analysed and edited: its layers are named without
-    the wrapper's ``module.`` prefix.
-
-    Parameters
-    ----------
-    model : object
-        What the user passed.
-
-    Returns
-    -------
-    nn.Module
-        ``model`` itself, or the module a wrapper holds.
-
-    Raises
-    ------
-    InputError
-        If ``model`` is not an ``nn.Module``.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> m = nn.Linear(2, 3)
-    >>> unwrap_model(m) is m, unwrap_model(nn.DataParallel(m)) is m
-    (True, True)
-    """
-    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        return unwrap_model(model.module)
-    inner = getattr(model, "_orig_mod", None)
-    if isinstance(inner, nn.Module):
-        return unwrap_model(inner)
-    base = getattr(model, "get_base_model", None)  # peft's PeftModel: forward(*args, **kwargs) calls the base model
-    if isinstance(model, nn.Module) and callable(base) and _passes_on_everything(model, inner := base()):
-        return unwrap_model(inner)
-    compiled = getattr(model, "_torchdynamo_orig_callable", None)  # torch.compile of a compiled module's forward
-    owner = getattr(compiled, "__self__", None)
-    if isinstance(owner, nn.Module) and getattr(compiled, "__name__", "") == "forward":
-        return unwrap_model(owner)
-    if not isinstance(model, nn.Module):
-        if isinstance(model, type) and issubclass(model, nn.Module):
-            hint = f"pass an instance, e.g. {model.__name__}(...), not the class"
-        elif isinstance(getattr(model, "__self__", None), nn.Module):
-            hint = f"pass the module itself, not its {getattr(model, '__name__', 'method')} method"
-        else:
-            hint = "pass the model object itself, e.g. paramcount(torchvision.models.resnet50(), (3, 224, 224))"
-        raise InputError(f"expected a torch.nn.Module, got {type(model).__name__} ({model!r:.60}) — {hint}")
-    return model
-
-
 def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[..., Any], ...], tuple[ModuleType, ...]]:
     """Leaf module classes, functions and modules that timm and torchvision register for torch.fx.
 
@@ -619,7 +561,7 @@ def trace(
     leaf_types = tuple(types) + reg_types
     functions = tuple(dict.fromkeys((*autowrap_functions, *reg_functions)))
     params = forward_parameters(model)
-    given = _into_var_keyword(dict(concrete_args or {}), params)
+    given = into_var_keyword(dict(concrete_args or {}), params)
     known = {fx_name(p) for p in params}
     unknown = sorted(set(given) - known - {p.name for p in params})
     if params and unknown:
@@ -689,24 +631,6 @@ def trace(
     resolved = tuple(tracer.meta_values.resolved) if tracer.meta_values is not None else ()
     ranks = dict(tracer.meta_values.ranks) if tracer.meta_values is not None else {}
     return Traced(model, graph_module, opaque, tuple(leaves), fixed, resolved, index, ranks)
-
-
-def _into_var_keyword(given: dict[str, Any], params: list[inspect.Parameter]) -> dict[str, Any]:
-    """``concrete_args`` with the values for a ``forward(..., **kwargs)`` gathered under ``"**kwargs"``: names that
-    are no argument of its own (transformers 5 takes ``output_hidden_states`` through ``**kwargs``), and a mapping
-    given as ``kwargs`` or ``**kwargs``."""
-    var = next((p.name for p in params if p.kind == p.VAR_KEYWORD), None)
-    if var is None or not given:
-        return given
-    names = {p.name for p in params if p.kind != p.VAR_KEYWORD}
-    gathered: dict[str, Any] = {}
-    for key in (var, f"**{var}"):
-        if isinstance(given.get(key), Mapping):
-            gathered.update(given.pop(key))
-    gathered.update((k, given.pop(k)) for k in [k for k in given if k not in names and not k.startswith("*")])
-    if gathered:
-        given[f"**{var}"] = gathered
-    return given
 
 
 def _whole_model(

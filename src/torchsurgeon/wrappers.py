@@ -1,0 +1,81 @@
+"""What a user passes as the model: the ``nn.Module`` to analyse inside ``torch.compile``, ``DataParallel``, DDP and
+peft wrappers (:func:`unwrap_model`)."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from typing import Any
+
+from torch import nn
+
+from .errors import InputError
+
+__all__ = ("unwrap_model",)
+
+
+def _passes_on_everything(model: nn.Module, inner: Any) -> bool:
+    """Whether ``model`` only hands its arguments to ``inner``: its ``forward`` takes ``(*args, **kwargs)`` and
+    it holds no parameter or buffer ``inner`` does not (a prompt-tuning PeftModel holds its prompt encoder)."""
+    if not isinstance(inner, nn.Module) or inner is model:
+        return False
+    try:
+        kinds = {p.kind for p in inspect.signature(model.forward).parameters.values()}
+    except (TypeError, ValueError):
+        return False
+    if not kinds <= {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}:
+        return False
+    own = {id(t) for t in itertools.chain(model.parameters(), model.buffers())}
+    return own == {id(t) for t in itertools.chain(inner.parameters(), inner.buffers())}
+
+
+def unwrap_model(model: object) -> nn.Module:
+    """Return the ``nn.Module`` to analyse, unwrapping ``torch.compile``, ``DataParallel``, DDP and peft's
+    ``PeftModel`` (a LoRA model's ``forward(*args, **kwargs)`` only calls its base model, which holds the adapters).
+
+    The wrapped model is analysed and edited: its layers are named without
+    the wrapper's ``module.`` prefix.
+
+    Parameters
+    ----------
+    model : object
+        What the user passed.
+
+    Returns
+    -------
+    nn.Module
+        ``model`` itself, or the module a wrapper holds.
+
+    Raises
+    ------
+    InputError
+        If ``model`` is not an ``nn.Module``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> m = nn.Linear(2, 3)
+    >>> unwrap_model(m) is m, unwrap_model(nn.DataParallel(m)) is m
+    (True, True)
+    """
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return unwrap_model(model.module)
+    inner = getattr(model, "_orig_mod", None)
+    if isinstance(inner, nn.Module):
+        return unwrap_model(inner)
+    base = getattr(model, "get_base_model", None)  # peft's PeftModel: forward(*args, **kwargs) calls the base model
+    if isinstance(model, nn.Module) and callable(base) and _passes_on_everything(model, inner := base()):
+        return unwrap_model(inner)
+    compiled = getattr(model, "_torchdynamo_orig_callable", None)  # torch.compile of a compiled module's forward
+    owner = getattr(compiled, "__self__", None)
+    if isinstance(owner, nn.Module) and getattr(compiled, "__name__", "") == "forward":
+        return unwrap_model(owner)
+    if not isinstance(model, nn.Module):
+        if isinstance(model, type) and issubclass(model, nn.Module):
+            hint = f"pass an instance, e.g. {model.__name__}(...), not the class"
+        elif isinstance(getattr(model, "__self__", None), nn.Module):
+            hint = f"pass the module itself, not its {getattr(model, '__name__', 'method')} method"
+        else:
+            hint = "pass the model object itself, e.g. paramcount(torchvision.models.resnet50(), (3, 224, 224))"
+        raise InputError(f"expected a torch.nn.Module, got {type(model).__name__} ({model!r:.60}) — {hint}")
+    return model
