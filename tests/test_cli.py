@@ -77,6 +77,13 @@ def test_parse_shape() -> None:
             parse_shape(text)
 
 
+def test_version_and_two_outputs_asked_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """A probe: no --version, and --json --format csv printed JSON without a word."""
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("torchsurgeon ")
+    assert main(["summary", "torch.nn:Identity", "--input", "3", "--json", "--format", "csv"]) == 2
+    assert "--json and --format csv ask for two outputs" in capsys.readouterr().err
+
+
 def test_json_read_by_a_pipe_that_closes_early_exits_quietly(tmp_path: Path) -> None:
     """A probe's ``torchsurgeon summary ... --json | head`` ended with a BrokenPipeError traceback."""
     script = "import sys; from torchsurgeon.cli import main; sys.exit(main(sys.argv[1:]))"

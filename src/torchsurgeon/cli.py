@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .analysis import paramcount
 from .config import find_pyproject, read_contracts
 from .contracts import check_contract
@@ -59,6 +60,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    if args.json and args.format not in ("text", "json"):
+        raise InputError(f"--json and --format {args.format} ask for two outputs — give one of them")
     fmt = "json" if args.json else args.format
     columns = table_columns(args.columns) if args.columns else None  # a wrong column fails before the model is built
     report = paramcount(_model(args), parse_inputs(args.input), batch=args.batch)
@@ -159,6 +162,7 @@ def _model_command(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchsurgeon", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"torchsurgeon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = _model_command(sub, "summary", "per-layer parameters, shapes and invalid layers for an input shape")
     p.add_argument(

@@ -164,8 +164,8 @@ def _kernel(module: nn.Module | None) -> tuple[int, ...] | None:
     size = vars(module).get("kernel_size") if module is not None else None
     if size is None and hasattr(type(module), "kernel_size"):
         size = getattr(module, "kernel_size", None)
-    if isinstance(size, int):
-        return (size,)
+    if isinstance(size, int):  # nn.MaxPool2d(3): 3×3, as a convolution's (3, 3) shows
+        return (size,) * {"1d": 1, "2d": 2, "3d": 3}.get(type(module).__name__[-2:].lower(), 1)
     if isinstance(size, tuple) and all(isinstance(k, int) for k in size):
         return size
     return None
