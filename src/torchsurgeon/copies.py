@@ -340,7 +340,9 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
                 memo[id(b)] = _uninitialised(b, tensor) if isinstance(b, UninitializedTensorMixin) else tensor(b)
-    memo.update((key, tensor(t.detach())) for key, t in _computed_attributes(module).items() if key not in memo)
+        for t in _computed_attributes(m):
+            if id(t) not in memo:
+                memo[id(t)] = tensor(t.detach())
     copied: nn.Module = _Copier(module, memo, library_of(module)).copy(module)
     return copied
 
@@ -359,18 +361,13 @@ def model_copy(model: nn.Module) -> nn.Module:
     >>> bool((copied.weight == layer.weight).all()), copied.weight_orig is layer.weight_orig
     (True, False)
     """
-    memo = {key: t.detach().clone() for key, t in _computed_attributes(model).items()}
+    memo = {id(t): t.detach().clone() for m in model.modules() for t in _computed_attributes(m)}
     return copy.deepcopy(model, memo)
 
 
-def _computed_attributes(model: nn.Module) -> dict[int, torch.Tensor]:
-    """The tensors held as plain attributes of modules that autograd made (a pruned ``weight``), by id."""
-    return {
-        id(v): v
-        for m in model.modules()
-        for v in m.__dict__.values()
-        if type(v) is torch.Tensor and v.grad_fn is not None
-    }
+def _computed_attributes(module: nn.Module) -> list[torch.Tensor]:
+    """The tensors a module holds as plain attributes that autograd made (a pruned ``weight``)."""
+    return [v for v in module.__dict__.values() if type(v) is torch.Tensor and v.grad_fn is not None]
 
 
 def _uninitialised(t: torch.Tensor, tensor: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -525,9 +522,9 @@ def _copies_plainly(cls: type) -> bool:
 
 def _data_or_zeros(value: Any) -> Any:
     """A CPU tensor given with its data (known data: a sequence's lengths) as it is, a copy; zeros for the others."""
-    from .knowndata import DATA_LIMIT  # knowndata imports this module
+    from .knowndata import given_as_data  # knowndata imports this module
 
-    if isinstance(value, torch.Tensor) and value.device.type == "cpu" and value.numel() <= DATA_LIMIT:
+    if given_as_data(value):
         return value.clone()
     return _zeros_like(value)
 

@@ -54,6 +54,7 @@ __all__ = (
     "data_and_meta",
     "edits_values",
     "from_known_data",
+    "given_as_data",
     "makes_known_data",
     "masks_as_indices",
     "masks_input",
@@ -83,6 +84,19 @@ _SUMS = frozenset({"add", "sub", "mul", "__add__", "__radd__", "__sub__", "__mul
 
 DATA_LIMIT = 1 << 16
 """Elements of the largest tensor of known data kept on the CPU; a larger one is a ``meta`` stand-in."""
+
+
+def given_as_data(value: Any) -> bool:
+    """Whether an input given as a tensor is read as data (a sequence's lengths, a timestep): a plain CPU tensor of
+    at most :data:`DATA_LIMIT` elements; a larger one (an image) gives only its shape and dtype.
+
+    Examples
+    --------
+    >>> given_as_data(torch.tensor([6, 3, 2])), given_as_data(torch.empty(1, 3, 224, 224))
+    (True, False)
+    """
+    return type(value) is torch.Tensor and value.device.type == "cpu" and value.numel() <= DATA_LIMIT
+
 
 _UNSETTLED = frozenset(
     (

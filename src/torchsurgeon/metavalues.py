@@ -29,6 +29,7 @@ from .knowndata import (
     data_and_meta,
     edits_values,
     from_known_data,
+    given_as_data,
     masks_as_indices,
     off_meta,
     on_one_device,
@@ -331,7 +332,7 @@ class MetaValues:
             if name not in self._given:
                 raise _Unknown(f"input {name!r}, which gets no example tensor")
             given = self._given[name]
-            if type(given) is torch.Tensor and given.device.type == "cpu" and given.numel() <= DATA_LIMIT:
+            if given_as_data(given):
                 self._inputs[name] = given.clone()
             else:
                 self._inputs[name] = torch.empty(given.shape, dtype=given.dtype, device="meta")

@@ -50,7 +50,7 @@ from .graph import (
     set_records,
     update_record,
 )
-from .knowndata import DATA_LIMIT, KnownData, as_meta
+from .knowndata import KnownData, as_meta, given_as_data
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_inputs, input_fix, resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule
@@ -668,7 +668,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             spec = self.inputs[name]
             if isinstance(spec, torch.Tensor):
                 value = _to_meta(spec)
-                if type(spec) is torch.Tensor and spec.device.type == "cpu" and spec.numel() <= DATA_LIMIT:
+                if given_as_data(spec):
                     self.known.values[n] = spec.clone()  # a small tensor given with its data: known, as in the trace
             elif isinstance(spec, TypedShape):
                 value = spec.meta(self.batch)
