@@ -165,18 +165,22 @@ def _repeat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return new(shape, x.dtype)
 
 
+def _index_fits(x: torch.Tensor, dim: Any, index: torch.Tensor) -> bool:
+    """Whether ``gather`` / ``scatter`` take ``index`` along ``dim`` of ``x``: int64, of x's rank, no larger than x
+    outside ``dim`` (else torch raises)."""
+    d = norm_dim(dim, x.dim())
+    if d is None or index.dtype != torch.int64 or index.dim() != x.dim() or x.dim() == 0:
+        return False
+    return not any(i != d and int(n) > int(s) for i, (n, s) in enumerate(zip(index.shape, x.shape)))
+
+
 def _gather(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``gather(input, dim, index)``: index's shape, input's dtype, contiguous."""
     b = bind(args, kwargs, (("input", REQUIRED), ("dim", REQUIRED), ("index", REQUIRED), ("sparse_grad", False)))
     if b is None or not isinstance(b[0], torch.Tensor) or not isinstance(b[2], torch.Tensor) or b[3] is not False:
         return FALLBACK
     x, index = b[0], b[2]
-    dim = norm_dim(b[1], x.dim())
-    if dim is None or index.dtype != torch.int64 or index.dim() != x.dim() or x.dim() == 0:
-        return FALLBACK
-    if any(i != dim and int(n) > int(s) for i, (n, s) in enumerate(zip(index.shape, x.shape))):
-        return FALLBACK  # torch raises
-    return new(index.shape, x.dtype)
+    return new(index.shape, x.dtype) if _index_fits(x, b[1], index) else FALLBACK
 
 
 def _scattered(args: tuple[Any, ...], kwargs: dict[str, Any], *, value: bool) -> torch.Tensor | None:
@@ -186,10 +190,7 @@ def _scattered(args: tuple[Any, ...], kwargs: dict[str, Any], *, value: bool) ->
     if b is None or not isinstance(b[0], torch.Tensor) or not isinstance(b[2], torch.Tensor):
         return None  # reduce=..., value=...: meta says it
     x, index, src = b[0], b[2], b[3]
-    dim = norm_dim(b[1], x.dim())
-    if dim is None or index.dtype != torch.int64 or index.dim() != x.dim() or x.dim() == 0:
-        return None
-    if any(i != dim and int(n) > int(s) for i, (n, s) in enumerate(zip(index.shape, x.shape))):
+    if not _index_fits(x, b[1], index):
         return None
     if isinstance(src, torch.Tensor):
         if src.dtype != x.dtype or src.dim() != x.dim() or any(int(n) > int(s) for n, s in zip(index.shape, src.shape)):
