@@ -476,6 +476,44 @@ def test_hooks_that_only_look_never_see_torchsurgeons_values() -> None:
     assert len(seen) == 2 and shapes["conv"] == (1, 8, 12, 12)
 
 
+_RECORDED: list[Any] = []
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.outputs: dict[str, Any] = {}
+
+    def keep_five(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        self.outputs["logits"] = output
+        return output[:, :5]
+
+
+def test_hooks_that_record_and_return_a_value_run_but_leave_nothing_in_the_users_containers() -> None:
+    """Found by rereading: a hook that records and returns ran in the trace and the copies, and left torch.fx's
+    proxies and fake tensors in the user's list, dict and closure (analysis changed the user's state)."""
+    from torchsurgeon import memory_plan
+
+    model = _small_net()
+    closure: list[Any] = []
+
+    def double_and_record(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        closure.append(output)
+        _RECORDED.append(output)
+        return output * 2
+
+    recorder = _Recorder()
+    model[1].register_forward_hook(double_and_record)
+    model[5].register_forward_hook(recorder.keep_five)
+    for crosscheck in ("auto", "always"):
+        assert paramcount(model, (3, 16, 16), crosscheck=crosscheck).output_shape == (1, 5)  # the hooks ran
+    paramcount_sweep(model, [(3, 16, 16), (3, 20, 20)])
+    memory_plan(model, (3, 16, 16), batch=2, device="cpu")
+    assert closure == [] and _RECORDED == [] and recorder.outputs == {}
+    model(torch.randn(1, 3, 16, 16))  # a real forward records as before
+    assert len(closure) == len(_RECORDED) == 1 and recorder.outputs["logits"].shape == (1, 10)
+    _RECORDED.clear()
+
+
 def test_analysis_never_steps_a_spectral_norm_in_training_mode() -> None:
     """Found by a probe: rules read ``m.weight``, which computes a parametrization, and spectral_norm in training
     mode steps its power iteration on each read (``_u``, ``_v`` changed by paramcount)."""

@@ -33,6 +33,7 @@ __all__ = (
     "CPU_FLOAT32",
     "CPU_FLOAT32_PADS",
     "CUDA_FLOAT32",
+    "HALF",
     "LOWER_PRECISION",
     "Autocast",
     "as_autocast_gives",
@@ -89,8 +90,9 @@ _MODULES: tuple[tuple[type[nn.Module], str], ...] = (
     (nn.AdaptiveAvgPool3d, "adaptive_avg_pool3d"),
     (nn.AdaptiveMaxPool3d, "adaptive_max_pool3d"),
 )
-_HALF = (torch.float16, torch.bfloat16)
-_CAST = (torch.float32, *_HALF)  # the dtypes autocast casts (float64 and integers run as they are)
+HALF = (torch.float16, torch.bfloat16)
+"""The 16-bit float dtypes (autocast's lower precisions; kernels that compute them in float32)."""
+_CAST = (torch.float32, *HALF)  # the dtypes autocast casts (float64 and integers run as they are)
 
 
 def op_name(op: str, target: Any, module: nn.Module | None = None) -> str:
@@ -170,4 +172,4 @@ def autocast_dtype(name: str, dtypes: Iterable[torch.dtype], regions: Autocast) 
     if name in LOWER_PRECISION:
         return low
     float32 = CUDA_FLOAT32 if device == "cuda" else CPU_FLOAT32
-    return torch.float32 if name in float32 and any(d in _HALF for d in floats) else None
+    return torch.float32 if name in float32 and any(d in HALF for d in floats) else None

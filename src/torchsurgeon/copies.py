@@ -12,6 +12,7 @@ shape propagation and resizing all copy modules through here.
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import copyreg
 import dis
@@ -33,6 +34,7 @@ from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-def
 from .errors import failure_reason
 
 __all__ = (
+    "CONTAINER_TYPES",
     "HOOK_DICTS",
     "SHAPE_EDITS",
     "cannot_run_on_meta",
@@ -45,6 +47,7 @@ __all__ = (
     "run_on_zeros",
     "thawed",
     "torch_or_python",
+    "without_side_effects",
 )
 
 _ZERO_RUN_LIMIT = 1 << 25
@@ -247,9 +250,18 @@ def hook_runs(hook: Any, library: str | None) -> bool:
     """
     if type(hook).__module__ in _REPARAMETRIZING:  # it sets the layer's weight: a proxy would be left in the model
         return False
-    if library is not None and str(getattr(hook, "__module__", "") or "").split(".")[0] == library:
-        return True
-    return returns_values(hook)
+    return library_hook(hook, library) or returns_values(hook)
+
+
+def library_hook(hook: Any, library: str | None) -> bool:
+    """Whether a hook's function comes from ``library``, the installed library that defines the model's class.
+
+    Examples
+    --------
+    >>> library_hook(print, "builtins"), library_hook(print, None)
+    (True, False)
+    """
+    return library is not None and str(getattr(hook, "__module__", "") or "").split(".")[0] == library
 
 
 _NONE_RETURNING = frozenset(
@@ -304,6 +316,99 @@ def returns_values(hook: Any) -> bool:
                 continue
         return True
     return False
+
+
+CONTAINER_TYPES = frozenset({dict, list, set, collections.OrderedDict})
+"""The containers whose contents :func:`shallow` takes and :func:`put_back` restores."""
+_MODULE_STATE = frozenset(nn.Module().__dict__)  # torch's own attributes of every module (parameters, hooks...)
+
+
+def shallow(container: Any) -> Any:
+    """A list's, dict's or set's items as they are: a dict for a dict (order kept), a tuple for a list, a frozenset."""
+    if isinstance(container, dict):
+        return dict(container)
+    return tuple(container) if isinstance(container, list) else frozenset(container)
+
+
+def changed(container: Any, contents: Any) -> bool:
+    """Whether a container holds other items than :func:`shallow` ``contents`` (by identity: values may be tensors)."""
+    if len(container) != len(contents):
+        return True
+    if isinstance(container, dict):
+        return any(k not in contents or v is not contents[k] for k, v in container.items())
+    if isinstance(container, list):
+        return any(map(operator.is_not, container, contents))
+    return bool(container.symmetric_difference(contents))
+
+
+def put_back(container: Any, contents: Any) -> None:
+    """Refill ``container`` in place with the :func:`shallow` ``contents`` taken before."""
+    container.clear()
+    if isinstance(container, dict):
+        container.update(contents)
+    elif isinstance(container, list):
+        container.extend(contents)
+    else:
+        container.update(contents)
+
+
+def _reached(hook: Any) -> list[Any]:
+    """The lists, dicts and sets a hook's code reaches by name: its closure's, the module globals it names, the
+    attributes of the object it is a method of (a module's own torch state left out), its partial arguments."""
+    values: list[Any] = []
+    fn = hook
+    while isinstance(fn, (functools.partial, types.MethodType)):
+        if isinstance(fn, functools.partial):
+            values += [*fn.args, *fn.keywords.values()]
+            fn = fn.func
+        else:
+            owner = vars(fn.__self__) if hasattr(fn.__self__, "__dict__") else {}
+            skip = _MODULE_STATE if isinstance(fn.__self__, nn.Module) else ()
+            values += [v for k, v in owner.items() if k not in skip]
+            fn = fn.__func__
+    if not isinstance(fn, types.FunctionType):  # a callable object: its attributes, then its __call__'s names
+        values += list(getattr(fn, "__dict__", {}).values())
+        fn = next((vars(k)["__call__"] for k in type(fn).__mro__ if "__call__" in vars(k)), None)
+    if isinstance(fn, types.FunctionType):
+        for cell in fn.__closure__ or ():
+            with contextlib.suppress(ValueError):  # a cell not filled yet
+                values.append(cell.cell_contents)
+        found = fn.__globals__
+        values += [found[n] for n in fn.__code__.co_names if n in found]
+    unique = {id(v): v for v in values if type(v) in CONTAINER_TYPES}
+    return list(unique.values())
+
+
+def without_side_effects(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook``, putting back after each call the lists, dicts and sets its code reaches by name (:func:`_reached`).
+
+    A user's hook that both records and returns a value runs in the analysis
+    (it changes what the module gives): what it records there (torch.fx's
+    proxies, ``meta`` tensors) must not stay in the user's containers.
+
+    Examples
+    --------
+    >>> seen = []
+    >>> def double(module, inputs, output):
+    ...     seen.append(output)
+    ...     return output * 2
+    >>> without_side_effects(double)(None, (), 21), seen
+    (42, [])
+    """
+    containers = _reached(hook)
+    if not containers:
+        return hook
+
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        before = [(c, shallow(c)) for c in containers]
+        try:
+            return hook(*args, **kwargs)
+        finally:
+            for container, contents in before:
+                if changed(container, contents):
+                    put_back(container, contents)
+
+    return quiet
 
 
 def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
@@ -425,6 +530,12 @@ class _Copier:
             if hook_runs(hook, self.library) or type(hook).__module__ in _REPARAMETRIZING
         }
 
+    def _kept(self, hook: Any) -> Any:
+        """A hook the copy keeps: the user's (one that returns a value) leaves their containers as they were."""
+        if library_hook(hook, self.library) or type(hook).__module__ in _REPARAMETRIZING:
+            return hook
+        return without_side_effects(hook)
+
     def copy(self, value: Any) -> Any:
         cls = type(value)
         if cls in _ATOMIC:
@@ -477,7 +588,9 @@ class _Copier:
                                 memo[id(v)] = hooks
                         if kept and k in _KEPT_HOOK_DICTS:
                             hooks.update(
-                                (key, _bound_to(hook, value, module)) for key, hook in v.items() if key in kept
+                                (key, self._kept(_bound_to(hook, value, module)))
+                                for key, hook in v.items()
+                                if key in kept
                             )
                         copied[k] = hooks
                     elif k != skipped:

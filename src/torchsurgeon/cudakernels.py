@@ -37,12 +37,11 @@ import torch
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
-from .autocast import CPU_FLOAT32, CPU_FLOAT32_PADS, CUDA_FLOAT32
+from .autocast import CPU_FLOAT32, CPU_FLOAT32_PADS, CUDA_FLOAT32, HALF
 
 __all__ = ("CudaKernels",)
 
 _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_HALF = (torch.float16, torch.bfloat16)
 
 
 class CudaKernels(TorchFunctionMode):
@@ -83,7 +82,7 @@ class CudaKernels(TorchFunctionMode):
 def _float32(value: Any) -> Any:
     """``value`` with its half-precision tensors (also in tuples, lists and dicts) cast to float32."""
     if isinstance(value, torch.Tensor):
-        return value.float() if value.dtype in _HALF else value
+        return value.float() if value.dtype in HALF else value
     if isinstance(value, (tuple, list)):
         return type(value)(_float32(v) for v in value)
     if isinstance(value, dict):
@@ -134,7 +133,7 @@ def fused_attention(
         query, key, value = (t.to(low) if t.is_floating_point() else t for t in (query, key, value))
     grouped = enable_gqa and key.shape[-3] != query.shape[-3]
     same_width = query.shape[-1] == key.shape[-1] == value.shape[-1]
-    if attn_mask is None and query.dtype in _HALF and same_width and query.shape[-1] <= 256:  # flash / cuDNN
+    if attn_mask is None and query.dtype in HALF and same_width and query.shape[-1] <= 256:  # flash / cuDNN
         if grouped:  # the kernel reads each key-value head for its group: nothing expanded is saved
             return _grouped_flash(query, key, value, dropout_p, is_causal, scale)
         flash = torch.ops.aten._scaled_dot_product_flash_attention

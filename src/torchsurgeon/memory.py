@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .arguments import forward_inputs
+from .autocast import HALF
 from .errors import InputError, MemoryPlanError
 from .fakestep import SimulatedStep, simulate_step
 from .lazy import lazy_layers, materialized
@@ -445,7 +446,7 @@ def _amp_dtype(amp: torch.dtype | str | None) -> torch.dtype | None:
     if amp is None:
         return None
     dt = amp if isinstance(amp, torch.dtype) else _AMP.get(str(amp).lower())
-    if dt not in (torch.bfloat16, torch.float16):
+    if dt not in HALF:
         raise InputError(f"amp={amp!r} — use torch.bfloat16 or torch.float16 (or 'bf16', 'fp16'), or None for fp32")
     return dt
 

@@ -10,7 +10,6 @@ in place, a buffer it moves): :meth:`OwnHooks.restore` puts everything back.
 
 from __future__ import annotations
 
-import collections
 import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -18,7 +17,17 @@ from typing import Any
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .copies import HOOK_DICTS, hook_runs, library_of
+from .copies import (
+    CONTAINER_TYPES,
+    HOOK_DICTS,
+    changed,
+    hook_runs,
+    library_hook,
+    library_of,
+    put_back,
+    shallow,
+    without_side_effects,
+)
 
 __all__ = ("OwnHooks",)
 
@@ -31,36 +40,7 @@ _FORWARD_HOOKS = (
 )
 
 
-_CONTAINERS = frozenset({dict, list, set, collections.OrderedDict})
 _HOOK_NAMES = frozenset(HOOK_DICTS)
-
-
-def _shallow(container: Any) -> Any:
-    """A container's items as they are: its own type for a dict (order kept), a tuple for a list, a frozenset."""
-    if isinstance(container, dict):
-        return dict(container)
-    return tuple(container) if isinstance(container, list) else frozenset(container)
-
-
-def _changed(container: Any, contents: Any) -> bool:
-    """Whether a container holds other items than ``contents`` (compared by identity: values may be tensors)."""
-    if len(container) != len(contents):
-        return True
-    if isinstance(container, dict):
-        return any(k not in contents or v is not contents[k] for k, v in container.items())
-    if isinstance(container, list):
-        return any(map(operator.is_not, container, contents))
-    return bool(container.symmetric_difference(contents))
-
-
-def _put_back(container: Any, contents: Any) -> None:
-    container.clear()
-    if isinstance(container, dict):
-        container.update(contents)
-    elif isinstance(container, list):
-        container.extend(contents)
-    else:
-        container.update(contents)
 
 
 class OwnHooks:
@@ -102,15 +82,16 @@ class OwnHooks:
         # and the contents of their lists, dicts and sets: a forward may fill a cache in place (transformers'
         # LeViT keys its attention biases by device: a proxy, whose entry failed every later trace)
         self._contents: list[tuple[Any, Any]] = [
-            (value, _shallow(value))
+            (value, shallow(value))
             for before in self._attributes
             if not isinstance(before, int)
             for name, value in before.items()
-            if type(value) in _CONTAINERS and name not in _HOOK_NAMES
+            if type(value) in CONTAINER_TYPES and name not in _HOOK_NAMES
         ]
         # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
         self._first_new = RemovableHandle.next_id
         self._library = library_of(model)
+        self._quiet: dict[int, Callable[..., Any]] = {}  # the user's hooks that run, by id (without_side_effects)
 
     def installed(self, module: nn.Module) -> bool:
         """Whether ``module`` has forward hooks that are the model's own (cheap when it has none)."""
@@ -122,8 +103,16 @@ class OwnHooks:
 
     def _own(self, module: nn.Module, attr: str) -> Iterator[tuple[int, Callable[..., Any]]]:
         for key, hook in getattr(module, attr).items():
-            if key >= self._first_new or hook_runs(hook, self._library):
+            if key >= self._first_new:
                 yield key, hook
+            elif hook_runs(hook, self._library):
+                if library_hook(hook, self._library):
+                    yield key, hook
+                    continue
+                quiet = self._quiet.get(key)  # the user's, returning a value: what it records is put back
+                if quiet is None:
+                    quiet = self._quiet[key] = without_side_effects(hook)
+                yield key, quiet
 
     def call(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], forward: Callable[..., Any]
@@ -171,5 +160,5 @@ class OwnHooks:
                 state.clear()
                 state.update(before)
         for container, contents in self._contents:
-            if _changed(container, contents):
-                _put_back(container, contents)
+            if changed(container, contents):
+                put_back(container, contents)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.fx.node import map_aggregate
 
+from ..autocast import HALF
 from .registry import FALLBACK, Call, CountFn, ShapeFn
 
 __all__ = (
@@ -317,9 +318,6 @@ def elementwise(tensors: Sequence[torch.Tensor], shape: tuple[int, ...], dtype: 
     return FALLBACK if strides is None else view(shape, strides, dtype)
 
 
-_HALF = (torch.float16, torch.bfloat16)
-
-
 @functools.lru_cache(maxsize=4096)
 def _output_strides(
     shape: tuple[int, ...], layouts: tuple[tuple[tuple[int, ...], tuple[int, ...], torch.dtype], ...]
@@ -327,7 +325,7 @@ def _output_strides(
     """torch's strides for an element-wise output (a function of the operands' shapes, strides and dtypes):
     its Python implementation costs tens of microseconds, and repeated blocks ask the same question."""
     assert _elementwise_strides is not None
-    if not any(dtype in _HALF for _, _, dtype in layouts):
+    if not any(dtype in HALF for _, _, dtype in layouts):
         expanded = [
             torch.empty_strided(size, stride, dtype=dtype, device=_META).expand(shape)
             if size != shape
