@@ -38,6 +38,7 @@ from torch.fx.node import map_aggregate
 from ._steps import Step, rules_of, steps_of
 from .arguments import input_dtype_for
 from .autocast import as_autocast_gives, op_name
+from .clamped import clamped_slice_hint
 from .copies import container_edit, detached_copy, meta_like, run_on_zeros, thawed
 from .errors import InputError, ShapeError, first_line, with_numbers
 from .fxbookkeeping import autocast_as
@@ -463,7 +464,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         if self._reads_known and op != "call_module":  # all its inputs known (BART's unique_consecutive): the CPU's
             self.known.follow(n, self.env, True)
             run = (lambda v=self.known.values[n]: v) if n in self.known.values else run  # type: ignore[misc]
-        out = self._execute(base, ins, status, run, rule, module, args, kwargs)
+        out = self._execute(n, base, ins, status, run, rule, module, args, kwargs)
         if isinstance(out, _Unknown) and step.from_input and module is not None:
             return self._as_folded(n, base, ins, module, args, kwargs, out)
         return out
@@ -626,6 +627,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
 
     def _execute(
         self,
+        n: torch.fx.Node,
         base: NodeRecord,
         ins: tuple[Any, ...],
         status: LayerStatus,
@@ -653,6 +655,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 kind = base.module_type
                 if "values to unpack" in text:  # unpacking an input's shape: was it given with its batch?
                     text += per_sample_hint(self.inputs, self.batch)
+                text += clamped_slice_hint(n, self.fetch_attr, self.scalars)  # BERT's position_ids[:, :72]
                 finding = Finding(layer, kind, "input", "a compatible input", str(ins), text)
                 message = f"{layer} ({kind}) fails on {ins}: {text}"
                 self._record(base, ins, None, LayerStatus.INVALID, message, (finding,), ShapeSource.META, unknown)
