@@ -584,3 +584,60 @@ def test_a_functional_call_on_a_module_weights_is_named_by_the_module() -> None:
     assert [layer.name for layer in r.invalid] == ["1"]
     assert [f.layer for f in r.findings] == ["1"]
     assert "pad" in [layer.name for layer in r.layers]  # weight-free calls keep their node names
+
+
+def test_a_transformer_encoder_given_a_padding_mask_is_propagated() -> None:
+    """Found by a probe: in eval, torch's encoder made nested tensors of the mask, which meta cannot: output
+    None, the encoder unknown, trusted."""
+    from torchsurgeon import TypedShape
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(20, 16)
+            layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+            self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True)
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.enc(self.emb(ids), src_key_padding_mask=mask))
+
+    model = Encoder().eval()
+    spec = {"ids": TypedShape((6,), "long"), "mask": TypedShape((6,), "bool")}
+    report = paramcount(model, spec)
+    assert report.output_shape == (1, 6, 3) and report.layer("enc").status == "ok"
+
+
+def test_macs_with_layers_not_counted_are_printed_as_a_lower_bound() -> None:
+    class Opaque(nn.Module):  # a leaf with weights and no formula: its MACs are not known from shapes
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(4, 4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x @ self.w
+
+    model = nn.Sequential(nn.Linear(4, 4), Opaque())
+    report = paramcount(model, (4,), leaf_modules=[Opaque])
+    assert report.flops_uncounted == ("1",)
+    assert "MACs:             ≥ 16" in str(report) and "1 layer not counted (see the notes)" in str(report)
+    assert "≥" not in str(paramcount(nn.Linear(4, 4), (4,)))
+
+
+def test_a_part_that_runs_but_does_not_fit_the_input_is_not_suggested() -> None:
+    """Found by a probe: a model that makes its input grey before a 1-channel conv, untraceable, was told to
+    analyse that conv at the model's RGB input, where it is invalid."""
+
+    class Grey(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = nn.Conv2d(1, 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not isinstance(x, torch.Tensor):  # kornia checks its inputs' type: a proxy fails it
+                raise TypeError(f"expected Tensor, got {type(x)}")
+            return self.c(x.mean(1, keepdim=True))
+
+    with pytest.raises(TraceError) as caught:
+        paramcount(Grey(), (3, 16, 16))
+    assert "paramcount(model.c" not in str(caught.value)

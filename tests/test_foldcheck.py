@@ -105,3 +105,16 @@ def test_the_fix_an_invalid_standardised_stem_names_runs() -> None:
     assert edited(torch.randn(1, 1, 16, 16)).shape == (1, 2)
     nfnet_stem = _net(ScaledStdConv2d(3, 8, 3)).float()
     assert paramcount(nfnet_stem, (1, 16, 16)).findings[0].fix == "fold it with adapt_input_channels(model, 1)"
+
+
+def test_a_layer_that_runs_in_its_own_dtype_only_is_compared_in_it() -> None:
+    """Found by a probe: a QAT layer's fake quantisation refuses float64, and adapt_input_channels raised torch's
+    raw error instead of its own."""
+    import torch.ao.quantization as tq
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).train()
+    model.qconfig = tq.get_default_qat_qconfig("x86")
+    model = tq.prepare_qat(tq.fuse_modules_qat(model, [["0", "1", "2"]]))
+    model(torch.randn(2, 3, 8, 8))  # observers see data
+    with pytest.raises(SurgeryError, match=r"0 \(ConvBnReLU2d\) computes the weight it uses in its forward"):
+        adapt_input_channels(model.eval(), 1)

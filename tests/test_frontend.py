@@ -8,6 +8,7 @@ checks the same on the real models.
 
 from __future__ import annotations
 
+import copy
 import functools
 import operator
 import re
@@ -699,3 +700,15 @@ def test_an_assert_on_data_is_passed_and_control_flow_on_data_is_not() -> None:
     assert r.output_shape == (1, 8, 4) and r.invalid == [] and r.opaque == {}
     with pytest.raises(TraceError, match="control flow"):
         paramcount(BranchesOnItsLengths(), (8,))
+
+
+def test_timms_hook_feature_net_is_left_as_found() -> None:
+    """Found by a probe: timm's FeatureHooks keeps what its hooks collect in a defaultdict of its own, keyed by
+    the input's device; the trace left a proxy key there, and the model could no longer be deep-copied."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("resnet18", pretrained=False, features_only=True, feature_cls="hook").eval()
+    before = dict(model.hooks._feature_outputs)
+    paramcount(model, (3, 64, 64))
+    assert dict(model.hooks._feature_outputs) == before
+    copy.deepcopy(model)
+    assert [t.shape[1] for t in model(torch.randn(1, 3, 64, 64))] == [64, 64, 128, 256, 512]

@@ -11,7 +11,7 @@ from torch import nn
 from models import ByteView, TwoInputs
 from torchsurgeon import InputError, ShapeContract, TypedShape, check_contract, paramcount, paramcount_sweep
 from torchsurgeon.report import format_value, jsonable
-from torchsurgeon.shapespec import input_spec, parse_input, parse_inputs, with_batch
+from torchsurgeon.shapespec import check_shape, input_spec, parse_input, parse_inputs, with_batch
 
 
 def test_typed_shapes_round_trip_through_text() -> None:
@@ -106,3 +106,9 @@ def test_a_list_of_tensors_as_one_input_is_refused_before_tracing() -> None:
 
     with pytest.raises(InputError, match=r"input 'xs' is a list of 2 tensors — each input is one tensor or shape"):
         paramcount(ListIn(), {"xs": [torch.randn(1, 4), torch.randn(1, 4)]})
+
+
+def test_a_dict_for_one_forward_argument_is_refused_with_its_shapes_only() -> None:
+    """Found by a probe: ``forward(self, batch)`` given a dict of tensors printed their values."""
+    with pytest.raises(InputError, match=r"input 'batch' is a mapping \{'image': \(1, 3, 4, 4\)\}: a forward"):
+        check_shape({"image": torch.randn(1, 3, 4, 4)}, "input 'batch'")

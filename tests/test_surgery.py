@@ -592,3 +592,101 @@ def test_a_top_level_functional_stem_is_named_and_not_sent_to_input() -> None:
         with pytest.raises(SurgeryError, match=r"^_FunctionalStem's own forward reads the input") as caught:
             adapt_input_channels(_FunctionalStem(), 1, **given)  # type: ignore[arg-type]
         assert "input=" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------- a probe of hand-written models
+# Each of these was adapted without a word into a model that did not run (probe 13).
+
+
+class _EinopsPatches(nn.Module):
+    """A ViT stem as users write it with einops: patches rearranged, then a Linear over (p1 p2 c)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from einops.layers.torch import Rearrange
+
+        patches = Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=4, p2=4)
+        self.to_patch = nn.Sequential(patches, nn.Linear(48, 16))
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.to_patch(x).mean(1))
+
+
+class _ImageAndTable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.mlp = nn.Sequential(nn.Linear(10, 16), nn.ReLU())
+        self.fc = nn.Linear(24, 2)
+
+    def forward(self, image: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.cat([self.cnn(image), self.mlp(table)], 1))
+
+
+class _MeanInForward(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean, self.std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return self.stem((x - mean) / std)
+
+
+class _ChannelsLast(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, H, W, C)
+        return self.stem(x.permute(0, 3, 1, 2))
+
+
+class _Siamese(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (self.backbone(a) - self.backbone(b)).abs()
+
+
+def test_an_einops_patch_stem_read_by_a_linear_is_not_folded() -> None:
+    pytest.importorskip("einops")
+    with pytest.raises(SurgeryError, match=r"to_patch.1 \(Linear\) reads the input only after to_patch.0 \(Rea"):
+        adapt_input_channels(_EinopsPatches().eval(), 1)
+
+
+def test_beside_an_image_a_table_of_features_read_by_linear_layers_keeps_its_width() -> None:
+    model = _ImageAndTable().eval()
+    result = adapt_input_channels(model, 1)
+    assert [c.name for c in result.changes] == ["cnn.0.weight"]
+    grey, table = torch.randn(2, 1, 12, 12, dtype=torch.float64), torch.randn(2, 10, dtype=torch.float64)
+    expected = copy.deepcopy(model).double()(grey.expand(2, 3, 12, 12), table)
+    torch.testing.assert_close(result.model.double()(grey, table), expected)
+
+
+def test_a_mean_per_channel_made_in_forward_is_seen_before_the_stem_is_folded() -> None:
+    model = _MeanInForward().eval()
+    model(torch.randn(1, 1, 16, 16))  # it takes grey images as it is: the mean broadcasts them to 3 channels
+    with pytest.raises(SurgeryError, match="the model takes a 1-channel input as it is"):
+        adapt_input_channels(model, 1)
+
+
+def test_the_check_of_the_edit_finds_the_channels_of_a_channels_last_input() -> None:
+    model = _ChannelsLast().eval()
+    result = adapt_input_channels(model, 1, input=(16, 16, 3))
+    grey = torch.randn(1, 16, 16, 1, dtype=torch.float64)
+    expected = copy.deepcopy(model).double()(grey.expand(1, 16, 16, 3))
+    torch.testing.assert_close(result.model.double()(grey), expected)
+
+
+def test_inputs_that_one_backbone_reads_need_no_choice() -> None:
+    model = _Siamese().eval()
+    result = adapt_input_channels(model, 1)
+    a, b = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    expected = copy.deepcopy(model).double()(a.expand(2, 3, 8, 8), b.expand(2, 3, 8, 8))
+    torch.testing.assert_close(result.model.double()(a, b), expected)

@@ -37,3 +37,4 @@ _._adj
 
 # Read by transformers, never by torchsurgeon itself: a config's class names (heads.replace_head keeps them in step).
 _.label2id
+_.use_nested_tensor  # shapes._module_call: torch's TransformerEncoder reads it

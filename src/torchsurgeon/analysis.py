@@ -7,6 +7,7 @@ This is the public entry of the analysis pipeline
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,7 +96,8 @@ class ModelReport:
         Parameters no node uses (still counted in ``total``).
     macs, flops : int
         Multiply-accumulates and FLOPs for this input (conventions in
-        :mod:`torchsurgeon.flops`); per layer in ``layers``.
+        :mod:`torchsurgeon.flops`); per layer in ``layers``.  A lower bound
+        when ``flops_uncounted`` is not empty (the summary prints ``≥``).
     flops_uncounted : tuple[str, ...]
         Layers whose FLOPs are not known from shapes (not in the totals).
     crosscheck : CrossCheck
@@ -189,11 +191,13 @@ class ModelReport:
                     f"{format_count(self.total_for_input)} (with {n} invalid layer{'s' * (n != 1)} resized to fit)",
                 )
             )
+        n = len(self.flops_uncounted)  # a lower bound: those layers' are not known from shapes
+        at_least, partial = ("≥ ", f" — {n} layer{'s' * (n != 1)} not counted (see the notes)") if n else ("", "")
         rows += [
             ("Buffers", format_count(self.buffers)),
             ("Param size (MB)", f"{self.param_bytes / 1e6:.2f}"),
-            ("MACs", f"{format_count(self.macs)}{compact_count(self.macs)}"),
-            ("FLOPs", f"{format_count(self.flops)} (2 × MACs + norms)"),
+            ("MACs", f"{at_least}{format_count(self.macs)}{compact_count(self.macs)}{partial}"),
+            ("FLOPs", f"{at_least}{format_count(self.flops)} (2 × MACs + norms){partial}"),
         ]
         return rows
 
@@ -679,8 +683,11 @@ def _parts_to_analyse(model: nn.Module, input: InputSpec, batch: int) -> str:
     for size, name, part in sorted(parts, key=lambda p: -p[0])[:3]:
         try:  # paramcount's own steps: a part failing the same way is not searched in turn
             traced = trace(part, inputs=1, example_inputs=ExampleInputs(part, input, batch))
-            _analyse(build_graph(traced), input, batch, "", None, CrossCheckMode.NEVER, copy_graph=False)
+            part_graph = build_graph(traced)
+            part_report, _ = _analyse(part_graph, input, batch, "", None, CrossCheckMode.NEVER, copy_graph=False)
         except Exception:  # a probe: whatever fails, this part does not take the model's input
+            continue
+        if part_report.invalid:  # it runs, but not on this input (the forward made it grey first)
             continue
         where = f"model.{name}" if name.isidentifier() else f"model.get_submodule({name!r})"
         at = f"{input}" + (f", batch={batch}" if batch != 1 else "")
@@ -758,18 +765,8 @@ def paramcount_sweep(
         "inputs": names.pop(),
     }
     if lazy_layers(model):  # each input makes other parameters: analysed one by one
-        return [
-            paramcount(
-                model,
-                spec,
-                batch=batch,
-                crosscheck=mode,
-                leaf_modules=leaf_modules,
-                concrete_args=concrete_args,
-                autowrap_functions=autowrap_functions,
-            )
-            for spec in specs
-        ]
+        one = functools.partial(paramcount, model, batch=batch, crosscheck=mode, leaf_modules=leaf_modules)
+        return [one(spec, concrete_args=concrete_args, autowrap_functions=autowrap_functions) for spec in specs]
     with paused_gc():  # no full collection of the whole process in the middle (torchsurgeon.gcpause)
         return _sweep(model, specs, batch, mode, options)
 

@@ -318,7 +318,7 @@ def returns_values(hook: Any) -> bool:
     return False
 
 
-CONTAINER_TYPES = frozenset({dict, list, set, collections.OrderedDict})
+CONTAINER_TYPES = frozenset({dict, list, set, collections.OrderedDict, collections.defaultdict, collections.Counter})
 """The containers whose contents :func:`shallow` takes and :func:`put_back` restores."""
 _MODULE_STATE = frozenset(nn.Module().__dict__)  # torch's own attributes of every module (parameters, hooks...)
 

@@ -38,7 +38,7 @@ from .frontend import bind_inputs
 from .graph import model_of, node_record, node_records, opaque_of, specialised_of
 from .knowndata import COUNTED
 from .metavalues import FAILED_NODE
-from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust
+from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust, is_shape
 from .resize import resized_copy, with_channels
 from .rules.on_meta import ruled_meta
 from .shapes import ShapeResult, meta_copy, shapes_of
@@ -99,7 +99,18 @@ def doubts(G: nx.DiGraph, shapes: ShapeResult, unused: tuple[str, ...] = ()) -> 
         parts.append(f"{len(opaque_of(G))} opaque")
     if unused:
         parts.append(f"{len(unused)} unused parameter{'s' * (len(unused) != 1)}")
+    if not _gives_tensors(shapes.output_shape):  # timm's FeatureHookNet read its hooks' store by a proxy's device
+        parts.append("no output tensor")
     return ", ".join(parts)
+
+
+def _gives_tensors(shape: Any) -> bool:
+    """Whether an output shape (as ``shapes_of`` gives it) holds the shape of at least one tensor."""
+    if is_shape(shape):
+        return True
+    if isinstance(shape, Mapping):
+        return any(_gives_tensors(v) for v in shape.values())
+    return isinstance(shape, (list, tuple)) and any(_gives_tensors(v) for v in shape)
 
 
 def _fed_by_input(G: nx.DiGraph, node: str) -> bool:

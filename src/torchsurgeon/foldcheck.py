@@ -93,10 +93,15 @@ def fold_difference(original: nn.Module, folded: nn.Module, mode: FoldMode, befo
     if any(p.is_meta for p in (*original.parameters(), *folded.parameters())):
         return 0.0
     x_before, x_after = _inputs(original, mode, before, channels)
+    dtype = torch.float64
     with torch.no_grad():
-        a = copy.deepcopy(original).cpu().double().eval()(x_before)
         try:
-            b = copy.deepcopy(folded).cpu().double().eval()(x_after)
+            a = copy.deepcopy(original).cpu().double().eval()(x_before)
+        except RuntimeError:  # a layer that runs in its own dtype only (a QAT layer's fake quantisation)
+            dtype = next((p.dtype for p in original.parameters()), torch.float32)
+            a = copy.deepcopy(original).cpu().eval()(x_before.to(dtype))
+        try:
+            b = copy.deepcopy(folded).cpu().to(dtype).eval()(x_after.to(dtype))
         except Exception:  # the layer cannot run with the folded weight at all
             return float("inf")
     scale = float(a.abs().max()) or 1.0

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable, Iterator
+from types import ModuleType
 from typing import Any
 
+import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -41,6 +43,15 @@ _FORWARD_HOOKS = (
 
 
 _HOOK_NAMES = frozenset(HOOK_DICTS)
+
+
+def _held(value: Any) -> tuple[Any, ...]:
+    """The attributes of a plain Python object a module holds (timm's ``FeatureHooks`` keeps the outputs its hooks
+    collect in a dict of its own); nothing for a module, a tensor, a class or anything without a ``__dict__``."""
+    state = getattr(value, "__dict__", None)
+    if type(state) is not dict or isinstance(value, (nn.Module, torch.Tensor, type, ModuleType)) or callable(value):
+        return ()
+    return tuple(state.values())
 
 
 class OwnHooks:
@@ -86,7 +97,9 @@ class OwnHooks:
             for before in self._attributes
             if not isinstance(before, int)
             for name, value in before.items()
-            if type(value) in CONTAINER_TYPES and name not in _HOOK_NAMES
+            if name not in _HOOK_NAMES
+            for value in (value, *_held(value))
+            if type(value) in CONTAINER_TYPES
         ]
         # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
         self._first_new = RemovableHandle.next_id

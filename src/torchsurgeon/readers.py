@@ -89,6 +89,10 @@ _REARRANGING = frozenset(
         "stack",
         "einsum",
         "rearrange",
+        "reduce",
+        "Rearrange",  # einops' layers
+        "Reduce",
+        "EinMix",
         "pixel_shuffle",
         "pixel_unshuffle",
         "channel_shuffle",
@@ -169,6 +173,9 @@ def graph_readers(G: nx.DiGraph) -> tuple[list[str], bool, dict[str, str]]:
     opaque = opaque_of(G)
     per_input = [_reached(G, rec.name, opaque) for rec in node_records(G) if rec.op == "placeholder"]
     images = [r for r in per_input if any(name not in r[2] for name in r[0])] or per_input
+    modules = index_of(G).modules
+    convolved = [r for r in images if any(isinstance(modules.get(n), nn.modules.conv._ConvNd) for n in r[0])]
+    images = convolved or images  # beside an image, a vector that Linear layers read (tabular features) is none
     found: list[str] = []
     rearranged: dict[str, str] = {}
     for layers, _, moved in images:
@@ -210,6 +217,10 @@ def _reached(G: nx.DiGraph, start: str, opaque: Mapping[str, str]) -> tuple[list
     return found, mixed, rearranged
 
 
+_FACTORIES = frozenset({"tensor", "as_tensor", "from_numpy", "ones", "zeros", "full", "arange", "linspace", "eye"})
+"""Functions that make a tensor from Python values: a forward's own constants (a mean per channel)."""
+
+
 def _model_tensor(G: nx.DiGraph, node: str, reached: set[str], depth: int = 4) -> bool:
     """Whether ``node``, not computed from the input, is a tensor of the model's or computed from one
     (Swin2SR's ``self.mean.to(dtype=x.dtype)``): what the input meets then is a normalisation that may
@@ -217,8 +228,8 @@ def _model_tensor(G: nx.DiGraph, node: str, reached: set[str], depth: int = 4) -
     if node in reached:
         return False
     rec = node_record(G, node)
-    if rec.op == "get_attr":
-        return True
+    if rec.op == "get_attr" or (rec.op == "call_function" and rec.target in _FACTORIES):
+        return True  # a tensor of the model's, or one its forward makes (torch.tensor(self.mean).view(1, -1, 1, 1))
     if depth == 0 or rec.op not in ("call_function", "call_method") or (rec.op, rec.target) in _SHAPE_ONLY:
         return False
     return any(_model_tensor(G, p, reached, depth - 1) for p in G.predecessors(node))
@@ -497,16 +508,22 @@ def image_shape(model: nn.Module, input: InputSpec) -> Any:
     return input.get(name) if name is not None else None
 
 
-def recoloured(model: nn.Module, image: InputSpec, channels: int) -> InputSpec:
+def recoloured(model: nn.Module, image: InputSpec, channels: int, width: int | None = None) -> InputSpec:
     """``image`` with ``channels`` channels in its image (:func:`image_shape`), the other inputs as they are.
+
+    The channels are its first dim, or the one dim of the stem's input ``width`` when the first is not
+    (a channels-last ``(H, W, C)`` image, ``(T, C, H, W)`` frames).
 
     Examples
     --------
-    >>> recoloured(nn.Conv2d(3, 8, 3), (3, 32, 32), 1)
-    (1, 32, 32)
+    >>> recoloured(nn.Conv2d(3, 8, 3), (3, 32, 32), 1), recoloured(nn.Conv2d(3, 8, 3), (32, 32, 3), 1, width=3)
+    ((1, 32, 32), (32, 32, 1))
     """
     shape = image_shape(model, image)
-    new = (channels, *shape[1:])
+    at = 0  # channels first, unless only another dim has the width the stem reads ((H, W, C) permuted in forward)
+    if width is not None and shape and shape[0] != width and [d for d in shape if d == width] == [width]:
+        at = shape.index(width)
+    new = (*shape[:at], channels, *shape[at + 1 :])
     if not isinstance(image, Mapping):
         return new
     return {name: new if spec is shape else spec for name, spec in image.items()}
@@ -533,8 +550,20 @@ def one_image(model: nn.Module, input: Mapping[str, Any], readers: list[str]) ->
     """
     chosen = image_input(dict(ExampleInputs(model, input, 1)))
     images = images_read_by_convolutions(model, input, {chosen: readers} if chosen is not None else None)
-    if len(images) > 1 or (images and chosen not in images):
+    if distinct_images(images) or (images and chosen not in images):
         raise several_images(model, images)
+
+
+def distinct_images(images: Mapping[str, list[str]]) -> bool:
+    """Whether several inputs are images read by different layers (an image and a mask); inputs that one backbone
+    reads (a siamese network) all take the channels its stem is adapted to: no choice.
+
+    Examples
+    --------
+    >>> distinct_images({"a": ["backbone.0"], "b": ["backbone.0"]}), distinct_images({"x": ["a"], "y": ["b"]})
+    (False, True)
+    """
+    return len({tuple(sorted(readers)) for readers in images.values()}) > 1
 
 
 def several_images(model: nn.Module, images: Mapping[str, list[str]]) -> SurgeryError:

@@ -618,6 +618,9 @@ class _ShapeInterpreter(torch.fx.Interpreter):
     def _module_call(self, key: str, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if key not in self._meta_copies:  # a copy in eval mode: batch=1 must not trip training-only checks
             self._meta_copies[key] = meta_copy(module).eval()
+            for inner in self._meta_copies[key].modules():  # its fast path in eval makes nested tensors of a
+                if isinstance(inner, nn.TransformerEncoder):  # padding mask, which meta cannot: the plain path
+                    inner.use_nested_tensor = False
         copy_ = self._meta_copies[key]
         # bypass the leaf's own hooks: the trace recorded those that change values around its node
         try:

@@ -358,6 +358,13 @@ def check_shape(shape: Any, where: str, *, scalar: bool = False) -> Shape:
     ...
     torchsurgeon.errors.InputError: input 'x': dimension 1 is 0 in shape (3, 0) — every dimension must be a positive int
     """
+    if isinstance(shape, Mapping):  # forward(self, batch) reading batch["image"]
+        brief = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else v for k, v in shape.items()}
+        raise InputError(
+            f"{where} is a mapping {brief}: a forward that takes a dict of tensors is not traced — analyse a module "
+            "whose forward takes them as separate arguments (forward(self, image, meta) calling the model with "
+            "{'image': image, 'meta': meta})"
+        )
     if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, torch.Size)):
         raise InputError(
             f"{where}: expected a shape such as (3, 224, 224), got {shape!r} — "

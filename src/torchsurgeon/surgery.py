@@ -32,6 +32,7 @@ from .initialisers import default_init
 from .lazy import lazy_layers
 from .readers import (
     default_input,
+    distinct_images,
     graph_images,
     graph_readers,
     guessed_input,
@@ -146,7 +147,7 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
             "pass an input it accepts now so it can be run instead, e.g. input=(3, 224, 224)"
         ) from exc
     images = graph_images(G)
-    if len(images) > 1:  # an image and a mask: the edit of both never runs
+    if distinct_images(images):  # an image and a mask: the edit of both never runs
         raise several_images(model, images)
     found, mixed, rearranged = graph_readers(G)
     doubts: _Doubts = {name: (reason, None) for name, reason in rearranged.items()}
@@ -189,7 +190,7 @@ def _check_the_edit_runs(
     trial = meta_copy(model)
     _adapted(trial, names, channels, mode, before)
     for image in images:
-        new_input = recoloured(model, image, channels)
+        new_input = recoloured(model, image, channels, before[names[0]])
         try:
             input_readers(trial, new_input)
         except SurgeryError as exc:
@@ -212,8 +213,8 @@ def _check_the_edit_runs(
             else:
                 fix = (
                     f"the model takes a {channels}-channel input as it is: what comes before {names[0]} makes "
-                    f"{before[names[0]]} channels of it (a normalisation with one mean per channel) — use it "
-                    "unchanged, or change that step before adapting"
+                    f"{before[names[0]]} channels of it (a normalisation with one mean per channel, a grey-to-RGB "
+                    "repeat) — use it unchanged, or change that step before adapting"
                 )
             raise SurgeryError(
                 f"{type(model).__name__}: with {', '.join(names)} adapted to {channels} "
@@ -498,6 +499,8 @@ def adapt_input_channels(
     image, run_before = None, False
     if layer is None:
         names, image, run_before, doubts = _input_layers(edited, input)
+        if image is None and not run_before:  # found in the graph: the edit is still tried on a guessed image
+            image = guessed_input(edited)
         if doubts:  # a space-to-depth stem: the layer's channels are not the input's
             made = any("unsqueeze" in reason for reason, _ in doubts.values())  # the input has no channels: no input=
             more = (
