@@ -147,6 +147,10 @@ class MemoryPlan:
         Per module that ran operations itself, in forward order.
     trainable, frozen : int
         Parameters with and without ``requires_grad``.
+    uncounted : tuple[str, ...]
+        Recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) whose kernels also save a workspace for backward
+        (oneDNN's on a CPU, cuDNN's reserve space on a GPU) that a simulated step cannot see: when not empty,
+        ``activations`` and ``peak`` are lower bounds (the notes say so).
     """
 
     model_name: str
@@ -169,6 +173,7 @@ class MemoryPlan:
     frozen: int
     dtype: str | None = None
     workspace: int = 0
+    uncounted: tuple[str, ...] = ()
     _replan: Callable[[int], int] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -298,17 +303,24 @@ class MemoryPlan:
 
     def notes(self) -> list[str]:
         """The formula and what the numbers assume."""
+        rnn: list[str] = []
+        if self.uncounted:
+            kernel = "oneDNN's workspace" if self.device == "cpu" else "cuDNN's reserve space"
+            shown = ", ".join(self.uncounted[:4]) + (" ..." if len(self.uncounted) > 4 else "")
+            rnn = [f"Not counted: {kernel} of the recurrent layers ({shown}): activations and peak are lower bounds"]
         if self.device == "cpu":
             return [
                 "Peak = weights + buffers + gradients + optimizer state"
                 " + max(activations + transient, step temporaries)",
                 "Simulated on fake CPU tensors: what CPU kernels and CPU autocast save",
+                *rnn,
             ]
         return [
             "Peak = weights + buffers + gradients + optimizer state + cuBLAS workspaces"
             " + max(activations + transient, step temporaries)",
             "Simulated on fake CPU tensors with CUDA's dropout, attention and autocast (docs/memory.md)",
             "Not counted: the CUDA context (0.3-0.5 GiB, outside torch.cuda.max_memory_allocated), allocator rounding",
+            *rnn,
         ]
 
     def __str__(self) -> str:
@@ -340,6 +352,7 @@ class MemoryPlan:
             "peak": self.peak,
             "inference_peak": self.inference_peak,
             "peak_at": self.peak_at,
+            "uncounted": list(self.uncounted),
             "layers": [row.to_dict() for row in self.layers],
         }
 
@@ -602,5 +615,6 @@ def memory_plan(
         layers=_rows(model, train),
         trainable=trainable,
         frozen=sum(p.numel() for p in unique) - trainable,
+        uncounted=tuple(n for n, m in model.named_modules() if isinstance(m, nn.RNNBase) and m.training),
         _replan=replan,
     )
