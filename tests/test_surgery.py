@@ -12,12 +12,13 @@ import torchvision
 from torch import nn
 from torch.nn.utils import prune
 
-from models import CifarNet, TwoInputs, on_meta
+from models import CifarNet, TiedLM, TwoInputs, on_meta
 from torchsurgeon import (
     InputError,
     ParamChange,
     SurgeryError,
     TraceError,
+    TypedShape,
     adapt_input_channels,
     append_head,
     check_surgery,
@@ -690,3 +691,24 @@ def test_inputs_that_one_backbone_reads_need_no_choice() -> None:
     a, b = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.randn(2, 1, 8, 8, dtype=torch.float64)
     expected = copy.deepcopy(model).double()(a.expand(2, 3, 8, 8), b.expand(2, 3, 8, 8))
     torch.testing.assert_close(result.model.double()(a, b), expected)
+
+
+def test_check_surgery_knows_a_shared_weights_other_name() -> None:
+    """Found by a probe: the tied name of a shared weight (head.weight is embed.weight) was missing from the
+    original's names, so an edit that unties it or replaces the head called it *new*."""
+    model = TiedLM().eval()
+    untied = copy.deepcopy(model)
+    untied.head.weight = nn.Parameter(untied.head.weight.detach().clone())  # the same values, no longer shared
+    report = check_surgery(model, untied, {"ids": TypedShape((5,), "long")})
+    (head,) = [p for p in report.params if p.name == "head.weight"]
+    assert head.status == ParamChange.KEPT and head.message == "was shared with embed.weight: no longer"
+    assert "new" not in {str(p.status) for p in report.params}
+
+    result = replace_head(model, 10, input={"ids": TypedShape((5,), "long")})
+    checked = check_surgery(model, result.model, {"ids": TypedShape((5,), "long")})
+    assert {p.name: p.status for p in checked.params if p.status != ParamChange.KEPT} == {
+        c.name: c.status for c in result.changes
+    }
+    assert check_surgery(model, copy.deepcopy(model), {"ids": TypedShape((5,), "long")}).params[-1].status == (
+        ParamChange.KEPT
+    )

@@ -226,6 +226,10 @@ def _computed_weights(model: nn.Module) -> dict[str, tuple[torch.Tensor, tuple[s
 def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
     orig: dict[str, torch.Tensor] = dict(original.named_parameters())
     new = dict(edited.named_parameters())
+    # a shared weight's other names (a tied decoder's dec.weight is emb.weight): the edit may untie it
+    firsts = {id(t): n for n, t in orig.items()}
+    aliases = {n: firsts[id(t)] for n, t in original.named_parameters(remove_duplicate=False) if n not in orig}
+    orig.update((n, orig[first]) for n, first in aliases.items() if n in new)
     computed = {n: v for n, v in _computed_weights(original).items() if n in new and n not in orig}
     orig.update((n, value) for n, (value, _) in computed.items())  # matched as parameters; never listed as removed
     reports: dict[str, ParamReport] = {}
@@ -319,8 +323,12 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
             else "not in the edited model",
         )
         for n in orig
-        if n not in claimed
+        if n not in claimed and n not in aliases
     ]
+    for i, report in enumerate(ordered):  # an alias that is a parameter of its own now: the tie is broken
+        if report.name in aliases and report.status is not ParamChange.NEW:
+            untied = f"was shared with {aliases[report.name]}: no longer"
+            ordered[i] = dataclasses.replace(report, message="; ".join(x for x in (report.message, untied) if x))
     return ordered
 
 
