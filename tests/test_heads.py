@@ -272,3 +272,27 @@ def test_segmentation_heads_are_all_replaced(build: object, heads: list[str]) ->
     with torch.no_grad():
         out = replace_head(model, 5).model(torch.zeros(1, 3, 64, 64))
     assert {k: tuple(v.shape) for k, v in out.items()} == {k: (1, 5, 64, 64) for k in out}
+
+
+class _TwoTasks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3)
+        self.heads = nn.ModuleDict({"age": nn.Linear(8, 1), "gender": nn.Linear(8, 2)})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.stem(x).mean((2, 3))
+        return {name: head(features) for name, head in self.heads.items()}
+
+
+def test_a_multi_task_model_is_asked_which_head_to_replace() -> None:
+    """Found by a probe: the first task's head (a 1-output age regressor) was replaced, without a word."""
+    with pytest.raises(SurgeryError, match=r"heads.age \(1\), heads.gender \(2\) — say which one to replace"):
+        replace_head(_TwoTasks(), 7)
+    model = _TwoTasks()
+    result = replace_head(model, 7, layer="heads.gender")
+    assert [c.name for c in result.changes] == ["heads.gender.weight", "heads.gender.bias"]
+    out = result.model(torch.randn(1, 3, 16, 16))
+    assert out["gender"].shape == (1, 7) and torch.equal(result.model.heads.age.weight, model.heads.age.weight)
+    with pytest.raises(SurgeryError, match=r"layer='heads' is a ModuleDict, not a Linear"):
+        replace_head(model, 7, layer="heads")

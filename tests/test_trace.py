@@ -532,3 +532,20 @@ def test_concrete_args_reach_a_forward_through_its_var_keyword(options: dict[str
     report = paramcount(_Options(), (4,), concrete_args=options)
     assert report.output_shape == ((1, 4), (1, 8))
     assert paramcount(_Options(), (4,)).output_shape == (1, 4)
+
+
+def test_a_module_kept_in_a_plain_dict_is_named_with_the_fix() -> None:
+    """Found by a probe: the error suggested concrete_args / leaf_modules, which cannot help."""
+
+    class PlainDict(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3)
+            self.heads = {"age": nn.Linear(8, 1), "gender": nn.Linear(8, 2)}  # not registered
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            features = self.stem(x).mean((2, 3))
+            return {name: head(features) for name, head in self.heads.items()}
+
+    with pytest.raises(TraceError, match=r"it calls heads\['age'\] \(Linear\), a module with weights that is not a s"):
+        paramcount(PlainDict(), (3, 16, 16))

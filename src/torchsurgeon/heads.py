@@ -161,6 +161,14 @@ def _is_layer(module: nn.Module) -> bool:
 
 def _heads(model: nn.Module, input: InputSpec | None) -> list[tuple[str, NodeRecord]]:
     """Each head's module name and the graph node that uses its weights (module docstring)."""
+    return _heads_and_others(model, input)[0]
+
+
+def _heads_and_others(
+    model: nn.Module, input: InputSpec | None
+) -> tuple[list[tuple[str, NodeRecord]], dict[str, int | None]]:
+    """:func:`_heads`, and the layers of another width that give the model's other outputs as they are (a
+    multi-task model's other heads), with their widths."""
     model = unwrap_model(model)
     G = _graph(model, input)
     outputs = _output_nodes(G)
@@ -172,15 +180,18 @@ def _heads(model: nn.Module, input: InputSpec | None) -> list[tuple[str, NodeRec
         )
     layers = [(name, rec) for name, rec in owners if name and _is_layer(model.get_submodule(name))]
     if not layers:
-        return owners[:1]  # not a Linear or Conv layer: replace_head says what to do
+        return owners[:1], {}  # not a Linear or Conv layer: replace_head says what to do
     width = _width(model.get_submodule(layers[0][0]))
     heads = dict((name, rec) for name, rec in layers if _width(model.get_submodule(name)) == width)
-    for graph, node in [(G, n) for n in outputs[1:]] + _outputs_in_training(model, input):
+    others: dict[str, int | None] = {}
+    for i, (graph, node) in enumerate([(G, n) for n in outputs[1:]] + _outputs_in_training(model, input)):
         for name, rec in _owners(graph, node, through_any=False):  # an output a layer gives as it is
             layer = model.get_submodule(name) if name else model
             if name not in heads and _is_layer(layer) and _width(layer) == width:
                 heads[name] = rec
-    return list(heads.items())
+            elif name not in heads and _is_layer(layer) and i < len(outputs) - 1:  # in eval too: another task
+                others[name] = _width(layer)
+    return list(heads.items()), others
 
 
 def _outputs_in_training(model: nn.Module, input: InputSpec | None) -> list[tuple[nx.DiGraph, str]]:
@@ -236,6 +247,7 @@ def replace_head(
     keep: Mapping[int, int] | None = None,
     inplace: bool = False,
     input: InputSpec | None = None,
+    layer: str | None = None,
 ) -> SurgeryResult:
     """Replace the classifier with a fresh one for ``num_classes`` classes.
 
@@ -259,6 +271,10 @@ def replace_head(
     input : shape, tuple of shapes, or mapping, optional
         For a model that cannot be traced without an input (as in
         :func:`~torchsurgeon.paramcount`).
+    layer : str, optional
+        The Linear or convolution layer to replace, by qualified name.  A
+        multi-task model whose outputs come from heads of other widths (an
+        ``age`` regressor beside a ``gender`` classifier) must name one.
 
     Returns
     -------
@@ -282,7 +298,7 @@ def replace_head(
     """
     num_classes = _count(num_classes, "num_classes", "the new class count")
     edited = _copy(model, inplace)
-    heads = _heads(edited, input)
+    heads = _chosen_head(edited, layer, input) if layer is not None else _one_task(edited, input)
     for name, rec in heads:
         if not _is_layer(edited.get_submodule(name) if name else edited):
             raise _not_a_layer(edited, name, rec, num_classes)
@@ -322,6 +338,31 @@ def replace_head(
         ]
     guarded = _with_guards(edited, changes, [(name, _CLASS_GUARDS, old_classes, num_classes) for name, _ in heads])
     return SurgeryResult(edited, (*guarded, *_labels_after(edited, heads[0][0], names, num_classes)))
+
+
+def _one_task(model: nn.Module, input: InputSpec | None) -> list[tuple[str, NodeRecord]]:
+    """The heads of the model's first output; a multi-task model's, whose other outputs come from heads of other
+    widths, is refused: which task gets new classes is the user's to say."""
+    heads, others = _heads_and_others(model, input)
+    if others:
+        first = heads[0][0]
+        widths = ", ".join(f"{n} ({w})" for n, w in [(first, _width(model.get_submodule(first))), *others.items()])
+        raise SurgeryError(
+            f"{type(model).__name__} gives its outputs from heads of different widths: {widths} — say which one "
+            f"to replace, e.g. replace_head(model, num_classes, layer={first!r})"
+        )
+    return heads
+
+
+def _chosen_head(model: nn.Module, layer: str, input: InputSpec | None) -> list[tuple[str, NodeRecord]]:
+    """The head named with ``layer=``: a Linear or convolution layer of the model."""
+    try:
+        module = model.get_submodule(layer)
+    except AttributeError:
+        raise SurgeryError(f"layer={layer!r}: {type(model).__name__} has no such module") from None
+    if not _is_layer(module):
+        raise SurgeryError(f"layer={layer!r} is a {type(module).__name__}, not a Linear or convolution layer")
+    return [(layer, NodeRecord(layer, "call_module", layer, layer, type(module).__name__))]
 
 
 def _configs(model: nn.Module, layer: str) -> list[tuple[str, Any]]:

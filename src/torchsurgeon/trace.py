@@ -264,8 +264,9 @@ class _SurgeonTracer(torch.fx.Tracer):
             return inner(*args, **kwargs)  # traced as the module it compiles (its rows named layer4._orig_mod...)
         try:
             path = self.path_of_module(m)
-        except NameError:  # a module from a global table (transformers' ACT2FN[...]): not the model's
+        except NameError as exc:  # a module from a global table (transformers' ACT2FN[...]): not the model's
             if next(itertools.chain(m.parameters(), m.buffers()), None) is not None:
+                setattr(exc, _UNREGISTERED, _unregistered(self.root, m))  # heads kept in a plain dict
                 raise
             return m.forward(*args, **kwargs)  # weightless: traced through, its ops recorded as functions
         self._stack.append(path)
@@ -695,6 +696,21 @@ def _data_fix(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype, bool]]) -
     )
 
 
+_UNREGISTERED = "torchsurgeon_unregistered"
+"""The attribute naming, on the error of a module with weights that is not the model's submodule, where it is."""
+
+
+def _unregistered(root: nn.Module, module: nn.Module) -> str:
+    """Where the model keeps ``module`` outside its submodules (``heads['age']``, a plain dict), else its class."""
+    for prefix, holder in root.named_modules():
+        for name, value in vars(holder).items():
+            items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+            for key, item in items:
+                if item is module and not name.startswith("_"):
+                    return f"{prefix + '.' if prefix else ''}{name}[{key!r}] ({type(module).__name__})"
+    return type(module).__name__
+
+
 def _trace_error(
     model: nn.Module,
     culprit: str,
@@ -717,6 +733,13 @@ def _trace_error(
         fix = (
             f"the model's own forward calls the leaf {inner!r} with what torch.fx cannot record: "
             "analyse the model's parts that take tensors"
+        )
+    elif getattr(exc, _UNREGISTERED, None):
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        fix = (
+            f"it calls {getattr(exc, _UNREGISTERED)}, a module with weights that is not a submodule of the model (kept "
+            "in a plain dict or list): its weights are not in model.parameters(), .to() or state_dict() either — "
+            "hold it in nn.ModuleDict / nn.ModuleList"
         )
     elif isinstance(exc, ValueError) and "values to unpack" in str(exc):
         where = f"{type(model).__name__}.forward (the top-level model)"
