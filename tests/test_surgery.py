@@ -712,3 +712,41 @@ def test_check_surgery_knows_a_shared_weights_other_name() -> None:
     assert check_surgery(model, copy.deepcopy(model), {"ids": TypedShape((5,), "long")}).params[-1].status == (
         ParamChange.KEPT
     )
+
+
+def test_a_holders_in_features_guarding_the_channels_is_updated() -> None:
+    """Found by a probe: kornia's DISK U-Net checks the input against its own ``in_features``."""
+
+    class Guarded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.in_features = 3
+            self.stem = nn.Conv2d(3, 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[1] != self.in_features:
+                raise ValueError(f"Expected {self.in_features} feature channels in input, got {x.shape[1]}")
+            return self.stem(x)
+
+    result = adapt_input_channels(Guarded().eval(), 1)
+    settings = [(c.name, c.message) for c in result.changes if c.status == ParamChange.SETTING]
+    assert settings == [("in_features", "3 → 1")]
+    assert result.model(torch.randn(1, 1, 8, 8)).shape == (1, 8, 6, 6)
+
+
+def test_folding_a_normalisation_into_a_model_that_normalises_in_forward_is_refused() -> None:
+    """Found by a probe: the model's own ``x - self.mean`` and the folded one would both apply."""
+
+    class Normalises(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+            self.stem = nn.Conv2d(3, 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.stem(x - self.mean)
+
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    with pytest.raises(SurgeryError, match=r"Normalises: the input meets a tensor of the model's own before stem"):
+        fold_input_normalization(Normalises(), mean, std)
+    assert fold_input_normalization(Normalises(), mean, std, layer="stem").changes[0].status == ParamChange.FOLDED

@@ -208,7 +208,8 @@ def _check_the_edit_runs(
                     f"{before[names[0]]} channels of {_input_channels_hint(model, image)}): leave layer= out to have "
                     "them found, with what to do"
                     if chosen
-                    else "pass layer= to choose the layers to adapt"
+                    else "pass layer= to choose the layers to adapt, or, if that message is the model's own check "
+                    "of the channel count, set the attribute it reads"
                 )
             else:
                 fix = (
@@ -365,9 +366,9 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
     return [weight_report, *others]
 
 
-_CHANNEL_GUARDS = ("num_channels", "in_chans", "in_channels", "_in_channels", "input_channels")
+_CHANNEL_GUARDS = ("num_channels", "in_chans", "in_channels", "_in_channels", "input_channels", "in_features")
 """Attributes libraries check the input's channel count against (transformers' ``num_channels``,
-timm's ``in_chans``, smp's ``_in_channels``)."""
+timm's ``in_chans``, smp's ``_in_channels``, kornia's ``in_features``), on the modules holding the stem."""
 
 
 def _update_guards(
@@ -577,7 +578,13 @@ def fold_input_normalization(
     True
     """
     edited = _copy(model, inplace)
-    names = [layer] if layer is not None else input_layers(edited)
+    names, image, run_before, _ = _input_layers(edited, None) if layer is None else ([layer], None, True, {})
+    if names and image is not None and not run_before:  # the graph found the input meets a tensor of the model's
+        raise SurgeryError(
+            f"{type(edited).__name__}: the input meets a tensor of the model's own before {names[0]} (a "
+            "normalisation in forward, x - self.mean): folding (x - mean) / std into it too would normalise twice — "
+            "remove that step first, or name the layer with layer=... if the two are meant to add up"
+        )
     changes: list[ParamReport] = []
     for name in names:
         conv = edited.get_submodule(name) if name else edited
