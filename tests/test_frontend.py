@@ -704,11 +704,30 @@ def test_an_assert_on_data_is_passed_and_control_flow_on_data_is_not() -> None:
 
 def test_timms_hook_feature_net_is_left_as_found() -> None:
     """Found by a probe: timm's FeatureHooks keeps what its hooks collect in a defaultdict of its own, keyed by
-    the input's device; the trace left a proxy key there, and the model could no longer be deep-copied."""
+    the input's device; the trace left a proxy key there (the model could no longer be deep-copied), and the
+    output was None, trusted."""
     timm = pytest.importorskip("timm")
     model = timm.create_model("resnet18", pretrained=False, features_only=True, feature_cls="hook").eval()
     before = dict(model.hooks._feature_outputs)
-    paramcount(model, (3, 64, 64))
+    report = paramcount(model, (3, 64, 64), crosscheck="always")
     assert dict(model.hooks._feature_outputs) == before
     copy.deepcopy(model)
-    assert [t.shape[1] for t in model(torch.randn(1, 3, 64, 64))] == [64, 64, 128, 256, 512]
+    real = tuple(tuple(t.shape) for t in model(torch.randn(1, 3, 64, 64)))
+    assert [shape[1] for shape in real] == [64, 64, 128, 256, 512]
+    # its hooks (partials of a helper object's method) are timm's: they run, keyed by x.device, in the trace and
+    # in the cross-check's copy (bound to its own FeatureHooks); the output was None, trusted
+    assert report.output_shape == real and report.crosscheck.trust == "verified"
+
+
+def test_a_tensors_device_is_one_dict_key_in_a_trace() -> None:
+    class ByDevice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            stored = {x.device: self.conv(x)}
+            y = x * 2
+            return stored[y.device] + 1  # another tensor's device: the same key, as in a real forward
+
+    assert paramcount(ByDevice(), (3, 8, 8)).output_shape == (1, 4, 8, 8)

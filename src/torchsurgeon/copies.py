@@ -261,7 +261,10 @@ def library_hook(hook: Any, library: str | None) -> bool:
     >>> library_hook(print, "builtins"), library_hook(print, None)
     (True, False)
     """
-    return library is not None and str(getattr(hook, "__module__", "") or "").split(".")[0] == library
+    fn = hook
+    while isinstance(fn, (functools.partial, types.MethodType)):  # timm's FeatureHooks: partial(self._collect, id)
+        fn = fn.func if isinstance(fn, functools.partial) else fn.__func__
+    return library is not None and str(getattr(fn, "__module__", "") or "").split(".")[0] == library
 
 
 _NONE_RETURNING = frozenset(
@@ -531,10 +534,21 @@ class _Copier:
         }
 
     def _kept(self, hook: Any) -> Any:
-        """A hook the copy keeps: the user's (one that returns a value) leaves their containers as they were."""
-        if library_hook(hook, self.library) or type(hook).__module__ in _REPARAMETRIZING:
+        """A hook the copy keeps: the user's (one that returns a value) leaves their containers as they were; the
+        library's, a method of a helper object of its own (timm's ``FeatureHooks``), is bound to that object's copy,
+        where the copy's forward reads what it collects."""
+        if type(hook).__module__ in _REPARAMETRIZING:
             return hook
+        if library_hook(hook, self.library):
+            return self._rebound(hook)
         return without_side_effects(hook)
+
+    def _rebound(self, hook: Any) -> Any:
+        if isinstance(hook, functools.partial):
+            return functools.partial(self._rebound(hook.func), *hook.args, **hook.keywords)
+        if isinstance(hook, types.MethodType) and not isinstance(hook.__self__, nn.Module):
+            return types.MethodType(hook.__func__, self.copy(hook.__self__))
+        return hook
 
     def copy(self, value: Any) -> Any:
         cls = type(value)

@@ -269,6 +269,9 @@ def _sole_tracer(cls: type[torch.fx.Proxy], args: tuple[Any, ...], kwargs: Mappi
     return found
 
 
+_DEVICE = "device"
+
+
 class _ShapeAttribute(torch.fx.proxy.Attribute):
     __len__ = _len
     __int__ = __index__ = _int
@@ -293,6 +296,11 @@ class _ShapeAttribute(torch.fx.proxy.Attribute):
         if k in _NOT_PROXIED:
             raise AttributeError(k)
         return super().__getattr__(k)
+
+    def __hash__(self) -> int:
+        # every tensor of a forward is on one device: ``x.device`` read twice is one dict key (timm's FeatureHooks
+        # keys what its hooks collect by it); equality is then answered from the values on meta, as in a forward
+        return hash(_DEVICE) if self.attr == "device" else id(self)
 
 
 @contextlib.contextmanager
