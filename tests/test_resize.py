@@ -93,7 +93,7 @@ def test_messages_of_inner_layers_name_a_replacement_that_fits() -> None:
     r = paramcount(model, (3, 12, 12))
     (finding,) = r.findings
     assert finding.layer == "1"
-    assert finding.fix.startswith("the layer before gives 8: make it give 16, or replace the layer (new weights): ")
+    assert finding.fix.startswith("what comes before it gives 8: make that give 16, or replace the layer (new weights)")
     fix = finding.fix.rsplit("(new weights): ", 1)[1]
     exec(fix, {"model": model, "nn": nn})
     assert paramcount(model, (3, 12, 12)).findings == ()

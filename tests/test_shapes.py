@@ -132,7 +132,7 @@ def test_a_layer_reading_the_input_through_padding_is_folded() -> None:
     r = paramcount(nn.Sequential(nn.ZeroPad2d(1), nn.Dropout(), nn.Conv2d(3, 8, 3)), (1, 8, 8))
     assert [f.fix for f in r.findings] == ["fold it with adapt_input_channels(model, 1)"]
     r = paramcount(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ZeroPad2d(1), nn.Conv2d(8, 8, 3)), (3, 8, 8))
-    assert r.findings[0].fix.startswith("the layer before gives 3")  # padding after a layer: that layer's output
+    assert r.findings[0].fix.startswith("what comes before it gives 3")  # padding after a layer: that layer's output
 
 
 def _scaled(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -68,7 +68,7 @@ def _fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str:
     if call.from_input and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(got, int):
         return input_fix(m, got)
     rebuild = rebuild_fix(m, call.layer, what, got)
-    before = f"the layer before gives {got}: make it give {expected}"
+    before = f"what comes before it gives {got}: make that give {expected}"
     if call.from_input:
         before = f"the input gives {got}: give {expected}"
     return f"{before}, or replace the layer (new weights): {rebuild}" if rebuild else before
@@ -405,7 +405,7 @@ def _functional_conv(fn: Any) -> Any:
             named = Call(layer, kind, call.from_input)
             fix = _fix(named, owner, "in_channels", expected, got)
         else:
-            fix = f"the layer before gives {got}: make it give {expected}"
+            fix = f"what comes before it gives {got}: make that give {expected}"
         bound[1] = torch.empty((weight.shape[0], got // groups, *weight.shape[2:]), dtype=weight.dtype, device="meta")
         with torch.device("meta"):
             out = fn(*bound)
