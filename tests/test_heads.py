@@ -296,3 +296,73 @@ def test_a_multi_task_model_is_asked_which_head_to_replace() -> None:
     assert out["gender"].shape == (1, 7) and torch.equal(result.model.heads.age.weight, model.heads.age.weight)
     with pytest.raises(SurgeryError, match=r"layer='heads' is a ModuleDict, not a Linear"):
         replace_head(model, 7, layer="heads")
+
+
+def test_a_detection_heads_no_object_row_is_kept_and_counted() -> None:
+    """Found by a probe: DETR's and YOLOS's heads score num_labels + 1 classes; replace_head(m, 3) made 3 rows and
+    num_labels 3, and from_pretrained of the saved model failed."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.YolosConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=[32, 32],
+        patch_size=8,
+        num_detection_tokens=5,
+        num_labels=5,
+    )
+    model = transformers.YolosForObjectDetection(config).eval()
+    result = replace_head(model, 3, keep={0: 4}, input=(3, 32, 32))
+    head = result.model.class_labels_classifier.layers[-1]
+    old = model.class_labels_classifier.layers[-1]
+    assert head.out_features == 4 and result.model.config.num_labels == 3  # 3 classes and "no object"
+    assert torch.equal(head.weight[3], old.weight[5]) and torch.equal(head.weight[0], old.weight[4])
+    assert "its last row (no object, as num_labels + 1 = 6 rows say) carried over" in result.changes[0].message
+
+
+def test_an_auxiliary_head_only_the_loss_reads_is_replaced_too() -> None:
+    """Found by a probe: UperNet's auxiliary_head.classifier kept 5 classes while num_labels became 3."""
+    transformers = pytest.importorskip("transformers")
+    backbone = transformers.ConvNextConfig(
+        hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1], out_features=["stage1", "stage2", "stage3", "stage4"]
+    )
+    config = transformers.UperNetConfig(
+        backbone_config=backbone, hidden_size=16, auxiliary_in_channels=24, num_labels=5
+    )
+    model = transformers.UperNetForSemanticSegmentation(config).eval()
+    result = replace_head(model, 3)
+    assert result.model.decode_head.classifier.out_channels == result.model.auxiliary_head.classifier.out_channels == 3
+    labels = torch.zeros(1, 32, 32, dtype=torch.long)
+    assert result.model(torch.randn(1, 3, 32, 32), labels=labels).loss is not None  # the auxiliary loss runs
+
+
+def test_kept_classes_with_default_names_keep_the_labels_one_to_one() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8
+    )
+    config.num_labels = 2
+    model = transformers.ViTForImageClassification(config).eval()
+    edited = replace_head(model, 3, keep={0: 1}).model.config
+    assert edited.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    assert all(edited.label2id[name] == i for i, name in edited.id2label.items())
+
+
+def test_appending_to_a_hugging_face_classifier_says_what_from_pretrained_rebuilds() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=32, patch_size=8
+    )
+    config.num_labels = 5
+    result = append_head(transformers.ViTForImageClassification(config).eval(), nn.ReLU(), nn.Linear(5, 3))
+    (row,) = [c for c in result.changes if c.name == "config.num_labels"]
+    assert row.message.startswith("5 → 3 (from_pretrained builds a plain classifier for it")
+
+
+def test_smps_hub_config_follows_the_head() -> None:
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    model = smp.Unet("resnet18", encoder_weights=None, classes=2)
+    result = replace_head(model, 5)
+    assert result.model._hub_mixin_config["classes"] == 5
+    assert ("_hub_mixin_config['classes']", "2 → 5") in [(c.name, c.message) for c in result.changes]

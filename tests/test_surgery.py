@@ -750,3 +750,42 @@ def test_folding_a_normalisation_into_a_model_that_normalises_in_forward_is_refu
     with pytest.raises(SurgeryError, match=r"Normalises: the input meets a tensor of the model's own before stem"):
         fold_input_normalization(Normalises(), mean, std)
     assert fold_input_normalization(Normalises(), mean, std, layer="stem").changes[0].status == ParamChange.FOLDED
+
+
+def test_a_linear_named_with_layer_is_tried_before_it_is_folded() -> None:
+    """Found by a probe: ``layer="fc"`` of a resnet18 was folded 512 → 1 without a word (only convolutions were
+    tried), and the edited model ran on no input."""
+    with pytest.raises(SurgeryError, match=r"the layers named do not read the input's channels as they are \(fc"):
+        adapt_input_channels(torchvision.models.resnet18().eval(), 1, layer="fc")
+
+
+def test_a_stem_reading_the_input_after_indexing_with_none_is_not_folded() -> None:
+    """Found by a probe: Wav2Vec2 reads ``input_values[:, None]``; its stem was folded 1 → 2 without ``input=``."""
+
+    class Waveform(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(1, 8, 10, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T)
+            return self.conv(x[:, None])
+
+    with pytest.raises(SurgeryError, match=r"conv \(Conv1d\) reads the input only after getitem\(\)"):
+        adapt_input_channels(Waveform().eval(), 2, "spread")
+
+
+def test_smps_hub_config_follows_the_input_channels() -> None:
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    result = adapt_input_channels(smp.Unet("resnet18", encoder_weights=None).eval(), 1)
+    assert result.model._hub_mixin_config["in_channels"] == 1
+
+
+def test_repeat_to_one_channel_of_a_same_padded_conv_is_the_sum_fold() -> None:
+    """Found by a probe: timm's Conv2dSame stem refused ``repeat`` to 1 channel (the check repeated 3 channels
+    zero times); repeat to 1 is timm's sum."""
+    from timm.layers import Conv2dSame
+
+    model = nn.Sequential(Conv2dSame(3, 8, 3, stride=2), nn.ReLU()).eval().double()
+    result = adapt_input_channels(model, 1, "repeat")
+    grey = torch.randn(1, 1, 9, 9, dtype=torch.float64)
+    torch.testing.assert_close(result.model(grey), model(grey.expand(1, 3, 9, 9)))

@@ -55,8 +55,9 @@ def computes_its_weight(layer: nn.Module) -> bool:
     return False
 
 
-def _inputs(layer: nn.Module, mode: FoldMode, before: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input of the original layer, input of the folded one) that the fold relates, float64."""
+def _inputs(layer: nn.Module, mode: FoldMode, before: int, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(input of the original layer, input of the folded one) that the fold relates, float64; None when the fold
+    is exact on no input (``repeat`` to a channel count that is not a multiple of the original's)."""
     if isinstance(layer, nn.Linear):
         spatial: tuple[int, ...] = ()
     else:
@@ -68,18 +69,21 @@ def _inputs(layer: nn.Module, mode: FoldMode, before: int, channels: int) -> tup
         x = torch.randn((1, c, *spatial), generator=generator, dtype=torch.float64)
         return x if spatial else x.reshape(1, c)
 
-    if mode in (FoldMode.SUM, FoldMode.SPREAD):  # a grey image, replicated
-        grey = random(1)
+    if mode in (FoldMode.SUM, FoldMode.SPREAD) or (mode == FoldMode.REPEAT and channels == 1):  # grey, replicated
+        grey = random(1)  # (repeat to one channel is timm's sum)
         return grey.expand(1, before, *spatial).contiguous(), grey.expand(1, channels, *spatial).contiguous()
     x = random(before)
     if mode == FoldMode.REPEAT:
+        if channels % before:  # scaled copies cut to the channel count: no input it is exact on
+            return None
         return x, x.repeat(1, channels // before, *([1] * len(spatial)))
     return x, torch.cat([x, random(channels - before)], dim=1)  # zero_extra
 
 
 def fold_difference(original: nn.Module, folded: nn.Module, mode: FoldMode, before: int, channels: int) -> float:
     """The largest difference between ``original`` and ``folded`` on the inputs the fold relates, relative to the
-    largest output; 0.0 when their weights have no values to run (``meta``), infinity when ``folded`` fails.
+    largest output; 0.0 when their weights have no values to run (``meta``) or the fold is exact on no input,
+    infinity when ``folded`` fails.
 
     Examples
     --------
@@ -92,7 +96,10 @@ def fold_difference(original: nn.Module, folded: nn.Module, mode: FoldMode, befo
     """
     if any(p.is_meta for p in (*original.parameters(), *folded.parameters())):
         return 0.0
-    x_before, x_after = _inputs(original, mode, before, channels)
+    related = _inputs(original, mode, before, channels)
+    if related is None:  # no input to compare on: nothing to say
+        return 0.0
+    x_before, x_after = related
     dtype = torch.float64
     with torch.no_grad():
         try:

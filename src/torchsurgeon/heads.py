@@ -26,7 +26,7 @@ from torch import nn
 
 from .arguments import ExampleInputs, tensor_inputs
 from .errors import InputError, SurgeryError, TraceError
-from .graph import NodeRecord, build_graph, graph_module_of, index_of, node_record
+from .graph import NodeRecord, build_graph, graph_module_of, index_of, node_record, node_records
 from .initialisers import default_init
 from .readers import default_input, weights_owner
 from .records import ParamChange, ParamReport
@@ -39,7 +39,7 @@ from .wrappers import unwrap_model
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
 
-_CLASS_GUARDS = ("num_labels", "num_classes", "n_classes")
+_CLASS_GUARDS = ("num_labels", "num_classes", "n_classes", "classes")
 """Attributes of a module holding the head, or of its config, that keep the class count."""
 
 
@@ -191,6 +191,13 @@ def _heads_and_others(
                 heads[name] = rec
             elif name not in heads and _is_layer(layer) and i < len(outputs) - 1:  # in eval too: another task
                 others[name] = _width(layer)
+    output = next((rec.name for rec in node_records(G) if rec.op == "output"), None)
+    reaching = nx.ancestors(G, output) if output is not None else set()
+    used = {p for rec in node_records(G) if rec.name in reaching for p in rec.param_names}
+    for name, module in model.named_modules():  # as wide, reaching no output: an auxiliary head only a loss reads
+        if name not in heads and _is_layer(module) and _width(module) == width:
+            if not any(f"{name}.{p}" in used for p, _ in module.named_parameters()):
+                heads[name] = NodeRecord(name, "call_module", name, name, type(module).__name__)
     return list(heads.items()), others
 
 
@@ -303,8 +310,10 @@ def replace_head(
         if not _is_layer(edited.get_submodule(name) if name else edited):
             raise _not_a_layer(edited, name, rec, num_classes)
     first = edited.get_submodule(heads[0][0])
-    old_classes = _width(first)
-    assert old_classes is not None
+    width = _width(first)
+    assert width is not None
+    extra = _no_object_rows(edited, heads[0][0], width)  # DETR's head: its classes and one "no object" row
+    old_classes = width - extra
     keep = dict(keep or {})
     for new_i, old_i in keep.items():
         if not (0 <= new_i < num_classes) or not (0 <= old_i < old_classes):
@@ -313,13 +322,16 @@ def replace_head(
                 f"old classes of {heads[0][0]} are 0..{old_classes - 1}"
             )
     rows = f"; rows {sorted(keep)} carried over from classes {[keep[k] for k in sorted(keep)]}" if keep else ""
+    if extra:
+        rows += f"; its last row (no object, as num_labels + 1 = {width} rows say) carried over"
     names = _label_names(edited, heads[0][0], keep)
+    carried = {**keep, **{num_classes + i: old_classes + i for i in range(extra)}}
     changes: list[ParamReport] = []
     for name, _ in heads:
         old = edited.get_submodule(name)
-        new = _fresh(old, num_classes)
+        new = _fresh(old, num_classes + extra)
         with torch.no_grad():
-            for new_i, old_i in keep.items():
+            for new_i, old_i in carried.items():
                 new.get_parameter("weight")[new_i] = old.get_parameter("weight")[old_i]
                 if getattr(new, "bias", None) is not None:
                     new.get_parameter("bias")[new_i] = old.get_parameter("bias")[old_i]
@@ -338,6 +350,13 @@ def replace_head(
         ]
     guarded = _with_guards(edited, changes, [(name, _CLASS_GUARDS, old_classes, num_classes) for name, _ in heads])
     return SurgeryResult(edited, (*guarded, *_labels_after(edited, heads[0][0], names, num_classes)))
+
+
+def _no_object_rows(model: nn.Module, layer: str, width: int) -> int:
+    """1 when a config holding the head says ``num_labels`` is one less than its width (DETR's and YOLOS's heads
+    score a "no object" class after the labels), else 0."""
+    labels = {getattr(config, "num_labels", None) for _, config in _configs(model, layer)}
+    return 1 if width - 1 in labels and width not in labels else 0
 
 
 def _one_task(model: nn.Module, input: InputSpec | None) -> list[tuple[str, NodeRecord]]:
@@ -381,8 +400,9 @@ def _label_names(
     names = {}
     for where, config in _configs(model, layer):
         id2label = getattr(config, "id2label", None)
-        if isinstance(id2label, Mapping):
+        if isinstance(id2label, Mapping):  # a default name (LABEL_1) says nothing: the new index's default
             kept = {new_i: str(id2label.get(old_i, f"LABEL_{new_i}")) for new_i, old_i in keep.items()}
+            kept = {i: f"LABEL_{i}" if n == f"LABEL_{keep[i]}" else n for i, n in kept.items()}
             names[where] = (dict(id2label), kept)
     return names
 
@@ -487,4 +507,13 @@ def append_head(
             )
     before, after = _width(old), next((w for w in map(_width, reversed(modules)) if w is not None), None)
     guards = [(name, _CLASS_GUARDS, before, after)] if before is not None and after is not None else []
-    return SurgeryResult(edited, _with_guards(edited, changes, guards))
+    rows = list(_with_guards(edited, changes, guards))
+    for i, row in enumerate(rows):  # transformers rebuilds the classifier from the config: a plain layer
+        if row.status is ParamChange.SETTING and row.name.endswith("config.num_labels"):
+            rows[i] = dataclasses.replace(
+                row,
+                message=f"{row.message} (from_pretrained builds a plain classifier for it: the appended layers are "
+                "not restored from save_pretrained — save the model with torch.save, or load its state_dict into "
+                "this model)",
+            )
+    return SurgeryResult(edited, tuple(rows))

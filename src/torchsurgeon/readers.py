@@ -32,7 +32,7 @@ from .arguments import ExampleInputs
 from .copies import _ZERO_RUN_LIMIT, _zeros_like, cannot_run_on_meta, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
-from .graph import NodeRecord, index_of, node_record, node_records, opaque_of
+from .graph import NodeRecord, graph_cache, graph_module_of, index_of, node_record, node_records, opaque_of
 from .resize import input_conv
 from .shapes import meta_copy
 from .shapespec import InputSpec
@@ -207,7 +207,7 @@ def _reached(G: nx.DiGraph, start: str, opaque: Mapping[str, str]) -> tuple[list
                 continue
             if rec.op == "call_module" and rec.layer in opaque:
                 moves = f"{rec.layer} ({rec.module_type}, analysed as one opaque layer)"
-            elif (rec.module_type if rec.op == "call_module" else rec.target) in _REARRANGING:
+            elif (rec.module_type if rec.op == "call_module" else rec.target) in _REARRANGING or _new_dims(G, rec):
                 in_scope = f"{rec.module_type} in {rec.scope}".removesuffix(" in ")
                 moves = f"{rec.layer} ({rec.module_type})" if rec.op == "call_module" else in_scope
             else:
@@ -215,6 +215,15 @@ def _reached(G: nx.DiGraph, start: str, opaque: Mapping[str, str]) -> tuple[list
             frontier.append((succ, via or moves))
             mixed = mixed or any(_model_tensor(G, p, seen) for p in G.predecessors(succ))
     return found, mixed, rearranged
+
+
+def _new_dims(G: nx.DiGraph, rec: NodeRecord) -> bool:
+    """Whether ``rec`` indexes with ``None`` (``x[:, None]``: a new dim, as ``unsqueeze`` makes one)."""
+    if rec.op != "call_function" or rec.target != "getitem":
+        return False
+    nodes = graph_cache(G, "nodes by name", lambda: {n.name: n for n in graph_module_of(G).graph.nodes})
+    index = nodes[rec.name].args[1] if len(nodes[rec.name].args) > 1 else ()
+    return index is None or (isinstance(index, tuple) and None in index)
 
 
 _FACTORIES = frozenset({"tensor", "as_tensor", "from_numpy", "ones", "zeros", "full", "arange", "linspace", "eye"})

@@ -204,9 +204,9 @@ def _check_the_edit_runs(
                 input_readers(model, new_input)
             except SurgeryError:
                 fix = (
-                    "the layers named do not read the input's channels as they are (a space-to-depth stem makes "
-                    f"{before[names[0]]} channels of {_input_channels_hint(model, image)}): leave layer= out to have "
-                    "them found, with what to do"
+                    f"the layers named do not read the input's channels as they are ({names[0]} reads "
+                    f"{before[names[0]]}, the input has {_input_channels_hint(model, image)}: a later layer, or a "
+                    "space-to-depth stem): leave layer= out to have them found, with what to do"
                     if chosen
                     else "pass layer= to choose the layers to adapt, or, if that message is the model's own check "
                     "of the channel count, set the attribute it reads"
@@ -366,9 +366,18 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
     return [weight_report, *others]
 
 
-_CHANNEL_GUARDS = ("num_channels", "in_chans", "in_channels", "_in_channels", "input_channels", "in_features")
+_CHANNEL_GUARDS = (
+    "num_channels",
+    "in_chans",
+    "in_channels",
+    "_in_channels",
+    "input_channels",
+    "in_features",
+    "num_mel_bins",
+)
 """Attributes libraries check the input's channel count against (transformers' ``num_channels``,
-timm's ``in_chans``, smp's ``_in_channels``, kornia's ``in_features``), on the modules holding the stem."""
+timm's ``in_chans``, smp's ``_in_channels``, kornia's ``in_features``, Whisper's ``num_mel_bins``), on the modules
+holding the stem; smp's ``_hub_mixin_config`` entries too."""
 
 
 def _update_guards(
@@ -381,13 +390,21 @@ def _update_guards(
     ``id2label``).
     """
     changes: list[ParamReport] = []
+    note = f"{before} → {after}"
     for where, holder, is_config in _holders(model, layer):
         for attr in attributes:
             value = getattr(holder, attr, None) if is_config else vars(holder).get(attr)
             if type(value) is int and value == before:
                 setattr(holder, attr, after)
-                note = f"{before} → {after}"
                 changes.append(ParamReport(f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", note))
+        hub = None if is_config else vars(holder).get("_hub_mixin_config")  # smp's from_pretrained rebuilds from it
+        if not isinstance(hub, dict):
+            continue
+        for attr in attributes:
+            if type(hub.get(attr)) is int and hub[attr] == before:
+                hub[attr] = after
+                name = f"{where}._hub_mixin_config[{attr!r}]".lstrip(".")
+                changes.append(ParamReport(name, ParamChange.SETTING, None, None, "", note))
     return changes
 
 
@@ -503,7 +520,7 @@ def adapt_input_channels(
         if image is None and not run_before:  # found in the graph: the edit is still tried on a guessed image
             image = guessed_input(edited)
         if doubts:  # a space-to-depth stem: the layer's channels are not the input's
-            made = any("unsqueeze" in reason for reason, _ in doubts.values())  # the input has no channels: no input=
+            made = any(w in reason for reason, _ in doubts.values() for w in ("unsqueeze", "getitem"))  # no channels
             more = (
                 "" if run_before or made else "; or pass the input the model takes now (input=(3, 224, 224)) to check"
             )
@@ -517,12 +534,11 @@ def adapt_input_channels(
             "pass layer='name' to choose one"
         )
     before = {name: _input_width(edited, name)[1] for name in names}  # every layer checked before any is edited
-    convs = all(isinstance(edited.get_submodule(name), nn.modules.conv._ConvNd) for name in names)
-    if convs and layer is not None and image is None:  # chosen layers: tried on an input the model runs on now
+    if layer is not None and image is None:  # chosen layers (a Linear too): tried on an input the model runs on now
         found = [g for g in (default_input(edited), guessed_input(edited), (3, 224, 224)) if g]
         guesses = [g for i, g in enumerate(found) if g not in found[:i]]  # a config's image is a dict: no hash
         _check_the_edit_runs(edited, names, channels, mode, guesses, before, False, chosen=True)
-    elif image is not None and convs:  # the edit is run once before it is made
+    elif image is not None:  # the edit is run once before it is made
         _check_the_edit_runs(edited, names, channels, mode, [image], before, run_before, chosen=layer is not None)
     return SurgeryResult(edited, _adapted(edited, names, channels, mode, before))
 
