@@ -345,3 +345,66 @@ def test_a_recurrent_layers_workspace_is_said_not_to_be_counted(device: str) -> 
     kernel = "oneDNN's workspace" if device == "cpu" else "cuDNN's reserve space"
     assert f"Not counted: {kernel} of the recurrent layers (lstm)" in str(plan)
     assert memory_plan(model.eval().fc, (16,), device=device).uncounted == ()
+
+
+class _ReplacesABuffer(nn.Module):
+    """A forward that replaces a registered buffer (a cache keyed by size, as timm's ConViT does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Linear(16, 16) for _ in range(6))
+        self.register_buffer("cache", torch.zeros(16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            self.cache = torch.zeros(x.shape[-1])  # the old buffer is freed here
+            x = torch.relu(block(x) + self.cache)
+        return x
+
+
+def test_a_buffer_replaced_in_forward_does_not_hide_activations() -> None:
+    """Found by a probe: the freed buffer's storage address was reused by activations and gradients, which the
+    plan then skipped as the buffer's (0.27 x the gradients, a different answer on each call)."""
+    model = _ReplacesABuffer()
+    real = measure(model, torch.randn(8, 16))
+    plans = [memory_plan(model, (16,), batch=8, optimizer="sgd", device="cpu") for _ in range(3)]
+    assert {(p.activations, p.gradients) for p in plans} == {(real.saved, real.gradients)}
+
+
+def test_channels_last_weights_plan_the_copy_flatten_makes() -> None:
+    """Found by a probe: the fake copy's weights were contiguous, and flatten after a channels-last conv copies
+    (0.68 x the real bytes)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16 * 16, 4))
+    model = model.to(memory_format=torch.channels_last)
+    real = measure(model, torch.randn(2, 3, 16, 16))
+    assert memory_plan(model, (3, 16, 16), batch=2, optimizer="sgd", device="cpu").activations == real.saved
+
+
+def test_layers_the_user_put_in_eval_stay_there_in_the_plan() -> None:
+    """Found by a probe: a model in train() with its batch norms frozen (eval()) was planned all in training."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 2))
+    model.train()
+    model[1].eval()
+    saved: dict[int, int] = {}
+    weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().data_ptr() not in weights:
+            saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.randn(2, 3, 16, 16))
+    plan = memory_plan(model, (3, 16, 16), batch=2, optimizer="sgd", device="cpu")
+    assert plan.activations == sum(saved.values())
+    assert not model[1].training and model.training  # the model itself is untouched
+
+
+def test_labels_given_as_a_shape_are_class_indices() -> None:
+    """Found by a probe: GPT-2's loss gathers by ``labels``, which a shape made float: the plan refused."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2, n_positions=64)
+    model = transformers.GPT2LMHeadModel(config)
+    assert memory_plan(model, {"input_ids": (16,), "labels": (16,)}, batch=2, device="cpu").activations > 0

@@ -182,7 +182,8 @@ def input_dtype_for(name: str, model: nn.Module) -> torch.dtype:
     Token ids are the arguments named ``ids`` or ``*_ids`` (``input_ids``,
     ``decoder_input_ids``, ``token_type_ids``), the names Hugging Face
     models use, so they stay integers even when the embedding that reads
-    them sits inside an opaque layer.  Give a
+    them sits inside an opaque layer; class indices, ``labels`` (a Hugging
+    Face model's loss reads them with ``gather``), too.  Give a
     :class:`~torchsurgeon.shapespec.TypedShape` (``"128:long"``) or a tensor
     instead of a shape to choose any other dtype.
 
@@ -191,8 +192,10 @@ def input_dtype_for(name: str, model: nn.Module) -> torch.dtype:
     >>> from torch import nn
     >>> input_dtype_for("input_ids", nn.Linear(2, 2)), input_dtype_for("pixel_values", nn.Linear(2, 2).half())
     (torch.int64, torch.float16)
+    >>> input_dtype_for("labels", nn.Linear(2, 2))
+    torch.int64
     """
-    if name == "ids" or name.endswith("_ids"):
+    if name in ("ids", "labels") or name.endswith(("_ids", "_labels")):
         return torch.long
     for p in itertools.chain(model.parameters(), model.buffers()):
         if p.is_floating_point():

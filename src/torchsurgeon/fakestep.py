@@ -162,8 +162,12 @@ class SimulatedStep:
 
 
 def _fake_like(mode: FakeTensorMode, t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """A fake tensor with ``t``'s shape and strides (a channels-last weight makes channels-last outputs, which a
+    later ``flatten`` copies), in ``dtype`` if ``t`` is floating point."""
     with mode:
-        return torch.empty(t.shape, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
+        return torch.empty_strided(
+            t.shape, t.stride(), dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype
+        )
 
 
 def _tensors_in(value: Any) -> Iterator[torch.Tensor]:
@@ -238,9 +242,14 @@ def simulate_step(
     ({'': 0, '0': 48, '1': 96, '2': 0}, 232)
     """
     fake = FakeTensorMode(allow_non_fake_inputs=True)
-    copy = detached_copy(model, lambda t: _fake_like(fake, t, dtype)).train(train)
+    copy = detached_copy(model, lambda t: _fake_like(fake, t, dtype))
+    if not (train and model.training):  # a model in train() keeps the layers its user put in eval() (a frozen BN)
+        copy.train(train)
     params = list(copy.parameters())
-    storages = _Storages({_storage_key(t) for t in itertools.chain(params, copy.buffers())})
+    # held to the end: a forward that replaces a buffer (timm's ConViT, a size-keyed cache) would free it, and its
+    # storage's address, the key excluded, would be reused by activations and gradients, which were then skipped
+    held = [*params, *copy.buffers()]
+    storages = _Storages({_storage_key(t) for t in held})
     handles = []
     for name, module in copy.named_modules():
 
