@@ -789,3 +789,52 @@ def test_repeat_to_one_channel_of_a_same_padded_conv_is_the_sum_fold() -> None:
     result = adapt_input_channels(model, 1, "repeat")
     grey = torch.randn(1, 1, 9, 9, dtype=torch.float64)
     torch.testing.assert_close(result.model(grey), model(grey.expand(1, 3, 9, 9)))
+
+
+def test_check_surgery_of_a_cast_model_keeps_every_weight() -> None:
+    """Found by a probe: ``copy.deepcopy(model).double()`` was reported as every layer re-initialised."""
+    model = CifarNet().eval()
+    for cast, dtype in ((torch.float64, "float64"), (torch.float16, "float16")):
+        report = check_surgery(model, copy.deepcopy(model).to(cast), (3, 32, 32))
+        assert {p.status for p in report.params} == {ParamChange.KEPT}
+        assert report.params[0].message == f"cast float32 → {dtype}"
+
+
+def test_check_surgery_names_a_new_tie_and_the_models_own_parameters() -> None:
+    """Found by a probe: tying dec.weight to emb.weight listed dec.weight as removed; a parameter of the model itself
+    was named '' in the verdict."""
+
+    class Untied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.dec = nn.Embedding(20, 8), nn.Linear(8, 20, bias=False)
+            self.scale = nn.Parameter(torch.ones(8))
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.dec(self.emb(ids) * self.scale)
+
+    model = Untied().eval()
+    tied = copy.deepcopy(model)
+    tied.dec.weight = tied.emb.weight
+    with torch.no_grad():
+        tied.scale.mul_(2)
+    report = check_surgery(model, tied, {"ids": TypedShape((4,), "long")})
+    (dec,) = [p for p in report.params if p.name == "dec.weight"]
+    assert dec.status == ParamChange.REINITIALISED and dec.message.startswith("now shares emb.weight (tied)")
+    assert "removed" not in report.verdict and "(scale: pretrained weights lost" in report.verdict
+
+
+def test_the_random_mode_lists_the_bias_it_draws_again() -> None:
+    result = adapt_input_channels(nn.Sequential(nn.Conv2d(3, 8, 3)).eval(), 1, "random")
+    assert [(c.name, c.status) for c in result.changes] == [
+        ("0.weight", ParamChange.REINITIALISED),
+        ("0.bias", ParamChange.REINITIALISED),
+    ]
+
+
+def test_an_appended_layer_is_named_by_its_values() -> None:
+    head = nn.Linear(10, 3)
+    nn.init.zeros_(head.weight)
+    result = append_head(nn.Sequential(nn.Linear(4, 10)).eval(), nn.ReLU(), head)
+    (weight,) = [c for c in result.changes if c.name == "0.2.weight"]
+    assert weight.init.endswith("observed: all zeros (zeros_)")

@@ -27,7 +27,7 @@ from torch import nn
 from .arguments import ExampleInputs, tensor_inputs
 from .errors import InputError, SurgeryError, TraceError
 from .graph import NodeRecord, build_graph, graph_module_of, index_of, node_record, node_records
-from .initialisers import default_init
+from .initialisers import default_init, named_init
 from .readers import default_input, weights_owner
 from .records import ParamChange, ParamReport
 from .resize import hands_on_features
@@ -500,11 +500,8 @@ def append_head(
     for i, m in enumerate(modules, start=1):
         for p, t in m.named_parameters():
             owner = m.get_submodule(p.rpartition(".")[0]) if "." in p else m
-            changes.append(
-                ParamReport(
-                    f"{name}.{i}.{p}", ParamChange.NEW, None, tuple(t.shape), default_init(owner, p.rpartition(".")[2])
-                )
-            )
+            init = named_init(owner, p.rpartition(".")[2], t)  # the values the user's layer holds
+            changes.append(ParamReport(f"{name}.{i}.{p}", ParamChange.NEW, None, tuple(t.shape), init))
     before, after = _width(old), next((w for w in map(_width, reversed(modules)) if w is not None), None)
     guards = [(name, _CLASS_GUARDS, before, after)] if before is not None and after is not None else []
     rows = list(_with_guards(edited, changes, guards))

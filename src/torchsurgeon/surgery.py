@@ -314,15 +314,16 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
         if old_weight.device.type != "meta":
             fresh.reset_parameters()  # type: ignore[operator]
         _set_submodule(model, name, fresh)
-        return [
+        return [  # reset_parameters draws the bias too
             ParamReport(
-                f"{name}.weight",
+                f"{name}.{local}",
                 ParamChange.REINITIALISED,
-                shape_before,
-                tuple(fresh.get_parameter("weight").shape),
-                default_init(fresh, "weight"),
+                tuple(getattr(layer, local).shape),
+                tuple(p.shape),
+                default_init(fresh, local),
                 "pretrained weights lost (mode='random')",
             )
+            for local, p in fresh.named_parameters(recurse=False)
         ]
     densified = isinstance(layer, nn.modules.conv._ConvNd) and groups != layer.groups
     original = model_copy(layer) if computes_its_weight(layer) and not old_weight.is_meta else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,10 +24,11 @@ from .analysis import ModelReport, paramcount
 from .fold import recognise_fold
 from .foldcheck import computes_its_weight, fold_difference, tolerance
 from .graph import node_records, update_record
-from .initialisers import default_init, observed
+from .initialisers import named_init
 from .records import FoldMode, LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
 from .report import changes_table, format_count, format_shape
 from .shapespec import InputSpec
+from .surgery import input_layers
 from .wrappers import unwrap_model
 
 __all__ = ("SurgeryReport", "check_surgery")
@@ -171,6 +173,13 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.equal(a.detach(), b.detach().to(a.device)))
 
 
+def _cast(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``b`` is ``a`` converted to ``b``'s other dtype (its values rounded as the conversion rounds them)."""
+    if a.shape != b.shape or a.dtype == b.dtype or "meta" in (a.device.type, b.device.type):
+        return False
+    return bool(torch.equal(a.detach().to(b.device, b.dtype), b.detach()))
+
+
 def _standardised_folds(original: nn.Module, edited: nn.Module) -> dict[str, FoldMode]:
     """The layers whose forward computes the weight it uses (a weight standardisation: timm's ScaledStdConv2d)
     that were folded, with the fold: their weights are compared by running both layers on the inputs the fold
@@ -236,9 +245,17 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
     claimed: set[str] = set(computed)  # original names accounted for
     standardised = _standardised_folds(original, edited)
 
+    @functools.cache
+    def readers() -> frozenset[str]:
+        """The original's layers that read the model input (traced only when a hint may name one)."""
+        try:
+            return frozenset(input_layers(original))
+        except Exception:  # untraceable without an input: any layer may
+            return frozenset(n for n, _ in original.named_modules())
+
     def init_of(name: str, t: torch.Tensor) -> str:
         module, local = _module_and_local(edited, name)
-        return "; ".join(x for x in (default_init(module, local), observed(t)) if x)
+        return named_init(module, local, t)
 
     unmatched: list[str] = []
     for name, p in new.items():
@@ -246,6 +263,11 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
             o = orig[name]
             if _same(o, p):
                 reports[name] = ParamReport(name, ParamChange.KEPT, tuple(o.shape), tuple(p.shape))
+                claimed.add(name)
+                continue
+            if _cast(o, p):  # model.double(), model.half(): the pretrained values in another dtype
+                note = f"cast {str(o.dtype).removeprefix('torch.')} → {str(p.dtype).removeprefix('torch.')}"
+                reports[name] = ParamReport(name, ParamChange.KEPT, tuple(o.shape), tuple(p.shape), "", note)
                 claimed.add(name)
                 continue
             foldable = o.device.type != "meta" and o.dim() >= 2 and o.dim() == p.dim() and o.is_floating_point()
@@ -296,7 +318,8 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 and o.shape[1] != p.shape[1]
             ):
                 owner = name.rpartition(".")[0]
-                hint = f"pretrained weights lost — use adapt_input_channels(model, {p.shape[1]}, layer={owner!r})"
+                if owner in readers():  # a layer inside the model: no fold keeps its weights
+                    hint = f"pretrained weights lost — use adapt_input_channels(model, {p.shape[1]}, layer={owner!r})"
             reports[name] = ParamReport(
                 name,
                 ParamChange.REINITIALISED,
@@ -310,21 +333,21 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
             reports[name] = ParamReport(name, ParamChange.NEW, None, tuple(p.shape), init_of(name, p))
 
     made_of = {part: name for name, (_, parts) in computed.items() for part in parts}
+    firsts_now = {id(t): n for n, t in new.items()}
+    tied_now = {n: firsts_now[id(t)] for n, t in edited.named_parameters(remove_duplicate=False) if n not in new}
     ordered = [reports[n] for n in new]
-    ordered += [
-        ParamReport(
-            n,
-            ParamChange.REMOVED,
-            tuple(orig[n].shape),
-            None,
-            "",
-            f"{made_of[n]} is made of it: the edit made {made_of[n]} a plain parameter"
-            if n in made_of
-            else "not in the edited model",
+    for n in orig:
+        if n in claimed or n in aliases:
+            continue
+        if n in tied_now:  # dec.weight = emb.weight: the name is there, its own pretrained values are not
+            note = f"now shares {tied_now[n]} (tied): its own pretrained values are replaced"
+            shape = tuple(orig[n].shape)
+            ordered.append(ParamReport(n, ParamChange.REINITIALISED, shape, tuple(new[tied_now[n]].shape), "", note))
+            continue
+        why = f"{made_of[n]} is made of it: the edit made {made_of[n]} a plain parameter" if n in made_of else ""
+        ordered.append(
+            ParamReport(n, ParamChange.REMOVED, tuple(orig[n].shape), None, "", why or "not in the edited model")
         )
-        for n in orig
-        if n not in claimed and n not in aliases
-    ]
     for i, report in enumerate(ordered):  # an alias that is a parameter of its own now: the tie is broken
         if report.name in aliases and report.status is not ParamChange.NEW:
             untied = f"was shared with {aliases[report.name]}: no longer"
@@ -362,8 +385,9 @@ def _verdict(params: Sequence[ParamReport], invalid: Sequence[LayerReport]) -> s
     def layers(status: ParamChange) -> list[str]:
         out: list[str] = []
         for p in params:
-            if p.status == status and p.layer not in out:
-                out.append(p.layer)
+            where = p.layer or p.name  # a parameter of the model itself (a class token): its own name
+            if p.status == status and where not in out:
+                out.append(where)
         return out
 
     parts = []
@@ -371,7 +395,9 @@ def _verdict(params: Sequence[ParamReport], invalid: Sequence[LayerReport]) -> s
     if reinit:
         details = []
         for layer in reinit:
-            hint = next((p.message for p in params if p.layer == layer and "adapt_input_channels" in p.message), "")
+            hint = next(
+                (p.message for p in params if (p.layer or p.name) == layer and "adapt_input_channels" in p.message), ""
+            )
             details.append(f"{layer}: {hint}" if hint else f"{layer}: pretrained weights lost")
         parts.append(f"{len(reinit)} layer{'s' * (len(reinit) != 1)} re-initialised ({'; '.join(details)})")
     folded = layers(ParamChange.FOLDED)
