@@ -620,3 +620,23 @@ def test_a_model_whose_backbone_config_holds_the_image_is_adapted_without_an_inp
     assert result.changes[0].name == "backbone.embeddings.patch_embeddings.projection.weight"
     with torch.no_grad():
         assert result.model(torch.randn(1, 1, 32, 32)).predicted_depth.shape == (1, 32, 32)
+
+
+def test_a_model_taking_use_cache_through_kwargs_builds_no_cache() -> None:
+    """Found by a probe: Llava (and BLIP-2) take ``use_cache`` through ``**kwargs``; the trace built a
+    DynamicCache and failed with a generic message, although ``concrete_args={"use_cache": False}`` was exact."""
+    text = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
+    config = transformers.LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", **text, "image_size": 32, "patch_size": 8},
+        text_config={"model_type": "llama", **text, "vocab_size": 99, "max_position_embeddings": 64},
+        image_token_index=5,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
+    model = transformers.LlavaForConditionalGeneration(config).eval()
+    ids = torch.cat([torch.full((1, 2), 7), torch.full((1, 17), 5), torch.full((1, 3), 8)], 1)
+    report = paramcount(model, {"input_ids": ids, "pixel_values": (3, 32, 32)})
+    with torch.no_grad():
+        real = model(input_ids=ids, pixel_values=torch.randn(1, 3, 32, 32))
+    assert report.output_shape["logits"] == tuple(real.logits.shape) and report.trusted
+    assert report.total == sum(p.numel() for p in model.parameters())

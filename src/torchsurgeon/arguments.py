@@ -166,7 +166,12 @@ def specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping[
         if p.name in given or p.name in fixed:
             continue
         if p.kind == p.VAR_KEYWORD and f"**{p.name}" not in fixed:
-            out[f"**{p.name}"] = {}
+            # a transformers model taking use_cache through **kwargs (Llava, BLIP-2): no cache built either
+            named = any(q.name in NO_CACHE for q in params)
+            config: Any = getattr(model, "config", None)
+            text = config.get_text_config() if hasattr(config, "get_text_config") else config  # Llava's text model
+            cached = not named and getattr(text, "use_cache", None) is not None
+            out[f"**{p.name}"] = dict(NO_CACHE) if cached else {}
         elif p.kind == p.VAR_POSITIONAL and f"*{p.name}" not in fixed:
             out[f"*{p.name}"] = ()
         elif p.name in NO_CACHE:  # a cache of keys and values for generation is not a layer: none is built

@@ -575,7 +575,7 @@ def trace(
     concrete_args = {k: v for k, v in given.items() if k not in simple}
     by_default = specialisation(model, inputs, given)
     specialise = {**by_default, **simple}
-    defaults = frozenset(k for k in by_default if k not in NO_CACHE)
+    defaults = frozenset(k for k in by_default if k not in NO_CACHE and not (k.startswith("**") and by_default[k]))
 
     fixed = {k: v for k, v in specialise.items() if not k.startswith("*")}
     if torch.fx.Tracer().is_leaf_module(model, "") or isinstance(model, leaf_types):
