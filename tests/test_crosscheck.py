@@ -299,3 +299,32 @@ def test_a_run_on_zeros_keeps_the_data_given_with_an_input() -> None:
     with pytest.raises(TorchSurgeonError) as caught:
         paramcount(_Packed(), {"x": (6, 4), "lengths": lengths}, batch=3)
     assert not isinstance(caught.value, ShapeError) and "greater than 0" not in str(caught.value)
+
+
+def test_only_the_image_gets_the_channels_its_stem_expects() -> None:
+    """Found by a probe: SAM's point prompts also have a dim 1 of 1; the cross-check widened them with the grey
+    image, got 3 point batches, and called a right report wrong."""
+
+    class Embed(nn.Module):  # checks the channel count itself, as transformers' patch embeddings do
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3)
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            if image.shape[1] != self.stem.in_channels:
+                raise ValueError(f"expected {self.stem.in_channels} channels, got {image.shape[1]}")
+            return self.stem(image)
+
+    class Prompted(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = Embed()
+            self.points = nn.Linear(2, 4)
+
+        def forward(self, image: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+            features = self.embed(image).mean((2, 3))  # (N, 4)
+            return features[:, None, :] + self.points(points)  # (N, point batches, 4)
+
+    report = paramcount(Prompted().eval(), {"image": (1, 8, 8), "points": (1, 2)}, crosscheck="always")
+    assert [layer.name for layer in report.invalid] == ["embed"]  # the stem inside a layer that checks
+    assert report.trusted and report.crosscheck.real_output == (1, 1, 4) == report.output_shape

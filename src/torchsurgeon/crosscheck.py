@@ -397,7 +397,8 @@ def _as_folded(
     args: list[torch.Tensor], kwargs: dict[str, torch.Tensor], invalid: list[Any]
 ) -> list[tuple[list[torch.Tensor], dict[str, torch.Tensor]]]:
     """The inputs with the channel count the invalid input layers expect, when every finding is such a fold: one
-    candidate per dim that has the count the input layers got (dim 1 first; a video's channels may be dim 2).
+    candidate per input and dim that has the count the input layers got (dim 1 first; a video's channels may be
+    dim 2), then all such inputs at once.
 
     A fold changes only those layers (and the settings guarding the channel
     count), so the real model at the expected channel count gives the output
@@ -410,16 +411,20 @@ def _as_folded(
     if len(folds) != 1:
         return []
     ((expected, got),) = folds
-    candidates = []
+    candidates: list[tuple[list[torch.Tensor], dict[str, torch.Tensor]]] = []
+    slots = [*range(len(args)), *kwargs]  # one input at a time first (SAM's point prompts also have a dim 1 of 1)
     for dim in range(1, max((t.dim() for t in (*args, *kwargs.values())), default=0)):
 
-        def refit(t: torch.Tensor, dim: int = dim) -> torch.Tensor:
-            fits = t.is_floating_point() and t.dim() > dim and t.shape[dim] == got
+        def refit(t: torch.Tensor, slot: object, only: object, dim: int = dim) -> torch.Tensor:
+            fits = (only is None or slot == only) and t.is_floating_point() and t.dim() > dim and t.shape[dim] == got
             return with_channels(t, expected, dim) if fits else t
 
-        new_args, new_kwargs = [refit(t) for t in args], {k: refit(t) for k, t in kwargs.items()}
-        if any(a is not b for a, b in zip(new_args, args)) or any(new_kwargs[k] is not kwargs[k] for k in kwargs):
-            candidates.append((new_args, new_kwargs))
+        for only in [*slots, None]:  # None: every input that has the count (several images)
+            new_args = [refit(t, i, only) for i, t in enumerate(args)]
+            new_kwargs = {k: refit(t, k, only) for k, t in kwargs.items()}
+            changed = [a is not b for a, b in zip(new_args, args)] + [new_kwargs[k] is not kwargs[k] for k in kwargs]
+            if any(changed) and (only is not None or sum(changed) > 1):
+                candidates.append((new_args, new_kwargs))
     return candidates
 
 
