@@ -838,3 +838,31 @@ def test_an_appended_layer_is_named_by_its_values() -> None:
     result = append_head(nn.Sequential(nn.Linear(4, 10)).eval(), nn.ReLU(), head)
     (weight,) = [c for c in result.changes if c.name == "0.2.weight"]
     assert weight.init.endswith("observed: all zeros (zeros_)")
+
+
+def test_weights_made_of_pretrained_values_are_kept_and_said_how() -> None:
+    """Found by a probe: a scaled, pruned, copied or swapped pretrained weight was 're-initialised: pretrained
+    weights lost', with PyTorch's default initialiser named."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+
+    def check(edit: Callable[[nn.Module], None]) -> dict[str, tuple[ParamChange, str]]:
+        edited = copy.deepcopy(model)
+        with torch.no_grad():
+            edit(edited)
+        report = check_surgery(model, edited, (12,))
+        return {p.name: (p.status, p.message) for p in report.params if p.message}
+
+    assert check(lambda m: m[3].weight.mul_(0.5)) == {
+        "3.weight": (ParamChange.KEPT, "scaled: 0.5 × the pretrained values")
+    }
+    assert check(lambda m: m[5].weight.copy_(model[3].weight)) == {
+        "5.weight": (ParamChange.KEPT, "copied from 3.weight")
+    }
+
+    def pruned(m: nn.Module) -> None:
+        prune.l1_unstructured(m[3], "weight", amount=0.5)
+        prune.remove(m[3], "weight")
+
+    assert check(pruned) == {"3.weight": (ParamChange.KEPT, "pruned: 50% of it zeroed, the rest pretrained")}
+    assert check(lambda m: m[5].bias.zero_())["5.bias"][0] == ParamChange.REINITIALISED  # a constant: no one's

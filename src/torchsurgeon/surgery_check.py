@@ -173,6 +173,29 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.equal(a.detach(), b.detach().to(a.device)))
 
 
+def _derived(name: str, p: torch.Tensor, orig: dict[str, torch.Tensor]) -> tuple[str, str] | None:
+    """How ``p`` is made of the pretrained values, if it is (note, the original's name when another's): its own
+    scaled (``w.mul_(0.5)``) or pruned (zeros where the rest is unchanged), or a copy of another parameter."""
+    if p.is_meta or p.numel() < 2 or bool(torch.all(p == p.flatten()[0])):  # one value (a zeroed bias): no one's
+        return None
+    o = orig.get(name)
+    if o is not None and o.shape == p.shape and o.dtype == p.dtype and not o.is_meta:
+        a, b = o.detach().double().flatten(), p.detach().double().flatten()
+        kept = b != 0
+        if bool(kept.any()) and not bool(kept.all()) and torch.equal(a[kept], b[kept]) and bool((a[~kept] != 0).any()):
+            return f"pruned: {float((~kept).double().mean()):.0%} of it zeroed, the rest pretrained", ""
+        nonzero = a != 0
+        if bool(nonzero.any()) and torch.equal(nonzero, b != 0):
+            ratios = b[nonzero] / a[nonzero]
+            k = float(ratios[0])
+            if k not in (0.0, 1.0) and torch.allclose(ratios, torch.full_like(ratios, k), rtol=1e-6, atol=0):
+                return f"scaled: {k:.4g} × the pretrained values", ""
+    for other, t in orig.items():  # layers swapped or copied: another parameter's values
+        if other != name and _same(t, p):
+            return f"copied from {other}", other
+    return None
+
+
 def _cast(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``b`` is ``a`` converted to ``b``'s other dtype (its values rounded as the conversion rounds them)."""
     if a.shape != b.shape or a.dtype == b.dtype or "meta" in (a.device.type, b.device.type):
@@ -304,6 +327,15 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 claimed.add(cand)
                 unmatched.remove(name)
                 break
+
+    for name in list(unmatched):  # pretrained values changed, not drawn again: scaled, pruned, or another's
+        derived = _derived(name, new[name], orig)
+        if derived is not None:
+            note, source = derived
+            shape = tuple(new[name].shape)
+            reports[name] = ParamReport(name, ParamChange.KEPT, shape, shape, "", note, source)
+            claimed.add(name)
+            unmatched.remove(name)
 
     for name in unmatched:
         p = new[name]
