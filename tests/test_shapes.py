@@ -357,3 +357,19 @@ def test_python_operators_on_sizes_are_exact_and_a_users_rule_still_wins() -> No
         assert paramcount(_Halves(), (6, 5)).output_shape == (1, 3, 2, 5) and seen == [(6, 2)]
     finally:
         unregister_rule(operator.floordiv)
+
+
+def test_a_convolution_with_another_padding_mode_pads_by_its_own_list() -> None:
+    """Found by a differential probe: reflect/replicate/circular padding pads by ``_reversed_padding_repeated_twice``
+    (``padding`` edited after construction does not change it), and reflect needs the input larger than the pad."""
+    conv = nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")
+    conv.padding = (0, 0)  # edited in place: the real forward still pads by 1
+    real = tuple(conv(torch.randn(1, 3, 16, 16)).shape)
+    assert paramcount(conv, (3, 16, 16)).output_shape == real == (1, 4, 16, 16)
+    small = nn.Sequential(nn.Conv2d(3, 4, 1, padding=3, padding_mode="reflect"))
+    with pytest.raises(RuntimeError, match="Padding size should be less than"):
+        small(torch.randn(1, 3, 2, 2))
+    (bad,) = paramcount(small, (3, 2, 2)).invalid
+    assert "padding_mode='reflect'" in bad.message
+    replicate = nn.Conv2d(3, 4, 3, padding=2, padding_mode="replicate")
+    assert paramcount(replicate, (3, 5, 7)).output_shape == tuple(replicate(torch.randn(1, 3, 5, 7)).shape)

@@ -13,7 +13,7 @@ from torch import nn
 
 import torchsurgeon.analysis
 from models import CifarNet, TwoInputs, on_meta
-from torchsurgeon import InputError, ShapeError, paramcount, paramcount_sweep
+from torchsurgeon import InputError, ShapeError, TypedShape, paramcount, paramcount_sweep
 from torchsurgeon.graph import build_graph, node_record
 from torchsurgeon.shapememo import ShapeMemo
 from torchsurgeon.shapes import propagate_shapes
@@ -134,3 +134,49 @@ def test_shape_memo_is_off_for_graphs_that_reshape_in_place() -> None:
 
     memo = ShapeMemo(build_graph(trace(InPlace())))
     assert not memo.enabled
+
+
+def test_a_constant_of_another_type_is_not_a_twin() -> None:
+    """Found by a differential probe: ``y * 2`` and ``y * 2.0`` (2 == 2.0, one hash) were twins, and the float
+    product took the integer one's result: an embedding fed floats was reported fitting."""
+
+    class TwoProducts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            y = ids + 0
+            _ = y * 2  # integer
+            return self.emb(y * 2.0)  # float: a real forward raises
+
+    with pytest.raises(RuntimeError, match="Expected tensor for argument #1 'indices'"):
+        TwoProducts()(torch.zeros(1, 5, dtype=torch.long))
+    assert [layer.name for layer in paramcount(TwoProducts(), TypedShape((5,), "long")).invalid] == ["emb"]
+
+
+def test_a_sweep_retraces_when_its_first_input_made_a_part_opaque() -> None:
+    """Found by a differential probe: BERT swept from 65 tokens (past its 64 positions) kept the attention it
+    made opaque at 65 for the next input, 16 tokens (MACs 109,568 instead of 240,640)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    model = transformers.BertModel(config).eval()
+    tokens = [TypedShape((65,), "long"), TypedShape((16,), "long")]
+    swept = paramcount_sweep(model, tokens)[1]
+    alone = paramcount(model, tokens[1])
+    assert swept.opaque == alone.opaque == {} and swept.macs == alone.macs
+
+
+def test_a_sweep_does_not_reuse_a_message_that_names_an_earlier_inputs_size() -> None:
+    """Found by a differential probe: torchvision's ViT asserts its image size with an f-string; the sweep reused
+    the first input's message ("got 97") for the second (112)."""
+    model = torchvision.models.VisionTransformer(96, 16, 1, 2, 16, 32).eval()
+    swept = paramcount_sweep(model, [(3, 97, 97), (3, 112, 112)])
+    assert "but got 112!" in swept[1].invalid[0].message and "but got 97!" in swept[0].invalid[0].message

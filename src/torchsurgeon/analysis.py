@@ -782,7 +782,9 @@ def _sweep(
         for spec in specs[1:]
         for name, t in ExampleInputs(model, spec, batch).items()
     )
-    if traced.shape_specific or other_rank:  # forward's Python answered questions about the first input's shapes
+    # forward's Python answered questions about the first input's shapes, or a part failed to trace at them (BERT
+    # given more tokens than its positions: its attention made opaque, which the next input would not need)
+    if traced.shape_specific or other_rank or traced.opaque:
         reports = [_analyse(build_graph(traced), specs[0], batch, "", None, mode, copy_graph=False)[0]]
         for spec in specs[1:]:
             again = _trace_explained(model, spec, batch, options)

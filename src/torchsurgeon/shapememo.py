@@ -151,6 +151,8 @@ def _with_slots(value: Any, inputs: Mapping[torch.fx.Node, int]) -> Any:
         return (dict, tuple([(k, _with_slots(v, inputs)) for k, v in value.items()]))
     if type(value) is slice:
         return (slice, _with_slots((value.start, value.stop, value.step), inputs))
+    if type(value) in (bool, int, float, complex):  # 2 == 2.0 == True, but x * 2 keeps an integer dtype
+        return (type(value), value)
     return value
 
 
@@ -172,6 +174,8 @@ def _module_state(module: nn.Module) -> Any:
     if names is None:
         names = _SETTINGS.setdefault(layout, tuple(k for k in layout[1] if k not in _NOT_STATE))
     settings = tuple([state[k] for k in names])
+    if state.get("padding_mode", "zeros") != "zeros":  # a convolution pads by this list, not by its padding
+        settings += (tuple(state["_reversed_padding_repeated_twice"]),)
     return layout[0], names, settings, _tensors(state["_parameters"]), _tensors(state["_buffers"])
 
 

@@ -318,7 +318,9 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             return hit[1]
         twin = self.twins.get(n)
         value = memo.canonical(n.name, self._run_node(n) if twin is None else self._run_twin(n, twin, inputs))
-        memo.calls[key] = (inputs, value, self.records[n.name])
+        record = self.records[n.name]
+        if not record.message:  # a message may name this input's sizes (a torch._assert's f-string): never reused
+            memo.calls[key] = (inputs, value, record)
         return value
 
     def _fresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:

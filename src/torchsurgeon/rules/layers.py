@@ -128,10 +128,23 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
         if call.from_input and call.batch_added and batched and shape[-1] == m.in_channels:  # (H, W, C) given?
             fix += f"; if the input is channels-last, give its shape as {(m.in_channels, c, *shape[2:-1])}"
         call.mismatch("in_channels", m.in_channels, c, fix)
+    # padding_mode other than zeros: F.pad by the list the layer keeps (not its padding, which may be edited after)
+    padded = not transposed and m.padding_mode != "zeros"
+    pads = list(getattr(m, "_reversed_padding_repeated_twice", [])) if padded else []
     out_sp = []
     for i, size in enumerate(shape[-nsp:]):
         k, s, d = m.kernel_size[i], m.stride[i], m.dilation[i]
-        if transposed:
+        if padded and len(pads) == 2 * nsp:
+            before, after = int(pads[2 * (nsp - 1 - i)]), int(pads[2 * (nsp - 1 - i) + 1])
+            if m.padding_mode == "reflect" and max(before, after) >= size:
+                call.mismatch(
+                    f"spatial size (dim {i})",
+                    f"> {max(before, after)} (padding_mode='reflect' pads by reflecting the input)",
+                    size,
+                    "use a larger input, or a smaller padding",
+                )
+            o = (size + before + after - d * (k - 1) - 1) // s + 1
+        elif transposed:
             assert isinstance(m, nn.modules.conv._ConvTransposeNd)
             p = m.padding[i]  # type: ignore[index]
             o = (size - 1) * s - 2 * int(p) + d * (k - 1) + m.output_padding[i] + 1
@@ -140,7 +153,7 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
         else:
             o = (size + 2 * int(m.padding[i]) - d * (k - 1) - 1) // s + 1
         if o <= 0:
-            need = d * (k - 1) + 1 - (0 if isinstance(m.padding, str) else 2 * int(m.padding[i]))  # type: ignore[index]
+            need = d * (k - 1) + 1 - (0 if isinstance(m.padding, str) or padded else 2 * int(m.padding[i]))  # type: ignore[index]
             call.mismatch(
                 f"spatial size (dim {i})",
                 f">= {need}",
