@@ -408,3 +408,27 @@ def test_labels_given_as_a_shape_are_class_indices() -> None:
     config = transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2, n_positions=64)
     model = transformers.GPT2LMHeadModel(config)
     assert memory_plan(model, {"input_ids": (16,), "labels": (16,)}, batch=2, device="cpu").activations > 0
+
+
+def test_an_eval_forward_that_reads_values_leaves_the_training_plan() -> None:
+    """Found by a probe: a fresh YOLOv8 makes its anchors in eval mode from a tensor's values; the plan's
+    inference pass failed and the whole plan with it, though a training step runs."""
+
+    class EvalReadsValues(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.fc(x)
+            if not self.training and float(y.abs().max()) > 1e3:  # reads a value: fake tensors cannot
+                y = y / 1e3
+            return y
+
+    model = EvalReadsValues().train()
+    plan = memory_plan(model, (8,), batch=2, optimizer="sgd", device="cpu")
+    assert plan.activations == measure(model, torch.randn(2, 8)).saved
+    assert plan.inference_peak is None
+    assert plan.inference_unknown.startswith("EvalReadsValues: its eval-mode forward failed")
+    assert "Peak (inference) not known: EvalReadsValues: its eval-mode forward failed" in str(plan)
+    assert plan.to_dict()["inference_peak"] is None

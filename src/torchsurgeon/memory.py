@@ -137,10 +137,14 @@ class MemoryPlan:
     peak : int
         ``weights + buffers + gradients + optimizer_state + workspace
         + max(activations + transient, step_transient)``.
-    inference_peak : int
+    inference_peak : int or None
         ``weights + buffers`` + the most memory in use at one moment of a
         ``no_grad`` forward in eval mode (same ``amp``) + one thread's
-        cuBLAS workspace (``device="cuda"``).
+        cuBLAS workspace (``device="cuda"``); None when that forward cannot
+        run on fake tensors (``inference_unknown`` says why), while the
+        training step can.
+    inference_unknown : str
+        Why ``inference_peak`` is None; empty otherwise.
     peak_at : str
         Where the largest transient happens: the module in forward, the op in backward.
     layers : tuple[LayerMemory, ...]
@@ -166,7 +170,7 @@ class MemoryPlan:
     activations: int
     transient: int
     step_transient: int
-    inference_peak: int
+    inference_peak: int | None
     peak_at: str
     layers: tuple[LayerMemory, ...]
     trainable: int
@@ -174,6 +178,7 @@ class MemoryPlan:
     dtype: str | None = None
     workspace: int = 0
     uncounted: tuple[str, ...] = ()
+    inference_unknown: str = ""
     _replan: Callable[[int], int] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -297,17 +302,20 @@ class MemoryPlan:
             ("Optimizer step temporaries", format_bytes(self.step_transient)),
             *([("cuBLAS workspaces", format_bytes(self.workspace))] if self.workspace else []),
             ("Peak (training step)", format_bytes(self.peak)),
-            ("Peak (inference)", format_bytes(self.inference_peak)),
+            (
+                "Peak (inference)",
+                format_bytes(self.inference_peak) if self.inference_peak is not None else "not known (see the notes)",
+            ),
         ]
         return rows
 
     def notes(self) -> list[str]:
         """The formula and what the numbers assume."""
-        rnn: list[str] = []
+        rnn: list[str] = [f"Peak (inference) not known: {self.inference_unknown}"] if self.inference_unknown else []
         if self.uncounted:
             kernel = "oneDNN's workspace" if self.device == "cpu" else "cuDNN's reserve space"
             shown = ", ".join(self.uncounted[:4]) + (" ..." if len(self.uncounted) > 4 else "")
-            rnn = [f"Not counted: {kernel} of the recurrent layers ({shown}): activations and peak are lower bounds"]
+            rnn += [f"Not counted: {kernel} of the recurrent layers ({shown}): activations and peak are lower bounds"]
         if self.device == "cpu":
             return [
                 "Peak = weights + buffers + gradients + optimizer state"
@@ -583,7 +591,13 @@ def memory_plan(
     weights = sum(_nbytes(p, dtype) for p in unique)
     buffers = sum(_nbytes(b, dtype) for b in model.buffers())
     train = simulate_step(model, inputs, train=True, amp=amp_dtype, dtype=dtype, device=device)
-    infer = simulate_step(model, inputs, train=False, amp=amp_dtype, dtype=dtype, device=device)
+    try:
+        infer: SimulatedStep | None = simulate_step(
+            model, inputs, train=False, amp=amp_dtype, dtype=dtype, device=device
+        )
+        why_not = ""
+    except MemoryPlanError as exc:  # an eval-mode path that reads values (YOLO's Detect makes its anchors there)
+        infer, why_not = None, str(exc).replace("the forward of a fake-tensor copy", "its eval-mode forward", 1)
     with_grad = [(p, _nbytes(p, dtype)) for p, got in zip(unique, train.got_grad) if got]
     name, state, step_transient = _optimizer_bytes(optimizer, with_grad)
 
@@ -609,7 +623,8 @@ def memory_plan(
         activations=train.activations,
         transient=train.transient,
         step_transient=step_transient,
-        inference_peak=weights + buffers + infer.in_use_peak + workspace // 2,
+        inference_peak=weights + buffers + infer.in_use_peak + workspace // 2 if infer is not None else None,
+        inference_unknown=why_not,
         workspace=workspace,
         peak_at=train.peak_at,
         layers=_rows(model, train),
