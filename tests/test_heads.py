@@ -12,6 +12,7 @@ from torchsurgeon import (
     InputError,
     ParamChange,
     SurgeryError,
+    adapt_input_channels,
     append_head,
     check_surgery,
     head_layers,
@@ -366,3 +367,46 @@ def test_smps_hub_config_follows_the_head() -> None:
     result = replace_head(model, 5)
     assert result.model._hub_mixin_config["classes"] == 5
     assert ("_hub_mixin_config['classes']", "2 → 5") in [(c.name, c.message) for c in result.changes]
+
+
+class _PeftLike(nn.Module):
+    """What peft's PeftModel looks like to torchsurgeon: ``forward(*args, **kwargs)`` calling its base model."""
+
+    __module__ = "peft.peft_model"
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base_model = base
+
+    def get_base_model(self) -> nn.Module:
+        return self.base_model
+
+    def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
+        return self.base_model(*args, **kwargs)
+
+
+class _LoraLike(nn.Module):
+    """A LoRA layer around a Linear, as peft injects one."""
+
+    __module__ = "peft.tuners.lora.layer"
+
+    def __init__(self, base: nn.Linear) -> None:
+        super().__init__()
+        self.base_layer = base
+        self.lora_A, self.lora_B = nn.Linear(base.in_features, 2, bias=False), nn.Linear(2, base.out_features, False)
+        nn.init.zeros_(self.lora_B.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base_layer(x) + self.lora_B(self.lora_A(x))
+
+
+def test_surgery_on_a_peft_model_says_to_edit_the_base_model_first() -> None:
+    """Found by a probe: replace_head of a PeftModel gave back its bare base model with frozen layers made trainable,
+    and the LoRA around a head was redrawn (no longer a no-op)."""
+    wrapped = _PeftLike(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 5)))
+    for edit in (lambda m: replace_head(m, 3), lambda m: adapt_input_channels(m, 2, "zero_extra")):
+        with pytest.raises(SurgeryError, match=r"is a peft model: .* edit the base model before get_peft_model"):
+            edit(wrapped)
+    injected = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), _LoraLike(nn.Linear(8, 5)))
+    with pytest.raises(SurgeryError, match=r"2 \(peft.tuners.lora.layer._LoraLike\) is wrapped by peft"):
+        replace_head(injected, 3, input=(4,))

@@ -307,7 +307,17 @@ def replace_head(
     edited = _copy(model, inplace)
     heads = _chosen_head(edited, layer, input) if layer is not None else _one_task(edited, input)
     for name, rec in heads:
-        if not _is_layer(edited.get_submodule(name) if name else edited):
+        module = edited.get_submodule(name) if name else edited
+        parts = name.split(".") if name else []
+        for holder in (".".join(parts[:i]) for i in range(len(parts), 0, -1)):  # a LoRA layer around the head
+            wrapper = edited.get_submodule(holder)
+            if type(wrapper).__module__.split(".")[0] == "peft":
+                kind = f"{type(wrapper).__module__}.{type(wrapper).__name__}"
+                raise SurgeryError(
+                    f"{holder} ({kind}) is wrapped by peft: its adapter is built for the head as it is — replace the "
+                    "head before get_peft_model(...), listing it in modules_to_save"
+                )
+        if not _is_layer(module):
             raise _not_a_layer(edited, name, rec, num_classes)
     first = edited.get_submodule(heads[0][0])
     width = _width(first)

@@ -239,8 +239,14 @@ def _adapted(
 
 
 def _copy(model: nn.Module, inplace: bool) -> nn.Module:
-    model = unwrap_model(model)
-    return model if inplace else model_copy(model)
+    inner = unwrap_model(model)
+    if inner is not model and type(model).__module__.split(".")[0] == "peft":
+        raise SurgeryError(
+            f"{type(model).__name__} is a peft model: its adapters and trainable flags are built for the layers as "
+            "they are, and the edit would give back its base model — edit the base model before get_peft_model(...) "
+            "(list a new head in modules_to_save), or model.merge_and_unload() first"
+        )
+    return inner if inplace else model_copy(inner)
 
 
 def _count(value: object, name: str, meaning: str) -> int:
