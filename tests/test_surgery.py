@@ -866,3 +866,21 @@ def test_weights_made_of_pretrained_values_are_kept_and_said_how() -> None:
 
     assert check(pruned) == {"3.weight": (ParamChange.KEPT, "pruned: 50% of it zeroed, the rest pretrained")}
     assert check(lambda m: m[5].bias.zero_())["5.bias"][0] == ParamChange.REINITIALISED  # a constant: no one's
+
+
+def test_a_chosen_layer_is_tried_on_the_input_it_reads() -> None:
+    """Found by a probe: ControlNet's cond stem named with layer= and input= was tried with the *sample* made one
+    channel, and refused; without input= it folded exactly."""
+
+    class Conditioned(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 8, 3), nn.Conv2d(3, 8, 3)
+
+        def forward(self, sample: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            return self.a(sample) + self.b(cond)
+
+    model = Conditioned().eval().double()
+    result = adapt_input_channels(model, 1, layer="b", input={"sample": (4, 8, 8), "cond": (3, 8, 8)})
+    sample, grey = torch.randn(1, 4, 8, 8, dtype=torch.float64), torch.randn(1, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(result.model(sample, grey), model(sample, grey.expand(1, 3, 8, 8)))

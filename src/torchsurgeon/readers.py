@@ -517,18 +517,21 @@ def image_shape(model: nn.Module, input: InputSpec) -> Any:
     return input.get(name) if name is not None else None
 
 
-def recoloured(model: nn.Module, image: InputSpec, channels: int, width: int | None = None) -> InputSpec:
+def recoloured(
+    model: nn.Module, image: InputSpec, channels: int, width: int | None = None, follow: str | None = None
+) -> InputSpec:
     """``image`` with ``channels`` channels in its image (:func:`image_shape`), the other inputs as they are.
 
     The channels are its first dim, or the one dim of the stem's input ``width`` when the first is not
-    (a channels-last ``(H, W, C)`` image, ``(T, C, H, W)`` frames).
+    (a channels-last ``(H, W, C)`` image, ``(T, C, H, W)`` frames).  ``follow``: the input to recolour, by
+    name, instead of the :func:`image_input` (a ControlNet's ``controlnet_cond``).
 
     Examples
     --------
     >>> recoloured(nn.Conv2d(3, 8, 3), (3, 32, 32), 1), recoloured(nn.Conv2d(3, 8, 3), (32, 32, 3), 1, width=3)
     ((1, 32, 32), (32, 32, 1))
     """
-    shape = image_shape(model, image)
+    shape = image[follow] if follow is not None and isinstance(image, Mapping) else image_shape(model, image)
     at = 0  # channels first, unless only another dim has the width the stem reads ((H, W, C) permuted in forward)
     if width is not None and shape and shape[0] != width and [d for d in shape if d == width] == [width]:
         at = shape.index(width)

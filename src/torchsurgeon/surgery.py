@@ -13,6 +13,7 @@ Nothing here changes the model it is given unless ``inplace=True``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -190,9 +191,10 @@ def _check_the_edit_runs(
     trial = meta_copy(model)
     _adapted(trial, names, channels, mode, before)
     for image in images:
-        new_input = recoloured(model, image, channels, before[names[0]])
+        follow = _read_by(model, image, names[0]) if chosen else None
+        new_input = recoloured(model, image, channels, before[names[0]], follow)
         try:
-            input_readers(trial, new_input)
+            input_readers(trial, new_input, follow=follow)
         except SurgeryError as exc:
             if not run_before:
                 try:  # a guessed image: a verdict only where the model runs on it now
@@ -222,6 +224,19 @@ def _check_the_edit_runs(
                 f"channel{'s' * (channels != 1)} the model does not run on input {new_input} ({why}) — {fix}"
             ) from exc
         return
+
+
+def _read_by(model: nn.Module, image: InputSpec, layer: str) -> str | None:
+    """The input, of several given by shape, that ``layer`` reads (a ControlNet's ``controlnet_cond``, not its
+    ``sample``); None for one input, or when no other one is read by it."""
+    if not isinstance(image, Mapping) or len(image) < 2:
+        return None
+    for name, spec in image.items():
+        if isinstance(spec, (tuple, list)) and len(spec) >= 2:
+            with contextlib.suppress(Exception):  # an input the model cannot follow: not this one
+                if layer in input_readers(model, image, follow=name):
+                    return name
+    return None
 
 
 def _input_channels_hint(model: nn.Module, image: InputSpec) -> str:
