@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from torchsurgeon import TraceError, paramcount, paramcount_sweep
+from torchsurgeon import TraceError, TypedShape, paramcount, paramcount_sweep
 from torchsurgeon.graph import build_graph
 from torchsurgeon.knowndata import KnownData, as_meta, masks_as_indices, on_one_device
 from torchsurgeon.shapes import propagate_shapes
@@ -379,3 +379,23 @@ def test_an_in_place_edit_of_known_data_is_applied_once() -> None:
     assert model(torch.zeros(1, 3)).shape == (3, 4)
     r = paramcount(model, (3,))
     assert r.invalid == [] and r.output_shape == (3, 4)
+
+
+def test_positions_made_from_a_constant_and_the_length_are_checked_against_the_table() -> None:
+    """Found by a differential probe: ``torch.arange(8)`` is evaluated while tracing into a tensor constant, which
+    was not known data, so positions offset by the input's length went past the embedding unseen."""
+
+    class Offset(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.tok = nn.Embedding(40, 4), nn.Embedding(100, 4)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            positions = torch.arange(8) + ids.shape[1]
+            return self.tok(ids)[:, :8] + self.emb(positions)
+
+    model = Offset()
+    with pytest.raises(IndexError):
+        model(torch.zeros(1, 35, dtype=torch.long))
+    assert [layer.name for layer in paramcount(model, TypedShape((35,), "long")).invalid] == ["emb"]
+    assert paramcount(model, TypedShape((32,), "long")).invalid == []  # 32..39 fit

@@ -386,6 +386,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         if op == "get_attr":
             value = self.fetch_attr(str(n.target))
             if isinstance(value, torch.Tensor) and value.device.type != "meta":
+                if str(n.target).startswith("_tensor_constant") and given_as_data(value):  # torch.arange(8), made
+                    self.known.values[n] = value.clone()  # while tracing: known data, as the factory's would be
                 value = meta_like(value)  # a scalar integer buffer keeps its value (paddings computed from it)
             self._record(base, (), value, LayerStatus.OK)  # read from the model: no shape computed
             return value
