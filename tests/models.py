@@ -492,3 +492,18 @@ def cuda_autocast(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
         yield
     finally:
         torch.set_autocast_enabled("cuda", False)
+
+
+def bert_of_64_positions() -> nn.Module:
+    """A tiny transformers BERT built for 64 positions (inputs past them fail at an ``expand``), in eval mode."""
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    return transformers.BertModel(config).eval()

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from models import bert_of_64_positions
 from torchsurgeon import paramcount
 
 
@@ -52,16 +53,8 @@ def test_a_failure_with_no_slice_behind_it_gets_no_such_hint() -> None:
 @pytest.mark.zoo
 def test_bert_given_more_tokens_than_its_positions_is_told_so() -> None:
     """Found by a probe: BERT past max_position_embeddings failed at an ``expand`` with torch's text only."""
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    model = transformers.BertModel(config).eval()
+    pytest.importorskip("transformers")
+    model = bert_of_64_positions()
     with pytest.raises(RuntimeError):
         model(torch.randint(0, 100, (1, 72)))
     (bad,) = paramcount(model, (72,)).invalid

@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 
 import torchsurgeon.analysis
-from models import CifarNet, TwoInputs, on_meta
+from models import CifarNet, TwoInputs, bert_of_64_positions, on_meta
 from torchsurgeon import InputError, ShapeError, TypedShape, paramcount, paramcount_sweep
 from torchsurgeon.graph import build_graph, node_record
 from torchsurgeon.shapememo import ShapeMemo
@@ -158,16 +158,8 @@ def test_a_constant_of_another_type_is_not_a_twin() -> None:
 def test_a_sweep_retraces_when_its_first_input_made_a_part_opaque() -> None:
     """Found by a differential probe: BERT swept from 65 tokens (past its 64 positions) kept the attention it
     made opaque at 65 for the next input, 16 tokens (MACs 109,568 instead of 240,640)."""
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    model = transformers.BertModel(config).eval()
+    pytest.importorskip("transformers")
+    model = bert_of_64_positions()
     tokens = [TypedShape((65,), "long"), TypedShape((16,), "long")]
     swept = paramcount_sweep(model, tokens)[1]
     alone = paramcount(model, tokens[1])
