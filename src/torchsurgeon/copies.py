@@ -261,10 +261,20 @@ def library_hook(hook: Any, library: str | None) -> bool:
     >>> library_hook(print, "builtins"), library_hook(print, None)
     (True, False)
     """
-    fn = hook
-    while isinstance(fn, (functools.partial, types.MethodType)):  # timm's FeatureHooks: partial(self._collect, id)
-        fn = fn.func if isinstance(fn, functools.partial) else fn.__func__
+    fn = _function_of(hook)  # timm's FeatureHooks: partial(self._collect, id)
     return library is not None and str(getattr(fn, "__module__", "") or "").split(".")[0] == library
+
+
+def _function_of(hook: Any) -> Any:
+    """The function under a hook's ``functools.partial`` and bound-method wrappers."""
+    while isinstance(hook, (functools.partial, types.MethodType)):
+        hook = hook.func if isinstance(hook, functools.partial) else hook.__func__
+    return hook
+
+
+def _call_of(obj: Any) -> Any:
+    """The ``__call__`` function a callable object's class defines, else None."""
+    return next((vars(k)["__call__"] for k in type(obj).__mro__ if "__call__" in vars(k)), None)
 
 
 _NONE_RETURNING = frozenset(
@@ -292,13 +302,10 @@ def returns_values(hook: Any) -> bool:
     >>> returns_values(record), returns_values(lambda m, i, o: o.float()), returns_values(len)
     (False, True, True)
     """
-    fn = hook
-    while isinstance(fn, (functools.partial, types.MethodType)):
-        fn = fn.func if isinstance(fn, functools.partial) else fn.__func__
+    fn = _function_of(hook)
     code = getattr(fn, "__code__", None)
     if code is None and not isinstance(fn, types.BuiltinFunctionType):
-        call = next((vars(k)["__call__"] for k in type(fn).__mro__ if "__call__" in vars(k)), None)
-        code = getattr(call, "__code__", None)  # a callable object
+        code = getattr(_call_of(fn), "__code__", None)  # a callable object
     if not isinstance(code, types.CodeType):
         return True
     body = [i for i in dis.get_instructions(code) if i.opname not in _PROLOGUE]
@@ -371,7 +378,7 @@ def _reached(hook: Any) -> list[Any]:
             fn = fn.__func__
     if not isinstance(fn, types.FunctionType):  # a callable object: its attributes, then its __call__'s names
         values += list(getattr(fn, "__dict__", {}).values())
-        fn = next((vars(k)["__call__"] for k in type(fn).__mro__ if "__call__" in vars(k)), None)
+        fn = _call_of(fn)
     if isinstance(fn, types.FunctionType):
         for cell in fn.__closure__ or ():
             with contextlib.suppress(ValueError):  # a cell not filled yet

@@ -40,6 +40,7 @@ __all__ = (
     "NodeRecord",
     "build_graph",
     "callable_name",
+    "fx_node",
     "graph_cache",
     "graph_copy",
     "graph_module_of",
@@ -364,6 +365,22 @@ def graph_cache(G: nx.DiGraph, key: str, build: Callable[[], Any]) -> Any:
     if key not in cache:
         cache[key] = build()
     return cache[key]
+
+
+def fx_node(G: nx.DiGraph, name: str) -> torch.fx.Node:
+    """The torch.fx node a graph node stands for, by name (the map is cached with the graph).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> fx_node(build_graph(trace(nn.Sequential(nn.ReLU()))), "_0").target
+    '0'
+    """
+    nodes: dict[str, torch.fx.Node] = graph_cache(
+        G, "fx nodes by name", lambda: {n.name: n for n in graph_module_of(G).graph.nodes}
+    )
+    return nodes[name]
 
 
 def opaque_of(G: nx.DiGraph) -> Mapping[str, str]:

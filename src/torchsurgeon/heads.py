@@ -26,7 +26,7 @@ from torch import nn
 
 from .arguments import ExampleInputs, tensor_inputs
 from .errors import InputError, SurgeryError, TraceError
-from .graph import NodeRecord, build_graph, graph_module_of, index_of, node_record, node_records
+from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .initialisers import default_init, named_init
 from .readers import default_input, weights_owner
 from .records import ParamChange, ParamReport
@@ -35,7 +35,7 @@ from .shapes import meta_copy
 from .shapespec import InputSpec
 from .surgery import SurgeryResult, _copy, _count, _holders, _set_submodule, _with_guards
 from .trace import trace
-from .wrappers import unwrap_model
+from .wrappers import from_peft, unwrap_model
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
 
@@ -121,7 +121,6 @@ def _passes_on(G: nx.DiGraph, node: torch.fx.Node) -> bool:
 def _owners(G: nx.DiGraph, start: str, *, through_any: bool) -> list[tuple[str, NodeRecord]]:
     """The modules whose weights make ``start``'s value through no other weights, closest first; only through
     nodes that pass their input on unless ``through_any``."""
-    nodes = {n.name: n for n in graph_module_of(G).graph.nodes} if not through_any else {}
     frontier, seen, found = [start], {start}, []
     while frontier:
         node = frontier.pop(0)
@@ -131,7 +130,7 @@ def _owners(G: nx.DiGraph, start: str, *, through_any: bool) -> list[tuple[str, 
             weights = tuple(p for src in G.predecessors(node) for p in node_record(G, src).param_names)
             found.append((owner, rec if rec.param_names else dataclasses.replace(rec, param_names=weights)))
             continue
-        if not through_any and not _passes_on(G, nodes[node]):
+        if not through_any and not _passes_on(G, fx_node(G, node)):
             continue
         for pred in G.predecessors(node):
             if pred not in seen and node_record(G, pred).op != "placeholder":
@@ -197,8 +196,13 @@ def _heads_and_others(
     for name, module in model.named_modules():  # as wide, reaching no output: an auxiliary head only a loss reads
         if name not in heads and _is_layer(module) and _width(module) == width:
             if not any(f"{name}.{p}" in used for p, _ in module.named_parameters()):
-                heads[name] = NodeRecord(name, "call_module", name, name, type(module).__name__)
+                heads[name] = _module_record(name, module)
     return list(heads.items()), others
+
+
+def _module_record(name: str, module: nn.Module) -> NodeRecord:
+    """A record standing for a head the graph has no node for (named with ``layer=``, or read only by a loss)."""
+    return NodeRecord(name, "call_module", name, name, type(module).__name__)
 
 
 def _outputs_in_training(model: nn.Module, input: InputSpec | None) -> list[tuple[nx.DiGraph, str]]:
@@ -308,10 +312,9 @@ def replace_head(
     heads = _chosen_head(edited, layer, input) if layer is not None else _one_task(edited, input)
     for name, rec in heads:
         module = edited.get_submodule(name) if name else edited
-        parts = name.split(".") if name else []
-        for holder in (".".join(parts[:i]) for i in range(len(parts), 0, -1)):  # a LoRA layer around the head
-            wrapper = edited.get_submodule(holder)
-            if type(wrapper).__module__.split(".")[0] == "peft":
+        around = [(name, module, False), *(_holders(edited, name) if name else ())]  # a LoRA layer on the head
+        for holder, wrapper, is_config in around:
+            if not is_config and from_peft(wrapper):
                 kind = f"{type(wrapper).__module__}.{type(wrapper).__name__}"
                 raise SurgeryError(
                     f"{holder} ({kind}) is wrapped by peft: its adapter is built for the head as it is — replace the "
@@ -391,7 +394,7 @@ def _chosen_head(model: nn.Module, layer: str, input: InputSpec | None) -> list[
         raise SurgeryError(f"layer={layer!r}: {type(model).__name__} has no such module") from None
     if not _is_layer(module):
         raise SurgeryError(f"layer={layer!r} is a {type(module).__name__}, not a Linear or convolution layer")
-    return [(layer, NodeRecord(layer, "call_module", layer, layer, type(module).__name__))]
+    return [(layer, _module_record(layer, module))]
 
 
 def _configs(model: nn.Module, layer: str) -> list[tuple[str, Any]]:

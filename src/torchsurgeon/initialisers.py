@@ -140,9 +140,7 @@ def _fits(x: torch.Tensor, kind: str, value: float) -> bool:
         return bool(torch.all(x == value))
     if n > 1 and bool(torch.all(x == x[0])):  # one value everywhere: no draw (a zeroed bias)
         return False
-    std = float(x.std()) if n > 1 else 0.0
-    top = float(x.abs().max())
-    tol = max(0.1, 4 / math.sqrt(n))
+    std, top, tol = _spread(x)
     if kind == "uniform":
         if top > value * (1 + 1e-4) + 1e-12:
             return False
@@ -152,14 +150,20 @@ def _fits(x: torch.Tensor, kind: str, value: float) -> bool:
     return True
 
 
+def _spread(x: torch.Tensor) -> tuple[float, float, float]:
+    """The standard deviation and largest magnitude of the values ``x`` (float64, flat), and the relative
+    tolerance a spread estimated from that many values gets."""
+    n = x.numel()
+    return (float(x.std()) if n > 1 else 0.0), float(x.abs().max()), max(0.1, 4 / math.sqrt(n))
+
+
 def _looks_like(t: torch.Tensor, x: torch.Tensor) -> str:
     """The common initialiser the values of ``t`` fit best (from their spread and the tensor's fans), or ""."""
     n = x.numel()
     if n < 20 or t.dim() < 2:
         return ""
-    std, top = float(x.std()), float(x.abs().max())
+    std, top, tol = _spread(x)
     fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(t)
-    tol = max(0.1, 4 / math.sqrt(n))
     if top / std <= 1.8:  # a uniform draw: max|w| is its bound
         bounds = {
             "xavier_uniform_": math.sqrt(6 / (fan_in + fan_out)),

@@ -32,7 +32,8 @@ from .arguments import ExampleInputs
 from .copies import _ZERO_RUN_LIMIT, _zeros_like, cannot_run_on_meta, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
-from .graph import NodeRecord, graph_cache, graph_module_of, index_of, node_record, node_records, opaque_of
+from .graph import NodeRecord, fx_node, index_of, node_record, node_records, opaque_of
+from .knowndata import DATA_FACTORIES
 from .resize import input_conv
 from .shapes import meta_copy
 from .shapespec import InputSpec
@@ -221,13 +222,14 @@ def _new_dims(G: nx.DiGraph, rec: NodeRecord) -> bool:
     """Whether ``rec`` indexes with ``None`` (``x[:, None]``: a new dim, as ``unsqueeze`` makes one)."""
     if rec.op != "call_function" or rec.target != "getitem":
         return False
-    nodes = graph_cache(G, "nodes by name", lambda: {n.name: n for n in graph_module_of(G).graph.nodes})
-    index = nodes[rec.name].args[1] if len(nodes[rec.name].args) > 1 else ()
+    args = fx_node(G, rec.name).args
+    index = args[1] if len(args) > 1 else ()
     return index is None or (isinstance(index, tuple) and None in index)
 
 
-_FACTORIES = frozenset({"tensor", "as_tensor", "from_numpy", "ones", "zeros", "full", "arange", "linspace", "eye"})
-"""Functions that make a tensor from Python values: a forward's own constants (a mean per channel)."""
+_FACTORIES = frozenset({f.__name__ for f in DATA_FACTORIES} | {"as_tensor", "from_numpy", "linspace"})
+"""Functions that make a tensor from Python values (by the names the graph's records give them): a forward's own
+constants (a mean per channel)."""
 
 
 def _model_tensor(G: nx.DiGraph, node: str, reached: set[str], depth: int = 4) -> bool:

@@ -51,7 +51,7 @@ from .resize import fitted_groups, rebuild_fix, resized_copy
 from .shapes import meta_copy
 from .shapespec import InputSpec
 from .trace import trace
-from .wrappers import unwrap_model
+from .wrappers import from_peft, unwrap_model
 
 __all__ = (
     "ParamReport",
@@ -255,7 +255,7 @@ def _adapted(
 
 def _copy(model: nn.Module, inplace: bool) -> nn.Module:
     inner = unwrap_model(model)
-    if inner is not model and type(model).__module__.split(".")[0] == "peft":
+    if inner is not model and from_peft(model):
         raise SurgeryError(
             f"{type(model).__name__} is a peft model: its adapters and trainable flags are built for the layers as "
             "they are, and the edit would give back its base model — edit the base model before get_peft_model(...) "

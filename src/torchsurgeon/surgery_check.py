@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import functools
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +196,12 @@ def _derived(name: str, p: torch.Tensor, orig: dict[str, torch.Tensor]) -> tuple
     return None
 
 
+def _aliases(model: nn.Module, unique: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """A shared parameter's other names, each with the name ``named_parameters()`` (``unique``) gives it."""
+    first = {id(t): n for n, t in unique.items()}
+    return {n: first[id(t)] for n, t in model.named_parameters(remove_duplicate=False) if n not in unique}
+
+
 def _cast(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``b`` is ``a`` converted to ``b``'s other dtype (its values rounded as the conversion rounds them)."""
     if a.shape != b.shape or a.dtype == b.dtype or "meta" in (a.device.type, b.device.type):
@@ -258,9 +264,7 @@ def _computed_weights(model: nn.Module) -> dict[str, tuple[torch.Tensor, tuple[s
 def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
     orig: dict[str, torch.Tensor] = dict(original.named_parameters())
     new = dict(edited.named_parameters())
-    # a shared weight's other names (a tied decoder's dec.weight is emb.weight): the edit may untie it
-    firsts = {id(t): n for n, t in orig.items()}
-    aliases = {n: firsts[id(t)] for n, t in original.named_parameters(remove_duplicate=False) if n not in orig}
+    aliases = _aliases(original, orig)  # a tied decoder's dec.weight is emb.weight: the edit may untie it
     orig.update((n, orig[first]) for n, first in aliases.items() if n in new)
     computed = {n: v for n, v in _computed_weights(original).items() if n in new and n not in orig}
     orig.update((n, value) for n, (value, _) in computed.items())  # matched as parameters; never listed as removed
@@ -365,8 +369,7 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
             reports[name] = ParamReport(name, ParamChange.NEW, None, tuple(p.shape), init_of(name, p))
 
     made_of = {part: name for name, (_, parts) in computed.items() for part in parts}
-    firsts_now = {id(t): n for n, t in new.items()}
-    tied_now = {n: firsts_now[id(t)] for n, t in edited.named_parameters(remove_duplicate=False) if n not in new}
+    tied_now = _aliases(edited, new)
     ordered = [reports[n] for n in new]
     for n in orig:
         if n in claimed or n in aliases:
@@ -417,19 +420,19 @@ def _verdict(params: Sequence[ParamReport], invalid: Sequence[LayerReport]) -> s
     def layers(status: ParamChange) -> list[str]:
         out: list[str] = []
         for p in params:
-            where = p.layer or p.name  # a parameter of the model itself (a class token): its own name
-            if p.status == status and where not in out:
-                out.append(where)
+            if p.status == status and where(p) not in out:
+                out.append(where(p))
         return out
+
+    def where(p: ParamReport) -> str:
+        return p.layer or p.name  # a parameter of the model itself (a class token): its own name
 
     parts = []
     reinit = layers(ParamChange.REINITIALISED)
     if reinit:
         details = []
         for layer in reinit:
-            hint = next(
-                (p.message for p in params if (p.layer or p.name) == layer and "adapt_input_channels" in p.message), ""
-            )
+            hint = next((p.message for p in params if where(p) == layer and "adapt_input_channels" in p.message), "")
             details.append(f"{layer}: {hint}" if hint else f"{layer}: pretrained weights lost")
         parts.append(f"{len(reinit)} layer{'s' * (len(reinit) != 1)} re-initialised ({'; '.join(details)})")
     folded = layers(ParamChange.FOLDED)

@@ -11,7 +11,7 @@ from torch import nn
 
 from .errors import InputError
 
-__all__ = ("unwrap_model",)
+__all__ = ("from_peft", "unwrap_model")
 
 
 def _passes_on_everything(model: nn.Module, inner: Any) -> bool:
@@ -27,6 +27,18 @@ def _passes_on_everything(model: nn.Module, inner: Any) -> bool:
         return False
     own = {id(t) for t in itertools.chain(model.parameters(), model.buffers())}
     return own == {id(t) for t in itertools.chain(inner.parameters(), inner.buffers())}
+
+
+def from_peft(obj: object) -> bool:
+    """Whether ``obj``'s class comes from peft (a ``PeftModel``, a LoRA layer around a Linear).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from_peft(nn.Linear(2, 2))
+    False
+    """
+    return type(obj).__module__.split(".")[0] == "peft"
 
 
 def unwrap_model(model: object) -> nn.Module:
