@@ -481,6 +481,35 @@ def test_library_calls_on_traced_values_are_answered_and_restored() -> None:
     assert torch.jit.isinstance(torch.zeros(1), torch.Tensor) and torch.ones(2).tolist() == [1.0, 1.0]
 
 
+class PlainTensorSizes(nn.Module):
+    """Sizes from the input given to methods of tensors that are no parameter or buffer (peft's prompt tuning keeps
+    its prompt tokens in a dict: ``self.prompt_tokens[adapter].unsqueeze(0).expand(batch_size, -1)``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = {"default": torch.arange(4.0)}  # a plain tensor in a dict: fx gives no proxy for it
+        self.scale = torch.linspace(1.0, 2.0, 4)  # a plain tensor attribute
+        self.proj = nn.Linear(4, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        prompt = self.tokens["default"].unsqueeze(0).expand(b, -1)  # (B, 4)
+        scale = self.scale.repeat(b, 1).view(b, 2, 2).reshape(b, -1).flip(0)  # (B, 4)
+        ones = torch.ones(4).tile(b, 1) + x.new_zeros(b, 4)  # a tensor made in forward
+        return self.proj(x + prompt * scale + ones).permute(1, 0)
+
+
+def test_sizes_from_the_input_reach_methods_of_plain_tensors() -> None:
+    model = PlainTensorSizes().eval()
+    report = paramcount(model, (4,), batch=3, crosscheck="always")
+    with torch.no_grad():
+        real = model(torch.zeros(3, 4))
+    assert report.output_shape == tuple(real.shape) == (6, 3)
+    assert report.total == sum(p.numel() for p in model.parameters()) and report.trusted and not report.invalid
+    assert not {"expand", "view", "reshape", "repeat", "permute", "tile", "flip", "new_zeros"} & set(vars(torch.Tensor))
+    assert torch.arange(3.0).unsqueeze(0).expand(2, -1).shape == (2, 3)  # the real methods are back
+
+
 def test_a_global_module_with_weights_is_still_an_error() -> None:
     shared = nn.Linear(4, 4)
 

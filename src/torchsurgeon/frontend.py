@@ -337,7 +337,11 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
       (``zeros``, ``empty``, ``full``, ``rand``, ``randn``), and
       ``torch.tensor(x.size(-1))`` / ``torch.as_tensor(x)``: torch's argument
       parser rejects a proxy inside a size or as data (OPT's and BART's
-      decoder masks, DeBERTa's attention scale, MONAI's HighResNet blocks).
+      decoder masks, DeBERTa's attention scale, MONAI's HighResNet blocks);
+    * a real tensor's ``expand``, ``view``, ``reshape``, ``repeat``,
+      ``permute``, ``tile``, ``flip`` and ``new_zeros`` / ``new_ones`` /
+      ``new_empty`` given a proxy size (peft's prompt tuning:
+      ``self.prompt_tokens[adapter].unsqueeze(0).expand(batch_size, -1)``).
 
     Anything without a proxy goes to the real function.  Process-wide, like
     torch.fx's own patches (docs/threads.md).
@@ -411,6 +415,20 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
             return jit_isinstance(obj, torch.Tensor)
         return bool(real_is_tensor(obj))  # type: ignore[misc]
 
+    def recorded_method(name: str) -> Callable[..., Any]:
+        real = getattr(torch.Tensor, name)
+
+        @functools.wraps(real)
+        def method(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            proxy = _first_proxy(args)
+            if proxy is None and kwargs:
+                proxy = _first_proxy(kwargs.values())
+            if proxy is None:
+                return real(self, *args, **kwargs)
+            return proxy.tracer.create_proxy("call_method", name, (self, *args), kwargs)
+
+        return method
+
     patches: list[tuple[Any, str, Any]] = [  # (owner, attribute, what stands for it during the trace)
         (torch, "finfo", wrap(real_finfo)),
         (torch, "iinfo", wrap(real_iinfo)),
@@ -419,19 +437,29 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
         (torch, "_check_with", check_with),
         (torch, "_check_tensor_all_with", check_tensor_all_with),  # torch._check_tensor_all calls it
         *((torch, name, recorded(factory)) for name, factory in factories.items()),
+        *((torch.Tensor, name, recorded_method(name)) for name in _SIZE_METHODS),
     ]
     if real_is_tracing is not None:
         patches.append((masks, "is_tracing", is_tracing))
     if real_is_tensor is not None:
         patches.append((boxes, "is_torch_tensor", is_torch_tensor))
-    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    originals = [(owner, name, vars(owner).get(name, _INHERITED)) for owner, name, _ in patches]
     for owner, name, replacement in patches:
         setattr(owner, name, replacement)
     try:
         yield
     finally:
         for owner, name, real in originals:
-            setattr(owner, name, real)
+            if real is _INHERITED:  # torch.Tensor.expand is TensorBase's: the class gets none of its own back
+                delattr(owner, name)
+            else:
+                setattr(owner, name, real)
+
+
+_INHERITED: Any = object()
+_SIZE_METHODS = ("expand", "view", "reshape", "repeat", "permute", "tile", "flip", "new_zeros", "new_ones", "new_empty")
+"""Tensor methods taking sizes or dims as separate arguments: torch's argument parser rejects a proxy among them
+(``self.cls_token.expand(x.shape[0], -1)`` of a tensor the model holds as a plain attribute, not a parameter)."""
 
 
 _FACTORIES = ("ones", "zeros", "empty", "full", "rand", "randn", "tensor", "as_tensor")
