@@ -124,6 +124,25 @@ def test_detached_copy_keeps_the_forward_hooks_the_models_library_installed_and_
     assert len(model[0]._forward_hooks) == 2  # the model keeps both
 
 
+def _torchvision_hook(module: nn.Module, args: Any, output: Any) -> None:
+    """A forward hook "from torchvision": its __module__ is set below."""
+
+
+_torchvision_hook.__module__ = "torchvision.hooks_of_the_library"
+
+
+def test_detached_copy_keeps_the_hooks_of_the_library_of_a_wrapped_model() -> None:
+    """A peft model around a transformers model: transformers' hooks are the model's own, though the root's class
+    is peft's (found by a probe: ``enable_input_require_grads`` was dropped from the memory plan's copy)."""
+    import torchvision
+
+    block = torchvision.ops.misc.MLP(4, [4])
+    wrapper = nn.Sequential(block)  # torch's class around torchvision's
+    block.register_forward_hook(_torchvision_hook)
+    copied = detached_copy(wrapper, lambda t: torch.empty_like(t, device="meta"))
+    assert list(copied[0]._forward_hooks.values()) == [_torchvision_hook]
+
+
 def test_detached_copy_keeps_the_users_hooks_that_return_a_value() -> None:
     """A hook that replaces a module's output changes what the model computes: the copy keeps it."""
     model = nn.Sequential(nn.Linear(2, 4), nn.ReLU())

@@ -432,3 +432,89 @@ def test_an_eval_forward_that_reads_values_leaves_the_training_plan() -> None:
     assert plan.inference_unknown.startswith("EvalReadsValues: its eval-mode forward failed")
     assert "Peak (inference) not known: EvalReadsValues: its eval-mode forward failed" in str(plan)
     assert plan.to_dict()["inference_peak"] is None
+
+
+class _CheckpointedAfterAFrozenStem(nn.Module):
+    """The LoRA recipe with reentrant checkpointing: a frozen stem (the embeddings) whose output a forward hook
+    makes require grad in place (transformers' ``enable_input_require_grads``), then a checkpointed trainable
+    block: without the hook, reentrant checkpointing gives the block no gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(16, 32).requires_grad_(False)
+        self.block = nn.Sequential(nn.Linear(32, 32), nn.GELU(), nn.Linear(32, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        return torch.utils.checkpoint.checkpoint(self.block, h, use_reentrant=True)  # type: ignore[no-any-return]
+
+
+class _DeepcopiedWrapper(nn.Module):
+    """A wrapper that ``copy.deepcopy`` copies its own way (peft's ``PeftModel``): the copies under it were made
+    without their hooks."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _DeepcopiedWrapper:
+        import copy
+
+        new = _DeepcopiedWrapper.__new__(_DeepcopiedWrapper)
+        new.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # type: ignore[no-any-return]
+
+
+def _make_inputs_require_grads(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+    output.requires_grad_(True)  # returns None, as transformers' hook does
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_hook_that_makes_the_stems_output_require_grad_is_planned(wrapped: bool) -> None:
+    """Found by a probe: a forward hook that returns None but acts in place (``output.requires_grad_(True)``) was
+    not copied into the planned model, nor any hook under a wrapper deepcopy copies (a peft model): LoRA with
+    reentrant checkpointing was planned at 0 activations, 0 gradients and 0 optimizer state."""
+    torch.manual_seed(0)
+    inner = _CheckpointedAfterAFrozenStem()
+    inner.stem.register_forward_hook(_make_inputs_require_grads)
+    model = _DeepcopiedWrapper(inner) if wrapped else inner
+    real = measure(model, torch.randn(4, 16))
+    plan = memory_plan(model, (16,), batch=4, optimizer="sgd", device="cpu")
+    assert real.gradients > 0 and (plan.activations, plan.gradients) == (real.saved, real.gradients)
+    assert len(inner.stem._forward_hooks) == 1  # the model keeps its hook
+
+
+@pytest.mark.parametrize(
+    "caller",
+    [torch.inference_mode, lambda: torch.autocast("cpu", torch.bfloat16), torch.no_grad],
+    ids=["inference_mode", "autocast", "no_grad"],
+)
+def test_the_callers_inference_mode_or_autocast_does_not_change_the_plan(caller: Callable[[], Any]) -> None:
+    """Found by a probe: inside ``torch.inference_mode()`` (a validation hook) the step was planned at 0 bytes, and
+    inside an outer autocast with bf16 activations while the plan said amp off."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
+    real = measure(model, torch.randn(2, 3, 16, 16))
+    outside = memory_plan(model, (3, 16, 16), batch=2, optimizer="adamw", device="cpu")
+    with caller():
+        plan = memory_plan(model, (3, 16, 16), batch=2, optimizer="adamw", device="cpu")
+    assert (plan.activations, plan.gradients, plan.amp) == (real.saved, real.gradients, None)
+    assert (plan.optimizer_state, plan.peak) == (outside.optimizer_state, outside.peak) and plan.optimizer_state > 0
+
+
+def test_max_batch_of_a_model_that_trains_from_batch_2() -> None:
+    """Found by a probe: BatchNorm over one value per channel refuses batch 1 in training, and max_batch, which
+    tries batch 1 first, raised for a plan made at batch 4 (resnet18 at 32 x 32 px)."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 64, 3), nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(64), nn.Flatten(), nn.Linear(64, 2)
+    )
+    with pytest.raises(MemoryPlanError, match="batch=2 or more"):
+        memory_plan(model, (3, 32, 32), batch=1, optimizer="sgd")
+    plan = memory_plan(model, (3, 32, 32), batch=4, optimizer="sgd")
+    budget = plan.peak + 2**20
+    best = plan.max_batch(budget)
+    assert memory_plan(model, (3, 32, 32), batch=best, optimizer="sgd").peak <= budget
+    assert memory_plan(model, (3, 32, 32), batch=best + 1, optimizer="sgd").peak > budget

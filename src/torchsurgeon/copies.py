@@ -20,6 +20,7 @@ import functools
 import itertools
 import operator
 import os
+import re
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -216,6 +217,33 @@ def torch_or_python(fn: Any) -> bool:
     return name.split(".")[0] in ("torch", "_operator", "operator", "builtins", "math")
 
 
+def libraries_of(model: nn.Module) -> frozenset[str]:
+    """The installed packages that define the classes of ``model`` and its modules (torch's only for a model of
+    torch's own classes): a peft model around a transformers one is both libraries' code.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> sorted(libraries_of(nn.Sequential(nn.Linear(2, 2)))), sorted(libraries_of(type("Mine", (nn.Module,), {})()))
+    (['torch'], [])
+    """
+    own = library_of(model)
+    found = {_library_of_class(type(m)) for m in model.modules()} - {None, "torch"}
+    return frozenset({*found, own} if own is not None else found)  # type: ignore[arg-type]
+
+
+def _library_of_class(cls: type) -> str | None:
+    found = _LIBRARIES.get(cls, _LIBRARIES)
+    if found is _LIBRARIES:
+        package = cls.__module__.split(".")[0]
+        path = os.path.abspath(getattr(sys.modules.get(package), "__file__", None) or "")
+        found = _LIBRARIES[cls] = package if f"{os.sep}site-packages{os.sep}" in path else None
+    return found  # type: ignore[no-any-return]
+
+
+_LIBRARIES: dict[type, Any] = {}
+
+
 def library_of(module: nn.Module) -> str | None:
     """The installed package that defines ``module``'s class (``"transformers"``), or None for code of your own.
 
@@ -225,9 +253,7 @@ def library_of(module: nn.Module) -> str | None:
     >>> library_of(nn.Linear(2, 2))
     'torch'
     """
-    package = type(module).__module__.split(".")[0]
-    path = os.path.abspath(getattr(sys.modules.get(package), "__file__", None) or "")
-    return package if f"{os.sep}site-packages{os.sep}" in path else None
+    return _library_of_class(type(module))
 
 
 _REPARAMETRIZING = frozenset({"torch.nn.utils.prune", "torch.nn.utils.weight_norm", "torch.nn.utils.spectral_norm"})
@@ -235,34 +261,39 @@ _REPARAMETRIZING = frozenset({"torch.nn.utils.prune", "torch.nn.utils.weight_nor
 step computes what the model's does; the trace need not run them, the weight they last computed has its shape)."""
 
 
-def hook_runs(hook: Any, library: str | None) -> bool:
+def hook_runs(hook: Any, libraries: frozenset[str]) -> bool:
     """Whether a forward hook runs in the analysis as in a real forward: a hook the model installs on itself (its
-    function comes from ``library``: transformers collects hidden states with forward hooks), or one of the user's
-    that may return a value (:func:`returns_values`: it changes what the module takes or gives).  A hook of the
-    user's that only looks (returns None) is never run: it never sees torchsurgeon's tensors.
+    function comes from one of ``libraries``, :func:`libraries_of` the model: transformers collects hidden states
+    with forward hooks, and its ``enable_input_require_grads`` makes the embeddings' output require grad, also
+    inside a peft model), or one of the user's that may return a value (:func:`returns_values`) or changes a tensor
+    in place (:func:`acts_in_place`): it changes what the module takes or gives.  A hook of the user's that only
+    looks is never run: it never sees torchsurgeon's tensors.
 
     Examples
     --------
     >>> keep_five = lambda module, inputs, output: output[:, :5]
     >>> features = []
-    >>> hook_runs(keep_five, None), hook_runs(lambda m, i, o: features.append(o), None)
+    >>> hook_runs(keep_five, frozenset()), hook_runs(lambda m, i, o: features.append(o), frozenset())
     (True, False)
+    >>> hook_runs(lambda m, i, o: o.requires_grad_(True), frozenset())
+    True
     """
     if type(hook).__module__ in _REPARAMETRIZING:  # it sets the layer's weight: a proxy would be left in the model
         return False
-    return library_hook(hook, library) or returns_values(hook)
+    return library_hook(hook, libraries) or returns_values(hook) or acts_in_place(hook)
 
 
-def library_hook(hook: Any, library: str | None) -> bool:
-    """Whether a hook's function comes from ``library``, the installed library that defines the model's class.
+def library_hook(hook: Any, libraries: frozenset[str]) -> bool:
+    """Whether a hook's function comes from one of ``libraries``, the installed libraries that define the model's
+    classes (:func:`libraries_of`).
 
     Examples
     --------
-    >>> library_hook(print, "builtins"), library_hook(print, None)
+    >>> library_hook(print, frozenset({"builtins"})), library_hook(print, frozenset())
     (True, False)
     """
     fn = _function_of(hook)  # timm's FeatureHooks: partial(self._collect, id)
-    return library is not None and str(getattr(fn, "__module__", "") or "").split(".")[0] == library
+    return str(getattr(fn, "__module__", "") or "").split(".")[0] in libraries
 
 
 def _function_of(hook: Any) -> Any:
@@ -326,6 +357,32 @@ def returns_values(hook: Any) -> bool:
                 continue
         return True
     return False
+
+
+def acts_in_place(hook: Any) -> bool:
+    """Whether a hook's code calls an in-place tensor method (``output.requires_grad_(True)``, ``output.mul_(2)``):
+    returning None, it still changes what the module gives.  False when its code cannot be read (a hook that
+    returns a value is caught by :func:`returns_values`).
+
+    Examples
+    --------
+    >>> acts_in_place(lambda m, i, o: o.clamp_(min=0)), acts_in_place(lambda m, i, o: print(o.shape))
+    (True, False)
+    """
+    fn = _function_of(hook)
+    code = getattr(fn, "__code__", None)
+    if code is None and not isinstance(fn, types.BuiltinFunctionType):
+        code = getattr(_call_of(fn), "__code__", None)  # a callable object
+    if not isinstance(code, types.CodeType):
+        return False
+    return any(
+        i.opname in ("LOAD_ATTR", "LOAD_METHOD") and _IN_PLACE.fullmatch(str(i.argval)) is not None
+        for i in dis.get_instructions(code)
+    )
+
+
+_IN_PLACE = re.compile(r"[a-z][a-z0-9_]*[a-z0-9]_")
+"""A tensor method that acts in place: ``mul_``, ``requires_grad_`` (not ``__setitem__``, not ``_private``)."""
 
 
 CONTAINER_TYPES = frozenset({dict, list, set, collections.OrderedDict, collections.defaultdict, collections.Counter})
@@ -458,7 +515,7 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
         for t in _computed_attributes(m):
             if id(t) not in memo:
                 memo[id(t)] = tensor(t.detach())
-    copied: nn.Module = _Copier(module, memo, library_of(module)).copy(module)
+    copied: nn.Module = _Copier(module, memo, libraries_of(module)).copy(module)
     return copied
 
 
@@ -526,8 +583,9 @@ class _Copier:
     there either.
     """
 
-    def __init__(self, root: nn.Module, memo: dict[int, Any], library: str | None = None) -> None:
-        self.root, self.memo, self.hooks_in_memo, self.library = root, memo, False, library
+    def __init__(self, root: nn.Module, memo: dict[int, Any], libraries: frozenset[str] = frozenset()) -> None:
+        self.root, self.memo, self.hooks_in_memo, self.libraries = root, memo, False, libraries
+        self.pending: list[tuple[nn.Module, dict[int, Any], set[int], dict[int, Any]]] = []
 
     def _own_hooks(self, state: Mapping[str, Any]) -> set[int]:
         """The ids of a module's forward hooks that run in the analysis (see :func:`hook_runs`)."""
@@ -537,7 +595,7 @@ class _Copier:
             key
             for attr in _OWN_HOOK_DICTS
             for key, hook in (state.get(attr) or {}).items()
-            if hook_runs(hook, self.library) or type(hook).__module__ in _REPARAMETRIZING
+            if hook_runs(hook, self.libraries) or type(hook).__module__ in _REPARAMETRIZING
         }
 
     def _kept(self, hook: Any) -> Any:
@@ -546,7 +604,7 @@ class _Copier:
         where the copy's forward reads what it collects."""
         if type(hook).__module__ in _REPARAMETRIZING:
             return hook
-        if library_hook(hook, self.library):
+        if library_hook(hook, self.libraries):
             return self._rebound(hook)
         return without_side_effects(hook)
 
@@ -622,11 +680,31 @@ class _Copier:
         if not self.hooks_in_memo:
             self.hooks_in_memo = True
             for m in self.root.modules():
+                kept = self._own_hooks(m.__dict__)
                 for attr in HOOK_DICTS:
                     hooks = m.__dict__.get(attr)
-                    if isinstance(hooks, dict):
-                        memo.setdefault(id(hooks), collections.OrderedDict())
-        return copy.deepcopy(value, memo)
+                    if isinstance(hooks, dict) and id(hooks) not in memo:
+                        empty: dict[int, Any] = collections.OrderedDict()
+                        memo[id(hooks)] = empty
+                        if kept and attr in _KEPT_HOOK_DICTS and not kept.isdisjoint(hooks):
+                            self.pending.append((m, hooks, kept, empty))
+        copied = copy.deepcopy(value, memo)
+        self._fill_pending()
+        return copied
+
+    def _fill_pending(self) -> None:
+        """The kept hooks of modules ``copy.deepcopy`` copied (under a module that does not copy plainly: peft's
+        ``PeftModel``), bound to their copies: their hook dicts were mapped to empty ones in ``memo``."""
+        waiting = []
+        for original, hooks, kept, empty in self.pending:
+            copy_ = self.memo.get(id(original))
+            if copy_ is None:
+                waiting.append((original, hooks, kept, empty))
+                continue
+            empty.update(
+                (key, self._kept(_bound_to(hook, original, copy_))) for key, hook in hooks.items() if key in kept
+            )
+        self.pending = waiting
 
 
 def _bound_to(hook: Any, original: nn.Module, copy_: nn.Module) -> Any:

@@ -241,6 +241,19 @@ def simulate_step(
     >>> step.saved, step.gradients  # '': the model's own ops (here: making the input); 58 fp32 parameters
     ({'': 0, '0': 48, '1': 96, '2': 0}, 232)
     """
+    # the plan is of the step its arguments describe, not of the caller's inference_mode or autocast
+    with torch.inference_mode(False), torch.autocast("cpu", enabled=False):
+        return _simulate(model, inputs, train, amp, dtype, device)
+
+
+def _simulate(
+    model: nn.Module,
+    inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype | None]],
+    train: bool,
+    amp: torch.dtype | None,
+    dtype: torch.dtype | None,
+    device: str,
+) -> SimulatedStep:
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     copy = detached_copy(model, lambda t: _fake_like(fake, t, dtype))
     if not (train and model.training):  # a model in train() keeps the layers its user put in eval() (a frozen BN)

@@ -209,7 +209,8 @@ class MemoryPlan:
         raise KeyError(f"no layer {name!r} in the memory plan of {self.model_name}; similar: {close}")
 
     def max_batch(self, budget: int | str) -> int:
-        """The largest batch whose :attr:`peak` fits in ``budget`` (0 when not even batch 1 fits).
+        """The largest batch whose :attr:`peak` fits in ``budget`` (0 when not even batch 1 fits; a model that
+        cannot train at batch 1, a BatchNorm over one value per channel, is searched from batch 2).
 
         Activations grow about linearly with the batch: two simulated steps
         give the line, then the answer ``b`` is checked with simulated steps
@@ -247,24 +248,36 @@ class MemoryPlan:
         if room < self.step_transient:
             return 0
         acts: dict[int, int] = {self.batch: self.activations + self.transient}  # batch -> activations + transient
+        refused: set[int] = set()  # batches a real step cannot take (BatchNorm over one value per channel at 1)
 
         def fits(b: int) -> bool:
+            if b in refused:
+                return False
             if b not in acts:
                 if len(acts) >= _MAX_PLANS:
                     raise MemoryPlanError(f"max_batch({budget!r}) did not converge in {_MAX_PLANS} simulated steps")
-                acts[b] = replan(b)
+                try:
+                    acts[b] = replan(b)
+                except MemoryPlanError:
+                    if b >= self.batch:  # the plan's own batch runs: a larger one failing is news
+                        raise
+                    refused.add(b)
+                    return False
             return acts[b] <= room
 
+        first = 1
         if not fits(1):
-            return 0
-        fits(2)
+            if 1 not in refused or not fits(2):  # a model that trains from batch 2: the search starts there
+                return 0
+            first = 2
+        fits(first + 1)
         for rounds in itertools.count():
             lo = max(b for b, a in acts.items() if a <= room)
             hi = min((b for b, a in acts.items() if a > room and b > lo), default=None)
             if hi is not None and hi - lo == 1:
                 return lo
-            if hi is None:  # extrapolate the line through batch 1 and the largest batch that fits (>= 2)
-                slope = (acts[lo] - acts[1]) / (lo - 1)
+            if hi is None:  # extrapolate the line through the first batch and the largest that fits (> first)
+                slope = (acts[lo] - acts[first]) / (lo - first)
                 if slope <= 0:
                     raise MemoryPlanError(
                         f"the activations of {self.model_name} do not grow with the batch — "

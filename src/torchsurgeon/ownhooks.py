@@ -24,8 +24,8 @@ from .copies import (
     HOOK_DICTS,
     changed,
     hook_runs,
+    libraries_of,
     library_hook,
-    library_of,
     put_back,
     shallow,
     without_side_effects,
@@ -103,7 +103,7 @@ class OwnHooks:
         ]
         # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
         self._first_new = RemovableHandle.next_id
-        self._library = library_of(model)
+        self._libraries = libraries_of(model)
         self._quiet: dict[int, Callable[..., Any]] = {}  # the user's hooks that run, by id (without_side_effects)
 
     def installed(self, module: nn.Module) -> bool:
@@ -118,8 +118,8 @@ class OwnHooks:
         for key, hook in getattr(module, attr).items():
             if key >= self._first_new:
                 yield key, hook
-            elif hook_runs(hook, self._library):
-                if library_hook(hook, self._library):
+            elif hook_runs(hook, self._libraries):
+                if library_hook(hook, self._libraries):
                     yield key, hook
                     continue
                 quiet = self._quiet.get(key)  # the user's, returning a value: what it records is put back
