@@ -410,3 +410,66 @@ def test_surgery_on_a_peft_model_says_to_edit_the_base_model_first() -> None:
     injected = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), _LoraLike(nn.Linear(8, 5)))
     with pytest.raises(SurgeryError, match=r"2 \(peft.tuners.lora.layer._LoraLike\) is wrapped by peft"):
         replace_head(injected, 3, input=(4,))
+
+
+class _TwoTowers(nn.Module):
+    """open_clip's CLIP, small: an image tower ending in a Linear projection, a text tower in a bare ``x @ proj``,
+    their normalised embeddings returned (``compare=False``) or compared (``compare=True``, as transformers'
+    CLIPModel gives its logits)."""
+
+    def __init__(self, compare: bool = False) -> None:
+        super().__init__()
+        self.visual = nn.Sequential(
+            nn.Conv2d(3, 4, 4, stride=4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6)
+        )
+        self.embed = nn.Embedding(10, 5)
+        self.text_projection = nn.Parameter(torch.randn(5, 6))
+        self.compare = compare
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        image_features = nn.functional.normalize(self.visual(image), dim=-1)
+        text_features = nn.functional.normalize(self.embed(text).mean(1) @ self.text_projection, dim=-1)
+        if self.compare:
+            return (image_features @ text_features.T,)
+        return image_features, text_features
+
+
+_TOWERS_INPUT = {"image": (3, 8, 8), "text": torch.zeros(1, 3, dtype=torch.long)}
+
+
+def test_a_two_tower_models_embedding_is_not_taken_for_a_classifier() -> None:
+    """Found by a probe: replace_head on a whole open_clip CLIP RN50 made its image features 10 wide, its text
+    features stayed 1024 wide, and image @ text.T failed; transformers' CLIPModel had both projections replaced."""
+    model = _TwoTowers()
+    with pytest.raises(
+        SurgeryError,
+        match=r"visual.3 \(Linear\) makes a 6-wide embedding, not class scores — output 1 of the model is the "
+        r"embedding made by text_projection \(a bare parameter\) from the input text, "
+        r".* replace_head\(model.visual, 3\)",
+    ):
+        replace_head(model, 3, input=_TOWERS_INPUT)
+    with pytest.raises(SurgeryError, match=r"multiplied by matmul\(\) with the output of text_projection"):
+        replace_head(_TwoTowers(compare=True), 3, input=_TOWERS_INPUT)
+    with pytest.raises(SurgeryError, match=r"makes a 6-wide embedding"):
+        append_head(model, nn.Linear(6, 3), input=_TOWERS_INPUT)
+    image, text = torch.randn(2, 3, 8, 8), torch.zeros(4, 3, dtype=torch.long)
+    model.visual = replace_head(model.visual, 3, input=(3, 8, 8)).model  # the fix the message names
+    assert model.visual(image).shape == (2, 3)
+    named = replace_head(_TwoTowers(), 3, input=_TOWERS_INPUT, layer="visual.3").model  # named: the user's call
+    assert named(image, text)[0].shape == (2, 3)
+
+
+def test_late_fusion_heads_of_two_inputs_are_still_replaced_together() -> None:
+    """Two classifiers on two inputs whose logits are added are heads, not embeddings: both replaced."""
+
+    class LateFusion(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.image_head, self.table_head = nn.Linear(4, 5), nn.Linear(3, 5)
+
+        def forward(self, image: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+            return self.image_head(image) + self.table_head(table)
+
+    result = replace_head(LateFusion(), 2, input={"image": (4,), "table": (3,)})
+    assert result.model(torch.randn(1, 4), torch.randn(1, 3)).shape == (1, 2)
+    assert {c.name for c in result.changes} >= {"image_head.weight", "table_head.weight"}

@@ -60,3 +60,25 @@ def test_open_clip_replace_head_names_the_head_or_says_what_to_do() -> None:
     with pytest.raises(SurgeryError, match=r"bare parameter proj \(768, 512\) of the model itself") as err:
         replace_head(vit, 10)
     assert not str(err.value).startswith(" ") and "nn.Sequential(model, nn.Linear(512, 10))" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "refusal"),
+    [
+        ("RN50", r"visual.attnpool.c_proj \(Linear\) makes a 1024-wide embedding.* replace_head\(model.visual, 10\);"),
+        ("ViT-B-32", r"visual.proj \(a bare parameter\) makes a 512-wide embedding.* nn.Linear\(512, 10\)\)$"),
+    ],
+)
+def test_open_clip_whole_model_head_is_an_embedding_not_a_classifier(name: str, refusal: str) -> None:
+    """Found by a probe: replace_head on a whole RN50 CLIP made its image features 10 wide (text features 1024:
+    image @ text.T failed); the whole ViT-B-32 was told to wrap the model, whose output is a tuple, in a Linear."""
+    import torch
+
+    from torchsurgeon import SurgeryError, replace_head
+
+    logging.getLogger().setLevel(logging.ERROR)
+    model = open_clip.create_model(name, pretrained=None).eval()
+    with pytest.raises(SurgeryError, match=refusal):
+        replace_head(model, 10, input={"image": SHAPE, "text": torch.zeros(1, 77, dtype=torch.long)})
+    image_features, text_features, _ = model(torch.randn(1, *SHAPE), torch.zeros(1, 77, dtype=torch.long))
+    assert image_features.shape == text_features.shape  # the pair the refusal keeps comparable

@@ -8,7 +8,8 @@ CrossViT average theirs).  A layer that gives another output as it is
 (through dropout, flatten or views), as wide, is a head too: GoogLeNet's and
 Inception-v3's auxiliary classifiers, which only a model in training mode
 calls (a model in ``eval()`` is also traced in training mode to find them).
-Hidden states and attentions a model also returns are not classifiers.
+Hidden states and attentions a model also returns are not classifiers, nor is a
+layer making an embedding (a two-tower model's, CLIP's: :func:`_compared`).
 
 Nothing here changes the model it is given unless ``inplace=True``.
 """
@@ -164,10 +165,11 @@ def _heads(model: nn.Module, input: InputSpec | None) -> list[tuple[str, NodeRec
 
 
 def _heads_and_others(
-    model: nn.Module, input: InputSpec | None
+    model: nn.Module, input: InputSpec | None, num_classes: int | None = None
 ) -> tuple[list[tuple[str, NodeRecord]], dict[str, int | None]]:
     """:func:`_heads`, and the layers of another width that give the model's other outputs as they are (a
-    multi-task model's other heads), with their widths."""
+    multi-task model's other heads), with their widths; a two-tower model's embedding is refused
+    (:func:`_no_embedding`)."""
     model = unwrap_model(model)
     G = _graph(model, input)
     outputs = _output_nodes(G)
@@ -179,9 +181,11 @@ def _heads_and_others(
         )
     layers = [(name, rec) for name, rec in owners if name and _is_layer(model.get_submodule(name))]
     if not layers:
+        _no_embedding(model, G, owners[:1], outputs, num_classes)
         return owners[:1], {}  # not a Linear or Conv layer: replace_head says what to do
     width = _width(model.get_submodule(layers[0][0]))
     heads = dict((name, rec) for name, rec in layers if _width(model.get_submodule(name)) == width)
+    _no_embedding(model, G, list(heads.items()), outputs, num_classes)
     others: dict[str, int | None] = {}
     for i, (graph, node) in enumerate([(G, n) for n in outputs[1:]] + _outputs_in_training(model, input)):
         for name, rec in _owners(graph, node, through_any=False):  # an output a layer gives as it is
@@ -198,6 +202,106 @@ def _heads_and_others(
             if not any(f"{name}.{p}" in used for p, _ in module.named_parameters()):
                 heads[name] = _module_record(name, module)
     return list(heads.items()), others
+
+
+_PRODUCTS = frozenset({"matmul", "mm", "bmm", "einsum", "tensordot", "inner", "dot", "cosine_similarity"})
+"""Ops that multiply two tensors along their features: two embeddings compared, their width contracted."""
+
+
+def _output_width(model: nn.Module, name: str, rec: NodeRecord) -> int | None:
+    """The width of what a weights owner gives: a layer's outputs, a bare ``x @ proj``'s last dimension, a
+    norm's features; None when unknown."""
+    module = model.get_submodule(name) if name else model
+    if _is_layer(module):
+        return _width(module)
+    bare = [p for p in rec.param_names if p.rpartition(".")[0] == name]
+    if bare and rec.op != "call_module":
+        weight = model.get_parameter(bare[0])
+        return int(weight.shape[-1]) if weight.dim() >= 2 else None
+    shape = getattr(module, "normalized_shape", None)
+    return int(shape[-1]) if isinstance(shape, tuple) and shape else _width(module)
+
+
+def _reads(G: nx.DiGraph, node: str) -> set[str]:
+    """The model inputs a node's value is computed from."""
+    return {n for n in nx.ancestors(G, node) if node_record(G, n).op == "placeholder"}
+
+
+def _no_embedding(
+    model: nn.Module, G: nx.DiGraph, heads: list[tuple[str, NodeRecord]], outputs: list[str], num_classes: int | None
+) -> None:
+    """Refuse heads that make an embedding, not class scores (:func:`_compared` says why); a new width there
+    breaks the comparison the embeddings are made for."""
+    for name, rec in heads:
+        width = _output_width(model, name, rec)
+        reason = _compared(model, G, (name, rec), width, [n for n, _ in heads], outputs) if width else ""
+        if reason:
+            raise SurgeryError(_embedding_message(model, name, rec, width or 0, reason, num_classes))
+
+
+def _compared(
+    model: nn.Module, G: nx.DiGraph, head: tuple[str, NodeRecord], width: int, heads: list[str], outputs: list[str]
+) -> str:
+    """Why ``head`` (``width`` wide) makes an embedding: its output is multiplied (a matmul, a similarity) with
+    another branch's of its width before the first output; or another output is an embedding of its width made
+    from a model input the head does not read (a two-tower model: CLIP's image and text features); else ``""``."""
+    after = nx.descendants(G, head[1].name) | {head[1].name}
+    for node in sorted(after & (nx.ancestors(G, outputs[0]) | {outputs[0]})):
+        product = node_record(G, node)
+        if product.op not in ("call_function", "call_method") or str(product.target) not in _PRODUCTS:
+            continue
+        operands: list[torch.fx.Node] = []
+        torch.fx.node.map_arg((fx_node(G, node).args, fx_node(G, node).kwargs), operands.append)
+        for operand in (o.name for o in operands if o.name not in after):
+            for other in _owners(G, operand, through_any=True):
+                if _output_width(model, *other) == width:
+                    return f"its output is multiplied by {product.target}() with the output of {_shown(model, *other)}"
+    reads = _reads(G, head[1].name)
+    for i, output in enumerate(outputs[1:], start=1):
+        if output in after:
+            continue
+        for name, rec in _owners(G, output, through_any=True):
+            new = sorted(_reads(G, rec.name) - reads)
+            if name not in heads and new and _output_width(model, name, rec) == width:
+                return (
+                    f"output {i} of the model is the embedding made by {_shown(model, name, rec)} from the input "
+                    f"{', '.join(new)}, which the head does not read"
+                )
+    return ""
+
+
+def _shown(model: nn.Module, name: str, rec: NodeRecord) -> str:
+    """A weights owner as the user knows it: the layer, or the bare parameter it reads."""
+    module = model.get_submodule(name) if name else model
+    bare = [p for p in rec.param_names if p.rpartition(".")[0] == name]
+    if bare and not _is_layer(module) and rec.op != "call_module":
+        return f"{bare[0]} (a bare parameter)"
+    return f"{name or 'the model itself'} ({type(module).__name__})"
+
+
+def _embedding_message(
+    model: nn.Module, name: str, rec: NodeRecord, width: int, reason: str, num_classes: int | None
+) -> str:
+    """The refusal of :func:`_no_embedding`, with the edits that do make a classifier: one tower's own head
+    (the model's child holding the head), or the layer named with ``layer=``."""
+    layer = _is_layer(model.get_submodule(name) if name else model)
+    classes = num_classes if num_classes is not None else "num_classes"
+    tower = name.split(".")[0] if ("." in name if layer else bool(name)) else ""
+    if tower:
+        own = (
+            f"replace_head(model.{tower}, {classes})"
+            if layer
+            else f"nn.Sequential(model.{tower}, nn.Linear({width}, {classes}))"
+        )
+        fix = f"To classify with one tower, edit that tower alone: {own}"
+    else:
+        fix = "To classify with one tower, edit that tower by hand"
+    if layer:
+        fix += f"; to replace the layer anyway, name it: replace_head(model, {classes}, layer={name!r})"
+    return (
+        f"{type(model).__name__}: {_shown(model, name, rec)} makes a {width}-wide embedding, not class scores — "
+        f"{reason}, also {width} wide; a new width breaks the comparison of the two embeddings. {fix}"
+    )
 
 
 def _module_record(name: str, module: nn.Module) -> NodeRecord:
@@ -309,7 +413,7 @@ def replace_head(
     """
     num_classes = _count(num_classes, "num_classes", "the new class count")
     edited = _copy(model, inplace)
-    heads = _chosen_head(edited, layer, input) if layer is not None else _one_task(edited, input)
+    heads = _chosen_head(edited, layer, input) if layer is not None else _one_task(edited, input, num_classes)
     for name, rec in heads:
         module = edited.get_submodule(name) if name else edited
         around = [(name, module, False), *(_holders(edited, name) if name else ())]  # a LoRA layer on the head
@@ -372,10 +476,10 @@ def _no_object_rows(model: nn.Module, layer: str, width: int) -> int:
     return 1 if width - 1 in labels and width not in labels else 0
 
 
-def _one_task(model: nn.Module, input: InputSpec | None) -> list[tuple[str, NodeRecord]]:
+def _one_task(model: nn.Module, input: InputSpec | None, num_classes: int) -> list[tuple[str, NodeRecord]]:
     """The heads of the model's first output; a multi-task model's, whose other outputs come from heads of other
     widths, is refused: which task gets new classes is the user's to say."""
-    heads, others = _heads_and_others(model, input)
+    heads, others = _heads_and_others(model, input, num_classes)
     if others:
         first = heads[0][0]
         widths = ", ".join(f"{n} ({w})" for n, w in [(first, _width(model.get_submodule(first))), *others.items()])
