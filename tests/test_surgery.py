@@ -868,6 +868,37 @@ def test_weights_made_of_pretrained_values_are_kept_and_said_how() -> None:
     assert check(lambda m: m[5].bias.zero_())["5.bias"][0] == ParamChange.REINITIALISED  # a constant: no one's
 
 
+@pytest.mark.parametrize(
+    ("reparametrize", "g"),
+    [(_legacy_weight_norm, "weight_g"), (_parametrized_weight_norm, "parametrizations.weight.original0")],
+)
+def test_weight_norm_of_a_pretrained_weight_is_kept_only_when_it_makes_that_weight(
+    reparametrize: Callable[[nn.Module], None], g: str
+) -> None:
+    """Found by a probe: weight_norm applied to a pretrained layer had its g (the norm of each pretrained row)
+    reported 'new', 'not a torch.nn default', though g·v/‖v‖ is the pretrained weight."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 4))
+    edited = copy.deepcopy(model)
+    reparametrize(edited)
+
+    def weight(layer: nn.Module) -> torch.Tensor:  # what the layer computes with: read from a real forward
+        with torch.no_grad():
+            return (layer(torch.eye(12)) - layer.bias).T
+
+    assert torch.allclose(weight(edited[0]), model[0].weight, atol=1e-6)
+    report = check_surgery(model, edited, (12,))
+    note = "re-parametrised by weight_norm: the weight it makes is the pretrained 0.weight"
+    assert {p.name: (p.status, p.old_name, p.message) for p in report.params if p.old_name or p.message} == {
+        f"0.{name}": (ParamChange.KEPT, "0.weight", note) for name, _ in edited[0].named_parameters() if name != "bias"
+    }
+    assert report.verdict == "0 new, 0 invalid"
+    with torch.no_grad():
+        edited[0].get_parameter(g).mul_(2)  # no forward since: the legacy hook's weight attribute is the old one
+    status = check_surgery(model, edited, (12,)).status_of(f"0.{g}")
+    assert not torch.allclose(weight(edited[0]), model[0].weight, atol=1e-3) and status == ParamChange.NEW
+
+
 def test_a_chosen_layer_is_tried_on_the_input_it_reads() -> None:
     """Found by a probe: ControlNet's cond stem named with layer= and input= was tried with the *sample* made one
     channel, and refused; without input= it folded exactly."""

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import functools
 import html
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,13 +238,15 @@ def _standardised_folds(original: nn.Module, edited: nn.Module) -> dict[str, Fol
     return found
 
 
-def _computed_weights(model: nn.Module) -> dict[str, tuple[torch.Tensor, tuple[str, ...]]]:
+def _computed_weights(model: nn.Module) -> dict[str, tuple[torch.Tensor, tuple[str, ...], str]]:
     """The tensors a module computes from parameters of its own before using them, by qualified name, with the
-    parameters they are made of: a parametrization (``weight_norm``, ``spectral_norm``: computed on a copy in
-    eval mode, which steps no power iteration), or a forward pre-hook's attribute (``torch.nn.utils.prune``'s
-    ``weight`` from ``weight_orig``, the legacy ``weight_norm``'s from ``weight_g`` and ``weight_v``).  An edit
-    that makes such a weight a plain parameter (folded, or kept) is recognised by it."""
-    found: dict[str, tuple[torch.Tensor, tuple[str, ...]]] = {}
+    parameters they are made of and what makes them (``weight_norm``): a parametrization (``weight_norm``,
+    ``spectral_norm``: computed on a copy in eval mode, which steps no power iteration), or a forward pre-hook's
+    attribute (``torch.nn.utils.prune``'s ``weight`` from ``weight_orig``, the legacy ``weight_norm``'s from
+    ``weight_g`` and ``weight_v``, computed again: the attribute is only as new as the last forward).  An edit
+    that makes such a weight a plain parameter (folded, or kept) is recognised by it, and one that makes a plain
+    weight such a tensor (:func:`_reparametrised`)."""
+    found: dict[str, tuple[torch.Tensor, tuple[str, ...], str]] = {}
     for owner, module in model.named_modules():
         prefix = f"{owner}." if owner else ""
         chains = module._modules.get("parametrizations")
@@ -251,13 +254,43 @@ def _computed_weights(model: nn.Module) -> dict[str, tuple[torch.Tensor, tuple[s
             with torch.no_grad():
                 value = copy.deepcopy(chain).eval()()
             made_of = tuple(f"{prefix}parametrizations.{local}.{n}" for n, _ in chain.named_parameters())
-            found[f"{prefix}{local}"] = (value, made_of)
+            kind = " and ".join(_snake(type(m).__name__) for m in chain.children())
+            found[f"{prefix}{local}"] = (value, made_of, kind)
         for hook in module._forward_pre_hooks.values():
             attribute = getattr(hook, "_tensor_name", getattr(hook, "name", None))
             value = getattr(module, attribute, None) if isinstance(attribute, str) else None
             if isinstance(attribute, str) and isinstance(value, torch.Tensor) and attribute not in module._parameters:
+                if type(hook).__name__ == "WeightNorm":  # the legacy weight_norm's: from g and v as they are now
+                    with torch.no_grad():
+                        value = hook.compute_weight(module)
                 made_of = tuple(f"{prefix}{n}" for n in module._parameters if n.startswith(f"{attribute}_"))
-                found[f"{prefix}{attribute}"] = (value.detach(), made_of)
+                found[f"{prefix}{attribute}"] = (value.detach(), made_of, _snake(type(hook).__name__))
+    return found
+
+
+def _snake(name: str) -> str:
+    """``weight_norm`` for torch's ``_WeightNorm`` (a parametrization) or ``WeightNorm`` (a hook)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name.lstrip("_")).lower()
+
+
+def _reparametrised(
+    edited: nn.Module, orig: Mapping[str, torch.Tensor], new: Mapping[str, torch.Tensor]
+) -> dict[str, tuple[str, str]]:
+    """The edited model's parameters that make a pretrained weight again, exactly: ``weight_norm``'s ``g`` and
+    ``v`` of a layer whose ``g·v/‖v‖`` is its pretrained weight; each with a note and that weight's name.  A
+    re-parametrised weight that is not the pretrained one (``v`` drawn again) is not theirs."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, (value, parts, kind) in _computed_weights(edited).items():
+        old = orig.get(name)
+        if name in new or old is None or not parts or any(p not in new for p in parts):
+            continue
+        if old.is_meta or value.is_meta or old.shape != value.shape or not old.is_floating_point():
+            continue
+        a, b = old.detach().double(), value.detach().double().to(old.device)
+        tol = tolerance(old.dtype)
+        if torch.allclose(b, a, rtol=tol, atol=tol * float(a.abs().max())):
+            note = f"re-parametrised by {kind}: the weight it makes is the pretrained {name}"
+            found.update((part, (note, name)) for part in parts)
     return found
 
 
@@ -267,7 +300,7 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
     aliases = _aliases(original, orig)  # a tied decoder's dec.weight is emb.weight: the edit may untie it
     orig.update((n, orig[first]) for n, first in aliases.items() if n in new)
     computed = {n: v for n, v in _computed_weights(original).items() if n in new and n not in orig}
-    orig.update((n, value) for n, (value, _) in computed.items())  # matched as parameters; never listed as removed
+    orig.update((n, value) for n, (value, _, _) in computed.items())  # matched as parameters; never listed as removed
     reports: dict[str, ParamReport] = {}
     claimed: set[str] = set(computed)  # original names accounted for
     standardised = _standardised_folds(original, edited)
@@ -317,6 +350,14 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 claimed.add(name)
                 continue
         unmatched.append(name)
+
+    reparametrised = {n: r for n, r in _reparametrised(edited, orig, new).items() if n in unmatched}
+    for name, (note, source) in reparametrised.items():  # weight_norm of a pretrained weight: g and v
+        if source not in claimed:
+            shape = tuple(new[name].shape)
+            reports[name] = ParamReport(name, ParamChange.KEPT, tuple(orig[source].shape), shape, "", note, source)
+            unmatched.remove(name)
+    claimed.update(source for _, source in reparametrised.values())
 
     # moved parameters: same values under another name (fc.weight -> fc.0.weight)
     free = [n for n in orig if n not in claimed and n not in new]
@@ -368,7 +409,7 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
         else:
             reports[name] = ParamReport(name, ParamChange.NEW, None, tuple(p.shape), init_of(name, p))
 
-    made_of = {part: name for name, (_, parts) in computed.items() for part in parts}
+    made_of = {part: name for name, (_, parts, _) in computed.items() for part in parts}
     tied_now = _aliases(edited, new)
     ordered = [reports[n] for n in new]
     for n in orig:
