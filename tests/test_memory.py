@@ -518,3 +518,16 @@ def test_max_batch_of_a_model_that_trains_from_batch_2() -> None:
     best = plan.max_batch(budget)
     assert memory_plan(model, (3, 32, 32), batch=best, optimizer="sgd").peak <= budget
     assert memory_plan(model, (3, 32, 32), batch=best + 1, optimizer="sgd").peak > budget
+
+
+def test_a_step_whose_product_mixes_dtypes_is_refused_as_the_real_step() -> None:
+    """Found by a probe: fake tensors' matmul kernels take a float32 input to a bfloat16 Linear (a bf16 LLaMA whose
+    final norm was kept in float32), and a step that raises was planned with confidence."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4).bfloat16())
+    with pytest.raises(RuntimeError, match="same dtype"):
+        model(torch.randn(2, 8))
+    with pytest.raises(MemoryPlanError, match=r"failed in 2 .*same dtype.*a real training step at this input raises"):
+        memory_plan(model, (8,), batch=2, device="cpu")
+    with torch.autocast("cpu", torch.bfloat16):  # under autocast the real step runs: so does the plan
+        model(torch.randn(2, 8))
+    assert memory_plan(model, (8,), batch=2, device="cpu", amp="bf16").activations > 0

@@ -33,7 +33,7 @@ from .cudakernels import CudaKernels
 from .errors import MemoryPlanError, failure_reason
 from .fakevalues import NO_VALUE, AssumedValues, masked_upper_bound
 from .rules import FALLBACK
-from .rules.on_meta import by_cpu_rule
+from .rules.on_meta import by_cpu_rule, check_as_the_cpu
 
 __all__ = ("SimulatedStep", "simulate_step")
 
@@ -77,6 +77,7 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
         read = self.values.read(func, args)  # a random draw or a finiteness check read by Python: its assumed value
         if read is not NO_VALUE:
             return read
+        check_as_the_cpu(func, args)  # an op the CPU refuses where fake tensors' meta kernel runs it
         out = by_cpu_rule(func, args, kwargs)  # an op fake tensors' meta kernel refuses where the CPU runs it
         if out is FALLBACK:
             try:

@@ -61,7 +61,7 @@ from ..knowndata import (
 from ._common import mixed_dtypes, shared_outputs
 from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule, rules_version, runs_forward_of
 
-__all__ = ("by_cpu_rule", "ruled_call", "ruled_leaf", "ruled_meta")
+__all__ = ("by_cpu_rule", "check_as_the_cpu", "ruled_call", "ruled_leaf", "ruled_meta")
 
 _OPERATORS: dict[str, Callable[..., Any]] = {
     "__add__": operator.add,
@@ -440,3 +440,34 @@ def by_cpu_rule(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> 
     if out is FALLBACK or not isinstance(out, torch.Tensor):
         return FALLBACK
     return torch.empty_strided(out.shape, out.stride(), dtype=out.dtype, device=device)
+
+
+_ONE_DTYPE = frozenset(
+    getattr(torch.ops.aten, name).default for name in ("mm", "addmm", "mv", "addmv") if hasattr(torch.ops.aten, name)
+)
+"""Products whose CPU and CUDA kernels refuse operands of two dtypes and whose meta kernels run them (``F.linear``
+and ``@`` come down to them)."""
+
+
+def check_as_the_cpu(func: Any, args: tuple[Any, ...]) -> None:
+    """For a dispatch mode (fake tensors): raise as a real kernel does where the meta kernel lets arguments through.
+
+    A bfloat16 ``nn.Linear`` given a float32 input (a bf16 LLaMA whose final
+    norm was kept in float32) runs on fake tensors, and a memory plan of a step
+    that cannot run was given with confidence.
+
+    Examples
+    --------
+    >>> import torch
+    >>> a, b = torch.empty(2, 3, device="meta"), torch.empty(3, 4, device="meta", dtype=torch.bfloat16)
+    >>> check_as_the_cpu(torch.ops.aten.mm.default, (a, b))
+    Traceback (most recent call last):
+    ...
+    RuntimeError: expected m1 and m2 to have the same dtype, but got: float32 != bfloat16
+    """
+    if func not in _ONE_DTYPE:
+        return
+    dtypes = list(dict.fromkeys(a.dtype for a in args if isinstance(a, torch.Tensor)))
+    if len(dtypes) > 1:
+        got = " != ".join(str(d).removeprefix("torch.") for d in dtypes)
+        raise RuntimeError(f"expected m1 and m2 to have the same dtype, but got: {got}")
