@@ -171,6 +171,62 @@ def test_a_layer_reading_the_input_through_a_resize_is_folded(resize: str) -> No
     assert r.total_for_input == sum(p.numel() for p in folded.parameters()) == 8 * 9 + 8
 
 
+class _Frames(nn.Module):
+    """A video model that runs its stem on every frame, as TimeSformer and ViViT do: the frames of
+    ``(N, T, C, H, W)`` merged into the batch (``reshape``, ``flatten``) or the channels moved before them
+    (``permute`` for a 3-d stem)."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.stem = nn.Conv3d(3, 8, (1, 4, 4), stride=(1, 4, 4)) if how == "permute" else nn.Conv2d(3, 8, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c, h, w = x.shape
+        if self.how == "reshape":
+            x = x.reshape(n * t, c, h, w)
+        elif self.how == "flatten":
+            x = x.flatten(0, 1).contiguous()
+        else:
+            x = x.permute(0, 2, 1, 3, 4)
+        return self.stem(x).flatten(1).mean(-1)
+
+
+@pytest.mark.parametrize("how", ["reshape", "flatten", "permute"])
+def test_a_stem_reading_frames_merged_into_the_batch_is_folded(how: str) -> None:
+    """The stem reads the input's channels, only with its frames merged into the batch: the fix named was to
+    change what comes before it or to replace it with new weights, while the fold is exact.  The fold is named
+    with the input the model takes now (without it, the graph alone cannot show the reshape keeps the channels)."""
+    model = _Frames(how).double().eval()
+    r = paramcount(model, (2, 1, 16, 16))
+    assert [f.fix for f in r.findings] == ["fold it with adapt_input_channels(model, 1, input=(2, 3, 16, 16))"]
+    call = r.findings[0].fix.removeprefix("fold it with ")
+    edited = eval(call, {"adapt_input_channels": adapt_input_channels, "model": model}).model  # as written
+    grey = torch.randn(2, 2, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(edited(grey), model(grey.expand(2, 2, 3, 16, 16)))
+
+
+class _Derived(nn.Module):
+    """Convolutions whose channels are not the input's: a waveform given a channel dim, a space-to-depth stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wave, self.space = nn.Conv1d(2, 4, 3), nn.Conv2d(8, 4, 1)
+
+    def forward(self, wave: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, h, w = image.shape
+        blocks = image.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(n, c * 4, h // 2, w // 2)
+        return self.wave(wave.view(wave.shape[0], 1, -1)), self.space(blocks)
+
+
+def test_a_stem_reading_channels_made_by_a_reshape_is_not_folded() -> None:
+    """A reshape that makes the channels (a new dim of 1, channels and pixels mixed) is no input handed on."""
+    r = paramcount(_Derived(), {"wave": (16,), "image": (3, 8, 8)})
+    assert [(f.layer, f.got) for f in r.findings] == [("wave", 1), ("space", 12)]
+    assert all(f.fix.startswith("what comes before it gives") for f in r.findings)
+
+
 class _ChecksItsChannels(nn.Module):
     """A patch embedding that checks the channel count itself, as transformers' do (so it is traced opaque)."""
 

@@ -513,6 +513,35 @@ def test_a_video_model_on_grey_frames_names_its_input_layer_and_the_fix_runs() -
         assert edited(pixel_values=torch.randn(1, 4, 1, 32, 32)).logits.shape == (1, 5)
 
 
+def _tiny_frame_model(name: str) -> torch.nn.Module:
+    """TimeSformer (its patch convolution on each frame: frames reshaped into the batch) or ViViT (its tubelet
+    convolution after a permute) of 2 frames of 32 × 32, 3 labels."""
+    common = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 37}
+    common |= {"image_size": 32, "num_frames": 2, "num_labels": 3}
+    if name == "timesformer":
+        return transformers.TimesformerForVideoClassification(transformers.TimesformerConfig(patch_size=8, **common))
+    return transformers.VivitForVideoClassification(transformers.VivitConfig(tubelet_size=[1, 8, 8], **common))
+
+
+@pytest.mark.parametrize("name", ["timesformer", "vivit"])
+def test_a_video_model_reading_frames_moved_is_folded_as_the_report_says(name: str) -> None:
+    """The input reaches the patch convolution through a reshape or permute: the fix named was a new layer
+    (pretrained weights lost), while the fold it names now runs as written and is exact."""
+    torch.manual_seed(0)
+    model = _tiny_frame_model(name).double().eval()
+    report = paramcount(model, {"pixel_values": (2, 1, 32, 32)})
+    (finding,) = report.findings
+    assert finding.fix == "fold it with adapt_input_channels(model, 1, input=(2, 3, 32, 32))"
+    call = finding.fix.removeprefix("fold it with ")
+    edited = eval(call, {"adapt_input_channels": adapt_input_channels, "model": model}).model
+    grey = torch.randn(2, 2, 1, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        want = model(pixel_values=grey.expand(2, 2, 3, 32, 32)).logits
+        got = edited(pixel_values=grey).logits
+    assert (got - want).abs().max().item() <= 1e-10 * (want.abs().max().item() or 1.0)
+    assert adapt_input_channels(model, 1).model(pixel_values=grey).logits.shape == (2, 3)  # its config: no input=
+
+
 def test_levit_is_left_as_found_and_analysed_again() -> None:
     """LeViT caches its attention biases in eval mode, keyed by the input's device: the trace left a proxy
     there, and every later paramcount failed ("Argument 'getitem_7' of Node 'add' does not belong to this Graph")."""

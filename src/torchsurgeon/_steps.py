@@ -25,7 +25,7 @@ from .copies import thawed, torch_or_python
 from .fxbookkeeping import node_autocast
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
 from .knowndata import makes_known_data
-from .resize import hands_on_channels, hands_on_features
+from .resize import hands_on_channels, hands_on_features, moves_axes
 from .rules import Rule, function_rule, method_rule, module_rule
 from .rules.pooling import ADAPTIVE_POOL_FUNCTIONS, ADAPTIVE_POOLS
 from .rules.registry import rules_version, runs_forward_of
@@ -69,6 +69,13 @@ class Step(NamedTuple):
     """The ``torch.autocast`` regions the model's forward ran the node in (:func:`.fxbookkeeping.node_autocast`)."""
     pooled: bool = False
     """Whether a linear layer reads what an adaptive pooling gives (:func:`_pooled`)."""
+    moves: bool = False
+    """Whether the node may hand a model input on with its axes moved (a video's frames merged into the batch,
+    :func:`.resize.moves_axes`): its first argument is the input, handed on or moved; shape propagation follows
+    its axes (:func:`.resize.moved_axes`)."""
+    reads_moved: bool = False
+    """Whether the node reads a node that :attr:`moves`: it reads the input's channels when that one keeps them
+    (:func:`.resize.keeps_channels`)."""
 
     def fetch(self, env: Mapping[torch.fx.Node, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The node's arguments from the values of the nodes before it (fx's ``fetch_args_kwargs_from_env``)."""
@@ -135,6 +142,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                     last_uses.setdefault(i, []).append(used)
         steps: dict[torch.fx.Node, Step] = {}
         passing: set[torch.fx.Node] = set()  # nodes that hand a model input on (resize.hands_on_channels)
+        moved: set[torch.fx.Node] = set()  # nodes that may hand it on with its axes moved (resize.moves_axes)
         for i, node in enumerate(nodes):
             module = scope_module = None
             op = node.op
@@ -148,6 +156,16 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
             from_input = any(a.op == "placeholder" or a in passing for a in node_inputs)
             if from_input and (hands_on_channels(op, node.target, module) or _own_function(node, node_inputs, passing)):
                 passing.add(node)
+            reads_moved = any(a in moved for a in node_inputs)
+            first = node.args[0] if node.args else None
+            moves = (
+                node not in passing
+                and isinstance(first, torch.fx.Node)
+                and (first.op == "placeholder" or first in passing or first in moved)
+                and (moves_axes(op, node.target, module) or hands_on_channels(op, node.target, module))
+            )
+            if moves:
+                moved.add(node)
             steps[node] = Step(
                 module,
                 from_input,
@@ -159,6 +177,8 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                 makes_known_data(node),
                 node_autocast(node),
                 _pooled(node, module, modules),
+                moves,
+                reads_moved,
             )
         return steps
 

@@ -75,13 +75,17 @@ class Call:
     """The node a rule is evaluating: its user-facing name and type, and the mismatches found.
 
     ``from_input`` says whether the node reads a model input (directly, or
-    through padding, dropout, identity or dtype conversions; the
+    through padding, dropout, identity or dtype conversions, or with its axes
+    moved but its channels kept: a video's frames merged into the batch); the
     fix of a mismatch is then a fold of the input layer, not a change of the
     layer before); ``scope`` and ``scope_module`` are the module whose
     ``forward`` made the call; ``batch_added`` that the inputs were given as
     per-sample shapes, so their first dimension is the batch; ``pooled``
     that the node reads, through flatten, views and dropout, what an adaptive
-    pooling gives (features that do not follow the input's size).
+    pooling gives (features that do not follow the input's size); ``fold_input``,
+    for a node reading the input with its axes moved, gives the ``input=`` a fold
+    of it needs, as Python, from the channel count the layer expects (the graph
+    alone does not show that the move keeps the channels).
     """
 
     layer: str
@@ -93,6 +97,7 @@ class Call:
     pooled: bool = False
     findings: list[Finding] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)
+    fold_input: Callable[[int], str] | None = None
 
     def mismatch(
         self, what: str, expected: Any, got: Any, fix: str, *, layer: str | None = None, type: str | None = None
