@@ -98,3 +98,47 @@ def test_default_input_reads_a_vision_config() -> None:
     assert default_input(Vision(num_channels=1, image_size=[30, 40])) == {"pixel_values": (1, 30, 40)}
     assert default_input(Vision(num_channels=3)) == {"pixel_values": (3, 224, 224)}
     assert default_input(Vision(image_size=32)) is None
+
+
+class _Fusion(nn.Module):
+    """ViTMatte's detail path: a stem, its batch norm, then the pixels joined with those features for a last conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn, self.fuse = (
+            nn.Conv2d(4, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.Conv2d(12, 2, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.bn(self.stem(x)))
+        return self.fuse(torch.cat([x, features], dim=1))
+
+
+def test_features_computed_from_the_input_are_not_taken_for_the_weights_of_a_layer() -> None:
+    """The batch norm after the stem was taken for a layer reading the input (the features it made were tagged
+    as computed from its weights only, so the pixels joined with them "met" them), and the conv that reads the
+    pixels joined with features was missed."""
+    assert input_readers(_Fusion(), (4, 16, 16)) == ["stem", "fuse"]
+    joins: dict[str, int] = {}
+    input_readers(_Fusion(), (4, 16, 16), joins=joins)
+    assert joins == {"fuse": 8}  # 8 of its 12 channels are the features'
+
+
+def test_a_layer_reading_the_input_joined_with_features_is_named_and_the_fix_runs() -> None:
+    """adapt_input_channels named the batch norm as the layer reading the input (ViTMatte); it names the readers
+    and refuses the fold of the joined layer, with a fix that runs."""
+    model = _Fusion().eval()
+    with pytest.raises(SurgeryError, match=r"^fuse \(Conv2d\) reads the input only after a concatenation") as caught:
+        adapt_input_channels(model, 1, input=(4, 16, 16))
+    message = str(caught.value)
+    assert "(the input is read by stem, fuse)" in message and "bn" not in message
+    replace, fold = (
+        message.split("replace it (new weights) with ")[1].split(", or name")[0].split(", then fold the others: ")
+    )
+    exec(replace, {"model": model, "nn": nn})  # as written
+    edited = eval(fold, {"model": model, "adapt_input_channels": adapt_input_channels}).model
+    assert (edited.stem.in_channels, edited.fuse.in_channels) == (1, 9)
+    with torch.no_grad():
+        assert edited(torch.randn(2, 1, 16, 16)).shape == (2, 2, 16, 16)

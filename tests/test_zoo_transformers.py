@@ -542,6 +542,37 @@ def test_a_video_model_reading_frames_moved_is_folded_as_the_report_says(name: s
     assert adapt_input_channels(model, 1).model(pixel_values=grey).logits.shape == (2, 3)  # its config: no input=
 
 
+def test_vitmatte_names_the_layers_reading_its_input_and_the_fix_runs() -> None:
+    """ViTMatte's 4-channel input feeds the ViTDet stem, the ConvStream's first conv and, joined with features,
+    the last fusion conv: adapt_input_channels named the ConvStream's batch norm as the layer reading it."""
+    backbone = {"model_type": "vitdet", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+    backbone |= {"intermediate_size": 37, "image_size": 32, "patch_size": 16, "num_channels": 4}
+    backbone |= {"pretrain_image_size": 32, "out_features": ["stage2"]}
+    config = transformers.VitMatteConfig(
+        backbone_config=backbone,
+        hidden_size=32,
+        convstream_hidden_sizes=[8, 16, 16],
+        fusion_hidden_sizes=[16, 16, 8, 8],
+    )
+    model = transformers.VitMatteForImageMatting(config).eval()
+    fusion = "decoder.fusion_blocks.3.conv.conv"
+    assert model.get_submodule(fusion).in_channels == 8 + 4
+    with pytest.raises(
+        SurgeryError, match=rf"^{fusion} \(Conv2d\) reads the input only after a concatenation"
+    ) as caught:
+        adapt_input_channels(model, 1)
+    message = str(caught.value)
+    readers = f"backbone.embeddings.projection, decoder.convstream.convs.0.conv, {fusion}"
+    assert f"(the input is read by {readers})" in message and "batch_norm" not in message
+    replace, fold = (
+        message.split("replace it (new weights) with ")[1].split(", or name")[0].split(", then fold the others: ")
+    )
+    exec(replace, {"model": model, "nn": torch.nn})  # as written
+    edited = eval(fold, {"model": model, "adapt_input_channels": adapt_input_channels}).model
+    with torch.no_grad():
+        assert edited(torch.randn(1, 1, 32, 32)).alphas.shape == (1, 1, 32, 32)
+
+
 def test_levit_is_left_as_found_and_analysed_again() -> None:
     """LeViT caches its attention biases in eval mode, keyed by the input's device: the trace left a proxy
     there, and every later paramcount failed ("Argument 'getitem_7' of Node 'add' does not belong to this Graph")."""

@@ -246,20 +246,24 @@ def _model_tensor(G: nx.DiGraph, node: str, reached: set[str], depth: int = 4) -
     return any(_model_tensor(G, p, reached, depth - 1) for p in G.predecessors(node))
 
 
-def unmatched_channels(model: nn.Module, names: Sequence[str], input: InputSpec) -> dict[str, tuple[str, int | None]]:
+def unmatched_channels(
+    model: nn.Module, names: Sequence[str], input: InputSpec, joins: Mapping[str, int] | None = None
+) -> dict[str, tuple[str, int | None, int]]:
     """The layers among ``names`` whose input width (``in_channels``, ``in_features``) is no size of the floating-point
-    input: the input reaches them with its channels moved (a space-to-depth stem makes 48 channels of 3).
+    input: the input reaches them with its channels moved (a space-to-depth stem makes 48 channels of 3); and those
+    of ``joins`` (:func:`input_readers`), which read the input joined with other channels.
 
-    For each, why, and its width per channel of the input (its first dimension after the batch) when that
-    divides it: 16 for the space-to-depth stem.  A width of 1 is taken as the input given a channel dimension
-    (an audio model's ``x[:, None]``).
+    For each, why, its width per channel of the input (its first dimension after the batch) when that
+    divides it: 16 for the space-to-depth stem; and the channels that are not the input's: the layer fits
+    ``per_channel * C + other`` channels for a ``C``-channel input.  A width of 1 is taken as the input given
+    a channel dimension (an audio model's ``x[:, None]``).
 
     Examples
     --------
     >>> from torch import nn
     >>> model = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 8, 3))
     >>> unmatched_channels(model, ["1"], (3, 32, 32))
-    {'1': ('something that moves its channels (the input (3, 32, 32) has no size 12)', 4)}
+    {'1': ('something that moves its channels (the input (3, 32, 32) has no size 12)', 4, 0)}
     >>> unmatched_channels(nn.Sequential(nn.Conv2d(3, 8, 3)), ["0"], (3, 32, 32))
     {}
     """
@@ -267,13 +271,22 @@ def unmatched_channels(model: nn.Module, names: Sequence[str], input: InputSpec)
     sizes = {int(d) for t in values for d in t.shape[1:]}
     shapes = ", ".join(str(tuple(t.shape[1:])) for t in values)
     channels = int(values[0].shape[1]) if values and values[0].dim() > 1 else 0
-    out: dict[str, tuple[str, int | None]] = {}
+    out: dict[str, tuple[str, int | None, int]] = {}
     for name in names:
         layer = model.get_submodule(name)
         width = getattr(layer, "in_channels", getattr(layer, "in_features", None))
-        if isinstance(width, int) and width != 1 and width not in sizes:
+        if not isinstance(width, int):
+            continue
+        if joins and name in joins:
+            other = joins[name]
+            own = width - other
+            per_channel = own // channels if channels and own > 0 and own % channels == 0 else None
+            why = f"a concatenation with {other} other channels ({other} + the input's {own} = {width})"
+            out[name] = (why, per_channel, other)
+        elif width != 1 and width not in sizes:
             per_channel = width // channels if channels and width % channels == 0 else None
-            out[name] = (f"something that moves its channels (the input {shapes} has no size {width})", per_channel)
+            why = f"something that moves its channels (the input {shapes} has no size {width})"
+            out[name] = (why, per_channel, 0)
     return out
 
 
@@ -285,7 +298,10 @@ class _FollowInput(TorchFunctionMode):
         self.owners = dict(owners)  # id of a parameter, or of a tensor computed from parameters only -> module
         self.raw = {id(t): t for t in raw}  # values keep the tensors alive, so ids stay unique
         self._alive: list[torch.Tensor] = []  # tensors computed from parameters, kept so their ids stay unique
+        self.derived: dict[int, torch.Tensor] = {}  # computed from the input with parameters: neither raw nor theirs
+        self.joined: dict[int, int] = {}  # raw tensors the input joined others in (torch.cat): their channels
         self.found: list[str] = []
+        self.joins: dict[str, int] = {}  # readers of such a tensor: the channels of the others it holds
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
@@ -301,12 +317,48 @@ class _FollowInput(TorchFunctionMode):
         if raw and owner is not None:
             if owner not in self.found:
                 self.found.append(owner)
+            other = next((self.joined[id(t)] for t in tensors if id(t) in self.joined), None)
+            if other is not None:
+                self.joins.setdefault(owner, other)
+            self.derived.update((id(t), t) for t in outputs)
         elif raw:
             self.raw.update((id(t), t) for t in outputs)
+            other = self._joined(func, args, kwargs, tensors, out)
+            if other is not None:
+                self.joined.update((id(t), other) for t in outputs if t.dim() > 1)
+        elif any(id(t) in self.derived for t in tensors):  # features (a batch norm after a stem): not its weights'
+            self.derived.update((id(t), t) for t in outputs)
         elif owner is not None:
             self.owners.update((id(t), owner) for t in outputs)
             self._alive += outputs
         return out
+
+    def _joined(
+        self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], tensors: list[torch.Tensor], out: Any
+    ) -> int | None:
+        """For raw outputs of ``func``: the channels (dim 1) that are not the input's, when the input joins other
+        tensors along its channels (``torch.cat([pixels, features], 1)``: ViTMatte's fusion) or when it is such a
+        join handed on with as many channels (padded, resized); None otherwise."""
+        if func in _JOINING:
+            parts = args[0] if args else kwargs.get("tensors", ())
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            if not isinstance(parts, (list, tuple)) or not parts or not isinstance(dim, int):
+                return None
+            if not all(isinstance(t, torch.Tensor) and t.dim() > 1 for t in parts) or dim % parts[0].dim() != 1:
+                return None
+            others = [t for t in parts if id(t) not in self.raw or id(t) in self.joined]
+            if not others:
+                return None
+            return sum(self.joined.get(id(t), int(t.shape[1])) for t in others)
+        raw = [t for t in tensors if id(t) in self.raw]
+        if len(raw) != 1 or id(raw[0]) not in self.joined:
+            return None
+        outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        kept = all(t.dim() > 1 and t.shape[1] == raw[0].shape[1] for t in outputs)
+        return self.joined[id(raw[0])] if kept else None
+
+
+_JOINING = (torch.cat, torch.concat, torch.concatenate)
 
 
 def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
@@ -366,7 +418,14 @@ def guessed_input(model: nn.Module) -> tuple[int, ...] | None:
     return None if found is None or sizes is None else (found[1].in_channels, *sizes)
 
 
-def input_readers(model: nn.Module, input: InputSpec, batch: int = 1, *, follow: str | None = None) -> list[str]:
+def input_readers(
+    model: nn.Module,
+    input: InputSpec,
+    batch: int = 1,
+    *,
+    follow: str | None = None,
+    joins: dict[str, int] | None = None,
+) -> list[str]:
     """Qualified names of the modules whose parameters first meet the floating-point input (of several, the
     :func:`image_input`: a UNet's ``timestep`` and ``encoder_hidden_states`` are not followed).
 
@@ -383,6 +442,11 @@ def input_readers(model: nn.Module, input: InputSpec, batch: int = 1, *, follow:
         Batch size prepended to every shape.
     follow : str, optional
         The input to follow, by name; by default the :func:`image_input`.
+    joins : dict, optional
+        Filled with, for each reader that meets the input joined with other
+        tensors along its channels (ViTMatte's fusion convolution reads
+        ``torch.cat([pixels, features], 1)``), how many of its channels the
+        others give.
 
     Raises
     ------
@@ -409,7 +473,7 @@ def input_readers(model: nn.Module, input: InputSpec, batch: int = 1, *, follow:
             "give an input the model accepts now, e.g. input=(3, 224, 224)"
         )
     try:
-        return _follow(meta_copy(model).eval(), values, follow)  # eval: a batch of 1 must not trip training checks
+        return _follow(meta_copy(model).eval(), values, follow, joins)  # eval: batch 1 must not trip training checks
     except Exception as exc:  # the model's own failure on this input
         failure: Exception = exc
     size = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers(), values.values()))
@@ -417,7 +481,7 @@ def input_readers(model: nn.Module, input: InputSpec, batch: int = 1, *, follow:
         try:
             with torch.device("cpu"):
                 zeros = {k: _zeros_like(v) for k, v in values.items()}
-                return _follow(detached_copy(model, _zeros_like).eval(), zeros, follow)
+                return _follow(detached_copy(model, _zeros_like).eval(), zeros, follow, joins)
         except Exception as exc:
             failure = exc
     first = (str(failure).strip().splitlines() or [type(failure).__name__])[0]
@@ -442,9 +506,11 @@ def image_input(values: Mapping[str, torch.Tensor]) -> str | None:
     return next((name for name in floats if values[name].dim() >= 3), floats[0] if floats else None)
 
 
-def _follow(copy_: nn.Module, values: Mapping[str, torch.Tensor], follow: str | None) -> list[str]:
+def _follow(
+    copy_: nn.Module, values: Mapping[str, torch.Tensor], follow: str | None, joins: dict[str, int] | None = None
+) -> list[str]:
     """Run ``copy_`` once on ``values`` under :class:`_FollowInput`; the modules that first meet the input
-    ``follow`` (by default the :func:`image_input`)."""
+    ``follow`` (by default the :func:`image_input`); ``joins`` gets :attr:`_FollowInput.joins`."""
     owners: dict[int, str] = {}
     for name, p in copy_.named_parameters(remove_duplicate=False):
         owners.setdefault(
@@ -455,6 +521,8 @@ def _follow(copy_: nn.Module, values: Mapping[str, torch.Tensor], follow: str | 
     args, kwargs = bind_inputs(copy_, values)
     with torch.no_grad(), tracker:
         copy_(*args, **kwargs)
+    if joins is not None:
+        joins.update(tracker.joins)
     return tracker.found
 
 

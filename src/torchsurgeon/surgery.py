@@ -109,7 +109,8 @@ def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
     return _input_layers(model, input)[0]
 
 
-_Doubts = dict[str, tuple[str, int | None]]
+_Doubts = dict[str, tuple[str, int | None, int]]
+"""Layers whose channels are not the input's one to one: why, their width per input channel, other channels."""
 
 
 def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str], InputSpec | None, bool, _Doubts]:
@@ -120,7 +121,8 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
     given = input
     input = input if input is not None else default_input(model)
     if input is not None:
-        found = input_readers(model, input)
+        joins: dict[str, int] = {}
+        found = input_readers(model, input, joins=joins)
         if isinstance(input, Mapping) and len(input) > 1:
             one_image(model, input, found)
         # the image to try the edit on: the one given, else the config's when its first dim is the channels
@@ -132,7 +134,7 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
             and image_shape(model, image)[0] != _input_width(model, found[0])[1]
         ):
             image = None  # (frames, channels, H, W): not an image whose channels come first
-        return found, image, True, unmatched_channels(model, found, input)
+        return found, image, True, unmatched_channels(model, found, input, joins)
     try:
         G = build_graph(trace(model))
     except TraceError as exc:
@@ -151,24 +153,36 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
     if distinct_images(images):  # an image and a mask: the edit of both never runs
         raise several_images(model, images)
     found, mixed, rearranged = graph_readers(G)
-    doubts: _Doubts = {name: (reason, None) for name, reason in rearranged.items()}
+    doubts: _Doubts = {name: (reason, None, 0) for name, reason in rearranged.items()}
     return found, guessed_input(model) if mixed else None, False, doubts
 
 
 def _rearranged(
-    model: nn.Module, why: Mapping[str, tuple[str, int | None]], channels: int, more: str = ""
+    model: nn.Module,
+    why: _Doubts,
+    channels: int,
+    more: str = "",
+    readers: Sequence[str] = (),
+    mode: FoldMode = FoldMode.SUM,
 ) -> SurgeryError:
-    """A layer reads the input only after its channels are moved (space-to-depth): no fold is known to be exact."""
-    name, (reason, per_channel) = next(iter(why.items()))
+    """A layer reads the input only after its channels are moved (space-to-depth) or joined with others (a
+    concatenation with features): no fold is known to be exact.  ``readers``: every layer that reads the input;
+    the others are folded once that one is replaced."""
+    name, (reason, per_channel, other) = next(iter(why.items()))
     layer = model.get_submodule(name)
     what = "in_channels" if isinstance(layer, nn.modules.conv._ConvNd) else "in_features"
     width = getattr(layer, what, "?")
-    fix = rebuild_fix(layer, name, what, per_channel * channels) if per_channel else None
+    fix = rebuild_fix(layer, name, what, per_channel * channels + other) if per_channel else None
+    rest = [r for r in readers if r not in why]
     how = f"replace it (new weights) with {fix}" if fix else "fold its weight by hand"
+    if rest and (fix or len(why) == 1):
+        given = "" if mode == FoldMode.SUM else f", mode={mode.value!r}"
+        how += f", then fold the others: adapt_input_channels(model, {channels}{given}, layer={rest!r})"
+    readers_named = f" (the input is read by {', '.join(readers)})" if rest else ""
     return SurgeryError(
         f"{name} ({type(layer).__name__}) reads the input only after {reason}: its {width} input channels are not "
-        f"the input's channels one to one, so folding its weight could give a model that does not run — {how}, or "
-        f"name the layers that read the input's channels as they are with layer=...{more}"
+        f"the input's channels one to one, so folding its weight could give a model that does not run"
+        f"{readers_named} — {how}, or name the layers that read the input's channels as they are with layer=...{more}"
     )
 
 
@@ -542,11 +556,11 @@ def adapt_input_channels(
         if image is None and not run_before:  # found in the graph: the edit is still tried on a guessed image
             image = guessed_input(edited)
         if doubts:  # a space-to-depth stem: the layer's channels are not the input's
-            made = any(w in reason for reason, _ in doubts.values() for w in ("unsqueeze", "getitem"))  # no channels
+            made = any(w in reason for reason, _, _ in doubts.values() for w in ("unsqueeze", "getitem"))  # no channels
             more = (
                 "" if run_before or made else "; or pass the input the model takes now (input=(3, 224, 224)) to check"
             )
-            raise _rearranged(edited, doubts, channels, more)
+            raise _rearranged(edited, doubts, channels, more, names, mode)
     else:  # the layers chosen: the edit is still tried on the input given, or one the model runs on now
         names = [layer] if isinstance(layer, str) else list(layer)
         image, run_before = input, input is not None
