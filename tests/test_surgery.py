@@ -915,3 +915,38 @@ def test_a_chosen_layer_is_tried_on_the_input_it_reads() -> None:
     result = adapt_input_channels(model, 1, layer="b", input={"sample": (4, 8, 8), "cond": (3, 8, 8)})
     sample, grey = torch.randn(1, 4, 8, 8, dtype=torch.float64), torch.randn(1, 1, 8, 8, dtype=torch.float64)
     torch.testing.assert_close(result.model(sample, grey), model(sample, grey.expand(1, 3, 8, 8)))
+
+
+class _Body(nn.Module):
+    """A backbone whose forward looks at tensor values (fx cannot trace it: one opaque node), as timm's
+    FeatureHookNet's body is with its feature hooks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = x if x.sum() > 0 else -x
+        return self.conv2(x)
+
+
+class _HookedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _Body()
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.body(x).mean((2, 3))]
+
+
+def test_a_model_whose_input_reaches_an_opaque_part_is_adapted_without_an_input() -> None:
+    """timm's features_only=True, feature_cls='hook': the traced graph reaches only its opaque body, and
+    adapt_input_channels asked for input=, though an image of its first convolution's channels runs it."""
+    torch.manual_seed(0)
+    model = _HookedNet().double().eval()
+    result = adapt_input_channels(model, 1)
+    assert [(c.name, c.shape_after) for c in result.changes] == [("body.conv1.weight", (8, 1, 3, 3))]
+    grey = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(grey)[0], model(grey.expand(2, 3, 16, 16))[0])

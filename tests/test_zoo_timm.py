@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from models import on_meta, tensor_shapes
-from torchsurgeon import ModelReport, TraceError, analyse_graph, build_graph
+from torchsurgeon import ModelReport, TraceError, adapt_input_channels, analyse_graph, build_graph
 from torchsurgeon.trace import trace
 
 pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
@@ -159,3 +159,17 @@ def test_timm_coverage_and_untraceable_list(expected_file: Callable[[str, str], 
     )
     expected_file(EXPECTED.name, text)
     assert len(MODELS) >= 40 and len(set(MODELS)) == len(MODELS)
+
+
+def test_a_hooked_feature_extractor_is_adapted_without_an_input() -> None:
+    """features_only=True, feature_cls='hook' (FeatureHookNet): its hooked body traces as one opaque node, and
+    adapt_input_channels asked for input= although an image of its stem's channels runs it."""
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, features_only=True, feature_cls="hook").eval().double()
+    result = adapt_input_channels(model, 1)
+    grey = torch.randn(2, 1, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        got, want = result.model(grey), model(grey.expand(2, 3, 64, 64))
+    assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in want]
+    for g, w in zip(got, want):
+        assert (g - w).abs().max().item() <= 1e-10 * (w.abs().max().item() or 1.0)

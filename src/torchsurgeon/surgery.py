@@ -153,8 +153,22 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
     if distinct_images(images):  # an image and a mask: the edit of both never runs
         raise several_images(model, images)
     found, mixed, rearranged = graph_readers(G)
+    if any(_opaque_part(model, name) for name in found):  # timm's FeatureHookNet: its body, hooked, is one node
+        guess = guessed_input(model)  # run on an image of its first convolution's channels, which looks inside
+        if guess is not None:
+            with contextlib.suppress(Exception):  # not accepted: the error asks for the input it accepts
+                joined: dict[str, int] = {}
+                readers = input_readers(model, guess, joins=joined)
+                return readers, guess, True, unmatched_channels(model, readers, guess, joined)
     doubts: _Doubts = {name: (reason, None, 0) for name, reason in rearranged.items()}
     return found, guessed_input(model) if mixed else None, False, doubts
+
+
+def _opaque_part(model: nn.Module, name: str) -> bool:
+    """Whether the layer ``name`` found reading the input is a part with layers inside (traced as one node), not
+    a layer whose weights a fold edits."""
+    layer = model.get_submodule(name)
+    return not isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear)) and any(True for _ in layer.children())
 
 
 def _rearranged(
