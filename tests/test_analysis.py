@@ -641,3 +641,41 @@ def test_a_part_that_runs_but_does_not_fit_the_input_is_not_suggested() -> None:
     with pytest.raises(TraceError) as caught:
         paramcount(Grey(), (3, 16, 16))
     assert "paramcount(model.c" not in str(caught.value)
+
+
+class _ScaledByItem(nn.Module):
+    """Python reads a tensor's value (``.item()``): shape propagation on meta stops there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        return self.b(h / h.abs().max().item())
+
+
+@pytest.mark.parametrize("crosscheck", ["auto", "never"])
+def test_a_report_whose_output_is_unknown_is_not_trusted(crosscheck: str) -> None:
+    """Reformer: .item() ended propagation, the output was None and 300 layers unknown, yet report.trusted was True."""
+    model = _ScaledByItem()
+    with torch.no_grad():
+        real = tuple(model(torch.randn(1, 8)).shape)
+    report = paramcount(model, (8,), crosscheck=crosscheck)
+    assert report.output_shape is None and real == (1, 4)  # the report does not know what a forward gives
+    assert not report.trusted and not report.to_dict()["trusted"]
+    assert "NOT TRUSTED: the output is unknown" in str(report)
+
+
+def test_a_model_returning_nothing_is_still_trusted() -> None:
+    class Nothing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> None:
+            self.a(x)
+
+    report = paramcount(Nothing(), (8,))
+    assert report.output_shape is None and Nothing()(torch.randn(1, 8)) is None
+    assert report.trusted

@@ -136,8 +136,22 @@ class ModelReport:
 
     @property
     def trusted(self) -> bool:
-        """False when the traced graph disagrees with a real forward: the report's numbers are then wrong."""
-        return self.crosscheck.trusted
+        """False when the traced graph disagrees with a real forward (the report's numbers are then wrong), or when
+        its output is unknown (propagation stopped at an op it cannot follow, such as ``.item()``) and no real
+        forward verified it: the output and the counts past the unknown layers are missing."""
+        return self.crosscheck.trusted and not self._output_unknown
+
+    @property
+    def _output_unknown(self) -> bool:
+        """Whether the output is unknown, not verified by a real forward, past layers that could not be computed
+        (a model may return None; past an invalid layer, the output is unknown as the input does not fit, and the
+        report says so with its fix)."""
+        return (
+            self.output_shape is None
+            and self.crosscheck.trust != Trust.VERIFIED
+            and not self.invalid
+            and any(layer.status == LayerStatus.UNKNOWN for layer in self.layers)
+        )
 
     @property
     def invalid(self) -> list[LayerReport]:
@@ -209,6 +223,11 @@ class ModelReport:
             lines.append(f"NOT TRUSTWORTHY: {check.message}")
         elif check.trust == Trust.UNVERIFIED:
             lines.append(f"Unverified ({check.reason}): {check.message}")
+        if self._output_unknown:
+            lines.append(
+                "NOT TRUSTED: the output is unknown and no real forward verified it — the layers past the first "
+                "unknown one are not counted (report.trusted is False)"
+            )
         elif check.trust == Trust.VERIFIED:
             lines.append(f"Verified ({check.reason}): {check.message}")
         if self.findings:

@@ -26,7 +26,7 @@ from torch import nn
 from .analysis import ModelReport, paramcount
 from .errors import ContractError, InputError, ShapeError
 from .lockfile import check_lock
-from .records import LayerDiff, OutputShape, Violation
+from .records import LayerDiff, OutputShape, Trust, Violation
 from .report import format_value, lock_diff_table, shape_changes_table, violations_table
 from .shapespec import input_spec, plain, shape_spec, with_batch
 
@@ -259,7 +259,8 @@ def check_contract(
 def _violations(c: ShapeContract, report: ModelReport) -> list[Violation]:
     rows: list[Violation] = []
     if not report.trusted:  # every other field of the report may be wrong
-        rows.append(Violation("trace", "agrees with a real forward", "disagrees", note=report.crosscheck.message))
+        verdict = "disagrees" if report.crosscheck.trust == Trust.UNTRUSTED else "output unknown, unverified"
+        rows.append(Violation("trace", "agrees with a real forward", verdict, note=report.crosscheck.message))
     expected = c.expected_output
     if expected is not None and plain(report.output_shape) != plain(expected):
         rows.append(Violation("output", format_value(expected), format_value(report.output_shape)))
