@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -85,6 +86,51 @@ class WithGate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.gate(self.inp(x)))
+
+
+class TextTimeConditioned(nn.Module):
+    """diffusers' SDXL UNet2DConditionModel (``addition_embed_type="text_time"``) in small: ``forward`` takes
+    ``added_cond_kwargs={"text_embeds": ..., "time_ids": ...}``, a dict for one argument, checks its keys, reads
+    it with ``.get`` and loops over the sample's size, as the real one does."""
+
+    def __init__(self, text: int = 16, times: int = 6, context: int = 32, width: int = 16) -> None:
+        super().__init__()
+        self.times = times
+        self.conv_in = nn.Conv2d(4, width, 3, padding=1)
+        self.time_embedding = nn.Linear(8, width)
+        self.add_embedding = nn.Linear(text + times * 8, width)
+        self.context = nn.Linear(context, width)
+        self.conv_out = nn.Conv2d(width, 4, 3, padding=1)
+
+    @staticmethod
+    def _sinusoids(t: torch.Tensor) -> torch.Tensor:
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(4, device=t.device) / 4)
+        angles = t[:, None].float() * freqs[None]
+        return torch.cat([angles.sin(), angles.cos()], -1)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        odd_size = False
+        for dim in sample.shape[-2:]:
+            if dim % 4 != 0:
+                odd_size = True
+        if added_cond_kwargs is None or "text_embeds" not in added_cond_kwargs:
+            raise ValueError("addition_embed_type 'text_time' requires text_embeds in added_cond_kwargs")
+        text_embeds = added_cond_kwargs.get("text_embeds")
+        time_ids = added_cond_kwargs["time_ids"]
+        time_embeds = self._sinusoids(time_ids.flatten()).reshape(text_embeds.shape[0], -1)
+        emb = self.time_embedding(self._sinusoids(timestep)) + self.add_embedding(
+            torch.cat([text_embeds, time_embeds], -1)
+        )
+        h = self.conv_in(sample) + emb[:, :, None, None]
+        h = h + self.context(encoder_hidden_states).mean(1)[:, :, None, None]
+        out = self.conv_out(F.silu(h))
+        return F.interpolate(out, size=sample.shape[-2:]) if odd_size else out
 
 
 class TwoInputs(nn.Module):
@@ -378,8 +424,11 @@ class MeasuredStep:
     gradients: int
 
 
-def measure_training_step(model: nn.Module, x: torch.Tensor, amp: torch.dtype | None = None) -> MeasuredStep:
-    """One real forward and backward on the CPU in training mode, measured without torchsurgeon.
+def measure_training_step(
+    model: nn.Module, x: torch.Tensor | dict[str, Any], amp: torch.dtype | None = None
+) -> MeasuredStep:
+    """One real forward and backward on the CPU in training mode, measured without torchsurgeon (``x``: the
+    input, or the inputs by argument name).
 
     Saved bytes: every tensor autograd saves for backward
     (``torch.autograd.graph.saved_tensors_hooks``), each storage once, parameters and buffers
@@ -398,7 +447,7 @@ def measure_training_step(model: nn.Module, x: torch.Tensor, amp: torch.dtype | 
     torch.manual_seed(0)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         with torch.autocast("cpu", amp or torch.bfloat16, enabled=amp is not None):
-            out = model(x)
+            out = model(**x) if isinstance(x, dict) else model(x)
     outs = [t for t in _output_tensors(out) if t.requires_grad]
     torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
     grads = {id(p): p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None}

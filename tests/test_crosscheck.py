@@ -328,3 +328,49 @@ def test_only_the_image_gets_the_channels_its_stem_expects() -> None:
     report = paramcount(Prompted().eval(), {"image": (1, 8, 8), "points": (1, 2)}, crosscheck="always")
     assert [layer.name for layer in report.invalid] == ["embed"]  # the stem inside a layer that checks
     assert report.trusted and report.crosscheck.real_output == (1, 1, 4) == report.output_shape
+
+
+class _StemChecksItsChannels(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != 3:  # a resized copy still raises: only the input at the count it expects runs
+            raise ValueError("the channel dimension of the pixel values must match the configuration")
+        return self.conv(x)
+
+
+class _ConditionedOnADict(nn.Module):
+    def __init__(self, stem: nn.Module) -> None:
+        super().__init__()
+        self.stem, self.cond = stem, nn.Linear(2, 4)
+
+    def forward(self, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.stem(x) + self.cond(cond["embeds"])[:, :, None, None]
+
+
+def test_inputs_inside_a_dict_are_passed_to_the_real_model_inside_it() -> None:
+    """Found by a probe (SDXL's added_cond_kwargs): the real forward got one keyword argument per tensor of the
+    dict, and the search for the channel count the stem expects looked for channels in the dict."""
+    model = _ConditionedOnADict(_StemChecksItsChannels())
+    r = paramcount(model, {"x": (1, 8, 8), "cond": {"embeds": (2,)}}, crosscheck="always")
+    assert [layer.name for layer in r.invalid] == ["stem"] and r.crosscheck.trust == Trust.VERIFIED
+    with torch.no_grad():
+        real = model(torch.zeros(1, 3, 8, 8), {"embeds": torch.zeros(1, 2)})  # at the channel count it expects
+    assert r.crosscheck.real_output == tuple(real.shape) == r.output_shape
+    assert "at the channel count its input layers expect" in r.crosscheck.message
+
+
+def test_a_forward_refusing_an_input_given_inside_a_dict_says_what_the_real_model_raises() -> None:
+    class Checks(_ConditionedOnADict):
+        def forward(self, x: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+            if cond["embeds"].shape[-1] != 2:
+                raise ValueError("embeds must have 2 features")
+            return super().forward(x, cond)
+
+    model = Checks(nn.Conv2d(3, 4, 3))
+    with torch.no_grad(), pytest.raises(ValueError, match="embeds must have 2 features"):
+        model(torch.zeros(1, 3, 8, 8), {"embeds": torch.zeros(1, 3)})
+    with pytest.raises(ShapeError, match=r"a real forward raises ValueError: embeds must have 2 features"):
+        paramcount(model, {"x": (3, 8, 8), "cond": {"embeds": (3,)}})

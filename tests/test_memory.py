@@ -24,7 +24,7 @@ import torch
 import torchvision
 from torch import nn
 
-from models import GPU_MEMORY_MODELS
+from models import GPU_MEMORY_MODELS, TextTimeConditioned
 from models import MEMORY_BATCH as BATCH
 from models import MEMORY_MODELS as MODELS
 from models import MEMORY_SIZE as SIZE
@@ -531,3 +531,22 @@ def test_a_step_whose_product_mixes_dtypes_is_refused_as_the_real_step() -> None
     with torch.autocast("cpu", torch.bfloat16):  # under autocast the real step runs: so does the plan
         model(torch.randn(2, 8))
     assert memory_plan(model, (8,), batch=2, device="cpu", amp="bf16").activations > 0
+def test_a_dict_for_one_forward_argument_is_planned_as_a_real_cpu_step() -> None:
+    """Found by a probe: SDXL's UNet given ``added_cond_kwargs`` as a dict of shapes was refused (not traced), though
+    memory_plan traces nothing."""
+    model = TextTimeConditioned()
+    shapes = {"text_embeds": (16,), "time_ids": (6,)}
+    spec = {"sample": (4, 16, 16), "timestep": (), "encoder_hidden_states": (7, 32), "added_cond_kwargs": shapes}
+    plan = memory_plan(model, spec, batch=BATCH, device="cpu")
+    torch.manual_seed(0)
+    real = measure(
+        model,
+        {
+            "sample": torch.randn(BATCH, 4, 16, 16),
+            "timestep": torch.full((BATCH,), 500.0),
+            "encoder_hidden_states": torch.randn(BATCH, 7, 32),
+            "added_cond_kwargs": {"text_embeds": torch.randn(BATCH, 16), "time_ids": torch.randn(BATCH, 6)},
+        },
+    )
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+    assert plan.max_batch(plan.peak) == BATCH  # replanned at other batch sizes with the same dict

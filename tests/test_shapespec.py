@@ -11,7 +11,7 @@ from torch import nn
 from models import ByteView, TwoInputs
 from torchsurgeon import InputError, ShapeContract, TypedShape, check_contract, paramcount, paramcount_sweep
 from torchsurgeon.report import format_value, jsonable
-from torchsurgeon.shapespec import check_shape, input_spec, parse_input, parse_inputs, with_batch
+from torchsurgeon.shapespec import check_shape, input_spec, normalize_input, parse_input, parse_inputs, with_batch
 
 
 def test_typed_shapes_round_trip_through_text() -> None:
@@ -108,7 +108,33 @@ def test_a_list_of_tensors_as_one_input_is_refused_before_tracing() -> None:
         paramcount(ListIn(), {"xs": [torch.randn(1, 4), torch.randn(1, 4)]})
 
 
-def test_a_dict_for_one_forward_argument_is_refused_with_its_shapes_only() -> None:
+def test_a_dict_where_one_shape_is_expected_is_refused_with_its_shapes_only() -> None:
     """Found by a probe: ``forward(self, batch)`` given a dict of tensors printed their values."""
-    with pytest.raises(InputError, match=r"input 'batch' is a mapping \{'image': \(1, 3, 4, 4\)\}: a forward"):
+    with pytest.raises(InputError, match=r"input 'batch' is a mapping \{'image': \(1, 3, 4, 4\)\}: one tensor or"):
         check_shape({"image": torch.randn(1, 3, 4, 4)}, "input 'batch'")
+
+
+def test_a_dict_for_one_forward_argument_is_one_input_per_key() -> None:
+    """Found by a probe: SDXL's ``added_cond_kwargs={"text_embeds": ..., "time_ids": ...}`` was refused."""
+    embeds = torch.zeros(1, 16)
+    spec = {"sample": (4, 8, 8), "added_cond_kwargs": {"text_embeds": embeds, "time_ids": [6]}}
+    names = ["sample", "added_cond_kwargs_text_embeds", "added_cond_kwargs_time_ids"]
+    flat = normalize_input(spec, names)
+    assert flat == {"sample": (4, 8, 8), "added_cond_kwargs_text_embeds": embeds, "added_cond_kwargs_time_ids": (6,)}
+    with pytest.raises(InputError, match=r"input 'added_cond_kwargs' is not an argument of forward"):
+        normalize_input(spec, ["sample"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"cond": {}}, r"input 'cond' is an empty dict — give the shape of each tensor in it"),
+        ({"cond": {"a": {"b": (2,)}}}, r"input 'cond'\['a'\] is a dict inside a dict"),
+        ({"cond": {"a-b": (2,)}}, r"input 'cond': key 'a-b' is not a Python name"),
+        ({"cond_a": (2,), "cond": {"a": (2,)}}, r"input 'cond_a' is given twice \(by name and inside a dict\)"),
+        (((2,), {"a": (2,)}), r"holds a dict — give the inputs by name when one of them is a dict of tensors"),
+    ],
+)
+def test_a_dict_that_cannot_be_one_input_per_key_says_why(spec: Any, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        normalize_input(spec, ["x", "cond", "cond_a"])

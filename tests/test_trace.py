@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from models import DataDependent, Gate, TwoInputs, WithGate
+from models import DataDependent, Gate, TextTimeConditioned, TwoInputs, WithGate
 from torchsurgeon import InputError, LayerStatus, TraceError, paramcount
 from torchsurgeon.arguments import tensor_inputs
 from torchsurgeon.trace import registered_leaves, trace
@@ -235,6 +235,48 @@ def test_varargs_become_one_input_per_index() -> None:
     assert _placeholders(VarArgs(), inputs=2) == ["inputs_0", "inputs_1"]
     r = paramcount(VarArgs(), ((4,), (5,)))
     assert r.output_shape == (1, 3) and r.input_shapes == {"inputs_0": (1, 4), "inputs_1": (1, 5)}
+
+
+_TEXT_TIME = {
+    "sample": (4, 16, 16),
+    "timestep": (),
+    "encoder_hidden_states": (7, 32),
+    "added_cond_kwargs": {"text_embeds": (16,), "time_ids": (6,)},
+}
+
+
+def _text_time_inputs(batch: int, size: int = 16) -> dict[str, Any]:
+    return {
+        "sample": torch.randn(batch, 4, size, size),
+        "timestep": torch.full((batch,), 500.0),
+        "encoder_hidden_states": torch.randn(batch, 7, 32),
+        "added_cond_kwargs": {"text_embeds": torch.randn(batch, 16), "time_ids": torch.randn(batch, 6)},
+    }
+
+
+@pytest.mark.parametrize("size", [16, 18])  # 18: the forward's loop over the sample's size takes its other branch
+def test_a_dict_for_one_forward_argument_is_one_input_per_tensor(size: int) -> None:
+    """Found by a probe: SDXL's UNet takes ``added_cond_kwargs={"text_embeds", "time_ids"}``; given so, it raised a
+    TraceError at its loop over the sample's size."""
+    model = TextTimeConditioned()
+    r = paramcount(model, {**_TEXT_TIME, "sample": (4, size, size)}, batch=2, crosscheck="always")
+    with torch.no_grad():
+        real = model(**_text_time_inputs(2, size))
+    assert r.total == sum(p.numel() for p in model.parameters())
+    assert r.output_shape == tuple(real.shape) and not r.invalid and str(r.crosscheck.trust) == "verified"
+    assert r.input_shapes["added_cond_kwargs_text_embeds"] == (2, 16)  # one input per tensor of the dict
+
+
+def test_a_dict_of_tensors_for_one_forward_argument_is_used_as_given() -> None:
+    model = TextTimeConditioned()
+    given = _text_time_inputs(1)
+    r = paramcount(model, {**_TEXT_TIME, "added_cond_kwargs": given["added_cond_kwargs"]})
+    with torch.no_grad():
+        assert r.output_shape == tuple(model(**given).shape) and not r.invalid
+    wrong = paramcount(model, {**_TEXT_TIME, "added_cond_kwargs": {"text_embeds": (15,), "time_ids": (6,)}})
+    with torch.no_grad(), pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        model(**{**given, "added_cond_kwargs": {"text_embeds": torch.randn(1, 15), "time_ids": torch.randn(1, 6)}})
+    assert [layer.name for layer in wrong.invalid] == ["add_embedding"]
 
 
 def test_unused_args_and_kwargs_are_dropped_and_kwargs_lookups_see_an_empty_dict() -> None:

@@ -668,7 +668,7 @@ def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Ma
             raise
         hint = per_sample_hint(input if isinstance(input, Mapping) else {"": input}, batch)
         example = ExampleInputs(model, input, batch)
-        rejected = real_failure(model, example, exc)
+        rejected = real_failure(model, example, exc, example.paths)
         if rejected is not None:  # the model's own check of its input, or an op it does not fit: no trace gets past
             shapes = {name: tuple(t.shape) for name, t in example.items()}
             failed = getattr(exc.__cause__, FAILED_NODE, "")

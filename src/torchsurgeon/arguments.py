@@ -6,7 +6,10 @@ name (:func:`input_dtype_for` gives inputs given by shape their dtype).
 :func:`torchsurgeon.trace.trace` traces ``forward`` with a tensor for each
 argument the input spec fills and fixes the others at their defaults
 (``mask=None``; ``*args`` and ``**kwargs`` empty; ``use_cache=False``), which
-is what calling ``model(x)`` does.
+is what calling ``model(x)`` does.  Each tensor of a ``forward`` argument
+given a dict of them (``{"added_cond_kwargs": {"text_embeds": (16,)}}``) is an
+input of its own (:func:`input_paths`), named by
+:func:`~torchsurgeon.shapespec.input_name`.
 """
 
 from __future__ import annotations
@@ -21,24 +24,36 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .shapespec import InputSpec, TypedShape, check_shape, normalize_input
+from .shapespec import InputSpec, TypedShape, check_shape, input_name, nested_inputs, normalize_input
 
 __all__ = (
+    "INPUT_PATH",
     "NO_CACHE",
     "SIMPLE_DEFAULTS",
     "ExampleInputs",
     "InputNames",
+    "InputPaths",
     "forward_inputs",
     "forward_parameters",
     "fx_name",
+    "grouped_inputs",
     "input_dtype_for",
+    "input_paths",
     "into_var_keyword",
     "specialisation",
     "tensor_inputs",
+    "traced_paths",
 )
 
-InputNames = Union[int, Iterable[str], None]
-"""Which ``forward`` arguments get tensors: the first N positional ones, these names, or (``None``) the first."""
+InputNames = Union[int, Iterable[Union[str, tuple[str, str]]], None]
+"""Which ``forward`` arguments get tensors: the first N positional ones, these names (a ``(name, key)`` pair for
+each tensor of an argument given a dict), or (``None``) the first."""
+
+InputPaths = Mapping[str, tuple[str, str]]
+"""Inputs that are part of one ``forward`` argument, by input name: ``(argument, key)`` for a tensor of a dict."""
+
+INPUT_PATH = "torchsurgeon_input_path"
+"""The ``node.meta`` key of a traced input that is part of one argument: its ``(argument, key)``."""
 
 SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
 """Default values a trace fixes an argument at (fx records no assertion for them)."""
@@ -50,19 +65,19 @@ NO_CACHE = {"use_cache": False}
 def tensor_inputs(spec: Any) -> InputNames:
     """The ``forward`` arguments an input spec gives tensors to, for :func:`trace`'s ``inputs``.
 
-    A mapping names them; a tuple of shapes (or tensors) gives one per
+    A mapping names them (a ``(name, key)`` pair for each tensor of an
+    argument given a dict); a tuple of shapes (or tensors) gives one per
     leading positional argument; anything else is one input.
 
     Examples
     --------
     >>> tensor_inputs((3, 224, 224)), tensor_inputs(((3, 8, 8), (1, 8, 8))), tensor_inputs({"mask": (1, 8, 8)})
     (1, 2, ('mask',))
+    >>> tensor_inputs({"sample": (4, 8, 8), "added_cond_kwargs": {"text_embeds": (16,)}})
+    ('sample', ('added_cond_kwargs', 'text_embeds'))
     """
     if isinstance(spec, Mapping):
-        for name, value in spec.items():
-            if isinstance(value, (list, tuple)):
-                check_shape(value, f"input {name!r}", scalar=True)  # a list of tensors: InputError before tracing
-        return tuple(str(k) for k in spec)
+        return _named_inputs(spec)
     if (
         isinstance(spec, (list, tuple))
         and spec
@@ -72,19 +87,87 @@ def tensor_inputs(spec: Any) -> InputNames:
     return 1
 
 
+def _named_inputs(spec: Mapping[Any, Any]) -> tuple[str | tuple[str, str], ...]:
+    """:func:`tensor_inputs` of a mapping, its shapes checked (a list of tensors: InputError before tracing)."""
+    names: list[str | tuple[str, str]] = []
+    for name, value in spec.items():
+        nested = isinstance(value, Mapping)
+        for flat, item in (nested_inputs(str(name), value) if nested else {str(name): value}).items():
+            if isinstance(item, (list, tuple)):
+                check_shape(item, f"input {flat!r}", scalar=True)
+        names.extend([(str(name), str(key)) for key in value] if nested else [str(name)])
+    return tuple(names)
+
+
 def forward_inputs(model: nn.Module, spec: Any) -> list[str]:
-    """The names of the ``forward`` arguments an input spec can fill, in order (see :func:`tensor_inputs`).
+    """The names of the inputs an input spec can fill, in order (see :func:`tensor_inputs`).
+
+    ``forward``'s positional arguments; each tensor of an argument given a
+    dict by its :func:`~torchsurgeon.shapespec.input_name`.
 
     Examples
     --------
     >>> from torch import nn
     >>> forward_inputs(nn.Linear(2, 2), (2,)), forward_inputs(nn.Linear(2, 2), {"mask": (1,)})
     (['input'], ['mask'])
+    >>> forward_inputs(nn.Linear(2, 2), {"cond": {"time_ids": (6,)}})
+    ['cond_time_ids']
     """
     if isinstance(spec, Mapping):
-        return [str(k) for k in spec]
+        return [name if isinstance(name, str) else input_name(*name) for name in _named_inputs(spec)]
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [p.name for p in forward_parameters(model) if p.kind in kinds]
+
+
+def input_paths(model: nn.Module, inputs: InputNames) -> dict[str, tuple[str, str]]:
+    """The inputs that are part of one ``forward`` argument: ``(argument, key)`` for a tensor of an argument given a
+    dict.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> input_paths(nn.Linear(2, 2), ("x", ("cond", "time_ids")))
+    {'cond_time_ids': ('cond', 'time_ids')}
+    """
+    if inputs is None or isinstance(inputs, int):
+        return {}
+    return {input_name(*name): name for name in inputs if not isinstance(name, str)}
+
+
+def grouped_inputs(values: Mapping[str, Any], paths: InputPaths) -> dict[str, Any]:
+    """Values by input name regrouped by ``forward`` argument (see :func:`input_paths`): a dict for an argument
+    given one; the other values as they are.
+
+    Examples
+    --------
+    >>> grouped_inputs({"x": 1, "cond_t": 3}, {"cond_t": ("cond", "t")})
+    {'x': 1, 'cond': {'t': 3}}
+    """
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in paths:
+            argument, key = paths[name]
+            out.setdefault(argument, {})[key] = value
+        else:
+            out[name] = value
+    return out
+
+
+def traced_paths(graph_module: torch.fx.GraphModule) -> dict[str, tuple[str, str]]:
+    """The traced inputs that are part of one ``forward`` argument (:data:`INPUT_PATH`), by input name.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.fx.Graph()
+    >>> t = g.placeholder("cond_t")
+    >>> t.meta[INPUT_PATH] = ("cond", "t")
+    >>> _ = g.output(t)
+    >>> traced_paths(torch.fx.GraphModule(torch.nn.Module(), g))
+    {'cond_t': ('cond', 't')}
+    """
+    nodes = graph_module.graph.nodes
+    return {str(n.target): n.meta[INPUT_PATH] for n in nodes if n.op == "placeholder" and INPUT_PATH in n.meta}
 
 
 def forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
@@ -159,7 +242,7 @@ def specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping[
         if count > len(positional):
             given.update(p.name for p in params if p.kind == p.VAR_POSITIONAL)
     else:
-        given.update(str(name) for name in inputs)
+        given.update(name if isinstance(name, str) else name[0] for name in inputs)
     fixed = set(concrete_args or ())
     out: dict[str, Any] = {}
     for p in params:
@@ -241,6 +324,15 @@ class ExampleInputs(Mapping[str, torch.Tensor]):
                 for name, spec in specs.items()
             }
         except (InputError, RuntimeError, TypeError, ValueError):
+            return {}
+
+    @functools.cached_property
+    def paths(self) -> dict[str, tuple[str, str]]:
+        """The inputs that are part of one ``forward`` argument (:func:`input_paths`), for :func:`grouped_inputs`."""
+        model, input, _ = self._spec
+        try:
+            return input_paths(model, tensor_inputs(input))
+        except InputError:
             return {}
 
     def __getitem__(self, name: str) -> torch.Tensor:

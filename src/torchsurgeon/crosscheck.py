@@ -32,10 +32,11 @@ import networkx as nx
 import torch
 from torch import nn
 
+from .arguments import InputPaths, traced_paths
 from .copies import cannot_run_on_meta, run_on_zeros
 from .errors import InputError, TraceError, first_line, source_line
 from .frontend import bind_inputs
-from .graph import model_of, node_record, node_records, opaque_of, specialised_of
+from .graph import graph_module_of, model_of, node_record, node_records, opaque_of, specialised_of
 from .knowndata import COUNTED
 from .metavalues import FAILED_NODE
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust, is_shape
@@ -183,7 +184,7 @@ def crosscheck(
         return CrossCheck(Trust.NOT_RUN, "nothing doubtful in the traced graph")
     reason = reason or "crosscheck='always'"
     model = model_of(G)
-    args, kwargs = _inputs(model, shapes)
+    args, kwargs = _inputs(G, shapes)
     invalid = [rec for rec in shapes.nodes.values() if rec.status == LayerStatus.INVALID]
     traced = shapes.output_shape
 
@@ -276,7 +277,9 @@ def crosscheck(
     )
 
 
-def real_failure(model: nn.Module, inputs: Mapping[str, torch.Tensor], like: TraceError) -> tuple[str, str] | None:
+def real_failure(
+    model: nn.Module, inputs: Mapping[str, torch.Tensor], like: TraceError, paths: InputPaths | None = None
+) -> tuple[str, str] | None:
     """``("TypeName: message", line)`` of what one forward of the real model (a ``meta`` copy: its weights are
     never touched; on zeros on the CPU where meta cannot run it) raises at ``inputs`` when it is ``like`` the error
     of a trace that failed in the model's own ``forward``: the same exception, raised at the same line of the
@@ -300,7 +303,7 @@ def real_failure(model: nn.Module, inputs: Mapping[str, torch.Tensor], like: Tra
     cause = like.__cause__
     if cause is None or not inputs:
         return None
-    run = _run(meta_copy(model), [], dict(inputs))
+    run = _run(meta_copy(model), *bind_inputs(model, inputs, paths))  # paths: inputs that are part of one argument
     failure = run.failure
     if failure is None or type(failure) is not type(cause):
         return None
@@ -373,15 +376,16 @@ def _first_difference(G: nx.DiGraph, seen: Mapping[str, Any], otherwise: str = _
     return f"; first difference: {layer} ({kind}) gets {seen[layer]} in a real forward, {traced} in the trace — {fix}"
 
 
-def _inputs(model: nn.Module, shapes: ShapeResult) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+def _inputs(G: nx.DiGraph, shapes: ShapeResult) -> tuple[list[torch.Tensor], dict[str, Any]]:
     """The analysed inputs as meta tensors, bound to ``forward``'s arguments."""
     dtypes = {rec.name: rec.dtype for rec in shapes.nodes.values()}
     return bind_inputs(
-        model,
+        model_of(G),
         {
             name: torch.empty(shape, dtype=getattr(torch, dtypes.get(name) or "float32"), device="meta")
             for name, shape in shapes.input_shapes.items()
         },
+        traced_paths(graph_module_of(G)),  # a dict's tensors: back in their dict
     )
 
 
@@ -394,8 +398,8 @@ def _as_traced(G: nx.DiGraph, kwargs: dict[str, Any]) -> tuple[dict[str, Any], s
 
 
 def _as_folded(
-    args: list[torch.Tensor], kwargs: dict[str, torch.Tensor], invalid: list[Any]
-) -> list[tuple[list[torch.Tensor], dict[str, torch.Tensor]]]:
+    args: list[torch.Tensor], kwargs: dict[str, Any], invalid: list[Any]
+) -> list[tuple[list[torch.Tensor], dict[str, Any]]]:
     """The inputs with the channel count the invalid input layers expect, when every finding is such a fold: one
     candidate per input and dim that has the count the input layers got (dim 1 first; a video's channels may be
     dim 2), then all such inputs at once.
@@ -411,13 +415,14 @@ def _as_folded(
     if len(folds) != 1:
         return []
     ((expected, got),) = folds
-    candidates: list[tuple[list[torch.Tensor], dict[str, torch.Tensor]]] = []
+    candidates: list[tuple[list[torch.Tensor], dict[str, Any]]] = []
     slots = [*range(len(args)), *kwargs]  # one input at a time first (SAM's point prompts also have a dim 1 of 1)
-    for dim in range(1, max((t.dim() for t in (*args, *kwargs.values())), default=0)):
+    tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)]  # not a dict of them
+    for dim in range(1, max((t.dim() for t in tensors), default=0)):
 
-        def refit(t: torch.Tensor, slot: object, only: object, dim: int = dim) -> torch.Tensor:
-            fits = (only is None or slot == only) and t.is_floating_point() and t.dim() > dim and t.shape[dim] == got
-            return with_channels(t, expected, dim) if fits else t
+        def refit(t: Any, slot: object, only: object, dim: int = dim) -> Any:
+            fits = (only is None or slot == only) and isinstance(t, torch.Tensor) and t.is_floating_point()
+            return with_channels(t, expected, dim) if fits and t.dim() > dim and t.shape[dim] == got else t
 
         for only in [*slots, None]:  # None: every input that has the count (several images)
             new_args = [refit(t, i, only) for i, t in enumerate(args)]

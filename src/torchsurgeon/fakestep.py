@@ -14,7 +14,6 @@ never run or hooked.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import weakref
 from collections.abc import Iterator, Mapping
@@ -27,11 +26,12 @@ from torch import nn
 from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .arguments import input_dtype_for
+from .arguments import InputPaths, input_dtype_for
 from .copies import detached_copy
 from .cudakernels import CudaKernels
 from .errors import MemoryPlanError, failure_reason
 from .fakevalues import NO_VALUE, AssumedValues, masked_upper_bound
+from .frontend import bind_inputs
 from .rules import FALLBACK
 from .rules.on_meta import by_cpu_rule, check_as_the_cpu
 
@@ -183,11 +183,10 @@ def _tensors_in(value: Any) -> Iterator[torch.Tensor]:
             yield from _tensors_in(v)
 
 
-def _call(module: nn.Module, inputs: Mapping[str, torch.Tensor]) -> Any:
-    """``module(...)`` with the inputs by name (positional-only arguments by position)."""
-    params = inspect.signature(module.forward).parameters
-    positional = [n for n, p in params.items() if p.kind == p.POSITIONAL_ONLY and n in inputs]
-    return module(*(inputs[n] for n in positional), **{n: v for n, v in inputs.items() if n not in positional})
+def _call(module: nn.Module, inputs: Mapping[str, torch.Tensor], paths: InputPaths | None) -> Any:
+    """``module(...)`` with the inputs by name (positional as far as ``forward`` allows; see ``bind_inputs``)."""
+    args, kwargs = bind_inputs(module, inputs, paths)
+    return module(*args, **kwargs)
 
 
 def simulate_step(
@@ -198,6 +197,7 @@ def simulate_step(
     amp: torch.dtype | None,
     dtype: torch.dtype | None,
     device: str = "cpu",
+    paths: InputPaths | None = None,
 ) -> SimulatedStep:
     """One forward (``train``: in training mode, and a backward) of a fake-tensor copy of ``model``.
 
@@ -220,6 +220,9 @@ def simulate_step(
         Whose kernels decide what is saved: ``"cuda"`` makes dropout and
         attention save what CUDA's kernels save, and autocast cast as CUDA's does
         (:class:`torchsurgeon.cudakernels.CudaKernels`).
+    paths : mapping, optional
+        The inputs that are part of one ``forward`` argument (a dict's
+        tensors; :func:`torchsurgeon.arguments.input_paths`).
 
     Returns
     -------
@@ -294,7 +297,7 @@ def _simulate(
             autocast = torch.autocast("cpu", amp) if amp is not None else contextlib.nullcontext()
             kernels = CudaKernels() if device == "cuda" else contextlib.nullcontext()
             with torch.set_grad_enabled(train), hooks, autocast, kernels:
-                out = _call(copy, values)
+                out = _call(copy, values, paths)
             storages.forward_ops = len(storages.ops)
             outs = [t for t in _tensors_in(out) if t.requires_grad] if train else []
             storages.backward = True

@@ -37,6 +37,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from .arguments import InputPaths, grouped_inputs
 from .callers import unpacked_count
 from .metavalues import MetaValues, meta_question
 
@@ -48,8 +49,14 @@ __all__ = (
 )
 
 
-def bind_inputs(model: nn.Module, values: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    """Inputs by argument name as ``model(*args, **kwargs)``: positional as far as ``forward`` allows, then by name.
+def bind_inputs(
+    model: nn.Module, values: Mapping[str, Any], paths: InputPaths | None = None
+) -> tuple[list[Any], dict[str, Any]]:
+    """Inputs by name as ``model(*args, **kwargs)``: positional as far as ``forward`` allows, then by name.
+
+    ``paths`` (:func:`~torchsurgeon.arguments.input_paths`) regroups the
+    inputs that are part of one argument first: a dict's tensors into the
+    dict.
 
     Examples
     --------
@@ -58,8 +65,13 @@ def bind_inputs(model: nn.Module, values: Mapping[str, Any]) -> tuple[list[Any],
     ([1, 2], {})
     >>> bind_inputs(nn.Bilinear(2, 2, 1), {"input2": 2})
     ([], {'input2': 2})
+    >>> class Conditioned(nn.Module):
+    ...     def forward(self, x, *, cond=None):
+    ...         return x
+    >>> bind_inputs(Conditioned(), {"x": 1, "cond_t": 3}, {"cond_t": ("cond", "t")})
+    ([1], {'cond': {'t': 3}})
     """
-    rest = dict(values)
+    rest = grouped_inputs(values, paths or {})
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     positional = True

@@ -55,8 +55,8 @@ def materialized(model: nn.Module, input: InputSpec, batch: int) -> nn.Module:
     (15914, ('0', '2'))
     """
     copy = meta_copy(model)
-    values = dict(ExampleInputs(model, input, batch))
-    args, kwargs = bind_inputs(copy, values)
+    example = ExampleInputs(model, input, batch)
+    args, kwargs = bind_inputs(copy, dict(example), example.paths)
     try:
         with torch.no_grad():
             copy(*args, **kwargs)

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arguments import forward_inputs
+from .arguments import forward_inputs, input_paths, tensor_inputs
 from .autocast import HALF
 from .errors import InputError, MemoryPlanError
 from .fakestep import SimulatedStep, simulate_step
@@ -600,13 +600,14 @@ def memory_plan(
         raise InputError(f"device={device!r} — plan for 'cuda' (a GPU's kernels) or 'cpu'")
     amp_dtype = _amp_dtype(amp)
     inputs = _inputs(model, input, batch)
+    paths = input_paths(model, tensor_inputs(input))  # a dict's tensors: back in their dict for the forward
     unique = list(model.parameters())
     weights = sum(_nbytes(p, dtype) for p in unique)
     buffers = sum(_nbytes(b, dtype) for b in model.buffers())
-    train = simulate_step(model, inputs, train=True, amp=amp_dtype, dtype=dtype, device=device)
+    train = simulate_step(model, inputs, train=True, amp=amp_dtype, dtype=dtype, device=device, paths=paths)
     try:
         infer: SimulatedStep | None = simulate_step(
-            model, inputs, train=False, amp=amp_dtype, dtype=dtype, device=device
+            model, inputs, train=False, amp=amp_dtype, dtype=dtype, device=device, paths=paths
         )
         why_not = ""
     except MemoryPlanError as exc:  # an eval-mode path that reads values (YOLO's Detect makes its anchors there)
@@ -616,7 +617,7 @@ def memory_plan(
 
     def replan(b: int) -> int:
         again = {k: ((b, *shape[1:]), dt) for k, (shape, dt) in inputs.items()}
-        step = simulate_step(model, again, train=True, amp=amp_dtype, dtype=dtype, device=device)
+        step = simulate_step(model, again, train=True, amp=amp_dtype, dtype=dtype, device=device, paths=paths)
         return step.activations + step.transient
 
     trainable = sum(p.numel() for p in unique if p.requires_grad)

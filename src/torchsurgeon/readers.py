@@ -28,7 +28,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from .arguments import ExampleInputs
+from .arguments import ExampleInputs, InputPaths
 from .copies import _ZERO_RUN_LIMIT, _zeros_like, cannot_run_on_meta, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
@@ -466,14 +466,17 @@ def input_readers(
     >>> input_readers(TwoStems(), (3, 16, 16))
     ['a', 'b']
     """
-    values = dict(ExampleInputs(model, input, batch))
+    example = ExampleInputs(model, input, batch)
+    values = dict(example)
     if not values:
         raise SurgeryError(
             f"{type(model).__name__}: input {input!r} does not fit forward's arguments — "
             "give an input the model accepts now, e.g. input=(3, 224, 224)"
         )
     try:
-        return _follow(meta_copy(model).eval(), values, follow, joins)  # eval: batch 1 must not trip training checks
+        return _follow(
+            meta_copy(model).eval(), values, follow, example.paths, joins
+        )  # eval: batch 1 must not trip training checks
     except Exception as exc:  # the model's own failure on this input
         failure: Exception = exc
     size = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers(), values.values()))
@@ -481,7 +484,7 @@ def input_readers(
         try:
             with torch.device("cpu"):
                 zeros = {k: _zeros_like(v) for k, v in values.items()}
-                return _follow(detached_copy(model, _zeros_like).eval(), zeros, follow, joins)
+                return _follow(detached_copy(model, _zeros_like).eval(), zeros, follow, example.paths, joins)
         except Exception as exc:
             failure = exc
     first = (str(failure).strip().splitlines() or [type(failure).__name__])[0]
@@ -507,7 +510,11 @@ def image_input(values: Mapping[str, torch.Tensor]) -> str | None:
 
 
 def _follow(
-    copy_: nn.Module, values: Mapping[str, torch.Tensor], follow: str | None, joins: dict[str, int] | None = None
+    copy_: nn.Module,
+    values: Mapping[str, torch.Tensor],
+    follow: str | None,
+    paths: InputPaths,
+    joins: dict[str, int] | None = None,
 ) -> list[str]:
     """Run ``copy_`` once on ``values`` under :class:`_FollowInput`; the modules that first meet the input
     ``follow`` (by default the :func:`image_input`); ``joins`` gets :attr:`_FollowInput.joins`."""
@@ -518,7 +525,7 @@ def _follow(
         )
     image = follow if follow is not None else image_input(values)
     tracker = _FollowInput(owners, [values[image]] if image is not None else [])
-    args, kwargs = bind_inputs(copy_, values)
+    args, kwargs = bind_inputs(copy_, values, paths)
     with torch.no_grad(), tracker:
         copy_(*args, **kwargs)
     if joins is not None:

@@ -25,7 +25,9 @@ __all__ = (
     "Shape",
     "TypedShape",
     "check_shape",
+    "input_name",
     "input_spec",
+    "nested_inputs",
     "normalize_input",
     "parse_input",
     "parse_inputs",
@@ -358,12 +360,11 @@ def check_shape(shape: Any, where: str, *, scalar: bool = False) -> Shape:
     ...
     torchsurgeon.errors.InputError: input 'x': dimension 1 is 0 in shape (3, 0) — every dimension must be a positive int
     """
-    if isinstance(shape, Mapping):  # forward(self, batch) reading batch["image"]
+    if isinstance(shape, Mapping):  # one shape was expected: a dict is given by name, {"batch": {"image": ...}}
         brief = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else v for k, v in shape.items()}
         raise InputError(
-            f"{where} is a mapping {brief}: a forward that takes a dict of tensors is not traced — analyse a module "
-            "whose forward takes them as separate arguments (forward(self, image, meta) calling the model with "
-            "{'image': image, 'meta': meta})"
+            f"{where} is a mapping {brief}: one tensor or shape is expected here — a forward argument that takes a "
+            "dict of tensors is given by name, its dict inside: paramcount(model, {'batch': {'image': (3, 224, 224)}})"
         )
     if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, torch.Size)):
         raise InputError(
@@ -375,6 +376,11 @@ def check_shape(shape: Any, where: str, *, scalar: bool = False) -> Shape:
         raise InputError(
             f"{where} is a list of {len(dims)} tensors — each input is one tensor or shape: a forward that takes a "
             "list of tensors is not traced (analyse a module whose forward takes them as separate arguments)"
+        )
+    if any(isinstance(d, Mapping) for d in dims):  # ((3, 8, 8), {"meta": (4,)}): a dict among positional inputs
+        raise InputError(
+            f"{where}: {shape!r} holds a dict — give the inputs by name when one of them is a dict of tensors, "
+            "e.g. paramcount(model, {'x': (3, 224, 224), 'batch': {'image': (3, 224, 224)}})"
         )
     if not dims and not scalar:
         raise InputError(f"{where}: the shape is empty — give the per-sample shape, e.g. (3, 224, 224)")
@@ -392,6 +398,51 @@ def check_shape(shape: Any, where: str, *, scalar: bool = False) -> Shape:
     return dims
 
 
+def input_name(argument: str, key: str | int) -> str:
+    """The input name of one tensor of a ``forward`` argument: a key of the dict it takes, or an index of ``*args``.
+
+    The traced graph has one input of this name for each such tensor; reports name it so.
+
+    Examples
+    --------
+    >>> input_name("added_cond_kwargs", "text_embeds"), input_name("xs", 1)
+    ('added_cond_kwargs_text_embeds', 'xs_1')
+    """
+    return f"{argument}_{key}"
+
+
+def nested_inputs(argument: str, value: Mapping[Any, Any]) -> dict[str, Any]:
+    """The tensors (or shapes) of a ``forward`` argument given as a dict, by :func:`input_name`.
+
+    Raises
+    ------
+    InputError
+        For an empty dict, a key that is not a Python name, or a dict inside it.
+
+    Examples
+    --------
+    >>> nested_inputs("added_cond_kwargs", {"text_embeds": (16,), "time_ids": (6,)})
+    {'added_cond_kwargs_text_embeds': (16,), 'added_cond_kwargs_time_ids': (6,)}
+    """
+    where = f"input {argument!r}"
+    if not value:
+        raise InputError(f"{where} is an empty dict — give the shape of each tensor in it, e.g. {{'image': (3, 8, 8)}}")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not (isinstance(key, str) and key.isidentifier()):
+            raise InputError(
+                f"{where}: key {key!r} is not a Python name — analyse a module whose forward takes that tensor as "
+                f"an argument and calls the model with {{{key!r}: tensor}}"
+            )
+        if isinstance(item, Mapping):
+            raise InputError(
+                f"{where}[{key!r}] is a dict inside a dict — analyse a module whose forward takes its tensors as "
+                "separate arguments and calls the model with the nested dicts"
+            )
+        out[input_name(argument, key)] = item
+    return out
+
+
 def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, Shape | TypedShape | torch.Tensor]:
     """Map an input spec to ``{placeholder name: per-sample shape or tensor}``.
 
@@ -402,6 +453,9 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
         for several positional inputs; ``{"image": (3, 224, 224)}`` by name;
         a tensor (real or ``meta``) is used as it is, batch included; a
         :class:`~torchsurgeon.shapespec.TypedShape` is a shape with its dtype.
+        A ``forward`` argument that takes a dict of tensors is given as a
+        mapping by name, ``{"added_cond_kwargs": {"text_embeds": (16,)}}``: its
+        tensors are inputs of their own, named by :func:`input_name`.
     placeholders : sequence of str
         The names of ``forward``'s inputs, in order.
 
@@ -424,6 +478,8 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
     {'mask': (1, 8, 8)}
     >>> normalize_input({"sample": (4, 16, 16), "timestep": ()}, ["sample", "timestep"])  # a number per sample
     {'sample': (4, 16, 16), 'timestep': ()}
+    >>> normalize_input({"cond": {"time_ids": (6,)}}, ["cond_time_ids"])  # forward(self, cond) reading cond["time_ids"]
+    {'cond_time_ids': (6,)}
     """
     if not placeholders:
         raise InputError("the model's forward takes no inputs — nothing to propagate")
@@ -432,13 +488,19 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
     if isinstance(spec, Mapping):
         out: dict[str, Shape | TypedShape | torch.Tensor] = {}
         for name, value in spec.items():
-            if name not in placeholders:
-                raise InputError(f"input {name!r} is not an argument of forward — the inputs are {list(placeholders)}")
-            out[name] = (
-                value
-                if isinstance(value, (torch.Tensor, TypedShape))
-                else check_shape(value, f"input {name!r}", scalar=True)
-            )
+            given = nested_inputs(name, value) if isinstance(value, Mapping) else {name: value}
+            for flat, item in given.items():
+                if flat not in placeholders:
+                    raise InputError(
+                        f"input {name!r} is not an argument of forward — the inputs are {list(placeholders)}"
+                    )
+                if flat in out:
+                    raise InputError(f"input {flat!r} is given twice (by name and inside a dict) — give it once")
+                out[flat] = (
+                    item
+                    if isinstance(item, (torch.Tensor, TypedShape))
+                    else check_shape(item, f"input {flat!r}", scalar=True)
+                )
         return out
     if (
         isinstance(spec, (list, tuple))

@@ -43,11 +43,14 @@ import torch.fx
 from torch import nn
 
 from .arguments import (
+    INPUT_PATH,
     NO_CACHE,
     SIMPLE_DEFAULTS,
     InputNames,
+    InputPaths,
     forward_parameters,
     fx_name,
+    input_paths,
     into_var_keyword,
     specialisation,
 )
@@ -142,6 +145,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         example: Mapping[str, torch.Tensor] | None = None,
         defaults: frozenset[str] = frozenset(),
         index: ModelIndex | None = None,
+        parts: InputPaths | None = None,
     ) -> None:
         super().__init__(
             autowrap_modules=autowrap_modules,  # type: ignore[arg-type]
@@ -151,6 +155,9 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._leaf_types = leaf_types
         self._specialise = specialise
         self._defaults = defaults  # specialised to their default: a decorated forward gets them from its wrapper
+        self._parts: dict[str, list[tuple[str, tuple[str, str]]]] = {}  # argument -> its inputs
+        for name, (argument, key) in (parts or {}).items():
+            self._parts.setdefault(argument, []).append((name, (argument, key)))
         self._stack: list[str] = []
         self.failures: list[tuple[BaseException, list[str]]] = []
         self.dropped: list[torch.fx.Node] = []
@@ -359,9 +366,21 @@ class _SurgeonTracer(torch.fx.Tracer):
             if i < len(args) and name in self._specialise and isinstance(args[i], torch.fx.Proxy):
                 self.dropped.append(args[i].node)
                 args[i] = self._specialise[name]
+            elif i < len(args) and name in self._parts and isinstance(args[i], torch.fx.Proxy):
+                args[i] = self._split_input(args[i], name)
         if inner is not root_fn and is_module:  # a decorated forward: call the wrapper, binding by name
             fn = call_by_name(root_fn, names[1:], self._defaults) or fn
         return self._with_root_hooks(fn, is_module), args if is_module else args[1:]
+
+    def _split_input(self, given: torch.fx.Proxy, name: str) -> dict[str, Any]:
+        """An argument given a dict of tensors as one input per tensor, in its place."""
+        self.dropped.append(given.node)
+        made: dict[str, Any] = {}
+        with self.graph.inserting_before(given.node):
+            for input_name, path in self._parts[name]:
+                made[path[1]] = self.create_proxy("placeholder", input_name, (), {})
+                made[path[1]].node.meta[INPUT_PATH] = path
+        return made
 
     def _with_root_hooks(self, fn: Callable[..., Any], is_module: bool) -> Callable[..., Any]:
         """``fn(root, *args)`` with the root's forward hooks that run in the analysis (fx calls ``forward`` itself,
@@ -498,7 +517,10 @@ def trace(
         submodules are reported as opaque.
     inputs : int or iterable of str, optional
         The ``forward`` arguments that will receive tensors: their names, or
-        the number of leading positional arguments (default 1).  The other
+        the number of leading positional arguments (default 1).  A
+        ``(name, key)`` pair makes the
+        argument ``name`` a dict with one input per key
+        (:func:`~torchsurgeon.arguments.input_paths`).  The other
         arguments are traced with their default value (``None``, a bool, a
         number or a string), ``*args`` and ``**kwargs`` empty.
     example_inputs : mapping of str to Tensor, optional
@@ -574,6 +596,7 @@ def trace(
     simple = {k: v for k, v in given.items() if type(v) in SIMPLE_DEFAULTS or k.startswith("**")}
     concrete_args = {k: v for k, v in given.items() if k not in simple}
     by_default = specialisation(model, inputs, given)
+    parts = input_paths(model, inputs)  # a dict's tensors: one input each
     specialise = {**by_default, **simple}
     defaults = frozenset(k for k in by_default if k not in NO_CACHE and not (k.startswith("**") and by_default[k]))
 
@@ -600,6 +623,7 @@ def trace(
                     example_inputs,
                     defaults,
                     index,
+                    parts,
                 )
                 try:
                     with library_answers(lambda t=tracer: t.meta_values):  # type: ignore[misc]
