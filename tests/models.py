@@ -425,10 +425,10 @@ class MeasuredStep:
 
 
 def measure_training_step(
-    model: nn.Module, x: torch.Tensor | dict[str, Any], amp: torch.dtype | None = None
+    model: nn.Module, x: torch.Tensor | tuple[torch.Tensor, ...] | dict[str, Any], amp: torch.dtype | None = None
 ) -> MeasuredStep:
     """One real forward and backward on the CPU in training mode, measured without torchsurgeon (``x``: the
-    input, or the inputs by argument name).
+    input, the inputs in order, or the inputs by argument name).
 
     Saved bytes: every tensor autograd saves for backward
     (``torch.autograd.graph.saved_tensors_hooks``), each storage once, parameters and buffers
@@ -447,7 +447,7 @@ def measure_training_step(
     torch.manual_seed(0)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         with torch.autocast("cpu", amp or torch.bfloat16, enabled=amp is not None):
-            out = model(**x) if isinstance(x, dict) else model(x)
+            out = model(**x) if isinstance(x, dict) else model(*x) if isinstance(x, tuple) else model(x)
     outs = [t for t in _output_tensors(out) if t.requires_grad]
     torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
     grads = {id(p): p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None}

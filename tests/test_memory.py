@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -550,3 +551,18 @@ def test_a_dict_for_one_forward_argument_is_planned_as_a_real_cpu_step() -> None
     )
     assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
     assert plan.max_batch(plan.peak) == BATCH  # replanned at other batch sizes with the same dict
+
+
+def test_varargs_are_planned_as_a_real_cpu_step() -> None:
+    class Summed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+
+        def forward(self, *xs: torch.Tensor) -> Any:
+            return sum(F.relu(self.conv(x)) for x in xs)
+
+    model = Summed()
+    plan = memory_plan(model, ((3, 16, 16), (3, 16, 16), (3, 16, 16)), batch=BATCH, device="cpu")
+    real = measure(model, tuple(torch.randn(BATCH, 3, 16, 16) for _ in range(3)))
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)

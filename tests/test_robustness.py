@@ -184,8 +184,12 @@ def test_an_adapter_wrapper_that_passes_everything_on_is_unwrapped() -> None:
     assert paramcount(_AdapterWrapper(net), (3, 32, 32)).to_dict() == paramcount(net, (3, 32, 32)).to_dict()
     folded = adapt_input_channels(_AdapterWrapper(net), 1).model
     assert folded.conv1.in_channels == 1 and net.conv1.in_channels == 3
-    with pytest.raises(TorchSurgeonError, match="_AdapterWrapper"):  # its own parameters too: not only a wrapper
-        paramcount(_AdapterWrapper(net, nn.Linear(2, 2)), (3, 32, 32))
+    prompted = _AdapterWrapper(net, nn.Linear(2, 2))  # its own parameters too: not only a wrapper, analysed as it is
+    r = paramcount(prompted, (3, 32, 32))
+    assert (r.model_name, r.total) == ("_AdapterWrapper", sum(p.numel() for p in prompted.parameters()))
+    assert r.unused == ("prompt_encoder.weight", "prompt_encoder.bias")
+    with torch.no_grad():
+        assert r.output_shape == tuple(prompted(torch.zeros(1, 3, 32, 32)).shape)
 
 
 def test_a_head_of_another_dtype_than_the_model_is_invalid_and_the_fix_runs() -> None:

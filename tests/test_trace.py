@@ -237,6 +237,55 @@ def test_varargs_become_one_input_per_index() -> None:
     assert r.output_shape == (1, 3) and r.input_shapes == {"inputs_0": (1, 4), "inputs_1": (1, 5)}
 
 
+class _Summed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+
+    def forward(self, *xs: torch.Tensor) -> Any:
+        return sum(self.conv(x) for x in xs)
+
+
+class _FirstAndRest(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.side = nn.Conv2d(3, 8, 3), nn.Conv2d(1, 8, 3)
+
+    def forward(self, x: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        for r in rest:
+            y = y + self.side(r)
+        return y
+
+
+@pytest.mark.parametrize(
+    ("model", "spec"),
+    [
+        (_Summed(), ((3, 8, 8), (3, 8, 8))),
+        (_Summed(), (3, 8, 8)),
+        (_FirstAndRest(), ((3, 8, 8), (1, 8, 8), (1, 8, 8))),
+        (_FirstAndRest(), (3, 8, 8)),
+    ],
+)
+def test_varargs_that_forward_loops_over_are_one_input_each(model: nn.Module, spec: Any) -> None:
+    """Found by a probe: ``forward(self, *xs)`` looping over ``xs`` raised a TraceError (a proxy cannot be iterated)."""
+    shapes = spec if isinstance(spec[0], tuple) else (spec,)
+    r = paramcount(model, spec, crosscheck="always")
+    with torch.no_grad():
+        real = model(*(torch.randn(1, *s) for s in shapes))
+    assert r.total == sum(p.numel() for p in model.parameters())
+    assert r.output_shape == tuple(real.shape) and not r.invalid and str(r.crosscheck.trust) == "verified"
+    assert len(r.input_shapes) == len(shapes)
+
+
+def test_varargs_given_a_shape_that_does_not_fit_name_the_layer() -> None:
+    with torch.no_grad(), pytest.raises(RuntimeError, match="expected input"):
+        _FirstAndRest()(torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8))
+    r = paramcount(_FirstAndRest(), ((3, 8, 8), (3, 8, 8)))
+    assert [layer.name for layer in r.invalid] == ["side"]
+    assert r.input_shapes == {"x": (1, 3, 8, 8), "rest_0": (1, 3, 8, 8)}
+
+
 _TEXT_TIME = {
     "sample": (4, 16, 16),
     "timestep": (),

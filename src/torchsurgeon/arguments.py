@@ -6,9 +6,10 @@ name (:func:`input_dtype_for` gives inputs given by shape their dtype).
 :func:`torchsurgeon.trace.trace` traces ``forward`` with a tensor for each
 argument the input spec fills and fixes the others at their defaults
 (``mask=None``; ``*args`` and ``**kwargs`` empty; ``use_cache=False``), which
-is what calling ``model(x)`` does.  Each tensor of a ``forward`` argument
-given a dict of them (``{"added_cond_kwargs": {"text_embeds": (16,)}}``) is an
-input of its own (:func:`input_paths`), named by
+is what calling ``model(x)`` does.  A ``forward`` argument given a dict of
+tensors (``{"added_cond_kwargs": {"text_embeds": (16,)}}``) and each tensor
+given through ``*args`` (more shapes than positional arguments) are inputs of
+their own (:func:`input_paths`), named by
 :func:`~torchsurgeon.shapespec.input_name`.
 """
 
@@ -46,14 +47,15 @@ __all__ = (
 )
 
 InputNames = Union[int, Iterable[Union[str, tuple[str, str]]], None]
-"""Which ``forward`` arguments get tensors: the first N positional ones, these names (a ``(name, key)`` pair for
-each tensor of an argument given a dict), or (``None``) the first."""
+"""Which ``forward`` arguments get tensors: the first N positional ones (``*args`` past them), these names (a
+``(name, key)`` pair for each tensor of an argument given a dict), or (``None``) the first."""
 
-InputPaths = Mapping[str, tuple[str, str]]
-"""Inputs that are part of one ``forward`` argument, by input name: ``(argument, key)`` for a tensor of a dict."""
+InputPaths = Mapping[str, tuple[str, Union[str, int]]]
+"""Inputs that are part of one ``forward`` argument, by input name: ``(argument, key)`` for a tensor of a dict,
+``(argument, index)`` for one of ``*argument``."""
 
 INPUT_PATH = "torchsurgeon_input_path"
-"""The ``node.meta`` key of a traced input that is part of one argument: its ``(argument, key)``."""
+"""The ``node.meta`` key of a traced input that is part of one argument: its ``(argument, key or index)``."""
 
 SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
 """Default values a trace fixes an argument at (fx records no assertion for them)."""
@@ -67,7 +69,8 @@ def tensor_inputs(spec: Any) -> InputNames:
 
     A mapping names them (a ``(name, key)`` pair for each tensor of an
     argument given a dict); a tuple of shapes (or tensors) gives one per
-    leading positional argument; anything else is one input.
+    leading positional argument, then per entry of ``*args``; anything else
+    is one input.
 
     Examples
     --------
@@ -102,8 +105,9 @@ def _named_inputs(spec: Mapping[Any, Any]) -> tuple[str | tuple[str, str], ...]:
 def forward_inputs(model: nn.Module, spec: Any) -> list[str]:
     """The names of the inputs an input spec can fill, in order (see :func:`tensor_inputs`).
 
-    ``forward``'s positional arguments; each tensor of an argument given a
-    dict by its :func:`~torchsurgeon.shapespec.input_name`.
+    ``forward``'s positional arguments, then one per entry of its ``*args``
+    that the spec gives; each tensor of an argument given a dict by its
+    :func:`~torchsurgeon.shapespec.input_name`.
 
     Examples
     --------
@@ -116,44 +120,59 @@ def forward_inputs(model: nn.Module, spec: Any) -> list[str]:
     if isinstance(spec, Mapping):
         return [name if isinstance(name, str) else input_name(*name) for name in _named_inputs(spec)]
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in forward_parameters(model) if p.kind in kinds]
+    return [p.name for p in forward_parameters(model) if p.kind in kinds] + list(
+        input_paths(model, tensor_inputs(spec))
+    )
 
 
-def input_paths(model: nn.Module, inputs: InputNames) -> dict[str, tuple[str, str]]:
+def input_paths(model: nn.Module, inputs: InputNames) -> dict[str, tuple[str, str | int]]:
     """The inputs that are part of one ``forward`` argument: ``(argument, key)`` for a tensor of an argument given a
-    dict.
+    dict, ``(argument, index)`` for an entry of ``*argument`` (``inputs`` past the positional arguments).
 
     Examples
     --------
     >>> from torch import nn
-    >>> input_paths(nn.Linear(2, 2), ("x", ("cond", "time_ids")))
-    {'cond_time_ids': ('cond', 'time_ids')}
+    >>> class Sum(nn.Module):
+    ...     def forward(self, x, *rest):
+    ...         return x + sum(rest)
+    >>> input_paths(Sum(), 3), input_paths(Sum(), ("x", ("cond", "time_ids")))
+    ({'rest_0': ('rest', 0), 'rest_1': ('rest', 1)}, {'cond_time_ids': ('cond', 'time_ids')})
     """
-    if inputs is None or isinstance(inputs, int):
-        return {}
-    return {input_name(*name): name for name in inputs if not isinstance(name, str)}
+    if inputs is not None and not isinstance(inputs, int):
+        return {input_name(*name): name for name in inputs if not isinstance(name, str)}
+    params = forward_parameters(model)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    var = next((p.name for p in params if p.kind == p.VAR_POSITIONAL), None)
+    extra = (1 if inputs is None else inputs) - len(positional)
+    return {input_name(var, i): (var, i) for i in range(extra)} if var is not None else {}
 
 
 def grouped_inputs(values: Mapping[str, Any], paths: InputPaths) -> dict[str, Any]:
     """Values by input name regrouped by ``forward`` argument (see :func:`input_paths`): a dict for an argument
-    given one; the other values as they are.
+    given one, a tuple for ``*args``; the other values as they are.
 
     Examples
     --------
-    >>> grouped_inputs({"x": 1, "cond_t": 3}, {"cond_t": ("cond", "t")})
-    {'x': 1, 'cond': {'t': 3}}
+    >>> grouped_inputs({"x": 1, "rest_0": 2, "cond_t": 3}, {"rest_0": ("rest", 0), "cond_t": ("cond", "t")})
+    {'x': 1, 'rest': (2,), 'cond': {'t': 3}}
     """
     out: dict[str, Any] = {}
+    entries: dict[str, dict[int, Any]] = {}
     for name, value in values.items():
-        if name in paths:
-            argument, key = paths[name]
+        argument, key = paths.get(name, (name, None))
+        if isinstance(key, int):
+            entries.setdefault(argument, {})[key] = value
+            out.setdefault(argument, ())
+        elif key is not None:
             out.setdefault(argument, {})[key] = value
         else:
             out[name] = value
+    for argument, by_index in entries.items():
+        out[argument] = tuple(by_index[i] for i in sorted(by_index))
     return out
 
 
-def traced_paths(graph_module: torch.fx.GraphModule) -> dict[str, tuple[str, str]]:
+def traced_paths(graph_module: torch.fx.GraphModule) -> dict[str, tuple[str, str | int]]:
     """The traced inputs that are part of one ``forward`` argument (:data:`INPUT_PATH`), by input name.
 
     Examples
@@ -327,7 +346,7 @@ class ExampleInputs(Mapping[str, torch.Tensor]):
             return {}
 
     @functools.cached_property
-    def paths(self) -> dict[str, tuple[str, str]]:
+    def paths(self) -> dict[str, tuple[str, str | int]]:
         """The inputs that are part of one ``forward`` argument (:func:`input_paths`), for :func:`grouped_inputs`."""
         model, input, _ = self._spec
         try:

@@ -385,7 +385,7 @@ def _inputs(G: nx.DiGraph, shapes: ShapeResult) -> tuple[list[torch.Tensor], dic
             name: torch.empty(shape, dtype=getattr(torch, dtypes.get(name) or "float32"), device="meta")
             for name, shape in shapes.input_shapes.items()
         },
-        traced_paths(graph_module_of(G)),  # a dict's tensors: back in their dict
+        traced_paths(graph_module_of(G)),  # a dict's tensors, *args' entries: one argument each
     )
 
 

@@ -222,7 +222,7 @@ def simulate_step(
         (:class:`torchsurgeon.cudakernels.CudaKernels`).
     paths : mapping, optional
         The inputs that are part of one ``forward`` argument (a dict's
-        tensors; :func:`torchsurgeon.arguments.input_paths`).
+        tensors, ``*args``' entries; :func:`torchsurgeon.arguments.input_paths`).
 
     Returns
     -------

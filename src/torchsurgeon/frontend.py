@@ -56,7 +56,7 @@ def bind_inputs(
 
     ``paths`` (:func:`~torchsurgeon.arguments.input_paths`) regroups the
     inputs that are part of one argument first: a dict's tensors into the
-    dict.
+    dict, ``*args``' entries after the positional arguments.
 
     Examples
     --------
@@ -65,11 +65,11 @@ def bind_inputs(
     ([1, 2], {})
     >>> bind_inputs(nn.Bilinear(2, 2, 1), {"input2": 2})
     ([], {'input2': 2})
-    >>> class Conditioned(nn.Module):
-    ...     def forward(self, x, *, cond=None):
+    >>> class Sum(nn.Module):
+    ...     def forward(self, x, *rest, cond=None):
     ...         return x
-    >>> bind_inputs(Conditioned(), {"x": 1, "cond_t": 3}, {"cond_t": ("cond", "t")})
-    ([1], {'cond': {'t': 3}})
+    >>> bind_inputs(Sum(), {"x": 1, "rest_0": 2, "cond_t": 3}, {"rest_0": ("rest", 0), "cond_t": ("cond", "t")})
+    ([1, 2], {'cond': {'t': 3}})
     """
     rest = grouped_inputs(values, paths or {})
     args: list[Any] = []
@@ -79,7 +79,9 @@ def bind_inputs(
         if p.name not in rest:
             positional = False
             continue
-        if positional and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
+        if positional and p.kind == p.VAR_POSITIONAL and isinstance(rest[p.name], tuple):
+            args.extend(rest.pop(p.name))  # *args given entry by entry
+        elif positional and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
             args.append(rest.pop(p.name))
         else:
             kwargs[p.name] = rest.pop(p.name)

@@ -600,7 +600,7 @@ def memory_plan(
         raise InputError(f"device={device!r} — plan for 'cuda' (a GPU's kernels) or 'cpu'")
     amp_dtype = _amp_dtype(amp)
     inputs = _inputs(model, input, batch)
-    paths = input_paths(model, tensor_inputs(input))  # a dict's tensors: back in their dict for the forward
+    paths = input_paths(model, tensor_inputs(input))  # a dict's tensors, *args' entries: regrouped for the forward
     unique = list(model.parameters())
     weights = sum(_nbytes(p, dtype) for p in unique)
     buffers = sum(_nbytes(b, dtype) for b in model.buffers())

@@ -155,9 +155,11 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._leaf_types = leaf_types
         self._specialise = specialise
         self._defaults = defaults  # specialised to their default: a decorated forward gets them from its wrapper
-        self._parts: dict[str, list[tuple[str, tuple[str, str]]]] = {}  # argument -> its inputs
+        self._parts: dict[str, list[tuple[str, tuple[str, str | int]]]] = {}  # fx argument name -> its inputs
         for name, (argument, key) in (parts or {}).items():
-            self._parts.setdefault(argument, []).append((name, (argument, key)))
+            self._parts.setdefault(f"*{argument}" if isinstance(key, int) else argument, []).append(
+                (name, (argument, key))
+            )
         self._stack: list[str] = []
         self.failures: list[tuple[BaseException, list[str]]] = []
         self.dropped: list[torch.fx.Node] = []
@@ -372,15 +374,15 @@ class _SurgeonTracer(torch.fx.Tracer):
             fn = call_by_name(root_fn, names[1:], self._defaults) or fn
         return self._with_root_hooks(fn, is_module), args if is_module else args[1:]
 
-    def _split_input(self, given: torch.fx.Proxy, name: str) -> dict[str, Any]:
-        """An argument given a dict of tensors as one input per tensor, in its place."""
+    def _split_input(self, given: torch.fx.Proxy, name: str) -> dict[str | int, Any] | tuple[Any, ...]:
+        """An argument given a dict of tensors, or ``*args`` given several, as one input per tensor, in its place."""
         self.dropped.append(given.node)
-        made: dict[str, Any] = {}
+        made: dict[str | int, Any] = {}
         with self.graph.inserting_before(given.node):
             for input_name, path in self._parts[name]:
                 made[path[1]] = self.create_proxy("placeholder", input_name, (), {})
                 made[path[1]].node.meta[INPUT_PATH] = path
-        return made
+        return tuple(made.values()) if name.startswith("*") else made
 
     def _with_root_hooks(self, fn: Callable[..., Any], is_module: bool) -> Callable[..., Any]:
         """``fn(root, *args)`` with the root's forward hooks that run in the analysis (fx calls ``forward`` itself,
@@ -517,8 +519,8 @@ def trace(
         submodules are reported as opaque.
     inputs : int or iterable of str, optional
         The ``forward`` arguments that will receive tensors: their names, or
-        the number of leading positional arguments (default 1).  A
-        ``(name, key)`` pair makes the
+        the number of leading positional arguments (default 1; past them,
+        one input per entry of ``*args``).  A ``(name, key)`` pair makes the
         argument ``name`` a dict with one input per key
         (:func:`~torchsurgeon.arguments.input_paths`).  The other
         arguments are traced with their default value (``None``, a bool, a
@@ -596,7 +598,7 @@ def trace(
     simple = {k: v for k, v in given.items() if type(v) in SIMPLE_DEFAULTS or k.startswith("**")}
     concrete_args = {k: v for k, v in given.items() if k not in simple}
     by_default = specialisation(model, inputs, given)
-    parts = input_paths(model, inputs)  # a dict's tensors: one input each
+    parts = input_paths(model, inputs)  # a dict's tensors and *args' entries: one input each
     specialise = {**by_default, **simple}
     defaults = frozenset(k for k in by_default if k not in NO_CACHE and not (k.startswith("**") and by_default[k]))
 
