@@ -217,6 +217,44 @@ def test_a_model_whose_own_forward_refuses_the_input_says_so_in_its_words() -> N
     assert paramcount(model, (16,)).output_shape == (1, 16, 8)
 
 
+class _Anchors(nn.Module):
+    """torchvision's anchor generator: it keeps its anchors moved to the input's device, as a plain attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells = [torch.arange(4.0)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.cells = [c.to(dtype=x.dtype, device=x.device) for c in self.cells]
+        return self.cells[0]
+
+
+class _ThresholdDetector(nn.Module):
+    """A detector in eval: scores kept where they pass a threshold (nonzero), then the top 10 of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.anchors = nn.Conv2d(3, 4, 3, padding=1), _Anchors()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.conv(x).flatten(2).sigmoid()
+        anchors = self.anchors(x)
+        kept = scores[0, 0, torch.where(scores[0, 0] > 0.05)[0]]
+        return kept.topk(min(10, kept.size(0)))[0], anchors
+
+
+def test_a_detector_that_takes_the_input_is_never_said_to_refuse_it() -> None:
+    """torchvision's FCOS in eval: 'FCOS does not take this input … a real forward raises NotImplementedError: Cannot
+    copy out of meta tensor' — the meta run had left meta anchors in the copy that the run on zeros then used."""
+    model = _ThresholdDetector().eval()
+    assert model(torch.randn(1, 3, 8, 8))[0].shape == (10,)  # the real model takes it
+    with pytest.raises(TraceError) as info:
+        paramcount(model, (3, 8, 8))
+    assert not isinstance(info.value, ShapeError) and "does not take this input" not in str(info.value)
+    assert "nonzero" in str(info.value) and "paramcount(model.conv, (3, 8, 8))" in str(info.value)
+    assert model.anchors.cells[0].device.type == "cpu"  # left as found
+
+
 class _SlicedPositions(nn.Module):
     """BERT-like embeddings: a slice of 8 positions, whatever the length, added to the token embeddings."""
 

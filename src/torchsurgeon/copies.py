@@ -189,14 +189,23 @@ def run_on_zeros(
 
 
 def _zeroed(module: nn.Module) -> nn.Module:
-    """``module`` with each parameter and buffer replaced by zeros on the CPU (shared ones stay shared)."""
+    """``module`` with each parameter and buffer replaced by zeros on the CPU (shared ones stay shared), and each
+    ``meta`` tensor it holds as a plain attribute too: a run on ``meta`` stored them there (torchvision's anchor
+    generator keeps its anchors moved to the input's device), which a CPU forward cannot read."""
     memo: dict[int, Any] = {}
     for m in module.modules():
         for table, make in ((m._parameters, _zero_parameter), (m._buffers, _zeros_like)):
             for name, t in table.items():
                 if t is not None:
                     table[name] = memo[id(t)] if id(t) in memo else memo.setdefault(id(t), make(t))
+        for name, value in list(vars(m).items()):
+            if not name.startswith("_") and pytree.tree_any(_on_meta, value):
+                setattr(m, name, pytree.tree_map(lambda t: _zeros_like(t) if _on_meta(t) else t, value))
     return module
+
+
+def _on_meta(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.device.type == "meta"
 
 
 def _zero_parameter(p: torch.Tensor) -> nn.Parameter:

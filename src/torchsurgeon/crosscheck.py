@@ -494,6 +494,6 @@ def _run(
     try:
         return _Run(run_on_zeros(copy_, tuple(args), kwargs, failure, owned=True), "", where)
     except Exception as exc:  # too large for the CPU (its message gives the meta reason), or the real model's failure
-        if exc is failure or exc.__cause__ is failure:
+        if exc is failure or exc.__cause__ is failure or "meta tensor" in str(exc):  # or a meta tensor it kept
             return _Run(None, first_line(exc, 200), decided=False)
         return _Run(None, first_line(exc, 200), where, failure=exc)
