@@ -554,6 +554,35 @@ def test_a_top_level_branch_on_input_data_names_the_input_and_a_fix_that_runs() 
     assert r.output_shape == (1, 6, 4) and r.total == sum(p.numel() for p in model.parameters())
 
 
+class KeepsConfidentScores(nn.Module):
+    """A detector's postprocessing in its own forward: the scores its conv computes, kept above a threshold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.conv(x).flatten(1).sigmoid()
+        kept = scores[0, scores[0] > 0.05]  # a boolean mask of the conv's values: nonzero, which meta cannot run
+        return kept.topk(min(10, kept.size(0)))[0]
+
+
+def test_an_op_on_what_the_layers_compute_is_not_blamed_on_the_input_values() -> None:
+    """ssdlite320 in eval: the fix said 'paramcount(model, {'images': images}) with images your tensor', which failed
+    as written with the same error: no input's values make the scores of its layers known on meta."""
+    model = KeepsConfidentScores().eval()
+    assert model(torch.randn(1, 3, 8, 8)).shape == (10,)
+    texts = []
+    for given in ((3, 8, 8), {"x": torch.randn(1, 3, 8, 8)}):  # as shapes, and with the values the fix asked for
+        with pytest.raises(TraceError) as caught:
+            paramcount(model, given)
+        texts.append(str(caught.value))
+        assert "the values of 'x' decide" not in texts[-1] and "paramcount(model, {'x': x})" not in texts[-1]
+        assert "values that its layers compute" in texts[-1] and "analyse its parts" in texts[-1]
+    assert "paramcount(model.conv, (3, 8, 8))" in texts[0]  # the part it names is analysed as written
+    assert paramcount(model.conv, (3, 8, 8)).total == sum(p.numel() for p in model.conv.parameters())
+
+
 class CutToLength(nn.Module):
     """torchaudio's Conformer way: a length read with .item() in the model's own forward."""
 

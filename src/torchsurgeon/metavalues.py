@@ -13,7 +13,7 @@ Python's answer.  The shape-aware proxies that ask are in
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -130,22 +130,35 @@ class MetaValues:
         self.resolved.append(f"{question}({node.format_node()})")
         return value
 
-    def inputs_behind(self, node: torch.fx.Node) -> dict[str, tuple[tuple[int, ...], torch.dtype, bool]]:
+    def inputs_behind(
+        self, node: torch.fx.Node, needed: Sequence[torch.fx.Node] = ()
+    ) -> dict[str, tuple[tuple[int, ...], torch.dtype, bool]]:
         """The model inputs whose data is not known (given as shapes), in the order of ``forward``'s arguments, with
-        their shapes and dtypes and whether ``node``'s value is computed from them."""
+        their shapes and dtypes and whether the data ``node`` needs (``needed``'s values, else its own) is computed
+        from them alone: given with their data, the trace would know it.  Data that a leaf module or a weight
+        also computes (a detector's scores, kept where they pass a threshold) stays unknown whatever the inputs
+        hold: no input decides it.
+        """
         seen: set[torch.fx.Node] = set()
-        todo = [node]
+        todo = list(needed) or [node]
+        computable = True
         while todo:
             current = todo.pop()
-            if current not in seen:
-                seen.add(current)
-                todo.extend(current.all_input_nodes)
+            if current in seen:
+                continue
+            seen.add(current)
+            value = self._values.get(current)
+            if current.op != "placeholder" and self.known_data(current, value):
+                continue  # known already: what made it does not matter
+            if current.op == "call_module" or (current.op == "get_attr" and isinstance(value, torch.Tensor)):
+                computable = False  # a leaf's output, a weight on meta: unknown whatever the inputs hold
+            todo.extend(current.all_input_nodes)
         found = {}
         for n in node.graph.nodes:
             name = str(n.target).lstrip("*")
             given = self._given.get(name) if n.op == "placeholder" else None
             if isinstance(given, torch.Tensor) and not self.known_data(n, self._inputs.get(name, given)):
-                found[name] = (tuple(given.shape), given.dtype, n in seen)
+                found[name] = (tuple(given.shape), given.dtype, computable and n in seen)
         return found
 
     def peek(self, node: torch.fx.Node) -> Any:
@@ -266,6 +279,16 @@ class MetaValues:
                 return True
         return False
 
+    def _masks(self, node: torch.fx.Node) -> list[torch.fx.Node]:
+        """The arguments of ``node`` holding masks or indices (bool or integer tensors): the data an op that meta
+        cannot run needs (``h[mask]`` needs the mask's, not ``h``'s)."""
+        return [
+            a
+            for a in node.all_input_nodes
+            if isinstance(value := self._values.get(a), torch.Tensor)
+            and not (value.is_floating_point() or value.is_complex())
+        ]
+
     def _submodule(self, name: str) -> nn.Module:
         module = self._modules.get(name)
         return module if module is not None else self._root.get_submodule(name)
@@ -288,7 +311,7 @@ class MetaValues:
                 layer = str(node.target) if node.op == "call_module" else node_scope(node)
                 setattr(exc, FAILED_NODE, f"{layer} ({node.name})" if layer else node.name)
                 if isinstance(exc, NotImplementedError):  # an op meta cannot run without values (unique, nonzero)
-                    setattr(exc, DATA_INPUTS, self.inputs_behind(node))
+                    setattr(exc, DATA_INPUTS, self.inputs_behind(node, self._masks(node)))
             raise
 
     def _compute(self, node: torch.fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -773,6 +773,12 @@ def _trace_error(
     elif _data_decides(getattr(exc, DATA_INPUTS, {})):  # the forward branches on the data of small inputs
         where = f"{type(model).__name__}.forward (the top-level model)"
         fix = _data_fix(getattr(exc, DATA_INPUTS))
+    elif isinstance(exc, NotImplementedError) and hasattr(exc, DATA_INPUTS):  # no input's data alone decides it
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        fix = (
+            "its own code needs values that its layers compute (an op whose output size depends on them: nonzero, "
+            "a boolean mask, unique), which a trace on meta never has, whatever the input: analyse its parts"
+        )
     else:
         where = f"{type(model).__name__}.forward (the top-level model)"
         fix = (
