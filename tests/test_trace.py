@@ -583,6 +583,33 @@ def test_an_op_on_what_the_layers_compute_is_not_blamed_on_the_input_values() ->
     assert paramcount(model.conv, (3, 8, 8)).total == sum(p.numel() for p in model.conv.parameters())
 
 
+class ScriptedBody(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        body = nn.Sequential(nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2), nn.BatchNorm2d(16), nn.AdaptiveAvgPool2d(1))
+        self.body = torch.jit.script(nn.Sequential(*body, nn.Flatten(), nn.Linear(16, 5)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.stem(x))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+@pytest.mark.parametrize("leaves", [(), ("body",)])
+def test_a_scripted_submodule_is_an_opaque_leaf_run_as_compiled(leaves: tuple[str, ...]) -> None:
+    """It raised "'OrderedModuleDict' object has no attribute 'get'" (a ScriptModule's _modules), with leaf_modules
+    too; once past that, fx traced its C++ forward as a method of a constant, its weights unused by forward."""
+    model = ScriptedBody()
+    real = model(torch.zeros(2, 3, 32, 32))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = paramcount(model, (3, 32, 32), batch=2, leaf_modules=leaves, crosscheck="always")
+    assert r.total == sum(p.numel() for p in model.parameters()) and not r.unused
+    assert r.output_shape == tuple(real.shape) and r.trusted and not r.invalid
+    assert "torch.jit" in r.opaque["body"] and r.layer("body").params == sum(p.numel() for p in model.body.parameters())
+    assert all(torch.equal(before[k], v) and v.device.type == "cpu" for k, v in model.state_dict().items())
+    assert model.training and model.body.training  # left as found
+
+
 class CutToLength(nn.Module):
     """torchaudio's Conformer way: a length read with .item() in the model's own forward."""
 

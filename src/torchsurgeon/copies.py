@@ -39,6 +39,7 @@ __all__ = (
     "HOOK_DICTS",
     "SHAPE_EDITS",
     "cannot_run_on_meta",
+    "class_forward",
     "container_edit",
     "detached_copy",
     "edits_in_place",
@@ -182,10 +183,27 @@ def run_on_zeros(
         cpu_args, cpu_kwargs = pytree.tree_map(_data_or_zeros, (args, dict(kwargs)))
         if module is not None:
             clone = (_zeroed(module) if owned else detached_copy(module, _zeros_like)).eval()
-            out = type(clone).forward(clone, *cpu_args, **cpu_kwargs)
+            out = class_forward(clone)(*cpu_args, **cpu_kwargs)
         else:
             out = target(*cpu_args, **cpu_kwargs)
     return pytree.tree_map(lambda v: torch.empty_like(v, device="meta") if isinstance(v, torch.Tensor) else v, out)
+
+
+def class_forward(module: nn.Module) -> Callable[..., Any]:
+    """``module``'s forward as its class defines it, without its hooks nor a ``forward`` patched on the instance; a
+    ``torch.jit`` module's compiled one (its class has no Python forward to call, and it takes no Python hooks).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> lin = nn.Linear(2, 3)
+    >>> _ = lin.register_forward_hook(lambda *a: print("hook"))
+    >>> tuple(class_forward(lin)(torch.zeros(1, 2)).shape)
+    (1, 3)
+    """
+    if isinstance(module, torch.jit.ScriptModule):
+        return module.forward
+    return functools.partial(type(module).forward, module)
 
 
 def _zeroed(module: nn.Module) -> nn.Module:
@@ -524,7 +542,7 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
         for t in _computed_attributes(m):
             if id(t) not in memo:
                 memo[id(t)] = tensor(t.detach())
-    copied: nn.Module = _Copier(module, memo, libraries_of(module)).copy(module)
+    copied: nn.Module = _Copier(module, memo, libraries_of(module), tensor).copy(module)
     return copied
 
 
@@ -592,8 +610,15 @@ class _Copier:
     there either.
     """
 
-    def __init__(self, root: nn.Module, memo: dict[int, Any], libraries: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        root: nn.Module,
+        memo: dict[int, Any],
+        libraries: frozenset[str] = frozenset(),
+        tensor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.root, self.memo, self.hooks_in_memo, self.libraries = root, memo, False, libraries
+        self.tensor = tensor  # what a ScriptModule's tensors become (``memo`` cannot reach them)
         self.pending: list[tuple[nn.Module, dict[int, Any], set[int], dict[int, Any]]] = []
 
     def _own_hooks(self, state: Mapping[str, Any]) -> set[int]:
@@ -686,6 +711,13 @@ class _Copier:
                 copied.pop(skipped, None)  # type: ignore[arg-type]
                 module.__setstate__(copied)
                 return module
+        if isinstance(
+            value, torch.jit.ScriptModule
+        ):  # its tensors live in C++: torch copies it, then they are replaced
+            scripted = memo[id(value)] = copy.deepcopy(value)
+            if self.tensor is not None:
+                _replace_tensors(scripted, self.tensor)
+            return scripted
         if not self.hooks_in_memo:
             self.hooks_in_memo = True
             for m in self.root.modules():
@@ -714,6 +746,17 @@ class _Copier:
                 (key, self._kept(_bound_to(hook, original, copy_))) for key, hook in hooks.items() if key in kept
             )
         self.pending = waiting
+
+
+def _replace_tensors(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Each parameter and buffer of ``module`` (a copy) replaced by ``tensor(it)``; parameters stay parameters."""
+    for m in module.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None:
+                m._parameters[name] = nn.Parameter(tensor(p.detach()), requires_grad=p.requires_grad)
+        for name, b in list(m._buffers.items()):
+            if b is not None:
+                m._buffers[name] = tensor(b)
 
 
 def _bound_to(hook: Any, original: nn.Module, copy_: nn.Module) -> Any:

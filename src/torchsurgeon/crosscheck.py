@@ -472,7 +472,7 @@ def _run(
     handles = []
     found: dict[str, Any] = seen if seen is not None else {}
     for name, module in copy_.named_modules() if seen is not None else ():  # no walk without diagnostic hooks
-        if name:
+        if name and not isinstance(module, torch.jit.ScriptModule):  # which takes no hooks
 
             def hook(_m: nn.Module, inputs: tuple[Any, ...], name: str = name) -> None:
                 if name not in found and inputs:

@@ -39,7 +39,7 @@ from ._steps import Step, rules_of, steps_of
 from .arguments import input_dtype_for
 from .autocast import as_autocast_gives, op_name
 from .clamped import clamped_slice_hint
-from .copies import container_edit, detached_copy, meta_like, run_on_zeros, thawed
+from .copies import class_forward, container_edit, detached_copy, meta_like, run_on_zeros, thawed
 from .errors import InputError, ShapeError, first_line, with_numbers
 from .fxbookkeeping import autocast_as
 from .graph import (
@@ -685,7 +685,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         copy_ = self._meta_copies[key]
         # bypass the leaf's own hooks: the trace recorded those that change values around its node
         try:
-            return type(copy_).forward(copy_, *args, **kwargs)
+            return class_forward(copy_)(*args, **kwargs)
         except Exception as exc:  # Python code on tensor values: one run on zeros if small
             return run_on_zeros(module, args, kwargs, exc)
 

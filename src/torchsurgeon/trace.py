@@ -268,8 +268,9 @@ class _SurgeonTracer(torch.fx.Tracer):
     ) -> Any:
         if self._evaluating or threading.get_ident() != self._thread:
             return forward(*args, **kwargs)  # another thread's real forward: nn.Module.__call__, hooks included
-        inner = m.__dict__["_modules"].get("_orig_mod")
-        if inner is not None and type(m).__name__ == "OptimizedModule":  # torch.compile(model.layer4): fx refuses it
+        # torch.compile(model.layer4): fx refuses it (a ScriptModule's _modules has no .get: the class is checked first)
+        inner = m._modules.get("_orig_mod") if type(m).__name__ == "OptimizedModule" else None
+        if inner is not None:
             return inner(*args, **kwargs)  # traced as the module it compiles (its rows named layer4._orig_mod...)
         try:
             path = self.path_of_module(m)
@@ -607,7 +608,8 @@ def trace(
         # the model is itself a layer (nn.LSTM, nn.Conv2d, a parametrized layer): one node, like inside a model
         return Traced(model, _whole_model(model, params, specialise, concrete_args), {}, (), fixed)
 
-    opaque: dict[str, str] = {}
+    opaque = _scripted(submodules)  # compiled: fx would record its C++ forward as a method of a constant
+    names |= opaque.keys()
     own_hooks = OwnHooks(model, {id(m): m for m in submodules.values()}.values())
     index = model_index(model, submodules)  # the forward's own additions are undone after the trace: it holds
     with _TRACE_LOCK:  # one fx trace at a time: each restores the recursion limit it found
@@ -683,6 +685,18 @@ def _whole_model(
             args.append(node)
     graph.output(graph.call_module("", tuple(args), kwargs))
     return torch.fx.GraphModule({"": model}, graph, type(model).__name__)
+
+
+def _scripted(submodules: Mapping[str, nn.Module]) -> dict[str, str]:
+    """The outermost ``torch.jit`` modules (``torch.jit.script(block)``) among ``submodules``, with the reason they are
+    leaves: TorchScript runs compiled code that torch.fx cannot trace inside."""
+    found: dict[str, str] = {}
+    for name, module in submodules.items():
+        if name and isinstance(module, torch.jit.ScriptModule) and not any(name.startswith(f"{n}.") for n in found):
+            found[name] = (
+                f"a torch.jit {type(module).__name__}: compiled TorchScript, which torch.fx cannot trace inside"
+            )
+    return found
 
 
 def _make_opaque(
