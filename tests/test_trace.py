@@ -610,6 +610,29 @@ def test_a_scripted_submodule_is_an_opaque_leaf_run_as_compiled(leaves: tuple[st
     assert model.training and model.body.training  # left as found
 
 
+class SlicedFeatures(nn.Module):
+    """smp's dpn encoder: stages run as slices of one nn.Sequential, new containers made in forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8))
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features[2:](self.features[:2](x)))
+
+
+def test_a_slice_of_the_models_sequential_is_traced_through_to_its_layers() -> None:
+    """smp's Unet/dpn68: its encoder was opaque, 'NameError: module is not installed as a submodule', so the grey
+    report's fix adapt_input_channels(model, 1) could not look into it."""
+    model = SlicedFeatures().eval()
+    r = paramcount(model, (3, 16, 16), batch=2)
+    assert not r.opaque and r.total == sum(p.numel() for p in model.parameters()) and not r.unused
+    assert r.output_shape == tuple(model(torch.zeros(2, 3, 16, 16)).shape)
+    assert [layer.name for layer in r.layers if layer.params] == ["features.0", "features.2", "features.3", "head"]
+    assert [layer.name for layer in paramcount(model, (1, 16, 16)).invalid] == ["features.0"]
+
+
 class CutToLength(nn.Module):
     """torchaudio's Conformer way: a length read with .item() in the model's own forward."""
 

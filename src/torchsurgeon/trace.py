@@ -275,10 +275,12 @@ class _SurgeonTracer(torch.fx.Tracer):
         try:
             path = self.path_of_module(m)
         except NameError as exc:  # a module from a global table (transformers' ACT2FN[...]): not the model's
-            if next(itertools.chain(m.parameters(), m.buffers()), None) is not None:
+            if not self._holds_weights_of(m):
                 setattr(exc, _UNREGISTERED, _unregistered(self.root, m))  # heads kept in a plain dict
                 raise
-            return m.forward(*args, **kwargs)  # weightless: traced through, its ops recorded as functions
+            # weightless: traced through, its ops recorded as functions; a container made in forward of the model's
+            # own layers (a slice of an nn.Sequential, dpn's self.features[1:4]): its layers are recorded by name
+            return m.forward(*args, **kwargs)
         self._stack.append(path)
         own = self._own_hooks
 
@@ -299,6 +301,14 @@ class _SurgeonTracer(torch.fx.Tracer):
             raise
         finally:
             self._stack.pop()
+
+    def _holds_weights_of(self, m: nn.Module) -> bool:
+        """Whether every parameter and buffer of ``m`` (none, for a weightless module) is one of the model's."""
+        weights = {id(t) for t in itertools.chain(m.parameters(), m.buffers())}
+        if not weights:
+            return True
+        walk = self._index or model_index(self.root)
+        return weights <= {id(t) for t in itertools.chain(walk.params.values(), walk.buffers.values())}
 
     def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
         if self._evaluating or threading.get_ident() != self._thread:
