@@ -532,6 +532,8 @@ def test_a_step_whose_product_mixes_dtypes_is_refused_as_the_real_step() -> None
     with torch.autocast("cpu", torch.bfloat16):  # under autocast the real step runs: so does the plan
         model(torch.randn(2, 8))
     assert memory_plan(model, (8,), batch=2, device="cpu", amp="bf16").activations > 0
+
+
 def test_a_dict_for_one_forward_argument_is_planned_as_a_real_cpu_step() -> None:
     """Found by a probe: SDXL's UNet given ``added_cond_kwargs`` as a dict of shapes was refused (not traced), though
     memory_plan traces nothing."""

@@ -247,7 +247,7 @@ def simulate_step(
     """
     # the plan is of the step its arguments describe, not of the caller's inference_mode or autocast
     with torch.inference_mode(False), torch.autocast("cpu", enabled=False):
-        return _simulate(model, inputs, train, amp, dtype, device)
+        return _simulate(model, inputs, train, amp, dtype, device, paths)
 
 
 def _simulate(
@@ -257,6 +257,7 @@ def _simulate(
     amp: torch.dtype | None,
     dtype: torch.dtype | None,
     device: str,
+    paths: InputPaths | None,
 ) -> SimulatedStep:
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     copy = detached_copy(model, lambda t: _fake_like(fake, t, dtype))
