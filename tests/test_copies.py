@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import copy
-import functools
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 from torch import nn
 
 from models import Gate
-from torchsurgeon.copies import detached_copy, meta_like, returns_values, run_on_zeros
+from torchsurgeon.copies import detached_copy, meta_like, run_on_zeros
 from torchsurgeon.rules.on_meta import ruled_meta
 
 
@@ -152,39 +151,6 @@ def test_detached_copy_keeps_the_users_hooks_that_return_a_value() -> None:
     copied = detached_copy(model, lambda t: torch.empty_like(t, device="meta"))
     assert len(copied[0]._forward_hooks) == 1
     assert copied(torch.empty(1, 2, device="meta")).shape == (1, 3) and seen == []
-
-
-@pytest.mark.parametrize(
-    ("hook", "changes"),
-    [
-        (lambda m, i, o: o * 2, True),
-        (lambda m, i, o: None, False),
-        (lambda m, i, o: print(o.shape), False),
-        (lambda m, i, o: _SEEN.append(o), False),
-        (lambda m, i, o: _SEEN.pop(), True),  # returns the popped item
-        (functools.partial(lambda tag, m, i, o: o + tag, 1), True),
-        (len, True),  # no code to read: it may return a value
-    ],
-)
-def test_returns_values_reads_the_hooks_code(hook: Any, changes: bool) -> None:
-    assert returns_values(hook) is changes
-
-
-def _only_on_none(module: nn.Module, inputs: Any, output: Any) -> Any:
-    if output is None:
-        return None
-    return output.float()
-
-
-def test_returns_values_looks_at_every_return() -> None:
-    class Looks:
-        def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
-            _SEEN.append(output)
-
-    assert returns_values(_only_on_none) and not returns_values(Looks()) and not returns_values(Looks().__call__)
-
-
-_SEEN: list[Any] = []
 
 
 def test_a_kept_hook_bound_to_its_module_is_bound_to_the_copy_and_removes_itself_there() -> None:

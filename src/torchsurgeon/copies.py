@@ -12,16 +12,11 @@ shape propagation and resizing all copy modules through here.
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import copyreg
-import dis
 import functools
 import itertools
 import operator
-import os
-import re
-import sys
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,9 +28,9 @@ from torch.fx.immutable_collections import immutable_dict, immutable_list
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from .errors import failure_reason
+from .hookkinds import REPARAMETRIZING, hook_runs, libraries_of, library_hook, without_side_effects
 
 __all__ = (
-    "CONTAINER_TYPES",
     "HOOK_DICTS",
     "SHAPE_EDITS",
     "cannot_run_on_meta",
@@ -45,7 +40,6 @@ __all__ = (
     "edits_in_place",
     "meta_like",
     "model_copy",
-    "returns_values",
     "run_on_zeros",
     "thawed",
     "torch_or_python",
@@ -237,272 +231,11 @@ def torch_or_python(fn: Any) -> bool:
     Examples
     --------
     >>> import operator, torch
-    >>> torch_or_python(torch.cat), torch_or_python(operator.add), torch_or_python(library_of)
+    >>> torch_or_python(torch.cat), torch_or_python(operator.add), torch_or_python(meta_like)
     (True, True, False)
     """
     name = str(getattr(fn, "__module__", None) or "")
     return name.split(".")[0] in ("torch", "_operator", "operator", "builtins", "math")
-
-
-def libraries_of(model: nn.Module) -> frozenset[str]:
-    """The installed packages that define the classes of ``model`` and its modules (torch's only for a model of
-    torch's own classes): a peft model around a transformers one is both libraries' code.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> sorted(libraries_of(nn.Sequential(nn.Linear(2, 2)))), sorted(libraries_of(type("Mine", (nn.Module,), {})()))
-    (['torch'], [])
-    """
-    own = library_of(model)
-    found = {_library_of_class(type(m)) for m in model.modules()} - {None, "torch"}
-    return frozenset({*found, own} if own is not None else found)  # type: ignore[arg-type]
-
-
-def _library_of_class(cls: type) -> str | None:
-    found = _LIBRARIES.get(cls, _LIBRARIES)
-    if found is _LIBRARIES:
-        package = cls.__module__.split(".")[0]
-        path = os.path.abspath(getattr(sys.modules.get(package), "__file__", None) or "")
-        found = _LIBRARIES[cls] = package if f"{os.sep}site-packages{os.sep}" in path else None
-    return found  # type: ignore[no-any-return]
-
-
-_LIBRARIES: dict[type, Any] = {}
-
-
-def library_of(module: nn.Module) -> str | None:
-    """The installed package that defines ``module``'s class (``"transformers"``), or None for code of your own.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> library_of(nn.Linear(2, 2))
-    'torch'
-    """
-    return _library_of_class(type(module))
-
-
-_REPARAMETRIZING = frozenset({"torch.nn.utils.prune", "torch.nn.utils.weight_norm", "torch.nn.utils.spectral_norm"})
-"""Modules of torch's pre-hooks that compute a layer's weight before each forward (a copy keeps them: its training
-step computes what the model's does; the trace need not run them, the weight they last computed has its shape)."""
-
-
-def hook_runs(hook: Any, libraries: frozenset[str]) -> bool:
-    """Whether a forward hook runs in the analysis as in a real forward: a hook the model installs on itself (its
-    function comes from one of ``libraries``, :func:`libraries_of` the model: transformers collects hidden states
-    with forward hooks, and its ``enable_input_require_grads`` makes the embeddings' output require grad, also
-    inside a peft model), or one of the user's that may return a value (:func:`returns_values`) or changes a tensor
-    in place (:func:`acts_in_place`): it changes what the module takes or gives.  A hook of the user's that only
-    looks is never run: it never sees torchsurgeon's tensors.
-
-    Examples
-    --------
-    >>> keep_five = lambda module, inputs, output: output[:, :5]
-    >>> features = []
-    >>> hook_runs(keep_five, frozenset()), hook_runs(lambda m, i, o: features.append(o), frozenset())
-    (True, False)
-    >>> hook_runs(lambda m, i, o: o.requires_grad_(True), frozenset())
-    True
-    """
-    if type(hook).__module__ in _REPARAMETRIZING:  # it sets the layer's weight: a proxy would be left in the model
-        return False
-    return library_hook(hook, libraries) or returns_values(hook) or acts_in_place(hook)
-
-
-def library_hook(hook: Any, libraries: frozenset[str]) -> bool:
-    """Whether a hook's function comes from one of ``libraries``, the installed libraries that define the model's
-    classes (:func:`libraries_of`).
-
-    Examples
-    --------
-    >>> library_hook(print, frozenset({"builtins"})), library_hook(print, frozenset())
-    (True, False)
-    """
-    fn = _function_of(hook)  # timm's FeatureHooks: partial(self._collect, id)
-    return str(getattr(fn, "__module__", "") or "").split(".")[0] in libraries
-
-
-def _function_of(hook: Any) -> Any:
-    """The function under a hook's ``functools.partial`` and bound-method wrappers."""
-    while isinstance(hook, (functools.partial, types.MethodType)):
-        hook = hook.func if isinstance(hook, functools.partial) else hook.__func__
-    return hook
-
-
-def _call_of(obj: Any) -> Any:
-    """The ``__call__`` function a callable object's class defines, else None."""
-    return next((vars(k)["__call__"] for k in type(obj).__mro__ if "__call__" in vars(k)), None)
-
-
-_NONE_RETURNING = frozenset(
-    {"append", "extend", "insert", "add", "update", "discard", "remove", "clear", "__setitem__", "__delitem__"}
-    | {"print", "setattr", "delattr"}
-)
-"""Calls whose result is None (list, set and dict edits, ``print``): ``lambda m, i, o: features.append(o)`` looks."""
-_RETURNS = frozenset({"RETURN_VALUE", "RETURN_CONST"})
-_PROLOGUE = frozenset({"RESUME", "NOP", "CACHE", "EXTENDED_ARG", "COPY_FREE_VARS", "MAKE_CELL"})
-_CALLS = frozenset({"CALL", "CALL_FUNCTION", "CALL_METHOD", "PRECALL"})
-_NAMES = frozenset({"LOAD_GLOBAL", "LOAD_DEREF", "LOAD_FAST", "LOAD_NAME", "LOAD_ATTR", "LOAD_METHOD"})
-
-
-def returns_values(hook: Any) -> bool:
-    """Whether a hook may return a value other than None (a forward hook that does replaces the module's input or
-    output); True when its code cannot be read.
-
-    Read from its bytecode: every ``return`` gives the constant None, or the
-    hook's whole body is one call of a list, set or dict edit or ``print``.
-
-    Examples
-    --------
-    >>> def record(module, inputs, output):
-    ...     seen.append(output.shape)
-    >>> returns_values(record), returns_values(lambda m, i, o: o.float()), returns_values(len)
-    (False, True, True)
-    """
-    fn = _function_of(hook)
-    code = getattr(fn, "__code__", None)
-    if code is None and not isinstance(fn, types.BuiltinFunctionType):
-        code = getattr(_call_of(fn), "__code__", None)  # a callable object
-    if not isinstance(code, types.CodeType):
-        return True
-    body = [i for i in dis.get_instructions(code) if i.opname not in _PROLOGUE]
-    returns = [k for k, i in enumerate(body) if i.opname in _RETURNS]
-    for k in returns:
-        done = body[k]
-        before = body[k - 1] if k else None
-        given = done if done.opname == "RETURN_CONST" else before  # the value returned, when a constant
-        if given is not None and given.opname in ("RETURN_CONST", "LOAD_CONST") and given.argval is None:
-            continue
-        if len(returns) == 1 and before is not None and before.opname in _CALLS:  # one expression: its callee
-            chain: list[Any] = []
-            for i in body:
-                if i.opname not in _NAMES or (chain and i.opname not in ("LOAD_ATTR", "LOAD_METHOD")):
-                    break
-                chain.append(i.argval)
-            if chain and chain[-1] in _NONE_RETURNING:
-                continue
-        return True
-    return False
-
-
-def acts_in_place(hook: Any) -> bool:
-    """Whether a hook's code calls an in-place tensor method (``output.requires_grad_(True)``, ``output.mul_(2)``):
-    returning None, it still changes what the module gives.  False when its code cannot be read (a hook that
-    returns a value is caught by :func:`returns_values`).
-
-    Examples
-    --------
-    >>> acts_in_place(lambda m, i, o: o.clamp_(min=0)), acts_in_place(lambda m, i, o: print(o.shape))
-    (True, False)
-    """
-    fn = _function_of(hook)
-    code = getattr(fn, "__code__", None)
-    if code is None and not isinstance(fn, types.BuiltinFunctionType):
-        code = getattr(_call_of(fn), "__code__", None)  # a callable object
-    if not isinstance(code, types.CodeType):
-        return False
-    return any(
-        i.opname in ("LOAD_ATTR", "LOAD_METHOD") and _IN_PLACE.fullmatch(str(i.argval)) is not None
-        for i in dis.get_instructions(code)
-    )
-
-
-_IN_PLACE = re.compile(r"[a-z][a-z0-9_]*[a-z0-9]_")
-"""A tensor method that acts in place: ``mul_``, ``requires_grad_`` (not ``__setitem__``, not ``_private``)."""
-
-
-CONTAINER_TYPES = frozenset({dict, list, set, collections.OrderedDict, collections.defaultdict, collections.Counter})
-"""The containers whose contents :func:`shallow` takes and :func:`put_back` restores."""
-_MODULE_STATE = frozenset(nn.Module().__dict__)  # torch's own attributes of every module (parameters, hooks...)
-
-
-def shallow(container: Any) -> Any:
-    """A list's, dict's or set's items as they are: a dict for a dict (order kept), a tuple for a list, a frozenset."""
-    if isinstance(container, dict):
-        return dict(container)
-    return tuple(container) if isinstance(container, list) else frozenset(container)
-
-
-def changed(container: Any, contents: Any) -> bool:
-    """Whether a container holds other items than :func:`shallow` ``contents`` (by identity: values may be tensors)."""
-    if len(container) != len(contents):
-        return True
-    if isinstance(container, dict):
-        return any(k not in contents or v is not contents[k] for k, v in container.items())
-    if isinstance(container, list):
-        return any(map(operator.is_not, container, contents))
-    return bool(container.symmetric_difference(contents))
-
-
-def put_back(container: Any, contents: Any) -> None:
-    """Refill ``container`` in place with the :func:`shallow` ``contents`` taken before."""
-    container.clear()
-    if isinstance(container, dict):
-        container.update(contents)
-    elif isinstance(container, list):
-        container.extend(contents)
-    else:
-        container.update(contents)
-
-
-def _reached(hook: Any) -> list[Any]:
-    """The lists, dicts and sets a hook's code reaches by name: its closure's, the module globals it names, the
-    attributes of the object it is a method of (a module's own torch state left out), its partial arguments."""
-    values: list[Any] = []
-    fn = hook
-    while isinstance(fn, (functools.partial, types.MethodType)):
-        if isinstance(fn, functools.partial):
-            values += [*fn.args, *fn.keywords.values()]
-            fn = fn.func
-        else:
-            owner = vars(fn.__self__) if hasattr(fn.__self__, "__dict__") else {}
-            skip = _MODULE_STATE if isinstance(fn.__self__, nn.Module) else ()
-            values += [v for k, v in owner.items() if k not in skip]
-            fn = fn.__func__
-    if not isinstance(fn, types.FunctionType):  # a callable object: its attributes, then its __call__'s names
-        values += list(getattr(fn, "__dict__", {}).values())
-        fn = _call_of(fn)
-    if isinstance(fn, types.FunctionType):
-        for cell in fn.__closure__ or ():
-            with contextlib.suppress(ValueError):  # a cell not filled yet
-                values.append(cell.cell_contents)
-        found = fn.__globals__
-        values += [found[n] for n in fn.__code__.co_names if n in found]
-    unique = {id(v): v for v in values if type(v) in CONTAINER_TYPES}
-    return list(unique.values())
-
-
-def without_side_effects(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """``hook``, putting back after each call the lists, dicts and sets its code reaches by name (:func:`_reached`).
-
-    A user's hook that both records and returns a value runs in the analysis
-    (it changes what the module gives): what it records there (torch.fx's
-    proxies, ``meta`` tensors) must not stay in the user's containers.
-
-    Examples
-    --------
-    >>> seen = []
-    >>> def double(module, inputs, output):
-    ...     seen.append(output)
-    ...     return output * 2
-    >>> without_side_effects(double)(None, (), 21), seen
-    (42, [])
-    """
-    containers = _reached(hook)
-    if not containers:
-        return hook
-
-    def quiet(*args: Any, **kwargs: Any) -> Any:
-        before = [(c, shallow(c)) for c in containers]
-        try:
-            return hook(*args, **kwargs)
-        finally:
-            for container, contents in before:
-                if changed(container, contents):
-                    put_back(container, contents)
-
-    return quiet
 
 
 def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
@@ -629,14 +362,14 @@ class _Copier:
             key
             for attr in _OWN_HOOK_DICTS
             for key, hook in (state.get(attr) or {}).items()
-            if hook_runs(hook, self.libraries) or type(hook).__module__ in _REPARAMETRIZING
+            if hook_runs(hook, self.libraries) or type(hook).__module__ in REPARAMETRIZING
         }
 
     def _kept(self, hook: Any) -> Any:
         """A hook the copy keeps: the user's (one that returns a value) leaves their containers as they were; the
         library's, a method of a helper object of its own (timm's ``FeatureHooks``), is bound to that object's copy,
         where the copy's forward reads what it collects."""
-        if type(hook).__module__ in _REPARAMETRIZING:
+        if type(hook).__module__ in REPARAMETRIZING:
             return hook
         if library_hook(hook, self.libraries):
             return self._rebound(hook)

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from .copies import (
+from .copies import HOOK_DICTS
+from .hookkinds import (
     CONTAINER_TYPES,
-    HOOK_DICTS,
     changed,
     hook_runs,
     libraries_of,
@@ -60,7 +60,7 @@ class OwnHooks:
     A hook runs when it was installed during the trace (transformers installs
     its output-capturing hooks on the first forward), when its function comes
     from the installed library that defines the model's class, or when it may
-    return a value (:func:`torchsurgeon.copies.returns_values`).
+    return a value (:func:`torchsurgeon.hookkinds.returns_values`).
     :meth:`restore` removes whatever the trace added to the model's modules (hooks, attributes such as
     ``_output_capturing_hooks_installed``) and puts back the attributes it
     replaced (transformers' Swin sets ``window_size`` from the traced input
