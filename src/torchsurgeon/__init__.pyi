@@ -4,7 +4,6 @@
 # exports each name lazily from its module (torchsurgeon/_lazy.py).  To add a public name,
 # add a line `from .module import name as name` (the `as name` makes it a re-export).
 
-from .analysis import ModelReport as ModelReport
 from .analysis import analyse_graph as analyse_graph
 from .analysis import paramcount as paramcount
 from .analysis import paramcount_sweep as paramcount_sweep
@@ -35,6 +34,7 @@ from .lockfile import read_lock as read_lock
 from .lockfile import write_lock as write_lock
 from .memory import MemoryPlan as MemoryPlan
 from .memory import memory_plan as memory_plan
+from .modelreport import ModelReport as ModelReport
 from .params import count_params as count_params
 from .records import CrossCheck as CrossCheck
 from .records import CrossCheckMode as CrossCheckMode

@@ -24,8 +24,9 @@ from .autocast import Autocast
 from .copies import thawed, torch_or_python
 from .fxbookkeeping import node_autocast
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
+from .inputaxes import moves_axes
 from .knowndata import makes_known_data
-from .resize import hands_on_channels, hands_on_features, moves_axes
+from .resize import hands_on_channels, hands_on_features
 from .rules import Rule, function_rule, method_rule, module_rule
 from .rules.pooling import ADAPTIVE_POOL_FUNCTIONS, ADAPTIVE_POOLS
 from .rules.registry import rules_version, runs_forward_of
@@ -71,11 +72,11 @@ class Step(NamedTuple):
     """Whether a linear layer reads what an adaptive pooling gives (:func:`_pooled`)."""
     moves: bool = False
     """Whether the node may hand a model input on with its axes moved (a video's frames merged into the batch,
-    :func:`.resize.moves_axes`): its first argument is the input, handed on or moved; shape propagation follows
-    its axes (:func:`.resize.moved_axes`)."""
+    :func:`.inputaxes.moves_axes`): its first argument is the input, handed on or moved; shape propagation follows
+    its axes (:func:`.inputaxes.moved_axes`)."""
     reads_moved: bool = False
     """Whether the node reads a node that :attr:`moves`: it reads the input's channels when that one keeps them
-    (:func:`.resize.keeps_channels`)."""
+    (:func:`.inputaxes.keeps_channels`)."""
 
     def fetch(self, env: Mapping[torch.fx.Node, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The node's arguments from the values of the nodes before it (fx's ``fetch_args_kwargs_from_env``)."""
@@ -142,7 +143,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                     last_uses.setdefault(i, []).append(used)
         steps: dict[torch.fx.Node, Step] = {}
         passing: set[torch.fx.Node] = set()  # nodes that hand a model input on (resize.hands_on_channels)
-        moved: set[torch.fx.Node] = set()  # nodes that may hand it on with its axes moved (resize.moves_axes)
+        moved: set[torch.fx.Node] = set()  # nodes that may hand it on with its axes moved (inputaxes.moves_axes)
         for i, node in enumerate(nodes):
             module = scope_module = None
             op = node.op

@@ -23,9 +23,10 @@ from typing import Any
 
 from torch import nn
 
-from .analysis import ModelReport, paramcount
+from .analysis import paramcount
 from .errors import ContractError, InputError, ShapeError
 from .lockfile import check_lock
+from .modelreport import ModelReport
 from .records import LayerDiff, OutputShape, Trust, Violation
 from .report import format_value, lock_diff_table, shape_changes_table, violations_table
 from .shapespec import input_spec, plain, shape_spec, with_batch

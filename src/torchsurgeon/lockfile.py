@@ -24,8 +24,9 @@ from typing import Any
 
 from torch import nn
 
-from .analysis import ModelReport, paramcount
+from .analysis import paramcount
 from .errors import ConfigError, ContractError, InputError
+from .modelreport import ModelReport
 from .records import LayerDiff, LayerReport, LockChange
 from .report import format_path, format_value, jsonable, lock_diff_table
 from .shapespec import input_spec, plain

@@ -29,18 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .copies import detached_copy, meta_like, torch_or_python
+from .copies import detached_copy, meta_like
 from .foldcheck import fold_is_exact, no_exact_fold
 from .records import Finding, FoldMode
 
 __all__ = (
-    "InputAxes",
     "Resize",
     "fitted_groups",
     "fold_fix",
-    "keeps_channels",
-    "moved_axes",
-    "moves_axes",
     "plan_resize",
     "rebuild_fix",
     "resized_copy",
@@ -343,98 +339,6 @@ def hands_on_channels(op: str, target: Any, module: nn.Module | None) -> bool:
     if op == "call_function":
         return any(target is f for f in _HANDING_ON_FUNCTIONS)
     return op == "call_method" and target in _HANDING_ON_METHODS
-
-
-InputAxes = tuple[tuple[int, ...], ...]
-"""For each dim of a tensor made from a model input by moving its axes, the input's axes it is made of, in order."""
-
-_PERMUTING = frozenset({"permute", "transpose", "movedim", "moveaxis", "swapaxes", "swapdims", "t"})
-_RESHAPING = frozenset({"view", "reshape", "flatten"})
-
-
-def moves_axes(op: str, target: Any, module: nn.Module | None) -> bool:
-    """Whether a graph node may hand a model input on with its axes moved or merged: a permute, transpose,
-    view, reshape or flatten (:func:`moved_axes` says, for a given input, whether it does).
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> moves_axes("call_method", "reshape", None), moves_axes("call_module", "f", nn.Flatten())
-    (True, True)
-    >>> moves_axes("call_method", "sum", None)
-    False
-    """
-    if op == "call_module":
-        return isinstance(module, nn.Flatten)
-    if op == "call_function" and not torch_or_python(target):
-        return False
-    name = target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
-    return name in _PERMUTING or name in _RESHAPING
-
-
-def moved_axes(
-    op: str,
-    target: Any,
-    module: nn.Module | None,
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any],
-    axes: InputAxes,
-    out: torch.Tensor,
-) -> InputAxes | None:
-    """The input axes of ``out``, given by a node (:func:`moves_axes` or :func:`hands_on_channels`) on ``args``,
-    whose first is a tensor of input axes ``axes``; None when a dim of ``out`` is no whole input axis (a split,
-    a new dim) and is not the batch merged with the dims after it.
-
-    A reshape is followed when it merges the leading dims into the first (a video's frames into the batch,
-    ``(N, T, C, H, W)`` to ``(N * T, C, H, W)``) and keeps the others as they are.
-
-    Examples
-    --------
-    >>> import torch
-    >>> x = torch.empty(1, 2, 3, 8, 8, device="meta")
-    >>> identity = ((0,), (1,), (2,), (3,), (4,))
-    >>> moved_axes("call_method", "reshape", None, (x, 2, 3, 8, 8), {}, identity, x.reshape(2, 3, 8, 8))
-    ((0, 1), (2,), (3,), (4,))
-    >>> moved_axes("call_method", "permute", None, (x, 0, 2, 1, 3, 4), {}, identity, x.permute(0, 2, 1, 3, 4))
-    ((0,), (2,), (1,), (3,), (4,))
-    >>> moved_axes("call_method", "view", None, (x, 1, 6, 8, 8), {}, identity, x.view(1, 6, 8, 8)) is None
-    True
-    """
-    x = args[0] if args else None
-    if not isinstance(x, torch.Tensor) or x.dim() != len(axes):
-        return None
-    if hands_on_channels(op, target, module):
-        return axes if out.dim() == x.dim() else None
-    name = target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
-    if name in _PERMUTING:  # which dim goes where: the same call on a tensor whose dims all differ in size
-        probe = torch.empty(tuple(range(2, 2 + x.dim())), device="meta")
-        try:
-            moved = (
-                getattr(probe, name)(*args[1:], **kwargs) if op == "call_method" else target(probe, *args[1:], **kwargs)
-            )
-        except Exception:
-            return None
-        return tuple(axes[size - 2] for size in moved.shape)
-    if name in _RESHAPING or isinstance(module, nn.Flatten):
-        before, after = tuple(x.shape), tuple(out.shape)
-        k = len(before) - len(after)
-        if k < 0 or not after or after[1:] != before[k + 1 :] or after[0] != math.prod(before[: k + 1]):
-            return None
-        return (tuple(a for dim in axes[: k + 1] for a in dim), *axes[k + 1 :])
-    return None
-
-
-def keeps_channels(axes: InputAxes) -> bool:
-    """Whether a tensor of input axes ``axes`` is the input with its axes moved, not mixed: its first dim holds
-    the batch (maybe with frames merged into it), each other dim is one input axis (not the batch).  A layer
-    reading it reads the input's channels as they are: its fix is a fold of that layer.
-
-    Examples
-    --------
-    >>> keeps_channels(((0, 1), (2,), (3,), (4,))), keeps_channels(((0,), (1, 2), (3,)))
-    (True, False)
-    """
-    return bool(axes) and 0 in axes[0] and all(len(a) == 1 and a[0] != 0 for a in axes[1:])
 
 
 _FLATTENING = frozenset({"flatten", "view", "reshape", "squeeze", "contiguous"})

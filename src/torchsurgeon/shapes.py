@@ -51,9 +51,10 @@ from .graph import (
     set_records,
     update_record,
 )
+from .inputaxes import FollowedAxes, fold_input
 from .knowndata import KnownData, as_meta, given_as_data
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
-from .resize import InputAxes, as_folded_inputs, input_fix, keeps_channels, moved_axes, resized_copy
+from .resize import as_folded_inputs, input_fix, resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule
 from .rules._common import first_tensor, shared_outputs
 from .rules.on_meta import ruled_meta
@@ -260,7 +261,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self._twin_results: dict[tuple[int, tuple[int, ...]], tuple[tuple[Any, ...], Any, tuple[Any, ...]]] = {}
         self.known = KnownData()  # small tensors made from sizes, computed beside the meta values (knowndata)
         self._reads_known = False  # whether the node being run reads some
-        self._axes: dict[torch.fx.Node, tuple[str, InputAxes] | None] = {}  # nodes moving an input's axes: its axes
+        self._axes = FollowedAxes()  # nodes moving an input's axes: the input and its axes
 
     def run_graph(self) -> Any:
         """Run every node once; return the value of the output node."""
@@ -283,64 +284,12 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             if reads or step.makes_known:
                 known.follow(node, env, reads)
             if step.moves:
-                self._follow_axes(node, step, value)
+                self._axes.follow(node, step, value, self.env, self.steps)
             for to_delete in step.last_uses:
                 del env[to_delete]
             if node.op == "output":
                 result = env[node]
         return result
-
-    def _follow_axes(self, n: torch.fx.Node, step: Step, value: Any) -> None:
-        """Record which input ``value``, what ``n`` (a :attr:`Step.moves` node) gave, is made of, and which of its
-        axes its dims are (:func:`~torchsurgeon.resize.moved_axes`)."""
-        source = n.args[0]
-        assert isinstance(source, torch.fx.Node)
-        x = self.env.get(source)
-        self._axes[n] = None
-        if not isinstance(x, torch.Tensor) or not isinstance(value, torch.Tensor):
-            return
-        if self.steps[source].moves:
-            followed = self._axes.get(source)
-            if followed is None:
-                return
-            name, axes = followed
-        else:  # the input, or what hands it on as it is (padding, conversions): its own axes
-            first: Any = source
-            while isinstance(first, torch.fx.Node) and first.op != "placeholder":
-                first = first.args[0] if first.args else None
-            if not isinstance(first, torch.fx.Node):
-                return
-            name, axes = str(first.target).lstrip("*"), tuple((d,) for d in range(x.dim()))
-        args, kwargs = step.fetch(self.env)
-        moved = moved_axes(n.op, n.target, step.module, args, kwargs, axes, value)
-        self._axes[n] = (name, moved) if moved is not None else None
-
-    def _moved_input(self, step: Step) -> tuple[str, int] | None:
-        """The input the node of ``step`` reads with its axes moved but its channels kept (a video's frames merged
-        into the batch, :func:`~torchsurgeon.resize.keeps_channels`), and its axis the node's dim 1 is."""
-        if not step.reads_moved:
-            return None
-        for a in step.inputs:
-            followed = self._axes.get(a)
-            if followed is not None and keeps_channels(followed[1]) and len(followed[1]) > 1:
-                return followed[0], followed[1][1][0]
-        return None
-
-    def _fold_input(self, name: str, axis: int) -> Callable[[int], str] | None:
-        """The ``input=`` of a fold of a layer reading input ``name`` with its axes moved, dim 1 being ``axis``:
-        the input given, with the count the layer expects on that axis (Python; None unless given as shapes)."""
-        specs = {k: s for k, s in self.inputs.items() if type(s) is tuple}
-        if len(specs) != len(self.inputs) or name not in specs:
-            return None
-
-        def given(expected: int) -> str:
-            shapes = dict(specs)
-            shape = list(shapes[name])
-            shape[axis - 1] = expected  # per-sample: the batch is axis 0
-            shapes[name] = tuple(shape)
-            return repr(shapes[name]) if len(shapes) == 1 else repr(shapes)
-
-        return given
 
     def _autocast_output(self, n: torch.fx.Node, step: Step, value: Any) -> Any:
         """``value`` in the dtype autocast gives the node's output (:mod:`torchsurgeon.autocast`: meta tensors are
@@ -484,7 +433,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         if rule is not None and op == "call_method" and _python_method(args):
             rule = None  # a method of a Python value (a torch.Size): run as it is
         if rule is not None and rule.shape is not None:
-            moved = self._moved_input(step)
+            moved = self._axes.moved_input(step)
             call = Call(
                 base.layer,
                 base.module_type,
@@ -493,7 +442,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 step.scope_module,
                 self._shapes_given and step.from_input,  # after a reshape, dim 0 is not the batch the user left out
                 step.pooled,
-                fold_input=self._fold_input(*moved) if moved is not None else None,
+                fold_input=fold_input(self.inputs, *moved) if moved is not None else None,
             )
             if direct:
                 out = self._apply(rule, module, args, kwargs, call)

@@ -21,11 +21,12 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .analysis import ModelReport, paramcount
+from .analysis import paramcount
 from .fold import recognise_fold
 from .foldcheck import computes_its_weight, fold_difference, tolerance
 from .graph import node_records, update_record
 from .initialisers import named_init
+from .modelreport import ModelReport
 from .records import FoldMode, LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
 from .report import changes_table, format_count, format_shape
 from .shapespec import InputSpec

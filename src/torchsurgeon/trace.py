@@ -56,15 +56,15 @@ from .arguments import (
 )
 from .callers import asserted_by_caller
 from .copies import detached_copy, meta_like
-from .errors import InputError, TraceError, failure_reason, source_line, with_numbers
+from .errors import InputError, TraceError, failure_reason, with_numbers
 from .frontend import ShapeProxy, call_by_name, library_answers
 from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module, record_autocast
-from .knowndata import DATA_LIMIT
-from .metavalues import DATA_INPUTS, MetaValues, meta_question
+from .metavalues import MetaValues, meta_question
 from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
 from .rules.on_meta import ruled_leaf
 from .rules.registry import FALLBACK, user_ruled
+from .traceerrors import UNREGISTERED, trace_error, unregistered
 from .wrappers import unwrap_model
 
 __all__ = (
@@ -276,7 +276,7 @@ class _SurgeonTracer(torch.fx.Tracer):
             path = self.path_of_module(m)
         except NameError as exc:  # a module from a global table (transformers' ACT2FN[...]): not the model's
             if not self._holds_weights_of(m):
-                setattr(exc, _UNREGISTERED, _unregistered(self.root, m))  # heads kept in a plain dict
+                setattr(exc, UNREGISTERED, unregistered(self.root, m))  # heads kept in a plain dict
                 raise
             # weightless: traced through, its ops recorded as functions; a container made in forward of the model's
             # own layers (a slice of an nn.Sequential, dpn's self.features[1:4]): its layers are recorded by name
@@ -451,19 +451,6 @@ def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[...
         modules.append(ops)
     order = operator.attrgetter("__module__", "__qualname__")
     return tuple(sorted(set(types), key=order)), tuple(sorted(set(functions), key=order)), tuple(modules)
-
-
-_HINTS = (
-    ("inputs to control flow", "Python if/while/assert on a tensor value"),
-    ("cannot be iterated", "a loop over, or unpacking of, a traced value (for example a list of tensors as input)"),
-    ("'len' is not supported", "len() of a traced value (use x.shape[0])"),
-    ("argument of type", "a value fx cannot record passed to a leaf"),
-)
-
-
-def _hint(exc: BaseException) -> str:
-    text = str(exc)
-    return next((f" ({hint})" for key, hint in _HINTS if key in text), "")
 
 
 def _tidy(graph: torch.fx.Graph, dropped: Iterable[torch.fx.Node]) -> None:
@@ -655,7 +642,7 @@ def trace(
                         _make_opaque(submodules, culprit, with_numbers(failure_reason(exc), numbers), names, opaque)
                         own_hooks.restore()  # what the failed attempt stored in the model (CTRL: a buffer) is a proxy
                         continue
-                    raise _trace_error(model, culprit, stack, exc, given, opaque) from exc
+                    raise trace_error(model, culprit, stack, exc, given, opaque) from exc
                 _tidy(graph, tracer.dropped)
                 graph.lint()
                 # a buffer the forward set to a traced value (CTRL's positions) is copied as the model holds it
@@ -723,97 +710,3 @@ def _make_opaque(
             continue  # inside a module that is already a leaf
         names.add(name)
         opaque[name] = f"{reason} (as {culprit}, same class {cls.__name__})"
-
-
-def _data_decides(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype, bool]]) -> bool:
-    """Whether the data of some of ``inputs`` decides a branch, all of them small enough to be read as data."""
-    deciding = [shape for shape, _, decides in inputs.values() if decides]
-    return bool(deciding) and all(math.prod(shape) <= DATA_LIMIT for shape in deciding)
-
-
-def _data_fix(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype, bool]]) -> str:
-    """The fix for a branch of the model's own forward on the data of some ``inputs`` (given as shapes): give the
-    inputs as tensors, with the user's own values (no values of ours are sure to take the path theirs take)."""
-    names = " and ".join(repr(n) for n, (*_, decides) in inputs.items() if decides)
-    given = ", ".join(f"{n!r}: {n}" for n in inputs)
-    shapes = "; ".join(
-        f"{n} your {tuple(shape)} {str(dtype).removeprefix('torch.')} tensor" for n, (shape, dtype, _) in inputs.items()
-    )
-    return (
-        f"the values of {names} decide what the forward does here (a branch, or an op that needs them): give the "
-        f"inputs with their values, paramcount(model, {{{given}}}) with {shapes} (a small CPU tensor given as an "
-        "input is read as data)"
-    )
-
-
-_UNREGISTERED = "torchsurgeon_unregistered"
-"""The attribute naming, on the error of a module with weights that is not the model's submodule, where it is."""
-
-
-def _unregistered(root: nn.Module, module: nn.Module) -> str:
-    """Where the model keeps ``module`` outside its submodules (``heads['age']``, a plain dict), else its class."""
-    for prefix, holder in root.named_modules():
-        for name, value in vars(holder).items():
-            items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-            for key, item in items:
-                if item is module and not name.startswith("_"):
-                    return f"{prefix + '.' if prefix else ''}{name}[{key!r}] ({type(module).__name__})"
-    return type(module).__name__
-
-
-def _trace_error(
-    model: nn.Module,
-    culprit: str,
-    stack: list[str],
-    exc: BaseException,
-    concrete_args: Mapping[str, Any] | None,
-    opaque: Mapping[str, str],
-) -> TraceError:
-    inner = next((p for p in reversed(stack) if p), "")
-    whole_model = not culprit and "." not in inner  # the model's own forward: no leaf gets past it
-    if culprit:
-        where = culprit
-        fix = f"pass leaf_modules=[{culprit!r}] to treat it as one opaque node"
-    elif inner and not whole_model:
-        where = f"{inner} (already a leaf)"
-        parent = inner.rpartition(".")[0]
-        fix = f"the leaf {inner!r} cannot even be called symbolically: pass leaf_modules=[{parent!r}]"
-    elif inner:
-        where = f"{inner} (already a leaf)"
-        fix = (
-            f"the model's own forward calls the leaf {inner!r} with what torch.fx cannot record: "
-            "analyse the model's parts that take tensors"
-        )
-    elif getattr(exc, _UNREGISTERED, None):
-        where = f"{type(model).__name__}.forward (the top-level model)"
-        fix = (
-            f"it calls {getattr(exc, _UNREGISTERED)}, a module with weights that is not a submodule of the model (kept "
-            "in a plain dict or list): its weights are not in model.parameters(), .to() or state_dict() either — "
-            "hold it in nn.ModuleDict / nn.ModuleList"
-        )
-    elif isinstance(exc, ValueError) and "values to unpack" in str(exc):
-        where = f"{type(model).__name__}.forward (the top-level model)"
-        fix = "it unpacks an input's shape, which has another number of dimensions: a real forward fails too"
-    elif _data_decides(getattr(exc, DATA_INPUTS, {})):  # the forward branches on the data of small inputs
-        where = f"{type(model).__name__}.forward (the top-level model)"
-        fix = _data_fix(getattr(exc, DATA_INPUTS))
-    elif isinstance(exc, NotImplementedError) and hasattr(exc, DATA_INPUTS):  # no input's data alone decides it
-        where = f"{type(model).__name__}.forward (the top-level model)"
-        fix = (
-            "its own code needs values that its layers compute (an op whose output size depends on them: nonzero, "
-            "a boolean mask, unique), which a trace on meta never has, whatever the input: analyse its parts"
-        )
-    else:
-        where = f"{type(model).__name__}.forward (the top-level model)"
-        fix = (
-            "pass concrete_args={...} for arguments that steer Python control flow, "
-            "or leaf_modules=[...] for the submodules that contain it; a forward that branches on tensor "
-            "values must be rewritten with torch.where or moved into a submodule"
-        )
-    if concrete_args:
-        fix += f" (concrete_args given: {sorted(concrete_args)})"
-    tried = f"\n  already opaque: {', '.join(opaque)}" if opaque else ""
-    reason = f"{failure_reason(exc)}{_hint(exc)}"
-    source = source_line(exc)
-    message = f"torch.fx cannot trace {where}: {reason}\n  at {source}{tried}\n  fix: {fix}"
-    return TraceError(message, whole_model=whole_model, source=source)

@@ -1,0 +1,190 @@
+"""Which axes of a model input a tensor is made of, followed through permutes and reshapes: a stem reading a
+video's frames merged into the batch reads the input's channels as they are, and its fix is a fold.
+
+Shape propagation (:mod:`torchsurgeon.shapes`) follows the nodes that may move an input's axes
+(:func:`moves_axes`); a layer reading the input with its axes moved but its channels kept
+(:func:`keeps_channels`) is told the fold, with the input the model takes now (:func:`fold_input`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.fx
+from torch import nn
+
+from .copies import torch_or_python
+from .resize import hands_on_channels
+
+if TYPE_CHECKING:  # _steps imports this module
+    from ._steps import Step
+
+__all__ = ("FollowedAxes", "InputAxes", "fold_input", "keeps_channels", "moved_axes", "moves_axes")
+
+
+InputAxes = tuple[tuple[int, ...], ...]
+"""For each dim of a tensor made from a model input by moving its axes, the input's axes it is made of, in order."""
+
+_PERMUTING = frozenset({"permute", "transpose", "movedim", "moveaxis", "swapaxes", "swapdims", "t"})
+_RESHAPING = frozenset({"view", "reshape", "flatten"})
+
+
+def moves_axes(op: str, target: Any, module: nn.Module | None) -> bool:
+    """Whether a graph node may hand a model input on with its axes moved or merged: a permute, transpose,
+    view, reshape or flatten (:func:`moved_axes` says, for a given input, whether it does).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> moves_axes("call_method", "reshape", None), moves_axes("call_module", "f", nn.Flatten())
+    (True, True)
+    >>> moves_axes("call_method", "sum", None)
+    False
+    """
+    if op == "call_module":
+        return isinstance(module, nn.Flatten)
+    if op == "call_function" and not torch_or_python(target):
+        return False
+    name = target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
+    return name in _PERMUTING or name in _RESHAPING
+
+
+def moved_axes(
+    op: str,
+    target: Any,
+    module: nn.Module | None,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    axes: InputAxes,
+    out: torch.Tensor,
+) -> InputAxes | None:
+    """The input axes of ``out``, given by a node (:func:`moves_axes` or :func:`hands_on_channels`) on ``args``,
+    whose first is a tensor of input axes ``axes``; None when a dim of ``out`` is no whole input axis (a split,
+    a new dim) and is not the batch merged with the dims after it.
+
+    A reshape is followed when it merges the leading dims into the first (a video's frames into the batch,
+    ``(N, T, C, H, W)`` to ``(N * T, C, H, W)``) and keeps the others as they are.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.empty(1, 2, 3, 8, 8, device="meta")
+    >>> identity = ((0,), (1,), (2,), (3,), (4,))
+    >>> moved_axes("call_method", "reshape", None, (x, 2, 3, 8, 8), {}, identity, x.reshape(2, 3, 8, 8))
+    ((0, 1), (2,), (3,), (4,))
+    >>> moved_axes("call_method", "permute", None, (x, 0, 2, 1, 3, 4), {}, identity, x.permute(0, 2, 1, 3, 4))
+    ((0,), (2,), (1,), (3,), (4,))
+    >>> moved_axes("call_method", "view", None, (x, 1, 6, 8, 8), {}, identity, x.view(1, 6, 8, 8)) is None
+    True
+    """
+    x = args[0] if args else None
+    if not isinstance(x, torch.Tensor) or x.dim() != len(axes):
+        return None
+    if hands_on_channels(op, target, module):
+        return axes if out.dim() == x.dim() else None
+    name = target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
+    if name in _PERMUTING:  # which dim goes where: the same call on a tensor whose dims all differ in size
+        probe = torch.empty(tuple(range(2, 2 + x.dim())), device="meta")
+        try:
+            moved = (
+                getattr(probe, name)(*args[1:], **kwargs) if op == "call_method" else target(probe, *args[1:], **kwargs)
+            )
+        except Exception:
+            return None
+        return tuple(axes[size - 2] for size in moved.shape)
+    if name in _RESHAPING or isinstance(module, nn.Flatten):
+        before, after = tuple(x.shape), tuple(out.shape)
+        k = len(before) - len(after)
+        if k < 0 or not after or after[1:] != before[k + 1 :] or after[0] != math.prod(before[: k + 1]):
+            return None
+        return (tuple(a for dim in axes[: k + 1] for a in dim), *axes[k + 1 :])
+    return None
+
+
+def keeps_channels(axes: InputAxes) -> bool:
+    """Whether a tensor of input axes ``axes`` is the input with its axes moved, not mixed: its first dim holds
+    the batch (maybe with frames merged into it), each other dim is one input axis (not the batch).  A layer
+    reading it reads the input's channels as they are: its fix is a fold of that layer.
+
+    Examples
+    --------
+    >>> keeps_channels(((0, 1), (2,), (3,), (4,))), keeps_channels(((0,), (1, 2), (3,)))
+    (True, False)
+    """
+    return bool(axes) and 0 in axes[0] and all(len(a) == 1 and a[0] != 0 for a in axes[1:])
+
+
+class FollowedAxes:
+    """For each node that moves a model input's axes (a :attr:`~torchsurgeon._steps.Step.moves` node), the input its
+    value is made of and which of that input's axes its dims are; None where it is not made of whole axes."""
+
+    def __init__(self) -> None:
+        self.axes: dict[torch.fx.Node, tuple[str, InputAxes] | None] = {}
+
+    def follow(
+        self,
+        n: torch.fx.Node,
+        step: Step,
+        value: Any,
+        env: Mapping[torch.fx.Node, Any],
+        steps: Mapping[torch.fx.Node, Step],
+    ) -> None:
+        """Record what ``n`` gave, ``value``, from the values ``env`` of the nodes before it (:func:`moved_axes`)."""
+        source = n.args[0]
+        assert isinstance(source, torch.fx.Node)
+        x = env.get(source)
+        self.axes[n] = None
+        if not isinstance(x, torch.Tensor) or not isinstance(value, torch.Tensor):
+            return
+        if steps[source].moves:
+            followed = self.axes.get(source)
+            if followed is None:
+                return
+            name, axes = followed
+        else:  # the input, or what hands it on as it is (padding, conversions): its own axes
+            first: Any = source
+            while isinstance(first, torch.fx.Node) and first.op != "placeholder":
+                first = first.args[0] if first.args else None
+            if not isinstance(first, torch.fx.Node):
+                return
+            name, axes = str(first.target).lstrip("*"), tuple((d,) for d in range(x.dim()))
+        args, kwargs = step.fetch(env)
+        moved = moved_axes(n.op, n.target, step.module, args, kwargs, axes, value)
+        self.axes[n] = (name, moved) if moved is not None else None
+
+    def moved_input(self, step: Step) -> tuple[str, int] | None:
+        """The input the node of ``step`` reads with its axes moved but its channels kept (a video's frames merged
+        into the batch, :func:`keeps_channels`), and its axis the node's dim 1 is."""
+        if not step.reads_moved:
+            return None
+        for a in step.inputs:
+            followed = self.axes.get(a)
+            if followed is not None and keeps_channels(followed[1]) and len(followed[1]) > 1:
+                return followed[0], followed[1][1][0]
+        return None
+
+
+def fold_input(inputs: Mapping[str, Any], name: str, axis: int) -> Callable[[int], str] | None:
+    """The ``input=`` of a fold of a layer reading input ``name`` with its axes moved, dim 1 being ``axis``: the
+    ``inputs`` given, with the count the layer expects on that axis (Python; None unless all given as shapes).
+
+    Examples
+    --------
+    >>> fold_input({"pixel_values": (2, 1, 32, 32)}, "pixel_values", 2)(3)
+    '(2, 3, 32, 32)'
+    """
+    specs = {k: s for k, s in inputs.items() if type(s) is tuple}
+    if len(specs) != len(inputs) or name not in specs:
+        return None
+
+    def given(expected: int) -> str:
+        shapes = dict(specs)
+        shape = list(shapes[name])
+        shape[axis - 1] = expected  # per-sample: the batch is axis 0
+        shapes[name] = tuple(shape)
+        return repr(shapes[name]) if len(shapes) == 1 else repr(shapes)
+
+    return given

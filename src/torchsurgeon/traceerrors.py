@@ -1,0 +1,128 @@
+"""A failed trace explained in the user's terms: where it failed, why, and a fix that runs as written.
+
+:func:`torchsurgeon.trace.trace` raises what :func:`trace_error` makes when
+torch.fx cannot get past a part of the model that cannot be made an opaque
+leaf (the model's own forward, a leaf called with what fx cannot record).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import TraceError, failure_reason, source_line
+from .knowndata import DATA_LIMIT
+from .metavalues import DATA_INPUTS
+
+__all__ = ("UNREGISTERED", "trace_error", "unregistered")
+
+
+_HINTS = (
+    ("inputs to control flow", "Python if/while/assert on a tensor value"),
+    ("cannot be iterated", "a loop over, or unpacking of, a traced value (for example a list of tensors as input)"),
+    ("'len' is not supported", "len() of a traced value (use x.shape[0])"),
+    ("argument of type", "a value fx cannot record passed to a leaf"),
+)
+
+
+def _hint(exc: BaseException) -> str:
+    text = str(exc)
+    return next((f" ({hint})" for key, hint in _HINTS if key in text), "")
+
+
+def _data_decides(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype, bool]]) -> bool:
+    """Whether the data of some of ``inputs`` decides a branch, all of them small enough to be read as data."""
+    deciding = [shape for shape, _, decides in inputs.values() if decides]
+    return bool(deciding) and all(math.prod(shape) <= DATA_LIMIT for shape in deciding)
+
+
+def _data_fix(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype, bool]]) -> str:
+    """The fix for a branch of the model's own forward on the data of some ``inputs`` (given as shapes): give the
+    inputs as tensors, with the user's own values (no values of ours are sure to take the path theirs take)."""
+    names = " and ".join(repr(n) for n, (*_, decides) in inputs.items() if decides)
+    given = ", ".join(f"{n!r}: {n}" for n in inputs)
+    shapes = "; ".join(
+        f"{n} your {tuple(shape)} {str(dtype).removeprefix('torch.')} tensor" for n, (shape, dtype, _) in inputs.items()
+    )
+    return (
+        f"the values of {names} decide what the forward does here (a branch, or an op that needs them): give the "
+        f"inputs with their values, paramcount(model, {{{given}}}) with {shapes} (a small CPU tensor given as an "
+        "input is read as data)"
+    )
+
+
+UNREGISTERED = "torchsurgeon_unregistered"
+"""The attribute naming, on the error of a module with weights that is not the model's submodule, where it is."""
+
+
+def unregistered(root: nn.Module, module: nn.Module) -> str:
+    """Where the model keeps ``module`` outside its submodules (``heads['age']``, a plain dict), else its class."""
+    for prefix, holder in root.named_modules():
+        for name, value in vars(holder).items():
+            items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+            for key, item in items:
+                if item is module and not name.startswith("_"):
+                    return f"{prefix + '.' if prefix else ''}{name}[{key!r}] ({type(module).__name__})"
+    return type(module).__name__
+
+
+def trace_error(
+    model: nn.Module,
+    culprit: str,
+    stack: list[str],
+    exc: BaseException,
+    concrete_args: Mapping[str, Any] | None,
+    opaque: Mapping[str, str],
+) -> TraceError:
+    inner = next((p for p in reversed(stack) if p), "")
+    whole_model = not culprit and "." not in inner  # the model's own forward: no leaf gets past it
+    if culprit:
+        where = culprit
+        fix = f"pass leaf_modules=[{culprit!r}] to treat it as one opaque node"
+    elif inner and not whole_model:
+        where = f"{inner} (already a leaf)"
+        parent = inner.rpartition(".")[0]
+        fix = f"the leaf {inner!r} cannot even be called symbolically: pass leaf_modules=[{parent!r}]"
+    elif inner:
+        where = f"{inner} (already a leaf)"
+        fix = (
+            f"the model's own forward calls the leaf {inner!r} with what torch.fx cannot record: "
+            "analyse the model's parts that take tensors"
+        )
+    elif getattr(exc, UNREGISTERED, None):
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        fix = (
+            f"it calls {getattr(exc, UNREGISTERED)}, a module with weights that is not a submodule of the model (kept "
+            "in a plain dict or list): its weights are not in model.parameters(), .to() or state_dict() either — "
+            "hold it in nn.ModuleDict / nn.ModuleList"
+        )
+    elif isinstance(exc, ValueError) and "values to unpack" in str(exc):
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        fix = "it unpacks an input's shape, which has another number of dimensions: a real forward fails too"
+    elif _data_decides(getattr(exc, DATA_INPUTS, {})):  # the forward branches on the data of small inputs
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        fix = _data_fix(getattr(exc, DATA_INPUTS))
+    elif isinstance(exc, NotImplementedError) and hasattr(exc, DATA_INPUTS):  # no input's data alone decides it
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        fix = (
+            "its own code needs values that its layers compute (an op whose output size depends on them: nonzero, "
+            "a boolean mask, unique), which a trace on meta never has, whatever the input: analyse its parts"
+        )
+    else:
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        fix = (
+            "pass concrete_args={...} for arguments that steer Python control flow, "
+            "or leaf_modules=[...] for the submodules that contain it; a forward that branches on tensor "
+            "values must be rewritten with torch.where or moved into a submodule"
+        )
+    if concrete_args:
+        fix += f" (concrete_args given: {sorted(concrete_args)})"
+    tried = f"\n  already opaque: {', '.join(opaque)}" if opaque else ""
+    reason = f"{failure_reason(exc)}{_hint(exc)}"
+    source = source_line(exc)
+    message = f"torch.fx cannot trace {where}: {reason}\n  at {source}{tried}\n  fix: {fix}"
+    return TraceError(message, whole_model=whole_model, source=source)
