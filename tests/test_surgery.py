@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -525,11 +526,44 @@ def test_a_stem_whose_weight_is_computed_is_folded_and_checked_as_folded(
     with torch.no_grad():
         difference = (result.model(grey) - original(grey.repeat(1, 3, 1, 1))).abs().max()
     assert float(difference) < 1e-12
-    (change,) = result.changes
-    assert change.name == "0.weight" and change.status == ParamChange.FOLDED
-    assert dict(result.model[0].named_parameters()).keys() == {"weight", "bias"}
+    names = dict(result.model[0].named_parameters()).keys()
+    if reparametrize is _pruned:
+        (change,) = result.changes
+        assert change.name == "0.weight" and change.status == ParamChange.FOLDED and names == {"weight", "bias"}
+    else:  # weight_norm is kept: its v and g (see test_weight_norm_is_kept_on_the_fold_the_report_counts)
+        assert names == dict(original[0].named_parameters()).keys() and len(result.changes) == 2
     checked = check_surgery(original, result.model, (1, 8, 8))
-    assert checked.status_of("0.weight") == ParamChange.FOLDED and checked.by_status(ParamChange.NEW) == []
+    assert all(checked.status_of(f"0.{n}") == ParamChange.FOLDED for n in names if n != "bias")
+    assert checked.by_status(ParamChange.NEW) == []
+
+
+@pytest.mark.parametrize("reparametrize", [_legacy_weight_norm, _parametrized_weight_norm])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_weight_norm_is_kept_on_the_fold_the_report_counts(reparametrize: Callable[..., None], dim: int) -> None:
+    """Found by probe 22: paramcount of a weight_norm'ed stem given a grey input promised total_for_input=88
+    (g kept), but its fix adapt_input_channels(model, 1) removed weight_norm and gave 80 parameters.  The fold
+    now keeps weight_norm (v folded, g its norm), exact, with the count the report promises."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        if reparametrize is _legacy_weight_norm:
+            nn.utils.weight_norm(model[0], dim=dim)
+        else:
+            nn.utils.parametrizations.weight_norm(model[0], dim=dim)
+    with torch.no_grad():  # a trained g: not the norm of v
+        for p in model[0].parameters():
+            p.mul_(torch.rand_like(p) + 0.5)
+    names = set(dict(model[0].named_parameters()))
+    promised = paramcount(model, (1, 8, 8)).total_for_input
+    result = adapt_input_channels(model, 1)  # the fix the report names
+    edited = result.model
+    assert sum(p.numel() for p in edited.parameters()) == promised
+    assert set(dict(edited[0].named_parameters())) == names  # weight_norm kept, as the user built it
+    grey = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(edited(grey), model(grey.repeat(1, 3, 1, 1)), rtol=0, atol=1e-12)
+    assert {c.name for c in result.changes} == {f"0.{n}" for n in names if n != "bias"}
 
 
 def test_memory_plan_of_a_pruned_model_matches_a_real_step() -> None:

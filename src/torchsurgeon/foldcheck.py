@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .copies import model_copy
 from .errors import SurgeryError
 from .fold import fold_weight
 from .records import FoldMode
@@ -103,12 +104,12 @@ def fold_difference(original: nn.Module, folded: nn.Module, mode: FoldMode, befo
     dtype = torch.float64
     with torch.no_grad():
         try:
-            a = copy.deepcopy(original).cpu().double().eval()(x_before)
+            a = model_copy(original).cpu().double().eval()(x_before)
         except RuntimeError:  # a layer that runs in its own dtype only (a QAT layer's fake quantisation)
             dtype = next((p.dtype for p in original.parameters()), torch.float32)
-            a = copy.deepcopy(original).cpu().eval()(x_before.to(dtype))
+            a = model_copy(original).cpu().eval()(x_before.to(dtype))
         try:
-            b = copy.deepcopy(folded).cpu().to(dtype).eval()(x_after.to(dtype))
+            b = model_copy(folded).cpu().to(dtype).eval()(x_after.to(dtype))
         except Exception:  # the layer cannot run with the folded weight at all
             return float("inf")
     scale = float(a.abs().max()) or 1.0

@@ -12,7 +12,9 @@ The policy, for a layer that gets ``C`` input channels/features:
   parametrized weight such as ``weight_norm``) keep ``groups`` when ``C`` is
   divisible by it, else become dense (``groups=1``); every parameter shaped
   like the weight (a parametrization's ``original1`` too) gets the new input
-  channels, others (bias, gain, ``weight_norm``'s magnitude) are unchanged;
+  channels, ``weight_norm``'s magnitude ``g`` the norm's shape of the new
+  weight (unchanged for its default ``dim=0`` of a convolution: one per output
+  channel), others (bias, gain) are unchanged;
 * ``nn.Linear``: ``in_features = C``;
 * batch, instance and group norms: ``num_features``/``num_channels = C``
   (affine parameters and running statistics of size ``C``); layer and RMS
@@ -28,6 +30,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import _WeightNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 from .copies import detached_copy, meta_like
 from .foldcheck import fold_is_exact, no_exact_fold
@@ -37,10 +41,12 @@ __all__ = (
     "Resize",
     "fitted_groups",
     "fold_fix",
+    "magnitudes",
     "plan_resize",
     "rebuild_fix",
     "resized_copy",
     "resized_param_count",
+    "weight_norm_dims",
 )
 
 _CONV = nn.modules.conv._ConvNd
@@ -117,10 +123,12 @@ def plan_resize(module: nn.Module, what: str, got: Any) -> Resize | None:
             new = (got, module.out_channels // groups, *module.kernel_size)
         else:
             new = (module.out_channels, got // groups, *module.kernel_size)
-        return Resize({"in_channels": got, "groups": groups}, _like(module, _weight_shape(module), new), {})
+        params = {**_like(module, _weight_shape(module), new), **magnitudes(module, new)}
+        return Resize({"in_channels": got, "groups": groups}, params, {})
     if what == "in_features" and isinstance(module, nn.Linear) and isinstance(got, int) and got > 0:
         new = (module.out_features, got)
-        return Resize({"in_features": got}, _like(module, (module.out_features, module.in_features), new), {})
+        params = {**_like(module, (module.out_features, module.in_features), new), **magnitudes(module, new)}
+        return Resize({"in_features": got}, params, {})
     if what in ("num_features", "num_channels") and isinstance(module, _NORMS) and isinstance(got, int) and got > 0:
         old = (module.num_features,) if isinstance(module, nn.modules.batchnorm._NormBase) else (module.num_channels,)
         buffers = {n: (got,) for n, b in module.named_buffers() if tuple(b.shape) == old}
@@ -134,6 +142,42 @@ def plan_resize(module: nn.Module, what: str, got: Any) -> Resize | None:
 def _like(module: nn.Module, old: tuple[int, ...], new: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
     """New shapes for every parameter of ``module`` shaped ``old`` (the weight and its parametrizations)."""
     return {name: new for name, p in module.named_parameters() if tuple(p.shape) == old}
+
+
+def weight_norm_dims(module: nn.Module) -> dict[str, int]:
+    """``weight_norm``'s magnitude ``g`` of ``module``'s weight, by name inside the layer, with its ``dim``: the
+    parametrization's ``parametrizations.weight.original0`` (when it is the weight's only one) or the legacy
+    hook's ``weight_g``.  Surgery keeps it on a folded layer (:func:`torchsurgeon.adapt_input_channels`).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> weight_norm_dims(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 8, 3)))
+    {'parametrizations.weight.original0': 0}
+    """
+    found: dict[str, int] = {}
+    chains = module._modules.get("parametrizations")
+    chain = list(chains["weight"].children()) if isinstance(chains, nn.ModuleDict) and "weight" in chains else []
+    if len(chain) == 1 and isinstance(chain[0], _WeightNorm):
+        found["parametrizations.weight.original0"] = int(chain[0].dim)
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, WeightNorm) and hook.name == "weight":
+            found["weight_g"] = int(hook.dim)
+    return found
+
+
+def magnitudes(module: nn.Module, weight: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """New shapes of ``module``'s ``weight_norm`` magnitudes once its weight is shaped ``weight`` (the norm's
+    shape: one per output channel for a convolution's default ``dim=0``).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> magnitudes(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 8, 3), dim=1), (8, 1, 3, 3))
+    {'parametrizations.weight.original0': (1, 1, 1, 1)}
+    """
+    empty = torch.empty(weight, device="meta")
+    return {name: tuple(torch.norm_except_dim(empty, 2, dim).shape) for name, dim in weight_norm_dims(module).items()}
 
 
 def resized_param_count(module: nn.Module, finding: Finding) -> int:

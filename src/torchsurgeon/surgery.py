@@ -14,6 +14,8 @@ Nothing here changes the model it is given unless ``inplace=True``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +49,7 @@ from .readers import (
 )
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
-from .resize import fitted_groups, rebuild_fix, resized_copy
+from .resize import fitted_groups, rebuild_fix, resized_copy, weight_norm_dims
 from .shapes import meta_copy
 from .shapespec import InputSpec
 from .trace import trace
@@ -348,7 +350,9 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
     kind = type(layer).__name__
     what, before = _input_width(model, name)
     assert isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear))  # _input_width raised for anything else
+    original_norms = {n: layer.get_parameter(n).detach() for n in weight_norm_dims(layer)}
     groups = fitted_groups(layer, channels) if isinstance(layer, nn.modules.conv._ConvNd) else 1
+    normed = weight_norm_dims(layer) if mode != FoldMode.RANDOM else {}  # kept on the folded weight
     unparametrized = mode != FoldMode.RANDOM and parametrize.is_parametrized(layer, "weight")
     if unparametrized:  # weight_norm & co: fold the weight they compute, which then becomes a plain parameter
         cls = type(layer)  # a copy shares its parametrized class with the original: removal edits a class of its own
@@ -405,15 +409,47 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
                         f"set by the fold of {name}.weight: its standardisation gives the folded weight back",
                     )
                 )
-    if unparametrized:
+    if normed:
+        note += " (weight_norm kept: the weight it makes is folded, then made again by weight_norm)"
+    elif unparametrized:
         note += " (its weight parametrization removed: the weight it computed is folded)"
-    note += unhooked
+    note += "" if normed else unhooked
     if densified:
         note += " (grouped conv made dense: groups=1)"
     elif groups > 1:
         note += f" (folded within each of its {groups} groups)"
     weight_report = ParamReport(f"{name}.weight", ParamChange.FOLDED, shape_before, tuple(layer.weight.shape), "", note)
+    if normed:
+        return _weight_normed(layer, name, normed, weight_report, original_norms)
     return [weight_report, *others]
+
+
+def _weight_normed(
+    layer: nn.Module, name: str, dims: Mapping[str, int], folded: ParamReport, before: Mapping[str, torch.Tensor]
+) -> list[ParamReport]:
+    """Put ``weight_norm`` back on ``layer``'s folded (plain) weight, with its ``dim`` and API (the parametrization
+    or the legacy hook, whose parameter names a state dict holds): ``v`` is the folded weight and ``g`` its norm,
+    so the layer computes the folded weight exactly; the changes of both, named as the layer holds them."""
+    ((g_name, dim),) = dims.items()
+    with warnings.catch_warnings():  # the legacy API is deprecated: the user's model uses it
+        warnings.simplefilter("ignore", FutureWarning)
+        if g_name == "weight_g":
+            nn.utils.weight_norm(layer, "weight", dim)
+        else:
+            nn.utils.parametrizations.weight_norm(layer, "weight", dim)
+    v_name = "weight_v" if g_name == "weight_g" else "parametrizations.weight.original1"
+    g = layer.get_parameter(g_name)
+    return [
+        dataclasses.replace(folded, name=f"{name}.{v_name}"),
+        ParamReport(
+            f"{name}.{g_name}",
+            ParamChange.FOLDED,
+            tuple(before[g_name].shape),
+            tuple(g.shape),
+            "",
+            f"weight_norm's magnitude of the folded {name}.weight (its norm; dim={dim})",
+        ),
+    ]
 
 
 _CHANNEL_GUARDS = (

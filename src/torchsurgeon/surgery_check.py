@@ -29,6 +29,7 @@ from .initialisers import named_init
 from .modelreport import ModelReport
 from .records import FoldMode, LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
 from .report import changes_table, format_count, format_shape
+from .resize import weight_norm_dims
 from .shapespec import InputSpec
 from .surgery import input_layers
 from .wrappers import unwrap_model
@@ -212,15 +213,18 @@ def _cast(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _standardised_folds(original: nn.Module, edited: nn.Module) -> dict[str, FoldMode]:
-    """The layers whose forward computes the weight it uses (a weight standardisation: timm's ScaledStdConv2d)
-    that were folded, with the fold: their weights are compared by running both layers on the inputs the fold
-    relates (:func:`~torchsurgeon.foldcheck.fold_difference`), since such a fold also sets other parameters
-    (the gain) and the raw weight is not a fold of the original's."""
+    """The layers whose forward computes the weight it uses (a weight standardisation: timm's ScaledStdConv2d;
+    ``weight_norm``, which surgery keeps on a folded weight) that were folded, with the fold: their weights are
+    compared by running both layers on the inputs the fold relates
+    (:func:`~torchsurgeon.foldcheck.fold_difference`), since such a fold also sets other parameters (the gain,
+    weight_norm's magnitude) and the raw weight is not a fold of the original's."""
     found: dict[str, FoldMode] = {}
     before = dict(original.named_modules())
     for name, layer in edited.named_modules():
         old = before.get(name)
-        if old is None or type(old) is not type(layer) or not computes_its_weight(layer):
+        if old is None or not (computes_its_weight(layer) or weight_norm_dims(layer)):
+            continue
+        if type(old) is not type(layer) and not (weight_norm_dims(old) and weight_norm_dims(layer)):
             continue
         w, v = getattr(old, "weight", None), getattr(layer, "weight", None)
         if not isinstance(w, torch.Tensor) or not isinstance(v, torch.Tensor) or w.is_meta or v.is_meta:
@@ -332,12 +336,14 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 claimed.add(name)
                 continue
             foldable = o.device.type != "meta" and o.dim() >= 2 and o.dim() == p.dim() and o.is_floating_point()
-            owner, _, local = name.rpartition(".")
-            if owner in standardised:  # its weight, and what the fold set with it (the gain)
+            owner = next((m for m in standardised if name.startswith(f"{m}.")), name.rpartition(".")[0])
+            local = name.removeprefix(f"{owner}.")
+            if owner in standardised:  # its weight, and what the fold set with it (the gain, weight_norm's g)
+                which = "standardised " if computes_its_weight(edited.get_submodule(owner)) else ""
                 note = (
-                    f"{standardised[owner]} fold of its standardised weight (the layer computes what the original "
-                    "does on the input the fold relates)"
-                    if local == "weight"
+                    f"{standardised[owner]} fold of its {which}weight (the layer "
+                    "computes what the original does on the input the fold relates)"
+                    if local in ("weight", "weight_v", "parametrizations.weight.original1")
                     else f"set by the fold of {owner}.weight"
                 )
                 reports[name] = ParamReport(name, ParamChange.FOLDED, tuple(o.shape), tuple(p.shape), "", note)
@@ -436,6 +442,7 @@ def _rows_kept(old: torch.Tensor, new: torch.Tensor) -> str:
     """For a resized 2-D head: how many new rows equal an old row."""
     if (
         old.dim() != new.dim()
+        or old.dim() == 0
         or old.shape[1:] != new.shape[1:]
         or old.device.type == "meta"
         or new.device.type == "meta"
