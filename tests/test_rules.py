@@ -1292,3 +1292,31 @@ def test_grid_sample_rule_matches_meta_and_cpu(data: st.DataObject, nsp: int, mo
             == (*shape[:2], *out_sizes)
             == tuple(_apply(function_rule(F.grid_sample), (x, grid), kwargs).shape)
         )
+
+
+def test_an_input_of_another_dtype_than_the_model_is_one_finding_with_one_fix() -> None:
+    """Found by probe 22: a float64 resnet18 given a float32 tensor marked all 21 Conv/Linear layers invalid, each
+    with its own layer cast; a real forward fails once, at the stem, and one cast of the input or model fixes it."""
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=5).double()
+    x = torch.zeros(2, 3, 32, 32)
+    with pytest.raises(RuntimeError, match="should be the same"):
+        model(x)
+    (stem,) = paramcount(model, x).invalid
+    assert stem.name == "conv1" and "model.to(torch.float32)" in stem.message
+    fix = stem.message.split("model's dtype the input's, ")[1].split(",")[0]
+    exec(fix, {"model": model, "torch": torch})  # the fix, as written
+    assert model(x).shape == (2, 5) and not paramcount(model, x).invalid
+
+
+def test_a_layer_of_another_dtype_inside_a_model_is_reported_there_only() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    model[2].to(torch.bfloat16)
+    x = torch.zeros(2, 3, 16, 16)
+    with pytest.raises(RuntimeError, match="should be the same"):
+        model(x)
+    (odd,) = paramcount(model, x).invalid
+    assert odd.name == "2" and "model.get_submodule('2').to(torch.float32)" in odd.message
+    model.get_submodule("2").to(torch.float32)  # the fix, as written
+    assert model(x).shape == (2, 4, 10, 10)

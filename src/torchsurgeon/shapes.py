@@ -221,6 +221,16 @@ def _reusable(n: torch.fx.Node, rule: Rule | None, rec: NodeRecord, out: Any, in
     return kind in _REUSABLE_OUTPUTS or (kind is tuple and _REUSABLE_OUTPUTS.issuperset(map(type, out)))
 
 
+def _most_common_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype most of ``model``'s parameters have (None without floating parameters, or for a tie)."""
+    counts: dict[torch.dtype, int] = {}
+    for p in model.parameters():
+        if p.is_floating_point():
+            counts[p.dtype] = counts.get(p.dtype, 0) + 1
+    ranked = sorted(counts.values(), reverse=True)
+    return max(counts, key=counts.__getitem__) if ranked and ranked[:2] != [ranked[0]] * 2 else None
+
+
 class _ShapeInterpreter(torch.fx.Interpreter):
     """Runs the graph on meta tensors, recording a NodeRecord per node."""
 
@@ -246,6 +256,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.base = {rec.name: rec for rec in node_records(G)}
         self.rules = rules_of(G)
         self.model = model_of(G)
+        self.model_dtype = _most_common_dtype(self.model)
         self.opaque = opaque_of(G)
         self.inputs = inputs
         self.batch = batch
@@ -442,6 +453,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 step.scope_module,
                 self._shapes_given and step.from_input,  # after a reshape, dim 0 is not the batch the user left out
                 step.pooled,
+                self.model_dtype,
                 fold_input=fold_input(self.inputs, *moved) if moved is not None else None,
             )
             if direct:

@@ -74,14 +74,16 @@ def _fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str:
     return f"{before}, or replace the layer (new weights): {rebuild}" if rebuild else before
 
 
-def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> None:
+def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> torch.dtype:
     """A convolution or linear layer multiplies its input by its weight: a real forward outside ``torch.autocast``
     raises when their floating-point dtypes differ (a float32 head added to a model in bfloat16; see
     :func:`~torchsurgeon.rules._common.mixed_dtypes`), and under it too for an integer or bool input (token ids
-    given to a Linear)."""
+    given to a Linear).  The dtype its output has once fixed: the input's when the layer is the odd one (its
+    dtype is not the model's: cast the layer), the layer's when the input is (a float32 input given to a float64
+    model: cast the input or the whole model, one fix, and the layers after it are not each reported)."""
     dtype = weight_dtype(m)
     if dtype is None or dtype == x.dtype:  # most layers
-        return
+        return x.dtype
     name = str(dtype).removeprefix("torch.")
     if not x.is_floating_point() and not x.is_complex() and dtype.is_floating_point:  # even under torch.autocast
         call.mismatch(
@@ -92,6 +94,17 @@ def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> None:
             f"a mask, .to(torch.{name}) before it",
         )
     elif mixed_dtypes((x, new((), dtype))):
+        if dtype == call.model_dtype:  # the model's dtype: its input is the odd one, and so are the layers' after
+            where = "the model's input" if call.from_input else "its input"
+            call.mismatch(
+                "input dtype",
+                f"{dtype} (its weight's, the model's)",
+                str(x.dtype),
+                f"a real forward raises RuntimeError outside torch.autocast: {where} is {x.dtype}, the model "
+                f"{dtype} — give it a {name} input (x.to(torch.{name})), or make the model's dtype the input's, "
+                f"model.to({x.dtype}), or run the forward under torch.autocast",
+            )
+            return dtype
         call.mismatch(
             "input dtype",
             f"{dtype} (its weight's)",
@@ -100,6 +113,7 @@ def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> None:
             f"model.get_submodule({call.layer!r}).to({x.dtype}), or the input's the layer's (.to(torch.{name}) "
             "before it), or run the forward under torch.autocast",
         )
+    return x.dtype
 
 
 def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
@@ -121,7 +135,7 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
         )
         return None
     c = int(shape[1 if batched else 0])
-    _same_dtype(m, call, x)
+    dtype = _same_dtype(m, call, x)
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
     if c != m.in_channels:
         fix = _fix(call, m, "in_channels", m.in_channels, c)
@@ -163,7 +177,7 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
             o = 1
         out_sp.append(o)
     lead = (shape[0],) if batched else ()
-    return new((*lead, m.out_channels, *out_sp), x.dtype)
+    return new((*lead, m.out_channels, *out_sp), dtype)
 
 
 def _linear_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
@@ -171,13 +185,13 @@ def _linear_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | No
     if not _rank(call, x, tuple(range(1, 9)), "(..., in_features)"):
         return None
     got = int(x.shape[-1])
-    _same_dtype(m, call, x)
+    dtype = _same_dtype(m, call, x)
     if got != m.in_features:
         fix = _fix(call, m, "in_features", m.in_features, got)
         if not call.from_input and not call.pooled and x.dim() == 2:  # flattened features: may follow the input size
             fix += f" (an nn.AdaptiveAvgPool before flatten gives {m.in_features} features for any input size)"
         call.mismatch("in_features", m.in_features, got, fix)
-    return new((*x.shape[:-1], m.out_features), x.dtype)
+    return new((*x.shape[:-1], m.out_features), dtype)
 
 
 _NORM_RANKS: dict[type[nn.Module], tuple[int, ...]] = {

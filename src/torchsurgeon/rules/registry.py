@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import torch
 from torch import nn
 
 from ..errors import InputError
@@ -82,7 +83,9 @@ class Call:
     ``forward`` made the call; ``batch_added`` that the inputs were given as
     per-sample shapes, so their first dimension is the batch; ``pooled``
     that the node reads, through flatten, views and dropout, what an adaptive
-    pooling gives (features that do not follow the input's size); ``fold_input``,
+    pooling gives (features that do not follow the input's size); ``model_dtype``
+    the floating dtype most of the model's parameters have (a layer of another
+    dtype is the odd one, not its input); ``fold_input``,
     for a node reading the input with its axes moved, gives the ``input=`` a fold
     of it needs, as Python, from the channel count the layer expects (the graph
     alone does not show that the move keeps the channels).
@@ -95,6 +98,7 @@ class Call:
     scope_module: nn.Module | None = None
     batch_added: bool = False
     pooled: bool = False
+    model_dtype: torch.dtype | None = None
     findings: list[Finding] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)
     fold_input: Callable[[int], str] | None = None
