@@ -116,5 +116,5 @@ def test_a_layer_that_runs_in_its_own_dtype_only_is_compared_in_it() -> None:
     model.qconfig = tq.get_default_qat_qconfig("x86")
     model = tq.prepare_qat(tq.fuse_modules_qat(model, [["0", "1", "2"]]))
     model(torch.randn(2, 3, 8, 8))  # observers see data
-    with pytest.raises(SurgeryError, match=r"0 \(ConvBnReLU2d\) computes the weight it uses in its forward"):
-        adapt_input_channels(model.eval(), 1)
+    edited = adapt_input_channels(model.eval(), 1).model  # compared with its fake quantisation off: exact
+    assert edited(torch.randn(2, 1, 8, 8)).shape == (2, 8, 6, 6)

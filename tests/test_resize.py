@@ -99,3 +99,16 @@ def test_messages_of_inner_layers_name_a_replacement_that_fits() -> None:
     assert paramcount(model, (3, 12, 12)).findings == ()
     assert sum(p.numel() for p in model.parameters()) == r.total_for_input
     assert torch.is_tensor(model(torch.zeros(1, 3, 12, 12)))
+
+
+def test_the_rebuild_fix_of_a_qat_layer_runs_as_written() -> None:
+    """Found by probe 22: the fix built a QAT ConvBnReLU2d without its qconfig, and raised 'qconfig must be
+    provided for QAT module'."""
+    from torch.ao.nn.intrinsic.qat import ConvBnReLU2d
+
+    qconfig = torch.ao.quantization.get_default_qat_qconfig("fbgemm")
+    model = nn.Sequential(ConvBnReLU2d(3, 8, 3, bias=False, qconfig=qconfig))
+    fix = rebuild_fix(model[0], "0", "in_channels", 1)
+    assert fix is not None
+    exec(fix, {"model": model, "torch": torch, "nn": nn})  # the fix, as written
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 8, 6, 6) and model[0].qconfig is qconfig

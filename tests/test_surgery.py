@@ -984,3 +984,42 @@ def test_a_model_whose_input_reaches_an_opaque_part_is_adapted_without_an_input(
     grey = torch.randn(2, 1, 16, 16, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(result.model(grey)[0], model(grey.expand(2, 3, 16, 16))[0])
+
+
+class _QatStem(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.quant, self.dequant = torch.ao.quantization.QuantStub(), torch.ao.quantization.DeQuantStub()
+        self.conv, self.bn, self.relu = nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dequant(self.relu(self.bn(self.conv(self.quant(x))))).mean((2, 3)))
+
+
+def _qat_stem() -> nn.Module:
+    """A QAT-prepared model whose stem is a fused ConvBnReLU2d, as torchvision's quantizable models are prepared."""
+    torch.manual_seed(0)
+    model = torch.ao.quantization.fuse_modules_qat(_QatStem().train(), [["conv", "bn", "relu"]])
+    model.qconfig = torch.ao.quantization.get_default_qat_qconfig("fbgemm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.prepare_qat(model, inplace=True)
+    model(torch.randn(4, 3, 8, 8))  # trained a step: observers and running statistics set
+    return model
+
+
+def test_a_qat_conv_bn_stem_is_folded() -> None:
+    """Found by probe 22: a QAT-prepared quantizable mobilenet_v2's fused ConvBnReLU2d stem was refused ("a weight
+    standardisation?"): the fold was compared with fake quantisation on.  The float weight is folded, exactly."""
+    model = _qat_stem()
+    edited = adapt_input_channels(model, 1).model
+    assert edited.conv.weight.shape == (8, 1, 3, 3)
+    for m in (model.eval(), edited.eval()):  # the float model: what the fold keeps
+        m.apply(torch.ao.quantization.disable_fake_quant)
+        m.apply(torch.ao.quantization.disable_observer)
+    grey = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(edited(grey), model(grey.repeat(1, 3, 1, 1)), atol=1e-6)
+    edited.train().apply(torch.ao.quantization.enable_fake_quant)
+    assert edited(grey).shape == (2, 4)  # and it trains on, quantised

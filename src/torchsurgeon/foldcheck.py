@@ -104,16 +104,25 @@ def fold_difference(original: nn.Module, folded: nn.Module, mode: FoldMode, befo
     dtype = torch.float64
     with torch.no_grad():
         try:
-            a = model_copy(original).cpu().double().eval()(x_before)
-        except RuntimeError:  # a layer that runs in its own dtype only (a QAT layer's fake quantisation)
+            a = _unquantised(original).double()(x_before)
+        except RuntimeError:  # a layer that runs in its own dtype only
             dtype = next((p.dtype for p in original.parameters()), torch.float32)
-            a = model_copy(original).cpu().eval()(x_before.to(dtype))
+            a = _unquantised(original)(x_before.to(dtype))
         try:
-            b = model_copy(folded).cpu().to(dtype).eval()(x_after.to(dtype))
+            b = _unquantised(folded).to(dtype)(x_after.to(dtype))
         except Exception:  # the layer cannot run with the folded weight at all
             return float("inf")
     scale = float(a.abs().max()) or 1.0
     return float((a - b).abs().max()) / scale if a.shape == b.shape else float("inf")
+
+
+def _unquantised(layer: nn.Module) -> nn.Module:
+    """A CPU copy of ``layer`` in eval mode, its fake quantisation (a QAT layer's) off: the fold is of the float
+    weight, which the layer quantises anew once trained on (its observers calibrate to the folded weight)."""
+    copy_ = model_copy(layer).cpu().eval()
+    copy_.apply(torch.ao.quantization.disable_fake_quant)
+    copy_.apply(torch.ao.quantization.disable_observer)
+    return copy_
 
 
 def tolerance(dtype: torch.dtype) -> float:

@@ -275,7 +275,10 @@ def rebuild_fix(module: nn.Module, layer: str, what: str, got: Any) -> str | Non
     copy_ = resized_copy(module, Finding(layer, type(module).__name__, what, None, got, ""))
     if copy_ is None:
         return None
-    return f"model.set_submodule({layer!r}, {_constructor(copy_)})"
+    built = _constructor(copy_)
+    if getattr(module, "qconfig", None) is not None and getattr(module, "weight_fake_quant", None) is not None:
+        built = f"{built[:-1]}, qconfig=model.get_submodule({layer!r}).qconfig)"  # a QAT layer needs its qconfig
+    return f"model.set_submodule({layer!r}, {built})"
 
 
 def input_conv(module: nn.Module) -> tuple[str, nn.modules.conv._ConvNd] | None:

@@ -409,6 +409,8 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
                         f"set by the fold of {name}.weight: its standardisation gives the folded weight back",
                     )
                 )
+    if getattr(layer, "weight_fake_quant", None) is not None:  # a QAT layer
+        note += " (of the float weight: its fake quantisation calibrates to the folded weight as it trains)"
     if normed:
         note += " (weight_norm kept: the weight it makes is folded, then made again by weight_norm)"
     elif unparametrized:
