@@ -473,3 +473,39 @@ def test_late_fusion_heads_of_two_inputs_are_still_replaced_together() -> None:
     result = replace_head(LateFusion(), 2, input={"image": (4,), "table": (3,)})
     assert result.model(torch.randn(1, 4), torch.randn(1, 3)).shape == (1, 2)
     assert {c.name for c in result.changes} >= {"image_head.weight", "table_head.weight"}
+
+
+def test_a_reshape_to_the_class_count_after_the_head_is_updated() -> None:
+    """Found by probe 22: replace_head(monai Classifier, 7) left its final Reshape(3), and the model it returned
+    failed at its first forward, with no word from replace_head."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from monai.networks.nets import Classifier
+
+        model = Classifier(in_shape=(1, 32, 32), classes=3, channels=(4, 8), strides=(2, 2))
+    result = replace_head(model, 7)
+    assert result.model(torch.randn(2, 1, 32, 32)).shape == (2, 7)
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 3)  # the original untouched
+    assert [(c.name, c.status) for c in result.changes][-1] == ("reshape.shape", ParamChange.SETTING)
+
+
+class _HardCodedClasses(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x).view(-1, 3, 1)
+
+
+def test_an_edited_model_that_no_longer_runs_is_refused() -> None:
+    """A class count written into forward: the edited model cannot run, and replace_head says where."""
+    model = _HardCodedClasses()
+    by_hand = _HardCodedClasses()
+    by_hand.fc = nn.Linear(8, 5)
+    with pytest.raises(RuntimeError, match="invalid for input"):  # the real edited model fails
+        by_hand(torch.randn(2, 8))
+    with pytest.raises(SurgeryError, match=r"with fc replaced, the model no longer runs on input \(8,\): view"):
+        replace_head(model, 5, input=(8,))

@@ -25,8 +25,9 @@ import networkx as nx
 import torch
 from torch import nn
 
+from .analysis import paramcount
 from .arguments import ExampleInputs, tensor_inputs
-from .errors import InputError, SurgeryError, TraceError
+from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .initialisers import default_init, named_init
 from .readers import default_input, weights_owner
@@ -398,7 +399,16 @@ def replace_head(
         then (``setting``) each class count updated on a module holding the
         head or its config (``config.num_labels``, ``num_classes``), so a
         Hugging Face classifier's loss reshapes its logits to the new width;
-        its ``id2label`` and a ``problem_type`` the new count contradicts too.
+        its ``id2label`` and a ``problem_type`` the new count contradicts too;
+        then a shape a weight-free module after the head makes of the logits
+        (MONAI's ``Reshape(classes)``: ``reshape.shape``).
+
+    Raises
+    ------
+    SurgeryError
+        When the edited model no longer runs on the input given (or a vision
+        model's own), which the original ran on: something after the head
+        still holds the old class count; the error names where.
 
     Examples
     --------
@@ -426,6 +436,7 @@ def replace_head(
                 )
         if not _is_layer(module):
             raise _not_a_layer(edited, name, rec, num_classes)
+    checked_on = _running_input(edited, input)  # before the edit: an input it runs on now, to check it after
     first = edited.get_submodule(heads[0][0])
     width = _width(first)
     assert width is not None
@@ -466,7 +477,81 @@ def replace_head(
             for pname, p in new.named_parameters()
         ]
     guarded = _with_guards(edited, changes, [(name, _CLASS_GUARDS, old_classes, num_classes) for name, _ in heads])
-    return SurgeryResult(edited, (*guarded, *_labels_after(edited, heads[0][0], names, num_classes)))
+    shapes = _shape_guards(edited, [n for n, _ in heads], input, old_classes + extra, num_classes + extra)
+    result = SurgeryResult(edited, (*guarded, *shapes, *_labels_after(edited, heads[0][0], names, num_classes)))
+    _check_it_runs(edited, heads[0][0], checked_on)
+    return result
+
+
+def _running_input(model: nn.Module, input: InputSpec | None) -> InputSpec | None:
+    """The input given, or a vision model's own (from its config), if the model runs on it now; else None."""
+    for candidate in (input, default_input(model)):
+        if candidate is None:
+            continue
+        try:
+            if not paramcount(model, candidate, crosscheck="never").invalid:
+                return candidate
+        except TorchSurgeonError:
+            continue
+    return None
+
+
+def _check_it_runs(model: nn.Module, head: str, input: InputSpec | None) -> None:
+    """Raise when the edited model does not run on ``input``, which it ran on before: something after the head
+    still holds the old class count (a reshape to it)."""
+    if input is None:
+        return
+    invalid = paramcount(model, input, crosscheck="never").invalid
+    if invalid:
+        raise SurgeryError(
+            f"{type(model).__name__}: with {head} replaced, the model no longer runs on input {input}: "
+            f"{invalid[0].message} — set what {invalid[0].name} makes of the new logits to the new class count "
+            f"(a shape holding the old one), then check with paramcount(model, {input!r})"
+        )
+
+
+_SHAPE_GUARDS = ("shape", "unflattened_size", "output_shape", "out_shape", "target_shape")
+"""Attributes of a weight-free module after the head holding the shape it makes of the logits (MONAI's
+``Reshape(classes)``, ``nn.Unflatten(1, (classes, 1, 1))``)."""
+
+
+def _shape_guards(
+    model: nn.Module, heads: list[str], input: InputSpec | None, before: int, after: int
+) -> list[ParamReport]:
+    """Set the class count in a shape a weight-free module after ``heads`` makes of their output (an int equal to
+    ``before``, or the one item of a tuple that is): a reshape to the old count would fail on the new logits."""
+    try:
+        G = _graph(model, input)
+    except SurgeryError:  # not traceable without an input: the run check (when an input is known) says more
+        return []
+    starts = [rec.name for rec in node_records(G) if any(p.rpartition(".")[0] in heads for p in rec.param_names)]
+    later: set[str] = set().union(*(nx.descendants(G, s) for s in starts)) if starts else set()
+    changes: list[ParamReport] = []
+    seen: set[str] = set()
+    for rec in node_records(G):
+        # the module called, or the one whose forward made the op (MONAI's Reshape: x.reshape(self.shape) traced)
+        target = str(fx_node(G, rec.name).target) if rec.op == "call_module" else rec.scope
+        if rec.name not in later or not target or target in seen or target in heads:
+            continue
+        seen.add(target)
+        module = model.get_submodule(target)
+        if any(True for _ in module.parameters()):
+            continue
+        for attr in _SHAPE_GUARDS:
+            value = vars(module).get(attr)
+            if type(value) is int and value == before:
+                new: Any = after
+            elif (
+                isinstance(value, (tuple, list))
+                and all(type(v) is int for v in value)
+                and list(value).count(before) == 1
+            ):
+                new = type(value)(after if v == before else v for v in value)
+            else:
+                continue
+            setattr(module, attr, new)
+            changes.append(ParamReport(f"{target}.{attr}", ParamChange.SETTING, None, None, "", f"{value} → {new}"))
+    return changes
 
 
 def _no_object_rows(model: nn.Module, layer: str, width: int) -> int:
