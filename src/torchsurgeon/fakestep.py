@@ -245,8 +245,11 @@ def simulate_step(
     >>> step.saved, step.gradients  # '': the model's own ops (here: making the input); 58 fp32 parameters
     ({'': 0, '0': 48, '1': 96, '2': 0}, 232)
     """
-    # the plan is of the step its arguments describe, not of the caller's inference_mode or autocast
-    with torch.inference_mode(False), torch.autocast("cpu", enabled=False):
+    # the plan is of the step its arguments describe, not of the caller's inference_mode or autocast (entered only
+    # when on: an autocast region around the step's own would keep its cast cache alive through the backward)
+    inference = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+    ambient = torch.autocast("cpu", enabled=False) if torch.is_autocast_enabled("cpu") else contextlib.nullcontext()
+    with inference, ambient:
         return _simulate(model, inputs, train, amp, dtype, device, paths)
 
 
