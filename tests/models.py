@@ -556,3 +556,18 @@ def bert_of_64_positions() -> nn.Module:
         max_position_embeddings=64,
     )
     return transformers.BertModel(config).eval()
+
+
+class SizeChecked(nn.Module):
+    """A forward that checks the input's size in Python, as segmentation_models_pytorch's models do."""
+
+    def __init__(self, divisor: int = 32) -> None:
+        super().__init__()
+        self.divisor = divisor
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
+            raise RuntimeError(f"input size must be divisible by {self.divisor}")
+        return self.head(torch.relu(self.stem(x)))

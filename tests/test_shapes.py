@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from models import on_meta
+from models import SizeChecked, on_meta
 from torchsurgeon import (
     adapt_input_channels,
     build_graph,
@@ -205,6 +205,23 @@ def test_a_stem_reading_frames_merged_into_the_batch_is_folded(how: str) -> None
     grey = torch.randn(2, 2, 1, 16, 16, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(edited(grey), model(grey.expand(2, 2, 3, 16, 16)))
+
+
+def test_the_fold_of_a_model_checking_its_input_size_names_the_input_it_accepts() -> None:
+    """The model traces only for the input's size (a size check in forward) and refuses the fold's own guess of an
+    image, (3, 224, 224): the fix named ran into that refusal.  It now names the input analysed, with the stem's
+    channels, and runs as written; where the model takes the guess, the fix needs no input=."""
+    model = SizeChecked(divisor=48).double().eval()
+    r = paramcount(model, (1, 48, 96))
+    assert [f.fix for f in r.findings] == ["fold it with adapt_input_channels(model, 1, input=(3, 48, 96))"]
+    call = r.findings[0].fix.removeprefix("fold it with ")
+    edited = eval(call, {"adapt_input_channels": adapt_input_channels, "model": model}).model  # as written
+    grey = torch.randn(2, 1, 48, 96, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(edited(grey), model(grey.expand(2, 3, 48, 96)))
+    takes_the_guess = paramcount(SizeChecked(), (1, 64, 64)).findings
+    assert [f.fix for f in takes_the_guess] == ["fold it with adapt_input_channels(model, 1)"]
+    assert adapt_input_channels(SizeChecked(), 1).changes[0].name == "stem.weight"
 
 
 class _Derived(nn.Module):

@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 from torch.nn.utils import prune
 
-from models import CifarNet, TiedLM, TwoInputs, on_meta
+from models import CifarNet, SizeChecked, TiedLM, TwoInputs, on_meta
 from torchsurgeon import (
     InputError,
     ParamChange,
@@ -129,23 +129,8 @@ def test_input_layers_found_from_the_graph(name: str, expected: list[str]) -> No
     assert input_layers(on_meta(torchvision.models.get_model, name=name)) == expected
 
 
-class _SizeChecked(nn.Module):
-    """A forward that checks the input's size in Python, as segmentation_models_pytorch's models do."""
-
-    def __init__(self, divisor: int = 32) -> None:
-        super().__init__()
-        self.divisor = divisor
-        self.stem = nn.Conv2d(3, 4, 3, padding=1)
-        self.head = nn.Conv2d(4, 2, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
-            raise RuntimeError(f"input size must be divisible by {self.divisor}")
-        return self.head(torch.relu(self.stem(x)))
-
-
 def test_a_model_checking_its_input_size_is_adapted_without_an_input() -> None:
-    model = _SizeChecked().double().eval()
+    model = SizeChecked().double().eval()
     with pytest.raises(TraceError):  # the trace alone cannot answer the check
         trace(model)
     assert input_layers(model) == ["stem"]  # it is run on a (3, 224, 224) image instead
@@ -155,9 +140,11 @@ def test_a_model_checking_its_input_size_is_adapted_without_an_input() -> None:
 
 
 def test_a_model_refusing_the_guessed_input_asks_for_its_own() -> None:
-    with pytest.raises(SurgeryError, match=r"does not accept \(3, 224, 224\) either .*divisible by 48.* input=\("):
-        adapt_input_channels(_SizeChecked(divisor=48), 1)
-    assert adapt_input_channels(_SizeChecked(divisor=48), 1, input=(3, 48, 96)).changes[0].name == "stem.weight"
+    with pytest.raises(SurgeryError, match=r"does not accept \(3, 224, 224\) either .*divisible by 48.* input=\(") as e:
+        adapt_input_channels(SizeChecked(divisor=48), 1)
+    assert "e.g. input=(3, 224, 224)" not in str(e.value)  # never the input it has just said the model refuses
+    assert "input=(3, H, W) at the sizes its message asks for" in str(e.value)
+    assert adapt_input_channels(SizeChecked(divisor=48), 1, input=(3, 48, 96)).changes[0].name == "stem.weight"
 
 
 class _SpaceToDepthStem(nn.Module):

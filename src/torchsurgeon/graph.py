@@ -53,6 +53,7 @@ __all__ = (
     "param_facts",
     "records_now",
     "set_records",
+    "shape_specific_of",
     "specialised_of",
     "update_record",
 )
@@ -404,6 +405,21 @@ def specialised_of(G: nx.DiGraph) -> Mapping[str, Any]:
     return specialised
 
 
+def shape_specific_of(G: nx.DiGraph) -> tuple[str, ...]:
+    """The Python questions about the input's shapes the trace answered for its example inputs: the graph holds
+    for inputs of those shapes only (see :attr:`torchsurgeon.trace.Traced.shape_specific`).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> shape_specific_of(build_graph(trace(nn.Sequential(nn.Linear(4, 2)))))
+    ()
+    """
+    found: tuple[str, ...] = G.graph.get("shape_specific", ())
+    return found
+
+
 _OPERATOR_NAMES = {getattr(operator, n): n for n in dir(operator) if not n.startswith("_")}
 
 
@@ -451,7 +467,12 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     model = traced.model
     index = traced.index if traced.index is not None else model_index(model)
     G = nx.DiGraph(
-        model=model, graph_module=gm, opaque=dict(traced.opaque), index=index, specialised=dict(traced.specialised)
+        model=model,
+        graph_module=gm,
+        opaque=dict(traced.opaque),
+        index=index,
+        specialised=dict(traced.specialised),
+        shape_specific=tuple(traced.shape_specific),
     )
     modules = index.modules
     all_params = index.params

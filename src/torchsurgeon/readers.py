@@ -34,7 +34,7 @@ from .errors import SurgeryError
 from .frontend import bind_inputs
 from .graph import NodeRecord, fx_node, index_of, node_record, node_records, opaque_of
 from .knowndata import DATA_FACTORIES
-from .resize import input_conv
+from .resize import guessed_input
 from .shapes import meta_copy
 from .shapespec import InputSpec
 
@@ -50,6 +50,7 @@ __all__ = (
     "input_readers",
     "one_image",
     "recoloured",
+    "refused_guess_hint",
     "several_images",
     "unmatched_channels",
     "weights_owner",
@@ -397,25 +398,24 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     return {"pixel_values": (channels, int(h), int(w))}
 
 
-def guessed_input(model: nn.Module) -> tuple[int, ...] | None:
-    """An image input for a model whose first convolution (in module order) is 2-d or 3-d, else None.
-
-    ``(C, 224, 224)`` or ``(C, 96, 96, 96)`` with ``C`` that convolution's
-    input channels: sizes that segmentation networks' checks accept (they
-    divide by 32).  Tried when a model cannot be traced without an input
-    shape; a model that does not accept it is asked for one.
+def refused_guess_hint(guess: tuple[int, ...] | None) -> str:
+    """The ``input=`` to ask of a model that refused its guessed image ``guess`` (:func:`guessed_input`): its
+    channels, at the sizes its own check asks for, never the guess itself; for a model with no image guess
+    (its first layer is no convolution), a text input or an image.
 
     Examples
     --------
-    >>> from torch import nn
-    >>> guessed_input(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)))
-    (3, 224, 224)
-    >>> guessed_input(nn.Linear(4, 2)) is None
-    True
+    >>> refused_guess_hint((3, 224, 224))
+    'input=(3, H, W) at the sizes its message asks for (the input paramcount was given, with 3 channels)'
+    >>> refused_guess_hint(None)
+    "e.g. input={'input_ids': (16,)} or input=(3, 224, 224)"
     """
-    found = input_conv(model)
-    sizes = {2: (224, 224), 3: (96, 96, 96)}.get(len(found[1].kernel_size)) if found is not None else None
-    return None if found is None or sizes is None else (found[1].in_channels, *sizes)
+    if guess is None:
+        return "e.g. input={'input_ids': (16,)} or input=(3, 224, 224)"
+    sizes = {3: "H, W", 4: "D, H, W"}.get(len(guess)) or ", ".join(f"S{i}" for i in range(1, len(guess)))
+    channels = f"{guess[0]} channel{'s' * (guess[0] != 1)}"
+    asked = "at the sizes its message asks for"
+    return f"input=({guess[0]}, {sizes}) {asked} (the input paramcount was given, with {channels})"
 
 
 def input_readers(

@@ -41,6 +41,7 @@ __all__ = (
     "Resize",
     "fitted_groups",
     "fold_fix",
+    "guessed_input",
     "magnitudes",
     "plan_resize",
     "rebuild_fix",
@@ -295,6 +296,27 @@ def input_conv(module: nn.Module) -> tuple[str, nn.modules.conv._ConvNd] | None:
         if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed:
             return name, m
     return None
+
+
+def guessed_input(model: nn.Module) -> tuple[int, ...] | None:
+    """An image input for a model whose first convolution (in module order) is 2-d or 3-d, else None.
+
+    ``(C, 224, 224)`` or ``(C, 96, 96, 96)`` with ``C`` that convolution's
+    input channels: sizes that segmentation networks' checks accept (they
+    divide by 32).  Tried when a model cannot be traced without an input
+    shape; a model that does not accept it is asked for one.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> guessed_input(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)))
+    (3, 224, 224)
+    >>> guessed_input(nn.Linear(4, 2)) is None
+    True
+    """
+    found = input_conv(model)
+    sizes = {2: (224, 224), 3: (96, 96, 96)}.get(len(found[1].kernel_size)) if found is not None else None
+    return None if found is None or sizes is None else (found[1].in_channels, *sizes)
 
 
 def as_folded_inputs(module: nn.Module, args: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], str, nn.Module, int]]:

@@ -44,6 +44,7 @@ from .readers import (
     input_readers,
     one_image,
     recoloured,
+    refused_guess_hint,
     several_images,
     unmatched_channels,
 )
@@ -141,15 +142,16 @@ def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str],
         G = build_graph(trace(model))
     except TraceError as exc:
         guess = guessed_input(model)  # Python on the input's shape in forward (smp's size check): run it instead
-        tried = ""
+        tried, example = "", "e.g. input=(3, 224, 224)"
         if guess is not None:
             try:
                 return input_readers(model, guess), guess, True, {}
             except Exception as run_exc:  # the model does not accept the guess: ask for the input it accepts
                 tried = f"; it does not accept {guess} either ({str(run_exc).splitlines()[0][:200]})"
+                example = refused_guess_hint(guess)  # never the guess it has just refused
         raise SurgeryError(
             f"{type(model).__name__} cannot be traced without an input shape ({str(exc).splitlines()[0]}){tried} — "
-            "pass an input it accepts now so it can be run instead, e.g. input=(3, 224, 224)"
+            f"pass an input it accepts now so it can be run instead, {example}"
         ) from exc
     images = graph_images(G)
     if distinct_images(images):  # an image and a mask: the edit of both never runs
