@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from models import on_meta
+from models import SizeChecked, on_meta
 from torchsurgeon import (
     InputError,
     ParamChange,
@@ -233,6 +233,22 @@ def test_a_model_traced_only_with_an_input_takes_it() -> None:
         replace_head(_NeedsAnInput(), 5)
     result = replace_head(_NeedsAnInput(), 5, input={"input_ids": (6,)})
     assert result.model.score.out_features == 5 and head_layers(_NeedsAnInput(), {"input_ids": (6,)}) == ["score"]
+
+
+def test_an_image_model_checking_its_input_size_is_traced_on_an_image() -> None:
+    """An image model whose forward checks its input's size (smp's DeepLabV3, MONAI's SegResNetDS) was refused
+    without an input, with a text model's input as the hint; it is traced on an image of its first convolution's
+    channels, as paramcount traces it from a shape.  One refusing that image too is asked for an image."""
+    model = SizeChecked().double().eval()
+    edited = replace_head(model, 5).model
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert edited(x).shape == (2, 5, 64, 64) and model(x).shape == (2, 2, 64, 64)
+    assert edited.head.out_channels == 5 and edited.stem.weight.equal(model.stem.weight)
+    with pytest.raises(SurgeryError, match=r"nor for \(3, 224, 224\).*divisible by 48.* input=\(3, H, W\)") as e:
+        replace_head(SizeChecked(divisor=48), 5)
+    assert "input_ids" not in str(e.value)
+    assert replace_head(SizeChecked(divisor=48), 5, input=(3, 48, 96)).model.head.out_channels == 5
 
 
 @pytest.mark.parametrize("bad", [0, -1, "7", 7.0, True])

@@ -30,7 +30,7 @@ from .arguments import ExampleInputs, tensor_inputs
 from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .initialisers import default_init, named_init
-from .readers import default_input, weights_owner
+from .readers import default_input, guessed_input, refused_guess_hint, weights_owner
 from .records import ParamChange, ParamReport
 from .resize import hands_on_features
 from .shapes import meta_copy
@@ -91,9 +91,18 @@ def _graph(model: nn.Module, input: InputSpec | None) -> nx.DiGraph:
         try:
             return build_graph(trace(model))
         except TraceError as exc:
+            guess = guessed_input(model)  # Python on the input's shape in forward (smp's size check): an image
+            tried = ""
+            if guess is not None:
+                try:
+                    example = ExampleInputs(model, guess, 1)
+                    return build_graph(trace(model, inputs=tensor_inputs(guess), example_inputs=example))
+                except TorchSurgeonError as refused:  # the model refuses the guess too: ask for the input it accepts
+                    why = (str(refused).strip().splitlines() or [""])[0][:200]
+                    tried = f"; nor for {guess}, an image of its first convolution's channels ({why})"
             raise SurgeryError(
-                f"{type(model).__name__} cannot be traced without an input ({str(exc).splitlines()[0][:300]}) — "
-                "pass one it accepts, e.g. input={'input_ids': (16,)} or input=(3, 224, 224)"
+                f"{type(model).__name__} cannot be traced without an input ({str(exc).splitlines()[0][:300]}){tried} "
+                f"— pass one it accepts, {refused_guess_hint(guess)}"
             ) from exc
     return build_graph(trace(model, inputs=tensor_inputs(input), example_inputs=ExampleInputs(model, input, 1)))
 
