@@ -204,6 +204,42 @@ def _rearranged(
     )
 
 
+def _joined_after_the_stem(
+    model: nn.Module,
+    names: list[str],
+    why: _Doubts,
+    channels: int,
+    mode: FoldMode,
+    image: InputSpec | None,
+    run_before: bool,
+) -> SurgeryError | None:
+    """The refusal when the layers that read the input as it is can be folded alone and the model still runs: the
+    others read the input only tiled to the stem's width and joined to its output (MONAI VNet's ``x.repeat`` added
+    to its first convolution's output), which no fold of their weights keeps, while the tiling follows the channel
+    count the fold sets.  None when there is no such layer, no image to try it on, or the edit does not run."""
+    rest = [name for name in names if name not in why]
+    if not rest or image is None:
+        return None
+    try:
+        if not run_before:  # a guessed image: a verdict only where the model runs on it now
+            input_readers(model, image)
+        _check_the_edit_runs(model, rest, channels, mode, [image], {n: _input_width(model, n)[1] for n in rest}, True)
+    except SurgeryError:
+        return None
+    given = "" if mode == FoldMode.SUM else f", mode={mode.value!r}"
+    reason = next(iter(why.values()))[0]
+    others = ", ".join(why)
+    return SurgeryError(
+        f"{others} read the input only after {reason}, while {', '.join(rest)} read{'s' * (len(rest) == 1)} it as it "
+        f"is: the input reaches them only rearranged and joined to what {rest[0]} makes of it (as MONAI's VNet tiles "
+        "its input to its stem's width and adds it to the stem's output), not as channels of their own, so no fold "
+        "of their weights keeps them — fold only the layers that read the input as it is: "
+        f"adapt_input_channels(model, {channels}{given}, layer={rest!r}) (the model so edited runs on {channels} "
+        f"channel{'s' * (channels != 1)}: checked on {image} so recoloured), then compare its outputs with the "
+        "original's"
+    )
+
+
 def _check_the_edit_runs(
     model: nn.Module,
     names: list[str],
@@ -610,10 +646,12 @@ def adapt_input_channels(
         if image is None and not run_before:  # found in the graph: the edit is still tried on a guessed image
             image = guessed_input(edited)
         if doubts:  # a space-to-depth stem: the layer's channels are not the input's
+            tiled = _joined_after_the_stem(edited, names, doubts, channels, mode, image, run_before)
+            if tiled is not None:
+                raise tiled
             made = any(w in reason for reason, _, _ in doubts.values() for w in ("unsqueeze", "getitem"))  # no channels
-            more = (
-                "" if run_before or made else "; or pass the input the model takes now (input=(3, 224, 224)) to check"
-            )
+            shown = guessed_input(edited) or (3, 224, 224)  # an input of the stem's channels, which it takes now
+            more = "" if run_before or made else f"; or pass the input the model takes now (input={shown}) to check"
             raise _rearranged(edited, doubts, channels, more, names, mode)
     else:  # the layers chosen: the edit is still tried on the input given, or one the model runs on now
         names = [layer] if isinstance(layer, str) else list(layer)
