@@ -16,8 +16,11 @@ import torch
 import torch.fx
 from torch import nn
 
+from .arguments import ExampleInputs, tensor_inputs
 from .copies import torch_or_python
-from .resize import hands_on_channels
+from .errors import TorchSurgeonError
+from .resize import guessed_input, hands_on_channels
+from .trace import trace
 
 if TYPE_CHECKING:  # _steps imports this module
     from ._steps import Step
@@ -188,3 +191,38 @@ def fold_input(inputs: Mapping[str, Any], name: str, axis: int) -> Callable[[int
         return repr(shapes[name]) if len(shapes) == 1 else repr(shapes)
 
     return given
+
+
+def fold_input_at_size(shape_specific: Any, inputs: Mapping[str, Any], model: nn.Module) -> Callable[[int], str] | None:
+    """The ``input=`` of the fold of a layer reading the input as it is, when the model traced only for inputs of
+    the given shape (``shape_specific``: a size check in its forward): without one, the fold runs on its own guessed
+    image (:func:`~torchsurgeon.resize.guessed_input`), which such a model may refuse, so the fix names the input
+    given, with the channels the layer expects; "" where the model traces on the guess, None when the graph holds
+    for any input or the input is not one shape.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> fold_input_at_size((), {"x": (1, 32, 32)}, nn.Conv2d(3, 8, 3)) is None  # the graph holds for any input
+    True
+    """
+    if not shape_specific or len(inputs) != 1:
+        return None
+    given = fold_input(inputs, next(iter(inputs)), 1)
+    if given is None:
+        return None
+    guess = guessed_input(model)
+    runs: list[bool] = []  # whether the model traces on the guess: tried once, when a fix asks
+
+    def at_size(expected: int) -> str:
+        if guess is None or repr(guess) == given(expected):
+            return "" if guess is not None else given(expected)
+        if not runs:
+            try:
+                trace(model, inputs=tensor_inputs(guess), example_inputs=ExampleInputs(model, guess, 1))
+                runs.append(True)
+            except TorchSurgeonError:  # refused (its size check): the fold needs the input analysed
+                runs.append(False)
+        return "" if runs[0] else given(expected)
+
+    return at_size

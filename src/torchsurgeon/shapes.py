@@ -36,11 +36,11 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from ._steps import Step, rules_of, steps_of
-from .arguments import ExampleInputs, input_dtype_for, tensor_inputs
+from .arguments import input_dtype_for
 from .autocast import as_autocast_gives, op_name
 from .clamped import clamped_slice_hint
 from .copies import class_forward, container_edit, detached_copy, meta_like, run_on_zeros, thawed
-from .errors import InputError, ShapeError, TorchSurgeonError, first_line, with_numbers
+from .errors import InputError, ShapeError, first_line, with_numbers
 from .fxbookkeeping import autocast_as
 from .graph import (
     NodeRecord,
@@ -52,17 +52,16 @@ from .graph import (
     shape_specific_of,
     update_record,
 )
-from .inputaxes import FollowedAxes, fold_input
+from .inputaxes import FollowedAxes, fold_input, fold_input_at_size
 from .knowndata import KnownData, as_meta, given_as_data
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
-from .resize import as_folded_inputs, guessed_input, input_fix, resized_copy
+from .resize import as_folded_inputs, input_fix, resized_copy
 from .rules import FALLBACK, Call, Rule, function_rule
 from .rules._common import first_tensor, shared_outputs
 from .rules.on_meta import ruled_meta
 from .rules.registry import counted_without_formula
 from .shapememo import ShapeMemo, reshapes_in_place, twin_kinds
 from .shapespec import InputSpec, Shape, TypedShape, normalize_input, per_sample_hint
-from .trace import trace
 
 __all__ = (
     "ShapeResult",
@@ -275,7 +274,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.known = KnownData()  # small tensors made from sizes, computed beside the meta values (knowndata)
         self._reads_known = False  # whether the node being run reads some
         self._axes = FollowedAxes()  # nodes moving an input's axes: the input and its axes
-        self._fold_at_size = self._input_of_fold()
+        self._fold_at_size = fold_input_at_size(shape_specific_of(G), inputs, self.model)
 
     def run_graph(self) -> Any:
         """Run every node once; return the value of the output node."""
@@ -508,33 +507,6 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             return FALLBACK
         self._record(base, (), out, LayerStatus.OK, counts=(0, 0, rule.kind, True), source=ShapeSource.RULE)
         return out
-
-    def _input_of_fold(self) -> Callable[[int], str] | None:
-        """The ``input=`` of the fold of a layer reading the input as it is, when the model traced only for inputs
-        of the given shape (a size check in its forward): without one, the fold runs on its own guessed image
-        (:func:`~torchsurgeon.resize.guessed_input`), which such a model may refuse, so the fix names the input
-        given, with the channels the layer expects; "" where the model traces on the guess, None when the graph
-        holds for any input or the input is not one shape."""
-        if not shape_specific_of(self.G) or len(self.inputs) != 1:
-            return None
-        given = fold_input(self.inputs, next(iter(self.inputs)), 1)
-        if given is None:
-            return None
-        guess = guessed_input(self.model)
-        runs: list[bool] = []  # whether the model traces on the guess: tried once, when a fix asks
-
-        def at_size(expected: int) -> str:
-            if guess is None or repr(guess) == given(expected):
-                return "" if guess is not None else given(expected)
-            if not runs:
-                try:
-                    trace(self.model, inputs=tensor_inputs(guess), example_inputs=ExampleInputs(self.model, guess, 1))
-                    runs.append(True)
-                except TorchSurgeonError:  # refused (its size check): the fold needs the input analysed
-                    runs.append(False)
-            return "" if runs[0] else given(expected)
-
-        return at_size
 
     def _setting_value(
         self, n: torch.fx.Node, base: NodeRecord, ins: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
