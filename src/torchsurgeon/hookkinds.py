@@ -143,6 +143,15 @@ _CALLS = frozenset({"CALL", "CALL_FUNCTION", "CALL_METHOD", "PRECALL"})
 _NAMES = frozenset({"LOAD_GLOBAL", "LOAD_DEREF", "LOAD_FAST", "LOAD_NAME", "LOAD_ATTR", "LOAD_METHOD"})
 
 
+def _code_of(hook: Any) -> types.CodeType | None:
+    """The code a hook runs (under its partials and bound methods; a callable object's ``__call__``), else None."""
+    fn = _function_of(hook)
+    code = getattr(fn, "__code__", None)
+    if code is None and not isinstance(fn, types.BuiltinFunctionType):
+        code = getattr(_call_of(fn), "__code__", None)  # a callable object
+    return code if isinstance(code, types.CodeType) else None
+
+
 def returns_values(hook: Any) -> bool:
     """Whether a hook may return a value other than None (a forward hook that does replaces the module's input or
     output); True when its code cannot be read.
@@ -157,11 +166,8 @@ def returns_values(hook: Any) -> bool:
     >>> returns_values(record), returns_values(lambda m, i, o: o.float()), returns_values(len)
     (False, True, True)
     """
-    fn = _function_of(hook)
-    code = getattr(fn, "__code__", None)
-    if code is None and not isinstance(fn, types.BuiltinFunctionType):
-        code = getattr(_call_of(fn), "__code__", None)  # a callable object
-    if not isinstance(code, types.CodeType):
+    code = _code_of(hook)
+    if code is None:
         return True
     body = [i for i in dis.get_instructions(code) if i.opname not in _PROLOGUE]
     returns = [k for k, i in enumerate(body) if i.opname in _RETURNS]
@@ -193,11 +199,8 @@ def acts_in_place(hook: Any) -> bool:
     >>> acts_in_place(lambda m, i, o: o.clamp_(min=0)), acts_in_place(lambda m, i, o: print(o.shape))
     (True, False)
     """
-    fn = _function_of(hook)
-    code = getattr(fn, "__code__", None)
-    if code is None and not isinstance(fn, types.BuiltinFunctionType):
-        code = getattr(_call_of(fn), "__code__", None)  # a callable object
-    if not isinstance(code, types.CodeType):
+    code = _code_of(hook)
+    if code is None:
         return False
     return any(
         i.opname in ("LOAD_ATTR", "LOAD_METHOD") and _IN_PLACE.fullmatch(str(i.argval)) is not None
