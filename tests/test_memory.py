@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from models import GPU_MEMORY_MODELS, TextTimeConditioned
+from models import GPU_MEMORY_MODELS, TextTimeConditioned, measure_optimizer_step
 from models import MEMORY_BATCH as BATCH
 from models import MEMORY_MODELS as MODELS
 from models import MEMORY_SIZE as SIZE
@@ -86,6 +86,40 @@ def test_optimizer_state_matches_a_real_step(
     real = _state_bytes(optimizer)
     plan = memory_plan(model, (3, 32, 32), batch=2, optimizer=optimizer if kind is None else kind)
     assert plan.optimizer_state == pytest.approx(real, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: torch.optim.Adam(ps, weight_decay=0.01, decoupled_weight_decay=True, foreach=True),
+        lambda ps: torch.optim.Adam(ps, weight_decay=0.01, foreach=True),
+        lambda ps: torch.optim.AdamW(ps, foreach=True),
+        lambda ps: torch.optim.SGD(ps, lr=0.1, maximize=True, foreach=True),
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, foreach=True),
+        lambda ps: torch.optim.Adam(ps, weight_decay=0.01, foreach=False),
+        lambda ps: torch.optim.AdamW(ps, foreach=False),
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1, foreach=False),
+    ],
+    ids=[
+        "adam-decoupled",
+        "adam-coupled",
+        "adamw",
+        "sgd-maximize",
+        "sgd-momentum",
+        "adam-coupled-loop",
+        "adamw-loop",
+        "sgd-nesterov-decay-loop",
+    ],
+)
+def test_optimizer_step_temporaries_match_a_real_step(
+    make: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+) -> None:
+    """Adam with decoupled_weight_decay=True was planned with twice the temporaries of its real step."""
+    model = _resnet18_frozen_stem()
+    optimizer = make([p for p in model.parameters() if p.requires_grad])
+    real = measure_optimizer_step(model, optimizer, torch.randn(2, 3, 32, 32))
+    plan = memory_plan(model, (3, 32, 32), batch=2, optimizer=optimizer, device="cpu")
+    assert plan.step_transient == pytest.approx(real, rel=0.01, abs=4096)
 
 
 def test_optimizer_holding_only_the_head() -> None:

@@ -423,26 +423,35 @@ def _optimizer_bytes(optimizer: Any, params: list[tuple[nn.Parameter, int]]) -> 
     momentum buffer per parameter when momentum is not 0; Adam and AdamW
     ``exp_avg`` and ``exp_avg_sq`` (and ``max_exp_avg_sq`` with amsgrad) in
     the parameter's dtype and a scalar ``step`` tensor.  The temporaries are
-    those of the ``foreach`` step (the default on GPUs): Adam's
-    ``sqrt(exp_avg_sq)`` list, and the gradients plus weight decay of SGD and
-    (coupled) Adam; one parameter at a time with ``foreach=False``, none when ``fused``.
+    those of the ``foreach`` step (the default on GPUs), each a list the size
+    of the parameters: Adam's ``sqrt(exp_avg_sq)`` (its negated or decayed
+    gradients, ``maximize`` or coupled weight decay, are freed before it);
+    SGD's negated or decayed gradients.  With ``foreach=False``, one parameter
+    at a time: Adam's ``sqrt`` and its quotient, beside the gradient copy;
+    SGD's chain of gradient copies (``maximize``, weight decay, ``nesterov``),
+    two at a time.  None when ``fused``.  Measured on torch 2.14's steps.
     """
     kind, options = _optimizer_kind(optimizer)
     name = str(kind) if isinstance(optimizer, str) else type(optimizer).__name__
     scalar = torch.empty((), dtype=torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32)
     state = temporaries = largest = 0
     lists = 0  # temporary lists the foreach step allocates, each the size of the parameters
+    copies = 0  # temporaries of the size of one parameter the one-at-a-time step holds at once
     for p, nbytes in params:
         group = options(p)
         if group is None:
             continue
         decay = bool(group.get("weight_decay", 0.0))
+        maximize = bool(group.get("maximize", False))
         if kind in (OptimizerKind.SGD, OptimizerKind.MOMENTUM):
             state += nbytes if group.get("momentum", 0.0) else 0
-            lists = max(lists, int(decay))
+            lists = max(lists, int(decay or maximize))
+            copies = max(copies, min(2, int(maximize) + int(decay) + int(bool(group.get("nesterov")))))
         else:
             state += (3 if group.get("amsgrad") else 2) * nbytes + scalar.element_size()
-            lists = max(lists, 1 + int(decay and kind == OptimizerKind.ADAM))
+            decoupled = kind == OptimizerKind.ADAMW or bool(group.get("decoupled_weight_decay", False))
+            lists = max(lists, 1)
+            copies = max(copies, 2 + int(maximize or (decay and not decoupled)))
         if group.get("fused"):
             continue
         temporaries += nbytes
@@ -450,7 +459,7 @@ def _optimizer_bytes(optimizer: Any, params: list[tuple[nn.Parameter, int]]) -> 
     foreach = not isinstance(optimizer, torch.optim.Optimizer) or all(
         g.get("foreach") is not False for g in optimizer.param_groups
     )
-    return name, state, lists * (temporaries if foreach else largest)
+    return name, state, lists * temporaries if foreach else copies * largest
 
 
 # --------------------------------------------------------------------------- the public entry
