@@ -10,9 +10,12 @@ On a GPU (``device="cuda"``, the default), the numbers a real training step gave
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -602,3 +605,61 @@ def test_varargs_are_planned_as_a_real_cpu_step() -> None:
     plan = memory_plan(model, ((3, 16, 16), (3, 16, 16), (3, 16, 16)), batch=BATCH, device="cpu")
     real = measure(model, tuple(torch.randn(BATCH, 3, 16, 16) for _ in range(3)))
     assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+
+
+def _in_use() -> int:
+    """Bytes malloc holds for the program (glibc's ``mallinfo2``: small blocks in use + mmapped ones)."""
+    libc = ctypes.CDLL("libc.so.6")
+    fields = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    info = type("MallInfo2", (ctypes.Structure,), {"_fields_": [(n, ctypes.c_size_t) for n in (*fields, "keepcost")]})
+    libc.mallinfo2.restype = info
+    got = libc.mallinfo2()
+    return int(got.uordblks + got.hblkhd)
+
+
+def _held_after_backward(model: nn.Module, wrap: Callable[[nn.Module], nn.Module]) -> int:
+    """Bytes a real step holds once its backward is done (gradients, and whatever the wrapper keeps)."""
+    gc.collect()
+    before = _in_use()
+    wrapped = wrap(model)
+    wrapped(torch.randn(2, 3, 32, 32)).sum().backward()
+    gc.collect()
+    held = _in_use() - before
+    model.zero_grad(set_to_none=True)
+    del wrapped
+    return held
+
+
+@pytest.mark.parametrize("as_view", [False, True])
+def test_ddp_gradient_buckets_are_planned(as_view: bool) -> None:
+    """A DistributedDataParallel model was planned as its bare module: DDP's gradient buckets (another copy of the
+    gradients with gradient_as_bucket_view=False) were missing from the peak."""
+    try:
+        _in_use()
+    except (OSError, AttributeError):
+        pytest.skip("needs glibc's mallinfo2 to measure the real step")
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(num_classes=10)
+        ddp = DistributedDataParallel(model, gradient_as_bucket_view=as_view)
+        plan = memory_plan(ddp, (3, 32, 32), batch=2, optimizer="sgd", device="cpu")
+        buckets = sum(b.buffer().nbytes for b in ddp.reducer._get_zeros_like_grad_buckets())
+        _held_after_backward(model, lambda m: m)  # one-time caches (oneDNN's, autograd's threads) made here
+        bare = _held_after_backward(model, lambda m: m)
+        del ddp
+        real_extra = _held_after_backward(model, lambda m: DistributedDataParallel(m, gradient_as_bucket_view=as_view))
+        real_extra -= bare
+    finally:
+        dist.destroy_process_group()
+    bare_plan = memory_plan(model, (3, 32, 32), batch=2, optimizer="sgd", device="cpu")
+    assert plan.ddp_buckets == pytest.approx(real_extra, abs=2**20)
+    assert plan.ddp_buckets == (0 if as_view else buckets)
+    assert plan.peak == bare_plan.peak + plan.ddp_buckets and plan.to_dict()["ddp_buckets"] == plan.ddp_buckets
+    assert ("DDP gradient buckets" in dict(plan.totals())) == (not as_view)

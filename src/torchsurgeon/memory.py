@@ -45,7 +45,7 @@ from .lazy import lazy_layers, materialized
 from .records import LayerMemory, OptimizerKind
 from .report import format_bytes, format_count, format_shape, memory_table
 from .shapespec import InputSpec, TypedShape, normalize_input
-from .wrappers import unwrap_model
+from .wrappers import distributed_wrapper, unwrap_model
 
 __all__ = ("MemoryPlan", "memory_plan", "parse_bytes")
 
@@ -134,8 +134,14 @@ class MemoryPlan:
         each thread that runs a matrix product a 32 MiB workspace on Hopper
         GPUs (8 MiB before), from the same allocator: the forward's and
         autograd's, 64 MiB in all (measured on an H200).  0 for ``"cpu"``.
+    ddp_buckets : int
+        The gradient buckets ``DistributedDataParallel`` all-reduces (a model
+        given wrapped in DDP): with ``gradient_as_bucket_view=False``, its
+        default, one more copy of the trainable parameters' gradients (made
+        when DDP wraps the model); with ``True`` the ``.grad`` are views of
+        them and only the buckets of parameters that get no gradient count.
     peak : int
-        ``weights + buffers + gradients + optimizer_state + workspace
+        ``weights + buffers + gradients + ddp_buckets + optimizer_state + workspace
         + max(activations + transient, step_transient)``.
     inference_peak : int or None
         ``weights + buffers`` + the most memory in use at one moment of a
@@ -179,16 +185,18 @@ class MemoryPlan:
     workspace: int = 0
     uncounted: tuple[str, ...] = ()
     inference_unknown: str = ""
+    ddp_buckets: int = 0
     _replan: Callable[[int], int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def peak(self) -> int:
-        """``weights + buffers + gradients + optimizer_state + workspace``
+        """``weights + buffers + gradients + ddp_buckets + optimizer_state + workspace``
         + ``max(activations + transient, step_transient)``."""
         return (
             self.weights
             + self.buffers
             + self.gradients
+            + self.ddp_buckets
             + self.optimizer_state
             + self.workspace
             + max(self.activations + self.transient, self.step_transient)
@@ -309,6 +317,7 @@ class MemoryPlan:
             ("Weights", format_bytes(self.weights)),
             ("Buffers", format_bytes(self.buffers)),
             ("Gradients", format_bytes(self.gradients)),
+            *([("DDP gradient buckets", format_bytes(self.ddp_buckets))] if self.ddp_buckets else []),
             ("Optimizer state", format_bytes(self.optimizer_state)),
             ("Activations (saved)", format_bytes(self.activations)),
             ("Largest transient", f"{format_bytes(self.transient)} ({self.peak_at})"),
@@ -329,15 +338,21 @@ class MemoryPlan:
             kernel = "oneDNN's workspace" if self.device == "cpu" else "cuDNN's reserve space"
             shown = ", ".join(self.uncounted[:4]) + (" ..." if len(self.uncounted) > 4 else "")
             rnn += [f"Not counted: {kernel} of the recurrent layers ({shown}): activations and peak are lower bounds"]
+        ddp = " + DDP gradient buckets" if self.ddp_buckets else ""
+        if self.ddp_buckets:
+            rnn += [
+                "DistributedDataParallel keeps gradient buckets for its all-reduce beside the .grad "
+                "(gradient_as_bucket_view=True makes the .grad views of them)"
+            ]
         if self.device == "cpu":
             return [
-                "Peak = weights + buffers + gradients + optimizer state"
+                f"Peak = weights + buffers + gradients{ddp} + optimizer state"
                 " + max(activations + transient, step temporaries)",
                 "Simulated on fake CPU tensors: what CPU kernels and CPU autocast save",
                 *rnn,
             ]
         return [
-            "Peak = weights + buffers + gradients + optimizer state + cuBLAS workspaces"
+            f"Peak = weights + buffers + gradients{ddp} + optimizer state + cuBLAS workspaces"
             " + max(activations + transient, step temporaries)",
             "Simulated on fake CPU tensors with CUDA's dropout, attention and autocast (docs/memory.md)",
             "Not counted: the CUDA context (0.3-0.5 GiB, outside torch.cuda.max_memory_allocated), allocator rounding",
@@ -365,6 +380,7 @@ class MemoryPlan:
             "weights": self.weights,
             "buffers": self.buffers,
             "gradients": self.gradients,
+            "ddp_buckets": self.ddp_buckets,
             "optimizer_state": self.optimizer_state,
             "activations": self.activations,
             "transient": self.transient,
@@ -485,6 +501,20 @@ def _rows(model: nn.Module, step: SimulatedStep) -> tuple[LayerMemory, ...]:
     return tuple(rows)
 
 
+def _bucketed(ddp: nn.parallel.DistributedDataParallel | None) -> list[nn.Parameter]:
+    """The parameters DDP's reducer keeps gradient buckets for: those needing a gradient, each once, but the
+    ones it was told to ignore (``_set_params_and_buffers_to_ignore_for_model``)."""
+    if ddp is None:
+        return []
+    ignored = set(getattr(ddp, "parameters_to_ignore", ()))
+    params: dict[int, nn.Parameter] = {}
+    for prefix, module in ddp.module.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if p.requires_grad and not {f"{prefix}.{name}", f"{prefix}.{name}".lstrip(".")} & ignored:
+                params.setdefault(id(p), p)
+    return list(params.values())
+
+
 def _amp_dtype(amp: torch.dtype | str | None) -> torch.dtype | None:
     if amp is None:
         return None
@@ -525,13 +555,14 @@ def memory_plan(
     one backward (module docstring); nothing is allocated and ``model`` is
     neither run nor changed.  In bytes::
 
-        peak = weights + buffers + gradients + optimizer_state + workspace
+        peak = weights + buffers + gradients + ddp_buckets + optimizer_state + workspace
                + max(activations + transient, step_transient)
 
     ``activations`` are the storages autograd saves for backward, each once,
     parameters and buffers excluded; ``transient`` the most memory in use at
     one moment of the forward and backward beyond them and the gradients;
-    ``step_transient`` the optimizer step's temporaries; ``workspace`` the
+    ``step_transient`` the optimizer step's temporaries; ``ddp_buckets`` the
+    gradient buckets of a model given in ``DistributedDataParallel``; ``workspace`` the
     cuBLAS workspaces of a GPU step (64 MiB).  The formula is an upper
     bound: in a real backward, activations are freed while gradients are
     allocated.  ``inference_peak = weights + buffers`` + the most memory in
@@ -598,6 +629,7 @@ def memory_plan(
     >>> plan.gradients, plan.activations
     (8040, 6400)
     """
+    ddp = distributed_wrapper(model)
     model = unwrap_model(model)
     if lazy_layers(model):  # their parameters are made by the first forward: on a copy, at this input
         model = materialized(model, input, batch)
@@ -630,6 +662,12 @@ def memory_plan(
         return step.activations + step.transient
 
     trainable = sum(p.numel() for p in unique if p.requires_grad)
+    got = {id(p) for p, _ in with_grad}
+    ddp_buckets = sum(
+        _nbytes(p, dtype)
+        for p in _bucketed(ddp)
+        if not (ddp is not None and getattr(ddp, "gradient_as_bucket_view", False) and id(p) in got)
+    )
     workspace = 2 * CUBLAS_WORKSPACE if device == "cuda" else 0  # the forward's thread and autograd's
     return MemoryPlan(
         model_name=type(model).__name__,
@@ -654,5 +692,6 @@ def memory_plan(
         trainable=trainable,
         frozen=sum(p.numel() for p in unique) - trainable,
         uncounted=tuple(n for n, m in model.named_modules() if isinstance(m, nn.RNNBase) and m.training),
+        ddp_buckets=ddp_buckets,
         _replan=replan,
     )

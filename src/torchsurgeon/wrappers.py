@@ -11,7 +11,7 @@ from torch import nn
 
 from .errors import InputError
 
-__all__ = ("from_peft", "unwrap_model")
+__all__ = ("distributed_wrapper", "from_peft", "unwrap_model")
 
 
 def _passes_on_everything(model: nn.Module, inner: Any) -> bool:
@@ -70,18 +70,9 @@ def unwrap_model(model: object) -> nn.Module:
     >>> unwrap_model(m) is m, unwrap_model(nn.DataParallel(m)) is m
     (True, True)
     """
-    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        return unwrap_model(model.module)
-    inner = getattr(model, "_orig_mod", None)
-    if isinstance(inner, nn.Module):
+    inner = _wrapped(model)
+    if inner is not None:
         return unwrap_model(inner)
-    base = getattr(model, "get_base_model", None)  # peft's PeftModel: forward(*args, **kwargs) calls the base model
-    if isinstance(model, nn.Module) and callable(base) and _passes_on_everything(model, inner := base()):
-        return unwrap_model(inner)
-    compiled = getattr(model, "_torchdynamo_orig_callable", None)  # torch.compile of a compiled module's forward
-    owner = getattr(compiled, "__self__", None)
-    if isinstance(owner, nn.Module) and getattr(compiled, "__name__", "") == "forward":
-        return unwrap_model(owner)
     if not isinstance(model, nn.Module):
         if isinstance(model, type) and issubclass(model, nn.Module):
             hint = f"pass an instance, e.g. {model.__name__}(...), not the class"
@@ -91,3 +82,37 @@ def unwrap_model(model: object) -> nn.Module:
             hint = "pass the model object itself, e.g. paramcount(torchvision.models.resnet50(), (3, 224, 224))"
         raise InputError(f"expected a torch.nn.Module, got {type(model).__name__} ({model!r:.60}) — {hint}")
     return model
+
+
+def _wrapped(model: object) -> nn.Module | None:
+    """The module ``model`` wraps (one layer of wrapping), or None when it is no wrapper."""
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        wrapped: nn.Module = model.module
+        return wrapped
+    inner = getattr(model, "_orig_mod", None)
+    if isinstance(inner, nn.Module):
+        return inner
+    base = getattr(model, "get_base_model", None)  # peft's PeftModel: forward(*args, **kwargs) calls the base model
+    if isinstance(model, nn.Module) and callable(base) and _passes_on_everything(model, inner := base()):
+        return inner
+    compiled = getattr(model, "_torchdynamo_orig_callable", None)  # torch.compile of a compiled module's forward
+    owner = getattr(compiled, "__self__", None)
+    if isinstance(owner, nn.Module) and getattr(compiled, "__name__", "") == "forward":
+        return owner
+    return None
+
+
+def distributed_wrapper(model: object) -> nn.parallel.DistributedDataParallel | None:
+    """The ``DistributedDataParallel`` among the wrappers :func:`unwrap_model` takes off ``model``, or None.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> distributed_wrapper(nn.DataParallel(nn.Linear(2, 3))) is None
+    True
+    """
+    while model is not None:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            return model
+        model = _wrapped(model)
+    return None
