@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import inspect
 import json
 import os
 import re
@@ -34,7 +35,7 @@ from models import MEMORY_MODELS as MODELS
 from models import MEMORY_SIZE as SIZE
 from models import measure_training_step as measure
 from models import resnet18_frozen_stem as _resnet18_frozen_stem
-from torchsurgeon import InputError, MemoryPlanError, memory_plan
+from torchsurgeon import InputError, MemoryPlanError, memory_plan, paramcount
 from torchsurgeon.memory import parse_bytes
 
 
@@ -663,3 +664,26 @@ def test_ddp_gradient_buckets_are_planned(as_view: bool) -> None:
     assert plan.ddp_buckets == (0 if as_view else buckets)
     assert plan.peak == bare_plan.peak + plan.ddp_buckets and plan.to_dict()["ddp_buckets"] == plan.ddp_buckets
     assert ("DDP gradient buckets" in dict(plan.totals())) == (not as_view)
+
+
+def test_a_misspelt_input_name_is_refused_with_the_close_one_as_paramcount_does() -> None:
+    """A typo (pixel_value) in a forward taking **kwargs failed deep in the fake forward ('NoneType' object has no
+    attribute 'dtype'); paramcount said the forward takes no inputs. Both now name the arguments and the fix."""
+    import ast
+
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64
+    )
+    for model, spec in [
+        (transformers.ViTForImageClassification(config), {"pixel_value": (3, 32, 32)}),
+        (nn.Linear(8, 2), {"inputs": (8,)}),  # no **kwargs: a real call raises "unexpected keyword argument"
+    ]:
+        with pytest.raises(InputError, match=r"is not an argument of forward — did you mean") as planned:
+            memory_plan(model, spec, batch=2, optimizer="sgd", device="cpu")
+        with pytest.raises(InputError) as counted:
+            paramcount(model, spec)
+        assert str(planned.value) == str(counted.value)
+        fix = ast.literal_eval(re.search(r"give (\{.*?\});", str(planned.value)).group(1))  # type: ignore[union-attr]
+        assert fix.keys() <= set(inspect.signature(model.forward).parameters)
+        assert memory_plan(model, fix, batch=2, optimizer="sgd", device="cpu").activations > 0

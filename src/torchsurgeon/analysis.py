@@ -15,7 +15,7 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
-from .arguments import ExampleInputs, tensor_inputs
+from .arguments import ExampleInputs, check_input_names, tensor_inputs
 from .crosscheck import crosscheck as run_crosscheck
 from .crosscheck import crosscheck_mode, real_failure
 from .errors import InputError, ShapeError, TraceError
@@ -228,6 +228,7 @@ def paramcount(
     """
     mode = crosscheck_mode(crosscheck)
     model = unwrap_model(model)
+    check_input_names(model, input)
     options = {
         "leaf_modules": leaf_modules,
         "concrete_args": concrete_args,

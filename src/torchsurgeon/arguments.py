@@ -15,6 +15,7 @@ their own (:func:`input_paths`), named by
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import itertools
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from .errors import InputError
-from .shapespec import InputSpec, TypedShape, check_shape, input_name, nested_inputs, normalize_input
+from .shapespec import InputSpec, TypedShape, check_shape, input_name, nested_inputs, normalize_input, not_an_input
 
 __all__ = (
     "INPUT_PATH",
@@ -34,6 +35,7 @@ __all__ = (
     "ExampleInputs",
     "InputNames",
     "InputPaths",
+    "check_input_names",
     "forward_inputs",
     "forward_parameters",
     "fx_name",
@@ -100,6 +102,43 @@ def _named_inputs(spec: Mapping[Any, Any]) -> tuple[str | tuple[str, str], ...]:
                 check_shape(item, f"input {flat!r}", scalar=True)
         names.extend([(str(name), str(key)) for key in value] if nested else [str(name)])
     return tuple(names)
+
+
+def check_input_names(model: nn.Module, spec: Any) -> None:
+    """Refuse an input spec's name that is no argument of ``model.forward`` (a typo: ``pixel_value``).
+
+    A name ``forward`` would pass to its ``**kwargs`` is refused only when it
+    is close to one of its own arguments (``forward(pixel_values=None, **kwargs)``
+    given ``pixel_value``), since ``**kwargs`` may read any name.
+
+    Raises
+    ------
+    InputError
+        Naming the arguments, the closest one and the spec with it.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> check_input_names(nn.Linear(2, 2), {"inputs": (2,)})
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: input 'inputs' is not an argument of forward — did you mean 'input'? \
+give {'input': (2,)}; the inputs are ['input']
+    """
+    if not isinstance(spec, Mapping):
+        return
+    params = forward_parameters(model)
+    if not params:  # no signature to read
+        return
+    own = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    var = {p.name for p in params if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    anything = any(p.kind == p.VAR_KEYWORD for p in params)
+    for name, value in spec.items():
+        name = str(name)
+        if name in own or name.lstrip("*") in var:
+            continue
+        if not anything or difflib.get_close_matches(name, [n for n in own if n not in spec], n=1, cutoff=0.8):
+            raise not_an_input(name, value, own)
 
 
 def forward_inputs(model: nn.Module, spec: Any) -> list[str]:

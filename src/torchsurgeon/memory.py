@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arguments import forward_inputs, input_paths, tensor_inputs
+from .arguments import check_input_names, forward_inputs, input_paths, tensor_inputs
 from .autocast import HALF
 from .errors import InputError, MemoryPlanError
 from .fakestep import SimulatedStep, simulate_step
@@ -529,6 +529,7 @@ def _inputs(model: nn.Module, input: InputSpec, batch: int) -> dict[str, tuple[t
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InputError(f"batch={batch!r} — the batch size is a positive int, e.g. batch=32")
     out: dict[str, tuple[tuple[int, ...], torch.dtype | None]] = {}
+    check_input_names(model, input)
     for name, spec in normalize_input(input, forward_inputs(model, input)).items():
         if isinstance(spec, torch.Tensor):  # batch included: its first dimension becomes the batch planned
             out[name] = ((batch, *spec.shape[1:]) if spec.dim() else tuple(spec.shape), spec.dtype)

@@ -11,6 +11,7 @@ module; :func:`torchsurgeon.paramcount` takes the result as it is.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -29,6 +30,7 @@ __all__ = (
     "input_spec",
     "nested_inputs",
     "normalize_input",
+    "not_an_input",
     "parse_input",
     "parse_inputs",
     "parse_shape",
@@ -443,6 +445,28 @@ def nested_inputs(argument: str, value: Mapping[Any, Any]) -> dict[str, Any]:
     return out
 
 
+def not_an_input(name: str, value: Any, names: Sequence[str]) -> InputError:
+    """The error for an input named ``name`` (given ``value``) that is none of ``names``, the inputs of
+    ``forward``: it names them and, when one is close (a typo), the spec with that name.
+
+    Examples
+    --------
+    >>> print(not_an_input("pixel_value", (3, 32, 32), ["pixel_values", "labels"]))
+    input 'pixel_value' is not an argument of forward — did you mean 'pixel_values'? \
+give {'pixel_values': (3, 32, 32)}; the inputs are ['pixel_values', 'labels']
+    """
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+    shown = (
+        repr(tuple(value))
+        if isinstance(value, (list, tuple, torch.Size))
+        else repr(value)
+        if isinstance(value, (int, TypedShape))
+        else f"input[{name!r}]"
+    )
+    fix = f"did you mean {close[0]!r}? give {{{close[0]!r}: {shown}}}; " if close else ""
+    return InputError(f"input {name!r} is not an argument of forward — {fix}the inputs are {list(names)}")
+
+
 def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, Shape | TypedShape | torch.Tensor]:
     """Map an input spec to ``{placeholder name: per-sample shape or tensor}``.
 
@@ -491,9 +515,7 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
             given = nested_inputs(name, value) if isinstance(value, Mapping) else {name: value}
             for flat, item in given.items():
                 if flat not in placeholders:
-                    raise InputError(
-                        f"input {name!r} is not an argument of forward — the inputs are {list(placeholders)}"
-                    )
+                    raise not_an_input(name, value, placeholders)
                 if flat in out:
                     raise InputError(f"input {flat!r} is given twice (by name and inside a dict) — give it once")
                 out[flat] = (
