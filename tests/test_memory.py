@@ -37,6 +37,7 @@ from models import measure_training_step as measure
 from models import resnet18_frozen_stem as _resnet18_frozen_stem
 from torchsurgeon import InputError, MemoryPlanError, memory_plan, paramcount
 from torchsurgeon.memory import parse_bytes
+from torchsurgeon.shapespec import TypedShape
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -687,3 +688,17 @@ def test_a_misspelt_input_name_is_refused_with_the_close_one_as_paramcount_does(
         fix = ast.literal_eval(re.search(r"give (\{.*?\});", str(planned.value)).group(1))  # type: ignore[union-attr]
         assert fix.keys() <= set(inspect.signature(model.forward).parameters)
         assert memory_plan(model, fix, batch=2, optimizer="sgd", device="cpu").activations > 0
+
+
+def test_sparse_embedding_gradients_are_said_not_to_be_planned() -> None:
+    """Found by a probe: the sparse gradient of an ``nn.Embedding(sparse=True)`` was missing from the gradients and
+    SGD's momentum was planned dense (75 x the real state), without a word."""
+    model = nn.Sequential(nn.Embedding(1000, 16, sparse=True), nn.Flatten(), nn.Linear(16 * 8, 2))
+    ids = torch.randint(0, 1000, (4, 8))
+    model(ids).sum().backward()
+    assert model[0].weight.grad is not None and model[0].weight.grad.is_sparse  # what a real step makes
+    plan = memory_plan(model, {"input": TypedShape((8,), "long")}, batch=4, optimizer="sgd", device="cpu")
+    assert plan.sparse == ("0",) and plan.to_dict()["sparse"] == ["0"]
+    assert any("sparse gradients of 0" in note for note in plan.notes())
+    dense = nn.Sequential(nn.Embedding(1000, 16), nn.Flatten(), nn.Linear(16 * 8, 2))
+    assert memory_plan(dense, {"input": TypedShape((8,), "long")}, batch=4, device="cpu").sparse == ()

@@ -161,6 +161,9 @@ class MemoryPlan:
         Recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) whose kernels also save a workspace for backward
         (oneDNN's on a CPU, cuDNN's reserve space on a GPU) that a simulated step cannot see: when not empty,
         ``activations`` and ``peak`` are lower bounds (the notes say so).
+    sparse : tuple[str, ...]
+        Trainable ``nn.Embedding`` / ``nn.EmbeddingBag`` layers with ``sparse=True``: their gradients (as many rows
+        as the batch uses) and the optimizer state built from them are not planned as such (the notes say so).
     """
 
     model_name: str
@@ -186,6 +189,7 @@ class MemoryPlan:
     uncounted: tuple[str, ...] = ()
     inference_unknown: str = ""
     ddp_buckets: int = 0
+    sparse: tuple[str, ...] = ()
     _replan: Callable[[int], int] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -338,6 +342,12 @@ class MemoryPlan:
             kernel = "oneDNN's workspace" if self.device == "cpu" else "cuDNN's reserve space"
             shown = ", ".join(self.uncounted[:4]) + (" ..." if len(self.uncounted) > 4 else "")
             rnn += [f"Not counted: {kernel} of the recurrent layers ({shown}): activations and peak are lower bounds"]
+        if self.sparse:
+            shown = ", ".join(self.sparse[:4]) + (" ..." if len(self.sparse) > 4 else "")
+            rnn += [
+                f"Not planned as they are: the sparse gradients of {shown} (sparse=True) and the optimizer state made "
+                "from them: gradients and optimizer state are planned dense (the optimizer may refuse them: AdamW)"
+            ]
         ddp = " + DDP gradient buckets" if self.ddp_buckets else ""
         if self.ddp_buckets:
             rnn += [
@@ -390,6 +400,7 @@ class MemoryPlan:
             "inference_peak": self.inference_peak,
             "peak_at": self.peak_at,
             "uncounted": list(self.uncounted),
+            "sparse": list(self.sparse),
             "layers": [row.to_dict() for row in self.layers],
         }
 
@@ -694,5 +705,10 @@ def memory_plan(
         frozen=sum(p.numel() for p in unique) - trainable,
         uncounted=tuple(n for n, m in model.named_modules() if isinstance(m, nn.RNNBase) and m.training),
         ddp_buckets=ddp_buckets,
+        sparse=tuple(
+            n
+            for n, m in model.named_modules()
+            if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse and m.weight.requires_grad
+        ),
         _replan=replan,
     )
