@@ -19,7 +19,7 @@ from torch import nn
 from .arguments import ExampleInputs, tensor_inputs
 from .copies import torch_or_python
 from .errors import TorchSurgeonError
-from .resize import guessed_input, hands_on_channels
+from .resize import call_name, guessed_input, hands_on_channels
 from .trace import trace
 
 if TYPE_CHECKING:  # _steps imports this module
@@ -51,7 +51,7 @@ def moves_axes(op: str, target: Any, module: nn.Module | None) -> bool:
         return isinstance(module, nn.Flatten)
     if op == "call_function" and not torch_or_python(target):
         return False
-    name = target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
+    name = call_name(op, target)
     return name in _PERMUTING or name in _RESHAPING
 
 
@@ -88,7 +88,7 @@ def moved_axes(
         return None
     if hands_on_channels(op, target, module):
         return axes if out.dim() == x.dim() else None
-    name = target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
+    name = call_name(op, target)
     if name in _PERMUTING:  # which dim goes where: the same call on a tensor whose dims all differ in size
         probe = torch.empty(tuple(range(2, 2 + x.dim())), device="meta")
         try:

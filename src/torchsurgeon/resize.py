@@ -39,6 +39,7 @@ from .records import Finding, FoldMode
 
 __all__ = (
     "Resize",
+    "call_name",
     "fitted_groups",
     "fold_fix",
     "guessed_input",
@@ -413,6 +414,18 @@ def hands_on_channels(op: str, target: Any, module: nn.Module | None) -> bool:
 _FLATTENING = frozenset({"flatten", "view", "reshape", "squeeze", "contiguous"})
 
 
+def call_name(op: str, target: Any) -> str:
+    """The name a ``call_method`` or ``call_function`` node calls (``"reshape"``, ``"flatten"``); "" for other nodes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> call_name("call_method", "view"), call_name("call_function", torch.flatten), call_name("call_module", "fc")
+    ('view', 'flatten', '')
+    """
+    return target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
+
+
 def hands_on_features(op: str, target: Any, module: nn.Module | None) -> bool:
     """Whether a graph node hands its input's features on, maybe flattened: :func:`hands_on_channels`, or a flatten,
     view, reshape or squeeze (torchvision's ResNet: ``avgpool``, ``torch.flatten``, ``fc``).
@@ -425,7 +438,7 @@ def hands_on_features(op: str, target: Any, module: nn.Module | None) -> bool:
     >>> hands_on_features("call_method", "sum", None)
     False
     """
-    name = target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
+    name = call_name(op, target)
     return hands_on_channels(op, target, module) or isinstance(module, nn.Flatten) or name in _FLATTENING
 
 
