@@ -224,12 +224,19 @@ def _output_width(model: nn.Module, name: str, rec: NodeRecord) -> int | None:
     module = model.get_submodule(name) if name else model
     if _is_layer(module):
         return _width(module)
-    bare = [p for p in rec.param_names if p.rpartition(".")[0] == name]
-    if bare and rec.op != "call_module":
-        weight = model.get_parameter(bare[0])
+    bare = _bare_parameter(name, rec)
+    if bare is not None:
+        weight = model.get_parameter(bare)
         return int(weight.shape[-1]) if weight.dim() >= 2 else None
     shape = getattr(module, "normalized_shape", None)
     return int(shape[-1]) if isinstance(shape, tuple) and shape else _width(module)
+
+
+def _bare_parameter(name: str, rec: NodeRecord) -> str | None:
+    """The parameter held by ``name`` itself that a function node reads (``x @ self.proj``), else None."""
+    if rec.op == "call_module":
+        return None
+    return next((p for p in rec.param_names if p.rpartition(".")[0] == name), None)
 
 
 def _reads(G: nx.DiGraph, node: str) -> set[str]:
@@ -283,9 +290,9 @@ def _compared(
 def _shown(model: nn.Module, name: str, rec: NodeRecord) -> str:
     """A weights owner as the user knows it: the layer, or the bare parameter it reads."""
     module = model.get_submodule(name) if name else model
-    bare = [p for p in rec.param_names if p.rpartition(".")[0] == name]
-    if bare and not _is_layer(module) and rec.op != "call_module":
-        return f"{bare[0]} (a bare parameter)"
+    bare = _bare_parameter(name, rec)
+    if bare is not None and not _is_layer(module):
+        return f"{bare} (a bare parameter)"
     return f"{name or 'the model itself'} ({type(module).__name__})"
 
 
@@ -335,14 +342,14 @@ def _not_a_layer(model: nn.Module, name: str, rec: NodeRecord, num_classes: int 
     """The error for a head that is not a Linear/Conv module: which weights, and what to do instead."""
     holder = model.get_submodule(name) if name else model
     where = f"{name} ({type(holder).__name__})" if name else f"the model itself ({type(holder).__name__})"
-    bare = [p for p in rec.param_names if p.rpartition(".")[0] == name]
+    bare = _bare_parameter(name, rec)
     classes = num_classes if num_classes is not None else "num_classes"
-    if bare and rec.op != "call_module":
-        weight = model.get_parameter(bare[0])
+    if bare is not None:
+        weight = model.get_parameter(bare)
         features = weight.shape[-1] if weight.dim() else "features"
         return SurgeryError(
             f"the output of {type(model).__name__} is computed by {rec.module_type} from the bare parameter "
-            f"{bare[0]} {tuple(weight.shape)} of {where}, not by a Linear or Conv layer — there is no layer to "
+            f"{bare} {tuple(weight.shape)} of {where}, not by a Linear or Conv layer — there is no layer to "
             f"swap; add a classifier after it instead: nn.Sequential(model, nn.Linear({features}, {classes}))"
             + (f" or append_head(model, nn.Linear({features}, {classes}))" if name else "")
         )
