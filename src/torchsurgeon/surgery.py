@@ -194,14 +194,19 @@ def _rearranged(
     rest = [r for r in readers if r not in why]
     how = f"replace it (new weights) with {fix}" if fix else "fold its weight by hand"
     if rest and (fix or len(why) == 1):
-        given = "" if mode == FoldMode.SUM else f", mode={mode.value!r}"
-        how += f", then fold the others: adapt_input_channels(model, {channels}{given}, layer={rest!r})"
+        how += f", then fold the others: {_fold_of(channels, mode, rest)}"
     readers_named = f" (the input is read by {', '.join(readers)})" if rest else ""
     return SurgeryError(
         f"{name} ({type(layer).__name__}) reads the input only after {reason}: its {width} input channels are not "
         f"the input's channels one to one, so folding its weight could give a model that does not run"
         f"{readers_named} — {how}, or name the layers that read the input's channels as they are with layer=...{more}"
     )
+
+
+def _fold_of(channels: int, mode: FoldMode, layers: Sequence[str]) -> str:
+    """The ``adapt_input_channels`` call that folds ``layers`` alone, as the user writes it."""
+    given = "" if mode == FoldMode.SUM else f", mode={mode.value!r}"
+    return f"adapt_input_channels(model, {channels}{given}, layer={list(layers)!r})"
 
 
 def _joined_after_the_stem(
@@ -226,7 +231,6 @@ def _joined_after_the_stem(
         _check_the_edit_runs(model, rest, channels, mode, [image], {n: _input_width(model, n)[1] for n in rest}, True)
     except SurgeryError:
         return None
-    given = "" if mode == FoldMode.SUM else f", mode={mode.value!r}"
     reason = next(iter(why.values()))[0]
     others = ", ".join(why)
     return SurgeryError(
@@ -234,7 +238,7 @@ def _joined_after_the_stem(
         f"is: the input reaches them only rearranged and joined to what {rest[0]} makes of it (as MONAI's VNet tiles "
         "its input to its stem's width and adds it to the stem's output), not as channels of their own, so no fold "
         "of their weights keeps them — fold only the layers that read the input as it is: "
-        f"adapt_input_channels(model, {channels}{given}, layer={rest!r}) (the model so edited runs on {channels} "
+        f"{_fold_of(channels, mode, rest)} (the model so edited runs on {channels} "
         f"channel{'s' * (channels != 1)}: checked on {image} so recoloured), then compare its outputs with the "
         "original's"
     )
