@@ -40,6 +40,7 @@ from .graph import graph_module_of, model_of, node_record, node_records, opaque_
 from .knowndata import COUNTED
 from .metavalues import FAILED_NODE
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust, is_shape
+from .report import format_names
 from .resize import resized_copy, with_channels
 from .rules.on_meta import ruled_meta
 from .shapes import ShapeResult, meta_copy, shapes_of
@@ -240,7 +241,7 @@ def crosscheck(
             "counts for this input are not verified",
         )
     if not run.error:
-        names = ", ".join(rec.layer for rec in invalid[:4]) + (" ..." if len(invalid) > 4 else "")
+        names = format_names([rec.layer for rec in invalid])
         return CrossCheck(
             Trust.UNTRUSTED,
             reason,

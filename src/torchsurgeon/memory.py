@@ -43,7 +43,7 @@ from .errors import InputError, MemoryPlanError
 from .fakestep import SimulatedStep, simulate_step
 from .lazy import lazy_layers, materialized
 from .records import LayerMemory, OptimizerKind
-from .report import format_bytes, format_count, format_shape, memory_table
+from .report import format_bytes, format_count, format_names, format_shape, memory_table
 from .shapespec import InputSpec, TypedShape, normalize_input
 from .wrappers import distributed_wrapper, unwrap_model
 
@@ -340,10 +340,10 @@ class MemoryPlan:
         rnn: list[str] = [f"Peak (inference) not known: {self.inference_unknown}"] if self.inference_unknown else []
         if self.uncounted:
             kernel = "oneDNN's workspace" if self.device == "cpu" else "cuDNN's reserve space"
-            shown = ", ".join(self.uncounted[:4]) + (" ..." if len(self.uncounted) > 4 else "")
+            shown = format_names(self.uncounted)
             rnn += [f"Not counted: {kernel} of the recurrent layers ({shown}): activations and peak are lower bounds"]
         if self.sparse:
-            shown = ", ".join(self.sparse[:4]) + (" ..." if len(self.sparse) > 4 else "")
+            shown = format_names(self.sparse)
             rnn += [
                 f"Not planned as they are: the sparse gradients of {shown} (sparse=True) and the optimizer state made "
                 "from them: gradients and optimizer state are planned dense (the optimizer may refuse them: AdamW)"

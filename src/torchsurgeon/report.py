@@ -41,6 +41,7 @@ __all__ = (
     "depth_table",
     "format_bytes",
     "format_count",
+    "format_names",
     "format_path",
     "format_shape",
     "format_table",
@@ -167,6 +168,17 @@ def format_value(value: Any) -> str:
             return format_shape(tuple(value))
         return "[" + ", ".join(format_value(v) for v in value) + "]"
     return str(value)
+
+
+def format_names(names: Sequence[str], most: int = 4) -> str:
+    """The first ``most`` names, then `` ...`` when there are more.
+
+    Examples
+    --------
+    >>> format_names(["a", "b"]), format_names(["l1", "l2", "l3", "l4", "l5"])
+    ('a, b', 'l1, l2, l3, l4 ...')
+    """
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
 
 
 def format_path(path: str | os.PathLike[str] | None) -> str:
