@@ -380,12 +380,7 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
     def recorded(factory: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(factory)
         def make(*args: Any, **kwargs: Any) -> Any:
-            proxy = _first_proxy(args)  # never `or`: that asks a proxy for its truth value
-            if proxy is None and kwargs:
-                proxy = _first_proxy(kwargs.values())
-            if proxy is None:
-                return factory(*args, **kwargs)
-            return proxy.tracer.create_proxy("call_function", factory, args, kwargs)
+            return _recorded_if_traced("call_function", factory, factory, args, kwargs)
 
         return make
 
@@ -434,12 +429,7 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
 
         @functools.wraps(real)
         def method(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            proxy = _first_proxy(args)
-            if proxy is None and kwargs:
-                proxy = _first_proxy(kwargs.values())
-            if proxy is None:
-                return real(self, *args, **kwargs)
-            return proxy.tracer.create_proxy("call_method", name, (self, *args), kwargs)
+            return _recorded_if_traced("call_method", name, real, (self, *args), kwargs)
 
         return method
 
@@ -477,6 +467,19 @@ _SIZE_METHODS = ("expand", "view", "reshape", "repeat", "permute", "tile", "flip
 
 
 _FACTORIES = ("ones", "zeros", "empty", "full", "rand", "randn", "tensor", "as_tensor")
+
+
+def _recorded_if_traced(
+    kind: str, target: Any, real: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A graph node of ``target`` when a proxy is among the arguments (or inside a flat size), else ``real``'s
+    result."""
+    proxy = _first_proxy(args)  # never `or`: that asks a proxy for its truth value
+    if proxy is None and kwargs:
+        proxy = _first_proxy(kwargs.values())
+    if proxy is None:
+        return real(*args, **kwargs)
+    return proxy.tracer.create_proxy(kind, target, args, kwargs)
 
 
 def _first_proxy(values: Iterable[Any]) -> torch.fx.Proxy | None:
