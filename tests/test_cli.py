@@ -105,7 +105,15 @@ def test_check_surgery_table_and_json(capsys: pytest.CaptureFixture[str]) -> Non
     )
     assert main([*argv, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["counts"] == {"kept": 8, "folded": 0, "reinitialised": 2, "new": 2, "removed": 0, "invalid": 0}
+    assert d["counts"] == {
+        "kept": 8,
+        "folded": 0,
+        "resized": 0,
+        "reinitialised": 2,
+        "new": 2,
+        "removed": 0,
+        "invalid": 0,
+    }
 
 
 def test_check_surgery_bad_path(capsys: pytest.CaptureFixture[str]) -> None:

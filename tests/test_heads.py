@@ -43,10 +43,14 @@ def test_replace_head_keeps_shared_classes() -> None:
     fc = result.model.fc
     assert (fc.in_features, fc.out_features) == (512, 5)
     assert torch.equal(fc.weight[0], model.fc.weight[207]) and torch.equal(fc.bias[3], model.fc.bias[1])
+    assert {c.name: c.status for c in result.changes if c.name.startswith("fc.")} == {
+        "fc.weight": ParamChange.RESIZED,
+        "fc.bias": ParamChange.RESIZED,
+    }
     rep = check_surgery(model, result.model, (3, 64, 64))
     weight = next(p for p in rep.params if p.name == "fc.weight")
-    assert weight.status == ParamChange.REINITIALISED
-    assert "2 row(s) carried over: 0←207, 3←1" in weight.message
+    assert weight.status == ParamChange.RESIZED
+    assert weight.message == "2 of 1000 pretrained rows kept: 0←207, 3←1; 3 new"
     assert rep.after.output_shape == (1, 5)
 
 

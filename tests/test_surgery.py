@@ -1047,3 +1047,114 @@ def test_a_qat_conv_bn_stem_is_folded() -> None:
         assert torch.allclose(edited(grey), model(grey.repeat(1, 3, 1, 1)), atol=1e-6)
     edited.train().apply(torch.ao.quantization.enable_fake_quant)
     assert edited(grey).shape == (2, 4)  # and it trains on, quantised
+
+
+def test_resized_embeddings_keep_their_pretrained_rows() -> None:
+    """Found by a probe: ``resize_token_embeddings`` (transformers) was 're-initialised: pretrained weights lost',
+    though every pretrained row is still there; the new rows' initialiser is described on those rows alone."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForMaskedLM(config).eval()
+    with torch.no_grad():
+        model.cls.predictions.bias.normal_()  # a pretrained head's bias is not zeros
+    for size, note in ((110, "rows 0–99 pretrained, 10 new (100–109)"), (90, "rows 0–89 pretrained, 10 dropped")):
+        edited = copy.deepcopy(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            edited.resize_token_embeddings(size)
+        old, new = model.bert.embeddings.word_embeddings.weight, edited.bert.embeddings.word_embeddings.weight
+        assert torch.equal(new[: min(size, 100)], old[: min(size, 100)])  # what transformers does: the truth
+        report = check_surgery(model, edited, {"input_ids": (16,)})
+        changed = {p.name: p for p in report.params if p.status != ParamChange.KEPT}
+        assert set(changed) == {"bert.embeddings.word_embeddings.weight", "cls.predictions.bias"}
+        assert {p.status for p in changed.values()} == {ParamChange.RESIZED}
+        assert all(p.message.startswith(note) for p in changed.values())
+        assert "pretrained weights lost" not in report.verdict
+        assert report.verdict.startswith(f"2 resized (bert.embeddings.word_embeddings: {note}")
+
+
+def test_a_head_keeping_some_classes_rows_is_resized() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 20))
+    edited = copy.deepcopy(model)
+    head = nn.Linear(12, 3)
+    with torch.no_grad():
+        head.weight[:2] = model[1].weight[[7, 3]]
+        head.bias[:2] = model[1].bias[[7, 3]]
+    edited[1] = head
+    report = check_surgery(model, edited, (12,))
+    weight = next(p for p in report.params if p.name == "1.weight")
+    assert weight.status == ParamChange.RESIZED
+    assert weight.message == "2 of 20 pretrained rows kept: 0←7, 1←3; 1 new"
+    assert weight.init.startswith("kaiming_uniform_(a=√5)")  # the one new row, as nn.Linear drew it
+    replaced = copy.deepcopy(model)
+    replaced[1] = nn.Linear(12, 3)
+    assert {p.status for p in check_surgery(model, replaced, (12,)).params if p.layer == "1"} == {
+        ParamChange.REINITIALISED
+    }
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4])
+def test_a_fold_by_mean_is_folded_but_said_not_exact(channels: int) -> None:
+    """Found by a probe: the by-hand fold many tutorials use (the mean of the RGB filters) was 're-initialised:
+    pretrained weights lost'.  It keeps the filters, not the output: the factor the note gives is measured on a
+    real forward of both layers."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 1)).double()
+    edited = copy.deepcopy(model)
+    edited[0] = nn.Conv2d(channels, 8, 3).double()
+    with torch.no_grad():
+        edited[0].weight.copy_(model[0].weight.mean(1, keepdim=True).expand(-1, channels, -1, -1))
+        edited[0].bias.zero_()
+        model[0].bias.zero_()
+    grey = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    factor = edited[0](grey.expand(-1, channels, -1, -1)) / model[0](grey.expand(-1, 3, -1, -1))
+    assert torch.allclose(factor, torch.full_like(factor, channels / 3))
+    report = check_surgery(model, edited, (channels, 8, 8))
+    weight = next(p for p in report.params if p.name == "0.weight")
+    assert weight.status == ParamChange.FOLDED
+    assert weight.message.startswith("the mean of the pretrained channels")
+    assert f"gives {channels / 3:.4g} × the original's output" in weight.message
+    assert "not exact" in report.verdict
+    exact = re.search(r"exact: (adapt_input_channels\(.*\))$", weight.message)
+    assert exact is not None
+    fixed = eval(exact.group(1), {"adapt_input_channels": adapt_input_channels, "model": model}).model  # runs
+    assert check_surgery(model, fixed, (channels, 8, 8)).verdict == "1 folded (0), 0 new, 0 invalid"
+
+
+def test_position_embeddings_resampled_to_another_size_are_resized() -> None:
+    """Found by a probe: a ViT fine-tuned at another image size (timm loads its checkpoint through
+    ``resample_abs_pos_embed``; torchvision through ``interpolate_embeddings``) had its position embedding
+    're-initialised: pretrained weights lost'."""
+    timm = pytest.importorskip("timm")
+    from timm.models.vision_transformer import checkpoint_filter_fn
+    from torchvision.models.vision_transformer import interpolate_embeddings
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10)
+    for size, grid in ((384, "24×24"), ((224, 320), "14×20")):
+        edited = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=size)
+        edited.load_state_dict(checkpoint_filter_fn(model.state_dict(), edited))  # timm's own resampling
+        shape = (3, size, size) if isinstance(size, int) else (3, *size)
+        report = check_surgery(model, edited, shape)
+        changed = [p for p in report.params if p.status != ParamChange.KEPT]
+        assert [(p.name, p.status) for p in changed] == [("pos_embed", ParamChange.RESIZED)]
+        assert changed[0].message == (
+            f"resampled: the pretrained 14×14 position grid interpolated (bicubic, antialiased) to {grid}; "
+            "1 prefix token kept"
+        )
+    drawn = copy.deepcopy(edited)
+    with torch.no_grad():
+        drawn.pos_embed.normal_(std=0.02)  # a table drawn again: the pretrained one is lost
+    assert check_surgery(model, drawn, shape).status_of("pos_embed") == ParamChange.REINITIALISED
+
+    vit = torchvision.models.vit_b_16(image_size=64)
+    state = interpolate_embeddings(96, 16, vit.state_dict())
+    bigger = torchvision.models.vit_b_16(image_size=96)
+    bigger.load_state_dict(state)
+    report = check_surgery(vit, bigger, (3, 96, 96))
+    assert report.status_of("encoder.pos_embedding") == ParamChange.RESIZED
+    assert report.verdict.startswith("1 resized (encoder: resampled: the pretrained 4×4 position grid interpolated ")

@@ -56,6 +56,7 @@ STATUS_PRIORITY: tuple[str, ...] = (
     ParamChange.REINITIALISED,
     LayerStatus.OPAQUE,
     ParamChange.FOLDED,
+    ParamChange.RESIZED,
     ParamChange.NEW,
     ParamChange.REMOVED,
     ParamChange.KEPT,

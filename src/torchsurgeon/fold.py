@@ -561,3 +561,56 @@ def recognise_fold(original: torch.Tensor, edited: torch.Tensor) -> FoldMode | N
     if channels > in_channels and close(fold_zero_extra(orig, channels)):
         return FoldMode.ZERO_EXTRA
     return None
+
+
+def recognise_scaled_fold(original: torch.Tensor, edited: torch.Tensor) -> tuple[FoldMode, float] | None:
+    """Tell which fold, times a constant, turned ``original`` into ``edited``: a fold done by hand with the mean
+    (``w.mean(1, keepdim=True)``, which many tutorials use) is the sum fold divided by the channel count.
+
+    Such a weight keeps what the pretrained filters respond to, but it is not equivalent: on the input the fold
+    relates, the layer gives the constant times the original's output.
+
+    Parameters
+    ----------
+    original, edited : torch.Tensor
+        As in :func:`recognise_fold`.
+
+    Returns
+    -------
+    tuple of FoldMode and float, or None
+        The fold (``SUM``, ``SPREAD`` or ``REPEAT``) and the constant, which is
+        neither 0 nor 1; ``None`` when no scaled fold matches (an exact fold:
+        :func:`recognise_fold`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.randn(8, 3, 3, 3)
+    >>> mode, k = recognise_scaled_fold(w, w.mean(1, keepdim=True))
+    >>> str(mode), round(k, 4)
+    ('sum', 0.3333)
+    >>> recognise_scaled_fold(w, fold_sum(w)) is None
+    True
+    """
+    original = _check_weight(original, "original")
+    edited = _check_weight(edited, "edited")
+    if original.shape[0] != edited.shape[0] or original.shape[2:] != edited.shape[2:] or original.numel() == 0:
+        return None
+    compute = _compute_dtype(original.dtype, edited.dtype)
+    rtol, atol_scale = _tolerance(original.dtype, edited.dtype)
+    orig = original.detach().to(compute)
+    target = edited.detach().to(device=orig.device, dtype=compute)
+    channels = edited.shape[1]
+    folds = [(FoldMode.SUM, fold_sum(orig))] if channels == 1 else []
+    folds += [(FoldMode.SPREAD, fold_spread(orig, channels)), (FoldMode.REPEAT, fold_repeat(orig, channels))]
+    for mode, fold in folds:
+        norm = float((fold * fold).sum())
+        if fold.shape != target.shape or norm == 0:
+            continue
+        k = float((fold * target).sum()) / norm
+        if abs(k) < 1e-12:
+            continue
+        atol = atol_scale * float(fold.abs().max()) * abs(k)
+        if abs(k - 1) > rtol and torch.allclose(k * fold, target, rtol=rtol, atol=atol):
+            return mode, k
+    return None

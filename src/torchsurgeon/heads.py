@@ -484,7 +484,7 @@ def replace_head(
         changes += [
             ParamReport(
                 f"{name}.{pname}",
-                ParamChange.REINITIALISED,
+                ParamChange.RESIZED if carried else ParamChange.REINITIALISED,  # some pretrained rows kept
                 tuple(getattr(old, pname).shape),
                 tuple(p.shape),
                 default_init(new, pname),

@@ -89,6 +89,9 @@ class ParamChange(StrEnum):
     """Same shape and values as in the original model."""
     FOLDED = "folded"
     """Recognised as a fold of the original weights."""
+    RESIZED = "resized"
+    """Resized keeping the pretrained values: rows added or dropped (``resize_token_embeddings``, a head keeping
+    some classes), or a ViT's position grid resampled to another image size."""
     REINITIALISED = "reinitialised"
     """Same name, but the pretrained values are gone."""
     NEW = "new"
