@@ -109,6 +109,7 @@ def test_check_surgery_table_and_json(capsys: pytest.CaptureFixture[str]) -> Non
         "kept": 8,
         "folded": 0,
         "resized": 0,
+        "updated": 0,
         "reinitialised": 2,
         "new": 2,
         "removed": 0,

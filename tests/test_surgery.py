@@ -912,7 +912,7 @@ def test_weights_made_of_pretrained_values_are_kept_and_said_how() -> None:
         return {p.name: (p.status, p.message) for p in report.params if p.message}
 
     assert check(lambda m: m[3].weight.mul_(0.5)) == {
-        "3.weight": (ParamChange.KEPT, "scaled: 0.5 × the pretrained values")
+        "3.weight": (ParamChange.UPDATED, "scaled: 0.5 × the pretrained values")
     }
     assert check(lambda m: m[5].weight.copy_(model[3].weight)) == {
         "5.weight": (ParamChange.KEPT, "copied from 3.weight")
@@ -922,7 +922,7 @@ def test_weights_made_of_pretrained_values_are_kept_and_said_how() -> None:
         prune.l1_unstructured(m[3], "weight", amount=0.5)
         prune.remove(m[3], "weight")
 
-    assert check(pruned) == {"3.weight": (ParamChange.KEPT, "pruned: 50% of it zeroed, the rest pretrained")}
+    assert check(pruned) == {"3.weight": (ParamChange.UPDATED, "pruned: 50% of it zeroed, the rest pretrained")}
     assert check(lambda m: m[5].bias.zero_())["5.bias"][0] == ParamChange.REINITIALISED  # a constant: no one's
 
 
@@ -1158,3 +1158,36 @@ def test_position_embeddings_resampled_to_another_size_are_resized() -> None:
     report = check_surgery(vit, bigger, (3, 96, 96))
     assert report.status_of("encoder.pos_embedding") == ParamChange.RESIZED
     assert report.verdict.startswith("1 resized (encoder: resampled: the pretrained 4×4 position grid interpolated ")
+
+
+def test_fine_tuned_or_merged_weights_are_updated_not_reinitialised() -> None:
+    """Found by a probe: a model compared with itself after two SGD steps had all 41 layers 're-initialised:
+    pretrained weights lost', their values 'like xavier_normal_'; a merged LoRA likewise."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18()
+    tuned = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(tuned.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(2):  # a real training step: the truth is that every value started from the pretrained one
+        loss = tuned(torch.randn(4, 3, 64, 64)).logsumexp(1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    report = check_surgery(model, tuned, (3, 64, 64))
+    assert {p.status for p in report.params} == {ParamChange.UPDATED}
+    assert report.verdict.startswith("41 updated (conv1, bn1, layer1.0.conv1,")
+    assert "re-initialised" not in report.verdict
+
+    linear = nn.Sequential(nn.Linear(64, 32))
+    merged = copy.deepcopy(linear)
+    with torch.no_grad():
+        merged[0].weight += 0.01 * torch.randn(32, 4) @ torch.randn(4, 64)  # what peft's merge_and_unload adds
+    (weight,) = [p for p in check_surgery(linear, merged, (64,)).params if p.status != ParamChange.KEPT]
+    assert weight.status == ParamChange.UPDATED and weight.message.endswith("a rank-4 change (a merged LoRA?)")
+
+    drawn = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in drawn.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+                layer.reset_parameters()  # drawn again: lost, whatever their statistics look like
+    statuses = {p.status for p in check_surgery(model, drawn, (3, 64, 64)).params}
+    assert statuses == {ParamChange.REINITIALISED, ParamChange.KEPT}  # BatchNorm's ones and zeros stay as they were

@@ -57,6 +57,7 @@ STATUS_PRIORITY: tuple[str, ...] = (
     LayerStatus.OPAQUE,
     ParamChange.FOLDED,
     ParamChange.RESIZED,
+    ParamChange.UPDATED,
     ParamChange.NEW,
     ParamChange.REMOVED,
     ParamChange.KEPT,

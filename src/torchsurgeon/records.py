@@ -92,6 +92,8 @@ class ParamChange(StrEnum):
     RESIZED = "resized"
     """Resized keeping the pretrained values: rows added or dropped (``resize_token_embeddings``, a head keeping
     some classes), or a ViT's position grid resampled to another image size."""
+    UPDATED = "updated"
+    """The pretrained values changed, not drawn again: fine-tuned, a merged LoRA, scaled or pruned (how, said)."""
     REINITIALISED = "reinitialised"
     """Same name, but the pretrained values are gone."""
     NEW = "new"

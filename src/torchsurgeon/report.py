@@ -64,6 +64,7 @@ STATUS_COLOURS: Mapping[str, tuple[str, str]] = {
     LayerStatus.INVALID: ("#f4cccc", "#cc0000"),
     ParamChange.FOLDED: ("#fce5cd", "#e69138"),
     ParamChange.RESIZED: ("#cfe2f3", "#3d85c6"),
+    ParamChange.UPDATED: ("#ead1dc", "#a64d79"),
     ParamChange.NEW: ("#d9ead3", "#38761d"),
     LayerStatus.OPAQUE: ("#d9d9d9", "#666666"),
     LayerStatus.UNKNOWN: ("#f3f3f3", "#999999"),
@@ -72,7 +73,7 @@ STATUS_COLOURS: Mapping[str, tuple[str, str]] = {
 }
 """``(fill, border)`` colour per :class:`~torchsurgeon.records.LayerStatus` or
 :class:`~torchsurgeon.records.ParamChange` value: invalid red, folded orange,
-resized blue, new green, opaque grey.  HTML rows and graph pictures use the same colours."""
+resized blue, updated purple, new green, opaque grey.  HTML rows and graph pictures use the same colours."""
 
 DEFAULT_COLUMNS: tuple[TableColumn, ...] = (
     TableColumn.OUTPUT,

@@ -159,6 +159,7 @@ _SURGERY_STATUSES = (
     ParamChange.KEPT,
     ParamChange.FOLDED,
     ParamChange.RESIZED,
+    ParamChange.UPDATED,
     ParamChange.REINITIALISED,
     ParamChange.NEW,
     ParamChange.REMOVED,
@@ -179,9 +180,10 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.equal(a.detach(), b.detach().to(a.device)))
 
 
-def _derived(name: str, p: torch.Tensor, orig: dict[str, torch.Tensor]) -> tuple[str, str] | None:
-    """How ``p`` is made of the pretrained values, if it is (note, the original's name when another's): its own
-    scaled (``w.mul_(0.5)``) or pruned (zeros where the rest is unchanged), or a copy of another parameter."""
+def _derived(name: str, p: torch.Tensor, orig: dict[str, torch.Tensor]) -> tuple[ParamChange, str, str] | None:
+    """How ``p`` is made of the pretrained values, if it is (status, note, the original's name when another's): its
+    own updated (fine-tuned, a merged LoRA: :func:`_updated`), scaled (``w.mul_(0.5)``) or pruned (zeros where the
+    rest is unchanged), or a copy of another parameter."""
     if p.is_meta or p.numel() < 2 or bool(torch.all(p == p.flatten()[0])):  # one value (a zeroed bias): no one's
         return None
     o = orig.get(name)
@@ -189,17 +191,65 @@ def _derived(name: str, p: torch.Tensor, orig: dict[str, torch.Tensor]) -> tuple
         a, b = o.detach().double().flatten(), p.detach().double().flatten()
         kept = b != 0
         if bool(kept.any()) and not bool(kept.all()) and torch.equal(a[kept], b[kept]) and bool((a[~kept] != 0).any()):
-            return f"pruned: {float((~kept).double().mean()):.0%} of it zeroed, the rest pretrained", ""
+            return (
+                ParamChange.UPDATED,
+                f"pruned: {float((~kept).double().mean()):.0%} of it zeroed, the rest pretrained",
+                "",
+            )
         nonzero = a != 0
         if bool(nonzero.any()) and torch.equal(nonzero, b != 0):
             ratios = b[nonzero] / a[nonzero]
             k = float(ratios[0])
             if k not in (0.0, 1.0) and torch.allclose(ratios, torch.full_like(ratios, k), rtol=1e-6, atol=0):
-                return f"scaled: {k:.4g} × the pretrained values", ""
+                return ParamChange.UPDATED, f"scaled: {k:.4g} × the pretrained values", ""
     for other, t in orig.items():  # layers swapped or copied: another parameter's values
         if other != name and _same(t, p):
-            return f"copied from {other}", other
-    return None
+            return ParamChange.KEPT, f"copied from {other}", other
+    update = _updated(o, p) if o is not None else None
+    return (ParamChange.UPDATED, update, "") if update is not None else None
+
+
+def _updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
+    """How far ``new`` moved from the pretrained ``old`` when it is ``old`` changed, not a new draw: fine-tuned
+    weights stay close to where they started, or keep their pattern (correlation), while a weight drawn again is
+    as far from the pretrained one as both are large, and uncorrelated with it.  A change of low rank in a
+    matrix (a merged LoRA) is named.  ``None`` for tensors too small to tell (16 values or fewer).
+
+    Examples
+    --------
+    >>> import torch
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> w = torch.randn(64, 32)
+    >>> _updated(w, w + 0.01 * torch.randn(64, 32))
+    'updated: changed by 0.95% of its norm (correlation 1.0000 with the pretrained values)'
+    >>> _updated(w, w + torch.randn(64, 4) @ torch.randn(4, 32) * 0.1).split(", ")[-1]
+    'a rank-4 change (a merged LoRA?)'
+    >>> _updated(w, torch.randn(64, 32)) is None
+    True
+    """
+    if old.shape != new.shape or old.numel() <= 16 or not old.is_floating_point() or old.is_meta or new.is_meta:
+        return None
+    a, b = old.detach().double().flatten(), new.detach().double().flatten().to(old.device)
+    norm = float(a.norm())
+    if norm == 0 or float(b.std()) == 0:  # from zeros, or to a constant (a BatchNorm's ones): what a new draw gives
+        return None
+    change = float((b - a).norm()) / norm
+    # the correlation of two independent draws is within 5 standard errors of 0; a constant has none (ones, trained)
+    r = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if float(a.std()) > 0 else None
+    if not (change < 0.5 or (r is not None and r >= max(0.5, 5 / math.sqrt(a.numel())))):
+        return None
+    how = f"{change:.0%}" if change >= 0.1 else f"{change * 100:.2g}%"
+    note = f"updated: changed by {how} of its norm" + (
+        f" (correlation {r:.4f} with the pretrained values)" if r else ""
+    )
+    if old.dim() >= 2 and old.numel() <= 1_000_000:
+        delta = (new.detach().double().to(old.device) - old.detach().double()).reshape(old.shape[0], -1)
+        values = torch.linalg.svdvals(delta)
+        rank = int((values > values[0] * 1e-6).sum()) if float(values[0]) > 0 else 0
+        if 0 < rank <= min(delta.shape) // 4:
+            note += f", a rank-{rank} change (a merged LoRA?)"
+    return note
 
 
 def _aliases(model: nn.Module, unique: Mapping[str, torch.Tensor]) -> dict[str, str]:
@@ -392,9 +442,9 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
     for name in list(unmatched):  # pretrained values changed, not drawn again: scaled, pruned, or another's
         derived = _derived(name, new[name], orig)
         if derived is not None:
-            note, source = derived
+            status, note, source = derived
             shape = tuple(new[name].shape)
-            reports[name] = ParamReport(name, ParamChange.KEPT, shape, shape, "", note, source)
+            reports[name] = ParamReport(name, status, shape, shape, "", note, source)
             claimed.add(name)
             unmatched.remove(name)
 
@@ -403,6 +453,14 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
         p = new[name]
         if name in orig:
             o = orig[name]
+            owner = name.rpartition(".")[0]
+            if _from_zeros(o, p) and any(
+                r.status is ParamChange.UPDATED and r.layer == owner for r in reports.values()
+            ):
+                note = f"updated from the pretrained zeros, as {owner or 'the model'}'s other parameters were"
+                reports[name] = ParamReport(name, ParamChange.UPDATED, tuple(o.shape), tuple(p.shape), "", note)
+                claimed.add(name)
+                continue
             resampled = _resampled(o, p)
             if resampled is not None:  # a ViT's positions for another image size: the pretrained grid interpolated
                 reports[name] = ParamReport(name, ParamChange.RESIZED, tuple(o.shape), tuple(p.shape), "", resampled)
@@ -512,6 +570,14 @@ def _rows_kept(old: torch.Tensor, new: torch.Tensor) -> str:
         + ", ".join(f"{i}←{js[0]}" if len(js) == 1 else f"{i}←one of {len(js)} equal rows" for i, js in kept[:10])
         + (" ..." if len(kept) > 10 else "")
     )
+
+
+def _from_zeros(old: torch.Tensor, new: torch.Tensor) -> bool:
+    """Whether ``old`` is all zeros (a bias as initialised) and ``new`` the same shape, not all alike."""
+    if old.shape != new.shape or old.is_meta or new.is_meta or new.numel() < 2:
+        return False
+    flat = new.detach().flatten()
+    return not bool(old.detach().any()) and not bool(torch.all(flat == flat[0]))
 
 
 def _resampled(old: torch.Tensor, new: torch.Tensor) -> str | None:
@@ -639,6 +705,9 @@ def _verdict(params: Sequence[ParamReport], invalid: Sequence[LayerReport]) -> s
             if p.status == ParamChange.FOLDED and "not exact" in p.message
         }
         parts.append(f"{len(folded)} folded ({', '.join(f'{x}: {inexact[x]}' if x in inexact else x for x in folded)})")
+    updated = layers(ParamChange.UPDATED)
+    if updated:
+        parts.append(f"{len(updated)} updated ({', '.join(updated)})")
     resized = layers(ParamChange.RESIZED)
     if resized:
         notes = [next(p.message for p in params if where(p) == x and p.status == ParamChange.RESIZED) for x in resized]
@@ -702,7 +771,13 @@ def check_surgery(original: nn.Module, edited: nn.Module, input: InputSpec, *, b
     graph = after.graph
     change_by_layer: dict[str, ParamChange] = {}
     for p in params:
-        if p.status in (ParamChange.FOLDED, ParamChange.RESIZED, ParamChange.NEW, ParamChange.REINITIALISED):
+        if p.status in (
+            ParamChange.FOLDED,
+            ParamChange.RESIZED,
+            ParamChange.UPDATED,
+            ParamChange.NEW,
+            ParamChange.REINITIALISED,
+        ):
             change_by_layer.setdefault(p.layer, p.status)
     for rec in list(node_records(graph)):
         if rec.status == LayerStatus.OK and rec.layer in change_by_layer:
