@@ -148,6 +148,18 @@ class TwoInputs(nn.Module):
         return self.fuse(torch.cat([self.image(image), self.mask(mask)], dim=1))
 
 
+class StopGradientTarget(nn.Module):
+    """A trainable branch used only as a detached target (BYOL-style): what it saves is freed in the forward."""
+
+    def __init__(self, dim: int = 256, hidden: int = 1024) -> None:
+        super().__init__()
+        self.online = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.target = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.online(x) - self.target(x).detach()
+
+
 @contextlib.contextmanager
 def parameters_on_meta(buffers: bool = True) -> Iterator[None]:
     """Create every parameter (and buffer, unless ``buffers=False``) on ``meta`` while the block runs.
@@ -432,24 +444,28 @@ def measure_training_step(
     """One real forward and backward on the CPU in training mode, measured without torchsurgeon (``x``: the
     input, the inputs in order, or the inputs by argument name).
 
-    Saved bytes: every tensor autograd saves for backward
-    (``torch.autograd.graph.saved_tensors_hooks``), each storage once, parameters and buffers
-    excluded.  Gradients: the ``.grad`` bytes after backward (then cleared).
+    Saved bytes: the tensors autograd saves for backward (``torch.autograd.graph.saved_tensors_hooks``) that are
+    still alive when the forward returns, each storage once, parameters and buffers excluded: a tensor saved by a
+    branch whose result the forward drops (used only ``.detach()``-ed) is freed with that branch, before backward.
+    Gradients: the ``.grad`` bytes after backward (then cleared).
     """
     model.train()
     weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    saved: dict[int, int] = {}
+    packed: list[weakref.ref[torch.Tensor]] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in weights:
-            saved.setdefault(storage.data_ptr(), storage.nbytes())
+        if t.untyped_storage().data_ptr() not in weights:
+            t = t.detach()  # what autograd keeps: the same storage, no reference back to the output's grad_fn
+            packed.append(weakref.ref(t))
         return t
 
     torch.manual_seed(0)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         with torch.autocast("cpu", amp or torch.bfloat16, enabled=amp is not None):
             out = model(**x) if isinstance(x, dict) else model(*x) if isinstance(x, tuple) else model(x)
+    alive = [t for t in (ref() for ref in packed) if t is not None]
+    saved = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in alive}
+    del alive
     outs = [t for t in _output_tensors(out) if t.requires_grad]
     torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
     grads = {id(p): p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None}

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from models import GPU_MEMORY_MODELS, TextTimeConditioned, measure_optimizer_step
+from models import GPU_MEMORY_MODELS, StopGradientTarget, TextTimeConditioned, measure_optimizer_step
 from models import MEMORY_BATCH as BATCH
 from models import MEMORY_MODELS as MODELS
 from models import MEMORY_SIZE as SIZE
@@ -51,6 +51,18 @@ def test_activations_and_gradients_match_a_real_cpu_step(name: str) -> None:
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     assert plan.gradients == trainable == real.gradients
     assert plan.weights == sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def test_measured_saved_bytes_are_what_the_forward_still_holds() -> None:
+    # the allocator's own count (the profiler's memory events, no saved-tensor hooks): what the forward allocated and
+    # still holds is the saved tensors but the input, plus the output (a subtraction saves neither operand); the
+    # target branch's saved tensors (2 x 8 x 1024 floats) are freed with it
+    model, x = StopGradientTarget().train(), torch.randn(8, 256)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = model(x)
+    held = sum(event.self_cpu_memory_usage for event in prof.events())
+    assert held == 3 * 8 * 256 * 4
+    assert measure(model, x).saved == held - out.nbytes + x.nbytes
 
 
 def test_frozen_stem_saves_nothing_before_the_first_trainable_layer() -> None:
