@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from models import StopGradientTarget, measure_training_step
 from torchsurgeon.fakestep import simulate_step
 
 
@@ -25,6 +26,19 @@ def test_a_storage_saved_through_two_views_counts_once() -> None:
     assert step.activations == 4 * (4 * 5 + 4 * 6)  # x (saved by the Linear) and h, once
     assert step.saved == {"": 4 * 4 * 6, "lin": 4 * 4 * 5}  # h is first saved by the model's own forward
     assert step.got_grad == [True, True] and step.gradients == 4 * (5 * 6 + 6)
+
+
+def test_what_a_dropped_branch_saved_is_freed_before_backward() -> None:
+    # the target branch's result is used only detached: its graph, and what its GELU and last Linear saved
+    # (2 x 8 x 1024 floats), is freed in the forward; backward holds the online branch's (x, 2 x 8 x 256 floats)
+    model = StopGradientTarget()
+    step = simulate_step(model, {"x": ((8, 256), None)}, train=True, amp=None, dtype=None)
+    real = measure_training_step(model, torch.randn(8, 256))
+    assert step.activations == real.saved == 3 * 8 * 256 * 4
+    online = {"online.0": 8 * 256 * 4, "online.1": 8 * 256 * 4, "online.2": 8 * 256 * 4}  # x, and both GELU's ends
+    assert step.saved == {"": 0, **online, "target.0": 0, "target.1": 0, "target.2": 0}
+    # freed in the forward, they were transient: the input to the target's last Linear and its output
+    assert (step.peak_at, step.transient) == ("forward, target.2 (addmm.default)", 4 * 8 * (256 + 2 * 1024 + 256))
 
 
 def test_eval_forward_saves_nothing_and_frees_as_it_goes() -> None:

@@ -134,7 +134,8 @@ class SimulatedStep:
     Attributes
     ----------
     activations : int
-        Storages autograd saved for backward, each once, parameters and buffers excluded.
+        Storages autograd saved for backward and still held when the forward returns (a branch the forward
+        drops frees what it saved), each once, parameters and buffers excluded.
     gradients : int
         The ``.grad`` the backward left on the parameters.
     transient : int
@@ -181,6 +182,23 @@ def _tensors_in(value: Any) -> Iterator[torch.Tensor]:
     elif isinstance(value, Mapping):
         for v in value.values():
             yield from _tensors_in(v)
+
+
+def _held_for_backward(
+    packed: list[tuple[int, str, weakref.ref[torch.Tensor]]], storages: _Storages, step: SimulatedStep
+) -> dict[int, int]:
+    """The storages saved for backward still held when the forward returns, with their bytes; ``step.saved``
+    gets each under the module that first saved it among those saves still held.
+
+    A branch whose result the forward drops (used only ``.detach()``-ed: DoRA's weight norm, a stop-gradient
+    target) frees its graph, and with it what it saved, before backward: those storages were transient.
+    """
+    saved: dict[int, int] = {}
+    for index, module, kept in packed:
+        if index not in saved and kept() is not None:
+            saved[index] = storages.lives[index][0]
+            step.saved[module] = step.saved.get(module, 0) + saved[index]
+    return saved
 
 
 def _call(module: nn.Module, inputs: Mapping[str, torch.Tensor], paths: InputPaths | None) -> Any:
@@ -283,14 +301,14 @@ def _simulate(
         handles.append(module.register_forward_pre_hook(enter))
         handles.append(module.register_forward_hook(leave))  # not on failure: the stack names the module
     step = SimulatedStep()
-    saved: dict[int, int] = {}
+    packed: list[tuple[int, str, weakref.ref[torch.Tensor]]] = []  # (storage index, module, what autograd keeps)
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         index = storages.track(t)
-        if index is not None and index not in saved:
-            saved[index] = storages.lives[index][0]
-            step.saved[storages.module()] = step.saved.get(storages.module(), 0) + saved[index]
-        return t.detach()  # the same storage, without the output's grad_fn (no reference cycle)
+        kept = t.detach()  # the same storage, without the output's grad_fn (no reference cycle)
+        if index is not None:
+            packed.append((index, storages.module(), weakref.ref(kept)))
+        return kept
 
     try:
         with fake, storages:
@@ -303,6 +321,7 @@ def _simulate(
             with torch.set_grad_enabled(train), hooks, autocast, kernels:
                 out = _call(copy, values, paths)
             storages.forward_ops = len(storages.ops)
+            saved = _held_for_backward(packed, storages, step)
             outs = [t for t in _tensors_in(out) if t.requires_grad] if train else []
             storages.backward = True
             if outs:

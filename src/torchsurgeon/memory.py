@@ -7,8 +7,9 @@ whose parameters are fake CPU tensors runs one training-mode forward (under
 PyTorch runs them, but no tensor owns memory.  Along the way:
 
 * :func:`torch.autograd.graph.saved_tensors_hooks` sees every tensor autograd
-  keeps for backward; their storages, each counted once, parameters and
-  buffers excluded, are the **activations**.  Layers that run on an input
+  keeps for backward; their storages still held when the forward returns
+  (a branch the forward drops frees what it saved), each counted once,
+  parameters and buffers excluded, are the **activations**.  Layers that run on an input
   needing no gradient before the first trainable parameter save nothing,
   in-place ops share storage, dropout masks, norm statistics, attention
   intermediates and amp's casted weight copies count, because that is what
@@ -119,8 +120,8 @@ class MemoryPlan:
     optimizer_state : int
         The optimizer's state tensors after its first step.
     activations : int
-        Bytes autograd keeps for backward in one training-mode forward:
-        each storage once, parameters and buffers excluded.
+        Bytes autograd keeps for backward in one training-mode forward, still
+        held when it returns: each storage once, parameters and buffers excluded.
     transient : int
         The most memory in use at one moment of the forward and backward
         beyond the saved activations and the gradients (op outputs not
