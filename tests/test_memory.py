@@ -139,6 +139,28 @@ def test_optimizer_step_temporaries_match_a_real_step(
     assert plan.step_transient == pytest.approx(real, rel=0.01, abs=4096)
 
 
+@pytest.mark.parametrize(
+    ("kind", "make"),
+    [
+        ("adamw", lambda ps: torch.optim.AdamW(ps)),
+        ("adam", lambda ps: torch.optim.Adam(ps)),
+        ("sgd-momentum", lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9)),
+        ("sgd", lambda ps: torch.optim.SGD(ps, lr=0.1)),
+    ],
+)
+def test_optimizer_by_name_on_a_cpu_plans_the_step_torch_runs_there(
+    kind: str, make: Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+) -> None:
+    """torch's default (``foreach=None``) on CPU tensors is one parameter at a time, not the foreach step a GPU runs:
+    AdamW by name on a CPU was planned at 2.3x its real step's temporaries."""
+    model = _resnet18_frozen_stem()
+    optimizer = make([p for p in model.parameters() if p.requires_grad])
+    real = measure_optimizer_step(model, optimizer, torch.randn(2, 3, 32, 32))
+    for given in (kind, optimizer):  # by name, and the same optimizer given with torch's defaults
+        plan = memory_plan(model, (3, 32, 32), batch=2, optimizer=given, device="cpu")
+        assert plan.step_transient == pytest.approx(real, rel=0.01, abs=4096), given
+
+
 def test_optimizer_holding_only_the_head() -> None:
     model = torchvision.models.resnet18()
     optimizer = torch.optim.Adam(model.fc.parameters())

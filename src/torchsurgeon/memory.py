@@ -128,8 +128,9 @@ class MemoryPlan:
         saved, gradients of activations, amp's casts, the batch itself when
         nothing saves it).
     step_transient : int
-        Temporaries of the optimizer step (the ``foreach`` implementation,
-        the default on GPUs), when activations are already freed.
+        Temporaries of the optimizer step, when activations are already freed,
+        in the implementation torch picks on ``device`` unless the optimizer
+        says (``foreach``): ``foreach`` on a GPU, one parameter at a time on a CPU.
     workspace : int
         cuBLAS workspaces a GPU step holds (``device="cuda"``): torch gives
         each thread that runs a matrix product a 32 MiB workspace on Hopper
@@ -444,14 +445,16 @@ def _optimizer_kind(optimizer: Any) -> tuple[OptimizerKind, Callable[[nn.Paramet
     return kind, lambda p: defaults
 
 
-def _optimizer_bytes(optimizer: Any, params: list[tuple[nn.Parameter, int]]) -> tuple[str, int, int]:
+def _optimizer_bytes(optimizer: Any, params: list[tuple[nn.Parameter, int]], device: str) -> tuple[str, int, int]:
     """(name, state bytes, step temporaries) for the parameters that get a gradient, with their bytes.
 
     The state is what ``torch.optim`` allocates at the first step: SGD a
     momentum buffer per parameter when momentum is not 0; Adam and AdamW
     ``exp_avg`` and ``exp_avg_sq`` (and ``max_exp_avg_sq`` with amsgrad) in
     the parameter's dtype and a scalar ``step`` tensor.  The temporaries are
-    those of the ``foreach`` step (the default on GPUs), each a list the size
+    those of the step torch runs on ``device``: ``foreach`` when the optimizer
+    says so, or says nothing on a GPU (``foreach=None``: torch's
+    ``_default_to_fused_or_foreach`` picks it on CUDA, not on a CPU), each a list the size
     of the parameters: Adam's ``sqrt(exp_avg_sq)`` (its negated or decayed
     gradients, ``maximize`` or coupled weight decay, are freed before it);
     SGD's negated or decayed gradients.  With ``foreach=False``, one parameter
@@ -484,8 +487,10 @@ def _optimizer_bytes(optimizer: Any, params: list[tuple[nn.Parameter, int]]) -> 
             continue
         temporaries += nbytes
         largest = max(largest, nbytes)
-    foreach = not isinstance(optimizer, torch.optim.Optimizer) or all(
-        g.get("foreach") is not False for g in optimizer.param_groups
+    groups = optimizer.param_groups if isinstance(optimizer, torch.optim.Optimizer) else [_DEFAULTS[kind]]
+    foreach = all(
+        g["foreach"] if g.get("foreach") is not None else device == "cuda" and not g.get("differentiable")
+        for g in groups
     )
     return name, state, lists * temporaries if foreach else copies * largest
 
@@ -667,7 +672,7 @@ def memory_plan(
     except MemoryPlanError as exc:  # an eval-mode path that reads values (YOLO's Detect makes its anchors there)
         infer, why_not = None, str(exc).replace("the forward of a fake-tensor copy", "its eval-mode forward", 1)
     with_grad = [(p, _nbytes(p, dtype)) for p, got in zip(unique, train.got_grad) if got]
-    name, state, step_transient = _optimizer_bytes(optimizer, with_grad)
+    name, state, step_transient = _optimizer_bytes(optimizer, with_grad, device)
 
     def replan(b: int) -> int:
         again = {k: ((b, *shape[1:]), dt) for k, (shape, dt) in inputs.items()}
