@@ -55,3 +55,13 @@ def test_peak_is_named_by_module_or_backward_op() -> None:
     assert step.activations == 4 * 2 * 4096
     # the input and the first Linear's output, saved by nobody, from the first Linear's addmm on (the first moment)
     assert (step.peak_at, step.transient) == ("forward, 0 (addmm.default)", 4 * (2 * 4 + 2 * 4096))
+
+
+def test_a_sparse_embedding_gradient_has_a_row_per_lookup() -> None:
+    net = nn.Sequential(nn.Embedding(1000, 16, sparse=True), nn.Linear(16, 2))
+    step = simulate_step(net, {"input": ((4, 8), torch.int64)}, train=True, amp=None, dtype=None)
+    net(torch.randint(0, 1000, (4, 8))).sum().backward()
+    grad = net[0].weight.grad
+    assert grad is not None and grad.is_sparse  # the real one: uncoalesced, 32 rows and 32 int64 indices
+    assert step.sparse_gradients == {0: grad._indices().nbytes + grad._values().nbytes} == {0: 32 * (8 + 16 * 4)}
+    assert step.gradients == step.sparse_gradients[0] + 4 * (16 * 2 + 2)

@@ -724,15 +724,78 @@ def test_a_misspelt_input_name_is_refused_with_the_close_one_as_paramcount_does(
         assert memory_plan(model, fix, batch=2, optimizer="sgd", device="cpu").activations > 0
 
 
-def test_sparse_embedding_gradients_are_said_not_to_be_planned() -> None:
+class SparseLookups(nn.Module):
+    """Word2vec / recommender style: a sparse embedding and a sparse bag of the same ids, then a dense head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.words = nn.Embedding(10000, 64, sparse=True)
+        self.bag = nn.EmbeddingBag(1000, 16, mode="sum", sparse=True)
+        self.head = nn.Linear(64 + 16, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.words(ids).mean(1), self.bag(ids % 1000)], dim=1))
+
+
+def _sparse_bytes(t: torch.Tensor) -> int:
+    return t._indices().nbytes + t._values().nbytes if t.is_sparse else t.nbytes
+
+
+@pytest.mark.parametrize(
+    ("kind", "make"),
+    [
+        ("sgd", lambda dense, sparse: [torch.optim.SGD([*dense, *sparse], lr=0.1)]),
+        ("sgd-momentum", lambda dense, sparse: [torch.optim.SGD([*dense, *sparse], lr=0.1, momentum=0.9)]),
+        ("adam", lambda dense, sparse: [torch.optim.Adam(dense), torch.optim.SparseAdam(sparse)]),
+        ("adamw", lambda dense, sparse: [torch.optim.AdamW(dense), torch.optim.SparseAdam(sparse)]),
+    ],
+)
+def test_sparse_embedding_gradients_and_state_match_a_real_step(
+    kind: str, make: Callable[[list[nn.Parameter], list[nn.Parameter]], list[torch.optim.Optimizer]]
+) -> None:
     """Found by a probe: the sparse gradient of an ``nn.Embedding(sparse=True)`` was missing from the gradients and
-    SGD's momentum was planned dense (75 x the real state), without a word."""
-    model = nn.Sequential(nn.Embedding(1000, 16, sparse=True), nn.Flatten(), nn.Linear(16 * 8, 2))
-    ids = torch.randint(0, 1000, (4, 8))
-    model(ids).sum().backward()
-    assert model[0].weight.grad is not None and model[0].weight.grad.is_sparse  # what a real step makes
-    plan = memory_plan(model, {"input": TypedShape((8,), "long")}, batch=4, optimizer="sgd", device="cpu")
-    assert plan.sparse == ("0",) and plan.to_dict()["sparse"] == ["0"]
-    assert any("sparse gradients of 0" in note for note in plan.notes())
+    SGD's momentum was planned dense (75 x the real state).  Adam and AdamW refuse sparse gradients: by name, the
+    plan is of the usual setup, SparseAdam for the sparse layers."""
+    torch.manual_seed(0)
+    model = SparseLookups()
+    model(torch.randint(0, 10000, (4, 32))).sum().backward()
+    assert model.words.weight.grad is not None and model.words.weight.grad.is_sparse  # what a real step makes
+    real_grads = sum(_sparse_bytes(p.grad) for p in model.parameters() if p.grad is not None)
+    sparse = [model.words.weight, model.bag.weight]
+    optimizers = make(list(model.head.parameters()), sparse)
+    for optimizer in optimizers:
+        optimizer.step()
+    real_state = sum(
+        _sparse_bytes(v)
+        for o in optimizers
+        for s in o.state.values()
+        for v in s.values()
+        if isinstance(v, torch.Tensor)
+    )
+    plan = memory_plan(model, {"ids": TypedShape((32,), "long")}, batch=4, optimizer=kind, device="cpu")
+    assert (plan.gradients, plan.optimizer_state) == (real_grads, real_state)
+    assert plan.sparse == ("words", "bag") and plan.to_dict()["sparse"] == ["words", "bag"]
+    said = " ".join(plan.notes())
+    assert "Sparse gradients of words, bag" in said
+    assert ("SparseAdam" in said) == kind.startswith("adam") and ("grows" in said) == (kind == "sgd-momentum")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda ps: torch.optim.AdamW(ps), lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-4)],
+)
+def test_an_optimizer_that_refuses_a_sparse_gradient_is_refused(
+    make: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+) -> None:
+    model = SparseLookups()
+    optimizer = make(list(model.parameters()))
+    model(torch.randint(0, 10000, (4, 32))).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):  # the real step
+        optimizer.step()
+    with pytest.raises(InputError, match=r"words \(sparse=True\) gets a sparse gradient, which its step refuses"):
+        memory_plan(model, {"ids": TypedShape((32,), "long")}, batch=4, optimizer=optimizer, device="cpu")
+
+
+def test_dense_embeddings_are_not_sparse() -> None:
     dense = nn.Sequential(nn.Embedding(1000, 16), nn.Flatten(), nn.Linear(16 * 8, 2))
     assert memory_plan(dense, {"input": TypedShape((8,), "long")}, batch=4, device="cpu").sparse == ()

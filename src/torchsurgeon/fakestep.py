@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,18 @@ def _storage_key(t: torch.Tensor) -> int | None:
         return None
 
 
+_SPARSE_LOOKUPS = {torch.ops.aten.embedding.default: 4, torch.ops.aten._embedding_bag.default: 5}
+"""Embedding ops (weight, indices, ...) and the position of their ``sparse`` flag."""
+
+
+def _sparse_gradient_bytes(weight: torch.Tensor, lookups: int) -> int:
+    """The bytes of the sparse gradient of an embedding ``weight`` looked up ``lookups`` times: torch makes it
+    uncoalesced, one row per lookup (``int64`` indices, rows of values in the weight's dtype)."""
+    return lookups * (
+        torch.tensor([], dtype=torch.int64).element_size() + math.prod(weight.shape[1:]) * weight.element_size()
+    )
+
+
 class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
     """Every storage a fake step allocates, op by op: its bytes, the op that made it, the op before which it died.
 
@@ -65,6 +78,7 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self._live: dict[int, list[int]] = {}  # storage key -> [storage index, tensors alive]
         self._tensors: set[int] = set()
         self.values = AssumedValues()
+        self.lookups: dict[int | None, int] = {}  # weight storage -> rows looked up by sparse embeddings
 
     def module(self) -> str:
         """The innermost module running (forward), else ``backward``."""
@@ -87,6 +101,10 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 if out is NO_VALUE:
                     raise
         self.values.record(func, args, kwargs, out)
+        sparse = _SPARSE_LOOKUPS.get(func)
+        if sparse is not None and len(args) > sparse and args[sparse]:  # a sparse=True lookup: one gradient row each
+            key = _storage_key(args[0])
+            self.lookups[key] = self.lookups.get(key, 0) + args[1].numel()
         for t in pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self.track(t)
@@ -151,6 +169,9 @@ class SimulatedStep:
         Per module: the most memory beyond activations and gradients while it ran (forward).
     got_grad : list[bool]
         Per parameter of the model (``model.parameters()`` order): did it get a ``.grad``.
+    sparse_gradients : dict[int, int]
+        Per parameter (its position in ``got_grad``) whose ``.grad`` is sparse (``nn.Embedding(sparse=True)``):
+        the bytes torch gives it, one row per lookup (fake tensors make it empty); counted in ``gradients``.
     """
 
     activations: int = 0
@@ -161,6 +182,7 @@ class SimulatedStep:
     saved: dict[str, int] = field(default_factory=dict)  # module -> bytes it saved first, modules in forward order
     transients: dict[str, int] = field(default_factory=dict)  # module -> most in use beyond activations, forward
     got_grad: list[bool] = field(default_factory=list)  # per parameter of the model, in order
+    sparse_gradients: dict[int, int] = field(default_factory=dict)  # parameter position -> sparse .grad bytes
 
 
 def _fake_like(mode: FakeTensorMode, t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -348,13 +370,16 @@ def _simulate(
         for handle in handles:
             handle.remove()
     grads: dict[int, int] = {}
-    for p in params:
+    for position, p in enumerate(params):
         step.got_grad.append(p.grad is not None)
-        if p.grad is not None:
+        if p.grad is not None and p.grad.is_sparse:
+            step.sparse_gradients[position] = _sparse_gradient_bytes(p, storages.lookups.get(_storage_key(p), 0))
+        elif p.grad is not None:
             index = storages.track(p.grad)
             if index is not None:
                 grads[index] = storages.lives[index][0]
-    step.activations, step.gradients = sum(saved.values()), sum(grads.values())
+    step.activations = sum(saved.values())
+    step.gradients = sum(grads.values()) + sum(step.sparse_gradients.values())
     beyond = storages.in_use(set(saved) | set(grads))
     at = max(range(len(beyond)), key=beyond.__getitem__)
     step.transient = beyond[at]

@@ -164,8 +164,10 @@ class MemoryPlan:
         (oneDNN's on a CPU, cuDNN's reserve space on a GPU) that a simulated step cannot see: when not empty,
         ``activations`` and ``peak`` are lower bounds (the notes say so).
     sparse : tuple[str, ...]
-        Trainable ``nn.Embedding`` / ``nn.EmbeddingBag`` layers with ``sparse=True``: their gradients (as many rows
-        as the batch uses) and the optimizer state built from them are not planned as such (the notes say so).
+        Trainable ``nn.Embedding`` / ``nn.EmbeddingBag`` layers with ``sparse=True``: their gradients are planned
+        sparse, as torch makes them (a row and an index per lookup), and so is SGD's momentum after the first step
+        (it grows by about a gradient each step); Adam and AdamW, which refuse sparse gradients, are planned with
+        ``torch.optim.SparseAdam``'s dense state for them (the notes say so).
     """
 
     model_name: str
@@ -193,6 +195,7 @@ class MemoryPlan:
     ddp_buckets: int = 0
     sparse: tuple[str, ...] = ()
     _replan: Callable[[int], int] | None = field(default=None, repr=False, compare=False)
+    _sparse_state: str = field(default="", repr=False, compare=False)  # the optimizer's state from sparse gradients
 
     @property
     def peak(self) -> int:
@@ -345,10 +348,10 @@ class MemoryPlan:
             shown = format_names(self.uncounted)
             rnn += [f"Not counted: {kernel} of the recurrent layers ({shown}): activations and peak are lower bounds"]
         if self.sparse:
-            shown = format_names(self.sparse)
+            state = f"; {self._sparse_state}" if self._sparse_state else ""
             rnn += [
-                f"Not planned as they are: the sparse gradients of {shown} (sparse=True) and the optimizer state made "
-                "from them: gradients and optimizer state are planned dense (the optimizer may refuse them: AdamW)"
+                f"Sparse gradients of {format_names(self.sparse)} (sparse=True): one row and index per lookup, "
+                f"uncoalesced, as torch makes them{state}"
             ]
         ddp = " + DDP gradient buckets" if self.ddp_buckets else ""
         if self.ddp_buckets:
@@ -445,8 +448,15 @@ def _optimizer_kind(optimizer: Any) -> tuple[OptimizerKind, Callable[[nn.Paramet
     return kind, lambda p: defaults
 
 
-def _optimizer_bytes(optimizer: Any, params: list[tuple[nn.Parameter, int]], device: str) -> tuple[str, int, int]:
-    """(name, state bytes, step temporaries) for the parameters that get a gradient, with their bytes.
+def _optimizer_bytes(
+    optimizer: Any,
+    params: list[tuple[nn.Parameter, int]],
+    device: str,
+    sparse: Mapping[int, tuple[str, int]] | None = None,
+) -> tuple[str, int, int, str]:
+    """(name, state bytes, step temporaries, what the notes say of sparse gradients) for the parameters that get a
+    gradient, with their bytes; ``sparse``: by ``id`` of a parameter with a sparse gradient, its layer and the
+    gradient's bytes.
 
     The state is what ``torch.optim`` allocates at the first step: SGD a
     momentum buffer per parameter when momentum is not 0; Adam and AdamW
@@ -461,6 +471,14 @@ def _optimizer_bytes(optimizer: Any, params: list[tuple[nn.Parameter, int]], dev
     at a time: Adam's ``sqrt`` and its quotient, beside the gradient copy;
     SGD's chain of gradient copies (``maximize``, weight decay, ``nesterov``),
     two at a time.  None when ``fused``.  Measured on torch 2.14's steps.
+
+    A sparse gradient (``nn.Embedding(sparse=True)``): SGD's momentum buffer is
+    a clone of it at the first step (torch then adds each step's gradient
+    uncoalesced: it grows), ``maximize`` negates it and ``nesterov`` adds the
+    buffer (twice its size); Adam and AdamW refuse it, so by name its state is
+    ``torch.optim.SparseAdam``'s (dense ``exp_avg`` and ``exp_avg_sq``, an int
+    ``step``; its step holds about 4 gradients), given as an instance they
+    raise, as SGD with weight decay does.
     """
     kind, options = _optimizer_kind(optimizer)
     name = str(kind) if isinstance(optimizer, str) else type(optimizer).__name__
@@ -468,13 +486,29 @@ def _optimizer_bytes(optimizer: Any, params: list[tuple[nn.Parameter, int]], dev
     state = temporaries = largest = 0
     lists = 0  # temporary lists the foreach step allocates, each the size of the parameters
     copies = 0  # temporaries of the size of one parameter the one-at-a-time step holds at once
+    sparse_steps = [0]  # temporaries of the steps over sparse gradients
+    said = ""
     for p, nbytes in params:
         group = options(p)
         if group is None:
             continue
         decay = bool(group.get("weight_decay", 0.0))
         maximize = bool(group.get("maximize", False))
-        if kind in (OptimizerKind.SGD, OptimizerKind.MOMENTUM):
+        layer, grad = (sparse or {}).get(id(p), ("", 0))
+        sgd = kind in (OptimizerKind.SGD, OptimizerKind.MOMENTUM)
+        if layer:  # by name, Adam is SparseAdam for it; an Adam instance, or SGD with weight decay, would raise
+            _check_sparse(name, layer, not decay if sgd else isinstance(optimizer, str))
+            if sgd:
+                momentum = bool(group.get("momentum", 0.0))
+                state += grad if momentum else 0
+                sparse_steps.append(grad * (int(maximize) + 2 * int(momentum and bool(group.get("nesterov")))))
+                said = said or (_SPARSE_MOMENTUM if momentum else "")
+            else:
+                state += 2 * nbytes
+                sparse_steps.append(4 * grad)
+                said = _SPARSE_ADAM
+            continue
+        if sgd:
             state += nbytes if group.get("momentum", 0.0) else 0
             lists = max(lists, int(decay or maximize))
             copies = max(copies, min(2, int(maximize) + int(decay) + int(bool(group.get("nesterov")))))
@@ -492,7 +526,29 @@ def _optimizer_bytes(optimizer: Any, params: list[tuple[nn.Parameter, int]], dev
         g["foreach"] if g.get("foreach") is not None else device == "cuda" and not g.get("differentiable")
         for g in groups
     )
-    return name, state, lists * temporaries if foreach else copies * largest
+    if foreach and kind in (OptimizerKind.SGD, OptimizerKind.MOMENTUM):  # one step over every list, sparse included
+        return name, state, lists * temporaries + sum(sparse_steps), said
+    return name, state, max(lists * temporaries if foreach else copies * largest, *sparse_steps), said
+
+
+_SPARSE_MOMENTUM = (
+    "SGD's momentum buffer for them is planned after the first step: torch adds each step's gradient to it "
+    "uncoalesced, so it grows by about one gradient a step (past the dense weight's size in time)"
+)
+_SPARSE_ADAM = (
+    "Adam and AdamW refuse sparse gradients: their state is planned as torch.optim.SparseAdam's "
+    "(dense exp_avg and exp_avg_sq)"
+)
+
+
+def _check_sparse(optimizer: str, layer: str, accepted: bool) -> None:
+    """Raise when the optimizer refuses the sparse gradient of ``layer``, as its real step would."""
+    if not accepted:
+        raise InputError(
+            f"optimizer={optimizer}: {layer} (sparse=True) gets a sparse gradient, which its step refuses (Adam and "
+            f"AdamW do, SGD with weight_decay does) — plan optimizer='adam' (SparseAdam's state for {layer}) or "
+            f"'sgd-momentum', or set model.{layer}.sparse = False"
+        )
 
 
 # --------------------------------------------------------------------------- the public entry
@@ -672,7 +728,13 @@ def memory_plan(
     except MemoryPlanError as exc:  # an eval-mode path that reads values (YOLO's Detect makes its anchors there)
         infer, why_not = None, str(exc).replace("the forward of a fake-tensor copy", "its eval-mode forward", 1)
     with_grad = [(p, _nbytes(p, dtype)) for p, got in zip(unique, train.got_grad) if got]
-    name, state, step_transient = _optimizer_bytes(optimizer, with_grad, device)
+    sparse = {
+        id(m.weight): name
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse and m.weight.requires_grad
+    }
+    sparse_grads = {id(unique[i]): (sparse.get(id(unique[i]), "?"), b) for i, b in train.sparse_gradients.items()}
+    name, state, step_transient, sparse_state = _optimizer_bytes(optimizer, with_grad, device, sparse_grads)
 
     def replan(b: int) -> int:
         again = {k: ((b, *shape[1:]), dt) for k, (shape, dt) in inputs.items()}
@@ -711,10 +773,7 @@ def memory_plan(
         frozen=sum(p.numel() for p in unique) - trainable,
         uncounted=tuple(n for n, m in model.named_modules() if isinstance(m, nn.RNNBase) and m.training),
         ddp_buckets=ddp_buckets,
-        sparse=tuple(
-            n
-            for n, m in model.named_modules()
-            if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse and m.weight.requires_grad
-        ),
+        sparse=tuple(sparse.values()),
+        _sparse_state=sparse_state,
         _replan=replan,
     )
