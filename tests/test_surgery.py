@@ -412,6 +412,63 @@ def test_the_fix_a_report_names_runs_and_gives_its_count(layer: nn.Module, chann
     torch.testing.assert_close(edited(grey.expand(2, channels, 9, 9)), model(grey.expand(2, layer.in_channels, 9, 9)))
 
 
+@pytest.mark.parametrize(
+    ("layer", "channels", "mode"),
+    [
+        (nn.ConvTranspose2d(3, 8, 3), 1, "sum"),  # input channels in dim 0 of its weight
+        (nn.ConvTranspose1d(3, 8, 3), 1, "spread"),
+        (nn.ConvTranspose3d(3, 8, 3), 1, "repeat"),
+        (nn.ConvTranspose2d(3, 8, 3, stride=2), 6, "repeat"),
+        (nn.ConvTranspose2d(3, 8, 3), 5, "zero_extra"),
+        (nn.ConvTranspose2d(6, 8, 3, groups=2), 4, "spread"),  # groups kept: each group folded
+        (nn.ConvTranspose2d(6, 8, 3, groups=2), 1, "sum"),  # made dense
+        (nn.Conv2d(6, 8, 3, groups=2), 3, "repeat"),  # made dense (repeat to 3 of 6: exact on no input)
+    ],
+    ids=["transposed", "transposed-1d", "transposed-3d", "transposed-6", "transposed-5", "grouped", "dense", "conv"],
+)
+def test_check_surgery_calls_the_fold_of_any_conv_folded(layer: nn.Module, channels: int, mode: str) -> None:
+    """A transposed conv's weight is (in, out / groups, *kernel): check_surgery took its fold for weights drawn
+    again, as it did a grouped conv's folded dense; both are folded, as a plain Conv2d's fold is, and exact."""
+    torch.manual_seed(0)
+    model = nn.Sequential(layer, nn.ReLU()).double()
+    edited = adapt_input_channels(model, channels, mode=mode).model
+    spatial = (5,) * (layer.weight.dim() - 2)
+    report = check_surgery(model, edited, (channels, *spatial))
+    assert report.status_of("0.weight") == ParamChange.FOLDED
+    assert report.verdict == "1 folded (0), 0 new, 0 invalid"
+    width = layer.in_channels
+    grey = torch.randn(2, 1, *spatial, dtype=torch.float64)
+    x = torch.randn(2, width, *spatial, dtype=torch.float64)
+    if mode in ("sum", "spread") or channels == 1:  # the inputs each fold relates (repeat to 1 channel: the sum)
+        before, after = grey.expand(2, width, *spatial), grey.expand(2, channels, *spatial)
+    elif mode == "repeat":
+        before, after = x, x.repeat(1, channels // width, *(1 for _ in spatial))
+    else:
+        before, after = x, torch.cat([x, torch.randn(2, channels - width, *spatial, dtype=x.dtype)], 1)
+    if mode != "repeat" or channels % width == 0:
+        torch.testing.assert_close(edited(after), model(before), rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # weights of the folded shape drawn again: not a fold
+        edited[0].weight.normal_()
+    assert check_surgery(model, edited, (channels, *spatial)).status_of("0.weight") == ParamChange.REINITIALISED
+
+
+@pytest.mark.parametrize("weight_norm", [nn.utils.parametrizations.weight_norm, nn.utils.weight_norm])
+def test_check_surgery_calls_the_fold_of_a_weight_normed_transposed_conv_folded(weight_norm: Any) -> None:
+    """weight_norm's weight of a transposed conv, folded in dim 0 and normed again, is folded, as a Conv2d's is."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the legacy weight_norm is deprecated
+        model = nn.Sequential(weight_norm(nn.ConvTranspose2d(3, 8, 3)), nn.ReLU()).double()
+    edited = adapt_input_channels(model, 1).model
+    report = check_surgery(model, edited, (1, 5, 5))
+    assert {p.name: p.status for p in report.params if p.name != "0.bias"} == {
+        n: ParamChange.FOLDED for n, _ in edited.named_parameters() if n != "0.bias"
+    }
+    grey = torch.randn(2, 1, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(edited(grey), model(grey.expand(2, 3, 5, 5)), rtol=1e-12, atol=1e-12)
+
+
 def test_grouped_conv_report_message_and_surgery_agree() -> None:
     """The case of issue 9: nn.Conv2d(3, 12, 3, groups=3) fed 6 channels."""
     model = nn.Sequential(nn.Conv2d(3, 12, 3, groups=3))

@@ -40,9 +40,11 @@ from .records import Finding, FoldMode
 __all__ = (
     "Resize",
     "call_name",
+    "dense_weight",
     "fitted_groups",
     "fold_fix",
     "guessed_input",
+    "input_rows",
     "magnitudes",
     "plan_resize",
     "rebuild_fix",
@@ -87,6 +89,54 @@ def fitted_groups(conv: nn.Module, channels: int) -> int:
     """
     groups = int(getattr(conv, "groups", 1))
     return groups if channels % groups == 0 else 1
+
+
+def dense_weight(conv: nn.modules.conv._ConvNd, weight: torch.Tensor) -> torch.Tensor:
+    """``weight``, of the grouped convolution ``conv``, as the equivalent dense (``groups=1``) weight: zeros
+    between the groups.
+
+    Examples
+    --------
+    >>> conv = nn.Conv1d(4, 2, 1, groups=2, bias=False)
+    >>> conv.weight.data = torch.tensor([[[1.0], [2.0]], [[3.0], [4.0]]])
+    >>> dense_weight(conv, conv.weight).flatten(1).tolist()
+    [[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 3.0, 4.0]]
+    """
+    w = weight.detach()
+    groups = conv.groups
+    shape = (
+        (conv.in_channels, conv.out_channels)
+        if isinstance(conv, _TRANSPOSED)
+        else (conv.out_channels, conv.in_channels)
+    )
+    dense = torch.zeros((*shape, *w.shape[2:]), dtype=w.dtype, device=w.device)
+    rows, cols = shape[0] // groups, shape[1] // groups
+    for g in range(groups):
+        dense[g * rows : (g + 1) * rows, g * cols : (g + 1) * cols] = w[g * rows : (g + 1) * rows]
+    return dense
+
+
+def input_rows(conv: nn.Module, weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """``weight`` of the convolution or linear layer ``conv`` as :mod:`torchsurgeon.fold` folds it when ``conv``
+    gets ``groups`` groups: ``(out, in // groups, *kernel)``, a row per output channel over the input channels of
+    its group.  A grouped weight folded dense (``groups=1``) is made dense first (:func:`dense_weight`); a
+    transposed convolution's ``(in, out // groups, *kernel)``, which holds the input channels in dim 0, is
+    regrouped.
+
+    Examples
+    --------
+    >>> conv = nn.ConvTranspose2d(6, 4, 3, groups=2)
+    >>> tuple(conv.weight.shape), tuple(input_rows(conv, conv.weight, 2).shape)
+    ((6, 2, 3, 3), (4, 3, 3, 3))
+    >>> tuple(input_rows(conv, conv.weight, 1).shape)
+    (4, 6, 3, 3)
+    """
+    if isinstance(conv, _CONV) and conv.groups != groups:
+        weight = dense_weight(conv, weight)
+    if not isinstance(conv, _TRANSPOSED):
+        return weight
+    per_group = weight.reshape(groups, weight.shape[0] // groups, *weight.shape[1:])  # (groups, in/g, out/g, *k)
+    return per_group.transpose(1, 2).reshape(-1, weight.shape[0] // groups, *weight.shape[2:])
 
 
 def _weight_shape(conv: nn.Module) -> tuple[int, ...]:

@@ -50,7 +50,7 @@ from .readers import (
 )
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
-from .resize import fitted_groups, rebuild_fix, resized_copy, weight_norm_dims
+from .resize import dense_weight, fitted_groups, rebuild_fix, resized_copy, weight_norm_dims
 from .shapes import meta_copy
 from .shapespec import InputSpec
 from .trace import trace
@@ -346,19 +346,6 @@ def _count(value: object, name: str, meaning: str) -> int:
 # --------------------------------------------------------------------------- input channels
 
 
-def _densify(conv: nn.modules.conv._ConvNd) -> torch.Tensor:
-    """Weight of a grouped conv as the equivalent dense (groups=1) weight."""
-    w = conv.weight.detach()
-    groups = conv.groups
-    transposed = isinstance(conv, nn.modules.conv._ConvTransposeNd)
-    shape = (conv.in_channels, conv.out_channels) if transposed else (conv.out_channels, conv.in_channels)
-    dense = torch.zeros((*shape, *w.shape[2:]), dtype=w.dtype, device=w.device)
-    rows, cols = shape[0] // groups, shape[1] // groups
-    for g in range(groups):
-        dense[g * rows : (g + 1) * rows, g * cols : (g + 1) * cols] = w[g * rows : (g + 1) * rows]
-    return dense
-
-
 def _fold_layer_weight(
     layer: nn.Module, weight: torch.Tensor, channels: int, groups: int, mode: FoldMode
 ) -> torch.Tensor:
@@ -422,7 +409,7 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
         ]
     densified = isinstance(layer, nn.modules.conv._ConvNd) and groups != layer.groups
     original = model_copy(layer) if computes_its_weight(layer) and not old_weight.is_meta else None
-    weight = _densify(layer) if densified else old_weight.detach()  # type: ignore[arg-type]
+    weight = dense_weight(layer, old_weight) if densified else old_weight.detach()  # type: ignore[arg-type]
     try:
         folded = _fold_layer_weight(layer, weight, channels, groups, mode)
     except SurgeryError as exc:

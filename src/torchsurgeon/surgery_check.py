@@ -31,7 +31,7 @@ from .initialisers import named_init
 from .modelreport import ModelReport
 from .records import FoldMode, LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
 from .report import changes_table, format_count, format_shape
-from .resize import weight_norm_dims
+from .resize import input_rows, weight_norm_dims
 from .shapespec import InputSpec
 from .surgery import input_layers
 from .wrappers import unwrap_model
@@ -282,10 +282,11 @@ def _standardised_folds(original: nn.Module, edited: nn.Module) -> dict[str, Fol
         w, v = getattr(old, "weight", None), getattr(layer, "weight", None)
         if not isinstance(w, torch.Tensor) or not isinstance(v, torch.Tensor) or w.is_meta or v.is_meta:
             continue
-        if w.dim() < 2 or w.shape[0] != v.shape[0] or w.shape[1] == v.shape[1] or not w.is_floating_point():
-            continue
         channels = getattr(layer, "in_channels", getattr(layer, "in_features", v.shape[1]))
         width = getattr(old, "in_channels", getattr(old, "in_features", w.shape[1]))
+        outputs = [getattr(m, "out_channels", getattr(m, "out_features", None)) for m in (old, layer)]
+        if w.dim() < 2 or outputs[0] != outputs[1] or channels == width or not w.is_floating_point():
+            continue  # (a transposed conv's weight holds its input channels in dim 0)
         grey = FoldMode.SUM if channels == 1 else FoldMode.SPREAD  # both exact on a grey image replicated
         for mode in (FoldMode.ZERO_EXTRA, FoldMode.REPEAT, grey):  # the relation that holds for most inputs first
             if (mode == FoldMode.REPEAT and channels % width) or (mode == FoldMode.ZERO_EXTRA and channels <= width):
@@ -294,6 +295,28 @@ def _standardised_folds(original: nn.Module, edited: nn.Module) -> dict[str, Fol
                 found[name] = mode
                 break
     return found
+
+
+def _as_folded(
+    original: nn.Module, edited: nn.Module, name: str, old: torch.Tensor, new: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights ``name`` of the two models as a fold reads them (:func:`~torchsurgeon.resize.input_rows`): one
+    row per output channel over its group's input channels, whatever the layer's layout (a transposed convolution
+    holds its input channels in dim 0) and with the edited layer's groups (a grouped convolution folded dense is
+    compared dense); other parameters as they are."""
+    owner, _, local = name.rpartition(".")
+    try:
+        before, after = original.get_submodule(owner), edited.get_submodule(owner)
+    except AttributeError:
+        return old, new
+    conv = nn.modules.conv._ConvNd
+    if local != "weight" or not isinstance(before, conv) or not isinstance(after, conv):
+        return old, new
+    if before.transposed != after.transposed or after.groups not in (1, before.groups):
+        return old, new
+    if old.shape != before.weight.shape or new.shape != after.weight.shape:  # not the layers' own weights
+        return old, new
+    return input_rows(before, old, after.groups), input_rows(after, new, after.groups)
 
 
 def _computed_weights(model: nn.Module) -> dict[str, tuple[torch.Tensor, tuple[str, ...], str]]:
@@ -402,7 +425,7 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 reports[name] = ParamReport(name, ParamChange.FOLDED, tuple(o.shape), tuple(p.shape), "", note)
                 claimed.add(name)
                 continue
-            mode = recognise_fold(o.detach(), p.detach()) if foldable else None
+            mode = recognise_fold(*_as_folded(original, edited, name, o.detach(), p.detach())) if foldable else None
             if mode is not None:
                 reports[name] = ParamReport(
                     name, ParamChange.FOLDED, tuple(o.shape), tuple(p.shape), "", f"{mode} fold of the original"
@@ -477,11 +500,12 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 continue
             note = _rows_kept(o, p)
             hint = ""
+            rows, cols = _as_folded(original, edited, name, o.detach(), p.detach())
             if (
-                tuple(o.shape[:1]) == tuple(p.shape[:1])
-                and o.dim() == p.dim()
-                and o.dim() >= 2
-                and o.shape[1] != p.shape[1]
+                tuple(rows.shape[:1]) == tuple(cols.shape[:1])
+                and rows.dim() == cols.dim()
+                and rows.dim() >= 2
+                and rows.shape[1] != cols.shape[1]
             ):
                 owner = name.rpartition(".")[0]
                 if owner in readers():  # a layer inside the model: no fold keeps its weights
