@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from torchsurgeon import paramcount
+from torchsurgeon import adapt_input_channels, paramcount
 from torchsurgeon.records import Finding
 from torchsurgeon.resize import fold_fix, plan_resize, rebuild_fix, resized_copy, resized_param_count
 
@@ -112,3 +112,48 @@ def test_the_rebuild_fix_of_a_qat_layer_runs_as_written() -> None:
     assert fix is not None
     exec(fix, {"model": model, "torch": torch, "nn": nn})  # the fix, as written
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 8, 6, 6) and model[0].qconfig is qconfig
+
+
+class _QuantStubStem(nn.Module):
+    """torchvision's quantizable models' shape: QuantStub, then the stem (fused with its norm for QAT)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dequant(self.stem(self.quant(x)))
+
+
+@pytest.mark.parametrize(
+    ("qat", "version", "stem"),
+    [(True, 1, "stem.0"), (True, 0, "stem.0"), (False, 0, "stem.0.0")],
+    ids=["qat-fused-fake-quant", "qat-FakeQuantize", "prepared-observer"],
+)
+def test_a_quantizable_models_observed_input_is_folded_as_it_is(qat: bool, version: int, stem: str) -> None:
+    """Found by a probe (QAT mobilenet_v2): the fake quantisation (or, prepared for calibration, the observer) that
+    QuantStub puts between the input and the stem was taken for a layer changing the channels ("what comes before
+    it gives 1"): one scale for every channel hands the input on as it is, and the fix is the fold, which runs as
+    written and is exact."""
+    import torch.ao.quantization as tq
+
+    torch.manual_seed(0)
+    model = _QuantStubStem().train(qat)
+    (tq.fuse_modules_qat if qat else tq.fuse_modules)(model, [["stem.0", "stem.1", "stem.2"]], inplace=True)
+    model.qconfig = tq.get_default_qat_qconfig("fbgemm", version) if qat else tq.get_default_qconfig("fbgemm")
+    (tq.prepare_qat if qat else tq.prepare)(model, inplace=True)
+    with torch.no_grad():
+        model(torch.randn(2, 3, 8, 8))  # observers and batch norm see data
+    report = paramcount(model, (1, 8, 8))
+    (finding,) = report.findings
+    assert finding.layer == stem and finding.fix == "fold it with adapt_input_channels(model, 1)"
+    model.apply(tq.disable_fake_quant).apply(tq.disable_observer).eval().double()  # the fold (of the float weight)
+    call = finding.fix.removeprefix("fold it with ")
+    edited = eval(call, {"adapt_input_channels": adapt_input_channels, "model": model}).model  # as written
+    assert paramcount(edited, (1, 8, 8)).findings == ()
+    assert sum(p.numel() for p in edited.parameters()) == report.total_for_input
+    grey = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(edited(grey), model(grey.expand(2, 3, 8, 8)), rtol=1e-12, atol=1e-12)

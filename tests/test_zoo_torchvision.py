@@ -192,3 +192,27 @@ def test_a_detection_model_names_its_backbone_and_its_exact_total(name: str) -> 
     )
     r = paramcount(model.backbone, (3, 320, 320), batch=BATCH)
     assert r.total == backbone and r.invalid == []
+
+
+def test_a_qat_mobilenet_v2_names_the_fold_of_its_stem() -> None:
+    """Found by a probe: the fake quantisation between QuantStub and the stem made the message say "what comes before
+    it gives 1"; the fix it names is the fold, which runs as written and is exact (on the float weights)."""
+    import torch.ao.quantization as tq
+
+    from torchsurgeon import adapt_input_channels
+
+    torch.manual_seed(0)
+    model = torchvision.models.quantization.mobilenet_v2(weights=None, quantize=False)
+    model.fuse_model(is_qat=True)
+    model.qconfig = tq.get_default_qat_qconfig("fbgemm")
+    tq.prepare_qat(model.train(), inplace=True)
+    report = paramcount(model, (1, 64, 64))
+    (finding,) = report.findings
+    assert finding.layer == "features.0.0" and finding.fix == "fold it with adapt_input_channels(model, 1)"
+    model.apply(tq.disable_fake_quant).apply(tq.disable_observer).eval().double()
+    call = finding.fix.removeprefix("fold it with ")
+    edited = eval(call, {"adapt_input_channels": adapt_input_channels, "model": model}).model  # as written
+    assert sum(p.numel() for p in edited.parameters()) == report.total_for_input
+    grey = torch.randn(2, 1, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(edited(grey), model(grey.expand(2, 3, 64, 64)), rtol=1e-10, atol=1e-12)

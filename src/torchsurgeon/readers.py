@@ -34,7 +34,7 @@ from .errors import SurgeryError
 from .frontend import bind_inputs
 from .graph import NodeRecord, fx_node, index_of, node_record, node_records, opaque_of
 from .knowndata import DATA_FACTORIES
-from .resize import guessed_input
+from .resize import guessed_input, hands_on_channels
 from .shapes import meta_copy
 from .shapespec import InputSpec
 
@@ -207,7 +207,7 @@ def _reached(G: nx.DiGraph, start: str, opaque: Mapping[str, str]) -> tuple[list
                 if via:
                     rearranged.setdefault(owner, via)
                 continue
-            if rec.op == "call_module" and rec.layer in opaque:
+            if rec.op == "call_module" and rec.layer in opaque and not _hands_on(G, rec):
                 moves = f"{rec.layer} ({rec.module_type}, analysed as one opaque layer)"
             elif (rec.module_type if rec.op == "call_module" else rec.target) in _REARRANGING or _new_dims(G, rec):
                 in_scope = f"{rec.module_type} in {rec.scope}".removesuffix(" in ")
@@ -217,6 +217,12 @@ def _reached(G: nx.DiGraph, start: str, opaque: Mapping[str, str]) -> tuple[list
             frontier.append((succ, via or moves))
             mixed = mixed or any(_model_tensor(G, p, seen) for p in G.predecessors(succ))
     return found, mixed, rearranged
+
+
+def _hands_on(G: nx.DiGraph, rec: NodeRecord) -> bool:
+    """Whether the module ``rec`` calls, analysed as one opaque layer, hands its input on with its channels
+    (:func:`~torchsurgeon.resize.hands_on_channels`: a QAT model's per-tensor ``FakeQuantize``)."""
+    return hands_on_channels(rec.op, rec.target, index_of(G).modules.get(str(rec.target)))
 
 
 def _new_dims(G: nx.DiGraph, rec: NodeRecord) -> bool:

@@ -435,13 +435,19 @@ _HANDING_ON_FUNCTIONS = (
     torch.nn.functional.upsample,
     torch.nn.functional.upsample_bilinear,
     torch.nn.functional.upsample_nearest,
+    torch.fake_quantize_per_tensor_affine,  # a QAT model's fake quantisation of its input (QuantStub's)
+    torch._fake_quantize_learnable_per_tensor_affine,
+    torch.fused_moving_avg_obs_fake_quant,  # per tensor, or per row of dim 0 (the batch) only
 )
+_PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
+_QUANTISING = (torch.ao.quantization.FakeQuantizeBase, torch.ao.quantization.ObserverBase)
 _HANDING_ON_METHODS = frozenset({"to", "float", "half", "double", "bfloat16", "type", "type_as", "contiguous", "clone"})
 
 
 def hands_on_channels(op: str, target: Any, module: nn.Module | None) -> bool:
     """Whether a graph node hands its input on with its channels: padding, dropout, identity, a dtype conversion,
-    a resize (interpolation).
+    a resize (interpolation), a fake quantisation or an observer with one scale for all channels (``QuantStub``'s in
+    a model prepared for quantization).
 
     A layer after such nodes still reads the model input (efficientnet-pytorch
     pads before its stem; CLIP casts its pixels to the patch convolution's
@@ -455,6 +461,8 @@ def hands_on_channels(op: str, target: Any, module: nn.Module | None) -> bool:
     (True, False)
     """
     if op == "call_module":
+        if isinstance(module, _QUANTISING):  # one scale for every channel: an observer returns its input as it is
+            return getattr(module, "qscheme", None) in _PER_TENSOR
         return isinstance(module, _HANDING_ON_MODULES)
     if op == "call_function":
         return any(target is f for f in _HANDING_ON_FUNCTIONS)
