@@ -135,6 +135,24 @@ class TextTimeConditioned(nn.Module):
         return F.interpolate(out, size=sample.shape[-2:]) if odd_size else out
 
 
+class TiledResidualStem(nn.Module):
+    """MONAI VNet's InputTransition: the input, tiled to the stem's width (a count read from ``in_channels``), is
+    added to the stem's output, which the next layers read."""
+
+    def __init__(self, in_channels: int = 2) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.conv, self.bn, self.down = (
+            nn.Conv2d(in_channels, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.Conv2d(8, 4, 2, 2),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn(self.conv(x)) + x.repeat(1, 8 // self.in_channels, 1, 1))
+        return self.down(out)
+
+
 class TwoInputs(nn.Module):
     """Image and mask inputs, fused by concatenation."""
 

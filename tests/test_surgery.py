@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 from torch.nn.utils import prune
 
-from models import CifarNet, SizeChecked, TiedLM, TwoInputs, on_meta
+from models import CifarNet, SizeChecked, TiedLM, TiledResidualStem, TwoInputs, on_meta
 from torchsurgeon import (
     InputError,
     ParamChange,
@@ -149,30 +149,12 @@ def test_a_model_refusing_the_guessed_input_asks_for_its_own() -> None:
     assert adapt_input_channels(SizeChecked(divisor=48), 1, input=(3, 48, 96)).changes[0].name == "stem.weight"
 
 
-class _TiledResidualStem(nn.Module):
-    """MONAI VNet's InputTransition: the input, tiled to the stem's width (a count read from ``in_channels``), is
-    added to the stem's output, which the next layers read."""
-
-    def __init__(self, in_channels: int = 2) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.conv, self.bn, self.down = (
-            nn.Conv2d(in_channels, 8, 3, padding=1),
-            nn.BatchNorm2d(8),
-            nn.Conv2d(8, 4, 2, 2),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn(self.conv(x)) + x.repeat(1, 8 // self.in_channels, 1, 1))
-        return self.down(out)
-
-
 @pytest.mark.parametrize("input", [None, (2, 16, 16)])
 def test_a_stem_whose_input_is_tiled_into_a_residual_is_refused_with_a_fold_that_runs(input: Any) -> None:
     """The layer after VNet's stem reads the input only tiled into a residual: the refusal suggested an input of
     the wrong channel count, (3, 224, 224), or (given the right one) a new layer of the wrong width.  It now says
     why, and the fold it names (the stem alone) runs as written and keeps the model's outputs."""
-    model = _TiledResidualStem().double().eval()
+    model = TiledResidualStem().double().eval()
     with pytest.raises(SurgeryError, match=r"down .*read the input only after .* joined to what conv makes") as e:
         adapt_input_channels(model, 1, input=input)
     assert "(3, 224, 224)" not in str(e.value) and "set_submodule" not in str(e.value)

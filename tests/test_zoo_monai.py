@@ -112,3 +112,26 @@ def test_monai_coverage_and_untraceable_list(expected_file: Callable[[str, str],
         print(summary)
     expected_file(FILE, text)
     assert len(MODELS) >= 5 and any(len(shape) == 4 for _, shape in MODELS.values())
+
+
+@pytest.mark.parametrize(("spatial_dims", "in_channels", "shape"), [(3, 1, (2, 16, 16, 16)), (2, 2, (1, 32, 32))])
+def test_monai_vnet_names_the_fold_that_runs(spatial_dims: int, in_channels: int, shape: tuple[int, ...]) -> None:
+    """Found by a probe: VNet's report named adapt_input_channels(model, C), which refuses (the input is tiled into
+    the stem's residual, which the next layers read); it names the stem's fold alone, which runs as written and is
+    exact on a grey image replicated."""
+    import torch
+
+    from torchsurgeon import adapt_input_channels, paramcount
+
+    torch.manual_seed(0)
+    model = nets.VNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=2).double().eval()
+    report = paramcount(model, shape, batch=2)
+    stem = next(f for f in report.findings if f.layer == "in_tr.conv_block.conv")
+    call = stem.fix.removeprefix("fold it with ")
+    assert call.startswith(f"adapt_input_channels(model, {shape[0]}") and "layer=['in_tr.conv_block.conv']" in call
+    edited = eval(call, {"adapt_input_channels": adapt_input_channels, "model": model}).model  # as written
+    assert paramcount(edited, shape, batch=2).findings == ()
+    assert sum(p.numel() for p in edited.parameters()) == report.total_for_input
+    grey = torch.randn(2, 1, *shape[1:], dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(edited(grey.expand(2, *shape)), model(grey.expand(2, in_channels, *shape[1:])))

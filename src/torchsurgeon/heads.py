@@ -29,13 +29,14 @@ from .analysis import paramcount
 from .arguments import ExampleInputs, tensor_inputs
 from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
+from .graphreaders import weights_owner
 from .initialisers import default_init, named_init
-from .readers import default_input, guessed_input, refused_guess_hint, weights_owner
+from .readers import default_input, guessed_input, refused_guess_hint
 from .records import ParamChange, ParamReport
-from .resize import hands_on_features
+from .resize import guard_holders, hands_on_features
 from .shapes import meta_copy
 from .shapespec import InputSpec
-from .surgery import SurgeryResult, _copy, _count, _holders, _set_submodule, _with_guards
+from .surgery import SurgeryResult, _copy, _count, _set_submodule, _with_guards
 from .trace import trace
 from .wrappers import from_peft, unwrap_model
 
@@ -442,7 +443,7 @@ def replace_head(
     heads = _chosen_head(edited, layer, input) if layer is not None else _one_task(edited, input, num_classes)
     for name, rec in heads:
         module = edited.get_submodule(name) if name else edited
-        around = [(name, module, False), *(_holders(edited, name) if name else ())]  # a LoRA layer on the head
+        around = [(name, module, False), *(guard_holders(edited, name) if name else ())]  # a LoRA layer on the head
         for holder, wrapper, is_config in around:
             if not is_config and from_peft(wrapper):
                 kind = f"{type(wrapper).__module__}.{type(wrapper).__name__}"
@@ -605,7 +606,7 @@ def _chosen_head(model: nn.Module, layer: str, input: InputSpec | None) -> list[
 def _configs(model: nn.Module, layer: str) -> list[tuple[str, Any]]:
     """The configs (``config`` attributes) of the modules holding ``layer``, with their names."""
     found: list[tuple[str, Any]] = []
-    for where, config, is_config in _holders(model, layer):
+    for where, config, is_config in guard_holders(model, layer):
         if is_config and all(config is not c for _, c in found):
             found.append((where, config))
     return found

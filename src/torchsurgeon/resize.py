@@ -24,7 +24,7 @@ The policy, for a layer that gets ``C`` input channels/features:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,14 +35,16 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from .copies import detached_copy, meta_like
 from .foldcheck import fold_is_exact, no_exact_fold
-from .records import Finding, FoldMode
+from .records import Finding, FoldMode, ParamChange, ParamReport
 
 __all__ = (
+    "CHANNEL_GUARDS",
     "Resize",
     "call_name",
     "dense_weight",
     "fitted_groups",
     "fold_fix",
+    "guard_holders",
     "guessed_input",
     "input_rows",
     "magnitudes",
@@ -50,6 +52,7 @@ __all__ = (
     "rebuild_fix",
     "resized_copy",
     "resized_param_count",
+    "update_guards",
     "weight_norm_dims",
 )
 
@@ -500,10 +503,10 @@ def hands_on_features(op: str, target: Any, module: nn.Module | None) -> bool:
     return hands_on_channels(op, target, module) or isinstance(module, nn.Flatten) or name in _FLATTENING
 
 
-def input_fix(module: nn.Module, channels: int, input: str = "") -> str:
+def input_fix(module: nn.Module, channels: int, input: str = "", layers: Sequence[str] = ()) -> str:
     """The fix of an input layer that does not take ``channels``: its fold (:func:`fold_fix`, given ``input=``
-    ``input`` when not empty), or, for a layer no fold keeps exact (a convolution that standardises its weight in
-    its forward), the ways out that are.
+    ``input`` when not empty and ``layer=`` ``layers`` when not empty), or, for a layer no fold keeps exact (a
+    convolution that standardises its weight in its forward), the ways out that are.
 
     Examples
     --------
@@ -511,7 +514,7 @@ def input_fix(module: nn.Module, channels: int, input: str = "") -> str:
     >>> input_fix(nn.Conv2d(3, 8, 3), 1)
     'fold it with adapt_input_channels(model, 1)'
     """
-    call = fold_fix(module, channels, input)
+    call = fold_fix(module, channels, input, layers)
     mode = FoldMode.SPREAD if "mode='spread'" in call else FoldMode.SUM
     before = getattr(module, "in_channels", getattr(module, "in_features", channels))
     if fold_is_exact(module, channels, mode):
@@ -519,23 +522,87 @@ def input_fix(module: nn.Module, channels: int, input: str = "") -> str:
     return f"its forward standardises its weight, so no fold keeps its outputs: {no_exact_fold(before, channels)}"
 
 
-def fold_fix(module: nn.Module, channels: int, input: str = "") -> str:
+def fold_fix(module: nn.Module, channels: int, input: str = "", layers: Sequence[str] = ()) -> str:
     """The :func:`~torchsurgeon.adapt_input_channels` call that makes an input layer take ``channels``.
 
     The default mode (``sum``) folds to one channel per group; otherwise the
     call names ``mode='spread'``, which folds to any count.  ``input``, when
     not empty, is passed as ``input=`` (Python for an input the model takes
     now: the layer reads the input with its axes moved, which the traced graph
-    alone does not show to keep its channels).
+    alone does not show to keep its channels); ``layers``, when not empty, as
+    ``layer=`` (the layers to fold alone: others read the input only
+    rearranged, :func:`~torchsurgeon.graphreaders.fold_layers`).
 
     Examples
     --------
     >>> from torch import nn
     >>> fold_fix(nn.Conv2d(3, 8, 3), 1), fold_fix(nn.Conv2d(3, 12, 3, groups=3), 6)
     ('adapt_input_channels(model, 1)', "adapt_input_channels(model, 6, mode='spread')")
+    >>> fold_fix(nn.Conv2d(2, 8, 3), 1, layers=["stem"])
+    "adapt_input_channels(model, 1, layer=['stem'])"
     """
     per_group = channels // fitted_groups(module, channels) if isinstance(module, _CONV) else channels
     given = f", input={input}" if input else ""
+    given += f", layer={list(layers)!r}" if layers else ""
     if per_group == 1:
         return f"adapt_input_channels(model, {channels}{given})"
     return f"adapt_input_channels(model, {channels}, mode='spread'{given})"
+
+
+# --------------------------------------------------------------------------- settings guarding the count
+
+
+CHANNEL_GUARDS = (
+    "num_channels",
+    "in_chans",
+    "in_channels",
+    "_in_channels",
+    "input_channels",
+    "in_features",
+    "num_mel_bins",
+)
+"""Attributes libraries check the input's channel count against (transformers' ``num_channels``,
+timm's ``in_chans``, smp's ``_in_channels``, kornia's ``in_features``, Whisper's ``num_mel_bins``), on the modules
+holding the stem; smp's ``_hub_mixin_config`` entries too."""
+
+
+def update_guards(
+    model: nn.Module, layer: str, attributes: Sequence[str], before: int, after: int
+) -> list[ParamReport]:
+    """Set ``attributes`` equal to ``before`` on ``layer``'s ancestors and their configs to ``after``.
+
+    Instance attributes of modules only (never a class's); on a ``config``
+    object, properties too (transformers' ``num_labels`` also resizes
+    ``id2label``).
+    """
+    changes: list[ParamReport] = []
+    note = f"{before} → {after}"
+    for where, holder, is_config in guard_holders(model, layer):
+        for attr in attributes:
+            value = getattr(holder, attr, None) if is_config else vars(holder).get(attr)
+            if type(value) is int and value == before:
+                setattr(holder, attr, after)
+                changes.append(ParamReport(f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", note))
+        hub = None if is_config else vars(holder).get("_hub_mixin_config")  # smp's from_pretrained rebuilds from it
+        if not isinstance(hub, dict):
+            continue
+        for attr in attributes:
+            if type(hub.get(attr)) is int and hub[attr] == before:
+                hub[attr] = after
+                name = f"{where}._hub_mixin_config[{attr!r}]".lstrip(".")
+                changes.append(ParamReport(name, ParamChange.SETTING, None, None, "", note))
+    return changes
+
+
+def guard_holders(model: nn.Module, layer: str) -> list[tuple[str, Any, bool]]:
+    """The modules holding ``layer`` ("", "a", "a.b": not the layer itself), each followed by its ``config`` when
+    it has one: (name, object, whether it is a config)."""
+    found: list[tuple[str, Any, bool]] = []
+    parts = layer.split(".")
+    for name in (".".join(parts[:i]) for i in range(len(parts))):
+        module = model.get_submodule(name)
+        found.append((name, module, False))
+        config = vars(module).get("config")
+        if config is not None:
+            found.append((f"{name}.config".lstrip("."), config, True))
+    return found

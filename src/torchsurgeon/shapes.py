@@ -41,6 +41,7 @@ from .autocast import as_autocast_gives, op_name
 from .clamped import clamped_slice_hint
 from .copies import class_forward, container_edit, detached_copy, meta_like, run_on_zeros, thawed
 from .errors import InputError, ShapeError, first_line, with_numbers
+from .foldalone import fold_alone
 from .fxbookkeeping import autocast_as
 from .graph import (
     NodeRecord,
@@ -465,6 +466,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 step.pooled,
                 self.model_dtype,
                 fold_input=fold_input(self.inputs, *moved) if moved is not None else self._fold_at_size,
+                fold_alone=self._fold_alone if step.from_input else None,
             )
             if direct:
                 out = self._apply(rule, module, args, kwargs, call)
@@ -699,6 +701,15 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         counts = self._counts(rule, module, args, kwargs, out, base)
         self._record(base, ins, out, status, self.opaque.get(layer, ""), (), ShapeSource.META, counts)
         return out
+
+    def _fold_alone(self, channels: int) -> tuple[tuple[str, ...], str]:
+        """:func:`~torchsurgeon.foldalone.fold_alone` on the inputs analysed, with ``channels``."""
+        inputs = {
+            str(n.target).lstrip("*"): torch.empty(shape, dtype=_input_dtype(n, self.model), device="meta")
+            for n in self.graph.nodes
+            if n.op == "placeholder" and (shape := self.input_shapes.get(str(n.target).lstrip("*"))) is not None
+        }
+        return fold_alone(self.G, inputs, channels)
 
     def _placeholder(self, n: torch.fx.Node, base: NodeRecord) -> Any:
         name = str(n.target).lstrip("*")

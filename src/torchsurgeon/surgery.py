@@ -18,7 +18,6 @@ import dataclasses
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -31,13 +30,12 @@ from .errors import InputError, SurgeryError, TraceError
 from .fold import fold_normalization, fold_weight
 from .foldcheck import checked_fold, computes_its_weight
 from .graph import build_graph
+from .graphreaders import graph_images, graph_readers
 from .initialisers import default_init
 from .lazy import lazy_layers
 from .readers import (
     default_input,
     distinct_images,
-    graph_images,
-    graph_readers,
     guessed_input,
     image_shape,
     image_spec,
@@ -50,7 +48,15 @@ from .readers import (
 )
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
-from .resize import dense_weight, fitted_groups, rebuild_fix, resized_copy, weight_norm_dims
+from .resize import (
+    CHANNEL_GUARDS,
+    dense_weight,
+    fitted_groups,
+    rebuild_fix,
+    resized_copy,
+    update_guards,
+    weight_norm_dims,
+)
 from .shapes import meta_copy
 from .shapespec import InputSpec
 from .trace import trace
@@ -322,7 +328,7 @@ def _adapted(
 ) -> tuple[ParamReport, ...]:
     """Fold each named layer of ``model`` to ``channels``, then update the guards of the channel count."""
     changes = [change for name in names for change in _adapt_layer(model, name, channels, mode)]
-    return _with_guards(model, changes, [(name, _CHANNEL_GUARDS, before[name], channels) for name in names])
+    return _with_guards(model, changes, [(name, CHANNEL_GUARDS, before[name], channels) for name in names])
 
 
 def _copy(model: nn.Module, inplace: bool) -> nn.Module:
@@ -483,62 +489,6 @@ def _weight_normed(
     ]
 
 
-_CHANNEL_GUARDS = (
-    "num_channels",
-    "in_chans",
-    "in_channels",
-    "_in_channels",
-    "input_channels",
-    "in_features",
-    "num_mel_bins",
-)
-"""Attributes libraries check the input's channel count against (transformers' ``num_channels``,
-timm's ``in_chans``, smp's ``_in_channels``, kornia's ``in_features``, Whisper's ``num_mel_bins``), on the modules
-holding the stem; smp's ``_hub_mixin_config`` entries too."""
-
-
-def _update_guards(
-    model: nn.Module, layer: str, attributes: Sequence[str], before: int, after: int
-) -> list[ParamReport]:
-    """Set ``attributes`` equal to ``before`` on ``layer``'s ancestors and their configs to ``after``.
-
-    Instance attributes of modules only (never a class's); on a ``config``
-    object, properties too (transformers' ``num_labels`` also resizes
-    ``id2label``).
-    """
-    changes: list[ParamReport] = []
-    note = f"{before} → {after}"
-    for where, holder, is_config in _holders(model, layer):
-        for attr in attributes:
-            value = getattr(holder, attr, None) if is_config else vars(holder).get(attr)
-            if type(value) is int and value == before:
-                setattr(holder, attr, after)
-                changes.append(ParamReport(f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", note))
-        hub = None if is_config else vars(holder).get("_hub_mixin_config")  # smp's from_pretrained rebuilds from it
-        if not isinstance(hub, dict):
-            continue
-        for attr in attributes:
-            if type(hub.get(attr)) is int and hub[attr] == before:
-                hub[attr] = after
-                name = f"{where}._hub_mixin_config[{attr!r}]".lstrip(".")
-                changes.append(ParamReport(name, ParamChange.SETTING, None, None, "", note))
-    return changes
-
-
-def _holders(model: nn.Module, layer: str) -> list[tuple[str, Any, bool]]:
-    """The modules holding ``layer`` ("", "a", "a.b": not the layer itself), each followed by its ``config`` when
-    it has one: (name, object, whether it is a config)."""
-    found: list[tuple[str, Any, bool]] = []
-    parts = layer.split(".")
-    for name in (".".join(parts[:i]) for i in range(len(parts))):
-        module = model.get_submodule(name)
-        found.append((name, module, False))
-        config = vars(module).get("config")
-        if config is not None:
-            found.append((f"{name}.config".lstrip("."), config, True))
-    return found
-
-
 def _with_guards(
     model: nn.Module, changes: Iterable[ParamReport], guarded: Iterable[tuple[str, Sequence[str], int, int]]
 ) -> tuple[ParamReport, ...]:
@@ -546,7 +496,7 @@ def _with_guards(
     out = list(changes)
     for layer, attributes, before, after in guarded:
         seen = {c.name for c in out}
-        out += [c for c in _update_guards(model, layer, attributes, before, after) if c.name not in seen]
+        out += [c for c in update_guards(model, layer, attributes, before, after) if c.name not in seen]
     return tuple(out)
 
 

@@ -66,7 +66,12 @@ def _rank(call: Call, x: torch.Tensor, ranks: tuple[int, ...], layout: str) -> b
 def _fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str:
     """Fold an input layer; otherwise fix the layer before, or replace this one with a layer that fits."""
     if call.from_input and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(got, int):
-        return input_fix(m, got, call.fold_input(expected) if call.fold_input is not None else "")
+        layers, why = call.fold_alone(got) if call.fold_alone is not None else ((), "")
+        if call.layer not in layers:  # the layer itself reads the input rearranged (a video's frames): no layer=
+            layers, why = (), ""
+        if why:
+            return why
+        return input_fix(m, got, call.fold_input(expected) if call.fold_input is not None else "", layers)
     rebuild = rebuild_fix(m, call.layer, what, got)
     before = f"what comes before it gives {got}: make that give {expected}"
     if call.from_input:
@@ -429,7 +434,7 @@ def _functional_conv(fn: Any) -> Any:
         layer = call.scope or call.layer
         kind = type(owner).__name__ if owner is not None else call.type
         if owner is not None and isinstance(owner, nn.modules.conv._ConvNd):
-            named = Call(layer, kind, call.from_input, fold_input=call.fold_input)
+            named = Call(layer, kind, call.from_input, fold_input=call.fold_input, fold_alone=call.fold_alone)
             fix = _fix(named, owner, "in_channels", expected, got)
         else:
             fix = f"what comes before it gives {got}: make that give {expected}"

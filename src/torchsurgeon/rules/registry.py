@@ -88,7 +88,9 @@ class Call:
     dtype is the odd one, not its input); ``fold_input``,
     for a node reading the input with its axes moved, gives the ``input=`` a fold
     of it needs, as Python, from the channel count the layer expects (the graph
-    alone does not show that the move keeps the channels).
+    alone does not show that the move keeps the channels); ``fold_alone``, for a node reading the input, gives
+    from the channel count it gets the layers a fold names with ``layer=`` (others read the input only
+    rearranged) and why no fold runs, if none does (:func:`~torchsurgeon.foldalone.fold_alone`).
     """
 
     layer: str
@@ -102,6 +104,7 @@ class Call:
     findings: list[Finding] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)
     fold_input: Callable[[int], str] | None = None
+    fold_alone: Callable[[int], tuple[tuple[str, ...], str]] | None = None
 
     def mismatch(
         self, what: str, expected: Any, got: Any, fix: str, *, layer: str | None = None, type: str | None = None

@@ -1,0 +1,99 @@
+"""The fold a report names when other layers read the input only rearranged: the layers reading it as it is, alone.
+
+MONAI's VNet tiles its input to its stem's width (a count computed from its
+``in_channels``) and adds it to the stem's output, which the next layers read:
+:func:`~torchsurgeon.adapt_input_channels` refuses to fold those, and the fix
+that runs folds the stem alone (``layer=[...]``, the settings guarding the
+channel count updated, so the tiling follows).  Whether it runs depends on the
+model's code (16 channels tile from 1, 2 or 4, not from 3), so the edit is run
+once, on a ``meta`` copy with the layers resized and the settings updated, on
+the input analysed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import networkx as nx
+import torch
+from torch import nn
+
+from .arguments import traced_paths
+from .copies import cannot_run_on_meta, detached_copy, meta_like
+from .errors import first_line
+from .frontend import bind_inputs
+from .graph import graph_cache, graph_module_of, model_of
+from .graphreaders import fold_layers, graph_readers
+from .records import Finding
+from .resize import CHANNEL_GUARDS, resized_copy, update_guards
+from .rules.on_meta import ruled_meta
+
+__all__ = ("fold_alone",)
+
+
+def fold_alone(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple[tuple[str, ...], str]:
+    """The layers a fold of the input of ``G`` to ``channels`` names with ``layer=``
+    (:func:`~torchsurgeon.graphreaders.fold_layers`), and ``""``; or, when the model with those alone folded does
+    not run on ``inputs`` (meta tensors by input name, the channel count changed), those layers and why no fold
+    runs.  ``((), "")`` when the fold needs no ``layer=``.
+
+    Examples
+    --------
+    >>> from torchsurgeon.trace import trace
+    >>> from torchsurgeon.graph import build_graph
+    >>> class TiledResidual(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.in_channels = 2
+    ...         self.stem, self.down = nn.Conv2d(2, 8, 3, padding=1), nn.Conv2d(8, 4, 2)
+    ...     def forward(self, x):
+    ...         return self.down(self.stem(x) + x.repeat(1, 8 // self.in_channels, 1, 1))
+    >>> G = build_graph(trace(TiledResidual()))
+    >>> fold_alone(G, {"x": torch.empty(1, 1, 8, 8, device="meta")}, 1)
+    (('stem',), '')
+    >>> layers, why = fold_alone(G, {"x": torch.empty(1, 3, 8, 8, device="meta")}, 3)
+    >>> why.split(" (")[0]
+    'no fold runs: down read the input only after .repeat(), and with stem alone folded to 3 channels the model fails'
+    """
+    layers = fold_layers(G)
+    if not layers:
+        return (), ""
+    key = f"fold alone {channels} {sorted((k, tuple(v.shape)) for k, v in inputs.items() if hasattr(v, 'shape'))}"
+    verdict: tuple[tuple[str, ...], str] = graph_cache(G, key, lambda: (layers, _why_not(G, layers, inputs, channels)))
+    return verdict
+
+
+def _why_not(G: nx.DiGraph, layers: tuple[str, ...], inputs: Mapping[str, Any], channels: int) -> str:
+    """Why the model of ``G`` with ``layers`` folded to ``channels`` does not run on ``inputs``; "" when it runs, or
+    when meta cannot tell (:func:`~torchsurgeon.adapt_input_channels` checks the edit again before making it)."""
+    model = model_of(G)
+    edited = detached_copy(model, meta_like)
+    for name in layers:
+        layer = edited.get_submodule(name)
+        what = "in_channels" if isinstance(layer, nn.modules.conv._ConvNd) else "in_features"
+        before = getattr(layer, what, None)
+        if not isinstance(before, int):
+            return ""
+        resized = resized_copy(layer, Finding(name, type(layer).__name__, what, before, channels, ""))
+        if resized is None:
+            return ""
+        owner, _, leaf = name.rpartition(".")
+        setattr(edited.get_submodule(owner) if owner else edited, leaf, resized)
+        update_guards(edited, name, CHANNEL_GUARDS, before, channels)
+    args, kwargs = bind_inputs(model, dict(inputs), traced_paths(graph_module_of(G)))
+    try:
+        with torch.no_grad(), torch.device("meta"), ruled_meta():
+            edited(*args, **kwargs)
+    except Exception as exc:  # the edited model's own failure, or a meta limit (undecided)
+        if cannot_run_on_meta(exc):
+            return ""
+        _, _, rearranged = graph_readers(G)
+        others = ", ".join(rearranged)
+        reason = next(iter(rearranged.values()))
+        return (
+            f"no fold runs: {others} read the input only after {reason}, and with {', '.join(layers)} alone folded "
+            f"to {channels} channel{'s' * (channels != 1)} the model fails ({first_line(exc, 200)}) — give it an "
+            f"input whose channel count it can take, or fold by hand"
+        )
+    return ""
