@@ -425,16 +425,17 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 reports[name] = ParamReport(name, ParamChange.FOLDED, tuple(o.shape), tuple(p.shape), "", note)
                 claimed.add(name)
                 continue
-            mode = recognise_fold(*_as_folded(original, edited, name, o.detach(), p.detach())) if foldable else None
+            folds = _as_folded(original, edited, name, o.detach(), p.detach()) if foldable else None
+            mode = recognise_fold(*folds) if folds is not None else None
             if mode is not None:
                 reports[name] = ParamReport(
                     name, ParamChange.FOLDED, tuple(o.shape), tuple(p.shape), "", f"{mode} fold of the original"
                 )
                 claimed.add(name)
                 continue
-            scaled = recognise_scaled_fold(o, p) if foldable and o.shape[1] != p.shape[1] else None
-            if scaled is not None:  # folded by hand with a mean: the pretrained filters, not the pretrained output
-                note = _scaled_note(*scaled, o.shape[1], p.shape[1], name.rpartition(".")[0])
+            scaled = recognise_scaled_fold(*folds) if folds is not None and folds[0].shape != folds[1].shape else None
+            if scaled is not None and folds is not None:  # folded by hand with a mean: the filters, not the output
+                note = _scaled_note(*scaled, folds[0].shape[1], folds[1].shape[1], name.rpartition(".")[0])
                 reports[name] = ParamReport(name, ParamChange.FOLDED, tuple(o.shape), tuple(p.shape), "", note)
                 claimed.add(name)
                 continue
@@ -718,7 +719,16 @@ def _verdict(params: Sequence[ParamReport], invalid: Sequence[LayerReport]) -> s
     if reinit:
         details = []
         for layer in reinit:
-            hint = next((p.message for p in params if where(p) == layer and "adapt_input_channels" in p.message), "")
+            hint = next(
+                (
+                    p.message
+                    for p in params
+                    if where(p) == layer
+                    and p.status == ParamChange.REINITIALISED
+                    and "adapt_input_channels" in p.message
+                ),
+                "",
+            )
             details.append(f"{layer}: {hint}" if hint else f"{layer}: pretrained weights lost")
         parts.append(f"{len(reinit)} layer{'s' * (len(reinit) != 1)} re-initialised ({'; '.join(details)})")
     folded = layers(ParamChange.FOLDED)
