@@ -992,8 +992,11 @@ def test_weight_norm_of_a_pretrained_weight_is_kept_only_when_it_makes_that_weig
     assert report.verdict == "0 new, 0 invalid"
     with torch.no_grad():
         edited[0].get_parameter(g).mul_(2)  # no forward since: the legacy hook's weight attribute is the old one
-    status = check_surgery(model, edited, (12,)).status_of(f"0.{g}")
-    assert not torch.allclose(weight(edited[0]), model[0].weight, atol=1e-3) and status == ParamChange.NEW
+    report = check_surgery(model, edited, (12,))
+    assert torch.allclose(weight(edited[0]), 2 * model[0].weight, atol=1e-6)  # what it computes with now
+    assert report.status_of(f"0.{g}") == ParamChange.UPDATED  # made of the pretrained weight, not a new draw
+    (row,) = [p for p in report.params if p.name == f"0.{g}"]
+    assert row.message == f"{note}, scaled: 2 × the pretrained values"
 
 
 def test_a_chosen_layer_is_tried_on_the_input_it_reads() -> None:
@@ -1230,3 +1233,18 @@ def test_fine_tuned_or_merged_weights_are_updated_not_reinitialised() -> None:
                 layer.reset_parameters()  # drawn again: lost, whatever their statistics look like
     statuses = {p.status for p in check_surgery(model, drawn, (3, 64, 64)).params}
     assert statuses == {ParamChange.REINITIALISED, ParamChange.KEPT}  # BatchNorm's ones and zeros stay as they were
+
+
+def test_a_layer_pruned_by_its_hook_is_updated() -> None:
+    """Found by a probe: ``prune.l1_unstructured`` left in place (``weight_orig`` and a mask) was checked as
+    nothing changed: ``weight_orig`` was 'moved', though the layer computes with half its weights zeroed."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8))
+    edited = copy.deepcopy(model)
+    prune.l1_unstructured(edited[1], "weight", amount=0.5)
+    assert float((edited[1].weight == 0).double().mean()) == 0.5  # the truth: what the layer computes with
+    report = check_surgery(model, edited, (12,))
+    (row,) = [p for p in report.params if p.status != ParamChange.KEPT]
+    assert (row.name, row.status, row.old_name) == ("1.weight_orig", ParamChange.UPDATED, "1.weight")
+    assert row.message.endswith("the pretrained 1.weight, pruned: 50% of it zeroed, the rest pretrained")
+    assert report.verdict == "1 updated (1), 0 new, 0 invalid"

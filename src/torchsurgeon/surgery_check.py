@@ -356,11 +356,12 @@ def _snake(name: str) -> str:
 
 def _reparametrised(
     edited: nn.Module, orig: Mapping[str, torch.Tensor], new: Mapping[str, torch.Tensor]
-) -> dict[str, tuple[str, str]]:
-    """The edited model's parameters that make a pretrained weight again, exactly: ``weight_norm``'s ``g`` and
-    ``v`` of a layer whose ``g·v/‖v‖`` is its pretrained weight; each with a note and that weight's name.  A
-    re-parametrised weight that is not the pretrained one (``v`` drawn again) is not theirs."""
-    found: dict[str, tuple[str, str]] = {}
+) -> dict[str, tuple[ParamChange, str, str]]:
+    """The edited model's parameters that make a pretrained weight again: ``weight_norm``'s ``g`` and ``v`` of a
+    layer whose ``g·v/‖v‖`` is its pretrained weight (kept), a pruned layer's ``weight_orig`` whose masked weight
+    is its pretrained one pruned (updated: :func:`_derived`); each with its status, a note and that weight's
+    name.  A re-parametrised weight that is not made of the pretrained one (``v`` drawn again) is not theirs."""
+    found: dict[str, tuple[ParamChange, str, str]] = {}
     for name, (value, parts, kind) in _computed_weights(edited).items():
         old = orig.get(name)
         if name in new or old is None or not parts or any(p not in new for p in parts):
@@ -369,9 +370,13 @@ def _reparametrised(
             continue
         a, b = old.detach().double(), value.detach().double().to(old.device)
         tol = tolerance(old.dtype)
+        note = f"re-parametrised by {kind}: the weight it makes is the pretrained {name}"
         if torch.allclose(b, a, rtol=tol, atol=tol * float(a.abs().max())):
-            note = f"re-parametrised by {kind}: the weight it makes is the pretrained {name}"
-            found.update((part, (note, name)) for part in parts)
+            found.update((part, (ParamChange.KEPT, note, name)) for part in parts)
+            continue
+        derived = _derived(name, value.to(old.dtype), {name: old})  # pruned by a hook (torch.nn.utils.prune)
+        if derived is not None and derived[0] == ParamChange.UPDATED:
+            found.update((part, (ParamChange.UPDATED, f"{note}, {derived[1]}", name)) for part in parts)
     return found
 
 
@@ -442,12 +447,12 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
         unmatched.append(name)
 
     reparametrised = {n: r for n, r in _reparametrised(edited, orig, new).items() if n in unmatched}
-    for name, (note, source) in reparametrised.items():  # weight_norm of a pretrained weight: g and v
+    for name, (status, note, source) in reparametrised.items():  # weight_norm's g and v, a pruned weight_orig
         if source not in claimed:
             shape = tuple(new[name].shape)
-            reports[name] = ParamReport(name, ParamChange.KEPT, tuple(orig[source].shape), shape, "", note, source)
+            reports[name] = ParamReport(name, status, tuple(orig[source].shape), shape, "", note, source)
             unmatched.remove(name)
-    claimed.update(source for _, source in reparametrised.values())
+    claimed.update(source for _, _, source in reparametrised.values())
 
     # moved parameters: same values under another name (fc.weight -> fc.0.weight)
     free = [n for n in orig if n not in claimed and n not in new]
