@@ -719,3 +719,43 @@ def test_a_module_kept_in_a_plain_dict_is_named_with_the_fix() -> None:
 
     with pytest.raises(TraceError, match=r"it calls heads\['age'\] \(Linear\), a module with weights that is not a s"):
         paramcount(PlainDict(), (3, 16, 16))
+
+
+class _PrefixTuned(nn.Module):
+    """peft's prefix tuning without peft: learned keys and values for every layer, given to a LLaMA as a
+    ``DynamicCache`` it did not build (so it returns it even with ``use_cache=False``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        transformers = pytest.importorskip("transformers")
+        config = transformers.LlamaConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, vocab_size=99
+        )
+        self.llama = transformers.LlamaForCausalLM(config)
+        self.prefix = nn.Embedding(4, 2 * 2 * 32)  # 4 virtual tokens, keys and values of 2 layers
+        self.register_buffer("tokens", torch.arange(4), persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, use_cache: bool = True) -> Any:
+        from transformers import DynamicCache
+
+        batch = input_ids.shape[0]
+        kv = self.prefix(self.tokens).view(4, 2 * 2, 2, 16).permute(1, 2, 0, 3)  # (layers × 2, heads, tokens, dim)
+        kv = kv.unsqueeze(1).expand(-1, batch, -1, -1, -1).split(2)
+        return self.llama(input_ids, past_key_values=DynamicCache(kv), use_cache=use_cache)
+
+
+def test_a_model_given_a_cache_it_returns_is_analysed_with_its_prefix() -> None:
+    """Found by a probe: peft's PrefixTuning hands its prefix to the model as a DynamicCache, which the model returns;
+    torch.fx cannot record that object, and the whole model was untraceable."""
+    from zoo_checks import counted_macs
+
+    torch.manual_seed(0)
+    model = _PrefixTuned().eval()
+    report = paramcount(model, (8,))
+    ids = torch.randint(1, 99, (1, 8))
+    with torch.no_grad():
+        real = model(ids)
+    assert report.total == sum(p.numel() for p in model.parameters())
+    assert report.output_shape == {"logits": tuple(real.logits.shape)} and report.trusted
+    # attention reads the 4 prefix tokens: the MACs of a real forward with them
+    assert report.macs == counted_macs(model, lambda m: m(ids.to("meta")))

@@ -46,6 +46,7 @@ __all__ = (
     "specialisation",
     "tensor_inputs",
     "traced_paths",
+    "without_caches",
 )
 
 InputNames = Union[int, Iterable[Union[str, tuple[str, str]]], None]
@@ -64,6 +65,31 @@ SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
 
 NO_CACHE = {"use_cache": False}
 """transformers' forward argument that builds a key/value cache object: a cache for generation is not a layer."""
+
+
+def _is_cache(value: Any) -> bool:
+    """Whether ``value`` is a transformers key/value cache (``DynamicCache``, ``EncoderDecoderCache``...)."""
+    return any(k.__name__ == "Cache" and k.__module__ == "transformers.cache_utils" for k in type(value).__mro__)
+
+
+def without_caches(output: Any) -> Any:
+    """A ``forward``'s output without the transformers cache objects it holds: None in a tuple's place, no key in a
+    mapping (a ``ModelOutput`` becomes a dict, as torch.fx records it).
+
+    A model given a cache it did not build returns it even with ``use_cache=False`` (peft's prefix tuning passes
+    its prefix as a ``DynamicCache``): its keys and values are in the graph where attention reads them, the object
+    itself is no output torch.fx can record, and a cache for generation is not a layer.
+
+    Examples
+    --------
+    >>> without_caches((1, {"logits": 2}))
+    (1, {'logits': 2})
+    """
+    if isinstance(output, dict) and any(_is_cache(v) for v in output.values()):
+        return {k: v for k, v in output.items() if not _is_cache(v)}
+    if type(output) in (tuple, list) and any(_is_cache(v) for v in output):
+        return type(output)(None if _is_cache(v) else v for v in output)
+    return output
 
 
 def tensor_inputs(spec: Any) -> InputNames:

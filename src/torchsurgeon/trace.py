@@ -27,6 +27,7 @@ patched.  What stays process-wide is listed in docs/threads.md.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import itertools
 import math
@@ -53,6 +54,7 @@ from .arguments import (
     input_paths,
     into_var_keyword,
     specialisation,
+    without_caches,
 )
 from .callers import asserted_by_caller
 from .copies import detached_copy, meta_like
@@ -383,7 +385,7 @@ class _SurgeonTracer(torch.fx.Tracer):
                 args[i] = self._split_input(args[i], name)
         if inner is not root_fn and is_module:  # a decorated forward: call the wrapper, binding by name
             fn = call_by_name(root_fn, names[1:], self._defaults) or fn
-        return self._with_root_hooks(fn, is_module), args if is_module else args[1:]
+        return _without_caches(self._with_root_hooks(fn, is_module)), args if is_module else args[1:]
 
     def _split_input(self, given: torch.fx.Proxy, name: str) -> dict[str | int, Any] | tuple[Any, ...]:
         """An argument given a dict of tensors, or ``*args`` given several, as one input per tensor, in its place."""
@@ -406,6 +408,17 @@ class _SurgeonTracer(torch.fx.Tracer):
             return own.call(root, args, {}, lambda *a, **k: fn(root, *a, **k))
 
         return hooked
+
+
+def _without_caches(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` returning its output without the transformers caches in it, the graph's output
+    (:func:`~torchsurgeon.arguments.without_caches`), after the root's own hooks saw the real one."""
+
+    @functools.wraps(fn)
+    def returning(*args: Any) -> Any:
+        return without_caches(fn(*args))
+
+    return returning
 
 
 def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[..., Any], ...], tuple[ModuleType, ...]]:
