@@ -1248,3 +1248,12 @@ def test_a_layer_pruned_by_its_hook_is_updated() -> None:
     assert (row.name, row.status, row.old_name) == ("1.weight_orig", ParamChange.UPDATED, "1.weight")
     assert row.message.endswith("the pretrained 1.weight, pruned: 50% of it zeroed, the rest pretrained")
     assert report.verdict == "1 updated (1), 0 new, 0 invalid"
+def test_the_input_a_space_to_depth_refusal_names_is_one_the_model_takes() -> None:
+    """Found by a probe (timm's tresnet_m): the refusal asked for input=(48, 224, 224), the stem convolution's
+    channels, which the model refuses (its input has 3)."""
+    model = _SpaceToDepthStem().eval()
+    with pytest.raises(SurgeryError, match=r"pass the input the model takes now \(input=") as caught:
+        adapt_input_channels(model, 1)
+    shown = eval(str(caught.value).split("(input=")[1].split(") to check")[0])
+    with torch.no_grad():
+        assert model(torch.zeros(1, *shown)).shape == (1, 8, shown[1] // 4, shown[2] // 4)  # the model takes it

@@ -591,7 +591,7 @@ def adapt_input_channels(
             if tiled is not None:
                 raise tiled
             made = any(w in reason for reason, _, _ in doubts.values() for w in ("unsqueeze", "getitem"))  # no channels
-            shown = guessed_input(edited) or (3, 224, 224)  # an input of the stem's channels, which it takes now
+            shown = _taken_input(edited) or "(channels, height, width)"
             more = "" if run_before or made else f"; or pass the input the model takes now (input={shown}) to check"
             raise _rearranged(edited, doubts, channels, more, names, mode)
     else:  # the layers chosen: the edit is still tried on the input given, or one the model runs on now
@@ -610,6 +610,16 @@ def adapt_input_channels(
     elif image is not None:  # the edit is run once before it is made
         _check_the_edit_runs(edited, names, channels, mode, [image], before, run_before, chosen=layer is not None)
     return SurgeryResult(edited, _adapted(edited, names, channels, mode, before))
+
+
+def _taken_input(model: nn.Module) -> tuple[int, ...] | None:
+    """An image a weightless copy of ``model`` runs on: its first convolution's channels, else 3; None if neither
+    (a space-to-depth stem's convolution has 16 × the input's channels: an image of those is refused)."""
+    for image in dict.fromkeys(g for g in (guessed_input(model), (3, 224, 224)) if g):
+        with contextlib.suppress(Exception):
+            input_readers(model, image)
+            return image
+    return None
 
 
 def _input_width(model: nn.Module, name: str) -> tuple[str, int]:
