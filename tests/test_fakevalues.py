@@ -114,3 +114,33 @@ def test_wav2vec2_with_layerdrop_and_specaugment_is_planned_as_a_real_step() -> 
     torch.manual_seed(0)
     real = measure(none_dropped, torch.randn(2, 1600))
     assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+
+
+class LearnedPositions(nn.Module):
+    """GPT-2's absolute positions: ``torch.arange`` over the input's length looked up in a table of 16 rows, the
+    offset OPT adds to them computed from a ``torch.ones`` mask's ``cumsum``."""
+
+    def __init__(self, offset: bool = False) -> None:
+        super().__init__()
+        self.tokens, self.positions, self.offset = nn.Embedding(99, 8), nn.Embedding(16, 8), offset
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.offset:
+            at = torch.ones(ids.shape, dtype=torch.long).cumsum(1) + 1  # OPT: 2 .. length + 1
+        else:
+            at = torch.arange(ids.shape[1]).unsqueeze(0).expand(ids.shape[0], -1)
+        return self.tokens(ids) + self.positions(at)
+
+
+@pytest.mark.parametrize("offset", [False, True])
+def test_positions_past_the_end_of_their_table_fail_as_in_a_real_step(offset: bool) -> None:
+    """Found by a probe: GPT-2 and OPT given more tokens than positions were planned with confidence (fake tensors'
+    embedding does not look at indices), while a real step raises IndexError."""
+    model = LearnedPositions(offset)
+    fits = 16 - 2 * offset
+    plan = memory_plan(model, {"ids": (fits,)}, batch=2, device="cpu")
+    assert plan.activations == measure(model, torch.randint(0, 99, (2, fits))).saved
+    with pytest.raises(IndexError, match="index out of range in self"):
+        measure(model, torch.randint(0, 99, (2, fits + 1)))
+    with pytest.raises(MemoryPlanError, match=r"failed in positions \(IndexError: index out of range in self\)"):
+        memory_plan(model, {"ids": (fits + 1,)}, batch=2, device="cpu")

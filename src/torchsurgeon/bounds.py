@@ -16,7 +16,8 @@ real op does, one home for every op that reads or writes at positions:
 
 Shape propagation turns a hit into an invalid layer
 (:meth:`torchsurgeon.knowndata.KnownData.past_the_end`); code run on ``meta``
-raises torch's error (:mod:`torchsurgeon.rules.on_meta`).
+raises torch's error (:mod:`torchsurgeon.rules.on_meta`); a fake-tensor step checks the aten ops
+they come down to (:func:`aten_index_past`, :class:`torchsurgeon.fakevalues.KnownIndices`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ("Past", "checked", "ids_past", "index_past", "out_of_bounds")
+__all__ = ("Past", "aten_index_past", "checked", "ids_past", "index_past", "out_of_bounds")
 
 
 class Past(NamedTuple):
@@ -240,3 +241,43 @@ def index_past(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Pas
     True
     """
     return _CHECKS[func](args, kwargs) if checked(func) else None
+
+
+def _aten_index(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Past | None:
+    x, indices = _argument(args, kwargs, 0, "self"), _argument(args, kwargs, 1, "indices")
+    if not isinstance(x, torch.Tensor) or not isinstance(indices, (list, tuple)):
+        return None
+    return out_of_bounds(tuple(x.shape), tuple(slice(None) if i is None else i for i in indices))  # None: all
+
+
+def _aten_embedding(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Past | None:
+    weight, ids = _argument(args, kwargs, 0, "weight"), _argument(args, kwargs, 1, "indices")
+    return ids_past(ids, int(weight.shape[0])) if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
+
+
+_aten = torch.ops.aten
+_ATEN_CHECKS: dict[Any, Callable[[Sequence[Any], Mapping[str, Any]], Past | None]] = {
+    _aten.embedding.default: _aten_embedding,
+    _aten.index_select.default: _along_dim(False, IndexError),
+    _aten.gather.default: _along_dim(False, RuntimeError),
+    _aten.index.Tensor: _aten_index,
+    _aten.index_put.default: _aten_index,
+    _aten.index_put_.default: _aten_index,
+}
+
+
+def aten_index_past(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Past | None:
+    """:func:`index_past` of an aten op (what a dispatch mode sees: ``F.embedding`` is ``aten.embedding(weight,
+    ids)``, ``x[idx]`` is ``aten.index(x, [idx])``): the embedding, ``index_select``, ``gather`` and indexing
+    ops; None for any other.
+
+    Examples
+    --------
+    >>> table = torch.empty(64, 8, device="meta")
+    >>> aten_index_past(torch.ops.aten.embedding.default, (table, torch.arange(100)), {}).message
+    'index out of range in self'
+    >>> aten_index_past(torch.ops.aten.index.Tensor, (table, [None, torch.tensor([7])]), {}) is None
+    True
+    """
+    check = _ATEN_CHECKS.get(func)
+    return check(args, kwargs) if check is not None else None

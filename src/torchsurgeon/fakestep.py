@@ -31,7 +31,7 @@ from .arguments import InputPaths, input_dtype_for
 from .copies import detached_copy
 from .cudakernels import CudaKernels
 from .errors import MemoryPlanError, failure_reason
-from .fakevalues import NO_VALUE, AssumedValues, masked_upper_bound
+from .fakevalues import NO_VALUE, AssumedValues, KnownIndices, masked_upper_bound
 from .frontend import bind_inputs
 from .rules import FALLBACK
 from .rules.on_meta import by_cpu_rule, check_as_the_cpu
@@ -79,6 +79,7 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self._tensors: set[int] = set()
         self.values = AssumedValues()
         self.lookups: dict[int | None, int] = {}  # weight storage -> rows looked up by sparse embeddings
+        self.known = KnownIndices()
 
     def module(self) -> str:
         """The innermost module running (forward), else ``backward``."""
@@ -92,6 +93,7 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if read is not NO_VALUE:
             return read
         check_as_the_cpu(func, args)  # an op the CPU refuses where fake tensors' meta kernel runs it
+        self.known.check(func, args, kwargs)  # positions past a table's end (GPT-2 given more tokens than it has)
         out = by_cpu_rule(func, args, kwargs)  # an op fake tensors' meta kernel refuses where the CPU runs it
         if out is FALLBACK:
             try:
@@ -105,6 +107,7 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if sparse is not None and len(args) > sparse and args[sparse]:  # a sparse=True lookup: one gradient row each
             key = _storage_key(args[0])
             self.lookups[key] = self.lookups.get(key, 0) + args[1].numel()
+        self.known.record(func, args, kwargs, out)
         for t in pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self.track(t)

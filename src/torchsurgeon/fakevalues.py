@@ -23,6 +23,12 @@ has one known value (these, constants made by ``full``/``ones``/``zeros``,
 and what point-wise ops, views, conversions and ``all``/``any``/``amax``/
 ``amin`` make of them) and answers a value read of such a tensor.  Any other
 read still fails, naming the module.
+
+:class:`KnownIndices` follows the small tensors made from sizes and
+constants (``torch.arange`` positions, a ``torch.ones`` mask and its
+``cumsum``), their data computed on the CPU beside them, so that an
+embedding of positions past the end of its table raises ``IndexError`` as a
+real step does (fake tensors' kernels do not look at indices).
 """
 
 from __future__ import annotations
@@ -32,9 +38,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-__all__ = ("NO_VALUE", "AssumedValues", "masked_upper_bound")
+from .bounds import aten_index_past
+from .knowndata import DATA_LIMIT
+
+__all__ = ("NO_VALUE", "AssumedValues", "KnownIndices", "masked_upper_bound")
 
 NO_VALUE = object()
 _aten = torch.ops.aten
@@ -205,3 +215,92 @@ def masked_upper_bound(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, An
             shape = (*x.shape[:at], mask.numel(), *x.shape[at + mask.dim() :])
             return torch.empty(shape, dtype=x.dtype, device=x.device)
     return NO_VALUE
+
+
+_SEEDS = frozenset(  # factories of data from sizes and constants alone
+    {
+        _aten.arange.default, _aten.arange.start, _aten.arange.start_step, _aten.ones.default, _aten.zeros.default,
+        _aten.full.default, _aten.scalar_tensor.default, _aten.eye.default,
+    }
+)  # fmt: skip
+
+
+class KnownIndices:
+    """The tensors of a fake step whose data is known, their data on the CPU (module docstring).
+
+    :meth:`check` raises torch's error for an op reading at known positions
+    past the end of a tensor (:func:`torchsurgeon.bounds.aten_index_past`);
+    an op that writes unknown data into a known tensor forgets it, and the
+    tensors sharing its storage.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch._subclasses.fake_tensor import FakeTensorMode
+    >>> from torch.utils._python_dispatch import TorchDispatchMode
+    >>> class Mode(TorchDispatchMode):
+    ...     known = KnownIndices()
+    ...     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    ...         self.known.check(func, args, kwargs or {})
+    ...         out = func(*args, **(kwargs or {}))
+    ...         self.known.record(func, args, kwargs or {}, out)
+    ...         return out
+    >>> with FakeTensorMode(), Mode():  # 100 positions in a table of 64 (GPT-2 built for 64 tokens)
+    ...     torch.nn.functional.embedding(torch.arange(100), torch.empty(64, 8))
+    Traceback (most recent call last):
+    ...
+    IndexError: index out of range in self
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[int, torch.Tensor] = {}  # id of a live fake tensor -> its data on the CPU
+
+    def _set(self, t: torch.Tensor, data: torch.Tensor) -> None:
+        if id(t) not in self._data:
+            weakref.finalize(t, self._data.pop, id(t), None)
+        self._data[id(t)] = data
+
+    def _known(self, value: Any) -> Any:
+        """``value`` (arguments, nested in lists and tuples) with each tensor's data in its place; None when a tensor
+        in it has no known data."""
+        if isinstance(value, torch.Tensor):
+            return self._data.get(id(value))
+        if type(value) in (list, tuple):
+            items = [self._known(v) for v in value]
+            return None if any(i is None and v is not None for i, v in zip(items, value)) else type(value)(items)
+        return value
+
+    def check(self, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Raise as a real step does when ``func`` reads or writes at known positions outside a tensor."""
+        if not self._data:
+            return
+        indexed = [self._data.get(id(a), a) if isinstance(a, torch.Tensor) else a for a in args]
+        if len(args) > 1 and isinstance(args[1], (list, tuple)):  # aten.index: a list of index tensors
+            indexed[1] = [self._data.get(id(a), a) if isinstance(a, torch.Tensor) else a for a in args[1]]
+        with unset_fake_temporarily():
+            past = aten_index_past(func, indexed, kwargs)
+        if past is not None:
+            raise past.error(past.message)
+
+    def record(self, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any) -> None:
+        """Compute the data of ``out`` on the CPU when ``func`` makes it from sizes, constants and known data."""
+        if not isinstance(out, torch.Tensor) or (func not in _SEEDS and not self._data):
+            return
+        real = self._known(args) if out.numel() <= DATA_LIMIT else None
+        data = None
+        if real is not None and (func in _SEEDS or any(isinstance(a, torch.Tensor) for a in pytree.tree_leaves(args))):
+            try:
+                with unset_fake_temporarily():
+                    data = func(*real, **kwargs)
+            except Exception:  # an op that does not run on the CPU copies: no data known
+                data = None
+        if isinstance(data, torch.Tensor) and data.shape == out.shape:
+            self._set(out, data)
+        elif id(out) in self._data:  # unknown data written into a known tensor (in place)
+            self._forget(out)
+
+    def _forget(self, t: torch.Tensor) -> None:
+        """Forget ``t``'s data and that of every tensor sharing its storage on the CPU (its views)."""
+        storage = self._data[id(t)].untyped_storage().data_ptr()
+        for key in [k for k, d in self._data.items() if d.untyped_storage().data_ptr() == storage]:
+            del self._data[key]
