@@ -1248,6 +1248,8 @@ def test_a_layer_pruned_by_its_hook_is_updated() -> None:
     assert (row.name, row.status, row.old_name) == ("1.weight_orig", ParamChange.UPDATED, "1.weight")
     assert row.message.endswith("the pretrained 1.weight, pruned: 50% of it zeroed, the rest pretrained")
     assert report.verdict == "1 updated (1), 0 new, 0 invalid"
+
+
 def test_the_input_a_space_to_depth_refusal_names_is_one_the_model_takes() -> None:
     """Found by a probe (timm's tresnet_m): the refusal asked for input=(48, 224, 224), the stem convolution's
     channels, which the model refuses (its input has 3)."""

@@ -1,0 +1,300 @@
+"""How an edited parameter is made of a pretrained one, told by their values alone.
+
+:func:`~torchsurgeon.surgery_check.check_surgery` asks these of a parameter
+that is not the pretrained one as it was: a table with rows kept
+(:func:`resized_rows`, ``resize_token_embeddings``), a position grid
+resampled to another image size (:func:`resampled`), a weight updated from
+the pretrained one (:func:`derived`: fine-tuned, a merged LoRA, scaled,
+pruned, or another parameter's copy) rather than drawn again.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .records import FoldMode, ParamChange
+
+__all__ = (
+    "derived",
+    "from_zeros",
+    "resampled",
+    "resized_rows",
+    "rows_kept",
+    "same",
+    "scaled_note",
+    "updated",
+)
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` hold the same values in the same shape and dtype (never for ``meta`` tensors).
+
+    Examples
+    --------
+    >>> import torch
+    >>> same(torch.ones(2), torch.ones(2)), same(torch.ones(2), torch.ones(2, dtype=torch.float64))
+    (True, False)
+    """
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.device.type == "meta" or b.device.type == "meta":
+        return False
+    return bool(torch.equal(a.detach(), b.detach().to(a.device)))
+
+
+def derived(name: str, p: torch.Tensor, orig: dict[str, torch.Tensor]) -> tuple[ParamChange, str, str] | None:
+    """How ``p`` is made of the pretrained values, if it is (status, note, the original's name when another's): its
+    own updated (fine-tuned, a merged LoRA: :func:`updated`), scaled (``w.mul_(0.5)``) or pruned (zeros where the
+    rest is unchanged), or a copy of another parameter.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.randn(8, 4)
+    >>> derived("fc.weight", 0.5 * w, {"fc.weight": w})
+    (<ParamChange.UPDATED: 'updated'>, 'scaled: 0.5 × the pretrained values', '')
+    >>> derived("head.weight", w.clone(), {"fc.weight": w, "head.weight": torch.randn(8, 4)})[1:]
+    ('copied from fc.weight', 'fc.weight')
+    """
+    if p.is_meta or p.numel() < 2 or bool(torch.all(p == p.flatten()[0])):  # one value (a zeroed bias): no one's
+        return None
+    o = orig.get(name)
+    if o is not None and o.shape == p.shape and o.dtype == p.dtype and not o.is_meta:
+        a, b = o.detach().double().flatten(), p.detach().double().flatten()
+        kept = b != 0
+        if bool(kept.any()) and not bool(kept.all()) and torch.equal(a[kept], b[kept]) and bool((a[~kept] != 0).any()):
+            return (
+                ParamChange.UPDATED,
+                f"pruned: {float((~kept).double().mean()):.0%} of it zeroed, the rest pretrained",
+                "",
+            )
+        nonzero = a != 0
+        if bool(nonzero.any()) and torch.equal(nonzero, b != 0):
+            ratios = b[nonzero] / a[nonzero]
+            k = float(ratios[0])
+            if k not in (0.0, 1.0) and torch.allclose(ratios, torch.full_like(ratios, k), rtol=1e-6, atol=0):
+                return ParamChange.UPDATED, f"scaled: {k:.4g} × the pretrained values", ""
+    for other, t in orig.items():  # layers swapped or copied: another parameter's values
+        if other != name and same(t, p):
+            return ParamChange.KEPT, f"copied from {other}", other
+    update = updated(o, p) if o is not None else None
+    return (ParamChange.UPDATED, update, "") if update is not None else None
+
+
+def updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
+    """How far ``new`` moved from the pretrained ``old`` when it is ``old`` changed, not a new draw: fine-tuned
+    weights stay close to where they started, or keep their pattern (correlation), while a weight drawn again is
+    as far from the pretrained one as both are large, and uncorrelated with it.  A change of low rank in a
+    matrix (a merged LoRA) is named.  ``None`` for tensors too small to tell (16 values or fewer).
+
+    Examples
+    --------
+    >>> import torch
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> w = torch.randn(64, 32)
+    >>> updated(w, w + 0.01 * torch.randn(64, 32))
+    'updated: changed by 0.95% of its norm (correlation 1.0000 with the pretrained values)'
+    >>> updated(w, w + torch.randn(64, 4) @ torch.randn(4, 32) * 0.1).split(", ")[-1]
+    'a rank-4 change (a merged LoRA?)'
+    >>> updated(w, torch.randn(64, 32)) is None
+    True
+    """
+    if old.shape != new.shape or old.numel() <= 16 or not old.is_floating_point() or old.is_meta or new.is_meta:
+        return None
+    a, b = old.detach().double().flatten(), new.detach().double().flatten().to(old.device)
+    norm = float(a.norm())
+    if norm == 0 or float(b.std()) == 0:  # from zeros, or to a constant (a BatchNorm's ones): what a new draw gives
+        return None
+    change = float((b - a).norm()) / norm
+    # the correlation of two independent draws is within 5 standard errors of 0; a constant has none (ones, trained)
+    r = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if float(a.std()) > 0 else None
+    if not (change < 0.5 or (r is not None and r >= max(0.5, 5 / math.sqrt(a.numel())))):
+        return None
+    how = f"{change:.0%}" if change >= 0.1 else f"{change * 100:.2g}%"
+    note = f"updated: changed by {how} of its norm" + (
+        f" (correlation {r:.4f} with the pretrained values)" if r else ""
+    )
+    if old.dim() >= 2 and old.numel() <= 1_000_000:
+        delta = (new.detach().double().to(old.device) - old.detach().double()).reshape(old.shape[0], -1)
+        values = torch.linalg.svdvals(delta)
+        rank = int((values > values[0] * 1e-6).sum()) if float(values[0]) > 0 else 0
+        if 0 < rank <= min(delta.shape) // 4:
+            note += f", a rank-{rank} change (a merged LoRA?)"
+    return note
+
+
+def scaled_note(mode: FoldMode, k: float, width: int, channels: int, layer: str) -> str:
+    """What a scaled fold (:func:`~torchsurgeon.fold.recognise_scaled_fold`) keeps and what it does not.
+
+    Examples
+    --------
+    >>> scaled_note(FoldMode.SUM, 1 / 3, 3, 1, "conv1")  # doctest: +NORMALIZE_WHITESPACE
+    "the mean of the pretrained channels (the sum fold × 0.3333): not exact — on the input the fold relates this
+    layer gives 0.3333 × the original's output; exact: adapt_input_channels(model, 1, 'sum', layer='conv1')"
+    """
+    what = (
+        "the mean of the pretrained channels"
+        if abs(k * (width if mode == FoldMode.SUM else width / channels) - 1) < 1e-6
+        else "pretrained, scaled"
+    )
+    return (
+        f"{what} (the {mode} fold × {k:.4g}): not exact — on the input the fold relates this layer gives "
+        f"{k:.4g} × the original's output; exact: adapt_input_channels(model, {channels}, '{mode}', layer={layer!r})"
+    )
+
+
+def _row_matches(old: torch.Tensor, new: torch.Tensor) -> list[tuple[int, list[int]]] | None:
+    """For tensors of the same shape but the first dim (an embedding, a head): each new row equal to old rows, with
+    those rows' positions; ``None`` when the shapes do not allow it or the comparison would be too big."""
+    if (
+        old.dim() != new.dim()
+        or old.dim() == 0
+        or old.shape[1:] != new.shape[1:]
+        or old.device.type == "meta"
+        or new.device.type == "meta"
+        or old.shape[0] * new.shape[0] > 10_000_000
+    ):
+        return None
+    o = old.detach().reshape(old.shape[0], -1)
+    n = new.detach().reshape(new.shape[0], -1).to(old.device, old.dtype)
+    if o.numel() * n.shape[0] > 50_000_000:
+        return None
+    eq = (n[:, None, :] == o[None, :, :]).all(-1)
+    return [(i, eq[i].nonzero()[:, 0].tolist()) for i in range(n.shape[0]) if eq[i].any()]
+
+
+def rows_kept(old: torch.Tensor, new: torch.Tensor) -> str:
+    """For a resized 2-D head: how many new rows equal an old row.
+
+    Examples
+    --------
+    >>> import torch
+    >>> old = torch.randn(5, 4)
+    >>> rows_kept(old, torch.stack([old[3], torch.randn(4)]))
+    '1 row(s) carried over: 0←3'
+    """
+    kept = _row_matches(old, new)
+    if not kept:
+        return ""
+    return (  # a row equal to several old ones (zero biases) does not say which it came from
+        f"{len(kept)} row(s) carried over: "
+        + ", ".join(f"{i}←{js[0]}" if len(js) == 1 else f"{i}←one of {len(js)} equal rows" for i, js in kept[:10])
+        + (" ..." if len(kept) > 10 else "")
+    )
+
+
+def from_zeros(old: torch.Tensor, new: torch.Tensor) -> bool:
+    """Whether ``old`` is all zeros (a bias as initialised) and ``new`` the same shape, not all alike.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from_zeros(torch.zeros(3), torch.tensor([0.1, 0.0, -0.2])), from_zeros(torch.zeros(3), torch.ones(3))
+    (True, False)
+    """
+    if old.shape != new.shape or old.is_meta or new.is_meta or new.numel() < 2:
+        return False
+    flat = new.detach().flatten()
+    return not bool(old.detach().any()) and not bool(torch.all(flat == flat[0]))
+
+
+def resampled(old: torch.Tensor, new: torch.Tensor) -> str | None:
+    """How a position table was resampled to another image size, if it was: the pretrained grid interpolated as
+    timm's ``resample_abs_pos_embed`` (bicubic, antialiased, by default) or ``F.interpolate`` does it, the prefix
+    tokens (class, distillation, registers) kept.  ``old`` and ``new``: ``(1, tokens, dim)`` or ``(tokens, dim)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> old = torch.randn(1, 1 + 14 * 14, 8)
+    >>> grid = old[:, 1:].reshape(1, 14, 14, 8).permute(0, 3, 1, 2)
+    >>> grid = F.interpolate(grid, size=(24, 24), mode="bicubic", antialias=True).permute(0, 2, 3, 1)
+    >>> resampled(old, torch.cat([old[:, :1], grid.reshape(1, -1, 8)], dim=1))
+    'resampled: the pretrained 14×14 position grid interpolated (bicubic, antialiased) to 24×24; 1 prefix token kept'
+    >>> resampled(old, torch.randn(1, 1 + 24 * 24, 8)) is None
+    True
+    """
+    if old.dim() not in (2, 3) or old.dim() != new.dim() or not old.is_floating_point() or old.dtype != new.dtype:
+        return None
+    if "meta" in (old.device.type, new.device.type) or old.shape[-1] != new.shape[-1]:
+        return None
+    o, n = old.detach().reshape(-1, old.shape[-2], old.shape[-1]), new.detach().reshape(-1, *new.shape[-2:])
+    if o.shape[0] != 1 or n.shape[0] != 1 or o.shape[1] == n.shape[1] or max(o.numel(), n.numel()) > 50_000_000:
+        return None  # a vocabulary is no grid: the tables compared here are a few thousand positions
+    n = n.to(o.device)
+    equal = 0  # leading rows kept: the prefix tokens, and a grid's corner where the interpolation keeps it
+    while equal < min(16, o.shape[1], n.shape[1]) and torch.equal(o[0, equal], n[0, equal]):
+        equal += 1
+    for prefix in range(equal, -1, -1):
+        found = _grid_resampled(o, n, prefix)
+        if found is not None:
+            tokens = f"; {prefix} prefix token{'s' * (prefix != 1)} kept" if prefix else ""
+            return f"resampled: the pretrained {found}{tokens}"
+    return None
+
+
+def _grid_resampled(old: torch.Tensor, new: torch.Tensor, prefix: int) -> str | None:
+    """:func:`resampled` for one count of prefix tokens: the grid and how it was interpolated, if it was."""
+    side = math.isqrt(old.shape[1] - prefix)
+    if side * side != old.shape[1] - prefix or side < 2:
+        return None
+    cells = new.shape[1] - prefix
+    grid = old[:, prefix:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    target = new[:, prefix:].double()
+    scale = float(target.abs().max()) or 1.0
+    for h in (h for h in range(1, cells + 1) if cells % h == 0 and 8 * h * h >= cells and h * h <= 8 * cells):
+        w = cells // h
+        for mode, antialias in (("bicubic", True), ("bicubic", False), ("bilinear", True), ("bilinear", False)):
+            for corners in (False, True):
+                out = F.interpolate(grid, size=(h, w), mode=mode, align_corners=corners, antialias=antialias)
+                out = out.permute(0, 2, 3, 1).reshape(1, -1, old.shape[-1]).to(old.dtype).double()
+                if torch.allclose(out, target, rtol=1e-4, atol=1e-5 * scale):
+                    how = ", ".join([mode, *(["antialiased"] if antialias else []), *(["corners"] if corners else [])])
+                    return f"{side}×{side} position grid interpolated ({how}) to {h}×{w}"
+    return None
+
+
+def resized_rows(old: torch.Tensor, new: torch.Tensor, *, alike: bool = False) -> tuple[str, list[int]] | None:
+    """How a table of rows was resized (``resize_token_embeddings`` keeps the first rows and adds or drops the
+    rest; a head may keep some classes' rows): a note, and the positions of the rows that are not pretrained.
+    ``None`` when no row is the pretrained one.  Rows of one value (a zero bias) say nothing on their own:
+    ``alike=True`` accepts them where the weight beside them was resized the same way.
+
+    Examples
+    --------
+    >>> import torch
+    >>> old = torch.randn(100, 8)
+    >>> resized_rows(old, torch.cat([old, torch.randn(10, 8)]))
+    ('rows 0–99 pretrained, 10 new (100–109)', [100, 101, 102, 103, 104, 105, 106, 107, 108, 109])
+    >>> resized_rows(old, old[:90].clone())
+    ('rows 0–89 pretrained, 10 dropped (90–99)', [])
+    >>> resized_rows(old, old[[7, 3]].clone())
+    ('2 of 100 pretrained rows kept: 0←7, 1←3', [])
+    >>> resized_rows(old, torch.randn(10, 8)) is None
+    True
+    """
+    if old.dim() == 0 or old.shape[0] == new.shape[0] or old.shape[1:] != new.shape[1:]:
+        return None
+    if "meta" in (old.device.type, new.device.type) or old.dtype != new.dtype or old.numel() == 0:
+        return None
+    rows, k = new.shape[0], min(old.shape[0], new.shape[0])
+    flat = old.detach().flatten()
+    if not alike and bool(torch.all(flat == flat[0])):
+        return None
+    if torch.equal(old.detach()[:k], new.detach()[:k].to(old.device)):  # resize_token_embeddings, a head grown
+        if rows > k:
+            return f"rows 0–{k - 1} pretrained, {rows - k} new ({k}–{rows - 1})", list(range(k, rows))
+        return f"rows 0–{k - 1} pretrained, {old.shape[0] - k} dropped ({k}–{old.shape[0] - 1})", []
+    matches = _row_matches(old, new)
+    kept = [(i, js[0]) for i, js in matches or () if len(js) == 1]  # rows of one old row each: evidence
+    if not kept:
+        return None
+    fresh = sorted(set(range(rows)) - {i for i, _ in matches or ()})
+    pairs = ", ".join(f"{i}←{j}" for i, j in kept[:10]) + (" ..." if len(kept) > 10 else "")
+    note = f"{len(kept)} of {old.shape[0]} pretrained rows kept: {pairs}"
+    return (note + (f"; {len(fresh)} new" if fresh else ""), fresh)
