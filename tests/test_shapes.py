@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import re
 
 import pytest
 import torch
@@ -446,3 +447,37 @@ def test_a_convolution_with_another_padding_mode_pads_by_its_own_list() -> None:
     assert "padding_mode='reflect'" in bad.message
     replicate = nn.Conv2d(3, 4, 3, padding=2, padding_mode="replicate")
     assert paramcount(replicate, (3, 5, 7)).output_shape == tuple(replicate(torch.randn(1, 3, 5, 7)).shape)
+
+
+@pytest.mark.parametrize("kind", ["vit", "resnet"])
+def test_a_stem_replaced_by_hand_names_the_settings_still_guarding_the_old_channels(kind: str) -> None:
+    """Found by a probe: a Hugging Face model whose stem was replaced by a 1-channel conv, ``config.num_channels``
+    left at 3, was reported failing with transformers' own message and no fix; the fix now sets what still says 3,
+    and runs as written: the real model then runs, and the report has no invalid layer."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if kind == "vit":
+        config = transformers.ViTConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+        )
+        model = transformers.ViTForImageClassification(config).eval()
+        model.vit.embeddings.patch_embeddings.projection = nn.Conv2d(1, 32, 8, 8)
+    else:
+        config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
+        model = transformers.ResNetForImageClassification(config).eval()
+        model.resnet.embedder.embedder.convolution = nn.Conv2d(1, 8, 7, 2, 3, bias=False)
+    grey = torch.randn(1, 1, 32, 32)
+    with pytest.raises(ValueError, match="channel dimension of the pixel values"):
+        model(grey)  # the truth: the edit alone does not run
+    (finding,) = paramcount(model, (1, 32, 32)).findings
+    fix = re.search(r"still says? 3: (.*)$", finding.message)
+    assert fix is not None, finding.message
+    exec(fix.group(1), {"model": model})  # runs as written
+    assert model(grey).logits.shape == (1, 2)
+    report = paramcount(model, (1, 32, 32))
+    assert not report.invalid and report.total == sum(p.numel() for p in model.parameters())

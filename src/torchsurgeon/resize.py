@@ -52,6 +52,7 @@ __all__ = (
     "rebuild_fix",
     "resized_copy",
     "resized_param_count",
+    "stale_guards_fix",
     "update_guards",
     "weight_norm_dims",
 )
@@ -592,6 +593,63 @@ def update_guards(
                 name = f"{where}._hub_mixin_config[{attr!r}]".lstrip(".")
                 changes.append(ParamReport(name, ParamChange.SETTING, None, None, "", note))
     return changes
+
+
+def stale_guards_fix(model: nn.Module, layer: str, inputs: Sequence[Any]) -> str:
+    """For a module that fails on its input because a setting still guards the old channel count (a Hugging Face
+    stem replaced by hand, ``config.num_channels`` left as it was): the statements that make the settings follow
+    the layer inside it that already takes the input's channels, as a fix (``" — set model....num_channels = 1;
+    ..."``); ``""`` when there is no such layer or setting.
+
+    Examples
+    --------
+    >>> class Stem(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.num_channels, self.conv = 3, nn.Conv2d(1, 8, 3)  # replaced by hand, num_channels not
+    >>> model = nn.Sequential(Stem())
+    >>> stale_guards_fix(model, "0", [(2, 1, 32, 32)])
+    " — 0.conv takes 1 channel but 0.num_channels still says 3: model.get_submodule('0').num_channels = 1"
+    """
+    shape = next((s for s in inputs if isinstance(s, tuple) and len(s) >= 3), None)
+    if shape is None or not layer:
+        return ""
+    got = shape[1]
+    try:
+        module = model.get_submodule(layer)
+    except AttributeError:
+        return ""
+    reader = next(
+        (
+            f"{layer}.{name}"
+            for name, m in module.named_modules()
+            if name and getattr(m, "in_channels", None) == got and isinstance(m, nn.modules.conv._ConvNd)
+        ),
+        None,
+    )
+    if reader is None:
+        return ""
+    holders = {id(h): (where, h, is_config) for where, h, is_config in reversed(guard_holders(model, reader))}
+    stale = [  # a config shared by the model and its backbone (transformers) once, under its shortest name
+        (where, attr, value, is_config)
+        for where, holder, is_config in reversed(holders.values())
+        for attr in CHANNEL_GUARDS
+        if type(value := getattr(holder, attr, None) if is_config else vars(holder).get(attr)) is int
+        and value != got
+        and attr != "in_features"
+    ]
+    if not stale:
+        return ""
+
+    def holder(where: str, is_config: bool) -> str:  # Python that reaches it from the model, for any name
+        owner = where.removesuffix("config").removesuffix(".") if is_config else where
+        reach = f"model.get_submodule({owner!r})" if owner else "model"
+        return f"{reach}.config" if is_config else reach
+
+    said = ", ".join(f"{where}.{attr}".lstrip(".") for where, attr, _, _ in stale)
+    statements = "; ".join(f"{holder(where, is_config)}.{attr} = {got}" for where, attr, _, is_config in stale)
+    verb = "says" if len(stale) == 1 else "say"
+    return f" — {reader} takes {got} channel{'s' * (got != 1)} but {said} still {verb} {stale[0][2]}: {statements}"
 
 
 def guard_holders(model: nn.Module, layer: str) -> list[tuple[str, Any, bool]]:

@@ -58,7 +58,7 @@ from .graph import (
 from .inputaxes import FollowedAxes, fold_input, fold_input_at_size
 from .knowndata import KnownData, as_meta, given_as_data
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
-from .resize import as_folded_inputs, input_fix, resized_copy
+from .resize import as_folded_inputs, input_fix, resized_copy, stale_guards_fix
 from .rules import FALLBACK, Call, Rule, function_rule
 from .rules._common import first_tensor, shared_outputs
 from .rules.on_meta import ruled_meta
@@ -693,6 +693,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 if "values to unpack" in text:  # unpacking an input's shape: was it given with its batch?
                     text += per_sample_hint(self.inputs, self.batch)
                 text += clamped_slice_hint(n, self.fetch_attr, self.scalars)  # BERT's position_ids[:, :72]
+                text += stale_guards_fix(self.model, layer, ins)  # a stem replaced by hand, config.num_channels not
                 finding = Finding(layer, kind, "input", "a compatible input", str(ins), text)
                 message = f"{layer} ({kind}) fails on {ins}: {text}"
                 self._record(base, ins, None, LayerStatus.INVALID, message, (finding,), ShapeSource.META, unknown)
