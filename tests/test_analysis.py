@@ -65,6 +65,20 @@ def test_spatial_change_breaks_the_linear_after_flatten() -> None:
     assert r.output_shape == (1, 10)  # propagation went on past fc1
 
 
+def test_a_head_whose_features_cannot_follow_the_input_size_gets_no_pooling_hint() -> None:
+    """Found by a probe: a classifier given the wrong width (a transformer's pooled token, an MLP head, timm's
+    head of pool, LayerNorm2d and flatten) was told an AdaptiveAvgPool would give its features for any input size;
+    no pooling changes a channel count."""
+    timm = pytest.importorskip("timm")
+    convnext = timm.create_model("convnext_atto", pretrained=False)
+    convnext.head.fc = nn.Linear(100, 5)  # features are 320 channels, already pooled
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(32, 3))
+    for model, shape, layer in ((convnext, (3, 64, 64), "head.fc"), (mlp, (12,), "3")):
+        (found,) = paramcount(model, shape).invalid
+        assert found.name == layer and "AdaptiveAvgPool" not in found.message
+        assert "replace the layer (new weights): model.set_submodule(" in found.message
+
+
 class _PoolsByFunction(torchvision.models.ResNet):
     """Older code's head: F.adaptive_avg_pool2d, then x.view(x.size(0), -1)."""
 

@@ -26,7 +26,7 @@ from .fxbookkeeping import node_autocast
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
 from .inputaxes import moves_axes
 from .knowndata import makes_known_data
-from .resize import hands_on_channels, hands_on_features
+from .resize import call_name, hands_on_channels, hands_on_features
 from .rules import Rule, function_rule, method_rule, module_rule
 from .rules.pooling import ADAPTIVE_POOL_FUNCTIONS, ADAPTIVE_POOLS
 from .rules.registry import rules_version, runs_forward_of
@@ -69,7 +69,7 @@ class Step(NamedTuple):
     autocast: Autocast = ()
     """The ``torch.autocast`` regions the model's forward ran the node in (:func:`.fxbookkeeping.node_autocast`)."""
     pooled: bool = False
-    """Whether a linear layer reads what an adaptive pooling gives (:func:`_pooled`)."""
+    """Whether a linear layer reads features as many whatever the input's size (:func:`_pooled`)."""
     moves: bool = False
     """Whether the node may hand a model input on with its axes moved (a video's frames merged into the batch,
     :func:`.inputaxes.moves_axes`): its first argument is the input, handed on or moved; shape propagation follows
@@ -104,13 +104,20 @@ def _own_function(node: torch.fx.Node, inputs: tuple[torch.fx.Node, ...], passin
     )
 
 
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+_NORM_FUNCTIONS = frozenset({F.layer_norm, F.batch_norm, F.group_norm, F.instance_norm, F.rms_norm})
+_REORDERING = frozenset({"permute", "transpose", "contiguous", "movedim"})  # the same values in another order
+
+
 def _pooled(node: torch.fx.Node, module: nn.Module | None, modules: Mapping[str, nn.Module]) -> bool:
-    """Whether ``node``, a linear layer, reads what an adaptive pooling gives, through flatten, views, dropout,
-    identity or conversions: its features are then as many whatever the input's size (torchvision's ResNet:
-    ``avgpool``, ``flatten``, ``fc``), and a mismatch comes from the channels before, not from the size."""
+    """Whether ``node``, a linear layer, reads features as many whatever the input's size: what an adaptive pooling
+    gives, through flatten, views, norms, dropout, identity or conversions (torchvision's ResNet: ``avgpool``,
+    ``flatten``, ``fc``; timm's heads: pool, norm, flatten), or no flattened map at all (a transformer's pooled
+    token, an MLP's hidden layer).  A mismatch then comes from the channels before, not from the input's size."""
     if not isinstance(module, nn.Linear) and node.target is not F.linear:
         return False
     current = node.args[0] if node.args else None
+    flattened = False  # a flatten or view on the way: the features may be a map's, as many as its size
     while isinstance(current, torch.fx.Node):
         op, target = current.op, current.target
         held = modules.get(str(target)) if op == "call_module" else None
@@ -120,10 +127,15 @@ def _pooled(node: torch.fx.Node, module: nn.Module | None, modules: Mapping[str,
             return True  # a pool, or a module holding one (timm's SelectAdaptivePool2d)
         if op == "call_function" and target in ADAPTIVE_POOL_FUNCTIONS:
             return True
+        keeps = isinstance(held, _NORMS) or target in _NORM_FUNCTIONS or call_name(op, target) in _REORDERING
+        if keeps and current.args:  # keeps the features' count (timm's head: pool, LayerNorm2d's permutes, flatten)
+            current = current.args[0]
+            continue
         if not hands_on_features(op, target, held) or not current.args:
-            return False
+            return not flattened
+        flattened = flattened or not hands_on_channels(op, target, held)  # a flatten, view, reshape or squeeze
         current = current.args[0]
-    return False
+    return not flattened
 
 
 def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:

@@ -82,8 +82,9 @@ class Call:
     layer before); ``scope`` and ``scope_module`` are the module whose
     ``forward`` made the call; ``batch_added`` that the inputs were given as
     per-sample shapes, so their first dimension is the batch; ``pooled``
-    that the node reads, through flatten, views and dropout, what an adaptive
-    pooling gives (features that do not follow the input's size); ``model_dtype``
+    that the node reads features that do not follow the input's size (what an
+    adaptive pooling gives, through flatten, views, norms and dropout, or no
+    flattened map at all: a transformer's pooled token); ``model_dtype``
     the floating dtype most of the model's parameters have (a layer of another
     dtype is the odd one, not its input); ``fold_input``,
     for a node reading the input with its axes moved, gives the ``input=`` a fold
