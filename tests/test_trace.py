@@ -759,3 +759,26 @@ def test_a_model_given_a_cache_it_returns_is_analysed_with_its_prefix() -> None:
     assert report.output_shape == {"logits": tuple(real.logits.shape)} and report.trusted
     # attention reads the 4 prefix tokens: the MACs of a real forward with them
     assert report.macs == counted_macs(model, lambda m: m(ids.to("meta")))
+class _MovesItsGrid(nn.Module):
+    """Keeps a plain tensor attribute (not a buffer) and sets it to a traced value in ``forward``, as MONAI's
+    GlobalNet head does with ``self.grid = self.grid.to(device=f.device)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.grid = torch.arange(8.0).reshape(2, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.grid = self.grid.to(device=x.device)
+        return self.fc(x) - self.grid
+
+
+def test_a_plain_tensor_attribute_the_forward_replaces_is_read_as_the_model_held_it() -> None:
+    """Found by a probe: the graph read GlobalNet's grid as None (the proxy the trace had stored in the model),
+    so a false invalid layer ``to`` was reported and the output was unknown."""
+    model = _MovesItsGrid()
+    grid = model.grid
+    report = paramcount(model, (2, 4))
+    assert report.invalid == [] and report.trusted
+    assert report.output_shape == tuple(model(torch.randn(1, 2, 4)).shape)
+    assert model.grid is grid

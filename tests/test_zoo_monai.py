@@ -79,6 +79,10 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
         lambda: nets.AttentionUnet(spatial_dims=2, in_channels=3, out_channels=2, channels=(4, 8, 16), strides=(2, 2)),
         (3, 32, 32),
     ),
+    "GlobalNet 2D": (  # its head sets a plain tensor attribute to a traced value in forward
+        lambda: nets.GlobalNet(image_size=(32, 32), spatial_dims=2, in_channels=2, num_channel_initial=4, depth=2),
+        (2, 32, 32),
+    ),
 }
 RGB = tuple(name for name in MODELS if name.endswith("RGB"))
 _CACHE: dict[str, ZooResult] = {}

@@ -658,8 +658,10 @@ def trace(
                     raise trace_error(model, culprit, stack, exc, given, opaque) from exc
                 _tidy(graph, tracer.dropped)
                 graph.lint()
-                # a buffer the forward set to a traced value (CTRL's positions) is copied as the model holds it
-                originals = lambda t: index.buffers.get(t, index.params.get(t))  # noqa: E731
+                # a buffer or plain tensor attribute the forward set to a traced value (CTRL's positions, MONAI's
+                # AffineHead grid = grid.to(x.device)) is copied as the model held it when the trace began
+                held = {name: value for value, name in tracer.tensor_attrs.items()}
+                originals = lambda t, held=held: index.buffers.get(t, index.params.get(t, held.get(t)))  # noqa: E731
                 graph_module = lazy_graph_module(tracer.root, graph, type(model).__name__, originals)
                 break
         finally:
