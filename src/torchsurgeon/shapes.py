@@ -36,7 +36,7 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from ._steps import Step, rules_of, steps_of
-from .arguments import input_dtype_for
+from .arguments import input_dtype_for, integers_needed
 from .autocast import as_autocast_gives, op_name
 from .clamped import clamped_slice_hint
 from .copies import class_forward, container_edit, detached_copy, meta_like, run_on_zeros, thawed
@@ -103,13 +103,8 @@ class _Unknown:
 
 
 def _input_dtype(node: torch.fx.Node, model: nn.Module) -> torch.dtype:
-    """Integer inputs for embeddings, else :func:`input_dtype_for` the argument's name."""
-    for user in node.users:
-        if user.op == "call_module" and isinstance(model.get_submodule(str(user.target)), nn.Embedding):
-            return torch.long
-        if user.op == "call_function" and user.target is torch.nn.functional.embedding:
-            return torch.long
-    return input_dtype_for(str(node.target).lstrip("*"), model)
+    """:func:`input_dtype_for` the argument: by what ``forward`` does with it (an embedding, a Linear), else by name."""
+    return input_dtype_for(str(node.target).lstrip("*"), model, integers=integers_needed(node, model))
 
 
 # --------------------------------------------------------------------------- values

@@ -1,0 +1,62 @@
+"""The dtype an input given by shape gets: what ``forward`` does with it, else its name."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models import TextTimeConditioned
+from torchsurgeon import paramcount
+from torchsurgeon.arguments import ExampleInputs, input_dtype_for
+from torchsurgeon.graph import node_records
+
+_SDXL = {
+    "sample": (4, 16, 16),
+    "timestep": (),
+    "encoder_hidden_states": (7, 32),
+    "added_cond_kwargs": {"text_embeds": (16,), "time_ids": (6,)},
+}
+
+
+def test_sdxl_time_ids_are_floats_as_diffusers_passes_them() -> None:
+    """Found by a probe: SDXL's ``time_ids`` (image sizes and crop corner) were analysed as token ids (long); the
+    diffusers pipeline passes them in the model's dtype (``torch.tensor([add_time_ids], dtype=dtype)``)."""
+    model, dtype = TextTimeConditioned(), torch.float32
+    report = paramcount(model, _SDXL, batch=2)
+    inputs = {rec.name: rec.dtype for rec in node_records(report.graph) if rec.op == "placeholder"}
+    assert inputs["added_cond_kwargs_time_ids"] == str(dtype).removeprefix("torch.")
+    assert ExampleInputs(model, _SDXL, 2)["added_cond_kwargs_time_ids"].dtype == dtype  # what the trace runs on
+    real = model(
+        torch.randn(2, 4, 16, 16, dtype=dtype),
+        torch.full((2,), 500.0, dtype=dtype),
+        torch.randn(2, 7, 32, dtype=dtype),
+        {"text_embeds": torch.randn(2, 16, dtype=dtype), "time_ids": torch.rand(2, 6, dtype=dtype) * 1024},
+    )
+    assert report.output_shape == tuple(real.shape) and report.invalid == []
+
+
+@pytest.mark.parametrize("name", ["input_ids", "token_type_ids", "position_ids", "decoder_input_ids", "labels"])
+def test_token_ids_stay_integers(name: str) -> None:
+    assert input_dtype_for(name, nn.Linear(2, 2)) == torch.long
+
+
+class _IdsAndTokens(nn.Module):
+    """``cond_ids`` are float values a Linear multiplies; ``tokens`` (no ``_ids`` name) are looked up after a view."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj, self.embed = nn.Linear(6, 4), nn.Embedding(10, 4)
+
+    def forward(self, cond_ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(cond_ids)[:, None] + self.embed(tokens.flatten(1))
+
+
+def test_what_forward_does_with_an_input_decides_its_dtype_before_its_name() -> None:
+    """A Linear needs floats whatever the name; an embedding needs integers, also after a view."""
+    model = _IdsAndTokens()
+    report = paramcount(model, {"cond_ids": (6,), "tokens": (3, 1)}, batch=2)
+    real = model(torch.randn(2, 6), torch.randint(0, 10, (2, 3, 1)))  # a long cond_ids fails: Linear is float
+    assert report.invalid == [] and report.output_shape == tuple(real.shape)
+    inputs = {rec.name: rec.dtype for rec in node_records(report.graph) if rec.op == "placeholder"}
+    assert inputs == {"cond_ids": "float32", "tokens": "int64"}
