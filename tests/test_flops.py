@@ -255,6 +255,50 @@ def test_uncounted_layers_are_listed_not_zeroed() -> None:
     assert leaf.flops_uncounted == ("inner",)
 
 
+def _lifted(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, int]:
+    """torchvision MViT's ``_unsqueeze``: a view, recorded as one call (``torch.fx.wrap``)."""
+    rank = x.dim()
+    return (x.unsqueeze(dim) if rank == 3 else x), rank
+
+
+def _dropped(x: torch.Tensor, dim: int, rank: int) -> torch.Tensor:
+    """torchvision MViT's ``_squeeze``."""
+    return x.squeeze(dim) if rank == 3 else x
+
+
+def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """MViT's ``_add_rel_pos`` in small: products inside a function recorded as one call."""
+    return torch.einsum("bnd,bmd->bnm", q, k) / q.shape[-1] ** 0.5 + q.sum(-1, keepdim=True)
+
+
+torch.fx.wrap("_lifted")
+torch.fx.wrap("_dropped")
+torch.fx.wrap("_scores")
+
+
+class _WrappedCalls(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, rank = _lifted(self.proj(x), 1)
+        return _scores(_dropped(y, 1, rank), x)
+
+
+def test_a_function_recorded_as_one_call_counts_the_ops_it_runs() -> None:
+    """Found by a probe: torchvision's mvit_v2_s listed 135 layers as not counted, 103 of them its wrapped
+    ``_unsqueeze`` / ``_squeeze`` views; a wrapped function is now counted by the torch calls it makes."""
+    model = _WrappedCalls()
+    graph = trace(model).graph_module.graph
+    assert [n.target for n in graph.nodes if n.op == "call_function"][:1] == [_lifted]  # one call, as in MViT
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    report = paramcount(model, x)
+    assert (report.macs, report.flops_uncounted) == (counter.get_total_flops() // 2, ())
+
+
 EINSUMS = (
     "bi,ij->bj",
     "blxd,blyd->blxy",

@@ -61,7 +61,7 @@ from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_inputs, input_fix, resized_copy, stale_guards_fix
 from .rules import FALLBACK, Call, Rule, function_rule
 from .rules._common import first_tensor, shared_outputs
-from .rules.on_meta import ruled_meta
+from .rules.on_meta import FlopTally, ruled_meta
 from .rules.registry import counted_without_formula
 from .shapememo import ShapeMemo, reshapes_in_place, twin_kinds
 from .shapespec import InputSpec, Shape, TypedShape, normalize_input, per_sample_hint
@@ -621,6 +621,13 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             return 0, 0, FlopKind.NONE, False
         return 0, 0, FlopKind.NONE, counted_without_formula(base.op, self._target_now, module, rule)
 
+    def _counted_by_its_calls(self, rule: Rule | None, module: Any, base: NodeRecord) -> bool:
+        """A node without a formula that may compute (a user function recorded as one call, a layer with weights):
+        its MACs are those of the torch calls it makes (:class:`~torchsurgeon.rules.on_meta.FlopTally`)."""
+        if (rule is not None and rule.counts) or base.layer in self.opaque:
+            return False
+        return not counted_without_formula(base.op, self._target_now, module, rule)
+
     def _resized_forward(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call, rule: Rule
     ) -> Any:
@@ -670,9 +677,11 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         kwargs: dict[str, Any],
     ) -> Any:
         layer = base.layer
+        # a value computed from known data on the CPU (self.known) makes no calls here: not counted, as before
+        tally = FlopTally() if n not in self.known.values and self._counted_by_its_calls(rule, module, base) else None
         try:
-            with torch.device("meta"), ruled_meta():  # tensors the op creates land on meta too; its ops by rule
-                out = as_meta(call())  # known data made inside (positions) leaves as meta stand-ins
+            with torch.device("meta"), ruled_meta(counting=tally):  # tensors the op creates land on meta too
+                out = as_meta(call())  # its ops by rule; known data made inside (positions) leaves as meta stand-ins
         except Exception as exc:
             # ``f"... got {h}"`` formatted while tracing reads ``Proxy(getitem_2)``: the number it stands for
             text = with_numbers(first_line(exc), self.scalars)
@@ -694,7 +703,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 self._record(base, ins, None, LayerStatus.INVALID, message, (finding,), ShapeSource.META, unknown)
             self._unknown_seen = True
             return _Unknown(layer)
-        counts = self._counts(rule, module, args, kwargs, out, base)
+        counts = self._counts(rule, module, args, kwargs, out, base) if tally is None else tally.counts()
         self._record(base, ins, out, status, self.opaque.get(layer, ""), (), ShapeSource.META, counts)
         return out
 

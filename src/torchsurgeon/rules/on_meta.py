@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import operator
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -58,10 +59,21 @@ from ..knowndata import (
     stand_ins,
     unsettled,
 )
+from ..records import FlopKind
 from ._common import mixed_dtypes, shared_outputs
-from .registry import FALLBACK, Call, Rule, function_rule, method_rule, module_rule, rules_version, runs_forward_of
+from .registry import (
+    FALLBACK,
+    Call,
+    Rule,
+    counted_without_formula,
+    function_rule,
+    method_rule,
+    module_rule,
+    rules_version,
+    runs_forward_of,
+)
 
-__all__ = ("by_cpu_rule", "check_as_the_cpu", "ruled_call", "ruled_leaf", "ruled_meta")
+__all__ = ("FlopTally", "by_cpu_rule", "check_as_the_cpu", "ruled_call", "ruled_leaf", "ruled_meta")
 
 _OPERATORS: dict[str, Callable[..., Any]] = {
     "__add__": operator.add,
@@ -108,6 +120,59 @@ def _rule_of(func: Any) -> tuple[Rule | None, bool]:
     return method_rule(name), False
 
 
+@dataclass
+class FlopTally:
+    """The MACs and FLOPs of the torch calls run inside :func:`ruled_meta` (``counting=``), by their rules' formulas.
+
+    What a node with no formula of its own does (a user function recorded as
+    one call, torchvision MViT's ``_unsqueeze``): each torch function, tensor
+    method and operator it calls counts as a node of that op would
+    (:func:`~torchsurgeon.rules.registry.counted_without_formula`).  ``known``
+    stays True while every call is counted: a call whose FLOPs are unknown
+    (``einsum``, a user rule without a formula) makes the whole unknown.
+
+    Examples
+    --------
+    >>> import torch
+    >>> tally = FlopTally()
+    >>> with ruled_meta(counting=tally):
+    ...     _ = (torch.empty(2, 3, device="meta") @ torch.empty(3, 4, device="meta")).unsqueeze(0).relu()
+    >>> tally.counts()
+    (24, 48, <FlopKind.MATMUL: 'matmul'>, True)
+    """
+
+    macs: int = 0
+    flops: int = 0
+    known: bool = True
+    kind: FlopKind = FlopKind.NONE
+
+    def add(self, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], out: Any) -> None:
+        """Count one call ``func(*args, **kwargs)`` that gave ``out``."""
+        if not self.known:
+            return
+        rule, swapped = _rule_of(func)
+        if rule is None or not rule.counts:
+            method = getattr(torch.Tensor, getattr(func, "__name__", ""), None) is func
+            self.known = counted_without_formula("call_method" if method else "call_function", func, None, rule)
+            return
+        operands = (args[1], args[0], *args[2:]) if swapped and len(args) >= 2 else args
+        try:
+            with torch._C.DisableTorchFunction():
+                macs = rule.macs(None, operands, dict(kwargs), out) if rule.macs is not None else 0
+                extra = rule.flops(None, operands, dict(kwargs), out) if rule.flops is not None else 0
+        except Exception:  # a formula that does not apply to these arguments
+            self.known = False
+            return
+        if macs > self.macs:  # the kind of the larger part
+            self.kind = rule.kind
+        self.macs += macs
+        self.flops += 2 * macs + extra
+
+    def counts(self) -> tuple[int, int, FlopKind, bool]:
+        """``(macs, flops, kind, known)``, as a node's record holds them (nothing counted while unknown)."""
+        return (self.macs, self.flops, self.kind, True) if self.known else (0, 0, FlopKind.NONE, False)
+
+
 def _meta_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool | None:
     """Every tensor argument (also inside one list or tuple) is a plain tensor on meta; None without any."""
     found: bool | None = None
@@ -126,9 +191,10 @@ _CPU = torch.device("cpu")
 
 
 class _RuledMeta(TorchFunctionMode):
-    def __init__(self, resized: bool) -> None:
+    def __init__(self, resized: bool, counting: FlopTally | None = None) -> None:
         super().__init__()
         self.resized = resized
+        self.counting = counting
         self.forgotten: dict[int, torch.Tensor] = {}
         """Known data edited in place by values that are not known, by the address of its memory (it is kept here,
         so no other tensor gets that address): it and its views get ``meta`` stand-ins from then on."""
@@ -136,6 +202,13 @@ class _RuledMeta(TorchFunctionMode):
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
     ) -> Any:
+        if self.counting is not None:
+            out = self._answered(func, args, kwargs)
+            self.counting.add(func, args, kwargs or {}, out)
+            return out
+        return self._answered(func, args, kwargs)
+
+    def _answered(self, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Any:
         if self.forgotten:
             args, kwargs = self._unknown(args), {k: self._unknown(v) for k, v in (kwargs or {}).items()}
         elif not kwargs and len(args) == 1 and isinstance(args[0], torch.Tensor) and _passes_through(func):
@@ -372,7 +445,7 @@ def _answer(
 
 
 @contextlib.contextmanager
-def ruled_meta(*, resized: bool = False) -> Iterator[None]:
+def ruled_meta(*, resized: bool = False, counting: FlopTally | None = None) -> Iterator[None]:
     """Answer torch calls on ``meta`` tensors by their rules, for the code run inside.
 
     With ``resized``, a call its rule finds does not fit (a convolution fed
@@ -380,6 +453,7 @@ def ruled_meta(*, resized: bool = False) -> Iterator[None]:
     as shape propagation continues past a mismatch, instead of torch's
     error: a trace answers Python's questions about shapes this way, so
     that its graph also holds what follows a layer the input does not fit.
+    With ``counting``, each call is counted there (:class:`FlopTally`).
 
     Examples
     --------
@@ -391,7 +465,7 @@ def ruled_meta(*, resized: bool = False) -> Iterator[None]:
     >>> tuple(out.shape), out.device.type
     ((2, 8, 5, 5), 'meta')
     """
-    with _RuledMeta(resized), shared_outputs(False):  # the code run may change its tensors' shapes in place
+    with _RuledMeta(resized, counting), shared_outputs(False):  # the code run may change its tensors' shapes in place
         yield
 
 

@@ -508,7 +508,9 @@ def counted_without_formula(op: str, target: Any, module: nn.Module | None, rule
     zero; a parameter-free module counts zero; a module with weights and no
     formula does not; torch functions and Python operators do what their
     name says, while a user function recorded as one call may hide matrix
-    products.  Ops marked ``uncounted`` (``einsum``) are never known.
+    products.  Ops marked ``uncounted`` (``einsum``) are never known.  Shape
+    propagation counts a node this says False for by the calls it makes
+    (:class:`~torchsurgeon.rules.on_meta.FlopTally`).
     """
     if rule is not None and rule.uncounted:
         return False
