@@ -759,6 +759,8 @@ def test_a_model_given_a_cache_it_returns_is_analysed_with_its_prefix() -> None:
     assert report.output_shape == {"logits": tuple(real.logits.shape)} and report.trusted
     # attention reads the 4 prefix tokens: the MACs of a real forward with them
     assert report.macs == counted_macs(model, lambda m: m(ids.to("meta")))
+
+
 class _MovesItsGrid(nn.Module):
     """Keeps a plain tensor attribute (not a buffer) and sets it to a traced value in ``forward``, as MONAI's
     GlobalNet head does with ``self.grid = self.grid.to(device=f.device)``."""

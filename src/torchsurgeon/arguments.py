@@ -47,6 +47,7 @@ __all__ = (
     "input_paths",
     "integers_needed",
     "into_var_keyword",
+    "placeholder_dtype",
     "specialisation",
     "tensor_inputs",
     "traced_paths",
@@ -554,3 +555,17 @@ def into_var_keyword(given: dict[str, Any], params: list[inspect.Parameter]) -> 
     if gathered:
         given[f"**{var}"] = gathered
     return given
+
+
+def placeholder_dtype(node: torch.fx.Node, model: nn.Module) -> torch.dtype:
+    """The dtype of the traced input ``node`` (a ``placeholder``): :func:`input_dtype_for` its name, told by what
+    ``forward`` does with it first (:func:`integers_needed`: an embedding, a Linear), else by the name.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> gm = torch.fx.symbolic_trace(nn.Sequential(nn.Embedding(10, 4)))
+    >>> placeholder_dtype(next(iter(gm.graph.nodes)), gm)
+    torch.int64
+    """
+    return input_dtype_for(str(node.target).lstrip("*"), model, integers=integers_needed(node, model))

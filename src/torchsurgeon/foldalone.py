@@ -19,7 +19,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .arguments import traced_paths
+from .arguments import placeholder_dtype, traced_paths
 from .copies import cannot_run_on_meta, detached_copy, meta_like
 from .errors import first_line
 from .frontend import bind_inputs
@@ -29,7 +29,7 @@ from .records import Finding
 from .resize import CHANNEL_GUARDS, resized_copy, update_guards
 from .rules.on_meta import ruled_meta
 
-__all__ = ("fold_alone",)
+__all__ = ("fold_alone", "fold_alone_at")
 
 
 def fold_alone(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple[tuple[str, ...], str]:
@@ -62,6 +62,18 @@ def fold_alone(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple
     key = f"fold alone {channels} {sorted((k, tuple(v.shape)) for k, v in inputs.items() if hasattr(v, 'shape'))}"
     verdict: tuple[tuple[str, ...], str] = graph_cache(G, key, lambda: (layers, _why_not(G, layers, inputs, channels)))
     return verdict
+
+
+def fold_alone_at(G: nx.DiGraph, shapes: Mapping[str, tuple[int, ...]], channels: int) -> tuple[tuple[str, ...], str]:
+    """:func:`fold_alone` on inputs of these ``shapes`` (batch included, by input name), each of the dtype its
+    argument takes (:func:`~torchsurgeon.arguments.placeholder_dtype`); inputs without a shape are left out."""
+    model = model_of(G)
+    inputs = {
+        str(n.target).lstrip("*"): torch.empty(shape, dtype=placeholder_dtype(n, model), device="meta")
+        for n in graph_module_of(G).graph.nodes
+        if n.op == "placeholder" and (shape := shapes.get(str(n.target).lstrip("*"))) is not None
+    }
+    return fold_alone(G, inputs, channels)
 
 
 def _why_not(G: nx.DiGraph, layers: tuple[str, ...], inputs: Mapping[str, Any], channels: int) -> str:

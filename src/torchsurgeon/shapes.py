@@ -25,6 +25,7 @@ spec means is :func:`torchsurgeon.shapespec.normalize_input`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,12 +37,12 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from ._steps import Step, rules_of, steps_of
-from .arguments import input_dtype_for, integers_needed
+from .arguments import placeholder_dtype
 from .autocast import as_autocast_gives, op_name
 from .clamped import clamped_slice_hint
 from .copies import class_forward, container_edit, detached_copy, meta_like, run_on_zeros, thawed
 from .errors import InputError, ShapeError, first_line, with_numbers
-from .foldalone import fold_alone
+from .foldalone import fold_alone_at
 from .fxbookkeeping import autocast_as
 from .graph import (
     NodeRecord,
@@ -97,14 +98,6 @@ class _Unknown:
 
     def __repr__(self) -> str:
         return f"<unknown since {self.origin}>"
-
-
-# --------------------------------------------------------------------------- input
-
-
-def _input_dtype(node: torch.fx.Node, model: nn.Module) -> torch.dtype:
-    """:func:`input_dtype_for` the argument: by what ``forward`` does with it (an embedding, a Linear), else by name."""
-    return input_dtype_for(str(node.target).lstrip("*"), model, integers=integers_needed(node, model))
 
 
 # --------------------------------------------------------------------------- values
@@ -461,7 +454,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 step.pooled,
                 self.model_dtype,
                 fold_input=fold_input(self.inputs, *moved) if moved is not None else self._fold_at_size,
-                fold_alone=self._fold_alone if step.from_input else None,
+                fold_alone=functools.partial(fold_alone_at, self.G, self.input_shapes) if step.from_input else None,
             )
             if direct:
                 out = self._apply(rule, module, args, kwargs, call)
@@ -707,15 +700,6 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self._record(base, ins, out, status, self.opaque.get(layer, ""), (), ShapeSource.META, counts)
         return out
 
-    def _fold_alone(self, channels: int) -> tuple[tuple[str, ...], str]:
-        """:func:`~torchsurgeon.foldalone.fold_alone` on the inputs analysed, with ``channels``."""
-        inputs = {
-            str(n.target).lstrip("*"): torch.empty(shape, dtype=_input_dtype(n, self.model), device="meta")
-            for n in self.graph.nodes
-            if n.op == "placeholder" and (shape := self.input_shapes.get(str(n.target).lstrip("*"))) is not None
-        }
-        return fold_alone(self.G, inputs, channels)
-
     def _placeholder(self, n: torch.fx.Node, base: NodeRecord) -> Any:
         name = str(n.target).lstrip("*")
         if name in self.inputs:
@@ -727,7 +711,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             elif isinstance(spec, TypedShape):
                 value = spec.meta(self.batch)
             else:
-                value = torch.empty((self.batch, *spec), dtype=_input_dtype(n, self.model), device="meta")
+                value = torch.empty((self.batch, *spec), dtype=placeholder_dtype(n, self.model), device="meta")
             self.input_shapes[name] = tuple(value.shape)
         elif n.args:
             value = n.args[0]  # the default value of the argument
