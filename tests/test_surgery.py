@@ -1167,6 +1167,38 @@ def test_a_fold_by_mean_is_folded_but_said_not_exact(channels: int) -> None:
     assert check_surgery(model, fixed, (channels, 8, 8)).verdict == "1 folded (0), 0 new, 0 invalid"
 
 
+def test_a_head_with_a_zero_bias_keeping_some_rows_is_resized_as_its_weight() -> None:
+    """Found by a probe: a head whose bias starts at zeros (transformers and timm initialise heads so; DETR's,
+    YOLOS's and Mask2Former's class heads) replaced keeping some rows had its weight 'resized' and its bias
+    're-initialised: pretrained weights lost', the verdict naming the same layer both ways, though the bias rows
+    carried over are the pretrained ones, as the weight's are."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    with torch.no_grad():
+        model[1].bias.zero_()
+    edited = copy.deepcopy(model)
+    head = nn.Linear(12, 4)
+    with torch.no_grad():  # what replace_head(model, 4, keep={0: 2, 3: 4}) does, by hand
+        head.weight[[0, 3]] = model[1].weight[[2, 4]]
+        head.bias[[0, 3]] = model[1].bias[[2, 4]]
+    edited[1] = head
+    report = check_surgery(model, edited, (12,))
+    rows = {p.name: p for p in report.params if p.layer == "1"}
+    assert {name: p.status for name, p in rows.items()} == {
+        "1.weight": ParamChange.RESIZED,
+        "1.bias": ParamChange.RESIZED,
+    }
+    assert rows["1.bias"].message.startswith("2 of 5 pretrained rows kept: 0←2, 3←4")
+    assert "re-initialised" not in report.verdict
+    replaced = copy.deepcopy(model)  # a head drawn again, zero bias and all, is still re-initialised
+    replaced[1] = nn.Linear(12, 4)
+    with torch.no_grad():
+        replaced[1].bias.zero_()
+    assert {p.status for p in check_surgery(model, replaced, (12,)).params if p.layer == "1"} == {
+        ParamChange.REINITIALISED
+    }
+
+
 def test_position_embeddings_resampled_to_another_size_are_resized() -> None:
     """Found by a probe: a ViT fine-tuned at another image size (timm loads its checkpoint through
     ``resample_abs_pos_embed``; torchvision through ``interpolate_embeddings``) had its position embedding
