@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torchvision
@@ -531,3 +533,21 @@ def test_an_edited_model_that_no_longer_runs_is_refused() -> None:
         by_hand(torch.randn(2, 8))
     with pytest.raises(SurgeryError, match=r"with fc replaced, the model no longer runs on input \(8,\): view"):
         replace_head(model, 5, input=(8,))
+
+
+@pytest.mark.parametrize("edit", ["replace", "append"])
+def test_a_head_inside_a_residual_is_refused_without_an_input(edit: str) -> None:
+    """Found by a probe: MONAI's UNet (``num_res_units=1``) ends in a residual unit, its last convolution's output
+    added to that unit's input.  Without ``input=``, ``replace_head(model, 7)`` and ``append_head`` returned a model
+    whose forward fails ("The size of tensor a (7) must match the size of tensor b (3)"); they now try the edit on
+    an image of the first convolution's channels, refuse it, and name a model that runs as written."""
+    nets = pytest.importorskip("monai.networks.nets")
+    model = nets.UNet(2, 1, 3, channels=(4, 8, 16), strides=(2, 2), num_res_units=1).eval()
+    with pytest.raises(SurgeryError, match=r"joins the head's output with another branch still 3 wide") as err:
+        replace_head(model, 7) if edit == "replace" else append_head(model, nn.Conv2d(3, 7, 1))
+    assert model.model[2][1].conv.unit0.conv.out_channels == 3  # the model given is untouched
+    if edit == "replace":
+        call = re.search(r"nn\.Sequential\(model, .*\)$", str(err.value))
+        assert call is not None
+        fixed = eval(call.group(0), {"nn": nn, "model": model})  # as written
+        assert fixed(torch.randn(2, 1, 32, 32)).shape == (2, 7, 32, 32)

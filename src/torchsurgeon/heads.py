@@ -496,35 +496,77 @@ def replace_head(
     guarded = _with_guards(edited, changes, [(name, _CLASS_GUARDS, old_classes, num_classes) for name, _ in heads])
     shapes = _shape_guards(edited, [n for n, _ in heads], input, old_classes + extra, num_classes + extra)
     result = SurgeryResult(edited, (*guarded, *shapes, *_labels_after(edited, heads[0][0], names, num_classes)))
-    _check_it_runs(edited, heads[0][0], checked_on)
+    _check_it_runs(edited, heads[0][0], checked_on, (old_classes + extra, num_classes + extra), "replaced")
     return result
 
 
-def _running_input(model: nn.Module, input: InputSpec | None) -> InputSpec | None:
-    """The input given, or a vision model's own (from its config), if the model runs on it now; else None."""
-    for candidate in (input, default_input(model)):
+def _running_input(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec | None, Any]:
+    """The input given, a vision model's own (from its config), or an image of its first convolution's channels
+    (:func:`~torchsurgeon.readers.guessed_input`), the first the model runs on now, with the output shape it gives
+    there; ``(None, None)`` when it runs on none."""
+    for candidate in (input, default_input(model), guessed_input(model)):
         if candidate is None:
             continue
         try:
-            if not paramcount(model, candidate, crosscheck="never").invalid:
-                return candidate
+            report = paramcount(model, candidate, crosscheck="never")
         except TorchSurgeonError:
             continue
-    return None
+        if not report.invalid:
+            return candidate, report.output_shape
+    return None, None
 
 
-def _check_it_runs(model: nn.Module, head: str, input: InputSpec | None) -> None:
-    """Raise when the edited model does not run on ``input``, which it ran on before: something after the head
-    still holds the old class count (a reshape to it)."""
+_JOINS = frozenset({"add", "sub", "mul", "div", "cat", "concat", "stack", "where"})
+"""Ops that join the logits with another branch element by element (a residual around the head)."""
+
+
+def _after_the_model(output: Any, before: int, after: int | None, given: str | None = None) -> str:
+    """A layer after the whole model that maps its ``before`` outputs to ``after`` (or the layers ``given``), as a
+    call that runs: ``nn.Sequential(model, nn.Conv2d(3, 7, kernel_size=1))``; empty when the output is no tensor
+    with those classes in dim 1."""
+    shape = output if isinstance(output, tuple) and all(isinstance(d, int) for d in output) else None
+    if shape is None or len(shape) < 2 or shape[1] != before or len(shape) > 5:
+        return ""
+    layers = given
+    if layers is None:
+        layers = (
+            f"nn.Linear({before}, {after})"
+            if len(shape) == 2
+            else f"nn.Conv{len(shape) - 2}d({before}, {after}, kernel_size=1)"
+        )
+    what = "a new layer" if given is None else "the layers"
+    return f"; or add {what} after the whole model instead, which runs as written: nn.Sequential(model, {layers})"
+
+
+def _check_it_runs(
+    model: nn.Module, head: str, checked: tuple[InputSpec | None, Any], classes: tuple[int, int | None], did: str
+) -> None:
+    """Raise when the edited model does not run on the input ``checked`` names, which it ran on before (giving
+    the output shape ``checked`` names too): something after the head still holds the old class count (a reshape
+    to it, a residual around the head).  ``classes``: the head's width before and after; ``did``: what was done to
+    the head ("replaced")."""
+    input, output = checked
     if input is None:
         return
     invalid = paramcount(model, input, crosscheck="never").invalid
-    if invalid:
-        raise SurgeryError(
-            f"{type(model).__name__}: with {head} replaced, the model no longer runs on input {input}: "
-            f"{invalid[0].message} — set what {invalid[0].name} makes of the new logits to the new class count "
-            f"(a shape holding the old one), then check with paramcount(model, {input!r})"
+    if not invalid:
+        return
+    bad = invalid[0]
+    if bad.type.strip("_()").rstrip("_") in _JOINS:
+        fix = (
+            f"{bad.name} joins the head's output with another branch still {classes[0]} wide (a residual around the "
+            f"head), which a new head does not change — rebuild the model for the new class count"
         )
+    else:
+        fix = (
+            f"set what {bad.name} makes of the new logits to the new class count (a shape holding the old one), "
+            f"then check with paramcount(model, {input!r})"
+        )
+    layers = None if did == "replaced" else "<the modules you appended>"
+    raise SurgeryError(
+        f"{type(model).__name__}: with {head} {did}, the model no longer runs on input {input}: {bad.message} — "
+        f"{fix}{_after_the_model(output, classes[0], classes[1], layers)}"
+    )
 
 
 _SHAPE_GUARDS = ("shape", "unflattened_size", "output_shape", "out_shape", "target_shape")
@@ -710,6 +752,7 @@ def append_head(
             f"one of the outputs they make together — wrap each by hand, e.g. model.{heads[0][0]} = "
             f"nn.Sequential(model.{heads[0][0]}, ...), or replace them all with replace_head(model, num_classes)"
         )
+    checked_on = _running_input(edited, input)  # before the edit: an input it runs on now, to check it after
     old = edited.get_submodule(name)
     _set_submodule(edited, name, nn.Sequential(old, *modules))
     changes: list[ParamReport] = [
@@ -732,4 +775,6 @@ def append_head(
                 "not restored from save_pretrained — save the model with torch.save, or load its state_dict into "
                 "this model)",
             )
+    if before is not None:
+        _check_it_runs(edited, name, checked_on, (before, after), "extended")
     return SurgeryResult(edited, tuple(rows))
