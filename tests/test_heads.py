@@ -551,3 +551,17 @@ def test_a_head_inside_a_residual_is_refused_without_an_input(edit: str) -> None
         assert call is not None
         fixed = eval(call.group(0), {"nn": nn, "model": model})  # as written
         assert fixed(torch.randn(2, 1, 32, 32)).shape == (2, 7, 32, 32)
+
+
+def test_a_transposed_convolution_head_is_refused_with_a_call_that_runs() -> None:
+    """Found by a probe: MONAI's UNet without residual units ends in a ConvTranspose2d; replace_head said it was
+    "the head but not a Linear or Conv layer — replace it by hand".  It says what the layer is and names a model
+    that runs as written."""
+    nets = pytest.importorskip("monai.networks.nets")
+    model = nets.UNet(2, 1, 3, channels=(4, 8, 16), strides=(2, 2), num_res_units=0).eval()
+    with pytest.raises(SurgeryError, match=r"model\.2\.conv \(ConvTranspose2d\) makes the output: a transposed") as err:
+        replace_head(model, 7)
+    call = re.search(r"nn\.Sequential\(model, .*\)$", str(err.value))
+    assert call is not None
+    fixed = eval(call.group(0), {"nn": nn, "model": model})  # as written
+    assert fixed(torch.randn(2, 1, 32, 32)).shape == (2, 7, 32, 32)

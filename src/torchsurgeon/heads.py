@@ -339,8 +339,11 @@ def _outputs_in_training(model: nn.Module, input: InputSpec | None) -> list[tupl
     return [(G, name) for name in _output_nodes(G)[1:]]
 
 
-def _not_a_layer(model: nn.Module, name: str, rec: NodeRecord, num_classes: int | None) -> SurgeryError:
-    """The error for a head that is not a Linear/Conv module: which weights, and what to do instead."""
+def _not_a_layer(
+    model: nn.Module, name: str, rec: NodeRecord, num_classes: int | None, output: Any = None
+) -> SurgeryError:
+    """The error for a head that is not a Linear/Conv module: which weights, and what to do instead (``output``:
+    the model's output shape, when known, for a layer after the whole model)."""
     holder = model.get_submodule(name) if name else model
     where = f"{name} ({type(holder).__name__})" if name else f"the model itself ({type(holder).__name__})"
     bare = _bare_parameter(name, rec)
@@ -353,6 +356,13 @@ def _not_a_layer(model: nn.Module, name: str, rec: NodeRecord, num_classes: int 
             f"{bare} {tuple(weight.shape)} of {where}, not by a Linear or Conv layer — there is no layer to "
             f"swap; add a classifier after it instead: nn.Sequential(model, nn.Linear({features}, {classes}))"
             + (f" or append_head(model, nn.Linear({features}, {classes}))" if name else "")
+        )
+    width = _width(holder)
+    if isinstance(holder, nn.modules.conv._ConvTransposeNd) and width is not None:
+        return SurgeryError(
+            f"{where} makes the output: a transposed convolution, which replace_head does not swap (Linear and "
+            f"convolution layers only) — replace it by hand"
+            + _after_the_model(output, width, num_classes if num_classes is not None else width)
         )
     return SurgeryError(f"{where} is the head but not a Linear or Conv layer — replace it by hand")
 
@@ -452,7 +462,7 @@ def replace_head(
                     "head before get_peft_model(...), listing it in modules_to_save"
                 )
         if not _is_layer(module):
-            raise _not_a_layer(edited, name, rec, num_classes)
+            raise _not_a_layer(edited, name, rec, num_classes, _running_input(edited, input)[1])
     checked_on = _running_input(edited, input)  # before the edit: an input it runs on now, to check it after
     first = edited.get_submodule(heads[0][0])
     width = _width(first)
