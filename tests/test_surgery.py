@@ -1291,3 +1291,28 @@ def test_the_input_a_space_to_depth_refusal_names_is_one_the_model_takes() -> No
     shown = eval(str(caught.value).split("(input=")[1].split(") to check")[0])
     with torch.no_grad():
         assert model(torch.zeros(1, *shown)).shape == (1, 8, shown[1] // 4, shown[2] // 4)  # the model takes it
+
+
+def test_a_model_whose_decoder_rebuilds_the_channels_names_the_part_to_adapt() -> None:
+    """Found by a probe: transformers' ``ViTMAEForPreTraining`` rebuilds 3-channel patches, so folding its stem
+    to 1 channel is refused; the refusal said "pass layer= ... or set the attribute it reads", neither of which
+    runs.  It names the part that reads the input and runs on 1 channel alone, as a call that runs as written."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTMAEConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=32,
+        patch_size=8, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+        decoder_intermediate_size=20,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.ViTMAEForPreTraining(config).double().eval()
+    with pytest.raises(SurgeryError, match="does not run on input") as err:
+        adapt_input_channels(model, 1)
+    call = re.search(r"adapt_input_channels\(model\.get_submodule\('vit'\), 1\)\.model$", str(err.value))
+    assert call is not None, str(err.value)
+    encoder = eval(call.group(0), {"adapt_input_channels": adapt_input_channels, "model": model})  # as written
+    grey = torch.randn(2, 1, 32, 32, dtype=torch.float64)
+    noise = torch.rand(2, 16, dtype=torch.float64)  # the same patches masked in both
+    with torch.no_grad():
+        got = encoder(pixel_values=grey, noise=noise).last_hidden_state
+        want = model.vit(pixel_values=grey.expand(2, 3, 32, 32), noise=noise).last_hidden_state
+    assert (got - want).abs().max().item() <= 1e-10 * want.abs().max().item()

@@ -290,6 +290,7 @@ def _check_the_edit_runs(
                     if chosen
                     else "pass layer= to choose the layers to adapt, or, if that message is the model's own check "
                     "of the channel count, set the attribute it reads"
+                    + _part_that_runs(trial, names, channels, mode, new_input)
                 )
             else:
                 fix = (
@@ -302,6 +303,28 @@ def _check_the_edit_runs(
                 f"channel{'s' * (channels != 1)} the model does not run on input {new_input} ({why}) — {fix}"
             ) from exc
         return
+
+
+def _part_that_runs(trial: nn.Module, names: Sequence[str], channels: int, mode: FoldMode, image: InputSpec) -> str:
+    """Where the edited ``trial`` fails after its adapted ``names`` (a decoder rebuilding 3-channel patches, as
+    transformers' ``ViTMAEForPreTraining``): the outermost submodule holding them all that runs on ``image`` alone,
+    as the call that adapts it on its own; empty when there is none."""
+    parts = names[0].split(".")
+    for depth in range(1, len(parts)):
+        prefix = ".".join(parts[:depth])
+        if not all(n.startswith(f"{prefix}.") for n in names):
+            break
+        try:
+            input_readers(trial.get_submodule(prefix), image)
+        except Exception:  # another signature, or it fails too: look deeper
+            continue
+        given = "" if mode == FoldMode.SUM else f", mode={mode.value!r}"
+        return (
+            f"; what comes after {prefix} still expects the old channels (a decoder rebuilding them), while {prefix} "
+            f"runs on {channels} channel{'s' * (channels != 1)} alone: adapt it on its own, "
+            f"adapt_input_channels(model.get_submodule({prefix!r}), {channels}{given}).model"
+        )
+    return ""
 
 
 def _read_by(model: nn.Module, image: InputSpec, layer: str) -> str | None:
