@@ -565,3 +565,16 @@ def test_a_transposed_convolution_head_is_refused_with_a_call_that_runs() -> Non
     assert call is not None
     fixed = eval(call.group(0), {"nn": nn, "model": model})  # as written
     assert fixed(torch.randn(2, 1, 32, 32)).shape == (2, 7, 32, 32)
+
+
+def test_the_multi_task_refusal_names_a_call_that_runs() -> None:
+    """Found by a probe (transformers' MaskFormer and Mask2Former: class_predictor beside mask_projection): the
+    refusal's example was ``replace_head(model, num_classes, layer=...)``, a name the user has not defined; it
+    gives the class count asked for."""
+    model = _TwoTasks()
+    with pytest.raises(SurgeryError, match="say which one to replace") as err:
+        replace_head(model, 7)
+    call = re.search(r"replace_head\(model, .*\)$", str(err.value))
+    assert call is not None
+    edited = eval(call.group(0), {"replace_head": replace_head, "model": model}).model  # as written
+    assert edited(torch.randn(1, 3, 16, 16))["age"].shape == (1, 7)

@@ -639,7 +639,7 @@ def _one_task(model: nn.Module, input: InputSpec | None, num_classes: int) -> li
         widths = ", ".join(f"{n} ({w})" for n, w in [(first, _width(model.get_submodule(first))), *others.items()])
         raise SurgeryError(
             f"{type(model).__name__} gives its outputs from heads of different widths: {widths} — say which one "
-            f"to replace, e.g. replace_head(model, num_classes, layer={first!r})"
+            f"to replace, e.g. replace_head(model, {num_classes}, layer={first!r})"
         )
     return heads
 
