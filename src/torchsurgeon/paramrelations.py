@@ -11,6 +11,7 @@ pruned, or another parameter's copy) rather than drawn again.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,9 @@ from .records import FoldMode, ParamChange
 __all__ = (
     "derived",
     "from_zeros",
+    "kept_pairs",
     "resampled",
+    "resized_as",
     "resized_rows",
     "rows_kept",
     "same",
@@ -297,4 +300,42 @@ def resized_rows(old: torch.Tensor, new: torch.Tensor, *, alike: bool = False) -
     fresh = sorted(set(range(rows)) - {i for i, _ in matches or ()})
     pairs = ", ".join(f"{i}←{j}" for i, j in kept[:10]) + (" ..." if len(kept) > 10 else "")
     note = f"{len(kept)} of {old.shape[0]} pretrained rows kept: {pairs}"
+    return (note + (f"; {len(fresh)} new" if fresh else ""), fresh)
+
+
+def kept_pairs(old: torch.Tensor, new: torch.Tensor) -> list[tuple[int, int]]:
+    """The rows ``(new, old)`` of a resized table that are one pretrained row each.
+
+    Examples
+    --------
+    >>> import torch
+    >>> old = torch.randn(5, 3)
+    >>> kept_pairs(old, torch.stack([old[2], torch.randn(3)]))
+    [(0, 2)]
+    """
+    return [(i, js[0]) for i, js in _row_matches(old, new) or () if len(js) == 1]
+
+
+def resized_as(old: torch.Tensor, new: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> tuple[str, list[int]] | None:
+    """:func:`resized_rows` for a parameter whose rows say nothing on their own (a bias of zeros, as transformers and
+    timm start a head), beside a weight resized keeping the rows ``pairs`` ``(new, old)``: resized the same way
+    when each of those rows holds its old value.  ``None`` without such rows, or when one differs.
+
+    Examples
+    --------
+    >>> import torch
+    >>> resized_as(torch.zeros(5), torch.tensor([0.0, 0.3, -0.2, 0.0]), [(0, 2), (3, 4)])
+    ('2 of 5 pretrained rows kept: 0←2, 3←4, as the weight beside it; 2 new', [1, 2])
+    >>> resized_as(torch.zeros(5), torch.tensor([0.1, 0.3, -0.2, 0.0]), [(0, 2), (3, 4)]) is None
+    True
+    """
+    if not pairs or old.dim() == 0 or old.shape[1:] != new.shape[1:] or "meta" in (old.device.type, new.device.type):
+        return None
+    if any(i >= new.shape[0] or j >= old.shape[0] for i, j in pairs):
+        return None
+    if not all(torch.equal(new.detach()[i].to(old.device), old.detach()[j]) for i, j in pairs):
+        return None
+    fresh = sorted(set(range(new.shape[0])) - {i for i, _ in pairs})
+    shown = ", ".join(f"{i}←{j}" for i, j in pairs[:10]) + (" ..." if len(pairs) > 10 else "")
+    note = f"{len(pairs)} of {old.shape[0]} pretrained rows kept: {shown}, as the weight beside it"
     return (note + (f"; {len(fresh)} new" if fresh else ""), fresh)

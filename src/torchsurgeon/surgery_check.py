@@ -27,7 +27,17 @@ from .foldcheck import computes_its_weight, fold_difference, tolerance
 from .graph import node_records, update_record
 from .initialisers import named_init
 from .modelreport import ModelReport
-from .paramrelations import derived, from_zeros, resampled, resized_rows, rows_kept, same, scaled_note
+from .paramrelations import (
+    derived,
+    from_zeros,
+    kept_pairs,
+    resampled,
+    resized_as,
+    resized_rows,
+    rows_kept,
+    same,
+    scaled_note,
+)
 from .records import FoldMode, LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
 from .report import changes_table, format_count, format_shape
 from .resize import input_rows, weight_norm_dims
@@ -415,13 +425,13 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 continue
             alike = o.dim() > 0 and p.dim() > 0 and (o.shape[0], p.shape[0]) in resizes
             resized = resized_rows(o, p, alike=alike)
-            resized = _resized(o, p, alike=alike) or _resized_as(o, p, kept_rows.get(owner, ()))
+            resized = resized_rows(o, p, alike=alike) or resized_as(o, p, kept_rows.get(owner, ()))
             if resized is not None:  # an embedding or a head resized: its pretrained rows are there
                 note, fresh = resized
                 init = init_of(name, p[fresh]) if fresh else ""
                 reports[name] = ParamReport(name, ParamChange.RESIZED, tuple(o.shape), tuple(p.shape), init, note)
                 resizes.add((o.shape[0], p.shape[0]))
-                kept_rows.setdefault(owner, _kept_pairs(o, p))
+                kept_rows.setdefault(owner, kept_pairs(o, p))
                 claimed.add(name)
                 continue
             note = rows_kept(o, p)
@@ -468,194 +478,6 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
             untied = f"was shared with {aliases[report.name]}: no longer"
             ordered[i] = dataclasses.replace(report, message="; ".join(x for x in (report.message, untied) if x))
     return ordered
-
-
-def _scaled_note(mode: FoldMode, k: float, width: int, channels: int, layer: str) -> str:
-    """What a scaled fold (:func:`~torchsurgeon.fold.recognise_scaled_fold`) keeps and what it does not.
-
-    Examples
-    --------
-    >>> _scaled_note(FoldMode.SUM, 1 / 3, 3, 1, "conv1")  # doctest: +NORMALIZE_WHITESPACE
-    "the mean of the pretrained channels (the sum fold × 0.3333): not exact — on the input the fold relates this
-    layer gives 0.3333 × the original's output; exact: adapt_input_channels(model, 1, 'sum', layer='conv1')"
-    """
-    what = (
-        "the mean of the pretrained channels"
-        if abs(k * (width if mode == FoldMode.SUM else width / channels) - 1) < 1e-6
-        else "pretrained, scaled"
-    )
-    return (
-        f"{what} (the {mode} fold × {k:.4g}): not exact — on the input the fold relates this layer gives "
-        f"{k:.4g} × the original's output; exact: adapt_input_channels(model, {channels}, '{mode}', layer={layer!r})"
-    )
-
-
-def _row_matches(old: torch.Tensor, new: torch.Tensor) -> list[tuple[int, list[int]]] | None:
-    """For tensors of the same shape but the first dim (an embedding, a head): each new row equal to old rows, with
-    those rows' positions; ``None`` when the shapes do not allow it or the comparison would be too big."""
-    if (
-        old.dim() != new.dim()
-        or old.dim() == 0
-        or old.shape[1:] != new.shape[1:]
-        or old.device.type == "meta"
-        or new.device.type == "meta"
-        or old.shape[0] * new.shape[0] > 10_000_000
-    ):
-        return None
-    o = old.detach().reshape(old.shape[0], -1)
-    n = new.detach().reshape(new.shape[0], -1).to(old.device, old.dtype)
-    if o.numel() * n.shape[0] > 50_000_000:
-        return None
-    eq = (n[:, None, :] == o[None, :, :]).all(-1)
-    return [(i, eq[i].nonzero()[:, 0].tolist()) for i in range(n.shape[0]) if eq[i].any()]
-
-
-def _rows_kept(old: torch.Tensor, new: torch.Tensor) -> str:
-    """For a resized 2-D head: how many new rows equal an old row."""
-    kept = _row_matches(old, new)
-    if not kept:
-        return ""
-    return (  # a row equal to several old ones (zero biases) does not say which it came from
-        f"{len(kept)} row(s) carried over: "
-        + ", ".join(f"{i}←{js[0]}" if len(js) == 1 else f"{i}←one of {len(js)} equal rows" for i, js in kept[:10])
-        + (" ..." if len(kept) > 10 else "")
-    )
-
-
-def _from_zeros(old: torch.Tensor, new: torch.Tensor) -> bool:
-    """Whether ``old`` is all zeros (a bias as initialised) and ``new`` the same shape, not all alike."""
-    if old.shape != new.shape or old.is_meta or new.is_meta or new.numel() < 2:
-        return False
-    flat = new.detach().flatten()
-    return not bool(old.detach().any()) and not bool(torch.all(flat == flat[0]))
-
-
-def _resampled(old: torch.Tensor, new: torch.Tensor) -> str | None:
-    """How a position table was resampled to another image size, if it was: the pretrained grid interpolated as
-    timm's ``resample_abs_pos_embed`` (bicubic, antialiased, by default) or ``F.interpolate`` does it, the prefix
-    tokens (class, distillation, registers) kept.  ``old`` and ``new``: ``(1, tokens, dim)`` or ``(tokens, dim)``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> import torch.nn.functional as F
-    >>> old = torch.randn(1, 1 + 14 * 14, 8)
-    >>> grid = old[:, 1:].reshape(1, 14, 14, 8).permute(0, 3, 1, 2)
-    >>> grid = F.interpolate(grid, size=(24, 24), mode="bicubic", antialias=True).permute(0, 2, 3, 1)
-    >>> _resampled(old, torch.cat([old[:, :1], grid.reshape(1, -1, 8)], dim=1))
-    'resampled: the pretrained 14×14 position grid interpolated (bicubic, antialiased) to 24×24; 1 prefix token kept'
-    >>> _resampled(old, torch.randn(1, 1 + 24 * 24, 8)) is None
-    True
-    """
-    if old.dim() not in (2, 3) or old.dim() != new.dim() or not old.is_floating_point() or old.dtype != new.dtype:
-        return None
-    if "meta" in (old.device.type, new.device.type) or old.shape[-1] != new.shape[-1]:
-        return None
-    o, n = old.detach().reshape(-1, old.shape[-2], old.shape[-1]), new.detach().reshape(-1, *new.shape[-2:])
-    if o.shape[0] != 1 or n.shape[0] != 1 or o.shape[1] == n.shape[1] or max(o.numel(), n.numel()) > 50_000_000:
-        return None  # a vocabulary is no grid: the tables compared here are a few thousand positions
-    n = n.to(o.device)
-    equal = 0  # leading rows kept: the prefix tokens, and a grid's corner where the interpolation keeps it
-    while equal < min(16, o.shape[1], n.shape[1]) and torch.equal(o[0, equal], n[0, equal]):
-        equal += 1
-    for prefix in range(equal, -1, -1):
-        found = _grid_resampled(o, n, prefix)
-        if found is not None:
-            tokens = f"; {prefix} prefix token{'s' * (prefix != 1)} kept" if prefix else ""
-            return f"resampled: the pretrained {found}{tokens}"
-    return None
-
-
-def _grid_resampled(old: torch.Tensor, new: torch.Tensor, prefix: int) -> str | None:
-    """:func:`_resampled` for one count of prefix tokens: the grid and how it was interpolated, if it was."""
-    side = math.isqrt(old.shape[1] - prefix)
-    if side * side != old.shape[1] - prefix or side < 2:
-        return None
-    cells = new.shape[1] - prefix
-    grid = old[:, prefix:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)
-    target = new[:, prefix:].double()
-    scale = float(target.abs().max()) or 1.0
-    for h in (h for h in range(1, cells + 1) if cells % h == 0 and 8 * h * h >= cells and h * h <= 8 * cells):
-        w = cells // h
-        for mode, antialias in (("bicubic", True), ("bicubic", False), ("bilinear", True), ("bilinear", False)):
-            for corners in (False, True):
-                out = F.interpolate(grid, size=(h, w), mode=mode, align_corners=corners, antialias=antialias)
-                out = out.permute(0, 2, 3, 1).reshape(1, -1, old.shape[-1]).to(old.dtype).double()
-                if torch.allclose(out, target, rtol=1e-4, atol=1e-5 * scale):
-                    how = ", ".join([mode, *(["antialiased"] if antialias else []), *(["corners"] if corners else [])])
-                    return f"{side}×{side} position grid interpolated ({how}) to {h}×{w}"
-    return None
-
-
-def _resized(old: torch.Tensor, new: torch.Tensor, *, alike: bool = False) -> tuple[str, list[int]] | None:
-    """How a table of rows was resized (``resize_token_embeddings`` keeps the first rows and adds or drops the
-    rest; a head may keep some classes' rows): a note, and the positions of the rows that are not pretrained.
-    ``None`` when no row is the pretrained one.  Rows of one value (a zero bias) say nothing on their own:
-    ``alike=True`` accepts them where the weight beside them was resized the same way.
-
-    Examples
-    --------
-    >>> import torch
-    >>> old = torch.randn(100, 8)
-    >>> _resized(old, torch.cat([old, torch.randn(10, 8)]))
-    ('rows 0–99 pretrained, 10 new (100–109)', [100, 101, 102, 103, 104, 105, 106, 107, 108, 109])
-    >>> _resized(old, old[:90].clone())
-    ('rows 0–89 pretrained, 10 dropped (90–99)', [])
-    >>> _resized(old, old[[7, 3]].clone())
-    ('2 of 100 pretrained rows kept: 0←7, 1←3', [])
-    >>> _resized(old, torch.randn(10, 8)) is None
-    True
-    """
-    if old.dim() == 0 or old.shape[0] == new.shape[0] or old.shape[1:] != new.shape[1:]:
-        return None
-    if "meta" in (old.device.type, new.device.type) or old.dtype != new.dtype or old.numel() == 0:
-        return None
-    rows, k = new.shape[0], min(old.shape[0], new.shape[0])
-    flat = old.detach().flatten()
-    if not alike and bool(torch.all(flat == flat[0])):
-        return None
-    if torch.equal(old.detach()[:k], new.detach()[:k].to(old.device)):  # resize_token_embeddings, a head grown
-        if rows > k:
-            return f"rows 0–{k - 1} pretrained, {rows - k} new ({k}–{rows - 1})", list(range(k, rows))
-        return f"rows 0–{k - 1} pretrained, {old.shape[0] - k} dropped ({k}–{old.shape[0] - 1})", []
-    matches = _row_matches(old, new)
-    kept = [(i, js[0]) for i, js in matches or () if len(js) == 1]  # rows of one old row each: evidence
-    if not kept:
-        return None
-    fresh = sorted(set(range(rows)) - {i for i, _ in matches or ()})
-    pairs = ", ".join(f"{i}←{j}" for i, j in kept[:10]) + (" ..." if len(kept) > 10 else "")
-    note = f"{len(kept)} of {old.shape[0]} pretrained rows kept: {pairs}"
-    return (note + (f"; {len(fresh)} new" if fresh else ""), fresh)
-
-
-def _kept_pairs(old: torch.Tensor, new: torch.Tensor) -> list[tuple[int, int]]:
-    """The rows ``(new, old)`` of a resized table that are one pretrained row each."""
-    return [(i, js[0]) for i, js in _row_matches(old, new) or () if len(js) == 1]
-
-
-def _resized_as(old: torch.Tensor, new: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> tuple[str, list[int]] | None:
-    """:func:`_resized` for a parameter whose rows say nothing on their own (a bias of zeros, as transformers and
-    timm start a head), beside a weight resized keeping the rows ``pairs`` ``(new, old)``: resized the same way
-    when each of those rows holds its old value.  ``None`` without such rows, or when one differs.
-
-    Examples
-    --------
-    >>> import torch
-    >>> _resized_as(torch.zeros(5), torch.tensor([0.0, 0.3, -0.2, 0.0]), [(0, 2), (3, 4)])
-    ('2 of 5 pretrained rows kept: 0←2, 3←4, as the weight beside it; 2 new', [1, 2])
-    >>> _resized_as(torch.zeros(5), torch.tensor([0.1, 0.3, -0.2, 0.0]), [(0, 2), (3, 4)]) is None
-    True
-    """
-    if not pairs or old.dim() == 0 or old.shape[1:] != new.shape[1:] or "meta" in (old.device.type, new.device.type):
-        return None
-    if any(i >= new.shape[0] or j >= old.shape[0] for i, j in pairs):
-        return None
-    if not all(torch.equal(new.detach()[i].to(old.device), old.detach()[j]) for i, j in pairs):
-        return None
-    fresh = sorted(set(range(new.shape[0])) - {i for i, _ in pairs})
-    shown = ", ".join(f"{i}←{j}" for i, j in pairs[:10]) + (" ..." if len(pairs) > 10 else "")
-    note = f"{len(pairs)} of {old.shape[0]} pretrained rows kept: {shown}, as the weight beside it"
-    return (note + (f"; {len(fresh)} new" if fresh else ""), fresh)
 
 
 def _verdict(params: Sequence[ParamReport], invalid: Sequence[LayerReport]) -> str:
