@@ -80,3 +80,38 @@ def test_weight_norm_conv_resized_like_a_new_one() -> None:
     fresh = weight_norm(nn.Conv2d(1, 8, 3))
     assert [layer.name for layer in r.invalid] == ["0"]
     assert r.total_for_input == sum(p.numel() for p in fresh.parameters()) == 8 * 9 + 8 + 8  # v, g, bias
+
+
+class _ReadsDtypeFirst(nn.Module):
+    """Reads its stem's weight dtype before the stem runs, as transformers' ``ViTModel.forward`` does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 4, 4), nn.Flatten())
+        self.head = nn.Linear(8 * 4 * 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.stem[0].weight.dtype)
+        return self.head(self.stem(x))
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_a_weight_read_for_its_dtype_counts_in_the_layer_that_uses_it(channels: int) -> None:
+    model = _ReadsDtypeFirst()
+    rows = {row.name: row for row in paramcount(model, (channels, 16, 16)).rows(1)}
+    assert rows["stem"].params == sum(p.numel() for p in model.stem.parameters())  # 392, not the bias alone
+    assert rows["stem.0.weight"].params == 0
+    folded = 8 * channels * 4 * 4 + 8  # the stem's conv once it takes `channels` channels
+    assert rows["stem"].params_for_input == folded
+    assert all(row.params_for_input >= 0 for row in rows.values())
+
+
+def test_vit_model_embeddings_row_holds_the_patch_projection() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64, image_size=64
+    )
+    model = transformers.ViTModel(config)
+    rows = {row.name: row for row in paramcount(model, {"pixel_values": (1, 64, 64)}).rows(1)}
+    assert rows["embeddings"].params == sum(p.numel() for p in model.embeddings.parameters())
+    assert rows["embeddings"].params_for_input == rows["embeddings"].params - 32 * 2 * 16 * 16  # 3 -> 1 channel

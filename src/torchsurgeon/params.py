@@ -18,7 +18,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .graph import NodeRecord, ParamFact, index_of, node_records, param_facts
+from .graph import NodeRecord, ParamFact, fx_node, index_of, node_records, param_facts
 from .records import Finding, LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
 
@@ -106,12 +106,35 @@ def _resized_node(modules: Mapping[str, nn.Module], rec: NodeRecord, finding: Fi
     return rec.params - sum(p.numel() for p in inner.parameters()) + resized_param_count(inner, finding)
 
 
+_METADATA = frozenset({"dtype", "device", "shape", "ndim", "is_cuda", "is_meta", "requires_grad", "layout"})
+"""Tensor attributes that read no values: ``weight.dtype`` does not use the weight."""
+
+
+def _reads_metadata_only(G: nx.DiGraph, rec: NodeRecord) -> bool:
+    """Whether every user of a parameter's ``get_attr`` node reads only its metadata (``weight.dtype``,
+    ``weight.size()``): transformers' ``ViTModel.forward`` reads ``patch_embeddings.projection.weight.dtype``
+    before the projection runs; the weight belongs to the projection's row, not to that read."""
+    users = [fx_node(G, name) for name in G.successors(rec.name)]
+    return bool(users) and all(
+        (u.op == "call_function" and u.target is getattr and len(u.args) > 1 and u.args[1] in _METADATA)
+        or (u.op == "call_method" and u.target in ("size", "dim", "numel", "get_device"))
+        for u in users
+    )
+
+
 def _layer_params(
-    records: list[NodeRecord], params: Mapping[str, nn.Parameter], for_input: Mapping[str, int]
+    records: list[NodeRecord],
+    params: Mapping[str, nn.Parameter],
+    for_input: Mapping[str, int],
+    metadata_only: frozenset[str] = frozenset(),
 ) -> dict[str, LayerParams]:
-    """Each node's counts; a tied weight counts in the first node (execution order) that uses it."""
+    """Each node's counts; a tied weight counts in the first node (execution order) that uses it, a node
+    that reads only its metadata (``metadata_only``) coming after those that use its values."""
     layers: dict[str, LayerParams] = {}
-    used: set[int] = set()
+    owner: dict[int, str] = {}  # parameter id -> the node it counts in
+    for rec in sorted((r for r in records if r.shared), key=lambda r: r.name in metadata_only):
+        for n in rec.param_names:
+            owner.setdefault(id(params[n]), rec.name)  # sorted() is stable: execution order otherwise
     for rec in records:
         values = {  # one per node and input: the fast path of a frozen record (the rest keep their defaults)
             "node": rec.name,
@@ -124,11 +147,12 @@ def _layer_params(
         if rec.param_names:
             if rec.shared:
                 seen = seen_trainable = 0
-                for p in {id(params[n]): params[n] for n in rec.param_names if id(params[n]) in used}.values():
-                    seen += p.numel()
-                    seen_trainable += p.numel() if p.requires_grad else 0
+                mine = {id(params[n]): params[n] for n in rec.param_names}
+                for pid, p in mine.items():
+                    if owner.get(pid, rec.name) != rec.name:
+                        seen += p.numel()
+                        seen_trainable += p.numel() if p.requires_grad else 0
                 values.update(shared=rec.shared, seen_params=seen, seen_trainable=seen_trainable)
-            used.update(id(params[n]) for n in rec.param_names)
         layers[rec.name] = from_fields(LayerParams, values)
     return layers
 
@@ -210,6 +234,9 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
                 replaced |= ids
                 resized += count
     facts = param_facts(G)  # one read of each parameter, shared with build_graph
+    metadata_only = frozenset(
+        rec.name for rec in records if rec.op == "get_attr" and rec.shared and _reads_metadata_only(G, rec)
+    )
     used = {facts[n][0] for rec in records for n in rec.param_names}
     unique: dict[int, tuple[str, ParamFact]] = {}
     for name, fact in facts.items():
@@ -232,7 +259,7 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
         buffers=buffers,
         bytes_by_dtype=dict(bytes_by_dtype),
         total_for_input=total + resized,
-        layers=_LayerCounts(lambda: _layer_params(records, params, for_input)),
+        layers=_LayerCounts(lambda: _layer_params(records, params, for_input, metadata_only)),
         unused=unused_names,
     )
 
