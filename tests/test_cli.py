@@ -32,6 +32,20 @@ def test_summary_json_with_batch(capsys: pytest.CaptureFixture[str]) -> None:
     assert d["output_shape"] == [8, 1000] and d["invalid"] == []
 
 
+@pytest.mark.parametrize("depth", ["1", "2", "-1"])
+def test_summary_csv_at_a_depth_adds_up_to_the_model(depth: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A probe: --format csv --depth 1 left out layer1 … layer4 (blocks folded at that depth) and summed to 522,536."""
+    import csv
+
+    import torchvision
+
+    assert main(["summary", "torchvision:resnet18", "--input", "3,64,64", "--format", "csv", "--depth", depth]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert sum(int(row["Params"]) for row in rows) == sum(p.numel() for p in torchvision.models.resnet18().parameters())
+    names = {row["Layer"] for row in rows}
+    assert not [(a, b) for a in names for b in names if b.startswith(f"{a}.")]  # never a block and its layers
+
+
 def test_summary_notes_name_the_cli_options(capsys: pytest.CaptureFixture[str]) -> None:
     # a model as built is in training mode: at batch 1 its last batch norms average one value per channel
     assert main(["summary", "torchvision.models:resnet18", "--input", "3,32,32"]) == 0

@@ -304,8 +304,8 @@ class ModelReport:
             ``status`` (torchinfo's names are accepted too); default
             ``output, params, macs, status``.
         fmt : {"text", "markdown", "csv", "html"}
-            ``csv`` is the layers' rows alone (no block rows, no totals),
-            for a spreadsheet; ``html`` colours rows by status (invalid red,
+            ``csv`` is one row per layer, or per block folded at ``depth``
+            (no totals, nothing collapsed), for a spreadsheet; ``html`` colours rows by status (invalid red,
             folded orange, new green).
         collapse : bool, optional
             Collapse identical consecutive blocks (``encoder.layer.0 … 11``,
@@ -361,7 +361,9 @@ class ModelReport:
         fmt = table_format(fmt)
         if depth is None:
             depth = FULL_DEPTH if fmt == TableFormat.CSV else DEFAULT_DEPTH
-        rows = self.rows(depth, collapse=depth != FULL_DEPTH if collapse is None else collapse)
+        if collapse is None:
+            collapse = depth != FULL_DEPTH and fmt != TableFormat.CSV
+        rows = self.rows(depth, collapse=collapse)
         table = depth_table(rows, columns, fmt, total=self.total)
         every = [row for top in rows for row in top.walk()]
         legend = []

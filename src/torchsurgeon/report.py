@@ -578,8 +578,9 @@ def depth_table(
     columns : sequence of TableColumn or str, optional
         Columns after Layer and Type (default :data:`DEFAULT_COLUMNS`).
     fmt : TableFormat or str
-        ``text``, ``markdown``, ``csv`` (only the layers' rows: no block
-        rows, nothing indented) or ``html``.
+        ``text``, ``markdown``, ``csv`` (the rows with nothing under them:
+        layers and folded blocks, so the columns add up; nothing indented)
+        or ``html``.
     total : int
         The model's parameter total, for the ``percent`` column.
 
@@ -611,8 +612,8 @@ def depth_table(
     fmt = table_format(fmt)
     chosen = table_columns(columns)
     flat = [r for top in rows for r in top.walk()]
-    if fmt == TableFormat.CSV:
-        flat = [r for r in flat if r.is_layer]
+    if fmt == TableFormat.CSV:  # the rows with nothing under them: layers, and blocks folded at this depth
+        flat = [r for r in flat if not r.children]
     headers = ["Layer", "Type", *(_HEADERS[c] for c in chosen)]
     cells = [[r.name, r.type, *(_cell(r, c, total, fmt) for c in chosen)] for r in flat]
     align = ["left", "left", *("right" if c in _RIGHT else "left" for c in chosen)]
