@@ -288,3 +288,36 @@ def test_malformed_kwargs_and_typed_inputs(
     capsys.readouterr()
     assert main(["check"]) == 2
     assert message in capsys.readouterr().err
+
+
+def _named_command(text: str) -> list[str]:
+    """The `torchsurgeon ...` command between backticks in a message, as argv for main()."""
+    import re
+    import shlex
+
+    command = re.search(r"`(torchsurgeon lock [^`]*)`", text)
+    assert command is not None, text
+    return shlex.split(command.group(1))[1:]
+
+
+def test_the_lock_commands_check_names_run_as_written(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    """A probe: check said `torchsurgeon lock MODULE:CALLABLE --input C,H,W -o ...` for a missing lockfile and
+    `torchsurgeon lock ...` for one that differs, though it knows the contract's model, kwargs and input."""
+    project.add(
+        '\n[[tool.torchsurgeon.contracts]]\nmodel = "{pkg}.models:build_classifier"\n'
+        'input = {{input = "1,16,16:float"}}\nbatch = 2\nlock = "tests/arch/other.lock.json"\n'
+    )
+    capsys.readouterr()
+    assert main(["check"]) == 2
+    assert main(_named_command(capsys.readouterr().err)) == 0  # creates the missing lockfile
+    capsys.readouterr()
+    assert main(["check"]) == 0
+    project.set_classes(9)
+    capsys.readouterr()
+    assert main(["check"]) == 1
+    out = capsys.readouterr().out
+    for part in out.split("Lockfile ")[1:]:  # each differing lockfile names its own command
+        assert main(_named_command(part)) == 0
+    project.pyproject.write_text(project.pyproject.read_text().replace("output = [10]\n", ""))
+    capsys.readouterr()
+    assert main(["check"]) == 0, capsys.readouterr().out

@@ -11,6 +11,7 @@ when all is well, 1 when a check fails, 2 for a usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -28,7 +29,7 @@ from .errors import ConfigError, InputError, TorchSurgeonError
 from .hub import load_model, parse_kwargs
 from .lockfile import write_lock
 from .memory import memory_plan, parse_bytes
-from .report import table_columns
+from .report import format_path, table_columns
 from .shapespec import parse_inputs, parse_shape
 from .surgery_check import check_surgery
 
@@ -46,9 +47,15 @@ def _check(args: argparse.Namespace) -> int:
     for entry in read_contracts(Path(args.config) if args.config else find_pyproject()):
         sys.path[:0] = [str(d) for d in entry.pythonpath if str(d) not in sys.path]
         start = time.perf_counter()
+        lock = entry.contract.lock
         try:
+            if lock is not None and not Path(lock).is_file():  # the fix names this contract's own command
+                raise ConfigError(
+                    f"lockfile {format_path(lock)} does not exist — create it with `{entry.lock_command}`"
+                )
             model = load_model(entry.model, entry.kwargs)
             result = check_contract(model, entry.contract, name=entry.model, update_lock=False)
+            result = dataclasses.replace(result, lock_command=entry.lock_command)
         except TorchSurgeonError as exc:  # name the key at fault: the lockfile, the input, else the model
             key = "lock" if "lockfile" in str(exc) else "input" if isinstance(exc, InputError) else "model"
             print(f"torchsurgeon: error: {entry.where}, key {key!r}: {exc}", file=sys.stderr, flush=True)

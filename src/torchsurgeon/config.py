@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +24,7 @@ from .contracts import ShapeContract
 from .errors import ConfigError, InputError
 from .hub import parse_kwargs
 from .report import format_path
+from .shapespec import input_args
 
 if sys.version_info >= (3, 11):  # pragma: no cover - depends on the interpreter
     import tomllib
@@ -64,6 +66,35 @@ class ContractEntry:
     def where(self) -> str:
         """The file and table, for messages: ``pyproject.toml [[tool.torchsurgeon.contracts]] #1``."""
         return _where(self.source, self.index)
+
+    @property
+    def lock_command(self) -> str:
+        """The ``torchsurgeon lock`` command that writes this contract's lockfile, as a shell runs it from the
+        working directory; ``torchsurgeon lock ...`` when the command line cannot give its input.
+
+        Examples
+        --------
+        >>> here = Path.cwd()
+        >>> contract = ShapeContract(input={"input_ids": "16:long"}, lock=here / "bert.lock.json")
+        >>> entry = ContractEntry("hf:bert", contract, here / "pyproject.toml", 0, (here,), {"num_hidden_layers": 2})
+        >>> entry.lock_command
+        'torchsurgeon lock hf:bert --kwargs num_hidden_layers=2 --input input_ids=16:long -o bert.lock.json'
+        """
+        inputs = input_args(self.contract.input)
+        if self.contract.lock is None or inputs is None:
+            return "torchsurgeon lock ..."
+        words = ["torchsurgeon", "lock", self.model]
+        if self.kwargs:
+            words += ["--kwargs", ",".join(f"{k}={v!r}" for k, v in self.kwargs.items())]
+        for text in inputs:
+            words += ["--input", text]
+        if self.contract.batch != 1:
+            words += ["--batch", str(self.contract.batch)]
+        words += ["-o", format_path(self.contract.lock)]
+        command = shlex.join(words)
+        cwd = Path.cwd().resolve()
+        folders = [format_path(d) for d in self.pythonpath if Path(d).resolve() != cwd]
+        return f"PYTHONPATH={shlex.quote(os.pathsep.join(folders))} {command}" if folders else command
 
 
 def find_pyproject(start: str | os.PathLike[str] | None = None) -> Path:

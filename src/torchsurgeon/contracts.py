@@ -129,6 +129,8 @@ class ContractResult:
     """``None`` when the model does not accept the input at all."""
     violations: tuple[Violation, ...]
     lock_diffs: tuple[LayerDiff, ...] = ()
+    lock_command: str = "torchsurgeon lock ..."
+    """What rewrites the lockfile if its differences are intended (``torchsurgeon check`` names the command)."""
 
     @property
     def ok(self) -> bool:
@@ -158,7 +160,7 @@ class ContractResult:
         if self.lock_diffs:
             if self.violations:
                 lines.append("")
-            lines.append(lock_diff_table(c.lock, self.lock_diffs))
+            lines.append(lock_diff_table(c.lock, self.lock_diffs, self.lock_command))
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -328,8 +328,11 @@ def violations_table(violations: Iterable[Violation]) -> str:
     )
 
 
-def lock_diff_table(path: str | os.PathLike[str] | None, diffs: Sequence[LayerDiff]) -> str:
-    """How many layers differ from the lockfile at ``path`` and how to accept them, then one row per layer.
+def lock_diff_table(
+    path: str | os.PathLike[str] | None, diffs: Sequence[LayerDiff], command: str = "torchsurgeon lock ..."
+) -> str:
+    """How many layers differ from the lockfile at ``path`` and how to accept them (``command``, or
+    ``pytest --torchsurgeon-update``), then one row per layer.
 
     Examples
     --------
@@ -344,7 +347,7 @@ def lock_diff_table(path: str | os.PathLike[str] | None, diffs: Sequence[LayerDi
     n = len(diffs)
     title = (
         f"Lockfile {format_path(path)}: {n} layer{'s' * (n != 1)} differ{'s' * (n == 1)} "
-        "(if intended: `torchsurgeon lock ...` or `pytest --torchsurgeon-update`)"
+        f"(if intended: `{command}` or `pytest --torchsurgeon-update`)"
     )
     rows = []
     for d in diffs:

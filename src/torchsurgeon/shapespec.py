@@ -26,6 +26,7 @@ __all__ = (
     "Shape",
     "TypedShape",
     "check_shape",
+    "input_args",
     "input_name",
     "input_spec",
     "nested_inputs",
@@ -213,6 +214,38 @@ def parse_inputs(texts: Sequence[str]) -> Any:
             raise InputError(f"--input {name}= is given twice — give each input once")
         out[name] = parse_input(value, f"--input {name}=")
     return out
+
+
+def input_args(spec: Any) -> tuple[str, ...] | None:
+    """The ``--input`` texts that :func:`parse_inputs` reads back as ``spec``; ``None`` when the command
+    line cannot write it (a dict of shapes for one argument, a tensor).
+
+    Examples
+    --------
+    >>> input_args((3, 224, 224)), input_args(((3, 8, 8), (1, 8, 8)))
+    (('3,224,224',), ('3,8,8', '1,8,8'))
+    >>> input_args({"input_ids": TypedShape((16,), "long"), "pixel_values": (3, 8, 8)})
+    ('input_ids=16:long', 'pixel_values=3,8,8')
+    """
+
+    def one(shape: Any) -> str | None:
+        if isinstance(shape, TypedShape):
+            return str(shape)
+        if isinstance(shape, tuple) and shape and all(type(d) is int for d in shape):
+            return ",".join(str(d) for d in shape)
+        return None
+
+    if isinstance(spec, Mapping):
+        texts = [one(v) for v in spec.values()]
+        named = [f"{k}={t}" for k, t in zip(spec, texts) if isinstance(k, str) and t is not None]
+        return tuple(named) if len(named) == len(spec) else None
+    single = one(spec)
+    if single is not None:
+        return (single,)
+    if isinstance(spec, tuple) and spec:
+        several = [one(v) for v in spec]
+        return tuple(t for t in several if t is not None) if None not in several else None
+    return None
 
 
 def input_spec(value: Any, key: str = "input") -> Any:
