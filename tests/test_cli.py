@@ -64,7 +64,7 @@ def test_summary_notes_name_the_cli_options(capsys: pytest.CaptureFixture[str]) 
         (["summary", "torchvision.models:nope", "--input", "3,8,8"], "has no attribute 'nope'"),
         (["summary", "torchvision.models", "--input", "3,8,8"], "expected MODULE:CALLABLE"),
         (["summary", "torchvision.models:resnet18", "--input", "3,a,8"], "'a' is not an integer"),
-        (["summary", "torchvision.models:resnet18", "--input", "3,0,8"], "dimension 0 must be positive"),
+        (["summary", "torchvision.models:resnet18", "--input", "3,0,8"], "dimension 1 is 0 — every dimension"),
         (["summary", "math:pi", "--input", "3"], "neither a callable nor an nn.Module"),
         (["summary", "builtins:dict", "--input", "3"], "returned dict, not an nn.Module"),
     ],

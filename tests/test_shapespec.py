@@ -32,7 +32,7 @@ def test_typed_shapes_round_trip_through_text() -> None:
     ("value", "message"),
     [
         ("16:lng", r"'16:lng': unknown dtype 'lng' — write one of long, int64"),
-        ("0:long", r"--input '0': dimension 0 must be positive"),
+        ("0:long", r"--input '0': dimension 0 is 0 — every dimension must be positive"),
         ("a:long", r"--input 'a': 'a' is not an integer"),
     ],
 )

@@ -142,7 +142,7 @@ def parse_shape(text: str, key: str = "--input") -> tuple[int, ...]:
         raise InputError(f"{key} {text!r} has an empty dimension — write the shape as C,H,W, e.g. 1,224,224")
     parts = [p for p in parts if p]
     dims = []
-    for p in parts:
+    for i, p in enumerate(parts):
         try:
             d = int(p)
         except ValueError:
@@ -150,7 +150,7 @@ def parse_shape(text: str, key: str = "--input") -> tuple[int, ...]:
                 f"{key} {text!r}: {p!r} is not an integer — write the shape as C,H,W, e.g. 1,224,224"
             ) from None
         if d <= 0:
-            raise InputError(f"{key} {text!r}: dimension {d} must be positive — e.g. 1,224,224")
+            raise InputError(f"{key} {text!r}: dimension {i} is {d} — every dimension must be positive, e.g. 1,224,224")
         dims.append(d)
     if not dims:
         raise InputError(f"{key} {text!r} is empty — write the shape as C,H,W, e.g. 1,224,224")
