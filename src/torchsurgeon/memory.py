@@ -468,9 +468,12 @@ def _optimizer_bytes(
     of the parameters: Adam's ``sqrt(exp_avg_sq)`` (its negated or decayed
     gradients, ``maximize`` or coupled weight decay, are freed before it);
     SGD's negated or decayed gradients.  With ``foreach=False``, one parameter
-    at a time: Adam's ``sqrt`` and its quotient, beside the gradient copy;
-    SGD's chain of gradient copies (``maximize``, weight decay, ``nesterov``),
-    two at a time.  None when ``fused``.  Measured on torch 2.14's steps.
+    at a time, in the order of its group: Adam's ``sqrt`` and its quotient,
+    beside the gradient copy and the previous parameter's quotient (a local
+    of the loop, freed when the next one is assigned); SGD's chain of
+    gradient copies (``maximize``, weight decay, ``nesterov``), two at a
+    time, ``maximize`` negating beside the previous parameter's copy.  None
+    when ``fused``.  Measured on torch 2.14's steps.
 
     A sparse gradient (``nn.Embedding(sparse=True)``): SGD's momentum buffer is
     a clone of it at the first step (torch then adds each step's gradient
@@ -483,11 +486,15 @@ def _optimizer_bytes(
     kind, options = _optimizer_kind(optimizer)
     name = str(kind) if isinstance(optimizer, str) else type(optimizer).__name__
     scalar = torch.empty((), dtype=torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32)
-    state = temporaries = largest = 0
+    state = temporaries = 0
     lists = 0  # temporary lists the foreach step allocates, each the size of the parameters
-    copies = 0  # temporaries of the size of one parameter the one-at-a-time step holds at once
+    one_at_a_time = 0  # the most the one-at-a-time step holds at once
+    previous: dict[int, int] = {}  # per group: the bytes of the parameter stepped last (its loop's locals live on)
     sparse_steps = [0]  # temporaries of the steps over sparse gradients
     said = ""
+    if isinstance(optimizer, torch.optim.Optimizer):  # torch steps each group's parameters in its order
+        order = {id(p): i for i, p in enumerate(p for g in optimizer.param_groups for p in g["params"])}
+        params = sorted(params, key=lambda item: order.get(id(item[0]), -1))
     for p, nbytes in params:
         group = options(p)
         if group is None:
@@ -508,19 +515,21 @@ def _optimizer_bytes(
                 sparse_steps.append(4 * grad)
                 said = _SPARSE_ADAM
             continue
+        before, previous[id(group)] = previous.get(id(group), 0), nbytes
         if sgd:
             state += nbytes if group.get("momentum", 0.0) else 0
             lists = max(lists, int(decay or maximize))
-            copies = max(copies, min(2, int(maximize) + int(decay) + int(bool(group.get("nesterov")))))
+            copies = min(2, int(maximize) + int(decay) + int(bool(group.get("nesterov"))))
+            held = max(copies * nbytes, nbytes + before if maximize else 0)  # -grad made beside the last one's copy
         else:
             state += (3 if group.get("amsgrad") else 2) * nbytes + scalar.element_size()
             decoupled = kind == OptimizerKind.ADAMW or bool(group.get("decoupled_weight_decay", False))
             lists = max(lists, 1)
-            copies = max(copies, 2 + int(maximize or (decay and not decoupled)))
+            held = (2 + int(maximize or (decay and not decoupled))) * nbytes + before  # + the last one's denom
         if group.get("fused"):
             continue
         temporaries += nbytes
-        largest = max(largest, nbytes)
+        one_at_a_time = max(one_at_a_time, held)
     groups = optimizer.param_groups if isinstance(optimizer, torch.optim.Optimizer) else [_DEFAULTS[kind]]
     foreach = all(
         g["foreach"] if g.get("foreach") is not None else device == "cuda" and not g.get("differentiable")
@@ -528,7 +537,7 @@ def _optimizer_bytes(
     )
     if foreach and kind in (OptimizerKind.SGD, OptimizerKind.MOMENTUM):  # one step over every list, sparse included
         return name, state, lists * temporaries + sum(sparse_steps), said
-    return name, state, max(lists * temporaries if foreach else copies * largest, *sparse_steps), said
+    return name, state, max(lists * temporaries if foreach else one_at_a_time, *sparse_steps), said
 
 
 _SPARSE_MOMENTUM = (
