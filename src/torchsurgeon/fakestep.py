@@ -14,8 +14,10 @@ never run or hooked.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import math
+import warnings
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,13 +26,19 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 from torch import nn
-from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException, FakeTensorMode
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeTensor,
+    FakeTensorMode,
+)
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .arguments import InputPaths, input_dtype_for
 from .copies import detached_copy
 from .cudakernels import CudaKernels
 from .errors import MemoryPlanError, failure_reason
+from .fakecaches import forget_cached
 from .fakevalues import NO_VALUE, AssumedValues, KnownIndices, masked_upper_bound
 from .frontend import bind_inputs
 from .rules import FALLBACK
@@ -77,6 +85,7 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.lives: list[list[int]] = []  # per storage: [bytes, first op, op before which it died or -1]
         self._live: dict[int, list[int]] = {}  # storage key -> [storage index, tensors alive]
         self._tensors: set[int] = set()
+        self._fake: set[int] = set()  # the keys of the fake storages followed (a real tensor can be saved too)
         self.values = AssumedValues()
         self.lookups: dict[int | None, int] = {}  # weight storage -> rows looked up by sparse embeddings
         self.known = KnownIndices()
@@ -123,6 +132,7 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
         if entry is None:
             entry = self._live[key] = [len(self.lives), 0]
             self.lives.append([t.untyped_storage().nbytes(), len(self.ops), -1])
+            (self._fake.add if isinstance(t, FakeTensor) else self._fake.discard)(key)  # keys are addresses: reused
         if id(t) not in self._tensors:
             self._tensors.add(id(t))
             entry[1] += 1
@@ -137,6 +147,11 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
             if entry[1] <= 0:
                 del self._live[key]
                 self.lives[entry[0]][2] = len(self.ops)
+
+    def alive(self) -> set[int]:
+        """The fake storages of the step still alive (after it: held outside the step, by a cache); a real tensor
+        the step used (a constant a real forward cached) is not the step's."""
+        return {key for key in self._live if key in self._fake}
 
     def in_use(self, skip: set[int]) -> list[int]:
         """Bytes in use after each op, storages in ``skip`` left out."""
@@ -292,8 +307,24 @@ def simulate_step(
     # when on: an autocast region around the step's own would keep its cast cache alive through the backward)
     inference = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
     ambient = torch.autocast("cpu", enabled=False) if torch.is_autocast_enabled("cpu") else contextlib.nullcontext()
-    with inference, ambient:
-        return _simulate(model, inputs, train, amp, dtype, device, paths)
+    made: list[_Storages] = []
+    try:
+        with inference, ambient:
+            step = _simulate(model, inputs, train, amp, dtype, device, paths, made)
+    finally:  # the step's tensors a cache of the model's code still holds: a real forward would get them back
+        for storages in made:
+            forget_cached(model, storages.alive(), _storage_key)
+    if made and made[0].alive():
+        gc.collect()  # reference cycles the step made hold their tensors until collected
+        if made[0].alive():
+            warnings.warn(
+                f"{type(model).__name__}: its forward on fake tensors left {len(made[0].alive())} of them in state "
+                "outside the model (a cache of its code that is not a functools.lru_cache): a real forward may get "
+                "them back and compute without values — run memory_plan in a separate process",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return step
 
 
 def _simulate(
@@ -304,6 +335,7 @@ def _simulate(
     dtype: torch.dtype | None,
     device: str,
     paths: InputPaths | None,
+    made: list[_Storages],
 ) -> SimulatedStep:
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     copy = detached_copy(model, lambda t: _fake_like(fake, t, dtype))
@@ -314,6 +346,7 @@ def _simulate(
     # storage's address, the key excluded, would be reused by activations and gradients, which were then skipped
     held = [*params, *copy.buffers()]
     storages = _Storages({_storage_key(t) for t in held})
+    made.append(storages)
     handles = []
     for name, module in copy.named_modules():
 
