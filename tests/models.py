@@ -465,7 +465,8 @@ def measure_training_step(
     Saved bytes: the tensors autograd saves for backward (``torch.autograd.graph.saved_tensors_hooks``) that are
     still alive when the forward returns, each storage once, parameters and buffers excluded: a tensor saved by a
     branch whose result the forward drops (used only ``.detach()``-ed) is freed with that branch, before backward.
-    Gradients: the ``.grad`` bytes after backward (then cleared).
+    Gradients: the bytes of the storages the ``.grad`` hold after backward, each once (then cleared): a ``.grad``
+    that autograd made as a slice of a larger gradient (EVA's q and v biases, cut from the qkv bias's) holds all of it.
     """
     model.train()
     weights = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
@@ -486,9 +487,20 @@ def measure_training_step(
     del alive
     outs = [t for t in _output_tensors(out) if t.requires_grad]
     torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
-    grads = {id(p): p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None}
+    grads = {
+        p.grad.untyped_storage().data_ptr() if not p.grad.is_sparse else id(p): _held_bytes(p.grad)
+        for p in model.parameters()
+        if p.grad is not None
+    }
     model.zero_grad(set_to_none=True)
     return MeasuredStep(sum(saved.values()), sum(grads.values()))
+
+
+def _held_bytes(t: torch.Tensor) -> int:
+    """The bytes ``t`` keeps alive: its whole storage (a view's too); a sparse tensor's indices and values."""
+    if t.is_sparse:
+        return t._indices().nbytes + t._values().nbytes
+    return t.untyped_storage().nbytes()
 
 
 class _NewStorages(TorchDispatchMode):  # type: ignore[misc]
