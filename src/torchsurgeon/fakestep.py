@@ -42,7 +42,7 @@ from .fakecaches import forget_cached
 from .fakevalues import NO_VALUE, AssumedValues, KnownIndices, masked_upper_bound
 from .frontend import bind_inputs
 from .rules import FALLBACK
-from .rules.on_meta import by_cpu_rule, check_as_the_cpu
+from .rules.on_meta import as_the_cpu_returns, by_cpu_rule, check_as_the_cpu
 
 __all__ = ("SimulatedStep", "simulate_step")
 
@@ -111,6 +111,7 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
                 out = masked_upper_bound(func, args, kwargs)
                 if out is NO_VALUE:
                     raise
+        out = as_the_cpu_returns(func, args, out)  # norm statistics the CPU keeps in float32, meta in half
         self.values.record(func, args, kwargs, out)
         sparse = _SPARSE_LOOKUPS.get(func)
         if sparse is not None and len(args) > sparse and args[sparse]:  # a sparse=True lookup: one gradient row each
