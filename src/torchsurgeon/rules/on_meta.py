@@ -73,8 +73,15 @@ from .registry import (
     runs_forward_of,
 )
 
-__all__ = ("FlopTally", "by_cpu_rule", "check_as_the_cpu", "ruled_call", "ruled_leaf", "ruled_meta")
-__all__ = ("as_the_cpu_returns", "by_cpu_rule", "check_as_the_cpu", "ruled_call", "ruled_leaf", "ruled_meta")
+__all__ = (
+    "FlopTally",
+    "as_the_cpu_returns",
+    "by_cpu_rule",
+    "check_as_the_cpu",
+    "ruled_call",
+    "ruled_leaf",
+    "ruled_meta",
+)
 
 _OPERATORS: dict[str, Callable[..., Any]] = {
     "__add__": operator.add,
