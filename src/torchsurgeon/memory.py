@@ -68,7 +68,8 @@ def parse_bytes(value: int | str) -> int:
     Raises
     ------
     InputError
-        For a negative size or a text that is not a number and a unit.
+        For a negative size, a text that is not a number and a unit, or a
+        number under 1 MiB given as text without a unit (``"24"``: GiB meant).
 
     Examples
     --------
@@ -78,6 +79,10 @@ def parse_bytes(value: int | str) -> int:
     Traceback (most recent call last):
     ...
     torchsurgeon.errors.InputError: budget '24 parsecs' is not a size — write a number and a unit, e.g. 24GiB or 80GB
+    >>> parse_bytes("24")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: budget '24' has no unit, and 24 bytes fit no training step — write 24GiB (or ...
     """
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
@@ -87,6 +92,12 @@ def parse_bytes(value: int | str) -> int:
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _UNITS:
         raise InputError(f"budget {value!r} is not a size — write a number and a unit, e.g. 24GiB or 80GB")
+    if not unit and float(match.group(1)) < 2**20:  # `--budget 24`: meant in GiB, read as bytes it fits nothing
+        number = match.group(1)
+        raise InputError(
+            f"budget {value!r} has no unit, and {number} bytes fit no training step — write {number}GiB "
+            f"(or {number}B if you mean bytes)"
+        )
     return int(float(match.group(1)) * _UNITS[unit])
 
 
