@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -208,6 +209,16 @@ def test_several_positional_inputs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["summary", "models:TwoInputs", "--input", "3,8,8", "--input", "1,8,8", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["input_shapes"] == {"image": [1, 3, 8, 8], "mask": [1, 1, 8, 8]} and d["output_shape"] == [1, 4, 8, 8]
+
+
+def test_a_missing_input_names_every_input_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by a probe: one unnamed --input for a two-input model suggested adding --input mask=..., which then
+    failed with 'name every input or none'; the suggestion names them all, and runs as written."""
+    assert main(["summary", "models:TwoInputs", "--input", "3,8,8"]) == 2
+    hint = re.search(r"CLI: ((?:--input \S+ ?)+);", capsys.readouterr().err)
+    assert hint is not None and hint.group(1) == "--input image=3,8,8 --input mask=3,224,224"
+    assert main(["summary", "models:TwoInputs", *hint.group(1).split(), "--json"]) == 0  # runs (mask: an example)
+    assert json.loads(capsys.readouterr().out)["input_shapes"] == {"image": [1, 3, 8, 8], "mask": [1, 3, 224, 224]}
 
 
 @pytest.mark.parametrize(

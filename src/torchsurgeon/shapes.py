@@ -65,7 +65,7 @@ from .rules._common import first_tensor, shared_outputs
 from .rules.on_meta import FlopTally, ruled_meta
 from .rules.registry import counted_without_formula
 from .shapememo import ShapeMemo, reshapes_in_place, twin_kinds
-from .shapespec import InputSpec, Shape, TypedShape, normalize_input, per_sample_hint
+from .shapespec import InputSpec, Shape, TypedShape, missing_input, normalize_input, per_sample_hint
 
 __all__ = (
     "ShapeResult",
@@ -716,11 +716,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         elif n.args:
             value = n.args[0]  # the default value of the argument
         else:
-            raise InputError(
-                f"forward needs input {name!r} but no shape was given for it — "
-                f"pass a mapping such as {{{name!r}: (3, 224, 224)}} or a tuple of shapes "
-                f"(CLI: --input {name}=3,224,224; pyproject.toml: input = {{{name} = [3, 224, 224]}})"
-            )
+            raise InputError(missing_input(name, self.inputs))
         self._record(base, (), value, LayerStatus.OK)
         return value
 

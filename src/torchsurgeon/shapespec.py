@@ -29,6 +29,7 @@ __all__ = (
     "input_args",
     "input_name",
     "input_spec",
+    "missing_input",
     "nested_inputs",
     "normalize_input",
     "not_an_input",
@@ -214,6 +215,31 @@ def parse_inputs(texts: Sequence[str]) -> Any:
             raise InputError(f"--input {name}= is given twice — give each input once")
         out[name] = parse_input(value, f"--input {name}=")
     return out
+
+
+def missing_input(name: str, given: Mapping[str, Any]) -> str:
+    """The message for a ``forward`` input no shape was given for, with the inputs ``given`` (by name, as
+    :func:`normalize_input` names them) written beside it: on the command line every input is named or none, so
+    the fix names them all.
+
+    Examples
+    --------
+    >>> print(missing_input("mask", {"image": (3, 32, 32)}))  # doctest: +NORMALIZE_WHITESPACE
+    forward needs input 'mask' but no shape was given for it — pass a mapping such as {'image': (3, 32, 32),
+    'mask': (3, 224, 224)} or a tuple of shapes (CLI: --input image=3,32,32 --input mask=3,224,224;
+    pyproject.toml: input = {image = [3, 32, 32], mask = [3, 224, 224]})
+    """
+    example = (3, 224, 224)
+    shapes = {k: v for k, v in given.items() if isinstance(v, tuple) and all(type(d) is int for d in v)}
+    if len(shapes) != len(given):  # a tensor or a typed shape given: the example names the missing input alone
+        shapes = {}
+    shapes[name] = example
+    cli = " ".join(f"--input {text}" for text in input_args(shapes) or (f"{name}=3,224,224",))
+    toml = ", ".join(f"{k} = {list(v)}" for k, v in shapes.items())
+    return (
+        f"forward needs input {name!r} but no shape was given for it — pass a mapping such as {shapes} or a tuple "
+        f"of shapes (CLI: {cli}; pyproject.toml: input = {{{toml}}})"
+    )
 
 
 def input_args(spec: Any) -> tuple[str, ...] | None:
