@@ -580,7 +580,7 @@ def update_guards(
     note = f"{before} → {after}"
     for where, holder, is_config in guard_holders(model, layer):
         for attr in attributes:
-            value = getattr(holder, attr, None) if is_config else vars(holder).get(attr)
+            value = _guard_value(holder, attr, is_config)
             if type(value) is int and value == before:
                 setattr(holder, attr, after)
                 changes.append(ParamReport(f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", note))
@@ -634,9 +634,7 @@ def stale_guards_fix(model: nn.Module, layer: str, inputs: Sequence[Any]) -> str
         (where, attr, value, is_config)
         for where, holder, is_config in reversed(holders.values())
         for attr in CHANNEL_GUARDS
-        if type(value := getattr(holder, attr, None) if is_config else vars(holder).get(attr)) is int
-        and value != got
-        and attr != "in_features"
+        if type(value := _guard_value(holder, attr, is_config)) is int and value != got and attr != "in_features"
     ]
     if not stale:
         return ""
@@ -650,6 +648,12 @@ def stale_guards_fix(model: nn.Module, layer: str, inputs: Sequence[Any]) -> str
     statements = "; ".join(f"{holder(where, is_config)}.{attr} = {got}" for where, attr, _, is_config in stale)
     verb = "says" if len(stale) == 1 else "say"
     return f" — {reader} takes {got} channel{'s' * (got != 1)} but {said} still {verb} {stale[0][2]}: {statements}"
+
+
+def _guard_value(holder: Any, attr: str, is_config: bool) -> Any:
+    """A guard's value on one of :func:`guard_holders`: a config's attribute (properties too), a module's own
+    instance attribute (never its class's)."""
+    return getattr(holder, attr, None) if is_config else vars(holder).get(attr)
 
 
 def guard_holders(model: nn.Module, layer: str) -> list[tuple[str, Any, bool]]:

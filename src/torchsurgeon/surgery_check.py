@@ -408,12 +408,13 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
 
     resizes: set[tuple[int, int]] = set()  # (rows before, rows after) of the tables resized so far
     kept_rows: dict[str, list[tuple[int, int]]] = {}  # a resized layer's rows (new, old) that are pretrained
+    updated_layers = {r.layer for r in reports.values() if r.status is ParamChange.UPDATED}
     for name in unmatched:
         p = new[name]
         if name in orig:
             o = orig[name]
             owner = name.rpartition(".")[0]
-            if from_zeros(o, p) and any(r.status is ParamChange.UPDATED and r.layer == owner for r in reports.values()):
+            if from_zeros(o, p) and owner in updated_layers:
                 note = f"updated from the pretrained zeros, as {owner or 'the model'}'s other parameters were"
                 reports[name] = ParamReport(name, ParamChange.UPDATED, tuple(o.shape), tuple(p.shape), "", note)
                 claimed.add(name)
@@ -424,7 +425,6 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 claimed.add(name)
                 continue
             alike = o.dim() > 0 and p.dim() > 0 and (o.shape[0], p.shape[0]) in resizes
-            resized = resized_rows(o, p, alike=alike)
             resized = resized_rows(o, p, alike=alike) or resized_as(o, p, kept_rows.get(owner, ()))
             if resized is not None:  # an embedding or a head resized: its pretrained rows are there
                 note, fresh = resized
@@ -443,7 +443,6 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 and rows.dim() >= 2
                 and rows.shape[1] != cols.shape[1]
             ):
-                owner = name.rpartition(".")[0]
                 if owner in readers():  # a layer inside the model: no fold keeps its weights
                     hint = f"pretrained weights lost — use adapt_input_channels(model, {p.shape[1]}, layer={owner!r})"
             reports[name] = ParamReport(
