@@ -655,3 +655,28 @@ class SizeChecked(nn.Module):
         if x.shape[-1] % self.divisor or x.shape[-2] % self.divisor:
             raise RuntimeError(f"input size must be divisible by {self.divisor}")
         return self.head(torch.relu(self.stem(x)))
+
+
+def model_state(model: nn.Module) -> dict[str, object]:
+    """What an analysis must leave as it found: weights and buffers, requires_grad, training, hooks, modules."""
+    return {
+        "tensors": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+        "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
+        "training": {k: m.training for k, m in model.named_modules()},
+        "hooks": {
+            k: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for k, m in model.named_modules()
+        },
+        "modules": [type(m) for m in model.modules()],
+        "ids": [id(p) for p in model.parameters()],
+    }
+
+
+def assert_same_state(before: dict[str, object], after: dict[str, object]) -> None:
+    tb, ta = before["tensors"], after["tensors"]
+    assert isinstance(tb, dict) and isinstance(ta, dict)
+    assert tb.keys() == ta.keys()
+    for k in tb:
+        assert torch.equal(tb[k], ta[k]), k
+    for key in ("requires_grad", "training", "hooks", "modules", "ids"):
+        assert before[key] == after[key], key

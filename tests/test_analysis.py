@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from models import CifarNet, TiedLM, TwoInputs
+from models import CifarNet, TiedLM, TwoInputs, assert_same_state, model_state
 from torchsurgeon import InputError, ShapeError, TraceError, paramcount, paramcount_sweep
 
 
@@ -442,30 +442,6 @@ def test_unknown_input_name() -> None:
 # ---------------------------------------------------------------- never changes the model
 
 
-def _state(model: nn.Module) -> dict[str, object]:
-    return {
-        "tensors": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
-        "requires_grad": {k: p.requires_grad for k, p in model.named_parameters()},
-        "training": {k: m.training for k, m in model.named_modules()},
-        "hooks": {
-            k: (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-            for k, m in model.named_modules()
-        },
-        "modules": [type(m) for m in model.modules()],
-        "ids": [id(p) for p in model.parameters()],
-    }
-
-
-def _assert_same(before: dict[str, object], after: dict[str, object]) -> None:
-    tb, ta = before["tensors"], after["tensors"]
-    assert isinstance(tb, dict) and isinstance(ta, dict)
-    assert tb.keys() == ta.keys()
-    for k in tb:
-        assert torch.equal(tb[k], ta[k]), k
-    for key in ("requires_grad", "training", "hooks", "modules", "ids"):
-        assert before[key] == after[key], key
-
-
 @pytest.mark.parametrize("train", [True, False])
 def test_analysis_never_changes_the_model(train: bool) -> None:
     model = torchvision.models.resnet18()
@@ -473,11 +449,11 @@ def test_analysis_never_changes_the_model(train: bool) -> None:
     model.layer2.requires_grad_(False)
     calls: list[str] = []
     model.fc.register_forward_hook(lambda *_: calls.append("hook"))
-    before = _state(model)
+    before = model_state(model)
     paramcount(model, (1, 64, 64))
     paramcount(model, (3, 32, 32), batch=3)
     paramcount(model, (3, 32, 32), batch=2, crosscheck="always")  # a forward of a copy, ops answered by rules
-    _assert_same(before, _state(model))
+    assert_same_state(before, model_state(model))
     assert calls == []  # the user's hooks never saw our meta tensors
     # and the model still runs as before
     model.eval()

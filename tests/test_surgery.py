@@ -15,7 +15,16 @@ import torchvision
 from torch import nn
 from torch.nn.utils import prune
 
-from models import CifarNet, SizeChecked, TiedLM, TiledResidualStem, TwoInputs, on_meta
+from models import (
+    CifarNet,
+    SizeChecked,
+    TiedLM,
+    TiledResidualStem,
+    TwoInputs,
+    assert_same_state,
+    model_state,
+    on_meta,
+)
 from torchsurgeon import (
     InputError,
     ParamChange,
@@ -1316,3 +1325,28 @@ def test_a_model_whose_decoder_rebuilds_the_channels_names_the_part_to_adapt() -
         got = encoder(pixel_values=grey, noise=noise).last_hidden_state
         want = model.vit(pixel_values=grey.expand(2, 3, 32, 32), noise=noise).last_hidden_state
     assert (got - want).abs().max().item() <= 1e-10 * want.abs().max().item()
+
+
+def test_surgery_its_check_and_the_memory_plan_leave_both_models_as_found() -> None:
+    """Weights, buffers, requires_grad, training mode and hooks of the original and of the edited model, through
+    every call that reads them (the relations check_surgery computes, the plan's fake step)."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().train()
+    model.layer2.requires_grad_(False)
+    calls: list[str] = []
+    model.fc.register_forward_hook(lambda *_: calls.append("hook"))
+    tuned = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(0.001 * torch.randn_like(p))  # updated, not drawn again
+    prune.l1_unstructured(tuned.fc, "weight", amount=0.5)
+    before, before_tuned = model_state(model), model_state(tuned)
+    grey = adapt_input_channels(model, 1).model
+    replace_head(model, 3, keep={0: 1})
+    append_head(model, nn.Linear(1000, 2))
+    check_surgery(model, tuned, (3, 32, 32))
+    check_surgery(model, grey, (1, 32, 32))
+    memory_plan(model, (3, 32, 32), batch=2, optimizer="adamw", device="cpu")
+    assert_same_state(before, model_state(model))
+    assert_same_state(before_tuned, model_state(tuned))
+    assert calls == []  # the user's hook never saw our tensors
