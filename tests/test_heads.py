@@ -578,3 +578,17 @@ def test_the_multi_task_refusal_names_a_call_that_runs() -> None:
     assert call is not None
     edited = eval(call.group(0), {"replace_head": replace_head, "model": model}).model  # as written
     assert edited(torch.randn(1, 3, 16, 16))["age"].shape == (1, 7)
+
+
+@pytest.mark.parametrize(("layer", "fixed"), [("fc1", "fc"), ("head", "fc")])
+def test_replace_head_layer_naming_no_module_gives_a_call_that_runs(layer: str, fixed: str) -> None:
+    """``layer=`` naming no module said only "has no such module": now the layer meant (or the last Linear or
+    convolution layer) and the replace_head call that names it, which runs."""
+    model = torchvision.models.resnet18()
+    said = rf"layer='{layer}': ResNet has no module '{layer}' .*layer='{fixed}'\)$"
+    with pytest.raises(SurgeryError, match=said) as info:
+        replace_head(model, 10, keep={0: 1}, layer=layer)
+    call = str(info.value)[str(info.value).index("replace_head(") :]
+    edited = eval(call, {"replace_head": replace_head, "model": model}).model
+    assert edited.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+    assert torch.equal(edited.fc.weight[0], model.fc.weight[1])

@@ -1350,3 +1350,23 @@ def test_surgery_its_check_and_the_memory_plan_leave_both_models_as_found() -> N
     assert_same_state(before, model_state(model))
     assert_same_state(before_tuned, model_state(tuned))
     assert calls == []  # the user's hook never saw our tensors
+
+
+@pytest.mark.parametrize(
+    ("layer", "mode", "fixed"),
+    [("conv", "sum", "'conv1'"), (["cnv1"], "sum", "'conv1'"), ("stem", "spread", "'conv1'")],
+)
+def test_adapt_layer_naming_no_module_says_the_layer_meant_with_a_call_that_runs(
+    layer: str | list[str], mode: str, fixed: str
+) -> None:
+    """A misspelt ``layer=`` gave torch's raw AttributeError ("ResNet has no attribute `conv`"): now a
+    SurgeryError naming the argument and the layer meant, with the call that names it, which runs."""
+    model = torchvision.models.resnet18()
+    channels = 1 if mode == "sum" else 4
+    bad = layer if isinstance(layer, str) else layer[0]
+    with pytest.raises(SurgeryError, match=rf"layer='{bad}': ResNet has no module '{bad}' .* layer={fixed}\)$") as info:
+        adapt_input_channels(model, channels, mode, layer=layer)
+    call = str(info.value)[str(info.value).index("adapt_input_channels(") :]
+    edited = eval(call, {"adapt_input_channels": adapt_input_channels, "model": model}).model
+    assert edited.conv1.in_channels == channels
+    assert edited.eval()(torch.randn(1, channels, 32, 32)).shape == (1, 1000)

@@ -36,7 +36,7 @@ from .records import ParamChange, ParamReport
 from .resize import guard_holders, hands_on_features
 from .shapes import meta_copy
 from .shapespec import InputSpec
-from .surgery import SurgeryResult, _copy, _count, _set_submodule, _with_guards
+from .surgery import SurgeryResult, _copy, _count, _set_submodule, _with_guards, no_such_layer
 from .trace import trace
 from .wrappers import from_peft, unwrap_model
 
@@ -450,7 +450,10 @@ def replace_head(
     """
     num_classes = _count(num_classes, "num_classes", "the new class count")
     edited = _copy(model, inplace)
-    heads = _chosen_head(edited, layer, input) if layer is not None else _one_task(edited, input, num_classes)
+    if layer is not None:
+        heads = _chosen_head(edited, layer, num_classes, keep)
+    else:
+        heads = _one_task(edited, input, num_classes)
     for name, rec in heads:
         module = edited.get_submodule(name) if name else edited
         around = [(name, module, False), *(guard_holders(edited, name) if name else ())]  # a LoRA layer on the head
@@ -644,12 +647,17 @@ def _one_task(model: nn.Module, input: InputSpec | None, num_classes: int) -> li
     return heads
 
 
-def _chosen_head(model: nn.Module, layer: str, input: InputSpec | None) -> list[tuple[str, NodeRecord]]:
+def _chosen_head(
+    model: nn.Module, layer: str, num_classes: int, keep: Mapping[int, int] | None
+) -> list[tuple[str, NodeRecord]]:
     """The head named with ``layer=``: a Linear or convolution layer of the model."""
     try:
         module = model.get_submodule(layer)
     except AttributeError:
-        raise SurgeryError(f"layer={layer!r}: {type(model).__name__} has no such module") from None
+        kept = f", keep={dict(keep)!r}" if isinstance(keep, Mapping) and keep else ""
+        raise no_such_layer(
+            model, layer, lambda name: f"replace_head(model, {num_classes}{kept}, layer={name!r})", last=True
+        ) from None
     if not _is_layer(module):
         raise SurgeryError(f"layer={layer!r} is a {type(module).__name__}, not a Linear or convolution layer")
     return [(layer, _module_record(layer, module))]

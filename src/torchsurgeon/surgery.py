@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -372,6 +373,45 @@ def _count(value: object, name: str, meaning: str) -> int:
     return value
 
 
+def no_such_layer(model: nn.Module, layer: str, call: Callable[[str], str], *, last: bool = False) -> SurgeryError:
+    """The error for ``layer=`` naming no module of ``model``, with the Conv or Linear layer most like it (else the
+    first, or with ``last`` the last one) and ``call(name)``, the call that names that layer instead.
+
+    Examples
+    --------
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8, 2))
+    >>> print(no_such_layer(model, "3", lambda name: f"replace_head(model, 5, layer={name!r})", last=True))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    layer='3': Sequential has no module '3' — its Conv and Linear layers are 0, 2:
+    e.g. replace_head(model, 5, layer='2')
+    """
+    layers = [n for n, m in model.named_modules() if n and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    where = f"layer={layer!r}: {type(model).__name__} has no module {layer!r}"
+    close = difflib.get_close_matches(layer, layers, n=1, cutoff=0.6)
+    if close:
+        return SurgeryError(f"{where} — did you mean {close[0]!r}? {call(close[0])}")
+    if not layers:
+        return SurgeryError(f"{where}, and no Conv or Linear layer")
+    shown = ", ".join(layers if len(layers) <= 6 else [*layers[:3], "...", *layers[-3:]])
+    return SurgeryError(f"{where} — its Conv and Linear layers are {shown}: e.g. {call(layers[-1 if last else 0])}")
+
+
+def _check_layers(model: nn.Module, names: list[str], channels: int, mode: FoldMode, input: InputSpec | None) -> None:
+    """Raise :func:`no_such_layer` for the first of ``names`` (``layer=``) that is no module of ``model``."""
+    modules = dict(model.named_modules())
+    shown = f", input={input!r}" if isinstance(input, (tuple, dict)) else ""
+    shown = f", mode={mode.value!r}{shown}" if mode is not FoldMode.SUM else shown
+    for i, name in enumerate(names):
+        if name in modules:
+            continue
+
+        def call(fixed: str, i: int = i) -> str:
+            chosen: str | list[str] = fixed if len(names) == 1 else [*names[:i], fixed, *names[i + 1 :]]
+            return f"adapt_input_channels(model, {channels}{shown}, layer={chosen!r})"
+
+        raise no_such_layer(model, name, call)
+
+
 # --------------------------------------------------------------------------- input channels
 
 
@@ -619,6 +659,7 @@ def adapt_input_channels(
             raise _rearranged(edited, doubts, channels, more, names, mode)
     else:  # the layers chosen: the edit is still tried on the input given, or one the model runs on now
         names = [layer] if isinstance(layer, str) else list(layer)
+        _check_layers(edited, names, channels, mode, input)
         image, run_before = input, input is not None
     if not names:
         raise SurgeryError(
