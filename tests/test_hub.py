@@ -231,3 +231,33 @@ def test_a_module_drawing_random_numbers_at_import_does_not_shift_the_seeded_wei
     again = load_model("drawing_at_import:build")  # already imported
     torch.manual_seed(0)
     assert torch.equal(first.weight, again.weight) and torch.equal(first.weight, nn.Linear(3, 2).weight)
+
+
+@pytest.mark.parametrize(
+    ("spec", "kwargs", "meant"),
+    [
+        ("torchvision:resnet18", {"num_clases": 10}, "num_classes"),
+        ("timm:resnet18", {"num_clases": 10, "in_chans": 1}, "num_classes"),
+        ("models:grey_classifier", {"clases": 10}, "classes"),
+        ("torchvision:resnet18", {"wieghts": None}, "weights"),
+    ],
+)
+def test_a_misspelt_argument_names_the_one_meant_with_kwargs_that_build(
+    spec: str, kwargs: dict[str, Any], meant: str
+) -> None:
+    """A misspelt keyword gave the library's bare TypeError: now the argument meant, from the signature of the
+    class that refused it and of the builder, and --kwargs text that builds the model."""
+    with pytest.raises(
+        ConfigError, match=rf"unexpected keyword argument .* — did you mean {meant}\? --kwargs "
+    ) as info:
+        load_model(spec, kwargs)
+    fixed = parse_kwargs(str(info.value).rpartition("--kwargs ")[2])
+    model = load_model(spec, fixed)
+    if "num_classes" in fixed or "classes" in fixed:
+        out = model.eval()(torch.randn(2, fixed.get("in_chans", 1 if "classes" in fixed else 3), 32, 32))
+        assert out.shape == (2, 10)
+
+
+def test_an_argument_no_signature_is_close_to_lists_the_arguments() -> None:
+    with pytest.raises(ConfigError, match=r"unexpected keyword argument 'zzz' — CifarNet takes \w"):
+        load_model("models:CifarNet", {"zzz": 1})

@@ -98,7 +98,10 @@ def _graph(args: argparse.Namespace) -> int:
 
 def _check_surgery(args: argparse.Namespace) -> int:
     original = load_model(args.original, parse_kwargs(args.kwargs))
-    edited = load_model(args.edited, parse_kwargs(args.edited_kwargs))
+    try:
+        edited = load_model(args.edited, parse_kwargs(args.edited_kwargs))
+    except ConfigError as exc:  # its fixes name the edited model's flag
+        raise ConfigError(f"edited {str(exc).replace('--kwargs', '--edited-kwargs')}") from exc
     report = check_surgery(original, edited, parse_inputs(args.input), batch=args.batch)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0

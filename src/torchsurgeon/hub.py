@@ -35,7 +35,9 @@ import ast
 import contextlib
 import difflib
 import importlib
+import inspect
 import os
+import re
 import socket
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
@@ -182,14 +184,18 @@ def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
                 ) from exc
             if isinstance(exc, ConfigError):
                 raise
-            raise ConfigError(f"model {spec!r}: building it raised {failure_reason(exc)}{_hint(exc, None)}") from exc
+            hint = _hint(exc, _builder(prefix, name), kwargs)
+            raise ConfigError(f"model {spec!r}: building it raised {failure_reason(exc)}{hint}") from exc
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model {spec!r} is {type(model).__name__}, not an nn.Module — name a model or its builder")
     return model
 
 
-def _hint(exc: Exception, builder: Any) -> str:
-    """The fix for a constructor that raised: ``hf:`` for a transformers class, else the missing arguments."""
+def _hint(exc: Exception, builder: Any, kwargs: Mapping[str, Any]) -> str:
+    """The fix for a constructor that raised: the argument meant for a misspelt one, ``hf:`` for a transformers
+    class, else the missing arguments."""
+    if isinstance(exc, TypeError) and (unexpected := _UNEXPECTED.match(str(exc))):
+        return _misspelt(exc, unexpected["callee"], unexpected["key"], builder, kwargs)
     if not isinstance(exc, TypeError) or "required" not in str(exc):
         return ""
     if (
@@ -202,6 +208,73 @@ def _hint(exc: Exception, builder: Any) -> str:
             "(--kwargs then sets configuration fields, e.g. num_hidden_layers=2)"
         )
     return " — give the arguments it needs with --kwargs NAME=VALUE,NAME=VALUE"
+
+
+_UNEXPECTED = re.compile(r"(?P<callee>[\w.]+)\(\) got an unexpected keyword argument '(?P<key>\w+)'")
+
+
+def _misspelt(exc: Exception, callee: str, key: str, builder: Any, kwargs: Mapping[str, Any]) -> str:
+    """The fix for ``key``, an argument ``callee`` (``ResNet.__init__``, as the TypeError names it) does not take:
+    the one meant among the parameters of ``callee`` and of ``builder`` (what the model name calls), with the
+    ``--kwargs`` that gives it; ``""`` when neither signature can be read."""
+    names = _parameters(_called(exc, callee)) | _parameters(builder)
+    if not names:
+        return ""
+    close = difflib.get_close_matches(key, sorted(names - set(kwargs)), n=1, cutoff=0.6)
+    if not close:
+        return f" — {callee.removesuffix('.__init__')} takes {', '.join(sorted(names))}"
+    fixed = ",".join(_pair(close[0] if k == key else k, v) for k, v in kwargs.items())
+    return f" — did you mean {close[0]}? --kwargs {fixed}"
+
+
+def _called(exc: Exception, callee: str) -> Any:
+    """The callable a TypeError's message names (``ResNet.__init__``), found where it was called: the innermost
+    frame's locals (``model_cls(**kwargs)``) or globals (``ResNet(block, layers, **kwargs)``); None if neither."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return None
+    first, *rest = callee.split(".")
+    frame = tb.tb_frame
+    found = [v for v in frame.f_locals.values() if getattr(v, "__qualname__", None) == first]
+    obj = found[0] if found else frame.f_locals.get(first, frame.f_globals.get(first))
+    for part in rest:
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _parameters(obj: Any) -> set[str]:
+    """The names ``obj`` takes as keywords (``self`` aside), where its signature can be read."""
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in params if p.kind in kinds and p.name != "self"}
+
+
+def _pair(name: str, value: Any) -> str:
+    """``NAME=VALUE`` that :func:`parse_kwargs` reads back as ``value``: as written for plain words and
+    literals, else its repr."""
+    plain = f"{name}={value}"
+    return plain if parse_kwargs(plain) == {name: value} else f"{name}={value!r}"
+
+
+def _builder(prefix: str, name: str) -> Any:
+    """What a library model name calls, for its signature: None where it cannot be found."""
+    try:
+        if prefix == "torchvision":
+            import torchvision
+
+            return torchvision.models.get_model_builder(name)
+        if prefix == "timm":
+            return importlib.import_module("timm").create_model
+        if prefix == "smp":
+            return getattr(importlib.import_module("segmentation_models_pytorch"), name, None)
+    except (ImportError, ValueError):
+        pass
+    return None
 
 
 def _close(name: str, names: list[str]) -> str:
@@ -312,7 +385,8 @@ def _callable(spec: str, _: str, kwargs: dict[str, Any]) -> Any:
     try:
         built = obj(**kwargs)
     except Exception as exc:
-        raise ConfigError(f"model {spec!r}: calling {attr}() raised {failure_reason(exc)}{_hint(exc, obj)}") from exc
+        hint = _hint(exc, obj, kwargs)
+        raise ConfigError(f"model {spec!r}: calling {attr}() raised {failure_reason(exc)}{hint}") from exc
     if not isinstance(built, nn.Module):
         raise ConfigError(f"model {spec!r}: {attr}() returned {type(built).__name__}, not an nn.Module")
     return built
