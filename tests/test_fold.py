@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -405,7 +406,7 @@ def test_sum_to_more_than_one_channel_is_rejected() -> None:
         fold_weight(torch.randn(4, 3, 3, 3), 4, "sum")
 
 
-@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize("channels", [1, 2])
 def test_zero_extra_cannot_reduce_channels(channels: int) -> None:
     with pytest.raises(SurgeryError, match=rf"channels > 3 .* got channels={channels} — .*'spread'"):
         fold_weight(torch.randn(4, 3, 3, 3), channels, FoldMode.ZERO_EXTRA)
@@ -482,3 +483,16 @@ def test_bad_normalization_values_are_rejected(mean: object, std: object, error:
 def test_normalization_bias_of_wrong_shape_is_rejected() -> None:
     with pytest.raises(SurgeryError, match=r"bias of shape \(3,\) does not match .* expected \(4,\)"):
         fold_normalization(torch.randn(4, 3, 3, 3), torch.zeros(3), [0.0] * 3, [1.0] * 3)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_zero_extra_to_fewer_channels_names_the_one_mode_that_folds_to_that_count(channels: int) -> None:
+    """zero_extra to fewer channels told to use mode='sum' for 2 channels too, which refuses them (sum folds to
+    1): the mode named now folds the weight to that count."""
+    weight = torch.randn(8, 3, 3, 3)
+    with pytest.raises(SurgeryError, match=rf"got channels={channels} — use mode='(\w+)'.* to reduce") as info:
+        fold_weight(weight, channels, "zero_extra")
+    for mode in re.findall(r"mode='(\w+)'", str(info.value).partition(" — ")[2]):
+        assert fold_weight(weight, channels, mode).shape == (8, channels, 3, 3)
+    with pytest.raises(SurgeryError, match=r"got channels=3 — it takes them already: nothing to fold"):
+        fold_weight(weight, 3, "zero_extra")

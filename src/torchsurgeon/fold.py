@@ -284,11 +284,15 @@ def fold_zero_extra(weight: torch.Tensor, channels: int) -> torch.Tensor:
     weight = _check_weight(weight)
     channels = _check_channels(channels)
     in_channels = weight.shape[1]
-    if channels <= in_channels:
+    if channels <= in_channels:  # the one mode that folds to this count (sum folds to 1 channel only)
+        fix = (
+            "it takes them already: nothing to fold"
+            if channels == in_channels
+            else f"use {'mode=' + repr('sum') + ' or ' if channels == 1 else ''}mode='spread' to reduce channels"
+        )
         raise SurgeryError(
             f"zero_extra adds channels: it needs channels > {in_channels} "
-            f"(the weight's input channels), got channels={channels} — "
-            "use mode='sum' (to 1 channel) or mode='spread' to reduce channels"
+            f"(the weight's input channels), got channels={channels} — {fix}"
         )
     out = torch.zeros((weight.shape[0], channels, *weight.shape[2:]), dtype=weight.dtype, device=weight.device)
     out[:, :in_channels] = weight.detach()
