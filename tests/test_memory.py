@@ -883,3 +883,13 @@ def test_an_optimizer_that_refuses_a_sparse_gradient_is_refused(
 def test_dense_embeddings_are_not_sparse() -> None:
     dense = nn.Sequential(nn.Embedding(1000, 16), nn.Flatten(), nn.Linear(16 * 8, 2))
     assert memory_plan(dense, {"input": TypedShape((8,), "long")}, batch=4, device="cpu").sparse == ()
+
+
+def test_plan_layer_naming_no_layer_offers_the_names_meant() -> None:
+    """``plan.layer("conv")`` listed the names holding "conv" (conv1, layer1.0.conv1, ...): still, led by the
+    closest, each a row of the plan."""
+    plan = memory_plan(torchvision.models.resnet18(), (3, 32, 32), batch=2)
+    with pytest.raises(KeyError, match=r"no layer 'conv1x' in the memory plan of ResNet — did you mean 'conv1'") as e:
+        plan.layer("conv1x")
+    offered = re.findall(r"'([\w.]+)'", str(e.value).partition("did you mean")[2])
+    assert offered and all(plan.layer(n).name == n for n in offered)

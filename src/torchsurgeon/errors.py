@@ -6,6 +6,7 @@ Messages name the layer or value at fault and say how to fix it.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import re
@@ -25,6 +26,7 @@ __all__ = (
     "failure_reason",
     "first_line",
     "library_file",
+    "no_such_name",
     "source_line",
     "with_numbers",
 )
@@ -73,6 +75,24 @@ class MemoryPlanError(TorchSurgeonError):
 
 class ConfigError(TorchSurgeonError):
     """A contract configuration (pyproject table, lockfile, import path) is malformed."""
+
+
+def no_such_name(name: str, names: list[str], what: str = "layers") -> str:
+    """What to say when ``name`` is none of ``names``: the names most like it (difflib's, then those holding
+    it), else the first few.
+
+    Examples
+    --------
+    >>> no_such_name("conv1x", ["conv1", "bn1", "layer1.0.conv1"])
+    "did you mean 'conv1'?"
+    >>> no_such_name("head", ["conv1", "bn1"])
+    'the layers are conv1, bn1'
+    """
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
+    close = list(dict.fromkeys([*close, *(n for n in names if name and name in n)]))[:5]
+    if close:
+        return f"did you mean {', '.join(map(repr, close))}?"
+    return f"the {what} are {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
 
 
 _PROXY_NAME = re.compile(r"Proxy\((\w+)\)")

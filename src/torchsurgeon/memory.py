@@ -40,7 +40,7 @@ from torch import nn
 
 from .arguments import check_input_names, forward_inputs, input_paths, tensor_inputs
 from .autocast import HALF
-from .errors import InputError, MemoryPlanError
+from .errors import InputError, MemoryPlanError, no_such_name
 from .fakestep import SimulatedStep, simulate_step
 from .lazy import lazy_layers, materialized
 from .records import LayerMemory, OptimizerKind
@@ -233,8 +233,8 @@ class MemoryPlan:
         for row in self.layers:
             if row.name == name:
                 return row
-        close = [row.name for row in self.layers if name in row.name][:5]
-        raise KeyError(f"no layer {name!r} in the memory plan of {self.model_name}; similar: {close}")
+        said = no_such_name(name, [row.name for row in self.layers])
+        raise KeyError(f"no layer {name!r} in the memory plan of {self.model_name} — {said}")
 
     def max_batch(self, budget: int | str) -> int:
         """The largest batch whose :attr:`peak` fits in ``budget`` (0 when not even batch 1 fits; a model that

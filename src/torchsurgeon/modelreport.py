@@ -11,6 +11,7 @@ import networkx as nx
 
 from .blocks import DEFAULT_DEPTH, FULL_DEPTH, BlockRow, group_layers
 from .dot import to_dot, to_graphml
+from .errors import no_such_name
 from .graph import (
     index_of,
     model_of,
@@ -158,8 +159,8 @@ class ModelReport:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        close = [layer.name for layer in self.layers if name in layer.name][:5]
-        raise KeyError(f"no layer {name!r} in {self.model_name}; similar: {close}")
+        said = no_such_name(name, list(dict.fromkeys(layer.name for layer in self.layers)))
+        raise KeyError(f"no layer {name!r} in {self.model_name} — {said}")
 
     def totals(self) -> list[tuple[str, str]]:
         """The totals printed under the table, as (label, value) pairs."""
