@@ -261,3 +261,11 @@ def test_a_misspelt_argument_names_the_one_meant_with_kwargs_that_build(
 def test_an_argument_no_signature_is_close_to_lists_the_arguments() -> None:
     with pytest.raises(ConfigError, match=r"unexpected keyword argument 'zzz' — CifarNet takes \w"):
         load_model("models:CifarNet", {"zzz": 1})
+
+
+def test_a_misspelt_builder_name_names_the_one_meant() -> None:
+    """``MODULE:CALLABLE`` with a misspelt callable said only "has no attribute": now the name meant, which builds."""
+    with pytest.raises(ConfigError, match=r"models has no attribute 'CifarNett' — did you mean CifarNet\b") as info:
+        load_model("models:CifarNett")
+    meant = str(info.value).rpartition("did you mean ")[2].split(",")[0].rstrip("?")
+    assert type(load_model(f"models:{meant}")).__name__ == "CifarNet"

@@ -375,7 +375,8 @@ def _callable(spec: str, _: str, kwargs: dict[str, Any]) -> Any:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except AttributeError:
-        raise ConfigError(f"model {spec!r}: {module_name} has no attribute {attr!r}") from None
+        found = [n for n in dir(_module_of(spec)) if not n.startswith("_")]
+        raise ConfigError(f"model {spec!r}: {module_name} has no attribute {attr!r}{_close(attr, found)}") from None
     if isinstance(obj, nn.Module):
         if kwargs:
             raise ConfigError(f"model {spec!r} is a model object, not a builder — drop --kwargs, or name its builder")
