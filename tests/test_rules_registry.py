@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -169,3 +171,19 @@ def test_a_rule_for_a_class_fx_can_trace_through_is_asked() -> None:
     finally:
         unregister_rule(_TopThree)
     assert paramcount(model, (10,)).macs == 6  # traced through again
+
+
+@pytest.mark.parametrize("target", [nn.PReLU, DataDependent, "unfold"])
+def test_a_duplicate_rule_names_the_unregister_call_that_runs(target: Any) -> None:
+    """The fix said ``unregister_rule(target) first``, a placeholder: now the call for this target, which runs
+    (then the rule registers)."""
+    register_rule(target, shape=lambda m, x, *a: x)
+    try:
+        with pytest.raises(InputError, match=r"already registered — (unregister_rule\(.*\)) first") as info:
+            register_rule(target, shape=lambda m, x, *a: x)
+        call = re.search(r"unregister_rule\(.*\)", str(info.value))
+        assert call is not None
+        exec(call.group(0), {"unregister_rule": unregister_rule, "nn": nn, "DataDependent": DataDependent})
+        register_rule(target, shape=lambda m, x, *a: x)
+    finally:
+        unregister_rule(target)

@@ -206,6 +206,24 @@ def _check_target(target: Any) -> None:
         )
 
 
+def _unregister_call(target: Any) -> str:
+    """The ``unregister_rule`` call for ``target`` as a user's code names it: torch's by their path
+    (``unregister_rule(nn.ReLU)``), the user's own by their name.
+
+    Examples
+    --------
+    >>> import torch
+    >>> _unregister_call(torch.nn.ReLU), _unregister_call("view"), _unregister_call(torch.nn.functional.relu)
+    ('unregister_rule(nn.ReLU)', "unregister_rule('view')", 'unregister_rule(torch.nn.functional.relu)')
+    """
+    if isinstance(target, str):
+        return f"unregister_rule({target!r})"
+    module, name = getattr(target, "__module__", None) or "", getattr(target, "__qualname__", repr(target))
+    if isinstance(target, type) and module.startswith("torch.nn.modules"):
+        return f"unregister_rule(nn.{name})"
+    return f"unregister_rule({module + '.' if module.startswith('torch') else ''}{name})"  # a user's: by its name
+
+
 def _add(table: _Table, rule: Rule, what: str) -> None:
     slot, key = table.slot(rule.target)
     try:
@@ -214,7 +232,7 @@ def _add(table: _Table, rule: Rule, what: str) -> None:
         raise InputError(f"{what} target {rule.target!r} cannot be a registry key (unhashable)") from exc
     if present:
         name = getattr(rule.target, "__qualname__", rule.target)
-        fix = "unregister_rule(target) first" if table is _USER else "one rule per op: merge the two"
+        fix = f"{_unregister_call(rule.target)} first" if table is _USER else "one rule per op: merge the two"
         raise InputError(f"{what}: a rule for {name!r} is already registered — {fix}")
     slot[key] = rule
     _module_cache.clear()
