@@ -265,6 +265,42 @@ def test_update_option_rewrites_lockfiles(pt: pytest.Pytester) -> None:
     assert pt.runpytest().ret == 0
 
 
+def test_marker_lock_path_is_relative_to_the_rootdir_not_the_cwd(
+    pt: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pt.makeini("[pytest]\n")  # the project root: pytest's rootdir from any subfolder
+    absolute = pt.path / "elsewhere" / "abs.lock.json"
+    pt.mkdir("tests")
+    (pt.path / "tests" / "test_arch.py").write_text(
+        "import pytest\n"
+        "import netlib\n\n"
+        '@pytest.mark.shape_contract(input=(1, 16, 16), lock="tests/arch/marked.lock.json")\n'
+        "def test_relative():\n"
+        "    return netlib.build()\n\n"
+        f"@pytest.mark.shape_contract(input=(1, 16, 16), lock={str(absolute)!r})\n"
+        "def test_absolute():\n"
+        "    return netlib.build()\n"
+    )
+    lock = pt.path / "tests" / "arch" / "marked.lock.json"
+
+    monkeypatch.chdir(pt.path / "tests")  # pytest started from a subfolder of the project
+    assert pt.runpytest("--torchsurgeon-update").ret == 0
+    assert lock.is_file() and absolute.is_file()
+    assert not (pt.path / "tests" / "tests").exists()  # no second lockfile under the cwd
+    written = lock.read_text()
+
+    monkeypatch.chdir(pt.path)  # and checked from the root: the same file
+    pt.runpytest().assert_outcomes(passed=2)
+    assert pt.runpytest("--torchsurgeon-update").ret == 0
+    assert lock.read_text() == written and not (pt.path / "arch").exists()
+
+    pt.makepyfile(netlib=MODELS.replace("n_classes=10", "n_classes=9"))
+    monkeypatch.chdir(pt.path / "tests")
+    changed = pt.runpytest()
+    changed.assert_outcomes(failed=2)
+    changed.stdout.fnmatch_lines(["Lockfile arch/marked.lock.json: 1 layer differs*"])  # shown from the cwd
+
+
 def test_loading_the_plugin_module_imports_no_torch() -> None:
     # pytest loads the plugin in every run of every project in the environment: it must stay light.
     # The package __init__ is lazy (PEP 562), so importing the entry point module does not import torch.

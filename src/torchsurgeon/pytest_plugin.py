@@ -13,14 +13,21 @@ pay for importing torch here).
   shows the last layers that changed the shape.
 * ``pytest --torchsurgeon-update`` rewrites architecture lockfiles
   (:func:`~torchsurgeon.assert_matches_lock`, ``lock=``) instead of comparing.
+
+A relative ``lock=`` path in the marker is relative to pytest's rootdir (the
+folder of ``pyproject.toml``/``pytest.ini``, as ``lock`` in
+``[tool.torchsurgeon]``), not to the folder pytest was started from: a run
+from a subfolder reads and rewrites the same lockfile.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -60,7 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{_MARKER}(input, output=None, params=None, max_params=None, trainable=None, frozen=None, "
         "no_invalid=True, batch=1, lock=None): after the test body, check the model the test returns "
-        "(or its `model` fixture) against a torchsurgeon ShapeContract",
+        "(or its `model` fixture) against a torchsurgeon ShapeContract; a relative lock= path is relative "
+        "to the rootdir",
     )
     if config.getoption("torchsurgeon_update", default=False):
         from torchsurgeon import UPDATE_ENV
@@ -118,6 +126,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         problem = ""
     if problem:
         pytest.fail(problem, pytrace=False)
+    if contract.lock is not None and not Path(contract.lock).is_absolute():
+        # the rootdir, not the cwd: a run from a subfolder must find (and rewrite) the same lockfile
+        contract = dataclasses.replace(contract, lock=pyfuncitem.config.rootpath / contract.lock)
     funcargs = pyfuncitem.funcargs
     returned = func(**{name: funcargs[name] for name in inspect.signature(func).parameters if name in funcargs})
     model = returned if isinstance(returned, nn.Module) else funcargs.get("model")
