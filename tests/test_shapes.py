@@ -17,6 +17,7 @@ from models import SizeChecked, on_meta
 from torchsurgeon import (
     adapt_input_channels,
     build_graph,
+    check_contract,
     paramcount,
     paramcount_sweep,
     propagate_shapes,
@@ -301,6 +302,49 @@ def test_an_input_too_small_for_a_pooling_window_names_the_size_that_fits_and_pr
     with pytest.raises(RuntimeError, match="too small"):  # what torch says: no size, no fix
         model(torch.zeros(1, 3, 3, 8))
     assert paramcount(model, (3, 4, 4)).invalid == []  # the smallest input it names does fit
+
+
+class _Positions(nn.Module):
+    """Adds positions built for 4 steps, then pools over the steps (the add and the pool are functions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("pos", torch.zeros(1, 4, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool1d((x + self.pos).transpose(1, 2), 3)
+
+
+class _Table(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.zeros(4, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.table[torch.arange(x.shape[1])]
+
+
+def test_a_function_is_named_in_messages_with_the_module_whose_forward_calls_it() -> None:
+    # a function's row is its fx node name ("add"), nested under its module; a message shows no nesting, so it
+    # says which forward makes the call: a name to find in the code, next to the row's name
+    model = nn.Sequential()
+    model.add_module("block", _Positions())
+    with pytest.raises(RuntimeError, match="must match the size"):  # the real forward fails at the add
+        model(torch.zeros(1, 6, 8))
+    r = paramcount(model, (6, 8))
+    assert [(layer.name, layer.path) for layer in r.invalid] == [("add", ("block",))]
+    assert r.findings[0].layer == "add"  # the row's name, as in the JSON
+    assert r.findings[0].message.startswith("add (add() in block) expects input=a compatible input, got ")
+    assert r.invalid[0].message.startswith("add (add() in block) fails on ")
+    assert "layer add (add() in block)" in check_contract(model, input=(6, 8)).table()
+
+    table = _Table()  # at the top level, an index past the end (found from the positions, not by running it)
+    with pytest.raises(IndexError, match="index 4 is out of bounds"):
+        table(torch.zeros(1, 6, 8))
+    (finding,) = paramcount(table, (6, 8)).findings
+    assert finding.message.startswith("getitem_1 (getitem() in the model) expects index < 4, got 4 — ")
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3))  # a module: its qualified name is a name in the code already
+    assert paramcount(conv, (1, 8, 8)).findings[0].message.startswith("0 (Conv2d) expects in_channels=3, got 1")
 
 
 def test_vit_at_the_wrong_resolution_is_invalid_at_the_assert() -> None:

@@ -277,7 +277,7 @@ def _violations(c: ShapeContract, report: ModelReport) -> list[Violation]:
         for f in report.findings:
             rows.append(
                 Violation(
-                    f"layer {f.layer} ({f.type})",
+                    f"layer {f.label}",
                     f"{f.what}={format_value(f.expected)}",
                     f"{f.what}={format_value(f.got)}",
                     note=f"{f.layer}: {f.fix}",

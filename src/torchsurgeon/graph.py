@@ -33,7 +33,7 @@ from torch import nn
 
 from .fxbookkeeping import node_scope
 from .modelindex import ModelIndex, model_index
-from .records import Finding, FlopKind, LayerStatus, ParamChange, ShapeSource, from_fields
+from .records import Finding, FlopKind, LayerStatus, ParamChange, ShapeSource, from_fields, layer_label
 from .trace import Traced
 
 __all__ = (
@@ -190,6 +190,23 @@ class NodeRecord:
             self.flop_kind,
             self.flops_known,
         )
+
+    @property
+    def where(self) -> str:
+        """For a function or method named by its fx node name (``expand_1``), the module whose ``forward``
+        calls it (``embeddings``; ``the model`` at the top level); empty for every other node.
+
+        Messages name the node with it (:func:`~torchsurgeon.records.layer_label`): the row's name alone
+        is not a name to find in the code.
+        """
+        if self.op not in ("call_function", "call_method") or self.layer != self.name:
+            return ""
+        return self.scope or "the model"
+
+    @property
+    def label(self) -> str:
+        """The node as messages name it: ``conv1 (Conv2d)``, ``expand_1 (.expand() in embeddings)``."""
+        return layer_label(self.layer, self.module_type, self.where)
 
     @property
     def finding(self) -> Finding | None:

@@ -568,12 +568,18 @@ class KnownData:
         return args if converted[1] is index else (args[0], stand_ins(converted[1]))
 
     def past_the_end(
-        self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any], module: Any, layer: str, kind: str
+        self,
+        node: torch.fx.Node,
+        env: Mapping[torch.fx.Node, Any],
+        module: Any,
+        layer: str,
+        kind: str,
+        where: str = "",
     ) -> Finding | None:
         """The finding of ``node`` when an index of known data points outside what it reads or writes
         (:func:`~torchsurgeon.bounds.index_past`: ``x[index]``, ``index_select``, ``gather``, ``F.embedding`` …,
         an ``nn.Embedding`` ``module``), as the real forward raises; None otherwise (also for the forms it does
-        not check)."""
+        not check).  ``where`` is the finding's (:class:`~torchsurgeon.records.Finding`)."""
         found: Past | None = None
         rows = module.num_embeddings if isinstance(module, nn.Embedding) else None
         if node.op == "call_function" and node.target is F.embedding and len(node.args) >= 2:
@@ -588,7 +594,7 @@ class KnownData:
                 f"it holds no padding: a real forward raises IndexError (index out of range in self) — give fewer "
                 "tokens, as many as the model was built for"
             )
-            return Finding(layer, kind, COUNTED, f"< {rows}", top, fix)
+            return Finding(layer, kind, COUNTED, f"< {rows}", top, fix, where)
         if isinstance(module, nn.Embedding) and node.args:
             found = ids_past(self.values.get(ids) if isinstance(ids, torch.fx.Node) else None, module.num_embeddings)
         elif node.op in ("call_function", "call_method"):
@@ -602,7 +608,7 @@ class KnownData:
             f"a real forward raises {found.error.__name__} ({found.message}): the indices come from the input's "
             f"size (positions, relative distances) and only {found.size} fit — give an input the model was built for"
         )
-        return Finding(layer, kind, "index", f"< {found.size}", found.position, fix)
+        return Finding(layer, kind, "index", f"< {found.size}", found.position, fix, where)
 
     def _arguments(self, args: Any, env: Mapping[torch.fx.Node, Any], partial: bool = False) -> Any:
         """``args`` with each node's known data, else its value; None when a tensor input has no known data

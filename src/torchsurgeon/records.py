@@ -35,6 +35,7 @@ __all__ = (
     "Violation",
     "from_fields",
     "is_shape",
+    "layer_label",
 )
 
 _Record = TypeVar("_Record")
@@ -266,6 +267,9 @@ class Finding:
 
     ``expected`` and ``got`` are the values of ``what`` (for example
     ``in_channels``) the layer was built for and the one the input has.
+    ``where`` is set for a function or tensor method named by its fx node
+    name (``expand_1``, the report row's name): the module whose ``forward``
+    calls it (``embeddings``), so that messages name a place in the code.
     """
 
     layer: str
@@ -274,13 +278,33 @@ class Finding:
     expected: Any
     got: Any
     fix: str
+    where: str = ""
+
+    @property
+    def label(self) -> str:
+        """The layer as messages name it: ``conv1 (Conv2d)``, ``expand_1 (.expand() in embeddings)``."""
+        return layer_label(self.layer, self.type, self.where)
 
     @property
     def message(self) -> str:
         """One sentence: the layer, expected vs got, and the fix."""
         bound = isinstance(self.expected, str) and self.expected.startswith((">", "<"))  # a bound: "size >= 7"
         expected = f"{self.what} {self.expected}" if bound else f"{self.what}={self.expected}"
-        return f"{self.layer} ({self.type}) expects {expected}, got {self.got} — {self.fix}"
+        return f"{self.label} expects {expected}, got {self.got} — {self.fix}"
+
+
+def layer_label(layer: str, type: str, where: str = "") -> str:
+    """A layer as messages name it: its report row's name, its type and, for a function named by its fx node
+    name, the module whose ``forward`` calls it (``where``), which the row's name alone does not show.
+
+    Examples
+    --------
+    >>> layer_label("conv1", "Conv2d")
+    'conv1 (Conv2d)'
+    >>> layer_label("expand_1", ".expand()", "embeddings")
+    'expand_1 (.expand() in embeddings)'
+    """
+    return f"{layer} ({type} in {where})" if where else f"{layer} ({type})"
 
 
 @dataclass(frozen=True)

@@ -424,7 +424,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 self._record(base, ins, None, LayerStatus.UNKNOWN, f"input unknown (since {unknown[0].origin})")
                 return unknown[0]
         if self._reads_known:  # an index into a table by positions made from sizes: it may point past its end
-            finding = self.known.past_the_end(n, self.env, step.module, base.layer, base.module_type)
+            finding = self.known.past_the_end(n, self.env, step.module, base.layer, base.module_type, base.where)
             if finding is not None:
                 self._record(base, ins, None, LayerStatus.INVALID, finding.message, (finding,), ShapeSource.RULE)
                 self._unknown_seen = True
@@ -455,6 +455,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 self.model_dtype,
                 fold_input=fold_input(self.inputs, *moved) if moved is not None else self._fold_at_size,
                 fold_alone=functools.partial(fold_alone_at, self.G, self.input_shapes) if step.from_input else None,
+                where=base.where,
             )
             if direct:
                 out = self._apply(rule, module, args, kwargs, call)
@@ -691,8 +692,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                     text += per_sample_hint(self.inputs, self.batch)
                 text += clamped_slice_hint(n, self.fetch_attr, self.scalars)  # BERT's position_ids[:, :72]
                 text += stale_guards_fix(self.model, layer, ins)  # a stem replaced by hand, config.num_channels not
-                finding = Finding(layer, kind, "input", "a compatible input", str(ins), text)
-                message = f"{layer} ({kind}) fails on {ins}: {text}"
+                finding = Finding(layer, kind, "input", "a compatible input", str(ins), text, base.where)
+                message = f"{base.label} fails on {ins}: {text}"
                 self._record(base, ins, None, LayerStatus.INVALID, message, (finding,), ShapeSource.META, unknown)
             self._unknown_seen = True
             return _Unknown(layer)

@@ -106,6 +106,7 @@ class Call:
     cautions: list[str] = field(default_factory=list)
     fold_input: Callable[[int], str] | None = None
     fold_alone: Callable[[int], tuple[tuple[str, ...], str]] | None = None
+    where: str = ""
 
     def mismatch(
         self, what: str, expected: Any, got: Any, fix: str, *, layer: str | None = None, type: str | None = None
@@ -115,7 +116,8 @@ class Call:
         ``layer`` and ``type`` name another layer than the node's own (the
         module whose ``forward`` called a functional convolution).
         """
-        self.findings.append(Finding(layer or self.layer, type or self.type, what, expected, got, fix))
+        where = "" if layer else self.where  # another layer: a module, named by its qualified name
+        self.findings.append(Finding(layer or self.layer, type or self.type, what, expected, got, fix, where))
 
     def caution(self, text: str) -> None:
         """Record what the layer needs of a *batch* this one lacks (batch norm in training mode at batch 1).
