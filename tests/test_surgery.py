@@ -974,6 +974,56 @@ def test_weights_made_of_pretrained_values_are_kept_and_said_how() -> None:
     assert check(lambda m: m[5].bias.zero_())["5.bias"][0] == ParamChange.REINITIALISED  # a constant: no one's
 
 
+class _SavedCopy(nn.Module):
+    """What peft's ModulesToSaveWrapper makes of a layer listed in ``modules_to_save``: the layer kept as
+    ``original_module`` and a trainable copy per adapter under ``modules_to_save``, the copy used."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.original_module = layer
+        self.modules_to_save = nn.ModuleDict({"default": copy.deepcopy(layer)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.modules_to_save["default"](x)
+
+
+def _zero_bias_head() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3), nn.ReLU(), nn.Linear(3, 3))
+    nn.init.zeros_(model[2].bias)  # zeros, as transformers initialises a classifier's bias
+    nn.init.zeros_(model[4].bias)  # another zero bias of the same size: the values alone cannot tell whose
+    return model.eval()
+
+
+def test_a_zero_bias_copied_into_modules_to_save_is_kept_as_a_copy() -> None:
+    """Found by a probe: peft's copy of a zero bias (modules_to_save.default.bias) was 'new', its weight 'kept'."""
+    model = _zero_bias_head()
+    edited = copy.deepcopy(model)
+    edited[2] = _SavedCopy(edited[2])
+    assert torch.equal(edited(torch.ones(1, 8)), model(torch.ones(1, 8)))
+    changes = {p.name: (p.status, p.message, p.old_name) for p in check_surgery(model, edited, (8,)).params}
+    assert changes["2.modules_to_save.default.bias"] == (ParamChange.KEPT, "copied from 2.bias", "2.bias")
+    assert changes["2.modules_to_save.default.weight"][:2] == (ParamChange.KEPT, "copied from 2.weight")
+
+    appended = copy.deepcopy(model)  # a new zero bias, no name saying whose copy it is: equal values say nothing
+    appended.append(nn.Linear(3, 3))
+    nn.init.zeros_(appended[5].bias)
+    changes = {p.name: (p.status, p.old_name) for p in check_surgery(model, appended, (8,)).params}
+    assert changes["5.bias"] == (ParamChange.NEW, "")
+
+
+def test_peft_modules_to_save_copies_a_zero_bias_kept() -> None:
+    peft = pytest.importorskip("peft")
+    model = _zero_bias_head()
+    wrapped = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(target_modules=["0"], modules_to_save=["2"]))
+    report = check_surgery(model, wrapped, (8,))
+    saved = [p for p in report.params if ".modules_to_save." in p.name]
+    assert [(p.name, p.status, p.old_name) for p in saved] == [
+        ("2.modules_to_save.default.weight", ParamChange.KEPT, "2.weight"),
+        ("2.modules_to_save.default.bias", ParamChange.KEPT, "2.bias"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("reparametrize", "g"),
     [(_legacy_weight_norm, "weight_g"), (_parametrized_weight_norm, "parametrizations.weight.original0")],

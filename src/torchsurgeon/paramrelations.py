@@ -5,13 +5,16 @@ that is not the pretrained one as it was: a table with rows kept
 (:func:`resized_rows`, ``resize_token_embeddings``), a position grid
 resampled to another image size (:func:`resampled`), a weight updated from
 the pretrained one (:func:`derived`: fine-tuned, a merged LoRA, scaled,
-pruned, or another parameter's copy) rather than drawn again.
+pruned, or another parameter's copy) rather than drawn again.  A tensor of
+one value (a zero bias) says nothing by its values: it is a copy only where
+the names say so (:func:`copied_by_name`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 from .records import FoldMode, ParamChange
 
 __all__ = (
+    "copied_by_name",
     "derived",
     "from_zeros",
     "kept_pairs",
@@ -63,6 +67,9 @@ def derived(name: str, p: torch.Tensor, orig: dict[str, torch.Tensor]) -> tuple[
     ('copied from fc.weight', 'fc.weight')
     """
     if p.is_meta or p.numel() < 2 or bool(torch.all(p == p.flatten()[0])):  # one value (a zeroed bias): no one's
+        source = copied_by_name(name, orig)  # unless the names say whose copy it is
+        if source is not None and same(orig[source], p):
+            return ParamChange.KEPT, f"copied from {source}", source
         return None
     o = orig.get(name)
     if o is not None and o.shape == p.shape and o.dtype == p.dtype and not o.is_meta:
@@ -85,6 +92,34 @@ def derived(name: str, p: torch.Tensor, orig: dict[str, torch.Tensor]) -> tuple[
             return ParamChange.KEPT, f"copied from {other}", other
     update = updated(o, p) if o is not None else None
     return (ParamChange.UPDATED, update, "") if update is not None else None
+
+
+_SAVED_COPY = re.compile(r"(?:(?P<owner>.+)\.)?modules_to_save\.[^.]+\.(?P<local>.+)")
+
+
+def copied_by_name(name: str, orig: Mapping[str, torch.Tensor]) -> str | None:
+    """The original parameter that ``name`` is a copy of by its name alone, if the original has it: peft's
+    ``modules_to_save`` copies the module it wraps (``head.bias``, or ``head.original_module.bias`` in an original
+    that is a peft model already) to ``head.modules_to_save.<adapter>.bias``.
+
+    Values equal to another parameter's say it is a copy only when they are not all one value: a zero bias
+    equals every zero bias of its size.
+
+    Examples
+    --------
+    >>> import torch
+    >>> orig = {"head.bias": torch.zeros(3), "body.bias": torch.zeros(3)}
+    >>> copied_by_name("head.modules_to_save.default.bias", orig)
+    'head.bias'
+    >>> copied_by_name("classifier.modules_to_save.default.bias", orig) is None
+    True
+    """
+    found = _SAVED_COPY.fullmatch(name)
+    if found is None:
+        return None
+    owner, local = found["owner"], found["local"]
+    wrapped = f"{owner}.original_module" if owner else "original_module"  # the original a peft model already
+    return next((s for s in (f"{owner}.{local}" if owner else local, f"{wrapped}.{local}") if s in orig), None)
 
 
 def updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
