@@ -353,7 +353,8 @@ def test_original_is_never_changed_by_non_inplace_calls() -> None:
         (
             lambda: adapt_input_channels(nn.Sequential(nn.Conv2d(3, 12, 3, groups=3)), 6),
             SurgeryError,
-            r"0 \(Conv2d\): sum folds to 1 channel, got channels=2 — use mode='spread'",
+            r"0 \(Conv2d\): built for in_channels=3, groups=3, mode='sum' folds it to 1 channel, or 3 \(one per "
+            r"group\), got channels=6 — use mode='spread'",
         ),
         (lambda: replace_head(CifarNet(), 5, keep={7: 0}), InputError, r"keep=\{7: 0\} is out of range"),
         (lambda: append_head(CifarNet()), InputError, r"at least one module"),
@@ -362,6 +363,35 @@ def test_original_is_never_changed_by_non_inplace_calls() -> None:
 def test_bad_requests(call: object, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         call()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("channels", [3, 4, 8])
+def test_a_sum_fold_refused_for_a_grouped_transposed_stem_names_its_channels_and_counts_that_fold(
+    channels: int,
+) -> None:
+    """Found by a probe: ConvTranspose2d(6, 8, 3, groups=2) asked for 4 channels was refused with 'sum folds to 1
+    channel, got channels=2': the per-group count, neither the layer's 6 nor the 4 asked for."""
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.ConvTranspose2d(6, 8, 3, groups=2), nn.ReLU(), nn.Conv2d(8, 4, 3))
+
+    with pytest.raises(RuntimeError, match=r"expected input.* to have 6 channels"):  # what the layer takes
+        build()(torch.zeros(1, channels, 8, 8))
+    message = (
+        "0 (ConvTranspose2d): built for in_channels=6, groups=2, mode='sum' folds it to 1 channel, or 2 (one per "
+        f"group), got channels={channels} — use mode='spread' or mode='repeat' to fold it to {channels}"
+    )
+    with pytest.raises(SurgeryError, match=re.escape(message)):
+        adapt_input_channels(build(), channels)
+    for model in (
+        adapt_input_channels(build(), channels, mode="spread").model,
+        adapt_input_channels(build(), channels, mode="repeat").model,
+        *(adapt_input_channels(build(), c).model for c in (1, 2)),
+    ):
+        c = model[0].in_channels
+        assert model(torch.zeros(1, c, 8, 8)).shape == build()(torch.zeros(1, 6, 8, 8)).shape
+    assert [adapt_input_channels(build(), c).model[0].in_channels for c in (1, 2)] == [1, 2]
 
 
 def test_two_input_model_asks_which_input_to_adapt_as_with_input_given() -> None:

@@ -426,6 +426,18 @@ def _fold_layer_weight(
     return fold_weight(weight, channels // groups, mode)
 
 
+def _sum_refused(name: str, layer: nn.Module, what: str, before: int, channels: int) -> str:
+    """Why ``mode='sum'`` cannot fold the input layer ``name`` to ``channels``, in the layer's own numbers: it folds
+    each group of input channels to one, so only 1 channel, or one per group, fit."""
+    grouped = int(getattr(layer, "groups", 1))
+    built = f"{what}={before}" + (f", groups={grouped}" if grouped > 1 else "")
+    fit = "1 channel" + (f", or {grouped} (one per group)" if grouped > 1 else "")
+    return (
+        f"{name} ({type(layer).__name__}): built for {built}, mode='sum' folds it to {fit}, got channels={channels} — "
+        f"use mode='spread' or mode='repeat' to fold it to {channels}"
+    )
+
+
 def _plain_weight(layer: nn.Module) -> str:
     """Make a weight that a forward pre-hook of torch computes (``torch.nn.utils.prune``, the legacy
     ``weight_norm`` and ``spectral_norm``) a plain parameter holding what it computes now, as their own
@@ -476,6 +488,8 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
             )
             for local, p in fresh.named_parameters(recurse=False)
         ]
+    if mode == FoldMode.SUM and channels // groups != 1:  # the fold's own refusal would give a per-group count
+        raise SurgeryError(_sum_refused(name, layer, what, before, channels))
     densified = isinstance(layer, nn.modules.conv._ConvNd) and groups != layer.groups
     original = model_copy(layer) if computes_its_weight(layer) and not old_weight.is_meta else None
     weight = dense_weight(layer, old_weight) if densified else old_weight.detach()  # type: ignore[arg-type]
