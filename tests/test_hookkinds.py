@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import torch
 from torch import nn
 
 from torchsurgeon.hookkinds import acts_in_place, hook_runs, returns_values
@@ -61,3 +63,60 @@ def _make_inputs_require_grads(module: nn.Module, inputs: Any, output: Any) -> N
 def test_acts_in_place_reads_the_hooks_code(hook: Any, in_place: bool) -> None:
     assert acts_in_place(hook) is in_place
     assert hook_runs(hook, frozenset()) is (in_place or returns_values(hook))
+
+
+_CALLS = 0
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def keep_three(self, module: nn.Module, inputs: Any, output: Any) -> Any:
+        self.calls += 1
+        return output[:, :3]
+
+
+def _counted_everywhere() -> tuple[nn.Module, _Counter, Callable[[], int]]:
+    """A model whose hooks both count (a global, an attribute of the layer, a method's object, a closure's variable)
+    and return a value: they change what the model computes, so the analysis runs them."""
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5))
+    counter = _Counter()
+    model[0].calls = 0
+    calls = 0
+
+    def count_global(module: nn.Module, inputs: Any, output: Any) -> Any:
+        global _CALLS
+        _CALLS += 1
+        module.calls += 1
+        module.last = output
+        return output
+
+    def count_nonlocal(module: nn.Module, inputs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return inputs
+
+    model[0].register_forward_hook(count_global)
+    model[1].register_forward_pre_hook(count_nonlocal)
+    model[2].register_forward_hook(counter.keep_three)
+    return model, counter, lambda: calls
+
+
+def test_analyses_run_the_users_counting_hooks_and_put_back_what_they_counted() -> None:
+    """Found by a probe: a hook counting its calls (``global calls; calls += 1``, ``module.calls += 1``,
+    ``self.calls += 1``) and returning a value ran in every analysis and left its counts raised."""
+    from torchsurgeon import adapt_input_channels, check_surgery, memory_plan, paramcount, paramcount_sweep
+
+    model, counter, nonlocal_calls = _counted_everywhere()
+    real = tuple(model(torch.zeros(2, 4)).shape)
+    counts = (_CALLS, model[0].calls, counter.calls, nonlocal_calls(), set(vars(model[0])))
+    assert counts[1:4] == (1, 1, 1)  # the real forward counts once
+
+    report = paramcount(model, (4,), batch=2)
+    paramcount_sweep(model, [(4,), (4,)])
+    memory_plan(model, (4,), batch=2)
+    check_surgery(model, adapt_input_channels(model, 5, "zero_extra", input=(4,)).model, (5,))
+
+    assert report.output_shape == real  # the hooks ran: keep_three cut the output
+    assert (_CALLS, model[0].calls, counter.calls, nonlocal_calls(), set(vars(model[0]))) == counts

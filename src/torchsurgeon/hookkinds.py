@@ -3,8 +3,8 @@
 A hook the model installs on itself (its library's), or one of the user's
 that returns a value or changes a tensor in place, runs in the analysis as
 in a real forward (:func:`hook_runs`); a hook that only looks never does.
-What a running hook records in the user's lists and dicts is put back after
-each call (:func:`without_side_effects`).  Used by the trace
+What a running hook records in the user's lists, dicts, objects and
+variables is put back after each call (:func:`without_side_effects`).  Used by the trace
 (:class:`torchsurgeon.ownhooks.OwnHooks`) and by the copies
 (:func:`torchsurgeon.copies.detached_copy`).
 """
@@ -21,8 +21,9 @@ import re
 import sys
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
+import torch
 from torch import nn
 
 __all__ = (
@@ -246,10 +247,22 @@ def put_back(container: Any, contents: Any) -> None:
         container.update(contents)
 
 
-def _reached(hook: Any) -> list[Any]:
-    """The lists, dicts and sets a hook's code reaches by name: its closure's, the module globals it names, the
-    attributes of the object it is a method of (a module's own torch state left out), its partial arguments."""
+class _Reach(NamedTuple):
+    """What a hook's code reaches by name, and may change: see :func:`_reached`."""
+
+    containers: list[Any]  # lists, dicts and sets: their contents
+    objects: list[Any]  # plain objects and modules: their attributes (``self.calls += 1``)
+    cells: list[types.CellType]  # its closure's variables (``nonlocal calls``)
+    module_globals: dict[str, Any]  # the globals of its function's module
+    assigned: tuple[str, ...]  # the names among them it assigns (``global calls``)
+
+
+def _reached(hook: Any) -> _Reach:
+    """What a hook's code reaches by name: the lists, dicts and sets of its closure, of the module globals it names,
+    of the object it is a method of (a module's own torch state left out) and its partial arguments; those objects
+    and the plain objects it names; its closure's cells; the globals it assigns."""
     values: list[Any] = []
+    objects: list[Any] = []
     fn = hook
     while isinstance(fn, (functools.partial, types.MethodType)):
         if isinstance(fn, functools.partial):
@@ -259,47 +272,117 @@ def _reached(hook: Any) -> list[Any]:
             owner = vars(fn.__self__) if hasattr(fn.__self__, "__dict__") else {}
             skip = _MODULE_STATE if isinstance(fn.__self__, nn.Module) else ()
             values += [v for k, v in owner.items() if k not in skip]
+            objects.append(fn.__self__)
             fn = fn.__func__
     if not isinstance(fn, types.FunctionType):  # a callable object: its attributes, then its __call__'s names
         values += list(getattr(fn, "__dict__", {}).values())
+        objects.append(fn)
         fn = _call_of(fn)
+    cells: list[types.CellType] = []
+    found: dict[str, Any] = {}
+    assigned: tuple[str, ...] = ()
     if isinstance(fn, types.FunctionType):
         for cell in fn.__closure__ or ():
+            cells.append(cell)
             with contextlib.suppress(ValueError):  # a cell not filled yet
                 values.append(cell.cell_contents)
         found = fn.__globals__
         values += [found[n] for n in fn.__code__.co_names if n in found]
+        assigned = tuple({i.argval: None for i in dis.get_instructions(fn) if i.opname in _GLOBAL_STORES})
     unique = {id(v): v for v in values if type(v) in CONTAINER_TYPES}
-    return list(unique.values())
+    objects += [v for v in values if _has_attributes(v)]
+    return _Reach(list(unique.values()), list({id(o): o for o in objects}.values()), cells, found, assigned)
+
+
+_GLOBAL_STORES = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL"})
+
+
+def _has_attributes(value: Any) -> bool:
+    """Whether ``value`` is an object whose attributes a hook may set: a module or a plain object with a ``__dict__``
+    (not a class, a function, a Python module or a tensor)."""
+    if isinstance(value, nn.Module):
+        return True
+    if isinstance(value, (type, types.ModuleType, torch.Tensor)) or callable(value):
+        return False
+    return type(getattr(value, "__dict__", None)) is dict
+
+
+def _attributes(obj: Any) -> dict[str, Any]:
+    """An object's attributes as they are (a module's own torch state left out: its parameters, hooks...)."""
+    if isinstance(obj, nn.Module):
+        return {k: v for k, v in vars(obj).items() if k not in _MODULE_STATE}
+    return dict(vars(obj))
+
+
+def _put_attributes(obj: Any, before: dict[str, Any]) -> None:
+    """Give ``obj`` back the :func:`_attributes` taken before: remove those added, restore those replaced."""
+    state = vars(obj)
+    skip = _MODULE_STATE if isinstance(obj, nn.Module) else frozenset()
+    for name in [k for k in state if k not in before and k not in skip]:
+        del state[name]
+    for name, value in before.items():
+        if state.get(name, _MISSING) is not value:
+            state[name] = value
+
+
+_MISSING: Any = object()
 
 
 def without_side_effects(hook: Callable[..., Any]) -> Callable[..., Any]:
-    """``hook``, putting back after each call the lists, dicts and sets its code reaches by name (:func:`_reached`).
+    """``hook``, putting back after each call whatever its code changed in what it reaches by name
+    (:func:`_reached`): the contents of lists, dicts and sets; the attributes of the module it is called on, of the
+    object it is a method of and of the objects it names; its closure's variables; the globals it assigns.
 
     A user's hook that both records and returns a value runs in the analysis
     (it changes what the module gives): what it records there (torch.fx's
-    proxies, ``meta`` tensors) must not stay in the user's containers.
+    proxies, ``meta`` tensors, a call counter) must not stay in the user's
+    objects.
 
     Examples
     --------
-    >>> seen = []
+    >>> seen, calls = [], 0
     >>> def double(module, inputs, output):
+    ...     global calls
     ...     seen.append(output)
+    ...     calls += 1
     ...     return output * 2
-    >>> without_side_effects(double)(None, (), 21), seen
-    (42, [])
+    >>> without_side_effects(double)(None, (), 21), seen, calls
+    (42, [], 0)
     """
-    containers = _reached(hook)
-    if not containers:
-        return hook
+    reach = _reached(hook)
 
     def quiet(*args: Any, **kwargs: Any) -> Any:
-        before = [(c, shallow(c)) for c in containers]
+        before = [(c, shallow(c)) for c in reach.containers]
+        objects = [*reach.objects, *(a for a in args[:1] if isinstance(a, nn.Module))]  # hook(module, ...)
+        attributes = [(o, _attributes(o)) for o in objects]
+        cells = [(cell, _cell_contents(cell)) for cell in reach.cells]
+        found = reach.module_globals
+        names = [(n, found.get(n, _MISSING)) for n in reach.assigned]
         try:
             return hook(*args, **kwargs)
         finally:
             for container, contents in before:
                 if changed(container, contents):
                     put_back(container, contents)
+            for obj, state in attributes:
+                _put_attributes(obj, state)
+            for cell, value in cells:
+                if _cell_contents(cell) is not value:
+                    if value is _MISSING:
+                        del cell.cell_contents
+                    else:
+                        cell.cell_contents = value
+            for name, value in names:
+                if value is _MISSING:
+                    found.pop(name, None)
+                elif found.get(name, _MISSING) is not value:
+                    found[name] = value
 
     return quiet
+
+
+def _cell_contents(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # a cell not filled yet
+        return _MISSING
