@@ -12,6 +12,7 @@ import copy
 import functools
 import operator
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -436,6 +437,36 @@ def test_finfo_of_a_traced_dtype_is_answered_for_the_input() -> None:
     report = paramcount(Masked(), (4, 8))
     assert report.output_shape == (1, 4, 4) and report.opaque == {}
     assert torch.finfo is not None and isinstance(torch.finfo(torch.float16), torch.finfo)  # the real class is back
+
+
+def test_finfo_stays_a_class_for_other_threads_during_a_trace() -> None:
+    """Found by a probe: during a trace, ``isinstance(x, torch.finfo)`` in any thread raised ``TypeError:
+    isinstance() arg 2 must be a type`` (torch.finfo was a function); it answers as torch's class does."""
+    inside, release = threading.Event(), threading.Event()
+
+    class Waits(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if isinstance(x, torch.fx.Proxy):  # hold the trace here while the other thread asks
+                inside.set()
+                release.wait(30)
+            return x * torch.finfo(x.dtype).eps
+
+    tracing = threading.Thread(target=paramcount, args=(Waits(), (4,)))
+    tracing.start()
+    try:
+        assert inside.wait(30)
+        asked = (
+            isinstance(torch.finfo(torch.float32), torch.finfo),
+            isinstance(torch.iinfo(torch.int8), torch.iinfo),
+            issubclass(torch.finfo, torch.finfo),
+            isinstance(3, torch.finfo),
+            torch.finfo(torch.float16).max,
+        )
+    finally:
+        release.set()
+        tracing.join()
+    real = torch.finfo(torch.float16).max
+    assert asked == (True, True, True, False, real)
 
 
 # --------------------------------------------------------------------------- library calls on proxies

@@ -363,13 +363,8 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
     real_finfo, real_iinfo, real_isinstance = torch.finfo, torch.iinfo, torch.jit.isinstance
     factories = {name: getattr(torch, name) for name in _FACTORIES}
 
-    def wrap(cls: Callable[..., Any]) -> Callable[..., Any]:
-        def info(type: Any = None) -> Any:  # torch's own parameter name
-            if isinstance(type, torch.fx.Proxy):
-                type = meta_question(values(), type, "value", lambda: type)
-            return cls() if type is None else cls(type)
-
-        return info
+    def wrap(cls: type) -> type:
+        return _TracedInfo(cls.__name__, (), {"real": cls, "values": staticmethod(values), "__doc__": cls.__doc__})
 
     def jit_isinstance(obj: Any, target_type: Any) -> bool:
         if isinstance(obj, torch.fx.Proxy):
@@ -458,6 +453,26 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
                 delattr(owner, name)
             else:
                 setattr(owner, name, real)
+
+
+class _TracedInfo(type):
+    """``torch.finfo`` / ``torch.iinfo`` during a trace: a traced dtype is answered from its value on meta, anything
+    else goes to the real class; ``isinstance`` and ``issubclass`` answer as for the real class, in every thread
+    (a plain function there raised ``TypeError: isinstance() arg 2 must be a type``)."""
+
+    real: type
+    values: Callable[[], MetaValues | None]
+
+    def __call__(cls, type: Any = None) -> Any:  # torch's own parameter name
+        if isinstance(type, torch.fx.Proxy):
+            type = meta_question(cls.values(), type, "value", lambda: type)
+        return cls.real() if type is None else cls.real(type)
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return isinstance(instance, cls.real)
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return subclass is cls or issubclass(subclass, cls.real)
 
 
 _INHERITED: Any = object()
