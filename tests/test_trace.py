@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import Any
 
 import pytest
@@ -473,6 +475,43 @@ def test_torchvision_ops_functions_are_single_calls() -> None:
     fns = [n.target for n in trace(Dropper()).graph_module.graph.nodes if n.op == "call_function"]
     assert ops.stochastic_depth in fns
     assert paramcount(Dropper(), (3, 8, 8)).output_shape == (1, 3, 8, 8)
+
+
+def test_torchvision_ops_classes_stay_classes_for_other_threads_during_a_trace() -> None:
+    """Found by a probe: fx wrapped every public callable of torchvision.ops, its layer classes too, in their
+    modules' globals: while a trace ran, ``isinstance(m, Conv2dNormActivation)`` raised TypeError in every thread
+    and ``torch.save`` of another torchvision model failed ("not the same object as ...Conv2dNormActivation")."""
+    misc = pytest.importorskip("torchvision.ops.misc")
+    inside, release = threading.Event(), threading.Event()
+
+    class Held(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = misc.Conv2dNormActivation(3, 4)
+            self.excite = misc.SqueezeExcitation(4, 2)  # its forward's globals hold Conv2dNormActivation
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.excite(self.block(x))
+            if isinstance(y, torch.fx.Proxy):  # hold the trace here while the other thread works
+                inside.set()
+                release.wait(30)
+            return ops.stochastic_depth(y, 0.2, "row", self.training)
+
+    ops = pytest.importorskip("torchvision.ops")
+    other = misc.Conv2dNormActivation(3, 4)
+    traced: list[Any] = []
+    tracing = threading.Thread(target=lambda: traced.append(trace(Held())))
+    tracing.start()
+    try:
+        assert inside.wait(30)
+        is_block = isinstance(other, (misc.Conv2dNormActivation, ops.Conv2dNormActivation))
+        saved = pickle.loads(pickle.dumps(other))
+    finally:
+        release.set()
+        tracing.join()
+    assert is_block and type(saved) is misc.Conv2dNormActivation
+    fns = [n.target for n in traced[0].graph_module.graph.nodes if n.op == "call_function"]
+    assert ops.stochastic_depth in fns  # torchvision.ops' functions are still single calls
 
 
 class _Functional(nn.Module):

@@ -153,6 +153,11 @@ class _SurgeonTracer(torch.fx.Tracer):
             autowrap_modules=autowrap_modules,  # type: ignore[arg-type]
             autowrap_functions=autowrap_functions,
         )
+        # fx wraps every public callable of these modules, classes too: torchvision.ops' layer classes
+        # (Conv2dNormActivation) were functions in every thread while the trace ran (isinstance raised, torch.save of
+        # another torchvision model failed); a class called in a forward makes a module, not a graph node
+        classes = {id(v) for m in autowrap_modules for v in vars(m).values() if isinstance(v, type)}
+        self._autowrap_function_ids -= classes - {id(f) for f in autowrap_functions}
         self._leaf_names = leaf_names
         self._leaf_types = leaf_types
         self._specialise = specialise
