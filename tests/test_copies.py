@@ -189,3 +189,21 @@ def test_meta_like_gives_the_same_under_ruled_meta() -> None:
         with ruled_meta():
             ruled = meta_like(t)
         assert signature(ruled) == signature(plain), t
+
+
+class _NoisyGate(nn.Module):
+    """Reads values (not on meta: run on zeros) and draws random numbers from torch's global generator."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + torch.rand(x.shape)
+        return x if x.sum() > 0 else x[:, :2]
+
+
+def test_run_on_zeros_leaves_the_users_random_stream_as_found() -> None:
+    """Found by a probe: a leaf run on zeros drew from the CPU generator, so ``paramcount`` mid-script shifted
+    every random number the user's script drew after it (seeded runs no longer reproduced)."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    out = run_on_zeros(_NoisyGate(), (torch.empty(1, 5, device="meta"),), {}, NotImplementedError("meta"))
+    assert out.shape == (1, 5) and torch.equal(torch.rand(3), expected)

@@ -823,3 +823,23 @@ def test_a_plain_tensor_attribute_the_forward_replaces_is_read_as_the_model_held
     assert report.invalid == [] and report.trusted
     assert report.output_shape == tuple(model(torch.randn(1, 2, 4)).shape)
     assert model.grid is grid
+
+
+def test_trace_leaves_the_users_random_stream_as_found() -> None:
+    """Found by a probe: a random factory of constant sizes runs for real in a trace (fx records its result as a
+    constant), so ``paramcount`` drew from the CPU generator and shifted the user's seeded stream."""
+
+    class Jitter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) + torch.rand(1)
+
+    model = Jitter()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    report = paramcount(model, (4,))
+    assert report.output_shape == (1, 4) and torch.equal(torch.rand(3), expected)

@@ -173,7 +173,8 @@ def run_on_zeros(
         raise NotImplementedError(
             f"{failure_reason(failure)}; too large to run on zeros on the CPU ({size:,} elements > {_ZERO_RUN_LIMIT:,})"
         ) from failure
-    with torch.device("cpu"), torch.no_grad():
+    # random draws of the leaf (noise, a random mask) come from the CPU generator: the user's stream is left as found
+    with torch.device("cpu"), torch.no_grad(), torch.random.fork_rng(devices=()):
         cpu_args, cpu_kwargs = pytree.tree_map(_data_or_zeros, (args, dict(kwargs)))
         if module is not None:
             clone = (_zeroed(module) if owned else detached_copy(module, _zeros_like)).eval()

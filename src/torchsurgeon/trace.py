@@ -627,7 +627,9 @@ def trace(
     names |= opaque.keys()
     own_hooks = OwnHooks(model, {id(m): m for m in submodules.values()}.values())
     index = model_index(model, submodules)  # the forward's own additions are undone after the trace: it holds
-    with _TRACE_LOCK:  # one fx trace at a time: each restores the recursion limit it found
+    # one fx trace at a time: each restores the recursion limit it found; a random factory of constant sizes runs for
+    # real in a trace (torch.rand(1)), from the CPU generator: the user's stream is put back as found
+    with _TRACE_LOCK, torch.random.fork_rng(devices=()):
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
         try:
