@@ -335,6 +335,38 @@ def test_einsum_of_two_operands_counts_what_flop_counter_mode_counts(equation: s
     assert report.output_shape == tuple(out.shape)
 
 
+@pytest.mark.parametrize(
+    ("equation", "x_shape", "w_shape"),
+    [
+        ("bcxy,oc->boxy", (3, 2, 7, 1), (5, 1)),  # c is 1 in w: broadcast, summed in x first
+        ("bcxy,oc->boxy", (3, 1, 4, 4), (5, 1)),  # c is 1 in both: squeezed, an element-wise product
+        ("bte,eo->bto", (2, 3, 4), (1, 4)),
+        ("bij,bjk->bik", (2, 3, 1), (2, 1, 5)),
+        ("bij,bjk->bik", (1, 3, 4), (2, 4, 5)),  # b is 1 in x: broadcast in the output, j still contracted
+    ],
+)
+def test_einsum_with_a_size_1_index_counts_what_flop_counter_mode_counts(
+    equation: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...]
+) -> None:
+    """A contracted index of size 1 in one operand broadcasts: torch sums it in the other operand first (no
+    product), and it was counted as contracted (fuzzer probe 30: 210 MACs where FlopCounterMode counts 0)."""
+
+    class Einsum(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(w_shape))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.einsum(equation, x, self.w)
+
+    model, x = Einsum(), torch.randn(x_shape)
+    with FlopCounterMode(display=False) as counter:
+        out = model(x)
+    report = paramcount(model, x_shape[1:], batch=x_shape[0])
+    assert (report.macs, report.flops_uncounted) == (counter.get_total_flops() // 2, ())
+    assert report.output_shape == tuple(out.shape)
+
+
 # --------------------------------------------------------------------------- recurrent layers
 # Hand counts: MACs per token (time step × batch element), per layer and direction, are
 # gates × hidden × (layer input + hidden); 4 gates for an LSTM, 3 for a GRU, 1 for an RNN.

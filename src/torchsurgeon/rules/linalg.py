@@ -424,7 +424,10 @@ def _einsum(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 def _einsum_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
     """Two operands, no ellipsis: the product of the sizes of every index but those one operand sums alone (none
-    when no index is contracted: torch then multiplies element-wise, which FlopCounterMode does not count)."""
+    when no index is contracted: torch then multiplies element-wise, which FlopCounterMode does not count).
+
+    An index of size 1 in one operand broadcasts: torch's ``sumproduct_pair`` sums it first in the other operand
+    when it is contracted, so only an index above 1 in both operands is contracted by the product."""
     call = _einsum_operands(args, kwargs)
     if call is None or len(call[1]) != 2 or "." in call[0]:
         raise ValueError("einsum MACs are known for two operands without an ellipsis")
@@ -439,9 +442,11 @@ def _einsum_macs(args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int
             raise ValueError("the equation does not fit the operands")
         for i, n in zip(indices, t.shape):
             sizes[i] = max(sizes.get(i, 1), int(n))  # a size-1 index broadcasts
-    if not (set(left) & set(right)) - set(output):  # nothing contracted: torch multiplies element-wise
+    # an index of size 1 in an operand is not in it for the product (it broadcasts, or is squeezed)
+    left_, right_ = ({i for i, n in zip(ix, t.shape) if n != 1} for ix, t in ((left, a), (right, b)))
+    if not (left_ & right_) - set(output):  # nothing contracted: torch multiplies element-wise
         return 0
-    alone = (set(left) - set(right) - set(output)) | (set(right) - set(left) - set(output))
+    alone = (set(left) | set(right)) - set(output) - (left_ & right_)  # summed in one operand first
     return numel([n for i, n in sizes.items() if i not in alone])
 
 
