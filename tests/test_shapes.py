@@ -525,3 +525,29 @@ def test_a_stem_replaced_by_hand_names_the_settings_still_guarding_the_old_chann
     assert model(grey).logits.shape == (1, 2)
     report = paramcount(model, (1, 32, 32))
     assert not report.invalid and report.total == sum(p.numel() for p in model.parameters())
+
+
+class _ChannelsLastSplitView(nn.Module):
+    """einsum gives a channels-last output; split and cat keep it (the slice of 1 channel too); .view() then fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.einsum("bcxy,oc->boxy", x, self.w)
+        a, b = y.split([1, 3], dim=1)
+        z = torch.cat([b, a], dim=1)
+        return z.view(z.size(0), -1)
+
+
+def test_a_slice_of_one_channel_keeps_its_strides_and_cat_its_memory_format() -> None:
+    """Found by fuzzer probe 30: the cat of a channels-last slice of 1 channel was run on an alias made with
+    ``.view()``, which rewrote the size-1 dim's stride: cat's output became contiguous, and the ``.view()`` after it,
+    which fails in a real forward, was reported fitting (trusted)."""
+    model = _ChannelsLastSplitView()
+    with pytest.raises(RuntimeError, match="view size is not compatible") as real:
+        model(torch.randn(2, 3, 5, 6))
+    report = paramcount(model, (3, 5, 6), batch=2)
+    assert [layer.name for layer in report.invalid] == ["view"]
+    assert str(real.value).split(". Use")[0] in report.invalid[0].message

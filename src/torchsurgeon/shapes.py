@@ -339,11 +339,15 @@ class _ShapeInterpreter(torch.fx.Interpreter):
 
     def _fresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
         """Arguments for code we do not control: with a memo or shared outputs, new aliases, so in-place edits stay
-        local."""
+        local.  Each alias keeps its tensor's strides, those of size-1 dims too (``view`` would rewrite them): they
+        decide the memory format ``cat`` gives its output, and so whether a later ``.view()`` runs."""
         if self.memo is None and not self.shared:
             return args, kwargs
         fresh: tuple[Any, Any] = thawed(
-            map_aggregate((args, kwargs), lambda v: v.view(v.shape) if isinstance(v, torch.Tensor) else v)
+            map_aggregate(
+                (args, kwargs),
+                lambda v: v.as_strided(v.shape, v.stride(), v.storage_offset()) if isinstance(v, torch.Tensor) else v,
+            )
         )
         return fresh
 
