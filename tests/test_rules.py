@@ -1320,3 +1320,20 @@ def test_a_layer_of_another_dtype_inside_a_model_is_reported_there_only() -> Non
     assert odd.name == "2" and "model.get_submodule('2').to(torch.float32)" in odd.message
     model.get_submodule("2").to(torch.float32)  # the fix, as written
     assert model(x).shape == (2, 4, 10, 10)
+
+
+@pytest.mark.parametrize(("padding", "shape"), [(2, (3, 1, 5)), (3, (3, 6, 2)), (1, (3, 1, 1))])
+def test_a_circular_padded_convolution_smaller_than_its_padding_is_invalid(
+    padding: int, shape: tuple[int, ...]
+) -> None:
+    """Found by fuzzer probe 30: circular padding wraps the input around at most once; a pad larger than the input
+    makes a real forward raise, and the layer was reported fitting (trusted)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=padding, padding_mode="circular"))
+    try:
+        model(torch.randn(2, *shape))
+    except RuntimeError as exc:
+        assert "wrapping around more than once" in str(exc)
+        (bad,) = paramcount(model, shape, batch=2).invalid
+        assert bad.name == "0" and "padding_mode='circular'" in bad.message
+    else:  # a pad the input's size allows
+        assert paramcount(model, shape, batch=2).invalid == []

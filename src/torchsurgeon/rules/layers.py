@@ -162,6 +162,13 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
                     size,
                     "use a larger input, or a smaller padding",
                 )
+            if m.padding_mode == "circular" and max(before, after) > size:
+                call.mismatch(
+                    f"spatial size (dim {i})",
+                    f">= {max(before, after)} (padding_mode='circular' wraps the input around once at most)",
+                    size,
+                    "use a larger input, or a smaller padding",
+                )
             o = (size + before + after - d * (k - 1) - 1) // s + 1
         elif transposed:
             assert isinstance(m, nn.modules.conv._ConvTransposeNd)
