@@ -1337,3 +1337,21 @@ def test_a_circular_padded_convolution_smaller_than_its_padding_is_invalid(
         assert bad.name == "0" and "padding_mode='circular'" in bad.message
     else:  # a pad the input's size allows
         assert paramcount(model, shape, batch=2).invalid == []
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "output_padding", "dilation"), [(1, 1, 1, 0, 2), (2, 2, 3, 1, 1), (1, 3, 2, 0, 1)]
+)
+def test_a_transposed_convolution_too_small_names_the_size_that_runs(
+    kernel: int, stride: int, padding: int, output_padding: int, dilation: int
+) -> None:
+    """Found by fuzzer probe 30: the size a transposed convolution needs was computed as for a convolution
+    ('expects spatial size (dim 1) >= -1, got 2'); it is the smallest size a real forward gives an output for."""
+    conv = nn.ConvTranspose2d(2, 3, kernel, stride, padding, output_padding, dilation=dilation)
+    (bad,) = paramcount(nn.Sequential(conv), (2, 1, 9)).invalid
+    need = int(bad.message.split("expects spatial size (dim 0) >= ")[1].split(",")[0])
+    assert conv(torch.randn(1, 2, need, 9)).shape[2] >= 1  # the size named runs
+    with pytest.raises(RuntimeError, match="Output size is too small"):  # and is the smallest that does
+        F.conv_transpose2d(
+            torch.randn(1, 2, need - 1, 9), conv.weight, None, stride, padding, output_padding, 1, dilation
+        )

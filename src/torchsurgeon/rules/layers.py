@@ -179,7 +179,11 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
         else:
             o = (size + 2 * int(m.padding[i]) - d * (k - 1) - 1) // s + 1
         if o <= 0:
-            need = d * (k - 1) + 1 - (0 if isinstance(m.padding, str) or padded else 2 * int(m.padding[i]))  # type: ignore[index]
+            if transposed:  # (size - 1) * s >= 2p - d(k - 1) - output_padding
+                gap = 2 * int(m.padding[i]) - d * (k - 1) - m.output_padding[i]  # type: ignore[index]
+                need = 1 + -(-gap // s)
+            else:
+                need = d * (k - 1) + 1 - (0 if isinstance(m.padding, str) or padded else 2 * int(m.padding[i]))  # type: ignore[index]
             call.mismatch(
                 f"spatial size (dim {i})",
                 f">= {need}",
