@@ -1355,3 +1355,27 @@ def test_a_transposed_convolution_too_small_names_the_size_that_runs(
         F.conv_transpose2d(
             torch.randn(1, 2, need - 1, 9), conv.weight, None, stride, padding, output_padding, 1, dilation
         )
+
+
+class _Interpolate(nn.Module):
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=0.3, mode=self.mode)
+
+
+@pytest.mark.parametrize(("mode", "shape"), [("linear", (2, 3)), ("bilinear", (2, 3, 2)), ("trilinear", (2, 1, 4, 4))])
+@pytest.mark.parametrize("as_module", [False, True])
+def test_an_interpolation_to_an_empty_size_is_invalid_as_a_real_forward_says(
+    mode: str, shape: tuple[int, ...], as_module: bool
+) -> None:
+    """Found by fuzzer probe 30: meta's linear interpolation kernels give an empty tensor where the CPU's raise; a
+    downsampling ``F.interpolate``/``nn.Upsample`` to size 0 was reported fitting (trusted), with a 0 in its shape."""
+    model = nn.Sequential(nn.Upsample(scale_factor=0.3, mode=mode)) if as_module else _Interpolate(mode)
+    with pytest.raises(RuntimeError, match="Input and output sizes should be greater than 0") as real:
+        model(torch.randn(1, *shape))
+    (bad,) = paramcount(model, shape).invalid
+    assert bad.name == ("0" if as_module else "interpolate")
+    assert bad.message.endswith(str(real.value))

@@ -61,6 +61,7 @@ from ..knowndata import (
 )
 from ..records import FlopKind
 from ._common import mixed_dtypes, shared_outputs
+from .pooling import refused_interpolation
 from .registry import (
     FALLBACK,
     Call,
@@ -242,6 +243,12 @@ class _RuledMeta(TorchFunctionMode):
             args, kwargs = _meeting_meta(func, args, kwargs)
         if func in _PRODUCTS and not self.resized:  # a trace (resized) goes on past it, as shape propagation does
             _same_dtypes(args, kwargs)
+        if (
+            func is F.interpolate and not self.resized
+        ):  # an empty output: meta's linear kernels give it, the CPU's raise
+            refused = refused_interpolation(args, kwargs)
+            if refused is not None:
+                raise RuntimeError(refused)
         rule, swapped = _rule_of(func)
         if rule is not None and rule.shape is not None:
             # rules build their meta tensors explicitly: other modes (torch.device("meta")) would only slow them down

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from ._common import (
 )
 from .registry import FALLBACK, Call, builtin
 
-__all__ = ("ADAPTIVE_POOLS", "ADAPTIVE_POOL_FUNCTIONS")
+__all__ = ("ADAPTIVE_POOLS", "ADAPTIVE_POOL_FUNCTIONS", "refused_interpolation")
 
 
 def _pooled(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -212,6 +212,46 @@ _INTERPOLATE: Spec = (
 )
 
 
+def _interpolated_sizes(x: torch.Tensor, size: Any, scale_factor: Any) -> list[int] | None:
+    """The spatial sizes ``F.interpolate`` gives ``x`` (torch's ``_interp_output_size``): ``size``, or
+    ``floor(size * scale)`` whether or not the scale is recomputed; None for arguments it would reject."""
+    nsp = x.dim() - 2
+    if size is not None and scale_factor is None:
+        sizes = [size] * nsp if is_int(size) else list(size) if isinstance(size, (tuple, list)) else []
+        if len(sizes) != nsp or not all(is_int(d) for d in sizes):
+            return None
+        return [int(d) for d in sizes]
+    if scale_factor is not None and size is None:
+        scales = [scale_factor] * nsp if not isinstance(scale_factor, (tuple, list)) else list(scale_factor)
+        if len(scales) != nsp or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in scales):
+            return None
+        return [math.floor(int(d) * float(f)) for d, f in zip(x.shape[2:], scales)]
+    return None
+
+
+def refused_interpolation(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+    """torch's error for an ``F.interpolate`` to an empty size where the meta kernel gives an empty tensor (the
+    linear, bilinear, bicubic and trilinear modes: the CPU's and CUDA's kernels refuse it); None otherwise.
+
+    Examples
+    --------
+    >>> import torch
+    >>> refused_interpolation((torch.empty(1, 2, 3, 2, device="meta"),), {"scale_factor": 0.3, "mode": "bilinear"})
+    'Input and output sizes should be greater than 0, but got input (H: 3, W: 2) output (H: 0, W: 0)'
+    """
+    b = bind(args, dict(kwargs), _INTERPOLATE)
+    if b is None or not isinstance(b[0], torch.Tensor) or b[0].dim() not in (3, 4, 5) or b[3] not in _RANK_OF_MODE:
+        return None
+    x = b[0]
+    out = _interpolated_sizes(x, b[1], b[2])
+    if out is None or 0 not in out or min(out) < 0 or 0 in x.shape[2:]:
+        return None
+    names = ("D", "H", "W")[-len(out) :]
+    given, made = (", ".join(f"{n}: {int(d)}" for n, d in zip(names, dims)) for dims in (x.shape[2:], out))
+    joined = " and" if len(out) == 1 else ""  # torch's 1-d kernel words it so
+    return f"Input and output sizes should be greater than 0, but got input ({given}){joined} output ({made})"
+
+
 def _interpolate(x: Any, size: Any, scale_factor: Any, mode: Any, align_corners: Any, antialias: Any) -> Any:
     """Output of ``F.interpolate`` (torch's ``_interp_output_size``), else FALLBACK.
 
@@ -224,21 +264,8 @@ def _interpolate(x: Any, size: Any, scale_factor: Any, mode: Any, align_corners:
         return FALLBACK
     if mode not in (*_RANK_OF_MODE, *_NO_CORNERS) or (mode in _NO_CORNERS and align_corners is not None):
         return FALLBACK
-    nsp = x.dim() - 2
-    spatial = [int(d) for d in x.shape[2:]]
-    if size is not None and scale_factor is None:
-        sizes = [size] * nsp if is_int(size) else list(size) if isinstance(size, (tuple, list)) else []
-        if len(sizes) != nsp or not all(is_int(d) for d in sizes):
-            return FALLBACK
-        out = [int(d) for d in sizes]
-    elif scale_factor is not None and size is None:
-        scales = [scale_factor] * nsp if not isinstance(scale_factor, (tuple, list)) else list(scale_factor)
-        if len(scales) != nsp or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in scales):
-            return FALLBACK
-        out = [math.floor(float(d) * f) for d, f in zip(spatial, scales)]
-    else:
-        return FALLBACK
-    if any(d <= 0 for d in out):
+    out = _interpolated_sizes(x, size, scale_factor)
+    if out is None or any(d <= 0 for d in out):
         return FALLBACK
     # 1-d "area" is adaptive_avg_pool1d: a 2-d pooling of x.unsqueeze(-2), whose layout may suggest channels-last
     seen = x.unsqueeze(-2) if mode == "area" and x.dim() == 3 else x
