@@ -1379,3 +1379,21 @@ def test_an_interpolation_to_an_empty_size_is_invalid_as_a_real_forward_says(
     (bad,) = paramcount(model, shape).invalid
     assert bad.name == ("0" if as_module else "interpolate")
     assert bad.message.endswith(str(real.value))
+
+
+@pytest.mark.parametrize("norm", [nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d])
+@pytest.mark.parametrize("training", [True, False])
+def test_a_batch_norm_without_weights_or_running_statistics_takes_any_channel_count(
+    norm: type[nn.Module], training: bool
+) -> None:
+    """Found by fuzzer probe 30: ``BatchNorm2d(2, affine=False, track_running_stats=False)`` normalises each channel
+    by its own batch statistics, and a real forward takes 5 channels; it was reported invalid (trusted)."""
+    rank = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}[norm]
+    shape = (5, *([3] * rank))
+    model = nn.Sequential(norm(2, affine=False, track_running_stats=False)).train(training)
+    assert paramcount(model, shape, batch=2).output_shape == tuple(model(torch.randn(2, *shape)).shape)
+    assert paramcount(model, shape, batch=2).invalid == []
+    weighted = nn.Sequential(norm(2, affine=True, track_running_stats=False)).train(training)
+    with pytest.raises(RuntimeError):
+        weighted(torch.randn(2, *shape))
+    assert [layer.name for layer in paramcount(weighted, shape, batch=2).invalid] == ["0"]

@@ -227,7 +227,8 @@ def _batchnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
         return None
     channel_dim = 0 if isinstance(m, nn.modules.instancenorm._InstanceNorm) and x.dim() == min(ranks) else 1
     got = int(x.shape[channel_dim])
-    checks = m.affine or m.track_running_stats or not isinstance(m, nn.modules.instancenorm._InstanceNorm)
+    # without weights or running statistics a norm uses its input's statistics, channel by channel: any count fits
+    checks = m.affine or m.track_running_stats
     if checks and got != m.num_features:
         call.mismatch("num_features", m.num_features, got, _fix(call, m, "num_features", m.num_features, got))
     _batch_statistics(m, call, x, channel_dim)
