@@ -478,6 +478,11 @@ _LAYERS: dict[str, _Layer] = {
     "upsample": lambda c: (nn.Upsample(scale_factor=2), c),
     "channels_last_norm": lambda c: (_ChannelsLastNorm(c), c),
     "adaptive": lambda c: (nn.AdaptiveMaxPool2d((3, 2)), c),
+    # kinds fuzzer probe 30 found wrong answers for: a pad wrapping around more than once, an empty interpolation,
+    # a batch norm without weights or statistics given another channel count
+    "circular": lambda c: (nn.Conv2d(c, c, 3, padding=2, padding_mode="circular"), c),
+    "downsample": lambda c: (nn.Upsample(scale_factor=0.5, mode="bilinear"), c),
+    "stats_free_bn": lambda c: (nn.BatchNorm2d(c + 1, affine=False, track_running_stats=False), c),
 }
 
 
