@@ -1397,3 +1397,30 @@ def test_a_batch_norm_without_weights_or_running_statistics_takes_any_channel_co
     with pytest.raises(RuntimeError):
         weighted(torch.randn(2, *shape))
     assert [layer.name for layer in paramcount(weighted, shape, batch=2).invalid] == ["0"]
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "what"),
+    [
+        (nn.PixelUnshuffle(2), (3, 5, 4), "spatial size (dim 0) a multiple of 2"),
+        (nn.PixelUnshuffle(3), (1, 3, 7), "spatial size (dim 1) a multiple of 3"),
+        (nn.PixelShuffle(2), (6, 3, 5), "channels a multiple of 4"),
+        (nn.PixelUnshuffle(2), (3, 4, 6), None),
+        (nn.PixelShuffle(2), (8, 3, 5), None),
+    ],
+)
+def test_pixel_shuffle_names_the_size_its_factor_needs(
+    layer: nn.Module, shape: tuple[int, ...], what: str | None
+) -> None:
+    """Found by fuzzer probe 30: an odd height given to PixelUnshuffle(2) was reported with the error of meta's
+    decomposition (``shape '[1, 4, 2, 2, 5, 2]' is invalid for input of size 220``), naming neither the size nor
+    what fits; the layer is now invalid with what it expects and a fix."""
+    model = nn.Sequential(nn.Identity(), layer)
+    report = paramcount(model, shape, batch=2)
+    if what is None:
+        assert report.output_shape == tuple(model(torch.randn(2, *shape)).shape) and report.invalid == []
+        return
+    with pytest.raises(RuntimeError, match="divisible"):
+        model(torch.randn(2, *shape))
+    (bad,) = report.invalid
+    assert bad.name == "1" and f"expects {what}" in bad.message and " — " in bad.message

@@ -288,7 +288,7 @@ class Finding:
     @property
     def message(self) -> str:
         """One sentence: the layer, expected vs got, and the fix."""
-        bound = isinstance(self.expected, str) and self.expected.startswith((">", "<"))  # a bound: "size >= 7"
+        bound = isinstance(self.expected, str) and self.expected.startswith((">", "<", "a multiple of"))  # "size >= 7"
         expected = f"{self.what} {self.expected}" if bound else f"{self.what}={self.expected}"
         return f"{self.label} expects {expected}, got {self.got} — {self.fix}"
 

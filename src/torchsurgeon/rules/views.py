@@ -1,4 +1,5 @@
-"""Shape changes: flatten, view/reshape, permute, transpose, squeeze, expand, indexing, split, unbind, cat, stack, pad.
+"""Shape changes: flatten, view/reshape, permute, transpose, squeeze, expand, indexing, split, unbind, cat, stack, pad,
+pixel (un)shuffle.
 
 View ops compute the view's strides for any input; no FLOPs.
 """
@@ -664,5 +665,38 @@ builtin("split", shape=fn(_split_method))
 builtin(torch.unbind, "unbind", shape=fn(_unbind))
 builtin(torch.cat, torch.concat, shape=fn(_cat))
 builtin(torch.stack, shape=fn(_stack))
+
+
+def _pixel_shuffle_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    """``nn.PixelShuffle(r)``: ``(*, C, H, W)`` to ``(*, C / r², H·r, W·r)``; ``nn.PixelUnshuffle(r)`` the other way.
+    A channel count or size the factor does not divide is a mismatch naming what fits (meta's own error is its
+    decomposition's, ``shape '[1, 4, 2, 2, 5, 2]' is invalid``); past it, as if it fitted.  Contiguous inputs only
+    (the CPU keeps a channels-last layout, meta does not: meta decides)."""
+    up = isinstance(m, nn.PixelShuffle)
+    r = getattr(m, "upscale_factor" if up else "downscale_factor", None)
+    if not is_int(r) or r <= 0 or x.dim() < 3 or 0 in x.shape or not x.is_contiguous():
+        return FALLBACK
+    c, h, w = (int(d) for d in x.shape[-3:])
+    if up:
+        if c % (r * r):
+            call.mismatch(
+                "channels",
+                f"a multiple of {r * r} (upscale_factor={r}, squared)",
+                c,
+                f"make what comes before it give a multiple of {r * r} channels",
+            )
+        return new((*x.shape[:-3], max(1, c // (r * r)), h * r, w * r), x.dtype)
+    for i, size in enumerate((h, w)):
+        if size % r:
+            call.mismatch(
+                f"spatial size (dim {i})",
+                f"a multiple of {r} (downscale_factor={r})",
+                size,
+                f"use an input whose height and width, where this layer reads them, are multiples of {r}",
+            )
+    return new((*x.shape[:-3], c * r * r, max(1, h // r), max(1, w // r)), x.dtype)
+
+
 builtin(nn.Flatten, shape=one_tensor(_flatten_module))
+builtin(nn.PixelShuffle, nn.PixelUnshuffle, shape=one_tensor(_pixel_shuffle_module))
 builtin(nn.Unflatten, shape=one_tensor(_unflatten_module))
