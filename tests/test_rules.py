@@ -1424,3 +1424,17 @@ def test_pixel_shuffle_names_the_size_its_factor_needs(
         model(torch.randn(2, *shape))
     (bad,) = report.invalid
     assert bad.name == "1" and f"expects {what}" in bad.message and " — " in bad.message
+
+
+@pytest.mark.parametrize(("groups", "channels"), [(1, 5), (2, 6), (2, 5)])
+def test_a_group_norm_without_weights_takes_any_channel_count_its_groups_divide(groups: int, channels: int) -> None:
+    """Found by fuzzer probe 30: ``GroupNorm(1, 1, affine=False)`` given 5 channels runs in a real forward (no weight
+    to match), and was reported invalid (trusted); a count its groups do not divide is still invalid."""
+    model = nn.Sequential(nn.GroupNorm(groups, 4, affine=False))
+    report = paramcount(model, (channels, 3, 3), batch=2)
+    try:
+        real = tuple(model(torch.randn(2, channels, 3, 3)).shape)
+    except RuntimeError:
+        assert [f.what for f in report.findings] == ["channels % num_groups"]
+    else:
+        assert report.output_shape == real and report.invalid == []
