@@ -673,9 +673,12 @@ def _pixel_shuffle_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     decomposition's, ``shape '[1, 4, 2, 2, 5, 2]' is invalid``); past it, as if it fitted.  Contiguous inputs only
     (the CPU keeps a channels-last layout, meta does not: meta decides)."""
     up = isinstance(m, nn.PixelShuffle)
-    r = getattr(m, "upscale_factor" if up else "downscale_factor", None)
-    if not is_int(r) or r <= 0 or x.dim() < 3 or 0 in x.shape or not x.is_contiguous():
+    factor = getattr(m, "upscale_factor" if up else "downscale_factor", None)
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor <= 0:
         return FALLBACK
+    if x.dim() < 3 or 0 in x.shape or not x.is_contiguous():
+        return FALLBACK
+    r = factor
     c, h, w = (int(d) for d in x.shape[-3:])
     if up:
         if c % (r * r):
