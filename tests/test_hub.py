@@ -269,3 +269,48 @@ def test_a_misspelt_builder_name_names_the_one_meant() -> None:
         load_model("models:CifarNett")
     meant = str(info.value).rpartition("did you mean ")[2].split(",")[0].rstrip("?")
     assert type(load_model(f"models:{meant}")).__name__ == "CifarNet"
+
+
+@pytest.mark.parametrize(
+    ("spec", "kwargs", "meant"),
+    [
+        ("smp:Unet", {"encoder_nme": "resnet18"}, "encoder_name"),
+        ("segmentation_models_pytorch:Unet", {"encoder_nme": "resnet18", "encoder_weights": None}, "encoder_name"),
+        ("timm:regnetx_002", {"num_clases": 10}, "num_classes"),
+    ],
+)
+def test_a_misspelt_argument_a_builder_would_swallow_is_refused_with_the_one_meant(
+    spec: str, kwargs: dict[str, Any], meant: str
+) -> None:
+    """Found by a probe: ``Unet(**kwargs)`` took ``encoder_nme=resnet18`` without a word and built resnet34. A key
+    close to a named parameter of a builder taking ``**kwargs`` is now refused, with --kwargs that build the model
+    meant."""
+    import segmentation_models_pytorch as smp
+
+    with pytest.raises(
+        ConfigError,
+        match=rf"has no argument '\w+' and would take it into its \*\*kwargs .* — did you mean {meant}\? --kwargs ",
+    ) as info:
+        load_model(spec, kwargs)
+    model = load_model(spec, parse_kwargs(str(info.value).rpartition("--kwargs ")[2]))
+    if "encoder_nme" in kwargs:
+        real = smp.Unet(encoder_name="resnet18", encoder_weights=None)
+        assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in real.parameters())
+    else:
+        assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    ("spec", "kwargs"),
+    [
+        ("timm:resnet18", {"drop_rate": 0.1}),  # create_model's **kwargs reach ResNet, which takes it
+        ("timm:regnetx_002", {"drop_rate": 0.1, "num_classes": 4}),
+        ("smp:Unet", {"encoder_name": "resnet18", "classes": 2}),
+        ("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn", {"fixed_size": (320, 320), "weights_backbone": None}),
+    ],
+)
+def test_arguments_meant_for_a_deeper_constructor_still_pass(spec: str, kwargs: dict[str, Any]) -> None:
+    model = load_model(spec, kwargs)
+    assert isinstance(model, nn.Module)
+    if "drop_rate" in kwargs:
+        assert any(getattr(m, "drop_rate", None) == 0.1 for m in model.modules())

@@ -220,11 +220,58 @@ def _misspelt(exc: Exception, callee: str, key: str, builder: Any, kwargs: Mappi
     names = _parameters(_called(exc, callee)) | _parameters(builder)
     if not names:
         return ""
-    close = difflib.get_close_matches(key, sorted(names - set(kwargs)), n=1, cutoff=0.6)
+    return (
+        _meant(key, names, kwargs, cutoff=0.6)
+        or f" — {callee.removesuffix('.__init__')} takes {', '.join(sorted(names))}"
+    )
+
+
+def _meant(key: str, names: set[str], kwargs: Mapping[str, Any], cutoff: float) -> str:
+    """`` — did you mean NAME? --kwargs ...`` for ``key``, with ``kwargs`` rewritten to give NAME, the closest of
+    ``names`` not given already; ``""`` when none is that close."""
+    close = difflib.get_close_matches(key, sorted(names - set(kwargs)), n=1, cutoff=cutoff)
     if not close:
-        return f" — {callee.removesuffix('.__init__')} takes {', '.join(sorted(names))}"
+        return ""
     fixed = ",".join(_pair(close[0] if k == key else k, v) for k, v in kwargs.items())
     return f" — did you mean {close[0]}? --kwargs {fixed}"
+
+
+def _refuse_misspelt(spec: str, chain: list[Any], kwargs: Mapping[str, Any]) -> None:
+    """Refuse a key close to, but not, a parameter of ``chain`` (a builder, then what it builds) when the last of
+    them takes ``**kwargs``: it would take the misspelt key without a word and build the default instead.
+
+    Keys close to no parameter pass (they may be meant for a constructor further down), and so does everything
+    when the last signature cannot be read.  Closeness is stricter than for a constructor that already refused
+    the key (0.8, one or two letters off), since a key refused here never reaches the model.
+    """
+    chain = [c for c in chain if c is not None]
+    try:
+        swallows = bool(chain) and any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(chain[-1]).parameters.values()
+        )
+    except (TypeError, ValueError):
+        return
+    if not swallows:
+        return  # the last one refuses unknown keys itself; _misspelt then names the one meant
+    names = set().union(*(_parameters(c) for c in chain))
+    for key in kwargs:
+        if key not in names and (fix := _meant(key, names, kwargs, cutoff=0.8)):
+            where = getattr(chain[-1], "__qualname__", type(chain[-1]).__name__)
+            raise ConfigError(
+                f"model {spec!r}: {where}() has no argument {key!r} and would take it into its **kwargs "
+                f"without a word (building its default){fix}"
+            )
+
+
+def _made_by(builder: Any) -> Any:
+    """The model class a builder function returns, from its return annotation; None if it names none."""
+    if builder is None or isinstance(builder, type):
+        return None
+    try:
+        made = inspect.signature(builder, eval_str=True).return_annotation
+    except Exception:  # an annotation that does not evaluate: no class to read
+        return None
+    return made if isinstance(made, type) and issubclass(made, nn.Module) else None
 
 
 def _called(exc: Exception, callee: str) -> Any:
@@ -289,6 +336,8 @@ def _torchvision(spec: str, name: str, kwargs: dict[str, Any]) -> Any:
         raise ConfigError(
             f"model {spec!r}: torchvision has no model {name!r}{_close(name, torchvision.models.list_models())}"
         )
+    builder = torchvision.models.get_model_builder(name)
+    _refuse_misspelt(spec, [builder, _made_by(builder)], kwargs)
     return torchvision.models.get_model(name, **{"weights": None, **kwargs})
 
 
@@ -296,6 +345,9 @@ def _timm(spec: str, name: str, kwargs: dict[str, Any]) -> Any:
     timm = _library("timm", spec)
     if not timm.is_model(name):
         raise ConfigError(f"model {spec!r}: timm has no model {name!r}{_close(name, timm.list_models())}")
+    entrypoint = importlib.import_module("timm.models._registry").model_entrypoint(name)
+    if (made := _made_by(entrypoint)) is not None:  # else the keys' last taker is unknown: no check
+        _refuse_misspelt(spec, [timm.create_model, entrypoint, made], kwargs)
     return timm.create_model(name, **{"pretrained": False, **kwargs})
 
 
@@ -305,6 +357,7 @@ def _smp(spec: str, name: str, kwargs: dict[str, Any]) -> Any:
     if not isinstance(builder, type) or not issubclass(builder, nn.Module):
         models = [n for n in dir(smp) if isinstance(getattr(smp, n), type) and issubclass(getattr(smp, n), nn.Module)]
         raise ConfigError(f"model {spec!r}: segmentation_models_pytorch has no model {name!r}{_close(name, models)}")
+    _refuse_misspelt(spec, [builder], kwargs)
     return builder(**{"encoder_weights": None, **kwargs})
 
 
@@ -383,6 +436,7 @@ def _callable(spec: str, _: str, kwargs: dict[str, Any]) -> Any:
         return obj
     if not callable(obj):
         raise ConfigError(f"model {spec!r}: {attr} is neither a callable nor an nn.Module")
+    _refuse_misspelt(spec, [obj, _made_by(obj)], kwargs)
     try:
         built = obj(**kwargs)
     except Exception as exc:
