@@ -50,3 +50,25 @@ def test_a_lazy_model_is_planned_as_made_and_has_nothing_to_adapt() -> None:
         adapt_input_channels(lazy, 1)
     with torch.no_grad():
         assert lazy(torch.zeros(1, 1, 16, 16)).shape == (1, 10)  # it does
+
+
+def test_a_layer_refusing_the_input_before_a_lazy_one_is_named_with_its_fix() -> None:
+    """Found by a probe: the lazy layer's first forward failed at the convolution, and the error named the lazy
+    layer ``2``. The lazy layers are now made past the convolution resized to fit, as propagation goes past it: the
+    convolution is the invalid layer, with the fix of the model without lazy layers, and that fix runs."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.LazyLinear(10))
+    x = torch.zeros(1, 1, 8, 8)
+    with pytest.raises(RuntimeError, match=r"expected input.* to have 3 channels"):
+        model[0](x)  # the real refusal is the convolution's
+    r = paramcount(model, (1, 8, 8))
+    assert [layer.name for layer in r.invalid] == ["0"] and r.output_shape == (1, 10)
+    fix = r.findings[0].fix
+    assert (
+        fix
+        == paramcount(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(288, 10)), (1, 8, 8)).findings[0].fix
+    )
+    namespace = {"model": model, "adapt_input_channels": adapt_input_channels, "nn": nn}
+    fixed = eval(fix.removeprefix("fold it with "), namespace).model
+    with torch.no_grad():
+        assert fixed(x).shape == (1, 10)
+    assert r.total_for_input == sum(p.numel() for p in fixed.parameters())

@@ -648,19 +648,23 @@ def adapt_input_channels(
     """
     channels = _count(channels, "channels", "the new input channel count")
     lazy = lazy_layers(unwrap_model(model))
-    if lazy:
-        raise SurgeryError(
-            f"{type(model).__name__} has lazy layers ({', '.join(lazy[:4])}): they make their weights in the first "
-            f"forward, for the channels it brings — nothing to adapt: the model takes a {channels}-channel input as "
-            "it is (run one forward first to adapt pretrained weights once they are made)"
-        )
+    refusal = SurgeryError(
+        f"{type(model).__name__} has lazy layers ({', '.join(lazy[:4])}): they make their weights in the first "
+        f"forward, for the channels it brings — nothing to adapt: the model takes a {channels}-channel input as "
+        "it is (run one forward first to adapt pretrained weights once they are made)"
+    )
     mode = FoldMode(mode) if not isinstance(mode, FoldMode) and mode in FoldMode._value2member_map_ else mode
     if not isinstance(mode, FoldMode):
         raise InputError(f"mode={mode!r} — choose one of {[m.value for m in FoldMode]}")
     edited = _copy(model, inplace)
     image, run_before = None, False
     if layer is None:
-        names, image, run_before, doubts = _input_layers(edited, input)
+        try:
+            names, image, run_before, doubts = _input_layers(edited, input)
+        except SurgeryError:
+            if lazy:  # a lazy input layer cannot be traced before its first forward
+                raise refusal from None
+            raise
         if image is None and not run_before:  # found in the graph: the edit is still tried on a guessed image
             image = guessed_input(edited)
         if doubts:  # a space-to-depth stem: the layer's channels are not the input's
@@ -675,6 +679,8 @@ def adapt_input_channels(
         names = [layer] if isinstance(layer, str) else list(layer)
         _check_layers(edited, names, channels, mode, input)
         image, run_before = input, input is not None
+    if set(names) & set(lazy):  # the layers reading the input are lazy: only those after it are not
+        raise refusal
     if not names:
         raise SurgeryError(
             f"{type(edited).__name__}: no layer with weights reads the input — nothing to adapt; "
