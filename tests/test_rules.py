@@ -26,6 +26,7 @@ from torch import nn
 from models import CifarNet, LlamaDecoder, TwoInputs
 from torchsurgeon import paramcount
 from torchsurgeon.graph import build_graph
+from torchsurgeon.resize import resized_copy
 from torchsurgeon.rules import FALLBACK, Call, Rule, disabled_rules, function_rule, method_rule, module_rule
 from torchsurgeon.shapes import propagate_shapes
 from torchsurgeon.trace import trace
@@ -1195,11 +1196,17 @@ def test_recurrent_rules_match_meta(case: tuple[nn.Module, torch.Tensor, dict[st
     module, x, kwargs = case
     found = module_rule(type(module))
     assert found is not None and found[0].shape is not None
-    out = found[0].shape(module, (x,), kwargs, Call("", ""))
+    call = Call("", "")
+    out = found[0].shape(module, (x,), kwargs, call)
     expected, error = _run(lambda: module(x, **kwargs))
-    if out is FALLBACK:  # it refuses only what it cannot answer: another dtype, features, rank
-        assert error is not None or x.dtype != torch.float32 or x.shape[-1] != module.input_size or x.dim() > 3
+    if out is FALLBACK:  # it refuses only what it cannot answer: another dtype, rank
+        assert error is not None or x.dtype != torch.float32 or x.dim() > 3
         return
+    if call.findings:  # another width: a mismatch, and the outputs of the layer resized to take it
+        assert error is not None and [f.what for f in call.findings] == ["input_size"]
+        resized = resized_copy(module, call.findings[0])
+        assert resized is not None
+        expected, error = _run(lambda: resized(x, **kwargs))
     assert error is None, f"the rule answered {out!r} but meta execution raises {error!r}"
     _same(out, expected)
 
@@ -1438,3 +1445,30 @@ def test_a_group_norm_without_weights_takes_any_channel_count_its_groups_divide(
         assert [f.what for f in report.findings] == ["channels % num_groups"]
     else:
         assert report.output_shape == real and report.invalid == []
+@pytest.mark.parametrize(
+    ("layer", "what"),
+    [
+        (nn.LSTM(10, 20, batch_first=True, bidirectional=True), "input_size"),
+        (nn.GRU(10, 20, num_layers=2), "input_size"),
+        (nn.LSTM(10, 20, proj_size=5, batch_first=True), "input_size"),
+        (nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True, activation="gelu"), "d_model"),
+    ],
+)
+def test_a_recurrent_or_encoder_layer_of_another_width_names_a_fix_that_runs(layer: nn.Module, what: str) -> None:
+    """Found by a probe: an LSTM, GRU or TransformerEncoderLayer given features of another width was reported with
+    torch's message and no fix. It is now a mismatch whose fix, run as written, gives a model that takes the
+    input, with the parameters the report promised for it."""
+    model = nn.Sequential(nn.Linear(8, 12), layer)
+    expected = getattr(layer, "input_size", 16)
+    with pytest.raises((RuntimeError, AssertionError), match=rf"{expected}"):
+        model(torch.zeros(2, 5, 8))  # the real layer refuses 12 features
+    r = paramcount(model, (5, 8))
+    assert [(f.layer, f.what, f.expected, f.got) for f in r.findings] == [("1", what, expected, 12)]
+    fix = r.findings[0].fix
+    assert fix.startswith("what comes before it gives 12: make that give")
+    exec(fix.rpartition("(new weights): ")[2], {"model": model, "nn": nn})
+    out = model(torch.zeros(1, 5, 8))
+    real = out[0] if isinstance(out, tuple) else out
+    assert r.total_for_input == sum(p.numel() for p in model.parameters())
+    shapes = r.output_shape
+    assert (shapes[0] if isinstance(shapes[0], tuple) else shapes) == tuple(real.shape)

@@ -18,7 +18,9 @@ The policy, for a layer that gets ``C`` input channels/features:
 * ``nn.Linear``: ``in_features = C``;
 * batch, instance and group norms: ``num_features``/``num_channels = C``
   (affine parameters and running statistics of size ``C``); layer and RMS
-  norms: ``normalized_shape`` = the input's trailing dims.
+  norms: ``normalized_shape`` = the input's trailing dims;
+* ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``: ``input_size = C`` (the first layer's
+  input weights, both directions).
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ def plan_resize(module: nn.Module, what: str, got: Any) -> Resize | None:
     what : str
         The mismatch, as in a :class:`~torchsurgeon.records.Finding`:
         ``in_channels``, ``in_features``, ``num_features``,
-        ``num_channels`` or ``normalized_shape``.
+        ``num_channels``, ``normalized_shape`` or ``input_size``.
     got : int or tuple
         What the input gives.
 
@@ -189,6 +191,10 @@ def plan_resize(module: nn.Module, what: str, got: Any) -> Resize | None:
         old = (module.num_features,) if isinstance(module, nn.modules.batchnorm._NormBase) else (module.num_channels,)
         buffers = {n: (got,) for n, b in module.named_buffers() if tuple(b.shape) == old}
         return Resize({what: got}, _like(module, old, (got,)), buffers)
+    if what == "input_size" and isinstance(module, nn.RNNBase) and isinstance(got, int) and got > 0:
+        first = ("weight_ih_l0", "weight_ih_l0_reverse")  # only the first layer reads the input
+        params = {n: (p.shape[0], got) for n, p in module.named_parameters() if n in first}
+        return Resize({"input_size": got}, params, {})
     if what == "normalized_shape" and isinstance(module, (nn.LayerNorm, nn.RMSNorm)) and isinstance(got, tuple):
         normalized: tuple[int, ...] = tuple(module.normalized_shape)
         return Resize({"normalized_shape": got}, _like(module, normalized, got), {})
@@ -261,6 +267,11 @@ def resized_param_count(module: nn.Module, finding: Finding) -> int:
     >>> resized_param_count(nn.Conv2d(3, 12, 3, groups=3), Finding("c", "Conv2d", "in_channels", 3, 6, ""))
     228
     """
+    if finding.what == "d_model" and isinstance(module, nn.TransformerEncoderLayer):
+        args = _encoder_layer(module, finding.got)
+        if args is not None:  # rebuilt as its fix says
+            with torch.device("meta"):
+                return sum(p.numel() for p in nn.TransformerEncoderLayer(**args).parameters())
     plan = plan_resize(module, finding.what, finding.got)
     params = dict(module.named_parameters())
     if plan is None:
@@ -319,8 +330,43 @@ def _constructor(module: nn.Module) -> str:
     return f"{prefix}{kind.__name__}({text})"
 
 
+def _encoder_layer(module: nn.TransformerEncoderLayer, width: Any) -> dict[str, Any] | None:
+    """The arguments that build ``module`` again for ``width`` features (``d_model``), with its heads, feed-forward
+    width, dropout and layout (not its activation, which has no weights); None when ``width`` is not a multiple
+    of its heads."""
+    heads = module.self_attn.num_heads
+    if not isinstance(width, int) or width <= 0 or width % heads:
+        return None
+    return {
+        "d_model": width,
+        "nhead": heads,
+        "dim_feedforward": module.linear1.out_features,
+        "dropout": module.dropout.p,
+        "layer_norm_eps": module.norm1.eps,
+        "batch_first": module.self_attn.batch_first,
+        "norm_first": module.norm_first,
+        "bias": module.linear1.bias is not None,
+    }
+
+
+def _encoder_layer_fix(module: nn.TransformerEncoderLayer, layer: str, width: Any) -> str | None:
+    """Python that builds ``module`` again for ``width`` features: :func:`_encoder_layer`, and its activation."""
+    args = _encoder_layer(module, width)
+    if args is None:
+        return None
+    activation = {1: "'relu'", 2: "'gelu'"}.get(
+        int(getattr(module, "activation_relu_or_gelu", 0)), f"model.get_submodule({layer!r}).activation"
+    )
+    written = ", ".join(f"{k}={v!r}" for k, v in args.items() if k not in ("d_model", "nhead"))
+    return f"nn.TransformerEncoderLayer({width}, {args['nhead']}, {written}, activation={activation})"
+
+
 def rebuild_fix(module: nn.Module, layer: str, what: str, got: Any) -> str | None:
     """Python that replaces ``layer`` by a fresh layer that fits (new weights), or ``None``.
+
+    ``what`` is the mismatch, as for :func:`plan_resize`; besides those, a
+    recurrent layer's ``input_size`` and a transformer encoder layer's
+    ``d_model`` (rebuilt for that width: its output has that width too).
 
     Examples
     --------
@@ -328,6 +374,9 @@ def rebuild_fix(module: nn.Module, layer: str, what: str, got: Any) -> str | Non
     >>> rebuild_fix(nn.Linear(400, 120), "fc1", "in_features", 2704)
     "model.set_submodule('fc1', nn.Linear(in_features=2704, out_features=120, bias=True))"
     """
+    if what == "d_model" and isinstance(module, nn.TransformerEncoderLayer):
+        built = _encoder_layer_fix(module, layer, got)
+        return None if built is None else f"model.set_submodule({layer!r}, {built})"
     copy_ = resized_copy(module, Finding(layer, type(module).__name__, what, None, got, ""))
     if copy_ is None:
         return None

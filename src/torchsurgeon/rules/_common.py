@@ -28,6 +28,7 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from ..autocast import HALF
+from ..resize import input_fix, rebuild_fix
 from .registry import FALLBACK, Call, CountFn, ShapeFn
 
 __all__ = (
@@ -37,6 +38,7 @@ __all__ = (
     "broadcast",
     "elementwise",
     "first_tensor",
+    "fit_fix",
     "float_tensor",
     "fn",
     "fn_count",
@@ -390,3 +392,23 @@ def ntuple(v: Any, n: int) -> tuple[int, ...] | None:
         if len(v) == 1:
             return (int(v[0]),) * n
     return None
+
+
+def fit_fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str:
+    """The fix of layer ``m`` that expects ``what=expected`` and gets ``got``: fold an input layer; otherwise fix
+    what comes before (the input, or the layer before), or replace this one with a layer that fits (new weights).
+
+    Convolutions, linear layers and norms (:mod:`~torchsurgeon.rules.layers`), recurrent layers and transformer
+    encoder layers alike: :func:`~torchsurgeon.resize.rebuild_fix` writes the layer that fits."""
+    if call.from_input and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(got, int):
+        layers, why = call.fold_alone(got) if call.fold_alone is not None else ((), "")
+        if call.layer not in layers:  # the layer itself reads the input rearranged (a video's frames): no layer=
+            layers, why = (), ""
+        if why:
+            return why
+        return input_fix(m, got, call.fold_input(expected) if call.fold_input is not None else "", layers)
+    rebuild = rebuild_fix(m, call.layer, what, got)
+    before = f"what comes before it gives {got}: make that give {expected}"
+    if call.from_input:
+        before = f"the input gives {got}: give {expected}"
+    return f"{before}, or replace the layer (new weights): {rebuild}" if rebuild else before

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..records import FlopKind
-from ..resize import input_fix, rebuild_fix
 from ._common import (
     REQUIRED,
     Spec,
     bind,
+    fit_fix,
     float_tensor,
     fn,
     is_int,
@@ -61,22 +61,6 @@ def _rank(call: Call, x: torch.Tensor, ranks: tuple[int, ...], layout: str) -> b
         else "the previous layer gives a tensor of another rank: reshape before this layer",
     )
     return False
-
-
-def _fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str:
-    """Fold an input layer; otherwise fix the layer before, or replace this one with a layer that fits."""
-    if call.from_input and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(got, int):
-        layers, why = call.fold_alone(got) if call.fold_alone is not None else ((), "")
-        if call.layer not in layers:  # the layer itself reads the input rearranged (a video's frames): no layer=
-            layers, why = (), ""
-        if why:
-            return why
-        return input_fix(m, got, call.fold_input(expected) if call.fold_input is not None else "", layers)
-    rebuild = rebuild_fix(m, call.layer, what, got)
-    before = f"what comes before it gives {got}: make that give {expected}"
-    if call.from_input:
-        before = f"the input gives {got}: give {expected}"
-    return f"{before}, or replace the layer (new weights): {rebuild}" if rebuild else before
 
 
 def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> torch.dtype:
@@ -143,7 +127,7 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
     dtype = _same_dtype(m, call, x)
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
     if c != m.in_channels:
-        fix = _fix(call, m, "in_channels", m.in_channels, c)
+        fix = fit_fix(call, m, "in_channels", m.in_channels, c)
         if call.from_input and call.batch_added and batched and shape[-1] == m.in_channels:  # (H, W, C) given?
             fix += f"; if the input is channels-last, give its shape as {(m.in_channels, c, *shape[2:-1])}"
         call.mismatch("in_channels", m.in_channels, c, fix)
@@ -203,7 +187,7 @@ def _linear_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | No
     got = int(x.shape[-1])
     dtype = _same_dtype(m, call, x)
     if got != m.in_features:
-        fix = _fix(call, m, "in_features", m.in_features, got)
+        fix = fit_fix(call, m, "in_features", m.in_features, got)
         if not call.from_input and not call.pooled and x.dim() == 2:  # flattened features: may follow the input size
             fix += f" (an nn.AdaptiveAvgPool before flatten gives {m.in_features} features for any input size)"
         call.mismatch("in_features", m.in_features, got, fix)
@@ -230,7 +214,7 @@ def _batchnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
     # without weights or running statistics a norm uses its input's statistics, channel by channel: any count fits
     checks = m.affine or m.track_running_stats
     if checks and got != m.num_features:
-        call.mismatch("num_features", m.num_features, got, _fix(call, m, "num_features", m.num_features, got))
+        call.mismatch("num_features", m.num_features, got, fit_fix(call, m, "num_features", m.num_features, got))
     _batch_statistics(m, call, x, channel_dim)
     return new(x.shape, x.dtype)
 
@@ -270,6 +254,8 @@ def _groupnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
     got = int(x.shape[1])
     if got != m.num_channels and m.affine:  # without weights, any count its groups divide fits
         call.mismatch("num_channels", m.num_channels, got, _fix(call, m, "num_channels", m.num_channels, got))
+    if got != m.num_channels:
+        call.mismatch("num_channels", m.num_channels, got, fit_fix(call, m, "num_channels", m.num_channels, got))
     if got % m.num_groups:
         call.mismatch(
             "channels % num_groups", 0, f"{got} % {m.num_groups}", "use a channel count divisible by num_groups"
@@ -288,7 +274,7 @@ def _layernorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
     got = tuple(int(d) for d in x.shape[-n:]) if x.dim() >= n else tuple(x.shape)
     if got != tuple(m.normalized_shape):
         expected = tuple(m.normalized_shape)
-        call.mismatch("normalized_shape", expected, got, _fix(call, m, "normalized_shape", expected, got))
+        call.mismatch("normalized_shape", expected, got, fit_fix(call, m, "normalized_shape", expected, got))
     return new(x.shape, x.dtype)
 
 
@@ -447,7 +433,7 @@ def _functional_conv(fn: Any) -> Any:
         kind = type(owner).__name__ if owner is not None else call.type
         if owner is not None and isinstance(owner, nn.modules.conv._ConvNd):
             named = Call(layer, kind, call.from_input, fold_input=call.fold_input, fold_alone=call.fold_alone)
-            fix = _fix(named, owner, "in_channels", expected, got)
+            fix = fit_fix(named, owner, "in_channels", expected, got)
         else:
             fix = f"what comes before it gives {got}: make that give {expected}"
         bound[1] = torch.empty((weight.shape[0], got // groups, *weight.shape[2:]), dtype=weight.dtype, device="meta")

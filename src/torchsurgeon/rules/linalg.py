@@ -20,7 +20,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..records import FlopKind
-from ._common import REQUIRED, OpRule, Spec, bind, broadcast, float_tensor, fn, fn_count, new, numel, same_float, view
+from ._common import (
+    REQUIRED,
+    OpRule,
+    Spec,
+    bind,
+    broadcast,
+    fit_fix,
+    float_tensor,
+    fn,
+    fn_count,
+    new,
+    numel,
+    same_float,
+    view,
+)
 from .registry import FALLBACK, Call, builtin
 
 __all__: tuple[str, ...] = ()
@@ -124,6 +138,19 @@ def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if q.shape[:-2] != k.shape[:-2] or k.shape[:-1] != v.shape[:-1] or q.shape[-1] != k.shape[-1]:
         return FALLBACK
     return new((*q.shape[:-1], v.shape[-1]), dtype)
+
+
+def _encoder_layer(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
+    """nn.TransformerEncoderLayer given features of another width than its ``d_model``: a mismatch whose fix
+    rebuilds it for that width, and the output as if it took them (its input's shape); else meta runs it."""
+    assert isinstance(m, nn.TransformerEncoderLayer)
+    x: Any = args[0] if args else kwargs.get("src")
+    width = m.self_attn.embed_dim
+    if not float_tensor(x) or x.dim() not in (2, 3) or x.shape[-1] == width:
+        return FALLBACK
+    got = int(x.shape[-1])
+    call.mismatch("d_model", width, got, fit_fix(call, m, "d_model", width, got))
+    return new(x.shape, x.dtype)
 
 
 def _mha_module(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
@@ -461,5 +488,6 @@ if _GROUPED:  # torch >= 2.8
     builtin(*_GROUPED, shape=fn(_grouped_mm), macs=fn_count(_grouped_mm_macs), kind=FlopKind.MATMUL)
 builtin(F.scaled_dot_product_attention, shape=fn(_sdpa), macs=fn_count(_sdpa_macs), kind=FlopKind.ATTENTION)
 builtin(nn.MultiheadAttention, shape=_mha_module, macs=_mha_macs, kind=FlopKind.ATTENTION)
+builtin(nn.TransformerEncoderLayer, shape=_encoder_layer, uncounted=True)  # counted by the calls it makes
 builtin(torch.einsum, shape=fn(_einsum), macs=fn_count(_einsum_macs), kind=FlopKind.MATMUL)
 builtin(torch.tensordot, torch.mv, uncounted=True)

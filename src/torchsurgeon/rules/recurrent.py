@@ -3,8 +3,10 @@
 The shape rule gives ``(output, (h_n, c_n))`` for an LSTM and ``(output,
 h_n)`` for a GRU or RNN, batched (``batch_first`` too: the output is then
 the transposed view meta execution gives) or unbatched, for a tensor input
-that fits, without an initial state.  A packed sequence, an initial state, or
-an input the layer refuses runs on ``meta``, which computes the layer one time
+that fits, without an initial state; an input of another width than
+``input_size`` is a mismatch whose fix rebuilds the layer for that width (its
+outputs keep their widths).  A packed sequence, an initial state, or
+another input the layer refuses runs on ``meta``, which computes the layer one time
 step at a time: seconds for long sequences (timm's Sequencer took 3 s).
 
 MACs count the gate matrix products, once per token (time step × batch
@@ -41,7 +43,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ..records import FlopKind
-from ._common import float_tensor, new, numel, view
+from ._common import fit_fix, float_tensor, new, numel, view
 from .registry import FALLBACK, Call, builtin
 
 __all__: tuple[str, ...] = ()
@@ -82,10 +84,11 @@ def _rnn_rule(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call)
         return FALLBACK  # an initial state: meta checks its shape
     x = args[0]
     weight = m.weight_ih_l0
-    if not float_tensor(x) or x.dtype != weight.dtype or x.dim() not in (2, 3) or x.shape[-1] != m.input_size:
+    if not float_tensor(x) or x.dtype != weight.dtype or x.dim() not in (2, 3) or 0 in x.shape:
         return FALLBACK  # meta says how it does not fit
-    if 0 in x.shape:
-        return FALLBACK
+    if x.shape[-1] != m.input_size:  # the outputs as if it took them: the widths after it do not change
+        got = int(x.shape[-1])
+        call.mismatch("input_size", m.input_size, got, fit_fix(call, m, "input_size", m.input_size, got))
     directions = 2 if m.bidirectional else 1
     hidden_out = (m.proj_size if isinstance(m, nn.LSTM) else 0) or m.hidden_size
     features = directions * hidden_out
