@@ -592,3 +592,25 @@ def test_replace_head_layer_naming_no_module_gives_a_call_that_runs(layer: str, 
     edited = eval(call, {"replace_head": replace_head, "model": model}).model
     assert edited.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 10)
     assert torch.equal(edited.fc.weight[0], model.fc.weight[1])
+
+
+def test_keep_of_the_wrong_type_names_what_keep_takes_with_one_that_runs() -> None:
+    """Found by a probe: ``keep=[1, 2]`` raised dict()'s bare TypeError; the error now says what keep takes, with a
+    mapping built from the classes given, which runs."""
+    net = nn.Sequential(nn.Linear(4, 5))
+    with pytest.raises(InputError, match=r"keep=\[1, 2\] — keep maps each new class to the old class") as info:
+        replace_head(net, 3, keep=[1, 2])  # type: ignore[arg-type]
+    keep = eval(str(info.value).rpartition("e.g. keep=")[2])
+    r = replace_head(net, 3, keep=keep)
+    assert torch.equal(r.model[0].weight[:2], net[0].weight[1:3])  # old classes 1 and 2 carried to 0 and 1
+
+
+def test_append_head_given_a_class_says_to_pass_a_layer() -> None:
+    """Found by a probe: ``append_head(model, nn.ReLU)`` said ``<class 'torch.nn....ReLU'> is not an nn.Module``."""
+    net = nn.Sequential(nn.Linear(4, 5))
+    with pytest.raises(
+        InputError, match=r"nn\.ReLU is a class — pass a layer: append_head\(model, nn\.ReLU\(\)\)$"
+    ) as info:
+        append_head(net, nn.ReLU)  # type: ignore[arg-type]
+    fixed = eval(str(info.value).rpartition("pass a layer: ")[2], {"append_head": append_head, "model": net, "nn": nn})
+    assert isinstance(fixed.model[0][1], nn.ReLU)

@@ -187,3 +187,9 @@ def test_a_duplicate_rule_names_the_unregister_call_that_runs(target: Any) -> No
         register_rule(target, shape=lambda m, x, *a: x)
     finally:
         unregister_rule(target)
+
+
+def test_unregistering_a_class_with_no_rule_names_it_as_code_does() -> None:
+    """Found by a probe: the message showed ``<class 'torch.nn.modules.pixelshuffle.PixelShuffle'>``."""
+    with pytest.raises(InputError, match=r"^no rule registered for nn\.PixelShuffle — "):
+        unregister_rule(nn.PixelShuffle)

@@ -23,6 +23,7 @@ __all__ = (
     "SurgeryError",
     "TorchSurgeonError",
     "TraceError",
+    "as_written",
     "failure_reason",
     "first_line",
     "library_file",
@@ -75,6 +76,24 @@ class MemoryPlanError(TorchSurgeonError):
 
 class ConfigError(TorchSurgeonError):
     """A contract configuration (pyproject table, lockfile, import path) is malformed."""
+
+
+def as_written(target: Any) -> str:
+    """``target`` as a user's code names it, for a message's fix: torch's classes and functions by their path
+    (``nn.ReLU``, ``torch.nn.functional.relu``), the user's own by their qualified name, strings quoted.
+
+    Examples
+    --------
+    >>> import torch
+    >>> as_written(torch.nn.ReLU), as_written("view"), as_written(torch.nn.functional.relu)
+    ('nn.ReLU', "'view'", 'torch.nn.functional.relu')
+    """
+    if isinstance(target, str):
+        return repr(target)
+    module, name = getattr(target, "__module__", None) or "", getattr(target, "__qualname__", repr(target))
+    if isinstance(target, type) and module.startswith("torch.nn.modules"):
+        return f"nn.{name}"
+    return f"{module + '.' if module.startswith('torch') else ''}{name}"
 
 
 def no_such_name(name: str, names: list[str], what: str = "layers") -> str:

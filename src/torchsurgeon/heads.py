@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch import nn
 
 from .analysis import paramcount
 from .arguments import ExampleInputs, tensor_inputs
-from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError
+from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError, as_written
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .graphreaders import weights_owner
 from .initialisers import default_init, named_init
@@ -449,6 +450,7 @@ def replace_head(
     True
     """
     num_classes = _count(num_classes, "num_classes", "the new class count")
+    _check_keep(keep)
     edited = _copy(model, inplace)
     if layer is not None:
         heads = _chosen_head(edited, layer, num_classes, keep)
@@ -730,6 +732,21 @@ def _labels_after(
     return changes
 
 
+def _check_keep(keep: Any) -> None:
+    """Refuse a ``keep`` that is not ``{new class: old class}`` ints, with one built from the old classes given."""
+    if keep is None or (isinstance(keep, Mapping) and all(type(i) is int for i in (*keep, *keep.values()))):
+        return
+    olds = (
+        [o for o in (keep.values() if isinstance(keep, Mapping) else keep) if type(o) is int]
+        if isinstance(keep, (list, tuple, Mapping))
+        else []
+    )
+    raise InputError(
+        f"keep={keep!r} — keep maps each new class to the old class whose row it carries, {{new: old}} in ints: "
+        f"e.g. keep={dict(enumerate(olds)) or {0: 0}}"
+    )
+
+
 def append_head(
     model: nn.Module, *modules: nn.Module, inplace: bool = False, input: InputSpec | None = None
 ) -> SurgeryResult:
@@ -756,6 +773,15 @@ def append_head(
             "append_head needs at least one module to append, e.g. append_head(model, nn.Linear(1000, 10))"
         )
     for m in modules:
+        if isinstance(m, type) and issubclass(m, nn.Module):  # nn.ReLU for nn.ReLU()
+            args = (
+                "()"
+                if not any(p.default is p.empty for p in list(inspect.signature(m).parameters.values()))
+                else "(...)"
+            )
+            raise InputError(
+                f"append_head: {as_written(m)} is a class — pass a layer: append_head(model, {as_written(m)}{args})"
+            )
         if not isinstance(m, nn.Module):
             raise InputError(f"append_head: {m!r} is not an nn.Module")
     edited = _copy(model, inplace)

@@ -31,7 +31,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, as_written
 from ..records import Finding, FlopKind
 
 __all__ = (
@@ -218,12 +218,7 @@ def _unregister_call(target: Any) -> str:
     >>> _unregister_call(torch.nn.ReLU), _unregister_call("view"), _unregister_call(torch.nn.functional.relu)
     ('unregister_rule(nn.ReLU)', "unregister_rule('view')", 'unregister_rule(torch.nn.functional.relu)')
     """
-    if isinstance(target, str):
-        return f"unregister_rule({target!r})"
-    module, name = getattr(target, "__module__", None) or "", getattr(target, "__qualname__", repr(target))
-    if isinstance(target, type) and module.startswith("torch.nn.modules"):
-        return f"unregister_rule(nn.{name})"
-    return f"unregister_rule({module + '.' if module.startswith('torch') else ''}{name})"  # a user's: by its name
+    return f"unregister_rule({as_written(target)})"
 
 
 def _add(table: _Table, rule: Rule, what: str) -> None:
@@ -369,7 +364,7 @@ def unregister_rule(target: RuleTarget) -> None:
     """
     slot, key = _USER.slot(target)
     if key not in slot:
-        raise InputError(f"no rule registered for {target!r} — register_rule(...) registers one")
+        raise InputError(f"no rule registered for {as_written(target)} — register_rule(...) registers one")
     del slot[key]
     _module_cache.clear()
     _generation[0] += 1
