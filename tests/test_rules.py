@@ -1445,6 +1445,8 @@ def test_a_group_norm_without_weights_takes_any_channel_count_its_groups_divide(
         assert [f.what for f in report.findings] == ["channels % num_groups"]
     else:
         assert report.output_shape == real and report.invalid == []
+
+
 @pytest.mark.parametrize(
     ("layer", "what"),
     [

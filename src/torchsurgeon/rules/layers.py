@@ -253,8 +253,6 @@ def _groupnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
         return None
     got = int(x.shape[1])
     if got != m.num_channels and m.affine:  # without weights, any count its groups divide fits
-        call.mismatch("num_channels", m.num_channels, got, _fix(call, m, "num_channels", m.num_channels, got))
-    if got != m.num_channels:
         call.mismatch("num_channels", m.num_channels, got, fit_fix(call, m, "num_channels", m.num_channels, got))
     if got % m.num_groups:
         call.mismatch(
