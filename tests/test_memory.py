@@ -808,6 +808,31 @@ def test_a_misspelt_input_name_is_refused_with_the_close_one_as_paramcount_does(
         assert memory_plan(model, fix, batch=2, optimizer="sgd", device="cpu").activations > 0
 
 
+class _TakesKeywords(nn.Module):
+    """A forward with ``**kwargs`` (as Hugging Face models have), reading ``scale`` from them when ``reads``."""
+
+    def __init__(self, reads: bool) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.reads = reads
+
+    def forward(self, x: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * kwargs["scale"] if self.reads else self.fc(x)
+
+
+def test_an_input_forward_takes_through_kwargs_and_never_reads_is_refused_as_paramcount_does() -> None:
+    """Found by a probe: memory_plan(bert, {"input_ids": (16,), "nope": (3,)}) returned a plan (BERT's forward takes
+    **kwargs and never reads nope) where paramcount refuses nope; an input no op reads is now refused the same way,
+    and one the forward does read through **kwargs is still planned."""
+    spec = {"x": (4,), "scale": (4,)}
+    with pytest.raises(InputError, match=r"input 'scale' is not an argument of forward — the inputs are \['x'\]"):
+        memory_plan(_TakesKeywords(reads=False), spec, device="cpu")
+    with pytest.raises(InputError, match=r"input 'scale' is not an argument of forward"):
+        paramcount(_TakesKeywords(reads=False), spec)
+    plan = memory_plan(_TakesKeywords(reads=True), spec, batch=2, device="cpu")
+    assert plan.input_shapes == {"x": (2, 4), "scale": (2, 4)}
+
+
 class SparseLookups(nn.Module):
     """Word2vec / recommender style: a sparse embedding and a sparse bag of the same ids, then a dense head."""
 

@@ -39,6 +39,7 @@ __all__ = (
     "InputNames",
     "InputPaths",
     "check_input_names",
+    "check_inputs_read",
     "forward_inputs",
     "forward_parameters",
     "fx_name",
@@ -170,6 +171,38 @@ give {'input': (2,)}; the inputs are ['input']
             continue
         if not anything or difflib.get_close_matches(name, [n for n in own if n not in spec], n=1, cutoff=0.8):
             raise not_an_input(name, value, own)
+
+
+def check_inputs_read(model: nn.Module, spec: Any, unread: Iterable[str]) -> None:
+    """Refuse an input of ``spec`` that ``forward`` took through its ``**kwargs`` and never read (``unread``: the
+    input names no op of a run read), as :func:`check_input_names` refuses a name that is no argument: it would be
+    silently ignored.
+
+    Raises
+    ------
+    InputError
+        :func:`~torchsurgeon.shapespec.not_an_input`, naming ``forward``'s own arguments.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> class Net(nn.Linear):
+    ...     def forward(self, input, **kwargs):
+    ...         return super().forward(input)
+    >>> check_inputs_read(Net(2, 2), {"input": (2,), "nope": (3,)}, ["nope"])
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: input 'nope' is not an argument of forward — the inputs are ['input']
+    """
+    if not isinstance(spec, Mapping):
+        return
+    params = forward_parameters(model)
+    own = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    unread = set(unread)
+    for name, value in spec.items():
+        inside = nested_inputs(str(name), value) if isinstance(value, Mapping) else {str(name): value}
+        if str(name) not in own and inside and unread.issuperset(inside):
+            raise not_an_input(str(name), value, own)
 
 
 def forward_inputs(model: nn.Module, spec: Any) -> list[str]:

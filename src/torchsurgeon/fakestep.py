@@ -89,6 +89,7 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self.values = AssumedValues()
         self.lookups: dict[int | None, int] = {}  # weight storage -> rows looked up by sparse embeddings
         self.known = KnownIndices()
+        self.unread: dict[int | None, str] = {}  # storage key -> input name, until an op reads it
 
     def module(self) -> str:
         """The innermost module running (forward), else ``backward``."""
@@ -98,6 +99,10 @@ class _Storages(TorchDispatchMode):  # type: ignore[no-untyped-call]
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
+        if self.unread:  # inputs no op has read yet (one given to **kwargs that forward never looks at)
+            for t in pytree.tree_leaves((args, kwargs)):
+                if isinstance(t, torch.Tensor):
+                    self.unread.pop(_storage_key(t), None)
         read = self.values.read(func, args)  # a random draw or a finiteness check read by Python: its assumed value
         if read is not NO_VALUE:
             return read
@@ -191,6 +196,8 @@ class SimulatedStep:
     sparse_gradients : dict[int, int]
         Per parameter (its position in ``got_grad``) whose ``.grad`` is sparse (``nn.Embedding(sparse=True)``):
         the bytes torch gives it, one row per lookup (fake tensors make it empty); counted in ``gradients``.
+    unread : tuple[str, ...]
+        The inputs no op of the forward read (a name ``forward(**kwargs)`` took and never looked at).
     """
 
     activations: int = 0
@@ -202,6 +209,7 @@ class SimulatedStep:
     transients: dict[str, int] = field(default_factory=dict)  # module -> most in use beyond activations, forward
     got_grad: list[bool] = field(default_factory=list)  # per parameter of the model, in order
     sparse_gradients: dict[int, int] = field(default_factory=dict)  # parameter position -> sparse .grad bytes
+    unread: tuple[str, ...] = ()  # inputs no op of the forward read
 
 
 def _fake_like(mode: FakeTensorMode, t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -374,12 +382,15 @@ def _simulate(
             values = {}
             for name, (shape, dt) in inputs.items():
                 values[name] = torch.empty(shape, dtype=dt or input_dtype_for(name, copy))
+                storages.unread[_storage_key(values[name])] = name
             hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else contextlib.nullcontext()
             autocast = torch.autocast("cpu", amp) if amp is not None else contextlib.nullcontext()
             kernels = CudaKernels() if device == "cuda" else contextlib.nullcontext()
             with torch.set_grad_enabled(train), hooks, autocast, kernels:
                 out = _call(copy, values, paths)
             storages.forward_ops = len(storages.ops)
+            step.unread = tuple(storages.unread.values())
+            storages.unread.clear()
             saved = _held_for_backward(packed, storages, step)
             outs = [t for t in _tensors_in(out) if t.requires_grad] if train else []
             storages.backward = True

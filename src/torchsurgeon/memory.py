@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arguments import check_input_names, forward_inputs, input_paths, tensor_inputs
+from .arguments import check_input_names, check_inputs_read, forward_inputs, input_paths, tensor_inputs
 from .autocast import HALF
 from .errors import InputError, MemoryPlanError, no_such_name
 from .fakestep import SimulatedStep, simulate_step
@@ -740,6 +740,7 @@ def memory_plan(
     weights = sum(_nbytes(p, dtype) for p in unique)
     buffers = sum(_nbytes(b, dtype) for b in model.buffers())
     train = simulate_step(model, inputs, train=True, amp=amp_dtype, dtype=dtype, device=device, paths=paths)
+    check_inputs_read(model, input, train.unread)  # a name forward's **kwargs took and never read: refused
     try:
         infer: SimulatedStep | None = simulate_step(
             model, inputs, train=False, amp=amp_dtype, dtype=dtype, device=device, paths=paths
