@@ -614,3 +614,29 @@ def test_append_head_given_a_class_says_to_pass_a_layer() -> None:
         append_head(net, nn.ReLU)  # type: ignore[arg-type]
     fixed = eval(str(info.value).rpartition("pass a layer: ")[2], {"append_head": append_head, "model": net, "nn": nn})
     assert isinstance(fixed.model[0][1], nn.ReLU)
+_BAD_INPUTS = [
+    ("bad input", r"input shape: expected a shape such as \(3, 224, 224\), got 'bad input'"),
+    ((3.0, 32, 32), r"input shape: dimension 0 is 3.0 \(float\) in shape \(3.0, 32, 32\) — use 3"),
+    ({"inptu": (3, 32, 32)}, r"input 'inptu' is not an argument of forward — did you mean 'input'\?"),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), _BAD_INPUTS)
+def test_a_malformed_input_is_refused_as_paramcount_refuses_it(bad: object, message: str) -> None:
+    """Found by a probe: replace_head(model, 7, input="bad input") succeeded, the input silently ignored (an
+    input that does not fit made no example tensors and the graph was traced without); append_head and head_layers
+    too, also with layer= given. Each now raises paramcount's own InputError, naming the input and the fix."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    with pytest.raises(InputError, match=message) as counted:
+        paramcount(net, bad)  # type: ignore[arg-type]
+    calls = [
+        lambda: replace_head(net, 7, input=bad),
+        lambda: replace_head(net, 7, layer="4", input=bad),
+        lambda: append_head(net, nn.Linear(5, 2), input=bad),
+        lambda: head_layers(net, input=bad),
+    ]
+    for call in calls:
+        with pytest.raises(InputError, match=message) as refused:
+            call()
+        assert str(refused.value) == str(counted.value)
+    assert net[4].out_features == 5  # nothing edited

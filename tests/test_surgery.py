@@ -1450,3 +1450,24 @@ def test_adapt_layer_naming_no_module_says_the_layer_meant_with_a_call_that_runs
     edited = eval(call, {"adapt_input_channels": adapt_input_channels, "model": model}).model
     assert edited.conv1.in_channels == channels
     assert edited.eval()(torch.randn(1, channels, 32, 32)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("bad input", r"input shape: expected a shape such as \(3, 224, 224\), got 'bad input'"),
+        ((3, -32, 32), r"input shape: dimension 1 is -32 in shape \(3, -32, 32\) — every dimension must be a positive"),
+        ({"inptu": (3, 32, 32)}, r"input 'inptu' is not an argument of forward — did you mean 'input'\?"),
+    ],
+)
+def test_adapt_input_channels_refuses_a_malformed_input_as_paramcount_does(bad: object, message: str) -> None:
+    """Found by a probe: adapt_input_channels(model, 1, input="bad input") raised a SurgeryError ("does not fit
+    forward's arguments") and a misspelt name one from the real call, where paramcount raises InputError naming the
+    bad value; with layer= given the bad input was shown as (1, 'a', 'd'). It now raises paramcount's InputError."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    with pytest.raises(InputError, match=message) as counted:
+        paramcount(net, bad)  # type: ignore[arg-type]
+    for layer in (None, "0"):
+        with pytest.raises(InputError, match=message) as refused:
+            adapt_input_channels(net, 1, input=bad, layer=layer)  # type: ignore[arg-type]
+        assert str(refused.value) == str(counted.value)

@@ -38,6 +38,7 @@ __all__ = (
     "ExampleInputs",
     "InputNames",
     "InputPaths",
+    "check_input",
     "check_input_names",
     "check_inputs_read",
     "forward_inputs",
@@ -134,6 +135,30 @@ def _named_inputs(spec: Mapping[Any, Any]) -> tuple[str | tuple[str, str], ...]:
                 check_shape(item, f"input {flat!r}", scalar=True)
         names.extend([(str(name), str(key)) for key in value] if nested else [str(name)])
     return tuple(names)
+
+
+def check_input(model: nn.Module, spec: Any) -> dict[str, Any]:
+    """The input spec checked as :func:`~torchsurgeon.paramcount` checks it: its names
+    (:func:`check_input_names`), then its shapes (:func:`~torchsurgeon.shapespec.normalize_input`); returns the
+    normalised spec by input name.  Every entry point taking an ``input`` calls it first.
+
+    Raises
+    ------
+    InputError
+        Naming the input, the bad value and what it takes.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> check_input(nn.Linear(2, 2), [2])
+    {'input': (2,)}
+    >>> check_input(nn.Linear(2, 2), "2")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: input shape: expected a shape such as (3, 224, 224), got '2' — ...
+    """
+    check_input_names(model, spec)
+    return normalize_input(spec, forward_inputs(model, spec))
 
 
 def check_input_names(model: nn.Module, spec: Any) -> None:

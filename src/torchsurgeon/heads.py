@@ -29,6 +29,8 @@ from torch import nn
 from .analysis import paramcount
 from .arguments import ExampleInputs, tensor_inputs
 from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError, as_written
+from .arguments import ExampleInputs, check_input, tensor_inputs
+from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .graphreaders import weights_owner
 from .initialisers import default_init, named_init
@@ -88,6 +90,7 @@ def head_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
 
 def _graph(model: nn.Module, input: InputSpec | None) -> nx.DiGraph:
     """The traced graph of ``model``, with ``input`` (or a vision model's own, from its config) when given."""
+    _ = None if input is None else check_input(model, input)  # refused as paramcount refuses it, not ignored
     input = input if input is not None else default_input(model)
     if input is None:
         try:
@@ -452,6 +455,7 @@ def replace_head(
     num_classes = _count(num_classes, "num_classes", "the new class count")
     _check_keep(keep)
     edited = _copy(model, inplace)
+    edited = _copy(model, inplace, input)
     if layer is not None:
         heads = _chosen_head(edited, layer, num_classes, keep)
     else:
@@ -784,7 +788,7 @@ def append_head(
             )
         if not isinstance(m, nn.Module):
             raise InputError(f"append_head: {m!r} is not an nn.Module")
-    edited = _copy(model, inplace)
+    edited = _copy(model, inplace, input)
     heads = _heads(edited, input)
     name, rec = heads[0]
     if not name:  # the model's own parameters make the output: nothing to wrap inside it

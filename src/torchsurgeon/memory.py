@@ -38,14 +38,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arguments import check_input_names, check_inputs_read, forward_inputs, input_paths, tensor_inputs
+from .arguments import check_input, check_inputs_read, input_paths, tensor_inputs
 from .autocast import HALF
 from .errors import InputError, MemoryPlanError, no_such_name
 from .fakestep import SimulatedStep, simulate_step
 from .lazy import lazy_layers, materialized
 from .records import LayerMemory, OptimizerKind
 from .report import format_bytes, format_count, format_names, format_shape, memory_table
-from .shapespec import InputSpec, TypedShape, normalize_input
+from .shapespec import InputSpec, TypedShape
 from .wrappers import distributed_wrapper, unwrap_model
 
 __all__ = ("MemoryPlan", "memory_plan", "parse_bytes")
@@ -622,8 +622,7 @@ def _inputs(model: nn.Module, input: InputSpec, batch: int) -> dict[str, tuple[t
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise InputError(f"batch={batch!r} — the batch size is a positive int, e.g. batch=32")
     out: dict[str, tuple[tuple[int, ...], torch.dtype | None]] = {}
-    check_input_names(model, input)
-    for name, spec in normalize_input(input, forward_inputs(model, input)).items():
+    for name, spec in check_input(model, input).items():
         if isinstance(spec, torch.Tensor):  # batch included: its first dimension becomes the batch planned
             out[name] = ((batch, *spec.shape[1:]) if spec.dim() else tuple(spec.shape), spec.dtype)
         elif isinstance(spec, TypedShape):

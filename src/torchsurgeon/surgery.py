@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize, prune
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
+from .arguments import check_input
 from .copies import model_copy
 from .errors import InputError, SurgeryError, TraceError
 from .fold import fold_normalization, fold_weight
@@ -355,8 +356,9 @@ def _adapted(
     return _with_guards(model, changes, [(name, CHANNEL_GUARDS, before[name], channels) for name in names])
 
 
-def _copy(model: nn.Module, inplace: bool) -> nn.Module:
+def _copy(model: nn.Module, inplace: bool, input: InputSpec | None = None) -> nn.Module:
     inner = unwrap_model(model)
+    _ = None if input is None else check_input(inner, input)  # refused as paramcount refuses it, not ignored
     if inner is not model and from_peft(model):
         raise SurgeryError(
             f"{type(model).__name__} is a peft model: its adapters and trainable flags are built for the layers as "
@@ -656,7 +658,7 @@ def adapt_input_channels(
     mode = FoldMode(mode) if not isinstance(mode, FoldMode) and mode in FoldMode._value2member_map_ else mode
     if not isinstance(mode, FoldMode):
         raise InputError(f"mode={mode!r} — choose one of {[m.value for m in FoldMode]}")
-    edited = _copy(model, inplace)
+    edited = _copy(model, inplace, input)
     image, run_before = None, False
     if layer is None:
         try:
