@@ -1471,3 +1471,37 @@ def test_adapt_input_channels_refuses_a_malformed_input_as_paramcount_does(bad: 
         with pytest.raises(InputError, match=message) as refused:
             adapt_input_channels(net, 1, input=bad, layer=layer)  # type: ignore[arg-type]
         assert str(refused.value) == str(counted.value)
+
+
+def test_the_legacy_weight_norm_is_put_back_without_swapping_the_process_wide_warning_filters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The weight_norm branch of adapt_input_channels silenced the legacy API's FutureWarning with
+    warnings.catch_warnings, which swaps the process-wide filter list: a filter another thread added meanwhile was
+    lost when the block ended. The function under the deprecation decorator is called instead: no warning, no swap.
+    Here the 'other thread' adds its filter from inside the call (deterministically); the fold stays exact."""
+    import sys
+
+    legacy = sys.modules["torch.nn.utils.weight_norm"]  # the module: torch.nn.utils.weight_norm is its function
+    marker = "torchsurgeon test: a filter another thread added"
+    original_norm = legacy.norm_except_dim
+
+    def norm_and_add_a_filter(*args: Any) -> torch.Tensor:
+        warnings.filterwarnings("ignore", message=marker)
+        return original_norm(*args)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3)).double()
+    with pytest.warns(FutureWarning):
+        nn.utils.weight_norm(model[0])
+    with warnings.catch_warnings(record=True) as caught:  # this test's own: restores the filters after it
+        warnings.simplefilter("always")
+        monkeypatch.setattr(legacy, "norm_except_dim", norm_and_add_a_filter)
+        grey = adapt_input_channels(model, 1).model
+        monkeypatch.undo()
+        assert any(f[1] is not None and f[1].pattern == marker for f in warnings.filters)
+    assert [str(w.message) for w in caught] == []
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert float((grey(x) - model(x.repeat(1, 3, 1, 1))).abs().max()) < 1e-12
+    assert dict(grey[0].named_parameters()).keys() == {"bias", "weight_g", "weight_v"}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
-import warnings
+import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -547,12 +547,10 @@ def _weight_normed(
     or the legacy hook, whose parameter names a state dict holds): ``v`` is the folded weight and ``g`` its norm,
     so the layer computes the folded weight exactly; the changes of both, named as the layer holds them."""
     ((g_name, dim),) = dims.items()
-    with warnings.catch_warnings():  # the legacy API is deprecated: the user's model uses it
-        warnings.simplefilter("ignore", FutureWarning)
-        if g_name == "weight_g":
-            nn.utils.weight_norm(layer, "weight", dim)
-        else:
-            nn.utils.parametrizations.weight_norm(layer, "weight", dim)
+    if g_name == "weight_g":  # the legacy API the user's model uses, without its deprecation warning: the function
+        inspect.unwrap(WeightNorm.apply)(layer, "weight", dim)  # under the decorator (no process-wide filter swapped)
+    else:
+        nn.utils.parametrizations.weight_norm(layer, "weight", dim)
     v_name = "weight_v" if g_name == "weight_g" else "parametrizations.weight.original1"
     g = layer.get_parameter(g_name)
     return [
