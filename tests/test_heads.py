@@ -614,6 +614,8 @@ def test_append_head_given_a_class_says_to_pass_a_layer() -> None:
         append_head(net, nn.ReLU)  # type: ignore[arg-type]
     fixed = eval(str(info.value).rpartition("pass a layer: ")[2], {"append_head": append_head, "model": net, "nn": nn})
     assert isinstance(fixed.model[0][1], nn.ReLU)
+
+
 _BAD_INPUTS = [
     ("bad input", r"input shape: expected a shape such as \(3, 224, 224\), got 'bad input'"),
     ((3.0, 32, 32), r"input shape: dimension 0 is 3.0 \(float\) in shape \(3.0, 32, 32\) — use 3"),

@@ -27,10 +27,8 @@ import torch
 from torch import nn
 
 from .analysis import paramcount
-from .arguments import ExampleInputs, tensor_inputs
-from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError, as_written
 from .arguments import ExampleInputs, check_input, tensor_inputs
-from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError
+from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError, as_written
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .graphreaders import weights_owner
 from .initialisers import default_init, named_init
@@ -454,7 +452,6 @@ def replace_head(
     """
     num_classes = _count(num_classes, "num_classes", "the new class count")
     _check_keep(keep)
-    edited = _copy(model, inplace)
     edited = _copy(model, inplace, input)
     if layer is not None:
         heads = _chosen_head(edited, layer, num_classes, keep)
