@@ -69,6 +69,17 @@ def test_append_head_records_initialisers() -> None:
     assert paramcount(result.model, (3, 64, 64)).output_shape == (1, 10)
 
 
+def test_the_layers_put_in_a_model_in_eval_mode_evaluate() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+    x = torch.randn(4, 3, 8, 8)
+    appended = append_head(net, nn.Dropout(0.5), nn.BatchNorm1d(5), nn.Linear(5, 2)).model
+    assert not any(m.training for m in appended.modules())
+    assert torch.equal(appended(x), appended(x))  # no dropout in the evaluation
+    assert appended(x[:1]).shape == (1, 2)  # BatchNorm1d in eval(): a batch of one runs
+    assert not any(m.training for m in replace_head(net, 3).model.modules())
+    assert all(m.training for m in replace_head(net.train(), 3).model.modules())
+
+
 class _BareProjection(nn.Module):
     """open_clip's VisionTransformer ending: ``x @ self.proj`` with a bare parameter, no Linear."""
 

@@ -370,7 +370,8 @@ def _not_a_layer(
 
 
 def _fresh(old: nn.Module, num_classes: int) -> nn.Module:
-    """A new layer like ``old`` (a Linear or a convolution) with ``num_classes`` outputs, on its device and dtype."""
+    """A new layer like ``old`` (a Linear or a convolution) with ``num_classes`` outputs, on its device and dtype,
+    in its mode (a head put in a model in ``eval()`` is in ``eval()`` too)."""
     if isinstance(old, nn.Linear):
         new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     else:
@@ -382,7 +383,7 @@ def _fresh(old: nn.Module, num_classes: int) -> nn.Module:
             conv.bias = nn.Parameter(torch.empty(num_classes))
         conv.reset_parameters()
         new = conv
-    return new.to(device=old.weight.device, dtype=old.weight.dtype)
+    return new.to(device=old.weight.device, dtype=old.weight.dtype).train(old.training)
 
 
 def replace_head(
@@ -755,6 +756,8 @@ def append_head(
 
     The old classifier's weights are kept (their names move: ``fc.weight`` →
     ``fc.0.weight``); the new layers are reported with their initialiser.
+    They are put in the classifier's mode: appended to a model in ``eval()``,
+    a ``Dropout`` or ``BatchNorm1d`` among them is in ``eval()`` too.
     When the appended layers change the output's width, the class counts
     kept on the modules holding the head and their configs follow it
     (``config.num_labels``, ``num_classes``: ``setting`` changes), as in
@@ -799,7 +802,8 @@ def append_head(
         )
     checked_on = _running_input(edited, input)  # before the edit: an input it runs on now, to check it after
     old = edited.get_submodule(name)
-    _set_submodule(edited, name, nn.Sequential(old, *modules))
+    # in the mode of the layer they extend: a Dropout appended to a model in eval() must not drop in its evaluation
+    _set_submodule(edited, name, nn.Sequential(old, *modules).train(old.training))
     changes: list[ParamReport] = [
         ParamReport(f"{name}.0.{p}", ParamChange.KEPT, tuple(t.shape), tuple(t.shape), "", "", f"{name}.{p}")
         for p, t in old.named_parameters()
