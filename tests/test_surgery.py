@@ -121,6 +121,26 @@ def test_same_name_same_shape_new_values_is_reinitialised() -> None:
     assert rep.status_of("fc3.weight") == ParamChange.KEPT
 
 
+@pytest.mark.parametrize("head", [nn.Linear(8, 3), nn.Conv2d(8, 3, 1)])
+@pytest.mark.parametrize("keep", [{0: 2, 1: 0, 2: 1}, {0: 2, 1: 0}])
+def test_a_head_as_wide_as_before_keeping_rows_is_resized(head: nn.Module, keep: dict[int, int]) -> None:
+    flat = [nn.Flatten()] if isinstance(head, nn.Linear) else []
+    before = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), *flat, head)
+    after = copy.deepcopy(before)
+    after[-1] = type(head)(8, 3, *([1] if isinstance(head, nn.Conv2d) else []))
+    with torch.no_grad():  # the rows of the classes the new task shares, by hand as replace_head(keep=...) does
+        for new, old in keep.items():
+            after[-1].weight[new], after[-1].bias[new] = before[-1].weight[old], before[-1].bias[old]
+    rep = check_surgery(before, after, (3, 8, 8))
+    last = len(before) - 1
+    for name in (f"{last}.weight", f"{last}.bias"):
+        assert rep.status_of(name) == ParamChange.RESIZED
+        row = next(p for p in rep.params if p.name == name)
+        assert f"{len(keep)} of 3 pretrained rows kept" in row.message
+        assert "lost" not in row.message
+    assert "lost" not in rep.verdict
+
+
 # ---------------------------------------------------------------- adapt_input_channels
 
 

@@ -315,8 +315,14 @@ def resized_rows(old: torch.Tensor, new: torch.Tensor, *, alike: bool = False) -
     ('2 of 100 pretrained rows kept: 0←7, 1←3', [])
     >>> resized_rows(old, torch.randn(10, 8)) is None
     True
+
+    As many rows as before, some of them pretrained ones moved (``replace_head(model, 3, keep={0: 2, 1: 0})``):
+
+    >>> head = torch.randn(3, 8)
+    >>> resized_rows(head, torch.stack([head[2], head[0], torch.randn(8)]))
+    ('2 of 3 pretrained rows kept: 0←2, 1←0; 1 new', [2])
     """
-    if old.dim() == 0 or old.shape[0] == new.shape[0] or old.shape[1:] != new.shape[1:]:
+    if old.dim() == 0 or old.shape[1:] != new.shape[1:]:
         return None
     if "meta" in (old.device.type, new.device.type) or old.dtype != new.dtype or old.numel() == 0:
         return None
@@ -325,6 +331,8 @@ def resized_rows(old: torch.Tensor, new: torch.Tensor, *, alike: bool = False) -
     if not alike and bool(torch.all(flat == flat[0])):
         return None
     if torch.equal(old.detach()[:k], new.detach()[:k].to(old.device)):  # resize_token_embeddings, a head grown
+        if rows == old.shape[0]:  # the same table: not resized
+            return None
         if rows > k:
             return f"rows 0–{k - 1} pretrained, {rows - k} new ({k}–{rows - 1})", list(range(k, rows))
         return f"rows 0–{k - 1} pretrained, {old.shape[0] - k} dropped ({k}–{old.shape[0] - 1})", []
