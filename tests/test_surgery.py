@@ -141,6 +141,25 @@ def test_a_head_as_wide_as_before_keeping_rows_is_resized(head: nn.Module, keep:
     assert "lost" not in rep.verdict
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_a_head_resized_or_moved_then_cast_keeps_its_pretrained_rows(dtype: torch.dtype) -> None:
+    before = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    resized = copy.deepcopy(before)  # replace_head(before, 3, keep={0: 4}) by hand, then model.half()
+    resized[3] = nn.Linear(8, 3)
+    with torch.no_grad():
+        resized[3].weight[0], resized[3].bias[0] = before[3].weight[4], before[3].bias[4]
+    rep = check_surgery(before, resized.to(dtype), (3, 8, 8))
+    assert [rep.status_of(n) for n in ("3.weight", "3.bias")] == [ParamChange.RESIZED] * 2
+    assert "1 of 5 pretrained rows kept: 0←4; 2 new" in next(p.message for p in rep.params if p.name == "3.weight")
+    moved = copy.deepcopy(before)  # append_head(before, nn.Linear(5, 2)) by hand, then model.half()
+    moved[3] = nn.Sequential(moved[3], nn.Linear(5, 2))
+    rep = check_surgery(before, moved.to(dtype), (3, 8, 8))
+    kept = next(p for p in rep.params if p.name == "3.0.weight")
+    assert (kept.status, kept.old_name) == (ParamChange.KEPT, "3.weight")
+    assert not rep.by_status(ParamChange.REMOVED)
+    assert rep.status_of("3.1.weight") == ParamChange.NEW
+
+
 # ---------------------------------------------------------------- adapt_input_channels
 
 

@@ -23,6 +23,7 @@ from .records import FoldMode, ParamChange
 
 __all__ = (
     "copied_by_name",
+    "cast",
     "derived",
     "from_zeros",
     "kept_pairs",
@@ -50,6 +51,28 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.device.type == "meta" or b.device.type == "meta":
         return False
     return bool(torch.equal(a.detach(), b.detach().to(a.device)))
+
+
+def cast(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``b`` is ``a`` converted to ``b``'s other dtype (its values rounded as the conversion rounds them:
+    ``model.half()``, ``.to(torch.bfloat16)`` after an edit).
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.randn(4, 3)
+    >>> cast(w, w.half()), cast(w, w.double()), cast(w, w), cast(w, torch.randn(4, 3).half())
+    (True, True, False, False)
+    """
+    if a.shape != b.shape or a.dtype == b.dtype or "meta" in (a.device.type, b.device.type):
+        return False
+    return bool(torch.equal(a.detach().to(b.device, b.dtype), b.detach()))
+
+
+def _as_new(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``old`` detached, in ``new``'s dtype (as a model moved to another dtype after its edit rounds it), on its own
+    device: the pretrained values a row of ``new`` equals exactly when it is one of them."""
+    return old.detach().to(new.dtype)
 
 
 def derived(name: str, p: torch.Tensor, orig: dict[str, torch.Tensor]) -> tuple[ParamChange, str, str] | None:
@@ -197,8 +220,8 @@ def _row_matches(old: torch.Tensor, new: torch.Tensor) -> list[tuple[int, list[i
         or old.shape[0] * new.shape[0] > 10_000_000
     ):
         return None
-    o = old.detach().reshape(old.shape[0], -1)
-    n = new.detach().reshape(new.shape[0], -1).to(old.device, old.dtype)
+    o = _as_new(old, new).reshape(old.shape[0], -1)
+    n = new.detach().reshape(new.shape[0], -1).to(old.device)
     if o.numel() * n.shape[0] > 50_000_000:
         return None
     eq = (n[:, None, :] == o[None, :, :]).all(-1)
@@ -324,13 +347,15 @@ def resized_rows(old: torch.Tensor, new: torch.Tensor, *, alike: bool = False) -
     """
     if old.dim() == 0 or old.shape[1:] != new.shape[1:]:
         return None
-    if "meta" in (old.device.type, new.device.type) or old.dtype != new.dtype or old.numel() == 0:
+    if "meta" in (old.device.type, new.device.type) or old.numel() == 0:
+        return None
+    if old.dtype != new.dtype and not (old.is_floating_point() and new.is_floating_point()):
         return None
     rows, k = new.shape[0], min(old.shape[0], new.shape[0])
     flat = old.detach().flatten()
     if not alike and bool(torch.all(flat == flat[0])):
         return None
-    if torch.equal(old.detach()[:k], new.detach()[:k].to(old.device)):  # resize_token_embeddings, a head grown
+    if torch.equal(_as_new(old, new)[:k], new.detach()[:k].to(old.device)):  # resize_token_embeddings, a head grown
         if rows == old.shape[0]:  # the same table: not resized
             return None
         if rows > k:
@@ -376,7 +401,7 @@ def resized_as(old: torch.Tensor, new: torch.Tensor, pairs: Sequence[tuple[int, 
         return None
     if any(i >= new.shape[0] or j >= old.shape[0] for i, j in pairs):
         return None
-    if not all(torch.equal(new.detach()[i].to(old.device), old.detach()[j]) for i, j in pairs):
+    if not all(torch.equal(new.detach()[i].to(old.device), _as_new(old, new)[j]) for i, j in pairs):
         return None
     fresh = sorted(set(range(new.shape[0])) - {i for i, _ in pairs})
     shown = ", ".join(f"{i}←{j}" for i, j in pairs[:10]) + (" ..." if len(pairs) > 10 else "")

@@ -28,6 +28,7 @@ from .graph import node_records, update_record
 from .initialisers import named_init
 from .modelreport import ModelReport
 from .paramrelations import (
+    cast,
     derived,
     from_zeros,
     kept_pairs,
@@ -187,11 +188,8 @@ def _aliases(model: nn.Module, unique: Mapping[str, torch.Tensor]) -> dict[str, 
     return {n: first[id(t)] for n, t in model.named_parameters(remove_duplicate=False) if n not in unique}
 
 
-def _cast(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether ``b`` is ``a`` converted to ``b``'s other dtype (its values rounded as the conversion rounds them)."""
-    if a.shape != b.shape or a.dtype == b.dtype or "meta" in (a.device.type, b.device.type):
-        return False
-    return bool(torch.equal(a.detach().to(b.device, b.dtype), b.detach()))
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def _standardised_folds(original: nn.Module, edited: nn.Module) -> dict[str, FoldMode]:
@@ -340,8 +338,8 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 reports[name] = ParamReport(name, ParamChange.KEPT, tuple(o.shape), tuple(p.shape))
                 claimed.add(name)
                 continue
-            if _cast(o, p):  # model.double(), model.half(): the pretrained values in another dtype
-                note = f"cast {str(o.dtype).removeprefix('torch.')} → {str(p.dtype).removeprefix('torch.')}"
+            if cast(o, p):  # model.double(), model.half(): the pretrained values in another dtype
+                note = f"cast {_dtype(o)} → {_dtype(p)}"
                 reports[name] = ParamReport(name, ParamChange.KEPT, tuple(o.shape), tuple(p.shape), "", note)
                 claimed.add(name)
                 continue
@@ -391,8 +389,10 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
     for name in list(unmatched):
         p = new[name]
         for cand in by_shape.get(tuple(p.shape), []):
-            if cand not in claimed and same(orig[cand], p):
-                reports[name] = ParamReport(name, ParamChange.KEPT, tuple(p.shape), tuple(p.shape), "", "moved", cand)
+            if cand not in claimed and (same(orig[cand], p) or cast(orig[cand], p)):
+                o = orig[cand]
+                note = "moved" + (f", cast {_dtype(o)} → {_dtype(p)}" if o.dtype != p.dtype else "")
+                reports[name] = ParamReport(name, ParamChange.KEPT, tuple(p.shape), tuple(p.shape), "", note, cand)
                 claimed.add(cand)
                 unmatched.remove(name)
                 break
