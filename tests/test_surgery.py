@@ -332,6 +332,18 @@ def test_repeat_then_random_modes() -> None:
     assert rep.status_of("conv1.weight") == ParamChange.REINITIALISED
 
 
+def test_a_frozen_stem_drawn_anew_is_trainable_and_said_so() -> None:
+    model = CifarNet().requires_grad_(False)  # a frozen backbone, as when only the head is fine-tuned
+    folded = adapt_input_channels(model, 1).model
+    assert not folded.conv1.weight.requires_grad  # pretrained weights folded: frozen as they were
+    rand = adapt_input_channels(model, 13, "random")
+    assert rand.model.conv1.weight.requires_grad and rand.model.conv1.bias.requires_grad
+    rand.model(torch.randn(2, 13, 32, 32)).sum().backward()
+    assert rand.model.conv1.weight.grad is not None
+    assert all("made trainable: conv1 was frozen" in c.message for c in rand.changes if c.name.startswith("conv1."))
+    assert not any(p.requires_grad for p in model.parameters())  # the original stays frozen
+
+
 def test_depthwise_first_conv_is_made_dense_and_exact() -> None:
     model = nn.Sequential(nn.Conv2d(3, 6, 3, groups=3), nn.ReLU()).double()
     result = adapt_input_channels(model, 1)

@@ -478,6 +478,10 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
         assert fresh is not None
         if old_weight.device.type != "meta":
             fresh.reset_parameters()  # type: ignore[operator]
+        frozen = [p for p in fresh.parameters(recurse=False) if not p.requires_grad]
+        for p in frozen:  # weights drawn anew that never train stay noise: trainable, as a new head is
+            p.requires_grad_(True)
+        thawed = f"; made trainable: {name} was frozen (requires_grad=False), and new random weights must train"
         _set_submodule(model, name, fresh)
         return [  # reset_parameters draws the bias too
             ParamReport(
@@ -486,7 +490,7 @@ def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> 
                 tuple(getattr(layer, local).shape),
                 tuple(p.shape),
                 default_init(fresh, local),
-                "pretrained weights lost (mode='random')",
+                "pretrained weights lost (mode='random')" + (thawed if frozen else ""),
             )
             for local, p in fresh.named_parameters(recurse=False)
         ]
@@ -598,7 +602,8 @@ def adapt_input_channels(
         ``"sum"`` (to 1 channel: exact on grey images), ``"spread"`` (exact on
         grey images replicated to C), ``"repeat"`` (as timm), ``"zero_extra"``
         (RGB + extra channels: exact on RGB with any extra), or ``"random"``
-        (re-initialise: pretrained weights lost).
+        (re-initialise: pretrained weights lost; the new weights are
+        trainable even where the layer was frozen).
     layer : str or iterable of str, optional
         The layer(s) to adapt; by default those that read the input, found
         from the traced graph (several when the input feeds several layers).
