@@ -344,6 +344,25 @@ def test_a_frozen_stem_drawn_anew_is_trainable_and_said_so() -> None:
     assert not any(p.requires_grad for p in model.parameters())  # the original stays frozen
 
 
+@pytest.mark.parametrize(("channels", "mode"), [(1, "sum"), (2, "spread"), (4, "zero_extra"), (5, "repeat")])
+def test_an_adapted_model_fine_tuned_since_is_updated_not_lost(channels: int, mode: str) -> None:
+    torch.manual_seed(0)
+    model = CifarNet()
+    edited = append_head(adapt_input_channels(model, channels, mode).model, nn.Linear(10, 4)).model
+    sgd = torch.optim.SGD(edited.parameters(), lr=1e-3)
+    for _ in range(3):  # a few steps of fine-tuning, as after any surgery
+        sgd.zero_grad()
+        edited(torch.randn(4, channels, 32, 32)).pow(2).mean().backward()
+        sgd.step()
+    rep = check_surgery(model, edited, (channels, 32, 32))
+    stem = next(p for p in rep.params if p.name == "conv1.weight")
+    assert stem.status == ParamChange.UPDATED and stem.message.startswith(f"{mode} fold of the original, then updated")
+    moved = next(p for p in rep.params if p.name == "fc3.0.weight")
+    assert (moved.status, moved.old_name) == (ParamChange.UPDATED, "fc3.weight")
+    assert not rep.by_status(ParamChange.REMOVED) and not rep.by_status(ParamChange.REINITIALISED)
+    assert [p.name for p in rep.by_status(ParamChange.NEW)] == ["fc3.1.weight", "fc3.1.bias"]
+
+
 def test_depthwise_first_conv_is_made_dense_and_exact() -> None:
     model = nn.Sequential(nn.Conv2d(3, 6, 3, groups=3), nn.ReLU()).double()
     result = adapt_input_channels(model, 1)

@@ -8,6 +8,8 @@ the pretrained one (:func:`derived`: fine-tuned, a merged LoRA, scaled,
 pruned, or another parameter's copy) rather than drawn again.  A tensor of
 one value (a zero bias) says nothing by its values: it is a copy only where
 the names say so (:func:`copied_by_name`).
+pruned, or another parameter's copy) rather than drawn again, or a fold of
+one fine-tuned since (:func:`folded_then_updated`).
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from .errors import TorchSurgeonError
+from .fold import fold_weight
 from .records import FoldMode, ParamChange
 
 __all__ = (
     "copied_by_name",
     "cast",
     "derived",
+    "folded_then_updated",
     "from_zeros",
     "kept_pairs",
     "resampled",
@@ -34,6 +39,7 @@ __all__ = (
     "same",
     "scaled_note",
     "updated",
+    "updated_beside",
 )
 
 
@@ -186,6 +192,66 @@ def updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
         if 0 < rank <= min(delta.shape) // 4:
             note += f", a rank-{rank} change (a merged LoRA?)"
     return note
+
+
+def updated_beside(old: torch.Tensor, new: torch.Tensor, layer: str) -> str | None:
+    """How far ``new`` moved from ``old`` when the tensor is too small for :func:`updated` to tell (a bias of a few
+    values) but the weight beside it, in ``layer``, was updated: changed by under half its norm; else ``None``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> b = torch.tensor([0.1, -0.2, 0.3])
+    >>> updated_beside(b, b + 0.001, "fc")
+    'updated: changed by 0.46% of its norm, as fc.weight beside it'
+    >>> updated_beside(b, torch.tensor([0.3, 0.1, -0.2]), "fc") is None
+    True
+    """
+    if old.shape != new.shape or not old.is_floating_point() or "meta" in (old.device.type, new.device.type):
+        return None
+    a, b = old.detach().double(), new.detach().double().to(old.device)
+    norm = float(a.norm())
+    change = float((b - a).norm()) / norm if norm else math.inf
+    if change >= 0.5:
+        return None
+    how = f"{change:.0%}" if change >= 0.1 else f"{change * 100:.2g}%"
+    return f"updated: changed by {how} of its norm, as {layer}.weight beside it"
+
+
+def folded_then_updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
+    """How ``new``, of another input width than ``old`` (``(out, in, *kernel)``, rows as a fold reads them), is a
+    fold of it trained since (an adapted stem fine-tuned): the fold it is closest to, and how far it moved from it
+    (:func:`updated`); ``None`` when it is no fold's update (a weight drawn again).
+
+    Examples
+    --------
+    >>> import torch
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> w = torch.randn(16, 3, 3, 3)
+    >>> folded_then_updated(w, w.sum(1, keepdim=True) + 0.01 * torch.randn(16, 1, 3, 3)).split(" (")[0]
+    'sum fold of the original, then updated: changed by 0.67% of its norm'
+    >>> folded_then_updated(w, torch.randn(16, 1, 3, 3)) is None
+    True
+    """
+    if old.dim() < 2 or old.shape[0] != new.shape[0] or old.shape[2:] != new.shape[2:] or old.shape[1] == new.shape[1]:
+        return None
+    if not (old.is_floating_point() and new.is_floating_point()) or "meta" in (old.device.type, new.device.type):
+        return None
+    found: list[tuple[float, FoldMode, str]] = []
+    for mode in (FoldMode.SUM, FoldMode.SPREAD, FoldMode.REPEAT, FoldMode.ZERO_EXTRA):
+        try:
+            folded = fold_weight(old.detach().double(), new.shape[1], mode)
+        except TorchSurgeonError:  # not a fold to this width (sum to 1 only, zero_extra adds channels)
+            continue
+        note = updated(folded, new.detach().double().to(old.device))
+        if note is not None:
+            distance = float((new.detach().double().to(old.device) - folded).norm())
+            found.append((distance, mode, note))
+    if not found:
+        return None
+    _, mode, note = min(found, key=lambda f: f[0])
+    return f"{mode} fold of the original, then {note}"
 
 
 def scaled_note(mode: FoldMode, k: float, width: int, channels: int, layer: str) -> str:
@@ -345,8 +411,8 @@ def resized_rows(old: torch.Tensor, new: torch.Tensor, *, alike: bool = False) -
     >>> resized_rows(head, torch.stack([head[2], head[0], torch.randn(8)]))
     ('2 of 3 pretrained rows kept: 0←2, 1←0; 1 new', [2])
     """
-    if old.dim() == 0 or old.shape[1:] != new.shape[1:]:
-        return None
+    if old.dim() == 0 or old.shape[1:] != new.shape[1:] or (old.shape[0] == new.shape[0] and old.dim() == 1):
+        return None  # a number of the same table equal to a pretrained one is no evidence (a dead unit's bias)
     if "meta" in (old.device.type, new.device.type) or old.numel() == 0:
         return None
     if old.dtype != new.dtype and not (old.is_floating_point() and new.is_floating_point()):

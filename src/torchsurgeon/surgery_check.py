@@ -30,6 +30,7 @@ from .modelreport import ModelReport
 from .paramrelations import (
     cast,
     derived,
+    folded_then_updated,
     from_zeros,
     kept_pairs,
     resampled,
@@ -38,6 +39,8 @@ from .paramrelations import (
     rows_kept,
     same,
     scaled_note,
+    updated,
+    updated_beside,
 )
 from .records import FoldMode, LayerReport, LayerStatus, ParamChange, ParamReport, TableColumn, TableFormat
 from .report import changes_table, format_count, format_shape
@@ -397,6 +400,29 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 unmatched.remove(name)
                 break
 
+    moved_from: dict[str, str] = {}  # layers moved then fine-tuned: new name -> old name
+    for name in list(unmatched):  # moved, then fine-tuned (append_head's fc.0.weight, trained): the closest update
+        p = new[name]
+        if name in orig:
+            continue
+        free_now = [c for c in by_shape.get(tuple(p.shape), []) if c not in claimed and not orig[c].is_meta]
+        if p.is_meta or not p.is_floating_point() or not free_now:
+            continue
+        owner, _, local = name.rpartition(".")
+        beside = f"{moved_from[owner]}.{local}" if owner in moved_from else None
+        if beside in free_now:  # the bias of a layer whose weight moved: moved with it
+            assert beside is not None
+            cand, how = beside, updated(orig[beside], p) or updated_beside(orig[beside], p, owner)
+        else:
+            cand = min(free_now, key=lambda c: float((p.detach().double() - orig[c].detach().double()).norm()))
+            how = updated(orig[cand], p)
+        if how is not None:
+            moved_from.setdefault(owner, cand.rpartition(".")[0])
+            shape = tuple(p.shape)
+            reports[name] = ParamReport(name, ParamChange.UPDATED, shape, shape, "", f"moved; {how}", cand)
+            claimed.add(cand)
+            unmatched.remove(name)
+
     for name in list(unmatched):  # pretrained values changed, not drawn again: scaled, pruned, or another's
         relation = derived(name, new[name], orig)
         if relation is not None:
@@ -419,6 +445,11 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 reports[name] = ParamReport(name, ParamChange.UPDATED, tuple(o.shape), tuple(p.shape), "", note)
                 claimed.add(name)
                 continue
+            small = updated_beside(o, p, owner) if owner in updated_layers and o.numel() <= 16 else None
+            if small is not None:  # a bias too small to tell on its own, beside a weight fine-tuned
+                reports[name] = ParamReport(name, ParamChange.UPDATED, tuple(o.shape), tuple(p.shape), "", small)
+                claimed.add(name)
+                continue
             grid = resampled(o, p)
             if grid is not None:  # a ViT's positions for another image size: the pretrained grid interpolated
                 reports[name] = ParamReport(name, ParamChange.RESIZED, tuple(o.shape), tuple(p.shape), "", grid)
@@ -434,9 +465,15 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 kept_rows.setdefault(owner, kept_pairs(o, p))
                 claimed.add(name)
                 continue
+            rows, cols = _as_folded(original, edited, name, o.detach(), p.detach())
+            trained = folded_then_updated(rows, cols)
+            if trained is not None:  # an adapted stem fine-tuned since: pretrained, not lost
+                reports[name] = ParamReport(name, ParamChange.UPDATED, tuple(o.shape), tuple(p.shape), "", trained)
+                claimed.add(name)
+                updated_layers.add(owner)
+                continue
             note = rows_kept(o, p)
             hint = ""
-            rows, cols = _as_folded(original, edited, name, o.detach(), p.detach())
             if (
                 tuple(rows.shape[:1]) == tuple(cols.shape[:1])
                 and rows.dim() == cols.dim()
