@@ -26,8 +26,8 @@ from .fold import fold_weight
 from .records import FoldMode, ParamChange
 
 __all__ = (
-    "copied_by_name",
     "cast",
+    "copied_by_name",
     "derived",
     "folded_then_updated",
     "from_zeros",
