@@ -29,6 +29,7 @@ from .graph import (
     opaque_of,
     records_now,
 )
+from .inputsize import name_fitting_input
 from .lazy import lazy_layers, materialized
 from .metavalues import FAILED_NODE
 from .modelreport import ModelReport
@@ -122,6 +123,7 @@ def _analyse(
             and any(node_record(G, src).op == "placeholder" for src in G.predecessors(rec.name))
         ):
             raise ShapeError(f"{rec.message} (input shapes {dict(shapes.input_shapes)})")
+    shapes = name_fitting_input(G, input, batch, shapes)  # "use a larger input": which one (no cost without)
     if cache is None:
         summary = count_params(G)
     else:  # parameter counts depend on the input only through the invalid layers

@@ -1,0 +1,324 @@
+"""The input size a model takes, named in the fix of every finding the input's size causes.
+
+A layer too small for its input (a kernel, a pooling window, an interpolation to an empty size) or
+given a size it does not divide (a ``PixelUnshuffle``, a skip connection concatenating an upsampled
+map with one of an odd size) is reported with a fix; "use a larger input" is not one a user can run.
+:func:`name_fitting_input` searches the input that makes every such finding go away, re-propagating
+the same graph (no new trace): the batch and the channel counts stay as given, only the sizes change
+(every dim after the channels; the length of a sequence of token ids), upwards from the given ones, in
+at most :data:`MAX_PROPAGATIONS` propagations.  What it finds is written in the form the user gave
+(a mapping keeps its names), as a call that runs: ``paramcount(model, (3, 32, 32))``; "the smallest"
+only where propagation showed that one less fails.
+
+The search, on the sizes ``s`` of the dims it varies:
+
+1. a size that fits at all: every size raised to 64, 256, 1024, 4096 (a multiple of 64), the first that fits;
+2. the multiple ``m`` the sizes need: the least of 1, 2, 4, ... 64 (times the factors a finding names)
+   with which the sizes just past that one, rounded up to a multiple of ``m``, fit;
+3. the least ``t`` with which ``s`` raised to ``t`` and rounded up to ``m`` fits (bisection);
+4. each size on its own, as low as it fits (bisection): a video's frames, not its height and width;
+5. what is claimed: one less fails in each raised size, or the multiple below the given size fits too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import networkx as nx
+import torch
+
+from .graph import graph_module_of, records_now, set_records, shape_specific_of
+from .records import Finding, LayerStatus
+from .shapes import ShapeResult, propagate_shapes
+from .shapespec import InputSpec, TypedShape, normalize_input
+
+__all__ = ("MAX_PROPAGATIONS", "name_fitting_input", "size_caused")
+
+MAX_PROPAGATIONS = 64
+"""The most propagations one search makes; past them the findings keep the fix they had."""
+
+_FITS_FROM = (64, 256, 1024, 4096)  # step 1: sizes tried to find one that fits at all
+_POWERS = 7  # step 2: multiples 1, 2, 4, ... 64 (times the factors findings name)
+_MULTIPLE = re.compile(r"a multiple of (\d+)")
+
+
+def size_caused(finding: Finding) -> bool:
+    """Whether the input's size may cause ``finding``: a spatial, temporal or sequence size a layer refuses
+    (``spatial size (dim 0) >= 3``, ``a multiple of 2``), or torch refusing the shapes a node was given
+    (a concatenation of sizes that differ); :func:`name_fitting_input` finds out whether a size fixes it.
+
+    Examples
+    --------
+    >>> size_caused(Finding("stem", "Conv3d", "spatial size (dim 0)", ">= 3", 2, "use a larger input"))
+    True
+    >>> size_caused(Finding("conv1", "Conv2d", "in_channels", 3, 1, "adapt_input_channels(model, 1)"))
+    False
+    """
+    return finding.what.startswith("spatial") or finding.what == "input"
+
+
+class _OutOfPropagations(Exception):
+    """The search used its :data:`MAX_PROPAGATIONS`."""
+
+
+def _up(size: int, m: int) -> int:
+    return -(-size // m) * m
+
+
+class _Search:
+    """The sizes of the varied dims (``axes``: input name, dim of the per-sample shape) and what each tried fits."""
+
+    def __init__(
+        self, G: nx.DiGraph, given: dict[str, Any], batch: int, axes: list[tuple[str, int]], kept: frozenset[Any]
+    ) -> None:
+        self.G, self.given, self.batch, self.axes, self.kept = G, given, batch, axes, kept
+        self.start = tuple(_per_sample(given[name])[dim] for name, dim in axes)
+        self.tried: dict[tuple[int, ...], bool] = {}
+
+    def spec(self, sizes: tuple[int, ...]) -> dict[str, Any]:
+        """The inputs with these sizes, in the form each was given."""
+        shapes = {name: list(_per_sample(value)) for name, value in self.given.items()}
+        for (name, dim), size in zip(self.axes, sizes):
+            shapes[name][dim] = size
+        return {
+            name: value if tuple(shapes[name]) == _per_sample(value) else _resized(value, tuple(shapes[name]))
+            for name, value in self.given.items()
+        }
+
+    def fits(self, sizes: tuple[int, ...]) -> bool:
+        """Whether every size-caused finding is gone at these sizes and no other finding came."""
+        if sizes not in self.tried:
+            if len(self.tried) >= MAX_PROPAGATIONS:
+                raise _OutOfPropagations
+            try:
+                result = propagate_shapes(self.G, self.spec(sizes), batch=self.batch)
+            except Exception:  # an input the model refuses outright
+                self.tried[sizes] = False
+            else:
+                self.tried[sizes] = all(
+                    rec.status in (LayerStatus.OK, LayerStatus.OPAQUE)
+                    or (
+                        rec.status is LayerStatus.INVALID
+                        and bool(rec.findings)
+                        and all(not size_caused(f) and _key(f) in self.kept for f in rec.findings)
+                    )
+                    for rec in result.nodes.values()
+                )
+        return self.tried[sizes]
+
+    def at(self, t: int, m: int) -> tuple[int, ...]:
+        """Every size raised to ``t`` and rounded up to a multiple of ``m``."""
+        return tuple(_up(max(s, t), m) for s in self.start)
+
+    def lowest(self, values: list[int], fits: Any) -> int:
+        """The first of ``values`` (ascending, the last known to fit) that fits, by bisection."""
+        lo, hi = -1, len(values) - 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(values[mid]):
+                hi = mid
+            else:
+                lo = mid
+        return values[hi]
+
+    def run(self, factor: int) -> tuple[tuple[int, ...], int] | None:
+        """The sizes found and the multiple they need, or None."""
+        step = factor * 2 ** (_POWERS - 1)  # the largest multiple tried
+        top = max(self.start)
+        tops = sorted({_up(max(t, top), step) for t in _FITS_FROM if t >= top} or {_up(top, step)})
+        fitting = next((t for t in tops if self.fits(self.at(t, step))), None)
+        if fitting is None:  # 1. nothing fits: not the size, or not one this search reaches
+            return None
+        ladder = [factor * 2**k for k in range(_POWERS)]  # 2. each divides the next
+        m = self.lowest(ladder, lambda m: self.fits(self.at(fitting + 1, m)))
+        if not self.fits(self.at(fitting + 1, m)):
+            return None
+        ts = list(range(_up(min(self.start), m), fitting + m + 1, m))  # 3. raised to t, the last fits
+        best = self.at(self.lowest(ts, lambda t: self.fits(self.at(t, m))), m)
+        for i, s in enumerate(self.start):  # 4. each size on its own, the others as found
+            if best[i] == s:
+                continue
+            if self.fits(_with(best, i, s)):  # a size that does not matter keeps its value
+                best = _with(best, i, s)
+                continue
+            values = [v for v in range(_up(s, m), best[i] + 1, m) if v != s]
+            best = _with(best, i, self.lowest(values, functools.partial(self._fits_with, best, i)))
+        return best, m
+
+    def _fits_with(self, sizes: tuple[int, ...], i: int, v: int) -> bool:
+        return self.fits(_with(sizes, i, v))
+
+
+def _with(sizes: tuple[int, ...], i: int, v: int) -> tuple[int, ...]:
+    """``sizes`` with the ``i``-th one ``v``."""
+    return (*sizes[:i], v, *sizes[i + 1 :])
+
+
+def _per_sample(value: Any) -> tuple[int, ...]:
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape[1:])
+    if isinstance(value, TypedShape):
+        return value.shape
+    return tuple(value)
+
+
+def _resized(value: Any, shape: tuple[int, ...]) -> Any:
+    if isinstance(value, torch.Tensor):
+        return torch.empty((value.shape[0], *shape), dtype=value.dtype, device="meta")
+    if isinstance(value, TypedShape):
+        return TypedShape(shape, value.dtype)
+    return shape
+
+
+def _key(f: Finding) -> tuple[str, str, str, str]:
+    return f.layer, f.what, repr(f.expected), repr(f.got)
+
+
+def _axes(given: Mapping[str, Any], shapes: ShapeResult, user: InputSpec) -> list[tuple[str, int]]:
+    """The dims a size search varies: those after the channels, or a sequence of token ids' length (not those of
+    an input given inside a dict, which the answer could not write as it was given)."""
+    axes = []
+    for name, value in given.items():
+        if not isinstance(value, (tuple, TypedShape, torch.Tensor)) or (isinstance(user, Mapping) and name not in user):
+            continue
+        shape = _per_sample(value)
+        if len(shape) >= 2:
+            axes += [(name, dim) for dim in range(1, len(shape))]
+        elif len(shape) == 1:
+            dtypes = [rec.dtype for rec in shapes.nodes.values() if rec.op == "placeholder" and rec.target == name]
+            if dtypes and dtypes[0] is not None and dtypes[0].startswith(("int", "uint")):
+                axes.append((name, 0))
+    return axes
+
+
+def _written(value: Any) -> str:
+    """One input as a user writes it."""
+    if isinstance(value, TypedShape):
+        return f"TypedShape({value.shape}, {str(value).rsplit(':', 1)[1]!r})"
+    if isinstance(value, torch.Tensor):
+        dtype = "" if value.dtype == torch.float32 else f", dtype={value.dtype}"
+        return f"torch.zeros({tuple(value.shape)}{dtype})"
+    return repr(value)
+
+
+def _call(user: InputSpec, given: dict[str, Any], spec: dict[str, Any], batch: int) -> str:
+    """``paramcount(model, ...)`` with ``spec`` written in the form of ``user``'s input."""
+    changed = {name: spec[name] for name in spec if spec[name] is not given[name]}
+    if isinstance(user, Mapping):
+        text = "{" + ", ".join(f"{k!r}: {_written(changed.get(k, v))}" for k, v in user.items()) + "}"
+    elif len(given) == 1 and not (isinstance(user, (list, tuple)) and user and isinstance(user[0], (list, tuple))):
+        text = _written(next(iter(spec.values())))
+    else:
+        text = "(" + ", ".join(_written(spec[name]) for name in given) + ("," if len(given) == 1 else "") + ")"
+    return f"paramcount(model, {text}{f', batch={batch}' if batch != 1 else ''})"
+
+
+def _answer(search: _Search, user: InputSpec, given: dict[str, Any], found: tuple[int, ...], m: int) -> str:
+    """What the fix says: the input found, as much as propagation showed of it, and the call."""
+    start = search.start
+    raised = [i for i, (s, v) in enumerate(zip(start, found)) if v != s]
+    spec = search.spec(found)
+    call = _call(user, given, spec, search.batch)
+    shown = _shown(spec, given)
+    if search.kept:  # the channels it was given do not fit either: said, not hidden
+        shown += " once its other findings are fixed"
+    if m == 1:
+        one_less = [_with(found, i, found[i] - 1) for i in raised]
+        if all(found[i] - 1 >= start[i] and not search.fits(less) for i, less in zip(raised, one_less)):
+            where = "" if len(raised) == len(start) else " at this size or larger"
+            return f"the smallest input it takes{where} is {shown}: {call}"
+        return f"an input it takes is {shown}: {call}"
+    below = tuple(v - m if v - s < m and s % m and v - m >= m else v for s, v in zip(start, found))
+    if below != found and search.fits(below):
+        spec_below = search.spec(below)
+        return (
+            f"it takes {_shown(spec_below, given)} and {shown}, the multiples of {m} on either side of this size: "
+            f"{_call(user, given, spec_below, search.batch)} or {call}"
+        )
+    return f"it takes {shown}, its sizes rounded up to a multiple of {m}: {call}"
+
+
+def _shown(spec: dict[str, Any], given: dict[str, Any]) -> str:
+    """The inputs a search changed, as shapes: ``(3, 32, 32)``, ``image=(3, 32, 32)``."""
+    changed = [(name, _per_sample(value)) for name, value in spec.items() if value is not given[name]]
+    if len(given) == 1:
+        return str(changed[0][1])
+    return ", ".join(f"{name}={shape}" for name, shape in changed)
+
+
+def name_fitting_input(G: nx.DiGraph, input: InputSpec, batch: int, shapes: ShapeResult) -> ShapeResult:
+    """``shapes`` with the input that fits named in the fix of every finding the input's size causes.
+
+    Nothing is done (and nothing propagated) without such a finding (:func:`size_caused`), for a graph
+    traced for the given shapes only, or when the search finds nothing in :data:`MAX_PROPAGATIONS`;
+    ``G``'s records are those of ``input`` again afterwards, with the new fixes.
+
+    Parameters
+    ----------
+    G : networkx.DiGraph
+        The graph ``shapes`` was propagated through.
+    input : shape, tensor, tuple of shapes, or mapping
+        The input as the user gave it (the answer keeps its form).
+    batch : int
+        Batch size, kept.
+    shapes : ShapeResult
+        :func:`~torchsurgeon.shapes.propagate_shapes`'s result for ``input``.
+
+    Returns
+    -------
+    ShapeResult
+        ``shapes``, its size-caused findings' fixes naming the input found.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> from torchsurgeon.graph import build_graph
+    >>> G = build_graph(trace(nn.Sequential(nn.Conv2d(3, 4, 5), nn.MaxPool2d(2))))
+    >>> r = name_fitting_input(G, (3, 4, 8), 1, propagate_shapes(G, (3, 4, 8)))
+    >>> print(r.findings[0].fix)
+    use a larger input, or less downsampling before this layer; the smallest input it takes at this size or \
+larger is (3, 6, 8): paramcount(model, (3, 6, 8))
+    """
+    if not any(size_caused(f) for f in shapes.findings) or shape_specific_of(G):
+        return shapes
+    placeholders = [str(n.target).lstrip("*") for n in graph_module_of(G).graph.nodes if n.op == "placeholder"]
+    given = normalize_input(input, placeholders)
+    axes = _axes(given, shapes, input)
+    if not axes:
+        return shapes
+    kept = frozenset(_key(f) for f in shapes.findings if not size_caused(f))
+    search = _Search(G, given, batch, axes, kept)
+    named = [int(n) for f in shapes.findings if isinstance(f.expected, str) for n in _MULTIPLE.findall(f.expected)]
+    odd = math.lcm(1, *(n // (n & -n) for n in named if n > 0))  # powers of two are on the ladder already
+    records = records_now(G)
+    try:
+        found = search.run(odd)
+        answer = _answer(search, input, given, *found) if found is not None else ""
+    except _OutOfPropagations:
+        answer = ""
+    finally:
+        set_records(G, records.values())  # the given input's records again
+    return _with_answer(G, shapes, answer) if answer else shapes
+
+
+def _with_answer(G: nx.DiGraph, shapes: ShapeResult, answer: str) -> ShapeResult:
+    """``shapes`` and ``G``'s records with ``answer`` after the fix of each size-caused finding."""
+    nodes = dict(shapes.nodes)
+    for name, rec in shapes.nodes.items():
+        fixes = {f.fix: f"{f.fix}; {answer}" for f in rec.findings if size_caused(f)}
+        if not fixes:
+            continue
+        findings = tuple(dataclasses.replace(f, fix=fixes[f.fix]) if size_caused(f) else f for f in rec.findings)
+        message = rec.message
+        for old, new in fixes.items():
+            message = message.replace(old, new)
+        nodes[name] = dataclasses.replace(rec, findings=findings, message=message)
+    set_records(G, [nodes[name] for name in nodes if nodes[name] is not shapes.nodes[name]])
+    findings = tuple(f for rec in nodes.values() for f in rec.findings)
+    return dataclasses.replace(shapes, nodes=nodes, findings=findings)

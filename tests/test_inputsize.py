@@ -1,0 +1,167 @@
+"""The input a model takes, named in the fix of findings caused by the input's size; each answer is checked
+against the real model: a forward at the input named runs, and one a size smaller fails."""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from torchsurgeon import paramcount
+from torchsurgeon.graph import build_graph
+from torchsurgeon.shapes import propagate_shapes
+from torchsurgeon.trace import trace
+
+
+class _UNet(nn.Module):
+    """Four max-pools down, four transposed convolutions up, each concatenated with its skip: the sizes
+    must be multiples of 16 (an odd size on the way down is one pixel short on the way up)."""
+
+    def __init__(self, width: int = 4, depth: int = 4) -> None:
+        super().__init__()
+        self.inc = nn.Conv2d(3, width, 3, padding=1)
+        self.downs = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(width * 2**i, width * 2 ** (i + 1), 3, padding=1))
+            for i in range(depth)
+        )
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(width * 2 ** (i + 1), width * 2**i, 2, stride=2) for i in reversed(range(depth))
+        )
+        self.convs = nn.ModuleList(
+            nn.Conv2d(width * 2 ** (i + 1), width * 2**i, 3, padding=1) for i in reversed(range(depth))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inc(x)
+        skips = [x]
+        for down in self.downs:
+            x = down(x)
+            skips.append(x)
+        skips.pop()
+        for up, conv in zip(self.ups, self.convs):
+            x = conv(torch.cat([up(x), skips.pop()], dim=1))
+        return x
+
+
+class _VideoStem(nn.Module):
+    """A Conv3d stem over (frames, height, width), a temporal pool and a Conv3d: 8 frames at least."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv3d(3, 8, (3, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3))
+        self.pool = nn.MaxPool3d(2)
+        self.conv = nn.Conv3d(8, 16, 3)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(16, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(self.pool(self.stem(x))))
+
+
+def _named_inputs(fix: str) -> list[Any]:
+    """The inputs of the ``paramcount(model, ...)`` calls a fix names, read back as Python values."""
+    return [ast.literal_eval(text) for text in re.findall(r"paramcount\(model, (.+?)\)(?: or |$)", fix)]
+
+
+def _runs(model: nn.Module, shape: tuple[int, ...], batch: int = 1) -> bool:
+    try:
+        with torch.no_grad():
+            model(torch.zeros(batch, *shape))
+    except RuntimeError:
+        return False
+    return True
+
+
+def _smaller(shape: tuple[int, ...], dim: int, by: int = 1) -> tuple[int, ...]:
+    return (*shape[:dim], shape[dim] - by, *shape[dim + 1 :])
+
+
+def test_a_classifier_too_small_for_its_pools_is_told_the_smallest_input_it_takes() -> None:
+    model = torchvision.models.squeezenet1_1(weights=None).eval()
+    r = paramcount(model, (3, 16, 16))
+    assert not _runs(model, (3, 16, 16))
+    assert r.findings and all("the smallest input it takes is (3, 17, 17)" in f.fix for f in r.findings)
+    assert r.findings[0].message.startswith("features.8 (MaxPool2d) expects spatial size (dim 0) >= 2, got 1")
+    ((shape),) = _named_inputs(r.findings[0].fix)
+    assert shape == (3, 17, 17) and _runs(model, shape)
+    assert not _runs(model, _smaller(shape, 1)) and not _runs(model, _smaller(shape, 2))
+    assert paramcount(model, shape).invalid == []
+    assert "paramcount(model, (3, 17, 17))" in r.layer("features.8").message  # the row's message too
+
+
+def test_resnet18_takes_any_size_in_eval_mode_so_nothing_is_named() -> None:
+    model = torchvision.models.resnet18(weights=None).eval()  # padded stride-2 layers give 1 pixel of 1
+    assert paramcount(model, (3, 1, 1)).findings == () and _runs(model, (3, 1, 1))
+
+
+def test_a_unet_at_an_odd_size_is_told_the_multiples_of_16_on_either_side() -> None:
+    model = _UNet().eval()
+    r = paramcount(model, (3, 100, 100))
+    assert not _runs(model, (3, 100, 100))
+    (finding,) = r.findings
+    assert finding.layer.startswith("cat") and "Sizes of tensors must match" in finding.fix  # torch's words kept
+    assert "it takes (3, 96, 96) and (3, 112, 112), the multiples of 16 on either side of this size" in finding.fix
+    below, above = _named_inputs(finding.fix)
+    assert (below, above) == ((3, 96, 96), (3, 112, 112))
+    for shape in (below, above):
+        assert _runs(model, shape)
+        assert not _runs(model, _smaller(shape, 1)) and not _runs(model, _smaller(shape, 2))
+
+
+def test_a_pixel_unshuffle_at_an_odd_height_is_told_the_even_heights_around_it() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.PixelUnshuffle(2), nn.Conv2d(16, 4, 1))
+    r = paramcount(model, (3, 15, 16))
+    assert not _runs(model, (3, 15, 16))
+    (finding,) = r.findings
+    assert finding.fix.startswith("use an input whose height and width, where this layer reads them, are multiples")
+    below, above = _named_inputs(finding.fix)
+    assert (below, above) == ((3, 14, 16), (3, 16, 16))  # the width fits already: kept
+    assert _runs(model, below) and _runs(model, above) and not _runs(model, (3, 13, 16))
+
+
+def test_a_video_stem_given_too_few_frames_is_told_how_many_it_takes_at_its_height_and_width() -> None:
+    model = _VideoStem().eval()
+    r = paramcount(model, (3, 2, 64, 64))
+    assert not _runs(model, (3, 2, 64, 64))
+    assert [f.layer for f in r.findings] == ["stem", "pool", "conv"]
+    fix = "the smallest input it takes at this size or larger is (3, 8, 64, 64): paramcount(model, (3, 8, 64, 64))"
+    assert all(f.fix.endswith(fix) for f in r.findings)
+    ((shape),) = _named_inputs(r.findings[0].fix)
+    assert _runs(model, shape) and not _runs(model, _smaller(shape, 1))
+
+
+def test_the_answer_keeps_the_form_of_the_input_named_inputs_and_the_batch() -> None:
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.image, self.mask = nn.Conv2d(3, 4, 5), nn.Conv2d(1, 4, 5)
+
+        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.image(image) + self.mask(mask)
+
+    model = Masked()
+    r = paramcount(model, {"image": (3, 3, 3), "mask": (1, 3, 3)}, batch=2)
+    call = "paramcount(model, {'image': (3, 5, 5), 'mask': (1, 5, 5)}, batch=2)"
+    assert r.findings and all(f.fix.endswith(f"is image=(3, 5, 5), mask=(1, 5, 5): {call}") for f in r.findings)
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 5, 5), torch.zeros(2, 1, 5, 5)).shape == (2, 4, 1, 1)
+        with pytest.raises(RuntimeError):
+            model(torch.zeros(2, 3, 4, 5), torch.zeros(2, 1, 4, 5))
+
+
+def test_other_findings_are_kept_and_said_and_a_size_that_cannot_fix_keeps_the_fix() -> None:
+    grey = paramcount(torchvision.models.squeezenet1_1(weights=None), (1, 16, 16))
+    assert grey.findings[0].what == "in_channels"  # the channels' own fix, untouched
+    assert "(1, 17, 17) once its other findings are fixed: paramcount(model, (1, 17, 17))" in grey.findings[1].fix
+    # a Linear after flatten takes its one size only, which the search does not reach: today's fix stays
+    exact = paramcount(nn.Sequential(nn.Conv2d(3, 6, 5), nn.Flatten(), nn.Linear(6 * 28 * 28, 10)), (3, 4, 4))
+    assert exact.findings[0].fix == "use a larger input, or less downsampling before this layer"
+    from torchsurgeon.inputsize import name_fitting_input  # here: the other tests run on versions without it
+
+    G = build_graph(trace(nn.Sequential(nn.Conv2d(3, 4, 3))))
+    shapes = propagate_shapes(G, (1, 8, 8))  # no size-caused finding: returned as it is, nothing propagated
+    assert name_fitting_input(G, (1, 8, 8), 1, shapes) is shapes
