@@ -197,6 +197,46 @@ def test_a_model_refusing_the_guessed_input_asks_for_its_own() -> None:
     assert adapt_input_channels(SizeChecked(divisor=48), 1, input=(3, 48, 96)).changes[0].name == "stem.weight"
 
 
+class _ShapeTracedHead(nn.Module):
+    """A transposed-conv stem, a view round trip on the input's own sizes (fx traces it only for one shape), a
+    flatten and a Linear sized for one image size: the fuzzer's minimal model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.head = nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1), nn.Linear(4 * 9 * 17, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        s = x.shape
+        return self.head(x.view(s[0], s[1], -1).softmax(-1).view(*s).flatten(1))
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_the_fixes_a_report_lists_run_as_written_in_either_order(order: int) -> None:
+    """Analysed at an input where both the stem (its channels) and the head (a Linear after a flatten, its size)
+    do not fit, the report names the fold with input= and the head's replacement; run first, as listed, the fold
+    refused: the model does not run on that input (the head does not fit it either).  The head after the layers
+    folded is now resized on the weightless copy the fold is found and checked on, and the fold says so."""
+    model = _ShapeTracedHead().eval()
+    report = paramcount(model, (1, 3, 4))
+    fixes = [f.fix for f in report.findings]
+    call = r"\((?:[^()]|\([^()]*\))*\)"
+    fold = re.search(rf"adapt_input_channels{call}", fixes[0])
+    head = re.search(rf"model\.set_submodule{call}", fixes[1])
+    assert fold is not None and "input=" in fold.group() and head is not None
+    names = {"model": copy.deepcopy(model), "nn": nn, "adapt_input_channels": adapt_input_channels}
+    for code in [f"result = {fold.group()}; model = result.model", head.group()][::order]:
+        exec(code, names)  # each as written
+    edited = names["model"]
+    assert edited(torch.randn(2, 1, 3, 4)).shape == (2, 5)
+    assert sum(p.numel() for p in edited.parameters()) == report.total_for_input
+    folded = names["result"].changes[0]
+    assert folded.name == "stem.weight" and folded.status is ParamChange.FOLDED
+    assert ("'head' resized" in folded.message) == (order == 1)  # said only where the model did not run yet
+    with pytest.raises(SurgeryError, match=r"does not run on input \(3, 3, 4\)"):
+        input_layers(model, (3, 3, 4))  # asked which layers read it, the model is still refused there
+
+
 @pytest.mark.parametrize("input", [None, (2, 16, 16)])
 def test_a_stem_whose_input_is_tiled_into_a_residual_is_refused_with_a_fold_that_runs(input: Any) -> None:
     """The layer after VNet's stem reads the input only tiled into a residual: the refusal suggested an input of

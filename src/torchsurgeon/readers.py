@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -31,7 +32,8 @@ from .arguments import ExampleInputs, InputPaths
 from .copies import _ZERO_RUN_LIMIT, _zeros_like, cannot_run_on_meta, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
-from .resize import guessed_input
+from .records import Finding, ParamChange, ParamReport
+from .resize import guessed_input, resized_copy
 from .shapes import meta_copy
 from .shapespec import InputSpec
 
@@ -45,6 +47,7 @@ __all__ = (
     "input_readers",
     "one_image",
     "recoloured",
+    "refitted_note",
     "refused_guess_hint",
     "several_images",
     "unmatched_channels",
@@ -107,6 +110,7 @@ class _FollowInput(TorchFunctionMode):
         self.joined: dict[int, int] = {}  # raw tensors the input joined others in (torch.cat): their channels
         self.found: list[str] = []
         self.joins: dict[str, int] = {}  # readers of such a tensor: the channels of the others it holds
+        self.open: list[tuple[str, Any]] = []  # the Linear and Conv layers running, innermost last, with their input
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
@@ -229,6 +233,7 @@ def input_readers(
     *,
     follow: str | None = None,
     joins: dict[str, int] | None = None,
+    refitted: list[str] | None = None,
 ) -> list[str]:
     """Qualified names of the modules whose parameters first meet the floating-point input (of several, the
     :func:`image_input`: a UNet's ``timestep`` and ``encoder_hidden_states`` are not followed).
@@ -251,6 +256,14 @@ def input_readers(
         tensors along its channels (ViTMatte's fusion convolution reads
         ``torch.cat([pixels, features], 1)``), how many of its channels the
         others give.
+    refitted : list, optional
+        Given, a Linear or Conv layer the input reaches only through the
+        layers reading it, that does not take what reaches it (a head after
+        a flatten, for another image size), is resized on the copy to fit,
+        as a report's fix replaces it, and the run goes on; its name is
+        appended.  Given with names (those resized for the model before an
+        edit), only those are.  Not given, such a model does not run on the
+        input.
 
     Raises
     ------
@@ -279,7 +292,7 @@ def input_readers(
         )
     try:
         return _follow(
-            meta_copy(model).eval(), values, follow, example.paths, joins
+            meta_copy(model).eval(), values, follow, example.paths, joins, refitted
         )  # eval: batch 1 must not trip training checks
     except Exception as exc:  # the model's own failure on this input
         failure: Exception = exc
@@ -319,22 +332,93 @@ def _follow(
     follow: str | None,
     paths: InputPaths,
     joins: dict[str, int] | None = None,
+    refitted: list[str] | None = None,
 ) -> list[str]:
     """Run ``copy_`` once on ``values`` under :class:`_FollowInput`; the modules that first meet the input
-    ``follow`` (by default the :func:`image_input`); ``joins`` gets :attr:`_FollowInput.joins`."""
-    owners: dict[int, str] = {}
-    for name, p in copy_.named_parameters(remove_duplicate=False):
-        owners.setdefault(
-            id(p), name.partition(".parametrizations.")[0] if ".parametrizations." in name else name.rpartition(".")[0]
-        )
-    image = follow if follow is not None else image_input(values)
-    tracker = _FollowInput(owners, [values[image]] if image is not None else [])
-    args, kwargs = bind_inputs(copy_, values, paths)
-    with torch.no_grad(), tracker:
-        copy_(*args, **kwargs)
-    if joins is not None:
-        joins.update(tracker.joins)
-    return tracker.found
+    ``follow`` (by default the :func:`image_input`); ``joins`` gets :attr:`_FollowInput.joins`.  With ``refitted``,
+    a layer after those that does not fit what reaches it is resized (:func:`_refit`) and the run made again."""
+    allowed = tuple(refitted or ())
+    for _ in range(_REFITS + 1):
+        owners: dict[int, str] = {}
+        for name, p in copy_.named_parameters(remove_duplicate=False):
+            owners.setdefault(
+                id(p),
+                name.partition(".parametrizations.")[0] if ".parametrizations." in name else name.rpartition(".")[0],
+            )
+        image = follow if follow is not None else image_input(values)
+        tracker = _FollowInput(owners, [values[image]] if image is not None else [])
+        args, kwargs = bind_inputs(copy_, values, paths)
+        opened = tracker.open
+        hooks = [
+            handle
+            for name, m in copy_.named_modules()
+            if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
+            for handle in (
+                m.register_forward_pre_hook(lambda _, a, name=name, o=opened: o.append((name, a[0] if a else None))),
+                m.register_forward_hook(lambda *_, o=opened: (o.pop(), None)[1]),
+            )
+        ]
+        try:
+            try:
+                with torch.no_grad(), tracker:
+                    copy_(*args, **kwargs)
+            finally:
+                for handle in hooks:  # before any layer is resized: its copy must not keep them
+                    handle.remove()
+        except Exception:
+            fitted = None if refitted is None else _refit(copy_, tracker)
+            if fitted is None or (allowed and fitted not in allowed):
+                raise
+            if refitted is not None and not allowed:
+                refitted.append(fitted)
+            continue
+        if joins is not None:
+            joins.update(tracker.joins)
+        return tracker.found
+    raise SurgeryError(f"{type(copy_).__name__}: more than {_REFITS} layers do not fit what reaches them")
+
+
+def refitted_note(
+    changes: Sequence[ParamReport], refitted: Sequence[str], input: InputSpec | None
+) -> tuple[ParamReport, ...]:
+    """``changes`` of a fold checked with ``refitted`` resized (:func:`input_readers`), the folded weights saying so."""
+    if not refitted:
+        return tuple(changes)
+    them, are = ("them", "they are") if len(refitted) > 1 else ("it", "it is")
+    note = (
+        f"checked with {', '.join(map(repr, refitted))} resized to what reaches {them}: the model does not run on "
+        f"input {input!r} until {are} replaced"
+    )
+    return tuple(
+        replace(c, message=f"{c.message}; {note}" if c.message else note) if c.status is ParamChange.FOLDED else c
+        for c in changes
+    )
+
+
+_REFITS = 8
+"""Layers after the input's readers :func:`_follow` resizes at most, before it gives up."""
+
+
+def _refit(copy_: nn.Module, tracker: _FollowInput) -> str | None:
+    """The Linear or Conv layer ``copy_`` failed in, resized on it to what reached it, when only the outputs of the
+    layers reading the input reached it (not the input itself) and it does not take their size; else None."""
+    if not tracker.open:
+        return None
+    name, x = tracker.open[-1]
+    if not isinstance(x, torch.Tensor) or id(x) not in tracker.derived or id(x) in tracker.raw:
+        return None
+    layer = copy_.get_submodule(name)
+    if isinstance(layer, nn.Linear):
+        what, before, got = "in_features", layer.in_features, int(x.shape[-1])
+    else:
+        assert isinstance(layer, nn.modules.conv._ConvNd)
+        dims = len(layer.kernel_size) + 1
+        what, before, got = "in_channels", layer.in_channels, int(x.shape[-dims]) if x.dim() >= dims else 0
+    resized = resized_copy(layer, Finding(name, type(layer).__name__, what, before, got, "")) if got != before else None
+    if resized is None:
+        return None
+    copy_.set_submodule(name, resized)
+    return name
 
 
 def image_spec(model: nn.Module, input: InputSpec) -> InputSpec | None:

@@ -44,6 +44,7 @@ from .readers import (
     input_readers,
     one_image,
     recoloured,
+    refitted_note,
     refused_guess_hint,
     several_images,
     unmatched_channels,
@@ -124,16 +125,19 @@ _Doubts = dict[str, tuple[str, int | None, int]]
 """Layers whose channels are not the input's one to one: why, their width per input channel, other channels."""
 
 
-def _input_layers(model: nn.Module, input: InputSpec | None) -> tuple[list[str], InputSpec | None, bool, _Doubts]:
+def _input_layers(
+    model: nn.Module, input: InputSpec | None, refitted: list[str] | None = None
+) -> tuple[list[str], InputSpec | None, bool, _Doubts]:
     """:func:`input_layers`, an image to try a fold on (from the graph: only if the input meets a tensor of the
     model's first, ``x - self.mean``, which may broadcast it to more channels), whether the model ran on it,
-    and the layers the input reaches with its channels moved (see :func:`_rearranged`)."""
+    and the layers the input reaches with its channels moved (see :func:`_rearranged`); ``refitted``: as for
+    :func:`~torchsurgeon.readers.input_readers`."""
     model = unwrap_model(model)
     given = input
     input = input if input is not None else default_input(model)
     if input is not None:
         joins: dict[str, int] = {}
-        found = input_readers(model, input, joins=joins)
+        found = input_readers(model, input, joins=joins, refitted=refitted)
         if isinstance(input, Mapping) and len(input) > 1:
             one_image(model, input, found)
         # the image to try the edit on: the one given, else the config's when its first dim is the channels
@@ -262,19 +266,21 @@ def _check_the_edit_runs(
     run_before: bool,
     *,
     chosen: bool = False,
+    refitted: Sequence[str] = (),
 ) -> None:
     """Raise before any edit when the edited model would not run on the new channel count: what comes before the
     layers reading the input may make more channels of a smaller input (torchvision's detection models normalise
     with one mean per RGB channel, broadcasting a grey image to three).  The edit is made once on a weightless copy,
     run on the first of ``images`` that gives a verdict, with the new channel count; ``run_before``: the model is
-    known to run on them (else a guess the model does not run on now gives none, and the next is tried)."""
+    known to run on them (else a guess the model does not run on now gives none, and the next is tried), with the
+    layers ``refitted`` resized as they were for it (:func:`~torchsurgeon.readers.input_readers`)."""
     trial = meta_copy(model)
     _adapted(trial, names, channels, mode, before)
     for image in images:
         follow = _read_by(model, image, names[0]) if chosen else None
         new_input = recoloured(model, image, channels, before[names[0]], follow)
         try:
-            input_readers(trial, new_input, follow=follow)
+            input_readers(trial, new_input, follow=follow, refitted=list(refitted) or None)
         except SurgeryError as exc:
             if not run_before:
                 try:  # a guessed image: a verdict only where the model runs on it now
@@ -662,10 +668,10 @@ def adapt_input_channels(
     if not isinstance(mode, FoldMode):
         raise InputError(f"mode={mode!r} — choose one of {[m.value for m in FoldMode]}")
     edited = _copy(model, inplace, input)
-    image, run_before = None, False
+    image, run_before, refitted = None, False, list[str]()
     if layer is None:
         try:
-            names, image, run_before, doubts = _input_layers(edited, input)
+            names, image, run_before, doubts = _input_layers(edited, input, refitted)
         except SurgeryError:
             if lazy:  # a lazy input layer cannot be traced before its first forward
                 raise refusal from None
@@ -697,8 +703,10 @@ def adapt_input_channels(
         guesses = [g for i, g in enumerate(found) if g not in found[:i]]  # a config's image is a dict: no hash
         _check_the_edit_runs(edited, names, channels, mode, guesses, before, False, chosen=True)
     elif image is not None:  # the edit is run once before it is made
-        _check_the_edit_runs(edited, names, channels, mode, [image], before, run_before, chosen=layer is not None)
-    return SurgeryResult(edited, _adapted(edited, names, channels, mode, before))
+        _check_the_edit_runs(
+            edited, names, channels, mode, [image], before, run_before, chosen=layer is not None, refitted=refitted
+        )
+    return SurgeryResult(edited, refitted_note(_adapted(edited, names, channels, mode, before), refitted, input))
 
 
 def _taken_input(model: nn.Module) -> tuple[int, ...] | None:
