@@ -403,6 +403,42 @@ def test_an_adapted_model_fine_tuned_since_is_updated_not_lost(channels: int, mo
     assert [p.name for p in rep.by_status(ParamChange.NEW)] == ["fc3.1.weight", "fc3.1.bias"]
 
 
+def _fine_tuned(model: nn.Module, steps: int = 3) -> nn.Module:
+    """``model`` after a few SGD steps of its head ``fc`` on random images and labels, as after any surgery."""
+    sgd = torch.optim.SGD(model.fc.parameters(), lr=0.01)  # the body as it was: a quick check
+    model.train()
+    for _ in range(steps):
+        sgd.zero_grad()
+        out = model(torch.randn(4, 3, 64, 64))
+        nn.functional.cross_entropy(out, torch.randint(0, out.shape[1], (4,))).backward()
+        sgd.step()
+    return model.eval()
+
+
+def test_a_kept_head_fine_tuned_since_is_resized_and_updated_a_fresh_one_not() -> None:
+    """replace_head(model, 10, keep={0: 1, 3: 7}), then a few SGD steps: the head was "reinitialised: pretrained
+    weights lost" (its rows no longer equal any pretrained row).  Each row near one pretrained row by the test
+    `updated` uses is now kept, then updated; a fresh head of the same width, trained the same, stays lost."""
+    torch.manual_seed(0)
+    pretrained = torchvision.models.resnet18(weights=None).eval()
+    edited = _fine_tuned(replace_head(pretrained, 10, keep={0: 1, 3: 7}).model)
+    with torch.no_grad():
+        moved = [float((edited.fc.weight[i] - pretrained.fc.weight[j]).norm()) for i, j in ((0, 1), (3, 7))]
+        assert all(0 < m < 0.5 * float(pretrained.fc.weight[1].norm()) for m in moved)  # trained, and still close
+    rep = {p.name: p for p in check_surgery(pretrained, edited, (3, 64, 64)).params}
+    for name in ("fc.weight", "fc.bias"):
+        assert rep[name].status == ParamChange.RESIZED, rep[name]
+        pattern = r"2 of 1000 pretrained rows kept, then updated \(changed by [\d.]+% of their norm\): 0←1, 3←7"
+        assert re.match(pattern, rep[name].message) and rep[name].message.endswith("; 8 new"), rep[name].message
+    for width in (10, 1000):  # the same width, drawn anew: as wide as the kept head, and as the pretrained one
+        fresh = copy.deepcopy(pretrained)
+        fresh.fc = nn.Linear(512, width)
+        rep = {p.name: p for p in check_surgery(pretrained, _fine_tuned(fresh), (3, 64, 64)).params}
+        for name in ("fc.weight", "fc.bias"):
+            assert rep[name].status == ParamChange.REINITIALISED, rep[name]
+            assert "pretrained weights lost" in rep[name].message and "kept" not in rep[name].message
+
+
 def test_depthwise_first_conv_is_made_dense_and_exact() -> None:
     model = nn.Sequential(nn.Conv2d(3, 6, 3, groups=3), nn.ReLU()).double()
     result = adapt_input_channels(model, 1)

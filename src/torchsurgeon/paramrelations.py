@@ -2,14 +2,14 @@
 
 :func:`~torchsurgeon.surgery_check.check_surgery` asks these of a parameter
 that is not the pretrained one as it was: a table with rows kept
-(:func:`resized_rows`, ``resize_token_embeddings``), a position grid
-resampled to another image size (:func:`resampled`), a weight updated from
-the pretrained one (:func:`derived`: fine-tuned, a merged LoRA, scaled,
-pruned, or another parameter's copy) rather than drawn again.  A tensor of
-one value (a zero bias) says nothing by its values: it is a copy only where
-the names say so (:func:`copied_by_name`).
-pruned, or another parameter's copy) rather than drawn again, or a fold of
-one fine-tuned since (:func:`folded_then_updated`).
+(:func:`resized_rows`, ``resize_token_embeddings``, a ``keep=`` head, fine-tuned
+since or not), a position grid resampled to another image size
+(:func:`resampled`), a weight updated from the pretrained one
+(:func:`derived`: fine-tuned, a merged LoRA, scaled, pruned, or another
+parameter's copy) rather than drawn again, or a fold of one fine-tuned since
+(:func:`folded_then_updated`).  A tensor of one value (a zero bias) says
+nothing by its values: it is a copy only where the names say so
+(:func:`copied_by_name`).
 """
 
 from __future__ import annotations
@@ -410,6 +410,12 @@ def resized_rows(old: torch.Tensor, new: torch.Tensor, *, alike: bool = False) -
     >>> head = torch.randn(3, 8)
     >>> resized_rows(head, torch.stack([head[2], head[0], torch.randn(8)]))
     ('2 of 3 pretrained rows kept: 0←2, 1←0; 1 new', [2])
+
+    Such a head fine-tuned since: each row of over 16 values near one pretrained row (as :func:`updated` tells):
+
+    >>> head = torch.randn(100, 32)
+    >>> resized_rows(head, torch.stack([head[7] + 0.01 * torch.randn(32), torch.randn(32)]))[0].split(" (")[0]
+    '1 of 100 pretrained rows kept, then updated'
     """
     if old.dim() == 0 or old.shape[1:] != new.shape[1:] or (old.shape[0] == new.shape[0] and old.dim() == 1):
         return None  # a number of the same table equal to a pretrained one is no evidence (a dead unit's bias)
@@ -429,12 +435,58 @@ def resized_rows(old: torch.Tensor, new: torch.Tensor, *, alike: bool = False) -
         return f"rows 0–{k - 1} pretrained, {old.shape[0] - k} dropped ({k}–{old.shape[0] - 1})", []
     matches = _row_matches(old, new)
     kept = [(i, js[0]) for i, js in matches or () if len(js) == 1]  # rows of one old row each: evidence
+    since = ""
+    if not kept:  # a keep= head fine-tuned since: each kept row close to one pretrained row
+        kept = _updated_pairs(old, new)
+        matches = [(i, [j]) for i, j in kept]
+        since = f", then updated ({_change(old, new, kept)})" if kept else ""
     if not kept:
         return None
     fresh = sorted(set(range(rows)) - {i for i, _ in matches or ()})
     pairs = ", ".join(f"{i}←{j}" for i, j in kept[:10]) + (" ..." if len(kept) > 10 else "")
-    note = f"{len(kept)} of {old.shape[0]} pretrained rows kept: {pairs}"
+    note = f"{len(kept)} of {old.shape[0]} pretrained rows kept{since}: {pairs}"
     return (note + (f"; {len(fresh)} new" if fresh else ""), fresh)
+
+
+_CHANCE = 1e-6
+"""How likely :func:`_updated_pairs` may be to take a row drawn at random for an updated pretrained one."""
+
+
+def _updated_pairs(old: torch.Tensor, new: torch.Tensor) -> list[tuple[int, int]]:
+    """The rows ``(new, old)`` of a table with rows of over 16 values where each new row is one pretrained row
+    updated (:func:`updated`'s test, row by row, on the nearest pretrained row): changed by under half its norm or
+    correlated with it, and more correlated than any of the ``new × old`` pairs of random rows is once in a million
+    (a fresh head is never such).  Empty where the comparison would be too big: over 4M pairs of rows, or over
+    1G multiplications (a vocabulary of token embeddings)."""
+    if old.dim() < 2 or old.shape[1:] != new.shape[1:] or "meta" in (old.device.type, new.device.type):
+        return []
+    width, pairs = math.prod(old.shape[1:]), old.shape[0] * new.shape[0]
+    if width <= 16 or pairs > 4_000_000 or pairs * width > 1_000_000_000 or not new.is_floating_point():
+        return []
+    o = old.detach().double().reshape(old.shape[0], width)
+    n = new.detach().double().to(old.device).reshape(new.shape[0], width)
+    if not old.is_floating_point():
+        return []
+    nearest = torch.cdist(n, o).argmin(1)
+    a, b = o[nearest], n
+    ac, bc = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    scale = ac.norm(dim=1) * bc.norm(dim=1)
+    r = torch.where(scale > 0, (ac * bc).sum(1) / scale.clamp_min(1e-300), torch.zeros_like(scale)).clamp(-1, 1)
+    change = (b - a).norm(dim=1) / a.norm(dim=1)
+    # a random row's correlation with one other is r or more with odds under (1 - r²)^((width - 3) / 2)
+    odds = math.log(pairs) + (width - 3) / 2 * torch.log1p(-(r**2).clamp(max=1 - 1e-16))
+    close = ((change < 0.5) | (r >= 0.5)) & (r > 0) & (odds < math.log(_CHANCE))
+    return [(i, int(nearest[i])) for i in range(new.shape[0]) if bool(close[i])]
+
+
+def _change(old: torch.Tensor, new: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> str:
+    """How far the rows ``pairs`` ``(new, old)`` of ``new`` moved from their pretrained rows: "changed by 4.7% of
+    their norm"."""
+    rows, olds = [i for i, _ in pairs], [j for _, j in pairs]
+    a = old.detach().double()[olds]
+    change = float((new.detach().double().to(old.device)[rows] - a).norm() / a.norm())
+    how = f"{change:.0%}" if change >= 0.1 else f"{change * 100:.2g}%"
+    return f"changed by {how} of their norm"
 
 
 def kept_pairs(old: torch.Tensor, new: torch.Tensor) -> list[tuple[int, int]]:
@@ -447,7 +499,7 @@ def kept_pairs(old: torch.Tensor, new: torch.Tensor) -> list[tuple[int, int]]:
     >>> kept_pairs(old, torch.stack([old[2], torch.randn(3)]))
     [(0, 2)]
     """
-    return [(i, js[0]) for i, js in _row_matches(old, new) or () if len(js) == 1]
+    return [(i, js[0]) for i, js in _row_matches(old, new) or () if len(js) == 1] or _updated_pairs(old, new)
 
 
 def resized_as(old: torch.Tensor, new: torch.Tensor, pairs: Sequence[tuple[int, int]]) -> tuple[str, list[int]] | None:
@@ -467,9 +519,14 @@ def resized_as(old: torch.Tensor, new: torch.Tensor, pairs: Sequence[tuple[int, 
         return None
     if any(i >= new.shape[0] or j >= old.shape[0] for i, j in pairs):
         return None
+    since = ""
     if not all(torch.equal(new.detach()[i].to(old.device), _as_new(old, new)[j]) for i, j in pairs):
-        return None
+        kept = old.detach().double()[[j for _, j in pairs]]  # fine-tuned since, as the weight: under half its norm
+        moved = new.detach().double().to(old.device)[[i for i, _ in pairs]] - kept
+        if not old.is_floating_point() or float(kept.norm()) == 0 or float(moved.norm() / kept.norm()) >= 0.5:
+            return None
+        since = f", then updated ({_change(old, new, pairs)})"
     fresh = sorted(set(range(new.shape[0])) - {i for i, _ in pairs})
     shown = ", ".join(f"{i}←{j}" for i, j in pairs[:10]) + (" ..." if len(pairs) > 10 else "")
-    note = f"{len(pairs)} of {old.shape[0]} pretrained rows kept: {shown}, as the weight beside it"
+    note = f"{len(pairs)} of {old.shape[0]} pretrained rows kept{since}: {shown}, as the weight beside it"
     return (note + (f"; {len(fresh)} new" if fresh else ""), fresh)
