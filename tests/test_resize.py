@@ -70,6 +70,8 @@ def test_weight_norm_keeps_its_magnitude() -> None:
         (nn.Linear(400, 120), "in_features", 2704),
         (nn.Conv2d(64, 32, 3, padding=1, padding_mode="reflect", bias=False), "in_channels", 16),
         (nn.Conv2d(12, 12, 3, groups=12), "in_channels", 8),
+        (nn.Conv2d(3, 2, 2, padding="same", dilation=2, padding_mode="reflect"), "in_channels", 6),  # was padding=same
+        (nn.Conv1d(3, 2, 3, padding="valid"), "in_channels", 4),
         (nn.BatchNorm2d(64), "num_features", 32),
         (nn.LayerNorm((4, 8)), "normalized_shape", (4, 6)),
     ],

@@ -325,6 +325,9 @@ def _constructor(module: nn.Module) -> str:
     if "padding_mode=" in text:  # extra_repr leaves the string unquoted
         mode = getattr(module, "padding_mode", "")
         text = text.replace(f"padding_mode={mode}", f"padding_mode={mode!r}")
+    padding = getattr(module, "padding", None)
+    if isinstance(padding, str):  # padding='same' or 'valid', unquoted too
+        text = text.replace(f"padding={padding}", f"padding={padding!r}")
     if isinstance(module, _CONV) and module.bias is None and "bias=False" not in text:
         text += ", bias=False"
     return f"{prefix}{kind.__name__}({text})"
