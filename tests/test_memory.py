@@ -505,6 +505,40 @@ def test_a_recurrent_layers_workspace_is_said_not_to_be_counted(device: str) -> 
     assert memory_plan(model.eval().fc, (16,), device=device).uncounted == ()
 
 
+class _Recurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.rnn(x)[0])
+
+
+@pytest.mark.parametrize("put_in_eval", ["model", "rnn"])
+def test_a_recurrent_layer_in_eval_still_saves_its_workspace_in_the_step(put_in_eval: str) -> None:
+    """Found by a fuzzer: the plan said nothing about an LSTM left in eval() (the model's, trained by the plan, or the
+    layer's own in a model in train()); its real step saved 28x the planned activations (oneDNN's workspace)."""
+    torch.manual_seed(0)
+    model = _Recurrent().train()
+    model.get_submodule("" if put_in_eval == "model" else "rnn").eval()
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):  # the step as the plan runs it
+        (model.train() if put_in_eval == "model" else model)(torch.randn(2, 5, 4))
+    model.get_submodule("" if put_in_eval == "model" else "rnn").eval()
+    plan = memory_plan(model, (5, 4), batch=2, device="cpu")
+    if torch.backends.mkldnn.is_available():
+        assert plan.activations < sum(saved.values())
+    assert plan.uncounted == ("rnn",)
+    model.train().rnn.requires_grad_(False)  # frozen, on the input: nothing saved, no workspace
+    assert memory_plan(model, (5, 4), batch=2, device="cpu").uncounted == ()
+
+
 class _ReplacesABuffer(nn.Module):
     """A forward that replaces a registered buffer (a cache keyed by size, as timm's ConViT does)."""
 

@@ -171,7 +171,8 @@ class MemoryPlan:
     trainable, frozen : int
         Parameters with and without ``requires_grad``.
     uncounted : tuple[str, ...]
-        Recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) whose kernels also save a workspace for backward
+        Recurrent layers (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``) saving for backward in the step, in ``train()`` or
+        ``eval()``, whose kernels also save a workspace
         (oneDNN's on a CPU, cuDNN's reserve space on a GPU) that a simulated step cannot see: when not empty,
         ``activations`` and ``peak`` are lower bounds (the notes say so).
     sparse : tuple[str, ...]
@@ -791,7 +792,7 @@ def memory_plan(
         layers=_rows(model, train),
         trainable=trainable,
         frozen=sum(p.numel() for p in unique) - trainable,
-        uncounted=tuple(n for n, m in model.named_modules() if isinstance(m, nn.RNNBase) and m.training),
+        uncounted=tuple(n for n, m in model.named_modules() if isinstance(m, nn.RNNBase) and train.saved.get(n)),
         ddp_buckets=ddp_buckets,
         sparse=tuple(sparse.values()),
         _sparse_state=sparse_state,
