@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from models import StopGradientTarget, measure_training_step
+from torchsurgeon.errors import MemoryPlanError
 from torchsurgeon.fakestep import simulate_step
 
 
@@ -65,3 +67,16 @@ def test_a_sparse_embedding_gradient_has_a_row_per_lookup() -> None:
     assert grad is not None and grad.is_sparse  # the real one: uncoalesced, 32 rows and 32 int64 indices
     assert step.sparse_gradients == {0: grad._indices().nbytes + grad._values().nbytes} == {0: 32 * (8 + 16 * 4)}
     assert step.gradients == step.sparse_gradients[0] + 4 * (16 * 2 + 2)
+
+
+def test_a_step_whose_in_place_op_overwrites_a_saved_tensor_is_refused_as_a_real_one_is() -> None:
+    """Found by a fuzzer: ``ReLU()`` then ``ReLU(inplace=True)`` overwrites what the first saved; a real backward
+    raises, the simulated one (saved-tensor hooks skip autograd's version check) gave a plan as if it trained."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.ReLU(inplace=True), nn.Linear(4, 2))
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        model(torch.randn(2, 4)).sum().backward()
+    with pytest.raises(MemoryPlanError, match=r"saved in 1 is at version 1.*in-place op after 1 .*make that op out"):
+        simulate_step(model, {"input": ((2, 4), None)}, train=True, amp=None, dtype=None)
+    model[2].inplace = False  # out of place: it trains, and so is it planned
+    model(torch.randn(2, 4)).sum().backward()
+    assert simulate_step(model, {"input": ((2, 4), None)}, train=True, amp=None, dtype=None).activations > 0

@@ -233,6 +233,14 @@ def _tensors_in(value: Any) -> Iterator[torch.Tensor]:
             yield from _tensors_in(v)
 
 
+class _OverwrittenForBackward(RuntimeError):
+    """A tensor saved for backward changed in place before the backward read it (autograd's own check)."""
+
+    def __init__(self, module: str, message: str) -> None:
+        super().__init__(message)
+        self.module = module
+
+
 def _held_for_backward(
     packed: list[tuple[int, str, weakref.ref[torch.Tensor]]], storages: _Storages, step: SimulatedStep
 ) -> dict[int, int]:
@@ -370,11 +378,22 @@ def _simulate(
     step = SimulatedStep()
     packed: list[tuple[int, str, weakref.ref[torch.Tensor]]] = []  # (storage index, module, what autograd keeps)
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
+    def pack(t: torch.Tensor) -> tuple[torch.Tensor, int, str]:
         index = storages.track(t)
         kept = t.detach()  # the same storage, without the output's grad_fn (no reference cycle)
         if index is not None:
             packed.append((index, storages.module(), weakref.ref(kept)))
+        return kept, kept._version, storages.module()
+
+    def unpack(saved: tuple[torch.Tensor, int, str]) -> torch.Tensor:
+        kept, version, module = saved  # autograd checks versions only without hooks: the check it would make
+        if kept._version != version:
+            raise _OverwrittenForBackward(
+                module,
+                f"one of the variables needed for gradient computation has been modified by an inplace operation: "
+                f"a {tuple(kept.shape)} tensor saved in {module or '(model)'} is at version {kept._version}; expected "
+                f"version {version} instead",
+            )
         return kept
 
     try:
@@ -383,7 +402,7 @@ def _simulate(
             for name, (shape, dt) in inputs.items():
                 values[name] = torch.empty(shape, dtype=dt or input_dtype_for(name, copy))
                 storages.unread[_storage_key(values[name])] = name
-            hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else contextlib.nullcontext()
+            hooks = torch.autograd.graph.saved_tensors_hooks(pack, unpack) if train else contextlib.nullcontext()
             autocast = torch.autocast("cpu", amp) if amp is not None else contextlib.nullcontext()
             kernels = CudaKernels() if device == "cuda" else contextlib.nullcontext()
             with torch.set_grad_enabled(train), hooks, autocast, kernels:
@@ -408,6 +427,12 @@ def _simulate(
                 f"{failed} — memory_plan runs the model on tensors without values: Python that reads values "
                 "(if x.sum() > 0, .item()) cannot run, except random draws, finiteness checks and masks "
                 "(torchsurgeon.fakevalues); plan the parts around it"
+            ) from exc
+        if isinstance(exc, _OverwrittenForBackward):
+            raise MemoryPlanError(
+                f"{failed} — a real training step raises it too: an in-place op after {exc.module or '(model)'} "
+                "(nn.ReLU(inplace=True), x += y, x.mul_(...)) overwrote what it saved for backward; make that op out "
+                "of place"
             ) from exc
         batch = " (batch=2 or more)" if "more than 1 value per channel" in str(exc) else ""
         raise MemoryPlanError(
