@@ -188,3 +188,10 @@ def test_shape_changes_stop_at_the_limit() -> None:
     shape = paramcount(net, (1, 16, 16)).output_shape
     assert [x.name for x in shape.shape_changes()] == [str(i) for i in range(6)]
     assert [x.name for x in shape.shape_changes(limit=2)] == ["4", "5"]
+
+
+def test_update_lock_takes_true_false_or_none(tmp_path: Path) -> None:
+    """update_lock='no' (a true value to Python) rewrote the lockfile instead of comparing with it."""
+    with pytest.raises(InputError, match=r"update_lock='no' — give True or False, or None \(True rewrites"):
+        check_contract(grey_classifier(10), input=(1, 32, 32), lock=tmp_path / "m.lock.json", update_lock="no")
+    assert not (tmp_path / "m.lock.json").exists()

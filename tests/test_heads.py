@@ -653,3 +653,13 @@ def test_a_malformed_input_is_refused_as_paramcount_refuses_it(bad: object, mess
             call()
         assert str(refused.value) == str(counted.value)
     assert net[4].out_features == 5  # nothing edited
+
+
+def test_replace_head_inplace_takes_true_or_false_only() -> None:
+    """replace_head(model, 7, inplace='no') replaced the user's own head (a true value to Python)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    with pytest.raises(InputError, match=r"inplace='no' — give True or False \(True edits the model given"):
+        replace_head(model, 7, inplace="no")
+    with pytest.raises(InputError, match=r"inplace=1 — give True or False"):
+        append_head(model, nn.Linear(5, 2), inplace=1)  # type: ignore[arg-type]
+    assert model[1].out_features == 5 and len(model) == 2

@@ -232,3 +232,10 @@ def test_update_mode_rewrites_through_the_environment(tmp_path: Path, monkeypatc
         assert_matches_lock(grey_classifier(10), path)
     with pytest.raises(ContractError, match=r"written for input \(1, 8, 8\), batch 1, not input \(1, 9, 9\)"):
         assert_matches_lock(grey_classifier(9), path, (1, 9, 9))
+
+
+def test_update_takes_true_false_or_none(tmp_path: Path) -> None:
+    """assert_matches_lock(..., update='no') wrote the lockfile (a true value to Python)."""
+    with pytest.raises(InputError, match=r"update='no' — give True or False, or None"):
+        assert_matches_lock(nn.Sequential(nn.Linear(4, 2)), tmp_path / "m.lock.json", (4,), update="no")  # type: ignore[arg-type]
+    assert not (tmp_path / "m.lock.json").exists()

@@ -1651,3 +1651,17 @@ def test_the_legacy_weight_norm_is_put_back_without_swapping_the_process_wide_wa
     with torch.no_grad():
         assert float((grey(x) - model(x.repeat(1, 3, 1, 1))).abs().max()) < 1e-12
     assert dict(grey[0].named_parameters()).keys() == {"bias", "weight_g", "weight_v"}
+
+
+@pytest.mark.parametrize("flag", ["no", 1, None])
+def test_inplace_takes_true_or_false_only(flag: Any) -> None:
+    """inplace='no' (a true value to Python) edited the user's model in place; a bool is asked for now, and the model
+    is left as it was."""
+    model = CifarNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(InputError, match=rf"inplace={re.escape(repr(flag))} — give True or False \(True edits"):
+        adapt_input_channels(model, 1, inplace=flag)
+    with pytest.raises(InputError, match=rf"inplace={re.escape(repr(flag))} — give True or False"):
+        fold_input_normalization(model, [0.5] * 3, [0.2] * 3, inplace=flag)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model.conv1.in_channels == 3

@@ -24,7 +24,7 @@ from typing import Any
 from torch import nn
 
 from .analysis import paramcount
-from .errors import ContractError, InputError, ShapeError
+from .errors import ContractError, InputError, ShapeError, check_flag
 from .lockfile import check_lock
 from .modelreport import ModelReport
 from .records import LayerDiff, OutputShape, Trust, Violation
@@ -197,6 +197,9 @@ def _merge(contract: ShapeContract | None, fields: Mapping[str, Any]) -> ShapeCo
     return dataclasses.replace(contract, **fields) if fields else contract
 
 
+_UPDATE_MEANING = "True rewrites the lockfile, False compares with it, None: the variable TORCHSURGEON_UPDATE"
+
+
 def check_contract(
     model: nn.Module,
     contract: ShapeContract | None = None,
@@ -245,6 +248,7 @@ def check_contract(
     Violation(field='max_params', expected='≤ 1,000', got='1,417', note='')
     """
     __tracebackhide__ = True
+    check_flag(update_lock, "update_lock", _UPDATE_MEANING, optional=True)
     c = _merge(contract, fields)
     name = name or type(model).__name__
     try:

@@ -24,6 +24,7 @@ __all__ = (
     "TorchSurgeonError",
     "TraceError",
     "as_written",
+    "check_flag",
     "failure_reason",
     "first_line",
     "library_file",
@@ -94,6 +95,28 @@ def as_written(target: Any) -> str:
     if isinstance(target, type) and module.startswith("torch.nn.modules"):
         return f"nn.{name}"
     return f"{module + '.' if module.startswith('torch') else ''}{name}"
+
+
+def check_flag(value: Any, name: str, meaning: str, *, optional: bool = False) -> None:
+    """Refuse ``value``, given as the argument ``name``, unless it is True or False (or None when ``optional``):
+    ``inplace='no'`` is a true value to Python, and would do what the user said not to.
+
+    Raises
+    ------
+    InputError
+        Naming the argument, the value and what True does (``meaning``).
+
+    Examples
+    --------
+    >>> check_flag(True, "inplace", "True edits the model given, False a copy")
+    >>> check_flag("no", "inplace", "True edits the model given, False a copy")
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: inplace='no' — give True or False (True edits the model given, False a copy)
+    """
+    if not isinstance(value, bool) and not (optional and value is None):
+        none = ", or None" if optional else ""
+        raise InputError(f"{name}={value!r} — give True or False{none} ({meaning})")
 
 
 def no_such_name(name: str, names: list[str], what: str = "layers") -> str:

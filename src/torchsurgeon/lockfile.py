@@ -25,7 +25,7 @@ from typing import Any
 from torch import nn
 
 from .analysis import paramcount
-from .errors import ConfigError, ContractError, InputError
+from .errors import ConfigError, ContractError, InputError, check_flag
 from .modelreport import ModelReport
 from .records import LayerDiff, LayerReport, LockChange
 from .report import format_path, format_value, jsonable, lock_diff_table
@@ -51,6 +51,12 @@ _LOCK_FIELDS = ("type", "output_shape", "params", "trainable")
 
 
 def _updating(update: bool | None) -> bool:
+    check_flag(
+        update,
+        "update",
+        "True rewrites the lockfile, False compares with it, None: $TORCHSURGEON_UPDATE",
+        optional=True,
+    )
     if update is not None:
         return update
     return os.environ.get(UPDATE_ENV, "").strip().lower() not in ("", "0", "false", "no")

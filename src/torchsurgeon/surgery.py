@@ -28,7 +28,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from .arguments import check_input
 from .copies import model_copy
-from .errors import InputError, SurgeryError, TraceError
+from .errors import InputError, SurgeryError, TraceError, check_flag
 from .fold import fold_normalization, fold_weight
 from .foldcheck import checked_fold, computes_its_weight
 from .graph import build_graph
@@ -363,6 +363,7 @@ def _adapted(
 
 
 def _copy(model: nn.Module, inplace: bool, input: InputSpec | None = None) -> nn.Module:
+    check_flag(inplace, "inplace", "True edits the model given, False a copy")
     inner = unwrap_model(model)
     _ = None if input is None else check_input(inner, input)  # refused as paramcount refuses it, not ignored
     if inner is not model and from_peft(model):
