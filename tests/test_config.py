@@ -99,3 +99,14 @@ def test_find_pyproject_takes_the_nearest(tmp_path: Path) -> None:
     inner = _pyproject(tmp_path / "sub", "")
     assert find_pyproject(tmp_path / "sub" / "pkg") == inner.resolve()
     assert find_pyproject(tmp_path) == (tmp_path / "pyproject.toml").resolve()
+
+
+def test_a_misspelt_tool_key_is_refused(tmp_path: Path) -> None:
+    """[tool.torchsurgeon] pythonpth = ["src"] was ignored: the models were imported from the project's root."""
+    body = '[tool.torchsurgeon]\npythonpth = ["src"]\n[[tool.torchsurgeon.contracts]]\nmodel = "a:b"\ninput = [1]\n'
+    with pytest.raises(
+        ConfigError, match=r"\[tool.torchsurgeon\]: unknown key 'pythonpth' — did you mean 'pythonpath'\?"
+    ):
+        read_contracts(_pyproject(tmp_path, body))
+    with pytest.raises(ConfigError, match=r"unknown key 'models' — the keys are contracts, pythonpath"):
+        read_contracts(_pyproject(tmp_path, body.replace("pythonpth", "models")))

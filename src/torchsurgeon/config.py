@@ -16,7 +16,7 @@ import difflib
 import os
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,16 @@ _EXAMPLE = f"""
 model = "mypkg.models:build_classifier"
 input = [1, 224, 224]
 output = [10]"""
+
+
+_TOOL_KEYS = ("contracts", "pythonpath")
+"""The keys of ``[tool.torchsurgeon]``."""
+
+
+def _hint(key: str, known: Sequence[str]) -> str:
+    """What to say of an unknown ``key``: the known key most like it, else all of them."""
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" — did you mean {close[0]!r}?" if close else f" — the keys are {', '.join(known)}"
 
 
 def _where(source: Path, index: int) -> str:
@@ -173,6 +183,9 @@ def read_contracts(path: str | os.PathLike[str]) -> tuple[ContractEntry, ...]:
     tool = data.get("tool", {}).get("torchsurgeon")
     if not isinstance(tool, dict) or "contracts" not in tool:
         raise ConfigError(f"{format_path(p)} has no {_TABLE} table — add one, e.g.:{_EXAMPLE}")
+    for key in tool:
+        if key not in _TOOL_KEYS:
+            raise ConfigError(f"{format_path(p)} [tool.torchsurgeon]: unknown key {key!r}{_hint(key, _TOOL_KEYS)}")
     tables = tool["contracts"]
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise ConfigError(
@@ -190,9 +203,7 @@ def _entry(path: Path, index: int, table: Mapping[str, Any], pythonpath: tuple[P
     known = ["model", "kwargs"] + [f.name for f in dataclasses.fields(ShapeContract)]
     for key in table:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" — did you mean {close[0]!r}?" if close else f" — the keys are {', '.join(known)}"
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+            raise ConfigError(f"{where}: unknown key {key!r}{_hint(key, known)}")
     for key in ("model", "input"):
         if key not in table:
             raise ConfigError(f"{where}: key {key!r} is missing, e.g.:{_EXAMPLE}")
