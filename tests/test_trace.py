@@ -843,3 +843,13 @@ def test_trace_leaves_the_users_random_stream_as_found() -> None:
     torch.manual_seed(0)
     report = paramcount(model, (4,))
     assert report.output_shape == (1, 4) and torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("entry", [1, "flatten"])
+def test_autowrap_functions_takes_functions(entry: Any) -> None:
+    """autowrap_functions=[1] was accepted and did nothing; an entry that is no function is refused."""
+    with pytest.raises(InputError, match=rf"autowrap_functions entries must be functions forward calls, got {entry!r}"):
+        trace(nn.Sequential(nn.Flatten()), autowrap_functions=[entry])
+    with pytest.raises(InputError, match=r"e.g. autowrap_functions=\[torch.flatten\]"):
+        paramcount(nn.Sequential(nn.Flatten()), (3, 4), autowrap_functions=[entry])
+    assert trace(nn.Sequential(nn.Flatten()), autowrap_functions=[torch.flatten]).opaque == {}

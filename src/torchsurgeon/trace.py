@@ -593,14 +593,24 @@ def trace(
         elif isinstance(leaf, type) and issubclass(leaf, nn.Module):
             types.append(leaf)
         else:
-            raise InputError(f"leaf_modules entries must be names or nn.Module classes, got {leaf!r}")
+            raise InputError(
+                f"leaf_modules entries must be names or nn.Module classes, got {leaf!r} — "
+                "e.g. leaf_modules=['layer1.0', nn.MultiheadAttention]"
+            )
+    wrapped = tuple(autowrap_functions)
+    for function in wrapped:
+        if not callable(function):
+            raise InputError(
+                f"autowrap_functions entries must be functions forward calls, got {function!r} — "
+                "e.g. autowrap_functions=[torch.flatten]"
+            )
     if concrete_args is not None and not isinstance(concrete_args, Mapping):
         raise InputError(f"concrete_args must be a mapping of argument name to value, got {concrete_args!r}")
     if isinstance(inputs, bool) or (isinstance(inputs, int) and inputs < 0):
         raise InputError(f"inputs={inputs!r} — give the number of tensor inputs or their names")
     reg_types, reg_functions, reg_modules = registered_leaves()
     leaf_types = tuple(types) + reg_types
-    functions = tuple(dict.fromkeys((*autowrap_functions, *reg_functions)))
+    functions = tuple(dict.fromkeys((*wrapped, *reg_functions)))
     params = forward_parameters(model)
     given = into_var_keyword(dict(concrete_args or {}), params)
     known = {fx_name(p) for p in params}
