@@ -853,3 +853,33 @@ def test_autowrap_functions_takes_functions(entry: Any) -> None:
     with pytest.raises(InputError, match=r"e.g. autowrap_functions=\[torch.flatten\]"):
         paramcount(nn.Sequential(nn.Flatten()), (3, 4), autowrap_functions=[entry])
     assert trace(nn.Sequential(nn.Flatten()), autowrap_functions=[torch.flatten]).opaque == {}
+
+
+class _Block(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).relu()
+
+
+class _TwoBlocks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.c = _Block(3), _Block(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.c(self.conv(x)), 1)
+
+
+def test_leaf_modules_and_autowrap_functions_take_one_entry_alone() -> None:
+    """leaf_modules='conv' was read letter by letter (refused as "names 'o'"), leaf_modules=_Block and
+    autowrap_functions=torch.flatten raised a raw TypeError: one entry alone is that entry."""
+    model = _TwoBlocks()
+    assert trace(model, leaf_modules="conv").leaf_modules == ("conv",)
+    assert sorted(trace(model, leaf_modules=_Block).leaf_modules) == ["c", "conv"]
+    assert trace(model, autowrap_functions=torch.flatten).opaque == {}
+    assert paramcount(model, (3, 8, 8), leaf_modules="conv").total == sum(p.numel() for p in model.parameters())
+    with pytest.raises(InputError, match=r"leaf_modules names 'cnv', which is not a submodule of _TwoBlocks"):
+        trace(model, leaf_modules="cnv")

@@ -15,7 +15,7 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
-from .arguments import ExampleInputs, check_input_names, tensor_inputs
+from .arguments import ExampleInputs, check_input_names, one_or_more, tensor_inputs
 from .crosscheck import crosscheck as run_crosscheck
 from .crosscheck import crosscheck_mode, real_failure
 from .errors import InputError, ShapeError, TraceError
@@ -366,9 +366,9 @@ def paramcount_sweep(
     mode = crosscheck_mode(crosscheck)
     model = unwrap_model(model)
     options: dict[str, Any] = {
-        "leaf_modules": tuple(leaf_modules),
+        "leaf_modules": one_or_more(leaf_modules),
         "concrete_args": concrete_args,
-        "autowrap_functions": tuple(autowrap_functions),
+        "autowrap_functions": one_or_more(autowrap_functions),
         "inputs": names.pop(),
     }
     if lazy_layers(model):  # each input makes other parameters: analysed one by one

@@ -49,6 +49,7 @@ __all__ = (
     "input_paths",
     "integers_needed",
     "into_var_keyword",
+    "one_or_more",
     "placeholder_dtype",
     "specialisation",
     "tensor_inputs",
@@ -228,6 +229,21 @@ def check_inputs_read(model: nn.Module, spec: Any, unread: Iterable[str]) -> Non
         inside = nested_inputs(str(name), value) if isinstance(value, Mapping) else {str(name): value}
         if str(name) not in own and inside and unread.issuperset(inside):
             raise not_an_input(str(name), value, own)
+
+
+def one_or_more(value: Any) -> tuple[Any, ...]:
+    """The entries of an argument that takes a list (``leaf_modules``, ``autowrap_functions``), given one entry
+    alone or several: a string or a class is one entry, not the letters or whatever iterating it gives.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> one_or_more("conv"), one_or_more(nn.Conv2d), one_or_more(["conv", nn.Conv2d]), one_or_more(())
+    (('conv',), (<class 'torch.nn.modules.conv.Conv2d'>,), ('conv', <class 'torch.nn.modules.conv.Conv2d'>), ())
+    """
+    if isinstance(value, (str, type)) or not isinstance(value, Iterable):
+        return (value,)
+    return tuple(value)
 
 
 def forward_inputs(model: nn.Module, spec: Any) -> list[str]:

@@ -53,6 +53,7 @@ from .arguments import (
     fx_name,
     input_paths,
     into_var_keyword,
+    one_or_more,
     specialisation,
     without_caches,
 )
@@ -582,7 +583,7 @@ def trace(
     names: set[str] = set()
     types: list[type[nn.Module]] = []
     submodules = dict(model.named_modules(remove_duplicate=False))
-    for leaf in leaf_modules:
+    for leaf in one_or_more(leaf_modules):
         if isinstance(leaf, str):
             if leaf not in submodules:
                 raise InputError(
@@ -597,7 +598,7 @@ def trace(
                 f"leaf_modules entries must be names or nn.Module classes, got {leaf!r} — "
                 "e.g. leaf_modules=['layer1.0', nn.MultiheadAttention]"
             )
-    wrapped = tuple(autowrap_functions)
+    wrapped = one_or_more(autowrap_functions)
     for function in wrapped:
         if not callable(function):
             raise InputError(
