@@ -663,3 +663,17 @@ def test_replace_head_inplace_takes_true_or_false_only() -> None:
     with pytest.raises(InputError, match=r"inplace=1 — give True or False"):
         append_head(model, nn.Linear(5, 2), inplace=1)  # type: ignore[arg-type]
     assert model[1].out_features == 5 and len(model) == 2
+
+
+def test_replace_head_layer_takes_an_int_index_of_a_sequential() -> None:
+    """replace_head(model, 7, layer=3) raised a raw TypeError ('int' object is not iterable); an int is the name of a
+    Sequential's layer, a list (one head is replaced) is refused naming the name to give."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    edited = replace_head(model, 7, layer=3).model
+    assert edited(torch.randn(2, 3, 8, 8)).shape == (2, 7) and model[3].out_features == 5
+    with pytest.raises(
+        InputError, match=r"layer=\['3'\] — give one layer's name as model.named_modules\(\) gives it, "
+    ):
+        replace_head(model, 7, layer=["3"])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"layer=3.0 — give one layer's name"):
+        replace_head(model, 7, layer=3.0)  # type: ignore[arg-type]

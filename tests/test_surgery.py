@@ -1665,3 +1665,16 @@ def test_inplace_takes_true_or_false_only(flag: Any) -> None:
         fold_input_normalization(model, [0.5] * 3, [0.2] * 3, inplace=flag)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert model.conv1.in_channels == 3
+
+
+def test_adapt_input_channels_layer_takes_ints_and_each_layer_once() -> None:
+    """adapt_input_channels(model, 1, layer=0) raised a raw TypeError, layer=[] blamed the model ('no layer reads the
+    input') and layer=['0', '0'] folded the layer twice; an int is a Sequential's layer, each layer is named once."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    grey = adapt_input_channels(model, 1, layer=0).model
+    x = torch.randn(1, 1, 8, 8)
+    assert torch.allclose(grey(x), model(x.expand(1, 3, 8, 8)), atol=1e-6)
+    with pytest.raises(InputError, match=r"layer=\['0', '0'\] names a layer twice — name each once: layer=\['0'\]"):
+        adapt_input_channels(model, 1, layer=["0", "0"])
+    with pytest.raises(InputError, match=r"layer=\[\] names no layer — name one, or leave layer=None"):
+        adapt_input_channels(model, 1, layer=[])

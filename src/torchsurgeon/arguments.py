@@ -49,6 +49,7 @@ __all__ = (
     "input_paths",
     "integers_needed",
     "into_var_keyword",
+    "layer_names",
     "one_or_more",
     "placeholder_dtype",
     "specialisation",
@@ -244,6 +245,42 @@ def one_or_more(value: Any) -> tuple[Any, ...]:
     if isinstance(value, (str, type)) or not isinstance(value, Iterable):
         return (value,)
     return tuple(value)
+
+
+def layer_names(layer: Any, *, several: bool = True) -> list[str]:
+    """The layers a surgery's ``layer=`` names: a qualified name as ``model.named_modules()`` gives it
+    (``'layer1.0.conv1'``), an int standing for the name of a Sequential's layer (``4`` is ``'4'``), or (with
+    ``several``) a list of them, each once.  Whether the model has them is the surgery's to say
+    (:func:`~torchsurgeon.surgery.no_such_layer`).
+
+    Raises
+    ------
+    InputError
+        Naming the value and what ``layer`` takes.
+
+    Examples
+    --------
+    >>> layer_names("fc"), layer_names(4), layer_names(["0", 3])
+    (['fc'], ['4'], ['0', '3'])
+    >>> layer_names(["4"], several=False)
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: layer=['4'] — give one layer's name as model.named_modules() gives it, e.g. \
+layer='4'
+    """
+    items = [layer] if isinstance(layer, (str, int)) else list(layer) if isinstance(layer, (list, tuple)) else None
+    names = [str(x) for x in items or () if isinstance(x, (str, int)) and not isinstance(x, bool)]
+    if items is not None and len(names) == len(items) and names and (several or isinstance(layer, (str, int))):
+        if len(set(names)) == len(names):
+            return names
+        raise InputError(f"layer={layer!r} names a layer twice — name each once: layer={list(dict.fromkeys(names))!r}")
+    if several and items == []:
+        raise InputError(
+            "layer=[] names no layer — name one, or leave layer=None to find the layers that read the input"
+        )
+    one = "one layer's name" if not several else "a layer's name (or a list of names)"
+    example = repr(names[0]) if names else "'4'"
+    raise InputError(f"layer={layer!r} — give {one} as model.named_modules() gives it, e.g. layer={example}")
 
 
 def forward_inputs(model: nn.Module, spec: Any) -> list[str]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .analysis import paramcount
-from .arguments import ExampleInputs, check_input, tensor_inputs
+from .arguments import ExampleInputs, check_input, layer_names, tensor_inputs
 from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError, as_written
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .graphreaders import weights_owner
@@ -455,7 +455,7 @@ def replace_head(
     _check_keep(keep)
     edited = _copy(model, inplace, input)
     if layer is not None:
-        heads = _chosen_head(edited, layer, num_classes, keep)
+        heads = _chosen_head(edited, layer_names(layer, several=False)[0], num_classes, keep)
     else:
         heads = _one_task(edited, input, num_classes)
     for name, rec in heads:

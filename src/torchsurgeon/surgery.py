@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize, prune
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
-from .arguments import check_input
+from .arguments import check_input, layer_names
 from .copies import model_copy
 from .errors import InputError, SurgeryError, TraceError, check_flag
 from .fold import fold_normalization, fold_weight
@@ -688,7 +688,7 @@ def adapt_input_channels(
             more = "" if run_before or made else f"; or pass the input the model takes now (input={shown}) to check"
             raise _rearranged(edited, doubts, channels, more, names, mode)
     else:  # the layers chosen: the edit is still tried on the input given, or one the model runs on now
-        names = [layer] if isinstance(layer, str) else list(layer)
+        names = layer_names(layer)
         _check_layers(edited, names, channels, mode, input)
         image, run_before = input, input is not None
     if set(names) & set(lazy):  # the layers reading the input are lazy: only those after it are not
