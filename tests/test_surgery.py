@@ -1678,3 +1678,18 @@ def test_adapt_input_channels_layer_takes_ints_and_each_layer_once() -> None:
         adapt_input_channels(model, 1, layer=["0", "0"])
     with pytest.raises(InputError, match=r"layer=\[\] names no layer — name one, or leave layer=None"):
         adapt_input_channels(model, 1, layer=[])
+
+
+def test_fold_input_normalization_names_the_layer_meant() -> None:
+    """fold_input_normalization(model, ..., layer='nope') raised torch's bare AttributeError; it is refused as
+    adapt_input_channels refuses a layer the model does not have, with the call that names the layer meant."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    with pytest.raises(
+        SurgeryError,
+        match=r"layer='nope': Sequential has no module 'nope' — its Conv and Linear layers are 0: "
+        r"e.g. fold_input_normalization\(model, \[0.5, 0.4, 0.3\], \[0.2, 0.2, 0.2\], layer='0'\)",
+    ):
+        fold_input_normalization(model, [0.5, 0.4, 0.3], [0.2, 0.2, 0.2], layer="nope")
+    folded = fold_input_normalization(model, [0.5, 0.4, 0.3], [0.2, 0.2, 0.2], layer="0").model
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.allclose(folded(x), model((x - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / 0.2), atol=1e-5)

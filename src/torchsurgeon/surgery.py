@@ -771,7 +771,9 @@ def fold_input_normalization(
     True
     """
     edited = _copy(model, inplace)
-    names, image, run_before, _ = _input_layers(edited, None) if layer is None else ([layer], None, True, {})
+    names, image, run_before, _ = _input_layers(edited, None) if layer is None else (layer_names(layer), None, True, {})
+    for name in [n for n in names if n not in dict(edited.named_modules())]:
+        raise no_such_layer(edited, name, lambda n: f"fold_input_normalization(model, {mean!r}, {std!r}, layer={n!r})")
     if names and image is not None and not run_before:  # the graph found the input meets a tensor of the model's
         raise SurgeryError(
             f"{type(edited).__name__}: the input meets a tensor of the model's own before {names[0]} (a "
