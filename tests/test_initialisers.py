@@ -55,3 +55,20 @@ def test_torch_layers_with_defaults_of_their_own() -> None:
     transformer = nn.Transformer(16, 2, 1, 1, 32)  # draws every matrix with xavier_uniform_, not their default
     linear1 = transformer.encoder.layers[0].linear1
     assert "— like xavier_uniform_ U(-0.3536, 0.3536)" in named_init(linear1, "weight", linear1.weight)
+
+
+def test_default_init_refuses_a_class_and_a_name_the_layer_does_not_have() -> None:
+    """default_init(nn.Linear, 'weight') answered 'set by type.__init__' and default_init(nn.Linear(2, 2), 'weigth')
+    'set by Linear.__init__': both were confident answers about nothing."""
+    from torchsurgeon import InputError
+
+    with pytest.raises(
+        InputError, match=r"got the class nn.Linear — give a built one: default_init\(nn.Linear\(2, 2\)"
+    ):
+        default_init(nn.Linear, "weight")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"Linear has no parameter 'weigth' — did you mean 'weight'\?"):
+        default_init(nn.Linear(2, 2), "weigth")
+    with pytest.raises(InputError, match=r"ReLU has no parameter 'weight' — it has none"):
+        default_init(nn.ReLU(), "weight")
+    bound = 1 / math.sqrt(2)
+    assert default_init(nn.Linear(2, 2), "weight") == f"kaiming_uniform_(a=√5): U(-{bound:.4f}, {bound:.4f})"

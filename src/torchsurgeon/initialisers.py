@@ -8,6 +8,8 @@ import math
 import torch
 from torch import nn
 
+from .errors import InputError, as_written, no_such_name
+
 __all__ = ("default_init", "named_init", "observed")
 
 
@@ -89,7 +91,21 @@ def default_init(module: nn.Module, param: str) -> str:
     'uniform: U(-0.0316, 0.0316) (±1/√fan_in)'
     >>> default_init(nn.BatchNorm2d(64), "weight")
     'ones'
+
+    Raises
+    ------
+    InputError
+        When ``module`` is a class, not a layer, or has no parameter ``param``.
     """
+    if not isinstance(module, nn.Module):
+        got = f"the class {as_written(module)}" if isinstance(module, type) else repr(module)
+        raise InputError(
+            f"default_init takes a layer, got {got} — give a built one: default_init(nn.Linear(2, 2), {param!r})"
+        )
+    names = [n for n, _ in (*module.named_parameters(), *module.named_buffers())]
+    if param not in names:
+        hint = no_such_name(param, names, "parameters") if names else "it has none"
+        raise InputError(f"{type(module).__name__} has no parameter {param!r} — {hint}")
     return _default(module, param)[0]
 
 
