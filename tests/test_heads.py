@@ -677,3 +677,31 @@ def test_replace_head_layer_takes_an_int_index_of_a_sequential() -> None:
         replace_head(model, 7, layer=["3"])  # type: ignore[arg-type]
     with pytest.raises(InputError, match=r"layer=3.0 — give one layer's name"):
         replace_head(model, 7, layer=3.0)  # type: ignore[arg-type]
+
+
+class _TakesKwargs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_an_input_forward_never_reads_is_refused_as_paramcount_refuses_it() -> None:
+    """replace_head(model, 7, input={"x": ..., "nope": ...}) with forward(x, **kwargs): the trace dropped 'nope'
+    and the edit went on; every surgery gives paramcount's InputError."""
+    spec = {"x": (3, 8, 8), "nope": (3,)}
+    with pytest.raises(InputError) as given:
+        paramcount(_TakesKwargs(), spec)
+    message = re.escape(str(given.value))
+    assert "input 'nope' is not an argument of forward" in str(given.value)
+    with pytest.raises(InputError, match=message):
+        replace_head(_TakesKwargs(), 7, input=spec)
+    with pytest.raises(InputError, match=message):
+        head_layers(_TakesKwargs(), input=spec)
+    with pytest.raises(InputError, match=message):
+        append_head(_TakesKwargs(), nn.Linear(5, 2), input=spec)
+    with pytest.raises(InputError, match=message):
+        adapt_input_channels(_TakesKwargs(), 1, input=spec)
+    assert replace_head(_TakesKwargs(), 7, input={"x": (3, 8, 8)}).model(torch.randn(2, 3, 8, 8)).shape == (2, 7)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .analysis import paramcount
-from .arguments import ExampleInputs, check_input, layer_names, tensor_inputs
+from .arguments import ExampleInputs, layer_names, tensor_inputs
 from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError, as_written
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .graphreaders import weights_owner
@@ -38,7 +38,7 @@ from .resize import guard_holders, hands_on_features
 from .shapes import meta_copy
 from .shapespec import InputSpec
 from .surgery import SurgeryResult, _copy, _count, _set_submodule, _with_guards, no_such_layer
-from .trace import trace
+from .trace import check_input_traced, trace
 from .wrappers import from_peft, unwrap_model
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
@@ -88,7 +88,7 @@ def head_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
 
 def _graph(model: nn.Module, input: InputSpec | None) -> nx.DiGraph:
     """The traced graph of ``model``, with ``input`` (or a vision model's own, from its config) when given."""
-    _ = None if input is None else check_input(model, input)  # refused as paramcount refuses it, not ignored
+    _ = None if input is None else check_input_traced(model, input)  # refused as paramcount refuses it, not ignored
     input = input if input is not None else default_input(model)
     if input is None:
         try:

@@ -26,7 +26,7 @@ from torch.nn.utils import parametrize, prune
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
-from .arguments import check_input, layer_names
+from .arguments import layer_names
 from .copies import model_copy
 from .errors import InputError, SurgeryError, TraceError, check_flag
 from .fold import fold_normalization, fold_weight
@@ -62,7 +62,7 @@ from .resize import (
 )
 from .shapes import meta_copy
 from .shapespec import InputSpec
-from .trace import trace
+from .trace import check_input_traced, trace
 from .wrappers import from_peft, unwrap_model
 
 __all__ = (
@@ -365,7 +365,7 @@ def _adapted(
 def _copy(model: nn.Module, inplace: bool, input: InputSpec | None = None) -> nn.Module:
     check_flag(inplace, "inplace", "True edits the model given, False a copy")
     inner = unwrap_model(model)
-    _ = None if input is None else check_input(inner, input)  # refused as paramcount refuses it, not ignored
+    _ = None if input is None else check_input_traced(inner, input)  # refused as paramcount refuses it, not ignored
     if inner is not model and from_peft(model):
         raise SurgeryError(
             f"{type(model).__name__} is a peft model: its adapters and trainable flags are built for the layers as "

@@ -47,14 +47,17 @@ from .arguments import (
     INPUT_PATH,
     NO_CACHE,
     SIMPLE_DEFAULTS,
+    ExampleInputs,
     InputNames,
     InputPaths,
+    check_input,
     forward_parameters,
     fx_name,
     input_paths,
     into_var_keyword,
     one_or_more,
     specialisation,
+    tensor_inputs,
     without_caches,
 )
 from .callers import asserted_by_caller
@@ -67,11 +70,13 @@ from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
 from .rules.on_meta import ruled_leaf
 from .rules.registry import FALLBACK, user_ruled
+from .shapespec import normalize_input
 from .traceerrors import UNREGISTERED, trace_error, unregistered
 from .wrappers import unwrap_model
 
 __all__ = (
     "Traced",
+    "check_input_traced",
     "registered_leaves",
     "trace",
     "unwrap_model",
@@ -743,3 +748,37 @@ def _make_opaque(
             continue  # inside a module that is already a leaf
         names.add(name)
         opaque[name] = f"{reason} (as {culprit}, same class {cls.__name__})"
+
+
+def check_input_traced(model: nn.Module, spec: Any) -> dict[str, Any]:
+    """:func:`~torchsurgeon.arguments.check_input`, and for a name ``forward`` would take through its
+    ``**kwargs``, whether the trace gives it a place: one it gives none (``forward`` never reads it) is refused as
+    :func:`torchsurgeon.paramcount` refuses it, not silently dropped.  A model that cannot be traced is left to the
+    caller.  Returns the spec normalised by input name, as :func:`~torchsurgeon.arguments.check_input` does.
+
+    Raises
+    ------
+    InputError
+        :func:`~torchsurgeon.shapespec.not_an_input`, naming the inputs the trace has.
+
+    Examples
+    --------
+    >>> class Net(nn.Linear):
+    ...     def forward(self, input, **kwargs):
+    ...         return super().forward(input)
+    >>> check_input_traced(Net(2, 2), {"input": (2,), "nope": (3,)})
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: input 'nope' is not an argument of forward — the inputs are ['input']
+    """
+    checked = check_input(model, spec)
+    own = {p.name for p in forward_parameters(model) if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    if not isinstance(spec, Mapping) or all(str(name) in own for name in spec):
+        return checked
+    try:
+        traced = trace(model, inputs=tensor_inputs(spec), example_inputs=ExampleInputs(model, spec, 1))
+    except TraceError:
+        return checked
+    return normalize_input(
+        spec, [str(n.target).lstrip("*") for n in traced.graph_module.graph.nodes if n.op == "placeholder"]
+    )
