@@ -60,3 +60,24 @@ def test_what_forward_does_with_an_input_decides_its_dtype_before_its_name() -> 
     assert report.invalid == [] and report.output_shape == tuple(real.shape)
     inputs = {rec.name: rec.dtype for rec in node_records(report.graph) if rec.op == "placeholder"}
     assert inputs == {"cond_ids": "float32", "tokens": "int64"}
+
+
+def test_the_analyzers_over_the_graph_say_what_they_take() -> None:
+    """count_params(model), count_flops(model), propagate_shapes(model, ...) and build_graph(model) raised raw
+    AttributeErrors ('Sequential' object has no attribute 'graph'); each names what it takes and the call making it."""
+    from torchsurgeon import InputError, build_graph, count_flops, count_params, propagate_shapes
+    from torchsurgeon.trace import trace
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    given = r"the graph of a traced model, got the model Sequential — "
+    with pytest.raises(InputError, match=rf"count_params takes {given}count_params\(build_graph\(trace\(model\)\)\)"):
+        count_params(model)
+    with pytest.raises(InputError, match=rf"count_flops takes {given}G = build_graph\(trace\(model\)\); "):
+        count_flops(model)
+    with pytest.raises(InputError, match=rf"propagate_shapes takes {given}propagate_shapes\(build_graph\("):
+        propagate_shapes(model, (3, 8, 8))
+    with pytest.raises(InputError, match=r"build_graph takes the trace of a model, got the model Sequential — "):
+        build_graph(model)
+    with pytest.raises(InputError, match=r"count_params takes the graph of a traced model, got a trace, not its graph"):
+        count_params(trace(model))
+    assert count_params(build_graph(trace(model))).total == sum(p.numel() for p in model.parameters())

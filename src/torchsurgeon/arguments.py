@@ -23,6 +23,7 @@ import operator
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Union
 
+import networkx as nx
 import torch
 import torch.fx
 import torch.nn.functional as F
@@ -38,6 +39,7 @@ __all__ = (
     "ExampleInputs",
     "InputNames",
     "InputPaths",
+    "check_graph",
     "check_input",
     "check_input_names",
     "check_inputs_read",
@@ -161,6 +163,45 @@ def check_input(model: nn.Module, spec: Any) -> dict[str, Any]:
     """
     check_input_names(model, spec)
     return normalize_input(spec, forward_inputs(model, spec))
+
+
+def check_graph(value: Any, function: str, call: str) -> None:
+    """Refuse what an analyzer over the graph was given in its place (a model, a trace, a shape): ``function`` takes
+    a graph of :func:`~torchsurgeon.graph.build_graph` (``build_graph`` itself a trace); ``call`` is the call that
+    makes it from a model.
+
+    Raises
+    ------
+    InputError
+        Naming what was given and the call that makes what the function takes.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> check_graph(nn.Linear(2, 2), "count_params", "count_params(build_graph(trace(model)))")
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: count_params takes the graph of a traced model, got the model Linear — \
+count_params(build_graph(trace(model))), with from torchsurgeon.trace import trace; or paramcount(model, input)
+    """
+    traced = function == "build_graph"
+    if isinstance(value, nx.DiGraph) != traced and traced == hasattr(value, "graph_module"):
+        return
+    got = (
+        f"the model {type(value).__name__}"
+        if isinstance(value, nn.Module)
+        else "a graph already built"
+        if isinstance(value, nx.DiGraph)
+        else "a trace, not its graph"
+        if hasattr(value, "graph_module")
+        else repr(value)[:80]
+        if isinstance(value, (tuple, list, str, int, float))
+        else f"a {type(value).__name__}"
+    )
+    raise InputError(
+        f"{function} takes {'the trace of a model' if traced else 'the graph of a traced model'}, got {got} — "
+        f"{call}, with from torchsurgeon.trace import trace; or paramcount(model, input)"
+    )
 
 
 def check_input_names(model: nn.Module, spec: Any) -> None:

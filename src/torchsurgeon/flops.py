@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from .arguments import check_graph
 from .graph import node_records
 from .records import FlopKind
 
@@ -109,6 +110,7 @@ def count_flops(G: nx.DiGraph, *, per_layer: bool = True) -> FlopSummary:
     >>> s.flops == 2 * s.macs, count_flops(G, per_layer=False).layers
     (True, {})
     """
+    check_graph(G, "count_flops", "G = build_graph(trace(model)); propagate_shapes(G, input); count_flops(G)")
     layers: dict[str, LayerFlops] = {}
     uncounted: list[str] = []
     macs_total = norm_total = 0

@@ -31,6 +31,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from .arguments import check_graph
 from .fxbookkeeping import node_scope
 from .modelindex import ModelIndex, model_index
 from .records import Finding, FlopKind, LayerStatus, ParamChange, ShapeSource, from_fields, layer_label
@@ -480,6 +481,7 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     >>> node_record(G, "_1").module_type
     'ReLU'
     """
+    check_graph(traced, "build_graph", "build_graph(trace(model))")
     gm = traced.graph_module
     model = traced.model
     index = traced.index if traced.index is not None else model_index(model)

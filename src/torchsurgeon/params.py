@@ -18,6 +18,7 @@ import networkx as nx
 import torch
 from torch import nn
 
+from .arguments import check_graph
 from .graph import NodeRecord, ParamFact, fx_node, index_of, node_records, param_facts
 from .records import Finding, LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
@@ -208,6 +209,7 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
     >>> s.total, s.trainable, s.frozen, s.buffers
     (21, 15, 6, 7)
     """
+    check_graph(G, "count_params", "count_params(build_graph(trace(model)))")
     index = index_of(G)
     params = index.params
     records = list(node_records(G))

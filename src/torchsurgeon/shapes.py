@@ -37,7 +37,7 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from ._steps import Step, rules_of, steps_of
-from .arguments import placeholder_dtype
+from .arguments import check_graph, placeholder_dtype
 from .autocast import as_autocast_gives, op_name
 from .clamped import clamped_slice_hint
 from .copies import class_forward, container_edit, detached_copy, meta_like, run_on_zeros, thawed
@@ -765,6 +765,7 @@ def propagate_shapes(G: nx.DiGraph, input: InputSpec, *, batch: int = 1, memo: S
     >>> [f.message for f in r.findings]
     ['0 (Conv2d) expects in_channels=3, got 1 — fold it with adapt_input_channels(model, 1)']
     """
+    check_graph(G, "propagate_shapes", "propagate_shapes(build_graph(trace(model)), input)")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
         raise InputError(f"batch={batch!r} — the batch size must be a positive int")
     placeholders = [str(n.target).lstrip("*") for n in graph_module_of(G).graph.nodes if n.op == "placeholder"]
