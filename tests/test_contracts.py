@@ -20,6 +20,7 @@ from torchsurgeon import (
     ShapeContract,
     assert_contract,
     check_contract,
+    explain_output_shape,
     paramcount,
     write_lock,
 )
@@ -195,3 +196,14 @@ def test_update_lock_takes_true_false_or_none(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"update_lock='no' — give True or False, or None \(True rewrites"):
         check_contract(grey_classifier(10), input=(1, 32, 32), lock=tmp_path / "m.lock.json", update_lock="no")
     assert not (tmp_path / "m.lock.json").exists()
+
+
+def test_explain_output_shape_takes_a_reports_output_shape() -> None:
+    """explain_output_shape((1, 5)) raised AttributeError: 'tuple' object has no attribute 'shape_changes'."""
+    with pytest.raises(
+        InputError,
+        match=r"explain_output_shape takes a report's output shape, got \(1, 5\) — "
+        r"explain_output_shape\(paramcount\(model, input\).output_shape\)",
+    ):
+        explain_output_shape((1, 5))  # type: ignore[arg-type]
+    assert "Linear" in explain_output_shape(paramcount(nn.Sequential(nn.Linear(4, 5)), (4,)).output_shape)

@@ -181,6 +181,11 @@ def explain_output_shape(shape: OutputShape, limit: int = 10) -> str:
     1        Flatten  (1, 4, 6, 6)   (1, 144)               0
     2        Linear   (1, 144)       (1, 9)             1,305
     """
+    if not isinstance(shape, OutputShape):  # a plain tuple has no layers to explain it with
+        raise InputError(
+            f"explain_output_shape takes a report's output shape, got {shape!r} — "
+            "explain_output_shape(paramcount(model, input).output_shape)"
+        )
     return shape_changes_table(shape.shape_changes(limit))
 
 
