@@ -952,3 +952,18 @@ def test_plan_layer_naming_no_layer_offers_the_names_meant() -> None:
         plan.layer("conv1x")
     offered = re.findall(r"'([\w.]+)'", str(e.value).partition("did you mean")[2])
     assert offered and all(plan.layer(n).name == n for n in offered)
+
+
+def test_an_input_of_the_wrong_rank_gets_paramcounts_shape_error() -> None:
+    """memory_plan(model, (3, 32)) said the fake-tensor forward failed (a MemoryPlanError, torch's message) where
+    paramcount says the per-sample shape has no channel dimension; the same mistake gets paramcount's ShapeError."""
+    from torchsurgeon import ShapeError
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    with pytest.raises(ShapeError) as given:
+        paramcount(model, (3, 32))
+    assert "the per-sample shape (3, 32) has no channel dimension" in str(given.value)
+    with pytest.raises(ShapeError, match=re.escape(str(given.value))):
+        memory_plan(model, (3, 32))
+    with pytest.raises(MemoryPlanError, match=r"a real training step at this input raises it too"):
+        memory_plan(nn.Sequential(nn.Linear(4, 2), nn.BatchNorm1d(2)), (4,))  # batch 1 in training: no shape mistake

@@ -46,7 +46,7 @@ from .shapespec import InputSpec, per_sample_hint
 from .trace import Traced, trace
 from .wrappers import unwrap_model
 
-__all__ = ("analyse_graph", "paramcount", "paramcount_sweep")
+__all__ = ("analyse_graph", "paramcount", "paramcount_sweep", "refusal")
 
 
 def analyse_graph(
@@ -244,6 +244,28 @@ def paramcount(
         traced = _trace_explained(model, input, batch, options)
         report, _ = _analyse(build_graph(traced), input, batch, "", None, mode, copy_graph=False)  # the report's
     return dataclasses.replace(report, lazy=lazy) if lazy else report
+
+
+def refusal(model: nn.Module, input: InputSpec, batch: int) -> ShapeError | None:
+    """:func:`paramcount`'s ShapeError for ``input``, when it refuses it (its rank, a shape the model's own checks
+    reject), else None: what another analyzer that failed on the input raises instead, the same answer to the same
+    mistake.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> print(refusal(nn.Sequential(nn.Conv2d(3, 4, 3)), (3, 32), 1))  # doctest: +ELLIPSIS
+    0 (Conv2d) expects input rank=4 (N, C, H, W), got 3 (1, 3, 32) — the per-sample shape (3, 32) has no channel...
+    >>> refusal(nn.Conv2d(3, 4, 3), (3, 32, 32), 1) is None
+    True
+    """
+    try:
+        paramcount(model, input, batch=batch)
+    except ShapeError as exc:
+        return exc
+    except Exception:  # refused otherwise (the trace, the input's names): the caller's own error says it
+        return None
+    return None
 
 
 def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Mapping[str, Any]) -> Traced:

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .analysis import refusal
 from .arguments import check_input, check_inputs_read, input_paths, tensor_inputs
 from .autocast import HALF
 from .errors import InputError, MemoryPlanError, no_such_name
@@ -727,8 +728,6 @@ def memory_plan(
     model = unwrap_model(model)
     if lazy_layers(model):  # their parameters are made by the first forward: on a copy, at this input
         model = materialized(model, input, batch)
-    if not isinstance(model, nn.Module):  # pragma: no cover - unwrap_model raises first
-        raise InputError(f"model={type(model).__name__} is not an nn.Module")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InputError(f"dtype={dtype!r} — give a floating dtype such as torch.bfloat16, or None")
     if device not in ("cuda", "cpu"):
@@ -739,7 +738,10 @@ def memory_plan(
     unique = list(model.parameters())
     weights = sum(_nbytes(p, dtype) for p in unique)
     buffers = sum(_nbytes(b, dtype) for b in model.buffers())
-    train = simulate_step(model, inputs, train=True, amp=amp_dtype, dtype=dtype, device=device, paths=paths)
+    try:
+        train = simulate_step(model, inputs, train=True, amp=amp_dtype, dtype=dtype, device=device, paths=paths)
+    except MemoryPlanError as exc:  # an input paramcount refuses (its rank): paramcount's ShapeError, the same answer
+        raise refusal(model, input, batch) or exc from exc.__cause__
     check_inputs_read(model, input, train.unread)  # a name forward's **kwargs took and never read: refused
     try:
         infer: SimulatedStep | None = simulate_step(
