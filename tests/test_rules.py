@@ -1477,3 +1477,17 @@ def test_a_recurrent_or_encoder_layer_of_another_width_names_a_fix_that_runs(lay
     assert r.total_for_input == sum(p.numel() for p in model.parameters())
     shapes = r.output_shape
     assert (shapes[0] if isinstance(shapes[0], tuple) else shapes) == tuple(real.shape)
+
+
+def test_an_integer_input_is_reported_once_at_the_first_layer_that_reads_it() -> None:
+    """A long tensor given to a resnet reported all of its 20 convolutions and its Linear as invalid, one mistake 21
+    times; the first layer that reads it says to give a float input, and the layers after it fit (as after a channel
+    mismatch)."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    x = torch.zeros(1, 3, 8, 8, dtype=torch.long)
+    with pytest.raises(RuntimeError):
+        model(x)
+    r = paramcount(model, x)
+    assert [layer.name for layer in r.invalid] == ["0"]
+    assert "give the model a float32 input, x.to(torch.float32)" in r.invalid[0].message
+    assert r.output_shape == tuple(model(x.to(torch.float32)).shape)  # the fix named runs

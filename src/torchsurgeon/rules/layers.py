@@ -69,7 +69,8 @@ def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> torch.dtype:
     :func:`~torchsurgeon.rules._common.mixed_dtypes`), and under it too for an integer or bool input (token ids
     given to a Linear).  The dtype its output has once fixed: the input's when the layer is the odd one (its
     dtype is not the model's: cast the layer), the layer's when the input is (a float32 input given to a float64
-    model: cast the input or the whole model, one fix, and the layers after it are not each reported)."""
+    model: cast the input or the whole model, one fix, and the layers after it are not each reported; an integer
+    input, cast or embedded before the layer, the same)."""
     dtype = weight_dtype(m)
     if dtype is None or dtype == x.dtype:  # most layers
         return x.dtype
@@ -79,9 +80,13 @@ def _same_dtype(m: nn.Module, call: Call, x: torch.Tensor) -> torch.dtype:
             "input dtype",
             f"{dtype} (its weight's)",
             str(x.dtype),
-            f"a real forward raises RuntimeError: token ids need an nn.Embedding before this layer; other integers or "
-            f"a mask, .to(torch.{name}) before it",
+            f"a real forward raises RuntimeError: give the model a {name} input, x.to(torch.{name}); token ids need "
+            "an nn.Embedding before this layer"
+            if call.from_input
+            else f"a real forward raises RuntimeError: token ids need an nn.Embedding before this layer; other "
+            f"integers or a mask, .to(torch.{name}) before it",
         )
+        return dtype  # once fixed, the layer gives its weight's dtype: the layers after it are not each reported
     elif mixed_dtypes((x, new((), dtype))):
         if dtype == call.model_dtype:  # the model's dtype: its input is the odd one, and so are the layers' after
             where = "the model's input" if call.from_input else "its input"
