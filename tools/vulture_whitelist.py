@@ -38,3 +38,10 @@ _._adj
 # Read by transformers, never by torchsurgeon itself: a config's class names (heads.replace_head keeps them in step).
 _.label2id
 _.use_nested_tensor  # shapes._module_call: torch's TransformerEncoder reads it
+
+# Read by Python's isinstance/issubclass on a class's metaclass, never called by name (frontend._TracedInfo).
+_.__instancecheck__
+_.__subclasscheck__
+
+# Read by torch.fx's Tracer, which wraps the functions whose ids it holds (trace._SurgeonTracer takes classes out).
+_._autowrap_function_ids

@@ -9,7 +9,7 @@ CrossViT average theirs).  A layer that gives another output as it is
 Inception-v3's auxiliary classifiers, which only a model in training mode
 calls (a model in ``eval()`` is also traced in training mode to find them).
 Hidden states and attentions a model also returns are not classifiers, nor is a
-layer making an embedding (a two-tower model's, CLIP's: :func:`_compared`).
+layer making an embedding (a two-tower model's, CLIP's: :func:`~torchsurgeon.headfinding.heads_and_others`).
 
 Nothing here changes the model it is given unless ``inplace=True``.
 """
@@ -27,19 +27,26 @@ import torch
 from torch import nn
 
 from .analysis import paramcount
-from .arguments import ExampleInputs, layer_names, tensor_inputs
-from .errors import InputError, SurgeryError, TorchSurgeonError, TraceError, as_written
-from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
-from .graphreaders import weights_owner
+from .arguments import layer_names
+from .errors import InputError, SurgeryError, as_written
+from .graph import NodeRecord, fx_node, node_records
+from .headfinding import (
+    after_the_model,
+    head_graph,
+    heads_and_others,
+    heads_of,
+    is_layer,
+    module_record,
+    not_a_layer,
+    running_input,
+    width_of,
+)
 from .initialisers import default_init, named_init
-from .readers import default_input, guessed_input, refused_guess_hint
 from .records import ParamChange, ParamReport
-from .resize import guard_holders, hands_on_features
-from .shapes import meta_copy
+from .resize import guard_holders
 from .shapespec import InputSpec
 from .surgery import SurgeryResult, _copy, _count, _set_submodule, _with_guards, no_such_layer
-from .trace import check_input_traced, trace
-from .wrappers import from_peft, unwrap_model
+from .wrappers import from_peft
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
 
@@ -60,7 +67,7 @@ def head_layer(model: nn.Module, input: InputSpec | None = None) -> str:
     >>> head_layer(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Dropout(), nn.Linear(4, 2), nn.Flatten()))
     '3'
     """
-    return _heads(model, input)[0][0]
+    return heads_of(model, input)[0][0]
 
 
 def head_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
@@ -83,290 +90,7 @@ def head_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
     >>> head_layers(Distilled())
     ['head', 'head_dist']
     """
-    return [name for name, _ in _heads(model, input)]
-
-
-def _graph(model: nn.Module, input: InputSpec | None) -> nx.DiGraph:
-    """The traced graph of ``model``, with ``input`` (or a vision model's own, from its config) when given."""
-    _ = None if input is None else check_input_traced(model, input)  # refused as paramcount refuses it, not ignored
-    input = input if input is not None else default_input(model)
-    if input is None:
-        try:
-            return build_graph(trace(model))
-        except TraceError as exc:
-            guess = guessed_input(model)  # Python on the input's shape in forward (smp's size check): an image
-            tried = ""
-            if guess is not None:
-                try:
-                    example = ExampleInputs(model, guess, 1)
-                    return build_graph(trace(model, inputs=tensor_inputs(guess), example_inputs=example))
-                except TorchSurgeonError as refused:  # the model refuses the guess too: ask for the input it accepts
-                    why = (str(refused).strip().splitlines() or [""])[0][:200]
-                    tried = f"; nor for {guess}, an image of its first convolution's channels ({why})"
-            raise SurgeryError(
-                f"{type(model).__name__} cannot be traced without an input ({str(exc).splitlines()[0][:300]}){tried} "
-                f"— pass one it accepts, {refused_guess_hint(guess)}"
-            ) from exc
-    return build_graph(trace(model, inputs=tensor_inputs(input), example_inputs=ExampleInputs(model, input, 1)))
-
-
-def _output_nodes(G: nx.DiGraph) -> list[str]:
-    """The nodes the model's output is made of, in order (a dict's values, a tuple's items, a named tuple's
-    fields), each once."""
-    output = next(n for n in graph_module_of(G).graph.nodes if n.op == "output")
-    found: list[torch.fx.Node] = []
-
-    def add(node: torch.fx.Node) -> None:
-        if node.op == "call_function" and isinstance(node.target, type):  # GoogLeNetOutputs(x, aux2, aux1)
-            torch.fx.node.map_arg((node.args, node.kwargs), add)
-        elif node.op != "placeholder":
-            found.append(node)
-
-    torch.fx.node.map_arg(output.args, add)
-    return list(dict.fromkeys(n.name for n in found))
-
-
-def _passes_on(G: nx.DiGraph, node: torch.fx.Node) -> bool:
-    """Whether a node gives its input on as it is, or flattened (dropout, identity, a conversion, a view)."""
-    module = index_of(G).modules.get(str(node.target)) if node.op == "call_module" else None
-    return hands_on_features(node.op, node.target, module)
-
-
-def _owners(G: nx.DiGraph, start: str, *, through_any: bool) -> list[tuple[str, NodeRecord]]:
-    """The modules whose weights make ``start``'s value through no other weights, closest first; only through
-    nodes that pass their input on unless ``through_any``."""
-    frontier, seen, found = [start], {start}, []
-    while frontier:
-        node = frontier.pop(0)
-        rec = node_record(G, node)
-        owner = weights_owner(G, rec)
-        if owner is not None:
-            weights = tuple(p for src in G.predecessors(node) for p in node_record(G, src).param_names)
-            found.append((owner, rec if rec.param_names else dataclasses.replace(rec, param_names=weights)))
-            continue
-        if not through_any and not _passes_on(G, fx_node(G, node)):
-            continue
-        for pred in G.predecessors(node):
-            if pred not in seen and node_record(G, pred).op != "placeholder":
-                seen.add(pred)
-                frontier.append(pred)
-    unique: dict[str, NodeRecord] = {}
-    for name, rec in found:  # each once, where it is first met (closest first)
-        unique.setdefault(name, rec)
-    return list(unique.items())
-
-
-def _width(module: nn.Module) -> int | None:
-    """Outputs of a Linear or Conv layer (the last one inside a container), else None."""
-    for m in reversed(list(module.modules())):
-        if isinstance(m, nn.Linear):
-            return m.out_features
-        if isinstance(m, nn.modules.conv._ConvNd):
-            return m.out_channels
-    return None
-
-
-def _is_layer(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (
-        isinstance(module, nn.modules.conv._ConvNd) and not isinstance(module, nn.modules.conv._ConvTransposeNd)
-    )
-
-
-def _heads(model: nn.Module, input: InputSpec | None) -> list[tuple[str, NodeRecord]]:
-    """Each head's module name and the graph node that uses its weights (module docstring)."""
-    return _heads_and_others(model, input)[0]
-
-
-def _heads_and_others(
-    model: nn.Module, input: InputSpec | None, num_classes: int | None = None
-) -> tuple[list[tuple[str, NodeRecord]], dict[str, int | None]]:
-    """:func:`_heads`, and the layers of another width that give the model's other outputs as they are (a
-    multi-task model's other heads), with their widths; a two-tower model's embedding is refused
-    (:func:`_no_embedding`)."""
-    model = unwrap_model(model)
-    G = _graph(model, input)
-    outputs = _output_nodes(G)
-    owners = _owners(G, outputs[0], through_any=True) if outputs else []
-    if not owners:
-        raise SurgeryError(
-            f"{type(model).__name__}: no layer with weights produces the output — "
-            "there is no classifier to replace; use append_head(model, ...) to add one"
-        )
-    layers = [(name, rec) for name, rec in owners if name and _is_layer(model.get_submodule(name))]
-    if not layers:
-        _no_embedding(model, G, owners[:1], outputs, num_classes)
-        return owners[:1], {}  # not a Linear or Conv layer: replace_head says what to do
-    width = _width(model.get_submodule(layers[0][0]))
-    heads = dict((name, rec) for name, rec in layers if _width(model.get_submodule(name)) == width)
-    _no_embedding(model, G, list(heads.items()), outputs, num_classes)
-    others: dict[str, int | None] = {}
-    for i, (graph, node) in enumerate([(G, n) for n in outputs[1:]] + _outputs_in_training(model, input)):
-        for name, rec in _owners(graph, node, through_any=False):  # an output a layer gives as it is
-            layer = model.get_submodule(name) if name else model
-            if name not in heads and _is_layer(layer) and _width(layer) == width:
-                heads[name] = rec
-            elif name not in heads and _is_layer(layer) and i < len(outputs) - 1:  # in eval too: another task
-                others[name] = _width(layer)
-    output = next((rec.name for rec in node_records(G) if rec.op == "output"), None)
-    reaching = nx.ancestors(G, output) if output is not None else set()
-    used = {p for rec in node_records(G) if rec.name in reaching for p in rec.param_names}
-    for name, module in model.named_modules():  # as wide, reaching no output: an auxiliary head only a loss reads
-        if name not in heads and _is_layer(module) and _width(module) == width:
-            if not any(f"{name}.{p}" in used for p, _ in module.named_parameters()):
-                heads[name] = _module_record(name, module)
-    return list(heads.items()), others
-
-
-_PRODUCTS = frozenset({"matmul", "mm", "bmm", "einsum", "tensordot", "inner", "dot", "cosine_similarity"})
-"""Ops that multiply two tensors along their features: two embeddings compared, their width contracted."""
-
-
-def _output_width(model: nn.Module, name: str, rec: NodeRecord) -> int | None:
-    """The width of what a weights owner gives: a layer's outputs, a bare ``x @ proj``'s last dimension, a
-    norm's features; None when unknown."""
-    module = model.get_submodule(name) if name else model
-    if _is_layer(module):
-        return _width(module)
-    bare = _bare_parameter(name, rec)
-    if bare is not None:
-        weight = model.get_parameter(bare)
-        return int(weight.shape[-1]) if weight.dim() >= 2 else None
-    shape = getattr(module, "normalized_shape", None)
-    return int(shape[-1]) if isinstance(shape, tuple) and shape else _width(module)
-
-
-def _bare_parameter(name: str, rec: NodeRecord) -> str | None:
-    """The parameter held by ``name`` itself that a function node reads (``x @ self.proj``), else None."""
-    if rec.op == "call_module":
-        return None
-    return next((p for p in rec.param_names if p.rpartition(".")[0] == name), None)
-
-
-def _reads(G: nx.DiGraph, node: str) -> set[str]:
-    """The model inputs a node's value is computed from."""
-    return {n for n in nx.ancestors(G, node) if node_record(G, n).op == "placeholder"}
-
-
-def _no_embedding(
-    model: nn.Module, G: nx.DiGraph, heads: list[tuple[str, NodeRecord]], outputs: list[str], num_classes: int | None
-) -> None:
-    """Refuse heads that make an embedding, not class scores (:func:`_compared` says why); a new width there
-    breaks the comparison the embeddings are made for."""
-    for name, rec in heads:
-        width = _output_width(model, name, rec)
-        reason = _compared(model, G, (name, rec), width, [n for n, _ in heads], outputs) if width else ""
-        if reason:
-            raise SurgeryError(_embedding_message(model, name, rec, width or 0, reason, num_classes))
-
-
-def _compared(
-    model: nn.Module, G: nx.DiGraph, head: tuple[str, NodeRecord], width: int, heads: list[str], outputs: list[str]
-) -> str:
-    """Why ``head`` (``width`` wide) makes an embedding: its output is multiplied (a matmul, a similarity) with
-    another branch's of its width before the first output; or another output is an embedding of its width made
-    from a model input the head does not read (a two-tower model: CLIP's image and text features); else ``""``."""
-    after = nx.descendants(G, head[1].name) | {head[1].name}
-    for node in sorted(after & (nx.ancestors(G, outputs[0]) | {outputs[0]})):
-        product = node_record(G, node)
-        if product.op not in ("call_function", "call_method") or str(product.target) not in _PRODUCTS:
-            continue
-        operands: list[torch.fx.Node] = []
-        torch.fx.node.map_arg((fx_node(G, node).args, fx_node(G, node).kwargs), operands.append)
-        for operand in (o.name for o in operands if o.name not in after):
-            for other in _owners(G, operand, through_any=True):
-                if _output_width(model, *other) == width:
-                    return f"its output is multiplied by {product.target}() with the output of {_shown(model, *other)}"
-    reads = _reads(G, head[1].name)
-    for i, output in enumerate(outputs[1:], start=1):
-        if output in after:
-            continue
-        for name, rec in _owners(G, output, through_any=True):
-            new = sorted(_reads(G, rec.name) - reads)
-            if name not in heads and new and _output_width(model, name, rec) == width:
-                return (
-                    f"output {i} of the model is the embedding made by {_shown(model, name, rec)} from the input "
-                    f"{', '.join(new)}, which the head does not read"
-                )
-    return ""
-
-
-def _shown(model: nn.Module, name: str, rec: NodeRecord) -> str:
-    """A weights owner as the user knows it: the layer, or the bare parameter it reads."""
-    module = model.get_submodule(name) if name else model
-    bare = _bare_parameter(name, rec)
-    if bare is not None and not _is_layer(module):
-        return f"{bare} (a bare parameter)"
-    return f"{name or 'the model itself'} ({type(module).__name__})"
-
-
-def _embedding_message(
-    model: nn.Module, name: str, rec: NodeRecord, width: int, reason: str, num_classes: int | None
-) -> str:
-    """The refusal of :func:`_no_embedding`, with the edits that do make a classifier: one tower's own head
-    (the model's child holding the head), or the layer named with ``layer=``."""
-    layer = _is_layer(model.get_submodule(name) if name else model)
-    classes = num_classes if num_classes is not None else "num_classes"
-    tower = name.split(".")[0] if ("." in name if layer else bool(name)) else ""
-    if tower:
-        own = (
-            f"replace_head(model.{tower}, {classes})"
-            if layer
-            else f"nn.Sequential(model.{tower}, nn.Linear({width}, {classes}))"
-        )
-        fix = f"To classify with one tower, edit that tower alone: {own}"
-    else:
-        fix = "To classify with one tower, edit that tower by hand"
-    if layer:
-        fix += f"; to replace the layer anyway, name it: replace_head(model, {classes}, layer={name!r})"
-    return (
-        f"{type(model).__name__}: {_shown(model, name, rec)} makes a {width}-wide embedding, not class scores — "
-        f"{reason}, also {width} wide; a new width breaks the comparison of the two embeddings. {fix}"
-    )
-
-
-def _module_record(name: str, module: nn.Module) -> NodeRecord:
-    """A record standing for a head the graph has no node for (named with ``layer=``, or read only by a loss)."""
-    return NodeRecord(name, "call_module", name, name, type(module).__name__)
-
-
-def _outputs_in_training(model: nn.Module, input: InputSpec | None) -> list[tuple[nx.DiGraph, str]]:
-    """The outputs of a model in ``eval()`` traced in training mode (GoogLeNet's auxiliary logits), but its first;
-    on a weightless copy (the model's own modes stay as they are)."""
-    if all(m.training for m in model.modules()):
-        return []
-    try:
-        G = _graph(meta_copy(model).train(), input)
-    except Exception:  # a model whose training forward cannot be traced: its eval outputs are what there is
-        return []
-    return [(G, name) for name in _output_nodes(G)[1:]]
-
-
-def _not_a_layer(
-    model: nn.Module, name: str, rec: NodeRecord, num_classes: int | None, output: Any = None
-) -> SurgeryError:
-    """The error for a head that is not a Linear/Conv module: which weights, and what to do instead (``output``:
-    the model's output shape, when known, for a layer after the whole model)."""
-    holder = model.get_submodule(name) if name else model
-    where = f"{name} ({type(holder).__name__})" if name else f"the model itself ({type(holder).__name__})"
-    bare = _bare_parameter(name, rec)
-    classes = num_classes if num_classes is not None else "num_classes"
-    if bare is not None:
-        weight = model.get_parameter(bare)
-        features = weight.shape[-1] if weight.dim() else "features"
-        return SurgeryError(
-            f"the output of {type(model).__name__} is computed by {rec.module_type} from the bare parameter "
-            f"{bare} {tuple(weight.shape)} of {where}, not by a Linear or Conv layer — there is no layer to "
-            f"swap; add a classifier after it instead: nn.Sequential(model, nn.Linear({features}, {classes}))"
-            + (f" or append_head(model, nn.Linear({features}, {classes}))" if name else "")
-        )
-    width = _width(holder)
-    if isinstance(holder, nn.modules.conv._ConvTransposeNd) and width is not None:
-        return SurgeryError(
-            f"{where} makes the output: a transposed convolution, which replace_head does not swap (Linear and "
-            f"convolution layers only) — replace it by hand"
-            + _after_the_model(output, width, num_classes if num_classes is not None else width)
-        )
-    return SurgeryError(f"{where} is the head but not a Linear or Conv layer — replace it by hand")
+    return [name for name, _ in heads_of(model, input)]
 
 
 def _fresh(old: nn.Module, num_classes: int) -> nn.Module:
@@ -468,11 +192,11 @@ def replace_head(
                     f"{holder} ({kind}) is wrapped by peft: its adapter is built for the head as it is — replace the "
                     "head before get_peft_model(...), listing it in modules_to_save"
                 )
-        if not _is_layer(module):
-            raise _not_a_layer(edited, name, rec, num_classes, _running_input(edited, input)[1])
-    checked_on = _running_input(edited, input)  # before the edit: an input it runs on now, to check it after
+        if not is_layer(module):
+            raise not_a_layer(edited, name, rec, num_classes, running_input(edited, input)[1])
+    checked_on = running_input(edited, input)  # before the edit: an input it runs on now, to check it after
     first = edited.get_submodule(heads[0][0])
-    width = _width(first)
+    width = width_of(first)
     assert width is not None
     extra = _no_object_rows(edited, heads[0][0], width)  # DETR's head: its classes and one "no object" row
     old_classes = width - extra
@@ -517,42 +241,8 @@ def replace_head(
     return result
 
 
-def _running_input(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec | None, Any]:
-    """The input given, a vision model's own (from its config), or an image of its first convolution's channels
-    (:func:`~torchsurgeon.readers.guessed_input`), the first the model runs on now, with the output shape it gives
-    there; ``(None, None)`` when it runs on none."""
-    for candidate in (input, default_input(model), guessed_input(model)):
-        if candidate is None:
-            continue
-        try:
-            report = paramcount(model, candidate, crosscheck="never")
-        except TorchSurgeonError:
-            continue
-        if not report.invalid:
-            return candidate, report.output_shape
-    return None, None
-
-
 _JOINS = frozenset({"add", "sub", "mul", "div", "cat", "concat", "stack", "where"})
 """Ops that join the logits with another branch element by element (a residual around the head)."""
-
-
-def _after_the_model(output: Any, before: int, after: int | None, given: str | None = None) -> str:
-    """A layer after the whole model that maps its ``before`` outputs to ``after`` (or the layers ``given``), as a
-    call that runs: ``nn.Sequential(model, nn.Conv2d(3, 7, kernel_size=1))``; empty when the output is no tensor
-    with those classes in dim 1."""
-    shape = output if isinstance(output, tuple) and all(isinstance(d, int) for d in output) else None
-    if shape is None or len(shape) < 2 or shape[1] != before or len(shape) > 5:
-        return ""
-    layers = given
-    if layers is None:
-        layers = (
-            f"nn.Linear({before}, {after})"
-            if len(shape) == 2
-            else f"nn.Conv{len(shape) - 2}d({before}, {after}, kernel_size=1)"
-        )
-    what = "a new layer" if given is None else "the layers"
-    return f"; or add {what} after the whole model instead, which runs as written: nn.Sequential(model, {layers})"
 
 
 def _check_it_runs(
@@ -582,7 +272,7 @@ def _check_it_runs(
     layers = None if did == "replaced" else "<the modules you appended>"
     raise SurgeryError(
         f"{type(model).__name__}: with {head} {did}, the model no longer runs on input {input}: {bad.message} — "
-        f"{fix}{_after_the_model(output, classes[0], classes[1], layers)}"
+        f"{fix}{after_the_model(output, classes[0], classes[1], layers)}"
     )
 
 
@@ -597,7 +287,7 @@ def _shape_guards(
     """Set the class count in a shape a weight-free module after ``heads`` makes of their output (an int equal to
     ``before``, or the one item of a tuple that is): a reshape to the old count would fail on the new logits."""
     try:
-        G = _graph(model, input)
+        G = head_graph(model, input)
     except SurgeryError:  # not traceable without an input: the run check (when an input is known) says more
         return []
     starts = [rec.name for rec in node_records(G) if any(p.rpartition(".")[0] in heads for p in rec.param_names)]
@@ -640,10 +330,10 @@ def _no_object_rows(model: nn.Module, layer: str, width: int) -> int:
 def _one_task(model: nn.Module, input: InputSpec | None, num_classes: int) -> list[tuple[str, NodeRecord]]:
     """The heads of the model's first output; a multi-task model's, whose other outputs come from heads of other
     widths, is refused: which task gets new classes is the user's to say."""
-    heads, others = _heads_and_others(model, input, num_classes)
+    heads, others = heads_and_others(model, input, num_classes)
     if others:
         first = heads[0][0]
-        widths = ", ".join(f"{n} ({w})" for n, w in [(first, _width(model.get_submodule(first))), *others.items()])
+        widths = ", ".join(f"{n} ({w})" for n, w in [(first, width_of(model.get_submodule(first))), *others.items()])
         raise SurgeryError(
             f"{type(model).__name__} gives its outputs from heads of different widths: {widths} — say which one "
             f"to replace, e.g. replace_head(model, {num_classes}, layer={first!r})"
@@ -662,9 +352,9 @@ def _chosen_head(
         raise no_such_layer(
             model, layer, lambda name: f"replace_head(model, {num_classes}{kept}, layer={name!r})", last=True
         ) from None
-    if not _is_layer(module):
+    if not is_layer(module):
         raise SurgeryError(f"layer={layer!r} is a {type(module).__name__}, not a Linear or convolution layer")
-    return [(layer, _module_record(layer, module))]
+    return [(layer, module_record(layer, module))]
 
 
 def _configs(model: nn.Module, layer: str) -> list[tuple[str, Any]]:
@@ -789,10 +479,10 @@ def append_head(
         if not isinstance(m, nn.Module):
             raise InputError(f"append_head: {m!r} is not an nn.Module")
     edited = _copy(model, inplace, input)
-    heads = _heads(edited, input)
+    heads = heads_of(edited, input)
     name, rec = heads[0]
     if not name:  # the model's own parameters make the output: nothing to wrap inside it
-        raise _not_a_layer(edited, name, rec, None)
+        raise not_a_layer(edited, name, rec, None)
     if len(heads) > 1:
         listed = ", ".join(n for n, _ in heads)
         raise SurgeryError(
@@ -800,7 +490,7 @@ def append_head(
             f"one of the outputs they make together — wrap each by hand, e.g. model.{heads[0][0]} = "
             f"nn.Sequential(model.{heads[0][0]}, ...), or replace them all with replace_head(model, num_classes)"
         )
-    checked_on = _running_input(edited, input)  # before the edit: an input it runs on now, to check it after
+    checked_on = running_input(edited, input)  # before the edit: an input it runs on now, to check it after
     old = edited.get_submodule(name)
     # in the mode of the layer they extend: a Dropout appended to a model in eval() must not drop in its evaluation
     _set_submodule(edited, name, nn.Sequential(old, *modules).train(old.training))
@@ -813,7 +503,7 @@ def append_head(
             owner = m.get_submodule(p.rpartition(".")[0]) if "." in p else m
             init = named_init(owner, p.rpartition(".")[2], t)  # the values the user's layer holds
             changes.append(ParamReport(f"{name}.{i}.{p}", ParamChange.NEW, None, tuple(t.shape), init))
-    before, after = _width(old), next((w for w in map(_width, reversed(modules)) if w is not None), None)
+    before, after = width_of(old), next((w for w in map(width_of, reversed(modules)) if w is not None), None)
     guards = [(name, _CLASS_GUARDS, before, after)] if before is not None and after is not None else []
     rows = list(_with_guards(edited, changes, guards))
     for i, row in enumerate(rows):  # transformers rebuilds the classifier from the config: a plain layer
