@@ -42,10 +42,11 @@ from .headfinding import (
     width_of,
 )
 from .initialisers import default_init, named_init
+from .layerfold import set_submodule
 from .records import ParamChange, ParamReport
 from .resize import guard_holders
 from .shapespec import InputSpec
-from .surgery import SurgeryResult, _copy, _count, _set_submodule, _with_guards, no_such_layer
+from .surgery import SurgeryResult, _copy, _count, _with_guards, no_such_layer
 from .wrappers import from_peft
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
@@ -221,7 +222,7 @@ def replace_head(
                 new.get_parameter("weight")[new_i] = old.get_parameter("weight")[old_i]
                 if getattr(new, "bias", None) is not None:
                     new.get_parameter("bias")[new_i] = old.get_parameter("bias")[old_i]
-        _set_submodule(edited, name, new)
+        set_submodule(edited, name, new)
         also = f" (one of {len(heads)} heads: {', '.join(n for n, _ in heads)})" if len(heads) > 1 else ""
         changes += [
             ParamReport(
@@ -493,7 +494,7 @@ def append_head(
     checked_on = running_input(edited, input)  # before the edit: an input it runs on now, to check it after
     old = edited.get_submodule(name)
     # in the mode of the layer they extend: a Dropout appended to a model in eval() must not drop in its evaluation
-    _set_submodule(edited, name, nn.Sequential(old, *modules).train(old.training))
+    set_submodule(edited, name, nn.Sequential(old, *modules).train(old.training))
     changes: list[ParamReport] = [
         ParamReport(f"{name}.0.{p}", ParamChange.KEPT, tuple(t.shape), tuple(t.shape), "", "", f"{name}.{p}")
         for p, t in old.named_parameters()

@@ -14,26 +14,20 @@ Nothing here changes the model it is given unless ``inplace=True``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import difflib
-import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import nn
-from torch.nn.utils import parametrize, prune
-from torch.nn.utils.spectral_norm import SpectralNorm
-from torch.nn.utils.weight_norm import WeightNorm
 
 from .arguments import layer_names
 from .copies import model_copy
 from .errors import InputError, SurgeryError, TraceError, check_flag
-from .fold import fold_normalization, fold_weight
-from .foldcheck import checked_fold, computes_its_weight
+from .fold import fold_normalization
 from .graph import build_graph
 from .graphreaders import graph_images, graph_readers
 from .initialisers import default_init
+from .layerfold import adapt_layer, input_width
 from .lazy import lazy_layers
 from .readers import (
     default_input,
@@ -49,16 +43,12 @@ from .readers import (
     several_images,
     unmatched_channels,
 )
-from .records import Finding, FoldMode, ParamChange, ParamReport
+from .records import FoldMode, ParamChange, ParamReport
 from .report import changes_table
 from .resize import (
     CHANNEL_GUARDS,
-    dense_weight,
-    fitted_groups,
     rebuild_fix,
-    resized_copy,
     update_guards,
-    weight_norm_dims,
 )
 from .shapes import meta_copy
 from .shapespec import InputSpec
@@ -90,12 +80,6 @@ class SurgeryResult:
 
 
 # --------------------------------------------------------------------------- graph lookups
-
-
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, new)
 
 
 def input_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
@@ -146,7 +130,7 @@ def _input_layers(
             given is None
             and image is not None
             and found
-            and image_shape(model, image)[0] != _input_width(model, found[0])[1]
+            and image_shape(model, image)[0] != input_width(model, found[0])[1]
         ):
             image = None  # (frames, channels, H, W): not an image whose channels come first
         return found, image, True, unmatched_channels(model, found, input, joins)
@@ -240,7 +224,7 @@ def _joined_after_the_stem(
     try:
         if not run_before:  # a guessed image: a verdict only where the model runs on it now
             input_readers(model, image)
-        _check_the_edit_runs(model, rest, channels, mode, [image], {n: _input_width(model, n)[1] for n in rest}, True)
+        _check_the_edit_runs(model, rest, channels, mode, [image], {n: input_width(model, n)[1] for n in rest}, True)
     except SurgeryError:
         return None
     reason = next(iter(why.values()))[0]
@@ -358,7 +342,7 @@ def _adapted(
     model: nn.Module, names: list[str], channels: int, mode: FoldMode, before: Mapping[str, int]
 ) -> tuple[ParamReport, ...]:
     """Fold each named layer of ``model`` to ``channels``, then update the guards of the channel count."""
-    changes = [change for name in names for change in _adapt_layer(model, name, channels, mode)]
+    changes = [change for name in names for change in adapt_layer(model, name, channels, mode)]
     return _with_guards(model, changes, [(name, CHANNEL_GUARDS, before[name], channels) for name in names])
 
 
@@ -422,159 +406,6 @@ def _check_layers(model: nn.Module, names: list[str], channels: int, mode: FoldM
 
 
 # --------------------------------------------------------------------------- input channels
-
-
-def _fold_layer_weight(
-    layer: nn.Module, weight: torch.Tensor, channels: int, groups: int, mode: FoldMode
-) -> torch.Tensor:
-    """Fold the input channels of a weight, group by group (the input channels are dim 0 of a transposed conv)."""
-    if isinstance(layer, nn.modules.conv._ConvTransposeNd):
-        per_group = weight.reshape(groups, weight.shape[0] // groups, -1)  # (groups, in per group, rest)
-        folded = fold_weight(per_group, channels // groups, mode)
-        return folded.reshape(channels, *weight.shape[1:])
-    return fold_weight(weight, channels // groups, mode)
-
-
-def _sum_refused(name: str, layer: nn.Module, what: str, before: int, channels: int) -> str:
-    """Why ``mode='sum'`` cannot fold the input layer ``name`` to ``channels``, in the layer's own numbers: it folds
-    each group of input channels to one, so only 1 channel, or one per group, fit."""
-    grouped = int(getattr(layer, "groups", 1))
-    built = f"{what}={before}" + (f", groups={grouped}" if grouped > 1 else "")
-    fit = "1 channel" + (f", or {grouped} (one per group)" if grouped > 1 else "")
-    return (
-        f"{name} ({type(layer).__name__}): built for {built}, mode='sum' folds it to {fit}, got channels={channels} — "
-        f"use mode='spread' or mode='repeat' to fold it to {channels}"
-    )
-
-
-def _plain_weight(layer: nn.Module) -> str:
-    """Make a weight that a forward pre-hook of torch computes (``torch.nn.utils.prune``, the legacy
-    ``weight_norm`` and ``spectral_norm``) a plain parameter holding what it computes now, as their own
-    ``remove`` does; what was removed, for the change's note ("" when nothing)."""
-    for hook in list(layer._forward_pre_hooks.values()):
-        if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == "weight":
-            prune.remove(layer, "weight")  # type: ignore[no-untyped-call]
-            return " (its pruning removed: the pruned weight is folded; prune the edited model again to go on pruning)"
-        if isinstance(hook, (WeightNorm, SpectralNorm)) and hook.name == "weight":
-            remove = nn.utils.remove_weight_norm if isinstance(hook, WeightNorm) else nn.utils.remove_spectral_norm
-            remove(layer, "weight")
-            return f" (its {type(hook).__name__} hook removed: the weight it computed is folded)"
-    return ""
-
-
-def _adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> list[ParamReport]:
-    """Fold (or re-initialise) the weight of the input layer ``name``; its changes: the weight's, then any other
-    parameter the fold set (the gain of a layer that standardises its weight)."""
-    layer = model.get_submodule(name)
-    kind = type(layer).__name__
-    what, before = _input_width(model, name)
-    assert isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear))  # _input_width raised for anything else
-    original_norms = {n: layer.get_parameter(n).detach() for n in weight_norm_dims(layer)}
-    groups = fitted_groups(layer, channels) if isinstance(layer, nn.modules.conv._ConvNd) else 1
-    normed = weight_norm_dims(layer) if mode != FoldMode.RANDOM else {}  # kept on the folded weight
-    unparametrized = mode != FoldMode.RANDOM and parametrize.is_parametrized(layer, "weight")
-    if unparametrized:  # weight_norm & co: fold the weight they compute, which then becomes a plain parameter
-        cls = type(layer)  # a copy shares its parametrized class with the original: removal edits a class of its own
-        layer.__class__ = type(cls.__name__, cls.__bases__, {k: v for k, v in vars(cls).items() if k != "__dict__"})
-        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
-    unhooked = _plain_weight(layer)
-    old_weight = layer.get_parameter("weight") if "weight" in layer._parameters else layer.weight
-    shape_before = tuple(old_weight.shape)
-    if mode == FoldMode.RANDOM:
-        fresh = resized_copy(layer, Finding(name, kind, what, before, channels, ""), device=old_weight.device)
-        assert fresh is not None
-        if old_weight.device.type != "meta":
-            fresh.reset_parameters()  # type: ignore[operator]
-        frozen = [p for p in fresh.parameters(recurse=False) if not p.requires_grad]
-        for p in frozen:  # weights drawn anew that never train stay noise: trainable, as a new head is
-            p.requires_grad_(True)
-        thawed = f"; made trainable: {name} was frozen (requires_grad=False), and new random weights must train"
-        _set_submodule(model, name, fresh)
-        return [  # reset_parameters draws the bias too
-            ParamReport(
-                f"{name}.{local}",
-                ParamChange.REINITIALISED,
-                tuple(getattr(layer, local).shape),
-                tuple(p.shape),
-                default_init(fresh, local),
-                "pretrained weights lost (mode='random')" + (thawed if frozen else ""),
-            )
-            for local, p in fresh.named_parameters(recurse=False)
-        ]
-    if mode == FoldMode.SUM and channels // groups != 1:  # the fold's own refusal would give a per-group count
-        raise SurgeryError(_sum_refused(name, layer, what, before, channels))
-    densified = isinstance(layer, nn.modules.conv._ConvNd) and groups != layer.groups
-    original = model_copy(layer) if computes_its_weight(layer) and not old_weight.is_meta else None
-    weight = dense_weight(layer, old_weight) if densified else old_weight.detach()  # type: ignore[arg-type]
-    try:
-        folded = _fold_layer_weight(layer, weight, channels, groups, mode)
-    except SurgeryError as exc:
-        raise SurgeryError(f"{name} ({kind}): {exc}") from exc
-    layer.weight = nn.Parameter(folded, requires_grad=old_weight.requires_grad)
-    if isinstance(layer, nn.Linear):
-        layer.in_features = channels
-    else:
-        assert isinstance(layer, nn.modules.conv._ConvNd)
-        layer.in_channels, layer.groups = channels, groups
-    note = f"{mode} fold of {before} → {channels} channels"
-    others: list[ParamReport] = []
-    if original is not None:  # its forward computes the weight it uses: is the fold still exact?
-        refold = lambda w: _fold_layer_weight(layer, w, channels, groups, mode)  # noqa: E731
-        note += checked_fold(f"{name} ({kind})", original, layer, mode, before, channels, refold)
-        for pname, p in layer.named_parameters(recurse=False):  # what else the fold set (the gain)
-            before_p = original.get_parameter(pname)
-            if pname != "weight" and (p.shape != before_p.shape or not torch.equal(p, before_p)):
-                others.append(
-                    ParamReport(
-                        f"{name}.{pname}",
-                        ParamChange.FOLDED,
-                        tuple(before_p.shape),
-                        tuple(p.shape),
-                        "",
-                        f"set by the fold of {name}.weight: its standardisation gives the folded weight back",
-                    )
-                )
-    if getattr(layer, "weight_fake_quant", None) is not None:  # a QAT layer
-        note += " (of the float weight: its fake quantisation calibrates to the folded weight as it trains)"
-    if normed:
-        note += " (weight_norm kept: the weight it makes is folded, then made again by weight_norm)"
-    elif unparametrized:
-        note += " (its weight parametrization removed: the weight it computed is folded)"
-    note += "" if normed else unhooked
-    if densified:
-        note += " (grouped conv made dense: groups=1)"
-    elif groups > 1:
-        note += f" (folded within each of its {groups} groups)"
-    weight_report = ParamReport(f"{name}.weight", ParamChange.FOLDED, shape_before, tuple(layer.weight.shape), "", note)
-    if normed:
-        return _weight_normed(layer, name, normed, weight_report, original_norms)
-    return [weight_report, *others]
-
-
-def _weight_normed(
-    layer: nn.Module, name: str, dims: Mapping[str, int], folded: ParamReport, before: Mapping[str, torch.Tensor]
-) -> list[ParamReport]:
-    """Put ``weight_norm`` back on ``layer``'s folded (plain) weight, with its ``dim`` and API (the parametrization
-    or the legacy hook, whose parameter names a state dict holds): ``v`` is the folded weight and ``g`` its norm,
-    so the layer computes the folded weight exactly; the changes of both, named as the layer holds them."""
-    ((g_name, dim),) = dims.items()
-    if g_name == "weight_g":  # the legacy API the user's model uses, without its deprecation warning: the function
-        inspect.unwrap(WeightNorm.apply)(layer, "weight", dim)  # under the decorator (no process-wide filter swapped)
-    else:
-        nn.utils.parametrizations.weight_norm(layer, "weight", dim)
-    v_name = "weight_v" if g_name == "weight_g" else "parametrizations.weight.original1"
-    g = layer.get_parameter(g_name)
-    return [
-        dataclasses.replace(folded, name=f"{name}.{v_name}"),
-        ParamReport(
-            f"{name}.{g_name}",
-            ParamChange.FOLDED,
-            tuple(before[g_name].shape),
-            tuple(g.shape),
-            "",
-            f"weight_norm's magnitude of the folded {name}.weight (its norm; dim={dim})",
-        ),
-    ]
 
 
 def _with_guards(
@@ -698,7 +529,7 @@ def adapt_input_channels(
             f"{type(edited).__name__}: no layer with weights reads the input — nothing to adapt; "
             "pass layer='name' to choose one"
         )
-    before = {name: _input_width(edited, name)[1] for name in names}  # every layer checked before any is edited
+    before = {name: input_width(edited, name)[1] for name in names}  # every layer checked before any is edited
     if layer is not None and image is None:  # chosen layers (a Linear too): tried on an input the model runs on now
         found = [g for g in (default_input(edited), guessed_input(edited), (3, 224, 224)) if g]
         guesses = [g for i, g in enumerate(found) if g not in found[:i]]  # a config's image is a dict: no hash
@@ -718,32 +549,6 @@ def _taken_input(model: nn.Module) -> tuple[int, ...] | None:
             input_readers(model, image)
             return image
     return None
-
-
-def _input_width(model: nn.Module, name: str) -> tuple[str, int]:
-    """``("in_channels", C)`` of a Conv or ``("in_features", F)`` of a Linear layer; else why it cannot be folded."""
-    layer = model.get_submodule(name)
-    if isinstance(layer, nn.modules.conv._ConvNd):
-        return "in_channels", layer.in_channels
-    if isinstance(layer, nn.Linear):
-        return "in_features", layer.in_features
-    if not name:  # a probe's model: F.conv2d(x, self.w) in the top-level forward (the error named "")
-        raise SurgeryError(
-            f"{type(layer).__name__}'s own forward reads the input with a parameter of its own (as in "
-            "F.conv2d(x, self.weight)), not with a Conv or Linear layer — adapt_input_channels folds the weights "
-            "of such layers only: fold that parameter by hand (for mode='sum': its sum over dim 1, keepdim=True), "
-            "or hold it in an nn.Conv2d"
-        )
-    if any(True for _ in layer.children()):
-        raise SurgeryError(
-            f"{name} ({type(layer).__name__}) reads the input but could not be looked into — pass an input the "
-            "model accepts now, e.g. input=(3, 224, 224), so adapt_input_channels can run it and find the layers "
-            "inside, or name them with layer=..."
-        )
-    raise SurgeryError(
-        f"{name} ({type(layer).__name__}) reads the input but is not a Conv or Linear layer — adapt it by hand; "
-        "adapt_input_channels folds Conv/Linear weights only"
-    )
 
 
 def fold_input_normalization(
