@@ -325,6 +325,44 @@ def test_meta_model_and_token_ids() -> None:
     assert next(model.parameters()).device.type == "meta"
 
 
+class _FloatIds(nn.Module):
+    """A forward that feeds ``cond_ids`` and SDXL's ``time_ids`` to Linears: float values, whatever their names."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cond = nn.Linear(3, 4)
+        self.time = nn.Linear(6, 4)
+
+    def forward(self, cond_ids: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
+        return self.cond(cond_ids) * self.time(time_ids)
+
+
+def test_inputs_are_token_ids_where_paramcount_reads_them_so() -> None:
+    """Found by a probe: memory_plan(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)), (3,)) raised a
+    MemoryPlanError (float indices for the embedding) where paramcount reads the input as token ids; the step's
+    inputs get the dtype paramcount gives them (what forward does with them), a typed shape its own."""
+    embed = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+    assert paramcount(embed, (3,)).output_shape == (1, 3, 2)
+    plan = memory_plan(embed, (3,), batch=2, device="cpu")
+    real = measure(embed, torch.randint(0, 10, (2, 3)))
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+    plan = memory_plan(embed, TypedShape((3,), torch.int32), batch=2, device="cpu")  # its own dtype wins
+    real = measure(embed, torch.randint(0, 10, (2, 3), dtype=torch.int32))
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+    floats = _FloatIds()
+    plan = memory_plan(floats, {"cond_ids": (3,), "time_ids": (6,)}, batch=2, device="cpu")
+    real = measure(floats, {"cond_ids": torch.randn(2, 3), "time_ids": torch.randn(2, 6)})
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    bert = transformers.BertModel(config)
+    plan = memory_plan(bert, {"input_ids": (16,)}, batch=2, device="cpu")
+    real = measure(bert, {"input_ids": torch.randint(0, 100, (2, 16))})
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+
+
 def test_table_and_totals(expected_file: Callable[[str, str], None]) -> None:
     plan = memory_plan(_mlp(), (100,), batch=8, optimizer="adam")
     text = str(plan)

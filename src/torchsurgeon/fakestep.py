@@ -34,17 +34,19 @@ from torch._subclasses.fake_tensor import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .arguments import InputPaths, input_dtype_for
+from .arguments import ExampleInputs, InputPaths, check_input, input_dtype_for, placeholder_dtype, tensor_inputs
 from .copies import detached_copy
 from .cudakernels import CudaKernels
-from .errors import MemoryPlanError, failure_reason
+from .errors import InputError, MemoryPlanError, failure_reason
 from .fakecaches import forget_cached
 from .fakevalues import NO_VALUE, AssumedValues, KnownIndices, masked_upper_bound
 from .frontend import bind_inputs
 from .rules import FALLBACK
 from .rules.on_meta import as_the_cpu_returns, by_cpu_rule, check_as_the_cpu
+from .shapespec import InputSpec, TypedShape
+from .trace import trace
 
-__all__ = ("SimulatedStep", "simulate_step")
+__all__ = ("SimulatedStep", "simulate_step", "step_inputs")
 
 
 def _storage_key(t: torch.Tensor) -> int | None:
@@ -264,6 +266,48 @@ def _call(module: nn.Module, inputs: Mapping[str, torch.Tensor], paths: InputPat
     return module(*args, **kwargs)
 
 
+def step_inputs(
+    model: nn.Module, input: InputSpec, batch: int
+) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
+    """Shape (batch included) and dtype per ``forward`` argument, for :func:`simulate_step`: a tensor's and a
+    :class:`~torchsurgeon.shapespec.TypedShape`'s own; for a shape, ``torch.long`` where
+    :func:`torchsurgeon.paramcount` gives token ids (what ``forward`` does with the input in a trace,
+    :func:`~torchsurgeon.arguments.placeholder_dtype`; by its name when the model cannot be traced), else None
+    (the model's floating dtype).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> step_inputs(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)), (3,), 2)
+    {'input': ((2, 3), torch.int64)}
+    >>> step_inputs(nn.Linear(6, 2), {"input": (6,)}, 2)
+    {'input': ((2, 6), None)}
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"batch={batch!r} — the batch size is a positive int, e.g. batch=32")
+    out: dict[str, tuple[tuple[int, ...], torch.dtype | None]] = {}
+    for name, spec in check_input(model, input).items():
+        if isinstance(spec, torch.Tensor):  # batch included: its first dimension becomes the batch planned
+            out[name] = ((batch, *spec.shape[1:]) if spec.dim() else tuple(spec.shape), spec.dtype)
+        elif isinstance(spec, TypedShape):
+            out[name] = ((batch, *spec.shape), spec.dtype)
+        else:
+            out[name] = ((batch, *spec), None)
+    if any(dt is None for _, dt in out.values()):
+        try:  # paramcount's trace: milliseconds, against the steps' seconds
+            traced = trace(model, inputs=tensor_inputs(input), example_inputs=ExampleInputs(model, input, batch))
+            placeholders = {
+                str(n.target).lstrip("*"): n for n in traced.graph_module.graph.nodes if n.op == "placeholder"
+            }
+            integers = {k: placeholder_dtype(n, traced.graph_module) == torch.long for k, n in placeholders.items()}
+        except Exception:  # not traceable: the name decides, as paramcount's trace error or the step will say
+            integers = {}
+        for name, (shape, dt) in out.items():
+            if dt is None and integers.get(name, input_dtype_for(name, model) == torch.long):
+                out[name] = (shape, torch.long)
+    return out
+
+
 def simulate_step(
     model: nn.Module,
     inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype | None]],
@@ -281,8 +325,8 @@ def simulate_step(
     model : nn.Module
         Copied with fake CPU parameters and buffers; never run, hooked or changed.
     inputs : mapping
-        ``{forward argument: (shape with batch, dtype or None)}``; None means
-        :func:`torchsurgeon.arguments.input_dtype_for` (token ids, else the model's dtype).
+        ``{forward argument: (shape with batch, dtype or None)}`` (:func:`step_inputs`); None means the
+        copy's floating dtype (``dtype``, else the model's).
     train : bool
         True: ``copy.train()``, a forward with grad enabled under
         ``saved_tensors_hooks``, then a backward from every output that needs
@@ -400,7 +444,7 @@ def _simulate(
         with fake, storages:
             values = {}
             for name, (shape, dt) in inputs.items():
-                values[name] = torch.empty(shape, dtype=dt or input_dtype_for(name, copy))
+                values[name] = torch.empty(shape, dtype=dt or input_dtype_for(name, copy, integers=False))
                 storages.unread[_storage_key(values[name])] = name
             hooks = torch.autograd.graph.saved_tensors_hooks(pack, unpack) if train else contextlib.nullcontext()
             autocast = torch.autocast("cpu", amp) if amp is not None else contextlib.nullcontext()

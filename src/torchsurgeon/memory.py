@@ -39,14 +39,14 @@ import torch
 from torch import nn
 
 from .analysis import refusal
-from .arguments import check_input, check_inputs_read, input_paths, tensor_inputs
+from .arguments import check_inputs_read, input_paths, tensor_inputs
 from .autocast import HALF
 from .errors import InputError, MemoryPlanError, no_such_name
-from .fakestep import SimulatedStep, simulate_step
+from .fakestep import SimulatedStep, simulate_step, step_inputs
 from .lazy import lazy_layers, materialized
 from .records import LayerMemory, OptimizerKind
 from .report import format_bytes, format_count, format_names, format_shape, memory_table
-from .shapespec import InputSpec, TypedShape
+from .shapespec import InputSpec
 from .wrappers import distributed_wrapper, unwrap_model
 
 __all__ = ("MemoryPlan", "memory_plan", "parse_bytes")
@@ -619,21 +619,6 @@ def _amp_dtype(amp: torch.dtype | str | None) -> torch.dtype | None:
     return dt
 
 
-def _inputs(model: nn.Module, input: InputSpec, batch: int) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
-    """Shape (batch included) and dtype (None: the model's) per ``forward`` argument."""
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise InputError(f"batch={batch!r} — the batch size is a positive int, e.g. batch=32")
-    out: dict[str, tuple[tuple[int, ...], torch.dtype | None]] = {}
-    for name, spec in check_input(model, input).items():
-        if isinstance(spec, torch.Tensor):  # batch included: its first dimension becomes the batch planned
-            out[name] = ((batch, *spec.shape[1:]) if spec.dim() else tuple(spec.shape), spec.dtype)
-        elif isinstance(spec, TypedShape):
-            out[name] = ((batch, *spec.shape), spec.dtype)
-        else:
-            out[name] = ((batch, *spec), None)
-    return out
-
-
 def memory_plan(
     model: nn.Module,
     input: InputSpec,
@@ -671,7 +656,7 @@ def memory_plan(
     input : shape, tensor, tuple of shapes, or mapping
         Per-sample shape(s), batch excluded, as in
         :func:`torchsurgeon.paramcount`: ``(3, 224, 224)``,
-        ``{"input_ids": (4096,)}`` (``*_ids`` inputs are token ids).  A
+        ``{"input_ids": (4096,)}`` (token ids where paramcount reads them so).  A
         tensor gives its dtype and its shape but for the first dimension.
     batch : int
         The batch size.
@@ -733,7 +718,7 @@ def memory_plan(
     if device not in ("cuda", "cpu"):
         raise InputError(f"device={device!r} — plan for 'cuda' (a GPU's kernels) or 'cpu'")
     amp_dtype = _amp_dtype(amp)
-    inputs = _inputs(model, input, batch)
+    inputs = step_inputs(model, input, batch)
     paths = input_paths(model, tensor_inputs(input))  # a dict's tensors, *args' entries: regrouped for the forward
     unique = list(model.parameters())
     weights = sum(_nbytes(p, dtype) for p in unique)
