@@ -774,7 +774,9 @@ def pool_configs(draw: st.DrawFn, nsp: int) -> dict[str, Any]:
 
 
 @SETTINGS
-@given(data=st.data(), nsp=st.integers(1, 3), kind=st.sampled_from(["max", "avg", "adaptive_avg", "adaptive_max"]))
+@given(
+    data=st.data(), nsp=st.integers(1, 3), kind=st.sampled_from(["max", "avg", "lp", "adaptive_avg", "adaptive_max"])
+)
 def test_pool_rules_match_meta(data: st.DataObject, nsp: int, kind: str) -> None:
     x, build = data.draw(tensors(min_rank=nsp + 1, max_rank=nsp + 2))
     assume(x.dim() in (nsp + 1, nsp + 2))
@@ -788,13 +790,23 @@ def test_pool_rules_match_meta(data: st.DataObject, nsp: int, kind: str) -> None
         kwargs = data.draw(pool_configs(nsp))
         if kind == "max" and data.draw(st.booleans()):
             kwargs["dilation"] = data.draw(st.integers(1, 2))
+        if kind == "lp":  # no padding; the power: any non-zero one (infinite: a max pooling)
+            del kwargs["padding"]
+            kwargs["norm_type"] = data.draw(st.sampled_from([1, 2, 3.5, float("inf")]))
+            kwargs["kernel_size"] = kwargs["kernel_size"] if nsp > 1 else data.draw(st.integers(1, 4))
         fn = getattr(F, f"{kind}_pool{nsp}d")
-        module = getattr(nn, f"{kind.capitalize()}Pool{nsp}d")(**kwargs)
+        module = getattr(nn, f"{'LP' if kind == 'lp' else kind.capitalize()}Pool{nsp}d")(**kwargs)
         args = (x,)
-    answered = _check(function_rule(fn), args, kwargs, lambda: fn(*args, **kwargs))
+    fn_call = Call("pool", fn.__name__)
+    if function_rule(fn).shape(None, args, kwargs, fn_call) is not FALLBACK and fn_call.findings:
+        answered = False  # too small for the window: the same finding as the module's (below)
+    else:
+        answered = _check(function_rule(fn), args, kwargs, lambda: fn(*args, **kwargs))
     call = Call("pool", type(module).__name__)
     module_out = _apply_module(module, x, call)
     expected, error = _run(lambda: module(x))
+    found = [[(f.what, f.expected, f.got) for f in c.findings] for c in (fn_call, call)]
+    assert found[0] == found[1] or kind.startswith("adaptive")
     if call.findings:  # too small for the window: torch raises, the rule names the size that fits
         assert error is not None  # "Output size is too small", "Invalid computed output size: 0"
         finding = call.findings[0]
@@ -1363,6 +1375,55 @@ def test_a_transposed_convolution_too_small_names_the_size_that_runs(
         F.conv_transpose2d(
             torch.randn(1, 2, need - 1, 9), conv.weight, None, stride, padding, output_padding, 1, dilation
         )
+
+
+class _Pooling(nn.Module):
+    """A forward that pools with a function, as timm's and torchvision's do (``F.max_pool2d(x, 2)``)."""
+
+    def __init__(self, pool: Callable[..., torch.Tensor], **options: Any) -> None:
+        super().__init__()
+        self.pool, self.options = pool, options
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x, **self.options)
+
+
+@pytest.mark.parametrize(
+    ("pool", "shape"),
+    [
+        (nn.AvgPool1d(2), (4, 1)),
+        (nn.AvgPool2d(2), (4, 1, 4)),
+        (nn.AvgPool3d(2), (4, 3, 1, 4)),
+        (nn.AvgPool3d(3, padding=1), (4, 2, 5, 5)),  # an output with the padding, but the window must fit inside
+        (nn.MaxPool3d(2), (4, 3, 1, 4)),
+        (nn.LPPool1d(2, 3), (4, 2)),
+        (nn.LPPool2d(2, 2), (4, 4, 1)),
+        (nn.LPPool3d(2, 2), (4, 3, 1, 4)),
+        (_Pooling(F.max_pool1d, kernel_size=2), (4, 1)),
+        (_Pooling(F.max_pool2d, kernel_size=3, stride=2, padding=1, dilation=2), (4, 2, 8)),
+        (_Pooling(F.avg_pool2d, kernel_size=2), (4, 1, 4)),
+        (_Pooling(F.avg_pool3d, kernel_size=2), (4, 3, 1, 4)),
+        (_Pooling(F.lp_pool2d, norm_type=2, kernel_size=2), (4, 1, 4)),
+    ],
+)
+def test_a_pooling_too_small_names_the_size_that_runs(pool: nn.Module, shape: tuple[int, ...]) -> None:
+    """Found by a probe: AvgPool3d, LPPool and the pooling functions too small for their window gave torch's words
+    ("input image (T: 3 H: 1 W: 4) smaller than kernel size (kT: 2 kH: 2 kW: 2)"); they say, as MaxPool2d does,
+    which spatial size is too small, the smallest a real forward runs at, and the input that fits."""
+    model = nn.Sequential(pool)
+    with pytest.raises(RuntimeError):  # a real forward refuses the input
+        model(torch.randn(1, *shape))
+    (bad,) = paramcount(model, shape).invalid
+    head = bad.message.split(" expects spatial size (dim ")[1]
+    dim, need = int(head.split(")")[0]), int(head.split(">= ")[1].split(",")[0])
+    assert f", got {shape[1 + dim]} — use a larger input" in bad.message
+    fits = list(shape)
+    fits[1 + dim] = need
+    assert f"paramcount(model, {tuple(fits)})" in bad.message  # the input the fix names runs
+    assert model(torch.randn(1, *fits)).shape[2 + dim] >= 1
+    fits[1 + dim] = need - 1  # and is the smallest that does
+    with pytest.raises(RuntimeError):
+        model(torch.randn(1, *fits))
 
 
 class _Interpolate(nn.Module):

@@ -24,9 +24,12 @@ from ._common import (
     plainly_contiguous,
     suggest_memory_format,
 )
-from .registry import FALLBACK, Call, builtin
+from .registry import FALLBACK, Call, ShapeFn, builtin
 
 __all__ = ("ADAPTIVE_POOLS", "ADAPTIVE_POOL_FUNCTIONS", "refused_interpolation")
+
+
+_LP_POOLS = (nn.LPPool1d, nn.LPPool2d, nn.LPPool3d)
 
 
 def _pooled(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -50,9 +53,11 @@ def _pool(
 ) -> Any:
     """Output of max/avg pooling (torch's pooling_output_shape), else FALLBACK.
 
-    With ``call`` (a pooling layer), an input too small for the window is a
-    mismatch naming the smallest size that fits, and propagation goes on
-    with an output of size 1 there, as for convolutions.
+    With ``call`` (a pooling layer or function), an input too small for the
+    window is a mismatch naming the smallest size that fits, and propagation
+    goes on with an output of size 1 there, as for convolutions.  3-d average
+    pooling needs the whole window inside the input, padding or not (torch:
+    "input image smaller than kernel size").
     """
     if not float_tensor(x) or not plainly_contiguous(x) or x.dim() not in (nsp + 1, nsp + 2):
         return FALLBACK
@@ -71,14 +76,15 @@ def _pool(
             return FALLBACK
         if pi > ki // 2:  # torch: "pad should be at most half of kernel size" (dilation aside)
             return FALLBACK
-        if not is_max and nsp == 3 and size < ki:  # avg_pool3d: "input image smaller than kernel size"
-            return FALLBACK
+        whole = not is_max and nsp == 3  # avg_pool3d: "input image smaller than kernel size"
         o = _pooled(size, ki, si, pi, di, ceil_mode)
-        if o < 1 and size >= 1 and call is not None:
+        if (o < 1 or (whole and size < ki)) and size >= 1 and call is not None:
             bound = di * (ki - 1) + 1  # the window fits without padding: o >= 1
             need = next((n for n in range(size + 1, bound) if _pooled(n, ki, si, pi, di, ceil_mode) >= 1), bound)
-            small.append((i, need, size))
-            o = 1
+            small.append((i, ki if whole else need, size))
+            o = max(o, 1)
+        elif whole and size < ki:
+            return FALLBACK
         if o < 1 or size < 1:
             return FALLBACK
         out.append(o)
@@ -90,7 +96,7 @@ def _pool(
     return new((*x.shape[:-nsp], *out), x.dtype)
 
 
-def _max_pool_fn(nsp: int) -> OpRule:
+def _max_pool_fn(nsp: int) -> ShapeFn:
     spec: Spec = (
         ("input", REQUIRED),
         ("kernel_size", REQUIRED),
@@ -101,16 +107,16 @@ def _max_pool_fn(nsp: int) -> OpRule:
         ("return_indices", False),
     )
 
-    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def rule(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
         b = bind(args, kwargs, spec)
         if b is None or b[6] is not False:
             return FALLBACK
-        return _pool(b[0], nsp, b[1], b[2], b[3], b[4], b[5], is_max=True)
+        return _pool(b[0], nsp, b[1], b[2], b[3], b[4], b[5], is_max=True, call=call)
 
     return rule
 
 
-def _avg_pool_fn(nsp: int) -> OpRule:
+def _avg_pool_fn(nsp: int) -> ShapeFn:
     spec: Spec = (
         ("input", REQUIRED),
         ("kernel_size", REQUIRED),
@@ -121,11 +127,32 @@ def _avg_pool_fn(nsp: int) -> OpRule:
         *((("divisor_override", None),) if nsp > 1 else ()),
     )
 
-    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def rule(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
         b = bind(args, kwargs, spec)
         if b is None or (nsp > 1 and b[6] is not None and (not is_int(b[6]) or b[6] == 0)):
             return FALLBACK
-        return _pool(b[0], nsp, b[1], b[2], b[3], 1, b[4], is_max=False)
+        return _pool(b[0], nsp, b[1], b[2], b[3], 1, b[4], is_max=False, call=call)
+
+    return rule
+
+
+def _lp_pool(x: Any, nsp: int, norm_type: Any, kernel: Any, stride: Any, ceil_mode: Any, call: Call) -> Any:
+    """Output of ``F.lp_poolNd``: the average pooling of ``x.pow(norm_type)`` without padding (the max pooling of
+    ``x.abs()`` for an infinite norm), else FALLBACK."""
+    if not isinstance(norm_type, (int, float)) or isinstance(norm_type, bool) or norm_type == 0:
+        return FALLBACK  # torch: "norm_type must be a non-zero value"
+    if nsp == 1 and not is_int(kernel):  # lp_pool1d multiplies by kernel_size: an int
+        return FALLBACK
+    return _pool(x, nsp, kernel, stride, 0, 1, ceil_mode, is_max=math.isinf(norm_type), call=call)
+
+
+def _lp_pool_fn(nsp: int) -> ShapeFn:
+    spec: Spec = (("input", REQUIRED), ("norm_type", REQUIRED), ("kernel_size", REQUIRED), ("stride", None))
+    spec += (("ceil_mode", False),)
+
+    def rule(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
+        b = bind(args, kwargs, spec)
+        return FALLBACK if b is None else _lp_pool(b[0], nsp, b[1], b[2], b[3], b[4], call)
 
     return rule
 
@@ -190,6 +217,11 @@ def _avg_pool_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
         return FALLBACK
     nsp = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}[type(m)]
     return _pool(x, nsp, m.kernel_size, m.stride, m.padding, 1, m.ceil_mode, is_max=False, call=call)
+
+
+def _lp_pool_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    assert isinstance(m, _LP_POOLS)
+    return _lp_pool(x, _LP_POOLS.index(type(m)) + 1, m.norm_type, m.kernel_size, m.stride, m.ceil_mode, call)
 
 
 def _adaptive_pool_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
@@ -315,14 +347,16 @@ def _grid_sample_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 builtin(F.grid_sample, shape=fn(_grid_sample_fn))
 for _n in (1, 2, 3):
-    builtin(getattr(F, f"max_pool{_n}d"), shape=fn(_max_pool_fn(_n)))
-    builtin(getattr(F, f"avg_pool{_n}d"), shape=fn(_avg_pool_fn(_n)))
+    builtin(getattr(F, f"max_pool{_n}d"), shape=_max_pool_fn(_n))
+    builtin(getattr(F, f"avg_pool{_n}d"), shape=_avg_pool_fn(_n))
+    builtin(getattr(F, f"lp_pool{_n}d"), shape=_lp_pool_fn(_n))
     builtin(getattr(F, f"adaptive_avg_pool{_n}d"), shape=fn(_adaptive_pool_fn(_n, is_max=False)))
     builtin(getattr(F, f"adaptive_max_pool{_n}d"), shape=fn(_adaptive_pool_fn(_n, is_max=True)))
 builtin(F.interpolate, shape=fn(_interpolate_fn))
 builtin(nn.Upsample, shape=one_tensor(_upsample_module))
 builtin(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, shape=one_tensor(_max_pool_module))
 builtin(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, shape=one_tensor(_avg_pool_module))
+builtin(*_LP_POOLS, shape=one_tensor(_lp_pool_module))
 ADAPTIVE_POOLS = (
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
