@@ -151,6 +151,11 @@ def copied_by_name(name: str, orig: Mapping[str, torch.Tensor]) -> str | None:
     return next((s for s in (f"{owner}.{local}" if owner else local, f"{wrapped}.{local}") if s in orig), None)
 
 
+def _percent(change: float) -> str:
+    """A relative change as the notes write it: ``12%``, ``0.95%``."""
+    return f"{change:.0%}" if change >= 0.1 else f"{change * 100:.2g}%"
+
+
 def updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
     """How far ``new`` moved from the pretrained ``old`` when it is ``old`` changed, not a new draw: fine-tuned
     weights stay close to where they started, or keep their pattern (correlation), while a weight drawn again is
@@ -181,8 +186,7 @@ def updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
     r = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if float(a.std()) > 0 else None
     if not (change < 0.5 or (r is not None and r >= max(0.5, 5 / math.sqrt(a.numel())))):
         return None
-    how = f"{change:.0%}" if change >= 0.1 else f"{change * 100:.2g}%"
-    note = f"updated: changed by {how} of its norm" + (
+    note = f"updated: changed by {_percent(change)} of its norm" + (
         f" (correlation {r:.4f} with the pretrained values)" if r else ""
     )
     if old.dim() >= 2 and old.numel() <= 1_000_000:
@@ -214,8 +218,7 @@ def updated_beside(old: torch.Tensor, new: torch.Tensor, layer: str) -> str | No
     change = float((b - a).norm()) / norm if norm else math.inf
     if change >= 0.5:
         return None
-    how = f"{change:.0%}" if change >= 0.1 else f"{change * 100:.2g}%"
-    return f"updated: changed by {how} of its norm, as {layer}.weight beside it"
+    return f"updated: changed by {_percent(change)} of its norm, as {layer}.weight beside it"
 
 
 def folded_then_updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
@@ -485,8 +488,7 @@ def _change(old: torch.Tensor, new: torch.Tensor, pairs: Sequence[tuple[int, int
     rows, olds = [i for i, _ in pairs], [j for _, j in pairs]
     a = old.detach().double()[olds]
     change = float((new.detach().double().to(old.device)[rows] - a).norm() / a.norm())
-    how = f"{change:.0%}" if change >= 0.1 else f"{change * 100:.2g}%"
-    return f"changed by {how} of their norm"
+    return f"changed by {_percent(change)} of their norm"
 
 
 def kept_pairs(old: torch.Tensor, new: torch.Tensor) -> list[tuple[int, int]]:
