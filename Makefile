@@ -32,10 +32,11 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-# the fast tier for the inner loop (about a minute): lint and every test but the model zoos
+# the fast tier for the inner loop (under 90 s): lint and every test but the model zoos and the
+# tests that start processes or many threads
 check: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(PY) -m pytest -q -m "not zoo"
+	$(PY) -m pytest -q -m "not zoo and not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

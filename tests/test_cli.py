@@ -99,6 +99,7 @@ def test_version_and_two_outputs_asked_at_once(capsys: pytest.CaptureFixture[str
     assert "--json and --format csv ask for two outputs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_json_read_by_a_pipe_that_closes_early_exits_quietly(tmp_path: Path) -> None:
     """A probe's ``torchsurgeon summary ... --json | head`` ended with a BrokenPipeError traceback."""
     script = "import sys; from torchsurgeon.cli import main; sys.exit(main(sys.argv[1:]))"

@@ -412,6 +412,7 @@ def test_everything_frozen_saves_nothing_and_needs_no_gradient() -> None:
     assert plan.peak == plan.weights + plan.transient + 2 * 32 * 2**20  # + two cuBLAS workspaces on a GPU
 
 
+@pytest.mark.slow
 def test_concurrent_plans_give_the_serial_answers() -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -67,6 +67,7 @@ def test_unknown_attribute() -> None:
         torchsurgeon.paramcounts  # noqa: B018
 
 
+@pytest.mark.slow
 def test_import_is_cheap_until_used() -> None:
     code = (
         "import sys, torchsurgeon\n"

@@ -24,6 +24,7 @@ PRE_COMMIT = BIN / "pre-commit"
 TORCHSURGEON = BIN / "torchsurgeon"
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(
         not PRE_COMMIT.exists(),
         reason=f"pre-commit is not installed next to {sys.executable} (pip install -e '.[dev]')",

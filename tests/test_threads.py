@@ -18,6 +18,8 @@ from torch import nn
 from models import CifarNet
 from torchsurgeon import ModelReport, adapt_input_channels, check_surgery, paramcount
 
+pytestmark = pytest.mark.slow
+
 T = TypeVar("T")
 THREADS = 8
 ORIGINAL_CALL = nn.Module.__call__

@@ -401,6 +401,7 @@ def test_tensor_inputs() -> None:
 # --------------------------------------------------------------------------- timm and torchvision registries
 
 
+@pytest.mark.slow
 def test_registries_are_read_only_from_libraries_already_imported() -> None:
     code = textwrap.dedent(
         """
