@@ -159,3 +159,28 @@ def test_a_quantizable_models_observed_input_is_folded_as_it_is(qat: bool, versi
     grey = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(edited(grey), model(grey.expand(2, 3, 8, 8)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("model", "shape"),
+    [
+        (nn.LSTM(8, 16, batch_first=True), (5, 6)),
+        (nn.LayerNorm(8), (5, 6)),
+        (nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), (5, 6)),
+    ],
+)
+def test_a_model_that_is_one_layer_is_replaced_whole_by_its_fix(model: nn.Module, shape: tuple[int, ...]) -> None:
+    """A model that is one layer (an nn.LSTM) was told model.set_submodule('LSTM', ...), which names no submodule;
+    the fix replaces the model itself, runs as written and gives the promised count."""
+    with pytest.raises((RuntimeError, AssertionError)):  # the real forward refuses the width, as the report says
+        model(torch.randn(1, *shape))
+    report = paramcount(model, shape)
+    (bad,) = report.invalid
+    fix = bad.message.split("(new weights): ")[-1]
+    assert fix.startswith("model = nn.")
+    scope: dict[str, object] = {"nn": nn, "model": model}
+    exec(fix, scope)
+    fixed = scope["model"]
+    assert isinstance(fixed, nn.Module) and fixed is not model
+    fixed(torch.randn(1, *shape))  # runs at the input analysed
+    assert sum(p.numel() for p in fixed.parameters()) == report.total_for_input

@@ -364,29 +364,38 @@ def _encoder_layer_fix(module: nn.TransformerEncoderLayer, layer: str, width: An
     return f"nn.TransformerEncoderLayer({width}, {args['nhead']}, {written}, activation={activation})"
 
 
-def rebuild_fix(module: nn.Module, layer: str, what: str, got: Any) -> str | None:
+def rebuild_fix(module: nn.Module, layer: str, what: str, got: Any, *, whole_model: bool = False) -> str | None:
     """Python that replaces ``layer`` by a fresh layer that fits (new weights), or ``None``.
 
     ``what`` is the mismatch, as for :func:`plan_resize`; besides those, a
     recurrent layer's ``input_size`` and a transformer encoder layer's
     ``d_model`` (rebuilt for that width: its output has that width too).
+    ``whole_model``: the layer is the model itself (``model = nn.LSTM(...)``).
 
     Examples
     --------
     >>> from torch import nn
     >>> rebuild_fix(nn.Linear(400, 120), "fc1", "in_features", 2704)
     "model.set_submodule('fc1', nn.Linear(in_features=2704, out_features=120, bias=True))"
+    >>> rebuild_fix(nn.LSTM(8, 16), "LSTM", "input_size", 6, whole_model=True)
+    'model = nn.LSTM(6, 16)'
     """
     if what == "d_model" and isinstance(module, nn.TransformerEncoderLayer):
         built = _encoder_layer_fix(module, layer, got)
-        return None if built is None else f"model.set_submodule({layer!r}, {built})"
+        return None if built is None else _replacing(layer, built, whole_model)
     copy_ = resized_copy(module, Finding(layer, type(module).__name__, what, None, got, ""))
     if copy_ is None:
         return None
     built = _constructor(copy_)
     if getattr(module, "qconfig", None) is not None and getattr(module, "weight_fake_quant", None) is not None:
-        built = f"{built[:-1]}, qconfig=model.get_submodule({layer!r}).qconfig)"  # a QAT layer needs its qconfig
-    return f"model.set_submodule({layer!r}, {built})"
+        qconfig = "model.qconfig" if whole_model else f"model.get_submodule({layer!r}).qconfig"
+        built = f"{built[:-1]}, qconfig={qconfig})"  # a QAT layer needs its qconfig
+    return _replacing(layer, built, whole_model)
+
+
+def _replacing(layer: str, built: str, whole_model: bool) -> str:
+    """The statement that puts the layer ``built`` in place of ``layer``, or of the whole model."""
+    return f"model = {built}" if whole_model else f"model.set_submodule({layer!r}, {built})"
 
 
 def input_conv(module: nn.Module) -> tuple[str, nn.modules.conv._ConvNd] | None:

@@ -460,6 +460,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 fold_input=fold_input(self.inputs, *moved) if moved is not None else self._fold_at_size,
                 fold_alone=functools.partial(fold_alone_at, self.G, self.input_shapes) if step.from_input else None,
                 where=base.where,
+                whole_model=module is self.model,
             )
             if direct:
                 out = self._apply(rule, module, args, kwargs, call)

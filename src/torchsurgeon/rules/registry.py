@@ -107,6 +107,8 @@ class Call:
     fold_input: Callable[[int], str] | None = None
     fold_alone: Callable[[int], tuple[tuple[str, ...], str]] | None = None
     where: str = ""
+    whole_model: bool = False
+    """Whether the layer is the whole model (a model that is one ``nn.LSTM``): a fix replaces ``model`` itself."""
 
     def mismatch(
         self, what: str, expected: Any, got: Any, fix: str, *, layer: str | None = None, type: str | None = None
