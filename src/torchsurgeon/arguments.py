@@ -54,6 +54,7 @@ __all__ = (
     "layer_names",
     "one_or_more",
     "placeholder_dtype",
+    "placeholders",
     "specialisation",
     "tensor_inputs",
     "traced_paths",
@@ -707,6 +708,19 @@ def into_var_keyword(given: dict[str, Any], params: list[inspect.Parameter]) -> 
     if gathered:
         given[f"**{var}"] = gathered
     return given
+
+
+def placeholders(graph_module: torch.fx.GraphModule) -> dict[str, torch.fx.Node]:
+    """The placeholders of a traced graph by the name of the model input each stands for (``*args`` entries
+    without their star), in order.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> list(placeholders(torch.fx.symbolic_trace(nn.Linear(2, 2))))
+    ['input']
+    """
+    return {str(n.target).lstrip("*"): n for n in graph_module.graph.nodes if n.op == "placeholder"}
 
 
 def placeholder_dtype(node: torch.fx.Node, model: nn.Module) -> torch.dtype:

@@ -34,7 +34,15 @@ from torch._subclasses.fake_tensor import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .arguments import ExampleInputs, InputPaths, check_input, input_dtype_for, placeholder_dtype, tensor_inputs
+from .arguments import (
+    ExampleInputs,
+    InputPaths,
+    check_input,
+    input_dtype_for,
+    placeholder_dtype,
+    placeholders,
+    tensor_inputs,
+)
 from .copies import detached_copy
 from .cudakernels import CudaKernels
 from .errors import InputError, MemoryPlanError, failure_reason
@@ -296,10 +304,8 @@ def step_inputs(
     if any(dt is None for _, dt in out.values()):
         try:  # paramcount's trace: milliseconds, against the steps' seconds
             traced = trace(model, inputs=tensor_inputs(input), example_inputs=ExampleInputs(model, input, batch))
-            placeholders = {
-                str(n.target).lstrip("*"): n for n in traced.graph_module.graph.nodes if n.op == "placeholder"
-            }
-            integers = {k: placeholder_dtype(n, traced.graph_module) == torch.long for k, n in placeholders.items()}
+            found = placeholders(traced.graph_module)
+            integers = {k: placeholder_dtype(n, traced.graph_module) == torch.long for k, n in found.items()}
         except Exception:  # not traceable: the name decides, as paramcount's trace error or the step will say
             integers = {}
         for name, (shape, dt) in out.items():

@@ -19,7 +19,7 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .arguments import placeholder_dtype, traced_paths
+from .arguments import placeholder_dtype, placeholders, traced_paths
 from .copies import cannot_run_on_meta, detached_copy, meta_like
 from .errors import first_line
 from .frontend import bind_inputs
@@ -69,9 +69,9 @@ def fold_alone_at(G: nx.DiGraph, shapes: Mapping[str, tuple[int, ...]], channels
     argument takes (:func:`~torchsurgeon.arguments.placeholder_dtype`); inputs without a shape are left out."""
     model = model_of(G)
     inputs = {
-        str(n.target).lstrip("*"): torch.empty(shape, dtype=placeholder_dtype(n, model), device="meta")
-        for n in graph_module_of(G).graph.nodes
-        if n.op == "placeholder" and (shape := shapes.get(str(n.target).lstrip("*"))) is not None
+        name: torch.empty(shape, dtype=placeholder_dtype(n, model), device="meta")
+        for name, n in placeholders(graph_module_of(G)).items()
+        if (shape := shapes.get(name)) is not None
     }
     return fold_alone(G, inputs, channels)
 

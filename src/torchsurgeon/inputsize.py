@@ -32,6 +32,7 @@ from typing import Any
 import networkx as nx
 import torch
 
+from .arguments import placeholders
 from .graph import graph_module_of, records_now, set_records, shape_specific_of
 from .records import Finding, LayerStatus
 from .shapes import ShapeResult, propagate_shapes
@@ -287,8 +288,7 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
     """
     if not any(size_caused(f) for f in shapes.findings) or shape_specific_of(G):
         return shapes
-    placeholders = [str(n.target).lstrip("*") for n in graph_module_of(G).graph.nodes if n.op == "placeholder"]
-    given = normalize_input(input, placeholders)
+    given = normalize_input(input, list(placeholders(graph_module_of(G))))
     axes = _axes(given, shapes, input)
     if not axes:
         return shapes

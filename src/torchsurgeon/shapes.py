@@ -37,7 +37,7 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from ._steps import Step, rules_of, steps_of
-from .arguments import check_graph, placeholder_dtype
+from .arguments import check_graph, placeholder_dtype, placeholders
 from .autocast import as_autocast_gives, op_name
 from .clamped import clamped_slice_hint
 from .copies import class_forward, container_edit, detached_copy, meta_like, run_on_zeros, thawed
@@ -769,8 +769,7 @@ def propagate_shapes(G: nx.DiGraph, input: InputSpec, *, batch: int = 1, memo: S
     check_graph(G, "propagate_shapes", "propagate_shapes(build_graph(trace(model)), input)")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
         raise InputError(f"batch={batch!r} — the batch size must be a positive int")
-    placeholders = [str(n.target).lstrip("*") for n in graph_module_of(G).graph.nodes if n.op == "placeholder"]
-    inputs = normalize_input(input, placeholders)
+    inputs = normalize_input(input, list(placeholders(graph_module_of(G))))
     if memo is not None and memo.graph_module is not graph_module_of(G):
         raise InputError("this ShapeMemo was made for another graph — make one per graph: ShapeMemo(G)")
     interp = _ShapeInterpreter(G, inputs, batch, memo)

@@ -56,6 +56,7 @@ from .arguments import (
     input_paths,
     into_var_keyword,
     one_or_more,
+    placeholders,
     specialisation,
     tensor_inputs,
     without_caches,
@@ -779,6 +780,4 @@ def check_input_traced(model: nn.Module, spec: Any) -> dict[str, Any]:
         traced = trace(model, inputs=tensor_inputs(spec), example_inputs=ExampleInputs(model, spec, 1))
     except TraceError:
         return checked
-    return normalize_input(
-        spec, [str(n.target).lstrip("*") for n in traced.graph_module.graph.nodes if n.op == "placeholder"]
-    )
+    return normalize_input(spec, list(placeholders(traced.graph_module)))
