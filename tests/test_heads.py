@@ -616,6 +616,17 @@ def test_keep_of_the_wrong_type_names_what_keep_takes_with_one_that_runs() -> No
     assert torch.equal(r.model[0].weight[:2], net[0].weight[1:3])  # old classes 1 and 2 carried to 0 and 1
 
 
+def test_keep_given_as_pairs_suggests_the_mapping_of_those_pairs() -> None:
+    """Found by a probe: ``keep=[(0, 1)]`` was told ``e.g. keep={0: 0}``, a mapping the user never meant; the pairs are
+    now read as (new, old), as ``dict()`` reads them, and the suggestion runs."""
+    net = nn.Sequential(nn.Linear(4, 5))
+    with pytest.raises(InputError, match=r"read as \(new, old\)\): e\.g\. keep=\{0: 1, 2: 3\}$") as info:
+        replace_head(net, 3, keep=[(0, 1), (2, 3)])  # type: ignore[arg-type]
+    keep = eval(str(info.value).rpartition("e.g. keep=")[2])
+    r = replace_head(net, 3, keep=keep)
+    assert torch.equal(r.model[0].weight[0], net[0].weight[1]) and torch.equal(r.model[0].weight[2], net[0].weight[3])
+
+
 def test_append_head_given_a_class_says_to_pass_a_layer() -> None:
     """Found by a probe: ``append_head(model, nn.ReLU)`` said ``<class 'torch.nn....ReLU'> is not an nn.Module``."""
     net = nn.Sequential(nn.Linear(4, 5))

@@ -429,14 +429,21 @@ def _check_keep(keep: Any) -> None:
     """Refuse a ``keep`` that is not ``{new class: old class}`` ints, with one built from the old classes given."""
     if keep is None or (isinstance(keep, Mapping) and all(type(i) is int for i in (*keep, *keep.values()))):
         return
-    olds = (
-        [o for o in (keep.values() if isinstance(keep, Mapping) else keep) if type(o) is int]
-        if isinstance(keep, (list, tuple, Mapping))
-        else []
+    pairs = isinstance(keep, (list, tuple)) and all(
+        isinstance(p, tuple) and len(p) == 2 and all(type(i) is int for i in p) for p in keep
     )
+    if pairs and keep:  # [(0, 1), (2, 3)]: (new, old) pairs, as dict() reads them
+        example, read = dict(keep), " (the pairs read as (new, old))"
+    else:
+        olds = (
+            [o for o in (keep.values() if isinstance(keep, Mapping) else keep) if type(o) is int]
+            if isinstance(keep, (list, tuple, Mapping))
+            else []
+        )
+        example, read = dict(enumerate(olds)) or {0: 0}, ""
     raise InputError(
-        f"keep={keep!r} — keep maps each new class to the old class whose row it carries, {{new: old}} in ints: "
-        f"e.g. keep={dict(enumerate(olds)) or {0: 0}}"
+        f"keep={keep!r} — keep maps each new class to the old class whose row it carries, {{new: old}} in ints"
+        f"{read}: e.g. keep={example}"
     )
 
 
