@@ -157,11 +157,35 @@ def test_other_findings_are_kept_and_said_and_a_size_that_cannot_fix_keeps_the_f
     grey = paramcount(torchvision.models.squeezenet1_1(weights=None), (1, 16, 16))
     assert grey.findings[0].what == "in_channels"  # the channels' own fix, untouched
     assert "(1, 17, 17) once its other findings are fixed: paramcount(model, (1, 17, 17))" in grey.findings[1].fix
-    # a Linear after flatten takes its one size only, which the search does not reach: today's fix stays
-    exact = paramcount(nn.Sequential(nn.Conv2d(3, 6, 5), nn.Flatten(), nn.Linear(6 * 28 * 28, 10)), (3, 4, 4))
-    assert exact.findings[0].fix == "use a larger input, or less downsampling before this layer"
+    # a size no search reaches keeps the fix it had
+    odd = paramcount(nn.Sequential(nn.Conv2d(3, 6, 5), nn.Flatten(), nn.Linear(7, 10)), (3, 4, 4))
+    assert odd.findings[0].fix == "use a larger input, or less downsampling before this layer"
     from torchsurgeon.inputsize import name_fitting_input  # here: the other tests run on versions without it
 
     G = build_graph(trace(nn.Sequential(nn.Conv2d(3, 4, 3))))
     shapes = propagate_shapes(G, (1, 8, 8))  # no size-caused finding: returned as it is, nothing propagated
     assert name_fitting_input(G, (1, 8, 8), 1, shapes) is shapes
+
+
+@pytest.mark.parametrize(
+    "given",
+    [(3, 64, 64), (3, 100, 100), (3, 64, 32), (3, 4, 4), (1, 64, 64)],
+    ids=["twice", "larger", "not-square", "too-small-for-the-conv", "grey"],
+)
+def test_a_linear_after_flatten_is_told_the_one_size_it_takes_even_below_the_given_one(given: tuple[int, ...]) -> None:
+    """Found by a probe: a Linear after a flatten (a LeNet, a small classifier built for 32 × 32) given another size
+    was told to change what comes before it or replace the layer, never the size it was built for; the search went
+    upwards only. Each named input now runs, where the given one does not."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 14 * 14, 10)
+    ).eval()  # built for (3, 32, 32)
+    r = paramcount(model, given)
+    assert not _runs(model, given)
+    (linear,) = [f for f in r.findings if f.layer == "4"]
+    assert linear.what == "in_features" and "an input it takes is" in linear.fix
+    ((shape),) = _named_inputs(linear.fix)
+    assert shape[0] == given[0] and shape != given
+    fixed = model if given[0] == 3 else nn.Sequential(nn.Conv2d(1, 6, 5), *list(model)[1:]).eval()
+    assert _runs(fixed, shape)  # the grey input once its stem takes one channel (its own finding says how)
+    if given[0] == 3:
+        assert paramcount(model, shape).invalid == []

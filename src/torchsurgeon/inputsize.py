@@ -18,6 +18,11 @@ The search, on the sizes ``s`` of the dims it varies:
 3. the least ``t`` with which ``s`` raised to ``t`` and rounded up to ``m`` fits (bisection);
 4. each size on its own, as low as it fits (bisection): a video's frames, not its height and width;
 5. what is claimed: one less fails in each raised size, or the multiple below the given size fits too.
+
+A ``Linear`` after a flatten takes one size only, often smaller than the one given
+(:func:`features_caused`): its features scale with the input's area, so the sizes tried are the given ones
+scaled by the ratio of the features it expects to those it got, then every size equal (the square input the
+model was built for), each within two of the estimate; none of them is claimed as the smallest.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from .records import Finding, LayerStatus
 from .shapes import ShapeResult, propagate_shapes
 from .shapespec import InputSpec, TypedShape, normalize_input
 
-__all__ = ("MAX_PROPAGATIONS", "name_fitting_input", "size_caused")
+__all__ = ("MAX_PROPAGATIONS", "features_caused", "name_fitting_input", "size_caused")
 
 MAX_PROPAGATIONS = 64
 """The most propagations one search makes; past them the findings keep the fix they had."""
@@ -46,6 +51,7 @@ MAX_PROPAGATIONS = 64
 _FITS_FROM = (64, 256, 1024, 4096)  # step 1: sizes tried to find one that fits at all
 _POWERS = 7  # step 2: multiples 1, 2, 4, ... 64 (times the factors findings name)
 _MULTIPLE = re.compile(r"a multiple of (\d+)")
+_ESTIMATES = 6  # features_caused: estimates of the sizes, each from the features the last one gave
 
 
 def size_caused(finding: Finding) -> bool:
@@ -61,6 +67,25 @@ def size_caused(finding: Finding) -> bool:
     False
     """
     return finding.what.startswith("spatial") or finding.what == "input"
+
+
+def features_caused(finding: Finding) -> bool:
+    """Whether ``finding`` is a layer given another number of features than it takes (a ``Linear`` after a
+    flatten), which one input size may fix; :func:`name_fitting_input` finds out whether one does.
+
+    Examples
+    --------
+    >>> features_caused(Finding("fc", "Linear", "in_features", 2048, 8192, "replace the layer"))
+    True
+    >>> features_caused(Finding("conv1", "Conv2d", "in_channels", 3, 1, "adapt_input_channels(model, 1)"))
+    False
+    """
+    return (
+        finding.what == "in_features"
+        and type(finding.expected) is int
+        and type(finding.got) is int
+        and 0 < finding.expected != finding.got > 0
+    )
 
 
 class _OutOfPropagations(Exception):
@@ -80,6 +105,7 @@ class _Search:
         self.G, self.given, self.batch, self.axes, self.kept = G, given, batch, axes, kept
         self.start = tuple(_per_sample(given[name])[dim] for name, dim in axes)
         self.tried: dict[tuple[int, ...], bool] = {}
+        self.features: dict[tuple[int, ...], dict[str, int]] = {}  # what each layer of features_caused got
 
     def spec(self, sizes: tuple[int, ...]) -> dict[str, Any]:
         """The inputs with these sizes, in the form each was given."""
@@ -101,12 +127,13 @@ class _Search:
             except Exception:  # an input the model refuses outright
                 self.tried[sizes] = False
             else:
+                self.features[sizes] = {f.layer: f.got for f in result.findings if features_caused(f)}
                 self.tried[sizes] = all(
                     rec.status in (LayerStatus.OK, LayerStatus.OPAQUE)
                     or (
                         rec.status is LayerStatus.INVALID
                         and bool(rec.findings)
-                        and all(not size_caused(f) and _key(f) in self.kept for f in rec.findings)
+                        and all(_key(f) in self.kept for f in rec.findings)
                     )
                     for rec in result.nodes.values()
                 )
@@ -151,8 +178,40 @@ class _Search:
             best = _with(best, i, self.lowest(values, functools.partial(self._fits_with, best, i)))
         return best, m
 
+    def run_exact(self, layer: str, expected: int, got: int) -> tuple[tuple[int, ...], int] | None:
+        """Sizes with which ``layer`` gets the ``expected`` features it takes (``got`` at the given sizes), or None.
+
+        Each estimate scales the sizes by the ratio of the features expected to those got there (the
+        input's shape kept, then every size equal), until the layer gets what it takes; then the sizes
+        within two of the last estimate.
+        """
+        for equal in (False, True):
+            sizes, last = self.start, got
+            for _ in range(_ESTIMATES):
+                sizes = _scaled(sizes, expected / last, equal)
+                if self.fits(sizes):
+                    return sizes, 1
+                now = self.features.get(sizes, {}).get(layer)
+                if now == got:  # a global pool before it: no size changes what it gets
+                    return None
+                if now is None or now == expected:  # another finding now, or the layer no longer refuses
+                    break
+                last = now
+            for d in (1, -1, 2, -2):
+                near = tuple(max(1, v + d) for v in sizes)
+                if self.fits(near):
+                    return near, 1
+        return None
+
     def _fits_with(self, sizes: tuple[int, ...], i: int, v: int) -> bool:
         return self.fits(_with(sizes, i, v))
+
+
+def _scaled(sizes: tuple[int, ...], ratio: float, equal: bool) -> tuple[int, ...]:
+    """``sizes`` whose product is ``ratio`` times theirs: each scaled alike, or all equal."""
+    if equal:
+        return (max(1, round((math.prod(sizes) * ratio) ** (1 / len(sizes)))),) * len(sizes)
+    return tuple(max(1, round(s * ratio ** (1 / len(sizes)))) for s in sizes)
 
 
 def _with(sizes: tuple[int, ...], i: int, v: int) -> tuple[int, ...]:
@@ -219,8 +278,11 @@ def _call(user: InputSpec, given: dict[str, Any], spec: dict[str, Any], batch: i
     return f"paramcount(model, {text}{f', batch={batch}' if batch != 1 else ''})"
 
 
-def _answer(search: _Search, user: InputSpec, given: dict[str, Any], found: tuple[int, ...], m: int) -> str:
-    """What the fix says: the input found, as much as propagation showed of it, and the call."""
+def _answer(
+    search: _Search, user: InputSpec, given: dict[str, Any], found: tuple[int, ...], m: int, smallest: bool = True
+) -> str:
+    """What the fix says: the input found, as much as propagation showed of it (``smallest``: whether to try
+    showing that it is the smallest), and the call."""
     start = search.start
     raised = [i for i, (s, v) in enumerate(zip(start, found)) if v != s]
     spec = search.spec(found)
@@ -228,6 +290,8 @@ def _answer(search: _Search, user: InputSpec, given: dict[str, Any], found: tupl
     shown = _shown(spec, given)
     if search.kept:  # the channels it was given do not fit either: said, not hidden
         shown += " once its other findings are fixed"
+    if m == 1 and not smallest:
+        return f"an input it takes is {shown}: {call}"
     if m == 1:
         one_less = [_with(found, i, found[i] - 1) for i in raised]
         if all(found[i] - 1 >= start[i] and not search.fits(less) for i, less in zip(raised, one_less)):
@@ -286,35 +350,47 @@ def name_fitting_input(G: nx.DiGraph, input: InputSpec, batch: int, shapes: Shap
     use a larger input, or less downsampling before this layer; the smallest input it takes at this size or \
 larger is (3, 6, 8): paramcount(model, (3, 6, 8))
     """
-    if not any(size_caused(f) for f in shapes.findings) or shape_specific_of(G):
+    features = [f for f in shapes.findings if features_caused(f)]
+    if not (features or any(size_caused(f) for f in shapes.findings)) or shape_specific_of(G):
         return shapes
     given = normalize_input(input, list(placeholders(graph_module_of(G))))
     axes = _axes(given, shapes, input)
     if not axes:
         return shapes
-    kept = frozenset(_key(f) for f in shapes.findings if not size_caused(f))
-    search = _Search(G, given, batch, axes, kept)
-    named = [int(n) for f in shapes.findings if isinstance(f.expected, str) for n in _MULTIPLE.findall(f.expected)]
-    odd = math.lcm(1, *(n // (n & -n) for n in named if n > 0))  # powers of two are on the ladder already
     records = records_now(G)
+    answer, targets = "", size_caused
     try:
-        found = search.run(odd)
-        answer = _answer(search, input, given, *found) if found is not None else ""
+        if features:  # one size, often smaller than the given one
+            exact = _Search(G, given, batch, axes, frozenset(_key(f) for f in shapes.findings if not _either(f)))
+            found = exact.run_exact(features[0].layer, features[0].expected, features[0].got)
+            if found is not None:
+                answer, targets = _answer(exact, input, given, *found, smallest=False), _either
+        if not answer and any(size_caused(f) for f in shapes.findings):
+            search = _Search(G, given, batch, axes, frozenset(_key(f) for f in shapes.findings if not size_caused(f)))
+            texts = [f.expected for f in shapes.findings if isinstance(f.expected, str)]
+            named = [int(n) for text in texts for n in _MULTIPLE.findall(text)]
+            odd = math.lcm(1, *(n // (n & -n) for n in named if n > 0))  # powers of two are on the ladder already
+            found = search.run(odd)
+            answer = _answer(search, input, given, *found) if found is not None else ""
     except _OutOfPropagations:
         answer = ""
     finally:
         set_records(G, records.values())  # the given input's records again
-    return _with_answer(G, shapes, answer) if answer else shapes
+    return _with_answer(G, shapes, answer, targets) if answer else shapes
 
 
-def _with_answer(G: nx.DiGraph, shapes: ShapeResult, answer: str) -> ShapeResult:
-    """``shapes`` and ``G``'s records with ``answer`` after the fix of each size-caused finding."""
+def _either(finding: Finding) -> bool:
+    return size_caused(finding) or features_caused(finding)
+
+
+def _with_answer(G: nx.DiGraph, shapes: ShapeResult, answer: str, targets: Any) -> ShapeResult:
+    """``shapes`` and ``G``'s records with ``answer`` after the fix of each finding ``targets`` says it fixes."""
     nodes = dict(shapes.nodes)
     for name, rec in shapes.nodes.items():
-        fixes = {f.fix: f"{f.fix}; {answer}" for f in rec.findings if size_caused(f)}
+        fixes = {f.fix: f"{f.fix}; {answer}" for f in rec.findings if targets(f)}
         if not fixes:
             continue
-        findings = tuple(dataclasses.replace(f, fix=fixes[f.fix]) if size_caused(f) else f for f in rec.findings)
+        findings = tuple(dataclasses.replace(f, fix=fixes[f.fix]) if targets(f) else f for f in rec.findings)
         message = rec.message
         for old, new in fixes.items():
             message = message.replace(old, new)
