@@ -189,3 +189,63 @@ def test_a_linear_after_flatten_is_told_the_one_size_it_takes_even_below_the_giv
     assert _runs(fixed, shape)  # the grey input once its stem takes one channel (its own finding says how)
     if given[0] == 3:
         assert paramcount(model, shape).invalid == []
+
+
+class _Positions(nn.Module):
+    """Token and learned position embeddings: 16 positions, so 16 tokens at most."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok, self.pos, self.fc = nn.Embedding(100, 8), nn.Embedding(16, 8), nn.Linear(8, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.tok(ids) + self.pos(torch.arange(ids.shape[1])))
+
+
+class _Patches(nn.Module):
+    """8 × 8 patches plus a learned position for each of 16: built for 32 × 32 images only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj, self.pos, self.fc = (
+            nn.Conv2d(3, 8, 8, stride=8),
+            nn.Parameter(torch.zeros(1, 16, 8)),
+            nn.Linear(8, 4),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.proj(x).flatten(2).transpose(1, 2) + self.pos)
+
+
+@pytest.mark.parametrize(
+    ("model", "given", "named"),
+    [
+        (_Positions(), (20,), (16,)),
+        (_Positions(), (1000,), (16,)),
+        (_Patches(), (3, 64, 64), (3, 32, 32)),
+        (_Patches(), (3, 48, 40), (3, 32, 32)),
+    ],
+    ids=["tokens-past-positions", "far-past-positions", "twice-the-image", "not-square"],
+)
+def test_a_model_built_for_one_size_or_at_most_one_is_told_a_smaller_input_that_runs(
+    model: nn.Module, given: tuple[int, ...], named: tuple[int, ...]
+) -> None:
+    """Found by a probe: more tokens than positions, or an image larger than the positions a patch model has, got
+    "give an input the model was built for" or torch's broadcast words, naming none; the search went upwards only.
+    The input named now runs in a real forward, where the given one raises."""
+    model.eval()
+
+    def runs(shape: tuple[int, ...]) -> bool:
+        x = torch.zeros(1, *shape, dtype=torch.long) if len(shape) == 1 else torch.zeros(1, *shape)
+        try:
+            with torch.no_grad():
+                model(x)
+        except (RuntimeError, IndexError):
+            return False
+        return True
+
+    r = paramcount(model, given)
+    assert not runs(given) and r.findings
+    assert all("an input it takes is" in f.fix for f in r.findings)
+    ((shape),) = _named_inputs(r.findings[0].fix)
+    assert shape == named and runs(shape) and paramcount(model, shape).invalid == []

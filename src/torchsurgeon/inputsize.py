@@ -23,6 +23,10 @@ A ``Linear`` after a flatten takes one size only, often smaller than the one giv
 (:func:`features_caused`): its features scale with the input's area, so the sizes tried are the given ones
 scaled by the ratio of the features it expects to those it got, then every size equal (the square input the
 model was built for), each within two of the estimate; none of them is claimed as the smallest.
+
+Where no larger size fits (a ViT built for one image size, a decoder given more tokens than it has
+positions: an index past an embedding, :func:`index_caused`), the sizes are halved in their proportions
+until they fit, then raised as far as they still fit (bisection): "an input it takes".
 """
 
 from __future__ import annotations
@@ -39,11 +43,12 @@ import torch
 
 from .arguments import placeholders
 from .graph import graph_module_of, records_now, set_records, shape_specific_of
+from .knowndata import COUNTED
 from .records import Finding, LayerStatus
 from .shapes import ShapeResult, propagate_shapes
 from .shapespec import InputSpec, TypedShape, normalize_input
 
-__all__ = ("MAX_PROPAGATIONS", "features_caused", "name_fitting_input", "size_caused")
+__all__ = ("MAX_PROPAGATIONS", "features_caused", "index_caused", "name_fitting_input", "size_caused")
 
 MAX_PROPAGATIONS = 64
 """The most propagations one search makes; past them the findings keep the fix they had."""
@@ -86,6 +91,18 @@ def features_caused(finding: Finding) -> bool:
         and type(finding.got) is int
         and 0 < finding.expected != finding.got > 0
     )
+
+
+def index_caused(finding: Finding) -> bool:
+    """Whether ``finding`` is an index past an embedding or a gather that comes from the input's size (positions,
+    relative distances), which a smaller input may fix.
+
+    Examples
+    --------
+    >>> index_caused(Finding("wpe", "Embedding", "index", "< 64", 64, "give an input the model was built for"))
+    True
+    """
+    return finding.what in ("index", COUNTED)
 
 
 class _OutOfPropagations(Exception):
@@ -202,6 +219,43 @@ class _Search:
                 if self.fits(near):
                     return near, 1
         return None
+
+    def run_down(self) -> tuple[tuple[int, ...], int] | None:
+        """Sizes below the given ones that fit, the largest bisection finds, or None: for a sequence, its length;
+        for an image or a volume, every size equal (the shape the model was built for)."""
+        if max(self.start) <= 1:
+            return None
+        if len(self.start) > 1:
+            return self._square_down()
+        k = 2
+        while not self.fits(self._part(64, 64 * k)):  # halved until they fit
+            if max(self._part(64, 64 * k)) == 1:
+                return None
+            k *= 2
+        lo, hi = 64, 128  # fits at start / k, not at start / (k / 2)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.fits(self._part(mid, 64 * k)) else (lo, mid)
+        return self._part(lo, 64 * k), 1
+
+    def _square_down(self) -> tuple[tuple[int, ...], int] | None:
+        """The largest of p, 5p/4, 3p/2, 7p/4 (every size equal) that fits, ``p`` the largest power of two that
+        does, below the largest given size."""
+        p, n = 1 << (max(self.start) - 1).bit_length() - 1, len(self.start)
+        while not self.fits((p,) * n):
+            if p == 1:
+                return None
+            p //= 2
+        values = sorted({p + i * p // 4 for i in range(4)} - {max(self.start)})
+        lo, hi = 0, len(values)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.fits((values[mid],) * n) else (lo, mid)
+        return (values[lo],) * n, 1
+
+    def _part(self, q: int, d: int) -> tuple[int, ...]:
+        """The given sizes times ``q / d``."""
+        return tuple(max(1, s * q // d) for s in self.start)
 
     def _fits_with(self, sizes: tuple[int, ...], i: int, v: int) -> bool:
         return self.fits(_with(sizes, i, v))
@@ -351,7 +405,7 @@ def name_fitting_input(G: nx.DiGraph, input: InputSpec, batch: int, shapes: Shap
 larger is (3, 6, 8): paramcount(model, (3, 6, 8))
     """
     features = [f for f in shapes.findings if features_caused(f)]
-    if not (features or any(size_caused(f) for f in shapes.findings)) or shape_specific_of(G):
+    if not (features or any(_shrinkable(f) for f in shapes.findings)) or shape_specific_of(G):
         return shapes
     given = normalize_input(input, list(placeholders(graph_module_of(G))))
     axes = _axes(given, shapes, input)
@@ -372,6 +426,11 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
             odd = math.lcm(1, *(n // (n & -n) for n in named if n > 0))  # powers of two are on the ladder already
             found = search.run(odd)
             answer = _answer(search, input, given, *found) if found is not None else ""
+        if not answer and any(_shrinkable(f) for f in shapes.findings):  # no larger size fits: a smaller one
+            down = _Search(G, given, batch, axes, frozenset(_key(f) for f in shapes.findings if not _shrinkable(f)))
+            found = down.run_down()
+            if found is not None:
+                answer, targets = _answer(down, input, given, *found, smallest=False), _shrinkable
     except _OutOfPropagations:
         answer = ""
     finally:
@@ -381,6 +440,10 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
 
 def _either(finding: Finding) -> bool:
     return size_caused(finding) or features_caused(finding)
+
+
+def _shrinkable(finding: Finding) -> bool:
+    return size_caused(finding) or index_caused(finding)
 
 
 def _with_answer(G: nx.DiGraph, shapes: ShapeResult, answer: str, targets: Any) -> ShapeResult:
