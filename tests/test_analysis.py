@@ -420,7 +420,10 @@ def test_an_assert_in_forward_names_the_size_it_got() -> None:
     with pytest.raises(AssertionError, match="got 10"):
         AssertsItsSize()(torch.zeros(1, 3, 10, 10))
     r = paramcount(AssertsItsSize(), (3, 10, 10))
-    assert r.findings[0].fix == "Wrong image height! Expected 8 but got 10! (asserted by the forward of the model)"
+    assert r.findings[0].fix == (
+        "Wrong image height! Expected 8 but got 10! (asserted by the forward of the model); "
+        "an input it takes is (3, 8, 8): paramcount(model, (3, 8, 8))"
+    )
     assert paramcount(AssertsItsSize(), (3, 8, 8)).findings == ()
 
 
