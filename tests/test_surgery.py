@@ -681,6 +681,31 @@ def test_a_fold_the_model_could_not_run_is_refused_before_any_edit(
         adapt_input_channels(model, 1, layer="stem")
 
 
+@pytest.mark.slow  # a whole detector, edited and run twice in float64
+def test_a_detection_model_taking_rgb_and_depth_gets_a_mean_and_std_per_channel() -> None:
+    """Found by a probe: a torchvision detection model normalises inside (``transform.image_mean``, 3 values), so
+    a 4-channel fold was refused with the advice to adapt ``model.backbone`` alone ("what comes after it still
+    expects the old channels"), which gives back no detector.  The means and stds now follow the channels, each in
+    a ``setting`` row, and the zero_extra fold is exact on RGB with any depth channel."""
+    torch.manual_seed(0)
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, box_score_thresh=0.0
+    )
+    model = model.eval().double()
+    result = adapt_input_channels(model, 4, "zero_extra")
+    rows = {row.name: row for row in result.changes if row.status == ParamChange.SETTING}
+    assert set(rows) == {"transform.image_mean", "transform.image_std"}
+    assert result.model.transform.image_mean == [0.485, 0.456, 0.406, 0.485]
+    assert model.transform.image_mean == [0.485, 0.456, 0.406]  # the original is untouched
+    rgbd = torch.rand(4, 160, 160, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = result.model([rgbd])[0]
+        want = model([rgbd[:3]])[0]
+    assert got["boxes"].shape == want["boxes"].shape == (100, 4)
+    torch.testing.assert_close(got["boxes"], want["boxes"], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got["scores"], want["scores"], rtol=1e-10, atol=1e-12)
+
+
 class _Denoiser(nn.Module):
     """A diffusion UNet's inputs: a latent image, a float timestep (through a linear embedding), text states (read
     by linear layers) and, with ``cond``, a ControlNet's conditioning image."""

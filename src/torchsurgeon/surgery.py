@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .arguments import layer_names
+from .channelconstants import widen_channel_constants
 from .copies import model_copy
 from .errors import InputError, SurgeryError, TraceError, check_flag
 from .fold import fold_normalization
@@ -343,6 +344,8 @@ def _adapted(
 ) -> tuple[ParamReport, ...]:
     """Fold each named layer of ``model`` to ``channels``, then update the guards of the channel count."""
     changes = [change for name in names for change in adapt_layer(model, name, channels, mode)]
+    for width in dict.fromkeys(before.values()):  # a normalisation's means and stds, one per channel
+        changes += widen_channel_constants(model, width, channels)
     return _with_guards(model, changes, [(name, CHANNEL_GUARDS, before[name], channels) for name in names])
 
 
@@ -462,7 +465,10 @@ def adapt_input_channels(
         then one (``setting``) per attribute or config value that guards
         the channel count on a module holding an adapted layer
         (``config.num_channels``, ``in_chans``, ``_in_channels``), updated
-        so the edited model's own checks accept the new input.
+        so the edited model's own checks accept the new input; for a wider
+        input, the per-channel means and stds of a normalisation inside the
+        model (torchvision detection's ``transform.image_mean``) too, tiled
+        (:mod:`torchsurgeon.channelconstants`).
 
     Raises
     ------
