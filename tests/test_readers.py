@@ -142,3 +142,32 @@ def test_a_layer_reading_the_input_joined_with_features_is_named_and_the_fix_run
     assert (edited.stem.in_channels, edited.fuse.in_channels) == (1, 9)
     with torch.no_grad():
         assert edited(torch.randn(2, 1, 16, 16)).shape == (2, 2, 16, 16)
+
+
+def _detector(name: str) -> nn.Module:
+    import torchvision
+
+    from models import on_meta
+
+    sizes = {"min_size": 64, "max_size": 64}
+    return on_meta(torchvision.models.get_model, name=name, weights=None, weights_backbone=None, **sizes)
+
+
+def test_a_resnet50_detector_whose_boxes_meta_cannot_filter_is_run_on_zeros() -> None:
+    """Found by a probe: torchvision's ResNet-50 detectors (34–59 M parameters) filter boxes with ``nonzero`` and
+    ``nms``, which ``meta`` cannot run, and were over the zero-run limit, so every edit of them was refused with
+    "does not run on input (3, 64, 64) — give an input the model accepts", an input a real forward accepts."""
+    model = _detector("retinanet_resnet50_fpn").eval()
+    assert sum(p.numel() for p in model.parameters()) > 1 << 25
+    assert input_readers(model, (3, 64, 64)) == ["backbone.body.conv1"]
+
+
+def test_a_model_too_large_to_run_on_zeros_is_not_said_to_refuse_its_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchsurgeon.readers
+
+    monkeypatch.setattr(torchsurgeon.readers, "_READERS_ZERO_RUN_LIMIT", 1000)
+    model = _detector("fasterrcnn_mobilenet_v3_large_320_fpn").eval()
+    with pytest.raises(SurgeryError, match=r"FasterRCNN cannot be run to find .* its forward needs tensor values") as e:
+        input_readers(model, (3, 64, 64))
+    assert "too large to run on zeros on the CPU (> 1,000) — adapt a part of it that runs on meta" in str(e.value)
+    assert "give an input the model accepts" not in str(e.value)

@@ -29,13 +29,19 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from .arguments import ExampleInputs, InputPaths
-from .copies import _ZERO_RUN_LIMIT, _zeros_like, cannot_run_on_meta, detached_copy
+from .copies import _zeros_like, cannot_run_on_meta, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
 from .records import Finding, ParamChange, ParamReport
 from .resize import guessed_input, resized_copy
 from .shapes import meta_copy
 from .shapespec import InputSpec
+
+_READERS_ZERO_RUN_LIMIT = 1 << 28
+"""How many weights and input values a model may have to be run on zeros on the CPU when a ``meta`` copy cannot
+answer its forward (a detector's ``torch.nonzero`` and ``nms``): about 1 GiB in float32, the size of the copy
+:func:`~torchsurgeon.adapt_input_channels` makes anyway; 8 × ``copies._ZERO_RUN_LIMIT`` (an opaque layer's run
+during an analysis), which refused torchvision's ResNet-50 detectors (34–59 M)."""
 
 __all__ = (
     "default_input",
@@ -297,14 +303,22 @@ def input_readers(
     except Exception as exc:  # the model's own failure on this input
         failure: Exception = exc
     size = sum(t.numel() for t in itertools.chain(model.parameters(), model.buffers(), values.values()))
-    if cannot_run_on_meta(failure) and size <= _ZERO_RUN_LIMIT:  # Python looks at values: zeros on the CPU
+    on_values = cannot_run_on_meta(failure)
+    if on_values and size <= _READERS_ZERO_RUN_LIMIT:  # Python looks at values: zeros on the CPU
         try:
             with torch.device("cpu"):
                 zeros = {k: _zeros_like(v) for k, v in values.items()}
                 return _follow(detached_copy(model, _zeros_like).eval(), zeros, follow, example.paths, joins)
         except Exception as exc:
-            failure = exc
+            failure, on_values = exc, False
     first = (str(failure).strip().splitlines() or [type(failure).__name__])[0]
+    if on_values:  # not the input's fault: a weightless copy cannot answer the model's questions on values
+        raise SurgeryError(
+            f"{type(model).__name__} cannot be run to find the layers reading input {input!r}: its forward needs "
+            f"tensor values ({first[:160]}), which a weightless meta copy does not have, and with {size:,} weights "
+            f"and input values it is too large to run on zeros on the CPU (> {_READERS_ZERO_RUN_LIMIT:,}) — adapt a "
+            "part of it that runs on meta (its backbone), then check the whole model on real data"
+        ) from failure
     raise SurgeryError(
         f"{type(model).__name__} does not run on input {input!r} ({first}) — "
         "give an input the model accepts now, before the edit"
