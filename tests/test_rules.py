@@ -637,8 +637,35 @@ def test_linear_function_rule_matches_meta(data: st.DataObject, bias: bool) -> N
     in_f = x.shape[-1] if data.draw(st.integers(0, 5)) else x.shape[-1] + 1
     w = torch.empty(out_f, in_f, device="meta")
     b = torch.empty(out_f, device="meta") if bias else None
-    answered = _check(function_rule(F.linear), (x, w, b), {}, lambda: F.linear(x, w, b))
-    assert answered == (in_f == x.shape[-1])
+    call = Call("linear", "linear()", False)
+    out = function_rule(F.linear).shape(None, (x, w, b), {}, call)  # type: ignore[misc]
+    if in_f == x.shape[-1]:
+        assert not call.findings and _check(function_rule(F.linear), (x, w, b), {}, lambda: F.linear(x, w, b))
+        return
+    assert _run(lambda: F.linear(x, w, b))[1] is not None  # torch refuses it, the rule names what does not fit
+    assert [(f.what, f.expected, f.got) for f in call.findings] == [("in_features", in_f, x.shape[-1])]
+    resized = torch.empty(out_f, x.shape[-1], device="meta")  # and goes on as if the weight took the input
+    _same(out, F.linear(x, resized, b))
+
+
+def test_a_timm_linear_that_does_not_fit_is_named_with_its_fix() -> None:
+    """Found by probe 43 (timm options fuzzer): timm's ``Linear`` (an nn.Linear subclass torch.fx traces into, the
+    MobileNetV3/V4 classifier) given unpooled features (``global_pool=''``) was reported in torch's words ('a and b
+    must have same reduction dim'), with no fix, no parameters for this input and its MACs not counted."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("mobilenetv3_small_050", pretrained=False, global_pool="")
+    x = torch.zeros(2, 3, 64, 64)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        model(x)
+    r = paramcount(model, (3, 64, 64), batch=2)
+    (finding,) = r.findings
+    assert (finding.layer, finding.what, finding.expected) == ("classifier", "in_features", 1024)
+    assert r.crosscheck.trust == "verified" and not r.flops_uncounted  # a real forward with that layer resized
+    fix = finding.fix.rpartition("(new weights): ")[2]
+    exec(fix, {"model": model, "nn": nn, "timm": timm})  # as written
+    with torch.no_grad():
+        assert r.output_shape == tuple(model(x).shape)
+    assert r.total_for_input == sum(p.numel() for p in model.parameters())
 
 
 @SETTINGS

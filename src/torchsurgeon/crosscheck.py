@@ -438,10 +438,14 @@ def _resized(model: nn.Module, invalid: list[Any]) -> nn.Module | None:
     """A meta copy of ``model`` with every invalid layer resized to fit, or None if one cannot be."""
     copy_ = meta_copy(model)
     for rec in invalid:
-        if rec.op != "call_module" or len(rec.findings) != 1:
+        if len(rec.findings) != 1:
             return None
-        owner, _, leaf = str(rec.target).rpartition(".")
-        resized = resized_copy(copy_.get_submodule(str(rec.target)), rec.findings[0])
+        # a function is resized through the layer its finding names: the module whose forward calls it (F.linear)
+        target = str(rec.target) if rec.op == "call_module" else rec.findings[0].layer
+        if rec.op != "call_module" and (not rec.scope or target != rec.scope):
+            return None
+        owner, _, leaf = target.rpartition(".")
+        resized = resized_copy(copy_.get_submodule(target), rec.findings[0])
         if resized is None:
             return None
         setattr(copy_.get_submodule(owner) if owner else copy_, leaf, resized)

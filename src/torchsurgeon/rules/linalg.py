@@ -84,6 +84,41 @@ def _linear_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return new((*x.shape[:-1], *out), x.dtype)
 
 
+def _linear_fn_rule(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
+    """``F.linear``: its output; an input whose features are not the weight's is a mismatch, and propagation goes on
+    as if the weight were resized.
+
+    The mismatch names the ``nn.Linear`` whose ``forward`` calls ``F.linear`` on its own weight (timm's ``Linear``,
+    which torch.fx traces into), with that layer's fix, as an ``nn.Linear`` module's rule would.
+    """
+    out = _linear_fn(args, kwargs)
+    b = bind(args, kwargs, (("input", REQUIRED), ("weight", REQUIRED), ("bias", None)))
+    if out is not FALLBACK or b is None or not same_float(b[0], b[1]) or b[0].dim() == 0 or b[1].dim() != 2:
+        return out
+    x, w, bias = b
+    expected, got = int(w.shape[1]), int(x.shape[-1])
+    if got == expected or (bias is not None and (not same_float(x, bias) or tuple(bias.shape) != (w.shape[0],))):
+        return FALLBACK
+    owner = call.scope_module
+    if isinstance(owner, nn.Linear) and tuple(owner.weight.shape) == tuple(w.shape):
+        layer, kind = call.scope or call.layer, type(owner).__name__
+        named = Call(
+            layer,
+            kind,
+            call.from_input,
+            pooled=call.pooled,
+            fold_input=call.fold_input,
+            fold_alone=call.fold_alone,
+            whole_model=not call.scope,
+        )
+        call.mismatch(
+            "in_features", expected, got, fit_fix(named, owner, "in_features", expected, got), layer=layer, type=kind
+        )
+    else:
+        call.mismatch("in_features", expected, got, f"what comes before it gives {got}: make that give {expected}")
+    return new((*x.shape[:-1], w.shape[0]), x.dtype)
+
+
 def _embedding_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     spec: Spec = (
         ("input", REQUIRED),
@@ -481,7 +516,7 @@ builtin(torch.matmul, "matmul", shape=fn(_matmul), macs=_MATMUL, kind=FlopKind.M
 builtin(torch.bmm, "bmm", shape=fn(_bmm), macs=_MATMUL, kind=FlopKind.MATMUL)
 builtin(torch.mm, "mm", macs=_MATMUL, kind=FlopKind.MATMUL)
 builtin(torch.outer, "outer", torch.ger, "ger", shape=fn(_outer))
-builtin(F.linear, shape=fn(_linear_fn), macs=fn_count(_linear_fn_macs), kind=FlopKind.LINEAR)
+builtin(F.linear, shape=_linear_fn_rule, macs=fn_count(_linear_fn_macs), kind=FlopKind.LINEAR)
 builtin(F.embedding, shape=fn(_embedding_fn))
 _GROUPED = [f for f in (getattr(torch, "_grouped_mm", None), getattr(F, "grouped_mm", None)) if f is not None]
 if _GROUPED:  # torch >= 2.8
