@@ -25,7 +25,15 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from models import CifarNet, TiedLM, WithGate
-from torchsurgeon import InputError, LayerStatus, ShapeError, TorchSurgeonError, adapt_input_channels, paramcount
+from torchsurgeon import (
+    InputError,
+    LayerStatus,
+    ShapeError,
+    TorchSurgeonError,
+    adapt_input_channels,
+    memory_plan,
+    paramcount,
+)
 
 
 def _unique(model: nn.Module) -> int:
@@ -151,6 +159,28 @@ def test_torch_compile_wrapper_is_unwrapped() -> None:
     plain, wrapped, nested = (paramcount(m, (1, 32, 32)) for m in (net, compiled, twice))
     assert plain.to_dict() == wrapped.to_dict() == nested.to_dict()
     assert wrapped.model_name == "CifarNet" and [layer.name for layer in wrapped.invalid] == ["conv1"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_a_scripted_model_is_refused_naming_the_python_model() -> None:
+    """Found by probe 43 (timm options fuzzer): ``torch.jit.script(timm.create_model(..., scriptable=True))`` raised
+    a raw AttributeError ('_CachedForward' object has no attribute '__getattr__') in paramcount and memory_plan; a
+    scripted block inside a model is analysed as one opaque layer, as before."""
+    timm = pytest.importorskip("timm")
+    scripted = torch.jit.script(timm.create_model("test_resnet", pretrained=False, scriptable=True).eval())
+    assert scripted(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)  # it runs: only its Python forward is gone
+    calls: list[Callable[[], Any]] = [
+        lambda: paramcount(scripted, (3, 64, 64)),
+        lambda: memory_plan(scripted, (3, 64, 64)),
+        lambda: adapt_input_channels(scripted, 1, input=(3, 64, 64)),
+    ]
+    for call in calls:
+        with pytest.raises(InputError, match=r"torch.jit RecursiveScriptModule .* pass the model it was made from"):
+            call()
+    block = nn.Sequential(torch.jit.script(nn.Conv2d(3, 4, 3)), nn.Flatten(), nn.LazyLinear(2))
+    block(torch.zeros(1, 3, 8, 8))
+    r = paramcount(block, (3, 8, 8))
+    assert r.output_shape == (1, 2) and r.total == _unique(block) and list(r.opaque) == ["0"]
 
 
 def test_data_parallel_wrapper_is_unwrapped_and_its_model_edited() -> None:

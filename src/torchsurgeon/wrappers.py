@@ -7,6 +7,7 @@ import inspect
 import itertools
 from typing import Any
 
+import torch
 from torch import nn
 
 from .errors import InputError
@@ -61,7 +62,7 @@ def unwrap_model(model: object) -> nn.Module:
     Raises
     ------
     InputError
-        If ``model`` is not an ``nn.Module``.
+        If ``model`` is not an ``nn.Module``, or is a ``torch.jit`` module (no Python ``forward`` to trace).
 
     Examples
     --------
@@ -81,6 +82,12 @@ def unwrap_model(model: object) -> nn.Module:
         else:
             hint = "pass the model object itself, e.g. paramcount(torchvision.models.resnet50(), (3, 224, 224))"
         raise InputError(f"expected a torch.nn.Module, got {type(model).__name__} ({model!r:.60}) — {hint}")
+    if isinstance(model, torch.jit.ScriptModule):  # a scripted block inside a model is analysed as one opaque layer
+        raise InputError(
+            f"expected a Python torch.nn.Module, got the torch.jit {type(model).__name__} torch.jit.script or "
+            "torch.jit.trace made: its forward is compiled TorchScript, which torch.fx cannot trace — pass the model "
+            "it was made from (analyse it first, then script it)"
+        )
     return model
 
 
