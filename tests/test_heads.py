@@ -716,3 +716,45 @@ def test_an_input_forward_never_reads_is_refused_as_paramcount_refuses_it() -> N
     with pytest.raises(InputError, match=message):
         adapt_input_channels(_TakesKwargs(), 1, input=spec)
     assert replace_head(_TakesKwargs(), 7, input={"x": (3, 8, 8)}).model(torch.randn(2, 3, 8, 8)).shape == (2, 7)
+
+
+def test_replace_head_fills_the_place_of_a_removed_classifier() -> None:
+    """A feature extractor made by ``model.classifier[3] = nn.Identity()`` (timm's ``num_classes=0``): the new head
+    goes where the classifier was, not on classifier.0, whose 1024 pretrained features it would throw away."""
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v3_small().eval()
+    model.classifier[3] = nn.Identity()
+    result = replace_head(model, 5)
+    edited = result.model
+    assert torch.equal(edited.classifier[0].weight, model.classifier[0].weight)
+    head = edited.classifier[3]
+    assert isinstance(head, nn.Linear) and (head.in_features, head.out_features) == (1024, 5)
+    assert not head.training
+    with torch.no_grad():
+        assert edited(torch.randn(2, 3, 64, 64)).shape == (2, 5)
+    assert [(c.name, c.status) for c in result.changes] == [
+        ("classifier.3.weight", ParamChange.NEW),
+        ("classifier.3.bias", ParamChange.NEW),
+    ]
+    assert head_layers(model, (3, 64, 64)) == ["classifier.3"]
+    rep = check_surgery(model, edited, (3, 64, 64))
+    assert {p.name: p.status for p in rep.params if p.status != ParamChange.KEPT} == {
+        "classifier.3.weight": ParamChange.NEW,
+        "classifier.3.bias": ParamChange.NEW,
+    }
+
+
+def test_replace_head_in_a_removed_classifier_refuses_what_it_cannot_fill() -> None:
+    resnet = torchvision.models.resnet18()
+    resnet.fc = nn.Identity()
+    assert replace_head(resnet, 10).model.fc.in_features == 512  # was: "layer4.1.bn2 ... replace it by hand"
+    with pytest.raises(InputError, match=r"fc \(Identity\) stands where the classifier was removed .* no old classes"):
+        replace_head(resnet, 10, keep={0: 1})
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Identity())
+    with pytest.raises(SurgeryError, match=r"given shape \(1, 8, 6, 6\), not \(batch, features\)") as info:
+        replace_head(model, 5, input=(3, 8, 8))
+    fix = str(info.value).split("e.g. ")[-1]
+    assert fix == "model.set_submodule('2', nn.Conv2d(8, 5, kernel_size=1))"
+    exec(fix, {"model": model, "nn": nn})  # the fix runs as written
+    assert model(torch.randn(1, 3, 8, 8)).shape == (1, 5, 6, 6)
+    assert replace_head(nn.Sequential(nn.Linear(8, 4), nn.Identity()), 2).model[0].out_features == 2  # a layer, then

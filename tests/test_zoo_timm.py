@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from models import on_meta, tensor_shapes
-from torchsurgeon import ModelReport, TraceError, adapt_input_channels, analyse_graph, build_graph
+from torchsurgeon import ModelReport, TraceError, adapt_input_channels, analyse_graph, build_graph, replace_head
 from torchsurgeon.trace import trace
 
 pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
@@ -173,3 +173,17 @@ def test_a_hooked_feature_extractor_is_adapted_without_an_input() -> None:
     assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in want]
     for g, w in zip(got, want):
         assert (g - w).abs().max().item() <= 1e-10 * (w.abs().max().item() or 1.0)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_050", "resnet18", "convnext_atto"])
+def test_a_head_put_back_into_a_num_classes_0_model_loads_into_timms(name: str) -> None:
+    """timm.create_model(name, num_classes=0) (a feature extractor) given a head with replace_head: the head goes
+    where timm's num_classes=N model has it, keeping the features (mobilenetv3's conv_head was replaced)."""
+    model = timm.create_model(name, pretrained=False, num_classes=0).eval()
+    edited = replace_head(model, 7, input=(3, 64, 64)).model
+    reference = timm.create_model(name, pretrained=False, num_classes=7)
+    reference.load_state_dict(edited.state_dict(), strict=True)
+    assert sum(p.numel() for p in edited.parameters()) == sum(p.numel() for p in reference.parameters())
+    with torch.no_grad():
+        assert edited(torch.randn(2, 3, 64, 64)).shape == (2, 7)
+    assert edited.num_classes == 7

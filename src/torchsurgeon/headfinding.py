@@ -181,6 +181,9 @@ def heads_and_others(
     model = unwrap_model(model)
     G = head_graph(model, input)
     outputs = _output_nodes(G)
+    removed = _removed_classifier(model, G, outputs[0]) if outputs else None
+    if removed is not None:  # timm's num_classes=0, model.fc = nn.Identity(): the new head goes there
+        return [removed], {}
     owners = _owners(G, outputs[0], through_any=True) if outputs else []
     if not owners:
         raise SurgeryError(
@@ -210,6 +213,35 @@ def heads_and_others(
             if not any(f"{name}.{p}" in used for p, _ in module.named_parameters()):
                 heads[name] = module_record(name, module)
     return list(heads.items()), others
+
+
+def _removed_classifier(model: nn.Module, G: nx.DiGraph, output: str) -> tuple[str, NodeRecord] | None:
+    """The ``nn.Identity`` standing where a classifier was removed (timm's ``num_classes=0``, torchvision's
+    ``model.fc = nn.Identity()``), with its node: the one closest to the output ``output`` among the nodes it is
+    handed on through (dropout, flatten, views); None when a Linear or convolution layer gives that output through
+    such nodes (the head is that layer), or no ``nn.Identity`` is met before other ops.
+
+    The layer with weights before it makes features (through an activation and a pooling), not class scores: a
+    new head replacing it would throw its pretrained weights away; the new head goes in the empty place instead.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Identity())
+    >>> G = head_graph(model, (3, 8, 8))
+    >>> _removed_classifier(model, G, _output_nodes(G)[0])[0]
+    '4'
+    """
+    if any(name and is_layer(model.get_submodule(name)) for name, _ in _owners(G, output, through_any=False)):
+        return None
+    node = fx_node(G, output)
+    while True:
+        if node.op == "call_module" and isinstance(index_of(G).modules.get(str(node.target)), nn.Identity):
+            return str(node.target), node_record(G, node.name)
+        inputs = node.all_input_nodes
+        if not _passes_on(G, node) or len(inputs) != 1 or inputs[0].op == "placeholder":
+            return None
+        node = inputs[0]
 
 
 _PRODUCTS = frozenset({"matmul", "mm", "bmm", "einsum", "tensordot", "inner", "dot", "cosine_similarity"})

@@ -43,6 +43,7 @@ from .headfinding import (
 )
 from .initialisers import default_init, named_init
 from .layerfold import set_submodule
+from .readers import guessed_input
 from .records import ParamChange, ParamReport
 from .resize import guard_holders
 from .shapespec import InputSpec
@@ -123,7 +124,9 @@ def replace_head(
     """Replace the classifier with a fresh one for ``num_classes`` classes.
 
     The classifier is the last layer with weights before the output (found
-    from the traced graph); its ``in_features`` are kept.  A model with
+    from the traced graph); its ``in_features`` are kept.  Where a classifier
+    was removed (an ``nn.Identity`` in its place: timm's ``num_classes=0``),
+    a new ``nn.Linear`` goes there, as wide as the features it is given.  A model with
     several heads (a distilled DeiT's ``head`` and ``head_dist``,
     GoogLeNet's auxiliary classifiers: :func:`head_layers`) has each
     replaced.  ``keep`` carries the pretrained rows of classes the new task
@@ -183,6 +186,8 @@ def replace_head(
         heads = _chosen_head(edited, layer_names(layer, several=False)[0], num_classes, keep)
     else:
         heads = _one_task(edited, input, num_classes)
+    if name_of_removed := next((n for n, _ in heads if n and isinstance(edited.get_submodule(n), nn.Identity)), ""):
+        return _fill_removed(edited, name_of_removed, num_classes, keep, input)
     for name, rec in heads:
         module = edited.get_submodule(name) if name else edited
         around = [(name, module, False), *(guard_holders(edited, name) if name else ())]  # a LoRA layer on the head
@@ -239,6 +244,60 @@ def replace_head(
     shapes = _shape_guards(edited, [n for n, _ in heads], input, old_classes + extra, num_classes + extra)
     result = SurgeryResult(edited, (*guarded, *shapes, *_labels_after(edited, heads[0][0], names, num_classes)))
     _check_it_runs(edited, heads[0][0], checked_on, (old_classes + extra, num_classes + extra), "replaced")
+    return result
+
+
+def _fill_removed(
+    model: nn.Module, name: str, num_classes: int, keep: Mapping[int, int] | None, input: InputSpec | None
+) -> SurgeryResult:
+    """A new Linear for ``num_classes`` classes put in the place of ``name``, the ``nn.Identity`` left where a
+    classifier was removed (:func:`~torchsurgeon.headfinding.heads_and_others`), as wide as the features it is
+    given: what ``timm.create_model(..., num_classes=N)`` and ``model.reset_classifier(N)`` build there."""
+    if keep:
+        raise InputError(
+            f"keep={dict(keep)!r}: {name} (Identity) stands where the classifier was removed — there are no old "
+            f"classes to keep: replace_head(model, {num_classes})"
+        )
+    checked_on = running_input(model, input)
+    shapes = [] if checked_on[0] is None else paramcount(model, checked_on[0], crosscheck="never").layers
+    given = next((r.input_shape for r in shapes if r.op == "call_module" and r.path[-1:] == (name,)), None)
+    if given is None:
+        guess = guessed_input(model)
+        channels = guess[0] if guess else "C"
+        raise SurgeryError(
+            f"{name} (Identity) stands where the classifier was removed, and the features it is given are unknown: "
+            f"the model runs on no input torchsurgeon can guess — pass one it accepts, batch excluded: "
+            f"replace_head(model, {num_classes}, input=({channels}, H, W)) at the size it is built for"
+        )
+    if len(given) != 2:
+        layer = (
+            f"nn.Conv{len(given) - 2}d({given[1]}, {num_classes}, kernel_size=1)"
+            if len(given) in (4, 5)
+            else f"nn.Linear({given[-1]}, {num_classes})"
+        )
+        raise SurgeryError(
+            f"{name} (Identity) stands where the classifier was removed, and it is given shape {given}, not (batch, "
+            f"features) — put the layer it needs there by hand, e.g. model.set_submodule({name!r}, {layer})"
+        )
+    like = next(model.parameters(), None)
+    holder = model.get_submodule(name.rpartition(".")[0])  # its mode: an Identity put in after eval() is training
+    new = nn.Linear(given[1], num_classes).train(holder.training)
+    if like is not None:
+        new = new.to(device=like.device, dtype=like.dtype)
+    set_submodule(model, name, new)
+    changes = [
+        ParamReport(
+            f"{name}.{pname}",
+            ParamChange.NEW,
+            None,
+            tuple(p.shape),
+            default_init(new, pname),
+            f"new head in place of {name} (Identity): {given[1]} features → {num_classes} classes",
+        )
+        for pname, p in new.named_parameters()
+    ]
+    result = SurgeryResult(model, _with_guards(model, changes, [(name, _CLASS_GUARDS, 0, num_classes)]))
+    _check_it_runs(model, name, checked_on, (given[1], num_classes), "replaced")
     return result
 
 
