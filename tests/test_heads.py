@@ -758,3 +758,16 @@ def test_replace_head_in_a_removed_classifier_refuses_what_it_cannot_fill() -> N
     exec(fix, {"model": model, "nn": nn})  # the fix runs as written
     assert model(torch.randn(1, 3, 8, 8)).shape == (1, 5, 6, 6)
     assert replace_head(nn.Sequential(nn.Linear(8, 4), nn.Identity()), 2).model[0].out_features == 2  # a layer, then
+
+
+def test_append_head_after_a_convolution_head_says_where_its_classes_are() -> None:
+    """A Linear appended after a 1×1 convolution head (timm's ResNetV2, DPN) reads the last dim, a 1 of
+    (1, 4, 1, 1): the Linear's own fix, nn.Linear(1, 2), ran and gave 8 outputs, not 2 classes."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 4, 1), nn.Flatten()).eval()
+    with pytest.raises(SurgeryError, match=r"2 \(Conv2d\) gives its 4 classes in dim 1") as info:
+        append_head(model, nn.ReLU(), nn.Linear(4, 2), input=(3, 8, 8))
+    message = str(info.value)
+    assert "set_submodule" not in message and "nn.Conv2d(4, 2, kernel_size=1) for nn.Linear(4, 2)" in message
+    x = torch.randn(1, 3, 8, 8)
+    for fixed in ((nn.ReLU(), nn.Conv2d(4, 2, kernel_size=1)), (nn.Flatten(), nn.ReLU(), nn.Linear(4, 2))):
+        assert append_head(model, *fixed, input=(3, 8, 8)).model(x).shape == (1, 2)  # the fixes it names run

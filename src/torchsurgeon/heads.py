@@ -319,6 +319,12 @@ def _check_it_runs(
     if not invalid:
         return
     bad = invalid[0]
+    conv = _conv_head_read_as_features(model, head, bad, classes[0]) if did == "extended" else ""
+    if conv:
+        raise SurgeryError(
+            f"{type(model).__name__}: with {head} {did}, the model no longer runs on input {input}: {conv}"
+            f"{after_the_model(output, classes[0], classes[1], '<the modules you appended>')}"
+        )
     if bad.type.strip("_()").rstrip("_") in _JOINS:
         fix = (
             f"{bad.name} joins the head's output with another branch still {classes[0]} wide (a residual around the "
@@ -333,6 +339,30 @@ def _check_it_runs(
     raise SurgeryError(
         f"{type(model).__name__}: with {head} {did}, the model no longer runs on input {input}: {bad.message} — "
         f"{fix}{after_the_model(output, classes[0], classes[1], layers)}"
+    )
+
+
+def _conv_head_read_as_features(model: nn.Module, head: str, bad: Any, width: int) -> str:
+    """Why a Linear appended after a convolution head (``head`` now ``Sequential(conv, *appended)``) does not fit, and
+    the layers that do: the conv gives its ``width`` classes in dim 1, the Linear reads the last dim (a 1 of
+    ``(1, 1000, 1, 1)``: the Linear's own fix, ``nn.Linear(1, 5)``, would run and give 5000 outputs); else ``""``."""
+    conv = model.get_submodule(f"{head}.0")
+    inside = bool(bad.path) and bad.path[-1].startswith(f"{head}.")
+    shape = bad.input_shape
+    if not (inside and bad.type == "Linear" and is_layer(conv) and not isinstance(conv, nn.Linear)):
+        return ""
+    if shape is None or len(shape) < 3 or shape[1] != width:
+        return ""
+    out = getattr(model.get_submodule(bad.path[-1]), "out_features", "...")
+    flat = (
+        "; or flatten them first: append_head(model, nn.Flatten(), <the modules you appended>)"
+        if all(d == 1 for d in shape[2:])
+        else ""
+    )
+    return (
+        f"{bad.name} (Linear) reads the last dim of {shape}, but {head} ({type(conv).__name__}) gives its {width} "
+        f"classes in dim 1 — append 1×1 convolutions instead of Linear layers, e.g. "
+        f"nn.Conv{len(shape) - 2}d({width}, {out}, kernel_size=1) for nn.Linear({width}, {out}){flat}"
     )
 
 
