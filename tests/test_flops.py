@@ -451,3 +451,41 @@ def test_packed_sequences_count_the_tokens_they_hold() -> None:
     assert found is not None and found[0].macs is not None
     # 7 × 3 × 8 × (4 + 8) = 2,016: the formula the registry applies to a GRU's call
     assert found[0].macs(gru, (packed,), {}, gru(packed)) == 2_016
+
+
+class _Upsampler(nn.Module):
+    """Calls ``F.conv_transposeNd`` on its own weight (LowFormer's ConvAttention upsamples so)."""
+
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+        self.weight = nn.Parameter(torch.randn(8, 4, *(3,) * dims))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        transposed = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[self.dims - 1]
+        return transposed(x, self.weight, None, 2, 1)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("leaf", [False, True])
+def test_functional_transposed_convolutions_are_counted(dims: int, leaf: bool) -> None:
+    """A call_function node, and a leaf layer counted by the calls it makes: both counted 0, listed nowhere."""
+    model = nn.Sequential(nn.Conv1d(3, 8, 1) if dims == 1 else (nn.Conv2d if dims == 2 else nn.Conv3d)(3, 8, 1))
+    model.append(_Upsampler(dims))
+    shape = (3, *(5,) * dims)
+    want = sum(_flop_counter(model, torch.randn(2, *shape)).values())
+    report = paramcount(model, shape, batch=2, leaf_modules=[_Upsampler] if leaf else ())
+    assert 2 * report.macs == want and report.flops_uncounted == ()
+
+
+def test_products_without_a_formula_are_uncounted_not_zero() -> None:
+    class Scorer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(5, 6, 6))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.inner(F.bilinear(x, x, self.w), x[:, :5])
+
+    report = paramcount(Scorer(), (6,), batch=2)
+    assert report.output_shape == (2, 2) and len(report.flops_uncounted) == 2

@@ -492,6 +492,27 @@ def _conv_fn_macs(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ou
     return numel(out.shape) * int(w[1]) * numel(w[2:])
 
 
+_CONV_TRANSPOSE_SPEC: Spec = (
+    ("input", REQUIRED),
+    ("weight", REQUIRED),
+    ("bias", None),
+    ("stride", 1),
+    ("padding", 0),
+    ("output_padding", 0),
+    ("groups", 1),
+    ("dilation", 1),
+)
+
+
+def _conv_transpose_fn_macs(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    """``F.conv_transposeNd(input, weight, ...)``: each input element times ``weight[c]``, ``(out / groups, *kernel)``
+    (as ``nn.ConvTranspose2d``'s formula and ``FlopCounterMode`` count it)."""
+    bound = bind(args, kwargs, _CONV_TRANSPOSE_SPEC)
+    if bound is None or not isinstance(bound[0], torch.Tensor) or not isinstance(bound[1], torch.Tensor):
+        return 0
+    return int(bound[0].numel()) * numel(bound[1].shape[1:])
+
+
 def _norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
     """F.layer_norm / F.group_norm: 5 per element with a weight, 4 without."""
     spec: Spec = (("input", REQUIRED), ("shape_or_groups", REQUIRED), ("weight", None))
@@ -539,6 +560,8 @@ builtin(
 builtin(nn.Embedding, shape=one_tensor(_embedding_rule), fits=True)
 for _fn in (F.conv1d, F.conv2d, F.conv3d):
     builtin(_fn, shape=_functional_conv(_fn), macs=_conv_fn_macs, kind=FlopKind.CONV)
+# shapes by meta execution; counted, not zero: a layer calling them (LowFormer's ConvAttention) hid their MACs
+builtin(F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, macs=_conv_transpose_fn_macs, kind=FlopKind.CONV)
 builtin(F.layer_norm, shape=fn(_layer_norm_fn), flops=_norm_fn_flops, kind=FlopKind.NORM)
 builtin(F.group_norm, shape=fn(_group_norm_fn), flops=_norm_fn_flops, kind=FlopKind.NORM)
 builtin(F.batch_norm, shape=fn(_batch_norm_fn), flops=_batch_norm_fn_flops, kind=FlopKind.NORM)

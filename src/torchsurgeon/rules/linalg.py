@@ -526,3 +526,6 @@ builtin(nn.MultiheadAttention, shape=_mha_module, macs=_mha_macs, kind=FlopKind.
 builtin(nn.TransformerEncoderLayer, shape=_encoder_layer, uncounted=True)  # counted by the calls it makes
 builtin(torch.einsum, shape=fn(_einsum), macs=fn_count(_einsum_macs), kind=FlopKind.MATMUL)
 builtin(torch.tensordot, torch.mv, uncounted=True)
+# products without a formula here: unknown, never zero (a torch function "does what its name says")
+builtin(F.bilinear, torch.addmv, torch.inner, torch.dot, torch.vdot, torch.chain_matmul, uncounted=True)
+builtin(torch.linalg.multi_dot, "addmv", "inner", "dot", "vdot", uncounted=True)
