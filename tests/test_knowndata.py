@@ -333,6 +333,30 @@ def test_bart_sequence_classification_with_its_token_ids() -> None:
     assert r.total == sum(p.numel() for p in model.parameters()) and not r.invalid
 
 
+def test_bart_sequence_classification_given_as_shapes_names_its_token_ids_as_the_fix() -> None:
+    """BART moves its <eos> mask to ``hidden_states.device`` (a device, no data): the mask is still the token ids'
+    alone, so the error names them and its fix runs; before, it said no input could help ("analyse its parts")."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BartConfig(
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=16,
+        decoder_ffn_dim=16,
+        vocab_size=40,
+        num_labels=4,
+    )
+    model = transformers.BartForSequenceClassification(config).eval()
+    with pytest.raises(TraceError, match=r"the values of 'input_ids' decide what the forward does here") as caught:
+        paramcount(model, {"input_ids": (6,)})
+    assert "paramcount(model, {'input_ids': input_ids}) with input_ids your (1, 6) int64 tensor" in str(caught.value)
+    input_ids = torch.tensor([[7, 8, 9, 10, 11, config.eos_token_id]])  # the fix as written, with a user's ids
+    r = paramcount(model, {"input_ids": input_ids})
+    assert r.output_shape["logits"] == tuple(model(input_ids=input_ids).logits.shape) == (1, 4)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.fx
+import torch.utils._pytree as pytree
 from torch import nn
 
 from .copies import SHAPE_EDITS, container_edit, edits_in_place, meta_like, thawed
@@ -61,6 +62,13 @@ DATA_INPUTS = "torchsurgeon_data_inputs"
 """The attribute giving, on the error of a Python branch on tensor values or of an op meta cannot run without
 them (``unique_consecutive``), the model inputs given as shapes (``{"input_ids": (shape, dtype, decides)}``),
 ``decides`` for those whose data it depends on."""
+
+
+def _no_data(node: torch.fx.Node, values: Mapping[torch.fx.Node, Any]) -> bool:
+    """Whether ``node``'s value is known and holds no tensor (a device, a dtype, a size): known whatever the data of
+    the tensors it was read from (``eos.to(hidden_states.device)`` needs no data of ``hidden_states``)."""
+    return node in values and not pytree.tree_any(lambda v: isinstance(v, torch.Tensor), values[node])
+
 
 FAILED_NODE = "torchsurgeon_failed_node"
 """The attribute naming, on an error raised while :class:`MetaValues` answered a question, the layer and node whose
@@ -148,7 +156,7 @@ class MetaValues:
                 continue
             seen.add(current)
             value = self._values.get(current)
-            if current.op != "placeholder" and self.known_data(current, value):
+            if current.op != "placeholder" and (self.known_data(current, value) or _no_data(current, self._values)):
                 continue  # known already: what made it does not matter
             if current.op == "call_module" or (current.op == "get_attr" and isinstance(value, torch.Tensor)):
                 computable = False  # a leaf's output, a weight on meta: unknown whatever the inputs hold
