@@ -232,6 +232,41 @@ def test_label_names_and_a_contradicted_problem_type_follow_the_new_head(transfo
     assert out.logits.shape == (2, 7) and out.loss.ndim == 0  # cross-entropy, not a broadcast regression
 
 
+@pytest.mark.parametrize("model_type", ["vit", "convnext"])
+def test_an_empty_classifier_gets_the_head_the_model_built_for_the_classes_has(
+    transformers_bert: object, model_type: str
+) -> None:
+    """A classifier built with num_labels=0 (nn.Identity where the classifier goes, a feature extractor) was told
+    "layernorm (LayerNorm) is the head but not a Linear or Conv layer — replace it by hand"; now the slot gets the
+    Linear of the same class built with num_labels=5: same size, its state_dict loads strictly, its loss runs."""
+    transformers = transformers_bert
+    sizes = {"vit": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16,
+                     "image_size": 32, "patch_size": 8},
+             "convnext": {"hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2}}[model_type]  # fmt: skip
+    build = transformers.AutoModelForImageClassification.from_config  # type: ignore[attr-defined]
+    config = transformers.AutoConfig.for_model  # type: ignore[attr-defined]
+    headless = build(config(model_type, **sizes, num_labels=0)).eval()
+    built = build(config(model_type, **sizes, num_labels=5)).eval()
+    result = replace_head(headless, 5)
+    assert sum(p.numel() for p in result.model.parameters()) == sum(p.numel() for p in built.parameters())
+    built.load_state_dict(result.model.state_dict(), strict=True)
+    assert result.model.config.num_labels == 5 and headless.config.num_labels == 0
+    assert isinstance(headless.classifier, nn.Identity)  # the original is untouched
+    out = result.model(pixel_values=torch.randn(2, 3, 32, 32), labels=torch.tensor([0, 4]))
+    assert out.logits.shape == built(pixel_values=torch.randn(2, 3, 32, 32)).logits.shape == (2, 5)
+    assert out.loss.ndim == 0
+    assert {c.name: c.status for c in result.changes}["classifier.weight"] == ParamChange.NEW
+
+
+def test_a_torchvision_model_with_its_fc_emptied_gets_a_new_one() -> None:
+    model = torchvision.models.resnet18()
+    model.fc = nn.Identity()
+    result = replace_head(model, 7)
+    built = torchvision.models.resnet18(num_classes=7)
+    built.load_state_dict(result.model.state_dict(), strict=True)
+    assert result.model(torch.zeros(1, 3, 64, 64)).shape == (1, 7) and isinstance(model.fc, nn.Identity)
+
+
 class _NeedsAnInput(nn.Module):
     """OpenAI-GPT's way: Python on the input's size, which a trace without an input cannot answer."""
 
