@@ -258,6 +258,24 @@ def test_an_empty_classifier_gets_the_head_the_model_built_for_the_classes_has(
     assert {c.name: c.status for c in result.changes}["classifier.weight"] == ParamChange.NEW
 
 
+@pytest.mark.parametrize("num_labels", [2, 32])
+def test_hidden_states_made_by_a_linear_are_no_other_head(transformers_bert: object, num_labels: int) -> None:
+    """Swin built with output_hidden_states=True returns its patch merging's Linear output as a hidden state: it was
+    taken for another task's head (refused with 2 labels; with 32, as wide as it, replaced too, breaking the
+    model).  Only the classifier is replaced now, as in the model built for 5 labels."""
+    transformers = transformers_bert
+    sizes = {"embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2], "image_size": 32, "patch_size": 4}
+    config = transformers.SwinConfig  # type: ignore[attr-defined]
+    build = transformers.SwinForImageClassification  # type: ignore[attr-defined]
+    model = build(config(**sizes, window_size=4, num_labels=num_labels, output_hidden_states=True)).eval()
+    built = build(config(**sizes, window_size=4, num_labels=5, output_hidden_states=True)).eval()
+    result = replace_head(model, 5)
+    assert {c.name.rpartition(".")[0] for c in result.changes if c.status != ParamChange.SETTING} == {"classifier"}
+    built.load_state_dict(result.model.state_dict(), strict=True)
+    out = result.model(pixel_values=torch.randn(1, 3, 32, 32))
+    assert out.logits.shape == (1, 5) and len(out.hidden_states) == len(built(torch.randn(1, 3, 32, 32)).hidden_states)
+
+
 def test_a_torchvision_model_with_its_fc_emptied_gets_a_new_one() -> None:
     model = torchvision.models.resnet18()
     model.fc = nn.Identity()

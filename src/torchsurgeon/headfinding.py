@@ -12,6 +12,7 @@ embedding a two-tower model compares, hidden states).  :func:`not_a_layer` and
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import networkx as nx
@@ -200,6 +201,8 @@ def heads_and_others(
     others: dict[str, int | None] = {}
     for i, (graph, node) in enumerate([(G, n) for n in outputs[1:]] + _outputs_in_training(model, input)):
         for name, rec in _owners(graph, node, through_any=False):  # an output a layer gives as it is
+            if _feeds(graph, rec.name, heads):  # a hidden state (output_hidden_states=True): the heads read it
+                continue
             layer = model.get_submodule(name) if name else model
             if name not in heads and is_layer(layer) and width_of(layer) == width:
                 heads[name] = rec
@@ -361,6 +364,13 @@ def module_record(name: str, module: nn.Module) -> NodeRecord:
     'Linear'
     """
     return NodeRecord(name, "call_module", name, name, type(module).__name__)
+
+
+def _feeds(G: nx.DiGraph, node: str, heads: Mapping[str, NodeRecord]) -> bool:
+    """Whether the value of ``node`` reaches one of ``heads`` (by their parameters): a layer before the classifier,
+    whose output the model also returns (a hidden state), is no head of another task."""
+    params = {f"{name}.{p}" for name in heads for p, _ in index_of(G).modules[name].named_parameters()}
+    return any(params.intersection(node_record(G, n).param_names) for n in nx.descendants(G, node))
 
 
 def _outputs_in_training(model: nn.Module, input: InputSpec | None) -> list[tuple[nx.DiGraph, str]]:
