@@ -1579,3 +1579,24 @@ def test_an_integer_input_is_reported_once_at_the_first_layer_that_reads_it() ->
     assert [layer.name for layer in r.invalid] == ["0"]
     assert "give the model a float32 input, x.to(torch.float32)" in r.invalid[0].message
     assert r.output_shape == tuple(model(x.to(torch.float32)).shape)  # the fix named runs
+
+
+def test_a_convolution_without_filters_is_invalid_as_a_real_forward_says() -> None:
+    """Found by fuzzer probe 45: smp's scSE attention squeezes its channels by 16 (``channels // 16``), so a Unet
+    whose last decoder widths are 8 holds ``Conv2d(8, 0, 1)``; a real forward raises (meta runs it), and the report
+    was trusted with no invalid layer."""
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    model = smp.Unet(
+        "resnet18", encoder_weights=None, decoder_channels=(32, 16, 16, 8, 8), decoder_attention_type="scse", classes=2
+    )
+    with pytest.raises(RuntimeError, match="expected weight to be at least 1 at dimension 0"):
+        model(torch.zeros(2, 3, 64, 64))
+    squeezes = {name for name, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels == 0}
+    report = paramcount(model, (3, 64, 64), batch=2)
+    used = squeezes & {layer.name for layer in report.layers}  # the last block has no skip: its attention1 is unused
+    assert {layer.name for layer in report.invalid} == used != set()
+    assert all("out_channels >= 1, got 0" in layer.message for layer in report.invalid)
+    # without a bias too, at any size
+    with pytest.raises(RuntimeError, match="expected weight to be at least 1 at dimension 0"):
+        nn.Conv1d(4, 0, 1, bias=False)(torch.zeros(2, 4, 5))
+    assert [layer.name for layer in paramcount(nn.Sequential(nn.Conv1d(4, 0, 1, bias=False)), (4, 5)).invalid] == ["0"]

@@ -136,6 +136,8 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
         if call.from_input and call.batch_added and batched and shape[-1] == m.in_channels:  # (H, W, C) given?
             fix += f"; if the input is channels-last, give its shape as {(m.in_channels, c, *shape[2:-1])}"
         call.mismatch("in_channels", m.in_channels, c, fix)
+    if not transposed or c == m.in_channels:  # a transposed one given other channels is resized to them
+        _some_filters(m, call, transposed)
     # padding_mode other than zeros: F.pad by the list the layer keeps (not its padding, which may be edited after)
     padded = not transposed and m.padding_mode != "zeros"
     pads = list(getattr(m, "_reversed_padding_repeated_twice", [])) if padded else []
@@ -183,6 +185,21 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
         out_sp.append(o)
     lead = (shape[0],) if batched else ()
     return new((*lead, m.out_channels, *out_sp), dtype)
+
+
+def _some_filters(m: nn.modules.conv._ConvNd, call: Call, transposed: bool) -> None:
+    """torch runs no convolution whose weight has no filters (its first dim: ``out_channels``, a transposed
+    one's ``in_channels``): a real forward raises RuntimeError on every device, meta aside, for any input.  A
+    width computed as ``channels // reduction`` (a squeeze-excitation block) is 0 below the reduction."""
+    what = "in_channels" if transposed else "out_channels"
+    if getattr(m, what) == 0:
+        call.mismatch(
+            what,
+            ">= 1",
+            0,
+            f"a real forward raises RuntimeError (a convolution's weight needs at least one filter): build the layer "
+            f"with {what} >= 1 — a width computed as channels // reduction is 0 when channels < reduction",
+        )
 
 
 def _linear_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
