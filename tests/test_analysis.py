@@ -231,6 +231,24 @@ def test_a_model_whose_own_forward_refuses_the_input_says_so_in_its_words() -> N
     assert paramcount(model, (16,)).output_shape == (1, 16, 8)
 
 
+def test_a_grey_image_its_model_refuses_for_its_size_is_not_told_to_drop_its_channel() -> None:
+    """Found by fuzzer probe 45: smp's models refuse a size their encoder cannot divide; given a 1-channel image
+    (1, 40, 50), the fix said "input shapes are per sample (batch=2 is added): (1, 40, 50) — give (40, 50)", which
+    does not run.  The hint is kept where it runs: a shape given with its batch."""
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    model = smp.PAN("mobileone_s0", encoder_weights=None, in_channels=1, encoder_depth=3, decoder_channels=16)
+    with pytest.raises(RuntimeError, match="divisible by 8"):
+        model(torch.zeros(2, 1, 40, 50))
+    with pytest.raises(ShapeError, match="divisible by 8") as info:
+        paramcount(model, (1, 40, 50), batch=2)
+    assert "give (40, 50)" not in str(info.value)
+    with pytest.raises(RuntimeError, match="divisible by 8"):
+        model(torch.zeros(2, 40, 50))  # what it said to give
+    with pytest.raises(ShapeError, match=re.escape("— give (12,)")):  # a shape given with its batch: told, and it runs
+        paramcount(_BlockSized(), (1, 12))
+    assert paramcount(_BlockSized(), (12,)).output_shape == (1, 12, 8)
+
+
 class _Anchors(nn.Module):
     """torchvision's anchor generator: it keeps its anchors moved to the input's device, as a plain attribute."""
 

@@ -42,7 +42,7 @@ from .records import (
 from .rows import layer_rows
 from .shapememo import ShapeMemo
 from .shapes import ShapeResult, propagate_shapes
-from .shapespec import InputSpec, per_sample_hint
+from .shapespec import InputSpec, per_sample_hint, without_leading_ones
 from .trace import Traced, trace
 from .wrappers import unwrap_model
 
@@ -280,6 +280,9 @@ def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Ma
         example = ExampleInputs(model, input, batch)
         rejected = real_failure(model, example, exc, example.paths)
         if rejected is not None:  # the model's own check of its input, or an op it does not fit: no trace gets past
+            per_sample = ExampleInputs(model, without_leading_ones(input), batch)
+            if hint and real_failure(model, per_sample, exc, per_sample.paths) is not None:
+                hint = ""  # refused the same way without the leading 1: a grey image (1, 40, 50) of a size it refuses
             shapes = {name: tuple(t.shape) for name, t in example.items()}
             failed = getattr(exc.__cause__, FAILED_NODE, "")
             raise ShapeError(

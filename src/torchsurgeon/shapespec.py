@@ -40,6 +40,7 @@ __all__ = (
     "plain",
     "shape_spec",
     "with_batch",
+    "without_leading_ones",
 )
 
 DTYPES: Mapping[str, torch.dtype] = {
@@ -390,16 +391,29 @@ def per_sample_hint(shapes: Mapping[str, Any], batch: int) -> str:
     >>> per_sample_hint({"x": (3, 32, 32)}, 1)
     ''
     """
-    given = {
-        k: tuple(v)
-        for k, v in shapes.items()
-        if isinstance(v, (tuple, list)) and len(v) > 1 and all(type(d) is int for d in v) and v[0] == 1
-    }
+    given = {k: tuple(v) for k, v in shapes.items() if _leading_one(v)}
     if not given:
         return ""
     named = ", ".join(f"{k}={v}" if k else str(v) for k, v in given.items())  # "": the one input, unnamed
     fix = ", ".join(f"{k}={v[1:]}" if k else str(v[1:]) for k, v in given.items())
     return f"; input shapes are per sample (batch={batch} is added): {named} — give {fix}"
+
+
+def _leading_one(shape: Any) -> bool:
+    return isinstance(shape, (tuple, list)) and len(shape) > 1 and all(type(d) is int for d in shape) and shape[0] == 1
+
+
+def without_leading_ones(input: Any) -> Any:
+    """``input`` as :func:`per_sample_hint` tells the user to give it: each shape with a leading 1 without it.
+
+    Examples
+    --------
+    >>> without_leading_ones((1, 40, 50)), without_leading_ones({"ids": (1, 8), "x": (3, 4)})
+    ((40, 50), {'ids': (8,), 'x': (3, 4)})
+    """
+    if isinstance(input, Mapping):
+        return {k: without_leading_ones(v) for k, v in input.items()}
+    return tuple(input[1:]) if _leading_one(input) else input
 
 
 InputSpec = Union[Sequence[int], torch.Size, torch.Tensor, TypedShape, Sequence[Any], Mapping[str, Any]]
