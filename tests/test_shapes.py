@@ -527,6 +527,21 @@ def test_a_stem_replaced_by_hand_names_the_settings_still_guarding_the_old_chann
     assert not report.invalid and report.total == sum(p.numel() for p in model.parameters())
 
 
+def test_a_layer_inside_failing_for_its_size_is_not_told_to_change_the_models_input_channels() -> None:
+    """Found by fuzzer probe 45: MONAI's RegUNet refuses an odd size in its first downsampling block, which takes
+    the stem's 4 channels; the fix said "encode_pools.0.layer.conv takes 4 channels but in_channels still says 3:
+    model.in_channels = 4", a setting of the model's input (3 channels, as given) that changes nothing.  Only a
+    layer reading the model's input is told about what guards its channels."""
+    nets = pytest.importorskip("monai.networks.nets")
+    model = nets.RegUNet(spatial_dims=2, in_channels=3, num_channel_initial=4, depth=2, out_channels=2, pooling=False)
+    with pytest.raises(ValueError, match="spatial dimensions be even"):
+        model(torch.zeros(2, 3, 17, 17))
+    (finding,) = paramcount(model, (3, 17, 17), batch=2).findings
+    assert finding.layer == "encode_pools.0" and "in_channels" not in finding.fix, finding.fix
+    assert "paramcount(model, (3, 16, 16), batch=2)" in finding.fix
+    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 2, 16, 16)
+
+
 class _ChannelsLastSplitView(nn.Module):
     """einsum gives a channels-last output; split and cat keep it (the slice of 1 channel too); .view() then fails."""
 

@@ -660,7 +660,8 @@ def stale_guards_fix(model: nn.Module, layer: str, inputs: Sequence[Any]) -> str
     """For a module that fails on its input because a setting still guards the old channel count (a Hugging Face
     stem replaced by hand, ``config.num_channels`` left as it was): the statements that make the settings follow
     the layer inside it that already takes the input's channels, as a fix (``" — set model....num_channels = 1;
-    ..."``); ``""`` when there is no such layer or setting.
+    ..."``); ``""`` when there is no such layer or setting.  Asked only for a module that reads the model's input:
+    these settings guard the input's channels, not those of a feature map deeper in (MONAI's ``in_channels``).
 
     Examples
     --------

@@ -492,7 +492,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         if self._reads_known and op != "call_module":  # all its inputs known (BART's unique_consecutive): the CPU's
             self.known.follow(n, self.env, True)
             run = (lambda v=self.known.values[n]: v) if n in self.known.values else run  # type: ignore[misc]
-        out = self._execute(n, base, ins, status, run, rule, module, args, kwargs)
+        out = self._execute(n, base, ins, status, run, rule, module, args, kwargs, step.from_input)
         if isinstance(out, _Unknown) and step.from_input and module is not None:
             return self._as_folded(n, base, ins, module, args, kwargs, out)
         return out
@@ -674,6 +674,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         module: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        from_input: bool,
     ) -> Any:
         layer = base.layer
         # a value computed from known data on the CPU (self.known) makes no calls here: not counted, as before
@@ -696,7 +697,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 if "values to unpack" in text:  # unpacking an input's shape: was it given with its batch?
                     text += per_sample_hint(self.inputs, self.batch)
                 text += clamped_slice_hint(n, self.fetch_attr, self.scalars)  # BERT's position_ids[:, :72]
-                text += stale_guards_fix(self.model, layer, ins)  # a stem replaced by hand, config.num_channels not
+                if from_input:  # a stem replaced by hand, config.num_channels not (what guards the model's input)
+                    text += stale_guards_fix(self.model, layer, ins)
                 finding = Finding(layer, kind, "input", "a compatible input", str(ins), text, base.where)
                 message = f"{base.label} fails on {ins}: {text}"
                 self._record(base, ins, None, LayerStatus.INVALID, message, (finding,), ShapeSource.META, unknown)
