@@ -410,7 +410,9 @@ def not_a_layer(
             f"convolution layers only) — replace it by hand"
             + after_the_model(output, width, num_classes if num_classes is not None else width)
         )
-    return SurgeryError(f"{where} is the head but not a Linear or Conv layer — replace it by hand")
+    wide = output[1] if isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], int) else None
+    instead = after_the_model(output, wide, num_classes if num_classes is not None else wide) if wide else ""
+    return SurgeryError(f"{where} is the head but not a Linear or Conv layer — replace it by hand{instead}")
 
 
 def running_input(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec | None, Any]:
