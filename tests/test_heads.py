@@ -771,7 +771,6 @@ def test_an_input_forward_never_reads_is_refused_as_paramcount_refuses_it() -> N
     assert replace_head(_TakesKwargs(), 7, input={"x": (3, 8, 8)}).model(torch.randn(2, 3, 8, 8)).shape == (2, 7)
 
 
-<<<<<<< HEAD
 def test_replace_head_fills_the_place_of_a_removed_classifier() -> None:
     """A feature extractor made by ``model.classifier[3] = nn.Identity()`` (timm's ``num_classes=0``): the new head
     goes where the classifier was, not on classifier.0, whose 1024 pretrained features it would throw away."""
@@ -825,7 +824,6 @@ def test_append_head_after_a_convolution_head_says_where_its_classes_are() -> No
     x = torch.randn(1, 3, 8, 8)
     for fixed in ((nn.ReLU(), nn.Conv2d(4, 2, kernel_size=1)), (nn.Flatten(), nn.ReLU(), nn.Linear(4, 2))):
         assert append_head(model, *fixed, input=(3, 8, 8)).model(x).shape == (1, 2)  # the fixes it names run
-=======
 def test_a_head_that_is_a_norm_is_refused_with_a_layer_after_the_model_that_runs() -> None:
     """Found by fuzzer probe 45: MONAI's HighResNet ends in conv, batch norm, activation; its last layer with
     weights is the norm, and replace_head said only "replace it by hand".  It now names a layer after the whole
@@ -838,4 +836,3 @@ def test_a_head_that_is_a_norm_is_refused_with_a_layer_after_the_model_that_runs
     assert fix is not None, str(info.value)
     edited = eval(fix.group(1), {"model": model, "nn": nn})
     assert edited(torch.zeros(2, 3, 32, 32)).shape == (2, 5, 32, 32)
->>>>>>> 46757ce (replace_head on a model whose last weights are a norm (MONAI HighResNet ends in conv, batch norm, activation) refused with only 'replace it by hand'; the refusal now also names a layer after the whole model from its output's width, nn.Sequential(model, nn.Conv2d(2, 5, kernel_size=1)), which runs as written)
