@@ -296,8 +296,8 @@ def test_an_input_too_small_for_a_pooling_window_names_the_size_that_fits_and_pr
     assert [layer.name for layer in r.invalid] == ["1", "3"]
     assert r.invalid[0].message == (
         "1 (MaxPool2d) expects spatial size (dim 0) >= 2, got 1 — use a larger input, or less downsampling "
-        "before this layer"
-    )
+        "before this layer; an input it takes is (3, 4, 4): paramcount(model, (3, 4, 4))"
+    )  # the Linear after the flatten takes the features of (3, 4, 4) only: no larger size fits
     assert r.layer("1").output_shape == (1, 4, 1, 3) and r.output_shape == (1, 2)  # continued as if it fit
     with pytest.raises(RuntimeError, match="too small"):  # what torch says: no size, no fix
         model(torch.zeros(1, 3, 3, 8))
