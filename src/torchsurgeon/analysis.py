@@ -15,6 +15,7 @@ from typing import Any
 import networkx as nx
 from torch import nn
 
+from .ambient import in_plain_torch
 from .arguments import ExampleInputs, check_input_names, one_or_more, tensor_inputs
 from .crosscheck import crosscheck as run_crosscheck
 from .crosscheck import crosscheck_mode, real_failure
@@ -49,6 +50,7 @@ from .wrappers import unwrap_model
 __all__ = ("analyse_graph", "paramcount", "paramcount_sweep", "refusal")
 
 
+@in_plain_torch
 def analyse_graph(
     G: nx.DiGraph,
     input: InputSpec,
@@ -166,6 +168,7 @@ def _copy_later(G: nx.DiGraph) -> Callable[[], nx.DiGraph]:
     return lambda: graph_copy(G, records)
 
 
+@in_plain_torch
 def paramcount(
     model: nn.Module,
     input: InputSpec,
@@ -330,6 +333,7 @@ def _parts_to_analyse(model: nn.Module, input: InputSpec, batch: int) -> str:
     return lines
 
 
+@in_plain_torch
 def paramcount_sweep(
     model: nn.Module,
     inputs: Iterable[InputSpec],

@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from .ambient import in_plain_torch
 from .analysis import paramcount
 from .errors import ContractError, InputError, ShapeError, check_flag
 from .lockfile import check_lock
@@ -205,6 +206,7 @@ def _merge(contract: ShapeContract | None, fields: Mapping[str, Any]) -> ShapeCo
 _UPDATE_MEANING = "True rewrites the lockfile, False compares with it, None: the variable TORCHSURGEON_UPDATE"
 
 
+@in_plain_torch
 def check_contract(
     model: nn.Module,
     contract: ShapeContract | None = None,
@@ -295,6 +297,7 @@ def _violations(c: ShapeContract, report: ModelReport) -> list[Violation]:
     return rows
 
 
+@in_plain_torch
 def assert_contract(
     model: nn.Module,
     contract: ShapeContract | None = None,

@@ -389,7 +389,7 @@ def simulate_step(
                 "outside the model (a cache of its code that is not a functools.lru_cache): a real forward may get "
                 "them back and compute without values — run memory_plan in a separate process",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,  # simulate_step, memory_plan, in_plain_torch (torchsurgeon.ambient): the caller
             )
     return step
 

@@ -26,6 +26,7 @@ import networkx as nx
 import torch
 from torch import nn
 
+from .ambient import in_plain_torch
 from .analysis import paramcount
 from .arguments import layer_names
 from .errors import InputError, SurgeryError, as_written
@@ -72,6 +73,7 @@ def head_layer(model: nn.Module, input: InputSpec | None = None) -> str:
     return heads_of(model, input)[0][0]
 
 
+@in_plain_torch
 def head_layers(model: nn.Module, input: InputSpec | None = None) -> list[str]:
     """Qualified names of every classifier of ``model`` (module docstring): what :func:`replace_head` replaces.
 
@@ -112,6 +114,7 @@ def _fresh(old: nn.Module, num_classes: int) -> nn.Module:
     return new.to(device=old.weight.device, dtype=old.weight.dtype).train(old.training)
 
 
+@in_plain_torch
 def replace_head(
     model: nn.Module,
     num_classes: int,
@@ -536,6 +539,7 @@ def _check_keep(keep: Any) -> None:
     )
 
 
+@in_plain_torch
 def append_head(
     model: nn.Module, *modules: nn.Module, inplace: bool = False, input: InputSpec | None = None
 ) -> SurgeryResult:

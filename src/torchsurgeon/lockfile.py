@@ -24,6 +24,7 @@ from typing import Any
 
 from torch import nn
 
+from .ambient import in_plain_torch
 from .analysis import paramcount
 from .errors import ConfigError, ContractError, InputError, check_flag
 from .modelreport import ModelReport
@@ -131,6 +132,7 @@ def _write(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
+@in_plain_torch
 def write_lock(model: nn.Module, path: str | os.PathLike[str], input: Any, *, batch: int = 1) -> dict[str, Any]:
     """Write the architecture lockfile of ``model`` for ``input``; return what was written.
 
@@ -285,6 +287,7 @@ def _diff(report: ModelReport, lock: Mapping[str, Any]) -> tuple[LayerDiff, ...]
     return tuple(diffs)
 
 
+@in_plain_torch
 def diff_lock(model: nn.Module, path: str | os.PathLike[str]) -> tuple[LayerDiff, ...]:
     """The layers of ``model`` that differ from the lockfile at ``path`` (added, removed, changed).
 
@@ -353,6 +356,7 @@ def check_lock(
     return _diff(report, lock)
 
 
+@in_plain_torch
 def assert_matches_lock(
     model: nn.Module,
     path: str | os.PathLike[str],

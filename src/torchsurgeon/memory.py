@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .ambient import in_plain_torch
 from .analysis import refusal
 from .arguments import check_inputs_read, input_paths, tensor_inputs
 from .autocast import HALF
@@ -238,6 +239,7 @@ class MemoryPlan:
         said = no_such_name(name, [row.name for row in self.layers])
         raise KeyError(f"no layer {name!r} in the memory plan of {self.model_name} — {said}")
 
+    @in_plain_torch
     def max_batch(self, budget: int | str) -> int:
         """The largest batch whose :attr:`peak` fits in ``budget`` (0 when not even batch 1 fits; a model that
         cannot train at batch 1, a BatchNorm over one value per channel, is searched from batch 2).
@@ -619,6 +621,7 @@ def _amp_dtype(amp: torch.dtype | str | None) -> torch.dtype | None:
     return dt
 
 
+@in_plain_torch
 def memory_plan(
     model: nn.Module,
     input: InputSpec,

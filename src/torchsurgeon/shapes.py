@@ -37,6 +37,7 @@ from torch import nn
 from torch.fx.node import map_aggregate
 
 from ._steps import Step, rules_of, steps_of
+from .ambient import in_plain_torch
 from .arguments import check_graph, placeholder_dtype, placeholders
 from .autocast import as_autocast_gives, op_name
 from .clamped import clamped_slice_hint
@@ -729,6 +730,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         return value
 
 
+@in_plain_torch
 def propagate_shapes(G: nx.DiGraph, input: InputSpec, *, batch: int = 1, memo: ShapeMemo | None = None) -> ShapeResult:
     """Propagate an input shape through the traced graph ``G`` and annotate its nodes.
 

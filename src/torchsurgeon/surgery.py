@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .ambient import in_plain_torch
 from .arguments import layer_names
 from .channelconstants import widen_channel_constants
 from .copies import model_copy
@@ -422,6 +423,7 @@ def _with_guards(
     return tuple(out)
 
 
+@in_plain_torch
 def adapt_input_channels(
     model: nn.Module,
     channels: int,
@@ -557,6 +559,7 @@ def _taken_input(model: nn.Module) -> tuple[int, ...] | None:
     return None
 
 
+@in_plain_torch
 def fold_input_normalization(
     model: nn.Module,
     mean: Sequence[float],

@@ -21,6 +21,7 @@ import networkx as nx
 import torch
 from torch import nn
 
+from .ambient import in_plain_torch
 from .analysis import paramcount
 from .fold import recognise_fold, recognise_scaled_fold
 from .foldcheck import computes_its_weight, fold_difference, tolerance
@@ -569,6 +570,7 @@ def _verdict(params: Sequence[ParamReport], invalid: Sequence[LayerReport]) -> s
     return ", ".join(parts)
 
 
+@in_plain_torch
 def check_surgery(original: nn.Module, edited: nn.Module, input: InputSpec, *, batch: int = 1) -> SurgeryReport:
     """Compare an edited model with its original, parameter by parameter.
 

@@ -1,0 +1,74 @@
+"""The caller's torch state no answer depends on, set aside while a public function runs.
+
+Users call torchsurgeon where their own code runs: inside ``with torch.device("meta"):``, where
+they build a model too large for their memory, or after ``torch.set_default_device("meta")``.
+The answers are those of a plain context, and the caller's state is back as it was on return.
+:func:`plain_torch` sets aside, for the length of a call:
+
+* the torch function modes: a default device (``with torch.device(...)``,
+  ``torch.set_default_device``: a tensor the analysis makes without naming a device would be made
+  there, a new head on ``meta`` for a model on the CPU) and a user's ``TorchFunctionMode``.
+
+Kept, because the answer is of the step the caller will run: the default dtype (a ``float64``
+default makes Adam's step counters ``float64``, which :func:`~torchsurgeon.memory_plan` plans),
+grad and inference mode (each analysis sets what it needs).
+
+Examples
+--------
+>>> import torch
+>>> with torch.device("meta"):
+...     with plain_torch():
+...         torch.empty(2).device
+...     torch.empty(2).device
+device(type='cpu')
+device(type='meta')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+import torch
+
+__all__ = ("in_plain_torch", "plain_torch")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@contextlib.contextmanager
+def plain_torch() -> Iterator[None]:
+    """Set the caller's torch function modes aside in this block and put them back after, in their order
+    (module docstring)."""
+    modes = [torch._C._pop_torch_function_stack() for _ in range(torch._C._len_torch_function_stack())]
+    try:
+        yield
+    finally:
+        for mode in reversed(modes):  # popped innermost first: the outermost goes back first
+            torch._C._push_on_torch_function_stack(mode)
+
+
+def in_plain_torch(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``fn`` run inside :func:`plain_torch`: the decorator of the public functions.
+
+    Examples
+    --------
+    >>> import torch
+    >>> @in_plain_torch
+    ... def device() -> torch.device:
+    ...     return torch.empty(1).device
+    >>> with torch.device("meta"):
+    ...     device()
+    device(type='cpu')
+    """
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        __tracebackhide__ = True  # a failed assert_contract shows the test's line in pytest, as without the wrapper
+        with plain_torch():
+            return fn(*args, **kwargs)
+
+    return call

@@ -1,0 +1,70 @@
+"""torchsurgeon.ambient: the public functions answer inside a caller's torch state as in a plain context, and leave
+that state as they found it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+import pytest
+import torch
+from torch import nn
+
+from torchsurgeon import fold_input_normalization, memory_plan, paramcount, replace_head
+
+
+def _net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+    ).eval()
+
+
+@contextmanager
+def _default_meta() -> Iterator[None]:
+    torch.set_default_device("meta")
+    try:
+        yield
+    finally:
+        torch.set_default_device(None)
+
+
+META_DEVICES: dict[str, Callable[[], AbstractContextManager[object]]] = {
+    "with torch.device('meta')": lambda: torch.device("meta"),
+    "torch.set_default_device('meta')": _default_meta,
+}
+
+
+@pytest.mark.parametrize("default", list(META_DEVICES))
+def test_replace_head_in_a_meta_device_block_gives_a_head_on_the_models_device(default: str) -> None:
+    net = _net()
+    with META_DEVICES[default]():
+        edited = replace_head(net, 5).model
+        assert torch.get_default_device().type == "meta"  # the caller's block is as it was
+    assert edited(torch.randn(2, 3, 16, 16)).shape == (2, 5)  # was NotImplementedError: Cannot copy out of meta
+
+
+@pytest.mark.parametrize("default", list(META_DEVICES))
+def test_fold_input_normalization_in_a_meta_device_block_folds(default: str) -> None:
+    net, mean, std = _net(), [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    with META_DEVICES[default]():  # was InputError: mean must be a sequence of floats or a tensor, got [0.5, ...]
+        folded = fold_input_normalization(net, mean, std).model
+    x = torch.rand(2, 3, 16, 16)
+    normalized = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(folded(x), net(normalized), rtol=1e-4, atol=1e-5)  # no padding: exact
+
+
+def test_a_model_built_in_a_meta_block_is_counted_there_as_outside() -> None:
+    with torch.device("meta"):
+        net = _net()
+        report = paramcount(net, (3, 16, 16))
+    assert report.total == sum(p.numel() for p in _net().parameters())
+    assert report.output_shape == tuple(_net()(torch.randn(1, 3, 16, 16)).shape)
+
+
+def test_memory_plan_in_a_meta_device_block_is_the_plain_plan() -> None:
+    net = _net()
+    plain = memory_plan(net, (3, 16, 16), batch=2).to_dict()
+    with torch.device("meta"):  # the step's input was made on meta, run by meta kernels (a larger inference peak)
+        inside = memory_plan(net, (3, 16, 16), batch=2).to_dict()
+    assert inside == plain
