@@ -68,3 +68,31 @@ def test_memory_plan_in_a_meta_device_block_is_the_plain_plan() -> None:
     with torch.device("meta"):  # the step's input was made on meta, run by meta kernels (a larger inference peak)
         inside = memory_plan(net, (3, 16, 16), batch=2).to_dict()
     assert inside == plain
+
+
+# its module tracker's global hooks (process-wide, not set aside) still hold the fake step's tensors: the warning
+@pytest.mark.filterwarnings("ignore:Sequential. its forward on fake tensors left:RuntimeWarning")
+def test_a_flop_counter_around_memory_plan_counts_nothing_and_changes_no_answer() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = _net()
+    plain = memory_plan(net, (3, 16, 16), batch=2)
+    with FlopCounterMode(display=False) as counter:
+        inside = memory_plan(net, (3, 16, 16), batch=2)
+        report = paramcount(net, (3, 16, 16))
+    assert counter.get_total_flops() == 0  # the user counts their own operations, not the analysis's
+    assert inside.to_dict() == plain.to_dict()
+    assert inside.max_batch("64MiB") == plain.max_batch("64MiB")
+    assert report.output_shape == tuple(net(torch.randn(1, 3, 16, 16)).shape)
+
+
+def test_a_model_with_values_analysed_and_edited_inside_a_fake_tensor_mode() -> None:
+    from torch._subclasses import FakeTensorMode
+
+    net = _net()
+    plain = memory_plan(net, (3, 16, 16), batch=2).to_dict()
+    with FakeTensorMode():  # was AssertionError: Please convert all Tensors to FakeTensors first
+        inside = memory_plan(net, (3, 16, 16), batch=2).to_dict()
+        edited = replace_head(net, 5).model
+    assert inside == plain
+    assert edited(torch.randn(2, 3, 16, 16)).shape == (2, 5)

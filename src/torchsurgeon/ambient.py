@@ -7,7 +7,10 @@ The answers are those of a plain context, and the caller's state is back as it w
 
 * the torch function modes: a default device (``with torch.device(...)``,
   ``torch.set_default_device``: a tensor the analysis makes without naming a device would be made
-  there, a new head on ``meta`` for a model on the CPU) and a user's ``TorchFunctionMode``.
+  there, a new head on ``meta`` for a model on the CPU) and a user's ``TorchFunctionMode``;
+* the dispatch modes: a ``FakeTensorMode`` (whose tensors the analysis's own fake and meta tensors
+  cannot mix with), a ``FlopCounterMode`` (which would count the analysis's operations as the
+  user's, and keep its tensors alive) and a user's ``TorchDispatchMode``.
 
 Kept, because the answer is of the step the caller will run: the default dtype (a ``float64``
 default makes Adam's step counters ``float64``, which :func:`~torchsurgeon.memory_plan` plans),
@@ -32,6 +35,7 @@ from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 
 __all__ = ("in_plain_torch", "plain_torch")
 
@@ -45,7 +49,8 @@ def plain_torch() -> Iterator[None]:
     (module docstring)."""
     modes = [torch._C._pop_torch_function_stack() for _ in range(torch._C._len_torch_function_stack())]
     try:
-        yield
+        with _disable_current_modes():  # the dispatch modes, pushed back on exit
+            yield
     finally:
         for mode in reversed(modes):  # popped innermost first: the outermost goes back first
             torch._C._push_on_torch_function_stack(mode)
