@@ -96,3 +96,13 @@ def test_a_model_with_values_analysed_and_edited_inside_a_fake_tensor_mode() -> 
         edited = replace_head(net, 5).model
     assert inside == plain
     assert edited(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+
+
+def test_memory_plan_with_anomaly_detection_on_is_the_plain_plan_and_leaves_it_on() -> None:
+    net = _net()
+    plain = memory_plan(net, (3, 16, 16), batch=2).to_dict()
+    with torch.autograd.set_detect_anomaly(True):
+        # was MemoryPlanError: the backward of a fake-tensor copy failed (DataDependentOutputException)
+        inside = memory_plan(net, (3, 16, 16), batch=2).to_dict()
+        assert torch.is_anomaly_enabled() and torch.is_anomaly_check_nan_enabled()
+    assert inside == plain

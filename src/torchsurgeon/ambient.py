@@ -10,7 +10,11 @@ The answers are those of a plain context, and the caller's state is back as it w
   there, a new head on ``meta`` for a model on the CPU) and a user's ``TorchFunctionMode``;
 * the dispatch modes: a ``FakeTensorMode`` (whose tensors the analysis's own fake and meta tensors
   cannot mix with), a ``FlopCounterMode`` (which would count the analysis's operations as the
-  user's, and keep its tensors alive) and a user's ``TorchDispatchMode``.
+  user's, and keep its tensors alive) and a user's ``TorchDispatchMode``;
+* anomaly detection (``torch.autograd.set_detect_anomaly(True)``), whose check of every gradient for
+  NaN reads the values :func:`~torchsurgeon.memory_plan`'s fake step has none of.  It is a setting of
+  the process: it is off while any thread is inside a public function, and back on when the last
+  returns (other threads' backward passes go unchecked for that time).
 
 Kept, because the answer is of the step the caller will run: the default dtype (a ``float64``
 default makes Adam's step counters ``float64``, which :func:`~torchsurgeon.memory_plan` plans),
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
@@ -43,13 +48,43 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+class _Anomaly:
+    """How many calls are inside :func:`plain_torch`, and whether anomaly detection was on before the first."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.was: tuple[bool, bool] | None = None  # (enabled, check_nan), when the first call turned it off
+
+
+_ANOMALY = _Anomaly()
+
+
+@contextlib.contextmanager
+def _anomaly_off() -> Iterator[None]:
+    """Anomaly detection off in this block (re-entrant, thread-safe), restored when the last caller leaves."""
+    with _ANOMALY.lock:
+        if _ANOMALY.depth == 0 and torch.is_anomaly_enabled():
+            _ANOMALY.was = (True, torch.is_anomaly_check_nan_enabled())
+            torch.set_anomaly_enabled(False)
+        _ANOMALY.depth += 1
+    try:
+        yield
+    finally:
+        with _ANOMALY.lock:
+            _ANOMALY.depth -= 1
+            if _ANOMALY.depth == 0 and _ANOMALY.was is not None:
+                torch.set_anomaly_enabled(*_ANOMALY.was)
+                _ANOMALY.was = None
+
+
 @contextlib.contextmanager
 def plain_torch() -> Iterator[None]:
     """Set the caller's torch function modes aside in this block and put them back after, in their order
     (module docstring)."""
     modes = [torch._C._pop_torch_function_stack() for _ in range(torch._C._len_torch_function_stack())]
     try:
-        with _disable_current_modes():  # the dispatch modes, pushed back on exit
+        with _disable_current_modes(), _anomaly_off():  # the dispatch modes, pushed back on exit
             yield
     finally:
         for mode in reversed(modes):  # popped innermost first: the outermost goes back first
