@@ -1718,3 +1718,32 @@ def test_fold_input_normalization_names_the_layer_meant() -> None:
     folded = fold_input_normalization(model, [0.5, 0.4, 0.3], [0.2, 0.2, 0.2], layer="0").model
     x = torch.rand(1, 3, 8, 8)
     assert torch.allclose(folded(x), model((x - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / 0.2), atol=1e-5)
+
+
+_COMPUTED_WEIGHTS: dict[str, Callable[[nn.Module], object]] = {
+    "prune": lambda conv: prune.l1_unstructured(conv, "weight", amount=0.3),
+    "weight_norm": lambda conv: nn.utils.parametrizations.weight_norm(conv),
+    "legacy weight_norm": lambda conv: nn.utils.weight_norm(conv),
+    "orthogonal": lambda conv: nn.utils.parametrizations.orthogonal(conv),
+    "spectral_norm": lambda conv: nn.utils.spectral_norm(conv),
+}
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm is deprecated:FutureWarning")
+@pytest.mark.parametrize("how", list(_COMPUTED_WEIGHTS))
+def test_fold_input_normalization_into_a_weight_torch_computes(how: str) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 2)).eval()
+    _COMPUTED_WEIGHTS[how](net[0])
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    x = torch.rand(2, 3, 8, 8)
+    normalized = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = net(normalized)
+    # was TypeError (cannot assign 'torch.FloatTensor' as parameter 'weight') for a pruned layer, KeyError
+    # ("attribute 'weight' already exists") under a parametrization
+    result = fold_input_normalization(net, mean, std)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), expected, rtol=1e-4, atol=1e-5)  # no padding: exact
+        torch.testing.assert_close(net(normalized), expected)  # the original is untouched
+    assert "exact" in result.changes[0].message

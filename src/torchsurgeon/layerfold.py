@@ -32,7 +32,7 @@ from .resize import (
     weight_norm_dims,
 )
 
-__all__ = ("adapt_layer", "input_width", "set_submodule")
+__all__ = ("adapt_layer", "input_width", "plain_weight", "set_submodule", "weight_normed")
 
 
 def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -73,6 +73,39 @@ def _sum_refused(name: str, layer: nn.Module, what: str, before: int, channels: 
     )
 
 
+def _unparametrized(layer: nn.Module) -> None:
+    """Remove the parametrization of ``layer.weight`` (weight_norm, orthogonal), leaving the weight it computes."""
+    cls = type(layer)  # a copy shares its parametrized class with the original: removal edits a class of its own
+    layer.__class__ = type(cls.__name__, cls.__bases__, {k: v for k, v in vars(cls).items() if k != "__dict__"})
+    parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+
+
+def plain_weight(layer: nn.Module, name: str) -> tuple[Mapping[str, int], Mapping[str, torch.Tensor], str]:
+    """Make the weight of ``layer`` (named ``name``) a plain parameter holding what it computes now, to be set
+    anew: a parametrization (``weight_norm``, ``orthogonal``) or a pruning / legacy hook of torch removed.  Returns
+    the ``weight_norm`` to put back on the new weight (:func:`weight_normed`: its parameter and dim, and their
+    values before), and the note saying what was removed.
+
+    Examples
+    --------
+    >>> from torch.nn.utils import prune
+    >>> layer = prune.l1_unstructured(nn.Linear(4, 2), "weight", amount=0.5)
+    >>> plain_weight(layer, "fc")[2], type(layer.weight).__name__
+    (' (its pruning removed: the pruned weight is folded; prune the edited model again to go on pruning)', 'Parameter')
+    """
+    normed = weight_norm_dims(layer)
+    before = {n: layer.get_parameter(n).detach() for n in normed}
+    parametrized = parametrize.is_parametrized(layer, "weight")
+    if parametrized:
+        _unparametrized(layer)
+    note = _plain_weight(layer)
+    if normed:
+        note = " (weight_norm kept: the weight it makes is folded, then made again by weight_norm)"
+    elif parametrized:
+        note = " (its weight parametrization removed: the weight it computed is folded)" + note
+    return normed, before, note
+
+
 def _plain_weight(layer: nn.Module) -> str:
     """Make a weight that a forward pre-hook of torch computes (``torch.nn.utils.prune``, the legacy
     ``weight_norm`` and ``spectral_norm``) a plain parameter holding what it computes now, as their own
@@ -108,9 +141,7 @@ def adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> l
     normed = weight_norm_dims(layer) if mode != FoldMode.RANDOM else {}  # kept on the folded weight
     unparametrized = mode != FoldMode.RANDOM and parametrize.is_parametrized(layer, "weight")
     if unparametrized:  # weight_norm & co: fold the weight they compute, which then becomes a plain parameter
-        cls = type(layer)  # a copy shares its parametrized class with the original: removal edits a class of its own
-        layer.__class__ = type(cls.__name__, cls.__bases__, {k: v for k, v in vars(cls).items() if k != "__dict__"})
-        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+        _unparametrized(layer)
     unhooked = _plain_weight(layer)
     old_weight = layer.get_parameter("weight") if "weight" in layer._parameters else layer.weight
     shape_before = tuple(old_weight.shape)
@@ -181,11 +212,11 @@ def adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> l
         note += f" (folded within each of its {groups} groups)"
     weight_report = ParamReport(f"{name}.weight", ParamChange.FOLDED, shape_before, tuple(layer.weight.shape), "", note)
     if normed:
-        return _weight_normed(layer, name, normed, weight_report, original_norms)
+        return weight_normed(layer, name, normed, weight_report, original_norms)
     return [weight_report, *others]
 
 
-def _weight_normed(
+def weight_normed(
     layer: nn.Module, name: str, dims: Mapping[str, int], folded: ParamReport, before: Mapping[str, torch.Tensor]
 ) -> list[ParamReport]:
     """Put ``weight_norm`` back on ``layer``'s folded (plain) weight, with its ``dim`` and API (the parametrization

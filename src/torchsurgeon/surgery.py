@@ -29,7 +29,7 @@ from .fold import fold_normalization
 from .graph import build_graph
 from .graphreaders import graph_images, graph_readers
 from .initialisers import default_init
-from .layerfold import adapt_layer, input_width
+from .layerfold import adapt_layer, input_width, plain_weight, weight_normed
 from .lazy import lazy_layers
 from .readers import (
     default_input,
@@ -605,6 +605,8 @@ def fold_input_normalization(
             )
         if isinstance(conv, nn.modules.conv._ConvNd) and conv.groups != 1:
             raise SurgeryError(f"{name} ({type(conv).__name__}) is grouped: cannot fold a normalisation")
+        shape, trains = tuple(conv.weight.shape), conv.weight.requires_grad
+        normed, norms, how = plain_weight(conv, name)  # pruned, weight_norm: the weight they compute is folded
         w, b = fold_normalization(conv.weight.detach(), None if conv.bias is None else conv.bias.detach(), mean, std)
         padded = isinstance(conv, nn.modules.conv._ConvNd) and (
             conv.padding == "same" or (not isinstance(conv.padding, str) and any(p != 0 for p in conv.padding))
@@ -615,11 +617,11 @@ def fold_input_normalization(
             if padded and getattr(conv, "padding_mode", "zeros") == "zeros"
             else "; exact"
         )
-        shape = tuple(conv.weight.shape)
-        conv.weight = nn.Parameter(w, requires_grad=conv.weight.requires_grad)
+        conv.weight = nn.Parameter(w, requires_grad=trains)
         had_bias = conv.bias is not None
-        conv.bias = nn.Parameter(b, requires_grad=conv.weight.requires_grad)
-        changes.append(ParamReport(f"{name}.weight" if name else "weight", ParamChange.FOLDED, shape, shape, "", note))
+        conv.bias = nn.Parameter(b, requires_grad=trains)
+        folded = ParamReport(f"{name}.weight" if name else "weight", ParamChange.FOLDED, shape, shape, "", note + how)
+        changes.extend(weight_normed(conv, name, normed, folded, norms) if normed else [folded])
         changes.append(
             ParamReport(
                 f"{name}.bias" if name else "bias",
