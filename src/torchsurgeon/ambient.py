@@ -14,7 +14,10 @@ The answers are those of a plain context, and the caller's state is back as it w
 * anomaly detection (``torch.autograd.set_detect_anomaly(True)``), whose check of every gradient for
   NaN reads the values :func:`~torchsurgeon.memory_plan`'s fake step has none of.  It is a setting of
   the process: it is off while any thread is inside a public function, and back on when the last
-  returns (other threads' backward passes go unchecked for that time).
+  returns (other threads' backward passes go unchecked for that time);
+* the global module hooks (``torch.nn.modules.module.register_module_forward_hook`` & co, which a
+  ``FlopCounterMode``'s module tracker registers: they held the fake step's tensors, and
+  ``max_batch`` of a BERT gave 14754 for 15245), set aside and put back the same way.
 
 Kept, because the answer is of the step the caller will run: the default dtype (a ``float64``
 default makes Adam's step counters ``float64``, which :func:`~torchsurgeon.memory_plan` plans),
@@ -37,7 +40,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
@@ -48,13 +51,30 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+_GLOBAL_HOOKS = tuple(
+    getattr(torch.nn.modules.module, f"_global_{kind}")
+    for kind in (
+        "forward_pre_hooks",
+        "forward_hooks",
+        "forward_hooks_always_called",
+        "forward_hooks_with_kwargs",
+        "backward_pre_hooks",
+        "backward_hooks",
+    )
+)
+"""The dicts of ``torch.nn.modules.module.register_module_forward_hook`` & co: a handle removes its hook from the
+dict itself, so they are emptied and filled again, never replaced."""
+
+
 class _Anomaly:
-    """How many calls are inside :func:`plain_torch`, and whether anomaly detection was on before the first."""
+    """How many calls are inside :func:`plain_torch`, whether anomaly detection was on before the first, and the
+    global module hooks set aside."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.depth = 0
         self.was: tuple[bool, bool] | None = None  # (enabled, check_nan), when the first call turned it off
+        self.hooks: list[dict[int, Any]] = []
 
 
 _ANOMALY = _Anomaly()
@@ -67,6 +87,10 @@ def _anomaly_off() -> Iterator[None]:
         if _ANOMALY.depth == 0 and torch.is_anomaly_enabled():
             _ANOMALY.was = (True, torch.is_anomaly_check_nan_enabled())
             torch.set_anomaly_enabled(False)
+        if _ANOMALY.depth == 0:  # a FlopCounterMode's module tracker: its hooks would hold the fake step's tensors
+            _ANOMALY.hooks = [dict(hooks) for hooks in _GLOBAL_HOOKS]
+            for hooks in _GLOBAL_HOOKS:
+                hooks.clear()
         _ANOMALY.depth += 1
     try:
         yield
@@ -76,6 +100,13 @@ def _anomaly_off() -> Iterator[None]:
             if _ANOMALY.depth == 0 and _ANOMALY.was is not None:
                 torch.set_anomaly_enabled(*_ANOMALY.was)
                 _ANOMALY.was = None
+            if _ANOMALY.depth == 0:
+                for hooks, saved in zip(_GLOBAL_HOOKS, _ANOMALY.hooks, strict=True):
+                    added = dict(hooks)  # registered meanwhile: after the caller's, as if registered after them
+                    hooks.clear()
+                    hooks.update(saved)
+                    hooks.update(added)
+                _ANOMALY.hooks = []
 
 
 @contextlib.contextmanager
