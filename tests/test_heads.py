@@ -824,6 +824,8 @@ def test_append_head_after_a_convolution_head_says_where_its_classes_are() -> No
     x = torch.randn(1, 3, 8, 8)
     for fixed in ((nn.ReLU(), nn.Conv2d(4, 2, kernel_size=1)), (nn.Flatten(), nn.ReLU(), nn.Linear(4, 2))):
         assert append_head(model, *fixed, input=(3, 8, 8)).model(x).shape == (1, 2)  # the fixes it names run
+
+
 def test_a_head_that_is_a_norm_is_refused_with_a_layer_after_the_model_that_runs() -> None:
     """Found by fuzzer probe 45: MONAI's HighResNet ends in conv, batch norm, activation; its last layer with
     weights is the norm, and replace_head said only "replace it by hand".  It now names a layer after the whole
