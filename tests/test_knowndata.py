@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from typing import Any
 
 import pytest
 import torch
@@ -312,7 +313,7 @@ def test_a_boolean_mask_of_given_token_ids_selects_rows_on_meta() -> None:
         paramcount(model, {"input_ids": (5,)})  # values not given: they decide the shape
 
 
-def test_bart_sequence_classification_with_its_token_ids() -> None:
+def _bart_classifier(num_labels: int, **sizes: int) -> Any:
     transformers = pytest.importorskip("transformers")
     config = transformers.BartConfig(
         d_model=16,
@@ -323,10 +324,15 @@ def test_bart_sequence_classification_with_its_token_ids() -> None:
         encoder_ffn_dim=16,
         decoder_ffn_dim=16,
         vocab_size=40,
-        max_position_embeddings=32,
-        num_labels=5,
+        num_labels=num_labels,
+        **sizes,
     )
-    model = transformers.BartForSequenceClassification(config).eval()
+    return transformers.BartForSequenceClassification(config).eval()
+
+
+def test_bart_sequence_classification_with_its_token_ids() -> None:
+    model = _bart_classifier(5, max_position_embeddings=32)
+    config = model.config
     ids = torch.tensor([[7, 8, 9, 10, config.eos_token_id]])
     r = paramcount(model, {"input_ids": ids})
     assert r.output_shape["logits"] == tuple(model(input_ids=ids).logits.shape) == (1, 5)
@@ -336,19 +342,8 @@ def test_bart_sequence_classification_with_its_token_ids() -> None:
 def test_bart_sequence_classification_given_as_shapes_names_its_token_ids_as_the_fix() -> None:
     """BART moves its <eos> mask to ``hidden_states.device`` (a device, no data): the mask is still the token ids'
     alone, so the error names them and its fix runs; before, it said no input could help ("analyse its parts")."""
-    transformers = pytest.importorskip("transformers")
-    config = transformers.BartConfig(
-        d_model=16,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=16,
-        decoder_ffn_dim=16,
-        vocab_size=40,
-        num_labels=4,
-    )
-    model = transformers.BartForSequenceClassification(config).eval()
+    model = _bart_classifier(4)
+    config = model.config
     with pytest.raises(TraceError, match=r"the values of 'input_ids' decide what the forward does here") as caught:
         paramcount(model, {"input_ids": (6,)})
     assert "paramcount(model, {'input_ids': input_ids}) with input_ids your (1, 6) int64 tensor" in str(caught.value)
