@@ -321,6 +321,20 @@ def test_an_image_model_checking_its_input_size_is_traced_on_an_image() -> None:
     assert replace_head(SizeChecked(divisor=48), 5, input=(3, 48, 96)).model.head.out_channels == 5
 
 
+def test_no_classes_names_the_call_that_removes_the_classifier() -> None:
+    """Found by a probe: ``replace_head(model, 0)`` (timm's ``num_classes=0``: a feature extractor) was told only that
+    the count must be positive; it now names the call that puts ``nn.Identity()`` in the classifier's place, which
+    runs and gives the 512 features."""
+    model = torchvision.models.resnet18().eval()
+    with pytest.raises(
+        InputError, match=r"num_classes=0 — .* nn\.Identity\(\) in its place: (model\.set_submodule.*)$"
+    ) as e:
+        replace_head(model, 0)
+    fix = str(e.value).rpartition("in its place: ")[2]
+    exec(fix, {"model": model, "nn": nn})
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
+
+
 @pytest.mark.parametrize("bad", [0, -1, "7", 7.0, True])
 def test_a_bad_class_count_is_named_as_such(bad: object) -> None:
     with pytest.raises(InputError, match=rf"num_classes={bad!r} — the new class count must be a positive int"):

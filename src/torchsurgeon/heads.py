@@ -29,7 +29,7 @@ from torch import nn
 from .ambient import in_plain_torch
 from .analysis import paramcount
 from .arguments import layer_names
-from .errors import InputError, SurgeryError, as_written
+from .errors import InputError, SurgeryError, TorchSurgeonError, as_written
 from .graph import NodeRecord, fx_node, node_records
 from .headfinding import (
     after_the_model,
@@ -182,6 +182,8 @@ def replace_head(
     >>> torch.equal(r.model[0].weight[0], net[0].weight[4])
     True
     """
+    if type(num_classes) is int and num_classes == 0:
+        raise _no_classes(model, input, layer)
     num_classes = _count(num_classes, "num_classes", "the new class count")
     _check_keep(keep)
     edited = _copy(model, inplace, input)
@@ -515,6 +517,20 @@ def _labels_after(
                 )
             )
     return changes
+
+
+def _no_classes(model: nn.Module, input: InputSpec | None, layer: str | None) -> InputError:
+    """``replace_head(model, 0)``: the error, with the call that removes the classifier (timm's ``num_classes=0``)."""
+    try:
+        names = [layer] if isinstance(layer, str) else head_layers(model, input)
+    except TorchSurgeonError:
+        names = []
+    fix = "; ".join(f"model.set_submodule({name!r}, nn.Identity())" for name in names if name)
+    return InputError(
+        "num_classes=0 — the new class count must be a positive int; to remove the classifier and give the "
+        "features, as timm's num_classes=0 does, put nn.Identity() in its place: "
+        + (fix or "model.<head> = nn.Identity()")
+    )
 
 
 def _check_keep(keep: Any) -> None:
