@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 import torch
@@ -333,6 +334,28 @@ def test_no_classes_names_the_call_that_removes_the_classifier() -> None:
     fix = str(e.value).rpartition("in its place: ")[2]
     exec(fix, {"model": model, "nn": nn})
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
+
+
+@pytest.mark.parametrize("task", ["QuestionAnswering", "MultipleChoice"])
+def test_a_question_answering_or_multiple_choice_head_is_refused_with_a_classifier_that_runs(
+    transformers_bert: object, task: str
+) -> None:
+    """Found by a probe: replace_head(BertForQuestionAnswering, 3) gave a model whose forward raised (its 3 outputs
+    split into a start and an end), and BertForMultipleChoice one whose logits had the wrong shape, without a word;
+    their head's width is the task's. The refusal names the classifier built from the config, which runs."""
+    transformers: Any = transformers_bert
+    config = transformers.BertConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, vocab_size=50
+    )
+    model = getattr(transformers, f"BertFor{task}")(config).eval()
+    with pytest.raises(SurgeryError, match=rf"BertFor{task} has no classes to change: .* new = ") as e:
+        replace_head(model, 3)
+    exec(str(e.value).partition("config: ")[2], scope := {"model": model, "transformers": transformers})
+    new = scope["new"].eval()
+    assert new.config.num_labels == 3 and new(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 3)
+    assert torch.equal(
+        new.base_model.embeddings.word_embeddings.weight, model.base_model.embeddings.word_embeddings.weight
+    )
 
 
 @pytest.mark.parametrize("bad", [0, -1, "7", 7.0, True])

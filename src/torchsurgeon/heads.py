@@ -186,6 +186,8 @@ def replace_head(
         raise _no_classes(model, input, layer)
     num_classes = _count(num_classes, "num_classes", "the new class count")
     _check_keep(keep)
+    if layer is None:
+        _check_task(model, num_classes)
     edited = _copy(model, inplace, input)
     if layer is not None:
         heads = _chosen_head(edited, layer_names(layer, several=False)[0], num_classes, keep)
@@ -517,6 +519,28 @@ def _labels_after(
                 )
             )
     return changes
+
+
+_NO_CLASSES = {
+    "ForQuestionAnswering": "a start and an end logit per token, which its forward splits in two",
+    "ForMultipleChoice": "one score per choice, which its forward reshapes to (batch, choices)",
+}
+"""transformers' task classes whose last layer's width is no class count (``num_labels`` does not change it)."""
+
+
+def _check_task(model: nn.Module, num_classes: int) -> None:
+    """Refuse a transformers question-answering or multiple-choice model: its head's width is fixed by the task."""
+    kind = type(model)
+    task = next((t for t in _NO_CLASSES if kind.__name__.endswith(t)), None)
+    if task is None or not kind.__module__.startswith("transformers."):
+        return
+    raise SurgeryError(
+        f"{kind.__name__} has no classes to change: its head gives {_NO_CLASSES[task]}, whatever num_labels says, "
+        f"and another width breaks its forward — to classify with its weights, load them into the classifier "
+        f"built from its config: new = transformers.AutoModelForSequenceClassification.from_config("
+        f"type(model.config).from_dict({{**model.config.to_dict(), 'num_labels': {num_classes}}})); "
+        f"new.base_model.load_state_dict(model.base_model.state_dict(), strict=False)"
+    )
 
 
 def _no_classes(model: nn.Module, input: InputSpec | None, layer: str | None) -> InputError:
