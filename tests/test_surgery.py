@@ -1747,3 +1747,43 @@ def test_fold_input_normalization_into_a_weight_torch_computes(how: str) -> None
         torch.testing.assert_close(result.model(x), expected, rtol=1e-4, atol=1e-5)  # no padding: exact
         torch.testing.assert_close(net(normalized), expected)  # the original is untouched
     assert "exact" in result.changes[0].message
+
+
+def test_an_optical_flow_model_taking_two_images_is_folded_in_both_encoders() -> None:
+    """Found by a probe: ``adapt_input_channels(raft_small, 1)`` guessed one image for a forward of two (RAFT checks
+    the sizes, so it is run, not traced) and asked for ``input=(3, H, W)``, which could not help; an image for each
+    required argument is tried now, both encoders reading the images are folded, and the fold holds (to float32)."""
+    model = torchvision.models.optical_flow.raft_small(weights=None).eval()
+    result = adapt_input_channels(model, 1)
+    edited = result.model  # RAFT runs in float32 only (its coordinate grids): compared to 1e-4
+    assert [c.name for c in result.changes] == [
+        "feature_encoder.convnormrelu.0.weight",
+        "context_encoder.convnormrelu.0.weight",
+    ]
+    a, b = torch.randn(1, 1, 128, 128), torch.randn(1, 1, 128, 128)
+    with torch.no_grad():
+        folded = edited(a, b, num_flow_updates=2)[-1]
+        original = model(a.expand(1, 3, 128, 128), b.expand(1, 3, 128, 128), num_flow_updates=2)[-1]
+    torch.testing.assert_close(folded, original, rtol=1e-4, atol=1e-4)
+
+
+class _TwoImagesOfSizesIn100s(nn.Module):
+    """Two required images whose sizes its forward checks (so it is run, not traced): multiples of 100 only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encode = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape[-1] % 100 or b.shape[-1] % 100:
+            raise ValueError("image sizes must be multiples of 100")
+        return self.encode(a) - self.encode(b)
+
+
+def test_two_required_images_refusing_the_guess_are_asked_for_by_name() -> None:
+    with pytest.raises(SurgeryError, match=r"input=\{'a': \(3, H, W\), 'b': \(3, H, W\)\} at the sizes") as e:
+        adapt_input_channels(_TwoImagesOfSizesIn100s(), 1)
+    assert "multiples of 100" in str(e.value)
+    given = {"a": (3, 100, 100), "b": (3, 100, 100)}  # the fix as it reads, at the sizes the message asks for
+    result = adapt_input_channels(_TwoImagesOfSizesIn100s(), 1, input=given)
+    assert result.model.encode.in_channels == 1
