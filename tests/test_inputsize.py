@@ -249,3 +249,30 @@ def test_a_model_built_for_one_size_or_at_most_one_is_told_a_smaller_input_that_
     assert all("an input it takes is" in f.fix for f in r.findings)
     ((shape),) = _named_inputs(r.findings[0].fix)
     assert shape == named and runs(shape) and paramcount(model, shape).invalid == []
+
+
+def test_a_graph_traced_for_its_shapes_only_is_searched_by_tracing_again() -> None:
+    """Found by probes: transformers' ViT given another image size and GPT-2 given more tokens than its positions
+    (forward's Python asks about the shapes, so the graph holds for the given input only) named no input; each try
+    of the search now traces the model again (at most MAX_RETRACES), and the input named runs."""
+    transformers = pytest.importorskip("transformers")
+    vit = transformers.ViTModel(
+        transformers.ViTConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            image_size=32,
+            patch_size=8,
+        )
+    ).eval()
+    with pytest.raises(ValueError, match="doesn't match model"):
+        vit(torch.zeros(1, 3, 48, 40))
+    (named,) = {shape for f in paramcount(vit, (3, 48, 40)).findings for shape in _named_inputs(f.fix)}
+    assert named == (3, 32, 32) and vit(torch.zeros(1, *named)).last_hidden_state.shape == (1, 17, 16)
+    gpt2 = transformers.GPT2Model(transformers.GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=24)).eval()
+    with pytest.raises(IndexError):
+        gpt2(input_ids=torch.zeros(1, 30, dtype=torch.long))
+    (named,) = {str(shape) for f in paramcount(gpt2, {"input_ids": (30,)}).findings for shape in _named_inputs(f.fix)}
+    assert named == "{'input_ids': (24,)}"
+    assert gpt2(input_ids=torch.zeros(1, 24, dtype=torch.long)).last_hidden_state.shape == (1, 24, 16)

@@ -113,8 +113,10 @@ def _analyse(
     mode: CrossCheckMode,
     *,
     copy_graph: bool,
+    retrace: Callable[[InputSpec], ShapeResult] | None = None,
 ) -> tuple[ModelReport, ShapeResult]:
-    """analyse_graph with the sweep's shared results; ``copy_graph=False`` when nobody else holds ``G``."""
+    """analyse_graph with the sweep's shared results; ``copy_graph=False`` when nobody else holds ``G``;
+    ``retrace``: the model's shapes at another input, for a graph traced for this one's only."""
     model = model_of(G)
     shapes = propagate_shapes(G, input, batch=batch, memo=cache.memo if cache is not None else None)
     for rec in shapes.nodes.values():
@@ -125,7 +127,7 @@ def _analyse(
             and any(node_record(G, src).op == "placeholder" for src in G.predecessors(rec.name))
         ):
             raise ShapeError(f"{rec.message} (input shapes {dict(shapes.input_shapes)})")
-    shapes = name_fitting_input(G, input, batch, shapes)  # "use a larger input": which one (no cost without)
+    shapes = name_fitting_input(G, input, batch, shapes, retrace)  # "use a larger input": which one (no cost without)
     if cache is None:
         summary = count_params(G)
     else:  # parameter counts depend on the input only through the invalid layers
@@ -245,7 +247,8 @@ def paramcount(
         model = materialized(model, input, batch)
     with paused_gc():  # no full collection of the whole process in the middle (torchsurgeon.gcpause)
         traced = _trace_explained(model, input, batch, options)
-        report, _ = _analyse(build_graph(traced), input, batch, "", None, mode, copy_graph=False)  # the report's
+        again = functools.partial(_retraced, model, batch, options)
+        report, _ = _analyse(build_graph(traced), input, batch, "", None, mode, copy_graph=False, retrace=again)
     return dataclasses.replace(report, lazy=lazy) if lazy else report
 
 
@@ -269,6 +272,14 @@ def refusal(model: nn.Module, input: InputSpec, batch: int) -> ShapeError | None
     except Exception:  # refused otherwise (the trace, the input's names): the caller's own error says it
         return None
     return None
+
+
+def _retraced(model: nn.Module, batch: int, options: Mapping[str, Any], input: InputSpec) -> ShapeResult:
+    """The shapes of ``model`` at ``input``, traced again for it (a search for the input a model takes, when its
+    graph was traced for another input's shapes only)."""
+    return propagate_shapes(
+        build_graph(trace(model, **options, example_inputs=ExampleInputs(model, input, batch))), input, batch=batch
+    )
 
 
 def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Mapping[str, Any]) -> Traced:
@@ -421,10 +432,13 @@ def _sweep(
     # forward's Python answered questions about the first input's shapes, or a part failed to trace at them (BERT
     # given more tokens than its positions: its attention made opaque, which the next input would not need)
     if traced.shape_specific or other_rank or traced.opaque:
-        reports = [_analyse(build_graph(traced), specs[0], batch, "", None, mode, copy_graph=False)[0]]
+        retrace = functools.partial(_retraced, model, batch, options)
+        reports = [_analyse(build_graph(traced), specs[0], batch, "", None, mode, copy_graph=False, retrace=retrace)[0]]
         for spec in specs[1:]:
             again = _trace_explained(model, spec, batch, options)
-            reports.append(_analyse(build_graph(again), spec, batch, "", None, mode, copy_graph=False)[0])
+            reports.append(
+                _analyse(build_graph(again), spec, batch, "", None, mode, copy_graph=False, retrace=retrace)[0]
+            )
         return reports
     G = build_graph(traced)
     cache = _SweepCache(ShapeMemo(G))  # the model cannot change during the sweep: results are reused

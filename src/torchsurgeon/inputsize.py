@@ -35,7 +35,8 @@ import dataclasses
 import functools
 import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import networkx as nx
@@ -48,10 +49,24 @@ from .records import Finding, LayerStatus
 from .shapes import ShapeResult, propagate_shapes
 from .shapespec import InputSpec, TypedShape, normalize_input
 
-__all__ = ("MAX_PROPAGATIONS", "features_caused", "index_caused", "name_fitting_input", "size_caused")
+__all__ = (
+    "MAX_PROPAGATIONS",
+    "MAX_RETRACES",
+    "RETRACE_SECONDS",
+    "features_caused",
+    "index_caused",
+    "name_fitting_input",
+    "size_caused",
+)
 
 MAX_PROPAGATIONS = 64
 """The most propagations one search makes; past them the findings keep the fix they had."""
+
+MAX_RETRACES = 16
+"""The most traces a search makes for a graph traced for the given shapes only (each try traces the model again)."""
+
+RETRACE_SECONDS = 3.0
+"""Nor does it start a trace after this long (a large model's traces are slow)."""
 
 _FITS_FROM = (64, 256, 1024, 4096)  # step 1: sizes tried to find one that fits at all
 _POWERS = 7  # step 2: multiples 1, 2, 4, ... 64 (times the factors findings name)
@@ -117,9 +132,16 @@ class _Search:
     """The sizes of the varied dims (``axes``: input name, dim of the per-sample shape) and what each tried fits."""
 
     def __init__(
-        self, G: nx.DiGraph, given: dict[str, Any], batch: int, axes: list[tuple[str, int]], kept: frozenset[Any]
+        self,
+        given: dict[str, Any],
+        batch: int,
+        axes: list[tuple[str, int]],
+        kept: frozenset[Any],
+        propagate: Callable[[dict[str, Any]], ShapeResult],
+        budget: list[float],
     ) -> None:
-        self.G, self.given, self.batch, self.axes, self.kept = G, given, batch, axes, kept
+        self.given, self.batch, self.axes, self.kept = given, batch, axes, kept
+        self.propagate, self.budget = propagate, budget
         self.start = tuple(_per_sample(given[name])[dim] for name, dim in axes)
         self.tried: dict[tuple[int, ...], bool] = {}
         self.features: dict[tuple[int, ...], dict[str, int]] = {}  # what each layer of features_caused got
@@ -137,10 +159,11 @@ class _Search:
     def fits(self, sizes: tuple[int, ...]) -> bool:
         """Whether every size-caused finding is gone at these sizes and no other finding came."""
         if sizes not in self.tried:
-            if len(self.tried) >= MAX_PROPAGATIONS:
+            if self.budget[0] <= 0 or time.perf_counter() > self.budget[1]:
                 raise _OutOfPropagations
+            self.budget[0] -= 1
             try:
-                result = propagate_shapes(self.G, self.spec(sizes), batch=self.batch)
+                result = self.propagate(self.spec(sizes))
             except Exception:  # an input the model refuses outright
                 self.tried[sizes] = False
             else:
@@ -370,12 +393,20 @@ def _shown(spec: dict[str, Any], given: dict[str, Any]) -> str:
     return ", ".join(f"{name}={shape}" for name, shape in changed)
 
 
-def name_fitting_input(G: nx.DiGraph, input: InputSpec, batch: int, shapes: ShapeResult) -> ShapeResult:
+def name_fitting_input(
+    G: nx.DiGraph,
+    input: InputSpec,
+    batch: int,
+    shapes: ShapeResult,
+    retrace: Callable[[InputSpec], ShapeResult] | None = None,
+) -> ShapeResult:
     """``shapes`` with the input that fits named in the fix of every finding the input's size causes.
 
-    Nothing is done (and nothing propagated) without such a finding (:func:`size_caused`), for a graph
-    traced for the given shapes only, or when the search finds nothing in :data:`MAX_PROPAGATIONS`;
-    ``G``'s records are those of ``input`` again afterwards, with the new fixes.
+    Nothing is done (and nothing propagated) without such a finding (:func:`size_caused`), or when the
+    search finds nothing in :data:`MAX_PROPAGATIONS`; ``G``'s records are those of ``input`` again
+    afterwards, with the new fixes.  A graph traced for the given shapes only (forward's Python asked about
+    them) is searched with ``retrace`` (the model traced and propagated at another input), at most
+    :data:`MAX_RETRACES` times, and not at all without it.
 
     Parameters
     ----------
@@ -387,6 +418,8 @@ def name_fitting_input(G: nx.DiGraph, input: InputSpec, batch: int, shapes: Shap
         Batch size, kept.
     shapes : ShapeResult
         :func:`~torchsurgeon.shapes.propagate_shapes`'s result for ``input``.
+    retrace : callable, optional
+        For a graph traced for the given shapes only: the shapes of the model at another input.
 
     Returns
     -------
@@ -405,7 +438,8 @@ def name_fitting_input(G: nx.DiGraph, input: InputSpec, batch: int, shapes: Shap
 larger is (3, 6, 8): paramcount(model, (3, 6, 8))
     """
     features = [f for f in shapes.findings if features_caused(f)]
-    if not (features or any(_shrinkable(f) for f in shapes.findings)) or shape_specific_of(G):
+    specific = shape_specific_of(G)
+    if not (features or any(_shrinkable(f) for f in shapes.findings)) or (specific and retrace is None):
         return shapes
     given = normalize_input(input, list(placeholders(graph_module_of(G))))
     axes = _axes(given, shapes, input)
@@ -413,21 +447,31 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
         return shapes
     records = records_now(G)
     answer, targets = "", size_caused
+    # shared by the searches below: how many propagations are left, and until when
+    budget = [MAX_RETRACES, time.perf_counter() + RETRACE_SECONDS] if specific else [MAX_PROPAGATIONS, math.inf]
+    propagate: Callable[[dict[str, Any]], ShapeResult] = (
+        retrace if specific and retrace is not None else functools.partial(_propagated, G, batch)
+    )
+
+    def search(found_by: Callable[[Finding], bool]) -> _Search:
+        kept = frozenset(_key(f) for f in shapes.findings if not found_by(f))
+        return _Search(given, batch, axes, kept, propagate, budget)
+
     try:
         if features:  # one size, often smaller than the given one
-            exact = _Search(G, given, batch, axes, frozenset(_key(f) for f in shapes.findings if not _either(f)))
+            exact = search(_either)
             found = exact.run_exact(features[0].layer, features[0].expected, features[0].got)
             if found is not None:
                 answer, targets = _answer(exact, input, given, *found, smallest=False), _either
         if not answer and any(size_caused(f) for f in shapes.findings):
-            search = _Search(G, given, batch, axes, frozenset(_key(f) for f in shapes.findings if not size_caused(f)))
+            up = search(size_caused)
             texts = [f.expected for f in shapes.findings if isinstance(f.expected, str)]
             named = [int(n) for text in texts for n in _MULTIPLE.findall(text)]
             odd = math.lcm(1, *(n // (n & -n) for n in named if n > 0))  # powers of two are on the ladder already
-            found = search.run(odd)
-            answer = _answer(search, input, given, *found) if found is not None else ""
+            found = up.run(odd)
+            answer = _answer(up, input, given, *found) if found is not None else ""
         if not answer and any(_shrinkable(f) for f in shapes.findings):  # no larger size fits: a smaller one
-            down = _Search(G, given, batch, axes, frozenset(_key(f) for f in shapes.findings if not _shrinkable(f)))
+            down = search(_shrinkable)
             found = down.run_down()
             if found is not None:
                 answer, targets = _answer(down, input, given, *found, smallest=False), _shrinkable
@@ -436,6 +480,10 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
     finally:
         set_records(G, records.values())  # the given input's records again
     return _with_answer(G, shapes, answer, targets) if answer else shapes
+
+
+def _propagated(G: nx.DiGraph, batch: int, spec: dict[str, Any]) -> ShapeResult:
+    return propagate_shapes(G, spec, batch=batch)
 
 
 def _either(finding: Finding) -> bool:
