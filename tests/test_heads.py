@@ -358,6 +358,19 @@ def test_a_question_answering_or_multiple_choice_head_is_refused_with_a_classifi
     )
 
 
+def test_append_head_on_a_text_classifier_checks_the_edit_on_token_ids(transformers_bert: object) -> None:
+    """Found by a probe: ``append_head`` on a BERT classifier returned, without a word, a model whose forward raised
+    (a Linear of the wrong width or dtype appended): no input was tried for a model without a convolution. 16 token
+    ids are tried now, as for an image model its image."""
+    model = _bert(transformers_bert)
+    with pytest.raises(SurgeryError, match=r"no longer runs on input \{'input_ids': \(16,\)\}: .*in_features=5, got 2"):
+        append_head(model, nn.Linear(5, 3))
+    with pytest.raises(SurgeryError, match=r"expects input dtype=torch\.float64 \(its weight's\), got torch\.float32"):
+        append_head(model, nn.Linear(2, 3).double())
+    ids = torch.tensor([[1, 2, 3]])
+    assert append_head(model, nn.ReLU(), nn.Linear(2, 3)).model(input_ids=ids).logits.shape == (1, 3)
+
+
 @pytest.mark.parametrize("bad", [0, -1, "7", 7.0, True])
 def test_a_bad_class_count_is_named_as_such(bad: object) -> None:
     with pytest.raises(InputError, match=rf"num_classes={bad!r} — the new class count must be a positive int"):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .analysis import paramcount
-from .arguments import ExampleInputs, tensor_inputs
+from .arguments import ExampleInputs, forward_parameters, tensor_inputs
 from .errors import SurgeryError, TorchSurgeonError, TraceError
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .graphreaders import weights_owner
@@ -416,9 +416,10 @@ def not_a_layer(
 
 
 def running_input(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec | None, Any]:
-    """The input given, a vision model's own (from its config), or an image of its first convolution's channels
-    (:func:`~torchsurgeon.readers.guessed_input`), the first the model runs on now, with the output shape it gives
-    there; ``(None, None)`` when it runs on none.
+    """The input given, a vision model's own (from its config), an image of its first convolution's channels
+    (:func:`~torchsurgeon.readers.guessed_input`), or 16 token ids for a forward taking ``input_ids`` (a text
+    classifier), the first the model runs on now, with the output shape it gives there; ``(None, None)`` when it
+    runs on none.
 
     Examples
     --------
@@ -426,7 +427,8 @@ def running_input(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec 
     >>> running_input(nn.Sequential(nn.Flatten(), nn.Linear(12, 5)), (3, 2, 2))
     ((3, 2, 2), (1, 5))
     """
-    for candidate in (input, default_input(model), guessed_input(model)):
+    ids = {"input_ids": (16,)} if any(p.name == "input_ids" for p in forward_parameters(model)) else None
+    for candidate in (input, default_input(model), guessed_input(model), ids):
         if candidate is None:
             continue
         try:
