@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import torch
 from torch import nn
 
 from zoo_checks import ZooResult, analyse, check, coverage, fold_is_exact, grey_input_is_reported
@@ -21,6 +22,8 @@ pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make c
 
 monai = pytest.importorskip("monai")
 from monai.networks import nets  # noqa: E402
+
+from torchsurgeon import ParamChange, replace_head  # noqa: E402
 
 FILE = "untraceable_monai.txt"
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
@@ -139,3 +142,20 @@ def test_monai_vnet_names_the_fold_that_runs(spatial_dims: int, in_channels: int
     grey = torch.randn(2, 1, *shape[1:], dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(edited(grey.expand(2, *shape)), model(grey.expand(2, in_channels, *shape[1:])))
+
+
+def test_monai_new_head_sets_the_out_channels_the_network_keeps() -> None:
+    """Found by a probe: replace_head on MONAI's AttentionUnet and DynUNet made a 5-class head but left the network's
+    own ``out_channels`` (and that of the block holding the head) at 2; they follow the head now, as num_classes
+    does elsewhere, and the model built with out_channels=5 holds the same state_dict."""
+    settings = {"spatial_dims": 2, "in_channels": 1, "channels": (4, 8, 16), "strides": (2, 2)}
+    model = nets.AttentionUnet(out_channels=2, **settings).eval()
+    result = replace_head(model, 5)
+    assert result.model.out_channels == 5 and model.out_channels == 2
+    assert {c.name for c in result.changes if c.status is ParamChange.SETTING} == {
+        "out_channels",
+        "model.2.out_channels",
+    }
+    built = nets.AttentionUnet(out_channels=5, **settings)
+    built.load_state_dict(result.model.state_dict(), strict=True)
+    assert result.model(torch.zeros(1, 1, 32, 32)).shape == (1, 5, 32, 32)

@@ -53,7 +53,7 @@ from .wrappers import from_peft
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
 
-_CLASS_GUARDS = ("num_labels", "num_classes", "n_classes", "classes")
+_CLASS_GUARDS = ("num_labels", "num_classes", "n_classes", "classes", "out_channels")
 """Attributes of a module holding the head, or of its config, that keep the class count."""
 
 
@@ -158,7 +158,7 @@ def replace_head(
     SurgeryResult
         The edited model; the changes name the initialiser of each new head,
         then (``setting``) each class count updated on a module holding the
-        head or its config (``config.num_labels``, ``num_classes``), so a
+        head or its config (``config.num_labels``, ``num_classes``, MONAI's ``out_channels``), so a
         Hugging Face classifier's loss reshapes its logits to the new width;
         its ``id2label`` and a ``problem_type`` the new count contradicts too;
         then a shape a weight-free module after the head makes of the logits
