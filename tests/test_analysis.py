@@ -728,3 +728,32 @@ def test_a_model_returning_nothing_is_still_trusted() -> None:
     report = paramcount(Nothing(), (8,))
     assert report.output_shape is None and Nothing()(torch.randn(1, 8)) is None
     assert report.trusted
+
+
+class _NeedsTargetsInTraining(nn.Module):
+    """A detector's contract: in training mode its forward asserts that targets were given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, images: torch.Tensor, targets: Any = None) -> torch.Tensor:
+        if self.training:
+            torch._assert(targets is not None, "targets should not be none when in training mode")
+        return self.head(self.backbone(images))
+
+
+def test_a_forward_asking_for_an_argument_not_given_names_it_and_a_part_that_runs() -> None:
+    """Found by a probe: paramcount and memory_plan of a torchvision detector in training mode said only "give an
+    input the model accepts", which no shape can be (it asks for its targets); the error names the argument and a
+    part that takes the input alone, whose call runs."""
+    model = _NeedsTargetsInTraining()
+    with pytest.raises(AssertionError, match="targets should not be none"):
+        model(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(ShapeError, match=r"its forward asks for 'targets', which was not given") as e:
+        paramcount(model, (3, 16, 16))
+    call = re.search(r"paramcount\(model\.backbone, \(3, 16, 16\)\)", str(e.value))
+    assert call is not None
+    assert eval(call.group(0), {"paramcount": paramcount, "model": model}).total == 224
+    assert paramcount(model.eval(), (3, 16, 16)).output_shape == (1, 4, 14, 14)  # eval() does without them

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ import networkx as nx
 from torch import nn
 
 from .ambient import in_plain_torch
-from .arguments import ExampleInputs, check_input_names, one_or_more, tensor_inputs
+from .arguments import ExampleInputs, check_input_names, forward_parameters, one_or_more, tensor_inputs
 from .crosscheck import crosscheck as run_crosscheck
 from .crosscheck import crosscheck_mode, real_failure
 from .errors import InputError, ShapeError, TraceError
@@ -299,6 +300,13 @@ def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Ma
                 hint = ""  # refused the same way without the leading 1: a grey image (1, 40, 50) of a size it refuses
             shapes = {name: tuple(t.shape) for name, t in example.items()}
             failed = getattr(exc.__cause__, FAILED_NODE, "")
+            missing = _missing_argument(model, shapes, rejected[0])
+            if missing:  # a detector in training mode without its targets: no shape gets past, a part may
+                hint += (
+                    f"\n  its forward asks for {missing!r}, which was not given (no shape stands for it: a "
+                    "detector's targets in training mode, which model.eval() does without)"
+                    + _parts_to_analyse(model, input, batch)
+                )
             raise ShapeError(
                 f"{type(model).__name__} does not take this input {shapes}"
                 f"{f' (the trace fails in {failed})' if failed else ''}: a real forward raises {rejected[0]}\n"
@@ -308,6 +316,15 @@ def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Ma
         if hint and "values to unpack" in str(exc):  # the input's rank, not the model: no part to suggest
             raise TraceError(f"{exc}{hint}", whole_model=True) from exc
         raise TraceError(f"{exc}{_parts_to_analyse(model, input, batch)}", whole_model=True) from exc
+
+
+def _missing_argument(model: nn.Module, given: Mapping[str, Any], error: str) -> str:
+    """The argument of ``model``'s forward, not given, that the real forward's ``error`` names (``targets should not
+    be none when in training mode``), else ``""``."""
+    for p in forward_parameters(model):
+        if p.name not in given and len(p.name) > 2 and re.search(rf"\b{re.escape(p.name)}\b", error):
+            return p.name
+    return ""
 
 
 def _parts_to_analyse(model: nn.Module, input: InputSpec, batch: int) -> str:
