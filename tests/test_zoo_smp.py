@@ -63,3 +63,20 @@ def test_smp_coverage_and_untraceable_list(expected_file: Callable[[str, str], N
         print(summary)
     expected_file(FILE, text)
     assert len(ARCHITECTURES) >= 3 and len(ENCODERS) >= 3
+
+
+def test_smp_new_heads_are_rebuilt_by_the_config_from_pretrained_reads() -> None:
+    """Found by a probe: replace_head of an smp model with an auxiliary classifier of the same width replaced both
+    heads but left ``_hub_mixin_config['aux_params']['classes']`` at the old count, so the model smp's
+    ``from_pretrained`` rebuilds from that config could not load the saved weights; both counts follow now."""
+    from torchsurgeon import replace_head
+
+    model = smp.Unet("resnet18", encoder_weights=None, classes=2, aux_params={"classes": 2}).eval()
+    result = replace_head(model, 5)
+    config = result.model._hub_mixin_config
+    assert config["classes"] == 5 and config["aux_params"] == {"classes": 5}
+    assert model._hub_mixin_config["aux_params"] == {"classes": 2}  # the original is untouched
+    rebuilt = type(model)(**config)  # what from_pretrained does with the saved config
+    rebuilt.load_state_dict(result.model.state_dict(), strict=True)
+    mask, labels = rebuilt.eval()(torch.zeros(1, 3, 64, 64))
+    assert mask.shape == (1, 5, 64, 64) and labels.shape == (1, 5)

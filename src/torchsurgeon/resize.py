@@ -648,11 +648,16 @@ def update_guards(
         hub = None if is_config else vars(holder).get("_hub_mixin_config")  # smp's from_pretrained rebuilds from it
         if not isinstance(hub, dict):
             continue
-        for attr in attributes:
-            if type(hub.get(attr)) is int and hub[attr] == before:
-                hub[attr] = after
-                name = f"{where}._hub_mixin_config[{attr!r}]".lstrip(".")
-                changes.append(ParamReport(name, ParamChange.SETTING, None, None, "", note))
+        # smp's auxiliary classifier (classification_head) is built from the nested aux_params, not from classes
+        aux = hub.get("aux_params")
+        ours = layer.startswith(f"{where}.classification_head.".lstrip(".")) and isinstance(aux, dict)
+        for config, key in ((aux, "['aux_params']"),) if ours else ((hub, ""),):
+            assert isinstance(config, dict)
+            for attr in attributes:
+                if type(config.get(attr)) is int and config[attr] == before:
+                    config[attr] = after
+                    name = f"{where}._hub_mixin_config{key}[{attr!r}]".lstrip(".")
+                    changes.append(ParamReport(name, ParamChange.SETTING, None, None, "", note))
     return changes
 
 
