@@ -55,6 +55,7 @@ __all__ = (
     "one_or_more",
     "placeholder_dtype",
     "placeholders",
+    "required_arguments",
     "specialisation",
     "tensor_inputs",
     "traced_paths",
@@ -430,6 +431,27 @@ def forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
     except (TypeError, ValueError):
         return []
     return list(sig.parameters.values())[1:]  # drop self
+
+
+def required_arguments(model: nn.Module) -> list[str]:
+    """The arguments ``model``'s forward requires, up to the first with a default (two images for an optical flow
+    model); empty when its signature cannot be read.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> class Flow(nn.Module):
+    ...     def forward(self, image1, image2, num_flow_updates=12):
+    ...         return image1 - image2
+    >>> required_arguments(Flow()), required_arguments(nn.Linear(2, 2))
+    (['image1', 'image2'], ['input'])
+    """
+    names = []
+    for p in forward_parameters(model):
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or p.default is not p.empty:
+            break
+        names.append(p.name)
+    return names
 
 
 def fx_name(p: inspect.Parameter) -> str:

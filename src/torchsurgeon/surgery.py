@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .ambient import in_plain_torch
-from .arguments import forward_parameters, layer_names
+from .arguments import layer_names, required_arguments
 from .channelconstants import widen_channel_constants
 from .copies import model_copy
 from .errors import InputError, SurgeryError, TraceError, check_flag
@@ -140,7 +140,7 @@ def _input_layers(
         G = build_graph(trace(model))
     except TraceError as exc:
         image = guessed_input(model)  # Python on the input's shape in forward (smp's size check): run it instead
-        names = _required_arguments(model)  # RAFT's forward(image1, image2): an image for each, the same one
+        names = required_arguments(model)  # RAFT's forward(image1, image2): an image for each, the same one
         guess: InputSpec | None = dict.fromkeys(names, image) if image is not None and len(names) > 1 else image
         tried, example = "", "e.g. input=(3, 224, 224)"
         if guess is not None:
@@ -148,11 +148,7 @@ def _input_layers(
                 return input_readers(model, guess), guess, True, {}
             except Exception as run_exc:  # the model does not accept the guess: ask for the input it accepts
                 tried = f"; it does not accept {guess} either ({str(run_exc).splitlines()[0][:200]})"
-                example = refused_guess_hint(image)  # never the guess it has just refused
-                if len(names) > 1 and image is not None:
-                    one = example[len("input=") : example.index(")") + 1]  # (3, H, W)
-                    each = ", ".join(f"{name!r}: {one}" for name in names)
-                    example = f"input={{{each}}}{example[len('input=') + len(one) :]}"
+                example = refused_guess_hint(image, names)  # never the guess it has just refused
         raise SurgeryError(
             f"{type(model).__name__} cannot be traced without an input shape ({str(exc).splitlines()[0]}){tried} — "
             f"pass an input it accepts now so it can be run instead, {example}"
@@ -170,17 +166,6 @@ def _input_layers(
                 return readers, guess, True, unmatched_channels(model, readers, guess, joined)
     doubts: _Doubts = {name: (reason, None, 0) for name, reason in rearranged.items()}
     return found, guessed_input(model) if mixed else None, False, doubts
-
-
-def _required_arguments(model: nn.Module) -> list[str]:
-    """The arguments ``model``'s forward requires, up to the first with a default (two images for an optical flow
-    model); empty when its signature cannot be read."""
-    names = []
-    for p in forward_parameters(model):
-        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or p.default is not p.empty:
-            break
-        names.append(p.name)
-    return names
 
 
 def _opaque_part(model: nn.Module, name: str) -> bool:
