@@ -24,6 +24,7 @@ from .arguments import ExampleInputs, forward_parameters, tensor_inputs
 from .errors import SurgeryError, TorchSurgeonError, TraceError
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .graphreaders import weights_owner
+from .modelreport import ModelReport
 from .readers import default_input, guessed_input, refused_guess_hint
 from .resize import hands_on_features
 from .shapes import meta_copy
@@ -40,6 +41,7 @@ __all__ = (
     "module_record",
     "not_a_layer",
     "running_input",
+    "running_report",
     "width_of",
 )
 
@@ -427,6 +429,19 @@ def running_input(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec 
     >>> running_input(nn.Sequential(nn.Flatten(), nn.Linear(12, 5)), (3, 2, 2))
     ((3, 2, 2), (1, 5))
     """
+    candidate, report = running_report(model, input)
+    return candidate, None if report is None else report.output_shape
+
+
+def running_report(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec | None, ModelReport | None]:
+    """:func:`running_input`'s input, with the whole report of the model on it (its layers' shapes).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> running_report(nn.Sequential(nn.Flatten(), nn.Linear(12, 5)), (3, 2, 2))[1].layer("1").input_shape
+    (1, 12)
+    """
     ids = {"input_ids": (16,)} if any(p.name == "input_ids" for p in forward_parameters(model)) else None
     for candidate in (input, default_input(model), guessed_input(model), ids):
         if candidate is None:
@@ -436,7 +451,7 @@ def running_input(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec 
         except TorchSurgeonError:
             continue
         if not report.invalid:
-            return candidate, report.output_shape
+            return candidate, report
     return None, None
 
 

@@ -40,6 +40,7 @@ from .headfinding import (
     module_record,
     not_a_layer,
     running_input,
+    running_report,
     width_of,
 )
 from .initialisers import default_init, named_init
@@ -265,8 +266,9 @@ def _fill_removed(
             f"keep={dict(keep)!r}: {name} (Identity) stands where the classifier was removed — there are no old "
             f"classes to keep: replace_head(model, {num_classes})"
         )
-    checked_on = running_input(model, input)
-    shapes = [] if checked_on[0] is None else paramcount(model, checked_on[0], crosscheck="never").layers
+    ran_on, report = running_report(model, input)
+    checked_on = (ran_on, None if report is None else report.output_shape)
+    shapes = [] if report is None else report.layers
     given = next((r.input_shape for r in shapes if r.op == "call_module" and r.path[-1:] == (name,)), None)
     if given is None:
         guess = guessed_input(model)
