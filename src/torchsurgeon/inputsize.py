@@ -121,7 +121,21 @@ def index_caused(finding: Finding) -> bool:
 
 
 class _OutOfPropagations(Exception):
-    """The search used its :data:`MAX_PROPAGATIONS`."""
+    """The search used its :class:`_Budget`."""
+
+
+@dataclasses.dataclass
+class _Budget:
+    """What the searches of one finding may still spend: propagations (or traces), and until when."""
+
+    left: int
+    until: float = math.inf
+
+    def spend(self) -> None:
+        """Count one propagation, or raise :class:`_OutOfPropagations` when none is left."""
+        if self.left <= 0 or time.perf_counter() > self.until:
+            raise _OutOfPropagations
+        self.left -= 1
 
 
 def _up(size: int, m: int) -> int:
@@ -138,7 +152,7 @@ class _Search:
         axes: list[tuple[str, int]],
         kept: frozenset[Any],
         propagate: Callable[[dict[str, Any]], ShapeResult],
-        budget: list[float],
+        budget: _Budget,
     ) -> None:
         self.given, self.batch, self.axes, self.kept = given, batch, axes, kept
         self.propagate, self.budget = propagate, budget
@@ -159,9 +173,7 @@ class _Search:
     def fits(self, sizes: tuple[int, ...]) -> bool:
         """Whether every size-caused finding is gone at these sizes and no other finding came."""
         if sizes not in self.tried:
-            if self.budget[0] <= 0 or time.perf_counter() > self.budget[1]:
-                raise _OutOfPropagations
-            self.budget[0] -= 1
+            self.budget.spend()
             try:
                 result = self.propagate(self.spec(sizes))
             except Exception:  # an input the model refuses outright
@@ -447,8 +459,8 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
         return shapes
     records = records_now(G)
     answer, targets = "", size_caused
-    # shared by the searches below: how many propagations are left, and until when
-    budget = [MAX_RETRACES, time.perf_counter() + RETRACE_SECONDS] if specific else [MAX_PROPAGATIONS, math.inf]
+    # shared by the searches below
+    budget = _Budget(MAX_RETRACES, time.perf_counter() + RETRACE_SECONDS) if specific else _Budget(MAX_PROPAGATIONS)
     propagate: Callable[[dict[str, Any]], ShapeResult] = (
         retrace if specific and retrace is not None else functools.partial(_propagated, G, batch)
     )
@@ -494,7 +506,7 @@ def _shrinkable(finding: Finding) -> bool:
     return size_caused(finding) or index_caused(finding)
 
 
-def _with_answer(G: nx.DiGraph, shapes: ShapeResult, answer: str, targets: Any) -> ShapeResult:
+def _with_answer(G: nx.DiGraph, shapes: ShapeResult, answer: str, targets: Callable[[Finding], bool]) -> ShapeResult:
     """``shapes`` and ``G``'s records with ``answer`` after the fix of each finding ``targets`` says it fixes."""
     nodes = dict(shapes.nodes)
     for name, rec in shapes.nodes.items():
