@@ -40,15 +40,16 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
 
-__all__ = ("in_plain_torch", "plain_torch")
+__all__ = ("SetAside", "in_plain_torch", "plain_torch")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_S = TypeVar("_S")
 
 
 _GLOBAL_HOOKS = tuple(
@@ -66,47 +67,73 @@ _GLOBAL_HOOKS = tuple(
 dict itself, so they are emptied and filled again, never replaced."""
 
 
-class _Anomaly:
-    """How many calls are inside :func:`plain_torch`, whether anomaly detection was on before the first, and the
-    global module hooks set aside."""
+class SetAside(Generic[_S]):
+    """A process-wide setting set aside while any thread is inside :meth:`held` (re-entrant, thread-safe): ``off``
+    runs when the first caller enters and returns what ``restore`` puts back when the last one leaves.
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.depth = 0
-        self.was: tuple[bool, bool] | None = None  # (enabled, check_nan), when the first call turned it off
-        self.hooks: list[dict[int, Any]] = []
+    Examples
+    --------
+    >>> state = {"on": True}
+    >>> aside = SetAside(lambda: state.update(on=False) or True, lambda was: state.update(on=was))
+    >>> with aside.held():
+    ...     with aside.held():  # a call inside another
+    ...         state["on"]
+    False
+    >>> state["on"]
+    True
+    """
+
+    def __init__(self, off: Callable[[], _S], restore: Callable[[_S], None]) -> None:
+        self._off, self._restore = off, restore
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: _S | None = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """The setting aside in this block, put back when the last caller leaves."""
+        with self._lock:
+            if self._depth == 0:
+                self._saved = self._off()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    saved, self._saved = self._saved, None
+                    self._restore(saved)  # type: ignore[arg-type]
 
 
-_ANOMALY = _Anomaly()
+_Saved = tuple[tuple[bool, bool] | None, list[dict[int, Any]]]
+"""Anomaly detection's (enabled, check_nan) when it was on, and the global module hooks, set aside."""
 
 
-@contextlib.contextmanager
-def _anomaly_off() -> Iterator[None]:
-    """Anomaly detection off in this block (re-entrant, thread-safe), restored when the last caller leaves."""
-    with _ANOMALY.lock:
-        if _ANOMALY.depth == 0 and torch.is_anomaly_enabled():
-            _ANOMALY.was = (True, torch.is_anomaly_check_nan_enabled())
-            torch.set_anomaly_enabled(False)
-        if _ANOMALY.depth == 0:  # a FlopCounterMode's module tracker: its hooks would hold the fake step's tensors
-            _ANOMALY.hooks = [dict(hooks) for hooks in _GLOBAL_HOOKS]
-            for hooks in _GLOBAL_HOOKS:
-                hooks.clear()
-        _ANOMALY.depth += 1
-    try:
-        yield
-    finally:
-        with _ANOMALY.lock:
-            _ANOMALY.depth -= 1
-            if _ANOMALY.depth == 0 and _ANOMALY.was is not None:
-                torch.set_anomaly_enabled(*_ANOMALY.was)
-                _ANOMALY.was = None
-            if _ANOMALY.depth == 0:
-                for hooks, saved in zip(_GLOBAL_HOOKS, _ANOMALY.hooks, strict=True):
-                    added = dict(hooks)  # registered meanwhile: after the caller's, as if registered after them
-                    hooks.clear()
-                    hooks.update(saved)
-                    hooks.update(added)
-                _ANOMALY.hooks = []
+def _process_wide_off() -> _Saved:
+    """Anomaly detection off, the global module hooks (a FlopCounterMode's module tracker: they would hold the fake
+    step's tensors) emptied; what they were."""
+    was = (True, torch.is_anomaly_check_nan_enabled()) if torch.is_anomaly_enabled() else None
+    if was is not None:
+        torch.set_anomaly_enabled(False)
+    hooks = [dict(h) for h in _GLOBAL_HOOKS]
+    for h in _GLOBAL_HOOKS:
+        h.clear()
+    return was, hooks
+
+
+def _process_wide_back(saved: _Saved) -> None:
+    was, hooks = saved
+    if was is not None:
+        torch.set_anomaly_enabled(*was)
+    for current, before in zip(_GLOBAL_HOOKS, hooks, strict=True):
+        added = dict(current)  # registered meanwhile: after the caller's, as if registered after them
+        current.clear()
+        current.update(before)
+        current.update(added)
+
+
+_PROCESS_WIDE = SetAside(_process_wide_off, _process_wide_back)
 
 
 @contextlib.contextmanager
@@ -115,7 +142,7 @@ def plain_torch() -> Iterator[None]:
     (module docstring)."""
     modes = [torch._C._pop_torch_function_stack() for _ in range(torch._C._len_torch_function_stack())]
     try:
-        with _disable_current_modes(), _anomaly_off():  # the dispatch modes, pushed back on exit
+        with _disable_current_modes(), _PROCESS_WIDE.held():  # the dispatch modes, pushed back on exit
             yield
     finally:
         for mode in reversed(modes):  # popped innermost first: the outermost goes back first

@@ -30,36 +30,27 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import threading
-from collections.abc import Iterator
+
+from .ambient import SetAside
 
 __all__ = ("paused_gc",)
 
 
-class _Pause:
-    """How many calls are inside :func:`paused_gc`, and whether the collector was on before the first."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.depth = 0
-        self.was_enabled = False
+def _collector_off() -> bool:
+    """Automatic collection paused; whether it was on."""
+    was = gc.isenabled()
+    gc.disable()
+    return was
 
 
-_PAUSE = _Pause()
+def _collector_back(was: bool) -> None:
+    if was:
+        gc.enable()
 
 
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
+_PAUSE = SetAside(_collector_off, _collector_back)
+
+
+def paused_gc() -> contextlib.AbstractContextManager[None]:
     """Pause automatic garbage collection in this block (re-entrant, thread-safe); see the module docstring."""
-    with _PAUSE.lock:
-        if _PAUSE.depth == 0:
-            _PAUSE.was_enabled = gc.isenabled()
-            gc.disable()
-        _PAUSE.depth += 1
-    try:
-        yield
-    finally:
-        with _PAUSE.lock:
-            _PAUSE.depth -= 1
-            if _PAUSE.depth == 0 and _PAUSE.was_enabled:
-                gc.enable()
+    return _PAUSE.held()
