@@ -12,6 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
+from models import assert_same_state, model_state
 from torchsurgeon import paramcount
 from torchsurgeon.graph import build_graph
 from torchsurgeon.shapes import propagate_shapes
@@ -268,7 +269,9 @@ def test_a_graph_traced_for_its_shapes_only_is_searched_by_tracing_again() -> No
     ).eval()
     with pytest.raises(ValueError, match="doesn't match model"):
         vit(torch.zeros(1, 3, 48, 40))
+    before = model_state(vit)
     (named,) = {shape for f in paramcount(vit, (3, 48, 40)).findings for shape in _named_inputs(f.fix)}
+    assert_same_state(before, model_state(vit))  # the traces the search made left the model as found
     assert named == (3, 32, 32) and vit(torch.zeros(1, *named)).last_hidden_state.shape == (1, 17, 16)
     gpt2 = transformers.GPT2Model(transformers.GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=24)).eval()
     with pytest.raises(IndexError):
