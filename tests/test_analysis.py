@@ -203,6 +203,39 @@ def test_a_model_whose_own_forward_cannot_be_traced_names_a_part_that_can() -> N
     assert paramcount(model.backbone, (3, 8, 8), batch=2).output_shape == (2, 8, 6, 6)
 
 
+class _ResizingDetector(_Detector):
+    """torchvision's detection models resize the images before their backbone (GeneralizedRCNNTransform)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        resized = nn.functional.interpolate(images, size=(12, 12), mode="bilinear")
+        return self.head(_Boxes(self.backbone(resized)))
+
+
+def test_a_part_is_named_with_what_the_model_hands_it_not_the_model_input() -> None:
+    """Found on torchvision's Faster R-CNN: at a 128 x 128 image the error named paramcount(model.backbone, (3, 128,
+    128)), while the model hands its backbone 800 x 800 (its transform resizes the images): the backbone's shapes
+    at that call are none the model computes. Now the call is at what a real forward hands the part; the totals
+    say how many parameters are frozen."""
+    model = _ResizingDetector()
+    model.backbone.requires_grad_(False)
+    fed: list[tuple[int, ...]] = []
+    handle = model.backbone.register_forward_pre_hook(lambda _m, args: fed.append(tuple(args[0].shape)))
+    model(torch.zeros(2, 3, 8, 8))  # the oracle: a real forward
+    handle.remove()
+    assert fed == [(2, 3, 12, 12)]
+    frozen = sum(p.numel() for p in model.backbone.parameters())
+    unique = sum(p.numel() for p in model.parameters())
+    with pytest.raises(TraceError) as info:
+        paramcount(model, (3, 8, 8), batch=2)
+    assert str(info.value).endswith(
+        f"the whole model holds {unique:,} parameters (each counted once; {unique - frozen:,} trainable, {frozen:,} "
+        f"frozen); of them {frozen:,} are in backbone (Sequential), which the model's own forward hands "
+        "(2, 3, 12, 12) at this input (its forward changes the input first): "
+        "paramcount(model.backbone, (3, 12, 12), batch=2)"
+    )
+    assert model.backbone._forward_pre_hooks == {}  # the probe's hooks were on a copy
+
+
 class _BlockSized(nn.Module):
     """nanoGPT's check of its sequence length, in its own forward."""
 
@@ -675,7 +708,7 @@ def test_macs_with_layers_not_counted_are_printed_as_a_lower_bound() -> None:
 
 def test_a_part_that_runs_but_does_not_fit_the_input_is_not_suggested() -> None:
     """Found by a probe: a model that makes its input grey before a 1-channel conv, untraceable, was told to
-    analyse that conv at the model's RGB input, where it is invalid."""
+    analyse that conv at the model's RGB input, where it is invalid; it is named at what the model hands it."""
 
     class Grey(nn.Module):
         def __init__(self) -> None:
@@ -689,7 +722,10 @@ def test_a_part_that_runs_but_does_not_fit_the_input_is_not_suggested() -> None:
 
     with pytest.raises(TraceError) as caught:
         paramcount(Grey(), (3, 16, 16))
-    assert "paramcount(model.c" not in str(caught.value)
+    assert "paramcount(model.c, (3, 16, 16))" not in str(caught.value)
+    assert str(caught.value).endswith(
+        "hands (1, 1, 16, 16) at this input (its forward changes the input first): paramcount(model.c, (1, 16, 16))"
+    )
 
 
 class _ScaledByItem(nn.Module):

@@ -13,6 +13,7 @@ with the reason in ``tests/expected/untraceable_torchvision.txt``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,21 +177,30 @@ def test_torchvision_coverage_and_untraceable_list(expected_file: Callable[[str,
     assert len(CLASSIFICATION) >= 80
 
 
-@pytest.mark.parametrize("name", ["fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn"])
+@pytest.mark.parametrize("name", ["fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn", "ssd300_vgg16"])
 def test_a_detection_model_names_its_backbone_and_its_exact_total(name: str) -> None:
     """A detection model's own forward hands ImageLists between its parts and filters boxes by value: the
-    error gives the model's exact total and a call that analyses its backbone at the same input."""
+    error gives the model's exact total and a call that analyses its backbone at what the model hands it (its
+    transform resizes the images: RetinaNet's backbone gets 800 x 800 at 320 x 320, SSD300's 300 x 300; at 320 x
+    320 the backbone alone was named, with shapes the model never computes, and SSD300's none)."""
     model = _build(name)
     with pytest.raises(TraceError) as info:
         paramcount(model, (3, 320, 320), batch=BATCH)
     unique = sum(p.numel() for p in model.parameters())
     backbone = sum(p.numel() for p in model.backbone.parameters())
+    transform = copy.deepcopy(model.transform).to("cpu")  # the oracle: torchvision's own transform, on CPU zeros
+    fed = tuple(transform([torch.zeros(3, 320, 320)] * BATCH)[0].tensors.shape)
+    where = (
+        "which takes this input"
+        if fed == (BATCH, 3, 320, 320)
+        else f"which the model's own forward hands {fed} at this input (its forward changes the input first)"
+    )
     assert str(info.value).endswith(
         f"the whole model holds {unique:,} parameters (each counted once); of them {backbone:,} are in backbone "
-        f"({type(model.backbone).__name__}), which takes this input: "
-        f"paramcount(model.backbone, (3, 320, 320), batch={BATCH})"
+        f"({type(model.backbone).__name__}), {where}: paramcount(model.backbone, {fed[1:]}, batch={BATCH})"
     )
-    r = paramcount(model.backbone, (3, 320, 320), batch=BATCH)
+    assert name == "fasterrcnn_mobilenet_v3_large_320_fpn" or fed != (BATCH, 3, 320, 320)
+    r = paramcount(model.backbone, fed[1:], batch=BATCH)
     assert r.total == backbone and r.invalid == []
 
 

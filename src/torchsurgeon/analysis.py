@@ -19,7 +19,7 @@ from torch import nn
 from .ambient import in_plain_torch
 from .arguments import ExampleInputs, check_input_names, forward_parameters, one_or_more, tensor_inputs
 from .crosscheck import crosscheck as run_crosscheck
-from .crosscheck import crosscheck_mode, real_failure
+from .crosscheck import crosscheck_mode, inputs_fed, real_failure
 from .errors import InputError, ShapeError, TraceError
 from .flops import count_flops
 from .gcpause import paused_gc
@@ -41,6 +41,7 @@ from .records import (
     LayerStatus,
     OutputShape,
 )
+from .report import format_shape
 from .rows import layer_rows
 from .shapememo import ShapeMemo
 from .shapes import ShapeResult, propagate_shapes
@@ -48,7 +49,7 @@ from .shapespec import InputSpec, per_sample_hint, without_leading_ones
 from .trace import Traced, trace
 from .wrappers import unwrap_model
 
-__all__ = ("analyse_graph", "paramcount", "paramcount_sweep", "refusal")
+__all__ = ("InputPart", "analyse_graph", "input_part", "paramcount", "paramcount_sweep", "refusal")
 
 
 @in_plain_torch
@@ -327,38 +328,94 @@ def _missing_argument(model: nn.Module, given: Mapping[str, Any], error: str) ->
     return ""
 
 
-def _parts_to_analyse(model: nn.Module, input: InputSpec, batch: int) -> str:
-    """For a model whose own forward cannot be traced: its exact total, and a part analysed at this input.
+@dataclass(frozen=True)
+class InputPart:
+    """A part of a model whose own ``forward`` cannot be traced, that can be analysed on its own
+    (:func:`input_part`): a detection model's backbone.
 
-    The parts with parameters are tried largest first (a detection model's backbone takes the images; its
-    heads take what the backbone gives and fail); the first that is analysed without an error is named
-    with the call that analyses it.
+    ``input`` and ``batch`` are what the model's own forward hands the part at the model's input; ``changed``
+    when that is not the model's input itself (torchvision's detection models resize the images first).
     """
-    total = sum(p.numel() for p in model.parameters())  # parameters() gives a tied one once
-    lines = f"\n  the whole model holds {total:,} parameters (each counted once)"
+
+    name: str
+    params: int
+    input: tuple[int, ...]
+    batch: int
+    changed: bool
+
+    def call(self) -> str:
+        """The call that analyses the part, as the user writes it."""
+        where = f"model.{self.name}" if self.name.isidentifier() else f"model.get_submodule({self.name!r})"
+        return f"paramcount({where}, {self.input}" + (f", batch={self.batch})" if self.batch != 1 else ")")
+
+
+def input_part(model: nn.Module, input: InputSpec, batch: int) -> InputPart | None:
+    """The largest of ``model``'s children with parameters (of its 3 largest) that is analysed without an error,
+    at what the model's own forward hands it at ``input`` (a real forward of a meta copy, stopped there:
+    :func:`~torchsurgeon.crosscheck.inputs_fed`), else at ``input`` itself when the forward does not reach it.
+
+    For a model whose own forward cannot be traced: a detection model's backbone takes the images (resized by
+    the model first); its heads take what the backbone gives and fail.  None when no part takes one tensor.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> class Looped(nn.Module):  # iterates over its input: fx cannot trace it
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.body = nn.Conv2d(3, 8, 3)
+    ...     def forward(self, images):
+    ...         return [self.body(nn.functional.interpolate(x[None], size=(20, 20))) for x in images]
+    >>> input_part(Looped(), (3, 10, 10), 1)
+    InputPart(name='body', params=224, input=(3, 20, 20), batch=1, changed=True)
+    """
     if not (isinstance(input, tuple) and all(isinstance(d, int) for d in input)):
-        return lines
+        return None
     parts = []
     for name, part in model.named_children():
         size = sum(p.numel() for p in part.parameters())
         if size:
             parts.append((size, name, part))
-    for size, name, part in sorted(parts, key=lambda p: -p[0])[:3]:
+    candidates = sorted(parts, key=lambda p: -p[0])[:3]
+    example = ExampleInputs(model, input, batch)
+    fed = inputs_fed(model, example, [name for _, name, _ in candidates], example.paths) if candidates else {}
+    for size, name, part in candidates:
+        given = fed.get(name)
+        if given is None:  # not reached before the forward stopped: the model's input, as it is
+            at, at_batch = input, batch
+        elif len(given) == 1 and isinstance(given[0], tuple) and all(isinstance(d, int) for d in given[0]):
+            at, at_batch = given[0][1:], given[0][0]
+        else:  # more than one tensor, or other values (an ImageList): not a part to analyse at one shape
+            continue
         try:  # paramcount's own steps: a part failing the same way is not searched in turn
-            traced = trace(part, inputs=1, example_inputs=ExampleInputs(part, input, batch))
-            part_graph = build_graph(traced)
-            part_report, _ = _analyse(part_graph, input, batch, "", None, CrossCheckMode.NEVER, copy_graph=False)
-        except Exception:  # a probe: whatever fails, this part does not take the model's input
+            traced = trace(part, inputs=1, example_inputs=ExampleInputs(part, at, at_batch))
+            graph = build_graph(traced)
+            part_report, _ = _analyse(graph, at, at_batch, "", None, CrossCheckMode.NEVER, copy_graph=False)
+        except Exception:  # a probe: whatever fails, this part does not take that input
             continue
         if part_report.invalid:  # it runs, but not on this input (the forward made it grey first)
             continue
-        where = f"model.{name}" if name.isidentifier() else f"model.get_submodule({name!r})"
-        at = f"{input}" + (f", batch={batch}" if batch != 1 else "")
-        return (
-            f"{lines}; of them {size:,} are in {name} ({type(part).__name__}), which takes this input: "
-            f"paramcount({where}, {at})"
-        )
-    return lines
+        return InputPart(name, size, at, at_batch, (at, at_batch) != (input, batch))
+    return None
+
+
+def _parts_to_analyse(model: nn.Module, input: InputSpec, batch: int) -> str:
+    """For a model whose own forward cannot be traced: its exact totals, and a part analysed at what the model
+    hands it at this input (:func:`input_part`), with the call that analyses it."""
+    total = sum(p.numel() for p in model.parameters())  # parameters() gives a tied one once
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    split = f"; {total - frozen:,} trainable, {frozen:,} frozen" if frozen else ""
+    lines = f"\n  the whole model holds {total:,} parameters (each counted once{split})"
+    part = input_part(model, input, batch)
+    if part is None:
+        return lines
+    kind = type(model.get_submodule(part.name)).__name__
+    if not part.changed:
+        return f"{lines}; of them {part.params:,} are in {part.name} ({kind}), which takes this input: {part.call()}"
+    return (
+        f"{lines}; of them {part.params:,} are in {part.name} ({kind}), which the model's own forward hands "
+        f"{format_shape((part.batch, *part.input))} at this input (its forward changes the input first): {part.call()}"
+    )
 
 
 @in_plain_torch

@@ -25,7 +25,7 @@ when it runs (:class:`~torchsurgeon.records.CrossCheckMode`): docs/crosscheck.md
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import networkx as nx
@@ -45,7 +45,7 @@ from .resize import resized_copy, with_channels
 from .rules.on_meta import ruled_meta
 from .shapes import ShapeResult, meta_copy, shapes_of
 
-__all__ = ("crosscheck", "crosscheck_mode", "doubts", "real_failure")
+__all__ = ("crosscheck", "crosscheck_mode", "doubts", "inputs_fed", "real_failure")
 
 
 _GENERIC = " (Python code that behaves differently on fx proxies, such as isinstance(x, torch.Tensor))"
@@ -312,6 +312,57 @@ def real_failure(
     if line != like.source and not hasattr(cause, FAILED_NODE):
         return None
     return f"{type(failure).__name__}: {run.error}", line
+
+
+class _AllSeen(Exception):
+    """Raised on the copy once every part asked about got its input: the rest of its forward is not run."""
+
+
+def inputs_fed(
+    model: nn.Module, inputs: Mapping[str, torch.Tensor], parts: Sequence[str], paths: InputPaths | None = None
+) -> dict[str, Any]:
+    """The shapes of what a real forward of ``model`` at ``inputs`` hands each of its submodules ``parts`` (its
+    positional arguments, as :func:`~torchsurgeon.shapes.shapes_of` gives them), on a ``meta`` copy with pre-hooks
+    on the copy's parts, stopped once every part got its input.  A part the forward does not reach before it
+    stops or fails (a detector's heads after boxes are filtered by value) is missing.
+
+    A model may change its input before a part sees it: torchvision's detection models resize the images (a
+    Faster R-CNN's backbone gets 800 x 800 for a 128 x 128 image), so the part's shapes at the model's input are
+    not its shapes in the model.
+
+    Examples
+    --------
+    >>> class Upsampled(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.body = nn.Conv2d(3, 8, 3)
+    ...     def forward(self, x):
+    ...         return self.body(nn.functional.interpolate(x, scale_factor=2.0))
+    >>> inputs_fed(Upsampled(), {"x": torch.empty(1, 3, 16, 16, device="meta")}, ["body"])
+    {'body': ((1, 3, 32, 32),)}
+    """
+    seen: dict[str, Any] = {}
+    if not inputs:
+        return seen
+    copy_ = meta_copy(model)
+
+    def hook(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def record(_m: nn.Module, args: tuple[Any, ...]) -> None:
+            seen.setdefault(name, shapes_of(args))
+            if len(seen) == len(parts):
+                raise _AllSeen
+
+        return record
+
+    for name in parts:
+        copy_.get_submodule(name).register_forward_pre_hook(hook(name))  # the copy's: never the user's model
+    args, kwargs = bind_inputs(model, inputs, paths)
+    try:
+        with torch.no_grad(), torch.device("meta"), ruled_meta():
+            copy_(*args, **kwargs)
+    except Exception:  # _AllSeen, or the forward failed past (or before) a part: what was seen is the answer
+        pass
+    return seen
 
 
 def _compare(traced: Any, run: _Run, reason: str, how: str, difference: Callable[[], str]) -> CrossCheck:
