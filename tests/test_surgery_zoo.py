@@ -4,6 +4,7 @@ on the grey image replicated to RGB, and check_surgery calls the first conv fold
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
@@ -55,3 +56,54 @@ def test_sum_fold_is_exact_and_recognised(name: str) -> None:
     assert all(s == ParamChange.KEPT for n, s in statuses.items() if n not in folded_names)
     assert rep.invalid == []
     assert original.get_parameter(folded_names[0]).shape[1] == 3  # the original's input layer is untouched
+
+
+def test_the_detection_finetuning_tutorial_edit_is_checked_parameter_by_parameter() -> None:
+    """torchvision's object detection finetuning tutorial: a Mask R-CNN gets a new box and mask predictor for 2
+    classes, its backbone's first layers frozen (what trainable_backbone_layers=3 does). check_surgery raised the
+    model's TraceError; now every parameter is compared, the totals are exact, and the backbone's shapes are the
+    ones a real forward gives at the size the model resizes the images to."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+    from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+
+    torch.manual_seed(0)
+    original = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
+    for name, p in original.backbone.body.named_parameters():  # as torchvision's _resnet_fpn_extractor does
+        p.requires_grad_(name.startswith(("layer2", "layer3", "layer4")))
+    edited = copy.deepcopy(original)
+    edited.roi_heads.box_predictor = FastRCNNPredictor(edited.roi_heads.box_predictor.cls_score.in_features, 2)
+    edited.roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, 2)
+    rep = check_surgery(original, edited, (3, 128, 128))
+
+    before, after = original.state_dict(), edited.state_dict()
+    for name, _ in edited.named_parameters():
+        kept = name in before and before[name].shape == after[name].shape and torch.equal(before[name], after[name])
+        assert (rep.status_of(name) == ParamChange.KEPT) == kept, name
+    changed = {p.layer for p in rep.params if p.status != ParamChange.KEPT}
+    assert changed == {
+        "roi_heads.box_predictor.cls_score",
+        "roi_heads.box_predictor.bbox_pred",
+        "roi_heads.mask_predictor.conv5_mask",
+        "roi_heads.mask_predictor.mask_fcn_logits",
+    }
+    (logits,) = [p for p in rep.params if p.name == "roi_heads.mask_predictor.mask_fcn_logits.weight"]
+    assert "like kaiming_normal_(mode='fan_out', nonlinearity='relu')" in logits.init  # what torchvision draws
+    assert rep.total_before == sum(p.numel() for p in original.parameters())
+    assert rep.total_after == sum(p.numel() for p in edited.parameters())
+    assert rep.frozen_after == sum(p.numel() for p in edited.parameters() if not p.requires_grad) > 0
+
+    seen: dict[str, Any] = {}  # the oracle: a real forward of the edited model on an image list, in eval mode
+
+    def look(_m: nn.Module, args: tuple[torch.Tensor, ...], out: dict[str, torch.Tensor]) -> None:
+        seen.update(input=tuple(args[0].shape), output={k: tuple(v.shape) for k, v in out.items()})
+
+    handle = edited.backbone.register_forward_hook(look)
+    with torch.no_grad():
+        (detections,) = edited([torch.rand(3, 128, 128)])
+    handle.remove()
+    assert detections["masks"].shape[1:] == (1, 128, 128) and set(detections["labels"].tolist()) <= {1}
+    assert rep.part is not None and not rep.complete
+    assert (rep.part.name, rep.part.input, rep.part.not_analysed) == ("backbone", seen["input"], ("rpn", "roi_heads"))
+    assert rep.after.output_shape == seen["output"] and rep.invalid == []
+    assert "NOT FULLY CHECKED: MaskRCNN's own forward cannot be traced" in str(rep)

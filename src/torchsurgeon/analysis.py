@@ -352,7 +352,8 @@ class InputPart:
 def input_part(model: nn.Module, input: InputSpec, batch: int) -> InputPart | None:
     """The largest of ``model``'s children with parameters (of its 3 largest) that is analysed without an error,
     at what the model's own forward hands it at ``input`` (a real forward of a meta copy, stopped there:
-    :func:`~torchsurgeon.crosscheck.inputs_fed`), else at ``input`` itself when the forward does not reach it.
+    :func:`~torchsurgeon.crosscheck.inputs_fed`; its layers may then be invalid, the model's own findings), else
+    at ``input`` itself when the forward does not reach it (and then only a part that fits it).
 
     For a model whose own forward cannot be traced: a detection model's backbone takes the images (resized by
     the model first); its heads take what the backbone gives and fail.  None when no part takes one tensor.
@@ -393,8 +394,8 @@ def input_part(model: nn.Module, input: InputSpec, batch: int) -> InputPart | No
             part_report, _ = _analyse(graph, at, at_batch, "", None, CrossCheckMode.NEVER, copy_graph=False)
         except Exception:  # a probe: whatever fails, this part does not take that input
             continue
-        if part_report.invalid:  # it runs, but not on this input (the forward made it grey first)
-            continue
+        if part_report.invalid and given is None:  # a guess it does not fit (the forward made it grey first); what
+            continue  # the forward does hand a part, it is named with, invalid or not: its findings are the model's
         return InputPart(name, size, at, at_batch, (at, at_batch) != (input, batch))
     return None
 

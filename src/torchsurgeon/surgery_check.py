@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from .ambient import in_plain_torch
-from .analysis import paramcount
+from .analysis import input_part, paramcount
+from .errors import TraceError, first_line
 from .fold import recognise_fold, recognise_scaled_fold
 from .foldcheck import computes_its_weight, fold_difference, tolerance
 from .graph import node_records, update_record
@@ -50,7 +51,54 @@ from .shapespec import InputSpec
 from .surgery import input_layers
 from .wrappers import unwrap_model
 
-__all__ = ("SurgeryReport", "check_surgery")
+__all__ = ("PartChecked", "SurgeryReport", "check_surgery")
+
+
+@dataclass(frozen=True)
+class PartChecked:
+    """What :func:`check_surgery` could check of models whose own ``forward`` cannot be traced (torchvision's
+    detection models hand ``ImageList`` values between their parts and filter boxes by value).
+
+    Every parameter is still compared (kept, new with its initialiser, removed: no trace is needed for that) and
+    the totals are exact; shapes are checked in one part only, the one that takes the images.
+
+    Attributes
+    ----------
+    name : str
+        The part whose shapes were checked; :attr:`SurgeryReport.before` and ``after`` are its reports.
+    input : tuple[int, ...]
+        What the edited model's own forward hands the part at the input, batch included (a detection model
+        resizes its images first).
+    reason : str
+        Why the whole model was not analysed (the first line of the TraceError).
+    not_analysed : tuple[str, ...]
+        The edited model's other parts with parameters, whose layers' shapes were not checked.
+    models : tuple[str, str]
+        The class names of the original and the edited model.
+    given : str
+        The input as given, formatted.
+    total_before, total_after, frozen_after : int
+        Unique parameters of the whole original and edited model, and the edited model's frozen ones.
+    """
+
+    name: str
+    input: tuple[int, ...]
+    reason: str
+    not_analysed: tuple[str, ...]
+    models: tuple[str, str]
+    given: str
+    total_before: int
+    total_after: int
+    frozen_after: int
+
+    def note(self) -> str:
+        """One line for the report: what was checked and what was not."""
+        rest = ", ".join(self.not_analysed) or "the rest"
+        return (
+            f"NOT FULLY CHECKED: {self.models[1]}'s own forward cannot be traced ({self.reason}); every parameter "
+            f"is compared and the totals are exact, but shapes are checked in {self.name} only (which the model "
+            f"hands {format_shape(self.input)} at this input): {rest} not analysed"
+        )
 
 
 @dataclass(frozen=True)
@@ -71,6 +119,11 @@ class SurgeryReport:
         reinitialised), so ``after.table()`` shows what the edit did where.
     graph : networkx.DiGraph
         The edited model's graph; each layer's record carries its ``change``.
+    part : PartChecked or None
+        None when the whole models were analysed.  When their own ``forward`` cannot be traced (torchvision's
+        detection models), what was checked: every parameter, the exact totals (:attr:`total_before`,
+        :attr:`total_after`), and the shapes of one part, whose reports ``before``, ``after`` and ``graph``
+        are; the report says ``NOT FULLY CHECKED`` and :attr:`complete` is False.
     """
 
     params: list[ParamReport]
@@ -79,6 +132,27 @@ class SurgeryReport:
     before: ModelReport = field(repr=False)
     after: ModelReport = field(repr=False)
     graph: nx.DiGraph = field(repr=False, compare=False)
+    part: PartChecked | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole models were analysed (False: shapes were checked in :attr:`part` only)."""
+        return self.part is None
+
+    @property
+    def total_before(self) -> int:
+        """Unique parameters of the whole original model."""
+        return self.before.total if self.part is None else self.part.total_before
+
+    @property
+    def total_after(self) -> int:
+        """Unique parameters of the whole edited model."""
+        return self.after.total if self.part is None else self.part.total_after
+
+    @property
+    def frozen_after(self) -> int:
+        """Parameters of the whole edited model that do not require grad (``trainable_backbone_layers``)."""
+        return self.after.frozen if self.part is None else self.part.frozen_after
 
     def by_status(self, status: ParamChange | str) -> list[ParamReport]:
         """The parameters with this status."""
@@ -95,6 +169,8 @@ class SurgeryReport:
         return [p for p in self.params if p.status != ParamChange.KEPT or (p.old_name and p.old_name != p.name)]
 
     def _title(self) -> str:
+        if self.part is not None:
+            return f"Surgery check: {self.part.models[0]} → {self.part.models[1]}, input {self.part.given}"
         return (
             f"Surgery check: {self.before.model_name} → {self.after.model_name}, "
             f"input {', '.join(format_shape(s) for s in self.after.input_shapes.values())}"
@@ -145,10 +221,17 @@ class SurgeryReport:
             changes_table(changed) if changed else "(no parameter changed)",
             "",
             f"Other parameters kept unchanged: {kept}",
-            f"Total params before: {format_count(self.before.total)}",
-            f"Total params after:  {format_count(self.after.total)}",
-            f"Output before: {format_shape(self.before.output_shape)}, after: {format_shape(self.after.output_shape)}",
+            f"Total params before: {format_count(self.total_before)}",
+            f"Total params after:  {format_count(self.total_after)}",
         ]
+        if self.frozen_after:
+            lines.append(f"Frozen params after: {format_count(self.frozen_after)} (requires_grad=False)")
+        if self.part is None:
+            before, after = format_shape(self.before.output_shape), format_shape(self.after.output_shape)
+            lines.append(f"Output before: {before}, after: {after}")
+        else:
+            before, after = format_shape(self.before.output_shape), format_shape(self.after.output_shape)
+            lines += [f"Output of {self.part.name} before: {before}, after: {after}", self.part.note()]
         if self.invalid:
             lines.append(f"Invalid layers ({len(self.invalid)}):")
             lines += [f"  {layer.message}" for layer in self.invalid]
@@ -161,10 +244,13 @@ class SurgeryReport:
             "verdict": self.verdict,
             "params": [p.to_dict() for p in self.params],
             "invalid": [layer.to_dict() for layer in self.invalid],
-            "total_before": self.before.total,
-            "total_after": self.after.total,
-            "output_before": self.before.to_dict()["output_shape"],
-            "output_after": self.after.to_dict()["output_shape"],
+            "total_before": self.total_before,
+            "total_after": self.total_after,
+            "frozen_after": self.frozen_after,
+            "complete": self.complete,
+            "part": None if self.part is None else dataclasses.asdict(self.part),
+            "output_before": self.before.to_dict()["output_shape"] if self.part is None else None,  # not analysed
+            "output_after": self.after.to_dict()["output_shape"] if self.part is None else None,
             "counts": {str(s): len(self.by_status(s)) for s in _SURGERY_STATUSES},
         }
 
@@ -591,6 +677,17 @@ def check_surgery(original: nn.Module, edited: nn.Module, input: InputSpec, *, b
         Per-parameter status (kept, folded, reinitialised, new, removed,
         invalid), invalid layers, and a one-line verdict.
 
+    Raises
+    ------
+    TraceError
+        When a model cannot be traced and no part of it takes the input.
+
+    Notes
+    -----
+    A model whose own ``forward`` cannot be traced (torchvision's detection models) is still checked parameter by
+    parameter, with exact totals; shapes are checked in the part that takes the images, at what the model hands
+    it, and the report says what was not analysed (:attr:`SurgeryReport.part`, ``complete`` False).
+
     Examples
     --------
     >>> from torch import nn
@@ -604,11 +701,19 @@ def check_surgery(original: nn.Module, edited: nn.Module, input: InputSpec, *, b
     '1 folded (0), 0 new, 0 invalid'
     """
     original, edited = unwrap_model(original), unwrap_model(edited)
-    before = paramcount(original, input, batch=batch)
-    after = paramcount(edited, input, batch=batch)
+    part: PartChecked | None = None
+    try:
+        before = paramcount(original, input, batch=batch)
+        after = paramcount(edited, input, batch=batch)
+    except TraceError as exc:
+        if not exc.whole_model:
+            raise
+        before, after, part = _parts_checked(original, edited, input, batch, exc)
+    prefix = f"{part.name}." if part is not None else ""  # the part's layer names, in the model's names
     params = _classify(original, edited)
-    invalid_layers = {layer.name for layer in after.invalid}
-    findings = {f.layer: f.message for f in after.findings}
+    invalid = [dataclasses.replace(layer, name=f"{prefix}{layer.name}") for layer in after.invalid]
+    invalid_layers = {layer.name for layer in invalid}
+    findings = {f"{prefix}{f.layer}": f.message for f in after.findings}
     params = [
         ParamReport(
             p.name, ParamChange.INVALID, p.shape_before, p.shape_after, p.init, findings.get(p.layer, ""), p.old_name
@@ -628,14 +733,46 @@ def check_surgery(original: nn.Module, edited: nn.Module, input: InputSpec, *, b
             ParamChange.REINITIALISED,
         ):
             change_by_layer.setdefault(p.layer, p.status)
+    in_part = {layer.removeprefix(prefix): c for layer, c in change_by_layer.items() if layer.startswith(prefix)}
     for rec in list(node_records(graph)):
-        if rec.status == LayerStatus.OK and rec.layer in change_by_layer:
-            update_record(graph, rec.name, change=change_by_layer[rec.layer])
+        if rec.status == LayerStatus.OK and rec.layer in in_part:
+            update_record(graph, rec.name, change=in_part[rec.layer])
     layers = [
-        dataclasses.replace(layer, change=change_by_layer[layer.name])
-        if layer.status == LayerStatus.OK and layer.name in change_by_layer
+        dataclasses.replace(layer, change=in_part[layer.name])
+        if layer.status == LayerStatus.OK and layer.name in in_part
         else layer
         for layer in after.layers
     ]
     after = dataclasses.replace(after, layers=layers)
-    return SurgeryReport(params, after.invalid, _verdict(params, after.invalid), before, after, graph)
+    verdict = _verdict(params, invalid)
+    if part is not None:
+        verdict += f"; shapes checked in {part.name} only ({', '.join(part.not_analysed) or 'the rest'} not analysed)"
+    return SurgeryReport(params, invalid, verdict, before, after, graph, part)
+
+
+def _parts_checked(
+    original: nn.Module, edited: nn.Module, input: InputSpec, batch: int, exc: TraceError
+) -> tuple[ModelReport, ModelReport, PartChecked]:
+    """The reports of the part of each model that takes the images (:func:`~torchsurgeon.analysis.input_part`,
+    at what each model's own forward hands it), for models whose own forward cannot be traced; ``exc`` is raised
+    again when no part of both can be analysed."""
+    found = input_part(original, input, batch), input_part(edited, input, batch)
+    if found[0] is None or found[1] is None or found[0].name != found[1].name:
+        raise exc
+    name = found[1].name
+    before = paramcount(original.get_submodule(name), found[0].input, batch=found[0].batch)
+    after = paramcount(edited.get_submodule(name), found[1].input, batch=found[1].batch)
+    rest = tuple(n for n, m in edited.named_children() if n != name and any(True for _ in m.parameters()))
+    assert isinstance(input, tuple)  # input_part analyses a part for a plain shape only
+    part = PartChecked(
+        name,
+        (found[1].batch, *found[1].input),
+        first_line(exc, 200),
+        rest,
+        (type(original).__name__, type(edited).__name__),
+        format_shape((batch, *input)),
+        sum(p.numel() for p in original.parameters()),  # parameters() gives a tied one once
+        sum(p.numel() for p in edited.parameters()),
+        sum(p.numel() for p in edited.parameters() if not p.requires_grad),
+    )
+    return before, after, part
