@@ -14,6 +14,7 @@ from torch import nn
 
 from models import assert_same_state, model_state
 from torchsurgeon import paramcount
+from torchsurgeon.errors import ShapeError
 from torchsurgeon.graph import build_graph
 from torchsurgeon.shapes import propagate_shapes
 from torchsurgeon.trace import trace
@@ -279,3 +280,30 @@ def test_a_graph_traced_for_its_shapes_only_is_searched_by_tracing_again() -> No
     (named,) = {str(shape) for f in paramcount(gpt2, {"input_ids": (30,)}).findings for shape in _named_inputs(f.fix)}
     assert named == "{'input_ids': (24,)}"
     assert gpt2(input_ids=torch.zeros(1, 24, dtype=torch.long)).last_hidden_state.shape == (1, 24, 16)
+
+
+@pytest.mark.parametrize(
+    ("arch", "given", "named"),
+    [
+        ("FPN", (3, 90, 90), [(3, 64, 64), (3, 96, 96)]),
+        ("DeepLabV3Plus", (3, 90, 90), [(3, 80, 80), (3, 96, 96)]),
+        ("FPN", (3, 90, 120), [(3, 64, 96), (3, 96, 128)]),
+    ],
+)
+def test_a_model_whose_own_check_refuses_the_size_is_told_the_sizes_it_runs_on(
+    arch: str, given: tuple[int, ...], named: list[tuple[int, ...]]
+) -> None:
+    """Found by a user: segmentation_models_pytorch models check in forward that the height and width divide by
+    their output stride, and raise with their own message; no trace gets past it, and paramcount's ShapeError
+    quoted smp without naming an input, where other models are told one.  The sizes named now run in a real
+    forward (one pixel less does not), as the given one does not, and paramcount takes them."""
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    model = getattr(smp, arch)(encoder_name="resnet18", encoder_weights=None, classes=2).eval()
+    assert not _runs(model, given)
+    with pytest.raises(ShapeError, match="divisible by") as info:
+        paramcount(model, given)
+    fix = str(info.value).split("fix: ", 1)[1]
+    assert _named_inputs(fix) == named
+    for shape in named:
+        assert _runs(model, shape) and not _runs(model, _smaller(shape, 1)) and not _runs(model, _smaller(shape, 2))
+        assert paramcount(model, shape).output_shape == (1, 2, *shape[1:])

@@ -19,7 +19,7 @@ from torch import nn
 from .ambient import in_plain_torch
 from .arguments import ExampleInputs, check_input_names, forward_parameters, one_or_more, tensor_inputs
 from .crosscheck import crosscheck as run_crosscheck
-from .crosscheck import crosscheck_mode, inputs_fed, real_failure
+from .crosscheck import crosscheck_mode, forward_runs, inputs_fed, real_failure
 from .errors import InputError, ShapeError, TraceError
 from .flops import count_flops
 from .gcpause import paused_gc
@@ -31,7 +31,7 @@ from .graph import (
     opaque_of,
     records_now,
 )
-from .inputsize import name_fitting_input
+from .inputsize import name_fitting_input, name_running_input
 from .lazy import lazy_layers, materialized
 from .metavalues import FAILED_NODE
 from .modelreport import ModelReport
@@ -308,15 +308,28 @@ def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Ma
                     "detector's targets in training mode, which model.eval() does without)"
                     + _parts_to_analyse(model, input, batch)
                 )
+            sizes = "" if missing else _running_input(model, input, batch, list(example))
             raise ShapeError(
                 f"{type(model).__name__} does not take this input {shapes}"
                 f"{f' (the trace fails in {failed})' if failed else ''}: a real forward raises {rejected[0]}\n"
                 f"  at {rejected[1]}\n  fix: give an input the model accepts (what its code at that line asks)"
-                f"{hint}"
+                f"{f'; {sizes}' if sizes else ''}{hint}"
             ) from exc
         if hint and "values to unpack" in str(exc):  # the input's rank, not the model: no part to suggest
             raise TraceError(f"{exc}{hint}", whole_model=True) from exc
         raise TraceError(f"{exc}{_parts_to_analyse(model, input, batch)}", whole_model=True) from exc
+
+
+def _running_input(model: nn.Module, input: InputSpec, batch: int, names: list[str]) -> str:
+    """The input sizes ``model`` runs on near ``input``, which its own forward refused (smp's check that the height
+    and width divide by its output stride), as the fix says them (:func:`~torchsurgeon.inputsize.name_running_input`,
+    each try a forward of a meta copy); ``""`` when none is found."""
+
+    def runs(spec: dict[str, Any]) -> bool:
+        example = ExampleInputs(model, spec, batch)
+        return forward_runs(model, dict(example), example.paths)
+
+    return name_running_input(input, names, batch, runs)
 
 
 def _missing_argument(model: nn.Module, given: Mapping[str, Any], error: str) -> str:

@@ -45,7 +45,7 @@ from .resize import resized_copy, with_channels
 from .rules.on_meta import ruled_meta
 from .shapes import ShapeResult, meta_copy, shapes_of
 
-__all__ = ("crosscheck", "crosscheck_mode", "doubts", "inputs_fed", "real_failure")
+__all__ = ("crosscheck", "crosscheck_mode", "doubts", "forward_runs", "inputs_fed", "real_failure")
 
 
 _GENERIC = " (Python code that behaves differently on fx proxies, such as isinstance(x, torch.Tensor))"
@@ -363,6 +363,24 @@ def inputs_fed(
     except Exception:  # _AllSeen, or the forward failed past (or before) a part: what was seen is the answer
         pass
     return seen
+
+
+def forward_runs(model: nn.Module, inputs: Mapping[str, torch.Tensor], paths: InputPaths | None = None) -> bool:
+    """Whether one forward of the real model (a ``meta`` copy; on zeros on the CPU where meta cannot run it) runs
+    at ``inputs``: the oracle of a search for the size a model's own checks accept.
+
+    Examples
+    --------
+    >>> class Even(nn.Module):
+    ...     def forward(self, x):
+    ...         if x.shape[-1] % 2:
+    ...             raise RuntimeError("an even width, please")
+    ...         return x
+    >>> forward_runs(Even(), {"x": torch.empty(1, 3, 8, 8)}), forward_runs(Even(), {"x": torch.empty(1, 3, 8, 7)})
+    (True, False)
+    """
+    run = _run(meta_copy(model), *bind_inputs(model, inputs, paths))
+    return run.failure is None and run.decided
 
 
 def _compare(traced: Any, run: _Run, reason: str, how: str, difference: Callable[[], str]) -> CrossCheck:

@@ -56,6 +56,7 @@ __all__ = (
     "features_caused",
     "index_caused",
     "name_fitting_input",
+    "name_running_input",
     "size_caused",
 )
 
@@ -328,9 +329,10 @@ def _key(f: Finding) -> tuple[str, str, str, str]:
     return f.layer, f.what, repr(f.expected), repr(f.got)
 
 
-def _axes(given: Mapping[str, Any], shapes: ShapeResult, user: InputSpec) -> list[tuple[str, int]]:
+def _axes(given: Mapping[str, Any], shapes: ShapeResult | None, user: InputSpec) -> list[tuple[str, int]]:
     """The dims a size search varies: those after the channels, or a sequence of token ids' length (not those of
-    an input given inside a dict, which the answer could not write as it was given)."""
+    an input given inside a dict, which the answer could not write as it was given); without ``shapes`` (a model
+    that refused the input outright), a sequence only when it was given with an integer dtype."""
     axes = []
     for name, value in given.items():
         if not isinstance(value, (tuple, TypedShape, torch.Tensor)) or (isinstance(user, Mapping) and name not in user):
@@ -338,7 +340,10 @@ def _axes(given: Mapping[str, Any], shapes: ShapeResult, user: InputSpec) -> lis
         shape = _per_sample(value)
         if len(shape) >= 2:
             axes += [(name, dim) for dim in range(1, len(shape))]
-        elif len(shape) == 1:
+        elif len(shape) == 1 and shapes is None:  # a token ids' length, given with its dtype
+            if isinstance(value, (TypedShape, torch.Tensor)) and not value.dtype.is_floating_point:
+                axes.append((name, 0))
+        elif len(shape) == 1 and shapes is not None:
             dtypes = [rec.dtype for rec in shapes.nodes.values() if rec.op == "placeholder" and rec.target == name]
             if dtypes and dtypes[0] is not None and dtypes[0].startswith(("int", "uint")):
                 axes.append((name, 0))
@@ -492,6 +497,42 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
     finally:
         set_records(G, records.values())  # the given input's records again
     return _with_answer(G, shapes, answer, targets) if answer else shapes
+
+
+def name_running_input(input: InputSpec, names: list[str], batch: int, runs: Callable[[dict[str, Any]], bool]) -> str:
+    """The input a model whose own ``forward`` refuses ``input`` outright (a check of its size in Python, as
+    segmentation_models_pytorch's ``check_input_shape``: no trace gets past it) runs on, as a fix says it: the
+    multiples on either side of the given size, or the smallest size, with the call (:func:`name_fitting_input`'s
+    search, each try ``runs(spec)``: a forward of the model at ``spec``, an input in the form the user gave).
+    ``names``: forward's inputs, in order.  ``""`` when the search finds none in :data:`MAX_RETRACES` forwards
+    and :data:`RETRACE_SECONDS`.
+
+    Examples
+    --------
+    >>> def runs(spec):  # a model whose forward asks for sizes divisible by 32
+    ...     return all(s % 32 == 0 for s in spec["x"][1:])
+    >>> print(name_running_input((3, 250, 250), ["x"], 1, runs))  # doctest: +NORMALIZE_WHITESPACE
+    it takes (3, 224, 224) and (3, 256, 256), the multiples of 32 on either side of this size:
+    paramcount(model, (3, 224, 224)) or paramcount(model, (3, 256, 256))
+    """
+    given = normalize_input(input, names)
+    axes = _axes(given, None, input)
+    if not axes:
+        return ""
+    ran = ShapeResult({}, None, ())  # a forward that ran: nothing invalid
+
+    def forward(spec: dict[str, Any]) -> ShapeResult:
+        if not runs(spec):
+            raise ValueError("the model refuses this input")
+        return ran
+
+    budget = _Budget(MAX_RETRACES, time.perf_counter() + RETRACE_SECONDS)
+    search = _Search(given, batch, axes, frozenset(), forward, budget)
+    try:
+        found = search.run(1)
+        return _answer(search, input, given, *found) if found is not None else ""
+    except _OutOfPropagations:
+        return ""
 
 
 def _propagated(G: nx.DiGraph, batch: int, spec: dict[str, Any]) -> ShapeResult:
