@@ -267,10 +267,73 @@ class _SpaceToDepthStem(nn.Module):
         return self.conv(x.view(n, c * 16, h // 4, w // 4))
 
 
-def test_a_layer_reading_the_input_after_space_to_depth_is_not_folded_and_the_fix_runs() -> None:
-    """Folding the stem's 48 channels to 1 gave a model that failed on 1-channel images (timm's tresnet_m):
-    its channels are 16 pixels × 3 colours, not the input's channels."""
-    model = _SpaceToDepthStem().eval()
+class _PixelUnshuffleStem(nn.Module):
+    """A stem after ``pixel_unshuffle``: its 12 channels are 3 colours × 4 pixels, the colour slowest (as
+    ``SpaceToDepth`` has it fastest)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(12, 8, 3, padding=1, bias=True)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(nn.functional.pixel_unshuffle(x, 2)).relu().mean((2, 3)))
+
+
+@pytest.mark.parametrize("stem", [_SpaceToDepthStem, _PixelUnshuffleStem])
+@pytest.mark.parametrize(("channels", "mode"), [(1, "sum"), (1, "spread"), (2, "spread"), (5, "zero_extra")])
+def test_a_stem_after_a_space_to_depth_step_is_folded_group_by_group_and_the_fold_is_exact(
+    stem: type[nn.Module], channels: int, mode: str
+) -> None:
+    """Found by a user (timm's tresnet_m): a stem reading the input after space-to-depth (48 channels = 16 pixels ×
+    3 colours) was refused.  Each group of channels holding the same pixels is folded now, as a plain stem's
+    channels are: the edited model runs on the new channels, and gives the original's output on the input the mode
+    relates, in float64."""
+    torch.manual_seed(0)
+    model = stem().double().eval()
+    before = model_state(model)
+    result = adapt_input_channels(model, channels, mode)
+    assert_same_state(before, model_state(model))  # the probes ran on copies
+    (change,) = [c for c in result.changes if c.status is ParamChange.FOLDED]
+    per_group = model.conv.in_channels // 3
+    assert change.name == "conv.weight" and change.shape_after[1] == per_group * channels
+    assert f"{mode} fold of 3 → {channels} channels in each of the {per_group} groups of pixels" in change.message
+    x = torch.randn(2, channels, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        got = result.model(x)
+        if mode == "zero_extra":  # RGB + anything gives the RGB output
+            want = model(x[:, :3])
+        else:  # sum: grey as RGB; spread: grey replicated to C channels, as RGB
+            grey = x[:, :1]
+            got = result.model(grey.expand(2, channels, 16, 16))
+            want = model(grey.expand(2, 3, 16, 16))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_space_to_depth_stem_named_with_layer_is_sent_to_the_fold_that_finds_it() -> None:
+    """Named with layer=, the stem's 48 channels were folded as if they were the input's, and the model failed on
+    grey images: tried first, refused, and the way out (leave layer= out) runs as written."""
+    with pytest.raises(SurgeryError, match=r"does not run on input \(1, 224, 224\).* leave layer= out"):
+        adapt_input_channels(_SpaceToDepthStem(), 1, layer="conv")
+    grey = adapt_input_channels(_SpaceToDepthStem(), 1).model
+    assert grey(torch.randn(2, 1, 32, 32)).shape == (2, 8, 8, 8)
+
+
+class _ScaledSpaceToDepthStem(_SpaceToDepthStem):
+    """Space-to-depth, then the values scaled: the stem reads values computed from the input's, not only moved
+    (here a fold would be exact, but the probe that finds a rearrangement cannot tell a scale from a colour
+    transform, so it refuses)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.size()
+        x = x.view(n, c, h // 4, 4, w // 4, 4).permute(0, 3, 5, 1, 2, 4).contiguous()
+        return self.conv(x.view(n, c * 16, h // 4, w // 4) * 0.5)
+
+
+def test_a_stem_reading_values_computed_after_space_to_depth_is_not_folded_and_the_fix_runs() -> None:
+    """The channels of a stem that reads scaled space-to-depth channels are no rearrangement of the input's: no
+    fold is known to be exact, and the replacement the refusal names runs."""
+    model = _ScaledSpaceToDepthStem().eval()
     assert paramcount(model, (1, 32, 32)).invalid[0].message.startswith("conv (Conv2d) expects in_channels=48, got 16")
     with pytest.raises(SurgeryError, match=r"^conv \(Conv2d\) reads the input only after \.view\(\): its 48 "):
         adapt_input_channels(model, 1)
@@ -279,9 +342,6 @@ def test_a_layer_reading_the_input_after_space_to_depth_is_not_folded_and_the_fi
     fix = str(caught.value).split("replace it (new weights) with ")[1].split(", or name")[0]
     exec(fix, {"model": model, "nn": nn})  # the fix runs as written
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 8, 8, 8)
-    # named with layer=, it was folded all the same, and the model failed on grey images: tried first now
-    with pytest.raises(SurgeryError, match=r"does not run on input \(1, 224, 224\).* the layers named do not read"):
-        adapt_input_channels(_SpaceToDepthStem(), 1, layer="conv")
 
 
 class _TimeProjection(nn.Module):
@@ -962,10 +1022,17 @@ class _Siamese(nn.Module):
         return (self.backbone(a) - self.backbone(b)).abs()
 
 
-def test_an_einops_patch_stem_read_by_a_linear_is_not_folded() -> None:
+def test_an_einops_patch_stem_read_by_a_linear_is_folded_patch_pixel_by_patch_pixel() -> None:
+    """A Linear over ``(p1 p2 c)`` patches was refused (its 48 features are 16 pixels × 3 colours); each pixel's
+    colours are folded now, and the edited model on grey patches gives the original's on grey as RGB."""
     pytest.importorskip("einops")
-    with pytest.raises(SurgeryError, match=r"to_patch.1 \(Linear\) reads the input only after to_patch.0 \(Rea"):
-        adapt_input_channels(_EinopsPatches().eval(), 1)
+    torch.manual_seed(0)
+    model = _EinopsPatches().double().eval()
+    result = adapt_input_channels(model, 1)
+    assert [(c.name, c.shape_after) for c in result.changes] == [("to_patch.1.weight", (16, 16))]
+    grey = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(grey), model(grey.expand(2, 3, 16, 16)), rtol=1e-12, atol=1e-12)
 
 
 def test_beside_an_image_a_table_of_features_read_by_linear_layers_keeps_its_width() -> None:
@@ -1545,7 +1612,7 @@ def test_a_layer_pruned_by_its_hook_is_updated() -> None:
 def test_the_input_a_space_to_depth_refusal_names_is_one_the_model_takes() -> None:
     """Found by a probe (timm's tresnet_m): the refusal asked for input=(48, 224, 224), the stem convolution's
     channels, which the model refuses (its input has 3)."""
-    model = _SpaceToDepthStem().eval()
+    model = _ScaledSpaceToDepthStem().eval()
     with pytest.raises(SurgeryError, match=r"pass the input the model takes now \(input=") as caught:
         adapt_input_channels(model, 1)
     shown = eval(str(caught.value).split("(input=")[1].split(") to check")[0])

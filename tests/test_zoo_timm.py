@@ -11,6 +11,7 @@ listed with the reason in ``tests/expected/untraceable_timm.txt``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import nn
 
 from models import on_meta, tensor_shapes
 from torchsurgeon import ModelReport, TraceError, adapt_input_channels, analyse_graph, build_graph, replace_head
+from torchsurgeon.errors import SurgeryError
 from torchsurgeon.trace import trace
 
 pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
@@ -187,3 +189,57 @@ def test_a_head_put_back_into_a_num_classes_0_model_loads_into_timms(name: str) 
     with torch.no_grad():
         assert edited(torch.randn(2, 3, 64, 64)).shape == (2, 7)
     assert edited.num_classes == 7
+
+
+@pytest.mark.parametrize(("channels", "mode"), [(1, "sum"), (4, "repeat"), (4, "zero_extra")])
+def test_tresnets_space_to_depth_stem_is_folded_as_timm_folds_it_and_loads_into_timms(channels: int, mode: str) -> None:
+    """Found by a user: tresnet_m (SpaceToDepth: 3 colours × 16 pixels make the stem's 48 channels) was refused,
+    where timm's ``create_model(..., in_chans=C)`` with pretrained weights keeps them.  Its weights ("pretrained":
+    saved before the surgery) are folded now: the state dict loads strictly into timm's in_chans=C model; the
+    weight is timm's ``adapt_input_conv`` of the weight (for one channel, as timm's pretrained loading calls it;
+    for more, applied to each pixel's 3 colours, where timm's loading gives up and draws new weights); the edited
+    model runs on C channels and gives, in float64, the original's output on the input the mode relates."""
+    from timm.models import adapt_input_conv
+
+    torch.manual_seed(0)
+    model = timm.create_model("tresnet_m", pretrained=False).eval()
+    pretrained = model.body.conv1.conv.weight.detach().clone()
+    result = adapt_input_channels(model, channels, mode)
+    edited = result.model
+    assert model.body.conv1.conv.weight.shape == (64, 48, 3, 3)  # the original as found
+    reference = timm.create_model("tresnet_m", pretrained=False, in_chans=channels)
+    reference.load_state_dict(edited.state_dict(), strict=True)
+    assert edited.in_chans == channels
+    folded = edited.body.conv1.conv.weight.detach()
+    per_pixel = pretrained.reshape(64, 16, 3, 3, 3)  # (out, pixel, colour, kh, kw): SpaceToDepth's colour is fastest
+    if mode == "zero_extra":
+        expected = torch.cat([per_pixel, per_pixel.new_zeros(64, 16, channels - 3, 3, 3)], 2)
+    else:
+        expected = torch.stack([adapt_input_conv(channels, per_pixel[:, p]) for p in range(16)], 1)
+    torch.testing.assert_close(folded, expected.reshape(64, 16 * channels, 3, 3), rtol=0, atol=0)
+    if channels == 1:
+        torch.testing.assert_close(folded, adapt_input_conv(1, pretrained), rtol=0, atol=0)  # timm's own loading
+    x = torch.randn(2, channels, 64, 64, dtype=torch.float64)
+    if mode == "repeat":  # timm's fold: exact on no input, but the edited model runs on 4 channels
+        with torch.no_grad():
+            assert edited(x.float()).shape == (2, 1000)
+        return
+    model = model.double()  # folded in float64, so that the weights' sums are not rounded to float32
+    with torch.no_grad():
+        got = adapt_input_channels(model, channels, mode).model(x)
+        want = model(x.expand(2, 3, 64, 64) if channels == 1 else x[:, :3])
+    assert (got - want).abs().max().item() <= 1e-10 * want.abs().max().item()
+
+
+def test_csatv2s_colour_transform_stem_is_refused_with_a_fix_that_runs() -> None:
+    """csatv2's stem turns RGB into YCbCr and each plane into its DCT before three convolutions read them: their
+    channels are frequencies of colour planes the stem computes, no fold of their weights keeps them (and the
+    stem's Python takes 3 channels).  The refusal names the stem and a way that runs as written."""
+    model = timm.create_model("csatv2", pretrained=False).eval()
+    with pytest.raises(SurgeryError, match=r"^stem_dct\.conv_y \(Conv2d\) reads the input only after") as caught:
+        adapt_input_channels(model, 1)
+    fix = re.search(r"model\(x\.expand\(-1, 3, \*x\.shape\[2:\]\)\)", str(caught.value))
+    assert fix is not None, str(caught.value)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert eval(fix.group(0), {"model": model, "x": x}).shape == (2, 1000)  # as written, on grey images

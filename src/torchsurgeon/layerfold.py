@@ -19,6 +19,7 @@ from torch.nn.utils import parametrize, prune
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
+from .channelmap import ChannelMap
 from .copies import model_copy
 from .errors import SurgeryError
 from .fold import fold_weight
@@ -121,9 +122,13 @@ def _plain_weight(layer: nn.Module) -> str:
     return ""
 
 
-def adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> list[ParamReport]:
+def adapt_layer(
+    model: nn.Module, name: str, channels: int, mode: FoldMode, layout: ChannelMap | None = None
+) -> list[ParamReport]:
     """Fold (or re-initialise) the weight of the input layer ``name``; its changes: the weight's, then any other
-    parameter the fold set (the gain of a layer that standardises its weight).
+    parameter the fold set (the gain of a layer that standardises its weight).  ``layout``: the layer reads the
+    input only after a rearrangement (a space-to-depth stem), whose groups of channels are folded each
+    (:meth:`~torchsurgeon.channelmap.ChannelMap.fold`) to its :attr:`~torchsurgeon.channelmap.ChannelMap.width`.
 
     Examples
     --------
@@ -137,7 +142,20 @@ def adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> l
     what, before = input_width(model, name)
     assert isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear))  # input_width raised for anything else
     original_norms = {n: layer.get_parameter(n).detach() for n in weight_norm_dims(layer)}
-    groups = fitted_groups(layer, channels) if isinstance(layer, nn.modules.conv._ConvNd) else 1
+    if layout is not None and (
+        int(getattr(layer, "groups", 1)) != 1
+        or isinstance(layer, nn.modules.conv._ConvTransposeNd)
+        or computes_its_weight(layer)
+        or weight_norm_dims(layer)
+        or parametrize.is_parametrized(layer, "weight")
+    ):
+        raise SurgeryError(
+            f"{name} ({kind}) reads the input after a rearrangement of its channels and is grouped, transposed or "
+            "computes its weight: no fold of it is known to be exact — replace it (new weights) with "
+            f"adapt_input_channels(model, {channels}, mode='random', layer={name!r})"
+        )
+    width = layout.width if layout is not None else channels  # the layer's own input channels once folded
+    groups = fitted_groups(layer, channels) if isinstance(layer, nn.modules.conv._ConvNd) and layout is None else 1
     normed = weight_norm_dims(layer) if mode != FoldMode.RANDOM else {}  # kept on the folded weight
     unparametrized = mode != FoldMode.RANDOM and parametrize.is_parametrized(layer, "weight")
     if unparametrized:  # weight_norm & co: fold the weight they compute, which then becomes a plain parameter
@@ -146,7 +164,7 @@ def adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> l
     old_weight = layer.get_parameter("weight") if "weight" in layer._parameters else layer.weight
     shape_before = tuple(old_weight.shape)
     if mode == FoldMode.RANDOM:
-        fresh = resized_copy(layer, Finding(name, kind, what, before, channels, ""), device=old_weight.device)
+        fresh = resized_copy(layer, Finding(name, kind, what, before, width, ""), device=old_weight.device)
         assert fresh is not None
         if old_weight.device.type != "meta":
             fresh.reset_parameters()  # type: ignore[operator]
@@ -172,16 +190,24 @@ def adapt_layer(model: nn.Module, name: str, channels: int, mode: FoldMode) -> l
     original = model_copy(layer) if computes_its_weight(layer) and not old_weight.is_meta else None
     weight = dense_weight(layer, old_weight) if densified else old_weight.detach()  # type: ignore[arg-type]
     try:
-        folded = _fold_layer_weight(layer, weight, channels, groups, mode)
+        if layout is not None:
+            folded = layout.fold(weight, mode)
+        else:
+            folded = _fold_layer_weight(layer, weight, channels, groups, mode)
     except SurgeryError as exc:
         raise SurgeryError(f"{name} ({kind}): {exc}") from exc
     layer.weight = nn.Parameter(folded, requires_grad=old_weight.requires_grad)
     if isinstance(layer, nn.Linear):
-        layer.in_features = channels
+        layer.in_features = width
     else:
         assert isinstance(layer, nn.modules.conv._ConvNd)
-        layer.in_channels, layer.groups = channels, groups
+        layer.in_channels, layer.groups = width, groups
     note = f"{mode} fold of {before} → {channels} channels"
+    if layout is not None:
+        note = (
+            f"{mode} fold of {layout.colours} → {channels} channels in each of the {len(layout.before)} groups of "
+            f"pixels it reads after a rearrangement of the input (space-to-depth): {before} → {width}"
+        )
     others: list[ParamReport] = []
     if original is not None:  # its forward computes the weight it uses: is the fold still exact?
         refold = lambda w: _fold_layer_weight(layer, w, channels, groups, mode)  # noqa: E731

@@ -23,6 +23,7 @@ from torch import nn
 from .ambient import in_plain_torch
 from .arguments import layer_names, required_arguments
 from .channelconstants import widen_channel_constants
+from .channelmap import ChannelMap, channel_map
 from .copies import model_copy
 from .errors import InputError, SurgeryError, TraceError, check_flag
 from .fold import fold_normalization
@@ -182,10 +183,12 @@ def _rearranged(
     more: str = "",
     readers: Sequence[str] = (),
     mode: FoldMode = FoldMode.SUM,
+    colours: int | None = None,
 ) -> SurgeryError:
-    """A layer reads the input only after its channels are moved (space-to-depth) or joined with others (a
-    concatenation with features): no fold is known to be exact.  ``readers``: every layer that reads the input;
-    the others are folded once that one is replaced."""
+    """A layer reads the input only after its channels are moved and computed with (csatv2's colour transform and
+    DCT) or joined with others (a concatenation with features): no fold is known to be exact.  ``readers``: every
+    layer that reads the input; the others are folded once that one is replaced.  ``colours``: the channels of
+    an image the model runs on now, which a grey image can be expanded to."""
     name, (reason, per_channel, other) = next(iter(why.items()))
     layer = model.get_submodule(name)
     what = "in_channels" if isinstance(layer, nn.modules.conv._ConvNd) else "in_features"
@@ -193,6 +196,11 @@ def _rearranged(
     fix = rebuild_fix(layer, name, what, per_channel * channels + other) if per_channel else None
     rest = [r for r in readers if r not in why]
     how = f"replace it (new weights) with {fix}" if fix else "fold its weight by hand"
+    if not fix and colours and channels == 1:  # what a sum fold would compute, as the model stands
+        how = (
+            f"feed it grey images as the {colours} equal channels it takes, model(x.expand(-1, {colours}, "
+            "*x.shape[2:])) (what a fold to 1 channel would compute), or fold its weight by hand"
+        )
     if rest and (fix or len(why) == 1):
         how += f", then fold the others: {_fold_of(channels, mode, rest)}"
     readers_named = f" (the input is read by {', '.join(readers)})" if rest else ""
@@ -255,15 +263,17 @@ def _check_the_edit_runs(
     *,
     chosen: bool = False,
     refitted: Sequence[str] = (),
+    layouts: Mapping[str, ChannelMap] | None = None,
 ) -> None:
     """Raise before any edit when the edited model would not run on the new channel count: what comes before the
     layers reading the input may make more channels of a smaller input (torchvision's detection models normalise
     with one mean per RGB channel, broadcasting a grey image to three).  The edit is made once on a weightless copy,
     run on the first of ``images`` that gives a verdict, with the new channel count; ``run_before``: the model is
     known to run on them (else a guess the model does not run on now gives none, and the next is tried), with the
-    layers ``refitted`` resized as they were for it (:func:`~torchsurgeon.readers.input_readers`)."""
+    layers ``refitted`` resized as they were for it (:func:`~torchsurgeon.readers.input_readers`); ``layouts``: as
+    for :func:`_adapted`."""
     trial = meta_copy(model)
-    _adapted(trial, names, channels, mode, before)
+    _adapted(trial, names, channels, mode, before, layouts)
     for image in images:
         follow = _read_by(model, image, names[0]) if chosen else None
         new_input = recoloured(model, image, channels, before[names[0]], follow)
@@ -343,10 +353,18 @@ def _input_channels_hint(model: nn.Module, image: InputSpec) -> str:
 
 
 def _adapted(
-    model: nn.Module, names: list[str], channels: int, mode: FoldMode, before: Mapping[str, int]
+    model: nn.Module,
+    names: list[str],
+    channels: int,
+    mode: FoldMode,
+    before: Mapping[str, int],
+    layouts: Mapping[str, ChannelMap] | None = None,
 ) -> tuple[ParamReport, ...]:
-    """Fold each named layer of ``model`` to ``channels``, then update the guards of the channel count."""
-    changes = [change for name in names for change in adapt_layer(model, name, channels, mode)]
+    """Fold each named layer of ``model`` to ``channels``, then update the guards of the channel count (``before``:
+    the input's channels each layer reads, those of the image for a layer in ``layouts``, which reads them after a
+    rearrangement: :class:`~torchsurgeon.channelmap.ChannelMap`)."""
+    layouts = layouts or {}
+    changes = [change for name in names for change in adapt_layer(model, name, channels, mode, layouts.get(name))]
     for width in dict.fromkeys(before.values()):  # a normalisation's means and stds, one per channel
         changes += widen_channel_constants(model, width, channels)
     return _with_guards(model, changes, [(name, CHANNEL_GUARDS, before[name], channels) for name in names])
@@ -511,6 +529,7 @@ def adapt_input_channels(
         raise InputError(f"mode={mode!r} — choose one of {[m.value for m in FoldMode]}")
     edited = _copy(model, inplace, input)
     image, run_before, refitted = None, False, list[str]()
+    layouts: dict[str, ChannelMap] = {}
     if layer is None:
         try:
             names, image, run_before, doubts = _input_layers(edited, input, refitted)
@@ -520,14 +539,19 @@ def adapt_input_channels(
             raise
         if image is None and not run_before:  # found in the graph: the edit is still tried on a guessed image
             image = guessed_input(edited)
-        if doubts:  # a space-to-depth stem: the layer's channels are not the input's
+        mapped = _channel_maps(edited, doubts, channels, image if run_before else None)
+        if mapped is not None:  # a space-to-depth stem: each group of pixels it reads folded, tried on that image
+            (image, layouts), doubts, run_before = mapped, {}, True
+        if doubts:  # the layer's channels are not the input's, and not only moved: no fold is known to be exact
             tiled = _joined_after_the_stem(edited, names, doubts, channels, mode, image, run_before)
             if tiled is not None:
                 raise tiled
             made = any(w in reason for reason, _, _ in doubts.values() for w in ("unsqueeze", "getitem"))  # no channels
-            shown = _taken_input(edited) or "(channels, height, width)"
+            taken = _taken_input(edited) if not run_before else image_shape(edited, image) if image else None
+            shown = taken or "(channels, height, width)"
             more = "" if run_before or made else f"; or pass the input the model takes now (input={shown}) to check"
-            raise _rearranged(edited, doubts, channels, more, names, mode)
+            colours = taken[0] if isinstance(taken, tuple) and taken and type(taken[0]) is int else None
+            raise _rearranged(edited, doubts, channels, more, names, mode, colours)
     else:  # the layers chosen: the edit is still tried on the input given, or one the model runs on now
         names = layer_names(layer)
         _check_layers(edited, names, channels, mode, input)
@@ -540,15 +564,43 @@ def adapt_input_channels(
             "pass layer='name' to choose one"
         )
     before = {name: input_width(edited, name)[1] for name in names}  # every layer checked before any is edited
+    before.update((name, m.colours) for name, m in layouts.items())  # the image's channels, not the stem's
     if layer is not None and image is None:  # chosen layers (a Linear too): tried on an input the model runs on now
         found = [g for g in (default_input(edited), guessed_input(edited), (3, 224, 224)) if g]
         guesses = [g for i, g in enumerate(found) if g not in found[:i]]  # a config's image is a dict: no hash
         _check_the_edit_runs(edited, names, channels, mode, guesses, before, False, chosen=True)
     elif image is not None:  # the edit is run once before it is made
         _check_the_edit_runs(
-            edited, names, channels, mode, [image], before, run_before, chosen=layer is not None, refitted=refitted
+            edited,
+            names,
+            channels,
+            mode,
+            [image],
+            before,
+            run_before,
+            chosen=layer is not None,
+            refitted=refitted,
+            layouts=layouts,
         )
-    return SurgeryResult(edited, refitted_note(_adapted(edited, names, channels, mode, before), refitted, input))
+    changes = _adapted(edited, names, channels, mode, before, layouts)
+    return SurgeryResult(edited, refitted_note(changes, refitted, input))
+
+
+def _channel_maps(
+    model: nn.Module, doubts: _Doubts, channels: int, image: InputSpec | None
+) -> tuple[InputSpec, dict[str, ChannelMap]] | None:
+    """For a model whose layers in ``doubts`` read the input only after a rearrangement of its values (a
+    space-to-depth stem, a ``pixel_unshuffle``): the image they were found on (``image``, else one the model runs
+    on now) and each one's :class:`~torchsurgeon.channelmap.ChannelMap` for ``channels``; None when some layer
+    reads the input otherwise (joined with features, after a colour transform), or no image runs."""
+    if not doubts or any(other for _, _, other in doubts.values()):
+        return None
+    image = image if image is not None else _taken_input(model)
+    if image is None:
+        return None
+    maps = {name: channel_map(model, name, image, channels) for name in doubts}
+    found = {name: m for name, m in maps.items() if m is not None}
+    return (image, found) if len(found) == len(maps) else None
 
 
 def _taken_input(model: nn.Module) -> tuple[int, ...] | None:

@@ -1,0 +1,200 @@
+"""Where each input channel of a layer comes from, when only a rearrangement of the input comes before it.
+
+A space-to-depth stem (timm's TResNet: ``SpaceToDepth`` makes 48 channels of 16 pixels × 3 colours),
+``pixel_unshuffle`` or an ``einops`` rearrangement before a patch ``Linear`` only moves the input's values:
+each channel the layer reads holds one colour of the input at some of its pixels.  :func:`channel_map` finds,
+by running the steps before the layer on a copy (its parameters on ``meta``, its buffers as they are) with an
+input whose values say where they come from, which colour and which pixels each of the layer's channels
+holds; :meth:`ChannelMap.fold` then folds the colours of each group of channels holding the same pixels, as
+:func:`~torchsurgeon.fold.fold_weight` folds the channels of a plain stem, and places them where the steps
+before the layer put a ``C``-channel input.  Every fold stays exact in the sense the mode promises: the layer
+sees, for each group of pixels, the colours a plain stem would see.
+
+A step that computes with the values (a colour transform mixing the channels, a normalisation, a DCT) is no
+rearrangement: no map is found, and the caller refuses the fold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .arguments import ExampleInputs
+from .copies import detached_copy, meta_like
+from .fold import fold_weight
+from .frontend import bind_inputs
+from .readers import image_input, recoloured
+from .records import FoldMode
+from .shapespec import InputSpec
+
+__all__ = ("ChannelMap", "channel_map")
+
+
+@dataclass(frozen=True)
+class ChannelMap:
+    """The input channels of a layer read through a rearrangement of a ``colours``-channel input: ``before[g][c]``
+    is the layer's channel holding colour ``c`` of the pixels of group ``g``, and ``after[g][c]`` the one that
+    holds it once the input has ``channels`` colours (the same groups, in the same order)."""
+
+    colours: int
+    channels: int
+    before: tuple[tuple[int, ...], ...]
+    after: tuple[tuple[int, ...], ...]
+
+    @property
+    def width(self) -> int:
+        """The layer's input channels (``in_channels``, ``in_features``) for the new input."""
+        return len(self.after) * self.channels
+
+    def fold(self, weight: torch.Tensor, mode: FoldMode) -> torch.Tensor:
+        """``weight`` (the layer's input channels on dim 1) with the colours of each group folded to
+        :attr:`channels`, as :func:`~torchsurgeon.fold.fold_weight` folds a plain stem's, and put where the new
+        input's channels arrive.
+
+        Examples
+        --------
+        >>> m = ChannelMap(3, 1, ((0, 1, 2), (3, 4, 5)), ((0,), (1,)))
+        >>> w = torch.arange(12.0).reshape(2, 6)
+        >>> m.fold(w, FoldMode.SUM)
+        tensor([[ 3., 12.],
+                [21., 30.]])
+        """
+        out, rest = weight.shape[0], tuple(weight.shape[2:])
+        groups = len(self.before)
+        chosen = weight[:, torch.tensor(self.before, device=weight.device).flatten()]  # (out, groups * colours, ...)
+        folded = fold_weight(chosen.reshape(out * groups, self.colours, *rest), self.channels, mode)
+        folded = folded.reshape(out, groups * self.channels, *rest)
+        placed = torch.empty((out, self.width, *rest), dtype=folded.dtype, device=folded.device)
+        placed[:, torch.tensor(self.after, device=weight.device).flatten()] = folded
+        return placed
+
+
+class _Reached(Exception):
+    """Raised by the layer's pre-hook: what reached it."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+
+def channel_map(model: nn.Module, layer: str, image: InputSpec, channels: int) -> ChannelMap | None:
+    """The :class:`ChannelMap` of ``layer`` for an input of ``image``'s channels recoloured to ``channels``, or None
+    when what comes before it is no rearrangement of the input's values (or does not run on the copy, or not on
+    ``channels`` colours).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Left as it is: a copy is run, with its parameters on ``meta`` and its buffers as they are, only until
+        ``layer``.
+    layer : str
+        A Linear or Conv layer reading the input (its channels: dim 1 of a convolution's input, the last of a
+        Linear's).
+    image : shape or mapping
+        An input the model takes now (its image's first dim: the colours).
+    channels : int
+        The new input's channel count.
+
+    Examples
+    --------
+    >>> model = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 8, 3))
+    >>> m = channel_map(model, "1", (3, 8, 8), 1)
+    >>> m.before, m.after
+    (((0, 4, 8), (1, 5, 9), (2, 6, 10), (3, 7, 11)), ((0,), (1,), (2,), (3,)))
+    >>> channel_map(nn.Sequential(nn.Conv2d(3, 3, 1), nn.Conv2d(3, 8, 1)), "1", (3, 8, 8), 1) is None
+    True
+    """
+    params = {p.data_ptr() for p in model.parameters() if p.device.type != "meta" and p.numel()}
+
+    def copied(t: torch.Tensor) -> torch.Tensor:
+        if t.device.type == "meta" or (t.numel() and t.data_ptr() in params):
+            return meta_like(t)
+        return t.detach().to("cpu", copy=True)
+
+    copy_ = detached_copy(model, copied).eval()  # run until the layer only: its parameters are never read
+    if not isinstance(copy_.get_submodule(layer), (nn.modules.conv._ConvNd, nn.Linear)):
+        return None
+    old = _groups(copy_, layer, image)
+    new = _groups(copy_, layer, recoloured(model, image, channels))
+    if old is None or new is None:
+        return None
+    (colours, before), (got, after) = old, new
+    if got != channels or set(before) != set(after):
+        return None
+    order = list(before)
+    return ChannelMap(colours, channels, tuple(before[p] for p in order), tuple(after[p] for p in order))
+
+
+def _groups(copy_: nn.Module, layer: str, image: InputSpec) -> tuple[int, dict[bytes, tuple[int, ...]]] | None:
+    """The input's channel count and, for each set of pixels some of the layer's channels hold, those channels in
+    the order of the colours they hold; None unless every channel holds one colour and each set all of them."""
+    example = ExampleInputs(copy_, image, 1)
+    name = image_input(dict(example))
+    if name is None:
+        return None
+    shape = tuple(example[name].shape)
+    n = math.prod(shape)
+    ids = torch.arange(1, n + 1, dtype=torch.float64).reshape(shape)  # where each value comes from, + 1
+    noise = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1
+    at, other = (_reaching(copy_, layer, example, name, x) for x in (ids, noise))
+    if at is None or other is None or at.shape != other.shape:
+        return None
+    index = at.round().long() - 1  # -1: a value made (a zero of padding), no input's
+    if not torch.equal(index.to(at.dtype) + 1, at) or index.min() < -1 or index.max() >= n:
+        return None  # not values of the input: something computed with them
+    gathered = torch.where(index >= 0, noise.flatten().to(other.dtype)[index.clamp(min=0)], 0)
+    if not torch.equal(gathered, other):
+        return None
+    colours, pixels = shape[1], n // shape[1]
+    groups: dict[bytes, dict[int, int]] = {}
+    for k, row in enumerate(index):
+        held = torch.unique(row[row >= 0] // pixels)
+        if held.numel() != 1:
+            return None  # no colour, or several mixed in one channel
+        where = torch.where(row >= 0, row % pixels, -1).numpy().tobytes()
+        group = groups.setdefault(where, {})
+        if int(held) in group:
+            return None
+        group[int(held)] = k
+    if any(len(g) != colours for g in groups.values()):
+        return None
+    return colours, {p: tuple(g[c] for c in range(colours)) for p, g in groups.items()}
+
+
+def _reaching(
+    copy_: nn.Module, layer: str, example: ExampleInputs, name: str, image: torch.Tensor
+) -> torch.Tensor | None:
+    """What reaches ``layer`` of ``copy_`` (a copy of the model with its parameters on ``meta``, its buffers as
+    they are) given ``image`` as input ``name`` (the others zeros), channels first and the rest flattened; None when
+    the copy does not reach it."""
+    target = copy_.get_submodule(layer)
+
+    def stop(_: nn.Module, args: tuple[Any, ...]) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            raise _Reached(args[0])
+
+    values: Mapping[str, torch.Tensor] = {
+        k: image if k == name else torch.zeros(v.shape, dtype=v.dtype) for k, v in example.items()
+    }
+    handle = target.register_forward_pre_hook(stop)
+    try:
+        with torch.no_grad():
+            args, kwargs = bind_inputs(copy_, values, example.paths)
+            copy_(*args, **kwargs)
+    except _Reached as reached:
+        x = reached.value
+    except Exception:  # the steps before it need parameters, or values the copy has on meta: no rearrangement
+        return None
+    else:
+        return None
+    finally:
+        handle.remove()
+    if x.device.type == "meta" or x.shape[0] != 1 or x.dim() < 2:
+        return None
+    x = x[0].movedim(0 if isinstance(target, nn.modules.conv._ConvNd) else -1, 0)
+    return x.reshape(x.shape[0], -1)
