@@ -1,6 +1,7 @@
 """check_surgery of models whose own forward cannot be traced (torchvision's detection models, as the object
 detection finetuning tutorial edits them): every parameter compared, exact totals, shapes of the part that takes
-the images, and the report saying what it could not check."""
+the images, and the report saying what it could not check; and of stems that read the input rearranged (a
+space-to-depth), whose folds fold each group of pixels' colours."""
 
 from __future__ import annotations
 
@@ -105,3 +106,50 @@ def test_a_layer_that_no_longer_fits_inside_the_checked_part_is_invalid_under_it
     assert rep.status_of("backbone.1.weight") == ParamChange.INVALID
     with pytest.raises(RuntimeError, match="running_mean should contain 8 elements not 4"):
         edited(torch.zeros(1, 3, 8, 8))  # the oracle: the real model refuses it too
+
+
+class _UnshuffledStem(nn.Module):
+    """A stem after ``pixel_unshuffle(x, 2)``: its channel ``4 * c + p`` holds colour ``c`` of pixel ``p`` of each
+    2 × 2 block (the colour slowest)."""
+
+    def __init__(self, colours: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4 * colours, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.pixel_unshuffle(x, 2))
+
+
+def _by_hand(original: _UnshuffledStem, channels: int, fold: str) -> _UnshuffledStem:
+    """The stem for ``channels`` colours, its weight folded by hand per pixel of the block: the sum of the 3
+    colours for a grey image, or spread, that sum over the new colours in each of them."""
+    edited = _UnshuffledStem(channels).to(original.conv.weight.dtype)
+    w = original.conv.weight.detach().reshape(8, 3, 4, 3, 3)  # (out, colour, pixel, kh, kw)
+    summed = w.sum(1, keepdim=True)
+    new = summed if fold == "sum" else (summed / channels).expand(-1, channels, -1, -1, -1)
+    with torch.no_grad():
+        edited.conv.weight.copy_(new.reshape(8, 4 * channels, 3, 3))
+        edited.conv.bias.copy_(original.conv.bias)
+    return edited
+
+
+@pytest.mark.parametrize(("channels", "fold"), [(1, "sum"), (2, "spread"), (5, "spread")])
+def test_a_fold_of_each_group_of_pixels_is_recognised_as_a_fold(channels: int, fold: str) -> None:
+    torch.manual_seed(0)
+    original = _UnshuffledStem(3).double()
+    edited = _by_hand(original, channels, fold)
+    x = torch.rand(2, 1, 6, 6, dtype=torch.float64)  # a grey image
+    grey = x.expand(-1, channels, -1, -1)  # the oracle of the fold: both give the original's output on grey
+    assert torch.allclose(edited(grey), original(x.expand(-1, 3, -1, -1)), atol=1e-12)
+    report = check_surgery(original, edited, (channels, 8, 8))
+    (weight,) = [p for p in report.params if p.name == "conv.weight"]
+    assert weight.status == ParamChange.FOLDED, weight
+    assert weight.message.startswith(f"{fold} fold of the original, each group of pixels' colours"), weight.message
+    assert report.verdict.startswith("1 folded (conv)"), report.verdict
+
+
+def test_a_new_weight_after_a_rearrangement_is_still_reinitialised() -> None:
+    torch.manual_seed(0)
+    original, edited = _UnshuffledStem(3), _UnshuffledStem(1)  # drawn anew: no fold of the original
+    (weight,) = [p for p in check_surgery(original, edited, (1, 8, 8)).params if p.name == "conv.weight"]
+    assert weight.status == ParamChange.REINITIALISED, weight

@@ -16,6 +16,7 @@ rearrangement: no map is found, and the caller refuses the fold.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,11 +29,11 @@ from .arguments import ExampleInputs
 from .copies import detached_copy, meta_like
 from .fold import fold_weight
 from .frontend import bind_inputs
-from .readers import image_input, recoloured
+from .readers import guessed_input, image_input, input_readers, recoloured
 from .records import FoldMode
 from .shapespec import InputSpec
 
-__all__ = ("ChannelMap", "channel_map")
+__all__ = ("ChannelMap", "channel_map", "runnable_image")
 
 
 @dataclass(frozen=True)
@@ -198,3 +199,19 @@ def _reaching(
         return None
     x = x[0].movedim(0 if isinstance(target, nn.modules.conv._ConvNd) else -1, 0)
     return x.reshape(x.shape[0], -1)
+
+
+def runnable_image(model: nn.Module) -> tuple[int, ...] | None:
+    """An image a weightless copy of ``model`` runs on: its first convolution's channels, else 3; None if neither
+    (a space-to-depth stem's convolution has 16 × the input's channels: an image of those is refused).
+
+    Examples
+    --------
+    >>> runnable_image(nn.Sequential(nn.PixelUnshuffle(4), nn.Conv2d(48, 8, 3)))
+    (3, 224, 224)
+    """
+    for image in dict.fromkeys(g for g in (guessed_input(model), (3, 224, 224)) if g):
+        with contextlib.suppress(Exception):
+            input_readers(model, image)
+            return image
+    return None

@@ -489,7 +489,12 @@ def _tolerance(*dtypes: torch.dtype) -> tuple[float, float]:
     return max(1e-5, 2.0 * eps), max(1e-6, eps)
 
 
-def recognise_fold(original: torch.Tensor, edited: torch.Tensor) -> FoldMode | None:
+def recognise_fold(
+    original: torch.Tensor,
+    edited: torch.Tensor,
+    *,
+    fold: Callable[[torch.Tensor, FoldMode], torch.Tensor] | None = None,
+) -> FoldMode | None:
     """Tell which fold turned ``original`` into ``edited``, if any.
 
     Parameters
@@ -498,6 +503,11 @@ def recognise_fold(original: torch.Tensor, edited: torch.Tensor) -> FoldMode | N
         The pretrained weight, shape ``(out, in, *kernel)`` or ``(out, in)``.
     edited : torch.Tensor
         The weight after surgery, shape ``(out, C, *kernel)``.
+    fold : callable, optional
+        How a mode folds ``original`` when the layer reads the input through a
+        rearrangement of its values (a space-to-depth stem: each group of
+        pixels' colours folded, :meth:`~torchsurgeon.channelmap.ChannelMap.fold`);
+        by default the input channels are folded as one group.
 
     Returns
     -------
@@ -554,6 +564,14 @@ def recognise_fold(original: torch.Tensor, edited: torch.Tensor) -> FoldMode | N
         return candidate.shape == target.shape and torch.allclose(candidate.to(compute), target, rtol=rtol, atol=atol)
 
     if orig.shape == edited.shape and close(orig):
+        return None
+    if fold is not None:  # SUM first: for one channel per group, the sum, spread and repeat folds coincide
+        for mode in (FoldMode.SUM, FoldMode.SPREAD, FoldMode.REPEAT, FoldMode.ZERO_EXTRA):
+            try:
+                if close(fold(orig, mode)):
+                    return mode
+            except SurgeryError:  # a mode that does not apply to these counts (zero_extra to fewer channels)
+                continue
         return None
     channels, in_channels = edited.shape[1], orig.shape[1]
     if channels == 1 and close(fold_sum(orig)):

@@ -23,7 +23,7 @@ from torch import nn
 from .ambient import in_plain_torch
 from .arguments import layer_names, required_arguments
 from .channelconstants import widen_channel_constants
-from .channelmap import ChannelMap, channel_map
+from .channelmap import ChannelMap, channel_map, runnable_image
 from .copies import model_copy
 from .errors import InputError, SurgeryError, TraceError, check_flag
 from .fold import fold_normalization
@@ -547,7 +547,7 @@ def adapt_input_channels(
             if tiled is not None:
                 raise tiled
             made = any(w in reason for reason, _, _ in doubts.values() for w in ("unsqueeze", "getitem"))  # no channels
-            taken = _taken_input(edited) if not run_before else image_shape(edited, image) if image else None
+            taken = runnable_image(edited) if not run_before else image_shape(edited, image) if image else None
             shown = taken or "(channels, height, width)"
             more = "" if run_before or made else f"; or pass the input the model takes now (input={shown}) to check"
             colours = taken[0] if isinstance(taken, tuple) and taken and type(taken[0]) is int else None
@@ -595,22 +595,12 @@ def _channel_maps(
     reads the input otherwise (joined with features, after a colour transform), or no image runs."""
     if not doubts or any(other for _, _, other in doubts.values()):
         return None
-    image = image if image is not None else _taken_input(model)
+    image = image if image is not None else runnable_image(model)
     if image is None:
         return None
     maps = {name: channel_map(model, name, image, channels) for name in doubts}
     found = {name: m for name, m in maps.items() if m is not None}
     return (image, found) if len(found) == len(maps) else None
-
-
-def _taken_input(model: nn.Module) -> tuple[int, ...] | None:
-    """An image a weightless copy of ``model`` runs on: its first convolution's channels, else 3; None if neither
-    (a space-to-depth stem's convolution has 16 × the input's channels: an image of those is refused)."""
-    for image in dict.fromkeys(g for g in (guessed_input(model), (3, 224, 224)) if g):
-        with contextlib.suppress(Exception):
-            input_readers(model, image)
-            return image
-    return None
 
 
 @in_plain_torch
