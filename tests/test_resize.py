@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from torchsurgeon import adapt_input_channels, paramcount
+from torchsurgeon import adapt_input_channels, paramcount, replace_head
 from torchsurgeon.records import Finding
 from torchsurgeon.resize import fold_fix, plan_resize, rebuild_fix, resized_copy, resized_param_count
 
@@ -184,3 +184,38 @@ def test_a_model_that_is_one_layer_is_replaced_whole_by_its_fix(model: nn.Module
     assert isinstance(fixed, nn.Module) and fixed is not model
     fixed(torch.randn(1, *shape))  # runs at the input analysed
     assert sum(p.numel() for p in fixed.parameters()) == report.total_for_input
+
+
+class _SavesHyperparameters(nn.Module):
+    """Lightning's ``save_hyperparameters()``: the constructor's arguments in ``self._hparams`` (a dict), which a
+    checkpoint saves and ``load_from_checkpoint`` builds the model from, ``type(model)(**hparams)``."""
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self._hparams = {"in_chans": in_chans, "num_classes": num_classes, "width": width}
+        self.backbone = nn.Sequential(nn.Conv2d(in_chans, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.backbone(x))
+
+
+@pytest.mark.parametrize("edit", ["channels", "classes"])
+def test_a_lightning_modules_saved_hyperparameters_follow_the_surgery(edit: str) -> None:
+    """Found by a probe (a LightningModule wrapping a timm backbone, ``save_hyperparameters()``):
+    ``adapt_input_channels(lit, 1)`` and ``replace_head(lit, 5)`` left ``hparams['in_chans']`` at 3 and
+    ``hparams['num_classes']`` at 10, so the checkpoint of the edited model could not be loaded back
+    (``load_from_checkpoint``: size mismatch for the stem or the head); they follow now, as smp's
+    ``_hub_mixin_config`` does, and the model rebuilt from them loads the edited weights strictly."""
+    model = _SavesHyperparameters().eval()
+    if edit == "channels":
+        result = adapt_input_channels(model, 1)
+        key, note = "in_chans", "3 → 1"
+    else:
+        result = replace_head(model, 5)
+        key, note = "num_classes", "10 → 5"
+    edited = result.model
+    rebuilt = type(model)(**edited._hparams)
+    rebuilt.load_state_dict(edited.state_dict())  # strict: every shape as the edit made it
+    assert (f"_hparams[{key!r}]", note) in [(c.name, c.message) for c in result.changes]
+    assert model._hparams == {"in_chans": 3, "num_classes": 10, "width": 8}  # the model given is untouched

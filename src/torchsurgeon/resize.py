@@ -41,6 +41,7 @@ from .records import Finding, FoldMode, ParamChange, ParamReport
 
 __all__ = (
     "CHANNEL_GUARDS",
+    "CONSTRUCTOR_ARGUMENTS",
     "Resize",
     "call_name",
     "dense_weight",
@@ -625,7 +626,13 @@ CHANNEL_GUARDS = (
 )
 """Attributes libraries check the input's channel count against (transformers' ``num_channels``,
 timm's ``in_chans``, smp's ``_in_channels``, kornia's ``in_features``, Whisper's ``num_mel_bins``), on the modules
-holding the stem; smp's ``_hub_mixin_config`` entries too."""
+holding the stem; the entries of their :data:`CONSTRUCTOR_ARGUMENTS` too."""
+
+
+CONSTRUCTOR_ARGUMENTS = ("_hub_mixin_config", "_hparams")
+"""The dicts of constructor arguments a library rebuilds a saved model from, on the modules holding a layer: smp's
+``_hub_mixin_config`` (``from_pretrained``), Lightning's ``_hparams`` (``save_hyperparameters()``; checkpoints save it
+and ``load_from_checkpoint`` builds the model from it)."""
 
 
 def update_guards(
@@ -645,19 +652,20 @@ def update_guards(
             if type(value) is int and value == before:
                 setattr(holder, attr, after)
                 changes.append(ParamReport(f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", note))
-        hub = None if is_config else vars(holder).get("_hub_mixin_config")  # smp's from_pretrained rebuilds from it
-        if not isinstance(hub, dict):
-            continue
-        # smp's auxiliary classifier (classification_head) is built from the nested aux_params, not from classes
-        aux = hub.get("aux_params")
-        ours = layer.startswith(f"{where}.classification_head.".lstrip(".")) and isinstance(aux, dict)
-        for config, key in ((aux, "['aux_params']"),) if ours else ((hub, ""),):
-            assert isinstance(config, dict)
-            for attr in attributes:
-                if type(config.get(attr)) is int and config[attr] == before:
-                    config[attr] = after
-                    name = f"{where}._hub_mixin_config{key}[{attr!r}]".lstrip(".")
-                    changes.append(ParamReport(name, ParamChange.SETTING, None, None, "", note))
+        for store in () if is_config else CONSTRUCTOR_ARGUMENTS:
+            hub = vars(holder).get(store)
+            if not isinstance(hub, dict):
+                continue
+            # smp's auxiliary classifier (classification_head) is built from the nested aux_params, not from classes
+            aux = hub.get("aux_params")
+            ours = layer.startswith(f"{where}.classification_head.".lstrip(".")) and isinstance(aux, dict)
+            for config, key in ((aux, "['aux_params']"),) if ours else ((hub, ""),):
+                assert isinstance(config, dict)
+                for attr in attributes:
+                    if type(config.get(attr)) is int and config[attr] == before:
+                        config[attr] = after
+                        name = f"{where}.{store}{key}[{attr!r}]".lstrip(".")
+                        changes.append(ParamReport(name, ParamChange.SETTING, None, None, "", note))
     return changes
 
 
