@@ -138,3 +138,30 @@ def test_a_dict_for_one_forward_argument_is_one_input_per_key() -> None:
 def test_a_dict_that_cannot_be_one_input_per_key_says_why(spec: Any, message: str) -> None:
     with pytest.raises(InputError, match=message):
         normalize_input(spec, ["x", "cond", "cond_a"])
+
+
+class _Features(nn.Module):
+    """sentence-transformers' modules: ``forward(features)`` reads the tensors of a dict and a ``'modality'`` string
+    that ``preprocess`` puts beside them, defaulting to ``"text"``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+
+    def forward(self, features: dict[str, Any]) -> dict[str, Any]:
+        scale = 1.0 if features.get("modality", "text") == "text" else 2.0
+        return {"sentence_embedding": self.emb(features["input_ids"]).mean(1) * scale}
+
+
+def test_a_string_in_a_dict_of_tensors_is_named_with_a_call_that_runs() -> None:
+    """Found by a probe: ``paramcount(st_model, {"input": st_model.tokenize(texts)})`` (input_ids, attention_mask
+    and ``'modality': 'text'``) said ``input 'input_modality': expected a shape such as (3, 224, 224), got 'text' —
+    give the per-sample shape as a tuple of positive ints``: a name the user never wrote and a fix that cannot apply.
+    It names the key and value, and the call without it, which runs as written."""
+    model = _Features()
+    features = {"input_ids": torch.randint(0, 50, (2, 7)), "modality": "text"}
+    with pytest.raises(InputError, match=r"input 'features'\['modality'\] is 'text', not a tensor or a shape") as err:
+        paramcount(model, {"features": features})
+    call = str(err.value).rpartition("has one: ")[2]
+    report = eval(call, {"paramcount": paramcount, "model": model})
+    assert report.output_shape == {"sentence_embedding": tuple(model(features)["sentence_embedding"].shape)}

@@ -514,8 +514,27 @@ def nested_inputs(argument: str, value: Mapping[Any, Any]) -> dict[str, Any]:
                 f"{where}[{key!r}] is a dict inside a dict — analyse a module whose forward takes its tensors as "
                 "separate arguments and calls the model with the nested dicts"
             )
+        if item is None or isinstance(item, (str, bytes, bool)):
+            raise _not_a_tensor(argument, key, value)
         out[input_name(argument, key)] = item
     return out
+
+
+def _not_a_tensor(argument: str, key: str, value: Mapping[Any, Any]) -> InputError:
+    """The error for ``value[key]``, a string, flag or None in a dict argument (the ``'modality': 'text'`` that
+    sentence-transformers' ``preprocess`` adds to the tensors), with the dict without it as per-sample shapes."""
+    rest = {k: v for k, v in value.items() if k != key}
+    batches = {v.shape[0] for v in rest.values() if isinstance(v, torch.Tensor) and v.dim()}
+    fix = ""
+    if rest and all(isinstance(v, torch.Tensor) and v.dim() for v in rest.values()) and len(batches) == 1:
+        shapes = ", ".join(f"{k!r}: {tuple(v.shape[1:])}" for k, v in rest.items())
+        fix = f": paramcount(model, {{{argument!r}: {{{shapes}}}}}, batch={batches.pop()})"
+    elif rest and all(isinstance(v, (tuple, list)) for v in rest.values()):
+        fix = f": paramcount(model, {{{argument!r}: {rest!r}}})"
+    return InputError(
+        f"input {argument!r}[{key!r}] is {value[key]!r}, not a tensor or a shape — the values of a dict argument are "
+        f"traced as tensors; leave {key!r} out, and forward reads its default if it has one{fix}"
+    )
 
 
 def not_an_input(name: str, value: Any, names: Sequence[str]) -> InputError:
