@@ -15,6 +15,7 @@ from torch import nn
 from torchsurgeon import TraceError, TypedShape, paramcount, paramcount_sweep
 from torchsurgeon.graph import build_graph
 from torchsurgeon.knowndata import KnownData, as_meta, masks_as_indices, on_one_device
+from torchsurgeon.records import Trust
 from torchsurgeon.shapes import propagate_shapes
 from torchsurgeon.trace import trace
 
@@ -418,3 +419,62 @@ def test_positions_made_from_a_constant_and_the_length_are_checked_against_the_t
         model(torch.zeros(1, 35, dtype=torch.long))
     assert [layer.name for layer in paramcount(model, TypedShape((35,), "long")).invalid] == ["emb"]
     assert paramcount(model, TypedShape((32,), "long")).invalid == []  # 32..39 fit
+
+
+class _PackedTagger(nn.Module):
+    """The classic NLP model: embedding, a packed sequence through a recurrent layer, padded back, a linear head."""
+
+    def __init__(self, kind: str, bidirectional: bool, batch_first: bool, enforce_sorted: bool, total: int | None):
+        super().__init__()
+        self.batch_first, self.enforce_sorted, self.total = batch_first, enforce_sorted, total
+        self.emb = nn.Embedding(100, 16)
+        rnn = nn.LSTM if kind == "LSTM" else nn.GRU
+        self.rnn = rnn(16, 32, num_layers=2, batch_first=batch_first, bidirectional=bidirectional)
+        self.fc = nn.Linear(64 if bidirectional else 32, 5)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.emb(x), lengths.cpu(), batch_first=self.batch_first, enforce_sorted=self.enforce_sorted
+        )
+        out, _ = self.rnn(packed)
+        padded, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=self.batch_first, total_length=self.total)
+        return self.fc(padded)
+
+
+@pytest.mark.parametrize(
+    ("kind", "bidirectional", "batch_first", "enforce_sorted", "total"),
+    [("LSTM", True, True, False, None), ("GRU", False, False, True, 9), ("LSTM", False, False, False, 8)],
+)
+def test_a_packed_sequence_is_analysed_from_the_lengths_given_with_their_data(
+    kind: str, bidirectional: bool, batch_first: bool, enforce_sorted: bool, total: int | None
+) -> None:
+    """Found by a user: pack_padded_sequence(e, lengths.cpu()) failed to trace ('lengths' argument should be a 1D
+    CPU int64 tensor, but got 1D meta Long tensor): the lengths given with their data met meta tensors as stand-ins,
+    and enforce_sorted=True left a proxy where a real forward has None.  Now each packed-sequence function is one
+    call run on the values, the op reads the lengths' data, and the LSTM is counted by the tokens it packs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = _PackedTagger(kind, bidirectional, batch_first, enforce_sorted, total).eval()
+    lengths = torch.tensor([7, 4, 2]) if enforce_sorted else torch.tensor([4, 7, 2])
+    x = torch.randint(0, 100, (3, 7) if batch_first else (7, 3))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        real = model(x, lengths)
+    r = paramcount(model, {"x": x, "lengths": lengths}, crosscheck="always")
+    assert r.output_shape == tuple(real.shape)
+    assert r.total == sum(p.numel() for p in model.parameters())
+    assert r.macs == counter.get_total_flops() // 2  # the CPU's packed recurrent layer runs its gates by addmm
+    assert r.trusted and r.crosscheck.trust == Trust.VERIFIED
+
+
+def test_lengths_given_as_a_shape_are_named_with_the_fix_that_runs() -> None:
+    """The packing depends on the lengths' values: given only as a shape (a meta tensor), the report is not trusted,
+    says so and names the call that gives them with their data, which runs."""
+    model = _PackedTagger("LSTM", True, True, False, None).eval()
+    x, lengths = torch.randint(0, 100, (2, 7)), torch.tensor([4, 7])
+    r = paramcount(model, {"x": x, "lengths": torch.empty(2, dtype=torch.long, device="meta")})
+    assert not r.trusted and r.output_shape is None
+    note = next(line for line in r.notes() if line.startswith("NOT TRUSTED"))
+    assert "pack_padded_sequence" in note and "the values of 'lengths' decide" in note
+    assert "paramcount(model, {'x': x, 'lengths': lengths}) with x your (2, 7) int64 tensor; lengths your (2,)" in note
+    fixed = paramcount(model, {"x": x, "lengths": lengths})  # the fix, as written
+    assert fixed.trusted and fixed.output_shape == tuple(model(x, lengths).shape)

@@ -249,13 +249,14 @@ def test_ruled_leaf_declines_what_its_rule_does_not_describe() -> None:
 
 def test_known_data_is_made_on_the_cpu_and_an_index_past_a_tables_end_raises_as_on_the_cpu() -> None:
     table = torch.zeros(4, 2)
+    weights = table.to("meta")  # a model's table, on meta (moved inside, a CPU tensor would stay: known data)
     with torch.device("meta"), ruled_meta():
         positions = torch.arange(3)  # asked for on meta: small data a real forward makes from a size
         large = torch.ones(1 << 17)  # too large to keep: stays on meta
-        rows = table.to("meta")[positions]
+        rows = weights[positions]
         assert positions.device.type == "cpu" and large.is_meta and rows.is_meta and tuple(rows.shape) == (3, 2)
         with pytest.raises(IndexError, match="index 4 is out of bounds for dimension 0 with size 4"):
-            table.to("meta")[torch.arange(6)]
+            weights[torch.arange(6)]
         with pytest.raises(IndexError, match="index out of range in self"):
             nn.Embedding(4, 2, device="meta")(torch.arange(5))
     with pytest.raises(IndexError, match="index 4 is out of bounds for dimension 0 with size 4"):

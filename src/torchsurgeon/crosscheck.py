@@ -447,12 +447,16 @@ def _first_difference(G: nx.DiGraph, seen: Mapping[str, Any], otherwise: str = _
 
 
 def _inputs(G: nx.DiGraph, shapes: ShapeResult) -> tuple[list[torch.Tensor], dict[str, Any]]:
-    """The analysed inputs as meta tensors, bound to ``forward``'s arguments."""
+    """The analysed inputs as meta tensors (those given with their data, a sequence's lengths: a copy of it), bound
+    to ``forward``'s arguments."""
     dtypes = {rec.name: rec.dtype for rec in shapes.nodes.values()}
+    data = shapes.input_data
     return bind_inputs(
         model_of(G),
         {
-            name: torch.empty(shape, dtype=getattr(torch, dtypes.get(name) or "float32"), device="meta")
+            name: data[name].clone()
+            if name in data
+            else torch.empty(shape, dtype=getattr(torch, dtypes.get(name) or "float32"), device="meta")
             for name, shape in shapes.input_shapes.items()
         },
         traced_paths(graph_module_of(G)),  # a dict's tensors, *args' entries: one argument each

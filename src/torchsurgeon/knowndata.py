@@ -13,9 +13,13 @@ Some data is known all the same, and a real forward decides by it:
 
 Such values are computed on the CPU (small ones only), and Python may read
 them (:func:`settled`); anything random, uninitialised or computed by a
-leaf module stays data-dependent.  They never meet a ``meta`` tensor with
-their data: an op mixing them with ``meta`` tensors gets ``meta`` stand-ins
-(:func:`on_one_device`), as before.
+leaf module stays data-dependent.  An op mixing them with ``meta`` tensors
+gets ``meta`` stand-ins (:func:`on_one_device`); the few ops that take a CPU
+integer tensor beside tensors on any device, and refuse a stand-in
+(``pack_padded_sequence``'s lengths, an LSTM's ``batch_sizes``), get the data
+itself (:func:`stand_ins_or_data`), as a real forward gives it.  Known data
+moved to the input's device (``lengths.to(x.device)``) stays where it is
+(:func:`kept_in_place`): the input's device is ``meta`` only in a trace.
 
 Shape propagation computes the same known data beside its ``meta`` values
 (:class:`KnownData`) to check what only data decides: an index into a table
@@ -31,7 +35,7 @@ tokens (``cumsum(input_ids != pad) * mask + pad``) have a known range
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -39,6 +43,7 @@ import torch.fx
 import torch.nn.functional as F
 import torch.utils._pytree as pytree
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from .bounds import Past, checked, ids_past, index_past
 from .copies import torch_or_python
@@ -55,6 +60,8 @@ __all__ = (
     "edits_values",
     "from_known_data",
     "given_as_data",
+    "holds_known_data",
+    "kept_in_place",
     "makes_known_data",
     "masks_as_indices",
     "masks_input",
@@ -63,6 +70,8 @@ __all__ = (
     "pads_input",
     "settled",
     "stand_ins",
+    "stand_ins_or_data",
+    "unknown_to_cpu",
     "unsettled",
 )
 
@@ -271,7 +280,8 @@ def off_meta(value: Any, device: torch.device) -> Any:
 
 def as_meta(value: Any) -> Any:
     """``value`` (nested in tuples, lists, dicts and model outputs) with each CPU tensor of known data (more than
-    0-dim: a scalar setting stays) as a ``meta`` stand-in: what leaves a forward run on ``meta``.
+    0-dim: a scalar setting stays) as a ``meta`` stand-in: what leaves a forward run on ``meta``.  A packed
+    sequence keeps its ``batch_sizes``, on the CPU whatever the device in torch (``PackedSequence`` refuses others).
 
     Examples
     --------
@@ -281,7 +291,18 @@ def as_meta(value: Any) -> Any:
     """
     if not any(map(_cpu_data, pytree.tree_leaves(value))):
         return value
-    return pytree.tree_map(stand_ins, value)
+    return pytree.tree_map(_as_meta, value, is_leaf=lambda v: type(v) is PackedSequence)
+
+
+def _as_meta(value: Any) -> Any:
+    """A leaf of :func:`as_meta`'s value as a stand-in; a packed sequence's parts but its batch sizes."""
+    if type(value) is not PackedSequence:
+        return stand_ins(value)
+    return value._replace(  # as torch's own code does: no check of the batch sizes' device
+        data=stand_ins(value.data),
+        sorted_indices=stand_ins(value.sorted_indices),
+        unsorted_indices=stand_ins(value.unsorted_indices),
+    )
 
 
 def on_one_device(
@@ -304,6 +325,117 @@ def on_one_device(
         return args, kwargs
 
     return stand_ins(args), {k: stand_ins(v) for k, v in kwargs.items()}
+
+
+def stand_ins_or_data(
+    call: Callable[..., Any],
+    given: tuple[tuple[Any, ...], Mapping[str, Any]],
+    converted: tuple[tuple[Any, ...], Mapping[str, Any]],
+) -> Any:
+    """``call(args, kwargs)`` on the arguments with ``meta`` stand-ins for known data (``converted``, from
+    :func:`on_one_device`); when that fails, on the arguments ``given`` with their known integer tensors left on the
+    CPU (others as stand-ins).
+
+    A few ops take a CPU integer tensor beside tensors on any device and refuse
+    a stand-in: ``pack_padded_sequence`` its ``lengths``, an LSTM or
+    ``pad_packed_sequence`` a packed sequence's ``batch_sizes``; they read the
+    data, as in a real forward, and give data computed from it (the batch
+    sizes).  An LSTM's initial state of zeros, known data too, is a stand-in
+    still: it must meet the weights on their device.  When both calls fail,
+    the first failure is raised (a shape that does not fit fails either way).
+
+    Examples
+    --------
+    >>> from torch.nn.utils.rnn import pack_padded_sequence
+    >>> x, lengths = torch.empty(2, 5, 3, device="meta"), torch.tensor([5, 2])
+    >>> given = ((x, lengths, True), {})
+    >>> packed = stand_ins_or_data(lambda a, k: torch._VF._pack_padded_sequence(*a, **k), given,
+    ...                            on_one_device(*given, module=False))
+    >>> tuple(packed[0].shape), packed[1]
+    ((7, 3), tensor([2, 2, 1, 1, 1]))
+    """
+    if converted[0] is given[0] and converted[1] is given[1]:  # no known data met meta: nothing to retry
+        return call(*given)
+    try:
+        return call(*converted)
+    except Exception as exc:
+        failure = exc
+    args, kwargs = given
+    try:
+        return call(
+            stand_ins(args, keep_integers=True), {k: stand_ins(v, keep_integers=True) for k, v in kwargs.items()}
+        )
+    except Exception:  # refused either way: the stand-ins' failure says why
+        pass
+    raise failure
+
+
+_TO = frozenset({"to", torch.Tensor.to})
+
+
+def kept_in_place(
+    target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments of ``known.to(device)`` (``target``: ``"to"`` or ``Tensor.to``) with a ``meta`` device as the
+    device ``known`` is on when it is known data or a setting (a CPU tensor): moved to the input's device
+    (``sorted_indices.to(input.device)``), which is ``meta`` only in a trace, it stays known, as in a real forward;
+    any other call's arguments as they are.
+
+    Examples
+    --------
+    >>> args, kwargs = kept_in_place("to", (torch.arange(3), torch.device("meta")), {})
+    >>> args[0].to(*args[1:], **kwargs).device.type
+    'cpu'
+    """
+    if target not in _TO or not args or not isinstance(args[0], torch.Tensor) or args[0].device.type == "meta":
+        return args, dict(kwargs)
+    device = args[0].device
+    return (args[0], *off_meta(args[1:], device)), off_meta(dict(kwargs), device)
+
+
+_CPU_MOVES = frozenset({torch.Tensor.cpu, torch.Tensor.to})
+
+
+def unknown_to_cpu(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    """Whether ``func(*args, **kwargs)`` only moves a ``meta`` tensor to the CPU (``x.cpu()``, ``x.to("cpu")``): its
+    data is not known there either, and the ``meta`` tensor stands for the result (a real forward's copy; meta
+    cannot copy data it does not have: ``pad_packed_sequence`` reads ``unsorted_indices.cpu()``).
+
+    Examples
+    --------
+    >>> x = torch.empty(2, device="meta")
+    >>> unknown_to_cpu(torch.Tensor.cpu, (x,), {}), unknown_to_cpu(torch.Tensor.to, (x, "cpu"), {})
+    (True, True)
+    >>> unknown_to_cpu(torch.Tensor.to, (x, "cpu", torch.float16), {}), unknown_to_cpu(torch.Tensor.cpu, (x.cpu,), {})
+    (False, False)
+    """
+    if func not in _CPU_MOVES or not args or type(args[0]) is not torch.Tensor or not args[0].is_meta:
+        return False
+    rest = (*args[1:], *kwargs.values())
+    if func is torch.Tensor.cpu:
+        return not rest
+    if set(kwargs) - {"device"} or len(rest) != 1:
+        return False
+    device = rest[0]
+    return isinstance(device, (str, torch.device)) and torch.device(device).type == "cpu"
+
+
+def holds_known_data(value: Any) -> bool:
+    """Whether ``value`` (a tensor, or tensors nested in tuples, lists, dicts and named tuples: a packed sequence)
+    holds known data: small CPU tensors, at least one of more than 0 dims, beside ``meta`` tensors only.
+
+    Examples
+    --------
+    >>> from torch.nn.utils.rnn import PackedSequence
+    >>> holds_known_data(PackedSequence(torch.empty(7, 3, device="meta"), torch.tensor([2, 2, 1, 1, 1])))
+    True
+    >>> holds_known_data((torch.empty(2, device="meta"), torch.tensor(1)))
+    False
+    """
+    leaves = [t for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor)]
+    if not any(map(_cpu_data, leaves)):
+        return False
+    return all(type(t) is torch.Tensor and (t.is_meta or t.numel() <= DATA_LIMIT) for t in leaves)
 
 
 _QUERIES_ONLY = torch._C.DisableTorchFunction
@@ -369,18 +501,22 @@ def masks_as_indices(target: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return (args[0], tuple(converted))
 
 
-def stand_ins(value: Any) -> Any:
-    """``value`` (a tensor, or a list or tuple of them) with each CPU tensor of known data, 0-dim ones aside, as a
-    ``meta`` stand-in.
+def stand_ins(value: Any, keep_integers: bool = False) -> Any:
+    """``value`` (a tensor, or a list or tuple of them) with each CPU tensor of known data, 0-dim ones aside (and
+    integer ones with ``keep_integers``), as a ``meta`` stand-in.
 
     Examples
     --------
     >>> [t.device.type for t in stand_ins((torch.arange(2), torch.tensor(1)))]
     ['meta', 'cpu']
+    >>> [t.device.type for t in stand_ins((torch.arange(2), torch.ones(2)), keep_integers=True)]
+    ['cpu', 'meta']
     """
     if type(value) in (list, tuple):
-        return type(value)(stand_ins(v) for v in value)
-    return torch.empty_like(value, device="meta") if _cpu_data(value) else value
+        return type(value)(stand_ins(v, keep_integers) for v in value)
+    if not _cpu_data(value) or (keep_integers and not (value.is_floating_point() or value.is_complex())):
+        return value
+    return torch.empty_like(value, device="meta")
 
 
 def _cpu_data(value: Any) -> bool:
@@ -392,9 +528,8 @@ _CPU = torch.device("cpu")
 
 
 def _tensors_of(value: Any) -> list[torch.Tensor]:
-    """The tensors of a known value (a tensor, or a tuple or list of them)."""
-    parts = value if type(value) in (tuple, list) else (value,)
-    return [t for t in parts if isinstance(t, torch.Tensor)]
+    """The CPU tensors of a known value (a tensor, or tensors nested in containers); its ``meta`` ones hold none."""
+    return [t for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor) and not t.is_meta]
 
 
 class KnownData:
@@ -491,6 +626,53 @@ class KnownData:
         parts = out if type(out) in (tuple, list) else (out,)
         if parts and all(type(t) is torch.Tensor and not t.is_meta and t.numel() <= DATA_LIMIT for t in parts):
             self.values[node] = out
+        elif holds_known_data(out):  # known data beside meta tensors (a packed sequence's batch sizes)
+            self.values[node] = out
+
+    def or_with_data(
+        self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any], run: Callable[[], Any], call: Callable[..., Any]
+    ) -> Callable[[], Any]:
+        """``run`` (``node`` on its ``meta`` values), and when it fails, ``call(args, kwargs)`` on its arguments with
+        their known data where they have some (:func:`stand_ins_or_data`: ``pack_padded_sequence`` reads its lengths,
+        an LSTM its packed input's batch sizes); what that gives is ``node``'s known data when it holds some."""
+        given = self._arguments((node.args, node.kwargs), env, partial=True)
+
+        def run_or_with_data() -> Any:
+            try:
+                return run()
+            except Exception as exc:
+                failure = exc
+            try:
+                out = call(*given)
+            except Exception:  # refused either way: the meta values' failure says why
+                out = failure
+            if out is failure:
+                raise failure
+            if holds_known_data(out):
+                self.values[node] = out
+            return out
+
+        return run_or_with_data
+
+    def inputs_deciding(self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any]) -> list[torch.fx.Node]:
+        """The inputs given as shapes whose data the integer and bool tensors ``node`` reads are computed from
+        (through functions and methods; none when a leaf module or a weight computes them too): given with their
+        data, the op would read it (``pack_padded_sequence`` of lengths given as a shape)."""
+        todo = [
+            a
+            for a in node.all_input_nodes
+            if isinstance(v := env.get(a), torch.Tensor) and not (v.is_floating_point() or v.is_complex())
+        ]
+        seen: set[torch.fx.Node] = set()
+        while todo:
+            current = todo.pop()
+            if current in seen or current in self.values:
+                continue
+            seen.add(current)
+            if current.op in ("call_module", "get_attr"):
+                return []
+            todo.extend(current.all_input_nodes)
+        return [n for n in node.graph.nodes if n.op == "placeholder" and n in seen]
 
     def _forget(self, edited: Any) -> None:
         """Known data edited in place by what is not known (``pos.add_(x.sum())``, ``ids[0] = x``): it, and all

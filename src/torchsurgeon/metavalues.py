@@ -31,10 +31,12 @@ from .knowndata import (
     edits_values,
     from_known_data,
     given_as_data,
+    kept_in_place,
     masks_as_indices,
     off_meta,
     on_one_device,
     settled,
+    stand_ins_or_data,
     unsettled,
 )
 from .modelindex import ModelIndex
@@ -336,25 +338,39 @@ class MetaValues:
         if op == "call_function" and target is getattr and args[1:2] == ("device",):
             return _META if isinstance(args[0], torch.Tensor) else getattr(*args)  # known data: the input's device
         if op == "call_function":
-            args, kwargs = on_one_device(masks_as_indices(target, args), kwargs, module=False)
-            value = ruled_call(op, target, args, kwargs)  # the mode's answer, without its dispatch
-            return target(*args, **kwargs) if value is FALLBACK else value  # type: ignore[operator]
+            args = masks_as_indices(target, args)
+            return stand_ins_or_data(  # known data meeting meta: stand-ins, or the data where an op refuses them
+                lambda a, k: self._function(target, a, k), (args, kwargs), on_one_device(args, kwargs, module=False)
+            )
         if op == "call_method":
-            if target == "to" and isinstance(args[0], torch.Tensor) and args[0].device.type != "meta":
-                args, kwargs = off_meta((args, kwargs), args[0].device)  # known data stays where it is
-            args, kwargs = on_one_device(args, kwargs, module=False)
-            value = ruled_call(op, target, args, kwargs)
-            return getattr(args[0], str(target))(*args[1:], **kwargs) if value is FALLBACK else value
+            args, kwargs = kept_in_place(target, args, kwargs)  # known data moved to the input's device stays known
+            return stand_ins_or_data(
+                lambda a, k: self._method(str(target), a, k), (args, kwargs), on_one_device(args, kwargs, module=False)
+            )
         if op == "call_module":
-            args, kwargs = on_one_device(args, kwargs, module=True)
             module = self._submodule(str(target))
-            try:
-                return self._leaf_call(module, args, kwargs)
-            except Exception:
-                # a layer reading the input that refuses its channel count (a patch embedding checking it):
-                # its output once folded, as shape propagation goes on (ShapeInterpreter._as_folded)
-                return self._folded_call(node, module, args, kwargs)
+            return stand_ins_or_data(
+                lambda a, k: self._module(node, module, a, k), (args, kwargs), on_one_device(args, kwargs, module=True)
+            )
         raise _Unknown(node.format_node())
+
+    @staticmethod
+    def _function(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        value = ruled_call("call_function", target, args, kwargs)  # the mode's answer, without its dispatch
+        return target(*args, **kwargs) if value is FALLBACK else value
+
+    @staticmethod
+    def _method(target: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        value = ruled_call("call_method", target, args, kwargs)
+        return getattr(args[0], target)(*args[1:], **kwargs) if value is FALLBACK else value
+
+    def _module(self, node: torch.fx.Node, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            return self._leaf_call(module, args, kwargs)
+        except Exception:
+            # a layer reading the input that refuses its channel count (a patch embedding checking it):
+            # its output once folded, as shape propagation goes on (ShapeInterpreter._as_folded)
+            return self._folded_call(node, module, args, kwargs)
 
     def _input(self, name: str) -> torch.Tensor:
         """A model input's value: its example's shape and dtype on ``meta``, or a small CPU tensor given with its

@@ -62,11 +62,12 @@ from .knowndata import KnownData, as_meta, given_as_data
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_inputs, input_fix, resized_copy, stale_guards_fix
 from .rules import FALLBACK, Call, Rule, function_rule
-from .rules._common import first_tensor, shared_outputs
+from .rules._common import first_of, first_tensor, shared_outputs
 from .rules.on_meta import FlopTally, ruled_meta
 from .rules.registry import counted_without_formula
 from .shapememo import ShapeMemo, reshapes_in_place, twin_kinds
 from .shapespec import InputSpec, Shape, TypedShape, missing_input, normalize_input, per_sample_hint
+from .traceerrors import data_fix
 
 __all__ = (
     "ShapeResult",
@@ -84,6 +85,8 @@ class ShapeResult:
     output_shape: Any
     findings: tuple[Finding, ...]
     input_shapes: Mapping[str, Shape] = field(default_factory=dict)
+    input_data: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    """The inputs given with their data (:func:`~torchsurgeon.knowndata.given_as_data`: a sequence's lengths)."""
 
     @property
     def invalid(self) -> tuple[NodeRecord, ...]:
@@ -423,11 +426,10 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             if kwargs:
                 ins += tuple([d for a in kwargs.values() if (d := shapes_of(a)) is not None])
         if self._unknown_seen:
-            unknown: list[_Unknown] = []
-            map_aggregate((args, kwargs), lambda v: unknown.append(v) if isinstance(v, _Unknown) else None)
-            if unknown:
-                self._record(base, ins, None, LayerStatus.UNKNOWN, f"input unknown (since {unknown[0].origin})")
-                return unknown[0]
+            unknown = first_of((args, kwargs), _Unknown)
+            if unknown is not None:
+                self._record(base, ins, None, LayerStatus.UNKNOWN, f"input unknown (since {unknown.origin})")
+                return unknown
         if self._reads_known:  # an index into a table by positions made from sizes: it may point past its end
             finding = self.known.past_the_end(n, self.env, step.module, base.layer, base.module_type, base.where)
             if finding is not None:
@@ -478,21 +480,24 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                     return out
         status = LayerStatus.OPAQUE if base.layer in self.opaque else LayerStatus.OK
         fresh_args, fresh_kwargs = self._fresh(args, kwargs)
+        calling: Callable[[tuple[Any, ...], dict[str, Any]], Any]
         if n.op == "call_module":
             assert module is not None
             target = str(n.target)
-            run: Callable[[], Any] = lambda: self._module_call(target, module, fresh_args, fresh_kwargs)  # noqa: E731
+            calling = lambda a, k: self._module_call(target, module, a, k)  # noqa: E731
         elif n.op == "call_function":
             fn = n.target
             assert callable(fn)
-            run = lambda: _call_function(fn, fresh_args, fresh_kwargs)  # noqa: E731
+            calling = lambda a, k: _call_function(fn, a, k)  # noqa: E731
         else:
-            obj, *rest = fresh_args
             method = str(n.target)
-            run = lambda: getattr(obj, method)(*rest, **fresh_kwargs)  # noqa: E731
+            calling = lambda a, k: getattr(a[0], method)(*a[1:], **k)  # noqa: E731
+        run: Callable[[], Any] = lambda: calling(fresh_args, fresh_kwargs)  # noqa: E731
         if self._reads_known and op != "call_module":  # all its inputs known (BART's unique_consecutive): the CPU's
             self.known.follow(n, self.env, True)
             run = (lambda v=self.known.values[n]: v) if n in self.known.values else run  # type: ignore[misc]
+        if self._reads_known and n not in self.known.values:  # an op refusing stand-ins: its inputs' known data
+            run = self.known.or_with_data(n, self.env, run, calling)
         out = self._execute(n, base, ins, status, run, rule, module, args, kwargs, step.from_input)
         if isinstance(out, _Unknown) and step.from_input and module is not None:
             return self._as_folded(n, base, ins, module, args, kwargs, out)
@@ -690,6 +695,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 text += f" (asserted by the forward of {base.scope or 'the model'})"
             unknown = (0, 0, FlopKind.NONE, False)
             if isinstance(exc, NotImplementedError) or "meta" in text.lower() or "data-dependent" in text.lower():
+                text += self._data_hint(n)
                 self._record(
                     base, ins, None, LayerStatus.UNKNOWN, f"cannot run on meta: {text}", (), ShapeSource.META, unknown
                 )
@@ -708,6 +714,22 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         counts = self._counts(rule, module, args, kwargs, out, base) if tally is None else tally.counts()
         self._record(base, ins, out, status, self.opaque.get(layer, ""), (), ShapeSource.META, counts)
         return out
+
+    def _data_hint(self, n: torch.fx.Node) -> str:
+        """What a node that meta cannot run needs, when the data of inputs given as shapes decides it (a sequence's
+        lengths): the fix that gives them with their data; else nothing."""
+        deciding = self.known.inputs_deciding(n, self.env)
+        if not deciding:
+            return ""
+        names = {str(p.target).lstrip("*") for p in deciding}
+        inputs = {
+            name: (shape, self.records[p.name].dtype or "", name in names)
+            for p in n.graph.nodes
+            if p.op == "placeholder"
+            and (name := str(p.target).lstrip("*")) in self.input_shapes
+            and isinstance(shape := self.input_shapes[name], tuple)
+        }
+        return f" — {data_fix(inputs)}"
 
     def _placeholder(self, n: torch.fx.Node, base: NodeRecord) -> Any:
         name = str(n.target).lstrip("*")
@@ -788,4 +810,5 @@ def propagate_shapes(G: nx.DiGraph, input: InputSpec, *, batch: int = 1, memo: S
     findings = tuple(f for rec in interp.records.values() for f in rec.findings)
     output_shape = shapes_of(out)
     update_record(G, "output", output_shape=output_shape, dtype=_dtype_of(out))
-    return ShapeResult(dict(interp.records), output_shape, findings, dict(interp.input_shapes))
+    data = {k: v for k, v in interp.inputs.items() if isinstance(v, torch.Tensor) and given_as_data(v)}
+    return ShapeResult(dict(interp.records), output_shape, findings, dict(interp.input_shapes), data)

@@ -76,6 +76,7 @@ from .traceerrors import UNREGISTERED, trace_error, unregistered
 from .wrappers import unwrap_model
 
 __all__ = (
+    "PACKED_SEQUENCES",
     "Traced",
     "check_input_traced",
     "registered_leaves",
@@ -165,6 +166,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         # another torchvision model failed); a class called in a forward makes a module, not a graph node
         classes = {id(v) for m in autowrap_modules for v in vars(m).values() if isinstance(v, type)}
         self._autowrap_function_ids -= classes - {id(f) for f in autowrap_functions}
+        self._autowrap_search.append(nn.utils.rnn)  # nn.utils.rnn.pack_padded_sequence(...): PACKED_SEQUENCES too
         self._leaf_names = leaf_names
         self._leaf_types = leaf_types
         self._specialise = specialise
@@ -433,6 +435,15 @@ def _without_caches(fn: Callable[..., Any]) -> Callable[..., Any]:
     return returning
 
 
+PACKED_SEQUENCES: tuple[Callable[..., Any], ...] = tuple(
+    getattr(nn.utils.rnn, name)
+    for name in ("pack_padded_sequence", "pad_packed_sequence", "pack_sequence", "unpack_sequence", "unpad_sequence")
+)
+"""torch's functions of packed sequences, each one call in a graph: they read the data of the lengths and
+branch on a ``PackedSequence``'s fields in Python (``if unsorted_indices is not None``, ``batch_sizes.device``),
+which a trace's proxies cannot answer; run on the values they are given, they decide as a real forward does."""
+
+
 def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[..., Any], ...], tuple[ModuleType, ...]]:
     """Leaf module classes, functions and modules that timm and torchvision register for torch.fx.
 
@@ -617,7 +628,7 @@ def trace(
         raise InputError(f"inputs={inputs!r} — give the number of tensor inputs or their names")
     reg_types, reg_functions, reg_modules = registered_leaves()
     leaf_types = tuple(types) + reg_types
-    functions = tuple(dict.fromkeys((*wrapped, *reg_functions)))
+    functions = tuple(dict.fromkeys((*wrapped, *reg_functions, *PACKED_SEQUENCES)))
     params = forward_parameters(model)
     given = into_var_keyword(dict(concrete_args or {}), params)
     known = {fx_name(p) for p in params}

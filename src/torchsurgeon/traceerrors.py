@@ -18,7 +18,7 @@ from .errors import TraceError, failure_reason, source_line
 from .knowndata import DATA_LIMIT
 from .metavalues import DATA_INPUTS
 
-__all__ = ("UNREGISTERED", "trace_error", "unregistered")
+__all__ = ("UNREGISTERED", "data_fix", "trace_error", "unregistered")
 
 
 _HINTS = (
@@ -40,9 +40,18 @@ def _data_decides(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype, bool]
     return bool(deciding) and all(math.prod(shape) <= DATA_LIMIT for shape in deciding)
 
 
-def _data_fix(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype, bool]]) -> str:
-    """The fix for a branch of the model's own forward on the data of some ``inputs`` (given as shapes): give the
-    inputs as tensors, with the user's own values (no values of ours are sure to take the path theirs take)."""
+def data_fix(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype | str, bool]]) -> str:
+    """The fix for a branch of the model's own forward (or an op) on the data of some ``inputs`` (given as shapes,
+    with their shapes, dtypes and whether their data decides): give the inputs as tensors, with the user's own
+    values (no values of ours are sure to take the path theirs take).
+
+    Examples
+    --------
+    >>> print(data_fix({"lengths": ((2,), torch.int64, True)}))  # doctest: +NORMALIZE_WHITESPACE
+    the values of 'lengths' decide what the forward does here (a branch, or an op that needs them): give the inputs
+    with their values, paramcount(model, {'lengths': lengths}) with lengths your (2,) int64 tensor (a small CPU
+    tensor given as an input is read as data)
+    """
     names = " and ".join(repr(n) for n, (*_, decides) in inputs.items() if decides)
     given = ", ".join(f"{n!r}: {n}" for n in inputs)
     shapes = "; ".join(
@@ -105,7 +114,7 @@ def trace_error(
         fix = "it unpacks an input's shape, which has another number of dimensions: a real forward fails too"
     elif _data_decides(getattr(exc, DATA_INPUTS, {})):  # the forward branches on the data of small inputs
         where = f"{type(model).__name__}.forward (the top-level model)"
-        fix = _data_fix(getattr(exc, DATA_INPUTS))
+        fix = data_fix(getattr(exc, DATA_INPUTS))
     elif isinstance(exc, NotImplementedError) and hasattr(exc, DATA_INPUTS):  # no input's data alone decides it
         where = f"{type(model).__name__}.forward (the top-level model)"
         fix = (

@@ -21,15 +21,16 @@ import contextvars
 import functools
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
-from torch.fx.node import map_aggregate
 
 from ..autocast import HALF
 from ..resize import input_fix, rebuild_fix
 from .registry import FALLBACK, Call, CountFn, ShapeFn
+
+_T = TypeVar("_T")
 
 __all__ = (
     "REQUIRED",
@@ -113,9 +114,28 @@ def numel(shape: Sequence[int]) -> int:
 
 def first_tensor(value: Any) -> torch.Tensor | None:
     """The first tensor inside nested lists, tuples and dicts."""
-    found: list[torch.Tensor] = []
-    map_aggregate(value, lambda v: found.append(v) if isinstance(v, torch.Tensor) else None)
-    return found[0] if found else None
+    return first_of(value, torch.Tensor)
+
+
+def first_of(value: Any, kind: type[_T]) -> _T | None:
+    """The first ``kind`` inside nested lists, tuples (named ones too) and dicts, without rebuilding them (fx's
+    ``map_aggregate`` rebuilds a named tuple from what its function returns: a ``PackedSequence`` of ``None``
+    raises).
+
+    Examples
+    --------
+    >>> from torch.nn.utils.rnn import PackedSequence
+    >>> first_of([1, {"p": PackedSequence(torch.ones(2, 1), torch.tensor([2]))}], torch.Tensor).shape
+    torch.Size([2, 1])
+    """
+    if isinstance(value, kind):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    for item in items:
+        found = first_of(item, kind)
+        if found is not None:
+            return found
+    return None
 
 
 def bind(args: tuple[Any, ...], kwargs: Mapping[str, Any], spec: Spec) -> list[Any] | None:

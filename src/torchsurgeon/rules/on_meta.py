@@ -24,7 +24,10 @@ small, as in a trace (:mod:`torchsurgeon.knowndata`), and an index into a
 ``meta`` table by such positions is checked as a real forward checks it: a
 position past the table's end raises ``IndexError`` (timm's MViTv2 at an
 input larger than it was built for).  Where known data meets ``meta``
-tensors otherwise, it gets ``meta`` stand-ins.
+tensors otherwise, it gets ``meta`` stand-ins, unless the op refuses them
+and takes the data (a packed sequence's lengths and batch sizes:
+:func:`~torchsurgeon.knowndata.stand_ins_or_data`); moved to the input's
+device, it stays known (:func:`~torchsurgeon.knowndata.kept_in_place`).
 
 Used where torchsurgeon runs a real forward on ``meta``: the cross-check of
 a traced graph, opaque leaves during propagation.  :func:`ruled_leaf`
@@ -53,10 +56,13 @@ from ..knowndata import (
     data_and_meta,
     edits_values,
     from_known_data,
+    kept_in_place,
     masks_as_indices,
     off_meta,
     on_one_device,
     stand_ins,
+    stand_ins_or_data,
+    unknown_to_cpu,
     unsettled,
 )
 from ..records import FlopKind
@@ -196,6 +202,7 @@ def _meta_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool | No
 
 
 _ALL_TRUE = torch.Tensor._is_all_true
+_TO = torch.Tensor.to
 _CPU = torch.device("cpu")
 
 
@@ -240,7 +247,19 @@ class _RuledMeta(TorchFunctionMode):
                 # known data edited by values that are not known (pos.add_(x.sum())): no longer known
                 self.forgotten[edited.untyped_storage().data_ptr()] = edited
                 args = self._unknown(args)
-            args, kwargs = _meeting_meta(func, args, kwargs)
+            converted = _meeting_meta(func, args, kwargs)
+            if unsettled(func):
+                args, kwargs = converted
+            else:  # a CPU integer tensor an op reads beside meta ones (pack_padded_sequence's lengths): its data
+                return stand_ins_or_data(lambda a, k: self._run(func, a, k), (args, kwargs), converted)
+        elif unknown_to_cpu(func, args, kwargs):  # x.cpu() of data not known: still not known, a stand-in
+            return args[0]
+        elif func is _TO:  # known data moved to the input's device (meta in a trace) stays known
+            args, kwargs = kept_in_place(func, args, kwargs)
+        return self._run(func, args, kwargs)
+
+    def _run(self, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        """``func(*args, **kwargs)`` by its rule where one answers, else run (known data has met meta already)."""
         if func in _PRODUCTS and not self.resized:  # a trace (resized) goes on past it, as shape propagation does
             _same_dtypes(args, kwargs)
         if (
@@ -322,6 +341,7 @@ def _passes_through(func: Any) -> bool:
         rule, _ = _rule_of(func)
         through = known[func] = (
             func is not _ALL_TRUE
+            and func is not torch.Tensor.cpu  # unknown_to_cpu
             and func not in DATA_FACTORIES
             and func not in _PRODUCTS
             and not unsettled(func)
