@@ -184,6 +184,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._own_hooks = own_hooks
         self._evaluating = False  # running a leaf on meta to answer a question about shapes
         self._meta_copies: dict[int, nn.Module] = {}
+        self._names: dict[Any, str] = {}  # fx's name for a node of each target (create_node)
         self._tensor_names: tuple[dict[int, str], dict[int, str]] | None = None  # parameters, buffers: id -> name
         self._index = index  # the model walk trace() made (None: walked on the first attribute read)
         self.meta_values: MetaValues | None = None
@@ -222,13 +223,22 @@ class _SurgeonTracer(torch.fx.Tracer):
     ) -> torch.fx.Node:
         # Graph.create_node walks every argument with pytree to warn about raw SymInts, never in a symbolic trace
         # (4 of SwinUNETR's 68 ms): made empty, then given them as any graph edit does, which records the uses
+        if name is None:  # fx's name for the target (snake case, found by regular expressions), once per target
+            try:
+                name = self._names.get(target)
+                if name is None:
+                    name = self._names[target] = self.graph._target_to_str(target)
+            except TypeError:  # an unhashable target: fx names it
+                pass
         if not (args or kwargs) or self.check_mutable_operations:
             node = super().create_node(kind, target, args, kwargs, name, type_expr)
         else:
             node = super().create_node(kind, target, (), {}, name, type_expr)
-            node.args = args
+            # the properties' own setters record the uses; Node.__setattr__ would also take the node out of the
+            # graph's lookup table by (op, target) and put it back, for an edit of neither
+            object.__setattr__(node, "args", args)
             if kwargs:
-                node.kwargs = kwargs
+                object.__setattr__(node, "kwargs", kwargs)
         record_autocast(node)  # made inside the model's torch.autocast block: propagation runs it there too
         return node
 
