@@ -884,3 +884,26 @@ def test_leaf_modules_and_autowrap_functions_take_one_entry_alone() -> None:
     assert paramcount(model, (3, 8, 8), leaf_modules="conv").total == sum(p.numel() for p in model.parameters())
     with pytest.raises(InputError, match=r"leaf_modules names 'cnv', which is not a submodule of _TwoBlocks"):
         trace(model, leaf_modules="cnv")
+
+
+class WavelengthEmbedding(nn.Module):
+    """torchgeo's DOFA way: the bands' wavelengths, a list of floats, make the patch embedding's weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights = nn.Linear(1, 8 * 9)
+
+    def forward(self, x: torch.Tensor, wavelengths: list[float]) -> torch.Tensor:
+        w = self.weights(torch.tensor(wavelengths, device=x.device).float()[:, None])
+        return nn.functional.conv2d(x, w.view(len(wavelengths), 8, 3, 3).transpose(0, 1))
+
+
+def test_a_list_of_floats_given_as_concrete_args_is_fixed_without_inputs_of_fxs_own() -> None:
+    model = WavelengthEmbedding()
+    bands = [0.665, 0.56, 0.49, 0.842]
+    real = model(torch.randn(1, 4, 6, 6), bands)
+    r = paramcount(model, {"x": (4, 6, 6)}, concrete_args={"wavelengths": bands})
+    # before: "forward needs input 'wavelengths_1' but no shape was given for it", one per float
+    assert r.output_shape == tuple(real.shape) and list(r.input_shapes) == ["x"] and not r.invalid
+    grey = paramcount(model, {"x": (1, 6, 6)}, concrete_args={"wavelengths": (0.49,)})  # a tuple too
+    assert grey.output_shape == (1, 8, 4, 4) and grey.macs == 1 * 72 + 8 * 16 * 9  # the Linear, then the conv

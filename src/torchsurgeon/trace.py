@@ -499,6 +499,15 @@ def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[...
     return tuple(sorted(set(types), key=order)), tuple(sorted(set(functions), key=order)), tuple(modules)
 
 
+def _simple(value: object) -> bool:
+    """Whether a concrete argument is fixed in the trace as it is: a bool, number, string or None, or a list or
+    tuple of them (torchgeo's DOFA takes its ``wavelengths`` as a list of floats; torch.fx would make an input and an
+    assertion of each item)."""
+    if type(value) in (list, tuple):
+        return all(_simple(v) for v in value)  # type: ignore[attr-defined]
+    return type(value) in SIMPLE_DEFAULTS
+
+
 def _tidy(graph: torch.fx.Graph, dropped: Iterable[torch.fx.Node]) -> None:
     """Erase placeholders replaced by fixed values; split ``*args`` into one input per index."""
     for node in dropped:
@@ -649,7 +658,7 @@ def trace(
             f"its arguments are {[p.name for p in params]}"
         )
     # no fx assertion nodes; the mapping **kwargs receives is handed to forward as it is
-    simple = {k: v for k, v in given.items() if type(v) in SIMPLE_DEFAULTS or k.startswith("**")}
+    simple = {k: v for k, v in given.items() if _simple(v) or k.startswith("**")}
     concrete_args = {k: v for k, v in given.items() if k not in simple}
     by_default = specialisation(model, inputs, given)
     parts = input_paths(model, inputs)  # a dict's tensors and *args' entries: one input each
