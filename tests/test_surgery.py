@@ -344,6 +344,39 @@ def test_a_stem_reading_values_computed_after_space_to_depth_is_not_folded_and_t
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 8, 8, 8)
 
 
+class _CrossConnection(nn.Module):
+    """fastai's DynamicUnet in small (``last_cross=True``): the input joined to the last features, then a ResBlock
+    whose identity path adds what it reads to what its conv makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = nn.Conv2d(11, 11, 3, padding=1)
+        self.head = nn.Conv2d(11, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([torch.relu(self.stem(x)), x], 1)
+        return self.head(y + self.block(y))
+
+
+def test_a_replacement_of_a_joined_layer_that_does_not_run_is_not_proposed() -> None:
+    """Found by a probe of fastai's DynamicUnet at 1 channel: the fix proposed, ``Conv2d(9, 11)`` in place of the
+    ResBlock's conv, gave a model that failed (9 channels added to 11), and the fold it named then ran without a
+    word on that broken model.  The replacement is tried first; the message says it fails, and why."""
+    model = _CrossConnection().eval()
+    with pytest.raises(SurgeryError, match=r"^block \(Conv2d\) reads the input only after a concatenation") as caught:
+        adapt_input_channels(model, 1, input=(3, 16, 16))
+    message = str(caught.value)
+    assert "replace it (new weights) with" not in message
+    assert "replacing it alone (model.set_submodule('block', nn.Conv2d(9, 11," in message
+    assert "gives a model that fails on 1 channel (" in message and "still expects its 11 channels" in message
+    replaced = copy.deepcopy(model)  # and it does fail, as said
+    replaced.set_submodule("block", nn.Conv2d(9, 11, 3, padding=1))
+    replaced.set_submodule("stem", nn.Conv2d(1, 8, 3, padding=1))
+    with pytest.raises(RuntimeError, match="size"):
+        replaced(torch.randn(1, 1, 16, 16))
+
+
 class _TimeProjection(nn.Module):
     """diffusers' Timesteps: its assert on the input's rank makes it an opaque leaf when traced without a shape."""
 

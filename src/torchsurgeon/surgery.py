@@ -46,11 +46,12 @@ from .readers import (
     several_images,
     unmatched_channels,
 )
-from .records import FoldMode, ParamChange, ParamReport
+from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
 from .resize import (
     CHANNEL_GUARDS,
     rebuild_fix,
+    resized_copy,
     update_guards,
 )
 from .shapes import meta_copy
@@ -184,19 +185,31 @@ def _rearranged(
     readers: Sequence[str] = (),
     mode: FoldMode = FoldMode.SUM,
     colours: int | None = None,
+    image: InputSpec | None = None,
 ) -> SurgeryError:
     """A layer reads the input only after its channels are moved and computed with (csatv2's colour transform and
     DCT) or joined with others (a concatenation with features): no fold is known to be exact.  ``readers``: every
     layer that reads the input; the others are folded once that one is replaced.  ``colours``: the channels of
-    an image the model runs on now, which a grey image can be expanded to."""
+    an image the model runs on now, which a grey image can be expanded to.  ``image``: an input the model runs on
+    now, on which the replacement proposed is tried first (with the others folded), so that a fix that does not
+    run is not given."""
     name, (reason, per_channel, other) = next(iter(why.items()))
     layer = model.get_submodule(name)
     what = "in_channels" if isinstance(layer, nn.modules.conv._ConvNd) else "in_features"
     width = getattr(layer, what, "?")
-    fix = rebuild_fix(layer, name, what, per_channel * channels + other) if per_channel else None
+    got = per_channel * channels + other if per_channel else 0
+    fix = rebuild_fix(layer, name, what, got) if per_channel else None
     rest = [r for r in readers if r not in why]
+    fails = _replaced_fails(model, name, what, got, rest, channels, mode, image) if fix else ""
     how = f"replace it (new weights) with {fix}" if fix else "fold its weight by hand"
-    if not fix and colours and channels == 1:  # what a sum fold would compute, as the model stands
+    if fix and fails:
+        how = (
+            f"replacing it alone ({fix}) gives a model that fails on {channels} channel{'s' * (channels != 1)} "
+            f"({fails}): what comes after it still expects its {width} channels (as a residual add around it "
+            f"does: fastai's DynamicUnet's last ResBlock) — rebuild the part that reads the concatenation for "
+            f"{got} channels by hand (new weights)"
+        )
+    elif not fix and colours and channels == 1:  # what a sum fold would compute, as the model stands
         how = (
             f"feed it grey images as the {colours} equal channels it takes, model(x.expand(-1, {colours}, "
             "*x.shape[2:])) (what a fold to 1 channel would compute), or fold its weight by hand"
@@ -209,6 +222,46 @@ def _rearranged(
         f"the input's channels one to one, so folding its weight could give a model that does not run"
         f"{readers_named} — {how}, or name the layers that read the input's channels as they are with layer=...{more}"
     )
+
+
+def _replaced_fails(
+    model: nn.Module,
+    name: str,
+    what: str,
+    got: int,
+    rest: Sequence[str],
+    channels: int,
+    mode: FoldMode,
+    image: InputSpec | None,
+) -> str:
+    """Why a weightless copy of ``model`` with ``name`` resized to ``got`` (the replacement :func:`_rearranged`
+    proposes) and ``rest`` folded fails on ``image`` recoloured to ``channels``; empty when it runs, or when there is
+    no image the model runs on now to try it on."""
+    if image is None:
+        return ""
+    try:
+        input_readers(model, image)  # a verdict only where the model runs on the image now
+    except SurgeryError:
+        return ""
+    trial = meta_copy(model)
+    layer = trial.get_submodule(name)
+    resized = resized_copy(layer, Finding(name, type(layer).__name__, what, None, got, ""))
+    if resized is None:
+        return ""
+    trial.set_submodule(name, resized)
+    try:
+        if rest:
+            before = {n: input_width(trial, n)[1] for n in rest}
+            _check_the_edit_runs(trial, list(rest), channels, mode, [image], before, True)
+        else:  # the layer replaced was the only one reading the input
+            input_readers(trial, recoloured(model, image, channels))
+    except SurgeryError as exc:
+        root: BaseException = exc
+        while root.__cause__ is not None:  # torch's own words, not the wrappers around them
+            root = root.__cause__
+        text = (str(root).strip().splitlines() or [type(root).__name__])[0]
+        return text if len(text) <= 160 else text[:159] + "…"
+    return ""
 
 
 def _fold_of(channels: int, mode: FoldMode, layers: Sequence[str]) -> str:
@@ -551,7 +604,7 @@ def adapt_input_channels(
             shown = taken or "(channels, height, width)"
             more = "" if run_before or made else f"; or pass the input the model takes now (input={shown}) to check"
             colours = taken[0] if isinstance(taken, tuple) and taken and type(taken[0]) is int else None
-            raise _rearranged(edited, doubts, channels, more, names, mode, colours)
+            raise _rearranged(edited, doubts, channels, more, names, mode, colours=colours, image=image)
     else:  # the layers chosen: the edit is still tried on the input given, or one the model runs on now
         names = layer_names(layer)
         _check_layers(edited, names, channels, mode, input)
