@@ -1678,6 +1678,36 @@ def test_a_model_whose_decoder_rebuilds_the_channels_names_the_part_to_adapt() -
     assert (got - want).abs().max().item() <= 1e-10 * want.abs().max().item()
 
 
+class _ChannelNormalize(nn.Module):
+    """kornia's ``enhance.Normalize``: one mean and std per RGB channel, and a check of the channel count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"mean length and number of channels do not match: {self.mean.shape} and {x.shape}")
+        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+
+def test_a_normalisation_before_the_part_to_adapt_is_not_blamed_on_what_comes_after() -> None:
+    """Found by a probe of kornia's Normalize before a resnet: the refusal said "what comes after 1 still expects
+    the old channels (a decoder rebuilding them)" and to adapt ``model.get_submodule('1')`` alone, while what fails
+    comes before it; the model so edited failed as before."""
+    model = nn.Sequential(_ChannelNormalize(), nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())).eval()
+    with pytest.raises(SurgeryError, match=r"does not run on input \(1, 8, 8\)") as caught:
+        adapt_input_channels(model, 1, input=(3, 8, 8))
+    message = str(caught.value)
+    assert "what comes after" not in message and "get_submodule('1')" not in message
+    assert "what fails comes before 1, which runs on 1 channel alone" in message
+    edited = copy.deepcopy(model)  # and adapting 1 alone does not help: the check before it fails all the same
+    edited[1] = adapt_input_channels(model[1], 1).model
+    with pytest.raises(ValueError, match="mean length"):
+        edited(torch.randn(1, 1, 8, 8))
+
+
 def test_surgery_its_check_and_the_memory_plan_leave_both_models_as_found() -> None:
     """Weights, buffers, requires_grad, training mode and hooks of the original and of the edited model, through
     every call that reads them (the relations check_surgery computes, the plan's fake step)."""

@@ -377,6 +377,12 @@ def _part_that_runs(trial: nn.Module, names: Sequence[str], channels: int, mode:
             input_readers(trial.get_submodule(prefix), image)
         except Exception:  # another signature, or it fails too: look deeper
             continue
+        if not _reached(trial, prefix, image):  # what fails comes before it: adapting it alone helps nothing
+            return (
+                f"; what fails comes before {prefix}, which runs on {channels} channel{'s' * (channels != 1)} alone "
+                "(a normalisation with one mean per channel, as kornia's Normalize): change that step, or take it out "
+                "of the model (fold_input_normalization puts a normalisation into the stem) before adapting"
+            )
         given = "" if mode == FoldMode.SUM else f", mode={mode.value!r}"
         return (
             f"; what comes after {prefix} still expects the old channels (a decoder rebuilding them), while {prefix} "
@@ -384,6 +390,32 @@ def _part_that_runs(trial: nn.Module, names: Sequence[str], channels: int, mode:
             f"adapt_input_channels(model.get_submodule({prefix!r}), {channels}{given}).model"
         )
     return ""
+
+
+class _Reached(Exception):
+    """Raised by the stand-in :func:`_reached` puts in place of a part: the run got that far."""
+
+
+class _StandIn(nn.Module):
+    def forward(self, *args: object, **kwargs: object) -> None:
+        raise _Reached
+
+
+def _reached(trial: nn.Module, part: str, image: InputSpec) -> bool:
+    """Whether a run of the weightless ``trial`` on ``image`` gets as far as its submodule ``part`` (what comes
+    before it runs on that input), found with a copy whose ``part`` is a stand-in that stops the run."""
+    stopped = meta_copy(trial)
+    stopped.set_submodule(part, _StandIn())
+    try:
+        input_readers(stopped, image)
+    except Exception as exc:
+        seen: BaseException | None = exc
+        while seen is not None:
+            if isinstance(seen, _Reached):
+                return True
+            seen = seen.__cause__ or seen.__context__
+        return False
+    return True
 
 
 def _read_by(model: nn.Module, image: InputSpec, layer: str) -> str | None:
