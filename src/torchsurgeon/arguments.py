@@ -56,6 +56,7 @@ __all__ = (
     "placeholder_dtype",
     "placeholders",
     "required_arguments",
+    "simple_value",
     "specialisation",
     "tensor_inputs",
     "traced_paths",
@@ -78,6 +79,21 @@ SIMPLE_DEFAULTS = (type(None), bool, int, float, str)
 
 NO_CACHE = {"use_cache": False}
 """transformers' forward argument that builds a key/value cache object: a cache for generation is not a layer."""
+
+
+def simple_value(value: object) -> bool:
+    """Whether a concrete argument is fixed in the trace as it is: a bool, number, string or None, or a list or
+    tuple of them (torchgeo's DOFA takes its ``wavelengths`` as a list of floats; torch.fx would make an input and an
+    assertion of each item).
+
+    Examples
+    --------
+    >>> simple_value([0.665, 0.56, 0.49]), simple_value((1, None, "a")), simple_value([torch.ones(1)])
+    (True, True, False)
+    """
+    if type(value) in (list, tuple):
+        return all(simple_value(v) for v in value)  # type: ignore[attr-defined]
+    return type(value) in SIMPLE_DEFAULTS
 
 
 def _is_cache(value: Any) -> bool:

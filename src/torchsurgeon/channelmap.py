@@ -27,13 +27,13 @@ from torch import nn
 
 from .arguments import ExampleInputs
 from .copies import detached_copy, meta_like
-from .fold import fold_weight
+from .fold import fold_weight, recognise_fold
 from .frontend import bind_inputs
 from .readers import guessed_input, image_input, input_readers, recoloured
 from .records import FoldMode
 from .shapespec import InputSpec
 
-__all__ = ("ChannelMap", "channel_map", "runnable_image")
+__all__ = ("ChannelMap", "channel_map", "rearranged_fold", "runnable_image")
 
 
 @dataclass(frozen=True)
@@ -215,3 +215,33 @@ def runnable_image(model: nn.Module) -> tuple[int, ...] | None:
             input_readers(model, image)
             return image
     return None
+
+
+def rearranged_fold(original: nn.Module, name: str, old: torch.Tensor, new: torch.Tensor) -> FoldMode | None:
+    """The fold that made ``new`` of ``old``, the weight ``name`` of a layer reading the input through a
+    rearrangement of its values (timm's TResNet: a space-to-depth before the stem), as ``adapt_input_channels``
+    folds such a layer: each group of pixels' colours folded (:class:`ChannelMap`).
+    None for a layer reading the input as it is (its fold is :func:`~torchsurgeon.fold.recognise_fold`'s).
+
+    Examples
+    --------
+    >>> model = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 8, 3))
+    >>> w = model[1].weight.detach()
+    >>> rearranged_fold(model, "1.weight", w, w.reshape(8, 3, 4, 3, 3).sum(1))  # each pixel's 3 colours summed
+    <FoldMode.SUM: 'sum'>
+    """
+    owner, _, local = name.rpartition(".")
+    if local != "weight" or old.shape[1] == new.shape[1]:
+        return None
+    image = runnable_image(original)
+    if image is None:
+        return None
+    colours = image[0] if image and type(image[0]) is int else 0
+    groups = old.shape[1] // colours if colours and old.shape[1] % colours == 0 else 0
+    if groups < 2 or new.shape[1] % groups:  # one group: the plain fold, already compared
+        return None
+    try:
+        layout = channel_map(original, owner, image, new.shape[1] // groups)
+    except Exception:  # the copy does not run as far as the layer: no layout to compare with
+        return None
+    return recognise_fold(old, new, fold=layout.fold) if layout is not None else None

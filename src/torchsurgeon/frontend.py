@@ -42,11 +42,21 @@ from .callers import unpacked_count
 from .metavalues import MetaValues, meta_question
 
 __all__ = (
+    "PACKED_SEQUENCES",
     "ShapeProxy",
     "bind_inputs",
     "call_by_name",
     "library_answers",
 )
+
+
+PACKED_SEQUENCES: tuple[Callable[..., Any], ...] = tuple(
+    getattr(nn.utils.rnn, name)
+    for name in ("pack_padded_sequence", "pad_packed_sequence", "pack_sequence", "unpack_sequence", "unpad_sequence")
+)
+"""torch's functions of packed sequences, each one call in a graph: they read the data of the lengths and
+branch on a ``PackedSequence``'s fields in Python (``if unsorted_indices is not None``, ``batch_sizes.device``),
+which a trace's proxies cannot answer; run on the values they are given, they decide as a real forward does."""
 
 
 def bind_inputs(

@@ -46,6 +46,7 @@ __all__ = (
     "graph_copy",
     "graph_module_of",
     "index_of",
+    "model_dtype",
     "model_of",
     "module_of",
     "node_record",
@@ -654,3 +655,26 @@ def module_of(G: nx.DiGraph, node: str) -> nn.Module | None:
     if record.op != "call_module":
         return None
     return model_of(G).get_submodule(record.target)
+
+
+def model_dtype(G: nx.DiGraph) -> torch.dtype | None:
+    """The floating dtype most of the model's parameters have (None without floating parameters, or for a tie);
+    read once per graph from its parameter facts.
+
+    Examples
+    --------
+    >>> from torchsurgeon.trace import trace
+    >>> model_dtype(build_graph(trace(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2).double(), nn.Linear(2, 2)))))
+    torch.float32
+    """
+
+    def count() -> torch.dtype | None:
+        counts: dict[torch.dtype, int] = {}
+        for *_, dtype in {fact[0]: fact for fact in param_facts(G).values()}.values():  # a tied weight once
+            if dtype.is_floating_point:
+                counts[dtype] = counts.get(dtype, 0) + 1
+        ranked = sorted(counts.values(), reverse=True)
+        return max(counts, key=counts.__getitem__) if ranked and ranked[:2] != [ranked[0]] * 2 else None
+
+    found: torch.dtype | None = graph_cache(G, "model dtype", count)
+    return found

@@ -19,7 +19,7 @@ integer tensor beside tensors on any device, and refuse a stand-in
 (``pack_padded_sequence``'s lengths, an LSTM's ``batch_sizes``), get the data
 itself (:func:`stand_ins_or_data`), as a real forward gives it.  Known data
 moved to the input's device (``lengths.to(x.device)``) stays where it is
-(:func:`kept_in_place`): the input's device is ``meta`` only in a trace.
+(:func:`~torchsurgeon.datamoves.kept_in_place`): the input's device is ``meta`` only in a trace.
 
 Shape propagation computes the same known data beside its ``meta`` values
 (:class:`KnownData`) to check what only data decides: an index into a table
@@ -61,7 +61,6 @@ __all__ = (
     "from_known_data",
     "given_as_data",
     "holds_known_data",
-    "kept_in_place",
     "makes_known_data",
     "masks_as_indices",
     "masks_input",
@@ -71,7 +70,6 @@ __all__ = (
     "settled",
     "stand_ins",
     "stand_ins_or_data",
-    "unknown_to_cpu",
     "unsettled",
 )
 
@@ -368,56 +366,6 @@ def stand_ins_or_data(
     except Exception:  # refused either way: the stand-ins' failure says why
         pass
     raise failure
-
-
-_TO = frozenset({"to", torch.Tensor.to})
-
-
-def kept_in_place(
-    target: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The arguments of ``known.to(device)`` (``target``: ``"to"`` or ``Tensor.to``) with a ``meta`` device as the
-    device ``known`` is on when it is known data or a setting (a CPU tensor): moved to the input's device
-    (``sorted_indices.to(input.device)``), which is ``meta`` only in a trace, it stays known, as in a real forward;
-    any other call's arguments as they are.
-
-    Examples
-    --------
-    >>> args, kwargs = kept_in_place("to", (torch.arange(3), torch.device("meta")), {})
-    >>> args[0].to(*args[1:], **kwargs).device.type
-    'cpu'
-    """
-    if target not in _TO or not args or not isinstance(args[0], torch.Tensor) or args[0].device.type == "meta":
-        return args, dict(kwargs)
-    device = args[0].device
-    return (args[0], *off_meta(args[1:], device)), off_meta(dict(kwargs), device)
-
-
-_CPU_MOVES = frozenset({torch.Tensor.cpu, torch.Tensor.to})
-
-
-def unknown_to_cpu(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
-    """Whether ``func(*args, **kwargs)`` only moves a ``meta`` tensor to the CPU (``x.cpu()``, ``x.to("cpu")``): its
-    data is not known there either, and the ``meta`` tensor stands for the result (a real forward's copy; meta
-    cannot copy data it does not have: ``pad_packed_sequence`` reads ``unsorted_indices.cpu()``).
-
-    Examples
-    --------
-    >>> x = torch.empty(2, device="meta")
-    >>> unknown_to_cpu(torch.Tensor.cpu, (x,), {}), unknown_to_cpu(torch.Tensor.to, (x, "cpu"), {})
-    (True, True)
-    >>> unknown_to_cpu(torch.Tensor.to, (x, "cpu", torch.float16), {}), unknown_to_cpu(torch.Tensor.cpu, (x.cpu,), {})
-    (False, False)
-    """
-    if func not in _CPU_MOVES or not args or type(args[0]) is not torch.Tensor or not args[0].is_meta:
-        return False
-    rest = (*args[1:], *kwargs.values())
-    if func is torch.Tensor.cpu:
-        return not rest
-    if set(kwargs) - {"device"} or len(rest) != 1:
-        return False
-    device = rest[0]
-    return isinstance(device, (str, torch.device)) and torch.device(device).type == "cpu"
 
 
 def holds_known_data(value: Any) -> bool:

@@ -23,6 +23,7 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from .copies import SHAPE_EDITS, container_edit, edits_in_place, meta_like, thawed
+from .datamoves import kept_in_place
 from .fxbookkeeping import node_scope
 from .knowndata import (
     DATA_FACTORIES,
@@ -31,7 +32,6 @@ from .knowndata import (
     edits_values,
     from_known_data,
     given_as_data,
-    kept_in_place,
     masks_as_indices,
     off_meta,
     on_one_device,

@@ -47,12 +47,11 @@ from .foldalone import fold_alone_at
 from .fxbookkeeping import autocast_as
 from .graph import (
     NodeRecord,
-    graph_cache,
     graph_module_of,
+    model_dtype,
     model_of,
     node_records,
     opaque_of,
-    param_facts,
     set_records,
     shape_specific_of,
     update_record,
@@ -217,22 +216,6 @@ def _reusable(n: torch.fx.Node, rule: Rule | None, rec: NodeRecord, out: Any, in
     return kind in _REUSABLE_OUTPUTS or (kind is tuple and _REUSABLE_OUTPUTS.issuperset(map(type, out)))
 
 
-def _most_common_dtype(G: nx.DiGraph) -> torch.dtype | None:
-    """The floating dtype most of the model's parameters have (None without floating parameters, or for a tie);
-    read once per graph from its parameter facts."""
-
-    def count() -> torch.dtype | None:
-        counts: dict[torch.dtype, int] = {}
-        for *_, dtype in {fact[0]: fact for fact in param_facts(G).values()}.values():  # a tied weight once
-            if dtype.is_floating_point:
-                counts[dtype] = counts.get(dtype, 0) + 1
-        ranked = sorted(counts.values(), reverse=True)
-        return max(counts, key=counts.__getitem__) if ranked and ranked[:2] != [ranked[0]] * 2 else None
-
-    found: torch.dtype | None = graph_cache(G, "model dtype", count)
-    return found
-
-
 class _ShapeInterpreter(torch.fx.Interpreter):
     """Runs the graph on meta tensors, recording a NodeRecord per node."""
 
@@ -258,7 +241,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.base = {rec.name: rec for rec in node_records(G)}
         self.rules = rules_of(G)
         self.model = model_of(G)
-        self.model_dtype = _most_common_dtype(G)
+        self.model_dtype = model_dtype(G)
         self.opaque = opaque_of(G)
         self.inputs = inputs
         self.batch = batch

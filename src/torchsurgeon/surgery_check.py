@@ -23,7 +23,7 @@ from torch import nn
 
 from .ambient import in_plain_torch
 from .analysis import input_part, paramcount
-from .channelmap import channel_map, runnable_image
+from .channelmap import rearranged_fold
 from .errors import TraceError, first_line
 from .fold import recognise_fold, recognise_scaled_fold
 from .foldcheck import computes_its_weight, fold_difference, tolerance
@@ -337,28 +337,6 @@ def _as_folded(
     return input_rows(before, old, after.groups), input_rows(after, new, after.groups)
 
 
-def _rearranged_fold(original: nn.Module, name: str, old: torch.Tensor, new: torch.Tensor) -> FoldMode | None:
-    """The fold that made ``new`` of ``old``, the weight ``name`` of a layer reading the input through a
-    rearrangement of its values (timm's TResNet: a space-to-depth before the stem), as ``adapt_input_channels``
-    folds such a layer: each group of pixels' colours folded (:class:`~torchsurgeon.channelmap.ChannelMap`).
-    None for a layer reading the input as it is (its fold is :func:`~torchsurgeon.fold.recognise_fold`'s)."""
-    owner, _, local = name.rpartition(".")
-    if local != "weight" or old.shape[1] == new.shape[1]:
-        return None
-    image = runnable_image(original)
-    if image is None:
-        return None
-    colours = image[0] if image and type(image[0]) is int else 0
-    groups = old.shape[1] // colours if colours and old.shape[1] % colours == 0 else 0
-    if groups < 2 or new.shape[1] % groups:  # one group: the plain fold, already compared
-        return None
-    try:
-        layout = channel_map(original, owner, image, new.shape[1] // groups)
-    except Exception:  # the copy does not run as far as the layer: no layout to compare with
-        return None
-    return recognise_fold(old, new, fold=layout.fold) if layout is not None else None
-
-
 def _computed_weights(model: nn.Module) -> dict[str, tuple[torch.Tensor, tuple[str, ...], str]]:
     """The tensors a module computes from parameters of its own before using them, by qualified name, with the
     parameters they are made of and what makes them (``weight_norm``): a parametrization (``weight_norm``,
@@ -472,7 +450,7 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 continue
             folds = _as_folded(original, edited, name, o.detach(), p.detach()) if foldable else None
             mode = recognise_fold(*folds) if folds is not None else None
-            grouped = mode is None and folds is not None and _rearranged_fold(original, name, *folds)
+            grouped = mode is None and folds is not None and rearranged_fold(original, name, *folds)
             if mode is not None or grouped:
                 folded = f"{mode} fold of the original" if mode is not None else f"{grouped} fold of the original, "
                 if grouped:  # the layer reads the input moved around: each group of pixels' colours folded

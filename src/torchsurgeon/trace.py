@@ -46,7 +46,6 @@ from torch import nn
 from .arguments import (
     INPUT_PATH,
     NO_CACHE,
-    SIMPLE_DEFAULTS,
     ExampleInputs,
     InputNames,
     InputPaths,
@@ -57,6 +56,7 @@ from .arguments import (
     into_var_keyword,
     one_or_more,
     placeholders,
+    simple_value,
     specialisation,
     tensor_inputs,
     without_caches,
@@ -64,7 +64,7 @@ from .arguments import (
 from .callers import asserted_by_caller
 from .copies import detached_copy, meta_like
 from .errors import InputError, TraceError, failure_reason, with_numbers
-from .frontend import ShapeProxy, call_by_name, library_answers
+from .frontend import PACKED_SEQUENCES, ShapeProxy, call_by_name, library_answers
 from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module, record_autocast
 from .metavalues import MetaValues, meta_question
 from .modelindex import ModelIndex, model_index
@@ -76,7 +76,6 @@ from .traceerrors import UNREGISTERED, trace_error, unregistered
 from .wrappers import unwrap_model
 
 __all__ = (
-    "PACKED_SEQUENCES",
     "Traced",
     "check_input_traced",
     "registered_leaves",
@@ -445,15 +444,6 @@ def _without_caches(fn: Callable[..., Any]) -> Callable[..., Any]:
     return returning
 
 
-PACKED_SEQUENCES: tuple[Callable[..., Any], ...] = tuple(
-    getattr(nn.utils.rnn, name)
-    for name in ("pack_padded_sequence", "pad_packed_sequence", "pack_sequence", "unpack_sequence", "unpad_sequence")
-)
-"""torch's functions of packed sequences, each one call in a graph: they read the data of the lengths and
-branch on a ``PackedSequence``'s fields in Python (``if unsorted_indices is not None``, ``batch_sizes.device``),
-which a trace's proxies cannot answer; run on the values they are given, they decide as a real forward does."""
-
-
 def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[..., Any], ...], tuple[ModuleType, ...]]:
     """Leaf module classes, functions and modules that timm and torchvision register for torch.fx.
 
@@ -497,15 +487,6 @@ def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[...
         modules.append(ops)
     order = operator.attrgetter("__module__", "__qualname__")
     return tuple(sorted(set(types), key=order)), tuple(sorted(set(functions), key=order)), tuple(modules)
-
-
-def _simple(value: object) -> bool:
-    """Whether a concrete argument is fixed in the trace as it is: a bool, number, string or None, or a list or
-    tuple of them (torchgeo's DOFA takes its ``wavelengths`` as a list of floats; torch.fx would make an input and an
-    assertion of each item)."""
-    if type(value) in (list, tuple):
-        return all(_simple(v) for v in value)  # type: ignore[attr-defined]
-    return type(value) in SIMPLE_DEFAULTS
 
 
 def _tidy(graph: torch.fx.Graph, dropped: Iterable[torch.fx.Node]) -> None:
@@ -658,7 +639,7 @@ def trace(
             f"its arguments are {[p.name for p in params]}"
         )
     # no fx assertion nodes; the mapping **kwargs receives is handed to forward as it is
-    simple = {k: v for k, v in given.items() if _simple(v) or k.startswith("**")}
+    simple = {k: v for k, v in given.items() if simple_value(v) or k.startswith("**")}
     concrete_args = {k: v for k, v in given.items() if k not in simple}
     by_default = specialisation(model, inputs, given)
     parts = input_paths(model, inputs)  # a dict's tensors and *args' entries: one input each

@@ -27,7 +27,7 @@ input larger than it was built for).  Where known data meets ``meta``
 tensors otherwise, it gets ``meta`` stand-ins, unless the op refuses them
 and takes the data (a packed sequence's lengths and batch sizes:
 :func:`~torchsurgeon.knowndata.stand_ins_or_data`); moved to the input's
-device, it stays known (:func:`~torchsurgeon.knowndata.kept_in_place`).
+device, it stays known (:func:`~torchsurgeon.datamoves.kept_in_place`).
 
 Used where torchsurgeon runs a real forward on ``meta``: the cross-check of
 a traced graph, opaque leaves during propagation.  :func:`ruled_leaf`
@@ -49,6 +49,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..autocast import as_autocast_gives, autocast_now, op_name
 from ..bounds import index_past
+from ..datamoves import kept_in_place, unknown_to_cpu
 from ..knowndata import (
     DATA_FACTORIES,
     DATA_LIMIT,
@@ -56,13 +57,11 @@ from ..knowndata import (
     data_and_meta,
     edits_values,
     from_known_data,
-    kept_in_place,
     masks_as_indices,
     off_meta,
     on_one_device,
     stand_ins,
     stand_ins_or_data,
-    unknown_to_cpu,
     unsettled,
 )
 from ..records import FlopKind
