@@ -20,13 +20,12 @@ import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from .arguments import ExampleInputs
-from .copies import detached_copy, meta_like
+from .copies import detached_copy, inputs_reaching, meta_like
 from .fold import fold_weight, recognise_fold
 from .frontend import bind_inputs
 from .readers import guessed_input, image_input, input_readers, recoloured
@@ -73,14 +72,6 @@ class ChannelMap:
         placed = torch.empty((out, self.width, *rest), dtype=folded.dtype, device=folded.device)
         placed[:, torch.tensor(self.after, device=weight.device).flatten()] = folded
         return placed
-
-
-class _Reached(Exception):
-    """Raised by the layer's pre-hook: what reached it."""
-
-    def __init__(self, value: torch.Tensor) -> None:
-        super().__init__()
-        self.value = value
 
 
 def channel_map(model: nn.Module, layer: str, image: InputSpec, channels: int) -> ChannelMap | None:
@@ -174,27 +165,19 @@ def _reaching(
     they are) given ``image`` as input ``name`` (the others zeros), channels first and the rest flattened; None when
     the copy does not reach it."""
     target = copy_.get_submodule(layer)
-
-    def stop(_: nn.Module, args: tuple[Any, ...]) -> None:
-        if args and isinstance(args[0], torch.Tensor):
-            raise _Reached(args[0])
-
     values: Mapping[str, torch.Tensor] = {
         k: image if k == name else torch.zeros(v.shape, dtype=v.dtype) for k, v in example.items()
     }
-    handle = target.register_forward_pre_hook(stop)
-    try:
-        with torch.no_grad():
+    with torch.no_grad():
+        try:
             args, kwargs = bind_inputs(copy_, values, example.paths)
-            copy_(*args, **kwargs)
-    except _Reached as reached:
-        x = reached.value
-    except Exception:  # the steps before it need parameters, or values the copy has on meta: no rearrangement
+        except Exception:  # the copy takes no such input: no rearrangement to find
+            return None
+        given = inputs_reaching(copy_, [layer], args, kwargs).get(layer)
+    # not reached: the steps before it need parameters, or values the copy has on meta (no rearrangement)
+    if not given or not isinstance(given[0], torch.Tensor):
         return None
-    else:
-        return None
-    finally:
-        handle.remove()
+    x = given[0]
     if x.device.type == "meta" or x.shape[0] != 1 or x.dim() < 2:
         return None
     x = x[0].movedim(0 if isinstance(target, nn.modules.conv._ConvNd) else -1, 0)

@@ -18,7 +18,7 @@ import functools
 import itertools
 import operator
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -38,6 +38,7 @@ __all__ = (
     "container_edit",
     "detached_copy",
     "edits_in_place",
+    "inputs_reaching",
     "meta_like",
     "model_copy",
     "run_on_zeros",
@@ -623,3 +624,41 @@ def thawed(value: Any) -> Any:
 
 
 _MUTABLE = frozenset({tuple, list, dict, immutable_list, immutable_dict})
+
+
+class _AllSeen(Exception):
+    """Raised by the last pre-hook of :func:`inputs_reaching`: every part got its arguments."""
+
+
+def inputs_reaching(
+    copy_: nn.Module, parts: Sequence[str], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> dict[str, tuple[Any, ...]]:
+    """The positional arguments each submodule in ``parts`` of ``copy_`` gets first in ``copy_(*args, **kwargs)``,
+    the forward stopped once every part got them (a pre-hook on each part, removed after).  A part the forward
+    does not reach before it ends or fails is missing.  Run it on a copy: its hooks never touch the user's model.
+
+    Examples
+    --------
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2), nn.ReLU())
+    >>> {k: tuple(v[0].shape) for k, v in inputs_reaching(model, ["1"], (torch.zeros(1, 3, 4),), {}).items()}
+    {'1': (1, 12)}
+    """
+    seen: dict[str, tuple[Any, ...]] = {}
+
+    def hook(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def record(_m: nn.Module, given: tuple[Any, ...]) -> None:
+            seen.setdefault(name, given)
+            if len(seen) == len(parts):
+                raise _AllSeen
+
+        return record
+
+    handles = [copy_.get_submodule(name).register_forward_pre_hook(hook(name)) for name in parts]
+    try:
+        copy_(*args, **kwargs)
+    except Exception:  # _AllSeen, or the forward failed past (or before) a part: what was seen is the answer
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .arguments import InputPaths, traced_paths
-from .copies import cannot_run_on_meta, run_on_zeros
+from .copies import cannot_run_on_meta, inputs_reaching, run_on_zeros
 from .errors import InputError, TraceError, first_line, source_line
 from .frontend import bind_inputs
 from .graph import graph_module_of, model_of, node_record, node_records, opaque_of, specialised_of
@@ -314,10 +314,6 @@ def real_failure(
     return f"{type(failure).__name__}: {run.error}", line
 
 
-class _AllSeen(Exception):
-    """Raised on the copy once every part asked about got its input: the rest of its forward is not run."""
-
-
 def inputs_fed(
     model: nn.Module, inputs: Mapping[str, torch.Tensor], parts: Sequence[str], paths: InputPaths | None = None
 ) -> dict[str, Any]:
@@ -341,28 +337,13 @@ def inputs_fed(
     >>> inputs_fed(Upsampled(), {"x": torch.empty(1, 3, 16, 16, device="meta")}, ["body"])
     {'body': ((1, 3, 32, 32),)}
     """
-    seen: dict[str, Any] = {}
     if not inputs:
-        return seen
-    copy_ = meta_copy(model)
-
-    def hook(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
-        def record(_m: nn.Module, args: tuple[Any, ...]) -> None:
-            seen.setdefault(name, shapes_of(args))
-            if len(seen) == len(parts):
-                raise _AllSeen
-
-        return record
-
-    for name in parts:
-        copy_.get_submodule(name).register_forward_pre_hook(hook(name))  # the copy's: never the user's model
+        return {}
+    copy_ = meta_copy(model)  # the hooks go on the copy's parts: never the user's model
     args, kwargs = bind_inputs(model, inputs, paths)
-    try:
-        with torch.no_grad(), torch.device("meta"), ruled_meta():
-            copy_(*args, **kwargs)
-    except Exception:  # _AllSeen, or the forward failed past (or before) a part: what was seen is the answer
-        pass
-    return seen
+    with torch.no_grad(), torch.device("meta"), ruled_meta():
+        seen = inputs_reaching(copy_, parts, args, kwargs)
+    return {name: shapes_of(given) for name, given in seen.items()}
 
 
 def forward_runs(model: nn.Module, inputs: Mapping[str, torch.Tensor], paths: InputPaths | None = None) -> bool:
