@@ -153,3 +153,23 @@ def test_a_new_weight_after_a_rearrangement_is_still_reinitialised() -> None:
     original, edited = _UnshuffledStem(3), _UnshuffledStem(1)  # drawn anew: no fold of the original
     (weight,) = [p for p in check_surgery(original, edited, (1, 8, 8)).params if p.name == "conv.weight"]
     assert weight.status == ParamChange.REINITIALISED, weight
+
+
+def _state(model: nn.Module) -> list[object]:
+    """What an analysis must leave as it was: weights and buffers, hooks, modes and requires_grad."""
+    hooks = [
+        (len(m._forward_pre_hooks), len(m._forward_hooks), len(m._backward_hooks), m.training) for m in model.modules()
+    ]
+    return [{k: v.clone() for k, v in model.state_dict().items()}, hooks, [p.requires_grad for p in model.parameters()]]
+
+
+def test_checking_an_untraceable_detector_leaves_both_models_as_found() -> None:
+    """The partial check runs both models' forwards on copies with pre-hooks on their parts (copies.inputs_reaching):
+    none of it may reach the user's models."""
+    original, edited = _tutorial_edit()
+    before = [_state(original), _state(edited)]
+    check_surgery(original, edited, (3, 8, 8))
+    after = [_state(original), _state(edited)]
+    for was, now in zip(before, after):
+        assert was[0].keys() == now[0].keys() and all(torch.equal(was[0][k], now[0][k]) for k in was[0])
+        assert was[1:] == now[1:]
