@@ -144,8 +144,8 @@ def test_a_misspelt_edited_kwargs_names_its_own_flag_with_text_that_runs(capsys:
     argv = ["check-surgery", "torchvision:resnet18", "torchvision:resnet18", "--input", "3,32,32", "--json"]
     assert main([*argv, "--edited-kwargs", "num_clases=10"]) == 2
     err = capsys.readouterr().err
-    assert re.search(r"edited model 'torchvision:resnet18': .* did you mean num_classes\? --edited-kwargs ", err)
-    assert main([*argv, *shlex.split(err.strip().rpartition("did you mean num_classes? ")[2])]) == 0
+    assert re.search(r"edited model 'torchvision:resnet18': .* did you mean 'num_classes'\? --edited-kwargs ", err)
+    assert main([*argv, *shlex.split(err.strip().rpartition("did you mean 'num_classes'? ")[2])]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {p["name"]: p["shape_after"] for p in report["params"]}["fc.weight"] == [10, 512]
 

@@ -708,6 +708,31 @@ def test_replace_head_layer_naming_no_module_gives_a_call_that_runs(layer: str, 
     assert torch.equal(edited.fc.weight[0], model.fc.weight[1])
 
 
+def test_replace_head_layer_named_without_its_parent_gives_the_layer_holding_it() -> None:
+    """``layer='fc'`` of a model whose head is ``heads.cls.fc`` proposed its last Linear layer (the auxiliary head),
+    as a misspelt layer did; a layer named without its parent is now proposed as no_such_name does for a report's
+    layers (the names holding it), with the call that edits that head."""
+
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.heads = nn.ModuleDict({"cls": nn.ModuleDict({"fc": nn.Linear(8, 10)}), "aux": nn.Linear(8, 4)})
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            f = self.backbone(x)
+            return self.heads["cls"]["fc"](f), self.heads["aux"](f)
+
+    model = TwoHeads()
+    with pytest.raises(
+        SurgeryError, match=r"did you mean 'heads.cls.fc'\? replace_head\(model, 5, layer='heads.cls.fc'\)$"
+    ) as info:
+        replace_head(model, 5, layer="fc")
+    call = str(info.value)[str(info.value).index("replace_head(") :]
+    cls, aux = eval(call, {"replace_head": replace_head, "model": model}).model(torch.randn(1, 3, 8, 8))
+    assert (cls.shape, aux.shape) == ((1, 5), (1, 4))
+
+
 def test_keep_of_the_wrong_type_names_what_keep_takes_with_one_that_runs() -> None:
     """Found by a probe: ``keep=[1, 2]`` raised dict()'s bare TypeError; the error now says what keep takes, with a
     mapping built from the classes given, which runs."""

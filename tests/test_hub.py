@@ -144,16 +144,16 @@ def test_hf_local_folder_builds_its_architecture_without_weights(tmp_path: Path,
 @pytest.mark.parametrize(
     ("spec", "kwargs", "message"),
     [
-        ("hf:bertt", {}, r"'bertt' is neither a transformers model type nor a model class — did you mean bert"),
+        ("hf:bertt", {}, r"'bertt' is neither a transformers model type nor a model class — did you mean 'bert'"),
         (
             "hf:bert",
             {"num_hiden_layers": 2},
-            r"BertConfig has no field 'num_hiden_layers' — did you mean num_hidden_layers",
+            r"BertConfig has no field 'num_hiden_layers' — did you mean 'num_hidden_layers'",
         ),
         ("hf:google-bert/bert-base-uncased", {}, r"does not download from the Hub — save its config\.json"),
-        ("timm:resnt18", {}, r"timm has no model 'resnt18' — did you mean resnet18"),
-        ("torchvision:resnet5", {}, r"torchvision has no model 'resnet5' — did you mean resnet50"),
-        ("smp:Unett", {}, r"segmentation_models_pytorch has no model 'Unett' — did you mean Unet"),
+        ("timm:resnt18", {}, r"timm has no model 'resnt18' — did you mean 'resnet18'"),
+        ("torchvision:resnet5", {}, r"torchvision has no model 'resnet5' — did you mean 'resnet50'"),
+        ("smp:Unett", {}, r"segmentation_models_pytorch has no model 'Unett' — did you mean 'Unet'"),
         (
             "transformers:BertModel",
             {},
@@ -248,7 +248,7 @@ def test_a_misspelt_argument_names_the_one_meant_with_kwargs_that_build(
     """A misspelt keyword gave the library's bare TypeError: now the argument meant, from the signature of the
     class that refused it and of the builder, and --kwargs text that builds the model."""
     with pytest.raises(
-        ConfigError, match=rf"unexpected keyword argument .* — did you mean {meant}\? --kwargs "
+        ConfigError, match=rf"unexpected keyword argument .* — did you mean '{meant}'\? --kwargs "
     ) as info:
         load_model(spec, kwargs)
     fixed = parse_kwargs(str(info.value).rpartition("--kwargs ")[2])
@@ -265,9 +265,9 @@ def test_an_argument_no_signature_is_close_to_lists_the_arguments() -> None:
 
 def test_a_misspelt_builder_name_names_the_one_meant() -> None:
     """``MODULE:CALLABLE`` with a misspelt callable said only "has no attribute": now the name meant, which builds."""
-    with pytest.raises(ConfigError, match=r"models has no attribute 'CifarNett' — did you mean CifarNet\b") as info:
+    with pytest.raises(ConfigError, match=r"models has no attribute 'CifarNett' — did you mean 'CifarNet'") as info:
         load_model("models:CifarNett")
-    meant = str(info.value).rpartition("did you mean ")[2].split(",")[0].rstrip("?")
+    meant = str(info.value).rpartition("did you mean ")[2].split(",")[0].rstrip("?").strip("'")
     assert type(load_model(f"models:{meant}")).__name__ == "CifarNet"
 
 
@@ -289,7 +289,7 @@ def test_a_misspelt_argument_a_builder_would_swallow_is_refused_with_the_one_mea
 
     with pytest.raises(
         ConfigError,
-        match=rf"has no argument '\w+' and would take it into its \*\*kwargs .* — did you mean {meant}\? --kwargs ",
+        match=rf"has no argument '\w+' and would take it into its \*\*kwargs .* — did you mean '{meant}'\? --kwargs ",
     ) as info:
         load_model(spec, kwargs)
     model = load_model(spec, parse_kwargs(str(info.value).rpartition("--kwargs ")[2]))

@@ -15,7 +15,6 @@ their own (:func:`input_paths`), named by
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import itertools
@@ -29,7 +28,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError
+from .errors import InputError, close_names
 from .shapespec import InputSpec, TypedShape, check_shape, input_name, nested_inputs, normalize_input, not_an_input
 
 __all__ = (
@@ -255,7 +254,7 @@ give {'input': (2,)}; the inputs are ['input']
         name = str(name)
         if name in own or name.lstrip("*") in var:
             continue
-        if not anything or difflib.get_close_matches(name, [n for n in own if n not in spec], n=1, cutoff=0.8):
+        if not anything or close_names(name, [n for n in own if n not in spec], cutoff=0.8):
             raise not_an_input(name, value, own)
 
 

@@ -12,7 +12,6 @@ every table, naming the file, the table and the key at fault.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import shlex
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .contracts import ShapeContract
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, did_you_mean
 from .hub import parse_kwargs
 from .report import format_path
 from .shapespec import input_args
@@ -48,8 +47,7 @@ _TOOL_KEYS = ("contracts", "pythonpath")
 
 def _hint(key: str, known: Sequence[str]) -> str:
     """What to say of an unknown ``key``: the known key most like it, else all of them."""
-    close = difflib.get_close_matches(key, known, n=1)
-    return f" — did you mean {close[0]!r}?" if close else f" — the keys are {', '.join(known)}"
+    return f" — {did_you_mean(key, known) or 'the keys are ' + ', '.join(known)}"
 
 
 def _where(source: Path, index: int) -> str:

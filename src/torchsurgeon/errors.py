@@ -11,7 +11,7 @@ import functools
 import os
 import re
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = (
@@ -25,6 +25,8 @@ __all__ = (
     "TraceError",
     "as_written",
     "check_flag",
+    "close_names",
+    "did_you_mean",
     "failure_reason",
     "first_line",
     "library_file",
@@ -119,9 +121,55 @@ def check_flag(value: Any, name: str, meaning: str, *, optional: bool = False) -
         raise InputError(f"{name}={value!r} — give True or False{none} ({meaning})")
 
 
-def no_such_name(name: str, names: list[str], what: str = "layers") -> str:
-    """What to say when ``name`` is none of ``names``: the names most like it (difflib's, then those holding
-    it), else the first few.
+def close_names(name: str, names: Iterable[str], *, most: int = 1, cutoff: float = 0.6) -> list[str]:
+    """The names of ``names`` most like ``name`` (a typo of one), most alike first, at most ``most`` of them:
+    difflib's ratio at least ``cutoff`` (0.6 lets about a letter in three differ, 0.8 one or two in ten).
+
+    Examples
+    --------
+    >>> close_names("pixel_value", ["labels", "pixel_values"]), close_names("head", ["conv1", "bn1"])
+    (['pixel_values'], [])
+    """
+    return difflib.get_close_matches(name, list(names), n=most, cutoff=cutoff)
+
+
+def did_you_mean(
+    name: str,
+    names: Iterable[str],
+    fix: Callable[[str], str] | None = None,
+    *,
+    most: int = 1,
+    cutoff: float = 0.6,
+    holding: bool = False,
+) -> str:
+    """What to propose for ``name``, none of ``names``: ``"did you mean 'NAME'? FIX"`` with the names most like it
+    (:func:`close_names`; with ``holding``, then those holding it: a layer named without its parent, ``fc`` for
+    ``head.fc``), each as Python writes it, and ``fix(NAME)``, what runs with the closest; ``""`` when none is close.
+
+    Every "did you mean" of the library is written here: a layer, an input, a key, a model or an argument.
+
+    Examples
+    --------
+    >>> did_you_mean("conv1x", ["conv1", "bn1"], lambda name: f"give layer={name!r}")
+    "did you mean 'conv1'? give layer='conv1'"
+    >>> did_you_mean("fc", ["conv1", "head.fc", "head.fc2"], most=5, holding=True)
+    "did you mean 'head.fc', 'head.fc2'?"
+    >>> did_you_mean("head", ["conv1", "bn1"])
+    ''
+    """
+    names = list(names)
+    close = close_names(name, names, most=most, cutoff=cutoff)
+    if holding:
+        close = list(dict.fromkeys([*close, *(n for n in names if name and name in n)]))[:most]
+    if not close:
+        return ""
+    said = f"did you mean {', '.join(map(repr, close))}?"
+    return f"{said} {fix(close[0])}" if fix is not None else said
+
+
+def no_such_name(name: str, names: list[str], what: str = "layers", *, most: int = 5) -> str:
+    """What to say when ``name`` is none of ``names``: the names most like it (:func:`did_you_mean`, at most
+    ``most``, those holding it too), else the first few.
 
     Examples
     --------
@@ -130,11 +178,8 @@ def no_such_name(name: str, names: list[str], what: str = "layers") -> str:
     >>> no_such_name("head", ["conv1", "bn1"])
     'the layers are conv1, bn1'
     """
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.6)
-    close = list(dict.fromkeys([*close, *(n for n in names if name and name in n)]))[:5]
-    if close:
-        return f"did you mean {', '.join(map(repr, close))}?"
-    return f"the {what} are {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
+    said = did_you_mean(name, names, most=most, holding=True)
+    return said or f"the {what} are {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
 
 
 _PROXY_NAME = re.compile(r"Proxy\((\w+)\)")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import difflib
 import importlib
 import inspect
 import os
@@ -48,7 +47,7 @@ import torch
 import torch.hub
 from torch import nn
 
-from .errors import ConfigError, InputError, failure_reason
+from .errors import ConfigError, InputError, did_you_mean, failure_reason
 
 __all__ = ("PREFIXES", "load_model", "parse_kwargs")
 
@@ -229,11 +228,13 @@ def _misspelt(exc: Exception, callee: str, key: str, builder: Any, kwargs: Mappi
 def _meant(key: str, names: set[str], kwargs: Mapping[str, Any], cutoff: float) -> str:
     """`` — did you mean NAME? --kwargs ...`` for ``key``, with ``kwargs`` rewritten to give NAME, the closest of
     ``names`` not given already; ``""`` when none is that close."""
-    close = difflib.get_close_matches(key, sorted(names - set(kwargs)), n=1, cutoff=cutoff)
-    if not close:
-        return ""
-    fixed = ",".join(_pair(close[0] if k == key else k, v) for k, v in kwargs.items())
-    return f" — did you mean {close[0]}? --kwargs {fixed}"
+    meant = did_you_mean(key, sorted(names - set(kwargs)), lambda close: _kwargs(close, key, kwargs), cutoff=cutoff)
+    return f" — {meant}" if meant else ""
+
+
+def _kwargs(close: str, key: str, kwargs: Mapping[str, Any]) -> str:
+    """``--kwargs`` giving ``kwargs`` with ``key`` renamed ``close``."""
+    return f"--kwargs {','.join(_pair(close if k == key else k, v) for k, v in kwargs.items())}"
 
 
 def _refuse_misspelt(spec: str, chain: list[Any], kwargs: Mapping[str, Any]) -> None:
@@ -325,8 +326,8 @@ def _builder(prefix: str, name: str) -> Any:
 
 
 def _close(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    return f" — did you mean {', '.join(close)}?" if close else ""
+    meant = did_you_mean(name, names, most=3)
+    return f" — {meant}" if meant else ""
 
 
 def _torchvision(spec: str, name: str, kwargs: dict[str, Any]) -> Any:

@@ -11,14 +11,13 @@ module; :func:`torchsurgeon.paramcount` takes the result as it is.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, did_you_mean
 
 __all__ = (
     "DTYPES",
@@ -547,7 +546,6 @@ def not_an_input(name: str, value: Any, names: Sequence[str]) -> InputError:
     input 'pixel_value' is not an argument of forward — did you mean 'pixel_values'? \
 give {'pixel_values': (3, 32, 32)}; the inputs are ['pixel_values', 'labels']
     """
-    close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
     shown = (
         repr(tuple(value))
         if isinstance(value, (list, tuple, torch.Size))
@@ -555,8 +553,10 @@ give {'pixel_values': (3, 32, 32)}; the inputs are ['pixel_values', 'labels']
         if isinstance(value, (int, TypedShape))
         else f"input[{name!r}]"
     )
-    fix = f"did you mean {close[0]!r}? give {{{close[0]!r}: {shown}}}; " if close else ""
-    return InputError(f"input {name!r} is not an argument of forward — {fix}the inputs are {list(names)}")
+    meant = did_you_mean(name, names, lambda close: f"give {{{close!r}: {shown}}};")
+    return InputError(
+        f"input {name!r} is not an argument of forward — {meant + ' ' if meant else ''}the inputs are {list(names)}"
+    )
 
 
 def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, Shape | TypedShape | torch.Tensor]:

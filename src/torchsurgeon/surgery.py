@@ -14,7 +14,6 @@ Nothing here changes the model it is given unless ``inplace=True``.
 from __future__ import annotations
 
 import contextlib
-import difflib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +24,7 @@ from .arguments import layer_names, required_arguments
 from .channelconstants import widen_channel_constants
 from .channelmap import ChannelMap, channel_map, runnable_image
 from .copies import model_copy
-from .errors import InputError, SurgeryError, TraceError, check_flag
+from .errors import InputError, SurgeryError, TraceError, check_flag, did_you_mean
 from .fold import fold_normalization
 from .graph import build_graph
 from .graphreaders import graph_images, graph_readers
@@ -476,8 +475,9 @@ def _count(value: object, name: str, meaning: str) -> int:
 
 
 def no_such_layer(model: nn.Module, layer: str, call: Callable[[str], str], *, last: bool = False) -> SurgeryError:
-    """The error for ``layer=`` naming no module of ``model``, with the Conv or Linear layer most like it (else the
-    first, or with ``last`` the last one) and ``call(name)``, the call that names that layer instead.
+    """The error for ``layer=`` naming no module of ``model``, with the Conv or Linear layer most like it or holding
+    it (``fc`` for ``head.fc``; else the first, or with ``last`` the last one) and ``call(name)``, the call that
+    names that layer instead.
 
     Examples
     --------
@@ -489,9 +489,8 @@ def no_such_layer(model: nn.Module, layer: str, call: Callable[[str], str], *, l
     """
     layers = [n for n, m in model.named_modules() if n and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     where = f"layer={layer!r}: {type(model).__name__} has no module {layer!r}"
-    close = difflib.get_close_matches(layer, layers, n=1, cutoff=0.6)
-    if close:
-        return SurgeryError(f"{where} — did you mean {close[0]!r}? {call(close[0])}")
+    if meant := did_you_mean(layer, layers, call, holding=True):
+        return SurgeryError(f"{where} — {meant}")
     if not layers:
         return SurgeryError(f"{where}, and no Conv or Linear layer")
     shown = ", ".join(layers if len(layers) <= 6 else [*layers[:3], "...", *layers[-3:]])
