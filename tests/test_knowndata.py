@@ -14,7 +14,7 @@ from torch import nn
 
 from torchsurgeon import TraceError, TypedShape, paramcount, paramcount_sweep
 from torchsurgeon.graph import build_graph
-from torchsurgeon.knowndata import KnownData, as_meta, masks_as_indices, on_one_device
+from torchsurgeon.knowndata import KnownData, as_meta, masks_as_indices, on_one_device, retried_with_data
 from torchsurgeon.records import Trust
 from torchsurgeon.shapes import propagate_shapes
 from torchsurgeon.trace import trace
@@ -419,6 +419,30 @@ def test_positions_made_from_a_constant_and_the_length_are_checked_against_the_t
         model(torch.zeros(1, 35, dtype=torch.long))
     assert [layer.name for layer in paramcount(model, TypedShape((35,), "long")).invalid] == ["emb"]
     assert paramcount(model, TypedShape((32,), "long")).invalid == []  # 32..39 fit
+
+
+def test_the_retry_with_data_keeps_integer_data_on_the_cpu_and_makes_floats_stand_ins() -> None:
+    """The shapes pass retried an op refusing meta values (pack_padded_sequence of meta lengths) on every known
+    tensor as it was, floats on the CPU too, where the ops run on known data beside meta (stand_ins_or_data) made
+    floats stand-ins: what a CPU float meets next is a weight on meta.  One retry now: integers on the CPU, floats
+    as stand-ins, what it gives handed to ``kept``, and the first failure raised when both fail."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    x, lengths = torch.ones(2, 5, 3), torch.tensor([5, 2])
+    real = pack_padded_sequence(x, lengths, batch_first=True)  # the oracle: a real call on the CPU
+    kept: list[Any] = []
+    pack = lambda a, k: pack_padded_sequence(*a, **k)  # noqa: E731
+    on_meta = ((x.to("meta"), lengths.to("meta")), {"batch_first": True})
+    packed = retried_with_data(lambda: pack(*on_meta), pack, ((x, lengths), {"batch_first": True}), kept.append)
+    assert packed.data.is_meta and packed.data.shape == real.data.shape
+    assert torch.equal(packed.batch_sizes, real.batch_sizes) and kept == [packed]
+
+    def refuse(*_: Any) -> Any:
+        raise RuntimeError("refused on the data too")
+
+    with pytest.raises(ValueError, match="the meta values' failure"):
+        retried_with_data(lambda: (_ for _ in ()).throw(ValueError("the meta values' failure")), refuse, ((), {}))
+    assert retried_with_data(lambda: 1, refuse, ((), {}), kept.append) == 1 and len(kept) == 1
 
 
 class _PackedTagger(nn.Module):

@@ -67,6 +67,7 @@ __all__ = (
     "off_meta",
     "on_one_device",
     "pads_input",
+    "retried_with_data",
     "settled",
     "stand_ins",
     "stand_ins_or_data",
@@ -354,17 +355,45 @@ def stand_ins_or_data(
     """
     if converted[0] is given[0] and converted[1] is given[1]:  # no known data met meta: nothing to retry
         return call(*given)
+    return retried_with_data(lambda: call(*converted), call, given)
+
+
+def retried_with_data(
+    first: Callable[[], Any],
+    call: Callable[..., Any],
+    given: tuple[tuple[Any, ...], Mapping[str, Any]],
+    kept: Callable[[Any], None] | None = None,
+) -> Any:
+    """``first()`` (a call on ``meta`` values), and when it fails, ``call(args, kwargs)`` on the arguments ``given``
+    with their known integer tensors left on the CPU (others as stand-ins, which meet ``meta`` tensors); ``kept``
+    sees what that retry gives.  When both fail, ``first``'s failure is raised: it says why (a shape that does not
+    fit fails either way).  The one retry of :func:`stand_ins_or_data` and of :meth:`KnownData.or_with_data`.
+
+    Examples
+    --------
+    >>> from torch.nn.utils.rnn import pack_padded_sequence
+    >>> x, lengths = torch.ones(2, 5, 3), torch.tensor([5, 2])  # both known data
+    >>> pack = lambda a, k: pack_padded_sequence(*a, **k)
+    >>> packed = retried_with_data(lambda: pack((x.to("meta"), lengths.to("meta"), True), {}), pack,
+    ...                            ((x, lengths), {"batch_first": True}))
+    >>> packed.data.device.type, packed.batch_sizes
+    ('meta', tensor([2, 2, 1, 1, 1]))
+    """
     try:
-        return call(*converted)
+        return first()
     except Exception as exc:
         failure = exc
     args, kwargs = given
     try:
-        return call(
+        out = call(
             stand_ins(args, keep_integers=True), {k: stand_ins(v, keep_integers=True) for k, v in kwargs.items()}
         )
-    except Exception:  # refused either way: the stand-ins' failure says why
+    except Exception:  # refused either way: the meta values' failure says why
         pass
+    else:
+        if kept is not None:
+            kept(out)
+        return out
     raise failure
 
 
@@ -581,26 +610,16 @@ class KnownData:
         self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any], run: Callable[[], Any], call: Callable[..., Any]
     ) -> Callable[[], Any]:
         """``run`` (``node`` on its ``meta`` values), and when it fails, ``call(args, kwargs)`` on its arguments with
-        their known data where they have some (:func:`stand_ins_or_data`: ``pack_padded_sequence`` reads its lengths,
-        an LSTM its packed input's batch sizes); what that gives is ``node``'s known data when it holds some."""
+        their known data where they have some (:func:`retried_with_data`: ``pack_padded_sequence`` reads its
+        lengths, an LSTM its packed input's batch sizes); what that gives is ``node``'s known data when it holds
+        some."""
         given = self._arguments((node.args, node.kwargs), env, partial=True)
 
-        def run_or_with_data() -> Any:
-            try:
-                return run()
-            except Exception as exc:
-                failure = exc
-            try:
-                out = call(*given)
-            except Exception:  # refused either way: the meta values' failure says why
-                out = failure
-            if out is failure:
-                raise failure
+        def keep(out: Any) -> None:
             if holds_known_data(out):
                 self.values[node] = out
-            return out
 
-        return run_or_with_data
+        return lambda: retried_with_data(run, call, given, keep)
 
     def inputs_deciding(self, node: torch.fx.Node, env: Mapping[torch.fx.Node, Any]) -> list[torch.fx.Node]:
         """The inputs given as shapes whose data the integer and bool tensors ``node`` reads are computed from
