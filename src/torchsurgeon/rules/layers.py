@@ -556,20 +556,14 @@ builtin(nn.Linear, shape=one_tensor(_linear_rule), macs=_linear_macs, kind=FlopK
 builtin(
     nn.modules.batchnorm._BatchNorm,
     nn.modules.instancenorm._InstanceNorm,
-    shape=one_tensor(_contiguous_only(_batchnorm_rule)),
-    flops=_norm_flops,
-    kind=FlopKind.NORM,
-    fits=True,
-)
-builtin(nn.GroupNorm, shape=one_tensor(_groupnorm_rule), flops=_norm_flops, kind=FlopKind.NORM, fits=True)
-# timm's BatchNorm + activation, a leaf torch.fx does not trace into (same shape out): the norm's rule, not meta
-builtin(
+    # timm's BatchNorm + activation, a leaf torch.fx does not trace into (same shape out): the norm's rule, not meta
     "timm.layers.norm_act.BatchNormAct2d",
     shape=one_tensor(_contiguous_only(_batchnorm_rule)),
     flops=_norm_flops,
     kind=FlopKind.NORM,
     fits=True,
 )
+builtin(nn.GroupNorm, shape=one_tensor(_groupnorm_rule), flops=_norm_flops, kind=FlopKind.NORM, fits=True)
 builtin(nn.LayerNorm, shape=one_tensor(_layernorm_rule), flops=_norm_flops, kind=FlopKind.NORM, fits=True)
 builtin(
     nn.RMSNorm, shape=one_tensor(_contiguous_only(_layernorm_rule)), flops=_norm_flops, kind=FlopKind.NORM, fits=True
