@@ -261,7 +261,9 @@ give {'input': (2,)}; the inputs are ['input']
 def check_inputs_read(model: nn.Module, spec: Any, unread: Iterable[str]) -> None:
     """Refuse an input of ``spec`` that ``forward`` took through its ``**kwargs`` and never read (``unread``: the
     input names no op of a run read), as :func:`check_input_names` refuses a name that is no argument: it would be
-    silently ignored.
+    silently ignored.  The rule of :func:`torchsurgeon.trace.check_input_traced` too, which finds such a name by
+    the trace giving it no place (this module cannot trace): both refuse it with
+    :func:`~torchsurgeon.shapespec.not_an_input`.
 
     Raises
     ------

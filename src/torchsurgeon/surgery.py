@@ -402,7 +402,13 @@ class _StandIn(nn.Module):
 
 def _reached(trial: nn.Module, part: str, image: InputSpec) -> bool:
     """Whether a run of the weightless ``trial`` on ``image`` gets as far as its submodule ``part`` (what comes
-    before it runs on that input), found with a copy whose ``part`` is a stand-in that stops the run."""
+    before it runs on that input), found with a copy whose ``part`` is a stand-in that stops the run.
+
+    Not :func:`~torchsurgeon.copies.inputs_reaching`, which runs given tensors on a copy with hooks: this has an
+    input spec, and :func:`~torchsurgeon.readers.input_readers` makes its tensors and, where the model's Python
+    reads tensor values (``meta`` cannot answer), runs a small model on zeros on the CPU instead, a case a meta run
+    with hooks would take for "not reached".  A run that ends without the part counts as reached too (what fails
+    does not come before it), where ``inputs_reaching`` leaves the part out."""
     stopped = meta_copy(trial)
     stopped.set_submodule(part, _StandIn())
     try:
