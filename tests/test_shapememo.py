@@ -16,10 +16,10 @@ from torch import nn
 
 import torchsurgeon.shapes
 from models import on_meta
-from torchsurgeon import paramcount, register_rule, unregister_rule
+from torchsurgeon import TypedShape, paramcount, register_rule, unregister_rule
 from torchsurgeon.graph import build_graph, graph_module_of, node_records
 from torchsurgeon.records import LayerStatus, ShapeSource
-from torchsurgeon.shapememo import ShapeMemo, twin_kinds
+from torchsurgeon.shapememo import ShapeMemo, sharing_inputs, twin_kinds
 from torchsurgeon.shapes import propagate_shapes
 from torchsurgeon.trace import trace
 
@@ -168,3 +168,20 @@ def test_twins_give_every_node_the_record_it_gets_when_run(name: str) -> None:
         assert [r.analysis for r in with_memo.values()] == [r.analysis for r in alone.values()]
     assert len(twin_kinds(G)) > len(set(twin_kinds(G).values()))  # it has twins
     assert all(rec.layer for rec in node_records(G) if rec.op == "call_module")
+
+
+def test_inputs_share_a_memo_when_one_size_apart() -> None:
+    image = {"x": (3, 64, 64)}
+    assert sharing_inputs([image, {"x": (1, 64, 64)}, {"x": (3, 64, 80)}]) == [True, True, True]
+    assert sharing_inputs([image, {"x": (3, 80, 80)}, {"x": (1, 96, 96)}]) == [False, False, False]
+    assert sharing_inputs([image, {"x": (3, 64)}]) == [False, False]  # another rank
+    assert sharing_inputs([image, {"x": TypedShape((3, 64, 64), "bf16")}]) == [False, False]  # another dtype
+    assert sharing_inputs([image, {"x": torch.empty(1, 3, 64, 64)}]) == [False, False]  # batch given, dtype named
+    two = {"x": (3, 64, 64), "mask": (1, 64, 64)}
+    assert sharing_inputs([two, {"x": (3, 64, 64), "mask": (2, 64, 64)}, {"x": (4, 64, 64), "mask": (2, 64, 64)}]) == [
+        True,
+        True,
+        True,
+    ]
+    assert sharing_inputs([two, {"x": (4, 64, 64), "mask": (2, 64, 64)}]) == [False, False]
+    assert sharing_inputs([image]) == [False]

@@ -172,3 +172,17 @@ def test_a_sweep_does_not_reuse_a_message_that_names_an_earlier_inputs_size() ->
     model = torchvision.models.VisionTransformer(96, 16, 1, 2, 16, 32).eval()
     swept = paramcount_sweep(model, [(3, 97, 97), (3, 112, 112)])
     assert "but got 112!" in swept[1].invalid[0].message and "but got 97!" in swept[0].invalid[0].message
+
+
+def test_a_sweep_keeps_its_memo_for_inputs_one_size_apart() -> None:
+    """A new image size gives almost every node other values: its propagation runs without the memo's bookkeeping,
+    the others with it, and every report is still the one paramcount gives."""
+    model = on_meta(torchvision.models.resnet18)
+    specs = [(1, 64, 64), (3, 96, 96), (3, 64, 64), (2, 80, 80), (4, 64, 64)]
+    propagate = torchsurgeon.analysis.propagate_shapes
+    with mock.patch.object(torchsurgeon.analysis, "propagate_shapes", wraps=propagate) as propagated:
+        reports = paramcount_sweep(model, specs)
+    assert [c.kwargs["memo"] is not None for c in propagated.call_args_list] == [True, False, True, False, True]
+    assert propagated.call_args_list[4].kwargs["memo"].hits > 50  # everything after the stem of (3, 64, 64)
+    for spec, report in zip(specs, reports):
+        assert report.to_dict() == paramcount(model, spec).to_dict()

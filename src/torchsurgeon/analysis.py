@@ -17,7 +17,14 @@ import networkx as nx
 from torch import nn
 
 from .ambient import in_plain_torch
-from .arguments import ExampleInputs, check_input_names, forward_parameters, one_or_more, tensor_inputs
+from .arguments import (
+    ExampleInputs,
+    check_input_names,
+    forward_parameters,
+    one_or_more,
+    placeholders,
+    tensor_inputs,
+)
 from .crosscheck import crosscheck as run_crosscheck
 from .crosscheck import crosscheck_mode, forward_runs, inputs_fed, real_failure
 from .errors import InputError, ShapeError, TraceError
@@ -26,6 +33,7 @@ from .gcpause import paused_gc
 from .graph import (
     build_graph,
     graph_copy,
+    graph_module_of,
     model_of,
     node_record,
     opaque_of,
@@ -43,9 +51,9 @@ from .records import (
 )
 from .report import format_shape
 from .rows import layer_rows
-from .shapememo import ShapeMemo
+from .shapememo import ShapeMemo, sharing_inputs
 from .shapes import ShapeResult, propagate_shapes
-from .shapespec import InputSpec, per_sample_hint, without_leading_ones
+from .shapespec import InputSpec, normalize_input, per_sample_hint, without_leading_ones
 from .trace import Traced, trace
 from .wrappers import unwrap_model
 
@@ -116,11 +124,13 @@ def _analyse(
     *,
     copy_graph: bool,
     retrace: Callable[[InputSpec], ShapeResult] | None = None,
+    memo: bool = True,
 ) -> tuple[ModelReport, ShapeResult]:
     """analyse_graph with the sweep's shared results; ``copy_graph=False`` when nobody else holds ``G``;
-    ``retrace``: the model's shapes at another input, for a graph traced for this one's only."""
+    ``retrace``: the model's shapes at another input, for a graph traced for this one's only; ``memo=False``: the
+    sweep's shape memo is not worth its bookkeeping for this input (:func:`~torchsurgeon.shapememo.sharing_inputs`)."""
     model = model_of(G)
-    shapes = propagate_shapes(G, input, batch=batch, memo=cache.memo if cache is not None else None)
+    shapes = propagate_shapes(G, input, batch=batch, memo=cache.memo if cache is not None and memo else None)
     for rec in shapes.nodes.values():
         f = rec.finding
         if (
@@ -530,5 +540,10 @@ def _sweep(
         return reports
     G = build_graph(traced)
     cache = _SweepCache(ShapeMemo(G))  # the model cannot change during the sweep: results are reused
+    names = list(placeholders(graph_module_of(G)))
+    sharing = sharing_inputs([normalize_input(spec, names) for spec in specs])  # a new size: no node to reuse
     last = len(specs) - 1  # the last report can have the sweep's graph itself
-    return [_analyse(G, spec, batch, "", cache, mode, copy_graph=i < last)[0] for i, spec in enumerate(specs)]
+    return [
+        _analyse(G, spec, batch, "", cache, mode, copy_graph=i < last, memo=sharing[i])[0]
+        for i, spec in enumerate(specs)
+    ]

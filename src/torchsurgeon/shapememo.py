@@ -10,7 +10,7 @@ gets its output and shapes without running its rule.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import networkx as nx
@@ -21,8 +21,9 @@ from torch import nn
 from ._steps import steps_of
 from .copies import HOOK_DICTS
 from .graph import NodeRecord, graph_cache, graph_module_of, node_record, opaque_of
+from .shapespec import Shape, TypedShape
 
-__all__ = ("METADATA_INPLACE", "ShapeMemo", "reshapes_in_place", "twin_kinds")
+__all__ = ("METADATA_INPLACE", "ShapeMemo", "reshapes_in_place", "sharing_inputs", "twin_kinds")
 
 
 METADATA_INPLACE = frozenset(
@@ -120,6 +121,50 @@ class ShapeMemo:
         kept = self._outputs.setdefault((node, sig), value)
         self._kept.add(id(kept))
         return kept
+
+
+def _sizes(inputs: Mapping[str, Shape | TypedShape | torch.Tensor]) -> dict[str, tuple[Any, tuple[int, ...]]]:
+    """Each input's dtype (None: the one a plain shape gets) and sizes."""
+    sizes: dict[str, tuple[Any, tuple[int, ...]]] = {}
+    for name, spec in inputs.items():
+        if isinstance(spec, torch.Tensor):
+            sizes[name] = (spec.dtype, tuple(spec.shape))
+        elif isinstance(spec, TypedShape):
+            sizes[name] = (spec.dtype, spec.shape)
+        else:
+            sizes[name] = (None, tuple(spec))
+    return sizes
+
+
+def _one_size_apart(a: Mapping[str, tuple[Any, tuple[int, ...]]], b: Mapping[str, tuple[Any, tuple[int, ...]]]) -> bool:
+    """Whether two inputs' sizes differ in one size at most (a channel count), with the same names, dtypes, ranks."""
+    if a.keys() != b.keys():
+        return False
+    apart = 0
+    for name, (dtype, shape) in a.items():
+        other_dtype, other = b[name]
+        if dtype != other_dtype or len(shape) != len(other):
+            return False
+        apart += sum(1 for x, y in zip(shape, other) if x != y)
+    return apart <= 1
+
+
+def sharing_inputs(inputs: Sequence[Mapping[str, Shape | TypedShape | torch.Tensor]]) -> list[bool]:
+    """For each input (as :func:`~torchsurgeon.shapespec.normalize_input` gives it), whether a :class:`ShapeMemo`
+    may pay for it: another input of the list is one size apart (a channel count), so that most nodes get the same
+    values from both.
+
+    Two inputs apart in more sizes (a new image size) give almost every node other values: the memo's
+    bookkeeping (a key and a lookup for each node, each new value kept) would cost more than the few nodes it
+    spares (those after a global pooling).  Which inputs share changes only the time, never a result.
+
+    Examples
+    --------
+    >>> sharing_inputs([{"x": (1, 224, 224)}, {"x": (3, 224, 224)}, {"x": (3, 256, 256)}])
+    [True, True, False]
+    """
+    sizes = [_sizes(spec) for spec in inputs]
+    return [any(_one_size_apart(a, b) for j, b in enumerate(sizes) if j != i) for i, a in enumerate(sizes)]
 
 
 _NOT_STATE = frozenset(  # read separately, never by a rule, or derived from a setting (a convolution's padding)
