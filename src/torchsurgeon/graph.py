@@ -279,15 +279,15 @@ def update_record(G: nx.DiGraph, node: str, **changes: Any) -> NodeRecord:
     unknown = set(changes) - _FIELDS
     if unknown:
         raise KeyError(f"not fields of NodeRecord: {sorted(unknown)}")
-    data = G.nodes[node]
-    record: NodeRecord = dataclasses.replace(data[_KEY], **changes)
+    data = G._node[node]
+    record = _record_from({**data[_KEY].__dict__, **changes})  # dataclasses.replace runs the frozen __init__
     data[_KEY] = record
     return record
 
 
 def set_records(G: nx.DiGraph, records: Iterable[NodeRecord]) -> None:
     """Store whole records (by their ``name``): the fast path of analyzers that rebuild every record."""
-    nodes = G.nodes
+    nodes = G._node  # networkx's node view costs a call per node
     for record in records:
         nodes[record.name][_KEY] = record
 

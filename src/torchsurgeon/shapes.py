@@ -50,8 +50,8 @@ from .graph import (
     graph_module_of,
     model_dtype,
     model_of,
-    node_records,
     opaque_of,
+    records_now,
     set_records,
     shape_specific_of,
     update_record,
@@ -238,7 +238,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.memo = memo if memo is not None and memo.enabled else None
         self.shared = not reshapes_in_place(G)  # rules' outputs of one shape are one meta tensor (shared_outputs)
         self.G = G
-        self.base = {rec.name: rec for rec in node_records(G)}
+        self.base = records_now(G)
         self.rules = rules_of(G)
         self.model = model_of(G)
         self.model_dtype = model_dtype(G)
