@@ -4,6 +4,7 @@ values are now (:func:`torchsurgeon.check_surgery` names them for new and re-ini
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -174,34 +175,51 @@ def _spread(x: torch.Tensor) -> tuple[float, float, float]:
 
 
 def _looks_like(t: torch.Tensor, x: torch.Tensor) -> str:
-    """The common initialiser the values of ``t`` fit best (from their spread and the tensor's fans), or ""."""
+    """The common initialiser the values of ``t`` fit best (from their spread and the tensor's fans), or "".
+
+    Of the initialisers the values fit, the nearest is named; others are named beside it when they are closer
+    to it than these values can tell apart (three standard errors of the spread estimated), as
+    for a transposed convolution with few output channels, whose ``xavier_normal_`` and
+    ``kaiming_normal_(mode='fan_out')`` differ by 1 %."""
     n = x.numel()
     if n < 20 or t.dim() < 2:
         return ""
     std, top, tol = _spread(x)
     fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(t)
-    if top / std <= 1.8:  # a uniform draw: max|w| is its bound
+    if top / std <= 1.8:  # a uniform draw: max|w| is its bound, short of it by about bound / n
         bounds = {
             "xavier_uniform_": math.sqrt(6 / (fan_in + fan_out)),
             "kaiming_uniform_(nonlinearity='relu')": math.sqrt(6 / fan_in),
             "kaiming_uniform_(mode='fan_out', nonlinearity='relu')": math.sqrt(6 / fan_out),
         }
-        for name, bound in bounds.items():
-            if abs(top - bound) <= tol * bound:
-                return f"{name} U(-{bound:.4f}, {bound:.4f})"
-        return f"a uniform draw U(-{top:.3g}, {top:.3g})"
+        named = _nearest(bounds, top, tol, top / n, lambda b: f"U(-{b:.4f}, {b:.4f})")
+        return named or f"a uniform draw U(-{top:.3g}, {top:.3g})"
     stds = {
         "xavier_normal_": math.sqrt(2 / (fan_in + fan_out)),
         "kaiming_normal_(nonlinearity='relu')": math.sqrt(2 / fan_in),
         "kaiming_normal_(mode='fan_out', nonlinearity='relu')": math.sqrt(2 / fan_out),
         "normal_/trunc_normal_(std=0.02)": 0.02,
         "normal_(std=0.01)": 0.01,
+        "normal_(std=0.03)": 0.03,  # torchvision's SSDLite heads
         "normal_(std=0.001)": 0.001,
     }
-    for name, s in stds.items():
-        if abs(std - s) <= tol * s:
-            return f"{name} N(0, {s:.4g})"
-    return f"a normal draw N(0, {std:.3g})"
+    named = _nearest(stds, std, tol, std / math.sqrt(2 * n), lambda s: f"N(0, {s:.4g})")
+    return named or f"a normal draw N(0, {std:.3g})"
+
+
+def _nearest(candidates: dict[str, float], seen: float, tol: float, error: float, shown: Callable[[float], str]) -> str:
+    """The candidate whose value is nearest ``seen`` within the relative tolerance ``tol``, named with
+    ``shown(value)``, and after it, joined by "or", the others whose values differ from its by less than three
+    times ``error`` (the standard error of ``seen``): the values cannot tell them apart.  "" when none is within
+    ``tol``."""
+    fits = sorted(
+        ((abs(seen - value), name, value) for name, value in candidates.items() if abs(seen - value) <= tol * value),
+        key=lambda fit: fit[0],
+    )
+    if not fits:
+        return ""
+    nearest = fits[0][2]
+    return " or ".join(f"{name} {shown(value)}" for _, name, value in fits if abs(value - nearest) < 3 * error)
 
 
 def observed(t: torch.Tensor) -> str:
