@@ -913,3 +913,36 @@ def test_a_head_that_is_a_norm_is_refused_with_a_layer_after_the_model_that_runs
     assert fix is not None, str(info.value)
     edited = eval(fix.group(1), {"model": model, "nn": nn})
     assert edited(torch.zeros(2, 3, 32, 32)).shape == (2, 5, 32, 32)
+
+
+class _AnchorHead(nn.Module):
+    """A classification head making one group of classes per anchor, reshaped by the class count it keeps
+    (torchvision's RetinaNetClassificationHead: ``cls_logits.view(N, -1, self.num_classes, H, W)``)."""
+
+    def __init__(self, anchors: int = 3, classes: int = 4) -> None:
+        super().__init__()
+        self.num_classes = classes
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.cls_logits = nn.Conv2d(8, anchors * classes, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.cls_logits(self.conv(x))
+        n, _, h, w = out.shape
+        return out.view(n, -1, self.num_classes, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, self.num_classes)
+
+
+def test_a_head_with_a_group_of_classes_per_anchor_is_refused_with_the_edit_that_runs() -> None:
+    """Found by a probe: replace_head(retinanet, 5, layer='head.classification_head.cls_logits') made a Conv2d of
+    5 outputs (819 = 9 anchors x 91 classes taken for 819 classes) and returned a model whose forward raised
+    ("shape '[1, -1, 91, 16, 16]' is invalid"), without a word; the refusal names the groups and the edit that
+    runs, each group as wide as the new classes."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), _AnchorHead(anchors=3, classes=4))
+    with pytest.raises(SurgeryError, match=r"makes 12 outputs, 3 groups of the 4 classes 1 \(_AnchorHead\)") as info:
+        replace_head(model, 5, layer="1.cls_logits")
+    fix = str(info.value).partition("as written: ")[2]
+    assert fix == (
+        "model.set_submodule('1.cls_logits', nn.Conv2d(8, 15, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))); "
+        "model.get_submodule('1').num_classes = 5"
+    )
+    exec(fix, {"model": model, "nn": nn})  # as written
+    assert model(torch.randn(2, 3, 6, 6)).shape == (2, 6 * 6 * 3, 5)  # the oracle: a real forward, 5 per anchor

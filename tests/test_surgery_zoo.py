@@ -107,3 +107,24 @@ def test_the_detection_finetuning_tutorial_edit_is_checked_parameter_by_paramete
     assert (rep.part.name, rep.part.input, rep.part.not_analysed) == ("backbone", seen["input"], ("rpn", "roi_heads"))
     assert rep.after.output_shape == seen["output"] and rep.invalid == []
     assert "NOT FULLY CHECKED: MaskRCNN's own forward cannot be traced" in str(rep)
+
+
+def test_replace_head_of_ssdlite_names_the_edit_of_its_one_classifier_per_feature_map() -> None:
+    """SSDLite makes each feature map's classes with its own convolution, 6 anchors x 91 classes wide, reshaped by
+    the head's num_columns: replace_head(model, 5, layer=...) returned a model whose forward raised. The refusal's
+    edit runs as written, and check_surgery calls exactly those layers re-initialised."""
+    from torchsurgeon import SurgeryError, replace_head
+
+    torch.manual_seed(0)
+    original = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+    with pytest.raises(SurgeryError, match=r"makes 546 outputs, 6 groups of the 91 classes") as info:
+        replace_head(original, 5, layer="head.classification_head.module_list.0.1")
+    edited = copy.deepcopy(original)
+    exec(str(info.value).partition("as written: ")[2], {"model": edited, "nn": nn})
+    with torch.no_grad():
+        (detections,) = edited([torch.rand(3, 96, 96)])
+    assert set(detections["labels"].tolist()) <= {1, 2, 3, 4}  # the oracle: a real forward, 5 classes
+    rep = check_surgery(original, edited, (3, 96, 96))
+    changed = {p.layer for p in rep.params if p.status != ParamChange.KEPT}
+    assert changed == {f"head.classification_head.module_list.{i}.1" for i in range(6)}
+    assert rep.total_after == sum(p.numel() for p in edited.parameters())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +48,7 @@ from .initialisers import default_init, named_init
 from .layerfold import set_submodule
 from .readers import guessed_input
 from .records import ParamChange, ParamReport
-from .resize import guard_holders
+from .resize import guard_holders, replacing_call
 from .shapespec import InputSpec
 from .surgery import SurgeryResult, _copy, _count, _with_guards, no_such_layer
 from .wrappers import from_peft
@@ -208,6 +209,9 @@ def replace_head(
                 )
         if not is_layer(module):
             raise not_a_layer(edited, name, rec, num_classes, running_input(edited, input)[1])
+        grouped = _grouped_classes(edited, name, num_classes)
+        if grouped is not None:
+            raise grouped
     checked_on = running_input(edited, input)  # before the edit: an input it runs on now, to check it after
     first = edited.get_submodule(heads[0][0])
     width = width_of(first)
@@ -557,6 +561,43 @@ def _no_classes(model: nn.Module, input: InputSpec | None, layer: str | None) ->
         "features, as timm's num_classes=0 does, put nn.Identity() in its place: "
         + (fix or "model.<head> = nn.Identity()")
     )
+
+
+_COUNTS_PER_GROUP = ("num_classes", "n_classes", "num_labels", "num_columns")
+"""Attributes of a module holding a head whose outputs are groups of classes (one group per anchor), read to
+reshape them: torchvision's RetinaNet and SSD classification heads (``num_classes``, ``num_columns``)."""
+
+
+def _grouped_classes(model: nn.Module, layer: str, num_classes: int) -> SurgeryError | None:
+    """The refusal for a head whose outputs are several groups of the class count a module holding it keeps
+    (RetinaNet's ``cls_logits``: 9 anchors x 91 classes, reshaped by ``num_classes``), with the edit that runs: each
+    group ``num_classes`` wide, in that layer and in its siblings (SSD's one layer per feature map), and the count
+    set; None for a head as wide as its classes."""
+    width = width_of(model.get_submodule(layer))
+    if width is None:
+        return None
+    for holder, module, is_config in reversed(guard_holders(model, layer)):
+        counts = [(a, vars(module).get(a)) for a in _COUNTS_PER_GROUP] if not is_config else []
+        found = next(((a, c) for a, c in counts if type(c) is int and 1 < c < width and width % c == 0), None)
+        if found is None:
+            continue
+        attribute, count = found
+        pattern = r"\.".join(r"\d+" if part.isdigit() else re.escape(part) for part in layer.split("."))
+        fixes = []
+        for name, other in model.named_modules():
+            wide = width_of(other) if is_layer(other) else None
+            if re.fullmatch(pattern, name) and wide is not None and wide % count == 0:
+                fixes.append(replacing_call(name, _fresh(other, wide // count * num_classes)))
+        where = f"model.get_submodule({holder!r})" if holder else "model"
+        fixes.append(f"{where}.{attribute} = {num_classes}")
+        kind = type(model.get_submodule(layer)).__name__
+        owner = f"{holder} ({type(module).__name__})" if holder else f"the model ({type(module).__name__})"
+        return SurgeryError(
+            f"{layer} ({kind}) makes {width} outputs, {width // count} groups of the {count} classes {owner} keeps "
+            f"in {attribute} (one group per anchor) and reshapes them by: a head of {num_classes} outputs would "
+            f"give a model that fails — make each group {num_classes} classes wide, as written: {'; '.join(fixes)}"
+        )
+    return None
 
 
 def _check_keep(keep: Any) -> None:

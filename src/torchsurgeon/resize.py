@@ -53,6 +53,7 @@ __all__ = (
     "magnitudes",
     "plan_resize",
     "rebuild_fix",
+    "replacing_call",
     "resized_copy",
     "resized_param_count",
     "stale_guards_fix",
@@ -392,6 +393,18 @@ def rebuild_fix(module: nn.Module, layer: str, what: str, got: Any, *, whole_mod
         qconfig = "model.qconfig" if whole_model else f"model.get_submodule({layer!r}).qconfig"
         built = f"{built[:-1]}, qconfig={qconfig})"  # a QAT layer needs its qconfig
     return _replacing(layer, built, whole_model)
+
+
+def replacing_call(layer: str, module: nn.Module) -> str:
+    """The statement that puts a layer built like ``module`` in place of ``layer``, as the user writes it.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> replacing_call("fc", nn.Linear(8, 3))
+    "model.set_submodule('fc', nn.Linear(in_features=8, out_features=3, bias=True))"
+    """
+    return _replacing(layer, _constructor(module), False)
 
 
 def _replacing(layer: str, built: str, whole_model: bool) -> str:
