@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
 import pytest
+import torch
+import torch.nn.functional as F
 import torchvision
+from torch import nn
 
 from torchsurgeon import paramcount
 
@@ -25,3 +29,43 @@ def test_layer_naming_nothing_like_a_layer_lists_the_first_layers() -> None:
     report = paramcount(torchvision.models.resnet18(), (3, 32, 32))
     with pytest.raises(KeyError, match=r"no layer 'zzz' in ResNet — the layers are conv1, bn1, relu, "):
         report.layer("zzz")
+
+
+class _ScaledBlock(nn.Module):
+    """A ConvNeXt-like block: a conv and a layer scale multiplied in its own forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.gamma = nn.Parameter(torch.ones(4, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.gamma * self.conv(x)
+
+
+class _FunctionalConv(nn.Module):
+    """A layer written with functions (timm's Conv2dSame): no submodules, its weights read by F.conv2d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (0, 0)), self.weight, self.bias)
+
+
+def test_layer_of_a_block_is_not_one_step_of_its_forward() -> None:
+    """``report.layer("block")`` returned the layer-scale ``mul()`` row, named after the block because it reads the
+    block's ``gamma``: 0 parameters for a block holding 152 (torchvision's ConvNeXt ``features.1.0``, ViT's
+    ``encoder``). The row is named ``mul`` now, and the block's name says it is a block and how to list its layers;
+    a function reading the weights of a module without submodules is still that module's row."""
+    model = nn.Sequential(OrderedDict(stem=_FunctionalConv(), block=_ScaledBlock()))
+    report = paramcount(model, (3, 8, 8))
+    assert "block" not in {layer.name for layer in report.layers}
+    with pytest.raises(KeyError, match=r"'block' in Sequential is a block of \d+ layers, not one layer"):
+        report.layer("block")
+    inside = [layer for layer in report.layers if "block" in layer.path]
+    assert sum(layer.counted for layer in inside) == sum(p.numel() for p in model.block.parameters())
+    assert report.layer("stem").type == "conv2d()"
+    assert report.layer("stem").output_shape == tuple(model(torch.zeros(1, 3, 8, 8)).shape)

@@ -537,7 +537,7 @@ def build_graph(traced: Traced) -> nx.DiGraph:
         elif op == "call_function":
             target = callable_name(node.target)
             module_type = f"{target}()"
-            layer = _weight_owner(node, all_params) or layer  # F.conv2d(x, self.weight): the module's name
+            layer = _weight_owner(node, all_params, modules) or layer  # F.conv2d(x, self.weight): the module's name
         elif op == "call_method":
             target = callable_name(node.target)
             module_type = f".{target}()"
@@ -620,12 +620,21 @@ def param_facts(G: nx.DiGraph) -> Mapping[str, ParamFact]:
     return facts
 
 
-def _weight_owner(node: torch.fx.Node, params: Mapping[str, Any]) -> str:
-    """The one module whose parameters a functional call reads (``F.conv2d(x, self.weight)``), else ""."""
+def _weight_owner(node: torch.fx.Node, params: Mapping[str, Any], modules: Mapping[str, nn.Module]) -> str:
+    """The one module whose parameters a functional call reads (``F.conv2d(x, self.weight)``), else "".
+
+    Only a module without submodules, a layer written with functions (timm's ``Conv2dSame``, a ``LayerNorm``):
+    a call reading one parameter of a block (the layer scale of a ConvNeXt block, the position embedding of a
+    ViT encoder) is one step of it, and the block's name on its row would make ``report.layer(block)`` that step.
+    """
     owners = {
         str(a.target).rpartition(".")[0] for a in node.all_input_nodes if a.op == "get_attr" and a.target in params
     }
-    return owners.pop() if len(owners) == 1 else ""
+    if len(owners) != 1:
+        return ""
+    owner = owners.pop()
+    module = modules.get(owner)
+    return owner if module is not None and not module._modules else ""
 
 
 def _fetch(model: nn.Module, gm: torch.fx.GraphModule, target: str) -> Any:

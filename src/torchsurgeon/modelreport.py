@@ -154,11 +154,18 @@ class ModelReport:
         Raises
         ------
         KeyError
-            With the closest names when there is no such layer.
+            With the closest names when there is no such layer; for a block (a module whose ``forward`` was
+            traced through, ``layer1``), with how to list its layers.
         """
         for layer in self.layers:
             if layer.name == name:
                 return layer
+        inside = sum(name in layer.path for layer in self.layers)
+        if inside:  # a block whose forward was traced through: its layers are rows, the block is none
+            raise KeyError(
+                f"{name!r} in {self.model_name} is a block of {inside} layers, not one layer — its layers: "
+                f"[l for l in r.layers if {name!r} in l.path]"
+            )
         said = no_such_name(name, list(dict.fromkeys(layer.name for layer in self.layers)))
         raise KeyError(f"no layer {name!r} in {self.model_name} — {said}")
 
