@@ -6,12 +6,13 @@ space-to-depth), whose folds fold each group of pixels' colours."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
 from torch import nn
 
-from torchsurgeon import ParamChange, TraceError, check_surgery, paramcount
+from torchsurgeon import ParamChange, TraceError, adapt_input_channels, check_surgery, paramcount
 
 
 class _Images:
@@ -173,3 +174,30 @@ def test_checking_an_untraceable_detector_leaves_both_models_as_found() -> None:
     for was, now in zip(before, after):
         assert was[0].keys() == now[0].keys() and all(torch.equal(was[0][k], now[0][k]) for k in was[0])
         assert was[1:] == now[1:]
+
+
+@pytest.mark.parametrize("channels", [2, 26])
+def test_a_repeat_fold_to_a_width_not_a_multiple_says_it_is_not_exact(channels: int) -> None:
+    """A 13-band stem folded to 2 channels with ``repeat`` keeps the first two bands' filters × 6.5, exact on no
+    input; adapt_input_channels and check_surgery both called it "repeat fold", as they call the folds that give the
+    original's output. Now both say it is not exact and name the fold that is; to 26 channels it is exact."""
+    torch.manual_seed(0)
+    original = nn.Sequential(nn.Conv2d(13, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4))
+    original(torch.zeros(1, 13, 6, 6))
+    result = adapt_input_channels(original, channels, mode="repeat")
+    report = check_surgery(original, result.model, (channels, 6, 6))
+    notes = [result.changes[0].message, next(p.message for p in report.params if p.name == "0.weight")]
+    if channels == 26:  # the input tiled twice gives the original's output: exact
+        x = torch.randn(1, 13, 6, 6)
+        torch.testing.assert_close(result.model(x.repeat(1, 2, 1, 1)), original(x))
+        assert not any("not exact" in note for note in notes)
+        return
+    torch.testing.assert_close(result.model[0].weight, original[0].weight[:, :2] * 6.5)
+    for note in notes:
+        assert re.search(r"not exact — 2 is not a multiple of 13: the filters of the first 2 channels × 6\.5", note)
+    assert "0: repeat fold of the original, not exact" in report.verdict
+    call = re.search(r"adapt_input_channels\(.*\)", notes[1])
+    assert call is not None
+    exact = eval(call.group(0), {"adapt_input_channels": adapt_input_channels, "model": original}).model
+    band = torch.randn(1, 1, 6, 6)
+    torch.testing.assert_close(exact(band.expand(1, 2, 6, 6)), original(band.expand(1, 13, 6, 6)))

@@ -49,6 +49,7 @@ __all__ = (
     "fold_sum",
     "fold_weight",
     "fold_zero_extra",
+    "is_exact_fold",
     "recognise_fold",
 )
 
@@ -243,6 +244,21 @@ def fold_repeat(weight: torch.Tensor, channels: int) -> torch.Tensor:
     ones = (1,) * (weight.ndim - 2)
     tiled = _as_compute(weight).repeat(1, repeats, *ones)[:, :channels]
     return _restore(tiled * (in_channels / channels), weight)
+
+
+def is_exact_fold(mode: FoldMode | str, in_channels: int, channels: int) -> bool:
+    """Whether the fold of ``in_channels`` to ``channels`` gives the original's output on some input (the
+    table above): every fold but ``repeat`` to a channel count that is neither 1 nor a multiple of
+    ``in_channels``, which keeps the first channels' filters scaled (13 → 2: the first two × 6.5).
+
+    Examples
+    --------
+    >>> is_exact_fold("repeat", 3, 6), is_exact_fold("repeat", 3, 1), is_exact_fold("repeat", 13, 2)
+    (True, True, False)
+    >>> is_exact_fold("spread", 13, 2)
+    True
+    """
+    return _parse_mode(mode) != FoldMode.REPEAT or channels == 1 or channels % in_channels == 0
 
 
 def fold_zero_extra(weight: torch.Tensor, channels: int) -> torch.Tensor:

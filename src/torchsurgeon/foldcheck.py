@@ -24,7 +24,7 @@ from torch import nn
 
 from .copies import model_copy
 from .errors import SurgeryError
-from .fold import fold_weight
+from .fold import fold_weight, is_exact_fold
 from .records import FoldMode
 
 __all__ = (
@@ -75,7 +75,7 @@ def _inputs(layer: nn.Module, mode: FoldMode, before: int, channels: int) -> tup
         return grey.expand(1, before, *spatial).contiguous(), grey.expand(1, channels, *spatial).contiguous()
     x = random(before)
     if mode == FoldMode.REPEAT:
-        if channels % before:  # scaled copies cut to the channel count: no input it is exact on
+        if not is_exact_fold(mode, before, channels):  # scaled copies cut to the channel count: no input it is exact on
             return None
         return x, x.repeat(1, channels // before, *([1] * len(spatial)))
     return x, torch.cat([x, random(channels - before)], dim=1)  # zero_extra

@@ -22,9 +22,10 @@ from torch.nn.utils.weight_norm import WeightNorm
 from .channelmap import ChannelMap
 from .copies import model_copy
 from .errors import SurgeryError
-from .fold import fold_weight
+from .fold import fold_weight, is_exact_fold
 from .foldcheck import checked_fold, computes_its_weight
 from .initialisers import default_init
+from .paramrelations import inexact_repeat_note
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .resize import (
     dense_weight,
@@ -203,6 +204,8 @@ def adapt_layer(
         assert isinstance(layer, nn.modules.conv._ConvNd)
         layer.in_channels, layer.groups = width, groups
     note = f"{mode} fold of {before} → {channels} channels"
+    if layout is None and not is_exact_fold(mode, weight.shape[1], folded.shape[1]):  # 13 → 2: scaled, cut
+        note += inexact_repeat_note(weight.shape[1], folded.shape[1], name)
     if layout is not None:
         note = (
             f"{mode} fold of {layout.colours} → {channels} channels in each of the {len(layout.before)} groups of "

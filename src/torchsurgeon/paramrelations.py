@@ -31,6 +31,7 @@ __all__ = (
     "derived",
     "folded_then_updated",
     "from_zeros",
+    "inexact_repeat_note",
     "kept_pairs",
     "resampled",
     "resized_as",
@@ -255,6 +256,24 @@ def folded_then_updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
         return None
     _, mode, note = min(found, key=lambda f: f[0])
     return f"{mode} fold of the original, then {note}"
+
+
+def inexact_repeat_note(before: int, channels: int, layer: str) -> str:
+    """What a ``repeat`` fold to a channel count that is not a multiple of the original's keeps
+    (:func:`~torchsurgeon.fold.is_exact_fold`), and the fold that is exact.
+
+    Examples
+    --------
+    >>> inexact_repeat_note(13, 2, "conv1")  # doctest: +NORMALIZE_WHITESPACE
+    ", not exact — 2 is not a multiple of 13: the filters of the first 2 channels × 6.5, so no input gives the
+    original's output; exact on one band replicated: adapt_input_channels(model, 2, 'spread', layer='conv1')"
+    """
+    kept = f"the first {channels} channels" if channels < before else f"the channels tiled to {channels}"
+    return (
+        f", not exact — {channels} is not a multiple of {before}: the filters of {kept} × {before / channels:.4g}, "
+        f"so no input gives the original's output; exact on one band replicated: "
+        f"adapt_input_channels(model, {channels}, 'spread', layer={layer!r})"
+    )
 
 
 def scaled_note(mode: FoldMode, k: float, width: int, channels: int, layer: str) -> str:

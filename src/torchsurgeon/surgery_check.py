@@ -25,7 +25,7 @@ from .ambient import in_plain_torch
 from .analysis import input_part, paramcount
 from .channelmap import rearranged_fold
 from .errors import TraceError, first_line
-from .fold import recognise_fold, recognise_scaled_fold
+from .fold import is_exact_fold, recognise_fold, recognise_scaled_fold
 from .foldcheck import computes_its_weight, fold_difference, tolerance
 from .graph import node_records, update_record
 from .initialisers import named_init
@@ -35,6 +35,7 @@ from .paramrelations import (
     derived,
     folded_then_updated,
     from_zeros,
+    inexact_repeat_note,
     kept_pairs,
     resampled,
     resized_as,
@@ -453,6 +454,9 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
             grouped = mode is None and folds is not None and rearranged_fold(original, name, *folds)
             if mode is not None or grouped:
                 folded = f"{mode} fold of the original" if mode is not None else f"{grouped} fold of the original, "
+                widths = (folds[0].shape[1], folds[1].shape[1]) if folds is not None else (1, 1)
+                if mode is not None and not is_exact_fold(mode, *widths):  # 13 → 2 channels: scaled, cut
+                    folded += inexact_repeat_note(*widths, name.rpartition(".")[0])
                 if grouped:  # the layer reads the input moved around: each group of pixels' colours folded
                     folded += "each group of pixels' colours (the layer reads the input rearranged: a space-to-depth)"
                 reports[name] = ParamReport(name, ParamChange.FOLDED, tuple(o.shape), tuple(p.shape), "", folded)
