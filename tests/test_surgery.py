@@ -1920,3 +1920,31 @@ def test_two_required_images_refusing_the_guess_are_asked_for_by_name() -> None:
     result = adapt_input_channels(_TwoImagesOfSizesIn100s(), 1, input=given)
     assert result.model.encode.in_channels == 1
 
+
+class _StemAndShortcut(nn.Module):
+    """Two layers read the image: a stem and a 1×1 shortcut, added."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.skip = nn.Conv2d(3, 8, 1)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head((self.stem(x) + self.skip(x)).mean((2, 3)))
+
+
+def test_layers_named_leaving_out_one_that_reads_the_input_name_it() -> None:
+    """``layer=['stem']`` of a model whose shortcut reads the image too said the layers named "do not read the
+    input's channels as they are (stem reads 3, the input has 3 input channels: a later layer...)", untrue of the
+    stem; now it names the shortcut left out and the call naming both, which runs and is exact on grey images."""
+    torch.manual_seed(0)
+    model = _StemAndShortcut().eval()
+    with pytest.raises(SurgeryError, match=r"— skip reads the input too and was not named") as info:
+        adapt_input_channels(model, 1, layer=["stem"])
+    assert model.stem.in_channels == model.skip.in_channels == 3  # the model given is left as it was
+    call = re.search(r"adapt_input_channels\(model, 1, layer=\['stem', 'skip'\]\)", str(info.value))
+    assert call is not None
+    edited = eval(call.group(0), {"adapt_input_channels": adapt_input_channels, "model": model}).model
+    grey = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(edited(grey), model(grey.expand(2, 3, 8, 8)))

@@ -342,9 +342,7 @@ def _check_the_edit_runs(
                 input_readers(model, new_input)
             except SurgeryError:
                 fix = (
-                    f"the layers named do not read the input's channels as they are ({names[0]} reads "
-                    f"{before[names[0]]}, the input has {_input_channels_hint(model, image)}: a later layer, or a "
-                    "space-to-depth stem): leave layer= out to have them found, with what to do"
+                    _named_layers_fix(model, image, follow, names, before[names[0]], channels, mode)
                     if chosen
                     else "pass layer= to choose the layers to adapt, or, if that message is the model's own check "
                     "of the channel count, set the attribute it reads"
@@ -434,6 +432,40 @@ def _read_by(model: nn.Module, image: InputSpec, layer: str) -> str | None:
                 if layer in input_readers(model, image, follow=name):
                     return name
     return None
+
+
+def _named_layers_fix(
+    model: nn.Module,
+    image: InputSpec,
+    follow: str | None,
+    names: list[str],
+    width: int,
+    channels: int,
+    mode: FoldMode,
+) -> str:
+    """What to do when the model does not run with the layers named by ``layer=`` adapted: name the others that read
+    the input too (a stem and a shortcut both reading the image), when every layer named reads it on ``image``;
+    else the layers named are not those that read the input's channels (``width``: what the first one reads)."""
+    try:
+        readers = input_readers(model, image, follow=follow)
+    except SurgeryError:
+        readers = []
+    missing = [name for name in readers if name not in names] if set(names) <= set(readers) else []
+    if not missing:
+        return (
+            f"the layers named do not read the input's channels as they are ({names[0]} reads {width}, the input has "
+            f"{_input_channels_hint(model, image)}: a later layer, or a space-to-depth stem): leave layer= out to have "
+            "them found, with what to do"
+        )
+    what = (
+        "reads the input too and was not named, so it expects"
+        if len(missing) == 1
+        else ("read the input too and were not named, so they expect")
+    )
+    return (
+        f"{', '.join(missing)} {what} the old channels still — name every layer that reads the input: "
+        f"{_fold_of(channels, mode, [*names, *missing])}, or leave layer= out to have them found"
+    )
 
 
 def _input_channels_hint(model: nn.Module, image: InputSpec) -> str:
