@@ -502,3 +502,22 @@ def test_lengths_given_as_a_shape_are_named_with_the_fix_that_runs() -> None:
     assert "paramcount(model, {'x': x, 'lengths': lengths}) with x your (2, 7) int64 tensor; lengths your (2,)" in note
     fixed = paramcount(model, {"x": x, "lengths": lengths})  # the fix, as written
     assert fixed.trusted and fixed.output_shape == tuple(model(x, lengths).shape)
+
+
+@pytest.mark.parametrize("given", [(1,), ()])
+def test_lengths_given_as_a_plain_shape_are_named_with_the_fix_that_runs(given: tuple[int, ...]) -> None:
+    """Lengths given as a plain shape (float32, a per-sample ``(1,)`` made ``(1, 1)`` by the batch) gave no hint at
+    all: the float stand-in was not taken for data, though pack_padded_sequence reads it as int64 data. Now the note
+    names the call with data and the lengths as that call needs them: one int64 length per sequence."""
+    model = _PackedTagger("LSTM", False, True, False, None).eval()
+    x = torch.randint(0, 100, (1, 7))
+    r = paramcount(model, {"x": x, "lengths": given})
+    assert not r.trusted
+    note = next(line for line in r.notes() if line.startswith("NOT TRUSTED"))
+    assert (
+        "paramcount(model, {'x': x, 'lengths': lengths}) with x your (1, 7) int64 tensor; lengths your (1,) int64"
+        in note
+    )
+    lengths = torch.tensor([5])  # a (1,) int64 tensor, as the note says
+    fixed = paramcount(model, {"x": x, "lengths": lengths})
+    assert fixed.trusted and fixed.output_shape == tuple(model(x, lengths).shape)

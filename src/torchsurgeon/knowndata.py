@@ -66,6 +66,7 @@ __all__ = (
     "masks_input",
     "off_meta",
     "on_one_device",
+    "packed_lengths",
     "pads_input",
     "retried_with_data",
     "settled",
@@ -115,6 +116,27 @@ _UNSETTLED = frozenset(
     )
 )
 """The torch functions and methods whose values differ between forwards (random, uninitialised)."""
+
+
+def packed_lengths(node: torch.fx.Node) -> torch.fx.Node | None:
+    """The node giving ``pack_padded_sequence`` its ``lengths`` (one per sequence, read as 1-D int64 CPU data, even
+    from a float tensor); None for any other node.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> class Packs(nn.Module):
+    ...     def forward(self, x, lengths):
+    ...         return nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True)
+    >>> from torchsurgeon.trace import trace
+    >>> graph = trace(Packs()).graph_module.graph
+    >>> [str(packed_lengths(n)) for n in graph.nodes if n.op == "call_function"]
+    ['lengths']
+    """
+    if node.op != "call_function" or node.target is not nn.utils.rnn.pack_padded_sequence:
+        return None
+    lengths = node.args[1] if len(node.args) > 1 else node.kwargs.get("lengths")
+    return lengths if isinstance(lengths, torch.fx.Node) else None
 
 
 def unsettled(target: Any) -> bool:
@@ -625,10 +647,12 @@ class KnownData:
         """The inputs given as shapes whose data the integer and bool tensors ``node`` reads are computed from
         (through functions and methods; none when a leaf module or a weight computes them too): given with their
         data, the op would read it (``pack_padded_sequence`` of lengths given as a shape)."""
+        lengths = packed_lengths(node)  # read as int64 data whatever its dtype
         todo = [
             a
             for a in node.all_input_nodes
-            if isinstance(v := env.get(a), torch.Tensor) and not (v.is_floating_point() or v.is_complex())
+            if isinstance(v := env.get(a), torch.Tensor)
+            and (a is lengths or not (v.is_floating_point() or v.is_complex()))
         ]
         seen: set[torch.fx.Node] = set()
         while todo:

@@ -57,7 +57,7 @@ from .graph import (
     update_record,
 )
 from .inputaxes import FollowedAxes, fold_input, fold_input_at_size
-from .knowndata import KnownData, as_meta, given_as_data
+from .knowndata import KnownData, as_meta, given_as_data, packed_lengths
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_inputs, input_fix, resized_copy, stale_guards_fix
 from .rules import FALLBACK, Call, Rule, function_rule
@@ -712,6 +712,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
             and (name := str(p.target).lstrip("*")) in self.input_shapes
             and isinstance(shape := self.input_shapes[name], tuple)
         }
+        for name in names & inputs.keys() if packed_lengths(n) is not None else ():  # one length a sequence: 1-D int64
+            inputs[name] = (inputs[name][0][:1], "int64", True)
         return f" — {data_fix(inputs)}"
 
     def _placeholder(self, n: torch.fx.Node, base: NodeRecord) -> Any:
