@@ -716,7 +716,7 @@ def test_a_part_that_runs_but_does_not_fit_the_input_is_not_suggested() -> None:
             self.c = nn.Conv2d(1, 8, 3)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if not isinstance(x, torch.Tensor):  # kornia checks its inputs' type: a proxy fails it
+            if type(x) is not torch.Tensor:  # a type check no trace passes (isinstance is answered)
                 raise TypeError(f"expected Tensor, got {type(x)}")
             return self.c(x.mean(1, keepdim=True))
 

@@ -16,8 +16,9 @@ from torchsurgeon.contracts import ShapeContract, check_contract
 from torchsurgeon.records import Trust
 
 
-class SkipByIsinstance(nn.Module):
-    """The skip connection is concatenated only if ``isinstance(skip, torch.Tensor)``: False for an fx proxy."""
+class SkipByType(nn.Module):
+    """The skip connection is concatenated only if ``type(skip) is torch.Tensor``: False for an fx proxy (a model's
+    own ``isinstance`` is answered for a traced tensor, its type is not)."""
 
     def __init__(self, in_channels: int = 1) -> None:
         super().__init__()
@@ -38,7 +39,7 @@ class Up(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
         x = self.upsample(x)
-        if isinstance(skip, torch.Tensor):  # False for an fx proxy: the skip vanishes from the trace
+        if type(skip) is torch.Tensor:  # False for an fx proxy: the skip vanishes from the trace
             x = torch.cat([skip, x], dim=1)
         return self.conv(x)
 
@@ -79,7 +80,7 @@ def _real_shape(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def test_skip_connection_lost_by_the_trace_is_not_trusted() -> None:
-    model = SkipByIsinstance()
+    model = SkipByType()
     r = paramcount(model, (1, 16, 16))
     assert r.invalid, "the trace without the skip sees 8 channels where the conv expects 16"
     assert r.trusted is False and r.crosscheck.trust == Trust.UNTRUSTED
@@ -94,7 +95,7 @@ def test_skip_connection_lost_by_the_trace_is_not_trusted() -> None:
 
 
 def test_the_named_fix_gives_a_trusted_exact_report() -> None:
-    model = SkipByIsinstance()
+    model = SkipByType()
     r = paramcount(model, (1, 16, 16), leaf_modules=["up"], crosscheck="always")
     assert r.trusted and r.crosscheck.trust == Trust.VERIFIED and r.invalid == []
     assert r.total_for_input == r.total == sum(p.numel() for p in model.parameters())
@@ -169,7 +170,7 @@ def test_a_model_too_large_for_zeros_that_cannot_run_on_meta_is_unverified_not_t
     assert "too large to run on zeros" in r.crosscheck.message
 
 
-class SkipThenGate(SkipByIsinstance):
+class SkipThenGate(SkipByType):
     """The trace loses the skip connection (a false invalid layer) and the real model cannot run on meta."""
 
     def __init__(self) -> None:
@@ -240,7 +241,7 @@ def test_the_real_forward_gets_the_arguments_the_trace_fixed() -> None:
 
 
 def test_never_and_sweep() -> None:
-    model = SkipByIsinstance()
+    model = SkipByType()
     assert paramcount(model, (1, 16, 16), crosscheck="never").crosscheck.trust == Trust.NOT_RUN
     reports = paramcount_sweep(model, [(1, 16, 16), (3, 16, 16)])
     assert [r.trusted for r in reports] == [False, False]
@@ -251,8 +252,8 @@ def test_bad_mode_names_the_choices() -> None:
         paramcount(CifarNet(), (3, 32, 32), crosscheck="sometimes")
 
 
-@pytest.mark.parametrize("make", [SkipByIsinstance, SkipThenGate], ids=["on meta", "on zeros on the CPU"])
-def test_the_model_is_left_as_found(make: Callable[[], SkipByIsinstance]) -> None:
+@pytest.mark.parametrize("make", [SkipByType, SkipThenGate], ids=["on meta", "on zeros on the CPU"])
+def test_the_model_is_left_as_found(make: Callable[[], SkipByType]) -> None:
     model = make().train()
     calls: list[str] = []
     model.up.register_forward_hook(lambda *a: calls.append("hook"))
@@ -264,7 +265,7 @@ def test_the_model_is_left_as_found(make: Callable[[], SkipByIsinstance]) -> Non
 
 
 def test_a_contract_on_an_untrusted_report_is_broken() -> None:
-    result = check_contract(SkipByIsinstance(), ShapeContract(input=(1, 16, 16), no_invalid=False))
+    result = check_contract(SkipByType(), ShapeContract(input=(1, 16, 16), no_invalid=False))
     assert [v.field for v in result.violations] == ["trace"]
     assert "real model accepts this input" in result.violations[0].note
 

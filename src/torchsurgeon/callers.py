@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import library_file
 
-__all__ = ("asserted_by_caller", "unpacked_count")
+__all__ = ("asserted_by_caller", "isinstance_in_model", "unpacked_count")
 
 
 @functools.lru_cache(maxsize=512)
@@ -80,3 +80,74 @@ def asserted_by_caller() -> bool:
         and "IF_TRUE" in instructions[at][0]
         and instructions[at + 1][0] == "LOAD_ASSERTION_ERROR"
     )
+
+
+_PASSING_ON = frozenset({"abc", "typing"})
+"""Modules whose ``__instancecheck__`` reads ``__class__`` for their caller's ``isinstance(x, Mapping)``."""
+
+
+def isinstance_in_model(frame: types.FrameType | None) -> bool:
+    """Whether ``frame`` (the Python code that made Python read a proxy's ``__class__``) is a model's own
+    ``isinstance(x, ...)`` or ``torch.is_tensor(x)``, outside torch and torchsurgeon, read from its bytecode.
+
+    Only a call of the builtin ``isinstance`` is one: torch's C functions read ``__class__`` too (a subclass check
+    before they take the object for a tensor), called from the same line.  Python 3.11 or later (the
+    instructions' source positions tell which name is called); always False before.
+
+    Examples
+    --------
+    >>> import sys
+    >>> def check(x):
+    ...     return isinstance(x, int), isinstance_in_model(sys._getframe())
+    >>> check(1)
+    (True, False)
+    >>> class Asks:
+    ...     @property
+    ...     def __class__(self):
+    ...         print(isinstance_in_model(sys._getframe(1)))
+    ...         return type(self)
+    >>> isinstance(Asks(), int) if sys.version_info >= (3, 11) else print(True)
+    True
+    False
+    """
+    is_tensor = _is_tensor_code()
+    while frame is not None and (frame.f_code is is_tensor or frame.f_globals.get("__name__") in _PASSING_ON):
+        if frame.f_code is is_tensor:  # isinstance(obj, torch.Tensor) for the caller
+            frame = frame.f_back
+            return frame is not None and not _own_code(frame.f_code.co_filename)
+        frame = frame.f_back
+    if frame is None or frame.f_lasti not in _isinstance_calls(frame.f_code):
+        return False
+    return not _own_code(frame.f_code.co_filename)
+
+
+@functools.lru_cache(maxsize=1)
+def _is_tensor_code() -> types.CodeType | None:
+    import torch  # here: importing torchsurgeon (the pytest plugin) does not import torch
+
+    return getattr(torch.is_tensor, "__code__", None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _own_code(path: str) -> bool:
+    return library_file(path)
+
+
+@functools.lru_cache(maxsize=512)
+def _isinstance_calls(code: types.CodeType) -> frozenset[int]:
+    """The offsets of ``code``'s calls of the global name ``isinstance`` with two arguments (3.11+: the call's
+    source position starts where the name loaded first there does)."""
+    if sys.version_info < (3, 11):
+        return frozenset()
+    first: dict[tuple[int, int], bool] = {}  # where a name load starts -> whether it loads isinstance
+    calls = set()
+    for ins in dis.get_instructions(code):
+        pos = ins.positions
+        if pos is None or pos.lineno is None or pos.col_offset is None:
+            continue
+        start = (pos.lineno, pos.col_offset)
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            first.setdefault(start, ins.argval == "isinstance")
+        elif ins.opname in ("PRECALL", "CALL") and ins.arg == 2 and first.get(start, False):
+            calls.add(ins.offset)  # 3.11 runs isinstance in PRECALL once specialised (PRECALL_NO_KW_ISINSTANCE)
+    return frozenset(calls)

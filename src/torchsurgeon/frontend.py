@@ -38,7 +38,7 @@ import torch.fx
 from torch import nn
 
 from .arguments import InputPaths, grouped_inputs
-from .callers import unpacked_count
+from .callers import isinstance_in_model, unpacked_count
 from .metavalues import MetaValues, meta_question
 
 __all__ = (
@@ -202,6 +202,21 @@ def _array(proxy: torch.fx.Proxy, dtype: Any = None, copy: bool | None = None) -
     return numpy.asarray(meta_question(values, proxy, "int", fx_answer), dtype=dtype)
 
 
+def _class(proxy: torch.fx.Proxy) -> type:
+    """``proxy.__class__``, which ``isinstance`` reads when the proxy's own type does not match: ``torch.Tensor``
+    when a model's (or a library's) own code asks about a traced tensor, so that its type guard
+    (``if not isinstance(x, torch.Tensor): raise TypeError``, ``torch.is_tensor(x)``, kornia's
+    ``KORNIA_CHECK_IS_TENSOR``) passes as in a real forward.  torch's and torchsurgeon's own checks, and
+    anything traced without example inputs, see the proxy's class.  Nothing process-wide changes: only this
+    trace's proxies answer, and only in the thread that traces (no other holds them).  ``type(x)`` cannot be
+    answered: :func:`torchsurgeon.traceerrors.trace_error` names such a guard."""
+    own = type(proxy)
+    if not isinstance_in_model(sys._getframe(1)):
+        return own
+    values = getattr(proxy.tracer, "meta_values", None)
+    return torch.Tensor if values is not None and values.is_tensor(proxy.node) else own
+
+
 _NOT_PROXIED = frozenset(  # numpy asks these around __array__ (np.ceil(h / 7) asks for __array_wrap__ too)
     {
         "__array_struct__",
@@ -226,6 +241,7 @@ class ShapeProxy(torch.fx.Proxy):
     __int__ = __index__ = _int
     __array__ = _array
     __iter__ = _iter
+    __class__ = property(_class)  # type: ignore[assignment]
 
     def __getattr__(self, k: str) -> Any:
         if k in _NOT_PROXIED:
@@ -301,6 +317,7 @@ class _ShapeAttribute(torch.fx.proxy.Attribute):
     __int__ = __index__ = _int
     __array__ = _array
     __iter__ = _iter
+    __class__ = property(_class)  # type: ignore[assignment]
 
     def __init__(self, root: torch.fx.Proxy, attr: str) -> None:
         super().__init__(root, attr)

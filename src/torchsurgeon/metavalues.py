@@ -182,6 +182,14 @@ class MetaValues:
         except Exception:  # not computable here: the question stays fx's
             return None
 
+    def is_tensor(self, node: torch.fx.Node) -> bool:
+        """Whether ``node``'s value is a tensor (False when it cannot be computed here).  Not recorded in
+        ``resolved``: what an op gives is a tensor or not whatever the input's shape."""
+        try:
+            return isinstance(self._on_meta(node), torch.Tensor)
+        except Exception:  # not computable here: the proxy stays a proxy
+            return False
+
     def _on_meta(self, node: torch.fx.Node) -> Any:
         with self._untraced(), ruled_meta(resized=True):  # past a layer the input does not fit, as propagation goes
             self._catch_up(node.graph)
