@@ -97,3 +97,25 @@ def test_torch_and_torchsurgeon_still_see_a_proxy() -> None:
     report = paramcount(CallsTorch(), (3, 4, 4))
     assert report.output_shape == (1, 2, 4, 4) and not report.opaque
 
+
+def test_a_type_check_by_type_names_the_check_and_a_fix_that_runs() -> None:
+    """``type(x) is not torch.Tensor`` cannot be answered (a proxy's type is its own): the error says which line
+    and how to analyse the model anyway."""
+
+    class Strict(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if type(x) is not torch.Tensor:
+                raise TypeError("expected a tensor")
+            return self.conv(x)
+
+    model = Strict()
+    with pytest.raises(TraceError, match=r"its type check 'if type\(x\) is not torch.Tensor:' \(.*test_callers.py:"):
+        paramcount(model, (3, 16, 16))
+    with pytest.raises(TraceError, match=r"write it isinstance\(x, torch.Tensor\).* pass leaf_modules=\[Strict\]"):
+        paramcount(model, (3, 16, 16))
+    report = paramcount(model, (3, 16, 16), leaf_modules=[Strict])  # the fix, as written
+    assert report.output_shape == (1, 8, 14, 14) and report.total == sum(p.numel() for p in model.parameters())

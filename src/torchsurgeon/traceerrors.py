@@ -7,18 +7,21 @@ leaf (the model's own forward, a leaf called with what fx cannot record).
 
 from __future__ import annotations
 
+import linecache
 import math
+import re
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import TraceError, failure_reason, source_line
+from .errors import TraceError, failure_reason, library_file, source_line
 from .knowndata import DATA_LIMIT
 from .metavalues import DATA_INPUTS
 
-__all__ = ("UNREGISTERED", "data_fix", "trace_error", "unregistered")
+__all__ = ("UNREGISTERED", "data_fix", "trace_error", "type_guard", "unregistered")
 
 
 _HINTS = (
@@ -62,6 +65,36 @@ def data_fix(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype | str, bool
         f"inputs with their values, paramcount(model, {{{given}}}) with {shapes} (a small CPU tensor given as an "
         "input is read as data)"
     )
+
+
+_TYPE_CHECK = re.compile(r"\btype\(\s*[\w.]+\s*\)\s*(?:is\b|[!=]=|not\s+in\b|in\b)|\.__class__\s*(?:is\b|[!=]=)")
+
+
+def type_guard(exc: BaseException) -> str | None:
+    """The type check by ``type(x)`` that raised ``exc`` in the model's own code (``if type(x) is not torch.Tensor:
+    raise TypeError``), as ``'file:line: code'``: a trace's proxy is never of the tensor type there, only
+    ``isinstance`` is answered for it (:mod:`torchsurgeon.frontend`).  None for any other failure.
+
+    Examples
+    --------
+    >>> import torch
+    >>> def forward(x):
+    ...     if type(x) is not torch.Tensor:
+    ...         raise TypeError("expected a tensor")
+    >>> try:
+    ...     forward(1)
+    ... except TypeError as exc:
+    ...     print(type_guard(exc).split(": ", 1)[1])
+    if type(x) is not torch.Tensor:
+    """
+    frame = next((f for f in reversed(traceback.extract_tb(exc.__traceback__)) if not library_file(f.filename)), None)
+    if frame is None or frame.lineno is None:
+        return None
+    for lineno in range(frame.lineno, max(frame.lineno - 3, 0), -1):  # the raise, or the if just above it
+        code = linecache.getline(frame.filename, lineno).strip()
+        if _TYPE_CHECK.search(code):
+            return f"{frame.filename}:{lineno}: {code}"
+    return None
 
 
 UNREGISTERED = "torchsurgeon_unregistered"
@@ -120,6 +153,13 @@ def trace_error(
         fix = (
             "its own code needs values that its layers compute (an op whose output size depends on them: nonzero, "
             "a boolean mask, unique), which a trace on meta never has, whatever the input: analyse its parts"
+        )
+    elif (guard := type_guard(exc)) is not None:
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        fix = (
+            f"its type check {guard.split(': ', 1)[1]!r} ({guard.split(': ', 1)[0]}) rejects the traced value, "
+            "whose type() is torch.fx's Proxy: write it isinstance(x, torch.Tensor), which a trace answers for a "
+            f"traced tensor, or pass leaf_modules=[{type(model).__name__}] to analyse the whole model as one layer"
         )
     else:
         where = f"{type(model).__name__}.forward (the top-level model)"
