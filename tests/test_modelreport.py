@@ -55,6 +55,18 @@ class _FunctionalConv(nn.Module):
         return F.conv2d(F.pad(x, (0, 0)), self.weight, self.bias)
 
 
+class _PaddedConv(nn.Conv2d):
+    """smp's efficientnet stem (Conv2dStaticSamePadding): a Conv2d holding its padding as a submodule without
+    parameters, its forward ``F.conv2d(self.static_padding(x), self.weight, ...)``."""
+
+    def __init__(self) -> None:
+        super().__init__(3, 4, 3, stride=2, bias=False)
+        self.static_padding = nn.ZeroPad2d((0, 1, 0, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.static_padding(x), self.weight, self.bias, self.stride)
+
+
 def test_layer_of_a_block_is_not_one_step_of_its_forward() -> None:
     """``report.layer("block")`` returned the layer-scale ``mul()`` row, named after the block because it reads the
     block's ``gamma``: 0 parameters for a block holding 152 (torchvision's ConvNeXt ``features.1.0``, ViT's
@@ -69,3 +81,13 @@ def test_layer_of_a_block_is_not_one_step_of_its_forward() -> None:
     assert sum(layer.counted for layer in inside) == sum(p.numel() for p in model.block.parameters())
     assert report.layer("stem").type == "conv2d()"
     assert report.layer("stem").output_shape == tuple(model(torch.zeros(1, 3, 8, 8)).shape)
+
+
+def test_a_layer_holding_a_padding_module_is_still_named_for_its_weights() -> None:
+    """A layer whose only submodule holds no parameters (smp's efficientnet stem and its padding module) is one
+    layer: its ``conv2d()`` row keeps the layer's name, and on a grey image that name is the invalid layer, the one
+    ``adapt_input_channels`` folds (it was reported as ``conv2d``, a name no fix can use)."""
+    model = nn.Sequential(OrderedDict(stem=_PaddedConv(), head=nn.Conv2d(4, 2, 1)))
+    report = paramcount(model, (1, 8, 8))
+    assert [layer.name for layer in report.invalid] == ["stem"]
+    assert report.layer("stem").type == "conv2d()"

@@ -623,8 +623,9 @@ def param_facts(G: nx.DiGraph) -> Mapping[str, ParamFact]:
 def _weight_owner(node: torch.fx.Node, params: Mapping[str, Any], modules: Mapping[str, nn.Module]) -> str:
     """The one module whose parameters a functional call reads (``F.conv2d(x, self.weight)``), else "".
 
-    Only a module without submodules, a layer written with functions (timm's ``Conv2dSame``, a ``LayerNorm``):
-    a call reading one parameter of a block (the layer scale of a ConvNeXt block, the position embedding of a
+    Only a module whose submodules hold no parameters, a layer written with functions (timm's ``Conv2dSame``, a
+    ``LayerNorm``, smp's ``Conv2dStaticSamePadding`` with its padding module): a call reading one parameter of a
+    block (the layer scale of a ConvNeXt block, the position embedding of a
     ViT encoder) is one step of it, and the block's name on its row would make ``report.layer(block)`` that step.
     """
     owners = {
@@ -634,7 +635,9 @@ def _weight_owner(node: torch.fx.Node, params: Mapping[str, Any], modules: Mappi
         return ""
     owner = owners.pop()
     module = modules.get(owner)
-    return owner if module is not None and not module._modules else ""
+    if module is None or any(next(child.parameters(), None) is not None for child in module.children()):
+        return ""
+    return owner
 
 
 def _fetch(model: nn.Module, gm: torch.fx.GraphModule, target: str) -> Any:
