@@ -22,7 +22,15 @@ import torch
 from torch import nn
 
 from models import on_meta, tensor_shapes
-from torchsurgeon import ModelReport, TraceError, adapt_input_channels, analyse_graph, build_graph, replace_head
+from torchsurgeon import (
+    ModelReport,
+    TraceError,
+    adapt_input_channels,
+    analyse_graph,
+    build_graph,
+    paramcount,
+    replace_head,
+)
 from torchsurgeon.errors import SurgeryError
 from torchsurgeon.trace import trace
 
@@ -243,3 +251,27 @@ def test_csatv2s_colour_transform_stem_is_refused_with_a_fix_that_runs() -> None
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         assert eval(fix.group(0), {"model": model, "x": x}).shape == (2, 1000)  # as written, on grey images
+
+
+@pytest.mark.parametrize("name", ["fastvit_t8"])
+def test_a_folded_reparameterisable_stem_keeps_the_settings_timm_builds_from(name: str) -> None:
+    """Found by a probe of timm's families: adapt_input_channels(fastvit_t8, 1) left the stem's MobileOneBlock
+    with ``in_chs=3``; timm's ``reparameterize_model`` (how fastvit is deployed) builds its fused conv from it, so the
+    deployed model held a ``Conv2d(3, 48)`` with a 1-channel weight, which paramcount called invalid.  Now every
+    ``in_chans`` / ``in_chs`` is the one of timm's ``in_chans=1`` model, the deployed model's state dict loads strictly
+    into timm's deployed ``in_chans=1`` model, and it is valid and gives the edited model's output."""
+    from timm.utils.model import reparameterize_model
+
+    torch.manual_seed(0)
+    edited = adapt_input_channels(timm.create_model(name, pretrained=False).eval(), 1).model
+    reference = timm.create_model(name, pretrained=False, in_chans=1).eval()
+    for where, module in reference.named_modules():
+        for attr in ("in_chans", "in_chs"):
+            if type(vars(module).get(attr)) is int:
+                assert getattr(edited.get_submodule(where), attr) == getattr(module, attr), f"{where}.{attr}"
+    deployed = reparameterize_model(edited)
+    reparameterize_model(reference, inplace=True).load_state_dict(deployed.state_dict(), strict=True)
+    assert paramcount(deployed, (1, 64, 64)).invalid == []
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x), edited(x), rtol=1e-4, atol=1e-4)

@@ -631,6 +631,7 @@ def fold_fix(module: nn.Module, channels: int, input: str = "", layers: Sequence
 CHANNEL_GUARDS = (
     "num_channels",
     "in_chans",
+    "in_chs",
     "in_channels",
     "_in_channels",
     "input_channels",
@@ -638,8 +639,9 @@ CHANNEL_GUARDS = (
     "num_mel_bins",
 )
 """Attributes libraries check the input's channel count against (transformers' ``num_channels``,
-timm's ``in_chans``, smp's ``_in_channels``, kornia's ``in_features``, Whisper's ``num_mel_bins``), on the modules
-holding the stem; the entries of their :data:`CONSTRUCTOR_ARGUMENTS` too."""
+timm's ``in_chans``, smp's ``_in_channels``, kornia's ``in_features``, Whisper's ``num_mel_bins``) or build layers
+from (the ``in_chs`` of timm's stem blocks: fastvit's MobileOneBlock makes its reparameterised conv with it), on the
+modules holding the stem; the entries of their :data:`CONSTRUCTOR_ARGUMENTS` too."""
 
 
 CONSTRUCTOR_ARGUMENTS = ("_hub_mixin_config", "_hparams")
