@@ -657,6 +657,27 @@ class SizeChecked(nn.Module):
         return self.head(torch.relu(self.stem(x)))
 
 
+class KeywordMask(nn.Module):
+    """A forward taking ``**kwargs`` (as Hugging Face models do) that reads ``mask`` from them: ``how`` is
+    ``"get"`` (``kwargs.get("mask")``), ``"index"`` (``kwargs["mask"]``), ``"pop"`` (``kwargs.pop("mask", None)``) or
+    ``"training"`` (``kwargs.get("mask")`` in training mode only)."""
+
+    def __init__(self, how: str = "get") -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 5)
+        self.how = how
+
+    def forward(self, x: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if self.how == "index":
+            mask: torch.Tensor | None = kwargs["mask"]
+        elif self.how == "pop":
+            mask = kwargs.pop("mask", None)
+        else:
+            mask = kwargs.get("mask") if self.how == "get" or self.training else None
+        return self.fc((y if mask is None else y * mask).mean((2, 3)))
+
+
 def model_state(model: nn.Module) -> dict[str, object]:
     """What an analysis must leave as it found: weights and buffers, requires_grad, training, hooks, modules."""
     return {

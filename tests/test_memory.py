@@ -898,9 +898,10 @@ def test_an_input_forward_takes_through_kwargs_and_never_reads_is_refused_as_par
     **kwargs and never reads nope) where paramcount refuses nope; an input no op reads is now refused the same way,
     and one the forward does read through **kwargs is still planned."""
     spec = {"x": (4,), "scale": (4,)}
-    with pytest.raises(InputError, match=r"input 'scale' is not an argument of forward — the inputs are \['x'\]"):
+    never = r"input 'scale' is never read: _TakesKeywords.forward takes it through \*\*kwargs .* input=\{'x': \(4,\)\}"
+    with pytest.raises(InputError, match=never):
         memory_plan(_TakesKeywords(reads=False), spec, device="cpu")
-    with pytest.raises(InputError, match=r"input 'scale' is not an argument of forward"):
+    with pytest.raises(InputError, match=never):
         paramcount(_TakesKeywords(reads=False), spec)
     plan = memory_plan(_TakesKeywords(reads=True), spec, batch=2, device="cpu")
     assert plan.input_shapes == {"x": (2, 4), "scale": (2, 4)}

@@ -41,7 +41,6 @@ __all__ = (
     "check_graph",
     "check_input",
     "check_input_names",
-    "check_inputs_read",
     "forward_inputs",
     "forward_parameters",
     "fx_name",
@@ -50,6 +49,7 @@ __all__ = (
     "input_paths",
     "integers_needed",
     "into_var_keyword",
+    "keyword_inputs",
     "layer_names",
     "one_or_more",
     "placeholder_dtype",
@@ -256,40 +256,6 @@ give {'input': (2,)}; the inputs are ['input']
             continue
         if not anything or close_names(name, [n for n in own if n not in spec], cutoff=0.8):
             raise not_an_input(name, value, own)
-
-
-def check_inputs_read(model: nn.Module, spec: Any, unread: Iterable[str]) -> None:
-    """Refuse an input of ``spec`` that ``forward`` took through its ``**kwargs`` and never read (``unread``: the
-    input names no op of a run read), as :func:`check_input_names` refuses a name that is no argument: it would be
-    silently ignored.  The rule of :func:`torchsurgeon.trace.check_input_traced` too, which finds such a name by
-    the trace giving it no place (this module cannot trace): both refuse it with
-    :func:`~torchsurgeon.shapespec.not_an_input`.
-
-    Raises
-    ------
-    InputError
-        :func:`~torchsurgeon.shapespec.not_an_input`, naming ``forward``'s own arguments.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> class Net(nn.Linear):
-    ...     def forward(self, input, **kwargs):
-    ...         return super().forward(input)
-    >>> check_inputs_read(Net(2, 2), {"input": (2,), "nope": (3,)}, ["nope"])
-    Traceback (most recent call last):
-    ...
-    torchsurgeon.errors.InputError: input 'nope' is not an argument of forward — the inputs are ['input']
-    """
-    if not isinstance(spec, Mapping):
-        return
-    params = forward_parameters(model)
-    own = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    unread = set(unread)
-    for name, value in spec.items():
-        inside = nested_inputs(str(name), value) if isinstance(value, Mapping) else {str(name): value}
-        if str(name) not in own and inside and unread.issuperset(inside):
-            raise not_an_input(str(name), value, own)
 
 
 def one_or_more(value: Any) -> tuple[Any, ...]:
@@ -721,6 +687,23 @@ class ExampleInputs(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self._tensors)
+
+
+def keyword_inputs(params: list[inspect.Parameter], inputs: InputNames) -> tuple[str, ...]:
+    """The arguments among ``inputs`` that ``forward`` (its ``params``) takes through its ``**kwargs``, as
+    ``model(x, mask=m)`` passes them: a trace gives them there, so ``kwargs.get("mask")`` reads the input.
+
+    Examples
+    --------
+    >>> params = list(inspect.signature(lambda x, **kwargs: 0).parameters.values())
+    >>> keyword_inputs(params, ("x", "mask", ("cond", "t"), ("cond", "s"))), keyword_inputs(params[:1], ("x", "mask"))
+    (('mask', 'cond'), ())
+    """
+    if isinstance(inputs, int) or inputs is None or not any(p.kind == p.VAR_KEYWORD for p in params):
+        return ()
+    own = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    given = (name if isinstance(name, str) else name[0] for name in inputs)
+    return tuple(dict.fromkeys(name for name in given if name not in own))
 
 
 def into_var_keyword(given: dict[str, Any], params: list[inspect.Parameter]) -> dict[str, Any]:

@@ -24,12 +24,13 @@ from .arguments import ExampleInputs, forward_parameters, tensor_inputs
 from .errors import SurgeryError, TorchSurgeonError, TraceError
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .graphreaders import weights_owner
+from .ignoredinputs import check_input_traced
 from .modelreport import ModelReport
 from .readers import default_input, guessed_input, refused_guess_hint
 from .resize import hands_on_features
 from .shapes import meta_copy
 from .shapespec import InputSpec
-from .trace import check_input_traced, trace
+from .trace import trace
 from .wrappers import unwrap_model
 
 __all__ = (

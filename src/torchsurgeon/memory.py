@@ -40,10 +40,11 @@ from torch import nn
 
 from .ambient import in_plain_torch
 from .analysis import refusal
-from .arguments import check_inputs_read, input_paths, tensor_inputs
+from .arguments import input_paths, tensor_inputs
 from .autocast import HALF
 from .errors import InputError, MemoryPlanError, no_such_name
 from .fakestep import SimulatedStep, simulate_step, step_inputs
+from .ignoredinputs import check_inputs_read
 from .lazy import lazy_layers, materialized
 from .records import LayerMemory, OptimizerKind
 from .report import format_bytes, format_count, format_names, format_shape, memory_table
@@ -730,7 +731,7 @@ def memory_plan(
         train = simulate_step(model, inputs, train=True, amp=amp_dtype, dtype=dtype, device=device, paths=paths)
     except MemoryPlanError as exc:  # an input paramcount refuses (its rank): paramcount's ShapeError, the same answer
         raise refusal(model, input, batch) or exc from exc.__cause__
-    check_inputs_read(model, input, train.unread)  # a name forward's **kwargs took and never read: refused
+    check_inputs_read(model, input, train.unread, training=True)  # one forward would silently ignore: refused
     try:
         infer: SimulatedStep | None = simulate_step(
             model, inputs, train=False, amp=amp_dtype, dtype=dtype, device=device, paths=paths

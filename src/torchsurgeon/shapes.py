@@ -56,6 +56,7 @@ from .graph import (
     shape_specific_of,
     update_record,
 )
+from .ignoredinputs import check_inputs_read, unread_inputs
 from .inputaxes import FollowedAxes, fold_input, fold_input_at_size
 from .knowndata import KnownData, as_meta, given_as_data, packed_lengths
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
@@ -781,6 +782,7 @@ def propagate_shapes(G: nx.DiGraph, input: InputSpec, *, batch: int = 1, memo: S
     if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
         raise InputError(f"batch={batch!r} — the batch size must be a positive int")
     inputs = normalize_input(input, list(placeholders(graph_module_of(G))))
+    check_inputs_read(model_of(G), input, unread_inputs(graph_module_of(G)))  # one forward would silently ignore
     if memo is not None and memo.graph_module is not graph_module_of(G):
         raise InputError("this ShapeMemo was made for another graph — make one per graph: ShapeMemo(G)")
     interp = _ShapeInterpreter(G, inputs, batch, memo)

@@ -28,6 +28,7 @@ from .errors import InputError, SurgeryError, TraceError, check_flag, did_you_me
 from .fold import fold_normalization
 from .graph import build_graph
 from .graphreaders import graph_images, graph_readers
+from .ignoredinputs import check_input_traced
 from .initialisers import default_init
 from .layerfold import adapt_layer, input_width, plain_weight, weight_normed
 from .lazy import lazy_layers
@@ -55,7 +56,7 @@ from .resize import (
 )
 from .shapes import meta_copy
 from .shapespec import InputSpec
-from .trace import check_input_traced, trace
+from .trace import trace
 from .wrappers import from_peft, unwrap_model
 
 __all__ = (

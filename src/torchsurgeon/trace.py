@@ -13,8 +13,8 @@ tensor values, on small zero tensors on the CPU, see
 and the fix.
 
 ``forward`` arguments that receive no tensor are traced with their default
-value (``mask=None``, ``return_features=False``; ``**kwargs`` empty), which
-is what calling ``model(x)`` does.  Tracing never changes the model.
+value (``mask=None``, ``return_features=False``; ``**kwargs`` holding only the
+inputs given to it), which is what calling ``model(x)`` does.  Tracing never changes the model.
 
 Threads: while torch.fx traces it replaces ``nn.Module.__call__`` and
 ``nn.Module.__getattr__`` for the whole process.  :func:`trace` therefore
@@ -46,19 +46,16 @@ from torch import nn
 from .arguments import (
     INPUT_PATH,
     NO_CACHE,
-    ExampleInputs,
     InputNames,
     InputPaths,
-    check_input,
     forward_parameters,
     fx_name,
     input_paths,
     into_var_keyword,
+    keyword_inputs,
     one_or_more,
-    placeholders,
     simple_value,
     specialisation,
-    tensor_inputs,
     without_caches,
 )
 from .callers import asserted_by_caller
@@ -71,13 +68,11 @@ from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
 from .rules.on_meta import ruled_leaf
 from .rules.registry import FALLBACK, user_ruled
-from .shapespec import normalize_input
 from .traceerrors import UNREGISTERED, trace_error, unregistered
 from .wrappers import unwrap_model
 
 __all__ = (
     "Traced",
-    "check_input_traced",
     "registered_leaves",
     "trace",
     "unwrap_model",
@@ -155,6 +150,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         defaults: frozenset[str] = frozenset(),
         index: ModelIndex | None = None,
         parts: InputPaths | None = None,
+        keywords: tuple[str, ...] = (),
     ) -> None:
         super().__init__(
             autowrap_modules=autowrap_modules,  # type: ignore[arg-type]
@@ -175,6 +171,7 @@ class _SurgeonTracer(torch.fx.Tracer):
             self._parts.setdefault(f"*{argument}" if isinstance(key, int) else argument, []).append(
                 (name, (argument, key))
             )
+        self._keywords = keywords  # inputs forward takes through its **kwargs (kwargs.get("mask")): given there
         self._stack: list[str] = []
         self.failures: list[tuple[BaseException, list[str]]] = []
         self.dropped: list[torch.fx.Node] = []
@@ -401,7 +398,12 @@ class _SurgeonTracer(torch.fx.Tracer):
         if not is_module:
             args = [None, *args]
         for i, name in enumerate(names):
-            if i < len(args) and name in self._specialise and isinstance(args[i], torch.fx.Proxy):
+            if i < len(args) and name.startswith("**") and self._keywords and isinstance(args[i], torch.fx.Proxy):
+                self.dropped.append(args[i].node)
+                with self.graph.inserting_before(args[i].node):
+                    given = {k: self._made_input(k) for k in self._keywords}
+                args[i] = {**self._specialise.get(name, {}), **given}
+            elif i < len(args) and name in self._specialise and isinstance(args[i], torch.fx.Proxy):
                 self.dropped.append(args[i].node)
                 args[i] = self._specialise[name]
             elif i < len(args) and name in self._parts and isinstance(args[i], torch.fx.Proxy):
@@ -410,14 +412,21 @@ class _SurgeonTracer(torch.fx.Tracer):
             fn = call_by_name(root_fn, names[1:], self._defaults) or fn
         return _without_caches(self._with_root_hooks(fn, is_module)), args if is_module else args[1:]
 
-    def _split_input(self, given: torch.fx.Proxy, name: str) -> dict[str | int, Any] | tuple[Any, ...]:
+    def _split_input(self, given: torch.fx.Proxy, name: str) -> Any:
         """An argument given a dict of tensors, or ``*args`` given several, as one input per tensor, in its place."""
         self.dropped.append(given.node)
-        made: dict[str | int, Any] = {}
         with self.graph.inserting_before(given.node):
-            for input_name, path in self._parts[name]:
-                made[path[1]] = self.create_proxy("placeholder", input_name, (), {})
-                made[path[1]].node.meta[INPUT_PATH] = path
+            return self._made_input(name)
+
+    def _made_input(self, name: str) -> Any:
+        """The placeholder of input ``name``, or of each tensor of the argument ``name`` given a dict (or of each
+        entry of ``*args``), at the graph's insertion point."""
+        if name not in self._parts:
+            return self.create_proxy("placeholder", name, (), {})
+        made: dict[str | int, Any] = {}
+        for input_name, path in self._parts[name]:
+            made[path[1]] = self.create_proxy("placeholder", input_name, (), {})
+            made[path[1]].node.meta[INPUT_PATH] = path
         return tuple(made.values()) if name.startswith("*") else made
 
     def _with_root_hooks(self, fn: Callable[..., Any], is_module: bool) -> Callable[..., Any]:
@@ -558,7 +567,8 @@ def trace(
         argument ``name`` a dict with one input per key
         (:func:`~torchsurgeon.arguments.input_paths`).  The other
         arguments are traced with their default value (``None``, a bool, a
-        number or a string), ``*args`` and ``**kwargs`` empty.
+        number or a string), ``*args`` empty; an input that is no argument
+        of ``forward`` is given to its ``**kwargs``, as ``model(x, mask=m)`` gives it.
     example_inputs : mapping of str to Tensor, optional
         Example inputs by argument name (``meta`` tensors are enough).  With
         them, Python on shapes in ``forward`` (``if h % 8``, ``len(x.shape)``,
@@ -643,6 +653,7 @@ def trace(
     concrete_args = {k: v for k, v in given.items() if k not in simple}
     by_default = specialisation(model, inputs, given)
     parts = input_paths(model, inputs)  # a dict's tensors and *args' entries: one input each
+    keywords = keyword_inputs(params, inputs)  # given to **kwargs: forward reads them there (kwargs.get("mask"))
     specialise = {**by_default, **simple}
     defaults = frozenset(k for k in by_default if k not in NO_CACHE and not (k.startswith("**") and by_default[k]))
 
@@ -673,6 +684,7 @@ def trace(
                     defaults,
                     index,
                     parts,
+                    keywords,
                 )
                 try:
                     with library_answers(lambda t=tracer: t.meta_values):  # type: ignore[misc]
@@ -760,35 +772,3 @@ def _make_opaque(
             continue  # inside a module that is already a leaf
         names.add(name)
         opaque[name] = f"{reason} (as {culprit}, same class {cls.__name__})"
-
-
-def check_input_traced(model: nn.Module, spec: Any) -> dict[str, Any]:
-    """:func:`~torchsurgeon.arguments.check_input`, and for a name ``forward`` would take through its
-    ``**kwargs``, whether the trace gives it a place: one it gives none (``forward`` never reads it) is refused as
-    :func:`torchsurgeon.paramcount` refuses it, not silently dropped.  A model that cannot be traced is left to the
-    caller.  Returns the spec normalised by input name, as :func:`~torchsurgeon.arguments.check_input` does.
-
-    Raises
-    ------
-    InputError
-        :func:`~torchsurgeon.shapespec.not_an_input`, naming the inputs the trace has.
-
-    Examples
-    --------
-    >>> class Net(nn.Linear):
-    ...     def forward(self, input, **kwargs):
-    ...         return super().forward(input)
-    >>> check_input_traced(Net(2, 2), {"input": (2,), "nope": (3,)})
-    Traceback (most recent call last):
-    ...
-    torchsurgeon.errors.InputError: input 'nope' is not an argument of forward — the inputs are ['input']
-    """
-    checked = check_input(model, spec)
-    own = {p.name for p in forward_parameters(model) if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    if not isinstance(spec, Mapping) or all(str(name) in own for name in spec):
-        return checked
-    try:
-        traced = trace(model, inputs=tensor_inputs(spec), example_inputs=ExampleInputs(model, spec, 1))
-    except TraceError:
-        return checked
-    return normalize_input(spec, list(placeholders(traced.graph_module)))
