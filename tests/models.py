@@ -678,6 +678,17 @@ class KeywordMask(nn.Module):
         return self.fc((y if mask is None else y * mask).mean((2, 3)))
 
 
+class DictBatch(nn.Module):
+    """``forward(batch)`` reading ``batch["image"]`` only (a data loader's dict of tensors)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 5)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.fc(self.conv(batch["image"]).mean((2, 3)))
+
+
 def model_state(model: nn.Module) -> dict[str, object]:
     """What an analysis must leave as it found: weights and buffers, requires_grad, training, hooks, modules."""
     return {

@@ -12,7 +12,10 @@ An input is *ignored* when no op of ``forward`` reads it and it is
 * a name ``forward`` takes through its ``**kwargs`` (a name that is no
   argument of ``forward`` at all is refused earlier, as a typo:
   :func:`~torchsurgeon.arguments.check_input_names`), or
-* a dict given through ``**kwargs`` none of whose entries is read.
+* an entry of a dict given to one argument: through ``**kwargs``, or to a
+  named argument of which another entry is read (a named argument never read
+  at all is the model's own business, as ``forward(x, mask=None)`` not reading
+  ``mask`` is; the input without it would lack an argument the call needs).
 
 "No op reads it" is found by the trace (:func:`unread_inputs`: no node uses
 the input) for :func:`~torchsurgeon.paramcount`, shape propagation and every
@@ -66,8 +69,8 @@ def ignored_inputs(model: nn.Module, spec: Any, unread: Iterable[str]) -> list[t
     ...     def forward(self, input, batch=None, **kwargs):
     ...         return super().forward(input) * batch["scale"]
     >>> spec = {"input": (2,), "batch": {"scale": (2,), "extra": (3,)}, "mask": (2,)}
-    >>> ignored_inputs(Net(2, 2), spec, ["mask"])
-    [('mask', None)]
+    >>> ignored_inputs(Net(2, 2), spec, ["batch_extra", "mask"])
+    [('batch', 'extra'), ('mask', None)]
     """
     if not isinstance(spec, Mapping):
         return []
@@ -83,7 +86,7 @@ def ignored_inputs(model: nn.Module, spec: Any, unread: Iterable[str]) -> list[t
             continue
         keys = [str(key) for key in value]
         missed = [key for key in keys if input_name(name, key) in unread]
-        if name not in own and len(missed) == len(keys):
+        if missed and (name not in own or len(missed) < len(keys)):
             found.extend((name, key) for key in missed)
     return found
 
@@ -187,7 +190,7 @@ reads it, so it would be silently ignored — leave it out: input={'input': (2,)
     """
     checked = check_input(model, spec)
     own = {p.name for p in forward_parameters(model) if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    if not isinstance(spec, Mapping) or all(str(name) in own for name in spec):
+    if not isinstance(spec, Mapping) or all(str(k) in own and not isinstance(v, Mapping) for k, v in spec.items()):
         return checked
     try:
         traced = trace(model, inputs=tensor_inputs(spec), example_inputs=ExampleInputs(model, spec, 1))
