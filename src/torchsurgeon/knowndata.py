@@ -157,10 +157,8 @@ _IN_PLACE_OPERATORS = frozenset(
 
 
 def edits_values(op: str, target: Any) -> bool:
-    """Whether a call edits its first argument's values in place (``lengths.add_(1)``, ``mask[0] = 1``, ``x += 1``).
-
-    ``op`` and ``target`` as in an fx node; a torch function mode sees a tensor method as
-    ``("call_method", func)``.
+    """Whether a call edits its first argument's values in place (``lengths.add_(1)``, ``mask[0] = 1``, ``x += 1``);
+    ``op`` and ``target`` as in an fx node (a torch function mode sees a tensor method as ``("call_method", func)``).
 
     Examples
     --------

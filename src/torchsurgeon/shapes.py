@@ -115,8 +115,7 @@ def meta_copy(module: nn.Module) -> nn.Module:
     Examples
     --------
     >>> from torch import nn
-    >>> m = nn.Linear(3, 2)
-    >>> c = meta_copy(m)
+    >>> m = nn.Linear(3, 2); c = meta_copy(m)
     >>> c.weight.device.type, m.weight.device.type, c.weight.requires_grad
     ('meta', 'cpu', True)
     """
@@ -130,9 +129,8 @@ def _to_meta(value: Any) -> Any:
 
 
 def shapes_of(value: Any) -> Any:
-    """Shapes of the tensors in ``value`` (nested like ``value``), else None.
-
-    The form of :attr:`ShapeResult.output_shape` and of every node's ``output_shape``.
+    """Shapes of the tensors in ``value`` (nested like ``value``), else None: the form of
+    :attr:`ShapeResult.output_shape` and of every node's ``output_shape``.
 
     Examples
     --------
