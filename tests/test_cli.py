@@ -299,7 +299,7 @@ def test_summary_formats(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--columns", "params,flops"], "column 'flops' — choose from input, output, params"),
+        (["--columns", "params,flops"], "column='flops' — use one of 'input', 'output', 'params'"),
         (["--depth", "0"], "depth=0 — give a positive int"),
         (["--format", "xls"], "invalid choice: 'xls'"),
     ],

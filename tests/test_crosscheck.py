@@ -248,7 +248,7 @@ def test_never_and_sweep() -> None:
 
 
 def test_bad_mode_names_the_choices() -> None:
-    with pytest.raises(InputError, match=r"crosscheck='sometimes' — use one of \['auto', 'always', 'never'\]"):
+    with pytest.raises(InputError, match=r"crosscheck='sometimes' — use one of 'auto', 'always', 'never'"):
         paramcount(CifarNet(), (3, 32, 32), crosscheck="sometimes")
 
 

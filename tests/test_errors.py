@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,47 @@ def test_no_such_name_lists_the_names_when_none_is_close() -> None:
     assert no_such_name("conv1x", NAMES) == "did you mean 'conv1'?"
     many = [f"block{i}" for i in range(10)]
     assert no_such_name("head", many, "parameters") == f"the parameters are {', '.join(many[:8])}, ..."
+
+
+def _option_calls() -> dict[str, Any]:
+    """Each public function taking an option, called with ``value`` for it."""
+    import torch
+    from torch import nn
+
+    from models import CifarNet
+    from torchsurgeon import adapt_input_channels, memory_plan, paramcount
+    from torchsurgeon.fold import fold_weight
+
+    net = nn.Sequential(nn.Linear(4, 2))
+    return {
+        "mode": lambda v: adapt_input_channels(CifarNet(), 1, v),
+        "fold mode": lambda v: fold_weight(torch.randn(4, 3, 3, 3), 1, v),
+        "crosscheck": lambda v: paramcount(net, (4,), crosscheck=v),
+        "optimizer": lambda v: memory_plan(net, (4,), optimizer=v, device="cpu"),
+        "fmt": lambda v: paramcount(net, (4,)).table(fmt=v),
+        "column": lambda v: paramcount(net, (4,)).table(columns=[v]),
+    }
+
+
+@pytest.mark.parametrize(
+    ("option", "upper", "typo", "message"),
+    [
+        ("mode", "SUM", "sume", "mode='sume' — did you mean 'sum'? mode='sum'; use one of 'sum', 'spread'"),
+        ("fold mode", "SUM", "sume", "mode='sume' — did you mean 'sum'? mode='sum'; use one of 'sum', 'spread'"),
+        ("crosscheck", "ALWAYS", "alway", "crosscheck='alway' — did you mean 'always'? crosscheck='always'; use one"),
+        ("optimizer", "AdamW", "adamm", "optimizer='adamm' — did you mean 'adam'? optimizer='adam'; use one of 'sgd'"),
+        ("fmt", "Markdown", "markdwn", "fmt='markdwn' — did you mean 'markdown'? fmt='markdown'; use one of 'text'"),
+        ("column", "PARAMS", "parms", "column='parms' — did you mean 'params'? column='params'; use one of 'input'"),
+    ],
+)
+def test_every_option_is_read_by_one_rule_with_one_message(option: str, upper: str, typo: str, message: str) -> None:
+    """Found by a colleague: fold's mode parser lowercased ("SUM" taken) where adapt_input_channels refused "SUM",
+    and crosscheck, report, memory and fold each wrote their own refusal ("use one of", "choose one of", "choose
+    from", a list or a string). errors.check_option reads them all: any case, one message naming the closest."""
+    from torchsurgeon import InputError
+
+    call = _option_calls()[option]
+    assert call(upper) is not None  # any case, everywhere
+    with pytest.raises(InputError) as got:
+        call(typo)
+    assert str(got.value).startswith(message)

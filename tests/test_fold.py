@@ -420,13 +420,13 @@ def test_random_is_not_a_fold(mode: FoldMode | str) -> None:
 
 @pytest.mark.parametrize("mode", ["avg", "", "zero-extra"])
 def test_unknown_mode_string_lists_valid_modes(mode: str) -> None:
-    match = rf"unknown fold mode '{mode}' — use one of 'sum', 'spread', 'repeat', 'zero_extra'"
+    match = rf"mode='{mode}' — (did you mean .*; )?use one of 'sum', 'spread', 'repeat', 'zero_extra', 'random'"
     with pytest.raises(InputError, match=match):
         fold_weight(torch.randn(4, 3, 3, 3), 4, mode)
 
 
 def test_mode_of_wrong_type_is_rejected() -> None:
-    with pytest.raises(InputError, match=r"FoldMode or a str, got int"):
+    with pytest.raises(InputError, match=r"mode=3 — use one of 'sum', 'spread'"):
         fold_weight(torch.randn(4, 3, 3, 3), 4, 3)  # type: ignore[arg-type]
 
 

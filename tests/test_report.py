@@ -121,9 +121,9 @@ def test_columns_are_chosen_by_name_or_torchinfo_name() -> None:
     assert header.split() == ["Layer", "Type", "Input", "shape", "Params", "Kernel", "MACs"]
     assert report.table(columns="percent").splitlines()[1].split() == ["Layer", "Type", "%", "params"]
     assert TableColumn("params_percent") is TableColumn.PERCENT
-    with pytest.raises(InputError, match=r"column 'flops' — choose from input, output, params"):
+    with pytest.raises(InputError, match=r"column='flops' — use one of 'input', 'output', 'params'"):
         report.table(columns="params,flops")
-    with pytest.raises(InputError, match=r"fmt='xls' — use one of text, markdown, csv, html"):
+    with pytest.raises(InputError, match=r"fmt='xls' — use one of 'text', 'markdown', 'csv', 'html'"):
         report.table(fmt="xls")
 
 

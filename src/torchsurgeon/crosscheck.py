@@ -34,7 +34,7 @@ from torch import nn
 
 from .arguments import InputPaths, traced_paths
 from .copies import cannot_run_on_meta, inputs_reaching, run_on_zeros
-from .errors import InputError, TraceError, first_line, source_line
+from .errors import TraceError, check_option, first_line, source_line
 from .frontend import bind_inputs
 from .graph import graph_module_of, model_of, node_record, node_records, opaque_of, specialised_of
 from .knowndata import COUNTED
@@ -64,10 +64,7 @@ def crosscheck_mode(value: CrossCheckMode | str) -> CrossCheckMode:
     >>> crosscheck_mode("always")
     <CrossCheckMode.ALWAYS: 'always'>
     """
-    try:
-        return CrossCheckMode(value)
-    except ValueError as exc:
-        raise InputError(f"crosscheck={value!r} — use one of {[str(m) for m in CrossCheckMode]}") from exc
+    return check_option(value, CrossCheckMode, "crosscheck")
 
 
 def doubts(G: nx.DiGraph, shapes: ShapeResult, unused: tuple[str, ...] = ()) -> str:

@@ -7,12 +7,13 @@ Messages name the layer or value at fault and say how to fix it.
 from __future__ import annotations
 
 import difflib
+import enum
 import functools
 import os
 import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = (
     "ConfigError",
@@ -25,6 +26,7 @@ __all__ = (
     "TraceError",
     "as_written",
     "check_flag",
+    "check_option",
     "close_names",
     "did_you_mean",
     "failure_reason",
@@ -119,6 +121,44 @@ def check_flag(value: Any, name: str, meaning: str, *, optional: bool = False) -
     if not isinstance(value, bool) and not (optional and value is None):
         none = ", or None" if optional else ""
         raise InputError(f"{name}={value!r} — give True or False{none} ({meaning})")
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def check_option(value: Any, kind: type[E], name: str, *, also: str = "") -> E:
+    """``value``, given as the argument ``name``, as a member of the option enum ``kind``: the member itself, or
+    its value as a string in any case (``"SUM"`` is ``FoldMode.SUM``), the one rule of every option torchsurgeon
+    takes (fold modes, ``crosscheck``, ``optimizer``, table formats and columns).
+
+    Raises
+    ------
+    InputError
+        Naming the argument, the value, the closest option (:func:`did_you_mean`) and every option; ``also``
+        adds what else the argument takes.
+
+    Examples
+    --------
+    >>> from torchsurgeon.records import FoldMode
+    >>> check_option("SUM", FoldMode, "mode")
+    <FoldMode.SUM: 'sum'>
+    >>> check_option("sume", FoldMode, "mode")
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: mode='sume' — did you mean 'sum'? mode='sum'; use one of 'sum', 'spread', \
+'repeat', 'zero_extra', 'random'
+    """
+    if isinstance(value, kind):
+        return value
+    values = [str(member.value) for member in kind]
+    for text in (value, value.lower()) if isinstance(value, str) else ():
+        try:
+            return kind(text)  # its own aliases too (TableColumn's torchinfo names)
+        except ValueError:
+            pass
+    meant = did_you_mean(value.lower(), values, lambda close: f"{name}={close!r};") if isinstance(value, str) else ""
+    options = ", ".join(map(repr, values))
+    raise InputError(f"{name}={value!r} — {meant + ' ' if meant else ''}use one of {options}{also}")
 
 
 def close_names(name: str, names: Iterable[str], *, most: int = 1, cutoff: float = 0.6) -> list[str]:

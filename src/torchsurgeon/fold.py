@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from torchsurgeon.errors import InputError, SurgeryError
+from torchsurgeon.errors import InputError, SurgeryError, check_option
 from torchsurgeon.records import FoldMode
 
 __all__ = (
@@ -316,15 +316,9 @@ def fold_zero_extra(weight: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def _parse_mode(mode: FoldMode | str) -> FoldMode:
-    """``mode`` as a :class:`FoldMode`, or InputError naming the valid modes."""
-    if isinstance(mode, FoldMode):
-        return mode
-    if isinstance(mode, str):
-        try:
-            return FoldMode(mode.lower())
-        except ValueError as e:
-            raise InputError(f"unknown fold mode {mode!r} — use one of {_VALID_MODES}") from e
-    raise InputError(f"fold mode must be a FoldMode or a str, got {type(mode).__name__} — use one of {_VALID_MODES}")
+    """``mode`` as a :class:`FoldMode` (:func:`~torchsurgeon.errors.check_option`: any case), or InputError naming
+    the valid modes."""
+    return check_option(mode, FoldMode, "mode")
 
 
 def fold_weight(weight: torch.Tensor, channels: int, mode: FoldMode | str) -> torch.Tensor:

@@ -42,7 +42,7 @@ from .ambient import in_plain_torch
 from .analysis import refusal
 from .arguments import input_paths, tensor_inputs
 from .autocast import HALF
-from .errors import InputError, MemoryPlanError, no_such_name
+from .errors import InputError, MemoryPlanError, check_option, no_such_name
 from .fakestep import SimulatedStep, simulate_step, step_inputs
 from .ignoredinputs import check_inputs_read
 from .lazy import lazy_layers, materialized
@@ -453,13 +453,7 @@ def _optimizer_kind(optimizer: Any) -> tuple[OptimizerKind, Callable[[nn.Paramet
             )
         groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
         return kind, lambda p: groups.get(id(p))
-    try:
-        kind = OptimizerKind(optimizer)
-    except ValueError:
-        raise InputError(
-            f"optimizer={optimizer!r} — use one of {[str(k) for k in OptimizerKind]} or a torch.optim.SGD, Adam or "
-            "AdamW instance"
-        ) from None
+    kind = check_option(optimizer, OptimizerKind, "optimizer", also=", or a torch.optim.SGD, Adam or AdamW instance")
     defaults = _DEFAULTS[kind]
     return kind, lambda p: defaults
 

@@ -19,7 +19,7 @@ from typing import Any
 from tabulate import tabulate
 
 from .blocks import BlockRow
-from .errors import InputError
+from .errors import check_option
 from .records import (
     LayerDiff,
     LayerMemory,
@@ -640,10 +640,7 @@ def table_format(fmt: TableFormat | str) -> TableFormat:
     >>> table_format("markdown")
     <TableFormat.MARKDOWN: 'markdown'>
     """
-    try:
-        return TableFormat(fmt)
-    except ValueError:
-        raise InputError(f"fmt={fmt!r} — use one of {', '.join(f.value for f in TableFormat)}") from None
+    return check_option(fmt, TableFormat, "fmt")
 
 
 def table_columns(columns: Sequence[TableColumn | str] | str | None) -> list[TableColumn]:
@@ -665,10 +662,7 @@ def table_columns(columns: Sequence[TableColumn | str] | str | None) -> list[Tab
         columns = [c for c in columns.split(",") if c.strip()]
     chosen: list[TableColumn] = []
     for c in columns:
-        try:
-            column = TableColumn(c.strip() if isinstance(c, str) else c)
-        except ValueError:
-            raise InputError(f"column {c!r} — choose from {', '.join(x.value for x in TableColumn)}") from None
+        column = check_option(c.strip() if isinstance(c, str) else c, TableColumn, "column")
         if column not in chosen:
             chosen.append(column)
     return chosen

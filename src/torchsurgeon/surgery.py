@@ -24,7 +24,7 @@ from .arguments import layer_names, required_arguments
 from .channelconstants import widen_channel_constants
 from .channelmap import ChannelMap, channel_map, runnable_image
 from .copies import model_copy
-from .errors import InputError, SurgeryError, TraceError, check_flag, did_you_mean
+from .errors import InputError, SurgeryError, TraceError, check_flag, check_option, did_you_mean
 from .failingpart import part_that_runs
 from .fold import fold_normalization
 from .graph import build_graph
@@ -588,9 +588,7 @@ def adapt_input_channels(
         f"forward, for the channels it brings — nothing to adapt: the model takes a {channels}-channel input as "
         "it is (run one forward first to adapt pretrained weights once they are made)"
     )
-    mode = FoldMode(mode) if not isinstance(mode, FoldMode) and mode in FoldMode._value2member_map_ else mode
-    if not isinstance(mode, FoldMode):
-        raise InputError(f"mode={mode!r} — choose one of {[m.value for m in FoldMode]}")
+    mode = check_option(mode, FoldMode, "mode")
     edited = _copy(model, inplace, input)
     image, run_before, refitted = None, False, list[str]()
     layouts: dict[str, ChannelMap] = {}
