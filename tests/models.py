@@ -712,3 +712,35 @@ def assert_same_state(before: dict[str, object], after: dict[str, object]) -> No
         assert torch.equal(tb[k], ta[k]), k
     for key in ("requires_grad", "training", "hooks", "modules", "ids"):
         assert before[key] == after[key], key
+
+
+def prepared_like_accelerate(model: nn.Module, autocast: torch.autocast) -> nn.Module:
+    """``model`` with its forward wrapped as accelerate's ``Accelerator(mixed_precision=...).prepare`` wraps it: the
+    bound forward's function decorated with ``autocast``, then its outputs converted to float32."""
+    import types
+
+    model._original_forward = model.forward
+    model.forward = types.MethodType(autocast(model.forward.__func__), model)
+    in_autocast = model.forward.__func__
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        out = in_autocast(*args, **kwargs)
+        return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+
+    model.forward = types.MethodType(forward, model)
+    return model
+
+
+class HeadInAutocast(nn.Module):
+    """A convolution, then a head the model's own forward runs in a ``torch.autocast(device, dtype)`` block."""
+
+    def __init__(self, device: str = "cpu", dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.device_type, self.dtype = device, dtype
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten())
+        self.head = nn.Linear(8 * 14 * 14, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.body(x)
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            return self.head(x)

@@ -29,7 +29,14 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from models import GPU_MEMORY_MODELS, StopGradientTarget, TextTimeConditioned, measure_optimizer_step
+from models import (
+    GPU_MEMORY_MODELS,
+    HeadInAutocast,
+    StopGradientTarget,
+    TextTimeConditioned,
+    measure_optimizer_step,
+    prepared_like_accelerate,
+)
 from models import MEMORY_BATCH as BATCH
 from models import MEMORY_MODELS as MODELS
 from models import MEMORY_SIZE as SIZE
@@ -734,6 +741,42 @@ def test_the_callers_inference_mode_or_autocast_does_not_change_the_plan(caller:
         plan = memory_plan(model, (3, 16, 16), batch=2, optimizer="adamw", device="cpu")
     assert (plan.activations, plan.gradients, plan.amp) == (real.saved, real.gradients, None)
     assert (plan.optimizer_state, plan.peak) == (outside.optimizer_state, outside.peak) and plan.optimizer_state > 0
+
+
+def _conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 10))
+
+
+def _product_dtype(model: nn.Module, x: torch.Tensor, layer: type[nn.Module]) -> str:
+    """The dtype of the output of the model's ``layer`` in a real forward, as a plan names it."""
+    seen: list[torch.dtype] = []
+    layers = [m for m in model.modules() if type(m) is layer]
+    handles = [m.register_forward_hook(lambda m, a, o: seen.append(o.dtype)) for m in layers]
+    model(x)
+    for handle in handles:
+        handle.remove()
+    return str(seen[0]).removeprefix("torch.")
+
+
+def test_amp_is_the_autocast_the_forward_runs_in() -> None:
+    """Found by a probe: resnet18 prepared by accelerate's ``Accelerator(mixed_precision="bf16", cpu=True)`` (its
+    forward wrapped in torch.autocast) was planned in bf16, 25,339,776 bytes of activations as with amp="bf16", but
+    labelled amp None and "amp off"; the label came from the amp argument, not from the step."""
+    x = torch.randn(2, 3, 16, 16)
+    prepared = prepared_like_accelerate(_conv_net(), torch.autocast("cpu", dtype=torch.bfloat16))
+    plan = memory_plan(prepared, (3, 16, 16), batch=2, device="cpu")
+    assert plan.activations == measure(prepared, x).saved > measure(_conv_net(), x).saved
+    assert plan.amp == _product_dtype(prepared, x, nn.Linear) == "bfloat16"
+    assert "amp bfloat16," in str(plan) and "all 2 products (convolutions, linear, matmul) in bfloat16" in str(plan)
+    assert "accelerate's prepare" in str(plan) and plan.to_dict()["amp"] == "bfloat16"
+    asked = memory_plan(_conv_net(), (3, 16, 16), batch=2, device="cpu", amp="bf16")
+    assert (asked.amp, asked.amp_note, asked.activations) == ("bfloat16", "", plan.activations)
+    part = HeadInAutocast()  # the head only: the plan says so
+    plan = memory_plan(part, (3, 16, 16), batch=2, device="cpu")
+    assert plan.activations == measure(part, x).saved and plan.amp == _product_dtype(part, x, nn.Linear)
+    assert _product_dtype(part, x, nn.Conv2d) == "float32"
+    assert "of its 2 products (convolutions, linear, matmul), 1 outside autocast, 1 in bfloat16" in plan.amp_note
 
 
 def test_max_batch_of_a_model_that_trains_from_batch_2() -> None:

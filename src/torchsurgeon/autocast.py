@@ -23,11 +23,13 @@ tensors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 __all__ = (
     "CPU_FLOAT32",
@@ -36,10 +38,12 @@ __all__ = (
     "HALF",
     "LOWER_PRECISION",
     "Autocast",
+    "ProductPrecision",
     "as_autocast_gives",
     "autocast_dtype",
     "autocast_now",
     "op_name",
+    "step_precision",
 )
 
 Autocast = tuple[tuple[str, torch.dtype], ...]
@@ -173,3 +177,75 @@ def autocast_dtype(name: str, dtypes: Iterable[torch.dtype], regions: Autocast) 
         return low
     float32 = CUDA_FLOAT32 if device == "cuda" else CPU_FLOAT32
     return torch.float32 if name in float32 and any(d in HALF for d in floats) else None
+
+
+class ProductPrecision(TorchFunctionMode):
+    """Count the products (``LOWER_PRECISION``: convolutions, ``linear``, ``matmul``...) called under it, by the
+    dtype CPU autocast runs them in (None outside autocast): the precision a simulated step ran in, whatever put
+    the autocast there (``memory_plan(amp=...)``, a ``torch.autocast`` in or around the model's forward).
+
+    Examples
+    --------
+    >>> seen = ProductPrecision()
+    >>> x = torch.randn(2, 4)
+    >>> with seen:
+    ...     _ = x @ x.T
+    ...     with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...         _ = torch.nn.functional.linear(x, x)
+    >>> seen.counts
+    {None: 1, torch.bfloat16: 1}
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[torch.dtype | None, int] = {}
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        if op_name("call_function", func) in LOWER_PRECISION and any(
+            isinstance(t, torch.Tensor) and t.dtype in _CAST for t in pytree.tree_leaves((args, kwargs))
+        ):
+            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+            self.counts[dtype] = self.counts.get(dtype, 0) + 1
+        return func(*args, **kwargs)
+
+
+def step_precision(asked: torch.dtype | None, counts: Mapping[torch.dtype | None, int]) -> tuple[str | None, str]:
+    """The autocast dtype(s) a step's products ran in (:class:`ProductPrecision`), as a plan labels them, and a
+    note when that is not ``asked`` (``memory_plan``'s ``amp``) for every product; ``asked``'s name and "" when
+    there was no product.
+
+    Examples
+    --------
+    >>> step_precision(None, {torch.bfloat16: 21})[0]
+    'bfloat16'
+    >>> step_precision(torch.bfloat16, {torch.bfloat16: 21})
+    ('bfloat16', '')
+    >>> print(step_precision(None, {None: 20, torch.float16: 1})[1])  # doctest: +ELLIPSIS
+    Autocast as the forward runs it: of its 21 products (...), 20 outside autocast, 1 in float16 — amp=None: ...
+    """
+
+    def name(dt: torch.dtype | None) -> str:
+        return str(dt).removeprefix("torch.") if dt is not None else "outside autocast"
+
+    if not counts:
+        return (name(asked) if asked is not None else None), ""
+    label = ", ".join(name(dt) for dt in counts if dt is not None) or None
+    if list(counts) == [asked]:
+        return label, ""
+    total = sum(counts.values())
+    parts = [f"{n} {'in ' if dt is not None else ''}{name(dt)}" for dt, n in counts.items()]
+    said = (
+        f"all {total} products (convolutions, linear, matmul) {parts[0].partition(' ')[2]}"
+        if len(parts) == 1
+        else f"of its {total} products (convolutions, linear, matmul), {', '.join(parts)}"
+    )
+    why = (
+        "amp=None: the autocast is the model's own (a torch.autocast in or around its forward, as accelerate's "
+        "prepare puts there)"
+        if asked is None
+        else f"amp={name(asked)} for the step; the model's own torch.autocast blocks decide the rest"
+    )
+    return label, f"Autocast as the forward runs it: {said} — {why}"

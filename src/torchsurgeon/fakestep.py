@@ -43,6 +43,7 @@ from .arguments import (
     placeholders,
     tensor_inputs,
 )
+from .autocast import ProductPrecision
 from .copies import detached_copy
 from .cudakernels import CudaKernels
 from .errors import InputError, MemoryPlanError, failure_reason
@@ -208,6 +209,9 @@ class SimulatedStep:
         the bytes torch gives it, one row per lookup (fake tensors make it empty); counted in ``gradients``.
     unread : tuple[str, ...]
         The inputs no op of the forward read (a name ``forward(**kwargs)`` took and never looked at).
+    products : dict[torch.dtype or None, int]
+        The forward's products (convolutions, ``linear``, ``matmul``...) by the autocast dtype they ran in, None
+        outside autocast (:class:`~torchsurgeon.autocast.ProductPrecision`): ``amp``'s, or the model's own.
     """
 
     activations: int = 0
@@ -220,6 +224,7 @@ class SimulatedStep:
     got_grad: list[bool] = field(default_factory=list)  # per parameter of the model, in order
     sparse_gradients: dict[int, int] = field(default_factory=dict)  # parameter position -> sparse .grad bytes
     unread: tuple[str, ...] = ()  # inputs no op of the forward read
+    products: dict[torch.dtype | None, int] = field(default_factory=dict)  # autocast dtype -> products run in it
 
 
 def _fake_like(mode: FakeTensorMode, t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -455,8 +460,10 @@ def _simulate(
             hooks = torch.autograd.graph.saved_tensors_hooks(pack, unpack) if train else contextlib.nullcontext()
             autocast = torch.autocast("cpu", amp) if amp is not None else contextlib.nullcontext()
             kernels = CudaKernels() if device == "cuda" else contextlib.nullcontext()
-            with torch.set_grad_enabled(train), hooks, autocast, kernels:
+            precision = ProductPrecision()  # under CudaKernels: what it casts
+            with torch.set_grad_enabled(train), hooks, autocast, precision, kernels:
                 out = _call(copy, values, paths)
+            step.products = precision.counts
             storages.forward_ops = len(storages.ops)
             step.unread = tuple(storages.unread.values())
             storages.unread.clear()

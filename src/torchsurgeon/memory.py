@@ -41,7 +41,7 @@ from torch import nn
 from .ambient import in_plain_torch
 from .analysis import refusal
 from .arguments import input_paths, tensor_inputs
-from .autocast import HALF
+from .autocast import HALF, step_precision
 from .errors import InputError, MemoryPlanError, no_such_name
 from .fakestep import SimulatedStep, simulate_step, step_inputs
 from .ignoredinputs import check_inputs_read
@@ -123,7 +123,9 @@ class MemoryPlan:
     optimizer : str
         The optimizer whose state is counted.
     amp : str or None
-        The autocast dtype (``"bfloat16"``, ``"float16"``) or None.
+        The autocast dtype (``"bfloat16"``, ``"float16"``) the step's products ran in, or None: ``amp``'s, or
+        that of a ``torch.autocast`` in or around the model's forward (accelerate's ``prepare``), which
+        ``amp_note`` then explains.
     device : str
         Whose kernels the step was planned for: ``"cuda"`` or ``"cpu"``.
     weights : int
@@ -179,6 +181,8 @@ class MemoryPlan:
         ``eval()``, whose kernels also save a workspace
         (oneDNN's on a CPU, cuDNN's reserve space on a GPU) that a simulated step cannot see: when not empty,
         ``activations`` and ``peak`` are lower bounds (the notes say so).
+    amp_note : str
+        When the products did not all run in ``amp``'s autocast: in which dtypes they ran, and why.
     sparse : tuple[str, ...]
         Trainable ``nn.Embedding`` / ``nn.EmbeddingBag`` layers with ``sparse=True``: their gradients are planned
         sparse, as torch makes them (a row and an index per lookup), and so is SGD's momentum after the first step
@@ -210,6 +214,7 @@ class MemoryPlan:
     inference_unknown: str = ""
     ddp_buckets: int = 0
     sparse: tuple[str, ...] = ()
+    amp_note: str = ""
     _replan: Callable[[int], int] | None = field(default=None, repr=False, compare=False)
     _sparse_state: str = field(default="", repr=False, compare=False)  # the optimizer's state from sparse gradients
 
@@ -360,6 +365,7 @@ class MemoryPlan:
     def notes(self) -> list[str]:
         """The formula and what the numbers assume."""
         rnn: list[str] = [f"Peak (inference) not known: {self.inference_unknown}"] if self.inference_unknown else []
+        rnn += [self.amp_note] if self.amp_note else []
         if self.uncounted:
             kernel = "oneDNN's workspace" if self.device == "cpu" else "cuDNN's reserve space"
             shown = format_names(self.uncounted)
@@ -612,12 +618,14 @@ def memory_plan(
         if not (ddp is not None and getattr(ddp, "gradient_as_bucket_view", False) and id(p) in got)
     )
     workspace = 2 * CUBLAS_WORKSPACE if device == "cuda" else 0  # the forward's thread and autograd's
+    amp_label, amp_note = step_precision(amp_dtype, train.products)  # amp's autocast, or the model's own
     return MemoryPlan(
         model_name=type(model).__name__,
         input_shapes={k: s for k, (s, _) in inputs.items()},
         batch=batch,
         optimizer=name,
-        amp=str(amp_dtype).removeprefix("torch.") if amp_dtype is not None else None,
+        amp=amp_label,
+        amp_note=amp_note,
         device=device,
         dtype=str(dtype).removeprefix("torch.") if dtype is not None else None,
         weights=weights,
