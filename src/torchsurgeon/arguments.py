@@ -52,6 +52,7 @@ __all__ = (
     "keyword_inputs",
     "layer_names",
     "one_or_more",
+    "own_arguments",
     "placeholder_dtype",
     "placeholders",
     "required_arguments",
@@ -247,7 +248,7 @@ give {'input': (2,)}; the inputs are ['input']
     params = forward_parameters(model)
     if not params:  # no signature to read
         return
-    own = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    own = own_arguments(params)
     var = {p.name for p in params if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     anything = any(p.kind == p.VAR_KEYWORD for p in params)
     for name, value in spec.items():
@@ -414,6 +415,18 @@ def forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
     except (TypeError, ValueError):
         return []
     return list(sig.parameters.values())[1:]  # drop self
+
+
+def own_arguments(params: Iterable[inspect.Parameter]) -> list[str]:
+    """The names of the arguments ``forward`` (its ``params``, :func:`forward_parameters`) takes as its own, in
+    order: not ``*args`` or ``**kwargs``.
+
+    Examples
+    --------
+    >>> own_arguments(inspect.signature(lambda x, *args, mask=None, **kwargs: 0).parameters.values())
+    ['x', 'mask']
+    """
+    return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def required_arguments(model: nn.Module) -> list[str]:
@@ -701,7 +714,7 @@ def keyword_inputs(params: list[inspect.Parameter], inputs: InputNames) -> tuple
     """
     if isinstance(inputs, int) or inputs is None or not any(p.kind == p.VAR_KEYWORD for p in params):
         return ()
-    own = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    own = set(own_arguments(params))
     given = (name if isinstance(name, str) else name[0] for name in inputs)
     return tuple(dict.fromkeys(name for name in given if name not in own))
 

@@ -34,9 +34,9 @@ import torch
 import torch.fx
 from torch import nn
 
-from .arguments import ExampleInputs, check_input, forward_parameters, placeholders, tensor_inputs
+from .arguments import ExampleInputs, check_input, forward_parameters, own_arguments, placeholders, tensor_inputs
 from .errors import InputError, TraceError
-from .shapespec import TypedShape, input_args, input_name, normalize_input
+from .shapespec import input_args, input_name, normalize_input, shown_input
 from .trace import trace
 
 __all__ = ("check_input_traced", "check_inputs_read", "ignored_inputs", "unread_inputs")
@@ -74,8 +74,7 @@ def ignored_inputs(model: nn.Module, spec: Any, unread: Iterable[str]) -> list[t
     """
     if not isinstance(spec, Mapping):
         return []
-    params = forward_parameters(model)
-    own = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    own = set(own_arguments(forward_parameters(model)))
     unread = set(unread)
     found: list[tuple[str, str | None]] = []
     for name, value in spec.items():
@@ -155,14 +154,11 @@ def _without(spec: Mapping[Any, Any], ignored: list[tuple[str, str | None]]) -> 
 
 
 def _shown(value: Any, path: str) -> str:
-    """An input's value as Python: a shape as written, anything else (a tensor) by its ``path`` in ``input``, a
-    dict entry by entry."""
+    """An input's value as Python (:func:`~torchsurgeon.shapespec.shown_input`), a dict entry by entry."""
     if isinstance(value, dict):
         entries = (f"{k!r}: {_shown(v, path + f'[{k!r}]')}" for k, v in value.items())
         return f"{{{', '.join(entries)}}}"
-    if isinstance(value, (list, tuple, torch.Size)):
-        return repr(tuple(value))
-    return repr(value) if isinstance(value, (int, TypedShape)) else path
+    return shown_input(value, path)
 
 
 def check_input_traced(model: nn.Module, spec: Any) -> dict[str, Any]:
@@ -189,7 +185,7 @@ def check_input_traced(model: nn.Module, spec: Any) -> dict[str, Any]:
 reads it, so it would be silently ignored — leave it out: input={'input': (2,)} (CLI: --input input=2)
     """
     checked = check_input(model, spec)
-    own = {p.name for p in forward_parameters(model) if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    own = set(own_arguments(forward_parameters(model)))
     if not isinstance(spec, Mapping) or all(str(k) in own and not isinstance(v, Mapping) for k, v in spec.items()):
         return checked
     try:

@@ -38,6 +38,7 @@ __all__ = (
     "per_sample_hint",
     "plain",
     "shape_spec",
+    "shown_input",
     "with_batch",
     "without_leading_ones",
 )
@@ -536,6 +537,20 @@ def _not_a_tensor(argument: str, key: str, value: Mapping[Any, Any]) -> InputErr
     )
 
 
+def shown_input(value: Any, path: str) -> str:
+    """An input's value as Python writes it in a fix: a shape as a tuple, a number or typed shape as written,
+    anything else (a tensor) by its ``path`` in the ``input`` the user gave.
+
+    Examples
+    --------
+    >>> shown_input([3, 8, 8], "input['x']"), shown_input(torch.zeros(2), "input['x']")
+    ('(3, 8, 8)', "input['x']")
+    """
+    if isinstance(value, (list, tuple, torch.Size)):
+        return repr(tuple(value))
+    return repr(value) if isinstance(value, (int, TypedShape)) else path
+
+
 def not_an_input(name: str, value: Any, names: Sequence[str]) -> InputError:
     """The error for an input named ``name`` (given ``value``) that is none of ``names``, the inputs of
     ``forward``: it names them and, when one is close (a typo), the spec with that name.
@@ -546,13 +561,7 @@ def not_an_input(name: str, value: Any, names: Sequence[str]) -> InputError:
     input 'pixel_value' is not an argument of forward — did you mean 'pixel_values'? \
 give {'pixel_values': (3, 32, 32)}; the inputs are ['pixel_values', 'labels']
     """
-    shown = (
-        repr(tuple(value))
-        if isinstance(value, (list, tuple, torch.Size))
-        else repr(value)
-        if isinstance(value, (int, TypedShape))
-        else f"input[{name!r}]"
-    )
+    shown = shown_input(value, f"input[{name!r}]")
     meant = did_you_mean(name, names, lambda close: f"give {{{close!r}: {shown}}};")
     return InputError(
         f"input {name!r} is not an argument of forward — {meant + ' ' if meant else ''}the inputs are {list(names)}"
