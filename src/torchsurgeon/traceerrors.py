@@ -70,9 +70,9 @@ def data_fix(inputs: Mapping[str, tuple[tuple[int, ...], torch.dtype | str, bool
 _TYPE_CHECK = re.compile(r"\btype\(\s*[\w.]+\s*\)\s*(?:is\b|[!=]=|not\s+in\b|in\b)|\.__class__\s*(?:is\b|[!=]=)")
 
 
-def type_guard(exc: BaseException) -> str | None:
+def type_guard(exc: BaseException) -> tuple[str, str] | None:
     """The type check by ``type(x)`` that raised ``exc`` in the model's own code (``if type(x) is not torch.Tensor:
-    raise TypeError``), as ``'file:line: code'``: a trace's proxy is never of the tensor type there, only
+    raise TypeError``), as ``('file:line', code)``: a trace's proxy is never of the tensor type there, only
     ``isinstance`` is answered for it (:mod:`torchsurgeon.frontend`).  None for any other failure.
 
     Examples
@@ -84,7 +84,7 @@ def type_guard(exc: BaseException) -> str | None:
     >>> try:
     ...     forward(1)
     ... except TypeError as exc:
-    ...     print(type_guard(exc).split(": ", 1)[1])
+    ...     print(type_guard(exc)[1])
     if type(x) is not torch.Tensor:
     """
     frame = next((f for f in reversed(traceback.extract_tb(exc.__traceback__)) if not library_file(f.filename)), None)
@@ -93,7 +93,7 @@ def type_guard(exc: BaseException) -> str | None:
     for lineno in range(frame.lineno, max(frame.lineno - 3, 0), -1):  # the raise, or the if just above it
         code = linecache.getline(frame.filename, lineno).strip()
         if _TYPE_CHECK.search(code):
-            return f"{frame.filename}:{lineno}: {code}"
+            return f"{frame.filename}:{lineno}", code
     return None
 
 
@@ -157,7 +157,7 @@ def trace_error(
     elif (guard := type_guard(exc)) is not None:
         where = f"{type(model).__name__}.forward (the top-level model)"
         fix = (
-            f"its type check {guard.split(': ', 1)[1]!r} ({guard.split(': ', 1)[0]}) rejects the traced value, "
+            f"its type check {guard[1]!r} ({guard[0]}) rejects the traced value, "
             "whose type() is torch.fx's Proxy: write it isinstance(x, torch.Tensor), which a trace answers for a "
             f"traced tensor, or pass leaf_modules=[{type(model).__name__}] to analyse the whole model as one layer"
         )
