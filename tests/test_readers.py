@@ -153,10 +153,11 @@ def _detector(name: str) -> nn.Module:
     return on_meta(torchvision.models.get_model, name=name, weights=None, weights_backbone=None, **sizes)
 
 
-def test_a_resnet50_detector_whose_boxes_meta_cannot_filter_is_run_on_zeros() -> None:
+def test_a_resnet50_detector_whose_boxes_meta_cannot_filter_is_answered() -> None:
     """Found by a probe: torchvision's ResNet-50 detectors (34–59 M parameters) filter boxes with ``nonzero`` and
     ``nms``, which ``meta`` cannot run, and were over the zero-run limit, so every edit of them was refused with
-    "does not run on input (3, 64, 64) — give an input the model accepts", an input a real forward accepts."""
+    "does not run on input (3, 64, 64) — give an input the model accepts", an input a real forward accepts (they
+    are now answered on ``meta``: the filter comes after every layer the input reaches)."""
     model = _detector("retinanet_resnet50_fpn").eval()
     assert sum(p.numel() for p in model.parameters()) > 1 << 25
     assert input_readers(model, (3, 64, 64)) == ["backbone.body.conv1"]
@@ -171,3 +172,86 @@ def test_a_model_too_large_to_run_on_zeros_is_not_said_to_refuse_its_input(monke
         input_readers(model, (3, 64, 64))
     assert "too large to run on zeros on the CPU (> 1,000) — adapt a part of it that runs on meta" in str(e.value)
     assert "give an input the model accepts" not in str(e.value)
+
+
+_RUNS: list[str] = []  # the devices _Scored's head ran on, in the copies input_readers makes
+
+
+class _Holder:
+    def __init__(self, image: torch.Tensor) -> None:
+        self.image = image
+
+
+class _Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scores, self.image = nn.Conv2d(8, 4, 1), nn.Conv2d(3, 4, 1)
+
+    def forward(self, features: torch.Tensor, holder: _Holder | None) -> torch.Tensor:
+        _RUNS.append(features.device.type)
+        scores = self.scores(features)
+        return scores if holder is None else scores + self.image(holder.image)
+
+
+class _Position(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(4, 1, 1))
+
+    def forward(self) -> torch.Tensor:
+        return self.weight * 1
+
+
+class _Scored(nn.Module):
+    """A detector's shape: the image normalised, a stem, a head on the features; ``keep`` filters with a
+    boolean mask (``nonzero``, which ``meta`` cannot run) before the head ("first"), after it ("after") or not
+    at all (None: it runs on ``meta``, the oracle).  ``late``: how the input still meets weights once the head is
+    entered: a conv of the head reading the image the head gets in an object's attribute ("holder"), the model's
+    own weight ("own"), a tensor computed from weights alone before the head ("computed")."""
+
+    def __init__(self, keep: str | None, late: str | None = None) -> None:
+        super().__init__()
+        self.keep, self.late = keep, late
+        self.stem, self.head = nn.Conv2d(3, 8, 3, padding=1), _Head()
+        self.scale = nn.Parameter(torch.ones(4, 1, 1)) if late == "own" else None
+        self.position = _Position() if late == "computed" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - 0.5) / 0.25
+        features = self.stem(x)
+        if self.keep == "first":
+            features = features[:, (features.mean((0, 2, 3)) > -1).nonzero()[:, 0]]
+        computed = self.position() if self.position is not None else None
+        scores = self.head(features, _Holder(x) if self.late == "holder" else None)
+        if self.scale is not None:
+            scores = scores + x[:, :1] * self.scale
+        elif computed is not None:
+            scores = scores + x[:, :1] * computed
+        return scores[scores > 0] if self.keep == "after" else scores
+
+
+def test_a_detector_filtering_after_its_head_is_answered_on_meta() -> None:
+    """Was: ``nonzero`` on ``meta`` in the post-processing made the whole model run again on zeros on the CPU
+    (torchvision's RetinaNet: 60-70 s, three times per adapt_input_channels); every layer the input can reach was
+    passed before it, so the meta run answers."""
+    _RUNS.clear()
+    assert input_readers(_Scored("after"), (3, 8, 8)) == ["stem"]
+    assert _RUNS == ["meta"]
+
+
+def test_the_zero_run_of_a_detector_filtering_before_its_head_stops_at_the_head() -> None:
+    """Was: the zero run went on through the heads (KeypointRCNN's keypoint head on 100 boxes, 5 min); the head
+    takes none of the input, and holds every layer with weights not run yet: the run stops there."""
+    _RUNS.clear()
+    assert input_readers(_Scored("first"), (3, 8, 8)) == ["stem"]
+    assert "cpu" not in _RUNS
+
+
+@pytest.mark.parametrize("keep", ["first", "after"])
+@pytest.mark.parametrize("late", ["holder", "own", "computed"])
+def test_a_run_is_not_stopped_while_the_input_can_still_meet_weights(keep: str, late: str) -> None:
+    """The same readers as a model that runs on meta to its end (the oracle), where the input meets weights after
+    the head is entered: through an object holding it, the model's own weight, a tensor computed from weights."""
+    want = input_readers(_Scored(None, late), (3, 8, 8))
+    assert len(want) == 2
+    assert input_readers(_Scored(keep, late), (3, 8, 8)) == want

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -109,9 +110,9 @@ class _FollowInput(TorchFunctionMode):
 
     def __init__(self, owners: Mapping[int, str], raw: list[torch.Tensor]) -> None:
         super().__init__()
-        self.owners = dict(owners)  # id of a parameter, or of a tensor computed from parameters only -> module
+        self.owners = dict(owners)  # id of a parameter -> module
         self.raw = {id(t): t for t in raw}  # values keep the tensors alive, so ids stay unique
-        self._alive: list[torch.Tensor] = []  # tensors computed from parameters, kept so their ids stay unique
+        self.computed: dict[int, tuple[str, weakref.ref[torch.Tensor]]] = {}  # from parameters only: module, tensor
         self.derived: dict[int, torch.Tensor] = {}  # computed from the input with parameters: neither raw nor theirs
         self.joined: dict[int, int] = {}  # raw tensors the input joined others in (torch.cat): their channels
         self.found: list[str] = []
@@ -127,7 +128,7 @@ class _FollowInput(TorchFunctionMode):
         if not tensors:
             return out
         raw = any(id(t) in self.raw for t in tensors)
-        owner = next((self.owners[id(t)] for t in tensors if id(t) in self.owners), None)
+        owner = next((o for o in map(self._owner, tensors) if o is not None), None)
         outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         if raw and owner is not None:
             if owner not in self.found:
@@ -144,9 +145,22 @@ class _FollowInput(TorchFunctionMode):
         elif any(id(t) in self.derived for t in tensors):  # features (a batch norm after a stem): not its weights'
             self.derived.update((id(t), t) for t in outputs)
         elif owner is not None:
-            self.owners.update((id(t), owner) for t in outputs)
-            self._alive += outputs
+            self.computed.update((id(t), (owner, weakref.ref(t))) for t in outputs)
         return out
+
+    def _owner(self, t: torch.Tensor) -> str | None:
+        """The module whose parameters ``t`` is, or is computed from alone (a weight-normalised weight), else None.
+        A computed tensor is held weakly: one that is gone cannot meet the input, and its id may be another's."""
+        owner = self.owners.get(id(t))
+        if owner is None and id(t) in self.computed:
+            owner, ref = self.computed[id(t)]
+            return owner if ref() is t else None
+        return owner
+
+    def weights_held(self) -> bool:
+        """Whether a tensor computed from parameters alone is still held by the model's code (a positional
+        embedding its caller may add to the input later)."""
+        return any(ref() is not None for _, ref in self.computed.values())
 
     def _joined(
         self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], tensors: list[torch.Tensor], out: Any
@@ -174,6 +188,80 @@ class _FollowInput(TorchFunctionMode):
 
 
 _JOINING = (torch.cat, torch.concat, torch.concatenate)
+
+
+class _PastTheInput(Exception):
+    """Raised by :class:`_Reach` to stop a run where the input can reach no weights it has not reached yet."""
+
+
+class _Reach:
+    """Hooks on every module of the copy :func:`_follow` runs, which see where the run is *past the input*: it
+    enters a part that takes nothing of the input unweighted in its arguments (:attr:`_FollowInput.raw`, searched
+    in lists, dicts and objects' attributes: an ``ImageList``), holds every module with weights not entered yet,
+    and runs inside no module with weights of its own (whose forward may still use them on the input it holds),
+    while no tensor computed from weights alone is held (a positional embedding the caller adds to the input
+    later).  No weights can meet the input for the first time after that, but for an input kept on a module's
+    attribute or in a global, or a module that met features before meeting the input itself.  With ``stop``,
+    the run stops there (:class:`_PastTheInput`)."""
+
+    def __init__(self, copy_: nn.Module, tracker: _FollowInput, stop: bool) -> None:
+        self.tracker, self.stop, self.passed = tracker, stop, False
+        modules = list(copy_.modules())
+        self.own = {id(m) for m in modules if any(p is not None for p in m._parameters.values())}
+        self.pending = set(self.own)  # modules with weights of their own not entered yet
+        self.inside = {id(m): frozenset(id(d) for d in m.modules() if id(d) in self.own) for m in modules}
+        self.running: list[int] = []
+        self.handles = [
+            handle
+            for m in modules
+            for handle in (
+                m.register_forward_pre_hook(self._enter, with_kwargs=True),
+                m.register_forward_hook(self._leave, always_call=True),
+            )
+        ]
+
+    def _enter(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self.passed:
+            inside = self.inside[id(module)]
+            self.passed = (
+                len(self.pending) <= len(inside)
+                and self.pending <= inside
+                and not any(m in self.own for m in self.running)
+                and not _holds((args, kwargs), self.tracker.raw)
+                and not self.tracker.weights_held()
+            )
+        self.pending.discard(id(module))
+        self.running.append(id(module))
+        if self.passed and self.stop:
+            raise _PastTheInput
+
+    def _leave(self, *_: Any) -> None:
+        if self.running:
+            self.running.pop()
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+_PLAIN = (str, bytes, int, float, complex, bool, type(None), torch.dtype, torch.device, torch.Size)
+
+
+def _holds(value: Any, tensors: Mapping[int, torch.Tensor], depth: int = 0) -> bool:
+    """Whether ``value`` holds one of ``tensors``, in containers and objects' attributes; a module, a function or
+    anything nested deeper than 4 is taken as holding one (what it holds is not searched)."""
+    if isinstance(value, torch.Tensor):
+        return id(value) in tensors
+    if isinstance(value, _PLAIN):
+        return False
+    if depth > 4 or isinstance(value, nn.Module) or callable(value):
+        return True
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_holds(v, tensors, depth + 1) for v in value)
+    if isinstance(value, Mapping):
+        return any(_holds(v, tensors, depth + 1) for v in value.values())
+    attributes = getattr(value, "__dict__", None)
+    return attributes is None or _holds(list(attributes.values()), tensors, depth + 1)
 
 
 def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
@@ -313,7 +401,8 @@ def input_readers(
         try:
             with torch.device("cpu"):
                 zeros = {k: _zeros_like(v) for k, v in values.items()}
-                return _follow(detached_copy(model, _zeros_like).eval(), zeros, follow, example.paths, joins)
+                copy_ = detached_copy(model, _zeros_like).eval()
+                return _follow(copy_, zeros, follow, example.paths, joins, stop=True)
         except Exception as exc:
             failure, on_values = exc, False
     first = (str(failure).strip().splitlines() or [type(failure).__name__])[0]
@@ -352,10 +441,16 @@ def _follow(
     paths: InputPaths,
     joins: dict[str, int] | None = None,
     refitted: list[str] | None = None,
+    *,
+    stop: bool = False,
 ) -> list[str]:
     """Run ``copy_`` once on ``values`` under :class:`_FollowInput`; the modules that first meet the input
     ``follow`` (by default the :func:`image_input`); ``joins`` gets :attr:`_FollowInput.joins`.  With ``refitted``,
-    a layer after those that does not fit what reaches it is resized (:func:`_refit`) and the run made again."""
+    a layer after those that does not fit what reaches it is resized (:func:`_refit`) and the run made again.
+
+    A run that fails on values (:func:`~torchsurgeon.copies.cannot_run_on_meta`: a detector's ``nonzero`` on
+    ``meta``) after it is past the input (:class:`_Reach`) has found them all; with ``stop``, the run stops there
+    (what fails after it, in code that meets no new weights, is not seen)."""
     allowed = tuple(refitted or ())
     for _ in range(_REFITS + 1):
         owners: dict[int, str] = {}
@@ -377,24 +472,30 @@ def _follow(
                 m.register_forward_hook(lambda *_, o=opened: (o.pop(), None)[1]),
             )
         ]
+        reach = _Reach(copy_, tracker, stop)
         try:
             try:
                 with torch.no_grad(), tracker:
                     copy_(*args, **kwargs)
             finally:
+                reach.remove()
                 for handle in hooks:  # before any layer is resized: its copy must not keep them
                     handle.remove()
-        except Exception:
+        except Exception as exc:
+            if reach.passed and (stop or cannot_run_on_meta(exc)):
+                break  # stopped past the input, or failed on values after it: no other reader to name
             fitted = None if refitted is None else _refit(copy_, tracker)
             if fitted is None or (allowed and fitted not in allowed):
                 raise
             if refitted is not None and not allowed:
                 refitted.append(fitted)
             continue
-        if joins is not None:
-            joins.update(tracker.joins)
-        return tracker.found
-    raise SurgeryError(f"{type(copy_).__name__}: more than {_REFITS} layers do not fit what reaches them")
+        break
+    else:
+        raise SurgeryError(f"{type(copy_).__name__}: more than {_REFITS} layers do not fit what reaches them")
+    if joins is not None:
+        joins.update(tracker.joins)
+    return tracker.found
 
 
 def refitted_note(
