@@ -163,18 +163,42 @@ def test_a_resnet50_detector_whose_boxes_meta_cannot_filter_is_answered() -> Non
     assert input_readers(model, (3, 64, 64)) == ["backbone.body.conv1"]
 
 
+class _Rescaled(nn.Module):
+    """Rescales its input when its values look like 0-255 bytes: ``meta`` cannot say."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x / 255 if x.amax() > 1 else x)
+
+
 def test_a_model_too_large_to_run_on_zeros_is_not_said_to_refuse_its_input(monkeypatch: pytest.MonkeyPatch) -> None:
     import torchsurgeon.readers
 
     monkeypatch.setattr(torchsurgeon.readers, "_READERS_ZERO_RUN_LIMIT", 1000)
-    model = _detector("fasterrcnn_mobilenet_v3_large_320_fpn").eval()
-    with pytest.raises(SurgeryError, match=r"FasterRCNN cannot be run to find .* its forward needs tensor values") as e:
-        input_readers(model, (3, 64, 64))
+    with pytest.raises(SurgeryError, match=r"_Rescaled cannot be run to find .* its forward needs tensor values") as e:
+        input_readers(_Rescaled(), (3, 64, 64))
     assert "too large to run on zeros on the CPU (> 1,000) — adapt a part of it that runs on meta" in str(e.value)
     assert "give an input the model accepts" not in str(e.value)
 
 
+def test_a_detector_filtering_its_proposals_before_its_heads_is_answered_on_meta(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Was refused over the zero-run limit, and run on zeros on the CPU under it (KeypointRCNN: its ResNet-50 at
+    800 x 800, 10 s): the region proposals are filtered (``nonzero`` on scores, not on the input) before the
+    heads.  Such an op is run on zeros alone, and the run stops once past the input."""
+    import torchsurgeon.readers
+
+    monkeypatch.setattr(torchsurgeon.readers, "_READERS_ZERO_RUN_LIMIT", 1000)
+    model = _detector("fasterrcnn_mobilenet_v3_large_320_fpn").eval()
+    assert input_readers(model, (3, 64, 64)) == ["backbone.body.0.0"]
+
+
 _RUNS: list[str] = []  # the devices _Scored's head ran on, in the copies input_readers makes
+_MODEL_RUNS: list[str] = []  # the devices _Scored itself ran on
 
 
 class _Holder:
@@ -217,6 +241,7 @@ class _Scored(nn.Module):
         self.position = _Position() if late == "computed" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _MODEL_RUNS.append(x.device.type)
         x = (x - 0.5) / 0.25
         features = self.stem(x)
         if self.keep == "first":
@@ -255,3 +280,29 @@ def test_a_run_is_not_stopped_while_the_input_can_still_meet_weights(keep: str, 
     want = input_readers(_Scored(None, late), (3, 8, 8))
     assert len(want) == 2
     assert input_readers(_Scored(keep, late), (3, 8, 8)) == want
+
+
+def test_a_detector_filtering_before_its_head_is_answered_on_meta() -> None:
+    """Was: run again on zeros on the CPU; the filter reads the features' values, not the input's, so it is run
+    on zeros alone and the meta run goes on, to stop at the head."""
+    _MODEL_RUNS.clear()
+    assert input_readers(_Scored("first"), (3, 8, 8)) == ["stem"]
+    assert _MODEL_RUNS == ["meta"]
+
+
+class _Cascade(nn.Module):
+    """A second stage reading the image, run when a score passes a threshold: zero weights give scores of 0.5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.score, self.refine = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 1, 1), nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = torch.sigmoid(self.score(self.stem(x)))
+        return self.refine(x) if (scores > 0.25).any() else scores
+
+
+def test_values_made_up_that_skip_a_layer_reading_the_input_are_not_the_answer() -> None:
+    """Made up, the scores are zeros and the second stage is skipped: a run that ends with layers not run is not
+    answered so; the zero run (weights of zero, as before) takes the branch and names it."""
+    assert input_readers(_Cascade(), (3, 8, 8)) == ["stem", "refine"]

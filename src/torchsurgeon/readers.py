@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_leaves, tree_map
 
 from .arguments import ExampleInputs, InputPaths
 from .copies import _zeros_like, cannot_run_on_meta, detached_copy
@@ -37,6 +37,10 @@ from .records import Finding, ParamChange, ParamReport
 from .resize import guessed_input, resized_copy
 from .shapes import meta_copy
 from .shapespec import InputSpec
+
+_MADE_UP_LIMIT = 1 << 24
+"""How many values the tensors of an op that needs them may hold for :meth:`_FollowInput._made_up` to run it on
+zeros (a detector's scores for every anchor: about 10**5)."""
 
 _READERS_ZERO_RUN_LIMIT = 1 << 28
 """How many weights and input values a model may have to be run on zeros on the CPU when a ``meta`` copy cannot
@@ -118,16 +122,21 @@ class _FollowInput(TorchFunctionMode):
         self.found: list[str] = []
         self.joins: dict[str, int] = {}  # readers of such a tensor: the channels of the others it holds
         self.open: list[tuple[str, Any]] = []  # the Linear and Conv layers running, innermost last, with their input
+        self.made_up: Exception | None = None  # the first failure on values answered with zeros (_made_up)
+        self.past = False  # the run is past the input (_Reach): a failure on values ends it, nothing is made up
 
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        raw = any(id(t) in self.raw for t in tensors)
+        try:
+            out = func(*args, **kwargs)
+        except Exception as exc:
+            out = self._made_up(func, args, kwargs, tensors, raw, exc)
         if not tensors:
             return out
-        raw = any(id(t) in self.raw for t in tensors)
         owner = next((o for o in map(self._owner, tensors) if o is not None), None)
         outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         if raw and owner is not None:
@@ -147,6 +156,41 @@ class _FollowInput(TorchFunctionMode):
         elif owner is not None:
             self.computed.update((id(t), (owner, weakref.ref(t))) for t in outputs)
         return out
+
+    def _made_up(
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        tensors: list[torch.Tensor],
+        raw: bool,
+        exc: Exception,
+    ) -> Any:
+        """What ``func`` gives on zeros, for an op on ``meta`` tensors that needs their values (a detector's
+        ``nonzero`` on its scores), none of them the input's (whose values a zero run would read); tensors come
+        back on ``meta``.  The first such failure is kept in :attr:`made_up`: a run on values made up is answered
+        only once past the input (:class:`_Reach`, which then stops it).  Otherwise ``exc`` is raised."""
+        if (
+            raw
+            or self.past
+            or not tensors
+            or not all(t.is_meta for t in tensors)
+            or not cannot_run_on_meta(exc)
+            or sum(t.numel() for t in tensors) > _MADE_UP_LIMIT
+        ):
+            raise exc
+        zeros = {id(t): _zeros_like(t) for t in tensors}
+        metas = {id(z): t for t, z in zip(tensors, zeros.values(), strict=True)}
+        given = tree_map(lambda v: zeros[id(v)] if isinstance(v, torch.Tensor) else v, (args, kwargs))
+        try:
+            out = func(*given[0], **given[1])
+        except Exception:
+            raise exc from None
+        if self.made_up is None:
+            self.made_up = exc
+        return tree_map(  # an op in place gives its own tensor back
+            lambda v: metas.get(id(v), torch.empty_like(v, device="meta")) if isinstance(v, torch.Tensor) else v, out
+        )
 
     def _owner(self, t: torch.Tensor) -> str | None:
         """The module whose parameters ``t`` is, or is computed from alone (a weight-normalised weight), else None.
@@ -230,9 +274,10 @@ class _Reach:
                 and not _holds((args, kwargs), self.tracker.raw)
                 and not self.tracker.weights_held()
             )
+            self.tracker.past = self.passed
         self.pending.discard(id(module))
         self.running.append(id(module))
-        if self.passed and self.stop:
+        if self.passed and (self.stop or self.tracker.made_up is not None):
             raise _PastTheInput
 
     def _leave(self, *_: Any) -> None:
@@ -340,10 +385,13 @@ def input_readers(
     Parameters
     ----------
     model : nn.Module
-        Left untouched: a weightless ``meta`` copy is run (or, when its
-        Python looks at tensor values, which ``meta`` cannot answer, and it
-        is small, a CPU copy with zero weights on zero inputs, as
-        :func:`torchsurgeon.copies.run_on_zeros` runs opaque leaves).
+        Left untouched: a weightless ``meta`` copy is run (an op that needs the
+        values of tensors computed from the input with weights, a detector's
+        ``nonzero`` on its scores, is run on zeros alone, and the run stops once
+        past the input); when its Python looks at the input's values, which
+        ``meta`` cannot answer, and it is small, a CPU copy with zero weights is
+        run on zero inputs, as :func:`torchsurgeon.copies.run_on_zeros` runs
+        opaque leaves, stopped once past the input.
     input : shape, tuple of shapes, or mapping
         An input the model accepts as it is, as for :func:`torchsurgeon.paramcount`.
     batch : int
@@ -482,14 +530,18 @@ def _follow(
                 for handle in hooks:  # before any layer is resized: its copy must not keep them
                     handle.remove()
         except Exception as exc:
-            if reach.passed and (stop or cannot_run_on_meta(exc)):
+            if reach.passed and (stop or tracker.made_up is not None or cannot_run_on_meta(exc)):
                 break  # stopped past the input, or failed on values after it: no other reader to name
+            if tracker.made_up is not None:  # what fails may be the values made up: the caller runs on zeros
+                raise tracker.made_up from exc
             fitted = None if refitted is None else _refit(copy_, tracker)
             if fitted is None or (allowed and fitted not in allowed):
                 raise
             if refitted is not None and not allowed:
                 refitted.append(fitted)
             continue
+        if tracker.made_up is not None and not reach.passed:  # ended on values made up, with weights not run
+            raise tracker.made_up
         break
     else:
         raise SurgeryError(f"{type(copy_).__name__}: more than {_REFITS} layers do not fit what reaches them")
