@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import CifarNet
-from torchsurgeon import InputError, ShapeError, paramcount, paramcount_sweep
+from torchsurgeon import InputError, ShapeError, TraceError, paramcount, paramcount_sweep
 from torchsurgeon.contracts import ShapeContract, check_contract
 from torchsurgeon.records import Trust
 
@@ -374,3 +374,31 @@ def test_a_forward_refusing_an_input_given_inside_a_dict_says_what_the_real_mode
         model(torch.zeros(1, 3, 8, 8), {"embeds": torch.zeros(1, 3)})
     with pytest.raises(ShapeError, match=r"a real forward raises ValueError: embeds must have 2 features"):
         paramcount(model, {"x": (3, 8, 8), "cond": {"embeds": (3,)}})
+
+
+_DEVICES: list[str] = []  # where _Filtered ran, in the copies paramcount makes
+
+
+class _Filtered(nn.Module):
+    """A detector's shape: a stem, then as many channels as pass a threshold (Python on the size ``nonzero`` gives,
+    which ``meta`` cannot: no trace gets past it, whatever the input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.head = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _DEVICES.append(x.device.type)
+        features = self.stem(x)
+        kept = min(8, (features.mean((0, 2, 3)) > -1).nonzero().size(0))  # torchvision's topk of the boxes kept
+        return self.head(features[:, :kept])
+
+
+def test_a_trace_stopped_by_what_meta_lacks_is_not_checked_on_zeros_on_the_cpu() -> None:
+    """Was: the real model ran again on meta, failed the same way, then ran on zeros on the CPU (torchvision's FCOS:
+    its ResNet-50 at 800 x 800 and its heads, 9 s of a 9.5 s paramcount) to see whether it fails like the trace, which
+    a forward on real tensors never does: the error is meta's own.  Same error."""
+    _DEVICES.clear()
+    with pytest.raises(TraceError, match=r"cannot trace _Filtered.forward .*nonzero.*\n.*\n  fix: its own code needs"):
+        paramcount(_Filtered(), (3, 16, 16))
+    assert "cpu" not in _DEVICES

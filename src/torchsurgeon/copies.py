@@ -40,6 +40,7 @@ __all__ = (
     "edits_in_place",
     "inputs_reaching",
     "meta_like",
+    "meta_only",
     "model_copy",
     "run_on_zeros",
     "thawed",
@@ -112,6 +113,29 @@ def cannot_run_on_meta(exc: BaseException) -> bool:
     """
     text = str(exc).lower()
     return isinstance(exc, NotImplementedError) or "meta" in text or "data-dependent" in text
+
+
+def meta_only(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``meta``'s own failure, which a run on real tensors never raises: a kernel ``meta`` does
+    not have, a value it cannot give (its message says ``meta``, or data-dependent), not a ``NotImplementedError``
+    of the model's own.
+
+    Examples
+    --------
+    >>> import torch
+    >>> try:
+    ...     torch.empty(3, device="meta").nonzero()
+    ... except Exception as exc:
+    ...     meta_only(exc)
+    True
+    >>> meta_only(NotImplementedError("5-D inputs are not supported")), meta_only(ValueError("meta"))
+    (False, False)
+    """
+    text = str(exc).lower()
+    return cannot_run_on_meta(exc) and ("meta" in text or "data-dependent" in text) and type(exc) in _META_FAILURES
+
+
+_META_FAILURES = (NotImplementedError, RuntimeError)
 
 
 def run_on_zeros(

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .arguments import InputPaths, traced_paths
-from .copies import cannot_run_on_meta, inputs_reaching, run_on_zeros
+from .copies import cannot_run_on_meta, inputs_reaching, meta_only, run_on_zeros
 from .errors import TraceError, check_option, first_line, source_line
 from .frontend import bind_inputs
 from .graph import graph_module_of, model_of, node_record, node_records, opaque_of, specialised_of
@@ -299,7 +299,7 @@ def real_failure(
     AssertionError: longer than the positions
     """
     cause = like.__cause__
-    if cause is None or not inputs:
+    if cause is None or not inputs or meta_only(cause):  # what meta lacks: a forward on real tensors does not raise
         return None
     run = _run(meta_copy(model), *bind_inputs(model, inputs, paths))  # paths: inputs that are part of one argument
     failure = run.failure
