@@ -19,6 +19,7 @@ import re
 import socket
 import subprocess
 import sys
+import unittest.mock
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -777,6 +778,31 @@ def test_amp_is_the_autocast_the_forward_runs_in() -> None:
     assert plan.activations == measure(part, x).saved and plan.amp == _product_dtype(part, x, nn.Linear)
     assert _product_dtype(part, x, nn.Conv2d) == "float32"
     assert "of its 2 products (convolutions, linear, matmul), 1 outside autocast, 1 in bfloat16" in plan.amp_note
+
+
+def test_a_gpu_autocast_in_the_forward_casts_a_plan_for_cuda() -> None:
+    """Found by a probe: a model whose forward has ``with torch.autocast("cuda", dtype=torch.float16)`` was planned for
+    device="cuda" in float32 (and amp None): the simulated step runs on fake CPU tensors, which CUDA autocast leaves
+    alone (and on a machine without a GPU torch disables it); the same for accelerate's prepare on a GPU. A GPU runs
+    the products in float16: planned as CPU autocast's, which saves the same for these layers."""
+    x = torch.randn(2, 3, 16, 16)
+    own = HeadInAutocast("cuda", torch.float16)
+    plan = memory_plan(own, (3, 16, 16), batch=2)
+    on_the_cpu = measure(HeadInAutocast("cpu", torch.float16), x).saved  # the same forward, its block CPU autocast's
+    assert plan.activations == on_the_cpu > measure(own, x).saved
+    assert plan.amp == "float16" and "1 outside autocast, 1 in float16" in plan.amp_note
+    with pytest.warns(UserWarning, match="CUDA is not available"):  # a CPU step leaves the GPU's autocast out
+        cpu = memory_plan(own, (3, 16, 16), batch=2, device="cpu")
+    assert (cpu.activations, cpu.amp) == (measure(own, x).saved, None)
+    with unittest.mock.patch("torch.cuda.amp.common.amp_definitely_not_available", return_value=False):
+        with unittest.mock.patch("torch.cuda.is_bf16_supported", return_value=True):
+            on_a_gpu = torch.autocast("cuda", dtype=torch.bfloat16)  # as accelerate makes it on a GPU
+    prepared = prepared_like_accelerate(_conv_net(), on_a_gpu)
+    plan = memory_plan(prepared, (3, 16, 16), batch=2)
+    assert (plan.activations, plan.amp) == (measure(_conv_net(), x, torch.bfloat16).saved, "bfloat16")
+    with on_a_gpu:  # the caller's autocast is no part of the step its arguments describe
+        plan = memory_plan(_conv_net(), (3, 16, 16), batch=2)
+    assert (plan.activations, plan.amp) == (measure(_conv_net(), x).saved, None)
 
 
 def test_max_batch_of_a_model_that_trains_from_batch_2() -> None:

@@ -20,7 +20,10 @@ does:
   leaves in the lower precision (``autocast.CUDA_FLOAT32``: ``pow``, ``exp``,
   ``softmax``, ``layer_norm``, ``sum``, ``interpolate`` …) and leaves in the
   lower precision some that CPU autocast runs in float32 (``autocast.CPU_FLOAT32``:
-  3-D pooling, reflection and replication padding).
+  3-D pooling, reflection and replication padding).  A CUDA autocast region
+  (a ``torch.autocast("cuda")`` in the model's forward, accelerate's
+  ``prepare`` on a GPU) casts the step's CPU ops as on a GPU, also where this
+  machine has no GPU (where torch would disable it).
 
 Measured against a real training step on an NVIDIA H200 (torch 2.11):
 ``benchmarks/gpu_memory.py``, docs/memory.md.
@@ -29,6 +32,7 @@ Measured against a real training step on an NVIDIA H200 (torch 2.11):
 from __future__ import annotations
 
 import functools
+import threading
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +41,7 @@ import torch
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
+from .ambient import SetAside
 from .autocast import CPU_FLOAT32, CPU_FLOAT32_PADS, CUDA_FLOAT32, HALF
 
 __all__ = ("CudaKernels",)
@@ -59,10 +64,30 @@ class CudaKernels(TorchFunctionMode):
     [torch.bool]
     """
 
+    def __enter__(self) -> CudaKernels:
+        self._gpu = _GPU_AUTOCAST.held()  # torch.autocast("cuda") made in the step is not disabled for want of a GPU
+        self._gpu.__enter__()
+        _IN_STEP.depth = getattr(_IN_STEP, "depth", 0) + 1
+        super().__enter__()  # type: ignore[no-untyped-call]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)  # type: ignore[no-untyped-call]
+        finally:
+            _IN_STEP.depth -= 1
+            self._gpu.__exit__(None, None, None)
+
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
     ) -> Any:
         kwargs = dict(kwargs or {})
+        low = torch.get_autocast_dtype("cuda")
+        if torch.is_autocast_enabled("cuda") and not (
+            torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == low
+        ):  # a GPU's autocast region: the fake CPU tensors get CPU autocast's casts (the CUDA region wins)
+            with torch.autocast("cpu", dtype=low):
+                return self.__torch_function__(func, types, args, kwargs)
         if func in (F.dropout, torch.dropout):
             return _dropout_as_cuda(func, *args, **kwargs)
         if func is F.scaled_dot_product_attention:
@@ -77,6 +102,34 @@ class CudaKernels(TorchFunctionMode):
                 with torch.autocast("cpu", enabled=False):
                     return func(*args, **kwargs)
         return func(*args, **kwargs)
+
+
+_IN_STEP = threading.local()  # depth: this thread runs a step under CudaKernels
+
+
+def _gpu_autocast_on() -> tuple[Any, Any]:
+    """Make ``torch.autocast("cuda", ...)``, made in a thread inside :class:`CudaKernels`, enabled as on a GPU; other
+    threads get torch's answers.  The functions replaced."""
+    common = torch.cuda.amp.common
+    before = (common.amp_definitely_not_available, torch.cuda.is_bf16_supported)
+
+    def not_available() -> bool:
+        return False if getattr(_IN_STEP, "depth", 0) else bool(before[0]())  # type: ignore[no-untyped-call]
+
+    def bf16_supported(*args: Any, **kwargs: Any) -> bool:
+        in_step = getattr(_IN_STEP, "depth", 0) and not torch.cuda.is_available()
+        return True if in_step else bool(before[1](*args, **kwargs))
+
+    common.amp_definitely_not_available = not_available
+    torch.cuda.is_bf16_supported = bf16_supported
+    return before
+
+
+def _gpu_autocast_back(before: tuple[Any, Any]) -> None:
+    torch.cuda.amp.common.amp_definitely_not_available, torch.cuda.is_bf16_supported = before
+
+
+_GPU_AUTOCAST = SetAside(_gpu_autocast_on, _gpu_autocast_back)
 
 
 def _float32(value: Any) -> Any:

@@ -378,7 +378,10 @@ def simulate_step(
     # the plan is of the step its arguments describe, not of the caller's inference_mode or autocast (entered only
     # when on: an autocast region around the step's own would keep its cast cache alive through the backward)
     inference = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
-    ambient = torch.autocast("cpu", enabled=False) if torch.is_autocast_enabled("cpu") else contextlib.nullcontext()
+    ambient = contextlib.ExitStack()
+    for kind in ("cpu", "cuda"):  # CUDA's too: a step for a GPU casts as its autocast does (CudaKernels)
+        if torch.is_autocast_enabled(kind):
+            ambient.enter_context(torch.autocast(kind, enabled=False))
     made: list[_Storages] = []
     try:
         with inference, ambient:
