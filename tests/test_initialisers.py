@@ -3,13 +3,17 @@ named as its layer type's default, whatever the user or the library had drawn)."
 
 from __future__ import annotations
 
+import copy
 import math
 import re
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from torchsurgeon import ParamChange, check_surgery
 from torchsurgeon.initialisers import default_init, named_init
 
 
@@ -114,3 +118,96 @@ def test_the_initialisers_of_torchvisions_detection_heads_are_named() -> None:
                 assert named[0] == truth, (kind, name, like)
             else:  # the values cannot tell these apart: the truth is among them
                 assert truth in named and kind == "ssdlite" and p.shape[1] == 1, (kind, name, like)
+
+
+class _OwnInitialiser(nn.Module):
+    """A model initialising its layers itself as transformers' models do: ``_init_weights(module)`` and a config."""
+
+    config = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(16, 32)
+        self.classifier = nn.Linear(32, 5)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(x))
+
+
+def test_a_models_own_initialiser_is_read_without_touching_the_model() -> None:
+    """own_inits runs the model's _init_weights on stand-ins: the weights and the random state are as they were."""
+    from torchsurgeon.initialisers import own_inits
+
+    model = _OwnInitialiser()
+    weights, rng = copy.deepcopy(model.state_dict()), torch.get_rng_state()
+    inits = own_inits(model, ["classifier.weight", "classifier.bias"])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert (inits["classifier.weight"].description, inits["classifier.bias"].description) == (
+        "normal_(0, 0.02)",
+        "zeros_",
+    )
+    model._init_weights(model.classifier)  # the truth: what it draws fits the name
+    assert named_init(model.classifier, "weight", model.classifier.weight, inits["classifier.weight"]).startswith(
+        "normal_(0, 0.02) (_OwnInitialiser._init_weights); observed"
+    )
+    model.classifier = nn.Linear(32, 5)  # a head the user built: PyTorch's default, not the model's
+    bound = 1 / math.sqrt(32)
+    named = named_init(model.classifier, "weight", model.classifier.weight, inits["classifier.weight"])
+    assert named.startswith(f"kaiming_uniform_(a=√5): U(-{bound:.4f}, {bound:.4f}): PyTorch's default, not normal_")
+
+
+def test_transformers_stem_reinitialised_by_from_pretrained_is_named_as_its_init_weights_draws_it(
+    tmp_path: Path,
+) -> None:
+    """Found by a probe: ResNetForImageClassification.from_pretrained(..., num_channels=1, ignore_mismatched_sizes=True)
+    draws the new stem with ResNet's _init_weights (kaiming_normal_, fan_out, relu); check_surgery named it 'like
+    xavier_normal_', an initialiser the model does not use (both stds are close on a 1-channel stem)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=5)
+    transformers.ResNetForImageClassification(config).save_pretrained(tmp_path)
+    original = transformers.ResNetForImageClassification.from_pretrained(tmp_path).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        edited = transformers.ResNetForImageClassification.from_pretrained(
+            tmp_path, num_channels=1, ignore_mismatched_sizes=True
+        ).eval()
+    stem = "resnet.embedder.embedder.convolution.weight"
+    weight = edited.get_parameter(stem)
+    std = math.sqrt(2 / (weight.shape[0] * weight.shape[2] * weight.shape[3]))  # kaiming_normal_: √(2 / fan_out)
+    assert abs(float(weight.detach().std()) - std) < 0.15 * std  # what transformers drew: the truth
+    report = check_surgery(original, edited, (1, 32, 32))
+    assert report.status_of(stem) == ParamChange.REINITIALISED
+    init = next(p.init for p in report.params if p.name == stem)
+    assert init.startswith(f"kaiming_normal_(a=0, mode='fan_out', nonlinearity='relu'): N(0, {std:.4g}) (ResNetModel")
+    assert "xavier" not in init
+
+
+def test_transformers_head_from_a_base_checkpoint_is_named_as_its_init_weights_draws_it(tmp_path: Path) -> None:
+    """Found by a probe: ModernBERT's _init_weights draws its classifier from trunc_normal_(std=hidden_size**-0.5,
+    cut at ±2 std); check_surgery named it 'a normal draw', or 'like xavier_normal_' (not what the model uses)."""
+    transformers = pytest.importorskip("transformers")
+    if not hasattr(transformers, "ModernBertConfig"):
+        pytest.skip("this transformers has no ModernBERT")
+    config = transformers.ModernBertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=99, pad_token_id=0
+    )
+    transformers.ModernBertModel(config).save_pretrained(tmp_path)
+    original = transformers.ModernBertModel.from_pretrained(tmp_path).eval()
+    torch.manual_seed(2)
+    edited = transformers.ModernBertForSequenceClassification.from_pretrained(tmp_path, num_labels=5).eval()
+    std = config.hidden_size**-0.5
+    assert float(edited.classifier.weight.abs().max()) <= 2 * std  # what transformers drew: cut at 2 std
+    report = check_surgery(original, edited, (8,))
+    assert report.status_of("classifier.weight") == ParamChange.NEW
+    inits = {p.name: p.init for p in report.params if p.status == ParamChange.NEW}
+    assert inits["classifier.weight"].startswith(
+        f"trunc_normal_(0, {std:.4g}, a={-2 * std:.4g}, b={2 * std:.4g}) (ModernBertForSequenceClassification"
+    )
+    assert inits["classifier.bias"].startswith("zeros_ (ModernBertForSequenceClassification._init_weights)")
+    assert not any("like" in init for init in inits.values())

@@ -1,17 +1,27 @@
-"""What a layer's new weights are initialised to: PyTorch's default initialiser, named with its bound, and what the
-values are now (:func:`torchsurgeon.check_surgery` names them for new and re-initialised weights)."""
+"""What a layer's new weights are initialised to: PyTorch's default initialiser, named with its bound, the model's own
+(a Hugging Face model's ``_init_weights``, which ``from_pretrained`` runs on the weights a checkpoint lacks), and what
+the values are now (:func:`torchsurgeon.check_surgery` names them for new and re-initialised weights)."""
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
 import math
-from collections.abc import Callable
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .errors import InputError, as_written, no_such_name
 
-__all__ = ("default_init", "named_init", "observed")
+__all__ = ("OwnInit", "default_init", "named_init", "observed", "own_inits")
 
 
 def _fan_in(module: nn.Module) -> int:
@@ -110,12 +120,13 @@ def default_init(module: nn.Module, param: str) -> str:
     return _default(module, param)[0]
 
 
-def named_init(module: nn.Module, param: str, t: torch.Tensor) -> str:
-    """The initialiser of ``module.<param>`` as its values ``t`` show it: PyTorch's default when they fit it, else
-    what they look like (a user's ``xavier_uniform_``, timm's ``trunc_normal_(std=.02)``, zeros), and the values.
+def named_init(module: nn.Module, param: str, t: torch.Tensor, own: OwnInit | None = None) -> str:
+    """The initialiser of ``module.<param>`` as its values ``t`` show it: the model's own (``own``, from
+    :func:`own_inits`) or PyTorch's default when they fit it, else what they look like (a user's
+    ``xavier_uniform_``, timm's ``trunc_normal_(std=.02)``, zeros), and the values.
 
-    The default's distribution is checked against the values (a bound no value passes, a standard deviation
-    within sampling error): a weight a user or a library re-initialised is never named as PyTorch's default.
+    Each initialiser's distribution is checked against the values (a bound no value passes, a standard deviation
+    within sampling error): a weight a user or a library re-initialised is never named as the default.
 
     Examples
     --------
@@ -134,20 +145,41 @@ def named_init(module: nn.Module, param: str, t: torch.Tensor) -> str:
     >>> _ = nn.init.zeros_(layer.bias)
     >>> print(named_init(layer, "bias", layer.bias))
     not PyTorch's default (uniform: U(-0.0625, 0.0625) (±1/√fan_in)): observed: all zeros (zeros_)
+
+    A Hugging Face model's head, as ``from_pretrained`` draws it (``normal_(0, initializer_range)``):
+
+    >>> own = OwnInit("normal_(0, 0.02)", "BertForSequenceClassification._init_weights", "normal", 0.0, 0.02)
+    >>> _ = nn.init.normal_(layer.weight, std=0.02)
+    >>> named_init(layer, "weight", layer.weight, own).split(";")[0]
+    'normal_(0, 0.02) (BertForSequenceClassification._init_weights)'
     """
     description, kind, value = _default(module, param)
     seen = observed(t)
-    if not seen or not kind:
+    if own is not None:
+        theirs = f"{own.description} ({own.by})"
+        if not seen or not own.kind:
+            return "; ".join(x for x in (theirs, seen) if x)
+        x = t.detach().double().flatten()
+        if _fits_own(x, own, t.dtype):
+            return f"{theirs}; {seen}"
+        if kind and _fits(x, kind, value):
+            return f"{description}: PyTorch's default, not {own.description} ({own.by}); {seen}"
+    elif not seen or not kind:
         return "; ".join(x for x in (description, seen) if x)
-    x = t.detach().double().flatten()
-    if _fits(x, kind, value):
-        return f"{description}; {seen}"
+    else:
+        x = t.detach().double().flatten()
+        if _fits(x, kind, value):
+            return f"{description}; {seen}"
+    head = f"not PyTorch's default ({description})"
+    if own is not None:
+        theirs = f"{own.description} ({own.by})"
+        head = f"neither {theirs} nor PyTorch's default ({description})" if kind else f"not {theirs}"
     if bool(torch.all(x == x[0])):
         c = float(x[0])
         name = "zeros_" if c == 0 else "ones_" if c == 1 else f"constant_({c:.4g})"
-        return f"not PyTorch's default ({description}): {seen} ({name})"
+        return f"{head}: {seen} ({name})"
     guess = _looks_like(t, x)
-    return f"not PyTorch's default ({description}): {seen}" + (f" — like {guess}" if guess else "")
+    return f"{head}: {seen}" + (f" — like {guess}" if guess else "")
 
 
 def _fits(x: torch.Tensor, kind: str, value: float) -> bool:
@@ -239,3 +271,314 @@ def observed(t: torch.Tensor) -> str:
         return "observed: all ones"
     std = x.std().item() if x.numel() > 1 else 0.0
     return f"observed: mean {x.mean().item():.3g}, std {std:.3g}, max|w| {x.abs().max().item():.3g}"
+
+
+@dataclass(frozen=True)
+class OwnInit:
+    """What a model's own initialiser (a Hugging Face model's ``_init_weights``) draws for one parameter.
+
+    Attributes
+    ----------
+    description : str
+        The draw as code writes it: ``normal_(0, 0.02)``, ``trunc_normal_(0, 0.02, a=-2, b=2)``, ``zeros_``.
+    by : str
+        Whose initialiser: ``ViTForImageClassification._init_weights``.
+    kind : str
+        ``normal``, ``trunc_normal``, ``uniform``, ``constant``, or ``""`` when its values cannot be checked
+        (copied from values the initialiser computes).
+    mean, std, low, high : float
+        The distribution: a normal's mean and standard deviation (before truncation), the bounds of a truncated
+        normal or a uniform draw; a constant's value is ``mean``.
+    """
+
+    description: str
+    by: str
+    kind: str
+    mean: float = 0.0
+    std: float = 0.0
+    low: float = -math.inf
+    high: float = math.inf
+
+
+_PUBLIC = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+)
+_INIT_CODES = {getattr(nn.init, n).__code__: n for n in _PUBLIC}
+"""torch.nn.init's initialisers by their code: a write inside one of them is named by it and its arguments."""
+
+_Op = tuple[str, bool, dict[str, Any]]
+"""One write to a parameter: the initialiser (or the tensor method) that made it, whether it covers the whole
+parameter, and its arguments (with the parameter's fans, and whose ``_init_weights`` ran it)."""
+
+
+class _Recorder(TorchFunctionMode):
+    """Records the writes an initialiser makes to the stand-ins of some parameters, and skips them: each stand-in is
+    a zero expanded to its parameter's shape (no memory), whose single storage tells any alias of it (``.data``, a
+    row) from other tensors.  A write inside a ``torch.nn.init`` function is recorded as that function with its
+    arguments; other writes (``weight.data.normal_(0, 0.02)``) as the tensor method."""
+
+    def __init__(self, stand_ins: Mapping[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.shapes = {t.untyped_storage().data_ptr(): (name, t) for name, t in stand_ins.items()}
+        self.ops: dict[str, list[_Op]] = {}
+        self.by = ""  # whose initialiser runs now
+        self.calls: list[FrameType] = []  # the torch.nn.init calls recorded (one call writes several times)
+
+    def _target(self, t: object) -> tuple[str, torch.Tensor, bool] | None:
+        """The parameter ``t`` is a stand-in of or a part of, its stand-in, and whether ``t`` is the whole of it."""
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return None
+        found = self.shapes.get(t.untyped_storage().data_ptr())
+        return None if found is None else (found[0], found[1], t.shape == found[1].shape)
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        public = getattr(func, "__module__", "") == "torch.nn.init"
+        writes = public or name in ("__setitem__", "__set__") or (name.endswith("_") and not name.startswith("__"))
+        first = args[0] if args else kwargs.get("tensor")
+        target = self._target(first) if writes else None
+        if target is None:
+            return func(*args, **kwargs)
+        param, stand_in, whole = target
+        frame: FrameType | None = sys._getframe(1)
+        call: FrameType | None = None
+        for _ in range(12):  # the outermost torch.nn.init function this write is made in, with its arguments
+            if frame is None:
+                break
+            if frame.f_code in _INIT_CODES:
+                call = frame
+            frame = frame.f_back
+        if public:  # a torch.nn.init function that hands itself to the mode: its arguments as given
+            found: dict[str, Any] = dict(zip(_arguments(func), args)) | kwargs
+        elif call is not None:
+            name, found = _INIT_CODES[call.f_code], dict(call.f_locals)
+            if any(call is seen for seen in self.calls):
+                return first
+            self.calls.append(call)
+        else:
+            found = {"args": args[1:], **kwargs}
+        found |= {"by": self.by, "fans": nn.init._calculate_fan_in_and_fan_out(stand_in) if stand_in.dim() > 1 else ()}
+        self.ops.setdefault(param, []).append((name if public or call is not None else f"Tensor.{name}", whole, found))
+        return first
+
+
+@functools.cache
+def _arguments(func: Callable[..., Any]) -> tuple[str, ...]:
+    """The names of a ``torch.nn.init`` function's arguments, in order."""
+    return tuple(inspect.signature(func).parameters)
+
+
+def _draw(ops: Sequence[_Op]) -> OwnInit | None:
+    """What the recorded writes to one parameter leave in it: the last one over the whole of it."""
+    found: OwnInit | None = None
+    for op, whole, a in ops:
+        if not whole:
+            continue  # a row (an embedding's padding row zeroed): the rest is as drawn
+        by, given = a["by"], a.get("args", ())
+        if op in ("normal_", "Tensor.normal_"):
+            mean, std = (
+                float(a.get("mean", given[0] if given else 0.0)),
+                float(a.get("std", given[1] if len(given) > 1 else 1.0)),
+            )
+            found = OwnInit(f"normal_({mean:g}, {std:.4g})", by, "normal", mean, std)
+        elif op == "trunc_normal_":
+            mean, std, low, high = (float(a[k]) for k in ("mean", "std", "a", "b"))
+            found = OwnInit(
+                f"trunc_normal_({mean:g}, {std:.4g}, a={low:.4g}, b={high:.4g})",
+                by,
+                "trunc_normal",
+                mean,
+                std,
+                low,
+                high,
+            )
+        elif op in ("uniform_", "Tensor.uniform_"):
+            low = float(a.get("a", a.get("from", given[0] if given else 0.0)))
+            high = float(a.get("b", a.get("to", given[1] if len(given) > 1 else 1.0)))
+            found = OwnInit(f"uniform_({low:.4g}, {high:.4g})", by, "uniform", low=low, high=high)
+        elif op in ("kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_") and a["fans"]:
+            fan_in, fan_out = a["fans"]
+            if op.startswith("kaiming"):
+                slope, mode, nonlinearity = (
+                    float(a.get("a", 0)),
+                    a.get("mode", "fan_in"),
+                    a.get("nonlinearity", "leaky_relu"),
+                )
+                std = nn.init.calculate_gain(nonlinearity, slope) / math.sqrt(fan_in if mode == "fan_in" else fan_out)
+                how = f"a={slope:.4g}, mode={mode!r}, nonlinearity={nonlinearity!r}"
+            else:
+                std = float(a.get("gain", 1.0)) * math.sqrt(2.0 / (fan_in + fan_out))
+                how = f"gain={float(a.get('gain', 1.0)):g}"
+            if op.endswith("uniform_"):
+                bound = math.sqrt(3.0) * std
+                found = OwnInit(f"{op}({how}): U(-{bound:.4f}, {bound:.4f})", by, "uniform", low=-bound, high=bound)
+            else:
+                found = OwnInit(f"{op}({how}): N(0, {std:.4g})", by, "normal", 0.0, std)
+        elif op in ("zeros_", "ones_", "constant_", "Tensor.zero_", "Tensor.fill_"):
+            value = {"zeros_": 0.0, "ones_": 1.0, "Tensor.zero_": 0.0}.get(op)
+            value = float(a.get("val", a.get("value", given[0] if given else 0.0))) if value is None else value
+            name = "zeros_" if value == 0 else "ones_" if value == 1 else f"constant_({value:g})"
+            found = OwnInit(name, by, "constant", value)
+        else:  # orthogonal_, eye_, a copy of values it computes: not a draw whose values are checked here
+            found = OwnInit(f"set by {op}", by, "")
+    return found
+
+
+def _initialiser_of(model: nn.Module, name: str) -> nn.Module | None:
+    """The module whose ``_init_weights`` initialises the module ``name`` of ``model``: the nearest one above it or
+    it (a Hugging Face model's sub-model initialises its own layers), None when none has one."""
+    while True:
+        module = model.get_submodule(name)
+        if callable(getattr(type(module), "_init_weights", None)) and hasattr(module, "config"):
+            return module
+        if not name:
+            return None
+        name = name.rpartition(".")[0]
+
+
+def own_inits(model: nn.Module, names: Iterable[str]) -> dict[str, OwnInit]:
+    """What the model's own initialiser draws for the parameters ``names``: a Hugging Face model's ``_init_weights``,
+    run as ``from_pretrained`` runs it for the weights a checkpoint lacks (each layer, then the layers holding it).
+
+    It runs on a copy whose parameters are stand-ins on which nothing is drawn: ``model`` is left as found, no
+    memory is taken for the weights, and the random state is not advanced.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model (its layers with an ``_init_weights`` method and a ``config``: transformers' ``PreTrainedModel``).
+    names : iterable of str
+        Parameters of ``model``, as ``named_parameters()`` names them.
+
+    Returns
+    -------
+    dict[str, OwnInit]
+        The parameters the initialiser sets, each with what it draws; none for a model without one, or whose
+        initialiser cannot run on stand-ins.
+
+    Examples
+    --------
+    A model initialising its layers as transformers' models do (``ViTPreTrainedModel._init_weights``):
+
+    >>> from torch import nn
+    >>> class Tiny(nn.Module):
+    ...     config = None
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.classifier = nn.Linear(32, 5)
+    ...     def _init_weights(self, module):
+    ...         if isinstance(module, nn.Linear):
+    ...             nn.init.trunc_normal_(module.weight, std=0.02)
+    ...             nn.init.zeros_(module.bias)
+    >>> inits = own_inits(Tiny(), ["classifier.weight", "classifier.bias"])
+    >>> inits["classifier.weight"].description, inits["classifier.bias"].description
+    ('trunc_normal_(0, 0.02, a=-2, b=2)', 'zeros_')
+    >>> inits["classifier.weight"].by
+    'Tiny._init_weights'
+
+    A model without its own initialiser:
+
+    >>> own_inits(nn.Linear(2, 2), ["weight"])
+    {}
+    """
+    params = dict(model.named_parameters())
+    wanted = [n for n in dict.fromkeys(names) if n in params and params[n].is_floating_point()]
+    owners = {n.rpartition(".")[0] for n in wanted}
+    if not wanted or all(_initialiser_of(model, owner) is None for owner in owners):
+        return {}
+    memo: dict[int, Any] = {}
+    stand_ins: dict[str, torch.Tensor] = {}
+    for n, p in model.named_parameters():
+        if n in wanted:
+            stand_in = torch.zeros((), dtype=p.dtype).expand(p.shape)
+            stand_ins[n] = stand_in
+        else:
+            stand_in = torch.empty_like(p, device="meta")
+        memo[id(p)] = nn.Parameter(stand_in, requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    chains: set[str] = set()
+    for owner in owners:
+        while True:
+            chains.add(owner)
+            if not owner:
+                break
+            owner = owner.rpartition(".")[0]
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            copied = copy.deepcopy(model, memo)
+            stand_ins = {n: copied.get_parameter(n) for n in stand_ins}
+            recorder = _Recorder(stand_ins)
+            with recorder:
+                for owner in sorted(chains, key=lambda m: -m.count(".") - bool(m)):  # each layer before its holders
+                    by = _initialiser_of(copied, owner)
+                    if by is not None:
+                        recorder.by = f"{type(by).__name__}._init_weights"
+                        initialise: Callable[[nn.Module], None] = by._init_weights  # type: ignore[assignment]
+                        initialise(copied.get_submodule(owner))
+    except Exception:  # an initialiser reading values stand-ins do not have: say nothing rather than guess
+        return {}
+    recorder.calls.clear()  # the frames, and the stand-ins their locals hold
+    found = {n: _draw(ops) for n, ops in recorder.ops.items()}
+    return {n: d for n, d in found.items() if d is not None}
+
+
+def _fits_own(x: torch.Tensor, own: OwnInit, dtype: torch.dtype) -> bool:
+    """Whether the values ``x`` (float64, flat, of a tensor of ``dtype``) may come from ``own``'s draw."""
+    n = x.numel()
+    if own.kind == "constant":
+        return bool(torch.all(x == float(torch.tensor(own.mean, dtype=dtype))))
+    if n > 1 and bool(torch.all(x == x[0])):
+        return False
+    slack = float(torch.finfo(dtype).eps) * max(abs(own.low), abs(own.high), 1.0) if dtype.is_floating_point else 0
+    if float(x.min()) < own.low - slack or float(x.max()) > own.high + slack:
+        return False
+    if n < 20:
+        return True
+    if own.kind == "uniform":
+        mean, std = (own.low + own.high) / 2, (own.high - own.low) / math.sqrt(12)
+    elif own.kind == "trunc_normal":
+        mean, std = _truncated(own)
+    else:
+        mean, std = own.mean, own.std
+    spread, _, tol = _spread(x)
+    if std == 0:
+        return False
+    return abs(spread - std) <= tol * std and abs(float(x.mean()) - mean) <= 5 * std / math.sqrt(n) + slack
+
+
+def _truncated(own: OwnInit) -> tuple[float, float]:
+    """The mean and standard deviation of ``own``'s normal truncated to ``[low, high]``."""
+
+    def pdf(z: float) -> float:
+        return math.exp(-z * z / 2) / math.sqrt(2 * math.pi) if math.isfinite(z) else 0.0
+
+    def cdf(z: float) -> float:
+        return (1 + math.erf(z / math.sqrt(2))) / 2
+
+    a, b = (own.low - own.mean) / own.std, (own.high - own.mean) / own.std
+    mass = cdf(b) - cdf(a)
+    if mass <= 0:
+        return own.mean, 0.0
+    shift = (pdf(a) - pdf(b)) / mass
+    za = a * pdf(a) if math.isfinite(a) else 0.0
+    zb = b * pdf(b) if math.isfinite(b) else 0.0
+    variance = own.std**2 * (1 + (za - zb) / mass - shift**2)
+    return own.mean + own.std * shift, math.sqrt(max(variance, 0.0))

@@ -1,9 +1,10 @@
 """A check of any model edit: what happened to every parameter, and what no longer fits.
 
 :func:`check_surgery` compares an edited model with its original, parameter
-by parameter: kept, folded, re-initialised (with PyTorch's default
-initialiser named), new, removed, invalid; the edited model's graph records
-each layer's change (:class:`~torchsurgeon.records.ParamChange`).
+by parameter: kept, folded, re-initialised (with the initialiser named: the
+model's own, a Hugging Face model's ``_init_weights``, or PyTorch's default),
+new, removed, invalid; the edited model's graph records each layer's change
+(:class:`~torchsurgeon.records.ParamChange`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .errors import TraceError, first_line
 from .fold import is_exact_fold, recognise_fold, recognise_scaled_fold
 from .foldcheck import computes_its_weight, fold_difference, tolerance
 from .graph import node_records, update_record
-from .initialisers import named_init
+from .initialisers import OwnInit, named_init, own_inits
 from .modelreport import ModelReport
 from .paramrelations import (
     cast,
@@ -418,9 +419,14 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
         except Exception:  # untraceable without an input: any layer may
             return frozenset(n for n, _ in original.named_modules())
 
+    @functools.cache
+    def own() -> dict[str, OwnInit]:
+        """What the edited model's own initialiser (transformers' ``_init_weights``) draws for the unmatched ones."""
+        return own_inits(edited, unmatched)
+
     def init_of(name: str, t: torch.Tensor) -> str:
         module, local = _module_and_local(edited, name)
-        return named_init(module, local, t)
+        return named_init(module, local, t, own().get(name))
 
     unmatched: list[str] = []
     for name, p in new.items():
