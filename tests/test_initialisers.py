@@ -211,3 +211,43 @@ def test_transformers_head_from_a_base_checkpoint_is_named_as_its_init_weights_d
     )
     assert inits["classifier.bias"].startswith("zeros_ (ModernBertForSequenceClassification._init_weights)")
     assert not any("like" in init for init in inits.values())
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_new_token_rows_drawn_at_the_pretrained_mean_are_named_so(tied: bool) -> None:
+    """Found by a probe: resize_token_embeddings(len(tokenizer) + k) draws the new rows from N(mean of the old
+    rows, 1e-9 × their covariance) (transformers' mean_resizing, its default); check_surgery named them 'like a
+    normal draw N(0, 0.00177)', an initialiser nothing used.  Without mean_resizing: the model's normal_(0, 0.02)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=99,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        tie_word_embeddings=tied,
+    )
+    model = transformers.LlamaForCausalLM(config).eval()
+    tables = ["model.embed_tokens.weight"] + ([] if tied else ["lm_head.weight"])
+    for mean_resizing, named in ((True, "the mean of the 99 pretrained rows"), (False, "normal_(0, 0.02) (Llama")):
+        edited = copy.deepcopy(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            edited.resize_token_embeddings(104, mean_resizing=mean_resizing)
+        report = check_surgery(model, edited, (8,))
+        assert report.total_after == sum(p.numel() for p in edited.parameters())
+        resized = {p.name: p for p in report.params if p.status != ParamChange.KEPT}
+        assert set(resized) == set(tables)  # a tied head is the embedding: one parameter
+        for name in tables:
+            old, new = model.get_parameter(name), edited.get_parameter(name)
+            assert torch.equal(new[:99], old[:99])  # the truth: the pretrained rows are there
+            near_mean = bool(torch.all((new[99:] - old.mean(0)).abs() < 1e-3 * old.std(0)))
+            assert near_mean == mean_resizing  # and the new ones are the old rows' mean, or not
+            assert resized[name].status == ParamChange.RESIZED
+            assert resized[name].message == "rows 0–98 pretrained, 5 new (99–103)"
+            assert resized[name].init.startswith(named)
+            assert "like" not in resized[name].init
+        assert (edited.get_output_embeddings().weight is edited.get_input_embeddings().weight) == tied

@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from .errors import InputError, as_written, no_such_name
 
-__all__ = ("OwnInit", "default_init", "named_init", "observed", "own_inits")
+__all__ = ("OwnInit", "default_init", "from_mean", "named_init", "observed", "own_inits")
 
 
 def _fan_in(module: nn.Module) -> int:
@@ -582,3 +582,35 @@ def _truncated(own: OwnInit) -> tuple[float, float]:
     zb = b * pdf(b) if math.isfinite(b) else 0.0
     variance = own.std**2 * (1 + (za - zb) / mass - shift**2)
     return own.mean + own.std * shift, math.sqrt(max(variance, 0.0))
+
+
+def from_mean(old: torch.Tensor, rows: torch.Tensor) -> str:
+    """How the new ``rows`` of a resized table were set when they are the pretrained rows' mean (transformers'
+    ``resize_token_embeddings(mean_resizing=True)`` draws them from ``N(mean, 1e-9 × covariance)``), else "".
+
+    Examples
+    --------
+    >>> import torch
+    >>> old = torch.randn(50, 4)
+    >>> print(from_mean(old, old.mean(0).expand(3, 4)).split(";")[0])
+    the mean of the 50 pretrained rows (as transformers' mean_resizing sets them: N(mean, 1e-9·covariance))
+    >>> from_mean(old, torch.randn(3, 4))
+    ''
+    """
+    if old.dim() == 0 or old.shape[1:] != rows.shape[1:] or old.shape[0] < 2 or rows.numel() == 0:
+        return ""
+    if "meta" in (old.device.type, rows.device.type) or not old.is_floating_point() or not rows.is_floating_point():
+        return ""
+    o = old.detach().double()
+    if bool(torch.all(o == o.flatten()[0])):  # rows of one value: any constant is their mean
+        return ""
+    mean, spread = o.mean(0), o.std(0)
+    r = rows.detach().double().to(o.device)
+    eps = float(torch.finfo(rows.dtype).eps)
+    off = (r - mean).abs()
+    if not bool(torch.all(off <= 1e-3 * spread + 2 * eps * mean.abs() + 1e-12)):
+        return ""
+    return (
+        f"the mean of the {old.shape[0]} pretrained rows (as transformers' mean_resizing sets them: "
+        f"N(mean, 1e-9·covariance)); observed: max|row − mean| {float(off.max()):.3g}"
+    )

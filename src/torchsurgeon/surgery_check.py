@@ -29,7 +29,7 @@ from .errors import TraceError, first_line
 from .fold import is_exact_fold, recognise_fold, recognise_scaled_fold
 from .foldcheck import computes_its_weight, fold_difference, tolerance
 from .graph import node_records, update_record
-from .initialisers import OwnInit, named_init, own_inits
+from .initialisers import OwnInit, from_mean, named_init, own_inits
 from .modelreport import ModelReport
 from .paramrelations import (
     cast,
@@ -424,9 +424,10 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
         """What the edited model's own initialiser (transformers' ``_init_weights``) draws for the unmatched ones."""
         return own_inits(edited, unmatched)
 
-    def init_of(name: str, t: torch.Tensor) -> str:
+    def init_of(name: str, t: torch.Tensor, old: torch.Tensor | None = None) -> str:
+        """How ``t`` (new values of ``name``; the new rows of the pretrained ``old`` when given) was set."""
         module, local = _module_and_local(edited, name)
-        return named_init(module, local, t, own().get(name))
+        return (from_mean(old, t) if old is not None else "") or named_init(module, local, t, own().get(name))
 
     unmatched: list[str] = []
     for name, p in new.items():
@@ -559,7 +560,7 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
             resized = resized_rows(o, p, alike=alike) or resized_as(o, p, kept_rows.get(owner, ()))
             if resized is not None:  # an embedding or a head resized: its pretrained rows are there
                 note, fresh = resized
-                init = init_of(name, p[fresh]) if fresh else ""
+                init = init_of(name, p[fresh], o) if fresh else ""
                 reports[name] = ParamReport(name, ParamChange.RESIZED, tuple(o.shape), tuple(p.shape), init, note)
                 resizes.add((o.shape[0], p.shape[0]))
                 kept_rows.setdefault(owner, kept_pairs(o, p))
