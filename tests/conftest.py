@@ -90,11 +90,11 @@ def _rss_bytes() -> int:
 
 
 @pytest.fixture(autouse=True)
-def _search_without_a_wall_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The input-size search of a graph traced for its shapes only stops after ``RETRACE_SECONDS`` of wall time
-    (a bound on the user's wait) or ``MAX_RETRACES`` traces.  Tests check what the search names, which on a
-    loaded machine the wall-clock bound would cut short (seen once: test_inputsize's ViT search at load 7 on
-    2 cores); here only the count bounds it, so a run gives the same answers however busy the machine is."""
+def _search_bounded_by_its_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The input-size search of a graph traced for its shapes only stops after ``RETRACE_SECONDS`` of the
+    thread's CPU time (a bound on the user's wait) or ``MAX_RETRACES`` traces.  Tests check what the search names,
+    which a slow machine's CPU time would cut short; here only the count bounds it, so a run gives the same
+    answers on any machine."""
     import torchsurgeon.inputsize
 
     monkeypatch.setattr(torchsurgeon.inputsize, "RETRACE_SECONDS", 3600.0)

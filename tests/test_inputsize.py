@@ -307,3 +307,24 @@ def test_a_model_whose_own_check_refuses_the_size_is_told_the_sizes_it_runs_on(
     for shape in named:
         assert _runs(model, shape) and not _runs(model, _smaller(shape, 1)) and not _runs(model, _smaller(shape, 2))
         assert paramcount(model, shape).output_shape == (1, 2, *shape[1:])
+
+
+def test_the_search_budget_is_cpu_time_so_a_busy_machine_gets_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each try here waits 0.2 s without computing, as a try does on a machine busy with other work: a budget of
+    wall time (0.3 s) would stop the search after two tries and name nothing; CPU time names the sizes."""
+    import time
+
+    import torchsurgeon.inputsize
+    from torchsurgeon.inputsize import name_running_input
+
+    monkeypatch.setattr(torchsurgeon.inputsize, "RETRACE_SECONDS", 0.3)
+    tries: list[dict[str, Any]] = []
+
+    def runs(spec: dict[str, Any]) -> bool:  # a model whose forward asks for sizes divisible by 32
+        tries.append(spec)
+        time.sleep(0.2)
+        return all(s % 32 == 0 for s in spec["x"][1:])
+
+    found = name_running_input((3, 250, 250), ["x"], 1, runs)
+    assert len(tries) > 2
+    assert "paramcount(model, (3, 224, 224)) or paramcount(model, (3, 256, 256))" in found

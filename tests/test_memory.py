@@ -439,8 +439,9 @@ def test_7b_decoder_on_meta_in_under_30_s_and_2_gib() -> None:
     """The issue's scale target, in a fresh process so that its peak RSS is its own.
 
     The time is the child's CPU time, not wall time: under load (8 processes on 2 cores) the wall time of an
-    8.5 s CPU run reached 156 s, which says nothing about the library.  The peak is the process's VmHWM: ``ru_maxrss`` survives ``exec`` on Linux, so a child of a
-    large pytest process would report the parent's size at the fork.
+    8.5 s CPU run reached 156 s, which says nothing about the library.  The peak is the process's VmHWM:
+    ``ru_maxrss`` survives ``exec`` on Linux, so a child of a large pytest process would report the parent's
+    size at the fork.
     """
     code = (
         "import re, resource, time, torch; from models import llama_7b_on_meta; from torchsurgeon import memory_plan\n"

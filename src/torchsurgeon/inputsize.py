@@ -67,7 +67,9 @@ MAX_RETRACES = 16
 """The most traces a search makes for a graph traced for the given shapes only (each try traces the model again)."""
 
 RETRACE_SECONDS = 3.0
-"""Nor does it start a trace after this long (a large model's traces are slow)."""
+"""Nor does it start a trace after this much CPU time of the searching thread (a large model's traces are slow):
+CPU time, not wall time, so that a busy machine, or other threads analysing other models, does not cut the search
+short and change the answer."""
 
 _FITS_FROM = (64, 256, 1024, 4096)  # step 1: sizes tried to find one that fits at all
 _POWERS = 7  # step 2: multiples 1, 2, 4, ... 64 (times the factors findings name)
@@ -127,14 +129,15 @@ class _OutOfPropagations(Exception):
 
 @dataclasses.dataclass
 class _Budget:
-    """What the searches of one finding may still spend: propagations (or traces), and until when."""
+    """What the searches of one finding may still spend: propagations (or traces), and until when (the thread's
+    CPU time, :func:`time.thread_time`)."""
 
     left: int
     until: float = math.inf
 
     def spend(self) -> None:
         """Count one propagation, or raise :class:`_OutOfPropagations` when none is left."""
-        if self.left <= 0 or time.perf_counter() > self.until:
+        if self.left <= 0 or time.thread_time() > self.until:
             raise _OutOfPropagations
         self.left -= 1
 
@@ -465,7 +468,7 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
     records = records_now(G)
     answer, targets = "", size_caused
     # shared by the searches below
-    budget = _Budget(MAX_RETRACES, time.perf_counter() + RETRACE_SECONDS) if specific else _Budget(MAX_PROPAGATIONS)
+    budget = _Budget(MAX_RETRACES, time.thread_time() + RETRACE_SECONDS) if specific else _Budget(MAX_PROPAGATIONS)
     propagate: Callable[[dict[str, Any]], ShapeResult] = (
         retrace if specific and retrace is not None else functools.partial(_propagated, G, batch)
     )
@@ -526,7 +529,7 @@ def name_running_input(input: InputSpec, names: list[str], batch: int, runs: Cal
             raise ValueError("the model refuses this input")
         return ran
 
-    budget = _Budget(MAX_RETRACES, time.perf_counter() + RETRACE_SECONDS)
+    budget = _Budget(MAX_RETRACES, time.thread_time() + RETRACE_SECONDS)
     search = _Search(given, batch, axes, frozenset(), forward, budget)
     try:
         found = search.run(1)
