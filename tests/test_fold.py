@@ -21,6 +21,7 @@ from torchsurgeon.fold import (
     fold_sum,
     fold_weight,
     fold_zero_extra,
+    is_exact_fold,
     recognise_fold,
 )
 from torchsurgeon.records import FoldMode
@@ -420,9 +421,24 @@ def test_random_is_not_a_fold(mode: FoldMode | str) -> None:
 
 @pytest.mark.parametrize("mode", ["avg", "", "zero-extra"])
 def test_unknown_mode_string_lists_valid_modes(mode: str) -> None:
-    match = rf"mode='{mode}' — (did you mean .*; )?use one of 'sum', 'spread', 'repeat', 'zero_extra', 'random'"
+    match = rf"mode='{mode}' — (did you mean .*; )?use one of 'sum', 'spread', 'repeat', 'zero_extra'$"
     with pytest.raises(InputError, match=match):
         fold_weight(torch.randn(4, 3, 3, 3), 4, mode)
+
+
+@pytest.mark.parametrize("mode", ["randm", "rando", "Random "])
+def test_unknown_mode_never_offers_random(mode: str) -> None:
+    """A typo of 'random' was answered "did you mean 'random'? mode='random'", a call fold_weight refuses."""
+    with pytest.raises(InputError) as info:
+        fold_weight(torch.randn(4, 3, 3, 3), 1, mode)
+    assert "random" not in str(info.value).replace(repr(mode), "")
+    for offered in re.findall(r"'(\w+)'", str(info.value).replace(repr(mode), "")):  # each one offered runs
+        assert fold_weight(torch.randn(4, 3, 3, 3), 6 if offered != "sum" else 1, offered).shape[1] in (1, 6)
+
+
+def test_is_exact_fold_refuses_random() -> None:
+    with pytest.raises(SurgeryError, match=r"mode='random' is not a fold"):
+        is_exact_fold("random", 3, 1)
 
 
 def test_mode_of_wrong_type_is_rejected() -> None:

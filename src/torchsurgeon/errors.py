@@ -12,7 +12,7 @@ import functools
 import os
 import re
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 __all__ = (
@@ -126,7 +126,7 @@ def check_flag(value: Any, name: str, meaning: str, *, optional: bool = False) -
 E = TypeVar("E", bound=enum.Enum)
 
 
-def check_option(value: Any, kind: type[E], name: str, *, also: str = "") -> E:
+def check_option(value: Any, kind: type[E], name: str, *, also: str = "", among: Sequence[E] | None = None) -> E:
     """``value``, given as the argument ``name``, as a member of the option enum ``kind``: the member itself, or
     its value as a string in any case (``"SUM"`` is ``FoldMode.SUM``), the one rule of every option torchsurgeon
     takes (fold modes, ``crosscheck``, ``optimizer``, table formats and columns).
@@ -135,7 +135,8 @@ def check_option(value: Any, kind: type[E], name: str, *, also: str = "") -> E:
     ------
     InputError
         Naming the argument, the value, the closest option (:func:`did_you_mean`) and every option; ``also``
-        adds what else the argument takes.
+        adds what else the argument takes.  ``among``: the members this argument takes, when not every member
+        of ``kind`` (``fold_weight`` takes no ``'random'``): no other is accepted, suggested or listed.
 
     Examples
     --------
@@ -148,14 +149,17 @@ def check_option(value: Any, kind: type[E], name: str, *, also: str = "") -> E:
     torchsurgeon.errors.InputError: mode='sume' — did you mean 'sum'? mode='sum'; use one of 'sum', 'spread', \
 'repeat', 'zero_extra', 'random'
     """
-    if isinstance(value, kind):
+    members = list(kind) if among is None else list(among)
+    if isinstance(value, kind) and value in members:
         return value
-    values = [str(member.value) for member in kind]
+    values = [str(member.value) for member in members]
     for text in (value, value.lower()) if isinstance(value, str) else ():
         try:
-            return kind(text)  # its own aliases too (TableColumn's torchinfo names)
+            member = kind(text)  # its own aliases too (TableColumn's torchinfo names)
         except ValueError:
-            pass
+            continue
+        if member in members:
+            return member
     meant = did_you_mean(value.lower(), values, lambda close: f"{name}={close!r};") if isinstance(value, str) else ""
     options = ", ".join(map(repr, values))
     raise InputError(f"{name}={value!r} — {meant + ' ' if meant else ''}use one of {options}{also}")

@@ -316,9 +316,16 @@ def fold_zero_extra(weight: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def _parse_mode(mode: FoldMode | str) -> FoldMode:
-    """``mode`` as a :class:`FoldMode` (:func:`~torchsurgeon.errors.check_option`: any case), or InputError naming
-    the valid modes."""
-    return check_option(mode, FoldMode, "mode")
+    """``mode`` as one of the folds (:func:`~torchsurgeon.errors.check_option`: any case), or InputError naming
+    them (never ``'random'``, which no fold takes); ``'random'`` itself raises the SurgeryError that says what
+    it is instead."""
+    if isinstance(mode, str) and mode.lower() == FoldMode.RANDOM:
+        raise SurgeryError(
+            "mode='random' is not a fold: it discards the pretrained weights — "
+            "re-initialise the layer instead (adapt_input_channels does this for "
+            f"mode='random'), or fold with one of {_VALID_MODES}"
+        )
+    return check_option(mode, FoldMode, "mode", among=_FOLD_MODES)
 
 
 def fold_weight(weight: torch.Tensor, channels: int, mode: FoldMode | str) -> torch.Tensor:
@@ -368,12 +375,6 @@ def fold_weight(weight: torch.Tensor, channels: int, mode: FoldMode | str) -> to
     parsed = _parse_mode(mode)
     channels = _check_channels(channels)
     weight = _check_weight(weight)
-    if parsed is FoldMode.RANDOM:
-        raise SurgeryError(
-            "mode='random' is not a fold: it discards the pretrained weights — "
-            "re-initialise the layer instead (adapt_input_channels does this for "
-            f"mode='random'), or fold with one of {_VALID_MODES}"
-        )
     if parsed is FoldMode.SUM:
         if channels != 1:
             raise SurgeryError(f"sum folds to 1 channel, got channels={channels} — use mode='spread' or mode='repeat'")
