@@ -119,3 +119,37 @@ def test_a_type_check_by_type_names_the_check_and_a_fix_that_runs() -> None:
         paramcount(model, (3, 16, 16))
     report = paramcount(model, (3, 16, 16), leaf_modules=[Strict])  # the fix, as written
     assert report.output_shape == (1, 8, 14, 14) and report.total == sum(p.numel() for p in model.parameters())
+
+
+class SizeChecks(nn.Module):
+    """Python type checks of sizes read from the input (kornia's ``KORNIA_CHECK(isinstance(h, int))``, a crop
+    bound computed only for an int): a real forward sees an int, a ``torch.Size``, a float."""
+
+    def __init__(self, form: str) -> None:
+        super().__init__()
+        self.form = form
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, size = x.shape[2], x.shape[2:]
+        if self.form == "raise" and not isinstance(h, int):
+            raise TypeError(f"a size must be an int, got {type(h)}")
+        rows = h // 2 if isinstance(h, int) else 1  # silently a different crop were h no int
+        if self.form == "size" and not isinstance(size, tuple):
+            rows = 1
+        if self.form == "float" and not isinstance(h / 2, float):
+            rows = 1
+        return self.conv(x)[:, :, :rows]
+
+
+@pytest.mark.parametrize("form", ["raise", "branch", "size", "float"])
+def test_a_type_check_of_a_traced_size_takes_the_forward_s_path(form: str) -> None:
+    """``isinstance(h, int)`` of ``h = x.shape[2]`` was answered False: a TraceError at an input the model
+    accepts, or a trace down the other branch, whose output shape (1, 4, 1, 16) was reported as the model's."""
+    model = SizeChecks(form)
+    report = paramcount(model, (3, 16, 16))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        real = model(torch.zeros(1, 3, 16, 16))
+    assert report.output_shape == tensor_shapes(real) == (1, 4, 8, 16)
+    assert report.macs == counter.get_total_flops() // 2 and not report.opaque
+    assert report.total == sum(p.numel() for p in model.parameters())

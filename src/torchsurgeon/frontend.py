@@ -206,7 +206,9 @@ def _class(proxy: torch.fx.Proxy) -> type:
     """``proxy.__class__``, which ``isinstance`` reads when the proxy's own type does not match: ``torch.Tensor``
     when a model's (or a library's) own code asks about a traced tensor, so that its type guard
     (``if not isinstance(x, torch.Tensor): raise TypeError``, ``torch.is_tensor(x)``, kornia's
-    ``KORNIA_CHECK_IS_TENSOR``) passes as in a real forward.  torch's and torchsurgeon's own checks, and
+    ``KORNIA_CHECK_IS_TENSOR``) passes as in a real forward; ``int`` for a size (``h = x.shape[2]``), so that
+    ``isinstance(h, int)`` takes the path a forward takes, and so for the other plain types of
+    :meth:`~torchsurgeon.metavalues.MetaValues.python_type`.  torch's and torchsurgeon's own checks, and
     anything traced without example inputs, see the proxy's class.  Nothing process-wide changes: only this
     trace's proxies answer, and only in the thread that traces (no other holds them).  ``type(x)`` cannot be
     answered: :func:`torchsurgeon.traceerrors.trace_error` names such a guard."""
@@ -214,7 +216,8 @@ def _class(proxy: torch.fx.Proxy) -> type:
     if not isinstance_in_model(sys._getframe(1)):
         return own
     values = getattr(proxy.tracer, "meta_values", None)
-    return torch.Tensor if values is not None and values.is_tensor(proxy.node) else own
+    answer = values.python_type(proxy.node) if values is not None else None
+    return answer if answer is not None else own
 
 
 _NOT_PROXIED = frozenset(  # numpy asks these around __array__ (np.ceil(h / 7) asks for __array_wrap__ too)

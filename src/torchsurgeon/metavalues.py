@@ -80,6 +80,11 @@ asked at."""
 _OPS = frozenset({"call_function", "call_method", "call_module"})
 
 
+_PLAIN_TYPES = frozenset({int, float, bool, complex, str, torch.Size, torch.dtype, torch.device})
+"""The types of traced values that ``isinstance`` is answered for as a real forward's (a tuple or a list of
+them is not: its items may hold proxies)."""
+
+
 class MetaValues:
     """Values on ``meta`` of the nodes of a graph being traced, computed on demand.
 
@@ -182,13 +187,18 @@ class MetaValues:
         except Exception:  # not computable here: the question stays fx's
             return None
 
-    def is_tensor(self, node: torch.fx.Node) -> bool:
-        """Whether ``node``'s value is a tensor (False when it cannot be computed here).  Not recorded in
-        ``resolved``: what an op gives is a tensor or not whatever the input's shape."""
+    def python_type(self, node: torch.fx.Node) -> type | None:
+        """The type a real forward's value of ``node`` has, as ``isinstance`` sees it: ``torch.Tensor`` for a
+        tensor, ``int`` for a size (``x.shape[2]``), ``torch.Size``, ``float``, ``bool``, a dtype or a device;
+        None when it cannot be computed here or is of another type.  Not recorded in ``resolved``: what an op
+        gives is a tensor, an int or a size whatever the input's shape."""
         try:
-            return isinstance(self._on_meta(node), torch.Tensor)
+            value = self._on_meta(node)
         except Exception:  # not computable here: the proxy stays a proxy
-            return False
+            return None
+        if isinstance(value, torch.Tensor):
+            return torch.Tensor
+        return type(value) if type(value) in _PLAIN_TYPES else None
 
     def _on_meta(self, node: torch.fx.Node) -> Any:
         with self._untraced(), ruled_meta(resized=True):  # past a layer the input does not fit, as propagation goes
