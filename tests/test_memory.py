@@ -978,6 +978,31 @@ def test_an_input_forward_takes_through_kwargs_and_never_reads_is_refused_as_par
     assert plan.input_shapes == {"x": (2, 4), "scale": (2, 4)}
 
 
+class _ReturnsKeywords(nn.Module):
+    """A forward handing an input of its ``**kwargs`` back untouched (a batch's ``mask`` passed on to the loss)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, **kwargs: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.fc(x), "mask": kwargs["mask"]}
+
+
+def test_an_input_forward_takes_through_kwargs_and_returns_is_planned_as_paramcount_takes_it() -> None:
+    """memory_plan refused ``mask`` as "never read ... leave it out: input={'x': (4,)}", a call whose forward raises
+    KeyError: 'mask', where paramcount and check_surgery took it (the forward returns it: the trace's output uses
+    it); an input returned as it is now counts as used by the step too."""
+    model, spec = _ReturnsKeywords(), {"x": (4,), "mask": (4,)}
+    with torch.no_grad():
+        real = model(torch.zeros(2, 4), mask=torch.zeros(2, 4))
+    assert paramcount(model, spec, batch=2).output_shape == {k: tuple(v.shape) for k, v in real.items()}
+    with pytest.raises(KeyError, match="mask"):
+        model(torch.zeros(2, 4))  # the input without it: not a call that runs
+    plan = memory_plan(model, spec, batch=2, device="cpu")
+    assert plan.input_shapes == {"x": (2, 4), "mask": (2, 4)} and plan.activations > 0
+
+
 class SparseLookups(nn.Module):
     """Word2vec / recommender style: a sparse embedding and a sparse bag of the same ids, then a dense head."""
 

@@ -468,6 +468,8 @@ def _simulate(
                 out = _call(copy, values, paths)
             step.products = precision.counts
             storages.forward_ops = len(storages.ops)
+            for t in _tensors_in(out):  # an input returned as it is: used, as the trace's output node uses it
+                storages.unread.pop(_storage_key(t), None)
             step.unread = tuple(storages.unread.values())
             storages.unread.clear()
             saved = _held_for_backward(packed, storages, step)

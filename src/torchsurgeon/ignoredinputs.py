@@ -22,7 +22,9 @@ the input) for :func:`~torchsurgeon.paramcount`, shape propagation and every
 surgery, and by the fake training step for
 :func:`~torchsurgeon.memory_plan` (which runs the model in training mode:
 a ``mask`` read only when ``self.training`` is read there, and ignored by
-``paramcount`` of the model in eval mode, as a real forward in that mode ignores it).
+``paramcount`` of the model in eval mode, as a real forward in that mode ignores it).  An input ``forward``
+returns as it is (``return {"out": y, "mask": kwargs["mask"]}``) is used by both: the trace's output reads it,
+and the step's output holds it.
 """
 
 from __future__ import annotations
