@@ -1414,6 +1414,32 @@ def test_a_model_whose_input_reaches_an_opaque_part_is_adapted_without_an_input(
         torch.testing.assert_close(result.model(grey)[0], model(grey.expand(2, 3, 16, 16))[0])
 
 
+class _GuardedBlur(nn.Module):
+    """kornia's GaussianBlur2d: a type guard on its input (traced only with an input shape, so one opaque node in
+    a trace without one), then a depthwise blur of as many channels as the input has."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a tensor, got {type(x)}")
+        kernel = torch.full((x.shape[1], 1, 3, 3), 1 / 9, dtype=x.dtype)
+        return nn.functional.conv2d(x, kernel, padding=1, groups=x.shape[1])
+
+
+def test_a_stem_behind_a_weightless_part_traced_as_opaque_is_adapted_without_an_input() -> None:
+    """A small CNN with kornia's GaussianBlur2d first: adapt_input_channels(model, 1) refused ("conv reads the input
+    only after blur (analysed as one opaque layer)"), though an image of its first convolution's channels runs it
+    and shows the blur hands the channels on."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_GuardedBlur(), nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).double().eval()
+    before = copy.deepcopy(model.state_dict())
+    result = adapt_input_channels(model, 1)
+    assert [(c.name, c.shape_after) for c in result.changes] == [("1.weight", (8, 1, 3, 3))]
+    grey = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(grey), model(grey.expand(2, 3, 16, 16)))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
 class _QatStem(nn.Module):
     def __init__(self) -> None:
         super().__init__()

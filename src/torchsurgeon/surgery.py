@@ -27,7 +27,7 @@ from .copies import model_copy
 from .errors import InputError, SurgeryError, TraceError, check_flag, check_option, did_you_mean
 from .failingpart import part_that_runs
 from .fold import fold_normalization
-from .graph import build_graph
+from .graph import build_graph, opaque_of
 from .graphreaders import graph_images, graph_readers
 from .ignoredinputs import check_input_traced
 from .initialisers import default_init
@@ -160,7 +160,11 @@ def _input_layers(
     if distinct_images(images):  # an image and a mask: the edit of both never runs
         raise several_images(model, images)
     found, mixed, rearranged = graph_readers(G)
-    if any(_opaque_part(model, name) for name in found):  # timm's FeatureHookNet: its body, hooked, is one node
+    behind_opaque = any(why.partition(" (")[0] in opaque_of(G) for why in rearranged.values())
+    if behind_opaque or any(_opaque_part(model, name) for name in found):  # timm's FeatureHookNet: its body is
+        # one node; a layer reading the input past a part traced as one opaque layer (kornia's GaussianBlur2d,
+        # which fx traces only with an input shape): a run on an image of its first convolution's channels looks
+        # inside both
         guess = guessed_input(model)  # run on an image of its first convolution's channels, which looks inside
         if guess is not None:
             with contextlib.suppress(Exception):  # not accepted: the error asks for the input it accepts
