@@ -1440,6 +1440,37 @@ def test_a_stem_behind_a_weightless_part_traced_as_opaque_is_adapted_without_an_
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
+class _Handcrafted(nn.Module):
+    """kornia's KeyNet: a check of the input's rank and channels (``len(x.shape)``: no trace without an input
+    shape), then weightless features of the grey image (10 of them) that its first convolution reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(10, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x.shape) != 4 or x.shape[1] != 1:
+            raise ValueError("Invalid channel dimensions")
+        features = torch.cat([x * k for k in range(1, 11)], dim=1)
+        return self.conv(features)
+
+
+@pytest.mark.parametrize("input", [None, (1, 16, 16)])
+def test_a_model_taking_the_channels_asked_is_left_as_it_is(input: tuple[int, ...] | None) -> None:
+    """kornia's KeyNet takes grey images, its first convolution reading 10 features of them: adapt_input_channels
+    to 1 channel asked for input=(10, H, W) (its convolution's channels, which it refuses), and given the grey
+    input it runs on, proposed replacing that convolution with new weights."""
+    torch.manual_seed(0)
+    model = _Handcrafted().double().eval()
+    before = copy.deepcopy(model.state_dict())
+    result = adapt_input_channels(model, 1, input=input)
+    assert result.changes == ()
+    grey = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(grey), model(grey))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
 class _QatStem(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -152,6 +152,11 @@ def _input_layers(
             except Exception as run_exc:  # the model does not accept the guess: ask for the input it accepts
                 tried = f"; it does not accept {guess} either ({str(run_exc).splitlines()[0][:200]})"
                 example = refused_guess_hint(image, names)  # never the guess it has just refused
+            for grey_or_rgb in _image_variants(image, names):  # kornia's KeyNet: a grey image, its first
+                with contextlib.suppress(Exception):  # convolution reading 10 features computed from it
+                    met: dict[str, int] = {}
+                    readers = input_readers(model, grey_or_rgb, joins=met)
+                    return readers, grey_or_rgb, True, unmatched_channels(model, readers, grey_or_rgb, met)
         raise SurgeryError(
             f"{type(model).__name__} cannot be traced without an input shape ({str(exc).splitlines()[0]}){tried} — "
             f"pass an input it accepts now so it can be run instead, {example}"
@@ -173,6 +178,21 @@ def _input_layers(
                 return readers, guess, True, unmatched_channels(model, readers, guess, joined)
     doubts: _Doubts = {name: (reason, None, 0) for name, reason in rearranged.items()}
     return found, guessed_input(model) if mixed else None, False, doubts
+
+
+def _image_variants(image: tuple[int, ...] | None, names: Sequence[str]) -> list[InputSpec]:
+    """A grey and an RGB image of ``image``'s sizes (the guess of a model refusing it), one per argument of
+    ``names`` when there are several; none of ``image``'s own channels."""
+    if image is None or len(image) < 2:
+        return []
+    shapes = [(c, *image[1:]) for c in (1, 3) if c != image[0]]
+    return [dict.fromkeys(names, shape) if len(names) > 1 else shape for shape in shapes]
+
+
+def _channels_of(model: nn.Module, image: InputSpec | None) -> int | None:
+    """The channels of ``image``'s image (the first size of its per-sample shape), None when not known."""
+    shape = image_shape(model, image) if image is not None else None
+    return shape[0] if isinstance(shape, tuple) and shape and type(shape[0]) is int else None
 
 
 def _opaque_part(model: nn.Module, name: str) -> bool:
@@ -608,6 +628,12 @@ def adapt_input_channels(
         mapped = _channel_maps(edited, doubts, channels, image if run_before else None)
         if mapped is not None:  # a space-to-depth stem: each group of pixels it reads folded, tried on that image
             (image, layouts), doubts, run_before = mapped, {}, True
+        if doubts and run_before and _channels_of(edited, image) == channels:
+            # the model runs on ``channels`` channels now (kornia's KeyNet on a grey image, its first convolution
+            # reading 10 features computed from it): the layers reading features need no edit, nor replacement
+            names, doubts = [name for name in names if name not in doubts], {}
+            if not names:
+                return SurgeryResult(edited, ())
         if doubts:  # the layer's channels are not the input's, and not only moved: no fold is known to be exact
             tiled = _joined_after_the_stem(edited, names, doubts, channels, mode, image, run_before)
             if tiled is not None:
