@@ -155,7 +155,9 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                     last_uses.setdefault(i, []).append(used)
         steps: dict[torch.fx.Node, Step] = {}
         passing: set[torch.fx.Node] = set()  # nodes that hand a model input on (resize.hands_on_channels)
+        feeding: set[torch.fx.Node] = set()  # the model inputs and the nodes in passing: what from_input looks for
         moved: set[torch.fx.Node] = set()  # nodes that may hand it on with its axes moved (inputaxes.moves_axes)
+        node_type = torch.fx.Node
         for i, node in enumerate(nodes):
             module = scope_module = None
             op = node.op
@@ -165,26 +167,31 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
             elif op == "call_function" or op == "call_method":
                 scope = node_record(G, node.name).scope
                 scope_module = modules.get(scope) if scope else None
+            elif op == "placeholder":
+                feeding.add(node)
             node_inputs = inputs[i]
-            from_input = any(a.op == "placeholder" or a in passing for a in node_inputs)
+            from_input = bool(feeding) and not feeding.isdisjoint(node_inputs)
             if from_input and (hands_on_channels(op, node.target, module) or _own_function(node, node_inputs, passing)):
                 passing.add(node)
-            reads_moved = any(a in moved for a in node_inputs)
-            first = node.args[0] if node.args else None
+                feeding.add(node)
+            reads_moved = bool(moved) and not moved.isdisjoint(node_inputs)
+            args = node.args
+            first = args[0] if args else None
             moves = (
-                node not in passing
-                and isinstance(first, torch.fx.Node)
+                isinstance(first, node_type)
                 and (first.op == "placeholder" or first in passing or first in moved)
+                and node not in passing
                 and (moves_axes(op, node.target, module) or hands_on_channels(op, node.target, module))
             )
             if moves:
                 moved.add(node)
+            kwargs = node.kwargs
             steps[node] = Step(
                 module,
                 from_input,
                 scope_module,
-                tuple([(_NODE, a) if type(a) is torch.fx.Node else (_how(a), a) for a in node.args]),
-                tuple([(k, _how(a), a) for k, a in node.kwargs.items()]) if node.kwargs else (),
+                tuple([(_NODE, a) if type(a) is node_type else (_how(a), a) for a in args]),
+                tuple([(k, _how(a), a) for k, a in kwargs.items()]) if kwargs else (),
                 node_inputs,
                 tuple(last_uses.get(i, ())),
                 makes_known_data(node),
