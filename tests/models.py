@@ -496,6 +496,62 @@ def measure_training_step(
     return MeasuredStep(sum(saved.values()), sum(grads.values()))
 
 
+@dataclasses.dataclass(frozen=True)
+class AllocatedStep:
+    """What torch's CPU allocator had given out during one real training step, beyond what existed before it."""
+
+    at_forward_end: int
+    """Bytes still allocated when the forward returned: what it keeps for backward, the outputs, the batch."""
+    peak: int
+    """The most bytes allocated at once, forward and backward."""
+    peak_in: str
+    """``"forward"`` or ``"backward"``: where that was."""
+
+
+_FORWARD_END = 7_777_777  # an allocation of this many bytes marks the end of the forward in the allocator's events
+
+
+def measure_allocated(model: nn.Module, x: torch.Tensor) -> AllocatedStep:
+    """One real forward and backward on the CPU in training mode (gradients of ones from the outputs), measured by
+    torch's own CPU allocator (the profiler's allocation events, ``profile_memory=True``), not by what autograd
+    says it saves: what a checkpoint keeps (its inputs, its random-number state) and what it computes again in
+    the backward are allocations like any other."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    model.train()
+    torch.manual_seed(0)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        batch = x.clone()
+        outs = [t for t in _output_tensors(model(batch)) if t.requires_grad]
+        del batch
+        torch.empty(_FORWARD_END, dtype=torch.uint8)
+        torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
+        del outs
+    model.zero_grad(set_to_none=True)
+
+    def events(nodes: Any) -> Iterator[Any]:
+        for node in nodes:
+            yield node
+            yield from events(node.children)
+
+    allocations = [
+        n for n in events(prof.profiler.kineto_results.experimental_event_tree()) if n.tag == _EventType.Allocation
+    ]
+    now, mine, curve = 0, set(), []  # the bytes allocated in the step and not yet freed, after each event
+    for node in sorted(allocations, key=lambda n: n.start_time_ns):
+        size, ptr = node.extra_fields.alloc_size, node.extra_fields.ptr
+        if size < 0 and ptr not in mine:
+            continue  # allocated before the step (the counter's own total runs across profiles)
+        (mine.add if size > 0 else mine.discard)(ptr)
+        now += size
+        curve.append((size, now))
+    end = next(i for i, (size, _) in enumerate(curve) if size == _FORWARD_END)
+    forward = max(now for _, now in curve[:end])
+    backward = max(now for _, now in curve[end + 2 :])
+    return AllocatedStep(curve[end - 1][1], max(forward, backward), "backward" if backward > forward else "forward")
+
+
 def _held_bytes(t: torch.Tensor) -> int:
     """The bytes ``t`` keeps alive: its whole storage (a view's too); a sparse tensor's indices and values."""
     if t.is_sparse:

@@ -1,12 +1,15 @@
-"""simulate_step: storages counted once through views, module attribution, where the transient peaks."""
+"""simulate_step: storages counted once through views, module attribution, where the transient peaks, checkpointing."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from models import StopGradientTarget, measure_training_step
+from models import StopGradientTarget, measure_allocated, measure_training_step
 from torchsurgeon.errors import MemoryPlanError
 from torchsurgeon.fakestep import simulate_step
 
@@ -80,3 +83,83 @@ def test_a_step_whose_in_place_op_overwrites_a_saved_tensor_is_refused_as_a_real
     model[2].inplace = False  # out of place: it trains, and so is it planned
     model(torch.randn(2, 4)).sum().backward()
     assert simulate_step(model, {"input": ((2, 4), None)}, train=True, amp=None, dtype=None).activations > 0
+
+
+class CheckpointedBlocks(nn.Module):
+    """Residual MLP blocks with dropout, each run through ``torch.utils.checkpoint.checkpoint`` (``reentrant``:
+    True, False), all of them through ``checkpoint_sequential`` in two segments (``"sequential"``), or not at all
+    (None).  ``native=True`` calls ``torch.native_dropout``, the kernel a GPU runs for ``F.dropout`` (a 1-byte
+    mask kept, where the CPU's dropout keeps a float noise tensor)."""
+
+    def __init__(self, reentrant: bool | str | None, native: bool = False, width: int = 32, blocks: int = 4) -> None:
+        super().__init__()
+        self.reentrant, self.native = reentrant, native
+        self.stem = nn.Linear(width, width)
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(
+                {"norm": nn.LayerNorm(width), "up": nn.Linear(width, 4 * width), "down": nn.Linear(4 * width, width)}
+            )
+            for _ in range(blocks)
+        )
+        self.head = nn.Linear(width, 4)
+
+    def block(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        b = self.blocks[index]
+        h = F.gelu(b["up"](b["norm"](x)))
+        h = torch.native_dropout(h, 0.1, True)[0] if self.native else F.dropout(h, 0.1, self.training)
+        return x + b["down"](h)  # type: ignore[no-any-return]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        if self.reentrant == "sequential":
+            steps = [functools.partial(self.block, i) for i in range(len(self.blocks))]
+            h = torch.utils.checkpoint.checkpoint_sequential(steps, 2, h, use_reentrant=False)
+        for i in range(len(self.blocks)) if self.reentrant != "sequential" else ():
+            if self.reentrant is None:
+                h = self.block(i, h)
+            else:
+                h = torch.utils.checkpoint.checkpoint(self.block, i, h, use_reentrant=bool(self.reentrant))
+        return self.head(h)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("reentrant", [True, False, "sequential"], ids=["reentrant", "non-reentrant", "sequential"])
+def test_a_checkpointed_step_keeps_less_and_computes_again_in_backward_as_a_real_step(reentrant: bool | str) -> None:
+    """Activation checkpointing: a real CPU step (torch's allocator, not what autograd says it saves) keeps the
+    checkpoints' inputs when its forward returns, and peaks in the backward, where each block runs again."""
+    x = torch.randn(16, 64, 32)
+    inputs = {"x": ((16, 64, 32), None)}
+    torch.manual_seed(0)
+    full, model = CheckpointedBlocks(None), CheckpointedBlocks(reentrant)
+    model.load_state_dict(full.state_dict())
+    plain = simulate_step(full, inputs, train=True, amp=None, dtype=None)
+    step = simulate_step(model, inputs, train=True, amp=None, dtype=None)
+    real = measure_allocated(model, x)
+    output, rng_state = 16 * 64 * 4 * 4, torch.get_rng_state().nbytes  # the head's output; kept by each checkpoint
+    assert 0 <= real.at_forward_end - (step.activations + output) <= 4 * rng_state  # the batch, held by the stem
+    assert step.activations < plain.activations * (0.6 if reentrant == "sequential" else 0.3)  # its last segment: not
+    assert real.peak_in == "backward" and step.peak_at.startswith("backward")
+    # plan.peak's upper bound: activations, transient and gradients as if alive at once; checkpoint_sequential runs
+    # its last segment as it is, and what that saved is freed before the other segments run again (1.82x here)
+    assert (
+        real.peak
+        <= step.activations + step.transient + step.gradients
+        <= (1.9 if reentrant == "sequential" else 1.1) * real.peak
+    )
+
+
+@pytest.mark.parametrize("reentrant", [True, False], ids=["reentrant", "non-reentrant"])
+def test_a_checkpointed_block_runs_again_with_the_kernels_of_a_gpu(reentrant: bool) -> None:
+    """Found by a probe: for device="cuda" the recomputation of a checkpointed block in the backward ran the CPU's
+    kernels while the forward had run CUDA's: non-reentrant checkpointing (Hugging Face's and timm's default) failed
+    with torch's CheckpointError (`a real training step raises it too`), reentrant planned the CPU's dropout noise
+    and attention matrix as its transient.  The same blocks written with the kernel a GPU runs for dropout
+    (``torch.native_dropout``), planned with the CPU's, are what the GPU's step is."""
+    inputs = {"x": ((16, 64, 32), None)}
+    torch.manual_seed(0)
+    model, as_on_a_gpu = CheckpointedBlocks(reentrant), CheckpointedBlocks(reentrant, native=True)
+    as_on_a_gpu.load_state_dict(model.state_dict())
+    step = simulate_step(model, inputs, train=True, amp=None, dtype=None, device="cuda")
+    gpu = simulate_step(as_on_a_gpu, inputs, train=True, amp=None, dtype=None, device="cpu")
+    real = measure_training_step(as_on_a_gpu, torch.randn(16, 64, 32))
+    assert (step.activations, step.gradients) == (gpu.activations, gpu.gradients) == (real.saved, real.gradients)
+    assert (step.transient, step.peak_at) == (gpu.transient, gpu.peak_at)

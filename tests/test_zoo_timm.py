@@ -21,13 +21,14 @@ import pytest
 import torch
 from torch import nn
 
-from models import on_meta, tensor_shapes
+from models import measure_training_step, on_meta, tensor_shapes
 from torchsurgeon import (
     ModelReport,
     TraceError,
     adapt_input_channels,
     analyse_graph,
     build_graph,
+    memory_plan,
     paramcount,
     replace_head,
 )
@@ -275,3 +276,19 @@ def test_a_folded_reparameterisable_stem_keeps_the_settings_timm_builds_from(nam
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(deployed(x), edited(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["vit_small_patch16_224", "resnet50"])
+def test_set_grad_checkpointing_is_planned_for_a_gpu_as_a_real_step_saves(name: str) -> None:
+    """Found by a probe: with ``set_grad_checkpointing(True)`` (timm's non-reentrant checkpoints), the plan of a ViT
+    for ``device="cuda"`` (the default) failed with torch's CheckpointError, reported as what a real step raises: the
+    backward's recomputation of each block ran the CPU's attention where the forward had run CUDA's fused kernel."""
+    torch.manual_seed(0)
+    model = (
+        timm.create_model(name, pretrained=False, img_size=64) if name.startswith("vit") else timm.create_model(name)
+    )
+    model.train().set_grad_checkpointing(True)
+    plan = memory_plan(model, (3, 64, 64), batch=2, optimizer="sgd")
+    real = measure_training_step(model, torch.randn(2, 3, 64, 64))
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients) and plan.peak_at.startswith("backward")
+    assert all(m.grad_checkpointing for m in model.modules() if hasattr(m, "grad_checkpointing")) and model.training

@@ -20,13 +20,14 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models import tensor_shapes
+from models import measure_training_step, tensor_shapes
 from torchsurgeon import (
     ModelReport,
     ParamChange,
     SurgeryError,
     TorchSurgeonError,
     adapt_input_channels,
+    memory_plan,
     paramcount,
     replace_head,
 )
@@ -700,3 +701,31 @@ def test_a_model_taking_use_cache_through_kwargs_builds_no_cache() -> None:
         real = model(input_ids=ids, pixel_values=torch.randn(1, 3, 32, 32))
     assert report.output_shape["logits"] == tuple(real.logits.shape) and report.trusted
     assert report.total == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["bert", "llama", "vit"])
+@pytest.mark.parametrize("reentrant", [False, True], ids=["default", "reentrant"])
+def test_gradient_checkpointing_is_planned_for_a_gpu_as_a_real_step_saves(name: str, reentrant: bool) -> None:
+    """Found by a probe: with ``gradient_checkpointing_enable()`` (non-reentrant, transformers' default), every
+    plan for ``device="cuda"`` (the default) failed: the backward's recomputation of each layer ran the CPU's attention
+    where the forward had run CUDA's fused kernel, and torch's CheckpointError was reported as what a real step
+    raises.  What the step keeps is the layers' inputs, as a real step (without dropout, the CPU's and CUDA's
+    kernels keep the same there); the model's flags are left as found."""
+    config = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "attention_dropout": 0.0}
+    build = {
+        "bert": (lambda: transformers.BertModel(transformers.BertConfig(**TEXT, **config)), "input_ids", (SEQ,)),
+        "llama": (lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(**DECODER)), "input_ids", (SEQ,)),
+        "vit": (lambda: transformers.ViTModel(transformers.ViTConfig(**TEXT, **config, image_size=32, patch_size=8)),
+                "pixel_values", IMAGE),
+    }[name]  # fmt: skip
+    torch.manual_seed(0)
+    model = build[0]().train()
+    plain = memory_plan(model, {build[1]: build[2]}, batch=2, optimizer="sgd")
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+    flags = {n: (m.training, getattr(m, "gradient_checkpointing", None)) for n, m in model.named_modules()}
+    plan = memory_plan(model, {build[1]: build[2]}, batch=2, optimizer="sgd")
+    x = torch.randint(0, 99, (2, SEQ)) if build[1] == "input_ids" else torch.randn(2, *IMAGE)
+    real = measure_training_step(model, {build[1]: x})
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+    assert plan.activations < plain.activations / 2 and plan.peak_at.startswith("backward")
+    assert flags == {n: (m.training, getattr(m, "gradient_checkpointing", None)) for n, m in model.named_modules()}

@@ -273,6 +273,20 @@ def _held_for_backward(
     return saved
 
 
+def _backward(outs: list[torch.Tensor], device: str) -> None:
+    """``torch.autograd.backward`` from ``outs`` with gradients of ones, under :class:`CudaKernels` for ``"cuda"``:
+    a checkpointed block (``torch.utils.checkpoint``, Hugging Face's ``gradient_checkpointing_enable``, timm's
+    ``set_grad_checkpointing``) runs its forward again in the backward, with the kernels of the forward.
+
+    The engine is called as ``torch.autograd.backward`` calls it: from torch 2.14 that function hands itself to the
+    torch function modes, which run it with themselves set aside, so the recompute would run the CPU's kernels."""
+    grads = tuple(torch.ones_like(t) for t in outs)
+    with CudaKernels() if device == "cuda" else contextlib.nullcontext():
+        torch.autograd.Variable._execution_engine.run_backward(
+            tuple(outs), grads, False, False, (), allow_unreachable=True, accumulate_grad=True
+        )
+
+
 def _call(module: nn.Module, inputs: Mapping[str, torch.Tensor], paths: InputPaths | None) -> Any:
     """``module(...)`` with the inputs by name (positional as far as ``forward`` allows; see ``bind_inputs``)."""
     args, kwargs = bind_inputs(module, inputs, paths)
@@ -476,7 +490,7 @@ def _simulate(
             outs = [t for t in _tensors_in(out) if t.requires_grad] if train else []
             storages.backward = True
             if outs:
-                torch.autograd.backward(outs, [torch.ones_like(t) for t in outs])
+                _backward(outs, device)
     except Exception as exc:
         where = storages.module() or "(model)"
         failed = f"{type(model).__name__}: the {'backward' if storages.backward else 'forward'} of a fake-tensor copy "
