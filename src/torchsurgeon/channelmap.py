@@ -178,9 +178,11 @@ def _reaching(
     if not given or not isinstance(given[0], torch.Tensor):
         return None
     x = given[0]
-    if x.device.type == "meta" or x.shape[0] != 1 or x.dim() < 2:
+    if x.device.type == "meta" or x.dim() < 2:
         return None
-    x = x[0].movedim(0 if isinstance(target, nn.modules.conv._ConvNd) else -1, 0)
+    # the batch of one image may hold its patches (timm's TNT: unfold, then (B * patches, C, 4, 4)): channels first,
+    # the batch flattened with the rest
+    x = x.movedim(1 if isinstance(target, nn.modules.conv._ConvNd) else -1, 0)
     return x.reshape(x.shape[0], -1)
 
 
