@@ -820,3 +820,83 @@ class HeadInAutocast(nn.Module):
         x = self.body(x)
         with torch.autocast(self.device_type, dtype=self.dtype):
             return self.head(x)
+
+
+class _SentenceTransformerPart(nn.Module):
+    """A sentence-transformers module: reads and writes the dict of features its model hands on."""
+
+    def get_embedding_dimension(self) -> int | None:
+        return None
+
+
+class SentenceEncoder(_SentenceTransformerPart):
+    """sentence-transformers' ``Transformer`` module, small: token embeddings and a layer over them, written into
+    the features (its keys read in a loop, as the real one's are: fx cannot trace it, the part is opaque)."""
+
+    def __init__(self, vocab: int = 50, width: int = 8) -> None:
+        super().__init__()
+        self.embeddings, self.layer = nn.Embedding(vocab, width), nn.Linear(width, width)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        mask = next(features[key] for key in features if key == "attention_mask")
+        features["token_embeddings"] = torch.tanh(self.layer(self.embeddings(features["input_ids"])))
+        features["attention_mask"] = mask
+        return features
+
+
+class SentencePooling(_SentenceTransformerPart):
+    """sentence-transformers' ``Pooling``: the mean of the token embeddings under the attention mask."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.width = width
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        mask = features["attention_mask"].unsqueeze(-1).float()
+        features["sentence_embedding"] = (features["token_embeddings"] * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.width
+
+
+class SentenceDense(_SentenceTransformerPart):
+    """sentence-transformers' ``Dense``: a Linear and an activation on the sentence embedding; its ``out_features``
+    is saved with it and rebuilds the Linear when the model is loaded."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.linear, self.activation_function = nn.Linear(in_features, out_features), nn.Tanh()
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        features["sentence_embedding"] = self.activation_function(self.linear(features["sentence_embedding"]))
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.out_features
+
+
+class SentenceTransformer(nn.Sequential):
+    """sentence-transformers' ``SentenceTransformer`` (its class and module names, which torchsurgeon recognises):
+    its modules called in turn on the dict of features, which it returns."""
+
+    __module__ = "sentence_transformers.sentence_transformer.model"
+
+    def forward(self, input: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for module in self:
+            input = module(input)
+        return input
+
+    def get_embedding_dimension(self) -> int | None:
+        for module in reversed(list(self)):
+            width = module.get_embedding_dimension()
+            if width is not None:
+                return int(width)
+        return None
+
+
+def sentence_transformer(dense: int | None = 6) -> SentenceTransformer:
+    """A small ``SentenceTransformer``: encoder, mean pooling, and a ``Dense`` to ``dense`` (none when None)."""
+    parts: list[nn.Module] = [SentenceEncoder(), SentencePooling()]
+    return SentenceTransformer(*parts, *([SentenceDense(8, dense)] if dense else []))

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from models import SizeChecked, on_meta
+from models import SentenceDense, SizeChecked, on_meta, sentence_transformer
 from torchsurgeon import (
     InputError,
     ParamChange,
@@ -946,3 +946,36 @@ def test_a_head_with_a_group_of_classes_per_anchor_is_refused_with_the_edit_that
     )
     exec(fix, {"model": model, "nn": nn})  # as written
     assert model(torch.randn(2, 3, 6, 6)).shape == (2, 6 * 6 * 3, 5)  # the oracle: a real forward, 5 per anchor
+
+
+def test_a_sentence_transformer_is_refused_with_the_edits_that_make_a_classifier() -> None:
+    """Found by a probe: of sentence-transformers' SentenceTransformer (Transformer, Pooling, Dense), replace_head
+    said '0 (Transformer) is the head', head_layers named it, and append_head wrapped it, giving a model that fails.
+    Its output is the sentence embedding: refused, with a Dense appended (sentence-transformers' own) or its last
+    Dense named, a call that runs as written and whose Dense is rebuilt as sentence-transformers loads it."""
+    features = {"input_ids": torch.randint(0, 50, (2, 5)), "attention_mask": torch.ones(2, 5, dtype=torch.long)}
+    model = sentence_transformer(6)
+    appended = r"model\.append\(sentence_transformers\.\S+\.Dense\(6, 5, activation_function=None\)\)"
+    for edit in (lambda m: replace_head(m, 5), lambda m: append_head(m, nn.Linear(6, 5))):
+        with pytest.raises(SurgeryError, match=r"makes sentence embeddings, not class scores") as caught:
+            edit(model)
+    with pytest.raises(
+        SurgeryError,
+        match=appended + r".*or, if 2 \(SentenceDense\) is your classifier, replace its "
+        r"layer: replace_head\(model, 5, layer='2.linear'\)$",
+    ):
+        replace_head(model, 5)
+    with pytest.raises(SurgeryError, match=r"makes sentence embeddings"):
+        head_layers(model)
+    assert "append(" in str(caught.value)
+    edited = replace_head(model, 5, layer="2.linear").model  # the fix named, as written
+    assert edited(dict(features))["sentence_embedding"].shape == (2, 5)
+    dense = edited.get_submodule("2")
+    SentenceDense(dense.in_features, dense.out_features).load_state_dict(dense.state_dict())  # as it is loaded
+    without = sentence_transformer(None)  # Transformer and Pooling: no Dense to name
+    with pytest.raises(
+        SurgeryError,
+        match=r"Dense\(8, 5, activation_function=None\)\), whose scores are then its "
+        r"output's 'sentence_embedding'$",
+    ):
+        replace_head(without, 5)

@@ -24,6 +24,7 @@ from models import (
     assert_same_state,
     model_state,
     on_meta,
+    sentence_transformer,
 )
 from torchsurgeon import (
     InputError,
@@ -2005,3 +2006,19 @@ def test_layers_named_leaving_out_one_that_reads_the_input_name_it() -> None:
     edited = eval(call.group(0), {"adapt_input_channels": adapt_input_channels, "model": model}).model
     grey = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(edited(grey), model(grey.expand(2, 3, 8, 8)))
+
+
+def test_a_text_model_has_no_input_channels_to_adapt() -> None:
+    """Found by a probe: adapt_input_channels of sentence-transformers' SentenceTransformer (its Transformer module
+    opaque) asked for input=(3, 224, 224), an image for a text model; an Embedding reading the input was to be
+    'adapted by hand'. Both say the input is token ids, with no channels to adapt."""
+    reads = r"the first layer with weights in it is 0.embeddings \(Embedding\), which reads token ids, and it holds "
+    with pytest.raises(SurgeryError, match=reads + r"no convolution — a text model's input has no channels") as e:
+        adapt_input_channels(sentence_transformer(), 1)
+    assert "224" not in str(e.value)
+    with pytest.raises(
+        SurgeryError,
+        match=r"^0 \(Embedding\) reads the input: token ids, indices into its 50 rows, "
+        r"not channels — there are no input channels to adapt",
+    ):
+        adapt_input_channels(nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 2)), 1)

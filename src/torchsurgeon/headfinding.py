@@ -12,6 +12,7 @@ embedding a two-tower model compares, hidden states).  :func:`not_a_layer` and
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -183,6 +184,7 @@ def heads_and_others(
     (['1'], {})
     """
     model = unwrap_model(model)
+    _sentence_embeddings(model, num_classes)
     G = head_graph(model, input)
     outputs = _output_nodes(G)
     removed = _removed_classifier(model, G, outputs[0]) if outputs else None
@@ -219,6 +221,42 @@ def heads_and_others(
             if not any(f"{name}.{p}" in used for p, _ in module.named_parameters()):
                 heads[name] = module_record(name, module)
     return list(heads.items()), others
+
+
+_SENTENCE_MODULES = ("sentence_transformers.sentence_transformer.modules", "sentence_transformers.models")
+"""Where sentence-transformers keeps its ``Dense`` module: since 6.0, then before (a deprecated alias in 6)."""
+
+
+def _sentence_embeddings(model: nn.Module, num_classes: int | None) -> None:
+    """Refuse a sentence-transformers ``SentenceTransformer``: its output (a dict of the features its modules
+    hand on) holds the sentence embedding, which its ``encode`` returns and similarities are computed on, not class
+    scores; with the edits that do make a classifier (a ``Dense`` appended, its last ``Dense`` named)."""
+    kinds = [k for k in type(model).__mro__ if k.__module__.startswith("sentence_transformers.")]
+    if not any(k.__name__ == "SentenceTransformer" for k in kinds):
+        return
+    width: Any = None
+    for method in ("get_embedding_dimension", "get_sentence_embedding_dimension"):  # sentence-transformers 6, 5
+        if callable(getattr(model, method, None)):
+            width = getattr(model, method)()
+            break
+    shown = width if type(width) is int else "model.get_sentence_embedding_dimension()"
+    classes = num_classes if num_classes is not None else "num_classes"
+    home = next((m for m in _SENTENCE_MODULES if m in sys.modules), _SENTENCE_MODULES[-1])
+    last, module = ([("", model), *model.named_children()])[-1]
+    layers = [n for n, m in module.named_modules() if is_layer(m) and width_of(m) == width] if last else []
+    fix = (
+        f"; or, if {last} ({type(module).__name__}) is your classifier, replace its layer: "
+        f"replace_head(model, {classes}, layer='{last}.{layers[-1]}')"
+        if layers
+        else ""
+    )
+    raise SurgeryError(
+        f"{type(model).__name__} (sentence-transformers) makes sentence embeddings, not class scores: its output's "
+        f"'sentence_embedding' ({shown} wide) is what encode() returns and similarities are computed on — there is "
+        f"no classifier to replace. To classify with it, add a layer making the class scores after its last module "
+        f"(it saves and loads with the model): model.append({home}.Dense({shown}, {classes}, "
+        f"activation_function=None)), whose scores are then its output's 'sentence_embedding'{fix}"
+    )
 
 
 def _removed_classifier(model: nn.Module, G: nx.DiGraph, output: str) -> tuple[str, NodeRecord] | None:

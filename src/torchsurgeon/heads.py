@@ -55,8 +55,9 @@ from .wrappers import from_peft
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
 
-_CLASS_GUARDS = ("num_labels", "num_classes", "n_classes", "classes", "out_channels")
-"""Attributes of a module holding the head, or of its config, that keep the class count."""
+_CLASS_GUARDS = ("num_labels", "num_classes", "n_classes", "classes", "out_channels", "out_features")
+"""Attributes of a module holding the head, or of its config, that keep the class count (``out_features``: of a
+module around its Linear, as sentence-transformers' ``Dense``, which saves it to rebuild the layer)."""
 
 
 def head_layer(model: nn.Module, input: InputSpec | None = None) -> str:

@@ -291,7 +291,23 @@ def input_width(model: nn.Module, name: str) -> tuple[str, int]:
             "of such layers only: fold that parameter by hand (for mode='sum': its sum over dim 1, keepdim=True), "
             "or hold it in an nn.Conv2d"
         )
+    if isinstance(layer, nn.Embedding):  # a text model: BERT's word embeddings
+        raise SurgeryError(
+            f"{name} (Embedding) reads the input: token ids, indices into its {layer.num_embeddings} rows, not "
+            "channels — there are no input channels to adapt (adapt_input_channels folds the Conv or Linear layers "
+            "that read an image's or a signal's channels)"
+        )
     if any(True for _ in layer.children()):
+        first = next((n for n, m in layer.named_modules() if n and any(True for _ in m.parameters(recurse=False))), "")
+        text = isinstance(layer.get_submodule(first), nn.Embedding) if first else False
+        if text and not any(isinstance(m, nn.modules.conv._ConvNd) for m in layer.modules()):
+            raise SurgeryError(  # sentence-transformers' Transformer module around a BERT: no image to suggest
+                f"{name} ({type(layer).__name__}) reads the input but could not be looked into: the first layer "
+                f"with weights in it is {name}.{first} (Embedding), which reads token ids, and it holds no "
+                "convolution — a text model's input has no channels to adapt (adapt_input_channels folds the Conv "
+                "or Linear layers that read an image's or a signal's channels); if a Linear layer in it reads the "
+                "input's features, name it with layer=..."
+            )
         raise SurgeryError(
             f"{name} ({type(layer).__name__}) reads the input but could not be looked into — pass an input the "
             "model accepts now, e.g. input=(3, 224, 224), so adapt_input_channels can run it and find the layers "
