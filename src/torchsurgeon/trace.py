@@ -68,6 +68,7 @@ from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
 from .rules.on_meta import ruled_leaf
 from .rules.registry import FALLBACK, user_ruled
+from .sideeffects import quiet
 from .traceerrors import UNREGISTERED, trace_error, unregistered
 from .wrappers import unwrap_model
 
@@ -307,7 +308,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         own = self._own_hooks
 
         def without_hooks(*a: Any, **k: Any) -> Any:  # hooks that only look must never see our proxies
-            return m.forward(*a, **k)
+            return quiet(m).forward(*a, **k)  # its self.log(...) skipped (sideeffects)
 
         try:
             if own is not None and (m._forward_hooks or m._forward_pre_hooks) and own.installed(m):
@@ -410,6 +411,8 @@ class _SurgeonTracer(torch.fx.Tracer):
                 args[i] = self._split_input(args[i], name)
         if inner is not root_fn and is_module:  # a decorated forward: call the wrapper, binding by name
             fn = call_by_name(root_fn, names[1:], self._defaults) or fn
+        if is_module:  # forward's self.log(...) skipped (sideeffects)
+            fn = functools.partial(lambda f, root, *a, **k: f(quiet(root), *a, **k), fn)
         return _without_caches(self._with_root_hooks(fn, is_module)), args if is_module else args[1:]
 
     def _split_input(self, given: torch.fx.Proxy, name: str) -> Any:
