@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from einops import rearrange
+from einops.layers.torch import Rearrange
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -175,12 +177,13 @@ def test_a_layer_reading_the_input_through_a_resize_is_folded(resize: str) -> No
 
 class _Frames(nn.Module):
     """A video model that runs its stem on every frame, as TimeSformer and ViViT do: the frames of
-    ``(N, T, C, H, W)`` merged into the batch (``reshape``, ``flatten``) or the channels moved before them
-    (``permute`` for a 3-d stem)."""
+    ``(N, T, C, H, W)`` merged into the batch (``reshape``, ``flatten``, einops' ``rearrange``: torchgeo's
+    ChangeStar) or the channels moved before them (``permute`` for a 3-d stem)."""
 
     def __init__(self, how: str) -> None:
         super().__init__()
         self.how = how
+        self.merge = Rearrange("b t c h w -> (b t) c h w")
         self.stem = nn.Conv3d(3, 8, (1, 4, 4), stride=(1, 4, 4)) if how == "permute" else nn.Conv2d(3, 8, 4, stride=4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,16 +192,22 @@ class _Frames(nn.Module):
             x = x.reshape(n * t, c, h, w)
         elif self.how == "flatten":
             x = x.flatten(0, 1).contiguous()
+        elif self.how == "rearrange":
+            x = rearrange(x, "b t ... -> (b t) ...")
+        elif self.how == "Rearrange":
+            x = self.merge(x)
         else:
             x = x.permute(0, 2, 1, 3, 4)
         return self.stem(x).flatten(1).mean(-1)
 
 
-@pytest.mark.parametrize("how", ["reshape", "flatten", "permute"])
+@pytest.mark.parametrize("how", ["reshape", "flatten", "permute", "rearrange", "Rearrange"])
 def test_a_stem_reading_frames_merged_into_the_batch_is_folded(how: str) -> None:
     """The stem reads the input's channels, only with its frames merged into the batch: the fix named was to
     change what comes before it or to replace it with new weights, while the fold is exact.  The fold is named
-    with the input the model takes now (without it, the graph alone cannot show the reshape keeps the channels)."""
+    with the input the model takes now (without it, the graph alone cannot show the reshape keeps the channels).
+    einops' ``rearrange`` was taken for a function of the model's own that hands the input on as it is: the fold
+    was named without the input, which adapt_input_channels refuses; its ``Rearrange`` layer was not followed."""
     model = _Frames(how).double().eval()
     r = paramcount(model, (2, 1, 16, 16))
     assert [f.fix for f in r.findings] == ["fold it with adapt_input_channels(model, 1, input=(2, 3, 16, 16))"]

@@ -177,11 +177,13 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
             reads_moved = bool(moved) and not moved.isdisjoint(node_inputs)
             args = node.args
             first = args[0] if args else None
-            moves = (
+            moves = (  # einops' rearrange hands the input on as a function of the model's own does, its axes followed
                 isinstance(first, node_type)
                 and (first.op == "placeholder" or first in passing or first in moved)
-                and node not in passing
-                and (moves_axes(op, node.target, module) or hands_on_channels(op, node.target, module))
+                and (
+                    moves_axes(op, node.target, module)
+                    or (node not in passing and hands_on_channels(op, node.target, module))
+                )
             )
             if moves:
                 moved.add(node)

@@ -9,6 +9,7 @@ Shape propagation (:mod:`torchsurgeon.shapes`) follows the nodes that may move a
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,16 @@ from .trace import trace
 if TYPE_CHECKING:  # _steps imports this module
     from ._steps import Step
 
-__all__ = ("FollowedAxes", "InputAxes", "fold_input", "keeps_channels", "moved_axes", "moves_axes")
+__all__ = (
+    "FollowedAxes",
+    "InputAxes",
+    "einops_name",
+    "einops_pattern",
+    "fold_input",
+    "keeps_channels",
+    "moved_axes",
+    "moves_axes",
+)
 
 
 InputAxes = tuple[tuple[int, ...], ...]
@@ -37,7 +47,8 @@ _RESHAPING = frozenset({"view", "reshape", "flatten"})
 
 def moves_axes(op: str, target: Any, module: nn.Module | None) -> bool:
     """Whether a graph node may hand a model input on with its axes moved or merged: a permute, transpose,
-    view, reshape or flatten (:func:`moved_axes` says, for a given input, whether it does).
+    view, reshape or flatten, einops' ``rearrange`` (torchgeo's ChangeStar merges its frames into the batch with
+    it) (:func:`moved_axes` says, for a given input, whether it does).
 
     Examples
     --------
@@ -48,7 +59,9 @@ def moves_axes(op: str, target: Any, module: nn.Module | None) -> bool:
     False
     """
     if op == "call_module":
-        return isinstance(module, nn.Flatten)
+        return isinstance(module, nn.Flatten) or einops_pattern(op, target, module, (), {}) is not None
+    if op == "call_function" and einops_name(target) == "rearrange":
+        return True
     if op == "call_function" and not torch_or_python(target):
         return False
     name = call_name(op, target)
@@ -98,6 +111,9 @@ def moved_axes(
         except Exception:
             return None
         return tuple(axes[size - 2] for size in moved.shape)
+    pattern = einops_pattern(op, target, module, args, kwargs)
+    if pattern is not None:
+        return _rearranged_axes(pattern, axes, out)
     if name in _RESHAPING or isinstance(module, nn.Flatten):
         before, after = tuple(x.shape), tuple(out.shape)
         k = len(before) - len(after)
@@ -105,6 +121,81 @@ def moved_axes(
             return None
         return (tuple(a for dim in axes[: k + 1] for a in dim), *axes[k + 1 :])
     return None
+
+
+def einops_name(target: Any) -> str:
+    """The name of einops' function ``target`` is (``"rearrange"``); "" for any other.
+
+    Examples
+    --------
+    >>> import einops, torch
+    >>> einops_name(einops.rearrange), einops_name(torch.reshape)
+    ('rearrange', '')
+    """
+    module = str(getattr(target, "__module__", None) or "")
+    return str(getattr(target, "__name__", "")) if module.split(".")[0] == "einops" else ""
+
+
+def einops_pattern(
+    op: str, target: Any, module: nn.Module | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> str | None:
+    """The pattern of an einops ``rearrange`` call (the function, ``args`` its arguments) or ``Rearrange`` layer
+    (``module``); None for any other node."""
+    if op == "call_module":
+        kind = type(module)
+        is_layer = kind.__name__ == "Rearrange" and kind.__module__.split(".")[0] == "einops"
+        pattern = getattr(module, "pattern", None) if is_layer else None
+    elif op == "call_function" and einops_name(target) == "rearrange":
+        pattern = args[1] if len(args) > 1 else kwargs.get("pattern")
+    else:
+        return None
+    return pattern if isinstance(pattern, str) else None
+
+
+_TOKEN = re.compile(r"\([^()]*\)|[^\s()]+")
+
+
+def _rearranged_axes(pattern: str, axes: InputAxes, out: torch.Tensor) -> InputAxes | None:
+    """The input axes of ``out``, made by einops' ``rearrange`` with ``pattern`` from a tensor of input axes
+    ``axes``; None when its left side splits a dim (``(h p)``) or its right side makes a new one (``1``, ``()``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> identity = ((0,), (1,), (2,), (3,), (4,))
+    >>> out = torch.empty(2, 3, 8, 8, device="meta")
+    >>> _rearranged_axes("b t c h w -> (b t) c h w", identity, out)
+    ((0, 1), (2,), (3,), (4,))
+    >>> _rearranged_axes("b t ... -> (b t) ...", identity, out)
+    ((0, 1), (2,), (3,), (4,))
+    >>> _rearranged_axes("b c (h p) w -> b (c p) h w", identity[:4], out) is None
+    True
+    """
+    left, arrow, right = pattern.partition("->")
+    names = left.split()
+    if not arrow or not all(n.isidentifier() or n == "..." for n in names) or names.count("...") > 1:
+        return None
+    spread = len(axes) - len(names) + 1  # the dims "..." stands for
+    if spread < 0 or ("..." not in names and spread != 1):
+        return None
+    held: dict[str, InputAxes] = {}
+    i = 0
+    for name in names:
+        width = spread if name == "..." else 1
+        held[name] = axes[i : i + width]
+        i += width
+    made: list[tuple[int, ...]] = []
+    for token in _TOKEN.findall(right):
+        group = token.startswith("(")
+        members = token.strip("()").split()
+        if any(m not in held for m in members) or (group and not members):
+            return None  # a new dim: a literal 1, ()
+        merged = [dim for m in members for dim in held[m]]
+        if group:
+            made.append(tuple(a for dim in merged for a in dim))
+        else:
+            made += merged
+    return tuple(made) if len(made) == out.dim() else None
 
 
 def keeps_channels(axes: InputAxes) -> bool:
