@@ -218,6 +218,33 @@ def test_a_stem_reading_frames_merged_into_the_batch_is_folded(how: str) -> None
         torch.testing.assert_close(edited(grey), model(grey.expand(2, 2, 3, 16, 16)))
 
 
+class _Siamese(nn.Module):
+    """A change detector that runs one encoder on each of its two frames, ``x[:, 0]`` and ``x[:, 1]`` of
+    ``(N, 2, C, H, W)``, as torchgeo's FCSiamDiff does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x[:, 1, ...]) - self.stem(x[:, 0])
+
+
+def test_a_stem_reading_one_frame_of_the_input_is_folded() -> None:
+    """The stem reads the input's channels, one frame at a time: the fix named was to change what comes before it
+    or to replace it with new weights, while the fold is exact.  It is now the fold, with the input the model
+    takes now, once for each frame read."""
+    model = _Siamese().double().eval()
+    r = paramcount(model, (2, 1, 16, 16))
+    fold = "fold it with adapt_input_channels(model, 1, input=(2, 3, 16, 16))"
+    assert [f.fix for f in r.findings] == [fold, fold]
+    edited = eval(fold.removeprefix("fold it with "), {"adapt_input_channels": adapt_input_channels, "model": model})
+    grey = torch.randn(2, 2, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(edited.model(grey), model(grey.expand(2, 2, 3, 16, 16)))
+    assert r.total_for_input == sum(p.numel() for p in edited.model.parameters())
+
+
 def test_the_fold_of_a_model_checking_its_input_size_names_the_input_it_accepts() -> None:
     """The model traces only for the input's size (a size check in forward) and refuses the fold's own guess of an
     image, (3, 224, 224): the fix named ran into that refusal.  It now names the input analysed, with the stem's

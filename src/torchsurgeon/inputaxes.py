@@ -9,6 +9,7 @@ Shape propagation (:mod:`torchsurgeon.shapes`) follows the nodes that may move a
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,8 @@ _RESHAPING = frozenset({"view", "reshape", "flatten"})
 def moves_axes(op: str, target: Any, module: nn.Module | None) -> bool:
     """Whether a graph node may hand a model input on with its axes moved or merged: a permute, transpose,
     view, reshape or flatten, einops' ``rearrange`` (torchgeo's ChangeStar merges its frames into the batch with
-    it) (:func:`moved_axes` says, for a given input, whether it does).
+    it), or an index (``x[:, 0]``: a Siamese model's first frame, torchgeo's FCSiamDiff) (:func:`moved_axes` says,
+    for a given input, whether it does).
 
     Examples
     --------
@@ -64,6 +66,8 @@ def moves_axes(op: str, target: Any, module: nn.Module | None) -> bool:
         return True
     if op == "call_function" and not torch_or_python(target):
         return False
+    if op == "call_function" and target is operator.getitem:
+        return True
     name = call_name(op, target)
     return name in _PERMUTING or name in _RESHAPING
 
@@ -111,6 +115,8 @@ def moved_axes(
         except Exception:
             return None
         return tuple(axes[size - 2] for size in moved.shape)
+    if op == "call_function" and target is operator.getitem:
+        return _indexed_axes(args[1] if len(args) > 1 else (), axes, out)
     pattern = einops_pattern(op, target, module, args, kwargs)
     if pattern is not None:
         return _rearranged_axes(pattern, axes, out)
@@ -196,6 +202,39 @@ def _rearranged_axes(pattern: str, axes: InputAxes, out: torch.Tensor) -> InputA
         else:
             made += merged
     return tuple(made) if len(made) == out.dim() else None
+
+
+def _indexed_axes(index: Any, axes: InputAxes, out: torch.Tensor) -> InputAxes | None:
+    """The input axes of ``out``, a tensor of input axes ``axes`` indexed with ``index``: a dim given an int is
+    gone (``x[:, 0]``, a frame), one given ``:`` or ``...`` kept; None for any other index (a slice of a dim, a
+    tensor, a new dim).
+
+    Examples
+    --------
+    >>> import torch
+    >>> identity = ((0,), (1,), (2,), (3,), (4,))
+    >>> _indexed_axes((slice(None), 0), identity, torch.empty(2, 3, 8, 8, device="meta"))
+    ((0,), (2,), (3,), (4,))
+    >>> _indexed_axes((slice(None), slice(0, 1)), identity, torch.empty(2, 1, 3, 8, 8, device="meta")) is None
+    True
+    """
+    index = index if isinstance(index, tuple) else (index,)
+    ellipses = [i for i, ix in enumerate(index) if ix is Ellipsis]
+    if len(ellipses) > 1:
+        return None
+    if ellipses:
+        at = ellipses[0]
+        index = (*index[:at], *(slice(None),) * (len(axes) - len(index) + 1), *index[at + 1 :])
+    if len(index) > len(axes):
+        return None
+    index = (*index, *(slice(None),) * (len(axes) - len(index)))
+    kept: list[tuple[int, ...]] = []
+    for ix, dim in zip(index, axes):
+        if type(ix) is slice and ix == slice(None):
+            kept.append(dim)
+        elif type(ix) is not int:
+            return None
+    return tuple(kept) if len(kept) == out.dim() else None
 
 
 def keeps_channels(axes: InputAxes) -> bool:
