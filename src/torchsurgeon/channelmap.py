@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from .arguments import ExampleInputs
 from .copies import detached_copy, inputs_reaching, meta_like
@@ -101,7 +102,7 @@ def channel_map(model: nn.Module, layer: str, image: InputSpec, channels: int) -
     >>> channel_map(nn.Sequential(nn.Conv2d(3, 3, 1), nn.Conv2d(3, 8, 1)), "1", (3, 8, 8), 1) is None
     True
     """
-    params = {p.data_ptr() for p in model.parameters() if p.device.type != "meta" and p.numel()}
+    params = {p.data_ptr() for p in model.parameters() if p.device.type != "meta" and not is_lazy(p) and p.numel()}
 
     def copied(t: torch.Tensor) -> torch.Tensor:
         if t.device.type == "meta" or (t.numel() and t.data_ptr() in params):
