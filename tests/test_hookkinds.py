@@ -120,3 +120,70 @@ def test_analyses_run_the_users_counting_hooks_and_put_back_what_they_counted() 
 
     assert report.output_shape == real  # the hooks ran: keep_three cut the output
     assert (_CALLS, model[0].calls, counter.calls, nonlocal_calls(), set(vars(model[0]))) == counts
+
+
+class _Store:
+    """A hook object storing a layer's output where the model reads it (fastai's ``Hook`` in ``DynamicUnet``)."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.stored: torch.Tensor | None = None
+        layer.register_forward_hook(self.keep)
+
+    def keep(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        self.stored = output
+
+
+class _Up(nn.Module):
+    def __init__(self, store: _Store, channels: int) -> None:
+        super().__init__()
+        self.store = store
+        self.conv = nn.Conv2d(2 * channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.store.stored
+        assert skip is not None
+        x = nn.functional.interpolate(x, size=skip.shape[-2:])
+        return self.conv(torch.cat([x, skip], 1))
+
+
+class _HookedUnet(nn.Module):
+    """A U-Net whose decoder reads the encoder's output through a hook it holds, built with a dummy forward at batch
+    1 and 16 x 16 (as fastai's ``create_unet_model`` builds ``DynamicUnet``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.enc2 = nn.Sequential(nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.up = _Up(_Store(self.enc1), 8)
+        with torch.no_grad():
+            self(torch.zeros(1, 3, 16, 16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.enc2(self.enc1(x)))
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_hook_storing_what_the_model_reads_runs_and_leaves_the_model_as_found(batch: int) -> None:
+    """Not run, the trace read the output stored by the last real forward as a constant: at (3, 32, 32) the
+    report gave (1, 8, 16, 16) for a forward giving (1, 8, 32, 32), and at batch 2 an invalid ``cat``, trusted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from torchsurgeon import adapt_input_channels, paramcount
+
+    torch.manual_seed(0)
+    model = _HookedUnet().eval().double()
+    stored = model.up.store.stored
+    report = paramcount(model, (3, 32, 32), batch=batch)
+    assert model.up.store.stored is stored  # no proxy left where the model reads
+    x = torch.randn(batch, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = model(x)
+    assert report.output_shape == tuple(out.shape) == (batch, 8, 32, 32)
+    assert not report.invalid and report.trusted
+    assert report.macs == counter.get_total_flops() // 2
+    model.up.store.stored = stored  # as before the forward above
+    result = adapt_input_channels(model, 1)
+    assert model.up.store.stored is stored and model.up.store.stored.shape == (1, 8, 16, 16)  # as found
+    grey = torch.randn(batch, 1, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(grey), model(grey.expand(-1, 3, -1, -1)), rtol=1e-12, atol=1e-12)

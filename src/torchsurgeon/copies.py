@@ -28,7 +28,7 @@ from torch.fx.immutable_collections import immutable_dict, immutable_list
 from torch.nn.parameter import UninitializedTensorMixin  # type: ignore[attr-defined]
 
 from .errors import failure_reason
-from .hookkinds import REPARAMETRIZING, hook_runs, libraries_of, library_hook, without_side_effects
+from .hookkinds import REPARAMETRIZING, held_recorders, hook_runs, libraries_of, model_hook, without_side_effects
 
 __all__ = (
     "HOOK_DICTS",
@@ -301,7 +301,7 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
         for t in _computed_attributes(m):
             if id(t) not in memo:
                 memo[id(t)] = tensor(t.detach())
-    copied: nn.Module = _Copier(module, memo, libraries_of(module), tensor).copy(module)
+    copied: nn.Module = _Copier(module, memo, libraries_of(module), tensor, held_recorders(module)).copy(module)
     return copied
 
 
@@ -375,8 +375,10 @@ class _Copier:
         memo: dict[int, Any],
         libraries: frozenset[str] = frozenset(),
         tensor: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        held: frozenset[int] = frozenset(),
     ) -> None:
         self.root, self.memo, self.hooks_in_memo, self.libraries = root, memo, False, libraries
+        self.held = held  # objects the model holds whose methods are its hooks (held_recorders)
         self.tensor = tensor  # what a ScriptModule's tensors become (``memo`` cannot reach them)
         self.pending: list[tuple[nn.Module, dict[int, Any], set[int], dict[int, Any]]] = []
 
@@ -388,16 +390,17 @@ class _Copier:
             key
             for attr in _OWN_HOOK_DICTS
             for key, hook in (state.get(attr) or {}).items()
-            if hook_runs(hook, self.libraries) or type(hook).__module__ in REPARAMETRIZING
+            if hook_runs(hook, self.libraries, self.held) or type(hook).__module__ in REPARAMETRIZING
         }
 
     def _kept(self, hook: Any) -> Any:
         """A hook the copy keeps: the user's (one that returns a value) leaves their containers as they were; the
-        library's, a method of a helper object of its own (timm's ``FeatureHooks``), is bound to that object's copy,
-        where the copy's forward reads what it collects."""
+        model's own (:func:`~torchsurgeon.hookkinds.model_hook`), a method of a helper object (timm's
+        ``FeatureHooks``, fastai's ``Hook``), is bound to that object's copy, where the copy's forward reads what
+        it collects."""
         if type(hook).__module__ in REPARAMETRIZING:
             return hook
-        if library_hook(hook, self.libraries):
+        if model_hook(hook, self.libraries, self.held):
             return self._rebound(hook)
         return without_side_effects(hook)
 

@@ -31,10 +31,12 @@ __all__ = (
     "REPARAMETRIZING",
     "acts_in_place",
     "changed",
+    "held_recorders",
     "hook_runs",
     "libraries_of",
     "library_hook",
     "library_of",
+    "model_hook",
     "put_back",
     "returns_values",
     "shallow",
@@ -86,13 +88,14 @@ REPARAMETRIZING = frozenset({"torch.nn.utils.prune", "torch.nn.utils.weight_norm
 step computes what the model's does; the trace need not run them, the weight they last computed has its shape)."""
 
 
-def hook_runs(hook: Any, libraries: frozenset[str]) -> bool:
+def hook_runs(hook: Any, libraries: frozenset[str], held: frozenset[int] = frozenset()) -> bool:
     """Whether a forward hook runs in the analysis as in a real forward: a hook the model installs on itself (its
     function comes from one of ``libraries``, :func:`libraries_of` the model: transformers collects hidden states
     with forward hooks, and its ``enable_input_require_grads`` makes the embeddings' output require grad, also
-    inside a peft model), or one of the user's that may return a value (:func:`returns_values`) or changes a tensor
-    in place (:func:`acts_in_place`): it changes what the module takes or gives.  A hook of the user's that only
-    looks is never run: it never sees torchsurgeon's tensors.
+    inside a peft model; or it is a method of an object the model holds, ``held``, :func:`held_recorders`), or one
+    of the user's that may return a value (:func:`returns_values`) or changes a tensor in place
+    (:func:`acts_in_place`): it changes what the module takes or gives.  A hook of the user's that only looks is
+    never run: it never sees torchsurgeon's tensors.
 
     Examples
     --------
@@ -105,7 +108,87 @@ def hook_runs(hook: Any, libraries: frozenset[str]) -> bool:
     """
     if type(hook).__module__ in REPARAMETRIZING:  # it sets the layer's weight: a proxy would be left in the model
         return False
-    return library_hook(hook, libraries) or returns_values(hook) or acts_in_place(hook)
+    return model_hook(hook, libraries, held) or returns_values(hook) or acts_in_place(hook)
+
+
+def model_hook(hook: Any, libraries: frozenset[str], held: frozenset[int]) -> bool:
+    """Whether a hook is the model's own: its function comes from one of ``libraries`` (:func:`library_hook`), or it
+    is a method of an object the model holds (``held``, :func:`held_recorders`: the model reads what it records).
+
+    Examples
+    --------
+    >>> class Store:
+    ...     def keep(self, module, inputs, output):
+    ...         self.stored = output
+    >>> store = Store()
+    >>> model_hook(store.keep, frozenset(), frozenset({id(store)})), model_hook(store.keep, frozenset(), frozenset())
+    (True, False)
+    """
+    if library_hook(hook, libraries):
+        return True
+    recorder = recorder_of(hook)
+    return recorder is not None and id(recorder) in held
+
+
+def recorder_of(hook: Any) -> Any:
+    """The object a hook is a method of (under its partials), when it is not a module; else None.
+
+    Examples
+    --------
+    >>> class Store:
+    ...     def keep(self, module, inputs, output):
+    ...         self.stored = output
+    >>> store = Store()
+    >>> recorder_of(store.keep) is store, recorder_of(print)
+    (True, None)
+    """
+    while isinstance(hook, functools.partial):
+        hook = hook.func
+    if isinstance(hook, types.MethodType) and not isinstance(hook.__self__, nn.Module):
+        return hook.__self__
+    return None
+
+
+def held_recorders(model: nn.Module) -> frozenset[int]:
+    """The ids of the objects whose methods are forward hooks on ``model``'s modules and that its modules hold as
+    attributes (directly, or in a list, tuple or dict): the model reads what such a hook records.  fastai's
+    ``DynamicUnet`` hooks its encoder's layers with ``Hook`` objects that store their outputs, and each of its
+    ``UnetBlock`` holds one and reads ``self.hook.stored``: such a hook not run, the trace read the output of the
+    last real forward (the dummy one fastai makes when it builds the model, at batch 1) as a constant.
+
+    Examples
+    --------
+    >>> class Store:
+    ...     def keep(self, module, inputs, output):
+    ...         self.stored = output
+    >>> encoder, head = nn.Linear(2, 2), nn.Linear(2, 2)
+    >>> store = Store()
+    >>> _ = encoder.register_forward_hook(store.keep)
+    >>> held_recorders(nn.Sequential(encoder, head)) == frozenset()
+    True
+    >>> head.store = store  # the head reads what the hook stores
+    >>> held_recorders(nn.Sequential(encoder, head)) == {id(store)}
+    True
+    """
+    modules = list(model.modules())
+    recorders = {
+        id(r)
+        for m in modules
+        if m._forward_hooks or m._forward_pre_hooks
+        for table in (m._forward_hooks, m._forward_pre_hooks)
+        for hook in table.values()
+        if (r := recorder_of(hook)) is not None
+    }
+    if not recorders:
+        return frozenset()
+    held: set[int] = set()
+    for m in modules:
+        for name, value in m.__dict__.items():
+            if name in _MODULE_STATE:
+                continue
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+            held.update(id(v) for v in (value, *items) if id(v) in recorders)
+    return frozenset(held)
 
 
 def library_hook(hook: Any, libraries: frozenset[str]) -> bool:

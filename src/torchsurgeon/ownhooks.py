@@ -23,10 +23,12 @@ from .copies import HOOK_DICTS
 from .hookkinds import (
     CONTAINER_TYPES,
     changed,
+    held_recorders,
     hook_runs,
     libraries_of,
-    library_hook,
+    model_hook,
     put_back,
+    recorder_of,
     shallow,
     without_side_effects,
 )
@@ -59,7 +61,10 @@ class OwnHooks:
 
     A hook runs when it was installed during the trace (transformers installs
     its output-capturing hooks on the first forward), when its function comes
-    from the installed library that defines the model's class, or when it may
+    from the installed library that defines the model's class, when it is a
+    method of an object the model holds (fastai's ``Hook``, whose stored output
+    ``DynamicUnet``'s blocks read: :func:`torchsurgeon.hookkinds.held_recorders`;
+    its attributes are put back after the trace), or when it may
     return a value (:func:`torchsurgeon.hookkinds.returns_values`).
     :meth:`restore` removes whatever the trace added to the model's modules (hooks, attributes such as
     ``_output_capturing_hooks_installed``) and puts back the attributes it
@@ -104,6 +109,16 @@ class OwnHooks:
         # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
         self._first_new = RemovableHandle.next_id
         self._libraries = libraries_of(model)
+        self._held = held_recorders(model)  # objects whose hooks record what the model reads (fastai's Hook)
+        # their attributes as they were: such a hook, run in the trace, stores a proxy there
+        self._recorders = [
+            (r, dict(vars(r)))
+            for m in self._modules
+            if m._forward_hooks or m._forward_pre_hooks
+            for table in (m._forward_hooks, m._forward_pre_hooks)
+            for hook in table.values()
+            if (r := recorder_of(hook)) is not None and type(getattr(r, "__dict__", None)) is dict
+        ]
         self._quiet: dict[int, Callable[..., Any]] = {}  # the user's hooks that run, by id (without_side_effects)
 
     def installed(self, module: nn.Module) -> bool:
@@ -118,8 +133,8 @@ class OwnHooks:
         for key, hook in getattr(module, attr).items():
             if key >= self._first_new:
                 yield key, hook
-            elif hook_runs(hook, self._libraries):
-                if library_hook(hook, self._libraries):
+            elif hook_runs(hook, self._libraries, self._held):
+                if model_hook(hook, self._libraries, self._held):
                     yield key, hook
                     continue
                 quiet = self._quiet.get(key)  # the user's, returning a value: what it records is put back
@@ -175,3 +190,8 @@ class OwnHooks:
         for container, contents in self._contents:
             if changed(container, contents):
                 put_back(container, contents)
+        for recorder, attributes in self._recorders:
+            state = vars(recorder)
+            if len(state) != len(attributes) or any(map(operator.is_not, state.values(), attributes.values())):
+                state.clear()
+                state.update(attributes)
