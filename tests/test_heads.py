@@ -979,3 +979,24 @@ def test_a_sentence_transformer_is_refused_with_the_edits_that_make_a_classifier
         r"output's 'sentence_embedding'$",
     ):
         replace_head(without, 5)
+
+
+def test_a_class_score_beside_its_per_class_boxes_is_refused_with_the_edit_of_both() -> None:
+    """torchvision's fine-tuning of Faster R-CNN: ``replace_head(model, 5, layer='...cls_score')`` returned a model
+    with 5 scores beside ``bbox_pred``'s 364 = 4 x 91 box outputs, which runs and pairs boxes with the wrong
+    classes (its post-processing splits the boxes by the scores' class count)."""
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None
+    ).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(SurgeryError, match=r"regresses 4 box coordinates for each of them \(364\)") as refused:
+        replace_head(model, 5, layer="roi_heads.box_predictor.cls_score")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    for statement in str(refused.value).split("as written: ")[1].split("; "):
+        exec(statement, {"model": model, "nn": nn})
+    predictor = model.roi_heads.box_predictor
+    assert (predictor.cls_score.out_features, predictor.bbox_pred.out_features) == (5, 20)  # FastRCNNPredictor(_, 5)
+    with torch.no_grad():
+        detections = model([torch.rand(3, 128, 128)])[0]
+    assert detections["boxes"].shape[0] == detections["labels"].shape[0]
+    assert all(int(label) < 5 for label in detections["labels"])

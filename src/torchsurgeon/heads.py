@@ -210,7 +210,7 @@ def replace_head(
                 )
         if not is_layer(module):
             raise not_a_layer(edited, name, rec, num_classes, running_input(edited, input)[1])
-        grouped = _grouped_classes(edited, name, num_classes)
+        grouped = _grouped_classes(edited, name, num_classes) or _boxes_per_class(edited, name, num_classes)
         if grouped is not None:
             raise grouped
     checked_on = running_input(edited, input)  # before the edit: an input it runs on now, to check it after
@@ -599,6 +599,38 @@ def _grouped_classes(model: nn.Module, layer: str, num_classes: int) -> SurgeryE
             f"give a model that fails — make each group {num_classes} classes wide, as written: {'; '.join(fixes)}"
         )
     return None
+
+
+def _boxes_per_class(model: nn.Module, layer: str, num_classes: int) -> SurgeryError | None:
+    """The refusal for a head whose sibling regresses four box coordinates per class from the same features
+    (torchvision's ``FastRCNNPredictor``: ``cls_score`` 91 classes, ``bbox_pred`` 364 = 4 x 91; its post-processing
+    reads the class count from the scores and splits the boxes by it), with the edit of both that runs; None for
+    any other head."""
+    parent, _, own = layer.rpartition(".")
+    head = model.get_submodule(layer)
+    width, fan_in = width_of(head), getattr(head, "in_features", None)
+    if not isinstance(head, nn.Linear) or width is None:
+        return None
+    for name, sibling in model.get_submodule(parent).named_children():
+        if (
+            name != own
+            and isinstance(sibling, nn.Linear)
+            and sibling.in_features == fan_in
+            and sibling.out_features == _BOX_COORDINATES * width
+        ):
+            other = f"{parent}.{name}" if parent else name
+            fixes = [replacing_call(layer, _fresh(head, num_classes))]
+            fixes.append(replacing_call(other, _fresh(sibling, _BOX_COORDINATES * num_classes)))
+            return SurgeryError(
+                f"{layer} (Linear) scores {width} classes and {other} (Linear) regresses {_BOX_COORDINATES} box "
+                f"coordinates for each of them ({sibling.out_features}) from the same features: a head of "
+                f"{num_classes} classes beside {sibling.out_features} box outputs would give a model matching boxes "
+                f"to the wrong classes — replace both, as written: {'; '.join(fixes)}"
+            )
+    return None
+
+
+_BOX_COORDINATES = 4
 
 
 def _check_keep(keep: Any) -> None:
