@@ -608,14 +608,14 @@ def _boxes_per_class(model: nn.Module, layer: str, num_classes: int) -> SurgeryE
     any other head."""
     parent, _, own = layer.rpartition(".")
     head = model.get_submodule(layer)
-    width, fan_in = width_of(head), getattr(head, "in_features", None)
-    if not isinstance(head, nn.Linear) or width is None:
+    if not isinstance(head, nn.Linear):
         return None
+    width = head.out_features
     for name, sibling in model.get_submodule(parent).named_children():
         if (
             name != own
             and isinstance(sibling, nn.Linear)
-            and sibling.in_features == fan_in
+            and sibling.in_features == head.in_features
             and sibling.out_features == _BOX_COORDINATES * width
         ):
             other = f"{parent}.{name}" if parent else name

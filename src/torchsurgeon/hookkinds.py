@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import torch
@@ -32,6 +32,7 @@ __all__ = (
     "acts_in_place",
     "changed",
     "held_recorders",
+    "hook_recorders",
     "hook_runs",
     "libraries_of",
     "library_hook",
@@ -126,22 +127,12 @@ def model_hook(hook: Any, libraries: frozenset[str], held: frozenset[int]) -> bo
     """
     if library_hook(hook, libraries):
         return True
-    recorder = recorder_of(hook)
+    recorder = _recorder_of(hook)
     return recorder is not None and id(recorder) in held
 
 
-def recorder_of(hook: Any) -> Any:
-    """The object a hook is a method of (under its partials), when it is not a module; else None.
-
-    Examples
-    --------
-    >>> class Store:
-    ...     def keep(self, module, inputs, output):
-    ...         self.stored = output
-    >>> store = Store()
-    >>> recorder_of(store.keep) is store, recorder_of(print)
-    (True, None)
-    """
+def _recorder_of(hook: Any) -> Any:
+    """The object a hook is a method of (under its partials), when it is not a module; else None."""
     while isinstance(hook, functools.partial):
         hook = hook.func
     if isinstance(hook, types.MethodType) and not isinstance(hook.__self__, nn.Module):
@@ -149,12 +140,26 @@ def recorder_of(hook: Any) -> Any:
     return None
 
 
-def held_recorders(model: nn.Module) -> frozenset[int]:
+def hook_recorders(modules: Iterable[nn.Module]) -> dict[int, Any]:
+    """The objects, by id, whose methods are forward hooks on ``modules`` (objects, not modules: fastai's ``Hook``,
+    timm's ``FeatureHooks``)."""
+    return {
+        id(r): r
+        for m in modules
+        if m._forward_hooks or m._forward_pre_hooks
+        for table in (m._forward_hooks, m._forward_pre_hooks)
+        for hook in table.values()
+        if (r := _recorder_of(hook)) is not None
+    }
+
+
+def held_recorders(model: nn.Module, recorders: Mapping[int, Any] | None = None) -> frozenset[int]:
     """The ids of the objects whose methods are forward hooks on ``model``'s modules and that its modules hold as
     attributes (directly, or in a list, tuple or dict): the model reads what such a hook records.  fastai's
     ``DynamicUnet`` hooks its encoder's layers with ``Hook`` objects that store their outputs, and each of its
     ``UnetBlock`` holds one and reads ``self.hook.stored``: such a hook not run, the trace read the output of the
     last real forward (the dummy one fastai makes when it builds the model, at batch 1) as a constant.
+    ``recorders``: :func:`hook_recorders` of the model's modules, when the caller has them.
 
     Examples
     --------
@@ -171,14 +176,8 @@ def held_recorders(model: nn.Module) -> frozenset[int]:
     True
     """
     modules = list(model.modules())
-    recorders = {
-        id(r)
-        for m in modules
-        if m._forward_hooks or m._forward_pre_hooks
-        for table in (m._forward_hooks, m._forward_pre_hooks)
-        for hook in table.values()
-        if (r := recorder_of(hook)) is not None
-    }
+    if recorders is None:
+        recorders = hook_recorders(modules)
     if not recorders:
         return frozenset()
     held: set[int] = set()

@@ -24,11 +24,11 @@ from .hookkinds import (
     CONTAINER_TYPES,
     changed,
     held_recorders,
+    hook_recorders,
     hook_runs,
     libraries_of,
     model_hook,
     put_back,
-    recorder_of,
     shallow,
     without_side_effects,
 )
@@ -109,16 +109,10 @@ class OwnHooks:
         # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
         self._first_new = RemovableHandle.next_id
         self._libraries = libraries_of(model)
-        self._held = held_recorders(model)  # objects whose hooks record what the model reads (fastai's Hook)
+        recorders = hook_recorders(self._modules)
+        self._held = held_recorders(model, recorders)  # objects whose hooks record what the model reads (fastai's)
         # their attributes as they were: such a hook, run in the trace, stores a proxy there
-        self._recorders = [
-            (r, dict(vars(r)))
-            for m in self._modules
-            if m._forward_hooks or m._forward_pre_hooks
-            for table in (m._forward_hooks, m._forward_pre_hooks)
-            for hook in table.values()
-            if (r := recorder_of(hook)) is not None and type(getattr(r, "__dict__", None)) is dict
-        ]
+        self._recorders = [(r, dict(vars(r))) for r in recorders.values() if type(getattr(r, "__dict__", None)) is dict]
         self._quiet: dict[int, Callable[..., Any]] = {}  # the user's hooks that run, by id (without_side_effects)
 
     def installed(self, module: nn.Module) -> bool:
@@ -183,15 +177,18 @@ class OwnHooks:
                 if len(state) > before:
                     for name in list(state)[before:]:
                         del state[name]
-            # same names in the same order, each the same object: nothing to do (the common case, one pass in C)
-            elif len(state) != len(before) or any(map(operator.is_not, state.values(), before.values())):
-                state.clear()
-                state.update(before)
+            else:
+                _put_back_attributes(state, before)
         for container, contents in self._contents:
             if changed(container, contents):
                 put_back(container, contents)
         for recorder, attributes in self._recorders:
-            state = vars(recorder)
-            if len(state) != len(attributes) or any(map(operator.is_not, state.values(), attributes.values())):
-                state.clear()
-                state.update(attributes)
+            _put_back_attributes(vars(recorder), attributes)
+
+
+def _put_back_attributes(state: dict[str, Any], before: dict[str, Any]) -> None:
+    """Make an object's ``__dict__`` what it was, ``before``; same names in the same order, each the same object:
+    nothing to do (the common case, one pass in C)."""
+    if len(state) != len(before) or any(map(operator.is_not, state.values(), before.values())):
+        state.clear()
+        state.update(before)
