@@ -66,14 +66,14 @@ class _VideoStem(nn.Module):
 
 def _named_inputs(fix: str) -> list[Any]:
     """The inputs of the ``paramcount(model, ...)`` calls a fix names, read back as Python values."""
-    return [ast.literal_eval(text) for text in re.findall(r"paramcount\(model, (.+?)\)(?: or |$)", fix)]
+    return [ast.literal_eval(text) for text in re.findall(r"paramcount\(model, (.+?)\)(?: or |;|$)", fix)]
 
 
 def _runs(model: nn.Module, shape: tuple[int, ...], batch: int = 1) -> bool:
     try:
         with torch.no_grad():
             model(torch.zeros(batch, *shape))
-    except RuntimeError:
+    except (RuntimeError, AssertionError):  # AssertionError: torch._assert in a forward
         return False
     return True
 
@@ -328,3 +328,69 @@ def test_the_search_budget_is_cpu_time_so_a_busy_machine_gets_the_same_answer(mo
     found = name_running_input((3, 250, 250), ["x"], 1, runs)
     assert len(tries) > 2
     assert "paramcount(model, (3, 224, 224)) or paramcount(model, (3, 256, 256))" in found
+
+
+class _CheckedViT(nn.Module):
+    """A ViT as timm and torchvision write theirs: the patch embedding asserts the image size it was built for, and a
+    position table of one row per patch of that size (plus a class token) is added to the tokens."""
+
+    def __init__(self, size: tuple[int, int] = (32, 48), patch: int = 8, dim: int = 8) -> None:
+        super().__init__()
+        self.size, self.patch = size, patch
+        self.proj = nn.Conv2d(3, dim, patch, patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, 1 + (size[0] // patch) * (size[1] // patch), dim))
+        self.head = nn.Linear(dim, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, h, w = x.shape
+        torch._assert(h == self.size[0], f"Input height ({h}) doesn't match model ({self.size[0]}).")
+        torch._assert(w == self.size[1], f"Input width ({w}) doesn't match model ({self.size[1]}).")
+        tokens = self.proj(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], 1) + self.pos
+        return self.head(tokens[:, 0])
+
+
+class _ResizableViT(_CheckedViT):
+    """With timm's call to take another size: the table resampled, the check moved."""
+
+    def set_input_size(self, img_size: tuple[int, int]) -> None:
+        grid = (self.size[0] // self.patch, self.size[1] // self.patch)
+        table = self.pos.data[:, 1:].reshape(1, *grid, -1).permute(0, 3, 1, 2)
+        new = (img_size[0] // self.patch, img_size[1] // self.patch)
+        table = nn.functional.interpolate(table, size=new, mode="bicubic").permute(0, 2, 3, 1).flatten(1, 2)
+        self.pos = nn.Parameter(torch.cat([self.pos.data[:, :1], table], 1))
+        self.size = img_size
+
+
+def test_a_vit_checking_its_size_is_told_that_size_and_its_own_call_to_take_the_given_one() -> None:
+    """Found by a probe: timm's and torchvision's ViTs at 320×320 (fine-tuning at a higher resolution) were reported
+    with their asserts and a position-table broadcast as invalid, and no fix: no size was named (only one size fits,
+    which the search's halving never tries), and timm's own ``set_input_size`` was not offered. The size forward
+    compares the input's own to is tried first; a model with ``set_input_size`` is told to run it, once it ran on a
+    meta copy."""
+    r = paramcount(_CheckedViT().eval(), (3, 40, 40))  # no call of its own: the size only
+    assert r.findings
+    assert all(_named_inputs(f.fix) == [(3, 32, 48)] and "set_input_size" not in f.fix for f in r.findings)
+
+    model = _ResizableViT().eval()
+    assert not _runs(model, (3, 40, 40)) and _runs(model, (3, 32, 48))
+    before = model_state(model)
+    r = paramcount(model, (3, 40, 40))
+    assert_same_state(before, model_state(model))
+    assert r.findings and all(_named_inputs(f.fix) == [(3, 32, 48)] for f in r.findings)
+    own = "first run the model's own resize (its position tables resampled): model.set_input_size(img_size=(40, 40))"
+    assert all(f.fix.endswith(own) for f in r.findings)
+    model.set_input_size(img_size=(40, 40))  # the fix, as written
+    assert paramcount(model, (3, 40, 40)).invalid == [] and _runs(model, (3, 40, 40))
+
+    timm = pytest.importorskip("timm")
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, depth=1).eval()
+    assert not _runs(vit, (3, 320, 320))
+    r = paramcount(vit, (3, 320, 320))
+    assert {f.layer for f in r.findings} == {"_assert", "_assert_1", "add"}
+    assert all(_named_inputs(f.fix) == [(3, 224, 224)] for f in r.findings)
+    assert all(f.fix.endswith("model.set_input_size(img_size=(320, 320))") for f in r.findings)
+    vit.set_input_size(img_size=(320, 320))
+    with torch.no_grad():
+        assert paramcount(vit, (3, 320, 320)).output_shape == tuple(vit(torch.zeros(1, 3, 320, 320)).shape)

@@ -139,7 +139,8 @@ def _analyse(
             and any(node_record(G, src).op == "placeholder" for src in G.predecessors(rec.name))
         ):
             raise ShapeError(f"{rec.message} (input shapes {dict(shapes.input_shapes)})")
-    shapes = name_fitting_input(G, input, batch, shapes, retrace)  # "use a larger input": which one (no cost without)
+    # "use a larger input": which one (no cost without)
+    shapes = name_fitting_input(G, input, batch, shapes, retrace, model)
     if cache is None:
         summary = count_params(G)
     else:  # parameter counts depend on the input only through the invalid layers

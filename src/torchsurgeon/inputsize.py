@@ -10,6 +10,9 @@ at most :data:`MAX_PROPAGATIONS` propagations.  What it finds is written in the 
 (a mapping keeps its names), as a call that runs: ``paramcount(model, (3, 32, 32))``; "the smallest"
 only where propagation showed that one less fails.
 
+First, the sizes ``forward`` compares the input's own sizes to (a ViT's patch embedding asserting ``H == 224``,
+one size only, which no step below reaches): each size compared set to its number.
+
 The search, on the sizes ``s`` of the dims it varies:
 
 1. a size that fits at all: every size raised to 64, 256, 1024, 4096 (a multiple of 64), the first that fits;
@@ -34,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import operator
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -41,10 +45,12 @@ from typing import Any
 
 import networkx as nx
 import torch
+from torch import nn
 
 from .arguments import placeholders
 from .graph import graph_module_of, records_now, set_records, shape_specific_of
 from .knowndata import COUNTED
+from .ownresize import own_resize_fix
 from .records import Finding, LayerStatus
 from .shapes import ShapeResult, propagate_shapes
 from .shapespec import InputSpec, TypedShape, normalize_input
@@ -419,6 +425,7 @@ def name_fitting_input(
     batch: int,
     shapes: ShapeResult,
     retrace: Callable[[InputSpec], ShapeResult] | None = None,
+    model: nn.Module | None = None,
 ) -> ShapeResult:
     """``shapes`` with the input that fits named in the fix of every finding the input's size causes.
 
@@ -440,6 +447,9 @@ def name_fitting_input(
         :func:`~torchsurgeon.shapes.propagate_shapes`'s result for ``input``.
     retrace : callable, optional
         For a graph traced for the given shapes only: the shapes of the model at another input.
+    model : nn.Module, optional
+        The model traced: where it has its own call to take the given size (timm's ``set_input_size``), the
+        fix names it too (:func:`~torchsurgeon.ownresize.own_resize_fix`).
 
     Returns
     -------
@@ -478,7 +488,12 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
         return _Search(given, batch, axes, kept, propagate, budget)
 
     try:
-        if features:  # one size, often smaller than the given one
+        if any(size_caused(f) for f in shapes.findings):  # the sizes forward compares the input's own to
+            checked = search(size_caused)
+            compared = next((s for s in _compared_sizes(G, axes, checked.start) if checked.fits(s)), None)
+            if compared is not None:
+                answer = _answer(checked, input, given, compared, 1, smallest=False)
+        if not answer and features:  # one size, often smaller than the given one
             exact = search(_either)
             found = exact.run_exact(features[0].layer, features[0].expected, features[0].got)
             if found is not None:
@@ -499,7 +514,55 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
         answer = ""
     finally:
         set_records(G, records.values())  # the given input's records again
+    own = own_resize_fix(model, given[next(iter(given))], batch) if len(given) == 1 and answer else ""
+    if own:
+        answer += "; to analyse this size itself, first run the model's own resize (its position tables resampled): "
+        answer += own
     return _with_answer(G, shapes, answer, targets) if answer else shapes
+
+
+def _compared_sizes(G: nx.DiGraph, axes: list[tuple[str, int]], start: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The sizes ``forward`` compares the input's own sizes to (``H == 224``, asserted by a ViT's patch embedding,
+    the one size its position tables fit): each size compared set to its number, the others as given; then
+    every size at each number a size of another tensor is compared to (at most three)."""
+    named: dict[tuple[str, int], int] = {}
+    loose: list[int] = []
+    for n in graph_module_of(G).graph.nodes:
+        if n.op != "call_function" or n.target not in (operator.eq, operator.ne) or len(n.args) != 2:
+            continue
+        a, b = n.args
+        node, number = (a, b) if isinstance(a, torch.fx.Node) else (b, a)
+        if not isinstance(node, torch.fx.Node) or type(number) is not int or number < 2:
+            continue
+        axis = _size_of(node)
+        if axis is None:
+            continue
+        if axis in axes:
+            named.setdefault(axis, number)
+        elif number not in loose:
+            loose.append(number)
+    tries = [tuple(named.get(axis, s) for axis, s in zip(axes, start))] if named else []
+    tries += [(number,) * len(axes) for number in loose[:3]]
+    return [t for t in dict.fromkeys(tries) if t != start]
+
+
+def _size_of(node: torch.fx.Node) -> tuple[str, int] | None:
+    """The input and per-sample dim ``node`` is the size of (``x.shape[2]``: ``("x", 1)``); ``("", -1)`` for a size
+    of another tensor; None for anything else."""
+    if node.target is not operator.getitem or len(node.args) != 2:
+        return None
+    shape, dim = node.args
+    if not isinstance(shape, torch.fx.Node) or type(dim) is not int:
+        return None
+    if shape.op == "call_function" and shape.target is getattr and shape.args[1:] == ("shape",):
+        tensor = shape.args[0]
+    elif shape.op == "call_method" and shape.target == "size" and len(shape.args) == 1:
+        tensor = shape.args[0]
+    else:
+        return None
+    if isinstance(tensor, torch.fx.Node) and tensor.op == "placeholder" and dim >= 1:
+        return str(tensor.target).lstrip("*"), dim - 1
+    return "", -1
 
 
 def name_running_input(input: InputSpec, names: list[str], batch: int, runs: Callable[[dict[str, Any]], bool]) -> str:
