@@ -2022,3 +2022,46 @@ def test_a_text_model_has_no_input_channels_to_adapt() -> None:
         r"not channels — there are no input channels to adapt",
     ):
         adapt_input_channels(nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 2)), 1)
+
+
+class _LinearPatchEmbed(nn.Module):
+    """timm's NaFlexEmbeds: (B, C, H, W) cut into 4 x 4 patches flattened channels last (P-P-C) and read by a
+    Linear, with Python on the input's sizes (the grid for its position table) that fx traces only with an input
+    shape: one opaque node in a trace without one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4 * 4 * 3, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        grid = (int(h) // 4, int(w) // 4)
+        x = x.reshape(b, c, grid[0], 4, grid[1], 4).permute(0, 2, 4, 3, 5, 1).reshape(b, grid[0] * grid[1], -1)
+        return self.proj(x)
+
+
+class _NaFlexNet(nn.Module):
+    """timm's naflexvit: the Linear patch embedding above, a head; timm's pretrained_cfg, no convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pretrained_cfg = {"input_size": (3, 32, 32)}
+        self.embeds, self.head = _LinearPatchEmbed(), nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embeds(x).mean(1))
+
+
+def test_a_linear_patch_embedding_traced_as_opaque_is_adapted_without_an_input() -> None:
+    """timm's naflexvit_base_patch16_parfac_gap: adapt_input_channels(model, 1) refused ("embeds (NaFlexEmbeds)
+    reads the input but could not be looked into — pass an input"): the image it runs to look inside was that of
+    the model's first convolution, and it has none; a timm model's pretrained_cfg gives the channels."""
+    torch.manual_seed(0)
+    model = _NaFlexNet().double().eval()
+    before = copy.deepcopy(model.state_dict())
+    result = adapt_input_channels(model, 1)
+    assert [(c.name, c.shape_after) for c in result.changes] == [("embeds.proj.weight", (8, 16))]
+    grey = torch.randn(2, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(grey), model(grey.expand(2, 3, 16, 16)), rtol=1e-12, atol=1e-12)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

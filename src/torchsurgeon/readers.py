@@ -49,6 +49,7 @@ answer its forward (a detector's ``torch.nonzero`` and ``nms``): about 1 GiB in 
 during an analysis), which refused torchvision's ResNet-50 detectors (34–59 M)."""
 
 __all__ = (
+    "configured_image",
     "default_input",
     "guessed_input",
     "image_input",
@@ -343,6 +344,28 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     if isinstance(frames, int) and not isinstance(frames, bool):  # videos: (batch, frames, channels, H, W)
         return {"pixel_values": (frames, channels, int(h), int(w))}
     return {"pixel_values": (channels, int(h), int(w))}
+
+
+def configured_image(model: nn.Module) -> tuple[int, int, int] | None:
+    """``(C, 224, 224)`` with ``C`` the channels of the image a timm model's ``pretrained_cfg`` describes
+    (its ``input_size``), or None: the image to run a model on to look inside the part that reads its input when
+    it has no convolution to take them from (:func:`guessed_input`), as naflexvit's Linear patch embedding.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> model = nn.Linear(48, 8)
+    >>> model.pretrained_cfg = {"input_size": (3, 384, 384)}
+    >>> configured_image(model)
+    (3, 224, 224)
+    >>> configured_image(nn.Linear(48, 8)) is None
+    True
+    """
+    config = getattr(model, "pretrained_cfg", None)
+    size = config.get("input_size") if isinstance(config, Mapping) else None
+    if not isinstance(size, (tuple, list)) or len(size) != 3 or not isinstance(size[0], int) or size[0] < 1:
+        return None
+    return (size[0], 224, 224)
 
 
 def refused_guess_hint(guess: tuple[int, ...] | None, names: Sequence[str] = ()) -> str:

@@ -34,6 +34,7 @@ from .initialisers import default_init
 from .layerfold import adapt_layer, input_width, plain_weight, weight_normed
 from .lazy import lazy_layers
 from .readers import (
+    configured_image,
     default_input,
     distinct_images,
     guessed_input,
@@ -171,7 +172,8 @@ def _input_layers(
         # which fx traces only with an input shape): a run on an image of its first convolution's channels looks
         # inside both
         guess = guessed_input(model)  # run on an image of its first convolution's channels, which looks inside
-        if guess is not None:
+        guess = guess if guess is not None else configured_image(model)  # none: timm's naflexvit, a Linear patch
+        if guess is not None:  # embedding: the channels of the image its pretrained_cfg describes
             with contextlib.suppress(Exception):  # not accepted: the error asks for the input it accepts
                 joined: dict[str, int] = {}
                 readers = input_readers(model, guess, joins=joined)
