@@ -161,8 +161,11 @@ class NodeRecord:
         flop_kind: FlopKind,
         flops_known: bool,
     ) -> NodeRecord:
-        """This node's record with the results of one shape propagation (the fast path of the shape pass)."""
-        values = self.__dict__.copy()
+        """This node's record with the results of one shape propagation (the fast path of the shape pass: one
+        dict update, no ``__init__``)."""
+        record = object.__new__(NodeRecord)
+        values = record.__dict__
+        values.update(self.__dict__)
         values["input_shapes"] = input_shapes
         values["output_shape"] = output_shape
         values["dtype"] = dtype
@@ -174,24 +177,29 @@ class NodeRecord:
         values["flops"] = flops
         values["flop_kind"] = flop_kind
         values["flops_known"] = flops_known
-        return _record_from(values)
+        return record
 
     @property
-    def analysis(self) -> tuple[Any, ...]:
-        """The results of one shape propagation, in the order :meth:`analysed` takes them."""
-        return (
-            self.input_shapes,
-            self.output_shape,
-            self.dtype,
-            self.status,
-            self.message,
-            self.findings,
-            self.shape_source,
-            self.macs,
-            self.flops,
-            self.flop_kind,
-            self.flops_known,
-        )
+    def analysis(self) -> dict[str, Any]:
+        """The results of one shape propagation, by field: what :meth:`with_analysis` gives another node."""
+        return {name: getattr(self, name) for name in _ANALYSIS}
+
+    def with_analysis(self, analysis: Mapping[str, Any]) -> NodeRecord:
+        """This node's record with another node's :attr:`analysis` (a twin given the same inputs).
+
+        Examples
+        --------
+        >>> a = NodeRecord("a", "call_module", "a", "a", "ReLU")
+        >>> b = NodeRecord("b", "call_module", "b", "b", "ReLU", output_shape=(1, 2), macs=3)
+        >>> c = a.with_analysis(b.analysis)
+        >>> c.name, c.output_shape, c.macs, c == dataclasses.replace(a, output_shape=(1, 2), macs=3)
+        ('a', (1, 2), 3, True)
+        """
+        record = object.__new__(NodeRecord)
+        values = record.__dict__
+        values.update(self.__dict__)
+        values.update(analysis)
+        return record
 
     @property
     def where(self) -> str:
@@ -222,6 +230,20 @@ class NodeRecord:
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(NodeRecord))
+_ANALYSIS = (
+    "input_shapes",
+    "output_shape",
+    "dtype",
+    "status",
+    "message",
+    "findings",
+    "shape_source",
+    "macs",
+    "flops",
+    "flop_kind",
+    "flops_known",
+)
+"""The fields one shape propagation fills in (:meth:`NodeRecord.analysed`)."""
 
 
 def _record_from(values: dict[str, Any]) -> NodeRecord:

@@ -253,7 +253,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.scalars: dict[str, Any] = {}  # node name -> its Python number (a size), for messages
         # twins (shapememo.twin_kinds) given the very values of an earlier one reuse its result: values are shared
         self.twins = twin_kinds(G) if self.shared else {}
-        self._twin_results: dict[tuple[int, tuple[int, ...]], tuple[tuple[Any, ...], Any, tuple[Any, ...]]] = {}
+        self._twin_results: dict[tuple[int, tuple[int, ...]], tuple[tuple[Any, ...], Any, dict[str, Any]]] = {}
         self.known = KnownData()  # small tensors made from sizes, computed beside the meta values (knowndata)
         self._reads_known = False  # whether the node being run reads some
         self._axes = FollowedAxes()  # nodes moving an input's axes: the input and its axes
@@ -370,7 +370,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         key = (twin, tuple(map(id, inputs)))  # the inputs are kept alive with the result: ids stay unique
         hit = self._twin_results.get(key)
         if hit is not None:
-            self.records[n.name] = self.base[n.name].analysed(*hit[2])
+            self.records[n.name] = self.base[n.name].with_analysis(hit[2])
             return hit[1]
         out = self._run_node(n)
         rec = self.records[n.name]
