@@ -251,11 +251,18 @@ def twin_kinds(G: nx.DiGraph) -> dict[torch.fx.Node, int]:
         opaque = opaque_of(G)
         numbers: dict[Any, int] = {}
         kinds: dict[torch.fx.Node, int] = {}
+        states: dict[int, Any] = {}  # by module id: a module called several times (a ResNet block's relu) read once
         for node, step in steps_of(G).items():
             op = node.op
             if op not in _CALLS or (opaque and node_record(G, node.name).layer in opaque):
                 continue
-            what = node.target if step.module is None else _module_state(step.module)
+            module = step.module
+            if module is None:
+                what = node.target
+            else:
+                what = states.get(id(module), states)
+                if what is states:
+                    what = states[id(module)] = _module_state(module)
             if what is None:
                 continue
             args, kwargs = node.args, node.kwargs
