@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .arguments import check_graph
-from .graph import NodeRecord, ParamFact, fx_node, index_of, node_records, param_facts
+from .graph import NodeRecord, ParamFact, fx_node, graph_cache, index_of, node_records, param_facts
 from .records import Finding, LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
 
@@ -235,35 +235,62 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
             if not replaced & ids:
                 replaced |= ids
                 resized += count
-    facts = param_facts(G)  # one read of each parameter, shared with build_graph
-    metadata_only = frozenset(
-        rec.name for rec in records if rec.op == "get_attr" and rec.shared and _reads_metadata_only(G, rec)
-    )
-    used = {facts[n][0] for rec in records for n in rec.param_names}
-    unique: dict[int, tuple[str, ParamFact]] = {}
-    for name, fact in facts.items():
-        unique.setdefault(fact[0], (name, fact))
-    total = trainable = 0
-    by_dtype: dict[torch.dtype, int] = {}
-    for _, (_, n, grad, _, dtype) in unique.values():
-        total += n
-        if grad:
-            trainable += n
-        by_dtype[dtype] = by_dtype.get(dtype, 0) + n
-    bytes_by_dtype = {str(dtype).replace("torch.", ""): n * dtype.itemsize for dtype, n in by_dtype.items()}
-    unused_names = tuple(name for pid, (name, _) in unique.items() if pid not in used)
+    fixed = _fixed_counts(G)
+    unique = fixed.unique
     resized -= sum(unique[pid][1][1] for pid in replaced)
-    buffers = sum(b.numel() for b in {id(b): b for b in index.buffers.values()}.values())
     return ParamSummary(
-        total=total,
-        trainable=trainable,
-        frozen=total - trainable,
-        buffers=buffers,
-        bytes_by_dtype=dict(bytes_by_dtype),
-        total_for_input=total + resized,
-        layers=_LayerCounts(lambda: _layer_params(records, params, for_input, metadata_only)),
-        unused=unused_names,
+        total=fixed.total,
+        trainable=fixed.trainable,
+        frozen=fixed.total - fixed.trainable,
+        buffers=fixed.buffers,
+        bytes_by_dtype=dict(fixed.bytes_by_dtype),
+        total_for_input=fixed.total + resized,
+        layers=_LayerCounts(lambda: _layer_params(records, params, for_input, fixed.metadata_only)),
+        unused=fixed.unused,
     )
+
+
+@dataclass(frozen=True)
+class _Fixed:
+    """What :func:`count_params` gives whatever the input: each parameter once (by id: its first name and
+    :data:`~torchsurgeon.graph.ParamFact`), the totals, the unused parameters, the buffers."""
+
+    unique: Mapping[int, tuple[str, ParamFact]]
+    total: int
+    trainable: int
+    bytes_by_dtype: Mapping[str, int]
+    unused: tuple[str, ...]
+    buffers: int
+    metadata_only: frozenset[str]
+
+
+def _fixed_counts(G: nx.DiGraph) -> _Fixed:
+    """The counts that do not depend on the input, read once per graph (a sweep counts each input's)."""
+
+    def count() -> _Fixed:
+        records = list(node_records(G))
+        facts = param_facts(G)  # one read of each parameter, shared with build_graph
+        metadata_only = frozenset(
+            rec.name for rec in records if rec.op == "get_attr" and rec.shared and _reads_metadata_only(G, rec)
+        )
+        used = {facts[n][0] for rec in records for n in rec.param_names}
+        unique: dict[int, tuple[str, ParamFact]] = {}
+        for name, fact in facts.items():
+            unique.setdefault(fact[0], (name, fact))
+        total = trainable = 0
+        by_dtype: dict[torch.dtype, int] = {}
+        for _, (_, n, grad, _, dtype) in unique.values():
+            total += n
+            if grad:
+                trainable += n
+            by_dtype[dtype] = by_dtype.get(dtype, 0) + n
+        bytes_by_dtype = {str(dtype).replace("torch.", ""): n * dtype.itemsize for dtype, n in by_dtype.items()}
+        unused = tuple(name for pid, (name, _) in unique.items() if pid not in used)
+        buffers = sum(b.numel() for b in {id(b): b for b in index_of(G).buffers.values()}.values())
+        return _Fixed(unique, total, trainable, bytes_by_dtype, unused, buffers, metadata_only)
+
+    fixed: _Fixed = graph_cache(G, "param counts", count)
+    return fixed
 
 
 def packed_weights(model: nn.Module) -> tuple[int, int]:
