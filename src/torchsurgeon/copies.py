@@ -639,7 +639,10 @@ def thawed(value: Any) -> Any:
     """
     kind = type(value)
     if kind is tuple:
-        if not any(type(v) in _MUTABLE for v in value):
+        for v in value:  # a loop, not any(): most calls find no list or dict, and this runs for every node
+            if type(v) in _MUTABLE:
+                break
+        else:
             return value
         items = tuple([thawed(v) for v in value])
         return value if all(map(operator.is_, items, value)) else items

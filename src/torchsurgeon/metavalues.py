@@ -326,7 +326,8 @@ class MetaValues:
             return self._values[node]
         try:
             # fresh lists: a wrapped function may edit them, as in a real call
-            args, kwargs = thawed(torch.fx.node.map_arg((node.args, node.kwargs), self._value))
+            args = thawed(torch.fx.node.map_arg(node.args, self._value))
+            kwargs = thawed(torch.fx.node.map_arg(node.kwargs, self._value)) if node.kwargs else {}
             if node in self._values:  # an in-place edit, applied when the value it edits was computed
                 return self._values[node]
             self._values[node] = self._compute(node, args, kwargs)
