@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# two pytest-xdist workers, one torch thread each (tests/conftest.py); a test's xdist_group runs in one worker,
+# one test after another (a zoo module's shared cache; the models too large for two in memory at once).
+# `make test XDIST=` runs everything in one process.
+XDIST ?= -n 2 --dist loadgroup
 
 .PHONY: venv demo test check lint typecheck pytest bench clean
 
@@ -28,15 +32,15 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test: lint typecheck pytest
 
-# the fast tier for the inner loop (under 90 s): lint and every test but the model zoos and the
-# tests that start processes or many threads
+# the fast tier for the inner loop (under 90 s): lint and every test but the model zoos, the tests that
+# start processes or many threads, and those that train or compare whole real models (markers in pyproject.toml)
 check: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(PY) -m pytest -q -m "not zoo and not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not zoo and not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -207,6 +207,15 @@ def parameters_on_meta(buffers: bool = True) -> Iterator[None]:
         nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
 
 
+LARGEST_TORCHVISION = (
+    "convnext_large", "efficientnet_v2_l", "regnet_x_32gf", "regnet_y_128gf", "regnet_y_32gf", "vgg11", "vgg11_bn",
+    "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "vit_h_14", "vit_l_16", "vit_l_32",
+    "wide_resnet101_2",
+)  # fmt: skip
+"""torchvision's classification models over 100 M parameters: materialised in float32 (tests/test_surgery_zoo.py) they
+take 0.5-2.5 GiB each; tests/conftest.py runs them in one pytest-xdist worker, one after another."""
+
+
 def on_meta(builder: Callable[..., nn.Module], *, buffers: bool = True, **kwargs: Any) -> nn.Module:
     """Build a model with its weights (and buffers, unless ``buffers=False``) on ``meta``: no memory, no init cost."""
     with warnings.catch_warnings():

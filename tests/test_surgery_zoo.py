@@ -11,13 +11,14 @@ import torch
 import torchvision
 from torch import nn
 
-from models import materialize, on_meta
+from models import LARGEST_TORCHVISION, materialize, on_meta
 from torchsurgeon import ParamChange, adapt_input_channels, check_surgery
 
 pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
 
 NAMES = torchvision.models.list_models(module=torchvision.models)
 FIXED_224 = ("vit", "maxvit", "swin")  # patch/window sizes tie these to 224
+BIG = 100_000_000  # over it, in float32 (and in tests/conftest.py's group of the largest models: LARGEST_TORCHVISION)
 
 
 def _size(name: str) -> int:
@@ -27,7 +28,8 @@ def _size(name: str) -> int:
 @pytest.mark.parametrize("name", NAMES)
 def test_sum_fold_is_exact_and_recognised(name: str) -> None:
     model = on_meta(torchvision.models.get_model, name=name, buffers=False)
-    big = sum(p.numel() for p in model.parameters()) > 100_000_000
+    big = sum(p.numel() for p in model.parameters()) > BIG
+    assert big == (name in LARGEST_TORCHVISION), f"{name}: LARGEST_TORCHVISION lists the models over {BIG:,} parameters"
     # float64 for a tight tolerance, except where memory does not allow it, or where grouped convolutions
     # take a per-group loop in float64 on the CPU (minutes for efficientnet_v2_m); tests/test_surgery.py
     # proves grouped and depthwise folds exact in float64
