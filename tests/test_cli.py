@@ -138,6 +138,7 @@ def test_check_surgery_bad_path(capsys: pytest.CaptureFixture[str]) -> None:
     assert "has no attribute 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two resnet18 surgery checks: `make test` runs it, `make check` skips it
 def test_a_misspelt_edited_kwargs_names_its_own_flag_with_text_that_runs(capsys: pytest.CaptureFixture[str]) -> None:
     """The edited model's misspelt argument: its fix names --edited-kwargs (the --kwargs it named set the
     original's), and that flag as written runs."""
@@ -249,6 +250,7 @@ def test_input_and_kwargs_errors_exit_2(argv: list[str], message: str, capsys: p
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two resnet18 surgery checks: `make test` runs it, `make check` skips it
 def test_check_surgery_with_names_and_kwargs(offline: None, capsys: pytest.CaptureFixture[str]) -> None:
     # a name is built after torch.manual_seed(0): the hand-edited copy, seeded alike, keeps every weight but the head
     argv = ["check-surgery", "torchvision:resnet18", "models:resnet18_10_classes", "--input", "3,32,32", "--json"]

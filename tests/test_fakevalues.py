@@ -89,6 +89,7 @@ def test_an_input_the_model_refuses_is_not_blamed_on_fake_tensors() -> None:
     assert memory_plan(stem, (3, 8, 8), batch=2).activations > 0
 
 
+@pytest.mark.slow  # a real training step of Wav2Vec2: `make test` runs it, `make check` skips it
 def test_wav2vec2_with_layerdrop_and_specaugment_is_planned_as_a_real_step() -> None:
     """transformers' Wav2Vec2 in training: LayerDrop (``torch.rand([]) < layerdrop``) and SpecAugment, whose
     backward indexes with a boolean mask.  The real step runs with layerdrop 0 (no layer dropped)."""

@@ -47,8 +47,19 @@ from torchsurgeon import InputError, MemoryPlanError, memory_plan, paramcount
 from torchsurgeon.memory import parse_bytes
 from torchsurgeon.shapespec import TypedShape
 
+# the larger steps (3-13 s each on 2 cores): `make test` runs them, `make check` the others
+SLOW_STEPS = (
+    "vit_tiny (timm)",
+    "resnet18 bf16 autocast",
+    "efficientnet_b0 (dropout, stochastic depth)",
+    "vit_tiny bf16 autocast",
+)
+assert set(SLOW_STEPS) < set(MODELS)
 
-@pytest.mark.parametrize("name", list(MODELS))
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_STEPS else name for name in MODELS]
+)
 def test_activations_and_gradients_match_a_real_cpu_step(name: str) -> None:
     build, amp = MODELS[name]
     torch.manual_seed(0)
@@ -894,6 +905,7 @@ def _held_after_backward(model: nn.Module, wrap: Callable[[nn.Module], nn.Module
     return held
 
 
+@pytest.mark.slow  # real DDP steps: `make test` runs it, `make check` skips it
 @pytest.mark.parametrize("as_view", [False, True])
 def test_ddp_gradient_buckets_are_planned(as_view: bool) -> None:
     """A DistributedDataParallel model was planned as its bare module: DDP's gradient buckets (another copy of the

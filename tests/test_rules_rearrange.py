@@ -82,6 +82,7 @@ def test_a_shape_einops_refuses_runs_on_meta_with_einops_message() -> None:
         einops.rearrange(x, "b (h w) c -> b c h w", h=2)
 
 
+@pytest.mark.slow  # a SwinUNETR analysed and run: `make test` runs it, `make check` skips it
 def test_monai_swin_unetr_needs_no_meta_fallback() -> None:
     monai = pytest.importorskip("monai.networks.nets")
     model = monai.SwinUNETR(in_channels=3, out_channels=2, feature_size=12, spatial_dims=2).eval()

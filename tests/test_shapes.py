@@ -102,7 +102,14 @@ def test_any_channel_count_flags_only_the_first_conv(stack: tuple[nn.Module, tup
 
 
 @pytest.mark.parametrize(
-    "name", ["resnet18", "mobilenet_v3_small", "vit_b_16", "swin_t", "densenet121", "efficientnet_b0", "convnext_tiny"]
+    "name",
+    [
+        "resnet18",
+        "mobilenet_v3_small",
+        "efficientnet_b0",
+        # 3-6 s each at 224 x 224: `make test` runs them, `make check` skips them
+        *(pytest.param(n, marks=pytest.mark.slow) for n in ("vit_b_16", "swin_t", "densenet121", "convnext_tiny")),
+    ],
 )
 def test_output_shape_equals_a_real_cpu_forward(name: str) -> None:
     torch.manual_seed(0)

@@ -509,6 +509,7 @@ def _fine_tuned(model: nn.Module, steps: int = 3) -> nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow  # resnet18 trained three times, three check_surgery: `make test` runs it, `make check` skips it
 def test_a_kept_head_fine_tuned_since_is_resized_and_updated_a_fresh_one_not() -> None:
     """replace_head(model, 10, keep={0: 1, 3: 7}), then a few SGD steps: the head was "reinitialised: pretrained
     weights lost" (its rows no longer equal any pretrained row).  Each row near one pretrained row by the test
@@ -1619,6 +1620,7 @@ def test_a_head_with_a_zero_bias_keeping_some_rows_is_resized_as_its_weight() ->
     }
 
 
+@pytest.mark.slow  # five ViTs built and compared: `make test` runs it, `make check` skips it
 def test_position_embeddings_resampled_to_another_size_are_resized() -> None:
     """Found by a probe: a ViT fine-tuned at another image size (timm loads its checkpoint through
     ``resample_abs_pos_embed``; torchvision through ``interpolate_embeddings``) had its position embedding
@@ -1654,6 +1656,7 @@ def test_position_embeddings_resampled_to_another_size_are_resized() -> None:
     assert report.verdict.startswith("1 resized (encoder: resampled: the pretrained 4×4 position grid interpolated ")
 
 
+@pytest.mark.slow  # resnet18 trained, compared twice: `make test` runs it, `make check` skips it
 def test_fine_tuned_or_merged_weights_are_updated_not_reinitialised() -> None:
     """Found by a probe: a model compared with itself after two SGD steps had all 41 layers 're-initialised:
     pretrained weights lost', their values 'like xavier_normal_'; a merged LoRA likewise."""
@@ -1768,6 +1771,7 @@ def test_a_normalisation_before_the_part_to_adapt_is_not_blamed_on_what_comes_af
         edited(torch.randn(1, 1, 8, 8))
 
 
+@pytest.mark.slow  # resnet18 edited, checked and planned: `make test` runs it, `make check` skips it
 def test_surgery_its_check_and_the_memory_plan_leave_both_models_as_found() -> None:
     """Weights, buffers, requires_grad, training mode and hooks of the original and of the edited model, through
     every call that reads them (the relations check_surgery computes, the plan's fake step)."""
@@ -1939,6 +1943,7 @@ def test_fold_input_normalization_into_a_weight_torch_computes(how: str) -> None
     assert "exact" in result.changes[0].message
 
 
+@pytest.mark.slow  # RAFT run twice: `make test` runs it, `make check` skips it
 def test_an_optical_flow_model_taking_two_images_is_folded_in_both_encoders() -> None:
     """Found by a probe: ``adapt_input_channels(raft_small, 1)`` guessed one image for a forward of two (RAFT checks
     the sizes, so it is run, not traced) and asked for ``input=(3, H, W)``, which could not help; an image for each

@@ -693,6 +693,7 @@ def test_a_tensor_given_as_concrete_args_is_fixed_without_an_input_of_fxs_own() 
     assert given.output_shape == (1, 3, 4)
 
 
+@pytest.mark.slow  # torch.compile: `make test` runs it, `make check` skips it
 def test_a_compiled_submodule_is_traced_as_the_module_it_compiles() -> None:
     """Found by a probe: ``model.layer4 = torch.compile(model.layer4)`` made layer4 opaque (fx refuses dynamo's
     functions) and the output unknown."""
