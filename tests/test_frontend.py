@@ -12,6 +12,8 @@ import copy
 import functools
 import operator
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -791,3 +793,28 @@ def test_a_tensors_device_is_one_dict_key_in_a_trace() -> None:
             return stored[y.device] + 1  # another tensor's device: the same key, as in a real forward
 
     assert paramcount(ByDevice(), (3, 8, 8)).output_shape == (1, 4, 8, 8)
+
+
+@pytest.mark.slow
+def test_torchs_caches_keep_torchs_own_functions_after_an_analysis() -> None:
+    """Found by a test run's memory: ``torch.overrides`` lists torch's functions once per process, the first time
+    one is asked for; asked for during a trace (the first analysis of a process), its caches kept the trace's
+    stand-ins for ``torch.finfo``, ``torch.zeros``, ``Tensor.new_zeros`` in place of torch's own, and through them
+    the trace that made them. In a fresh process, so that the caches are empty before the analysis."""
+    code = (
+        "import torch, torch.overrides as o\n"
+        "from torch import nn\n"
+        "from torchsurgeon import adapt_input_channels\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 3)\n"
+        "    def forward(self, x):\n"
+        "        return torch.flatten(self.conv(x), 1)\n"  # a torch function on a proxy asks torch.overrides
+        "adapt_input_channels(Net(), 1)\n"
+        "ignored = o.get_ignored_functions()\n"
+        "print(torch.finfo in ignored, torch.zeros in ignored, torch.Tensor.new_zeros in ignored)\n"
+        "print(sorted({getattr(f, '__module__', '') for f in ignored if 'torchsurgeon' in repr(f)}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines() == ["True True True", "[]"], done.stderr

@@ -472,6 +472,7 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
         patches.append((masks, "is_tracing", is_tracing))
     if real_is_tensor is not None:
         patches.append((boxes, "is_torch_tensor", is_torch_tensor))
+    _fill_torch_caches()
     originals = [(owner, name, vars(owner).get(name, _INHERITED)) for owner, name, _ in patches]
     for owner, name, replacement in patches:
         setattr(owner, name, replacement)
@@ -483,6 +484,25 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
                 delattr(owner, name)
             else:
                 setattr(owner, name, real)
+
+
+def _fill_torch_caches() -> None:
+    """Fill the caches of ``torch.overrides`` (the functions in torch's namespaces, found once per process, the first
+    time one is asked for) before the patches of :func:`library_answers`: asked for during a trace, they kept the
+    trace's stand-ins for ``torch.finfo``, ``torch.zeros``, ``Tensor.new_zeros``... in place of torch's own for the
+    rest of the process (``torch.finfo in get_ignored_functions()`` was False after an analysis), and with them,
+    through their closures, the trace that made them."""
+    for cached in _TORCH_CACHES:
+        cached()
+
+
+_TORCH_CACHES = (
+    torch.overrides.get_ignored_functions,
+    torch.overrides.get_default_nowrap_functions,
+    torch.overrides.get_testing_overrides,
+    torch.overrides._get_overridable_functions,
+    torch.overrides._get_tensor_methods,
+)
 
 
 class _TracedInfo(type):
