@@ -212,3 +212,38 @@ def test_reflection_padding_stays_in_half_precision_as_on_a_gpu() -> None:
         assert F.pad(
             torch.rand(1, 2, 5, 5, device="cuda", dtype=torch.bfloat16), (1, 1, 1, 1), mode="reflect"
         ).dtype == (torch.bfloat16)
+
+
+class _AutocastAroundCheckpoint(nn.Module):
+    """accelerate's ``prepare`` of a model with gradient checkpointing: an autocast region of ``device`` around a
+    block that ``torch.utils.checkpoint`` runs again in the backward."""
+
+    def __init__(self, device: str, reentrant: bool) -> None:
+        super().__init__()
+        self.device, self.reentrant = device, reentrant
+        self.stem, self.out = nn.Linear(32, 64), nn.Linear(64, 10)
+        self.block = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device, dtype=torch.bfloat16):
+            h = torch.utils.checkpoint.checkpoint(self.block, self.stem(x), use_reentrant=self.reentrant)
+            return self.out(h)
+
+
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non-reentrant", "reentrant"])
+def test_a_gpu_autocast_around_a_checkpointed_block_is_planned_as_a_gpu_runs_it(reentrant: bool) -> None:
+    """Found by a probe (docs/memory.md's Limits): planned for device="cuda", torch's checkpoint took the step's
+    fake CPU tensors for CPU ones, kept the CPU's autocast state (off) and ran the block again in float32 in the
+    backward, where its saved bf16 tensors met float32 weights: MemoryPlanError, saying a real step raises it too.
+    On a GPU the block runs again in the CUDA region's autocast; the plan now saves what a real CPU step of the
+    same model with a CPU autocast region saves (the same casts for these layers)."""
+    from models import measure_training_step
+    from torchsurgeon import memory_plan
+
+    torch.manual_seed(0)
+    on_a_gpu, on_the_cpu = _AutocastAroundCheckpoint("cuda", reentrant), _AutocastAroundCheckpoint("cpu", reentrant)
+    on_the_cpu.load_state_dict(on_a_gpu.state_dict())
+    plan = memory_plan(on_a_gpu, (32,), batch=8, device="cuda")
+    real = measure_training_step(on_the_cpu, torch.randn(8, 32))
+    assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
+    assert plan.amp == "bfloat16"

@@ -23,7 +23,9 @@ does:
   3-D pooling, reflection and replication padding).  A CUDA autocast region
   (a ``torch.autocast("cuda")`` in the model's forward, accelerate's
   ``prepare`` on a GPU) casts the step's CPU ops as on a GPU, also where this
-  machine has no GPU (where torch would disable it).
+  machine has no GPU (where torch would disable it); a block in it that
+  ``torch.utils.checkpoint`` runs again in the backward runs again in it, as
+  on a GPU (checkpoint takes the step's CPU tensors for CUDA ones).
 
 Measured against a real training step on an NVIDIA H200 (torch 2.11):
 ``benchmarks/gpu_memory.py``, docs/memory.md.
@@ -40,6 +42,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
+from torch.utils import checkpoint
 
 from .ambient import SetAside
 from .autocast import CPU_FLOAT32, CPU_FLOAT32_PADS, CUDA_FLOAT32, HALF
@@ -107,26 +110,39 @@ class CudaKernels(TorchFunctionMode):
 _IN_STEP = threading.local()  # depth: this thread runs a step under CudaKernels
 
 
-def _gpu_autocast_on() -> tuple[Any, Any]:
-    """Make ``torch.autocast("cuda", ...)``, made in a thread inside :class:`CudaKernels`, enabled as on a GPU; other
-    threads get torch's answers.  The functions replaced."""
+def _gpu_autocast_on() -> tuple[Any, Any, Any]:
+    """Make ``torch.autocast("cuda", ...)``, made in a thread inside :class:`CudaKernels`, enabled as on a GPU, and
+    ``torch.utils.checkpoint`` take the step's CPU tensors for the CUDA tensors they stand for (it keeps the
+    autocast state of its inputs' device and runs the block again in it: a CUDA autocast around a checkpointed
+    block, accelerate's ``prepare`` of a model with gradient checkpointing); other threads get torch's answers.
+    The functions replaced."""
     common = torch.cuda.amp.common
-    before = (common.amp_definitely_not_available, torch.cuda.is_bf16_supported)
+    before: tuple[Any, Any, Any] = (
+        common.amp_definitely_not_available,
+        torch.cuda.is_bf16_supported,
+        checkpoint._infer_device_type,
+    )
 
     def not_available() -> bool:
-        return False if getattr(_IN_STEP, "depth", 0) else bool(before[0]())  # type: ignore[no-untyped-call]
+        return False if getattr(_IN_STEP, "depth", 0) else bool(before[0]())
 
     def bf16_supported(*args: Any, **kwargs: Any) -> bool:
         in_step = getattr(_IN_STEP, "depth", 0) and not torch.cuda.is_available()
         return True if in_step else bool(before[1](*args, **kwargs))
 
+    def device_type(*args: Any) -> str:
+        found = str(before[2](*args))
+        return "cuda" if found == "cpu" and getattr(_IN_STEP, "depth", 0) > 0 else found
+
     common.amp_definitely_not_available = not_available
     torch.cuda.is_bf16_supported = bf16_supported
+    checkpoint._infer_device_type = device_type
     return before
 
 
-def _gpu_autocast_back(before: tuple[Any, Any]) -> None:
-    torch.cuda.amp.common.amp_definitely_not_available, torch.cuda.is_bf16_supported = before
+def _gpu_autocast_back(before: tuple[Any, Any, Any]) -> None:
+    common = torch.cuda.amp.common
+    common.amp_definitely_not_available, torch.cuda.is_bf16_supported, checkpoint._infer_device_type = before
 
 
 _GPU_AUTOCAST = SetAside(_gpu_autocast_on, _gpu_autocast_back)
