@@ -25,6 +25,7 @@ from .arguments import ExampleInputs, forward_parameters, tensor_inputs
 from .errors import SurgeryError, TorchSurgeonError, TraceError
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .graphreaders import weights_owner
+from .headless import features_only
 from .ignoredinputs import check_input_traced
 from .modelreport import ModelReport
 from .readers import default_input, guessed_input, refused_guess_hint
@@ -427,10 +428,19 @@ def _outputs_in_training(model: nn.Module, input: InputSpec | None) -> list[tupl
 
 
 def not_a_layer(
-    model: nn.Module, name: str, rec: NodeRecord, num_classes: int | None, output: Any = None
+    model: nn.Module,
+    name: str,
+    rec: NodeRecord,
+    num_classes: int | None,
+    output: Any = None,
+    did: str = "replace",
+    *,
+    ran_on: Any = None,
 ) -> SurgeryError:
     """The error for a head that is not a Linear/Conv module: which weights, and what to do instead (``output``:
-    the model's output shape, when known, for a layer after the whole model)."""
+    the model's output shape, when known, on the input ``ran_on``, for a layer after the whole model; ``did``: what
+    was asked, ``"replace"`` or ``"append to"``); a normalisation making a backbone's features says the model has
+    no classifier (:func:`~torchsurgeon.headless.features_only`)."""
     holder = model.get_submodule(name) if name else model
     where = f"{name} ({type(holder).__name__})" if name else f"the model itself ({type(holder).__name__})"
     bare = _bare_parameter(name, rec)
@@ -444,6 +454,9 @@ def not_a_layer(
             f"swap; add a classifier after it instead: nn.Sequential(model, nn.Linear({features}, {classes}))"
             + (f" or append_head(model, nn.Linear({features}, {classes}))" if name else "")
         )
+    no_classifier = features_only(model, name, output, num_classes, did, ran_on)
+    if no_classifier is not None:
+        return no_classifier
     width = width_of(holder)
     if isinstance(holder, nn.modules.conv._ConvTransposeNd) and width is not None:
         return SurgeryError(

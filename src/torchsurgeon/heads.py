@@ -44,6 +44,7 @@ from .headfinding import (
     running_report,
     width_of,
 )
+from .headless import is_normalisation, transformers_base
 from .initialisers import default_init, named_init
 from .layerfold import set_submodule
 from .readers import guessed_input
@@ -51,7 +52,7 @@ from .records import ParamChange, ParamReport
 from .resize import guard_holders, replacing_call
 from .shapespec import InputSpec
 from .surgery import SurgeryResult, _copy, _count, _with_guards, no_such_layer
-from .wrappers import from_peft
+from .wrappers import from_peft, unwrap_model
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
 
@@ -191,6 +192,8 @@ def replace_head(
     _check_keep(keep)
     if layer is None:
         _check_task(model, num_classes)
+        if (base := transformers_base(unwrap_model(model), num_classes, "replace")) is not None:
+            raise base
     edited = _copy(model, inplace, input)
     if layer is not None:
         heads = _chosen_head(edited, layer_names(layer, several=False)[0], num_classes, keep)
@@ -209,7 +212,8 @@ def replace_head(
                     "head before get_peft_model(...), listing it in modules_to_save"
                 )
         if not is_layer(module):
-            raise not_a_layer(edited, name, rec, num_classes, running_input(edited, input)[1])
+            ran_on, output = running_input(edited, input)
+            raise not_a_layer(edited, name, rec, num_classes, output, ran_on=ran_on)
         grouped = _grouped_classes(edited, name, num_classes) or _boxes_per_class(edited, name, num_classes)
         if grouped is not None:
             raise grouped
@@ -695,11 +699,17 @@ def append_head(
             )
         if not isinstance(m, nn.Module):
             raise InputError(f"append_head: {m!r} is not an nn.Module")
+    after = next((w for w in map(width_of, reversed(modules)) if w is not None), None)
+    if (base := transformers_base(unwrap_model(model), after, "append to")) is not None:
+        raise base
     edited = _copy(model, inplace, input)
     heads = heads_of(edited, input)
     name, rec = heads[0]
     if not name:  # the model's own parameters make the output: nothing to wrap inside it
         raise not_a_layer(edited, name, rec, None)
+    if is_normalisation(edited.get_submodule(name)):  # a backbone's features: no classifier to extend
+        ran_on, output = running_input(edited, input)
+        raise not_a_layer(edited, name, rec, after, output, "append to", ran_on=ran_on)
     if len(heads) > 1:
         listed = ", ".join(n for n, _ in heads)
         raise SurgeryError(
@@ -720,7 +730,7 @@ def append_head(
             owner = m.get_submodule(p.rpartition(".")[0]) if "." in p else m
             init = named_init(owner, p.rpartition(".")[2], t)  # the values the user's layer holds
             changes.append(ParamReport(f"{name}.{i}.{p}", ParamChange.NEW, None, tuple(t.shape), init))
-    before, after = width_of(old), next((w for w in map(width_of, reversed(modules)) if w is not None), None)
+    before = width_of(old)
     guards = [(name, _CLASS_GUARDS, before, after)] if before is not None and after is not None else []
     rows = list(_with_guards(edited, changes, guards))
     for i, row in enumerate(rows):  # transformers rebuilds the classifier from the config: a plain layer
