@@ -91,3 +91,34 @@ def test_a_layer_holding_a_padding_module_is_still_named_for_its_weights() -> No
     report = paramcount(model, (1, 8, 8))
     assert [layer.name for layer in report.invalid] == ["stem"]
     assert report.layer("stem").type == "conv2d()"
+
+
+class _OneStemTwoInputs(nn.Module):
+    """One stem run on two inputs (a siamese network, or two crops of one image)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.pool, self.fc = nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Linear(16, 4)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.cat([self.pool(self.stem(a)), self.pool(self.stem(b))], 1).flatten(1))
+
+
+@pytest.mark.parametrize("other", [(1, 16, 16), (1, 32, 32)])
+def test_a_stem_called_twice_is_one_invalid_layer(other: tuple[int, ...]) -> None:
+    """Found by a probe: a stem run on two inputs was listed twice in report.invalid and under "Invalid layers (2)",
+    the summary said "2 invalid layers resized", and the second call's row showed "0 → -144" parameters (its
+    parameters, counted in the first row, taken off again once resized).  It is one layer, listed once, its message
+    naming both calls' inputs when they differ; the second row counts nothing."""
+    model = _OneStemTwoInputs()
+    report = paramcount(model, {"a": (1, 32, 32), "b": other})
+    (stem,) = report.invalid
+    assert stem.name == "stem" and sum(r.name == "stem" for r in report.layers) == 2
+    both = "(at its 2 calls, on inputs (1, 1, 32, 32) and (1, 1, 16, 16)) — "
+    assert (both in stem.message) == (other == (1, 16, 16))
+    assert stem.message.endswith("— fold it with adapt_input_channels(model, 1)")
+    text = str(report)
+    assert "Invalid layers (1):" in text and "with 1 invalid layer resized" in text and "-144" not in text
+    resized = sum(p.numel() for p in nn.Conv2d(1, 8, 3).parameters()) + sum(p.numel() for p in model.fc.parameters())
+    assert report.total_for_input == resized
+    assert sum(row.counted_for_input for row in report.layers) == resized

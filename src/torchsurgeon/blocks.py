@@ -117,7 +117,7 @@ class BlockRow:
     @property
     def params_for_input(self) -> int:
         """:attr:`params` once every invalid layer inside is resized to fit the input."""
-        return sum(layer.params_for_input - layer.seen_params for layer in self.layers)
+        return sum(layer.counted_for_input for layer in self.layers)
 
     @property
     def trainable(self) -> int:

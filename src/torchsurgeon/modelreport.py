@@ -3,6 +3,7 @@ exports (JSON, DOT, GraphML), and whether the traced graph can be trusted."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,8 +130,10 @@ class ModelReport:
 
     @property
     def invalid(self) -> list[LayerReport]:
-        """The layers whose status is ``invalid``."""
-        return [layer for layer in self.layers if layer.status == LayerStatus.INVALID]
+        """The layers whose status is ``invalid``, each once: a module called at several places with the same
+        mismatch (a stem run on two inputs, or on two crops) is one layer, the first call's row, whose message
+        names each call's input shape when they differ."""
+        return [_one_layer(rows) for rows in _invalid_calls(self.layers)]
 
     @property
     def batch_too_small(self) -> list[LayerReport]:
@@ -213,8 +216,10 @@ class ModelReport:
         elif check.trust == Trust.VERIFIED:
             lines.append(f"Verified ({check.reason}): {check.message}")
         if self.findings:
-            lines.append(f"Invalid layers ({len(self.invalid)}):")
-            lines += [f"  {f.message}" for f in self.findings]
+            calls = _invalid_calls(self.layers)
+            lines.append(f"Invalid layers ({len(calls)}):")
+            merged = {rows[0].message: _one_layer(rows).message for rows in calls}  # a module's calls in one line
+            lines += [f"  {merged.get(m, m)}" for m in dict.fromkeys(f.message for f in self.findings)]
         else:
             lines.append("Invalid layers: none")
         cautions: dict[str, list[str]] = {}  # layers that fit but need more of the batch, by what they need
@@ -447,3 +452,24 @@ class ModelReport:
 
 _COLLAPSED_NOTE = "×N: identical consecutive blocks in one row, with their totals (the rows under it show the first)"
 _FOLDED_NOTE = "deeper layers are folded into their block; report.table(depth=-1) (CLI: --depth -1) shows every layer"
+
+
+def _invalid_calls(layers: Sequence[LayerReport]) -> list[list[LayerReport]]:
+    """The invalid rows, those of one module's calls with the same mismatch together, in order."""
+    calls: dict[tuple[str, str, str], list[LayerReport]] = {}
+    for layer in layers:
+        if layer.status == LayerStatus.INVALID:
+            calls.setdefault((layer.op, layer.name, layer.message), []).append(layer)
+    return list(calls.values())
+
+
+def _one_layer(rows: list[LayerReport]) -> LayerReport:
+    """The first of the invalid rows of one module's calls with one mismatch, its message naming each call's input
+    shape when they differ: ``stem (Conv2d) expects in_channels=3, got 1 (at its 2 calls, on inputs (1, 1, 32, 32)
+    and (1, 1, 16, 16)) — fold it ...``."""
+    shapes = list(dict.fromkeys(format_shape(r.input_shape) for r in rows))
+    if len(shapes) < 2:
+        return rows[0]
+    said, dash, fix = rows[0].message.partition(" — ")
+    where = f" (at its {len(rows)} calls, on inputs {', '.join(shapes[:-1])} and {shapes[-1]})"
+    return dataclasses.replace(rows[0], message=f"{said}{where}{dash}{fix}")

@@ -364,6 +364,12 @@ class LayerReport:
         return self.params - self.seen_params
 
     @property
+    def counted_for_input(self) -> int:
+        """:attr:`counted` once the layer is resized to fit the input: none when an earlier layer used all its
+        parameters (a module's second call, resized in its first)."""
+        return 0 if self.seen_params == self.params else self.params_for_input - self.seen_params
+
+    @property
     def shown_status(self) -> str:
         """What a table says about the layer: the surgery's change when there is one, else the status."""
         return str(self.change) if self.change is not None else str(self.status)
