@@ -300,7 +300,10 @@ class _NeedsAnInput(nn.Module):
 
 
 def test_a_model_traced_only_with_an_input_takes_it() -> None:
-    with pytest.raises(SurgeryError, match=r"cannot be traced without an input .* pass one it accepts, e.g. input="):
+    with pytest.raises(
+        SurgeryError,
+        match=r"cannot be traced without an input .* pass one it accepts, e.g. replace_head\(model, 5, input=",
+    ):
         replace_head(_NeedsAnInput(), 5)
     result = replace_head(_NeedsAnInput(), 5, input={"input_ids": (6,)})
     assert result.model.score.out_features == 5 and head_layers(_NeedsAnInput(), {"input_ids": (6,)}) == ["score"]

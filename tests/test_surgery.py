@@ -194,7 +194,12 @@ def test_a_model_refusing_the_guessed_input_asks_for_its_own() -> None:
     with pytest.raises(SurgeryError, match=r"does not accept \(3, 224, 224\) either .*divisible by 48.* input=\(") as e:
         adapt_input_channels(SizeChecked(divisor=48), 1)
     assert "e.g. input=(3, 224, 224)" not in str(e.value)  # never the input it has just said the model refuses
-    assert "input=(3, H, W) at the sizes its message asks for" in str(e.value)
+    # the call made, with the input it takes now (said "the input paramcount was given", a call not made)
+    assert "adapt_input_channels(model, 1, input=(3, H, W)) at the sizes its message asks for" in str(e.value)
+    assert "(the input it takes now, with 3 channels)" in str(e.value) and "paramcount" not in str(e.value)
+    with pytest.raises(SurgeryError, match=r"replace_head\(model, 5, input=\(3, H, W\)\) at the sizes") as h:
+        replace_head(SizeChecked(divisor=48), 5)
+    assert "paramcount" not in str(h.value)
     assert adapt_input_channels(SizeChecked(divisor=48), 1, input=(3, 48, 96)).changes[0].name == "stem.weight"
 
 
@@ -1976,7 +1981,8 @@ class _TwoImagesOfSizesIn100s(nn.Module):
 
 
 def test_two_required_images_refusing_the_guess_are_asked_for_by_name() -> None:
-    with pytest.raises(SurgeryError, match=r"input=\{'a': \(3, H, W\), 'b': \(3, H, W\)\} at the sizes") as e:
+    asked = r"adapt_input_channels\(model, 1, input=\{'a': \(3, H, W\), 'b': \(3, H, W\)\}\) at the sizes"
+    with pytest.raises(SurgeryError, match=asked) as e:
         adapt_input_channels(_TwoImagesOfSizesIn100s(), 1)
     assert "multiples of 100" in str(e.value)
     given = {"a": (3, 100, 100), "b": (3, 100, 100)}  # the fix as it reads, at the sizes the message asks for

@@ -49,8 +49,9 @@ __all__ = (
 )
 
 
-def head_graph(model: nn.Module, input: InputSpec | None) -> nx.DiGraph:
-    """The traced graph of ``model``, with ``input`` (or a vision model's own, from its config) when given.
+def head_graph(model: nn.Module, input: InputSpec | None, call: str = "head_layers(model, {input})") -> nx.DiGraph:
+    """The traced graph of ``model``, with ``input`` (or a vision model's own, from its config) when given;
+    ``call``: the user's call, for the input an error asks of it (:func:`~torchsurgeon.readers.refused_guess_hint`).
 
     Examples
     --------
@@ -76,7 +77,7 @@ def head_graph(model: nn.Module, input: InputSpec | None) -> nx.DiGraph:
                     tried = f"; nor for {guess}, an image of its first convolution's channels ({why})"
             raise SurgeryError(
                 f"{type(model).__name__} cannot be traced without an input ({str(exc).splitlines()[0][:300]}){tried} "
-                f"— pass one it accepts, {refused_guess_hint(guess)}"
+                f"— pass one it accepts, {refused_guess_hint(guess, call=call)}"
             ) from exc
     return build_graph(trace(model, inputs=tensor_inputs(input), example_inputs=ExampleInputs(model, input, 1)))
 
@@ -158,8 +159,11 @@ def is_layer(module: nn.Module) -> bool:
     )
 
 
-def heads_of(model: nn.Module, input: InputSpec | None) -> list[tuple[str, NodeRecord]]:
-    """Each head's module name and the graph node that uses its weights (module docstring).
+def heads_of(
+    model: nn.Module, input: InputSpec | None, call: str = "head_layers(model, {input})"
+) -> list[tuple[str, NodeRecord]]:
+    """Each head's module name and the graph node that uses its weights (module docstring); ``call`` as in
+    :func:`head_graph`.
 
     Examples
     --------
@@ -167,15 +171,18 @@ def heads_of(model: nn.Module, input: InputSpec | None) -> list[tuple[str, NodeR
     >>> [name for name, _ in heads_of(nn.Sequential(nn.Flatten(), nn.Linear(12, 5)), (3, 2, 2))]
     ['1']
     """
-    return heads_and_others(model, input)[0]
+    return heads_and_others(model, input, call=call)[0]
 
 
 def heads_and_others(
-    model: nn.Module, input: InputSpec | None, num_classes: int | None = None
+    model: nn.Module,
+    input: InputSpec | None,
+    num_classes: int | None = None,
+    call: str = "head_layers(model, {input})",
 ) -> tuple[list[tuple[str, NodeRecord]], dict[str, int | None]]:
     """:func:`heads_of`, and the layers of another width that give the model's other outputs as they are (a
     multi-task model's other heads), with their widths; a two-tower model's embedding is refused
-    (:func:`_no_embedding`).
+    (:func:`_no_embedding`); ``call`` as in :func:`head_graph`.
 
     Examples
     --------
@@ -186,7 +193,7 @@ def heads_and_others(
     """
     model = unwrap_model(model)
     _sentence_embeddings(model, num_classes)
-    G = head_graph(model, input)
+    G = head_graph(model, input, call)
     outputs = _output_nodes(G)
     removed = _removed_classifier(model, G, outputs[0]) if outputs else None
     if removed is not None:  # timm's num_classes=0, model.fc = nn.Identity(): the new head goes there

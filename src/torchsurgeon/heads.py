@@ -74,7 +74,7 @@ def head_layer(model: nn.Module, input: InputSpec | None = None) -> str:
     >>> head_layer(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Dropout(), nn.Linear(4, 2), nn.Flatten()))
     '3'
     """
-    return heads_of(model, input)[0][0]
+    return heads_of(model, input, "head_layer(model, {input})")[0][0]
 
 
 @in_plain_torch
@@ -438,7 +438,7 @@ def _no_object_rows(model: nn.Module, layer: str, width: int) -> int:
 def _one_task(model: nn.Module, input: InputSpec | None, num_classes: int) -> list[tuple[str, NodeRecord]]:
     """The heads of the model's first output; a multi-task model's, whose other outputs come from heads of other
     widths, is refused: which task gets new classes is the user's to say."""
-    heads, others = heads_and_others(model, input, num_classes)
+    heads, others = heads_and_others(model, input, num_classes, f"replace_head(model, {num_classes}, {{input}})")
     if others:
         first = heads[0][0]
         widths = ", ".join(f"{n} ({w})" for n, w in [(first, width_of(model.get_submodule(first))), *others.items()])
@@ -703,7 +703,7 @@ def append_head(
     if (base := transformers_base(unwrap_model(model), after, "append to")) is not None:
         raise base
     edited = _copy(model, inplace, input)
-    heads = heads_of(edited, input)
+    heads = heads_of(edited, input, "append_head(model, ..., {input})")
     name, rec = heads[0]
     if not name:  # the model's own parameters make the output: nothing to wrap inside it
         raise not_a_layer(edited, name, rec, None)

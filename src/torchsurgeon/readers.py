@@ -368,29 +368,33 @@ def configured_image(model: nn.Module) -> tuple[int, int, int] | None:
     return (size[0], 224, 224)
 
 
-def refused_guess_hint(guess: tuple[int, ...] | None, names: Sequence[str] = ()) -> str:
-    """The ``input=`` to ask of a model that refused its guessed image ``guess`` (:func:`guessed_input`): its
-    channels, at the sizes its own check asks for, never the guess itself; one such image for each of ``names``
-    when there are several (a forward of two images); for a model with no image guess (its first layer is no
-    convolution), a text input or an image.
+def refused_guess_hint(
+    guess: tuple[int, ...] | None, names: Sequence[str] = (), call: str = "paramcount(model, {input})"
+) -> str:
+    """The ``input=`` to ask of a model that refused its guessed image ``guess`` (:func:`guessed_input`), in the
+    call the user made (``call``, its ``{input}`` where the input goes): its channels, at the sizes its own check
+    asks for, never the guess itself; one such image for each of ``names`` when there are several (a forward of two
+    images); for a model with no image guess (its first layer is no convolution), a text input or an image.
 
     Examples
     --------
-    >>> refused_guess_hint((3, 224, 224))
-    'input=(3, H, W) at the sizes its message asks for (the input paramcount was given, with 3 channels)'
+    >>> refused_guess_hint((3, 224, 224), call="adapt_input_channels(model, 1, {input})")
+    'adapt_input_channels(model, 1, input=(3, H, W)) at the sizes its message asks for (the input it takes now, \
+with 3 channels)'
     >>> refused_guess_hint((3, 224, 224), ["image1", "image2"]).partition(" at")[0]
-    "input={'image1': (3, H, W), 'image2': (3, H, W)}"
-    >>> refused_guess_hint(None)
-    "e.g. input={'input_ids': (16,)} or input=(3, 224, 224)"
+    "paramcount(model, input={'image1': (3, H, W), 'image2': (3, H, W)})"
+    >>> refused_guess_hint(None, call="replace_head(model, 5, {input})")
+    "e.g. replace_head(model, 5, input={'input_ids': (16,)}) or replace_head(model, 5, input=(3, 224, 224))"
     """
     if guess is None:
-        return "e.g. input={'input_ids': (16,)} or input=(3, 224, 224)"
+        text, image = "input={'input_ids': (16,)}", "input=(3, 224, 224)"
+        return f"e.g. {call.format(input=text)} or {call.format(input=image)}"
     sizes = {3: "H, W", 4: "D, H, W"}.get(len(guess)) or ", ".join(f"S{i}" for i in range(1, len(guess)))
     one = f"({guess[0]}, {sizes})"
     given = "{" + ", ".join(f"{name!r}: {one}" for name in names) + "}" if len(names) > 1 else one
     channels = f"{guess[0]} channel{'s' * (guess[0] != 1)}"
     asked = "at the sizes its message asks for"
-    return f"input={given} {asked} (the input paramcount was given, with {channels})"
+    return f"{call.format(input=f'input={given}')} {asked} (the input it takes now, with {channels})"
 
 
 def input_readers(

@@ -116,12 +116,16 @@ _Doubts = dict[str, tuple[str, int | None, int]]
 
 
 def _input_layers(
-    model: nn.Module, input: InputSpec | None, refitted: list[str] | None = None
+    model: nn.Module,
+    input: InputSpec | None,
+    refitted: list[str] | None = None,
+    call: str = "input_layers(model, {input})",
 ) -> tuple[list[str], InputSpec | None, bool, _Doubts]:
     """:func:`input_layers`, an image to try a fold on (from the graph: only if the input meets a tensor of the
     model's first, ``x - self.mean``, which may broadcast it to more channels), whether the model ran on it,
     and the layers the input reaches with its channels moved (see :func:`_rearranged`); ``refitted``: as for
-    :func:`~torchsurgeon.readers.input_readers`."""
+    :func:`~torchsurgeon.readers.input_readers`; ``call``: the user's call, for the input an error asks of it
+    (:func:`~torchsurgeon.readers.refused_guess_hint`)."""
     model = unwrap_model(model)
     given = input
     input = input if input is not None else default_input(model)
@@ -146,13 +150,13 @@ def _input_layers(
         image = guessed_input(model)  # Python on the input's shape in forward (smp's size check): run it instead
         names = required_arguments(model)  # RAFT's forward(image1, image2): an image for each, the same one
         guess: InputSpec | None = dict.fromkeys(names, image) if image is not None and len(names) > 1 else image
-        tried, example = "", "e.g. input=(3, 224, 224)"
+        tried, example = "", f"e.g. {call.format(input='input=(3, 224, 224)')}"
         if guess is not None:
             try:
                 return input_readers(model, guess), guess, True, {}
             except Exception as run_exc:  # the model does not accept the guess: ask for the input it accepts
                 tried = f"; it does not accept {guess} either ({str(run_exc).splitlines()[0][:200]})"
-                example = refused_guess_hint(image, names)  # never the guess it has just refused
+                example = refused_guess_hint(image, names, call)  # never the guess it has just refused
             for grey_or_rgb in _image_variants(image, names):  # kornia's KeyNet: a grey image, its first
                 with contextlib.suppress(Exception):  # convolution reading 10 features computed from it
                     met: dict[str, int] = {}
@@ -620,7 +624,9 @@ def adapt_input_channels(
     layouts: dict[str, ChannelMap] = {}
     if layer is None:
         try:
-            names, image, run_before, doubts = _input_layers(edited, input, refitted)
+            asked = "" if mode == FoldMode.SUM else f", {str(mode)!r}"
+            call = f"adapt_input_channels(model, {channels}{asked}, {{input}})"
+            names, image, run_before, doubts = _input_layers(edited, input, refitted, call)
         except SurgeryError:
             if lazy:  # a lazy input layer cannot be traced before its first forward
                 raise refusal from None
