@@ -40,7 +40,7 @@ test: lint typecheck pytest
 # start processes or many threads, and those that train or compare whole real models (markers in pyproject.toml)
 check: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(PY) -m pytest -q $(XDIST) -m "not zoo and not slow"
+	$(PY) -m pytest -q -n 2 -m "not zoo and not slow" --ignore-glob='tests/test_zoo_*'
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

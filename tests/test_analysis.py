@@ -264,6 +264,7 @@ def test_a_model_whose_own_forward_refuses_the_input_says_so_in_its_words() -> N
     assert paramcount(model, (16,)).output_shape == (1, 16, 8)
 
 
+@pytest.mark.slow
 def test_a_grey_image_its_model_refuses_for_its_size_is_not_told_to_drop_its_channel() -> None:
     """Found by fuzzer probe 45: smp's models refuse a size their encoder cannot divide; given a 1-channel image
     (1, 40, 50), the fix said "input shapes are per sample (batch=2 is added): (1, 40, 50) — give (40, 50)", which

@@ -22,6 +22,7 @@ def test_memory_table_and_budget(capsys: pytest.CaptureFixture[str]) -> None:
     assert best > 1 and f"Largest batch whose peak fits in 66MiB: {best}" in out  # 2 MiB beside the workspaces
 
 
+@pytest.mark.slow
 def test_a_budget_without_a_unit_is_refused_with_the_size_meant(capsys: pytest.CaptureFixture[str]) -> None:
     """Found by a probe: ``--budget 24`` was read as 24 bytes and printed a largest batch of 0 without a word."""
     argv = ["memory", "models:cifarnet_seeded", "--input", "3,32,32", "--optimizer", "sgd", "--budget", "24"]
@@ -32,6 +33,7 @@ def test_a_budget_without_a_unit_is_refused_with_the_size_meant(capsys: pytest.C
     assert memory_plan(cifarnet_seeded(), (3, 32, 32), optimizer="sgd").max_batch(str(2**31)) > 0  # bytes as text
 
 
+@pytest.mark.slow
 def test_memory_json_with_amp(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["memory", "models:cifarnet_seeded", "--input", "3,32,32", "--amp", "bf16", "--json", "--budget", "1GiB"]
     assert main(argv) == 0

@@ -48,6 +48,7 @@ def test_a_value_cached_by_a_real_forward_is_kept() -> None:
     assert CachedIndex.index(5) is cached  # the step used it: nothing of the step's is in the cache
 
 
+@pytest.mark.slow
 def test_transformers_beit_after_memory_plan() -> None:
     transformers = pytest.importorskip("transformers")
     config = transformers.BeitConfig(

@@ -77,6 +77,7 @@ def test_reading_any_other_value_still_fails_naming_the_module() -> None:
         memory_plan(ReadsItsData(), (16,), batch=4)
 
 
+@pytest.mark.slow
 def test_an_input_the_model_refuses_is_not_blamed_on_fake_tensors() -> None:
     """A ViT at another image size, batch norm at batch 1: PyTorch's own checks, which a real step raises too."""
     from torchvision.models import vit_b_16

@@ -29,6 +29,7 @@ def _inputs(mode: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     return rgb, torch.cat([rgb, torch.randn(2, channels - 3, 13, 11, dtype=torch.float64)], dim=1)
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None)
 @given(
     mode_channels=st.sampled_from([("sum", 1), ("spread", 2), ("spread", 4), ("repeat", 6), ("zero_extra", 5)]),

@@ -392,6 +392,7 @@ def test_a_kept_row_equal_to_several_old_rows_is_not_given_one_of_them() -> None
     assert "0←0" not in messages["0.bias"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("build", "heads"),
     [

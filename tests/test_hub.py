@@ -194,6 +194,7 @@ _LITERALS = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,7}", fullmatch=True), _LITERALS, max_size=4))
 def test_parse_kwargs_reads_back_any_python_literal(kwargs: dict[str, Any]) -> None:

@@ -282,6 +282,7 @@ def test_a_graph_traced_for_its_shapes_only_is_searched_by_tracing_again() -> No
     assert gpt2(input_ids=torch.zeros(1, 24, dtype=torch.long)).last_hidden_state.shape == (1, 24, 16)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arch", "given", "named"),
     [
@@ -309,6 +310,7 @@ def test_a_model_whose_own_check_refuses_the_size_is_told_the_sizes_it_runs_on(
         assert paramcount(model, shape).output_shape == (1, 2, *shape[1:])
 
 
+@pytest.mark.slow
 def test_the_search_budget_is_cpu_time_so_a_busy_machine_gets_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each try here waits 0.2 s without computing, as a try does on a machine busy with other work: a budget of
     wall time (0.3 s) would stop the search after two tries and name nothing; CPU time names the sizes."""

@@ -137,6 +137,7 @@ def test_norm_statistics_under_cpu_autocast_as_a_real_step_saves() -> None:
     assert (plan.activations, plan.gradients) == (real.saved, real.gradients)
 
 
+@pytest.mark.slow
 def test_frozen_stem_saves_nothing_before_the_first_trainable_layer() -> None:
     model = _resnet18_frozen_stem()
     plan = memory_plan(model, SIZE, batch=BATCH)
@@ -156,6 +157,7 @@ def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "kind"),
     [
@@ -177,6 +179,7 @@ def test_optimizer_state_matches_a_real_step(
     assert plan.optimizer_state == pytest.approx(real, rel=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make",
     [
@@ -242,6 +245,7 @@ def test_one_at_a_time_step_holds_the_last_parameters_temporaries(
     assert plan.step_transient == real
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "make"),
     [
@@ -264,6 +268,7 @@ def test_optimizer_by_name_on_a_cpu_plans_the_step_torch_runs_there(
         assert plan.step_transient == pytest.approx(real, rel=0.01, abs=4096), given
 
 
+@pytest.mark.slow
 def test_optimizer_holding_only_the_head() -> None:
     model = torchvision.models.resnet18()
     optimizer = torch.optim.Adam(model.fc.parameters())
@@ -273,6 +278,7 @@ def test_optimizer_holding_only_the_head() -> None:
     assert plan.gradients == 4 * sum(p.numel() for p in model.parameters())  # every trainable param gets a .grad
 
 
+@pytest.mark.slow
 def test_model_is_left_exactly_as_it_was() -> None:
     model = _resnet18_frozen_stem().eval()
     model.layer4.train()
@@ -485,6 +491,7 @@ def test_hugging_face_decoder_by_input_name() -> None:
     assert plan.activations == pytest.approx(real.saved, rel=0.05) and plan.gradients == real.gradients
 
 
+@pytest.mark.slow
 def test_a_float32_mixture_of_experts_is_planned_as_a_real_cpu_step() -> None:
     """Mixtral's experts call aten._grouped_mm, whose meta kernel (fake tensors use it) refuses float32,
     forward and backward, while the CPU runs it: the plan is exact all the same."""
@@ -518,6 +525,7 @@ def test_the_plan_shows_as_an_html_table_in_a_notebook() -> None:
 GPU = json.loads((Path(__file__).parent.parent / "benchmarks" / "gpu_memory_h200.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amp", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", list(GPU_MEMORY_MODELS))
 def test_planned_for_cuda_as_a_real_gpu_step_measured(name: str, amp: str) -> None:
@@ -818,6 +826,7 @@ def test_a_gpu_autocast_in_the_forward_casts_a_plan_for_cuda() -> None:
     assert (plan.activations, plan.amp) == (measure(_conv_net(), x).saved, None)
 
 
+@pytest.mark.slow
 def test_max_batch_of_a_model_that_trains_from_batch_2() -> None:
     """Found by a probe: BatchNorm over one value per channel refuses batch 1 in training, and max_batch, which
     tries batch 1 first, raised for a plan made at batch 4 (resnet18 at 32 x 32 px)."""

@@ -215,6 +215,7 @@ def test_fixture(pt: pytest.Pytester) -> None:
     )
 
 
+@pytest.mark.slow
 def test_update_option_rewrites_lockfiles(pt: pytest.Pytester) -> None:
     pt.makepyfile(
         test_arch="""

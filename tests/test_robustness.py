@@ -152,6 +152,7 @@ def test_parametrizations_and_weight_norm() -> None:
     assert grey.output_shape == r.output_shape
 
 
+@pytest.mark.slow
 def test_torch_compile_wrapper_is_unwrapped() -> None:
     net = CifarNet()
     compiled = torch.compile(net)
@@ -549,6 +550,7 @@ def _models(draw: st.DrawFn) -> tuple[nn.Module, tuple[int, ...], torch.dtype]:
     return model, (channels, height, width), dtype
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=_models())
 @example(case=(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2)), (1, 2, 2), torch.float32))  # too small twice

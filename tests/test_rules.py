@@ -1093,6 +1093,7 @@ def small_models(draw: st.DrawFn) -> tuple[nn.Module, tuple[int, ...]]:
     return model, (c, size, size)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(model_and_shape=small_models(), batch=st.integers(1, 3), training=st.booleans())
 def test_rules_equal_meta_propagation_and_real_forward(
@@ -1229,6 +1230,7 @@ def _recurrent(draw: st.DrawFn) -> tuple[nn.Module, torch.Tensor, dict[str, Any]
     return module, x, draw(st.sampled_from([{}, {"hx": None}]))
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(case=_recurrent())
 def test_recurrent_rules_match_meta(case: tuple[nn.Module, torch.Tensor, dict[str, Any]]) -> None:
@@ -1316,6 +1318,7 @@ def test_conv1d_rule_matches_meta_for_any_input_layout(
     )
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     data=st.data(),

@@ -54,6 +54,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_real_models_give_meta_executions_output(name: str, channels_last: bool) -> None:
