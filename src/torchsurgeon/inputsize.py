@@ -514,7 +514,7 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
         answer = ""
     finally:
         set_records(G, records.values())  # the given input's records again
-    own = own_resize_fix(model, given[next(iter(given))], batch) if len(given) == 1 and answer else ""
+    own = own_resize_fix(model, given, batch) if answer else ""
     if own:
         answer += "; to analyse this size itself, first run the model's own resize (its position tables resampled): "
         answer += own

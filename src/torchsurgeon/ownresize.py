@@ -12,20 +12,23 @@ took the input; the model itself is not touched.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any, cast
 
 import torch
 from torch import nn
 
-from .copies import detached_copy, meta_like
+from .crosscheck import forward_runs
+from .shapes import meta_copy
 
 __all__ = ("own_resize_fix",)
 
 
-def own_resize_fix(model: nn.Module | None, input: Any, batch: int = 1) -> str:
-    """The statement that makes ``model`` take ``input`` (a per-sample shape ``(C, H, W)``), by its own
-    ``set_input_size(img_size=(H, W))``, as a fix; ``""`` when the model has no such method, or when the call or a
-    forward after it fails on a ``meta`` copy of the model.
+def own_resize_fix(model: nn.Module | None, inputs: Mapping[str, Any], batch: int = 1) -> str:
+    """The statement that makes ``model`` take ``inputs`` (one image, by forward's name: a per-sample shape
+    ``(C, H, W)``), by its own ``set_input_size(img_size=(H, W))``, as a fix; ``""`` when the model has no such
+    method, or when the call fails on a ``meta`` copy of the model or the copy's forward fails after it
+    (:func:`~torchsurgeon.crosscheck.forward_runs`).
 
     Examples
     --------
@@ -41,15 +44,16 @@ def own_resize_fix(model: nn.Module | None, input: Any, batch: int = 1) -> str:
     ...         self.pos = nn.Parameter(nn.functional.interpolate(self.pos.data, size=grid, mode="bilinear"))
     ...     def forward(self, x):
     ...         return self.proj(x) + self.pos
-    >>> own_resize_fix(TinyViT(), (3, 48, 64))
+    >>> own_resize_fix(TinyViT(), {"x": (3, 48, 64)})
     'model.set_input_size(img_size=(48, 64))'
-    >>> own_resize_fix(nn.Conv2d(3, 4, 8), (3, 48, 64))  # no call of its own
+    >>> own_resize_fix(nn.Conv2d(3, 4, 8), {"input": (3, 48, 64)})  # no call of its own
     ''
     """
     method = getattr(model, "set_input_size", None)
-    if model is None or not callable(method) or not isinstance(input, tuple) or len(input) != 3:
+    if model is None or not callable(method) or len(inputs) != 1:
         return ""
-    if not all(type(s) is int and s > 0 for s in input):
+    ((name, input),) = inputs.items()
+    if not isinstance(input, tuple) or len(input) != 3 or not all(type(s) is int and s > 0 for s in input):
         return ""
     try:
         if "img_size" not in inspect.signature(method).parameters:
@@ -58,10 +62,10 @@ def own_resize_fix(model: nn.Module | None, input: Any, batch: int = 1) -> str:
         return ""
     size = tuple(input[1:])
     try:
-        copy_ = detached_copy(model, meta_like).eval()
+        copy_ = meta_copy(model).eval()
         cast(Any, copy_).set_input_size(img_size=size)
-        with torch.no_grad():
-            copy_(torch.empty(batch, *input, device="meta"))
-    except Exception:  # the model's own call or its forward refuses this size: not a fix
+    except Exception:  # the model's own call refuses this size: not a fix
+        return ""
+    if not forward_runs(copy_, {name: torch.empty(batch, *input, device="meta")}):
         return ""
     return f"model.set_input_size(img_size={size})"
