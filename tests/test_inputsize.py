@@ -396,3 +396,45 @@ def test_a_vit_checking_its_size_is_told_that_size_and_its_own_call_to_take_the_
     vit.set_input_size(img_size=(320, 320))
     with torch.no_grad():
         assert paramcount(vit, (3, 320, 320)).output_shape == tuple(vit(torch.zeros(1, 3, 320, 320)).shape)
+
+
+_RECIPE = "first build it at this size with torchvision's recipe (its position table resampled): "
+
+
+def test_a_torchvision_vit_at_another_size_is_told_torchvisions_recipe_which_runs_as_written() -> None:
+    """Found by a probe: torchvision's ``vit_b_16`` at 320×320 (fine-tuning at a higher resolution) was told only
+    the 224×224 it takes; torchvision's way to take 320 (the model built at that size, loaded with
+    ``interpolate_embeddings``) was not named. Now it is, with the model's own settings and its replaced head's
+    classes; the statements run as written, keep every weight but the position table, which is what torchvision's
+    own function makes of it, and the model they build analyses and runs at the size given."""
+    from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
+
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=24)
+    model.heads.head = nn.Linear(16, 5)  # a head replaced for 5 classes: the recipe keeps it
+    model.eval()
+    assert not _runs(model, (3, 48, 48))
+    before = model_state(model)
+    r = paramcount(model, (3, 48, 48))
+    assert_same_state(before, model_state(model))
+    assert r.findings and all(_named_inputs(f.fix)[0] == (3, 32, 32) for f in r.findings)
+    assert all(_RECIPE in f.fix for f in r.findings)
+    statements = r.findings[0].fix.partition(_RECIPE)[2]
+    *run, analyse = statements.split("; ")
+    assert analyse == "paramcount(resized, (3, 48, 48))"
+    scope: dict[str, Any] = {"model": model, "paramcount": paramcount}
+    exec("; ".join(run), scope)  # the fix, as written
+    resized = scope["resized"].eval()
+    old, new = model.state_dict(), resized.state_dict()
+    assert old.keys() == new.keys()
+    assert all(torch.equal(old[k], new[k]) for k in old if k != "encoder.pos_embedding")
+    expected = interpolate_embeddings(48, 8, model.state_dict())["encoder.pos_embedding"]
+    assert new["encoder.pos_embedding"].shape == (1, 37, 16) and torch.equal(new["encoder.pos_embedding"], expected)
+    after = eval(analyse, scope)
+    assert after.invalid == [] and after.total == sum(p.numel() for p in resized.parameters())
+    with torch.no_grad():
+        assert after.output_shape == tuple(resized(torch.zeros(1, 3, 48, 48)).shape) == (1, 5)
+
+    # a size the recipe cannot build (not square: torchvision's ViT takes square images only): the size alone
+    r = paramcount(model, (3, 48, 40))
+    assert r.findings and not any(_RECIPE in f.fix for f in r.findings)

@@ -448,8 +448,8 @@ def name_fitting_input(
     retrace : callable, optional
         For a graph traced for the given shapes only: the shapes of the model at another input.
     model : nn.Module, optional
-        The model traced: where it has its own call to take the given size (timm's ``set_input_size``), the
-        fix names it too (:func:`~torchsurgeon.ownresize.own_resize_fix`).
+        The model traced: where it has its own call to take the given size (timm's ``set_input_size``, torchvision's
+        ViT recipe), the fix names it too (:func:`~torchsurgeon.ownresize.own_resize_fix`).
 
     Returns
     -------
@@ -516,8 +516,7 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
         set_records(G, records.values())  # the given input's records again
     own = own_resize_fix(model, given, batch) if answer else ""
     if own:
-        answer += "; to analyse this size itself, first run the model's own resize (its position tables resampled): "
-        answer += own
+        answer += f"; to analyse this size itself, {own}"
     return _with_answer(G, shapes, answer, targets) if answer else shapes
 
 

@@ -5,13 +5,16 @@ embedding asserts the size; fine-tuning at 320×320 is common, and the search of
 can only name the size the model takes now. Models that know how to resample their own tables say so with a
 method: timm's ``set_input_size(img_size=...)`` (its ViTs, DeiT, BEiT, EVA, Swin, FlexiViT) interpolates the
 position tables the way timm loads a checkpoint at another size and updates the patch embedding's checks.
-:func:`own_resize_fix` names that call, once it has run on a ``meta`` copy of the model and the copy's forward
-took the input; the model itself is not touched.
+torchvision's ``VisionTransformer`` is built for one ``image_size``; torchvision's recipe for another is a model
+built at that size loaded with ``interpolate_embeddings(image_size, patch_size, model.state_dict())``.
+:func:`own_resize_fix` names that call or that recipe, once it has run on a ``meta`` copy of the model and the
+result's forward took the input; the model itself is not touched.
 """
 
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -25,9 +28,10 @@ __all__ = ("own_resize_fix",)
 
 
 def own_resize_fix(model: nn.Module | None, inputs: Mapping[str, Any], batch: int = 1) -> str:
-    """The statement that makes ``model`` take ``inputs`` (one image, by forward's name: a per-sample shape
-    ``(C, H, W)``), by its own ``set_input_size(img_size=(H, W))``, as a fix; ``""`` when the model has no such
-    method, or when the call fails on a ``meta`` copy of the model or the copy's forward fails after it
+    """What makes ``model`` take ``inputs`` (one image, by forward's name: a per-sample shape ``(C, H, W)``), as the
+    end of a fix: its own ``set_input_size(img_size=(H, W))`` (timm), or torchvision's recipe for a
+    ``VisionTransformer`` (:func:`_torchvision_vit`); ``""`` when there is neither, or when it fails on a ``meta``
+    copy of the model or the result's forward fails at the input
     (:func:`~torchsurgeon.crosscheck.forward_runs`).
 
     Examples
@@ -45,27 +49,80 @@ def own_resize_fix(model: nn.Module | None, inputs: Mapping[str, Any], batch: in
     ...     def forward(self, x):
     ...         return self.proj(x) + self.pos
     >>> own_resize_fix(TinyViT(), {"x": (3, 48, 64)})
-    'model.set_input_size(img_size=(48, 64))'
+    "first run the model's own resize (its position tables resampled): model.set_input_size(img_size=(48, 64))"
     >>> own_resize_fix(nn.Conv2d(3, 4, 8), {"input": (3, 48, 64)})  # no call of its own
     ''
     """
-    method = getattr(model, "set_input_size", None)
-    if model is None or not callable(method) or len(inputs) != 1:
+    if model is None or len(inputs) != 1:
         return ""
     ((name, input),) = inputs.items()
     if not isinstance(input, tuple) or len(input) != 3 or not all(type(s) is int and s > 0 for s in input):
+        return ""
+    x = {name: torch.empty(batch, *input, device="meta")}
+    own = _set_input_size(model, input[1:], x)
+    return own or _torchvision_vit(model, input, x)
+
+
+def _set_input_size(model: nn.Module, size: tuple[int, ...], x: Mapping[str, torch.Tensor]) -> str:
+    """timm's ``model.set_input_size(img_size=size)``, when it and a forward at ``x`` run on a meta copy."""
+    method = getattr(model, "set_input_size", None)
+    if not callable(method):
         return ""
     try:
         if "img_size" not in inspect.signature(method).parameters:
             return ""
     except (TypeError, ValueError):
         return ""
-    size = tuple(input[1:])
     try:
         copy_ = meta_copy(model).eval()
         cast(Any, copy_).set_input_size(img_size=size)
     except Exception:  # the model's own call refuses this size: not a fix
         return ""
-    if not forward_runs(copy_, {name: torch.empty(batch, *input, device="meta")}):
+    if not forward_runs(copy_, x):
         return ""
-    return f"model.set_input_size(img_size={size})"
+    return f"first run the model's own resize (its position tables resampled): model.set_input_size(img_size={size})"
+
+
+def _torchvision_vit(model: nn.Module, input: tuple[int, ...], x: Mapping[str, torch.Tensor]) -> str:
+    """torchvision's ``VisionTransformer`` built at the input's (square) size with the model's settings and loaded
+    with ``interpolate_embeddings`` (its position table resampled), as statements that run; done first on ``meta``,
+    with a forward at ``x``. A head replaced by another Linear keeps its class count; a convolutional stem, another
+    norm or an input of other than 3 channels: "" (torchvision's constructor cannot say them)."""
+    vision_transformer = sys.modules.get("torchvision.models.vision_transformer")
+    if vision_transformer is None or type(model) is not vision_transformer.VisionTransformer:
+        return ""
+    vit: Any = model  # its settings are plain attributes
+    size, head, norm = input[1], getattr(vit.heads, "head", None), vit.encoder.ln
+    if input[2] != size or not isinstance(vit.conv_proj, nn.Conv2d) or not isinstance(head, nn.Linear):
+        return ""
+    if type(norm) is not nn.LayerNorm or norm.eps != 1e-6:
+        return ""
+    settings: dict[str, Any] = {
+        "image_size": size,
+        "patch_size": model.patch_size,
+        "num_layers": len(vit.encoder.layers),
+        "num_heads": vit.encoder.layers[0].num_heads,
+        "hidden_dim": model.hidden_dim,
+        "mlp_dim": model.mlp_dim,
+    }
+    optional = {"dropout": 0.0, "attention_dropout": 0.0, "representation_size": None}
+    settings |= {k: getattr(model, k) for k, default in optional.items() if getattr(model, k) != default}
+    if head.out_features != 1000:
+        settings["num_classes"] = head.out_features
+    try:
+        with torch.device("meta"):
+            resized = vision_transformer.VisionTransformer(**settings).eval()
+        state = vision_transformer.interpolate_embeddings(size, model.patch_size, meta_copy(model).state_dict())
+        resized.load_state_dict(state)
+    except Exception:  # sizes it cannot build or a state it does not load (an edited model): not a fix
+        return ""
+    if not forward_runs(resized, x):
+        return ""
+    built = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+    return (
+        "first build it at this size with torchvision's recipe (its position table resampled): "
+        "from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings; "
+        f"resized = VisionTransformer({built}); "
+        f"resized.load_state_dict(interpolate_embeddings({size}, {model.patch_size}, model.state_dict())); "
+        f"paramcount(resized, {input})"
+    )
