@@ -27,7 +27,7 @@ from torch import nn
 
 from .errors import SurgeryError
 
-__all__ = ("features_only", "is_normalisation", "transformers_base")
+__all__ = ("CLASS_COUNTS", "features_only", "is_normalisation", "transformers_base")
 
 _TASKS = {
     "input_ids": ("SEQUENCE", "IMAGE", "AUDIO", "VIDEO"),
@@ -39,8 +39,10 @@ _TASKS = {
 by the model's ``main_input_name``."""
 
 
-_CLASS_COUNTS = ("num_classes", "num_labels", "n_classes", "classes", "out_channels")
-"""Attributes in which a model keeps the class count it is built for (MONAI's ``out_channels``)."""
+CLASS_COUNTS = ("num_labels", "num_classes", "n_classes", "classes", "out_channels", "out_features")
+"""Attributes in which a model, a module holding its head or their config keep the class count they are built for
+(MONAI's ``out_channels``; ``out_features``: of a module around its Linear, as sentence-transformers' ``Dense``,
+which saves it to rebuild the layer)."""
 
 
 def transformers_base(model: nn.Module, num_classes: int | None, did: str) -> SurgeryError | None:
@@ -158,7 +160,7 @@ def features_only(
     classes = num_classes if num_classes is not None else "num_classes"
     shape = output if isinstance(output, tuple) and all(type(d) is int for d in output) else None
     image = ran_on if isinstance(ran_on, tuple) and all(type(d) is int for d in ran_on) else None
-    if shape is not None and len(shape) > 1 and any(getattr(model, a, None) == shape[1] for a in _CLASS_COUNTS):
+    if shape is not None and len(shape) > 1 and any(getattr(model, a, None) == shape[1] for a in CLASS_COUNTS):
         return None  # its classes, normalised: a classifier
     if shape is not None and image is not None and len(shape) > 2 and tuple(shape[2:]) == tuple(image[1:]):
         return None  # a class map per pixel at the image's size: a segmentation model's

@@ -44,7 +44,7 @@ from .headfinding import (
     running_report,
     width_of,
 )
-from .headless import is_normalisation, transformers_base
+from .headless import CLASS_COUNTS, is_normalisation, transformers_base
 from .initialisers import default_init, named_init
 from .layerfold import set_submodule
 from .readers import guessed_input
@@ -55,10 +55,6 @@ from .surgery import SurgeryResult, _copy, _count, _with_guards, no_such_layer
 from .wrappers import from_peft, unwrap_model
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
-
-_CLASS_GUARDS = ("num_labels", "num_classes", "n_classes", "classes", "out_channels", "out_features")
-"""Attributes of a module holding the head, or of its config, that keep the class count (``out_features``: of a
-module around its Linear, as sentence-transformers' ``Dense``, which saves it to rebuild the layer)."""
 
 
 def head_layer(model: nn.Module, input: InputSpec | None = None) -> str:
@@ -257,7 +253,7 @@ def replace_head(
             )
             for pname, p in new.named_parameters()
         ]
-    guarded = _with_guards(edited, changes, [(name, _CLASS_GUARDS, old_classes, num_classes) for name, _ in heads])
+    guarded = _with_guards(edited, changes, [(name, CLASS_COUNTS, old_classes, num_classes) for name, _ in heads])
     shapes = _shape_guards(edited, [n for n, _ in heads], input, old_classes + extra, num_classes + extra)
     result = SurgeryResult(edited, (*guarded, *shapes, *_labels_after(edited, heads[0][0], names, num_classes)))
     _check_it_runs(edited, heads[0][0], checked_on, (old_classes + extra, num_classes + extra), "replaced")
@@ -314,7 +310,7 @@ def _fill_removed(
         )
         for pname, p in new.named_parameters()
     ]
-    result = SurgeryResult(model, _with_guards(model, changes, [(name, _CLASS_GUARDS, 0, num_classes)]))
+    result = SurgeryResult(model, _with_guards(model, changes, [(name, CLASS_COUNTS, 0, num_classes)]))
     _check_it_runs(model, name, checked_on, (given[1], num_classes), "replaced")
     return result
 
@@ -731,7 +727,7 @@ def append_head(
             init = named_init(owner, p.rpartition(".")[2], t)  # the values the user's layer holds
             changes.append(ParamReport(f"{name}.{i}.{p}", ParamChange.NEW, None, tuple(t.shape), init))
     before = width_of(old)
-    guards = [(name, _CLASS_GUARDS, before, after)] if before is not None and after is not None else []
+    guards = [(name, CLASS_COUNTS, before, after)] if before is not None and after is not None else []
     rows = list(_with_guards(edited, changes, guards))
     for i, row in enumerate(rows):  # transformers rebuilds the classifier from the config: a plain layer
         if row.status is ParamChange.SETTING and row.name.endswith("config.num_labels"):
