@@ -562,6 +562,39 @@ def test_normalisation_fold_exact_without_padding_and_says_so_with() -> None:
     assert "NOT exact at the border" in padded.changes[0].message
 
 
+class _ChecksItsWidth(nn.Module):
+    """Refuses any width but 100 in Python on the input's shape: fx cannot trace it without an input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 100:
+            raise ValueError(f"wants 100 wide, got {x.shape[-1]}")
+        return self.conv(x)
+
+
+def test_normalisation_fold_of_a_model_traced_only_with_an_input_asks_for_it_in_its_own_call() -> None:
+    """Found by a probe: a model that traces only for a known input shape was told to pass one to
+    ``input_layers(model, input=...)``, a call that does not fold anything, because fold_input_normalization took no
+    input. It takes one now, as adapt_input_channels does, and the error names it; given, the fold is exact."""
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    model = _ChecksItsWidth().double()
+    with pytest.raises(
+        SurgeryError, match=re.escape(f"fold_input_normalization(model, {mean}, {std}, input=(3, H, W))")
+    ):
+        fold_input_normalization(model, mean, std)
+    r = fold_input_normalization(model, mean, std, input=(3, 100, 100))
+    assert [c.name for c in r.changes] == ["conv.weight", "conv.bias"]
+    x = torch.rand(1, 3, 100, 100, dtype=torch.float64)
+    m, s = (
+        torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1),
+        torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1),
+    )
+    torch.testing.assert_close(r.model(x), model((x - m) / s))
+
+
 def test_original_is_never_changed_by_non_inplace_calls() -> None:
     model = CifarNet()
     state = {k: v.clone() for k, v in model.state_dict().items()}

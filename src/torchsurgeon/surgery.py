@@ -710,12 +710,27 @@ def fold_input_normalization(
     std: Sequence[float],
     *,
     layer: str | None = None,
+    input: InputSpec | None = None,
     inplace: bool = False,
 ) -> SurgeryResult:
     """Fold ``(x - mean) / std`` into the first layer, so raw inputs can be fed.
 
     Exact when the layer has no zero padding; otherwise the border of the
     output differs and the change's message says so.
+
+    Parameters
+    ----------
+    mean, std : sequence of float
+        One value per input channel.
+    layer, input, inplace
+        As for :func:`adapt_input_channels` (``input``: for a model that
+        traces only for a known input shape, the layers reading it are found
+        by running it).
+
+    Raises
+    ------
+    SurgeryError
+        For a layer that is not a plain or ungrouped Conv/Linear, or a model normalising its input itself.
 
     Examples
     --------
@@ -728,8 +743,12 @@ def fold_input_normalization(
     >>> torch.allclose(r.model(x), net(norm), atol=1e-5)
     True
     """
-    edited = _copy(model, inplace)
-    names, image, run_before, _ = _input_layers(edited, None) if layer is None else (layer_names(layer), None, True, {})
+    edited = _copy(model, inplace, input)
+    call = f"fold_input_normalization(model, {list(mean)!r}, {list(std)!r}, {{input}})"  # the input an error asks for
+    if layer is None:
+        names, image, run_before, _ = _input_layers(edited, input, call=call)
+    else:
+        names, image, run_before = layer_names(layer), None, True
     for name in [n for n in names if n not in dict(edited.named_modules())]:
         raise no_such_layer(edited, name, lambda n: f"fold_input_normalization(model, {mean!r}, {std!r}, layer={n!r})")
     if names and image is not None and not run_before:  # the graph found the input meets a tensor of the model's
