@@ -182,6 +182,50 @@ def test_a_layer_reading_the_input_through_a_resize_is_folded(resize: str) -> No
     assert r.total_for_input == sum(p.numel() for p in folded.parameters()) == 8 * 9 + 8
 
 
+class _Cropped(nn.Module):
+    """A stem reading a crop of the image (or two crops of it, each read by the same stem), or some of its channels."""
+
+    def __init__(self, crop: str) -> None:
+        super().__init__()
+        self.crop, self.stem, self.fc = crop, nn.Conv2d(3, 4, 3), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.crop == "two crops":
+            return self.fc(self.stem(x[..., :10]).mean((2, 3)) + self.stem(x[..., 10:]).mean((2, 3)))
+        if self.crop == "index":
+            x = x[:, :, 1:11, 2:12]
+        elif self.crop == "narrow":
+            x = x.narrow(3, 0, 10)
+        elif self.crop == "channels":
+            x = x[:, 1:]
+        return self.fc(self.stem(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize("crop", ["two crops", "index", "narrow"])
+def test_a_stem_reading_a_crop_of_the_input_is_told_to_fold_and_the_fold_is_exact(crop: str) -> None:
+    """Found by a probe: a stem given a crop of the image (``x[..., :10]``, two crops read by one stem,
+    ``x[:, :, 1:11, 2:12]``, ``x.narrow(3, 0, 10)``) at 1 channel was told "what comes before it gives 1: make that
+    give 3, or replace the layer (new weights)", when adapt_input_channels folds it, keeping its weights; the fold
+    is the fix now, and it is exact: the folded model on a grey image equals the original on it repeated."""
+    torch.manual_seed(0)
+    model = _Cropped(crop).double().eval()
+    r = paramcount(model, (1, 12, 20))
+    assert {f.fix for f in r.findings} == {"fold it with adapt_input_channels(model, 1)"}  # one per call of the stem
+    assert [layer.name for layer in r.invalid] == ["stem"]
+    folded = adapt_input_channels(model, 1).model
+    assert r.total_for_input == sum(p.numel() for p in folded.parameters()) == 4 * 9 + 4 + 10
+    x = torch.rand(2, 1, 12, 20, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x.expand(2, 3, 12, 20)))
+    assert paramcount(folded, (1, 12, 20)).invalid == []
+
+
+def test_a_stem_reading_some_of_the_input_channels_is_not_told_to_fold() -> None:
+    """``x[:, 1:]`` selects channels: 1 channel gives none, and no fold of the stem gives it 3 again."""
+    r = paramcount(_Cropped("channels"), (1, 12, 20))
+    assert [f.fix for f in r.findings] == ["what comes before it gives 0: make that give 3"]
+
+
 class _Frames(nn.Module):
     """A video model that runs its stem on every frame, as TimeSformer and ViViT do: the frames of
     ``(N, T, C, H, W)`` merged into the batch (``reshape``, ``flatten``, einops' ``rearrange``: torchgeo's

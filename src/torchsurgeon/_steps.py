@@ -11,6 +11,7 @@ its arguments as they are fetched from the values of the nodes before it
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -104,6 +105,32 @@ def _own_function(node: torch.fx.Node, inputs: tuple[torch.fx.Node, ...], passin
     )
 
 
+def _crops(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+    """Whether ``node`` crops its first argument along the sizes after the channels, keeping them all: an index
+    ``x[:, :, 2:18, 2:18]`` (the batch and the channels whole), ``x.narrow(3, 0, 16)``, or ``x[..., :16]`` read by
+    convolutions of as many spatial dims or more (a crop of the image, or two crops of it read by one stem).  A
+    layer after it reads the model input, and its fix is a fold: ``adapt_input_channels`` folds it."""
+    args = node.args
+    if (node.op == "call_method" and node.target == "narrow") or (
+        node.op == "call_function" and node.target is torch.narrow
+    ):
+        dim = args[1] if len(args) > 1 else node.kwargs.get("dim")
+        return type(dim) is int and dim >= 2
+    if node.op != "call_function" or node.target is not operator.getitem or len(args) != 2:
+        return False
+    index = args[1]
+    if not isinstance(index, tuple) or not all(type(i) is slice or i is Ellipsis for i in index):
+        return False  # an int drops a dim, None adds one, a tensor gathers
+    if index and index[0] is Ellipsis:  # the sizes from the end: as many as the convolutions reading it have
+        spatial = len(index) - 1
+        readers = [modules.get(str(user.target)) for user in node.users if user.op == "call_module"]
+        return len(readers) == len(node.users) > 0 and all(
+            isinstance(m, nn.modules.conv._ConvNd) and len(m.kernel_size) >= spatial for m in readers
+        )
+    whole = slice(None)
+    return Ellipsis not in index[:2] and (len(index) < 2 or index[1] == whole)
+
+
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 _NORM_FUNCTIONS = frozenset({F.layer_norm, F.batch_norm, F.group_norm, F.instance_norm, F.rms_norm})
 _REORDERING = frozenset({"permute", "transpose", "contiguous", "movedim"})  # the same values in another order
@@ -171,7 +198,11 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                 feeding.add(node)
             node_inputs = inputs[i]
             from_input = bool(feeding) and not feeding.isdisjoint(node_inputs)
-            if from_input and (hands_on_channels(op, node.target, module) or _own_function(node, node_inputs, passing)):
+            if from_input and (
+                hands_on_channels(op, node.target, module)
+                or _own_function(node, node_inputs, passing)
+                or _crops(node, modules)
+            ):
                 passing.add(node)
                 feeding.add(node)
             reads_moved = bool(moved) and not moved.isdisjoint(node_inputs)
