@@ -224,6 +224,18 @@ class _RuledMeta(TorchFunctionMode):
         return self._answered(func, args, kwargs)
 
     def _answered(self, func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None) -> Any:
+        direct = None if self.forgotten else _direct(func)
+        if direct is not None:  # what the steps below end in when every tensor argument is on meta, without them
+            rule, swapped, product = direct
+            kwargs = kwargs or {}
+            with torch._C.DisableTorchFunction():
+                on_meta = _meta_tensors(args, kwargs)
+                if on_meta:
+                    if product and not self.resized:
+                        _same_dtypes(args, kwargs)
+                    out = _answer(rule, args, kwargs, swapped, self.resized)
+            if on_meta:
+                return _as_autocast_gives(func, args, kwargs, func(*args, **kwargs) if out is FALLBACK else out)
         if self.forgotten:
             args, kwargs = self._unknown(args), {k: self._unknown(v) for k, v in (kwargs or {}).items()}
         elif not kwargs and len(args) == 1 and isinstance(args[0], torch.Tensor) and _passes_through(func):
@@ -347,6 +359,38 @@ def _passes_through(func: Any) -> bool:
             and (rule is None or rule.shape is None)
         )
     return through
+
+
+_DIRECT: dict[tuple[int, bool], dict[Any, tuple[Rule, bool, bool] | None]] = {}
+
+
+def _direct(func: Any) -> tuple[Rule, bool, bool] | None:
+    """``(rule, swapped, product)`` of ``func`` when :class:`_RuledMeta` answers it by its rule as soon as its tensor
+    arguments are all on ``meta`` (then no known data meets them: the other steps pass it by), None when one of
+    those steps may act on it (a factory, a move, an interpolation, a check of values) or no rule answers it.
+    Cached per :func:`rules_version`."""
+    version = rules_version()
+    known = _DIRECT.get(version)
+    if known is None:
+        if len(_DIRECT) > 8:
+            _DIRECT.clear()
+        known = _DIRECT.setdefault(version, {})
+    try:
+        if func in known:
+            return known[func]
+    except TypeError:  # an unhashable callable: the usual steps
+        return None
+    rule, swapped = _rule_of(func)
+    special = (
+        func is _ALL_TRUE
+        or func is _TO
+        or func is torch.Tensor.cpu
+        or func is F.interpolate
+        or func in DATA_FACTORIES
+        or unsettled(func)
+    )
+    known[func] = None if special or rule is None or rule.shape is None else (rule, swapped, func in _PRODUCTS)
+    return known[func]
 
 
 _PRODUCTS = frozenset(
