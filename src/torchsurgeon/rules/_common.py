@@ -272,6 +272,9 @@ def view(shape: Sequence[int], stride: Sequence[int], dtype: torch.dtype) -> tor
 
 def broadcast(*shapes: Sequence[int]) -> tuple[int, ...] | None:
     """The broadcast shape, or None when the shapes do not broadcast."""
+    first = shapes[0]
+    if all(s == first for s in shapes):  # the common case (x + y of one shape): that shape
+        return tuple(map(int, first))
     rank = max(len(s) for s in shapes)
     out = []
     for i in range(rank):

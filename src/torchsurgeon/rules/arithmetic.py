@@ -31,6 +31,18 @@ def _binary_rule(spec: Spec, *, integers: bool = False, bools: bool = False) -> 
     """
 
     def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not kwargs and len(args) == 2:  # the common cases, as the steps below answer them
+            a, other = args
+            if isinstance(a, torch.Tensor) and a.dtype.is_floating_point and a.is_contiguous():
+                if type(other) is float or type(other) is int:  # x * 0.5: x's shape and dtype
+                    return new(tuple(map(int, a.shape)), a.dtype)
+                if (
+                    isinstance(other, torch.Tensor)
+                    and other.dtype == a.dtype
+                    and other.shape == a.shape
+                    and other.is_contiguous()
+                ):
+                    return new(tuple(map(int, a.shape)), a.dtype)
         b = bind(args, kwargs, spec)
         if b is None:
             return FALLBACK
