@@ -1004,3 +1004,36 @@ def test_a_class_score_beside_its_per_class_boxes_is_refused_with_the_edit_of_bo
         detections = model([torch.rand(3, 128, 128)])[0]
     assert detections["boxes"].shape[0] == detections["labels"].shape[0]
     assert all(int(label) < 5 for label in detections["labels"])
+
+
+class _AttentionPool(nn.Module):
+    """CLIP's ResNet head (timm's ``AttentionPool2d``): the mean token attends over the feature map through ``q``,
+    ``k`` and ``v`` (each ``width`` wide) and ``proj`` gives the ``width // 4`` outputs."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(width, width), nn.Linear(width, width), nn.Linear(width, width)
+        self.proj = nn.Linear(width, width // 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        x = torch.cat([x.mean(1, keepdim=True), x], 1)
+        attention = (self.q(x[:, :1]) @ self.k(x).transpose(1, 2)).softmax(-1)
+        return self.proj((attention @ self.v(x))[:, 0])
+
+
+def test_an_attention_pools_projections_are_not_taken_for_box_regressors() -> None:
+    """Found by a probe of timm's families: replace_head(resnet50x4_clip, 5) was refused with "head.proj (Linear)
+    scores 640 classes and head.q (Linear) regresses 4 box coordinates for each of them (2560)", and a fix that
+    replaced the attention's query with a 20-wide layer: CLIP's attention pool is 4 x as wide as its outputs (as are
+    resnet101_clip's, resnet50x16_clip's and resnet50x64_clip's).  ``q``, ``k`` and ``v`` have twins of their shape,
+    which no box regressor beside its classifier has: the head is replaced, the attention kept."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, stride=2), _AttentionPool(64)).eval()
+    result = replace_head(model, 5)
+    pool = result.model[1]
+    assert (pool.proj.in_features, pool.proj.out_features) == (64, 5)
+    for name in ("q", "k", "v"):
+        assert torch.equal(getattr(pool, name).weight, getattr(model[1], name).weight)
+    with torch.no_grad():
+        assert result.model(torch.randn(2, 3, 16, 16)).shape == (2, 5)

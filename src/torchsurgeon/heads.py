@@ -605,18 +605,21 @@ def _boxes_per_class(model: nn.Module, layer: str, num_classes: int) -> SurgeryE
     """The refusal for a head whose sibling regresses four box coordinates per class from the same features
     (torchvision's ``FastRCNNPredictor``: ``cls_score`` 91 classes, ``bbox_pred`` 364 = 4 x 91; its post-processing
     reads the class count from the scores and splits the boxes by it), with the edit of both that runs; None for
-    any other head."""
+    any other head.  A sibling with a twin of its shape is no box regressor but one of an attention's projections
+    (CLIP's ``AttentionPool2d``: ``q``, ``k`` and ``v``, 2560 wide beside ``proj``'s 640 outputs)."""
     parent, _, own = layer.rpartition(".")
     head = model.get_submodule(layer)
     if not isinstance(head, nn.Linear):
         return None
     width = head.out_features
-    for name, sibling in model.get_submodule(parent).named_children():
+    siblings = [(n, m) for n, m in model.get_submodule(parent).named_children() if n != own]
+    shapes = [(m.in_features, m.out_features) for _, m in siblings if isinstance(m, nn.Linear)]
+    for name, sibling in siblings:
         if (
-            name != own
-            and isinstance(sibling, nn.Linear)
+            isinstance(sibling, nn.Linear)
             and sibling.in_features == head.in_features
             and sibling.out_features == _BOX_COORDINATES * width
+            and shapes.count((sibling.in_features, sibling.out_features)) == 1
         ):
             other = f"{parent}.{name}" if parent else name
             fixes = [replacing_call(layer, _fresh(head, num_classes))]
