@@ -81,3 +81,36 @@ def test_the_analyzers_over_the_graph_say_what_they_take() -> None:
     with pytest.raises(InputError, match=r"count_params takes the graph of a traced model, got a trace, not its graph"):
         count_params(trace(model))
     assert count_params(build_graph(trace(model))).total == sum(p.numel() for p in model.parameters())
+
+
+class _Cached(nn.Module):
+    """A decoder taking ``use_cache`` (a transformers layer stack)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor, use_cache: bool | None = None, **kwargs: object) -> torch.Tensor:
+        return self.proj(x)
+
+
+class _PassesUseCache(nn.Module):
+    """Mimi's encoder: a config with ``use_cache``, a forward taking ``**kwargs`` and passing ``use_cache=`` itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = type("Config", (), {"use_cache": True})()
+        self.stack = _Cached()
+
+    def forward(self, x: torch.Tensor, streaming: bool = False, **kwargs: object) -> torch.Tensor:
+        return self.stack(x, use_cache=streaming, **kwargs)
+
+
+def test_a_forward_passing_use_cache_itself_beside_its_kwargs_is_traced() -> None:
+    """Found by a probe (transformers' MimiEncoderModel, PocketTTS's audio tokenizer encoder): the trace put
+    ``use_cache=False`` into ``**kwargs``, and the whole model failed to trace with "got multiple values for keyword
+    argument 'use_cache'", which ``model(x)`` never raises."""
+    model = _PassesUseCache()
+    report = paramcount(model, (4, 8))
+    assert report.output_shape == tuple(model(torch.randn(1, 4, 8)).shape) == (1, 4, 8)
+    assert report.total == sum(p.numel() for p in model.parameters()) and report.trusted

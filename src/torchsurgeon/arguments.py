@@ -509,8 +509,9 @@ def specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping[
         if p.name in given or p.name in fixed:
             continue
         if p.kind == p.VAR_KEYWORD and f"**{p.name}" not in fixed:
-            # a transformers model taking use_cache through **kwargs (Llava, BLIP-2): no cache built either
-            named = any(q.name in NO_CACHE for q in params)
+            # a transformers model taking use_cache through **kwargs (Llava, BLIP-2): no cache built either, unless
+            # forward passes it itself beside **kwargs (Mimi's encoder: `use_cache=use_streaming, **kwargs`)
+            named = any(q.name in NO_CACHE for q in params) or _passes_keyword(model, *NO_CACHE)
             config: Any = getattr(model, "config", None)
             text = config.get_text_config() if hasattr(config, "get_text_config") else config  # Llava's text model
             cached = not named and getattr(text, "use_cache", None) is not None
@@ -522,6 +523,13 @@ def specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping[
         elif p.default is not p.empty and type(p.default) in SIMPLE_DEFAULTS:
             out[p.name] = p.default
     return out
+
+
+def _passes_keyword(model: nn.Module, name: str) -> bool:
+    """Whether ``type(model).forward`` (seen through decorators) names ``name`` itself: the keyword names of its
+    calls are among its code's constants (a tuple of them, or one string beside ``**kwargs``)."""
+    code = getattr(inspect.unwrap(type(model).forward), "__code__", None)
+    return code is not None and any(c == name or (isinstance(c, tuple) and name in c) for c in code.co_consts)
 
 
 # ``*_ids`` that are no token ids: diffusers passes them as floats (SDXL's time_ids, the image sizes and crop corner
