@@ -514,6 +514,28 @@ def test_library_calls_on_traced_values_are_answered_and_restored() -> None:
     assert torch.jit.isinstance(torch.zeros(1), torch.Tensor) and torch.ones(2).tolist() == [1.0, 1.0]
 
 
+class ChunkOffsets(nn.Module):
+    """transformers' chunked attention mask (Llama 4): ``torch.zeros(batch_size, device=device, dtype=int)``, a
+    Python type as the dtype of a factory given a traced size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(16, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        left_padding = torch.zeros(ids.shape[0], device=ids.device, dtype=int)
+        return self.embed(ids + left_padding[:, None])
+
+
+def test_a_factory_given_a_python_type_as_dtype_is_recorded() -> None:
+    """Found by a probe: Llama4TextModel failed to trace as a whole ("argument of type: <class 'type'>"): fx cannot
+    record the Python type ``int`` as an argument; torch reads it as ``torch.int64``."""
+    model = ChunkOffsets()
+    report = paramcount(model, {"ids": (5,)}, batch=3)
+    assert report.output_shape == tuple(model(torch.randint(0, 16, (3, 5))).shape) == (3, 5, 4)
+    assert report.invalid == [] and report.opaque == {} and report.trusted
+
+
 class PlainTensorSizes(nn.Module):
     """Sizes from the input given to methods of tensors that are no parameter or buffer (peft's prompt tuning keeps
     its prompt tokens in a dict: ``self.prompt_tokens[adapter].unsqueeze(0).expand(batch_size, -1)``)."""

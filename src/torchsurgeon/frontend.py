@@ -534,6 +534,14 @@ _SIZE_METHODS = ("expand", "view", "reshape", "repeat", "permute", "tile", "flip
 _FACTORIES = ("ones", "zeros", "empty", "full", "rand", "randn", "tensor", "as_tensor")
 
 
+_PYTHON_DTYPES: dict[Any, torch.dtype] = {
+    int: torch.int64,
+    float: torch.float64,
+    bool: torch.bool,
+    complex: torch.complex128,
+}  # what torch reads a Python type given as a dtype as
+
+
 def _recorded_if_traced(
     kind: str, target: Any, real: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
@@ -544,6 +552,8 @@ def _recorded_if_traced(
         proxy = _first_proxy(kwargs.values())
     if proxy is None:
         return real(*args, **kwargs)
+    if isinstance(dtype := kwargs.get("dtype"), type) and dtype in _PYTHON_DTYPES:  # `dtype=int`: torch's dtype
+        kwargs = {**kwargs, "dtype": _PYTHON_DTYPES[dtype]}
     return proxy.tracer.create_proxy(kind, target, args, kwargs)
 
 
