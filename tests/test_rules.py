@@ -1603,3 +1603,27 @@ def test_a_convolution_without_filters_is_invalid_as_a_real_forward_says() -> No
     with pytest.raises(RuntimeError, match="expected weight to be at least 1 at dimension 0"):
         nn.Conv1d(4, 0, 1, bias=False)(torch.zeros(2, 4, 5))
     assert [layer.name for layer in paramcount(nn.Sequential(nn.Conv1d(4, 0, 1, bias=False)), (4, 5)).invalid] == ["0"]
+
+
+class MovesItsInput(nn.Module):
+    """transformers' TimmWrapperModel: ``pixel_values.to(self.device, self.dtype)`` before its timm model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        weight = next(self.parameters())  # transformers' `self.device`: the model's, not a traced value
+        return self.conv(pixel_values.to(weight.device, weight.dtype)).flatten(1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_an_input_moved_to_the_models_device_and_dtype_has_a_shape(dtype: torch.dtype) -> None:
+    """Found by a probe: the ``to`` node of an input (meta in the analysis) moved to the model's CPU ran on meta and
+    failed ("Cannot copy out of meta tensor"): every layer after it was unknown and the output None (untrusted)."""
+    model = MovesItsInput().to(dtype)
+    report = paramcount(model, {"pixel_values": (3, 8, 8)})
+    real = model(pixel_values=torch.randn(1, 3, 8, 8))  # a float32 input moved to the model's dtype
+    assert report.output_shape == tuple(real.shape) == (1, 144)
+    assert report.invalid == [] and report.trusted
+    assert {row.name: row.output_shape for row in report.layers}["to"] == (1, 3, 8, 8)

@@ -259,7 +259,8 @@ def _getattr(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 def _to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``x.to(dtype)``, ``x.to(device)``, ``x.to(device, dtype)``, ``x.to(other)``, ``x.to(dtype=...)``.
 
-    On meta: a device other than meta, ``copy=True`` or a ``memory_format`` runs on meta.
+    On meta: known data (a CPU tensor) moved to another device, ``copy=True`` or a ``memory_format`` runs on meta;
+    a meta tensor moved to any device stays a meta tensor of the dtype asked for.
     """
     if not args or not isinstance(args[0], torch.Tensor) or not {"dtype", "device", "non_blocking"}.issuperset(kwargs):
         return FALLBACK
@@ -276,8 +277,10 @@ def _to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         rest.pop(0)  # non_blocking
     if rest:
         return FALLBACK  # copy, memory_format
-    if device is not None and torch.device(device).type != x.device.type:
+    if device is not None and torch.device(device).type != x.device.type and not x.is_meta:
         return FALLBACK
+    # a meta tensor moved to the model's device (`pixel_values.to(self.device, self.dtype)`, transformers'
+    # TimmWrapperModel): its data is not known there either, and it stands for the result on meta
     return _converted(x, dtype or x.dtype)
 
 
