@@ -1037,3 +1037,33 @@ def test_an_attention_pools_projections_are_not_taken_for_box_regressors() -> No
         assert torch.equal(getattr(pool, name).weight, getattr(model[1], name).weight)
     with torch.no_grad():
         assert result.model(torch.randn(2, 3, 16, 16)).shape == (2, 5)
+
+
+class _OneSizeViT(nn.Module):
+    """A ViT built for one image size, as timm's are (DINOv2 at 518, SigLIP at 256): its position embedding has
+    the tokens of a 64 × 64 image, which ``pretrained_cfg`` describes; its classifier removed (``num_classes=0``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 16, 8, stride=8)
+        self.pos = nn.Parameter(torch.zeros(1, 64, 16))
+        self.head = nn.Identity()
+        self.pretrained_cfg = {"input_size": (3, 64, 64)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head((self.proj(x).flatten(2).transpose(1, 2) + self.pos).mean(1))
+
+
+def test_a_removed_classifier_is_put_back_in_a_model_built_for_one_image_size() -> None:
+    """Found by a probe of timm's families: replace_head(timm.create_model("vit_small_patch14_reg4_dinov2"), 5) (and
+    SigLIP's, TIPS's, RADIO's, PE's: built with num_classes=0) was refused, "the model runs on no input torchsurgeon
+    can guess", having tried 224 × 224 alone; the image its pretrained_cfg describes is tried too."""
+    model = _OneSizeViT().eval()
+    result = replace_head(model, 5)
+    assert isinstance(result.model.head, nn.Linear) and (
+        result.model.head.in_features,
+        result.model.head.out_features,
+    ) == (16, 5)
+    assert isinstance(model.head, nn.Identity)
+    with torch.no_grad():
+        assert result.model(torch.randn(2, 3, 64, 64)).shape == (2, 5)

@@ -28,7 +28,7 @@ from .graphreaders import weights_owner
 from .headless import features_only
 from .ignoredinputs import check_input_traced
 from .modelreport import ModelReport
-from .readers import default_input, guessed_input, refused_guess_hint
+from .readers import configured_input, default_input, guessed_input, refused_guess_hint
 from .resize import hands_on_features
 from .shapes import meta_copy
 from .shapespec import InputSpec
@@ -478,9 +478,9 @@ def not_a_layer(
 
 def running_input(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec | None, Any]:
     """The input given, a vision model's own (from its config), an image of its first convolution's channels
-    (:func:`~torchsurgeon.readers.guessed_input`), or 16 token ids for a forward taking ``input_ids`` (a text
-    classifier), the first the model runs on now, with the output shape it gives there; ``(None, None)`` when it
-    runs on none.
+    (:func:`~torchsurgeon.readers.guessed_input`), a timm model's (its ``pretrained_cfg``), or 16 token ids for a
+    forward taking ``input_ids`` (a text classifier), the first the model runs on now, with the output shape it
+    gives there; ``(None, None)`` when it runs on none.
 
     Examples
     --------
@@ -493,7 +493,9 @@ def running_input(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec 
 
 
 def running_report(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec | None, ModelReport | None]:
-    """:func:`running_input`'s input, with the whole report of the model on it (its layers' shapes).
+    """:func:`running_input`'s input, with the whole report of the model on it (its layers' shapes).  After the
+    guessed image, the one a timm model's ``pretrained_cfg`` describes (:func:`~torchsurgeon.readers.configured_input`:
+    DINOv2 takes 518 × 518 alone).
 
     Examples
     --------
@@ -502,7 +504,9 @@ def running_report(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec
     (1, 12)
     """
     ids = {"input_ids": (16,)} if any(p.name == "input_ids" for p in forward_parameters(model)) else None
-    for candidate in (input, default_input(model), guessed_input(model), ids):
+    guess = guessed_input(model)
+    configured = configured_input(model)
+    for candidate in (input, default_input(model), guess, configured if configured != guess else None, ids):
         if candidate is None:
             continue
         try:

@@ -50,6 +50,7 @@ during an analysis), which refused torchvision's ResNet-50 detectors (34–59 M)
 
 __all__ = (
     "configured_image",
+    "configured_input",
     "default_input",
     "guessed_input",
     "image_input",
@@ -361,11 +362,29 @@ def configured_image(model: nn.Module) -> tuple[int, int, int] | None:
     >>> configured_image(nn.Linear(48, 8)) is None
     True
     """
+    image = configured_input(model)
+    return None if image is None else (image[0], 224, 224)
+
+
+def configured_input(model: nn.Module) -> tuple[int, int, int] | None:
+    """The image a timm model's ``pretrained_cfg`` describes (its ``input_size``: channels, height, width), or None:
+    the size a ViT built for one image size (DINOv2's 518, SigLIP's 256) takes, where 224 × 224 is refused.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> model = nn.Linear(48, 8)
+    >>> model.pretrained_cfg = {"input_size": (3, 518, 518)}
+    >>> configured_input(model)
+    (3, 518, 518)
+    >>> configured_input(nn.Linear(48, 8)) is None
+    True
+    """
     config = getattr(model, "pretrained_cfg", None)
     size = config.get("input_size") if isinstance(config, Mapping) else None
-    if not isinstance(size, (tuple, list)) or len(size) != 3 or not isinstance(size[0], int) or size[0] < 1:
+    if not isinstance(size, (tuple, list)) or len(size) != 3 or not all(type(d) is int and d > 0 for d in size):
         return None
-    return (size[0], 224, 224)
+    return (size[0], size[1], size[2])
 
 
 def refused_guess_hint(
