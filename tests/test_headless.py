@@ -27,8 +27,8 @@ _SMALL: dict[str, tuple[str, dict[str, Any], str]] = {
 
 
 def _fix(message: str) -> str:
-    """The code a refusal says runs as written."""
-    found = re.search(r"which runs as written: (.*?)(?: \(|; or|$)", message)
+    """The code a refusal says runs as written: all after it says so."""
+    found = re.search(r"which runs as written: (.*)$", message)
     assert found is not None, message
     return found.group(1)
 
@@ -63,6 +63,29 @@ def test_a_transformers_base_model_has_no_head_and_the_classifier_named_runs(kin
     assert sum(k in loaded for k in model.state_dict()) >= len(model.state_dict()) - 2  # ViTModel's pooler only
     x = torch.randint(0, 50, (1, 6)) if main == "input_ids" else torch.randn(1, 3, 32, 32)
     assert new(**{main: x}).logits.shape == (1, 5)
+
+
+def test_a_base_model_whose_weights_do_not_all_load_names_them_and_all_after_runs_as_written_runs() -> None:
+    """Found by a probe: the refusal of CLIPModel, ViTModel, RoBERTa and 16 other base models put a note after the code
+    said to run as written ("... strict=False) (pooler.dense, which ViTForImageClassification does not build, left
+    out)", then "; or, with the checkpoint's weights: ..." for a model from a checkpoint): copied whole, a SyntaxError;
+    and CLIP's own parameters (logit_scale, at the root) were named as an empty name ("(, text_model...")."""
+    transformers = pytest.importorskip("transformers")
+    sizes = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 16}
+    config = transformers.CLIPConfig(
+        text_config={**sizes, "vocab_size": 50}, vision_config={**sizes, "image_size": 32, "patch_size": 8}
+    )
+    model = transformers.CLIPModel(config).eval()
+    model.config._name_or_path = "someone/clip-tiny"  # as from_pretrained leaves it
+    with pytest.raises(SurgeryError) as info:
+        replace_head(model, 5)
+    message = str(info.value)
+    assert "logit_scale, " in message and "(, " not in message
+    assert "from_pretrained('someone/clip-tiny', num_labels=5)" in message
+    namespace: dict[str, Any] = {"copy": copy, "transformers": transformers, "model": model}
+    exec(message.split("which runs as written: ", 1)[1], namespace)  # all of it, as a user copies it
+    new = namespace["new"].eval()
+    assert new(pixel_values=torch.randn(1, 3, 32, 32)).logits.shape == (1, 5)
 
 
 @pytest.mark.parametrize("edit", ["replace", "append"])

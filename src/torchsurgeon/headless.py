@@ -92,16 +92,18 @@ def transformers_base(model: nn.Module, num_classes: int | None, did: str) -> Su
     strict, note = _load(model, getattr(sys.modules["transformers"], task), classes)
     fix = (
         f"config = copy.deepcopy(model.config); config.num_labels = {classes}; "
-        f"new = transformers.{task}(config); new.base_model.load_state_dict(model.state_dict(){strict}){note}"
+        f"new = transformers.{task}(config); new.base_model.load_state_dict(model.state_dict(){strict})"
     )
     path = str(getattr(config, "_name_or_path", "") or "")
-    if path:
-        fix += (
-            f"; or, with the checkpoint's weights: transformers.{task}.from_pretrained({path!r}, num_labels={classes})"
-        )
+    pretrained = (
+        f" (with the checkpoint's weights: transformers.{task}.from_pretrained({path!r}, num_labels={classes}))"
+        if path
+        else ""
+    )
+    # the code last, so that all after "runs as written: " runs
     return SurgeryError(
-        f"{said}. Build the classifier transformers makes for it, {task}, from its config and load this model's "
-        f"weights into it, which runs as written: {fix}"
+        f"{said}. Build the classifier transformers makes for it, {task}{pretrained}, from its config and load this "
+        f"model's weights into it{note}, which runs as written: {fix}"
     )
 
 
@@ -118,8 +120,8 @@ def _load(model: nn.Module, task: Any, classes: int) -> tuple[str, str]:
     except Exception:  # a class that cannot be built here: the user checks the keys load_state_dict reports
         return ", strict=False", " (then check the keys it reports)"
     mine = set(model.state_dict())
-    unused = sorted({k.rpartition(".")[0] for k in mine - theirs})
-    new = sorted({k.rpartition(".")[0] for k in theirs - mine})
+    unused = sorted({k.rpartition(".")[0] or k for k in mine - theirs})  # the root's own: CLIP's logit_scale
+    new = sorted({k.rpartition(".")[0] or k for k in theirs - mine})
     notes = [f"{', '.join(unused[:4])}, which {task.__name__} does not build, left out"] if unused else []
     notes += [f"{', '.join(new[:4])}, which this model lacks, new"] if new else []
     return (", strict=False", f" ({'; '.join(notes)})") if notes else ("", "")
