@@ -474,6 +474,7 @@ def test_finfo_stays_a_class_for_other_threads_during_a_trace() -> None:
 # --------------------------------------------------------------------------- library calls on proxies
 
 _ORIGINALS = (torch.ones, torch.zeros, torch.tensor, torch.finfo, torch.jit.isinstance)
+_ORIGINALS_VMAP = torch.vmap
 _GLOBAL_ACTIVATION = nn.SiLU()  # transformers' ACT2FN[...]: a module instance that is not the model's
 
 
@@ -534,6 +535,41 @@ def test_a_factory_given_a_python_type_as_dtype_is_recorded() -> None:
     report = paramcount(model, {"ids": (5,)}, batch=3)
     assert report.output_shape == tuple(model(torch.randint(0, 16, (3, 5))).shape) == (3, 5, 4)
     assert report.invalid == [] and report.opaque == {} and report.trusted
+
+
+def _chunked(chunk: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A mask function of positions (transformers' ``chunked_limited_mask_function``): ints in its closure."""
+
+    def inner(q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
+        return torch.div(q_idx, chunk, rounding_mode="trunc") >= torch.div(kv_idx, chunk, rounding_mode="trunc")
+
+    return inner
+
+
+class VmappedMask(nn.Module):
+    """transformers' ``sdpa_mask`` with a custom mask function (Nemotron ASR, T5Gemma 2): the mask function vmapped
+    over the positions, ``torch.arange`` of traced lengths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        mask_function = torch.vmap(torch.vmap(_chunked(2), in_dims=(None, 0)), in_dims=(0, None))
+        mask = mask_function(torch.arange(n, device=x.device), torch.arange(n, device=x.device))
+        scores = self.proj(x) @ x.transpose(1, 2)
+        return scores.masked_fill(~mask, float("-inf")).softmax(-1) @ x
+
+
+def test_a_vmapped_mask_of_traced_lengths_is_one_call() -> None:
+    """Found by a probe: NemotronAsrStreamingEncoder failed to trace as a whole and T5Gemma 2's attention layers were
+    opaque ("vmap(...): Got in_dim=0 for an input but the input is of type ShapeProxy"): vmap cannot take a proxy."""
+    model = VmappedMask()
+    report = paramcount(model, (6, 4))
+    assert report.output_shape == tuple(model(torch.randn(1, 6, 4)).shape) == (1, 6, 4)
+    assert report.opaque == {} and report.invalid == [] and report.trusted
+    assert torch.vmap is _ORIGINALS_VMAP  # put back after the trace
 
 
 class PlainTensorSizes(nn.Module):

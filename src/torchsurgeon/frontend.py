@@ -385,7 +385,12 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
     * a real tensor's ``expand``, ``view``, ``reshape``, ``repeat``,
       ``permute``, ``tile``, ``flip`` and ``new_zeros`` / ``new_ones`` /
       ``new_empty`` given a proxy size (peft's prompt tuning:
-      ``self.prompt_tokens[adapter].unsqueeze(0).expand(batch_size, -1)``).
+      ``self.prompt_tokens[adapter].unsqueeze(0).expand(batch_size, -1)``);
+    * a function made by ``torch.vmap`` (also of another's) called with a
+      proxy: one call, run by shape propagation on the values (transformers'
+      ``sdpa_mask`` of a custom mask function over ``torch.arange`` of traced
+      lengths: Nemotron ASR, T5Gemma 2); not when the function vmapped holds
+      a proxy in its closure (a padding mask), which vmap sees as before.
 
     Anything without a proxy goes to the real function.  Process-wide, like
     torch.fx's own patches (docs/threads.md).
@@ -449,6 +454,20 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
             return jit_isinstance(obj, torch.Tensor)
         return bool(real_is_tensor(obj))  # type: ignore[misc]
 
+    real_vmap = torch.vmap
+
+    def vmap(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        mapped = real_vmap(func, *args, **kwargs)
+        if _captures_proxy(func):  # a mask of traced values (a padding mask): not one call of known inputs
+            return mapped
+
+        @functools.wraps(mapped)
+        def call(*a: Any, **k: Any) -> Any:
+            return _recorded_if_traced("call_function", mapped, mapped, a, k)
+
+        call._captures_no_proxy = True  # type: ignore[attr-defined]  # checked: vmap of vmap (transformers' masks)
+        return call
+
     def recorded_method(name: str) -> Callable[..., Any]:
         real = getattr(torch.Tensor, name)
 
@@ -467,6 +486,7 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
         (torch, "_check_tensor_all_with", check_tensor_all_with),  # torch._check_tensor_all calls it
         *((torch, name, recorded(factory)) for name, factory in factories.items()),
         *((torch.Tensor, name, recorded_method(name)) for name in _SIZE_METHODS),
+        (torch, "vmap", vmap),
     ]
     if real_is_tracing is not None:
         patches.append((masks, "is_tracing", is_tracing))
@@ -555,6 +575,25 @@ def _recorded_if_traced(
     if isinstance(dtype := kwargs.get("dtype"), type) and dtype in _PYTHON_DTYPES:  # `dtype=int`: torch's dtype
         kwargs = {**kwargs, "dtype": _PYTHON_DTYPES[dtype]}
     return proxy.tracer.create_proxy(kind, target, args, kwargs)
+
+
+def _captures_proxy(func: Any, depth: int = 0) -> bool:
+    """Whether ``func``'s closure holds a proxy: itself, or in a function, list or tuple it holds (transformers'
+    ``and_masks(*mask_functions)``), a few levels down."""
+    if getattr(func, "_captures_no_proxy", False):
+        return False
+    if depth > 4:
+        return True
+    cells = getattr(func, "__closure__", None) or ()
+    held = [cell.cell_contents for cell in cells if cell.cell_contents is not None]
+    held += [getattr(func, "func", None)] if isinstance(func, functools.partial) else []
+    held += list(getattr(func, "args", ())) if isinstance(func, functools.partial) else []
+    for value in held:
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        for item in items:
+            if isinstance(item, torch.fx.Proxy) or (callable(item) and _captures_proxy(item, depth + 1)):
+                return True
+    return False
 
 
 def _first_proxy(values: Iterable[Any]) -> torch.fx.Proxy | None:
