@@ -572,6 +572,31 @@ def test_a_vmapped_mask_of_traced_lengths_is_one_call() -> None:
     assert torch.vmap is _ORIGINALS_VMAP  # put back after the trace
 
 
+class VmappedBeforeAName(nn.Module):
+    """A function vmapped in forward that reads a name assigned after the call (its closure cell still empty)."""
+
+    def __init__(self, scaled: bool = False) -> None:
+        super().__init__()
+        self.scaled, self.proj = scaled, nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def row(v: torch.Tensor) -> torch.Tensor:
+            return v * scale if self.scaled else v + 1
+
+        out = torch.vmap(row)(self.proj(x))
+        scale = 2.0
+        return out * scale
+
+
+def test_a_vmapped_function_with_an_empty_closure_cell_is_traced() -> None:
+    """Checking what a function vmapped holds (a proxy in its closure) read every cell of its closure, and an empty
+    one (a name assigned after the call) raised ValueError('Cell is empty') out of the trace."""
+    model = VmappedBeforeAName()
+    report = paramcount(model, (6, 4))
+    assert report.output_shape == tuple(model(torch.randn(1, 6, 4)).shape) == (1, 6, 4)
+    assert report.invalid == [] and report.total == sum(p.numel() for p in model.parameters())
+
+
 class PlainTensorSizes(nn.Module):
     """Sizes from the input given to methods of tensors that are no parameter or buffer (peft's prompt tuning keeps
     its prompt tokens in a dict: ``self.prompt_tokens[adapter].unsqueeze(0).expand(batch_size, -1)``)."""

@@ -584,8 +584,7 @@ def _captures_proxy(func: Any, depth: int = 0) -> bool:
         return False
     if depth > 4:
         return True
-    cells = getattr(func, "__closure__", None) or ()
-    held = [cell.cell_contents for cell in cells if cell.cell_contents is not None]
+    held = [value for cell in getattr(func, "__closure__", None) or () if (value := _contents(cell)) is not None]
     held += [getattr(func, "func", None)] if isinstance(func, functools.partial) else []
     held += list(getattr(func, "args", ())) if isinstance(func, functools.partial) else []
     for value in held:
@@ -594,6 +593,14 @@ def _captures_proxy(func: Any, depth: int = 0) -> bool:
             if isinstance(item, torch.fx.Proxy) or (callable(item) and _captures_proxy(item, depth + 1)):
                 return True
     return False
+
+
+def _contents(cell: Any) -> Any:
+    """What a closure cell holds; None for an empty one (a name the function reads, not assigned yet)."""
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return None
 
 
 def _first_proxy(values: Iterable[Any]) -> torch.fx.Proxy | None:
