@@ -41,7 +41,7 @@ import contextlib
 import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -334,16 +334,25 @@ def _as_autocast_gives(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, An
         return as_autocast_gives(op_name("call_function", func), dtypes, regions, out)
 
 
+_Answers = TypeVar("_Answers")
+
+
+def _of_this_version(table: dict[tuple[int, bool], dict[Any, _Answers]]) -> dict[Any, _Answers]:
+    """``table``'s answers for the registry's state now (:func:`rules_version`); a few states are kept."""
+    version = rules_version()
+    known = table.get(version)
+    if known is None:
+        if len(table) > 8:
+            table.clear()
+        known = table.setdefault(version, {})
+    return known
+
+
 def _passes_through(func: Any) -> bool:
     """Whether :class:`_RuledMeta` runs ``func`` of one tensor as it is: no rule answers it, it makes no data and
     is not random, and known data cannot meet ``meta`` in one tensor (``x.shape``, ``x.dim()``, ``x.is_meta``:
     most calls of a model's Python and of torchsurgeon's own checks).  Cached per :func:`rules_version`."""
-    version = rules_version()
-    known = _THROUGH.get(version)
-    if known is None:
-        if len(_THROUGH) > 8:
-            _THROUGH.clear()
-        known = _THROUGH.setdefault(version, {})
+    known = _of_this_version(_THROUGH)
     try:
         through = known.get(func)
     except TypeError:  # an unhashable callable: the usual steps
@@ -369,12 +378,7 @@ def _direct(func: Any) -> tuple[Rule, bool, bool] | None:
     arguments are all on ``meta`` (then no known data meets them: the other steps pass it by), None when one of
     those steps may act on it (a factory, a move, an interpolation, a check of values) or no rule answers it.
     Cached per :func:`rules_version`."""
-    version = rules_version()
-    known = _DIRECT.get(version)
-    if known is None:
-        if len(_DIRECT) > 8:
-            _DIRECT.clear()
-        known = _DIRECT.setdefault(version, {})
+    known = _of_this_version(_DIRECT)
     try:
         if func in known:
             return known[func]
