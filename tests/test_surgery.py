@@ -350,6 +350,24 @@ def test_a_stem_reading_values_computed_after_space_to_depth_is_not_folded_and_t
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 8, 8, 8)
 
 
+class _PReLUOnAConcatenation(nn.Module):
+    """The input and features of it concatenated, then a PReLU (MONAI's Quicknat's dense blocks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.act, self.out = nn.Conv2d(1, 4, 3, padding=1), nn.PReLU(5), nn.Conv2d(5, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.act(torch.cat([x, self.conv(x)], 1)))
+
+
+def test_a_prelu_reading_the_input_after_a_concatenation_is_refused_with_its_width() -> None:
+    """Found by a probe of MONAI's Quicknat: the refusal said "its ? input channels" of a PReLU, which has no
+    in_channels; it gives the PReLU's own width (num_parameters)."""
+    with pytest.raises(SurgeryError, match=r"^act \(PReLU\) reads the input only after cat\(\): its 5 input channels "):
+        adapt_input_channels(_PReLUOnAConcatenation(), 2, "spread")
+
+
 class _CrossConnection(nn.Module):
     """fastai's DynamicUnet in small (``last_cross=True``): the input joined to the last features, then a ResBlock
     whose identity path adds what it reads to what its conv makes."""

@@ -227,7 +227,9 @@ def _rearranged(
     name, (reason, per_channel, other) = next(iter(why.items()))
     layer = model.get_submodule(name)
     what = "in_channels" if isinstance(layer, nn.modules.conv._ConvNd) else "in_features"
-    width = getattr(layer, what, "?")
+    widths = ("in_channels", "in_features", "num_features", "num_parameters")  # a Conv's, Linear's, norm's, PReLU's
+    held = next((w for a in widths if isinstance(w := getattr(layer, a, None), int)), None)
+    width = "its" if held is None else f"its {held}"
     got = per_channel * channels + other if per_channel else 0
     fix = rebuild_fix(layer, name, what, got) if per_channel else None
     rest = [r for r in readers if r not in why]
@@ -236,7 +238,7 @@ def _rearranged(
     if fix and fails:
         how = (
             f"replacing it alone ({fix}) gives a model that fails on {channels} channel{'s' * (channels != 1)} "
-            f"({fails}): what comes after it still expects its {width} channels (as a residual add around it "
+            f"({fails}): what comes after it still expects {width} channels (as a residual add around it "
             f"does: fastai's DynamicUnet's last ResBlock) — rebuild the part that reads the concatenation for "
             f"{got} channels by hand (new weights)"
         )
@@ -249,7 +251,7 @@ def _rearranged(
         how += f", then fold the others: {_fold_of(channels, mode, rest)}"
     readers_named = f" (the input is read by {', '.join(readers)})" if rest else ""
     return SurgeryError(
-        f"{name} ({type(layer).__name__}) reads the input only after {reason}: its {width} input channels are not "
+        f"{name} ({type(layer).__name__}) reads the input only after {reason}: {width} input channels are not "
         f"the input's channels one to one, so folding its weight could give a model that does not run"
         f"{readers_named} — {how}, or name the layers that read the input's channels as they are with layer=...{more}"
     )
@@ -723,9 +725,8 @@ def fold_input_normalization(
     mean, std : sequence of float
         One value per input channel.
     layer, input, inplace
-        As for :func:`adapt_input_channels` (``input``: for a model that
-        traces only for a known input shape, the layers reading it are found
-        by running it).
+        As for :func:`adapt_input_channels` (``input``: for a model tracing only
+        for a known input shape, the layers reading it are found by running it).
 
     Raises
     ------
