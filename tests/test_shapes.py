@@ -653,3 +653,43 @@ def test_a_slice_of_one_channel_keeps_its_strides_and_cat_its_memory_format() ->
     report = paramcount(model, (3, 5, 6), batch=2)
     assert [layer.name for layer in report.invalid] == ["view"]
     assert str(real.value).split(". Use")[0] in report.invalid[0].message
+
+
+class _LinearPatches(nn.Module):
+    """timm's ``NaFlexEmbeds`` (a leaf timm keeps from torch.fx): the image cut into 4 × 4 patches of ``in_chans``
+    channels, each patch's values read by one Linear; no convolution."""
+
+    def __init__(self, in_chans: int = 3) -> None:
+        super().__init__()
+        self.in_chans = in_chans
+        self.proj = nn.Linear(in_chans * 16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape  # patches of 4 × 4 pixels, each (pixel row, pixel column, channel): timm's order
+        patches = x.reshape(b, c, h // 4, 4, w // 4, 4).permute(0, 2, 4, 3, 5, 1).reshape(b, -1, 16 * c)
+        return self.proj(patches)
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_a_leaf_reading_the_input_through_a_patch_linear_is_told_its_fold_and_counted_folded(channels: int) -> None:
+    """Found by a probe of timm's families: paramcount(naflexvit_base_patch16_map, (1, 384, 384)) said "embeds
+    (NaFlexEmbeds) fails on ((1, 1, 384, 384),): a and b must have same reduction dim", with no fix, and counted
+    ``total_for_input`` as the 3-channel model's (its patch Linear of 768 inputs unchanged).  Now the Linear is
+    named with the fold that runs as written (on the image the model takes: the fold needs one to look into the
+    leaf), and the count and output are those of the model built for the channels."""
+    model = nn.Sequential(_LinearPatches(), nn.Flatten(), nn.Linear(16 * 8, 5))
+    report = paramcount(model, (channels, 16, 16), leaf_modules=[_LinearPatches])
+    assert [layer.name for layer in report.invalid] == ["0"]
+    mode = "" if channels == 1 else ", mode='spread'"
+    assert report.invalid[0].message.endswith(
+        f"0.proj (Linear) expects in_features=48, got {16 * channels} — fold it with "
+        f"adapt_input_channels(model, {channels}{mode}, input=(3, 16, 16))"  # no convolution says its channels
+    )
+    built = nn.Sequential(_LinearPatches(channels), nn.Flatten(), nn.Linear(16 * 8, 5))
+    assert report.total_for_input == sum(p.numel() for p in built.parameters())
+    assert report.output_shape == tuple(built(torch.randn(1, channels, 16, 16)).shape)
+    fix = re.search(r"adapt_input_channels\(model, .*\)$", report.invalid[0].message)
+    assert fix is not None
+    edited = eval(fix.group(0), {"adapt_input_channels": adapt_input_channels, "model": model}).model  # as written
+    assert sum(p.numel() for p in edited.parameters()) == report.total_for_input
+    assert edited(torch.randn(2, channels, 16, 16)).shape == (2, 5)

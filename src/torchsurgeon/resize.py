@@ -472,6 +472,11 @@ def as_folded_inputs(module: nn.Module, args: tuple[Any, ...]) -> list[tuple[tup
     """
     found = input_conv(module)
     x = next((a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dim() >= 2), None)
+    if found is None and x is not None and (patches := _linear_patches(module)) is not None:
+        name, linear, expected = patches  # the input's channels are dim 1, as the module's own count says
+        if int(x.shape[1]) == expected:
+            return []
+        return [(tuple(with_channels(x, expected) if a is x else a for a in args), name, linear, int(x.shape[1]))]
     if found is None or x is None or int(x.shape[1]) == found[1].in_channels:
         return []
     name, conv = found
@@ -481,6 +486,37 @@ def as_folded_inputs(module: nn.Module, args: tuple[Any, ...]) -> list[tuple[tup
         for dim in range(1, x.dim())
         if int(x.shape[dim]) != expected
     ]
+
+
+_OWN_CHANNELS = ("in_chans", "in_channels", "num_channels")
+"""The settings in which a patch embedding without a convolution keeps the channels of the image it reads."""
+
+
+def _linear_patches(module: nn.Module) -> tuple[str, nn.Linear, int] | None:
+    """For a patch embedding without a convolution (timm's ``NaFlexEmbeds``: the image cut into patches, each
+    ``in_chans`` × 16 × 16 values, read by one Linear): its first Linear, with its name, and the image's channels
+    the module keeps (``in_chans``), which divide the Linear's ``in_features``; else None."""
+    channels = next((c for a in _OWN_CHANNELS if type(c := vars(module).get(a)) is int and c > 0), None)
+    linear = next(((n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)), None)
+    if channels is None or linear is None or linear[1].in_features % channels:
+        return None
+    return linear[0], linear[1], channels
+
+
+def input_width(layer: nn.Module, channels: int, expected: int) -> tuple[str, int, int]:
+    """What an input layer found by :func:`as_folded_inputs` reads, and how much of it it expects and gets when
+    the model's input has ``channels`` where it takes ``expected``: a convolution's ``in_channels``, a patch
+    Linear's ``in_features`` (each patch's values: ``in_features // expected`` per channel).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> input_width(nn.Linear(768, 64), 1, 3), input_width(nn.Conv2d(3, 8, 3), 1, 3)
+    (('in_features', 768, 256), ('in_channels', 3, 1))
+    """
+    if isinstance(layer, nn.Linear):
+        return "in_features", layer.in_features, layer.in_features // expected * channels
+    return "in_channels", int(getattr(layer, "in_channels", expected)), channels
 
 
 def with_channels(x: torch.Tensor, channels: int, dim: int = 1) -> torch.Tensor:

@@ -60,7 +60,7 @@ from .ignoredinputs import check_inputs_read, unread_inputs
 from .inputaxes import FollowedAxes, fold_input, fold_input_at_size
 from .knowndata import KnownData, as_meta, given_as_data, packed_lengths
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
-from .resize import as_folded_inputs, input_fix, resized_copy, stale_guards_fix
+from .resize import as_folded_inputs, input_fix, input_width, resized_copy, stale_guards_fix
 from .rules import FALLBACK, Call, Rule, function_rule
 from .rules._common import first_of, first_tensor, shared_outputs
 from .rules.on_meta import FlopTally, ruled_meta
@@ -526,7 +526,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         failed: _Unknown,
     ) -> Any:
         """An opaque layer reading the model input that refuses its channel count (a transformers patch
-        embedding checks ``config.num_channels``): its output once its input convolution is folded.
+        embedding checks ``config.num_channels``): its output once its input convolution (or patch Linear) is folded.
 
         A fold changes only that convolution and the settings guarding the channel count, so the output
         is the layer's output on the channel count it expects; it is invalid, with the fold as its fix.
@@ -541,9 +541,12 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 continue
         else:  # the first error stands
             return failed
-        _, name, conv, got = candidate
+        fitting, name, conv, got = candidate
         layer = f"{target}.{name}" if name else target
-        finding = Finding(layer, type(conv).__name__, "in_channels", conv.in_channels, got, input_fix(conv, got))
+        takes = next(tuple(a.shape[1:]) for a, b in zip(fitting, args, strict=True) if a is not b)
+        what, width, gets = input_width(conv, got, takes[0])  # a patch Linear's fold runs on an image it takes:
+        now = repr(takes) if what == "in_features" and len(self.inputs) == 1 else ""
+        finding = Finding(layer, type(conv).__name__, what, width, gets, input_fix(conv, got, now))
         message = f"{base.layer} ({base.module_type}): {finding.message}"
         unknown = (0, 0, FlopKind.NONE, False)
         self._record(base, ins, out, LayerStatus.INVALID, message, (finding,), ShapeSource.META, unknown)
