@@ -56,6 +56,7 @@ def nested_models(draw: st.DrawFn, level: int = 0) -> nn.Module:
     return nn.Sequential(*children)
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 @settings(deadline=None, max_examples=25)
 @given(model=nested_models(), depth=st.sampled_from([1, 2, 3, FULL_DEPTH]), tie=st.booleans())
 def test_block_totals_add_up_to_the_models_parameters(model: nn.Module, depth: int, tie: bool) -> None:

@@ -49,6 +49,7 @@ def _rows(x: torch.Tensor, dim: int, n: int) -> tuple[int, ...]:
     dim=st.integers(0, 2),
     values=st.lists(st.integers(-8, 8), min_size=1, max_size=4),
 )
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_an_index_is_outside_exactly_when_the_cpu_op_raises(
     op: str, shape: list[int], dim: int, values: list[int]
 ) -> None:

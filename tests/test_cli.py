@@ -178,6 +178,7 @@ def test_summary_timm_by_name(offline: None, capsys: pytest.CaptureFixture[str])
     assert "Output:                (1, 1000)" in out
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_summary_hf_model_type_with_config_fields_and_typed_input(
     offline: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -196,6 +197,7 @@ def test_summary_hf_model_type_with_config_fields_and_typed_input(
     assert d["total"] == 2_057_536 and d["input_shapes"] == {"input_ids": [1, 16], "attention_mask": [1, 16]}
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_summary_smp_with_kwargs(offline: None, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["summary", "segmentation_models_pytorch:Unet", "--input", "3,64,64", "--json"]
     kwargs = "encoder_name=resnet18,encoder_weights=None,classes=2"

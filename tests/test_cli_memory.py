@@ -12,6 +12,7 @@ from torchsurgeon import memory_plan
 from torchsurgeon.cli import main
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_memory_table_and_budget(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["memory", "models:cifarnet_seeded", "--input", "3,32,32", "--batch", "4", "--optimizer", "sgd"]
     assert main([*argv, "--budget", "66MiB"]) == 0

@@ -270,6 +270,7 @@ def test_a_contract_on_an_untrusted_report_is_broken() -> None:
     assert "real model accepts this input" in result.violations[0].note
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_monai_basic_unet_is_traced_with_its_skip_connections() -> None:
     """MONAI's UpCat concatenates its skip only ``if torch.jit.isinstance(x_e, torch.Tensor)``: answered from meta."""
     nets = pytest.importorskip("monai.networks.nets")

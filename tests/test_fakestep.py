@@ -122,6 +122,7 @@ class CheckpointedBlocks(nn.Module):
         return self.head(h)  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 @pytest.mark.parametrize("reentrant", [True, False, "sequential"], ids=["reentrant", "non-reentrant", "sequential"])
 def test_a_checkpointed_step_keeps_less_and_computes_again_in_backward_as_a_real_step(reentrant: bool | str) -> None:
     """Activation checkpointing: a real CPU step (torch's allocator, not what autograd says it saves) keeps the

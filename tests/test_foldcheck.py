@@ -59,6 +59,7 @@ def test_a_scaled_standardised_stem_is_folded_exactly(
     assert report.verdict.startswith("1 folded (0)") and f"{mode} fold of its standardised weight" in str(report)
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 @pytest.mark.parametrize("stem", [StdConv2d(3, 8, 3), "transformers"], ids=["timm StdConv2d", "transformers BiT"])
 def test_a_standardised_stem_without_a_gain_is_refused_with_the_ways_out(stem: nn.Module | str) -> None:
     if stem == "transformers":

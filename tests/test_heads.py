@@ -361,6 +361,7 @@ def test_a_question_answering_or_multiple_choice_head_is_refused_with_a_classifi
     )
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_append_head_on_a_text_classifier_checks_the_edit_on_token_ids(transformers_bert: object) -> None:
     """Found by a probe: ``append_head`` on a BERT classifier returned, without a word, a model whose forward raised
     (a Linear of the wrong width or dtype appended): no input was tried for a model without a convolution. 16 token
@@ -441,6 +442,7 @@ def test_a_multi_task_model_is_asked_which_head_to_replace() -> None:
         replace_head(model, 7, layer="heads")
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_a_detection_heads_no_object_row_is_kept_and_counted() -> None:
     """Found by a probe: DETR's and YOLOS's heads score num_labels + 1 classes; replace_head(m, 3) made 3 rows and
     num_labels 3, and from_pretrained of the saved model failed."""
@@ -985,6 +987,7 @@ def test_a_sentence_transformer_is_refused_with_the_edits_that_make_a_classifier
         replace_head(without, 5)
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_a_class_score_beside_its_per_class_boxes_is_refused_with_the_edit_of_both() -> None:
     """torchvision's fine-tuning of Faster R-CNN: ``replace_head(model, 5, layer='...cls_score')`` returned a model
     with 5 scores beside ``bbox_pred``'s 364 = 4 x 91 box outputs, which runs and pairs boxes with the wrong

@@ -176,6 +176,7 @@ def test_a_tokenizers_token_type_ids_a_model_never_reads_is_refused_with_the_bat
     assert paramcount(model, fix).output_shape == (2, 2)
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_distilbert_given_a_bert_tokenizers_batch_is_refused_alike_everywhere() -> None:
     """The real case: DistilBERT (transformers 5) takes token_type_ids through **kwargs and never reads them."""
     transformers = pytest.importorskip("transformers")

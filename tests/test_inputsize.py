@@ -253,6 +253,7 @@ def test_a_model_built_for_one_size_or_at_most_one_is_told_a_smaller_input_that_
     assert shape == named and runs(shape) and paramcount(model, shape).invalid == []
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_a_graph_traced_for_its_shapes_only_is_searched_by_tracing_again() -> None:
     """Found by probes: transformers' ViT given another image size and GPT-2 given more tokens than its positions
     (forward's Python asks about the shapes, so the graph holds for the given input only) named no input; each try

@@ -143,6 +143,7 @@ def test_removed_layers_are_listed_where_they_were(tmp_path: Path) -> None:
     new=st.integers(1, 6),
     data=st.data(),
 )
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_diff_names_exactly_the_layers_whose_width_changed(
     tmp_path_factory: pytest.TempPathFactory, widths: list[int], k: int, new: int, data: st.DataObject
 ) -> None:

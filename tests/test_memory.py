@@ -328,6 +328,7 @@ def test_dtype_what_if_and_amp() -> None:
     assert amp.activations == measure(_mlp(), torch.randn(8, 100), torch.float16).saved
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_max_batch_is_the_largest_that_fits() -> None:
     convs = [nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.Conv2d(16, 8, 3)]
     model = nn.Sequential(*convs, nn.Flatten(), nn.Linear(8 * 28 * 28, 2))
@@ -478,6 +479,7 @@ def test_7b_decoder_on_meta_in_under_30_s_and_2_gib() -> None:
     assert activations > 100 * 2**30  # 32 layers x 32,768 tokens x 4,096 wide: hundreds of GiB, nothing allocated
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_hugging_face_decoder_by_input_name() -> None:
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(
@@ -662,6 +664,7 @@ def test_layers_the_user_put_in_eval_stay_there_in_the_plan() -> None:
     assert not model[1].training and model.training  # the model itself is untouched
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_labels_given_as_a_shape_are_class_indices() -> None:
     """Found by a probe: GPT-2's loss gathers by ``labels``, which a shape made float: the plan refused."""
     transformers = pytest.importorskip("transformers")
@@ -1101,6 +1104,7 @@ def test_dense_embeddings_are_not_sparse() -> None:
     assert memory_plan(dense, {"input": TypedShape((8,), "long")}, batch=4, device="cpu").sparse == ()
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_plan_layer_naming_no_layer_offers_the_names_meant() -> None:
     """``plan.layer("conv")`` listed the names holding "conv" (conv1, layer1.0.conv1, ...): still, led by the
     closest, each a row of the plan."""

@@ -266,6 +266,7 @@ def test_update_option_rewrites_lockfiles(pt: pytest.Pytester) -> None:
     assert pt.runpytest().ret == 0
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_marker_lock_path_is_relative_to_the_rootdir_not_the_cwd(
     pt: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -184,6 +184,7 @@ def test_a_model_too_large_to_run_on_zeros_is_not_said_to_refuse_its_input(monke
     assert "give an input the model accepts" not in str(e.value)
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_a_detector_filtering_its_proposals_before_its_heads_is_answered_on_meta(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

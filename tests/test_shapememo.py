@@ -109,6 +109,7 @@ def test_layers_whose_weights_differ_in_dtype_are_not_twins() -> None:
     ),
     st.integers(9, 17),
 )
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_side_by_side_convolutions_each_get_the_shape_of_a_real_forward(
     convs: list[tuple[int, int, int, int]], size: int
 ) -> None:
@@ -155,6 +156,7 @@ def test_a_users_rule_runs_for_every_twin() -> None:
 ZOO = ("resnet50", "vit_b_16", "convnext_tiny", "swin_t", "efficientnet_b0", "mobilenet_v3_large", "densenet121")
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 @pytest.mark.parametrize("name", ZOO)
 def test_twins_give_every_node_the_record_it_gets_when_run(name: str) -> None:
     G = build_graph(trace(on_meta(getattr(torchvision.models, name))))

@@ -64,6 +64,7 @@ def conv_stacks(draw: st.DrawFn) -> tuple[nn.Module, tuple[int, ...]]:
     return nn.Sequential(*layers).eval(), shape
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 @settings(deadline=None, max_examples=30)
 @given(conv_stacks(), st.integers(1, 3))
 def test_propagated_shapes_equal_a_real_forward(stack: tuple[nn.Module, tuple[int, ...]], batch: int) -> None:
@@ -580,6 +581,7 @@ def test_a_convolution_with_another_padding_mode_pads_by_its_own_list() -> None:
     assert paramcount(replicate, (3, 5, 7)).output_shape == tuple(replicate(torch.randn(1, 3, 5, 7)).shape)
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 @pytest.mark.parametrize("kind", ["vit", "resnet"])
 def test_a_stem_replaced_by_hand_names_the_settings_still_guarding_the_old_channels(kind: str) -> None:
     """Found by a probe: a Hugging Face model whose stem was replaced by a 1-channel conv, ``config.num_channels``
@@ -614,6 +616,7 @@ def test_a_stem_replaced_by_hand_names_the_settings_still_guarding_the_old_chann
     assert not report.invalid and report.total == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
 def test_a_layer_inside_failing_for_its_size_is_not_told_to_change_the_models_input_channels() -> None:
     """Found by fuzzer probe 45: MONAI's RegUNet refuses an odd size in its first downsampling block, which takes
     the stem's 4 channels; the fix said "encode_pools.0.layer.conv takes 4 channels but in_channels still says 3:
