@@ -113,14 +113,15 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6") if sys.platfor
 
 
 @pytest.fixture(autouse=True)
-def _free_memory_after_zoo_models(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Zoo tests build one (possibly large) model each: free it and hand the memory back to the OS after each.
+def _free_memory_after_large_models(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests build models, some large: once a worker's memory has grown, free them and hand the memory back to the
+    OS after the test.
 
-    Keeps ``make test``'s peak RSS at the largest single model instead of a high-water mark that
-    only grows (glibc keeps freed arenas unless trimmed).
+    Keeps ``make test``'s peak at the largest single model instead of a high-water mark that only grows (glibc keeps
+    freed arenas unless trimmed): also in the worker running the other tests while one runs the largest.
     """
     yield
-    if "zoo" in request.node.path.name and _rss_bytes() > max(_RSS_TRIM, _after_trim[0] + _RSS_GROWTH):
+    if _rss_bytes() > max(_RSS_TRIM, _after_trim[0] + _RSS_GROWTH):
         gc.collect()  # fx graphs hold their models in reference cycles
         if _LIBC is not None:
             _LIBC.malloc_trim(0)
@@ -136,7 +137,7 @@ def _zoo_cache_dropped_after_its_module(request: pytest.FixtureRequest) -> Itera
         request.module._CACHE.clear()
 
 
-_RSS_TRIM = 2 * 2**30  # a full collection costs up to a second late in the run: only above this,
+_RSS_TRIM = 3 * 2**29  # a full collection costs up to a second late in the run: only above this,
 _RSS_GROWTH = 2**29  # and only once the memory has grown by this much since the last one (what the tests keep stays)
 _after_trim = [0]
 
