@@ -503,7 +503,7 @@ def _linear_patches(module: nn.Module) -> tuple[str, nn.Linear, int] | None:
     return linear[0], linear[1], channels
 
 
-def input_width(layer: nn.Module, channels: int, expected: int) -> tuple[str, int, int]:
+def width_expected_and_got(layer: nn.Module, channels: int, expected: int) -> tuple[str, int, int]:
     """What an input layer found by :func:`as_folded_inputs` reads, and how much of it it expects and gets when
     the model's input has ``channels`` where it takes ``expected``: a convolution's ``in_channels``, a patch
     Linear's ``in_features`` (each patch's values: ``in_features // expected`` per channel).
@@ -511,7 +511,7 @@ def input_width(layer: nn.Module, channels: int, expected: int) -> tuple[str, in
     Examples
     --------
     >>> from torch import nn
-    >>> input_width(nn.Linear(768, 64), 1, 3), input_width(nn.Conv2d(3, 8, 3), 1, 3)
+    >>> width_expected_and_got(nn.Linear(768, 64), 1, 3), width_expected_and_got(nn.Conv2d(3, 8, 3), 1, 3)
     (('in_features', 768, 256), ('in_channels', 3, 1))
     """
     if isinstance(layer, nn.Linear):

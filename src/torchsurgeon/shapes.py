@@ -60,7 +60,7 @@ from .ignoredinputs import check_inputs_read, unread_inputs
 from .inputaxes import FollowedAxes, fold_input, fold_input_at_size
 from .knowndata import KnownData, as_meta, given_as_data, packed_lengths
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
-from .resize import as_folded_inputs, input_fix, input_width, resized_copy, stale_guards_fix
+from .resize import as_folded_inputs, input_fix, resized_copy, stale_guards_fix, width_expected_and_got
 from .rules import FALLBACK, Call, Rule, function_rule
 from .rules._common import first_of, first_tensor, shared_outputs
 from .rules.on_meta import FlopTally, ruled_meta
@@ -544,8 +544,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         fitting, name, conv, got = candidate
         layer = f"{target}.{name}" if name else target
         takes = next(tuple(a.shape[1:]) for a, b in zip(fitting, args, strict=True) if a is not b)
-        what, width, gets = input_width(conv, got, takes[0])  # a patch Linear's fold runs on an image it takes:
-        now = repr(takes) if what == "in_features" and len(self.inputs) == 1 else ""
+        what, width, gets = width_expected_and_got(conv, got, takes[0])
+        now = repr(takes) if what == "in_features" and len(self.inputs) == 1 else ""  # a patch Linear's fold: on it
         finding = Finding(layer, type(conv).__name__, what, width, gets, input_fix(conv, got, now))
         message = f"{base.layer} ({base.module_type}): {finding.message}"
         unknown = (0, 0, FlopKind.NONE, False)
