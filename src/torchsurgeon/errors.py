@@ -123,6 +123,28 @@ def check_flag(value: Any, name: str, meaning: str, *, optional: bool = False) -
         raise InputError(f"{name}={value!r} — give True or False{none} ({meaning})")
 
 
+def check_count(value: Any, name: str, meaning: str) -> int:
+    """``value``, a count given as the argument ``name``, if it is a positive int (not a bool).
+
+    Raises
+    ------
+    InputError
+        Naming the argument, the value and what it counts (``meaning``).
+
+    Examples
+    --------
+    >>> check_count(5, "num_classes", "the new class count")
+    5
+    >>> check_count(0, "num_classes", "the new class count")
+    Traceback (most recent call last):
+    ...
+    torchsurgeon.errors.InputError: num_classes=0 — the new class count must be a positive int
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InputError(f"{name}={value!r} — {meaning} must be a positive int")
+    return value
+
+
 E = TypeVar("E", bound=enum.Enum)
 
 

@@ -30,7 +30,7 @@ from torch import nn
 from .ambient import in_plain_torch
 from .analysis import paramcount
 from .arguments import layer_names
-from .errors import InputError, SurgeryError, TorchSurgeonError, as_written
+from .errors import InputError, SurgeryError, TorchSurgeonError, as_written, check_count
 from .graph import NodeRecord, fx_node, node_records
 from .headfinding import (
     after_the_model,
@@ -51,7 +51,7 @@ from .readers import guessed_input
 from .records import ParamChange, ParamReport
 from .resize import guard_holders, replacing_call
 from .shapespec import InputSpec
-from .surgery import SurgeryResult, _copy, _count, _with_guards, no_such_layer
+from .surgery import SurgeryResult, _copy, _with_guards, no_such_layer
 from .wrappers import from_peft, unwrap_model
 
 __all__ = ("append_head", "head_layer", "head_layers", "replace_head")
@@ -184,7 +184,7 @@ def replace_head(
     """
     if type(num_classes) is int and num_classes == 0:
         raise _no_classes(model, input, layer)
-    num_classes = _count(num_classes, "num_classes", "the new class count")
+    num_classes = check_count(num_classes, "num_classes", "the new class count")
     _check_keep(keep)
     if layer is None:
         _check_task(model, num_classes)

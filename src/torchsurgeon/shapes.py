@@ -122,12 +122,6 @@ def meta_copy(module: nn.Module) -> nn.Module:
     return detached_copy(module, meta_like)  # without hooks that only look; a scalar integer buffer keeps its value
 
 
-def _to_meta(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.device.type != "meta":
-        return torch.empty_like(value, device="meta")
-    return value
-
-
 def shapes_of(value: Any) -> Any:
     """Shapes of the tensors in ``value`` (nested like ``value``), else None: the form of
     :attr:`ShapeResult.output_shape` and of every node's ``output_shape``.
@@ -720,10 +714,11 @@ class _ShapeInterpreter(torch.fx.Interpreter):
 
     def _placeholder(self, n: torch.fx.Node, base: NodeRecord) -> Any:
         name = str(n.target).lstrip("*")
+        value: Any
         if name in self.inputs:
             spec = self.inputs[name]
             if isinstance(spec, torch.Tensor):
-                value = _to_meta(spec)
+                value = spec if spec.is_meta else torch.empty_like(spec, device="meta")
                 if given_as_data(spec):
                     self.known.values[n] = spec.clone()  # a small tensor given with its data: known, as in the trace
             elif isinstance(spec, TypedShape):

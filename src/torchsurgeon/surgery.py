@@ -24,7 +24,7 @@ from .arguments import layer_names, required_arguments
 from .channelconstants import widen_channel_constants
 from .channelmap import ChannelMap, channel_map, runnable_image
 from .copies import model_copy
-from .errors import InputError, SurgeryError, TraceError, check_flag, check_option, did_you_mean
+from .errors import SurgeryError, TraceError, check_count, check_flag, check_option, did_you_mean
 from .failingpart import part_that_runs
 from .fold import fold_normalization
 from .graph import build_graph, opaque_of
@@ -479,13 +479,6 @@ def _copy(model: nn.Module, inplace: bool, input: InputSpec | None = None) -> nn
     return inner if inplace else model_copy(inner)
 
 
-def _count(value: object, name: str, meaning: str) -> int:
-    """``value``, a count given as the argument ``name``, if it is a positive int; else InputError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InputError(f"{name}={value!r} — {meaning} must be a positive int")
-    return value
-
-
 def no_such_layer(model: nn.Module, layer: str, call: Callable[[str], str], *, last: bool = False) -> SurgeryError:
     """The error for ``layer=`` naming no module of ``model``, with the Conv or Linear layer most like it or holding
     it (``fc`` for ``head.fc``; else the first, or with ``last`` the last one) and ``call(name)``, the call that
@@ -613,7 +606,7 @@ def adapt_input_channels(
     -----------  --------  ------------  ------------  ---------------------------------
     0.weight     folded    (8, 3, 3, 3)  (8, 4, 3, 3)  zero_extra fold of 3 → 4 channels
     """
-    channels = _count(channels, "channels", "the new input channel count")
+    channels = check_count(channels, "channels", "the new input channel count")
     lazy = lazy_layers(unwrap_model(model))
     refusal = SurgeryError(
         f"{type(model).__name__} has lazy layers ({', '.join(lazy[:4])}): they make their weights in the first "
