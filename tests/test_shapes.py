@@ -155,7 +155,15 @@ def _scaled(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 torch.fx.wrap("_scaled")
 
 
-@pytest.mark.parametrize("resize", ["module", "function", "own function"])
+def _with_rank(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """A model's own function giving the input and its rank (torchvision's MViT reads ``_unsqueeze(x, 5, 2)[0]``)."""
+    return F.interpolate(x, size=(16, 16), mode="bilinear"), x.dim()
+
+
+torch.fx.wrap("_with_rank")
+
+
+@pytest.mark.parametrize("resize", ["module", "function", "own function", "item of an own function"])
 def test_a_layer_reading_the_input_through_a_resize_is_folded(resize: str) -> None:
     """A model that resizes its input to its stem's size first: the stem still reads the input; the fix runs and
     gives the model ``total_for_input`` counted."""
@@ -170,6 +178,8 @@ def test_a_layer_reading_the_input_through_a_resize_is_folded(resize: str) -> No
                 x = self.resize(x)
             elif resize == "function":
                 x = F.interpolate(x, size=(16, 16), mode="bilinear")
+            elif resize == "item of an own function":  # found by a probe: "what comes before it gives 1" for MViT
+                x = _with_rank(x)[0]
             else:
                 x = _scaled(x, (16, 16))
             return self.stem(x)

@@ -105,6 +105,20 @@ def _own_function(node: torch.fx.Node, inputs: tuple[torch.fx.Node, ...], passin
     )
 
 
+def _picked(node: torch.fx.Node, owned: set[torch.fx.Node]) -> bool:
+    """Whether ``node`` takes one item, by a constant position, of what such a function of the model's own gave
+    (``owned``): torchvision's MViT reads ``_unsqueeze(x, 5, 2)[0]``, the input and its rank.  The layer after it
+    reads the model input, as :mod:`torchsurgeon.readers` follows it."""
+    args = node.args
+    return (
+        node.op == "call_function"
+        and node.target is operator.getitem
+        and len(args) == 2
+        and args[0] in owned
+        and type(args[1]) is int
+    )
+
+
 def _crops(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> bool:
     """Whether ``node`` crops its first argument along the sizes after the channels, keeping them all: an index
     ``x[:, :, 2:18, 2:18]`` (the batch and the channels whole), ``x.narrow(3, 0, 16)``, or ``x[..., :16]`` read by
@@ -182,6 +196,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                     last_uses.setdefault(i, []).append(used)
         steps: dict[torch.fx.Node, Step] = {}
         passing: set[torch.fx.Node] = set()  # nodes that hand a model input on (resize.hands_on_channels)
+        owned: set[torch.fx.Node] = set()  # of them, calls of the model's own functions (_own_function)
         feeding: set[torch.fx.Node] = set()  # the model inputs and the nodes in passing: what from_input looks for
         moved: set[torch.fx.Node] = set()  # nodes that may hand it on with its axes moved (inputaxes.moves_axes)
         node_type = torch.fx.Node
@@ -198,9 +213,12 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                 feeding.add(node)
             node_inputs = inputs[i]
             from_input = bool(feeding) and not feeding.isdisjoint(node_inputs)
+            if from_input and _own_function(node, node_inputs, passing):
+                owned.add(node)
             if from_input and (
                 hands_on_channels(op, node.target, module)
-                or _own_function(node, node_inputs, passing)
+                or node in owned
+                or _picked(node, owned)
                 or _crops(node, modules)
             ):
                 passing.add(node)
