@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -181,6 +183,30 @@ def test_multiple_inputs_by_name_and_by_position() -> None:
     assert sorted(layer.name for layer in swapped.invalid) == ["image", "mask"]
     with pytest.raises(InputError, match=r"forward needs input 'mask' but no shape was given"):
         paramcount(model, (3, 16, 16))
+
+
+class _Pair(nn.Module):
+    """Two images of one size, as torchvision's RAFT takes them (``if (h, w) != image2.shape[-2:]: raise``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, image1: torch.Tensor, image2: torch.Tensor) -> torch.Tensor:
+        if image1.shape[-2:] != image2.shape[-2:]:
+            raise ValueError("the images differ in size")
+        return self.conv(image1) - self.conv(image2)
+
+
+def test_an_input_given_no_shape_that_python_asks_about_is_named() -> None:
+    """Found by a probe: RAFT given one shape failed with torch.fx's control-flow error and "pass concrete_args={...}
+    for arguments that steer Python control flow", when its second image had no shape; the error names that input
+    and a mapping of shapes, with the other input's shape for it, which runs as written."""
+    with pytest.raises(TraceError, match=r"forward needs input 'image2' but no shape was given") as info:
+        paramcount(_Pair(), (3, 16, 16))
+    fix = re.search(r"a mapping such as (\{.*?\}) or", str(info.value))
+    assert fix is not None and fix.group(1) == "{'image1': (3, 16, 16), 'image2': (3, 16, 16)}"
+    assert paramcount(_Pair(), ast.literal_eval(fix.group(1))).output_shape == (1, 4, 14, 14)
 
 
 class _Optional(nn.Module):

@@ -44,13 +44,15 @@ from .resize import as_folded_inputs, hands_on_channels
 from .rules import FALLBACK
 from .rules.on_meta import ruled_call, ruled_meta
 
-__all__ = ("DATA_INPUTS", "FAILED_NODE", "MetaValues", "meta_question")
+__all__ = ("DATA_INPUTS", "FAILED_NODE", "NO_EXAMPLE", "MetaValues", "meta_question")
 
 _CPU, _META = torch.device("cpu"), torch.device("meta")
 
 
 class _Unknown(LookupError):
-    """A node's value on ``meta`` is not known (no example input for a placeholder)."""
+    """A node's value on ``meta`` is not known (no example input for a placeholder: its name is ``input``)."""
+
+    input = ""
 
 
 def _edits(node: torch.fx.Node) -> bool:
@@ -61,6 +63,9 @@ def _edits(node: torch.fx.Node) -> bool:
 
 
 DATA_INPUTS = "torchsurgeon_data_inputs"
+NO_EXAMPLE = "torchsurgeon_no_example"
+"""The attribute naming, on the error of a Python question about a value computed from an input given no shape,
+that input and the per-sample shapes of those given: ``(name, {name: shape})``."""
 """The attribute giving, on the error of a Python branch on tensor values or of an op meta cannot run without
 them (``unique_consecutive``), the model inputs given as shapes (``{"input_ids": (shape, dtype, decides)}``),
 ``decides`` for those whose data it depends on."""
@@ -175,6 +180,10 @@ class MetaValues:
             if isinstance(given, torch.Tensor) and not self.known_data(n, self._inputs.get(name, given)):
                 found[name] = (tuple(given.shape), given.dtype, computable and n in seen)
         return found
+
+    def given_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The per-sample shapes of the inputs given an example, by name (without the batch size)."""
+        return {name: tuple(t.shape[1:]) for name, t in self._given.items() if isinstance(t, torch.Tensor)}
 
     def peek(self, node: torch.fx.Node) -> Any:
         """The value of ``node`` if it is known or one step from known values (an input's ``size()``), else None."""
@@ -396,7 +405,9 @@ class MetaValues:
         data (known data: its own copy)."""
         if name not in self._inputs:
             if name not in self._given:
-                raise _Unknown(f"input {name!r}, which gets no example tensor")
+                unknown = _Unknown(f"input {name!r}, which gets no example tensor")
+                unknown.input = name
+                raise unknown
             given = self._given[name]
             if given_as_data(given):
                 self._inputs[name] = given.clone()
@@ -440,8 +451,14 @@ def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: st
         return fx_answer()
     try:
         value = values.resolve(proxy.node, question)
-    except _Unknown:
-        return fx_answer()
+    except _Unknown as unknown:
+        if not unknown.input:
+            return fx_answer()
+        try:
+            return fx_answer()
+        except Exception as refused:  # Python needs an input given no shape (RAFT's image2 beside image1)
+            setattr(refused, NO_EXAMPLE, (unknown.input, values.given_shapes()))
+            raise
     if question == "value":  # a dtype or a device: the input's, whatever Python does with it
         if isinstance(value, torch.Tensor):
             raise torch.fx.proxy.TraceError(f"a tensor value is data-dependent ({proxy.node.format_node()})")

@@ -218,10 +218,10 @@ def parse_inputs(texts: Sequence[str]) -> Any:
     return out
 
 
-def missing_input(name: str, given: Mapping[str, Any]) -> str:
+def missing_input(name: str, given: Mapping[str, Any], example: tuple[int, ...] | None = None) -> str:
     """The message for a ``forward`` input no shape was given for, with the inputs ``given`` (by name, as
     :func:`normalize_input` names them) written beside it: on the command line every input is named or none, so
-    the fix names them all.
+    the fix names them all.  The missing input's shape in it is ``example`` (by default an RGB image).
 
     Examples
     --------
@@ -230,12 +230,12 @@ def missing_input(name: str, given: Mapping[str, Any]) -> str:
     'mask': (3, 224, 224)} or a tuple of shapes (CLI: --input image=3,32,32 --input mask=3,224,224;
     pyproject.toml: input = {image = [3, 32, 32], mask = [3, 224, 224]})
     """
-    example = (3, 224, 224)
+    example = example or (3, 224, 224)
     shapes = {k: v for k, v in given.items() if isinstance(v, tuple) and all(type(d) is int for d in v)}
     if len(shapes) != len(given):  # a tensor or a typed shape given: the example names the missing input alone
         shapes = {}
     shapes[name] = example
-    cli = " ".join(f"--input {text}" for text in input_args(shapes) or (f"{name}=3,224,224",))
+    cli = " ".join(f"--input {text}" for text in input_args(shapes) or (f"{name}={','.join(map(str, example))}",))
     toml = ", ".join(f"{k} = {list(v)}" for k, v in shapes.items())
     return (
         f"forward needs input {name!r} but no shape was given for it — pass a mapping such as {shapes} or a tuple "

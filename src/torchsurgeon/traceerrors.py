@@ -19,7 +19,8 @@ from torch import nn
 
 from .errors import TraceError, failure_reason, library_file, source_line
 from .knowndata import DATA_LIMIT
-from .metavalues import DATA_INPUTS
+from .metavalues import DATA_INPUTS, NO_EXAMPLE
+from .shapespec import missing_input
 
 __all__ = ("UNREGISTERED", "data_fix", "trace_error", "type_guard", "unregistered")
 
@@ -145,6 +146,10 @@ def trace_error(
     elif isinstance(exc, ValueError) and "values to unpack" in str(exc):
         where = f"{type(model).__name__}.forward (the top-level model)"
         fix = "it unpacks an input's shape, which has another number of dimensions: a real forward fails too"
+    elif getattr(exc, NO_EXAMPLE, None):  # Python asks about an input given no shape: a shape for it, like another's
+        where = f"{type(model).__name__}.forward (the top-level model)"
+        name, given = getattr(exc, NO_EXAMPLE)
+        fix = missing_input(name, given, next(iter(given.values()), None))
     elif _data_decides(getattr(exc, DATA_INPUTS, {})):  # the forward branches on the data of small inputs
         where = f"{type(model).__name__}.forward (the top-level model)"
         fix = data_fix(getattr(exc, DATA_INPUTS))
