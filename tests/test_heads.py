@@ -988,16 +988,25 @@ def test_a_sentence_transformer_is_refused_with_the_edits_that_make_a_classifier
 
 
 @pytest.mark.slow  # over 0.6 s in make check (make test runs it)
-def test_a_class_score_beside_its_per_class_boxes_is_refused_with_the_edit_of_both() -> None:
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ("cls_score", r"regresses 4 box coordinates for each of them \(364\)"),
+        # found by a probe: bbox_pred was replaced as a head of 5 classes ("new head: 364 → 5 classes")
+        ("bbox_pred", r"bbox_pred \(Linear\) is no class score: it regresses 4 box coordinates \(364\) for each"),
+    ],
+)
+def test_a_class_score_beside_its_per_class_boxes_is_refused_with_the_edit_of_both(layer: str, message: str) -> None:
     """torchvision's fine-tuning of Faster R-CNN: ``replace_head(model, 5, layer='...cls_score')`` returned a model
     with 5 scores beside ``bbox_pred``'s 364 = 4 x 91 box outputs, which runs and pairs boxes with the wrong
-    classes (its post-processing splits the boxes by the scores' class count)."""
+    classes (its post-processing splits the boxes by the scores' class count); ``layer='...bbox_pred'`` made the
+    box regressor 5 wide, a model that fails."""
     model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
         weights=None, weights_backbone=None
     ).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(SurgeryError, match=r"regresses 4 box coordinates for each of them \(364\)") as refused:
-        replace_head(model, 5, layer="roi_heads.box_predictor.cls_score")
+    with pytest.raises(SurgeryError, match=message) as refused:
+        replace_head(model, 5, layer=f"roi_heads.box_predictor.{layer}")
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     for statement in str(refused.value).split("as written: ")[1].split("; "):
         exec(statement, {"model": model, "nn": nn})
@@ -1007,6 +1016,22 @@ def test_a_class_score_beside_its_per_class_boxes_is_refused_with_the_edit_of_bo
         detections = model([torch.rand(3, 128, 128)])[0]
     assert detections["boxes"].shape[0] == detections["labels"].shape[0]
     assert all(int(label) < 5 for label in detections["labels"])
+
+
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it)
+def test_a_head_not_found_by_a_trace_is_named_with_a_call_that_runs() -> None:
+    """Found by a probe: ``replace_head(fasterrcnn, 5)`` (no trace for any input) asked for an input,
+    ``replace_head(model, 5, input=(3, H, W))``, which fails as well; the refusal also names the head, its class
+    score, in a call that tells the edit of the score and its boxes."""
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None
+    ).eval()
+    with pytest.raises(SurgeryError, match=r"cannot be traced") as refused:
+        replace_head(model, 5)
+    named = re.search(r"or name the head, (replace_head\(model, 5, layer='[\w.]+'\))$", str(refused.value))
+    assert named is not None and named.group(1) == "replace_head(model, 5, layer='roi_heads.box_predictor.cls_score')"
+    with pytest.raises(SurgeryError, match=r"replace both, as written"):
+        eval(named.group(1), {"replace_head": replace_head, "model": model})
 
 
 class _AttentionPool(nn.Module):

@@ -36,7 +36,9 @@ from .trace import trace
 from .wrappers import unwrap_model
 
 __all__ = (
+    "BOX_COORDINATES",
     "after_the_model",
+    "box_pair",
     "head_graph",
     "heads_and_others",
     "heads_of",
@@ -75,11 +77,60 @@ def head_graph(model: nn.Module, input: InputSpec | None, call: str = "head_laye
                 except TorchSurgeonError as refused:  # the model refuses the guess too: ask for the input it accepts
                     why = (str(refused).strip().splitlines() or [""])[0][:200]
                     tried = f"; nor for {guess}, an image of its first convolution's channels ({why})"
+            named = _last_layer(model) if tried and "layer=" not in call and call.startswith("replace_head(") else None
+            or_named = f"; or name the head, {call.format(input=f'layer={named!r}')}" if named else ""
             raise SurgeryError(
                 f"{type(model).__name__} cannot be traced without an input ({str(exc).splitlines()[0][:300]}){tried} "
-                f"— pass one it accepts, {refused_guess_hint(guess, call=call)}"
+                f"— pass one it accepts, {refused_guess_hint(guess, call=call)}{or_named}"
             ) from exc
     return build_graph(trace(model, inputs=tensor_inputs(input), example_inputs=ExampleInputs(model, input, 1)))
+
+
+def _last_layer(model: nn.Module) -> str | None:
+    """The last Linear or convolution of ``model`` in the order of its modules, the head of most models that are
+    not traced; of a class score and its box regressor (:func:`box_pair`), the class score."""
+    name = next(
+        (n for n, m in reversed(list(model.named_modules())) if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))),
+        None,
+    )
+    pair = box_pair(model, name) if name is not None else None
+    return pair[0] if pair is not None else name
+
+
+BOX_COORDINATES = 4
+
+
+def box_pair(model: nn.Module, layer: str) -> tuple[str, str] | None:
+    """``(class score, box regressor)`` when the Linear ``layer`` is one of them: siblings reading the same
+    features, the regressor giving :data:`BOX_COORDINATES` per class (torchvision's ``FastRCNNPredictor``:
+    ``cls_score`` 91, ``bbox_pred`` 364); None otherwise.  A layer with a twin of its shape beside it is no
+    such pair but an attention's projections (CLIP's ``AttentionPool2d``: ``q``, ``k`` and ``v``, 4 x as wide
+    as ``proj``).
+
+    Examples
+    --------
+    >>> head = nn.Sequential(nn.Linear(8, 3), nn.Linear(8, 12))
+    >>> box_pair(head, "1"), box_pair(head, "0"), box_pair(nn.Sequential(nn.Linear(8, 3)), "0")
+    (('0', '1'), ('0', '1'), None)
+    """
+    parent, _, own = layer.rpartition(".")
+    head = model.get_submodule(layer)
+    if not isinstance(head, nn.Linear):
+        return None
+    siblings = [(n, m) for n, m in model.get_submodule(parent).named_children() if n != own]
+    shapes = [(m.in_features, m.out_features) for _, m in siblings if isinstance(m, nn.Linear)]
+    if (head.in_features, head.out_features) in shapes:
+        return None
+    for name, sibling in siblings:
+        if isinstance(sibling, nn.Linear) and sibling.in_features == head.in_features:
+            other = f"{parent}.{name}" if parent else name
+            if shapes.count((sibling.in_features, sibling.out_features)) != 1:
+                continue
+            if sibling.out_features == BOX_COORDINATES * head.out_features:
+                return layer, other
+            if head.out_features == BOX_COORDINATES * sibling.out_features:
+                return other, layer
+    return None
 
 
 def _output_nodes(G: nx.DiGraph) -> list[str]:

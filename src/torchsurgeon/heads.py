@@ -33,7 +33,9 @@ from .arguments import layer_names
 from .errors import InputError, SurgeryError, TorchSurgeonError, as_written, check_count
 from .graph import NodeRecord, fx_node, node_records
 from .headfinding import (
+    BOX_COORDINATES,
     after_the_model,
+    box_pair,
     head_graph,
     heads_and_others,
     heads_of,
@@ -602,38 +604,33 @@ def _grouped_classes(model: nn.Module, layer: str, num_classes: int) -> SurgeryE
 
 
 def _boxes_per_class(model: nn.Module, layer: str, num_classes: int) -> SurgeryError | None:
-    """The refusal for a head whose sibling regresses four box coordinates per class from the same features
-    (torchvision's ``FastRCNNPredictor``: ``cls_score`` 91 classes, ``bbox_pred`` 364 = 4 x 91; its post-processing
-    reads the class count from the scores and splits the boxes by it), with the edit of both that runs; None for
-    any other head.  A sibling with a twin of its shape is no box regressor but one of an attention's projections
-    (CLIP's ``AttentionPool2d``: ``q``, ``k`` and ``v``, 2560 wide beside ``proj``'s 640 outputs)."""
-    parent, _, own = layer.rpartition(".")
-    head = model.get_submodule(layer)
-    if not isinstance(head, nn.Linear):
+    """The refusal for a head that is a class score beside a box regressor, or that regressor
+    (:func:`~torchsurgeon.headfinding.box_pair`: torchvision's ``FastRCNNPredictor``, whose post-processing reads
+    the class count from the scores and splits the boxes by it), with the edit of both that runs; None for any
+    other head."""
+    pair = box_pair(model, layer)
+    if pair is None:
         return None
-    width = head.out_features
-    siblings = [(n, m) for n, m in model.get_submodule(parent).named_children() if n != own]
-    shapes = [(m.in_features, m.out_features) for _, m in siblings if isinstance(m, nn.Linear)]
-    for name, sibling in siblings:
-        if (
-            isinstance(sibling, nn.Linear)
-            and sibling.in_features == head.in_features
-            and sibling.out_features == _BOX_COORDINATES * width
-            and shapes.count((sibling.in_features, sibling.out_features)) == 1
-        ):
-            other = f"{parent}.{name}" if parent else name
-            fixes = [replacing_call(layer, _fresh(head, num_classes))]
-            fixes.append(replacing_call(other, _fresh(sibling, _BOX_COORDINATES * num_classes)))
-            return SurgeryError(
-                f"{layer} (Linear) scores {width} classes and {other} (Linear) regresses {_BOX_COORDINATES} box "
-                f"coordinates for each of them ({sibling.out_features}) from the same features: a head of "
-                f"{num_classes} classes beside {sibling.out_features} box outputs would give a model matching boxes "
-                f"to the wrong classes — replace both, as written: {'; '.join(fixes)}"
-            )
-    return None
-
-
-_BOX_COORDINATES = 4
+    scores, boxes = pair
+    score_layer, box_layer = model.get_submodule(scores), model.get_submodule(boxes)
+    fixes = "; ".join(
+        [
+            replacing_call(scores, _fresh(score_layer, num_classes)),
+            replacing_call(boxes, _fresh(box_layer, BOX_COORDINATES * num_classes)),
+        ]
+    )
+    if layer == scores:
+        return SurgeryError(
+            f"{layer} (Linear) scores {score_layer.out_features} classes and {boxes} (Linear) regresses "
+            f"{BOX_COORDINATES} box coordinates for each of them ({box_layer.out_features}) from the same "
+            f"features: a head of {num_classes} classes beside {box_layer.out_features} box outputs would give a "
+            f"model matching boxes to the wrong classes — replace both, as written: {fixes}"
+        )
+    return SurgeryError(
+        f"{layer} (Linear) is no class score: it regresses {BOX_COORDINATES} box coordinates "
+        f"({box_layer.out_features}) for each of the {score_layer.out_features} classes {scores} (Linear) scores "
+        f"from the same features — for {num_classes} classes replace both, as written: {fixes}"
+    )
 
 
 def _check_keep(keep: Any) -> None:
