@@ -827,7 +827,12 @@ def test_a_fold_the_model_could_not_run_is_refused_before_any_edit(
 ) -> None:
     model = kind()
     assert model(torch.randn(1, 1, 16, 16)).shape == (1, 4, 14, 14)  # grey as it is
-    with pytest.raises(SurgeryError, match=r"takes a 1-channel input as it is: what comes before stem makes 3"):
+    with pytest.raises(
+        SurgeryError,
+        # the constants named: found by a probe of torchvision's detectors (transform.image_mean and image_std)
+        match=r"takes a 1-channel input as it is: what comes before stem makes 3 channels of it \(mean, one value per "
+        r"channel, broadcast over it\)",
+    ):
         adapt_input_channels(model, 1, input=given, inplace=True)
     assert model.stem.in_channels == 3 and model.stem.weight.shape == (4, 3, 3, 3)  # untouched
     with pytest.raises(SurgeryError, match=r"takes a 1-channel input as it is"):  # asked by name: tried first too

@@ -17,7 +17,7 @@ from torch import nn
 
 from .records import ParamChange, ParamReport
 
-__all__ = ("widen_channel_constants",)
+__all__ = ("channel_constants", "widen_channel_constants")
 
 _NAMES = ("mean", "std")
 
@@ -40,6 +40,21 @@ def _constants(model: nn.Module, channels: int) -> Iterator[tuple[str, nn.Module
                 continue
             if buffer.dim() >= 1 and buffer.shape[0] == channels and buffer.numel() == channels:
                 yield f"{where}.{attr}".lstrip("."), module, attr, buffer
+
+
+def channel_constants(model: nn.Module, channels: int) -> list[str]:
+    """The qualified names of the per-channel means and stds of ``channels`` values ``model`` keeps.
+
+    Examples
+    --------
+    >>> class Normalise(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.image_mean, self.image_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    >>> channel_constants(nn.Sequential(Normalise(), nn.Conv2d(3, 8, 3)), 3)
+    ['0.image_mean', '0.image_std']
+    """
+    return [name for name, *_ in _constants(model, channels)]
 
 
 def widen_channel_constants(model: nn.Module, before: int, after: int) -> list[ParamReport]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from .ambient import in_plain_torch
 from .arguments import layer_names, required_arguments
-from .channelconstants import widen_channel_constants
+from .channelconstants import channel_constants, widen_channel_constants
 from .channelmap import ChannelMap, channel_map, runnable_image
 from .copies import model_copy
 from .errors import SurgeryError, TraceError, check_count, check_flag, check_option, did_you_mean
@@ -383,10 +383,16 @@ def _check_the_edit_runs(
                     + part_that_runs(trial, names, channels, mode, new_input)
                 )
             else:
+                kept = channel_constants(model, before[names[0]]) if channels < before[names[0]] else []
+                how = (
+                    f"{' and '.join(kept)}, one value per channel, broadcast over it"
+                    if kept
+                    else "a normalisation with one mean per channel, a grey-to-RGB repeat"
+                )
                 fix = (
                     f"the model takes a {channels}-channel input as it is: what comes before {names[0]} makes "
-                    f"{before[names[0]]} channels of it (a normalisation with one mean per channel, a grey-to-RGB "
-                    "repeat) — use it unchanged, or change that step before adapting"
+                    f"{before[names[0]]} channels of it ({how}) — use it unchanged, or change that step before "
+                    "adapting"
                 )
             raise SurgeryError(
                 f"{type(model).__name__}: with {', '.join(names)} adapted to {channels} "
