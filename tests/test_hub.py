@@ -1,4 +1,5 @@
-"""Models by name (torchvision:, timm:, smp:, hf:, MODULE:CALLABLE) with --kwargs, never downloaded."""
+"""Models by name (torchvision:, timm:, smp:, hf:, monai:, open_clip:, MODULE:CALLABLE) with --kwargs, never
+downloaded."""
 
 from __future__ import annotations
 
@@ -84,6 +85,23 @@ def test_smp_by_name_and_by_module_path(no_network: list[str]) -> None:
     assert no_network == []
 
 
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it): importing monai and open_clip
+def test_monai_and_open_clip_by_name(no_network: list[str]) -> None:
+    """Found by a probe of the command line: ``monai:BasicUNet`` failed, "monai has no attribute 'BasicUNet'" (its
+    networks are in monai.networks.nets), and ``open_clip:RN50`` too; both libraries have their prefix now, and
+    ``open_clip:create_model`` (an attribute of the library, no model name) is still a MODULE:CALLABLE."""
+    import monai.networks.nets as nets
+    import open_clip
+
+    unet = load_model("monai:BasicUNet", {"spatial_dims": 2, "in_channels": 1, "out_channels": 2})
+    assert type(unet) is nets.BasicUNet and unet.conv_0.conv_0.conv.in_channels == 1
+    clip = load_model("open_clip:RN50")
+    assert type(clip) is type(open_clip.create_model("RN50", pretrained=None))
+    same = load_model("open_clip:create_model", {"model_name": "RN50"})
+    assert sum(p.numel() for p in clip.parameters()) == sum(p.numel() for p in same.parameters()) == 102_007_137
+    assert no_network == []
+
+
 def test_a_builder_that_would_download_fails_at_once_naming_the_fix(no_network: list[str]) -> None:
     hub = r"tried to download \(huggingface\.co\) — torchsurgeon never downloads weights: pass --kwargs"
     with pytest.raises(ConfigError, match=rf"{hub} encoder_weights=None"):
@@ -154,6 +172,21 @@ def test_hf_local_folder_builds_its_architecture_without_weights(tmp_path: Path,
         ("timm:resnt18", {}, r"timm has no model 'resnt18' — did you mean 'resnet18'"),
         ("torchvision:resnet5", {}, r"torchvision has no model 'resnet5' — did you mean 'resnet50'"),
         ("smp:Unett", {}, r"segmentation_models_pytorch has no model 'Unett' — did you mean 'Unet'"),
+        pytest.param(
+            "monai:BasicUNett",
+            {},
+            r"monai.networks.nets has no network 'BasicUNett' — did you mean 'BasicUNet'",
+            marks=pytest.mark.slow,  # importing monai
+        ),
+        pytest.param(
+            "open_clip:RN5", {}, r"open_clip has no model 'RN5' — did you mean 'RN50'", marks=pytest.mark.slow
+        ),
+        pytest.param(
+            "monai:UNet",
+            {},
+            r"missing 5 required positional arguments.* — give the arguments it needs with --kwargs",
+            marks=pytest.mark.slow,
+        ),
         (
             "transformers:BertModel",
             {},

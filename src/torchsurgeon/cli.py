@@ -113,8 +113,9 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 _MODEL_HELP = (
-    "torchvision:NAME, timm:NAME, smp:NAME, hf:MODEL_TYPE (e.g. hf:bert), hf:CLASS, hf:DIR, or MODULE:CALLABLE; "
-    "built without weights (weights=None, pretrained=False, encoder_weights=None) and never downloaded: "
+    "torchvision:NAME, timm:NAME, smp:NAME, hf:MODEL_TYPE (e.g. hf:bert), hf:CLASS, hf:DIR, monai:NAME, "
+    "open_clip:NAME, or MODULE:CALLABLE; "
+    "built without weights (weights=None, pretrained=False or None, encoder_weights=None) and never downloaded: "
     "--kwargs pretrained=True loads weights only if they are already in the local cache"
 )
 

@@ -9,11 +9,15 @@ A model spec is one of:
 ``hf:MODEL_TYPE``               ``AutoModel.from_config(AutoConfig.for_model(MODEL_TYPE, **kwargs))``
 ``hf:CLASS``                    ``CLASS(CLASS.config_class(**kwargs))``, e.g. ``hf:BertForMaskedLM``
 ``hf:DIR``                      the class in ``DIR/config.json`` (``architectures``), from that config
+``monai:NAME``                  ``monai.networks.nets.NAME(**kwargs)``, e.g. ``monai:BasicUNet``
+``open_clip:NAME``              ``open_clip.create_model(NAME, pretrained=None, **kwargs)``, e.g. ``open_clip:RN50``
 ``MODULE:CALLABLE``             ``CALLABLE(**kwargs)`` (or ``MODULE:OBJECT``, a model object as it is)
 ==============================  =====================================================================
 
-The four prefixes win over ``MODULE:CALLABLE`` (no module ``torchvision``
-attribute is a model anyway).  For ``hf:``, ``kwargs`` are fields of the
+The prefixes win over ``MODULE:CALLABLE`` (no module ``torchvision``
+attribute is a model anyway); ``monai:`` and ``open_clip:`` give way to it
+for a name that is no model there but an attribute of the library
+(``open_clip:create_model --kwargs model_name=RN50`` as before).  For ``hf:``, ``kwargs`` are fields of the
 configuration (``num_hidden_layers=2``), checked against the
 configuration's own fields; the model is built from the configuration, so
 no weights are loaded even when ``DIR`` holds some.
@@ -51,14 +55,16 @@ from .errors import ConfigError, InputError, did_you_mean, failure_reason
 
 __all__ = ("PREFIXES", "load_model", "parse_kwargs")
 
-PREFIXES = ("torchvision", "timm", "smp", "hf")
-"""The model-name prefixes: ``torchvision:resnet50``, ``timm:resnet18``, ``smp:Unet``, ``hf:bert``."""
+PREFIXES = ("torchvision", "timm", "smp", "hf", "monai", "open_clip")
+"""The model-name prefixes: ``torchvision:resnet50``, ``timm:resnet18``, ``smp:Unet``, ``hf:bert``,
+``monai:BasicUNet``, ``open_clip:RN50``."""
 
 _NO_WEIGHTS = {
     "torchvision": "weights=None",
     "timm": "pretrained=False",
     "smp": "encoder_weights=None",
     "segmentation_models_pytorch": "encoder_weights=None",
+    "open_clip": "pretrained=None",
 }
 
 
@@ -127,7 +133,8 @@ def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
     ----------
     spec : str
         ``torchvision:NAME``, ``timm:NAME``, ``smp:NAME``, ``hf:MODEL_TYPE``,
-        ``hf:CLASS``, ``hf:DIR`` or ``MODULE:CALLABLE``.
+        ``hf:CLASS``, ``hf:DIR``, ``monai:NAME``, ``open_clip:NAME`` or
+        ``MODULE:CALLABLE``.
     kwargs : mapping, optional
         Constructor arguments (configuration fields for ``hf:``); they win
         over the no-weights defaults.
@@ -165,6 +172,8 @@ def load_model(spec: str, kwargs: Mapping[str, Any] | None = None) -> nn.Module:
         "timm": _timm,
         "smp": _smp,
         "hf": _hf,
+        "monai": _monai,
+        "open_clip": _open_clip,
     }
     build = builders.get(prefix, _callable)
     with _offline() as attempts, torch.random.fork_rng(devices=[]):
@@ -320,6 +329,10 @@ def _builder(prefix: str, name: str) -> Any:
             return importlib.import_module("timm").create_model
         if prefix == "smp":
             return getattr(importlib.import_module("segmentation_models_pytorch"), name, None)
+        if prefix == "monai":
+            return getattr(importlib.import_module("monai.networks.nets"), name, None)
+        if prefix == "open_clip":
+            return importlib.import_module("open_clip").create_model
     except (ImportError, ValueError):
         pass
     return None
@@ -356,10 +369,40 @@ def _smp(spec: str, name: str, kwargs: dict[str, Any]) -> Any:
     smp = _library("segmentation_models_pytorch", spec)
     builder = getattr(smp, name, None)
     if not isinstance(builder, type) or not issubclass(builder, nn.Module):
-        models = [n for n in dir(smp) if isinstance(getattr(smp, n), type) and issubclass(getattr(smp, n), nn.Module)]
-        raise ConfigError(f"model {spec!r}: segmentation_models_pytorch has no model {name!r}{_close(name, models)}")
+        raise ConfigError(
+            f"model {spec!r}: segmentation_models_pytorch has no model {name!r}{_close(name, _models(smp))}"
+        )
     _refuse_misspelt(spec, [builder], kwargs)
     return builder(**{"encoder_weights": None, **kwargs})
+
+
+def _models(library: Any) -> list[str]:
+    """The names of the ``nn.Module`` classes a library module holds."""
+    return [n for n in dir(library) if isinstance(v := getattr(library, n), type) and issubclass(v, nn.Module)]
+
+
+def _monai(spec: str, name: str, kwargs: dict[str, Any]) -> Any:
+    nets = _library("monai.networks.nets", spec)
+    builder = getattr(nets, name, None)
+    if not isinstance(builder, type) or not issubclass(builder, nn.Module):
+        if name in dir(_library("monai", spec)):  # monai:ATTRIBUTE, a MODULE:CALLABLE
+            return _callable(spec, name, kwargs)
+        models = [
+            n for n in dir(nets) if isinstance(getattr(nets, n), type) and issubclass(getattr(nets, n), nn.Module)
+        ]
+        raise ConfigError(f"model {spec!r}: monai.networks.nets has no network {name!r}{_close(name, models)}")
+    _refuse_misspelt(spec, [builder], kwargs)
+    return builder(**kwargs)
+
+
+def _open_clip(spec: str, name: str, kwargs: dict[str, Any]) -> Any:
+    open_clip = _library("open_clip", spec)
+    models = open_clip.list_models()
+    if name not in models:
+        if name in dir(open_clip):  # open_clip:create_model --kwargs model_name=RN50, a MODULE:CALLABLE
+            return _callable(spec, name, kwargs)
+        raise ConfigError(f"model {spec!r}: open_clip has no model {name!r}{_close(name, models)}")
+    return open_clip.create_model(name, **{"pretrained": None, **kwargs})
 
 
 def _hf(spec: str, name: str, kwargs: dict[str, Any]) -> Any:
