@@ -65,8 +65,9 @@ class _VideoStem(nn.Module):
 
 
 def _named_inputs(fix: str) -> list[Any]:
-    """The inputs of the ``paramcount(model, ...)`` calls a fix names, read back as Python values."""
-    return [ast.literal_eval(text) for text in re.findall(r"paramcount\(model, (.+?)\)(?: or |;|$)", fix)]
+    """The inputs of the ``paramcount(model, ...)`` calls a fix names, read back as Python values (not those of a
+    call with other arguments: ``concrete_args=``, which makes the model take the input given)."""
+    return [ast.literal_eval(text) for text in re.findall(r"paramcount\(model, ([^=]+?)\)(?: or |;|$)", fix)]
 
 
 def _runs(model: nn.Module, shape: tuple[int, ...], batch: int = 1) -> bool:
@@ -439,3 +440,33 @@ def test_a_torchvision_vit_at_another_size_is_told_torchvisions_recipe_which_run
     # a size the recipe cannot build (not square: torchvision's ViT takes square images only): the size alone
     r = paramcount(model, (3, 48, 40))
     assert r.findings and not any(_RECIPE in f.fix for f in r.findings)
+
+
+@pytest.mark.slow  # over 0.6 s in make check (make test runs it): builds two transformers models
+def test_a_transformers_vit_at_another_size_is_told_to_interpolate_its_position_table() -> None:
+    """Found by a probe: transformers' ViT at 320×320 (built for 224) was told "Input image size (320*320) doesn't
+    match model (224*224)." and nothing else: its check sits in the embeddings, a layer the trace keeps whole at this
+    size, so no size was found either. transformers resamples the position table in forward when asked; the fix
+    names that argument in a call that runs as written, and that call analyses the model at 320 × 320, as a real
+    forward with the argument runs it."""
+    transformers = pytest.importorskip("transformers")
+    small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
+    for model in (
+        transformers.ViTForImageClassification(transformers.ViTConfig(**small)).eval(),
+        transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**small)).eval(),
+    ):
+        before = model_state(model)
+        r = paramcount(model, (3, 320, 320))
+        assert_same_state(before, model_state(model))
+        call = "paramcount(model, (3, 320, 320), concrete_args={'interpolate_pos_encoding': True})"
+        assert r.findings and r.findings[0].fix.endswith(
+            f"interpolate_pos_encoding=True to its forward {_RESAMPLED}{call}"
+        )
+        after = eval(call, {"paramcount": paramcount, "model": model})
+        with torch.no_grad():
+            real = model(torch.zeros(1, 3, 320, 320), interpolate_pos_encoding=True)
+        assert after.invalid == [] and str(after.crosscheck.trust) != "untrusted"
+        assert after.output_shape[next(iter(after.output_shape))] == tuple(real[0].shape)
+
+
+_RESAMPLED = "(its position table resampled), as "

@@ -343,7 +343,7 @@ def inputs_fed(
     return {name: shapes_of(given) for name, given in seen.items()}
 
 
-def forward_runs(model: nn.Module, inputs: Mapping[str, torch.Tensor], paths: InputPaths | None = None) -> bool:
+def forward_runs(model: nn.Module, inputs: Mapping[str, Any], paths: InputPaths | None = None) -> bool:
     """Whether one forward of the real model (a ``meta`` copy; on zeros on the CPU where meta cannot run it) runs
     at ``inputs``: the oracle of a search for the size a model's own checks accept.
 

@@ -514,9 +514,9 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
         answer = ""
     finally:
         set_records(G, records.values())  # the given input's records again
-    own = own_resize_fix(model, given, batch) if answer else ""
-    if own:
-        answer += f"; to analyse this size itself, {own}"
+    own = own_resize_fix(model, given, batch) if answer or any(size_caused(f) for f in shapes.findings) else ""
+    if own:  # no size found (a check inside an opaque layer, transformers' ViT embeddings): the model's own call
+        answer = f"{answer}; to analyse this size itself, {own}" if answer else f"to analyse this size, {own}"
     return _with_answer(G, shapes, answer, targets) if answer else shapes
 
 
@@ -616,13 +616,13 @@ def _with_answer(G: nx.DiGraph, shapes: ShapeResult, answer: str, targets: Calla
     """``shapes`` and ``G``'s records with ``answer`` after the fix of each finding ``targets`` says it fixes."""
     nodes = dict(shapes.nodes)
     for name, rec in shapes.nodes.items():
-        fixes = {f.fix: f"{f.fix}; {answer}" for f in rec.findings if targets(f)}
+        fixes = {f.fix: f"{f.fix.removesuffix('.')}; {answer}" if f.fix else answer for f in rec.findings if targets(f)}
         if not fixes:
             continue
         findings = tuple(dataclasses.replace(f, fix=fixes[f.fix]) if targets(f) else f for f in rec.findings)
         message = rec.message
         for old, new in fixes.items():
-            message = message.replace(old, new)
+            message = message.replace(old, new) if old else f"{message} — {new}"
         nodes[name] = dataclasses.replace(rec, findings=findings, message=message)
     set_records(G, [nodes[name] for name in nodes if nodes[name] is not shapes.nodes[name]])
     findings = tuple(f for rec in nodes.values() for f in rec.findings)

@@ -7,8 +7,9 @@ method: timm's ``set_input_size(img_size=...)`` (its ViTs, DeiT, BEiT, EVA, Swin
 position tables the way timm loads a checkpoint at another size and updates the patch embedding's checks.
 torchvision's ``VisionTransformer`` is built for one ``image_size``; torchvision's recipe for another is a model
 built at that size loaded with ``interpolate_embeddings(image_size, patch_size, model.state_dict())``.
-:func:`own_resize_fix` names that call or that recipe, once it has run on a ``meta`` copy of the model and the
-result's forward took the input; the model itself is not touched.
+transformers' vision models resample their table in ``forward`` when asked: ``interpolate_pos_encoding=True``.
+:func:`own_resize_fix` names that call, that recipe or that argument, once it has run on a ``meta`` copy of the
+model and the result's forward took the input; the model itself is not touched.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ __all__ = ("own_resize_fix",)
 
 def own_resize_fix(model: nn.Module | None, inputs: Mapping[str, Any], batch: int = 1) -> str:
     """What makes ``model`` take ``inputs`` (one image, by forward's name: a per-sample shape ``(C, H, W)``), as the
-    end of a fix: its own ``set_input_size(img_size=(H, W))`` (timm), or torchvision's recipe for a
-    ``VisionTransformer`` (:func:`_torchvision_vit`); ``""`` when there is neither, or when it fails on a ``meta``
+    end of a fix: its own ``set_input_size(img_size=(H, W))`` (timm), torchvision's recipe for a
+    ``VisionTransformer`` (:func:`_torchvision_vit`) or transformers' ``interpolate_pos_encoding=True``
+    (:func:`_interpolated`); ``""`` when there is none, or when it fails on a ``meta``
     copy of the model or the result's forward fails at the input
     (:func:`~torchsurgeon.crosscheck.forward_runs`).
 
@@ -60,7 +62,7 @@ def own_resize_fix(model: nn.Module | None, inputs: Mapping[str, Any], batch: in
         return ""
     x = {name: torch.empty(batch, *input, device="meta")}
     own = _set_input_size(model, input[1:], x)
-    return own or _torchvision_vit(model, input, x)
+    return own or _torchvision_vit(model, input, x) or _interpolated(model, input, x)
 
 
 def _set_input_size(model: nn.Module, size: tuple[int, ...], x: Mapping[str, torch.Tensor]) -> str:
@@ -81,6 +83,23 @@ def _set_input_size(model: nn.Module, size: tuple[int, ...], x: Mapping[str, tor
     if not forward_runs(copy_, x):
         return ""
     return f"first run the model's own resize (its position tables resampled): model.set_input_size(img_size={size})"
+
+
+def _interpolated(model: nn.Module, input: tuple[int, ...], x: Mapping[str, torch.Tensor]) -> str:
+    """transformers' ``interpolate_pos_encoding=True`` (ViT, DeiT, CLIP's vision tower...: the position table
+    resampled to the image in ``forward``), passed to the analysis as a concrete argument, when ``forward`` takes it
+    and a forward at ``x`` with it runs on a meta copy."""
+    try:
+        if "interpolate_pos_encoding" not in inspect.signature(model.forward).parameters:
+            return ""
+    except (TypeError, ValueError):
+        return ""
+    if not forward_runs(model, {**x, "interpolate_pos_encoding": True}):
+        return ""
+    return (
+        "pass interpolate_pos_encoding=True to its forward (its position table resampled), as "
+        f"paramcount(model, {input}, concrete_args={{'interpolate_pos_encoding': True}})"
+    )
 
 
 def _torchvision_vit(model: nn.Module, input: tuple[int, ...], x: Mapping[str, torch.Tensor]) -> str:
