@@ -37,6 +37,18 @@ class CifarNet(nn.Module):
         return self.fc3(x)
 
 
+class HandWrittenConv(nn.Module):
+    """A convolution written by hand: ``F.conv2d(x, self.weight * self.g)``, no conv module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 3, 3, 3))
+        self.g = nn.Parameter(torch.ones(8, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.g)
+
+
 class TiedLM(nn.Module):
     """A tiny language model whose output layer shares the embedding weight."""
 

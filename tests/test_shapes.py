@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from models import SizeChecked, on_meta
+from models import HandWrittenConv, SizeChecked, on_meta
 from torchsurgeon import (
     adapt_input_channels,
     build_graph,
@@ -488,6 +488,27 @@ def test_functional_conv_on_a_computed_weight_is_checked_and_resized() -> None:
     assert r.total_for_input == r.total - 8 * 3 * 9 + 8 * 1 * 9  # the weight shrinks; gain and bias stay
     assert (r.layer("0.weight").params, r.layer("0.weight").params_for_input) == (216, 72)
     assert r.output_shape == (1, 4, 16, 16)  # propagation went on, as if resized
+
+
+class StandardisedConv(nn.Conv2d):
+    """timm's StdConv2d (BiT's stem): the weight reaches F.conv2d only through the steps standardising it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, eps=1e-6)
+        return F.conv2d(x, flat.reshape_as(self.weight), None, self.stride, self.padding)
+
+
+@pytest.mark.parametrize("layer", [StandardisedConv(3, 8, 3, bias=False), HandWrittenConv()], ids=["std", "hand"])
+def test_a_conv_on_a_weight_computed_in_its_forward_is_named_by_its_module(layer: nn.Module) -> None:
+    """Found by a probe: timm's resnetv2_50x1_bit at 1 channel had its invalid row named ``conv2d`` (the fx node),
+    not ``stem.conv``; the steps computing the weight read the parameter, the convolution did not."""
+    model = nn.Sequential(nn.Identity(), nn.Sequential(layer), nn.ReLU())
+    r = paramcount(model, (1, 16, 16))
+    assert [(row.name, row.type) for row in r.invalid] == [("1.0", "conv2d()")]
+    assert r.layer("1.0").output_shape == (1, 8, 14, 14)  # the row report.layer finds is the convolution
+    steps = [row.name for row in r.layers if row.path[-1:] == ("1.0",) and row.type not in ("Parameter", "conv2d()")]
+    assert steps and "1.0" not in steps  # the steps computing the weight keep their node names
+    assert r.findings[0].layer == "1.0" and "what comes before it" not in r.findings[0].fix  # the input gives 1
 
 
 def clip_window(window: list[int], size: list[int]) -> list[int]:

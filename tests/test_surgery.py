@@ -17,6 +17,7 @@ from torch.nn.utils import prune
 
 from models import (
     CifarNet,
+    HandWrittenConv,
     SizeChecked,
     TiedLM,
     TiledResidualStem,
@@ -646,6 +647,11 @@ def test_original_is_never_changed_by_non_inplace_calls() -> None:
             lambda: adapt_input_channels(nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3)), 1),
             SurgeryError,
             r"0 \(BatchNorm2d\) reads the input but is not a Conv or Linear",
+        ),
+        (  # the convolution's weight reaches it through a product: the graph names the call by its module
+            lambda: adapt_input_channels(nn.Sequential(HandWrittenConv()), 1),
+            SurgeryError,
+            r"0 \(HandWrittenConv\) reads the input but is not a Conv or Linear",
         ),
         (
             lambda: adapt_input_channels(nn.Sequential(nn.Conv2d(3, 12, 3, groups=3)), 6),

@@ -80,9 +80,10 @@ class NodeRecord:
         Module path, attribute path, function or method name.
     layer : str
         The user-facing name: module qualified name for modules and
-        attributes, and for a function reading the parameters of one
-        module (``F.conv2d(x, self.weight)`` in ``encoder._conv_stem``);
-        the fx node name (``add_1``) otherwise.
+        attributes, and for a function on data reading the parameters of
+        one module (``F.conv2d(x, self.weight)`` in ``encoder._conv_stem``),
+        directly or through steps computing a weight from them (timm's
+        ``StdConv2d``); the fx node name (``add_1``) otherwise.
     module_type : str
         Class name of the module, ``name()`` for a function, ``.name()`` for
         a tensor method.
@@ -530,6 +531,7 @@ def build_graph(traced: Traced) -> nx.DiGraph:
     users: dict[int, int] = {}  # parameter id -> nodes using it
     succ: dict[str, dict[str, dict[str, Any]]] = {}
     pred: dict[str, dict[str, dict[str, Any]]] = {}
+    weights: dict[str, frozenset[str]] = {}  # node computed from attributes alone, no input -> the parameters read
     for node in nodes:
         op = node.op
         name = node.name
@@ -556,13 +558,15 @@ def build_graph(traced: Traced) -> nx.DiGraph:
                 module_type, buffers = "Buffer", (target,)
             else:
                 module_type = type(value).__name__
+            weights[name] = frozenset(params)
         elif op == "call_function":
             target = callable_name(node.target)
             module_type = f"{target}()"
-            layer = _weight_owner(node, all_params, modules) or layer  # F.conv2d(x, self.weight): the module's name
+            layer = _weight_owner(node, weights, modules) or layer  # F.conv2d(x, self.weight): the module's name
         elif op == "call_method":
             target = callable_name(node.target)
             module_type = f".{target}()"
+            _weight_owner(node, weights, modules)  # notes a step computing a weight (self.weight.reshape(...))
         elif op == "placeholder":
             target, module_type = str(node.target), "input"
         else:
@@ -642,17 +646,24 @@ def param_facts(G: nx.DiGraph) -> Mapping[str, ParamFact]:
     return facts
 
 
-def _weight_owner(node: torch.fx.Node, params: Mapping[str, Any], modules: Mapping[str, nn.Module]) -> str:
-    """The one module whose parameters a functional call reads (``F.conv2d(x, self.weight)``), else "".
+def _weight_owner(node: torch.fx.Node, weights: dict[str, frozenset[str]], modules: Mapping[str, nn.Module]) -> str:
+    """The one module whose parameters a functional call on data reads (``F.conv2d(x, self.weight)``), else "".
 
-    Only a module whose submodules hold no parameters, a layer written with functions (timm's ``Conv2dSame``, a
-    ``LayerNorm``, smp's ``Conv2dStaticSamePadding`` with its padding module): a call reading one parameter of a
-    block (the layer scale of a ConvNeXt block, the position embedding of a
-    ViT encoder) is one step of it, and the block's name on its row would make ``report.layer(block)`` that step.
+    The parameters may reach the call through steps computing them from attributes alone (timm's ``StdConv2d``
+    standardises its weight: ``F.conv2d(x, F.batch_norm(self.weight.reshape(...)).reshape_as(self.weight))``);
+    such a step is noted in ``weights`` (the node -> the parameters it reads) and is not named by the module: it
+    is part of the weight, and the call on the data is the layer.  Only a module whose submodules hold no
+    parameters, a layer written with functions (timm's ``Conv2dSame``, a ``LayerNorm``, smp's
+    ``Conv2dStaticSamePadding`` with its padding module): a call reading one parameter of a block (the layer
+    scale of a ConvNeXt block, the position embedding of a ViT encoder) is one step of it, and the block's name
+    on its row would make ``report.layer(block)`` that step.
     """
-    owners = {
-        str(a.target).rpartition(".")[0] for a in node.all_input_nodes if a.op == "get_attr" and a.target in params
-    }
+    inputs = node.all_input_nodes
+    read = [weights[a.name] for a in inputs if a.name in weights]
+    if len(read) == len(inputs):  # no data in: a step computing a weight, or a constant
+        weights[node.name] = frozenset().union(*read)
+        return ""
+    owners = {p.rpartition(".")[0] for params in read for p in params}
     if len(owners) != 1:
         return ""
     owner = owners.pop()

@@ -91,6 +91,8 @@ def weights_owner(G: nx.DiGraph, rec: NodeRecord) -> str | None:
     if rec.op == "call_module" and rec.param_names:
         return rec.target
     if rec.op == "call_function":
+        if rec.layer != rec.name:  # the graph named it by the module whose weights it reads (F.conv2d(x, self.weight))
+            return rec.layer
         for src in G.predecessors(rec.name):
             source = node_record(G, src)
             if source.op == "get_attr" and source.param_names:

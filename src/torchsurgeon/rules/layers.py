@@ -451,7 +451,7 @@ def _functional_conv(fn: Any) -> Any:
         owner = call.scope_module
         layer = call.scope or call.layer
         kind = type(owner).__name__ if owner is not None else call.type
-        if owner is not None and isinstance(owner, nn.modules.conv._ConvNd):
+        if owner is not None and (isinstance(owner, nn.modules.conv._ConvNd) or call.from_input):
             named = Call(layer, kind, call.from_input, fold_input=call.fold_input, fold_alone=call.fold_alone)
             fix = fit_fix(named, owner, "in_channels", expected, got)
         else:
