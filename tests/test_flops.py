@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from models import LlamaDecoder, on_meta
+from models import HandWrittenConv, LlamaDecoder, on_meta
 from torchsurgeon import paramcount
 from torchsurgeon.flops import FlopKind, count_flops
 from torchsurgeon.graph import build_graph
@@ -489,3 +489,18 @@ def test_products_without_a_formula_are_uncounted_not_zero() -> None:
 
     report = paramcount(Scorer(), (6,), batch=2)
     assert report.output_shape == (2, 2) and len(report.flops_uncounted) == 2
+
+
+def test_an_invalid_functional_conv_counts_as_resized_to_fit_as_a_conv_module_does() -> None:
+    """Found by a probe: timm's StdConv2d at 1 channel counted the MACs of its 3-channel weight (55,296 for a 3 → 8
+    channel 3×3 conv on 16×16), an nn.Conv2d those of the conv resized to fit (the 1-channel input's)."""
+    model = nn.Sequential(HandWrittenConv())  # F.conv2d(x, self.weight * self.g): 3 → 8 channels, 3×3
+    grey = torch.empty(1, 1, 16, 16, device="meta")
+    resized = _flop_counter(lambda x: F.conv2d(x, torch.empty(8, 1, 3, 3, device="meta")), grey)
+    report = paramcount(model, (1, 16, 16))
+    assert report.layer("0").status == "invalid"
+    assert (
+        2 * report.layer("0").macs
+        == resized["aten.convolution"]
+        == 2 * paramcount(nn.Conv2d(3, 8, 3), (1, 16, 16)).macs
+    )

@@ -503,10 +503,12 @@ def _norm_flops(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any)
 
 def _conv_fn_macs(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
     bound = bind(args, kwargs, _CONV_SPEC)
-    if bound is None or not isinstance(out, torch.Tensor):
+    if bound is None or not isinstance(out, torch.Tensor) or not isinstance(bound[0], torch.Tensor):
         return 0
-    w = bound[1].shape
-    return numel(out.shape) * int(w[1]) * numel(w[2:])
+    x, w, groups = bound[0].shape, bound[1].shape, bound[6]
+    c_in = int(x[1] if len(x) == len(w) else x[0])  # the input's channels: an invalid call counts as resized to fit
+    groups = int(groups) if is_int(groups) and c_in % int(groups) == 0 else 1
+    return numel(out.shape) * (c_in // groups) * numel(w[2:])
 
 
 _CONV_TRANSPOSE_SPEC: Spec = (
