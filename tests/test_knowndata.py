@@ -521,3 +521,56 @@ def test_lengths_given_as_a_plain_shape_are_named_with_the_fix_that_runs(given: 
     lengths = torch.tensor([5])  # a (1,) int64 tensor, as the note says
     fixed = paramcount(model, {"x": x, "lengths": lengths})
     assert fixed.trusted and fixed.output_shape == tuple(model(x, lengths).shape)
+
+
+class _GlobalAttention(nn.Module):
+    """Longformer's self-attention: a branch on a flag its encoder computed from the mask (not traced inside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local, self.wide = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, h: torch.Tensor, is_global: bool) -> torch.Tensor:
+        return self.wide(h) if is_global else self.local(h)
+
+
+class _MaskedEncoder(nn.Module):
+    """Longformer's encoder: ``is_global_attn = (mask > 0).flatten().any().item()`` on a mask made with
+    ``torch.finfo(h.dtype)`` of the embeddings' output (a read of its dtype, none of its data)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = _GlobalAttention()
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        is_global = (mask > 0).flatten().any().item()
+        return self.attention(h, is_global)
+
+
+class _Longformer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.encoder = nn.Embedding(10, 4), _MaskedEncoder()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.embed(input_ids)
+        extended = (attention_mask.to(h.dtype) - 1.0) * torch.finfo(h.dtype).max  # 0 attends, -max is masked
+        extended[attention_mask == 2] = torch.finfo(h.dtype).max  # global attention
+        return self.encoder(h, extended)
+
+
+def test_a_flag_read_from_a_mask_given_as_a_shape_names_the_mask_as_the_fix() -> None:
+    """Found by a probe: transformers' LongformerModel with an attention_mask given as a shape was not trusted, and
+    the note named the ``item`` node alone, no fix: the mask's path back to the input went through ``h.dtype``, a
+    read of the embeddings' output, and a layer's output was taken for data the mask depends on."""
+    model = _Longformer()
+    report = paramcount(model, {"input_ids": (6,), "attention_mask": (6,)})
+    assert not report.trusted
+    (note,) = [line for line in report.notes() if line.startswith("NOT TRUSTED")]
+    assert "(item (.item() in encoder): cannot run on meta" in note
+    fix = "paramcount(model, {'input_ids': input_ids, 'attention_mask': attention_mask})"
+    assert fix in note and "the values of 'attention_mask' decide" in note
+    input_ids, attention_mask = torch.zeros(1, 6, dtype=torch.int64), torch.ones(1, 6)  # the fix, as written
+    r = eval(fix, {"paramcount": paramcount, "model": model, "input_ids": input_ids, "attention_mask": attention_mask})
+    assert r.trusted and r.output_shape == tuple(model(input_ids, attention_mask).shape) == (1, 6, 4)
+    assert r.total_for_input == sum(p.numel() for p in model.parameters())

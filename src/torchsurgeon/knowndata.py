@@ -68,6 +68,7 @@ __all__ = (
     "on_one_device",
     "packed_lengths",
     "pads_input",
+    "reads_metadata",
     "retried_with_data",
     "settled",
     "stand_ins",
@@ -417,6 +418,25 @@ def retried_with_data(
     raise failure
 
 
+_METADATA = frozenset({"dtype", "device", "shape", "ndim", "is_cuda", "is_meta", "requires_grad", "layout"})
+"""Tensor attributes that read no values: ``weight.dtype`` does not use the weight."""
+
+
+def reads_metadata(node: torch.fx.Node) -> bool:
+    """Whether ``node`` reads a tensor's dtype, device or sizes (``x.dtype``, ``x.size()``), none of its values.
+
+    Examples
+    --------
+    >>> from torch import fx
+    >>> g = fx.symbolic_trace(lambda x: x.new_zeros(x.size(0), dtype=x.dtype) + x.sum())
+    >>> [n.name for n in g.graph.nodes if reads_metadata(n)]
+    ['size', 'getattr_1']
+    """
+    if node.op == "call_function":
+        return node.target is getattr and len(node.args) > 1 and node.args[1] in _METADATA
+    return node.op == "call_method" and node.target in ("size", "dim", "numel", "get_device")
+
+
 def holds_known_data(value: Any) -> bool:
     """Whether ``value`` (a tensor, or tensors nested in tuples, lists, dicts and named tuples: a packed sequence)
     holds known data: small CPU tensors, at least one of more than 0 dims, beside ``meta`` tensors only.
@@ -660,6 +680,8 @@ class KnownData:
             seen.add(current)
             if current.op in ("call_module", "get_attr"):
                 return []
+            if reads_metadata(current):  # x.dtype, x.shape: no data of x (transformers' finfo(x.dtype).min)
+                continue
             todo.extend(current.all_input_nodes)
         return [n for n in node.graph.nodes if n.op == "placeholder" and n in seen]
 

@@ -211,7 +211,7 @@ class ModelReport:
             first = next(layer for layer in self.layers if layer.status == LayerStatus.UNKNOWN)
             lines.append(
                 "NOT TRUSTED: the output is unknown and no real forward verified it — the layers past the first "
-                f"unknown one ({first.name}: {first.message}) are not counted (report.trusted is False)"
+                f"unknown one ({first.label}: {first.message}) are not counted (report.trusted is False)"
             )
         elif check.trust == Trust.VERIFIED:
             lines.append(f"Verified ({check.reason}): {check.message}")

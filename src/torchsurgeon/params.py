@@ -20,6 +20,7 @@ from torch import nn
 
 from .arguments import check_graph
 from .graph import NodeRecord, ParamFact, fx_node, graph_cache, index_of, node_records, param_facts
+from .knowndata import reads_metadata
 from .records import Finding, LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
 
@@ -107,20 +108,12 @@ def _resized_node(modules: Mapping[str, nn.Module], rec: NodeRecord, finding: Fi
     return rec.params - sum(p.numel() for p in inner.parameters()) + resized_param_count(inner, finding)
 
 
-_METADATA = frozenset({"dtype", "device", "shape", "ndim", "is_cuda", "is_meta", "requires_grad", "layout"})
-"""Tensor attributes that read no values: ``weight.dtype`` does not use the weight."""
-
-
 def _reads_metadata_only(G: nx.DiGraph, rec: NodeRecord) -> bool:
     """Whether every user of a parameter's ``get_attr`` node reads only its metadata (``weight.dtype``,
     ``weight.size()``): transformers' ``ViTModel.forward`` reads ``patch_embeddings.projection.weight.dtype``
     before the projection runs; the weight belongs to the projection's row, not to that read."""
     users = [fx_node(G, name) for name in G.successors(rec.name)]
-    return bool(users) and all(
-        (u.op == "call_function" and u.target is getattr and len(u.args) > 1 and u.args[1] in _METADATA)
-        or (u.op == "call_method" and u.target in ("size", "dim", "numel", "get_device"))
-        for u in users
-    )
+    return bool(users) and all(reads_metadata(u) for u in users)
 
 
 def _layer_params(

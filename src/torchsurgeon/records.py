@@ -370,6 +370,24 @@ class LayerReport:
         return 0 if self.seen_params == self.params else self.params_for_input - self.seen_params
 
     @property
+    def label(self) -> str:
+        """The row as messages name it: ``conv1 (Conv2d)``; a function or method named by its fx node name with
+        the module whose ``forward`` calls it, which the name alone does not show: ``item (.item() in encoder)``.
+
+        Examples
+        --------
+        >>> from dataclasses import replace
+        >>> row = LayerReport("item", ".item()", (), (), 0, 0, 0, LayerStatus.UNKNOWN, op="call_method")
+        >>> row = replace(row, path=("encoder",))
+        >>> row.label, replace(row, path=()).label
+        ('item (.item() in encoder)', 'item (.item() in the model)')
+        """
+        where = ""
+        if self.op in ("call_function", "call_method") and self.name not in self.path:
+            where = self.path[-1] if self.path else "the model"
+        return layer_label(self.name, self.type, where)
+
+    @property
     def shown_status(self) -> str:
         """What a table says about the layer: the surgery's change when there is one, else the status."""
         return str(self.change) if self.change is not None else str(self.status)
