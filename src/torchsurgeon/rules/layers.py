@@ -356,6 +356,34 @@ def _batch_norm_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return new(x.shape, x.dtype) if _per_channel(x, mean, var, b[3], b[4]) else FALLBACK
 
 
+_INSTANCE_NORM_SPEC: Spec = (
+    ("input", REQUIRED),
+    ("running_mean", None),
+    ("running_var", None),
+    ("weight", None),
+    ("bias", None),
+    ("use_input_stats", True),
+    ("momentum", 0.1),
+    ("eps", 1e-5),
+)
+
+
+def _instance_norm_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """F.instance_norm: torch normalises a contiguous ``(1, N * C, ...)`` copy of any layout, so the output is
+    contiguous."""
+    b = bind(args, kwargs, _INSTANCE_NORM_SPEC)
+    if b is None or not float_tensor(b[0]) or b[0].dim() < 2 or not b[0].numel():
+        return FALLBACK
+    x, mean, var, use_input_stats = b[0], b[1], b[2], b[5]
+    if use_input_stats is not True and use_input_stats is not False:
+        return FALLBACK
+    if (mean is None) != (var is None) or (not use_input_stats and mean is None):  # torch: both, or neither
+        return FALLBACK  # (and both when the running statistics are used)
+    if use_input_stats and math.prod(x.shape[2:]) == 1:  # torch: more than 1 spatial element per channel
+        return FALLBACK
+    return new(x.shape, x.dtype) if _per_channel(x, mean, var, b[3], b[4]) else FALLBACK
+
+
 def _group_norm_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     spec: Spec = (("input", REQUIRED), ("num_groups", REQUIRED), ("weight", None), ("bias", None), ("eps", 1e-5))
     b = bind(args, kwargs, spec)
@@ -550,6 +578,14 @@ def _batch_norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str, A
     return int(b[0].numel()) * _per_element(running_statistics=running, affine=b[3] is not None)
 
 
+def _instance_norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    """F.instance_norm, as the module's formula (and fvcore's): 5 per element with a weight, 4 without."""
+    b = bind(args, kwargs, _INSTANCE_NORM_SPEC)
+    if b is None or not isinstance(b[0], torch.Tensor):
+        return 0
+    return int(b[0].numel()) * _per_element(running_statistics=False, affine=b[3] is not None)
+
+
 # --------------------------------------------------------------------------- registrations
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -578,3 +614,4 @@ builtin(F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, macs=_conv_t
 builtin(F.layer_norm, shape=fn(_layer_norm_fn), flops=_norm_fn_flops, kind=FlopKind.NORM)
 builtin(F.group_norm, shape=fn(_group_norm_fn), flops=_norm_fn_flops, kind=FlopKind.NORM)
 builtin(F.batch_norm, shape=fn(_batch_norm_fn), flops=_batch_norm_fn_flops, kind=FlopKind.NORM)
+builtin(F.instance_norm, shape=fn(_instance_norm_fn), flops=_instance_norm_fn_flops, kind=FlopKind.NORM)
