@@ -104,6 +104,25 @@ def test_a_bare_parameter_head_is_named_with_what_to_do() -> None:
         append_head(_BareProjection(), nn.Linear(5, 3))
 
 
+def test_a_square_bare_projection_is_the_head_not_a_comparison() -> None:
+    """Found by a probe: open_clip's ViT-S-32 tower is 384 wide with a (384, 384) ``proj``; replace_head took the
+    head's own ``x @ proj`` for two 384-wide embeddings compared and said to edit the tower by hand."""
+
+    class Square(_BareProjection):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Parameter(torch.randn(8, 8))
+
+    with pytest.raises(
+        SurgeryError,
+        match=r"computed by matmul\(\) from the bare parameter proj \(8, 8\) of the model itself \(Square\)"
+        r".* add a classifier after it instead: nn.Sequential\(model, nn.Linear\(8, 3\)\)",
+    ):
+        replace_head(Square(), 3)
+    fixed = nn.Sequential(Square(), nn.Linear(8, 3))  # the fix as written gives 3 scores
+    assert fixed(torch.zeros(1, 3, 8, 8)).shape == (1, 3)
+
+
 def test_replace_head_updates_the_class_count_the_model_keeps() -> None:
     class Classifier(nn.Module):  # as timm's: the width of the head in an attribute
         def __init__(self) -> None:

@@ -394,9 +394,11 @@ def _compared(
 ) -> str:
     """Why ``head`` (``width`` wide) makes an embedding: its output is multiplied (a matmul, a similarity) with
     another branch's of its width before the first output; or another output is an embedding of its width made
-    from a model input the head does not read (a two-tower model: CLIP's image and text features); else ``""``."""
+    from a model input the head does not read (a two-tower model: CLIP's image and text features); else ``""``.
+    The head's own product (a bare ``x @ self.proj``, square when the tower is as wide as its embedding) is no
+    comparison: its other operand is the head's input."""
     after = nx.descendants(G, head[1].name) | {head[1].name}
-    for node in sorted(after & (nx.ancestors(G, outputs[0]) | {outputs[0]})):
+    for node in sorted(after & (nx.ancestors(G, outputs[0]) | {outputs[0]}) - {head[1].name}):
         product = node_record(G, node)
         if product.op not in ("call_function", "call_method") or str(product.target) not in _PRODUCTS:
             continue
