@@ -123,6 +123,29 @@ def test_a_square_bare_projection_is_the_head_not_a_comparison() -> None:
     assert fixed(torch.zeros(1, 3, 8, 8)).shape == (1, 3)
 
 
+def test_a_bare_projection_of_a_model_with_several_outputs_is_not_told_to_wrap_it() -> None:
+    """Found by a probe: open_clip's CoCa image tower returns (pooled @ proj, tokens); replace_head said to add
+    nn.Sequential(model, nn.Linear(512, 5)), which fails on the tuple (linear(): argument 'input' must be Tensor)."""
+
+    class PooledAndTokens(_BareProjection):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+            tokens = self.conv(x).flatten(2).transpose(1, 2)
+            return tokens.mean(1) @ self.proj, tokens
+
+    model = PooledAndTokens()
+    with pytest.raises(TypeError):  # what the old advice did
+        nn.Sequential(model, nn.Linear(5, 3))(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(
+        SurgeryError,
+        match=r"bare parameter proj \(8, 5\) of the model itself .* the model returns \(\(1, 5\), \(1, 4, 8\)\), "
+        r"several tensors, .* apply nn.Linear\(5, 3\) to output \[0\] in a forward of your own$",
+    ):
+        replace_head(model, 3, input=(3, 8, 8))
+    with pytest.raises(SurgeryError, match=r"several tensors, .* to output \[0\] in a forward of your own$"):
+        append_head(model, nn.Linear(5, 3))
+    assert nn.Linear(5, 3)(model(torch.zeros(1, 3, 8, 8))[0]).shape == (1, 3)  # the advice, as it reads
+
+
 def test_replace_head_updates_the_class_count_the_model_keeps() -> None:
     class Classifier(nn.Module):  # as timm's: the width of the head in an attribute
         def __init__(self) -> None:

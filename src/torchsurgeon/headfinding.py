@@ -508,10 +508,14 @@ def not_a_layer(
     if bare is not None:
         weight = model.get_parameter(bare)
         features = weight.shape[-1] if weight.dim() else "features"
-        return SurgeryError(
+        start = (
             f"the output of {type(model).__name__} is computed by {rec.module_type} from the bare parameter "
-            f"{bare} {tuple(weight.shape)} of {where}, not by a Linear or Conv layer — there is no layer to "
-            f"swap; add a classifier after it instead: nn.Sequential(model, nn.Linear({features}, {classes}))"
+            f"{bare} {tuple(weight.shape)} of {where}, not by a Linear or Conv layer — there is no layer to swap"
+        )
+        if isinstance(output, (tuple, dict)) and not all(isinstance(d, int) for d in output):
+            return SurgeryError(f"{start}; {_several_outputs(output, features, classes)}")
+        return SurgeryError(
+            f"{start}; add a classifier after it instead: nn.Sequential(model, nn.Linear({features}, {classes}))"
             + (f" or append_head(model, nn.Linear({features}, {classes}))" if name else "")
         )
     no_classifier = features_only(model, name, output, num_classes, did, ran_on)
@@ -527,6 +531,25 @@ def not_a_layer(
     wide = output[1] if isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], int) else None
     instead = after_the_model(output, wide, num_classes if num_classes is not None else wide) if wide else ""
     return SurgeryError(f"{where} is the head but not a Linear or Conv layer — replace it by hand{instead}")
+
+
+def _several_outputs(output: tuple[Any, ...] | dict[Any, Any], features: Any, classes: Any) -> str:
+    """What to do instead of a classifier after a model whose output is several tensors (open_clip's CoCa image
+    tower: pooled features and tokens), which ``nn.Sequential(model, nn.Linear(...))`` cannot take.
+
+    Examples
+    --------
+    >>> _several_outputs(((1, 512), (1, 255, 512)), 512, 5)
+    'the model returns ((1, 512), (1, 255, 512)), several tensors, which nn.Sequential(model, nn.Linear(512, 5)) \
+cannot take: apply nn.Linear(512, 5) to output [0] in a forward of your own'
+    """
+    items = output.items() if isinstance(output, dict) else enumerate(output)
+    pooled = [key for key, shape in items if isinstance(shape, tuple) and len(shape) == 2 and shape[-1] == features]
+    which = f"output [{pooled[0]!r}]" if len(pooled) == 1 else f"the {features}-wide output"
+    return (
+        f"the model returns {output}, several tensors, which nn.Sequential(model, nn.Linear({features}, {classes})) "
+        f"cannot take: apply nn.Linear({features}, {classes}) to {which} in a forward of your own"
+    )
 
 
 def running_input(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec | None, Any]:

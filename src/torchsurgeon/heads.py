@@ -702,7 +702,8 @@ def append_head(
     heads = heads_of(edited, input, "append_head(model, ..., {input})")
     name, rec = heads[0]
     if not name:  # the model's own parameters make the output: nothing to wrap inside it
-        raise not_a_layer(edited, name, rec, None)
+        ran_on, output = running_input(edited, input)  # several outputs: no nn.Sequential after it
+        raise not_a_layer(edited, name, rec, None, output, "append to", ran_on=ran_on)
     if is_normalisation(edited.get_submodule(name)):  # a backbone's features: no classifier to extend
         ran_on, output = running_input(edited, input)
         raise not_a_layer(edited, name, rec, after, output, "append to", ran_on=ran_on)
