@@ -400,6 +400,31 @@ def test_a_vit_checking_its_size_is_told_that_size_and_its_own_call_to_take_the_
         assert paramcount(vit, (3, 320, 320)).output_shape == tuple(vit(torch.zeros(1, 3, 320, 320)).shape)
 
 
+def test_a_tower_whose_own_resize_takes_image_size_is_told_to_run_it() -> None:
+    """Found by a probe: open_clip's image towers built on timm (``TimmModel``: SigLIP, PE, MobileCLIP) take another
+    size with ``set_input_size(image_size=...)``, which passes it on to the timm trunk; only ``img_size=`` was looked
+    for, so ViT-B-16-SigLIP's visual at 320×320 was told the 224×224 it takes and not its own call for 320."""
+
+    class Tower(nn.Module):  # open_clip.timm_model.TimmModel's shape: a trunk and set_input_size(image_size)
+        def __init__(self) -> None:
+            super().__init__()
+            self.trunk = _ResizableViT()
+
+        def set_input_size(self, image_size: tuple[int, int]) -> None:
+            self.trunk.set_input_size(image_size)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.trunk(x)
+
+    model = Tower().eval()
+    assert not _runs(model, (3, 40, 40))
+    r = paramcount(model, (3, 40, 40))
+    own = "first run the model's own resize (its position tables resampled): model.set_input_size(image_size=(40, 40))"
+    assert r.findings and all(f.fix.endswith(own) for f in r.findings)
+    model.set_input_size(image_size=(40, 40))  # the fix, as written
+    assert paramcount(model, (3, 40, 40)).invalid == [] and _runs(model, (3, 40, 40))
+
+
 _RECIPE = "first build it at this size with torchvision's recipe (its position table resampled): "
 
 

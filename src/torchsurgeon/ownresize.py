@@ -3,7 +3,8 @@
 A ViT built for 224×224 images holds position tables with one row per patch of that size, and its patch
 embedding asserts the size; fine-tuning at 320×320 is common, and the search of :mod:`~torchsurgeon.inputsize`
 can only name the size the model takes now. Models that know how to resample their own tables say so with a
-method: timm's ``set_input_size(img_size=...)`` (its ViTs, DeiT, BEiT, EVA, Swin, FlexiViT) interpolates the
+method: timm's ``set_input_size(img_size=...)`` (its ViTs, DeiT, BEiT, EVA, Swin, FlexiViT; open_clip's image towers
+built on timm pass ``set_input_size(image_size=...)`` on to it) interpolates the
 position tables the way timm loads a checkpoint at another size and updates the patch embedding's checks.
 torchvision's ``VisionTransformer`` is built for one ``image_size``; torchvision's recipe for another is a model
 built at that size loaded with ``interpolate_embeddings(image_size, patch_size, model.state_dict())``.
@@ -66,23 +67,26 @@ def own_resize_fix(model: nn.Module | None, inputs: Mapping[str, Any], batch: in
 
 
 def _set_input_size(model: nn.Module, size: tuple[int, ...], x: Mapping[str, torch.Tensor]) -> str:
-    """timm's ``model.set_input_size(img_size=size)``, when it and a forward at ``x`` run on a meta copy."""
+    """timm's ``model.set_input_size(img_size=size)`` (open_clip's ``TimmModel`` image tower names it
+    ``image_size``), when it and a forward at ``x`` run on a meta copy."""
     method = getattr(model, "set_input_size", None)
     if not callable(method):
         return ""
     try:
-        if "img_size" not in inspect.signature(method).parameters:
-            return ""
+        parameters = inspect.signature(method).parameters
     except (TypeError, ValueError):
+        return ""
+    keyword = next((k for k in ("img_size", "image_size") if k in parameters), None)
+    if keyword is None:
         return ""
     try:
         copy_ = meta_copy(model).eval()
-        cast(Any, copy_).set_input_size(img_size=size)
+        cast(Any, copy_).set_input_size(**{keyword: size})
     except Exception:  # the model's own call refuses this size: not a fix
         return ""
     if not forward_runs(copy_, x):
         return ""
-    return f"first run the model's own resize (its position tables resampled): model.set_input_size(img_size={size})"
+    return f"first run the model's own resize (its position tables resampled): model.set_input_size({keyword}={size})"
 
 
 def _interpolated(model: nn.Module, input: tuple[int, ...], x: Mapping[str, torch.Tensor]) -> str:
