@@ -495,3 +495,36 @@ def test_a_transformers_vit_at_another_size_is_told_to_interpolate_its_position_
 
 
 _RESAMPLED = "(its position table resampled), as "
+
+
+class _SizeCheckedPooled(nn.Module):
+    """smp's models in training mode, as they are built: the forward checks that the size divides by 32, and a
+    batch norm after a global pooling (a PSP or FPA branch) averages one value per channel at batch 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 32 or x.shape[-2] % 32:
+            raise RuntimeError("input size must be divisible by 32")
+        y = self.stem(x)
+        return y + self.pooled(y)
+
+
+def test_a_training_model_whose_check_refuses_the_size_at_batch_1_is_told_the_sizes_it_runs_on() -> None:
+    """Found by the smp probe: smp.UPerNet(...) as built (training mode) at (3, 100, 100), its size check refusing,
+    gave the fix "give an input the model accepts" and no size: each size tried ran at batch 1, where the pooled
+    branch's batch norm raises at every size.  The sizes its check accepts are named; at them the report says the
+    batch is too small."""
+    model = _SizeCheckedPooled()
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        model(torch.zeros(1, 3, 96, 96))
+    with pytest.raises(ShapeError, match="divisible by 32") as info:
+        paramcount(model, (3, 100, 100))
+    assert "paramcount(model, (3, 96, 96)) or paramcount(model, (3, 128, 128))" in str(info.value)
+    model(torch.zeros(2, 3, 96, 96))  # the size runs at batch 2, and its report says so at batch 1
+    report = paramcount(model, (3, 96, 96))
+    assert [layer.name for layer in report.batch_too_small] == ["pooled.2"]
+    assert model.training

@@ -334,11 +334,19 @@ def _trace_explained(model: nn.Module, input: InputSpec, batch: int, options: Ma
 def _running_input(model: nn.Module, input: InputSpec, batch: int, names: list[str]) -> str:
     """The input sizes ``model`` runs on near ``input``, which its own forward refused (smp's check that the height
     and width divide by its output stride), as the fix says them (:func:`~torchsurgeon.inputsize.name_running_input`,
-    each try a forward of a meta copy); ``""`` when none is found."""
+    each try a forward of a meta copy); ``""`` when none is found.
+
+    A model in training mode at batch 1 (as smp's models are built) whose batch norm averages one value per
+    channel raises at every size: a size is then tried at batch 2 too, so the fix names the sizes the model's
+    own check accepts; the report at that size says the batch is too small."""
+    training = batch == 1 and any(m.training for m in model.modules())
 
     def runs(spec: dict[str, Any]) -> bool:
-        example = ExampleInputs(model, spec, batch)
-        return forward_runs(model, dict(example), example.paths)
+        for size in (batch, 2) if training else (batch,):
+            example = ExampleInputs(model, spec, size)
+            if forward_runs(model, dict(example), example.paths):
+                return True
+        return False
 
     return name_running_input(input, names, batch, runs)
 
