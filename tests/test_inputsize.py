@@ -528,3 +528,23 @@ def test_a_training_model_whose_check_refuses_the_size_at_batch_1_is_told_the_si
     report = paramcount(model, (3, 96, 96))
     assert [layer.name for layer in report.batch_too_small] == ["pooled.2"]
     assert model.training
+
+
+def test_sizes_past_the_next_multiple_are_not_called_rounded_up() -> None:
+    """Found by the smp probe: smp.PAN checks that the size divides by 16 and its pyramid pooling needs 128; at
+    (3, 100, 100) (and at (3, 64, 64), already a multiple of 16) the fix said "it takes (3, 128, 128), its sizes
+    rounded up to a multiple of 16", where 100 rounded up is 112, which fails.  It says what it showed now."""
+    from torchsurgeon.inputsize import name_running_input
+
+    def runs(spec: dict[str, Any]) -> bool:  # multiples of 16, from 128 up
+        return all(s % 16 == 0 and s >= 128 for s in spec["x"][1:])
+
+    for given in ((3, 100, 100), (3, 64, 64)):
+        found = name_running_input(given, ["x"], 1, runs)
+        assert "rounded up" not in found
+        assert "it takes (3, 128, 128), multiples of 16 past this size (16 less fails)" in found
+        assert runs({"x": (3, 128, 128)}) and not runs({"x": (3, 112, 128)}) and not runs({"x": (3, 128, 112)})
+    found = name_running_input(
+        (3, 100, 100), ["x"], 1, lambda spec: all(s % 16 == 0 and s >= 112 for s in spec["x"][1:])
+    )
+    assert "it takes (3, 112, 112), its sizes rounded up to a multiple of 16" in found  # where it is so

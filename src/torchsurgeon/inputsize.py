@@ -408,7 +408,13 @@ def _answer(
             f"it takes {_shown(spec_below, given)} and {shown}, the multiples of {m} on either side of this size: "
             f"{_call(user, given, spec_below, search.batch)} or {call}"
         )
-    return f"it takes {shown}, its sizes rounded up to a multiple of {m}: {call}"
+    if found == tuple(_up(s, m) for s in start):
+        return f"it takes {shown}, its sizes rounded up to a multiple of {m}: {call}"
+    # past the next multiple (an encoder's pooling needs 128 where the check asks for a multiple of 16): said so,
+    # and "m less fails" only where propagation showed it
+    less = [_with(found, i, found[i] - m) for i in raised]
+    shown_less = all(found[i] - m >= start[i] and not search.fits(lower) for i, lower in zip(raised, less))
+    return f"it takes {shown}, multiples of {m} past this size{f' ({m} less fails)' if shown_less else ''}: {call}"
 
 
 def _shown(spec: dict[str, Any], given: dict[str, Any]) -> str:
