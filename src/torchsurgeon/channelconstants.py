@@ -47,12 +47,11 @@ def channel_constants(model: nn.Module, channels: int) -> list[str]:
 
     Examples
     --------
-    >>> class Normalise(nn.Module):
-    ...     def __init__(self):
-    ...         super().__init__()
-    ...         self.image_mean, self.image_std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    >>> channel_constants(nn.Sequential(Normalise(), nn.Conv2d(3, 8, 3)), 3)
-    ['0.image_mean', '0.image_std']
+    >>> sam = nn.Module()  # Segment Anything keeps them as buffers
+    >>> sam.register_buffer("pixel_mean", torch.tensor([123.7, 116.3, 103.5]).view(-1, 1, 1))
+    >>> sam.register_buffer("pixel_std", torch.tensor([58.4, 57.1, 57.4]).view(-1, 1, 1))
+    >>> channel_constants(sam, 3), channel_constants(sam, 1)
+    (['pixel_mean', 'pixel_std'], [])
     """
     return [name for name, *_ in _constants(model, channels)]
 
