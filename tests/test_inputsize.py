@@ -425,6 +425,37 @@ def test_a_tower_whose_own_resize_takes_image_size_is_told_to_run_it() -> None:
     assert paramcount(model, (3, 40, 40)).invalid == [] and _runs(model, (3, 40, 40))
 
 
+class _UncheckedViT(nn.Module):
+    """open_clip's VisionTransformer (and its ModifiedResNet's attention pool): no check of the image size, only a
+    position table of 1 + grid × grid rows added to the tokens, so only sizes giving that grid run."""
+
+    def __init__(self, size: int = 24, patch: int = 8, dim: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, dim, patch, patch, bias=False)
+        self.class_embedding = nn.Parameter(torch.zeros(dim))
+        self.positional_embedding = nn.Parameter(torch.randn(1 + (size // patch) ** 2, dim))
+        self.proj = nn.Parameter(torch.randn(dim, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_embedding.expand(x.shape[0], 1, -1), x], dim=1)
+        x = x + self.positional_embedding.to(x.dtype)
+        return x[:, 0] @ self.proj
+
+
+def test_a_position_table_without_a_size_check_is_told_the_size_it_was_built_for() -> None:
+    """Found by a probe: open_clip's ViT-B-32 and RN50 image towers at 320×320 were reported with the position
+    table's broadcast as invalid and torch's error as the only fix: with no size check to read, the search tried
+    powers of two and 5/4, 3/2, 7/4 of them, and the one size that fits (224: 7 × 32) is none of them. The sizes
+    scaled by the ratio of the table's rows to the tokens are tried now."""
+    model = _UncheckedViT().eval()
+    assert not _runs(model, (3, 40, 40)) and _runs(model, (3, 24, 24))
+    r = paramcount(model, (3, 40, 40))
+    assert [f.layer for f in r.findings] == ["add"]
+    assert _named_inputs(r.findings[0].fix) == [(3, 24, 24)]
+    assert paramcount(model, (3, 24, 24)).invalid == []  # the fix, as written
+
+
 _RECIPE = "first build it at this size with torchvision's recipe (its position table resampled): "
 
 

@@ -265,6 +265,21 @@ class _Search:
                     return near, 1
         return None
 
+    def run_ratio(self, a: int, b: int) -> tuple[tuple[int, ...], int] | None:
+        """Sizes scaled so that a count growing with their product (tokens, one per patch) goes from ``a`` to ``b``
+        or from ``b`` to ``a``, then within two of that (multiples of the highest power of two first), or None.
+
+        A position table built for 224×224 images holds 1 + 7 × 7 rows; at 320×320 the tokens are 1 + 10 × 10:
+        the sizes scaled by (50 / 101) ** (1 / 2) are 225, and 224 fits too.
+        """
+        for ratio in (a / b, b / a):
+            estimate = _scaled(self.start, ratio, equal=False)
+            offsets = sorted(range(-2, 3), key=lambda d: (-min(_low_bit(max(1, v + d)) for v in estimate), abs(d)))
+            for d in offsets:
+                if self.fits(near := tuple(max(1, v + d) for v in estimate)):
+                    return near, 1
+        return None
+
     def run_down(self) -> tuple[tuple[int, ...], int] | None:
         """Sizes below the given ones that fit, the largest bisection finds, or None: for a sequence, its length;
         for an image or a volume, every size equal (the shape the model was built for)."""
@@ -304,6 +319,37 @@ class _Search:
 
     def _fits_with(self, sizes: tuple[int, ...], i: int, v: int) -> bool:
         return self.fits(_with(sizes, i, v))
+
+
+def _low_bit(n: int) -> int:
+    """The highest power of two dividing ``n`` (``n`` > 0)."""
+    return n & -n
+
+
+def _mismatched_counts(shapes: ShapeResult) -> tuple[int, int] | None:
+    """The two sizes of the one dim in which the two operands of a node refused for its input differ, neither 1
+    (``(1, 101, 768) + (50, 768)``: tokens at this size and the rows of a position table): ``(101, 50)``; None when
+    no finding is such a broadcast.
+
+    Examples
+    --------
+    >>> from torchsurgeon.graph import NodeRecord
+    >>> rec = NodeRecord("add", "call_function", "add", "add", "add", input_shapes=((1, 101, 8), (50, 8)))
+    >>> rec = dataclasses.replace(rec, findings=(Finding("add", "add", "input", "a compatible input", "", ""),))
+    >>> _mismatched_counts(ShapeResult(nodes={"add": rec}, output_shape=None, findings=rec.findings))
+    (101, 50)
+    """
+    for rec in shapes.nodes.values():
+        if not any(size_caused(f) and f.what == "input" for f in rec.findings):
+            continue
+        operands = [s for s in rec.input_shapes if isinstance(s, tuple) and all(type(d) is int for d in s)]
+        if len(operands) != 2:
+            continue
+        a, b = operands
+        differ = [(x, y) for x, y in zip(reversed(a), reversed(b)) if x != y and 1 not in (x, y)]
+        if len(differ) == 1 and min(differ[0]) > 0:
+            return differ[0]
+    return None
 
 
 def _scaled(sizes: tuple[int, ...], ratio: float, equal: bool) -> tuple[int, ...]:
@@ -511,6 +557,11 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
             odd = math.lcm(1, *(n // (n & -n) for n in named if n > 0))  # powers of two are on the ladder already
             found = up.run(odd)
             answer = _answer(up, input, given, *found) if found is not None else ""
+        counts = _mismatched_counts(shapes) if not answer else None
+        if counts is not None:  # a position table of one row per patch: the size it was built for, estimated
+            scaled = search(size_caused)
+            found = scaled.run_ratio(*counts)
+            answer = _answer(scaled, input, given, *found, smallest=False) if found is not None else ""
         if not answer and any(_shrinkable(f) for f in shapes.findings):  # no larger size fits: a smaller one
             down = search(_shrinkable)
             found = down.run_down()
