@@ -579,3 +579,29 @@ def test_sizes_past_the_next_multiple_are_not_called_rounded_up() -> None:
         (3, 100, 100), ["x"], 1, lambda spec: all(s % 16 == 0 and s >= 112 for s in spec["x"][1:])
     )
     assert "it takes (3, 112, 112), its sizes rounded up to a multiple of 16" in found  # where it is so
+
+
+def test_an_open_clip_vit_at_another_size_is_told_open_clips_own_resample_which_runs_as_written() -> None:
+    """Found by a probe: open_clip's ViT image towers have no ``set_input_size``; at 320×320 they were told only the
+    224×224 they take. open_clip's way to take another size is ``resize_pos_embed``, which ``create_model(...,
+    force_image_size=...)`` runs on the weights it loads; the fix now names it as statements that run on the tower."""
+    transformer = pytest.importorskip("open_clip.transformer")
+    torch.manual_seed(0)
+    model = transformer.VisionTransformer(
+        image_size=32, patch_size=8, width=16, layers=1, heads=2, mlp_ratio=2.0, output_dim=8
+    ).eval()
+    assert not _runs(model, (3, 48, 48))
+    before = model_state(model)
+    r = paramcount(model, (3, 48, 48))
+    assert_same_state(before, model_state(model))
+    assert r.findings and all(_named_inputs(f.fix) == [(3, 32, 32)] for f in r.findings)
+    statements = r.findings[0].fix.split("does to the weights it loads): ")[1]
+    assert statements.startswith("from open_clip.model import resize_pos_embed; model.grid_size = (6, 6)")
+    table = model.positional_embedding.detach().clone()
+    exec(statements, {"model": model, "nn": nn})  # the fix, as written
+    assert model.positional_embedding.shape == (1 + 6 * 6, 16)
+    assert torch.equal(model.positional_embedding[0], table[0])  # the class token's row kept
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, 48, 48))
+    after = paramcount(model, (3, 48, 48))
+    assert after.invalid == [] and after.output_shape == tuple(out.shape)

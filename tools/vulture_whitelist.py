@@ -45,3 +45,6 @@ _.__subclasscheck__
 
 # Read by torch.fx's Tracer, which wraps the functions whose ids it holds (trace._SurgeonTracer takes classes out).
 _._autowrap_function_ids
+
+# Read by open_clip.model.resize_pos_embed (ownresize._open_clip_vit sets it on a meta copy of the tower).
+_.grid_size

@@ -16,6 +16,7 @@ model and the result's forward took the input; the model itself is not touched.
 from __future__ import annotations
 
 import inspect
+import math
 import sys
 from collections.abc import Mapping
 from typing import Any, cast
@@ -63,7 +64,7 @@ def own_resize_fix(model: nn.Module | None, inputs: Mapping[str, Any], batch: in
         return ""
     x = {name: torch.empty(batch, *input, device="meta")}
     own = _set_input_size(model, input[1:], x)
-    return own or _torchvision_vit(model, input, x) or _interpolated(model, input, x)
+    return own or _torchvision_vit(model, input, x) or _open_clip_vit(model, input, x) or _interpolated(model, input, x)
 
 
 def _set_input_size(model: nn.Module, size: tuple[int, ...], x: Mapping[str, torch.Tensor]) -> str:
@@ -148,4 +149,44 @@ def _torchvision_vit(model: nn.Module, input: tuple[int, ...], x: Mapping[str, t
         f"resized = VisionTransformer({built}); "
         f"resized.load_state_dict(interpolate_embeddings({size}, {model.patch_size}, model.state_dict())); "
         f"paramcount(resized, {input})"
+    )
+
+
+def _open_clip_vit(model: nn.Module, input: tuple[int, ...], x: Mapping[str, torch.Tensor]) -> str:
+    """open_clip's ``VisionTransformer`` (the image tower of ViT-B-32 and the like) with its grid set for the input
+    and its position table resampled by open_clip's own ``resize_pos_embed`` (what ``create_model(...,
+    force_image_size=...)`` does to a checkpoint it loads), as statements that run; done first on a ``meta`` copy,
+    with a forward at ``x``. A table of other than one row per patch and a class token: "" (open_clip's function
+    assumes that layout)."""
+    transformer, clip = sys.modules.get("open_clip.transformer"), sys.modules.get("open_clip.model")
+    if transformer is None or clip is None or type(model) is not getattr(transformer, "VisionTransformer", None):
+        return ""
+    vit: Any = model
+    table = getattr(vit, "positional_embedding", None)
+    patch = getattr(vit, "patch_size", None)
+    if not isinstance(table, nn.Parameter) or table.dim() != 2 or not isinstance(patch, tuple) or len(patch) != 2:
+        return ""
+    grid = (input[1] // patch[0], input[2] // patch[1])
+    old = math.isqrt(table.shape[0] - 1)
+    if old * old != table.shape[0] - 1 or 0 in grid:
+        return ""
+    steps = (
+        f"model.grid_size = {grid}; model.image_size = {tuple(input[1:])}; "
+        "state = {'visual.positional_embedding': model.positional_embedding.data}; "
+        "resize_pos_embed(state, nn.ModuleDict({'visual': model})); "
+        "model.positional_embedding = nn.Parameter(state['visual.positional_embedding'])"
+    )
+    try:
+        copy_: Any = meta_copy(model).eval()
+        state = {"visual.positional_embedding": copy_.positional_embedding.data}
+        copy_.grid_size, copy_.image_size = grid, tuple(input[1:])
+        clip.resize_pos_embed(state, nn.ModuleDict({"visual": copy_}))
+        copy_.positional_embedding = nn.Parameter(state["visual.positional_embedding"])
+    except Exception:  # a version of open_clip whose function differs: not a fix
+        return ""
+    if not forward_runs(copy_, x):
+        return ""
+    return (
+        "first resample its position table with open_clip's own function (as create_model(..., force_image_size=...) "
+        f"does to the weights it loads): from open_clip.model import resize_pos_embed; {steps}"
     )
