@@ -115,3 +115,31 @@ def test_vit_model_embeddings_row_holds_the_patch_projection() -> None:
     rows = {row.name: row for row in paramcount(model, {"pixel_values": (1, 64, 64)}).rows(1)}
     assert rows["embeddings"].params == sum(p.numel() for p in model.embeddings.parameters())
     assert rows["embeddings"].params_for_input == rows["embeddings"].params - 32 * 2 * 16 * 16  # 3 -> 1 channel
+
+
+@pytest.mark.parametrize("size", [(320, 320), (320, 256)])
+def test_a_position_table_added_to_more_positions_counts_at_the_datas_size(size: tuple[int, int]) -> None:
+    """Found by a probe: timm's and torchvision's ViT-B/16 at 320×320 had ``total_for_input`` 86,567,656 (the table
+    of 197 positions it holds), while the fix their findings name (timm's ``set_input_size``, torchvision's recipe)
+    gives 86,724,328: a table of 401. The table counts at the data's size now."""
+    timm = pytest.importorskip("timm")
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, num_classes=3)
+    r = paramcount(vit, (3, *size))
+    assert any(f.fix.endswith(f"model.set_input_size(img_size={size})") for f in r.findings)
+    vit.set_input_size(img_size=size)  # the fix, as written
+    assert r.total_for_input == sum(p.numel() for p in vit.parameters()) != r.total
+    assert (r.layer("pos_embed").params, r.layer("pos_embed").params_for_input) == (197 * 192, vit.pos_embed.numel())
+
+
+def test_a_torchvision_vit_at_another_size_and_channel_count_counts_its_table_and_its_fold() -> None:
+    from torchvision.models.vision_transformer import VisionTransformer, interpolate_embeddings
+
+    from torchsurgeon import adapt_input_channels
+
+    sizes = {"patch_size": 8, "num_layers": 1, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 24}
+    model = VisionTransformer(image_size=32, **sizes)
+    r = paramcount(model, (1, 48, 48))
+    resized = VisionTransformer(image_size=48, **sizes)  # torchvision's recipe, then the fold
+    resized.load_state_dict(interpolate_embeddings(48, 8, model.state_dict()))
+    folded = adapt_input_channels(resized, 1).model
+    assert r.total_for_input == sum(p.numel() for p in folded.parameters()) == r.total + 16 * (37 - 17) - 16 * 2 * 64

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .arguments import check_graph
-from .graph import NodeRecord, ParamFact, fx_node, graph_cache, index_of, node_records, param_facts
+from .graph import NodeRecord, ParamFact, fx_node, graph_cache, index_of, node_record, node_records, param_facts
 from .knowndata import reads_metadata
 from .records import Finding, LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
@@ -95,6 +95,29 @@ def _functional_weights(G: nx.DiGraph, modules: Mapping[str, nn.Module]) -> dict
         plan = plan_resize(module, finding.what, finding.got)
         if plan is not None and "weight" in plan.params:
             out[f"{rec.scope}.weight"] = math.prod(plan.params["weight"])
+    return out
+
+
+_BROADCASTING = frozenset({"add", "sub", "mul", "iadd", "isub", "imul"})
+
+
+def _tables_for_input(G: nx.DiGraph) -> dict[str, int]:
+    """Resized counts of parameters an invalid elementwise op combines with data of another size, a position table
+    (``x + self.pos_embedding`` at 320×320 holds 197 positions, the data 401): the table at the data's size, as the
+    model's own resize makes it (timm's ``set_input_size``, torchvision's ``interpolate_embeddings``)."""
+    out: dict[str, int] = {}
+    for rec in node_records(G):
+        if rec.op != "call_function" or rec.status != LayerStatus.INVALID or rec.target not in _BROADCASTING:
+            continue
+        tables = [t for p in G.predecessors(rec.name) if (t := node_record(G, p)).op == "get_attr" and t.param_names]
+        shapes = [tuple(s) for s in rec.input_shapes if isinstance(s, tuple)]
+        if len(tables) != 1 or len(shapes) != 2 or not isinstance(tables[0].output_shape, tuple):
+            continue
+        table = tuple(tables[0].output_shape)
+        data = shapes[1] if shapes[0] == table else shapes[0]
+        if len(data) != len(table) or table not in shapes:
+            continue
+        out[tables[0].param_names[0]] = math.prod(t if t == 1 else d for t, d in zip(table, data))
     return out
 
 
@@ -211,7 +234,7 @@ def count_params(G: nx.DiGraph) -> ParamSummary:
     replaced: set[int] = set()
     invalid = any(rec.status == LayerStatus.INVALID for rec in records)
     if invalid:
-        weight_for_input = _functional_weights(G, index.modules)
+        weight_for_input = _tables_for_input(G) | _functional_weights(G, index.modules)
         for rec in records:
             if not rec.param_names:
                 continue
