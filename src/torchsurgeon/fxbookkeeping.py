@@ -6,7 +6,8 @@ give the same copies without ``copy``'s generic path.
 :func:`lazy_graph_module` builds the traced ``GraphModule`` without
 compiling its code and with one walk per module path.  :func:`node_autocast`
 records the ``torch.autocast`` regions a node was made in (fx records no
-``with`` block), and :func:`autocast_as` enters them again.  Used by
+``with`` block), and :func:`autocast_as` enters them again.  :func:`reads_metadata` tells a node that
+reads a tensor's dtype, device or sizes, none of its values.  Used by
 :mod:`torchsurgeon.trace`'s tracer; docs/frontend.md has the measurements.
 """
 
@@ -30,6 +31,7 @@ __all__ = (
     "lazy_graph_module",
     "node_autocast",
     "node_scope",
+    "reads_metadata",
     "record_autocast",
 )
 
@@ -254,3 +256,22 @@ def _walk(walked: dict[str, tuple[Any, Any]], path: str) -> tuple[Any, Any]:
         pair = (child, existing)
     walked[path] = pair
     return pair
+
+
+_METADATA = frozenset({"dtype", "device", "shape", "ndim", "is_cuda", "is_meta", "requires_grad", "layout"})
+"""Tensor attributes that read no values: ``weight.dtype`` does not use the weight."""
+
+
+def reads_metadata(node: torch.fx.Node) -> bool:
+    """Whether ``node`` reads a tensor's dtype, device or sizes (``x.dtype``, ``x.size()``), none of its values.
+
+    Examples
+    --------
+    >>> from torch import fx
+    >>> g = fx.symbolic_trace(lambda x: x.new_zeros(x.size(0), dtype=x.dtype) + x.sum())
+    >>> [n.name for n in g.graph.nodes if reads_metadata(n)]
+    ['size', 'getattr_1']
+    """
+    if node.op == "call_function":
+        return node.target is getattr and len(node.args) > 1 and node.args[1] in _METADATA
+    return node.op == "call_method" and node.target in ("size", "dim", "numel", "get_device")

@@ -47,6 +47,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .bounds import Past, checked, ids_past, index_past
 from .copies import torch_or_python
+from .fxbookkeeping import reads_metadata
 from .records import Finding
 
 __all__ = (
@@ -68,7 +69,6 @@ __all__ = (
     "on_one_device",
     "packed_lengths",
     "pads_input",
-    "reads_metadata",
     "retried_with_data",
     "settled",
     "stand_ins",
@@ -416,25 +416,6 @@ def retried_with_data(
             kept(out)
         return out
     raise failure
-
-
-_METADATA = frozenset({"dtype", "device", "shape", "ndim", "is_cuda", "is_meta", "requires_grad", "layout"})
-"""Tensor attributes that read no values: ``weight.dtype`` does not use the weight."""
-
-
-def reads_metadata(node: torch.fx.Node) -> bool:
-    """Whether ``node`` reads a tensor's dtype, device or sizes (``x.dtype``, ``x.size()``), none of its values.
-
-    Examples
-    --------
-    >>> from torch import fx
-    >>> g = fx.symbolic_trace(lambda x: x.new_zeros(x.size(0), dtype=x.dtype) + x.sum())
-    >>> [n.name for n in g.graph.nodes if reads_metadata(n)]
-    ['size', 'getattr_1']
-    """
-    if node.op == "call_function":
-        return node.target is getattr and len(node.args) > 1 and node.args[1] in _METADATA
-    return node.op == "call_method" and node.target in ("size", "dim", "numel", "get_device")
 
 
 def holds_known_data(value: Any) -> bool:

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from .arguments import check_graph
+from .fxbookkeeping import reads_metadata
 from .graph import NodeRecord, ParamFact, fx_node, graph_cache, index_of, node_record, node_records, param_facts
-from .knowndata import reads_metadata
 from .records import Finding, LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
 
