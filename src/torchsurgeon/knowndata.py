@@ -522,9 +522,6 @@ def _cpu_data(value: Any) -> bool:
     return type(value) is torch.Tensor and not value.is_meta and value.dim() > 0
 
 
-_CPU = torch.device("cpu")
-
-
 def _tensors_of(value: Any) -> list[torch.Tensor]:
     """The CPU tensors of a known value (a tensor, or tensors nested in containers); its ``meta`` ones hold none."""
     return [t for t in pytree.tree_leaves(value) if isinstance(t, torch.Tensor) and not t.is_meta]
@@ -611,7 +608,7 @@ class KnownData:
         if args is None or (factory and not from_known_data(args)):
             self._forget(edited)
             return
-        (call_args, kwargs), cpu = args, _CPU
+        (call_args, kwargs), cpu = args, torch.device("cpu")
         try:
             with torch.no_grad():
                 if op == "call_function":

@@ -8,7 +8,9 @@ built on timm pass ``set_input_size(image_size=...)`` on to it) interpolates the
 position tables the way timm loads a checkpoint at another size and updates the patch embedding's checks.
 torchvision's ``VisionTransformer`` is built for one ``image_size``; torchvision's recipe for another is a model
 built at that size loaded with ``interpolate_embeddings(image_size, patch_size, model.state_dict())``.
-transformers' vision models resample their table in ``forward`` when asked: ``interpolate_pos_encoding=True``.
+open_clip's own ViT tower has no such method: ``create_model(..., force_image_size=...)`` sets its grid and resamples
+its table with ``resize_pos_embed`` as it loads the weights.  transformers' vision models resample their table in
+``forward`` when asked: ``interpolate_pos_encoding=True``.
 :func:`own_resize_fix` names that call, that recipe or that argument, once it has run on a ``meta`` copy of the
 model and the result's forward took the input; the model itself is not touched.
 """
