@@ -387,10 +387,7 @@ def _monai(spec: str, name: str, kwargs: dict[str, Any]) -> Any:
     if not isinstance(builder, type) or not issubclass(builder, nn.Module):
         if name in dir(_library("monai", spec)):  # monai:ATTRIBUTE, a MODULE:CALLABLE
             return _callable(spec, name, kwargs)
-        models = [
-            n for n in dir(nets) if isinstance(getattr(nets, n), type) and issubclass(getattr(nets, n), nn.Module)
-        ]
-        raise ConfigError(f"model {spec!r}: monai.networks.nets has no network {name!r}{_close(name, models)}")
+        raise ConfigError(f"model {spec!r}: monai.networks.nets has no network {name!r}{_close(name, _models(nets))}")
     _refuse_misspelt(spec, [builder], kwargs)
     return builder(**kwargs)
 

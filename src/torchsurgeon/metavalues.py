@@ -63,12 +63,12 @@ def _edits(node: torch.fx.Node) -> bool:
 
 
 DATA_INPUTS = "torchsurgeon_data_inputs"
-NO_EXAMPLE = "torchsurgeon_no_example"
-"""The attribute naming, on the error of a Python question about a value computed from an input given no shape,
-that input and the per-sample shapes of those given: ``(name, {name: shape})``."""
 """The attribute giving, on the error of a Python branch on tensor values or of an op meta cannot run without
 them (``unique_consecutive``), the model inputs given as shapes (``{"input_ids": (shape, dtype, decides)}``),
 ``decides`` for those whose data it depends on."""
+NO_EXAMPLE = "torchsurgeon_no_example"
+"""The attribute naming, on the error of a Python question about a value computed from an input given no shape,
+that input and the per-sample shapes of those given: ``(name, {name: shape})``."""
 
 
 def _no_data(node: torch.fx.Node, values: Mapping[torch.fx.Node, Any]) -> bool:
@@ -452,12 +452,11 @@ def meta_question(values: MetaValues | None, proxy: torch.fx.Proxy, question: st
     try:
         value = values.resolve(proxy.node, question)
     except _Unknown as unknown:
-        if not unknown.input:
-            return fx_answer()
         try:
             return fx_answer()
-        except Exception as refused:  # Python needs an input given no shape (RAFT's image2 beside image1)
-            setattr(refused, NO_EXAMPLE, (unknown.input, values.given_shapes()))
+        except Exception as refused:
+            if unknown.input:  # Python needs an input given no shape (RAFT's image2 beside image1)
+                setattr(refused, NO_EXAMPLE, (unknown.input, values.given_shapes()))
             raise
     if question == "value":  # a dtype or a device: the input's, whatever Python does with it
         if isinstance(value, torch.Tensor):
