@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -188,3 +189,69 @@ def test_real_forward_in_another_thread_during_traces() -> None:
     assert {r.output_shape for r in reports} == {(1, 2)}
     assert {r.total for r in reports} == {sum(p.numel() for p in traced.parameters())}
     assert nn.Module.__call__ is ORIGINAL_CALL and nn.Module.__getattr__ is ORIGINAL_GETATTR
+
+
+class _InstallsHooks(nn.Module):
+    """As transformers' output capturing: the first forward installs a forward hook on a layer and marks the model
+    with a flag; what the hook stores is what ``forward`` returns.  ``hold`` runs in the middle of ``forward``."""
+
+    def __init__(self, hold: Callable[[], None]) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.hold = hold
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not getattr(self, "_hooks_installed", False):
+            self.conv.register_forward_hook(lambda _m, _a, out: self.seen.append(out))
+            self._hooks_installed = True
+        self.seen.clear()
+        self.conv(x)
+        self.hold()
+        return self.seen[-1].mean(dim=(2, 3))
+
+
+def test_a_trace_never_records_what_another_threads_trace_set_on_the_model() -> None:
+    """A second thread's paramcount starting while the first is tracing the same model: the first trace's hook and
+    flag are not taken for the model's own (before the fix, the second trace put the flag back without the hook:
+    every later forward and analysis lost the hook's output)."""
+    started = threading.Event()
+
+    def hold() -> None:
+        if not started.is_set():  # the first trace stays inside forward while the other thread starts
+            started.set()
+            time.sleep(0.3)
+
+    model = _InstallsHooks(hold).eval()
+    serial = _summary(paramcount(_InstallsHooks(lambda: None).eval(), (3, 8, 8)))
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(lambda: _summary(paramcount(model, (3, 8, 8))))
+        started.wait(timeout=30)
+        second = _summary(paramcount(model, (3, 8, 8)))
+        assert first.result() == second == serial
+    assert serial[2] == (1, 4)
+    assert "_hooks_installed" not in vars(model) and not model.conv._forward_hooks  # as built
+    assert _summary(paramcount(model, (3, 8, 8))) == serial
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 8, 8)).shape == (2, 4)  # the first forward installs its hook
+
+
+def test_a_copy_never_takes_what_another_threads_trace_set_on_the_model() -> None:
+    """adapt_input_channels copies the model: during another thread's trace of it, the copy waits for the trace to
+    put the model back (before the fix, it copied the trace's hook and flag, and the edited model failed)."""
+    started = threading.Event()
+
+    def hold() -> None:
+        if not started.is_set():
+            started.set()
+            time.sleep(0.3)
+
+    model = _InstallsHooks(hold).eval()
+    with ThreadPoolExecutor(1) as pool:
+        traced = pool.submit(lambda: paramcount(model, (3, 8, 8)))
+        started.wait(timeout=30)
+        edited = adapt_input_channels(model, 1).model
+        assert traced.result().output_shape == (1, 4)
+    assert "_hooks_installed" not in vars(edited) and not edited.conv._forward_hooks
+    with torch.no_grad():
+        assert edited(torch.randn(2, 1, 8, 8)).shape == (2, 4)

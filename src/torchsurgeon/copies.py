@@ -17,6 +17,7 @@ import copyreg
 import functools
 import itertools
 import operator
+import threading
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -32,6 +33,7 @@ from .hookkinds import REPARAMETRIZING, held_recorders, hook_runs, libraries_of,
 
 __all__ = (
     "HOOK_DICTS",
+    "MODEL_LOCK",
     "SHAPE_EDITS",
     "cannot_run_on_meta",
     "class_forward",
@@ -49,6 +51,15 @@ __all__ = (
 )
 
 _ZERO_RUN_LIMIT = 1 << 25
+MODEL_LOCK = threading.RLock()
+"""Held while a trace changes a model in place, and while a model is copied or its state is recorded.
+
+torch.fx patches ``nn.Module.__call__`` and ``__getattr__`` for the whole process while it traces (two traces at
+once undo each other's patches), and a model's forward changes the model itself for the length of a trace: the
+output-capturing hooks and the ``_output_capturing_hooks_installed`` flag transformers installs on the first
+forward, an attribute set from a traced size (transformers' Swin: ``window_size``), put back when the trace ends
+(:class:`~torchsurgeon.ownhooks.OwnHooks`).  Traces run one at a time, and a copy, or the record of what a model
+held before a trace, waits for the trace of another thread: it never takes that passing state as the model's."""
 HOOK_DICTS = (
     "_forward_hooks",
     "_forward_hooks_with_kwargs",
@@ -230,6 +241,11 @@ def _zeroed(module: nn.Module) -> nn.Module:
     """``module`` with each parameter and buffer replaced by zeros on the CPU (shared ones stay shared), and each
     ``meta`` tensor it holds as a plain attribute too: a run on ``meta`` stored them there (torchvision's anchor
     generator keeps its anchors moved to the input's device), which a CPU forward cannot read."""
+    with MODEL_LOCK:  # never a module another thread's trace holds in a passing state
+        return _zeroed_now(module)
+
+
+def _zeroed_now(module: nn.Module) -> nn.Module:
     memo: dict[int, Any] = {}
     for m in module.modules():
         for table, make in ((m._parameters, _zero_parameter), (m._buffers, _zeros_like)):
@@ -286,6 +302,11 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
     >>> c.weight.device.type, m.weight.device.type, len(c._forward_hooks), len(m._forward_hooks)
     ('meta', 'cpu', 0, 1)
     """
+    with MODEL_LOCK:  # never a module another thread's trace holds in a passing state
+        return _detached_copy(module, tensor)
+
+
+def _detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
     memo: dict[int, Any] = {}
     for m in module.modules():
         for p in m._parameters.values():
@@ -319,8 +340,9 @@ def model_copy(model: nn.Module) -> nn.Module:
     >>> bool((copied.weight == layer.weight).all()), copied.weight_orig is layer.weight_orig
     (True, False)
     """
-    memo = {id(t): t.detach().clone() for m in model.modules() for t in _computed_attributes(m)}
-    return copy.deepcopy(model, memo)
+    with MODEL_LOCK:  # never a module another thread's trace holds in a passing state
+        memo = {id(t): t.detach().clone() for m in model.modules() for t in _computed_attributes(m)}
+        return copy.deepcopy(model, memo)
 
 
 def _computed_attributes(module: nn.Module) -> list[torch.Tensor]:

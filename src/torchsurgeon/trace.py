@@ -59,7 +59,7 @@ from .arguments import (
     without_caches,
 )
 from .callers import asserted_by_caller
-from .copies import detached_copy, meta_like
+from .copies import MODEL_LOCK, detached_copy, meta_like
 from .errors import InputError, TraceError, failure_reason, with_numbers
 from .frontend import PACKED_SEQUENCES, ShapeProxy, call_by_name, library_answers
 from .fxbookkeeping import FastScope, ModuleStack, lazy_graph_module, record_autocast
@@ -81,9 +81,6 @@ __all__ = (
 
 _MAX_ATTEMPTS = 32
 _RECURSION_LIMIT = 20_000
-# torch.fx patches nn.Module.__call__/__getattr__ and autowrapped functions process-wide while it traces;
-# two traces at once undo each other's patches (and can leave them installed): ours run one at a time.
-_TRACE_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -667,11 +664,12 @@ def trace(
 
     opaque = _scripted(submodules)  # compiled: fx would record its C++ forward as a method of a constant
     names |= opaque.keys()
-    own_hooks = OwnHooks(model, {id(m): m for m in submodules.values()}.values())
-    index = model_index(model, submodules)  # the forward's own additions are undone after the trace: it holds
-    # one fx trace at a time: each restores the recursion limit it found; a random factory of constant sizes runs for
-    # real in a trace (torch.rand(1)), from the CPU generator: the user's stream is put back as found
-    with _TRACE_LOCK, torch.random.fork_rng(devices=()):
+    # one fx trace at a time (copies.MODEL_LOCK): each restores the recursion limit it found, and records what the
+    # model holds when no other trace has changed it; a random factory of constant sizes runs for real in a trace
+    # (torch.rand(1)), from the CPU generator: the user's stream is put back as found
+    with MODEL_LOCK, torch.random.fork_rng(devices=()):
+        own_hooks = OwnHooks(model, {id(m): m for m in submodules.values()}.values())
+        index = model_index(model, submodules)  # before the forward's own additions, undone after the trace
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, _RECURSION_LIMIT))
         try:
