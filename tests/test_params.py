@@ -143,3 +143,32 @@ def test_a_torchvision_vit_at_another_size_and_channel_count_counts_its_table_an
     resized.load_state_dict(interpolate_embeddings(48, 8, model.state_dict()))
     folded = adapt_input_channels(resized, 1).model
     assert r.total_for_input == sum(p.numel() for p in folded.parameters()) == r.total + 16 * (37 - 17) - 16 * 2 * 64
+
+
+class ResampledTable(nn.Module):
+    """A position table for 32×32 images that its forward resamples when asked, as transformers' Hiera does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 4, 8, 8)
+        self.pos = nn.Parameter(torch.zeros(1, 16, 4))
+
+    def forward(self, x: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        patches = self.proj(x).flatten(2).transpose(1, 2)
+        pos = self.pos
+        if interpolate_pos_encoding:
+            grid = pos.reshape(1, 4, 4, 4).permute(0, 3, 1, 2)
+            size = (x.shape[2] // 8, x.shape[3] // 8)
+            pos = nn.functional.interpolate(grid, size=size, mode="bicubic").flatten(2).transpose(1, 2)
+        return patches + pos
+
+
+def test_a_table_its_forward_resamples_counts_at_its_own_size() -> None:
+    """Found by a probe: transformers' Hiera at 96×96 (built for 64×64) had ``total_for_input`` 67,514, its table
+    counted at 576 positions, while the fix its finding names, ``interpolate_pos_encoding=True``, resamples the
+    table of 256 in ``forward``: 64,954 parameters, the model's own."""
+    model = ResampledTable()
+    r = paramcount(model, (3, 48, 48))
+    assert any("concrete_args={'interpolate_pos_encoding': True}" in f.fix for f in r.findings)
+    assert model(torch.zeros(1, 3, 48, 48), interpolate_pos_encoding=True).shape == (1, 36, 4)  # the fix runs
+    assert r.total_for_input == sum(p.numel() for p in model.parameters()) == r.total

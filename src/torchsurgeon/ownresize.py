@@ -29,7 +29,11 @@ from torch import nn
 from .crosscheck import forward_runs
 from .shapes import meta_copy
 
-__all__ = ("own_resize_fix",)
+__all__ = ("RESAMPLED_IN_FORWARD", "own_resize_fix")
+
+RESAMPLED_IN_FORWARD = "pass interpolate_pos_encoding=True to its forward"
+"""The start of the fix :func:`own_resize_fix` names for transformers' models: the position table resampled in
+``forward`` for each image, its parameters left as they are (``params`` counts the table at its own size then)."""
 
 
 def own_resize_fix(model: nn.Module | None, inputs: Mapping[str, Any], batch: int = 1) -> str:
@@ -104,7 +108,7 @@ def _interpolated(model: nn.Module, input: tuple[int, ...], x: Mapping[str, torc
     if not forward_runs(model, {**x, "interpolate_pos_encoding": True}):
         return ""
     return (
-        "pass interpolate_pos_encoding=True to its forward (its position table resampled), as "
+        f"{RESAMPLED_IN_FORWARD} (its position table resampled), as "
         f"paramcount(model, {input}, concrete_args={{'interpolate_pos_encoding': True}})"
     )
 

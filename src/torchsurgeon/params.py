@@ -21,6 +21,7 @@ from torch import nn
 from .arguments import check_graph
 from .fxbookkeeping import reads_metadata
 from .graph import NodeRecord, ParamFact, fx_node, graph_cache, index_of, node_record, node_records, param_facts
+from .ownresize import RESAMPLED_IN_FORWARD
 from .records import Finding, LayerStatus, from_fields
 from .resize import plan_resize, resized_param_count
 
@@ -104,10 +105,14 @@ _BROADCASTING = frozenset({"add", "sub", "mul", "iadd", "isub", "imul"})
 def _tables_for_input(G: nx.DiGraph) -> dict[str, int]:
     """Resized counts of parameters an invalid elementwise op combines with data of another size, a position table
     (``x + self.pos_embedding`` at 320×320 holds 197 positions, the data 401): the table at the data's size, as the
-    model's own resize makes it (timm's ``set_input_size``, torchvision's ``interpolate_embeddings``)."""
+    model's own resize makes it (timm's ``set_input_size``, torchvision's ``interpolate_embeddings``).  Not where the
+    fix named resamples the table in ``forward`` (transformers' ``interpolate_pos_encoding=True``: the same parameters
+    at every size)."""
     out: dict[str, int] = {}
     for rec in node_records(G):
         if rec.op != "call_function" or rec.status != LayerStatus.INVALID or rec.target not in _BROADCASTING:
+            continue
+        if rec.finding is not None and RESAMPLED_IN_FORWARD in rec.finding.fix:
             continue
         tables = [t for p in G.predecessors(rec.name) if (t := node_record(G, p)).op == "get_attr" and t.param_names]
         shapes = [tuple(s) for s in rec.input_shapes if isinstance(s, tuple)]
