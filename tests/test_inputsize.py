@@ -605,3 +605,32 @@ def test_an_open_clip_vit_at_another_size_is_told_open_clips_own_resample_which_
         out = model(torch.zeros(1, 3, 48, 48))
     after = paramcount(model, (3, 48, 48))
     assert after.invalid == [] and after.output_shape == tuple(out.shape)
+
+
+class Spectrogram(nn.Module):
+    """A (time, mel bins) input patched by a Conv2d after a transpose, as transformers' AST does: its first dim is
+    time, not channels; a position table of one row per patch of 32 time steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(1, 4, kernel_size=16, stride=10)
+        self.pos = nn.Parameter(torch.zeros(1, 2, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        patches = self.proj(x.unsqueeze(1).transpose(2, 3)).flatten(2).transpose(1, 2)
+        return patches + self.pos
+
+
+@pytest.mark.parametrize("time", [48, 64])
+def test_a_spectrograms_time_steps_are_searched_for_an_input_it_takes(time: int) -> None:
+    """Found by a probe: transformers' AST given 48 time steps (built for 32) was told torch's broadcast error and no
+    fix; the search varied the mel bins only, taking the first dim for channels. It varies the time steps then."""
+    model = Spectrogram()
+    with pytest.raises(RuntimeError):
+        model(torch.zeros(1, time, 16))  # the real model refuses it
+    r = paramcount(model, (time, 16))
+    (finding,) = r.findings
+    found = re.search(r"an input it takes is (\(\d+, \d+\)): paramcount\(model, \1\)", finding.fix)
+    assert found is not None, finding.fix
+    sizes = ast.literal_eval(found.group(1))
+    assert sizes[1] == 16 and model(torch.zeros(1, *sizes)).shape == (1, 2, 4)  # the input named runs

@@ -528,7 +528,7 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
     if not axes:
         return shapes
     records = records_now(G)
-    answer, targets = "", size_caused
+    answer, targets = "", _SIZE_CAUSED
     # shared by the searches below
     budget = _Budget(MAX_RETRACES, time.thread_time() + RETRACE_SECONDS) if specific else _Budget(MAX_PROPAGATIONS)
     propagate: Callable[[dict[str, Any]], ShapeResult] = (
@@ -540,33 +540,9 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
         return _Search(given, batch, axes, kept, propagate, budget)
 
     try:
-        if any(size_caused(f) for f in shapes.findings):  # the sizes forward compares the input's own to
-            checked = search(size_caused)
-            compared = next((s for s in _compared_sizes(G, axes, checked.start) if checked.fits(s)), None)
-            if compared is not None:
-                answer = _answer(checked, input, given, compared, 1, smallest=False)
-        if not answer and features:  # one size, often smaller than the given one
-            exact = search(_either)
-            found = exact.run_exact(features[0].layer, features[0].expected, features[0].got)
-            if found is not None:
-                answer, targets = _answer(exact, input, given, *found, smallest=False), _either
-        if not answer and any(size_caused(f) for f in shapes.findings):
-            up = search(size_caused)
-            texts = [f.expected for f in shapes.findings if isinstance(f.expected, str)]
-            named = [int(n) for text in texts for n in _MULTIPLE.findall(text)]
-            odd = math.lcm(1, *(n // (n & -n) for n in named if n > 0))  # powers of two are on the ladder already
-            found = up.run(odd)
-            answer = _answer(up, input, given, *found) if found is not None else ""
-        counts = _mismatched_counts(shapes) if not answer else None
-        if counts is not None:  # a position table of one row per patch: the size it was built for, estimated
-            scaled = search(size_caused)
-            found = scaled.run_ratio(*counts)
-            answer = _answer(scaled, input, given, *found, smallest=False) if found is not None else ""
-        if not answer and any(_shrinkable(f) for f in shapes.findings):  # no larger size fits: a smaller one
-            down = search(_shrinkable)
-            found = down.run_down()
-            if found is not None:
-                answer, targets = _answer(down, input, given, *found, smallest=False), _shrinkable
+        answer, targets = _searched(G, shapes, input, given, search, features)
+        if not answer and (axes := _with_first_dims(given, axes)):  # (time, mel bins): the first dim is no channel
+            answer, targets = _searched(G, shapes, input, given, search, features)
     except _OutOfPropagations:
         answer = ""
     finally:
@@ -575,6 +551,57 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
     if own:  # no size found (a check inside an opaque layer, transformers' ViT embeddings): the model's own call
         answer = f"{answer}; to analyse this size itself, {own}" if answer else f"to analyse this size, {own}"
     return _with_answer(G, shapes, answer, targets) if answer else shapes
+
+
+def _searched(
+    G: nx.DiGraph,
+    shapes: ShapeResult,
+    input: InputSpec,
+    given: dict[str, Any],
+    search: Callable[[Callable[[Finding], bool]], _Search],
+    features: list[Finding],
+) -> tuple[str, Callable[[Finding], bool]]:
+    """The searches of :func:`name_fitting_input` in turn, over the dims ``search`` varies: the answer (the input
+    found, as a call) and which findings it fixes; ``""`` when none finds one."""
+    answer, targets = "", _SIZE_CAUSED
+    if any(size_caused(f) for f in shapes.findings):  # the sizes forward compares the input's own to
+        checked = search(size_caused)
+        compared = next((s for s in _compared_sizes(G, checked.axes, checked.start) if checked.fits(s)), None)
+        if compared is not None:
+            answer = _answer(checked, input, given, compared, 1, smallest=False)
+    if not answer and features:  # one size, often smaller than the given one
+        exact = search(_either)
+        found = exact.run_exact(features[0].layer, features[0].expected, features[0].got)
+        if found is not None:
+            answer, targets = _answer(exact, input, given, *found, smallest=False), _either
+    if not answer and any(size_caused(f) for f in shapes.findings):
+        up = search(size_caused)
+        texts = [f.expected for f in shapes.findings if isinstance(f.expected, str)]
+        named = [int(n) for text in texts for n in _MULTIPLE.findall(text)]
+        odd = math.lcm(1, *(n // (n & -n) for n in named if n > 0))  # powers of two are on the ladder already
+        found = up.run(odd)
+        answer = _answer(up, input, given, *found) if found is not None else ""
+    counts = _mismatched_counts(shapes) if not answer else None
+    if counts is not None:  # a position table of one row per patch: the size it was built for, estimated
+        scaled = search(size_caused)
+        found = scaled.run_ratio(*counts)
+        answer = _answer(scaled, input, given, *found, smallest=False) if found is not None else ""
+    if not answer and any(_shrinkable(f) for f in shapes.findings):  # no larger size fits: a smaller one
+        down = search(_shrinkable)
+        found = down.run_down()
+        if found is not None:
+            answer, targets = _answer(down, input, given, *found, smallest=False), _shrinkable
+    return answer, targets
+
+
+def _with_first_dims(given: Mapping[str, Any], axes: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The first dim of each 2-D per-sample input the search varied, the others kept as given (a spectrogram's time
+    steps: transformers' AST takes ``(time, mel bins)``); [] when there is none. A first dim that is a channel count
+    cannot make a size search succeed: a layer given other channels is a finding the answer may not add."""
+    return sorted({(name, 0) for name, _ in axes if len(_per_sample(given[name])) == 2})
+
+
+_SIZE_CAUSED: Callable[[Finding], bool] = size_caused  # what a search's answer fixes, unless it says otherwise
 
 
 def _compared_sizes(G: nx.DiGraph, axes: list[tuple[str, int]], start: tuple[int, ...]) -> list[tuple[int, ...]]:
