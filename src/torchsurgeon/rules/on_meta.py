@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..autocast import as_autocast_gives, autocast_now, op_name
@@ -187,10 +188,22 @@ class FlopTally:
         return (self.macs, self.flops, self.kind, True) if self.known else (0, 0, FlopKind.NONE, False)
 
 
+_NOT_TENSORS = frozenset({int, float, bool, str, type(None), slice, type(Ellipsis), torch.dtype, torch.device})
+"""Exact types of arguments that are neither tensors nor containers (most arguments besides the tensors)."""
+
+
 def _meta_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool | None:
     """Every tensor argument (also inside one list or tuple) is a plain tensor on meta; None without any."""
     found: bool | None = None
-    for value in (*args, *kwargs.values()):
+    for value in (*args, *kwargs.values()) if kwargs else args:
+        kind = type(value)
+        if kind in _NOT_TENSORS:  # a size, a dim, a dtype: the common arguments, decided by their type alone
+            continue
+        if kind is torch.Tensor or kind is nn.Parameter:  # PLAIN_TENSORS
+            if not value.is_meta:
+                return False
+            found = True
+            continue
         items = value if isinstance(value, (list, tuple)) else (value,)
         for item in items:
             if isinstance(item, torch.Tensor):
