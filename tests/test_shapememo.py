@@ -13,6 +13,7 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 import torchsurgeon.shapes
 from models import on_meta
@@ -151,6 +152,59 @@ def test_a_users_rule_runs_for_every_twin() -> None:
     assert calls == [id(model.a), id(model.b)]  # the user's code may read anything: it is never skipped
     assert recs["a"].shape_source == recs["b"].shape_source == ShapeSource.RULE
     assert recs["a"].status == recs["b"].status == LayerStatus.OK
+
+
+class FrozenNorm(nn.Module):
+    """transformers' DetrFrozenBatchNorm2d: its forward reshapes and combines its four buffers."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            self.register_buffer(name, torch.rand(width) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight.reshape(1, -1, 1, 1) * (self.running_var.reshape(1, -1, 1, 1) + 1e-5).rsqrt()
+        bias = self.bias.reshape(1, -1, 1, 1) - self.running_mean.reshape(1, -1, 1, 1) * scale
+        return x * scale + bias
+
+
+def test_norms_of_one_width_combine_their_buffers_once() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), FrozenNorm(8), nn.Conv2d(8, 8, 1), FrozenNorm(8), nn.Conv2d(8, 4, 1))
+    model.append(FrozenNorm(4))
+    G = build_graph(trace(model))
+    graph = graph_module_of(G).graph
+    from_input: set[torch.fx.Node] = set()
+    for node in graph.nodes:
+        if node.op == "placeholder" or any(a in from_input for a in node.all_input_nodes):
+            from_input.add(node)
+    scopes = {r.name: r.scope for r in node_records(G)}
+    buffers_only = {  # the calls of each norm computed from its buffers alone
+        scope: {
+            n.name
+            for n in graph.nodes
+            if n.op in ("call_method", "call_function") and n not in from_input and scopes[n.name] == scope
+        }
+        for scope in ("1", "3", "5")
+    }
+    run: list[str] = []
+    run_node = torchsurgeon.shapes._ShapeInterpreter._run_node
+
+    def counted(self: Any, n: torch.fx.Node) -> Any:
+        run.append(n.name)
+        return run_node(self, n)
+
+    with mock.patch.object(torchsurgeon.shapes._ShapeInterpreter, "_run_node", counted):
+        with_twins = propagate_shapes(G, (3, 5, 6)).nodes
+    assert len(buffers_only["3"]) == 9  # 4 reshapes, +, rsqrt, 2 *, -
+    assert buffers_only["1"] & set(run) and buffers_only["5"] & set(run)  # the first norm of each width computes
+    assert not buffers_only["3"] & set(run)  # the second norm of width 8 takes the first one's results
+    with mock.patch.object(torchsurgeon.shapes, "twin_kinds", lambda G: {}):
+        alone = propagate_shapes(G, (3, 5, 6)).nodes
+    assert [r.analysis for r in with_twins.values()] == [r.analysis for r in alone.values()]
+    ShapeProp(graph_module_of(G)).propagate(torch.zeros(1, 3, 5, 6))  # a real forward
+    for node in graph.nodes:
+        if node.op != "output":
+            assert with_twins[node.name].output_shape == tuple(node.meta["tensor_meta"].shape), node.name
 
 
 ZOO = ("resnet50", "vit_b_16", "convnext_tiny", "swin_t", "efficientnet_b0", "mobilenet_v3_large", "densenet121")

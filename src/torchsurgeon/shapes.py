@@ -248,6 +248,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         # twins (shapememo.twin_kinds) given the very values of an earlier one reuse its result: values are shared
         self.twins = twin_kinds(G) if self.shared else {}
         self._twin_results: dict[tuple[int, tuple[int, ...]], tuple[tuple[Any, ...], Any, dict[str, Any]]] = {}
+        self._stand_ins: dict[tuple[Any, ...], torch.Tensor] = {}  # model tensors' meta stand-ins, one per kind
         self.known = KnownData()  # small tensors made from sizes, computed beside the meta values (knowndata)
         self._reads_known = False  # whether the node being run reads some
         self._axes = FollowedAxes()  # nodes moving an input's axes: the input and its axes
@@ -387,6 +388,8 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 if str(n.target).startswith("_tensor_constant") and given_as_data(value):  # torch.arange(8), made
                     self.known.values[n] = value.clone()  # while tracing: known data, as the factory's would be
                 value = meta_like(value)  # a scalar integer buffer keeps its value (paddings computed from it)
+                if self.shared and type(value) is torch.Tensor and value.is_meta:  # as rules' outputs (twins hit)
+                    value = self._stand_ins.setdefault((value.shape, value.stride(), value.dtype), value)
             self._record(base, (), value, LayerStatus.OK)  # read from the model: no shape computed
             return value
         args, kwargs = step.fetch(self.env)
