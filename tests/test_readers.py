@@ -307,3 +307,30 @@ def test_values_made_up_that_skip_a_layer_reading_the_input_are_not_the_answer()
     """Made up, the scores are zeros and the second stage is skipped: a run that ends with layers not run is not
     answered so; the zero run (weights of zero, as before) takes the branch and names it."""
     assert input_readers(_Cascade(), (3, 8, 8)) == ["stem", "refine"]
+
+
+@pytest.mark.slow  # imports transformers (2 s in a fresh process)
+def test_textnets_stem_setting_is_updated_and_a_model_rebuilt_from_its_config_loads_the_fold() -> None:
+    """Found by a probe: transformers' TextNet builds its stem from ``config.stem_num_channels``, which the fold
+    left at 3: the model rebuilt from the saved config had a 3-channel stem again and refused the folded weights."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.TextNetConfig(
+        hidden_sizes=[16] * 5,
+        stem_out_channels=16,
+        conv_layer_kernel_sizes=[[[3, 3]]] * 4,
+        conv_layer_strides=[[1], [2], [2], [2]],
+        num_labels=3,
+    )
+    torch.manual_seed(0)
+    model = transformers.TextNetForImageClassification(config).double().eval()
+    result = adapt_input_channels(model, 1)
+    settings = {c.name: c.message for c in result.changes if c.status == ParamChange.SETTING}
+    assert settings == {"config.stem_num_channels": "3 → 1"}
+    assert model.config.stem_num_channels == 3  # the original is untouched
+    rebuilt = type(model)(result.model.config).double().eval()
+    rebuilt.load_state_dict(result.model.state_dict())
+    grey = torch.randn(2, 1, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        want = model(pixel_values=grey.expand(2, 3, 32, 32)).logits
+        got = rebuilt(pixel_values=grey).logits
+    assert torch.allclose(got, want, atol=1e-10)

@@ -673,11 +673,13 @@ CHANNEL_GUARDS = (
     "input_channels",
     "in_features",
     "num_mel_bins",
+    "stem_num_channels",
 )
 """Attributes libraries check the input's channel count against (transformers' ``num_channels``,
 timm's ``in_chans``, smp's ``_in_channels``, kornia's ``in_features``, Whisper's ``num_mel_bins``) or build layers
-from (the ``in_chs`` of timm's stem blocks: fastvit's MobileOneBlock makes its reparameterised conv with it), on the
-modules holding the stem; the entries of their :data:`CONSTRUCTOR_ARGUMENTS` too."""
+from (the ``in_chs`` of timm's stem blocks: fastvit's MobileOneBlock makes its reparameterised conv with it;
+transformers' TextNet builds its stem from ``config.stem_num_channels``), on the modules holding the stem; the entries
+of their :data:`CONSTRUCTOR_ARGUMENTS` too."""
 
 
 CONSTRUCTOR_ARGUMENTS = ("_hub_mixin_config", "_hparams")
