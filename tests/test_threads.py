@@ -211,17 +211,24 @@ class _InstallsHooks(nn.Module):
         return self.seen[-1].mean(dim=(2, 3))
 
 
+def _held_once() -> tuple[threading.Event, Callable[[], None]]:
+    """An event set by the first call of ``hold``, which then sleeps 0.3 s: the first trace stays inside ``forward``
+    while the other thread starts; later calls return at once."""
+    started = threading.Event()
+
+    def hold() -> None:
+        if not started.is_set():
+            started.set()
+            time.sleep(0.3)
+
+    return started, hold
+
+
 def test_a_trace_never_records_what_another_threads_trace_set_on_the_model() -> None:
     """A second thread's paramcount starting while the first is tracing the same model: the first trace's hook and
     flag are not taken for the model's own (before the fix, the second trace put the flag back without the hook:
     every later forward and analysis lost the hook's output)."""
-    started = threading.Event()
-
-    def hold() -> None:
-        if not started.is_set():  # the first trace stays inside forward while the other thread starts
-            started.set()
-            time.sleep(0.3)
-
+    started, hold = _held_once()
     model = _InstallsHooks(hold).eval()
     serial = _summary(paramcount(_InstallsHooks(lambda: None).eval(), (3, 8, 8)))
     with ThreadPoolExecutor(1) as pool:
@@ -239,13 +246,7 @@ def test_a_trace_never_records_what_another_threads_trace_set_on_the_model() -> 
 def test_a_copy_never_takes_what_another_threads_trace_set_on_the_model() -> None:
     """adapt_input_channels copies the model: during another thread's trace of it, the copy waits for the trace to
     put the model back (before the fix, it copied the trace's hook and flag, and the edited model failed)."""
-    started = threading.Event()
-
-    def hold() -> None:
-        if not started.is_set():
-            started.set()
-            time.sleep(0.3)
-
+    started, hold = _held_once()
     model = _InstallsHooks(hold).eval()
     with ThreadPoolExecutor(1) as pool:
         traced = pool.submit(lambda: paramcount(model, (3, 8, 8)))

@@ -20,7 +20,7 @@ import operator
 import threading
 import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 import torch.utils._pytree as pytree
@@ -51,6 +51,8 @@ __all__ = (
 )
 
 _ZERO_RUN_LIMIT = 1 << 25
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 MODEL_LOCK = threading.RLock()
 """Held while a trace changes a model in place, and while a model is copied or its state is recorded.
 
@@ -60,6 +62,20 @@ output-capturing hooks and the ``_output_capturing_hooks_installed`` flag transf
 forward, an attribute set from a traced size (transformers' Swin: ``window_size``), put back when the trace ends
 (:class:`~torchsurgeon.ownhooks.OwnHooks`).  Traces run one at a time, and a copy, or the record of what a model
 held before a trace, waits for the trace of another thread: it never takes that passing state as the model's."""
+
+
+def _with_model_lock(copier: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``copier`` holding :data:`MODEL_LOCK`: it never copies a module another thread's trace holds in a passing
+    state."""
+
+    @functools.wraps(copier)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with MODEL_LOCK:
+            return copier(*args, **kwargs)
+
+    return locked
+
+
 HOOK_DICTS = (
     "_forward_hooks",
     "_forward_hooks_with_kwargs",
@@ -237,15 +253,11 @@ def class_forward(module: nn.Module) -> Callable[..., Any]:
     return functools.partial(type(module).forward, module)
 
 
+@_with_model_lock
 def _zeroed(module: nn.Module) -> nn.Module:
     """``module`` with each parameter and buffer replaced by zeros on the CPU (shared ones stay shared), and each
     ``meta`` tensor it holds as a plain attribute too: a run on ``meta`` stored them there (torchvision's anchor
     generator keeps its anchors moved to the input's device), which a CPU forward cannot read."""
-    with MODEL_LOCK:  # never a module another thread's trace holds in a passing state
-        return _zeroed_now(module)
-
-
-def _zeroed_now(module: nn.Module) -> nn.Module:
     memo: dict[int, Any] = {}
     for m in module.modules():
         for table, make in ((m._parameters, _zero_parameter), (m._buffers, _zeros_like)):
@@ -280,6 +292,7 @@ def torch_or_python(fn: Any) -> bool:
     return name.split(".")[0] in ("torch", "_operator", "operator", "builtins", "math")
 
 
+@_with_model_lock
 def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
     """A deep copy of ``module`` with new parameters and buffers, ``tensor(original)``, and only the hooks that change
     what it computes.
@@ -302,11 +315,6 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
     >>> c.weight.device.type, m.weight.device.type, len(c._forward_hooks), len(m._forward_hooks)
     ('meta', 'cpu', 0, 1)
     """
-    with MODEL_LOCK:  # never a module another thread's trace holds in a passing state
-        return _detached_copy(module, tensor)
-
-
-def _detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
     memo: dict[int, Any] = {}
     for m in module.modules():
         for p in m._parameters.values():
@@ -326,6 +334,7 @@ def _detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Ten
     return copied
 
 
+@_with_model_lock
 def model_copy(model: nn.Module) -> nn.Module:
     """``copy.deepcopy(model)``, also of a model with a weight its forward pre-hook computes (``torch.nn.utils.prune``,
     the legacy ``weight_norm``): torch refuses to deep-copy that tensor, which autograd made; the copy gets it
@@ -340,9 +349,8 @@ def model_copy(model: nn.Module) -> nn.Module:
     >>> bool((copied.weight == layer.weight).all()), copied.weight_orig is layer.weight_orig
     (True, False)
     """
-    with MODEL_LOCK:  # never a module another thread's trace holds in a passing state
-        memo = {id(t): t.detach().clone() for m in model.modules() for t in _computed_attributes(m)}
-        return copy.deepcopy(model, memo)
+    memo = {id(t): t.detach().clone() for m in model.modules() for t in _computed_attributes(m)}
+    return copy.deepcopy(model, memo)
 
 
 def _computed_attributes(module: nn.Module) -> list[torch.Tensor]:

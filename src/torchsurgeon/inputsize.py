@@ -528,21 +528,23 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
     if not axes:
         return shapes
     records = records_now(G)
-    answer, targets = "", _SIZE_CAUSED
+    answer = ""
+    targets: Callable[[Finding], bool] = size_caused  # what the answer fixes
     # shared by the searches below
     budget = _Budget(MAX_RETRACES, time.thread_time() + RETRACE_SECONDS) if specific else _Budget(MAX_PROPAGATIONS)
     propagate: Callable[[dict[str, Any]], ShapeResult] = (
         retrace if specific and retrace is not None else functools.partial(_propagated, G, batch)
     )
 
-    def search(found_by: Callable[[Finding], bool]) -> _Search:
+    def search(varied: list[tuple[str, int]], found_by: Callable[[Finding], bool]) -> _Search:
         kept = frozenset(_key(f) for f in shapes.findings if not found_by(f))
-        return _Search(given, batch, axes, kept, propagate, budget)
+        return _Search(given, batch, varied, kept, propagate, budget)
 
     try:
-        answer, targets = _searched(G, shapes, input, given, search, features)
-        if not answer and (axes := _with_first_dims(given, axes)):  # (time, mel bins): the first dim is no channel
-            answer, targets = _searched(G, shapes, input, given, search, features)
+        answer, targets = _searched(G, shapes, input, given, functools.partial(search, axes), features)
+        first = _with_first_dims(given, axes) if not answer else []  # (time, mel bins): the first dim is no channel
+        if first:
+            answer, targets = _searched(G, shapes, input, given, functools.partial(search, first), features)
     except _OutOfPropagations:
         answer = ""
     finally:
@@ -563,7 +565,8 @@ def _searched(
 ) -> tuple[str, Callable[[Finding], bool]]:
     """The searches of :func:`name_fitting_input` in turn, over the dims ``search`` varies: the answer (the input
     found, as a call) and which findings it fixes; ``""`` when none finds one."""
-    answer, targets = "", _SIZE_CAUSED
+    answer = ""
+    targets: Callable[[Finding], bool] = size_caused
     if any(size_caused(f) for f in shapes.findings):  # the sizes forward compares the input's own to
         checked = search(size_caused)
         compared = next((s for s in _compared_sizes(G, checked.axes, checked.start) if checked.fits(s)), None)
@@ -599,9 +602,6 @@ def _with_first_dims(given: Mapping[str, Any], axes: list[tuple[str, int]]) -> l
     steps: transformers' AST takes ``(time, mel bins)``); [] when there is none. A first dim that is a channel count
     cannot make a size search succeed: a layer given other channels is a finding the answer may not add."""
     return sorted({(name, 0) for name, _ in axes if len(_per_sample(given[name])) == 2})
-
-
-_SIZE_CAUSED: Callable[[Finding], bool] = size_caused  # what a search's answer fixes, unless it says otherwise
 
 
 def _compared_sizes(G: nx.DiGraph, axes: list[tuple[str, int]], start: tuple[int, ...]) -> list[tuple[int, ...]]:

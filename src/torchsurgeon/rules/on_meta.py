@@ -45,7 +45,6 @@ from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..autocast import as_autocast_gives, autocast_now, op_name
@@ -199,7 +198,7 @@ def _meta_tensors(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool | No
         kind = type(value)
         if kind in _NOT_TENSORS:  # a size, a dim, a dtype: the common arguments, decided by their type alone
             continue
-        if kind is torch.Tensor or kind is nn.Parameter:  # PLAIN_TENSORS
+        if kind in PLAIN_TENSORS:
             if not value.is_meta:
                 return False
             found = True
