@@ -515,6 +515,34 @@ def test_library_calls_on_traced_values_are_answered_and_restored() -> None:
     assert torch.jit.isinstance(torch.zeros(1), torch.Tensor) and torch.ones(2).tolist() == [1.0, 1.0]
 
 
+class PerceiverLike(nn.Module):
+    """transformers' Perceiver: ``np.prod(x.shape[1:-1])`` (numpy asks the shape for a ``prod`` method, which a
+    ``torch.Size`` lacks, and multiplies its values), and a cross-attention block used as self-attention, whose
+    ``nn.Identity`` is given ``inputs=None`` and whose ``inputs is not None`` decides the branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.Identity()
+        self.key = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.conv(x).permute(0, 2, 3, 1)
+        y = torch.reshape(y, [y.shape[0], np.prod(y.shape[1:-1]), y.shape[-1]])
+        inputs = self.norm(inputs)
+        return self.key(inputs if inputs is not None else y)
+
+
+def test_numpy_on_a_shape_and_an_identity_given_none_take_the_real_forwards_path() -> None:
+    """Found by a probe: transformers' Perceiver image models were one opaque node ("'torch.Size' object has no
+    attribute 'prod'"), its text models three ("linear(): argument 'input' must be Tensor, not NoneType")."""
+    model = PerceiverLike().eval()
+    report = paramcount(model, (3, 5, 6), batch=2, crosscheck="always")
+    assert report.opaque == {} and report.invalid == [] and report.trusted
+    assert report.output_shape == tuple(model(torch.zeros(2, 3, 5, 6)).shape) == (2, 30, 8)
+    assert report.macs == 2 * 8 * 5 * 6 * 27 + 2 * 30 * 8 * 8  # the conv: 27 per output; the key: 8 per output
+
+
 class ChunkOffsets(nn.Module):
     """transformers' chunked attention mask (Llama 4): ``torch.zeros(batch_size, device=device, dtype=int)``, a
     Python type as the dtype of a factory given a traced size."""

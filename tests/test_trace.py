@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -934,3 +935,39 @@ def test_a_list_of_floats_given_as_concrete_args_is_fixed_without_inputs_of_fxs_
     assert r.output_shape == tuple(real.shape) and list(r.input_shapes) == ["x"] and not r.invalid
     grey = paramcount(model, {"x": (1, 6, 6)}, concrete_args={"wavelengths": (0.49,)})  # a tuple too
     assert grey.output_shape == (1, 8, 4, 4) and grey.macs == 1 * 72 + 8 * 16 * 9  # the Linear, then the conv
+
+
+class _EmbeddedThenAsked(nn.Module):
+    """A user's model reading token ids named otherwise than ``*_ids``, with Python on the embedded values' shape
+    (the trace computes the embedding on ``meta``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.emb(tokens)
+        if x.shape[-1] != 8:
+            raise ValueError("width")
+        return self.head(x)
+
+
+class _Wrapping(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _EmbeddedThenAsked()
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.body(inputs)
+
+
+@pytest.mark.parametrize("make", [_EmbeddedThenAsked, _Wrapping], ids=["model", "part"])
+def test_token_ids_named_otherwise_are_found_by_the_embedding_reading_them(make: Callable[[], nn.Module]) -> None:
+    """Found by a probe: transformers' Perceiver (its token ids are ``inputs``) was one opaque, invalid node, and a
+    model reading ``tokens`` was refused ("does not take this input": the embedding got floats)."""
+    model = make().eval()
+    report = paramcount(model, (16,), batch=2)
+    assert report.opaque == {} and report.invalid == []
+    assert report.output_shape == tuple(model(torch.zeros(2, 16, dtype=torch.long)).shape) == (2, 16, 3)
+    assert report.total_for_input == sum(p.numel() for p in model.parameters())

@@ -672,8 +672,24 @@ class ExampleInputs(Mapping[str, torch.Tensor]):
     ((2, 3, 32, 32), torch.float32, 'meta')
     """
 
-    def __init__(self, model: nn.Module, input: InputSpec, batch: int) -> None:
+    def __init__(self, model: nn.Module, input: InputSpec, batch: int, ids: frozenset[str] = frozenset()) -> None:
         self._spec = (model, input, batch)
+        self._ids = ids
+
+    def as_ids(self, name: str) -> ExampleInputs:
+        """These inputs with ``name``, given by shape, as token ids (``torch.long``): what the embedding that a
+        trace found reading it as floats needs (:func:`~torchsurgeon.trace.trace` tries again with them)."""
+        return ExampleInputs(*self._spec, self._ids | {name})
+
+    @functools.cached_property
+    def by_name(self) -> frozenset[str]:
+        """The inputs given by shape alone (no tensor, no ``TypedShape``): :func:`input_dtype_for` their name."""
+        model, input, _ = self._spec
+        try:
+            specs = normalize_input(input, forward_inputs(model, input))
+        except (InputError, RuntimeError, TypeError, ValueError):
+            return frozenset()
+        return frozenset(name for name, spec in specs.items() if not isinstance(spec, (torch.Tensor, TypedShape)))
 
     @functools.cached_property
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -685,7 +701,11 @@ class ExampleInputs(Mapping[str, torch.Tensor]):
                 if isinstance(spec, torch.Tensor)
                 else spec.meta(batch)
                 if isinstance(spec, TypedShape)
-                else torch.empty((batch, *spec), dtype=input_dtype_for(name, model), device="meta")
+                else torch.empty(
+                    (batch, *spec),
+                    dtype=torch.long if name in self._ids else input_dtype_for(name, model),
+                    device="meta",
+                )
                 for name, spec in specs.items()
             }
         except (InputError, RuntimeError, TypeError, ValueError):

@@ -220,6 +220,20 @@ def _class(proxy: torch.fx.Proxy) -> type:
     return answer if answer is not None else own
 
 
+def _numpy_asks(frame: Any) -> bool:
+    """Whether the code asking for an attribute is numpy's own (``np.prod(x.shape[1:])`` asks the shape for its
+    ``prod`` method, and reduces its values when it has none)."""
+    return str(frame.f_globals.get("__name__", "")).startswith("numpy")
+
+
+def _lacks(proxy: torch.fx.Proxy, name: str) -> bool:
+    """Whether a real forward's value of ``proxy`` (a size, a ``torch.Size``: its value on ``meta``) has no
+    attribute ``name``: numpy then takes its values instead (Perceiver's ``np.prod(index_dims)``)."""
+    values = getattr(proxy.tracer, "meta_values", None)
+    kind = values.python_type(proxy.node) if values is not None else None
+    return kind is not None and kind is not torch.Tensor and not hasattr(kind, name)
+
+
 _NOT_PROXIED = frozenset(  # numpy asks these around __array__ (np.ceil(h / 7) asks for __array_wrap__ too)
     {
         "__array_struct__",
@@ -247,7 +261,7 @@ class ShapeProxy(torch.fx.Proxy):
     __class__ = property(_class)  # type: ignore[assignment]
 
     def __getattr__(self, k: str) -> Any:
-        if k in _NOT_PROXIED:
+        if k in _NOT_PROXIED or (_numpy_asks(sys._getframe(1)) and _lacks(self, k)):
             raise AttributeError(k)
         return _ShapeAttribute(self, k)
 

@@ -32,12 +32,13 @@ import inspect
 import itertools
 import math
 import operator
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.fx
@@ -46,6 +47,7 @@ from torch import nn
 from .arguments import (
     INPUT_PATH,
     NO_CACHE,
+    ExampleInputs,
     InputNames,
     InputPaths,
     forward_parameters,
@@ -292,6 +294,8 @@ class _SurgeonTracer(torch.fx.Tracer):
         inner = m._modules.get("_orig_mod") if type(m).__name__ == "OptimizedModule" else None
         if inner is not None:
             return inner(*args, **kwargs)  # traced as the module it compiles (its rows named layer4._orig_mod...)
+        if len(args) == 1 and args[0] is None and not kwargs and type(m).forward is nn.Identity.forward:
+            return None  # Perceiver's layernorm2(inputs) without inputs: None, not a proxy (``inputs is not None``)
         try:
             path = self.path_of_module(m)
         except NameError as exc:  # a module from a global table (transformers' ACT2FN[...]): not the model's
@@ -696,6 +700,11 @@ def trace(
                         f"({sys.getrecursionlimit():,} frames) — raise it first, e.g. sys.setrecursionlimit(100_000)"
                     ) from exc
                 except Exception as exc:
+                    ids = _ids_given_as_floats(exc, example_inputs)
+                    if ids and _attempt < _MAX_ATTEMPTS:  # token ids named otherwise (Perceiver's inputs): as ids
+                        example_inputs = cast(ExampleInputs, example_inputs).as_ids(ids)
+                        own_hooks.restore()
+                        continue
                     stack = tracer.failed_in(exc)
                     culprit = next((p for p in reversed(stack) if p and p not in names), "")
                     if auto_leaf and culprit and _attempt < _MAX_ATTEMPTS:
@@ -720,6 +729,19 @@ def trace(
     resolved = tuple(tracer.meta_values.resolved) if tracer.meta_values is not None else ()
     ranks = dict(tracer.meta_values.ranks) if tracer.meta_values is not None else {}
     return Traced(model, graph_module, opaque, tuple(leaves), fixed, resolved, index, ranks)
+
+
+_FLOAT_INDICES = re.compile(r"'indices' to have one of the following scalar types: Long, Int; but got torch\.\w*float")
+
+
+def _ids_given_as_floats(exc: BaseException, example: Mapping[str, torch.Tensor] | None) -> str:
+    """The model input that an embedding got as floats in a trace (``exc``: torch's error), when it is the one input
+    given by shape whose dtype its name said (:func:`~torchsurgeon.arguments.input_dtype_for`: floats unless named
+    ``*_ids``): an embedding reading it says it holds token ids.  ``""`` otherwise."""
+    if not isinstance(example, ExampleInputs) or not _FLOAT_INDICES.search(str(exc)):
+        return ""
+    floats = [name for name in example.by_name if example[name].is_floating_point()]
+    return floats[0] if len(floats) == 1 else ""
 
 
 def _whole_model(
