@@ -186,18 +186,24 @@ def _slot(i: int) -> object:
     return _SLOTS[i]
 
 
-def _with_slots(value: Any, inputs: Mapping[torch.fx.Node, int]) -> Any:
-    """The arguments as written in the graph, each node as its :func:`_slot`, lists and dicts as tuples."""
-    if type(value) is torch.fx.Node:
-        return _slot(inputs[value])
+_NUMBERS = frozenset({bool, int, float, complex})
+
+
+def _with_slots(value: Any, slots: Mapping[torch.fx.Node, object]) -> Any:
+    """The arguments as written in the graph, each node as its input's :func:`_slot`, lists and dicts as tuples."""
+    kind = type(value)
+    if kind is torch.fx.Node:
+        return slots[value]
+    if kind in _NUMBERS:  # 2 == 2.0 == True, but x * 2 keeps an integer dtype
+        return (kind, value)
+    if kind is str or value is None:
+        return value
     if isinstance(value, (tuple, list)):
-        return (type(value), tuple([_with_slots(v, inputs) for v in value]))
+        return (kind, tuple([_with_slots(v, slots) for v in value]))
     if isinstance(value, dict):
-        return (dict, tuple([(k, _with_slots(v, inputs)) for k, v in value.items()]))
-    if type(value) is slice:
-        return (slice, _with_slots((value.start, value.stop, value.step), inputs))
-    if type(value) in (bool, int, float, complex):  # 2 == 2.0 == True, but x * 2 keeps an integer dtype
-        return (type(value), value)
+        return (dict, tuple([(k, _with_slots(v, slots)) for k, v in value.items()]))
+    if kind is slice:
+        return (slice, _with_slots((value.start, value.stop, value.step), slots))
     return value
 
 
@@ -269,8 +275,8 @@ def twin_kinds(G: nx.DiGraph) -> dict[torch.fx.Node, int]:
             if not kwargs and len(args) == 1 and type(args[0]) is torch.fx.Node:  # most layers: one input
                 key: Any = (op, what, step.from_input, step.autocast)
             else:
-                inputs = {a: i for i, a in enumerate(step.inputs)}
-                key = (op, what, _with_slots(args, inputs), _with_slots(kwargs, inputs), step.from_input, step.autocast)
+                slots = {a: _slot(i) for i, a in enumerate(step.inputs)}
+                key = (op, what, _with_slots(args, slots), _with_slots(kwargs, slots), step.from_input, step.autocast)
             try:  # equal settings and constants: the same computation (a setting compared by identity: the same)
                 kinds[node] = numbers.setdefault(key, len(numbers))
             except TypeError:  # a setting or constant without a hash (a mutable object): no twin

@@ -61,7 +61,7 @@ from .inputaxes import FollowedAxes, fold_input, fold_input_at_size
 from .knowndata import KnownData, as_meta, given_as_data, packed_lengths
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_inputs, input_fix, resized_copy, stale_guards_fix, width_expected_and_got
-from .rules import FALLBACK, Call, Rule, function_rule
+from .rules import FALLBACK, Call, Rule
 from .rules._common import first_of, first_tensor, shared_outputs
 from .rules.on_meta import FlopTally, ruled_meta
 from .rules.registry import counted_without_formula
@@ -485,7 +485,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
     def _python_value(self, n: torch.fx.Node, base: NodeRecord, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A Python operator on Python values (``x.shape[2] // window``, ``Rule.python``): its value, recorded as
         its rule would record it (Swin-like models do hundreds; the general path costs several times more)."""
-        rule = function_rule(n.target)
+        rule = self.rules[n][0]
         if rule is None or not rule.python:  # rules disabled, the user's own, or not plain Python: the general path
             return FALLBACK
         try:
