@@ -90,6 +90,22 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
     "bert-classifier": ("AutoModelForSequenceClassification", {**TEXT, "model_type": "bert"}, (SEQ,)),
     # landmark attention that cannot take a mask: the real forward skips the all-ones mask it builds, so must the trace
     "nystromformer": ("AutoModel", {**TEXT, "segment_means_seq_len": SEQ, "num_landmarks": 4}, (SEQ,)),
+    # its token ids are `inputs` (a float by name: the trace finds the embedding reading them), np.prod on a shape
+    "perceiver": (
+        "AutoModelForMaskedLM",
+        {
+            "d_latents": 32,
+            "d_model": 32,
+            "num_latents": 8,
+            "num_blocks": 1,
+            "num_self_attends_per_block": 1,
+            "num_self_attention_heads": 2,
+            "num_cross_attention_heads": 1,
+            "vocab_size": 99,
+            "max_position_embeddings": 64,
+        },
+        (SEQ,),
+    ),
     # decoders
     "gpt2": ("AutoModelForCausalLM", {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 99}, (SEQ,)),
     "llama": ("AutoModelForCausalLM", DECODER, (SEQ,)),
