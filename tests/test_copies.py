@@ -6,6 +6,7 @@ import collections
 import copy
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -207,3 +208,44 @@ def test_run_on_zeros_leaves_the_users_random_stream_as_found() -> None:
     torch.manual_seed(0)
     out = run_on_zeros(_NoisyGate(), (torch.empty(1, 5, device="meta"),), {}, NotImplementedError("meta"))
     assert out.shape == (1, 5) and torch.equal(torch.rand(3), expected)
+
+
+def test_meta_copies_share_only_what_cannot_change() -> None:
+    """The copy is rebuilt fast (new empty hook dicts, parameters made directly on meta, numpy scalars kept as
+    the immutable atoms they are), yet every module has hook dicts of its own, also where deepcopy copies part
+    of the model (an object that is no module), and each parameter is a new leaf with its shape, strides and
+    requires_grad."""
+    model = _Odd()
+    model.patches = np.int64(16)  # MONAI's ViT keeps n_patches so
+    model.frozen = nn.Parameter(torch.randn(4, 3).t(), requires_grad=False)  # strides (1, 3)
+    model.a.register_forward_hook(lambda *_: None).remove()  # an empty hook dict a handle refers to
+    clone = detached_copy(model, meta_like)
+    assert clone.patches is model.patches and clone.patches == 16  # deepcopy made another np.int64
+    for name, p in clone.named_parameters():
+        original = model.get_parameter(name)
+        assert type(p) is nn.Parameter and p.is_leaf and p.device.type == "meta" and p is not original
+        assert (p.shape, p.stride(), p.dtype, p.requires_grad) == (
+            original.shape,
+            original.stride(),
+            original.dtype,
+            original.requires_grad,
+        )
+    for copied, original in zip(clone.modules(), model.modules()):
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_state_dict_hooks"):
+            assert getattr(copied, attr) is not getattr(original, attr)
+        copied.register_forward_hook(lambda *_: None)
+        copied.register_forward_pre_hook(lambda *_: None)
+    assert clone.holder.module is not model.holder.module  # copied by deepcopy, after the hook dicts were mapped
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_a_numpy_scalar_is_copied_as_an_atom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A numpy scalar (immutable, and deepcopy gives the same object) does not send the copy through
+    copy.deepcopy, which first maps the hook dicts of every module of the model."""
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    model[0].scale, model[1].ratio = np.float32(0.5), np.int64(2)
+    calls: list[object] = []
+    deepcopy = copy.deepcopy
+    monkeypatch.setattr(copy, "deepcopy", lambda value, memo=None: calls.append(value) or deepcopy(value, memo))
+    clone = detached_copy(model, meta_like)
+    assert calls == [] and clone[0].scale is model[0].scale and clone[1].ratio == 2

@@ -319,11 +319,7 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
     for m in module.modules():
         for p in m._parameters.values():
             if p is not None and id(p) not in memo:
-                memo[id(p)] = (
-                    _uninitialised(p, tensor)
-                    if isinstance(p, UninitializedTensorMixin)
-                    else nn.Parameter(tensor(p.detach()), requires_grad=p.requires_grad)
-                )
+                memo[id(p)] = _new_parameter(p, tensor)
         for b in m._buffers.values():
             if b is not None and id(b) not in memo:
                 memo[id(b)] = _uninitialised(b, tensor) if isinstance(b, UninitializedTensorMixin) else tensor(b)
@@ -353,6 +349,19 @@ def model_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _new_parameter(p: torch.Tensor, tensor: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The copy's parameter for ``p``: ``nn.Parameter(tensor(p.detach()))``, keeping ``requires_grad``."""
+    if isinstance(p, UninitializedTensorMixin):
+        return _uninitialised(p, tensor)
+    if tensor is meta_like and type(p) is nn.Parameter:
+        # what nn.Parameter does with a plain tensor, without its checks; meta_like reads no data: no detach
+        return _MAKE_SUBCLASS(nn.Parameter, meta_like(p), p.requires_grad)
+    return nn.Parameter(tensor(p.detach()), requires_grad=p.requires_grad)
+
+
+_MAKE_SUBCLASS = torch.Tensor._make_subclass
+
+
 def _computed_attributes(module: nn.Module) -> list[torch.Tensor]:
     """The tensors a module holds as plain attributes that autograd made (a pruned ``weight``)."""
     return [v for v in module.__dict__.values() if type(v) is torch.Tensor and v.grad_fn is not None]
@@ -368,14 +377,30 @@ def _uninitialised(t: torch.Tensor, tensor: Callable[[torch.Tensor], torch.Tenso
 
 
 _HOOK_NAMES = frozenset(HOOK_DICTS)
+_TENSOR_DICTS = frozenset({"_parameters", "_buffers", "_modules"})
+_OrderedDict = collections.OrderedDict
 _OWN_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks")
 _NO_HOOKS: set[int] = set()
 _KEPT_HOOK_DICTS = frozenset(
     {*_OWN_HOOK_DICTS, "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"}
 )
+
+
+def _numpy_scalars() -> frozenset[type]:
+    """numpy's immutable scalar types (MONAI's ViT keeps ``n_patches`` as ``np.int64``), if numpy is installed."""
+    try:
+        import numpy as np
+    except ImportError:  # torch runs without numpy
+        return frozenset()
+    names: tuple[str, ...] = ("bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+    names += ("float16", "float32", "float64", "longdouble", "complex64", "complex128", "clongdouble")  # not np.void
+    return frozenset(getattr(np, name) for name in names if hasattr(np, name))
+
+
 _ATOMIC = frozenset(
     {type(None), int, float, bool, complex, str, bytes, type, range, torch.dtype, torch.device, torch.layout}
     | {types.FunctionType, types.BuiltinFunctionType, types.MethodWrapperType, type(Ellipsis)}
+    | _numpy_scalars()
 )
 _STATEFUL = ("__deepcopy__", "__reduce__", "__reduce_ex__", "__getnewargs__", "__getnewargs_ex__")
 _PLAIN_COPY: dict[type, bool] = {}
@@ -393,10 +418,12 @@ class _Copier:
     ``cls.__new__``, then ``__setstate__`` with its ``__getstate__`` copied,
     each hook dict replaced by an empty one.  Dicts, lists, sets of atoms and
     tuples are copied as deepcopy copies them; immutable named tuples of
-    atoms are shared.  Anything else goes to ``copy.deepcopy`` with the same
-    ``memo`` (shared objects stay shared), after every hook dict under
-    ``root`` is mapped to an empty one in ``memo``, so that no hook is copied
-    there either.
+    atoms (and numpy scalars) are shared.  Anything else goes to
+    ``copy.deepcopy`` with the same ``memo`` (shared objects stay shared),
+    after every hook dict under ``root`` that holds hooks is mapped to an
+    empty one in ``memo``, so that no hook is copied there either.  An empty
+    hook dict is never mapped: each copy of it is a new empty one, and it
+    holds no hook that a handle elsewhere could remove.
     """
 
     def __init__(
@@ -470,38 +497,8 @@ class _Copier:
                 return value
             return memo.setdefault(id(value), items if cls is tuple else cls(*items))
         if isinstance(value, nn.Module) and _copies_plainly(cls):
-            # nn.Module's own __getstate__ is a copy of __dict__ without _compiled_call_impl: read __dict__ itself
-            own = getattr(cls, "__getstate__", None) is nn.Module.__getstate__
-            # never put in memo: __getstate__ gives a new dict, whose id is reused once it is freed
-            state = value.__dict__ if own else value.__getstate__()  # type: ignore[no-untyped-call]
-            if type(state) is dict:
-                module = cls.__new__(cls)  # type: ignore[call-overload]  # as deepcopy makes it (copyreg.__newobj__)
-                memo[id(value)] = module
-                copied = {}
-                skipped = "_compiled_call_impl" if own else None
-                kept = self._own_hooks(state)
-                for k, v in state.items():
-                    if type(v) in _ATOMIC:
-                        copied[k] = v
-                    elif k in _HOOK_NAMES and isinstance(v, dict):
-                        # the copy's hook dict stands for the model's wherever the copy refers to it (a handle that
-                        # removes a hook: a lazy layer removes its own after its first forward)
-                        hooks = memo.get(id(v)) if own else None
-                        if hooks is None:
-                            hooks = collections.OrderedDict()
-                            if own:
-                                memo[id(v)] = hooks
-                        if kept and k in _KEPT_HOOK_DICTS:
-                            hooks.update(
-                                (key, self._kept(_bound_to(hook, value, module)))
-                                for key, hook in v.items()
-                                if key in kept
-                            )
-                        copied[k] = hooks
-                    elif k != skipped:
-                        copied[k] = self.copy(v)
-                copied.pop(skipped, None)  # type: ignore[arg-type]
-                module.__setstate__(copied)
+            module = self._module(value, cls)
+            if module is not None:
                 return module
         if isinstance(
             value, torch.jit.ScriptModule
@@ -513,10 +510,13 @@ class _Copier:
         if not self.hooks_in_memo:
             self.hooks_in_memo = True
             for m in self.root.modules():
-                kept = self._own_hooks(m.__dict__)
+                kept = None
                 for attr in HOOK_DICTS:
                     hooks = m.__dict__.get(attr)
-                    if isinstance(hooks, dict) and id(hooks) not in memo:
+                    # an empty hook dict is copied as an empty one: only those holding hooks need mapping
+                    if hooks and isinstance(hooks, dict) and id(hooks) not in memo:
+                        if kept is None:
+                            kept = self._own_hooks(m.__dict__)
                         empty: dict[int, Any] = collections.OrderedDict()
                         memo[id(hooks)] = empty
                         if kept and attr in _KEPT_HOOK_DICTS and not kept.isdisjoint(hooks):
@@ -524,6 +524,57 @@ class _Copier:
         copied = copy.deepcopy(value, memo)
         self._fill_pending()
         return copied
+
+    def _module(self, value: nn.Module, cls: type) -> nn.Module | None:
+        """A module whose class copies plainly, rebuilt as deepcopy rebuilds it (``cls.__new__``, then
+        ``__setstate__`` of its state copied), each hook dict replaced; None when its state is not a dict."""
+        # nn.Module's own __getstate__ is a copy of __dict__ without _compiled_call_impl: read __dict__ itself
+        own = getattr(cls, "__getstate__", None) is nn.Module.__getstate__
+        # never put in memo: __getstate__ gives a new dict, whose id is reused once it is freed
+        state = value.__dict__ if own else value.__getstate__()  # type: ignore[no-untyped-call]
+        if type(state) is not dict:
+            return None
+        module: nn.Module = cls.__new__(cls)  # type: ignore[call-overload]  # as deepcopy makes it (copyreg.__newobj__)
+        memo = self.memo
+        memo[id(value)] = module
+        copied = dict(state)  # atoms as they are: most of a module's state (flags, sizes, names)
+        if own:
+            copied.pop("_compiled_call_impl", None)
+        kept = self._own_hooks(state)
+        for k, v in state.items():
+            kind = type(v)
+            if kind in _ATOMIC:
+                continue
+            if k in _HOOK_NAMES and isinstance(v, dict):
+                # the copy's hook dict stands for the model's wherever the copy refers to it (a handle that
+                # removes a hook: a lazy layer removes its own after its first forward)
+                if not v:  # no hook to keep, and no hook another reference could remove: a new empty one
+                    copied[k] = _OrderedDict()
+                    continue
+                hooks = memo.get(id(v)) if own else None
+                if hooks is None:
+                    hooks = _OrderedDict()
+                    if own:
+                        memo[id(v)] = hooks
+                if kept and k in _KEPT_HOOK_DICTS:
+                    hooks.update(
+                        (key, self._kept(_bound_to(hook, value, module))) for key, hook in v.items() if key in kept
+                    )
+                copied[k] = hooks
+            elif kind is dict and k in _TENSOR_DICTS and id(v) not in memo:
+                # _parameters, _buffers, _modules: their values are in memo already (tensors) or modules
+                out: dict[str, Any] = {}
+                memo[id(v)] = out
+                for name, item in v.items():
+                    found = memo.get(id(item), memo)
+                    out[name if type(name) is str else self.copy(name)] = (
+                        found if found is not memo else item if type(item) in _ATOMIC else self.copy(item)
+                    )
+                copied[k] = out
+            elif k != "_compiled_call_impl" or not own:
+                copied[k] = self.copy(v)
+        module.__setstate__(copied)  # type: ignore[no-untyped-call]
+        return module
 
     def _fill_pending(self) -> None:
         """The kept hooks of modules ``copy.deepcopy`` copied (under a module that does not copy plainly: peft's
