@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -16,8 +17,9 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from models import CifarNet, LlamaDecoder
+from torchsurgeon.copies import detached_copy, meta_like
 from torchsurgeon.rules import FALLBACK, Call, register_rule, unregister_rule
-from torchsurgeon.rules.on_meta import as_the_cpu_returns, ruled_leaf, ruled_meta
+from torchsurgeon.rules.on_meta import answered_by_rules, as_the_cpu_returns, ruled_leaf, ruled_meta
 
 
 def _signature(value: Any) -> Any:
@@ -332,3 +334,70 @@ def test_norm_statistics_in_the_dtypes_the_cpu_gives(
         answered = as_the_cpu_returns(func, fake, func(*fake))
     assert [t.dtype for t in answered[:3]] == [t.dtype for t in real[:3]]
     assert [t.shape for t in answered[:3]] == [t.shape for t in real[:3]]
+
+
+class _Counted(torch.overrides.TorchFunctionMode):
+    """Records the torch calls that reach it (entered inside ruled_meta: every call a module's forward makes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.calls.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+class _OwnForward(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 2
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_answered_by_rules_gives_a_real_forwards_output_without_running_the_layers(training: bool) -> None:
+    """A cross-check's forward answers each layer a module rule covers by that rule: the output is what the real
+    model gives on the CPU (shapes, dtypes, strides), the layers' own Python and ops never run, their hooks do,
+    and a subclass with a forward of its own runs it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 3 * 3, 16),
+        nn.LayerNorm(16),
+        nn.GELU(),
+        nn.Dropout(0.1),
+        _OwnForward(16, 4),
+    ).train(training)
+    x = torch.randn(2, 3, 14, 14)
+    with torch.no_grad():
+        real = _signature(copy.deepcopy(model)(x))
+    copied = detached_copy(model, meta_like)
+    hooked: list[str] = []
+    copied[6].register_forward_hook(lambda *_: hooked.append("layer norm"))
+    counted = _Counted()
+    with torch.no_grad(), torch.device("meta"), ruled_meta(), counted:
+        out = answered_by_rules(copied)(torch.empty(2, 3, 14, 14, device="meta"))
+    assert _signature(out)[:3] == real[:3] and out.device.type == "meta"
+    assert hooked == ["layer norm"]
+    assert not {"conv2d", "batch_norm", "layer_norm", "gelu", "dropout"} & set(counted.calls)
+    assert "linear" in counted.calls  # _OwnForward's own forward: its rule only checks it
+    assert all("forward" not in m.__dict__ for m in model.modules())  # the user's model is left alone
+
+
+def test_answered_by_rules_raises_where_the_real_forward_raises() -> None:
+    """A layer the rule finds does not fit (a float32 layer fed float64) runs its forward, which raises as a
+    real forward does; inside torch.autocast each layer runs and gives autocast's dtype."""
+    layer = answered_by_rules(detached_copy(nn.Linear(3, 2), meta_like))
+    with pytest.raises(RuntimeError) as real:
+        nn.Linear(3, 2)(torch.zeros(4, 3, dtype=torch.float64))
+    with torch.no_grad(), ruled_meta(), pytest.raises(RuntimeError, match="dtype") as meta:
+        layer(torch.empty(4, 3, dtype=torch.float64, device="meta"))
+    assert type(meta.value) is type(real.value)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = nn.Linear(3, 2)(torch.zeros(4, 3)).dtype
+        with ruled_meta():
+            got = layer(torch.empty(4, 3, device="meta")).dtype
+    assert got == expected == torch.bfloat16

@@ -42,7 +42,7 @@ from .metavalues import FAILED_NODE
 from .records import CrossCheck, CrossCheckMode, LayerStatus, Trust, is_shape
 from .report import format_names
 from .resize import resized_copy, with_channels
-from .rules.on_meta import ruled_meta
+from .rules.on_meta import answered_by_rules, ruled_meta
 from .shapes import ShapeResult, meta_copy, shapes_of
 
 __all__ = ("crosscheck", "crosscheck_mode", "doubts", "forward_runs", "inputs_fed", "real_failure")
@@ -537,7 +537,7 @@ def _run(
             handles.append(module.register_forward_pre_hook(hook))
     try:
         with torch.no_grad(), torch.device("meta"), ruled_meta():
-            return _Run(copy_(*args, **kwargs), "")
+            return _Run(answered_by_rules(copy_)(*args, **kwargs), "")
     except Exception as exc:  # the real model's own failure: reported, not raised
         on_meta = first_line(exc, 200)
         if not cannot_run_on_meta(exc):
