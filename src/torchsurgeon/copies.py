@@ -420,10 +420,9 @@ class _Copier:
     tuples are copied as deepcopy copies them; immutable named tuples of
     atoms (and numpy scalars) are shared.  Anything else goes to
     ``copy.deepcopy`` with the same ``memo`` (shared objects stay shared),
-    after every hook dict under ``root`` that holds hooks is mapped to an
-    empty one in ``memo``, so that no hook is copied there either.  An empty
-    hook dict is never mapped: each copy of it is a new empty one, and it
-    holds no hook that a handle elsewhere could remove.
+    after every hook dict under ``root`` is mapped to an empty one in
+    ``memo``, so that no hook is copied there either (an empty one too: a
+    hook handle kept by the model refers to it, timm's FeatureHookNet).
     """
 
     def __init__(
@@ -513,8 +512,7 @@ class _Copier:
                 kept = None
                 for attr in HOOK_DICTS:
                     hooks = m.__dict__.get(attr)
-                    # an empty hook dict is copied as an empty one: only those holding hooks need mapping
-                    if hooks and isinstance(hooks, dict) and id(hooks) not in memo:
+                    if isinstance(hooks, dict) and id(hooks) not in memo:
                         if kept is None:
                             kept = self._own_hooks(m.__dict__)
                         empty: dict[int, Any] = collections.OrderedDict()
@@ -548,9 +546,6 @@ class _Copier:
             if k in _HOOK_NAMES and isinstance(v, dict):
                 # the copy's hook dict stands for the model's wherever the copy refers to it (a handle that
                 # removes a hook: a lazy layer removes its own after its first forward)
-                if not v:  # no hook to keep, and no hook another reference could remove: a new empty one
-                    copied[k] = _OrderedDict()
-                    continue
                 hooks = memo.get(id(v)) if own else None
                 if hooks is None:
                     hooks = _OrderedDict()
