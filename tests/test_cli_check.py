@@ -253,6 +253,7 @@ lock = "tests/arch/bytes.lock.json"
 """
 
 
+@pytest.mark.slow
 def test_contracts_with_model_names_kwargs_and_typed_inputs(
     project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -42,6 +42,7 @@ def test_memory_json_with_amp(capsys: pytest.CaptureFixture[str]) -> None:
     assert d["amp"] == "bfloat16" and d["optimizer"] == "adamw" and d["budget"] == 2**30 and d["max_batch"] > 1
 
 
+@pytest.mark.slow
 def test_memory_for_the_cpu_kernels(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["memory", "models:cifarnet_seeded", "--input", "3,32,32", "--device", "cpu", "--json"]
     assert main(argv) == 0

@@ -162,6 +162,7 @@ def test_a_models_own_initialiser_is_read_without_touching_the_model() -> None:
     assert named.startswith(f"kaiming_uniform_(a=√5): U(-{bound:.4f}, {bound:.4f}): PyTorch's default, not normal_")
 
 
+@pytest.mark.slow
 def test_transformers_stem_reinitialised_by_from_pretrained_is_named_as_its_init_weights_draws_it(
     tmp_path: Path,
 ) -> None:

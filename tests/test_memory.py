@@ -49,6 +49,7 @@ from torchsurgeon.shapespec import TypedShape
 
 # the larger steps (3-13 s each on 2 cores): `make test` runs them, `make check` the others
 SLOW_STEPS = (
+    "mobilenet_v3_small (in-place, dropout)",
     "vit_tiny (timm)",
     "resnet18 bf16 autocast",
     "efficientnet_b0 (dropout, stochastic depth)",
@@ -363,6 +364,7 @@ class _FloatIds(nn.Module):
         return self.cond(cond_ids) * self.time(time_ids)
 
 
+@pytest.mark.slow
 def test_inputs_are_token_ids_where_paramcount_reads_them_so() -> None:
     """Found by a probe: memory_plan(nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2)), (3,)) raised a
     MemoryPlanError (float indices for the embedding) where paramcount reads the input as token ids; the step's
