@@ -677,25 +677,26 @@ class ExampleInputs(Mapping[str, torch.Tensor]):
         self._ids = ids
 
     def as_ids(self, name: str) -> ExampleInputs:
-        """These inputs with ``name``, given by shape, as token ids (``torch.long``): what the embedding that a
-        trace found reading it as floats needs (:func:`~torchsurgeon.trace.trace` tries again with them)."""
+        """These inputs with ``name`` as token ids (``torch.long``): an embedding read it (``trace`` tries again)."""
         return ExampleInputs(*self._spec, self._ids | {name})
+
+    @functools.cached_property
+    def _specs(self) -> dict[str, Any]:  # by name (normalize_input); empty when the spec does not fit
+        model, input, _ = self._spec
+        try:
+            return normalize_input(input, forward_inputs(model, input))
+        except (InputError, RuntimeError, TypeError, ValueError):
+            return {}
 
     @functools.cached_property
     def by_name(self) -> frozenset[str]:
         """The inputs given by shape alone (no tensor, no ``TypedShape``): :func:`input_dtype_for` their name."""
-        model, input, _ = self._spec
-        try:
-            specs = normalize_input(input, forward_inputs(model, input))
-        except (InputError, RuntimeError, TypeError, ValueError):
-            return frozenset()
-        return frozenset(name for name, spec in specs.items() if not isinstance(spec, (torch.Tensor, TypedShape)))
+        return frozenset(name for name, spec in self._specs.items() if not isinstance(spec, (torch.Tensor, TypedShape)))
 
     @functools.cached_property
     def _tensors(self) -> dict[str, torch.Tensor]:
-        model, input, batch = self._spec
+        model, _, batch = self._spec
         try:
-            specs = normalize_input(input, forward_inputs(model, input))
             return {
                 name: spec
                 if isinstance(spec, torch.Tensor)
@@ -706,7 +707,7 @@ class ExampleInputs(Mapping[str, torch.Tensor]):
                     dtype=torch.long if name in self._ids else input_dtype_for(name, model),
                     device="meta",
                 )
-                for name, spec in specs.items()
+                for name, spec in self._specs.items()
             }
         except (InputError, RuntimeError, TypeError, ValueError):
             return {}

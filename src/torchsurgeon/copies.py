@@ -377,7 +377,6 @@ def _uninitialised(t: torch.Tensor, tensor: Callable[[torch.Tensor], torch.Tenso
 
 
 _HOOK_NAMES = frozenset(HOOK_DICTS)
-_TENSOR_DICTS = frozenset({"_parameters", "_buffers", "_modules"})
 _OrderedDict = collections.OrderedDict
 _OWN_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks")
 _NO_HOOKS: set[int] = set()
@@ -540,8 +539,7 @@ class _Copier:
             copied.pop("_compiled_call_impl", None)
         kept = self._own_hooks(state)
         for k, v in state.items():
-            kind = type(v)
-            if kind in _ATOMIC:
+            if type(v) in _ATOMIC:
                 continue
             if k in _HOOK_NAMES and isinstance(v, dict):
                 # the copy's hook dict stands for the model's wherever the copy refers to it (a handle that
@@ -556,16 +554,6 @@ class _Copier:
                         (key, self._kept(_bound_to(hook, value, module))) for key, hook in v.items() if key in kept
                     )
                 copied[k] = hooks
-            elif kind is dict and k in _TENSOR_DICTS and id(v) not in memo:
-                # _parameters, _buffers, _modules: their values are in memo already (tensors) or modules
-                out: dict[str, Any] = {}
-                memo[id(v)] = out
-                for name, item in v.items():
-                    found = memo.get(id(item), memo)
-                    out[name if type(name) is str else self.copy(name)] = (
-                        found if found is not memo else item if type(item) in _ATOMIC else self.copy(item)
-                    )
-                copied[k] = out
             elif k != "_compiled_call_impl" or not own:
                 copied[k] = self.copy(v)
         module.__setstate__(copied)  # type: ignore[no-untyped-call]
