@@ -370,6 +370,23 @@ def test_recognise_fold_returns_none_when_no_fold_matches() -> None:
     assert recognise_fold(original, fold_sum(original).flatten(2)) is None
 
 
+@pytest.mark.parametrize(("mode", "channels"), _ROUND_TRIPS, ids=str)
+def test_recognise_fold_tells_a_fold_of_many_filters_from_one_changed_in_a_late_filter(
+    mode: FoldMode, channels: int
+) -> None:
+    """recognise_fold compares the first filters first: a weight of 64 filters folded is recognised, and the same
+    with one value of filter 40 changed is no fold (nor a kept weight)."""
+    gen = torch.Generator().manual_seed(channels)
+    original = torch.randn(64, 3, 3, 3, generator=gen)
+    edited = fold_weight(original, channels, mode)
+    assert recognise_fold(original, edited) is mode
+    edited[40, 0, 1, 1] += 0.5
+    assert recognise_fold(original, edited) is None
+    kept = original.clone()
+    kept[40, 2, 0, 0] += 0.5
+    assert recognise_fold(original, kept) is None
+
+
 def test_recognise_fold_accepts_mixed_dtypes() -> None:
     original = torch.randn(8, 3, 3, 3, dtype=torch.float64)
     assert recognise_fold(original, fold_repeat(original, 4).half()) is FoldMode.REPEAT

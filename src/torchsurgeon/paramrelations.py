@@ -96,7 +96,7 @@ def derived(name: str, p: torch.Tensor, orig: dict[str, torch.Tensor]) -> tuple[
     >>> derived("head.weight", w.clone(), {"fc.weight": w, "head.weight": torch.randn(8, 4)})[1:]
     ('copied from fc.weight', 'fc.weight')
     """
-    if p.is_meta or p.numel() < 2 or bool(torch.all(p == p.flatten()[0])):  # one value (a zeroed bias): no one's
+    if p.is_meta or p.numel() < 2 or _one_value(p.detach()):  # one value (a zeroed bias): no one's
         source = copied_by_name(name, orig)  # unless the names say whose copy it is
         if source is not None and same(orig[source], p):
             return ParamChange.KEPT, f"copied from {source}", source
@@ -113,15 +113,39 @@ def derived(name: str, p: torch.Tensor, orig: dict[str, torch.Tensor]) -> tuple[
             )
         nonzero = a != 0
         if bool(nonzero.any()) and torch.equal(nonzero, b != 0):
-            ratios = b[nonzero] / a[nonzero]
-            k = float(ratios[0])
-            if k not in (0.0, 1.0) and torch.allclose(ratios, torch.full_like(ratios, k), rtol=1e-6, atol=0):
+            k = _scale(a, b, nonzero)
+            if k is not None:
                 return ParamChange.UPDATED, f"scaled: {k:.4g} × the pretrained values", ""
     for other, t in orig.items():  # layers swapped or copied: another parameter's values
         if other != name and same(t, p):
             return ParamChange.KEPT, f"copied from {other}", other
     update = updated(o, p) if o is not None else None
     return (ParamChange.UPDATED, update, "") if update is not None else None
+
+
+_FIRST = 4096
+"""Values :func:`_one_value` and :func:`_scale` read first: a weight they do not describe (a fine-tuned one) already
+differs there, and the whole tensor is read only when the first values agree."""
+
+
+def _one_value(p: torch.Tensor) -> bool:
+    """Whether every value of ``p`` (two or more) is its first."""
+    flat = p.flatten()
+    return all(bool(torch.all(part == flat[0])) for part in (flat[:_FIRST], flat))
+
+
+def _scale(a: torch.Tensor, b: torch.Tensor, nonzero: torch.Tensor) -> float | None:
+    """The ``k`` (neither 0 nor 1) with ``b == k * a`` to a relative 1e-6 where ``a`` is nonzero (flat tensors of one
+    shape, zero in the same places), else None; told by the first values when they already disagree."""
+    for part in (slice(_FIRST), slice(None)):
+        where = nonzero[part]
+        if part.stop is not None and (len(a) <= part.stop or not bool(where.any())):
+            continue  # the first values are all, or are zeros: the whole tensor tells
+        ratios = b[part][where] / a[part][where]
+        k = float(ratios[0])  # the first nonzero value's ratio, in the first values or the whole
+        if k in (0.0, 1.0) or not torch.allclose(ratios, torch.full_like(ratios, k), rtol=1e-6, atol=0):
+            return None
+    return k
 
 
 _SAVED_COPY = re.compile(r"(?:(?P<owner>.+)\.)?modules_to_save\.[^.]+\.(?P<local>.+)")
@@ -192,11 +216,25 @@ def updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
     )
     if old.dim() >= 2 and old.numel() <= 1_000_000:
         delta = (new.detach().double().to(old.device) - old.detach().double()).reshape(old.shape[0], -1)
-        values = torch.linalg.svdvals(delta)
-        rank = int((values > values[0] * 1e-6).sum()) if float(values[0]) > 0 else 0
-        if 0 < rank <= min(delta.shape) // 4:
-            note += f", a rank-{rank} change (a merged LoRA?)"
+        low = min(delta.shape) // 4  # the ranks named
+        if low > 0 and not _rank_above(delta, low):
+            values = torch.linalg.svdvals(delta)
+            rank = int((values > values[0] * 1e-6).sum()) if float(values[0]) > 0 else 0
+            if 0 < rank <= low:
+                note += f", a rank-{rank} change (a merged LoRA?)"
     return note
+
+
+def _rank_above(delta: torch.Tensor, k: int) -> bool:
+    """Whether the matrix ``delta`` surely has more than ``k`` singular values over 1e-6 times its largest, told
+    from a sketch: for a Gaussian ``g`` of ``k + 1`` columns, ``σ[k](delta @ g) <= σ[k](delta) * ‖g‖`` and
+    ``σ[0](delta) <= ‖delta‖_F``, so a sketch whose last singular value is above ``2e-6 * ‖delta‖_F * ‖g‖_F``
+    proves it (a fine-tuned weight's change, of full rank) at a fraction of the cost of every singular value.
+    False when the sketch does not prove it (a change of low rank): the full decomposition decides."""
+    wide = delta if delta.shape[1] >= delta.shape[0] else delta.T
+    g = torch.randn(wide.shape[1], k + 1, dtype=delta.dtype, generator=torch.Generator().manual_seed(0))
+    last = float(torch.linalg.svdvals(wide @ g.to(wide.device))[-1])
+    return last > 2e-6 * float(torch.linalg.matrix_norm(wide)) * float(torch.linalg.matrix_norm(g))
 
 
 def updated_beside(old: torch.Tensor, new: torch.Tensor, layer: str) -> str | None:
