@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchsurgeon.paramrelations import derived, updated
+from torchsurgeon.paramrelations import derived, rows_kept, updated
 from torchsurgeon.records import ParamChange
 
 
@@ -92,3 +92,17 @@ def test_a_tensor_of_one_value_is_told_from_one_with_another_value_late(size: in
         "copied from head.bias",
         "head.bias",
     )
+
+
+def test_rows_carried_over_are_found_among_rows_alike_in_their_first_value() -> None:
+    """Rows are matched by every value: an old row with the same first value but another second is no match, a row
+    equal to several old ones (zeros) is said to be one of them."""
+    gen = torch.Generator().manual_seed(0)
+    old = torch.randn(10, 3, generator=gen)
+    old[4, 0] = old[7, 0]
+    new = old[[7, 4]].clone()
+    new[0, 1] += 1  # alike old rows 4 and 7 in its first value only
+    assert rows_kept(old, new) == "1 row(s) carried over: 1←4"
+    old[[2, 5]] = 0
+    assert rows_kept(old, torch.zeros(2, 3)) == "2 row(s) carried over: 0←one of 2 equal rows, 1←one of 2 equal rows"
+    assert rows_kept(old, torch.randn(4, 3, generator=gen)) == ""

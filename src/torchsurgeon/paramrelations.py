@@ -350,8 +350,12 @@ def _row_matches(old: torch.Tensor, new: torch.Tensor) -> list[tuple[int, list[i
     n = new.detach().reshape(new.shape[0], -1).to(old.device)
     if o.numel() * n.shape[0] > 50_000_000:
         return None
-    eq = (n[:, None, :] == o[None, :, :]).all(-1)
-    return [(i, eq[i].nonzero()[:, 0].tolist()) for i in range(n.shape[0]) if eq[i].any()]
+    pairs = (n[:, None, 0] == o[None, :, 0]).nonzero()  # rows equal in their first value, by new row then old
+    pairs = pairs[(n[pairs[:, 0]] == o[pairs[:, 1]]).all(-1)]  # of them, those equal in every value
+    matches: dict[int, list[int]] = {}
+    for i, j in pairs.tolist():
+        matches.setdefault(i, []).append(j)
+    return list(matches.items())
 
 
 def rows_kept(old: torch.Tensor, new: torch.Tensor) -> str:
