@@ -29,15 +29,17 @@ __all__: tuple[str, ...] = ()
 def _recipe_steps(recipe: Any, x: torch.Tensor, axes_lengths: tuple[tuple[str, int], ...]) -> Any:
     """``x`` rearranged by an einops recipe, or FALLBACK."""
     try:
-        from einops.einops import _reconstruct_from_shape_uncached
+        from einops.einops import _reconstruct_from_shape, _reconstruct_from_shape_uncached
     except ImportError:  # pragma: no cover - einops without it
         return FALLBACK
     try:
-        init, reordering, reduced, added, final, _ = _reconstruct_from_shape_uncached(
-            recipe, list(x.shape), list(axes_lengths)
-        )
+        try:  # einops' own cache per input shape, as a real call reads it (computing it took 18 of the rule's 100 us)
+            steps = _reconstruct_from_shape(recipe, x.shape, axes_lengths)
+        except TypeError:  # an axis length that cannot be hashed: computed, as einops does then
+            steps = _reconstruct_from_shape_uncached(recipe, list(x.shape), list(axes_lengths))
     except Exception:  # einops refuses the shape: its own message, from running it on meta
         return FALLBACK
+    init, reordering, reduced, added, final, _ = steps  # shared with einops' cache: only read
     if reduced or added:
         return FALLBACK
     out: Any = x
