@@ -89,6 +89,10 @@ _PLAIN_TYPES = frozenset({int, float, bool, complex, str, torch.Size, torch.dtyp
 """The types of traced values that ``isinstance`` is answered for as a real forward's (a tuple or a list of
 them is not: its items may hold proxies)."""
 
+_NO_TENSOR_TYPES = _PLAIN_TYPES | {type(None)}
+"""Argument types that hold no tensor: a call given only these (``x.shape[2] // window``) has nothing on ``meta``
+to answer by a rule or to move off it; it runs as it is."""
+
 
 class MetaValues:
     """Values on ``meta`` of the nodes of a graph being traced, computed on demand.
@@ -365,6 +369,12 @@ class MetaValues:
             return torch.empty_like(value, device="meta") if value.numel() > DATA_LIMIT else value
         if op == "call_function" and target is getattr and args[1:2] == ("device",):
             return _META if isinstance(args[0], torch.Tensor) else getattr(*args)  # known data: the input's device
+        if (
+            op == "call_function"
+            and _NO_TENSOR_TYPES.issuperset(map(type, args))
+            and (not kwargs or _NO_TENSOR_TYPES.issuperset(map(type, kwargs.values())))
+        ):  # Python on sizes (a fifth of SwinUNETR's values): what the general path below ends in, without its checks
+            return target(*args, **kwargs)  # type: ignore[operator]
         if op == "call_function":
             args = masks_as_indices(target, args)
             return stand_ins_or_data(  # known data meeting meta: stand-ins, or the data where an op refuses them
