@@ -249,3 +249,21 @@ def test_a_numpy_scalar_is_copied_as_an_atom(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(copy, "deepcopy", lambda value, memo=None: calls.append(value) or deepcopy(value, memo))
     clone = detached_copy(model, meta_like)
     assert calls == [] and clone[0].scale is model[0].scale and clone[1].ratio == 2
+
+
+def test_a_plain_tensor_attribute_is_deep_copied_with_its_data_and_its_attributes() -> None:
+    """A tensor a module keeps as a plain attribute (MONAI's SABlock: ``att_mat = torch.Tensor()``) is copied as
+    ``copy.deepcopy`` copies it, data and Python attributes included; two attributes of one storage stay views
+    of one storage, and the module's hooks still stay behind."""
+    model = nn.Sequential(nn.Linear(2, 2))
+    model.table = torch.arange(6.0)
+    model.view_of_table = model.table[2:]
+    model.tagged = torch.ones(2)
+    model.tagged.note = "kept"  # type: ignore[attr-defined]
+    model[0].register_forward_hook(lambda *_: None)
+    clone = detached_copy(model, meta_like)
+    assert clone.table is not model.table and torch.equal(clone.table, model.table)
+    assert clone.view_of_table.untyped_storage().data_ptr() == clone.table.untyped_storage().data_ptr()
+    assert clone.view_of_table.storage_offset() == 2 and torch.equal(clone.view_of_table, model.view_of_table)
+    assert clone.tagged.note == "kept" and clone.tagged is not model.tagged
+    assert not clone[0]._forward_hooks and len(model[0]._forward_hooks) == 1

@@ -505,6 +505,10 @@ class _Copier:
             if self.tensor is not None:
                 _replace_tensors(scripted, self.tensor)
             return scripted
+        if cls is torch.Tensor and value.is_leaf and value.grad is None and not value.__dict__:
+            # a plain tensor attribute (MONAI's SABlock keeps ``att_mat = torch.Tensor()``): its deepcopy reaches
+            # no module and no hook dict, so none is mapped first (a walk of every module of the model)
+            return copy.deepcopy(value, memo)
         if not self.hooks_in_memo:
             self.hooks_in_memo = True
             for m in self.root.modules():
