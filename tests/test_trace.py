@@ -971,3 +971,34 @@ def test_token_ids_named_otherwise_are_found_by_the_embedding_reading_them(make:
     assert report.opaque == {} and report.invalid == []
     assert report.output_shape == tuple(model(torch.zeros(2, 16, dtype=torch.long)).shape) == (2, 16, 3)
     assert report.total_for_input == sum(p.numel() for p in model.parameters())
+
+
+class _IdentityNeckOnATuple(nn.Module):
+    """transformers' BEiT backbone without an FPN: ``self.fpn = nn.Identity()`` given its tuple of feature maps,
+    then a neck that asks ``isinstance(features, (tuple, list))`` (ZoeDepth's) before taking them one by one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.down = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.fpn = nn.Identity()
+        self.heads = nn.ModuleList([nn.Conv2d(4, 2, 1), nn.Conv2d(6, 2, 1)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = (self.stem(x),)
+        features += (self.down(features[0]),)
+        features = self.fpn(features)
+        if not isinstance(features, (tuple, list)):
+            raise TypeError("features should be a tuple or list of tensors")
+        a, b = (head(f) for head, f in zip(self.heads, features))
+        return a + F.interpolate(b, size=a.shape[-2:])
+
+
+def test_an_identity_given_a_tuple_returns_the_tuple_as_a_real_forward() -> None:
+    """Found by a probe: ZoeDepth's neck (behind a BEiT backbone whose fpn is an ``nn.Identity``) was opaque
+    ("TypeError: hidden_states should be a tuple or list of tensors"): the Identity, a leaf, returned one proxy."""
+    model = _IdentityNeckOnATuple().eval()
+    report = paramcount(model, (3, 8, 8), batch=2, crosscheck="always")
+    assert report.opaque == {} and report.invalid == [] and report.trusted
+    assert report.output_shape == tuple(model(torch.zeros(2, 3, 8, 8)).shape) == (2, 2, 8, 8)
+    assert report.macs == 2 * (64 * 4 * 27 + 16 * 6 * 36 + 64 * 2 * 4 + 16 * 2 * 6)
