@@ -2097,6 +2097,37 @@ def test_a_text_model_has_no_input_channels_to_adapt() -> None:
         adapt_input_channels(nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 2)), 1)
 
 
+class _Captioner(nn.Module):
+    """transformers' BlipModel: ``forward(input_ids, pixel_values=None)``, the image optional; its vision config
+    has no ``num_channels`` (the patch embedding is built for 3), so no image is known from the config."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.words, self.patches = nn.Embedding(50, 4), nn.Conv2d(3, 4, 4, 4)
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.words(input_ids)
+        return x if pixel_values is None else x + self.patches(pixel_values).mean((2, 3))[:, None]
+
+
+def test_a_model_whose_image_is_optional_is_not_called_a_text_model() -> None:
+    """Found by a probe: adapt_input_channels(BlipModel, 1) traced it with pixel_values=None (its default) and said
+    its Embedding "reads the input: token ids ... there are no input channels to adapt"; it names the image
+    argument left out and the input to pass, and that call folds the image's convolution."""
+    torch.manual_seed(0)
+    model = _Captioner().double().eval()
+    with pytest.raises(SurgeryError, match=r"pixel_values was traced as None \(its default\)") as e:
+        adapt_input_channels(model, 1)
+    assert "no input channels" not in str(e.value)
+    example = "input={'input_ids': (16,), 'pixel_values': (3, 224, 224)}"
+    assert str(e.value).endswith(f"e.g. adapt_input_channels(model, 1, {example})")
+    result = adapt_input_channels(model, 1, input={"input_ids": (16,), "pixel_values": (3, 224, 224)})
+    assert [(c.name, c.shape_after) for c in result.changes] == [("patches.weight", (4, 1, 4, 4))]
+    ids, grey = torch.randint(0, 50, (2, 5)), torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(ids, grey), model(ids, grey.expand(2, 3, 8, 8)), rtol=0, atol=1e-12)
+
+
 class _LinearPatchEmbed(nn.Module):
     """timm's NaFlexEmbeds: (B, C, H, W) cut into 4 x 4 patches flattened channels last (P-P-C) and read by a
     Linear, with Python on the input's sizes (the grid for its position table) that fx traces only with an input

@@ -16,11 +16,12 @@ from collections.abc import Mapping
 import networkx as nx
 from torch import nn
 
-from .graph import NodeRecord, fx_node, graph_cache, index_of, node_record, node_records, opaque_of
+from .errors import SurgeryError
+from .graph import NodeRecord, fx_node, graph_cache, index_of, node_record, node_records, opaque_of, specialised_of
 from .knowndata import DATA_FACTORIES
 from .resize import hands_on_channels
 
-__all__ = ("fold_layers", "graph_images", "graph_readers", "weights_owner")
+__all__ = ("fold_layers", "graph_images", "graph_readers", "images_traced_as_none", "weights_owner")
 
 
 _SHAPE_ONLY = frozenset(
@@ -278,3 +279,42 @@ def graph_images(G: nx.DiGraph) -> dict[str, list[str]]:
             if convs:
                 found[rec.target] = convs
     return found
+
+
+def images_traced_as_none(model: nn.Module, G: nx.DiGraph, found: list[str], call: str) -> SurgeryError | None:
+    """The error when the layers ``found`` reading the inputs of ``G``, traced without an input, are no image's
+    while ``forward``'s image arguments (``pixel_values``, ``images``) were traced as their default, None: BLIP's
+    token ids alone reach a layer (an Embedding), and "no input channels to adapt" would be wrong.  None when a
+    Conv or Linear layer reads an input, or no image argument was left out.  ``call``: the user's call.
+
+    Examples
+    --------
+    >>> from torchsurgeon.trace import trace
+    >>> from torchsurgeon.graph import build_graph
+    >>> class Captioner(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.words, self.patches = nn.Embedding(10, 4), nn.Conv2d(3, 4, 2, 2)
+    ...     def forward(self, input_ids, pixel_values=None):
+    ...         x = self.words(input_ids)
+    ...         return x if pixel_values is None else x + self.patches(pixel_values).mean((2, 3))[:, None]
+    >>> model = Captioner()
+    >>> error = images_traced_as_none(model, build_graph(trace(model)), ["words"], "f(model, {input})")
+    >>> print(str(error).partition(" — ")[2])
+    pass the input the model takes, e.g. f(model, input={'input_ids': (16,), 'pixel_values': (3, 224, 224)})
+    """
+    images = [k for k, v in specialised_of(G).items() if v is None and ("pixel" in k or "image" in k)]
+    modules = index_of(G).modules
+    if not images or any(isinstance(modules.get(n), (nn.modules.conv._ConvNd, nn.Linear)) for n in found):
+        return None
+    given = [rec.name for rec in node_records(G) if rec.op == "placeholder"]
+    config = getattr(model, "config", None)
+    size = getattr(getattr(config, "vision_config", None) or config, "image_size", None)  # BLIP's: no channels
+    side = size if isinstance(size, int) else 224
+    example = {**dict.fromkeys(given, (16,)), **dict.fromkeys(images, (3, side, side))}
+    readers = ", ".join(f"{n} ({type(modules.get(n)).__name__})" for n in found) or "no layer with weights"
+    return SurgeryError(
+        f"{type(model).__name__} traced without an input reads only {', '.join(given)}, with {readers}: its "
+        f"forward's {', '.join(images)} was traced as None (its default), so the layers reading it are not known "
+        f"— pass the input the model takes, e.g. {call.format(input=f'input={example}')}"
+    )

@@ -28,7 +28,7 @@ from .errors import SurgeryError, TraceError, check_count, check_flag, check_opt
 from .failingpart import part_that_runs
 from .fold import fold_normalization
 from .graph import build_graph, opaque_of
-from .graphreaders import graph_images, graph_readers
+from .graphreaders import graph_images, graph_readers, images_traced_as_none
 from .ignoredinputs import check_input_traced
 from .initialisers import default_init
 from .layerfold import adapt_layer, input_width, plain_weight, weight_normed
@@ -80,9 +80,6 @@ class SurgeryResult:
 
     def __str__(self) -> str:
         return changes_table(self.changes)
-
-
-# --------------------------------------------------------------------------- initialisers
 
 
 # --------------------------------------------------------------------------- graph lookups
@@ -170,6 +167,8 @@ def _input_layers(
     if distinct_images(images):  # an image and a mask: the edit of both never runs
         raise several_images(model, images)
     found, mixed, rearranged = graph_readers(G)
+    if (unread := images_traced_as_none(model, G, found, call)) is not None:
+        raise unread  # BLIP's pixel_values traced as None: its token ids alone reach a layer
     behind_opaque = any(why.partition(" (")[0] in opaque_of(G) for why in rearranged.values())
     if behind_opaque or any(_opaque_part(model, name) for name in found):  # timm's FeatureHookNet: its body is
         # one node; a layer reading the input past a part traced as one opaque layer (kornia's GaussianBlur2d,
