@@ -209,6 +209,81 @@ ZOO: dict[str, tuple[str, dict[str, Any], Any]] = {
         },
         IMAGE,
     ),
+    "beit": (
+        "AutoModelForImageClassification",
+        {**TEXT, "image_size": 32, "patch_size": 8, "use_relative_position_bias": True},
+        IMAGE,
+    ),
+    "data2vec-vision": ("AutoModel", {**TEXT, "image_size": 32, "patch_size": 8}, IMAGE),
+    "vit_mae": ("AutoModel", {**TEXT, "image_size": 32, "patch_size": 8}, IMAGE),
+    "vit_msn": ("AutoModel", {**TEXT, "image_size": 32, "patch_size": 8}, IMAGE),
+    "ijepa": ("AutoModel", {**TEXT, "image_size": 32, "patch_size": 8}, IMAGE),
+    "siglip_vision_model": ("AutoModel", {**TEXT, "image_size": 32, "patch_size": 8}, IMAGE),
+    "convnextv2": ("AutoModel", {"hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2}, IMAGE),
+    "regnet": (
+        "AutoModelForImageClassification",
+        {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "groups_width": 8},
+        IMAGE,
+    ),
+    "poolformer": ("AutoModelForImageClassification", {"hidden_sizes": [8, 16, 24, 32], "depths": [1, 1, 1, 1]}, IMAGE),
+    "efficientnet": (
+        "AutoModelForImageClassification",
+        {"image_size": 32, "width_coefficient": 0.25, "depth_coefficient": 0.25, "hidden_dim": 320},
+        IMAGE,
+    ),
+    "mobilenet_v1": ("AutoModelForImageClassification", {"image_size": 32, "depth_multiplier": 0.25}, IMAGE),
+    "focalnet": ("AutoModel", {"embed_dim": 16, "depths": [1, 1], "image_size": 32, "patch_size": 4}, IMAGE),
+    "swinv2": (
+        "AutoModel",
+        {"embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2], "image_size": 32, "patch_size": 4, "window_size": 4},
+        IMAGE,
+    ),
+    "levit": (
+        "AutoModel",
+        {
+            "image_size": 64,
+            "hidden_sizes": [16, 32, 48],
+            "num_attention_heads": [1, 2, 3],
+            "depths": [1, 1, 1],
+            "key_dim": [8, 8, 8],
+        },
+        (3, 64, 64),
+    ),
+    "pvt_v2": (
+        "AutoModel",
+        {
+            "num_encoder_blocks": 2,
+            "depths": [1, 1],
+            "sr_ratios": [2, 1],
+            "hidden_sizes": [8, 16],
+            "num_attention_heads": [1, 2],
+            "patch_sizes": [7, 3],
+            "strides": [4, 2],
+            "mlp_ratios": [2, 2],
+        },
+        IMAGE,
+    ),
+    "hiera": (
+        "AutoModel",
+        {
+            "embed_dim": 8,
+            "image_size": [64, 64],
+            "patch_size": [7, 7],
+            "patch_stride": [4, 4],
+            "depths": [1, 1],
+            "num_heads": [1, 2],
+            "query_stride": [2, 2],
+            "masked_unit_size": [8, 8],
+            "num_query_pool": 1,
+        },
+        (3, 64, 64),
+    ),
+    "textnet": ("AutoModel", {}, IMAGE),
+    "yolos": (
+        "AutoModelForObjectDetection",
+        {**TEXT, "image_size": [32, 32], "patch_size": 8, "num_detection_tokens": 5},
+        IMAGE,
+    ),
     "detr": ("AutoModel", DETR, (3, 64, 64)),  # a timm resnet18 backbone, built without weights
     # torch_compilable_check (torch._check of traced sizes) in its deformable attention: opaque before
     "deformable_detr": ("AutoModel", {**DETR, "encoder_n_points": 2, "decoder_n_points": 2}, (3, 128, 128)),
@@ -344,6 +419,8 @@ def test_transformers_coverage_and_untraceable_list(expected_file: Callable[[str
 
 
 VISION = ["vit", "deit", "dinov2", "swin", "convnext", "resnet", "segformer", "detr", "clip"]
+VISION += ["beit", "data2vec-vision", "vit_msn", "ijepa", "siglip_vision_model", "convnextv2", "regnet", "poolformer"]
+VISION += ["focalnet", "swinv2", "levit", "pvt_v2", "hiera"]  # vit_mae masks at random; TextNet: stem_num_channels
 
 
 @pytest.mark.parametrize("name", VISION)
