@@ -100,6 +100,31 @@ def test_default_input_reads_a_vision_config() -> None:
     assert default_input(Vision(image_size=32)) is None
 
 
+def test_default_input_of_an_image_and_text_model_gives_its_token_ids_too() -> None:
+    """CLIP's forward asks for both (``You have to specify input_ids``): the config's image and 16 token ids, fewer
+    where the text has fewer positions; a model without a text config, or whose forward takes no token ids, gets
+    the image alone."""
+
+    class Dual(nn.Module):
+        def __init__(self, positions: int | None) -> None:
+            super().__init__()
+            text = types.SimpleNamespace(max_position_embeddings=positions) if positions else types.SimpleNamespace()
+            vision = types.SimpleNamespace(num_channels=3, image_size=32)
+            self.config = types.SimpleNamespace(vision_config=vision, text_config=text)
+
+        def forward(self, input_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None) -> None:
+            return None
+
+    class ImageOnly(Dual):
+        def forward(self, pixel_values: torch.Tensor | None = None) -> None:  # type: ignore[override]
+            return None
+
+    assert default_input(Dual(77)) == {"pixel_values": (3, 32, 32), "input_ids": (16,)}
+    assert default_input(Dual(8)) == {"pixel_values": (3, 32, 32), "input_ids": (8,)}
+    assert default_input(Dual(None)) == {"pixel_values": (3, 32, 32), "input_ids": (16,)}
+    assert default_input(ImageOnly(77)) == {"pixel_values": (3, 32, 32)}
+
+
 class _Fusion(nn.Module):
     """ViTMatte's detail path: a stem, its batch norm, then the pixels joined with those features for a last conv."""
 

@@ -2010,6 +2010,30 @@ def test_fold_input_normalization_into_a_weight_torch_computes(how: str) -> None
     assert "exact" in result.changes[0].message
 
 
+@pytest.mark.slow  # two transformers models built and run in float64: `make test` runs it, `make check` skips it
+@pytest.mark.parametrize("kind", ["CLIP", "Siglip"])
+def test_an_image_and_text_model_is_adapted_without_an_input(kind: str) -> None:
+    """Found by a probe: adapt_input_channels(CLIPModel, 1) ran the image its config describes alone and was
+    refused ('You have to specify input_ids' — give an input the model accepts); its forward asks for token ids
+    too, which the input it is run on now has. The patch embedding is folded and the fold is exact."""
+    transformers = pytest.importorskip("transformers")
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = getattr(transformers, f"{kind}Config")(
+        text_config={**tower, "vocab_size": 99}, vision_config={**tower, "image_size": 32, "patch_size": 8}
+    )
+    model = getattr(transformers, f"{kind}Model")(config).eval().double()
+    result = adapt_input_channels(model, 1)
+    assert [c.name for c in result.changes] == [
+        "vision_model.embeddings.patch_embedding.weight",
+        "vision_model.config.num_channels",
+    ]
+    ids, grey = torch.randint(0, 99, (1, 16)), torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        folded = result.model(input_ids=ids, pixel_values=grey).logits_per_image
+        original = model(input_ids=ids, pixel_values=grey.expand(1, 3, 32, 32)).logits_per_image
+    torch.testing.assert_close(folded, original, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.slow  # RAFT run twice: `make test` runs it, `make check` skips it
 def test_an_optical_flow_model_taking_two_images_is_folded_in_both_encoders() -> None:
     """Found by a probe: ``adapt_input_channels(raft_small, 1)`` guessed one image for a forward of two (RAFT checks

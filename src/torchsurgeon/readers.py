@@ -319,7 +319,9 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     when the config has no channels of its own; 224 × 224 when the
     config has no size, as for convolutional networks) when ``forward``
     takes ``pixel_values``; ``(num_frames, num_channels, H, W)`` for a video
-    model's config (VideoMAE, TimeSformer, ViViT).
+    model's config (VideoMAE, TimeSformer, ViViT); with 16 token ids
+    (``input_ids``, fewer if the text has fewer positions) for a model of
+    an image and a text whose ``forward`` takes both (CLIP, SigLIP).
 
     Examples
     --------
@@ -327,24 +329,30 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     >>> default_input(nn.Conv2d(3, 8, 3)) is None
     True
     """
-    config = getattr(model, "config", None)
+    config = top = getattr(model, "config", None)
     if getattr(config, "num_channels", None) is None:  # a backbone's (Depth Anything, DPT hybrids, UperNet)
         config = getattr(config, "vision_config", None) or getattr(config, "backbone_config", None) or config
     else:
         config = getattr(config, "vision_config", None) or config
     channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
     try:
-        takes_pixels = "pixel_values" in inspect.signature(model.forward).parameters
+        parameters = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
-        takes_pixels = False
-    if not takes_pixels or not isinstance(channels, int):
+        parameters = {}  # type: ignore[assignment]
+    if "pixel_values" not in parameters or not isinstance(channels, int):
         return None
     size = 224 if size is None else size
     h, w = (size, size) if isinstance(size, int) else tuple(size)[:2]
     frames = getattr(config, "num_frames", None)
     if isinstance(frames, int) and not isinstance(frames, bool):  # videos: (batch, frames, channels, H, W)
         return {"pixel_values": (frames, channels, int(h), int(w))}
-    return {"pixel_values": (channels, int(h), int(w))}
+    text = getattr(top, "text_config", None)
+    if text is None or "input_ids" not in parameters:
+        return {"pixel_values": (channels, int(h), int(w))}
+    # an image and text model (CLIP, SigLIP): its forward asks for both; the image is the input followed
+    positions = getattr(text, "max_position_embeddings", None)
+    tokens = min(16, positions) if isinstance(positions, int) and positions > 0 else 16
+    return {"pixel_values": (channels, int(h), int(w)), "input_ids": (tokens,)}
 
 
 def configured_image(model: nn.Module) -> tuple[int, int, int] | None:
