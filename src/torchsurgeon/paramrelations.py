@@ -131,20 +131,26 @@ differs there, and the whole tensor is read only when the first values agree."""
 def _one_value(p: torch.Tensor) -> bool:
     """Whether every value of ``p`` (two or more) is its first."""
     flat = p.flatten()
-    return all(bool(torch.all(part == flat[0])) for part in (flat[:_FIRST], flat))
+    return (len(flat) <= _FIRST or bool(torch.all(flat[:_FIRST] == flat[0]))) and bool(torch.all(flat == flat[0]))
 
 
 def _scale(a: torch.Tensor, b: torch.Tensor, nonzero: torch.Tensor) -> float | None:
     """The ``k`` (neither 0 nor 1) with ``b == k * a`` to a relative 1e-6 where ``a`` is nonzero (flat tensors of one
-    shape, zero in the same places), else None; told by the first values when they already disagree."""
-    for part in (slice(_FIRST), slice(None)):
-        where = nonzero[part]
-        if part.stop is not None and (len(a) <= part.stop or not bool(where.any())):
-            continue  # the first values are all, or are zeros: the whole tensor tells
-        ratios = b[part][where] / a[part][where]
-        k = float(ratios[0])  # the first nonzero value's ratio, in the first values or the whole
-        if k in (0.0, 1.0) or not torch.allclose(ratios, torch.full_like(ratios, k), rtol=1e-6, atol=0):
-            return None
+    shape, zero in the same places), else None; told by the first values when they already disagree (a first value
+    that is nonzero is the whole tensor's first, so its ratio is the whole tensor's ``k``)."""
+    head = nonzero[:_FIRST]
+    if len(a) > _FIRST and bool(head.any()) and _ratio(a[:_FIRST], b[:_FIRST], head) is None:
+        return None
+    return _ratio(a, b, nonzero)
+
+
+def _ratio(a: torch.Tensor, b: torch.Tensor, nonzero: torch.Tensor) -> float | None:
+    """The ratio ``k`` (neither 0 nor 1) of ``b`` to ``a`` at their first nonzero value, if every nonzero value
+    has it to a relative 1e-6; else None."""
+    ratios = b[nonzero] / a[nonzero]
+    k = float(ratios[0])
+    if k in (0.0, 1.0) or not torch.allclose(ratios, torch.full_like(ratios, k), rtol=1e-6, atol=0):
+        return None
     return k
 
 
@@ -206,7 +212,8 @@ def updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
     norm = float(a.norm())
     if norm == 0 or float(b.std()) == 0:  # from zeros, or to a constant (a BatchNorm's ones): what a new draw gives
         return None
-    change = float((b - a).norm()) / norm
+    diff = b - a
+    change = float(diff.norm()) / norm
     # the correlation of two independent draws is within 5 standard errors of 0; a constant has none (ones, trained)
     r = float(torch.corrcoef(torch.stack([a, b]))[0, 1]) if float(a.std()) > 0 else None
     if not (change < 0.5 or (r is not None and r >= max(0.5, 5 / math.sqrt(a.numel())))):
@@ -215,7 +222,7 @@ def updated(old: torch.Tensor, new: torch.Tensor) -> str | None:
         f" (correlation {r:.4f} with the pretrained values)" if r else ""
     )
     if old.dim() >= 2 and old.numel() <= 1_000_000:
-        delta = (new.detach().double().to(old.device) - old.detach().double()).reshape(old.shape[0], -1)
+        delta = diff.reshape(old.shape[0], -1)
         low = min(delta.shape) // 4  # the ranks named
         if low > 0 and not _rank_above(delta, low):
             values = torch.linalg.svdvals(delta)
