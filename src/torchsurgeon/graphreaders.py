@@ -20,6 +20,7 @@ from .errors import SurgeryError
 from .graph import NodeRecord, fx_node, graph_cache, index_of, node_record, node_records, opaque_of, specialised_of
 from .knowndata import DATA_FACTORIES
 from .resize import hands_on_channels
+from .shapespec import EXAMPLE_TOKENS
 
 __all__ = ("fold_layers", "graph_images", "graph_readers", "images_traced_as_none", "weights_owner")
 
@@ -311,7 +312,7 @@ def images_traced_as_none(model: nn.Module, G: nx.DiGraph, found: list[str], cal
     config = getattr(model, "config", None)
     size = getattr(getattr(config, "vision_config", None) or config, "image_size", None)  # BLIP's: no channels
     side = size if isinstance(size, int) else 224
-    example = {**dict.fromkeys(given, (16,)), **dict.fromkeys(images, (3, side, side))}
+    example = {**dict.fromkeys(given, EXAMPLE_TOKENS), **dict.fromkeys(images, (3, side, side))}
     readers = ", ".join(f"{n} ({type(modules.get(n)).__name__})" for n in found) or "no layer with weights"
     return SurgeryError(
         f"{type(model).__name__} traced without an input reads only {', '.join(given)}, with {readers}: its "

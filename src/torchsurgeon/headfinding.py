@@ -31,7 +31,7 @@ from .modelreport import ModelReport
 from .readers import configured_input, default_input, guessed_input, refused_guess_hint
 from .resize import hands_on_features
 from .shapes import meta_copy
-from .shapespec import InputSpec
+from .shapespec import EXAMPLE_TOKENS, InputSpec
 from .trace import trace
 from .wrappers import unwrap_model
 
@@ -579,7 +579,7 @@ def running_report(model: nn.Module, input: InputSpec | None) -> tuple[InputSpec
     >>> running_report(nn.Sequential(nn.Flatten(), nn.Linear(12, 5)), (3, 2, 2))[1].layer("1").input_shape
     (1, 12)
     """
-    ids = {"input_ids": (16,)} if any(p.name == "input_ids" for p in forward_parameters(model)) else None
+    ids = {"input_ids": EXAMPLE_TOKENS} if any(p.name == "input_ids" for p in forward_parameters(model)) else None
     guess = guessed_input(model)
     configured = configured_input(model)
     for candidate in (input, default_input(model), guess, configured if configured != guess else None, ids):

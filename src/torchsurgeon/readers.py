@@ -36,7 +36,7 @@ from .frontend import bind_inputs
 from .records import Finding, ParamChange, ParamReport
 from .resize import guessed_input, resized_copy
 from .shapes import meta_copy
-from .shapespec import InputSpec
+from .shapespec import EXAMPLE_TOKENS, InputSpec
 
 _MADE_UP_LIMIT = 1 << 24
 """How many values the tensors of an op that needs them may hold for :meth:`_FollowInput._made_up` to run it on
@@ -336,9 +336,9 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
         config = getattr(config, "vision_config", None) or config
     channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
     try:
-        parameters = inspect.signature(model.forward).parameters
+        parameters = set(inspect.signature(model.forward).parameters)
     except (TypeError, ValueError):
-        parameters = {}  # type: ignore[assignment]
+        parameters = set()
     if "pixel_values" not in parameters or not isinstance(channels, int):
         return None
     size = 224 if size is None else size
@@ -351,8 +351,8 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
         return {"pixel_values": (channels, int(h), int(w))}
     # an image and text model (CLIP, SigLIP): its forward asks for both; the image is the input followed
     positions = getattr(text, "max_position_embeddings", None)
-    tokens = min(16, positions) if isinstance(positions, int) and positions > 0 else 16
-    return {"pixel_values": (channels, int(h), int(w)), "input_ids": (tokens,)}
+    tokens = (min(EXAMPLE_TOKENS[0], positions),) if isinstance(positions, int) and positions > 0 else EXAMPLE_TOKENS
+    return {"pixel_values": (channels, int(h), int(w)), "input_ids": tokens}
 
 
 def configured_image(model: nn.Module) -> tuple[int, int, int] | None:
@@ -414,7 +414,7 @@ with 3 channels)'
     "e.g. replace_head(model, 5, input={'input_ids': (16,)}) or replace_head(model, 5, input=(3, 224, 224))"
     """
     if guess is None:
-        text, image = "input={'input_ids': (16,)}", "input=(3, 224, 224)"
+        text, image = f"input={{'input_ids': {EXAMPLE_TOKENS}}}", "input=(3, 224, 224)"
         return f"e.g. {call.format(input=text)} or {call.format(input=image)}"
     sizes = {3: "H, W", 4: "D, H, W"}.get(len(guess)) or ", ".join(f"S{i}" for i in range(1, len(guess)))
     one = f"({guess[0]}, {sizes})"

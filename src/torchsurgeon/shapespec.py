@@ -21,6 +21,7 @@ from .errors import InputError, did_you_mean
 
 __all__ = (
     "DTYPES",
+    "EXAMPLE_TOKENS",
     "InputSpec",
     "Shape",
     "TypedShape",
@@ -42,6 +43,9 @@ __all__ = (
     "with_batch",
     "without_leading_ones",
 )
+
+EXAMPLE_TOKENS = (16,)
+"""The per-sample shape of the token ids an example input gets where none is given (a default, or a fix to run)."""
 
 DTYPES: Mapping[str, torch.dtype] = {
     "long": torch.int64,
