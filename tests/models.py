@@ -225,7 +225,8 @@ LARGEST_TORCHVISION = (
     "wide_resnet101_2",
 )  # fmt: skip
 """torchvision's classification models over 100 M parameters: materialised in float32 (tests/test_surgery_zoo.py) they
-take 0.5-2.5 GiB each; tests/conftest.py runs them in one pytest-xdist worker, one after another."""
+take 0.5-1.2 GiB each (the two largest, lean, less); tests/conftest.py runs them in one pytest-xdist worker, one after
+another."""
 
 
 def on_meta(builder: Callable[..., nn.Module], *, buffers: bool = True, **kwargs: Any) -> nn.Module:
@@ -241,7 +242,9 @@ def natural_size(name: str) -> int:
     return {"inception_v3": 299}.get(name, 224)
 
 
-def materialize(model: nn.Module, dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
+def materialize(
+    model: nn.Module, dtype: torch.dtype = torch.float32, seed: int = 0, *, lean_above: int | None = None
+) -> nn.Module:
     """Give a model built with ``on_meta(..., buffers=False)`` real random weights, fast.
 
     No scipy inits; scaled to keep activations O(1).
@@ -254,13 +257,24 @@ def materialize(model: nn.Module, dtype: torch.dtype = torch.float32, seed: int 
     5.6 billion weights took 9 ns in float32 and 35 ns in float64, plus a copy, most of
     tests/test_surgery_zoo.py's time on its largest models (8 s of regnet_y_128gf's 17 s); a window costs a
     multiplication.  Each weight's values are still distinct normals (the pool is larger than any stem's).
+
+    ``lean_above``: a weight of more elements is a view of its own ``rows + row length - 1`` normals, row ``o`` of
+    it the normals from the ``o``-th on (a Hankel layout: ``w[o].flatten()[j] = normals[o + j]``; stride 1 along
+    the first axis), so that a model of 600 M parameters takes megabytes instead of 2.4 GiB.  Its rows are still
+    distinct (generically independent); layers compute on it as on any weight (a convolution copies it while it
+    runs).  The smaller weights, the input layer's among them, are laid out as usual.
     """
     gen = torch.Generator().manual_seed(seed)
     for module in model.modules():
         for key, p in module._parameters.items():
             if p is not None and p.device.type == "meta":
                 kind = dtype if p.is_floating_point() else p.dtype  # made in dtype: no float32 copy to convert
-                module._parameters[key] = nn.Parameter(torch.empty(p.shape, dtype=kind), p.requires_grad)
+                if lean_above is not None and p.dim() >= 2 and p.numel() > lean_above:
+                    row = torch.empty(p.shape[1:], device="meta").stride()
+                    made = torch.empty(p.shape[0] + p[0].numel() - 1, dtype=kind).as_strided(p.shape, (1, *row))
+                else:
+                    made = torch.empty(p.shape, dtype=kind)
+                module._parameters[key] = nn.Parameter(made, p.requires_grad)
         for key, b in module._buffers.items():
             if b is not None and b.device.type == "meta":
                 module._buffers[key] = torch.zeros(b.shape, dtype=b.dtype)
@@ -289,7 +303,10 @@ _POOL = 1 << 22  # normals materialize draws per call (16 MiB in float32)
 
 def _window_of(pool: torch.Tensor, weight: torch.Tensor, scale: float, gen: torch.Generator) -> None:
     """Fill ``weight`` (contiguous) with ``scale`` times the pool's values from a random start on, cycling."""
-    flat = weight.view(-1)
+    if weight.is_contiguous():
+        flat = weight.view(-1)
+    else:  # a lean weight (materialize's lean_above): its own normals
+        flat = weight.as_strided((weight.shape[0] + weight[0].numel() - 1,), (1,))
     start, done = int(torch.randint(len(pool), (1,), generator=gen)), 0
     while done < len(flat):
         n = min(len(flat) - done, len(pool) - start)
