@@ -125,6 +125,30 @@ def test_default_input_of_an_image_and_text_model_gives_its_token_ids_too() -> N
     assert default_input(ImageOnly(77)) == {"pixel_values": (3, 32, 32)}
 
 
+def test_default_input_reads_the_text_settings_on_a_single_stream_models_own_config() -> None:
+    """ViLT and GIT keep their text's settings (``vocab_size``, ``max_position_embeddings``) on the model's own
+    config, no ``text_config``: their forward asks for token ids too, as many as the text has positions; a config
+    without ``vocab_size`` describes no text, and its model gets the image alone."""
+
+    class SingleStream(nn.Module):
+        def __init__(self, **text: int) -> None:
+            super().__init__()
+            self.config = types.SimpleNamespace(num_channels=3, image_size=32, **text)
+
+        def forward(self, input_ids: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None) -> None:
+            return None
+
+    assert default_input(SingleStream(vocab_size=99, max_position_embeddings=40)) == {
+        "pixel_values": (3, 32, 32),
+        "input_ids": (16,),
+    }
+    assert default_input(SingleStream(vocab_size=99, max_position_embeddings=11)) == {
+        "pixel_values": (3, 32, 32),
+        "input_ids": (11,),
+    }
+    assert default_input(SingleStream(max_position_embeddings=40)) == {"pixel_values": (3, 32, 32)}
+
+
 class _Fusion(nn.Module):
     """ViTMatte's detail path: a stem, its batch norm, then the pixels joined with those features for a last conv."""
 

@@ -2034,6 +2034,35 @@ def test_an_image_and_text_model_is_adapted_without_an_input(kind: str) -> None:
     torch.testing.assert_close(folded, original, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # two transformers models built and run in float64: `make test` runs it, `make check` skips it
+@pytest.mark.parametrize("kind", ["Vilt", "Git"])
+def test_a_single_stream_image_and_text_model_is_adapted_without_an_input(kind: str) -> None:
+    """Found by a probe: ViLT and GIT keep their text's settings on their own config (no text_config), so they
+    were run on the image alone and refused ('You have to specify either input_ids or inputs_embeds' — give an
+    input the model accepts); given token ids too, the patch embedding is folded and the fold is exact (ViLT
+    samples its patches at random: both forwards from one seed)."""
+    transformers = pytest.importorskip("transformers")
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
+    if kind == "Vilt":
+        config = transformers.ViltConfig(**tower, vocab_size=99, image_size=32, patch_size=8)
+        weight = "embeddings.patch_embeddings.projection.weight"
+    else:
+        config = transformers.GitConfig(
+            **tower, vocab_size=99, vision_config={**tower, "image_size": 32, "patch_size": 8}
+        )
+        weight = "image_encoder.vision_model.embeddings.patch_embedding.weight"
+    model = getattr(transformers, f"{kind}Model")(config).eval().double()
+    result = adapt_input_channels(model, 1)
+    assert result.changes[0].name == weight and result.changes[0].status == ParamChange.FOLDED
+    ids, grey = torch.randint(0, 99, (1, 16)), torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    outputs = []
+    for net, image in ((result.model, grey), (model, grey.expand(1, 3, 32, 32))):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            outputs.append(net(input_ids=ids, pixel_values=image).last_hidden_state)
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.slow  # RAFT run twice: `make test` runs it, `make check` skips it
 def test_an_optical_flow_model_taking_two_images_is_folded_in_both_encoders() -> None:
     """Found by a probe: ``adapt_input_channels(raft_small, 1)`` guessed one image for a forward of two (RAFT checks

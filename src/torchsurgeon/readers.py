@@ -321,7 +321,8 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     takes ``pixel_values``; ``(num_frames, num_channels, H, W)`` for a video
     model's config (VideoMAE, TimeSformer, ViViT); with 16 token ids
     (``input_ids``, fewer if the text has fewer positions) for a model of
-    an image and a text whose ``forward`` takes both (CLIP, SigLIP).
+    an image and a text whose ``forward`` takes both (CLIP, SigLIP; ViLT and GIT,
+    whose text settings are on the model's own config).
 
     Examples
     --------
@@ -346,10 +347,11 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     frames = getattr(config, "num_frames", None)
     if isinstance(frames, int) and not isinstance(frames, bool):  # videos: (batch, frames, channels, H, W)
         return {"pixel_values": (frames, channels, int(h), int(w))}
-    text = getattr(top, "text_config", None)
+    # an image and text model (CLIP, SigLIP; ViLT and GIT with their text's settings on the model's own config):
+    # its forward asks for both; the image is the input followed
+    text = getattr(top, "text_config", None) or (top if isinstance(getattr(top, "vocab_size", None), int) else None)
     if text is None or "input_ids" not in parameters:
         return {"pixel_values": (channels, int(h), int(w))}
-    # an image and text model (CLIP, SigLIP): its forward asks for both; the image is the input followed
     positions = getattr(text, "max_position_embeddings", None)
     tokens = (min(EXAMPLE_TOKENS[0], positions),) if isinstance(positions, int) and positions > 0 else EXAMPLE_TOKENS
     return {"pixel_values": (channels, int(h), int(w)), "input_ids": tokens}
