@@ -36,6 +36,19 @@ def time_runs(fn: Callable[[], Any], warmup: int, repeat: int) -> list[float]:
     return times
 
 
+def interleaved_runs(fns: dict[str, Callable[[], Any]], warmup: int, rounds: int) -> dict[str, list[float]]:
+    """Each function timed once per round, in turn: a slower or faster spell of a shared machine falls on all of
+    them alike, so ratios of their medians are not one function's spell against another's."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(warmup + rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
 def describe_error(exc: BaseException) -> str:
     while exc.__cause__ is not None:  # torchinfo and ShapeProp wrap the error of the failing layer
         exc = exc.__cause__

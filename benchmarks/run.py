@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, describe_error, gib, ms, peak_rss_bytes, replace_section, spawn, time_runs
+from harness import ROOT, describe_error, gib, interleaved_runs, ms, peak_rss_bytes, replace_section, spawn, time_runs
 from memory_plans import memory_7b_worker, memory_gpu_worker, memory_resnet50_worker, memory_sections, memory_worker
 from zoos import zoos_section, zoos_worker
 
@@ -57,6 +57,7 @@ SWEEP_SHAPES = [  # channels and sizes: 5 different sizes
     (4, 512, 512),
 ]
 CHANNEL_SWEEP = [(c, s, s) for s in (224, 512) for c in (1, 2, 3, 4)]  # adapting the stem: 2 sizes
+SWEEP_ROUNDS = 15  # the sweep section: median of at least this many rounds (one, mixed, channel sweep, loop in turn)
 
 
 @dataclass(frozen=True)
@@ -183,20 +184,23 @@ def _sweep_worker(warmup: int, repeat: int) -> dict[str, Any]:
     from torchsurgeon import analysis, paramcount, paramcount_sweep
 
     model = torchvision.models.resnet50().eval()
-    one = time_runs(lambda: paramcount(model, (3, 224, 224)), warmup, repeat)
-    sweep = time_runs(lambda: paramcount_sweep(model, SWEEP_SHAPES), warmup, repeat)
-    channels = time_runs(lambda: paramcount_sweep(model, CHANNEL_SWEEP), warmup, repeat)
-    loop = time_runs(lambda: [paramcount(model, s) for s in SWEEP_SHAPES], warmup, repeat)
+    timed = interleaved_runs(
+        {
+            "one": lambda: paramcount(model, (3, 224, 224)),
+            "sweep": lambda: paramcount_sweep(model, SWEEP_SHAPES),
+            "channels": lambda: paramcount_sweep(model, CHANNEL_SWEEP),
+            "loop": lambda: [paramcount(model, s) for s in SWEEP_SHAPES],
+        },
+        warmup,
+        max(repeat, SWEEP_ROUNDS),
+    )
     # 20 sweeps in a row, as a loop over configurations runs them: the mean counts the full garbage
     # collections some of them trigger, with the collector paused during each (as released) and not
     in_a_row = time_runs(lambda: paramcount_sweep(model, SWEEP_SHAPES), 2, 20)
     with unittest.mock.patch.object(analysis, "paused_gc", contextlib.nullcontext):
         unpaused = time_runs(lambda: paramcount_sweep(model, SWEEP_SHAPES), 2, 20)
     return {
-        "one": one,
-        "sweep": sweep,
-        "channels": channels,
-        "loop": loop,
+        **timed,
         "in_a_row": in_a_row,
         "unpaused": unpaused,
         "peak_rss": peak_rss_bytes(),
@@ -520,7 +524,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "## Sweep (resnet50, trace once, re-propagate)",
             "",
             f"Mixed sweep: {', '.join(str(s) for s in SWEEP_SHAPES)}. "
-            f"Channel sweep: C = 1, 2, 3, 4 at 224 and 512 (after the stem, nodes are reused).",
+            f"Channel sweep: C = 1, 2, 3, 4 at 224 and 512 (after the stem, nodes are reused). "
+            f"Medians of {len(sweep['one'])} rounds in one process, each round timing the four in turn (a slower "
+            "or faster spell of the shared machine falls on all four alike).",
             "",
             "| one `paramcount` | `paramcount_sweep`, mixed 8 | `paramcount_sweep`, channel 8 | 8 × `paramcount` |",
             "|---|---|---|---|",
