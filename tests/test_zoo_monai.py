@@ -82,6 +82,42 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
         lambda: nets.AttentionUnet(spatial_dims=2, in_channels=3, out_channels=2, channels=(4, 8, 16), strides=(2, 2)),
         (3, 32, 32),
     ),
+    # probed by hand on 2026-12-01 with 22 other MONAI networks (a real forward, the fold exact in float64; CHANGELOG)
+    "SegResNetDS 2D RGB": (
+        lambda: nets.SegResNetDS(spatial_dims=2, in_channels=3, out_channels=2, init_filters=8),
+        (3, 32, 32),
+    ),
+    "FlexibleUNet 2D RGB": (
+        lambda: nets.FlexibleUNet(3, 2, backbone="efficientnet-b0", spatial_dims=2, pretrained=False),
+        (3, 64, 64),
+    ),
+    "MedNeXt 2D RGB": (
+        lambda: nets.MedNeXt(
+            spatial_dims=2,
+            in_channels=3,
+            out_channels=2,
+            init_filters=8,
+            blocks_down=(1, 1, 1, 1),
+            blocks_bottleneck=1,
+            blocks_up=(1, 1, 1, 1),
+        ),
+        (3, 32, 32),
+    ),
+    "ViT 2D RGB": (
+        lambda: nets.ViT(
+            in_channels=3,
+            img_size=(32, 32),
+            patch_size=(8, 8),
+            hidden_size=48,
+            mlp_dim=96,
+            num_layers=2,
+            num_heads=4,
+            spatial_dims=2,
+            classification=True,
+            num_classes=2,
+        ),
+        (3, 32, 32),
+    ),
     "GlobalNet 2D": (  # its head sets a plain tensor attribute to a traced value in forward
         lambda: nets.GlobalNet(image_size=(32, 32), spatial_dims=2, in_channels=2, num_channel_initial=4, depth=2),
         (2, 32, 32),
