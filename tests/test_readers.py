@@ -149,6 +149,20 @@ def test_default_input_reads_the_text_settings_on_a_single_stream_models_own_con
     assert default_input(SingleStream(max_position_embeddings=40)) == {"pixel_values": (3, 32, 32)}
 
 
+def test_default_input_reads_layoutlmv3s_image_size_named_input_size() -> None:
+    """LayoutLMv3's config names its image's size ``input_size``: read as ``image_size`` (it was run at 224)."""
+
+    class Layout(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = types.SimpleNamespace(num_channels=3, input_size=32)
+
+        def forward(self, pixel_values: torch.Tensor | None = None) -> None:
+            return None
+
+    assert default_input(Layout()) == {"pixel_values": (3, 32, 32)}
+
+
 class _Fusion(nn.Module):
     """ViTMatte's detail path: a stem, its batch norm, then the pixels joined with those features for a last conv."""
 

@@ -2035,17 +2035,22 @@ def test_an_image_and_text_model_is_adapted_without_an_input(kind: str) -> None:
 
 
 @pytest.mark.slow  # two transformers models built and run in float64: `make test` runs it, `make check` skips it
-@pytest.mark.parametrize("kind", ["Vilt", "Git"])
+@pytest.mark.parametrize("kind", ["Vilt", "Git", "LayoutLMv3"])
 def test_a_single_stream_image_and_text_model_is_adapted_without_an_input(kind: str) -> None:
-    """Found by a probe: ViLT and GIT keep their text's settings on their own config (no text_config), so they
-    were run on the image alone and refused ('You have to specify either input_ids or inputs_embeds' — give an
-    input the model accepts); given token ids too, the patch embedding is folded and the fold is exact (ViLT
-    samples its patches at random: both forwards from one seed)."""
+    """Found by a probe: ViLT, GIT and LayoutLMv3 keep their text's settings on their own config (no text_config),
+    so they were run on the image alone and refused ('You have to specify either input_ids or inputs_embeds' — give
+    an input the model accepts); LayoutLMv3 was also run at 224 x 224, as its config names its image size
+    input_size.  Given token ids too, at the config's size, the patch embedding is folded and the fold is exact
+    (ViLT samples its patches at random: both forwards from one seed)."""
     transformers = pytest.importorskip("transformers")
     tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
     if kind == "Vilt":
         config = transformers.ViltConfig(**tower, vocab_size=99, image_size=32, patch_size=8)
         weight = "embeddings.patch_embeddings.projection.weight"
+    elif kind == "LayoutLMv3":  # its text's hidden size is 4 coordinates and 2 sizes of the box embeddings
+        layout = {**tower, "hidden_size": 48, "coordinate_size": 8, "shape_size": 8, "max_2d_position_embeddings": 64}
+        config = transformers.LayoutLMv3Config(**layout, vocab_size=99, input_size=32, patch_size=8)
+        weight = "patch_embed.proj.weight"
     else:
         config = transformers.GitConfig(
             **tower, vocab_size=99, vision_config={**tower, "image_size": 32, "patch_size": 8}

@@ -315,7 +315,7 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     """The image input a Hugging Face vision model's config describes, or None.
 
     ``{"pixel_values": (num_channels, H, W)}`` from ``config.num_channels``
-    and ``config.image_size`` (or the ``vision_config``'s, or the ``backbone_config``'s
+    and ``config.image_size`` (LayoutLMv3's ``input_size``; or the ``vision_config``'s, or the ``backbone_config``'s
     when the config has no channels of its own; 224 × 224 when the
     config has no size, as for convolutional networks) when ``forward``
     takes ``pixel_values``; ``(num_frames, num_channels, H, W)`` for a video
@@ -336,6 +336,8 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     else:
         config = getattr(config, "vision_config", None) or config
     channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
+    if size is None:  # LayoutLMv3 names its image's size input_size
+        size = getattr(config, "input_size", None)
     try:
         parameters = set(inspect.signature(model.forward).parameters)
     except (TypeError, ValueError):
