@@ -149,6 +149,27 @@ def test_default_input_reads_the_text_settings_on_a_single_stream_models_own_con
     assert default_input(SingleStream(max_position_embeddings=40)) == {"pixel_values": (3, 32, 32)}
 
 
+def test_default_input_of_an_image_encoder_and_a_text_decoder_gives_the_decoders_token_ids() -> None:
+    """VisionEncoderDecoderModel (TrOCR, Donut) keeps its image's settings in ``config.encoder`` and its text's in
+    ``config.decoder``, and its forward takes ``pixel_values`` and ``decoder_input_ids``: it was given no input
+    (no channels of its own) and ``adapt_input_channels`` asked for ``input=(3, 224, 224)``, which it refuses."""
+
+    class EncoderDecoder(nn.Module):
+        def __init__(self, decoder: types.SimpleNamespace) -> None:
+            super().__init__()
+            encoder = types.SimpleNamespace(num_channels=3, image_size=32)
+            self.config = types.SimpleNamespace(encoder=encoder, decoder=decoder)
+
+        def forward(
+            self, pixel_values: torch.Tensor | None = None, decoder_input_ids: torch.Tensor | None = None
+        ) -> None:
+            return None
+
+    text = types.SimpleNamespace(vocab_size=99, max_position_embeddings=10)
+    assert default_input(EncoderDecoder(text)) == {"pixel_values": (3, 32, 32), "decoder_input_ids": (10,)}
+    assert default_input(EncoderDecoder(types.SimpleNamespace())) == {"pixel_values": (3, 32, 32)}  # no text
+
+
 def test_default_input_reads_layoutlmv3s_image_size_named_input_size() -> None:
     """LayoutLMv3's config names its image's size ``input_size``: read as ``image_size`` (it was run at 224)."""
 

@@ -2068,6 +2068,39 @@ def test_a_single_stream_image_and_text_model_is_adapted_without_an_input(kind: 
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # two transformers models built and run in float64: `make test` runs it, `make check` skips it
+@pytest.mark.parametrize("kind", ["TrOCR", "Donut"])
+def test_an_image_encoder_with_a_text_decoder_is_adapted_without_an_input(kind: str) -> None:
+    """Found by a probe: VisionEncoderDecoderModel (TrOCR: ViT and a TrOCR decoder; Donut: DonutSwin and MBart), the
+    usual model for reading grey scans, was refused without an input and told to pass input=(3, 224, 224), which it
+    refuses too; its config's encoder gives the image and its decoder the token ids now, and the fold is exact."""
+    transformers = pytest.importorskip("transformers")
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 1, "num_attention_heads": 2}
+    if kind == "TrOCR":
+        encoder: Any = transformers.ViTConfig(**tower, image_size=32, patch_size=8)
+        decoder: Any = transformers.TrOCRConfig(
+            d_model=32, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=37, vocab_size=99
+        )
+    else:
+        encoder = transformers.DonutSwinConfig(
+            image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4
+        )
+        sizes = {"d_model": 32, "decoder_ffn_dim": 37, "encoder_ffn_dim": 37, "vocab_size": 99}
+        decoder = transformers.MBartConfig(
+            **sizes, decoder_layers=1, encoder_layers=1, decoder_attention_heads=2, encoder_attention_heads=2
+        )
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    model = transformers.VisionEncoderDecoderModel(config).eval().double()
+    result = adapt_input_channels(model, 1)
+    assert result.changes[0].name == "encoder.embeddings.patch_embeddings.projection.weight"
+    assert result.changes[0].status == ParamChange.FOLDED
+    ids, grey = torch.randint(0, 99, (1, 8)), torch.randn(1, 1, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        folded = result.model(pixel_values=grey, decoder_input_ids=ids).logits
+        original = model(pixel_values=grey.expand(1, 3, 32, 32), decoder_input_ids=ids).logits
+    torch.testing.assert_close(folded, original, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.slow  # RAFT run twice: `make test` runs it, `make check` skips it
 def test_an_optical_flow_model_taking_two_images_is_folded_in_both_encoders() -> None:
     """Found by a probe: ``adapt_input_channels(raft_small, 1)`` guessed one image for a forward of two (RAFT checks

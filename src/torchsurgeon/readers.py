@@ -322,7 +322,9 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     model's config (VideoMAE, TimeSformer, ViViT); with 16 token ids
     (``input_ids``, fewer if the text has fewer positions) for a model of
     an image and a text whose ``forward`` takes both (CLIP, SigLIP; ViLT and GIT,
-    whose text settings are on the model's own config).
+    whose text settings are on the model's own config); the image encoder's
+    image and 16 ``decoder_input_ids`` for an image encoder and a text decoder
+    (``VisionEncoderDecoderModel``: TrOCR, Donut).
 
     Examples
     --------
@@ -331,8 +333,8 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     True
     """
     config = top = getattr(model, "config", None)
-    if getattr(config, "num_channels", None) is None:  # a backbone's (Depth Anything, DPT hybrids, UperNet)
-        config = getattr(config, "vision_config", None) or getattr(config, "backbone_config", None) or config
+    if getattr(config, "num_channels", None) is None:
+        config = _image_config(config)
     else:
         config = getattr(config, "vision_config", None) or config
     channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
@@ -349,14 +351,29 @@ def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     frames = getattr(config, "num_frames", None)
     if isinstance(frames, int) and not isinstance(frames, bool):  # videos: (batch, frames, channels, H, W)
         return {"pixel_values": (frames, channels, int(h), int(w))}
-    # an image and text model (CLIP, SigLIP; ViLT and GIT with their text's settings on the model's own config):
-    # its forward asks for both; the image is the input followed
+    # an image and text model (CLIP, SigLIP; ViLT and GIT with their text's settings on the model's own config), or
+    # an image encoder and a text decoder (TrOCR, Donut): its forward asks for both; the image is the input followed
     text = getattr(top, "text_config", None) or (top if isinstance(getattr(top, "vocab_size", None), int) else None)
-    if text is None or "input_ids" not in parameters:
+    ids = "input_ids"
+    if "input_ids" not in parameters and "decoder_input_ids" in parameters:
+        decoder = getattr(top, "decoder", None)
+        ids, text = "decoder_input_ids", decoder if isinstance(getattr(decoder, "vocab_size", None), int) else None
+    if text is None or ids not in parameters:
         return {"pixel_values": (channels, int(h), int(w))}
     positions = getattr(text, "max_position_embeddings", None)
     tokens = (min(EXAMPLE_TOKENS[0], positions),) if isinstance(positions, int) and positions > 0 else EXAMPLE_TOKENS
-    return {"pixel_values": (channels, int(h), int(w)), "input_ids": tokens}
+    return {"pixel_values": (channels, int(h), int(w)), ids: tokens}
+
+
+def _image_config(config: Any) -> Any:
+    """The part of a Hugging Face config without channels of its own that describes its image model: a vision
+    tower's, a backbone's (Depth Anything, DPT hybrids, UperNet) or an image encoder's (VisionEncoderDecoderModel:
+    TrOCR, Donut); the config itself when none has channels."""
+    for key in ("vision_config", "backbone_config", "encoder"):
+        part = getattr(config, key, None)
+        if isinstance(getattr(part, "num_channels", None), int):
+            return part
+    return config
 
 
 def configured_image(model: nn.Module) -> tuple[int, int, int] | None:
