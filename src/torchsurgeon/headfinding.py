@@ -22,13 +22,14 @@ from torch import nn
 
 from .analysis import paramcount
 from .arguments import ExampleInputs, forward_parameters, tensor_inputs
+from .configinput import configured_input, default_input
 from .errors import SurgeryError, TorchSurgeonError, TraceError
 from .graph import NodeRecord, build_graph, fx_node, graph_module_of, index_of, node_record, node_records
 from .graphreaders import weights_owner
 from .headless import features_only
 from .ignoredinputs import check_input_traced
 from .modelreport import ModelReport
-from .readers import configured_input, default_input, guessed_input, refused_guess_hint
+from .readers import guessed_input, refused_guess_hint
 from .resize import hands_on_features
 from .shapes import meta_copy
 from .shapespec import EXAMPLE_TOKENS, InputSpec

@@ -1,8 +1,7 @@
 """Model surgery that keeps pretrained knowledge.
 
-* :func:`adapt_input_channels` folds the pretrained weights of the layer(s)
-  that read the input to a new channel count (found from the traced graph,
-  not by name).
+* :func:`adapt_input_channels` folds the pretrained weights of the layer(s) that read the input to a new
+  channel count (found from the traced graph, not by name).
 * :func:`~torchsurgeon.replace_head` and :func:`~torchsurgeon.append_head`
   (in :mod:`torchsurgeon.heads`) change the classifier found from the graph.
 * :func:`~torchsurgeon.check_surgery` (in :mod:`torchsurgeon.surgery_check`)
@@ -23,6 +22,7 @@ from .ambient import in_plain_torch
 from .arguments import layer_names, required_arguments
 from .channelconstants import channel_constants, widen_channel_constants
 from .channelmap import ChannelMap, channel_map, runnable_image
+from .configinput import configured_image, default_input, with_tower_hint
 from .copies import model_copy
 from .errors import SurgeryError, TraceError, check_count, check_flag, check_option, did_you_mean
 from .failingpart import part_that_runs
@@ -34,8 +34,6 @@ from .initialisers import default_init
 from .layerfold import adapt_layer, input_width, plain_weight, weight_normed
 from .lazy import lazy_layers
 from .readers import (
-    configured_image,
-    default_input,
     distinct_images,
     guessed_input,
     image_shape,
@@ -128,7 +126,10 @@ def _input_layers(
     input = input if input is not None else default_input(model)
     if input is not None:
         joins: dict[str, int] = {}
-        found = input_readers(model, input, joins=joins, refitted=refitted)
+        try:
+            found = input_readers(model, input, joins=joins, refitted=refitted)
+        except SurgeryError as exc:  # the input its config describes refused (LLaVA): its image tower may run
+            raise exc if given is not None else with_tower_hint(exc, model, input, call) from exc.__cause__
         if isinstance(input, Mapping) and len(input) > 1:
             one_image(model, input, found)
         # the image to try the edit on: the one given, else the config's when its first dim is the channels
