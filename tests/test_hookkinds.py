@@ -10,7 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from torchsurgeon.hookkinds import acts_in_place, hook_runs, returns_values
+from torchsurgeon.hookkinds import (
+    acts_in_place,
+    held_recorders,
+    hook_recorders,
+    hook_runs,
+    libraries_of,
+    returns_values,
+)
 
 
 @pytest.mark.parametrize(
@@ -187,3 +194,27 @@ def test_a_hook_storing_what_the_model_reads_runs_and_leaves_the_model_as_found(
     grey = torch.randn(batch, 1, 32, 32, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(result.model(grey), model(grey.expand(-1, 3, -1, -1)), rtol=1e-12, atol=1e-12)
+
+
+class _Recorder:
+    def keep(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        self.stored = output
+
+
+class _NoWalk(nn.Sequential):
+    def modules(self) -> Any:  # the caller gave them: walking them again is the cost this test guards against
+        raise AssertionError("modules walked again")
+
+
+def test_walked_modules_given_give_the_same_answers_without_another_walk() -> None:
+    encoder, head = nn.Linear(2, 2), nn.Linear(2, 2)
+    store = _Recorder()
+    encoder.register_forward_hook(store.keep)
+    head.store = store  # the head reads what the hook stores
+    model = _NoWalk(encoder, head)
+    modules = list(nn.Sequential.modules(model))
+    assert held_recorders(model, hook_recorders(modules), modules) == {id(store)}
+    assert held_recorders(model, modules=modules) == {id(store)}
+    assert held_recorders(model, {}) == frozenset()  # no hook recorders: nothing to look for
+    plain = _NoWalk(nn.Linear(2, 2))
+    assert libraries_of(plain, list(nn.Sequential.modules(plain))) == frozenset()

@@ -259,7 +259,8 @@ def _zeroed(module: nn.Module) -> nn.Module:
     ``meta`` tensor it holds as a plain attribute too: a run on ``meta`` stored them there (torchvision's anchor
     generator keeps its anchors moved to the input's device), which a CPU forward cannot read."""
     memo: dict[int, Any] = {}
-    for m in module.modules():
+    modules = list(module.modules())  # one walk, for the libraries and the hooks' recorders too
+    for m in modules:
         for table, make in ((m._parameters, _zero_parameter), (m._buffers, _zeros_like)):
             for name, t in table.items():
                 if t is not None:
@@ -316,7 +317,8 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
     ('meta', 'cpu', 0, 1)
     """
     memo: dict[int, Any] = {}
-    for m in module.modules():
+    modules = list(module.modules())  # one walk, for the libraries and the hooks' recorders too
+    for m in modules:
         for p in m._parameters.values():
             if p is not None and id(p) not in memo:
                 memo[id(p)] = _new_parameter(p, tensor)
@@ -326,7 +328,8 @@ def detached_copy(module: nn.Module, tensor: Callable[[torch.Tensor], torch.Tens
         for t in _computed_attributes(m):
             if id(t) not in memo:
                 memo[id(t)] = tensor(t.detach())
-    copied: nn.Module = _Copier(module, memo, libraries_of(module), tensor, held_recorders(module)).copy(module)
+    libraries, held = libraries_of(module, modules), held_recorders(module, modules=modules)
+    copied: nn.Module = _Copier(module, memo, libraries, tensor, held).copy(module)
     return copied
 
 

@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -45,9 +45,10 @@ __all__ = (
 )
 
 
-def libraries_of(model: nn.Module) -> frozenset[str]:
+def libraries_of(model: nn.Module, modules: Iterable[nn.Module] | None = None) -> frozenset[str]:
     """The installed packages that define the classes of ``model`` and its modules (torch's only for a model of
-    torch's own classes): a peft model around a transformers one is both libraries' code.
+    torch's own classes): a peft model around a transformers one is both libraries' code.  ``modules``: all of
+    ``model.modules()``, when the caller has walked them already.
 
     Examples
     --------
@@ -56,7 +57,7 @@ def libraries_of(model: nn.Module) -> frozenset[str]:
     (['torch'], [])
     """
     own = library_of(model)
-    found = {_library_of_class(type(m)) for m in model.modules()} - {None, "torch"}
+    found = {_library_of_class(type(m)) for m in (model.modules() if modules is None else modules)} - {None, "torch"}
     return frozenset({*found, own} if own is not None else found)  # type: ignore[arg-type]
 
 
@@ -153,13 +154,16 @@ def hook_recorders(modules: Iterable[nn.Module]) -> dict[int, Any]:
     }
 
 
-def held_recorders(model: nn.Module, recorders: Mapping[int, Any] | None = None) -> frozenset[int]:
+def held_recorders(
+    model: nn.Module, recorders: Mapping[int, Any] | None = None, modules: Sequence[nn.Module] | None = None
+) -> frozenset[int]:
     """The ids of the objects whose methods are forward hooks on ``model``'s modules and that its modules hold as
     attributes (directly, or in a list, tuple or dict): the model reads what such a hook records.  fastai's
     ``DynamicUnet`` hooks its encoder's layers with ``Hook`` objects that store their outputs, and each of its
     ``UnetBlock`` holds one and reads ``self.hook.stored``: such a hook not run, the trace read the output of the
     last real forward (the dummy one fastai makes when it builds the model, at batch 1) as a constant.
-    ``recorders``: :func:`hook_recorders` of the model's modules, when the caller has them.
+    ``recorders``: :func:`hook_recorders` of the model's modules, and ``modules``: all of ``model.modules()``,
+    when the caller has them (most models have no such hook: no walk of their modules).
 
     Examples
     --------
@@ -175,11 +179,13 @@ def held_recorders(model: nn.Module, recorders: Mapping[int, Any] | None = None)
     >>> held_recorders(nn.Sequential(encoder, head)) == {id(store)}
     True
     """
-    modules = list(model.modules())
     if recorders is None:
+        modules = list(model.modules()) if modules is None else modules
         recorders = hook_recorders(modules)
     if not recorders:
         return frozenset()
+    if modules is None:
+        modules = list(model.modules())
     held: set[int] = set()
     for m in modules:
         for name, value in m.__dict__.items():

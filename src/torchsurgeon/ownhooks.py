@@ -69,7 +69,7 @@ class OwnHooks:
     :meth:`restore` removes whatever the trace added to the model's modules (hooks, attributes such as
     ``_output_capturing_hooks_installed``) and puts back the attributes it
     replaced (transformers' Swin sets ``window_size`` from the traced input
-    size: a proxy left in the model).
+    size: a proxy left in the model).  ``modules``: all of the model's modules, each once (the trace's walk).
 
     Examples
     --------
@@ -108,9 +108,10 @@ class OwnHooks:
         ]
         # hook ids come from one process-wide counter: a hook with an id past it was installed during the trace
         self._first_new = RemovableHandle.next_id
-        self._libraries = libraries_of(model)
+        self._libraries = libraries_of(model, self._modules)
         recorders = hook_recorders(self._modules)
-        self._held = held_recorders(model, recorders)  # objects whose hooks record what the model reads (fastai's)
+        # objects whose hooks record what the model reads (fastai's)
+        self._held = held_recorders(model, recorders, self._modules)
         # their attributes as they were: such a hook, run in the trace, stores a proxy there
         self._recorders = [(r, dict(vars(r))) for r in recorders.values() if type(getattr(r, "__dict__", None)) is dict]
         self._quiet: dict[int, Callable[..., Any]] = {}  # the user's hooks that run, by id (without_side_effects)
