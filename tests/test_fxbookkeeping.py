@@ -11,6 +11,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from torchsurgeon import fxbookkeeping
 from torchsurgeon.fxbookkeeping import ModuleStack, lazy_graph_module
 
 
@@ -60,6 +61,9 @@ def _graph_of(targets: list[tuple[str, str]]) -> torch.fx.Graph:
         [("call_module", "a.0"), ("get_attr", "a.0.weight"), ("get_attr", "b.0.weight"), ("get_attr", "b.1.0.bias")],
         [("get_attr", "steps"), ("get_attr", "scale"), ("call_module", "b"), ("get_attr", "a.1.0.weight")],
         [("get_attr", "b.1.0.weight"), ("get_attr", "b.1.0.bias"), ("call_module", "b.1.0"), ("call_module", "a")],
+        # a module called twice, a weight read twice, a module called again after its parent was copied whole
+        [("call_module", "a.0"), ("get_attr", "a.1.0.weight"), ("call_module", "a.0"), ("get_attr", "a.1.0.weight")],
+        [("call_module", "a.1.0"), ("call_module", "a.1"), ("call_module", "a.1.0"), ("get_attr", "scale")] * 2,
     ],
 )
 def test_lazy_graph_module_copies_what_torch_fx_copies(targets: list[tuple[str, str]]) -> None:
@@ -75,3 +79,19 @@ def test_lazy_graph_module_copies_what_torch_fx_copies(targets: list[tuple[str, 
     ours = lazy_graph_module(root, _graph_of(targets), "Shared")
     assert contents(ours) == contents(torch.fx.GraphModule(root, _graph_of(targets)))
     assert contents(root) == before and ours.code == torch.fx.GraphModule(root, _graph_of(targets)).code
+
+
+def test_lazy_graph_module_copies_each_target_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module called several times (a ResNet block's relu) is copied once: each copy walks the targets so far."""
+    copied: list[str] = []
+    real = fxbookkeeping._copy_targets
+
+    def recording(root: nn.Module, gm: nn.Module, targets: Any, originals: Any = None) -> None:
+        copied.extend(targets)
+        real(root, gm, targets, originals)
+
+    monkeypatch.setattr(fxbookkeeping, "_copy_targets", recording)
+    lazy_graph_module(
+        _Shared(), _graph_of([("call_module", "a.0"), ("call_module", "a.0"), ("get_attr", "scale")]), "S"
+    )
+    assert copied == ["a.0", "scale"]

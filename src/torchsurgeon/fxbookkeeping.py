@@ -203,7 +203,9 @@ def lazy_graph_module(
     # built around a graph without targets (the same tracer class and extras, which it reads), then given the real one
     empty = torch.fx.Graph(tracer_cls=graph._tracer_cls, tracer_extras=graph._tracer_extras)
     gm = cls(root, empty, name)
-    _copy_targets(root, gm, [str(n.target) for n in graph.nodes if n.op in ("get_attr", "call_module")], originals)
+    # each target once (a module called several times, a weight read twice): copying it again changes nothing
+    targets = dict.fromkeys(str(n.target) for n in graph.nodes if n.op in ("get_attr", "call_module"))
+    _copy_targets(root, gm, targets, originals)
     gm.graph = graph
     return gm
 
