@@ -27,17 +27,18 @@ __all__ = ("configured_image", "configured_input", "default_input", "image_tower
 def default_input(model: nn.Module) -> dict[str, tuple[int, ...]] | None:
     """The image input a Hugging Face vision model's config describes, or None.
 
-    ``{"pixel_values": (num_channels, H, W)}`` from ``config.num_channels``
-    and ``config.image_size`` (LayoutLMv3's ``input_size``; or the ``vision_config``'s, or the ``backbone_config``'s
-    when the config has no channels of its own; 224 × 224 when the
-    config has no size, as for convolutional networks) when ``forward``
-    takes ``pixel_values``; ``(num_frames, num_channels, H, W)`` for a video
-    model's config (VideoMAE, TimeSformer, ViViT); with 16 token ids
-    (``input_ids``, fewer if the text has fewer positions) for a model of
-    an image and a text whose ``forward`` takes both (CLIP, SigLIP; ViLT and GIT,
-    whose text settings are on the model's own config); the image encoder's
-    image and 16 ``decoder_input_ids`` for an image encoder and a text decoder
-    (``VisionEncoderDecoderModel``: TrOCR, Donut).
+    ``{"pixel_values": (num_channels, H, W)}`` from ``config.num_channels`` and
+    ``config.image_size`` (LayoutLMv3's ``input_size``; or those of the
+    ``vision_config``, the ``backbone_config`` or the ``encoder`` when the
+    config has no channels of its own; 224 × 224 when it has no size, as for
+    convolutional networks) when ``forward`` takes ``pixel_values``;
+    ``(num_frames, num_channels, H, W)`` for a video model's config
+    (VideoMAE, TimeSformer, ViViT).  With 16 token ids (``input_ids``, fewer
+    if the text has fewer positions) for a model of an image and a text whose
+    ``forward`` takes both (CLIP, SigLIP; ViLT, GIT and LayoutLMv3, whose text
+    settings are on the model's own config), and 16 ``decoder_input_ids`` for
+    an image encoder and a text decoder (``VisionEncoderDecoderModel``: TrOCR,
+    Donut).
 
     Examples
     --------
@@ -92,7 +93,8 @@ def _image_config(config: Any) -> Any:
 def configured_image(model: nn.Module) -> tuple[int, int, int] | None:
     """``(C, 224, 224)`` with ``C`` the channels of the image a timm model's ``pretrained_cfg`` describes
     (its ``input_size``), or None: the image to run a model on to look inside the part that reads its input when
-    it has no convolution to take them from (:func:`guessed_input`), as naflexvit's Linear patch embedding.
+    it has no convolution to take them from (:func:`~torchsurgeon.readers.guessed_input`), as naflexvit's Linear
+    patch embedding.
 
     Examples
     --------
