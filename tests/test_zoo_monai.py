@@ -82,7 +82,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
         lambda: nets.AttentionUnet(spatial_dims=2, in_channels=3, out_channels=2, channels=(4, 8, 16), strides=(2, 2)),
         (3, 32, 32),
     ),
-    # probed by hand on 2026-12-01 with 22 other MONAI networks (a real forward, the fold exact in float64; CHANGELOG)
+    # probed by hand on 2026-12-01 with 22 other MONAI networks (a real forward; folds run exact in float64; CHANGELOG)
     "SegResNetDS 2D RGB": (
         lambda: nets.SegResNetDS(spatial_dims=2, in_channels=3, out_channels=2, init_filters=8),
         (3, 32, 32),
