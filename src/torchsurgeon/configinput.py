@@ -188,9 +188,7 @@ def with_tower_hint(error: SurgeryError, model: nn.Module, input: Any, call: str
     layer = layers[0] if len(layers) == 1 else layers
     named = f"{', '.join(layers)} read{'s' * (len(layers) == 1)} it there"
     fix = "" if call.startswith("input_layers(") else f"; if the model hands its tower the image as it is: {call}"
-    hint = SurgeryError(
+    return SurgeryError(
         f"{error}; its image tower {tower} ({type(model.get_submodule(tower)).__name__}) runs on the image alone, "
         f"and {named}{fix.format(input=f'layer={layer!r}')}"
     )
-    hint.__cause__ = error.__cause__
-    return hint

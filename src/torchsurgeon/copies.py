@@ -259,8 +259,7 @@ def _zeroed(module: nn.Module) -> nn.Module:
     ``meta`` tensor it holds as a plain attribute too: a run on ``meta`` stored them there (torchvision's anchor
     generator keeps its anchors moved to the input's device), which a CPU forward cannot read."""
     memo: dict[int, Any] = {}
-    modules = list(module.modules())  # one walk, for the libraries and the hooks' recorders too
-    for m in modules:
+    for m in module.modules():
         for table, make in ((m._parameters, _zero_parameter), (m._buffers, _zeros_like)):
             for name, t in table.items():
                 if t is not None:

@@ -294,10 +294,10 @@ class _SurgeonTracer(torch.fx.Tracer):
         inner = m._modules.get("_orig_mod") if type(m).__name__ == "OptimizedModule" else None
         if inner is not None:
             return inner(*args, **kwargs)  # traced as the module it compiles (its rows named layer4._orig_mod...)
-        identity = isinstance(m, nn.Identity) and type(m).forward is nn.Identity.forward  # scripted: no .forward
-        given = [*args, *kwargs.values()]
-        if identity and len(given) == 1 and not isinstance(given[0], torch.fx.Proxy):
-            return given[0]  # not a proxy: Perceiver's layernorm2(None) (``inputs is not None``), BEiT's fpn on a tuple
+        if isinstance(m, nn.Identity) and type(m).forward is nn.Identity.forward:  # scripted: no .forward
+            given = [*args, *kwargs.values()]
+            if len(given) == 1 and not isinstance(given[0], torch.fx.Proxy):
+                return given[0]  # not a proxy, as a real forward: Perceiver's None, BEiT's fpn given a tuple
         try:
             path = self.path_of_module(m)
         except NameError as exc:  # a module from a global table (transformers' ACT2FN[...]): not the model's
