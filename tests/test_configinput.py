@@ -156,9 +156,13 @@ def test_adapt_input_channels_names_the_towers_layer_when_the_model_refuses_its_
     model = _Chat()
     model.config.vision_config.num_channels, model.config.vision_config.image_size = 3, 16
     model.config.vocab_size = 10  # its text's: default_input gives 16 token ids beside the image
+    before = model.tower.patch.weight.detach().clone()
     with pytest.raises(
         SurgeryError, match=r"image tower tower \(_Tower\) runs on the image alone, and tower\.patch"
     ) as info:
         adapt_input_channels(model, 1)
     assert "adapt_input_channels(model, 1, layer='tower.patch')" in str(info.value)
     assert isinstance(info.value.__cause__, ValueError)
+    # the tower was run on a meta copy: the model keeps its weights, devices and hooks
+    assert model.tower.patch.weight.device.type == "cpu" and torch.equal(model.tower.patch.weight, before)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
