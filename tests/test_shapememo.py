@@ -87,6 +87,24 @@ def test_layers_that_differ_in_one_setting_are_not_twins(change: str) -> None:
     assert recs["b"].output_shape == tuple(real_b.shape)
 
 
+def test_leaf_layers_with_children_are_twins_only_when_their_children_are_alike() -> None:
+    """A leaf holding a child (smp's same-padded conv holds its padding): its children's settings are part of what
+    it computes; the same padding makes twins, another padding does not."""
+    smp_efficientnet = pytest.importorskip("segmentation_models_pytorch.encoders._efficientnet")
+
+    def padded(image_size: int) -> nn.Module:
+        return smp_efficientnet.Conv2dStaticSamePadding(8, 4, 3, stride=2, image_size=image_size)
+
+    for b, twins in ((padded(32), True), (padded(31), False)):  # padding (0, 1, 0, 1), then (1, 1, 1, 1)
+        model = Branches(nn.Conv2d(3, 8, 1), padded(32), b).eval()
+        G = build_graph(trace(model))
+        kinds = {n.target: twin_kinds(G).get(n) for n in graph_module_of(G).graph.nodes if n.op == "call_module"}
+        assert (kinds["a"] is not None and kinds["a"] == kinds["b"]) is twins
+        recs = {rec.layer: rec for rec in propagate_shapes(G, (3, 32, 32)).nodes.values()}
+        real_a, real_b = model(torch.zeros(1, 3, 32, 32))
+        assert (recs["a"].output_shape, recs["b"].output_shape) == (tuple(real_a.shape), tuple(real_b.shape))
+
+
 def test_layers_whose_weights_differ_in_dtype_are_not_twins() -> None:
     model = Branches(nn.Identity(), nn.Embedding(10, 4), nn.Embedding(10, 4).half())
     ids = torch.zeros(1, 5, dtype=torch.long)

@@ -215,12 +215,22 @@ def _tensors(table: dict[str, Any]) -> Any:
 
 
 def _module_state(module: nn.Module) -> Any:
-    """What a rule can read of a module without children (its settings, its tensors' shapes and dtypes), hashable
-    by value; None for a module with children."""
+    """What a rule can read of a leaf module (its settings, its tensors' shapes and dtypes, its children's alike: the
+    padding of smp's ``Conv2dStaticSamePadding``), hashable by value; None for a module whose children have children
+    (a block traced as one node: not compared)."""
     state = module.__dict__
-    if state["_modules"]:
-        return None
-    layout = (type(module), tuple(state))
+    children = state["_modules"]
+    if children:
+        if any(child is None or child._modules for child in children.values()):
+            return None
+        return _own_state(state, type(module)), tuple(
+            [(k, _own_state(c.__dict__, type(c))) for k, c in children.items()]
+        )
+    return _own_state(state, type(module))
+
+
+def _own_state(state: dict[str, Any], kind: type) -> Any:
+    layout = (kind, tuple(state))
     names = _SETTINGS.get(layout)
     if names is None:
         names = _SETTINGS.setdefault(layout, tuple(k for k in layout[1] if k not in _NOT_STATE))
@@ -233,13 +243,13 @@ def _module_state(module: nn.Module) -> Any:
 def twin_kinds(G: nx.DiGraph) -> dict[torch.fx.Node, int]:
     """Nodes numbered by what they compute: two nodes of one number give the same output for the same inputs.
 
-    The same function or method with the same constant arguments, or modules
-    without children of one class whose settings and tensor shapes are all
-    equal (``layer3.1.conv1`` and ``layer3.2.conv1`` of a ResNet-50), each
-    reading a model input or not alike.  Settings and constants are compared
-    by value (an object without its own ``==`` by identity).  Nodes inside
-    opaque parts, modules with children, and nodes with a setting or
-    constant that has no hash (a mutable object) have no number.
+    The same function or method with the same constant arguments, or leaf
+    modules of one class whose settings and tensor shapes are all equal, their
+    children's too (``layer3.1.conv1`` and ``layer3.2.conv1`` of a ResNet-50),
+    each reading a model input or not alike.  Settings and constants are
+    compared by value (an object without its own ``==`` by identity).  Nodes
+    inside opaque parts, modules whose children have children, and nodes with
+    a setting or constant that has no hash (a mutable object) have no number.
     Cached with the graph.
 
     Examples

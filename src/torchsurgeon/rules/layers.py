@@ -187,6 +187,18 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
     return new((*lead, m.out_channels, *out_sp), dtype)
 
 
+def _same_padded_conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    """smp's ``Conv2dStaticSamePadding`` (EfficientNet's TensorFlow 'SAME' padding, fixed when it is built): its
+    ``static_padding`` (an ``nn.ZeroPad2d`` or an ``nn.Identity``), then the convolution."""
+    pad = m._modules.get("static_padding")
+    if isinstance(pad, nn.ConstantPad2d) and pad.value == 0 and x.dim() >= 3:
+        left, right, top, bottom = pad.padding
+        x = x.new_empty((*x.shape[:-2], x.shape[-2] + top + bottom, x.shape[-1] + left + right))
+    elif not isinstance(pad, nn.Identity):
+        return FALLBACK  # edited by hand: its forward decides
+    return _conv_rule(m, call, x)
+
+
 def _some_filters(m: nn.modules.conv._ConvNd, call: Call, transposed: bool) -> None:
     """torch runs no convolution whose weight has no filters (its first dim: ``out_channels``, a transposed
     one's ``in_channels``): a real forward raises RuntimeError on every device, meta aside, for any input.  A
@@ -590,6 +602,14 @@ def _instance_norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 builtin(*_CONVS, shape=one_tensor(_conv_rule), macs=_conv_macs, kind=FlopKind.CONV, fits=True)
+builtin(  # fx would trace through its forward: a pad, two get_attr and a conv2d node, run on meta
+    "segmentation_models_pytorch.encoders._efficientnet.Conv2dStaticSamePadding",
+    shape=one_tensor(_same_padded_conv_rule),
+    macs=_conv_macs,
+    kind=FlopKind.CONV,
+    fits=True,
+    leaf=True,
+)
 builtin(nn.Linear, shape=one_tensor(_linear_rule), macs=_linear_macs, kind=FlopKind.LINEAR, fits=True)
 builtin(
     nn.modules.batchnorm._BatchNorm,

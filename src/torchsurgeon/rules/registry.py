@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -40,6 +41,7 @@ __all__ = (
     "Rule",
     "RuleTarget",
     "builtin",
+    "builtin_leaves",
     "counted_without_formula",
     "disabled_rules",
     "function_rule",
@@ -194,6 +196,7 @@ _BUILTIN = _Table()
 _USER = _Table()
 _DISABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("torchsurgeon_rules_disabled", default=False)
 _module_cache: dict[type[nn.Module], tuple[Rule, type[nn.Module]] | None] = {}
+_NAMED_LEAVES: list[str] = []  # builtin(..., leaf=True): resolved by builtin_leaves once their library is imported
 _generation = [0]  # bumped by every registration and removal
 
 
@@ -247,10 +250,36 @@ def builtin(
     fits: bool = False,
     uncounted: bool = False,
     python: bool = False,
+    leaf: bool = False,
 ) -> None:
-    """Register one built-in rule for several targets (a function and its method twin...)."""
+    """Register one built-in rule for several targets (a function and its method twin...); ``leaf``: classes named
+    by their qualified name that fx would trace through, whose rule describes the whole layer (one node)."""
     for target in targets:
         _add(_BUILTIN, Rule(target, shape, macs, flops, kind, fits, True, uncounted, python), "built-in rule")
+        if leaf:
+            assert isinstance(target, str), "a built-in leaf is named by its qualified name"
+            _NAMED_LEAVES.append(target)
+
+
+def builtin_leaves() -> tuple[type[nn.Module], ...]:
+    """The classes built-in rules keep as one node (``builtin(..., leaf=True)``) whose library is imported; none
+    while rules are disabled (:func:`disabled_rules`: traced through, as without their rule).
+
+    Examples
+    --------
+    >>> import sys
+    >>> "segmentation_models_pytorch" in sys.modules or builtin_leaves() == ()
+    True
+    """
+    if _DISABLED.get():
+        return ()
+    found = []
+    for name in _NAMED_LEAVES:
+        library, _, cls = name.rpartition(".")
+        kind = getattr(sys.modules.get(library), cls, None)
+        if isinstance(kind, type) and issubclass(kind, nn.Module):
+            found.append(kind)
+    return tuple(found)
 
 
 def register_rule(
