@@ -1654,3 +1654,50 @@ def test_smps_same_padded_convolution_is_one_row_with_its_padding(size: tuple[in
     assert "adapt_input_channels(model, 1)" in grey.invalid[0].message
     with disabled_rules():  # without rules, traced through as fx traces it
         assert len(build_graph(trace(layers))) > 3 + 2
+
+
+class _ByFunction(nn.Module):
+    """What smp's mix-transformer LayerNorm computes, written with ``F.layer_norm`` (counted by its own formula)."""
+
+    def __init__(self, norm: nn.LayerNorm) -> None:
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = self.norm
+        if x.dim() != 4:
+            return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        tokens = x.flatten(2).transpose(1, 2)
+        return F.layer_norm(tokens, norm.normalized_shape, norm.weight, norm.bias, norm.eps).transpose(1, 2)
+
+
+class _FlatView(nn.Module):
+    """A norm, then ``x.view(n, -1)``: it runs on a contiguous map only (smp's LayerNorm gives a channels-last one)."""
+
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        return x.view(x.shape[0], -1)
+
+
+def test_smps_mix_transformer_layernorm_is_one_row_with_its_strides() -> None:
+    """smp's mit encoders normalise maps over their channels with a LayerNorm subclass whose forward asks ``x.ndim``
+    and unpacks ``x.shape`` (13 nodes and a question each, traced through); its rule gives what the forward gives:
+    the shape, its channels-last strides (a ``.view(n, -1)`` after it fails, as in a real forward), and its FLOPs."""
+    mix_transformer = pytest.importorskip("segmentation_models_pytorch.encoders.mix_transformer")
+    norm = mix_transformer.LayerNorm(8).eval()
+    for shape in ((8, 5, 7), (12, 8)):  # a map, then tokens
+        report = paramcount(norm, shape)
+        assert report.output_shape == tuple(norm(torch.zeros(1, *shape)).shape) and report.shape_fallbacks == []
+        with disabled_rules():
+            assert len(paramcount(norm, shape).layers) > len(report.layers) == 1  # traced through without its rule
+        assert report.flops == paramcount(_ByFunction(norm), shape).flops > 0  # as F.layer_norm's formula counts
+    (wrong,) = paramcount(norm, (6, 5, 7)).invalid  # 6 channels
+    assert wrong.message.startswith("LayerNorm (LayerNorm) expects normalized_shape=(8,), got (6,)")
+    flat = _FlatView(norm).eval()
+    with pytest.raises(RuntimeError, match="view size is not compatible"):
+        flat(torch.zeros(1, 8, 5, 7))
+    assert [layer.name for layer in paramcount(flat, (8, 5, 7)).invalid] == ["view"]

@@ -310,6 +310,20 @@ def _layernorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor |
     return new(x.shape, x.dtype)
 
 
+def _channels_layernorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    """smp's mix-transformer ``LayerNorm``: a 4-D map normalised over its channels (viewed as (N, H*W, C), normed,
+    transposed and viewed back: channels-last strides, as its forward gives them); any other input as
+    ``nn.LayerNorm``."""
+    if x.dim() != 4:
+        return _layernorm_rule(m, call, x)
+    n, c, h, w = x.shape
+    try:
+        tokens = x.view(n, c, -1).transpose(1, 2)
+    except RuntimeError:  # a view its forward cannot take either: meta execution gives torch's message
+        return FALLBACK
+    return _layernorm_rule(m, call, tokens).transpose(1, 2).view(n, c, h, w)  # type: ignore[union-attr]
+
+
 def _embedding_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
     assert isinstance(m, nn.Embedding)
     if x.is_floating_point():
@@ -620,6 +634,14 @@ builtin(
     flops=_norm_flops,
     kind=FlopKind.NORM,
     fits=True,
+)
+builtin(  # its forward asks x.ndim and unpacks x.shape: 13 nodes and a question each, when traced through
+    "segmentation_models_pytorch.encoders.mix_transformer.LayerNorm",
+    shape=one_tensor(_channels_layernorm_rule),
+    flops=_norm_flops,
+    kind=FlopKind.NORM,
+    fits=True,
+    leaf=True,
 )
 builtin(nn.GroupNorm, shape=one_tensor(_groupnorm_rule), flops=_norm_flops, kind=FlopKind.NORM, fits=True)
 builtin(nn.LayerNorm, shape=one_tensor(_layernorm_rule), flops=_norm_flops, kind=FlopKind.NORM, fits=True)
