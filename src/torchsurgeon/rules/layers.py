@@ -616,7 +616,7 @@ def _instance_norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 builtin(*_CONVS, shape=one_tensor(_conv_rule), macs=_conv_macs, kind=FlopKind.CONV, fits=True)
-builtin(  # fx would trace through its forward: a pad, two get_attr and a conv2d node, run on meta
+builtin(  # fx would trace through its forward: 4 nodes (its padding, two get_attr, F.conv2d)
     "segmentation_models_pytorch.encoders._efficientnet.Conv2dStaticSamePadding",
     shape=one_tensor(_same_padded_conv_rule),
     macs=_conv_macs,
