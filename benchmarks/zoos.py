@@ -21,7 +21,7 @@ from typing import Any
 from harness import ROOT, describe_error, peak_rss_bytes, spawn
 
 ZOO_LIBRARIES = ("transformers", "smp", "monai", "open_clip")
-ZOO_REPEAT = 3  # per model: the median of 3 after 1 warm-up, each tool in turn (a longer run per library)
+ZOO_REPEAT = 5  # per model: the median of 5 after 1 warm-up, each tool in turn (3 left verdicts near 1x to chance)
 FORWARD_EXEMPT_S = 0.020  # issue 10: models whose whole forward takes under 20 ms may be slower than torchinfo
 
 

@@ -1629,31 +1629,38 @@ def test_an_input_moved_to_the_models_device_and_dtype_has_a_shape(dtype: torch.
     assert {row.name: row.output_shape for row in report.layers}["to"] == (1, 3, 8, 8)
 
 
+_EFFICIENTNETS = ("efficientnet_pytorch.utils", "segmentation_models_pytorch.encoders._efficientnet")
+
+
+@pytest.mark.parametrize("library", _EFFICIENTNETS)
 @pytest.mark.parametrize("size", [(64, 64), (33, 47)])
-def test_smps_same_padded_convolution_is_one_row_with_its_padding(size: tuple[int, int]) -> None:
-    """smp's EfficientNet encoders build every conv as ``Conv2dStaticSamePadding`` (a ZeroPad2d fixed for 64 x 64,
-    then ``F.conv2d``): it was traced through (4 nodes a layer, 501 in a U-Net); its rule pads, then convolves."""
-    smp_efficientnet = pytest.importorskip("segmentation_models_pytorch.encoders._efficientnet")
+def test_efficientnets_same_padded_convolutions_are_one_row_each(library: str, size: tuple[int, int]) -> None:
+    """EfficientNet's convolutions with TensorFlow's 'SAME' padding (efficientnet_pytorch's, vendored by smp: every
+    conv of smp's EfficientNet encoders) were traced through, 4 nodes a layer (501 in a U-Net); their rule pads as
+    their forward does (a ZeroPad2d fixed for one image size, or computed from the input's), then convolves."""
+    efficientnet = pytest.importorskip(library)
     from torch.utils.flop_counter import FlopCounterMode
 
-    layers = nn.Sequential(  # the padding fixed for 64 x 64, as smp builds them; an odd size gets it too
-        smp_efficientnet.Conv2dStaticSamePadding(3, 8, 3, stride=2, image_size=64, bias=False),
-        smp_efficientnet.Conv2dStaticSamePadding(8, 8, 5, stride=1, groups=8, image_size=32),
-        smp_efficientnet.Conv2dStaticSamePadding(8, 4, 1, image_size=32),  # no padding: an nn.Identity
+    static, dynamic = efficientnet.Conv2dStaticSamePadding, efficientnet.Conv2dDynamicSamePadding
+    layers = nn.Sequential(  # the static padding fixed for 64 x 64, as EfficientNet builds it; an odd size gets it too
+        static(3, 8, 3, stride=2, image_size=64, bias=False),
+        static(8, 8, 5, stride=1, groups=8, image_size=32),
+        static(8, 8, 1, image_size=32),  # no padding: an nn.Identity
+        dynamic(8, 4, 3, stride=2),
     ).eval()
-    assert [type(m.static_padding).__name__ for m in layers] == ["ZeroPad2d", "ZeroPad2d", "Identity"]
+    assert [type(m.static_padding).__name__ for m in layers[:3]] == ["ZeroPad2d", "ZeroPad2d", "Identity"]
     x = torch.randn(1, 3, *size)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         real = layers(x)
     report = paramcount(layers, (3, *size))
-    assert [layer.name for layer in report.layers if layer.params] == ["0", "1", "2"]  # one row each
+    assert [layer.name for layer in report.layers] == ["0", "1", "2", "3"]  # one row each
     assert report.output_shape == tuple(real.shape) and report.shape_fallbacks == []
     assert report.macs == counter.get_total_flops() // 2
     grey = paramcount(layers, (1, *size))
     assert [layer.name for layer in grey.invalid] == ["0"]
     assert "adapt_input_channels(model, 1)" in grey.invalid[0].message
     with disabled_rules():  # without rules, traced through as fx traces it
-        assert len(build_graph(trace(layers))) > 3 + 2
+        assert len(build_graph(trace(layers))) > 4 + 2
 
 
 class _ByFunction(nn.Module):

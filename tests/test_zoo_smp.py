@@ -85,3 +85,13 @@ def test_smp_new_heads_are_rebuilt_by_the_config_from_pretrained_reads() -> None
     rebuilt.load_state_dict(result.model.state_dict(), strict=True)
     mask, labels = rebuilt.eval()(torch.zeros(1, 3, 64, 64))
     assert mask.shape == (1, 5, 64, 64) and labels.shape == (1, 5)
+
+
+def test_the_efficientnet_smp_vendors_as_its_users_build_it() -> None:
+    """smp vendors efficientnet_pytorch, whose own EfficientNet users build by name: its same-padded convolutions
+    are one row each there too (their rule), with the model's total, output, MACs and a 1-channel fold exact."""
+    efficientnet_pytorch = pytest.importorskip("efficientnet_pytorch")
+    result = analyse("efficientnet-b0", lambda: efficientnet_pytorch.EfficientNet.from_name("efficientnet-b0"), SHAPE)
+    check(result, FILE)
+    assert result.report is not None and result.report.layer("_conv_stem").type == "Conv2dStaticSamePadding"
+    fold_is_exact(result, torch.float32)

@@ -188,10 +188,19 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
 
 
 def _same_padded_conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
-    """smp's ``Conv2dStaticSamePadding`` (EfficientNet's TensorFlow 'SAME' padding, fixed when it is built): its
-    ``static_padding`` (an ``nn.ZeroPad2d`` or an ``nn.Identity``), then the convolution."""
-    pad = m._modules.get("static_padding")
-    if isinstance(pad, nn.ConstantPad2d) and pad.value == 0 and x.dim() >= 3:
+    """EfficientNet's convolutions with TensorFlow's 'SAME' padding (efficientnet_pytorch's, vendored by smp): the
+    static one pads by its ``static_padding`` (an ``nn.ZeroPad2d`` or an ``nn.Identity``, fixed for the image size
+    it was built for), the dynamic one by what its forward computes from the input's size; then the convolution."""
+    if x.dim() < 3:
+        return _conv_rule(m, call, x)  # the rank mismatch, as a convolution reports it
+    if "static_padding" not in m._modules:  # Conv2dDynamicSamePadding
+        assert isinstance(m, nn.Conv2d)
+        pads = []
+        for size, k, s, d in zip(x.shape[-2:], m.weight.shape[-2:], m.stride, m.dilation):
+            pads.append(max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0))
+        return _conv_rule(m, call, x.new_empty((*x.shape[:-2], x.shape[-2] + pads[0], x.shape[-1] + pads[1])))
+    pad = m._modules["static_padding"]
+    if isinstance(pad, nn.ConstantPad2d) and pad.value == 0:
         left, right, top, bottom = pad.padding
         x = x.new_empty((*x.shape[:-2], x.shape[-2] + top + bottom, x.shape[-1] + left + right))
     elif not isinstance(pad, nn.Identity):
@@ -614,10 +623,11 @@ def _instance_norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str
 
 # --------------------------------------------------------------------------- registrations
 
+_EFFICIENTNETS = ("efficientnet_pytorch.utils", "segmentation_models_pytorch.encoders._efficientnet")
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 builtin(*_CONVS, shape=one_tensor(_conv_rule), macs=_conv_macs, kind=FlopKind.CONV, fits=True)
-builtin(  # fx would trace through its forward: 4 nodes (its padding, two get_attr, F.conv2d)
-    "segmentation_models_pytorch.encoders._efficientnet.Conv2dStaticSamePadding",
+builtin(  # fx would trace through their forward: 4 nodes (the padding, two get_attr, F.conv2d), more for the dynamic
+    *(f"{library}.Conv2d{kind}SamePadding" for library in _EFFICIENTNETS for kind in ("Static", "Dynamic")),
     shape=one_tensor(_same_padded_conv_rule),
     macs=_conv_macs,
     kind=FlopKind.CONV,
