@@ -260,7 +260,7 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
 def rules_of(G: nx.DiGraph) -> dict[torch.fx.Node, tuple[Rule | None, bool]]:
     """Each node's rule and whether it applies directly (cached with the graph for the registry's state).
 
-    ``False``: a subclass with its own ``forward`` (timm's Conv2dSame) is only checked by its base class's rule.
+    ``False``: a subclass with its own ``forward`` (a Conv2d that pads first) is only checked by its base class's rule.
     """
     version = rules_version()
 

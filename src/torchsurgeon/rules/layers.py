@@ -188,12 +188,13 @@ def _conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None
 
 
 def _same_padded_conv_rule(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
-    """EfficientNet's convolutions with TensorFlow's 'SAME' padding (efficientnet_pytorch's, vendored by smp): the
-    static one pads by its ``static_padding`` (an ``nn.ZeroPad2d`` or an ``nn.Identity``, fixed for the image size
-    it was built for), the dynamic one by what its forward computes from the input's size; then the convolution."""
+    """Convolutions with TensorFlow's 'SAME' padding (efficientnet_pytorch's, vendored by smp, and timm's
+    ``Conv2dSame``): the static one pads by its ``static_padding`` (an ``nn.ZeroPad2d`` or an ``nn.Identity``, fixed
+    for the image size it was built for), the others by what their forward computes from the input's size (timm's
+    ran on meta); then the convolution."""
     if x.dim() < 3:
         return _conv_rule(m, call, x)  # the rank mismatch, as a convolution reports it
-    if "static_padding" not in m._modules:  # Conv2dDynamicSamePadding
+    if "static_padding" not in m._modules:  # Conv2dDynamicSamePadding, Conv2dSame
         assert isinstance(m, nn.Conv2d)
         pads = []
         for size, k, s, d in zip(x.shape[-2:], m.weight.shape[-2:], m.stride, m.dilation):
@@ -624,10 +625,14 @@ def _instance_norm_fn_flops(module: Any, args: tuple[Any, ...], kwargs: dict[str
 # --------------------------------------------------------------------------- registrations
 
 _EFFICIENTNETS = ("efficientnet_pytorch.utils", "segmentation_models_pytorch.encoders._efficientnet")
+_TF_SAME_CONVS = (  # TensorFlow's 'SAME' padding: EfficientNet's (vendored by smp) and timm's (its tf_ models)
+    *(f"{library}.Conv2d{kind}SamePadding" for library in _EFFICIENTNETS for kind in ("Static", "Dynamic")),
+    "timm.layers.conv2d_same.Conv2dSame",
+)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 builtin(*_CONVS, shape=one_tensor(_conv_rule), macs=_conv_macs, kind=FlopKind.CONV, fits=True)
 builtin(  # fx would trace through their forward: 4 nodes (the padding, two get_attr, F.conv2d), more for the dynamic
-    *(f"{library}.Conv2d{kind}SamePadding" for library in _EFFICIENTNETS for kind in ("Static", "Dynamic")),
+    *_TF_SAME_CONVS,
     shape=one_tensor(_same_padded_conv_rule),
     macs=_conv_macs,
     kind=FlopKind.CONV,

@@ -483,7 +483,7 @@ def ruled_leaf(
         return FALLBACK
     rule, owner = found
     if not runs_forward_of(type(module), owner):
-        return FALLBACK  # a subclass with its own forward (timm's Conv2dSame): its forward decides
+        return FALLBACK  # a subclass with its own forward (a Conv2d that pads first): its forward decides
     with torch._C.DisableTorchFunction():
         if not _meta_tensors(args, kwargs):
             return FALLBACK

@@ -267,8 +267,8 @@ def builtin_leaves() -> tuple[type[nn.Module], ...]:
 
     Examples
     --------
-    >>> import sys
-    >>> "segmentation_models_pytorch" in sys.modules or builtin_leaves() == ()
+    >>> from timm.layers import Conv2dSame  # TensorFlow's 'SAME' padding, then the convolution: one rule
+    >>> Conv2dSame in builtin_leaves()
     True
     """
     if _DISABLED.get():
@@ -493,7 +493,7 @@ def user_ruled(kind: type[nn.Module]) -> bool:
 def runs_forward_of(kind: type[nn.Module], owner: type[nn.Module]) -> bool:
     """Whether a module of class ``kind`` runs the ``forward`` of ``owner``, the class whose rule
     :func:`module_rule` found: the rule then gives its output.  A subclass with its own ``forward``
-    (timm's Conv2dSame) is only checked by it.
+    (an ``nn.Conv2d`` of one's own that pads first) is only checked by it.
 
     Examples
     --------
