@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -561,3 +562,57 @@ def test_integer_index_then_full_slices_and_a_one_dimensional_linear_weight_are_
     assert _function(torch.nn.functional.linear, x, w)
     assert not _function(torch.nn.functional.linear, x, w, torch.empty((), device="meta"))  # torch raises
     assert not _function(torch.nn.functional.linear, x, torch.empty(32, device="meta"))
+
+
+@SETTINGS
+@given(data=st.data(), descending=st.booleans())
+def test_argsort_rule_gives_sorts_indices(data: st.DataObject, descending: bool) -> None:
+    """ViT-MAE's random masking: ``torch.argsort(noise, dim=1)`` ran on meta."""
+    x, _ = data.draw(tensors(min_rank=1, dtype=data.draw(st.sampled_from([torch.float32, torch.int64]))))
+    dim = data.draw(st.integers(-x.dim() - 1, x.dim()))
+    answered = _function(torch.argsort, x, dim=dim, descending=descending) and _method("argsort", x, dim)
+    assert answered == (x.is_contiguous() and -x.dim() <= dim < x.dim())
+
+
+@SETTINGS
+@given(data=st.data(), order=st.sampled_from([2, 1, 0, 3.5, float("inf"), -float("inf")]), keepdim=st.booleans())
+def test_vector_norm_rule_matches_meta(data: st.DataObject, order: float, keepdim: bool) -> None:
+    """ConvNeXt V2's global response norm: ``torch.linalg.vector_norm(x, ord=2, dim=(1, 2), keepdim=True)``."""
+    x, _ = data.draw(tensors(min_rank=1, dtype=data.draw(st.sampled_from([torch.float32, torch.bfloat16]))))
+    dims = data.draw(st.one_of(st.none(), st.lists(st.integers(-x.dim(), x.dim() - 1), max_size=x.dim())))
+    dim = tuple(dims) if dims is not None else None
+    answered = _function(torch.linalg.vector_norm, x, order, dim, keepdim)
+    unique = dim is None or len({d % x.dim() for d in dim}) == len(dim)
+    assert answered == unique
+
+
+@SETTINGS
+@given(data=st.data(), p=st.sampled_from([2.0, 1, 3.0]))
+def test_normalize_rule_keeps_the_layout(data: st.DataObject, p: float) -> None:
+    """SwinV2's cosine attention: ``F.normalize(query, dim=-1)`` of a permuted view ran on meta."""
+    x, _ = data.draw(tensors(min_rank=1, dtype=data.draw(st.sampled_from([torch.float32, torch.float16]))))
+    dim = data.draw(st.integers(-x.dim(), x.dim() - 1))
+    answered = _function(F.normalize, x, p, dim)
+    if x.is_contiguous():
+        assert answered
+
+
+@SETTINGS
+@given(data=st.data(), name=st.sampled_from(["reshape_as", "view_as"]))
+def test_reshape_as_and_view_as_rules_match_meta(data: st.DataObject, name: str) -> None:
+    """LeViT's attention: ``x.reshape_as(other)`` (22 calls that ran on meta)."""
+    x, _ = data.draw(tensors(min_rank=1))
+    shape = data.draw(st.permutations(list(x.shape)).map(tuple))  # the same elements, another arrangement
+    answered = _method(name, x, torch.empty(shape, device="meta"))
+    if x.is_contiguous():
+        assert answered
+
+
+@SETTINGS
+@given(size=st.lists(st.integers(0, 4), max_size=3).map(tuple), dtype=st.sampled_from([None, torch.float16]))
+def test_factories_take_their_size_by_keyword_and_random_ones_are_ruled(size: tuple[int, ...], dtype: Any) -> None:
+    """BEiT's ``torch.zeros(size=(n, n), dtype=...)`` and ViT-MAE's ``torch.rand(n, m, device=...)`` ran on meta."""
+    options = {"device": "meta", **({"dtype": dtype} if dtype is not None else {})}
+    assert _function(torch.zeros, size=size, **options) and _function(torch.ones, size=size, **options)
+    assert _function(torch.rand, size, **options) and _function(torch.randn, *size, **options) == bool(size)
+    assert not _function(torch.rand, size, device="meta", dtype=torch.int64)  # torch refuses it on the CPU

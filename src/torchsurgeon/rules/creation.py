@@ -40,11 +40,23 @@ def _size(args: tuple[Any, ...]) -> tuple[int, ...] | None:
 
 
 def _filled(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``zeros``/``ones``/``empty``."""
+    """``zeros``/``ones``/``empty``, the size given by position or as ``size=`` (BEiT's ``torch.zeros(size=...)``)."""
+    if not args and "size" in kwargs:
+        kwargs = dict(kwargs)
+        args = (kwargs.pop("size"),)
     size = _size(args)
     if size is None or not _plain(kwargs):
         return FALLBACK
     return new(size, kwargs.get("dtype") or torch.get_default_dtype())
+
+
+def _random(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``rand``/``randn`` of a floating dtype (ViT-MAE's masking noise); torch refuses integer ones on the CPU,
+    and a ``generator`` is left to meta."""
+    dtype = kwargs.get("dtype") or torch.get_default_dtype()
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        return FALLBACK
+    return _filled(args, kwargs)
 
 
 def _full(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -170,6 +182,7 @@ def python_data(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 builtin(torch.zeros, torch.ones, torch.empty, shape=fn(_filled))
+builtin(torch.rand, torch.randn, shape=fn(_random))
 builtin(torch.full, shape=fn(_full))
 builtin(torch.arange, shape=fn(_arange))
 builtin(torch.tensor, shape=fn(python_data))

@@ -3,11 +3,12 @@ cumsum, cumprod, diff, topk, sort, histc (no FLOPs counted)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-from ._common import REQUIRED, OpRule, Spec, bind, fn, is_int, new, norm_dim
+from ._common import REQUIRED, OpRule, Spec, bind, fn, is_int, new, norm_dim, preserved, view
 from .arithmetic import pairwise
 from .registry import FALLBACK, builtin
 
@@ -201,6 +202,48 @@ def _sort(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return torch.return_types.sort((new(x.shape, x.dtype), new(x.shape, torch.int64)))
 
 
+def _argsort(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``argsort(input, dim=-1, descending=False, stable=False)``: :func:`_sort`'s indices (ViT-MAE's masking)."""
+    out = _sort(args, kwargs)
+    return out if out is FALLBACK else out[1]
+
+
+def _vector_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``linalg.vector_norm(x, ord=2, dim=None, keepdim=False)`` of a floating tensor (ConvNeXt V2's global
+    response norm): a new contiguous tensor of the reduced shape, in its dtype; an empty reduction is left to meta
+    (some orders raise there)."""
+    b = bind(args, kwargs, (("x", REQUIRED), ("ord", 2), ("dim", None), ("keepdim", False), ("dtype", None)))
+    if b is None or not isinstance(b[0], torch.Tensor) or not b[0].is_floating_point() or b[4] is not None:
+        return FALLBACK
+    x, order, keepdim = b[0], b[1], b[3]
+    if not isinstance(order, (int, float)) or isinstance(order, bool) or not isinstance(keepdim, bool):
+        return FALLBACK
+    shape = _reduced(x, b[2], keepdim)
+    if shape is None or x.numel() == 0:
+        return FALLBACK
+    return new(shape, x.dtype)
+
+
+def _normalize(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``F.normalize(input, p=2.0, dim=1, eps=1e-12)`` of a floating tensor (SwinV2's cosine attention): its shape,
+    dtype and strides, when they are dense (a permuted view: the division keeps its layout)."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("p", 2.0), ("dim", 1), ("eps", 1e-12), ("out", None)))
+    if b is None or not isinstance(b[0], torch.Tensor) or not b[0].is_floating_point() or b[4] is not None:
+        return FALLBACK
+    x = b[0]
+    if not isinstance(b[1], (int, float)) or isinstance(b[1], bool) or norm_dim(b[2], x.dim()) is None:
+        return FALLBACK
+    if x.numel() == 0:
+        return FALLBACK
+    kept = preserved(x, x.dtype)  # contiguous or channels-last
+    if kept is not FALLBACK or 1 in x.shape:  # a size-1 dim's stride: torch's choice, left to meta
+        return kept
+    order = sorted(range(x.dim()), key=x.stride)
+    strides = [math.prod(x.shape[j] for j in order[:k]) for k in range(x.dim())]
+    dense = all(x.stride(i) == strides[k] for k, i in enumerate(order))
+    return view(x.shape, x.stride(), x.dtype) if dense else FALLBACK
+
+
 _HISTC_INTEGERS = frozenset({torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8})
 
 
@@ -219,4 +262,7 @@ def _histc(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 builtin(torch.topk, "topk", shape=fn(_topk))
 builtin(torch.sort, "sort", shape=fn(_sort))
+builtin(torch.argsort, "argsort", shape=fn(_argsort))
+builtin(torch.linalg.vector_norm, shape=fn(_vector_norm))
+builtin(torch.nn.functional.normalize, shape=fn(_normalize))
 builtin(torch.histc, "histc", shape=fn(_histc))
