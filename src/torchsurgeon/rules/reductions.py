@@ -236,11 +236,10 @@ def _normalize(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if x.numel() == 0:
         return FALLBACK
     kept = preserved(x, x.dtype)  # contiguous or channels-last
-    if kept is not FALLBACK or 1 in x.shape:  # a size-1 dim's stride: torch's choice, left to meta
+    if kept is not FALLBACK:
         return kept
-    order = sorted(range(x.dim()), key=x.stride)
-    strides = [math.prod(x.shape[j] for j in order[:k]) for k in range(x.dim())]
-    dense = all(x.stride(i) == strides[k] for k, i in enumerate(order))
+    order = sorted((i for i in range(x.dim()) if x.shape[i] != 1), key=x.stride)  # a size-1 dim's stride: any
+    dense = all(x.stride(i) == math.prod(x.shape[j] for j in order[:k]) for k, i in enumerate(order))
     return view(x.shape, x.stride(), x.dtype) if dense else FALLBACK
 
 
