@@ -616,3 +616,16 @@ def test_factories_take_their_size_by_keyword_and_random_ones_are_ruled(size: tu
     assert _function(torch.zeros, size=size, **options) and _function(torch.ones, size=size, **options)
     assert _function(torch.rand, size, **options) and _function(torch.randn, *size, **options) == bool(size)
     assert not _function(torch.rand, size, device="meta", dtype=torch.int64)  # torch refuses it on the CPU
+
+
+@SETTINGS
+@given(data=st.data(), trailing=st.booleans())
+def test_one_index_tensor_after_whole_dims_matches_meta(data: st.DataObject, trailing: bool) -> None:
+    """LeViT's attention biases read at their offsets, ``biases[:, idxs]`` (5 calls that ran on meta)."""
+    x, _ = data.draw(tensors(min_rank=2))
+    at = data.draw(st.integers(1, x.dim() - 1))
+    shape = tuple(data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+    idx = torch.empty(shape, dtype=data.draw(st.sampled_from([torch.int64, torch.int32])), device="meta")
+    index = (*(slice(None),) * at, idx, *((slice(None),) if trailing and at + 1 < x.dim() else ()))
+    answered = _function(operator.getitem, x, index)
+    assert answered == x.is_contiguous()

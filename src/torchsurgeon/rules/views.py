@@ -396,6 +396,20 @@ def _integer_indices(x: torch.Tensor, items: tuple[torch.Tensor, ...]) -> Any:
     return new((*shape, *x.shape[len(items) :]), x.dtype)
 
 
+def _one_index_after_slices(x: torch.Tensor, index: tuple[Any, ...]) -> Any:
+    """``x[:, idx]``: whole dims, then one integer index tensor, then whole dims (LeViT's attention biases read at
+    their offsets, ``biases[:, idxs]``), of a contiguous tensor: the dims before, the index's shape, the dims after,
+    contiguous (as torch gives it); any other mix of tensors and slices is left to meta."""
+    at = next(k for k, i in enumerate(index) if isinstance(i, torch.Tensor))
+    whole = slice(None)
+    if not all(isinstance(i, slice) and i == whole for k, i in enumerate(index) if k != at):
+        return FALLBACK
+    idx = index[at]
+    if at >= x.dim() or not x.is_contiguous() or not (idx.is_meta and idx.dtype in _INDEX_DTYPES and idx.dim() >= 1):
+        return FALLBACK  # too many indices (meta says it), another layout, a mask, a 0-d index
+    return new((*x.shape[:at], *idx.shape, *x.shape[at + 1 :]), x.dtype)
+
+
 def _index_tensor(x: torch.Tensor, index: Any) -> Any:
     """Basic indexing (ints, slices with step >= 1, None, Ellipsis): a view; integer index tensors only
     (:func:`_integer_indices`): a new tensor."""
@@ -407,6 +421,8 @@ def _index_tensor(x: torch.Tensor, index: Any) -> Any:
             lead = lead[:-1]
         if lead and all(isinstance(i, torch.Tensor) for i in lead):
             return _integer_indices(x, lead)
+    if isinstance(index, tuple) and any(isinstance(i, torch.Tensor) for i in index):
+        return _one_index_after_slices(x, index)
     items = index if isinstance(index, tuple) else (index,)
     if not all(is_int(i) or i is None or i is Ellipsis or isinstance(i, slice) for i in items):
         return FALLBACK  # tensors, lists, bools: advanced indexing
