@@ -24,6 +24,7 @@ from ._common import (
     new,
     norm_dim,
     one_tensor,
+    plainly_contiguous,
     preserved,
     size_args,
     suggest_memory_format,
@@ -603,11 +604,8 @@ def _unflatten_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
 
 def _constant_pad(x: Any, pad: Any) -> Any:
     """``F.pad(x, pad)`` in constant mode: ``pad`` adds (before, after) to the last dims, last dim first."""
-    if not isinstance(x, torch.Tensor) or not x.is_contiguous() or not isinstance(pad, (tuple, list)):
-        return FALLBACK
-    channels_last = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
-    if channels_last is not None and x.is_contiguous(memory_format=channels_last):
-        return FALLBACK  # both layouts at once (size-1 dims): torch keeps the one its strides suggest
+    if not isinstance(x, torch.Tensor) or not plainly_contiguous(x) or not isinstance(pad, (tuple, list)):
+        return FALLBACK  # channels-last strides, also where size-1 dims make it contiguous too (torch keeps them)
     if not pad or len(pad) % 2 or len(pad) > 2 * x.dim() or not all(is_int(p) for p in pad):
         return FALLBACK
     shape = list(x.shape)
