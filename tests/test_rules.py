@@ -561,6 +561,9 @@ def test_cat_and_stack_rules_match_meta(data: st.DataObject, fn: Callable[..., A
     plain = all(p.is_contiguous() for p in parts) and (  # a (1, 1, 1, 2) tensor may also suggest channels-last
         fn is torch.stack or first.dim() not in (4, 5) or all(_plainly_contiguous(p) for p in parts)
     )
+    if fn is torch.cat and first.dim() in (4, 5):  # all channels-last: so is the output (smp Segformer's resized maps)
+        layout = {4: torch.channels_last, 5: torch.channels_last_3d}[first.dim()]
+        plain = plain or all(p.is_contiguous(memory_format=layout) and not _plainly_contiguous(p) for p in parts)
     if plain and all(p.shape == first.shape for p in parts) and -first.dim() <= dim:
         assert answered or dim >= first.dim() + (fn is torch.stack)
 

@@ -551,11 +551,15 @@ def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if b is None or not isinstance(b[0], (list, tuple)) or not b[0]:
         return FALLBACK
     tensors = b[0]
-    if not all(isinstance(t, torch.Tensor) for t in tensors) or not _cat_is_contiguous(tensors):
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
         return FALLBACK
     first = tensors[0]
     if first.dim() == 0 or any(t.dim() != first.dim() or t.dtype != first.dtype for t in tensors):
         return FALLBACK
+    contiguous = _cat_is_contiguous(tensors)
+    if not contiguous and suggest_memory_format is None:  # pragma: no cover - torch without _prims_common
+        return FALLBACK
+    layout = torch.contiguous_format if contiguous else suggest_memory_format(first)
     dim = norm_dim(b[1], first.dim())
     if dim is None:
         return FALLBACK
@@ -564,6 +568,8 @@ def _cat(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return FALLBACK
     shape = list(first.shape)
     shape[dim] = sum(int(t.shape[dim]) for t in tensors)
+    if layout != torch.contiguous_format:  # every input suggests channels-last (smp Segformer's resized maps)
+        return torch.empty(shape, dtype=first.dtype, device="meta", memory_format=layout)
     return new(shape, first.dtype)
 
 
