@@ -3,12 +3,11 @@ cumsum, cumprod, diff, topk, sort, histc (no FLOPs counted)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from ._common import REQUIRED, OpRule, Spec, bind, fn, is_int, new, norm_dim, preserved, view
+from ._common import REQUIRED, OpRule, Spec, bind, elementwise, fn, is_int, new, norm_dim
 from .arithmetic import pairwise
 from .registry import FALLBACK, builtin
 
@@ -225,22 +224,18 @@ def _vector_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 def _normalize(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``F.normalize(input, p=2.0, dim=1, eps=1e-12)`` of a floating tensor (SwinV2's cosine attention): its shape,
-    dtype and strides, when they are dense (a permuted view: the division keeps its layout)."""
+    """``F.normalize(input, p=2.0, dim=1, eps=1e-12)`` of a floating tensor (SwinV2's cosine attention): what it
+    computes, ``input / norm(input, p, dim, keepdim=True).clamp_min(eps).expand_as(input)``, an element-wise
+    division of the input by its expanded norm, laid out by torch's rule for element-wise outputs."""
     b = bind(args, kwargs, (("input", REQUIRED), ("p", 2.0), ("dim", 1), ("eps", 1e-12), ("out", None)))
     if b is None or not isinstance(b[0], torch.Tensor) or not b[0].is_floating_point() or b[4] is not None:
         return FALLBACK
     x = b[0]
-    if not isinstance(b[1], (int, float)) or isinstance(b[1], bool) or norm_dim(b[2], x.dim()) is None:
+    dim = norm_dim(b[2], x.dim())
+    if not isinstance(b[1], (int, float)) or isinstance(b[1], bool) or dim is None or x.numel() == 0:
         return FALLBACK
-    if x.numel() == 0:
-        return FALLBACK
-    kept = preserved(x, x.dtype)  # contiguous or channels-last
-    if kept is not FALLBACK:
-        return kept
-    order = sorted((i for i in range(x.dim()) if x.shape[i] != 1), key=x.stride)  # a size-1 dim's stride: any
-    dense = all(x.stride(i) == math.prod(x.shape[j] for j in order[:k]) for k, i in enumerate(order))
-    return view(x.shape, x.stride(), x.dtype) if dense else FALLBACK
+    norm = new([1 if i == dim else s for i, s in enumerate(x.shape)], x.dtype)
+    return elementwise([x, norm], tuple(x.shape), x.dtype)
 
 
 _HISTC_INTEGERS = frozenset({torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8})

@@ -383,13 +383,18 @@ def _expand(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return view(shape, stride, x.dtype)
 
 
+def _index_on_meta(i: torch.Tensor) -> bool:
+    """An integer index tensor of at least one dim, on meta: the shape it gives does not depend on its values."""
+    return i.is_meta and i.dtype in _INDEX_DTYPES and i.dim() >= 1
+
+
 def _integer_indices(x: torch.Tensor, items: tuple[torch.Tensor, ...]) -> Any:
     """Integer tensors of indices into the first ``len(items)`` dims of a contiguous tensor (a relative-position
     table read at its index; transformers' ``padding_mask[batch_idx, kv_idx]``): a new contiguous tensor, the
     indices' broadcast shape then the rest of ``x``'s."""
     if not x.is_contiguous() or len(items) > x.dim():
         return FALLBACK  # another layout; too many indices (meta says it)
-    if not all(i.is_meta and i.dtype in _INDEX_DTYPES and i.dim() >= 1 for i in items):
+    if not all(_index_on_meta(i) for i in items):
         return FALLBACK  # a mask (its shape depends on its values), a 0-d index (an int)
     shape = broadcast(*(i.shape for i in items))
     if shape is None:
@@ -406,7 +411,7 @@ def _one_index_after_slices(x: torch.Tensor, index: tuple[Any, ...]) -> Any:
     if not all(isinstance(i, slice) and i == whole for k, i in enumerate(index) if k != at):
         return FALLBACK
     idx = index[at]
-    if at >= x.dim() or not x.is_contiguous() or not (idx.is_meta and idx.dtype in _INDEX_DTYPES and idx.dim() >= 1):
+    if at >= x.dim() or not x.is_contiguous() or not _index_on_meta(idx):
         return FALLBACK  # too many indices (meta says it), another layout, a mask, a 0-d index
     return new((*x.shape[:at], *idx.shape, *x.shape[at + 1 :]), x.dtype)
 
