@@ -12,7 +12,7 @@ never guess: outside the cases they compute exactly, the op runs on
 ``views``           flatten, view/reshape, permute, indexing, split, cat, pad, detach
 ``reductions``      sum, prod, mean, amax, amin, max, min
 ``linalg``          matmul, bmm, F.linear, attention
-``pooling``         max, average and adaptive pooling, interpolate/Upsample, grid_sample
+``pooling``         max, average and adaptive pooling, interpolate/Upsample, grid_sample, deformable attention
 ``recurrent``       LSTM, GRU, RNN (shapes and MACs) and their cells (MACs; shapes run on meta)
 ``rearrange``       einops' ``rearrange`` and ``Rearrange`` (a reshape, a permute, a reshape)
 ``creation``        zeros, ones, empty, full, arange, linspace, meshgrid (masks, positions)

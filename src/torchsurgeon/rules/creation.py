@@ -1,6 +1,7 @@
 """Tensors made from sizes or from another tensor: ``zeros``, ``ones``, ``empty``, ``full``, ``arange``,
 ``linspace``, ``eye``, ``meshgrid``, ``x.new_ones(...)`` and the like, ``zeros_like(x)`` and the like,
-``torch.tensor`` of Python numbers.
+``torch.tensor`` of Python numbers; the sine position embeddings of transformers' detection and segmentation
+models, made from a size (or a mask) alone.
 
 Attention masks and position ids are made this way (``torch.arange(seq_len)``,
 ``torch.ones(batch, length)``); the sizes are Python ints by the time a rule
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ._common import fn, is_int, new, preserved, size_args, view
+from ._common import REQUIRED, Spec, bind, fn, is_int, new, preserved, size_args, view
 from .registry import FALLBACK, builtin
 
 __all__: tuple[str, ...] = ()
@@ -240,3 +241,52 @@ builtin("new_zeros", "new_ones", "new_empty", shape=fn(_new_filled))
 builtin("new_full", shape=fn(_new_full))
 builtin(torch.zeros_like, torch.ones_like, torch.empty_like, shape=fn(_like(fill=False)))
 builtin(torch.full_like, shape=fn(_like(fill=True)))
+
+
+_SINE_POSITIONS: Spec = (("shape", REQUIRED), ("device", REQUIRED), ("dtype", REQUIRED), ("mask", None))
+
+
+def _sine_positions(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Any) -> Any:
+    """transformers' ``SinePositionEmbedding`` of DETR's family (``forward(shape, device, dtype, mask=None)``): for
+    each position of an (N, C, H, W) map, or of a mask's (N, H, W), the sines and cosines of its row and column at
+    ``num_position_features`` frequencies: (N, 2 * num_position_features, H, W) in ``dtype``, the layout of the
+    (N, H, W, 2F) map it permutes (channels-last).  41 nodes when traced through; an odd feature count (which its
+    ``torch.stack`` refuses) or anything else runs on meta."""
+    b = bind(args, kwargs, _SINE_POSITIONS)
+    features: Any = getattr(module, "num_position_features", None)
+    if b is None or not is_int(features) or features % 2 or not isinstance(b[2], torch.dtype):
+        return FALLBACK
+    shape, dtype, mask = b[0], b[2], b[3]
+    if not dtype.is_floating_point or not isinstance(shape, (tuple, list)) or len(shape) != 4:
+        return FALLBACK  # torch.Size is a tuple; its forward unpacks four sizes whether or not a mask is given
+    sizes: tuple[Any, ...]
+    if mask is None:
+        sizes = (shape[0], shape[2], shape[3])
+    elif isinstance(mask, torch.Tensor) and mask.dim() == 3:
+        sizes = tuple(mask.shape)
+    else:
+        return FALLBACK
+    if not all(is_int(d) and d >= 0 for d in (*shape, *sizes)):
+        return FALLBACK
+    return torch.empty((*sizes, 2 * features), dtype=dtype, device="meta").permute(0, 3, 1, 2)
+
+
+builtin(  # one forward, copied into each model (Deformable DETR's positions start at 0.5: the same shapes)
+    *(
+        f"transformers.models.{model}.modeling_{model}.{prefix}SinePositionEmbedding"
+        for model, prefix in (
+            ("detr", "Detr"),
+            ("conditional_detr", "ConditionalDetr"),
+            ("deformable_detr", "DeformableDetr"),
+            ("maskformer", "MaskFormer"),
+            ("mask2former", "Mask2Former"),
+            ("oneformer", "OneFormer"),
+            ("sam2", "Sam2"),
+            ("edgetam", "EdgeTam"),
+            ("sam3", "Sam3"),
+            ("sam3_lite_text", "Sam3LiteText"),
+        )
+    ),
+    shape=_sine_positions,
+    leaf=True,
+)

@@ -16,6 +16,7 @@ weights (4 without); RMS norm 4 with a weight (3 without).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -28,6 +29,7 @@ from ._common import (
     REQUIRED,
     Spec,
     bind,
+    elementwise,
     fit_fix,
     float_tensor,
     fn,
@@ -334,6 +336,19 @@ def _channels_layernorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     return _layernorm_rule(m, call, tokens).transpose(1, 2).view(n, c, h, w)  # type: ignore[union-attr]
 
 
+def _frozen_batchnorm_rule(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    """A batch norm whose statistics and affine values are buffers (DETR's and RT-DETR's backbones, torchvision's
+    detection models): ``x * scale + shift``, both of shape (1, C, 1, 1) and computed from the buffers, so the
+    output broadcasts as the product does (the input's layout, the buffers' dtype promoted with its own); an input
+    whose channels the buffers do not match runs on meta, which raises torch's broadcast error as a forward would."""
+    buffers = [getattr(m, name, None) for name in _FROZEN_BUFFERS]
+    channels = int(x.shape[1]) if x.dim() == 4 else -1
+    if not all(isinstance(b, torch.Tensor) and tuple(b.shape) == (channels,) for b in buffers):
+        return FALLBACK
+    dtype = functools.reduce(torch.promote_types, (b.dtype for b in buffers), x.dtype)  # type: ignore[union-attr]
+    return elementwise((x, new((1, channels, 1, 1), dtype)), tuple(x.shape), dtype)
+
+
 def _embedding_rule(m: nn.Module, call: Call, x: torch.Tensor) -> torch.Tensor | None:
     assert isinstance(m, nn.Embedding)
     if x.is_floating_point():
@@ -565,6 +580,11 @@ def _norm_flops(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any)
     return elements * _per_element(running_statistics=running, affine=affine)
 
 
+def _frozen_batchnorm_flops(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
+    """As ``nn.BatchNorm2d`` in eval mode (the same arithmetic): 2 per element."""
+    return int(args[0].numel()) * _per_element(running_statistics=True, affine=True)
+
+
 def _conv_fn_macs(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> int:
     bound = bind(args, kwargs, _CONV_SPEC)
     if bound is None or not isinstance(out, torch.Tensor) or not isinstance(bound[0], torch.Tensor):
@@ -629,6 +649,29 @@ _TF_SAME_CONVS = (  # TensorFlow's 'SAME' padding: EfficientNet's (vendored by s
     *(f"{library}.Conv2d{kind}SamePadding" for library in _EFFICIENTNETS for kind in ("Static", "Dynamic")),
     "timm.layers.conv2d_same.Conv2dSame",
 )
+_FROZEN_BUFFERS = ("weight", "bias", "running_mean", "running_var")
+_FROZEN_BATCHNORMS = (  # one forward, copied from torchvision's into each of transformers' detection models
+    "torchvision.ops.misc.FrozenBatchNorm2d",
+    *(
+        f"transformers.models.{model}.modeling_{model}.{prefix}FrozenBatchNorm2d"
+        for model, prefix in (
+            ("detr", "Detr"),
+            ("conditional_detr", "ConditionalDetr"),
+            ("dab_detr", "DabDetr"),
+            ("deformable_detr", "DeformableDetr"),
+            ("table_transformer", "TableTransformer"),
+            ("rt_detr", "RTDetr"),
+            ("rt_detr_v2", "RTDetrV2"),
+            ("d_fine", "DFine"),
+            ("deimv2", "Deimv2"),
+            ("grounding_dino", "GroundingDino"),
+            ("mm_grounding_dino", "MMGroundingDino"),
+            ("pp_doclayout_v2", "PPDocLayoutV2"),
+            ("pp_doclayout_v3", "PPDocLayoutV3"),
+            ("pp_doclayout_v4", "PPDocLayoutV4"),
+        )
+    ),
+)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 builtin(*_CONVS, shape=one_tensor(_conv_rule), macs=_conv_macs, kind=FlopKind.CONV, fits=True)
 builtin(  # fx would trace through their forward: 4 nodes (the padding, two get_attr, F.conv2d), more for the dynamic
@@ -656,6 +699,13 @@ builtin(  # its forward asks x.ndim and unpacks x.shape: 13 nodes and a question
     flops=_norm_flops,
     kind=FlopKind.NORM,
     fits=True,
+    leaf=True,
+)
+builtin(  # its forward reshapes four buffers and computes a scale and a shift: 11 nodes each, when traced through
+    *_FROZEN_BATCHNORMS,
+    shape=one_tensor(_frozen_batchnorm_rule),
+    flops=_frozen_batchnorm_flops,
+    kind=FlopKind.NORM,
     leaf=True,
 )
 builtin(nn.GroupNorm, shape=one_tensor(_groupnorm_rule), flops=_norm_flops, kind=FlopKind.NORM, fits=True)

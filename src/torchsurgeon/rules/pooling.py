@@ -346,6 +346,59 @@ def _grid_sample_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 
 builtin(F.grid_sample, shape=fn(_grid_sample_fn))
+_DEFORMABLE_ATTENTION: Spec = (
+    ("value", REQUIRED),
+    ("value_spatial_shapes", REQUIRED),
+    ("value_spatial_shapes_list", REQUIRED),
+    ("level_start_index", REQUIRED),
+    ("sampling_locations", REQUIRED),
+    ("attention_weights", REQUIRED),
+    ("im2col_step", REQUIRED),
+)
+
+
+def _deformable_attention(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Call) -> Any:
+    """transformers' ``MultiScaleDeformableAttention`` (Deformable DETR, RT-DETR, Grounding DINO...): ``value``
+    (N, keys, heads, d) split into its levels' (h, w) maps, sampled (``grid_sample``) at ``sampling_locations``
+    (N, queries, heads, levels, points, 2), weighted by ``attention_weights`` (N, queries, heads, levels, points)
+    and summed: (N, queries, heads * d), contiguous.  Any other call runs on meta (67 nodes when traced through)."""
+    b = bind(args, kwargs, _DEFORMABLE_ATTENTION)
+    if b is None or not all(float_tensor(b[i]) for i in (0, 4, 5)) or b[0].dtype != b[4].dtype:
+        return FALLBACK
+    value, levels, locations, weights = b[0], b[2], b[4], b[5]
+    if value.dim() != 4 or locations.dim() != 6 or not isinstance(levels, (list, tuple)):
+        return FALLBACK
+    n, keys, heads, d = value.shape
+    if not all(isinstance(hw, (list, tuple)) and len(hw) == 2 and all(is_int(s) for s in hw) for hw in levels):
+        return FALLBACK
+    queries = locations.shape[1]
+    expected = (n, queries, heads, len(levels), locations.shape[4], 2)
+    if tuple(locations.shape) != expected or tuple(weights.shape) != expected[:-1]:
+        return FALLBACK
+    if sum(h * w for h, w in levels) != keys or 0 in value.shape or 0 in locations.shape:
+        return FALLBACK
+    return new((n, queries, heads * d), torch.promote_types(value.dtype, weights.dtype))
+
+
+builtin(  # one forward, copied into each model that samples multi-scale maps
+    *(
+        f"transformers.models.{model}.modeling_{model}.MultiScaleDeformableAttention"
+        for model in (
+            "deformable_detr",
+            "rt_detr",
+            "grounding_dino",
+            "mm_grounding_dino",
+            "omdet_turbo",
+            "lw_detr",
+            "rf_detr",
+            "pp_doclayout_v2",
+            "pp_doclayout_v3",
+            "pp_doclayout_v4",
+        )
+    ),
+    shape=_deformable_attention,
+    leaf=True,
+)
 for _n in (1, 2, 3):
     builtin(getattr(F, f"max_pool{_n}d"), shape=_max_pool_fn(_n))
     builtin(getattr(F, f"avg_pool{_n}d"), shape=_avg_pool_fn(_n))
