@@ -44,6 +44,7 @@ from .report import format_names
 from .resize import resized_copy, with_channels
 from .rules.on_meta import answered_by_rules, ruled_meta
 from .shapes import ShapeResult, meta_copy, shapes_of
+from .switchedoff import switched_off
 
 __all__ = ("crosscheck", "crosscheck_mode", "doubts", "forward_runs", "inputs_fed", "real_failure")
 
@@ -140,7 +141,8 @@ def crosscheck(
         ``"auto"``: only when :func:`doubts` finds something; ``"always"``;
         ``"never"``.
     unused : tuple[str, ...]
-        Parameters no node uses (from :func:`torchsurgeon.params.count_params`).
+        Parameters no node uses (from :func:`torchsurgeon.params.count_params`); those the model's own settings
+        switch off (:func:`torchsurgeon.switchedoff.switched_off`) are not doubtful.
 
     Returns
     -------
@@ -175,6 +177,9 @@ def crosscheck(
     ('untrusted', (1, 2, 8, 8))
     """
     mode = crosscheck_mode(mode)
+    if unused and mode == CrossCheckMode.AUTO:  # those the model's own settings switch off: unused by any forward
+        off = set(switched_off(model_of(G), unused))
+        unused = tuple(name for name in unused if name not in off)
     reason = doubts(G, shapes, unused)
     if mode == CrossCheckMode.NEVER:
         return CrossCheck(Trust.NOT_RUN, "crosscheck='never'")

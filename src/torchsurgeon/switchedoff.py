@@ -1,0 +1,264 @@
+"""Parameters a model's settings switch off: unused by the trace, and by any real forward too.
+
+A parameter no traced node uses makes the traced graph doubtful (a branch the
+trace may have lost, :func:`torchsurgeon.crosscheck.doubts`), and the graph is
+then checked against a forward of the real model on ``meta`` (a copy of the
+model and a forward: MONAI's UNETR 2D pays about 25 of its 80 ms for it).  Many
+are unused by design: MONAI's ``TransformerBlock`` builds ``norm_cross_attn``
+and calls it only ``if self.with_cross_attention:``, a setting of the block
+that is False in UNETR.  Such a branch is decided by the module's own settings,
+never by a traced value, so the trace takes it as a real forward does.
+
+:func:`switched_off` finds them by reading the source of the parent's class
+(and the classes it derives from): a submodule is switched off when, of the
+methods ``forward`` runs (itself and those it reaches through ``self.<name>``),
+only ``forward`` uses it (``self.<name>``), each time in a branch of an ``if``
+(or of ``x if test else y``) whose test reads only plain settings of the
+module (instance attributes that are bools, numbers, strings or None:
+``self.training`` too), constants, ``not``, ``and``/``or`` and comparisons,
+and that test sends the forward the other way; or when none of them uses it
+(MONAI's ``EfficientNetEncoder`` overrides the ``forward`` of its base class
+and returns its features before the head that class builds).  No other class
+of the model may name the attribute (``x.<name>``).  Anything else (a test that
+reads a tensor or calls a function, ``getattr(self, ...)``,
+``self.children()``, ``super()``, hooks on the module, a ``forward`` set on the
+instance, source that cannot be read) leaves the parameter doubtful, as
+before.  A function outside any class that reaches the submodule of a module
+it is given is not seen.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import itertools
+import operator
+import textwrap
+from collections.abc import Iterable
+from typing import Any
+
+from torch import nn
+
+__all__ = ("switched_off",)
+
+_PLAIN = (bool, int, float, str, type(None))
+_COMPARE = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
+_WALKS = frozenset({"children", "named_children", "modules", "named_modules", "_modules", "__getattr__"})
+_UNKNOWN = object()
+
+
+def switched_off(model: nn.Module, unused: Iterable[str]) -> tuple[str, ...]:
+    """The parameters of ``unused`` (qualified names) whose module, or a module holding it, its parent's ``forward``
+    skips by the parent's own settings.
+
+    Examples
+    --------
+    >>> from monai.networks.blocks.transformerblock import TransformerBlock
+    >>> block = TransformerBlock(hidden_size=8, mlp_dim=16, num_heads=2)  # its forward: if self.with_cross_attention:
+    >>> switched_off(block, ["norm_cross_attn.weight", "norm_cross_attn.bias"])
+    ('norm_cross_attn.weight', 'norm_cross_attn.bias')
+    >>> block.with_cross_attention = True  # the branch runs: its parameters are unused only if the trace lost it
+    >>> switched_off(block, ["norm_cross_attn.weight", "norm_cross_attn.bias"])
+    ()
+    """
+    modules: dict[str, nn.Module] | None = None
+    others: frozenset[type] = frozenset()
+    found = []
+    for name in unused:
+        path = name.rpartition(".")[0]
+        while path:
+            if modules is None:
+                modules = dict(model.named_modules(remove_duplicate=False))
+                others = frozenset(type(m) for m in modules.values() if not type(m).__module__.startswith("torch."))
+            parent_path, _, attribute = path.rpartition(".")
+            parent = modules.get(parent_path)
+            if parent is not None and _skips(parent, attribute, others):
+                found.append(name)
+                break
+            path = parent_path
+    return tuple(found)
+
+
+def _skips(parent: nn.Module, attribute: str, others: frozenset[type]) -> bool:
+    """Whether a forward never reaches ``parent.<attribute>`` with ``parent``'s settings as they are: its own
+    ``forward`` uses it only in branches its settings skip (or not at all), and no other class of the model
+    (``others``) names the attribute."""
+    kind: type = type(parent)
+    if parent._forward_hooks or parent._forward_pre_hooks or "forward" in vars(parent):
+        return False
+    if kind.__module__.startswith("torch."):  # containers: nn.Sequential runs its modules by iterating itself
+        return False
+    uses = _guards(kind, attribute)
+    if uses is None or not all(any(_value(test, parent) is skip for test, skip in guards) for guards in uses):
+        return False
+    return not any(_names(other, attribute) for other in others)
+
+
+@functools.lru_cache(maxsize=256)
+def _classes(cls: type) -> tuple[tuple[type, ast.ClassDef], ...] | None:
+    """The parsed source of each class of ``cls``'s MRO below ``nn.Module``; None when one cannot be read."""
+    parsed = []
+    for klass in cls.__mro__:
+        if klass in (nn.Module, object):
+            break
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            return None
+        if not tree.body or not isinstance(tree.body[0], ast.ClassDef):
+            return None
+        parsed.append((klass, tree.body[0]))
+    return tuple(parsed)
+
+
+@functools.lru_cache(maxsize=1024)
+def _names(cls: type, attribute: str) -> bool:
+    """Whether some method of ``cls`` (or of a class it derives from) may reach a submodule called ``attribute``
+    of another module: ``x.<attribute>`` (its own, ``self.<attribute>``, is another), the name as a string, or a
+    source that cannot be read."""
+    classes = _classes(cls)
+    if classes is None:
+        return True
+    for _, tree in classes:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == attribute and not _on_self(node):
+                return True
+            if isinstance(node, ast.Constant) and node.value == attribute:
+                return True
+    return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _guards(cls: type, attribute: str) -> tuple[tuple[tuple[ast.expr, bool], ...], ...] | None:
+    """For each use of ``self.<attribute>`` in ``cls.forward``, the plain tests around it, each with the value that
+    skips the use (no use at all: ()); None when a method ``forward`` reaches uses it, reaches submodules another way
+    or calls ``super()``, or the source cannot be read.  Methods ``forward`` never reaches (through ``self.<name>``),
+    such as an overridden ``forward`` or a weight initialiser, are not run by it: their uses do not count."""
+    classes = _classes(cls)
+    if classes is None:
+        return None
+    methods: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+    for _, tree in classes:  # as Python finds them: the first class of the MRO that defines the name
+        for m in tree.body:
+            if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)) and m.name not in methods:
+                methods[m.name] = m
+    forward = methods.get("forward")
+    if forward is None:
+        return None
+    reached, todo = {"forward"}, [forward]
+    while todo:
+        for node in ast.walk(todo.pop()):
+            if isinstance(node, ast.Name) and node.id == "super":
+                return None
+            if isinstance(node, ast.Attribute) and _on_self(node) and node.attr in methods and node.attr not in reached:
+                reached.add(node.attr)
+                todo.append(methods[node.attr])
+    found: list[tuple[tuple[ast.expr, bool], ...]] = []
+    for name in reached:
+        uses = _uses(methods[name], attribute)
+        if uses is None or (uses and name != "forward"):
+            return None
+        found.extend(_plain_guards(path) for path in uses)
+    return tuple(found)
+
+
+def _on_self(node: ast.Attribute) -> bool:
+    return isinstance(node.value, ast.Name) and node.value.id == "self"
+
+
+def _uses(method: ast.AST, attribute: str) -> list[list[ast.AST]] | None:
+    """The paths from ``method`` down to each ``self.<attribute>`` in it; None when the method reaches submodules
+    another way (``self`` itself iterated, indexed or given to a function, ``getattr(self, ...)``,
+    ``self.children()``, the attribute's name as a string)."""
+    uses: list[list[ast.AST]] = []
+
+    def visit(node: ast.AST, path: list[ast.AST]) -> bool:
+        if isinstance(node, ast.Attribute) and _on_self(node):
+            if node.attr in _WALKS:
+                return False
+            if node.attr == attribute:
+                uses.append([*path, node])
+            return True
+        if isinstance(node, ast.Name) and node.id == "self":  # ``for m in self``, ``helper(self, x)``: any submodule
+            return False
+        if isinstance(node, ast.Constant) and node.value == attribute:
+            return False
+        return all(visit(child, [*path, node]) for child in ast.iter_child_nodes(node))
+
+    return uses if visit(method, []) else None
+
+
+def _plain_guards(path: list[ast.AST]) -> tuple[tuple[ast.expr, bool], ...]:
+    """The ``if`` statements and ``x if test else y`` expressions on ``path`` whose test is plain and holds the use
+    in a branch (not in the test): each test, with the value that skips the use."""
+    guards = []
+    for outer, inner in itertools.pairwise(path):
+        if isinstance(outer, (ast.If, ast.IfExp)) and inner is not outer.test and _plain_test(outer.test):
+            in_body = any(inner is b for b in outer.body) if isinstance(outer, ast.If) else inner is outer.body
+            guards.append((outer.test, not in_body))
+    return tuple(guards)
+
+
+def _plain_test(test: ast.expr) -> bool:
+    """Whether ``test`` reads only ``self.<name>``, constants, ``not``, ``and``/``or`` and comparisons."""
+    if isinstance(test, ast.Attribute):
+        return isinstance(test.value, ast.Name) and test.value.id == "self"
+    if isinstance(test, ast.Constant):
+        return True
+    if isinstance(test, ast.UnaryOp):
+        return isinstance(test.op, ast.Not) and _plain_test(test.operand)
+    if isinstance(test, ast.BoolOp):
+        return all(_plain_test(v) for v in test.values)
+    if isinstance(test, ast.Compare):
+        return all(type(op) in _COMPARE for op in test.ops) and all(
+            _plain_test(v) for v in (test.left, *test.comparators)
+        )
+    return False
+
+
+def _value(test: ast.expr, module: nn.Module) -> Any:
+    """The truth of a plain test for ``module``, reading only its instance attributes of plain types;
+    ``_UNKNOWN`` otherwise (a property, a submodule, a tensor)."""
+    value = _evaluate(test, module)
+    return _UNKNOWN if value is _UNKNOWN else bool(value)
+
+
+def _evaluate(test: ast.expr, module: nn.Module) -> Any:
+    if isinstance(test, ast.Attribute):
+        if hasattr(type(module), test.attr):  # a property or a class attribute: not the instance's own setting
+            return _UNKNOWN
+        value = vars(module).get(test.attr, _UNKNOWN)
+        return value if type(value) in _PLAIN else _UNKNOWN
+    if isinstance(test, ast.Constant):
+        return test.value
+    if isinstance(test, ast.UnaryOp):
+        operand = _evaluate(test.operand, module)
+        return _UNKNOWN if operand is _UNKNOWN else not operand
+    if isinstance(test, ast.BoolOp):
+        values = [_evaluate(v, module) for v in test.values]
+        if any(v is _UNKNOWN for v in values):
+            return _UNKNOWN
+        return all(values) if isinstance(test.op, ast.And) else any(values)
+    assert isinstance(test, ast.Compare)
+    left = _evaluate(test.left, module)
+    for op, right_node in zip(test.ops, test.comparators):
+        right = _evaluate(right_node, module)
+        if left is _UNKNOWN or right is _UNKNOWN:
+            return _UNKNOWN
+        try:
+            if not _COMPARE[type(op)](left, right):
+                return False
+        except TypeError:
+            return _UNKNOWN
+        left = right
+    return True

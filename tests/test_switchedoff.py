@@ -1,0 +1,159 @@
+"""Unused parameters that the model's own settings switch off are not a reason to doubt the trace.
+
+The classes are defined here, at module level, because switched_off reads their source (as it reads a library's).
+Each lost-path case (``type(x) is torch.Tensor`` is False for a proxy, silently) must still be caught.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from torchsurgeon import paramcount
+from torchsurgeon.records import Trust
+from torchsurgeon.switchedoff import switched_off
+
+
+class CrossBlock(nn.Module):
+    """MONAI's TransformerBlock in small: a norm built always, used only ``if self.cross``."""
+
+    def __init__(self, cross: bool) -> None:
+        super().__init__()
+        self.cross = cross
+        self.norm = nn.LayerNorm(4)
+        self.cross_norm = nn.LayerNorm(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cross and not self.training:
+            x = x + self.cross_norm(x)
+        return self.norm(x)
+
+    def reset(self) -> None:  # never run by forward: a weight initialiser walking the submodules
+        for m in self.modules():
+            m.zero_grad()
+
+
+class TypeGuarded(nn.Module):
+    """Lost by the trace: ``type(x) is torch.Tensor`` is False for a proxy, True in a real forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.widen = nn.Linear(4, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if type(x) is torch.Tensor:
+            x = self.widen(x)
+        return x
+
+
+class ReachedFromOutside(nn.Module):
+    """A block switched off by its settings, whose norm the outer forward calls itself on a path the trace loses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = CrossBlock(cross=False)
+        self.head = nn.Linear(4, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(x)
+        if type(x) is torch.Tensor:
+            x = self.block.cross_norm(x)
+            x = torch.cat([x, x], dim=-1)[..., :4]
+        return self.head(x)
+
+
+class ByHelper(nn.Module):
+    """The use is in a helper method ``forward`` calls: not read as guarded (doubtful, as before)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flag = False
+        self.extra = nn.Linear(4, 4)
+
+    def _extra(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extra(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._extra(x) if self.flag else x
+
+
+def _scaled(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+class PassesItself(nn.Module):
+    """Its forward gives ``self`` to a function (as transformers' attention functions take their module), which could
+    reach any submodule: not read as switched off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flag = False
+        self.extra = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flag:
+            x = self.extra(x)
+        return _scaled(self, x)
+
+
+def test_a_branch_its_settings_skip_needs_no_crosscheck_and_is_still_reported() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), CrossBlock(cross=False)).eval()
+    report = paramcount(model, (3, 4))
+    assert report.unused == ("1.cross_norm.weight", "1.cross_norm.bias")  # still listed: unused by forward
+    assert report.total == sum(p.numel() for p in model.parameters())
+    assert (
+        report.crosscheck.trust == Trust.NOT_RUN and report.crosscheck.reason == "nothing doubtful in the traced graph"
+    )
+    assert paramcount(model, (3, 4), crosscheck="always").crosscheck.trust == Trust.VERIFIED  # and it was right
+
+
+def test_settings_are_read_per_instance_and_per_mode() -> None:
+    on, off = CrossBlock(cross=True).eval(), CrossBlock(cross=False).eval()
+    names = ["cross_norm.weight", "cross_norm.bias"]
+    assert switched_off(off, names) == tuple(names)
+    assert switched_off(on, names) == ()  # the branch runs in eval mode: unused only if the trace lost it
+    assert switched_off(on.train(), names) == tuple(names)  # ``not self.training`` skips it in training mode
+    off.cross = torch.tensor(False)  # not a plain setting: a tensor's truth is not read
+    assert switched_off(off, names) == ()
+
+
+def test_a_branch_the_trace_loses_is_still_caught() -> None:
+    model = TypeGuarded().eval()
+    report = paramcount(model, (3, 4))
+    assert report.crosscheck.reason == "2 unused parameters"
+    assert report.crosscheck.trust == Trust.UNTRUSTED and report.trusted is False
+    with torch.no_grad():
+        assert report.crosscheck.real_output == tuple(model(torch.zeros(1, 3, 4)).shape) == (1, 3, 6)
+
+
+def test_a_submodule_another_class_names_stays_doubtful() -> None:
+    """The block's settings skip ``cross_norm``, but the outer forward calls it itself (on a path the trace loses):
+    the cross-check runs (the output shape is the same here, so it verifies)."""
+    report = paramcount(ReachedFromOutside().eval(), (3, 4))
+    assert report.unused == ("block.cross_norm.weight", "block.cross_norm.bias")
+    assert report.crosscheck.reason == "2 unused parameters" and report.crosscheck.trust == Trust.VERIFIED
+
+
+def test_a_module_given_away_or_iterated_stays_doubtful() -> None:
+    assert switched_off(PassesItself(), ["extra.weight"]) == ()
+    assert switched_off(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), ["1.weight"]) == ()  # runs its modules
+
+
+def test_a_use_in_a_helper_method_stays_doubtful() -> None:
+    report = paramcount(ByHelper().eval(), (3, 4))
+    assert report.unused == ("extra.weight", "extra.bias")
+    assert report.crosscheck.trust == Trust.VERIFIED and report.crosscheck.reason == "2 unused parameters"
+
+
+def test_monai_unetr_needs_no_crosscheck_for_its_cross_attention_norms() -> None:
+    """UNETR's transformer blocks build ``norm_cross_attn`` and skip it (``with_cross_attention=False``): its
+    cross-check (a meta copy and a forward, about 25 of its 80 ms) does not run; the numbers are exact."""
+    nets = pytest.importorskip("monai.networks.nets")
+    model = nets.UNETR(3, 2, (32, 32), feature_size=8, hidden_size=32, mlp_dim=64, num_heads=2, spatial_dims=2).eval()
+    report = paramcount(model, (3, 32, 32))
+    assert len(report.unused) == 24 and all(".norm_cross_attn." in name for name in report.unused)
+    assert report.crosscheck.trust == Trust.NOT_RUN
+    assert report.total == sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        assert report.output_shape == tuple(model(torch.zeros(1, 3, 32, 32)).shape)
