@@ -69,7 +69,7 @@ from .metavalues import MetaValues, meta_question
 from .modelindex import ModelIndex, model_index
 from .ownhooks import OwnHooks
 from .rules.on_meta import ruled_leaf
-from .rules.registry import FALLBACK, builtin_leaves, user_ruled
+from .rules.registry import FALLBACK, builtin_leaf_functions, builtin_leaves, user_ruled
 from .sideeffects import quiet
 from .traceerrors import UNREGISTERED, trace_error, unregistered
 from .wrappers import unwrap_model
@@ -467,7 +467,7 @@ def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[...
     ``register_notrace_function`` registries, ``torchvision.ops``, whose
     functions torchvision's feature extraction wraps as single calls, and
     einops' ``rearrange``/``repeat``/``reduce`` and its ``Rearrange``/``Reduce``
-    layers (they read shapes in Python), and the classes built-in rules keep whole.
+    layers (they read shapes in Python), and the layers and calls built-in rules keep whole.
 
     Returns
     -------
@@ -497,10 +497,9 @@ def registered_leaves() -> tuple[tuple[type[nn.Module], ...], tuple[Callable[...
     einops_layers = sys.modules.get("einops.layers.torch")
     if einops_layers is not None:  # their forward looks up a recipe by input.ndim, a dict key fx cannot trace
         types += [getattr(einops_layers, n) for n in ("Rearrange", "Reduce") if hasattr(einops_layers, n)]
-    types += builtin_leaves()  # smp's same-padded conv
-    ops = sys.modules.get("torchvision.ops")
-    if ops is not None:
-        modules.append(ops)
+    types += builtin_leaves()
+    functions += builtin_leaf_functions()
+    modules += [ops] if (ops := sys.modules.get("torchvision.ops")) is not None else []
     order = operator.attrgetter("__module__", "__qualname__")
     return tuple(sorted(set(types), key=order)), tuple(sorted(set(functions), key=order)), tuple(modules)
 

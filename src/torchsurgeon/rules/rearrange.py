@@ -1,4 +1,5 @@
-"""einops' ``rearrange`` (function) and ``Rearrange`` (layer): a reshape, a permute and a reshape.
+"""einops' ``rearrange`` (function) and ``Rearrange`` (layer): a reshape, a permute and a reshape; MONAI's
+Swin window partition and reverse, and the shifted-window attention mask.
 
 MONAI's SwinUNETR and UNETR, and many research models, move axes with
 einops.  Its torch backend computes, from the pattern and the input's shape,
@@ -10,16 +11,26 @@ are the ones a real call gives.  Patterns that reduce or add axes, lists of
 tensors, an einops without these internals, and anything einops refuses
 (its own error message is then recorded) run on ``meta``.  Registered by
 qualified name: einops is optional.  No FLOPs.
+
+MONAI's SwinUNETR (and SwinUNETR-v2) cut maps into windows with module-level
+functions that ask the input's rank and unpack its shape: ``window_partition``
+(a view, a permute, a copy, a view: 12 nodes and a question a call, when traced
+through), ``window_reverse`` and ``compute_mask`` (a zero map filled region by
+region: 9 or 27 ``setitem`` nodes, then partitioned).  Kept as one call each
+(``builtin(..., leaf=True)``); their rules give the contiguous outputs they
+make, for sizes the windows divide (else they run on ``meta``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._common import fn, one_tensor
+from ._common import fn, is_int, new, one_tensor
 from .registry import FALLBACK, Call, builtin
 from .views import _permute_of, _reshape_method
 
@@ -76,3 +87,59 @@ def _rearrange_layer(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
 
 builtin("einops.einops.rearrange", shape=fn(_rearrange_fn))
 builtin("einops.layers.torch.Rearrange", shape=one_tensor(_rearrange_layer))
+
+
+def _windows(sizes: Sequence[Any], window: Any) -> int | None:
+    """How many windows of ``window`` tile ``sizes`` (MONAI's Swin: 2 or 3 spatial dims), None when they do not."""
+    if not isinstance(window, (tuple, list)) or len(window) != len(sizes) or len(sizes) not in (2, 3):
+        return None
+    if not all(is_int(w) and w > 0 and is_int(s) and s >= 0 and s % w == 0 for s, w in zip(sizes, window)):
+        return None
+    return int(math.prod(s // w for s, w in zip(sizes, window)))
+
+
+def _window_partition(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``window_partition(x, window_size)``: (N, *spatial, C) cut into (N * windows, prod(window_size), C)."""
+    if len(args) != 2 or kwargs or not isinstance(args[0], torch.Tensor) or not args[0].is_contiguous():
+        return FALLBACK
+    x, window = args
+    count = _windows(tuple(x.shape[1:-1]), window) if x.dim() in (4, 5) else None
+    if count is None:
+        return FALLBACK
+    return new((x.shape[0] * count, math.prod(window), x.shape[-1]), x.dtype)
+
+
+def _window_reverse(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``window_reverse(windows, window_size, dims)``: the windows put back into a (N, *spatial, C) map, ``dims``
+    being (N, *spatial)."""
+    if len(args) != 3 or kwargs or not isinstance(args[0], torch.Tensor) or not args[0].is_contiguous():
+        return FALLBACK
+    windows, window, dims = args
+    if not isinstance(dims, (tuple, list)) or not dims or not is_int(dims[0]) or dims[0] <= 0:
+        return FALLBACK
+    count = _windows(tuple(dims[1:]), window)
+    if count is None or count == 0 or windows.numel() % (dims[0] * count * math.prod(window)):
+        return FALLBACK
+    channels = windows.numel() // (dims[0] * count * math.prod(window))
+    return new((*dims, channels), windows.dtype)
+
+
+def _compute_mask(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``compute_mask(dims, window_size, shift_size, device)``: for each window, which of its positions come from
+    the same region of the shifted map: (windows, prod(window_size), prod(window_size)) in the default dtype."""
+    if len(args) != 4 or kwargs:
+        return FALLBACK
+    dims, window, shift = args[0], args[1], args[2]
+    count = _windows(tuple(dims), window) if isinstance(dims, (tuple, list)) else None
+    if count is None or not isinstance(shift, (tuple, list)) or len(shift) != len(dims):
+        return FALLBACK
+    if not all(is_int(s) for s in shift):
+        return FALLBACK
+    size = math.prod(window)
+    return new((count, size, size), torch.get_default_dtype())
+
+
+_SWIN = "monai.networks.nets.swin_unetr"
+builtin(f"{_SWIN}.window_partition", shape=fn(_window_partition), leaf=True)
+builtin(f"{_SWIN}.window_reverse", shape=fn(_window_reverse), leaf=True)
+builtin(f"{_SWIN}.compute_mask", shape=fn(_compute_mask), leaf=True)

@@ -252,8 +252,9 @@ def builtin(
     python: bool = False,
     leaf: bool = False,
 ) -> None:
-    """Register one built-in rule for several targets (a function and its method twin...); ``leaf``: classes named
-    by their qualified name that fx would trace through, whose rule describes the whole layer (one node)."""
+    """Register one built-in rule for several targets (a function and its method twin...); ``leaf``: classes and
+    functions named by their qualified name that fx would trace through, whose rule describes the whole layer or
+    call (one node)."""
     for target in targets:
         _add(_BUILTIN, Rule(target, shape, macs, flops, kind, fits, True, uncounted, python), "built-in rule")
         if leaf:
@@ -271,15 +272,33 @@ def builtin_leaves() -> tuple[type[nn.Module], ...]:
     >>> Conv2dSame in builtin_leaves()
     True
     """
+    return tuple(kind for kind in _named_leaves() if isinstance(kind, type) and issubclass(kind, nn.Module))
+
+
+def builtin_leaf_functions() -> tuple[Callable[..., Any], ...]:
+    """The functions built-in rules keep as one call (``builtin(..., leaf=True)``, fx's ``autowrap_functions``)
+    whose library is imported; none while rules are disabled.
+
+    Examples
+    --------
+    >>> from monai.networks.nets import swin_unetr  # cuts maps into windows, asking their shapes in Python
+    >>> swin_unetr.window_partition in builtin_leaf_functions()
+    True
+    """
+    return tuple(f for f in _named_leaves() if not isinstance(f, type) and callable(f))
+
+
+def _named_leaves() -> list[Any]:
+    """What the names of ``builtin(..., leaf=True)`` stand for, in the libraries imported so far."""
     if _DISABLED.get():
-        return ()
+        return []
     found = []
     for name in _NAMED_LEAVES:
-        library, _, cls = name.rpartition(".")
-        kind = getattr(sys.modules.get(library), cls, None)
-        if isinstance(kind, type) and issubclass(kind, nn.Module):
-            found.append(kind)
-    return tuple(found)
+        library, _, attribute = name.rpartition(".")
+        value = getattr(sys.modules.get(library), attribute, None)
+        if value is not None:
+            found.append(value)
+    return found
 
 
 def register_rule(
