@@ -33,8 +33,9 @@ import ast
 import functools
 import inspect
 import itertools
+import linecache
 import operator
-import textwrap
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -98,44 +99,73 @@ def _skips(parent: nn.Module, attribute: str, others: frozenset[type]) -> bool:
         return False
     if kind.__module__.startswith("torch."):  # containers: nn.Sequential runs its modules by iterating itself
         return False
-    uses = _guards(kind, attribute)
-    if uses is None or not all(any(_value(test, parent) is skip for test, skip in guards) for guards in uses):
+    if any(_names(other, attribute) for other in others):  # a text search first: the parse below costs more
         return False
-    return not any(_names(other, attribute) for other in others)
+    uses = _guards(kind, attribute)
+    return uses is not None and all(any(_value(test, parent) is skip for test, skip in guards) for guards in uses)
 
 
-@functools.lru_cache(maxsize=256)
 def _classes(cls: type) -> tuple[tuple[type, ast.ClassDef], ...] | None:
-    """The parsed source of each class of ``cls``'s MRO below ``nn.Module``; None when one cannot be read."""
+    """The parsed definition of each class of ``cls``'s MRO below ``nn.Module``; None when one cannot be read."""
     parsed = []
     for klass in cls.__mro__:
         if klass in (nn.Module, object):
             break
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
+        tree = _class_tree(klass)
+        if tree is None:
             return None
-        if not tree.body or not isinstance(tree.body[0], ast.ClassDef):
-            return None
-        parsed.append((klass, tree.body[0]))
+        parsed.append((klass, tree))
     return tuple(parsed)
 
 
 @functools.lru_cache(maxsize=1024)
+def _class_source(klass: type) -> str | None:
+    """The source of a class defined at the top level of its file, found by its ``class`` line (``inspect.getsource``
+    parses the whole file each time: a tenth of a second for one of transformers' or smp's larger files)."""
+    name = klass.__qualname__
+    try:
+        file = inspect.getsourcefile(klass)
+    except (OSError, TypeError):
+        return None
+    if file is None or "." in name:
+        return None
+    lines = linecache.getlines(file)
+    starts = [i for i, line in enumerate(lines) if line.startswith("class ") and re.match(rf"class {name}\b", line)]
+    if len(starts) != 1:  # not found, or defined twice (one per branch of an if): not guessed
+        return None
+    end = next((i for i in range(starts[0] + 1, len(lines)) if lines[i][:1] not in ("", " ", "\t", "\n", "#")), None)
+    return "".join(lines[starts[0] : end])
+
+
+@functools.lru_cache(maxsize=1024)
+def _class_tree(klass: type) -> ast.ClassDef | None:
+    source = _class_source(klass)
+    try:
+        tree = ast.parse(source) if source is not None else None
+    except SyntaxError:  # a string at the margin inside the class cut it short
+        return None
+    return tree.body[0] if tree is not None and tree.body and isinstance(tree.body[0], ast.ClassDef) else None
+
+
+@functools.lru_cache(maxsize=4096)
 def _names(cls: type, attribute: str) -> bool:
-    """Whether some method of ``cls`` (or of a class it derives from) may reach a submodule called ``attribute``
-    of another module: ``x.<attribute>`` (its own, ``self.<attribute>``, is another), the name as a string, or a
-    source that cannot be read."""
-    classes = _classes(cls)
-    if classes is None:
-        return True
-    for _, tree in classes:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr == attribute and not _on_self(node):
-                return True
-            if isinstance(node, ast.Constant) and node.value == attribute:
-                return True
+    """Whether the source of ``cls`` (or of a class it derives from) may reach a submodule called ``attribute`` of
+    another module: ``x.<attribute>`` (its own, ``self.<attribute>``, is another) or the name as a string, in its
+    code, docstrings and comments included; or a source that cannot be read."""
+    for klass in cls.__mro__:
+        if klass in (nn.Module, object):
+            break
+        source = _class_source(klass)
+        if source is None or _named_in(source, attribute):
+            return True
     return False
+
+
+def _named_in(text: str, attribute: str) -> bool:
+    if attribute not in text:  # most classes: a substring search, far cheaper than the expression below
+        return False
+    word = re.escape(attribute)
+    return re.search(rf"(?<!\bself)\.\s*{word}\b|[\"']{word}[\"']", text) is not None
 
 
 @functools.lru_cache(maxsize=1024)
