@@ -97,6 +97,35 @@ class PassesItself(nn.Module):
         return _scaled(self, x)
 
 
+class WithHead(nn.Module):
+    """A head its ``forward`` does not run, but ``forward_head`` does (timm's models)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+class CallsTheHead(nn.Module):
+    """Calls ``forward_head`` of its inner model on a path the trace loses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = WithHead()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        if type(y) is torch.Tensor:
+            y = self.net.forward_head(y)
+        return y
+
+
 def test_a_branch_its_settings_skip_needs_no_crosscheck_and_is_still_reported() -> None:
     model = nn.Sequential(nn.Linear(4, 4), CrossBlock(cross=False)).eval()
     report = paramcount(model, (3, 4))
@@ -138,6 +167,27 @@ def test_a_submodule_another_class_names_stays_doubtful() -> None:
 def test_a_module_given_away_or_iterated_stays_doubtful() -> None:
     assert switched_off(PassesItself(), ["extra.weight"]) == ()
     assert switched_off(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), ["1.weight"]) == ()  # runs its modules
+
+
+def test_a_method_forward_does_not_run_is_still_doubtful_when_another_module_calls_it() -> None:
+    assert switched_off(WithHead(), ["head.weight"]) == ("head.weight",)  # alone: nothing runs its head
+    model = CallsTheHead().eval()
+    report = paramcount(model, (3, 4))
+    assert report.unused == ("net.head.weight", "net.head.bias")
+    assert report.crosscheck.reason == "2 unused parameters" and report.crosscheck.trust == Trust.UNTRUSTED
+    with torch.no_grad():
+        assert report.crosscheck.real_output == tuple(model(torch.zeros(1, 3, 4)).shape) == (1, 3, 6)
+
+
+def test_torchvision_googlenet_aux_heads_are_switched_off_in_eval_mode() -> None:
+    """``if self.aux1 is not None: if self.training: aux1 = self.aux1(x)``, in ``_forward``, which ``forward``
+    calls: unused in eval mode, by the model's own setting; used in training mode."""
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False).eval()
+    report = paramcount(model, (3, 224, 224))
+    assert len(report.unused) == 14 and report.crosscheck.trust == Trust.NOT_RUN
+    assert paramcount(model, (3, 224, 224), crosscheck="always").crosscheck.trust == Trust.VERIFIED
+    assert paramcount(model.train(), (3, 224, 224), batch=2).unused == ()
 
 
 def test_a_use_in_a_helper_method_stays_doubtful() -> None:

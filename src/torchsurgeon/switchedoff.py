@@ -10,21 +10,24 @@ that is False in UNETR.  Such a branch is decided by the module's own settings,
 never by a traced value, so the trace takes it as a real forward does.
 
 :func:`switched_off` finds them by reading the source of the parent's class
-(and the classes it derives from): a submodule is switched off when, of the
-methods ``forward`` runs (itself and those it reaches through ``self.<name>``),
-only ``forward`` uses it (``self.<name>``), each time in a branch of an ``if``
-(or of ``x if test else y``) whose test reads only plain settings of the
-module (instance attributes that are bools, numbers, strings or None:
+(and the classes it derives from): a submodule is switched off when the
+methods ``forward`` runs (itself and those it reaches through
+``self.<name>``) use it (``self.<name>``) only in branches of an ``if`` (or of
+``x if test else y``) whose test reads only plain settings of the module
+(instance attributes that are bools, numbers, strings or None:
 ``self.training`` too), constants, ``not``, ``and``/``or`` and comparisons,
-and that test sends the forward the other way; or when none of them uses it
-(MONAI's ``EfficientNetEncoder`` overrides the ``forward`` of its base class
-and returns its features before the head that class builds).  No other class
-of the model may name the attribute (``x.<name>``).  Anything else (a test that
-reads a tensor or calls a function, ``getattr(self, ...)``,
-``self.children()``, ``super()``, hooks on the module, a ``forward`` set on the
-instance, source that cannot be read) leaves the parameter doubtful, as
-before.  A function outside any class that reaches the submodule of a module
-it is given is not seen.
+and that test sends the forward the other way (torchvision's GoogLeNet runs
+``aux1`` only ``if self.training``), or not at all (MONAI's
+``EfficientNetEncoder`` overrides the ``forward`` of its base class and
+returns its features before the head that class builds).  ``self.<name> is not
+None`` reads it without running it.  No other class of the model may name the
+attribute (``x.<name>``), nor a method of the parent's that uses it.  Anything
+else (a test that reads a tensor or calls a function, ``self`` given to a
+function or iterated, ``getattr(self, ...)``, ``self.children()``,
+``super()``, hooks on the module, a ``forward`` set on the instance, source
+that cannot be read) leaves the parameter doubtful, as before.  A function
+outside any class that reaches the submodule of a module it is given is not
+seen.
 """
 
 from __future__ import annotations
@@ -91,9 +94,9 @@ def switched_off(model: nn.Module, unused: Iterable[str]) -> tuple[str, ...]:
 
 
 def _skips(parent: nn.Module, attribute: str, others: frozenset[type]) -> bool:
-    """Whether a forward never reaches ``parent.<attribute>`` with ``parent``'s settings as they are: its own
-    ``forward`` uses it only in branches its settings skip (or not at all), and no other class of the model
-    (``others``) names the attribute."""
+    """Whether a forward never reaches ``parent.<attribute>`` with ``parent``'s settings as they are: what its
+    ``forward`` runs uses it only in branches its settings skip (or not at all), and no other class of the model
+    (``others``) names the attribute or a method of ``parent`` that uses it."""
     kind: type = type(parent)
     if parent._forward_hooks or parent._forward_pre_hooks or "forward" in vars(parent):
         return False
@@ -101,8 +104,10 @@ def _skips(parent: nn.Module, attribute: str, others: frozenset[type]) -> bool:
         return False
     if any(_names(other, attribute) for other in others):  # a text search first: the parse below costs more
         return False
-    uses = _guards(kind, attribute)
-    return uses is not None and all(any(_value(test, parent) is skip for test, skip in guards) for guards in uses)
+    found = _guards(kind, attribute)
+    if found is None or not all(any(_value(test, parent) is skip for test, skip in guards) for guards in found[0]):
+        return False
+    return not any(_names(other, method) for method in found[1] for other in others)
 
 
 def _classes(cls: type) -> tuple[tuple[type, ast.ClassDef], ...] | None:
@@ -169,11 +174,12 @@ def _named_in(text: str, attribute: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1024)
-def _guards(cls: type, attribute: str) -> tuple[tuple[tuple[ast.expr, bool], ...], ...] | None:
-    """For each use of ``self.<attribute>`` in ``cls.forward``, the plain tests around it, each with the value that
-    skips the use (no use at all: ()); None when a method ``forward`` reaches uses it, reaches submodules another way
-    or calls ``super()``, or the source cannot be read.  Methods ``forward`` never reaches (through ``self.<name>``),
-    such as an overridden ``forward`` or a weight initialiser, are not run by it: their uses do not count."""
+def _guards(cls: type, attribute: str) -> tuple[tuple[tuple[tuple[ast.expr, bool], ...], ...], tuple[str, ...]] | None:
+    """For each use of ``self.<attribute>`` in the methods ``cls.forward`` runs (itself and those it reaches through
+    ``self.<name>``), the plain tests around it, each with the value that skips the use; and the other methods that
+    use it (an overridden ``forward``, a ``forward_head``: not run by ``forward``, but another module could call
+    them).  None when a method ``forward`` runs reaches submodules another way or calls ``super()``, or the source
+    cannot be read."""
     classes = _classes(cls)
     if classes is None:
         return None
@@ -196,10 +202,11 @@ def _guards(cls: type, attribute: str) -> tuple[tuple[tuple[ast.expr, bool], ...
     found: list[tuple[tuple[ast.expr, bool], ...]] = []
     for name in reached:
         uses = _uses(methods[name], attribute)
-        if uses is None or (uses and name != "forward"):
+        if uses is None:
             return None
         found.extend(_plain_guards(path) for path in uses)
-    return tuple(found)
+    others = tuple(n for n, m in methods.items() if n not in reached and n != "__init__" and _uses(m, attribute) != [])
+    return tuple(found), others
 
 
 def _on_self(node: ast.Attribute) -> bool:
@@ -221,11 +228,25 @@ def _uses(method: ast.AST, attribute: str) -> list[list[ast.AST]] | None:
             return True
         if isinstance(node, ast.Name) and node.id == "self":  # ``for m in self``, ``helper(self, x)``: any submodule
             return False
+        if _none_test(node):  # ``if self.aux is not None:`` reads the attribute, runs nothing
+            return True
         if isinstance(node, ast.Constant) and node.value == attribute:
             return False
         return all(visit(child, [*path, node]) for child in ast.iter_child_nodes(node))
 
     return uses if visit(method, []) else None
+
+
+def _none_test(node: ast.AST) -> bool:
+    """``self.<name> is None`` / ``is not None``: a comparison of attributes of ``self`` with None only."""
+    return (
+        isinstance(node, ast.Compare)
+        and all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops)
+        and all(
+            (isinstance(v, ast.Attribute) and _on_self(v)) or (isinstance(v, ast.Constant) and v.value is None)
+            for v in (node.left, *node.comparators)
+        )
+    )
 
 
 def _plain_guards(path: list[ast.AST]) -> tuple[tuple[ast.expr, bool], ...]:
