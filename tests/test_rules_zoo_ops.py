@@ -21,7 +21,7 @@ from torch import nn
 
 from test_rules import SETTINGS, _apply, _check, _signature, tensors
 from torchsurgeon import paramcount
-from torchsurgeon.rules import FALLBACK, function_rule
+from torchsurgeon.rules import FALLBACK, Call, function_rule
 
 
 def _cpu_or_error(call: Any) -> tuple[Any, BaseException | None]:
@@ -95,3 +95,70 @@ def test_instance_norm_function_flops_are_the_modules_and_fvcores(affine: bool) 
     assert function.flops == layers["module"].flops == 2 * 4 * 6 * 6 * (5 if affine else 4)
     counted = fvcore.FlopCountAnalysis(model, torch.zeros(2, 3, 8, 8)).unsupported_ops_warnings(False)
     assert function.flops + layers["module"].flops == counted.by_operator()["instance_norm"]
+
+
+@SETTINGS
+@given(
+    length=st.integers(1, 3),
+    source=st.integers(1, 4),
+    batch=st.sampled_from([None, 1, 2]),
+    heads=st.integers(1, 3),
+    head_width=st.integers(1, 3),
+    widths=st.sampled_from(["same", "other"]),
+    need_weights=st.booleans(),
+    average=st.booleans(),
+    masked=st.booleans(),
+)
+def test_multi_head_attention_function_rule_matches_the_cpu(
+    length: int,
+    source: int,
+    batch: int | None,
+    heads: int,
+    head_width: int,
+    widths: str,
+    need_weights: bool,
+    average: bool,
+    masked: bool,
+) -> None:
+    """``F.multi_head_attention_forward`` (open_clip's ResNet pools its map with it): packed or separate projections,
+    batched or not, with or without weights; a mask (which the rule leaves to meta) falls back."""
+    e = heads * head_width
+    ek, ev = (e, e) if widths == "same" else (e + 1, e + 2)
+    lead = () if batch is None else (batch,)
+    q, k, v = torch.randn(length, *lead, e), torch.randn(source, *lead, ek), torch.randn(source, *lead, ev)
+    kwargs: dict[str, Any] = {
+        "embed_dim_to_check": e,
+        "num_heads": heads,
+        "in_proj_weight": torch.randn(3 * e, e) if widths == "same" else None,
+        "in_proj_bias": torch.randn(3 * e),
+        "bias_k": None,
+        "bias_v": None,
+        "add_zero_attn": False,
+        "dropout_p": 0.0,
+        "out_proj_weight": torch.randn(e + 3, e),
+        "out_proj_bias": None,
+        "training": False,
+        "need_weights": need_weights,
+        "average_attn_weights": average,
+        "attn_mask": torch.zeros(length, source, dtype=torch.bool) if masked else None,
+    }
+    if widths == "other":
+        kwargs.update(
+            use_separate_proj_weight=True,
+            q_proj_weight=torch.randn(e, e),
+            k_proj_weight=torch.randn(e, ek),
+            v_proj_weight=torch.randn(e, ev),
+        )
+    rule = function_rule(F.multi_head_attention_forward)
+    assert rule is not None and rule.shape is not None
+    meta = {name: a.to("meta") if isinstance(a, torch.Tensor) else a for name, a in kwargs.items()}
+    out = rule.shape(None, (q.to("meta"), k.to("meta"), v.to("meta")), meta, Call("", "", False))
+    with torch.no_grad():
+        real = F.multi_head_attention_forward(q, k, v, **kwargs)
+    if masked:
+        assert out is FALLBACK
+        return
+    assert out is not FALLBACK and _signature(out[0]) == _signature(real[0])
+    assert (out[1] is None) == (real[1] is None) == (not need_weights)
+    if need_weights:
+        assert _signature(out[1]) == _signature(real[1])

@@ -30,6 +30,7 @@ from ._common import (
     float_tensor,
     fn,
     fn_count,
+    is_int,
     new,
     numel,
     same_float,
@@ -383,6 +384,55 @@ _GROUPED_SPEC: Spec = (("mat_a", REQUIRED), ("mat_b", REQUIRED), ("offs", None),
 _GROUPED_DTYPES = frozenset({torch.float32, torch.bfloat16, torch.float16})
 
 
+def _mha_fn_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    """``F.multi_head_attention_forward`` without masks, added keys or static keys, sequence first:
+    (length, source, batch or None, query width, key width, value width, output width, heads, need_weights,
+    average, dtype); None for any other call."""
+    b = bind(args, kwargs, _MHA_SPEC)
+    if b is None:
+        return None
+    q, k, v, check, heads, in_w, _, bias_k, bias_v, zero, _, out_w, _, _, padding, need, mask, separate = b[:18]
+    q_w, k_w, v_w, static_k, static_v, average, causal = b[18:]
+    if any(t is not None for t in (bias_k, bias_v, padding, mask, static_k, static_v)) or zero or causal:
+        return None
+    if not float_tensor(q) or not all(isinstance(t, torch.Tensor) and t.dtype == q.dtype for t in (k, v, out_w)):
+        return None
+    if q.dim() not in (2, 3) or not q.dim() == k.dim() == v.dim() or k.shape[:-1] != v.shape[:-1] or out_w.dim() != 2:
+        return None
+    e, ek, ev = int(q.shape[-1]), int(k.shape[-1]), int(v.shape[-1])
+    if check != e or not is_int(heads) or heads <= 0 or e % heads or out_w.shape[1] != e:
+        return None
+    if q.dim() == 3 and q.shape[1] != k.shape[1]:
+        return None
+    wanted: tuple[tuple[Any, tuple[int, int]], ...]
+    if separate is True:
+        wanted = ((q_w, (e, e)), (k_w, (e, ek)), (v_w, (e, ev)))
+    elif separate is False and ek == e and ev == e:
+        wanted = ((in_w, (3 * e, e)),)
+    else:
+        return None
+    if not all(isinstance(w, torch.Tensor) and w.dtype == q.dtype and tuple(w.shape) == s for w, s in wanted):
+        return None
+    if not isinstance(need, bool) or not isinstance(average, bool):
+        return None
+    batch = int(q.shape[1]) if q.dim() == 3 else None
+    return int(q.shape[0]), int(k.shape[0]), batch, e, ek, ev, int(out_w.shape[0]), heads, need, average, q.dtype
+
+
+def _mha_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """(output, averaged or per-head weights or None), as ``nn.MultiheadAttention`` gives them (open_clip's ResNet
+    pools its map with this function)."""
+    sizes = _mha_fn_sizes(args, kwargs)
+    if sizes is None:
+        return FALLBACK
+    length, source, batch, _, _, _, width, heads, need, average, dtype = sizes
+    lead = () if batch is None else (batch,)
+    out = new((length, *lead, width), dtype)
+    if not need:
+        return (out, None)
+    return (out, new((*lead, *(() if average else (heads,)), length, source), dtype))
+
+
 def _grouped_strides(mat: torch.Tensor) -> bool:
     """torch's layout check of a grouped-mm operand: row- or column-major last two dims, 16-byte aligned."""
     alignment = 16 // mat.element_size()
@@ -445,7 +495,7 @@ _ADDED = fn_count(_added_product_macs)
 builtin(torch.addmm, "addmm", shape=fn(_added_product(False)), macs=_ADDED, kind=FlopKind.MATMUL)
 builtin(torch.baddbmm, "baddbmm", shape=fn(_added_product(True)), macs=_ADDED, kind=FlopKind.MATMUL)
 builtin(torch.addbmm, "addbmm", shape=fn(_added_product(False, summed=True)), macs=_ADDED, kind=FlopKind.MATMUL)
-builtin(F.multi_head_attention_forward, macs=fn_count(_mha_fn_macs), kind=FlopKind.ATTENTION)
+builtin(F.multi_head_attention_forward, shape=fn(_mha_fn), macs=fn_count(_mha_fn_macs), kind=FlopKind.ATTENTION)
 
 
 def _einsum_operands(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, tuple[torch.Tensor, ...]] | None:
