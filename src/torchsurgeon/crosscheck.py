@@ -177,14 +177,13 @@ def crosscheck(
     ('untrusted', (1, 2, 8, 8))
     """
     mode = crosscheck_mode(mode)
-    if unused and mode == CrossCheckMode.AUTO:  # those the model's own settings switch off: unused by any forward
-        off = set(switched_off(model_of(G), unused))
-        unused = tuple(name for name in unused if name not in off)
-    reason = doubts(G, shapes, unused)
+    off = set(switched_off(model_of(G), unused)) if unused and mode == CrossCheckMode.AUTO else set()
+    reason = doubts(G, shapes, tuple(name for name in unused if name not in off))  # off: unused by any forward
     if mode == CrossCheckMode.NEVER:
         return CrossCheck(Trust.NOT_RUN, "crosscheck='never'")
     if mode == CrossCheckMode.AUTO and not reason:
-        return CrossCheck(Trust.NOT_RUN, "nothing doubtful in the traced graph")
+        settings = f" ({len(off)} unused parameter{'s' * (len(off) != 1)} switched off by the model's settings)"
+        return CrossCheck(Trust.NOT_RUN, "nothing doubtful in the traced graph" + (settings if off else ""))
     reason = reason or "crosscheck='always'"
     model = model_of(G)
     args, kwargs = _inputs(G, shapes)
