@@ -1,7 +1,8 @@
 """Unused parameters that the model's own settings switch off are not a reason to doubt the trace.
 
-The classes are defined here, at module level, because switched_off reads their source (as it reads a library's).
-Each lost-path case (``type(x) is torch.Tensor`` is False for a proxy, silently) must still be caught.
+The classes are defined here, at module level, because switched_off reads their source (as it reads a library's);
+those reaching into them from outside are in switchedoff_outer.py.  Each lost-path case (``type(x) is
+torch.Tensor`` is False for a proxy, silently) must still be caught.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from switchedoff_outer import CallsTheHead, ReachedFromOutside
 from torchsurgeon import paramcount
 from torchsurgeon.records import Trust
 from torchsurgeon.switchedoff import switched_off
@@ -45,22 +47,6 @@ class TypeGuarded(nn.Module):
         if type(x) is torch.Tensor:
             x = self.widen(x)
         return x
-
-
-class ReachedFromOutside(nn.Module):
-    """A block switched off by its settings, whose norm the outer forward calls itself on a path the trace loses."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.block = CrossBlock(cross=False)
-        self.head = nn.Linear(4, 6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block(x)
-        if type(x) is torch.Tensor:
-            x = self.block.cross_norm(x)
-            x = torch.cat([x, x], dim=-1)[..., :4]
-        return self.head(x)
 
 
 class ByHelper(nn.Module):
@@ -112,18 +98,32 @@ class WithHead(nn.Module):
         return self.head(x)
 
 
-class CallsTheHead(nn.Module):
-    """Calls ``forward_head`` of its inner model on a path the trace loses."""
+class LateBlock(nn.Module):
+    """Its setting skips ``late_norm``; a function of this file reaches it (``_late``)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.net = WithHead()
+        self.flag = False
+        self.late_norm = nn.LayerNorm(4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.net(x)
-        if type(y) is torch.Tensor:
-            y = self.net.forward_head(y)
-        return y
+        return self.late_norm(x) if self.flag else x
+
+
+def _late(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return block.late_norm(x)  # type: ignore[operator]
+
+
+class CallsLate(nn.Module):
+    """Runs ``_late`` on its block on a path the trace loses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = LateBlock()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(x)
+        return _late(self.block, x) if type(x) is torch.Tensor else x
 
 
 def test_a_branch_its_settings_skip_needs_no_crosscheck_and_is_still_reported() -> None:
@@ -160,7 +160,7 @@ def test_a_branch_the_trace_loses_is_still_caught() -> None:
 def test_a_submodule_another_class_names_stays_doubtful() -> None:
     """The block's settings skip ``cross_norm``, but the outer forward calls it itself (on a path the trace loses):
     the cross-check runs (the output shape is the same here, so it verifies)."""
-    report = paramcount(ReachedFromOutside().eval(), (3, 4))
+    report = paramcount(ReachedFromOutside(CrossBlock(cross=False)).eval(), (3, 4))
     assert report.unused == ("block.cross_norm.weight", "block.cross_norm.bias")
     assert report.crosscheck.reason == "2 unused parameters" and report.crosscheck.trust == Trust.VERIFIED
 
@@ -172,7 +172,7 @@ def test_a_module_given_away_or_iterated_stays_doubtful() -> None:
 
 def test_a_method_forward_does_not_run_is_still_doubtful_when_another_module_calls_it() -> None:
     assert switched_off(WithHead(), ["head.weight"]) == ("head.weight",)  # alone: nothing runs its head
-    model = CallsTheHead().eval()
+    model = CallsTheHead(WithHead()).eval()
     report = paramcount(model, (3, 4))
     assert report.unused == ("net.head.weight", "net.head.bias")
     assert report.crosscheck.reason == "2 unused parameters" and report.crosscheck.trust == Trust.UNTRUSTED
@@ -189,6 +189,13 @@ def test_torchvision_googlenet_aux_heads_are_switched_off_in_eval_mode() -> None
     assert len(report.unused) == 14 and report.crosscheck.trust == Trust.NOT_RUN
     assert paramcount(model, (3, 224, 224), crosscheck="always").crosscheck.trust == Trust.VERIFIED
     assert paramcount(model.train(), (3, 224, 224), batch=2).unused == ()
+
+
+def test_a_submodule_a_function_of_its_file_reaches_stays_doubtful() -> None:
+    """transformers' attention functions take their module: a function in the file that reads ``x.late_norm``."""
+    assert switched_off(LateBlock(), ["late_norm.weight"]) == ()
+    report = paramcount(CallsLate().eval(), (3, 4))
+    assert report.crosscheck.reason == "2 unused parameters" and report.crosscheck.trust == Trust.VERIFIED
 
 
 def test_a_use_in_a_helper_method_stays_doubtful() -> None:

@@ -20,14 +20,13 @@ and that test sends the forward the other way (torchvision's GoogLeNet runs
 ``aux1`` only ``if self.training``), or not at all (MONAI's
 ``EfficientNetEncoder`` overrides the ``forward`` of its base class and
 returns its features before the head that class builds).  ``self.<name> is not
-None`` reads it without running it.  No other class of the model may name the
-attribute (``x.<name>``), nor a method of the parent's that uses it.  Anything
+None`` reads it without running it.  No file of the model's classes may name
+the attribute (``x.<name>``), nor a method of the parent's that uses it.  Anything
 else (a test that reads a tensor or calls a function, ``self`` given to a
 function or iterated, ``getattr(self, ...)``, ``self.children()``,
 ``super()``, hooks on the module, a ``forward`` set on the instance, source
-that cannot be read) leaves the parameter doubtful, as before.  A function
-outside any class that reaches the submodule of a module it is given is not
-seen.
+that cannot be read) leaves the parameter doubtful, as before.  A function in
+another file that reaches the submodule of a module it is given is not seen.
 """
 
 from __future__ import annotations
@@ -102,12 +101,10 @@ def _skips(parent: nn.Module, attribute: str, others: frozenset[type]) -> bool:
         return False
     if kind.__module__.startswith("torch."):  # containers: nn.Sequential runs its modules by iterating itself
         return False
-    if any(_names(other, attribute) for other in others):  # a text search first: the parse below costs more
-        return False
-    found = _guards(kind, attribute)
+    found = _guards(kind, attribute)  # the parent's class first: the files of the others may be long
     if found is None or not all(any(_value(test, parent) is skip for test, skip in guards) for guards in found[0]):
         return False
-    return not any(_names(other, method) for method in found[1] for other in others)
+    return not any(_names(other, name) for name in (attribute, *found[1]) for other in others)
 
 
 def _classes(cls: type) -> tuple[tuple[type, ast.ClassDef], ...] | None:
@@ -154,16 +151,48 @@ def _class_tree(klass: type) -> ast.ClassDef | None:
 
 @functools.lru_cache(maxsize=4096)
 def _names(cls: type, attribute: str) -> bool:
-    """Whether the source of ``cls`` (or of a class it derives from) may reach a submodule called ``attribute`` of
-    another module: ``x.<attribute>`` (its own, ``self.<attribute>``, is another) or the name as a string, in its
-    code, docstrings and comments included; or a source that cannot be read."""
+    """Whether the file of ``cls`` (or of a class it derives from) may reach a submodule called ``attribute`` of
+    another module: reads ``x.<attribute>`` (``self.<attribute>`` is the class's own) or holds the name as a string,
+    anywhere in the file (its functions too: transformers' attention functions take their module); or a file that
+    cannot be read.  A text search first: the file is parsed only where it finds the name."""
     for klass in cls.__mro__:
         if klass in (nn.Module, object):
             break
-        source = _class_source(klass)
-        if source is None or _named_in(source, attribute):
+        try:
+            file = inspect.getsourcefile(klass)
+        except (OSError, TypeError):
+            return True
+        if file is None or _named_in_file(file, attribute):
             return True
     return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _named_in_file(file: str, attribute: str) -> bool:
+    text = "".join(linecache.getlines(file))
+    if not text:
+        return True
+    if not _named_in(text, attribute):  # most files: no parse
+        return False
+    names = _names_read(file)
+    return names is None or attribute in names
+
+
+@functools.lru_cache(maxsize=256)
+def _names_read(file: str) -> frozenset[str] | None:
+    """The attributes a file's code reads of anything but ``self`` (``model.aux1 = None`` writes), and its strings;
+    None when it cannot be parsed."""
+    try:
+        tree = ast.parse("".join(linecache.getlines(file)))
+    except (SyntaxError, ValueError):
+        return None
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Store) and not _on_self(node):
+            names.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)
+    return frozenset(names)
 
 
 def _named_in(text: str, attribute: str) -> bool:
