@@ -94,8 +94,8 @@ def switched_off(model: nn.Module, unused: Iterable[str]) -> tuple[str, ...]:
 
 def _skips(parent: nn.Module, attribute: str, others: frozenset[type]) -> bool:
     """Whether a forward never reaches ``parent.<attribute>`` with ``parent``'s settings as they are: what its
-    ``forward`` runs uses it only in branches its settings skip (or not at all), and no other class of the model
-    (``others``) names the attribute or a method of ``parent`` that uses it."""
+    ``forward`` runs uses it only in branches its settings skip (or not at all), and no file of the model's classes
+    (``others``) reads the attribute or a method of ``parent`` that uses it."""
     kind: type = type(parent)
     if parent._forward_hooks or parent._forward_pre_hooks or "forward" in vars(parent):
         return False
@@ -124,11 +124,7 @@ def _classes(cls: type) -> tuple[tuple[type, ast.ClassDef], ...] | None:
 def _class_source(klass: type) -> str | None:
     """The source of a class defined at the top level of its file, found by its ``class`` line (``inspect.getsource``
     parses the whole file each time: a tenth of a second for one of transformers' or smp's larger files)."""
-    name = klass.__qualname__
-    try:
-        file = inspect.getsourcefile(klass)
-    except (OSError, TypeError):
-        return None
+    name, file = klass.__qualname__, _source_file(klass)
     if file is None or "." in name:
         return None
     lines = linecache.getlines(file)
@@ -158,18 +154,28 @@ def _names(cls: type, attribute: str) -> bool:
     for klass in cls.__mro__:
         if klass in (nn.Module, object):
             break
-        try:
-            file = inspect.getsourcefile(klass)
-        except (OSError, TypeError):
-            return True
+        file = _source_file(klass)
         if file is None or _named_in_file(file, attribute):
             return True
     return False
 
 
+@functools.lru_cache(maxsize=1024)
+def _source_file(klass: type) -> str | None:
+    try:
+        return inspect.getsourcefile(klass)
+    except (OSError, TypeError):
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _text(file: str) -> str:
+    return "".join(linecache.getlines(file))
+
+
 @functools.lru_cache(maxsize=4096)
 def _named_in_file(file: str, attribute: str) -> bool:
-    text = "".join(linecache.getlines(file))
+    text = _text(file)
     if not text:
         return True
     if not _named_in(text, attribute):  # most files: no parse
@@ -183,7 +189,7 @@ def _names_read(file: str) -> frozenset[str] | None:
     """The attributes a file's code reads of anything but ``self`` (``model.aux1 = None`` writes), and its strings;
     None when it cannot be parsed."""
     try:
-        tree = ast.parse("".join(linecache.getlines(file)))
+        tree = ast.parse(_text(file))
     except (SyntaxError, ValueError):
         return None
     names = set()
@@ -196,7 +202,7 @@ def _names_read(file: str) -> frozenset[str] | None:
 
 
 def _named_in(text: str, attribute: str) -> bool:
-    if attribute not in text:  # most classes: a substring search, far cheaper than the expression below
+    if attribute not in text:  # most files: a substring search, far cheaper than the expression below
         return False
     word = re.escape(attribute)
     return re.search(rf"(?<!\bself)\.\s*{word}\b|[\"']{word}[\"']", text) is not None
@@ -292,7 +298,7 @@ def _plain_guards(path: list[ast.AST]) -> tuple[tuple[ast.expr, bool], ...]:
 def _plain_test(test: ast.expr) -> bool:
     """Whether ``test`` reads only ``self.<name>``, constants, ``not``, ``and``/``or`` and comparisons."""
     if isinstance(test, ast.Attribute):
-        return isinstance(test.value, ast.Name) and test.value.id == "self"
+        return _on_self(test)
     if isinstance(test, ast.Constant):
         return True
     if isinstance(test, ast.UnaryOp):

@@ -152,6 +152,21 @@ def bind(args: tuple[Any, ...], kwargs: Mapping[str, Any], spec: Spec) -> list[A
     return values
 
 
+def transformers_copies(name: str, *models: str | tuple[str, str]) -> tuple[str, ...]:
+    """Qualified names of a class that transformers copies into each model's modeling file: ``name`` after the
+    model's prefix for a ``(model, prefix)`` pair, as it is for a bare model name (built-in rules name them so).
+
+    Examples
+    --------
+    >>> transformers_copies("FrozenBatchNorm2d", ("detr", "Detr"))
+    ('transformers.models.detr.modeling_detr.DetrFrozenBatchNorm2d',)
+    >>> transformers_copies("MultiScaleDeformableAttention", "rt_detr")[0].rpartition(".")[2]
+    'MultiScaleDeformableAttention'
+    """
+    pairs = [(m, "") if isinstance(m, str) else m for m in models]
+    return tuple(f"transformers.models.{model}.modeling_{model}.{prefix}{name}" for model, prefix in pairs)
+
+
 def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ._common import REQUIRED, Spec, bind, fn, is_int, new, preserved, size_args, view
+from ._common import REQUIRED, Spec, bind, fn, is_int, new, preserved, size_args, transformers_copies, view
 from .registry import FALLBACK, builtin
 
 __all__: tuple[str, ...] = ()
@@ -272,20 +272,18 @@ def _sine_positions(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], 
 
 
 builtin(  # one forward, copied into each model (Deformable DETR's positions start at 0.5: the same shapes)
-    *(
-        f"transformers.models.{model}.modeling_{model}.{prefix}SinePositionEmbedding"
-        for model, prefix in (
-            ("detr", "Detr"),
-            ("conditional_detr", "ConditionalDetr"),
-            ("deformable_detr", "DeformableDetr"),
-            ("maskformer", "MaskFormer"),
-            ("mask2former", "Mask2Former"),
-            ("oneformer", "OneFormer"),
-            ("sam2", "Sam2"),
-            ("edgetam", "EdgeTam"),
-            ("sam3", "Sam3"),
-            ("sam3_lite_text", "Sam3LiteText"),
-        )
+    *transformers_copies(
+        "SinePositionEmbedding",
+        ("detr", "Detr"),
+        ("conditional_detr", "ConditionalDetr"),
+        ("deformable_detr", "DeformableDetr"),
+        ("maskformer", "MaskFormer"),
+        ("mask2former", "Mask2Former"),
+        ("oneformer", "OneFormer"),
+        ("sam2", "Sam2"),
+        ("edgetam", "EdgeTam"),
+        ("sam3", "Sam3"),
+        ("sam3_lite_text", "Sam3LiteText"),
     ),
     shape=_sine_positions,
     leaf=True,

@@ -40,6 +40,7 @@ from ._common import (
     numel,
     one_tensor,
     plainly_contiguous,
+    transformers_copies,
     weight_dtype,
 )
 from .registry import FALLBACK, Call, builtin
@@ -652,24 +653,22 @@ _TF_SAME_CONVS = (  # TensorFlow's 'SAME' padding: EfficientNet's (vendored by s
 _FROZEN_BUFFERS = ("weight", "bias", "running_mean", "running_var")
 _FROZEN_BATCHNORMS = (  # one forward, copied from torchvision's into each of transformers' detection models
     "torchvision.ops.misc.FrozenBatchNorm2d",
-    *(
-        f"transformers.models.{model}.modeling_{model}.{prefix}FrozenBatchNorm2d"
-        for model, prefix in (
-            ("detr", "Detr"),
-            ("conditional_detr", "ConditionalDetr"),
-            ("dab_detr", "DabDetr"),
-            ("deformable_detr", "DeformableDetr"),
-            ("table_transformer", "TableTransformer"),
-            ("rt_detr", "RTDetr"),
-            ("rt_detr_v2", "RTDetrV2"),
-            ("d_fine", "DFine"),
-            ("deimv2", "Deimv2"),
-            ("grounding_dino", "GroundingDino"),
-            ("mm_grounding_dino", "MMGroundingDino"),
-            ("pp_doclayout_v2", "PPDocLayoutV2"),
-            ("pp_doclayout_v3", "PPDocLayoutV3"),
-            ("pp_doclayout_v4", "PPDocLayoutV4"),
-        )
+    *transformers_copies(
+        "FrozenBatchNorm2d",
+        ("detr", "Detr"),
+        ("conditional_detr", "ConditionalDetr"),
+        ("dab_detr", "DabDetr"),
+        ("deformable_detr", "DeformableDetr"),
+        ("table_transformer", "TableTransformer"),
+        ("rt_detr", "RTDetr"),
+        ("rt_detr_v2", "RTDetrV2"),
+        ("d_fine", "DFine"),
+        ("deimv2", "Deimv2"),
+        ("grounding_dino", "GroundingDino"),
+        ("mm_grounding_dino", "MMGroundingDino"),
+        ("pp_doclayout_v2", "PPDocLayoutV2"),
+        ("pp_doclayout_v3", "PPDocLayoutV3"),
+        ("pp_doclayout_v4", "PPDocLayoutV4"),
     ),
 )
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)

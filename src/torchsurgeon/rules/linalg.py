@@ -236,10 +236,17 @@ def _mha_module(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], call: Cal
         # computed sequence-first, returned transposed when batch_first
         out = view((n, length, e), (e, n * e, 1), q.dtype) if m.batch_first else new((length, n, e), q.dtype)
         lead = (int(n),)
-    if not need_weights:
+    return _with_weights(out, need_weights, average, lead, heads, length, source)
+
+
+def _with_weights(
+    out: torch.Tensor, need: bool, average: bool, lead: tuple[int, ...], heads: int, length: int, source: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head attention's (output, weights): the weights, (*lead, length, source) averaged over the heads or
+    (*lead, heads, length, source) per head, or None when not wanted."""
+    if not need:
         return (out, None)
-    per_head: tuple[int, ...] = () if average else (heads,)
-    return (out, new((*lead, *per_head, length, source), q.dtype))
+    return (out, new((*lead, *(() if average else (heads,)), length, source), out.dtype))
 
 
 def _matmul_shapes(a: Any, b: Any) -> int:
@@ -427,10 +434,7 @@ def _mha_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return FALLBACK
     length, source, batch, _, _, _, width, heads, need, average, dtype = sizes
     lead = () if batch is None else (batch,)
-    out = new((length, *lead, width), dtype)
-    if not need:
-        return (out, None)
-    return (out, new((*lead, *(() if average else (heads,)), length, source), dtype))
+    return _with_weights(new((length, *lead, width), dtype), need, average, lead, heads, length, source)
 
 
 def _grouped_strides(mat: torch.Tensor) -> bool:

@@ -23,6 +23,7 @@ from ._common import (
     one_tensor,
     plainly_contiguous,
     suggest_memory_format,
+    transformers_copies,
 )
 from .registry import FALLBACK, Call, ShapeFn, builtin
 
@@ -381,20 +382,18 @@ def _deformable_attention(module: Any, args: tuple[Any, ...], kwargs: dict[str, 
 
 
 builtin(  # one forward, copied into each model that samples multi-scale maps
-    *(
-        f"transformers.models.{model}.modeling_{model}.MultiScaleDeformableAttention"
-        for model in (
-            "deformable_detr",
-            "rt_detr",
-            "grounding_dino",
-            "mm_grounding_dino",
-            "omdet_turbo",
-            "lw_detr",
-            "rf_detr",
-            "pp_doclayout_v2",
-            "pp_doclayout_v3",
-            "pp_doclayout_v4",
-        )
+    *transformers_copies(
+        "MultiScaleDeformableAttention",
+        "deformable_detr",
+        "rt_detr",
+        "grounding_dino",
+        "mm_grounding_dino",
+        "omdet_turbo",
+        "lw_detr",
+        "rf_detr",
+        "pp_doclayout_v2",
+        "pp_doclayout_v3",
+        "pp_doclayout_v4",
     ),
     shape=_deformable_attention,
     leaf=True,

@@ -118,10 +118,10 @@ def _window_reverse(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if not isinstance(dims, (tuple, list)) or not dims or not is_int(dims[0]) or dims[0] <= 0:
         return FALLBACK
     count = _windows(tuple(dims[1:]), window)
-    if count is None or count == 0 or windows.numel() % (dims[0] * count * math.prod(window)):
+    positions = dims[0] * count * math.prod(window) if count is not None else 0
+    if positions == 0 or windows.numel() % positions:
         return FALLBACK
-    channels = windows.numel() // (dims[0] * count * math.prod(window))
-    return new((*dims, channels), windows.dtype)
+    return new((*dims, windows.numel() // positions), windows.dtype)
 
 
 def _compute_mask(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
