@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
+from models import assert_same_state, model_state
 from torchsurgeon import paramcount
 from torchsurgeon.rules import FALLBACK, Call, disabled_rules, function_rule, module_rule
 
@@ -166,7 +167,12 @@ def test_monai_swin_windows_are_one_call_each() -> None:
     its numbers unchanged."""
     nets = pytest.importorskip("monai.networks.nets")
     model = nets.SwinUNETR(in_channels=3, out_channels=2, feature_size=12, spatial_dims=2, depths=(1, 1, 1, 1)).eval()
+    swin = pytest.importorskip("monai.networks.nets.swin_unetr")
+    functions = (swin.window_partition, swin.window_reverse, swin.compute_mask)
+    before = model_state(model)
     report = paramcount(model, (3, 64, 64))
+    assert_same_state(before, model_state(model))
+    assert (swin.window_partition, swin.window_reverse, swin.compute_mask) == functions  # fx's patches undone
     kinds = [layer.type for layer in report.layers]
     assert kinds.count("window_partition()") == kinds.count("window_reverse()") == 4
     assert kinds.count("compute_mask()") == 4 and report.shape_fallbacks == []

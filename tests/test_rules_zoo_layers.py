@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from models import assert_same_state, model_state
 from test_rules import SETTINGS, _signature
 from torchsurgeon import paramcount
 from torchsurgeon.rules import FALLBACK, Call, disabled_rules, module_rule
@@ -160,7 +161,9 @@ def test_deformable_attention_is_one_row_each() -> None:
         use_pretrained_backbone=False,
     )
     model = transformers.DeformableDetrModel(config).eval()
+    before = model_state(model)
     report = paramcount(model, (3, 128, 128))
+    assert_same_state(before, model_state(model))  # its layers kept whole, the model left as found
     assert report.shape_fallbacks == []
     kinds = [layer.type for layer in report.layers]
     assert kinds.count("MultiScaleDeformableAttention") == 2

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from models import assert_same_state, model_state
 from switchedoff_outer import CallsTheHead, ReachedFromOutside
 from torchsurgeon import paramcount
 from torchsurgeon.records import Trust
@@ -185,7 +186,9 @@ def test_torchvision_googlenet_aux_heads_are_switched_off_in_eval_mode() -> None
     calls: unused in eval mode, by the model's own setting; used in training mode."""
     torchvision = pytest.importorskip("torchvision")
     model = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False).eval()
+    before = model_state(model)
     report = paramcount(model, (3, 224, 224))
+    assert_same_state(before, model_state(model))  # its source read, the model left as found
     assert len(report.unused) == 14 and report.crosscheck.trust == Trust.NOT_RUN
     assert paramcount(model, (3, 224, 224), crosscheck="always").crosscheck.trust == Trust.VERIFIED
     assert paramcount(model.train(), (3, 224, 224), batch=2).unused == ()
