@@ -3,7 +3,7 @@
 A parameter no traced node uses makes the traced graph doubtful (a branch the
 trace may have lost, :func:`torchsurgeon.crosscheck.doubts`), and the graph is
 then checked against a forward of the real model on ``meta`` (a copy of the
-model and a forward: MONAI's UNETR 2D pays about 25 of its 80 ms for it).  Many
+model and a forward: MONAI's UNETR 2D paid about 20–30 of its 80 ms for it).  Many
 are unused by design: MONAI's ``TransformerBlock`` builds ``norm_cross_attn``
 and calls it only ``if self.with_cross_attention:``, a setting of the block
 that is False in UNETR.  Such a branch is decided by the module's own settings,
