@@ -1,4 +1,4 @@
-"""einops' rearrange and Rearrange rules against einops itself on meta tensors: shape, dtype and strides."""
+"""einops' rules (rearrange, repeat, reduce; Rearrange, Reduce) against einops itself: shape, dtype and strides."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 import einops
 import pytest
 import torch
-from einops.layers.torch import Rearrange
+from einops import reduce, repeat
+from einops.layers.torch import Rearrange, Reduce
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
@@ -73,6 +74,143 @@ def test_rearrange_rules_match_einops_on_meta(
         want = einops.rearrange(x, pattern, **lengths)
     assert out is not FALLBACK
     assert _signature(out) == _signature(want)
+
+
+# repeat: (pattern, axis lengths, the input shape as a function of three sizes a, b, c)
+REPEATS: list[tuple[str, dict[str, int], Any]] = [
+    ("() n d -> b n d", {"b": 3}, lambda a, b, c: (1, a, b)),  # vit-pytorch's class token
+    ("1 1 d -> b 1 d", {"b": 2}, lambda a, b, c: (1, 1, a)),
+    ("n d -> b n d", {"b": 2}, lambda a, b, c: (a, b)),  # register tokens
+    ("... d -> b ... d", {"b": 2}, lambda a, b, c: (a, 1, b)),
+    ("b n d -> b n (d j)", {"j": 2}, lambda a, b, c: (a, b, c)),  # rotary embeddings
+    ("b c h w -> b c (h 2) (w 3)", {}, lambda a, b, c: (1, a, b, c)),  # upsampling by repetition
+    ("b c h w -> b c h w k", {"k": 2}, lambda a, b, c: (1, a, b, c)),
+    ("b n -> b n d", {"d": 3}, lambda a, b, c: (a, b)),  # indices for a gather
+    ("h w c -> (b h) w c", {"b": 2}, lambda a, b, c: (a, b, c)),
+]
+
+# reduce: (pattern, axis lengths, the input shape)
+REDUCES: list[tuple[str, dict[str, int], Any]] = [
+    ("b c h w -> b c", {}, lambda a, b, c: (2, a, b, c)),  # global pooling heads
+    ("b n d -> b d", {}, lambda a, b, c: (a, b, c)),
+    ("b c (h h2) (w w2) -> b c h w", {"h2": 2, "w2": 2}, lambda a, b, c: (1, a, 2 * b, 2 * c)),  # pooling
+    ("b (h p) d -> b h d", {"p": 2}, lambda a, b, c: (a, 2 * b, c)),
+    ("b c h w -> b c () ()", {}, lambda a, b, c: (1, a, b, c)),
+    ("b c h w -> c", {}, lambda a, b, c: (a, b, c, 2)),
+    ("b h w c -> b c h w", {}, lambda a, b, c: (1, a, b, c)),  # nothing reduced: a rearrangement
+]
+
+
+def _cpu_layout(x: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "permuted" and x.dim() > 1:
+        return x.transpose(0, -1).contiguous().transpose(0, -1)
+    if how == "sliced":
+        return torch.zeros((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype)[..., ::2]
+    return x
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.booleans(),
+    st.integers(0, 99),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.sampled_from(["contiguous", "permuted", "sliced"]),
+    st.sampled_from([torch.float32, torch.bfloat16, torch.int64]),
+    st.sampled_from(["mean", "sum", "max", "min"]),
+    st.booleans(),
+)
+def test_repeat_and_reduce_rules_match_einops_on_the_cpu(
+    repeating: bool,
+    which: int,
+    a: int,
+    b: int,
+    c: int,
+    layout: str,
+    dtype: torch.dtype,
+    reduction: str,
+    as_layer: bool,
+) -> None:
+    """einops' ``repeat`` and ``reduce`` functions and its ``Reduce`` layer: the rules give what a real CPU call gives
+    (shape, dtype, the strides of an expanded or reduced output); where they fall back (a reduction of integers
+    that is not a sum), meta decides, as it does for a real call that fails."""
+    table = REPEATS if repeating else REDUCES
+    pattern, lengths, shape = table[which % len(table)]
+    x = _cpu_layout(torch.zeros(shape(a, b, c), dtype=dtype), layout)
+    meta = torch.empty_strided(x.shape, x.stride(), dtype=dtype, device="meta")  # .to("meta") of a slice: contiguous
+    if repeating:
+        rule = function_rule(einops.repeat)
+        assert rule is not None and rule.shape is not None
+        out = rule.shape(None, (meta, pattern), dict(lengths), Call("", "", False))
+        want: Any = einops.repeat(x, pattern, **lengths)
+    elif as_layer:
+        layer = Reduce(pattern, reduction, **lengths)
+        found = module_rule(Reduce)
+        assert found is not None and found[0].shape is not None
+        out = found[0].shape(layer, (meta,), {}, Call("", "", False))
+        try:
+            want = layer(x)
+        except RuntimeError:  # torch's mean of integers
+            want = None
+    else:
+        rule = function_rule(einops.reduce)
+        assert rule is not None and rule.shape is not None
+        out = rule.shape(None, (meta, pattern, reduction), dict(lengths), Call("", "", False))
+        try:
+            want = einops.reduce(x, pattern, reduction, **lengths)
+        except (NotImplementedError, einops.EinopsError):  # einops' mean of integers
+            want = None
+    if out is FALLBACK:
+        assert not repeating and dtype == torch.int64 and reduction != "sum" and "->" in pattern
+        return
+    assert want is not None and _signature(out) == _signature(want)
+
+
+def test_reductions_einops_has_no_rule_for_run_on_meta() -> None:
+    """``prod``, and a callable reduction, fall back to meta (einops' own call), as do lengths given as tensors."""
+    rule = function_rule(einops.reduce)
+    repeat = function_rule(einops.repeat)
+    assert rule is not None and rule.shape is not None and repeat is not None and repeat.shape is not None
+    x = torch.empty(2, 3, 4, device="meta")
+    assert rule.shape(None, (x, "b n d -> b d", "prod"), {}, Call("", "", False)) is FALLBACK
+    assert rule.shape(None, (x, "b n d -> b d", torch.var), {}, Call("", "", False)) is FALLBACK
+    assert repeat.shape(None, (x, "b n d -> b n d k"), {"k": torch.tensor(2)}, Call("", "", False)) is FALLBACK
+    assert rule.shape(None, (x, "b n d -> b d", "mean"), {}, Call("", "", False)) is not FALLBACK
+
+
+def test_vit_pytorch_style_tokens_and_pooling_need_no_meta_fallback() -> None:
+    """A ViT as vit-pytorch writes it (its class token repeated over the batch, a Reduce pooling head):
+    every einops call has its rule, and the numbers are a real forward's."""
+
+    class TinyViT(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.to_patches = Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=4, p2=4)
+            self.embed = torch.nn.Linear(48, 16)
+            self.cls_token = torch.nn.Parameter(torch.randn(1, 1, 16))
+            self.block = torch.nn.Sequential(torch.nn.LayerNorm(16), torch.nn.Linear(16, 16), torch.nn.GELU())
+            self.to_map = Rearrange("b (h w) d -> b d h w", h=4)
+            self.pool = Reduce("b d h w -> b d", "max")
+            self.head = torch.nn.Linear(32, 5)
+
+        def forward(self, img: torch.Tensor) -> torch.Tensor:
+            x = self.embed(self.to_patches(img))
+            cls = repeat(self.cls_token, "() n d -> b n d", b=x.shape[0])  # as imported: fx wraps the call
+            x = self.block(torch.cat((cls, x), dim=1))
+            pooled = torch.cat((reduce(x, "b n d -> b d", "mean"), self.pool(self.to_map(x[:, 1:]))), -1)
+            return self.head(pooled)
+
+    model = TinyViT().eval()
+    before = model_state(model)
+    report = paramcount(model, (3, 16, 16), batch=2)
+    assert_same_state(before, model_state(model))
+    assert report.shape_fallbacks == []
+    with torch.no_grad():
+        assert report.output_shape == tuple(model(torch.zeros(2, 3, 16, 16)).shape) == (2, 5)
+    assert report.total == sum(p.numel() for p in model.parameters())
+    kinds = [layer.type for layer in report.layers]
+    assert kinds.count("repeat()") == kinds.count("reduce()") == kinds.count("Reduce") == 1
 
 
 def test_a_shape_einops_refuses_runs_on_meta_with_einops_message() -> None:

@@ -1,16 +1,22 @@
-"""einops' ``rearrange`` (function) and ``Rearrange`` (layer): a reshape, a permute and a reshape; MONAI's
-Swin window partition and reverse, and the shifted-window attention mask.
+"""einops' ``rearrange``, ``repeat`` and ``reduce`` (functions) and ``Rearrange`` and ``Reduce`` (layers): a
+reshape, a permute, a reduction, new axes and a reshape; MONAI's Swin window partition and reverse, and the
+shifted-window attention mask.
 
-MONAI's SwinUNETR and UNETR, and many research models, move axes with
-einops.  Its torch backend computes, from the pattern and the input's shape,
-an optional reshape, an optional permute and an optional final reshape
-(``einops.einops._reconstruct_from_shape``); the rule asks einops for that
-recipe and applies the ``reshape`` and ``permute`` rules of
-:mod:`~torchsurgeon.rules.views` in the same order, so the output's strides
-are the ones a real call gives.  Patterns that reduce or add axes, lists of
-tensors, an einops without these internals, and anything einops refuses
-(its own error message is then recorded) run on ``meta``.  Registered by
-qualified name: einops is optional.  No FLOPs.
+MONAI's SwinUNETR and UNETR, and many research models (vit-pytorch's class
+tokens: ``repeat(self.cls_token, '1 1 d -> b 1 d', b=b)``; its pooling heads:
+``Reduce('b c h w -> b c', 'mean')``), move axes with einops.  Its torch
+backend computes, from the pattern and the input's shape, an optional
+reshape, an optional permute, a reduction over some axes, new axes (an
+``unsqueeze`` each, then one ``expand``) and an optional final reshape
+(``einops.einops._reconstruct_from_shape``); the rules ask einops for that
+recipe and apply the ``reshape``, ``permute``, ``amin``/``amax``/``sum``/``mean``,
+``unsqueeze`` and ``expand`` rules of :mod:`~torchsurgeon.rules.views` and
+:mod:`~torchsurgeon.rules.reductions` in the same order, so the output's
+strides are the ones a real call gives.  Other reductions (``prod``, ``any``,
+``all``, a callable), lists of tensors, an einops without these internals,
+and anything einops refuses (its own error message is then recorded) run on
+``meta``.  Registered by qualified name: einops is optional.  No FLOPs (as
+for torch's reductions).
 
 MONAI's SwinUNETR (and SwinUNETR-v2) cut maps into windows with module-level
 functions that ask the input's rank and unpack its shape: ``window_partition``
@@ -30,15 +36,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import fn, is_int, new, one_tensor
+from ._common import OpRule, fn, is_int, new, one_tensor
+from .reductions import _REDUCE, _REDUCE_NO_DTYPE, _SUM_OR_PROD, _reduction_rule
 from .registry import FALLBACK, Call, builtin
-from .views import _permute_of, _reshape_method
+from .views import _expand, _permute_of, _reshape_method, _unsqueeze
 
 __all__: tuple[str, ...] = ()
 
 
-def _recipe_steps(recipe: Any, x: torch.Tensor, axes_lengths: tuple[tuple[str, int], ...]) -> Any:
-    """``x`` rearranged by an einops recipe, or FALLBACK."""
+_REDUCTIONS: dict[str, OpRule] = {  # as einops' torch backends reduce: one call over the reduced axes
+    "min": _reduction_rule(_REDUCE_NO_DTYPE),  # x.amin(dim=axes)
+    "max": _reduction_rule(_REDUCE_NO_DTYPE),  # x.amax(dim=axes)
+    "sum": _SUM_OR_PROD,
+    "mean": _reduction_rule(_REDUCE),  # a floating tensor only, as einops asks
+}
+
+
+def _recipe_steps(
+    recipe: Any, x: torch.Tensor, axes_lengths: tuple[tuple[str, int], ...], reduction: str = "rearrange"
+) -> Any:
+    """``x`` transformed by an einops recipe (``reduction``: "rearrange", "repeat" or a reduction's name), or
+    FALLBACK."""
     try:
         from einops.einops import _reconstruct_from_shape, _reconstruct_from_shape_uncached
     except ImportError:  # pragma: no cover - einops without it
@@ -50,43 +68,70 @@ def _recipe_steps(recipe: Any, x: torch.Tensor, axes_lengths: tuple[tuple[str, i
             steps = _reconstruct_from_shape_uncached(recipe, list(x.shape), list(axes_lengths))
     except Exception:  # einops refuses the shape: its own message, from running it on meta
         return FALLBACK
-    init, reordering, reduced, added, final, _ = steps  # shared with einops' cache: only read
-    if reduced or added:
+    init, reordering, reduced, added, final, n_axes = steps  # shared with einops' cache: only read
+    if reduced and reduction not in _REDUCTIONS:
         return FALLBACK
     out: Any = x
     if init is not None:
         out = _reshape_method((out, tuple(init)), {})
     if reordering is not None and out is not FALLBACK:
         out = _permute_of(out, list(reordering))
+    if reduced and out is not FALLBACK:
+        out = _REDUCTIONS[reduction]((out, tuple(reduced)), {})
+    if added and out is not FALLBACK:
+        repeats = [-1] * n_axes
+        for position, length in added.items():
+            out = _unsqueeze((out, position), {})
+            if out is FALLBACK:
+                return FALLBACK
+            repeats[position] = length
+        out = _expand((out, repeats), {})
     if final is not None and out is not FALLBACK:
         out = _reshape_method((out, tuple(final)), {})
     return out
 
 
-def _rearrange_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if len(args) != 2 or not isinstance(args[0], torch.Tensor) or not isinstance(args[1], str):
-        return FALLBACK
-    x, pattern = args
-    if not all(isinstance(k, str) and type(v) is int for k, v in kwargs.items()):
-        return FALLBACK
-    try:
-        from einops.einops import _prepare_transformation_recipe
+def _einops_fn(reduction: str | None) -> OpRule:
+    """The rule of ``rearrange(x, pattern, **lengths)`` / ``repeat(x, pattern, **lengths)`` (``reduction`` fixed),
+    or of ``reduce(x, pattern, reduction, **lengths)`` (None: the third argument)."""
 
-        recipe = _prepare_transformation_recipe(pattern, "rearrange", axes_names=tuple(kwargs), ndim=x.dim())
-    except Exception:  # an einops without it, or a pattern it refuses
-        return FALLBACK
-    return _recipe_steps(recipe, x, tuple(kwargs.items()))
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        given = 2 if reduction is not None else 3
+        if len(args) != given or not isinstance(args[0], torch.Tensor) or not isinstance(args[1], str):
+            return FALLBACK
+        x, pattern = args[0], args[1]
+        how = reduction if reduction is not None else args[2]
+        if not isinstance(how, str) or not all(isinstance(k, str) and type(v) is int for k, v in kwargs.items()):
+            return FALLBACK  # a callable reduction (torch.var), or lengths computed as tensors
+        try:
+            from einops.einops import _prepare_transformation_recipe
+
+            recipe = _prepare_transformation_recipe(pattern, how, axes_names=tuple(kwargs), ndim=x.dim())
+        except Exception:  # an einops without it, or a pattern it refuses
+            return FALLBACK
+        return _recipe_steps(recipe, x, tuple(kwargs.items()), how)
+
+    return rule
 
 
-def _rearrange_layer(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+def _einops_layer(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    """``Rearrange`` (its reduction is "rearrange") and ``Reduce`` layers: their recipe for the input's rank."""
     recipes, lengths = getattr(m, "_multirecipe", None), getattr(m, "_axes_lengths", None)
-    if not isinstance(recipes, dict) or x.dim() not in recipes or not isinstance(lengths, tuple):
-        return FALLBACK
-    return _recipe_steps(recipes[x.dim()], x, lengths)
+    how = getattr(m, "reduction", "rearrange")
+    if (
+        not isinstance(recipes, dict)
+        or x.dim() not in recipes
+        or not isinstance(lengths, tuple)
+        or type(how) is not str
+    ):
+        return FALLBACK  # a callable reduction: meta runs it
+    return _recipe_steps(recipes[x.dim()], x, lengths, how)
 
 
-builtin("einops.einops.rearrange", shape=fn(_rearrange_fn))
-builtin("einops.layers.torch.Rearrange", shape=one_tensor(_rearrange_layer))
+builtin("einops.einops.rearrange", shape=fn(_einops_fn("rearrange")))
+builtin("einops.einops.repeat", shape=fn(_einops_fn("repeat")))
+builtin("einops.einops.reduce", shape=fn(_einops_fn(None)))
+builtin("einops.layers.torch.Rearrange", "einops.layers.torch.Reduce", shape=one_tensor(_einops_layer))
 
 
 def _windows(sizes: Sequence[Any], window: Any) -> int | None:
