@@ -1002,3 +1002,38 @@ def test_an_identity_given_a_tuple_returns_the_tuple_as_a_real_forward() -> None
     assert report.opaque == {} and report.invalid == [] and report.trusted
     assert report.output_shape == tuple(model(torch.zeros(2, 3, 8, 8)).shape) == (2, 2, 8, 8)
     assert report.macs == 2 * (64 * 4 * 27 + 16 * 6 * 36 + 64 * 2 * 4 + 16 * 2 * 6)
+
+
+class _PatchNormedTokens(nn.Module):
+    """vit-pytorch's patch embedding (patches flattened with their channels, a LayerNorm, a Linear), then a question
+    Python asks about the tokens' shape (its ``pack`` of register tokens; here ``x.shape[-1]``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(3 * 16)
+        self.embed = nn.Linear(3 * 16, 8)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = img.shape
+        patches = img.reshape(b, c, h // 4, 4, w // 4, 4).permute(0, 2, 4, 3, 5, 1).reshape(b, -1, 16 * c)
+        x = self.norm(patches)
+        if x.shape[-1] % 2:  # asked on meta while tracing: the norm's output is computed there
+            x = F.pad(x, (0, 1))
+        return self.embed(x[..., : 16 * c])
+
+
+def test_a_layer_that_does_not_fit_before_a_shape_question_is_reported_with_its_fix() -> None:
+    """A grey image for a patch embedding normalised over RGB patches: the trace's answer to the question after the
+    norm goes on with the norm resized to fit (as propagation does), so the report names both layers and their
+    fix, where the trace failed before ('does not take this input', the real forward's LayerNorm error alone);
+    the fixes, run as written, make the model run at that input with the output shape reported."""
+    model = _PatchNormedTokens().eval()
+    report = paramcount(model, (1, 16, 16))
+    invalid = {layer.name: layer.message for layer in report.invalid}
+    assert set(invalid) == {"norm", "embed"}
+    assert "norm (LayerNorm) expects normalized_shape=(48,), got (16,)" in invalid["norm"]
+    for message in invalid.values():
+        fix = message.split("replace the layer (new weights): ")[1]
+        exec(fix, {"model": model, "nn": nn})
+    with torch.no_grad():
+        assert tuple(model(torch.zeros(1, 1, 16, 16)).shape) == report.output_shape == (1, 16, 8)

@@ -256,8 +256,9 @@ class _SurgeonTracer(torch.fx.Tracer):
         return meta_question(self.meta_values, obj, "keys", lambda: super(_SurgeonTracer, self).keys(obj))
 
     def _leaf_on_meta(self, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A leaf's output on meta arguments: from its rule, else by running a hook-free copy on meta."""
-        out = ruled_leaf(m, args, kwargs, past_cautions=True)  # a batch too small is the report's note
+        """A leaf's output on meta arguments: from its rule (past a mismatch, as propagation goes on: the report
+        names the layer and its fix), else by running a hook-free copy on meta."""
+        out = ruled_leaf(m, args, kwargs, past_cautions=True, resized=True)  # a batch too small is the report's note
         if out is not FALLBACK:
             return out
         copy_ = self._meta_copies.get(id(m))

@@ -450,7 +450,12 @@ def _meeting_meta(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -
 
 
 def ruled_leaf(
-    module: torch.nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any], *, past_cautions: bool = False
+    module: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    *,
+    past_cautions: bool = False,
+    resized: bool = False,
 ) -> Any:
     """The output on ``meta`` of ``module(*args, **kwargs)`` from its module rule, without running it; else FALLBACK.
 
@@ -463,7 +468,9 @@ def ruled_leaf(
     value per channel raises): running the module decides.  With
     ``past_cautions`` the output is given despite such a caution: a trace
     asking about shapes goes on at a batch that is too small, as shape
-    propagation does (its report says so).
+    propagation does (its report says so); with ``resized``, past a
+    mismatch, with the output of the layer resized to fit (a ``LayerNorm``
+    given another width), as shape propagation goes on past an invalid layer.
 
     Examples
     --------
@@ -473,6 +480,8 @@ def ruled_leaf(
     torch.Size([4, 2])
     >>> ruled_leaf(nn.Linear(3, 2).eval(), (torch.empty(4, 5, device="meta"),), {})
     FALLBACK
+    >>> ruled_leaf(nn.Linear(3, 2).eval(), (torch.empty(4, 5, device="meta"),), {}, resized=True).shape
+    torch.Size([4, 2])
     >>> ruled_leaf(nn.BatchNorm1d(3), (torch.empty(1, 3, device="meta"),), {})  # training, 1 value: it raises
     FALLBACK
     >>> ruled_leaf(nn.BatchNorm1d(3), (torch.empty(2, 3, device="meta"),), {}).shape
@@ -487,7 +496,7 @@ def ruled_leaf(
     with torch._C.DisableTorchFunction():
         if not _meta_tensors(args, kwargs):
             return FALLBACK
-        return _answer(rule, args, kwargs, False, False, module, past_cautions)
+        return _answer(rule, args, kwargs, False, resized, module, past_cautions)
 
 
 def answered_by_rules(copy_: torch.nn.Module) -> torch.nn.Module:
