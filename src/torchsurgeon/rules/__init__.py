@@ -10,11 +10,11 @@ never guess: outside the cases they compute exactly, the op runs on
 ``activations``     activations, dropout, softmax, identity
 ``arithmetic``      operators, Python values, sizes, dtype conversions, clamp
 ``views``           flatten, view/reshape, permute, indexing, split, cat, pad, detach
-``reductions``      sum, prod, mean, amax, amin, max, min
+``reductions``      sum, prod, mean, var, std, amax, amin, max, min
 ``linalg``          matmul, bmm, F.linear, attention
-``pooling``         max, average and adaptive pooling, interpolate/Upsample, grid_sample, deformable attention
+``pooling``         max, average and adaptive pooling, interpolate/Upsample, grid_sample, unfold, deformable attention
 ``recurrent``       LSTM, GRU, RNN (shapes and MACs) and their cells (MACs; shapes run on meta)
-``rearrange``       einops' ``rearrange`` and ``Rearrange`` (a reshape, a permute, a reshape)
+``rearrange``       einops' ``rearrange``, ``repeat``, ``reduce``, ``Rearrange``, ``Reduce``; MONAI's Swin windows
 ``creation``        zeros, ones, empty, full, arange, linspace, meshgrid (masks, positions)
 ==================  =========================================================
 

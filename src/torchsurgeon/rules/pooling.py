@@ -1,4 +1,5 @@
-"""Pooling and resampling: max, average and adaptive pooling, interpolation, functions and modules (no FLOPs)."""
+"""Pooling, resampling and sliding windows: max, average and adaptive pooling, interpolation, grid sampling,
+unfold (``F.unfold``, ``nn.Unfold``: im2col), functions and modules (no FLOPs)."""
 
 from __future__ import annotations
 
@@ -321,6 +322,63 @@ def _upsample_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     return _interpolate(x, m.size, m.scale_factor, m.mode, m.align_corners, False)
 
 
+def _pair(v: Any) -> tuple[int, int] | None:
+    """``v`` as ``F.unfold`` reads it: an int, or a tuple or list of two ints; None otherwise (torch also takes one
+    int in a sequence, and refuses bools and floats)."""
+    if is_int(v):
+        return int(v), int(v)
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(is_int(d) for d in v):
+        return int(v[0]), int(v[1])
+    return None
+
+
+def _unfold(x: Any, kernel_size: Any, dilation: Any, padding: Any, stride: Any) -> Any:
+    """Output of ``F.unfold`` (im2col: T2T-ViT's soft split, PiT's pooling): ``(N, C * kh * kw, L)`` for a batched
+    input (``(C * kh * kw, L)`` unbatched), ``L`` the number of window positions, torch's
+    ``(size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1`` in each spatial dim.
+
+    CPU and CUDA kernels give a new contiguous tensor for any input layout (meta's decomposition gives a permuted
+    one for a non-contiguous input and a 1 x 1 window without padding).  What torch refuses (no window position,
+    a size-0 channel or spatial dim, a non-positive kernel, dilation or stride, negative padding, which meta lets
+    through) falls back, and so do inputs that are not floating.
+
+    Examples
+    --------
+    >>> x = torch.empty(2, 3, 8, 8, device="meta")
+    >>> tuple(_unfold(x, 3, 1, 1, 2).shape) == tuple(F.unfold(torch.zeros(2, 3, 8, 8), 3, 1, 1, 2).shape) == (2, 27, 16)
+    True
+    >>> _unfold(x, 9, 1, 0, 1) is FALLBACK  # a 9 x 9 window does not fit in 8 x 8: torch raises
+    True
+    """
+    if not float_tensor(x) or x.dim() not in (3, 4) or 0 in x.shape[-3:]:
+        return FALLBACK
+    k, d, p, s = _pair(kernel_size), _pair(dilation), _pair(padding), _pair(stride)
+    if k is None or d is None or p is None or s is None:
+        return FALLBACK
+    positions = 1
+    for size, ki, di, pi, si in zip(x.shape[-2:], k, d, p, s):
+        if ki <= 0 or di <= 0 or pi < 0 or si <= 0:
+            return FALLBACK
+        o = (int(size) + 2 * pi - di * (ki - 1) - 1) // si + 1
+        if o < 1:
+            return FALLBACK  # torch: "its components must be at least one"
+        positions *= o
+    return new((*x.shape[:-3], int(x.shape[-3]) * k[0] * k[1], positions), x.dtype)
+
+
+_UNFOLD: Spec = (("input", REQUIRED), ("kernel_size", REQUIRED), ("dilation", 1), ("padding", 0), ("stride", 1))
+
+
+def _unfold_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, _UNFOLD)
+    return FALLBACK if b is None else _unfold(*b)
+
+
+def _unfold_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    assert isinstance(m, nn.Unfold)
+    return _unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)
+
+
 _GRID_SAMPLE: Spec = (
     ("input", REQUIRED),
     ("grid", REQUIRED),
@@ -405,6 +463,8 @@ for _n in (1, 2, 3):
     builtin(getattr(F, f"adaptive_avg_pool{_n}d"), shape=fn(_adaptive_pool_fn(_n, is_max=False)))
     builtin(getattr(F, f"adaptive_max_pool{_n}d"), shape=fn(_adaptive_pool_fn(_n, is_max=True)))
 builtin(F.interpolate, shape=fn(_interpolate_fn))
+builtin(F.unfold, shape=fn(_unfold_fn))
+builtin(nn.Unfold, shape=one_tensor(_unfold_module))
 builtin(nn.Upsample, shape=one_tensor(_upsample_module))
 builtin(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, shape=one_tensor(_max_pool_module))
 builtin(nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, shape=one_tensor(_avg_pool_module))

@@ -1,5 +1,5 @@
-"""Reductions, scans and selections over dims: sum, prod, mean, amax, amin, max, min, all, any, argmax, argmin,
-cumsum, cumprod, diff, topk, sort, histc (no FLOPs counted)."""
+"""Reductions, scans and selections over dims: sum, prod, mean, var, std, var_mean, std_mean, amax, amin, max, min,
+all, any, argmax, argmin, cumsum, cumprod, diff, topk, sort, histc (no FLOPs counted)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,55 @@ def _truth_reduction(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return FALLBACK if shape is None else new(shape, torch.uint8 if b[0].dtype == torch.uint8 else torch.bool)
 
 
+_LEGACY_VARIANCE: Spec = (("input", REQUIRED), ("dim", REQUIRED), ("unbiased", True), ("keepdim", False))
+_VARIANCE: Spec = (("input", REQUIRED), ("dim", None), ("correction", None), ("keepdim", False))
+
+
+def _variance_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, list[int]] | None:
+    """The input and the reduced shape of ``var``/``std``/``var_mean``/``std_mean`` in torch's three forms, None
+    for any other call: ``(input, unbiased: bool)`` (every dim); the legacy ``(input, dim, unbiased=True,
+    keepdim=False)`` (``unbiased`` given); ``(input, dim=None, *, correction=None, keepdim=False)``.  A floating
+    input only (complex gives a real output, integers raise: meta knows)."""
+    if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+        return None
+    x = args[0]
+    if (len(args) == 2 and not kwargs and isinstance(args[1], bool)) or (
+        len(args) == 1 and kwargs.keys() == {"unbiased"} and isinstance(kwargs["unbiased"], bool)
+    ):
+        dim, keepdim = None, False  # var(input, unbiased): every dim
+    elif len(args) > 2 or "unbiased" in kwargs:  # var(input, dim, unbiased=True, keepdim=False): dim required
+        b = bind(args, kwargs, _LEGACY_VARIANCE)
+        if b is None or not isinstance(b[2], bool):
+            return None
+        dim, keepdim = b[1], b[3]
+    else:  # var(input, dim=None, *, correction=None, keepdim=False)
+        b = bind(args, kwargs, _VARIANCE)
+        correction = b[2] if b is not None else None
+        if b is None or isinstance(correction, bool) or not isinstance(correction, (int, float, type(None))):
+            return None
+        dim, keepdim = b[1], b[3]
+    if not isinstance(keepdim, bool) or isinstance(dim, bool):
+        return None
+    shape = _reduced(x, dim, keepdim)
+    return None if shape is None else (x, shape)
+
+
+def _variance(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``var``/``std`` (CvT's and NesT's own LayerNorm: ``torch.var(x, dim=1, unbiased=False, keepdim=True)``): a
+    new contiguous tensor of the reduced shape in the input's dtype, for any layout (CPU kernels and meta alike)."""
+    found = _variance_shape(args, kwargs)
+    return FALLBACK if found is None else new(found[1], found[0].dtype)
+
+
+def _variance_mean(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``var_mean``/``std_mean``: the tuple ``(var or std, mean)``, two such tensors."""
+    found = _variance_shape(args, kwargs)
+    if found is None:
+        return FALLBACK
+    x, shape = found
+    return (new(shape, x.dtype), new(shape, x.dtype))
+
+
 _REDUCE: Spec = (("input", REQUIRED), ("dim", None), ("keepdim", False), ("dtype", None))
 _REDUCE_NO_DTYPE: Spec = (("input", REQUIRED), ("dim", ()), ("keepdim", False))
 
@@ -87,6 +136,8 @@ _SUM_OR_PROD = _reduction_rule(_REDUCE, integers=True)
 builtin(torch.sum, "sum", shape=fn(_SUM_OR_PROD))
 builtin(torch.prod, "prod", shape=fn(_prod))
 builtin(torch.mean, "mean", shape=fn(_reduction_rule(_REDUCE)))
+builtin(torch.var, "var", torch.std, "std", shape=fn(_variance))
+builtin(torch.var_mean, torch.std_mean, shape=fn(_variance_mean))
 builtin(torch.amax, "amax", shape=fn(_reduction_rule(_REDUCE_NO_DTYPE)))
 builtin(torch.amin, "amin", shape=fn(_reduction_rule(_REDUCE_NO_DTYPE)))
 builtin(torch.all, "all", torch.any, "any", shape=fn(_truth_reduction))
