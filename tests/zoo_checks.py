@@ -1,6 +1,6 @@
 """What every third-party zoo test checks of one model, built the way its users build it.
 
-Used by tests/test_zoo_smp.py, test_zoo_monai.py and test_zoo_open_clip.py.
+Used by tests/test_zoo_smp.py, test_zoo_monai.py, test_zoo_open_clip.py and (MACs) test_zoo_diffusers.py.
 Independent references only: the unique parameter count from
 ``model.parameters()``, output shapes from a real forward on the CPU, and the
 original model's own output for the fold proof.

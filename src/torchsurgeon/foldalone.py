@@ -25,8 +25,9 @@ from .errors import first_line
 from .frontend import bind_inputs
 from .graph import graph_cache, graph_module_of, model_of
 from .graphreaders import fold_layers, graph_readers
+from .guards import CHANNEL_GUARDS, update_guards
 from .records import Finding
-from .resize import CHANNEL_GUARDS, resized_copy, update_guards
+from .resize import resized_copy
 from .rules.on_meta import ruled_meta
 
 __all__ = ("fold_alone", "fold_alone_at")

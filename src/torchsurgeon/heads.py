@@ -32,6 +32,7 @@ from .analysis import paramcount
 from .arguments import layer_names
 from .errors import InputError, SurgeryError, TorchSurgeonError, as_written, check_count
 from .graph import NodeRecord, fx_node, node_records
+from .guards import guard_holders
 from .headfinding import (
     BOX_COORDINATES,
     after_the_model,
@@ -51,7 +52,7 @@ from .initialisers import default_init, named_init
 from .layerfold import set_submodule
 from .readers import guessed_input
 from .records import ParamChange, ParamReport
-from .resize import guard_holders, replacing_call
+from .resize import replacing_call
 from .shapespec import InputSpec
 from .surgery import SurgeryResult, _copy, _with_guards, no_such_layer
 from .wrappers import from_peft, unwrap_model

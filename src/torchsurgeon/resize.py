@@ -37,17 +37,14 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from .copies import detached_copy, meta_like
 from .foldcheck import fold_is_exact, no_exact_fold
-from .records import Finding, FoldMode, ParamChange, ParamReport
+from .records import Finding, FoldMode
 
 __all__ = (
-    "CHANNEL_GUARDS",
-    "CONSTRUCTOR_ARGUMENTS",
     "Resize",
     "call_name",
     "dense_weight",
     "fitted_groups",
     "fold_fix",
-    "guard_holders",
     "guessed_input",
     "input_rows",
     "magnitudes",
@@ -56,8 +53,6 @@ __all__ = (
     "replacing_call",
     "resized_copy",
     "resized_param_count",
-    "stale_guards_fix",
-    "update_guards",
     "weight_norm_dims",
 )
 
@@ -659,140 +654,3 @@ def fold_fix(module: nn.Module, channels: int, input: str = "", layers: Sequence
     if per_group == 1:
         return f"adapt_input_channels(model, {channels}{given})"
     return f"adapt_input_channels(model, {channels}, mode='spread'{given})"
-
-
-# --------------------------------------------------------------------------- settings guarding the count
-
-
-CHANNEL_GUARDS = (
-    "num_channels",
-    "in_chans",
-    "in_chs",
-    "in_channels",
-    "_in_channels",
-    "input_channels",
-    "in_features",
-    "num_mel_bins",
-    "stem_num_channels",
-)
-"""Attributes libraries check the input's channel count against (transformers' ``num_channels``,
-timm's ``in_chans``, smp's ``_in_channels``, kornia's ``in_features``, Whisper's ``num_mel_bins``) or build layers
-from (the ``in_chs`` of timm's stem blocks: fastvit's MobileOneBlock makes its reparameterised conv with it;
-transformers' TextNet builds its stem from ``config.stem_num_channels``), on the modules holding the stem; the entries
-of their :data:`CONSTRUCTOR_ARGUMENTS` too."""
-
-
-CONSTRUCTOR_ARGUMENTS = ("_hub_mixin_config", "_hparams")
-"""The dicts of constructor arguments a library rebuilds a saved model from, on the modules holding a layer: smp's
-``_hub_mixin_config`` (``from_pretrained``), Lightning's ``_hparams`` (``save_hyperparameters()``; checkpoints save it
-and ``load_from_checkpoint`` builds the model from it)."""
-
-
-def update_guards(
-    model: nn.Module, layer: str, attributes: Sequence[str], before: int, after: int
-) -> list[ParamReport]:
-    """Set ``attributes`` equal to ``before`` on ``layer``'s ancestors and their configs to ``after``.
-
-    Instance attributes of modules only (never a class's); on a ``config``
-    object, properties too (transformers' ``num_labels`` also resizes
-    ``id2label``).
-    """
-    changes: list[ParamReport] = []
-    note = f"{before} → {after}"
-    for where, holder, is_config in guard_holders(model, layer):
-        for attr in attributes:
-            value = _guard_value(holder, attr, is_config)
-            if type(value) is int and value == before:
-                setattr(holder, attr, after)
-                changes.append(ParamReport(f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", note))
-        for store in () if is_config else CONSTRUCTOR_ARGUMENTS:
-            hub = vars(holder).get(store)
-            if not isinstance(hub, dict):
-                continue
-            # smp's auxiliary classifier (classification_head) is built from the nested aux_params, not from classes
-            aux = hub.get("aux_params")
-            ours = layer.startswith(f"{where}.classification_head.".lstrip(".")) and isinstance(aux, dict)
-            for config, key in ((aux, "['aux_params']"),) if ours else ((hub, ""),):
-                assert isinstance(config, dict)
-                for attr in attributes:
-                    if type(config.get(attr)) is int and config[attr] == before:
-                        config[attr] = after
-                        name = f"{where}.{store}{key}[{attr!r}]".lstrip(".")
-                        changes.append(ParamReport(name, ParamChange.SETTING, None, None, "", note))
-    return changes
-
-
-def stale_guards_fix(model: nn.Module, layer: str, inputs: Sequence[Any]) -> str:
-    """For a module that fails on its input because a setting still guards the old channel count (a Hugging Face
-    stem replaced by hand, ``config.num_channels`` left as it was): the statements that make the settings follow
-    the layer inside it that already takes the input's channels, as a fix (``" — set model....num_channels = 1;
-    ..."``); ``""`` when there is no such layer or setting.  Asked only for a module that reads the model's input:
-    these settings guard the input's channels, not those of a feature map deeper in (MONAI's ``in_channels``).
-
-    Examples
-    --------
-    >>> class Stem(nn.Module):
-    ...     def __init__(self):
-    ...         super().__init__()
-    ...         self.num_channels, self.conv = 3, nn.Conv2d(1, 8, 3)  # replaced by hand, num_channels not
-    >>> model = nn.Sequential(Stem())
-    >>> stale_guards_fix(model, "0", [(2, 1, 32, 32)])
-    " — 0.conv takes 1 channel but 0.num_channels still says 3: model.get_submodule('0').num_channels = 1"
-    """
-    shape = next((s for s in inputs if isinstance(s, tuple) and len(s) >= 3), None)
-    if shape is None or not layer:
-        return ""
-    got = shape[1]
-    try:
-        module = model.get_submodule(layer)
-    except AttributeError:
-        return ""
-    reader = next(
-        (
-            f"{layer}.{name}"
-            for name, m in module.named_modules()
-            if name and getattr(m, "in_channels", None) == got and isinstance(m, nn.modules.conv._ConvNd)
-        ),
-        None,
-    )
-    if reader is None:
-        return ""
-    holders = {id(h): (where, h, is_config) for where, h, is_config in reversed(guard_holders(model, reader))}
-    stale = [  # a config shared by the model and its backbone (transformers) once, under its shortest name
-        (where, attr, value, is_config)
-        for where, holder, is_config in reversed(holders.values())
-        for attr in CHANNEL_GUARDS
-        if type(value := _guard_value(holder, attr, is_config)) is int and value != got and attr != "in_features"
-    ]
-    if not stale:
-        return ""
-
-    def holder(where: str, is_config: bool) -> str:  # Python that reaches it from the model, for any name
-        owner = where.removesuffix("config").removesuffix(".") if is_config else where
-        reach = f"model.get_submodule({owner!r})" if owner else "model"
-        return f"{reach}.config" if is_config else reach
-
-    said = ", ".join(f"{where}.{attr}".lstrip(".") for where, attr, _, _ in stale)
-    statements = "; ".join(f"{holder(where, is_config)}.{attr} = {got}" for where, attr, _, is_config in stale)
-    verb = "says" if len(stale) == 1 else "say"
-    return f" — {reader} takes {got} channel{'s' * (got != 1)} but {said} still {verb} {stale[0][2]}: {statements}"
-
-
-def _guard_value(holder: Any, attr: str, is_config: bool) -> Any:
-    """A guard's value on one of :func:`guard_holders`: a config's attribute (properties too), a module's own
-    instance attribute (never its class's)."""
-    return getattr(holder, attr, None) if is_config else vars(holder).get(attr)
-
-
-def guard_holders(model: nn.Module, layer: str) -> list[tuple[str, Any, bool]]:
-    """The modules holding ``layer`` ("", "a", "a.b": not the layer itself), each followed by its ``config`` when
-    it has one: (name, object, whether it is a config)."""
-    found: list[tuple[str, Any, bool]] = []
-    parts = layer.split(".")
-    for name in (".".join(parts[:i]) for i in range(len(parts))):
-        module = model.get_submodule(name)
-        found.append((name, module, False))
-        config = vars(module).get("config")
-        if config is not None:
-            found.append((f"{name}.config".lstrip("."), config, True))
-    return found

@@ -56,11 +56,12 @@ from .graph import (
     shape_specific_of,
     update_record,
 )
+from .guards import stale_guards_fix
 from .ignoredinputs import check_inputs_read, unread_inputs
 from .inputaxes import FollowedAxes, fold_input, fold_input_at_size
 from .knowndata import KnownData, as_meta, given_as_data, packed_lengths
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
-from .resize import as_folded_inputs, input_fix, resized_copy, stale_guards_fix, width_expected_and_got
+from .resize import as_folded_inputs, input_fix, resized_copy, width_expected_and_got
 from .rules import FALLBACK, Call, Rule
 from .rules._common import first_of, first_tensor, shared_outputs
 from .rules.on_meta import FlopTally, ruled_meta
@@ -283,8 +284,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         return result
 
     def _autocast_output(self, n: torch.fx.Node, step: Step, value: Any) -> Any:
-        """``value`` in the dtype autocast gives the node's output (:mod:`torchsurgeon.autocast`: meta tensors are
-        not autocast's), its record too."""
+        """``value`` in the dtype autocast gives the node's output (meta tensors are not autocast's), its record too."""
         inputs = [v.dtype for a in step.inputs if isinstance(v := self.env.get(a), torch.Tensor)]
         cast = as_autocast_gives(op_name(n.op, n.target, step.module), inputs, step.autocast, value)
         if cast is value or n.name not in self.records:

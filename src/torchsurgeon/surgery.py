@@ -29,6 +29,7 @@ from .failingpart import part_that_runs
 from .fold import fold_normalization
 from .graph import build_graph, opaque_of
 from .graphreaders import graph_images, graph_readers, images_traced_as_none
+from .guards import CHANNEL_GUARDS, update_guards
 from .ignoredinputs import check_input_traced
 from .initialisers import default_init
 from .layerfold import adapt_layer, input_width, plain_weight, weight_normed
@@ -48,12 +49,7 @@ from .readers import (
 )
 from .records import Finding, FoldMode, ParamChange, ParamReport
 from .report import changes_table
-from .resize import (
-    CHANNEL_GUARDS,
-    rebuild_fix,
-    resized_copy,
-    update_guards,
-)
+from .resize import rebuild_fix, resized_copy
 from .shapes import meta_copy
 from .shapespec import InputSpec
 from .trace import trace

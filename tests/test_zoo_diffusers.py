@@ -1,0 +1,170 @@
+"""diffusers zoo: a DDPM UNet, a Stable-Diffusion-style conditional UNet and its VAE, built small from their configs.
+
+Per model: exact total, the output of a real CPU forward, no invalid layer at its own inputs, MACs equal to
+FlopCounterMode's on a meta copy.  And the surgery people do to these models: the conditional UNet's ``conv_in``
+widened from 4 to 9 channels for inpainting (the image latents, a mask and the masked image's latents: new weights
+zero, as diffusers' inpainting training starts), the VAE folded to grey images; the edited model's config says its new
+channel count (``save_pretrained`` writes it, ``from_pretrained`` rebuilds the model from it).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from models import tensor_shapes
+from torchsurgeon import ParamChange, adapt_input_channels, paramcount
+from zoo_checks import counted_macs, macs_agree
+
+pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make check` skips it
+
+diffusers = pytest.importorskip("diffusers")
+
+
+def _ddpm_unet() -> nn.Module:
+    return diffusers.UNet2DModel(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
+
+
+def _sd_unet() -> nn.Module:
+    return diffusers.UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=8,
+        attention_head_dim=8,
+    )
+
+
+def _vae() -> nn.Module:
+    return diffusers.AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+
+
+def _inputs(name: str, channels: int, device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Real inputs as the model's users call it (the timestep a CPU tensor, as the pipelines give it)."""
+    g = torch.Generator().manual_seed(0)
+    size = 16 if name == "sd_unet" else 32
+    inputs: dict[str, Any] = {"sample": torch.randn(1, channels, size, size, generator=g, dtype=dtype).to(device)}
+    if name != "vae":
+        inputs["timestep"] = torch.tensor([10])
+    if name == "sd_unet":
+        inputs["encoder_hidden_states"] = torch.randn(1, 7, 32, generator=g, dtype=dtype).to(device)
+    return inputs
+
+
+def _spec(inputs: dict[str, Any]) -> dict[str, Any]:
+    """paramcount's input: per-sample shapes, the timestep given with its data."""
+    return {k: v if k == "timestep" else tuple(v.shape[1:]) for k, v in inputs.items()}
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
+    "ddpm_unet": (_ddpm_unet, 3),
+    "sd_unet": (_sd_unet, 4),
+    "vae": (_vae, 3),
+}
+_CACHE: dict[str, nn.Module] = {}  # each model built once, shared by the tests (never edited: surgery copies)
+
+
+def _model(name: str) -> nn.Module:
+    if name not in _CACHE:
+        torch.manual_seed(0)
+        _CACHE[name] = MODELS[name][0]().eval()
+    return _CACHE[name]
+
+
+def _sample(output: Any) -> torch.Tensor:
+    return output.sample if hasattr(output, "sample") else output[0]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_diffusers_model(name: str) -> None:
+    model, channels = _model(name), MODELS[name][1]
+    inputs = _inputs(name, channels)
+    report = paramcount(model, _spec(inputs))
+    assert report.total == sum(p.numel() for p in model.parameters())
+    assert report.trusted and report.invalid == [] and report.shape_fallbacks == []
+    with torch.no_grad():
+        assert report.output_shape == tensor_shapes(model(**inputs))
+    macs_agree(report, counted_macs(model, lambda m: m(**_inputs(name, channels, "meta"))))
+
+
+def test_inpainting_unet_conv_in_widened_to_nine_channels(tmp_path: Path) -> None:
+    """The report names conv_in and its fix; ``adapt_input_channels(unet, 9, mode="zero_extra")`` widens it with
+    zero weights for the 5 new channels (the edited model on latents + anything equals the original on the latents,
+    in float64), sets ``config.in_channels`` to 9 with ``register_to_config`` (listed in the changes; a plain
+    attribute of diffusers' frozen config would leave what ``save_pretrained`` writes at 4), and the saved model
+    loads back; the original is left as it was."""
+    unet = _model("sd_unet")
+    spec = _spec(_inputs("sd_unet", 4))
+    nine = dict(spec, sample=(9, 16, 16))
+    report = paramcount(unet, nine)
+    assert [layer.name for layer in report.invalid] == ["conv_in"]
+    assert "conv_in (Conv2d) expects in_channels=4, got 9" in report.invalid[0].message
+    result = adapt_input_channels(unet, 9, mode="zero_extra", input=spec)
+    edited = result.model
+    changes = {c.name: (c.status, c.message) for c in result.changes}
+    assert changes == {
+        "conv_in.weight": (ParamChange.FOLDED, "zero_extra fold of 4 → 9 channels"),
+        "config.in_channels": (ParamChange.SETTING, "4 → 9"),
+    }
+    assert edited.config.in_channels == edited.config["in_channels"] == 9
+    assert unet.config.in_channels == 4 and unet.conv_in.weight.shape[1] == 4
+    assert report.total_for_input == sum(p.numel() for p in edited.parameters())
+    assert paramcount(edited, nine).invalid == []
+    original, widened = copy.deepcopy(unet).double(), copy.deepcopy(edited).double()
+    latents = _inputs("sd_unet", 4, dtype=torch.float64)
+    extra = torch.randn(1, 5, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = _sample(original(**latents))
+        got = _sample(widened(**dict(latents, sample=torch.cat([latents["sample"], extra], 1))))
+    assert (got - want).abs().max().item() <= 1e-12 * want.abs().max().item()
+    edited.save_pretrained(tmp_path)
+    reloaded = diffusers.UNet2DConditionModel.from_pretrained(tmp_path).eval()
+    assert reloaded.conv_in.weight.shape == (32, 9, 3, 3) and torch.equal(
+        reloaded.conv_in.weight, edited.conv_in.weight
+    )
+
+
+def test_vae_folded_to_grey_images_is_exact() -> None:
+    """The VAE's encoder.conv_in folded to 1 channel (in float64: a sum of float32 weights rounds): exact against the
+    original on grey replicated to RGB, and its config says 1 (the decoder still makes 3 channels)."""
+    original = copy.deepcopy(_model("vae")).double()
+    result = adapt_input_channels(original, 1, input=_spec(_inputs("vae", 3, dtype=torch.float64)))
+    assert {c.name for c in result.changes} == {"encoder.conv_in.weight", "config.in_channels"}
+    assert (result.model.config.in_channels, result.model.config.out_channels) == (1, 3)
+    assert original.config.in_channels == 3
+    folded = result.model
+    grey = torch.randn(1, 1, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = _sample(original(grey.expand(1, 3, 32, 32)))
+        got = _sample(folded(grey))
+    assert tuple(got.shape) == (1, 3, 32, 32)
+    assert (got - want).abs().max().item() <= 1e-10 * want.abs().max().item()
