@@ -192,7 +192,7 @@ def test_outer_rule_matches_meta(data: st.DataObject, n: int, m: int, dtype: tor
     a, _ = data.draw(tensors(shape=(n,), dtype=dtype, min_size=0))
     b, _ = data.draw(tensors(shape=(m,), dtype=data.draw(st.sampled_from([dtype, torch.float64]))))
     answered = _function(torch.outer, a, b) & _method("outer", a, b) & _function(torch.ger, a, b)
-    assert answered == (a.dtype == b.dtype)
+    assert answered  # of two dtypes too, promoted (Flux's float32 positions times float64 frequencies)
 
 
 @SETTINGS

@@ -331,11 +331,12 @@ def _added_product(batched: bool, summed: bool = False) -> OpRule:
 
 
 def _outer(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``torch.outer(a, b)`` of two vectors of one dtype (rotary position tables): ``(len(a), len(b))``."""
+    """``torch.outer(a, b)`` of two vectors (rotary position tables): ``(len(a), len(b))``, their promoted dtype
+    (Flux's float32 positions times float64 frequencies: float64)."""
     b = bind(args, kwargs, (("input", REQUIRED), ("vec2", REQUIRED)))
-    if b is None or not all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in b) or b[0].dtype != b[1].dtype:
+    if b is None or not all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in b):
         return FALLBACK
-    return new((b[0].shape[0], b[1].shape[0]), b[0].dtype)
+    return new((b[0].shape[0], b[1].shape[0]), torch.result_type(b[0], b[1]))
 
 
 _MHA_SPEC = (

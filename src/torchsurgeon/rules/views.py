@@ -88,11 +88,15 @@ def _infer_shape(sizes: Sequence[Any], numel: int) -> tuple[int, ...] | None:
 def _reshaping(method: str) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
     """The rule of ``x.view(*sizes)`` or ``x.reshape(*sizes)``."""
 
+    keyword = "shape" if method == "reshape" else "size"
+
     def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         x, *rest = args
+        if not rest and kwargs.keys() == {keyword}:  # x.reshape(shape=(...)) (diffusers' unpatchify)
+            rest, kwargs = [kwargs[keyword]], {}
         sizes = size_args(tuple(rest))
         if kwargs or not isinstance(x, torch.Tensor) or not sizes:
-            return FALLBACK  # view(dtype), keyword sizes: meta knows
+            return FALLBACK  # view(dtype): meta knows
         shape = _infer_shape(sizes, x.numel())
         if shape is None:
             return FALLBACK
@@ -259,16 +263,19 @@ def _clone(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 def _repeat_interleave(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``repeat_interleave(x, repeats, dim=None)`` with an int ``repeats`` (keys and values repeated for grouped
     attention): ``dim`` times ``repeats`` (x flattened without a dim), a new contiguous tensor for any layout."""
-    b = bind(args, kwargs, (("input", REQUIRED), ("repeats", REQUIRED), ("dim", None)))
+    b = bind(args, kwargs, (("input", REQUIRED), ("repeats", REQUIRED), ("dim", None), ("output_size", None)))
     if b is None or not isinstance(b[0], torch.Tensor) or not is_int(b[1]) or b[1] < 0:
         return FALLBACK  # a tensor of repeats: its values decide
     x, repeats = b[0], int(b[1])
-    if b[2] is None:
-        return new((x.numel() * repeats,), x.dtype)
-    d = norm_dim(b[2], x.dim())
-    if d is None or not x.dim():
+    d = 0 if b[2] is None else norm_dim(b[2], x.dim())
+    if d is None or (b[2] is not None and not x.dim()):
         return FALLBACK  # a 0-dim tensor over a dim: torch's answer depends on the dim given
-    return new([s * repeats if i == d else s for i, s in enumerate(x.shape)], x.dtype)
+    shape = (
+        [x.numel() * repeats] if b[2] is None else [s * repeats if i == d else int(s) for i, s in enumerate(x.shape)]
+    )
+    if b[3] is not None and not (is_int(b[3]) and b[3] == shape[d]):  # output_size: a hint torch checks
+        return FALLBACK  # torch's error (Invalid output_size), from meta
+    return new(shape, x.dtype)
 
 
 def _roll(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -531,6 +538,14 @@ def _unbind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return tuple(view(shape, stride, x.dtype) for _ in range(int(x.shape[dim])))
 
 
+def _split_with_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.split_with_sizes(sizes, dim=0)`` (Flux's text and image tokens): ``split`` by a list of sizes."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("split_sizes", REQUIRED), ("dim", 0)))
+    if b is None or not isinstance(b[1], (list, tuple)):
+        return FALLBACK
+    return _split((b[0], b[1], b[2]), {})
+
+
 def _split_method(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if "split_size" in kwargs:
         kwargs = {("split_size_or_sections" if k == "split_size" else k): v for k, v in kwargs.items()}
@@ -601,16 +616,31 @@ def _flatten_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     return _flatten((x, m.start_dim, m.end_dim), {})
 
 
-def _unflatten_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
-    assert isinstance(m, nn.Unflatten)
-    dim = norm_dim(m.dim, x.dim()) if isinstance(m.dim, int) else None
-    sizes = m.unflattened_size
-    if dim is None or x.dim() == 0 or not x.is_contiguous() or not isinstance(sizes, (tuple, list, torch.Size)):
+def _unflatten_of(x: Any, dim: Any, sizes: Any) -> Any:
+    """``x.unflatten(dim, sizes)``: a view, ``dim`` split into ``sizes`` (one may be -1), each new dim's stride that
+    of ``dim`` times the sizes after it, as ``view`` computes them for a split dim."""
+    d = norm_dim(dim, x.dim()) if isinstance(x, torch.Tensor) and is_int(dim) else None
+    if d is None or x.dim() == 0 or not isinstance(sizes, (tuple, list, torch.Size)):
         return FALLBACK
-    inner = _infer_shape(tuple(sizes), int(x.shape[dim]))
+    inner = _infer_shape(tuple(sizes), int(x.shape[d]))
     if inner is None or not inner:
         return FALLBACK
-    return new((*x.shape[:dim], *inner, *x.shape[dim + 1 :]), x.dtype)
+    strides: list[int] = []
+    step = int(x.stride()[d])
+    for size in reversed(inner):
+        strides.insert(0, step)
+        step *= size
+    return view((*x.shape[:d], *inner, *x.shape[d + 1 :]), (*x.stride()[:d], *strides, *x.stride()[d + 1 :]), x.dtype)
+
+
+def _unflatten(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    b = bind(args, kwargs, (("input", REQUIRED), ("dim", REQUIRED), ("sizes", REQUIRED)))
+    return FALLBACK if b is None else _unflatten_of(*b)
+
+
+def _unflatten_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
+    assert isinstance(m, nn.Unflatten)
+    return _unflatten_of(x, m.dim, m.unflattened_size)
 
 
 def _constant_pad(x: Any, pad: Any) -> Any:
@@ -703,6 +733,7 @@ builtin(operator.setitem, shape=fn(_setitem))
 builtin(torch.chunk, "chunk", shape=fn(_chunk))
 builtin(torch.split, shape=fn(_split))
 builtin("split", shape=fn(_split_method))
+builtin(torch.split_with_sizes, "split_with_sizes", shape=fn(_split_with_sizes))
 builtin(torch.unbind, "unbind", shape=fn(_unbind))
 builtin(torch.cat, torch.concat, shape=fn(_cat))
 builtin(torch.stack, shape=fn(_stack))
@@ -744,3 +775,4 @@ def _pixel_shuffle_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
 builtin(nn.Flatten, shape=one_tensor(_flatten_module))
 builtin(nn.PixelShuffle, nn.PixelUnshuffle, shape=one_tensor(_pixel_shuffle_module))
 builtin(nn.Unflatten, shape=one_tensor(_unflatten_module))
+builtin(torch.unflatten, "unflatten", shape=fn(_unflatten))
