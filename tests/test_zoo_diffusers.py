@@ -297,3 +297,33 @@ def test_vae_folded_to_grey_images_is_exact() -> None:
         got = _sample(folded(grey))
     assert tuple(got.shape) == (1, 3, 32, 32)
     assert (got - want).abs().max().item() <= 1e-10 * want.abs().max().item()
+
+
+def test_controlnet_conditioning_image_folded_to_one_channel(tmp_path: Path) -> None:
+    """A ControlNet for 1-channel conditions (depth maps, edges): the report names the conditioning image's stem with
+    a fix naming that layer (the model takes two images: without ``layer=`` the fold is refused, asking which), and
+    the fix, run as written, is exact in float64 against the original on the condition replicated to RGB; its
+    config's ``conditioning_channels`` says 1, the latents' ``in_channels`` still 4, and the saved model loads back."""
+    controlnet = _model("controlnet")
+    inputs = _inputs("controlnet")
+    report = paramcount(controlnet, dict(_spec(inputs), controlnet_cond=(1, 32, 32)))
+    (layer,) = report.invalid
+    assert layer.name == "controlnet_cond_embedding.conv_in"
+    fix = layer.message.split("fold it with ")[1]
+    assert fix == "adapt_input_channels(model, 1, layer=['controlnet_cond_embedding.conv_in'])"
+    original = copy.deepcopy(controlnet).double()
+    result = eval(fix, {"adapt_input_channels": adapt_input_channels, "model": original})  # as written
+    assert {c.name: c.message for c in result.changes} == {
+        "controlnet_cond_embedding.conv_in.weight": "sum fold of 3 → 1 channels",
+        "config.conditioning_channels": "3 → 1",
+    }
+    assert (result.model.config.conditioning_channels, result.model.config.in_channels) == (1, 4)
+    latents = _inputs("controlnet", dtype=torch.float64)
+    grey = torch.randn(1, 1, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = original(**dict(latents, controlnet_cond=grey.expand(1, 3, 32, 32))).mid_block_res_sample
+        got = result.model(**dict(latents, controlnet_cond=grey)).mid_block_res_sample
+    assert (got - want).abs().max().item() <= 1e-10 * want.abs().max().item()
+    result.model.save_pretrained(tmp_path)
+    reloaded = diffusers.ControlNetModel.from_pretrained(tmp_path)
+    assert reloaded.controlnet_cond_embedding.conv_in.weight.shape[1] == 1

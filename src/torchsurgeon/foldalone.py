@@ -1,4 +1,5 @@
-"""The fold a report names when other layers read the input only rearranged: the layers reading it as it is, alone.
+"""The fold a report names with ``layer=``: the layers reading the input as it is, alone, when other layers read
+it only rearranged; the layers reading the one image whose channel count changed, of a model taking several.
 
 MONAI's VNet tiles its input to its stem's width (a count computed from its
 ``in_channels``) and adds it to the stem's output, which the next layers read:
@@ -7,7 +8,9 @@ that runs folds the stem alone (``layer=[...]``, the settings guarding the
 channel count updated, so the tiling follows).  Whether it runs depends on the
 model's code (16 channels tile from 1, 2 or 4, not from 3), so the edit is run
 once, on a ``meta`` copy with the layers resized and the settings updated, on
-the input analysed.
+the input analysed.  A model taking two images (diffusers' ControlNet: the latents and a conditioning image) is
+refused a fold without ``layer=`` (which image gets the new channel count?); given another channel count for one of
+them, its fix names that image's layers.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .copies import cannot_run_on_meta, detached_copy, meta_like
 from .errors import first_line
 from .frontend import bind_inputs
 from .graph import graph_cache, graph_module_of, model_of
-from .graphreaders import fold_layers, graph_readers
+from .graphreaders import fold_layers, graph_images, graph_readers
 from .guards import CHANNEL_GUARDS, update_guards
 from .records import Finding
 from .resize import resized_copy
@@ -59,10 +62,27 @@ def fold_alone(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple
     """
     layers = fold_layers(G)
     if not layers:
-        return (), ""
+        return _changed_image(G, inputs), ""
     key = f"fold alone {channels} {sorted((k, tuple(v.shape)) for k, v in inputs.items() if hasattr(v, 'shape'))}"
     verdict: tuple[tuple[str, ...], str] = graph_cache(G, key, lambda: (layers, _why_not(G, layers, inputs, channels)))
     return verdict
+
+
+def _changed_image(G: nx.DiGraph, inputs: Mapping[str, Any]) -> tuple[str, ...]:
+    """Of a model taking several images (inputs read by convolutions), the layers reading the one given a channel
+    count they do not take; ``()`` for a model of one image, or when no image or more than one changed."""
+    images = graph_images(G)
+    if len(images) < 2:
+        return ()
+    modules = dict(model_of(G).named_modules())
+    changed = [
+        readers
+        for name, readers in images.items()
+        if (x := inputs.get(name)) is not None
+        and x.dim() >= 2
+        and any(getattr(modules.get(r), "in_channels", None) != x.shape[1] for r in readers)
+    ]
+    return tuple(changed[0]) if len(changed) == 1 else ()
 
 
 def fold_alone_at(G: nx.DiGraph, shapes: Mapping[str, tuple[int, ...]], channels: int) -> tuple[tuple[str, ...], str]:

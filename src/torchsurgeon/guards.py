@@ -31,11 +31,13 @@ CHANNEL_GUARDS = (
     "in_features",
     "num_mel_bins",
     "stem_num_channels",
+    "conditioning_channels",
 )
 """Attributes libraries check the input's channel count against (transformers' ``num_channels``,
 timm's ``in_chans``, smp's ``_in_channels``, kornia's ``in_features``, Whisper's ``num_mel_bins``) or build layers
 from (the ``in_chs`` of timm's stem blocks: fastvit's MobileOneBlock makes its reparameterised conv with it;
-transformers' TextNet builds its stem from ``config.stem_num_channels``), on the modules holding the stem; the entries
+transformers' TextNet builds its stem from ``config.stem_num_channels``; diffusers' ControlNet its conditioning image's
+stem from ``config.conditioning_channels``), on the modules holding the stem; the entries
 of their :data:`CONSTRUCTOR_ARGUMENTS` too."""
 
 
