@@ -164,3 +164,32 @@ def test_a_checkpointed_block_runs_again_with_the_kernels_of_a_gpu(reentrant: bo
     real = measure_training_step(as_on_a_gpu, torch.randn(16, 64, 32))
     assert (step.activations, step.gradients) == (gpu.activations, gpu.gradients) == (real.saved, real.gradients)
     assert (step.transient, step.peak_at) == (gpu.transient, gpu.peak_at)
+
+
+class _SpatialAttentionThenUpsample(nn.Module):
+    """diffusers' spatial attention in miniature: tokens made by viewing the map, projected, viewed back as a map
+    (channels-last strides, and a batch of 1 whose stride the CPU and fake tensors compute differently), added to the
+    input, upsampled; a norm reads the result as it is, a shortcut ``.contiguous()`` (a copy only if it is not)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.norm = nn.GroupNorm(2, 8)
+        self.shortcut = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.proj(x.view(b, c, h * w).transpose(1, 2))
+        y = tokens.transpose(-1, -2).reshape(b, c, h, w) + x
+        y = F.interpolate(y, scale_factor=2.0, mode="nearest")
+        return self.norm(y).mean() + self.shortcut(y.contiguous()).mean()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_batch_of_one_keeps_the_cpus_memory_format_after_a_view(batch: int) -> None:
+    """At batch 1 the view back to a map had, on fake tensors, another stride for its size-1 batch than on the CPU;
+    the upsampling then chose channels-last where the CPU keeps it contiguous, ``.contiguous()`` copied it, and the
+    step saved 2,048 bytes more than a real one (4,624 against 2,576; diffusers' VAE: 3.6 % more).  Now equal."""
+    model = _SpatialAttentionThenUpsample()
+    step = simulate_step(model, {"x": ((batch, 8, 4, 4), None)}, train=True, amp=None, dtype=None)
+    assert step.activations == measure_training_step(model, torch.randn(batch, 8, 4, 4)).saved
