@@ -27,58 +27,55 @@ pytestmark = pytest.mark.zoo  # the whole-zoo tier: `make test` runs it, `make c
 diffusers = pytest.importorskip("diffusers")
 
 
+_SMALL = {"layers_per_block": 1, "block_out_channels": (32, 64), "norm_num_groups": 8}
+"""The sizes every UNet and VAE here is built with: two levels, one block each, 32 and 64 channels."""
+
+
 def _ddpm_unet() -> nn.Module:
     return diffusers.UNet2DModel(
+        **_SMALL,
         sample_size=32,
         in_channels=3,
         out_channels=3,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
         down_block_types=("DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
     )
 
 
 def _sd_unet() -> nn.Module:
     return diffusers.UNet2DConditionModel(
+        **_SMALL,
         sample_size=16,
         in_channels=4,
         out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
-        norm_num_groups=8,
         attention_head_dim=8,
     )
 
 
 def _vae() -> nn.Module:
     return diffusers.AutoencoderKL(
+        **_SMALL,
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
         latent_channels=4,
-        norm_num_groups=8,
         sample_size=32,
     )
 
 
 def _sdxl_unet() -> nn.Module:
     return diffusers.UNet2DConditionModel(
+        **_SMALL,
         sample_size=16,
         in_channels=4,
         out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,
-        norm_num_groups=8,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -90,13 +87,11 @@ def _sdxl_unet() -> nn.Module:
 
 def _controlnet() -> nn.Module:
     return diffusers.ControlNetModel(
+        **_SMALL,
         in_channels=4,
         conditioning_channels=3,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         cross_attention_dim=32,
-        norm_num_groups=8,
         attention_head_dim=8,
         conditioning_embedding_out_channels=(8, 16),
     )
@@ -140,15 +135,13 @@ def _flux() -> nn.Module:
 
 def _video_unet() -> nn.Module:
     return diffusers.UNet3DConditionModel(
+        **_SMALL,
         sample_size=8,
         in_channels=4,
         out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
         down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
         cross_attention_dim=32,
-        norm_num_groups=8,
         attention_head_dim=8,
     )
 
