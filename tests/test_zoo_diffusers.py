@@ -320,3 +320,24 @@ def test_controlnet_conditioning_image_folded_to_one_channel(tmp_path: Path) -> 
     result.model.save_pretrained(tmp_path)
     reloaded = diffusers.ControlNetModel.from_pretrained(tmp_path)
     assert reloaded.controlnet_cond_embedding.conv_in.weight.shape[1] == 1
+
+
+def test_flux_x_embedder_widened_as_for_fill_and_depth_models() -> None:
+    """FLUX.1 Fill and Depth widen the ``x_embedder`` Linear that reads the packed latents (tokens, channels last)
+    for the extra conditioning channels: ``adapt_input_channels(flux, 32, mode="zero_extra", input=...)`` widens
+    its last dim (the channels of a Linear's input, here as many as the tokens: the first dim was widened before,
+    and the check of the edit failed), sets ``config.in_channels``, and the edited model on latents + anything
+    equals the original on the latents."""
+    flux = _model("flux")
+    inputs = _inputs("flux")
+    result = adapt_input_channels(flux, 32, mode="zero_extra", input=_spec(inputs))
+    assert {c.name: c.message for c in result.changes} == {
+        "x_embedder.weight": "zero_extra fold of 16 → 32 channels",
+        "config.in_channels": "16 → 32",
+    }
+    latents = inputs["hidden_states"]
+    extra = torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        want = flux(**inputs).sample
+        got = result.model(**dict(inputs, hidden_states=torch.cat([latents, extra], -1))).sample
+    assert torch.equal(got, want)

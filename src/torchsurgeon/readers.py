@@ -621,13 +621,20 @@ def image_shape(model: nn.Module, input: InputSpec) -> Any:
 
 
 def recoloured(
-    model: nn.Module, image: InputSpec, channels: int, width: int | None = None, follow: str | None = None
+    model: nn.Module,
+    image: InputSpec,
+    channels: int,
+    width: int | None = None,
+    follow: str | None = None,
+    last: bool = False,
 ) -> InputSpec:
     """``image`` with ``channels`` channels in its image (:func:`image_shape`), the other inputs as they are.
 
     The channels are its first dim, or the one dim of the stem's input ``width`` when the first is not
-    (a channels-last ``(H, W, C)`` image, ``(T, C, H, W)`` frames).  ``follow``: the input to recolour, by
-    name, instead of the :func:`image_input` (a ControlNet's ``controlnet_cond``).
+    (a channels-last ``(H, W, C)`` image, ``(T, C, H, W)`` frames); with ``last`` (the stem is a Linear: it reads
+    the last dim), the last dim when it has that width (Flux's ``(tokens, C)`` latents, even as many tokens as
+    channels).  ``follow``: the input to recolour, by name, instead of the :func:`image_input` (a ControlNet's
+    ``controlnet_cond``).
 
     Examples
     --------
@@ -636,7 +643,9 @@ def recoloured(
     """
     shape = image[follow] if follow is not None and isinstance(image, Mapping) else image_shape(model, image)
     at = 0  # channels first, unless only another dim has the width the stem reads ((H, W, C) permuted in forward)
-    if width is not None and shape and shape[0] != width and [d for d in shape if d == width] == [width]:
+    if last and width is not None and shape and shape[-1] == width:
+        at = len(shape) - 1
+    elif width is not None and shape and shape[0] != width and [d for d in shape if d == width] == [width]:
         at = shape.index(width)
     new = (*shape[:at], channels, *shape[at + 1 :])
     if not isinstance(image, Mapping):

@@ -358,7 +358,8 @@ def _check_the_edit_runs(
     _adapted(trial, names, channels, mode, before, layouts)
     for image in images:
         follow = _read_by(model, image, names[0]) if chosen else None
-        new_input = recoloured(model, image, channels, before[names[0]], follow)
+        last = isinstance(model.get_submodule(names[0]), nn.Linear)  # a Linear reads the input's last dim
+        new_input = recoloured(model, image, channels, before[names[0]], follow, last)
         try:
             input_readers(trial, new_input, follow=follow, refitted=list(refitted) or None)
         except SurgeryError as exc:
