@@ -10,6 +10,7 @@ from torch import nn
 from torchsurgeon.guards import guard_holders, stale_guards_fix
 
 
+@pytest.mark.slow  # importing diffusers takes about 3 s: `make test` runs it, `make check` skips it
 def test_a_diffusers_config_left_stale_is_set_with_register_to_config() -> None:
     """A diffusers VAE whose encoder stem was replaced by a 1-channel conv by hand: the config (a frozen dict behind a
     property) is found, and the fix sets it with ``register_to_config``, which changes what ``save_pretrained``

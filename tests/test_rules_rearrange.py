@@ -109,7 +109,7 @@ def _cpu_layout(x: torch.Tensor, how: str) -> torch.Tensor:
     return x
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(
     st.booleans(),
     st.integers(0, 99),
@@ -248,6 +248,7 @@ def test_the_layer_rule_reads_einops_own_recipe_cache() -> None:
     assert _signature(out) == _signature(layer(x))
 
 
+@pytest.mark.slow  # about 1 s in make check (make test runs it)
 @settings(deadline=None, max_examples=40)
 @given(
     spatial=st.integers(2, 3),
@@ -300,6 +301,7 @@ def test_monai_swin_window_rules_match_the_cpu(
             assert out is FALLBACK, function.__name__
 
 
+@pytest.mark.slow  # about 1.2 s in make check (make test runs it)
 def test_monai_swin_windows_are_one_call_each() -> None:
     """SwinUNETR 2D: one row per window partition, reverse and mask (1,114 nodes -> 859 in the zoo's model);
     its numbers unchanged."""

@@ -80,7 +80,7 @@ def _dims(draw: st.DrawFn, rank: int) -> Any:
     return tuple(dims) if draw(st.booleans()) else list(dims)
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     data=st.data(),
     which=st.sampled_from(range(len(VARIANCES))),
@@ -169,7 +169,7 @@ def test_unusual_variance_calls_fall_back(why: str, x: torch.Tensor, args: tuple
 _PAIR = st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3)))
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     data=st.data(),
     batched=st.booleans(),

@@ -40,7 +40,7 @@ def _agrees(out: Any, call: Any) -> None:
     assert _signatures(out) == _signatures(real)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.data(), st.sampled_from(["function", "method", "layer"]), st.booleans())
 def test_unflatten_is_a_view_with_the_strides_torch_gives(data: st.DataObject, form: str, inferred: bool) -> None:
     """Any layout (permuted, sliced, expanded, channels-last): the split dim's stride times the sizes after it."""
