@@ -52,6 +52,17 @@ def _signature(t: torch.Tensor) -> tuple[Any, ...]:
     return (tuple(t.shape), t.dtype, strides)
 
 
+def _signatures(out: Any) -> Any:
+    """:func:`_signature` of a tensor, or of each tensor of a tuple or list of them."""
+    return tuple(map(_signature, out)) if isinstance(out, (tuple, list)) else _signature(out)
+
+
+def _answer(rule: Any, args: tuple[Any, ...], kwargs: dict[str, Any], module: nn.Module | None = None) -> Any:
+    """The rule's output (FALLBACK included); the rule must be registered and have a shape rule."""
+    assert rule is not None and rule.shape is not None
+    return rule.shape(module, args, kwargs, Call("", "", False))
+
+
 def _same(rule_out: Any, meta_out: Any, *, strides: bool = True) -> None:
     if isinstance(meta_out, torch.Tensor):
         assert isinstance(rule_out, torch.Tensor), (rule_out, meta_out)

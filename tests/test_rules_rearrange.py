@@ -39,10 +39,12 @@ def _signature(t: torch.Tensor) -> tuple[Any, ...]:
 
 
 def _layout(x: torch.Tensor, how: str) -> torch.Tensor:
+    """``x`` (on meta or the CPU) as it is, with its dims stored in reverse order, or as every other element of a
+    tensor twice as long in its last dim."""
     if how == "permuted" and x.dim() > 1:
         return x.transpose(0, -1).contiguous().transpose(0, -1)
     if how == "sliced":
-        return torch.empty((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype, device="meta")[..., ::2]
+        return torch.zeros((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype, device=x.device)[..., ::2]
     return x
 
 
@@ -101,14 +103,6 @@ REDUCES: list[tuple[str, dict[str, int], Any]] = [
 ]
 
 
-def _cpu_layout(x: torch.Tensor, how: str) -> torch.Tensor:
-    if how == "permuted" and x.dim() > 1:
-        return x.transpose(0, -1).contiguous().transpose(0, -1)
-    if how == "sliced":
-        return torch.zeros((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype)[..., ::2]
-    return x
-
-
 @settings(max_examples=50, deadline=None)
 @given(
     st.booleans(),
@@ -137,7 +131,7 @@ def test_repeat_and_reduce_rules_match_einops_on_the_cpu(
     that is not a sum), meta decides, as it does for a real call that fails."""
     table = REPEATS if repeating else REDUCES
     pattern, lengths, shape = table[which % len(table)]
-    x = _cpu_layout(torch.zeros(shape(a, b, c), dtype=dtype), layout)
+    x = _layout(torch.zeros(shape(a, b, c), dtype=dtype), layout)
     meta = torch.empty_strided(x.shape, x.stride(), dtype=dtype, device="meta")  # .to("meta") of a slice: contiguous
     if repeating:
         rule = function_rule(einops.repeat)

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from test_rules import _signature, tensors
+from test_rules import _answer, _signature, _signatures, tensors
 from torchsurgeon import paramcount
-from torchsurgeon.rules import FALLBACK, Call, function_rule, method_rule, module_rule
+from torchsurgeon.rules import FALLBACK, function_rule, method_rule, module_rule
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float64]
 
@@ -33,15 +33,6 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         yield
-
-
-def _answer(rule: Any, args: tuple[Any, ...], kwargs: dict[str, Any], module: nn.Module | None = None) -> Any:
-    assert rule is not None and rule.shape is not None
-    return rule.shape(module, args, kwargs, Call("", "", False))
-
-
-def _signatures(out: Any) -> Any:
-    return tuple(map(_signature, out)) if isinstance(out, tuple) else _signature(out)
 
 
 def _cpu(call: Callable[[], Any]) -> tuple[Any, BaseException | None]:

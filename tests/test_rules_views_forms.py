@@ -16,17 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from test_rules import _signature, tensors
-from torchsurgeon.rules import FALLBACK, Call, function_rule, method_rule, module_rule
-
-
-def _answer(rule: Any, args: tuple[Any, ...], kwargs: dict[str, Any], module: nn.Module | None = None) -> Any:
-    assert rule is not None and rule.shape is not None
-    return rule.shape(module, args, kwargs, Call("", "", False))
-
-
-def _signatures(out: Any) -> Any:
-    return tuple(map(_signature, out)) if isinstance(out, (tuple, list)) else _signature(out)
+from test_rules import _answer, _signatures, tensors
+from torchsurgeon.rules import FALLBACK, function_rule, method_rule, module_rule
 
 
 def _agrees(out: Any, call: Any) -> None:

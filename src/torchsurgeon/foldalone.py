@@ -26,7 +26,7 @@ from .arguments import placeholder_dtype, placeholders, traced_paths
 from .copies import cannot_run_on_meta, detached_copy, meta_like
 from .errors import first_line
 from .frontend import bind_inputs
-from .graph import graph_cache, graph_module_of, model_of
+from .graph import graph_cache, graph_module_of, index_of, model_of
 from .graphreaders import fold_layers, graph_images, graph_readers
 from .guards import CHANNEL_GUARDS, update_guards
 from .records import Finding
@@ -74,7 +74,7 @@ def _changed_image(G: nx.DiGraph, inputs: Mapping[str, Any]) -> tuple[str, ...]:
     images = graph_images(G)
     if len(images) < 2:
         return ()
-    modules = dict(model_of(G).named_modules())
+    modules = index_of(G).modules
     changed = [
         readers
         for name, readers in images.items()

@@ -322,14 +322,10 @@ def _upsample_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     return _interpolate(x, m.size, m.scale_factor, m.mode, m.align_corners, False)
 
 
-def _pair(v: Any) -> tuple[int, int] | None:
-    """``v`` as ``F.unfold`` reads it: an int, or a tuple or list of two ints; None otherwise (torch also takes one
-    int in a sequence, and refuses bools and floats)."""
-    if is_int(v):
-        return int(v), int(v)
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(is_int(d) for d in v):
-        return int(v[0]), int(v[1])
-    return None
+def _pair(v: Any) -> tuple[int, ...] | None:
+    """``v`` as ``F.unfold`` reads it: :func:`ntuple` of 2, except that a sequence of one int is refused, as torch
+    refuses it ("It is expected kernel_size equals to 2")."""
+    return None if isinstance(v, (tuple, list)) and len(v) != 2 else ntuple(v, 2)
 
 
 def _unfold(x: Any, kernel_size: Any, dilation: Any, padding: Any, stride: Any) -> Any:
