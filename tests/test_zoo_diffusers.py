@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import tensor_shapes
+from models import assert_same_state, model_state, tensor_shapes
 from torchsurgeon import ParamChange, adapt_input_channels, paramcount
 from zoo_checks import counted_macs, macs_agree
 
@@ -228,7 +228,10 @@ def test_diffusers_model(name: str) -> None:
     ``reshape(shape=...)``, ``repeat_interleave(..., output_size=...)``, ``outer`` of two dtypes)."""
     model = _model(name)
     inputs = _inputs(name)
+    before, config = model_state(model), dict(model.config)
     report = paramcount(model, _spec(inputs))
+    assert_same_state(before, model_state(model))  # weights, buffers, hooks, training, requires_grad
+    assert dict(model.config) == config
     assert report.total == sum(p.numel() for p in model.parameters())
     assert report.trusted and report.invalid == [] and report.shape_fallbacks == []
     with torch.no_grad():
@@ -245,6 +248,7 @@ def test_inpainting_unet_conv_in_widened_to_nine_channels(tmp_path: Path) -> Non
     attribute of diffusers' frozen config would leave what ``save_pretrained`` writes at 4), and the saved model
     loads back; the original is left as it was."""
     unet = _model("sd_unet")
+    before, config = model_state(unet), dict(unet.config)
     spec = _spec(_inputs("sd_unet", 4))
     nine = dict(spec, sample=(9, 16, 16))
     report = paramcount(unet, nine)
@@ -258,7 +262,8 @@ def test_inpainting_unet_conv_in_widened_to_nine_channels(tmp_path: Path) -> Non
         "config.in_channels": (ParamChange.SETTING, "4 → 9"),
     }
     assert edited.config.in_channels == edited.config["in_channels"] == 9
-    assert unet.config.in_channels == 4 and unet.conv_in.weight.shape[1] == 4
+    assert_same_state(before, model_state(unet))  # the edit was made on a copy
+    assert dict(unet.config) == config and unet.config.in_channels == 4
     assert report.total_for_input == sum(p.numel() for p in edited.parameters())
     assert paramcount(edited, nine).invalid == []
     original, widened = copy.deepcopy(unet).double(), copy.deepcopy(edited).double()
@@ -299,6 +304,7 @@ def test_controlnet_conditioning_image_folded_to_one_channel(tmp_path: Path) -> 
     config's ``conditioning_channels`` says 1, the latents' ``in_channels`` still 4, and the saved model loads back."""
     controlnet = _model("controlnet")
     inputs = _inputs("controlnet")
+    before, config = model_state(controlnet), dict(controlnet.config)
     report = paramcount(controlnet, dict(_spec(inputs), controlnet_cond=(1, 32, 32)))
     (layer,) = report.invalid
     assert layer.name == "controlnet_cond_embedding.conv_in"
@@ -311,6 +317,8 @@ def test_controlnet_conditioning_image_folded_to_one_channel(tmp_path: Path) -> 
         "config.conditioning_channels": "3 → 1",
     }
     assert (result.model.config.conditioning_channels, result.model.config.in_channels) == (1, 4)
+    assert_same_state(before, model_state(controlnet))  # analysed and copied, never edited
+    assert dict(controlnet.config) == config and controlnet.config.conditioning_channels == 3
     latents = _inputs("controlnet", dtype=torch.float64)
     grey = torch.randn(1, 1, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
