@@ -10,6 +10,7 @@ channel count (``save_pretrained`` writes it, ``from_pretrained`` rebuilds the m
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -349,3 +350,20 @@ def test_flux_x_embedder_widened_as_for_fill_and_depth_models() -> None:
         want = flux(**inputs).sample
         got = result.model(**dict(inputs, hidden_states=torch.cat([latents, extra], -1))).sample
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(("name", "channels"), [("sd_unet", 9), ("video_unet", 8), ("flux", 32)])
+def test_widened_latents_name_a_fold_that_runs_as_written(name: str, channels: int) -> None:
+    """A model of several inputs given widened latents (SD inpainting's 9 channels, a video UNet's 8 with its frames
+    merged into the batch, FLUX.1 Fill's 32 on a Linear): its input layer is invalid, and the fold its fix names
+    passes ``input=`` with every input as given, the latents at the channels the layer takes now.
+    adapt_input_channels cannot guess a timestep and a text; without ``input=`` the fix raised SurgeryError."""
+    model = _model(name)
+    widened = _spec(_inputs(name, channels=channels))
+    (layer,) = paramcount(model, widened).invalid
+    found = re.search(r"fold it with (adapt_input_channels\(.*?\))(?:;|$)", layer.message)
+    assert found is not None and ", input={" in found[1], layer.message
+    result = eval(found[1], {"adapt_input_channels": adapt_input_channels, "model": model, "torch": torch})
+    report = paramcount(result.model, widened)
+    assert report.invalid == [] and report.total == sum(p.numel() for p in result.model.parameters())
+    assert result.model.config.in_channels == channels and model.config.in_channels == MODELS[name][1]

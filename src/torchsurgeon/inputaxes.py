@@ -3,7 +3,8 @@ video's frames merged into the batch reads the input's channels as they are, and
 
 Shape propagation (:mod:`torchsurgeon.shapes`) follows the nodes that may move an input's axes
 (:func:`moves_axes`); a layer reading the input with its axes moved but its channels kept
-(:func:`keeps_channels`) is told the fold, with the input the model takes now (:func:`fold_input`).
+(:func:`keeps_channels`) is told the fold, with the input the model takes now (:func:`fold_input`); so is a layer
+reading one of several inputs (:func:`fold_several`), which adapt_input_channels cannot guess.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,6 +23,7 @@ from .arguments import ExampleInputs, tensor_inputs
 from .copies import torch_or_python
 from .errors import TorchSurgeonError
 from .resize import call_name, guessed_input, hands_on_channels
+from .shapespec import TypedShape, written_input
 from .trace import trace
 
 if TYPE_CHECKING:  # _steps imports this module
@@ -33,6 +35,8 @@ __all__ = (
     "einops_name",
     "einops_pattern",
     "fold_input",
+    "fold_input_of",
+    "fold_several",
     "keeps_channels",
     "moved_axes",
     "moves_axes",
@@ -309,18 +313,104 @@ def fold_input(inputs: Mapping[str, Any], name: str, axis: int) -> Callable[[int
     >>> fold_input({"pixel_values": (2, 1, 32, 32)}, "pixel_values", 2)(3)
     '(2, 3, 32, 32)'
     """
-    specs = {k: s for k, s in inputs.items() if type(s) is tuple}
-    if len(specs) != len(inputs) or name not in specs:
+    if type(inputs.get(name)) is not tuple:
         return None
 
     def given(expected: int) -> str:
-        shapes = dict(specs)
-        shape = list(shapes[name])
+        shape = list(inputs[name])
         shape[axis - 1] = expected  # per-sample: the batch is axis 0
-        shapes[name] = tuple(shape)
-        return repr(shapes[name]) if len(shapes) == 1 else repr(shapes)
+        return repr(tuple(shape)) if len(inputs) == 1 else _written({**inputs, name: tuple(shape)})
 
     return given
+
+
+def _written(inputs: Mapping[str, Any]) -> str:
+    """Several inputs as a user writes them: a mapping by name (:func:`~torchsurgeon.shapespec.written_input`)."""
+    return "{" + ", ".join(f"{k!r}: {written_input(v)}" for k, v in inputs.items()) + "}"
+
+
+def _read_input(node: torch.fx.Node) -> str | None:
+    """The model input ``node`` reads, directly or through calls that hand it on as it is (``.to(dtype)``)."""
+    todo, seen = list(node.all_input_nodes), set()
+    while todo:
+        a = todo.pop()
+        if a in seen:
+            continue
+        seen.add(a)
+        if a.op == "placeholder":
+            return str(a.target).lstrip("*")
+        if a.op != "call_module" and hands_on_channels(a.op, a.target, None):
+            todo.extend(a.all_input_nodes)
+    return None
+
+
+def _with_channels(value: Any, count: int, last: bool) -> Any:
+    """An input as given (a per-sample shape, a typed shape or a batched tensor) with ``count`` channels: dim 1 of
+    the batched tensor, or the last dim (``last``: a Linear reads it)."""
+    if isinstance(value, torch.Tensor):
+        shape = list(value.shape)
+        shape[-1 if last else 1] = count
+        return torch.empty(shape, dtype=value.dtype, device="meta")
+    dims = list(value.shape if isinstance(value, TypedShape) else value)
+    dims[-1 if last else 0] = count
+    return TypedShape(tuple(dims), value.dtype) if isinstance(value, TypedShape) else tuple(dims)
+
+
+def fold_several(
+    inputs: Mapping[str, Any], node: torch.fx.Node, layer: nn.Module | None
+) -> Callable[[int], str] | None:
+    """The ``input=`` of the fold of ``layer`` (``node``'s) reading one of several inputs as it is: every input as
+    given (:func:`~torchsurgeon.shapespec.written_input`), the one it reads with the count it expects on its
+    channel axis (dim 1; the last for a ``Linear``: Flux's packed latents).  adapt_input_channels guesses one image,
+    which a model of several inputs (a diffusion UNet's latents, timestep and text) does not take.  None for one
+    input; the input read is looked for when the fix is written.
+
+    Examples
+    --------
+    >>> import torch, operator
+    >>> from torch import nn
+    >>> g = torch.fx.Graph()
+    >>> x, t = g.placeholder("x"), g.placeholder("t")
+    >>> stem = g.call_module("stem", (g.call_method("to", (x, torch.float32)),))
+    >>> fold_several({"x": (6, 8, 8), "t": torch.tensor([1])}, stem, nn.Conv2d(3, 4, 3))(3)
+    "{'x': (3, 8, 8), 't': torch.zeros((1,), dtype=torch.int64)}"
+    """
+    if len(inputs) < 2:
+        return None
+
+    def given(expected: int) -> str:
+        name = _read_input(node)
+        if name is None or name not in inputs:
+            return ""
+        return _written({**inputs, name: _with_channels(inputs[name], expected, isinstance(layer, nn.Linear))})
+
+    return given
+
+
+def fold_input_of(
+    inputs: Mapping[str, Any],
+    node: torch.fx.Node,
+    layer: nn.Module | None,
+    moved: tuple[str, int] | None,
+    at_size: Callable[[int], str] | None,
+    shape_specific: Sequence[str],
+) -> Callable[[int], str] | None:
+    """The ``input=`` of the fold of ``layer`` (``node``'s), which reads a model input: the input it reads with its
+    axes moved (``moved``: its name and the axis dim 1 is, :func:`fold_input`), the one input at its size for a
+    model traced for one shape (``at_size``, :func:`fold_input_at_size`), or, for a model of several inputs that
+    traced only for their shapes (``shape_specific``), all of them (:func:`fold_several`): adapt_input_channels
+    traces a model without shapes, or else on one guessed image.  None where it needs no ``input=``.
+
+    Examples
+    --------
+    >>> fold_input_of({"x": (1, 2, 8, 8)}, None, None, ("x", 2), None, ())(3)  # frames merged into the batch
+    '(1, 3, 8, 8)'
+    """
+    if moved is not None:
+        return fold_input(inputs, *moved)
+    if at_size is not None or not shape_specific:
+        return at_size
+    return fold_several(inputs, node, layer)
 
 
 def fold_input_at_size(shape_specific: Any, inputs: Mapping[str, Any], model: nn.Module) -> Callable[[int], str] | None:

@@ -53,7 +53,7 @@ from .knowndata import COUNTED
 from .ownresize import own_resize_fix
 from .records import Finding, LayerStatus
 from .shapes import ShapeResult, propagate_shapes
-from .shapespec import InputSpec, TypedShape, normalize_input
+from .shapespec import InputSpec, TypedShape, normalize_input, written_input
 
 __all__ = (
     "MAX_PROPAGATIONS",
@@ -405,25 +405,15 @@ def _axes(given: Mapping[str, Any], shapes: ShapeResult | None, user: InputSpec)
     return axes
 
 
-def _written(value: Any) -> str:
-    """One input as a user writes it."""
-    if isinstance(value, TypedShape):
-        return f"TypedShape({value.shape}, {str(value).rsplit(':', 1)[1]!r})"
-    if isinstance(value, torch.Tensor):
-        dtype = "" if value.dtype == torch.float32 else f", dtype={value.dtype}"
-        return f"torch.zeros({tuple(value.shape)}{dtype})"
-    return repr(value)
-
-
 def _call(user: InputSpec, given: dict[str, Any], spec: dict[str, Any], batch: int) -> str:
     """``paramcount(model, ...)`` with ``spec`` written in the form of ``user``'s input."""
     changed = {name: spec[name] for name in spec if spec[name] is not given[name]}
     if isinstance(user, Mapping):
-        text = "{" + ", ".join(f"{k!r}: {_written(changed.get(k, v))}" for k, v in user.items()) + "}"
+        text = "{" + ", ".join(f"{k!r}: {written_input(changed.get(k, v))}" for k, v in user.items()) + "}"
     elif len(given) == 1 and not (isinstance(user, (list, tuple)) and user and isinstance(user[0], (list, tuple))):
-        text = _written(next(iter(spec.values())))
+        text = written_input(next(iter(spec.values())))
     else:
-        text = "(" + ", ".join(_written(spec[name]) for name in given) + ("," if len(given) == 1 else "") + ")"
+        text = "(" + ", ".join(written_input(spec[name]) for name in given) + ("," if len(given) == 1 else "") + ")"
     return f"paramcount(model, {text}{f', batch={batch}' if batch != 1 else ''})"
 
 

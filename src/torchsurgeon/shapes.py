@@ -58,7 +58,7 @@ from .graph import (
 )
 from .guards import stale_guards_fix
 from .ignoredinputs import check_inputs_read, unread_inputs
-from .inputaxes import FollowedAxes, fold_input, fold_input_at_size
+from .inputaxes import FollowedAxes, fold_input_at_size, fold_input_of
 from .knowndata import KnownData, as_meta, given_as_data, packed_lengths
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_inputs, input_fix, resized_copy, width_expected_and_got
@@ -439,7 +439,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 self._shapes_given and step.from_input,  # after a reshape, dim 0 is not the batch the user left out
                 step.pooled,
                 self.model_dtype,
-                fold_input=fold_input(self.inputs, *moved) if moved is not None else self._fold_at_size,
+                fold_input=fold_input_of(self.inputs, n, module, moved, self._fold_at_size, shape_specific_of(self.G)),
                 fold_alone=functools.partial(fold_alone_at, self.G, self.input_shapes) if step.from_input else None,
                 where=base.where,
                 whole_model=module is self.model,

@@ -42,6 +42,7 @@ __all__ = (
     "shown_input",
     "with_batch",
     "without_leading_ones",
+    "written_input",
 )
 
 EXAMPLE_TOKENS = (16,)
@@ -553,6 +554,25 @@ def shown_input(value: Any, path: str) -> str:
     if isinstance(value, (list, tuple, torch.Size)):
         return repr(tuple(value))
     return repr(value) if isinstance(value, (int, TypedShape)) else path
+
+
+def written_input(value: Any) -> str:
+    """One input as a user writes it in a call that runs: a shape as a tuple, a typed shape as its constructor, a
+    tensor as zeros of its shape and dtype (an analysis reads only those).
+
+    Examples
+    --------
+    >>> written_input((3, 8, 8)), written_input(TypedShape((16,), "long"))
+    ('(3, 8, 8)', "TypedShape((16,), 'long')")
+    >>> written_input(torch.tensor([10]))
+    'torch.zeros((1,), dtype=torch.int64)'
+    """
+    if isinstance(value, TypedShape):
+        return f"TypedShape({value.shape}, {str(value).rsplit(':', 1)[1]!r})"
+    if isinstance(value, torch.Tensor):
+        dtype = "" if value.dtype == torch.float32 else f", dtype={value.dtype}"
+        return f"torch.zeros({tuple(value.shape)}{dtype})"
+    return repr(value)
 
 
 def not_an_input(name: str, value: Any, names: Sequence[str]) -> InputError:

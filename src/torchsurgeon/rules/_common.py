@@ -444,7 +444,8 @@ def fit_fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str
             layers, why = (), ""
         if why:
             return why
-        return input_fix(m, got, call.fold_input(expected) if call.fold_input is not None else "", layers)
+        given = call.fold_input(expected) if call.fold_input is not None and not layers else ""  # layer=: no run
+        return input_fix(m, got, given, layers)
     rebuild = rebuild_fix(m, call.layer, what, got, whole_model=call.whole_model)
     before = f"what comes before it gives {got}: make that give {expected}"
     if call.from_input:
