@@ -45,6 +45,14 @@ def _unary_rule(spec: Spec) -> OpRule:
     return rule
 
 
+def _in_place(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.relu_()``, ``x.round_()``...: ``x`` itself, edited in place (a floating tensor whose elements are its own:
+    torch refuses to write into an expanded one)."""
+    if len(args) != 1 or kwargs or not float_tensor(x := args[0]):
+        return FALLBACK
+    return FALLBACK if any(st == 0 and n > 1 for n, st in zip(x.shape, x.stride())) else x
+
+
 _X: Spec = (("input", REQUIRED),)
 _X_INPLACE: Spec = (("input", REQUIRED), ("inplace", False))
 
@@ -170,6 +178,10 @@ for _fn, _spec in _ACTIVATIONS.items():
 for _name in ("relu", "sigmoid", "tanh", "exp", "sqrt", "rsqrt", "cos", "sin", "log", "log1p", "erf", "reciprocal"):
     # torch.relu and Tensor.relu bind the same way: one rule for both
     builtin(getattr(torch, _name), _name, shape=fn(_unary_rule(_X)))
+for _name in ("round", "floor", "ceil", "trunc"):  # of floats (round's decimals= and integers: torch decides)
+    builtin(getattr(torch, _name), _name, shape=fn(_unary_rule(_X)))
+for _name in ("relu_", "sigmoid_", "tanh_", "exp_", "sqrt_", "round_", "floor_", "ceil_", "trunc_"):
+    builtin(_name, shape=fn(_in_place))
 builtin(F.dropout, shape=fn(_dropout_fn))
 builtin("torchvision.ops.stochastic_depth.stochastic_depth", shape=fn(_stochastic_depth))
 _SOFTMAX_FN: Spec = (("input", REQUIRED), ("dim", None), ("_stacklevel", 3), ("dtype", None))

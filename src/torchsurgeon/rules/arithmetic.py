@@ -21,13 +21,14 @@ from .registry import FALLBACK, builtin
 __all__: tuple[str, ...] = ()
 
 
-def _binary_rule(spec: Spec, *, integers: bool = False, bools: bool = False) -> OpRule:
+def _binary_rule(spec: Spec, *, integers: bool = False, bools: bool = False, division: bool = False) -> OpRule:
     """Broadcasting arithmetic: tensors of one floating dtype, plus Python numbers; contiguous tensors of
     several dtypes when torch promotes them to a floating one (an integer or bool tensor with a float tensor).
 
     ``integers``: also tensors of one integer dtype with Python ints (``+``, ``-``, ``*`` of position
     ids); a float with them promotes, so it runs on meta.  ``bools``: also two bool tensors (``*`` of two
-    masks: their logical and).
+    masks: their logical and).  ``division``: a true division (no ``rounding_mode``) of contiguous tensors of one
+    integer dtype gives the default floating dtype (AutoencoderTiny's ``bytes / 255.0``).
     """
 
     def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -64,6 +65,8 @@ def _binary_rule(spec: Spec, *, integers: bool = False, bools: bool = False) -> 
             pass  # a bool result
         elif dtype.is_complex or dtype == torch.bool:
             return FALLBACK
+        elif division and not dtype.is_floating_point and not any(rest) and all(t.is_contiguous() for t in tensors):
+            dtype = torch.get_default_dtype()  # each operand cast to it (a non-contiguous one: meta decides)
         elif not dtype.is_floating_point and (not integers or any(isinstance(v, float) for v in operands)):
             return FALLBACK
         shape = broadcast(*(t.shape for t in tensors))
@@ -96,6 +99,9 @@ _CONVERSIONS = {
     "bfloat16": torch.bfloat16,
     "long": torch.int64,
     "int": torch.int32,
+    "short": torch.int16,
+    "char": torch.int8,
+    "byte": torch.uint8,
     "bool": torch.bool,
 }
 
@@ -387,7 +393,9 @@ builtin(operator.invert, shape=fn(_python_or(operator.invert, _BITWISE)), python
 builtin(torch.bitwise_not, "bitwise_not", shape=fn(_BITWISE))
 for _arith in (operator.add, operator.sub, operator.mul, operator.truediv, operator.pow):
     _integers = _arith in (operator.add, operator.sub, operator.mul)
-    _tensor_rule = _binary_rule(_BINARY, integers=_integers, bools=_arith is operator.mul)
+    _tensor_rule = _binary_rule(
+        _BINARY, integers=_integers, bools=_arith is operator.mul, division=_arith is operator.truediv
+    )
     builtin(_arith, shape=fn(_python_or(_arith, _tensor_rule)), python=True)
 builtin(operator.matmul, shape=fn(_python_or(operator.matmul, _matmul)), macs=_MATMUL, kind=FlopKind.MATMUL)
 _PYTHON_OPS: tuple[Callable[..., Any], ...] = (
@@ -451,7 +459,7 @@ builtin(torch._assert, shape=fn(_assert))
 builtin(torch.add, "add", shape=fn(_binary_rule(_BINARY_ALPHA, integers=True)))
 builtin(torch.sub, "sub", shape=fn(_binary_rule(_BINARY_ALPHA, integers=True)))
 builtin(torch.mul, "mul", shape=fn(_binary_rule(_BINARY, integers=True, bools=True)))
-builtin(torch.div, "div", shape=fn(_binary_rule(_BINARY_DIV)))
+builtin(torch.div, "div", shape=fn(_binary_rule(_BINARY_DIV, division=True)))
 builtin(torch.maximum, torch.minimum, shape=fn(_binary_rule(_BINARY)))
 builtin(torch.pow, "pow", shape=fn(_binary_rule(_POW)))  # RMS norms: x.pow(2).mean(-1)
 builtin("size", shape=fn(_size))
