@@ -34,6 +34,7 @@ from .errors import SurgeryError
 from .frontend import bind_inputs
 from .records import Finding, ParamChange, ParamReport
 from .resize import guessed_input, resized_copy
+from .rules.on_meta import ruled_meta
 from .shapes import meta_copy
 from .shapespec import EXAMPLE_TOKENS, InputSpec
 
@@ -489,7 +490,7 @@ def _follow(
         reach = _Reach(copy_, tracker, stop)
         try:
             try:
-                with torch.no_grad(), tracker:
+                with torch.no_grad(), ruled_meta(), tracker:  # each op answered by its rule once the tracker saw it
                     copy_(*args, **kwargs)
             finally:
                 reach.remove()
