@@ -1,4 +1,5 @@
-"""diffusers zoo: a DDPM UNet, a Stable-Diffusion-style conditional UNet and its VAE, built small from their configs.
+"""diffusers zoo: UNets (DDPM, Stable Diffusion 1.x and XL, ControlNet, video), transformers (DiT, SD3, Flux) and
+autoencoders (KL, TAESD), built small from their configs.
 
 Per model: exact total, the output of a real CPU forward, no invalid layer at its own inputs, MACs equal to
 FlopCounterMode's on a meta copy.  And the surgery people do to these models: the conditional UNet's ``conv_in``
@@ -65,6 +66,19 @@ def _vae() -> nn.Module:
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
         latent_channels=4,
         sample_size=32,
+    )
+
+
+def _vae_tiny() -> nn.Module:
+    """TAESD: latents quantised to bytes in its forward (``x.mul_(255).round_().byte()``, then ``/ 255.0``)."""
+    return diffusers.AutoencoderTiny(
+        in_channels=3,
+        out_channels=3,
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
     )
 
 
@@ -162,6 +176,7 @@ def _inputs(name: str, channels: int | None = None, device: str = "cpu", dtype: 
         "ddpm_unet": {"sample": r(1, c, size, size), "timestep": step},
         "sd_unet": {"sample": r(1, c, size, size), "timestep": step, **text},
         "vae": {"sample": r(1, c, size, size)},
+        "vae_tiny": {"sample": r(1, c, size, size)},
         "sdxl_unet": {
             "sample": r(1, c, size, size),
             "timestep": step,
@@ -202,6 +217,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "ddpm_unet": (_ddpm_unet, 3),
     "sd_unet": (_sd_unet, 4),
     "vae": (_vae, 3),
+    "vae_tiny": (_vae_tiny, 3),
     "sdxl_unet": (_sdxl_unet, 4),
     "controlnet": (_controlnet, 4),
     "dit": (_dit, 4),
