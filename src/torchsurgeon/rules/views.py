@@ -643,10 +643,13 @@ def _unflatten_module(m: nn.Module, call: Call, x: torch.Tensor) -> Any:
     return _unflatten_of(x, m.dim, m.unflattened_size)
 
 
-def _constant_pad(x: Any, pad: Any) -> Any:
-    """``F.pad(x, pad)`` in constant mode: ``pad`` adds (before, after) to the last dims, last dim first."""
-    if not isinstance(x, torch.Tensor) or not plainly_contiguous(x) or not isinstance(pad, (tuple, list)):
-        return FALLBACK  # channels-last strides, also where size-1 dims make it contiguous too (torch keeps them)
+def _constant_pad(x: Any, pad: Any, *, any_layout: bool = True) -> Any:
+    """``F.pad(x, pad)`` in constant mode: ``pad`` adds (before, after) to the last dims, last dim first.  A new
+    tensor in the memory format ``x`` suggests (channels-last kept), for an ``x`` of any layout (RegionViT's
+    permuted maps) when no pad is negative; a crop (a negative pad) of a contiguous ``x`` only (torch narrows it
+    first); ``any_layout=False``: contiguous ``x`` only."""
+    if not isinstance(x, torch.Tensor) or not isinstance(pad, (tuple, list)):
+        return FALLBACK
     if not pad or len(pad) % 2 or len(pad) > 2 * x.dim() or not all(is_int(p) for p in pad):
         return FALLBACK
     shape = list(x.shape)
@@ -654,7 +657,11 @@ def _constant_pad(x: Any, pad: Any) -> Any:
         shape[-1 - i] += int(pad[2 * i]) + int(pad[2 * i + 1])
     if min(shape[x.dim() - len(pad) // 2 :]) <= 0:
         return FALLBACK  # cropped away: meta gives torch's error or an empty tensor
-    return new(shape, x.dtype)
+    if plainly_contiguous(x):
+        return new(shape, x.dtype)
+    if not any_layout or min(pad) < 0 or not any(pad) or x.numel() == 0 or suggest_memory_format is None:
+        return FALLBACK
+    return torch.empty(shape, dtype=x.dtype, device="meta", memory_format=suggest_memory_format(x))
 
 
 def _border_pad(x: Any, pad: Any, mode: str) -> Any:
@@ -673,7 +680,7 @@ def _border_pad(x: Any, pad: Any, mode: str) -> Any:
             return FALLBACK  # torch's error, from meta
     if mode == "circular" and x.dim() != n + 2:
         return FALLBACK  # circular padding wants a batch dim in some torch versions: meta decides
-    return _constant_pad(x, pad) if x.numel() else FALLBACK
+    return _constant_pad(x, pad, any_layout=False) if x.numel() else FALLBACK
 
 
 def _pad_fn(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
