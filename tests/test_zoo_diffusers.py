@@ -100,10 +100,10 @@ def _sdxl_unet() -> nn.Module:
     )
 
 
-def _controlnet() -> nn.Module:
+def _controlnet(in_channels: int = 4) -> nn.Module:
     return diffusers.ControlNetModel(
         **_SMALL,
-        in_channels=4,
+        in_channels=in_channels,
         conditioning_channels=3,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         cross_attention_dim=32,
@@ -383,3 +383,21 @@ def test_widened_latents_name_a_fold_that_runs_as_written(name: str, channels: i
     report = paramcount(result.model, widened)
     assert report.invalid == [] and report.total == sum(p.numel() for p in result.model.parameters())
     assert result.model.config.in_channels == channels and model.config.in_channels == MODELS[name][1]
+
+
+def test_a_setting_equal_to_another_is_changed_only_where_it_builds_the_layer(tmp_path: Path) -> None:
+    """A ControlNet on 3-channel latents (pixel space) with a 3-channel condition: folding the condition's stem to
+    grey changed ``config.in_channels`` too (both said 3), and the saved model could not be loaded (its ``conv_in``
+    rebuilt for 1 channel).  Of the settings equal to the old count, only those the layer is built from change:
+    ``conditioning_channels``, found by rebuilding the model from its config on meta."""
+    torch.manual_seed(0)
+    controlnet = _controlnet(in_channels=3).eval()
+    result = adapt_input_channels(controlnet, 1, layer=["controlnet_cond_embedding.conv_in"])
+    assert {c.name: c.message for c in result.changes} == {
+        "controlnet_cond_embedding.conv_in.weight": "sum fold of 3 → 1 channels",
+        "config.conditioning_channels": "3 → 1",
+    }
+    assert (result.model.config.in_channels, result.model.config.conditioning_channels) == (3, 1)
+    result.model.save_pretrained(tmp_path)
+    reloaded = diffusers.ControlNetModel.from_pretrained(tmp_path)
+    assert (reloaded.conv_in.in_channels, reloaded.controlnet_cond_embedding.conv_in.in_channels) == (3, 1)

@@ -11,9 +11,12 @@ statements that do it by hand for a layer replaced by hand.
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any, cast
 
+import torch
 from torch import nn
 
 from .records import ParamChange, ParamReport
@@ -59,16 +62,18 @@ def update_guards(
     changes: list[ParamReport] = []
     note = f"{before} → {after}"
     for where, holder, is_config in guard_holders(model, layer):
-        owner = model.get_submodule(where.removesuffix("config").removesuffix(".")) if is_config else None
-        for attr in attributes:
-            value = _guard_value(holder, attr, is_config)
-            if type(value) is int and value == before:
-                if owner is not None and _registers_config(owner):  # diffusers: a new frozen dict, as saved
-                    cast(Any, owner).register_to_config(**{attr: after})
-                    holder = owner.config
-                else:
-                    setattr(holder, attr, after)
-                changes.append(ParamReport(f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", note))
+        name = where.removesuffix("config").removesuffix(".")
+        owner = model.get_submodule(name) if is_config else None
+        equal = [a for a in attributes if type(v := _guard_value(holder, a, is_config)) is int and v == before]
+        if len(equal) > 1 and owner is not None:  # a ControlNet's in_channels and conditioning_channels, both 3
+            equal = _building(owner, layer.removeprefix(name).lstrip("."), equal, after)
+        for attr in equal:
+            if owner is not None and _registers_config(owner):  # diffusers: a new frozen dict, as saved
+                cast(Any, owner).register_to_config(**{attr: after})
+                holder = owner.config
+            else:
+                setattr(holder, attr, after)
+            changes.append(ParamReport(f"{where}.{attr}".lstrip("."), ParamChange.SETTING, None, None, "", note))
         for store in () if is_config else CONSTRUCTOR_ARGUMENTS:
             hub = vars(holder).get(store)
             if not isinstance(hub, dict):
@@ -84,6 +89,43 @@ def update_guards(
                         name = f"{where}.{store}{key}[{attr!r}]".lstrip(".")
                         changes.append(ParamReport(name, ParamChange.SETTING, None, None, "", note))
     return changes
+
+
+def _building(owner: nn.Module, layer: str, attributes: list[str], after: int) -> list[str]:
+    """Of several settings of ``owner``'s config equal to the channel count ``layer`` (under ``owner``) had, all but
+    those that build another layer instead (a ControlNet's ``in_channels``, its latents' ``conv_in``, beside the
+    condition's ``conditioning_channels``): each set alone to ``after`` in a rebuild of ``owner`` from its config
+    on ``meta``, where ``layer`` keeps its width and another changes.  A setting only checked against the input
+    builds nothing and stays; all stay where the model is not rebuilt so."""
+    widths = _widths(owner)
+    kept = []
+    for attr in attributes:
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if _registers_config(owner):  # diffusers (which builds what _use_default_values lists by default)
+                    config = {k: v for k, v in cast(Any, owner).config.items() if k != "_use_default_values"}
+                    rebuilt = cast(Any, type(owner)).from_config({**config, attr: after})
+                else:  # transformers: the model class called with its config
+                    config = copy.deepcopy(cast(Any, owner).config)
+                    setattr(config, attr, after)
+                    rebuilt = type(owner)(config)
+        except Exception:  # not rebuilt from its config alone
+            return attributes
+        rebuilt_widths = _widths(rebuilt)
+        others = any(widths.get(name) != width for name, width in rebuilt_widths.items() if name != layer)
+        if rebuilt_widths.get(layer) == after or not others:  # ``owner`` has ``layer`` resized already
+            kept.append(attr)
+    return kept or attributes
+
+
+def _widths(model: nn.Module) -> dict[str, int]:
+    """The input width of each convolution and Linear of ``model``, by name."""
+    return {
+        name: m.in_channels if isinstance(m, nn.modules.conv._ConvNd) else m.in_features
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
+    }
 
 
 def stale_guards_fix(model: nn.Module, layer: str, inputs: Sequence[Any]) -> str:
