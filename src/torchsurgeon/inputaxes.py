@@ -367,7 +367,7 @@ def fold_several(
 
     Examples
     --------
-    >>> import torch, operator
+    >>> import torch
     >>> from torch import nn
     >>> g = torch.fx.Graph()
     >>> x, t = g.placeholder("x"), g.placeholder("t")
