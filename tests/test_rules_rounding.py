@@ -1,6 +1,6 @@
 """Rounding, in-place activations and integer conversions, against real CPU calls: ``round``, ``floor``, ``ceil``,
 ``trunc`` (functions and methods), their in-place forms and ``relu_``, ``sigmoid_``..., and ``byte()``, ``char()``,
-``short()``, and the true division of integers.
+``short()``, and integer tensors promoted to floats (a true division, a Python float).
 
 diffusers' AutoencoderTiny quantises its latents as ``x.mul_(255).round_().byte()``: each ran on ``meta``.  Whenever
 a rule answers, a CPU call of the same layout gives the same shape, dtype and strides (of dims larger than 1), an
@@ -102,3 +102,28 @@ def test_true_division_of_integers_gives_floats_as_torch_does(
         return
     assert _signatures(out) == _signatures(real) and real.dtype == torch.float32
     assert _answer(rules["function"], (x, y), {"rounding_mode": "floor"}) is FALLBACK  # integers: meta decides
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.data(),
+    st.sampled_from([operator.add, operator.sub, operator.mul, torch.add, torch.sub, torch.mul]),
+    st.sampled_from([torch.uint8, torch.int32, torch.int64]),
+    st.sampled_from([1.0, 0.5, 3]),
+    st.booleans(),
+)
+def test_integers_with_a_python_float_give_floats_as_torch_does(
+    data: st.DataObject, op: Any, dtype: torch.dtype, number: float, swapped: bool
+) -> None:
+    """SAM's relative positions, ``torch.arange(q)[:, None] * max(k / q, 1.0)``: the default floating dtype with a
+    float, the integer dtype with an int, the CPU's strides; a non-contiguous tensor with a float falls back."""
+    x, build = data.draw(tensors(min_rank=0, max_rank=4, dtype=dtype))
+    args = (number, x) if swapped and op in (operator.add, operator.sub, operator.mul) else (x, number)
+    out = _answer(function_rule(op), args, {})
+    cpu = build("cpu")
+    real = op(*(cpu if a is x else a for a in args))
+    if out is FALLBACK:
+        assert type(number) is float and not x.is_contiguous()
+        return
+    assert _signatures(out) == _signatures(real)
+    assert real.dtype == (torch.float32 if type(number) is float else dtype)

@@ -26,9 +26,10 @@ def _binary_rule(spec: Spec, *, integers: bool = False, bools: bool = False, div
     several dtypes when torch promotes them to a floating one (an integer or bool tensor with a float tensor).
 
     ``integers``: also tensors of one integer dtype with Python ints (``+``, ``-``, ``*`` of position
-    ids); a float with them promotes, so it runs on meta.  ``bools``: also two bool tensors (``*`` of two
-    masks: their logical and).  ``division``: a true division (no ``rounding_mode``) of contiguous tensors of one
-    integer dtype gives the default floating dtype (AutoencoderTiny's ``bytes / 255.0``).
+    ids), and with a Python float, which gives the default floating dtype for contiguous tensors (SAM's relative
+    positions, ``torch.arange(q)[:, None] * 1.0``).  ``bools``: also two bool tensors (``*`` of two masks: their
+    logical and).  ``division``: a true division (no ``rounding_mode``) of contiguous tensors of one integer dtype
+    gives the default floating dtype too (AutoencoderTiny's ``bytes / 255.0``).
     """
 
     def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -65,7 +66,7 @@ def _binary_rule(spec: Spec, *, integers: bool = False, bools: bool = False, div
             pass  # a bool result
         elif dtype.is_complex or dtype == torch.bool:
             return FALLBACK
-        elif division and not dtype.is_floating_point and not any(rest) and all(t.is_contiguous() for t in tensors):
+        elif _to_float(dtype, tensors, operands, rest, division, integers):
             dtype = torch.get_default_dtype()  # each operand cast to it (a non-contiguous one: meta decides)
         elif not dtype.is_floating_point and (not integers or any(isinstance(v, float) for v in operands)):
             return FALLBACK
@@ -75,6 +76,21 @@ def _binary_rule(spec: Spec, *, integers: bool = False, bools: bool = False, div
         return elementwise(tensors, shape, dtype)
 
     return rule
+
+
+def _to_float(
+    dtype: torch.dtype,
+    tensors: list[torch.Tensor],
+    operands: tuple[Any, ...],
+    rest: list[Any],
+    division: bool,
+    integers: bool,
+) -> bool:
+    """Whether contiguous tensors of one integer ``dtype`` give the default floating dtype: a true division, or
+    ``integers`` arithmetic with a Python float."""
+    if dtype.is_floating_point or not all(t.is_contiguous() for t in tensors):
+        return False
+    return (division and not any(rest)) or (integers and any(type(v) is float for v in operands))
 
 
 def _inplace_rule(spec: Spec) -> OpRule:
