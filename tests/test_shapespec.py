@@ -9,7 +9,16 @@ import torch
 from torch import nn
 
 from models import ByteView, TwoInputs
-from torchsurgeon import InputError, ShapeContract, TypedShape, check_contract, paramcount, paramcount_sweep
+from torchsurgeon import (
+    InputError,
+    ShapeContract,
+    TraceError,
+    TypedShape,
+    check_contract,
+    memory_plan,
+    paramcount,
+    paramcount_sweep,
+)
 from torchsurgeon.report import format_value, jsonable
 from torchsurgeon.shapespec import check_shape, input_spec, normalize_input, parse_input, parse_inputs, with_batch
 
@@ -165,3 +174,44 @@ def test_a_string_in_a_dict_of_tensors_is_named_with_a_call_that_runs() -> None:
     call = str(err.value).rpartition("has one: ")[2]
     report = eval(call, {"paramcount": paramcount, "model": model})
     assert report.output_shape == {"sentence_embedding": tuple(model(features)["sentence_embedding"].shape)}
+
+
+class _Decoder(nn.Module):
+    """Two masks or one, as a flag says (segment-anything's MaskDecoder: ``multimask_output: bool``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, tokens: torch.Tensor, multimask_output: bool) -> torch.Tensor:
+        masks = self.head(tokens)
+        return masks if multimask_output else masks[:, :, :1]
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_a_python_flag_given_by_name_is_a_constant_of_the_trace(flag: bool) -> None:
+    """Found with segment-anything's mask decoder: ``{"multimask_output": False}`` beside the shapes was left out of
+    the trace, which failed on ``if multimask_output:`` with a fix giving the flag the shape (3, 224, 224).  Now
+    paramcount and paramcount_sweep trace it as a constant (``concrete_args``), giving a real call's output."""
+    model = _Decoder()
+    report = paramcount(model, {"tokens": (5, 8), "multimask_output": flag})
+    assert report.output_shape == tuple(model(torch.zeros(1, 5, 8), flag).shape) == (1, 5, 3 if flag else 1)
+    (swept,) = paramcount_sweep(model, [{"tokens": (5, 8), "multimask_output": flag}])
+    assert swept.output_shape == report.output_shape
+    with pytest.raises(InputError, match="different Python values"):
+        paramcount_sweep(model, [{"tokens": (5, 8), "multimask_output": flag}, {"tokens": (5, 8)}])
+
+
+def test_a_python_flag_not_given_is_named_with_a_fix_that_runs() -> None:
+    model = _Decoder()
+    with pytest.raises(TraceError, match=r"a Python bool \(its annotation\), which was not given") as caught:
+        paramcount(model, {"tokens": (5, 8)})
+    fix = str(caught.value).split("traced as a constant: ")[1].splitlines()[0]
+    assert eval(fix, {"paramcount": paramcount, "model": model}).output_shape == (1, 5, 1)  # as written
+
+
+def test_a_python_flag_where_only_tensors_are_taken_names_paramcount() -> None:
+    with pytest.raises(InputError, match=r"^input 'multimask_output' is the Python value True, not a tensor") as caught:
+        memory_plan(_Decoder(), {"tokens": (5, 8), "multimask_output": True})
+    fix = str(caught.value).split("trace it as a constant: ")[1]
+    assert eval(fix, {"paramcount": paramcount, "model": _Decoder()}).output_shape == (1, 5, 3)

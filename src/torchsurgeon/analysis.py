@@ -53,7 +53,7 @@ from .report import format_shape
 from .rows import layer_rows
 from .shapememo import ShapeMemo, sharing_inputs
 from .shapes import ShapeResult, propagate_shapes
-from .shapespec import InputSpec, normalize_input, per_sample_hint, without_leading_ones
+from .shapespec import InputSpec, normalize_input, per_sample_hint, python_values, without_leading_ones
 from .trace import Traced, trace
 from .wrappers import unwrap_model
 
@@ -208,7 +208,9 @@ def paramcount(
         ``{"image": (3, 224, 224), "mask": (1, 224, 224)}``.  A tensor is
         used as it is (batch included; only its shape and dtype matter); a
         :class:`~torchsurgeon.shapespec.TypedShape` (``TypedShape((128,),
-        "long")``) is a shape with the dtype of its tensor.
+        "long")``) is a shape with the dtype of its tensor.  A Python value
+        given by name (a flag: ``{"multimask_output": False}``) is passed as
+        it is, a constant of the trace (as ``concrete_args``).
     batch : int
         Batch size prepended to every shape.
     leaf_modules, concrete_args, autowrap_functions
@@ -249,6 +251,8 @@ def paramcount(
     mode = crosscheck_mode(crosscheck)
     model = unwrap_model(model)
     check_input_names(model, input)
+    input, values = python_values(input)  # a flag given by name (multimask_output=False): a constant of the trace
+    concrete_args = {**values, **concrete_args} if values and concrete_args else values or concrete_args
     options = {
         "leaf_modules": leaf_modules,
         "concrete_args": concrete_args,
@@ -504,6 +508,11 @@ def paramcount_sweep(
     specs = list(inputs)
     if not specs:
         raise InputError("paramcount_sweep needs at least one input shape, e.g. [(1, 224, 224), (3, 224, 224)]")
+    split = [python_values(spec) for spec in specs]  # Python values given by name: constants of the one trace
+    if any(values != split[0][1] for _, values in split):
+        raise InputError("the input specs give different Python values (constants of the trace) — sweep them apart")
+    specs, values = [spec for spec, _ in split], split[0][1]
+    concrete_args = {**values, **concrete_args} if values and concrete_args else values or concrete_args
     names = {tensor_inputs(spec) for spec in specs}
     if len(names) > 1:
         raise InputError(

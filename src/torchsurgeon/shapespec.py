@@ -22,6 +22,7 @@ from .errors import InputError, did_you_mean
 __all__ = (
     "DTYPES",
     "EXAMPLE_TOKENS",
+    "PYTHON_VALUES",
     "InputSpec",
     "Shape",
     "TypedShape",
@@ -38,6 +39,7 @@ __all__ = (
     "parse_shape",
     "per_sample_hint",
     "plain",
+    "python_values",
     "shape_spec",
     "shown_input",
     "with_batch",
@@ -592,6 +594,28 @@ give {'pixel_values': (3, 32, 32)}; the inputs are ['pixel_values', 'labels']
     )
 
 
+PYTHON_VALUES = (bool, int, float, str, type(None))
+"""The types of a ``forward`` argument given by name as a Python value (a flag: SAM's mask decoder's
+``multimask_output=False``), not a tensor or its shape: :func:`python_values`."""
+
+
+def python_values(spec: Any) -> tuple[Any, dict[str, Any]]:
+    """An input spec without the Python values it gives by name, and those values: ``forward``'s arguments a real call
+    passes as they are, which :func:`~torchsurgeon.paramcount` traces as constants (fx's ``concrete_args``).
+
+    Examples
+    --------
+    >>> python_values({"image_embeddings": (32, 16, 16), "multimask_output": False})
+    ({'image_embeddings': (32, 16, 16)}, {'multimask_output': False})
+    >>> python_values((3, 8, 8))
+    ((3, 8, 8), {})
+    """
+    if not isinstance(spec, Mapping):
+        return spec, {}
+    values = {k: v for k, v in spec.items() if type(v) in PYTHON_VALUES}
+    return ({k: v for k, v in spec.items() if k not in values}, values) if values else (spec, {})
+
+
 def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, Shape | TypedShape | torch.Tensor]:
     """Map an input spec to ``{placeholder name: per-sample shape or tensor}``.
 
@@ -643,6 +667,12 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
                     raise not_an_input(name, value, placeholders)
                 if flat in out:
                     raise InputError(f"input {flat!r} is given twice (by name and inside a dict) — give it once")
+                if type(item) in PYTHON_VALUES:  # paramcount takes it as a constant (python_values); this does not
+                    written = ", ".join(f"{k!r}: {written_input(v)}" for k, v in spec.items())
+                    raise InputError(
+                        f"input {flat!r} is the Python value {item!r}, not a tensor: only paramcount and "
+                        f"paramcount_sweep trace it as a constant: paramcount(model, {{{written}}})"
+                    )
                 out[flat] = (
                     item
                     if isinstance(item, (torch.Tensor, TypedShape))

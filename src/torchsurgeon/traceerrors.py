@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .arguments import forward_parameters
 from .errors import TraceError, failure_reason, library_file, source_line
 from .knowndata import DATA_LIMIT
 from .metavalues import DATA_INPUTS, NO_EXAMPLE
-from .shapespec import missing_input
+from .shapespec import missing_input, written_input
 
 __all__ = ("UNREGISTERED", "data_fix", "trace_error", "type_guard", "unregistered")
 
@@ -31,6 +32,24 @@ _HINTS = (
     ("'len' is not supported", "len() of a traced value (use x.shape[0])"),
     ("argument of type", "a value fx cannot record passed to a leaf"),
 )
+
+
+_EXAMPLE_VALUES: dict[Any, Any] = {bool: False, "bool": False, int: 1, "int": 1, float: 1.0, "float": 1.0}
+"""An example value of a ``forward`` argument annotated as a Python number or flag, for the fix that passes it."""
+
+
+def _python_argument(model: nn.Module, name: str, given: Mapping[str, Any]) -> str:
+    """The fix for a ``forward`` argument annotated as a Python flag or number (SAM's ``multimask_output: bool``) that
+    was not given: its value by name, which paramcount traces as a constant; ``""`` for any other argument."""
+    found = [p.annotation for p in forward_parameters(model) if p.name == name]
+    example = _EXAMPLE_VALUES.get(found[0]) if found and isinstance(found[0], (type, str)) else None
+    if example is None:
+        return ""
+    spec = ", ".join(f"{k!r}: {written_input(v)}" for k, v in {**given, name: example}.items())
+    return (
+        f"forward needs {name!r}, a Python {type(example).__name__} (its annotation), which was not given — pass "
+        f"its value by name, traced as a constant: paramcount(model, {{{spec}}})"
+    )
 
 
 def _hint(exc: BaseException) -> str:
@@ -149,7 +168,7 @@ def trace_error(
     elif getattr(exc, NO_EXAMPLE, None):  # Python asks about an input given no shape: a shape for it, like another's
         where = f"{type(model).__name__}.forward (the top-level model)"
         name, given = getattr(exc, NO_EXAMPLE)
-        fix = missing_input(name, given, next(iter(given.values()), None))
+        fix = _python_argument(model, name, given) or missing_input(name, given, next(iter(given.values()), None))
     elif _data_decides(getattr(exc, DATA_INPUTS, {})):  # the forward branches on the data of small inputs
         where = f"{type(model).__name__}.forward (the top-level model)"
         fix = data_fix(getattr(exc, DATA_INPUTS))
