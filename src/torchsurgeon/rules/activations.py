@@ -101,7 +101,7 @@ def _softmax_fn(spec: Spec) -> OpRule:
         if b is None or not float_tensor(b[0]):
             return FALLBACK
         x, dim, dtype = b[0], b[1], b[-1]
-        if norm_dim(dim, x.dim()) is None or not x.is_contiguous():
+        if norm_dim(dim, x.dim()) is None:  # a new contiguous tensor for any layout (the CPU's and meta's kernels)
             return FALLBACK
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             return FALLBACK
