@@ -127,3 +127,23 @@ def test_integers_with_a_python_float_give_floats_as_torch_does(
         return
     assert _signatures(out) == _signatures(real)
     assert real.dtype == (torch.float32 if type(number) is float else dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data(), _DTYPES, st.sampled_from([0.0, 0.3, 1.0, 1.5, 1]))
+def test_bernoulli_in_place_gives_its_input_or_falls_back_where_torch_refuses(
+    data: st.DataObject, dtype: torch.dtype, p: float
+) -> None:
+    """timm's DropPath in training mode: ``x.new_empty(shape).bernoulli_(keep_prob)``."""
+    x, build = data.draw(tensors(min_rank=0, max_rank=4, dtype=dtype))
+    out = _answer(method_rule("bernoulli_"), (x, p), {})
+    try:
+        cpu = build("cpu")
+        real = cpu.bernoulli_(p)
+    except RuntimeError:
+        assert out is FALLBACK
+        return
+    if out is FALLBACK:  # integers: torch's own answer, from meta
+        assert not dtype.is_floating_point
+        return
+    assert out is x and real is cpu

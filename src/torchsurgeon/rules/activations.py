@@ -53,6 +53,15 @@ def _in_place(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return FALLBACK if any(st == 0 and n > 1 for n, st in zip(x.shape, x.stride())) else x
 
 
+def _bernoulli_in_place(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``x.bernoulli_(p)`` (timm's DropPath in training: ``x.new_empty(shape).bernoulli_(keep)``): ``x`` itself, for a
+    number ``p`` in [0, 1] (a tensor of probabilities, or a generator: torch decides)."""
+    b = bind(args, kwargs, (("input", REQUIRED), ("p", 0.5), ("generator", None)))
+    if b is None or b[2] is not None or type(b[1]) not in (int, float) or not 0 <= b[1] <= 1:
+        return FALLBACK
+    return _in_place((b[0],), {})
+
+
 _X: Spec = (("input", REQUIRED),)
 _X_INPLACE: Spec = (("input", REQUIRED), ("inplace", False))
 
@@ -182,6 +191,7 @@ for _name in ("round", "floor", "ceil", "trunc"):  # of floats (round's decimals
     builtin(getattr(torch, _name), _name, shape=fn(_unary_rule(_X)))
 for _name in ("relu_", "sigmoid_", "tanh_", "exp_", "sqrt_", "round_", "floor_", "ceil_", "trunc_"):
     builtin(_name, shape=fn(_in_place))
+builtin("bernoulli_", shape=fn(_bernoulli_in_place))
 builtin(F.dropout, shape=fn(_dropout_fn))
 builtin("torchvision.ops.stochastic_depth.stochastic_depth", shape=fn(_stochastic_depth))
 _SOFTMAX_FN: Spec = (("input", REQUIRED), ("dim", None), ("_stacklevel", 3), ("dtype", None))
