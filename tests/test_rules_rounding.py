@@ -47,17 +47,22 @@ def test_in_place_forms_give_their_input_or_fall_back_where_torch_refuses(
     data: st.DataObject, name: str, dtype: torch.dtype
 ) -> None:
     x, build = data.draw(tensors(min_rank=0, max_rank=4, dtype=dtype))
-    out = _answer(method_rule(name), (x,), {})
+    _edits_in_place(_answer(method_rule(name), (x,), {}), x, lambda: build("cpu"), lambda t: getattr(t, name)())
+
+
+def _edits_in_place(out: Any, x: torch.Tensor, cpu: Any, call: Any) -> None:
+    """The rule's answer for an in-place method: ``x`` itself where the CPU call edits its tensor and returns it, a
+    fallback where the CPU refuses (an expanded tensor, a probability out of range) or for integers."""
+    tensor = cpu()
     try:
-        cpu = build("cpu")
-        real = getattr(cpu, name)()
+        real = call(tensor)
     except RuntimeError:
         assert out is FALLBACK
         return
     if out is FALLBACK:  # integers: torch's own answer, from meta
-        assert not dtype.is_floating_point
+        assert not x.dtype.is_floating_point
         return
-    assert out is x and real is cpu
+    assert out is x and real is tensor
 
 
 @settings(max_examples=40, deadline=None)
@@ -136,14 +141,4 @@ def test_bernoulli_in_place_gives_its_input_or_falls_back_where_torch_refuses(
 ) -> None:
     """timm's DropPath in training mode: ``x.new_empty(shape).bernoulli_(keep_prob)``."""
     x, build = data.draw(tensors(min_rank=0, max_rank=4, dtype=dtype))
-    out = _answer(method_rule("bernoulli_"), (x, p), {})
-    try:
-        cpu = build("cpu")
-        real = cpu.bernoulli_(p)
-    except RuntimeError:
-        assert out is FALLBACK
-        return
-    if out is FALLBACK:  # integers: torch's own answer, from meta
-        assert not dtype.is_floating_point
-        return
-    assert out is x and real is cpu
+    _edits_in_place(_answer(method_rule("bernoulli_"), (x, p), {}), x, lambda: build("cpu"), lambda t: t.bernoulli_(p))

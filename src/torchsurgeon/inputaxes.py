@@ -23,7 +23,7 @@ from .arguments import ExampleInputs, tensor_inputs
 from .copies import torch_or_python
 from .errors import TorchSurgeonError
 from .resize import call_name, guessed_input, hands_on_channels
-from .shapespec import TypedShape, written_input
+from .shapespec import TypedShape, written_inputs
 from .trace import trace
 
 if TYPE_CHECKING:  # _steps imports this module
@@ -319,14 +319,9 @@ def fold_input(inputs: Mapping[str, Any], name: str, axis: int) -> Callable[[int
     def given(expected: int) -> str:
         shape = list(inputs[name])
         shape[axis - 1] = expected  # per-sample: the batch is axis 0
-        return repr(tuple(shape)) if len(inputs) == 1 else _written({**inputs, name: tuple(shape)})
+        return repr(tuple(shape)) if len(inputs) == 1 else written_inputs({**inputs, name: tuple(shape)})
 
     return given
-
-
-def _written(inputs: Mapping[str, Any]) -> str:
-    """Several inputs as a user writes them: a mapping by name (:func:`~torchsurgeon.shapespec.written_input`)."""
-    return "{" + ", ".join(f"{k!r}: {written_input(v)}" for k, v in inputs.items()) + "}"
 
 
 def _read_input(node: torch.fx.Node) -> str | None:
@@ -360,7 +355,7 @@ def fold_several(
     inputs: Mapping[str, Any], node: torch.fx.Node, layer: nn.Module | None
 ) -> Callable[[int], str] | None:
     """The ``input=`` of the fold of ``layer`` (``node``'s) reading one of several inputs as it is: every input as
-    given (:func:`~torchsurgeon.shapespec.written_input`), the one it reads with the count it expects on its
+    given (:func:`~torchsurgeon.shapespec.written_inputs`), the one it reads with the count it expects on its
     channel axis (dim 1; the last for a ``Linear``: Flux's packed latents).  adapt_input_channels guesses one image,
     which a model of several inputs (a diffusion UNet's latents, timestep and text) does not take.  None for one
     input; the input read is looked for when the fix is written.
@@ -382,7 +377,7 @@ def fold_several(
         name = _read_input(node)
         if name is None or name not in inputs:
             return ""
-        return _written({**inputs, name: _with_channels(inputs[name], expected, isinstance(layer, nn.Linear))})
+        return written_inputs({**inputs, name: _with_channels(inputs[name], expected, isinstance(layer, nn.Linear))})
 
     return given
 

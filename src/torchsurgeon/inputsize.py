@@ -53,7 +53,7 @@ from .knowndata import COUNTED
 from .ownresize import own_resize_fix
 from .records import Finding, LayerStatus
 from .shapes import ShapeResult, propagate_shapes
-from .shapespec import InputSpec, TypedShape, normalize_input, written_input
+from .shapespec import InputSpec, TypedShape, normalize_input, written_input, written_inputs
 
 __all__ = (
     "MAX_PROPAGATIONS",
@@ -409,7 +409,7 @@ def _call(user: InputSpec, given: dict[str, Any], spec: dict[str, Any], batch: i
     """``paramcount(model, ...)`` with ``spec`` written in the form of ``user``'s input."""
     changed = {name: spec[name] for name in spec if spec[name] is not given[name]}
     if isinstance(user, Mapping):
-        text = "{" + ", ".join(f"{k!r}: {written_input(changed.get(k, v))}" for k, v in user.items()) + "}"
+        text = written_inputs({k: changed.get(k, v) for k, v in user.items()})
     elif len(given) == 1 and not (isinstance(user, (list, tuple)) and user and isinstance(user[0], (list, tuple))):
         text = written_input(next(iter(spec.values())))
     else:

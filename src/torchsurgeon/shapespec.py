@@ -45,6 +45,7 @@ __all__ = (
     "with_batch",
     "without_leading_ones",
     "written_input",
+    "written_inputs",
 )
 
 EXAMPLE_TOKENS = (16,)
@@ -577,6 +578,17 @@ def written_input(value: Any) -> str:
     return repr(value)
 
 
+def written_inputs(inputs: Mapping[str, Any]) -> str:
+    """Several inputs as a user writes them, a mapping by name (:func:`written_input` each).
+
+    Examples
+    --------
+    >>> written_inputs({"sample": (4, 16, 16), "timestep": torch.tensor([10]), "return_dict": False})
+    "{'sample': (4, 16, 16), 'timestep': torch.zeros((1,), dtype=torch.int64), 'return_dict': False}"
+    """
+    return "{" + ", ".join(f"{k!r}: {written_input(v)}" for k, v in inputs.items()) + "}"
+
+
 def not_an_input(name: str, value: Any, names: Sequence[str]) -> InputError:
     """The error for an input named ``name`` (given ``value``) that is none of ``names``, the inputs of
     ``forward``: it names them and, when one is close (a typo), the spec with that name.
@@ -668,10 +680,9 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
                 if flat in out:
                     raise InputError(f"input {flat!r} is given twice (by name and inside a dict) — give it once")
                 if type(item) in PYTHON_VALUES:  # paramcount takes it as a constant (python_values); this does not
-                    written = ", ".join(f"{k!r}: {written_input(v)}" for k, v in spec.items())
                     raise InputError(
                         f"input {flat!r} is the Python value {item!r}, not a tensor: only paramcount and "
-                        f"paramcount_sweep trace it as a constant: paramcount(model, {{{written}}})"
+                        f"paramcount_sweep trace it as a constant: paramcount(model, {written_inputs(spec)})"
                     )
                 out[flat] = (
                     item

@@ -21,7 +21,7 @@ from .arguments import forward_parameters
 from .errors import TraceError, failure_reason, library_file, source_line
 from .knowndata import DATA_LIMIT
 from .metavalues import DATA_INPUTS, NO_EXAMPLE
-from .shapespec import missing_input, written_input
+from .shapespec import missing_input, written_inputs
 
 __all__ = ("UNREGISTERED", "data_fix", "trace_error", "type_guard", "unregistered")
 
@@ -45,10 +45,9 @@ def _python_argument(model: nn.Module, name: str, given: Mapping[str, Any]) -> s
     example = _EXAMPLE_VALUES.get(found[0]) if found and isinstance(found[0], (type, str)) else None
     if example is None:
         return ""
-    spec = ", ".join(f"{k!r}: {written_input(v)}" for k, v in {**given, name: example}.items())
     return (
         f"forward needs {name!r}, a Python {type(example).__name__} (its annotation), which was not given — pass "
-        f"its value by name, traced as a constant: paramcount(model, {{{spec}}})"
+        f"its value by name, traced as a constant: paramcount(model, {written_inputs({**given, name: example})})"
     )
 
 
