@@ -35,7 +35,7 @@ __all__ = (
     "einops_name",
     "einops_pattern",
     "fold_input",
-    "fold_input_of",
+    "fold_inputs",
     "fold_several",
     "keeps_channels",
     "moved_axes",
@@ -382,30 +382,33 @@ def fold_several(
     return given
 
 
-def fold_input_of(
-    inputs: Mapping[str, Any],
-    node: torch.fx.Node,
-    layer: nn.Module | None,
-    moved: tuple[str, int] | None,
-    at_size: Callable[[int], str] | None,
-    shape_specific: Sequence[str],
-) -> Callable[[int], str] | None:
-    """The ``input=`` of the fold of ``layer`` (``node``'s), which reads a model input: the input it reads with its
-    axes moved (``moved``: its name and the axis dim 1 is, :func:`fold_input`), the one input at its size for a
-    model traced for one shape (``at_size``, :func:`fold_input_at_size`), or, for a model of several inputs that
-    traced only for their shapes (``shape_specific``), all of them (:func:`fold_several`): adapt_input_channels
+def fold_inputs(
+    shape_specific: Sequence[str], inputs: Mapping[str, Any], model: nn.Module
+) -> Callable[[torch.fx.Node, nn.Module | None, tuple[str, int] | None], Callable[[int], str] | None]:
+    """For one propagation of a graph (``shape_specific``: what its trace answered about the input's shapes) at
+    ``inputs``: the ``input=`` of the fold of a layer reading a model input, given its node, the layer and
+    ``moved`` (the input it reads with its axes moved, and the axis dim 1 is, :func:`fold_input`): else the one
+    input at its size for a model traced for one shape (:func:`fold_input_at_size`, decided once), or, for a model
+    of several inputs that traced only for their shapes, all of them (:func:`fold_several`): adapt_input_channels
     traces a model without shapes, or else on one guessed image.  None where it needs no ``input=``.
 
     Examples
     --------
-    >>> fold_input_of({"x": (1, 2, 8, 8)}, None, None, ("x", 2), None, ())(3)  # frames merged into the batch
+    >>> from torch import nn
+    >>> of = fold_inputs((), {"x": (1, 2, 8, 8)}, nn.Conv3d(2, 4, 3))
+    >>> of(None, None, ("x", 2))(3)  # frames merged into the batch
     '(1, 3, 8, 8)'
     """
-    if moved is not None:
-        return fold_input(inputs, *moved)
-    if at_size is not None or not shape_specific:
-        return at_size
-    return fold_several(inputs, node, layer)
+    at_size = fold_input_at_size(shape_specific, inputs, model)
+
+    def of(node: torch.fx.Node, layer: nn.Module | None, moved: tuple[str, int] | None) -> Callable[[int], str] | None:
+        if moved is not None:
+            return fold_input(inputs, *moved)
+        if at_size is not None or not shape_specific:
+            return at_size
+        return fold_several(inputs, node, layer)
+
+    return of
 
 
 def fold_input_at_size(shape_specific: Any, inputs: Mapping[str, Any], model: nn.Module) -> Callable[[int], str] | None:

@@ -58,7 +58,7 @@ from .graph import (
 )
 from .guards import stale_guards_fix
 from .ignoredinputs import check_inputs_read, unread_inputs
-from .inputaxes import FollowedAxes, fold_input_at_size, fold_input_of
+from .inputaxes import FollowedAxes, fold_inputs
 from .knowndata import KnownData, as_meta, given_as_data, packed_lengths
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_inputs, input_fix, resized_copy, width_expected_and_got
@@ -253,7 +253,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
         self.known = KnownData()  # small tensors made from sizes, computed beside the meta values (knowndata)
         self._reads_known = False  # whether the node being run reads some
         self._axes = FollowedAxes()  # nodes moving an input's axes: the input and its axes
-        self._fold_at_size = fold_input_at_size(shape_specific_of(G), inputs, self.model)
+        self._fold_input = fold_inputs(shape_specific_of(G), inputs, self.model)  # the fix's input=, by layer
 
     def run_graph(self) -> Any:
         """Run every node once; return the value of the output node."""
@@ -439,7 +439,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 self._shapes_given and step.from_input,  # after a reshape, dim 0 is not the batch the user left out
                 step.pooled,
                 self.model_dtype,
-                fold_input=fold_input_of(self.inputs, n, module, moved, self._fold_at_size, shape_specific_of(self.G)),
+                fold_input=self._fold_input(n, module, moved) if step.from_input or moved is not None else None,
                 fold_alone=functools.partial(fold_alone_at, self.G, self.input_shapes) if step.from_input else None,
                 where=base.where,
                 whole_model=module is self.model,

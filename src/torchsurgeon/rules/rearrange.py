@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ._common import OpRule, fn, is_int, new, one_tensor
-from .reductions import _REDUCE, _REDUCE_NO_DTYPE, _SUM_OR_PROD, _reduction_rule
+from .reductions import _EXTREMUM, _MEAN, _SUM_OR_PROD
 from .registry import FALLBACK, Call, builtin
 from .views import _expand, _permute_of, _reshape_method, _unsqueeze
 
@@ -45,10 +45,10 @@ __all__: tuple[str, ...] = ()
 
 
 _REDUCTIONS: dict[str, OpRule] = {  # as einops' torch backends reduce: one call over the reduced axes
-    "min": _reduction_rule(_REDUCE_NO_DTYPE),  # x.amin(dim=axes)
-    "max": _reduction_rule(_REDUCE_NO_DTYPE),  # x.amax(dim=axes)
+    "min": _EXTREMUM,  # x.amin(dim=axes)
+    "max": _EXTREMUM,  # x.amax(dim=axes)
     "sum": _SUM_OR_PROD,
-    "mean": _reduction_rule(_REDUCE),  # a floating tensor only, as einops asks
+    "mean": _MEAN,  # a floating tensor only, as einops asks
 }
 
 

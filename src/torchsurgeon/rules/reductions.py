@@ -133,13 +133,16 @@ _REDUCE_NO_DTYPE: Spec = (("input", REQUIRED), ("dim", ()), ("keepdim", False))
 
 
 _SUM_OR_PROD = _reduction_rule(_REDUCE, integers=True)
+_MEAN = _reduction_rule(_REDUCE)
+_EXTREMUM = _reduction_rule(_REDUCE_NO_DTYPE)
+"""``amax`` and ``amin`` (einops' ``max`` and ``min`` reductions call them too, :mod:`.rearrange`)."""
 builtin(torch.sum, "sum", shape=fn(_SUM_OR_PROD))
 builtin(torch.prod, "prod", shape=fn(_prod))
-builtin(torch.mean, "mean", shape=fn(_reduction_rule(_REDUCE)))
+builtin(torch.mean, "mean", shape=fn(_MEAN))
 builtin(torch.var, "var", torch.std, "std", shape=fn(_variance))
 builtin(torch.var_mean, torch.std_mean, shape=fn(_variance_mean))
-builtin(torch.amax, "amax", shape=fn(_reduction_rule(_REDUCE_NO_DTYPE)))
-builtin(torch.amin, "amin", shape=fn(_reduction_rule(_REDUCE_NO_DTYPE)))
+builtin(torch.amax, "amax", shape=fn(_EXTREMUM))
+builtin(torch.amin, "amin", shape=fn(_EXTREMUM))
 builtin(torch.all, "all", torch.any, "any", shape=fn(_truth_reduction))
 
 
