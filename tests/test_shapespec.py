@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import ByteView, TwoInputs
+from models import ByteView, TwoInputs, assert_same_state, model_state
 from torchsurgeon import (
     InputError,
     ShapeContract,
@@ -194,7 +194,9 @@ def test_a_python_flag_given_by_name_is_a_constant_of_the_trace(flag: bool) -> N
     the trace, which failed on ``if multimask_output:`` with a fix giving the flag the shape (3, 224, 224).  Now
     paramcount and paramcount_sweep trace it as a constant (``concrete_args``), giving a real call's output."""
     model = _Decoder()
+    before = model_state(model)
     report = paramcount(model, {"tokens": (5, 8), "multimask_output": flag})
+    assert_same_state(before, model_state(model))
     assert report.output_shape == tuple(model(torch.zeros(1, 5, 8), flag).shape) == (1, 5, 3 if flag else 1)
     (swept,) = paramcount_sweep(model, [{"tokens": (5, 8), "multimask_output": flag}])
     assert swept.output_shape == report.output_shape

@@ -392,7 +392,10 @@ def test_a_setting_equal_to_another_is_changed_only_where_it_builds_the_layer(tm
     ``conditioning_channels``, found by rebuilding the model from its config on meta."""
     torch.manual_seed(0)
     controlnet = _controlnet(in_channels=3).eval()
+    before, config = model_state(controlnet), dict(controlnet.config)
     result = adapt_input_channels(controlnet, 1, layer=["controlnet_cond_embedding.conv_in"])
+    assert_same_state(before, model_state(controlnet))  # the rebuilds from its config leave it as found
+    assert dict(controlnet.config) == config
     assert {c.name: c.message for c in result.changes} == {
         "controlnet_cond_embedding.conv_in.weight": "sum fold of 3 → 1 channels",
         "config.conditioning_channels": "3 → 1",
