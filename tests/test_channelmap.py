@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from models import assert_same_state, model_state
-from torchsurgeon import ParamChange, adapt_input_channels
+from torchsurgeon import ParamChange, adapt_input_channels, paramcount
 from torchsurgeon.channelmap import channel_map
 
 
@@ -55,4 +55,49 @@ def test_a_conv_over_patches_put_in_the_batch_is_folded_and_the_fold_is_exact(ch
         else:  # sum: grey as RGB; spread: grey replicated to C channels, as RGB
             grey = x[:, :1]
             got, want = result.model(grey.expand(2, channels, 16, 16)), model(grey.expand(2, 3, 16, 16))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+class _ImagePair(nn.Module):
+    """torchgeo's ChangeViT in small: a pair of images ``(B, 2, C, H, W)``, each read by one encoder, and the pair
+    stacked into ``2 * C`` channels for a detail branch (``b t c h w -> b (t c) h w``)."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        self.encoder = nn.Conv2d(channels, 8, 3, padding=1)
+        self.detail = nn.Conv2d(2 * channels, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x[:, 0]) - self.encoder(x[:, 1]) + self.detail(x.flatten(1, 2))
+
+
+def test_a_pair_of_images_stacked_into_channels_is_mapped_on_the_colour_dim() -> None:
+    """The colours of a pair of images are its second per-sample dim: each of the 6 stacked channels holds one
+    colour of one image (the map took the first dim, the pair, for the colours)."""
+    found = channel_map(_ImagePair(), "detail", (2, 3, 16, 16), 1, axis=1, others=["encoder"])
+    assert found is not None and (found.before, found.after) == (((0, 1, 2), (3, 4, 5)), ((0,), (1,)))
+
+
+@pytest.mark.parametrize(("channels", "mode"), [(1, "sum"), (4, "spread")])
+def test_an_image_pair_stacked_into_channels_has_one_fold_that_runs_as_written(channels: int, mode: str) -> None:
+    """Found by probing torchgeo's ChangeViT at 1 channel: the report named the encoder's fold, and for the detail
+    branch ``adapt_input_channels(model, 2, mode='spread', input=(6, 1, 64, 64))`` (the pair's 2 taken for the
+    colours); the encoder's fold raised, the detail conv 'reads the input only after something that moves its
+    channels'.  Now both name the one fold, which runs as written: ``total_for_input`` parameters, the reported
+    output, exact in float64 (each image's colours folded in its group of the stacked channels)."""
+    torch.manual_seed(0)
+    model = _ImagePair().double().eval()
+    before = model_state(model)
+    report = paramcount(model, (2, channels, 16, 16), batch=2)
+    spread = "" if mode == "sum" else ", mode='spread'"
+    fix = f"fold it with adapt_input_channels(model, {channels}{spread}, input=(2, 3, 16, 16))"
+    assert list(dict.fromkeys((f.layer, f.fix) for f in report.findings)) == [("encoder", fix), ("detail", fix)]
+    result = eval(fix.removeprefix("fold it with "), {"adapt_input_channels": adapt_input_channels, "model": model})
+    assert_same_state(before, model_state(model))
+    assert report.total_for_input == sum(p.numel() for p in result.model.parameters())
+    _ImagePair(channels).double().load_state_dict(result.model.state_dict())  # strict: the same keys and shapes
+    grey = torch.randn(2, 2, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        got, want = result.model(grey.expand(2, 2, channels, 16, 16)), model(grey.expand(2, 2, 3, 16, 16))
+    assert tuple(got.shape) == report.output_shape
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

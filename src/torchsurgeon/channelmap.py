@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves, tree_map
 
 from .arguments import ExampleInputs
 from .copies import detached_copy, inputs_reaching, meta_like
@@ -31,6 +34,7 @@ from .fold import fold_weight, recognise_fold
 from .frontend import bind_inputs
 from .readers import guessed_input, image_input, input_readers, recoloured
 from .records import FoldMode
+from .resize import refit_in_place
 from .shapespec import InputSpec
 
 __all__ = ("ChannelMap", "channel_map", "rearranged_fold", "runnable_image")
@@ -75,7 +79,9 @@ class ChannelMap:
         return placed
 
 
-def channel_map(model: nn.Module, layer: str, image: InputSpec, channels: int) -> ChannelMap | None:
+def channel_map(
+    model: nn.Module, layer: str, image: InputSpec, channels: int, axis: int = 0, others: Sequence[str] = ()
+) -> ChannelMap | None:
     """The :class:`ChannelMap` of ``layer`` for an input of ``image``'s channels recoloured to ``channels``, or None
     when what comes before it is no rearrangement of the input's values (or does not run on the copy, or not on
     ``channels`` colours).
@@ -92,6 +98,12 @@ def channel_map(model: nn.Module, layer: str, image: InputSpec, channels: int) -
         An input the model takes now (its image's first dim: the colours).
     channels : int
         The new input's channel count.
+    axis : int
+        The dim of the image's per-sample shape that holds its colours (:func:`~torchsurgeon.readers.colour_axis`):
+        the first, or another (a pair of images ``(2, C, H, W)`` stacked into ``2 * C`` channels).
+    others : sequence of str
+        The layers reading the input's channels as they are, folded with ``layer`` (ChangeViT's encoder reads each
+        image of the pair before its detail branch reads them stacked): resized in the copy run on ``channels``.
 
     Examples
     --------
@@ -101,6 +113,10 @@ def channel_map(model: nn.Module, layer: str, image: InputSpec, channels: int) -
     (((0, 4, 8), (1, 5, 9), (2, 6, 10), (3, 7, 11)), ((0,), (1,), (2,), (3,)))
     >>> channel_map(nn.Sequential(nn.Conv2d(3, 3, 1), nn.Conv2d(3, 8, 1)), "1", (3, 8, 8), 1) is None
     True
+    >>> pair = nn.Sequential(nn.Flatten(1, 2), nn.Conv2d(6, 8, 3))  # two RGB images stacked: 6 channels
+    >>> m = channel_map(pair, "1", (2, 3, 8, 8), 1, axis=1)
+    >>> m.before, m.after
+    (((0, 1, 2), (3, 4, 5)), ((0,), (1,)))
     """
     params = {p.data_ptr() for p in model.parameters() if p.device.type != "meta" and not is_lazy(p) and p.numel()}
 
@@ -112,8 +128,10 @@ def channel_map(model: nn.Module, layer: str, image: InputSpec, channels: int) -
     copy_ = detached_copy(model, copied).eval()  # run until the layer only: its parameters are never read
     if not isinstance(copy_.get_submodule(layer), (nn.modules.conv._ConvNd, nn.Linear)):
         return None
-    old = _groups(copy_, layer, image)
-    new = _groups(copy_, layer, recoloured(model, image, channels))
+    old = _groups(copy_, layer, image, axis)
+    if old is None or not refit_in_place(copy_, others, channels):
+        return None
+    new = _groups(copy_, layer, recoloured(model, image, channels, axis=axis), axis)
     if old is None or new is None:
         return None
     (colours, before), (got, after) = old, new
@@ -123,17 +141,21 @@ def channel_map(model: nn.Module, layer: str, image: InputSpec, channels: int) -
     return ChannelMap(colours, channels, tuple(before[p] for p in order), tuple(after[p] for p in order))
 
 
-def _groups(copy_: nn.Module, layer: str, image: InputSpec) -> tuple[int, dict[bytes, tuple[int, ...]]] | None:
-    """The input's channel count and, for each set of pixels some of the layer's channels hold, those channels in
-    the order of the colours they hold; None unless every channel holds one colour and each set all of them."""
+def _groups(
+    copy_: nn.Module, layer: str, image: InputSpec, axis: int
+) -> tuple[int, dict[bytes, tuple[int, ...]]] | None:
+    """The input's channel count (its per-sample dim ``axis``) and, for each set of pixels (the values of the other
+    dims) some of the layer's channels hold, those channels in the order of the colours they hold; None unless every
+    channel holds one colour and each set all of them."""
     example = ExampleInputs(copy_, image, 1)
     name = image_input(dict(example))
     if name is None:
         return None
     shape = tuple(example[name].shape)
     n = math.prod(shape)
-    ids = torch.arange(1, n + 1, dtype=torch.float64).reshape(shape)  # where each value comes from, + 1
-    noise = torch.rand(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1
+    dtype = _exact_dtype(copy_, n)
+    ids = torch.arange(1, n + 1, dtype=dtype).reshape(shape)  # where each value comes from, + 1
+    noise = torch.rand(shape, dtype=dtype, generator=torch.Generator().manual_seed(0)) + 1
     at, other = (_reaching(copy_, layer, example, name, x) for x in (ids, noise))
     if at is None or other is None or at.shape != other.shape:
         return None
@@ -143,13 +165,16 @@ def _groups(copy_: nn.Module, layer: str, image: InputSpec) -> tuple[int, dict[b
     gathered = torch.where(index >= 0, noise.flatten().to(other.dtype)[index.clamp(min=0)], 0)
     if not torch.equal(gathered, other):
         return None
-    colours, pixels = shape[1], n // shape[1]
+    if len(shape) < axis + 2:
+        return None
+    colours, inner = shape[axis + 1], math.prod(shape[axis + 2 :])  # an index: (outer, colour, inner) in order
     groups: dict[bytes, dict[int, int]] = {}
     for k, row in enumerate(index):
-        held = torch.unique(row[row >= 0] // pixels)
+        held = torch.unique(row[row >= 0] // inner % colours)
         if held.numel() != 1:
             return None  # no colour, or several mixed in one channel
-        where = torch.where(row >= 0, row % pixels, -1).numpy().tobytes()
+        pixel = row // (inner * colours) * inner + row % inner  # the index with its colour taken out
+        where = torch.where(row >= 0, pixel, -1).numpy().tobytes()
         group = groups.setdefault(where, {})
         if int(held) in group:
             return None
@@ -157,6 +182,31 @@ def _groups(copy_: nn.Module, layer: str, image: InputSpec) -> tuple[int, dict[b
     if any(len(g) != colours for g in groups.values()):
         return None
     return colours, {p: tuple(g[c] for c in range(colours)) for p, g in groups.items()}
+
+
+def _exact_dtype(copy_: nn.Module, n: int) -> torch.dtype:
+    """The floating dtype of the input that finds where ``n`` values go: the parameters' (parts of the forward run
+    with them before the layer: ChangeViT's encoder reads the image pair before its stacked channels are read),
+    when it holds every position exactly; else float64."""
+    dtype = next((p.dtype for p in copy_.parameters() if p.is_floating_point()), torch.float64)
+    exact = {torch.float32: 1 << 24, torch.float64: 1 << 53}.get(dtype, 0)
+    return dtype if n < exact else torch.float64
+
+
+class _MetaWins(TorchFunctionMode):
+    """Calls given a ``meta`` tensor run on ``meta``, their CPU tensors moved there: the parts of a forward that
+    compute with the copy's parameters (on ``meta``) beside the rearrangement followed on the CPU."""
+
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        kwargs = kwargs or {}
+        tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if any(t.is_meta for t in tensors) and not all(t.is_meta for t in tensors):
+            args, kwargs = tree_map(
+                lambda t: t.to("meta") if isinstance(t, torch.Tensor) and not t.is_meta else t, (args, kwargs)
+            )
+        return func(*args, **kwargs)
 
 
 def _reaching(
@@ -174,7 +224,8 @@ def _reaching(
             args, kwargs = bind_inputs(copy_, values, example.paths)
         except Exception:  # the copy takes no such input: no rearrangement to find
             return None
-        given = inputs_reaching(copy_, [layer], args, kwargs).get(layer)
+        with _MetaWins():
+            given = inputs_reaching(copy_, [layer], args, kwargs).get(layer)
     # not reached: the steps before it need parameters, or values the copy has on meta (no rearrangement)
     if not given or not isinstance(given[0], torch.Tensor):
         return None

@@ -20,7 +20,6 @@ from typing import Any
 
 import networkx as nx
 import torch
-from torch import nn
 
 from .arguments import placeholder_dtype, placeholders, traced_paths
 from .copies import cannot_run_on_meta, detached_copy, meta_like
@@ -28,9 +27,7 @@ from .errors import first_line
 from .frontend import bind_inputs
 from .graph import graph_cache, graph_module_of, index_of, model_of
 from .graphreaders import fold_layers, graph_images, graph_readers
-from .guards import CHANNEL_GUARDS, update_guards
-from .records import Finding
-from .resize import resized_copy
+from .resize import refit_in_place
 from .rules.on_meta import ruled_meta
 
 __all__ = ("fold_alone", "fold_alone_at")
@@ -44,6 +41,7 @@ def fold_alone(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple
 
     Examples
     --------
+    >>> from torch import nn
     >>> from torchsurgeon.trace import trace
     >>> from torchsurgeon.graph import build_graph
     >>> class TiledResidual(nn.Module):
@@ -102,18 +100,8 @@ def _why_not(G: nx.DiGraph, layers: tuple[str, ...], inputs: Mapping[str, Any], 
     when meta cannot tell (:func:`~torchsurgeon.adapt_input_channels` checks the edit again before making it)."""
     model = model_of(G)
     edited = detached_copy(model, meta_like)
-    for name in layers:
-        layer = edited.get_submodule(name)
-        what = "in_channels" if isinstance(layer, nn.modules.conv._ConvNd) else "in_features"
-        before = getattr(layer, what, None)
-        if not isinstance(before, int):
-            return ""
-        resized = resized_copy(layer, Finding(name, type(layer).__name__, what, before, channels, ""))
-        if resized is None:
-            return ""
-        owner, _, leaf = name.rpartition(".")
-        setattr(edited.get_submodule(owner) if owner else edited, leaf, resized)
-        update_guards(edited, name, CHANNEL_GUARDS, before, channels)
+    if not refit_in_place(edited, layers, channels):
+        return ""
     args, kwargs = bind_inputs(model, dict(inputs), traced_paths(graph_module_of(G)))
     try:
         with torch.no_grad(), torch.device("meta"), ruled_meta():

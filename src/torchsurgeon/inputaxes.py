@@ -89,8 +89,9 @@ def moved_axes(
     whose first is a tensor of input axes ``axes``; None when a dim of ``out`` is no whole input axis (a split,
     a new dim) and is not the batch merged with the dims after it.
 
-    A reshape is followed when it merges the leading dims into the first (a video's frames into the batch,
-    ``(N, T, C, H, W)`` to ``(N * T, C, H, W)``) and keeps the others as they are.
+    A reshape is followed when it merges adjacent dims into one and keeps the others as they are: a video's frames
+    into the batch (``(N, T, C, H, W)`` to ``(N * T, C, H, W)``), a pair of images into one's channels
+    (``x.flatten(1, 2)``: ``(N, 2 * C, H, W)``).
 
     Examples
     --------
@@ -101,7 +102,9 @@ def moved_axes(
     ((0, 1), (2,), (3,), (4,))
     >>> moved_axes("call_method", "permute", None, (x, 0, 2, 1, 3, 4), {}, identity, x.permute(0, 2, 1, 3, 4))
     ((0,), (2,), (1,), (3,), (4,))
-    >>> moved_axes("call_method", "view", None, (x, 1, 6, 8, 8), {}, identity, x.view(1, 6, 8, 8)) is None
+    >>> moved_axes("call_method", "view", None, (x, 1, 6, 8, 8), {}, identity, x.view(1, 6, 8, 8))
+    ((0,), (1, 2), (3,), (4,))
+    >>> moved_axes("call_method", "view", None, (x, 1, 2, 3, 4, 16), {}, identity, x.view(1, 2, 3, 4, 16)) is None
     True
     """
     x = args[0] if args else None
@@ -126,10 +129,11 @@ def moved_axes(
         return _rearranged_axes(pattern, axes, out)
     if name in _RESHAPING or isinstance(module, nn.Flatten):
         before, after = tuple(x.shape), tuple(out.shape)
-        k = len(before) - len(after)
-        if k < 0 or not after or after[1:] != before[k + 1 :] or after[0] != math.prod(before[: k + 1]):
-            return None
-        return (tuple(a for dim in axes[: k + 1] for a in dim), *axes[k + 1 :])
+        k = len(before) - len(after)  # how many dims merged away
+        for i in range(len(after) if k >= 0 else 0):  # dims i .. i + k of the input merged into dim i
+            if before[:i] == after[:i] and before[i + k + 1 :] == after[i + 1 :]:
+                if after[i] == math.prod(before[i : i + k + 1]):
+                    return (*axes[:i], tuple(a for dim in axes[i : i + k + 1] for a in dim), *axes[i + k + 1 :])
     return None
 
 
@@ -256,10 +260,13 @@ def keeps_channels(axes: InputAxes) -> bool:
 
 class FollowedAxes:
     """For each node that moves a model input's axes (a :attr:`~torchsurgeon._steps.Step.moves` node), the input its
-    value is made of and which of that input's axes its dims are; None where it is not made of whole axes."""
+    value is made of and which of that input's axes its dims are; None where it is not made of whole axes.  For each
+    input read with its channels kept (:meth:`moved_input`), the axis read as its channels, and its sizes."""
 
     def __init__(self) -> None:
         self.axes: dict[torch.fx.Node, tuple[str, InputAxes] | None] = {}
+        self.channels: dict[str, int] = {}  # input -> its axis a layer reads as channels (a video's frames merged)
+        self.sizes: dict[str, tuple[int, ...]] = {}  # input -> its shape
 
     def follow(
         self,
@@ -288,19 +295,29 @@ class FollowedAxes:
             if not isinstance(first, torch.fx.Node):
                 return
             name, axes = str(first.target).lstrip("*"), tuple((d,) for d in range(x.dim()))
+            self.sizes[name] = tuple(x.shape)
         args, kwargs = step.fetch(env)
         moved = moved_axes(n.op, n.target, step.module, args, kwargs, axes, value)
         self.axes[n] = (name, moved) if moved is not None else None
 
-    def moved_input(self, step: Step) -> tuple[str, int] | None:
+    def moved_input(self, step: Step) -> tuple[str, int, int] | None:
         """The input the node of ``step`` reads with its axes moved but its channels kept (a video's frames merged
-        into the batch, :func:`keeps_channels`), and its axis the node's dim 1 is."""
+        into the batch, :func:`keeps_channels`), its axis the node's dim 1 is, and 1; or, where the node's dim 1 is
+        that axis merged with others (ChangeViT stacks an image pair's channels, ``b t c h w -> b (t c) h w``, after
+        its encoder read each image's), that axis and how many groups of channels the merge makes (2)."""
         if not step.reads_moved:
             return None
         for a in step.inputs:
             followed = self.axes.get(a)
-            if followed is not None and keeps_channels(followed[1]) and len(followed[1]) > 1:
-                return followed[0], followed[1][1][0]
+            if followed is None or len(followed[1]) < 2:
+                continue
+            name, axes = followed
+            if keeps_channels(axes):
+                self.channels.setdefault(name, axes[1][0])
+                return name, axes[1][0], 1
+            merged, axis = axes[1], self.channels.get(name)
+            if axis in merged and keeps_channels((axes[0], (axis,), *axes[2:])) and name in self.sizes:
+                return name, axis, math.prod(self.sizes[name][d] for d in merged if d != axis)
         return None
 
 
@@ -384,10 +401,11 @@ def fold_several(
 
 def fold_inputs(
     shape_specific: Sequence[str], inputs: Mapping[str, Any], model: nn.Module
-) -> Callable[[torch.fx.Node, nn.Module | None, tuple[str, int] | None], Callable[[int], str] | None]:
+) -> Callable[[torch.fx.Node, nn.Module | None, tuple[str, int, int] | None], Callable[[int], str] | None]:
     """For one propagation of a graph (``shape_specific``: what its trace answered about the input's shapes) at
     ``inputs``: the ``input=`` of the fold of a layer reading a model input, given its node, the layer and
-    ``moved`` (the input it reads with its axes moved, and the axis dim 1 is, :func:`fold_input`): else the one
+    ``moved`` (the input it reads with its axes moved, the axis dim 1 is and the groups of channels it makes,
+    :meth:`FollowedAxes.moved_input`; :func:`fold_input`): else the one
     input at its size for a model traced for one shape (:func:`fold_input_at_size`, decided once), or, for a model
     of several inputs that traced only for their shapes, all of them (:func:`fold_several`): adapt_input_channels
     traces a model without shapes, or else on one guessed image.  None where it needs no ``input=``.
@@ -396,14 +414,16 @@ def fold_inputs(
     --------
     >>> from torch import nn
     >>> of = fold_inputs((), {"x": (1, 2, 8, 8)}, nn.Conv3d(2, 4, 3))
-    >>> of(None, None, ("x", 2))(3)  # frames merged into the batch
+    >>> of(None, None, ("x", 2, 1))(3)  # frames merged into the batch
     '(1, 3, 8, 8)'
     """
     at_size = fold_input_at_size(shape_specific, inputs, model)
 
-    def of(node: torch.fx.Node, layer: nn.Module | None, moved: tuple[str, int] | None) -> Callable[[int], str] | None:
+    def of(
+        node: torch.fx.Node, layer: nn.Module | None, moved: tuple[str, int, int] | None
+    ) -> Callable[[int], str] | None:
         if moved is not None:
-            return fold_input(inputs, *moved)
+            return fold_input(inputs, moved[0], moved[1])
         if at_size is not None or not shape_specific:
             return at_size
         return fold_several(inputs, node, layer)

@@ -209,7 +209,7 @@ def adapt_layer(
     if layout is not None:
         note = (
             f"{mode} fold of {layout.colours} → {channels} channels in each of the {len(layout.before)} groups of "
-            f"pixels it reads after a rearrangement of the input (space-to-depth): {before} → {width}"
+            f"pixels it reads after a rearrangement of the input (a space-to-depth, images stacked): {before} → {width}"
         )
     others: list[ParamReport] = []
     if original is not None:  # its forward computes the weight it uses: is the fold still exact?

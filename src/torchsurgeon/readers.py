@@ -49,6 +49,7 @@ answer its forward (a detector's ``torch.nonzero`` and ``nms``): about 1 GiB in 
 during an analysis), which refused torchvision's ResNet-50 detectors (34–59 M)."""
 
 __all__ = (
+    "colour_axis",
     "guessed_input",
     "image_input",
     "image_shape",
@@ -88,7 +89,8 @@ def unmatched_channels(
     values = [t for t in ExampleInputs(model, input, 1).values() if t.is_floating_point()]
     sizes = {int(d) for t in values for d in t.shape[1:]}
     shapes = ", ".join(str(tuple(t.shape[1:])) for t in values)
-    channels = int(values[0].shape[1]) if values and values[0].dim() > 1 else 0
+    axis = colour_axis(model, names, tuple(values[0].shape[1:])) if values else 0
+    channels = int(values[0].shape[1 + axis]) if values and values[0].dim() > 1 + axis else 0
     out: dict[str, tuple[str, int | None, int]] = {}
     for name in names:
         layer = model.get_submodule(name)
@@ -621,6 +623,23 @@ def image_shape(model: nn.Module, input: InputSpec) -> Any:
     return input.get(name) if name is not None else None
 
 
+def colour_axis(model: nn.Module, names: Sequence[str], shape: Sequence[int]) -> int:
+    """The dim of an image of per-sample ``shape`` that holds its colours: the one dim whose size is the width
+    (``in_channels``, ``in_features``) of some of the layers ``names`` reading it (as it is, or with its frames
+    merged into the batch: ChangeViT's ``(T, C, H, W)`` image pairs), when the first dim is no such width; else
+    the first.
+
+    Examples
+    --------
+    >>> model = nn.ModuleDict({"frames": nn.Conv2d(3, 8, 3), "stacked": nn.Conv2d(6, 8, 3)})
+    >>> colour_axis(model, ["frames", "stacked"], (2, 3, 32, 32)), colour_axis(model, ["stacked"], (2, 3, 32, 32))
+    (1, 0)
+    """
+    widths = {getattr(m, "in_channels", getattr(m, "in_features", None)) for m in map(model.get_submodule, names)}
+    at = [i for i, d in enumerate(shape) if d in widths]
+    return at[0] if len(at) == 1 and shape and shape[0] not in widths else 0
+
+
 def recoloured(
     model: nn.Module,
     image: InputSpec,
@@ -628,14 +647,15 @@ def recoloured(
     width: int | None = None,
     follow: str | None = None,
     last: bool = False,
+    axis: int | None = None,
 ) -> InputSpec:
     """``image`` with ``channels`` channels in its image (:func:`image_shape`), the other inputs as they are.
 
     The channels are its first dim, or the one dim of the stem's input ``width`` when the first is not
     (a channels-last ``(H, W, C)`` image, ``(T, C, H, W)`` frames); with ``last`` (the stem is a Linear: it reads
     the last dim), the last dim when it has that width (Flux's ``(tokens, C)`` latents, even as many tokens as
-    channels).  ``follow``: the input to recolour, by name, instead of the :func:`image_input` (a ControlNet's
-    ``controlnet_cond``).
+    channels); ``axis``: that dim (:func:`colour_axis`).  ``follow``: the input to recolour, by name, instead of the
+    :func:`image_input` (a ControlNet's ``controlnet_cond``).
 
     Examples
     --------
@@ -644,7 +664,9 @@ def recoloured(
     """
     shape = image[follow] if follow is not None and isinstance(image, Mapping) else image_shape(model, image)
     at = 0  # channels first, unless only another dim has the width the stem reads ((H, W, C) permuted in forward)
-    if last and width is not None and shape and shape[-1] == width:
+    if axis is not None:
+        at = axis
+    elif last and width is not None and shape and shape[-1] == width:
         at = len(shape) - 1
     elif width is not None and shape and shape[0] != width and [d for d in shape if d == width] == [width]:
         at = shape.index(width)

@@ -37,6 +37,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from .copies import detached_copy, meta_like
 from .foldcheck import fold_is_exact, no_exact_fold
+from .guards import CHANNEL_GUARDS, update_guards
 from .records import Finding, FoldMode
 
 __all__ = (
@@ -50,6 +51,7 @@ __all__ = (
     "magnitudes",
     "plan_resize",
     "rebuild_fix",
+    "refit_in_place",
     "replacing_call",
     "resized_copy",
     "resized_param_count",
@@ -274,6 +276,32 @@ def resized_param_count(module: nn.Module, finding: Finding) -> int:
     if plan is None:
         return sum(p.numel() for p in params.values())
     return sum(math.prod(plan.params[n]) if n in plan.params else p.numel() for n, p in params.items())
+
+
+def refit_in_place(model: nn.Module, names: Sequence[str], channels: int) -> bool:
+    """Put in ``model`` (a weightless copy) each layer of ``names`` resized to take ``channels`` input channels, and set
+    the settings guarding its channel count as a fold does: what the model looks like once they are folded.  False
+    (some left as they were) when a layer is no Conv or Linear, or cannot be resized.
+
+    Examples
+    --------
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3))
+    >>> refit_in_place(model, ["0"], 1), model[0].in_channels
+    (True, 1)
+    """
+    for name in names:
+        layer = model.get_submodule(name)
+        what = "in_channels" if isinstance(layer, _CONV) else "in_features"
+        before = getattr(layer, what, None)
+        if not isinstance(before, int):
+            return False
+        resized = resized_copy(layer, Finding(name, type(layer).__name__, what, before, channels, ""))
+        if resized is None:
+            return False
+        owner, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, leaf, resized)
+        update_guards(model, name, CHANNEL_GUARDS, before, channels)
+    return True
 
 
 def resized_copy(module: nn.Module, finding: Finding, *, device: str | torch.device = "meta") -> nn.Module | None:

@@ -14,9 +14,8 @@ every invalid layer, like a type checker.  Other nodes run on ``meta``
 user's model is never touched).  Each node records which way its shape was
 obtained (:class:`~torchsurgeon.records.ShapeSource`).
 
-A node that cannot run is ``invalid`` (a shape error) or ``unknown`` (no meta
-kernel, data-dependent); nodes after it are ``unknown``.  A
-:class:`~torchsurgeon.shapememo.ShapeMemo` lets a sweep over inputs reuse the
+A node that cannot run is ``invalid`` (a shape error) or ``unknown`` (no meta kernel, data-dependent); nodes
+after it are ``unknown``.  A :class:`~torchsurgeon.shapememo.ShapeMemo` lets a sweep over inputs reuse the
 nodes whose inputs did not change, and twin nodes given the same values
 (:func:`~torchsurgeon.shapememo.twin_kinds`) share one result.  What an input
 spec means is :func:`torchsurgeon.shapespec.normalize_input`.
@@ -440,6 +439,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 step.pooled,
                 self.model_dtype,
                 fold_input=self._fold_input(n, module, moved) if step.from_input or moved is not None else None,
+                fold_groups=moved[2] if moved is not None else 1,
                 fold_alone=functools.partial(fold_alone_at, self.G, self.input_shapes) if step.from_input else None,
                 where=base.where,
                 whole_model=module is self.model,

@@ -35,6 +35,7 @@ from .initialisers import default_init
 from .layerfold import adapt_layer, input_width, plain_weight, weight_normed
 from .lazy import lazy_layers
 from .readers import (
+    colour_axis,
     distinct_images,
     guessed_input,
     image_shape,
@@ -631,7 +632,7 @@ def adapt_input_channels(
             raise
         if image is None and not run_before:  # found in the graph: the edit is still tried on a guessed image
             image = guessed_input(edited)
-        mapped = _channel_maps(edited, doubts, channels, image if run_before else None)
+        mapped = _channel_maps(edited, names, doubts, channels, image if run_before else None)
         if mapped is not None:  # a space-to-depth stem: each group of pixels it reads folded, tried on that image
             (image, layouts), doubts, run_before = mapped, {}, True
         if doubts and run_before and _channels_of(edited, image) == channels:
@@ -685,18 +686,23 @@ def adapt_input_channels(
 
 
 def _channel_maps(
-    model: nn.Module, doubts: _Doubts, channels: int, image: InputSpec | None
+    model: nn.Module, names: Sequence[str], doubts: _Doubts, channels: int, image: InputSpec | None
 ) -> tuple[InputSpec, dict[str, ChannelMap]] | None:
-    """For a model whose layers in ``doubts`` read the input only after a rearrangement of its values (a
-    space-to-depth stem, a ``pixel_unshuffle``): the image they were found on (``image``, else one the model runs
-    on now) and each one's :class:`~torchsurgeon.channelmap.ChannelMap` for ``channels``; None when some layer
-    reads the input otherwise (joined with features, after a colour transform), or no image runs."""
+    """For a model whose layers in ``doubts`` (of ``names``, those reading the input) read the input only after a
+    rearrangement of its values (a space-to-depth stem, a ``pixel_unshuffle``, a pair of images stacked into one's
+    channels): the image they were found on (``image``, else one the model runs on now) and each one's
+    :class:`~torchsurgeon.channelmap.ChannelMap` for ``channels``, its colours on the dim the others read as
+    channels (:func:`~torchsurgeon.readers.colour_axis`); None when some layer reads the input otherwise (joined
+    with features, after a colour transform), or no image runs."""
     if not doubts or any(other for _, _, other in doubts.values()):
         return None
     image = image if image is not None else runnable_image(model)
     if image is None:
         return None
-    maps = {name: channel_map(model, name, image, channels) for name in doubts}
+    shape = image_shape(model, image)
+    plain = [name for name in names if name not in doubts]
+    axis = colour_axis(model, plain, shape) if isinstance(shape, tuple) and plain else 0
+    maps = {name: channel_map(model, name, image, channels, axis, plain) for name in doubts}
     found = {name: m for name, m in maps.items() if m is not None}
     return (image, found) if len(found) == len(maps) else None
 
