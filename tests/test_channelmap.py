@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from models import assert_same_state, model_state
-from torchsurgeon import ParamChange, adapt_input_channels, paramcount
+from torchsurgeon import ParamChange, adapt_input_channels, check_surgery, paramcount
 from torchsurgeon.channelmap import channel_map
 
 
@@ -101,3 +101,8 @@ def test_an_image_pair_stacked_into_channels_has_one_fold_that_runs_as_written(c
         got, want = result.model(grey.expand(2, 2, channels, 16, 16)), model(grey.expand(2, 2, 3, 16, 16))
     assert tuple(got.shape) == report.output_shape
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    checked = check_surgery(model, result.model, (2, channels, 16, 16))  # was: the detail conv 'updated' (by 101 %)
+    assert [(c.name, c.status) for c in checked.params if c.status is not ParamChange.KEPT] == [
+        ("encoder.weight", ParamChange.FOLDED),
+        ("detail.weight", ParamChange.FOLDED),
+    ]

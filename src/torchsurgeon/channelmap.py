@@ -32,7 +32,7 @@ from .arguments import ExampleInputs
 from .copies import detached_copy, inputs_reaching, meta_like
 from .fold import fold_weight, recognise_fold
 from .frontend import bind_inputs
-from .readers import guessed_input, image_input, input_readers, recoloured
+from .readers import guessed_input, image_input, image_shape, input_readers, recoloured
 from .records import FoldMode
 from .resize import refit_in_place
 from .shapespec import InputSpec
@@ -254,11 +254,15 @@ def runnable_image(model: nn.Module) -> tuple[int, ...] | None:
     return None
 
 
-def rearranged_fold(original: nn.Module, name: str, old: torch.Tensor, new: torch.Tensor) -> FoldMode | None:
+def rearranged_fold(
+    original: nn.Module, name: str, old: torch.Tensor, new: torch.Tensor, input: InputSpec | None = None
+) -> FoldMode | None:
     """The fold that made ``new`` of ``old``, the weight ``name`` of a layer reading the input through a
-    rearrangement of its values (timm's TResNet: a space-to-depth before the stem), as ``adapt_input_channels``
-    folds such a layer: each group of pixels' colours folded (:class:`ChannelMap`).
-    None for a layer reading the input as it is (its fold is :func:`~torchsurgeon.fold.recognise_fold`'s).
+    rearrangement of its values (timm's TResNet: a space-to-depth before the stem; an image pair stacked into one's
+    channels), as ``adapt_input_channels`` folds such a layer: each group of pixels' colours folded
+    (:class:`ChannelMap`).  ``input``: the input the edited model takes, whose colours may be on another dim than
+    the first (a pair ``(2, C, H, W)``).  None for a layer reading the input as it is (its fold is
+    :func:`~torchsurgeon.fold.recognise_fold`'s).
 
     Examples
     --------
@@ -270,15 +274,34 @@ def rearranged_fold(original: nn.Module, name: str, old: torch.Tensor, new: torc
     owner, _, local = name.rpartition(".")
     if local != "weight" or old.shape[1] == new.shape[1]:
         return None
+    for image, axis, channels in _images_before(original, old.shape[1], new.shape[1], input):
+        try:
+            others = [r for r in input_readers(original, image) if r != owner]  # folded with it
+            layout = channel_map(original, owner, image, channels, axis, others)
+        except Exception:  # the copy does not run as far as the layer: no layout to compare with
+            continue
+        if layout is not None:
+            return recognise_fold(old, new, fold=layout.fold)
+    return None
+
+
+def _images_before(
+    original: nn.Module, old: int, new: int, input: InputSpec | None
+) -> list[tuple[InputSpec, int, int]]:
+    """Inputs the original may take, with their colours' dim and the count the fold made of them, for a layer
+    whose ``old`` input channels were folded to ``new`` in groups: an image it runs on (colours first), and, for each
+    dim of the image of ``input`` (the edited model's), that input with the original's colours there."""
+    found: list[tuple[InputSpec, int, int]] = []
     image = runnable_image(original)
-    if image is None:
-        return None
     colours = image[0] if image and type(image[0]) is int else 0
-    groups = old.shape[1] // colours if colours and old.shape[1] % colours == 0 else 0
-    if groups < 2 or new.shape[1] % groups:  # one group: the plain fold, already compared
-        return None
-    try:
-        layout = channel_map(original, owner, image, new.shape[1] // groups)
-    except Exception:  # the copy does not run as far as the layer: no layout to compare with
-        return None
-    return recognise_fold(old, new, fold=layout.fold) if layout is not None else None
+    groups = old // colours if colours and old % colours == 0 else 0
+    if image is not None and groups >= 2 and new % groups == 0:  # one group: the plain fold, already compared
+        found.append((image, 0, new // groups))
+    if input is None:
+        return found
+    shape = image_shape(original, input)
+    for axis, count in enumerate(shape if isinstance(shape, tuple) else ()):
+        groups = new // count if type(count) is int and count and new % count == 0 else 0
+        if groups >= 2 and old % groups == 0:
+            found.append((recoloured(original, input, old // groups, axis=axis), axis, count))
+    return found

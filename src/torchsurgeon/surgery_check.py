@@ -400,7 +400,7 @@ def _reparametrised(
     return found
 
 
-def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
+def _classify(original: nn.Module, edited: nn.Module, input: InputSpec) -> list[ParamReport]:
     orig: dict[str, torch.Tensor] = dict(original.named_parameters())
     new = dict(edited.named_parameters())
     aliases = _aliases(original, orig)  # a tied decoder's dec.weight is emb.weight: the edit may untie it
@@ -458,14 +458,14 @@ def _classify(original: nn.Module, edited: nn.Module) -> list[ParamReport]:
                 continue
             folds = _as_folded(original, edited, name, o.detach(), p.detach()) if foldable else None
             mode = recognise_fold(*folds) if folds is not None else None
-            grouped = mode is None and folds is not None and rearranged_fold(original, name, *folds)
+            grouped = mode is None and folds is not None and rearranged_fold(original, name, *folds, input)
             if mode is not None or grouped:
                 folded = f"{mode} fold of the original" if mode is not None else f"{grouped} fold of the original, "
                 widths = (folds[0].shape[1], folds[1].shape[1]) if folds is not None else (1, 1)
                 if mode is not None and not is_exact_fold(mode, *widths):  # 13 → 2 channels: scaled, cut
                     folded += inexact_repeat_note(*widths, name.rpartition(".")[0])
                 if grouped:  # the layer reads the input moved around: each group of pixels' colours folded
-                    folded += "each group of pixels' colours (the layer reads the input rearranged: a space-to-depth)"
+                    folded += "each group of pixels' colours (the input rearranged: space-to-depth, images stacked)"
                 reports[name] = ParamReport(name, ParamChange.FOLDED, tuple(o.shape), tuple(p.shape), "", folded)
                 claimed.add(name)
                 continue
@@ -724,7 +724,7 @@ def check_surgery(original: nn.Module, edited: nn.Module, input: InputSpec, *, b
             raise
         before, after, part = _parts_checked(original, edited, input, batch, exc)
     prefix = f"{part.name}." if part is not None else ""  # the part's layer names, in the model's names
-    params = _classify(original, edited)
+    params = _classify(original, edited, input)
     invalid = [dataclasses.replace(layer, name=f"{prefix}{layer.name}") for layer in after.invalid]
     invalid_layers = {layer.name for layer in invalid}
     findings = {f"{prefix}{f.layer}": f.message for f in after.findings}
