@@ -670,6 +670,27 @@ def test_a_functional_call_on_a_module_weights_is_named_by_the_module() -> None:
     assert "pad" in [layer.name for layer in r.layers]  # weight-free calls keep their node names
 
 
+def test_a_tensor_made_on_a_layer_weight_device_is_not_named_by_the_layer() -> None:
+    """Found by probing torchgeo's ConvLSTM: its first state, ``torch.zeros(b, 8, h, w,
+    device=self.conv.weight.device)``, had the row ``cell_list.0.conv  zeros()``, read as the conv itself."""
+
+    class Cell(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3 + 8, 8, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, _, h, w = x.shape
+            state = torch.zeros(b, 8, h, w, device=self.conv.weight.device, dtype=self.conv.weight.dtype)
+            return self.conv(torch.cat([x, state], dim=1))
+
+    r = paramcount(Cell(), (3, 8, 8))
+    assert [(layer.name, layer.type) for layer in r.layers if layer.type in ("zeros()", "Conv2d")] == [
+        ("zeros", "zeros()"),
+        ("conv", "Conv2d"),
+    ]
+
+
 def test_a_transformer_encoder_given_a_padding_mask_is_propagated() -> None:
     """Found by a probe: in eval, torch's encoder made nested tensors of the mask, which meta cannot: output
     None, the encoder unknown, trusted."""

@@ -646,6 +646,9 @@ def param_facts(G: nx.DiGraph) -> Mapping[str, ParamFact]:
     return facts
 
 
+_METADATA = (("device",), ("dtype",), ("shape",))
+
+
 def _weight_owner(node: torch.fx.Node, weights: dict[str, frozenset[str]], modules: Mapping[str, nn.Module]) -> str:
     """The one module whose parameters a functional call on data reads (``F.conv2d(x, self.weight)``), else "".
 
@@ -657,7 +660,12 @@ def _weight_owner(node: torch.fx.Node, weights: dict[str, frozenset[str]], modul
     ``Conv2dStaticSamePadding`` with its padding module): a call reading one parameter of a block (the layer
     scale of a ConvNeXt block, the position embedding of a ViT encoder) is one step of it, and the block's name
     on its row would make ``report.layer(block)`` that step.
+    A parameter's device, dtype or shape read is no step of a weight: a tensor made on its device
+    (``torch.zeros(b, 8, h, w, device=self.conv.weight.device)``, a recurrent cell's first state) is no layer.
     """
+    if node.target is getattr and node.args[1:2] in _METADATA:
+        weights[node.name] = frozenset()
+        return ""
     inputs = node.all_input_nodes
     read = [weights[a.name] for a in inputs if a.name in weights]
     if len(read) == len(inputs):  # no data in: a step computing a weight, or a constant
