@@ -106,3 +106,68 @@ def test_an_image_pair_stacked_into_channels_has_one_fold_that_runs_as_written(c
         ("encoder.weight", ParamChange.FOLDED),
         ("detail.weight", ParamChange.FOLDED),
     ]
+
+
+class _StateCell(nn.Module):
+    """torchgeo's ConvLSTM in small: each frame of ``(B, T, C, H, W)`` joined with the cell's state along the
+    channels, ``torch.cat([x, h], 1)``, then one conv over both (its state made on the conv's weight device)."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels + 4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _, h, w = x.size()
+        state = torch.zeros(b, 4, h, w, device=self.conv.weight.device, dtype=self.conv.weight.dtype)
+        for i in range(t):
+            state = torch.tanh(self.conv(torch.cat([x[:, i], state], dim=1)))
+        return state
+
+
+class _CoordConv(nn.Module):
+    """CoordConv: the image joined with two channels of its pixels' coordinates, made in the forward."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels + 2, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        ys = torch.linspace(-1, 1, h, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+        xs = torch.linspace(-1, 1, w, dtype=x.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
+        return self.conv(torch.cat([ys, x, xs], dim=1))
+
+
+@pytest.mark.parametrize(("kind", "shape"), [(_StateCell, (3, 3, 16, 16)), (_CoordConv, (3, 16, 16))])
+@pytest.mark.parametrize(("channels", "mode"), [(1, "sum"), (4, "spread")])
+def test_the_input_joined_with_other_channels_is_folded_and_the_others_kept(
+    kind: type[nn.Module], shape: tuple[int, ...], channels: int, mode: str
+) -> None:
+    """Found by probing torchgeo's ConvLSTM at 1 channel: the report said 'what comes before it gives 9: make that
+    give 11, or replace the layer (new weights)' and adapt_input_channels refused ('reads the input only after a
+    concatenation with 8 other channels').  The input's columns of the conv's weight fold, those of what it is joined
+    with (a state, coordinates) stay: the report names the fold, which runs as written, gives ``total_for_input``
+    parameters and the original's output on grey replicated, in float64; check_surgery calls it folded."""
+    torch.manual_seed(0)
+    model = kind().double().eval()
+    before = model_state(model)
+    at = len(shape) - 3  # the colours: before the two spatial dims
+    new = (*shape[:at], channels, *shape[at + 1 :])
+    report = paramcount(model, new, batch=2)
+    spread = "" if mode == "sum" else ", mode='spread'"
+    fix = f"fold it with adapt_input_channels(model, {channels}{spread}, input={shape})"  # sizes asked in forward
+    assert {f.fix for f in report.findings} == {fix}
+    result = eval(fix.removeprefix("fold it with "), {"adapt_input_channels": adapt_input_channels, "model": model})
+    assert_same_state(before, model_state(model))
+    assert report.total_for_input == sum(p.numel() for p in result.model.parameters())
+    kind(channels).double().load_state_dict(result.model.state_dict())  # strict: the same keys and shapes
+    grey = torch.randn(2, *shape[:at], 1, *shape[at + 1 :], dtype=torch.float64)
+    with torch.no_grad():
+        got = result.model(grey.expand(2, *new))
+        want = model(grey.expand(2, *shape))
+    assert tuple(got.shape) == report.output_shape
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    checked = check_surgery(model, result.model, new)
+    assert [(c.name, c.status) for c in checked.params if c.status is not ParamChange.KEPT] == [
+        ("conv.weight", ParamChange.FOLDED)
+    ]

@@ -111,22 +111,19 @@ def test_features_computed_from_the_input_are_not_taken_for_the_weights_of_a_lay
     assert joins == {"fuse": 8}  # 8 of its 12 channels are the features'
 
 
-def test_a_layer_reading_the_input_joined_with_features_is_named_and_the_fix_runs() -> None:
-    """adapt_input_channels named the batch norm as the layer reading the input (ViTMatte); it names the readers
-    and refuses the fold of the joined layer, with a fix that runs."""
-    model = _Fusion().eval()
-    with pytest.raises(SurgeryError, match=r"^fuse \(Conv2d\) reads the input only after a concatenation") as caught:
-        adapt_input_channels(model, 1, input=(4, 16, 16))
-    message = str(caught.value)
-    assert "(the input is read by stem, fuse)" in message and "bn" not in message
-    replace, fold = (
-        message.split("replace it (new weights) with ")[1].split(", or name")[0].split(", then fold the others: ")
-    )
-    exec(replace, {"model": model, "nn": nn})  # as written
-    edited = eval(fold, {"model": model, "adapt_input_channels": adapt_input_channels}).model
-    assert (edited.stem.in_channels, edited.fuse.in_channels) == (1, 9)
+def test_a_layer_reading_the_input_joined_with_features_is_folded_with_the_stem() -> None:
+    """adapt_input_channels named the batch norm as the layer reading the input (ViTMatte); then it refused the fold of
+    the layer reading the pixels joined with the features.  Now both fold: the stem as a plain stem, and the joined
+    layer's pixel columns, its feature columns kept (the features of the folded stem on grey are the original's on
+    grey replicated): exact in float64."""
+    torch.manual_seed(0)
+    model = _Fusion().double().eval()
+    result = adapt_input_channels(model, 1, input=(4, 16, 16))
+    assert (result.model.stem.in_channels, result.model.fuse.in_channels) == (1, 9)
+    assert [c.name for c in result.changes if c.status is ParamChange.FOLDED] == ["stem.weight", "fuse.weight"]
+    grey = torch.randn(2, 1, 16, 16, dtype=torch.float64)
     with torch.no_grad():
-        assert edited(torch.randn(2, 1, 16, 16)).shape == (2, 2, 16, 16)
+        torch.testing.assert_close(result.model(grey), model(grey.expand(2, 4, 16, 16)), rtol=1e-12, atol=1e-12)
 
 
 def _detector(name: str) -> nn.Module:

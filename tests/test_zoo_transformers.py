@@ -638,9 +638,13 @@ def test_a_video_model_reading_frames_moved_is_folded_as_the_report_says(name: s
     assert adapt_input_channels(model, 1).model(pixel_values=grey).logits.shape == (2, 3)  # its config: no input=
 
 
-def test_vitmatte_names_the_layers_reading_its_input_and_the_fix_runs() -> None:
+def test_vitmatte_folds_every_layer_reading_its_input_exactly() -> None:
     """ViTMatte's 4-channel input feeds the ViTDet stem, the ConvStream's first conv and, joined with features,
-    the last fusion conv: adapt_input_channels named the ConvStream's batch norm as the layer reading it."""
+    the last fusion conv: adapt_input_channels named the ConvStream's batch norm as the layer reading it, then
+    refused the fusion conv ('reads the input only after a concatenation'), and the report's fix for the ConvStream
+    conv, ``adapt_input_channels(model, 1, layer=['backbone.embeddings', ...])``, raised.  All three fold now, the
+    fusion conv's columns of the features kept, with the fix each names: exact in float64 on a 1-channel input
+    replicated."""
     backbone = {"model_type": "vitdet", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
     backbone |= {"intermediate_size": 37, "image_size": 32, "patch_size": 16, "num_channels": 4}
     backbone |= {"pretrain_image_size": 32, "out_features": ["stage2"]}
@@ -650,23 +654,26 @@ def test_vitmatte_names_the_layers_reading_its_input_and_the_fix_runs() -> None:
         convstream_hidden_sizes=[8, 16, 16],
         fusion_hidden_sizes=[16, 16, 8, 8],
     )
-    model = transformers.VitMatteForImageMatting(config).eval()
+    torch.manual_seed(0)
+    model = transformers.VitMatteForImageMatting(config).eval().double()
     fusion = "decoder.fusion_blocks.3.conv.conv"
     assert model.get_submodule(fusion).in_channels == 8 + 4
-    with pytest.raises(
-        SurgeryError, match=rf"^{fusion} \(Conv2d\) reads the input only after a concatenation"
-    ) as caught:
-        adapt_input_channels(model, 1)
-    message = str(caught.value)
-    readers = f"backbone.embeddings.projection, decoder.convstream.convs.0.conv, {fusion}"
-    assert f"(the input is read by {readers})" in message and "batch_norm" not in message
-    replace, fold = (
-        message.split("replace it (new weights) with ")[1].split(", or name")[0].split(", then fold the others: ")
-    )
-    exec(replace, {"model": model, "nn": torch.nn})  # as written
-    edited = eval(fold, {"model": model, "adapt_input_channels": adapt_input_channels}).model
+    report = paramcount(model, (1, 32, 32))  # each layer's fix folds all three (the first two named layer=...)
+    fixes = {f.layer: f.fix for f in report.findings}
+    assert fixes["backbone.embeddings.projection"] == "fold it with adapt_input_channels(model, 1)"
+    assert fixes["decoder.convstream.convs.0.conv"] == "fold it with adapt_input_channels(model, 1)"
+    assert fixes[fusion] == "fold it with adapt_input_channels(model, 1, input=(4, 32, 32))"
+    for fix in set(fixes.values()):  # as written
+        edited = eval(fix.removeprefix("fold it with "), {"adapt_input_channels": adapt_input_channels, "model": model})
+        assert sum(p.numel() for p in edited.model.parameters()) == report.total_for_input
+    result = adapt_input_channels(model, 1)
+    folded = [c.name.removesuffix(".weight") for c in result.changes if c.status is ParamChange.FOLDED]
+    assert folded == ["backbone.embeddings.projection", "decoder.convstream.convs.0.conv", fusion]
+    assert result.model.get_submodule(fusion).in_channels == 8 + 1
+    grey = torch.randn(1, 1, 32, 32, dtype=torch.float64)
     with torch.no_grad():
-        assert edited(torch.randn(1, 1, 32, 32)).alphas.shape == (1, 1, 32, 32)
+        got, want = result.model(grey).alphas, model(grey.expand(1, 4, 32, 32)).alphas
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_levit_is_left_as_found_and_analysed_again() -> None:

@@ -25,7 +25,7 @@ from .autocast import Autocast
 from .copies import thawed, torch_or_python
 from .fxbookkeeping import node_autocast
 from .graph import graph_cache, graph_module_of, index_of, model_of, node_record
-from .inputaxes import moves_axes
+from .inputaxes import joins_parts, moves_axes
 from .knowndata import makes_known_data
 from .resize import call_name, hands_on_channels, hands_on_features
 from .rules import Rule, function_rule, method_rule, module_rule
@@ -233,6 +233,10 @@ def steps_of(G: nx.DiGraph) -> dict[torch.fx.Node, Step]:
                     moves_axes(op, node.target, module)
                     or (node not in passing and hands_on_channels(op, node.target, module))
                 )
+            ) or (  # torch.cat([x, state], 1): the input joined with other channels (a ConvLSTM cell)
+                isinstance(first, (list, tuple))
+                and joins_parts(op, node.target, first)
+                and any(type(a) is node_type and (a.op == "placeholder" or a in passing or a in moved) for a in first)
             )
             if moves:
                 moved.add(node)

@@ -32,34 +32,39 @@ from .arguments import ExampleInputs
 from .copies import detached_copy, inputs_reaching, meta_like
 from .fold import fold_weight, recognise_fold
 from .frontend import bind_inputs
-from .readers import guessed_input, image_input, image_shape, input_readers, recoloured
+from .readers import colour_axis, guessed_input, image_input, image_shape, input_readers, recoloured
 from .records import FoldMode
 from .resize import refit_in_place
 from .shapespec import InputSpec
 
-__all__ = ("ChannelMap", "channel_map", "rearranged_fold", "runnable_image")
+__all__ = ("ChannelMap", "channel_map", "channel_maps", "rearranged_fold", "runnable_image")
 
 
 @dataclass(frozen=True)
 class ChannelMap:
     """The input channels of a layer read through a rearrangement of a ``colours``-channel input: ``before[g][c]``
     is the layer's channel holding colour ``c`` of the pixels of group ``g``, and ``after[g][c]`` the one that
-    holds it once the input has ``channels`` colours (the same groups, in the same order)."""
+    holds it once the input has ``channels`` colours (the same groups, in the same order).  ``kept``: the layer's
+    channels that hold none of the input's values (what the input is joined with, ``torch.cat([x, state], 1)`` in
+    a ConvLSTM cell), each as (where it is now, where it is then), in order.  ``axis``: the dim of the image's
+    per-sample shape that holds its colours."""
 
     colours: int
     channels: int
     before: tuple[tuple[int, ...], ...]
     after: tuple[tuple[int, ...], ...]
+    kept: tuple[tuple[int, int], ...] = ()
+    axis: int = 0
 
     @property
     def width(self) -> int:
         """The layer's input channels (``in_channels``, ``in_features``) for the new input."""
-        return len(self.after) * self.channels
+        return len(self.after) * self.channels + len(self.kept)
 
     def fold(self, weight: torch.Tensor, mode: FoldMode) -> torch.Tensor:
         """``weight`` (the layer's input channels on dim 1) with the colours of each group folded to
         :attr:`channels`, as :func:`~torchsurgeon.fold.fold_weight` folds a plain stem's, and put where the new
-        input's channels arrive.
+        input's channels arrive; the channels :attr:`kept` moved as they are.
 
         Examples
         --------
@@ -68,6 +73,9 @@ class ChannelMap:
         >>> m.fold(w, FoldMode.SUM)
         tensor([[ 3., 12.],
                 [21., 30.]])
+        >>> ChannelMap(3, 1, ((0, 1, 2),), ((0,),), ((3, 1),)).fold(torch.arange(8.0).reshape(2, 4), FoldMode.SUM)
+        tensor([[ 3.,  3.],
+                [15.,  7.]])
         """
         out, rest = weight.shape[0], tuple(weight.shape[2:])
         groups = len(self.before)
@@ -76,6 +84,8 @@ class ChannelMap:
         folded = folded.reshape(out, groups * self.channels, *rest)
         placed = torch.empty((out, self.width, *rest), dtype=folded.dtype, device=folded.device)
         placed[:, torch.tensor(self.after, device=weight.device).flatten()] = folded
+        for now, then in self.kept:
+            placed[:, then] = weight[:, now]
         return placed
 
 
@@ -132,44 +142,94 @@ def channel_map(
     if old is None or not refit_in_place(copy_, others, channels):
         return None
     new = _groups(copy_, layer, recoloured(model, image, channels, axis=axis), axis)
-    if old is None or new is None:
+    if new is None:
         return None
-    (colours, before), (got, after) = old, new
-    if got != channels or set(before) != set(after):
+    (colours, before, kept), (got, after, then) = old, new
+    if got != channels or set(before) != set(after) or len(kept) != len(then):
         return None
     order = list(before)
-    return ChannelMap(colours, channels, tuple(before[p] for p in order), tuple(after[p] for p in order))
+    return ChannelMap(
+        colours, channels, tuple(before[p] for p in order), tuple(after[p] for p in order), tuple(zip(kept, then)), axis
+    )
+
+
+def channel_maps(
+    model: nn.Module, names: Sequence[str], doubts: Sequence[str], channels: int, image: InputSpec | None
+) -> tuple[InputSpec, dict[str, ChannelMap]] | None:
+    """For a model whose layers ``doubts`` (of ``names``, those reading the input) read the input only after a
+    rearrangement of its values (a space-to-depth stem, a pair of images stacked into one's channels) or joined with
+    other channels (a ConvLSTM cell's state): the image they were found on (``image``, else one the model runs on
+    now) and each one's :class:`ChannelMap` for ``channels``, its colours on the dim the others read as channels
+    (:func:`~torchsurgeon.readers.colour_axis`), else the first found on the first dim or one before the last two
+    (the frames' colours); None when some layer reads the input otherwise (after a colour transform), or no image
+    runs.
+
+    Examples
+    --------
+    >>> class Pair(nn.Module):  # each image of a pair, and both stacked into 6 channels
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.frames, self.pair = nn.Conv2d(3, 8, 3), nn.Conv2d(6, 8, 3)
+    ...     def forward(self, x):
+    ...         return self.frames(x[:, 0]) + self.pair(x.flatten(1, 2))
+    >>> image, maps = channel_maps(Pair(), ["frames", "pair"], ["pair"], 1, (2, 3, 8, 8))
+    >>> maps["pair"].before, maps["pair"].axis
+    (((0, 1, 2), (3, 4, 5)), 1)
+    """
+    if not doubts:
+        return None
+    image = image if image is not None else runnable_image(model)
+    if image is None:
+        return None
+    shape = image_shape(model, image)
+    plain = [name for name in names if name not in doubts]
+    dims = len(shape) if isinstance(shape, tuple) else 1
+    axes = [colour_axis(model, plain, shape)] if plain and dims > 1 else range(max(1, dims - 2))
+    for axis in axes:
+        maps = {name: channel_map(model, name, image, channels, axis, plain) for name in doubts}
+        found = {name: m for name, m in maps.items() if m is not None}
+        if len(found) == len(maps):
+            return image, found
+    return None
 
 
 def _groups(
     copy_: nn.Module, layer: str, image: InputSpec, axis: int
-) -> tuple[int, dict[bytes, tuple[int, ...]]] | None:
-    """The input's channel count (its per-sample dim ``axis``) and, for each set of pixels (the values of the other
-    dims) some of the layer's channels hold, those channels in the order of the colours they hold; None unless every
-    channel holds one colour and each set all of them."""
+) -> tuple[int, dict[bytes, tuple[int, ...]], tuple[int, ...]] | None:
+    """The input's channel count (its per-sample dim ``axis``); for each set of pixels (the values of the other
+    dims) some of the layer's channels hold, those channels in the order of the colours they hold; and the channels
+    that hold none of the input's values (what it is joined with).  None unless every other channel holds one
+    colour and each set all of them, and every value the layer reads is one of the input's or does not depend on
+    it."""
     example = ExampleInputs(copy_, image, 1)
     name = image_input(dict(example))
     if name is None:
         return None
     shape = tuple(example[name].shape)
     n = math.prod(shape)
-    dtype = _exact_dtype(copy_, n)
+    dtype = _exact_dtype(copy_, 2 * n)
     ids = torch.arange(1, n + 1, dtype=dtype).reshape(shape)  # where each value comes from, + 1
     noise = torch.rand(shape, dtype=dtype, generator=torch.Generator().manual_seed(0)) + 1
-    at, other = (_reaching(copy_, layer, example, name, x) for x in (ids, noise))
-    if at is None or other is None or at.shape != other.shape:
+    reached = [_reaching(copy_, layer, example, name, x) for x in (ids, ids + n, noise)]
+    at, shifted, other = reached
+    if at is None or shifted is None or other is None or not at.shape == shifted.shape == other.shape:
         return None
-    index = at.round().long() - 1  # -1: a value made (a zero of padding), no input's
-    if not torch.equal(index.to(at.dtype) + 1, at) or index.min() < -1 or index.max() >= n:
+    read = shifted - at == n  # an input's value; else one made (a zero of padding, the state it is joined with)
+    if not bool((read | (shifted == at)).all()):
+        return None  # computed with the input's values
+    index = torch.where(read, at.round().long() - 1, -1)
+    if not torch.equal(torch.where(read, index.to(at.dtype) + 1, at), at) or index.max() >= n:
         return None  # not values of the input: something computed with them
-    gathered = torch.where(index >= 0, noise.flatten().to(other.dtype)[index.clamp(min=0)], 0)
-    if not torch.equal(gathered, other):
-        return None
-    if len(shape) < axis + 2:
+    gathered = torch.where(read, noise.flatten().to(other.dtype)[index.clamp(min=0)], at)
+    if not torch.equal(gathered, other) or len(shape) < axis + 2:
         return None
     colours, inner = shape[axis + 1], math.prod(shape[axis + 2 :])  # an index: (outer, colour, inner) in order
     groups: dict[bytes, dict[int, int]] = {}
+    kept: list[int] = []
     for k, row in enumerate(index):
+        if not bool(read[k].any()):  # none of the input's values: kept as it is
+            kept.append(k)
+            continue
         held = torch.unique(row[row >= 0] // inner % colours)
         if held.numel() != 1:
             return None  # no colour, or several mixed in one channel
@@ -179,9 +239,9 @@ def _groups(
         if int(held) in group:
             return None
         group[int(held)] = k
-    if any(len(g) != colours for g in groups.values()):
+    if not groups or any(len(g) != colours for g in groups.values()):
         return None
-    return colours, {p: tuple(g[c] for c in range(colours)) for p, g in groups.items()}
+    return colours, {p: tuple(g[c] for c in range(colours)) for p, g in groups.items()}, tuple(kept)
 
 
 def _exact_dtype(copy_: nn.Module, n: int) -> torch.dtype:
@@ -203,10 +263,20 @@ class _MetaWins(TorchFunctionMode):
         kwargs = kwargs or {}
         tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         if any(t.is_meta for t in tensors) and not all(t.is_meta for t in tensors):
-            args, kwargs = tree_map(
-                lambda t: t.to("meta") if isinstance(t, torch.Tensor) and not t.is_meta else t, (args, kwargs)
-            )
+            joining = func in _JOINING  # what the input is joined with: zeros, which no input changes
+
+            def made(t: Any) -> Any:
+                if not isinstance(t, torch.Tensor):
+                    return t
+                if joining:
+                    return torch.zeros(t.shape, dtype=t.dtype) if t.is_meta else t
+                return t if t.is_meta else t.to("meta")
+
+            args, kwargs = tree_map(made, (args, kwargs))
         return func(*args, **kwargs)
+
+
+_JOINING = (torch.cat, torch.concat, torch.concatenate)
 
 
 def _reaching(
@@ -278,10 +348,10 @@ def rearranged_fold(
         try:
             others = [r for r in input_readers(original, image) if r != owner]  # folded with it
             layout = channel_map(original, owner, image, channels, axis, others)
-        except Exception:  # the copy does not run as far as the layer: no layout to compare with
+            if layout is not None and (len(layout.before) > 1 or layout.kept):  # one group alone: the plain fold
+                return recognise_fold(old, new, fold=layout.fold)
+        except Exception:  # the copy does not run as far as the layer, or the map is not this weight's
             continue
-        if layout is not None:
-            return recognise_fold(old, new, fold=layout.fold)
     return None
 
 
@@ -290,7 +360,8 @@ def _images_before(
 ) -> list[tuple[InputSpec, int, int]]:
     """Inputs the original may take, with their colours' dim and the count the fold made of them, for a layer
     whose ``old`` input channels were folded to ``new`` in groups: an image it runs on (colours first), and, for each
-    dim of the image of ``input`` (the edited model's), that input with the original's colours there."""
+    dim of the image of ``input`` (the edited model's), that input with the original's colours there (any count
+    that the groups of colours, and the channels kept beside them, make ``old`` of)."""
     found: list[tuple[InputSpec, int, int]] = []
     image = runnable_image(original)
     colours = image[0] if image and type(image[0]) is int else 0
@@ -301,7 +372,9 @@ def _images_before(
         return found
     shape = image_shape(original, input)
     for axis, count in enumerate(shape if isinstance(shape, tuple) else ()):
-        groups = new // count if type(count) is int and count and new % count == 0 else 0
-        if groups >= 2 and old % groups == 0:
-            found.append((recoloured(original, input, old // groups, axis=axis), axis, count))
+        if type(count) is not int or count < 1:
+            continue
+        for groups in range(1, abs(old - new) + 1):  # old - new == groups * (colours - count)
+            if (old - new) % groups == 0 and (colours := count + (old - new) // groups) >= 1 and colours != count:
+                found.append((recoloured(original, input, colours, axis=axis), axis, count))
     return found

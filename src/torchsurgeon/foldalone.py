@@ -20,6 +20,7 @@ from typing import Any
 
 import networkx as nx
 import torch
+from torch import nn
 
 from .arguments import placeholder_dtype, placeholders, traced_paths
 from .copies import cannot_run_on_meta, detached_copy, meta_like
@@ -61,9 +62,38 @@ def fold_alone(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple
     layers = fold_layers(G)
     if not layers:
         return _changed_image(G, inputs), ""
+    if graph_cache(G, f"folded through maps {channels}", lambda: _folded_through_maps(G, inputs, channels)):
+        return (), ""  # the plain fold folds the others through their channel maps (ViTMatte's joined pixels)
     key = f"fold alone {channels} {sorted((k, tuple(v.shape)) for k, v in inputs.items() if hasattr(v, 'shape'))}"
     verdict: tuple[tuple[str, ...], str] = graph_cache(G, key, lambda: (layers, _why_not(G, layers, inputs, channels)))
     return verdict
+
+
+def _folded_through_maps(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> bool:
+    """Whether :func:`~torchsurgeon.adapt_input_channels` folds every layer reading the one input of ``G``, those
+    reading it rearranged or joined with other channels (ViTMatte's fusion conv reads its pixels joined with
+    features) through their :class:`~torchsurgeon.channelmap.ChannelMap`: found on the input given with the
+    channels of the first convolution reading it, as the fold finds them."""
+    from .channelmap import channel_maps  # channelmap runs the model: readers, shapes (which imports this module)
+    from .readers import input_readers, unmatched_channels
+
+    if len(inputs) != 1 or (x := next(iter(inputs.values()))).dim() < 3:
+        return False
+    model = model_of(G)
+    modules = index_of(G).modules
+    found, _, _ = graph_readers(G)
+    convs = (m for name in found if name in modules for m in modules[name].modules() if isinstance(m, nn.Conv2d))
+    first = next(convs, None)
+    if first is None:
+        return False
+    image = (first.in_channels, *x.shape[2:])
+    try:
+        joins: dict[str, int] = {}
+        readers = input_readers(model, image, joins=joins)
+        doubts = unmatched_channels(model, readers, image, joins)
+        return bool(doubts) and channel_maps(model, readers, list(doubts), channels, image) is not None
+    except Exception:  # the model does not run on that image: the layers named alone stay the fix
+        return False
 
 
 def _changed_image(G: nx.DiGraph, inputs: Mapping[str, Any]) -> tuple[str, ...]:

@@ -664,8 +664,7 @@ def _weight_owner(node: torch.fx.Node, weights: dict[str, frozenset[str]], modul
     (``torch.zeros(b, 8, h, w, device=self.conv.weight.device)``, a recurrent cell's first state) is no layer.
     """
     if node.target is getattr and node.args[1:2] in _METADATA:
-        weights[node.name] = frozenset()
-        return ""
+        return ""  # not noted in ``weights``: what reads it reads no weight
     inputs = node.all_input_nodes
     read = [weights[a.name] for a in inputs if a.name in weights]
     if len(read) == len(inputs):  # no data in: a step computing a weight, or a constant

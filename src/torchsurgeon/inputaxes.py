@@ -37,6 +37,7 @@ __all__ = (
     "fold_input",
     "fold_inputs",
     "fold_several",
+    "joins_parts",
     "keeps_channels",
     "moved_axes",
     "moves_axes",
@@ -74,6 +75,21 @@ def moves_axes(op: str, target: Any, module: nn.Module | None) -> bool:
         return True
     name = call_name(op, target)
     return name in _PERMUTING or name in _RESHAPING
+
+
+_JOINING = frozenset({torch.cat, torch.concat, torch.concatenate})
+
+
+def joins_parts(op: str, target: Any, first: Any) -> bool:
+    """Whether a graph node joins a list of tensors (``torch.cat([x, state], 1)``): one of them may be the input, its
+    channels joined with others (:meth:`FollowedAxes.follow`).
+
+    Examples
+    --------
+    >>> joins_parts("call_function", torch.cat, []), joins_parts("call_function", torch.add, [])
+    (True, False)
+    """
+    return op == "call_function" and target in _JOINING and isinstance(first, (list, tuple))
 
 
 def moved_axes(
@@ -267,6 +283,7 @@ class FollowedAxes:
         self.axes: dict[torch.fx.Node, tuple[str, InputAxes] | None] = {}
         self.channels: dict[str, int] = {}  # input -> its axis a layer reads as channels (a video's frames merged)
         self.sizes: dict[str, tuple[int, ...]] = {}  # input -> its shape
+        self.joined: dict[torch.fx.Node, int] = {}  # node -> the channels (dim 1) joined to the input's (torch.cat)
 
     def follow(
         self,
@@ -276,11 +293,15 @@ class FollowedAxes:
         env: Mapping[torch.fx.Node, Any],
         steps: Mapping[torch.fx.Node, Step],
     ) -> None:
-        """Record what ``n`` gave, ``value``, from the values ``env`` of the nodes before it (:func:`moved_axes`)."""
-        source = n.args[0]
-        assert isinstance(source, torch.fx.Node)
-        x = env.get(source)
+        """Record what ``n`` gave, ``value``, from the values ``env`` of the nodes before it (:func:`moved_axes`); for
+        a join of the input with other tensors along dim 1 (``torch.cat([x, state], 1)``), the input's axes and the
+        channels joined to them."""
         self.axes[n] = None
+        source = n.args[0]
+        if not isinstance(source, torch.fx.Node):
+            self._join(n, source, value, env, steps)
+            return
+        x = env.get(source)
         if not isinstance(x, torch.Tensor) or not isinstance(value, torch.Tensor):
             return
         if steps[source].moves:
@@ -299,12 +320,43 @@ class FollowedAxes:
         args, kwargs = step.fetch(env)
         moved = moved_axes(n.op, n.target, step.module, args, kwargs, axes, value)
         self.axes[n] = (name, moved) if moved is not None else None
+        if source in self.joined and moved is not None and moved[:2] == axes[:2]:  # dim 1 handed on (padded)
+            self.joined[n] = self.joined[source]
 
-    def moved_input(self, step: Step) -> tuple[str, int, int] | None:
+    def _join(
+        self,
+        n: torch.fx.Node,
+        parts: Any,
+        value: Any,
+        env: Mapping[torch.fx.Node, Any],
+        steps: Mapping[torch.fx.Node, Step],
+    ) -> None:
+        """``n`` joins ``parts`` (:func:`joins_parts`): where one of them is the input, its axes moved but its
+        channels kept, and the join is along dim 1, the others' channels (what a layer reading it gets beside the
+        input's)."""
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
+        if not isinstance(value, torch.Tensor) or type(dim) is not int or dim % value.dim() != 1:
+            return
+        found: list[tuple[torch.fx.Node, tuple[str, InputAxes]]] = []
+        for part in parts:
+            if not isinstance(part, torch.fx.Node) or not isinstance(x := env.get(part), torch.Tensor):
+                continue
+            if part.op == "placeholder":
+                found.append((part, (str(part.target).lstrip("*"), tuple((d,) for d in range(x.dim())))))
+                self.sizes[found[-1][1][0]] = tuple(x.shape)
+            elif steps[part].moves and (followed := self.axes.get(part)) is not None and part not in self.joined:
+                found.append((part, followed))
+        if len(found) == 1 and keeps_channels(found[0][1][1]):
+            part, followed = found[0]
+            self.axes[n] = followed
+            self.joined[n] = int(value.shape[1]) - int(env[part].shape[1])
+
+    def moved_input(self, step: Step) -> tuple[str, int, int, int] | None:
         """The input the node of ``step`` reads with its axes moved but its channels kept (a video's frames merged
-        into the batch, :func:`keeps_channels`), its axis the node's dim 1 is, and 1; or, where the node's dim 1 is
-        that axis merged with others (ChangeViT stacks an image pair's channels, ``b t c h w -> b (t c) h w``, after
-        its encoder read each image's), that axis and how many groups of channels the merge makes (2)."""
+        into the batch, :func:`keeps_channels`), its axis the node's dim 1 is, 1 and the channels joined to the
+        input's (``torch.cat([x, state], 1)``: a ConvLSTM cell's state); or, where the node's dim 1 is that axis
+        merged with others (ChangeViT stacks an image pair's channels, ``b t c h w -> b (t c) h w``, after its
+        encoder read each image's), that axis, how many groups of channels the merge makes (2) and 0."""
         if not step.reads_moved:
             return None
         for a in step.inputs:
@@ -314,10 +366,10 @@ class FollowedAxes:
             name, axes = followed
             if keeps_channels(axes):
                 self.channels.setdefault(name, axes[1][0])
-                return name, axes[1][0], 1
+                return name, axes[1][0], 1, self.joined.get(a, 0)
             merged, axis = axes[1], self.channels.get(name)
             if axis in merged and keeps_channels((axes[0], (axis,), *axes[2:])) and name in self.sizes:
-                return name, axis, math.prod(self.sizes[name][d] for d in merged if d != axis)
+                return name, axis, math.prod(self.sizes[name][d] for d in merged if d != axis), 0
         return None
 
 
@@ -401,11 +453,11 @@ def fold_several(
 
 def fold_inputs(
     shape_specific: Sequence[str], inputs: Mapping[str, Any], model: nn.Module
-) -> Callable[[torch.fx.Node, nn.Module | None, tuple[str, int, int] | None], Callable[[int], str] | None]:
+) -> Callable[[torch.fx.Node, nn.Module | None, tuple[str, int, int, int] | None], Callable[[int], str] | None]:
     """For one propagation of a graph (``shape_specific``: what its trace answered about the input's shapes) at
     ``inputs``: the ``input=`` of the fold of a layer reading a model input, given its node, the layer and
-    ``moved`` (the input it reads with its axes moved, the axis dim 1 is and the groups of channels it makes,
-    :meth:`FollowedAxes.moved_input`; :func:`fold_input`): else the one
+    ``moved`` (the input it reads with its axes moved, the axis dim 1 is, the groups of channels it makes and the
+    channels joined to them, :meth:`FollowedAxes.moved_input`; :func:`fold_input`): else the one
     input at its size for a model traced for one shape (:func:`fold_input_at_size`, decided once), or, for a model
     of several inputs that traced only for their shapes, all of them (:func:`fold_several`): adapt_input_channels
     traces a model without shapes, or else on one guessed image.  None where it needs no ``input=``.
@@ -414,13 +466,13 @@ def fold_inputs(
     --------
     >>> from torch import nn
     >>> of = fold_inputs((), {"x": (1, 2, 8, 8)}, nn.Conv3d(2, 4, 3))
-    >>> of(None, None, ("x", 2, 1))(3)  # frames merged into the batch
+    >>> of(None, None, ("x", 2, 1, 0))(3)  # frames merged into the batch
     '(1, 3, 8, 8)'
     """
     at_size = fold_input_at_size(shape_specific, inputs, model)
 
     def of(
-        node: torch.fx.Node, layer: nn.Module | None, moved: tuple[str, int, int] | None
+        node: torch.fx.Node, layer: nn.Module | None, moved: tuple[str, int, int, int] | None
     ) -> Callable[[int], str] | None:
         if moved is not None:
             return fold_input(inputs, moved[0], moved[1])

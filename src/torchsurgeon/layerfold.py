@@ -206,11 +206,15 @@ def adapt_layer(
     note = f"{mode} fold of {before} → {channels} channels"
     if layout is None and not is_exact_fold(mode, weight.shape[1], folded.shape[1]):  # 13 → 2: scaled, cut
         note += inexact_repeat_note(weight.shape[1], folded.shape[1], name)
-    if layout is not None:
+    if layout is not None and len(layout.before) > 1:
         note = (
             f"{mode} fold of {layout.colours} → {channels} channels in each of the {len(layout.before)} groups of "
             f"pixels it reads after a rearrangement of the input (a space-to-depth, images stacked): {before} → {width}"
         )
+    elif layout is not None:
+        note = f"{mode} fold of {layout.colours} → {channels} channels: {before} → {width}"
+    if layout is not None and layout.kept:
+        note += f", the {len(layout.kept)} channels the input is joined with kept as they are"
     others: list[ParamReport] = []
     if original is not None:  # its forward computes the weight it uses: is the fold still exact?
         refold = lambda w: _fold_layer_weight(layer, w, channels, groups, mode)  # noqa: E731

@@ -439,7 +439,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
                 step.pooled,
                 self.model_dtype,
                 fold_input=self._fold_input(n, module, moved) if step.from_input or moved is not None else None,
-                fold_groups=moved[2] if moved is not None else 1,
+                fold_layout=moved[2:] if moved is not None else (1, 0),
                 fold_alone=functools.partial(fold_alone_at, self.G, self.input_shapes) if step.from_input else None,
                 where=base.where,
                 whole_model=module is self.model,

@@ -21,7 +21,7 @@ from torch import nn
 from .ambient import in_plain_torch
 from .arguments import layer_names, required_arguments
 from .channelconstants import channel_constants, widen_channel_constants
-from .channelmap import ChannelMap, channel_map, runnable_image
+from .channelmap import ChannelMap, channel_maps, runnable_image
 from .configinput import configured_image, default_input, with_tower_hint
 from .copies import model_copy
 from .errors import SurgeryError, TraceError, check_count, check_flag, check_option, did_you_mean
@@ -35,7 +35,6 @@ from .initialisers import default_init
 from .layerfold import adapt_layer, input_width, plain_weight, weight_normed
 from .lazy import lazy_layers
 from .readers import (
-    colour_axis,
     distinct_images,
     guessed_input,
     image_shape,
@@ -360,7 +359,8 @@ def _check_the_edit_runs(
     for image in images:
         follow = _read_by(model, image, names[0]) if chosen else None
         last = isinstance(model.get_submodule(names[0]), nn.Linear)  # a Linear reads the input's last dim
-        new_input = recoloured(model, image, channels, before[names[0]], follow, last)
+        axis = next(iter(layouts.values())).axis if layouts else None  # a ConvLSTM's (T, C, H, W) frames
+        new_input = recoloured(model, image, channels, before[names[0]], follow, last, axis)
         try:
             input_readers(trial, new_input, follow=follow, refitted=list(refitted) or None)
         except SurgeryError as exc:
@@ -632,7 +632,7 @@ def adapt_input_channels(
             raise
         if image is None and not run_before:  # found in the graph: the edit is still tried on a guessed image
             image = guessed_input(edited)
-        mapped = _channel_maps(edited, names, doubts, channels, image if run_before else None)
+        mapped = channel_maps(edited, names, list(doubts), channels, image if run_before else None)
         if mapped is not None:  # a space-to-depth stem: each group of pixels it reads folded, tried on that image
             (image, layouts), doubts, run_before = mapped, {}, True
         if doubts and run_before and _channels_of(edited, image) == channels:
@@ -683,28 +683,6 @@ def adapt_input_channels(
         )
     changes = _adapted(edited, names, channels, mode, before, layouts)
     return SurgeryResult(edited, refitted_note(changes, refitted, input))
-
-
-def _channel_maps(
-    model: nn.Module, names: Sequence[str], doubts: _Doubts, channels: int, image: InputSpec | None
-) -> tuple[InputSpec, dict[str, ChannelMap]] | None:
-    """For a model whose layers in ``doubts`` (of ``names``, those reading the input) read the input only after a
-    rearrangement of its values (a space-to-depth stem, a ``pixel_unshuffle``, a pair of images stacked into one's
-    channels): the image they were found on (``image``, else one the model runs on now) and each one's
-    :class:`~torchsurgeon.channelmap.ChannelMap` for ``channels``, its colours on the dim the others read as
-    channels (:func:`~torchsurgeon.readers.colour_axis`); None when some layer reads the input otherwise (joined
-    with features, after a colour transform), or no image runs."""
-    if not doubts or any(other for _, _, other in doubts.values()):
-        return None
-    image = image if image is not None else runnable_image(model)
-    if image is None:
-        return None
-    shape = image_shape(model, image)
-    plain = [name for name in names if name not in doubts]
-    axis = colour_axis(model, plain, shape) if isinstance(shape, tuple) and plain else 0
-    maps = {name: channel_map(model, name, image, channels, axis, plain) for name in doubts}
-    found = {name: m for name, m in maps.items() if m is not None}
-    return (image, found) if len(found) == len(maps) else None
 
 
 @in_plain_torch

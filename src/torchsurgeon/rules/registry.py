@@ -107,9 +107,10 @@ class Call:
     findings: list[Finding] = field(default_factory=list)
     cautions: list[str] = field(default_factory=list)
     fold_input: Callable[[int], str] | None = None
-    fold_groups: int = 1
+    fold_layout: tuple[int, int] = (1, 0)
     """For a node reading the input's channels merged with another axis (an image pair stacked, ``(t c)``), how many
-    groups of channels the merge makes: the layer gets and expects ``fold_groups`` × the input's channels."""
+    groups of channels the merge makes, and the channels joined to them (``torch.cat([x, state], 1)``): the layer
+    gets and expects ``groups`` × the input's channels + ``joined``."""
     fold_alone: Callable[[int], tuple[tuple[str, ...], str]] | None = None
     where: str = ""
     whole_model: bool = False
