@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from models import assert_same_state, model_state
-from torchsurgeon import ParamChange, adapt_input_channels, check_surgery, paramcount
+from torchsurgeon import ParamChange, SurgeryError, adapt_input_channels, check_surgery, paramcount
 from torchsurgeon.channelmap import channel_map
 
 
@@ -171,3 +171,23 @@ def test_the_input_joined_with_other_channels_is_folded_and_the_others_kept(
     assert [(c.name, c.status) for c in checked.params if c.status is not ParamChange.KEPT] == [
         ("conv.weight", ParamChange.FOLDED)
     ]
+
+
+class _WithItsMean(nn.Module):
+    """The image joined with its own mean over the colours: values computed from the input, no layer between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([x, x.mean(1, keepdim=True)], dim=1))
+
+
+def test_the_input_joined_with_values_computed_from_it_is_not_folded() -> None:
+    """A fold keeps what the input is joined with only when no input value reaches it but through a layer: the mean
+    of grey replicated is not the mean the folded model sees.  The report names no fold, and the fold is refused."""
+    report = paramcount(_WithItsMean(), (1, 8, 8))
+    assert [f.layer for f in report.findings] == ["conv"] and "fold it" not in report.findings[0].fix
+    with pytest.raises(SurgeryError, match=r"^conv \(Conv2d\) reads the input only after "):
+        adapt_input_channels(_WithItsMean(), 1)

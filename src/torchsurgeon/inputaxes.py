@@ -274,6 +274,36 @@ def keeps_channels(axes: InputAxes) -> bool:
     return bool(axes) and 0 in axes[0] and all(len(a) == 1 and a[0] != 0 for a in axes[1:])
 
 
+_MADE = frozenset(
+    {"zeros", "ones", "empty", "full", "arange", "linspace", "zeros_like", "ones_like", "empty_like", "full_like"}
+    | {"new_zeros", "new_ones", "new_empty", "new_full", "size", "dim"}
+)
+"""Calls whose values are made, not computed from the values of what they are given (only its size)."""
+
+
+def _input_values(node: torch.fx.Node, steps: Mapping[torch.fx.Node, Step], limit: int = 64) -> bool:
+    """Whether ``node``'s value may be computed from a model input's values with no layer of weights between (the
+    input's mean, an edge filter of buffers): joined with the input, no fold keeps its channels.  A value computed by
+    a layer with weights (a recurrent state, features), made (zeros of the input's size) or read from the model is
+    not; past ``limit`` nodes, undecided: it may be."""
+    todo, seen = [node], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current.op == "placeholder" or len(seen) > limit:
+            return True
+        step = steps.get(current)
+        module = step.module if step is not None else None
+        weighted = module is not None and next(module.parameters(), None) is not None
+        metadata = current.target is getattr and current.args[1:2] in (("shape",), ("device",), ("dtype",))
+        if current.op == "get_attr" or weighted or metadata or call_name(current.op, current.target) in _MADE:
+            continue
+        todo.extend(current.all_input_nodes)
+    return False
+
+
 class FollowedAxes:
     """For each node that moves a model input's axes (a :attr:`~torchsurgeon._steps.Step.moves` node), the input its
     value is made of and which of that input's axes its dims are; None where it is not made of whole axes.  For each
@@ -348,8 +378,10 @@ class FollowedAxes:
                 found.append((part, followed))
         if len(found) == 1 and keeps_channels(found[0][1][1]):
             part, followed = found[0]
-            self.axes[n] = followed
-            self.joined[n] = int(value.shape[1]) - int(env[part].shape[1])
+            others = [p for p in parts if isinstance(p, torch.fx.Node) and p is not part]
+            if not any(_input_values(p, steps) for p in others):  # x with x.mean(1): no fold keeps that exact
+                self.axes[n] = followed
+                self.joined[n] = int(value.shape[1]) - int(env[part].shape[1])
 
     def moved_input(self, step: Step) -> tuple[str, int, int, int] | None:
         """The input the node of ``step`` reads with its axes moved but its channels kept (a video's frames merged
