@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from models import TiledResidualStem
 from torchsurgeon import SurgeryError, adapt_input_channels, paramcount
@@ -38,3 +39,37 @@ def test_where_the_stem_alone_does_not_run_the_report_says_no_fold_runs() -> Non
     for layer in (None, ["conv"]):  # the truth: surgery refuses both
         with pytest.raises(SurgeryError):
             adapt_input_channels(model, 3, mode="spread", layer=layer)
+
+
+class _SpaceToDepth(nn.Module):
+    """timm's TResNet stem in small: each 2 × 2 block of pixels made channels (``view``, ``permute``), then a conv."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4 * channels, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        x = x.view(n, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4).contiguous()
+        return self.conv(x.view(n, c * 4, h // 2, w // 2))
+
+
+@pytest.mark.parametrize(("channels", "mode"), [(1, "sum"), (4, "spread")])
+def test_a_stem_after_a_space_to_depth_is_told_its_fold(channels: int, mode: str) -> None:
+    """Noticed on timm's tresnet_m: at 1 channel the report said 'what comes before it gives 16: make that give 48,
+    or replace the layer (new weights)', while adapt_input_channels folds the stem exactly through its channel map.
+    The report names that fold now; it runs as written, gives ``total_for_input`` parameters and is exact."""
+    torch.manual_seed(0)
+    model = _SpaceToDepth().double().eval()
+    report = paramcount(model, (channels, 8, 8), batch=2)
+    spread = "" if mode == "sum" else ", mode='spread'"
+    assert [(f.layer, f.fix) for f in report.findings] == [
+        ("conv", f"fold it with adapt_input_channels(model, {channels}{spread})")
+    ]
+    assert report.layer("conv").message.endswith(f"fold it with adapt_input_channels(model, {channels}{spread})")
+    edited = adapt_input_channels(model, channels, mode=mode).model
+    assert sum(p.numel() for p in edited.parameters()) == report.total_for_input
+    grey = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        got, want = edited(grey.expand(2, channels, 8, 8)), model(grey.expand(2, 3, 8, 8))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -29,6 +29,7 @@ from .crosscheck import crosscheck as run_crosscheck
 from .crosscheck import crosscheck_mode, forward_runs, inputs_fed, real_failure
 from .errors import InputError, ShapeError, TraceError
 from .flops import count_flops
+from .foldalone import name_mapped_folds
 from .gcpause import paused_gc
 from .graph import (
     build_graph,
@@ -141,6 +142,7 @@ def _analyse(
             raise ShapeError(f"{rec.message} (input shapes {dict(shapes.input_shapes)})")
     # "use a larger input": which one (no cost without)
     shapes = name_fitting_input(G, input, batch, shapes, retrace, model)
+    shapes = name_mapped_folds(G, shapes)  # a space-to-depth stem: its fold, not a new layer
     if cache is None:
         summary = count_params(G)
     else:  # parameter counts depend on the input only through the invalid layers

@@ -15,8 +15,9 @@ them, its fix names that image's layers.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import torch
@@ -26,12 +27,15 @@ from .arguments import placeholder_dtype, placeholders, traced_paths
 from .copies import cannot_run_on_meta, detached_copy, meta_like
 from .errors import first_line
 from .frontend import bind_inputs
-from .graph import graph_cache, graph_module_of, index_of, model_of
+from .graph import graph_cache, graph_module_of, index_of, model_of, set_records, shape_specific_of
 from .graphreaders import fold_layers, graph_images, graph_readers
-from .resize import refit_in_place
+from .resize import input_fix, refit_in_place
 from .rules.on_meta import ruled_meta
 
-__all__ = ("fold_alone", "fold_alone_at")
+if TYPE_CHECKING:  # shapes imports this module
+    from .shapes import ShapeResult
+
+__all__ = ("fold_alone", "fold_alone_at", "name_mapped_folds")
 
 
 def fold_alone(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple[tuple[str, ...], str]:
@@ -148,3 +152,58 @@ def _why_not(G: nx.DiGraph, layers: tuple[str, ...], inputs: Mapping[str, Any], 
             f"input whose channel count it can take, or fold by hand"
         )
     return ""
+
+
+def name_mapped_folds(G: nx.DiGraph, shapes: ShapeResult) -> ShapeResult:
+    """``shapes`` and ``G``'s records with the fold named for each layer that reads the input only rearranged (timm's
+    TResNet: a space-to-depth makes its stem's 48 channels of 16 pixels × 3 colours) and that
+    :func:`~torchsurgeon.adapt_input_channels` folds through its :class:`~torchsurgeon.channelmap.ChannelMap`: it was
+    told to replace the layer (new weights).  Nothing is run without such a finding.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> from torchsurgeon.graph import build_graph
+    >>> from torchsurgeon.shapes import propagate_shapes
+    >>> G = build_graph(trace(nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, 8, 3))))
+    >>> name_mapped_folds(G, propagate_shapes(G, (1, 8, 8))).findings[0].fix
+    'fold it with adapt_input_channels(model, 1)'
+    """
+    from .channelmap import channel_maps  # channelmap runs the model: readers, shapes (which imports this module)
+    from .readers import input_readers, unmatched_channels
+
+    widths = ("in_channels", "in_features")
+    found = [f for f in shapes.findings if f.what in widths and not f.fix.startswith("fold it")]
+    if not found or len(shapes.input_shapes) != 1:
+        return shapes
+    _, _, rearranged = graph_readers(G)
+    found = [f for f in found if f.layer in rearranged and isinstance(f.got, int) and isinstance(f.expected, int)]
+    shape = next(iter(shapes.input_shapes.values()))[1:]
+    if not found or len(shape) < 2 or found[0].got % shape[0] or found[0].expected % (found[0].got // shape[0]):
+        return shapes
+    model = model_of(G)
+    channels = shape[0]
+    image = (found[0].expected // (found[0].got // channels), *shape[1:])  # the colours each group held
+    try:
+        joins: dict[str, int] = {}
+        readers = input_readers(model, image, joins=joins)
+        mapped = channel_maps(model, readers, list(unmatched_channels(model, readers, image, joins)), channels, image)
+    except Exception:  # the model does not run on that image: no fold to name
+        return shapes
+    if mapped is None or any(f.layer not in mapped[1] for f in found):
+        return shapes
+    fixes = {
+        f.layer: input_fix(model.get_submodule(f.layer), channels, repr(image) if shape_specific_of(G) else "")
+        for f in found
+    }
+    nodes = dict(shapes.nodes)
+    for name, rec in shapes.nodes.items():
+        new = [dataclasses.replace(f, fix=fixes[f.layer]) if f in found else f for f in rec.findings]
+        if new != list(rec.findings):
+            message = rec.message
+            for old, fixed in zip(rec.findings, new, strict=True):
+                message = message.replace(old.fix, fixed.fix)
+            nodes[name] = dataclasses.replace(rec, findings=tuple(new), message=message)
+    set_records(G, [nodes[name] for name in nodes if nodes[name] is not shapes.nodes[name]])
+    return dataclasses.replace(shapes, nodes=nodes, findings=tuple(f for rec in nodes.values() for f in rec.findings))
