@@ -10,8 +10,12 @@ holds; :meth:`ChannelMap.fold` then folds the colours of each group of channels 
 before the layer put a ``C``-channel input.  Every fold stays exact in the sense the mode promises: the layer
 sees, for each group of pixels, the colours a plain stem would see.
 
-A step that computes with the values (a colour transform mixing the channels, a normalisation, a DCT) is no
-rearrangement: no map is found, and the caller refuses the fold.
+The same holds for images stacked into one's channels (a pair ``(2, C, H, W)`` read as ``2 * C`` channels: each
+image's colours are a group) and for the input joined with other channels (``torch.cat([x, state], 1)``): the
+layer's channels that hold none of the input's values, found by a second run with every position shifted (what
+does not move is made, not read), are kept as they are.  A step that computes with the values (a colour transform
+mixing the channels, a normalisation, a DCT, the input's own mean joined to it) is no rearrangement: no map is
+found, and the caller refuses the fold.
 """
 
 from __future__ import annotations

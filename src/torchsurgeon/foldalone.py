@@ -78,26 +78,30 @@ def _folded_through_maps(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int
     reading it rearranged or joined with other channels (ViTMatte's fusion conv reads its pixels joined with
     features) through their :class:`~torchsurgeon.channelmap.ChannelMap`: found on the input given with the
     channels of the first convolution reading it, as the fold finds them."""
-    from .channelmap import channel_maps  # channelmap runs the model: readers, shapes (which imports this module)
-    from .readers import input_readers, unmatched_channels
-
     if len(inputs) != 1 or (x := next(iter(inputs.values()))).dim() < 3:
         return False
-    model = model_of(G)
     modules = index_of(G).modules
     found, _, _ = graph_readers(G)
     convs = (m for name in found if name in modules for m in modules[name].modules() if isinstance(m, nn.Conv2d))
     first = next(convs, None)
-    if first is None:
-        return False
-    image = (first.in_channels, *x.shape[2:])
+    return first is not None and _maps(model_of(G), (first.in_channels, *x.shape[2:]), channels) is not None
+
+
+def _maps(model: nn.Module, image: tuple[int, ...], channels: int) -> dict[str, Any] | None:
+    """The :class:`~torchsurgeon.channelmap.ChannelMap` of each layer reading ``image`` (an input the model takes now)
+    not as it is, through which :func:`~torchsurgeon.adapt_input_channels` folds it to ``channels``; None when every
+    layer reads it as it is, one has no map, or the model does not run on it."""
+    from .channelmap import channel_maps  # channelmap runs the model: readers, shapes (which imports this module)
+    from .readers import input_readers, unmatched_channels
+
     try:
         joins: dict[str, int] = {}
         readers = input_readers(model, image, joins=joins)
         doubts = unmatched_channels(model, readers, image, joins)
-        return bool(doubts) and channel_maps(model, readers, list(doubts), channels, image) is not None
-    except Exception:  # the model does not run on that image: the layers named alone stay the fix
-        return False
+        mapped = channel_maps(model, readers, list(doubts), channels, image) if doubts else None
+    except Exception:  # the model does not run on that image
+        return None
+    return mapped[1] if mapped is not None else None
 
 
 def _changed_image(G: nx.DiGraph, inputs: Mapping[str, Any]) -> tuple[str, ...]:
@@ -170,9 +174,6 @@ def name_mapped_folds(G: nx.DiGraph, shapes: ShapeResult) -> ShapeResult:
     >>> name_mapped_folds(G, propagate_shapes(G, (1, 8, 8))).findings[0].fix
     'fold it with adapt_input_channels(model, 1)'
     """
-    from .channelmap import channel_maps  # channelmap runs the model: readers, shapes (which imports this module)
-    from .readers import input_readers, unmatched_channels
-
     widths = ("in_channels", "in_features")
     found = [f for f in shapes.findings if f.what in widths and not f.fix.startswith("fold it")]
     if not found or len(shapes.input_shapes) != 1:
@@ -185,13 +186,8 @@ def name_mapped_folds(G: nx.DiGraph, shapes: ShapeResult) -> ShapeResult:
     model = model_of(G)
     channels = shape[0]
     image = (found[0].expected // (found[0].got // channels), *shape[1:])  # the colours each group held
-    try:
-        joins: dict[str, int] = {}
-        readers = input_readers(model, image, joins=joins)
-        mapped = channel_maps(model, readers, list(unmatched_channels(model, readers, image, joins)), channels, image)
-    except Exception:  # the model does not run on that image: no fold to name
-        return shapes
-    if mapped is None or any(f.layer not in mapped[1] for f in found):
+    mapped = _maps(model, image, channels)
+    if mapped is None or any(f.layer not in mapped for f in found):
         return shapes
     fixes = {
         f.layer: input_fix(model.get_submodule(f.layer), channels, repr(image) if shape_specific_of(G) else "")

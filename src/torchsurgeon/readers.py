@@ -72,10 +72,10 @@ def unmatched_channels(
     input: the input reaches them with its channels moved (a space-to-depth stem makes 48 channels of 3); and those
     of ``joins`` (:func:`input_readers`), which read the input joined with other channels.
 
-    For each, why, its width per channel of the input (its first dimension after the batch) when that
-    divides it: 16 for the space-to-depth stem; and the channels that are not the input's: the layer fits
-    ``per_channel * C + other`` channels for a ``C``-channel input.  A width of 1 is taken as the input given
-    a channel dimension (an audio model's ``x[:, None]``).
+    For each, why, its width per channel of the input (on its :func:`colour_axis`: the first dim, else the one
+    the other readers take as channels) when that divides it: 16 for the space-to-depth stem; and the channels that
+    are not the input's: the layer fits ``per_channel * C + other`` channels for a ``C``-channel input.  A width of
+    1 is taken as the input given a channel dimension (an audio model's ``x[:, None]``).
 
     Examples
     --------

@@ -438,18 +438,17 @@ def fit_fix(call: Call, m: nn.Module, what: str, expected: Any, got: Any) -> str
 
     Convolutions, linear layers and norms (:mod:`~torchsurgeon.rules.layers`), recurrent layers and transformer
     encoder layers alike: :func:`~torchsurgeon.resize.rebuild_fix` writes the layer that fits."""
-    groups, joined = call.fold_layout  # the input's channels merged with another axis, joined to others
-    if (
-        call.from_input
-        and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
-        and isinstance(got, int)
-        and (
-            (groups, joined) == (1, 0)
-            or (isinstance(expected, int) and min(got, expected) > joined and (got - joined) % groups == 0)
-        )
-        and (groups == 1 or (expected - joined) % groups == 0)
-    ):
-        got, expected = (got - joined) // groups, (expected - joined) // groups  # the fold is of the input's
+    groups, joined = call.fold_layout  # the input's channels merged with another axis (groups), joined to others
+    plain = (groups, joined) == (1, 0)
+    mapped = plain or (
+        isinstance(got, int)
+        and isinstance(expected, int)
+        and min(got, expected) > joined
+        and (got - joined) % groups == (expected - joined) % groups == 0
+    )
+    if call.from_input and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(got, int) and mapped:
+        if not plain:  # the fold is of the input's channels
+            got, expected = (got - joined) // groups, (expected - joined) // groups
         layers, why = call.fold_alone(got) if call.fold_alone is not None else ((), "")
         if call.layer not in layers:  # the layer itself reads the input rearranged (a video's frames): no layer=
             layers, why = (), ""
