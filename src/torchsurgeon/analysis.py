@@ -178,6 +178,11 @@ def _analyse(
     return report, shapes
 
 
+def _with_constants(values: Mapping[str, Any], concrete_args: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The user's ``concrete_args`` with the Python values given by name in the input spec (the user's win)."""
+    return {**values, **concrete_args} if values and concrete_args else values or concrete_args
+
+
 def _copy_later(G: nx.DiGraph) -> Callable[[], nx.DiGraph]:
     """A copy of ``G`` as it is now, made when called: the records are kept, the graph is not copied yet (a sweep's
     reports are often read only for their totals, and eight copies of a graph are garbage to collect)."""
@@ -254,7 +259,7 @@ def paramcount(
     model = unwrap_model(model)
     check_input_names(model, input)
     input, values = python_values(input)  # a flag given by name (multimask_output=False): a constant of the trace
-    concrete_args = {**values, **concrete_args} if values and concrete_args else values or concrete_args
+    concrete_args = _with_constants(values, concrete_args)
     options = {
         "leaf_modules": leaf_modules,
         "concrete_args": concrete_args,
@@ -514,7 +519,7 @@ def paramcount_sweep(
     if any(values != split[0][1] for _, values in split):
         raise InputError("the input specs give different Python values (constants of the trace) — sweep them apart")
     specs, values = [spec for spec, _ in split], split[0][1]
-    concrete_args = {**values, **concrete_args} if values and concrete_args else values or concrete_args
+    concrete_args = _with_constants(values, concrete_args)
     names = {tensor_inputs(spec) for spec in specs}
     if len(names) > 1:
         raise InputError(

@@ -36,6 +36,7 @@ from .arguments import ExampleInputs
 from .copies import detached_copy, inputs_reaching, meta_like
 from .fold import fold_weight, recognise_fold
 from .frontend import bind_inputs
+from .inputaxes import JOINING
 from .readers import colour_axis, guessed_input, image_input, image_shape, input_readers, recoloured
 from .records import FoldMode
 from .resize import refit_in_place
@@ -267,7 +268,7 @@ class _MetaWins(TorchFunctionMode):
         kwargs = kwargs or {}
         tensors = [t for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         if any(t.is_meta for t in tensors) and not all(t.is_meta for t in tensors):
-            joining = func in _JOINING  # what the input is joined with: zeros, which no input changes
+            joining = func in JOINING  # what the input is joined with: zeros, which no input changes
 
             def made(t: Any) -> Any:
                 if not isinstance(t, torch.Tensor):
@@ -278,9 +279,6 @@ class _MetaWins(TorchFunctionMode):
 
             args, kwargs = tree_map(made, (args, kwargs))
         return func(*args, **kwargs)
-
-
-_JOINING = (torch.cat, torch.concat, torch.concatenate)
 
 
 def _reaching(

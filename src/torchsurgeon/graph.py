@@ -32,7 +32,7 @@ import torch.fx
 from torch import nn
 
 from .arguments import check_graph
-from .fxbookkeeping import node_scope
+from .fxbookkeeping import node_scope, reads_metadata
 from .modelindex import ModelIndex, model_index
 from .records import Finding, FlopKind, LayerStatus, ParamChange, ShapeSource, from_fields, layer_label
 from .trace import Traced
@@ -646,9 +646,6 @@ def param_facts(G: nx.DiGraph) -> Mapping[str, ParamFact]:
     return facts
 
 
-_METADATA = (("device",), ("dtype",), ("shape",))
-
-
 def _weight_owner(node: torch.fx.Node, weights: dict[str, frozenset[str]], modules: Mapping[str, nn.Module]) -> str:
     """The one module whose parameters a functional call on data reads (``F.conv2d(x, self.weight)``), else "".
 
@@ -663,8 +660,8 @@ def _weight_owner(node: torch.fx.Node, weights: dict[str, frozenset[str]], modul
     A parameter's device, dtype or shape read is no step of a weight: a tensor made on its device
     (``torch.zeros(b, 8, h, w, device=self.conv.weight.device)``, a recurrent cell's first state) is no layer.
     """
-    if node.target is getattr and node.args[1:2] in _METADATA:
-        return ""  # not noted in ``weights``: what reads it reads no weight
+    if node.op == "call_function" and reads_metadata(node):  # weight.device: not noted in ``weights``, no weight read
+        return ""
     inputs = node.all_input_nodes
     read = [weights[a.name] for a in inputs if a.name in weights]
     if len(read) == len(inputs):  # no data in: a step computing a weight, or a constant

@@ -22,6 +22,7 @@ from torch import nn
 from .arguments import ExampleInputs, tensor_inputs
 from .copies import torch_or_python
 from .errors import TorchSurgeonError
+from .fxbookkeeping import reads_metadata
 from .resize import call_name, guessed_input, hands_on_channels
 from .shapespec import TypedShape, written_inputs
 from .trace import trace
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # _steps imports this module
     from ._steps import Step
 
 __all__ = (
+    "JOINING",
     "FollowedAxes",
     "InputAxes",
     "einops_name",
@@ -77,7 +79,8 @@ def moves_axes(op: str, target: Any, module: nn.Module | None) -> bool:
     return name in _PERMUTING or name in _RESHAPING
 
 
-_JOINING = frozenset({torch.cat, torch.concat, torch.concatenate})
+JOINING = frozenset({torch.cat, torch.concat, torch.concatenate})
+"""The functions that join tensors (``torch.cat([x, state], 1)``)."""
 
 
 def joins_parts(op: str, target: Any, first: Any) -> bool:
@@ -89,7 +92,7 @@ def joins_parts(op: str, target: Any, first: Any) -> bool:
     >>> joins_parts("call_function", torch.cat, []), joins_parts("call_function", torch.add, [])
     (True, False)
     """
-    return op == "call_function" and target in _JOINING and isinstance(first, (list, tuple))
+    return op == "call_function" and target in JOINING and isinstance(first, (list, tuple))
 
 
 def moved_axes(
@@ -276,7 +279,7 @@ def keeps_channels(axes: InputAxes) -> bool:
 
 _MADE = frozenset(
     {"zeros", "ones", "empty", "full", "arange", "linspace", "zeros_like", "ones_like", "empty_like", "full_like"}
-    | {"new_zeros", "new_ones", "new_empty", "new_full", "size", "dim"}
+    | {"new_zeros", "new_ones", "new_empty", "new_full"}
 )
 """Calls whose values are made, not computed from the values of what they are given (only its size)."""
 
@@ -297,8 +300,8 @@ def _input_values(node: torch.fx.Node, steps: Mapping[torch.fx.Node, Step], limi
         step = steps.get(current)
         module = step.module if step is not None else None
         weighted = module is not None and next(module.parameters(), None) is not None
-        metadata = current.target is getattr and current.args[1:2] in (("shape",), ("device",), ("dtype",))
-        if current.op == "get_attr" or weighted or metadata or call_name(current.op, current.target) in _MADE:
+        made = reads_metadata(current) or call_name(current.op, current.target) in _MADE
+        if current.op == "get_attr" or weighted or made:
             continue
         todo.extend(current.all_input_nodes)
     return False
@@ -345,13 +348,18 @@ class FollowedAxes:
                 first = first.args[0] if first.args else None
             if not isinstance(first, torch.fx.Node):
                 return
-            name, axes = str(first.target).lstrip("*"), tuple((d,) for d in range(x.dim()))
-            self.sizes[name] = tuple(x.shape)
+            name, axes = self._own_axes(first, x)
         args, kwargs = step.fetch(env)
         moved = moved_axes(n.op, n.target, step.module, args, kwargs, axes, value)
         self.axes[n] = (name, moved) if moved is not None else None
         if source in self.joined and moved is not None and moved[:2] == axes[:2]:  # dim 1 handed on (padded)
             self.joined[n] = self.joined[source]
+
+    def _own_axes(self, placeholder: torch.fx.Node, x: torch.Tensor) -> tuple[str, InputAxes]:
+        """The input ``placeholder`` is, and its own axes (``x``, its value, is as it is); its sizes noted."""
+        name = str(placeholder.target).lstrip("*")
+        self.sizes[name] = tuple(x.shape)
+        return name, tuple((d,) for d in range(x.dim()))
 
     def _join(
         self,
@@ -372,8 +380,7 @@ class FollowedAxes:
             if not isinstance(part, torch.fx.Node) or not isinstance(x := env.get(part), torch.Tensor):
                 continue
             if part.op == "placeholder":
-                found.append((part, (str(part.target).lstrip("*"), tuple((d,) for d in range(x.dim())))))
-                self.sizes[found[-1][1][0]] = tuple(x.shape)
+                found.append((part, self._own_axes(part, x)))
             elif steps[part].moves and (followed := self.axes.get(part)) is not None and part not in self.joined:
                 found.append((part, followed))
         if len(found) == 1 and keeps_channels(found[0][1][1]):

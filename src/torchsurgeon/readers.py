@@ -32,6 +32,7 @@ from .arguments import ExampleInputs, InputPaths
 from .copies import _zeros_like, cannot_run_on_meta, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
+from .inputaxes import JOINING
 from .records import Finding, ParamChange, ParamReport
 from .resize import guessed_input, resized_copy
 from .rules.on_meta import ruled_meta
@@ -213,7 +214,7 @@ class _FollowInput(TorchFunctionMode):
         """For raw outputs of ``func``: the channels (dim 1) that are not the input's, when the input joins other
         tensors along its channels (``torch.cat([pixels, features], 1)``: ViTMatte's fusion) or when it is such a
         join handed on with as many channels (padded, resized); None otherwise."""
-        if func in _JOINING:
+        if func in JOINING:
             parts = args[0] if args else kwargs.get("tensors", ())
             dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
             if not isinstance(parts, (list, tuple)) or not parts or not isinstance(dim, int):
@@ -230,9 +231,6 @@ class _FollowInput(TorchFunctionMode):
         outputs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         kept = all(t.dim() > 1 and t.shape[1] == raw[0].shape[1] for t in outputs)
         return self.joined[id(raw[0])] if kept else None
-
-
-_JOINING = (torch.cat, torch.concat, torch.concatenate)
 
 
 class _PastTheInput(Exception):
