@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import TiledResidualStem
+from models import TiledResidualStem, assert_same_state, model_state
 from torchsurgeon import SurgeryError, adapt_input_channels, paramcount
 
 
@@ -61,6 +61,7 @@ def test_a_stem_after_a_space_to_depth_is_told_its_fold(channels: int, mode: str
     The report names that fold now; it runs as written, gives ``total_for_input`` parameters and is exact."""
     torch.manual_seed(0)
     model = _SpaceToDepth().double().eval()
+    before = model_state(model)
     report = paramcount(model, (channels, 8, 8), batch=2)
     spread = "" if mode == "sum" else ", mode='spread'"
     assert [(f.layer, f.fix) for f in report.findings] == [
@@ -68,6 +69,7 @@ def test_a_stem_after_a_space_to_depth_is_told_its_fold(channels: int, mode: str
     ]
     assert report.layer("conv").message.endswith(f"fold it with adapt_input_channels(model, {channels}{spread})")
     edited = adapt_input_channels(model, channels, mode=mode).model
+    assert_same_state(before, model_state(model))  # the report's channel map and the fold ran on copies
     assert sum(p.numel() for p in edited.parameters()) == report.total_for_input
     grey = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     with torch.no_grad():
