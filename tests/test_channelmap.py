@@ -108,6 +108,48 @@ def test_an_image_pair_stacked_into_channels_has_one_fold_that_runs_as_written(c
     ]
 
 
+class _EarlyFusion(nn.Module):
+    """A change detector with early fusion, as torchgeo's ``ChangeDetectionTask`` feeds a segmentation model: the
+    image pair ``(B, 2, C, H, W)`` stacked into ``2 * C`` channels (``b t c h w -> b (t c) h w``) before the first
+    conv, no layer reading either image alone."""
+
+    def __init__(self, channels: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(2 * channels, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.stem(x.flatten(1, 2))))
+
+
+@pytest.mark.parametrize(("channels", "mode"), [(1, "sum"), (4, "spread")])
+def test_images_stacked_before_any_layer_fold_each_image_colours(channels: int, mode: str) -> None:
+    """Found by probing early fusion (an smp Unet fed the stacked pair) at 1 channel: the report said 'make that
+    give 6, or replace the layer (new weights)', and ``adapt_input_channels(model, 1, input=(2, 3, 16, 16))`` folded
+    the pair's dim (R1 + R2, G1 + G2, B1 + B2: a model of one RGB image), so a grey pair then failed to run.  Now
+    each image's colours, the dim before the spatial ones, are folded: the fix the report names runs as written,
+    gives ``total_for_input`` parameters and loads into the model built for the new channels, exact in float64."""
+    torch.manual_seed(0)
+    model = _EarlyFusion().double().eval()
+    before = model_state(model)
+    report = paramcount(model, (2, channels, 16, 16), batch=2)
+    spread = "" if mode == "sum" else ", mode='spread'"
+    fix = f"fold it with adapt_input_channels(model, {channels}{spread}, input=(2, 3, 16, 16))"
+    assert [(f.layer, f.fix) for f in report.findings] == [("stem", fix)]
+    result = eval(fix.removeprefix("fold it with "), {"adapt_input_channels": adapt_input_channels, "model": model})
+    assert_same_state(before, model_state(model))
+    assert report.total_for_input == sum(p.numel() for p in result.model.parameters())
+    _EarlyFusion(channels).double().load_state_dict(result.model.state_dict())  # strict: the same keys and shapes
+    grey = torch.randn(2, 2, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        got, want = result.model(grey.expand(2, 2, channels, 16, 16)), model(grey.expand(2, 2, 3, 16, 16))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    checked = check_surgery(model, result.model, (2, channels, 16, 16))
+    assert [(c.name, c.status) for c in checked.params if c.status is not ParamChange.KEPT] == [
+        ("stem.weight", ParamChange.FOLDED)
+    ]
+
+
 class _StateCell(nn.Module):
     """torchgeo's ConvLSTM in small: each frame of ``(B, T, C, H, W)`` joined with the cell's state along the
     channels, ``torch.cat([x, h], 1)``, then one conv over both (its state made on the conv's weight device)."""

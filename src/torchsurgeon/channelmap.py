@@ -165,8 +165,9 @@ def channel_maps(
     rearrangement of its values (a space-to-depth stem, a pair of images stacked into one's channels) or joined with
     other channels (a ConvLSTM cell's state): the image they were found on (``image``, else one the model runs on
     now) and each one's :class:`ChannelMap` for ``channels``, its colours on the dim the others read as channels
-    (:func:`~torchsurgeon.readers.colour_axis`), else the first found on the first dim or one before the last two
-    (the frames' colours); None when some layer reads the input otherwise (after a colour transform), or no image
+    (:func:`~torchsurgeon.readers.colour_axis`), else the first found on the dim of each stacked image's colours
+    (:func:`~torchsurgeon.readers.stacked_colours`), the first dim or one before the last two (the frames'
+    colours); None when some layer reads the input otherwise (after a colour transform), or no image
     runs.
 
     Examples
@@ -189,7 +190,11 @@ def channel_maps(
     shape = image_shape(model, image)
     plain = [name for name in names if name not in doubts]
     dims = len(shape) if isinstance(shape, tuple) else 1
-    axes = [colour_axis(model, plain, shape)] if plain and dims > 1 else range(max(1, dims - 2))
+    if plain and dims > 1:
+        axes = [colour_axis(model, plain, shape)]
+    else:  # each stacked image's colours first (early fusion), then the first dim and those before the last two
+        first = colour_axis(model, doubts, shape) if dims > 1 else 0
+        axes = [first, *(a for a in range(max(1, dims - 2)) if a != first)]
     for axis in axes:
         maps = {name: channel_map(model, name, image, channels, axis, plain) for name in doubts}
         found = {name: m for name, m in maps.items() if m is not None}

@@ -307,6 +307,22 @@ def _input_values(node: torch.fx.Node, steps: Mapping[torch.fx.Node, Step], limi
     return False
 
 
+def _stacked(axes: InputAxes) -> bool:
+    """Whether dim 1 of a tensor of input axes ``axes`` merges input dims in a row, those before the input's last
+    ones, which each of its other dims is in order: images stacked into channels, read by a convolution.
+
+    Examples
+    --------
+    >>> _stacked(((0,), (1, 2), (3,), (4,))), _stacked(((0,), (1, 2, 3)))  # a pair stacked; an image flattened
+    (True, False)
+    """
+    if len(axes) < 3 or len(axes[1]) < 2:
+        return False
+    merged = axes[1]
+    after = range(merged[0], merged[0] + len(merged) + len(axes) - 2)
+    return tuple(merged) + tuple(a[0] if len(a) == 1 else -1 for a in axes[2:]) == tuple(after)
+
+
 class FollowedAxes:
     """For each node that moves a model input's axes (a :attr:`~torchsurgeon._steps.Step.moves` node), the input its
     value is made of and which of that input's axes its dims are; None where it is not made of whole axes.  For each
@@ -407,6 +423,8 @@ class FollowedAxes:
                 self.channels.setdefault(name, axes[1][0])
                 return name, axes[1][0], 1, self.joined.get(a, 0)
             merged, axis = axes[1], self.channels.get(name)
+            if axis is None and _stacked(axes):  # no layer reads the images one by one (early fusion)
+                axis = merged[-1]  # each one's colours: ``b t c h w -> b (t c) h w`` (readers.stacked_colours)
             if axis in merged and keeps_channels((axes[0], (axis,), *axes[2:])) and name in self.sizes:
                 return name, axis, math.prod(self.sizes[name][d] for d in merged if d != axis), 0
         return None

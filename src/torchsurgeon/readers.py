@@ -18,6 +18,7 @@ of the user's hooks that only look.
 from __future__ import annotations
 
 import itertools
+import math
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -62,6 +63,7 @@ __all__ = (
     "refitted_note",
     "refused_guess_hint",
     "several_images",
+    "stacked_colours",
     "unmatched_channels",
 )
 
@@ -624,18 +626,44 @@ def image_shape(model: nn.Module, input: InputSpec) -> Any:
 def colour_axis(model: nn.Module, names: Sequence[str], shape: Sequence[int]) -> int:
     """The dim of an image of per-sample ``shape`` that holds its colours: the one dim whose size is the width
     (``in_channels``, ``in_features``) of some of the layers ``names`` reading it (as it is, or with its frames
-    merged into the batch: ChangeViT's ``(T, C, H, W)`` image pairs), when the first dim is no such width; else
+    merged into the batch: ChangeViT's ``(T, C, H, W)`` image pairs), when the first dim is no such width; where
+    no dim is, the last of the dims a convolution reads merged into its channels (:func:`stacked_colours`); else
     the first.
 
     Examples
     --------
     >>> model = nn.ModuleDict({"frames": nn.Conv2d(3, 8, 3), "stacked": nn.Conv2d(6, 8, 3)})
     >>> colour_axis(model, ["frames", "stacked"], (2, 3, 32, 32)), colour_axis(model, ["stacked"], (2, 3, 32, 32))
-    (1, 0)
+    (1, 1)
+    >>> colour_axis(model, ["stacked"], (6, 32, 32))
+    0
     """
-    widths = {getattr(m, "in_channels", getattr(m, "in_features", None)) for m in map(model.get_submodule, names)}
+    layers = [model.get_submodule(name) for name in names]
+    widths = {getattr(m, "in_channels", getattr(m, "in_features", None)) for m in layers}
     at = [i for i, d in enumerate(shape) if d in widths]
-    return at[0] if len(at) == 1 and shape and shape[0] not in widths else 0
+    if len(at) == 1 and shape and shape[0] not in widths:
+        return at[0]
+    stacked = {stacked_colours(m, shape) for m in layers} - {None} if not at else set()
+    return stacked.pop() if len(stacked) == 1 else 0  # type: ignore[return-value]
+
+
+def stacked_colours(layer: nn.Module, shape: Sequence[int]) -> int | None:
+    """For a convolution reading a per-sample ``shape`` with the dims before its spatial ones merged into its
+    channels (images stacked, ``b t c h w -> b (t c) h w``: an early-fusion change detector's pair), the last of
+    those dims, each image's colours; else None.
+
+    Examples
+    --------
+    >>> stacked_colours(nn.Conv2d(6, 8, 3), (2, 3, 32, 32)), stacked_colours(nn.Conv2d(6, 8, 3), (6, 32, 32))
+    (1, None)
+    """
+    kernel = getattr(layer, "kernel_size", None)
+    width = getattr(layer, "in_channels", None)
+    if not isinstance(kernel, tuple) or not isinstance(width, int):
+        return None
+    end = len(shape) - len(kernel)  # the dims from ``end`` on are the spatial ones
+    start = next((i for i in range(end - 1) if math.prod(shape[i:end]) == width), None)
+    return end - 1 if start is not None else None
 
 
 def recoloured(
