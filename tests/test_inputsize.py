@@ -96,6 +96,22 @@ def test_a_classifier_too_small_for_its_pools_is_told_the_smallest_input_it_take
     assert "paramcount(model, (3, 17, 17))" in r.layer("features.8").message  # the row's message too
 
 
+def test_a_head_taking_a_window_of_sizes_is_told_the_smallest_input_it_takes() -> None:
+    """Found by probing Cadene's pretrainedmodels' inceptionv3 at 224 × 224: its ``avg_pool2d(x, kernel_size=8)`` got
+    5 × 5, and the fix named no input: the search tried 256 (6 × 6, still too small), then 1024 (a 3 × 3 pool, 9
+    times the features its Linear takes).  Only a window of sizes fits; the pool's ratio (8 / 5) points into it."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 75, stride=32), nn.AvgPool2d(8), nn.Flatten(), nn.Linear(4, 10)).eval()
+    fixes = {f.fix for f in paramcount(model, (3, 224, 224)).findings}
+    assert fixes == {
+        "use a larger input, or less downsampling before this layer; the smallest input it takes is (3, 299, 299): "
+        "paramcount(model, (3, 299, 299))"
+    }
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 299, 299)).shape == (1, 10)
+        with pytest.raises(RuntimeError):
+            model(torch.zeros(1, 3, 298, 298))
+
+
 def test_resnet18_takes_any_size_in_eval_mode_so_nothing_is_named() -> None:
     model = torchvision.models.resnet18(weights=None).eval()  # padded stride-2 layers give 1 pixel of 1
     assert paramcount(model, (3, 1, 1)).findings == () and _runs(model, (3, 1, 1))

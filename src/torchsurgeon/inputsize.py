@@ -40,7 +40,7 @@ import math
 import operator
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import networkx as nx
@@ -80,6 +80,7 @@ short and change the answer."""
 _FITS_FROM = (64, 256, 1024, 4096)  # step 1: sizes tried to find one that fits at all
 _POWERS = 7  # step 2: multiples 1, 2, 4, ... 64 (times the factors findings name)
 _MULTIPLE = re.compile(r"a multiple of (\d+)")
+_AT_LEAST = re.compile(r">= (\d+)$")
 _ESTIMATES = 6  # features_caused: estimates of the sizes, each from the features the last one gave
 
 
@@ -216,11 +217,13 @@ class _Search:
                 lo = mid
         return values[hi]
 
-    def run(self, factor: int) -> tuple[tuple[int, ...], int] | None:
-        """The sizes found and the multiple they need, or None."""
+    def run(self, factor: int, scale: float = 1.0) -> tuple[tuple[int, ...], int] | None:
+        """The sizes found and the multiple they need, or None; ``scale``: how much larger the sizes seem to need to
+        be (:func:`_scale_needed`), tried first."""
         step = factor * 2 ** (_POWERS - 1)  # the largest multiple tried
         top = max(self.start)
-        tops = sorted({_up(max(t, top), step) for t in _FITS_FROM if t >= top} or {_up(top, step)})
+        estimate = (math.ceil(top * scale),) if scale > 1 else ()  # a window of sizes fits (a pool, then a Linear)
+        tops = sorted({_up(max(t, top), step) for t in (*estimate, *_FITS_FROM) if t >= top} or {_up(top, step)})
         fitting = next((t for t in tops if self.fits(self.at(t, step))), None)
         if fitting is None:  # 1. nothing fits: not the size, or not one this search reaches
             return None
@@ -572,7 +575,7 @@ def _searched(
         texts = [f.expected for f in shapes.findings if isinstance(f.expected, str)]
         named = [int(n) for text in texts for n in _MULTIPLE.findall(text)]
         odd = math.lcm(1, *(n // (n & -n) for n in named if n > 0))  # powers of two are on the ladder already
-        found = up.run(odd)
+        found = up.run(odd, _scale_needed(shapes.findings))
         answer = _answer(up, input, given, *found) if found is not None else ""
     counts = _mismatched_counts(shapes) if not answer else None
     if counts is not None:  # a position table of one row per patch: the size it was built for, estimated
@@ -585,6 +588,18 @@ def _searched(
         if found is not None:
             answer, targets = _answer(down, input, given, *found, smallest=False), _shrinkable
     return answer, targets
+
+
+def _scale_needed(findings: Iterable[Finding]) -> float:
+    """How many times larger the sizes seem to need to be: the largest ratio of the size a layer takes at least
+    (``>= 8``) to the one it got (5: Inception's ``avg_pool2d(x, kernel_size=8)`` at 224 × 224, where 299 fits,
+    and 1024, the next size a search tries, gives its Linear 9 times the features it takes)."""
+    ratios = [
+        int(m.group(1)) / f.got
+        for f in findings
+        if isinstance(f.expected, str) and type(f.got) is int and f.got > 0 and (m := _AT_LEAST.search(f.expected))
+    ]
+    return max(ratios, default=1.0)
 
 
 def _with_first_dims(given: Mapping[str, Any], axes: list[tuple[str, int]]) -> list[tuple[str, int]]:
