@@ -8,8 +8,9 @@ from torch import nn
 
 from models import TextTimeConditioned
 from torchsurgeon import paramcount
-from torchsurgeon.arguments import ExampleInputs, input_dtype_for
+from torchsurgeon.arguments import ExampleInputs
 from torchsurgeon.graph import node_records
+from torchsurgeon.inputdtypes import input_dtype_for
 
 _SDXL = {
     "sample": (4, 16, 16),

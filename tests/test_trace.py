@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import pickle
 import re
 import subprocess
 import sys
 import textwrap
 import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +22,7 @@ import torchvision
 from torch import nn
 
 from models import DataDependent, Gate, TextTimeConditioned, TwoInputs, WithGate
-from torchsurgeon import InputError, LayerStatus, TraceError, paramcount
+from torchsurgeon import InputError, LayerStatus, TraceError, adapt_input_channels, paramcount
 from torchsurgeon.arguments import tensor_inputs
 from torchsurgeon.trace import registered_leaves, trace
 
@@ -1037,3 +1039,78 @@ def test_a_layer_that_does_not_fit_before_a_shape_question_is_reported_with_its_
         exec(fix, {"model": model, "nn": nn})
     with torch.no_grad():
         assert tuple(model(torch.zeros(1, 1, 16, 16)).shape) == report.output_shape == (1, 16, 8)
+
+
+# --------------------------------------------------------------------------- a forward set on the model
+
+
+def test_a_forward_set_on_the_model_is_what_is_traced() -> None:
+    """timm users get features with ``model.forward = model.forward_features``: fx traced the class's forward, and
+    the report gave the classifier's output, (1, 10), without any error, where ``model(x)`` gives the features."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    model.forward = model.forward_features
+    with torch.no_grad():
+        real = tuple(model(torch.zeros(1, 3, 64, 64)).shape)
+    report = paramcount(model, (3, 64, 64))
+    assert report.output_shape == real == (1, 512, 2, 2)
+    assert report.unused == ("fc.weight", "fc.bias") and "forward" in vars(model)
+
+
+def _as_pretrainedmodels_does(model: torchvision.models.ResNet) -> torchvision.models.ResNet:
+    """Cadene's ``pretrainedmodels`` (``modify_resnets``) on a torchvision ResNet, as every one of its torchvision
+    models is built: the head renamed ``last_linear``, ``fc`` set to None, and ``features``, ``logits`` and
+    ``forward`` set on the model."""
+    model.last_linear, model.fc = model.fc, None
+
+    def features(self: Any, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def logits(self: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.last_linear(self.avgpool(x).view(x.size(0), -1))
+
+    def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.features(x))
+
+    model.features = types.MethodType(features, model)  # type: ignore[assignment]
+    model.logits = types.MethodType(logits, model)  # type: ignore[assignment]
+    model.forward = types.MethodType(forward, model)  # type: ignore[method-assign]
+    return model
+
+
+def test_models_of_pretrainedmodels_are_analysed_and_folded() -> None:
+    """Found by probing Cadene's pretrainedmodels: its 20 torchvision models (resnet*, densenet*, vgg*, squeezenet*,
+    alexnet) failed ('NoneType' object is not callable at ``x = self.fc(x)``): fx traced the class's forward.  Now
+    the model's own: the total, the output, and the fold the report names, exact in float64."""
+    torch.manual_seed(0)
+    model = _as_pretrainedmodels_does(torchvision.models.resnet18()).double().eval()
+    report = paramcount(model, (1, 64, 64))
+    assert report.total == sum(p.numel() for p in model.parameters()) and report.output_shape == (1, 1000)
+    assert [f.fix for f in report.findings] == ["fold it with adapt_input_channels(model, 1)"]
+    result = adapt_input_channels(model, 1)
+    assert sum(p.numel() for p in result.model.parameters()) == report.total_for_input
+    grey = torch.randn(2, 1, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(grey), model(grey.expand(2, 3, 64, 64)), rtol=1e-12, atol=1e-12)
+    assert model.conv1.in_channels == 3 and result.model.forward.__self__ is result.model
+
+
+def test_a_wrapper_around_the_model_forward_is_traced_as_called() -> None:
+    """accelerate's hooks set ``forward`` to ``functools.partial(new_forward, module)`` wrapping the method: what the
+    wrapper does to its output is part of ``model(x)``."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    old = model.forward
+
+    def new_forward(module: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return old(*args, **kwargs).flatten(1)
+
+    model.forward = functools.update_wrapper(functools.partial(new_forward, model), old)  # type: ignore[method-assign]
+    assert paramcount(model, (3, 8, 8)).output_shape == (1, 144)
+
+
+def test_a_forward_set_to_a_plain_function_is_refused_with_its_fix() -> None:
+    model = nn.Sequential(nn.Linear(4, 2))
+    model.forward = lambda x: x  # type: ignore[method-assign]
+    with pytest.raises(TraceError, match=r"Sequential.forward is set on the model to .*not a method of it.*MethodType"):
+        paramcount(model, (4,))

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
-import operator
-from collections.abc import Iterable, Iterator, Mapping
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Union
 
 import networkx as nx
 import torch
 import torch.fx
-import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError, close_names
+from .errors import InputError, TraceError, close_names
+from .inputdtypes import input_dtype_for
 from .shapespec import InputSpec, TypedShape, check_shape, input_name, nested_inputs, normalize_input, not_an_input
 
 __all__ = (
@@ -45,20 +44,19 @@ __all__ = (
     "forward_parameters",
     "fx_name",
     "grouped_inputs",
-    "input_dtype_for",
     "input_paths",
-    "integers_needed",
+    "instance_forward",
     "into_var_keyword",
     "keyword_inputs",
     "layer_names",
     "one_or_more",
     "own_arguments",
-    "placeholder_dtype",
     "placeholders",
     "required_arguments",
     "simple_value",
     "specialisation",
     "tensor_inputs",
+    "trace_options",
     "traced_paths",
     "without_caches",
 )
@@ -397,8 +395,128 @@ def traced_paths(graph_module: torch.fx.GraphModule) -> dict[str, tuple[str, str
     return {str(n.target): n.meta[INPUT_PATH] for n in nodes if n.op == "placeholder" and INPUT_PATH in n.meta}
 
 
+def instance_forward(root: nn.Module, forward: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``forward`` that ``root(x)`` runs, as a function of the root: ``forward`` (its class's, which fx traces),
+    unless one is set on the model itself.
+
+    Cadene's ``pretrainedmodels`` sets ``model.forward = types.MethodType(forward, model)`` on the torchvision
+    models it wraps (whose class ``forward`` then fails: ``self.fc`` is None), a user
+    ``model.forward = model.forward_features``: a method of the model is its function.  A wrapper (accelerate's
+    hooks and ``prepare``, ``functools.wraps``) is called as it is, with the arguments of the function it wraps,
+    or of the class's ``forward`` when it takes only ``*args, **kwargs``.
+
+    Raises
+    ------
+    TraceError
+        If ``forward`` is set to a callable of other arguments that is no method of the model.
+
+    Examples
+    --------
+    >>> class Net(nn.Sequential):
+    ...     def features(self, x):
+    ...         return self[0](x)
+    >>> net = Net(nn.ReLU(), nn.Flatten())
+    >>> instance_forward(net, Net.forward) is Net.forward
+    True
+    >>> net.forward = net.features
+    >>> instance_forward(net, Net.forward) is Net.features
+    True
+    """
+    own = root.__dict__.get("forward")
+    if own is None:
+        return forward
+    inner = inspect.unwrap(own)
+    method = isinstance(own, types.MethodType) and own.__self__ is root
+    if isinstance(inner, types.MethodType) and inner.__self__ is root and not _only_varargs(inner):
+        named: Callable[..., Any] = inner.__func__  # its arguments: those of the method wrapped
+        if inner is own:
+            return named
+    elif method and isinstance(inner, types.FunctionType) and not _only_varargs(inner):
+        named = inner  # a method whose function wraps one taking self (accelerate's autocast around the class's)
+    elif _only_varargs(inner):
+        named = forward  # a wrapper of any arguments: the model's own
+    else:
+        raise TraceError(
+            f"{type(root).__name__}.forward is set on the model to {own!r}, not a method of it: torch.fx traces a "
+            f"model's forward with its arguments — write it with self first, def forward(self, x): ..., and bind "
+            f"it: model.forward = types.MethodType(forward, model)"
+        )
+
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return own(*args, **kwargs)
+
+    wrapper.__wrapped__ = named  # type: ignore[attr-defined]  # what fx reads the arguments of (inspect.unwrap)
+    return wrapper
+
+
+def _only_varargs(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` takes only ``*args`` and ``**kwargs`` (after ``self``, for a function of a method)."""
+    try:
+        params = list(inspect.signature(fn, follow_wrapped=False).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return all(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params if p.name != "self")
+
+
+def trace_options(
+    model: nn.Module,
+    submodules: Mapping[str, nn.Module],
+    leaf_modules: Iterable[str | type[nn.Module]],
+    autowrap_functions: Iterable[Callable[..., Any]],
+    concrete_args: Any,
+    inputs: InputNames,
+) -> tuple[set[str], list[type[nn.Module]], tuple[Callable[..., Any], ...]]:
+    """Check what :func:`torchsurgeon.trace.trace` is given: the leaf modules' names and classes, the functions
+    to wrap; and that the model's ``forward`` is one fx can trace (:func:`instance_forward`).
+
+    Raises
+    ------
+    InputError
+        If a leaf names no submodule of ``submodules`` (the model's, by name), or an option has the wrong type.
+    TraceError
+        If the model's ``forward`` is set on it to something that is no method of it.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Linear(2, 2))
+    >>> trace_options(net, dict(net.named_modules()), ["0", nn.ReLU], (), None, None)
+    ({'0'}, [<class 'torch.nn.modules.activation.ReLU'>], ())
+    """
+    names: set[str] = set()
+    types_: list[type[nn.Module]] = []
+    for leaf in one_or_more(leaf_modules):
+        if isinstance(leaf, str):
+            if leaf not in submodules:
+                raise InputError(
+                    f"leaf_modules names {leaf!r}, which is not a submodule of {type(model).__name__} — "
+                    f"use a qualified name such as {next(iter(n for n in submodules if n), 'layer1.0')!r}"
+                )
+            names.add(leaf)
+        elif isinstance(leaf, type) and issubclass(leaf, nn.Module):
+            types_.append(leaf)
+        else:
+            raise InputError(
+                f"leaf_modules entries must be names or nn.Module classes, got {leaf!r} — "
+                "e.g. leaf_modules=['layer1.0', nn.MultiheadAttention]"
+            )
+    wrapped = one_or_more(autowrap_functions)
+    for function in wrapped:
+        if not callable(function):
+            raise InputError(
+                f"autowrap_functions entries must be functions forward calls, got {function!r} — "
+                "e.g. autowrap_functions=[torch.flatten]"
+            )
+    if concrete_args is not None and not isinstance(concrete_args, Mapping):
+        raise InputError(f"concrete_args must be a mapping of argument name to value, got {concrete_args!r}")
+    if isinstance(inputs, bool) or (isinstance(inputs, int) and inputs < 0):
+        raise InputError(f"inputs={inputs!r} — give the number of tensor inputs or their names")
+    instance_forward(model, type(model).forward)  # a forward set on the model: one fx can trace
+    return names, types_, wrapped
+
+
 def forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
-    """The parameters of ``type(model).forward`` after ``self``, seen through decorators (``__wrapped__``).
+    """The parameters of the ``forward`` that ``model(x)`` runs (:func:`instance_forward`) after ``self``, seen
+    through decorators (``__wrapped__``).
 
     transformers 5 wraps ``forward`` in decorators taking ``(*args, **kwargs)``:
     the names that matter are the inner function's.  Empty when there is no
@@ -411,8 +529,8 @@ def forward_parameters(model: nn.Module) -> list[inspect.Parameter]:
     ['query', 'key', 'value']
     """
     try:
-        sig = inspect.signature(inspect.unwrap(type(model).forward))
-    except (TypeError, ValueError):
+        sig = inspect.signature(inspect.unwrap(instance_forward(model, type(model).forward)))
+    except (TypeError, ValueError, TraceError):
         return []
     return list(sig.parameters.values())[1:]  # drop self
 
@@ -526,134 +644,13 @@ def specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping[
 
 
 def _passes_keyword(model: nn.Module, name: str) -> bool:
-    """Whether ``type(model).forward`` (seen through decorators) names ``name`` itself: the keyword names of its
-    calls are among its code's constants (a tuple of them, or one string beside ``**kwargs``)."""
-    code = getattr(inspect.unwrap(type(model).forward), "__code__", None)
+    """Whether its ``forward`` (:func:`instance_forward`, seen through decorators) names ``name`` itself: the
+    keyword names of its calls are among its code's constants (a tuple of them, or one string beside ``**kwargs``)."""
+    try:
+        code = getattr(inspect.unwrap(instance_forward(model, type(model).forward)), "__code__", None)
+    except TraceError:
+        return False
     return code is not None and any(c == name or (isinstance(c, tuple) and name in c) for c in code.co_consts)
-
-
-# ``*_ids`` that are no token ids: diffusers passes them as floats (SDXL's time_ids, the image sizes and crop corner
-# it conditions on; Flux's img_ids and txt_ids, positions for its rotary embedding)
-_FLOAT_IDS = ("time_ids", "img_ids", "txt_ids")
-
-
-def input_dtype_for(name: str, model: nn.Module, *, integers: bool | None = None) -> torch.dtype:
-    """The dtype of an input given by shape: ``torch.long`` for token ids, else the model's floating dtype.
-
-    What ``forward`` does with the input decides when it is known
-    (``integers``: an embedding reads it, or a layer multiplies it by its
-    float weight).  Else the name does: token ids are the arguments named
-    ``ids`` or ``*_ids`` (``input_ids``, ``decoder_input_ids``,
-    ``token_type_ids``), the names Hugging Face models use, so they stay
-    integers even when the embedding that reads them sits inside an opaque
-    layer; class indices, ``labels`` (a Hugging Face model's loss reads them
-    with ``gather``), too.  diffusers' ``time_ids`` (SDXL), ``img_ids`` and
-    ``txt_ids`` (Flux) are float values, not token ids.  Give a
-    :class:`~torchsurgeon.shapespec.TypedShape` (``"128:long"``) or a tensor
-    instead of a shape to choose any other dtype.
-
-    Parameters
-    ----------
-    name : str
-        The input's name (a dict's entry is ``argument_key``).
-    model : nn.Module
-        The model; its first floating parameter or buffer gives the floating dtype.
-    integers : bool, optional
-        True when ``forward`` needs integers there, False when it needs
-        floats, None (the default) when nothing says: the name decides.
-
-    Returns
-    -------
-    torch.dtype
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> input_dtype_for("input_ids", nn.Linear(2, 2)), input_dtype_for("pixel_values", nn.Linear(2, 2).half())
-    (torch.int64, torch.float16)
-    >>> input_dtype_for("labels", nn.Linear(2, 2)), input_dtype_for("added_cond_kwargs_time_ids", nn.Linear(2, 2))
-    (torch.int64, torch.float32)
-    >>> input_dtype_for("cond_ids", nn.Linear(2, 2), integers=False)  # forward feeds it to a Linear
-    torch.float32
-    """
-    if integers is None:
-        integers = (name in ("ids", "labels") or name.endswith(("_ids", "_labels"))) and not any(
-            name == kind or name.endswith(f"_{kind}") for kind in _FLOAT_IDS
-        )
-    if integers:
-        return torch.long
-    for p in itertools.chain(model.parameters(), model.buffers()):
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
-
-
-# ops that hand an input's values on unchanged, dtype included: what reads their output reads the input
-_SAME_VALUES = frozenset(
-    {
-        *("flatten", "view", "reshape", "unsqueeze", "squeeze", "permute", "transpose", "contiguous", "expand"),
-        *(operator.getitem, torch.flatten, torch.reshape, torch.unsqueeze, torch.squeeze, torch.permute),
-        torch.transpose,
-    }
-)
-_INTEGER_LAYERS = (nn.Embedding, nn.EmbeddingBag)  # a lookup by index
-_INTEGER_FUNCTIONS = frozenset({F.embedding, F.embedding_bag, F.one_hot})  # the indices first
-_FLOAT_LAYERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)  # a product with a float weight: no integer input
-_FLOAT_FUNCTIONS = frozenset(
-    {F.linear, F.conv1d, F.conv2d, F.conv3d, torch.matmul, operator.matmul, torch.mm, torch.bmm}
-)
-
-
-def integers_needed(node: torch.fx.Node, model: nn.Module) -> bool | None:
-    """Whether ``forward`` needs integers in the traced input ``node``: True when an embedding looks it up, False
-    when a layer multiplies it by its float weight, None when nothing it does says (the name decides then).
-
-    Views and indexing in between (``ids.flatten()``, ``x[:, None]``) hand the values on; a cast
-    (``t.float()``, diffusers' timestep embedding) says nothing.
-
-    Parameters
-    ----------
-    node : torch.fx.Node
-        A ``placeholder`` of a traced graph.
-    model : nn.Module
-        The module whose submodules the graph's ``call_module`` targets name.
-
-    Returns
-    -------
-    bool or None
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> gm = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(6, 4)))
-    >>> integers_needed(next(iter(gm.graph.nodes)), gm)
-    False
-    >>> gm = torch.fx.symbolic_trace(nn.Sequential(nn.Embedding(10, 4)))
-    >>> integers_needed(next(iter(gm.graph.nodes)), gm)
-    True
-    """
-    seen: set[torch.fx.Node] = set()
-    todo, floats = [node], False
-    while todo:
-        current = todo.pop()
-        for user in current.users:
-            if user in seen:
-                continue
-            seen.add(user)
-            first = user.args[:1] == (current,) or user.kwargs.get("input") is current
-            if user.op == "call_module":
-                layer = model.get_submodule(str(user.target))
-                if isinstance(layer, _INTEGER_LAYERS):
-                    return True
-                floats = floats or (first and isinstance(layer, _FLOAT_LAYERS))
-            elif user.op in ("call_function", "call_method"):
-                if user.target in _INTEGER_FUNCTIONS and first:
-                    return True
-                if user.target in _FLOAT_FUNCTIONS and current in user.args[:2]:
-                    floats = True
-                elif user.target in _SAME_VALUES and first:
-                    todo.append(user)
-    return False if floats else None
 
 
 class ExampleInputs(Mapping[str, torch.Tensor]):
@@ -785,17 +782,3 @@ def placeholders(graph_module: torch.fx.GraphModule) -> dict[str, torch.fx.Node]
     ['input']
     """
     return {str(n.target).lstrip("*"): n for n in graph_module.graph.nodes if n.op == "placeholder"}
-
-
-def placeholder_dtype(node: torch.fx.Node, model: nn.Module) -> torch.dtype:
-    """The dtype of the traced input ``node`` (a ``placeholder``): :func:`input_dtype_for` its name, told by what
-    ``forward`` does with it first (:func:`integers_needed`: an embedding, a Linear), else by the name.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> gm = torch.fx.symbolic_trace(nn.Sequential(nn.Embedding(10, 4)))
-    >>> placeholder_dtype(next(iter(gm.graph.nodes)), gm)
-    torch.int64
-    """
-    return input_dtype_for(str(node.target).lstrip("*"), model, integers=integers_needed(node, model))

@@ -35,15 +35,7 @@ from torch._subclasses.fake_tensor import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .arguments import (
-    ExampleInputs,
-    InputPaths,
-    check_input,
-    input_dtype_for,
-    placeholder_dtype,
-    placeholders,
-    tensor_inputs,
-)
+from .arguments import ExampleInputs, InputPaths, check_input, placeholders, tensor_inputs
 from .autocast import ProductPrecision
 from .copies import detached_copy
 from .cudakernels import CudaKernels
@@ -51,6 +43,7 @@ from .errors import InputError, MemoryPlanError, failure_reason
 from .fakecaches import forget_cached
 from .fakevalues import NO_VALUE, AssumedValues, KnownIndices, masked_upper_bound
 from .frontend import bind_inputs
+from .inputdtypes import input_dtype_for, placeholder_dtype
 from .rules import FALLBACK
 from .rules.on_meta import as_the_cpu_returns, by_cpu_rule, check_as_the_cpu
 from .shapespec import InputSpec, TypedShape
@@ -365,7 +358,7 @@ def step_inputs(
     """Shape (batch included) and dtype per ``forward`` argument, for :func:`simulate_step`: a tensor's and a
     :class:`~torchsurgeon.shapespec.TypedShape`'s own; for a shape, ``torch.long`` where
     :func:`torchsurgeon.paramcount` gives token ids (what ``forward`` does with the input in a trace,
-    :func:`~torchsurgeon.arguments.placeholder_dtype`; by its name when the model cannot be traced), else None
+    :func:`~torchsurgeon.inputdtypes.placeholder_dtype`; by its name when the model cannot be traced), else None
     (the model's floating dtype).
 
     Examples

@@ -23,12 +23,13 @@ import networkx as nx
 import torch
 from torch import nn
 
-from .arguments import placeholder_dtype, placeholders, traced_paths
+from .arguments import placeholders, traced_paths
 from .copies import cannot_run_on_meta, detached_copy, meta_like
 from .errors import first_line
 from .frontend import bind_inputs
 from .graph import graph_cache, graph_module_of, index_of, model_of, set_records, shape_specific_of
 from .graphreaders import fold_layers, graph_images, graph_readers
+from .inputdtypes import placeholder_dtype
 from .resize import input_fix, refit_in_place
 from .rules.on_meta import ruled_meta
 
@@ -123,7 +124,7 @@ def _changed_image(G: nx.DiGraph, inputs: Mapping[str, Any]) -> tuple[str, ...]:
 
 def fold_alone_at(G: nx.DiGraph, shapes: Mapping[str, tuple[int, ...]], channels: int) -> tuple[tuple[str, ...], str]:
     """:func:`fold_alone` on inputs of these ``shapes`` (batch included, by input name), each of the dtype its
-    argument takes (:func:`~torchsurgeon.arguments.placeholder_dtype`); inputs without a shape are left out."""
+    argument takes (:func:`~torchsurgeon.inputdtypes.placeholder_dtype`); inputs without a shape are left out."""
     model = model_of(G)
     inputs = {
         name: torch.empty(shape, dtype=placeholder_dtype(n, model), device="meta")

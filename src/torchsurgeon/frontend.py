@@ -5,7 +5,11 @@ Three pieces (the last two mostly in their own modules), each used by :mod:`torc
 * **Wrapped forwards.**  transformers 5 wraps ``forward`` in decorators
   taking ``(*args, **kwargs)``; fx reads the inner signature but calls the
   wrapper positionally, so values land in the wrong slots.
-  :func:`call_by_name` calls the wrapper with keywords instead.
+  :func:`call_by_name` calls the wrapper with keywords instead.  A
+  ``forward`` set on the model itself (Cadene's ``pretrainedmodels``,
+  ``model.forward = model.forward_features``) is what ``model(x)`` runs, and
+  what is traced (:func:`~torchsurgeon.arguments.instance_forward`); fx
+  traces its class's.
 * **The model's own hooks** (:mod:`torchsurgeon.ownhooks`).  transformers
   collects hidden states with forward hooks the model installs on itself
   during its first forward: they run (and the user's that return a value,

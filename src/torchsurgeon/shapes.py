@@ -37,7 +37,7 @@ from torch.fx.node import map_aggregate
 
 from ._steps import Step, rules_of, steps_of
 from .ambient import in_plain_torch
-from .arguments import check_graph, placeholder_dtype, placeholders
+from .arguments import check_graph, placeholders
 from .autocast import as_autocast_gives, op_name
 from .clamped import clamped_slice_hint
 from .copies import class_forward, container_edit, detached_copy, meta_like, run_on_zeros, thawed
@@ -58,6 +58,7 @@ from .graph import (
 from .guards import stale_guards_fix
 from .ignoredinputs import check_inputs_read, unread_inputs
 from .inputaxes import FollowedAxes, fold_inputs
+from .inputdtypes import placeholder_dtype
 from .knowndata import KnownData, as_meta, given_as_data, packed_lengths
 from .records import Finding, FlopKind, LayerStatus, ShapeSource
 from .resize import as_folded_inputs, input_fix, resized_copy, width_expected_and_got

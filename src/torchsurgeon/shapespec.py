@@ -80,7 +80,7 @@ class TypedShape:
     """A per-sample input shape with the dtype of its tensor; ``str()`` writes it as ``"128:long"``.
 
     Inputs given by a plain shape get the model's floating dtype, or ``long``
-    for token ids (:func:`torchsurgeon.arguments.input_dtype_for`); a typed
+    for token ids (:func:`torchsurgeon.inputdtypes.input_dtype_for`); a typed
     shape says which.
 
     Parameters

@@ -53,11 +53,12 @@ from .arguments import (
     forward_parameters,
     fx_name,
     input_paths,
+    instance_forward,
     into_var_keyword,
     keyword_inputs,
-    one_or_more,
     simple_value,
     specialisation,
+    trace_options,
     without_caches,
 )
 from .callers import asserted_by_caller
@@ -378,6 +379,7 @@ class _SurgeonTracer(torch.fx.Tracer):
         is_module: bool,
         concrete_args: Any = None,
     ) -> tuple[Any, list[Any]]:
+        root_fn = instance_forward(self.root, root_fn) if is_module else root_fn
         inner = inspect.unwrap(root_fn)
         fn, args = super().create_args_for_root(inner, is_module, concrete_args)
         made = {f"{k}_{i}" for k in concrete_args or () for i in range(1, len(concrete_args or ()) + 1)}
@@ -614,35 +616,8 @@ def trace(
     ['placeholder', 'call_module', 'call_module', 'output']
     """
     model = unwrap_model(model)
-    names: set[str] = set()
-    types: list[type[nn.Module]] = []
     submodules = dict(model.named_modules(remove_duplicate=False))
-    for leaf in one_or_more(leaf_modules):
-        if isinstance(leaf, str):
-            if leaf not in submodules:
-                raise InputError(
-                    f"leaf_modules names {leaf!r}, which is not a submodule of {type(model).__name__} — "
-                    f"use a qualified name such as {next(iter(n for n in submodules if n), 'layer1.0')!r}"
-                )
-            names.add(leaf)
-        elif isinstance(leaf, type) and issubclass(leaf, nn.Module):
-            types.append(leaf)
-        else:
-            raise InputError(
-                f"leaf_modules entries must be names or nn.Module classes, got {leaf!r} — "
-                "e.g. leaf_modules=['layer1.0', nn.MultiheadAttention]"
-            )
-    wrapped = one_or_more(autowrap_functions)
-    for function in wrapped:
-        if not callable(function):
-            raise InputError(
-                f"autowrap_functions entries must be functions forward calls, got {function!r} — "
-                "e.g. autowrap_functions=[torch.flatten]"
-            )
-    if concrete_args is not None and not isinstance(concrete_args, Mapping):
-        raise InputError(f"concrete_args must be a mapping of argument name to value, got {concrete_args!r}")
-    if isinstance(inputs, bool) or (isinstance(inputs, int) and inputs < 0):
-        raise InputError(f"inputs={inputs!r} — give the number of tensor inputs or their names")
+    names, types, wrapped = trace_options(model, submodules, leaf_modules, autowrap_functions, concrete_args, inputs)
     reg_types, reg_functions, reg_modules = registered_leaves()
     leaf_types = tuple(types) + reg_types
     functions = tuple(dict.fromkeys((*wrapped, *reg_functions, *PACKED_SEQUENCES)))
@@ -739,7 +714,7 @@ _FLOAT_INDICES = re.compile(r"'indices' to have one of the following scalar type
 
 def _ids_given_as_floats(exc: BaseException, example: Mapping[str, torch.Tensor] | None) -> str:
     """The model input that an embedding got as floats in a trace (``exc``: torch's error), when it is the one input
-    given by shape whose dtype its name said (:func:`~torchsurgeon.arguments.input_dtype_for`: floats unless named
+    given by shape whose dtype its name said (:func:`~torchsurgeon.inputdtypes.input_dtype_for`: floats unless named
     ``*_ids``): an embedding reading it says it holds token ids.  ``""`` otherwise."""
     if not isinstance(example, ExampleInputs) or not _FLOAT_INDICES.search(str(exc)):
         return ""
