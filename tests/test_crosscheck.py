@@ -126,6 +126,25 @@ def test_a_real_invalid_layer_is_verified_with_the_layer_resized() -> None:
     assert "Verified (crosscheck='always')" in str(r)
 
 
+class _SharedInvalid(nn.Module):
+    """One convolution applied twice, both times to something it does not fit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.shared = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(5, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared(self.stem(x)) + self.shared(self.stem(x))
+
+
+def test_a_layer_called_twice_is_one_invalid_layer_of_the_check() -> None:
+    """Found by probing torchgeo's ChangeViT, whose encoder reads each image of a pair: the table listed 2 invalid
+    layers and the check said it verified 3, one per call."""
+    r = paramcount(_SharedInvalid(), (3, 8, 8))
+    assert [layer.name for layer in r.invalid] == ["shared"]
+    assert r.crosscheck.reason == "1 invalid layer" and "Verified (1 invalid layer)" in str(r)
+
+
 def test_a_model_that_cannot_run_on_meta_is_checked_on_zeros_on_the_cpu() -> None:
     model = GatedNet()
     r = paramcount(model, (3, 8, 8))

@@ -87,10 +87,11 @@ def doubts(G: nx.DiGraph, shapes: ShapeResult, unused: tuple[str, ...] = ()) -> 
     >>> doubts(G, propagate_shapes(G, (3, 8, 8))), doubts(G, propagate_shapes(G, (1, 8, 8)))
     ('1 invalid layer', '1 invalid layer')
     """
-    counts = dict.fromkeys(LayerStatus, 0)
+    layers: dict[LayerStatus, set[str]] = {status: set() for status in LayerStatus}  # a layer called twice: once
     for rec in shapes.nodes.values():
         if rec.status != LayerStatus.INVALID or not _fed_by_input(G, rec.name):
-            counts[rec.status] += 1
+            layers[rec.status].add(rec.layer)
+    counts = {status: len(names) for status, names in layers.items()}
     parts = []
     for status, what in ((LayerStatus.INVALID, "invalid"), (LayerStatus.UNKNOWN, "unknown")):
         if counts[status]:
