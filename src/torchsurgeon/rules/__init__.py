@@ -9,7 +9,8 @@ never guess: outside the cases they compute exactly, the op runs on
 ``layers``          conv, linear, norms, embedding (they check the fit)
 ``activations``     activations, dropout, softmax, identity
 ``arithmetic``      operators, Python values, sizes, dtype conversions, clamp
-``views``           flatten, view/reshape, permute, indexing, split, cat, pad, detach
+``views``           flatten, view/reshape, permute, indexing, cat, pad, detach
+``splits``          chunk, split, tensor_split, unbind
 ``reductions``      sum, prod, mean, var, std, amax, amin, max, min
 ``linalg``          matmul, bmm, F.linear, attention
 ``pooling``         max, average and adaptive pooling, interpolate/Upsample, grid_sample, unfold, deformable attention
@@ -25,7 +26,19 @@ over ``meta`` execution) and turn the built-ins off with
 
 from __future__ import annotations
 
-from . import activations, arithmetic, creation, layers, linalg, pooling, rearrange, recurrent, reductions, views
+from . import (
+    activations,
+    arithmetic,
+    creation,
+    layers,
+    linalg,
+    pooling,
+    rearrange,
+    recurrent,
+    reductions,
+    splits,
+    views,
+)
 from .registry import (
     FALLBACK,
     Call,
@@ -58,6 +71,7 @@ __all__ = (
     "reductions",
     "register_rule",
     "registered_rules",
+    "splits",
     "unregister_rule",
     "views",
 )

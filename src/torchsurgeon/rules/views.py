@@ -1,5 +1,5 @@
-"""Shape changes: flatten, view/reshape, permute, transpose, squeeze, expand, indexing, split, unbind, cat, stack, pad,
-pixel (un)shuffle.
+"""Shape changes: flatten, view/reshape, permute, transpose, squeeze, expand, indexing, cat, stack, pad, pixel
+(un)shuffle (splits: :mod:`~torchsurgeon.rules.splits`).
 
 View ops compute the view's strides for any input; no FLOPs.
 """
@@ -486,72 +486,6 @@ def _getitem(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return obj[index]
 
 
-def _split_views(x: torch.Tensor, sizes: Sequence[int], dim: int) -> tuple[torch.Tensor, ...]:
-    shape, stride = list(x.shape), list(x.stride())
-    out = []
-    for s in sizes:
-        shape[dim] = s
-        out.append(view(shape, stride, x.dtype))
-    return tuple(out)
-
-
-def _chunk(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    b = bind(args, kwargs, (("input", REQUIRED), ("chunks", REQUIRED), ("dim", 0)))
-    if b is None or not isinstance(b[0], torch.Tensor) or not is_int(b[1]) or b[1] < 1:
-        return FALLBACK
-    x, chunks = b[0], int(b[1])
-    dim = norm_dim(b[2], x.dim())
-    if dim is None or x.dim() == 0 or x.shape[dim] == 0:
-        return FALLBACK
-    n = int(x.shape[dim])
-    step = -(-n // chunks)
-    return _split_views(x, [min(step, n - i) for i in range(0, n, step)], dim)
-
-
-def _split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    b = bind(args, kwargs, (("tensor", REQUIRED), ("split_size_or_sections", REQUIRED), ("dim", 0)))
-    if b is None or not isinstance(b[0], torch.Tensor) or b[0].dim() == 0:
-        return FALLBACK
-    x, size = b[0], b[1]
-    dim = norm_dim(b[2], x.dim())
-    if dim is None:
-        return FALLBACK
-    n = int(x.shape[dim])
-    if is_int(size) and size > 0 and n > 0:
-        return _split_views(x, [min(size, n - i) for i in range(0, n, size)], dim)
-    if isinstance(size, (list, tuple)) and all(is_int(s) and s >= 0 for s in size) and sum(size) == n:
-        return _split_views(x, [int(s) for s in size], dim)
-    return FALLBACK
-
-
-def _unbind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``x.unbind(dim)`` (attention's ``q, k, v = qkv.unbind(0)``): one view per index, without ``dim``."""
-    b = bind(args, kwargs, (("input", REQUIRED), ("dim", 0)))
-    if b is None or not isinstance(b[0], torch.Tensor) or b[0].dim() == 0:
-        return FALLBACK
-    x = b[0]
-    dim = norm_dim(b[1], x.dim())
-    if dim is None:
-        return FALLBACK
-    shape, stride = list(x.shape), list(x.stride())
-    del shape[dim], stride[dim]
-    return tuple(view(shape, stride, x.dtype) for _ in range(int(x.shape[dim])))
-
-
-def _split_with_sizes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``x.split_with_sizes(sizes, dim=0)`` (Flux's text and image tokens): ``split`` by a list of sizes."""
-    b = bind(args, kwargs, (("input", REQUIRED), ("split_sizes", REQUIRED), ("dim", 0)))
-    if b is None or not isinstance(b[1], (list, tuple)):
-        return FALLBACK
-    return _split((b[0], b[1], b[2]), {})
-
-
-def _split_method(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if "split_size" in kwargs:
-        kwargs = {("split_size_or_sections" if k == "split_size" else k): v for k, v in kwargs.items()}
-    return _split(args, kwargs)
-
-
 def _cat_is_contiguous(tensors: Sequence[torch.Tensor], extra_dims: int = 0) -> bool:
     """Whether ``cat`` gives a contiguous output: torch uses the inputs' common suggested memory format.
 
@@ -737,11 +671,6 @@ builtin("t_", shape=fn(_in_place(_t)))
 builtin("expand", shape=fn(_expand))
 builtin(operator.getitem, shape=fn(_getitem), python=True)
 builtin(operator.setitem, shape=fn(_setitem))
-builtin(torch.chunk, "chunk", shape=fn(_chunk))
-builtin(torch.split, shape=fn(_split))
-builtin("split", shape=fn(_split_method))
-builtin(torch.split_with_sizes, "split_with_sizes", shape=fn(_split_with_sizes))
-builtin(torch.unbind, "unbind", shape=fn(_unbind))
 builtin(torch.cat, torch.concat, shape=fn(_cat))
 builtin(torch.stack, shape=fn(_stack))
 
