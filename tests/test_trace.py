@@ -1114,3 +1114,28 @@ def test_a_forward_set_to_a_plain_function_is_refused_with_its_fix() -> None:
     model.forward = lambda x: x  # type: ignore[method-assign]
     with pytest.raises(TraceError, match=r"Sequential.forward is set on the model to .*not a method of it.*MethodType"):
         paramcount(model, (4,))
+
+
+def test_a_layer_whose_forward_is_set_on_it_is_traced_as_it_runs() -> None:
+    """``model.fc.forward = lambda x: x`` (a head switched off in place): the report said (1, 1000), trusted, where
+    ``model(x)`` gives the (1, 512) features: a torch layer is a leaf, answered by its class's rule.  A forward set on
+    a layer is traced now; a wrapper calling its class's (accelerate's hooks) keeps it one row."""
+    model = torchvision.models.resnet18().eval()
+    model.fc.forward = lambda x: x  # type: ignore[method-assign]
+    report = paramcount(model, (3, 64, 64))
+    assert report.output_shape == (1, 512) and report.unused == ("fc.weight", "fc.bias")
+
+    def half(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:  # the head on half the features
+        return F.linear(x[:, :256], self.weight[:, :256], self.bias)
+
+    model.fc.forward = types.MethodType(half, model.fc)  # type: ignore[method-assign]
+    full = paramcount(torchvision.models.resnet18().eval(), (3, 64, 64))
+    assert paramcount(model, (3, 64, 64)).macs == full.macs - 256 * 1000
+    old = types.MethodType(nn.Linear.forward, model.fc)  # the class's, as accelerate finds it
+
+    def new_forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return old(*args, **kwargs)
+
+    model.fc.forward = functools.update_wrapper(functools.partial(new_forward, model.fc), old)  # type: ignore[method-assign]
+    report = paramcount(model, (3, 64, 64))
+    assert report.macs == full.macs and report.layers[-1].name == "fc" and report.layers[-1].type == "Linear"

@@ -51,6 +51,7 @@ __all__ = (
     "layer_names",
     "one_or_more",
     "own_arguments",
+    "patched_forward",
     "placeholders",
     "required_arguments",
     "simple_value",
@@ -447,6 +448,28 @@ def instance_forward(root: nn.Module, forward: Callable[..., Any]) -> Callable[.
 
     wrapper.__wrapped__ = named  # type: ignore[attr-defined]  # what fx reads the arguments of (inspect.unwrap)
     return wrapper
+
+
+def patched_forward(module: nn.Module) -> bool:
+    """Whether ``module(x)`` runs a ``forward`` set on the module itself, other than its class's seen through
+    wrappers (accelerate's hooks call the class's): ``model.fc.forward = lambda x: x``.
+
+    Examples
+    --------
+    >>> fc = nn.Linear(4, 2)
+    >>> patched_forward(fc)
+    False
+    >>> fc.forward = lambda x: x
+    >>> patched_forward(fc)
+    True
+    """
+    own = module.__dict__.get("forward")
+    if own is None:
+        return False
+    inner = inspect.unwrap(own)
+    return not (
+        isinstance(inner, types.MethodType) and inner.__self__ is module and inner.__func__ is type(module).forward
+    )
 
 
 def _only_varargs(fn: Callable[..., Any]) -> bool:

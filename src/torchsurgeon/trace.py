@@ -56,6 +56,7 @@ from .arguments import (
     instance_forward,
     into_var_keyword,
     keyword_inputs,
+    patched_forward,
     simple_value,
     specialisation,
     trace_options,
@@ -279,6 +280,8 @@ class _SurgeonTracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self._leaf_names or user_ruled(type(m)):  # a rule of the user's describes it
             return True
+        if patched_forward(m):  # its own forward, not its class's: traced, as model.fc(x) runs it
+            return False
         if self._leaf_types and isinstance(m, self._leaf_types):
             return True
         return super().is_leaf_module(m, module_qualified_name)
