@@ -78,36 +78,6 @@ def test_a_pair_of_images_stacked_into_channels_is_mapped_on_the_colour_dim() ->
     assert found is not None and (found.before, found.after) == (((0, 1, 2), (3, 4, 5)), ((0,), (1,)))
 
 
-@pytest.mark.parametrize(("channels", "mode"), [(1, "sum"), (4, "spread")])
-def test_an_image_pair_stacked_into_channels_has_one_fold_that_runs_as_written(channels: int, mode: str) -> None:
-    """Found by probing torchgeo's ChangeViT at 1 channel: the report named the encoder's fold, and for the detail
-    branch ``adapt_input_channels(model, 2, mode='spread', input=(6, 1, 64, 64))`` (the pair's 2 taken for the
-    colours); the encoder's fold raised, the detail conv 'reads the input only after something that moves its
-    channels'.  Now both name the one fold, which runs as written: ``total_for_input`` parameters, the reported
-    output, exact in float64 (each image's colours folded in its group of the stacked channels)."""
-    torch.manual_seed(0)
-    model = _ImagePair().double().eval()
-    before = model_state(model)
-    report = paramcount(model, (2, channels, 16, 16), batch=2)
-    spread = "" if mode == "sum" else ", mode='spread'"
-    fix = f"fold it with adapt_input_channels(model, {channels}{spread}, input=(2, 3, 16, 16))"
-    assert list(dict.fromkeys((f.layer, f.fix) for f in report.findings)) == [("encoder", fix), ("detail", fix)]
-    result = eval(fix.removeprefix("fold it with "), {"adapt_input_channels": adapt_input_channels, "model": model})
-    assert_same_state(before, model_state(model))
-    assert report.total_for_input == sum(p.numel() for p in result.model.parameters())
-    _ImagePair(channels).double().load_state_dict(result.model.state_dict())  # strict: the same keys and shapes
-    grey = torch.randn(2, 2, 1, 16, 16, dtype=torch.float64)
-    with torch.no_grad():
-        got, want = result.model(grey.expand(2, 2, channels, 16, 16)), model(grey.expand(2, 2, 3, 16, 16))
-    assert tuple(got.shape) == report.output_shape
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    checked = check_surgery(model, result.model, (2, channels, 16, 16))  # was: the detail conv 'updated' (by 101 %)
-    assert [(c.name, c.status) for c in checked.params if c.status is not ParamChange.KEPT] == [
-        ("encoder.weight", ParamChange.FOLDED),
-        ("detail.weight", ParamChange.FOLDED),
-    ]
-
-
 class _EarlyFusion(nn.Module):
     """A change detector with early fusion, as torchgeo's ``ChangeDetectionTask`` feeds a segmentation model: the
     image pair ``(B, 2, C, H, W)`` stacked into ``2 * C`` channels (``b t c h w -> b (t c) h w``) before the first
@@ -122,31 +92,38 @@ class _EarlyFusion(nn.Module):
         return self.head(torch.relu(self.stem(x.flatten(1, 2))))
 
 
+@pytest.mark.parametrize(("kind", "folded"), [(_ImagePair, ["encoder", "detail"]), (_EarlyFusion, ["stem"])])
 @pytest.mark.parametrize(("channels", "mode"), [(1, "sum"), (4, "spread")])
-def test_images_stacked_before_any_layer_fold_each_image_colours(channels: int, mode: str) -> None:
-    """Found by probing early fusion (an smp Unet fed the stacked pair) at 1 channel: the report said 'make that
-    give 6, or replace the layer (new weights)', and ``adapt_input_channels(model, 1, input=(2, 3, 16, 16))`` folded
-    the pair's dim (R1 + R2, G1 + G2, B1 + B2: a model of one RGB image), so a grey pair then failed to run.  Now
-    each image's colours, the dim before the spatial ones, are folded: the fix the report names runs as written,
-    gives ``total_for_input`` parameters and loads into the model built for the new channels, exact in float64."""
+def test_an_image_pair_stacked_into_channels_has_one_fold_that_runs_as_written(
+    kind: type[nn.Module], folded: list[str], channels: int, mode: str
+) -> None:
+    """Found by probing torchgeo's ChangeViT at 1 channel: the report named the encoder's fold, and for the detail
+    branch ``adapt_input_channels(model, 2, mode='spread', input=(6, 1, 64, 64))`` (the pair's 2 taken for the
+    colours); the encoder's fold raised, the detail conv 'reads the input only after something that moves its
+    channels'.  Early fusion (an smp Unet fed the stacked pair, no layer reading either image alone) was told 'make
+    that give 6, or replace the layer (new weights)', and ``adapt_input_channels(model, 1, input=(2, 3, 16, 16))``
+    folded the pair's dim (R1 + R2, G1 + G2, B1 + B2: a model of one RGB image, which a grey pair then failed to
+    run).  Now each names the one fold, which runs as written: ``total_for_input`` parameters, the reported output,
+    exact in float64 (each image's colours folded in its group of the stacked channels)."""
     torch.manual_seed(0)
-    model = _EarlyFusion().double().eval()
+    model = kind().double().eval()
     before = model_state(model)
     report = paramcount(model, (2, channels, 16, 16), batch=2)
     spread = "" if mode == "sum" else ", mode='spread'"
     fix = f"fold it with adapt_input_channels(model, {channels}{spread}, input=(2, 3, 16, 16))"
-    assert [(f.layer, f.fix) for f in report.findings] == [("stem", fix)]
+    assert list(dict.fromkeys((f.layer, f.fix) for f in report.findings)) == [(name, fix) for name in folded]
     result = eval(fix.removeprefix("fold it with "), {"adapt_input_channels": adapt_input_channels, "model": model})
     assert_same_state(before, model_state(model))
     assert report.total_for_input == sum(p.numel() for p in result.model.parameters())
-    _EarlyFusion(channels).double().load_state_dict(result.model.state_dict())  # strict: the same keys and shapes
+    kind(channels).double().load_state_dict(result.model.state_dict())  # strict: the same keys and shapes
     grey = torch.randn(2, 2, 1, 16, 16, dtype=torch.float64)
     with torch.no_grad():
         got, want = result.model(grey.expand(2, 2, channels, 16, 16)), model(grey.expand(2, 2, 3, 16, 16))
+    assert tuple(got.shape) == report.output_shape
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    checked = check_surgery(model, result.model, (2, channels, 16, 16))
+    checked = check_surgery(model, result.model, (2, channels, 16, 16))  # was: the detail conv 'updated' (by 101 %)
     assert [(c.name, c.status) for c in checked.params if c.status is not ParamChange.KEPT] == [
-        ("stem.weight", ParamChange.FOLDED)
+        (f"{name}.weight", ParamChange.FOLDED) for name in folded
     ]
 
 
