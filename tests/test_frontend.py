@@ -25,7 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import AssertsOnItsLengths, BranchesOnItsLengths, tensor_shapes
-from torchsurgeon import LayerStatus, ShapeError, TraceError, adapt_input_channels, paramcount, paramcount_sweep
+from torchsurgeon import (
+    LayerStatus,
+    ShapeError,
+    TraceError,
+    TypedShape,
+    adapt_input_channels,
+    paramcount,
+    paramcount_sweep,
+)
 from torchsurgeon.trace import trace
 
 # --------------------------------------------------------------------------- decorated forwards
@@ -929,3 +937,50 @@ def test_torchs_caches_keep_torchs_own_functions_after_an_analysis() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.stdout.splitlines() == ["True True True", "[]"], done.stderr
+
+
+class _XTransformersLike(nn.Module):
+    """What x-transformers does: a mutable default handed on as ``**token_emb_kwargs``, autocast disabled on the
+    input's device (``with autocast(t.device.type, enabled=False)`` around its rotary embedding), and a position
+    table sliced to the tokens' count (``self.pos_embedding[:, :n]``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(32, 8)
+        self.norm = nn.LayerNorm(8, elementwise_affine=False)
+        self.gamma = nn.Parameter(torch.ones(8))
+        self.pos = nn.Parameter(torch.zeros(1, 16, 8))
+
+    def forward(self, x: torch.Tensor, emb_kwargs: dict[str, Any] = dict(), scale: float = 1.0) -> torch.Tensor:  # noqa: B006
+        t = self.emb(x, **emb_kwargs)
+        with torch.autocast(t.device.type, enabled=False):
+            t = t.float() * scale
+        t = self.norm(t) * self.gamma
+        return t + self.pos[:, : t.shape[1]]
+
+
+def test_a_dict_default_and_autocast_on_the_input_device_are_traced_as_called() -> None:
+    """Found by probing x-transformers: its ``TransformerWrapper`` failed ('forward needs input 'token_emb_kwargs'
+    but no shape was given for it': a dict default was made an input, which fx cannot unpack); with rotary
+    embeddings its attention became opaque (autocast refuses fx's proxy of a device type), then 'failed' on
+    ``meta`` in the cross-check (autocast refuses "meta"), which was blamed on the real model and reported an
+    invalid layer at an input it takes."""
+    model = _XTransformersLike().eval()
+    report = paramcount(model, {"x": TypedShape((12,), "long")}, crosscheck="always")
+    with torch.no_grad():
+        assert report.output_shape == tuple(model(torch.zeros(1, 12, dtype=torch.long)).shape) == (1, 12, 8)
+    assert report.opaque == {} and report.invalid == [] and report.trusted
+    assert report.total == sum(p.numel() for p in model.parameters())
+    with pytest.raises(RuntimeError, match="unsupported scalarType"):  # torch's own again
+        torch.autocast("meta", enabled=False)
+
+
+def test_what_follows_an_unknown_value_is_unknown_not_invalid() -> None:
+    """x-transformers' ViT at 1 channel: after a layer that does not fit, ``self.pos_embedding[:, :n]`` with ``n``
+    read from the unknown value was reported invalid ('slice indices must be integers or None')."""
+    model = _XTransformersLike().eval()
+    model.emb = nn.Embedding(32, 6)  # the norm takes 8: invalid (resized to fit), then gamma's product (8) fails
+    report = paramcount(model, {"x": TypedShape((12,), "long")})
+    assert [layer.name for layer in report.invalid] == ["norm", "mul_1"]
+    sliced = [row for row in report.layers if row.type == "getitem()"]
+    assert sliced and all(row.status is LayerStatus.UNKNOWN for row in sliced)

@@ -81,17 +81,22 @@ NO_CACHE = {"use_cache": False}
 
 
 def simple_value(value: object) -> bool:
-    """Whether a concrete argument is fixed in the trace as it is: a bool, number, string or None, or a list or
-    tuple of them (torchgeo's DOFA takes its ``wavelengths`` as a list of floats; torch.fx would make an input and an
-    assertion of each item).
+    """Whether a concrete argument, or a default, is fixed in the trace as it is: a bool, number, string or None, or
+    a list, tuple or dict of them (torchgeo's DOFA takes its ``wavelengths`` as a list of floats; torch.fx would make
+    an input and an assertion of each item; x-transformers' ``token_emb_kwargs = dict()``, handed on as
+    ``**token_emb_kwargs``, was made an input, which fx cannot unpack).
 
     Examples
     --------
     >>> simple_value([0.665, 0.56, 0.49]), simple_value((1, None, "a")), simple_value([torch.ones(1)])
     (True, True, False)
+    >>> simple_value({}), simple_value({"scale": 2.0}), simple_value({"mask": torch.ones(1)})
+    (True, True, False)
     """
     if type(value) in (list, tuple):
         return all(simple_value(v) for v in value)  # type: ignore[attr-defined]
+    if type(value) is dict:
+        return all(type(k) is str and simple_value(v) for k, v in value.items())  # type: ignore[attr-defined]
     return type(value) in SIMPLE_DEFAULTS
 
 
@@ -661,7 +666,7 @@ def specialisation(model: nn.Module, inputs: InputNames, concrete_args: Mapping[
             out[f"*{p.name}"] = ()
         elif p.name in NO_CACHE:  # a cache of keys and values for generation is not a layer: none is built
             out[p.name] = NO_CACHE[p.name]
-        elif p.default is not p.empty and type(p.default) in SIMPLE_DEFAULTS:
+        elif p.default is not p.empty and simple_value(p.default):
             out[p.name] = p.default
     return out
 

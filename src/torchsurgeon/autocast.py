@@ -23,7 +23,9 @@ tensors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -42,6 +44,7 @@ __all__ = (
     "as_autocast_gives",
     "autocast_dtype",
     "autocast_now",
+    "autocast_on_cpu",
     "op_name",
     "step_precision",
 )
@@ -249,3 +252,44 @@ def step_precision(asked: torch.dtype | None, counts: Mapping[torch.dtype | None
         else f"amp={name(asked)} for the step; the model's own torch.autocast blocks decide the rest"
     )
     return label, f"Autocast as the forward runs it: {said} — {why}"
+
+
+_PATCH_LOCK = threading.Lock()
+_PATCH_DEPTH = [0]  # analyses inside autocast_on_cpu, in all threads: the last one out puts torch's back
+_REAL_INIT = torch.amp.autocast_mode.autocast.__init__
+
+
+def _init(self: Any, device_type: Any, *args: Any, **kwargs: Any) -> None:
+    if isinstance(device_type, torch.fx.Proxy) or device_type == "meta":  # a device autocast rejects: the CPU's
+        device_type = "cpu"
+    _REAL_INIT(self, device_type, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def autocast_on_cpu() -> Iterator[None]:
+    """In this block, ``torch.autocast(x.device.type, ...)`` of a traced tensor (a proxy of its device type) or of a
+    ``meta`` tensor (``"meta"``, which autocast rejects: "unsupported scalarType") is the CPU's, where an analysis
+    runs the model: x-transformers' rotary embeddings disable autocast on their input's device, and its attention
+    became opaque in a trace, then "failed" on ``meta`` in the cross-check, which blamed the real model.
+
+    Process-wide while any analysis is inside (as torch.fx's own patches), and only for those two device types,
+    which raise otherwise; any other is torch's.
+
+    Examples
+    --------
+    >>> with autocast_on_cpu(), torch.autocast("meta", enabled=False):
+    ...     torch.is_autocast_enabled("cpu")
+    False
+    """
+    autocast = torch.amp.autocast_mode.autocast
+    with _PATCH_LOCK:
+        _PATCH_DEPTH[0] += 1
+        if _PATCH_DEPTH[0] == 1:
+            autocast.__init__ = _init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        with _PATCH_LOCK:
+            _PATCH_DEPTH[0] -= 1
+            if _PATCH_DEPTH[0] == 0:
+                autocast.__init__ = _REAL_INIT  # type: ignore[method-assign]

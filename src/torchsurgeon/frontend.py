@@ -42,6 +42,7 @@ import torch.fx
 from torch import nn
 
 from .arguments import InputPaths, grouped_inputs
+from .autocast import autocast_on_cpu
 from .callers import isinstance_in_model, unpacked_count
 from .metavalues import MetaValues, meta_question
 
@@ -390,7 +391,10 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
       landmark attention cannot take one: a false invalid layer before);
     * transformers' ``is_torch_tensor(boxes)`` (``transformers.image_transforms``):
       True for a traced tensor (D-FINE's box conversions raised ``Unsupported
-      input type``, and its decoder was reported invalid).
+      input type``, and its decoder was reported invalid);
+    * ``torch.autocast(x.device.type, ...)``: the CPU's
+      (:func:`~torchsurgeon.autocast.autocast_on_cpu`; x-transformers' rotary
+      embeddings disable autocast on their input's device).
 
     Recorded as a graph node, as torch.fx records any other torch function
     of a proxy (the approach of transformers' former HFTracer):
@@ -515,7 +519,8 @@ def library_answers(values: Callable[[], MetaValues | None]) -> Iterator[None]:
     for owner, name, replacement in patches:
         setattr(owner, name, replacement)
     try:
-        yield
+        with autocast_on_cpu():  # torch.autocast(x.device.type, ...) of a traced x (x-transformers' rotary embeddings)
+            yield
     finally:
         for owner, name, real in originals:
             if real is _INHERITED:  # torch.Tensor.expand is TensorBase's: the class gets none of its own back

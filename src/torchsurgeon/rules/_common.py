@@ -118,8 +118,8 @@ def first_tensor(value: Any) -> torch.Tensor | None:
 
 
 def first_of(value: Any, kind: type[_T]) -> _T | None:
-    """The first ``kind`` inside nested lists, tuples (named ones too) and dicts, without rebuilding them (fx's
-    ``map_aggregate`` rebuilds a named tuple from what its function returns: a ``PackedSequence`` of ``None``
+    """The first ``kind`` inside nested lists, tuples (named ones too), dicts and slices, without rebuilding them
+    (fx's ``map_aggregate`` rebuilds a named tuple from what its function returns: a ``PackedSequence`` of ``None``
     raises).
 
     Examples
@@ -127,9 +127,13 @@ def first_of(value: Any, kind: type[_T]) -> _T | None:
     >>> from torch.nn.utils.rnn import PackedSequence
     >>> first_of([1, {"p": PackedSequence(torch.ones(2, 1), torch.tensor([2]))}], torch.Tensor).shape
     torch.Size([2, 1])
+    >>> first_of((slice(None, 2.5),), float)  # x[:, :n]
+    2.5
     """
     if isinstance(value, kind):
         return value
+    if type(value) is slice:
+        value = (value.start, value.stop, value.step)
     items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
     for item in items:
         found = first_of(item, kind)

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..autocast import as_autocast_gives, autocast_now, op_name
+from ..autocast import as_autocast_gives, autocast_now, autocast_on_cpu, op_name
 from ..bounds import index_past
 from ..datamoves import kept_in_place, unknown_to_cpu
 from ..knowndata import (
@@ -628,7 +628,7 @@ def ruled_meta(*, resized: bool = False, counting: FlopTally | None = None) -> I
     >>> tuple(out.shape), out.device.type
     ((2, 8, 5, 5), 'meta')
     """
-    with _RuledMeta(resized, counting), shared_outputs(False):  # the code run may change its tensors' shapes in place
+    with _RuledMeta(resized, counting), shared_outputs(False), autocast_on_cpu():  # the code may reshape in place
         yield
 
 
