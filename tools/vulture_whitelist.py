@@ -49,5 +49,5 @@ _._autowrap_function_ids
 # Read by open_clip.model.resize_pos_embed (ownresize._open_clip_vit sets it on a meta copy of the tower).
 _.grid_size
 
-# Read by inspect.unwrap (arguments.instance_forward: the function whose arguments a wrapper set as forward takes).
+# Read by inspect.unwrap (wrappers.instance_forward: the function whose arguments a wrapper set as forward takes).
 _.__wrapped__

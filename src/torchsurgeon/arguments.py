@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Union
 
@@ -29,6 +28,7 @@ from torch import nn
 from .errors import InputError, TraceError, close_names
 from .inputdtypes import input_dtype_for
 from .shapespec import InputSpec, TypedShape, check_shape, input_name, nested_inputs, normalize_input, not_an_input
+from .wrappers import instance_forward
 
 __all__ = (
     "INPUT_PATH",
@@ -45,13 +45,11 @@ __all__ = (
     "fx_name",
     "grouped_inputs",
     "input_paths",
-    "instance_forward",
     "into_var_keyword",
     "keyword_inputs",
     "layer_names",
     "one_or_more",
     "own_arguments",
-    "patched_forward",
     "placeholders",
     "required_arguments",
     "simple_value",
@@ -399,91 +397,6 @@ def traced_paths(graph_module: torch.fx.GraphModule) -> dict[str, tuple[str, str
     """
     nodes = graph_module.graph.nodes
     return {str(n.target): n.meta[INPUT_PATH] for n in nodes if n.op == "placeholder" and INPUT_PATH in n.meta}
-
-
-def instance_forward(root: nn.Module, forward: Callable[..., Any]) -> Callable[..., Any]:
-    """The ``forward`` that ``root(x)`` runs, as a function of the root: ``forward`` (its class's, which fx traces),
-    unless one is set on the model itself.
-
-    Cadene's ``pretrainedmodels`` sets ``model.forward = types.MethodType(forward, model)`` on the torchvision
-    models it wraps (whose class ``forward`` then fails: ``self.fc`` is None), a user
-    ``model.forward = model.forward_features``: a method of the model is its function.  A wrapper (accelerate's
-    hooks and ``prepare``, ``functools.wraps``) is called as it is, with the arguments of the function it wraps,
-    or of the class's ``forward`` when it takes only ``*args, **kwargs``.
-
-    Raises
-    ------
-    TraceError
-        If ``forward`` is set to a callable of other arguments that is no method of the model.
-
-    Examples
-    --------
-    >>> class Net(nn.Sequential):
-    ...     def features(self, x):
-    ...         return self[0](x)
-    >>> net = Net(nn.ReLU(), nn.Flatten())
-    >>> instance_forward(net, Net.forward) is Net.forward
-    True
-    >>> net.forward = net.features
-    >>> instance_forward(net, Net.forward) is Net.features
-    True
-    """
-    own = root.__dict__.get("forward")
-    if own is None:
-        return forward
-    inner = inspect.unwrap(own)
-    method = isinstance(own, types.MethodType) and own.__self__ is root
-    if isinstance(inner, types.MethodType) and inner.__self__ is root and not _only_varargs(inner):
-        named: Callable[..., Any] = inner.__func__  # its arguments: those of the method wrapped
-        if inner is own:
-            return named
-    elif method and isinstance(inner, types.FunctionType) and not _only_varargs(inner):
-        named = inner  # a method whose function wraps one taking self (accelerate's autocast around the class's)
-    elif _only_varargs(inner):
-        named = forward  # a wrapper of any arguments: the model's own
-    else:
-        raise TraceError(
-            f"{type(root).__name__}.forward is set on the model to {own!r}, not a method of it: torch.fx traces a "
-            f"model's forward with its arguments — write it with self first, def forward(self, x): ..., and bind "
-            f"it: model.forward = types.MethodType(forward, model)"
-        )
-
-    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        return own(*args, **kwargs)
-
-    wrapper.__wrapped__ = named  # type: ignore[attr-defined]  # what fx reads the arguments of (inspect.unwrap)
-    return wrapper
-
-
-def patched_forward(module: nn.Module) -> bool:
-    """Whether ``module(x)`` runs a ``forward`` set on the module itself, other than its class's seen through
-    wrappers (accelerate's hooks call the class's): ``model.fc.forward = lambda x: x``.
-
-    Examples
-    --------
-    >>> fc = nn.Linear(4, 2)
-    >>> patched_forward(fc)
-    False
-    >>> fc.forward = lambda x: x
-    >>> patched_forward(fc)
-    True
-    """
-    own = module.__dict__.get("forward")
-    if own is None:
-        return False
-    inner = inspect.unwrap(own)
-    return not (
-        isinstance(inner, types.MethodType) and inner.__self__ is module and inner.__func__ is type(module).forward
-    )
-
-
-def _only_varargs(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` takes only ``*args`` and ``**kwargs`` (after ``self``, for a function of a method)."""
-    try:
-        params = list(inspect.signature(fn, follow_wrapped=False).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    return all(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params if p.name != "self")
 
 
 def trace_options(

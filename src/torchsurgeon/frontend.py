@@ -8,7 +8,7 @@ Three pieces (the last two mostly in their own modules), each used by :mod:`torc
   :func:`call_by_name` calls the wrapper with keywords instead.  A
   ``forward`` set on the model itself (Cadene's ``pretrainedmodels``,
   ``model.forward = model.forward_features``) is what ``model(x)`` runs, and
-  what is traced (:func:`~torchsurgeon.arguments.instance_forward`); fx
+  what is traced (:func:`~torchsurgeon.wrappers.instance_forward`); fx
   traces its class's.
 * **The model's own hooks** (:mod:`torchsurgeon.ownhooks`).  transformers
   collects hidden states with forward hooks the model installs on itself

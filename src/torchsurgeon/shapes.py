@@ -15,10 +15,9 @@ user's model is never touched).  Each node records which way its shape was
 obtained (:class:`~torchsurgeon.records.ShapeSource`).
 
 A node that cannot run is ``invalid`` (a shape error) or ``unknown`` (no meta kernel, data-dependent); nodes
-after it are ``unknown``.  A :class:`~torchsurgeon.shapememo.ShapeMemo` lets a sweep over inputs reuse the
-nodes whose inputs did not change, and twin nodes given the same values
-(:func:`~torchsurgeon.shapememo.twin_kinds`) share one result.  What an input
-spec means is :func:`torchsurgeon.shapespec.normalize_input`.
+after it are ``unknown``.  A :class:`~torchsurgeon.shapememo.ShapeMemo` lets a sweep over inputs reuse the nodes
+whose inputs did not change, and twin nodes given the same values (:func:`~torchsurgeon.shapememo.twin_kinds`)
+share one result.  What an input spec means is :func:`torchsurgeon.shapespec.normalize_input`.
 """
 
 from __future__ import annotations

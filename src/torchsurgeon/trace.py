@@ -53,10 +53,8 @@ from .arguments import (
     forward_parameters,
     fx_name,
     input_paths,
-    instance_forward,
     into_var_keyword,
     keyword_inputs,
-    patched_forward,
     simple_value,
     specialisation,
     trace_options,
@@ -74,7 +72,7 @@ from .rules.on_meta import ruled_leaf
 from .rules.registry import FALLBACK, builtin_leaf_functions, builtin_leaves, user_ruled
 from .sideeffects import quiet
 from .traceerrors import UNREGISTERED, trace_error, unregistered
-from .wrappers import unwrap_model
+from .wrappers import instance_forward, patched_forward, unwrap_model
 
 __all__ = (
     "Traced",
