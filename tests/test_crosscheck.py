@@ -139,9 +139,9 @@ class _SharedInvalid(nn.Module):
 
 def test_a_layer_called_twice_is_one_invalid_layer_of_the_check() -> None:
     """Found by probing torchgeo's ChangeViT, whose encoder reads each image of a pair: the table listed 2 invalid
-    layers and the check said it verified 3, one per call."""
+    layers and the check said it verified 3, one per call; ``report.findings`` listed the same finding twice."""
     r = paramcount(_SharedInvalid(), (3, 8, 8))
-    assert [layer.name for layer in r.invalid] == ["shared"]
+    assert [layer.name for layer in r.invalid] == [f.layer for f in r.findings] == ["shared"]
     assert r.crosscheck.reason == "1 invalid layer" and "Verified (1 invalid layer)" in str(r)
 
 

@@ -793,7 +793,7 @@ def propagate_shapes(G: nx.DiGraph, input: InputSpec, *, batch: int = 1, memo: S
     except Exception as exc:  # pragma: no cover - run_node catches per node
         raise ShapeError(f"shape propagation failed: {first_line(exc)}") from exc
     set_records(G, interp.records.values())
-    findings = tuple(f for rec in interp.records.values() for f in rec.findings)
+    findings = tuple(dict.fromkeys(f for rec in interp.records.values() for f in rec.findings))  # a layer called twice
     output_shape = shapes_of(out)
     update_record(G, "output", output_shape=output_shape, dtype=_dtype_of(out))
     data = {k: v for k, v in interp.inputs.items() if isinstance(v, torch.Tensor) and given_as_data(v)}
