@@ -66,10 +66,9 @@ def fold_alone(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple
     layers = fold_layers(G)
     if not layers:
         return _changed_image(G, inputs), ""
-    sizes = sorted((k, tuple(v.shape)) for k, v in inputs.items() if hasattr(v, "shape"))  # what the verdicts read
-    if graph_cache(G, f"folded through maps {channels} {sizes}", lambda: _folded_through_maps(G, inputs, channels)):
+    if graph_cache(G, f"folded through maps {channels}", lambda: _folded_through_maps(G, inputs, channels)):
         return (), ""  # the plain fold folds the others through their channel maps (ViTMatte's joined pixels)
-    key = f"fold alone {channels} {sizes}"
+    key = f"fold alone {channels} {sorted((k, tuple(v.shape)) for k, v in inputs.items() if hasattr(v, 'shape'))}"
     verdict: tuple[tuple[str, ...], str] = graph_cache(G, key, lambda: (layers, _why_not(G, layers, inputs, channels)))
     return verdict
 
