@@ -15,6 +15,7 @@ them, its fix names that image's layers.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from .arguments import placeholders, traced_paths
 from .copies import cannot_run_on_meta, detached_copy, meta_like
 from .errors import first_line
 from .frontend import bind_inputs
-from .graph import graph_cache, graph_module_of, index_of, model_of, shape_specific_of
+from .graph import graph_cache, graph_module_of, index_of, model_of, set_records, shape_specific_of
 from .graphreaders import fold_layers, graph_images, graph_readers
 from .inputdtypes import placeholder_dtype
 from .resize import input_fix, refit_in_place
@@ -193,6 +194,13 @@ def name_mapped_folds(G: nx.DiGraph, shapes: ShapeResult) -> ShapeResult:
         f.layer: input_fix(model.get_submodule(f.layer), channels, repr(image) if shape_specific_of(G) else "")
         for f in found
     }
-    from .inputsize import with_fixes  # inputsize imports shapes, which imports this module
-
-    return with_fixes(G, shapes, lambda f: fixes[f.layer] if f in found else f.fix)
+    nodes = dict(shapes.nodes)
+    for name, rec in shapes.nodes.items():
+        new = [dataclasses.replace(f, fix=fixes[f.layer]) if f in found else f for f in rec.findings]
+        if new != list(rec.findings):
+            message = rec.message
+            for old, fixed in zip(rec.findings, new, strict=True):
+                message = message.replace(old.fix, fixed.fix)
+            nodes[name] = dataclasses.replace(rec, findings=tuple(new), message=message)
+    set_records(G, [nodes[name] for name in nodes if nodes[name] is not shapes.nodes[name]])
+    return dataclasses.replace(shapes, nodes=nodes, findings=tuple(f for rec in nodes.values() for f in rec.findings))

@@ -41,7 +41,6 @@ __all__ = (
     "NodeRecord",
     "build_graph",
     "callable_name",
-    "findings_of",
     "fx_node",
     "graph_cache",
     "graph_copy",
@@ -362,20 +361,6 @@ def records_now(G: nx.DiGraph) -> dict[str, NodeRecord]:
     ('', 'changed')
     """
     return {n: data[_KEY] for n, data in G._node.items()}
-
-
-def findings_of(records: Iterable[NodeRecord]) -> tuple[Finding, ...]:
-    """The findings of ``records``, in order, each once: a layer called twice (an encoder reading each image of a
-    pair) finds the same thing twice.
-
-    Examples
-    --------
-    >>> f = Finding("conv", "Conv2d", "in_channels", 3, 1, "fold it")
-    >>> calls = [NodeRecord(n, "call_module", "conv", "conv", "Conv2d", findings=(f,)) for n in ("conv", "conv_1")]
-    >>> findings_of(calls) == (f,)
-    True
-    """
-    return tuple(dict.fromkeys(f for rec in records for f in rec.findings))
 
 
 def model_of(G: nx.DiGraph) -> nn.Module:
