@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from models import TiledResidualStem, assert_same_state, model_state
-from torchsurgeon import SurgeryError, adapt_input_channels, paramcount
+from torchsurgeon import SurgeryError, adapt_input_channels, paramcount, paramcount_sweep
 
 
 @pytest.mark.parametrize(("channels", "call"), [(1, "adapt_input_channels(model, 1, layer=['conv'])"), (4, None)])
@@ -75,3 +75,28 @@ def test_a_stem_after_a_space_to_depth_is_told_its_fold(channels: int, mode: str
     with torch.no_grad():
         got, want = edited(grey.expand(2, channels, 8, 8)), model(grey.expand(2, 3, 8, 8))
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+class _JoinedPixelsThenKernel8(nn.Module):
+    """ViTMatte's detail path (the pixels joined with the stem's features for a last conv), then a conv of kernel 8:
+    the model runs from 8 × 8 pixels up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.fuse, self.down = nn.Conv2d(12, 2, 1), nn.Conv2d(2, 2, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.bn(self.stem(x)))
+        return self.down(self.fuse(torch.cat([x, features], dim=1)))
+
+
+def test_a_sweep_names_at_each_size_the_fold_named_at_that_size_alone() -> None:
+    """Found rereading fold_alone: whether the plain fold folds the joined layer through its channel map was kept
+    per channel count, though it is found by running the model at the size given; a sweep whose first size the model
+    cannot run at said 'no fold runs' at every size after it, where paramcount at that size names the plain fold."""
+    model = _JoinedPixelsThenKernel8()
+    alone = [(f.layer, f.fix) for f in paramcount(model, (1, 16, 16)).findings]
+    assert alone[0] == ("stem", "fold it with adapt_input_channels(model, 1)")
+    swept = paramcount_sweep(model, [(1, 4, 4), (1, 16, 16)])
+    assert [(f.layer, f.fix) for f in swept[-1].findings] == alone

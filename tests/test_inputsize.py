@@ -650,3 +650,23 @@ def test_a_spectrograms_time_steps_are_searched_for_an_input_it_takes(time: int)
     assert found is not None, finding.fix
     sizes = ast.literal_eval(found.group(1))
     assert sizes[1] == 16 and model(torch.zeros(1, *sizes)).shape == (1, 2, 4)  # the input named runs
+
+
+class _PoolTwice(nn.Module):
+    """One pool read twice: each branch too small for it alike."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x) + self.pool(x.flip(-1))
+
+
+def test_a_layer_called_twice_is_told_the_input_once() -> None:
+    """A finding is listed once however many calls find it; naming the input that fits listed it again per call."""
+    findings = paramcount(_PoolTwice(), (3, 2, 2)).findings
+    assert [(f.layer, f.what) for f in findings] == [("pool", "spatial size (dim 0)"), ("pool", "spatial size (dim 1)")]
+    assert all(
+        f.fix.endswith("the smallest input it takes is (3, 4, 4): paramcount(model, (3, 4, 4))") for f in findings
+    )

@@ -15,7 +15,6 @@ them, its fix names that image's layers.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from .arguments import placeholders, traced_paths
 from .copies import cannot_run_on_meta, detached_copy, meta_like
 from .errors import first_line
 from .frontend import bind_inputs
-from .graph import graph_cache, graph_module_of, index_of, model_of, set_records, shape_specific_of
+from .graph import graph_cache, graph_module_of, index_of, is_probing, model_of, shape_specific_of
 from .graphreaders import fold_layers, graph_images, graph_readers
 from .inputdtypes import placeholder_dtype
 from .resize import input_fix, refit_in_place
@@ -67,9 +66,10 @@ def fold_alone(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple
     layers = fold_layers(G)
     if not layers:
         return _changed_image(G, inputs), ""
-    if graph_cache(G, f"folded through maps {channels}", lambda: _folded_through_maps(G, inputs, channels)):
+    sizes = sorted((k, tuple(v.shape)) for k, v in inputs.items() if hasattr(v, "shape"))  # what the verdicts read
+    if graph_cache(G, f"folded through maps {channels} {sizes}", lambda: _folded_through_maps(G, inputs, channels)):
         return (), ""  # the plain fold folds the others through their channel maps (ViTMatte's joined pixels)
-    key = f"fold alone {channels} {sorted((k, tuple(v.shape)) for k, v in inputs.items() if hasattr(v, 'shape'))}"
+    key = f"fold alone {channels} {sizes}"
     verdict: tuple[tuple[str, ...], str] = graph_cache(G, key, lambda: (layers, _why_not(G, layers, inputs, channels)))
     return verdict
 
@@ -124,7 +124,11 @@ def _changed_image(G: nx.DiGraph, inputs: Mapping[str, Any]) -> tuple[str, ...]:
 
 def fold_alone_at(G: nx.DiGraph, shapes: Mapping[str, tuple[int, ...]], channels: int) -> tuple[tuple[str, ...], str]:
     """:func:`fold_alone` on inputs of these ``shapes`` (batch included, by input name), each of the dtype its
-    argument takes (:func:`~torchsurgeon.inputdtypes.placeholder_dtype`); inputs without a shape are left out."""
+    argument takes (:func:`~torchsurgeon.inputdtypes.placeholder_dtype`); inputs without a shape are left out.
+    ``((), "")`` while a search tries sizes (:func:`~torchsurgeon.graph.probing`): it reads findings, not fixes, and
+    the model run at each size it tries (up to 4096 × 4096) cost seconds and GiBs."""
+    if is_probing(G):
+        return (), ""
     model = model_of(G)
     inputs = {
         name: torch.empty(shape, dtype=placeholder_dtype(n, model), device="meta")
@@ -194,13 +198,6 @@ def name_mapped_folds(G: nx.DiGraph, shapes: ShapeResult) -> ShapeResult:
         f.layer: input_fix(model.get_submodule(f.layer), channels, repr(image) if shape_specific_of(G) else "")
         for f in found
     }
-    nodes = dict(shapes.nodes)
-    for name, rec in shapes.nodes.items():
-        new = [dataclasses.replace(f, fix=fixes[f.layer]) if f in found else f for f in rec.findings]
-        if new != list(rec.findings):
-            message = rec.message
-            for old, fixed in zip(rec.findings, new, strict=True):
-                message = message.replace(old.fix, fixed.fix)
-            nodes[name] = dataclasses.replace(rec, findings=tuple(new), message=message)
-    set_records(G, [nodes[name] for name in nodes if nodes[name] is not shapes.nodes[name]])
-    return dataclasses.replace(shapes, nodes=nodes, findings=tuple(f for rec in nodes.values() for f in rec.findings))
+    from .inputsize import with_fixes  # inputsize imports shapes, which imports this module
+
+    return with_fixes(G, shapes, lambda f: fixes[f.layer] if f in found else f.fix)

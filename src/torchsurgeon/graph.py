@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -41,11 +42,13 @@ __all__ = (
     "NodeRecord",
     "build_graph",
     "callable_name",
+    "findings_of",
     "fx_node",
     "graph_cache",
     "graph_copy",
     "graph_module_of",
     "index_of",
+    "is_probing",
     "model_dtype",
     "model_of",
     "module_of",
@@ -53,6 +56,7 @@ __all__ = (
     "node_records",
     "opaque_of",
     "param_facts",
+    "probing",
     "records_now",
     "set_records",
     "shape_specific_of",
@@ -363,6 +367,20 @@ def records_now(G: nx.DiGraph) -> dict[str, NodeRecord]:
     return {n: data[_KEY] for n, data in G._node.items()}
 
 
+def findings_of(records: Iterable[NodeRecord]) -> tuple[Finding, ...]:
+    """The findings of ``records``, in order, each once: a layer called twice (an encoder reading each image of a
+    pair) finds the same thing twice.
+
+    Examples
+    --------
+    >>> f = Finding("conv", "Conv2d", "in_channels", 3, 1, "fold it")
+    >>> calls = [NodeRecord(n, "call_module", "conv", "conv", "Conv2d", findings=(f,)) for n in ("conv", "conv_1")]
+    >>> findings_of(calls) == (f,)
+    True
+    """
+    return tuple(dict.fromkeys(f for rec in records for f in rec.findings))
+
+
 def model_of(G: nx.DiGraph) -> nn.Module:
     """The user's model behind ``G``.
 
@@ -388,6 +406,35 @@ def index_of(G: nx.DiGraph) -> ModelIndex:
     """The model's modules, parameters and buffers by qualified name (one walk, made by :func:`build_graph`)."""
     index: ModelIndex = G.graph["index"]
     return index
+
+
+@contextlib.contextmanager
+def probing(G: nx.DiGraph) -> Iterator[None]:
+    """While a search propagates inputs through ``G`` that the user did not give (sizes tried for the one that fits):
+    what only a report of a given input names, the fold that runs, is not looked for (:func:`is_probing`).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> G = build_graph(trace(nn.ReLU()))
+    >>> with probing(G):
+    ...     is_probing(G)
+    True
+    >>> is_probing(G)
+    False
+    """
+    before = is_probing(G)
+    G.graph["probing"] = True
+    try:
+        yield
+    finally:
+        G.graph["probing"] = before
+
+
+def is_probing(G: nx.DiGraph) -> bool:
+    """Whether ``G`` is propagated for a search now (:func:`probing`)."""
+    return bool(G.graph.get("probing"))
 
 
 def graph_cache(G: nx.DiGraph, key: str, build: Callable[[], Any]) -> Any:

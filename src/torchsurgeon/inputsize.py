@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from .arguments import placeholders
-from .graph import graph_module_of, records_now, set_records, shape_specific_of
+from .graph import findings_of, graph_module_of, probing, records_now, set_records, shape_specific_of
 from .knowndata import COUNTED
 from .ownresize import own_resize_fix
 from .records import Finding, LayerStatus
@@ -64,6 +64,7 @@ __all__ = (
     "name_fitting_input",
     "name_running_input",
     "size_caused",
+    "with_fixes",
 )
 
 MAX_PROPAGATIONS = 64
@@ -534,10 +535,11 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
         return _Search(given, batch, varied, kept, propagate, budget)
 
     try:
-        answer, targets = _searched(G, shapes, input, given, functools.partial(search, axes), features)
-        first = _with_first_dims(given, axes) if not answer else []  # (time, mel bins): the first dim is no channel
-        if first:
-            answer, targets = _searched(G, shapes, input, given, functools.partial(search, first), features)
+        with probing(G):  # sizes the user did not give: no fold that runs is looked for at each
+            answer, targets = _searched(G, shapes, input, given, functools.partial(search, axes), features)
+            first = _with_first_dims(given, axes) if not answer else []  # (time, mel bins): the first dim's no channel
+            if first:
+                answer, targets = _searched(G, shapes, input, given, functools.partial(search, first), features)
     except _OutOfPropagations:
         answer = ""
     finally:
@@ -545,7 +547,11 @@ larger is (3, 6, 8): paramcount(model, (3, 6, 8))
     own = own_resize_fix(model, given, batch) if answer or any(size_caused(f) for f in shapes.findings) else ""
     if own:  # no size found (a check inside an opaque layer, transformers' ViT embeddings): the model's own call
         answer = f"{answer}; to analyse this size itself, {own}" if answer else f"to analyse this size, {own}"
-    return _with_answer(G, shapes, answer, targets) if answer else shapes
+    if not answer:
+        return shapes
+    return with_fixes(
+        G, shapes, lambda f: (f"{f.fix.removesuffix('.')}; {answer}" if f.fix else answer) if targets(f) else f.fix
+    )
 
 
 def _searched(
@@ -701,18 +707,29 @@ def _shrinkable(finding: Finding) -> bool:
     return size_caused(finding) or index_caused(finding)
 
 
-def _with_answer(G: nx.DiGraph, shapes: ShapeResult, answer: str, targets: Callable[[Finding], bool]) -> ShapeResult:
-    """``shapes`` and ``G``'s records with ``answer`` after the fix of each finding ``targets`` says it fixes."""
+def with_fixes(G: nx.DiGraph, shapes: ShapeResult, fixed: Callable[[Finding], str]) -> ShapeResult:
+    """``shapes`` and ``G``'s records with each finding's fix made ``fixed(finding)`` (its own fix: left as it is),
+    in its record's message too (a fix the message did not name yet is added after it).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from torchsurgeon.trace import trace
+    >>> from torchsurgeon.graph import build_graph
+    >>> G = build_graph(trace(nn.Sequential(nn.Conv2d(3, 4, 3))))
+    >>> r = with_fixes(G, propagate_shapes(G, (1, 8, 8)), lambda f: "look again")
+    >>> r.findings[0].fix, r.nodes["_0"].message.endswith("look again")
+    ('look again', True)
+    """
     nodes = dict(shapes.nodes)
     for name, rec in shapes.nodes.items():
-        fixes = {f.fix: f"{f.fix.removesuffix('.')}; {answer}" if f.fix else answer for f in rec.findings if targets(f)}
-        if not fixes:
+        findings = tuple(dataclasses.replace(f, fix=fix) if (fix := fixed(f)) != f.fix else f for f in rec.findings)
+        if findings == rec.findings:
             continue
-        findings = tuple(dataclasses.replace(f, fix=fixes[f.fix]) if targets(f) else f for f in rec.findings)
         message = rec.message
-        for old, new in fixes.items():
+        changed = {was.fix: now.fix for was, now in zip(rec.findings, findings, strict=True) if now is not was}
+        for old, new in changed.items():
             message = message.replace(old, new) if old else f"{message} — {new}"
         nodes[name] = dataclasses.replace(rec, findings=findings, message=message)
     set_records(G, [nodes[name] for name in nodes if nodes[name] is not shapes.nodes[name]])
-    findings = tuple(f for rec in nodes.values() for f in rec.findings)
-    return dataclasses.replace(shapes, nodes=nodes, findings=findings)
+    return dataclasses.replace(shapes, nodes=nodes, findings=findings_of(nodes.values()))

@@ -45,6 +45,7 @@ from .foldalone import fold_alone_at
 from .fxbookkeeping import autocast_as
 from .graph import (
     NodeRecord,
+    findings_of,
     graph_module_of,
     model_dtype,
     model_of,
@@ -257,8 +258,7 @@ class _ShapeInterpreter(torch.fx.Interpreter):
     def run_graph(self) -> Any:
         """Run every node once; return the value of the output node."""
         result: Any = None
-        env = self.env
-        memo = self.memo
+        env, memo = self.env, self.memo
         scalars = self.scalars
         known = self.known
         values, ranges = known.values, known.ranges  # edited in place: the same dicts throughout
@@ -793,7 +793,7 @@ def propagate_shapes(G: nx.DiGraph, input: InputSpec, *, batch: int = 1, memo: S
     except Exception as exc:  # pragma: no cover - run_node catches per node
         raise ShapeError(f"shape propagation failed: {first_line(exc)}") from exc
     set_records(G, interp.records.values())
-    findings = tuple(dict.fromkeys(f for rec in interp.records.values() for f in rec.findings))  # a layer called twice
+    findings = findings_of(interp.records.values())  # a layer called twice: what it finds, once
     output_shape = shapes_of(out)
     update_record(G, "output", output_shape=output_shape, dtype=_dtype_of(out))
     data = {k: v for k, v in interp.inputs.items() if isinstance(v, torch.Tensor) and given_as_data(v)}

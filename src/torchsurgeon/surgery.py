@@ -356,10 +356,10 @@ def _check_the_edit_runs(
     for :func:`_adapted`."""
     trial = meta_copy(model)
     _adapted(trial, names, channels, mode, before, layouts)
+    last = isinstance(model.get_submodule(names[0]), nn.Linear)  # a Linear reads the input's last dim
+    axis = next(iter(layouts.values())).axis if layouts else None  # a ConvLSTM's (T, C, H, W) frames
     for image in images:
         follow = _read_by(model, image, names[0]) if chosen else None
-        last = isinstance(model.get_submodule(names[0]), nn.Linear)  # a Linear reads the input's last dim
-        axis = next(iter(layouts.values())).axis if layouts else None  # a ConvLSTM's (T, C, H, W) frames
         new_input = recoloured(model, image, channels, before[names[0]], follow, last, axis)
         try:
             input_readers(trial, new_input, follow=follow, refitted=list(refitted) or None)
