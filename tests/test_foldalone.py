@@ -100,3 +100,38 @@ def test_a_sweep_names_at_each_size_the_fold_named_at_that_size_alone() -> None:
     assert alone[0] == ("stem", "fold it with adapt_input_channels(model, 1)")
     swept = paramcount_sweep(model, [(1, 4, 4), (1, 16, 16)])
     assert [(f.layer, f.fix) for f in swept[-1].findings] == alone
+
+
+class _TwoClips(nn.Module):
+    """pytorchvideo's SlowFast in small: a list of two clips, each read by its own stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow, self.fast = nn.Conv3d(3, 4, (1, 3, 3)), nn.Conv3d(3, 2, (3, 3, 3), padding=(1, 0, 0))
+
+    def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        fast = self.fast(x[1])
+        return self.slow(x[0]).mean((2, 3, 4)) + fast.mean((2, 3, 4)).repeat(1, 2)
+
+
+def test_images_read_by_their_own_layers_all_made_grey_name_a_fold_of_them_all() -> None:
+    """Found by a probe (pytorchvideo's SlowFast given two grey clips): each stem was told 'fold it with
+    adapt_input_channels(model, 1)', which refuses (it asks which image changes); the report names the fold of every
+    layer reading an image given those channels, which runs as written and is exact on grey clips replicated.  Given
+    both clips in colour, the plain fold still asks which one (it folded the first alone, silently)."""
+    torch.manual_seed(0)
+    model = _TwoClips().double().eval()
+    report = paramcount(model, {"x": [(1, 2, 8, 8), (1, 8, 8, 8)]})
+    call = "adapt_input_channels(model, 1, layer=['slow', 'fast'])"
+    assert [(f.layer, f.fix) for f in report.findings] == [
+        ("fast", f"fold it with {call}"),
+        ("slow", f"fold it with {call}"),
+    ]
+    edited = eval(call, {"adapt_input_channels": adapt_input_channels, "model": model}).model  # as written
+    assert sum(p.numel() for p in edited.parameters()) == report.total_for_input
+    grey = [torch.randn(2, 1, 2, 8, 8, dtype=torch.float64), torch.randn(2, 1, 8, 8, 8, dtype=torch.float64)]
+    with torch.no_grad():
+        got, want = edited(list(grey)), model([g.expand(2, 3, *g.shape[2:]) for g in grey])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(SurgeryError, match=r"takes 2 images \(x_0, x_1\).*or every image: layer=\['slow', 'fast'\]"):
+        adapt_input_channels(model, 1, input={"x": [(3, 2, 8, 8), (3, 8, 8, 8)]})

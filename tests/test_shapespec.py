@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -102,19 +103,34 @@ def test_contracts_take_typed_inputs() -> None:
         ShapeContract(input="4")  # a plain shape is written as a list; text is for a dtype
 
 
-def test_a_list_of_tensors_as_one_input_is_refused_before_tracing() -> None:
-    """Found by a probe: a bare RuntimeError (``if v[0] == 1`` on a tensor) came out of the error message's hint."""
+class _ListIn(nn.Module):
+    """A forward taking a list of tensors (pytorchvideo's SlowFast takes its two clips so)."""
 
-    class ListIn(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.proj = nn.Linear(4, 3)
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 3)
 
-        def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-            return torch.stack([self.proj(x) for x in xs], 1)
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([self.proj(x) for x in xs], 1)
 
-    with pytest.raises(InputError, match=r"input 'xs' is a list of 2 tensors — each input is one tensor or shape"):
-        paramcount(ListIn(), {"xs": [torch.randn(1, 4), torch.randn(1, 4)]})
+
+@pytest.mark.parametrize("given", [[torch.randn(2, 4), torch.randn(2, 4)], [(4,), (4,)]])
+def test_a_forward_taking_a_list_of_tensors_is_given_it_by_name(given: list[Any]) -> None:
+    """Found by a probe: a bare RuntimeError (``if v[0] == 1`` on a tensor) came out of the error message's hint;
+    then a list of tensors was refused (pytorchvideo's SlowFast could not be analysed).  Given by name, each
+    tensor is an input of its own, the list rebuilt for forward."""
+    report = paramcount(_ListIn(), {"xs": given}, batch=2)
+    with torch.no_grad():
+        real = _ListIn()([torch.zeros(2, 4), torch.zeros(2, 4)])
+    assert report.output_shape == tuple(real.shape) == (2, 2, 3) and report.total == 15
+    assert report.input_shapes == {"xs_0": (2, 4), "xs_1": (2, 4)}
+
+
+def test_a_list_given_positionally_is_told_to_be_given_by_name() -> None:
+    """The two clips of a one-argument forward given as two inputs: the error names the call that runs."""
+    with pytest.raises(InputError, match=re.escape("give it by name: paramcount(model, {'xs': [(4,), (4,)]})")):
+        paramcount(_ListIn(), [(4,), (4,)])
+    assert paramcount(_ListIn(), {"xs": [(4,), (4,)]}).output_shape == (1, 2, 3)  # that call, as written
 
 
 def test_a_dict_where_one_shape_is_expected_is_refused_with_its_shapes_only() -> None:

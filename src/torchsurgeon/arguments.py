@@ -27,7 +27,16 @@ from torch import nn
 
 from .errors import InputError, TraceError, close_names
 from .inputdtypes import input_dtype_for
-from .shapespec import InputSpec, TypedShape, check_shape, input_name, nested_inputs, normalize_input, not_an_input
+from .shapespec import (
+    InputSpec,
+    TypedShape,
+    check_shape,
+    input_name,
+    is_tensor_list,
+    nested_inputs,
+    normalize_input,
+    not_an_input,
+)
 from .wrappers import instance_forward
 
 __all__ = (
@@ -60,9 +69,10 @@ __all__ = (
     "without_caches",
 )
 
-InputNames = Union[int, Iterable[Union[str, tuple[str, str]]], None]
+InputNames = Union[int, Iterable[Union[str, tuple[str, Union[str, int]]]], None]
 """Which ``forward`` arguments get tensors: the first N positional ones (``*args`` past them), these names (a
-``(name, key)`` pair for each tensor of an argument given a dict), or (``None``) the first."""
+``(name, key)`` pair for each tensor of an argument given a dict, ``(name, index)`` of one given a list), or
+(``None``) the first."""
 
 InputPaths = Mapping[str, tuple[str, Union[str, int]]]
 """Inputs that are part of one ``forward`` argument, by input name: ``(argument, key)`` for a tensor of a dict,
@@ -149,15 +159,17 @@ def tensor_inputs(spec: Any) -> InputNames:
     return 1
 
 
-def _named_inputs(spec: Mapping[Any, Any]) -> tuple[str | tuple[str, str], ...]:
+def _named_inputs(spec: Mapping[Any, Any]) -> tuple[str | tuple[str, str | int], ...]:
     """:func:`tensor_inputs` of a mapping, its shapes checked (a list of tensors: InputError before tracing)."""
-    names: list[str | tuple[str, str]] = []
+    names: list[str | tuple[str, str | int]] = []
     for name, value in spec.items():
-        nested = isinstance(value, Mapping)
+        listed = is_tensor_list(value)  # a list of tensors (SlowFast's pathways): one input per entry
+        nested = isinstance(value, Mapping) or listed
         for flat, item in (nested_inputs(str(name), value) if nested else {str(name): value}).items():
             if isinstance(item, (list, tuple)):
                 check_shape(item, f"input {flat!r}", scalar=True)
-        names.extend([(str(name), str(key)) for key in value] if nested else [str(name)])
+        keys: list[str | int] = list(range(len(value))) if listed else [str(key) for key in value] if nested else []
+        names.extend([(str(name), key) for key in keys] if nested else [str(name)])
     return tuple(names)
 
 
@@ -225,7 +237,8 @@ count_params(build_graph(trace(model))), with from torchsurgeon.trace import tra
 
 
 def check_input_names(model: nn.Module, spec: Any) -> None:
-    """Refuse an input spec's name that is no argument of ``model.forward`` (a typo: ``pixel_value``).
+    """Refuse an input spec's name that is no argument of ``model.forward`` (a typo: ``pixel_value``), or more shapes
+    given in order than ``forward`` takes.
 
     A name ``forward`` would pass to its ``**kwargs`` is refused only when it
     is close to one of its own arguments (``forward(pixel_values=None, **kwargs)``
@@ -246,6 +259,8 @@ def check_input_names(model: nn.Module, spec: Any) -> None:
 give {'input': (2,)}; the inputs are ['input']
     """
     if not isinstance(spec, Mapping):
+        if isinstance(count := tensor_inputs(spec), int) and count > 1:  # more shapes than forward takes: refused
+            normalize_input(spec, forward_inputs(model, spec))  # before a trace fails on them (a list's entries)
         return
     params = forward_parameters(model)
     if not params:  # no signature to read
@@ -359,12 +374,12 @@ def input_paths(model: nn.Module, inputs: InputNames) -> dict[str, tuple[str, st
 
 def grouped_inputs(values: Mapping[str, Any], paths: InputPaths) -> dict[str, Any]:
     """Values by input name regrouped by ``forward`` argument (see :func:`input_paths`): a dict for an argument
-    given one, a tuple for ``*args``; the other values as they are.
+    given one, a list for an argument given a list, or for ``*args``; the other values as they are.
 
     Examples
     --------
     >>> grouped_inputs({"x": 1, "rest_0": 2, "cond_t": 3}, {"rest_0": ("rest", 0), "cond_t": ("cond", "t")})
-    {'x': 1, 'rest': (2,), 'cond': {'t': 3}}
+    {'x': 1, 'rest': [2], 'cond': {'t': 3}}
     """
     out: dict[str, Any] = {}
     entries: dict[str, dict[int, Any]] = {}
@@ -372,13 +387,13 @@ def grouped_inputs(values: Mapping[str, Any], paths: InputPaths) -> dict[str, An
         argument, key = paths.get(name, (name, None))
         if isinstance(key, int):
             entries.setdefault(argument, {})[key] = value
-            out.setdefault(argument, ())
+            out.setdefault(argument, [])
         elif key is not None:
             out.setdefault(argument, {})[key] = value
         else:
             out[name] = value
     for argument, by_index in entries.items():
-        out[argument] = tuple(by_index[i] for i in sorted(by_index))
+        out[argument] = [by_index[i] for i in sorted(by_index)]
     return out
 
 

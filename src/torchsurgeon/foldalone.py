@@ -65,7 +65,7 @@ def fold_alone(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple
     """
     layers = fold_layers(G)
     if not layers:
-        return _changed_image(G, inputs), ""
+        return _changed_image(G, inputs, channels), ""
     sizes = sorted((k, tuple(v.shape)) for k, v in inputs.items() if hasattr(v, "shape"))  # what the verdicts read
     if graph_cache(G, f"folded through maps {channels} {sizes}", lambda: _folded_through_maps(G, inputs, channels)):
         return (), ""  # the plain fold folds the others through their channel maps (ViTMatte's joined pixels)
@@ -105,11 +105,15 @@ def _maps(model: nn.Module, image: tuple[int, ...], channels: int) -> dict[str, 
     return mapped[1] if mapped is not None else None
 
 
-def _changed_image(G: nx.DiGraph, inputs: Mapping[str, Any]) -> tuple[str, ...]:
-    """Of a model taking several images (inputs read by convolutions), the layers reading the one given a channel
-    count they do not take; ``()`` for a model of one image, or when no image or more than one changed."""
+def _changed_image(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple[str, ...]:
+    """Of a model taking several images read by different layers (:func:`~torchsurgeon.readers.distinct_images`),
+    the layers reading those given ``channels`` channels, which they do not take (both pathways of SlowFast given
+    grey clips: a fold of all of them runs, where a plain fold asks which image changes); ``()`` for a model of one
+    image, or of several that one backbone reads, or when no image changed."""
+    from .readers import distinct_images  # readers imports shapes, which imports this module
+
     images = graph_images(G)
-    if len(images) < 2:
+    if not distinct_images(images):  # one image, or one backbone reading each (a siamese network): the plain fold
         return ()
     modules = index_of(G).modules
     changed = [
@@ -117,9 +121,10 @@ def _changed_image(G: nx.DiGraph, inputs: Mapping[str, Any]) -> tuple[str, ...]:
         for name, readers in images.items()
         if (x := inputs.get(name)) is not None
         and x.dim() >= 2
-        and any(getattr(modules.get(r), "in_channels", None) != x.shape[1] for r in readers)
+        and x.shape[1] == channels
+        and any(getattr(modules.get(r), "in_channels", None) != channels for r in readers)
     ]
-    return tuple(changed[0]) if len(changed) == 1 else ()
+    return tuple(dict.fromkeys(r for readers in changed for r in readers))
 
 
 def fold_alone_at(G: nx.DiGraph, shapes: Mapping[str, tuple[int, ...]], channels: int) -> tuple[tuple[str, ...], str]:

@@ -94,7 +94,7 @@ def bind_inputs(
         if p.name not in rest:
             positional = False
             continue
-        if positional and p.kind == p.VAR_POSITIONAL and isinstance(rest[p.name], tuple):
+        if positional and p.kind == p.VAR_POSITIONAL and isinstance(rest[p.name], list):
             args.extend(rest.pop(p.name))  # *args given entry by entry
         elif positional and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL):
             args.append(rest.pop(p.name))

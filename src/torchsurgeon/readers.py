@@ -702,7 +702,7 @@ def recoloured(
     return {name: new if spec is shape else spec for name, spec in image.items()}
 
 
-def one_image(model: nn.Module, input: Mapping[str, Any], readers: list[str]) -> None:
+def one_image(model: nn.Module, input: InputSpec, readers: list[str]) -> None:
     """Raise unless the input whose channels are adapted (:func:`image_input`) is the only
     image of several inputs (:func:`images_read_by_convolutions`): a ControlNet takes a
     latent ``sample`` and a ``controlnet_cond`` image, and which one gets other channels is the user's to say.
@@ -719,7 +719,7 @@ def one_image(model: nn.Module, input: Mapping[str, Any], readers: list[str]) ->
     >>> one_image(Sum(), {"x": (4, 8, 8), "y": (3, 8, 8)}, ["a"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    torchsurgeon.errors.SurgeryError: Sum takes 2 images (x, y): say which one ... x: layer='a'; y: layer='b'
+    torchsurgeon.errors.SurgeryError: Sum takes 2 images (x, y): say which one ... x: layer='a'; y: layer='b'; or ...
     """
     chosen = image_input(dict(ExampleInputs(model, input, 1)))
     images = images_read_by_convolutions(model, input, {chosen: readers} if chosen is not None else None)
@@ -745,7 +745,9 @@ def several_images(model: nn.Module, images: Mapping[str, list[str]]) -> Surgery
     choices = "; ".join(
         f"{name}: layer={readers if len(readers) > 1 else readers[0]!r}" for name, readers in images.items()
     )
+    every = list(dict.fromkeys(r for readers in images.values() for r in readers))
     return SurgeryError(
         f"{type(model).__name__} takes {len(images)} image{'s' * (len(images) != 1)} ({', '.join(images)}): "
-        f"say which one gets the new channel count by naming the layers that read it — {choices}"
+        f"say which one gets the new channel count by naming the layers that read it — {choices}; or every "
+        f"image: layer={every!r}"
     )

@@ -30,6 +30,7 @@ __all__ = (
     "input_args",
     "input_name",
     "input_spec",
+    "is_tensor_list",
     "missing_input",
     "nested_inputs",
     "normalize_input",
@@ -482,7 +483,8 @@ def check_shape(shape: Any, where: str, *, scalar: bool = False) -> Shape:
 
 
 def input_name(argument: str, key: str | int) -> str:
-    """The input name of one tensor of a ``forward`` argument: a key of the dict it takes, or an index of ``*args``.
+    """The input name of one tensor of a ``forward`` argument: a key of the dict it takes, or an index of the list
+    it takes (or of ``*args``).
 
     The traced graph has one input of this name for each such tensor; reports name it so.
 
@@ -494,8 +496,25 @@ def input_name(argument: str, key: str | int) -> str:
     return f"{argument}_{key}"
 
 
-def nested_inputs(argument: str, value: Mapping[Any, Any]) -> dict[str, Any]:
-    """The tensors (or shapes) of a ``forward`` argument given as a dict, by :func:`input_name`.
+def is_tensor_list(value: Any) -> bool:
+    """Whether an input spec's ``value`` for one ``forward`` argument is a list of tensors (or of shapes), as
+    pytorchvideo's SlowFast takes its two pathways, and not one shape.
+
+    Examples
+    --------
+    >>> is_tensor_list([(3, 4, 32, 32), (3, 16, 32, 32)]), is_tensor_list((3, 32, 32)), is_tensor_list([])
+    (True, False, False)
+    """
+    return (
+        type(value) in (list, tuple)
+        and bool(value)
+        and all(isinstance(v, (torch.Tensor, TypedShape, torch.Size)) or type(v) in (list, tuple) for v in value)
+    )
+
+
+def nested_inputs(argument: str, value: Mapping[Any, Any] | Sequence[Any]) -> dict[str, Any]:
+    """The tensors (or shapes) of a ``forward`` argument given as a dict, or as a list (:func:`is_tensor_list`), by
+    :func:`input_name`.
 
     Raises
     ------
@@ -506,7 +525,11 @@ def nested_inputs(argument: str, value: Mapping[Any, Any]) -> dict[str, Any]:
     --------
     >>> nested_inputs("added_cond_kwargs", {"text_embeds": (16,), "time_ids": (6,)})
     {'added_cond_kwargs_text_embeds': (16,), 'added_cond_kwargs_time_ids': (6,)}
+    >>> nested_inputs("x", [(3, 4, 32, 32), (3, 16, 32, 32)])
+    {'x_0': (3, 4, 32, 32), 'x_1': (3, 16, 32, 32)}
     """
+    if not isinstance(value, Mapping):
+        return {input_name(argument, i): item for i, item in enumerate(value)}
     where = f"input {argument!r}"
     if not value:
         raise InputError(f"{where} is an empty dict — give the shape of each tensor in it, e.g. {{'image': (3, 8, 8)}}")
@@ -673,7 +696,8 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
     if isinstance(spec, Mapping):
         out: dict[str, Shape | TypedShape | torch.Tensor] = {}
         for name, value in spec.items():
-            given = nested_inputs(name, value) if isinstance(value, Mapping) else {name: value}
+            nested = isinstance(value, Mapping) or is_tensor_list(value)
+            given = nested_inputs(name, value) if nested else {name: value}
             for flat, item in given.items():
                 if flat not in placeholders:
                     raise not_an_input(name, value, placeholders)
@@ -696,9 +720,14 @@ def normalize_input(spec: InputSpec, placeholders: Sequence[str]) -> dict[str, S
         and all(isinstance(s, (list, tuple, torch.Size, torch.Tensor, TypedShape)) for s in spec)
     ):
         if len(spec) > len(placeholders):
+            listed = ""  # a forward taking one list of tensors (pytorchvideo's SlowFast, its two pathways)
+            if len(placeholders) == 1 and not any(isinstance(s, torch.Tensor) for s in spec):
+                one = placeholders[0]
+                listed = f"; if {one} takes a list of tensors, give it by name: paramcount(model, {{{one!r}: "
+                listed += f"{list(spec)}}})"
             raise InputError(
                 f"{len(spec)} input shapes given, but forward takes {len(placeholders)} "
-                f"inputs ({list(placeholders)}) — give one shape per input"
+                f"inputs ({list(placeholders)}) — give one shape per input{listed}"
             )
         return {
             name: s if isinstance(s, (torch.Tensor, TypedShape)) else check_shape(s, f"input {name!r}")

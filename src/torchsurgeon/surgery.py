@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .ambient import in_plain_torch
-from .arguments import layer_names, required_arguments
+from .arguments import layer_names, required_arguments, tensor_inputs
 from .channelconstants import channel_constants, widen_channel_constants
 from .channelmap import ChannelMap, channel_maps, runnable_image
 from .configinput import configured_image, default_input, with_tower_hint
@@ -126,7 +126,8 @@ def _input_layers(
             found = input_readers(model, input, joins=joins, refitted=refitted)
         except SurgeryError as exc:  # the input its config describes refused (LLaVA): its image tower may run
             raise exc if given is not None else with_tower_hint(exc, model, input, call) from exc.__cause__
-        if isinstance(input, Mapping) and len(input) > 1:
+        tensors = tensor_inputs(input)  # several (by name, positionally, a list's): one is the image, or layer=
+        if (tensors if isinstance(tensors, int) else len(tuple(tensors or ()))) > 1:
             one_image(model, input, found)
         # the image to try the edit on: the one given, else the config's when its first dim is the channels
         image = image_spec(model, input)

@@ -166,11 +166,9 @@ class _SurgeonTracer(torch.fx.Tracer):
         self._leaf_types = leaf_types
         self._specialise = specialise
         self._defaults = defaults  # specialised to their default: a decorated forward gets them from its wrapper
-        self._parts: dict[str, list[tuple[str, tuple[str, str | int]]]] = {}  # fx argument name -> its inputs
+        self._parts: dict[str, list[tuple[str, tuple[str, str | int]]]] = {}  # argument name -> its inputs
         for name, (argument, key) in (parts or {}).items():
-            self._parts.setdefault(f"*{argument}" if isinstance(key, int) else argument, []).append(
-                (name, (argument, key))
-            )
+            self._parts.setdefault(argument, []).append((name, (argument, key)))
         self._keywords = keywords  # inputs forward takes through its **kwargs (kwargs.get("mask")): given there
         self._stack: list[str] = []
         self.failures: list[tuple[BaseException, list[str]]] = []
@@ -414,7 +412,7 @@ class _SurgeonTracer(torch.fx.Tracer):
             elif i < len(args) and name in self._specialise and isinstance(args[i], torch.fx.Proxy):
                 self.dropped.append(args[i].node)
                 args[i] = self._specialise[name]
-            elif i < len(args) and name in self._parts and isinstance(args[i], torch.fx.Proxy):
+            elif i < len(args) and name.lstrip("*") in self._parts and isinstance(args[i], torch.fx.Proxy):
                 args[i] = self._split_input(args[i], name)
         if inner is not root_fn and is_module:  # a decorated forward: call the wrapper, binding by name
             fn = call_by_name(root_fn, names[1:], self._defaults) or fn
@@ -423,21 +421,25 @@ class _SurgeonTracer(torch.fx.Tracer):
         return _without_caches(self._with_root_hooks(fn, is_module)), args if is_module else args[1:]
 
     def _split_input(self, given: torch.fx.Proxy, name: str) -> Any:
-        """An argument given a dict of tensors, or ``*args`` given several, as one input per tensor, in its place."""
+        """An argument given a dict or a list of tensors, or ``*args`` given several, as one input per tensor, in its
+        place."""
         self.dropped.append(given.node)
         with self.graph.inserting_before(given.node):
             return self._made_input(name)
 
     def _made_input(self, name: str) -> Any:
-        """The placeholder of input ``name``, or of each tensor of the argument ``name`` given a dict (or of each
-        entry of ``*args``), at the graph's insertion point."""
-        if name not in self._parts:
+        """The placeholder of input ``name``, or of each tensor of the argument ``name`` given a dict or a list (or of
+        each entry of ``*args``: fx names it ``*args``), at the graph's insertion point."""
+        parts = self._parts.get(name.lstrip("*"))
+        if parts is None:
             return self.create_proxy("placeholder", name, (), {})
         made: dict[str | int, Any] = {}
-        for input_name, path in self._parts[name]:
+        for input_name, path in parts:
             made[path[1]] = self.create_proxy("placeholder", input_name, (), {})
             made[path[1]].node.meta[INPUT_PATH] = path
-        return tuple(made.values()) if name.startswith("*") else made
+        if name.startswith("*"):
+            return tuple(made.values())
+        return [made[i] for i in sorted(made)] if all(isinstance(k, int) for k in made) else made  # type: ignore[type-var]
 
     def _with_root_hooks(self, fn: Callable[..., Any], is_module: bool) -> Callable[..., Any]:
         """``fn(root, *args)`` with the root's forward hooks that run in the analysis (fx calls ``forward`` itself,
