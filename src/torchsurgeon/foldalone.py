@@ -27,7 +27,7 @@ from .copies import cannot_run_on_meta, detached_copy, meta_like
 from .errors import first_line
 from .frontend import bind_inputs
 from .graph import graph_cache, graph_module_of, index_of, is_probing, model_of, shape_specific_of
-from .graphreaders import fold_layers, graph_images, graph_readers
+from .graphreaders import distinct_images, fold_layers, graph_images, graph_readers
 from .inputdtypes import placeholder_dtype
 from .resize import input_fix, refit_in_place
 from .rules.on_meta import ruled_meta
@@ -106,12 +106,10 @@ def _maps(model: nn.Module, image: tuple[int, ...], channels: int) -> dict[str, 
 
 
 def _changed_image(G: nx.DiGraph, inputs: Mapping[str, Any], channels: int) -> tuple[str, ...]:
-    """Of a model taking several images read by different layers (:func:`~torchsurgeon.readers.distinct_images`),
+    """Of a model taking several images read by different layers (:func:`~torchsurgeon.graphreaders.distinct_images`),
     the layers reading those given ``channels`` channels, which they do not take (both pathways of SlowFast given
     grey clips: a fold of all of them runs, where a plain fold asks which image changes); ``()`` for a model of one
     image, or of several that one backbone reads, or when no image changed."""
-    from .readers import distinct_images  # readers imports shapes, which imports this module
-
     images = graph_images(G)
     if not distinct_images(images):  # one image, or one backbone reading each (a siamese network): the plain fold
         return ()

@@ -22,7 +22,14 @@ from .knowndata import DATA_FACTORIES
 from .resize import hands_on_channels
 from .shapespec import EXAMPLE_TOKENS
 
-__all__ = ("fold_layers", "graph_images", "graph_readers", "images_traced_as_none", "weights_owner")
+__all__ = (
+    "distinct_images",
+    "fold_layers",
+    "graph_images",
+    "graph_readers",
+    "images_traced_as_none",
+    "weights_owner",
+)
 
 
 _SHAPE_ONLY = frozenset(
@@ -280,6 +287,18 @@ def graph_images(G: nx.DiGraph) -> dict[str, list[str]]:
             if convs:
                 found[rec.target] = convs
     return found
+
+
+def distinct_images(images: Mapping[str, list[str]]) -> bool:
+    """Whether several inputs are images read by different layers (an image and a mask); inputs that one backbone
+    reads (a siamese network) all take the channels its stem is adapted to: no choice.
+
+    Examples
+    --------
+    >>> distinct_images({"a": ["backbone.0"], "b": ["backbone.0"]}), distinct_images({"x": ["a"], "y": ["b"]})
+    (False, True)
+    """
+    return len({tuple(sorted(readers)) for readers in images.values()}) > 1
 
 
 def images_traced_as_none(model: nn.Module, G: nx.DiGraph, found: list[str], call: str) -> SurgeryError | None:

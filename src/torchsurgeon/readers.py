@@ -33,6 +33,7 @@ from .arguments import ExampleInputs, InputPaths
 from .copies import _zeros_like, cannot_run_on_meta, detached_copy
 from .errors import SurgeryError
 from .frontend import bind_inputs
+from .graphreaders import distinct_images
 from .inputaxes import JOINING
 from .records import Finding, ParamChange, ParamReport
 from .resize import guessed_input, resized_copy
@@ -725,18 +726,6 @@ def one_image(model: nn.Module, input: InputSpec, readers: list[str]) -> None:
     images = images_read_by_convolutions(model, input, {chosen: readers} if chosen is not None else None)
     if distinct_images(images) or (images and chosen not in images):
         raise several_images(model, images)
-
-
-def distinct_images(images: Mapping[str, list[str]]) -> bool:
-    """Whether several inputs are images read by different layers (an image and a mask); inputs that one backbone
-    reads (a siamese network) all take the channels its stem is adapted to: no choice.
-
-    Examples
-    --------
-    >>> distinct_images({"a": ["backbone.0"], "b": ["backbone.0"]}), distinct_images({"x": ["a"], "y": ["b"]})
-    (False, True)
-    """
-    return len({tuple(sorted(readers)) for readers in images.values()}) > 1
 
 
 def several_images(model: nn.Module, images: Mapping[str, list[str]]) -> SurgeryError:

@@ -28,14 +28,13 @@ from .errors import SurgeryError, TraceError, check_count, check_flag, check_opt
 from .failingpart import part_that_runs
 from .fold import fold_normalization
 from .graph import build_graph, opaque_of
-from .graphreaders import graph_images, graph_readers, images_traced_as_none
+from .graphreaders import distinct_images, graph_images, graph_readers, images_traced_as_none
 from .guards import CHANNEL_GUARDS, update_guards
 from .ignoredinputs import check_input_traced
 from .initialisers import default_init
 from .layerfold import adapt_layer, input_width, plain_weight, weight_normed
 from .lazy import lazy_layers
 from .readers import (
-    distinct_images,
     guessed_input,
     image_shape,
     image_spec,

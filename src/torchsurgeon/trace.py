@@ -412,7 +412,7 @@ class _SurgeonTracer(torch.fx.Tracer):
             elif i < len(args) and name in self._specialise and isinstance(args[i], torch.fx.Proxy):
                 self.dropped.append(args[i].node)
                 args[i] = self._specialise[name]
-            elif i < len(args) and name.lstrip("*") in self._parts and isinstance(args[i], torch.fx.Proxy):
+            elif i < len(args) and name.removeprefix("*") in self._parts and isinstance(args[i], torch.fx.Proxy):
                 args[i] = self._split_input(args[i], name)
         if inner is not root_fn and is_module:  # a decorated forward: call the wrapper, binding by name
             fn = call_by_name(root_fn, names[1:], self._defaults) or fn
@@ -430,16 +430,16 @@ class _SurgeonTracer(torch.fx.Tracer):
     def _made_input(self, name: str) -> Any:
         """The placeholder of input ``name``, or of each tensor of the argument ``name`` given a dict or a list (or of
         each entry of ``*args``: fx names it ``*args``), at the graph's insertion point."""
-        parts = self._parts.get(name.lstrip("*"))
+        parts = self._parts.get(name.removeprefix("*"))
         if parts is None:
             return self.create_proxy("placeholder", name, (), {})
         made: dict[str | int, Any] = {}
         for input_name, path in parts:
             made[path[1]] = self.create_proxy("placeholder", input_name, (), {})
             made[path[1]].node.meta[INPUT_PATH] = path
-        if name.startswith("*"):
-            return tuple(made.values())
-        return [made[i] for i in sorted(made)] if all(isinstance(k, int) for k in made) else made  # type: ignore[type-var]
+        if all(isinstance(k, int) for k in made):  # *args' entries, or a list's, in order (input_paths)
+            return tuple(made.values()) if name.startswith("*") else list(made.values())
+        return made
 
     def _with_root_hooks(self, fn: Callable[..., Any], is_module: bool) -> Callable[..., Any]:
         """``fn(root, *args)`` with the root's forward hooks that run in the analysis (fx calls ``forward`` itself,
